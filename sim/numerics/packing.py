@@ -85,7 +85,7 @@ def pack_ternary_2bit(codes: npt.ArrayLike) -> tuple[np.ndarray, int]:
     ``i//4``); tail padded with zero weights. Layout: module docstring (vitallm.md §5.2).
     """
     u, n = _offset_codes(codes, TERNARY_2BIT_PER_BYTE)
-    g = u.reshape(u.shape[:-1] + (-1, TERNARY_2BIT_PER_BYTE))
+    g = u.reshape(u.shape[:-1] + (u.shape[-1] // TERNARY_2BIT_PER_BYTE, TERNARY_2BIT_PER_BYTE))
     packed = g[..., 0] | (g[..., 1] << 2) | (g[..., 2] << 4) | (g[..., 3] << 6)
     return packed.astype(np.uint8), n
 
@@ -101,7 +101,7 @@ def unpack_ternary_2bit(packed: npt.ArrayLike, n: int) -> np.ndarray:
     fields = np.stack([(p >> (2 * j)) & 3 for j in range(TERNARY_2BIT_PER_BYTE)], axis=-1)
     if np.any(fields == 3):
         raise ValueError("invalid 2-bit ternary code 3 in packed data")
-    flat = fields.reshape(p.shape[:-1] + (-1,))[..., :n]
+    flat = fields.reshape(p.shape[:-1] + (p.shape[-1] * TERNARY_2BIT_PER_BYTE,))[..., :n]
     return (flat - 1).astype(np.int8)
 
 
@@ -112,7 +112,7 @@ def pack_ternary_base3(codes: npt.ArrayLike) -> tuple[np.ndarray, int]:
     1.6 bits/weight (vitallm.md §5.2).
     """
     u, n = _offset_codes(codes, TERNARY_BASE3_PER_BYTE)
-    g = u.reshape(u.shape[:-1] + (-1, TERNARY_BASE3_PER_BYTE))
+    g = u.reshape(u.shape[:-1] + (u.shape[-1] // TERNARY_BASE3_PER_BYTE, TERNARY_BASE3_PER_BYTE))
     packed = (g * _POW3).sum(axis=-1)
     return packed.astype(np.uint8), n
 
@@ -128,5 +128,5 @@ def unpack_ternary_base3(packed: npt.ArrayLike, n: int) -> np.ndarray:
     if p.size and (p.min() < 0 or p.max() > 242):
         raise ValueError("base-3 packed byte out of range [0, 242]")
     trits = (p[..., None] // _POW3) % 3
-    flat = trits.reshape(p.shape[:-1] + (-1,))[..., :n]
+    flat = trits.reshape(p.shape[:-1] + (p.shape[-1] * TERNARY_BASE3_PER_BYTE,))[..., :n]
     return (flat - 1).astype(np.int8)

@@ -251,3 +251,26 @@ def test_fakequant_formats_and_types():
     with pytest.raises(ValueError):
         fp4_fakequant(x, "int4")
     assert isinstance(mxfp4_quantize(x), MXFP4Tensor) and isinstance(nvfp4_quantize(x), NVFP4Tensor)
+
+
+def test_nvfp4_block_scale_uses_float32_steps():
+    # Found by search: the exact ratio sits so close to an E4M3 midpoint that float32 rounding of
+    # 6·s_global and of the division flips the E4M3 code (float32 path: 106, float64 path: 107).
+    x = np.zeros(32, F32)
+    x[0], x[16] = 98.10269927978516, 18.394256591796875
+    assert nvfp4_quantize(x).scales.tolist() == [126, 106]
+
+
+@pytest.mark.parametrize(
+    "amax, s8, v, code",  # float32 division lands exactly on an E2M1 tie; float64 would not
+    [(7.172608375549316, 7.5, 0.050032150000333786, 4),
+     (82.85570526123047, 7.5, 1.1559110879898071, 7),
+     (32.0992546081543, 52.0, 0.7762097120285034, 2)],
+)
+def test_nvfp4_element_division_is_float32(amax, s8, v, code):
+    sg = F32(F32(amax) / F32(2688))
+    x = np.zeros(16, F32)
+    x[0], x[1] = F32(s8 * 6 * float(sg)), v
+    t = nvfp4_quantize(x, tensor_amax=amax)
+    assert e4m3_decode(t.scales).tolist() == [s8]
+    assert int(t.codes[1]) == code

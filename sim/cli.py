@@ -10,7 +10,6 @@ import importlib
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -80,10 +79,10 @@ def config_list() -> None:
 @trace_app.callback()
 def trace_main(
     ctx: typer.Context,
-    model: Optional[str] = typer.Option(None, "--model", help="model preset name or a Hugging Face model directory"),
+    model: str | None = typer.Option(None, "--model", help="model preset name or a Hugging Face model directory"),
     prefill: int = typer.Option(64, "--prefill", help="prompt tokens"),
     decode: int = typer.Option(16, "--decode", help="generated tokens"),
-    out: Optional[Path] = typer.Option(None, "--out", help="output trace directory (must not exist)"),
+    out: Path | None = typer.Option(None, "--out", help="output trace directory (must not exist)"),
     tensors: bool = typer.Option(False, "--tensors", help="also store per-layer, per-head q/k/v of decode steps"),
     seed: int = typer.Option(0, "--seed", help="random seed for randomly initialised presets"),
 ) -> None:

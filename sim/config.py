@@ -262,7 +262,12 @@ def from_dict(data: dict[str, Any], source: str = "<dict>") -> HwConfig:
     if "name" not in data:
         raise ConfigError(f"{source}: missing required field 'name' (add `name = \"my-design\"` at the top)")
     cfg = _build(HwConfig, data, source, "")
-    cfg = dataclasses.replace(cfg, source=source)
+    for op in cfg.sfu.latency:
+        if op not in SFU_OPS:
+            raise ConfigError(f"{source}: sfu.latency.{op}: unknown op{_did_you_mean(op, SFU_OPS)}; allowed: {', '.join(SFU_OPS)}")
+    # A partial [sfu.latency] table overrides only the ops it names.
+    latency = {**SfuConfig().latency, **cfg.sfu.latency}
+    cfg = dataclasses.replace(cfg, source=source, sfu=dataclasses.replace(cfg.sfu, latency=latency))
     _check_semantics(cfg, source)
     return cfg
 
@@ -270,7 +275,8 @@ def from_dict(data: dict[str, Any], source: str = "<dict>") -> HwConfig:
 def to_dict(cfg: Any) -> Any:
     """Plain-data form of a config (TOML/JSON friendly)."""
     if dataclasses.is_dataclass(cfg):
-        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+        # `source` records where a config came from; it is not part of the hardware description.
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg) if f.name != "source"}
     if isinstance(cfg, tuple):
         return [to_dict(v) for v in cfg]
     if isinstance(cfg, dict):
@@ -389,12 +395,7 @@ def _check_semantics(cfg: HwConfig, src: str) -> None:
         )
     if cfg.lop.buckets & (cfg.lop.buckets - 1):
         raise ConfigError(f"{src}: lop.buckets = {cfg.lop.buckets}: must be a power of two")
-    for op in SFU_OPS:
-        if op not in cfg.sfu.latency:
-            raise ConfigError(f"{src}: sfu.latency is missing '{op}'; required ops: {', '.join(SFU_OPS)}")
     for op, lat in cfg.sfu.latency.items():
-        if op not in SFU_OPS:
-            raise ConfigError(f"{src}: sfu.latency.{op}: unknown op{_did_you_mean(op, SFU_OPS)}; allowed: {', '.join(SFU_OPS)}")
         if lat < 0:
             raise ConfigError(f"{src}: sfu.latency.{op} = {lat}: must be >= 0")
     seen = set()

@@ -183,9 +183,7 @@ def _nvfp4_block_scale_f32(block_amax: np.ndarray, s_global: np.float32) -> np.n
     return np.clip(s, np.float32(2.0**-9), np.float32(E4M3_MAX)).astype(np.float32)
 
 
-def nvfp4_quantize(
-    x: npt.ArrayLike, block: int = 16, tensor_amax: float | None = None
-) -> NVFP4Tensor:
+def nvfp4_quantize(x: npt.ArrayLike, block: int = 16, tensor_amax: float | None = None) -> NVFP4Tensor:
     """Quantize to NVFP4 along the last axis (TE ``nvfp4.rst``, ModelOpt ``nvfp4_tensor.py``, §3).
 
     Reference followed: ModelOpt ``NVFP4QTensor.quantize`` (dynamic path), all in float32:

@@ -40,7 +40,9 @@ def midpoints_and_neighbours(grid: np.ndarray) -> np.ndarray:
     """Every exact midpoint of consecutive grid values plus its float32 neighbours (tie stress)."""
     g = np.unique(grid.astype(np.float64))
     mids = ((g[:-1] + g[1:]) / 2).astype(F32)
-    pts = np.concatenate([g.astype(F32), mids, np.nextafter(mids, F32(-np.inf)), np.nextafter(mids, F32(np.inf))])
+    pts = np.concatenate(
+        [g.astype(F32), mids, np.nextafter(mids, F32(-np.inf)), np.nextafter(mids, F32(np.inf))]
+    )
     return np.concatenate([pts, -pts])
 
 
@@ -58,8 +60,22 @@ def test_e2m1_decode_all_codes_match_ml_dtypes():
 
 @pytest.mark.parametrize(
     "x, code",
-    [(0.25, 0), (0.75, 2), (1.25, 2), (1.75, 4), (2.5, 4), (3.5, 6), (5.0, 6),
-     (-0.25, 8), (-0.75, 10), (-2.5, 12), (-5.0, 14), (6.5, 7), (1e30, 7), (-7.0, 15)],
+    [
+        (0.25, 0),
+        (0.75, 2),
+        (1.25, 2),
+        (1.75, 4),
+        (2.5, 4),
+        (3.5, 6),
+        (5.0, 6),
+        (-0.25, 8),
+        (-0.75, 10),
+        (-2.5, 12),
+        (-5.0, 14),
+        (6.5, 7),
+        (1e30, 7),
+        (-7.0, 15),
+    ],
 )
 def test_e2m1_ties_and_saturation(x, code):
     assert int(e2m1_encode(np.float32(x))) == code
@@ -68,11 +84,13 @@ def test_e2m1_ties_and_saturation(x, code):
 
 def test_e2m1_encode_dense_sweep_matches_ml_dtypes():
     grid = e2m1_decode(np.arange(8))
-    x = np.concatenate([
-        midpoints_and_neighbours(grid),
-        np.linspace(-9, 9, 100_001, dtype=F32),
-        np.array([np.inf, -np.inf, 0.0, -0.0, 1e-45, -1e-45, 3.4e38], F32),
-    ])
+    x = np.concatenate(
+        [
+            midpoints_and_neighbours(grid),
+            np.linspace(-9, 9, 100_001, dtype=F32),
+            np.array([np.inf, -np.inf, 0.0, -0.0, 1e-45, -1e-45, 3.4e38], F32),
+        ]
+    )
     np.testing.assert_array_equal(e2m1_encode(x), ml_codes(x, md.float4_e2m1fn))
 
 

@@ -99,14 +99,48 @@ def test_mxfp4_hypothesis_vs_reference(vals):
 def test_mxfp4_worked_example_2_6():
     v = ((np.arange(32) - 16) * 0.37).astype(F32)
     t = mxfp4_quantize(v)
-    expect = [-6, -6, -6, -4, -4, -4, -4, -3, -3, -3, -2, -2, -1.5, -1, -0.5, -0.5,
-              0, 0.5, 0.5, 1, 1.5, 2, 2, 3, 3, 3, 4, 4, 4, 4, 6, 6]
+    expect = [
+        -6,
+        -6,
+        -6,
+        -4,
+        -4,
+        -4,
+        -4,
+        -3,
+        -3,
+        -3,
+        -2,
+        -2,
+        -1.5,
+        -1,
+        -0.5,
+        -0.5,
+        0,
+        0.5,
+        0.5,
+        1,
+        1.5,
+        2,
+        2,
+        3,
+        3,
+        3,
+        4,
+        4,
+        4,
+        4,
+        6,
+        6,
+    ]
     assert t.scales.tolist() == [127]
     np.testing.assert_array_equal(mxfp4_dequantize(t), np.array(expect, F32))
     assert abs(np.abs(mxfp4_dequantize(t) - v).max() - 0.82) < 1e-5
 
 
-@pytest.mark.parametrize("val, exp, deq", [(7.0, 0, 6.0), (0.75, -3, 0.75), (5.0, 0, 4.0), (1e-40, -127, 0.0)])
+@pytest.mark.parametrize(
+    "val, exp, deq", [(7.0, 0, 6.0), (0.75, -3, 0.75), (5.0, 0, 4.0), (1e-40, -127, 0.0)]
+)
 def test_mxfp4_single_value_table(val, exp, deq):
     x = np.zeros(32, F32)
     x[5] = val
@@ -122,7 +156,9 @@ def test_mxfp4_zero_and_nan_blocks():
     t = mxfp4_quantize(x)
     assert t.scales.tolist() == [[0, 0], [125, 255]]
     d = mxfp4_dequantize(t)
-    assert np.all(d[0] == 0) and np.isnan(d[1, 32:]).all() and d[1, 3] == 1.0 and not np.isnan(d[1, :32]).any()
+    assert (
+        np.all(d[0] == 0) and np.isnan(d[1, 32:]).all() and d[1, 3] == 1.0 and not np.isnan(d[1, :32]).any()
+    )
 
 
 def test_mxfp4_roundtrip_error_bounds_floor_and_rceil():
@@ -263,9 +299,11 @@ def test_nvfp4_block_scale_uses_float32_steps():
 
 @pytest.mark.parametrize(
     "amax, s8, v, code",  # float32 division lands exactly on an E2M1 tie; float64 would not
-    [(7.172608375549316, 7.5, 0.050032150000333786, 4),
-     (82.85570526123047, 7.5, 1.1559110879898071, 7),
-     (32.0992546081543, 52.0, 0.7762097120285034, 2)],
+    [
+        (7.172608375549316, 7.5, 0.050032150000333786, 4),
+        (82.85570526123047, 7.5, 1.1559110879898071, 7),
+        (32.0992546081543, 52.0, 0.7762097120285034, 2),
+    ],
 )
 def test_nvfp4_element_division_is_float32(amax, s8, v, code):
     sg = F32(F32(amax) / F32(2688))

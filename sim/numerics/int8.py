@@ -6,9 +6,13 @@ BitNet ``gpu/model.py`` ``quant_input``)::
     s  = 127 / clamp(max|x| over the last dim, min=eps)      # eps = 1e-5, one s per token
     xq = clamp(round(x * s), -128, 127)                        # round half to even
 
-Here everything is float64 (the reference runs in the activation dtype, bf16/fp32): one float64
-division for ``s``, one float64 multiply ``x*s``, ``np.rint`` (RNE), clip. Because ``|x*s| <= 127`` the
-output never contains -128 (numerics.md §1.2, inferred), but the clip interval stays [-128, 127].
+Here everything is float64 (the reference runs in the activation dtype, bf16/fp32). Note that in
+PyTorch ``127 / t`` (Python scalar divided by a tensor, ``Tensor.__rtruediv__``) is evaluated as
+``t.reciprocal() * 127``, i.e. **two** roundings, and differs from a true division in ~25% of cases by
+one ulp. To stay bit-exact with the torch reference run in float64 we compute exactly that:
+``s = 127.0 * (1.0 / max(amax, eps))``, then one float64 multiply ``x*s``, ``np.rint`` (RNE), clip.
+Because ``|x*s| <= 127`` (up to an ulp, which rounds back to 127) the output never contains -128
+(numerics.md §1.2, inferred), but the clip interval stays [-128, 127].
 
 Scale algebra (numerics.md §1.3, vitallm.md §5.2/§6)::
 
@@ -45,7 +49,8 @@ INT8_QB: float = 127.0
 def int8_absmax_quantize(x: npt.ArrayLike, eps: float = INT8_ABSMAX_EPS) -> tuple[np.ndarray, np.ndarray]:
     """Per-token (last dim) absmax INT8 quantization: returns ``(q int8, s float64)``.
 
-    ``s = 127 / max(max|x|, eps)`` with shape ``x.shape[:-1] + (1,)``;
+    ``s = 127 * (1 / max(max|x|, eps))`` (torch's evaluation of ``127 / t``) with shape
+    ``x.shape[:-1] + (1,)``;
     ``q = clip(rint(x * s), -128, 127)`` (float64, round-half-even). Source: numerics.md §1.2,
     transformers ``ActQuant``, BitNet ``gpu/model.py`` ``quant_input``.
     """
@@ -57,7 +62,7 @@ def int8_absmax_quantize(x: npt.ArrayLike, eps: float = INT8_ABSMAX_EPS) -> tupl
     if not np.all(np.isfinite(a)):
         raise ValueError("activations contain NaN or Inf")
     amax = np.max(np.abs(a), axis=-1, keepdims=True)
-    s = INT8_QB / np.maximum(amax, float(eps))
+    s = INT8_QB * (1.0 / np.maximum(amax, float(eps)))  # torch's `127 / t` == 127 * t.reciprocal()
     q = np.clip(round_half_even(a * s), -128.0, 127.0).astype(np.int8)
     return q, s
 

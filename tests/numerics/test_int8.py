@@ -24,9 +24,10 @@ acts = hnp.arrays(np.float64, hnp.array_shapes(min_dims=1, max_dims=3, min_side=
 
 
 def ref_row(row: list[float], eps: float = INT8_ABSMAX_EPS) -> tuple[list[int], float]:
-    """Plain Python floats (IEEE double, same ops): s = 127/max(amax, eps); q = clamp(round(v*s))."""
+    """Plain Python floats (IEEE double): s = 127*(1/max(amax, eps)) as torch evaluates `127 / t`;
+    q = clamp(round(v*s)) with Python's half-even round."""
     amax = max(abs(v) for v in row)
-    s = 127.0 / max(amax, eps)
+    s = 127.0 * (1.0 / max(amax, eps))
     return [max(-128, min(127, round(v * s))) for v in row], s
 
 
@@ -57,10 +58,10 @@ def test_quantize_properties(x: np.ndarray) -> None:
 
 
 def test_ties_half_even_and_eps() -> None:
-    q, s = int8_absmax_quantize(np.array([127.0, 0.5, 1.5, 2.5, -2.5]))
-    assert s[0] == 1.0 and q.tolist() == [127, 0, 2, 2, -2]
+    q, s = int8_absmax_quantize(np.array([127.0, 0.5, 1.5, 2.5, -2.5]) / 8)
+    assert s[0] == 8.0 and q.tolist() == [127, 0, 2, 2, -2]
     q, s = int8_absmax_quantize(np.zeros((2, 3)))
-    assert np.all(s == 127.0 / INT8_ABSMAX_EPS) and not q.any()
+    assert np.all(s == 127.0 * (1.0 / INT8_ABSMAX_EPS)) and not q.any()
 
 
 def test_dequantize_accumulator_reference() -> None:
@@ -112,3 +113,23 @@ def test_shape_errors() -> None:
         int8_absmax_quantize(np.array([1.0, np.nan]))
     with pytest.raises(ValueError):
         int_matmul_exact(np.zeros((1, 3), np.int8), np.zeros((2, 4), np.int8))
+
+
+def test_torch_float64_activation_quant() -> None:
+    """transformers ActQuant formula in torch float64 gives identical q and s."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((4, 7, 33)) * 10
+    q, s = int8_absmax_quantize(x)
+    tx = torch.from_numpy(x)
+    ts = 127 / tx.abs().max(dim=-1, keepdim=True).values.clamp(min=1e-5)
+    tq = (tx * ts).round().clamp(-128, 127).to(torch.int8)
+    assert np.array_equal(s, ts.numpy()) and np.array_equal(q, tq.numpy())
+
+
+def test_scale_uses_torch_rdiv_form() -> None:
+    # torch evaluates `127 / t` as `127 * t.reciprocal()`; for amax = 3.0 the two differ by one ulp
+    amax = 3.0
+    assert 127 / amax != 127 * (1 / amax)
+    _, s = int8_absmax_quantize(np.array([amax, -1.0]))
+    assert s[0] == 127.0 * (1.0 / amax)

@@ -91,3 +91,28 @@ def test_rejects_bad_scale_and_codes() -> None:
         ternary_quantize(np.ones(3), scale=0.0)
     with pytest.raises(ValueError):
         ternary_dequantize(np.array([2]), 1.0)
+
+
+def test_multiplies_by_inverse_scale_like_reference() -> None:
+    # w * (1/s) == 0.5 exactly (-> 0 under RNE) while w / s is one ulp above 0.5 (-> 1): pins the
+    # reference code's `round(W * s)` form, s = 1/mean|W| (transformers WeightQuant).
+    s, v = 0.9136280215049445, 0.4568140107524723
+    assert v * (1.0 / s) == 0.5 and v / s > 0.5
+    w = np.array([v, 2 * s - v])
+    assert ternary_absmean_scale(w) == s
+    codes, _ = ternary_quantize(w)
+    assert codes.tolist() == [0, 1]
+    assert ternary_quantize(np.array([v]), scale=s)[0].tolist() == [0]
+
+
+def test_torch_float64_reference_formula() -> None:
+    """The documented torch recipe reproduces the codes bit-exactly given our scale."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((64, 96)).astype(np.float32)
+    w[0, :4] = [0.5, -0.5, 1.5, -1.5]
+    codes, scale = ternary_quantize(w)
+    tw = torch.from_numpy(w).double()
+    ref = (tw * (1.0 / scale)).round().clamp(-1, 1).to(torch.int8).numpy()
+    assert np.array_equal(codes, ref)
+    assert abs(scale - float(tw.abs().mean().clamp(min=1e-5))) <= 4 * np.spacing(scale)

@@ -227,9 +227,7 @@ def booth_serial_trace(a: npt.ArrayLike, b: npt.ArrayLike, bits: SerialBits = 8)
     return trace
 
 
-def booth_serial_multiply(
-    a: npt.ArrayLike, b: npt.ArrayLike, bits: SerialBits = 8
-) -> tuple[np.ndarray, int]:
+def booth_serial_multiply(a: npt.ArrayLike, b: npt.ArrayLike, bits: SerialBits = 8) -> tuple[np.ndarray, int]:
     """Digit-serial (BoothFlex-BS) product ``a*b``: returns ``(product int64, cycles)``.
 
     ``bits`` in {2, 4, 8, 16, ...} (``b`` signed ``bits``-bit) or ``"ternary"`` (``b`` in {-1,0,1}, one

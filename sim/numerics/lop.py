@@ -127,7 +127,9 @@ def lo_scores(q: npt.ArrayLike, k: npt.ArrayLike) -> np.ndarray:
     return np.matmul(_signed_pow2(ka), _signed_pow2(qa)[..., None])[..., 0]
 
 
-def lop_bucket(scores: npt.ArrayLike, n_buckets: int = LOP_DEFAULT_N_BUCKETS, mant_bits: int = 0) -> np.ndarray:
+def lop_bucket(
+    scores: npt.ArrayLike, n_buckets: int = LOP_DEFAULT_N_BUCKETS, mant_bits: int = 0
+) -> np.ndarray:
     """Monotone bucket index of integer scores in ``[0, n_buckets)`` (non-decreasing in the score).
 
     ``mag(s) = 0`` for s = 0, else ``((e+1) << mant_bits) | f`` with ``e = floor(log2|s|)`` and ``f`` the
@@ -145,7 +147,9 @@ def lop_bucket(scores: npt.ArrayLike, n_buckets: int = LOP_DEFAULT_N_BUCKETS, ma
     e = leading_one(a)
     ep = np.maximum(e, 0)
     below = a - np.where(e < 0, 0, np.int64(1) << ep)  # bits under the leading one
-    f = np.where(ep >= mant_bits, below >> np.maximum(ep - mant_bits, 0), below << np.maximum(mant_bits - ep, 0))
+    f = np.where(
+        ep >= mant_bits, below >> np.maximum(ep - mant_bits, 0), below << np.maximum(mant_bits - ep, 0)
+    )
     mag = np.where(a == 0, 0, ((ep + 1) << mant_bits) | f)
     half = (n_buckets - 1) // 2
     return half + np.sign(s) * np.minimum(mag, half)

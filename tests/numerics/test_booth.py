@@ -24,7 +24,16 @@ INT8 = np.arange(-128, 128, dtype=np.int64)
 A8, B8 = np.meshgrid(INT8, INT8, indexing="ij")  # all 65,536 pairs
 
 # numerics.md §8.1 table: (b[2i+1], b[2i], b[2i-1]) -> digit
-TABLE = {(0, 0, 0): 0, (0, 0, 1): 1, (0, 1, 0): 1, (0, 1, 1): 2, (1, 0, 0): -2, (1, 0, 1): -1, (1, 1, 0): -1, (1, 1, 1): 0}
+TABLE = {
+    (0, 0, 0): 0,
+    (0, 0, 1): 1,
+    (0, 1, 0): 1,
+    (0, 1, 1): 2,
+    (1, 0, 0): -2,
+    (1, 0, 1): -1,
+    (1, 1, 0): -1,
+    (1, 1, 1): 0,
+}
 
 
 def ref_digits(b: int, bits: int) -> list[int]:
@@ -108,7 +117,10 @@ def test_ternary_dot_all_weight_patterns() -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.integers(-1, 1), min_size=4, max_size=4), st.lists(st.integers(-128, 127), min_size=4, max_size=4))
+@given(
+    st.lists(st.integers(-1, 1), min_size=4, max_size=4),
+    st.lists(st.integers(-128, 127), min_size=4, max_size=4),
+)
 def test_ternary_dot_property(w: list[int], a: list[int]) -> None:
     assert int(booth_ternary_dot(np.array(w), np.array(a))) == sum(x * y for x, y in zip(w, a, strict=True))
 

@@ -20,7 +20,9 @@ from sim.numerics.int8 import (
 )
 
 finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False)
-acts = hnp.arrays(np.float64, hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=9), elements=finite)
+acts = hnp.arrays(
+    np.float64, hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=9), elements=finite
+)
 
 
 def ref_row(row: list[float], eps: float = INT8_ABSMAX_EPS) -> tuple[list[int], float]:
@@ -54,7 +56,9 @@ def test_quantize_properties(x: np.ndarray) -> None:
     assert np.all(np.abs(q).max(axis=-1)[big] == 127)
     # the rounding error is at most half an LSB (checked against exact rationals)
     for v, qq, ss in zip(x.reshape(-1), q.reshape(-1), np.broadcast_to(s, x.shape).reshape(-1), strict=True):
-        assert abs(Fraction(int(qq)) - Fraction(float(v)) * Fraction(float(ss))) <= Fraction(1, 2) + Fraction(1, 10**9)
+        assert abs(Fraction(int(qq)) - Fraction(float(v)) * Fraction(float(ss))) <= Fraction(1, 2) + Fraction(
+            1, 10**9
+        )
 
 
 def test_ties_half_even_and_eps() -> None:

@@ -13,7 +13,9 @@ from hypothesis.extra import numpy as hnp
 from sim.numerics.ternary import TERNARY_EPS, ternary_absmean_scale, ternary_dequantize, ternary_quantize
 
 finite = st.floats(min_value=-1e4, max_value=1e4, allow_nan=False, allow_infinity=False, width=32)
-weights = hnp.arrays(np.float32, hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=7), elements=finite)
+weights = hnp.arrays(
+    np.float32, hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=7), elements=finite
+)
 
 
 def ref_quantize(w: np.ndarray, eps: float = TERNARY_EPS) -> tuple[list[int], float]:

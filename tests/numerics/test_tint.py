@@ -33,7 +33,9 @@ lane = st.integers(1, 40).flatmap(
 
 @settings(max_examples=200, deadline=None)
 @given(lane, st.integers(1, 9), st.integers(2, 14))
-def test_narrow_accumulator_matches_bigint(wa: tuple[list[int], list[int]], tree_width: int, acc_bits: int) -> None:
+def test_narrow_accumulator_matches_bigint(
+    wa: tuple[list[int], list[int]], tree_width: int, acc_bits: int
+) -> None:
     w, a = wa
     acc, ovf = tint_dot(np.array(w, np.int8), np.array(a, np.int8), tree_width, acc_bits)
     assert (int(acc), bool(ovf)) == ref_lane(w, a, tree_width, acc_bits)
@@ -47,7 +49,9 @@ def test_wide_accumulator_exact(rows: int, k: int, tree_width: int, seed: int) -
     a = rng.integers(-128, 128, size=(rows, k)).astype(np.int8)
     acc, ovf = tint_dot(w, a, tree_width, tint_acc_bits_required(k))
     assert acc.shape == (rows,) and not ovf.any()
-    assert acc.tolist() == [sum(int(x) * int(y) for x, y in zip(w[r], a[r], strict=True)) for r in range(rows)]
+    assert acc.tolist() == [
+        sum(int(x) * int(y) for x, y in zip(w[r], a[r], strict=True)) for r in range(rows)
+    ]
 
 
 def test_sticky_overflow_after_wrap_back() -> None:

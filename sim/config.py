@@ -105,7 +105,7 @@ class LopConfig:
     width: int = 32
     exp_bits: int = 3
     score_bits: int = 24
-    buckets: int = 32
+    buckets: int = 63
     surrogate_storage: Literal["dram", "sram"] = "dram"
 
 
@@ -393,8 +393,9 @@ def _check_semantics(cfg: HwConfig, src: str) -> None:
             f"{src}: fp4.elems_per_cycle = {cfg.fp4.elems_per_cycle}: must divide or be a multiple of the "
             f"{cfg.fp4.format} block size {cfg.fp4.block}"
         )
-    if cfg.lop.buckets & (cfg.lop.buckets - 1):
-        raise ConfigError(f"{src}: lop.buckets = {cfg.lop.buckets}: must be a power of two")
+    if cfg.lop.buckets < 3 or cfg.lop.buckets % 2 == 0:
+        # offset-binary signed leading-one buckets (sim.numerics.lop.lop_bucket): 2*L + 1 of them
+        raise ConfigError(f"{src}: lop.buckets = {cfg.lop.buckets}: must be odd and >= 3 (2 x magnitudes + 1)")
     for op, lat in cfg.sfu.latency.items():
         if lat < 0:
             raise ConfigError(f"{src}: sfu.latency.{op} = {lat}: must be >= 0")

@@ -23,7 +23,8 @@ from sim.errors import ConfigError
 # tRCD 18, tRP 18, tCL 17, tRAS 42, tRFC 280, tREFI 3906.
 BASE = load_config("vitallm").replace(**{
     "clock_hz": 1e9, "dram.channels": 2, "dram.banks": 4, "dram.row_bytes": 256,
-    "dram.data_rate_mtps": 8000, "dram.burst_length": 16,
+    "dram.data_rate_mtps": 8000, "dram.burst_length": 16, "dram.tRCD_ns": 18.0, "dram.tRP_ns": 18.0,
+    "dram.tCL_ns": 17.0, "dram.tRAS_ns": 42.0, "dram.tRFC_ns": 280.0, "dram.tREFI_ns": 3906.0,
 })
 TB = 2.0          # burst time
 MISS = 18 + 17    # tRCD + tCL from ACT to first data
@@ -197,3 +198,18 @@ def test_callable_from_njit():
 def test_row_bytes_must_hold_whole_bursts():
     with pytest.raises(ConfigError, match="row_bytes"):
         dram_params(BASE.replace(**{"dram.row_bytes": 100}))
+
+
+def test_lpddr4x_preset_differs_only_in_dram():
+    from sim.config import to_dict
+
+    a, b = to_dict(load_config("vitallm")), to_dict(load_config("vitallm-lpddr4x"))
+    for d in (a, b):
+        for k in ("name", "description", "dram"):
+            d.pop(k)
+        d.pop("source", None)
+    assert a == b
+    d4 = load_config("vitallm-lpddr4x").dram
+    # JESD209-4: LPDDR4X-4266 x64 = 34.128 GB/s peak, 8 banks, RL 36 nCK at 2133 MHz
+    assert (d4.type, d4.banks, d4.peak_bytes_per_s) == ("LPDDR4X", 8, 34.128e9)
+    assert d4.tCL_ns == pytest.approx(36 / (4266 / 2 / 1000), abs=0.01)

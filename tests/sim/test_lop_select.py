@@ -1,0 +1,153 @@
+"""LOP selection from trace tensors: equals direct sim.numerics.lop calls, GQA union rule, M <= K, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sim.config import LopConfig
+from sim.errors import TraceError
+from sim.lop_select import lo_values, lop_selection, synthetic_qk_trace, write_qk_trace
+from sim.modelspec import get_model
+from sim.numerics.int8 import int8_absmax_quantize
+from sim.numerics.lop import lo_scores, lop_topk
+from sim.trace import load_trace, write_trace
+from sim.workloads import standard_trace
+
+TINY = get_model("bitnet-tiny")  # 2 layers, 4 heads, 2 kv heads (GQA group 2), head_dim 16
+CFG = LopConfig(k=6, buckets=63)
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    return load_trace(synthetic_qk_trace("bitnet-tiny", 30, 4, tmp_path_factory.mktemp("lop") / "t", seed=3))
+
+
+def reference(trace, cfg, k):
+    """Direct library calls on the whole trace, no streaming: {(layer, step): [union indices per kv head]}."""
+    m = trace.model
+    group = m.n_heads // m.n_kv_heads
+    keys = {layer: [] for layer in range(m.n_layers)}
+    out = {}
+    for o in trace.ops:
+        if o.op == "kv_append":
+            keys[o.layer].append(int8_absmax_quantize(trace.load_tensor(o.tensors["k"]))[0])
+        elif o.op == "attn_qk" and o.phase == "decode":
+            K = np.concatenate(keys[o.layer], axis=1)  # [KV, M, hd] int8
+            q = int8_absmax_quantize(trace.load_tensor(o.tensors["q"]))[0]
+            per_kv = []
+            for g in range(m.n_kv_heads):
+                sel = set()
+                for h in range(g * group, (g + 1) * group):
+                    sel |= set(lop_topk(lo_scores(q[h], K[g]), k, n_buckets=cfg.buckets).tolist())
+                per_kv.append(np.array(sorted(sel)))
+            out[(o.layer, o.step)] = per_kv
+    return out
+
+
+def test_lo_values_matmul_equals_lo_scores_exactly():
+    rng = np.random.default_rng(0)
+    q = rng.integers(-128, 128, (5, 64)).astype(np.int8)
+    k = rng.integers(-128, 128, (40, 64)).astype(np.int8)
+    k[3] = 0
+    k[4, :10] = -128
+    got = (lo_values(q) @ lo_values(k).T).astype(np.int64)
+    assert np.array_equal(got, np.stack([lo_scores(qi, k) for qi in q]))
+    # worst case for float32 exactness: head_dim 1024, every product 2^14 -> 2^24
+    big = np.full((1, 1024), -128, np.int8)
+    assert int((lo_values(big) @ lo_values(big).T)[0, 0]) == int(lo_scores(big[0], big)[0]) == 1 << 24
+
+
+@pytest.mark.parametrize("k", [1, 6, 13])
+def test_selection_equals_direct_library_calls(synth, k):
+    sel = lop_selection(synth, CFG, k=k, keep_indices=True)
+    ref = reference(synth, CFG, k)
+    assert set(sel.indices) == set(ref)
+    for key, per_kv in ref.items():
+        for g, idx in enumerate(per_kv):
+            assert np.array_equal(sel.indices[key][g], idx), (key, g)
+        assert np.array_equal(sel.fetched_for(*key), [len(i) for i in per_kv])
+    assert list(sel.context) == [31, 32, 33, 34]
+    # non-trivial: the union is larger than one head's K and smaller than the cache
+    assert np.all(sel.fetched >= k) and np.all(sel.fetched <= 2 * k) and np.any(sel.fetched > k)
+
+
+def onehot_trace(tmp_path, q_rows):
+    """P = 4 prefill keys + 1 decode key, key j = e_j (one-hot; INT8 127 at dim j); queries given per head."""
+    hd = TINY.head_dim
+
+    def make(layer, phase, step):
+        t = 4 if phase == "prefill" else 1
+        first = 0 if phase == "prefill" else 4
+        k = np.zeros((TINY.n_kv_heads, t, hd), np.float32)
+        for i in range(t):
+            k[:, i, first + i] = 1.0
+        out = {"k": k, "v": np.zeros_like(k)}
+        if phase == "decode":
+            q = np.zeros((TINY.n_heads, hd), np.float32)
+            for h, dims in enumerate(q_rows):
+                for d, val in dims.items():
+                    q[h, d] = val
+            out["q"] = q
+        return out
+
+    return load_trace(write_qk_trace(TINY, 4, 1, tmp_path / "onehot", make))
+
+
+def test_gqa_union_rule_hand_built(tmp_path):
+    # heads 0,1 -> kv 0; heads 2,3 -> kv 1. Score of key j = 2^(6+6) if q has 127 at dim j, else 0.
+    tr = onehot_trace(tmp_path, [{0: 1.0, 1: 1.0}, {1: 1.0, 2: 1.0}, {3: 1.0, 4: 1.0}, {3: 1.0, 4: 1.0}])
+    sel = lop_selection(tr, CFG, k=2, keep_indices=True)
+    for layer in range(2):
+        assert sel.fetched_for(layer, 1).tolist() == [3, 2]  # {0,1} u {1,2}; {3,4} u {3,4}
+        assert [i.tolist() for i in sel.indices[(layer, 1)]] == [[0, 1, 2], [3, 4]]
+    assert sel.kv_fetch_fraction == pytest.approx((3 + 2) / (2 * 5))
+    # k = 1: ties inside a bucket go to the lowest index -> head 0 picks 0, head 1 picks 1; heads 2,3 pick 3
+    sel1 = lop_selection(tr, CFG, k=1, keep_indices=True)
+    assert [i.tolist() for i in sel1.indices[(0, 1)]] == [[0, 1], [3]]
+
+
+def test_negative_scores_rank_below_zero(tmp_path):
+    # head 0: +key1, -key2: top-2 = key 1 (positive) + lowest-index zero-score key 0; key 2 is never chosen
+    tr = onehot_trace(tmp_path, [{1: 1.0, 2: -1.0}, {1: 1.0, 2: -1.0}, {0: 1.0}, {0: 1.0}])
+    sel = lop_selection(tr, CFG, k=2, keep_indices=True)
+    assert [i.tolist() for i in sel.indices[(0, 1)]] == [[0, 1], [0, 1]]
+
+
+def test_m_le_k_selects_all_and_disabled_selects_all(synth):
+    sel = lop_selection(synth, CFG, k=34)  # k >= M at every step (M = 31..34)
+    assert np.array_equal(sel.fetched, np.broadcast_to(sel.context[None, :, None], sel.fetched.shape))
+    assert sel.kv_fetch_fraction == 1.0
+    off = lop_selection(synth, LopConfig(enabled=False, k=2, buckets=63))
+    assert off.kv_fetch_fraction == 1.0
+    part = lop_selection(synth, CFG, k=33, keep_indices=True)  # k >= M up to step 3, k < M = 34 at step 4
+    assert np.all(part.fetched[:, :3] == part.context[None, :3, None])
+    ref = reference(synth, CFG, 33)
+    assert [len(i) for i in ref[(0, 4)]] == part.fetched_for(0, 4).tolist()
+    assert np.all(part.fetched[:, 3] >= 33)  # a union of two 33-key selections out of 34
+
+
+def test_deterministic(tmp_path, synth):
+    a = lop_selection(synth, CFG, keep_indices=True)
+    b = lop_selection(synth, CFG, keep_indices=True)
+    assert np.array_equal(a.fetched, b.fetched)
+    again = load_trace(synthetic_qk_trace("bitnet-tiny", 30, 4, tmp_path / "again", seed=3))
+    other = load_trace(synthetic_qk_trace("bitnet-tiny", 30, 4, tmp_path / "other", seed=4))
+    key = "L1.s2.q"
+    assert np.array_equal(again.load_tensor(key), synth.load_tensor(key))
+    assert not np.array_equal(other.load_tensor(key), synth.load_tensor(key))
+    assert np.array_equal(lop_selection(again, CFG).fetched, a.fetched)
+
+
+def test_tensor_contract_shapes(synth):
+    kv = next(o for o in synth.ops if o.op == "kv_append" and o.phase == "prefill")
+    qk = next(o for o in synth.ops if o.op == "attn_qk" and o.phase == "decode")
+    assert synth.load_tensor(kv.tensors["k"]).shape == (2, 30, 16)
+    assert synth.load_tensor(kv.tensors["v"]).dtype == np.float32
+    assert synth.load_tensor(qk.tensors["q"]).shape == (4, 16)
+
+
+def test_trace_without_tensors_is_a_clear_error(tmp_path):
+    p = write_trace(standard_trace("bitnet-tiny", 8, 2), tmp_path / "plain")
+    with pytest.raises(TraceError, match="--tensors"):
+        lop_selection(load_trace(p), CFG)

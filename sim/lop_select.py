@@ -84,6 +84,11 @@ class LopSelection:
             raise KeyError(f"decode step {step} not in this selection (have {self.steps.min()}..{self.steps.max()})")
         return self.fetched[layer, self._step_index[step]]
 
+    def as_counts(self) -> dict[tuple[int, int], np.ndarray]:
+        """{(layer, decode step): int64 [kv_heads] fetched keys} -- the form sim.lower's `lop_counts` takes."""
+        return {(layer, int(s)): self.fetched[layer, i] for layer in range(self.layers)
+                for i, s in enumerate(self.steps)}
+
     def step_fraction(self) -> np.ndarray:
         """float64 [S]: fetch fraction per decode step (over layers and kv heads)."""
         return self.fetched.sum(axis=(0, 2)) / (self.context * self.layers * self.kv_heads)

@@ -102,6 +102,7 @@ def test_gqa_union_rule_hand_built(tmp_path):
         assert sel.fetched_for(layer, 1).tolist() == [3, 2]  # {0,1} u {1,2}; {3,4} u {3,4}
         assert [i.tolist() for i in sel.indices[(layer, 1)]] == [[0, 1, 2], [3, 4]]
     assert sel.kv_fetch_fraction == pytest.approx((3 + 2) / (2 * 5))
+    assert {k: v.tolist() for k, v in sel.as_counts().items()} == {(0, 1): [3, 2], (1, 1): [3, 2]}
     # k = 1: ties inside a bucket go to the lowest index -> head 0 picks 0, head 1 picks 1; heads 2,3 pick 3
     sel1 = lop_selection(tr, CFG, k=1, keep_indices=True)
     assert [i.tolist() for i in sel1.indices[(0, 1)]] == [[0, 1], [3]]

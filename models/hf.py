@@ -132,6 +132,10 @@ def load_hf(model: str | Path, weight_format: str | None = None) -> HFModel:
     import transformers
 
     kw: dict[str, Any] = dict(local_files_only=True, attn_implementation="sdpa", dtype=torch.float32)
+    tlog = transformers.utils.logging
+    verbosity = tlog.get_verbosity()
+    tlog.set_verbosity_error()  # no load reports / progress bars on the CLI; restored below
+    tlog.disable_progress_bar()
     try:
         if arch in ENCODERS:
             module = transformers.AutoModel.from_pretrained(str(path), add_pooling_layer=False, **kw)
@@ -140,6 +144,9 @@ def load_hf(model: str | Path, weight_format: str | None = None) -> HFModel:
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise LowbitError(f"{path}: cannot load {arch} weights: {first}") from None
+    finally:
+        tlog.set_verbosity(verbosity)
+        tlog.enable_progress_bar()
     module.eval()
     name = f"hf:{path.name if path.name != 'model' else path.parent.name}"
     spec = spec_from_config(module.config, arch, name)

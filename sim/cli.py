@@ -81,7 +81,7 @@ def trace_main(
     ctx: typer.Context,
     model: str | None = typer.Option(None, "--model", help="model preset name or a Hugging Face model directory"),
     prefill: int = typer.Option(64, "--prefill", help="prompt tokens"),
-    decode: int = typer.Option(16, "--decode", help="generated tokens"),
+    decode: int = typer.Option(16, "--decode", help="generated tokens (0 for encoder models, which have no decode)"),
     out: Path | None = typer.Option(None, "--out", help="output trace directory (must not exist)"),
     tensors: bool = typer.Option(False, "--tensors", help="also store per-layer, per-head q/k/v of decode steps"),
     seed: int = typer.Option(0, "--seed", help="random seed for randomly initialised presets"),
@@ -91,8 +91,8 @@ def trace_main(
         return
     if model is None or out is None:
         raise LowbitError("`lowbit trace` needs --model NAME|DIR and --out DIR (or use `lowbit trace info DIR`)")
-    if prefill <= 0 or decode <= 0:
-        raise LowbitError(f"--prefill {prefill} --decode {decode}: both must be > 0")
+    if prefill <= 0 or decode < 0:
+        raise LowbitError(f"--prefill {prefill} --decode {decode}: need --prefill > 0 and --decode >= 0 (0 for encoders only)")
     try:
         from models.capture import capture_trace
     except ModuleNotFoundError as e:

@@ -177,6 +177,10 @@ def synth_unit(cfg, unit: str, *, cache_dir: Path | None = None, lib_root: Path 
         from rtl.generate import generate, top_name
     except ModuleNotFoundError as e:
         raise SynthError(f"RTL generator not available ({e.name}); rtl/generate.py is needed to synthesise units") from None
+    from rtl.registry import UNITS
+
+    if unit not in UNITS:
+        raise SynthError(f"RTL for unit '{unit}' is not available yet (not in rtl.registry; have {', '.join(UNITS)})")
     with tempfile.TemporaryDirectory(prefix="lowbit-gen-") as td:
         try:
             out = generate(cfg, unit, Path(td))

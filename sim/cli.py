@@ -22,7 +22,7 @@ trace_app = typer.Typer(help="Capture a trace from PyTorch (`lowbit trace --mode
 app.add_typer(config_app, name="config")
 app.add_typer(trace_app, name="trace", invoke_without_command=True)
 
-REGISTRARS = ("sim.cli_sim", "rtl.cli", "models.cli", "models.gpu.cli")
+REGISTRARS = ("sim.cli_sim", "rtl.cli", "rtl.cli_synth", "models.cli", "models.gpu.cli", "models.cli_extra")
 
 
 def console():

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.config import LopConfig
+from sim.config import HwConfig, LopConfig
 from sim.errors import TraceError
 from sim.modelspec import ModelSpec, get_model
 from sim.numerics.int8 import int8_absmax_quantize
@@ -213,6 +213,14 @@ def lop_selection(trace: Trace, cfg: LopConfig, k: int | None = None, keep_indic
         raise TraceError(f"trace has no decode attn_qk op for layer {missing[0]}, step {steps[missing[1]]}")
     return LopSelection(kk, cfg.buckets, cfg.enabled, L, H, KV, np.array(steps, np.int64), context, fetched,
                         indices)
+
+
+def lop_selected_counts(trace: Trace, cfg: HwConfig, k: int | None = None) -> dict[tuple[int, int], np.ndarray]:
+    """{(layer, decode step): int64 [kv_heads] fetched keys} for the engine, or {} when the trace carries no
+    decode query tensors (LOP then falls back to min(k, M)). Raises TraceError if tensors are incomplete."""
+    if not any(o.op == "attn_qk" and o.phase == "decode" and "q" in o.tensors for o in trace.ops):
+        return {}
+    return lop_selection(trace, cfg.lop, k).as_counts()
 
 
 # ----------------------------------------------------------------------------- writing q/k traces

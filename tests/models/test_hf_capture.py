@@ -1,0 +1,98 @@
+"""models.hf + capture on real transformers models: random Llama/BitNet saved to a dir, and real MiniLM weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from models.capture import capture_trace  # noqa: E402
+from models.hf import minilm_dir, spec_from_config  # noqa: E402
+from sim.errors import LowbitError  # noqa: E402
+from sim.trace import load_trace  # noqa: E402
+from sim.workloads import standard_trace  # noqa: E402
+
+SMALL = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, max_position_embeddings=64, bos_token_id=1, eos_token_id=2)
+
+
+def _shape_ops(trace, drop=()):
+    return [(o.op, o.layer, o.phase, o.step, o.args, o.role) for o in trace.ops if o.op not in drop]
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("hf") / "llama-tiny"
+    transformers.LlamaForCausalLM(transformers.LlamaConfig(**SMALL)).save_pretrained(d)
+    return d
+
+
+def test_llama_dir_traces_like_standard_bf16(llama_dir, tmp_path):
+    tr = load_trace(capture_trace(llama_dir, 5, 2, tmp_path / "t"))
+    spec = tr.model
+    assert (spec.name, spec.n_layers, spec.d_model, spec.n_heads, spec.n_kv_heads, spec.d_ffn, spec.vocab,
+            spec.ffn_act, spec.weight_format) == ("hf:llama-tiny", 2, 64, 4, 2, 96, 128, "swiglu", "bf16")
+    # bf16 linears are not preceded by activation quantization; everything else as the standard block
+    assert _shape_ops(tr) == _shape_ops(standard_trace(spec, 5, 2), drop=("quantize",))
+    assert tr.ops[2].name == "model.layers.0.self_attn.q_proj" and tr.meta["architecture"] == "LlamaForCausalLM"
+
+
+def test_llama_tensors_equal_transformers_cache(llama_dir, tmp_path):
+    tr = load_trace(capture_trace(llama_dir, 5, 2, tmp_path / "t", tensors=True, seed=3))
+    model = transformers.AutoModelForCausalLM.from_pretrained(llama_dir, local_files_only=True)
+    prompt = torch.randint(0, 128, (1, 5), generator=torch.Generator().manual_seed(3))
+    cache = transformers.DynamicCache(config=model.config)
+    with torch.no_grad():
+        logits = model(input_ids=prompt, past_key_values=cache, use_cache=True).logits
+        for _ in range(2):
+            logits = model(input_ids=logits[:, -1:].argmax(-1), past_key_values=cache, use_cache=True).logits
+    for layer in range(2):
+        kv = [o for o in tr.ops if o.op == "kv_append" and o.layer == layer]
+        k = np.concatenate([tr.load_tensor(o.tensors["k"]) for o in kv], axis=1)
+        v = np.concatenate([tr.load_tensor(o.tensors["v"]) for o in kv], axis=1)
+        assert k.shape == (2, 7, 16)
+        np.testing.assert_allclose(k, cache.layers[layer].keys[0].numpy(), rtol=0, atol=1e-6)
+        np.testing.assert_allclose(v, cache.layers[layer].values[0].numpy(), rtol=0, atol=1e-6)
+        qs = [o for o in tr.ops if o.op == "attn_qk" and o.layer == layer and o.phase == "decode"]
+        assert [tr.load_tensor(o.tensors["q"]).shape for o in qs] == [(4, 16), (4, 16)]
+
+
+def test_bitnet_dir_traces_like_standard_ternary(tmp_path):
+    torch.manual_seed(0)
+    d = tmp_path / "bitnet-tiny-hf"
+    transformers.BitNetForCausalLM(transformers.BitNetConfig(**SMALL)).save_pretrained(d)
+    tr = load_trace(capture_trace(d, 4, 2, tmp_path / "t"))
+    assert tr.model.subln and tr.model.ffn_act == "relu2_glu" and tr.model.weight_format == "ternary"
+    assert _shape_ops(tr) == _shape_ops(standard_trace(tr.model, 4, 2))
+
+
+def test_minilm_real_weights_prefill_only(tmp_path):
+    d = minilm_dir()
+    assert (d / "model.safetensors").stat().st_size > 80e6  # the real all-MiniLM-L6-v2 weights
+    tr = load_trace(capture_trace("all-minilm-l6-v2", 16, 0, tmp_path / "t", tensors=True))
+    m = tr.model
+    assert (m.n_layers, m.d_model, m.n_heads, m.d_ffn, m.vocab, m.ffn_act) == (6, 384, 12, 1536, 30522, "gelu")
+    assert tr.decode == 0 and {o.phase for o in tr.ops} == {"prefill"} and tr.meta["encoder"] is True
+    emb = [o for o in tr.ops if o.op == "embedding"]
+    assert [o.args["vocab"] for o in emb] == [30522, 2, 512]  # word, token type, position
+    norms = [o for o in tr.ops if o.op == "rmsnorm"]
+    assert len(norms) == 1 + 2 * 6 and all(o.role == "layernorm" for o in norms)
+    kinds = [o.op for o in tr.ops if o.layer == 0]
+    assert kinds == ["linear"] * 3 + ["kv_append", "attn_qk", "softmax", "attn_av", "linear", "elementwise",
+                                      "rmsnorm", "linear", "activation", "linear", "elementwise", "rmsnorm"]
+    assert not any(o.op in ("rope", "lm_head", "quantize") for o in tr.ops)
+    act = next(o for o in tr.ops if o.op == "activation")
+    assert act.args == dict(tokens=16, dim=1536, fn="gelu", gated=False)
+    k = tr.load_tensor(next(o for o in tr.ops if o.op == "kv_append").tensors["k"])
+    assert k.shape == (12, 16, 32) and np.abs(k).max() > 0.1  # real weights, not zeros
+    with pytest.raises(LowbitError, match="BertModel is an encoder.*--decode 0"):
+        capture_trace("all-minilm-l6-v2", 16, 4, tmp_path / "t2")
+
+
+def test_unsupported_activation_is_named():
+    cfg = transformers.LlamaConfig(**SMALL, hidden_act="tanh")
+    with pytest.raises(LowbitError, match="hidden_act 'tanh' is not supported"):
+        spec_from_config(cfg, "LlamaForCausalLM", "x")

@@ -218,6 +218,8 @@ def dram_access(params, state, addr, nbytes, t_issue, is_write, cls):
     nbytes = np.int64(nbytes)
     if nbytes <= 0:
         return float(t_issue)
+    if cls < 0 or cls > 3:
+        raise ValueError("dram_access: cls must be 0 (weights), 1 (kv), 2 (act) or 3 (lop)")
     s[S_BYTES + cls] += nbytes
     if is_write:
         s[S_WRITE_BYTES] += nbytes

@@ -197,6 +197,12 @@ def test_simple_mode_formula():
     assert dram_stats(s)["bytes"]["act"] == 1510
 
 
+def test_bad_class_is_rejected():
+    p, s = fresh()
+    with pytest.raises(ValueError, match="cls"):
+        dram_access(p, s, 0, 32, 0.0, False, 4)
+
+
 def test_zero_bytes_is_free():
     p, s = fresh()
     before = s.copy()

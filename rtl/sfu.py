@@ -1,0 +1,172 @@
+"""SFU quantization barrier RTL: per-row absmax INT8 quantization in fixed point, bit-exact with
+``sim.numerics.sfu.sfu_absmax_quantize(x, in_bits, recip_bits)`` (rule and exactness proof there).
+
+``lanes`` elements per beat; each row of ``dim`` elements is streamed twice (sim.units.sfu: quantize = 2
+passes): pass 1 reduces max|x| (running max over the beats), pass 2 quantizes. Between the passes one
+register stage turns amax into (e, c): a leading-one detector, a normalising shift and the reciprocal
+``c = floor(127 * 2^(W-1+R) / m)``. The reciprocal is written here as a behavioural constant-numerator
+divider (Amaranth ``//``, one stage); a silicon implementation would use a ROM + Newton or a
+digit-recurrence divider with a final floor correction returning the same integer (design note, not
+synthesised for area here). Pass-2 pipeline: input register -> multiply ``|x| * c`` -> round-half-even
+with the tie window + sign -> output register, then ``latency - 3`` delay registers so that
+cycles(start -> done) = rows * 2 * ceil(dim / lanes) + latency["quantize"] = sim.units.sfu.sfu_cycles.
+
+Ports: start, beats[16] (= ceil(dim/lanes)), rows[16] -> ready; x: lanes x signed in_bits (pass 1 and
+pass 2 beats of row r: beats 2r*beats .. (2r+2)*beats - 1; tail lanes zero-padded by the driver);
+out_q: lanes x signed 8, out_amax: in_bits (the row's max|x|, dequant scale amax/127), out_valid (per
+pass-2 beat), done. Timing convention of rtl/common.py (tiles may overlap: ready rises after the last beat).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from rtl.common import COUNT_BITS, delay
+from rtl.common import TileSequencer as _Seq
+from sim.config import SfuConfig
+from sim.errors import LowbitError
+from sim.numerics.sfu import SFU_IN_BITS, sfu_recip_bits
+
+MIN_LATENCY = 3  # input register, multiply, round/output register
+
+
+def validate(cfg: SfuConfig, in_bits: int = SFU_IN_BITS, recip_bits: int | None = None) -> None:
+    """Reject SFU quantize parameters this RTL cannot realise (LowbitError naming the field)."""
+    if cfg.lanes < 1:
+        raise LowbitError(f"sfu.lanes = {cfg.lanes}: must be >= 1")
+    lat = cfg.op_latency("quantize")
+    if lat < MIN_LATENCY:
+        raise LowbitError(
+            f"sfu.latency.quantize = {lat}: the fixed-point quantizer pipeline needs >= {MIN_LATENCY} cycles "
+            "(input register, multiply, round); raise it")
+    if not 2 <= in_bits <= 32:
+        raise LowbitError(f"SFU in_bits = {in_bits}: the RTL supports 2..32-bit inputs")
+    r = sfu_recip_bits(in_bits) if recip_bits is None else recip_bits
+    if r < in_bits + 2 or r > 40:
+        raise LowbitError(f"SFU recip_bits = {r}: must be in {in_bits + 2}..40 (exact RNE needs >= in_bits + 2)")
+
+
+def _bit_length(m: Module, v, name: str) -> Signal:
+    n = len(v)
+    out = Signal(range(n + 1), name=name)
+    expr = Const(0, range(n + 1))
+    for i in range(n):
+        expr = Mux(v[i], i + 1, expr)
+    m.d.comb += out.eq(expr)
+    return out
+
+
+class SfuQuantize(wiring.Component):
+    def __init__(self, cfg: SfuConfig, in_bits: int = SFU_IN_BITS, recip_bits: int | None = None):
+        validate(cfg, in_bits, recip_bits)
+        self.cfg = cfg
+        self.in_bits = in_bits
+        self.recip_bits = sfu_recip_bits(in_bits) if recip_bits is None else recip_bits
+        self.latency = cfg.op_latency("quantize")
+        n = cfg.lanes
+        super().__init__({
+            "start": In(1),
+            "beats": In(COUNT_BITS),
+            "rows": In(COUNT_BITS),
+            "ready": Out(1),
+            "x": In(data.ArrayLayout(signed(in_bits), n)),
+            "out_q": Out(data.ArrayLayout(signed(8), n)),
+            "out_amax": Out(in_bits),
+            "out_valid": Out(1),
+            "done": Out(1),
+        })
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        n, w, r = self.cfg.lanes, self.in_bits, self.recip_bits
+        seq = _Seq(m, self.start, self.beats, Cat(Const(0, 1), self.rows))  # passes = 2 * rows
+        m.d.comb += self.ready.eq(seq.ready)
+        t = seq.tags
+        p2 = seq.pas[0]  # odd pass = pass 2 (quantize), even = pass 1 (absmax)
+        first = seq.beat == 0
+
+        # ---- stage I: pass-1 running max | pass-2 input register
+        mags = []
+        for lane in range(n):
+            v = self.x[lane]
+            mg = Signal(w, name=f"mag{lane}")
+            m.d.comb += mg.eq(Mux(v < 0, -v, v))  # |-2^(W-1)| fits W unsigned bits
+            mags.append(mg)
+        bmax = mags[0]
+        for lane in range(1, n):
+            bm = Signal(w, name=f"bmax{lane}")
+            m.d.comb += bm.eq(Mux(mags[lane] > bmax, mags[lane], bmax))
+            bmax = bm
+        amax = Signal(w)
+        with m.If(t.valid & ~p2):
+            m.d.sync += amax.eq(Mux(first | (bmax > amax), bmax, amax))
+        xi_mag = [Signal(w, name=f"xi_mag{lane}") for lane in range(n)]
+        xi_neg = [Signal(name=f"xi_neg{lane}") for lane in range(n)]
+        m.d.sync += [s.eq(mg) for s, mg in zip(xi_mag, mags, strict=True)]
+        m.d.sync += [s.eq(self.x[lane] < 0) for lane, s in enumerate(xi_neg)]
+        vi = Signal()
+        li = Signal()
+        m.d.sync += [vi.eq(t.valid & p2), li.eq(t.valid & t.tile_last)]
+
+        # ---- reciprocal stage: once per row, the cycle after the last pass-1 beat
+        p1_end = Signal()
+        m.d.sync += p1_end.eq(t.valid & ~p2 & t.pass_last)
+        e = _bit_length(m, amax, "amax_bl")  # e + 1 (0 when amax = 0)
+        nsh = Signal(range(w + 1))
+        m.d.comb += nsh.eq(w - e)  # W-1-floor(log2 amax)
+        norm = Signal(w)
+        m.d.comb += norm.eq(amax << nsh)
+        num = Const(127 << (w - 1 + r))
+        c_w = 7 + r + 1
+        rc = Signal(c_w)
+        rsh = Signal(range(r + w + 1))
+        ramax = Signal(w)
+        with m.If(p1_end):
+            m.d.sync += [rc.eq(Mux(amax == 0, 0, num // Mux(amax == 0, 1, norm))),
+                         rsh.eq(Mux(amax == 0, r, r + e - 1)), ramax.eq(amax)]
+
+        # ---- stage M: multiply |x| * c (shift amount and amax travel with the data)
+        p_w = w + c_w
+        pm = [Signal(p_w, name=f"pm{lane}") for lane in range(n)]
+        negm = [Signal(name=f"negm{lane}") for lane in range(n)]
+        shm = Signal.like(rsh)
+        amaxm = Signal(w)
+        vm, lm = Signal(), Signal()
+        m.d.sync += [d.eq(xi_mag[lane] * rc) for lane, d in enumerate(pm)]
+        m.d.sync += [d.eq(xi_neg[lane]) for lane, d in enumerate(negm)]
+        m.d.sync += [shm.eq(rsh), amaxm.eq(ramax), vm.eq(vi), lm.eq(li)]
+
+        # ---- stage Q: round half to even with the exact-tie window, sign, register
+        q_out = Signal(data.ArrayLayout(signed(8), n))
+        half = Signal(p_w)
+        win = Signal(p_w)
+        sh_h = Signal.like(shm)
+        sh_w = Signal.like(shm)
+        m.d.comb += [sh_h.eq(shm - 1), sh_w.eq(shm - (r - 1))]  # s - 1 >= 0; s - R + 1 = e + 1 >= 0
+        m.d.comb += [half.eq(Const(1, 1) << sh_h), win.eq(Const(1, 1) << sh_w)]
+        for lane in range(n):
+            p = pm[lane]
+            nq = Signal(p_w, name=f"nq{lane}")
+            rem = Signal(p_w, name=f"rem{lane}")
+            m.d.comb += [nq.eq(p >> shm), rem.eq(p - (nq << shm))]
+            tie = (rem > half - win) & (rem <= half)
+            up = (rem > half) | (tie & nq[0])
+            qm = Signal(8, name=f"qm{lane}")
+            qn = nq + up
+            m.d.comb += qm.eq(Mux(qn > 127, 127, qn))
+            m.d.sync += q_out[lane].eq(Mux(negm[lane], -qm, qm))
+        vq, lq, amaxq = Signal(), Signal(), Signal(w)
+        m.d.sync += [vq.eq(vm), lq.eq(lm & vm), amaxq.eq(amaxm)]
+
+        # ---- padding to the configured latency
+        pad = self.latency - 3
+        m.d.comb += [self.out_q.eq(delay(m, q_out.as_value(), pad, "pq")),
+                     self.out_amax.eq(delay(m, amaxq, pad, "pa")),
+                     self.out_valid.eq(delay(m, vq, pad, "pv")),
+                     self.done.eq(delay(m, lq, pad, "pd"))]
+        return m
+
+
+__all__ = ["SfuQuantize", "validate", "MIN_LATENCY"]

@@ -11,10 +11,9 @@ import os
 import pytest
 
 torch = pytest.importorskip("torch")
-pytest.importorskip("triton")
-
 if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # before the first import of triton
+pytest.importorskip("triton")
 
 
 @pytest.fixture

@@ -1,0 +1,66 @@
+"""`lowbit trace` end to end in a subprocess, as a user runs it, including the error paths."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("torch")
+
+from sim.trace import load_trace  # noqa: E402
+from sim.workloads import standard_trace  # noqa: E402
+
+
+def lowbit(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sim.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=180)
+
+
+def test_trace_cli_end_to_end(tmp_path):
+    out = tmp_path / "tiny"
+    r = lowbit("trace", "--model", "bitnet-tiny", "--prefill", "6", "--decode", "2", "--out", str(out), "--tensors")
+    assert r.returncode == 0, r.stderr
+    assert f"wrote trace {out}" in r.stdout
+    tr = load_trace(out)
+    assert [(o.op, o.name, o.args) for o in tr.ops] == [(o.op, o.name, o.args) for o in standard_trace("bitnet-tiny", 6, 2).ops]
+    assert len(tr.tensor_files) == 3
+    r = lowbit("trace", "info", str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["ops"] == len(tr.ops)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]  # no temp dirs left behind
+
+
+def test_trace_cli_encoder(tmp_path):
+    r = lowbit("trace", "--model", "all-minilm-l6-v2", "--prefill", "8", "--decode", "0", "--out", str(tmp_path / "m"))
+    assert r.returncode == 0, r.stderr
+    assert load_trace(tmp_path / "m").meta["architecture"] == "BertModel"
+    r = lowbit("models", "list")
+    assert r.returncode == 0 and "bitnet-b1.58-2b4t" in r.stdout and "BertModel" in r.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--model", "bitnet-tiny", "--prefill", "0"], "--prefill 0 --decode 16: need --prefill > 0"),
+    (["--model", "bitnet-tiny", "--decode", "-3"], "need --prefill > 0 and --decode >= 0"),
+    (["--model", "bitnet-tiny", "--decode", "0"], "bitnet-tiny is a decoder; need --decode >= 1"),
+    (["--model", "NODIR"], "unknown model"),
+    (["--model", "GPT2DIR"], "unsupported architecture GPT2LMHeadModel; supported: LlamaForCausalLM, "),
+    (["--model", "bitnet-tiny", "--out", "EXISTS"], "already exists"),
+])
+def test_trace_cli_errors(tmp_path, args, message):
+    gpt2 = tmp_path / "gpt2"
+    gpt2.mkdir()
+    (gpt2 / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"]}))
+    (tmp_path / "exists").mkdir()
+    subst = {"NODIR": str(tmp_path / "missing"), "GPT2DIR": str(gpt2), "EXISTS": str(tmp_path / "exists")}
+    args = [subst.get(a, a) for a in args]
+    if "--out" not in args:
+        args += ["--out", str(tmp_path / "out")]
+    r = lowbit("trace", *args)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert r.stderr.startswith("error: ") and message in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exists", "gpt2"]

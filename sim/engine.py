@@ -16,16 +16,19 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+from numba import njit
 
 from sim.config import HwConfig
 from sim.dram import dram_params, dram_stats, new_dram_state
 from sim.errors import WorkloadError
-from sim.lower import COLS, M_FP4, M_INT8, M_LOP, M_SFU, M_TERN, POLICIES, SUBS, Lowering, lower_step
+from sim.lower import COLS, M_FP4, M_INT8, M_LOP, M_SFU, M_TERN, POLICIES, SUBS, Lowering, lower_runs
 from sim.sched import C_BOOTH, C_DMAKV, C_DMAW, C_FP4, C_LOP, C_SFU, C_TINT, REASONS, Scheduler
 from sim.sram import BUFFERS
 from sim.trace import Trace
 
 DRAM_CLASSES = ("weights", "kv", "activations", "lop")
+_KINDS = ("embedding", "rmsnorm", "quantize", "linear", "rope", "kv_append", "attn_qk", "softmax", "attn_av",
+          "activation", "elementwise", "lm_head")
 
 
 @dataclass
@@ -157,55 +160,41 @@ def simulate(cfg: HwConfig, trace: Trace, schedule: str = "dependency-aware", lo
     nu = len(units)
     sched = Scheduler([c for _, c in units], lw.bufs.capacity_array(), dram_params(cfg), new_dram_state(cfg))
     steps = _steps(trace)
-    busy = np.zeros(nu, np.int64)
-    tern_by_unit = np.zeros(nu, np.int64)
-    act = np.zeros(5, np.int64)
-    srd = np.zeros(len(BUFFERS), np.int64)
-    swr = np.zeros(len(BUFFERS), np.int64)
-    op_cycles: dict[str, int] = {}
+    acc: dict[str, Any] = {"busy": np.zeros(nu, np.int64), "tern": np.zeros(nu, np.int64),
+                           "act": np.zeros(5, np.int64), "srd": np.zeros(len(BUFFERS), np.int64),
+                           "swr": np.zeros(len(BUFFERS), np.int64), "opc": np.zeros(len(_KINDS), np.int64), "lm_macs": 0, "lm_bytes": 0}
     lop_tot = {"kv_dense_bytes": 0, "kv_read_bytes": 0, "lop_bytes": 0}
-    lm_macs = lm_bytes = 0
     t_barrier = 0
     prefill_end = 0
     n_instr = 0
     step_cycles: list[int] = []
     for si, ops in enumerate(steps):
-        a, names, kinds, st = lower_step(lw, ops)
-        n_instr += len(a["main"])
-        s, t, u = sched.run(a, t_barrier)
-        end = int(t.max()) if len(t) else t_barrier
-        end = max(end, t_barrier)
-        step_cycles.append(end - t_barrier)
-        t_barrier = end
+        t_ext = t_barrier
+        step_end = t_barrier
+        for a, names, kinds, st, out in lower_runs(lw, ops):
+            n_instr += len(a["main"])
+            s, t, u = sched.run(a, t_barrier, t_ext)
+            if len(t):
+                step_end = max(step_end, int(t.max()))
+            if out >= 0:
+                t_ext = int(t[out])
+            _fold(a, s, t, u, kinds, acc)
+            for f in lop_tot:
+                lop_tot[f] += getattr(st, f)
+            acc["lm_macs"] += st.lm_head_macs
+            acc["lm_bytes"] += st.lm_head_bytes
+            if timeline is not None:
+                timeline.add(si, a, s, t, u, names)
+        step_cycles.append(step_end - t_barrier)
+        t_barrier = step_end
         if ops[0].phase == "prefill":
-            prefill_end = end
-        comp = (u >= 0) & (a["main"] < C_DMAW)
-        dur = t - s
-        busy += np.bincount(u[comp], weights=dur[comp], minlength=nu).astype(np.int64)
-        tm = comp & (a["mcls"] == M_TERN)
-        tern_by_unit += np.bincount(u[tm], weights=a["macs"][tm], minlength=nu).astype(np.int64)
-        mc = a["mcls"] >= 0
-        act += np.bincount(a["mcls"][mc], weights=a["macs"][mc], minlength=5).astype(np.int64)
-        for col, acc in (("rbuf", srd), ("rbuf2", srd), ("wbuf", swr)):
-            b = a[col]
-            ok = b >= 0
-            acc += np.bincount(b[ok], weights=a[col.replace("buf", "bytes")][ok], minlength=len(BUFFERS)).astype(np.int64)
-        kind_idx = np.asarray([_kind_id(k) for k in kinds], np.int64)
-        if comp.any():
-            per = np.bincount(kind_idx[a["opi"][comp]], weights=dur[comp], minlength=len(_KINDS))
-            for ki, v in enumerate(per):
-                if v:
-                    op_cycles[_KINDS[ki]] = op_cycles.get(_KINDS[ki], 0) + int(v)
-        lop_tot["kv_dense_bytes"] += st.kv_dense_bytes
-        lop_tot["kv_read_bytes"] += st.kv_read_bytes
-        lop_tot["lop_bytes"] += st.lop_bytes
-        lm_macs += st.lm_head_macs
-        lm_bytes += st.lm_head_bytes
-        if timeline is not None:
-            timeline.add(si, a, s, t, u, names)
+            prefill_end = step_end
         if progress is not None:
             progress(si + 1, len(steps))
     total = t_barrier
+    busy, tern_by_unit, act, srd, swr = acc["busy"], acc["tern"], acc["act"], acc["srd"], acc["swr"]
+    op_cycles = {k: int(v) for k, v in zip(_KINDS, acc["opc"], strict=True) if v}
+    lm_macs, lm_bytes = acc["lm_macs"], acc["lm_bytes"]
     clk = cfg.clock_hz
     ds = dram_stats(sched.dstate)
     decode_cycles = total - prefill_end
@@ -243,12 +232,34 @@ def simulate(cfg: HwConfig, trace: Trace, schedule: str = "dependency-aware", lo
     return res
 
 
-_KINDS = ("embedding", "rmsnorm", "quantize", "linear", "rope", "kv_append", "attn_qk", "softmax", "attn_av",
-          "activation", "elementwise", "lm_head")
+@njit(cache=True)
+def _fold_kernel(main, mcls, macs, opi, rbuf, rbytes, rbuf2, rbytes2, wbuf, wbytes, s, t, u, kind_of_op,
+                 busy, tern, act, srd, swr, opc):
+    for i in range(main.shape[0]):
+        if u[i] >= 0 and main[i] < C_DMAW:
+            d = t[i] - s[i]
+            busy[u[i]] += d
+            opc[kind_of_op[opi[i]]] += d
+            if mcls[i] == M_TERN:
+                tern[u[i]] += macs[i]
+        if mcls[i] >= 0:
+            act[mcls[i]] += macs[i]
+        if rbuf[i] >= 0:
+            srd[rbuf[i]] += rbytes[i]
+        if rbuf2[i] >= 0:
+            srd[rbuf2[i]] += rbytes2[i]
+        if wbuf[i] >= 0:
+            swr[wbuf[i]] += wbytes[i]
 
 
-def _kind_id(k: str) -> int:
-    return _KINDS.index(k)
+def _fold(a: dict, s: np.ndarray, t: np.ndarray, u: np.ndarray, kinds: list[str], acc: dict) -> None:
+    """Fold one chunk's (unit, start, end) records into the run's counters."""
+    kind_of_op = np.asarray([_KINDS.index(k) for k in kinds] or [0], np.int64)
+    _fold_kernel(a["main"], a["mcls"], a["macs"], a["opi"], a["rbuf"], a["rbytes"], a["rbuf2"], a["rbytes2"],
+                 a["wbuf"], a["wbytes"], s, t, u, kind_of_op, acc["busy"], acc["tern"], acc["act"], acc["srd"],
+                 acc["swr"], acc["opc"])
+
+
 
 
 __all__ = ["simulate", "SimResult", "Timeline", "unit_list", "COLS"]

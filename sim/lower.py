@@ -120,15 +120,41 @@ class Emitter:
         self.n += len(blk["main"])
         return self.n - 1  # index of the block's final join
 
+    def add_layer(self, blk: dict[str, np.ndarray], ext: int, opi_off: int, offs: tuple[int, int, int, int]) -> int:
+        """Append a cached layer block: local indices shifted, EXT -> `ext`, opi shifted, DMA addresses
+        shifted by the layer's offset of their DRAM class (weights, kv, act, lop)."""
+        self._flush()
+        off = self.n
+        b = dict(blk)
+        for c in IDX_COLS:
+            v = blk[c]
+            b[c] = np.where(v >= 0, v + off, np.where(v == EXT, ext, v)) if c.startswith("dep") else \
+                np.where(v >= 0, v + off, v)
+        b["opi"] = blk["opi"] + opi_off
+        dma = (blk["main"] == C_DMAW) | (blk["main"] == C_DMAKV)
+        b["addr"] = blk["addr"] + np.where(dma, np.asarray(offs, np.int64)[blk["dcls"]], 0)
+        self.segs.append(b)
+        self.n += len(blk["main"])
+        return self.n - 1
+
+    def add_arrays(self, cols: dict[str, np.ndarray]) -> None:
+        """Append a numpy segment whose indices are already absolute in this emitter."""
+        self._flush()
+        self.segs.append(cols)
+        self.n += len(cols["main"])
+
     def finish(self) -> dict[str, np.ndarray]:
         self._flush()
         if not self.segs:
             return {c: np.zeros(0, np.int64) for c in COLS}
+        if len(self.segs) == 1:
+            return {c: np.ascontiguousarray(self.segs[0][c], np.int64) for c in COLS}
         return {c: np.concatenate([s[c] for s in self.segs]) for c in COLS}
 
 
 @dataclass
 class LinearPlan:
+    L: int
     main: int
     alt: int
     R: int
@@ -153,6 +179,7 @@ class Lowering:
     cache: dict[tuple, dict[str, np.ndarray]] = field(default_factory=dict)
     wbase: dict[tuple[int, str], int] = field(default_factory=dict)
     wtop: int = 0
+    layer_wbytes: int = 0
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -228,7 +255,7 @@ class Lowering:
         self.bufs.check(B_PSUM, L * tc * ACC_BYTES, f"{where}: partial sums {L} rows x {tc} tokens", pcap)
         R = max(L, min(cap // row_bytes(kc), pcap // (tc * ACC_BYTES)) // L * L)
         R = min(R, -(-fout // L) * L)
-        return LinearPlan(main, alt, R, nk, kc, tc, spill, row_bytes(kc))
+        return LinearPlan(L, main, alt, R, nk, kc, tc, spill, row_bytes(kc))
 
     def _tile_cycles(self, cls: int, fmt: str, k: int, passes: int) -> int:
         c = self.cfg
@@ -253,7 +280,18 @@ class Lowering:
         tchunks = [(t0, min(tokens, t0 + p.tc)) for t0 in range(0, tokens, p.tc)]
         rblocks = [(r0, min(fout, r0 + p.R)) for r0 in range(0, fout, p.R)]
         kchunks = [(k0, min(fin, k0 + p.kc)) for k0 in range(0, fin, p.kc)]
-        memo: dict[tuple, tuple[int, int]] = {}
+        # tile grid (row block major, k chunk minor), same for every token chunk
+        r0s = np.repeat(np.arange(0, fout, p.R), len(kchunks))
+        k0s = np.tile(np.arange(0, fin, p.kc), len(rblocks))
+        rr = np.minimum(fout, r0s + p.R) - r0s
+        kk = np.minimum(fin, k0s + p.kc) - k0s
+        if fmt == "ternary" and cfg.tint.weight_packing == "5trit":
+            wb = rr * -(-kk // 5)
+        else:
+            wb = -(-(rr * kk * int(bits * 4)) // 32)
+        woff = np.concatenate([[0], np.cumsum(wb)[:-1]])
+        T = len(rr)
+        mcls = M_TERN if fmt == "ternary" else M_FP4 if p.main == C_FP4 else M_INT8
         for t0, t1 in tchunks:
             tk = t1 - t0
             first = e.n
@@ -261,27 +299,50 @@ class Lowering:
             if p.spill:
                 act = e.emit(C_DMAW, nbytes=tk * fin, addr=ACT_BASE + t0 * fin, dcls=D_ACT, buf=B_ACT,
                              alloc=tk * fin, dep0=EXT, sub=S["act_rd"], wbuf=B_ACT, wbytes=tk * fin)
-            woff = 0
-            for r0, r1 in rblocks:
-                r = r1 - r0
-                for k0, k1 in kchunks:
-                    k = k1 - k0
-                    wb = math.ceil(r * k / 5) if fmt == "ternary" and cfg.tint.weight_packing == "5trit" \
-                        else math.ceil(r * k * bits / 8)
-                    mk = (r, k, tk)
-                    if mk not in memo:
-                        c1 = self._tile_cycles(p.main, fmt, k, tk * -(-r // lanes[p.main]))
-                        c2 = self._tile_cycles(p.alt, fmt, k, tk * -(-r // lanes[p.alt])) if p.alt >= 0 else 0
-                        memo[mk] = (c1, c2)
-                    c1, c2 = memo[mk]
-                    d = e.emit(C_DMAW, nbytes=wb, addr=woff, dcls=D_W, buf=B_WEIGHT, alloc=wb, dep0=dep_w,
-                               barrier=0 if self.dep_aware else 1, sub=S["w_dma"], wbuf=B_WEIGHT, wbytes=wb)
-                    woff += wb
-                    e.emit(p.main, alt=p.alt, cyc=c1, cyc_alt=c2, dep0=d, dep1=EXT, dep2=act, free_of=d,
-                           sub=S["tile"], macs=r * k * tk,
-                           mcls=M_TERN if fmt == "ternary" else M_FP4 if p.main == C_FP4 else M_INT8,
-                           rbuf=B_WEIGHT, rbytes=wb, rbuf2=B_ACT, rbytes2=k * tk, wbuf=B_PSUM,
-                           wbytes=r * tk * ACC_BYTES)
+            memo: dict[tuple[int, int], tuple[int, int]] = {}
+            c1 = np.zeros(T, np.int64)
+            c2 = np.zeros(T, np.int64)
+            for r, k in set(zip(rr.tolist(), kk.tolist(), strict=True)):
+                a1 = self._tile_cycles(p.main, fmt, k, tk * -(-r // lanes[p.main]))
+                a2 = self._tile_cycles(p.alt, fmt, k, tk * -(-r // lanes[p.alt])) if p.alt >= 0 else 0
+                memo[(r, k)] = (a1, a2)
+            for (r, k), (a1, a2) in memo.items():
+                sel = (rr == r) & (kk == k)
+                c1[sel] = a1
+                c2[sel] = a2
+            base = e.n
+            dma_idx = base + 2 * np.arange(T)
+            col = {c: np.full(2 * T, DEFAULT.get(c, 0), np.int64) for c in COLS}
+            D, Tl = slice(0, 2 * T, 2), slice(1, 2 * T, 2)
+            col["main"][D] = C_DMAW
+            col["nbytes"][D] = wb
+            col["addr"][D] = woff
+            col["dcls"][D] = D_W
+            col["buf"][D] = B_WEIGHT
+            col["alloc"][D] = wb
+            col["dep0"][D] = dep_w
+            col["barrier"][D] = 0 if self.dep_aware else 1
+            col["sub"][D] = S["w_dma"]
+            col["wbuf"][D] = B_WEIGHT
+            col["wbytes"][D] = wb
+            col["main"][Tl] = p.main
+            col["alt"][Tl] = p.alt
+            col["cyc"][Tl] = c1
+            col["cyc_alt"][Tl] = c2
+            col["dep0"][Tl] = dma_idx
+            col["dep1"][Tl] = EXT
+            col["dep2"][Tl] = act
+            col["free_of"][Tl] = dma_idx
+            col["sub"][Tl] = S["tile"]
+            col["macs"][Tl] = rr * kk * tk
+            col["mcls"][Tl] = mcls
+            col["rbuf"][Tl] = B_WEIGHT
+            col["rbytes"][Tl] = wb
+            col["rbuf2"][Tl] = B_ACT
+            col["rbytes2"][Tl] = kk * tk
+            col["wbuf"][Tl] = B_PSUM
+            col["wbytes"][Tl] = rr * tk * ACC_BYTES
+            e.add_arrays(col)
             if p.spill:
                 j = e.emit(C_JOIN, jlo=first, jhi=e.n, free_of=act, sub=S["join"])
                 e.emit(C_DMAW, nbytes=tk * fout, addr=ACT_BASE + (1 << 30) + t0 * fout, wr=1, dcls=D_ACT,
@@ -299,17 +360,15 @@ class Lowering:
             self.wtop += -(-nbytes // 4096) * 4096
         return self.wbase[k]
 
-    def add_linear(self, e: Emitter, op: Op, opi: int, ext: int, fout: int | None = None, sub_off: int = 0,
-                   name: str | None = None) -> int:
+    def add_linear(self, e: Emitter, op: Op, opi: int, ext: int, fout: int | None = None, row0: int = 0) -> int:
+        """Place the (cached) tile block of `op` (or of its output rows [row0, row0 + fout))."""
         fo = op["out_features"] if fout is None else fout
-        blk = self.linear_block(op, op["tokens"], op["in_features"], fo, op["weight_format"])
-        wb = int(blk["wbytes_total"])
-        tchunks = -(-op["tokens"] // max(1, self.plan_linear(op, op["tokens"], op["in_features"], fo,
-                                                              op["weight_format"]).tc))
-        per = wb // max(1, tchunks)
-        full = per * (op["out_features"] // fo)
-        base = self.weight_addr(op.layer, name or op.name, full)
-        return e.add_block(blk, ext, opi, base + sub_off * per)
+        fin, fmt = op["in_features"], op["weight_format"]
+        blk = self.linear_block(op, op["tokens"], fin, fo, fmt)
+        full = math.ceil(op["out_features"] * fin * weight_bits(fmt, self.cfg.tint.weight_packing) / 8)
+        name = op.name.split(".", 2)[-1] if op.layer >= 0 else op.name
+        base = self.weight_addr(0, name, full)
+        return e.add_block(blk, ext, opi, base + math.ceil(row0 * fin * weight_bits(fmt, self.cfg.tint.weight_packing) / 8))
 
     # ------------------------------------------------------------------ SFU
 
@@ -349,7 +408,7 @@ class Lowering:
             n = min(m, j0 + chunk) - j0
             d = -1
             if dram:
-                d = e.emit(C_DMAKV, nbytes=n * cb, addr=LOP_BASE + ((op.layer * self.G + g) *
+                d = e.emit(C_DMAKV, nbytes=n * cb, addr=LOP_BASE + ((0 * self.G + g) *
                            self.model.max_positions + j0) * cb, dcls=D_LOP, buf=B_LOP, alloc=n * cb,
                            dep0=deps[0], opi=opi, sub=S["lop_dma"], wbuf=B_LOP, wbytes=n * cb)
             e.emit(C_LOP, cyc=self.grp * lop_score_cycles(cfg.lop, n, self.hd), dep0=d, dep1=deps[1],
@@ -370,7 +429,7 @@ class Lowering:
             pairs = _pairs(q0, q1, qpos0, k0, k1) if causal else (q1 - q0) * (k1 - k0)
             if pairs == 0:
                 continue
-            d = e.emit(C_DMAKV, nbytes=(k1 - k0) * hd, addr=self.kv_addr(op.layer, g, False) + k0 * hd,
+            d = e.emit(C_DMAKV, nbytes=(k1 - k0) * hd, addr=self.kv_addr(0, g, False) + k0 * hd,
                        dcls=D_KV, buf=B_KV, alloc=(k1 - k0) * hd, dep0=dep_k, opi=opi, sub=S["k_dma"],
                        wbuf=B_KV, wbytes=(k1 - k0) * hd)
             nd = pairs * self.grp
@@ -390,7 +449,7 @@ class Lowering:
             pairs = _pairs(q0, q1, qpos0, k0, k1) if causal else (q1 - q0) * (k1 - k0)
             if pairs == 0:
                 continue
-            d = e.emit(C_DMAKV, nbytes=(k1 - k0) * hd, addr=self.kv_addr(op.layer, g, True) + k0 * hd,
+            d = e.emit(C_DMAKV, nbytes=(k1 - k0) * hd, addr=self.kv_addr(0, g, True) + k0 * hd,
                        dcls=D_KV, buf=B_KV, alloc=(k1 - k0) * hd, dep0=dep_v, opi=opi, sub=S["v_dma"],
                        wbuf=B_KV, wbytes=(k1 - k0) * hd)
             nq = q1 - q0
@@ -437,18 +496,66 @@ class StepStats:
     lm_head_bytes: int = 0
 
 
-def lower_step(lw: Lowering, ops: list[Op]) -> tuple[dict[str, np.ndarray], list[str], list[str], StepStats]:
-    """Lower the ops of one forward step into one instruction chunk (see module docstring)."""
-    e = Emitter()
-    names: list[str] = []
-    kinds: list[str] = []
-    st = StepStats()
-    pending: list[int] = []       # joins the next op depends on
+def _sig(lw: Lowering, run: list[Op]) -> tuple:
+    keys = []
+    for o in run:
+        if o.op == "attn_qk" and lw.use_lop(o):
+            keys.append(tuple(lw.selected(o.layer, o.step, g, o["context"]) for g in range(lw.G)))
+    return (tuple((o.op, o.role, o.phase, tuple(sorted(o.args.items()))) for o in run), tuple(keys))
+
+
+def lower_runs(lw: Lowering, ops: list[Op]):
+    """Lower the ops of one forward step, one chunk per run of ops with the same layer (see module
+    docstring). Yields (arrays, names, kinds, stats, out) per chunk; `out` is the index of the chunk's final
+    instruction (its end is the next chunk's input time) or -1 when the chunk only passes its input on.
+    In a chunk, dependency EXT (-2) means "the previous chunk's output".
+
+    Decoder layers with the same op shapes (and LOP selections) lower to the same instruction block up to
+    DRAM addresses, so one block per distinct layer signature is built and placed per layer (speed)."""
+    runs: list[list[Op]] = []
+    for o in ops:
+        if runs and runs[-1][0].layer == o.layer:
+            runs[-1].append(o)
+        else:
+            runs.append([o])
+    m = lw.model
+    strides = (0, lw.G * 2 * m.max_positions * lw.hd, 0, lw.G * m.max_positions * lw.code_bytes)
+    for run in runs:
+        layer = run[0].layer
+        e = Emitter()
+        names: list[str] = []
+        kinds: list[str] = []
+        st = StepStats()
+        if layer < 0:
+            out = _lower_ops(lw, e, run, EXT, names, kinds, st)
+            yield e.finish(), names, kinds, st, (out if out >= 0 else -1)
+            continue
+        key = _sig(lw, run)
+        hit = lw.cache.get(key)
+        if hit is None:
+            e2 = Emitter()
+            st2 = StepStats()
+            _lower_ops(lw, e2, run, EXT, [], [], st2)
+            hit = (e2.finish(), st2)
+            lw.cache[key] = hit
+        blk, st2 = hit
+        if lw.layer_wbytes == 0:
+            lw.layer_wbytes = lw.wtop
+        offs = (layer * lw.layer_wbytes, layer * strides[1], 0, layer * strides[3])
+        out = e.add_layer(blk, EXT, 0, offs)
+        for f in ("kv_dense_bytes", "kv_read_bytes", "lop_bytes", "lm_head_macs", "lm_head_bytes"):
+            setattr(st, f, getattr(st2, f))
+        yield e.finish(), [o.name for o in run], [o.op for o in run], st, out
+
+
+def _lower_ops(lw: Lowering, e: Emitter, ops: list[Op], d_in: int, names: list[str], kinds: list[str],
+               st: StepStats) -> int:
+    """Lower `ops` (in order) into `e`; the first op depends on `d_in`; returns the last op's join."""
+    pending: list[int] = [d_in] if d_in != -1 else []  # joins the next op depends on
     shared: int | None = None     # input dep of the previous linear (q/k/v, gate/up share it)
     prev_lin: tuple | None = None
     att: dict[int, int] = {}      # kv head -> keys attended (set by attn_qk, used by softmax/attn_av)
-    m = lw.model
-    hd, G, grp = lw.hd, lw.G, lw.grp
+    G, grp = lw.G, lw.grp
 
     def dep1() -> int:
         if not pending:
@@ -535,10 +642,9 @@ def lower_step(lw: Lowering, ops: list[Op]) -> tuple[dict[str, np.ndarray], list
             j = e.emit(C_JOIN, jlo=first, jhi=e.n, opi=opi, sub=S["join"])
         else:  # pragma: no cover - trace validation rejects unknown kinds
             raise WorkloadError(f"op {op.name}: kind '{k}' is not supported by the simulator")
-        pending = [j] if j >= 0 else []
+        pending = [j] if j != -1 else []
         i += 1
-    del m, hd
-    return e.finish(), names, kinds, st
+    return dep1()
 
 
 def _kv_write(lw: Lowering, e: Emitter, op: Op, opi: int, g: int, dep: int, st: StepStats,
@@ -546,11 +652,11 @@ def _kv_write(lw: Lowering, e: Emitter, op: Op, opi: int, g: int, dep: int, st: 
     """Write the new tokens' K and V (INT8) and, with LOP in DRAM, their LO codes."""
     t, hd = op["tokens"], lw.hd
     pos = op["context"] - t
-    j = e.emit(C_DMAKV, nbytes=2 * t * hd, addr=lw.kv_addr(op.layer, g, False) + pos * hd, wr=1, dcls=D_KV,
+    j = e.emit(C_DMAKV, nbytes=2 * t * hd, addr=lw.kv_addr(0, g, False) + pos * hd, wr=1, dcls=D_KV,
                dep0=dep, dep1=dep2, opi=opi, sub=S["kv_wr"], rbuf=B_ACT, rbytes=2 * t * hd)
     if lw.lop_on and lw.cfg.lop.surrogate_storage == "dram":
         cb = lw.code_bytes
-        j = e.emit(C_DMAKV, nbytes=t * cb, addr=LOP_BASE + ((op.layer * lw.G + g) * lw.model.max_positions + pos)
+        j = e.emit(C_DMAKV, nbytes=t * cb, addr=LOP_BASE + ((0 * lw.G + g) * lw.model.max_positions + pos)
                    * cb, wr=1, dcls=D_LOP, dep0=dep, dep1=dep2, opi=opi, sub=S["kv_wr"], rbuf=B_ACT,
                    rbytes=t * cb)
     return j
@@ -572,31 +678,40 @@ def _fused_attention(lw: Lowering, e: Emitter, ops: list[Op], d_in: int, reg, st
     t = q["tokens"]
     first = e.n
 
-    def proj(g: int) -> tuple[int, int, int]:
-        jq = lw.add_linear(e, q, opis[0], d_in, fout=grp * hd, sub_off=g)
-        jk = lw.add_linear(e, k, opis[1], d_in, fout=hd, sub_off=g)
-        jv = lw.add_linear(e, v, opis[2], d_in, fout=hd, sub_off=g)
-        r = lw.sfu(e, "rope", t * (grp + 1), hd, opis[3], (jq, jk))
-        w = _kv_write(lw, e, kva, opis[4], g, r, st, jv)
-        return r, jv, w
+    # pipeline unit: hg KV heads, so that hg*head_dim rows are a multiple of the tile row multiple L
+    L = lw.plan_linear(q, t, q["in_features"], q["out_features"], q["weight_format"]).L
+    hg = min(G, L // math.gcd(L, hd))
+    groups = [(g0, min(G, g0 + hg)) for g0 in range(0, G, hg)]
 
-    def attn(g: int, r: int, jv: int, w: int) -> None:
+    def proj(g0: int, g1: int) -> tuple[int, int, int, int, int]:
+        nh = g1 - g0
+        jq = lw.add_linear(e, q, opis[0], d_in, fout=nh * grp * hd, row0=g0 * grp * hd)
+        jk = lw.add_linear(e, k, opis[1], d_in, fout=nh * hd, row0=g0 * hd)
+        jv = lw.add_linear(e, v, opis[2], d_in, fout=nh * hd, row0=g0 * hd)
+        r = lw.sfu(e, "rope", t * (grp + 1) * nh, hd, opis[3], (jq, jk))
+        w = -1
+        for g in range(g0, g1):
+            w = _kv_write(lw, e, kva, opis[4], g, r, st, jv)
+        return g0, g1, r, jv, w
+
+    def attn(g0: int, g1: int, r: int, jv: int, w: int) -> None:
         ctx = qk["context"]
-        keys = ctx
-        dep_k = w if t > 1 else -1  # decode: cached K/V are already in DRAM -> prefetch early
-        if lw.use_lop(qk):
-            dep_k = lw.emit_lop(e, qk, opis[5], g, ctx, (-1, r))
-            keys = lw.selected(qk.layer, qk.step, g, ctx)
-            _lop_stats(lw, st, ctx, keys)
-        for q0, q1 in lw.qchunks(t, keys):
-            jqk = lw.emit_qk(e, qk, opis[5], g, q0, q1, keys, ctx, dep_k, r, t > 1)
-            s_ = lw.sfu(e, "softmax", (q1 - q0) * grp, keys, opis[6], (jqk,))
-            lw.emit_av(e, av, opis[7], g, q0, q1, keys, ctx, dep_k if dep_k >= 0 else jv, s_, t > 1)
+        for g in range(g0, g1):
+            keys = ctx
+            dep_k = w if t > 1 else -1  # decode: cached K/V are already in DRAM -> prefetch early
+            if lw.use_lop(qk):
+                dep_k = lw.emit_lop(e, qk, opis[5], g, ctx, (-1, r))
+                keys = lw.selected(qk.layer, qk.step, g, ctx)
+                _lop_stats(lw, st, ctx, keys)
+            for q0, q1 in lw.qchunks(t, keys):
+                jqk = lw.emit_qk(e, qk, opis[5], g, q0, q1, keys, ctx, dep_k, r, t > 1)
+                s_ = lw.sfu(e, "softmax", (q1 - q0) * grp, keys, opis[6], (jqk,))
+                lw.emit_av(e, av, opis[7], g, q0, q1, keys, ctx, dep_k if dep_k >= 0 else jv, s_, t > 1)
 
-    prev = proj(0)
-    for g in range(1, G):
-        cur = proj(g)
-        attn(g - 1, *prev)
+    prev = proj(*groups[0])
+    for gr in groups[1:]:
+        cur = proj(*gr)
+        attn(*prev)
         prev = cur
-    attn(G - 1, *prev)
+    attn(*prev)
     return e.emit(C_JOIN, jlo=first, jhi=e.n, opi=opis[7], sub=S["join"])

@@ -7,7 +7,8 @@ order. Each instruction is one of
 - DMA: a DRAM transfer (`nbytes` at `addr`, class `dcls`) issued by a DMA queue (weights/activations queue
   or KV/LOP queue); it may allocate `alloc` bytes of SRAM buffer `buf`;
 - join: zero-time synchronisation, ends at the latest end of instructions [jlo, jhi).
-Dependencies: up to three earlier instructions (dep0..2, -1 = none); `barrier = 1` also waits for the end of
+Dependencies: up to three earlier instructions (dep0..2, -1 = none; -2 = the chunk's input, ready at
+t_ext, i.e. the previous chunk's output); `barrier = 1` also waits for the end of
 the previous step (t_barrier, autoregressive decode). `free_of = j` releases the buffer bytes that DMA j
 allocated when this instruction ends.
 
@@ -47,7 +48,7 @@ FIELDS = ("main", "alt", "cyc", "cyc_alt", "nbytes", "addr", "wr", "dcls", "buf"
 
 @njit(cache=True)
 def _kernel(main, alt, cyc, cyc_alt, nbytes, addr, wr, dcls, buf, alloc, free_of, dep0, dep1, dep2, jlo, jhi,
-            barrier, t_barrier, ucls, ufree, buf_cap, live_rel, live_bytes, live_owner, live_n,
+            barrier, t_barrier, t_ext, ucls, ufree, buf_cap, live_rel, live_bytes, live_owner, live_n,
             dparams, dstate, o_start, o_end, o_unit, o_reason, stall):
     n = main.shape[0]
     nu = ucls.shape[0]
@@ -68,6 +69,9 @@ def _kernel(main, alt, cyc, cyc_alt, nbytes, addr, wr, dcls, buf, alloc, free_of
             if d >= 0 and o_end[d] > ready:
                 ready = o_end[d]
                 reason = o_reason[d]
+            elif d == -2 and t_ext > ready:
+                ready = t_ext
+                reason = R_DATA
         if c == C_JOIN:
             t = ready
             for j in range(jlo[i], jhi[i]):
@@ -187,7 +191,7 @@ class Scheduler:
         self.dstate = dstate
         self.stall = np.zeros((len(unit_classes), len(REASONS)), np.float64)
 
-    def run(self, a: dict[str, np.ndarray], t_barrier: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def run(self, a: dict[str, np.ndarray], t_barrier: int, t_ext: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Schedule one chunk; returns (start, end, unit) per instruction. Raises RuntimeError on a lowering
         inconsistency (an instruction no unit can run, or a buffer allocation that can never be satisfied)."""
         n = len(a["main"])
@@ -199,7 +203,7 @@ class Scheduler:
         self.live_owner[:] = -1
         if np.any(self.live_rel[np.arange(MAXLIVE)[None, :] < self.live_n[:, None]] < 0):
             raise RuntimeError("scheduler: buffer allocation still live across a step boundary")
-        rc = _kernel(*(a[f] for f in FIELDS), np.int64(t_barrier), self.ucls, self.ufree, self.buf_cap,
+        rc = _kernel(*(a[f] for f in FIELDS), np.int64(t_barrier), np.int64(t_ext), self.ucls, self.ufree, self.buf_cap,
                      self.live_rel, self.live_bytes, self.live_owner, self.live_n, self.dparams, self.dstate,
                      o_start, o_end, o_unit, o_reason, self.stall)
         if rc != 0:

@@ -33,6 +33,8 @@ import triton.language as tl
 from sim.numerics.fp import pack_fp4
 from sim.numerics.mx import MXFP4Tensor, NVFP4Tensor
 
+from .ternary import autotune
+
 __all__ = ["FP4Weight", "pack_fp4_gpu", "fp4_gemv", "fp4_gemm", "fp4_linear", "random_fp4_weight_torch"]
 
 
@@ -150,10 +152,10 @@ def _fp4_gemv_kernel(x_ptr, w_ptr, s_ptr, y_ptr, out_mul, M, N, KW, K,
 
 _GEMV_CONFIGS = [
     triton.Config({"BLOCK_N": bn, "BLOCK_KW": bk}, num_warps=nw)
-    for bn, bk, nw in [(4, 256, 4), (8, 256, 4), (8, 256, 8), (16, 128, 4), (16, 256, 8), (32, 64, 4),
-                       (8, 128, 4), (4, 128, 4), (2, 512, 4), (4, 512, 8)]
+    for bn, bk, nw in [(4, 256, 4), (8, 256, 4), (8, 256, 8), (16, 128, 4), (32, 64, 4), (8, 128, 4),
+                       (2, 512, 4)]
 ]
-_fp4_gemv_tuned = triton.autotune(_GEMV_CONFIGS, key=["M", "N", "KW", "BLOCK_M", "IS_NV"])(_fp4_gemv_kernel)
+_fp4_gemv_tuned = autotune(_GEMV_CONFIGS, key=["M", "N", "KW", "BLOCK_M", "IS_NV"])(_fp4_gemv_kernel)
 
 
 def _out_mul(w: FP4Weight) -> float:
@@ -227,11 +229,10 @@ def _fp4_gemm_kernel(x_ptr, w_ptr, s_ptr, y_ptr, out_mul, M, N, KW, K,
 
 _GEMM_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_KW": bk, "GROUP_M": 8}, num_warps=nw, num_stages=ns)
-    for bm, bn, bk, nw, ns in [(128, 128, 8, 8, 3), (128, 128, 4, 8, 3), (64, 128, 8, 4, 4), (128, 64, 8, 4, 4),
-                               (64, 64, 8, 4, 4), (16, 64, 8, 4, 4), (16, 128, 8, 4, 3), (32, 64, 8, 4, 4),
-                               (128, 256, 4, 8, 3), (64, 256, 8, 8, 3)]
+    for bm, bn, bk, nw, ns in [(128, 128, 8, 8, 3), (128, 128, 4, 8, 3), (64, 128, 8, 4, 4), (128, 256, 4, 8, 3),
+                               (64, 64, 8, 4, 4), (16, 64, 8, 4, 4), (16, 128, 8, 4, 3)]
 ]
-_fp4_gemm_tuned = triton.autotune(_GEMM_CONFIGS, key=["M", "N", "KW", "IS_NV"])(_fp4_gemm_kernel)
+_fp4_gemm_tuned = autotune(_GEMM_CONFIGS, key=["M", "N", "KW", "IS_NV"])(_fp4_gemm_kernel)
 
 
 def fp4_gemm(x: torch.Tensor, w: FP4Weight, config: dict | None = None) -> torch.Tensor:

@@ -113,11 +113,15 @@ def _kernel(main, alt, cyc, cyc_alt, nbytes, addr, wr, dcls, buf, alloc, free_of
                     t = nxt
                 if t > t0:
                     stall[u, R_BUFFER] += t - t0
-                # drop released entries, append this allocation
+                # drop entries released before any DMA queue can issue again, append this allocation
+                tmin = t
+                for v in range(nu):
+                    if (ucls[v] == C_DMAW or ucls[v] == C_DMAKV) and v != u and ufree[v] < tmin:
+                        tmin = ufree[v]
                 m = 0
                 for e in range(live_n[b]):
                     r = live_rel[b, e]
-                    if r < 0 or r > t:
+                    if r < 0 or r > tmin:
                         live_rel[b, m] = r
                         live_bytes[b, m] = live_bytes[b, e]
                         live_owner[b, m] = live_owner[b, e]

@@ -1,0 +1,133 @@
+"""Scheduler invariants on random instruction graphs, checked from the emitted (unit, start, end) records
+by an independent checker: no unit double-booked, dependencies respected, buffer capacity never exceeded,
+durations equal the instruction's cycles on the chosen unit class, DMA issue order kept, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sim.config import load_config
+from sim.dram import dram_params, new_dram_state
+from sim.lower import COLS, DEFAULT
+from sim.sched import C_BOOTH, C_DMAKV, C_DMAW, C_JOIN, C_LOP, C_SFU, C_TINT, Scheduler
+
+UNITS = [C_TINT, C_TINT, C_BOOTH, C_LOP, C_SFU, C_DMAW, C_DMAKV]
+CAPS = np.array([4096, 2048, 1024, 512, 0, 0], np.int64)
+
+
+def random_chunk(rng: np.random.Generator, n_groups: int) -> dict[str, np.ndarray]:
+    rows: list[dict] = []
+
+    def emit(**kw) -> int:
+        r = dict(DEFAULT)
+        r.update(kw)
+        rows.append(r)
+        return len(rows) - 1
+
+    for _ in range(n_groups):
+        kind = rng.integers(0, 4)
+        n = len(rows)
+        deps = [int(rng.integers(0, n)) if n and rng.random() < 0.6 else -1 for _ in range(3)]
+        if kind == 0:  # DMA + consumer (+ maybe a second consumer joined)
+            buf = int(rng.integers(0, 4))
+            nbytes = int(rng.integers(1, CAPS[buf] // 2 + 1))
+            q = C_DMAW if rng.random() < 0.5 else C_DMAKV
+            d = emit(main=q, nbytes=nbytes, addr=int(rng.integers(0, 1 << 20)), buf=buf, alloc=nbytes,
+                     dep0=deps[0], barrier=int(rng.random() < 0.5), dcls=int(rng.integers(0, 4)))
+            emit(main=C_TINT, alt=C_BOOTH, cyc=int(rng.integers(1, 300)), cyc_alt=int(rng.integers(1, 300)),
+                 dep0=d, dep1=deps[1], free_of=d)
+        elif kind == 1:  # plain compute on some class
+            c = int(rng.choice([C_TINT, C_BOOTH, C_LOP, C_SFU]))
+            emit(main=c, cyc=int(rng.integers(0, 200)), dep0=deps[0], dep1=deps[1], dep2=deps[2])
+        elif kind == 2 and n:  # join over a random range
+            lo = int(rng.integers(0, n))
+            emit(main=C_JOIN, jlo=lo, jhi=n, dep0=deps[0])
+        else:  # DRAM write without buffer
+            emit(main=C_DMAKV, nbytes=int(rng.integers(1, 5000)), wr=1, dep0=deps[0])
+    return {c: np.asarray([r[c] for r in rows], np.int64) for c in COLS}
+
+
+def run(a, t_barrier=0):
+    cfg = load_config("vitallm")
+    s = Scheduler(UNITS, CAPS, dram_params(cfg), new_dram_state(cfg))
+    return s.run(a, t_barrier)
+
+
+def check(a, st, en, un, t_barrier=0):
+    n = len(a["main"])
+    for i in range(n):
+        c = a["main"][i]
+        assert en[i] >= st[i]
+        for d in (a["dep0"][i], a["dep1"][i], a["dep2"][i]):
+            if d >= 0:
+                assert st[i] >= en[d], f"instr {i} starts before its dependency {d} ends"
+        if a["barrier"][i]:
+            assert st[i] >= t_barrier
+        if c == C_JOIN:
+            assert un[i] == -1
+            lo, hi = a["jlo"][i], a["jhi"][i]
+            if hi > lo:
+                assert en[i] >= en[lo:hi].max()
+            continue
+        assert UNITS[un[i]] in (c, a["alt"][i]), "instruction ran on a unit of the wrong class"
+        if c not in (C_DMAW, C_DMAKV):
+            want = a["cyc"][i] if UNITS[un[i]] == c else a["cyc_alt"][i]
+            assert en[i] - st[i] == want
+    # no compute unit double-booked
+    for u, cls in enumerate(UNITS):
+        idx = np.nonzero(un == u)[0]
+        if cls in (C_DMAW, C_DMAKV):
+            assert np.all(np.diff(st[idx]) >= 0), "DMA queue issued out of order"
+            continue
+        order = idx[np.argsort(st[idx], kind="stable")]
+        assert np.all(st[order][1:] >= en[order][:-1]), f"unit {u} double-booked"
+    # buffer capacity: bytes of a DMA's allocation live from its start until its consumer ends
+    for b in range(len(CAPS)):
+        events = []
+        for i in range(n):
+            f = a["free_of"][i]
+            if f >= 0 and a["buf"][f] == b:
+                events.append((st[f], a["alloc"][f]))
+                events.append((en[i], -a["alloc"][f]))
+        events.sort(key=lambda e: (e[0], e[1]))  # releases before allocations at the same cycle
+        used = 0
+        for _, delta in events:
+            used += delta
+            assert used <= CAPS[b], f"buffer {b} over capacity"
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_graphs(seed):
+    rng = np.random.default_rng(seed)
+    a = random_chunk(rng, 300)
+    tb = int(rng.integers(0, 500))
+    st, en, un = run(a, t_barrier=tb)
+    check(a, st, en, un, tb)
+    st2, en2, un2 = run(a, t_barrier=tb)
+    assert np.array_equal(st, st2) and np.array_equal(en, en2) and np.array_equal(un, un2)
+
+
+def test_barrier_and_checker_catches_violation():
+    rng = np.random.default_rng(99)
+    a = random_chunk(rng, 100)
+    st, en, un = run(a, t_barrier=1000)
+    check(a, st, en, un, 1000)
+    # the checker must fail on a corrupted schedule (a test that cannot fail is a defect)
+    j = int(np.nonzero(a["dep0"] >= 0)[0][-1])
+    st_bad = st.copy()
+    st_bad[j] = en[a["dep0"][j]] - 1
+    with pytest.raises(AssertionError):
+        check(a, st_bad, en, un, 1000)
+
+
+def test_capacity_wait():
+    """Two 3 KB allocations on a 4 KB buffer: the second DMA waits for the first consumer's end."""
+    rows = [dict(DEFAULT, main=C_DMAW, nbytes=3072, buf=0, alloc=3072),
+            dict(DEFAULT, main=C_TINT, cyc=1000, dep0=0, free_of=0),
+            dict(DEFAULT, main=C_DMAW, nbytes=3072, addr=4096, buf=0, alloc=3072),
+            dict(DEFAULT, main=C_TINT, cyc=10, dep0=2, free_of=2)]
+    a = {c: np.asarray([r[c] for r in rows], np.int64) for c in COLS}
+    st, en, un = run(a)
+    assert st[2] == en[1]
+    check(a, st, en, un)

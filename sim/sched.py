@@ -17,7 +17,7 @@ Scheduling rule (list scheduling, static priority = list order): each instructio
 and on a compute class picks, among the units of its class(es), the one that finishes it first (ties: lowest
 unit index). A compute unit is busy start -> end with end = start + cycles (the sim.units formula
 "cycles(start -> done)"; a unit accepts its next tile after `done`). A DMA queue issues requests in its list
-order (issue times non-decreasing) with many in flight; their completion comes from the DRAM model
+order (issue times non-decreasing) with many in flight, and each buffer allocates in list order; their completion comes from the DRAM model
 (sim.dram.dram_access), which owns bus/bank occupancy. A DMA that allocates buffer bytes waits until the
 buffer pool (full capacity; see sim.sram) has room given the release times of earlier allocations.
 Deterministic: no randomness, no dictionaries, ties broken by index.
@@ -48,7 +48,7 @@ FIELDS = ("main", "alt", "cyc", "cyc_alt", "nbytes", "addr", "wr", "dcls", "buf"
 
 @njit(cache=True)
 def _kernel(main, alt, cyc, cyc_alt, nbytes, addr, wr, dcls, buf, alloc, free_of, dep0, dep1, dep2, jlo, jhi,
-            barrier, t_barrier, t_ext, ucls, ufree, buf_cap, live_rel, live_bytes, live_owner, live_n,
+            barrier, t_barrier, t_ext, ucls, ufree, buf_cap, blast, live_rel, live_bytes, live_owner, live_n,
             dparams, dstate, o_start, o_end, o_unit, o_reason, stall):
     n = main.shape[0]
     nu = ucls.shape[0]
@@ -97,6 +97,8 @@ def _kernel(main, alt, cyc, cyc_alt, nbytes, addr, wr, dcls, buf, alloc, free_of
             if b >= 0 and alloc[i] > 0:
                 need = alloc[i]
                 t0 = t
+                if blast[b] > t:  # a buffer allocates in list order (ring/FIFO allocator)
+                    t = blast[b]
                 while True:
                     used = np.int64(0)
                     nxt = np.int64(-1)
@@ -113,15 +115,12 @@ def _kernel(main, alt, cyc, cyc_alt, nbytes, addr, wr, dcls, buf, alloc, free_of
                     t = nxt
                 if t > t0:
                     stall[u, R_BUFFER] += t - t0
-                # drop entries released before any DMA queue can issue again, append this allocation
-                tmin = t
-                for v in range(nu):
-                    if (ucls[v] == C_DMAW or ucls[v] == C_DMAKV) and v != u and ufree[v] < tmin:
-                        tmin = ufree[v]
+                # drop entries released by now (later allocations of this buffer start at >= t)
+                blast[b] = t
                 m = 0
                 for e in range(live_n[b]):
                     r = live_rel[b, e]
-                    if r < 0 or r > tmin:
+                    if r < 0 or r > t:
                         live_rel[b, m] = r
                         live_bytes[b, m] = live_bytes[b, e]
                         live_owner[b, m] = live_owner[b, e]
@@ -191,6 +190,7 @@ class Scheduler:
         self.live_bytes = np.zeros((nb, MAXLIVE), np.int64)
         self.live_owner = np.zeros((nb, MAXLIVE), np.int64)
         self.live_n = np.zeros(nb, np.int64)
+        self.blast = np.zeros(nb, np.int64)
         self.dparams = dparams
         self.dstate = dstate
         self.stall = np.zeros((len(unit_classes), len(REASONS)), np.float64)
@@ -207,7 +207,7 @@ class Scheduler:
         self.live_owner[:] = -1
         if np.any(self.live_rel[np.arange(MAXLIVE)[None, :] < self.live_n[:, None]] < 0):
             raise RuntimeError("scheduler: buffer allocation still live across a step boundary")
-        rc = _kernel(*(a[f] for f in FIELDS), np.int64(t_barrier), np.int64(t_ext), self.ucls, self.ufree, self.buf_cap,
+        rc = _kernel(*(a[f] for f in FIELDS), np.int64(t_barrier), np.int64(t_ext), self.ucls, self.ufree, self.buf_cap, self.blast,
                      self.live_rel, self.live_bytes, self.live_owner, self.live_n, self.dparams, self.dstate,
                      o_start, o_end, o_unit, o_reason, self.stall)
         if rc != 0:

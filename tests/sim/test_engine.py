@@ -1,0 +1,117 @@
+"""End-to-end simulator tests: a hand-verified in-order run, determinism, JSON keys, policy ordering."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sim.config import load_config
+from sim.engine import simulate
+from sim.errors import WorkloadError
+from sim.workloads import standard_trace
+
+# ------------------------------------------------------------------------------------------------ by hand
+# Preset `tiny` (200 MHz; TINT 1 core x 2 lanes x 4; BoothFlex 2x2; SFU 4 lanes; simple DRAM: 1 x16 channel
+# at 4266 MT/s x 0.8 efficiency = 34.128 B/cycle, latency 100 ns = 20 cycles; transfers serialise on the
+# bus, the latency is pipelined). Model `bitnet-tiny` (d 64, 4 heads / 2 KV heads, head_dim 16, FFN 128,
+# ReLU^2 GLU, SubLN), one decode step at context 1, LOP off, in-order: every op starts when the previous
+# op's last instruction ends, so the total is the sum of per-op durations below.
+#
+# DMA of n bytes issued at T on an idle bus ends at ceil(T + 20 + n / 34.128); a second one issued at T
+# starts on the bus when the first's transfer ends.
+# Linear 64 -> 64 (ternary, 2 bit): L = lcm(2, 2) = 2 rows; weight share = 1024 B tile / 2 consumers = 512 B;
+#   R = 512 B / 16 B per row = 32 rows -> 2 tiles of 512 B. TINT: 16 passes x ceil(64/4) + (2 + 2) = 260;
+#   BoothFlex ternary: 16 x ceil(64/8) + (3 + 2) = 133. DMA0 ends 36, DMA1 ends ceil(2*15.0023 + 20) = 51;
+#   tile0 -> booth [36, 169]; tile1: booth 169 + 133 = 302 < TINT 51 + 260 -> booth; op = 302.
+# Linear 64 -> 32 (k, v): one tile, DMA 36 + booth 133 = 169.
+# Linear 64 -> 128 (gate, up) and 128 -> 64 (down, 16-row tiles of k = 128): 4 tiles of 512 B, DMAs end
+#   36, 51, 66, 81; tile0 booth [36,169], tile1 booth [169,302], tile2 TINT [66,326] (booth: 435),
+#   tile3 booth [302,435] (TINT would end 326 + 260 = 586) -> 435.
+# kv_append: two 32 B writes (K+V of one KV head): ends ceil(20 + 32/34.128) = 21 and
+#   ceil(2*0.9376 + 20) = 22 -> 22.
+# attn_qk: per KV head a 16 B K read (ends 21, 21) + QK on BoothFlex INT8: 2 dots -> 1 pass x ceil(16/2) + 5
+#   = 13; heads serialise on BoothFlex: 21 + 13 + 13 = 47.
+# softmax: per KV head 2 rows x 3 passes x ceil(1/4) + 16 = 22; two heads on the SFU: 44.
+# attn_av: 16 B V read (21) + 32 outputs / 2 lanes = 16 passes x ceil(1/2) + 5 = 21 per head: 21 + 21 + 21 = 63.
+# SFU (rows x passes x ceil(dim/4) + latency): rmsnorm 64: 2*16+12 = 44; quantize 64: 2*16+6 = 38;
+#   rope 6 rows x 16: 6*4+8 = 32; residual add 64: 16+2 = 18; activation 128: 32+6 = 38;
+#   rmsnorm 128: 64+12 = 76; quantize 128: 64+6 = 70.
+LAYER = [44, 38, 302, 169, 169, 32, 22, 47, 44, 63,  # attn_norm quant q k v rope kv_append qk softmax av
+         44, 38, 302, 18,                              # attn_sub_norm o_quant o residual
+         44, 38, 435, 435, 38, 76, 70, 435, 18]        # ffn_norm quant gate up act ffn_sub_norm quant down residual
+EMBED = 24  # 128 B bf16 row: ceil(20 + 128/34.128)
+FINAL_NORM = 44  # lm_head on the host: 0 accelerator cycles
+
+
+def test_tiny_inorder_by_hand():
+    r = simulate(load_config("tiny"), standard_trace("bitnet-tiny", 0, 1), "inorder", no_lop=True)
+    assert r.cycles == EMBED + 2 * sum(LAYER) + FINAL_NORM
+    assert r.decode_tokens_per_s == pytest.approx(200e6 / r.cycles)
+
+
+def _run(policy="dependency-aware", **kw):
+    return simulate(load_config("tiny"), standard_trace("bitnet-tiny", 8, 4), policy, **kw)
+
+
+def test_deterministic_and_json_keys():
+    a = _run().to_dict()
+    b = _run().to_dict()
+    a.pop("wall_s")
+    b.pop("wall_s")
+    assert a == b
+    d = json.loads(_run().to_json())
+    for k in ("decode_tokens_per_s", "prefill_latency_s", "cycles", "utilization", "dram_bytes", "stalls",
+              "activity", "op_cycles", "lop"):
+        assert k in d
+    assert set(d["dram_bytes"]) == {"weights", "kv", "activations", "lop"}
+    for k in ("ternary_macs", "int8_macs", "fp4_macs", "lop_elems", "sfu_elems", "sram_read_bytes",
+              "sram_write_bytes", "dram_bytes"):
+        assert k in d["activity"]
+    assert set(d["utilization"]) >= {"tint0", "booth", "lop", "sfu", "dram"}
+    # activity: every ternary MAC of the trace's projections is executed exactly once
+    m = standard_trace("bitnet-tiny", 8, 4).model
+    assert d["activity"]["ternary_macs"] == m.projection_params * (8 + 4)
+
+
+def test_inorder_not_faster():
+    for kw in ({}, {"no_lop": True}):
+        assert _run("inorder", **kw).cycles >= _run("dependency-aware", **kw).cycles
+
+
+def test_lop_reduces_kv_traffic():
+    on = _run(lop_k=2)
+    off = _run(no_lop=True)
+    assert on.lop["kv_read_bytes"] < on.lop["kv_dense_bytes"]
+    assert on.dram_bytes["kv"] < off.dram_bytes["kv"]
+    assert off.dram_bytes["lop"] == 0 and on.dram_bytes["lop"] > 0
+
+
+def test_3b_decode_step_policies():
+    cfg = load_config("vitallm")
+    from sim.report_validation import decode_step_trace
+
+    tr = decode_step_trace("bitnet-b1.58-3b", 256)
+    dep = simulate(cfg, tr, "dependency-aware")
+    ino = simulate(cfg, tr, "inorder")
+    assert ino.cycles >= dep.cycles
+    # compute floor: 3.22 G ternary MACs at 256 MAC/cycle
+    assert dep.cycles > tr.model.projection_params / 256
+
+
+def test_bad_inputs():
+    with pytest.raises(WorkloadError, match="FP4 core"):
+        simulate(load_config("tiny"), standard_trace("bitnet-tiny", 4, 1, "nvfp4"))
+    with pytest.raises(WorkloadError, match="lop-k"):
+        _run(lop_k=0)
+    def with_sram(**sizes):
+        base = {"weight": 2048, "act": 2048, "kv": 1024, "lop": 512, "psum": 1024, "sfu": 512}
+        base.update(sizes)
+        return load_config("tiny").replace(sram=[{"name": k, "bytes": v} for k, v in base.items()])
+
+    # one token's 64 input activations cannot fit a 16 B act tile (32 B double-buffered)
+    with pytest.raises(WorkloadError, match="'act'.*16 B per tile"):
+        simulate(with_sram(act=32), standard_trace("bitnet-tiny", 0, 1))
+    # one key (head_dim 16, INT8) does not fit an 8 B kv tile
+    with pytest.raises(WorkloadError, match="'kv'"):
+        simulate(with_sram(kv=16), standard_trace("bitnet-tiny", 0, 1))

@@ -398,13 +398,8 @@ def resolve(model: str | Path, tensors: bool, seed: int, weight_format: str | No
         from models.bitnet import BitNet
 
         spec = MODELS[name].with_format(weight_format) if weight_format else MODELS[name]
-        if tensors:
-            torch.manual_seed(seed)
-            net, device = BitNet(spec), "cpu"
-        else:
-            with torch.device("meta"):
-                net = BitNet(spec)
-            device = "meta"
+        device = "cpu" if tensors else "meta"  # shapes-only capture needs no weights
+        net = BitNet.build(spec, device, seed)
         net.eval()
         return Target(net, spec, False, True, None, device, _run_bitnet(net),
                       {"source": f"models.bitnet preset {name}", "init": f"random, seed {seed}" if tensors else "meta"})

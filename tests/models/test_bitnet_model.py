@@ -177,3 +177,20 @@ def test_meta_build_is_shapes_only():
         m = BitNet(spec)
     assert all(p.is_meta for p in m.parameters())
     assert sum(p.numel() for n, p in m.named_parameters() if ".attn." in n or ".ffn." in n) == spec.projection_params
+
+
+def test_build_materializes_like_constructor_and_weight_cache_invalidates():
+    spec = dataclasses.replace(get_model("bitnet-tiny"), tied_embeddings=True)
+    m = BitNet.build(spec, "cpu", seed=0)
+    ref = BitNet(spec)
+    assert m.lm_head.weight is m.embed.weight
+    assert torch.equal(m.rope_cos, ref.rope_cos) and torch.equal(m.rope_sin, ref.rope_sin)
+    assert all(torch.equal(p, torch.ones_like(p)) for n, p in m.named_parameters() if "norm" in n)
+    assert abs(m.layers[0].ffn.up.weight.std().item() - 0.02) < 0.002
+    lin, x = m.layers[0].attn.q, torch.randn(3, 64)
+    with torch.no_grad():
+        y1 = lin(x)
+        assert lin._wq_cache is not None and lin._wq_cache[1].dtype == torch.int8
+        lin.weight.mul_(-1)  # in-place change: the cached codes must not be reused
+        y2 = lin(x)
+    assert torch.equal(y2, -y1)

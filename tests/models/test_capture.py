@@ -53,14 +53,14 @@ def test_tensor_contract_matches_model_state(tmp_path):
     assert _ops(standard_trace("bitnet-tiny", P, D)) == [
         {k: v for k, v in o.items() if k != "tensors"} for o in _ops(tr)]
     # independent re-run of the same seeded model and prompt
-    torch.manual_seed(seed)
     queries = {}
 
     def attn(q, k, v, layer, offset):
         queries[(offset, layer)] = q[0, :, -1].clone()
         return sdpa_attention(q, k, v, layer, offset)
 
-    net = BitNet(spec, attn_fn=attn).eval()
+    net = BitNet.build(spec, "cpu", seed).eval()
+    net.attn_fn = attn
     prompt = torch.randint(0, spec.vocab, (1, P), generator=torch.Generator().manual_seed(seed))
     cache = net.new_cache(1, P + D)
     with torch.no_grad():

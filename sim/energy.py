@@ -73,7 +73,7 @@ def unit_rates(cfg, unit: str) -> dict[str, float]:
         return r
     if unit == "fp4":
         return {"fp4_macs": cfg.fp4.macs_per_cycle}
-    if unit == "lop":
+    if unit in ("lop", "lop_score", "lop_topk"):  # score and top-K both run while the LOP unit is busy
         return {"lop_elems": cfg.lop.lanes * cfg.lop.width}
     if unit == "sfu":
         return {"sfu_elems": cfg.sfu.lanes}
@@ -96,6 +96,14 @@ class UnitCost:
     rates: dict[str, float] = field(default_factory=dict)
     synthesised: bool = True
     note: str = ""
+    hw_unit: str = ""  # HwConfig.units name / simulator unit it belongs to (tint, booth, lop, ...)
+
+    def __post_init__(self) -> None:
+        if not self.hw_unit:
+            self.hw_unit = HW_UNIT.get(self.name, self.name)
+
+
+HW_UNIT = {"booth_bs": "booth", "lop_score": "lop", "lop_topk": "lop"}
 
 
 @dataclass
@@ -163,6 +171,7 @@ class PhaseEnergy:
     dram_j: float
     leak_j: float
     busy_cycles: dict[str, float]
+    sram_by_buffer_j: dict[str, float] = field(default_factory=dict)
 
     @property
     def core_j(self) -> float:
@@ -197,28 +206,33 @@ class PhaseEnergy:
 
 
 def _split_ternary(hw: HwCost, activity: dict[str, float]) -> dict[str, dict[str, float]]:
-    """ops per unit: explicit `<unit>_<counter>` keys win; a shared counter is split by capacity."""
+    """ops per cost unit. A counter served by several hardware units (ternary MACs: TINT and BoothFlex) is split
+    by their per-cycle capacity unless `<hw_unit>_<counter>` is given; every RTL block of one hardware unit
+    (lop_score + lop_topk) sees that unit's whole share."""
     per: dict[str, dict[str, float]] = {u.name: {} for u in hw.units}
     for counter in ("ternary_macs", "int8_macs", "fp4_macs", "lop_elems", "sfu_elems"):
         total = float(activity.get(counter, 0.0))
-        servers = [u for u in hw.units if counter in u.rates]
-        explicit = {u.name: float(activity[f"{u.name}_{counter}"]) for u in servers if f"{u.name}_{counter}" in activity}
+        groups: dict[str, list[UnitCost]] = {}
+        for u in hw.units:
+            if counter in u.rates:
+                groups.setdefault(u.hw_unit, []).append(u)
+        rate = {g: max(u.rates[counter] for u in us) for g, us in groups.items()}
+        explicit = {g: float(activity[f"{g}_{counter}"]) for g in groups if f"{g}_{counter}" in activity}
         rest = total - sum(explicit.values())
-        cap = sum(u.rates[counter] for u in servers if u.name not in explicit)
+        cap = sum(r for g, r in rate.items() if g not in explicit)
         if rest > 0 and cap <= 0:
             raise LowbitError(f"activity has {counter} = {total:g} but no unit of {hw.name} executes it")
-        for u in servers:
-            per[u.name][counter] = explicit.get(u.name, rest * u.rates[counter] / cap if cap else 0.0)
+        for g, us in groups.items():
+            share = explicit.get(g, rest * rate[g] / cap if cap else 0.0)
+            for u in us:
+                per[u.name][counter] = share
     return per
 
 
-def _unit_of(sim_name: str, hw: HwCost) -> str | None:
-    """Map a simulator unit name (tint0, tint1, booth, fp4, lop, sfu) to a cost unit name."""
+def _units_of_sim(sim_name: str, hw: HwCost) -> list[UnitCost]:
+    """Cost units of a simulator unit name (tint0/tint1 -> tint, lop -> lop_score + lop_topk)."""
     base = sim_name.rstrip("0123456789")
-    for u in hw.units:
-        if u.name == base or (base == "booth" and u.name == "booth_bs"):
-            return u.name
-    return None
+    return [u for u in hw.units if u.hw_unit == base]
 
 
 def normalise_activity(activity: dict[str, Any]) -> dict[str, Any]:
@@ -248,10 +262,11 @@ def phase_energy(hw: HwCost, cfg, activity: dict[str, Any], tokens: int, time_s:
     if isinstance(act.get("busy_cycles"), dict):
         busy = {u: 0.0 for u in units}
         for name, cyc in act["busy_cycles"].items():
-            u = _unit_of(name, hw)
-            if u is None:
+            us = _units_of_sim(name, hw)
+            if not us:
                 raise LowbitError(f"simulator unit {name!r} has no cost model in {hw.name}")
-            busy[u] += float(cyc)
+            for u in us:
+                busy[u.name] += float(cyc)
         logic = {n: busy[n] * u.cycle_energy_j / max(1, u.instances) for n, u in units.items()}
     else:
         per = _split_ternary(hw, act)
@@ -260,14 +275,15 @@ def phase_energy(hw: HwCost, cfg, activity: dict[str, Any], tokens: int, time_s:
     cap = sum(s.bytes for s in hw.srams) or 1
     rd = sum(s.read_pj_per_byte * s.bytes for s in hw.srams) / cap  # capacity-weighted mean when not per buffer
     wr = sum(s.write_pj_per_byte * s.bytes for s in hw.srams) / cap
-    sram_pj = 0.0
+    by_buf: dict[str, float] = {}
     for s in hw.srams:
-        sram_pj += float(act.get(f"sram_{s.name}_read_bytes", 0.0)) * s.read_pj_per_byte
-        sram_pj += float(act.get(f"sram_{s.name}_write_bytes", 0.0)) * s.write_pj_per_byte
+        by_buf[s.name] = 1e-12 * (float(act.get(f"sram_{s.name}_read_bytes", 0.0)) * s.read_pj_per_byte
+                                  + float(act.get(f"sram_{s.name}_write_bytes", 0.0)) * s.write_pj_per_byte)
     if not isinstance(act.get("sram_read_bytes", 0.0), dict):
-        sram_pj += float(act.get("sram_read_bytes", 0.0)) * rd + float(act.get("sram_write_bytes", 0.0)) * wr
+        by_buf["(unattributed)"] = 1e-12 * (float(act.get("sram_read_bytes", 0.0)) * rd
+                                            + float(act.get("sram_write_bytes", 0.0)) * wr)
     dram_j = float(act.get("dram_bytes", 0.0)) * 8 * cfg.dram.energy_pj_per_bit * 1e-12
-    return PhaseEnergy(tokens, time_s, logic, sram_pj * 1e-12, dram_j, hw.leak_w * time_s, busy)
+    return PhaseEnergy(tokens, time_s, logic, sum(by_buf.values()), dram_j, hw.leak_w * time_s, busy, by_buf)
 
 
 def subtract_activity(full: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
@@ -323,16 +339,16 @@ def build_hw_cost(cfg, measure_activity: bool = True) -> HwCost:
 def _units_of(cfg) -> list[str]:
     """RTL units of a config: the registered ones (rtl.registry.units_for) plus unregistered units it needs."""
     try:
-        from rtl.registry import units_for
+        from rtl.registry import UNITS, units_for
 
         have = list(units_for(cfg))
     except ModuleNotFoundError:
-        have = []
+        UNITS, have = {}, []
+    covered = {UNITS[n].hw_unit for n in have if n in UNITS}
     names = {"booth": "booth_bs" if cfg.booth.bit_serial else "booth"}
     for u in cfg.units:
-        n = names.get(u, u)
-        if n not in have:
-            have.append(n)
+        if u not in covered and names.get(u, u) not in have:
+            have.append(names.get(u, u))
     return have
 
 

@@ -173,7 +173,8 @@ def figures(results: list[DesignResult]) -> dict[str, bytes]:
     out["area"] = _fig_png(fig)
     # power: decode, per unit + SRAM + leakage (+ DRAM hatched separately)
     fig, ax = plt.subplots(figsize=(7, 4))
-    parts = sorted({u.name for r in results for u in r.hw.units}) + ["SRAM", "leakage"]
+    bufs = sorted({b for r in results if r.decode for b in r.decode.sram_by_buffer_j})
+    parts = sorted({u.name for r in results for u in r.hw.units}) + [f"SRAM {b}" for b in bufs] + ["leakage"]
     bottom = [0.0] * len(results)
     for i, p in enumerate(parts):
         vals = []
@@ -182,28 +183,32 @@ def figures(results: list[DesignResult]) -> dict[str, bytes]:
             if not d or not d.time_s:
                 vals.append(0.0)
                 continue
-            e = d.sram_j if p == "SRAM" else d.leak_j if p == "leakage" else d.logic_j.get(p, 0.0)
+            if p.startswith("SRAM "):
+                e = d.sram_by_buffer_j.get(p[5:], 0.0)
+            else:
+                e = d.leak_j if p == "leakage" else d.logic_j.get(p, 0.0)
             vals.append(e / d.time_s * 1e3)
-        ax.bar(names, vals, bottom=bottom, label=p, color=cmap(i % 20))
+        ax.bar(names, vals, bottom=bottom, label=p, color=cmap((2 * i) % 20 + (i * 2 >= 20)))
         bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
     ax.axhline(PAPER["power_mw"][0], color="k", ls="--", lw=1, label="paper 65.97 mW [J]")
     ax.set_ylabel("decode core power (mW)")
     ax.set_title("Power breakdown, decode (DRAM excluded)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
     out["power"] = _fig_png(fig)
-    # energy per token
+    # energy per token: core (prefill, decode) and DRAM (decode) side by side, log scale (DRAM dominates)
     fig, ax = plt.subplots(figsize=(7, 3.6))
     x = range(len(results))
-    w = 0.38
+    w = 0.27
     pre = [(r.prefill.energy_per_token_j * 1e3) if r.prefill else 0 for r in results]
     dec = [(r.decode.energy_per_token_j * 1e3) if r.decode else 0 for r in results]
     dram = [(r.decode.dram_j / r.decode.tokens * 1e3) if r.decode and r.decode.tokens else 0 for r in results]
-    ax.bar([i - w / 2 for i in x], pre, w, label="prefill, core")
-    ax.bar([i + w / 2 for i in x], dec, w, label="decode, core")
-    ax.bar([i + w / 2 for i in x], dram, w, bottom=dec, label="decode, DRAM", alpha=0.5, hatch="//")
-    ax.axhline(PAPER["energy_per_token_mj"][0], color="k", ls="--", lw=1, label="paper 0.933 mJ (inferred)")
+    ax.bar([i - w for i in x], pre, w, label="prefill, core")
+    ax.bar(list(x), dec, w, label="decode, core")
+    ax.bar([i + w for i in x], dram, w, label="decode, DRAM only", hatch="//", alpha=0.6)
+    ax.axhline(PAPER["energy_per_token_mj"][0], color="k", ls="--", lw=1, label="paper core 0.933 mJ (inferred)")
+    ax.set_yscale("log")
     ax.set_xticks(list(x), names)
-    ax.set_ylabel("mJ / token")
+    ax.set_ylabel("mJ / token (log)")
     ax.set_title("Energy per token")
     ax.legend(fontsize=7)
     out["energy"] = _fig_png(fig)

@@ -57,6 +57,7 @@ class SimResult:
     instructions: int
     wall_s: float
     notes: list[str] = field(default_factory=list)
+    timing: dict[str, float] = field(default_factory=dict)
     step_cycles: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -154,7 +155,10 @@ def simulate(cfg: HwConfig, trace: Trace, schedule: str = "dependency-aware", lo
     m.validate()
     notes: list[str] = []
     lop_on = cfg.has("lop") and cfg.lop.enabled and not no_lop
+    t_sel = time.perf_counter()
     counts = _lop_counts(trace, cfg, notes) if lop_on else None
+    t_sel = time.perf_counter() - t_sel
+    t_low = t_sch = 0.0
     lw = Lowering(cfg, m, schedule, lop_on, cfg.lop.k, counts)
     units = unit_list(cfg)
     nu = len(units)
@@ -171,9 +175,18 @@ def simulate(cfg: HwConfig, trace: Trace, schedule: str = "dependency-aware", lo
     for si, ops in enumerate(steps):
         t_ext = t_barrier
         step_end = t_barrier
-        for a, names, kinds, st, out in lower_runs(lw, ops):
+        gen = lower_runs(lw, ops)
+        while True:
+            t0 = time.perf_counter()
+            try:
+                a, names, kinds, st, out = next(gen)
+            except StopIteration:
+                break
+            t1 = time.perf_counter()
             n_instr += len(a["main"])
             s, t, u = sched.run(a, t_barrier, t_ext)
+            t_low += t1 - t0
+            t_sch += time.perf_counter() - t1
             if len(t):
                 step_end = max(step_end, int(t.max()))
             if out >= 0:
@@ -228,7 +241,8 @@ def simulate(cfg: HwConfig, trace: Trace, schedule: str = "dependency-aware", lo
         lop=lop, lm_head={"placement": cfg.lm_head, "macs": lm_macs, "weight_bytes_per_step": lm_bytes // max(1, len(steps)),
                           "note": "host: excluded from accelerator cycles" if cfg.lm_head == "host" else ""},
         dram={k: v for k, v in ds.items() if k != "bytes"}, instructions=n_instr,
-        wall_s=time.perf_counter() - t_wall, notes=notes, step_cycles=step_cycles)
+        wall_s=time.perf_counter() - t_wall, notes=notes, step_cycles=step_cycles,
+        timing={"lop_select_s": t_sel, "lower_s": t_low, "schedule_s": t_sch})
     return res
 
 

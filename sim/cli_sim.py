@@ -70,7 +70,7 @@ class _Progress:
                 return
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            self.bar = Progress(TextColumn(self.label), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
+            self.bar = Progress(TextColumn(self.label), BarColumn(), MofNCompleteColumn(), TextColumn("layer-steps"),
                                 TimeElapsedColumn(), transient=True)
             self.bar.start()
             self.task = self.bar.add_task(self.label, total=total)

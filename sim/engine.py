@@ -142,8 +142,10 @@ class Timeline:
 
 def simulate(cfg: HwConfig, trace: Trace, schedule: str = "dependency-aware", lop_k: int | None = None,
              no_lop: bool = False, progress: Callable[[int, int], None] | None = None,
-             timeline: Timeline | None = None) -> SimResult:
-    """Simulate `trace` on `cfg`. `lop_k` overrides cfg.lop.k; `no_lop` disables LOP (dense attention)."""
+             timeline: Timeline | None = None, dual_core: bool = True) -> SimResult:
+    """Simulate `trace` on `cfg`. `lop_k` overrides cfg.lop.k; `no_lop` disables LOP (dense attention);
+    `dual_core=False` keeps ternary projection tiles off BoothFlex (ablation); `progress(done, total)` is
+    called after every chunk (one decoder layer of one step)."""
     t_wall = time.perf_counter()
     if schedule not in POLICIES:
         raise WorkloadError(f"unknown schedule '{schedule}'; allowed: {', '.join(POLICIES)}")
@@ -159,11 +161,13 @@ def simulate(cfg: HwConfig, trace: Trace, schedule: str = "dependency-aware", lo
     counts = _lop_counts(trace, cfg, notes) if lop_on else None
     t_sel = time.perf_counter() - t_sel
     t_low = t_sch = 0.0
-    lw = Lowering(cfg, m, schedule, lop_on, cfg.lop.k, counts)
+    lw = Lowering(cfg, m, schedule, lop_on, cfg.lop.k, counts, dual_core=dual_core)
     units = unit_list(cfg)
     nu = len(units)
     sched = Scheduler([c for _, c in units], lw.bufs.capacity_array(), dram_params(cfg), new_dram_state(cfg))
     steps = _steps(trace)
+    n_chunks = sum(1 + sum(1 for a, b in zip(ops, ops[1:], strict=False) if a.layer != b.layer) for ops in steps)
+    chunks_done = 0
     acc: dict[str, Any] = {"busy": np.zeros(nu, np.int64), "tern": np.zeros(nu, np.int64),
                            "act": np.zeros(5, np.int64), "srd": np.zeros(len(BUFFERS), np.int64),
                            "swr": np.zeros(len(BUFFERS), np.int64), "opc": np.zeros(len(_KINDS), np.int64), "lm_macs": 0, "lm_bytes": 0}
@@ -187,6 +191,9 @@ def simulate(cfg: HwConfig, trace: Trace, schedule: str = "dependency-aware", lo
             s, t, u = sched.run(a, t_barrier, t_ext)
             t_low += t1 - t0
             t_sch += time.perf_counter() - t1
+            chunks_done += 1
+            if progress is not None:
+                progress(chunks_done, n_chunks)
             if len(t):
                 step_end = max(step_end, int(t.max()))
             if out >= 0:
@@ -202,8 +209,6 @@ def simulate(cfg: HwConfig, trace: Trace, schedule: str = "dependency-aware", lo
         t_barrier = step_end
         if ops[0].phase == "prefill":
             prefill_end = step_end
-        if progress is not None:
-            progress(si + 1, len(steps))
     total = t_barrier
     busy, tern_by_unit, act, srd, swr = acc["busy"], acc["tern"], acc["act"], acc["srd"], acc["swr"]
     op_cycles = {k: int(v) for k, v in zip(_KINDS, acc["opc"], strict=True) if v}

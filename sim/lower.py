@@ -175,6 +175,7 @@ class Lowering:
     lop_on: bool
     lop_k: int
     lop_counts: dict[tuple[int, int], Any] | None = None
+    dual_core: bool = True  # False: BoothFlex runs attention only (ablation of dual-core load balancing)
     bufs: Buffers = field(init=False)
     cache: dict[tuple, dict[str, np.ndarray]] = field(default_factory=dict)
     wbase: dict[tuple[int, str], int] = field(default_factory=dict)
@@ -199,7 +200,8 @@ class Lowering:
         where = f"op {op.name} ({fmt} {fin}x{fout})"
         if fmt == "ternary":
             if cfg.has("tint"):
-                main, alt = C_TINT, (C_BOOTH if cfg.has("booth") and cfg.booth.ternary_mode else -1)
+                main, alt = C_TINT, (C_BOOTH if cfg.has("booth") and cfg.booth.ternary_mode and self.dual_core
+                                     else -1)
             elif cfg.has("booth") and cfg.booth.ternary_mode:
                 main, alt = C_BOOTH, -1
             else:

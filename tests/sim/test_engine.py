@@ -116,3 +116,13 @@ def test_bad_inputs():
     # one key (head_dim 16, INT8) does not fit an 8 B kv tile
     with pytest.raises(WorkloadError, match="'kv'"):
         simulate(with_sram(kv=16), standard_trace("bitnet-tiny", 0, 1))
+
+
+def test_dims_the_tiling_cannot_cover():
+    import dataclasses
+
+    from sim.modelspec import get_model
+
+    m = dataclasses.replace(get_model("bitnet-tiny"), name="odd", d_model=72, d_ffn=136)
+    with pytest.raises(WorkloadError, match="not a multiple of the nvfp4 block 16"):
+        simulate(load_config("vitallm-fp4"), standard_trace(m, 2, 1, "nvfp4"))

@@ -177,13 +177,14 @@ def _lop_combine_kernel(pm_ptr, pl_ptr, po_ptr, out_ptr, D, NC, NCP: tl.constexp
 
 def lop_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, lo_cache: torch.Tensor, m: int,
                   k_sel: int, n_buckets: int = 63, mant_bits: int = 0, chunk: int = LOP_CHUNK,
-                  return_debug: bool = False, q_i8: torch.Tensor | None = None):
+                  return_debug: bool = False, q_i8: torch.Tensor | None = None, stages: int = 3):
     """LOP decode attention for one new token per sequence.
 
     q: bf16 [B, H, d]; k_cache/v_cache: bf16 [B, KVH, Mmax, d]; lo_cache: int32 [B, KVH, Mmax, ceil(d/8)];
     m: context length (<= Mmax); k_sel: K. Returns bf16 [B, H, d] (and a dict with ``scores`` int32
     [B·H, Mmax], ``idx`` int64 [B·H, min(K, m)], ``q_i8`` when ``return_debug``). ``q_i8`` overrides the
-    query's INT8 quantisation (default: per head absmax, ``act_quant``).
+    query's INT8 quantisation (default: per head absmax, ``act_quant``). ``stages`` < 3 stops after launch 1
+    or 2 (profiling only: the output is then not written).
     """
     if n_buckets < 3 or n_buckets % 2 == 0 or n_buckets > 127:
         raise ValueError(f"n_buckets must be odd in [3, 127], got {n_buckets}")
@@ -216,9 +217,13 @@ def lop_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
     _lop_score_kernel[(bhn, nc)](q_i8, lo_cache, buckets, hist, scores, m, d, h, kvh, mmax, dw, nc, q_i8.stride(0),
                                  NB=n_buckets, MANT=mant_bits, CH=chunk, DWP=triton.next_power_of_2(dw), NBP=nbp,
                                  WRITE_SCORES=return_debug, num_warps=nw)
+    if stages < 2:
+        return out
     _lop_partial_kernel[(bhn, nc)](q2, k_cache, v_cache, buckets, hist, idx, pm, pl, po, m, d, h, kvh, mmax, nc, kk,
                                    1.0 / math.sqrt(d), q2.stride(0), NB=n_buckets, CH=chunk, DP=dp, NBP=nbp, NCP=ncp,
                                    WRITE_IDX=return_debug, num_warps=nw)
+    if stages < 3:
+        return out
     _lop_combine_kernel[(bhn,)](pm, pl, po, out, d, nc, NCP=ncp, DP=dp, num_warps=4)
     if return_debug:
         return out, {"scores": scores[:, :m], "idx": idx.to(torch.int64), "q_i8": q_i8[:, :d]}

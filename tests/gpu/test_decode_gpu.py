@@ -26,4 +26,8 @@ def test_decode_lop_full_k_equals_dense(device):
     dense = DecodeModel(spec, "bf16", batch=1, max_ctx=40, attn="dense", device=device, seed=5)
     lop = DecodeModel(spec, "bf16", batch=1, max_ctx=40, attn="lop", k_sel=64, device=device, seed=5)
     yd, yl = dense.step(x, 30).float(), lop.step(x, 30).float()
-    assert (torch.linalg.norm(yd - yl) / torch.linalg.norm(yd)).item() < 1e-2
+    # bf16 SDPA vs the float32 LOP path through two bf16 layers: ~1e-2 apart (seen 1.2e-2 on an H100)
+    assert (torch.linalg.norm(yd - yl) / torch.linalg.norm(yd)).item() < 3e-2
+    few = DecodeModel(spec, "bf16", batch=1, max_ctx=40, attn="lop", k_sel=3, device=device, seed=5)
+    yf = few.step(x, 30).float()  # K = 3 of 31 tokens: must differ clearly (the check above can fail)
+    assert (torch.linalg.norm(yd - yf) / torch.linalg.norm(yd)).item() > 6e-2

@@ -26,8 +26,14 @@ Tiling rules (all derived from the config; DESIGN ASSUMPTIONS stated here, cited
 
 Policies: "inorder" -- every instruction of op j (weight DMA included) waits for op j-1's join.
 "dependency-aware" -- true dataflow: weight DMAs only wait for buffer room (prefetch across op and step
-boundaries); q/k/v (and gate/up) read the same input in parallel; the attention block is pipelined per KV
-head: Q/K/V projection tiles of head h+1 are listed before attention of head h.
+boundaries); q/k/v (and gate/up) read the same input in parallel; the attention block is pipelined per
+group of hg KV heads (hg*head_dim rows a multiple of L, e.g. 3 heads of 100 rows for L = 12): Q/K/V
+projection tiles of group g+1 are listed before attention of group g, so the projection cores work on g+1
+while BoothFlex (and LOP, SFU) run g (vitallm.md §5.5).
+Dual-core load balancing (vitallm.md §3.2): a ternary tile may run on a TINT core or on BoothFlex (ternary
+mode), whichever finishes it first; `dual_core=False` restricts BoothFlex to attention (ablation).
+Decoder layers with identical signatures share one cached instruction block per step (placed per layer with
+its DRAM address offsets), which is what makes 3B-scale runs fast.
 """
 
 from __future__ import annotations

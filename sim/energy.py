@@ -309,8 +309,9 @@ def subtract_activity(full: dict[str, Any], part: dict[str, Any]) -> dict[str, A
 # ----------------------------------------------------------------------------- building from RTL
 
 
-def build_hw_cost(cfg, measure_activity: bool = True) -> HwCost:
-    """Synthesise every RTL unit of cfg (cached) and assemble its HwCost. Imports the RTL flow lazily."""
+def build_hw_cost(cfg, measure_activity: bool = True, exclude: tuple[str, ...] = ()) -> HwCost:
+    """Synthesise every RTL unit of cfg (cached) and assemble its HwCost. Imports the RTL flow lazily.
+    Units in `exclude` are not synthesised and are flagged as excluded (their cost is missing)."""
     from rtl.liberty import library_cells
     from rtl.synth import SynthError, instances, synth_unit
 
@@ -318,6 +319,9 @@ def build_hw_cost(cfg, measure_activity: bool = True) -> HwCost:
     wanted = _units_of(cfg)
     costs = []
     for unit in wanted:
+        if unit in exclude:
+            costs.append(unit_cost(cfg, unit, None, caps, 1, None, note="excluded by --exclude-unit"))
+            continue
         try:
             r = synth_unit(cfg, unit)
         except SynthError as e:

@@ -100,7 +100,7 @@ def _macs(act: dict[str, Any]) -> float:
 
 
 def evaluate(cfg, model: str, prefill: int, decode: int, hw: HwCost | None = None,
-             simulate=None, schedule: str = "dependency-aware") -> DesignResult:
+             simulate=None, schedule: str = "dependency-aware", exclude: tuple[str, ...] = ()) -> DesignResult:
     """Synthesise + simulate one design and compute its prefill/decode energy."""
     from sim.energy import build_hw_cost
     from sim.workloads import standard_trace
@@ -110,7 +110,7 @@ def evaluate(cfg, model: str, prefill: int, decode: int, hw: HwCost | None = Non
             from sim.engine import simulate
         except ModuleNotFoundError as e:
             raise LowbitError(f"the simulator (sim.engine) is not available: {e}") from None
-    hw = hw or build_hw_cost(cfg)
+    hw = hw or build_hw_cost(cfg, exclude=exclude)
     fmt = weight_format_for(cfg)
     full = simulate(cfg, standard_trace(model, prefill, decode, fmt), schedule=schedule).to_dict()
     clk = cfg.clock_hz
@@ -262,7 +262,8 @@ def markdown(results: list[DesignResult], title: str, images: dict[str, str], ex
         d = r.decode
         L += [f"## {r.name}", "", f"{r.cfg.description}", "", f"Scaling: {j['scaling']}.", ""]
         if j["missing_units"]:
-            L += [f"**Not synthesised (RTL not available when this report was built): {', '.join(j['missing_units'])}** — "
+            why = "; ".join(f"{u.name}: {u.note}" for u in r.hw.units if not u.synthesised)
+            L += [f"**Not synthesised: {', '.join(j['missing_units'])}** ({why}) — "
                   "their area and energy are missing from the totals (an underestimate).", ""]
         L += ["| unit | instances | sky130 cells | sky130 area µm² | area @node µm² (placed) | energy/busy cycle pJ | pJ/op at full rate | activity | decode busy cycles | decode mW |",
               "|---|---|---|---|---|---|---|---|---|---|"]

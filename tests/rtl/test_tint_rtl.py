@@ -11,9 +11,9 @@ from rtl.cocotb_runner import run_bench  # noqa: E402
 from sim.config import TintConfig, load_config  # noqa: E402
 
 PARAMS = {
-    "small": TintConfig(lanes=2, tree_width=4, acc_bits=12),  # narrow: corners overflow after 16 elements
+    "small": load_config("tiny").tint,  # lanes 2, tree_width 4, acc_bits 20 (shares the CLI test's build)
     "vitallm": load_config("vitallm").tint,  # lanes 6, tree_width 16, acc_bits 24
-    "odd": TintConfig(lanes=3, tree_width=5, acc_bits=14),  # non-power-of-two tree
+    "odd": TintConfig(lanes=3, tree_width=5, acc_bits=12),  # non-power-of-two tree, narrow accumulator
 }
 
 
@@ -28,9 +28,9 @@ def test_tint_matches_golden_and_cycles(name):
 
 
 def test_tint_bench_detects_wrong_model():
-    """The comparison can fail: golden computed for a 13-bit accumulator vs a 12-bit DUT, and cycles +1."""
+    """The comparison can fail: golden computed for a 21-bit accumulator vs a 20-bit DUT, and cycles +1."""
     r = run_bench("tint", PARAMS["small"], vectors=60, seed=3,
-                  options={"override": {"acc_bits": 13}, "cycle_offset": 1})
+                  options={"override": {"acc_bits": 21}, "cycle_offset": 1})
     assert r.mismatches > 0
     assert r.cycle_mismatches == r.cycle_checks
 

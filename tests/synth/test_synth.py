@@ -70,3 +70,11 @@ def test_parse_stat_strips_prefix():
     stat = {"modules": {"\\m": {"area": 12.5, "sequential_area": 2.0,
                                 "num_cells_by_type": {"sky130_fd_sc_hd__inv_1": 3, "sky130_fd_sc_hd__dfxtp_1": 1}}}}
     assert parse_stat(json.loads(json.dumps(stat))) == ("m", {"inv_1": 3, "dfxtp_1": 1}, 12.5, 2.0)
+
+
+def test_synthesis_timeout_names_step_and_keeps_log(sky130_root, synth_cache, tmp_path):
+    v = tmp_path / "xr.v"
+    v.write_text(XOR_REG)
+    with pytest.raises(SynthError, match=r"timed out after 0\.01 s.*yosys log: .*failed-"):
+        synthesize(v, "xr", timeout_s=0.01)
+    assert not any((p / "result.json").exists() for p in synth_cache.iterdir())

@@ -105,6 +105,7 @@ class LopAttention:
     k: int
     n_buckets: int = LOP_DEFAULT_N_BUCKETS
     mant_bits: int = 0
+    oracle: bool = False  # True: keep the exact top-K float scores instead (reference for the LOP error)
     kept: int = field(default=0, init=False)
     visible: int = field(default=0, init=False)
 
@@ -116,13 +117,18 @@ class LopAttention:
         g = H // KV
         kr = k.repeat_interleave(g, dim=1)
         vr = v.repeat_interleave(g, dim=1)
-        # INT8 per token per head; a KV head's codes are identical for all its query heads.
-        scores = lo_scores_torch(int8_absmax_torch(q), int8_absmax_torch(kr))
         vis = torch.arange(S)[None, :] <= (offset + torch.arange(T))[:, None]  # [T, S]
-        keep = lop_select(scores, self.k, vis, self.n_buckets, self.mant_bits)
+        att = (q @ kr.transpose(-1, -2)) / math.sqrt(hd)
+        if self.oracle:
+            masked = att.masked_fill(~vis, float("-inf"))
+            idx = masked.topk(min(self.k, S), dim=-1).indices
+            keep = torch.zeros_like(vis.expand_as(att)).scatter_(-1, idx, True) & vis
+        else:
+            # INT8 per token per head; a KV head's codes are identical for all its query heads.
+            scores = lo_scores_torch(int8_absmax_torch(q), int8_absmax_torch(kr))
+            keep = lop_select(scores, self.k, vis, self.n_buckets, self.mant_bits)
         self.kept += int(keep.sum())
         self.visible += int(vis.sum()) * B * H
-        att = (q @ kr.transpose(-1, -2)) / math.sqrt(hd)
         att = att.masked_fill(~keep, float("-inf")).softmax(-1)
         return att @ vr
 

@@ -287,19 +287,23 @@ def plot_heatmap(r: SensitivityResult, path: Path) -> None:
     rows, cols = [*r.blocks, "all"], [*r.components, "all"]
     a = np.array([[r.damage(b, c) for c in cols] for b in rows])
     fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(cols), 1.2 + 0.45 * len(rows)))
-    im = ax.imshow(a, cmap="magma_r", aspect="auto")
+    from matplotlib.colors import LogNorm
+
+    # log colour scale: the 'all' row/column is ~N times a single cell and would wash out the grid
+    norm = LogNorm(vmin=a.min(), vmax=a.max()) if a.size and a.min() > 0 and a.max() > a.min() else None
+    im = ax.imshow(a, cmap="magma_r", aspect="auto", norm=norm)
     ax.set_xticks(range(len(cols)), cols)
     ax.set_yticks(range(len(rows)), [str(b) for b in rows])
     ax.set_xlabel("component")
     ax.set_ylabel("block")
     ax.axhline(len(rows) - 1.5, color="w", lw=2)
     ax.axvline(len(cols) - 1.5, color="w", lw=2)
-    vmax = a.max() if a.size else 1
     for i in range(a.shape[0]):
         for j in range(a.shape[1]):
+            shade = norm(a[i, j]) if norm is not None else a[i, j] / (a.max() or 1)
             ax.text(j, i, f"{a[i, j]:.2g}", ha="center", va="center", fontsize=7,
-                    color="w" if a[i, j] > 0.55 * vmax else "k")
-    ax.set_title(f"{r.model} {r.fmt.upper()}\n{metric_label(r.kind)}", fontsize=9)
+                    color="w" if shade > 0.6 else "k")
+    ax.set_title(f"{r.model} {r.fmt.upper()}\n{metric_label(r.kind)} (log colour scale)", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.05)
     fig.tight_layout()
     _atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
@@ -327,6 +331,11 @@ def write_outputs(results: list[SensitivityResult], out: Path) -> list[Path]:
     _atomic_write(p, lambda tmp: Path(tmp).write_text(json.dumps([r.__dict__ for r in results], indent=1)))
     paths.append(p)
     return paths
+
+
+def load_results(path: Path) -> list[SensitivityResult]:
+    """Read ``sensitivity.json`` back (e.g. to re-plot without re-running)."""
+    return [SensitivityResult(**d) for d in json.loads(Path(path).read_text())]
 
 
 def fp4_sensitivity(model: str, formats: list[str], out: Path, n_sentences: int = 64, windows: int = 16,

@@ -268,7 +268,7 @@ def heldout_windows(windows: int, seq: int) -> torch.Tensor:
 
 
 def evaluate_tiny(ckpt_dir: Path, ks: tuple[int, ...] = (8, 16, 32, 64, 128), windows: int = 32,
-                  log=print) -> dict:
+                  log=print, oracle_ks: tuple[int, ...] = (8, 16, 32)) -> dict:
     """Held-out perplexity of the float and ternary checkpoints, ternary + LOP top-K, float + FP4 weights."""
     from models.fp4ptq import quantize_model_
     from models.lop_attention import LopAttention
@@ -280,18 +280,24 @@ def evaluate_tiny(ckpt_dir: Path, ks: tuple[int, ...] = (8, 16, 32, 64, 128), wi
     ids = heldout_windows(windows, seq)
     rows: list[dict] = []
 
-    def add(name: str, model: BitNet, note: str = "", **kw) -> None:
+    def add(name: str, model: BitNet, lop: LopAttention | None = None) -> None:
         t = time.perf_counter()
         ppl = perplexity(model, ids)
-        rows.append({"config": name, "ppl": ppl, "note": note, "seconds": round(time.perf_counter() - t, 1), **kw})
-        log(f"{name}: ppl {ppl:.4f} {note}")
+        row = {"config": name, "ppl": ppl, "seconds": round(time.perf_counter() - t, 1)}
+        if lop is not None:  # read the counters only after the forward passes
+            row.update(k=lop.k, kept_fraction=lop.kept_fraction)
+        rows.append(row)
+        log(f"{name}: ppl {ppl:.4f}" + (f" (kept {lop.kept_fraction:.3f} of visible keys)" if lop else ""))
 
     add("ternary (W1.58 A8, QAT)", tern)
     for k in ks:
         lop = LopAttention(k=k)
         tern.attn_fn = lop
-        add(f"ternary + LOP K={k}", tern, f"kept {lop.kept_fraction:.3f} of visible keys", k=k,
-            kept_fraction=lop.kept_fraction)
+        add(f"ternary + LOP K={k}", tern, lop)
+    for k in oracle_ks:  # same K, exact float top-K selection: separates LOP's ranking error from sparsity
+        lop = LopAttention(k=k, oracle=True)
+        tern.attn_fn = lop
+        add(f"ternary + exact top-K K={k} (oracle)", tern, lop)
     tern.attn_fn = _sdpa()
     tern.quantized = False
     add("ternary checkpoint, quantization off (latent fp32 weights)", tern)
@@ -305,8 +311,7 @@ def evaluate_tiny(ckpt_dir: Path, ks: tuple[int, ...] = (8, 16, 32, 64, 128), wi
             add(f"float + {fmt.upper()} weights (all {len(names)} projections, PTQ)", f4)
         lop = LopAttention(k=32)
         flt.attn_fn = lop
-        add("float + LOP K=32", flt, f"kept {lop.kept_fraction:.3f} of visible keys", k=32,
-            kept_fraction=lop.kept_fraction)
+        add("float + LOP K=32", flt, lop)
     res = {"windows": int(ids.shape[0]), "seq": int(seq), "tokens": int(ids[:, 1:].numel()), "rows": rows,
            "eval_seconds": round(time.perf_counter() - t0, 1)}
     write_json_atomic(ckpt_dir / "eval.json", res)

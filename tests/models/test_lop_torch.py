@@ -101,3 +101,25 @@ def test_large_k_equals_dense_attention():
     dense = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
     torch.testing.assert_close(lop(q, k, v, 0, 0), dense, rtol=1e-5, atol=1e-6)
     assert lop.kept_fraction == 1.0
+
+
+def test_oracle_topk_keeps_the_largest_exact_scores():
+    g = torch.Generator().manual_seed(6)
+    q, k, v = (torch.randn(1, 2, 6, 8, generator=g) for _ in range(3))
+    captured = {}
+    orig = torch.Tensor.softmax
+
+    def spy(self, dim):
+        captured["att"] = self
+        return orig(self, dim)
+
+    torch.Tensor.softmax = spy
+    try:
+        LopAttention(k=3, oracle=True)(q, k, v, 0, 0)
+    finally:
+        torch.Tensor.softmax = orig
+    att = captured["att"]
+    exact = (q @ k.transpose(-1, -2)) / 8**0.5
+    for t in range(6):
+        kept = torch.isfinite(att[0, 0, t]).nonzero().flatten().tolist()
+        assert kept == sorted(exact[0, 0, t, : t + 1].topk(min(3, t + 1)).indices.tolist())

@@ -13,6 +13,7 @@ transformers = pytest.importorskip("transformers")
 from models.fp4ptq import fp4_weights  # noqa: E402
 from models.sensitivity import (  # noqa: E402
     encode_mean_pooled,
+    load_results,
     load_sentences,
     load_target,
     run_sensitivity,
@@ -50,6 +51,7 @@ def test_cli_random_llama_table_and_heatmap(llama_dir, tmp_path, capsys):
         assert r["grid"]["all,all"]["n_linears"] == 14 and r["grid"]["1,all"]["n_linears"] == 7
         assert r["grid"]["all,up"]["n_linears"] == 2 and r["grid"]["0,q"]["n_linears"] == 1
         assert r["grid"]["all,all"]["kl"] > 0  # FP4 does change a random model's outputs
+    assert [r.grid for r in load_results(out / "sensitivity.json")] == [r["grid"] for r in res]
     md = (out / "sensitivity.md").read_text()
     assert "| block | q | k | v | o | gate | up | down | all |" in md and "| all |" in md
     assert list(tmp_path.glob("rep/.*tmp")) == []  # atomic writes leave no temp files

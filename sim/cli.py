@@ -85,6 +85,7 @@ def trace_main(
     out: Path | None = typer.Option(None, "--out", help="output trace directory (must not exist)"),
     tensors: bool = typer.Option(False, "--tensors", help="also store per-layer, per-head q/k/v of decode steps"),
     seed: int = typer.Option(0, "--seed", help="random seed for randomly initialised presets"),
+    weights: str | None = typer.Option(None, "--weights", help="weight format of the layer linears (ternary, int8, nvfp4, mxfp4, bf16); default: ternary for BitNet, bf16 for plain nn.Linear"),
 ) -> None:
     """Capture a trace from a PyTorch model (needs the [torch] extra)."""
     if ctx.invoked_subcommand is not None:
@@ -97,7 +98,7 @@ def trace_main(
         from models.capture import capture_trace
     except ModuleNotFoundError as e:
         raise LowbitError(f"trace capture needs PyTorch ({e.name} is not installed): pip install 'lowbit[torch]'") from None
-    path = capture_trace(model, prefill=prefill, decode=decode, out=out, tensors=tensors, seed=seed)
+    path = capture_trace(model, prefill=prefill, decode=decode, out=out, tensors=tensors, seed=seed, weight_format=weights)
     print(f"wrote trace {path}")
 
 

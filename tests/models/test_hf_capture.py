@@ -96,3 +96,12 @@ def test_unsupported_activation_is_named():
     cfg = transformers.LlamaConfig(**SMALL, hidden_act="tanh")
     with pytest.raises(LowbitError, match="hidden_act 'tanh' is not supported"):
         spec_from_config(cfg, "LlamaForCausalLM", "x")
+
+
+def test_weight_format_override(llama_dir, tmp_path):
+    tr = load_trace(capture_trace(llama_dir, 3, 1, tmp_path / "t", weight_format="nvfp4"))
+    assert tr.model.weight_format == "nvfp4"
+    # now quantized linears: exactly the standard op list incl. quantize ops (lm_head stays bf16)
+    assert _shape_ops(tr) == _shape_ops(standard_trace(tr.model, 3, 1))
+    with pytest.raises(LowbitError, match="unknown weight format 'fp3'"):
+        capture_trace(llama_dir, 3, 1, tmp_path / "u", weight_format="fp3")

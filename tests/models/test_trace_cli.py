@@ -34,9 +34,13 @@ def test_trace_cli_end_to_end(tmp_path):
 
 
 def test_trace_cli_encoder(tmp_path):
-    r = lowbit("trace", "--model", "all-minilm-l6-v2", "--prefill", "8", "--decode", "0", "--out", str(tmp_path / "m"))
+    r = lowbit("trace", "--model", "all-minilm-l6-v2", "--prefill", "8", "--decode", "0", "--weights", "ternary",
+               "--out", str(tmp_path / "m"))
     assert r.returncode == 0, r.stderr
-    assert load_trace(tmp_path / "m").meta["architecture"] == "BertModel"
+    tr = load_trace(tmp_path / "m")
+    assert tr.meta["architecture"] == "BertModel" and tr.model.weight_format == "ternary"
+    assert {o.args["weight_format"] for o in tr.ops if o.op == "linear"} == {"ternary"}
+    assert sum(o.op == "quantize" for o in tr.ops) == 4 * 6
     r = lowbit("models", "list")
     assert r.returncode == 0 and "bitnet-b1.58-2b4t" in r.stdout and "BertModel" in r.stdout
 

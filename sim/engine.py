@@ -21,7 +21,8 @@ from numba import njit
 from sim.config import HwConfig
 from sim.dram import dram_params, dram_stats, new_dram_state
 from sim.errors import WorkloadError
-from sim.lower import COLS, M_FP4, M_INT8, M_LOP, M_SFU, M_TERN, POLICIES, SUBS, Lowering, lower_runs
+from sim.lower import COLS, M_FP4, M_INT8, M_LOP, M_SFU, M_TERN, POLICIES, SUBS, Lowering
+from sim.lowerstep import lower_runs
 from sim.sched import C_BOOTH, C_DMAKV, C_DMAW, C_FP4, C_LOP, C_SFU, C_TINT, REASONS, Scheduler
 from sim.sram import BUFFERS
 from sim.trace import Trace

@@ -265,12 +265,20 @@ def markdown_table(r: SensitivityResult) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _umask_mode(path: str) -> None:
+    """mkstemp creates 0600 files; give the final file the usual umask-derived mode."""
+    um = os.umask(0)
+    os.umask(um)
+    os.chmod(path, 0o666 & ~um)
+
+
 def _atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        _umask_mode(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -186,10 +186,18 @@ def save_checkpoint(path: Path, model: BitNet, meta: dict) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        _umask_mode(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _umask_mode(path: str) -> None:
+    """mkstemp creates 0600 files; give the final file the usual umask-derived mode."""
+    um = os.umask(0)
+    os.umask(um)
+    os.chmod(path, 0o666 & ~um)
 
 
 def load_checkpoint(path: Path) -> BitNet:
@@ -215,6 +223,7 @@ def write_json_atomic(path: Path, obj) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         json.dump(obj, f, indent=1)
+    _umask_mode(tmp)
     os.replace(tmp, path)
 
 

@@ -108,8 +108,8 @@ def evaluate(cfg, model: str, prefill: int, decode: int, hw: HwCost | None = Non
     if simulate is None:
         try:
             from sim.engine import simulate
-        except ModuleNotFoundError as e:
-            raise LowbitError(f"the simulator (sim.engine) is not available: {e}") from None
+        except ImportError as e:
+            raise LowbitError(f"the simulator (sim.engine) cannot be imported: {e}") from None
     hw = hw or build_hw_cost(cfg, exclude=exclude)
     fmt = weight_format_for(cfg)
     full = simulate(cfg, standard_trace(model, prefill, decode, fmt), schedule=schedule).to_dict()

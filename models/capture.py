@@ -413,8 +413,9 @@ def resolve(model: str | Path, tensors: bool, seed: int, weight_format: str | No
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise LowbitError(f"unknown model '{name}'{hint}: not a preset ({', '.join(MODELS)}), an alias "
                           f"({', '.join(hf.ALIASES)}) or an existing Hugging Face model directory")
-    m = hf.load_hf(name, weight_format)
-    return Target(m.module, m.spec, m.encoder, m.rope, m.layer_format, "cpu", _run_hf(m.module, m.encoder), m.meta)
+    m = hf.load_hf(name, weight_format, meta=not tensors)  # shapes-only capture reads config.json only
+    device = "cpu" if tensors else "meta"
+    return Target(m.module, m.spec, m.encoder, m.rope, m.layer_format, device, _run_hf(m.module, m.encoder), m.meta)
 
 
 def record(target: Target, prefill: int, decode: int, seed: int = 0, tensors: bool = False,

@@ -121,8 +121,12 @@ def spec_from_config(config: Any, arch: str, name: str) -> ModelSpec:
     )
 
 
-def load_hf(model: str | Path, weight_format: str | None = None) -> HFModel:
-    """Load a local HF directory (float32, CPU, eval mode, sdpa attention) with its ModelSpec."""
+def load_hf(model: str | Path, weight_format: str | None = None, meta: bool = False) -> HFModel:
+    """Load a local HF directory (float32, CPU, eval mode, sdpa attention) with its ModelSpec.
+
+    ``meta=True`` builds the model from config.json alone on the meta device (no weights read; shapes-only
+    capture in seconds, also for checkpoints whose quantized weights cannot be loaded on this machine).
+    """
     path = resolve_dir(model)
     cfg = read_config(path)
     arch = architecture_of(cfg, path)
@@ -136,12 +140,16 @@ def load_hf(model: str | Path, weight_format: str | None = None) -> HFModel:
     verbosity = tlog.get_verbosity()
     tlog.set_verbosity_error()  # no load reports / progress bars on the CLI; restored below
     tlog.disable_progress_bar()
+    enc = dict(add_pooling_layer=False) if arch in ENCODERS else {}
+    auto = transformers.AutoModel if arch in ENCODERS else transformers.AutoModelForCausalLM
     try:
-        if arch in ENCODERS:
-            module = transformers.AutoModel.from_pretrained(str(path), add_pooling_layer=False, **kw)
+        if meta:
+            config = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
+            with torch.device("meta"):
+                module = auto.from_config(config, attn_implementation="sdpa", **enc)
         else:
-            module = transformers.AutoModelForCausalLM.from_pretrained(str(path), **kw)
-    except (OSError, ValueError) as e:
+            module = auto.from_pretrained(str(path), **enc, **kw)
+    except (OSError, ValueError, ImportError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise LowbitError(f"{path}: cannot load {arch} weights: {first}") from None
     finally:
@@ -155,4 +163,5 @@ def load_hf(model: str | Path, weight_format: str | None = None) -> HFModel:
     return HFModel(module=module, spec=spec, architecture=arch, encoder=arch in ENCODERS, rope=arch not in ENCODERS,
                    layer_format=spec.weight_format,
                    meta={"source": str(path.resolve()), "architecture": arch,
+                         "init": "meta (config.json only)" if meta else "weights",
                          "model_type": cfg.get("model_type", ""), "transformers": transformers.__version__})

@@ -42,6 +42,11 @@ def test_llama_dir_traces_like_standard_bf16(llama_dir, tmp_path):
 
 def test_llama_tensors_equal_transformers_cache(llama_dir, tmp_path):
     tr = load_trace(capture_trace(llama_dir, 5, 2, tmp_path / "t", tensors=True, seed=3))
+    assert tr.meta["init"] == "weights"
+    shapes = load_trace(capture_trace(llama_dir, 5, 2, tmp_path / "s"))  # meta device, config.json only
+    assert shapes.meta["init"].startswith("meta")
+    assert [o.to_json() for o in shapes.ops] == [{k: v for k, v in o.to_json().items() if k != "tensors"}
+                                                   for o in tr.ops]
     model = transformers.AutoModelForCausalLM.from_pretrained(llama_dir, local_files_only=True)
     prompt = torch.randint(0, 128, (1, 5), generator=torch.Generator().manual_seed(3))
     cache = transformers.DynamicCache(config=model.config)
@@ -105,3 +110,13 @@ def test_weight_format_override(llama_dir, tmp_path):
     assert _shape_ops(tr) == _shape_ops(standard_trace(tr.model, 3, 1))
     with pytest.raises(LowbitError, match="unknown weight format 'fp3'"):
         capture_trace(llama_dir, 3, 1, tmp_path / "u", weight_format="fp3")
+
+
+def test_config_only_dir(tmp_path):
+    """config.json without weights: shapes-only capture works (meta), a tensor capture is a clear error."""
+    d = tmp_path / "cfg-only"
+    transformers.LlamaConfig(**SMALL).save_pretrained(d)
+    assert load_trace(capture_trace(d, 4, 1, tmp_path / "t")).model.d_model == 64
+    with pytest.raises(LowbitError, match="cannot load LlamaForCausalLM weights"):
+        capture_trace(d, 4, 1, tmp_path / "u", tensors=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg-only", "t"]

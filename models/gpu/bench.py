@@ -19,10 +19,10 @@ JSON schema (``schema = "lowbit.gpu-baseline/1"``), kept flat for ``lowbit repor
                     "tokens_per_s", "weight_bytes", "speedup_vs_torch", "device"}],
      "checks":    [{"what", "ok", "detail"}]}
 
-``kernel`` values in results: ``ternary`` (act_quant + GEMV for batch < 32, + INT8 tensor-core GEMM for
-prefill: the whole BitLinear from bf16 input), ``ternary_kernel`` (GEMV/GEMM alone on pre-quantized
-activations), ``ternary_mma`` (decode batch through the tensor-core GEMM path), ``nvfp4``, ``mxfp4``
-(bf16 activations; GEMV < 32 tokens, GEMM above) and ``torch_bf16``. ``speedup_vs_torch`` = torch µs /
+``kernel`` values in results: ``ternary`` (act_quant + GEMV for batch < 16, + INT8 tensor-core GEMM from
+16 tokens: the whole BitLinear from bf16 input), ``ternary_kernel`` (GEMV/GEMM alone on pre-quantized
+activations), ``ternary_gemv`` (batch 16 through the CUDA-core GEMV instead), ``nvfp4``, ``mxfp4``
+(bf16 activations; GEMV below 16 tokens, bf16 tensor-core GEMM from 16) and ``torch_bf16``. ``speedup_vs_torch`` = torch µs /
 kernel µs for the same shape and batch (None for torch itself). The markdown report keeps any text below
 the line ``<!-- analysis -->`` of an existing file.
 """
@@ -41,7 +41,7 @@ LAYER_SHAPES = {  # (layer, N, K): numerics.md §1.5 / §1.6
     "bitnet-b1.58-2b4t": [("qkv", 3840, 2560), ("o", 2560, 2560), ("gate|up", 13824, 2560), ("down", 2560, 6912)],
 }
 BATCHES = (1, 4, 16, 64, 512)
-GEMM_FROM = 32
+GEMM_FROM = 16  # decode batches from 16 tokens go to the tensor-core GEMM paths
 MARKER = "<!-- analysis -->"
 
 
@@ -141,17 +141,18 @@ def run_linear(models, batches, checks, log, rows: list | None = None, save=lamb
                 if gemm:
                     cands["ternary"] = ([lambda x=x, w=w: ternary_gemm(act_quant(x, write_q=True), w) for w in tws], tw.nbytes)
                     cands["ternary_kernel"] = ([lambda a=a, w=w: ternary_gemm(a, w) for w in tws], tw.nbytes)
+                    if m == GEMM_FROM:  # the CUDA-core GEMV path at the crossover batch, for comparison
+                        cands["ternary_gemv"] = ([lambda x=x, w=w: ternary_gemv(act_quant(x, write_q=False), w)
+                                                  for w in tws], tw.nbytes)
                 else:
                     cands["ternary"] = ([lambda x=x, w=w: ternary_gemv(act_quant(x, write_q=False), w) for w in tws], tw.nbytes)
                     cands["ternary_kernel"] = ([lambda a=a, w=w: ternary_gemv(a, w) for w in tws], tw.nbytes)
-                    if m >= 16:
-                        cands["ternary_mma"] = ([lambda x=x, w=w: ternary_gemm(act_quant(x, write_q=True), w) for w in tws],
-                                                tw.nbytes)
+
                 for f, fw in fws.items():
                     fn = fp4_gemm if gemm else fp4_gemv
                     cands[f] = ([lambda x=x, w=w, fn=fn: fn(x, w) for w in fwss[f]], fw.nbytes)
                 # correctness on the device (exact integers; FP4 vs float64)
-                if m in (1, 16, 64):
+                if m in (1, 4, 16, 64):
                     acc = (ternary_gemm(a, tw, out_acc=True) if gemm else ternary_gemv(a, tw, out_acc=True))
                     ref = a.q[:, :k].double() @ codes.double().T
                     ok = bool(torch.equal(acc.double(), ref))
@@ -206,7 +207,7 @@ def run_attention(models, contexts, ratio, checks, log) -> list[dict]:
             lop = [lambda q=q, kc=kc, vc=vc, lo=lo, m=m, ks=ksel: lop_attention(q, kc, vc, lo, m, ks)
                    for kc, vc, lo in caches]
             stage_us = {}
-            for st in (1, 2):  # breakdown: quantize q + score/bucket/histogram; + select/partial attention
+            for st in (1, 2):  # breakdown: quantize q + score/bucket/histogram; + top-K selection
                 stage_us[st] = bench_graph([lambda q=q, kc=kc, vc=vc, lo=lo, m=m, ks=ksel, st=st:
                                             lop_attention(q, kc, vc, lo, m, ks, stages=st) for kc, vc, lo in caches])
             kc, vc, lo = caches[0]
@@ -223,7 +224,7 @@ def run_attention(models, contexts, ratio, checks, log) -> list[dict]:
                 rows.append({"kernel": name, "model": model, "shape": shape, "batch": 1, "context": m, "k_sel": ksel,
                              "median_us": round(us, 3), "gbps": round(nb / (us * 1e-6) / 1e9, 1),
                              "speedup_vs_torch": None if sp is None else round(sp, 3), "device": dev_name})
-            rows[-1]["stage_us"] = {"score": round(stage_us[1], 2), "score+select+partial": round(stage_us[2], 2)}
+            rows[-1]["stage_us"] = {"score": round(stage_us[1], 2), "score+select": round(stage_us[2], 2)}
             log(f"attn {model} M={m} K={ksel}: sdpa={t_dense:.1f}us lop={t_lop:.1f}us ({t_dense / t_lop:.2f}x) "
                 f"stages {stage_us[1]:.1f}/{stage_us[2]:.1f}us")
     return rows
@@ -270,7 +271,7 @@ def render_markdown(data: dict, keep: str = "") -> str:
            "essential bytes (weights as stored, bf16 activations in, bf16 out). Raw data: `reports/gpu-baseline.json`.",
            "", "## Linear layers (µs; speedup over torch bf16 `F.linear` in brackets)", ""]
     res = data["results"]
-    kernels = [k for k in ("torch_bf16", "ternary", "ternary_kernel", "ternary_mma", "nvfp4", "mxfp4")
+    kernels = [k for k in ("torch_bf16", "ternary", "ternary_kernel", "ternary_gemv", "nvfp4", "mxfp4")
                if any(r["kernel"] == k for r in res)]
     out.append("| model | layer | N×K | batch | " + " | ".join(kernels) + " | ternary GB/s (% copy) |")
     out.append("|---|---|---|---|" + "---|" * len(kernels) + "---|")

@@ -99,9 +99,10 @@ class DecodeModel:
             return ternary_gemv(act_quant(x, write_q=False), w)
         return fp4_gemv(x, w)
 
-    def _rope(self, x, cos, sin):
-        x1, x2 = x[..., ::2].float(), x[..., 1::2].float()
-        return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1).flatten(-2).to(torch.bfloat16)
+    def _rope(self, x, rot):
+        # interleaved-pair RoPE as one complex multiply (3 kernels instead of ~10)
+        xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+        return torch.view_as_real(xc * rot).flatten(-2).to(torch.bfloat16)
 
     def step(self, x: torch.Tensor, pos: int) -> torch.Tensor:
         """One decode step for ``batch`` tokens at position ``pos`` (context = pos + 1 after the append)."""
@@ -109,8 +110,7 @@ class DecodeModel:
         d, hd, H, KVH = s.d_model, s.head_dim, s.n_heads, s.n_kv_heads
         B = x.shape[0]
         inv = 1.0 / (s.rope_theta ** (torch.arange(0, hd, 2, device=x.device, dtype=torch.float32) / hd))
-        ang = pos * inv
-        cos, sin = torch.cos(ang), torch.sin(ang)
+        rot = torch.polar(torch.ones_like(inv), pos * inv)
         eps = s.norm_eps
         for li, lay in enumerate(self.layers):
             n = F.rms_norm(x, (d,), lay.norms["attn"], eps)
@@ -118,7 +118,7 @@ class DecodeModel:
             q = qkv[:, : H * hd].view(B, H, hd)
             k = qkv[:, H * hd: (H + KVH) * hd].view(B, KVH, hd)
             v = qkv[:, (H + KVH) * hd:].view(B, KVH, hd)
-            q, k = self._rope(q, cos, sin), self._rope(k, cos, sin)
+            q, k = self._rope(q, rot), self._rope(k, rot)
             self.k_cache[li, :, :, pos] = k
             self.v_cache[li, :, :, pos] = v
             ctx = pos + 1

@@ -150,6 +150,41 @@ def _fp4_gemv_kernel(x_ptr, w_ptr, s_ptr, y_ptr, out_mul, M, N, KW, K,
     tl.store(y_ptr + rm[:, None] * stride_ym + rn[None, :], y.to(tl.bfloat16), mask=m_ok[:, None] & n_ok[None, :])
 
 
+@triton.jit
+def _fp4_gemv1_kernel(x_ptr, w_ptr, s_ptr, y_ptr, out_mul, N, KW, K, stride_xm, stride_wn, stride_sn, stride_ym,
+                      IS_NV: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr):
+    # one token per program: the 8 activations of a word are one contiguous [BKW, 8] load; decode of the
+    # 8 nibbles and their products are in-thread (3-D tile, summed over the last axis)
+    WPB: tl.constexpr = 2 if IS_NV else 4
+    pid_n = tl.program_id(0)
+    m = tl.program_id(1)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rj = tl.arange(0, BLOCK_KW)
+    rs = tl.arange(0, 8)
+    n_ok = rn < N
+    acc = tl.zeros([BLOCK_N, BLOCK_KW], tl.float32)
+    for j0 in range(0, KW, BLOCK_KW):
+        j = j0 + rj
+        wm = n_ok[:, None] & (j < KW)[None, :]
+        w = tl.load(w_ptr + rn[:, None] * stride_wn + j[None, :], mask=wm, other=0)
+        sc = tl.load(s_ptr + rn[:, None] * stride_sn + (j // WPB)[None, :], mask=wm, other=0).to(tl.int32)
+        kk = j[:, None] * 8 + rs[None, :]
+        xv = tl.load(x_ptr + m * stride_xm + kk, mask=kk < K, other=0.0).to(tl.float32)
+        nib = w[:, :, None] >> (4 * rs)[None, None, :]
+        bits = ((nib << 9) & 0x0E00) | ((nib << 12) & 0x8000)
+        v = bits.to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+        acc += tl.sum(v * xv[None, :, :], axis=2) * _block_scale_f32(sc, IS_NV)
+    y = tl.sum(acc, axis=1) * out_mul
+    tl.store(y_ptr + m * stride_ym + rn, y.to(tl.bfloat16), mask=n_ok)
+
+
+_GEMV1_CONFIGS = [
+    triton.Config({"BLOCK_N": bn, "BLOCK_KW": bk}, num_warps=nw)
+    for bn, bk, nw in [(4, 256, 4), (8, 128, 4), (8, 256, 8), (16, 64, 4), (16, 128, 8), (2, 256, 4), (32, 32, 4),
+                       (4, 128, 4)]
+]
+_fp4_gemv1_tuned = autotune(_GEMV1_CONFIGS, key=["N", "KW", "IS_NV"])(_fp4_gemv1_kernel)
+
 _GEMV_CONFIGS = [
     triton.Config({"BLOCK_N": bn, "BLOCK_KW": bk}, num_warps=nw)
     for bn, bk, nw in [(4, 256, 4), (8, 256, 4), (8, 256, 8), (16, 128, 4), (32, 64, 4), (8, 128, 4),
@@ -168,11 +203,21 @@ def fp4_gemv(x: torch.Tensor, w: FP4Weight, block_m: int | None = None, config: 
         raise ValueError(f"x must be [M, {w.k}], got {tuple(x.shape)}")
     x = x.contiguous()
     m = x.shape[0]
-    bm = block_m or min(triton.next_power_of_2(m), 8)
     y = torch.empty(m, w.n, dtype=torch.bfloat16, device=x.device)
+    is_nv = w.fmt == "nvfp4"
+    if block_m is None and m == 1:
+        args1 = (x, w.words, w.scales, y, _out_mul(w), w.n, w.words.shape[1], w.k,
+                 x.stride(0), w.words.stride(0), w.scales.stride(0), y.stride(0))
+        if x.is_cuda and config is None:
+            _fp4_gemv1_tuned[lambda meta: (triton.cdiv(w.n, meta["BLOCK_N"]), m)](*args1, IS_NV=is_nv)
+        else:
+            cfg = dict(config or {"BLOCK_N": 16, "BLOCK_KW": 32, "num_warps": 4})
+            nw = cfg.pop("num_warps", 4)
+            _fp4_gemv1_kernel[(triton.cdiv(w.n, cfg["BLOCK_N"]), m)](*args1, IS_NV=is_nv, num_warps=nw, **cfg)
+        return y
+    bm = block_m or min(triton.next_power_of_2(m), 8)
     args = (x, w.words, w.scales, y, _out_mul(w), m, w.n, w.words.shape[1], w.k,
             x.stride(0), w.words.stride(0), w.scales.stride(0), y.stride(0))
-    is_nv = w.fmt == "nvfp4"
     if x.is_cuda and config is None:
         grid = lambda meta: (triton.cdiv(w.n, meta["BLOCK_N"]), triton.cdiv(m, bm))  # noqa: E731
         _fp4_gemv_tuned[grid](*args, IS_NV=is_nv, BLOCK_M=bm)
@@ -259,6 +304,6 @@ def fp4_gemm(x: torch.Tensor, w: FP4Weight, config: dict | None = None) -> torch
     return y
 
 
-def fp4_linear(x: torch.Tensor, w: FP4Weight, gemm_from: int = 32) -> torch.Tensor:
+def fp4_linear(x: torch.Tensor, w: FP4Weight, gemm_from: int = 16) -> torch.Tensor:
     """FP4 linear on bf16 ``x`` [M, K]: GEMV for M < gemm_from, else GEMM."""
     return fp4_gemm(x, w) if x.shape[0] >= gemm_from else fp4_gemv(x, w)

@@ -20,8 +20,10 @@ Exact float decode (design of this module): LO code -> fp16 bits ``(code & 7) <<
 Each product is a power of two and |sum| < 2^7 with resolution 2^-14, so the float32 sum is exact
 (< 2^24 units) and ``round(sum · 2^14)`` is the integer surrogate score.
 
-Three launches: (1) score + bucket + per-chunk histogram, grid (B·H, chunks); (2) threshold + selection +
-partial attention per chunk (flash-decoding split), grid (B·H, chunks); (3) combine partials, grid (B·H).
+Four launches (plus the query quantizer): (1) score + bucket + per-chunk histogram, grid (B·H, chunks);
+(2) threshold + selection, writing the K indices compacted in ascending order, grid (B·H, chunks);
+(3) exact attention over 64 selected rows per program (gathered K/V reads only), grid (B·H, ceil(K/64));
+(4) combine the partial softmaxes, grid (B·H).
 GQA: query head h reads KV head ``h // (H / KVH)``.
 """
 
@@ -106,14 +108,12 @@ def _lop_score_kernel(qi_ptr, lo_ptr, bucket_ptr, hist_ptr, score_ptr, M, D, H, 
 
 
 @triton.jit
-def _lop_partial_kernel(q_ptr, k_ptr, v_ptr, bucket_ptr, hist_ptr, idx_ptr, pm_ptr, pl_ptr, po_ptr,
-                        M, D, H, KVH, MMAX, NC, KSEL, sm_scale, stride_q,
-                        NB: tl.constexpr, CH: tl.constexpr, DP: tl.constexpr, NBP: tl.constexpr,
-                        NCP: tl.constexpr, WRITE_IDX: tl.constexpr):
+def _lop_select_kernel(bucket_ptr, hist_ptr, idx_ptr, M, MMAX, NC, KSEL,
+                       NB: tl.constexpr, CH: tl.constexpr, NBP: tl.constexpr, NCP: tl.constexpr):
+    # threshold bucket from the summed chunk histograms, then this chunk's chosen tokens, written compacted
+    # (ascending) at their global rank: prefix counts of earlier chunks come from their histograms
     bh = tl.program_id(0)
     c = tl.program_id(1)
-    b = bh // H
-    kvh = (bh % H) // (H // KVH)
     rc = tl.arange(0, NCP)
     rb = tl.arange(0, NBP)
     hist = tl.load(hist_ptr + (bh * NC + rc[:, None]) * NBP + rb[None, :], mask=(rc < NC)[:, None], other=0)
@@ -132,30 +132,38 @@ def _lop_partial_kernel(q_ptr, k_ptr, v_ptr, bucket_ptr, hist_ptr, idx_ptr, pm_p
     at = (bk == t).to(tl.int32)
     rank = prior_t + tl.cumsum(at, axis=0) - at
     chosen = (bk > t) | ((at == 1) & (rank < n_fill))
-    if WRITE_IDX:
-        above_c = tl.sum(tl.where(rb[None, :] > t, hist, 0), axis=1)
-        cnt = above_c + tl.minimum(tl.maximum(n_fill - prior_vec, 0), ht)
-        base = tl.sum(tl.where(rc < c, cnt, 0), axis=0)
-        ch_i = chosen.to(tl.int32)
-        pos = base + tl.cumsum(ch_i, axis=0) - ch_i
-        tl.store(idx_ptr + bh * KSEL + pos, rm, mask=chosen)
+    above_c = tl.sum(tl.where(rb[None, :] > t, hist, 0), axis=1)
+    cnt = above_c + tl.minimum(tl.maximum(n_fill - prior_vec, 0), ht)
+    base = tl.sum(tl.where(rc < c, cnt, 0), axis=0)
+    ch_i = chosen.to(tl.int32)
+    pos = base + tl.cumsum(ch_i, axis=0) - ch_i
+    tl.store(idx_ptr + bh * KSEL + pos, rm, mask=chosen)
+
+
+@triton.jit
+def _lop_partial_kernel(q_ptr, k_ptr, v_ptr, idx_ptr, pm_ptr, pl_ptr, po_ptr, D, H, KVH, MMAX, KK, KSEL, NS,
+                        sm_scale, stride_q, KS: tl.constexpr, DP: tl.constexpr):
+    # exact attention over KS of the selected tokens (flash-decoding split over the K list)
+    bh = tl.program_id(0)
+    sp = tl.program_id(1)
+    b = bh // H
+    kvh = (bh % H) // (H // KVH)
+    ri = sp * KS + tl.arange(0, KS)
+    i_ok = ri < KK
+    tok = tl.load(idx_ptr + bh * KSEL + ri, mask=i_ok, other=0)
     rd = tl.arange(0, DP)
     d_ok = rd < D
     q = tl.load(q_ptr + bh * stride_q + rd, mask=d_ok, other=0.0).to(tl.float32)
-    rows = (b * KVH + kvh) * MMAX + rm
-    lm = chosen[:, None] & d_ok[None, :]
+    rows = (b * KVH + kvh) * MMAX + tok
+    lm = i_ok[:, None] & d_ok[None, :]
     k = tl.load(k_ptr + rows[:, None] * D + rd[None, :], mask=lm, other=0.0).to(tl.float32)
-    sc = tl.sum(k * q[None, :], axis=1) * sm_scale
-    sc = tl.where(chosen, sc, float("-inf"))
-    mx = tl.max(sc, axis=0)
-    any_c = tl.sum(chosen.to(tl.int32), axis=0) > 0
-    mx_s = tl.where(any_c, mx, 0.0)
-    p = tl.where(chosen, tl.exp(sc - mx_s), 0.0)
     v = tl.load(v_ptr + rows[:, None] * D + rd[None, :], mask=lm, other=0.0).to(tl.float32)
-    o = tl.sum(p[:, None] * v, axis=0)
-    tl.store(pm_ptr + bh * NC + c, mx_s)
-    tl.store(pl_ptr + bh * NC + c, tl.sum(p, axis=0))
-    tl.store(po_ptr + (bh * NC + c) * DP + rd, o)
+    sc = tl.where(i_ok, tl.sum(k * q[None, :], axis=1) * sm_scale, float("-inf"))
+    mx = tl.max(sc, axis=0)
+    p = tl.where(i_ok, tl.exp(sc - mx), 0.0)
+    tl.store(pm_ptr + bh * NS + sp, mx)
+    tl.store(pl_ptr + bh * NS + sp, tl.sum(p, axis=0))
+    tl.store(po_ptr + (bh * NS + sp) * DP + rd, tl.sum(p[:, None] * v, axis=0))
 
 
 @triton.jit
@@ -208,23 +216,26 @@ def lop_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
     hist = torch.empty(bhn, nc, nbp, dtype=torch.int32, device=dev)
     scores = torch.empty(bhn, mmax, dtype=torch.int32, device=dev) if return_debug else buckets
     kk = min(k_sel, m)
-    idx = torch.empty(bhn, kk, dtype=torch.int32, device=dev) if return_debug else hist
-    pm = torch.empty(bhn, nc, dtype=torch.float32, device=dev)
-    pl = torch.empty(bhn, nc, dtype=torch.float32, device=dev)
-    po = torch.empty(bhn, nc, dp, dtype=torch.float32, device=dev)
+    ks = 64
+    ns = triton.cdiv(kk, ks)
+    nsp = max(triton.next_power_of_2(ns), 2)
+    idx = torch.empty(bhn, kk, dtype=torch.int32, device=dev)
+    pm = torch.empty(bhn, ns, dtype=torch.float32, device=dev)
+    pl = torch.empty(bhn, ns, dtype=torch.float32, device=dev)
+    po = torch.empty(bhn, ns, dp, dtype=torch.float32, device=dev)
     out = torch.empty(bsz, h, d, dtype=torch.bfloat16, device=dev)
-    nw = 4
     _lop_score_kernel[(bhn, nc)](q_i8, lo_cache, buckets, hist, scores, m, d, h, kvh, mmax, dw, nc, q_i8.stride(0),
                                  NB=n_buckets, MANT=mant_bits, CH=chunk, DWP=triton.next_power_of_2(dw), NBP=nbp,
-                                 WRITE_SCORES=return_debug, num_warps=nw)
+                                 WRITE_SCORES=return_debug, num_warps=4)
     if stages < 2:
         return out
-    _lop_partial_kernel[(bhn, nc)](q2, k_cache, v_cache, buckets, hist, idx, pm, pl, po, m, d, h, kvh, mmax, nc, kk,
-                                   1.0 / math.sqrt(d), q2.stride(0), NB=n_buckets, CH=chunk, DP=dp, NBP=nbp, NCP=ncp,
-                                   WRITE_IDX=return_debug, num_warps=nw)
+    _lop_select_kernel[(bhn, nc)](buckets, hist, idx, m, mmax, nc, kk, NB=n_buckets, CH=chunk, NBP=nbp, NCP=ncp,
+                                  num_warps=4)
     if stages < 3:
         return out
-    _lop_combine_kernel[(bhn,)](pm, pl, po, out, d, nc, NCP=ncp, DP=dp, num_warps=4)
+    _lop_partial_kernel[(bhn, ns)](q2, k_cache, v_cache, idx, pm, pl, po, d, h, kvh, mmax, kk, kk, ns,
+                                   1.0 / math.sqrt(d), q2.stride(0), KS=ks, DP=dp, num_warps=4)
+    _lop_combine_kernel[(bhn,)](pm, pl, po, out, d, ns, NCP=nsp, DP=dp, num_warps=4)
     if return_debug:
         return out, {"scores": scores[:, :m], "idx": idx.to(torch.int64), "q_i8": q_i8[:, :d]}
     return out

@@ -203,9 +203,12 @@ def act_quant(x: torch.Tensor, write_q: bool = True, eps: float = 1e-5) -> Quant
     pairs = torch.empty(m, kw * 8, dtype=torch.int32, device=dev)
     qsum = torch.empty(m, dtype=torch.int32, device=dev)
     s = torch.empty(m, dtype=torch.float32, device=dev)
-    block_j = min(triton.next_power_of_2(kw), 64 if x.is_cuda else 1024)
+    # one tile covers the whole row (K <= 16384): both passes are a single iteration, so the quantizer costs
+    # about two memory latencies instead of two per 1024 elements
+    block_j = min(triton.next_power_of_2(kw), 1024)
+    nw = 4 if block_j <= 64 else (8 if block_j <= 256 else 16)
     _act_quant_kernel[(m,)](x, q, pairs, qsum, s, k, kw, x.stride(0), q.stride(0), pairs.stride(0), eps,
-                            BLOCK_J=block_j, WRITE_Q=write_q, num_warps=4)
+                            BLOCK_J=block_j, WRITE_Q=write_q, num_warps=nw)
     return QuantAct(q, pairs, qsum, s, k)
 
 
@@ -250,6 +253,46 @@ def _tgemv_kernel(p_ptr, qsum_ptr, xs_ptr, w_ptr, c_ptr, ws_ptr, y_ptr, M, N, KW
         tl.store(out, y.to(tl.bfloat16), mask=omask)
 
 
+@triton.jit
+def _tgemv1_kernel(p_ptr, qsum_ptr, xs_ptr, w_ptr, c_ptr, ws_ptr, y_ptr, N, KW, stride_pm, stride_wn, stride_ym,
+                   BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr, OUT_ACC: tl.constexpr):
+    # one token per program (grid axis 1): the 8 pair operands of a word are one contiguous 32-byte load
+    # ([BKW, 8] tile) instead of eight strided gathers; the 8 products of a word are summed in-thread
+    pid_n = tl.program_id(0)
+    m = tl.program_id(1)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rj = tl.arange(0, BLOCK_KW)
+    rs = tl.arange(0, 8)
+    n_ok = rn < N
+    acc = tl.zeros([BLOCK_N, BLOCK_KW], tl.int32)
+    for j0 in range(0, KW, BLOCK_KW):
+        j = j0 + rj
+        j_ok = j < KW
+        w = tl.load(w_ptr + rn[:, None] * stride_wn + j[None, :], mask=n_ok[:, None] & j_ok[None, :],
+                    other=0x55555555)
+        p = tl.load(p_ptr + m * stride_pm + j[:, None] * 8 + rs[None, :], mask=j_ok[:, None], other=0)
+        cw = (w[:, :, None] >> (2 * rs)[None, None, :]) & 0x00030003
+        t = tl.sum(cw * p[None, :, :], axis=2)  # mod 2^32; < 2^29, see module docstring
+        acc += t >> 16
+    S = tl.sum(acc, axis=1)
+    qs = tl.load(qsum_ptr + m)
+    cs = tl.load(c_ptr + rn, mask=n_ok, other=0)
+    yint = S - 128 * cs - qs
+    if OUT_ACC:
+        tl.store(y_ptr + m * stride_ym + rn, yint, mask=n_ok)
+    else:
+        ws = tl.load(ws_ptr + rn, mask=n_ok, other=0.0)
+        xs = tl.load(xs_ptr + m)
+        tl.store(y_ptr + m * stride_ym + rn, ((yint.to(tl.float32) * ws) / xs).to(tl.bfloat16), mask=n_ok)
+
+
+_GEMV1_CONFIGS = [
+    triton.Config({"BLOCK_N": bn, "BLOCK_KW": bk}, num_warps=nw)
+    for bn, bk, nw in [(4, 256, 4), (8, 128, 4), (8, 256, 8), (16, 64, 4), (16, 128, 8), (2, 256, 4), (32, 32, 4),
+                       (4, 128, 4)]
+]
+_tgemv1_tuned = autotune(_GEMV1_CONFIGS, key=["N", "KW"])(_tgemv1_kernel)
+
 _GEMV_CONFIGS = [
     triton.Config({"BLOCK_N": bn, "BLOCK_KW": bk}, num_warps=nw)
     for bn, bk, nw in [(4, 256, 4), (8, 256, 4), (8, 256, 8), (16, 128, 4), (32, 64, 4), (8, 128, 4),
@@ -260,12 +303,23 @@ _tgemv_tuned = autotune(_GEMV_CONFIGS, key=["M", "N", "KW", "BLOCK_M"])(_tgemv_k
 
 def ternary_gemv(a: QuantAct, w: TernaryWeight, out_acc: bool = False, block_m: int | None = None,
                  config: dict | None = None) -> torch.Tensor:
-    """Decode GEMV (M tokens, any M; tuned for 1..16): bf16 [M, N] (or the int32 accumulator)."""
+    """Decode GEMV (any M; meant for 1..8): bf16 [M, N] (or the int32 accumulator). M = 1 uses the
+    single-token kernel, otherwise tokens are tiled by ``block_m`` (default min(next_pow2(M), 8))."""
     m = a.pairs.shape[0]
     if a.pairs.shape[1] * 2 != w.kp:
         raise ValueError(f"K mismatch: activations padded to {a.pairs.shape[1] * 2}, weight to {w.kp}")
-    bm = block_m or min(triton.next_power_of_2(m), 8)
     y = torch.empty(m, w.n, dtype=torch.int32 if out_acc else torch.bfloat16, device=a.pairs.device)
+    if block_m is None and m == 1:
+        args1 = (a.pairs, a.qsum, a.s, w.words, w.csum, w.scale, y, w.n, w.words.shape[1],
+                 a.pairs.stride(0), w.words.stride(0), y.stride(0))
+        if a.pairs.is_cuda and config is None:
+            _tgemv1_tuned[lambda meta: (triton.cdiv(w.n, meta["BLOCK_N"]), m)](*args1, OUT_ACC=out_acc)
+        else:
+            cfg = dict(config or {"BLOCK_N": 16, "BLOCK_KW": 32, "num_warps": 4})
+            nw = cfg.pop("num_warps", 4)
+            _tgemv1_kernel[(triton.cdiv(w.n, cfg["BLOCK_N"]), m)](*args1, OUT_ACC=out_acc, num_warps=nw, **cfg)
+        return y
+    bm = block_m or min(triton.next_power_of_2(m), 8)
     args = (a.pairs, a.qsum, a.s, w.words, w.csum, w.scale, y, m, w.n, w.words.shape[1],
             a.pairs.stride(0), w.words.stride(0), y.stride(0))
     if a.pairs.is_cuda and config is None:
@@ -350,7 +404,7 @@ def ternary_gemm(a: QuantAct, w: TernaryWeight, out_acc: bool = False, config: d
     return y
 
 
-def ternary_linear(x: torch.Tensor, w: TernaryWeight, gemm_from: int = 32) -> torch.Tensor:
+def ternary_linear(x: torch.Tensor, w: TernaryWeight, gemm_from: int = 16) -> torch.Tensor:
     """BitLinear forward on bf16 ``x`` [M, K]: quantize, then GEMV (M < gemm_from) or GEMM."""
     if x.shape[-1] != w.k:
         raise ValueError(f"x has K={x.shape[-1]}, weight has K={w.k}")

@@ -82,9 +82,10 @@ def test_gemv_worst_case_carries(device):
     for wv in (1, -1):
         codes = np.full((5, k), wv, np.int8)
         w = pack_ternary_gpu(codes, 1.0, device)
-        a = act_quant(torch.from_numpy(x).to(device), write_q=False)
-        q, _ = int8_absmax_quantize(x)
-        assert np.array_equal(ternary_gemv(a, w, out_acc=True).cpu().numpy(), int_matmul_exact(q, codes))
+        for rows in (x, x[1:]):  # tiled-token kernel and the single-token kernel
+            a = act_quant(torch.from_numpy(rows).to(device), write_q=False)
+            q, _ = int8_absmax_quantize(rows)
+            assert np.array_equal(ternary_gemv(a, w, out_acc=True).cpu().numpy(), int_matmul_exact(q, codes))
 
 
 def test_gemm_bit_exact(device):

@@ -120,3 +120,19 @@ def test_config_only_dir(tmp_path):
     with pytest.raises(LowbitError, match="cannot load LlamaForCausalLM weights"):
         capture_trace(d, 4, 1, tmp_path / "u", tensors=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg-only", "t"]
+
+
+def test_2b4t_config_matches_preset(tmp_path):
+    """A BitNet b1.58 2B4T config.json (numerics.md §1.5) traces shape-for-shape like the bitnet-b1.58-2b4t preset."""
+    d = tmp_path / "bitnet-2b4t"
+    transformers.BitNetConfig(vocab_size=128256, hidden_size=2560, intermediate_size=6912, num_hidden_layers=30,
+                              num_attention_heads=20, num_key_value_heads=5, hidden_act="relu2", rms_norm_eps=1e-5,
+                              rope_theta=500000.0, max_position_embeddings=4096,
+                              tie_word_embeddings=True).save_pretrained(d)
+    tr = load_trace(capture_trace(d, 16, 2, tmp_path / "t"))
+    ref = standard_trace("bitnet-b1.58-2b4t", 16, 2)
+    assert _shape_ops(tr) == _shape_ops(ref)
+    assert {f: getattr(tr.model, f) for f in ("n_layers", "d_model", "n_heads", "n_kv_heads", "d_ffn", "vocab", "ffn_act",
+                                              "subln", "rope_theta", "norm_eps", "max_positions", "tied_embeddings")} == \
+        {f: getattr(ref.model, f) for f in ("n_layers", "d_model", "n_heads", "n_kv_heads", "d_ffn", "vocab", "ffn_act",
+                                            "subln", "rope_theta", "norm_eps", "max_positions", "tied_embeddings")}

@@ -198,32 +198,32 @@ class LopTopK(wiring.Component):
 
         # ---- sequencer: P1 beats, SCAN (nb cycles), P2 beats
         busy = Signal()
-        phase = Signal(2)  # 0 = pass 1, 1 = scan, 2 = pass 2
+        in_p1, in_scan = Signal(), Signal()  # phase flags (one-hot with "pass 2" = neither)
         tok = Signal(cnt_w)
         scan_i = Signal(range(nb))
         m_r = Signal(COUNT_BITS)
         need = Signal(COUNT_BITS)
         last_beat = (tok + n) >= m_r
         with m.If(busy):
-            with m.If(phase == 0):
+            with m.If(in_p1):
                 m.d.sync += tok.eq(tok + n)
                 with m.If(last_beat):
-                    m.d.sync += [phase.eq(1), tok.eq(0), scan_i.eq(0)]
-            with m.Elif(phase == 1):
+                    m.d.sync += [in_p1.eq(0), in_scan.eq(1), tok.eq(0), scan_i.eq(0)]
+            with m.Elif(in_scan):
                 m.d.sync += scan_i.eq(scan_i + 1)
                 with m.If(scan_i == nb - 1):
-                    m.d.sync += phase.eq(2)
+                    m.d.sync += in_scan.eq(0)
             with m.Else():
                 m.d.sync += tok.eq(tok + n)
                 with m.If(last_beat):
                     m.d.sync += busy.eq(0)
-        with m.Elif(self.start & (self.m != 0)):
-            m.d.sync += [busy.eq(1), phase.eq(0), tok.eq(0), m_r.eq(self.m),
+        with m.Elif(self.start & self.m.any()):
+            m.d.sync += [busy.eq(1), in_p1.eq(1), in_scan.eq(0), tok.eq(0), m_r.eq(self.m),
                          need.eq(Mux(self.k < self.m, self.k, self.m))]
         m.d.comb += self.ready.eq(~busy)
-        p1 = busy & (phase == 0)
-        scan = busy & (phase == 1)
-        p2 = busy & (phase == 2)
+        p1 = busy & in_p1
+        scan = busy & in_scan
+        p2 = busy & ~in_p1 & ~in_scan
 
         # ---- stage B (beats of both passes): bucket of every score, lane-valid mask
         bk_w = range(nb)

@@ -21,7 +21,9 @@ JSON schema (``schema = "lowbit.gpu-baseline/1"``), kept flat for ``lowbit repor
 
 ``kernel`` values in results: ``ternary`` (act_quant + GEMV for batch < 16, + INT8 tensor-core GEMM from
 16 tokens: the whole BitLinear from bf16 input), ``ternary_kernel`` (GEMV/GEMM alone on pre-quantized
-activations), ``ternary_gemv`` (batch 16 through the CUDA-core GEMV instead), ``nvfp4``, ``mxfp4``
+activations), ``ternary_tiled`` (token-tiled GEMV kernel instead of one program per token, 2..15 tokens),
+``ternary_gemv`` (batch 16 through the CUDA-core GEMV instead), ``ternary_unpack`` (unpack to int8 + cuBLAS
+INT8 GEMM + dequant kernel, pre-quantized activations, > 16 tokens), ``nvfp4``, ``mxfp4``
 (bf16 activations; GEMV below 16 tokens, bf16 tensor-core GEMM from 16) and ``torch_bf16``. ``speedup_vs_torch`` = torch µs /
 kernel µs for the same shape and batch (None for torch itself). The markdown report keeps any text below
 the line ``<!-- analysis -->`` of an existing file.
@@ -117,7 +119,14 @@ def run_linear(models, batches, checks, log, rows: list | None = None, save=lamb
     import torch.nn.functional as F
 
     from .fp4 import FP4Weight, fp4_gemm, fp4_gemv, random_fp4_weight_torch
-    from .ternary import TernaryWeight, act_quant, pack_ternary_gpu_torch, ternary_gemm, ternary_gemv
+    from .ternary import (
+        TernaryWeight,
+        act_quant,
+        pack_ternary_gpu_torch,
+        ternary_gemm,
+        ternary_gemm_unpacked,
+        ternary_gemv,
+    )
 
     dev_name = torch.cuda.get_device_name()
     gen = torch.Generator(device="cuda").manual_seed(0)
@@ -141,22 +150,31 @@ def run_linear(models, batches, checks, log, rows: list | None = None, save=lamb
                 if gemm:
                     cands["ternary"] = ([lambda x=x, w=w: ternary_gemm(act_quant(x, write_q=True), w) for w in tws], tw.nbytes)
                     cands["ternary_kernel"] = ([lambda a=a, w=w: ternary_gemm(a, w) for w in tws], tw.nbytes)
+                    if m > 16:  # unpack to int8 + cuBLAS INT8 GEMM (torch._int_mm)
+                        cands["ternary_unpack"] = ([lambda a=a, w=w: ternary_gemm_unpacked(a, w) for w in tws], tw.nbytes)
                     if m == GEMM_FROM:  # the CUDA-core GEMV path at the crossover batch, for comparison
                         cands["ternary_gemv"] = ([lambda x=x, w=w: ternary_gemv(act_quant(x, write_q=False), w)
                                                   for w in tws], tw.nbytes)
                 else:
                     cands["ternary"] = ([lambda x=x, w=w: ternary_gemv(act_quant(x, write_q=False), w) for w in tws], tw.nbytes)
                     cands["ternary_kernel"] = ([lambda a=a, w=w: ternary_gemv(a, w) for w in tws], tw.nbytes)
+                    if m > 1:  # token-tiled GEMV kernel instead of one program per token
+                        cands["ternary_tiled"] = ([lambda a=a, w=w: ternary_gemv(a, w, single_max=0) for w in tws],
+                                                  tw.nbytes)
 
                 for f, fw in fws.items():
                     fn = fp4_gemm if gemm else fp4_gemv
                     cands[f] = ([lambda x=x, w=w, fn=fn: fn(x, w) for w in fwss[f]], fw.nbytes)
                 # correctness on the device (exact integers; FP4 vs float64)
                 if m in (1, 4, 16, 64):
-                    acc = (ternary_gemm(a, tw, out_acc=True) if gemm else ternary_gemv(a, tw, out_acc=True))
                     ref = a.q[:, :k].double() @ codes.double().T
-                    ok = bool(torch.equal(acc.double(), ref))
-                    checks.append({"what": f"ternary acc exact {model} {n}x{k} M={m}", "ok": ok, "detail": ""})
+                    accs = {"gemm": ternary_gemm(a, tw, out_acc=True)} if gemm else {
+                        "gemv": ternary_gemv(a, tw, out_acc=True), "gemv_tiled": ternary_gemv(a, tw, out_acc=True, single_max=0)}
+                    if m > 16:
+                        accs["unpack"] = ternary_gemm_unpacked(a, tw, out_acc=True)
+                    for nm, acc in accs.items():
+                        ok = bool(torch.equal(acc.double(), ref))
+                        checks.append({"what": f"ternary {nm} acc exact {model} {n}x{k} M={m}", "ok": ok, "detail": ""})
                     for f, fw in fws.items():
                         y = (fp4_gemm if gemm else fp4_gemv)(x, fw).double()
                         r = x.double() @ _fp4_reference_weight(fw).T
@@ -271,7 +289,8 @@ def render_markdown(data: dict, keep: str = "") -> str:
            "essential bytes (weights as stored, bf16 activations in, bf16 out). Raw data: `reports/gpu-baseline.json`.",
            "", "## Linear layers (µs; speedup over torch bf16 `F.linear` in brackets)", ""]
     res = data["results"]
-    kernels = [k for k in ("torch_bf16", "ternary", "ternary_kernel", "ternary_gemv", "nvfp4", "mxfp4")
+    kernels = [k for k in ("torch_bf16", "ternary", "ternary_kernel", "ternary_tiled", "ternary_gemv", "ternary_unpack",
+                         "nvfp4", "mxfp4")
                if any(r["kernel"] == k for r in res)]
     out.append("| model | layer | N×K | batch | " + " | ".join(kernels) + " | ternary GB/s (% copy) |")
     out.append("|---|---|---|---|" + "---|" * len(kernels) + "---|")

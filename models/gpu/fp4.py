@@ -197,7 +197,8 @@ def _out_mul(w: FP4Weight) -> float:
     return (2.0**22) * w.gscale if w.fmt == "nvfp4" else 2.0**14
 
 
-def fp4_gemv(x: torch.Tensor, w: FP4Weight, block_m: int | None = None, config: dict | None = None) -> torch.Tensor:
+def fp4_gemv(x: torch.Tensor, w: FP4Weight, block_m: int | None = None, config: dict | None = None,
+             single_max: int = 4) -> torch.Tensor:
     """Decode GEMV: bf16 ``x`` [M, K] times FP4 ``w`` [N, K]^T -> bf16 [M, N]."""
     if x.dim() != 2 or x.shape[1] != w.k:
         raise ValueError(f"x must be [M, {w.k}], got {tuple(x.shape)}")
@@ -205,7 +206,7 @@ def fp4_gemv(x: torch.Tensor, w: FP4Weight, block_m: int | None = None, config: 
     m = x.shape[0]
     y = torch.empty(m, w.n, dtype=torch.bfloat16, device=x.device)
     is_nv = w.fmt == "nvfp4"
-    if block_m is None and m == 1:
+    if block_m is None and m <= single_max:  # one program per token and row block
         args1 = (x, w.words, w.scales, y, _out_mul(w), w.n, w.words.shape[1], w.k,
                  x.stride(0), w.words.stride(0), w.scales.stride(0), y.stride(0))
         if x.is_cuda and config is None:

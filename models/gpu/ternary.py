@@ -302,14 +302,15 @@ _tgemv_tuned = autotune(_GEMV_CONFIGS, key=["M", "N", "KW", "BLOCK_M"])(_tgemv_k
 
 
 def ternary_gemv(a: QuantAct, w: TernaryWeight, out_acc: bool = False, block_m: int | None = None,
-                 config: dict | None = None) -> torch.Tensor:
-    """Decode GEMV (any M; meant for 1..8): bf16 [M, N] (or the int32 accumulator). M = 1 uses the
-    single-token kernel, otherwise tokens are tiled by ``block_m`` (default min(next_pow2(M), 8))."""
+                 config: dict | None = None, single_max: int = 4) -> torch.Tensor:
+    """Decode GEMV (any M; meant for 1..8): bf16 [M, N] (or the int32 accumulator). M <= ``single_max``
+    uses the single-token kernel (one program per token and row block; weights re-read from L2), otherwise
+    tokens are tiled by ``block_m`` (default min(next_pow2(M), 8))."""
     m = a.pairs.shape[0]
     if a.pairs.shape[1] * 2 != w.kp:
         raise ValueError(f"K mismatch: activations padded to {a.pairs.shape[1] * 2}, weight to {w.kp}")
     y = torch.empty(m, w.n, dtype=torch.int32 if out_acc else torch.bfloat16, device=a.pairs.device)
-    if block_m is None and m == 1:
+    if block_m is None and m <= single_max:
         args1 = (a.pairs, a.qsum, a.s, w.words, w.csum, w.scale, y, w.n, w.words.shape[1],
                  a.pairs.stride(0), w.words.stride(0), y.stride(0))
         if a.pairs.is_cuda and config is None:
@@ -401,6 +402,53 @@ def ternary_gemm(a: QuantAct, w: TernaryWeight, out_acc: bool = False, config: d
         ns = cfg.pop("num_stages", 2)
         grid = (triton.cdiv(m, cfg["BLOCK_M"]) * triton.cdiv(w.n, cfg["BLOCK_N"]),)
         _tgemm_kernel[grid](*args, OUT_ACC=out_acc, num_warps=nw, num_stages=ns, **cfg)
+    return y
+
+
+@triton.jit
+def _tunpack_kernel(w_ptr, out_ptr, N, KW, stride_wn, stride_on, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr):
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rj = pid_k * BLOCK_KW + tl.arange(0, BLOCK_KW)
+    rs = tl.arange(0, 16)
+    ok = (rn < N)[:, None] & (rj < KW)[None, :]
+    w = tl.load(w_ptr + rn[:, None] * stride_wn + rj[None, :], mask=ok, other=0x55555555)
+    codes = (((w[:, :, None] >> (2 * rs)[None, None, :]) & 3) - 1).to(tl.int8)
+    offs = rn[:, None, None] * stride_on + rj[None, :, None] * 16 + rs[None, None, :]
+    tl.store(out_ptr + offs, codes, mask=ok[:, :, None])
+
+
+@triton.jit
+def _dequant_acc_kernel(acc_ptr, ws_ptr, xs_ptr, y_ptr, N, BLOCK: tl.constexpr):
+    m = tl.program_id(0)
+    rn = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    ok = rn < N
+    acc = tl.load(acc_ptr + m * N + rn, mask=ok, other=0)
+    y = (acc.to(tl.float32) * tl.load(ws_ptr + rn, mask=ok, other=0.0)) / tl.load(xs_ptr + m)
+    tl.store(y_ptr + m * N + rn, y.to(tl.bfloat16), mask=ok)
+
+
+def ternary_unpack(w: TernaryWeight) -> torch.Tensor:
+    """Unpack the 2-bit words to int8 codes [N, Kp] (one pass over the packed weight)."""
+    out = torch.empty(w.n, w.kp, dtype=torch.int8, device=w.words.device)
+    grid = (triton.cdiv(w.n, 16), triton.cdiv(w.words.shape[1], 64))
+    _tunpack_kernel[grid](w.words, out, w.n, w.words.shape[1], w.words.stride(0), out.stride(0),
+                          BLOCK_N=16, BLOCK_KW=64, num_warps=4)
+    return out
+
+
+def ternary_gemm_unpacked(a: QuantAct, w: TernaryWeight, out_acc: bool = False) -> torch.Tensor:
+    """Prefill alternative: unpack the weight to int8, cuBLAS INT8 GEMM (``torch._int_mm``, int32 accumulate,
+    needs M > 16), then the BitNet dequantisation. Same integers as :func:`ternary_gemm`."""
+    m = a.q.shape[0]
+    if m <= 16:
+        raise ValueError(f"ternary_gemm_unpacked needs more than 16 tokens (cuBLAS int8 GEMM), got {m}")
+    acc = torch._int_mm(a.q, ternary_unpack(w).t())
+    if out_acc:
+        return acc
+    y = torch.empty(m, w.n, dtype=torch.bfloat16, device=acc.device)
+    _dequant_acc_kernel[(m, triton.cdiv(w.n, 1024))](acc, w.scale, a.s, y, w.n, BLOCK=1024, num_warps=4)
     return y
 
 

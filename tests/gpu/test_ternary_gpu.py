@@ -12,6 +12,7 @@ from models.gpu.ternary import (
     pack_ternary_gpu,
     pack_ternary_gpu_torch,
     ternary_gemm,
+    ternary_gemm_unpacked,
     ternary_gemv,
     ternary_linear,
 )
@@ -56,7 +57,7 @@ def test_pack_matches_sim_layout(device):
     assert np.array_equal(dec[:, :70], codes) and np.all(dec[:, 70:] == 0)
 
 
-@pytest.mark.parametrize("m,n,k", [(1, 37, 100), (3, 64, 200), (8, 19, 48)])
+@pytest.mark.parametrize("m,n,k", [(1, 37, 100), (3, 64, 200), (8, 19, 48), (6, 21, 64)])
 def test_gemv_bit_exact(device, m, n, k):
     rng = np.random.default_rng(100 + m)
     x = _rand_x(rng, m, k)
@@ -82,10 +83,12 @@ def test_gemv_worst_case_carries(device):
     for wv in (1, -1):
         codes = np.full((5, k), wv, np.int8)
         w = pack_ternary_gpu(codes, 1.0, device)
-        for rows in (x, x[1:]):  # tiled-token kernel and the single-token kernel
+        for rows in (x, x[1:]):
             a = act_quant(torch.from_numpy(rows).to(device), write_q=False)
             q, _ = int8_absmax_quantize(rows)
-            assert np.array_equal(ternary_gemv(a, w, out_acc=True).cpu().numpy(), int_matmul_exact(q, codes))
+            for smax in (0, 4):  # tiled-token and single-token kernels
+                got = ternary_gemv(a, w, out_acc=True, single_max=smax).cpu().numpy()
+                assert np.array_equal(got, int_matmul_exact(q, codes))
 
 
 def test_gemm_bit_exact(device):
@@ -98,6 +101,9 @@ def test_gemm_bit_exact(device):
     q, s = int8_absmax_quantize(x)
     acc_ref = int_matmul_exact(q, codes)
     assert np.array_equal(ternary_gemm(a, w, out_acc=True).cpu().numpy(), acc_ref)
+    assert np.array_equal(ternary_gemm_unpacked(a, w, out_acc=True).cpu().numpy(), acc_ref)
+    y2 = ternary_gemm_unpacked(a, w).float().cpu().numpy()
+    assert np.all(np.abs(y2 - dequantize_accumulator(acc_ref, scale, s)) <= BF16_REL * np.abs(acc_ref * scale / s) + 1e-30)
     y = ternary_linear(torch.from_numpy(x).to(device), w).float().cpu().numpy()
     y_ref = dequantize_accumulator(acc_ref, scale, s)
     assert np.all(np.abs(y - y_ref) <= BF16_REL * np.abs(y_ref) + 1e-30)

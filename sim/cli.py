@@ -83,7 +83,7 @@ def trace_main(
     prefill: int = typer.Option(64, "--prefill", help="prompt tokens"),
     decode: int = typer.Option(16, "--decode", help="generated tokens (0 for encoder models, which have no decode)"),
     out: Path | None = typer.Option(None, "--out", help="output trace directory (must not exist)"),
-    tensors: bool = typer.Option(False, "--tensors", help="also store per-layer, per-head q/k/v of decode steps"),
+    tensors: bool = typer.Option(False, "--tensors", help="also store post-RoPE k/v of every step and q of decode steps (per layer, per head; for LOP selection)"),
     seed: int = typer.Option(0, "--seed", help="random seed for randomly initialised presets"),
     weights: str | None = typer.Option(None, "--weights", help="weight format of the layer linears (ternary, int8, nvfp4, mxfp4, bf16); default: ternary for BitNet, bf16 for plain nn.Linear"),
 ) -> None:

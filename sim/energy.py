@@ -237,6 +237,9 @@ def _split_ternary(hw: HwCost, activity: dict[str, float]) -> dict[str, dict[str
 
 def _units_of_sim(sim_name: str, hw: HwCost) -> list[UnitCost]:
     """Cost units of a simulator unit name (tint0/tint1 -> tint, lop -> lop_score + lop_topk)."""
+    exact = [u for u in hw.units if u.hw_unit == sim_name]  # "fp4" is a unit name, not fp + instance 4
+    if exact:
+        return exact
     base = sim_name.rstrip("0123456789")
     return [u for u in hw.units if u.hw_unit == base]
 

@@ -74,3 +74,10 @@ def test_subtract_activity_nested():
     full = {"a": 10, "b": {"x": 5, "y": 7}, "s": "keep"}
     part = {"a": 4, "b": {"x": 5}}
     assert subtract_activity(full, part) == {"a": 6, "b": {"x": 0, "y": 7}, "s": "keep"}
+
+
+def test_fp4_unit_name_is_not_an_instance_index():
+    cfg = load_config("vitallm-fp4")
+    hw = hw_cost(cfg, [unit_cost(cfg, "fp4", {"nand2_1": 10}, CAPS, 1, 0.5, area_sky130_um2=37.5)])
+    p = phase_energy(hw, cfg, {"busy_cycles": {"fp4": 100}}, tokens=1, time_s=1e-6)
+    assert p.logic_j["fp4"] == pytest.approx(100 * hw.units[0].cycle_energy_j)

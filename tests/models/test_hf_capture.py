@@ -136,3 +136,15 @@ def test_2b4t_config_matches_preset(tmp_path):
                                               "subln", "rope_theta", "norm_eps", "max_positions", "tied_embeddings")} == \
         {f: getattr(ref.model, f) for f in ("n_layers", "d_model", "n_heads", "n_kv_heads", "d_ffn", "vocab", "ffn_act",
                                             "subln", "rope_theta", "norm_eps", "max_positions", "tied_embeddings")}
+
+
+@pytest.mark.parametrize("arch", ["MistralForCausalLM", "Qwen2ForCausalLM"])
+def test_other_llama_style_decoders(tmp_path, arch):
+    cfg_cls = {"MistralForCausalLM": transformers.MistralConfig, "Qwen2ForCausalLM": transformers.Qwen2Config}[arch]
+    d = tmp_path / arch
+    cfg = cfg_cls(**SMALL)
+    cfg.architectures = [arch]
+    cfg.save_pretrained(d)  # config only: shapes-only capture builds it on the meta device
+    tr = load_trace(capture_trace(d, 5, 2, tmp_path / "t"))
+    assert tr.meta["architecture"] == arch
+    assert _shape_ops(tr) == _shape_ops(standard_trace(tr.model, 5, 2), drop=("quantize",))

@@ -93,6 +93,13 @@ def test_minilm_real_weights_prefill_only(tmp_path):
     assert act.args == dict(tokens=16, dim=1536, fn="gelu", gated=False)
     k = tr.load_tensor(next(o for o in tr.ops if o.op == "kv_append").tensors["k"])
     assert k.shape == (12, 16, 32) and np.abs(k).max() > 0.1  # real weights, not zeros
+    # independent recomputation: layer-0 key projection of the embedding output, split into heads
+    bert = transformers.AutoModel.from_pretrained(d, local_files_only=True, add_pooling_layer=False).eval()
+    prompt = torch.randint(0, 30522, (1, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        h0 = bert(input_ids=prompt, output_hidden_states=True).hidden_states[0]
+        ref = bert.encoder.layer[0].attention.self.key(h0)[0].view(16, 12, 32).transpose(0, 1)
+    np.testing.assert_allclose(k, ref.numpy(), rtol=0, atol=1e-5)
     with pytest.raises(LowbitError, match="BertModel is an encoder.*--decode 0"):
         capture_trace("all-minilm-l6-v2", 16, 4, tmp_path / "t2")
 

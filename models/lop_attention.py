@@ -108,6 +108,7 @@ class LopAttention:
     oracle: bool = False  # True: keep the exact top-K float scores instead (reference for the LOP error)
     kept: int = field(default=0, init=False)
     visible: int = field(default=0, init=False)
+    hits: int = field(default=0, init=False)  # LOP-kept keys that are also in the exact top-K
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int, offset: int) -> torch.Tensor:
         B, H, T, hd = q.shape
@@ -119,14 +120,15 @@ class LopAttention:
         vr = v.repeat_interleave(g, dim=1)
         vis = torch.arange(S)[None, :] <= (offset + torch.arange(T))[:, None]  # [T, S]
         att = (q @ kr.transpose(-1, -2)) / math.sqrt(hd)
+        idx = att.masked_fill(~vis, float("-inf")).topk(min(self.k, S), dim=-1).indices
+        exact = torch.zeros_like(vis.expand_as(att)).scatter_(-1, idx, True) & vis  # exact top-K (float)
         if self.oracle:
-            masked = att.masked_fill(~vis, float("-inf"))
-            idx = masked.topk(min(self.k, S), dim=-1).indices
-            keep = torch.zeros_like(vis.expand_as(att)).scatter_(-1, idx, True) & vis
+            keep = exact
         else:
             # INT8 per token per head; a KV head's codes are identical for all its query heads.
             scores = lo_scores_torch(int8_absmax_torch(q), int8_absmax_torch(kr))
             keep = lop_select(scores, self.k, vis, self.n_buckets, self.mant_bits)
+        self.hits += int((keep & exact).sum())
         self.kept += int(keep.sum())
         self.visible += int(vis.sum()) * B * H
         att = att.masked_fill(~keep, float("-inf")).softmax(-1)
@@ -135,3 +137,8 @@ class LopAttention:
     @property
     def kept_fraction(self) -> float:
         return self.kept / self.visible if self.visible else float("nan")
+
+    @property
+    def recall(self) -> float:
+        """Fraction of the exact top-K keys (by float q.k) that the selection kept (1.0 for the oracle)."""
+        return self.hits / self.kept if self.kept else float("nan")

@@ -294,9 +294,10 @@ def evaluate_tiny(ckpt_dir: Path, ks: tuple[int, ...] = (8, 16, 32, 64, 128), wi
         ppl = perplexity(model, ids)
         row = {"config": name, "ppl": ppl, "seconds": round(time.perf_counter() - t, 1)}
         if lop is not None:  # read the counters only after the forward passes
-            row.update(k=lop.k, kept_fraction=lop.kept_fraction)
+            row.update(k=lop.k, kept_fraction=lop.kept_fraction, topk_recall=lop.recall)
         rows.append(row)
-        log(f"{name}: ppl {ppl:.4f}" + (f" (kept {lop.kept_fraction:.3f} of visible keys)" if lop else ""))
+        log(f"{name}: ppl {ppl:.4f}" + (f" (kept {lop.kept_fraction:.3f} of visible keys, exact top-K recall "
+                                        f"{lop.recall:.3f})" if lop else ""))
 
     add("ternary (W1.58 A8, QAT)", tern)
     for k in ks:

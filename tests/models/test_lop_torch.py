@@ -100,7 +100,17 @@ def test_large_k_equals_dense_attention():
     lop = LopAttention(k=64)
     dense = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
     torch.testing.assert_close(lop(q, k, v, 0, 0), dense, rtol=1e-5, atol=1e-6)
-    assert lop.kept_fraction == 1.0
+    assert lop.kept_fraction == 1.0 and lop.recall == 1.0
+
+
+def test_recall_counts_overlap_with_exact_topk():
+    g = torch.Generator().manual_seed(7)
+    q, k, v = (torch.randn(1, 2, 40, 16, generator=g) for _ in range(3))
+    lop, orc = LopAttention(k=4), LopAttention(k=4, oracle=True)
+    lop(q, k, v, 0, 0)
+    orc(q, k, v, 0, 0)
+    assert orc.recall == 1.0 and lop.kept == orc.kept
+    assert 0.3 < lop.recall < 1.0  # an approximation: good but not perfect on random data
 
 
 def test_oracle_topk_keeps_the_largest_exact_scores():

@@ -69,6 +69,8 @@ def main() -> None:
     print(f"headline: {wall:.1f} s, {r.cycles / wall / 1e6:.1f} M cycles/s, {r.decode_tokens_per_s:.2f} tok/s")
 
     w("# Simulator speed (bench/bench_sim.py)\n")
+    w(f"Load average at the end of the headline run: {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
+      "(1/5/15 min).\n")
     w(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared with other jobs; "
       "timings vary with load), Python " + platform.python_version() + ".\n")
     w(f"## Headline: BitNet-3B, 64-token prefill + {decode} decode, data-driven LOP\n")

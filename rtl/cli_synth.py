@@ -53,6 +53,7 @@ def register(app: typer.Typer) -> None:
         prefill: int = typer.Option(64, "--prefill", help="prompt tokens ([C]: 64)"),
         decode: int = typer.Option(16, "--decode", help="generated tokens"),
         exclude: list[str] = typer.Option([], "--exclude-unit", help="RTL unit to leave out (flagged in the report)"),
+        notes: Path | None = typer.Option(None, "--notes", help="Markdown file appended to the report (discussion)"),
     ) -> None:
         """Area / power / energy-per-token / FOM report of one or more designs vs the VitaLLM papers."""
         from sim.config import load_config
@@ -62,6 +63,9 @@ def register(app: typer.Typer) -> None:
             raise LowbitError(f"--prefill {prefill} --decode {decode}: need prefill >= 0 and decode > 0")
         if gpu_results and not Path(gpu_results).exists():
             raise LowbitError(f"--gpu-results {gpu_results}: file not found")
+        if notes and not Path(notes).exists():
+            raise LowbitError(f"--notes {notes}: file not found")
+        extra = Path(notes).read_text() if notes else ""
         cfgs = [load_config(h) for h in hw]
         from sim.area import check_node
 
@@ -71,5 +75,5 @@ def register(app: typer.Typer) -> None:
         for c in cfgs:
             print(f"[{c.name}] synthesising units and simulating {model} ({prefill}+{decode} tokens)...", flush=True)
             results.append(evaluate(c, model, prefill, decode, exclude=tuple(exclude)))
-        for p in write_report(results, out, json_out, gpu_results):
+        for p in write_report(results, out, json_out, gpu_results, extra_md=extra):
             print(f"wrote {p}")

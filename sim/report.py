@@ -177,6 +177,8 @@ def figures(results: list[DesignResult]) -> dict[str, bytes]:
     parts = sorted({u.name for r in results for u in r.hw.units}) + [f"SRAM {b}" for b in bufs] + ["leakage"]
     bottom = [0.0] * len(results)
     for i, p in enumerate(parts):
+        if p.startswith("SRAM ") and not any(r.decode and r.decode.sram_by_buffer_j.get(p[5:]) for r in results):
+            continue
         vals = []
         for r in results:
             d = r.decode

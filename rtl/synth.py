@@ -172,8 +172,16 @@ def synthesize(verilog: str | Path | list[str | Path], top: str | None = None, *
     per = {c: n * cells_info[c].area_um2 for c, n in cells.items()}
     res = SynthResult(name, dict(sorted(cells.items())), area, seq, key, str(done / "yosys.log"), per)
     (work / "result.json").write_text(json.dumps(res.to_json(), indent=1))
+    if (done / "result.json").exists():  # a concurrent run finished first: same content, keep theirs
+        shutil.rmtree(work, ignore_errors=True)
+        return res
     shutil.rmtree(done, ignore_errors=True)
-    work.rename(done)
+    try:
+        work.rename(done)
+    except OSError:
+        if not (done / "result.json").exists():
+            raise
+        shutil.rmtree(work, ignore_errors=True)
     return res
 
 

@@ -21,7 +21,7 @@ JSON schema (``schema = "lowbit.gpu-baseline/1"``), kept flat for ``lowbit repor
 
 ``kernel`` values in results: ``ternary`` (act_quant + GEMV for batch < 16, + INT8 tensor-core GEMM from
 16 tokens: the whole BitLinear from bf16 input), ``ternary_kernel`` (GEMV/GEMM alone on pre-quantized
-activations), ``ternary_tiled`` (token-tiled GEMV kernel instead of one program per token, 2..15 tokens),
+activations), ``ternary_1tok`` (batch 1 through the single-token GEMV kernel variant),
 ``ternary_gemv`` (batch 16 through the CUDA-core GEMV instead), ``ternary_unpack`` (unpack to int8 + cuBLAS
 INT8 GEMM + dequant kernel, pre-quantized activations, > 16 tokens), ``nvfp4``, ``mxfp4``
 (bf16 activations; GEMV below 16 tokens, bf16 tensor-core GEMM from 16) and ``torch_bf16``. ``speedup_vs_torch`` = torch µs /
@@ -158,9 +158,9 @@ def run_linear(models, batches, checks, log, rows: list | None = None, save=lamb
                 else:
                     cands["ternary"] = ([lambda x=x, w=w: ternary_gemv(act_quant(x, write_q=False), w) for w in tws], tw.nbytes)
                     cands["ternary_kernel"] = ([lambda a=a, w=w: ternary_gemv(a, w) for w in tws], tw.nbytes)
-                    if m > 1:  # token-tiled GEMV kernel instead of one program per token
-                        cands["ternary_tiled"] = ([lambda a=a, w=w: ternary_gemv(a, w, single_max=0) for w in tws],
-                                                  tw.nbytes)
+                    if m == 1:  # the single-token kernel variant, for the record
+                        cands["ternary_1tok"] = ([lambda a=a, w=w: ternary_gemv(a, w, single_max=1) for w in tws],
+                                                 tw.nbytes)
 
                 for f, fw in fws.items():
                     fn = fp4_gemm if gemm else fp4_gemv
@@ -169,7 +169,7 @@ def run_linear(models, batches, checks, log, rows: list | None = None, save=lamb
                 if m in (1, 4, 16, 64):
                     ref = a.q[:, :k].double() @ codes.double().T
                     accs = {"gemm": ternary_gemm(a, tw, out_acc=True)} if gemm else {
-                        "gemv": ternary_gemv(a, tw, out_acc=True), "gemv_tiled": ternary_gemv(a, tw, out_acc=True, single_max=0)}
+                        "gemv": ternary_gemv(a, tw, out_acc=True), "gemv_1tok": ternary_gemv(a, tw, out_acc=True, single_max=8)}
                     if m > 16:
                         accs["unpack"] = ternary_gemm_unpacked(a, tw, out_acc=True)
                     for nm, acc in accs.items():
@@ -259,7 +259,7 @@ def run_decode(configs, log) -> list[dict]:
     for model, fmt, ctx, attn in configs:
         try:
             mdl = build_model(model, fmt, batch=1, context=ctx, attn=attn, k_sel=max(1, ctx // 16))
-            r = time_decode_step(mdl, ctx)
+            r = time_decode_step(mdl, ctx, profile=(fmt == "ternary" and ctx == 192))
         except Exception as e:  # report and continue: one failing config must not lose the others
             log(f"decode {model} {fmt} ctx={ctx} {attn}: FAILED {type(e).__name__}: {e}")
             continue
@@ -273,6 +273,8 @@ def run_decode(configs, log) -> list[dict]:
                      "weight_bytes": r["weight_bytes"], "speedup_vs_torch": None, "device": dev_name,
                      "finite": r["finite"]})
         log(f"decode {model} {fmt} ctx={ctx} {attn}: {r['step_us']:.1f} us/token = {r['tokens_per_s']:.0f} tok/s")
+        if r.get("profile"):
+            log("  top kernels per step (us): " + "; ".join(f"{n[:60]} {t:.0f}" for n, t in r["profile"]))
     for r in rows:
         b = base.get((r["model"], r["context"]))
         if b and not (r["kernel"] == "bf16" and r["attn"] == "dense"):
@@ -289,7 +291,7 @@ def render_markdown(data: dict, keep: str = "") -> str:
            "essential bytes (weights as stored, bf16 activations in, bf16 out). Raw data: `reports/gpu-baseline.json`.",
            "", "## Linear layers (µs; speedup over torch bf16 `F.linear` in brackets)", ""]
     res = data["results"]
-    kernels = [k for k in ("torch_bf16", "ternary", "ternary_kernel", "ternary_tiled", "ternary_gemv", "ternary_unpack",
+    kernels = [k for k in ("torch_bf16", "ternary", "ternary_kernel", "ternary_1tok", "ternary_gemv", "ternary_unpack",
                          "nvfp4", "mxfp4")
                if any(r["kernel"] == k for r in res)]
     out.append("| model | layer | N×K | batch | " + " | ".join(kernels) + " | ternary GB/s (% copy) |")

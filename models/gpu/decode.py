@@ -155,8 +155,9 @@ def build_model(name: str, fmt: str, batch: int = 1, context: int = 192, attn: s
     return DecodeModel(spec, fmt, batch, context + 1, attn=attn, k_sel=k_sel, lm_head=lm_head)
 
 
-def time_decode_step(model: DecodeModel, context: int, iters: int = 50) -> dict:
-    """Capture one decode step (position ``context``) in a CUDA graph; median replay time over ``iters``."""
+def time_decode_step(model: DecodeModel, context: int, iters: int = 50, profile: bool = False) -> dict:
+    """Capture one decode step (position ``context``) in a CUDA graph; median replay time over ``iters``.
+    ``profile``: also the 12 costliest kernel names per step (torch profiler over 3 replays)."""
     B, d = model.batch, model.spec.d_model
     x = (torch.randn(B, d, device="cuda") * 0.5).to(torch.bfloat16)
     for _ in range(3):  # autotune + compile outside the capture
@@ -179,4 +180,21 @@ def time_decode_step(model: DecodeModel, context: int, iters: int = 50) -> dict:
     times.sort()
     med = times[len(times) // 2]
     ok = bool(torch.isfinite(out.float()).all())
-    return {"step_us": med, "tokens_per_s": B * 1e6 / med, "finite": ok, "weight_bytes": model.weight_bytes()}
+    res = {"step_us": med, "tokens_per_s": B * 1e6 / med, "finite": ok, "weight_bytes": model.weight_bytes()}
+    if profile:
+        try:
+            from torch.profiler import ProfilerActivity
+            from torch.profiler import profile as tprof
+
+            with tprof(activities=[ProfilerActivity.CUDA]) as prof:
+                for _ in range(3):
+                    g.replay()
+                torch.cuda.synchronize()
+            tot: dict[str, float] = {}
+            for ev in prof.events():
+                if ev.device_type == torch.autograd.DeviceType.CUDA:
+                    tot[ev.name] = tot.get(ev.name, 0.0) + ev.device_time / 3
+            res["profile"] = sorted(tot.items(), key=lambda kv: -kv[1])[:12]
+        except Exception as e:  # profiling is a diagnostic only
+            res["profile"] = [(f"profiler failed: {type(e).__name__}: {e}", 0.0)]
+    return res

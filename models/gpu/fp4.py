@@ -188,7 +188,7 @@ _fp4_gemv1_tuned = autotune(_GEMV1_CONFIGS, key=["N", "KW", "IS_NV"])(_fp4_gemv1
 _GEMV_CONFIGS = [
     triton.Config({"BLOCK_N": bn, "BLOCK_KW": bk}, num_warps=nw)
     for bn, bk, nw in [(4, 256, 4), (8, 256, 4), (8, 256, 8), (16, 128, 4), (32, 64, 4), (8, 128, 4),
-                       (2, 512, 4)]
+                       (2, 512, 4), (32, 32, 4), (64, 32, 4), (16, 64, 4), (64, 64, 8)]
 ]
 _fp4_gemv_tuned = autotune(_GEMV_CONFIGS, key=["M", "N", "KW", "BLOCK_M", "IS_NV"])(_fp4_gemv_kernel)
 
@@ -198,8 +198,9 @@ def _out_mul(w: FP4Weight) -> float:
 
 
 def fp4_gemv(x: torch.Tensor, w: FP4Weight, block_m: int | None = None, config: dict | None = None,
-             single_max: int = 4) -> torch.Tensor:
-    """Decode GEMV: bf16 ``x`` [M, K] times FP4 ``w`` [N, K]^T -> bf16 [M, N]."""
+             single_max: int = 0) -> torch.Tensor:
+    """Decode GEMV: bf16 ``x`` [M, K] times FP4 ``w`` [N, K]^T -> bf16 [M, N]. Tokens tiled by ``block_m``;
+    M <= ``single_max`` selects the single-token kernel (slower on an H100, kept for comparison)."""
     if x.dim() != 2 or x.shape[1] != w.k:
         raise ValueError(f"x must be [M, {w.k}], got {tuple(x.shape)}")
     x = x.contiguous()

@@ -296,16 +296,16 @@ _tgemv1_tuned = autotune(_GEMV1_CONFIGS, key=["N", "KW"])(_tgemv1_kernel)
 _GEMV_CONFIGS = [
     triton.Config({"BLOCK_N": bn, "BLOCK_KW": bk}, num_warps=nw)
     for bn, bk, nw in [(4, 256, 4), (8, 256, 4), (8, 256, 8), (16, 128, 4), (32, 64, 4), (8, 128, 4),
-                       (2, 256, 4)]
+                       (2, 256, 4), (32, 32, 4), (64, 32, 4), (64, 16, 4), (16, 64, 4), (64, 64, 8)]
 ]
 _tgemv_tuned = autotune(_GEMV_CONFIGS, key=["M", "N", "KW", "BLOCK_M"])(_tgemv_kernel)
 
 
 def ternary_gemv(a: QuantAct, w: TernaryWeight, out_acc: bool = False, block_m: int | None = None,
-                 config: dict | None = None, single_max: int = 4) -> torch.Tensor:
-    """Decode GEMV (any M; meant for 1..8): bf16 [M, N] (or the int32 accumulator). M <= ``single_max``
-    uses the single-token kernel (one program per token and row block; weights re-read from L2), otherwise
-    tokens are tiled by ``block_m`` (default min(next_pow2(M), 8))."""
+                 config: dict | None = None, single_max: int = 0) -> torch.Tensor:
+    """Decode GEMV (any M; meant for 1..15): bf16 [M, N] (or the int32 accumulator). Tokens are tiled by
+    ``block_m`` (default min(next_pow2(M), 8)). M <= ``single_max`` selects the single-token kernel
+    instead (one program per token; 2.4x slower on an H100 at M = 1, kept for comparison)."""
     m = a.pairs.shape[0]
     if a.pairs.shape[1] * 2 != w.kp:
         raise ValueError(f"K mismatch: activations padded to {a.pairs.shape[1] * 2}, weight to {w.kp}")

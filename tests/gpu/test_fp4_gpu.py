@@ -46,9 +46,10 @@ def test_fp4_all_codes_and_scale_extremes(device):
     x = torch.randn(3, k, generator=torch.Generator().manual_seed(3)).to(torch.bfloat16)
     for quant, deq in FMTS.values():
         t = quant(w.astype(np.float32))
-        for xr in (x, x[:1]):  # tiled-token and single-token kernels
-            _check(fp4_gemv(xr.to(device), pack_fp4_gpu(t, device)).double().cpu().numpy(), xr.double().numpy(),
-                   deq(t).astype(np.float64))
+        for xr in (x, x[:1]):
+            for smax in (0, 4):  # tiled-token and single-token kernels
+                y = fp4_gemv(xr.to(device), pack_fp4_gpu(t, device), single_max=smax)
+                _check(y.double().cpu().numpy(), xr.double().numpy(), deq(t).astype(np.float64))
 
 
 def test_fp4_errors(device):

@@ -67,8 +67,8 @@ def test_gemv_bit_exact(device, m, n, k):
     a = act_quant(torch.from_numpy(x).to(device), write_q=False)
     q, s = int8_absmax_quantize(x)
     acc_ref = int_matmul_exact(q, codes)
-    acc = ternary_gemv(a, w, out_acc=True).cpu().numpy()
-    assert np.array_equal(acc, acc_ref)
+    for smax in (0, 8):  # token-tiled and single-token kernels
+        assert np.array_equal(ternary_gemv(a, w, out_acc=True, single_max=smax).cpu().numpy(), acc_ref)
     y = ternary_gemv(a, w).float().cpu().numpy()
     y_ref = dequantize_accumulator(acc_ref, scale, s)
     assert np.all(np.abs(y - y_ref) <= BF16_REL * np.abs(y_ref) + 1e-30)

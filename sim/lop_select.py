@@ -95,7 +95,10 @@ class LopSelection:
 
 
 class _TensorReader:
-    """Reads single tensors by key from a trace's safetensors/.npz files without loading whole files."""
+    """Reads single tensors by key from a trace's safetensors/.npz files without loading whole files.
+
+    The most recently used file stays open (traces store one file per step and are read in step order), so
+    each file is opened once instead of once per tensor."""
 
     def __init__(self, trace: Trace) -> None:
         if trace.root is None or not trace.tensor_files:
@@ -106,6 +109,8 @@ class _TensorReader:
             path = trace.root / rel
             for key in self._keys(path):
                 self.where[key] = path
+        self._path: Path | None = None
+        self._handle = None
 
     @staticmethod
     def _keys(path: Path) -> list[str]:
@@ -121,13 +126,23 @@ class _TensorReader:
         if key not in self.where:
             raise TraceError(f"tensor '{key}' is not in any tensor file of the trace")
         path = self.where[key]
-        if path.suffix == ".npz":
-            with np.load(path) as z:
-                return z[key]
-        from safetensors import safe_open
+        if path != self._path:
+            self.close()
+            if path.suffix == ".npz":
+                self._handle = np.load(path)
+            else:
+                from safetensors import safe_open
 
-        with safe_open(str(path), "np") as f:
-            return f.get_tensor(key)
+                self._handle = safe_open(str(path), "np")
+            self._path = path
+        if path.suffix == ".npz":
+            return self._handle[key]
+        return self._handle.get_tensor(key)
+
+    def close(self) -> None:
+        if self._handle is not None and hasattr(self._handle, "close"):
+            self._handle.close()
+        self._handle, self._path = None, None
 
 
 def lo_values(x_int8: np.ndarray) -> np.ndarray:
@@ -137,8 +152,34 @@ def lo_values(x_int8: np.ndarray) -> np.ndarray:
     return (np.sign(x_int8.astype(np.int64)) * mag).astype(np.float32)
 
 
+# lo_values of every int8, indexed by the byte's uint8 bit pattern (hot path: one gather per tensor)
+_LO_LUT = lo_values(np.arange(256, dtype=np.uint8).view(np.int8))
+
+
+def _lo_int8(x: np.ndarray) -> np.ndarray:
+    """lo_values(int8_absmax_quantize(x)) via the 256-entry table (equal to lo_values by construction)."""
+    q = np.ascontiguousarray(int8_absmax_quantize(x)[0])
+    return _LO_LUT[q.view(np.uint8)]
+
+
+@dataclass
+class _Query:
+    layer: int
+    step_i: int
+    M: int
+    q: np.ndarray  # float32 [H, hd], as read from the trace
+
+
 def lop_selection(trace: Trace, cfg: LopConfig, k: int | None = None, keep_indices: bool = False) -> LopSelection:
-    """Run LOP selection over every decode step of `trace` (see the module docstring for the rule)."""
+    """Run LOP selection over every decode step of `trace` (see the module docstring for the rule).
+
+    Batched: the key appends and decode queries of one step are collected while the trace is streamed and
+    processed together when the step ends (one int8 quantization call per tensor shape, one lop_topk call
+    over all layers and heads per distinct context M). This equals per-head calls because int8 absmax
+    quantization and every lop_topk stage work row-wise over the leading dims, and appends never move
+    earlier keys, so scoring a query against ``cache[:M]`` after the step's remaining appends gives the
+    same scores. Pending state is one step's new keys, queries and scores.
+    """
     kk = cfg.k if k is None else int(k)
     if kk < 0:
         raise ValueError(f"k = {kk}: must be >= 0")
@@ -149,7 +190,7 @@ def lop_selection(trace: Trace, cfg: LopConfig, k: int | None = None, keep_indic
     group = H // KV
     reader = _TensorReader(trace)
     cap = max(trace.prefill + trace.decode, 1)
-    cache = [np.zeros((KV, cap, hd), np.float32) for _ in range(L)]
+    cache = np.zeros((L, KV, cap, hd), np.float32)  # LO values of the quantized keys (the only large state)
     length = [0] * L
     steps = list(range(1, trace.decode + 1))
     sidx = {s: i for i, s in enumerate(steps)}
@@ -157,57 +198,87 @@ def lop_selection(trace: Trace, cfg: LopConfig, k: int | None = None, keep_indic
     context = np.zeros(len(steps), np.int64)
     seen = np.zeros((L, len(steps)), bool)
     indices: dict[tuple[int, int], list[np.ndarray]] | None = {} if keep_indices else None
+    pending: list[_Query] = []
+    pending_kv: list[tuple[int, int, np.ndarray]] = []  # (layer, first position, float32 keys) of this step
+    pending_step: int | None = None
 
-    for o in trace.ops:
-        if o.op == "kv_append":
-            if "k" not in o.tensors:
-                raise TraceError(f"op {o.name} (step {o.step}) has no 'k' tensor; LOP selection needs traces "
-                                 "captured with --tensors")
-            kt = np.asarray(reader.get(o.tensors["k"]), np.float32)
-            t = o["tokens"]
-            if kt.shape != (KV, t, hd):
-                raise TraceError(f"tensor {o.tensors['k']}: shape {kt.shape}, expected [kv_heads, tokens, head_dim] "
-                                 f"= {(KV, t, hd)}")
-            kq, _ = int8_absmax_quantize(kt)
-            c, n = cache[o.layer], length[o.layer]
-            if n + t > c.shape[1]:  # grow (only if the trace has more tokens than prefill + decode)
-                c = np.concatenate([c, np.zeros((KV, max(n + t, 2 * c.shape[1]) - c.shape[1], hd), np.float32)], 1)
-                cache[o.layer] = c
-            c[:, n:n + t] = lo_values(kq)
-            length[o.layer] = n + t
-        elif o.op == "attn_qk" and o.phase == "decode":
-            if "q" not in o.tensors:
-                raise TraceError(f"op {o.name} (decode step {o.step}) has no 'q' tensor; LOP selection needs traces "
-                                 "captured with --tensors")
-            q = np.asarray(reader.get(o.tensors["q"]), np.float32)
-            if q.shape == (H, 1, hd):
-                q = q[:, 0]
-            if q.shape != (H, hd):
-                raise TraceError(f"tensor {o.tensors['q']}: shape {q.shape}, expected [heads, head_dim] = {(H, hd)}")
-            M = length[o.layer]
-            if M != o["context"]:
-                raise TraceError(f"op {o.name} (decode step {o.step}): K cache holds {M} keys but context = "
-                                 f"{o['context']}; every kv_append op needs its 'k' tensor")
-            i = sidx[o.step]
-            context[i] = M
-            seen[o.layer, i] = True
-            qv = lo_values(int8_absmax_quantize(q)[0])  # [H, hd]
-            per_kv: list[np.ndarray] = []
-            for g in range(KV):
-                if not cfg.enabled or kk >= M:
-                    sel = np.arange(M)
-                else:
-                    keys = cache[o.layer][g, :M]  # [M, hd]
-                    scores = (qv[g * group:(g + 1) * group] @ keys.T).astype(np.int64)  # exact, [group, M]
-                    picked = lop_topk(scores, kk, n_buckets=cfg.buckets)  # [group, k]
-                    mask = np.zeros(M, bool)
-                    mask[picked.ravel()] = True
-                    sel = np.flatnonzero(mask)
-                fetched[o.layer, i, g] = sel.size
+    def flush() -> None:
+        nonlocal cache
+        need = max((n + kt.shape[1] for _, n, kt in pending_kv), default=0)
+        if need > cache.shape[2]:  # grow (only if the trace has more tokens than prefill + decode)
+            grown = np.zeros((L, KV, max(need, 2 * cache.shape[2]), hd), np.float32)
+            grown[:, :, :cache.shape[2]] = cache
+            cache = grown
+        by_shape: dict[tuple[int, ...], list[tuple[int, int, np.ndarray]]] = {}
+        for a in pending_kv:
+            by_shape.setdefault(a[2].shape, []).append(a)
+        for group_kv in by_shape.values():  # one quantization call per shape (per-row rule: same result)
+            lo = _lo_int8(np.stack([kt for _, _, kt in group_kv]))
+            for j, (layer, n, kt) in enumerate(group_kv):
+                cache[layer, :, n:n + kt.shape[1]] = lo[j]
+        pending_kv.clear()
+        by_m: dict[int, list[_Query]] = {}
+        for p in pending:
+            by_m.setdefault(p.M, []).append(p)
+        for M, qs in by_m.items():
+            n = len(qs)
+            if not cfg.enabled or kk >= M:
+                cnt = np.full((n, KV), M, np.int64)
+                mask = None
+            else:
+                qv = _lo_int8(np.stack([p.q for p in qs])).reshape(n, KV, group, hd)
+                scores = np.empty((n, KV, group, M), np.float32)
+                for j, p in enumerate(qs):  # exact float32 matmul (module docstring), one layer at a time
+                    np.matmul(qv[j], cache[p.layer, :, :M].transpose(0, 2, 1), out=scores[j])
+                picked = lop_topk(scores.astype(np.int64), kk, n_buckets=cfg.buckets)  # [n, KV, group, kk]
+                mask = np.zeros((n, KV, M), bool)  # GQA union: a key is fetched once per kv head
+                mask[np.arange(n)[:, None, None, None], np.arange(KV)[None, :, None, None], picked] = True
+                cnt = mask.sum(axis=-1)
+            for j, p in enumerate(qs):
+                fetched[p.layer, p.step_i] = cnt[j]
                 if indices is not None:
-                    per_kv.append(sel)
-            if indices is not None:
-                indices[(o.layer, o.step)] = per_kv
+                    indices[(p.layer, steps[p.step_i])] = [
+                        np.arange(M) if mask is None else np.flatnonzero(mask[j, g]) for g in range(KV)]
+        pending.clear()
+
+    try:
+        for o in trace.ops:
+            if (pending or pending_kv) and o.step != pending_step:
+                flush()
+            if o.op == "kv_append":
+                if "k" not in o.tensors:
+                    raise TraceError(f"op {o.name} (step {o.step}) has no 'k' tensor; LOP selection needs traces "
+                                     "captured with --tensors")
+                kt = np.asarray(reader.get(o.tensors["k"]), np.float32)
+                t = o["tokens"]
+                if kt.shape != (KV, t, hd):
+                    raise TraceError(f"tensor {o.tensors['k']}: shape {kt.shape}, expected [kv_heads, tokens, "
+                                     f"head_dim] = {(KV, t, hd)}")
+                pending_kv.append((o.layer, length[o.layer], kt))
+                length[o.layer] += t
+                pending_step = o.step
+            elif o.op == "attn_qk" and o.phase == "decode":
+                if "q" not in o.tensors:
+                    raise TraceError(f"op {o.name} (decode step {o.step}) has no 'q' tensor; LOP selection needs "
+                                     "traces captured with --tensors")
+                q = np.asarray(reader.get(o.tensors["q"]), np.float32)
+                if q.shape == (H, 1, hd):
+                    q = q[:, 0]
+                if q.shape != (H, hd):
+                    raise TraceError(f"tensor {o.tensors['q']}: shape {q.shape}, expected [heads, head_dim] = "
+                                     f"{(H, hd)}")
+                M = length[o.layer]
+                if M != o["context"]:
+                    raise TraceError(f"op {o.name} (decode step {o.step}): K cache holds {M} keys but context = "
+                                     f"{o['context']}; every kv_append op needs its 'k' tensor")
+                i = sidx[o.step]
+                context[i] = M
+                seen[o.layer, i] = True
+                pending.append(_Query(o.layer, i, M, q))
+                pending_step = o.step
+        flush()
+    finally:
+        reader.close()
     if not seen.all():
         missing = np.argwhere(~seen)[0]
         raise TraceError(f"trace has no decode attn_qk op for layer {missing[0]}, step {steps[missing[1]]}")

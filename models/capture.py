@@ -50,7 +50,7 @@ ACTIVATIONS = {
     "SiLU": "silu", "SiLUActivation": "silu", "GELU": "gelu", "GELUActivation": "gelu",
     "NewGELUActivation": "gelu", "FastGELUActivation": "gelu", "QuickGELUActivation": "gelu",
     "PytorchGELUTanh": "gelu", "GELUTanh": "gelu", "AccurateGELUActivation": "gelu",
-    "ReLUSquaredActivation": "relu2", "ReLU2": "relu2",
+    "ReLUSquaredActivation": "relu2", "ReLU2": "relu2", "ReLU": "relu",
 }
 # Leaf modules that compute nothing the trace models (dropout, identity, rotary tables).
 IGNORED = ("Dropout", "Identity", "RotaryEmbedding")

@@ -10,6 +10,9 @@ On disk a trace is a directory:
 
 Every op carries: op (kind), name, layer (-1 for model-level ops), phase ("prefill"|"decode"), step
 (0 for prefill, 1..D for decode steps) and the kind's own integer/string fields below.
+
+LayerNorm (encoders such as BERT/MiniLM) is recorded as kind `rmsnorm` with role "layernorm": on the SFU
+both are two passes over the row (statistics, then normalise), so they share a timing model.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ OP_FIELDS: dict[str, dict[str, Any]] = {
     "attn_qk": {"tokens": int, "heads": int, "kv_heads": int, "head_dim": int, "context": int},
     "softmax": {"tokens": int, "heads": int, "context": int},
     "attn_av": {"tokens": int, "heads": int, "kv_heads": int, "head_dim": int, "context": int},
-    "activation": {"tokens": int, "dim": int, "fn": ("relu2", "silu", "gelu"), "gated": bool},
+    "activation": {"tokens": int, "dim": int, "fn": ("relu2", "relu", "silu", "gelu"), "gated": bool},
     "elementwise": {"tokens": int, "dim": int, "fn": ("add", "mul")},
     "lm_head": {"tokens": int, "in_features": int, "out_features": int, "weight_format": WEIGHT_FORMATS},
 }

@@ -85,12 +85,12 @@ def test_tensor_contract_matches_model_state(tmp_path):
 class _TinyLM(nn.Module):
     """A hand-written LLaMA-like module (not models.bitnet): plain nn.Linear + SDPA, no RoPE, GELU MLP."""
 
-    def __init__(self, extra: nn.Module | None = None):
+    def __init__(self, extra: nn.Module | None = None, act: type[nn.Module] = nn.GELU):
         super().__init__()
         self.tok = nn.Embedding(50, 32)
         self.blocks = nn.ModuleList(nn.ModuleDict(dict(
             ln1=nn.LayerNorm(32), wq=nn.Linear(32, 32), wk=nn.Linear(32, 32), wv=nn.Linear(32, 32),
-            wo=nn.Linear(32, 32), ln2=nn.LayerNorm(32), fc=nn.Linear(32, 64), act=nn.GELU(), proj=nn.Linear(64, 32)))
+            wo=nn.Linear(32, 32), ln2=nn.LayerNorm(32), fc=nn.Linear(32, 64), act=act(), proj=nn.Linear(64, 32)))
             for _ in range(2))
         self.extra = extra
         self.head = nn.Linear(32, 50)
@@ -131,6 +131,14 @@ def test_generic_module_capture_and_unsupported_op():
     with pytest.raises(LowbitError, match=r"unsupported op: module 'extra' \(Conv1d\)"):
         record(Target(bad, spec, False, False, None, "cpu", _run_module(bad)), 5, 0)
     assert torch.nn.functional.scaled_dot_product_attention.__name__ == "scaled_dot_product_attention"
+
+
+def test_plain_relu_is_an_activation_op():
+    spec = ModelSpec("custom-relu", 2, 32, 4, 4, 64, 50, ffn_act="relu2", max_positions=64, weight_format="bf16")
+    net = _TinyLM(act=nn.ReLU).eval()
+    rec = record(Target(net, spec, False, False, None, "cpu", _run_module(net)), 5, 0)
+    acts = [o for o in rec.ops if o.op == "activation"]
+    assert [(o["fn"], o["gated"], o["dim"], o["tokens"]) for o in acts] == [("relu", False, 64, 5)] * 2
 
 
 def test_layer_of():

@@ -35,8 +35,8 @@ sky130: | $(PY)
 
 demo: $(CORE_STAMP)
 	$(BIN)/lowbit config show vitallm
-	$(BIN)/lowbit sim --model bitnet-b1.58-3b --hw vitallm --prefill 64 --decode 128 || \
-	  $(BIN)/lowbit trace info-standard --model bitnet-b1.58-3b --prefill 64 --decode 128
+	$(BIN)/lowbit sim --model bitnet-b1.58-3b --hw vitallm --prefill 64 --decode 128 --json out/demo.json --timeline out/demo-timeline.json
+	@echo "wrote out/demo.json and out/demo-timeline.json (open the timeline in https://ui.perfetto.dev)"
 
 test: $(DEV_STAMP)
 	$(PY) -m pytest -q -n 2 $(PYTEST_ARGS)

@@ -16,13 +16,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from numba import njit
 
+import sim.lower
+import sim.sched
 from sim.config import HwConfig
 from sim.dram import dram_params, dram_stats, new_dram_state
 from sim.errors import WorkloadError
 from sim.lower import COLS, M_FP4, M_INT8, M_LOP, M_SFU, M_TERN, POLICIES, SUBS, Lowering
 from sim.lowerstep import lower_runs
+from sim.nbcache import njit_cached
 from sim.sched import C_BOOTH, C_DMAKV, C_DMAW, C_FP4, C_LOP, C_SFU, C_TINT, REASONS, Scheduler
 from sim.sram import BUFFERS
 from sim.trace import Trace
@@ -252,7 +254,7 @@ def simulate(cfg: HwConfig, trace: Trace, schedule: str = "dependency-aware", lo
     return res
 
 
-@njit(cache=True)
+@njit_cached(sim.lower, sim.sched)  # freezes C_DMAW (sim.sched) and M_TERN (sim.lower) as constants
 def _fold_kernel(main, mcls, macs, opi, rbuf, rbytes, rbuf2, rbytes2, wbuf, wbytes, s, t, u, kind_of_op,
                  busy, tern, act, srd, swr, opc):
     for i in range(main.shape[0]):

@@ -47,6 +47,8 @@ from sim.trace import Trace, write_trace
 from sim.workloads import standard_trace
 
 MAX_EXACT_HEAD_DIM = 1024  # float32 exactness bound (module docstring)
+_DEFER_MAX_ELEMS = 1 << 16  # key tensors smaller than this are batched per step; larger ones stored at once
+_SCORE_CHUNK = 1 << 20  # scores per lop_topk call (bounds its int64 temporaries to ~10 x 8 MiB)
 
 
 @dataclass
@@ -173,12 +175,13 @@ class _Query:
 def lop_selection(trace: Trace, cfg: LopConfig, k: int | None = None, keep_indices: bool = False) -> LopSelection:
     """Run LOP selection over every decode step of `trace` (see the module docstring for the rule).
 
-    Batched: the key appends and decode queries of one step are collected while the trace is streamed and
-    processed together when the step ends (one int8 quantization call per tensor shape, one lop_topk call
-    over all layers and heads per distinct context M). This equals per-head calls because int8 absmax
-    quantization and every lop_topk stage work row-wise over the leading dims, and appends never move
-    earlier keys, so scoring a query against ``cache[:M]`` after the step's remaining appends gives the
-    same scores. Pending state is one step's new keys, queries and scores.
+    Batched: the small key appends (decode tokens) and decode queries of one step are collected while the
+    trace is streamed and processed together when the step ends (one int8 quantization call per tensor
+    shape; one lop_topk call over all layers and heads per distinct context M, split into chunks of at most
+    ``_SCORE_CHUNK`` scores). This equals per-head calls because int8 absmax quantization and every lop_topk
+    stage work row-wise over the leading dims, and appends never move earlier keys, so scoring a query
+    against ``cache[:M]`` after the step's remaining appends gives the same scores. Pending state is one
+    step's new decode keys and queries; transient memory is bounded by the chunk size.
     """
     kk = cfg.k if k is None else int(k)
     if kk < 0:
@@ -202,44 +205,54 @@ def lop_selection(trace: Trace, cfg: LopConfig, k: int | None = None, keep_indic
     pending_kv: list[tuple[int, int, np.ndarray]] = []  # (layer, first position, float32 keys) of this step
     pending_step: int | None = None
 
-    def flush() -> None:
+    def store(items: list[tuple[int, int, np.ndarray]]) -> None:
+        """Quantize same-shape key tensors in one call and write their LO values to the cache."""
         nonlocal cache
-        need = max((n + kt.shape[1] for _, n, kt in pending_kv), default=0)
+        need = max(n + kt.shape[1] for _, n, kt in items)
         if need > cache.shape[2]:  # grow (only if the trace has more tokens than prefill + decode)
             grown = np.zeros((L, KV, max(need, 2 * cache.shape[2]), hd), np.float32)
             grown[:, :, :cache.shape[2]] = cache
             cache = grown
+        lo = _lo_int8(np.stack([kt for _, _, kt in items]))
+        for j, (layer, n, kt) in enumerate(items):
+            cache[layer, :, n:n + kt.shape[1]] = lo[j]
+
+    def flush() -> None:
         by_shape: dict[tuple[int, ...], list[tuple[int, int, np.ndarray]]] = {}
         for a in pending_kv:
             by_shape.setdefault(a[2].shape, []).append(a)
-        for group_kv in by_shape.values():  # one quantization call per shape (per-row rule: same result)
-            lo = _lo_int8(np.stack([kt for _, _, kt in group_kv]))
-            for j, (layer, n, kt) in enumerate(group_kv):
-                cache[layer, :, n:n + kt.shape[1]] = lo[j]
+        for items in by_shape.values():  # one quantization call per shape (per-row rule: same result)
+            store(items)
         pending_kv.clear()
         by_m: dict[int, list[_Query]] = {}
         for p in pending:
             by_m.setdefault(p.M, []).append(p)
-        for M, qs in by_m.items():
-            n = len(qs)
-            if not cfg.enabled or kk >= M:
-                cnt = np.full((n, KV), M, np.int64)
-                mask = None
-            else:
-                qv = _lo_int8(np.stack([p.q for p in qs])).reshape(n, KV, group, hd)
-                scores = np.empty((n, KV, group, M), np.float32)
-                for j, p in enumerate(qs):  # exact float32 matmul (module docstring), one layer at a time
-                    np.matmul(qv[j], cache[p.layer, :, :M].transpose(0, 2, 1), out=scores[j])
-                picked = lop_topk(scores.astype(np.int64), kk, n_buckets=cfg.buckets)  # [n, KV, group, kk]
-                mask = np.zeros((n, KV, M), bool)  # GQA union: a key is fetched once per kv head
-                mask[np.arange(n)[:, None, None, None], np.arange(KV)[None, :, None, None], picked] = True
-                cnt = mask.sum(axis=-1)
-            for j, p in enumerate(qs):
-                fetched[p.layer, p.step_i] = cnt[j]
-                if indices is not None:
-                    indices[(p.layer, steps[p.step_i])] = [
-                        np.arange(M) if mask is None else np.flatnonzero(mask[j, g]) for g in range(KV)]
+        for M, same_m in by_m.items():
+            per = max(1, _SCORE_CHUNK // (H * M))
+            for c in range(0, len(same_m), per):
+                select(M, same_m[c:c + per])
         pending.clear()
+
+    def select(M: int, qs: list[_Query]) -> None:
+        """Top-K selection and GQA union for queries that all see M keys."""
+        n = len(qs)
+        if not cfg.enabled or kk >= M:
+            cnt = np.full((n, KV), M, np.int64)
+            mask = None
+        else:
+            qv = _lo_int8(np.stack([p.q for p in qs])).reshape(n, KV, group, hd)
+            scores = np.empty((n, KV, group, M), np.float32)
+            for j, p in enumerate(qs):  # exact float32 matmul (module docstring), one layer at a time
+                np.matmul(qv[j], cache[p.layer, :, :M].transpose(0, 2, 1), out=scores[j])
+            picked = lop_topk(scores.astype(np.int64), kk, n_buckets=cfg.buckets)  # [n, KV, group, kk]
+            mask = np.zeros((n, KV, M), bool)  # GQA union: a key is fetched once per kv head
+            mask[np.arange(n)[:, None, None, None], np.arange(KV)[None, :, None, None], picked] = True
+            cnt = mask.sum(axis=-1)
+        for j, p in enumerate(qs):
+            fetched[p.layer, p.step_i] = cnt[j]
+            if indices is not None:
+                indices[(p.layer, steps[p.step_i])] = [
+                    np.arange(M) if mask is None else np.flatnonzero(mask[j, g]) for g in range(KV)]
 
     try:
         for o in trace.ops:
@@ -254,7 +267,10 @@ def lop_selection(trace: Trace, cfg: LopConfig, k: int | None = None, keep_indic
                 if kt.shape != (KV, t, hd):
                     raise TraceError(f"tensor {o.tensors['k']}: shape {kt.shape}, expected [kv_heads, tokens, "
                                      f"head_dim] = {(KV, t, hd)}")
-                pending_kv.append((o.layer, length[o.layer], kt))
+                if kt.size >= _DEFER_MAX_ELEMS:  # big (prefill) tensors: store now, bounded temporaries
+                    store([(o.layer, length[o.layer], kt)])
+                else:  # small (decode) tensors: batched at the end of the step
+                    pending_kv.append((o.layer, length[o.layer], kt))
                 length[o.layer] += t
                 pending_step = o.step
             elif o.op == "attn_qk" and o.phase == "decode":

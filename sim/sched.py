@@ -30,9 +30,10 @@ binding constraint: data (a compute/SFU result), memory (a DMA result), step (to
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+import sim.dram
 from sim.dram import dram_access
+from sim.nbcache import njit_cached
 
 # unit classes
 C_TINT, C_BOOTH, C_FP4, C_LOP, C_SFU, C_DMAW, C_DMAKV, C_JOIN = range(8)
@@ -46,7 +47,7 @@ FIELDS = ("main", "alt", "cyc", "cyc_alt", "nbytes", "addr", "wr", "dcls", "buf"
           "dep0", "dep1", "dep2", "jlo", "jhi", "barrier")
 
 
-@njit(cache=True)
+@njit_cached(sim.dram)  # cache keyed on sched.py + dram.py source: dram_access is compiled into it
 def _kernel(main, alt, cyc, cyc_alt, nbytes, addr, wr, dcls, buf, alloc, free_of, dep0, dep1, dep2, jlo, jhi,
             barrier, t_barrier, t_ext, ucls, ufree, buf_cap, blast, live_rel, live_bytes, live_owner, live_n,
             dparams, dstate, o_start, o_end, o_unit, o_reason, stall):

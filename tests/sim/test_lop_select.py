@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from sim import lop_select
 from sim.config import LopConfig, load_config
 from sim.errors import TraceError
 from sim.lop_select import lo_values, lop_selected_counts, lop_selection, synthetic_qk_trace, write_qk_trace
@@ -211,3 +212,15 @@ def test_batched_selection_equals_per_head_library_calls(tmp_path, dist):
                 assert sel.kv_fetch_fraction == 1.0
             overlap += int(np.any(sel.fetched < np.minimum(4 * k, sel.context)[None, :, None]))
     assert overlap > 0  # the GQA union is non-trivial somewhere (heads agree on some keys)
+
+
+def test_chunked_and_eager_paths_equal_default(tmp_path, monkeypatch):
+    # tiny score chunks (one layer per lop_topk call) and every key tensor stored at once, as for long contexts
+    tr = random_trace(tmp_path, "coarse", seed=5)
+    want = lop_selection(tr, CFG, k=3, keep_indices=True)
+    monkeypatch.setattr(lop_select, "_SCORE_CHUNK", 1)
+    monkeypatch.setattr(lop_select, "_DEFER_MAX_ELEMS", 1)
+    got = lop_selection(tr, CFG, k=3, keep_indices=True)
+    assert np.array_equal(got.fetched, want.fetched) and np.any(want.fetched > 3)
+    assert all(np.array_equal(a, b) for key in want.indices for a, b in zip(got.indices[key], want.indices[key],
+                                                                            strict=True))

@@ -150,13 +150,6 @@ def wrap_accumulate(m: Module, acc: Signal, ovf: Signal, addend: Value, en: Valu
             m.d.sync += [acc.eq(wrapped), ovf.eq(ovf | out_of_range)]
 
 
-def output_strobes(m: Module, tags_at_acc: BeatTags, out_valid: Signal, done: Signal,
-                   en: Value | None = None) -> None:
-    """Register ``out_valid`` / ``done`` in the same stage as the accumulator (one-cycle pulses)."""
-    e = tags_at_acc.valid if en is None else en
-    m.d.sync += [out_valid.eq(e & tags_at_acc.pass_last), done.eq(e & tags_at_acc.tile_last)]
-
-
 def mux_neg(v: Value, neg: Value) -> Value:
     """Booth row negation: conditional inversion (XOR with ``neg``) plus the ``+neg`` LSB injection.
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,10 +52,22 @@ def atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _rtl_sources(module: str) -> set[Path]:
+    """The module's file plus every rtl.* module it imports, transitively (regex over the source)."""
+    seen: set[Path] = set()
+    todo = [module]
+    while todo:
+        path = REPO / (todo.pop().replace(".", "/") + ".py")
+        if path in seen or not path.exists():
+            continue
+        seen.add(path)
+        todo += re.findall(r"^\s*(?:from|import)\s+(rtl(?:\.\w+)+)", path.read_text(), re.M)
+    return seen
+
+
 def _sources_digest(spec: UnitSpec) -> str:
     h = hashlib.sha256()
-    mod = spec.component.split(":")[0]
-    for p in sorted({RTL_DIR / "common.py", REPO / (mod.replace(".", "/") + ".py")}):
+    for p in sorted(_rtl_sources(spec.component.split(":")[0])):
         h.update(p.name.encode() + p.read_bytes())
     return h.hexdigest()
 

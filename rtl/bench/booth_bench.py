@@ -92,9 +92,12 @@ def corner_tiles(cfg: BoothConfig, rng, modes) -> list[Tile]:
         tiles.append(int8_tile(cfg, np.zeros((L, 2, k), np.int64), int8(rng, (L, 2, k)), rng, "zeros_a"))
         tiles.append(int8_tile(cfg, int8(rng, (L, 2, k)), np.zeros((L, 2, k), np.int64), rng, "zeros_b"))
         tiles.append(int8_tile(cfg, int8(rng, (L, 1, k), 1.0), int8(rng, (L, 1, k), 1.0), rng, "extremes"))
-        kb = (1 << (A - 1)) // (1 << 14)  # -128*-128 = 2^14 per product: kb products fit, kb+1 overflow
+        kb = (1 << (A - 1)) // (1 << 14)  # kb products of -128*-128 = 2^14 sum to 2^(A-1) = max + 1
         if -(-(kb + 2 * W) // W) <= MAX_BEATS:
-            tiles.append(int8_tile(cfg, full(-128, kb), full(-128, kb), rng, "boundary_exact"))
+            tiles.append(int8_tile(cfg, full(-128, kb), full(-128, kb), rng, "boundary_plus1"))
+            b = np.full((L, 1, kb), -128)
+            b[:, :, -1] = 127  # last product -128*127 = -16256: sum = 2^(A-1) - 2^14 - 16256, in range
+            tiles.append(int8_tile(cfg, full(-128, kb), b, rng, "boundary_in_range"))
             ko = kb + 2 * W
             sgn = np.where(np.arange(L) % 2 == 0, -128, 127)[:, None, None] * np.ones((1, 1, ko), np.int64)
             tiles.append(int8_tile(cfg, full(-128, ko), sgn, rng, "overflow_long"))

@@ -47,7 +47,8 @@ from sim.trace import Trace, write_trace
 from sim.workloads import standard_trace
 
 MAX_EXACT_HEAD_DIM = 1024  # float32 exactness bound (module docstring)
-_DEFER_MAX_ELEMS = 1 << 16  # key tensors smaller than this are batched per step; larger ones stored at once
+_DEFER_MAX_ELEMS = 1 << 16  # key tensors smaller than this are batched per step; larger ones stored at once,
+# in token chunks of about this many elements (quantization is per token and head, so chunking is exact)
 _SCORE_CHUNK = 1 << 20  # scores per lop_topk call (bounds its int64 temporaries to ~10 x 8 MiB)
 
 
@@ -267,8 +268,10 @@ def lop_selection(trace: Trace, cfg: LopConfig, k: int | None = None, keep_indic
                 if kt.shape != (KV, t, hd):
                     raise TraceError(f"tensor {o.tensors['k']}: shape {kt.shape}, expected [kv_heads, tokens, "
                                      f"head_dim] = {(KV, t, hd)}")
-                if kt.size >= _DEFER_MAX_ELEMS:  # big (prefill) tensors: store now, bounded temporaries
-                    store([(o.layer, length[o.layer], kt)])
+                if kt.size >= _DEFER_MAX_ELEMS:  # big (prefill) tensors: store now, in token chunks so that
+                    tc = max(1, _DEFER_MAX_ELEMS // (KV * hd))  # the float64 quantizer temporaries stay small
+                    for t0 in range(0, t, tc):
+                        store([(o.layer, length[o.layer] + t0, kt[:, t0:t0 + tc])])
                 else:  # small (decode) tensors: batched at the end of the step
                     pending_kv.append((o.layer, length[o.layer], kt))
                 length[o.layer] += t

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from safetensors.numpy import load_file
 
 from sim import lop_select
 from sim.config import LopConfig, load_config
@@ -224,3 +225,23 @@ def test_chunked_and_eager_paths_equal_default(tmp_path, monkeypatch):
     assert np.array_equal(got.fetched, want.fetched) and np.any(want.fetched > 3)
     assert all(np.array_equal(a, b) for key in want.indices for a, b in zip(got.indices[key], want.indices[key],
                                                                             strict=True))
+
+
+def test_npz_tensor_files_and_sliced_reads(tmp_path, monkeypatch):
+    # the same tensors stored as .npz instead of .safetensors; sliced prefill reads (one token per chunk)
+    src = random_trace(tmp_path, "gauss", seed=7)
+    tdir = tmp_path / "npz_tensors"
+    tdir.mkdir()
+    files = []
+    for i, rel in enumerate(src.tensor_files):
+        np.savez(tdir / f"t{i}.npz", **load_file(str(src.root / rel)))
+        files.append(f"tensors/t{i}.npz")
+    src.tensor_files = files
+    npz = load_trace(write_trace(src, tmp_path / "npz", tensor_dir=tdir))
+    assert npz.tensor_files[0].endswith(".npz")
+    want = lop_selection(random_trace(tmp_path / "again", "gauss", seed=7), CFG, k=3)
+    assert np.array_equal(lop_selection(npz, CFG, k=3).fetched, want.fetched)
+    monkeypatch.setattr(lop_select, "_DEFER_MAX_ELEMS", 1)
+    assert np.array_equal(lop_selection(npz, CFG, k=3).fetched, want.fetched)
+    assert np.array_equal(lop_selection(random_trace(tmp_path / "st", "gauss", seed=7), CFG, k=3).fetched,
+                          want.fetched)

@@ -14,9 +14,10 @@ JSON schema (``schema = "lowbit.gpu-baseline/1"``), kept flat for ``lowbit repor
      "results":   [{"kernel", "model", "layer", "shape" ("NxK"), "n", "k", "batch", "median_us", "gbps",
                     "speedup_vs_torch", "device"}],
      "attention": [{"kernel" ("lop"|"torch_sdpa"), "model", "shape" ("H{h}/KV{kvh}/d{d}"), "batch",
-                    "context", "k_sel", "median_us", "gbps", "speedup_vs_torch", "device"}],
+                    "context", "k_sel", "median_us", "gbps", "speedup_vs_torch", "device",
+                    "stage_us" (lop only: {"score", "score+select"} cumulative µs)}],
      "decode":    [{"kernel" (weight format), "model", "batch", "context", "attn", "step_us",
-                    "tokens_per_s", "weight_bytes", "speedup_vs_torch", "device"}],
+                    "tokens_per_s", "weight_bytes", "speedup_vs_torch", "device", "finite"}],
      "checks":    [{"what", "ok", "detail"}]}
 
 ``kernel`` values in results: ``ternary`` (act_quant + GEMV for batch < 16, + INT8 tensor-core GEMM from
@@ -58,7 +59,7 @@ def _atomic_write(path: Path, text: str) -> None:
 def _bench(fn) -> float:
     import triton
 
-    return float(triton.testing.do_bench(fn, warmup=10, rep=60, return_mode="median")) * 1e3  # µs
+    return float(triton.testing.do_bench(fn, warmup=10, rep=40, return_mode="median")) * 1e3  # µs
 
 
 L2_BYTES = 50 * 2**20  # H100 SXM (KINDS.md: PyTorch reported 50 MB)

@@ -16,8 +16,7 @@ multiple of 16, **viewed as little-endian int32 words**: element ``16j+s`` of a 
 
 GEMV trick (decode, design of this module): ``(word >> 2s) & 0x00030003`` extracts the codes of elements
 ``16j+s`` (low half) and ``16j+s+8`` (high half) at once. Multiplying by the activation pair
-``P[s, j] = x'[16j+s+8] | x'[16j+s] << 16`` (``x' = q + 128`` in 0..255; stored s-major, ``[8, Kp/16]``
-per token, so the operand of one shift ``s`` is a contiguous vector over words ``j``) puts
+``P[8j+s] = x'[16j+s+8] | x'[16j+s] << 16`` (``x' = q + 128`` in 0..255) puts
 ``c[s]·x'[s] + c[s+8]·x'[s+8]`` in bits 16..31 of one IMAD (the low-half product stays below 2^16,
 the cross term above 2^32 wraps away). Eight IMADs per word are summed before ``>> 16`` (at most
 8·1020 < 2^15, no carry from the low half: 8·510 < 2^16), so a pair of weights costs one shift, one AND and
@@ -135,7 +134,7 @@ def pack_ternary_gpu_torch(codes: torch.Tensor, scale) -> TernaryWeight:
 
 @dataclass
 class QuantAct:
-    """Per-token INT8 activations: ``q`` int8 [M, Kp] (zero-padded), ``pairs`` int32 [M, 8·Kp/16] (GEMV
+    """Per-token INT8 activations: ``q`` int8 [M, Kp] (zero-padded), ``pairs`` int32 [M, Kp/2] (GEMV
     operand, see module docstring), ``qsum`` int32 [M], ``s`` float32 [M] (= 127/max|x|), ``k``."""
 
     q: torch.Tensor
@@ -187,7 +186,7 @@ def _act_quant_kernel(x_ptr, q_ptr, p_ptr, qsum_ptr, s_ptr, K, KW, stride_xm, st
             tl.store(q_ptr + m * stride_qm + k_hi, qa.to(tl.int8), mask=jm)
             tl.store(q_ptr + m * stride_qm + k_lo, qb.to(tl.int8), mask=jm)
         pair = (qb + 128) | ((qa + 128) << 16)
-        tl.store(p_ptr + m * stride_pm + rs[None, :] * KW + j[:, None], pair, mask=jm)
+        tl.store(p_ptr + m * stride_pm + j[:, None] * 8 + rs[None, :], pair, mask=jm)
     tl.store(qsum_ptr + m, tl.sum(tl.sum(qs, axis=1), axis=0))
     tl.store(s_ptr + m, s.to(tl.float32))
 
@@ -235,7 +234,7 @@ def _tgemv_kernel(p_ptr, qsum_ptr, xs_ptr, w_ptr, c_ptr, ws_ptr, y_ptr, M, N, KW
         t = tl.zeros([BLOCK_M, BLOCK_N, BLOCK_KW], tl.int32)
         for s in tl.static_range(8):
             cw = (w >> (2 * s)) & 0x00030003
-            pv = tl.load(p_ptr + rm[:, None] * stride_pm + (s * KW + j)[None, :],
+            pv = tl.load(p_ptr + rm[:, None] * stride_pm + (j * 8 + s)[None, :],
                          mask=m_ok[:, None] & j_ok[None, :], other=0)
             t += cw[None, :, :] * pv[:, None, :]
         acc += t >> 16
@@ -271,7 +270,7 @@ def _tgemv1_kernel(p_ptr, qsum_ptr, xs_ptr, w_ptr, c_ptr, ws_ptr, y_ptr, N, KW, 
         j_ok = j < KW
         w = tl.load(w_ptr + rn[:, None] * stride_wn + j[None, :], mask=n_ok[:, None] & j_ok[None, :],
                     other=0x55555555)
-        p = tl.load(p_ptr + m * stride_pm + rs[None, :] * KW + j[:, None], mask=j_ok[:, None], other=0)
+        p = tl.load(p_ptr + m * stride_pm + j[:, None] * 8 + rs[None, :], mask=j_ok[:, None], other=0)
         cw = (w[:, :, None] >> (2 * rs)[None, None, :]) & 0x00030003
         t = tl.sum(cw * p[None, :, :], axis=2)  # mod 2^32; < 2^29, see module docstring
         acc += t >> 16

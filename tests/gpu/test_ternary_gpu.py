@@ -39,10 +39,10 @@ def test_act_quant_bit_exact_with_ties(device):
     assert list(a.q[0, 1:5].cpu().numpy()) == [0, 2, 2, -2]
     assert np.array_equal(a.qsum.cpu().numpy(), q.astype(np.int64).sum(1))
     assert np.allclose(a.s.cpu().numpy(), s[:, 0], rtol=1e-7)
-    # the GEMV pair operand, s-major: pair[s, j] = (q[16j+s+8]+128) | (q[16j+s]+128) << 16
-    p = a.pairs.cpu().numpy().astype(np.int64).reshape(4, 8, -1)
+    # the GEMV pair operand: pair[8j+s] = (q[16j+s+8]+128) | (q[16j+s]+128) << 16
+    p = a.pairs.cpu().numpy().astype(np.int64)
     qp = np.concatenate([q, np.zeros((4, 12), np.int8)], 1).astype(np.int64).reshape(4, -1, 2, 8) + 128
-    assert np.array_equal(p.transpose(0, 2, 1), qp[:, :, 1, :] | (qp[:, :, 0, :] << 16))
+    assert np.array_equal(p.reshape(4, -1, 8), qp[:, :, 1, :] | (qp[:, :, 0, :] << 16))
 
 
 def test_pack_matches_sim_layout(device):

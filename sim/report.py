@@ -366,11 +366,11 @@ def write_report(results: list[DesignResult], out: Path, json_path: Path | None 
     title = f"lowbit area / power report: {', '.join(r.name for r in results)}"
     extra = extra_md
     if gpu_results:
-        try:
-            g = json.loads(Path(gpu_results).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise LowbitError(f"--gpu-results {gpu_results}: cannot read JSON ({e})") from None
-        extra += "\n## GPU baseline (from --gpu-results)\n\n```\n" + json.dumps(g, indent=1)[:4000] + "\n```\n"
+        from sim.report_gpu import gpu_markdown, load_gpu_results
+
+        g = load_gpu_results(Path(gpu_results))
+        designs = [(r.name, r.model, r.decode.tokens_per_s if r.decode else None) for r in results]
+        extra += "\n" + gpu_markdown(g, designs)
     figs = figures(results)
     names = {k: f"{out.name}_{k}.png" for k in figs}
     md = markdown(results, title, names, extra + "\n" + ASSUMPTIONS_MD)

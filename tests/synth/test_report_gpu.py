@@ -27,11 +27,12 @@ G = {
 def test_rows_and_ratios(tmp_path):
     p = tmp_path / "g.json"
     p.write_text(json.dumps(G))
-    md = gpu_markdown(load_gpu_results(p), [("vitallm", "m3b", 70.0)])
+    md = gpu_markdown(load_gpu_results(p), [("vitallm", "m3b", 70.0), ("vitallm-bs", "m3b", 35.0)])
     rows = [line for line in md.splitlines() if line.startswith("| m3b")]
     # simulated row first, then the GPU batch-1 rows of the same model: 200/70 = 2.86x, 350/70 = 5.00x
     assert rows[0] == "| m3b | vitallm (simulated) | design | LOP | prefill+decode | 70.00 | 1.00x |"
-    assert rows[1].endswith("| 200.0 | 2.86x |") and rows[2].endswith("| 350.0 | 5.00x |")
+    assert rows[1] == "| m3b | vitallm-bs (simulated) | design | LOP | prefill+decode | 35.00 | 0.50x |"
+    assert rows[2].endswith("| 200.0 | 2.86x |") and rows[3].endswith("| 350.0 | 5.00x |")
     assert "999.0" not in md and "| other" not in md  # batch 4 and other models are not compared
     assert "| m3b | up | 8640x3200 | ternary | 7.00 | 988 | 3.50x |" in md
 

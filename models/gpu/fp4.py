@@ -33,7 +33,7 @@ import triton.language as tl
 from sim.numerics.fp import pack_fp4
 from sim.numerics.mx import MXFP4Tensor, NVFP4Tensor
 
-from .ternary import autotune
+from .ternary import autotune, grouped_tile
 
 __all__ = ["FP4Weight", "pack_fp4_gpu", "fp4_gemv", "fp4_gemm", "fp4_linear", "random_fp4_weight_torch"]
 
@@ -238,13 +238,7 @@ def _fp4_gemm_kernel(x_ptr, w_ptr, s_ptr, y_ptr, out_mul, M, N, KW, K,
                      GROUP_M: tl.constexpr, DOT_F32: tl.constexpr = False):
     WPB: tl.constexpr = 2 if IS_NV else 4
     pid = tl.program_id(0)
-    num_m = tl.cdiv(M, BLOCK_M)
-    num_n = tl.cdiv(N, BLOCK_N)
-    group = GROUP_M * num_n
-    first_m = (pid // group) * GROUP_M
-    gsize = tl.minimum(num_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % group) % gsize
-    pid_n = (pid % group) // gsize
+    pid_m, pid_n = grouped_tile(pid, M, N, BLOCK_M, BLOCK_N, GROUP_M)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     rj = tl.arange(0, BLOCK_KW)

@@ -338,17 +338,23 @@ def ternary_gemv(a: QuantAct, w: TernaryWeight, out_acc: bool = False, block_m: 
 # ----------------------------------------------------------------------------- prefill GEMM (INT8 tensor cores)
 
 @triton.jit
-def _tgemm_kernel(q_ptr, xs_ptr, w_ptr, ws_ptr, y_ptr, M, N, KW, stride_qm, stride_wn, stride_ym,
-                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr, GROUP_M: tl.constexpr,
-                  OUT_ACC: tl.constexpr):
-    pid = tl.program_id(0)
+def grouped_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    """(pid_m, pid_n) of a GEMM tile with GROUP_M row-tiles per group, so neighbouring programs share
+    weight tiles in L2 (the grouped ordering of the Triton matmul tutorial)."""
     num_m = tl.cdiv(M, BLOCK_M)
     num_n = tl.cdiv(N, BLOCK_N)
     group = GROUP_M * num_n
     first_m = (pid // group) * GROUP_M
     gsize = tl.minimum(num_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % group) % gsize
-    pid_n = (pid % group) // gsize
+    return first_m + (pid % group) % gsize, (pid % group) // gsize
+
+
+@triton.jit
+def _tgemm_kernel(q_ptr, xs_ptr, w_ptr, ws_ptr, y_ptr, M, N, KW, stride_qm, stride_wn, stride_ym,
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr, GROUP_M: tl.constexpr,
+                  OUT_ACC: tl.constexpr):
+    pid = tl.program_id(0)
+    pid_m, pid_n = grouped_tile(pid, M, N, BLOCK_M, BLOCK_N, GROUP_M)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     rj = tl.arange(0, BLOCK_KW)

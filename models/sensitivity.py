@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.fp4ptq import COMPONENTS, WeightCache, check_format, find_linears, fp4_weights
+from sim.atomic import atomic_write_via
 from sim.errors import LowbitError
 
 SENTENCES_FILE = Path(__file__).parent / "data" / "sentences.txt"
@@ -265,26 +265,6 @@ def markdown_table(r: SensitivityResult) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _umask_mode(path: str) -> None:
-    """mkstemp creates 0600 files; give the final file the usual umask-derived mode."""
-    um = os.umask(0)
-    os.umask(um)
-    os.chmod(path, 0o666 & ~um)
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        _umask_mode(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def plot_heatmap(r: SensitivityResult, path: Path) -> None:
     """blocks x components heatmap (with the 'all' row and column), atomic PNG write."""
     import matplotlib
@@ -314,7 +294,7 @@ def plot_heatmap(r: SensitivityResult, path: Path) -> None:
     ax.set_title(f"{r.model} {r.fmt.upper()}\n{metric_label(r.kind)} (log colour scale)", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.05)
     fig.tight_layout()
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    atomic_write_via(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
 
 
@@ -333,10 +313,10 @@ def write_outputs(results: list[SensitivityResult], out: Path) -> list[Path]:
     for r in results:
         md += [f"## {r.fmt.upper()} ({r.seconds:.0f} s)", "", markdown_table(r), f"![{r.fmt}](heatmap-{r.fmt}.png)", ""]
     p = out / "sensitivity.md"
-    _atomic_write(p, lambda tmp: Path(tmp).write_text("\n".join(md)))
+    atomic_write_via(p, lambda tmp: Path(tmp).write_text("\n".join(md)))
     paths.append(p)
     p = out / "sensitivity.json"
-    _atomic_write(p, lambda tmp: Path(tmp).write_text(json.dumps([r.__dict__ for r in results], indent=1)))
+    atomic_write_via(p, lambda tmp: Path(tmp).write_text(json.dumps([r.__dict__ for r in results], indent=1)))
     paths.append(p)
     return paths
 

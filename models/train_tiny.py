@@ -28,7 +28,6 @@ import os
 import pickle
 import sys
 import sysconfig
-import tempfile
 import time
 import zlib
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from models.bitnet import BitNet
+from sim.atomic import atomic_write, atomic_write_via
 from sim.errors import LowbitError
 from sim.modelspec import ModelSpec
 
@@ -179,25 +179,9 @@ def train_one(spec: ModelSpec, quantized: bool, data: np.ndarray, cfg: TrainConf
 
 def save_checkpoint(path: Path, model: BitNet, meta: dict) -> None:
     """Atomic torch.save: write a temp file in the same directory, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     obj = {"spec": dataclasses.asdict(model.spec), "quantized": model.quantized,
            "state": model.state_dict(), "meta": meta}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        _umask_mode(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _umask_mode(path: str) -> None:
-    """mkstemp creates 0600 files; give the final file the usual umask-derived mode."""
-    um = os.umask(0)
-    os.umask(um)
-    os.chmod(path, 0o666 & ~um)
+    atomic_write_via(path, lambda tmp: torch.save(obj, tmp))
 
 
 def load_checkpoint(path: Path) -> BitNet:
@@ -219,12 +203,7 @@ def load_checkpoint(path: Path) -> BitNet:
 
 
 def write_json_atomic(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1)
-    _umask_mode(tmp)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(obj, indent=1))
 
 
 def train_tiny(out: Path, cfg: TrainConfig, spec: ModelSpec = TINY_SPEC, float_baseline: bool = True,

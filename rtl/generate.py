@@ -13,12 +13,12 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rtl.registry import UnitSpec, get_unit
+from sim.atomic import atomic_write
 
 REPO = Path(__file__).resolve().parents[1]
 RTL_DIR = Path(__file__).resolve().parent
@@ -41,15 +41,6 @@ class Generated:
     ports: list[dict[str, Any]]
     parameters: dict[str, Any]
     key: str
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write via a temp file in the same directory + rename (readers never see a partial file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def _rtl_sources(module: str) -> set[Path]:

@@ -6,29 +6,14 @@ Registered through sim.cli.REGISTRARS; imports nothing heavy at module level (nu
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import typer
 
+from sim.atomic import atomic_write
 from sim.errors import LowbitError, WorkloadError
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write `text` to `path` via a temp file in the same directory + rename (no partial files)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def weight_format_for(cfg) -> str | None:

@@ -16,12 +16,11 @@ import base64
 import html
 import io
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sim.atomic import atomic_write
 from sim.energy import HwCost, PhaseEnergy, phase_energy, scale_note, subtract_activity
 from sim.errors import LowbitError
 
@@ -346,17 +345,6 @@ def _inline(s: str) -> str:
 # ----------------------------------------------------------------------------- writing
 
 
-def _atomic_write(path: Path, data: bytes | str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; reports are ordinary files
-    os.replace(tmp, path)
-
-
 def write_report(results: list[DesignResult], out: Path, json_path: Path | None = None,
                  gpu_results: Path | None = None, extra_md: str = "") -> list[Path]:
     """Write OUT.md, OUT.html, OUT_<fig>.png (and --json). Everything is rendered before anything is written."""
@@ -379,13 +367,13 @@ def write_report(results: list[DesignResult], out: Path, json_path: Path | None 
     written = []
     for k, png in figs.items():
         p = out.parent / names[k]
-        _atomic_write(p, png)
+        atomic_write(p, png)
         written.append(p)
     for p, text in ((out.with_suffix(".md"), md), (out.with_suffix(".html"), page)):
-        _atomic_write(p, text)
+        atomic_write(p, text)
         written.append(p)
     if json_path:
-        _atomic_write(Path(json_path), json.dumps(data, indent=1, default=float) + "\n")
+        atomic_write(Path(json_path), json.dumps(data, indent=1, default=float) + "\n")
         written.append(Path(json_path))
     return written
 

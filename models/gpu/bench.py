@@ -34,10 +34,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
+
+from sim.atomic import atomic_write
 
 LAYER_SHAPES = {  # (layer, N, K): numerics.md §1.5 / §1.6
     "bitnet-b1.58-3b": [("qkvo", 3200, 3200), ("gate/up", 8640, 3200), ("down", 3200, 8640)],
@@ -46,14 +46,6 @@ LAYER_SHAPES = {  # (layer, N, K): numerics.md §1.5 / §1.6
 BATCHES = (1, 4, 16, 64, 512)
 GEMM_FROM = 16  # decode batches from 16 tokens go to the tensor-core GEMM paths
 MARKER = "<!-- analysis -->"
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def _bench(fn) -> float:
@@ -358,9 +350,9 @@ def run_all(out_json: Path, out_md: Path, quick: bool = False, sections: str = "
     log(f"device {data['device']}: copy {data['copy_gbps']:.0f} GB/s")
 
     def save():
-        _atomic_write(out_json, json.dumps(data, indent=1))
+        atomic_write(out_json, json.dumps(data, indent=1))
         keep = out_md.read_text().split(MARKER, 1)[1] if out_md.exists() and MARKER in out_md.read_text() else ""
-        _atomic_write(out_md, render_markdown(data, keep))
+        atomic_write(out_md, render_markdown(data, keep))
 
     if "attention" in secs:
         data["attention"] = run_attention(models, (4096,) if quick else (1024, 4096), 16, data["checks"], log)

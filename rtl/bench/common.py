@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,69 +82,28 @@ class Tile:
     expect_ovf: np.ndarray  # (passes, lanes) bool
     expect_cycles: int
     meta: dict[str, Any] = field(default_factory=dict)
-    got_acc: list[list[int]] = field(default_factory=list)
-    got_ovf: list[list[int]] = field(default_factory=list)
+    got: list[tuple[list[int], list[int]]] = field(default_factory=list)  # (acc, ovf) per out_valid
     start_cycle: int = -1
     cycles: int = -1
 
+    @property
+    def got_acc(self) -> list[list[int]]:
+        return [acc for acc, _ in self.got]
+
+    @property
+    def got_ovf(self) -> list[list[int]]:
+        return [ovf for _, ovf in self.got]
+
 
 async def run_tiles(dut, tiles: list[Tile], lanes: int, acc_bits: int, idle: dict[str, int]) -> int:
-    """Drive all tiles (overlapping), fill got_*/cycles; returns total simulated cycles."""
-    import cocotb
-    from cocotb.clock import Clock
-    from cocotb.triggers import FallingEdge
+    """Drive all tiles (overlapping) with the shared stream driver; each out_valid appends the lanes'
+    (acc, overflow) to the oldest pending tile. Returns total simulated cycles."""
+    from rtl.bench.stream import run_stream
 
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    ports = {name: getattr(dut, name) for name in set(idle) | {"start"}}
-    dut.rst.value = 1
-    dut.start.value = 0
-    for name, v in idle.items():
-        ports[name].value = v
-    for _ in range(3):
-        await FallingEdge(dut.clk)
-    dut.rst.value = 0
-    pending: deque[Tile] = deque()
-    todo = deque(tiles)
-    feeding: Tile | None = None
-    beat_i = 0
-    cycle = 0
-    limit = sum(len(t.beats) + t.expect_cycles for t in tiles) + 1000
-    out_valid, done, ready = dut.out_valid, dut.done, dut.ready
-    out_acc, out_ovf = dut.out_acc, dut.out_ovf
-    start = ports["start"]
-    last_drive: dict[str, int] = dict(idle)
-    while (todo or pending or feeding) and cycle < limit:
-        await FallingEdge(dut.clk)  # middle of cycle `cycle`
-        if int(out_valid.value):
-            t = pending[0]
-            t.got_acc.append(unpack(int(out_acc.value), acc_bits, lanes))
-            t.got_ovf.append(unpack(int(out_ovf.value), 1, lanes, signed=False))
-        if int(done.value):
-            t = pending.popleft()
-            t.cycles = cycle - t.start_cycle
-        drive: dict[str, int]
-        if feeding is not None:
-            drive = feeding.beats[beat_i]
-            beat_i += 1
-            if beat_i == len(feeding.beats):
-                feeding = None
-            start.value = 0
-        elif todo and int(ready.value):
-            feeding = todo.popleft()
-            beat_i = 0
-            feeding.start_cycle = cycle
-            pending.append(feeding)
-            drive = feeding.start
-            start.value = 1
-        else:
-            drive = idle
-            start.value = 0
-        for name, v in drive.items():
-            if last_drive.get(name) != v:
-                ports[name].value = v
-                last_drive[name] = v
-        cycle += 1
-    return cycle
+    def collect(d) -> tuple[list[int], list[int]]:
+        return (unpack(int(d.out_acc.value), acc_bits, lanes), unpack(int(d.out_ovf.value), 1, lanes, signed=False))
+
+    return await run_stream(dut, tiles, idle, collect)
 
 
 def compare(tiles: list[Tile], max_examples: int = 5) -> dict[str, Any]:

@@ -99,7 +99,9 @@ register_unit(UnitSpec(
 register_unit(UnitSpec(
     name="sfu", section="sfu", component="rtl.sfu:SfuQuantize", validator="rtl.sfu:validate",
     bench="rtl.bench.sfu_bench", cycle_functions=("sim.units.sfu:sfu_cycles",),
-    cycle_formula="quantize: rows*2*ceil(dim/lanes) + latency.quantize", params=("lanes", "latency"), hw_unit="sfu",
+    cycle_formula="quantize: rows*(2*ceil(dim/lanes) + D_recip) + latency.quantize, "
+                  "D_recip = ceil((in_bits + 9) / 2) = 17 (reciprocal divider stall per row)",
+    params=("lanes", "latency"), hw_unit="sfu",
 ))
 
 

@@ -2,17 +2,20 @@
 ``sim.numerics.sfu.sfu_absmax_quantize(x, in_bits, recip_bits)`` (rule and exactness proof there).
 
 ``lanes`` elements per beat; each row of ``dim`` elements is streamed twice (sim.units.sfu: quantize = 2
-passes): pass 1 reduces max|x| (running max over the beats), pass 2 quantizes. Between the passes one
-register stage turns amax into (e, c): a leading-one detector, a normalising shift and the reciprocal
-``c = floor(127 * 2^(W-1+R) / m)``. The reciprocal is written here as a behavioural constant-numerator
-divider (Amaranth ``//``, one stage); a silicon implementation would use a ROM + Newton or a
-digit-recurrence divider with a final floor correction returning the same integer (design note, not
-synthesised for area here). Pass-2 pipeline: input register -> multiply ``|x| * c`` -> round-half-even
-with the tie window + sign -> output register, then ``latency - 3`` delay registers so that
-cycles(start -> done) = rows * 2 * ceil(dim / lanes) + latency["quantize"] = sim.units.sfu.sfu_cycles.
+passes): pass 1 reduces max|x| (running max over the beats), pass 2 quantizes. Between the passes the row
+stalls D = sim.units.sfu.sfu_recip_cycles(in_bits, recip_bits) cycles (17 for 24-bit inputs) while a
+restoring digit-recurrence divider forms ``c = floor(127 * 2^(W-1+R) / m)``: the first stall cycle
+registers the leading-one detector's normalised m (and the shift), then D cycles of RECIP_BITS_PER_CYCLE
+chained restoring steps (remainder < m, W+1-bit compare/subtract) shift the quotient bits into ``rc``;
+the last step coincides with the first pass-2 beat's input register, so ``c`` is final when that beat
+reaches the multiplier. Restoring division returns exactly floor(X / m), so ``c`` is bit-exact with
+sim.numerics.sfu.sfu_reciprocal (no correction step). Pass-2 pipeline: input register -> multiply
+``|x| * c`` -> round-half-even with the tie window + sign -> output register, then ``latency - 3`` delay
+registers so that cycles(start -> done) = rows * (2 * ceil(dim / lanes) + D) + latency["quantize"]
+= sim.units.sfu.sfu_cycles.
 
-Ports: start, beats[16] (= ceil(dim/lanes)), rows[16] -> ready; x: lanes x signed in_bits (pass 1 and
-pass 2 beats of row r: beats 2r*beats .. (2r+2)*beats - 1; tail lanes zero-padded by the driver);
+Ports: start, beats[16] (= ceil(dim/lanes)), rows[16] -> ready; x: lanes x signed in_bits (per row: the
+pass-1 beats, D don't-care stall cycles, the pass-2 beats, back to back; tail lanes zero-padded by the driver);
 out_q: lanes x signed 8, out_amax: in_bits (the row's max|x|, dequant scale amax/127), out_valid (per
 pass-2 beat), done. Timing convention of rtl/common.py (tiles may overlap: ready rises after the last beat).
 """
@@ -24,10 +27,10 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from rtl.common import COUNT_BITS, delay
-from rtl.common import TileSequencer as _Seq
 from sim.config import SfuConfig
 from sim.errors import LowbitError
 from sim.numerics.sfu import SFU_IN_BITS, sfu_recip_bits
+from sim.units.sfu import RECIP_BITS_PER_CYCLE, sfu_recip_cycles
 
 MIN_LATENCY = 3  # input register, multiply, round/output register
 
@@ -81,11 +84,44 @@ class SfuQuantize(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         n, w, r = self.cfg.lanes, self.in_bits, self.recip_bits
-        seq = _Seq(m, self.start, self.beats, Cat(Const(0, 1), self.rows))  # passes = 2 * rows
-        m.d.comb += self.ready.eq(seq.ready)
-        t = seq.tags
-        p2 = seq.pas[0]  # odd pass = pass 2 (quantize), even = pass 1 (absmax)
-        first = seq.beat == 0
+        k, d = RECIP_BITS_PER_CYCLE, sfu_recip_cycles(w, r)
+        qw = k * d  # quotient register width >= R + 7 (c < 2^(R+7))
+
+        # ---- sequencer: per row P1 (beats) -> DIV (d stall cycles) -> P2 (beats)
+        busy = Signal()
+        beats_r = Signal(COUNT_BITS)
+        rows_r = Signal(COUNT_BITS)
+        beat = Signal(COUNT_BITS)
+        row = Signal(COUNT_BITS)
+        ph = Signal(2)  # 0 = pass 1 (absmax), 1 = reciprocal stall, 2 = pass 2 (quantize)
+        dcnt = Signal(range(d + 1))
+        m.d.comb += self.ready.eq(~busy)
+        beat_last = beat == beats_r - 1
+        v1 = busy & (ph == 0)
+        v2 = busy & (ph == 2)
+        first = beat == 0
+        with m.If(busy):
+            with m.If(ph == 0):
+                with m.If(beat_last):
+                    m.d.sync += [beat.eq(0), ph.eq(1), dcnt.eq(0)]
+                with m.Else():
+                    m.d.sync += beat.eq(beat + 1)
+            with m.Elif(ph == 1):
+                with m.If(dcnt == d - 1):
+                    m.d.sync += ph.eq(2)
+                with m.Else():
+                    m.d.sync += dcnt.eq(dcnt + 1)
+            with m.Else():
+                with m.If(beat_last):
+                    m.d.sync += [beat.eq(0), ph.eq(0), row.eq(row + 1)]
+                    with m.If(row == rows_r - 1):
+                        m.d.sync += busy.eq(0)
+                with m.Else():
+                    m.d.sync += beat.eq(beat + 1)
+        with m.Elif(self.start & (self.beats != 0) & (self.rows != 0)):
+            # zero beats or rows: nothing to do, the start is ignored (no done) -- documented limitation
+            m.d.sync += [busy.eq(1), beats_r.eq(self.beats), rows_r.eq(self.rows), beat.eq(0), row.eq(0),
+                         ph.eq(0)]
 
         # ---- stage I: pass-1 running max | pass-2 input register
         mags = []
@@ -100,7 +136,7 @@ class SfuQuantize(wiring.Component):
             m.d.comb += bm.eq(Mux(mags[lane] > bmax, mags[lane], bmax))
             bmax = bm
         amax = Signal(w)
-        with m.If(t.valid & ~p2):
+        with m.If(v1):
             m.d.sync += amax.eq(Mux(first | (bmax > amax), bmax, amax))
         xi_mag = [Signal(w, name=f"xi_mag{lane}") for lane in range(n)]
         xi_neg = [Signal(name=f"xi_neg{lane}") for lane in range(n)]
@@ -108,27 +144,44 @@ class SfuQuantize(wiring.Component):
         m.d.sync += [s.eq(self.x[lane] < 0) for lane, s in enumerate(xi_neg)]
         vi = Signal()
         li = Signal()
-        m.d.sync += [vi.eq(t.valid & p2), li.eq(t.valid & t.tile_last)]
+        m.d.sync += [vi.eq(v2), li.eq(v2 & beat_last & (row == rows_r - 1))]
 
-        # ---- reciprocal stage: once per row, the cycle after the last pass-1 beat
+        # ---- reciprocal: setup the cycle after the last pass-1 beat (first stall cycle), then d cycles of
+        # k restoring steps each; the last one coincides with the first pass-2 beat's stage I, so rc is
+        # final when that beat reaches stage M.
         p1_end = Signal()
-        m.d.sync += p1_end.eq(t.valid & ~p2 & t.pass_last)
+        m.d.sync += p1_end.eq(v1 & beat_last)
         e = _bit_length(m, amax, "amax_bl")  # e + 1 (0 when amax = 0)
         nsh = Signal(range(w + 1))
         m.d.comb += nsh.eq(w - e)  # W-1-floor(log2 amax)
         norm = Signal(w)
         m.d.comb += norm.eq(amax << nsh)
-        num = Const(127 << (w - 1 + r))
-        c_w = 7 + r + 1
-        rc = Signal(c_w)
+        num = 127 << (w - 1 + r)  # dividend X; quotient bits qw-1..0 consume X's low qw bits
+        xlow = Const(num & ((1 << qw) - 1), qw)
+        dm = Signal(w)  # normalised divisor m in [2^(W-1), 2^W)
+        rem = Signal(w)  # partial remainder, invariant rem < m
+        rc = Signal(qw)  # quotient shift register = c once the d steps are done
+        it = Signal(range(d + 1))  # iterations left
         rsh = Signal(range(r + w + 1))
         ramax = Signal(w)
         with m.If(p1_end):
-            m.d.sync += [rc.eq(Mux(amax == 0, 0, num // Mux(amax == 0, 1, norm))),
+            m.d.sync += [dm.eq(norm), rem.eq(num >> qw), rc.eq(0), it.eq(Mux(amax == 0, 0, d)),
                          rsh.eq(Mux(amax == 0, r, r + e - 1)), ramax.eq(amax)]
+        with m.Elif(it != 0):
+            rv = rem
+            qbits = []
+            for s in range(k):
+                bit = xlow.bit_select(it * k - 1 - s, 1) if num & ((1 << qw) - 1) else Const(0, 1)
+                r2 = Signal(w + 1, name=f"div_r2_{s}")
+                ge = Signal(name=f"div_ge_{s}")
+                nr = Signal(w, name=f"div_rem_{s}")
+                m.d.comb += [r2.eq(Cat(bit, rv)), ge.eq(r2 >= dm), nr.eq(Mux(ge, r2 - dm, r2))]
+                qbits.append(ge)
+                rv = nr
+            m.d.sync += [rem.eq(rv), rc.eq(Cat(*reversed(qbits), rc)), it.eq(it - 1)]
 
         # ---- stage M: multiply |x| * c (shift amount and amax travel with the data)
-        p_w = w + c_w
+        p_w = w + qw
         pm = [Signal(p_w, name=f"pm{lane}") for lane in range(n)]
         negm = [Signal(name=f"negm{lane}") for lane in range(n)]
         shm = Signal.like(rsh)

@@ -1,5 +1,6 @@
 """cocotb bench: SFU quantization barrier vs sim.numerics.sfu.sfu_absmax_quantize (bit-exact codes and
 row amax) and cycles start->done vs sim.units.sfu.sfu_cycles(cfg, "quantize", rows, dim) (exact).
+Each row is driven as pass-1 beats, sfu_recip_cycles() don't-care stall beats (the divider), pass-2 beats.
 
 Vectors = rows. Corners: all-zero rows, the most negative input -2^(W-1), +-(2^(W-1)-1), exact rounding
 ties (x = amax/2 -> 63.5 etc.), single-element rows, dim < lanes and dim not a multiple of lanes,
@@ -15,7 +16,7 @@ from rtl.bench.common import load_job, pack, unpack, write_result
 from rtl.bench.stream import StreamTile, run_stream, summarize
 from sim.config import SfuConfig
 from sim.numerics.sfu import SFU_IN_BITS, sfu_absmax_quantize
-from sim.units.sfu import sfu_cycles
+from sim.units.sfu import sfu_cycles, sfu_recip_cycles
 
 
 def make_tile(cfg: SfuConfig, x: np.ndarray, kind: str, in_bits: int, recip_bits: int | None) -> StreamTile:
@@ -25,7 +26,13 @@ def make_tile(cfg: SfuConfig, x: np.ndarray, kind: str, in_bits: int, recip_bits
     nb = -(-dim // n)
     xp = np.zeros((rows, nb * n), np.int64)
     xp[:, :dim] = x
-    beats = [{"x": pack(xp[r, b * n:(b + 1) * n], in_bits)} for r in range(rows) for _ in range(2) for b in range(nb)]
+    # reciprocal stall cycles (the DUT's default R): x is don't-care, driven with -2^(W-1) so that a stall
+    # beat leaking into the absmax or the output would show up as a mismatch
+    stall = [{"x": pack(np.full(n, -(1 << (in_bits - 1))), in_bits)}] * sfu_recip_cycles(in_bits)
+    beats = []
+    for r in range(rows):
+        row = [{"x": pack(xp[r, b * n:(b + 1) * n], in_bits)} for b in range(nb)]
+        beats += row + stall + row
     return StreamTile(start={"beats": nb, "rows": rows}, beats=beats,
                       expect=(q.astype(np.int64), amax[:, 0].astype(np.int64)),
                       expect_cycles=sfu_cycles(cfg, "quantize", rows, dim),

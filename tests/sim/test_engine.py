@@ -34,12 +34,13 @@ from sim.workloads import standard_trace
 #   = 13; heads serialise on BoothFlex: 21 + 13 + 13 = 47.
 # softmax: per KV head 2 rows x 3 passes x ceil(1/4) + 16 = 22; two heads on the SFU: 44.
 # attn_av: 16 B V read (21) + 32 outputs / 2 lanes = 16 passes x ceil(1/2) + 5 = 21 per head: 21 + 21 + 21 = 63.
-# SFU (rows x passes x ceil(dim/4) + latency): rmsnorm 64: 2*16+12 = 44; quantize 64: 2*16+6 = 38;
-#   rope 6 rows x 16: 6*4+8 = 32; residual add 64: 16+2 = 18; activation 128: 32+6 = 38;
-#   rmsnorm 128: 64+12 = 76; quantize 128: 64+6 = 70.
-LAYER = [44, 38, 302, 169, 169, 32, 22, 47, 44, 63,  # attn_norm quant q k v rope kv_append qk softmax av
-         44, 38, 302, 18,                              # attn_sub_norm o_quant o residual
-         44, 38, 435, 435, 38, 76, 70, 435, 18]        # ffn_norm quant gate up act ffn_sub_norm quant down residual
+# SFU (rows x passes x ceil(dim/4) + latency): rmsnorm 64: 2*16+12 = 44; rope 6 rows x 16: 6*4+8 = 32;
+#   residual add 64: 16+2 = 18; activation 128: 32+6 = 38; rmsnorm 128: 64+12 = 76; quantize adds a
+#   17-cycle reciprocal stall per row (ceil((24 + 2 + 7) / 2)): quantize 64: 2*16+17+6 = 55;
+#   quantize 128: 64+17+6 = 87.
+LAYER = [44, 55, 302, 169, 169, 32, 22, 47, 44, 63,  # attn_norm quant q k v rope kv_append qk softmax av
+         44, 55, 302, 18,                              # attn_sub_norm o_quant o residual
+         44, 55, 435, 435, 38, 76, 87, 435, 18]        # ffn_norm quant gate up act ffn_sub_norm quant down residual
 EMBED = 24  # 128 B bf16 row: ceil(20 + 128/34.128)
 FINAL_NORM = 44  # lm_head on the host: 0 accelerator cycles
 

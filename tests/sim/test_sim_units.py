@@ -49,4 +49,6 @@ def test_sfu_cycles():
     assert sfu_cycles(V.sfu, "rmsnorm", 1, 3200) == 2 * 200 + 12
     assert sfu_cycles(V.sfu, "softmax", 2, 33) == 2 * 3 * 3 + 16
     assert sfu_cycles(V.sfu, "activation", 1, 8640) == 540 + 6
-    assert sfu_cycles(V.sfu, "quantize", 4, 16) == 4 * 2 * 1 + 6
+    # quantize stalls D_recip = ceil((R + 7) / 2) = ceil((24 + 2 + 7) / 2) = 17 cycles per row for the reciprocal
+    assert sfu_cycles(V.sfu, "quantize", 4, 16) == 4 * (2 * 1 + 17) + 6
+    assert sfu_cycles(V.sfu, "quantize", 1, 3200) == 2 * 200 + 17 + 6

@@ -106,7 +106,7 @@ class UnitCost:
 HW_UNIT = {"booth_bs": "booth", "lop_score": "lop", "lop_topk": "lop"}
 # What the generated RTL of a unit covers, where it is less than the simulated unit (stated in reports).
 RTL_SCOPE = {
-    "sfu": "RTL = absmax INT8 quantizer only (rtl/sfu.py, behavioural divider for the reciprocal); RMSNorm, "
+    "sfu": "RTL = absmax INT8 quantizer only (rtl/sfu.py, restoring divider for the reciprocal); RMSNorm, "
            "softmax, RoPE and activation datapaths are not in RTL, all SFU busy cycles are charged at this energy",
     "lop_topk": "charged for every LOP busy cycle together with lop_score (both run while LOP is busy)",
 }

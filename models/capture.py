@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sim.errors import LowbitError, TraceError
+from sim.errors import LowbitError, TraceError, did_you_mean
 from sim.modelspec import MODELS, ModelSpec
 from sim.trace import Op, Trace, write_trace
 
@@ -409,10 +409,7 @@ def resolve(model: str | Path, tensors: bool, seed: int, weight_format: str | No
         if "/" in name or name.startswith((".", "~")):
             raise LowbitError(f"model directory not found: {name} (give a preset name, an alias or a local "
                               "Hugging Face model directory)")
-        import difflib
-
-        close = difflib.get_close_matches(name, list(MODELS) + list(hf.ALIASES), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        hint = did_you_mean(name, [*MODELS, *hf.ALIASES])
         raise LowbitError(f"unknown model '{name}'{hint}: not a preset ({', '.join(MODELS)}), an alias "
                           f"({', '.join(hf.ALIASES)}) or an existing Hugging Face model directory")
     m = hf.load_hf(name, weight_format, meta=not tensors)  # shapes-only capture reads config.json only

@@ -12,7 +12,6 @@ one-line message naming the file, the field, the value and what is allowed.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import tomllib
 import types
@@ -21,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from sim.errors import ConfigError
+from sim.errors import ConfigError, did_you_mean
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
@@ -240,7 +239,7 @@ def load_config(name_or_path: str | Path) -> HwConfig:
     if path.suffix != ".toml":
         preset = PRESET_DIR / f"{name_or_path}.toml"
         if not preset.exists():
-            hint = _did_you_mean(str(name_or_path), list_presets())
+            hint = did_you_mean(str(name_or_path), list_presets())
             raise ConfigError(
                 f"unknown hardware preset '{name_or_path}'{hint}; available: {', '.join(list_presets())} "
                 "(or pass a path to a .toml file)"
@@ -264,7 +263,7 @@ def from_dict(data: dict[str, Any], source: str = "<dict>") -> HwConfig:
     cfg = _build(HwConfig, data, source, "")
     for op in cfg.sfu.latency:
         if op not in SFU_OPS:
-            raise ConfigError(f"{source}: sfu.latency.{op}: unknown op{_did_you_mean(op, SFU_OPS)}; allowed: {', '.join(SFU_OPS)}")
+            raise ConfigError(f"{source}: sfu.latency.{op}: unknown op{did_you_mean(op, SFU_OPS)}; allowed: {', '.join(SFU_OPS)}")
     # A partial [sfu.latency] table overrides only the ops it names.
     latency = {**SfuConfig().latency, **cfg.sfu.latency}
     cfg = dataclasses.replace(cfg, source=source, sfu=dataclasses.replace(cfg.sfu, latency=latency))
@@ -284,11 +283,6 @@ def to_dict(cfg: Any) -> Any:
     return cfg
 
 
-def _did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
 def _where(source: str, path: str) -> str:
     return f"{source}: {path}" if path else source
 
@@ -302,7 +296,7 @@ def _build(cls: type, data: Any, source: str, path: str) -> Any:
     for key, value in data.items():
         if key not in fields:
             raise ConfigError(
-                f"{_where(source, path + key)}: unknown field{_did_you_mean(key, fields)}; "
+                f"{_where(source, path + key)}: unknown field{did_you_mean(key, fields)}; "
                 f"allowed in {'[' + path.rstrip('.') + ']' if path else 'the top level'}: {', '.join(fields)}"
             )
         kwargs[key] = _coerce(hints[key], value, source, path + key)
@@ -321,7 +315,7 @@ def _coerce(tp: Any, value: Any, source: str, path: str) -> Any:
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
-            raise ConfigError(f"{bad}: must be one of {', '.join(repr(a) for a in allowed)}{_did_you_mean(str(value), map(str, allowed))}")
+            raise ConfigError(f"{bad}: must be one of {', '.join(repr(a) for a in allowed)}{did_you_mean(str(value), map(str, allowed))}")
         return value
     if origin in (tuple,):
         (inner, *_rest) = typing.get_args(tp)
@@ -370,7 +364,7 @@ def _check_semantics(cfg: HwConfig, src: str) -> None:
         raise ConfigError(f"{src}: node_nm = {cfg.node_nm}: the area/energy scaling model covers 3..180 nm")
     for u in cfg.units:
         if u not in KNOWN_UNITS:
-            raise ConfigError(f"{src}: units contains '{u}'{_did_you_mean(u, KNOWN_UNITS)}; allowed: {', '.join(KNOWN_UNITS)}")
+            raise ConfigError(f"{src}: units contains '{u}'{did_you_mean(u, KNOWN_UNITS)}; allowed: {', '.join(KNOWN_UNITS)}")
     if not (cfg.has("tint") or cfg.has("booth") or cfg.has("fp4")):
         raise ConfigError(f"{src}: units = {list(cfg.units)}: need at least one of tint, booth, fp4 for projections")
     if cfg.has("fp4") != cfg.fp4.enabled:

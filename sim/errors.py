@@ -6,6 +6,15 @@ the message must say what is wrong, which field/value, and how to fix it.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """' (did you mean 'x'?)' for the closest choice, or '' — the hint every unknown-name error carries."""
+    close = difflib.get_close_matches(str(word), list(choices), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
 
 class LowbitError(Exception):
     """A user error with a one-line, actionable message."""

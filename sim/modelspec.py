@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
-from sim.errors import WorkloadError
+from sim.errors import WorkloadError, did_you_mean
 
 WEIGHT_FORMATS = ("ternary", "int8", "nvfp4", "mxfp4", "bf16")
 FFN_ACTS = ("swiglu", "relu2_glu", "gelu", "relu2", "silu")
@@ -84,9 +84,5 @@ MODELS: dict[str, ModelSpec] = {
 
 def get_model(name: str) -> ModelSpec:
     if name not in MODELS:
-        import difflib
-
-        close = difflib.get_close_matches(name, MODELS, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise WorkloadError(f"unknown model '{name}'{hint}; available: {', '.join(MODELS)}")
+        raise WorkloadError(f"unknown model '{name}'{did_you_mean(name, MODELS)}; available: {', '.join(MODELS)}")
     return MODELS[name]

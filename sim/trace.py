@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from sim.errors import TraceError
+from sim.errors import TraceError, did_you_mean
 from sim.modelspec import WEIGHT_FORMATS, ModelSpec
 
 FORMAT = "lowbit-trace"
@@ -150,11 +150,7 @@ def _check_op(d: Any, where: str) -> Op:
         raise TraceError(f"{where}: an op must be a JSON object, got {type(d).__name__}")
     kind = d.get("op")
     if kind not in OP_FIELDS:
-        import difflib
-
-        close = difflib.get_close_matches(str(kind), OP_KINDS, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise TraceError(f"{where}: unknown op '{kind}'{hint}; allowed: {', '.join(OP_KINDS)}")
+        raise TraceError(f"{where}: unknown op '{kind}'{did_you_mean(str(kind), OP_KINDS)}; allowed: {', '.join(OP_KINDS)}")
     for key, tp in (("name", str), ("layer", int), ("phase", str), ("step", int)):
         if key not in d:
             raise TraceError(f"{where}: op '{kind}' is missing required field '{key}'")

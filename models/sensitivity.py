@@ -243,25 +243,21 @@ def markdown_table(r: SensitivityResult) -> str:
         lines.append(f"| {b} | " + " | ".join(f"{r.damage(b, c):.3g}" for c in cols) + " |")
     lines.append("")
     if r.kind == "encoder":
-        lines.append("| quantized | mean cos | min cos |")
-        lines.append("|---|---|---|")
-        keys = [("all", c) for c in r.components] + [(b, "all") for b in r.blocks] + [("all", "all")]
-        for b, c in keys:
-            m = r.grid[f"{b},{c}"]
-            what = f"component {c}, all blocks" if b == "all" and c != "all" else (
-                f"block {b}, all components" if c == "all" and b != "all" else "everything")
-            lines.append(f"| {what} | {m['cos_mean']:.5f} | {m['cos_min']:.5f} |")
+        lines += ["| quantized | mean cos | min cos |", "|---|---|---|"]
+
+        def cells(m: dict) -> str:
+            return f"{m['cos_mean']:.5f} | {m['cos_min']:.5f}"
     else:
-        lines.append(f"fp32 reference perplexity: {r.reference.get('ppl', float('nan')):.4g}")
-        lines.append("")
-        lines.append("| quantized | KL (nats/token) | perplexity |")
-        lines.append("|---|---|---|")
-        keys = [("all", c) for c in r.components] + [(b, "all") for b in r.blocks] + [("all", "all")]
-        for b, c in keys:
-            m = r.grid[f"{b},{c}"]
-            what = f"component {c}, all blocks" if b == "all" and c != "all" else (
-                f"block {b}, all components" if c == "all" and b != "all" else "everything")
-            lines.append(f"| {what} | {m['kl']:.4g} | {m.get('ppl', float('nan')):.4g} |")
+        lines += [f"fp32 reference perplexity: {r.reference.get('ppl', float('nan')):.4g}", "",
+                  "| quantized | KL (nats/token) | perplexity |", "|---|---|---|"]
+
+        def cells(m: dict) -> str:
+            return f"{m['kl']:.4g} | {m.get('ppl', float('nan')):.4g}"
+    keys = [("all", c) for c in r.components] + [(b, "all") for b in r.blocks] + [("all", "all")]
+    for b, c in keys:
+        what = f"component {c}, all blocks" if b == "all" and c != "all" else (
+            f"block {b}, all components" if c == "all" and b != "all" else "everything")
+        lines.append(f"| {what} | {cells(r.grid[f'{b},{c}'])} |")
     return "\n".join(lines) + "\n"
 
 

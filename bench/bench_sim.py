@@ -27,13 +27,13 @@ import tracemalloc
 from dataclasses import replace
 from pathlib import Path
 
-from sim.config import load_config
-from sim.engine import simulate
-from sim.lop_select import lop_selection, synthetic_qk_trace
-from sim.modelspec import get_model
-from sim.report_validation import decode_step_trace
-from sim.trace import load_trace
-from sim.workloads import standard_trace
+from lowbit.sim.config import load_config
+from lowbit.sim.engine import simulate
+from lowbit.sim.lop_select import lop_selection, synthetic_qk_trace
+from lowbit.sim.modelspec import get_model
+from lowbit.sim.trace import load_trace
+from lowbit.sim.validation import decode_step_trace
+from lowbit.sim.workloads import standard_trace
 
 MODEL = "bitnet-b1.58-3b"
 
@@ -59,8 +59,8 @@ def load() -> str:
 def cold_compile() -> tuple[float, float]:
     """Wall and user CPU of a fresh process that imports sim.engine and simulates a tiny trace with an empty
     numba cache (what CI pays), minus the same process with a warm cache."""
-    code = ("from sim.config import load_config; from sim.engine import simulate; "
-            "from sim.workloads import standard_trace; "
+    code = ("from lowbit.sim.config import load_config; from lowbit.sim.engine import simulate; "
+            "from lowbit.sim.workloads import standard_trace; "
             "simulate(load_config('tiny'), standard_trace('bitnet-tiny', 2, 1))")
     out = []
     with tempfile.TemporaryDirectory() as d:

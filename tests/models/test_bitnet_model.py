@@ -10,10 +10,10 @@ import pytest
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 
-from models.bitnet import BitLinear, BitNet, act_quant, sdpa_attention, weight_quant  # noqa: E402
-from sim.modelspec import ModelSpec, get_model  # noqa: E402
-from sim.numerics.int8 import dequantize_accumulator, int8_absmax_quantize, int_matmul_exact  # noqa: E402
-from sim.numerics.ternary import ternary_absmean_scale, ternary_quantize  # noqa: E402
+from lowbit.models.bitnet import BitLinear, BitNet, act_quant, sdpa_attention, weight_quant  # noqa: E402
+from lowbit.sim.modelspec import ModelSpec, get_model  # noqa: E402
+from lowbit.sim.numerics.int8 import dequantize_accumulator, int8_absmax_quantize, int_matmul_exact  # noqa: E402
+from lowbit.sim.numerics.ternary import ternary_absmean_scale, ternary_quantize  # noqa: E402
 
 
 def _integer_reference(x: np.ndarray, w: np.ndarray, w_scale: float) -> np.ndarray:
@@ -67,7 +67,7 @@ def test_ste_gradients_match_fake_quant_reference():
     x = torch.randn(3, 32, generator=g, requires_grad=True)
     gy = torch.randn(3, 16, generator=g)
     (lin(x) * gy).sum().backward()
-    # reference: fake quantization with the .detach() straight-through trick (numerics.md §1.4 FAQ code)
+    # reference: fake quantization with the .detach() straight-through trick (docs/reference/numerics.md §1.4 FAQ code)
     w = lin.weight.detach().clone().requires_grad_(True)
     x2 = x.detach().clone().requires_grad_(True)
     codes, scale = weight_quant(w)

@@ -12,12 +12,12 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
-from models.bitnet import BitNet, sdpa_attention  # noqa: E402
-from models.capture import Recorder, Target, capture_trace, layer_of, record  # noqa: E402
-from sim.errors import LowbitError  # noqa: E402
-from sim.modelspec import ModelSpec, get_model  # noqa: E402
-from sim.trace import load_trace  # noqa: E402
-from sim.workloads import standard_trace  # noqa: E402
+from lowbit.models.bitnet import BitNet, sdpa_attention  # noqa: E402
+from lowbit.models.capture import Recorder, Target, capture_trace, layer_of, record  # noqa: E402
+from lowbit.sim.errors import LowbitError  # noqa: E402
+from lowbit.sim.modelspec import ModelSpec, get_model  # noqa: E402
+from lowbit.sim.trace import load_trace  # noqa: E402
+from lowbit.sim.workloads import standard_trace  # noqa: E402
 
 
 def _ops(trace):
@@ -34,7 +34,7 @@ def test_tiny_trace_equals_standard_trace(tmp_path, prefill, decode):
     tr = load_trace(capture_trace("bitnet-tiny", prefill, decode, tmp_path / "t"))
     assert _ops(tr) == _ops(standard_trace("bitnet-tiny", prefill, decode))
     assert tr.model == get_model("bitnet-tiny") and (tr.prefill, tr.decode) == (prefill, decode)
-    assert tr.meta["generator"] == "models.capture" and tr.tensor_files == []
+    assert tr.meta["generator"] == "lowbit.models.capture" and tr.tensor_files == []
 
 
 def test_3b_meta_capture_is_fast_and_standard(tmp_path):

@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 ml_dtypes = pytest.importorskip("ml_dtypes")
 
-from models.fp4ptq import (  # noqa: E402
+from lowbit.models.fp4ptq import (  # noqa: E402
     classify,
     fakequant_weight,
     find_linears,
@@ -19,8 +19,8 @@ from models.fp4ptq import (  # noqa: E402
     quantize_model_,
     select,
 )
-from sim.errors import LowbitError  # noqa: E402
-from sim.numerics.mx import fp4_fakequant  # noqa: E402
+from lowbit.sim.errors import LowbitError  # noqa: E402
+from lowbit.sim.numerics.mx import fp4_fakequant  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -89,7 +89,7 @@ def test_llama_selection_counts_and_restore():
 
 
 def test_minilm_and_bitnet_selection():
-    from models.hf import minilm_dir
+    from lowbit.models.hf import minilm_dir
 
     bert = transformers.AutoModel.from_pretrained(minilm_dir())
     sites = find_linears(bert)
@@ -98,8 +98,8 @@ def test_minilm_and_bitnet_selection():
     assert [s.name for s in select(sites, ["down"], [4])] == ["encoder.layer.4.output.dense"]
     assert [s.name for s in select(sites, ["o"], [4])] == ["encoder.layer.4.attention.output.dense"]
 
-    from models.bitnet import BitNet
-    from sim.modelspec import get_model
+    from lowbit.models.bitnet import BitNet
+    from lowbit.sim.modelspec import get_model
 
     bn = BitNet(get_model("bitnet-tiny"))
     assert len(find_linears(bn)) == 14

@@ -8,11 +8,11 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from models.capture import capture_trace  # noqa: E402
-from models.hf import minilm_dir, spec_from_config  # noqa: E402
-from sim.errors import LowbitError  # noqa: E402
-from sim.trace import load_trace  # noqa: E402
-from sim.workloads import standard_trace  # noqa: E402
+from lowbit.models.capture import capture_trace  # noqa: E402
+from lowbit.models.hf import minilm_dir, spec_from_config  # noqa: E402
+from lowbit.sim.errors import LowbitError  # noqa: E402
+from lowbit.sim.trace import load_trace  # noqa: E402
+from lowbit.sim.workloads import standard_trace  # noqa: E402
 
 SMALL = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, max_position_embeddings=64, bos_token_id=1, eos_token_id=2)
@@ -130,7 +130,7 @@ def test_config_only_dir(tmp_path):
 
 
 def test_2b4t_config_matches_preset(tmp_path):
-    """A BitNet b1.58 2B4T config.json (numerics.md §1.5) traces shape-for-shape like the bitnet-b1.58-2b4t preset."""
+    """A BitNet b1.58 2B4T config.json (docs/reference/numerics.md §1.5) traces shape-for-shape like the bitnet-b1.58-2b4t preset."""
     d = tmp_path / "bitnet-2b4t"
     transformers.BitNetConfig(vocab_size=128256, hidden_size=2560, intermediate_size=6912, num_hidden_layers=30,
                               num_attention_heads=20, num_key_value_heads=5, hidden_act="relu2", rms_norm_eps=1e-5,

@@ -7,15 +7,15 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from models.lop_attention import (  # noqa: E402
+from lowbit.models.lop_attention import (  # noqa: E402
     LopAttention,
     int8_absmax_torch,
     lo_scores_torch,
     lop_bucket_torch,
     lop_select,
 )
-from sim.numerics.int8 import int8_absmax_quantize  # noqa: E402
-from sim.numerics.lop import lo_scores, lop_bucket, lop_topk  # noqa: E402
+from lowbit.sim.numerics.int8 import int8_absmax_quantize  # noqa: E402
+from lowbit.sim.numerics.lop import lo_scores, lop_bucket, lop_topk  # noqa: E402
 
 
 def test_int8_matches_sim():
@@ -66,7 +66,7 @@ def test_attention_selection_gqa_causal(H, KV):
 
     class Spy(LopAttention):
         def __call__(self, q, k, v, layer, offset):
-            import models.lop_attention as la
+            import lowbit.models.lop_attention as la
 
             orig = la.lop_select
 

@@ -10,8 +10,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from models.fp4ptq import fp4_weights  # noqa: E402
-from models.sensitivity import (  # noqa: E402
+from lowbit.models.fp4ptq import fp4_weights  # noqa: E402
+from lowbit.models.sensitivity import (  # noqa: E402
     encode_mean_pooled,
     load_results,
     load_sentences,
@@ -19,7 +19,7 @@ from models.sensitivity import (  # noqa: E402
     run_sensitivity,
     write_outputs,
 )
-from sim.cli import main  # noqa: E402
+from lowbit.sim.cli import main  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -63,7 +63,7 @@ def test_minilm_fp4_embeddings():
     t = load_target("minilm", n_sentences=4)
     assert t.kind == "encoder"
     ref = t.forward()
-    from models.hf import minilm_dir
+    from lowbit.models.hf import minilm_dir
 
     st_emb = st.SentenceTransformer(str(minilm_dir()), device="cpu").encode(load_sentences(4), convert_to_tensor=True)
     torch.testing.assert_close(ref, st_emb.float(), atol=1e-5, rtol=1e-4)

@@ -9,15 +9,15 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from models.train_tiny import (  # noqa: E402
+from lowbit.models.train_tiny import (  # noqa: E402
     evaluate_tiny,
     is_held_out,
     load_checkpoint,
     load_corpus,
     stdlib_files,
 )
-from sim.cli import main  # noqa: E402
-from sim.errors import LowbitError  # noqa: E402
+from lowbit.sim.cli import main  # noqa: E402
+from lowbit.sim.errors import LowbitError  # noqa: E402
 
 torch.set_num_threads(1)
 

@@ -8,11 +8,11 @@ import pytest
 
 pytest.importorskip("amaranth")
 
-from rtl.generate import build_verilog, generate  # noqa: E402
-from rtl.registry import UNITS, get_unit, units_for  # noqa: E402
-from sim.config import BoothConfig, TintConfig, load_config  # noqa: E402
-from sim.errors import LowbitError  # noqa: E402
-from tests.foundation.cli_util import lowbit  # noqa: E402
+from lowbit.rtl.generate import build_verilog, generate  # noqa: E402
+from lowbit.rtl.registry import UNITS, get_unit, units_for  # noqa: E402
+from lowbit.sim.config import BoothConfig, TintConfig, load_config  # noqa: E402
+from lowbit.sim.errors import LowbitError  # noqa: E402
+from tests.cli_util import lowbit  # noqa: E402
 
 
 def test_registry_units_for_presets():
@@ -35,7 +35,7 @@ def test_unrealisable_parameters_rejected_before_generation(unit, cfg, field, tm
 
 
 def test_tint_acc_too_narrow_for_model_dot_length():
-    from rtl.tint import validate
+    from lowbit.rtl.tint import validate
 
     validate(load_config("vitallm").tint, max_k=8640)  # 22 bits needed, 24 configured
     with pytest.raises(LowbitError, match="length-70000 dot product"):
@@ -54,13 +54,13 @@ def test_generate_deterministic_manifest(tmp_path):
     assert ports["act"]["element_width"] == 8 and ports["act"]["element_signed"] is True
     assert ports["out_acc"]["width"] == t.lanes * t.acc_bits and ports["out_acc"]["direction"] == "out"
     assert m["parameters"] == {"lanes": t.lanes, "tree_width": t.tree_width, "acc_bits": t.acc_bits}
-    assert m["cycle_functions"] == ["sim.units.tint:tint_tile_cycles"]
+    assert m["cycle_functions"] == ["lowbit.sim.units.tint:tint_tile_cycles"]
     assert "module lowbit_tint" in f1[0].read_text()
 
 
 @pytest.mark.parametrize("unit,hw", [("tint", "vitallm"), ("booth", "vitallm"), ("booth_bs", "vitallm-bs")])
 def test_lint_clean_with_waivers(unit, hw, tmp_path):
-    from rtl.lint import WAIVERS, lint
+    from lowbit.rtl.lint import WAIVERS, lint
 
     files = generate(load_config(hw), unit, tmp_path)
     r = lint(files[0])
@@ -69,7 +69,7 @@ def test_lint_clean_with_waivers(unit, hw, tmp_path):
 
 
 def test_lint_flags_unwaived_warning(tmp_path):
-    from rtl.lint import lint
+    from lowbit.rtl.lint import lint
 
     v = tmp_path / "bad.v"
     v.write_text("module bad(input wire [3:0] a, output wire y);\n  wire unused_named;\n  assign y = a[0];\nendmodule\n")
@@ -78,7 +78,7 @@ def test_lint_flags_unwaived_warning(tmp_path):
 
 
 def test_no_simulator_message(monkeypatch):
-    import rtl.cocotb_runner as cr
+    import lowbit.rtl.cocotb_runner as cr
 
     monkeypatch.setenv("PATH", "/nonexistent")
     monkeypatch.setattr(cr, "_verilator_dirs", lambda: [])
@@ -89,7 +89,7 @@ def test_no_simulator_message(monkeypatch):
 def test_count_toggles(tmp_path):
     from vcd import VCDWriter
 
-    from rtl.waves import count_toggles
+    from lowbit.rtl.waves import count_toggles
 
     p = tmp_path / "t.vcd"
     with open(p, "w") as f, VCDWriter(f, timescale="1 ns") as w:
@@ -124,7 +124,7 @@ def test_cli_verify_with_waves_and_toggles():
     assert r.returncode == 0, r.stdout + r.stderr
     assert "match" in r.stdout and "tint" in r.stdout
     line = next(ln for ln in r.stdout.splitlines() if "waves" in ln)
-    from rtl.waves import count_toggles
+    from lowbit.rtl.waves import count_toggles
 
     t = count_toggles(line.split("waves ", 1)[1].strip())
     assert t.matching("done") >= 2 and t.total > 100

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from numba import njit
 
-from sim.config import load_config
-from sim.dram import (
+from lowbit.sim.config import load_config
+from lowbit.sim.dram import (
     P_T_BURST,
     dram_access,
     dram_params,
@@ -16,7 +16,7 @@ from sim.dram import (
     stream_bandwidth,
     stream_efficiency,
 )
-from sim.errors import ConfigError
+from lowbit.sim.errors import ConfigError
 
 # Round numbers so every expected value below is hand-computable: 1 GHz core clock (1 cycle = 1 ns),
 # 8000 MT/s x16 BL16 -> 32 B bursts of 2 cycles, 2 channels x 4 banks, 256 B rows (8 bursts/row).
@@ -236,7 +236,7 @@ def test_row_bytes_must_hold_whole_bursts():
 
 
 def test_lpddr4x_preset_differs_only_in_dram():
-    from sim.config import to_dict
+    from lowbit.sim.config import to_dict
 
     a, b = to_dict(load_config("vitallm")), to_dict(load_config("vitallm-lpddr4x"))
     for d in (a, b):

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from sim.config import load_config
-from sim.engine import simulate
-from sim.errors import WorkloadError
-from sim.workloads import standard_trace
+from lowbit.sim.config import load_config
+from lowbit.sim.engine import simulate
+from lowbit.sim.errors import WorkloadError
+from lowbit.sim.workloads import standard_trace
 
 # ------------------------------------------------------------------------------------------------ by hand
 # Preset `tiny` (200 MHz; TINT 1 core x 2 lanes x 4; BoothFlex 2x2; SFU 4 lanes; simple DRAM: 1 x16 channel
@@ -91,7 +91,7 @@ def test_lop_reduces_kv_traffic():
 
 def test_3b_decode_step_policies():
     cfg = load_config("vitallm")
-    from sim.report_validation import decode_step_trace
+    from lowbit.sim.validation import decode_step_trace
 
     tr = decode_step_trace("bitnet-b1.58-3b", 256)
     dep = simulate(cfg, tr, "dependency-aware")
@@ -122,7 +122,7 @@ def test_bad_inputs():
 def test_dims_the_tiling_cannot_cover():
     import dataclasses
 
-    from sim.modelspec import get_model
+    from lowbit.sim.modelspec import get_model
 
     m = dataclasses.replace(get_model("bitnet-tiny"), name="odd", d_model=72, d_ffn=136)
     with pytest.raises(WorkloadError, match="not a multiple of the nvfp4 block 16"):

@@ -6,15 +6,21 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from sim import lop_select
-from sim.config import LopConfig, load_config
-from sim.errors import TraceError
-from sim.lop_select import lo_values, lop_selected_counts, lop_selection, synthetic_qk_trace, write_qk_trace
-from sim.modelspec import ModelSpec, get_model
-from sim.numerics.int8 import int8_absmax_quantize
-from sim.numerics.lop import lo_scores, lop_topk
-from sim.trace import load_trace, write_trace
-from sim.workloads import standard_trace
+from lowbit.sim import lop_select
+from lowbit.sim.config import LopConfig, load_config
+from lowbit.sim.errors import TraceError
+from lowbit.sim.lop_select import (
+    lo_values,
+    lop_selected_counts,
+    lop_selection,
+    synthetic_qk_trace,
+    write_qk_trace,
+)
+from lowbit.sim.modelspec import ModelSpec, get_model
+from lowbit.sim.numerics.int8 import int8_absmax_quantize
+from lowbit.sim.numerics.lop import lo_scores, lop_topk
+from lowbit.sim.trace import load_trace, write_trace
+from lowbit.sim.workloads import standard_trace
 
 TINY = get_model("bitnet-tiny")  # 2 layers, 4 heads, 2 kv heads (GQA group 2), head_dim 16
 CFG = LopConfig(k=6, buckets=63)

@@ -7,13 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sim.nbcache import source_digest
+from lowbit.sim.nbcache import source_digest
 
 ROOT = Path(__file__).resolve().parents[2]
 
 DEP = "from numba import njit\n\n\n@njit(cache=True)\ndef f(x):\n    return x + {inc}\n"
 KERN = """import dep
-from sim.nbcache import njit_cached
+from lowbit.sim.nbcache import njit_cached
 
 
 @njit_cached(dep)

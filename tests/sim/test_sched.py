@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim.config import load_config
-from sim.dram import dram_params, new_dram_state
-from sim.lower import COLS, DEFAULT
-from sim.sched import C_BOOTH, C_DMAKV, C_DMAW, C_JOIN, C_LOP, C_SFU, C_TINT, Scheduler
+from lowbit.sim.config import load_config
+from lowbit.sim.dram import dram_params, new_dram_state
+from lowbit.sim.lower import COLS, DEFAULT
+from lowbit.sim.sched import C_BOOTH, C_DMAKV, C_DMAW, C_JOIN, C_LOP, C_SFU, C_TINT, Scheduler
 
 UNITS = [C_TINT, C_TINT, C_BOOTH, C_LOP, C_SFU, C_DMAW, C_DMAKV]
 CAPS = np.array([4096, 2048, 1024, 512, 0, 0], np.int64)

@@ -1,0 +1,1 @@
+from lowbit.sim.cli import main, run  # noqa: F401

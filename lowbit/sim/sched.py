@@ -1,0 +1,217 @@
+"""Event-driven list scheduler over the accelerator's units (numba-compiled hot loop).
+
+Input: one *chunk* of tile instructions (sim.lower; one forward step) as parallel int64 arrays, in priority
+order. Each instruction is one of
+- compute: runs on a unit of class `main` (cycles `cyc`) or, if `alt >= 0`, of class `alt` (cycles
+  `cyc_alt`) -- e.g. a ternary projection tile may run on a TINT core or on the BoothFlex core;
+- DMA: a DRAM transfer (`nbytes` at `addr`, class `dcls`) issued by a DMA queue (weights/activations queue
+  or KV/LOP queue); it may allocate `alloc` bytes of SRAM buffer `buf`;
+- join: zero-time synchronisation, ends at the latest end of instructions [jlo, jhi).
+Dependencies: up to three earlier instructions (dep0..2, -1 = none; -2 = the chunk's input, ready at
+t_ext, i.e. the previous chunk's output); `barrier = 1` also waits for the end of
+the previous step (t_barrier, autoregressive decode). `free_of = j` releases the buffer bytes that DMA j
+allocated when this instruction ends.
+
+Scheduling rule (list scheduling, static priority = list order): each instruction, in list order, starts at
+    start = max(all dependencies' end, barrier, earliest free time of the chosen unit[, buffer room])
+and on a compute class picks, among the units of its class(es), the one that finishes it first (ties: lowest
+unit index). A compute unit is busy start -> end with end = start + cycles (the sim.units formula
+"cycles(start -> done)"; a unit accepts its next tile after `done`). A DMA queue issues requests in its list
+order (issue times non-decreasing) with many in flight, and each buffer allocates in list order; their completion comes from the DRAM model
+(sim.dram.dram_access), which owns bus/bank occupancy. A DMA that allocates buffer bytes waits until the
+buffer pool (full capacity; see sim.sram) has room given the release times of earlier allocations.
+Deterministic: no randomness, no dictionaries, ties broken by index.
+
+Stall accounting: when a unit starts an instruction later than it became free, the gap is charged to the
+binding constraint: data (a compute/SFU result), memory (a DMA result), step (token barrier) or buffer
+(DMA waiting for SRAM room).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import lowbit.sim.dram
+from lowbit.sim.dram import dram_access
+from lowbit.sim.nbcache import njit_cached
+
+# unit classes
+C_TINT, C_BOOTH, C_FP4, C_LOP, C_SFU, C_DMAW, C_DMAKV, C_JOIN = range(8)
+CLASS_NAMES = ("tint", "booth", "fp4", "lop", "sfu", "dma_w", "dma_kv", "join")
+# stall reasons
+R_DATA, R_MEM, R_STEP, R_BUFFER = range(4)
+REASONS = ("data_dependency", "memory_wait", "step_barrier", "buffer_full")
+MAXLIVE = 256
+
+FIELDS = ("main", "alt", "cyc", "cyc_alt", "nbytes", "addr", "wr", "dcls", "buf", "alloc", "free_of",
+          "dep0", "dep1", "dep2", "jlo", "jhi", "barrier")
+
+
+@njit_cached(lowbit.sim.dram)  # cache keyed on sched.py + dram.py source: dram_access is compiled into it
+def _kernel(main, alt, cyc, cyc_alt, nbytes, addr, wr, dcls, buf, alloc, free_of, dep0, dep1, dep2, jlo, jhi,
+            barrier, t_barrier, t_ext, ucls, ufree, buf_cap, blast, live_rel, live_bytes, live_owner, live_n,
+            dparams, dstate, o_start, o_end, o_unit, o_reason, stall):
+    n = main.shape[0]
+    nu = ucls.shape[0]
+    for i in range(n):
+        c = main[i]
+        ready = np.int64(0)
+        reason = R_DATA
+        if barrier[i] != 0:
+            ready = t_barrier
+            reason = R_STEP
+        for k in range(3):
+            if k == 0:
+                d = dep0[i]
+            elif k == 1:
+                d = dep1[i]
+            else:
+                d = dep2[i]
+            if d >= 0 and o_end[d] > ready:
+                ready = o_end[d]
+                reason = o_reason[d]
+            elif d == -2 and t_ext > ready:
+                ready = t_ext
+                reason = R_DATA
+        if c == C_JOIN:
+            t = ready
+            for j in range(jlo[i], jhi[i]):
+                if o_end[j] > t:
+                    t = o_end[j]
+                    reason = o_reason[j]
+            o_start[i] = t
+            o_end[i] = t
+            o_unit[i] = -1
+            o_reason[i] = reason
+        elif c == C_DMAW or c == C_DMAKV:
+            u = -1
+            for v in range(nu):
+                if ucls[v] == c:
+                    u = v
+                    break
+            if u < 0:
+                return -(i + 1)
+            t = max(ready, ufree[u])
+            if ready > ufree[u]:
+                stall[u, reason] += ready - ufree[u]
+            b = buf[i]
+            if b >= 0 and alloc[i] > 0:
+                need = alloc[i]
+                t0 = t
+                if blast[b] > t:  # a buffer allocates in list order (ring/FIFO allocator)
+                    t = blast[b]
+                while True:
+                    used = np.int64(0)
+                    nxt = np.int64(-1)
+                    for e in range(live_n[b]):
+                        r = live_rel[b, e]
+                        if r < 0 or r > t:
+                            used += live_bytes[b, e]
+                        if r > t and (nxt < 0 or r < nxt):
+                            nxt = r
+                    if used + need <= buf_cap[b]:
+                        break
+                    if nxt < 0:
+                        return -(i + 1)  # would wait for a release that is never scheduled (lowering bug)
+                    t = nxt
+                if t > t0:
+                    stall[u, R_BUFFER] += t - t0
+                # drop entries released by now (later allocations of this buffer start at >= t)
+                blast[b] = t
+                m = 0
+                for e in range(live_n[b]):
+                    r = live_rel[b, e]
+                    if r < 0 or r > t:
+                        live_rel[b, m] = r
+                        live_bytes[b, m] = live_bytes[b, e]
+                        live_owner[b, m] = live_owner[b, e]
+                        m += 1
+                if m >= live_rel.shape[1]:
+                    return -(i + 1)
+                live_rel[b, m] = -1
+                live_bytes[b, m] = need
+                live_owner[b, m] = i
+                live_n[b] = m + 1
+            done = dram_access(dparams, dstate, addr[i], nbytes[i], float(t), wr[i] != 0, dcls[i])
+            e_ = np.int64(np.ceil(done))
+            if e_ < t:
+                e_ = t
+            o_start[i] = t
+            o_end[i] = e_
+            o_unit[i] = u
+            o_reason[i] = R_MEM
+            ufree[u] = t
+        else:
+            best = -1
+            bst = np.int64(0)
+            bfin = np.int64(0)
+            for v in range(nu):
+                cv = ucls[v]
+                if cv == c:
+                    cy = cyc[i]
+                elif cv == alt[i] and alt[i] >= 0:
+                    cy = cyc_alt[i]
+                else:
+                    continue
+                st = max(ready, ufree[v])
+                fin = st + cy
+                if best < 0 or fin < bfin:
+                    best = v
+                    bst = st
+                    bfin = fin
+            if best < 0:
+                return -(i + 1)
+            if bst > ufree[best]:
+                stall[best, reason] += bst - ufree[best]
+            o_start[i] = bst
+            o_end[i] = bfin
+            o_unit[i] = best
+            o_reason[i] = R_DATA
+            ufree[best] = bfin
+        f = free_of[i]
+        if f >= 0:
+            b = buf[f]
+            for e in range(live_n[b]):
+                if live_owner[b, e] == f and live_rel[b, e] < 0:
+                    live_rel[b, e] = o_end[i]
+                    live_owner[b, e] = -1
+                    break
+    return 0
+
+
+class Scheduler:
+    """Scheduler state carried across chunks (unit free times, buffer pools, DRAM state)."""
+
+    def __init__(self, unit_classes: list[int], buf_cap: np.ndarray, dparams: np.ndarray, dstate: np.ndarray):
+        self.ucls = np.asarray(unit_classes, np.int64)
+        self.ufree = np.zeros(len(unit_classes), np.int64)
+        self.buf_cap = np.asarray(buf_cap, np.int64)
+        nb = len(buf_cap)
+        self.live_rel = np.zeros((nb, MAXLIVE), np.int64)
+        self.live_bytes = np.zeros((nb, MAXLIVE), np.int64)
+        self.live_owner = np.zeros((nb, MAXLIVE), np.int64)
+        self.live_n = np.zeros(nb, np.int64)
+        self.blast = np.zeros(nb, np.int64)
+        self.dparams = dparams
+        self.dstate = dstate
+        self.stall = np.zeros((len(unit_classes), len(REASONS)), np.float64)
+
+    def run(self, a: dict[str, np.ndarray], t_barrier: int, t_ext: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Schedule one chunk; returns (start, end, unit) per instruction. Raises RuntimeError on a lowering
+        inconsistency (an instruction no unit can run, or a buffer allocation that can never be satisfied)."""
+        n = len(a["main"])
+        o_start = np.zeros(n, np.int64)
+        o_end = np.zeros(n, np.int64)
+        o_unit = np.zeros(n, np.int64)
+        o_reason = np.zeros(n, np.int64)
+        # owners are chunk-local indices: entries from earlier chunks must already be released
+        self.live_owner[:] = -1
+        if np.any(self.live_rel[np.arange(MAXLIVE)[None, :] < self.live_n[:, None]] < 0):
+            raise RuntimeError("scheduler: buffer allocation still live across a step boundary")
+        rc = _kernel(*(a[f] for f in FIELDS), np.int64(t_barrier), np.int64(t_ext), self.ucls, self.ufree, self.buf_cap, self.blast,
+                     self.live_rel, self.live_bytes, self.live_owner, self.live_n, self.dparams, self.dstate,
+                     o_start, o_end, o_unit, o_reason, self.stall)
+        if rc != 0:
+            i = -rc - 1
+            raise RuntimeError(f"scheduler: instruction {i} (class {CLASS_NAMES[a['main'][i]]}) cannot be scheduled")
+        return o_start, o_end, o_unit

@@ -1,0 +1,52 @@
+"""BoothFlex / BoothFlex-BS timing (docs/reference/vitallm.md §5.3, §5.6, design hypothesis).
+
+`lanes` lanes x `width` radix-4 Booth units; each lane's units share one compressor tree over their
+4*width partial-product rows.
+- INT8 x INT8 mode: a lane reduces `width` products per cycle -> beats = passes * ceil(k / width).
+- ternary x INT8 mode: each unit takes 4 ternary pairs (one per PP row) -> beats = passes * ceil(k / (4*width)).
+- BoothFlex-BS (bit-serial): one Booth digit of the multiplier per cycle -> an n-bit operand takes n/2 beats
+  (ternary: 1), so beats = passes * ceil(k / width) * digits(bits).
+Latency = 1 (Booth encode + PP select) + clog2(4*width) (compressor stages) + 1 (accumulator).
+BoothFlex-BS latency = 1 (digit select + Booth encode + PP select) + clog2(width) (one PP row per unit per
+cycle, so the tree has `width` rows) + 1 (Horner shift-add merged into the accumulator add on the last
+digit) -- realised by rtl/booth_bs.py (changed from clog2(4*width) + 2 when the RTL was built).
+"""
+
+from __future__ import annotations
+
+from lowbit.sim.config import BoothConfig
+from lowbit.sim.units import ceil_div, clog2
+
+
+def booth_latency(cfg: BoothConfig) -> int:
+    return clog2(4 * cfg.width) + 2
+
+
+def booth_bs_latency(cfg: BoothConfig) -> int:
+    return clog2(cfg.width) + 2
+
+
+def booth_digits(bits: int) -> int:
+    """Radix-4 Booth digits of an operand: bits/2 for 2/4/8-bit, 1 for a ternary weight (bits=1.58 -> pass 1)."""
+    if bits == 1:
+        return 1
+    if bits not in (2, 4, 8):
+        raise ValueError(f"BoothFlex-BS precision {bits}: allowed 1 (ternary), 2, 4, 8")
+    return bits // 2
+
+
+def booth_int8_tile_cycles(cfg: BoothConfig, k: int, passes: int) -> int:
+    if cfg.bit_serial:
+        return booth_bs_tile_cycles(cfg, k, passes, 8)
+    return passes * ceil_div(k, cfg.width) + booth_latency(cfg)
+
+
+def booth_ternary_tile_cycles(cfg: BoothConfig, k: int, passes: int) -> int:
+    if cfg.bit_serial:
+        return booth_bs_tile_cycles(cfg, k, passes, 1)
+    return passes * ceil_div(k, 4 * cfg.width) + booth_latency(cfg)
+
+
+def booth_bs_tile_cycles(cfg: BoothConfig, k: int, passes: int, bits: int) -> int:
+    """BoothFlex-BS: `bits` is the serial operand's precision (1 = ternary, 2, 4, 8)."""
+    return passes * ceil_div(k, cfg.width) * booth_digits(bits) + booth_bs_latency(cfg)

@@ -1,0 +1,127 @@
+"""Ternary W1.58A8 kernels vs the sim golden model: INT8 codes and INT32 accumulators bit-exact (int64
+reference), bf16 outputs within one bf16 ulp (rel 2^-7: the interpreter's f32->bf16 cast truncates)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lowbit.models.gpu.ternary import (
+    act_quant,
+    pack_ternary_gpu,
+    pack_ternary_gpu_torch,
+    ternary_gemm,
+    ternary_gemm_unpacked,
+    ternary_gemv,
+    ternary_linear,
+)
+from lowbit.sim.numerics.int8 import dequantize_accumulator, int8_absmax_quantize, int_matmul_exact
+from lowbit.sim.numerics.ternary import ternary_quantize
+
+BF16_REL = 2.0**-7
+
+
+def _rand_x(rng, m, k):
+    # random magnitudes per token (never zeros)
+    return (rng.standard_normal((m, k)) * rng.uniform(0.05, 20, (m, 1))).astype(np.float32)
+
+
+def test_act_quant_bit_exact_with_ties(device):
+    rng = np.random.default_rng(11)
+    x = _rand_x(rng, 4, 100)
+    x[0, :6] = [127.0, 0.5, 1.5, 2.5, -2.5, -0.5]  # amax 127 -> s = 1: exact RNE ties
+    x[0, 6:] = rng.uniform(-100, 100, 94)
+    a = act_quant(torch.from_numpy(x).to(device))
+    q, s = int8_absmax_quantize(x)
+    assert np.array_equal(a.q[:, :100].cpu().numpy(), q)
+    assert np.all(a.q[:, 100:].cpu().numpy() == 0)
+    assert list(a.q[0, 1:5].cpu().numpy()) == [0, 2, 2, -2]
+    assert np.array_equal(a.qsum.cpu().numpy(), q.astype(np.int64).sum(1))
+    assert np.allclose(a.s.cpu().numpy(), s[:, 0], rtol=1e-7)
+    # the GEMV pair operand: pair[8j+s] = (q[16j+s+8]+128) | (q[16j+s]+128) << 16
+    p = a.pairs.cpu().numpy().astype(np.int64)
+    qp = np.concatenate([q, np.zeros((4, 12), np.int8)], 1).astype(np.int64).reshape(4, -1, 2, 8) + 128
+    assert np.array_equal(p.reshape(4, -1, 8), qp[:, :, 1, :] | (qp[:, :, 0, :] << 16))
+
+
+def test_pack_matches_sim_layout(device):
+    rng = np.random.default_rng(12)
+    codes = rng.integers(-1, 2, (9, 70)).astype(np.int8)
+    w = pack_ternary_gpu(codes, 0.3)
+    wt = pack_ternary_gpu_torch(torch.from_numpy(codes), 0.3)
+    assert torch.equal(w.words, wt.words) and torch.equal(w.csum, wt.csum)
+    assert w.kp == 80 and w.words.shape == (9, 5)
+    words = w.words.numpy().astype(np.int64) & 0xFFFFFFFF
+    dec = ((words[:, :, None] >> (2 * np.arange(16))) & 3).reshape(9, 80) - 1
+    assert np.array_equal(dec[:, :70], codes) and np.all(dec[:, 70:] == 0)
+
+
+@pytest.mark.parametrize("m,n,k", [(1, 37, 100), (3, 64, 200), (8, 19, 48), (6, 21, 64)])
+def test_gemv_bit_exact(device, m, n, k):
+    rng = np.random.default_rng(100 + m)
+    x = _rand_x(rng, m, k)
+    wf = rng.standard_normal((n, k))
+    codes, scale = ternary_quantize(wf)
+    w = pack_ternary_gpu(codes, scale, device)
+    a = act_quant(torch.from_numpy(x).to(device), write_q=False)
+    q, s = int8_absmax_quantize(x)
+    acc_ref = int_matmul_exact(q, codes)
+    for smax in (0, 8):  # token-tiled and single-token kernels
+        assert np.array_equal(ternary_gemv(a, w, out_acc=True, single_max=smax).cpu().numpy(), acc_ref)
+    y = ternary_gemv(a, w).float().cpu().numpy()
+    y_ref = dequantize_accumulator(acc_ref, scale, s)
+    assert np.all(np.abs(y - y_ref) <= BF16_REL * np.abs(y_ref) + 1e-30)
+
+
+def test_gemv_worst_case_carries(device):
+    # all weights +1 (code 2) and all activations at +127 (x' = 255): the packed-pair partial sums are
+    # at their maximum (8 * 1020 per word); also all -1 weights against alternating +-127
+    k = 160
+    x = np.full((2, k), 3.0, np.float32)
+    x[1, 1::2] = -3.0
+    for wv in (1, -1):
+        codes = np.full((5, k), wv, np.int8)
+        w = pack_ternary_gpu(codes, 1.0, device)
+        for rows in (x, x[1:]):
+            a = act_quant(torch.from_numpy(rows).to(device), write_q=False)
+            q, _ = int8_absmax_quantize(rows)
+            for smax in (0, 4):  # tiled-token and single-token kernels
+                got = ternary_gemv(a, w, out_acc=True, single_max=smax).cpu().numpy()
+                assert np.array_equal(got, int_matmul_exact(q, codes))
+
+
+def test_gemm_bit_exact(device):
+    rng = np.random.default_rng(13)
+    m, n, k = 40, 72, 120
+    x = _rand_x(rng, m, k)
+    codes, scale = ternary_quantize(rng.standard_normal((n, k)))
+    w = pack_ternary_gpu(codes, scale, device)
+    a = act_quant(torch.from_numpy(x).to(device))
+    q, s = int8_absmax_quantize(x)
+    acc_ref = int_matmul_exact(q, codes)
+    assert np.array_equal(ternary_gemm(a, w, out_acc=True).cpu().numpy(), acc_ref)
+    assert np.array_equal(ternary_gemm_unpacked(a, w, out_acc=True).cpu().numpy(), acc_ref)
+    y2 = ternary_gemm_unpacked(a, w).float().cpu().numpy()
+    assert np.all(np.abs(y2 - dequantize_accumulator(acc_ref, scale, s)) <= BF16_REL * np.abs(acc_ref * scale / s) + 1e-30)
+    y = ternary_linear(torch.from_numpy(x).to(device), w).float().cpu().numpy()
+    y_ref = dequantize_accumulator(acc_ref, scale, s)
+    assert np.all(np.abs(y - y_ref) <= BF16_REL * np.abs(y_ref) + 1e-30)
+
+
+def test_per_row_scales_and_errors(device):
+    rng = np.random.default_rng(14)
+    codes = rng.integers(-1, 2, (6, 32)).astype(np.int8)
+    sc = rng.uniform(0.1, 2.0, 6)
+    w = pack_ternary_gpu(codes, sc, device)
+    x = _rand_x(rng, 2, 32)
+    q, s = int8_absmax_quantize(x)
+    y = ternary_linear(torch.from_numpy(x).to(device), w).float().cpu().numpy()
+    y_ref = dequantize_accumulator(int_matmul_exact(q, codes), sc, s)
+    assert np.all(np.abs(y - y_ref) <= BF16_REL * np.abs(y_ref) + 1e-30)
+    with pytest.raises(ValueError):
+        ternary_linear(torch.from_numpy(x[:, :16]).to(device), w)
+    with pytest.raises(ValueError):
+        pack_ternary_gpu(codes, np.ones(5), device)
+    with pytest.raises(ValueError):
+        pack_ternary_gpu(codes * 2, 1.0, device)

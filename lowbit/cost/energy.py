@@ -1,4 +1,4 @@
-"""Energy, power and area model of a whole accelerator (torch-free; no amaranth import at module level).
+"""Energy, power and area model of a whole accelerator (no amaranth import at module level).
 
 Per compute unit (from its synthesised sky130 netlist, rtl/synth.py):
     E_toggle(cell)  = 1/2 * K_PAR * C_gate(cell) * V_sky130^2           (one output transition)
@@ -32,7 +32,12 @@ from lowbit.cost.area import (
     sky130_to,
     sram_for_config,
 )
+from lowbit.rtl.activity import unit_activity
+from lowbit.rtl.liberty import library_cells
+from lowbit.rtl.registry import UNITS, get_unit, units_for
+from lowbit.rtl.synth import instances, synth_unit
 from lowbit.sim.errors import LowbitError
+from lowbit.sim.units import catalog
 
 K_PAR = 2.0
 BETA_CLK = 0.8
@@ -56,28 +61,9 @@ def cycle_energy_sky130_j(cells: dict[str, int], gate_cap_f: dict[str, float], a
     return e
 
 
-# Which simulator activity counters a unit serves, and at how many ops per cycle (all instances).
 def unit_rates(cfg, unit: str) -> dict[str, float]:
-    t, b = cfg.tint, cfg.booth
-    if unit == "tint":
-        return {"ternary_macs": t.macs_per_cycle}
-    if unit == "booth":
-        r = {"int8_macs": b.int8_macs_per_cycle}
-        if b.ternary_mode:
-            r["ternary_macs"] = b.ternary_macs_per_cycle
-        return r
-    if unit == "booth_bs":  # one radix-4 digit per cycle: INT8 = 4 digits, ternary = 1 digit (docs/reference/vitallm.md §5.6)
-        r = {"int8_macs": b.lanes * b.width / 4}
-        if b.ternary_mode:
-            r["ternary_macs"] = b.lanes * b.width
-        return r
-    if unit == "fp4":
-        return {"fp4_macs": cfg.fp4.macs_per_cycle}
-    if unit in ("lop", "lop_score", "lop_topk"):  # score and top-K both run while the LOP unit is busy
-        return {"lop_elems": cfg.lop.lanes * cfg.lop.width}
-    if unit == "sfu":
-        return {"sfu_elems": cfg.sfu.lanes}
-    raise LowbitError(f"unknown unit {unit!r}")
+    """Work per busy cycle (all instances) of an RTL block, per activity counter: the catalogue's cost hook."""
+    return get_unit(unit).rates(cfg)
 
 
 @dataclass
@@ -100,16 +86,7 @@ class UnitCost:
 
     def __post_init__(self) -> None:
         if not self.hw_unit:
-            self.hw_unit = HW_UNIT.get(self.name, self.name)
-
-
-HW_UNIT = {"booth_bs": "booth", "lop_score": "lop", "lop_topk": "lop"}
-# What the generated RTL of a unit covers, where it is less than the simulated unit (stated in reports).
-RTL_SCOPE = {
-    "sfu": "RTL = absmax INT8 quantizer only (rtl/sfu.py, restoring divider for the reciprocal); RMSNorm, "
-           "softmax, RoPE and activation datapaths are not in RTL, all SFU busy cycles are charged at this energy",
-    "lop_topk": "charged for every LOP busy cycle together with lop_score (both run while LOP is busy)",
-}
+            self.hw_unit = get_unit(self.name).hw_unit if self.name in UNITS else self.name
 
 
 @dataclass
@@ -147,7 +124,7 @@ def unit_cost(cfg, unit: str, cells: dict[str, int] | None, gate_cap_f: dict[str
               activity: float | None, area_sky130_um2: float = 0.0, note: str = "") -> UnitCost:
     """Cost of one unit from its cell counts (None -> not synthesised: zero area/energy, flagged)."""
     af, ef = sky130_to(cfg.node_nm, cfg.supply_v)
-    rates = unit_rates(cfg, unit)
+    rates = unit_rates(cfg, unit) if unit in UNITS else {}
     if cells is None:
         return UnitCost(unit, instances, 0, 0.0, 0.0, 0.0, 0.0, 0.0, "n/a", rates, False, note)
     a, src = (activity, "measured (random data)") if activity is not None else (DEFAULT_ACTIVITY, "default")
@@ -216,7 +193,7 @@ def _split_ternary(hw: HwCost, activity: dict[str, float]) -> dict[str, dict[str
     by their per-cycle capacity unless `<hw_unit>_<counter>` is given; every RTL block of one hardware unit
     (lop_score + lop_topk) sees that unit's whole share."""
     per: dict[str, dict[str, float]] = {u.name: {} for u in hw.units}
-    for counter in ("ternary_macs", "int8_macs", "fp4_macs", "lop_elems", "sfu_elems"):
+    for counter in catalog.work_counters():
         total = float(activity.get(counter, 0.0))
         groups: dict[str, list[UnitCost]] = {}
         for u in hw.units:
@@ -313,57 +290,22 @@ def subtract_activity(full: dict[str, Any], part: dict[str, Any]) -> dict[str, A
 
 
 def build_hw_cost(cfg, measure_activity: bool = True, exclude: tuple[str, ...] = ()) -> HwCost:
-    """Synthesise every RTL unit of cfg (cached) and assemble its HwCost. Imports the RTL flow lazily.
-    Units in `exclude` are not synthesised and are flagged as excluded (their cost is missing)."""
-    from lowbit.rtl.liberty import library_cells
-    from lowbit.rtl.synth import SynthError, instances, synth_unit
-
+    """Synthesise every RTL block of cfg (cached) and assemble its HwCost. Blocks in `exclude`, and units
+    the catalogue has no RTL for, are not synthesised and are flagged (their cost is missing)."""
     caps = {c: i.gate_cap_f for c, i in library_cells().items()}
-    wanted = _units_of(cfg)
-    costs = []
-    for unit in wanted:
+    blocks = units_for(cfg)
+    covered = {get_unit(b).hw_unit for b in blocks}
+    costs = [unit_cost(cfg, u, None, caps, 1, None, note="the unit catalogue has no RTL for it")
+             for u in cfg.units if u not in covered]
+    for unit in blocks:
         if unit in exclude:
             costs.append(unit_cost(cfg, unit, None, caps, 1, None, note="excluded by --exclude-unit"))
             continue
-        try:
-            r = synth_unit(cfg, unit)
-        except SynthError as e:
-            if "not available yet" in str(e) or "unknown RTL unit" in str(e):
-                costs.append(unit_cost(cfg, unit, None, caps, 1, None, note=str(e)))
-                continue
-            raise
-        act = None
-        if measure_activity:
-            try:
-                from lowbit.rtl.activity import unit_activity
-
-                act = unit_activity(cfg, unit)
-            except Exception as e:  # calibration is best effort; fall back to the documented default
-                act = None
-                note = f"activity default ({type(e).__name__})"
-            else:
-                note = ""
-        else:
-            note = ""
-        note = "; ".join(x for x in (RTL_SCOPE.get(unit, ""), note) if x)
+        r = synth_unit(cfg, unit)
+        act = unit_activity(cfg, unit) if measure_activity else None
+        note = get_unit(unit).block.scope
         costs.append(unit_cost(cfg, unit, r.cells, caps, instances(cfg, unit), act, r.area_um2, note))
     return hw_cost(cfg, costs)
-
-
-def _units_of(cfg) -> list[str]:
-    """RTL units of a config: the registered ones (rtl.registry.units_for) plus unregistered units it needs."""
-    try:
-        from lowbit.rtl.registry import UNITS, units_for
-
-        have = list(units_for(cfg))
-    except ModuleNotFoundError:
-        UNITS, have = {}, []
-    covered = {UNITS[n].hw_unit for n in have if n in UNITS}
-    names = {"booth": "booth_bs" if cfg.booth.bit_serial else "booth"}
-    for u in cfg.units:
-        if u not in covered and names.get(u, u) not in have:
-            have.append(names.get(u, u))
-    return have
 
 
 def scale_note(cfg) -> str:

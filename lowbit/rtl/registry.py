@@ -1,47 +1,76 @@
-"""Registry of RTL units: one entry per unit, one file per unit (rtl/<unit>.py) plus its cocotb bench.
+"""The RTL view of the unit catalogue (lowbit.sim.units.catalog): one `RtlUnit` per RTL block.
 
-To add a unit (e.g. LOP):
-1. ``rtl/lop.py``: ``validate(section_cfg)`` raising LowbitError, and a ``wiring.Component`` built from
-   the config section that follows the start/done convention of rtl/common.py.
-2. ``rtl/bench/lop_bench.py``: a cocotb module with one ``@cocotb.test()`` that reads its job with
-   ``rtl.bench.common.load_job()`` and writes ``write_result(...)`` (vectors, mismatches, cycles).
-3. Add a ``UnitSpec`` to ``UNITS`` below (section, import paths, cycle formula) and a pytest wrapper in
-   tests/rtl/ using ``rtl.cocotb_runner.run_bench``.
-Nothing in this module imports amaranth or cocotb (the CLI imports it at start-up).
+The catalogue names each block's generator, validator and cocotb bench as "module:attribute" strings (the
+torch-free core never imports this layer); this module resolves them. Nothing here imports amaranth or
+cocotb at module level, so the CLI can list units without the [rtl] extra. To add a unit, see
+docs/adding-a-unit.md: nothing in this file changes.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from lowbit.sim.errors import LowbitError
+from lowbit.sim.units import catalog
 
 
 @dataclass(frozen=True)
-class UnitSpec:
-    name: str
-    section: str  # HwConfig attribute holding the unit's parameters
-    component: str  # "module:Class", built as Class(section_cfg)
-    validator: str  # "module:function", validate(section_cfg) -> None or LowbitError
-    bench: str  # cocotb test module (importable)
-    cycle_functions: tuple[str, ...]  # "module:function" of the sim/units formulas the bench checks
-    cycle_formula: str  # human-readable formula text for manifest.json
-    params: tuple[str, ...]  # section fields the RTL depends on (cache key + manifest)
-    hw_unit: str  # name in HwConfig.units that makes this unit part of a preset
+class RtlUnit:
+    """One RTL block of a catalogued unit, with the names the RTL flow needs."""
+
+    unit: catalog.Unit
+    block: catalog.RtlBlock
+
+    @property
+    def name(self) -> str:
+        return self.block.name
+
+    @property
+    def hw_unit(self) -> str:
+        """The catalogued unit (HwConfig.units name, config section) this block belongs to."""
+        return self.unit.name
+
+    @property
+    def component(self) -> str:
+        return self.block.component
+
+    @property
+    def bench(self) -> str:
+        return self.block.bench
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        return self.block.params
+
+    @property
+    def cycle_formula(self) -> str:
+        return self.block.formula
+
+    @property
+    def cycle_functions(self) -> tuple[str, ...]:
+        """The timing formulas the bench checks, as "module:function" (written to manifest.json)."""
+        return tuple(f"{f.__module__}:{f.__qualname__}" for f in self.block.cycles)
 
     def section_cfg(self, cfg: Any) -> Any:
-        return getattr(cfg, self.section)
+        return cfg.section(self.unit.name)
 
     def parameters(self, section_cfg: Any) -> dict[str, Any]:
-        return {p: getattr(section_cfg, p) for p in self.params}
+        return {p: getattr(section_cfg, p) for p in self.block.params}
 
     def build(self, section_cfg: Any):
-        return _resolve(self.component)(section_cfg)
+        return _resolve(self.block.component)(section_cfg)
 
     def validate(self, section_cfg: Any) -> None:
-        _resolve(self.validator)(section_cfg)
+        _resolve(self.block.validator)(section_cfg)
+
+    def instances(self, cfg: Any) -> int:
+        return self.block.instances(self.section_cfg(cfg))
+
+    def rates(self, cfg: Any) -> dict[str, float]:
+        return self.block.rates(self.section_cfg(cfg))
 
 
 def _resolve(path: str):
@@ -49,77 +78,31 @@ def _resolve(path: str):
     return getattr(importlib.import_module(mod), attr)
 
 
-UNITS: dict[str, UnitSpec] = {}
+class _Registry(Mapping[str, RtlUnit]):
+    """RTL blocks by name, read from the catalogue on every access (units registered later included)."""
+
+    def _all(self) -> dict[str, RtlUnit]:
+        return {name: RtlUnit(u, b) for name, (u, b) in catalog.rtl_blocks().items()}
+
+    def __getitem__(self, name: str) -> RtlUnit:
+        return self._all()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
 
 
-def register_unit(spec: UnitSpec) -> UnitSpec:
-    UNITS[spec.name] = spec
-    return spec
+UNITS: Mapping[str, RtlUnit] = _Registry()
 
 
-register_unit(UnitSpec(
-    name="tint", section="tint", component="lowbit.rtl.tint:TintCore", validator="lowbit.rtl.tint:validate",
-    bench="lowbit.rtl.bench.tint_bench", cycle_functions=("lowbit.sim.units.tint:tint_tile_cycles",),
-    cycle_formula="passes*ceil(k/tree_width) + clog2(tree_width) + 2",
-    params=("lanes", "tree_width", "acc_bits"), hw_unit="tint",
-))
-register_unit(UnitSpec(
-    name="booth", section="booth", component="lowbit.rtl.booth:BoothFlex", validator="lowbit.rtl.booth:validate",
-    bench="lowbit.rtl.bench.booth_bench",
-    cycle_functions=("lowbit.sim.units.booth:booth_int8_tile_cycles", "lowbit.sim.units.booth:booth_ternary_tile_cycles"),
-    cycle_formula="int8: passes*ceil(k/width) + clog2(4*width) + 2; "
-                  "ternary: passes*ceil(k/(4*width)) + clog2(4*width) + 2",
-    params=("lanes", "width", "acc_bits", "ternary_mode"), hw_unit="booth",
-))
-register_unit(UnitSpec(
-    name="booth_bs", section="booth", component="lowbit.rtl.booth_bs:BoothFlexBS", validator="lowbit.rtl.booth_bs:validate",
-    bench="lowbit.rtl.bench.booth_bs_bench", cycle_functions=("lowbit.sim.units.booth:booth_bs_tile_cycles",),
-    cycle_formula="passes*ceil(k/width)*digits(bits) + clog2(width) + 2, digits = bits/2 (ternary: 1)",
-    params=("lanes", "width", "acc_bits", "ternary_mode", "precisions"), hw_unit="booth",
-))
-
-# LOP / FP4 / SFU units (rtl/lop.py, rtl/fp4.py, rtl/sfu.py; benches rtl/bench/{lop,fp4,sfu}_bench.py)
-register_unit(UnitSpec(
-    name="lop_score", section="lop", component="lowbit.rtl.lop:LopScore", validator="lowbit.rtl.lop:validate",
-    bench="lowbit.rtl.bench.lop_bench", cycle_functions=("lowbit.sim.units.lop:lop_score_cycles",),
-    cycle_formula="ceil(M/lanes)*ceil(d/width) + clog2(width) + 2",
-    params=("lanes", "width", "exp_bits", "score_bits"), hw_unit="lop",
-))
-register_unit(UnitSpec(
-    name="lop_topk", section="lop", component="lowbit.rtl.lop:LopTopK", validator="lowbit.rtl.lop:validate",
-    bench="lowbit.rtl.bench.lop_bench", cycle_functions=("lowbit.sim.units.lop:lop_topk_cycles",),
-    cycle_formula="2*ceil(M/lanes) + buckets + 2", params=("lanes", "score_bits", "buckets", "k"), hw_unit="lop",
-))
-register_unit(UnitSpec(
-    name="fp4", section="fp4", component="lowbit.rtl.fp4:Fp4Core", validator="lowbit.rtl.fp4:validate",
-    bench="lowbit.rtl.bench.fp4_bench", cycle_functions=("lowbit.sim.units.fp4:fp4_tile_cycles",),
-    cycle_formula="passes*ceil(k/elems_per_cycle) + clog2(elems_per_cycle) + 3",
-    params=("format", "lanes", "elems_per_cycle", "block_sum_bits", "frac_bits", "acc_bits"), hw_unit="fp4",
-))
-register_unit(UnitSpec(
-    name="sfu", section="sfu", component="lowbit.rtl.sfu:SfuQuantize", validator="lowbit.rtl.sfu:validate",
-    bench="lowbit.rtl.bench.sfu_bench", cycle_functions=("lowbit.sim.units.sfu:sfu_cycles",),
-    cycle_formula="quantize: rows*(2*ceil(dim/lanes) + D_recip) + latency.quantize, "
-                  "D_recip = ceil((in_bits + 9) / 2) = 17 (reciprocal divider stall per row)",
-    params=("lanes", "latency"), hw_unit="sfu",
-))
-
-
-def get_unit(name: str) -> UnitSpec:
+def get_unit(name: str) -> RtlUnit:
     if name not in UNITS:
         raise LowbitError(f"unknown RTL unit '{name}'; available: {', '.join(UNITS)}")
     return UNITS[name]
 
 
 def units_for(cfg: Any) -> list[str]:
-    """Units a hardware config instantiates (booth -> booth_bs when booth.bit_serial)."""
-    out = []
-    for spec in UNITS.values():
-        if not cfg.has(spec.hw_unit):
-            continue
-        if spec.name == "booth" and cfg.booth.bit_serial:
-            continue
-        if spec.name == "booth_bs" and not cfg.booth.bit_serial:
-            continue
-        out.append(spec.name)
-    return out
+    """RTL blocks a hardware config instantiates, in catalogue order (booth -> booth_bs when bit_serial)."""
+    return [r.name for r in UNITS.values() if cfg.has(r.hw_unit) and r.block.selected(cfg.section(r.hw_unit))]

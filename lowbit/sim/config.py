@@ -1,7 +1,7 @@
 """Hardware description of a lowbit accelerator: typed, validated, loaded from TOML.
 
 One `HwConfig` drives the simulator's timing models, the RTL generators and the energy/area model,
-so that every layer describes the same hardware. Presets live in `sim/presets/*.toml`; every number
+so that every layer describes the same hardware. Presets live in `lowbit/sim/presets/*.toml`; every number
 in them is either cited from the VitaLLM papers (docs/reference/vitallm.md) or marked as a
 design assumption with its reasoning.
 
@@ -21,112 +21,22 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lowbit.sim.errors import ConfigError, did_you_mean
+from lowbit.sim.units import catalog
+from lowbit.sim.units.booth import BoothConfig
+from lowbit.sim.units.fp4 import Fp4Config
+from lowbit.sim.units.lop import LopConfig
+from lowbit.sim.units.sfu import SfuConfig
+from lowbit.sim.units.tint import TintConfig
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
-
-# ----------------------------------------------------------------------------- unit sections
-
-
-@dataclass(frozen=True)
-class TintConfig:
-    """TINT core(s): multiplier-free ternary x INT8 dot-product lanes (docs/reference/vitallm.md §5.2).
-
-    Per cycle each of `lanes` lanes of each core takes `tree_width` (ternary code, INT8 act) pairs,
-    selects +a/-a/0 and reduces them in an adder tree into an `acc_bits` accumulator.
-    """
-
-    cores: int = 2
-    lanes: int = 8
-    tree_width: int = 12
-    acc_bits: int = 24
-    weight_packing: Literal["2bit", "5trit"] = "2bit"
-    zero_skip: bool = False
-
-    @property
-    def macs_per_cycle(self) -> int:
-        return self.cores * self.lanes * self.tree_width
+# The compute units' sections live with their unit (lowbit.sim.units.<name>) and are declared in the unit
+# catalogue; they are re-exported here so that everything a config holds can be imported from one module.
+__all__ = ["HwConfig", "SramBuffer", "DramConfig", "TintConfig", "BoothConfig", "Fp4Config", "LopConfig",
+           "SfuConfig", "load_config", "from_dict", "to_dict", "list_presets", "PRESET_DIR"]
 
 
-@dataclass(frozen=True)
-class BoothConfig:
-    """BoothFlex core: `lanes` x `width` radix-4 Booth units sharing one compressor tree per lane.
-
-    INT8 mode: one INT8xINT8 product per unit per cycle. Ternary mode (docs/reference/vitallm.md §5.3, design
-    hypothesis): each unit's 4 partial-product rows take 4 independent ternary x INT8 pairs.
-    `bit_serial` selects BoothFlex-BS (one Booth digit per cycle; cycles scale with precision).
-    """
-
-    lanes: int = 4
-    width: int = 4
-    acc_bits: int = 24
-    ternary_mode: bool = True
-    bit_serial: bool = False
-    precisions: tuple[int, ...] = (2, 4, 8)
-
-    @property
-    def int8_macs_per_cycle(self) -> int:
-        return self.lanes * self.width
-
-    @property
-    def ternary_macs_per_cycle(self) -> int:
-        return 4 * self.lanes * self.width if self.ternary_mode else 0
-
-
-@dataclass(frozen=True)
-class Fp4Config:
-    """FP4 core: W4A8 block dot products (MXFP4: 32-element E8M0 blocks; NVFP4: 16-element E4M3)."""
-
-    enabled: bool = False
-    format: Literal["nvfp4", "mxfp4"] = "nvfp4"
-    lanes: int = 8
-    elems_per_cycle: int = 32
-    block_sum_bits: int = 16
-    frac_bits: int = 8
-    acc_bits: int = 32
-
-    @property
-    def block(self) -> int:
-        return 16 if self.format == "nvfp4" else 32
-
-    @property
-    def macs_per_cycle(self) -> int:
-        return self.lanes * self.elems_per_cycle if self.enabled else 0
-
-
-@dataclass(frozen=True)
-class LopConfig:
-    """Leading-one prediction: LO surrogate scores over M cached keys + comparison-free top-K."""
-
-    enabled: bool = True
-    k: int = 64
-    lanes: int = 8
-    width: int = 32
-    exp_bits: int = 3
-    score_bits: int = 24
-    buckets: int = 63
-    surrogate_storage: Literal["dram", "sram"] = "dram"
-
-
-@dataclass(frozen=True)
-class SfuConfig:
-    """Special-function unit: `lanes` elements per cycle plus a fixed pipeline latency per op."""
-
-    lanes: int = 16
-    latency: dict[str, int] = field(
-        default_factory=lambda: {
-            "rmsnorm": 12, "softmax": 16, "rope": 8, "activation": 6,
-            "elementwise": 2, "quantize": 6,
-        }
-    )
-
-    def op_latency(self, op: str) -> int:
-        if op not in self.latency:
-            raise ConfigError(f"sfu.latency has no entry for op '{op}'; add `{op} = <cycles>` to [sfu.latency]")
-        return self.latency[op]
-
-
-SFU_OPS = ("rmsnorm", "softmax", "rope", "activation", "elementwise", "quantize")
+# ----------------------------------------------------------------------------- shared resources
 
 
 @dataclass(frozen=True)
@@ -177,9 +87,12 @@ class DramConfig:
         return self.bus_bits * self.burst_length // 8
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class HwConfig:
-    """A whole accelerator. `units` lists which compute units exist (e.g. vitallm-fp4 has no TINT)."""
+    """A whole accelerator. `units` lists which compute units exist (e.g. vitallm-fp4 has no TINT).
+
+    `sections` holds one config section per catalogued unit (lowbit.sim.units.catalog), present or not, so
+    that a design can be changed by listing a unit; `cfg.tint`, `cfg.booth`, ... read them."""
 
     name: str
     description: str = ""
@@ -188,14 +101,29 @@ class HwConfig:
     supply_v: float = 0.8
     units: tuple[str, ...] = ("tint", "booth", "lop", "sfu")
     lm_head: Literal["host", "accelerator"] = "host"
-    tint: TintConfig = field(default_factory=TintConfig)
-    booth: BoothConfig = field(default_factory=BoothConfig)
-    fp4: Fp4Config = field(default_factory=Fp4Config)
-    lop: LopConfig = field(default_factory=LopConfig)
-    sfu: SfuConfig = field(default_factory=SfuConfig)
+    sections: dict[str, Any] = field(default_factory=dict)
     sram: tuple[SramBuffer, ...] = ()
     dram: DramConfig = field(default_factory=DramConfig)
     source: str = ""
+
+    if typing.TYPE_CHECKING:  # the built-in units' sections, for readers and type checkers
+        tint: TintConfig
+        booth: BoothConfig
+        fp4: Fp4Config
+        lop: LopConfig
+        sfu: SfuConfig
+
+    def __getattr__(self, name: str) -> Any:
+        sections = self.__dict__.get("sections", {})
+        if name in sections:
+            return sections[name]
+        raise AttributeError(f"HwConfig has no field or unit section '{name}'")
+
+    def section(self, unit: str) -> Any:
+        """The config section of a catalogued unit (its defaults when the TOML has no such table)."""
+        if unit not in self.sections:
+            catalog.get(unit)  # raises with the catalogue's names
+        return self.sections[unit]
 
     def buffer(self, name: str) -> SramBuffer:
         for b in self.sram:
@@ -223,7 +151,7 @@ class HwConfig:
         return from_dict(data, source=self.source)
 
 
-KNOWN_UNITS = ("tint", "booth", "fp4", "lop", "sfu")
+
 
 
 # ----------------------------------------------------------------------------- loading / validation
@@ -260,22 +188,27 @@ def from_dict(data: dict[str, Any], source: str = "<dict>") -> HwConfig:
     """Build and validate an HwConfig from plain data (as parsed from TOML)."""
     if "name" not in data:
         raise ConfigError(f"{source}: missing required field 'name' (add `name = \"my-design\"` at the top)")
-    cfg = _build(HwConfig, data, source, "")
-    for op in cfg.sfu.latency:
-        if op not in SFU_OPS:
-            raise ConfigError(f"{source}: sfu.latency.{op}: unknown op{did_you_mean(op, SFU_OPS)}; allowed: {', '.join(SFU_OPS)}")
-    # A partial [sfu.latency] table overrides only the ops it names.
-    latency = {**SfuConfig().latency, **cfg.sfu.latency}
-    cfg = dataclasses.replace(cfg, source=source, sfu=dataclasses.replace(cfg.sfu, latency=latency))
+    data = dict(data)
+    sections = {u.name: _build(u.config, data.pop(u.name), source, f"{u.name}.") if u.name in data else u.config()
+                for u in catalog.UNITS.values()}
+    top = _build(HwConfig, data, source, "", extra=tuple(catalog.UNITS))
+    cfg = dataclasses.replace(top, sections=sections, source=source)
     _check_semantics(cfg, source)
     return cfg
 
 
 def to_dict(cfg: Any) -> Any:
     """Plain-data form of a config (TOML/JSON friendly)."""
+    if isinstance(cfg, HwConfig):  # unit sections appear as top-level tables, as in TOML
+        out = {}
+        for f in _fields(HwConfig):
+            if f == "sections":
+                out.update({k: to_dict(v) for k, v in cfg.sections.items()})
+            else:
+                out[f] = to_dict(getattr(cfg, f))
+        return out
     if dataclasses.is_dataclass(cfg):
-        # `source` records where a config came from; it is not part of the hardware description.
-        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg) if f.name != "source"}
+        return {f: to_dict(getattr(cfg, f)) for f in _fields(type(cfg))}
     if isinstance(cfg, tuple):
         return [to_dict(v) for v in cfg]
     if isinstance(cfg, dict):
@@ -287,17 +220,24 @@ def _where(source: str, path: str) -> str:
     return f"{source}: {path}" if path else source
 
 
-def _build(cls: type, data: Any, source: str, path: str) -> Any:
+def _fields(cls: type) -> list[str]:
+    # `source` records where a config came from; it is not part of the hardware description.
+    return [f.name for f in dataclasses.fields(cls) if f.name != "source"]
+
+
+def _build(cls: type, data: Any, source: str, path: str, extra: tuple[str, ...] = ()) -> Any:
+    """`cls(**data)` with every value type-checked; `extra` names tables handled by the caller (unit sections)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{_where(source, path)} must be a table, got {type(data).__name__} {data!r}")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    fields = [f for f in _fields(cls) if f != "sections"]
+    allowed = fields[:fields.index("sram")] + list(extra) + fields[fields.index("sram"):] if extra else fields
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if key not in fields:
             raise ConfigError(
-                f"{_where(source, path + key)}: unknown field{did_you_mean(key, fields)}; "
-                f"allowed in {'[' + path.rstrip('.') + ']' if path else 'the top level'}: {', '.join(fields)}"
+                f"{_where(source, path + key)}: unknown field{did_you_mean(key, allowed)}; "
+                f"allowed in {'[' + path.rstrip('.') + ']' if path else 'the top level'}: {', '.join(allowed)}"
             )
         kwargs[key] = _coerce(hints[key], value, source, path + key)
     return cls(**kwargs)
@@ -362,37 +302,22 @@ def _check_semantics(cfg: HwConfig, src: str) -> None:
     _positive(src, "clock_hz", cfg.clock_hz, 1e6)
     if not 3 <= cfg.node_nm <= 180:
         raise ConfigError(f"{src}: node_nm = {cfg.node_nm}: the area/energy scaling model covers 3..180 nm")
+    known = tuple(catalog.UNITS)
     for u in cfg.units:
-        if u not in KNOWN_UNITS:
-            raise ConfigError(f"{src}: units contains '{u}'{did_you_mean(u, KNOWN_UNITS)}; allowed: {', '.join(KNOWN_UNITS)}")
-    if not (cfg.has("tint") or cfg.has("booth") or cfg.has("fp4")):
-        raise ConfigError(f"{src}: units = {list(cfg.units)}: need at least one of tint, booth, fp4 for projections")
+        if u not in known:
+            raise ConfigError(f"{src}: units contains '{u}'{did_you_mean(u, known)}; allowed: {', '.join(known)}")
+    projection = [u.name for u in catalog.UNITS.values() if u.tile_cycles is not None]
+    if not any(cfg.has(u) for u in projection):
+        raise ConfigError(f"{src}: units = {list(cfg.units)}: need at least one of {', '.join(projection)} for projections")
     if cfg.has("fp4") != cfg.fp4.enabled:
         raise ConfigError(f"{src}: fp4.enabled = {str(cfg.fp4.enabled).lower()} disagrees with units = {list(cfg.units)}; set both")
-    for sec in ("tint", "booth", "fp4", "lop", "sfu"):
-        obj = getattr(cfg, sec)
-        for f in dataclasses.fields(obj):
-            v = getattr(obj, f.name)
+    for name, sec in cfg.sections.items():
+        for f in dataclasses.fields(sec):
+            v = getattr(sec, f.name)
             if isinstance(v, int) and not isinstance(v, bool):
-                _positive(src, f"{sec}.{f.name}", v)
-    for name, bits in (("tint.acc_bits", cfg.tint.acc_bits), ("booth.acc_bits", cfg.booth.acc_bits),
-                       ("fp4.acc_bits", cfg.fp4.acc_bits), ("lop.score_bits", cfg.lop.score_bits)):
-        if not 8 <= bits <= 64:
-            raise ConfigError(f"{src}: {name} = {bits}: must be in 8..64")
-    for p in cfg.booth.precisions:
-        if p not in (2, 4, 8):
-            raise ConfigError(f"{src}: booth.precisions contains {p}: allowed 2, 4, 8")
-    if cfg.fp4.elems_per_cycle % cfg.fp4.block and cfg.fp4.block % cfg.fp4.elems_per_cycle:
-        raise ConfigError(
-            f"{src}: fp4.elems_per_cycle = {cfg.fp4.elems_per_cycle}: must divide or be a multiple of the "
-            f"{cfg.fp4.format} block size {cfg.fp4.block}"
-        )
-    if cfg.lop.buckets < 3 or cfg.lop.buckets % 2 == 0:
-        # offset-binary signed leading-one buckets (sim.numerics.lop.lop_bucket): 2*L + 1 of them
-        raise ConfigError(f"{src}: lop.buckets = {cfg.lop.buckets}: must be odd and >= 3 (2 x magnitudes + 1)")
-    for op, lat in cfg.sfu.latency.items():
-        if lat < 0:
-            raise ConfigError(f"{src}: sfu.latency.{op} = {lat}: must be >= 0")
+                _positive(src, f"{name}.{f.name}", v)
+    for sec in cfg.sections.values():
+        sec.check(src)
     seen = set()
     for i, b in enumerate(cfg.sram):
         if b.name in seen:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 
+from lowbit.sim.errors import ConfigError
+
 
 def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
@@ -18,3 +20,9 @@ def ceil_div(a: int, b: int) -> int:
 def clog2(n: int) -> int:
     """ceil(log2(n)) for n >= 1 (0 for n = 1): number of stages of a binary reduction tree."""
     return max(0, math.ceil(math.log2(n))) if n > 1 else 0
+
+
+def check_acc_bits(at: str, field: str, bits: int) -> None:
+    """Accumulator / score widths the golden models and RTL support: 8..64 bits."""
+    if not 8 <= bits <= 64:
+        raise ConfigError(f"{at}: {field} = {bits}: must be in 8..64")

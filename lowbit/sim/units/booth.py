@@ -14,8 +14,41 @@ digit) -- realised by rtl/booth_bs.py (changed from clog2(4*width) + 2 when the 
 
 from __future__ import annotations
 
-from lowbit.sim.config import BoothConfig
-from lowbit.sim.units import ceil_div, clog2
+from dataclasses import dataclass
+
+from lowbit.sim.errors import ConfigError
+from lowbit.sim.units import ceil_div, check_acc_bits, clog2
+
+
+@dataclass(frozen=True, kw_only=True)
+class BoothConfig:
+    """BoothFlex core: `lanes` x `width` radix-4 Booth units sharing one compressor tree per lane.
+
+    INT8 mode: one INT8xINT8 product per unit per cycle. Ternary mode (docs/reference/vitallm.md §5.3, design
+    hypothesis): each unit's 4 partial-product rows take 4 independent ternary x INT8 pairs.
+    `bit_serial` selects BoothFlex-BS (one Booth digit per cycle; cycles scale with precision).
+    """
+
+    lanes: int = 4
+    width: int = 4
+    acc_bits: int = 24
+    ternary_mode: bool = True
+    bit_serial: bool = False
+    precisions: tuple[int, ...] = (2, 4, 8)
+
+    @property
+    def int8_macs_per_cycle(self) -> int:
+        return self.lanes * self.width
+
+    @property
+    def ternary_macs_per_cycle(self) -> int:
+        return 4 * self.lanes * self.width if self.ternary_mode else 0
+
+    def check(self, at: str) -> None:
+        check_acc_bits(at, "booth.acc_bits", self.acc_bits)
+        for p in self.precisions:
+            if p not in (2, 4, 8):
+                raise ConfigError(f"{at}: booth.precisions contains {p}: allowed 2, 4, 8")
 
 
 def booth_latency(cfg: BoothConfig) -> int:

@@ -11,8 +11,31 @@ indices at `lanes` per cycle. Beats = 2 * ceil(M / lanes) + buckets; latency = 2
 
 from __future__ import annotations
 
-from lowbit.sim.config import LopConfig
-from lowbit.sim.units import ceil_div, clog2
+from dataclasses import dataclass
+from typing import Literal
+
+from lowbit.sim.errors import ConfigError
+from lowbit.sim.units import ceil_div, check_acc_bits, clog2
+
+
+@dataclass(frozen=True, kw_only=True)
+class LopConfig:
+    """Leading-one prediction: LO surrogate scores over M cached keys + comparison-free top-K."""
+
+    enabled: bool = True
+    k: int = 64
+    lanes: int = 8
+    width: int = 32
+    exp_bits: int = 3
+    score_bits: int = 24
+    buckets: int = 63
+    surrogate_storage: Literal["dram", "sram"] = "dram"
+
+    def check(self, at: str) -> None:
+        check_acc_bits(at, "lop.score_bits", self.score_bits)
+        if self.buckets < 3 or self.buckets % 2 == 0:
+            # offset-binary signed leading-one buckets (lowbit.sim.numerics.lop.lop_bucket): 2*L + 1 of them
+            raise ConfigError(f"{at}: lop.buckets = {self.buckets}: must be odd and >= 3 (2 x magnitudes + 1)")
 
 
 def lop_score_latency(cfg: LopConfig) -> int:

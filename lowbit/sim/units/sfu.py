@@ -16,9 +16,40 @@ SFU_IN_BITS = 24 gives D_recip = ceil(33 / 2) = 17.
 
 from __future__ import annotations
 
-from lowbit.sim.config import SfuConfig
+from dataclasses import dataclass, field
+
+from lowbit.sim.errors import ConfigError, did_you_mean
 from lowbit.sim.numerics.sfu import SFU_IN_BITS, sfu_recip_bits
 from lowbit.sim.units import ceil_div
+
+SFU_OPS = ("rmsnorm", "softmax", "rope", "activation", "elementwise", "quantize")
+DEFAULT_LATENCY = {"rmsnorm": 12, "softmax": 16, "rope": 8, "activation": 6, "elementwise": 2, "quantize": 6}
+
+
+@dataclass(frozen=True, kw_only=True)
+class SfuConfig:
+    """Special-function unit: `lanes` elements per cycle plus a fixed pipeline latency per op.
+
+    A partial `latency` table overrides only the ops it names; the others keep DEFAULT_LATENCY."""
+
+    lanes: int = 16
+    latency: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_LATENCY))
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "latency", {**DEFAULT_LATENCY, **self.latency})
+
+    def op_latency(self, op: str) -> int:
+        if op not in self.latency:
+            raise ConfigError(f"sfu.latency has no entry for op '{op}'; add `{op} = <cycles>` to [sfu.latency]")
+        return self.latency[op]
+
+    def check(self, at: str) -> None:
+        for op, lat in self.latency.items():
+            if op not in SFU_OPS:
+                raise ConfigError(f"{at}: sfu.latency.{op}: unknown op{did_you_mean(op, SFU_OPS)}; "
+                                  f"allowed: {', '.join(SFU_OPS)}")
+            if lat < 0:
+                raise ConfigError(f"{at}: sfu.latency.{op} = {lat}: must be >= 0")
 
 SFU_PASSES = {"rmsnorm": 2, "quantize": 2, "softmax": 3, "rope": 1, "activation": 1, "elementwise": 1}
 RECIP_BITS_PER_CYCLE = 2

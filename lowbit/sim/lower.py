@@ -1,19 +1,7 @@
-"""Lowering: trace ops -> tile instructions for the scheduler (sim.sched), one chunk per forward step.
+"""Lowering: trace ops -> tile instructions (sim.isa) for the scheduler (sim.sched), one chunk per run of ops
+of one layer in a forward step.
 
-Tiling rules (all derived from the config; DESIGN ASSUMPTIONS stated here, cited in the validation report):
-- Projection (linear) tiles: R output rows x kc input features of the weight matrix, for tc tokens.
-  R is a multiple of L = lcm(lanes of every unit class that may run the tile) so no class wastes lanes on
-  full tiles. The weight buffer is split evenly among the units that consume weight tiles (TINT cores +
-  BoothFlex), each share double-buffered: a tile holds at most weight.tile_bytes / n_consumers bytes. If L
-  rows of the full input width do not fit, the input width is split into nk equal chunks (partial sums
-  accumulate in psum). Weight bytes: 2bit 0.25 B/weight, 5trit ceil(k/5) B per row, nvfp4 4.5 bit, mxfp4
-  4.25 bit, int8 1 B, bf16 2 B.
-- Activations stay on chip when tokens x in_features fits act.tile_bytes (decode); otherwise (prefill) they
-  spill: tokens are processed in chunks of tc = floor(act.tile_bytes / in_features), each chunk's input is
-  read from DRAM (class activations) and its output written back; the weights are re-read per chunk.
-- Attention per KV head (head-level): K and V are fetched in chunks of floor(kv.tile_bytes / head_dim) keys
-  (INT8). QK^T and score.V run on BoothFlex (INT8 x INT8); softmax on the SFU. Scores of one query chunk must
-  fit psum (4 B each).
+Tiling of projections, attention and LO codes: sim.tiling (the documented rules). On top of it:
 - LOP (decode steps only; prefill is dense and compute-bound): per KV head the LO codes (lop_bits/elem) of
   all M cached keys are read (class lop, when lop.surrogate_storage = "dram"), scored on the LOP unit in
   chunks of floor(lop.tile_bytes / code_bytes_per_key) keys, top-K selected; only the K selected keys and
@@ -30,8 +18,6 @@ boundaries); q/k/v (and gate/up) read the same input in parallel; the attention 
 group of hg KV heads (hg*head_dim rows a multiple of L, e.g. 3 heads of 100 rows for L = 12): Q/K/V
 projection tiles of group g+1 are listed before attention of group g, so the projection cores work on g+1
 while BoothFlex (and LOP, SFU) run g (docs/reference/vitallm.md §5.5).
-Dual-core load balancing (docs/reference/vitallm.md §3.2): a ternary tile may run on a TINT core or on BoothFlex (ternary
-mode), whichever finishes it first; `dual_core=False` restricts BoothFlex to attention (ablation).
 Decoder layers with identical signatures share one cached instruction block per step (placed per layer with
 its DRAM address offsets), which is what makes 3B-scale runs fast.
 """
@@ -39,6 +25,7 @@ its DRAM address offsets), which is what makes 3B-scale runs fast.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,148 +33,107 @@ import numpy as np
 
 from lowbit.sim.config import HwConfig
 from lowbit.sim.errors import WorkloadError
+from lowbit.sim.isa import (
+    ACT_BASE,
+    ACT_OUT_BASE,
+    B_ACT,
+    B_KV,
+    B_LOP,
+    B_PSUM,
+    B_WEIGHT,
+    C_BOOTH,
+    C_DMAKV,
+    C_DMAW,
+    C_FP4,
+    C_JOIN,
+    C_LOP,
+    C_SFU,
+    COLS,
+    D_ACT,
+    D_KV,
+    D_LOP,
+    D_W,
+    DEFAULT,
+    EMBED_BASE,
+    EXT,
+    KV_BASE,
+    LOP_BASE,
+    M_FP4,
+    M_INT8,
+    M_LOP,
+    M_SFU,
+    M_TERN,
+    SUB,
+    Emitter,
+)
 from lowbit.sim.modelspec import ModelSpec
-from lowbit.sim.sched import C_BOOTH, C_DMAKV, C_DMAW, C_FP4, C_JOIN, C_LOP, C_SFU, C_TINT
-from lowbit.sim.sram import B_ACT, B_KV, B_LOP, B_PSUM, B_WEIGHT, Buffers
+from lowbit.sim.numerics.lop import LOP_SURROGATE_BITS_PER_ELEM as LOP_BITS
+from lowbit.sim.sram import Buffers
+from lowbit.sim.tiling import (
+    ACC_BYTES,
+    causal_pairs,
+    head_group,
+    kv_chunk,
+    lanes_of,
+    lop_chunk,
+    plan_linear,
+    query_chunks,
+    tile_cycles,
+    tile_grid,
+    weight_bits,
+)
 from lowbit.sim.trace import Op
-from lowbit.sim.units.booth import booth_int8_tile_cycles, booth_ternary_tile_cycles
-from lowbit.sim.units.fp4 import fp4_tile_cycles
+from lowbit.sim.units.booth import booth_int8_tile_cycles
 from lowbit.sim.units.lop import lop_score_cycles, lop_topk_cycles
 from lowbit.sim.units.sfu import SFU_PASSES, sfu_cycles
-from lowbit.sim.units.tint import tint_tile_cycles
-
-try:  # 4 bits/elem per the numerics golden model
-    from lowbit.sim.numerics.lop import LOP_SURROGATE_BITS_PER_ELEM as LOP_BITS
-except ImportError:  # pragma: no cover
-    LOP_BITS = 4
 
 POLICIES = ("inorder", "dependency-aware")
-# DRAM classes (same order as sim.dram.CLASSES)
-D_W, D_KV, D_ACT, D_LOP = 0, 1, 2, 3
-# activity classes
-M_TERN, M_INT8, M_FP4, M_LOP, M_SFU = range(5)
-# sub-kinds (timeline names / per-op accounting)
-SUBS = ("w_dma", "tile", "join", "act_rd", "act_wr", "kv_wr", "lop_dma", "lop_score", "lop_topk", "k_dma",
-        "qk", "softmax", "v_dma", "av", "sfu", "embed")
-S = {n: i for i, n in enumerate(SUBS)}
-COLS = ("main", "alt", "cyc", "cyc_alt", "nbytes", "addr", "wr", "dcls", "buf", "alloc", "free_of",
-        "dep0", "dep1", "dep2", "jlo", "jhi", "barrier", "opi", "sub", "macs", "mcls",
-        "rbuf", "rbytes", "rbuf2", "rbytes2", "wbuf", "wbytes")
-IDX_COLS = ("free_of", "dep0", "dep1", "dep2", "jlo", "jhi")
-DEFAULT = dict(alt=-1, cyc=0, cyc_alt=0, nbytes=0, addr=0, wr=0, dcls=0, buf=-1, alloc=0, free_of=-1,
-               dep0=-1, dep1=-1, dep2=-1, jlo=0, jhi=0, barrier=1, opi=0, sub=0, macs=0, mcls=-1,
-               rbuf=-1, rbytes=0, rbuf2=-1, rbytes2=0, wbuf=-1, wbytes=0)
-EXT = -2  # placeholder in cached blocks: "this op's input join"
-
-KV_BASE = 1 << 38
-LOP_BASE = 1 << 39
-ACT_BASE = 1 << 40
-ACC_BYTES = 4  # psum / score word (acc_bits <= 32)
-
-
-def weight_bits(fmt: str, packing: str = "2bit") -> float:
-    """Storage bits per weight (issue #3): 2bit 2, 5trit 1.6, nvfp4 4.5, mxfp4 4.25, int8 8, bf16 16."""
-    if fmt == "ternary":
-        return 1.6 if packing == "5trit" else 2.0
-    return {"nvfp4": 4.5, "mxfp4": 4.25, "int8": 8.0, "bf16": 16.0}[fmt]
-
-
-class Emitter:
-    """Column-wise instruction builder: Python-level emits plus cached numpy blocks."""
-
-    def __init__(self) -> None:
-        self.segs: list[dict[str, np.ndarray]] = []
-        self.cur: dict[str, list[int]] = {c: [] for c in COLS}
-        self.n = 0
-
-    def emit(self, main: int, **kw: int) -> int:
-        for c in COLS:
-            self.cur[c].append(kw.get(c, main if c == "main" else DEFAULT[c]))
-        self.n += 1
-        return self.n - 1
-
-    def _flush(self) -> None:
-        if self.cur["main"]:
-            self.segs.append({c: np.asarray(v, np.int64) for c, v in self.cur.items()})
-            self.cur = {c: [] for c in COLS}
-
-    def add_block(self, blk: dict[str, np.ndarray], ext: int, opi: int, waddr: int) -> int:
-        """Append a cached block (local indices) at the end; EXT deps -> `ext`; weight DMA addr += waddr."""
-        self._flush()
-        off = self.n
-        b = {c: blk[c] for c in COLS}
-        for c in IDX_COLS:
-            v = blk[c]
-            b[c] = np.where(v >= 0, v + off, np.where(v == EXT, ext, v)) if c.startswith("dep") else \
-                np.where(v >= 0, v + off, v)
-        b["opi"] = np.full(len(blk["main"]), opi, np.int64)
-        b["addr"] = np.where((blk["main"] == C_DMAW) & (blk["dcls"] == D_W), blk["addr"] + waddr, blk["addr"])
-        self.segs.append(b)
-        self.n += len(blk["main"])
-        return self.n - 1  # index of the block's final join
-
-    def add_layer(self, blk: dict[str, np.ndarray], ext: int, opi_off: int, offs: tuple[int, int, int, int]) -> int:
-        """Append a cached layer block: local indices shifted, EXT -> `ext`, opi shifted, DMA addresses
-        shifted by the layer's offset of their DRAM class (weights, kv, act, lop)."""
-        self._flush()
-        off = self.n
-        b = dict(blk)
-        for c in IDX_COLS:
-            v = blk[c]
-            b[c] = np.where(v >= 0, v + off, np.where(v == EXT, ext, v)) if c.startswith("dep") else \
-                np.where(v >= 0, v + off, v)
-        b["opi"] = blk["opi"] + opi_off
-        dma = (blk["main"] == C_DMAW) | (blk["main"] == C_DMAKV)
-        b["addr"] = blk["addr"] + np.where(dma, np.asarray(offs, np.int64)[blk["dcls"]], 0)
-        self.segs.append(b)
-        self.n += len(blk["main"])
-        return self.n - 1
-
-    def add_arrays(self, cols: dict[str, np.ndarray]) -> None:
-        """Append a numpy segment whose indices are already absolute in this emitter."""
-        self._flush()
-        self.segs.append(cols)
-        self.n += len(cols["main"])
-
-    def finish(self) -> dict[str, np.ndarray]:
-        self._flush()
-        if not self.segs:
-            return {c: np.zeros(0, np.int64) for c in COLS}
-        if len(self.segs) == 1:
-            return {c: np.ascontiguousarray(self.segs[0][c], np.int64) for c in COLS}
-        return {c: np.concatenate([s[c] for s in self.segs]) for c in COLS}
+# Op kinds of a decoder layer's attention section (lowered as one pipelined block under dependency-aware).
+ATTN_SECTION = ("linear", "linear", "linear", "rope", "kv_append", "attn_qk", "softmax", "attn_av")
+_NO_OFFS = (0, 0, 0, 0)
 
 
 @dataclass
-class LinearPlan:
-    L: int
-    main: int
-    alt: int
-    R: int
-    nk: int
-    kc: int
-    tc: int
-    spill: bool
-    tile_cap: int
+class StepStats:
+    """Static per-chunk counters the engine aggregates (LOP and host lm_head accounting)."""
+
+    kv_dense_bytes: int = 0   # K+V bytes dense attention would read in LOP-eligible steps
+    kv_read_bytes: int = 0    # K+V bytes actually read in those steps
+    lop_bytes: int = 0        # LO-code bytes read in those steps
+    lm_head_macs: int = 0
+    lm_head_bytes: int = 0
+
+
+@dataclass
+class Chunk:
+    """One lowered chunk: instruction columns, its ops (column `opi` indexes `names`/`kinds`), its counters,
+    and `out`, the index of the instruction whose end is the next chunk's input time (-1: the chunk only
+    passes its input on)."""
+
+    cols: dict[str, np.ndarray]
+    names: list[str]
+    kinds: list[str]
+    stats: StepStats
+    out: int
 
 
 @dataclass
 class Lowering:
-    """Per-run lowering context: config, model, policy, LOP settings and block caches."""
+    """Per-run lowering: config, model, policy, LOP settings and the instruction block caches."""
 
     cfg: HwConfig
     model: ModelSpec
     policy: str
     lop_on: bool
     lop_k: int
-    lop_counts: dict[tuple[int, int], Any] | None = None
+    lop_counts: dict[tuple[int, int], Any] | None = None  # (layer, decode step) -> keys per KV head
     dual_core: bool = True  # False: BoothFlex runs attention only (ablation of dual-core load balancing)
     bufs: Buffers = field(init=False)
-    cache: dict[tuple, dict[str, np.ndarray]] = field(default_factory=dict)  # projection tile blocks
-    layer_cache: dict[tuple, Any] = field(default_factory=dict)  # whole-layer blocks of the current step
-    wbase: dict[tuple[int, str], int] = field(default_factory=dict)
-    wtop: int = 0
-    layer_wbytes: int = 0
+    _tiles: dict[tuple, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)  # projection blocks
+    _layers: dict[tuple, tuple] = field(default_factory=dict, repr=False)  # whole-layer blocks, recent steps
+    _wbase: dict[str, int] = field(default_factory=dict, repr=False)  # weight DRAM address per op name
+    _wtop: int = 0
+    _layer_wbytes: int = 0  # weight bytes of one decoder layer (the layer stride)
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -200,290 +146,354 @@ class Lowering:
         self.grp = m.n_heads // m.n_kv_heads
         self.code_bytes = math.ceil(self.hd * LOP_BITS / 8)  # LO codes per key per head
 
-    # ------------------------------------------------------------------ projections
+    # ------------------------------------------------------------------------------------ one step
 
-    def plan_linear(self, op: Op, tokens: int, fin: int, fout: int, fmt: str) -> LinearPlan:
-        cfg = self.cfg
-        where = f"op {op.name} ({fmt} {fin}x{fout})"
-        if fmt == "ternary":
-            if cfg.has("tint"):
-                main, alt = C_TINT, (C_BOOTH if cfg.has("booth") and cfg.booth.ternary_mode and self.dual_core
-                                     else -1)
-            elif cfg.has("booth") and cfg.booth.ternary_mode:
-                main, alt = C_BOOTH, -1
+    def lower_step(self, ops: list[Op]) -> Iterator[Chunk]:
+        """Lower the ops of one forward step, one chunk per run of ops with the same layer. In a chunk,
+        dependency EXT means "the previous chunk's output".
+
+        Decoder layers with the same op shapes (and LOP selections) lower to the same instruction block up
+        to DRAM addresses, so one block per distinct layer signature is built and placed per layer (speed)."""
+        runs: list[list[Op]] = []
+        for o in ops:
+            if runs and runs[-1][0].layer == o.layer:
+                runs[-1].append(o)
             else:
-                raise WorkloadError(f"{cfg.name}: {where}: ternary weights need a TINT core or a BoothFlex core "
-                                    "with ternary_mode; use a preset with units tint/booth")
-        elif fmt in ("nvfp4", "mxfp4"):
-            if not cfg.has("fp4"):
-                raise WorkloadError(f"{cfg.name}: {where}: {fmt} weights need an FP4 core but units = "
-                                    f"{list(cfg.units)}; use --hw vitallm-fp4 or a ternary model")
-            if cfg.fp4.format != fmt:
-                raise WorkloadError(f"{cfg.name}: {where}: the FP4 core is configured for {cfg.fp4.format}, "
-                                    f"not {fmt}; set fp4.format = \"{fmt}\"")
-            if fin % cfg.fp4.block:
-                raise WorkloadError(f"{cfg.name}: {where}: in_features {fin} is not a multiple of the {fmt} "
-                                    f"block {cfg.fp4.block}; the tiling cannot cover it")
-            main, alt = C_FP4, -1
-        elif fmt == "int8":
-            if not cfg.has("booth"):
-                raise WorkloadError(f"{cfg.name}: {where}: int8 weights need the BoothFlex core")
-            main, alt = C_BOOTH, -1
-        else:
-            raise WorkloadError(f"{cfg.name}: {where}: no unit runs {fmt} weights (supported: ternary, int8, "
-                                "nvfp4/mxfp4 with an FP4 core); keep lm_head = \"host\" for bf16 heads")
-        lanes = {C_TINT: cfg.tint.lanes, C_BOOTH: cfg.booth.lanes, C_FP4: cfg.fp4.lanes}
-        L = lanes[main] if alt < 0 else math.lcm(lanes[main], lanes[alt])
-        ncons = (cfg.tint.cores if main == C_TINT else 1) + (1 if alt >= 0 else 0)
-        cap = self.bufs.tile[B_WEIGHT] // ncons
-        align = cfg.fp4.block if main == C_FP4 else 1
-        bits = weight_bits(fmt, cfg.tint.weight_packing)
+                runs.append([o])
+        mp = self.model.max_positions
+        if len(self._layers) > 4:  # layer blocks of earlier steps (other contexts) are not reused: bound memory
+            self._layers.clear()
+        for run in runs:
+            layer = run[0].layer
+            e = Emitter()
+            if layer < 0:
+                names: list[str] = []
+                kinds: list[str] = []
+                st = StepStats()
+                out = self._lower_ops(e, run, names, kinds, st)
+                yield Chunk(e.finish(), names, kinds, st, out if out >= 0 else -1)
+                continue
+            key = self._signature(run)
+            if key not in self._layers:
+                e2 = Emitter()
+                st2 = StepStats()
+                self._lower_ops(e2, run, [], [], st2)
+                self._layers[key] = (e2.finish(), st2)
+            blk, st2 = self._layers[key]
+            if self._layer_wbytes == 0:
+                self._layer_wbytes = self._wtop
+            offs = (layer * self._layer_wbytes, layer * self.G * 2 * mp * self.hd, 0,
+                    layer * self.G * mp * self.code_bytes)
+            out = e.add_block(blk, EXT, offs)
+            yield Chunk(e.finish(), [o.name for o in run], [o.op for o in run], StepStats(**vars(st2)), out)
 
-        def row_bytes(k: int) -> int:
-            if fmt == "ternary" and cfg.tint.weight_packing == "5trit":
-                return math.ceil(k / 5)
-            return math.ceil(k * bits / 8)
+    def _signature(self, run: list[Op]) -> tuple:
+        keys = []
+        for o in run:
+            if o.op == "attn_qk" and self._use_lop(o):
+                keys.append(tuple(self._selected(o.layer, o.step, g, o["context"]) for g in range(self.G)))
+        return (tuple((o.op, o.role, o.phase, tuple(sorted(o.args.items()))) for o in run), tuple(keys))
 
-        nk = 1
-        while True:
-            kc = -(-fin // nk)
-            kc = -(-kc // align) * align
-            if L * row_bytes(kc) <= cap or kc <= align:
-                break
-            nk += 1
-        self.bufs.check(B_WEIGHT, L * row_bytes(kc), f"{where}: weight tile of {L} rows x {kc}", cap)
-        spill = tokens * fin > self.bufs.tile[B_ACT]
-        tc = tokens
-        if spill:
-            tc = self.bufs.tile[B_ACT] // fin
-            self.bufs.check(B_ACT, fin, f"{where}: input activations of 1 token x {fin}")
-        pcap = self.bufs.tile[B_PSUM] // ncons
-        if L * tc * ACC_BYTES > pcap:  # fewer tokens per chunk so that L rows of partial sums fit psum
-            tc = max(1, pcap // (L * ACC_BYTES))
-            spill = spill or tc < tokens
-        self.bufs.check(B_PSUM, L * tc * ACC_BYTES, f"{where}: partial sums {L} rows x {tc} tokens", pcap)
-        R = max(L, min(cap // row_bytes(kc), pcap // (tc * ACC_BYTES)) // L * L)
-        R = min(R, -(-fout // L) * L)
-        return LinearPlan(L, main, alt, R, nk, kc, tc, spill, row_bytes(kc))
+    def _lower_ops(self, e: Emitter, ops: list[Op], names: list[str], kinds: list[str], st: StepStats) -> int:
+        """Lower `ops` (in order) into `e`; the first op depends on EXT; returns the last op's join."""
+        pending: list[int] = [EXT]   # joins the next op depends on
+        shared: int | None = None    # input dep of the previous linear (q/k/v, gate/up share it)
+        prev_lin: tuple | None = None
+        att: dict[int, int] = {}     # kv head -> keys attended (set by attn_qk, used by softmax/attn_av)
 
-    def _tile_cycles(self, cls: int, fmt: str, k: int, passes: int) -> int:
-        c = self.cfg
-        if cls == C_TINT:
-            return tint_tile_cycles(c.tint, k, passes)
-        if cls == C_FP4:
-            return fp4_tile_cycles(c.fp4, k, passes)
-        if fmt == "int8":
-            return booth_int8_tile_cycles(c.booth, k, passes)
-        return booth_ternary_tile_cycles(c.booth, k, passes)
+        def dep1() -> int:
+            if not pending:
+                return -1
+            if len(pending) == 1:
+                return pending[0]
+            d = (pending + [-1, -1])[:3]
+            return e.emit(C_JOIN, dep0=d[0], dep1=d[1], dep2=d[2], opi=len(names) - 1, sub=SUB["join"])
 
-    def linear_block(self, op: Op, tokens: int, fin: int, fout: int, fmt: str) -> dict[str, np.ndarray]:
+        def reg(op: Op) -> int:
+            names.append(op.name)
+            kinds.append(op.op)
+            return len(names) - 1
+
+        i = 0
+        while i < len(ops):
+            op = ops[i]
+            if self.dep_aware and tuple(o.op for o in ops[i:i + 8]) == ATTN_SECTION and op.role == "q":
+                j = self._fused_attention(e, ops[i:i + 8], dep1(), reg, st)
+                pending, shared, prev_lin = [j], None, None
+                i += 8
+                continue
+            opi = reg(op)
+            k = op.op
+            if k == "linear" or (k == "lm_head" and self.cfg.lm_head == "accelerator"):
+                sig = (op["tokens"], op["in_features"])
+                if self.dep_aware and prev_lin == sig and shared is not None:
+                    ext = shared
+                    pending = pending + [self._add_linear(e, op, opi, ext)]
+                else:
+                    ext = dep1()
+                    pending = [self._add_linear(e, op, opi, ext)]
+                shared, prev_lin = ext, sig
+                i += 1
+                continue
+            prev_lin, shared = None, None
+            d = dep1()
+            t = op["tokens"] if "tokens" in op.args else 1
+            first = e.n
+            if k == "lm_head":  # on the host: excluded from accelerator time
+                st.lm_head_macs += t * op["in_features"] * op["out_features"]
+                st.lm_head_bytes += math.ceil(op["in_features"] * op["out_features"]
+                                              * weight_bits(op["weight_format"]) / 8)
+                j = d
+            elif k == "embedding":
+                j = e.emit(C_DMAW, nbytes=t * op["dim"] * 2, addr=EMBED_BASE, dcls=D_ACT, dep0=d, opi=opi,
+                           sub=SUB["embed"], wbuf=B_ACT, wbytes=t * op["dim"] * 2)
+            elif k in ("rmsnorm", "quantize", "elementwise", "activation"):
+                j = self._sfu(e, k, t, op["dim"], opi, (d,))
+            elif k == "rope":
+                j = self._sfu(e, "rope", t * (op["heads"] + op["kv_heads"]), op["head_dim"], opi, (d,))
+            elif k == "kv_append":
+                for g in range(self.G):
+                    self._kv_write(e, op, opi, g, d)
+                j = self._join(e, first, opi)
+            elif k == "attn_qk":
+                ctx = op["context"]
+                for g in range(self.G):
+                    keys, dep_k = ctx, d
+                    if self._use_lop(op):
+                        dep_k = self._emit_lop(e, opi, g, ctx, (d, d))
+                        keys = self._selected(op.layer, op.step, g, ctx)
+                        self._lop_stats(st, ctx, keys)
+                    att[g] = keys
+                    for q0, q1 in query_chunks(self.bufs, self.grp, t, keys):
+                        self._emit_attn(e, op, opi, g, q0, q1, keys, ctx, dep_k, d, t > 1, v=False)
+                j = self._join(e, first, opi)
+            elif k == "softmax":
+                for g in range(self.G):
+                    keys = att.get(g, op["context"])
+                    for q0, q1 in query_chunks(self.bufs, self.grp, t, keys):
+                        self._sfu(e, "softmax", (q1 - q0) * self.grp, keys, opi, (d,))
+                j = self._join(e, first, opi)
+            elif k == "attn_av":
+                for g in range(self.G):
+                    keys = att.get(g, op["context"])
+                    for q0, q1 in query_chunks(self.bufs, self.grp, t, keys):
+                        self._emit_attn(e, op, opi, g, q0, q1, keys, op["context"], d, d, t > 1, v=True)
+                j = self._join(e, first, opi)
+            else:  # pragma: no cover - trace validation rejects unknown kinds
+                raise WorkloadError(f"op {op.name}: kind '{k}' is not supported by the simulator")
+            pending = [j] if j != -1 else []
+            i += 1
+        return dep1()
+
+    def _fused_attention(self, e: Emitter, ops: list[Op], d_in: int, reg: Callable[[Op], int],
+                         st: StepStats) -> int:
+        """Dependency-aware attention block with head-level pipelining: Q/K/V tiles of KV head group g+1 are
+        listed before the attention of group g, so the projection cores work on g+1 while BoothFlex runs g."""
+        q, k, v, _rope, kva, qk, _sm, av = ops
+        opis = [reg(o) for o in ops]
+        G, grp, hd = self.G, self.grp, self.hd
+        t = q["tokens"]
+        first = e.n
+        L = plan_linear(self.cfg, self.bufs, q.name, t, q["in_features"], q["out_features"], q["weight_format"],
+                        self.dual_core).L
+        hg = head_group(L, hd, G)
+        groups = [(g0, min(G, g0 + hg)) for g0 in range(0, G, hg)]
+
+        def proj(g0: int, g1: int) -> tuple[int, int, int, int, int]:
+            nh = g1 - g0
+            jq = self._add_linear(e, q, opis[0], d_in, fout=nh * grp * hd, row0=g0 * grp * hd)
+            jk = self._add_linear(e, k, opis[1], d_in, fout=nh * hd, row0=g0 * hd)
+            jv = self._add_linear(e, v, opis[2], d_in, fout=nh * hd, row0=g0 * hd)
+            r = self._sfu(e, "rope", t * (grp + 1) * nh, hd, opis[3], (jq, jk))
+            w = -1
+            for g in range(g0, g1):
+                w = self._kv_write(e, kva, opis[4], g, r, jv)
+            return g0, g1, r, jv, w
+
+        def attn(g0: int, g1: int, r: int, jv: int, w: int) -> None:
+            ctx = qk["context"]
+            for g in range(g0, g1):
+                keys = ctx
+                dep_k = w if t > 1 else -1  # decode: cached K/V are already in DRAM -> prefetch early
+                if self._use_lop(qk):
+                    dep_k = self._emit_lop(e, opis[5], g, ctx, (-1, r))
+                    keys = self._selected(qk.layer, qk.step, g, ctx)
+                    self._lop_stats(st, ctx, keys)
+                for q0, q1 in query_chunks(self.bufs, grp, t, keys):
+                    jqk = self._emit_attn(e, qk, opis[5], g, q0, q1, keys, ctx, dep_k, r, t > 1, v=False)
+                    s_ = self._sfu(e, "softmax", (q1 - q0) * grp, keys, opis[6], (jqk,))
+                    self._emit_attn(e, av, opis[7], g, q0, q1, keys, ctx, dep_k if dep_k >= 0 else jv, s_,
+                                    t > 1, v=True)
+
+        prev = proj(*groups[0])
+        for gr in groups[1:]:
+            cur = proj(*gr)
+            attn(*prev)
+            prev = cur
+        attn(*prev)
+        return self._join(e, first, opis[7])
+
+    @staticmethod
+    def _join(e: Emitter, first: int, opi: int) -> int:
+        """Join over the instructions emitted since `first`."""
+        return e.emit(C_JOIN, jlo=first, jhi=e.n, opi=opi, sub=SUB["join"])
+
+    # ------------------------------------------------------------------------------------ projections
+
+    def _linear_block(self, op: Op, tokens: int, fin: int, fout: int, fmt: str) -> dict[str, np.ndarray]:
+        """Tile block of a projection (cached per shape): per token chunk, [weight DMA, tile] pairs over the
+        tile grid, with activation read/write DMAs when activations spill; ends in one join."""
         key = ("lin", tokens, fin, fout, fmt)
-        if key in self.cache:
-            return self.cache[key]
-        p = self.plan_linear(op, tokens, fin, fout, fmt)
+        if key in self._tiles:
+            return self._tiles[key]
         cfg = self.cfg
-        lanes = {C_TINT: cfg.tint.lanes, C_BOOTH: cfg.booth.lanes, C_FP4: cfg.fp4.lanes}
-        bits = weight_bits(fmt, cfg.tint.weight_packing)
-        e = Emitter()
-        dep_w = EXT if not self.dep_aware else -1
-        tchunks = [(t0, min(tokens, t0 + p.tc)) for t0 in range(0, tokens, p.tc)]
-        rblocks = [(r0, min(fout, r0 + p.R)) for r0 in range(0, fout, p.R)]
-        kchunks = [(k0, min(fin, k0 + p.kc)) for k0 in range(0, fin, p.kc)]
-        # tile grid (row block major, k chunk minor), same for every token chunk
-        r0s = np.repeat(np.arange(0, fout, p.R), len(kchunks))
-        k0s = np.tile(np.arange(0, fin, p.kc), len(rblocks))
-        rr = np.minimum(fout, r0s + p.R) - r0s
-        kk = np.minimum(fin, k0s + p.kc) - k0s
-        if fmt == "ternary" and cfg.tint.weight_packing == "5trit":
-            wb = rr * -(-kk // 5)
-        else:
-            wb = -(-(rr * kk * int(bits * 4)) // 32)
-        woff = np.concatenate([[0], np.cumsum(wb)[:-1]])
+        p = plan_linear(cfg, self.bufs, op.name, tokens, fin, fout, fmt, self.dual_core)
+        rr, kk, wb, woff = tile_grid(p, fin, fout, fmt, cfg.tint.weight_packing)
         T = len(rr)
         mcls = M_TERN if fmt == "ternary" else M_FP4 if p.main == C_FP4 else M_INT8
-        for t0, t1 in tchunks:
-            tk = t1 - t0
+        e = Emitter()
+        for t0 in range(0, tokens, p.tc):
+            tk = min(tokens, t0 + p.tc) - t0
             first = e.n
             act = -1
             if p.spill:
                 act = e.emit(C_DMAW, nbytes=tk * fin, addr=ACT_BASE + t0 * fin, dcls=D_ACT, buf=B_ACT,
-                             alloc=tk * fin, dep0=EXT, sub=S["act_rd"], wbuf=B_ACT, wbytes=tk * fin)
-            memo: dict[tuple[int, int], tuple[int, int]] = {}
+                             alloc=tk * fin, dep0=EXT, sub=SUB["act_rd"], wbuf=B_ACT, wbytes=tk * fin)
             c1 = np.zeros(T, np.int64)
             c2 = np.zeros(T, np.int64)
             for r, k in set(zip(rr.tolist(), kk.tolist(), strict=True)):
-                a1 = self._tile_cycles(p.main, fmt, k, tk * -(-r // lanes[p.main]))
-                a2 = self._tile_cycles(p.alt, fmt, k, tk * -(-r // lanes[p.alt])) if p.alt >= 0 else 0
-                memo[(r, k)] = (a1, a2)
-            for (r, k), (a1, a2) in memo.items():
                 sel = (rr == r) & (kk == k)
-                c1[sel] = a1
-                c2[sel] = a2
-            base = e.n
-            dma_idx = base + 2 * np.arange(T)
+                c1[sel] = tile_cycles(cfg, p.main, fmt, k, tk * -(-r // lanes_of(cfg, p.main)))
+                if p.alt >= 0:
+                    c2[sel] = tile_cycles(cfg, p.alt, fmt, k, tk * -(-r // lanes_of(cfg, p.alt)))
+            dma_idx = e.n + 2 * np.arange(T)
             col = {c: np.full(2 * T, DEFAULT.get(c, 0), np.int64) for c in COLS}
             D, Tl = slice(0, 2 * T, 2), slice(1, 2 * T, 2)
-            col["main"][D] = C_DMAW
-            col["nbytes"][D] = wb
-            col["addr"][D] = woff
-            col["dcls"][D] = D_W
-            col["buf"][D] = B_WEIGHT
-            col["alloc"][D] = wb
-            col["dep0"][D] = dep_w
-            col["barrier"][D] = 0 if self.dep_aware else 1
-            col["sub"][D] = S["w_dma"]
-            col["wbuf"][D] = B_WEIGHT
-            col["wbytes"][D] = wb
-            col["main"][Tl] = p.main
-            col["alt"][Tl] = p.alt
-            col["cyc"][Tl] = c1
-            col["cyc_alt"][Tl] = c2
-            col["dep0"][Tl] = dma_idx
-            col["dep1"][Tl] = EXT
-            col["dep2"][Tl] = act
-            col["free_of"][Tl] = dma_idx
-            col["sub"][Tl] = S["tile"]
-            col["macs"][Tl] = rr * kk * tk
-            col["mcls"][Tl] = mcls
-            col["rbuf"][Tl] = B_WEIGHT
-            col["rbytes"][Tl] = wb
-            col["rbuf2"][Tl] = B_ACT
-            col["rbytes2"][Tl] = kk * tk
-            col["wbuf"][Tl] = B_PSUM
-            col["wbytes"][Tl] = rr * tk * ACC_BYTES
+            for c, v in (("main", C_DMAW), ("nbytes", wb), ("addr", woff), ("dcls", D_W), ("buf", B_WEIGHT),
+                         ("alloc", wb), ("dep0", -1 if self.dep_aware else EXT),
+                         ("barrier", 0 if self.dep_aware else 1), ("sub", SUB["w_dma"]), ("wbuf", B_WEIGHT),
+                         ("wbytes", wb)):
+                col[c][D] = v
+            for c, v in (("main", p.main), ("alt", p.alt), ("cyc", c1), ("cyc_alt", c2), ("dep0", dma_idx),
+                         ("dep1", EXT), ("dep2", act), ("free_of", dma_idx), ("sub", SUB["tile"]),
+                         ("macs", rr * kk * tk), ("mcls", mcls), ("rbuf", B_WEIGHT), ("rbytes", wb),
+                         ("rbuf2", B_ACT), ("rbytes2", kk * tk), ("wbuf", B_PSUM),
+                         ("wbytes", rr * tk * ACC_BYTES)):
+                col[c][Tl] = v
             e.add_arrays(col)
             if p.spill:
-                j = e.emit(C_JOIN, jlo=first, jhi=e.n, free_of=act, sub=S["join"])
-                e.emit(C_DMAW, nbytes=tk * fout, addr=ACT_BASE + (1 << 30) + t0 * fout, wr=1, dcls=D_ACT,
-                       dep0=j, sub=S["act_wr"], rbuf=B_ACT, rbytes=tk * fout)
-        e.emit(C_JOIN, jlo=0, jhi=e.n, sub=S["join"])
+                j = e.emit(C_JOIN, jlo=first, jhi=e.n, free_of=act, sub=SUB["join"])
+                e.emit(C_DMAW, nbytes=tk * fout, addr=ACT_OUT_BASE + t0 * fout, wr=1, dcls=D_ACT, dep0=j,
+                       sub=SUB["act_wr"], rbuf=B_ACT, rbytes=tk * fout)
+        e.emit(C_JOIN, jlo=0, jhi=e.n, sub=SUB["join"])
         blk = e.finish()
-        blk["wbytes_total"] = np.int64(sum(blk["nbytes"][(blk["main"] == C_DMAW) & (blk["dcls"] == D_W)]))
-        self.cache[key] = blk
+        self._tiles[key] = blk
         return blk
 
-    def weight_addr(self, layer: int, name: str, nbytes: int) -> int:
-        k = (layer, name)
-        if k not in self.wbase:
-            self.wbase[k] = self.wtop
-            self.wtop += -(-nbytes // 4096) * 4096
-        return self.wbase[k]
-
-    def add_linear(self, e: Emitter, op: Op, opi: int, ext: int, fout: int | None = None, row0: int = 0) -> int:
-        """Place the (cached) tile block of `op` (or of its output rows [row0, row0 + fout))."""
+    def _add_linear(self, e: Emitter, op: Op, opi: int, ext: int, fout: int | None = None, row0: int = 0) -> int:
+        """Place the (cached) tile block of `op` (or of its output rows [row0, row0 + fout)); its weights sit
+        at the op's DRAM address (one per op name, 4 KiB aligned) + the bytes of the rows before row0."""
         fo = op["out_features"] if fout is None else fout
         fin, fmt = op["in_features"], op["weight_format"]
-        blk = self.linear_block(op, op["tokens"], fin, fo, fmt)
-        full = math.ceil(op["out_features"] * fin * weight_bits(fmt, self.cfg.tint.weight_packing) / 8)
+        bits = weight_bits(fmt, self.cfg.tint.weight_packing)
+        blk = self._linear_block(op, op["tokens"], fin, fo, fmt)
         name = op.name.split(".", 2)[-1] if op.layer >= 0 else op.name
-        base = self.weight_addr(0, name, full)
-        return e.add_block(blk, ext, opi, base + math.ceil(row0 * fin * weight_bits(fmt, self.cfg.tint.weight_packing) / 8))
+        if name not in self._wbase:
+            self._wbase[name] = self._wtop
+            self._wtop += -(-math.ceil(op["out_features"] * fin * bits / 8) // 4096) * 4096
+        waddr = self._wbase[name] + math.ceil(row0 * fin * bits / 8)
+        return e.add_block(blk, ext, (waddr, 0, 0, 0), opi=opi)
 
-    # ------------------------------------------------------------------ SFU
+    # ------------------------------------------------------------------------------------ SFU
 
-    def sfu(self, e: Emitter, kind: str, rows: int, dim: int, opi: int, deps: tuple[int, ...]) -> int:
+    def _sfu(self, e: Emitter, kind: str, rows: int, dim: int, opi: int, deps: tuple[int, ...]) -> int:
         c = sfu_cycles(self.cfg.sfu, kind, rows, dim)
         if self.dep_aware and kind in ("rmsnorm", "quantize", "softmax") and SFU_PASSES[kind] > 1:
             c -= rows * -(-dim // self.cfg.sfu.lanes)  # reduction pass fused with the producer's stream
         d = list(deps) + [-1, -1, -1]
-        return e.emit(C_SFU, cyc=c, dep0=d[0], dep1=d[1], dep2=d[2], opi=opi, sub=S["sfu"], macs=rows * dim,
+        return e.emit(C_SFU, cyc=c, dep0=d[0], dep1=d[1], dep2=d[2], opi=opi, sub=SUB["sfu"], macs=rows * dim,
                       mcls=M_SFU, rbuf=B_ACT, rbytes=rows * dim, wbuf=B_ACT, wbytes=rows * dim)
 
-    # ------------------------------------------------------------------ attention parts (per KV head)
+    # ------------------------------------------------------------------------------------ attention (per KV head)
 
-    def kv_chunk(self) -> int:
-        c = self.bufs.tile[B_KV] // self.hd
-        self.bufs.check(B_KV, self.hd, f"attention: one key of head_dim {self.hd} (INT8)")
-        return c
+    def _kv_addr(self, g: int, v: bool) -> int:
+        """K (or V) cache address of KV head g of layer 0 (placement adds the layer's offset)."""
+        return KV_BASE + (g * 2 + int(v)) * self.model.max_positions * self.hd
 
-    def kv_addr(self, layer: int, g: int, v: bool) -> int:
-        mp = self.model.max_positions
-        return KV_BASE + ((layer * self.G + g) * 2 + int(v)) * mp * self.hd
+    def _lop_addr(self, g: int, pos: int) -> int:
+        """LO-code address of key `pos` of KV head g of layer 0."""
+        return LOP_BASE + (g * self.model.max_positions + pos) * self.code_bytes
 
-    def selected(self, layer: int, step: int, g: int, m: int) -> int:
+    def _use_lop(self, op: Op) -> bool:
+        return self.lop_on and op.phase == "decode" and op["tokens"] == 1
+
+    def _selected(self, layer: int, step: int, g: int, m: int) -> int:
+        """Keys LOP selects for KV head g: the data-driven count when known, else min(k, M)."""
         if self.lop_counts is not None and (layer, step) in self.lop_counts:
             return int(min(m, int(self.lop_counts[(layer, step)][g])))
         return min(self.lop_k, m)
 
-    def emit_lop(self, e: Emitter, op: Op, opi: int, g: int, m: int, deps: tuple[int, int]) -> int:
+    def _lop_stats(self, st: StepStats, ctx: int, keys: int) -> None:
+        st.kv_dense_bytes += 2 * ctx * self.hd
+        st.kv_read_bytes += 2 * keys * self.hd
+        if self.cfg.lop.surrogate_storage == "dram":
+            st.lop_bytes += ctx * self.code_bytes
+
+    def _kv_write(self, e: Emitter, op: Op, opi: int, g: int, dep: int, dep2: int = -1) -> int:
+        """Write the new tokens' K and V (INT8) and, with LOP in DRAM, their LO codes."""
+        t, hd = op["tokens"], self.hd
+        pos = op["context"] - t
+        j = e.emit(C_DMAKV, nbytes=2 * t * hd, addr=self._kv_addr(g, False) + pos * hd, wr=1, dcls=D_KV,
+                   dep0=dep, dep1=dep2, opi=opi, sub=SUB["kv_wr"], rbuf=B_ACT, rbytes=2 * t * hd)
+        if self.lop_on and self.cfg.lop.surrogate_storage == "dram":
+            cb = self.code_bytes
+            j = e.emit(C_DMAKV, nbytes=t * cb, addr=self._lop_addr(g, pos), wr=1, dcls=D_LOP, dep0=dep,
+                       dep1=dep2, opi=opi, sub=SUB["kv_wr"], rbuf=B_ACT, rbytes=t * cb)
+        return j
+
+    def _emit_lop(self, e: Emitter, opi: int, g: int, m: int, deps: tuple[int, int]) -> int:
         """LO-code reads + scoring in chunks, then comparison-free top-K; returns the top-K instruction."""
-        cfg = self.cfg
-        cb = self.code_bytes
-        chunk = self.bufs.tile[B_LOP] // cb
-        self.bufs.check(B_LOP, cb, f"LOP: LO codes of one key ({self.hd} x {LOP_BITS} bit)")
+        cfg, cb = self.cfg, self.code_bytes
+        chunk = lop_chunk(self.bufs, cb, f"LOP: LO codes of one key ({self.hd} x {LOP_BITS} bit)")
         first = e.n
         dram = cfg.lop.surrogate_storage == "dram"
         for j0 in range(0, m, chunk):
             n = min(m, j0 + chunk) - j0
             d = -1
             if dram:
-                d = e.emit(C_DMAKV, nbytes=n * cb, addr=LOP_BASE + ((0 * self.G + g) *
-                           self.model.max_positions + j0) * cb, dcls=D_LOP, buf=B_LOP, alloc=n * cb,
-                           dep0=deps[0], opi=opi, sub=S["lop_dma"], wbuf=B_LOP, wbytes=n * cb)
+                d = e.emit(C_DMAKV, nbytes=n * cb, addr=self._lop_addr(g, j0), dcls=D_LOP, buf=B_LOP,
+                           alloc=n * cb, dep0=deps[0], opi=opi, sub=SUB["lop_dma"], wbuf=B_LOP, wbytes=n * cb)
             e.emit(C_LOP, cyc=self.grp * lop_score_cycles(cfg.lop, n, self.hd), dep0=d, dep1=deps[1],
-                   free_of=d, opi=opi, sub=S["lop_score"], macs=n * self.hd * self.grp, mcls=M_LOP,
+                   free_of=d, opi=opi, sub=SUB["lop_score"], macs=n * self.hd * self.grp, mcls=M_LOP,
                    rbuf=B_LOP, rbytes=n * cb)
-        j = e.emit(C_JOIN, jlo=first, jhi=e.n, opi=opi, sub=S["join"])
-        return e.emit(C_LOP, cyc=lop_topk_cycles(cfg.lop, m), dep0=j, opi=opi, sub=S["lop_topk"])
+        j = self._join(e, first, opi)
+        return e.emit(C_LOP, cyc=lop_topk_cycles(cfg.lop, m), dep0=j, opi=opi, sub=SUB["lop_topk"])
 
-    def emit_qk(self, e: Emitter, op: Op, opi: int, g: int, q0: int, q1: int, keys: int, ctx: int,
-                dep_k: int, dep_q: int, causal: bool) -> int:
-        """K chunks + QK^T tiles for queries [q0, q1) of KV head g over `keys` keys; returns their join."""
-        cfg, hd = self.cfg, self.hd
-        c = self.kv_chunk()
+    def _emit_attn(self, e: Emitter, op: Op, opi: int, g: int, q0: int, q1: int, keys: int, ctx: int,
+                   dep_kv: int, dep_in: int, causal: bool, *, v: bool) -> int:
+        """K chunks + QK^T tiles (v=False), or V chunks + score.V tiles (v=True), for queries [q0, q1) of KV
+        head g over `keys` keys at context `ctx`, on BoothFlex (INT8); returns their join."""
+        booth, hd, grp = self.cfg.booth, self.hd, self.grp
+        c = kv_chunk(self.bufs, hd)
         first = e.n
         qpos0 = ctx - op["tokens"]  # absolute position of query 0
+        nq = q1 - q0
         for k0 in range(0, keys, c):
             k1 = min(keys, k0 + c)
-            pairs = _pairs(q0, q1, qpos0, k0, k1) if causal else (q1 - q0) * (k1 - k0)
+            pairs = causal_pairs(q0, q1, qpos0, k0, k1) if causal else nq * (k1 - k0)
             if pairs == 0:
                 continue
-            d = e.emit(C_DMAKV, nbytes=(k1 - k0) * hd, addr=self.kv_addr(0, g, False) + k0 * hd,
-                       dcls=D_KV, buf=B_KV, alloc=(k1 - k0) * hd, dep0=dep_k, opi=opi, sub=S["k_dma"],
+            d = e.emit(C_DMAKV, nbytes=(k1 - k0) * hd, addr=self._kv_addr(g, v) + k0 * hd, dcls=D_KV, buf=B_KV,
+                       alloc=(k1 - k0) * hd, dep0=dep_kv, opi=opi, sub=SUB["v_dma" if v else "k_dma"],
                        wbuf=B_KV, wbytes=(k1 - k0) * hd)
-            nd = pairs * self.grp
-            e.emit(C_BOOTH, cyc=booth_int8_tile_cycles(cfg.booth, hd, -(-nd // cfg.booth.lanes)), dep0=d,
-                   dep1=dep_q, free_of=d, opi=opi, sub=S["qk"], macs=nd * hd, mcls=M_INT8, rbuf=B_KV,
-                   rbytes=(k1 - k0) * hd, wbuf=B_PSUM, wbytes=nd * ACC_BYTES)
-        return e.emit(C_JOIN, jlo=first, jhi=e.n, opi=opi, sub=S["join"])
-
-    def emit_av(self, e: Emitter, op: Op, opi: int, g: int, q0: int, q1: int, keys: int, ctx: int,
-                dep_v: int, dep_p: int, causal: bool) -> int:
-        cfg, hd = self.cfg, self.hd
-        c = self.kv_chunk()
-        first = e.n
-        qpos0 = ctx - op["tokens"]
-        for k0 in range(0, keys, c):
-            k1 = min(keys, k0 + c)
-            pairs = _pairs(q0, q1, qpos0, k0, k1) if causal else (q1 - q0) * (k1 - k0)
-            if pairs == 0:
-                continue
-            d = e.emit(C_DMAKV, nbytes=(k1 - k0) * hd, addr=self.kv_addr(0, g, True) + k0 * hd,
-                       dcls=D_KV, buf=B_KV, alloc=(k1 - k0) * hd, dep0=dep_v, opi=opi, sub=S["v_dma"],
-                       wbuf=B_KV, wbytes=(k1 - k0) * hd)
-            nq = q1 - q0
-            kk = -(-pairs // nq)  # average keys per query in this chunk
-            outs = nq * self.grp * hd
-            e.emit(C_BOOTH, cyc=booth_int8_tile_cycles(cfg.booth, kk, -(-outs // cfg.booth.lanes)), dep0=d,
-                   dep1=dep_p, free_of=d, opi=opi, sub=S["av"], macs=pairs * self.grp * hd, mcls=M_INT8,
+            if v:  # score.V: nq*grp*hd outputs, each a dot over the chunk's keys (average per query)
+                outs = nq * grp * hd
+                cyc = booth_int8_tile_cycles(booth, -(-pairs // nq), -(-outs // booth.lanes))
+                macs, sub = pairs * grp * hd, SUB["av"]
+            else:  # QK^T: pairs*grp scores, each a dot over head_dim
+                outs = pairs * grp
+                cyc = booth_int8_tile_cycles(booth, hd, -(-outs // booth.lanes))
+                macs, sub = outs * hd, SUB["qk"]
+            e.emit(C_BOOTH, cyc=cyc, dep0=d, dep1=dep_in, free_of=d, opi=opi, sub=sub, macs=macs, mcls=M_INT8,
                    rbuf=B_KV, rbytes=(k1 - k0) * hd, wbuf=B_PSUM, wbytes=outs * ACC_BYTES)
-        return e.emit(C_JOIN, jlo=first, jhi=e.n, opi=opi, sub=S["join"])
-
-    def qchunks(self, tokens: int, keys: int) -> list[tuple[int, int]]:
-        per = self.bufs.tile[B_PSUM] // (self.grp * keys * ACC_BYTES) if keys else tokens
-        self.bufs.check(B_PSUM, self.grp * keys * ACC_BYTES, f"attention scores of 1 query x {keys} keys")
-        per = max(1, per)
-        return [(q, min(tokens, q + per)) for q in range(0, tokens, per)]
-
-    def use_lop(self, op: Op) -> bool:
-        return self.lop_on and op.phase == "decode" and op["tokens"] == 1
-
-
-def _pairs(q0: int, q1: int, qpos0: int, k0: int, k1: int) -> int:
-    """Causal (query, key) pairs: query i (absolute position qpos0 + i) sees keys 0..qpos0+i."""
-    tot = 0
-    for i in range(q0, q1):
-        hi = min(k1, qpos0 + i + 1)
-        if hi > k0:
-            tot += hi - k0
-    return tot
+        return self._join(e, first, opi)

@@ -1,16 +1,7 @@
 """Event-driven list scheduler over the accelerator's units (numba-compiled hot loop).
 
-Input: one *chunk* of tile instructions (sim.lower; one forward step) as parallel int64 arrays, in priority
-order. Each instruction is one of
-- compute: runs on a unit of class `main` (cycles `cyc`) or, if `alt >= 0`, of class `alt` (cycles
-  `cyc_alt`) -- e.g. a ternary projection tile may run on a TINT core or on the BoothFlex core;
-- DMA: a DRAM transfer (`nbytes` at `addr`, class `dcls`) issued by a DMA queue (weights/activations queue
-  or KV/LOP queue); it may allocate `alloc` bytes of SRAM buffer `buf`;
-- join: zero-time synchronisation, ends at the latest end of instructions [jlo, jhi).
-Dependencies: up to three earlier instructions (dep0..2, -1 = none; -2 = the chunk's input, ready at
-t_ext, i.e. the previous chunk's output); `barrier = 1` also waits for the end of
-the previous step (t_barrier, autoregressive decode). `free_of = j` releases the buffer bytes that DMA j
-allocated when this instruction ends.
+Input: one *chunk* of tile instructions (sim.isa: classes, fields and their meaning; built by sim.lower, one
+forward step or one decoder layer) as parallel int64 arrays, in priority order.
 
 Scheduling rule (list scheduling, static priority = list order): each instruction, in list order, starts at
     start = max(all dependencies' end, barrier, earliest free time of the chosen unit[, buffer room])
@@ -32,22 +23,29 @@ from __future__ import annotations
 import numpy as np
 
 import lowbit.sim.dram
+import lowbit.sim.isa
 from lowbit.sim.dram import dram_access
+from lowbit.sim.isa import (
+    C_DMAKV,
+    C_DMAW,
+    C_JOIN,
+    CLASS_NAMES,
+    EXT,
+    R_BUFFER,
+    R_DATA,
+    R_MEM,
+    R_STEP,
+    REASONS,
+    SCHED_COLS,
+)
 from lowbit.sim.nbcache import njit_cached
 
-# unit classes
-C_TINT, C_BOOTH, C_FP4, C_LOP, C_SFU, C_DMAW, C_DMAKV, C_JOIN = range(8)
-CLASS_NAMES = ("tint", "booth", "fp4", "lop", "sfu", "dma_w", "dma_kv", "join")
-# stall reasons
-R_DATA, R_MEM, R_STEP, R_BUFFER = range(4)
-REASONS = ("data_dependency", "memory_wait", "step_barrier", "buffer_full")
-MAXLIVE = 256
-
-FIELDS = ("main", "alt", "cyc", "cyc_alt", "nbytes", "addr", "wr", "dcls", "buf", "alloc", "free_of",
-          "dep0", "dep1", "dep2", "jlo", "jhi", "barrier")
+MAXLIVE = 256  # live allocations per buffer pool
 
 
-@njit_cached(lowbit.sim.dram)  # cache keyed on sched.py + dram.py source: dram_access is compiled into it
+# Cache keyed on sched.py + dram.py (dram_access is compiled in) + isa.py (fixed-class and reason constants are
+# frozen in). Compute classes are handled generically: the last branch serves every class >= UNIT_CLASS_BASE.
+@njit_cached(lowbit.sim.dram, lowbit.sim.isa)
 def _kernel(main, alt, cyc, cyc_alt, nbytes, addr, wr, dcls, buf, alloc, free_of, dep0, dep1, dep2, jlo, jhi,
             barrier, t_barrier, t_ext, ucls, ufree, buf_cap, blast, live_rel, live_bytes, live_owner, live_n,
             dparams, dstate, o_start, o_end, o_unit, o_reason, stall):
@@ -70,7 +68,7 @@ def _kernel(main, alt, cyc, cyc_alt, nbytes, addr, wr, dcls, buf, alloc, free_of
             if d >= 0 and o_end[d] > ready:
                 ready = o_end[d]
                 reason = o_reason[d]
-            elif d == -2 and t_ext > ready:
+            elif d == EXT and t_ext > ready:
                 ready = t_ext
                 reason = R_DATA
         if c == C_JOIN:
@@ -208,7 +206,7 @@ class Scheduler:
         self.live_owner[:] = -1
         if np.any(self.live_rel[np.arange(MAXLIVE)[None, :] < self.live_n[:, None]] < 0):
             raise RuntimeError("scheduler: buffer allocation still live across a step boundary")
-        rc = _kernel(*(a[f] for f in FIELDS), np.int64(t_barrier), np.int64(t_ext), self.ucls, self.ufree, self.buf_cap, self.blast,
+        rc = _kernel(*(a[f] for f in SCHED_COLS), np.int64(t_barrier), np.int64(t_ext), self.ucls, self.ufree, self.buf_cap, self.blast,
                      self.live_rel, self.live_bytes, self.live_owner, self.live_n, self.dparams, self.dstate,
                      o_start, o_end, o_unit, o_reason, self.stall)
         if rc != 0:

@@ -1,6 +1,6 @@
 """On-chip SRAM buffer model: capacities, double buffering and the tile-fit rule.
 
-Rule (issue #3): a tile that cannot fit its buffer is a *config error* (WorkloadError naming the buffer, the
+Rule: a tile that cannot fit its buffer is a *config error* (WorkloadError naming the buffer, the
 tile bytes and the usable capacity), never a silent spill. A double-buffered buffer offers half its bytes
 to one tile (`SramBuffer.tile_bytes`), so the next tile can be filled while the current one is used.
 
@@ -17,15 +17,12 @@ import numpy as np
 
 from lowbit.sim.config import HwConfig
 from lowbit.sim.errors import WorkloadError
-
-# Buffer ids used by the lowering and the scheduler (fixed order; absent buffers get capacity 0).
-BUFFERS = ("weight", "act", "kv", "lop", "psum", "sfu")
-B_WEIGHT, B_ACT, B_KV, B_LOP, B_PSUM, B_SFU = range(6)
+from lowbit.sim.isa import BUFFERS
 
 
 @dataclass(frozen=True)
 class Buffers:
-    """Capacities (bytes) and per-tile usable bytes of the six logical buffers of a config."""
+    """Capacities (bytes) and per-tile usable bytes of the logical buffers (sim.isa.BUFFERS) of a config."""
 
     capacity: tuple[int, ...]
     tile: tuple[int, ...]

@@ -9,8 +9,8 @@ import pytest
 
 from lowbit.sim.config import load_config
 from lowbit.sim.dram import dram_params, new_dram_state
-from lowbit.sim.lower import COLS, DEFAULT
-from lowbit.sim.sched import C_BOOTH, C_DMAKV, C_DMAW, C_JOIN, C_LOP, C_SFU, C_TINT, Scheduler
+from lowbit.sim.isa import C_BOOTH, C_DMAKV, C_DMAW, C_JOIN, C_LOP, C_SFU, C_TINT, COLS, DEFAULT
+from lowbit.sim.sched import Scheduler
 
 UNITS = [C_TINT, C_TINT, C_BOOTH, C_LOP, C_SFU, C_DMAW, C_DMAKV]
 CAPS = np.array([4096, 2048, 1024, 512, 0, 0], np.int64)

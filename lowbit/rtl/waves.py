@@ -1,47 +1,83 @@
-"""Toggle counting on VCD dumps (for the energy model): bit flips per signal, from pyvcd's tokenizer.
+"""Bit toggles of a VCD dump: the one toggle counter (``lowbit verify --waves`` dumps, activity calibration).
 
-A toggle is one bit changing value between consecutive recorded values of a signal (0<->1; changes to
-or from x/z are not counted; a value dumped at the start or at $dumpall that equals the last one costs 0). The initial $dumpvars value is the baseline, not a toggle. Signals that
-share a VCD id code (aliases) are reported under every name.
+Rule: a net is one VCD identifier code (every ``$var`` sharing it is an alias of the same net). A toggle is
+one bit that differs between two consecutive recorded values of a net, both fully known (0/1): changes to
+or from x/z are not counted, and re-dumping an unchanged value ($dumpall) costs 0. The first recorded
+value ($dumpvars) is the baseline, not a toggle. Only changes at times in [t_start, t_end] count.
+Real, string and event variables are listed but never toggle and carry no bits.
+
+A small streaming parser (IEEE 1364-2005 §18.2 four-state VCD) rather than pyvcd's tokenizer, which
+rejects Verilator's ``$rootio`` scope name ("Expected scope identifier").
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
+
+NON_BIT_KINDS = ("real", "realtime", "string", "event")
+
+
+@dataclass
+class Net:
+    width: int
+    kind: str = "wire"  # VCD var type: wire, reg, integer, ... (NON_BIT_KINDS carry no bits)
+    names: list[str] = field(default_factory=list)  # "scope.sub.name" of every alias
+    toggles: int = 0
+
+    @property
+    def bits(self) -> int:
+        return 0 if self.kind in NON_BIT_KINDS else self.width
+
+    def short_names(self) -> set[str]:
+        return {n.rsplit(".", 1)[-1] for n in self.names}
 
 
 @dataclass
 class Toggles:
-    per_signal: dict[str, int]  # "scope.name" -> bit toggles
-    widths: dict[str, int]
-    end_time: int
+    nets: dict[str, Net]  # VCD identifier code -> net, in declaration order
+    end_time: int  # last timestamp in the dump (VCD time units)
+
+    @property
+    def per_signal(self) -> dict[str, int]:
+        """Toggles by hierarchical name (an aliased net appears under each of its names)."""
+        return {n: net.toggles for net in self.nets.values() for n in net.names}
+
+    @property
+    def widths(self) -> dict[str, int]:
+        return {n: net.width for net in self.nets.values() for n in net.names}
 
     @property
     def total(self) -> int:
-        return sum(self.per_signal.values())
+        """Bit toggles of all nets (each net once, however many aliases it has)."""
+        return sum(net.toggles for net in self.nets.values())
 
     def matching(self, substring: str) -> int:
-        return sum(v for k, v in self.per_signal.items() if substring in k)
+        """Toggles of the nets with a name containing `substring` (each net once)."""
+        return sum(net.toggles for net in self.nets.values() if any(substring in n for n in net.names))
+
+    def rate(self, cycles: int, exclude: Iterable[str] = ("clk", "rst")) -> float:
+        """Toggle probability per net bit per cycle: toggles / (bits x cycles), leaving out the nets
+        with a short (last-component) name in `exclude` -- by default the clock and reset."""
+        skip = set(exclude)
+        kept = [net for net in self.nets.values() if not net.short_names() & skip]
+        bits = sum(net.bits for net in kept)
+        return sum(net.toggles for net in kept) / max(1, bits * cycles)
 
 
-def _bits(value: str, width: int) -> str | None:
+def _known_value(value: str, width: int) -> int | None:
+    """The value's low `width` bits (left-extended with 0), or None if it has an x/z bit."""
     s = value.lower()
-    if any(c in s for c in "xz"):
+    if "x" in s or "z" in s:
         return None
-    return s.rjust(width, "0")[-width:]
+    return int(s, 2) & ((1 << width) - 1)
 
 
 def count_toggles(vcd_path: str | Path, t_start: int = 0, t_end: int | None = None) -> Toggles:
-    """Count per-signal bit toggles in [t_start, t_end] (VCD time units) of a VCD file.
-
-    A small streaming parser rather than pyvcd's tokenizer, which rejects Verilator's ``$rootio`` scope
-    name ("Expected scope identifier"); pyvcd's writer is still used by the tests to make reference files.
-    """
-    names: dict[str, list[str]] = {}
-    widths: dict[str, int] = {}
-    last: dict[str, str | None] = {}
-    counts: dict[str, int] = {}
+    """Count per-net bit toggles in [t_start, t_end] (VCD time units) of a VCD file."""
+    nets: dict[str, Net] = {}
+    last: dict[str, int | None] = {}
     scope: list[str] = []
     now = 0
     in_defs = True
@@ -56,10 +92,9 @@ def count_toggles(vcd_path: str | Path, t_start: int = 0, t_end: int | None = No
                 elif tok[0] == "$upscope":
                     scope.pop()
                 elif tok[0] == "$var":
-                    width, ident, ref = int(tok[2]), tok[3], tok[4]
-                    names.setdefault(ident, []).append(".".join(scope + [ref]))
-                    widths[ident] = width
-                    counts.setdefault(ident, 0)
+                    kind, width, ident, ref = tok[1], int(tok[2]), tok[3], tok[4]
+                    net = nets.setdefault(ident, Net(width, kind))
+                    net.names.append(".".join([*scope, ref]))
                 elif tok[0] == "$enddefinitions":
                     in_defs = False
                 continue
@@ -74,12 +109,14 @@ def count_toggles(vcd_path: str | Path, t_start: int = 0, t_end: int | None = No
                 val, ident = tok[1:].split()
             elif c in "01xzXZ":
                 val, ident = c, tok[1:]
-            else:  # real / string changes: not bit signals
+            else:  # real (r) / string (s) changes: not bit signals
                 continue
-            bits = _bits(val, widths.get(ident, 1))
+            net = nets.get(ident)
+            if net is None:
+                continue
+            v = _known_value(val, net.width)
             prev = last.get(ident)
-            if prev is not None and bits is not None and now >= t_start and (t_end is None or now <= t_end):
-                counts[ident] += sum(a != b for a, b in zip(prev, bits, strict=True))
-            last[ident] = bits
-    per = {n: counts[i] for i, ns in names.items() for n in ns}
-    return Toggles(per_signal=per, widths={n: widths[i] for i, ns in names.items() for n in ns}, end_time=now)
+            if prev is not None and v is not None and now >= t_start and (t_end is None or now <= t_end):
+                net.toggles += (prev ^ v).bit_count()
+            last[ident] = v
+    return Toggles(nets=nets, end_time=now)

@@ -59,12 +59,13 @@ def test_fp4_rejects_unrealisable(field, value, match):
 @pytest.mark.parametrize("name", PARAMS)
 def test_fp4_verilator_lint_clean(name):
     """verilator --lint-only -Wall: only rtl.lint's documented Amaranth-idiom waivers."""
-    from lowbit.rtl.generate import build_verilog, cache_dir
+    from lowbit.rtl.generate import build_verilog
     from lowbit.rtl.lint import lint
+    from lowbit.sim.cache import cache_dir
 
     for unit in ("fp4",):
         g = build_verilog(unit, PARAMS[name])
-        r = lint(cache_dir() / "verilog" / f"{unit}-{g.key}.v", g.top)
+        r = lint(cache_dir("verilog") / f"{unit}-{g.key}.v", g.top)
         assert r.ok, (unit, r.errors[:5])
 
 

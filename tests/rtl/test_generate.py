@@ -86,25 +86,6 @@ def test_no_simulator_message(monkeypatch):
         cr.find_simulator()
 
 
-def test_count_toggles(tmp_path):
-    from vcd import VCDWriter
-
-    from lowbit.rtl.waves import count_toggles
-
-    p = tmp_path / "t.vcd"
-    with open(p, "w") as f, VCDWriter(f, timescale="1 ns") as w:
-        a = w.register_var("top", "a", "wire", size=4, init=0)
-        b = w.register_var("top", "b", "wire", size=1, init=0)
-        w.change(a, 1, 0b1111)  # 4 toggles
-        w.change(b, 1, 1)  # 1
-        w.change(a, 2, 0b1010)  # 2
-        w.change(b, 3, 0)  # 1
-        w.change(a, 4, "x")  # unknown: not counted
-        w.change(a, 5, 0b0000)  # from x: not counted
-    t = count_toggles(p)
-    assert t.per_signal == {"top.a": 6, "top.b": 2} and t.total == 8
-
-
 def test_cli_rtl_and_errors(tmp_path):
     r = lowbit("rtl", "--hw", "tiny", "--out", str(tmp_path / "v"), timeout=300)
     assert r.returncode == 0, r.stderr

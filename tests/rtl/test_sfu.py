@@ -48,12 +48,13 @@ def test_sfu_rejects_unrealisable():
 @pytest.mark.parametrize("name", PARAMS)
 def test_sfu_verilator_lint_clean(name):
     """verilator --lint-only -Wall: only rtl.lint's documented Amaranth-idiom waivers."""
-    from lowbit.rtl.generate import build_verilog, cache_dir
+    from lowbit.rtl.generate import build_verilog
     from lowbit.rtl.lint import lint
+    from lowbit.sim.cache import cache_dir
 
     for unit in ("sfu",):
         g = build_verilog(unit, PARAMS[name])
-        r = lint(cache_dir() / "verilog" / f"{unit}-{g.key}.v", g.top)
+        r = lint(cache_dir("verilog") / f"{unit}-{g.key}.v", g.top)
         assert r.ok, (unit, r.errors[:5])
 
 

@@ -1,1 +1,61 @@
-from lowbit.sim.cli import main, run  # noqa: F401
+"""The `lowbit` command: one Typer app assembled from the commands each package owns.
+
+    lowbit.sim.cli     config list|show, trace info, sim, validate (and the shared flag conventions)
+    lowbit.models.cli  trace (capture), models list, fp4-sensitivity, train-tiny, eval-tiny, bench-gpu
+    lowbit.rtl.cli     rtl, verify
+    lowbit.cost.cli    synth, report
+Those modules import nothing heavy at module level, so `lowbit --help` starts without torch, amaranth or
+triton; a command whose optional extra is missing says which one to install (lowbit.sim.extras).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from lowbit.cost import cli as cost_cli
+from lowbit.models import cli as models_cli
+from lowbit.rtl import cli as rtl_cli
+from lowbit.sim import cli as sim_cli
+from lowbit.sim.errors import LowbitError
+
+
+def build_app() -> typer.Typer:
+    app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                      help="lowbit: co-design toolkit for low-bit (ternary, FP4) LLM accelerators.")
+    sim_cli.register(app)
+    # `lowbit trace --model ... --out DIR` captures (models: needs torch); `lowbit trace info DIR` reads (sim).
+    trace_app = typer.Typer(help="Capture a trace from PyTorch (`lowbit trace --model ...`) or inspect one (`info`).")
+    models_cli.register_trace(trace_app)
+    sim_cli.register_trace(trace_app)
+    app.add_typer(trace_app, name="trace")
+    models_cli.register(app)
+    rtl_cli.register(app)
+    cost_cli.register(app)
+    return app
+
+
+app = build_app()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status. A LowbitError is one line on stderr and status 2."""
+    cmd = typer.main.get_command(app)
+    try:
+        # standalone mode: click prints usage errors itself and raises SystemExit with its code.
+        cmd.main(args=argv, prog_name="lowbit", standalone_mode=True)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except LowbitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def run() -> None:
+    """Console-script entry point (`lowbit = "lowbit.cli:run"`)."""
+    sys.exit(main())

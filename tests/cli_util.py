@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -18,3 +19,24 @@ def assert_one_line_error(r: subprocess.CompletedProcess, pattern: str, what: st
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
     assert re.search(pattern, lines[0]), lines[0]
+
+
+_BLOCKER = """
+import importlib.abc, json, sys
+BLOCKED = tuple(json.loads(sys.argv[1]))
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"blocked for this test: {name}", name=name)
+        return None
+sys.meta_path.insert(0, Block())
+from lowbit.cli import main
+sys.exit(main(json.loads(sys.argv[2])))
+"""
+
+
+def lowbit_without(modules: tuple[str, ...], *args: str, cwd=None, timeout: int = 120) -> subprocess.CompletedProcess:
+    """Run `lowbit ARGS` in a subprocess where the top-level modules `modules` cannot be found or imported,
+    as on a machine without that optional extra."""
+    return subprocess.run([sys.executable, "-c", _BLOCKER, json.dumps(list(modules)), json.dumps(list(args))],
+                          capture_output=True, text=True, cwd=cwd, timeout=timeout)

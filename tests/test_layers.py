@@ -48,7 +48,7 @@ def test_cli_starts_and_runs_without_heavy_deps():
     r = run_blocked(
         """
         import sys
-        from lowbit.sim.cli import main
+        from lowbit.cli import main
         rc = main(["config", "show", "vitallm"])
         assert rc == 0, rc
         try:
@@ -65,7 +65,7 @@ def test_trace_capture_without_torch_gives_install_hint(tmp_path):
     r = run_blocked(
         f"""
         import sys
-        from lowbit.sim.cli import main
+        from lowbit.cli import main
         sys.exit(main(["trace", "--model", "bitnet-tiny", "--out", r"{tmp_path / 't'}"]))
         """
     )

@@ -22,7 +22,6 @@ from typing import Any
 
 from lowbit.cost.energy import HwCost, PhaseEnergy, phase_energy, scale_note, subtract_activity
 from lowbit.sim.atomic import atomic_write
-from lowbit.sim.errors import LowbitError
 
 # Published numbers (docs/reference/vitallm.md §3.6): [J] arXiv 2604.27396, [C] arXiv 2605.00320 (16 nm silicon).
 PAPER = {
@@ -105,10 +104,7 @@ def evaluate(cfg, model: str, prefill: int, decode: int, hw: HwCost | None = Non
     from lowbit.sim.workloads import standard_trace
 
     if simulate is None:
-        try:
-            from lowbit.sim.engine import simulate
-        except ImportError as e:
-            raise LowbitError(f"the simulator (sim.engine) cannot be imported: {e}") from None
+        from lowbit.sim.engine import simulate
     hw = hw or build_hw_cost(cfg, exclude=exclude)
     fmt = weight_format_for(cfg)
     full = simulate(cfg, standard_trace(model, prefill, decode, fmt), schedule=schedule).to_dict()
@@ -345,12 +341,20 @@ def _inline(s: str) -> str:
 # ----------------------------------------------------------------------------- writing
 
 
-def write_report(results: list[DesignResult], out: Path, json_path: Path | None = None,
+REPORT_MD, REPORT_HTML = "report.md", "report.html"
+
+
+def metrics_json(results: list[DesignResult]) -> str:
+    """The per-design metrics (`--json`): {design name: DesignResult.to_json()}."""
+    return json.dumps({r.name: r.to_json() for r in results}, indent=1, default=float) + "\n"
+
+
+def write_report(results: list[DesignResult], out_dir: Path, json_path: Path | None = None,
                  gpu_results: Path | None = None, extra_md: str = "") -> list[Path]:
-    """Write OUT.md, OUT.html, OUT_<fig>.png (and --json). Everything is rendered before anything is written."""
-    out = Path(out)
-    if out.suffix in (".md", ".html"):
-        out = out.with_suffix("")
+    """Write OUT_DIR/report.md, OUT_DIR/report.html, OUT_DIR/<figure>.png (and `json_path`).
+
+    Everything is rendered before anything is written, and each file is written atomically."""
+    out_dir = Path(out_dir)
     title = f"lowbit area / power report: {', '.join(r.name for r in results)}"
     extra = extra_md
     if gpu_results:
@@ -360,20 +364,20 @@ def write_report(results: list[DesignResult], out: Path, json_path: Path | None 
         designs = [(r.name, r.model, r.decode.tokens_per_s if r.decode else None) for r in results]
         extra += "\n" + gpu_markdown(g, designs)
     figs = figures(results)
-    names = {k: f"{out.name}_{k}.png" for k in figs}
+    names = {k: f"{k}.png" for k in figs}
     md = markdown(results, title, names, extra + "\n" + ASSUMPTIONS_MD)
     page = html_page(md, figs, title)
-    data = {r.name: r.to_json() for r in results}
+    metrics = metrics_json(results) if json_path else ""
     written = []
     for k, png in figs.items():
-        p = out.parent / names[k]
+        p = out_dir / names[k]
         atomic_write(p, png)
         written.append(p)
-    for p, text in ((out.with_suffix(".md"), md), (out.with_suffix(".html"), page)):
+    for p, text in ((out_dir / REPORT_MD, md), (out_dir / REPORT_HTML, page)):
         atomic_write(p, text)
         written.append(p)
     if json_path:
-        atomic_write(Path(json_path), json.dumps(data, indent=1, default=float) + "\n")
+        atomic_write(Path(json_path), metrics)
         written.append(Path(json_path))
     return written
 

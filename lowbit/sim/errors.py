@@ -32,3 +32,7 @@ class TraceError(LowbitError):
 
 class WorkloadError(LowbitError):
     """A workload the hardware cannot run (unknown model, tile too large for SRAM, bad sizes)."""
+
+
+class MissingExtraError(LowbitError):
+    """A command needs an optional dependency group (`pip install 'lowbit[extra]'`) that is not installed."""

@@ -8,10 +8,10 @@ import json
 import pytest
 
 import lowbit.cost.energy
+from lowbit.cli import main
 from lowbit.cost.energy import hw_cost, unit_cost
 from lowbit.cost.report import evaluate, write_report
 from lowbit.rtl.synth import SynthError
-from lowbit.sim.cli import main
 from lowbit.sim.config import load_config
 
 CAPS = {"nand2_1": 4e-15, "dfxtp_1": 16e-15}
@@ -48,14 +48,17 @@ def test_report_numbers_consistent(tiny_result):
 def test_write_report_outputs(tiny_result, tmp_path):
     out = tmp_path / "rep" / "tiny"
     files = write_report([tiny_result], out, json_path=tmp_path / "m.json")
-    names = sorted(p.name for p in files)
-    assert names == ["m.json", "tiny.html", "tiny.md", "tiny_area.png", "tiny_energy.png", "tiny_perf.png", "tiny_power.png"]
-    md = (tmp_path / "rep" / "tiny.md").read_text()
+    assert [p.parent for p in files[:-1]] == [out] * 6 and files[-1] == tmp_path / "m.json"
+    assert sorted(p.name for p in out.iterdir()) == ["area.png", "energy.png", "perf.png", "power.png",
+                                                      "report.html", "report.md"]
+    md = (out / "report.md").read_text()
     assert "0.223" in md and "65.97" in md and "17.4" in md and "1 op = 1 MAC" in md and "Stillmaker" in md
-    page = (tmp_path / "rep" / "tiny.html").read_text()
+    assert "![area](area.png)" in md  # figure links resolve inside the directory
+    page = (out / "report.html").read_text()
     b64 = page.split("data:image/png;base64,")[1].split('"')[0]
     assert base64.b64decode(b64)[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "tiny_area.png" not in page  # images are inlined, not linked
+    assert "area.png" not in page  # images are inlined, not linked
+    assert (out / "area.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     m = json.loads((tmp_path / "m.json").read_text())["tiny"]
     for k in ("area_mm2", "power_mw", "energy_per_token_j", "tokens_per_s", "fom_tops_per_mm2_w"):
         assert m[k] > 0
@@ -89,3 +92,21 @@ def test_cli_missing_sky130(tmp_path, capsys, monkeypatch):
     rc = main(["synth", "--hw", "tiny", "--unit", "tint"])
     assert rc == 2
     assert "make sky130" in capsys.readouterr().err
+
+
+def test_cli_writes_into_the_out_directory(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(lowbit.cost.energy, "build_hw_cost", lambda cfg, exclude=(): _fake_hw(cfg))
+    out, js = tmp_path / "rep", tmp_path / "rep" / "metrics.json"
+    rc = main(["report", "--hw", "tiny", "--model", "bitnet-tiny", "--prefill", "8", "--decode", "4",
+               "--out", str(out), "--json", str(js)])
+    assert rc == 0, capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["area.png", "energy.png", "metrics.json", "perf.png",
+                                                      "power.png", "report.html", "report.md"]
+    m = json.loads(js.read_text())["tiny"]
+    assert m["hw"] == "tiny" and m["model"] == "bitnet-tiny" and m["decode"]["tokens"] == 4
+    assert f"wrote {out / 'report.md'}" in capsys.readouterr().out
+    # `--json -`: the metrics alone on standard output, progress on stderr
+    rc = main(["report", "--hw", "tiny", "--model", "bitnet-tiny", "--prefill", "8", "--decode", "4",
+               "--out", str(tmp_path / "rep2"), "--json", "-"])
+    cap = capsys.readouterr()
+    assert rc == 0 and json.loads(cap.out) == json.loads(js.read_text()) and "wrote" in cap.err

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -12,11 +10,7 @@ pytest.importorskip("torch")
 
 from lowbit.sim.trace import load_trace  # noqa: E402
 from lowbit.sim.workloads import standard_trace  # noqa: E402
-
-
-def lowbit(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lowbit", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=180)
+from tests.cli_util import lowbit  # noqa: E402
 
 
 def test_trace_cli_end_to_end(tmp_path):
@@ -27,7 +21,7 @@ def test_trace_cli_end_to_end(tmp_path):
     tr = load_trace(out)
     assert [(o.op, o.name, o.args) for o in tr.ops] == [(o.op, o.name, o.args) for o in standard_trace("bitnet-tiny", 6, 2).ops]
     assert len(tr.tensor_files) == 3
-    r = lowbit("trace", "info", str(out), "--json")
+    r = lowbit("trace", "info", str(out), "--json", "-")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["ops"] == len(tr.ops)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]  # no temp dirs left behind
@@ -55,8 +49,8 @@ def test_trace_cli_encoder(tmp_path):
     (["--model", "bitnet-tiny", "--out", "EXISTS"], "already exists"),
 ])
 def test_trace_cli_errors(tmp_path, capsys, args, message):
-    """In-process through sim.cli.main (same code path as the console script, without a torch import each)."""
-    from lowbit.sim.cli import main
+    """In-process through lowbit.cli.main (same code path as the console script, without a torch import each)."""
+    from lowbit.cli import main
 
     gpt2 = tmp_path / "gpt2"
     gpt2.mkdir()

@@ -10,6 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from lowbit.cli import main  # noqa: E402
 from lowbit.models.fp4ptq import fp4_weights  # noqa: E402
 from lowbit.models.sensitivity import (  # noqa: E402
     encode_mean_pooled,
@@ -19,7 +20,6 @@ from lowbit.models.sensitivity import (  # noqa: E402
     run_sensitivity,
     write_outputs,
 )
-from lowbit.sim.cli import main  # noqa: E402
 
 torch.set_num_threads(1)
 

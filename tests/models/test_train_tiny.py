@@ -9,6 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from lowbit.cli import main  # noqa: E402
 from lowbit.models.train_tiny import (  # noqa: E402
     evaluate_tiny,
     is_held_out,
@@ -16,7 +17,6 @@ from lowbit.models.train_tiny import (  # noqa: E402
     load_corpus,
     stdlib_files,
 )
-from lowbit.sim.cli import main  # noqa: E402
 from lowbit.sim.errors import LowbitError  # noqa: E402
 
 torch.set_num_threads(1)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lowbit.sim.cli import main
+from lowbit.cli import main
 from tests.cli_util import lowbit
 
 

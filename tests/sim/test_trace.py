@@ -24,7 +24,7 @@ def test_round_trip(tiny_trace_dir):
     back = load_trace(tiny_trace_dir)
     assert back.model == orig.model and back.prefill == 4 and back.decode == 2
     assert [o.to_json() for o in back.ops] == [o.to_json() for o in orig.ops]
-    r = lowbit("trace", "info", str(tiny_trace_dir), "--json")
+    r = lowbit("trace", "info", str(tiny_trace_dir), "--json", "-")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["ops"] == len(orig.ops)
 

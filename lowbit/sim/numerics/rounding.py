@@ -28,7 +28,7 @@ def round_half_even(x: npt.ArrayLike) -> np.ndarray:
 
     Exactly ``np.rint`` (which uses the current FP rounding mode, RNE by default): 0.5 -> 0,
     1.5 -> 2, 2.5 -> 2, -0.5 -> -0.0, -1.5 -> -2. Matches ``torch.round`` and Python ``round``
-    (docs/reference/numerics.md §1 row "BitNet weight quantizer", §9 item 2). The result keeps the input's float
+    (docs/reference/numerics.md §0 row "BitNet weight quantizer", §9 item 2). The result keeps the input's float
     dtype (float64 for Python scalars / int inputs) so callers decide when to cast to int.
     NaN/Inf pass through unchanged; callers must clip before casting to an integer type.
     """

@@ -17,8 +17,8 @@ REFERENCE = ROOT / "docs" / "reference"
 TEXT_SUFFIXES = {".py", ".md", ".toml", ".txt", ".json", ".html", ".log", ".cfg", ".ini", ".yml", ".yaml", ".sh"}
 CITING_ROOTS = ("lowbit", "tests", "bench", "docs", "reports", "README.md")
 
-# `docs/reference/vitallm.md §5.2`, `... §5.2/§6`, `... §2.4, §3`, `... §1.5 / §1.6`
-CITATION = re.compile(r"docs/reference/([A-Za-z0-9_-]+)\.md((?:\s*[/,]?\s*§\s*\d+(?:\.\d+)*)*)")
+# `docs/reference/vitallm.md §5.2`, `... §5.2/§6`, `... §2.4, §3`, `... §1.5 / §1.6`, `[x](docs/reference/x.md) §4`
+CITATION = re.compile(r"docs/reference/([A-Za-z0-9_-]+)\.md\)?((?:\s*[/,]?\s*§\s*\d+(?:\.\d+)*)*)")
 SECTION = re.compile(r"§\s*(\d+(?:\.\d+)*)")
 HEADING = re.compile(r"^#{1,6}\s+(\d+(?:\.\d+)*)\.?\s", re.M)
 
@@ -65,10 +65,11 @@ def test_heading_parser():
 
 def test_citation_parser():
     text = ("(docs/reference/vitallm.md §5.2/§6) docs/reference/numerics.md §2.4, §3): x "
-            "docs/reference/numerics.md §1.5 / §1.6 docs/reference/toolchain.md docs/reference/numerics.md §8.2.")
+            "docs/reference/numerics.md §1.5 / §1.6 docs/reference/toolchain.md docs/reference/numerics.md §8.2. "
+            "[t](docs/reference/toolchain.md) §4.7")
     got = [(m.group(1), SECTION.findall(m.group(2))) for m in CITATION.finditer(text)]
     assert got == [("vitallm", ["5.2", "6"]), ("numerics", ["2.4", "3"]), ("numerics", ["1.5", "1.6"]),
-                   ("toolchain", []), ("numerics", ["8.2"])]
+                   ("toolchain", []), ("numerics", ["8.2"]), ("toolchain", ["4.7"])]
 
 
 def test_reference_citations_resolve():

@@ -15,7 +15,6 @@ import cocotb
 import numpy as np
 
 from lowbit.rtl.bench.common import (
-    Tile,
     accumulate,
     beat_sums,
     compare,
@@ -27,6 +26,7 @@ from lowbit.rtl.bench.common import (
     ternary_codes,
     write_result,
 )
+from lowbit.rtl.bench.stream import StreamTile
 from lowbit.sim.config import BoothConfig
 from lowbit.sim.numerics.booth import booth_multiply, booth_ternary_dot
 from lowbit.sim.units.booth import booth_int8_tile_cycles, booth_ternary_tile_cycles
@@ -35,7 +35,7 @@ ROWS = 4
 MAX_BEATS = 8192
 
 
-def int8_tile(cfg: BoothConfig, a: np.ndarray, b: np.ndarray, rng, kind: str) -> Tile:
+def int8_tile(cfg: BoothConfig, a: np.ndarray, b: np.ndarray, rng, kind: str) -> StreamTile:
     """a, b: (lanes, passes, k) INT8; lane l computes sum_k a*b per pass."""
     L, W = cfg.lanes, cfg.width
     _, P, k = a.shape
@@ -51,12 +51,12 @@ def int8_tile(cfg: BoothConfig, a: np.ndarray, b: np.ndarray, rng, kind: str) ->
             beats.append({"act": pack(acts.reshape(-1), 8), "wb": pack(bp[:, p, j * W:(j + 1) * W].reshape(-1), 8)})
     prods = booth_multiply(a, b, 8)  # (L, P, k) via Booth partial products
     acc, ovf = accumulate(beat_sums(prods, W), cfg.acc_bits)
-    return Tile(start={"beats": nb, "passes": P, "mode": 0}, beats=beats, expect_acc=acc.T, expect_ovf=ovf.T,
-                expect_cycles=booth_int8_tile_cycles(cfg, k, P), meta={"kind": kind, "mode": "int8", "k": k,
-                                                                        "passes": P})
+    return StreamTile(start={"beats": nb, "passes": P, "mode": 0}, beats=beats, expect=(acc.T, ovf.T),
+                      expect_cycles=booth_int8_tile_cycles(cfg, k, P),
+                      meta={"kind": kind, "mode": "int8", "k": k, "passes": P})
 
 
-def ternary_tile(cfg: BoothConfig, w: np.ndarray, a: np.ndarray, rng, kind: str) -> Tile:
+def ternary_tile(cfg: BoothConfig, w: np.ndarray, a: np.ndarray, rng, kind: str) -> StreamTile:
     """w ternary, a INT8, both (lanes, passes, k); 4*width pairs per lane per beat."""
     L, W = cfg.lanes, cfg.width
     _, P, k = a.shape
@@ -75,12 +75,12 @@ def ternary_tile(cfg: BoothConfig, w: np.ndarray, a: np.ndarray, rng, kind: str)
             beats.append({"act": pack(ap[:, p, seg].reshape(-1), 8), "wb": pack(wb, 8)})
     dots = booth_ternary_dot(wp.reshape(L, P, nb, W, ROWS), ap.reshape(L, P, nb, W, ROWS))  # (L,P,nb,W)
     acc, ovf = accumulate(dots.sum(axis=-1), cfg.acc_bits)
-    return Tile(start={"beats": nb, "passes": P, "mode": 1}, beats=beats, expect_acc=acc.T, expect_ovf=ovf.T,
-                expect_cycles=booth_ternary_tile_cycles(cfg, k, P),
-                meta={"kind": kind, "mode": "ternary", "k": k, "passes": P})
+    return StreamTile(start={"beats": nb, "passes": P, "mode": 1}, beats=beats, expect=(acc.T, ovf.T),
+                      expect_cycles=booth_ternary_tile_cycles(cfg, k, P),
+                      meta={"kind": kind, "mode": "ternary", "k": k, "passes": P})
 
 
-def corner_tiles(cfg: BoothConfig, rng, modes) -> list[Tile]:
+def corner_tiles(cfg: BoothConfig, rng, modes) -> list[StreamTile]:
     L, W, A = cfg.lanes, cfg.width, cfg.acc_bits
     tiles = []
     k = 2 * W + 1
@@ -115,7 +115,7 @@ def corner_tiles(cfg: BoothConfig, rng, modes) -> list[Tile]:
     return tiles
 
 
-def random_tiles(cfg: BoothConfig, rng, n_vectors: int, modes) -> list[Tile]:
+def random_tiles(cfg: BoothConfig, rng, n_vectors: int, modes) -> list[StreamTile]:
     tiles, have = [], 0
     while have < n_vectors:
         mode = modes[len(tiles) % len(modes)]
@@ -143,7 +143,7 @@ async def booth_bench(dut):
     modes = opts.get("modes", ["int8", "ternary"] if cfg.ternary_mode else ["int8"])
     rng = np.random.default_rng(job["seed"])
     tiles = corner_tiles(cfg, rng, modes) if opts.get("corners", True) else []
-    tiles += random_tiles(cfg, rng, max(0, job["vectors"] - sum(t.expect_acc.size for t in tiles)), modes)
+    tiles += random_tiles(cfg, rng, max(0, job["vectors"] - sum(t.expect[0].size for t in tiles)), modes)
     for t in tiles:
         t.expect_cycles += opts.get("cycle_offset", 0)  # harness self-test only
     idle = {"act": 0, "wb": 0, "beats": 0, "passes": 0, "mode": 0}

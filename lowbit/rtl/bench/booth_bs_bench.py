@@ -14,7 +14,6 @@ import cocotb
 import numpy as np
 
 from lowbit.rtl.bench.common import (
-    Tile,
     accumulate,
     beat_sums,
     compare,
@@ -26,6 +25,7 @@ from lowbit.rtl.bench.common import (
     ternary_codes,
     write_result,
 )
+from lowbit.rtl.bench.stream import StreamTile
 from lowbit.sim.config import BoothConfig
 from lowbit.sim.numerics.booth import booth_serial_multiply
 from lowbit.sim.units.booth import booth_bs_tile_cycles
@@ -34,7 +34,7 @@ PREC = {1: 0, 2: 1, 4: 2, 8: 3}  # bits (1 = ternary) -> prec port code
 MAX_BEATS = 8192
 
 
-def bs_tile(cfg: BoothConfig, bits: int, a: np.ndarray, b: np.ndarray, rng, kind: str) -> Tile:
+def bs_tile(cfg: BoothConfig, bits: int, a: np.ndarray, b: np.ndarray, rng, kind: str) -> StreamTile:
     """a: INT8, b: `bits`-bit signed (bits=1: ternary), both (lanes, passes, k)."""
     L, W = cfg.lanes, cfg.width
     _, P, k = a.shape
@@ -55,9 +55,9 @@ def bs_tile(cfg: BoothConfig, bits: int, a: np.ndarray, b: np.ndarray, rng, kind
                     "wb": pack(word[:, p, j * W:(j + 1) * W].reshape(-1), 8)}
             beats += [beat] * n  # operands held for the n digit cycles
     acc, ovf = accumulate(beat_sums(prods, W), cfg.acc_bits)
-    return Tile(start={"beats": ng, "passes": P, "prec": PREC[bits]}, beats=beats, expect_acc=acc.T,
-                expect_ovf=ovf.T, expect_cycles=booth_bs_tile_cycles(cfg, k, P, bits),
-                meta={"kind": kind, "mode": "ternary" if bits == 1 else f"int{bits}", "k": k, "passes": P})
+    return StreamTile(start={"beats": ng, "passes": P, "prec": PREC[bits]}, beats=beats, expect=(acc.T, ovf.T),
+                      expect_cycles=booth_bs_tile_cycles(cfg, k, P, bits),
+                      meta={"kind": kind, "mode": "ternary" if bits == 1 else f"int{bits}", "k": k, "passes": P})
 
 
 def operand(rng, bits: int, shape, extreme: float = 0.1) -> np.ndarray:
@@ -69,7 +69,7 @@ def operand(rng, bits: int, shape, extreme: float = 0.1) -> np.ndarray:
     return np.where(e < extreme / 2, lo, np.where(e < extreme, hi, v)).astype(np.int64)
 
 
-def corner_tiles(cfg: BoothConfig, rng, modes) -> list[Tile]:
+def corner_tiles(cfg: BoothConfig, rng, modes) -> list[StreamTile]:
     L, W, A = cfg.lanes, cfg.width, cfg.acc_bits
     tiles = []
     k = 2 * W + 1
@@ -92,7 +92,7 @@ def corner_tiles(cfg: BoothConfig, rng, modes) -> list[Tile]:
     return tiles
 
 
-def random_tiles(cfg: BoothConfig, rng, n_vectors: int, modes) -> list[Tile]:
+def random_tiles(cfg: BoothConfig, rng, n_vectors: int, modes) -> list[StreamTile]:
     tiles, have = [], 0
     while have < n_vectors:
         bits = modes[len(tiles) % len(modes)]
@@ -115,7 +115,7 @@ async def booth_bs_bench(dut):
     modes = opts.get("modes", list(cfg.precisions) + ([1] if cfg.ternary_mode else []))
     rng = np.random.default_rng(job["seed"])
     tiles = corner_tiles(cfg, rng, modes) if opts.get("corners", True) else []
-    tiles += random_tiles(cfg, rng, max(0, job["vectors"] - sum(t.expect_acc.size for t in tiles)), modes)
+    tiles += random_tiles(cfg, rng, max(0, job["vectors"] - sum(t.expect[0].size for t in tiles)), modes)
     for t in tiles:
         t.expect_cycles += opts.get("cycle_offset", 0)  # harness self-test only
     idle = {"act": 0, "wb": 0, "beats": 0, "passes": 0, "prec": 0}

@@ -1,20 +1,18 @@
-"""Shared cocotb driver: issue tiles per the rtl/common.py cycle convention, collect and compare results.
-
-The driver works on falling edges: at the falling edge inside cycle c it reads the registered outputs
-(their values during cycle c) and drives the inputs sampled at the rising edge that ends cycle c. A
-tile's start is driven in the first cycle the unit is ``ready``; its beats follow back to back, so
-tiles overlap in the pipeline. cycles(start -> done) = (cycle with done high) - (cycle with start high).
+"""Bench helpers: the job file, port packing, operand generators, and the lane-accumulator view of the
+stream driver (lowbit.rtl.bench.stream) for TINT / Booth, whose tiles expect per pass and lane an
+accumulator value and a sticky overflow flag: ``StreamTile.expect = (acc, ovf)``, each (passes, lanes).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from lowbit.rtl.bench.stream import StreamTile, run_stream, summarize
+from lowbit.sim.atomic import atomic_write
 from lowbit.sim.numerics.rounding import int_range, wrap_signed
 
 CODE = {0: 0b00, 1: 0b01, -1: 0b11}  # TINT/Booth ternary {nz, sign} datapath code (rtl/tint.py)
@@ -74,31 +72,9 @@ def beat_sums(products: np.ndarray, per_beat: int) -> np.ndarray:
     return products.reshape(products.shape[:-1] + (nb, per_beat)).sum(axis=-1)
 
 
-@dataclass
-class Tile:
-    start: dict[str, int]  # ports driven with start (beats, passes, modes)
-    beats: list[dict[str, int]]  # per-beat port values, len == passes * beats * digits
-    expect_acc: np.ndarray  # (passes, lanes) int
-    expect_ovf: np.ndarray  # (passes, lanes) bool
-    expect_cycles: int
-    meta: dict[str, Any] = field(default_factory=dict)
-    got: list[tuple[list[int], list[int]]] = field(default_factory=list)  # (acc, ovf) per out_valid
-    start_cycle: int = -1
-    cycles: int = -1
-
-    @property
-    def got_acc(self) -> list[list[int]]:
-        return [acc for acc, _ in self.got]
-
-    @property
-    def got_ovf(self) -> list[list[int]]:
-        return [ovf for _, ovf in self.got]
-
-
-async def run_tiles(dut, tiles: list[Tile], lanes: int, acc_bits: int, idle: dict[str, int]) -> int:
-    """Drive all tiles (overlapping) with the shared stream driver; each out_valid appends the lanes'
-    (acc, overflow) to the oldest pending tile. Returns total simulated cycles."""
-    from lowbit.rtl.bench.stream import run_stream
+async def run_tiles(dut, tiles: list[StreamTile], lanes: int, acc_bits: int, idle: dict[str, int]) -> int:
+    """Drive all tiles with the stream driver; each out_valid appends the lanes' (acc, overflow) to the
+    oldest pending tile. Returns total simulated cycles."""
 
     def collect(d) -> tuple[list[int], list[int]]:
         return (unpack(int(d.out_acc.value), acc_bits, lanes), unpack(int(d.out_ovf.value), 1, lanes, signed=False))
@@ -106,41 +82,40 @@ async def run_tiles(dut, tiles: list[Tile], lanes: int, acc_bits: int, idle: dic
     return await run_stream(dut, tiles, idle, collect)
 
 
-def compare(tiles: list[Tile], max_examples: int = 5) -> dict[str, Any]:
-    """Count lane-result mismatches (acc or overflow flag) and cycle mismatches; collect examples."""
-    vectors = mismatches = cyc_bad = 0
-    examples: list[Any] = []
-    cycles = []
-    for ti, t in enumerate(tiles):
-        exp_acc, exp_ovf = np.asarray(t.expect_acc), np.asarray(t.expect_ovf)
-        n = exp_acc.size
-        vectors += n
-        if len(t.got_acc) != exp_acc.shape[0]:
-            mismatches += n
-            examples.append({"tile": ti, "error": f"got {len(t.got_acc)} pass results, want {exp_acc.shape[0]}",
-                             **t.meta})
-        else:
-            got_acc, got_ovf = np.array(t.got_acc), np.array(t.got_ovf, dtype=bool)
-            bad = (got_acc != exp_acc) | (got_ovf != exp_ovf)
-            mismatches += int(bad.sum())
-            for p, lane in zip(*np.nonzero(bad), strict=True):
-                if len(examples) < max_examples:
-                    examples.append({"tile": ti, "pass": int(p), "lane": int(lane), **t.meta,
-                                     "got": [int(got_acc[p, lane]), bool(got_ovf[p, lane])],
-                                     "want": [int(exp_acc[p, lane]), bool(exp_ovf[p, lane])]})
-        if t.cycles != t.expect_cycles:
-            cyc_bad += 1
-        cycles.append({**t.meta, "sim": int(t.expect_cycles), "rtl": int(t.cycles)})
-    return {"vectors": vectors, "mismatches": mismatches, "cycle_checks": len(tiles),
-            "cycle_mismatches": cyc_bad, "examples": examples, "cycles": cycles}
+def _lane_results(t: StreamTile) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """(got acc, got ovf, want acc, want ovf), each (passes, lanes); None if the pass count is wrong."""
+    exp_acc, exp_ovf = (np.asarray(x) for x in t.expect)
+    if len(t.got) != exp_acc.shape[0]:
+        return None
+    return np.array([a for a, _ in t.got]), np.array([o for _, o in t.got], dtype=bool), exp_acc, exp_ovf
+
+
+def _lane_bad(t: StreamTile) -> int:
+    r = _lane_results(t)
+    if r is None:
+        return int(np.asarray(t.expect[0]).size)
+    got_acc, got_ovf, exp_acc, exp_ovf = r
+    return int(((got_acc != exp_acc) | (got_ovf != exp_ovf)).sum())
+
+
+def _lane_examples(ti: int, t: StreamTile) -> list[dict[str, Any]]:
+    r = _lane_results(t)
+    if r is None:
+        return [{"tile": ti, "error": f"got {len(t.got)} pass results, want {len(t.expect[0])}", **t.meta}]
+    got_acc, got_ovf, exp_acc, exp_ovf = r
+    return [{"tile": ti, "pass": int(p), "lane": int(lane), **t.meta,
+             "got": [int(got_acc[p, lane]), bool(got_ovf[p, lane])],
+             "want": [int(exp_acc[p, lane]), bool(exp_ovf[p, lane])]}
+            for p, lane in zip(*np.nonzero((got_acc != exp_acc) | (got_ovf != exp_ovf)), strict=True)]
+
+
+def compare(tiles: list[StreamTile], max_examples: int = 5) -> dict[str, Any]:
+    """Lane-result mismatches (acc or overflow flag) and cycle mismatches, in the stream summary format."""
+    return summarize(tiles, lambda t: int(np.asarray(t.expect[0]).size), _lane_bad, max_examples, _lane_examples)
 
 
 def write_result(job: dict[str, Any], result: dict[str, Any]) -> None:
-    path = job["result"]
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=1, default=str)
-    os.replace(tmp, path)
+    atomic_write(job["result"], json.dumps(result, indent=1, default=str))
 
 
 def int8(rng: np.random.Generator, shape, extreme: float = 0.1) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Generic cocotb driver for the LOP / FP4 / SFU benches (same cycle convention as rtl/bench/common.py).
+"""The cocotb driver of every unit bench: issue tiles per the lowbit/rtl/common.py cycle convention, collect
+outputs, summarise mismatches and cycle counts.
 
 At the falling edge inside cycle c the driver reads the registered outputs (their values in cycle c) and
 drives the inputs sampled at the rising edge that ends cycle c. A tile's start is driven in the first
@@ -86,21 +87,24 @@ async def run_stream(dut, tiles: list[StreamTile], idle: dict[str, int], collect
 
 
 def summarize(tiles: list[StreamTile], count: Callable[[StreamTile], int],
-              bad: Callable[[StreamTile], int], max_examples: int = 5) -> dict[str, Any]:
-    """Result dict in the rtl.cocotb_runner format: vectors, mismatches, cycle checks, examples."""
+              bad: Callable[[StreamTile], int], max_examples: int = 5,
+              examples: Callable[[int, StreamTile], list[dict[str, Any]]] | None = None) -> dict[str, Any]:
+    """Result dict in the lowbit.rtl.cocotb_runner format: vectors (Σ count), mismatches (Σ bad), cycle checks
+    (one per tile: start -> done vs expect_cycles), and up to `max_examples` failure examples --
+    ``examples(tile_index, tile)`` for a failing tile, else its shortened got / want."""
     vectors = mismatches = cyc_bad = 0
-    examples: list[Any] = []
+    found: list[dict[str, Any]] = []
     cycles = []
     for ti, t in enumerate(tiles):
         n = count(t)
         b = bad(t)
         vectors += n
         mismatches += b
-        if b and len(examples) < max_examples:
-            examples.append({"tile": ti, **t.meta, "got": repr(t.got)[:400], "want": repr(t.expect)[:400]})
+        if b and len(found) < max_examples:
+            found += examples(ti, t) if examples else [
+                {"tile": ti, **t.meta, "got": repr(t.got)[:400], "want": repr(t.expect)[:400]}]
         if t.cycles != t.expect_cycles:
             cyc_bad += 1
         cycles.append({**t.meta, "sim": int(t.expect_cycles), "rtl": int(t.cycles)})
     return {"vectors": vectors, "mismatches": mismatches, "cycle_checks": len(tiles),
-            "cycle_mismatches": cyc_bad, "examples": examples, "cycles": cycles}
-
+            "cycle_mismatches": cyc_bad, "examples": found[:max_examples], "cycles": cycles}

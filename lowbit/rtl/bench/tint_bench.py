@@ -13,7 +13,6 @@ import cocotb
 import numpy as np
 
 from lowbit.rtl.bench.common import (
-    Tile,
     compare,
     int8,
     load_job,
@@ -23,6 +22,7 @@ from lowbit.rtl.bench.common import (
     ternary_codes,
     write_result,
 )
+from lowbit.rtl.bench.stream import StreamTile
 from lowbit.sim.config import TintConfig
 from lowbit.sim.numerics.tint import tint_dot
 from lowbit.sim.units.tint import tint_tile_cycles
@@ -30,7 +30,7 @@ from lowbit.sim.units.tint import tint_tile_cycles
 MAX_BEATS = 8192  # longest corner tile we simulate (cycles); longer overflow corners are skipped
 
 
-def make_tile(cfg: TintConfig, w: np.ndarray, a: np.ndarray, rng, kind: str) -> Tile:
+def make_tile(cfg: TintConfig, w: np.ndarray, a: np.ndarray, rng, kind: str) -> StreamTile:
     """w: (lanes, passes, k) ternary, a: (passes, k) INT8 (activations broadcast to all lanes)."""
     lanes, t = cfg.lanes, cfg.tree_width
     _, passes, k = w.shape
@@ -48,11 +48,11 @@ def make_tile(cfg: TintConfig, w: np.ndarray, a: np.ndarray, rng, kind: str) -> 
             c = codes[:, p, b * t:(b + 1) * t].reshape(-1)  # lane-major: index l*t + i
             beats.append({"codes": pack(c, 2), "act": pack(a_p[p, b * t:(b + 1) * t], 8)})
     acc, ovf = tint_dot(w, a[None, :, :], t, cfg.acc_bits)  # (lanes, passes)
-    return Tile(start={"beats": nb, "passes": passes}, beats=beats, expect_acc=acc.T, expect_ovf=ovf.T,
-                expect_cycles=tint_tile_cycles(cfg, k, passes), meta={"kind": kind, "k": k, "passes": passes})
+    return StreamTile(start={"beats": nb, "passes": passes}, beats=beats, expect=(acc.T, ovf.T),
+                      expect_cycles=tint_tile_cycles(cfg, k, passes), meta={"kind": kind, "k": k, "passes": passes})
 
 
-def corner_tiles(cfg: TintConfig, rng) -> list[Tile]:
+def corner_tiles(cfg: TintConfig, rng) -> list[StreamTile]:
     L, t, A = cfg.lanes, cfg.tree_width, cfg.acc_bits
     tiles = []
 
@@ -76,7 +76,7 @@ def corner_tiles(cfg: TintConfig, rng) -> list[Tile]:
     return tiles
 
 
-def random_tiles(cfg: TintConfig, rng, n_vectors: int) -> list[Tile]:
+def random_tiles(cfg: TintConfig, rng, n_vectors: int) -> list[StreamTile]:
     tiles, have = [], 0
     while have < n_vectors:
         k = int(rng.integers(1, 8 * cfg.tree_width + 1))
@@ -99,7 +99,7 @@ async def tint_bench(dut):
     cfg = dataclasses.replace(dut_cfg, **opts.get("override", {}))  # override: harness self-test only
     rng = np.random.default_rng(job["seed"])
     tiles = corner_tiles(cfg, rng) if opts.get("corners", True) else []
-    tiles += random_tiles(cfg, rng, max(0, job["vectors"] - sum(t.expect_acc.size for t in tiles)))
+    tiles += random_tiles(cfg, rng, max(0, job["vectors"] - sum(t.expect[0].size for t in tiles)))
     idle = {"codes": 0, "act": 0, "beats": 0, "passes": 0}
     for t in tiles:
         t.expect_cycles += opts.get("cycle_offset", 0)  # harness self-test only

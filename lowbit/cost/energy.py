@@ -193,7 +193,7 @@ def _split_ternary(hw: HwCost, activity: dict[str, float]) -> dict[str, dict[str
     by their per-cycle capacity unless `<hw_unit>_<counter>` is given; every RTL block of one hardware unit
     (lop_score + lop_topk) sees that unit's whole share."""
     per: dict[str, dict[str, float]] = {u.name: {} for u in hw.units}
-    for counter in catalog.work_counters():
+    for counter in catalog.WORK:
         total = float(activity.get(counter, 0.0))
         groups: dict[str, list[UnitCost]] = {}
         for u in hw.units:

@@ -24,7 +24,9 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from lowbit.rtl.generate import generate, top_name
 from lowbit.rtl.liberty import PREFIX, liberty_text, library_cells
+from lowbit.rtl.registry import get_unit
 from lowbit.sim.cache import cache_dir as _cache_dir
 from lowbit.sim.errors import LowbitError
 
@@ -182,43 +184,13 @@ def synthesize(verilog: str | Path | list[str | Path], top: str | None = None, *
 
 
 def synth_unit(cfg, unit: str, *, cache_dir: Path | None = None, lib_root: Path | None = None) -> SynthResult:
-    """Generate one RTL unit of `cfg` (rtl.generate.generate) and synthesise it."""
-    try:
-        from lowbit.rtl.generate import generate, top_name
-    except ModuleNotFoundError as e:
-        raise SynthError(f"RTL generator not available ({e.name}); rtl/generate.py is needed to synthesise units") from None
-    from lowbit.rtl.registry import UNITS
-
-    if unit not in UNITS:
-        raise SynthError(f"RTL for unit '{unit}' is not available yet (not in rtl.registry; have {', '.join(UNITS)})")
+    """Generate one RTL block of `cfg` (lowbit.rtl.generate) and synthesise it."""
+    get_unit(unit)  # unknown names fail before any work
     with tempfile.TemporaryDirectory(prefix="lowbit-gen-") as td:
-        try:
-            out = generate(cfg, unit, Path(td))
-        except ModuleNotFoundError as e:
-            raise SynthError(f"RTL for unit '{unit}' is not available yet ({e.name} missing)") from None
-        files = _verilog_files(out, Path(td))
-        return synthesize(files, top_name(unit), cache_dir=cache_dir, lib_root=lib_root)
+        verilog = [p for p in generate(cfg, unit, Path(td)) if p.suffix == ".v"]
+        return synthesize(verilog, top_name(unit), cache_dir=cache_dir, lib_root=lib_root)
 
 
 def instances(cfg, unit: str) -> int:
-    """How many copies of a generated unit a config instantiates (rtl/tint.py builds one TINT core)."""
-    return cfg.tint.cores if unit == "tint" else 1
-
-
-def _verilog_files(out, td: Path) -> list[Path]:
-    """Accept what generate() returns (path, list of paths, dict with paths) or scan its out_dir."""
-    cands: list[Path] = []
-    if isinstance(out, str | Path):
-        cands = [Path(out)]
-    elif isinstance(out, list | tuple):
-        cands = [Path(p) for p in out if isinstance(p, str | Path)]
-    elif isinstance(out, dict):
-        cands = [Path(v) for v in out.values() if isinstance(v, str | Path)]
-    elif hasattr(out, "verilog"):
-        cands = [Path(out.verilog)]
-    files = [p for p in cands if p.suffix in (".v", ".sv") and p.exists()]
-    if not files:
-        files = sorted(td.rglob("*.v")) + sorted(td.rglob("*.sv"))
-    if not files:
-        raise SynthError(f"rtl.generate produced no Verilog file in {td}")
-    return files
+    """How many copies of a generated RTL block a config instantiates (the catalogue's cost hook)."""
+    return get_unit(unit).instances(cfg)

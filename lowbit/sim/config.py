@@ -306,7 +306,7 @@ def _check_semantics(cfg: HwConfig, src: str) -> None:
     for u in cfg.units:
         if u not in known:
             raise ConfigError(f"{src}: units contains '{u}'{did_you_mean(u, known)}; allowed: {', '.join(known)}")
-    projection = [u.name for u in catalog.UNITS.values() if u.tile_cycles is not None]
+    projection = [u.name for u in catalog.UNITS.values() if u.formats]
     if not any(cfg.has(u) for u in projection):
         raise ConfigError(f"{src}: units = {list(cfg.units)}: need at least one of {', '.join(projection)} for projections")
     if cfg.has("fp4") != cfg.fp4.enabled:

@@ -26,17 +26,13 @@ from lowbit.sim.errors import WorkloadError
 from lowbit.sim.isa import (
     ACTIVITY,
     BUFFERS,
-    C_BOOTH,
     C_DMAKV,
     C_DMAW,
-    C_FP4,
-    C_LOP,
-    C_SFU,
-    C_TINT,
     DRAM_CLASSES,
     M_TERN,
     REASONS,
     UNIT_CLASS_BASE,
+    unit_class,
 )
 from lowbit.sim.lop_select import lop_selected_counts
 from lowbit.sim.lower import POLICIES, Chunk, Lowering, StepStats
@@ -44,6 +40,7 @@ from lowbit.sim.nbcache import njit_cached
 from lowbit.sim.sched import Scheduler
 from lowbit.sim.timeline import Timeline
 from lowbit.sim.trace import OP_KINDS, Op, Trace
+from lowbit.sim.units import catalog
 
 
 @dataclass
@@ -83,20 +80,17 @@ class SimResult:
 
 
 def unit_list(cfg: HwConfig) -> list[tuple[str, int]]:
-    """Physical units (name, class) in scheduler order."""
+    """Physical units (name, class) in scheduler order: the design's catalogued units in catalogue order
+    (a replicated unit as name0, name1, ...), then the DMA queues."""
     u: list[tuple[str, int]] = []
-    if cfg.has("tint"):
-        u += [(f"tint{i}", C_TINT) for i in range(cfg.tint.cores)]
-    if cfg.has("booth"):
-        u.append(("booth", C_BOOTH))
-    if cfg.has("fp4"):
-        u.append(("fp4", C_FP4))
-    if cfg.has("lop"):
-        u.append(("lop", C_LOP))
-    if cfg.has("sfu"):
-        u.append(("sfu", C_SFU))
-    u += [("dma_w", C_DMAW), ("dma_kv", C_DMAKV)]
-    return u
+    for unit in catalog.UNITS.values():
+        if cfg.has(unit.name):
+            cls = unit_class(unit.name)
+            if unit.replicas is None:
+                u.append((unit.name, cls))
+            else:
+                u += [(f"{unit.name}{i}", cls) for i in range(unit.copies(cfg.section(unit.name)))]
+    return u + [("dma_w", C_DMAW), ("dma_kv", C_DMAKV)]
 
 
 def simulate(cfg: HwConfig, trace: Trace, schedule: str = "dependency-aware", lop_k: int | None = None,

@@ -16,8 +16,9 @@ previous chunk's output); `barrier = 1` also waits for the end of the previous s
 The remaining columns are accounting only (the scheduler does not read them): which trace op and sub-kind
 an instruction belongs to, its work (activity class and count) and its SRAM read/write traffic.
 
-Compute classes are numbered from UNIT_CLASS_BASE upward; code that must treat "a compute unit" generically
-tests `cls >= UNIT_CLASS_BASE` and never relies on a particular compute class number.
+Compute classes are numbered from UNIT_CLASS_BASE upward in unit-catalogue order (lowbit.sim.units.catalog);
+code that must treat "a compute unit" generically tests `cls >= UNIT_CLASS_BASE` and never relies on a
+particular compute class number. The DMA queues and SRAM buffers are the catalogue's resources too.
 """
 
 from __future__ import annotations
@@ -26,17 +27,33 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lowbit.sim.units import catalog
+
 ISA_VERSION = 1
 
 # ------------------------------------------------------------------------------------ instruction classes
 
 C_JOIN, C_DMAW, C_DMAKV = range(3)
-FIXED_CLASSES = ("join", "dma_w", "dma_kv")
+FIXED_CLASSES = ("join",) + tuple(q.name for q in catalog.DMA_QUEUES)
 UNIT_CLASS_BASE = len(FIXED_CLASSES)
-# Compute unit classes (the only place that numbers them).
-UNIT_CLASSES = ("tint", "booth", "fp4", "lop", "sfu")
-C_TINT, C_BOOTH, C_FP4, C_LOP, C_SFU = range(UNIT_CLASS_BASE, UNIT_CLASS_BASE + len(UNIT_CLASSES))
-CLASS_NAMES = FIXED_CLASSES + UNIT_CLASSES
+
+
+def unit_class(name: str) -> int:
+    """Class of a catalogued compute unit: UNIT_CLASS_BASE + its position in the catalogue (units registered
+    later are appended, so the classes of the built-in units never change)."""
+    return UNIT_CLASS_BASE + list(catalog.UNITS).index(catalog.get(name).name)
+
+
+def class_unit(cls: int) -> catalog.Unit:
+    """The catalogued unit of a compute class."""
+    return list(catalog.UNITS.values())[cls - UNIT_CLASS_BASE]
+
+
+def class_name(cls: int) -> str:
+    return FIXED_CLASSES[cls] if cls < UNIT_CLASS_BASE else class_unit(cls).name
+
+
+C_TINT, C_BOOTH, C_FP4, C_LOP, C_SFU = (unit_class(n) for n in ("tint", "booth", "fp4", "lop", "sfu"))
 
 # ------------------------------------------------------------------------------------------- fields
 
@@ -99,17 +116,20 @@ IDX_COLS = ("free_of", "dep0", "dep1", "dep2", "jlo", "jhi")
 R_DATA, R_MEM, R_STEP, R_BUFFER = range(4)
 REASONS = ("data_dependency", "memory_wait", "step_barrier", "buffer_full")
 
-# SRAM buffers (fixed order; a config without one has capacity 0).
-BUFFERS = ("weight", "act", "kv", "lop", "psum", "sfu")
-B_WEIGHT, B_ACT, B_KV, B_LOP, B_PSUM, B_SFU = range(6)
+# SRAM buffers (catalogue order; a config without one has capacity 0).
+BUFFERS = tuple(b.name for b in catalog.SRAM_BUFFERS)
+B_WEIGHT, B_ACT, B_KV, B_LOP, B_PSUM, B_SFU = (BUFFERS.index(n) for n in ("weight", "act", "kv", "lop", "psum", "sfu"))
 
 # DRAM traffic classes (same order as sim.dram.CLASSES).
 DRAM_CLASSES = ("weights", "kv", "activations", "lop")
 D_W, D_KV, D_ACT, D_LOP = range(4)
 
 # Activity (work) classes, reported as SimResult.activity[<name>].
-ACTIVITY = ("ternary_macs", "int8_macs", "fp4_macs", "lop_elems", "sfu_elems")
-M_TERN, M_INT8, M_FP4, M_LOP, M_SFU = range(5)
+ACTIVITY = catalog.WORK
+M_TERN, M_INT8, M_FP4, M_LOP, M_SFU = (ACTIVITY.index(n) for n in
+                                       ("ternary_macs", "int8_macs", "fp4_macs", "lop_elems", "sfu_elems"))
+# The work a projection tile of each weight format does.
+WORK_OF_FORMAT = {"ternary": M_TERN, "int8": M_INT8, "nvfp4": M_FP4, "mxfp4": M_FP4}
 
 # Sub-kinds of an op's instructions.
 SUBS = ("w_dma", "tile", "join", "act_rd", "act_wr", "kv_wr", "lop_dma", "lop_score", "lop_topk", "k_dma",

@@ -41,10 +41,8 @@ from lowbit.sim.isa import (
     B_LOP,
     B_PSUM,
     B_WEIGHT,
-    C_BOOTH,
     C_DMAKV,
     C_DMAW,
-    C_FP4,
     C_JOIN,
     C_LOP,
     C_SFU,
@@ -58,12 +56,11 @@ from lowbit.sim.isa import (
     EXT,
     KV_BASE,
     LOP_BASE,
-    M_FP4,
     M_INT8,
     M_LOP,
     M_SFU,
-    M_TERN,
     SUB,
+    WORK_OF_FORMAT,
     Emitter,
 )
 from lowbit.sim.modelspec import ModelSpec
@@ -73,6 +70,7 @@ from lowbit.sim.tiling import (
     ACC_BYTES,
     causal_pairs,
     head_group,
+    int8_class,
     kv_chunk,
     lanes_of,
     lop_chunk,
@@ -83,7 +81,6 @@ from lowbit.sim.tiling import (
     weight_bits,
 )
 from lowbit.sim.trace import Op
-from lowbit.sim.units.booth import booth_int8_tile_cycles
 from lowbit.sim.units.lop import lop_score_cycles, lop_topk_cycles
 from lowbit.sim.units.sfu import SFU_PASSES, sfu_cycles
 
@@ -354,7 +351,7 @@ class Lowering:
         p = plan_linear(cfg, self.bufs, op.name, tokens, fin, fout, fmt, self.dual_core)
         rr, kk, wb, woff = tile_grid(p, fin, fout, fmt, cfg.tint.weight_packing)
         T = len(rr)
-        mcls = M_TERN if fmt == "ternary" else M_FP4 if p.main == C_FP4 else M_INT8
+        mcls = WORK_OF_FORMAT[fmt]
         e = Emitter()
         for t0 in range(0, tokens, p.tc):
             tk = min(tokens, t0 + p.tc) - t0
@@ -477,7 +474,9 @@ class Lowering:
                    dep_kv: int, dep_in: int, causal: bool, *, v: bool) -> int:
         """K chunks + QK^T tiles (v=False), or V chunks + score.V tiles (v=True), for queries [q0, q1) of KV
         head g over `keys` keys at context `ctx`, on BoothFlex (INT8); returns their join."""
-        booth, hd, grp = self.cfg.booth, self.hd, self.grp
+        hd, grp = self.hd, self.grp
+        cls = int8_class(self.cfg, f"op {op.name} (INT8 attention)")
+        lanes = lanes_of(self.cfg, cls)
         c = kv_chunk(self.bufs, hd)
         first = e.n
         qpos0 = ctx - op["tokens"]  # absolute position of query 0
@@ -492,12 +491,12 @@ class Lowering:
                        wbuf=B_KV, wbytes=(k1 - k0) * hd)
             if v:  # score.V: nq*grp*hd outputs, each a dot over the chunk's keys (average per query)
                 outs = nq * grp * hd
-                cyc = booth_int8_tile_cycles(booth, -(-pairs // nq), -(-outs // booth.lanes))
+                cyc = tile_cycles(self.cfg, cls, "int8", -(-pairs // nq), -(-outs // lanes))
                 macs, sub = pairs * grp * hd, SUB["av"]
             else:  # QK^T: pairs*grp scores, each a dot over head_dim
                 outs = pairs * grp
-                cyc = booth_int8_tile_cycles(booth, hd, -(-outs // booth.lanes))
+                cyc = tile_cycles(self.cfg, cls, "int8", hd, -(-outs // lanes))
                 macs, sub = outs * hd, SUB["qk"]
-            e.emit(C_BOOTH, cyc=cyc, dep0=d, dep1=dep_in, free_of=d, opi=opi, sub=sub, macs=macs, mcls=M_INT8,
+            e.emit(cls, cyc=cyc, dep0=d, dep1=dep_in, free_of=d, opi=opi, sub=sub, macs=macs, mcls=M_INT8,
                    rbuf=B_KV, rbytes=(k1 - k0) * hd, wbuf=B_PSUM, wbytes=outs * ACC_BYTES)
         return self._join(e, first, opi)

@@ -29,7 +29,6 @@ from lowbit.sim.isa import (
     C_DMAKV,
     C_DMAW,
     C_JOIN,
-    CLASS_NAMES,
     EXT,
     R_BUFFER,
     R_DATA,
@@ -37,6 +36,7 @@ from lowbit.sim.isa import (
     R_STEP,
     REASONS,
     SCHED_COLS,
+    class_name,
 )
 from lowbit.sim.nbcache import njit_cached
 
@@ -211,5 +211,5 @@ class Scheduler:
                      o_start, o_end, o_unit, o_reason, self.stall)
         if rc != 0:
             i = -rc - 1
-            raise RuntimeError(f"scheduler: instruction {i} (class {CLASS_NAMES[a['main'][i]]}) cannot be scheduled")
+            raise RuntimeError(f"scheduler: instruction {i} (class {class_name(int(a['main'][i]))}) cannot be scheduled")
         return o_start, o_end, o_unit

@@ -2,9 +2,11 @@
 
 Rules (all derived from the config; DESIGN ASSUMPTIONS stated here, cited in the validation report):
 - Projection (linear) tiles: R output rows x kc input features of the weight matrix, for tc tokens.
+  The units that run a weight format are the design's units that can run it, in unit-catalogue order
+  (lowbit.sim.units.catalog): the first runs the tiles, the second (if any) is the dual-core alternative.
   R is a multiple of L = lcm(lanes of every unit class that may run the tile) so no class wastes lanes on
-  full tiles. The weight buffer is split evenly among the units that consume weight tiles (TINT cores +
-  BoothFlex), each share double-buffered: a tile holds at most weight.tile_bytes / n_consumers bytes. If L
+  full tiles. The weight buffer is split evenly among the physical units that consume weight tiles (e.g.
+  two TINT cores + BoothFlex), each share double-buffered: a tile holds at most weight.tile_bytes / n_consumers bytes. If L
   rows of the full input width do not fit, the input width is split into nk equal chunks (partial sums
   accumulate in psum). Weight bytes: 2bit 0.25 B/weight, 5trit ceil(k/5) B per row, nvfp4 4.5 bit, mxfp4
   4.25 bit, int8 1 B, bf16 2 B.
@@ -12,7 +14,8 @@ Rules (all derived from the config; DESIGN ASSUMPTIONS stated here, cited in the
   spill: tokens are processed in chunks of tc = floor(act.tile_bytes / in_features), each chunk's input is
   read from DRAM (class activations) and its output written back; the weights are re-read per chunk.
 - Attention per KV head (head-level): K and V are fetched in chunks of floor(kv.tile_bytes / head_dim) keys
-  (INT8). QK^T and score.V run on BoothFlex (INT8 x INT8); softmax on the SFU. Scores of one query chunk must
+  (INT8). QK^T and score.V run on the design's first unit that runs int8 tiles (BoothFlex in the VitaLLM
+  presets); softmax on the SFU. Scores of one query chunk must
   fit psum (4 B each).
 - LOP: LO codes are scored in chunks of floor(lop.tile_bytes / code_bytes_per_key) keys.
 Dual-core load balancing (docs/reference/vitallm.md §3.2): a ternary tile may run on a TINT core or on BoothFlex
@@ -29,11 +32,9 @@ import numpy as np
 
 from lowbit.sim.config import HwConfig
 from lowbit.sim.errors import WorkloadError
-from lowbit.sim.isa import B_ACT, B_KV, B_LOP, B_PSUM, B_WEIGHT, C_BOOTH, C_FP4, C_TINT
+from lowbit.sim.isa import B_ACT, B_KV, B_LOP, B_PSUM, B_WEIGHT, class_unit, unit_class
 from lowbit.sim.sram import Buffers
-from lowbit.sim.units.booth import booth_int8_tile_cycles, booth_ternary_tile_cycles
-from lowbit.sim.units.fp4 import fp4_tile_cycles
-from lowbit.sim.units.tint import tint_tile_cycles
+from lowbit.sim.units import catalog
 
 ACC_BYTES = 4  # psum / score word (acc_bits <= 32)
 
@@ -68,33 +69,27 @@ class LinearPlan:
 
 
 def lanes_of(cfg: HwConfig, cls: int) -> int:
-    """Output lanes of a projection unit class."""
-    return {C_TINT: cfg.tint.lanes, C_BOOTH: cfg.booth.lanes, C_FP4: cfg.fp4.lanes}[cls]
+    """Output lanes (rows per pass) of a projection unit class (the catalogue's `lanes`)."""
+    u = class_unit(cls)
+    return u.lanes(cfg.section(u.name))
 
 
 def projection_classes(cfg: HwConfig, where: str, fmt: str, dual_core: bool) -> tuple[int, int]:
-    """(main, alt) unit classes that run `fmt` weight tiles; WorkloadError when no unit of `cfg` can."""
-    if fmt == "ternary":
-        if cfg.has("tint"):
-            return C_TINT, (C_BOOTH if cfg.has("booth") and cfg.booth.ternary_mode and dual_core else -1)
-        if cfg.has("booth") and cfg.booth.ternary_mode:
-            return C_BOOTH, -1
-        raise WorkloadError(f"{cfg.name}: {where}: ternary weights need a TINT core or a BoothFlex core "
-                            "with ternary_mode; use a preset with units tint/booth")
-    if fmt in ("nvfp4", "mxfp4"):
-        if not cfg.has("fp4"):
-            raise WorkloadError(f"{cfg.name}: {where}: {fmt} weights need an FP4 core but units = "
-                                f"{list(cfg.units)}; use --hw vitallm-fp4 or a ternary model")
-        if cfg.fp4.format != fmt:
-            raise WorkloadError(f"{cfg.name}: {where}: the FP4 core is configured for {cfg.fp4.format}, "
-                                f"not {fmt}; set fp4.format = \"{fmt}\"")
-        return C_FP4, -1
-    if fmt == "int8":
-        if not cfg.has("booth"):
-            raise WorkloadError(f"{cfg.name}: {where}: int8 weights need the BoothFlex core")
-        return C_BOOTH, -1
-    raise WorkloadError(f"{cfg.name}: {where}: no unit runs {fmt} weights (supported: ternary, int8, "
-                        "nvfp4/mxfp4 with an FP4 core); keep lm_head = \"host\" for bf16 heads")
+    """(main, alt) unit classes that run `fmt` weight tiles: the design's units that can run them, in
+    catalogue order; the second one is the dual-core alternative. WorkloadError when none can."""
+    able = [u.name for u in catalog.UNITS.values() if cfg.has(u.name) and u.can_run(cfg.section(u.name), fmt)]
+    if not able:
+        built = [f"{u.name} ({u.summary})" for u in catalog.UNITS.values() if fmt in u.formats]
+        hint = (f"units built for {fmt}: {'; '.join(built)}; add one to `units` or set its parameters" if built
+                else "no catalogued unit runs them (keep lm_head = \"host\" for bf16 heads)")
+        raise WorkloadError(f"{cfg.name}: {where}: no unit runs {fmt} weights in units = {list(cfg.units)}; {hint}")
+    main = unit_class(able[0])
+    return main, (unit_class(able[1]) if dual_core and len(able) > 1 else -1)
+
+
+def int8_class(cfg: HwConfig, what: str) -> int:
+    """The unit class that runs INT8 x INT8 attention tiles: the design's first unit that runs int8."""
+    return projection_classes(cfg, what, "int8", False)[0]
 
 
 def plan_linear(cfg: HwConfig, bufs: Buffers, name: str, tokens: int, fin: int, fout: int, fmt: str,
@@ -102,13 +97,15 @@ def plan_linear(cfg: HwConfig, bufs: Buffers, name: str, tokens: int, fin: int, 
     """Tile a `fin` x `fout` projection of `tokens` tokens (rules in the module docstring)."""
     where = f"op {name} ({fmt} {fin}x{fout})"
     main, alt = projection_classes(cfg, where, fmt, dual_core)
-    if main == C_FP4 and fin % cfg.fp4.block:
+    unit = class_unit(main)
+    align = unit.align(cfg.section(unit.name))
+    if fin % align:
         raise WorkloadError(f"{cfg.name}: {where}: in_features {fin} is not a multiple of the {fmt} "
-                            f"block {cfg.fp4.block}; the tiling cannot cover it")
+                            f"block {align}; the tiling cannot cover it")
     L = lanes_of(cfg, main) if alt < 0 else math.lcm(lanes_of(cfg, main), lanes_of(cfg, alt))
-    ncons = (cfg.tint.cores if main == C_TINT else 1) + (1 if alt >= 0 else 0)
+    # the weight buffer is split among the physical units that consume weight tiles
+    ncons = sum(class_unit(c).copies(cfg.section(class_unit(c).name)) for c in (main, alt) if c >= 0)
     cap = bufs.tile[B_WEIGHT] // ncons
-    align = cfg.fp4.block if main == C_FP4 else 1
     packing = cfg.tint.weight_packing
     nk = 1
     while True:
@@ -151,14 +148,9 @@ def tile_grid(p: LinearPlan, fin: int, fout: int, fmt: str, packing: str) -> tup
 
 
 def tile_cycles(cfg: HwConfig, cls: int, fmt: str, k: int, passes: int) -> int:
-    """Cycles of one projection tile of `passes` passes over `k` inputs on a unit of class `cls`."""
-    if cls == C_TINT:
-        return tint_tile_cycles(cfg.tint, k, passes)
-    if cls == C_FP4:
-        return fp4_tile_cycles(cfg.fp4, k, passes)
-    if fmt == "int8":
-        return booth_int8_tile_cycles(cfg.booth, k, passes)
-    return booth_ternary_tile_cycles(cfg.booth, k, passes)
+    """Cycles of one tile of `passes` passes over `k` inputs on a unit of class `cls` (the catalogue's formula)."""
+    u = class_unit(cls)
+    return u.tile_cycles(cfg.section(u.name), fmt, k, passes)
 
 
 def kv_chunk(bufs: Buffers, head_dim: int) -> int:

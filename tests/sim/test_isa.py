@@ -22,7 +22,8 @@ def test_class_numbering():
     compute = (isa.C_TINT, isa.C_BOOTH, isa.C_FP4, isa.C_LOP, isa.C_SFU)
     assert compute == tuple(range(isa.UNIT_CLASS_BASE, isa.UNIT_CLASS_BASE + 5))
     assert isa.UNIT_CLASS_BASE == len(isa.FIXED_CLASSES) == 3
-    assert [isa.CLASS_NAMES[c] for c in compute] == [u.name for u in BUILTIN]
+    assert [isa.class_name(c) for c in compute] == [u.name for u in BUILTIN]
+    assert [isa.class_unit(c) for c in compute] == list(BUILTIN)
     assert isa.FIXED_CLASSES[1:] == tuple(r.name for r in catalog.DMA_QUEUES)
 
 
@@ -31,7 +32,7 @@ def test_unit_list_classes():
         cfg = load_config(preset)
         units = unit_list(cfg)
         for name, cls in units:
-            assert re.fullmatch(rf"{isa.CLASS_NAMES[cls]}\d*", name)
+            assert re.fullmatch(rf"{isa.class_name(cls)}\d*", name)
         assert [n for n, c in units if c >= isa.UNIT_CLASS_BASE][-1] == "sfu"
         assert units[-2:] == [("dma_w", isa.C_DMAW), ("dma_kv", isa.C_DMAKV)]
     assert sum(1 for _, c in unit_list(load_config("vitallm")) if c == isa.C_TINT) == load_config("vitallm").tint.cores
@@ -44,7 +45,8 @@ def test_field_table():
     # the scheduler kernel takes the scheduler columns first, in this order
     assert tuple(inspect.signature(_kernel.py_func).parameters)[:len(isa.SCHED_COLS)] == isa.SCHED_COLS
     # enumerations agree with the unit catalogue's work counters and SRAM buffers
-    assert isa.ACTIVITY == tuple(dict.fromkeys(w for u in BUILTIN for w in u.work))
+    assert isa.ACTIVITY == catalog.WORK
+    assert set(w for u in BUILTIN for w in u.work) == set(catalog.WORK)
     assert isa.BUFFERS == tuple(r.name for r in catalog.SRAM_BUFFERS)
     assert len(isa.DRAM_CLASSES) == 4 and isa.SUBS[isa.SUB["join"]] == "join"
 

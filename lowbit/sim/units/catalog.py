@@ -50,10 +50,6 @@ def _always(section: Section) -> bool:
     return True
 
 
-def _no_weights(section: Section, fmt: str) -> bool:
-    return False
-
-
 @dataclass(frozen=True, kw_only=True)
 class RtlBlock:
     """One generated RTL block realising (part of) a unit; `component(section)` builds it."""
@@ -79,15 +75,21 @@ class Unit:
     config: type                                # the section dataclass; must define check(self, at)
     summary: str
     golden: tuple[Callable[..., Any], ...]      # golden-model functions whose results the unit produces
-    work: tuple[str, ...]                       # activity counters its tiles add to
+    work: tuple[str, ...]                       # activity counters (WORK) its tiles add to
     replicas: Callable[[Section], int] | None = None  # replicated units: physical copies name0, name1, ...
-    runs: Callable[[Section, str], bool] = _no_weights  # projection weight formats it computes (lowering)
+    formats: tuple[str, ...] = ()               # projection weight formats it can be built to run
+    runs: Callable[[Section, str], bool] | None = None  # ... and whether these parameters run `fmt`
     lanes: Callable[[Section], int] | None = None     # output rows per pass of a projection tile
+    align: Callable[[Section], int] = _one      # granularity of a tile's input width (FP4: the scale block)
     tile_cycles: Callable[[Section, str, int, int], int] | None = None  # (section, fmt, k, passes) -> cycles
     rtl: tuple[RtlBlock, ...] = ()
 
     def copies(self, section: Section) -> int:
         return self.replicas(section) if self.replicas else 1
+
+    def can_run(self, section: Section, fmt: str) -> bool:
+        """Whether a unit with these parameters computes projection tiles of `fmt` weights."""
+        return fmt in self.formats and (self.runs is None or self.runs(section, fmt))
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,7 @@ def _booth_bs_rates(b: BoothConfig) -> dict[str, float]:
 
 
 def _booth_runs(b: BoothConfig, fmt: str) -> bool:
-    return fmt == "int8" or (fmt == "ternary" and b.ternary_mode)
+    return fmt == "int8" or b.ternary_mode
 
 
 def _booth_cycles(b: BoothConfig, fmt: str, k: int, passes: int) -> int:
@@ -122,7 +124,7 @@ def _lop_rates(c: LopConfig) -> dict[str, float]:
 TINT = Unit(
     name="tint", config=TintConfig, golden=(tint_dot,), work=("ternary_macs",),
     summary="multiplier-free ternary x INT8 adder-tree lanes (docs/reference/vitallm.md §5.2)",
-    replicas=lambda c: c.cores, runs=lambda c, fmt: fmt == "ternary", lanes=lambda c: c.lanes,
+    replicas=lambda c: c.cores, formats=("ternary",), lanes=lambda c: c.lanes,
     tile_cycles=lambda c, fmt, k, passes: tint_tile_cycles(c, k, passes),
     rtl=(RtlBlock(
         name="tint", component="lowbit.rtl.tint:TintCore", validator="lowbit.rtl.tint:validate",
@@ -138,7 +140,7 @@ BOOTH = Unit(
     work=("int8_macs", "ternary_macs"),
     summary="BoothFlex radix-4 Booth core, INT8 and ternary modes; BoothFlex-BS when bit_serial "
             "(docs/reference/vitallm.md §5.3, §5.6)",
-    runs=_booth_runs, lanes=lambda c: c.lanes, tile_cycles=_booth_cycles,
+    formats=("int8", "ternary"), runs=_booth_runs, lanes=lambda c: c.lanes, tile_cycles=_booth_cycles,
     rtl=(
         RtlBlock(
             name="booth", component="lowbit.rtl.booth:BoothFlex", validator="lowbit.rtl.booth:validate",
@@ -160,8 +162,9 @@ BOOTH = Unit(
 
 FP4 = Unit(
     name="fp4", config=Fp4Config, golden=(fp4_block_dot,), work=("fp4_macs",),
-    summary="W4A8 NVFP4/MXFP4 block dot-product core (docs/reference/numerics.md §2, §3)",
-    runs=lambda c, fmt: fmt == c.format, lanes=lambda c: c.lanes,
+    summary="FP4 core: W4A8 NVFP4/MXFP4 block dot products (docs/reference/numerics.md §2, §3)",
+    formats=("nvfp4", "mxfp4"), runs=lambda c, fmt: fmt == c.format, lanes=lambda c: c.lanes,
+    align=lambda c: c.block,
     tile_cycles=lambda c, fmt, k, passes: fp4_tile_cycles(c, k, passes),
     rtl=(RtlBlock(
         name="fp4", component="lowbit.rtl.fp4:Fp4Core", validator="lowbit.rtl.fp4:validate",
@@ -208,6 +211,9 @@ SFU = Unit(
 
 UNITS: dict[str, Unit] = {u.name: u for u in (TINT, BOOTH, FP4, LOP, SFU)}
 
+# Kinds of work the simulator counts (SimResult.activity); a unit's tiles add to some of them.
+WORK = ("ternary_macs", "int8_macs", "fp4_macs", "lop_elems", "sfu_elems")
+
 DMA_QUEUES = (
     Resource("dma_w", "weights and activations DMA queue"),
     Resource("dma_kv", "KV cache and LO-code DMA queue"),
@@ -228,6 +234,10 @@ def register(unit: Unit) -> Unit:
         raise ConfigError(f"unit '{unit.name}' is already in the catalogue")
     if not callable(getattr(unit.config, "check", None)):
         raise ConfigError(f"unit '{unit.name}': its config section {unit.config.__name__} needs check(self, at)")
+    if not set(unit.work) <= set(WORK):
+        raise ConfigError(f"unit '{unit.name}': work {unit.work} must be among {', '.join(WORK)}")
+    if unit.formats and (unit.lanes is None or unit.tile_cycles is None):
+        raise ConfigError(f"unit '{unit.name}' runs {', '.join(unit.formats)} weights: it needs lanes and tile_cycles")
     UNITS[unit.name] = unit
     return unit
 
@@ -236,11 +246,6 @@ def get(name: str) -> Unit:
     if name not in UNITS:
         raise ConfigError(f"unknown unit '{name}'{did_you_mean(name, UNITS)}; catalogue: {', '.join(UNITS)}")
     return UNITS[name]
-
-
-def work_counters() -> tuple[str, ...]:
-    """Every activity counter of the catalogue, in catalogue order (first appearance)."""
-    return tuple(dict.fromkeys(w for u in UNITS.values() for w in u.work))
 
 
 def rtl_blocks() -> dict[str, tuple[Unit, RtlBlock]]:

@@ -58,6 +58,19 @@ def test_generate_deterministic_manifest(tmp_path):
     assert "module lowbit_tint" in f1[0].read_text()
 
 
+def test_verilog_cache_key_covers_the_generator_sources():
+    """The key hashes the unit's module and the lowbit.rtl / sim.numerics / sim.units modules it imports."""
+    from lowbit.rtl.generate import SRC_ROOT, _rtl_sources
+
+    def rel(unit):
+        return {p.relative_to(SRC_ROOT).as_posix() for p in _rtl_sources(get_unit(unit).component.split(":")[0])}
+
+    assert rel("tint") == {"lowbit/rtl/tint.py", "lowbit/rtl/common.py", "lowbit/sim/numerics/tint.py",
+                           "lowbit/sim/numerics/rounding.py"}
+    assert rel("booth_bs") == {"lowbit/rtl/booth_bs.py", "lowbit/rtl/booth.py", "lowbit/rtl/common.py"}
+    assert {"lowbit/sim/numerics/sfu.py", "lowbit/sim/units/sfu.py"} <= rel("sfu")
+
+
 @pytest.mark.parametrize("unit,hw", [("tint", "vitallm"), ("booth", "vitallm"), ("booth_bs", "vitallm-bs")])
 def test_lint_clean_with_waivers(unit, hw, tmp_path):
     from lowbit.rtl.lint import WAIVERS, lint

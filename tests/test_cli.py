@@ -167,12 +167,6 @@ def test_missing_extra_is_one_line(tmp_path, args, blocked, command, extra, modu
     assert "Traceback" not in r.stderr and sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
 
 
-def test_schedule_names_agree_with_the_lowering():
-    from lowbit.sim.cli import SCHEDULES
-
-    assert SCHEDULES == POLICIES
-
-
 def test_no_import_strings_or_error_text_matching_in_the_cli():
     root = Path(__file__).resolve().parents[1] / "lowbit"
     for p in (root / "cli.py", *root.glob("*/cli.py")):

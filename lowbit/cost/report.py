@@ -88,11 +88,6 @@ class DesignResult:
         }
 
 
-def weight_format_for(cfg) -> str | None:
-    """FP4-only designs run the model with FP4 weights (design assumption: same shapes, re-quantised)."""
-    return cfg.fp4.format if cfg.has("fp4") and not cfg.has("tint") else None
-
-
 def _macs(act: dict[str, Any]) -> float:
     return float(act.get("ternary_macs", 0)) + float(act.get("int8_macs", 0)) + float(act.get("fp4_macs", 0))
 
@@ -101,7 +96,7 @@ def evaluate(cfg, model: str, prefill: int, decode: int, hw: HwCost | None = Non
              simulate=None, schedule: str = "dependency-aware", exclude: tuple[str, ...] = ()) -> DesignResult:
     """Synthesise + simulate one design and compute its prefill/decode energy."""
     from lowbit.cost.energy import build_hw_cost
-    from lowbit.sim.workloads import standard_trace
+    from lowbit.sim.workloads import standard_trace, weight_format_for
 
     if simulate is None:
         from lowbit.sim.engine import simulate

@@ -21,11 +21,9 @@ import typer
 from lowbit.sim.atomic import atomic_write
 from lowbit.sim.config import list_presets
 from lowbit.sim.errors import LowbitError, WorkloadError
+from lowbit.sim.lower import POLICIES
 from lowbit.sim.modelspec import MODELS
 
-# The scheduling policies of lowbit.sim.lower.POLICIES, spelled out because lower imports numba;
-# tests/test_cli.py checks that the two agree.
-SCHEDULES = ("inorder", "dependency-aware")
 DEFAULT_MODEL = "bitnet-b1.58-3b"
 
 
@@ -75,17 +73,10 @@ def console():
     return Console()
 
 
-def weight_format_for(cfg) -> str | None:
-    """Default weight format of a design: its FP4 format when it has an FP4 core and no TINT core."""
-    if cfg.has("fp4") and not cfg.has("tint"):
-        return cfg.fp4.format
-    return None
-
-
 def build_trace(model: str | None, trace_dir: Path | None, prefill: int, decode: int, cfg,
                 weights: str | None):
     """The workload: a trace directory, or the standard shapes-only trace of `model`."""
-    from lowbit.sim.workloads import standard_trace
+    from lowbit.sim.workloads import standard_trace, weight_format_for
 
     if trace_dir is not None:
         from lowbit.sim.trace import load_trace
@@ -217,7 +208,7 @@ def register(app: typer.Typer) -> None:
         prefill: int = typer.Option(64, "--prefill", help="prompt tokens"),
         decode: int = typer.Option(128, "--decode", help="generated tokens"),
         trace: Path | None = typer.Option(None, "--trace", metavar="DIR", help="trace directory (instead of --model)"),
-        schedule: str = typer.Option("dependency-aware", "--schedule", help=" | ".join(SCHEDULES)),
+        schedule: str = typer.Option("dependency-aware", "--schedule", help=" | ".join(POLICIES)),
         lop_k: int | None = typer.Option(None, "--lop-k", help="LOP top-K (default: lop.k of the config)"),
         no_lop: bool = typer.Option(False, "--no-lop", help="dense attention (LOP off)"),
         weights: str | None = typer.Option(None, "--weights", help="weight format override for --model"),
@@ -231,8 +222,8 @@ def register(app: typer.Typer) -> None:
         from lowbit.sim.engine import Timeline, simulate, unit_list
 
         cfg = load_config(hw)
-        if schedule not in SCHEDULES:
-            raise LowbitError(f"--schedule {schedule}: must be one of {', '.join(SCHEDULES)}")
+        if schedule not in POLICIES:
+            raise LowbitError(f"--schedule {schedule}: must be one of {', '.join(POLICIES)}")
         if timeline_events <= 0:
             raise LowbitError(f"--timeline-events {timeline_events}: must be > 0")
         tr = build_trace(model, trace, prefill, decode, cfg, weights)

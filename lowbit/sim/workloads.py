@@ -95,3 +95,9 @@ def standard_trace(model: str | ModelSpec, prefill: int, decode: int, weight_for
     for s in range(1, decode + 1):
         ops += step_ops(m, "decode", s, 1, prefill + s)
     return Trace(m, prefill, decode, ops, meta={"generator": "lowbit.sim.workloads.standard_trace"})
+
+
+def weight_format_for(cfg) -> str | None:
+    """Default deployed weight format of a design: its FP4 format when it has an FP4 core and no TINT core
+    (DESIGN ASSUMPTION: same model shapes, weights re-quantised to FP4), else the model's own (None)."""
+    return cfg.fp4.format if cfg.has("fp4") and not cfg.has("tint") else None

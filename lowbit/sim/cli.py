@@ -2,6 +2,7 @@
 
 Flag conventions (every package's commands use the helpers below):
     --hw NAME|FILE   a hardware preset or a .toml file
+    --set K=V        a config override after --hw (repeatable), wherever --hw is taken
     --json PATH      a JSON file to write (`-`: standard output)
     --out DIR        an output directory; the command chooses the file names inside it
     --seed N         the random seed of a command that draws random data
@@ -35,6 +36,13 @@ def hw_option(default: Any = "vitallm", *, repeat: bool = False) -> Any:
     """`--hw NAME|FILE`, the same help text on every command."""
     return typer.Option(default, "--hw", metavar="NAME|FILE",
                         help=hw_help() + ("; repeat for several designs" if repeat else ""))
+
+
+def set_option() -> Any:
+    """`--set SECTION.FIELD=VALUE`, repeatable: config overrides applied after --hw (lowbit.sim.config.apply_sets)."""
+    return typer.Option([], "--set", metavar="SECTION.FIELD=VALUE",
+                        help="override a config field, typed as the field and validated like the file "
+                             "(e.g. --set tint.lanes=8 --set sram.kv.bytes=32768); repeatable")
 
 
 def json_option(what: str) -> Any:
@@ -167,11 +175,12 @@ def register(app: typer.Typer) -> None:
 
     @config_app.command("show")
     def config_show(name: str = typer.Argument(..., metavar="NAME|FILE", help=hw_help()),
+                    sets: list[str] = set_option(),
                     json_out: Path | None = json_option("the config")) -> None:
         """Print a hardware config with its derived throughput figures."""
-        from lowbit.sim.config import load_config, to_dict
+        from lowbit.sim.config import load_hw, to_dict
 
-        cfg = load_config(name)
+        cfg = load_hw(name, sets)
         data = to_dict(cfg)
         if json_out is not None:
             write_json(json_out, json.dumps(data, indent=1) + "\n")
@@ -205,6 +214,7 @@ def register(app: typer.Typer) -> None:
     def sim_cmd(
         model: str | None = typer.Option(None, "--model", help=f"model ({', '.join(MODELS)}; default {DEFAULT_MODEL})"),
         hw: str = hw_option(),
+        sets: list[str] = set_option(),
         prefill: int = typer.Option(64, "--prefill", help="prompt tokens"),
         decode: int = typer.Option(128, "--decode", help="generated tokens"),
         trace: Path | None = typer.Option(None, "--trace", metavar="DIR", help="trace directory (instead of --model)"),
@@ -218,10 +228,10 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", help="no summary table"),
     ) -> None:
         """Simulate a workload cycle by cycle and print throughput, utilisation, stalls and DRAM traffic."""
-        from lowbit.sim.config import load_config
+        from lowbit.sim.config import load_hw
         from lowbit.sim.engine import Timeline, simulate, unit_list
 
-        cfg = load_config(hw)
+        cfg = load_hw(hw, sets)
         if schedule not in POLICIES:
             raise LowbitError(f"--schedule {schedule}: must be one of {', '.join(POLICIES)}")
         if timeline_events <= 0:

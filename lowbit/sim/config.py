@@ -33,7 +33,7 @@ PRESET_DIR = Path(__file__).parent / "presets"
 # The compute units' sections live with their unit (lowbit.sim.units.<name>) and are declared in the unit
 # catalogue; they are re-exported here so that everything a config holds can be imported from one module.
 __all__ = ["HwConfig", "SramBuffer", "DramConfig", "TintConfig", "BoothConfig", "Fp4Config", "LopConfig",
-           "SfuConfig", "load_config", "from_dict", "to_dict", "list_presets", "PRESET_DIR"]
+           "SfuConfig", "load_config", "load_hw", "apply_sets", "from_dict", "to_dict", "list_presets", "PRESET_DIR"]
 
 
 # ----------------------------------------------------------------------------- shared resources
@@ -162,7 +162,54 @@ def list_presets() -> list[str]:
 
 
 def load_config(name_or_path: str | Path) -> HwConfig:
-    """Load a preset by name (`vitallm`) or a TOML file path; raise ConfigError on any problem."""
+    """Load a preset by name (`vitallm`) or a TOML file path; raise ConfigError on any problem.
+
+    Inheritance: a file may say `extends = "NAME|PATH"` (a preset, or a path relative to the file) and give
+    only what differs. Tables merge key by key (recursively); arrays, [[sram]] included, replace the base's
+    array whole; `name` defaults to the file's stem. Chains are allowed, cycles are refused. A file without
+    `extends` must be complete (`REQUIRED`): a missing part is an error naming it, never a silent default."""
+    path = _config_path(name_or_path)
+    data = _load_tree(path, ())
+    _check_complete(data, str(path))
+    return from_dict(data, source=str(path))
+
+
+def load_hw(hw: str | Path, sets: list[str] | tuple[str, ...] = ()) -> HwConfig:
+    """`--hw NAME|FILE` plus `--set section.field=value` overrides (applied in order, see `apply_sets`)."""
+    cfg = load_config(hw)
+    return apply_sets(cfg, sets) if sets else cfg
+
+
+def apply_sets(cfg: HwConfig, sets: list[str] | tuple[str, ...]) -> HwConfig:
+    """A copy of `cfg` with `section.field=value` overrides: `clock_hz=5e8`, `tint.lanes=8`,
+    `sfu.latency.softmax=20`, `dram.type=LPDDR4X`, `units=tint,booth,lop,sfu` (or a TOML array), and SRAM
+    buffers by name, `sram.kv.bytes=32768`. Each value is parsed as the type of the field it replaces (a
+    string field takes the text as is); the resulting config is then validated as a whole, exactly like a
+    file (some fields must change together, e.g. `units` and `fp4.enabled`)."""
+    data = to_dict(cfg)
+    for s in sets:
+        key, raw = parse_set(s)
+        _apply_set(data, key, raw)
+    new = from_dict(data, source="--set")
+    return dataclasses.replace(new, source=cfg.source)
+
+
+def parse_set(s: str) -> tuple[str, str]:
+    """'section.field=value' -> (dotted key, value text)."""
+    key, eq, raw = s.partition("=")
+    if not eq or not key.strip():
+        raise ConfigError(f"--set {s!r}: expected SECTION.FIELD=VALUE (e.g. --set tint.lanes=8)")
+    return key.strip(), raw.strip()
+
+
+# What a file without `extends` must name; everything else has the documented dataclass default.
+REQUIRED = ("name", "clock_hz", "node_nm", "units", "a [<unit>] table for each unit listed in units",
+            "one [[sram]] entry per buffer (" + ", ".join(r.name for r in catalog.SRAM_BUFFERS) + ")",
+            "[dram] with model")
+
+
+def _config_path(name_or_path: str | Path, relative_to: Path | None = None) -> Path:
+    """A preset name (no .toml suffix) or a .toml path (relative to `relative_to` when given)."""
     path = Path(name_or_path)
     if path.suffix != ".toml":
         preset = PRESET_DIR / f"{name_or_path}.toml"
@@ -172,16 +219,131 @@ def load_config(name_or_path: str | Path) -> HwConfig:
                 f"unknown hardware preset '{name_or_path}'{hint}; available: {', '.join(list_presets())} "
                 "(or pass a path to a .toml file)"
             )
-        path = preset
+        return preset
+    if relative_to is not None and not path.is_absolute():
+        path = relative_to / path
     if not path.exists():
         raise ConfigError(f"config file not found: {path}")
+    return path
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        data = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text (UTF-8) TOML file") from None
-    return from_dict(data, source=str(path))
+
+
+def _load_tree(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    """The file's data with its `extends` chain resolved (base first, then this file merged over it)."""
+    data = _read_toml(path)
+    if "extends" not in data:
+        return data
+    base = data.pop("extends")
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: extends = {base!r}: must be a preset name or a path to a .toml file")
+    here = (*chain, path.resolve())
+    try:
+        base_path = _config_path(base, relative_to=path.parent)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: extends = {base!r}: {e}") from None
+    if base_path.resolve() in here:
+        cycle = " -> ".join(p.name for p in (*here, base_path.resolve()))
+        raise ConfigError(f"{path}: extends = {base!r} makes a cycle ({cycle}); remove one of the extends")
+    merged = _merge(_load_tree(base_path, here), data)
+    if "name" not in data:
+        merged["name"] = path.stem
+    return merged
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` on top of `base`: tables merge key by key, any other value (arrays too) replaces."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _check_complete(data: dict[str, Any], source: str) -> None:
+    """A file (after `extends`) must name everything in REQUIRED: partial files are errors, not defaults."""
+    missing = [f for f in ("name", "clock_hz", "node_nm", "units") if f not in data]
+    units = data.get("units") if isinstance(data.get("units"), list) else []
+    missing += [f"[{u}]" for u in units if isinstance(u, str) and u in catalog.UNITS and u not in data]
+    sram = data.get("sram") if isinstance(data.get("sram"), list) else []
+    have = [b.get("name") for b in sram if isinstance(b, dict)]
+    dup = len(have) != len(set(have))  # from_dict reports a duplicate name, the likelier mistake
+    bufs = [] if dup else [r.name for r in catalog.SRAM_BUFFERS if r.name not in have]
+    if bufs:
+        missing.append("[[sram]] " + ", ".join(f"'{b}'" for b in bufs))
+    if not isinstance(data.get("dram"), dict) or "model" not in data["dram"]:
+        missing.append("[dram] model")
+    if missing == ["name"]:
+        return  # from_dict names it, with the line to add
+    if missing:
+        raise ConfigError(
+            f"{source}: incomplete hardware config, missing {'; '.join(missing)}; write them, or start the file "
+            'with extends = "vitallm" (a preset or a path) and give only what differs'
+        )
+
+
+def _apply_set(data: dict[str, Any], key: str, raw: str) -> None:
+    """Replace the value at dotted `key` of a config's plain data with `raw` parsed as that value's type."""
+    parts = key.split(".")
+    node: Any = data
+    where = ""
+    if parts[0] == "sram":
+        if len(parts) != 3:
+            raise ConfigError(f"--set {key}={raw}: SRAM buffers are set by name: sram.<buffer>.<field>, "
+                              "e.g. sram.kv.bytes=32768")
+        names = [b["name"] for b in data["sram"]]
+        if parts[1] not in names:
+            raise ConfigError(f"--set {key}={raw}: no SRAM buffer named '{parts[1]}'{did_you_mean(parts[1], names)}; "
+                              f"have: {', '.join(names)}")
+        node, where, parts = data["sram"][names.index(parts[1])], f"sram.{parts[1]}.", parts[2:]
+    for i, p in enumerate(parts):
+        if not isinstance(node, dict) or p not in node:
+            allowed = [k for k in node] if isinstance(node, dict) else []
+            what = "field" if i == len(parts) - 1 else "section"
+            raise ConfigError(f"--set {key}={raw}: unknown {what} '{where + p}'{did_you_mean(p, allowed)}; "
+                              f"allowed in {where.rstrip('.') or 'the top level'}: {', '.join(allowed)}")
+        if i < len(parts) - 1:
+            node, where = node[p], f"{where}{p}."
+    leaf, current = parts[-1], node[parts[-1]]
+    if isinstance(current, dict):
+        raise ConfigError(f"--set {key}={raw}: '{key}' is a table; set one of its fields ({', '.join(current)})")
+    node[leaf] = _typed(raw, current, f"--set {key}={raw}")
+
+
+def _toml_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return None
+
+
+def _typed(raw: str, current: Any, where: str) -> Any:
+    """`raw` parsed as the type of `current` (bool, int, float, str, or a list of them)."""
+    if isinstance(current, list | tuple):
+        parsed = _toml_value(raw) if raw.startswith("[") else None
+        items = parsed if isinstance(parsed, list) else [x.strip() for x in raw.split(",") if x.strip()]
+        like = current[0] if current else ""
+        return [x if not isinstance(x, str) else _typed(x, like, where) for x in items]
+    v = _toml_value(raw)
+    if isinstance(current, bool):
+        if not isinstance(v, bool):
+            raise ConfigError(f"{where}: must be true or false")
+        return v
+    if isinstance(current, int):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ConfigError(f"{where}: must be an integer")
+        return v
+    if isinstance(current, float):
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise ConfigError(f"{where}: must be a number")
+        return float(v)
+    return v if isinstance(v, str) else raw  # a string field takes the text itself (quotes optional)
 
 
 def from_dict(data: dict[str, Any], source: str = "<dict>") -> HwConfig:
@@ -240,6 +402,10 @@ def _build(cls: type, data: Any, source: str, path: str, extra: tuple[str, ...] 
                 f"allowed in {'[' + path.rstrip('.') + ']' if path else 'the top level'}: {', '.join(allowed)}"
             )
         kwargs[key] = _coerce(hints[key], value, source, path + key)
+    for f in dataclasses.fields(cls):  # fields without a default (e.g. an [[sram]] entry's name and bytes)
+        if f.init and f.name not in kwargs and f.default is dataclasses.MISSING \
+                and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{_where(source, path.rstrip('.'))}: missing required field '{f.name}'")
     return cls(**kwargs)
 
 

@@ -80,3 +80,120 @@ def test_binary_file_is_rejected(tmp_path):
     f.write_bytes(b"\xff\xfe\x00garbage")
     r = lowbit("config", "show", str(f))
     assert r.returncode == 2 and r.stderr.startswith("error: ")
+
+
+# ----------------------------------------------------------------------------- --set, extends, complete files
+
+
+def test_set_overrides_are_typed_and_validated():
+    from lowbit.sim.config import load_hw
+
+    v = load_hw("vitallm", ["tint.lanes=8", "sram.kv.bytes=32768", "clock_hz=8e8", "dram.type=LPDDR4X",
+                            "booth.precisions=2,4", "sfu.latency.softmax=20", "lop.enabled=false"])
+    assert v.tint.lanes == 8 and v.buffer("kv").bytes == 32768 and v.buffer("weight").bytes == 32768
+    assert v.clock_hz == 8e8 and isinstance(v.clock_hz, float) and v.dram.type == "LPDDR4X"
+    assert v.booth.precisions == (2, 4) and v.sfu.latency["softmax"] == 20 and v.sfu.latency["rope"] == 8
+    assert v.lop.enabled is False and v.source == load_config("vitallm").source
+    # every other field is the preset's own
+    base = to_dict(load_config("vitallm"))
+    got = to_dict(v)
+    changed = {k for k in base if base[k] != got[k]}
+    assert changed == {"tint", "sram", "clock_hz", "dram", "booth", "sfu", "lop"}
+    assert load_hw("vitallm", ["units=[\"fp4\", \"booth\", \"lop\", \"sfu\"]", "fp4.enabled=true"]).has("fp4")
+
+
+SET_ERRORS = [
+    ("tint.lanez=4", r"--set tint.lanez=4: unknown field 'tint.lanez' \(did you mean 'lanes'\?\)"),
+    ("tint.lanes=four", r"--set tint.lanes=four: must be an integer"),
+    ("tint.lanes=4.5", r"--set tint.lanes=4.5: must be an integer"),
+    ("booth.ternary_mode=yes", r"must be true or false"),
+    ("sram.kvv.bytes=3", r"no SRAM buffer named 'kvv' \(did you mean 'kv'\?\); have: weight, act"),
+    ("sram.kv=3", r"SRAM buffers are set by name: sram.<buffer>.<field>"),
+    ("tint=3", r"'tint' is a table; set one of its fields \(cores, lanes"),
+    ("nosuch.x=1", r"unknown section 'nosuch'"),
+    ("foo", r"--set 'foo': expected SECTION.FIELD=VALUE"),
+    ("lop.k=0", r"--set: lop.k = 0: must be >= 1"),  # validated after the override, like a file
+    ("dram.type=DDR9", r"--set: dram.type = 'DDR9': must be one of 'LPDDR4X'"),
+    ("units=tint,booth,lop,sfu,fp4", r"--set: fp4.enabled = false disagrees with units"),
+]
+
+
+@pytest.mark.parametrize("override,pattern", SET_ERRORS, ids=[s for s, _ in SET_ERRORS])
+def test_bad_set_is_one_line(override, pattern):
+    from lowbit.sim.config import load_hw
+
+    with pytest.raises(ConfigError, match=pattern):
+        load_hw("tiny", [override])
+
+
+def test_set_on_the_command_line(tmp_path):
+    """`config show` and `sim` take --set; the result equals the edited file's."""
+    import json
+
+    r = lowbit("config", "show", "tiny", "--set", "tint.lanes=4", "--set", "sram.act.bytes=4096", "--json", "-")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    edited = BASE.replace("lanes = 2\ntree_width", "lanes = 4\ntree_width").replace(
+        'name = "act"\nbytes = 2048', 'name = "act"\nbytes = 4096')
+    (tmp_path / "t.toml").write_text(edited)
+    assert d == to_dict(load_config(tmp_path / "t.toml"))
+    r = lowbit("sim", "--hw", "tiny", "--model", "bitnet-tiny", "--set", "tint.lanez=4")
+    assert_one_line_error(r, r"--set tint.lanez=4: unknown field")
+
+
+def test_extends_merges_tables_and_replaces_arrays(tmp_path):
+    (tmp_path / "a.toml").write_text('extends = "vitallm"\ndescription = "a"\n[lop]\nk = 16\n[sfu.latency]\nrope = 9\n')
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.toml").write_text(  # a path relative to the extending file; a chain of two
+        'extends = "../a.toml"\nname = "bee"\n[[sram]]\nname = "weight"\nbytes = 1024\n[[sram]]\nname = "act"\n'
+        'bytes = 1024\n[[sram]]\nname = "kv"\nbytes = 1024\n[[sram]]\nname = "lop"\nbytes = 1024\n'
+        '[[sram]]\nname = "psum"\nbytes = 1024\n[[sram]]\nname = "sfu"\nbytes = 1024\n')
+    v, a, b = load_config("vitallm"), load_config(tmp_path / "a.toml"), load_config(tmp_path / "sub" / "b.toml")
+    assert a.name == "a" and a.description == "a" and a.lop.k == 16 and a.lop.lanes == v.lop.lanes
+    assert a.sfu.latency["rope"] == 9 and a.sfu.latency["softmax"] == v.sfu.latency["softmax"]
+    assert a.sram == v.sram and a.dram == v.dram and a.tint == v.tint
+    assert to_dict(a) == {**to_dict(v), "name": "a", "description": "a", "lop": to_dict(a.lop), "sfu": to_dict(a.sfu)}
+    assert b.name == "bee" and b.lop.k == 16 and b.sram_bytes == 6 * 1024  # [[sram]] replaced whole
+    assert all(x.banks == 1 for x in b.sram)  # the array's entries are new: their fields take defaults
+
+
+def test_extends_errors(tmp_path):
+    (tmp_path / "c1.toml").write_text('extends = "c2.toml"\n')
+    (tmp_path / "c2.toml").write_text('extends = "c1.toml"\n')
+    with pytest.raises(ConfigError, match=r"makes a cycle \(c1.toml -> c2.toml -> c1.toml\)"):
+        load_config(tmp_path / "c1.toml")
+    (tmp_path / "self.toml").write_text('extends = "self.toml"\n')
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(tmp_path / "self.toml")
+    (tmp_path / "n.toml").write_text('extends = "vitalm"\n')
+    r = lowbit("config", "show", str(tmp_path / "n.toml"))
+    assert_one_line_error(r, r"n.toml: extends = 'vitalm': unknown hardware preset 'vitalm' \(did you mean 'vitallm'\?\)")
+    (tmp_path / "s.toml").write_text('extends = "vitallm"\n[[sram]]\nname = "weight"\nbytes = 4096\n')
+    with pytest.raises(ConfigError, match=r"missing \[\[sram\]\] 'act', 'kv', 'lop', 'psum', 'sfu'"):
+        load_config(tmp_path / "s.toml")
+
+
+def test_partial_file_without_extends_is_an_error(tmp_path):
+    """The failure this rule exists for: a file with only a [tint] table used to get 0 bytes of SRAM."""
+    f = tmp_path / "part.toml"
+    f.write_text("[tint]\nlanes = 4\n")
+    r = lowbit("sim", "--hw", str(f), "--model", "bitnet-tiny")
+    assert_one_line_error(r, r"part.toml: incomplete hardware config, missing name; clock_hz; node_nm; units; "
+                             r"\[\[sram\]\] 'weight', 'act', 'kv', 'lop', 'psum', 'sfu'; \[dram\] model; .*extends")
+    f.write_text(BASE.replace("[booth]\nlanes = 2\nwidth = 2\nacc_bits = 20\n", ""))
+    with pytest.raises(ConfigError, match=r"missing \[booth\];"):
+        load_config(f)
+    f.write_text(BASE.replace('[[sram]]\nname = "sfu"\nbytes = 512\n', '[[sram]]\nname = "sfu"\n'))
+    with pytest.raises(ConfigError, match=r"sram\[5\]: missing required field 'bytes'"):
+        load_config(f)
+
+
+def test_presets_are_complete_files():
+    import tomllib
+
+    from lowbit.sim.config import PRESET_DIR, _check_complete
+
+    for p in sorted(PRESET_DIR.glob("*.toml")):
+        data = tomllib.loads(p.read_text())
+        assert "extends" not in data
+        _check_complete(data, str(p))

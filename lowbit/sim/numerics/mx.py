@@ -177,12 +177,15 @@ def _crop(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 def mxfp4_dequantize(t: MXFP4Tensor) -> np.ndarray:
     """MXFP4 -> float32: ``E2M1(P_i) · 2^(code-127)``; a 0xFF scale gives NaN for its block.
 
-    The product is formed in float64 (exact) and rounded once to float32 (it is exact unless
-    it falls below the float32 subnormal range).
+    The product is formed in float64 (exact) and rounded once to float32: exact for every E8M0
+    code (2^-127 times 0.5 is the float32 subnormal 2^-128), except that 2^128 and above overflow
+    to ±Inf, as in torchao. Only RCEIL reaches that, for elements at or above 1.75·2^127 whose E2M1
+    code rounds up to 4·2^126.
     """
     vals = e2m1_decode(t.codes).astype(np.float64)
     vb = vals.reshape(*vals.shape[:-1], -1, t.block) * e8m0_decode(t.scales)[..., None]
-    return _crop(vb.reshape(vals.shape).astype(np.float32), t.shape)
+    with np.errstate(over="ignore"):
+        return _crop(vb.reshape(vals.shape).astype(np.float32), t.shape)
 
 
 def _nvfp4_block_scale_f32(block_amax: np.ndarray, s_global: np.float32) -> np.ndarray:

@@ -139,6 +139,15 @@ def test_mxfp4_nan_inf_blocks_are_poisoned(mode, bad):
     assert np.isnan(d[0]).all() and d[1, 0] == 1.0
 
 
+def test_mxfp4_rceil_dequantize_overflows_float32_near_its_max():
+    # amax = 1.875·2^127: d = 1.25·2^125 -> E = 126 (code 253); amax / 2^126 = 3.75 rounds to 4
+    # (code 6), and 4·2^126 = 2^128 is beyond float32: +Inf (FLOOR picks X = 2^125 and saturates to 6X).
+    t = mxfp4_quantize(block32(1.875 * 2.0**127), scale_mode="rceil")
+    assert t.scales.tolist() == [253] and int(t.codes[0]) == 6
+    assert mxfp4_dequantize(t)[0] == np.inf
+    assert mxfp4_dequantize(mxfp4_quantize(block32(1.875 * 2.0**127)))[0] == F32(6 * 2.0**125)
+
+
 def test_mxfp4_float64_beyond_float32_range_is_inf():
     # 1e39 rounds to +Inf when cast to float32, so its block is poisoned like an Inf block.
     t = mxfp4_quantize(np.array([1e39] + [0.0] * 31 + [1.0] + [0.0] * 31))

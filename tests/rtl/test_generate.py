@@ -108,7 +108,7 @@ def test_cli_rtl_and_errors(tmp_path):
     r = lowbit("verify", "--unit", "nope", "--hw", "tiny")
     assert r.returncode == 2 and "unknown RTL unit" in r.stderr
     bad = tmp_path / "bad.toml"
-    bad.write_text('name = "bad"\nunits = ["tint"]\n[tint]\ntree_width = 16\nacc_bits = 12\n')
+    bad.write_text('name = "bad"\nextends = "tiny"\nunits = ["tint"]\n[tint]\ntree_width = 16\nacc_bits = 12\n')
     r = lowbit("rtl", "--hw", str(bad), "--out", str(tmp_path / "w"))
     assert r.returncode == 2 and "tint.acc_bits = 12" in r.stderr and not (tmp_path / "w").exists()
 

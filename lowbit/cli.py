@@ -4,6 +4,7 @@
     lowbit.models.cli  trace (capture), models list, fp4-sensitivity, train-tiny, eval-tiny, bench-gpu
     lowbit.rtl.cli     rtl, verify
     lowbit.cost.cli    synth, report
+    lowbit.explore.cli sweep run|show
 Those modules import nothing heavy at module level, so `lowbit --help` starts without torch, amaranth or
 triton; a command whose optional extra is missing says which one to install (lowbit.sim.extras).
 """
@@ -15,6 +16,7 @@ import sys
 import typer
 
 from lowbit.cost import cli as cost_cli
+from lowbit.explore import cli as explore_cli
 from lowbit.models import cli as models_cli
 from lowbit.rtl import cli as rtl_cli
 from lowbit.sim import cli as sim_cli
@@ -33,6 +35,7 @@ def build_app() -> typer.Typer:
     models_cli.register(app)
     rtl_cli.register(app)
     cost_cli.register(app)
+    explore_cli.register(app)
     return app
 
 

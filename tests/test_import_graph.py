@@ -4,6 +4,7 @@
     lowbit.rtl     -> lowbit.sim, lowbit.rtl
     lowbit.models  -> lowbit.sim, lowbit.models
     lowbit.cost    -> lowbit.sim, lowbit.rtl, lowbit.models, lowbit.cost
+    lowbit.explore -> lowbit.sim, lowbit.rtl, lowbit.models, lowbit.cost, lowbit.explore
     lowbit.cli     -> anything; only lowbit/__main__.py imports it
 
 An import is an ``import``/``from ... import`` statement (relative ones resolved; ``from lowbit.x import y``
@@ -26,6 +27,7 @@ ALLOWED: dict[str, set[str]] = {
     "rtl": {"sim", "rtl"},
     "models": {"sim", "models"},
     "cost": {"sim", "rtl", "models", "cost"},
+    "explore": {"sim", "rtl", "models", "cost", "explore"},
 }
 CLI_IMPORTERS = {"lowbit.__main__"}
 _MODULE_STRING = re.compile(r"lowbit(?:\.\w+)+(?::\w+)?")
@@ -71,7 +73,7 @@ def imports_of(path: Path, root: Path) -> set[str]:
 
 
 def layer(module: str) -> str:
-    """'sim', 'rtl', 'models', 'cost', or the module itself for lowbit, lowbit.cli and lowbit.__main__."""
+    """'sim', 'rtl', 'models', 'cost', 'explore', or the module itself for lowbit, lowbit.cli and lowbit.__main__."""
     parts = module.split(".")
     return parts[1] if len(parts) > 1 and parts[1] in ALLOWED else module
 

@@ -188,10 +188,16 @@ def apply_sets(cfg: HwConfig, sets: list[str] | tuple[str, ...]) -> HwConfig:
     file (some fields must change together, e.g. `units` and `fp4.enabled`)."""
     data = to_dict(cfg)
     for s in sets:
-        key, raw = parse_set(s)
-        _apply_set(data, key, raw)
+        set_field(data, s)
     new = from_dict(data, source="--set")
     return dataclasses.replace(new, source=cfg.source)
+
+
+def set_field(data: dict[str, Any], s: str) -> None:
+    """Apply one `section.field=value` to a config's plain data (`to_dict`) in place: the path and the
+    value's type are checked here, the whole config by `from_dict` afterwards."""
+    key, raw = parse_set(s)
+    _apply_set(data, key, raw)
 
 
 def parse_set(s: str) -> tuple[str, str]:

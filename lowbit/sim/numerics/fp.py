@@ -90,8 +90,9 @@ def e2m1_encode(x: npt.ArrayLike, *, nan: Literal["raise", "zero"] = "raise") ->
     1.75→2, 2.5→2, 3.5→4, 5→4 (docs/reference/numerics.md §2.5, §3.5, §4 table). Magnitudes above 6 and ±Inf
     **saturate** to ±6 (OCP MX v1.0 "saturate_normals", torchao clamps to ±6, ModelOpt bounds
     search, ml_dtypes). The sign bit is ``signbit(x)``, so -0.0 and negative values rounding to
-    zero give code 8 (-0), as ml_dtypes does (ModelOpt uses ``x < 0``, which gives +0 only for an
-    exact -0.0 input; the decoded value is the same).
+    zero give code 8 (-0), as ml_dtypes and torchao do (ModelOpt ``_cast_fp4`` uses ``y < 0`` on the
+    scaled float32 value, so a -0.0 quotient gets code 0 there, and its decode table maps code 8 to
+    +0; the decoded values compare equal, docs/numerics.md).
 
     NaN policy: E2M1 has no NaN. ``nan="raise"`` (default) raises ValueError; ``nan="zero"`` encodes
     NaN as +0 (code 0). Never the silent -0 of ml_dtypes (docs/reference/numerics.md §9 item 5). MX block code

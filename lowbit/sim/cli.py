@@ -145,13 +145,15 @@ def print_summary(r, timeline_note: str = "") -> None:
     if r.lop["enabled"]:
         red = r.lop["kv_reduction_x"]
         t.add_row("LOP K / data-driven", f"{r.lop['k']} / {r.lop['data_driven']}")
-        t.add_row("KV bytes saved by LOP", f"{r.lop['kv_bytes_saved']:,}" + (f" ({red:.2f}x less KV)" if red else ""))
+        t.add_row("KV bytes saved by LOP, net of LO-code reads", f"{r.lop['kv_bytes_saved']:,}"
+                  + (f" ({red:.2f}x less KV + LO-code traffic)" if red else ""))
         t.add_row("LO-code bytes read", f"{r.lop['lop_bytes']:,}")
     else:
         t.add_row("LOP", "off")
     for unit, d in r.stalls.items():
-        if d:
-            t.add_row(f"stalls {unit}", ", ".join(f"{k} {v:,}" for k, v in d.items()))
+        if d or r.idle.get(unit):
+            t.add_row(f"stalls / idle {unit}", ", ".join(f"{k} {v:,}" for k, v in d.items())
+                      + f"; idle {r.idle.get(unit, 0):,}")
     t.add_row("lm_head", f"{r.lm_head['placement']} ({r.lm_head['macs']:,} MACs excluded)"
               if r.lm_head["placement"] == "host" else "accelerator")
     t.add_row("instructions / wall", f"{r.instructions:,} / {r.wall_s:.1f} s")
@@ -223,13 +225,16 @@ def register(app: typer.Typer) -> None:
         no_lop: bool = typer.Option(False, "--no-lop", help="dense attention (LOP off)"),
         weights: str | None = typer.Option(None, "--weights", help="weight format override for --model"),
         json_out: Path | None = json_option("the result"),
-        timeline: Path | None = typer.Option(None, "--timeline", metavar="PATH", help="write a Chrome/Perfetto trace to PATH"),
-        timeline_events: int = typer.Option(200_000, "--timeline-events", help="cap on timeline events"),
+        timeline: Path | None = typer.Option(None, "--timeline", metavar="PATH", help="write a timeline: PATH.pftrace = Perfetto protobuf of the whole run (streamed), PATH.json = Chrome trace events (capped)"),
+        timeline_events: int = typer.Option(200_000, "--timeline-events", help="cap on events of a .json timeline"),
+        timeline_window: str | None = typer.Option(None, "--timeline-window", metavar="SPEC", help="keep only some steps and/or layers, e.g. 'steps=1-4', 'layers=0-1' or 'steps=0,layers=3' (prefill = step 0)"),
+        breakdown: bool = typer.Option(False, "--breakdown", help="per-layer / per-op breakdown: critical-path cycles, busy cycles, DRAM bytes, intensity, binding constraint (also in --json)"),
+        breakdown_steps: str = typer.Option("", "--breakdown-steps", metavar="N,N", help="decode steps to break down on their own, e.g. '1,128'"),
         quiet: bool = typer.Option(False, "--quiet", help="no summary table"),
     ) -> None:
         """Simulate a workload cycle by cycle and print throughput, utilisation, stalls and DRAM traffic."""
         from lowbit.sim.config import load_hw
-        from lowbit.sim.engine import Timeline, simulate, unit_list
+        from lowbit.sim.engine import simulate, unit_list
 
         cfg = load_hw(hw, sets)
         if schedule not in POLICIES:
@@ -237,21 +242,34 @@ def register(app: typer.Typer) -> None:
         if timeline_events <= 0:
             raise LowbitError(f"--timeline-events {timeline_events}: must be > 0")
         tr = build_trace(model, trace, prefill, decode, cfg, weights)
-        tl = Timeline([n for n, _ in unit_list(cfg)], cfg.clock_hz, timeline_events) if timeline else None
+        bd = None
+        if breakdown or breakdown_steps:
+            from lowbit.sim.breakdown import Breakdown, decode_steps
+
+            bd = Breakdown(tr.model.n_layers, unit_list(cfg), steps=decode_steps(breakdown_steps, tr.decode))
+        from lowbit.sim.timeline import finish_timeline, open_timeline
+
+        tl = open_timeline(timeline, cfg, f"lowbit sim: {tr.model.name} on {cfg.name}", timeline_window,
+                           timeline_events) if timeline else None
         prog = _Progress("simulating")
         try:
-            r = simulate(cfg, tr, schedule=schedule, lop_k=lop_k, no_lop=no_lop, progress=prog, timeline=tl)
+            r = simulate(cfg, tr, schedule=schedule, lop_k=lop_k, no_lop=no_lop, progress=prog, timeline=tl,
+                         breakdown=bd)
+        except BaseException:
+            if hasattr(tl, "abort"):
+                tl.abort()
+            raise
         finally:
             prog.close()
-        note = ""
-        if tl is not None:
-            data = tl.to_json()
-            note = f"timeline: {len(tl.events):,} events, {data['otherData']['lowbit']}"
-            atomic_write(timeline, json.dumps(data))
+        note = finish_timeline(tl, timeline) if tl is not None else ""
         if json_out is not None:
             write_json(json_out, r.to_json())
         if not quiet and str(json_out) != "-":
             print_summary(r, note)
+            if r.breakdown is not None:
+                from lowbit.sim.breakdown import print_breakdown
+
+                print_breakdown(r.breakdown, console())
 
     @app.command("validate")
     def validate_cmd(

@@ -7,6 +7,14 @@ lower (sim.lower) -> schedule (sim.sched, numba) -> fold the per-instruction (un
 the current step is built); finally assemble the SimResult. Decode steps are autoregressive: every
 instruction that needs the new token waits for the previous step's end (weight prefetch does not, under
 "dependency-aware").
+
+Observers: every scheduled chunk is handed, as a sim.sched.Scheduled record, to the optional `observers`
+(timelines, lowbit.sim.timeline; the per-op breakdown, lowbit.sim.breakdown), which stream what they need.
+
+Metrics (each ≤ the run's cycles; tests/sim/test_invariants.py checks them on every preset): per compute
+unit busy + stalls + idle = cycles (sim.sched: idle = nothing to do, stall = waiting on data, memory, the
+step barrier or buffer room); `dram.busy_cycles` is data-bus busy time per channel (mean over channels);
+LOP savings are net of the LO-code (surrogate) reads.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from typing import Any
 import numpy as np
 
 import lowbit.sim.isa
+from lowbit.sim.breakdown import Breakdown
 from lowbit.sim.config import HwConfig
 from lowbit.sim.dram import dram_params, dram_stats, new_dram_state
 from lowbit.sim.errors import WorkloadError
@@ -37,8 +46,7 @@ from lowbit.sim.isa import (
 from lowbit.sim.lop_select import lop_selected_counts
 from lowbit.sim.lower import POLICIES, Chunk, Lowering, StepStats
 from lowbit.sim.nbcache import njit_cached
-from lowbit.sim.sched import Scheduler
-from lowbit.sim.timeline import Timeline
+from lowbit.sim.sched import Scheduled, Scheduler
 from lowbit.sim.trace import OP_KINDS, Op, Trace
 from lowbit.sim.units import catalog
 
@@ -61,16 +69,19 @@ class SimResult:
     utilization: dict[str, float]
     dram_bytes: dict[str, int]
     stalls: dict[str, dict[str, int]]
+    idle: dict[str, int]
     activity: dict[str, Any]
     op_cycles: dict[str, int]
     lop: dict[str, Any]
     lm_head: dict[str, Any]
     dram: dict[str, Any]
     instructions: int
+    instructions_by_unit: dict[str, int]
     wall_s: float
     notes: list[str] = field(default_factory=list)
     timing: dict[str, float] = field(default_factory=dict)
     step_cycles: list[int] = field(default_factory=list)
+    breakdown: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,10 +106,13 @@ def unit_list(cfg: HwConfig) -> list[tuple[str, int]]:
 
 def simulate(cfg: HwConfig, trace: Trace, schedule: str = "dependency-aware", lop_k: int | None = None,
              no_lop: bool = False, progress: Callable[[int, int], None] | None = None,
-             timeline: Timeline | None = None, dual_core: bool = True) -> SimResult:
+             timeline: Any = None, dual_core: bool = True, breakdown: Breakdown | None = None,
+             observers: tuple = ()) -> SimResult:
     """Simulate `trace` on `cfg`. `lop_k` overrides cfg.lop.k; `no_lop` disables LOP (dense attention);
     `dual_core=False` keeps ternary projection tiles off BoothFlex (ablation); `progress(done, total)` is
-    called after every chunk (one decoder layer of one step)."""
+    called after every chunk (one decoder layer of one step). `timeline` (a lowbit.sim.timeline writer),
+    `breakdown` (lowbit.sim.breakdown.Breakdown, result in SimResult.breakdown) and `observers` see every
+    scheduled chunk."""
     t_wall = time.perf_counter()
     cfg = _configure(cfg, schedule, lop_k)
     trace.model.validate()
@@ -111,8 +125,10 @@ def simulate(cfg: HwConfig, trace: Trace, schedule: str = "dependency-aware", lo
     units = unit_list(cfg)
     sched = Scheduler([c for _, c in units], lw.bufs.capacity_array(), dram_params(cfg), new_dram_state(cfg))
     ctr = Counters.zeros(len(units))
-    run = _run_steps(lw, sched, _steps(trace), ctr, progress, timeline)
+    obs = tuple(o for o in (timeline, breakdown, *observers) if o is not None)
+    run = _run_steps(lw, sched, _steps(trace), ctr, progress, obs)
     clk, total, pre = cfg.clock_hz, run.total, run.prefill_end
+    sched.finish(total)
     dec, D = total - pre, trace.decode
     ds = dram_stats(sched.dstate)
     dram_bytes = {DRAM_CLASSES[i]: int(v) for i, v in enumerate(ds["bytes"].values())}
@@ -124,14 +140,17 @@ def simulate(cfg: HwConfig, trace: Trace, schedule: str = "dependency-aware", lo
         utilization=_utilization(cfg, units, ctr, ds, total), dram_bytes=dram_bytes,
         stalls={name: {r: int(sched.stall[i, j]) for j, r in enumerate(REASONS) if sched.stall[i, j]}
                 for i, (name, _) in enumerate(units)},
+        idle={name: int(sched.idle[i]) for i, (name, _) in enumerate(units)},
         activity=_activity(units, ctr, ds, dram_bytes), op_cycles=ctr.op_cycles_by_kind(),
         lop=_lop_summary(cfg, lop_on, counts is not None, ctr.stats),
         lm_head={"placement": cfg.lm_head, "macs": ctr.stats.lm_head_macs,
                  "weight_bytes_per_step": ctr.stats.lm_head_bytes // max(1, len(run.step_cycles)),
                  "note": "host: excluded from accelerator cycles" if cfg.lm_head == "host" else ""},
-        dram={k: v for k, v in ds.items() if k != "bytes"}, instructions=run.instructions,
+        dram=_dram_summary(cfg, ds), instructions=run.instructions,
+        instructions_by_unit={units[i][0]: int(v) for i, v in enumerate(ctr.count)},
         wall_s=time.perf_counter() - t_wall, notes=notes, step_cycles=run.step_cycles,
-        timing={"lop_select_s": t_sel, "lower_s": run.lower_s, "schedule_s": run.schedule_s})
+        timing={"lop_select_s": t_sel, "lower_s": run.lower_s, "schedule_s": run.schedule_s},
+        breakdown=breakdown.result() if breakdown is not None else None)
 
 
 # ---------------------------------------------------------------------------------------------- preparation
@@ -184,13 +203,14 @@ class Counters:
     sram_rd: np.ndarray     # bytes read per SRAM buffer (sim.isa.BUFFERS)
     sram_wr: np.ndarray     # bytes written per SRAM buffer
     op_cycles: np.ndarray   # compute-unit cycles per trace op kind (sim.trace.OP_KINDS)
+    count: np.ndarray       # instructions run per unit (compute units and DMA queues)
     stats: StepStats = field(default_factory=StepStats)  # static lowering counters (LOP, host lm_head)
 
     @classmethod
     def zeros(cls, n_units: int) -> Counters:
         return cls(np.zeros(n_units, np.int64), np.zeros(n_units, np.int64), np.zeros(len(ACTIVITY), np.int64),
                    np.zeros(len(BUFFERS), np.int64), np.zeros(len(BUFFERS), np.int64),
-                   np.zeros(len(OP_KINDS), np.int64))
+                   np.zeros(len(OP_KINDS), np.int64), np.zeros(n_units, np.int64))
 
     def fold(self, ch: Chunk, s: np.ndarray, t: np.ndarray, u: np.ndarray) -> None:
         """Add one chunk's (unit, start, end) records and its static counters."""
@@ -199,6 +219,7 @@ class Counters:
         _fold_kernel(a["main"], a["mcls"], a["macs"], a["opi"], a["rbuf"], a["rbytes"], a["rbuf2"], a["rbytes2"],
                      a["wbuf"], a["wbytes"], s, t, u, kind_of_op, self.busy, self.tern, self.work, self.sram_rd,
                      self.sram_wr, self.op_cycles)
+        self.count += np.bincount(u[u >= 0], minlength=len(self.count))
         for f in fields(StepStats):
             setattr(self.stats, f.name, getattr(self.stats, f.name) + getattr(ch.stats, f.name))
 
@@ -239,9 +260,9 @@ class StepsRun:
 
 
 def _run_steps(lw: Lowering, sched: Scheduler, steps: list[list[Op]], ctr: Counters,
-               progress: Callable[[int, int], None] | None, timeline: Timeline | None) -> StepsRun:
+               progress: Callable[[int, int], None] | None, observers: tuple) -> StepsRun:
     """lower -> schedule -> fold, chunk by chunk. A step starts at the previous step's end (t_barrier); a
-    chunk's input is ready at the end of the previous chunk's output instruction (t_ext)."""
+    chunk's input is ready at the end of the previous chunk's output instruction (t_ext, id ext_id)."""
     n_chunks = sum(1 + sum(1 for a, b in zip(ops, ops[1:], strict=False) if a.layer != b.layer) for ops in steps)
     done = n_instr = 0
     t_barrier = prefill_end = 0
@@ -249,6 +270,10 @@ def _run_steps(lw: Lowering, sched: Scheduler, steps: list[list[Op]], ctr: Count
     step_cycles: list[int] = []
     for si, ops in enumerate(steps):
         t_ext = step_end = t_barrier
+        ext_id = -1
+        role = {o.name: o.role for o in ops}
+        for ob in observers:
+            ob.begin_step(si, t_barrier)
         chunks = lw.lower_step(ops)
         while True:
             t0 = time.perf_counter()
@@ -256,8 +281,9 @@ def _run_steps(lw: Lowering, sched: Scheduler, steps: list[list[Op]], ctr: Count
             if ch is None:
                 break
             t1 = time.perf_counter()
+            base = n_instr
             n_instr += len(ch.cols["main"])
-            s, t, u = sched.run(ch.cols, t_barrier, t_ext)
+            s, t, u = sched.run(ch.cols, t_barrier, t_ext, step=si, base=base, ext_id=ext_id)
             t_low += t1 - t0
             t_sch += time.perf_counter() - t1
             done += 1
@@ -267,14 +293,27 @@ def _run_steps(lw: Lowering, sched: Scheduler, steps: list[list[Op]], ctr: Count
                 step_end = max(step_end, int(t.max()))
             if ch.out >= 0:
                 t_ext = int(t[ch.out])
+                ext_id = base + ch.out
             ctr.fold(ch, s, t, u)
-            if timeline is not None:
-                timeline.add(si, ch.cols, s, t, u, ch.names)
+            if observers:
+                rec = Scheduled(ch.cols, ch.names, ch.kinds, [role.get(n, "") for n in ch.names], si, ops[0].phase,
+                                ops[0].step, _chunk_layer(ch, ops), base, t_barrier, s, t, u, sched.last_pred,
+                                sched.last_bind)
+                for ob in observers:
+                    ob.add(rec, sched, ext_id)
+        for ob in observers:
+            ob.end_step(si, step_end)
         step_cycles.append(step_end - t_barrier)
         t_barrier = step_end
         if ops[0].phase == "prefill":
             prefill_end = step_end
     return StepsRun(t_barrier, prefill_end, step_cycles, n_instr, t_low, t_sch)
+
+
+def _chunk_layer(ch: Chunk, ops: list[Op]) -> int:
+    """The decoder layer of a chunk (-1: model-level ops)."""
+    by_name = {o.name: o.layer for o in ops}
+    return by_name.get(ch.names[0], -1) if ch.names else -1
 
 
 # ---------------------------------------------------------------------------------------------- result
@@ -285,11 +324,25 @@ def _compute_units(units: list[tuple[str, int]]) -> list[int]:
 
 
 def _utilization(cfg: HwConfig, units: list[tuple[str, int]], ctr: Counters, ds: dict, total: int) -> dict:
-    """Busy fraction of every compute unit, and of the DRAM (busy cycles over all channels)."""
+    """Busy fraction of every compute unit, and of the DRAM (data-bus busy cycles per channel / cycles)."""
     util = {units[i][0]: (float(ctr.busy[i]) / total if total else 0.0) for i in _compute_units(units)}
-    chans = cfg.dram.channels if cfg.dram.model == "lpddr" else 1
-    util["dram"] = ds["busy_cycles"] / (chans * total) if total else 0.0
+    util["dram"] = ds["busy_cycles"] / (_channels(cfg) * total) if total else 0.0
     return util
+
+
+def _channels(cfg: HwConfig) -> int:
+    """Channels the DRAM model keeps busy counters for (the simple model is one aggregated channel)."""
+    return cfg.dram.channels if cfg.dram.model == "lpddr" else 1
+
+
+def _dram_summary(cfg: HwConfig, ds: dict) -> dict:
+    """DRAM counters; `busy_cycles` is per channel (mean over the channels, ≤ the run's cycles), the sum over
+    channels is `busy_cycles_all_channels`."""
+    out = {k: v for k, v in ds.items() if k != "bytes"}
+    out["busy_cycles_all_channels"] = ds["busy_cycles"]
+    out["busy_cycles"] = ds["busy_cycles"] / _channels(cfg)
+    out["channels"] = _channels(cfg)
+    return out
 
 
 def _activity(units: list[tuple[str, int]], ctr: Counters, ds: dict, dram_bytes: dict[str, int]) -> dict:
@@ -305,13 +358,16 @@ def _activity(units: list[tuple[str, int]], ctr: Counters, ds: dict, dram_bytes:
 
 
 def _lop_summary(cfg: HwConfig, lop_on: bool, data_driven: bool, st: StepStats) -> dict:
-    """LOP accounting: KV bytes dense attention would read vs. bytes read, and the reductions."""
+    """LOP accounting over the LOP-eligible (decode) steps: K+V bytes dense attention would read vs. K+V bytes
+    read plus LO-code (surrogate) bytes read. Savings are net of the LO-code reads: kv_bytes_saved =
+    dense - read - lo_codes (negative when the codes cost more than they save), kv_reduction_x = dense /
+    (read + lo_codes); the K+V-only figures are kept as kv_bytes_saved_gross and kv_only_reduction_x."""
     dense, got, lopb = st.kv_dense_bytes, st.kv_read_bytes, st.lop_bytes
     return {"enabled": lop_on, "k": cfg.lop.k if lop_on else None, "data_driven": data_driven,
             "surrogate_storage": cfg.lop.surrogate_storage,
             "kv_dense_bytes": dense, "kv_read_bytes": got, "lop_bytes": lopb,
-            "kv_bytes_saved": dense - got, "kv_reduction_x": (dense / got) if got else None,
-            "kv_plus_lop_reduction_x": (dense / (got + lopb)) if got + lopb else None}
+            "kv_bytes_saved": dense - got - lopb, "kv_reduction_x": (dense / (got + lopb)) if got + lopb else None,
+            "kv_bytes_saved_gross": dense - got, "kv_only_reduction_x": (dense / got) if got else None}
 
 
 __all__ = ["simulate", "SimResult", "unit_list"]

@@ -13,12 +13,25 @@ order (issue times non-decreasing) with many in flight, and each buffer allocate
 buffer pool (full capacity; see sim.sram) has room given the release times of earlier allocations.
 Deterministic: no randomness, no dictionaries, ties broken by index.
 
-Stall accounting: when a unit starts an instruction later than it became free, the gap is charged to the
-binding constraint: data (a compute/SFU result), memory (a DMA result), step (token barrier) or buffer
-(DMA waiting for SRAM room).
+Idle and stall accounting. When a unit starts an instruction of step s at `a`, later than it became free
+at `f`, the gap [f, a) is split at the step's start T (the end of step s-1) when f < T < a:
+- [T, a) (or the whole gap when it lies on one side of T) is a *stall*, charged to the binding constraint:
+  data (a compute/SFU result), memory (a DMA result), step (token barrier) or buffer (DMA waiting for SRAM
+  room);
+- [f, T) is *step_barrier* (a stall) when the unit ran an instruction in step s-1 (it waits for the token
+  it works on), and *idle* otherwise: the unit had nothing to do (e.g. the LOP unit through prefill).
+After the last instruction, `finish(total)` charges each unit's tail as idle. For a compute unit
+busy + stalls + idle = total cycles exactly (every cycle is in exactly one bucket).
+
+Binding predecessors (for critical-path analysis, lowbit.sim.breakdown): each instruction records the
+instruction that determined its start (`last_pred`, a run-wide instruction id: chunk base + index) and why
+(`last_bind`, BIND_*): a dependency's end, the unit's previous instruction (the unit was busy), the DMA
+queue's previous issue, the buffer allocation order, the buffer release that made room, or the step barrier.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -41,6 +54,25 @@ from lowbit.sim.isa import (
 from lowbit.sim.nbcache import njit_cached
 
 MAXLIVE = 256  # live allocations per buffer pool
+# Why an instruction started when it did (`Scheduler.last_bind`).
+BIND_NONE, BIND_DATA, BIND_BARRIER, BIND_UNIT, BIND_QUEUE, BIND_BUFORDER, BIND_BUFFER = range(7)
+BINDS = ("none", "data", "barrier", "unit", "queue", "buffer_order", "buffer")
+
+
+@njit_cached(lowbit.sim.isa)
+def _charge(stall, idle, ustep, u, f, a, t_barrier, si, reason):
+    """Charge the gap [f, a) of unit u (module docstring: idle vs stall)."""
+    if a <= f:
+        return
+    p = f
+    if f < t_barrier < a:
+        p = t_barrier
+    stall[u, reason] += a - p
+    if p > f:
+        if ustep[u] == si - 1:
+            stall[u, R_STEP] += p - f
+        else:
+            idle[u] += p - f
 
 
 # Cache keyed on sched.py + dram.py (dram_access is compiled in) + isa.py (fixed-class and reason constants are
@@ -48,16 +80,20 @@ MAXLIVE = 256  # live allocations per buffer pool
 @njit_cached(lowbit.sim.dram, lowbit.sim.isa)
 def _kernel(main, alt, cyc, cyc_alt, nbytes, addr, wr, dcls, buf, alloc, free_of, dep0, dep1, dep2, jlo, jhi,
             barrier, t_barrier, t_ext, ucls, ufree, buf_cap, blast, live_rel, live_bytes, live_owner, live_n,
-            dparams, dstate, o_start, o_end, o_unit, o_reason, stall):
+            dparams, dstate, o_start, o_end, o_unit, o_reason, stall, idle, ustep, ulast, live_frid, blast_id,
+            si, base, ext_id, o_pred, o_bind):
     n = main.shape[0]
     nu = ucls.shape[0]
     for i in range(n):
         c = main[i]
         ready = np.int64(0)
         reason = R_DATA
+        pred = np.int64(-1)
+        bind = BIND_NONE
         if barrier[i] != 0:
             ready = t_barrier
             reason = R_STEP
+            bind = BIND_BARRIER
         for k in range(3):
             if k == 0:
                 d = dep0[i]
@@ -68,19 +104,27 @@ def _kernel(main, alt, cyc, cyc_alt, nbytes, addr, wr, dcls, buf, alloc, free_of
             if d >= 0 and o_end[d] > ready:
                 ready = o_end[d]
                 reason = o_reason[d]
+                pred = base + d
+                bind = BIND_DATA
             elif d == EXT and t_ext > ready:
                 ready = t_ext
                 reason = R_DATA
+                pred = ext_id
+                bind = BIND_DATA if ext_id >= 0 else BIND_BARRIER
         if c == C_JOIN:
             t = ready
             for j in range(jlo[i], jhi[i]):
                 if o_end[j] > t:
                     t = o_end[j]
                     reason = o_reason[j]
+                    pred = base + j
+                    bind = BIND_DATA
             o_start[i] = t
             o_end[i] = t
             o_unit[i] = -1
             o_reason[i] = reason
+            o_pred[i] = pred
+            o_bind[i] = bind
         elif c == C_DMAW or c == C_DMAKV:
             u = -1
             for v in range(nu):
@@ -90,32 +134,41 @@ def _kernel(main, alt, cyc, cyc_alt, nbytes, addr, wr, dcls, buf, alloc, free_of
             if u < 0:
                 return -(i + 1)
             t = max(ready, ufree[u])
-            if ready > ufree[u]:
-                stall[u, reason] += ready - ufree[u]
+            if ufree[u] > ready:
+                pred = ulast[u]
+                bind = BIND_QUEUE
+            _charge(stall, idle, ustep, u, ufree[u], t, t_barrier, si, reason)
             b = buf[i]
             if b >= 0 and alloc[i] > 0:
                 need = alloc[i]
                 t0 = t
                 if blast[b] > t:  # a buffer allocates in list order (ring/FIFO allocator)
                     t = blast[b]
+                    pred = blast_id[b]
+                    bind = BIND_BUFORDER
                 while True:
                     used = np.int64(0)
                     nxt = np.int64(-1)
+                    nxt_id = np.int64(-1)
                     for e in range(live_n[b]):
                         r = live_rel[b, e]
                         if r < 0 or r > t:
                             used += live_bytes[b, e]
                         if r > t and (nxt < 0 or r < nxt):
                             nxt = r
+                            nxt_id = live_frid[b, e]
                     if used + need <= buf_cap[b]:
                         break
                     if nxt < 0:
                         return -(i + 1)  # would wait for a release that is never scheduled (lowering bug)
                     t = nxt
+                    pred = nxt_id
+                    bind = BIND_BUFFER
                 if t > t0:
                     stall[u, R_BUFFER] += t - t0
                 # drop entries released by now (later allocations of this buffer start at >= t)
                 blast[b] = t
+                blast_id[b] = base + i
                 m = 0
                 for e in range(live_n[b]):
                     r = live_rel[b, e]
@@ -123,12 +176,14 @@ def _kernel(main, alt, cyc, cyc_alt, nbytes, addr, wr, dcls, buf, alloc, free_of
                         live_rel[b, m] = r
                         live_bytes[b, m] = live_bytes[b, e]
                         live_owner[b, m] = live_owner[b, e]
+                        live_frid[b, m] = live_frid[b, e]
                         m += 1
                 if m >= live_rel.shape[1]:
                     return -(i + 1)
                 live_rel[b, m] = -1
                 live_bytes[b, m] = need
                 live_owner[b, m] = i
+                live_frid[b, m] = -1
                 live_n[b] = m + 1
             done = dram_access(dparams, dstate, addr[i], nbytes[i], float(t), wr[i] != 0, dcls[i])
             e_ = np.int64(np.ceil(done))
@@ -138,7 +193,11 @@ def _kernel(main, alt, cyc, cyc_alt, nbytes, addr, wr, dcls, buf, alloc, free_of
             o_end[i] = e_
             o_unit[i] = u
             o_reason[i] = R_MEM
+            o_pred[i] = pred
+            o_bind[i] = bind
             ufree[u] = t
+            ulast[u] = base + i
+            ustep[u] = si
         else:
             best = -1
             bst = np.int64(0)
@@ -159,13 +218,19 @@ def _kernel(main, alt, cyc, cyc_alt, nbytes, addr, wr, dcls, buf, alloc, free_of
                     bfin = fin
             if best < 0:
                 return -(i + 1)
-            if bst > ufree[best]:
-                stall[best, reason] += bst - ufree[best]
+            if ufree[best] > ready:
+                pred = ulast[best]
+                bind = BIND_UNIT
+            _charge(stall, idle, ustep, best, ufree[best], bst, t_barrier, si, reason)
             o_start[i] = bst
             o_end[i] = bfin
             o_unit[i] = best
             o_reason[i] = R_DATA
+            o_pred[i] = pred
+            o_bind[i] = bind
             ufree[best] = bfin
+            ulast[best] = base + i
+            ustep[best] = si
         f = free_of[i]
         if f >= 0:
             b = buf[f]
@@ -173,43 +238,97 @@ def _kernel(main, alt, cyc, cyc_alt, nbytes, addr, wr, dcls, buf, alloc, free_of
                 if live_owner[b, e] == f and live_rel[b, e] < 0:
                     live_rel[b, e] = o_end[i]
                     live_owner[b, e] = -1
+                    live_frid[b, e] = base + i
                     break
     return 0
 
 
 class Scheduler:
-    """Scheduler state carried across chunks (unit free times, buffer pools, DRAM state)."""
+    """Scheduler state carried across chunks (unit free times, buffer pools, DRAM state, idle/stall counters).
+
+    After `run`, `last_pred` / `last_bind` hold each instruction's binding predecessor (a run-wide id, -1:
+    none) and its kind (BIND_*); `stall` and `idle` accumulate per unit (module docstring)."""
 
     def __init__(self, unit_classes: list[int], buf_cap: np.ndarray, dparams: np.ndarray, dstate: np.ndarray):
         self.ucls = np.asarray(unit_classes, np.int64)
-        self.ufree = np.zeros(len(unit_classes), np.int64)
+        nu = len(unit_classes)
+        self.ufree = np.zeros(nu, np.int64)
         self.buf_cap = np.asarray(buf_cap, np.int64)
         nb = len(buf_cap)
         self.live_rel = np.zeros((nb, MAXLIVE), np.int64)
         self.live_bytes = np.zeros((nb, MAXLIVE), np.int64)
         self.live_owner = np.zeros((nb, MAXLIVE), np.int64)
+        self.live_frid = np.full((nb, MAXLIVE), -1, np.int64)
         self.live_n = np.zeros(nb, np.int64)
         self.blast = np.zeros(nb, np.int64)
+        self.blast_id = np.full(nb, -1, np.int64)
         self.dparams = dparams
         self.dstate = dstate
-        self.stall = np.zeros((len(unit_classes), len(REASONS)), np.float64)
+        self.stall = np.zeros((nu, len(REASONS)), np.float64)
+        self.idle = np.zeros(nu, np.float64)
+        self.ustep = np.full(nu, -2, np.int64)  # step of each unit's last instruction (-2: none yet)
+        self.ulast = np.full(nu, -1, np.int64)  # id of each unit's last instruction
+        self.last_pred = np.zeros(0, np.int64)
+        self.last_bind = np.zeros(0, np.int64)
 
-    def run(self, a: dict[str, np.ndarray], t_barrier: int, t_ext: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Schedule one chunk; returns (start, end, unit) per instruction. Raises RuntimeError on a lowering
-        inconsistency (an instruction no unit can run, or a buffer allocation that can never be satisfied)."""
+    def run(self, a: dict[str, np.ndarray], t_barrier: int, t_ext: int = 0, *, step: int = 0, base: int = 0,
+            ext_id: int = -1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Schedule one chunk of step `step`, whose instruction 0 has run-wide id `base` (`ext_id`: the id of
+        the instruction that produces the chunk's input at `t_ext`); returns (start, end, unit) per
+        instruction. Raises RuntimeError on a lowering inconsistency (an instruction no unit can run, or a
+        buffer allocation that can never be satisfied)."""
         n = len(a["main"])
         o_start = np.zeros(n, np.int64)
         o_end = np.zeros(n, np.int64)
         o_unit = np.zeros(n, np.int64)
         o_reason = np.zeros(n, np.int64)
+        o_pred = np.full(n, -1, np.int64)
+        o_bind = np.zeros(n, np.int64)
         # owners are chunk-local indices: entries from earlier chunks must already be released
         self.live_owner[:] = -1
         if np.any(self.live_rel[np.arange(MAXLIVE)[None, :] < self.live_n[:, None]] < 0):
             raise RuntimeError("scheduler: buffer allocation still live across a step boundary")
-        rc = _kernel(*(a[f] for f in SCHED_COLS), np.int64(t_barrier), np.int64(t_ext), self.ucls, self.ufree, self.buf_cap, self.blast,
-                     self.live_rel, self.live_bytes, self.live_owner, self.live_n, self.dparams, self.dstate,
-                     o_start, o_end, o_unit, o_reason, self.stall)
+        rc = _kernel(*(a[f] for f in SCHED_COLS), np.int64(t_barrier), np.int64(t_ext), self.ucls, self.ufree,
+                     self.buf_cap, self.blast, self.live_rel, self.live_bytes, self.live_owner, self.live_n,
+                     self.dparams, self.dstate, o_start, o_end, o_unit, o_reason, self.stall, self.idle, self.ustep,
+                     self.ulast, self.live_frid, self.blast_id, np.int64(step), np.int64(base), np.int64(ext_id),
+                     o_pred, o_bind)
         if rc != 0:
             i = -rc - 1
             raise RuntimeError(f"scheduler: instruction {i} (class {class_name(int(a['main'][i]))}) cannot be scheduled")
+        self.last_pred, self.last_bind = o_pred, o_bind
         return o_start, o_end, o_unit
+
+    def finish(self, total: int) -> None:
+        """Charge every unit's time after its last instruction up to `total` as idle."""
+        self.idle += np.maximum(0, total - self.ufree)
+
+    def live_ids(self) -> np.ndarray:
+        """Ids of the instructions a later chunk can still bind to (units' last instructions, buffer
+        allocation order, pending releases)."""
+        rows = np.arange(MAXLIVE)[None, :] < self.live_n[:, None]
+        ids = np.concatenate([self.ulast, self.blast_id, self.live_frid[rows]])
+        return np.unique(ids[ids >= 0])
+
+
+@dataclass
+class Scheduled:
+    """One scheduled chunk as the run's observers (timelines, breakdown) see it: the lowered columns
+    (sim.isa), its ops (`opi` indexes names/kinds/roles), where it sits in the run, and the schedule:
+    per-instruction start, end, unit (-1: none), binding predecessor id and kind (BIND_*)."""
+
+    cols: dict[str, np.ndarray]
+    names: list[str]
+    kinds: list[str]
+    roles: list[str]
+    step: int            # forward step (0..), in trace order
+    phase: str           # "prefill" or "decode"
+    trace_step: int      # the trace's step number (prefill 0, decode 1..D)
+    layer: int           # decoder layer of the chunk, -1: model-level ops (embedding, final norm, lm_head)
+    base: int            # run-wide id of instruction 0
+    t_barrier: int       # the step's start (end of the previous step)
+    start: np.ndarray
+    end: np.ndarray
+    unit: np.ndarray
+    pred: np.ndarray
+    bind: np.ndarray

@@ -91,3 +91,39 @@ def test_errors() -> None:
         unpack_ternary_2bit(np.array([0x55], np.uint8), 5)  # 1 byte holds 4, not 5
     with pytest.raises(ValueError):
         unpack_ternary_base3(np.array([121, 121], np.uint8), 5)  # 2 bytes means n in 6..10
+
+
+# ----------------------------------------------------------------------------- transformers layout
+
+
+@settings(max_examples=100, deadline=None)
+@given(codes_st)
+def test_transformers_layout_roundtrip_and_strides(c: np.ndarray) -> None:
+    packed, n = pack_ternary_2bit(c, layout="transformers")
+    assert n == c.shape[0] and packed.shape == (-(-n // 4),) + c.shape[1:]
+    rows = packed.shape[0]
+    for r in range(n):  # row r sits in byte row r % R at bits 2·(r // R)
+        assert np.array_equal((packed[r % rows] >> (2 * (r // rows))) & 3, c[r].astype(np.int64) + 1)
+    pad = [(r % rows, r // rows) for r in range(n, 4 * rows)]
+    assert all(not ((packed[b] >> (2 * j)) & 3).any() for b, j in pad)  # padding slots are 0b00
+    assert np.array_equal(unpack_ternary_2bit(packed, n, layout="transformers"), c)
+
+
+def test_transformers_layout_docstring_example() -> None:
+    # transformers' unpack_weights docstring: bytes [[0b10100001, 0b00011000], [0b10010000, 0b00001010]]
+    # hold 8 rows x 2 columns; byte row r holds rows r, r+2, r+4, r+6 from the low bits up.
+    p = np.array([[0b10100001, 0b00011000], [0b10010000, 0b00001010]], np.uint8)
+    w = [[0, -1], [-1, 1], [-1, 1], [-1, 1], [1, 0], [0, -1], [1, -1], [1, -1]]
+    assert unpack_ternary_2bit(p, 8, layout="transformers").tolist() == w
+    assert pack_ternary_2bit(np.array(w, np.int8), layout="transformers")[0].tolist() == p.tolist()
+
+
+def test_transformers_layout_errors() -> None:
+    with pytest.raises(ValueError, match="layout"):
+        pack_ternary_2bit(np.zeros(4, np.int8), layout="i2_s")
+    with pytest.raises(ValueError, match="code 3"):
+        unpack_ternary_2bit(np.array([0b11], np.uint8), 1, layout="transformers")
+    with pytest.raises(ValueError, match="packed rows"):
+        unpack_ternary_2bit(np.zeros((2, 3), np.uint8), 9, layout="transformers")  # 2 rows hold 5..8
+    with pytest.raises(ValueError):
+        pack_ternary_2bit(np.array(1, np.int8), layout="transformers")

@@ -100,3 +100,50 @@ def register(app: typer.Typer) -> None:
             print(f"wrote {p}", file=log)
         if to_stdout:
             write_json(json_out, metrics_json(results))
+
+    @app.command("roofline")
+    def roofline_cmd(
+        hw: str = hw_option(),
+        sets: list[str] = set_option(),
+        model: str = typer.Option(DEFAULT_MODEL, "--model", help="model preset"),
+        prefill: int = typer.Option(64, "--prefill", help="prompt tokens"),
+        decode: int = typer.Option(128, "--decode", help="generated tokens"),
+        out: Path = out_option(..., "roofline.png, roofline.md (with the breakdown tables) and roofline.json"),
+        gpu_results: Path | None = typer.Option(None, "--gpu-results", metavar="PATH", help="`lowbit bench-gpu` results JSON: the GPU's points on its own roofline"),
+        breakdown_steps: str = typer.Option("", "--breakdown-steps", metavar="N,N", help="decode steps also broken down on their own"),
+    ) -> None:
+        """Each op of a simulated run against the design's compute roofs (ternary, INT8, FP4) and DRAM roof."""
+        from lowbit.cost.roofline import write_roofline
+        from lowbit.sim.breakdown import Breakdown, decode_steps
+        from lowbit.sim.config import load_hw
+        from lowbit.sim.engine import simulate, unit_list
+        from lowbit.sim.workloads import standard_trace, weight_format_for
+
+        check_out_dir(out)
+        if prefill < 0 or decode < 0 or prefill + decode == 0:
+            raise LowbitError(f"--prefill {prefill} --decode {decode}: need >= 0 each and at least one token")
+        if gpu_results and not Path(gpu_results).is_file():
+            raise LowbitError(f"--gpu-results {gpu_results}: file not found")
+        cfg = load_hw(hw, sets)
+        tr = standard_trace(model, prefill, decode, weight_format_for(cfg))
+        bd = Breakdown(tr.model.n_layers, unit_list(cfg), steps=decode_steps(breakdown_steps, decode))
+        sim = simulate(cfg, tr, breakdown=bd).to_dict()
+        cmd = (f"lowbit roofline --hw {hw} --model {model} --prefill {prefill} --decode {decode} --out {out}"
+               + (f" --gpu-results {gpu_results}" if gpu_results else "")
+               + (f" --breakdown-steps {breakdown_steps}" if breakdown_steps else ""))
+        for p in write_roofline(cfg, sim, out, gpu_results, cmd):
+            print(f"wrote {p}")
+
+    @app.command("plot-timeline")
+    def plot_timeline_cmd(
+        trace: Path = typer.Argument(..., metavar="FILE", help="a Perfetto timeline from `lowbit sim --timeline FILE.pftrace`"),
+        out: Path = out_option(..., "timeline.png"),
+        bins: int = typer.Option(1600, "--bins", help="time bins (pixel columns) across the run"),
+    ) -> None:
+        """Render a whole-run timeline as a PNG: unit busy strips, DRAM bandwidth, SRAM buffer occupancy."""
+        from lowbit.cost.timeline_plot import plot_timeline
+
+        check_out_dir(out)
+        if not 10 <= bins <= 20000:
+            raise LowbitError(f"--bins {bins}: must be between 10 and 20000")
+        print(f"wrote {plot_timeline(trace, out, bins)}")

@@ -117,6 +117,26 @@ def evaluate(cfg, model: str, prefill: int, decode: int, hw: HwCost | None = Non
 
 # ----------------------------------------------------------------------------- figures
 
+SMALL_SHARE = 0.03  # stacked-bar components below this share of every bar are grouped as "other"
+
+
+def _stack(ax, names: list[str], comps: dict[str, list[float]], cmap, unit: str) -> None:
+    """Stacked bars; components that are < SMALL_SHARE of every bar are summed into one labelled "other"
+    segment (its members listed in the legend), and each bar's total is written on top."""
+    totals = [sum(v[k] for v in comps.values()) for k in range(len(names))]
+    big = {c: v for c, v in comps.items() if any(t and x / t >= SMALL_SHARE for x, t in zip(v, totals, strict=True))}
+    small = [c for c in comps if c not in big]
+    if small:
+        big[f"other ({', '.join(small)})"] = [sum(comps[c][k] for c in small) for k in range(len(names))]
+    bottom = [0.0] * len(names)
+    for i, (c, vals) in enumerate(big.items()):
+        ax.bar(names, vals, bottom=bottom, label=c if len(c) < 60 else c[:57] + "...)",
+               color="0.75" if c.startswith("other") else cmap(i % 20))
+        bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
+    for k, t in enumerate(totals):
+        ax.annotate(f"{t:.3g} {unit}", (k, t), ha="center", va="bottom", fontsize=7, xytext=(0, 1),
+                    textcoords="offset points")
+
 
 def _fig_png(fig) -> bytes:
     buf = io.BytesIO()
@@ -137,55 +157,34 @@ def figures(results: list[DesignResult]) -> dict[str, bytes]:
     names = [r.name for r in results]
     out: dict[str, bytes] = {}
     # area: logic units + SRAM buffers, stacked, mm²
-    comps: list[str] = []
-    for r in results:
-        for u in r.hw.units:
-            comps.append(u.name) if u.name not in comps else None
-        for s in r.hw.srams:
-            k = f"SRAM {s.name}"
-            comps.append(k) if k not in comps else None
-    fig, ax = plt.subplots(figsize=(7, 4))
-    bottom = [0.0] * len(results)
     cmap = plt.get_cmap("tab20")
-    for i, c in enumerate(comps):
-        vals = []
-        for r in results:
-            v = sum(u.area_um2 for u in r.hw.units if u.name == c) + sum(
-                s.area_um2 for s in r.hw.srams if f"SRAM {s.name}" == c)
-            vals.append(v / 1e6)
-        ax.bar(names, vals, bottom=bottom, label=c, color=cmap(i % 20))
-        bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
+    area: dict[str, list[float]] = {}
+    for k, r in enumerate(results):
+        for label, v in [(u.name, u.area_um2) for u in r.hw.units] + [(f"SRAM {s.name}", s.area_um2) for s in r.hw.srams]:
+            area.setdefault(label, [0.0] * len(results))[k] += v / 1e6
+    fig, ax = plt.subplots(figsize=(8, 4))
+    _stack(ax, names, area, cmap, "mm²")
     ax.axhline(PAPER["area_mm2"][0], color="k", ls="--", lw=1, label="paper 0.223 mm² [J]")
     ax.axhline(PAPER["area_mm2_silicon"][0], color="gray", ls=":", lw=1, label="silicon 0.214 mm² [C]")
     ax.set_ylabel("area (mm²)")
     ax.set_title("Area breakdown (units placed at 70 % utilisation + SRAM macros)")
-    ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1, 1))
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     out["area"] = _fig_png(fig)
-    # power: decode, per unit + SRAM + leakage (+ DRAM hatched separately)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    bufs = sorted({b for r in results if r.decode for b in r.decode.sram_by_buffer_j})
-    parts = sorted({u.name for r in results for u in r.hw.units}) + [f"SRAM {b}" for b in bufs] + ["leakage"]
-    bottom = [0.0] * len(results)
-    for i, p in enumerate(parts):
-        if p.startswith("SRAM ") and not any(r.decode and r.decode.sram_by_buffer_j.get(p[5:]) for r in results):
+    # power: decode, per unit + SRAM buffer + leakage (DRAM in the energy figure)
+    power: dict[str, list[float]] = {}
+    for k, r in enumerate(results):
+        d = r.decode
+        if not d or not d.time_s:
             continue
-        vals = []
-        for r in results:
-            d = r.decode
-            if not d or not d.time_s:
-                vals.append(0.0)
-                continue
-            if p.startswith("SRAM "):
-                e = d.sram_by_buffer_j.get(p[5:], 0.0)
-            else:
-                e = d.leak_j if p == "leakage" else d.logic_j.get(p, 0.0)
-            vals.append(e / d.time_s * 1e3)
-        ax.bar(names, vals, bottom=bottom, label=p, color=cmap((2 * i) % 20 + (i * 2 >= 20)))
-        bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
+        parts = [(u, e) for u, e in d.logic_j.items()] + [(f"SRAM {b}", e) for b, e in d.sram_by_buffer_j.items()]
+        for label, e in parts + [("leakage", d.leak_j)]:
+            power.setdefault(label, [0.0] * len(results))[k] += e / d.time_s * 1e3
+    fig, ax = plt.subplots(figsize=(8, 4))
+    _stack(ax, names, power, cmap, "mW")
     ax.axhline(PAPER["power_mw"][0], color="k", ls="--", lw=1, label="paper 65.97 mW [J]")
     ax.set_ylabel("decode core power (mW)")
     ax.set_title("Power breakdown, decode (DRAM excluded)")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     out["power"] = _fig_png(fig)
     # energy per token: core (prefill, decode) and DRAM (decode) side by side, log scale (DRAM dominates)
     fig, ax = plt.subplots(figsize=(7, 3.6))
@@ -194,15 +193,16 @@ def figures(results: list[DesignResult]) -> dict[str, bytes]:
     pre = [(r.prefill.energy_per_token_j * 1e3) if r.prefill else 0 for r in results]
     dec = [(r.decode.energy_per_token_j * 1e3) if r.decode else 0 for r in results]
     dram = [(r.decode.dram_j / r.decode.tokens * 1e3) if r.decode and r.decode.tokens else 0 for r in results]
-    ax.bar([i - w for i in x], pre, w, label="prefill, core")
-    ax.bar(list(x), dec, w, label="decode, core")
-    ax.bar([i + w for i in x], dram, w, label="decode, DRAM only", hatch="//", alpha=0.6)
+    for bars in (ax.bar([i - w for i in x], pre, w, label="prefill, core"),
+                 ax.bar(list(x), dec, w, label="decode, core"),
+                 ax.bar([i + w for i in x], dram, w, label="decode, DRAM only", hatch="//", alpha=0.6)):
+        ax.bar_label(bars, fmt="%.3g", fontsize=7, padding=1)
     ax.axhline(PAPER["energy_per_token_mj"][0], color="k", ls="--", lw=1, label="paper core 0.933 mJ (inferred)")
     ax.set_yscale("log")
     ax.set_xticks(list(x), names)
     ax.set_ylabel("mJ / token (log)")
     ax.set_title("Energy per token")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     out["energy"] = _fig_png(fig)
     # throughput and FOM
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(8, 3.4))

@@ -26,6 +26,7 @@ from lowbit.sim.lower import POLICIES
 from lowbit.sim.modelspec import MODELS
 
 DEFAULT_MODEL = "bitnet-b1.58-3b"
+SIMPLE_DRAM_ONLY = ("efficiency", "latency_ns")  # DramConfig fields only the simple DRAM model reads
 
 
 def hw_help() -> str:
@@ -204,7 +205,13 @@ def register(app: typer.Typer) -> None:
             else:
                 t.add_row(prefix, str(v))
 
-        walk("", {k: v for k, v in data.items() if k not in ("name", "description")})
+        shown = {k: v for k, v in data.items() if k not in ("name", "description")}
+        if cfg.dram.model == "lpddr":  # these two drive the simple DRAM model only (lowbit.sim.dram)
+            shown["dram"] = {k: v for k, v in shown["dram"].items() if k not in SIMPLE_DRAM_ONLY}
+        walk("", shown)
+        if cfg.dram.model == "lpddr":
+            t.add_row("dram." + " / dram.".join(SIMPLE_DRAM_ONLY), "not shown: simple DRAM model only, no effect "
+                      "with model = \"lpddr\" (its bandwidth comes from the bank/refresh timing)")
         t.add_row("[b]derived[/b] ternary MAC/cycle (TINT + BoothFlex)",
                   str((cfg.tint.macs_per_cycle if cfg.has("tint") else 0) + (cfg.booth.ternary_macs_per_cycle if cfg.has("booth") else 0)))
         t.add_row("[b]derived[/b] FP4 MAC/cycle", str(cfg.fp4.macs_per_cycle))

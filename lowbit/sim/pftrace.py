@@ -267,7 +267,7 @@ def _decode(buf, end, o_ts, o_type, o_track, o_iid, o_val, o_other):
     return pos, n, m
 
 
-def iter_events(path: Path, block: int = 64 << 20) -> Iterator[tuple[dict[str, np.ndarray], list[bytes]]]:
+def iter_events(path: Path, block: int = 32 << 20) -> Iterator[tuple[dict[str, np.ndarray], list[bytes]]]:
     """Stream a trace file: per block, the track events as arrays (ts, type, track, iid, value) and the
     other packets (descriptors, interned data) as raw TracePacket bodies."""
     with open(path, "rb") as f:

@@ -1,33 +1,38 @@
-"""GPU baseline benchmark (``lowbit bench-gpu``, or ``python -m lowbit.models.gpu.bench`` on a CUDA machine).
+"""GPU baseline benchmark (``lowbit bench-gpu``, or ``python -m lowbit.models.gpu.bench`` on a CUDA machine
+without the CLI's dependencies; both take ``--out DIR --seed N --quick --sections --budget-s``).
 
-Measures, on BitNet-3B and 2B4T layer shapes, the Triton kernels of this package against torch bf16
-(``F.linear`` / SDPA): median µs per call with ``triton.testing.do_bench`` (L2 flushed) over a CUDA graph of
+Measures, on BitNet-3B and 2B4T layer shapes (plus the larger linear shapes of common 7-8B models), the
+Triton kernels of this package against torch bf16 (``F.linear`` / SDPA, ``torch.compile``) and, where
+installed, bitsandbytes 4-bit: median µs per call with ``triton.testing.do_bench`` over a CUDA graph of
 back-to-back calls on distinct operand copies (:func:`bench_graph`: no Python launch overhead, weights
-never L2-resident), achieved
-GB/s of the essential traffic (weights as stored + bf16 activations in + bf16 out, each once) and the
-speedup over torch. The copy bandwidth (device-to-device ``copy_``, read + write bytes) is measured too, as
-the practical ceiling. Then one whole-model decode step per preset in a CUDA graph (tokens/s).
+never L2-resident), achieved GB/s of the essential traffic (weights as stored + bf16 activations in +
+bf16 out, each once) against the measured copy bandwidth (device-to-device ``copy_``, read + write bytes:
+the practical floor), then whole-model decode steps in a CUDA graph (tokens/s, GPU joules per token from
+NVML's energy counter). All random data comes from generators seeded with ``--seed``. Work past
+``--budget-s`` seconds is skipped and listed as skipped.
 
-JSON schema (``schema = "lowbit.gpu-baseline/1"``), kept flat for ``lowbit report``::
+Writes DIR/gpu-baseline.json, .md, .log and .png (roofline-style: achieved GB/s per shape against the
+copy bandwidth). JSON schema ``lowbit.gpu-baseline/2``, flat for ``lowbit report``::
 
-    {"schema", "device", "torch", "triton", "created", "copy_gbps",
+    {"schema", "device", "torch", "triton", "created", "seed", "copy_gbps", "l2_bytes",
      "results":   [{"kernel", "model", "layer", "shape" ("NxK"), "n", "k", "batch", "median_us", "gbps",
-                    "speedup_vs_torch", "device"}],
-     "attention": [{"kernel" ("lop"|"torch_sdpa"), "model", "shape" ("H{h}/KV{kvh}/d{d}"), "batch",
-                    "context", "k_sel", "median_us", "gbps", "speedup_vs_torch", "device",
-                    "stage_us" (lop only: {"score", "score+select"} cumulative µs)}],
-     "decode":    [{"kernel" (weight format), "model", "batch", "context", "attn", "step_us",
-                    "tokens_per_s", "weight_bytes", "speedup_vs_torch", "device", "finite"}],
-     "checks":    [{"what", "ok", "detail"}]}
+                    "floor_frac" (gbps / copy_gbps), "speedup_vs_torch", "device"}],
+     "attention": [{"kernel" ("lop"|"torch_sdpa"), "model", "shape" ("H{h}/KV{kvh}/d{d}"), "batch", "context",
+                    "k_sel", "median_us", "gbps", "speedup_vs_torch", "device", "backend" (sdpa only),
+                    "stage_us" (lop only: {"score": µs of the scoring launch})}],
+     "decode":    [{"kernel" ("bf16"|"bf16_compile"|"ternary"|"nvfp4"), "model", "batch", "context", "attn",
+                    "step_us", "tokens_per_s", "weight_bytes", "floor_frac" (weight bytes / copy bandwidth
+                    / step time), "speedup_vs_torch" (vs bf16 eager), "speedup_vs_compile", "j_per_token",
+                    "avg_w", "device", "finite"}],
+     "references": [{"kernel", "shape", "median_us", "note"}],
+     "checks":    [{"what", "ok", "detail"}], "skipped": [{"what", "why"}]}
 
-``kernel`` values in results: ``ternary`` (act_quant + GEMV for batch < 16, + INT8 tensor-core GEMM from
-16 tokens: the whole BitLinear from bf16 input), ``ternary_kernel`` (GEMV/GEMM alone on pre-quantized
-activations), ``ternary_1tok`` (batch 1 through the single-token GEMV kernel variant),
-``ternary_gemv`` (batch 16 through the CUDA-core GEMV instead), ``ternary_unpack`` (unpack to int8 + cuBLAS
-INT8 GEMM + dequant kernel, pre-quantized activations, > 16 tokens), ``nvfp4``, ``mxfp4``
-(bf16 activations; GEMV below 16 tokens, bf16 tensor-core GEMM from 16) and ``torch_bf16``. ``speedup_vs_torch`` = torch µs /
-kernel µs for the same shape and batch (None for torch itself). The markdown report keeps any text below
-the line ``<!-- analysis -->`` of an existing file.
+``kernel`` values in results: ``ternary`` (the whole BitLinear from bf16 input: quantizer fused into the
+GEMV below 16 tokens; quantizer + INT8 tensor-core GEMM from 16), ``ternary_kernel`` (GEMV / GEMM alone on
+pre-quantized activations), ``ternary_splitk`` (GEMM with split-K), ``ternary_unpack`` (unpack to int8 +
+cuBLAS INT8 GEMM, > 16 tokens), ``nvfp4``, ``mxfp4`` (bf16 activations; GEMV below 16 tokens, bf16
+tensor-core GEMM from 16), ``bnb_nf4`` / ``bnb_fp4`` (bitsandbytes ``matmul_4bit``) and ``torch_bf16``.
+The markdown report keeps any text below the line ``<!-- analysis -->`` of an existing file.
 """
 
 from __future__ import annotations
@@ -39,13 +44,37 @@ from pathlib import Path
 
 from lowbit.sim.atomic import atomic_write
 
+from .report import BATCHES_GEMM, BATCHES_GEMV, MARKER, render_markdown, roofline_png
+
+SCHEMA = "lowbit.gpu-baseline/2"
 LAYER_SHAPES = {  # (layer, N, K): docs/reference/numerics.md §1.5 / §1.6
     "bitnet-b1.58-3b": [("qkvo", 3200, 3200), ("gate/up", 8640, 3200), ("down", 3200, 8640)],
     "bitnet-b1.58-2b4t": [("qkv", 3840, 2560), ("o", 2560, 2560), ("gate|up", 13824, 2560), ("down", 2560, 6912)],
 }
-BATCHES = (1, 4, 16, 64, 512)
+# larger batch-1 shapes: Llama-2/3-7-8B FFN (14336x4096: Llama-3-8B up; 4096x14336 down), 3B-class projections
+EXTRA_SHAPES = [("other", "w13", 14336, 4096), ("other", "w2", 4096, 14336), ("other", "up", 20480, 3200),
+                ("other", "qkv", 4800, 3200), ("other", "down", 3200, 10240)]
+# the hand-written BitNet W2A8 CUDA GEMV (github.com/microsoft/BitNet gpu/, kernel alone, its activation
+# quantizer excluded), µs on an H200: reference values, not measured by this command
+W2A8_REF_US = {(2560, 2560): 5.4, (3840, 2560): 5.3, (13824, 2560): 9.1, (2560, 6912): 10.6, (3200, 3200): 6.1,
+               (4800, 3200): 6.2, (3200, 10240): 14.6, (20480, 3200): 13.8}
+ODD_SHAPES = [(4099, 3001), (37, 1000), (1000, 37)]
 GEMM_FROM = 16  # decode batches from 16 tokens go to the tensor-core GEMM paths
-MARKER = "<!-- analysis -->"
+ATTN_SHAPES = {"bitnet-b1.58-3b": (32, 32, 100), "bitnet-b1.58-2b4t": (20, 5, 128)}
+
+
+class Budget:
+    """Wall-clock budget: ``ok(what)`` is False (and records ``what`` as skipped) once it is spent."""
+
+    def __init__(self, seconds: float, skipped: list):
+        self.end = time.monotonic() + seconds
+        self.skipped = skipped
+
+    def ok(self, what: str) -> bool:
+        if time.monotonic() < self.end:
+            return True
+        self.skipped.append({"what": what, "why": "time budget (--budget-s) spent"})
+        return False
 
 
 def _bench(fn) -> float:
@@ -54,12 +83,15 @@ def _bench(fn) -> float:
     return float(triton.testing.do_bench(fn, warmup=10, rep=40, return_mode="median")) * 1e3  # µs
 
 
-L2_BYTES = 50 * 2**20  # H100 SXM (KINDS.md: PyTorch reported 50 MB)
+def l2_bytes() -> int:
+    import torch
+
+    return int(getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 50 * 2**20))
 
 
-def n_copies(nbytes: int) -> int:
+def n_copies(nbytes: int, l2: int) -> int:
     """Distinct operand copies so that one graph replay streams >= 2x the L2 size (cold weights)."""
-    return int(min(64, max(4, math.ceil(2 * L2_BYTES / max(nbytes, 1)))))
+    return int(min(64, max(4, math.ceil(2 * l2 / max(nbytes, 1)))))
 
 
 def bench_graph(fns) -> float:
@@ -107,7 +139,24 @@ def _fp4_reference_weight(w):
     return (vals.view(w.n, -1, w.block) * sc[..., None]).flatten(1)[:, : w.k]
 
 
-def run_linear(models, batches, checks, log, rows: list | None = None, save=lambda: None) -> list[dict]:
+def _bnb():
+    """The bitsandbytes module, or a string saying why it cannot be used."""
+    try:
+        import bitsandbytes as bnb
+        import bitsandbytes.functional as bnbf  # noqa: F401
+    except Exception as e:  # noqa: BLE001 - ImportError, or a missing CUDA binary raising at import
+        return f"bitsandbytes not usable: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+    return bnb
+
+
+def _ternary_codes(n, k, gen):
+    import torch
+
+    return torch.randint(-1, 2, (n, k), dtype=torch.int8, device="cuda", generator=gen)
+
+
+def run_linear(shapes, batches, data, log, budget: Budget, seed: int, save=lambda: None) -> None:
+    """Time every candidate on every (shape, batch); on-device exactness checks for batches <= 64."""
     import torch
     import torch.nn.functional as F
 
@@ -121,92 +170,146 @@ def run_linear(models, batches, checks, log, rows: list | None = None, save=lamb
         ternary_gemv,
     )
 
-    dev_name = torch.cuda.get_device_name()
-    gen = torch.Generator(device="cuda").manual_seed(0)
-    rows = [] if rows is None else rows
-    for model in models:
-        for layer, n, k in LAYER_SHAPES[model]:
-            codes = torch.randint(-1, 2, (n, k), dtype=torch.int8, device="cuda", generator=gen)
-            tw = pack_ternary_gpu_torch(codes, 0.8)
-            wb = (torch.randn(n, k, device="cuda", generator=gen) / math.sqrt(k)).to(torch.bfloat16)
-            fws = {f: random_fp4_weight_torch(n, k, f, "cuda", gen) for f in ("nvfp4", "mxfp4")}
-            tws = [tw] + [TernaryWeight(tw.words.clone(), tw.csum, tw.scale, n, k) for _ in range(n_copies(tw.nbytes) - 1)]
-            wbs = [wb] + [wb.clone() for _ in range(n_copies(n * k * 2) - 1)]
-            fwss = {f: [fw] + [FP4Weight(fw.words.clone(), fw.scales.clone(), fw.gscale, f, n, k)
-                               for _ in range(n_copies(fw.nbytes) - 1)] for f, fw in fws.items()}
-            for m in batches:
-                x = torch.randn(m, k, device="cuda", generator=gen).to(torch.bfloat16)
-                io = m * k * 2 + m * n * 2
-                gemm = m >= GEMM_FROM
-                cands = {"torch_bf16": ([lambda x=x, w=w: F.linear(x, w) for w in wbs], n * k * 2)}
-                a = act_quant(x, write_q=True)
+    dev_name, l2 = data["device"], data["l2_bytes"]
+    rows, checks, skipped = data["results"], data["checks"], data["skipped"]
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    bnb = _bnb()
+    if isinstance(bnb, str) and not any(s["what"] == "bitsandbytes peers" for s in skipped):
+        skipped.append({"what": "bitsandbytes peers", "why": bnb})
+    for model, layer, n, k in shapes:
+        if not budget.ok(f"linear {n}x{k}"):
+            continue
+        codes = _ternary_codes(n, k, gen)
+        tw = pack_ternary_gpu_torch(codes, 0.8)
+        wb = (torch.randn(n, k, device="cuda", generator=gen) / math.sqrt(k)).to(torch.bfloat16)
+        fws = {f: random_fp4_weight_torch(n, k, f, "cuda", gen) for f in ("nvfp4", "mxfp4")}
+        tws = [tw] + [TernaryWeight(tw.words.clone(), tw.scale, n, k) for _ in range(n_copies(tw.nbytes, l2) - 1)]
+        wbs = [wb] + [wb.clone() for _ in range(n_copies(n * k * 2, l2) - 1)]
+        fwss = {f: [fw] + [FP4Weight(fw.words.clone(), fw.scales.clone(), fw.gscale, f, n, k)
+                           for _ in range(n_copies(fw.nbytes, l2) - 1)] for f, fw in fws.items()}
+        bq = {}
+        if not isinstance(bnb, str):
+            for qt in ("nf4", "fp4"):
+                try:
+                    qw, qs = bnb.functional.quantize_4bit(wb, quant_type=qt)
+                    nb = qw.numel() * qw.element_size() + qs.absmax.numel() * qs.absmax.element_size()
+                    bq[qt] = ([(qw, qs)] + [(qw.clone(), qs) for _ in range(n_copies(nb, l2) - 1)], nb)
+                except Exception as e:  # noqa: BLE001
+                    skipped.append({"what": f"bnb_{qt} {n}x{k}", "why": f"{type(e).__name__}: {e}"[:160]})
+        for m in batches:
+            if not budget.ok(f"linear {n}x{k} M={m}"):
+                continue
+            x = torch.randn(m, k, device="cuda", generator=gen).to(torch.bfloat16)
+            io = m * k * 2 + m * n * 2
+            gemm = m >= GEMM_FROM
+            a = act_quant(x)
+            cands = {"torch_bf16": ([lambda x=x, w=w: F.linear(x, w) for w in wbs], n * k * 2)}
+            if gemm:
+                cands["ternary"] = ([lambda x=x, w=w: ternary_gemm(act_quant(x), w) for w in tws], tw.nbytes)
+                cands["ternary_kernel"] = ([lambda a=a, w=w: ternary_gemm(a, w) for w in tws], tw.nbytes)
+                if m <= 64:
+                    cands["ternary_splitk"] = ([lambda a=a, w=w: ternary_gemm(a, w, split_k=4) for w in tws], tw.nbytes)
+                if m > 16:
+                    cands["ternary_unpack"] = ([lambda a=a, w=w: ternary_gemm_unpacked(a, w) for w in tws], tw.nbytes)
+            else:
+                cands["ternary"] = ([lambda x=x, w=w: ternary_gemv(x, w) for w in tws], tw.nbytes)
+                cands["ternary_kernel"] = ([lambda a=a, w=w: ternary_gemv(a, w) for w in tws], tw.nbytes)
+            for f, fw in fws.items():
+                fn = fp4_gemm if gemm else fp4_gemv
+                cands[f] = ([lambda x=x, w=w, fn=fn: fn(x, w) for w in fwss[f]], fw.nbytes)
+            for qt, (ws, nb) in bq.items():
+                cands[f"bnb_{qt}"] = ([lambda x=x, w=w: bnb.matmul_4bit(x, w[0].t(), quant_state=w[1]) for w in ws], nb)
+            if m <= 64:  # correctness on the device: exact integers; FP4 vs float64
+                ref = a.q[:, :k].double() @ codes.double().T
+                accs = {}
                 if gemm:
-                    cands["ternary"] = ([lambda x=x, w=w: ternary_gemm(act_quant(x, write_q=True), w) for w in tws], tw.nbytes)
-                    cands["ternary_kernel"] = ([lambda a=a, w=w: ternary_gemm(a, w) for w in tws], tw.nbytes)
-                    if m > 16:  # unpack to int8 + cuBLAS INT8 GEMM (torch._int_mm)
-                        cands["ternary_unpack"] = ([lambda a=a, w=w: ternary_gemm_unpacked(a, w) for w in tws], tw.nbytes)
-                    if m == GEMM_FROM:  # the CUDA-core GEMV path at the crossover batch, for comparison
-                        cands["ternary_gemv"] = ([lambda x=x, w=w: ternary_gemv(act_quant(x, write_q=False), w)
-                                                  for w in tws], tw.nbytes)
-                else:
-                    cands["ternary"] = ([lambda x=x, w=w: ternary_gemv(act_quant(x, write_q=False), w) for w in tws], tw.nbytes)
-                    cands["ternary_kernel"] = ([lambda a=a, w=w: ternary_gemv(a, w) for w in tws], tw.nbytes)
-                    if m == 1:  # the single-token kernel variant, for the record
-                        cands["ternary_1tok"] = ([lambda a=a, w=w: ternary_gemv(a, w, single_max=1) for w in tws],
-                                                 tw.nbytes)
-
-                for f, fw in fws.items():
-                    fn = fp4_gemm if gemm else fp4_gemv
-                    cands[f] = ([lambda x=x, w=w, fn=fn: fn(x, w) for w in fwss[f]], fw.nbytes)
-                # correctness on the device (exact integers; FP4 vs float64)
-                if m in (1, 4, 16, 64):
-                    ref = a.q[:, :k].double() @ codes.double().T
-                    accs = {"gemm": ternary_gemm(a, tw, out_acc=True)} if gemm else {
-                        "gemv": ternary_gemv(a, tw, out_acc=True), "gemv_1tok": ternary_gemv(a, tw, out_acc=True, single_max=8)}
+                    accs["gemm"] = lambda a=a, tw=tw: ternary_gemm(a, tw, out_acc=True)
+                    accs["gemm split-K"] = lambda a=a, tw=tw: ternary_gemm(a, tw, out_acc=True, split_k=4)
                     if m > 16:
-                        accs["unpack"] = ternary_gemm_unpacked(a, tw, out_acc=True)
-                    for nm, acc in accs.items():
-                        ok = bool(torch.equal(acc.double(), ref))
-                        checks.append({"what": f"ternary {nm} acc exact {model} {n}x{k} M={m}", "ok": ok, "detail": ""})
-                    for f, fw in fws.items():
-                        y = (fp4_gemm if gemm else fp4_gemv)(x, fw).double()
-                        r = x.double() @ _fp4_reference_weight(fw).T
-                        err = float(torch.linalg.norm(y - r) / torch.linalg.norm(r))
-                        checks.append({"what": f"{f} rel-L2 {model} {n}x{k} M={m}", "ok": err < 1e-2, "detail": f"{err:.2e}"})
-                res = {}
-                for name, (fns, wbytes) in cands.items():
+                        accs["unpack"] = lambda a=a, tw=tw: ternary_gemm_unpacked(a, tw, out_acc=True)
+                else:
+                    accs["gemv"] = lambda a=a, tw=tw: ternary_gemv(a, tw, out_acc=True)
+                    accs["gemv fused"] = lambda x=x, tw=tw: ternary_gemv(x, tw, out_acc=True)
+                for nm, fn in accs.items():
+                    try:
+                        ok = bool(torch.equal(fn().double(), ref))
+                        checks.append({"what": f"ternary {nm} acc exact {n}x{k} M={m}", "ok": ok, "detail": ""})
+                    except Exception as e:  # noqa: BLE001
+                        checks.append({"what": f"ternary {nm} {n}x{k} M={m}", "ok": False, "detail": repr(e)[:200]})
+                for f, fw in fws.items():
+                    y = (fp4_gemm if gemm else fp4_gemv)(x, fw).double()
+                    r = x.double() @ _fp4_reference_weight(fw).T
+                    err = float(torch.linalg.norm(y - r) / torch.linalg.norm(r))
+                    checks.append({"what": f"{f} rel-L2 {n}x{k} M={m}", "ok": err < 1e-2, "detail": f"{err:.2e}"})
+            res = {}
+            for name, (fns, wbytes) in cands.items():
+                try:
                     us = bench_graph(fns)
-                    res[name] = us
-                    rows.append({"kernel": name, "model": model, "layer": layer, "shape": f"{n}x{k}", "n": n, "k": k,
-                                 "batch": m, "median_us": round(us, 3), "gbps": round((wbytes + io) / (us * 1e-6) / 1e9, 1),
-                                 "speedup_vs_torch": None, "device": dev_name})
-                for r in rows:
-                    if r["model"] == model and r["shape"] == f"{n}x{k}" and r["batch"] == m and r["kernel"] != "torch_bf16":
-                        r["speedup_vs_torch"] = round(res["torch_bf16"] / r["median_us"], 3)
-                log(f"{model} {layer} {n}x{k} M={m}: " + ", ".join(f"{k_}={v:.1f}" for k_, v in res.items()))
+                except Exception as e:  # noqa: BLE001 - one failing candidate must not lose the others
+                    skipped.append({"what": f"{name} {n}x{k} M={m}", "why": f"{type(e).__name__}: {e}"[:200]})
+                    continue
+                res[name] = us
+                gbps = (wbytes + io) / (us * 1e-6) / 1e9
+                rows.append({"kernel": name, "model": model, "layer": layer, "shape": f"{n}x{k}", "n": n, "k": k,
+                             "batch": m, "median_us": round(us, 3), "gbps": round(gbps, 1),
+                             "floor_frac": round(gbps / data["copy_gbps"], 4), "speedup_vs_torch": None,
+                             "device": dev_name})
+            for r in rows:
+                if r["shape"] == f"{n}x{k}" and r["batch"] == m and r["kernel"] != "torch_bf16" and "torch_bf16" in res:
+                    r["speedup_vs_torch"] = round(res["torch_bf16"] / r["median_us"], 3)
+            log(f"{model} {layer} {n}x{k} M={m}: " + ", ".join(f"{k_}={v:.1f}" for k_, v in res.items()))
             save()
-    return rows
 
 
-ATTN_SHAPES = {"bitnet-b1.58-3b": (32, 32, 100), "bitnet-b1.58-2b4t": (20, 5, 128)}
+def run_odd_shapes(data, seed: int) -> None:
+    """Correctness on shapes that are multiples of no block (exact integers; FP4 within 1e-2)."""
+    import torch
+
+    from .fp4 import fp4_gemm, fp4_gemv, random_fp4_weight_torch
+    from .ternary import act_quant, pack_ternary_gpu_torch, ternary_gemm, ternary_gemv
+
+    gen = torch.Generator(device="cuda").manual_seed(seed + 3)
+    for n, k in ODD_SHAPES:
+        codes = _ternary_codes(n, k, gen)
+        tw = pack_ternary_gpu_torch(codes, 0.5)
+        for m in (1, 3, 17):
+            x = torch.randn(m, k, device="cuda", generator=gen).to(torch.bfloat16)
+            a = act_quant(x)
+            ref = a.q[:, :k].double() @ codes.double().T
+            outs = {"gemv fused": lambda x=x, tw=tw: ternary_gemv(x, tw, out_acc=True)} if m < GEMM_FROM else {
+                "gemm": lambda a=a, tw=tw: ternary_gemm(a, tw, out_acc=True)}
+            for nm, fn in outs.items():
+                ok = bool(torch.equal(fn().double(), ref))
+                data["checks"].append({"what": f"odd shape ternary {nm} {n}x{k} M={m}", "ok": ok, "detail": ""})
+            fw = random_fp4_weight_torch(n, k, "nvfp4", "cuda", gen)
+            y = (fp4_gemm if m >= GEMM_FROM else fp4_gemv)(x, fw).double()
+            r = x.double() @ _fp4_reference_weight(fw).T
+            err = float(torch.linalg.norm(y - r) / torch.linalg.norm(r))
+            data["checks"].append({"what": f"odd shape nvfp4 {n}x{k} M={m}", "ok": err < 1e-2, "detail": f"{err:.2e}"})
 
 
-def run_attention(models, contexts, ratio, checks, log) -> list[dict]:
+def run_attention(models, contexts, ratio, data, log, budget: Budget, seed: int) -> None:
     import torch
     import torch.nn.functional as F
 
     from .lop_attn import lo_pack_keys_torch, lop_attention
 
-    dev_name = torch.cuda.get_device_name()
-    rows = []
-    gen = torch.Generator(device="cuda").manual_seed(1)
+    dev_name, l2 = data["device"], data["l2_bytes"]
+    rows, checks = data["attention"], data["checks"]
+    gen = torch.Generator(device="cuda").manual_seed(seed + 1)
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:
+        sdpa_kernel = None
     for model in models:
         h, kvh, d = ATTN_SHAPES[model]
         for m in contexts:
+            if not budget.ok(f"attention {model} M={m}"):
+                continue
             ksel = max(1, m // ratio)
             q = torch.randn(1, h, d, device="cuda", generator=gen).to(torch.bfloat16)
             caches = []
-            for _ in range(n_copies(2 * kvh * m * d * 2)):
+            for _ in range(n_copies(2 * kvh * m * d * 2, l2)):
                 kc = torch.randn(1, kvh, m, d, device="cuda", generator=gen).to(torch.bfloat16)
                 vc = torch.randn(1, kvh, m, d, device="cuda", generator=gen).to(torch.bfloat16)
                 lo = lo_pack_keys_torch(torch.randint(-127, 128, (1, kvh, m, d), dtype=torch.int8, device="cuda",
@@ -215,126 +318,90 @@ def run_attention(models, contexts, ratio, checks, log) -> list[dict]:
             gqa = h != kvh
             dense = [lambda q=q, kc=kc, vc=vc, g=gqa: F.scaled_dot_product_attention(q.unsqueeze(2), kc, vc, enable_gqa=g)
                      for kc, vc, _ in caches]
-            lop = [lambda q=q, kc=kc, vc=vc, lo=lo, m=m, ks=ksel: lop_attention(q, kc, vc, lo, m, ks)
-                   for kc, vc, lo in caches]
-            stage_us = {}
-            for st in (1, 2):  # breakdown: quantize q + score/bucket/histogram; + top-K selection
-                stage_us[st] = bench_graph([lambda q=q, kc=kc, vc=vc, lo=lo, m=m, ks=ksel, st=st:
-                                            lop_attention(q, kc, vc, lo, m, ks, stages=st) for kc, vc, lo in caches])
+            backend = "default"
+            t_dense = None
+            if sdpa_kernel is not None:  # the flash backend, as asked; fall back to the default choice
+                try:
+                    with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+                        t_dense = bench_graph(dense)
+                    backend = "flash"
+                except Exception:  # noqa: BLE001 - e.g. head_dim 100 or GQA unsupported by flash here
+                    t_dense = None
+            if t_dense is None:
+                t_dense = bench_graph(dense)
+            lop = [lambda q=q, kc=kc, vc=vc, lo=lo, m=m, ks=ksel: lop_attention(q, kc, vc, lo, m, ks) for kc, vc, lo in caches]
+            t_score = bench_graph([lambda q=q, kc=kc, vc=vc, lo=lo, m=m, ks=ksel: lop_attention(q, kc, vc, lo, m, ks, stages=1)
+                                   for kc, vc, lo in caches])
             kc, vc, lo = caches[0]
             full = lop_attention(q, kc, vc, lo, m, m).float()
             r = dense[0]().squeeze(2).float()
             err = float(torch.linalg.norm(full - r) / torch.linalg.norm(r))
             checks.append({"what": f"lop K=M equals SDPA {model} M={m}", "ok": err < 1e-2, "detail": f"{err:.2e}"})
-            t_dense = bench_graph(dense)
             t_lop = bench_graph(lop)
             dense_bytes = 2 * kvh * m * d * 2 + 2 * h * d * 2
-            lop_bytes = lo.numel() * 4 + 2 * h * ksel * d * 2 + 2 * h * d * 2
+            lop_bytes = lo.numel() * 4 + 2 * kvh * ksel * d * 2 + 2 * h * d * 2
             shape = f"H{h}/KV{kvh}/d{d}"
             for name, us, nb, sp in (("torch_sdpa", t_dense, dense_bytes, None), ("lop", t_lop, lop_bytes, t_dense / t_lop)):
                 rows.append({"kernel": name, "model": model, "shape": shape, "batch": 1, "context": m, "k_sel": ksel,
                              "median_us": round(us, 3), "gbps": round(nb / (us * 1e-6) / 1e9, 1),
                              "speedup_vs_torch": None if sp is None else round(sp, 3), "device": dev_name})
-            rows[-1]["stage_us"] = {"score": round(stage_us[1], 2), "score+select": round(stage_us[2], 2)}
-            log(f"attn {model} M={m} K={ksel}: sdpa={t_dense:.1f}us lop={t_lop:.1f}us ({t_dense / t_lop:.2f}x) "
-                f"stages {stage_us[1]:.1f}/{stage_us[2]:.1f}us")
-    return rows
+            rows[-2]["backend"] = backend
+            rows[-1]["stage_us"] = {"score": round(t_score, 2)}
+            log(f"attn {model} M={m} K={ksel}: sdpa({backend})={t_dense:.1f}us lop={t_lop:.1f}us "
+                f"({t_dense / t_lop:.2f}x) score stage {t_score:.1f}us")
 
 
-def run_decode(configs, log) -> list[dict]:
+def run_decode(configs, data, log, budget: Budget, seed: int) -> None:
     import torch
 
-    from .decode import build_model, time_decode_step
+    from .decode import build_model, gpu_energy_j, time_decode_step
 
-    dev_name = torch.cuda.get_device_name()
-    rows = []
-    base = {}
+    dev_name = data["device"]
+    rows = data["decode"]
+    energy = gpu_energy_j()
+    if isinstance(energy, str):
+        data["skipped"].append({"what": "GPU energy per token", "why": energy})
     for model, fmt, ctx, attn in configs:
+        what = f"decode {model} {fmt} ctx={ctx} {attn}"
+        if not budget.ok(what):
+            continue
+        mdl = None
+        t0 = time.monotonic()
         try:
-            mdl = build_model(model, fmt, batch=1, context=ctx, attn=attn, k_sel=max(1, ctx // 16))
-            r = time_decode_step(mdl, ctx, profile=(fmt == "ternary" and ctx == 192))
+            mdl = build_model(model, fmt.removesuffix("_compile"), batch=1, context=ctx, attn=attn,
+                              k_sel=max(1, ctx // 16), seed=seed + 2, compile=fmt.endswith("_compile"))
+            r = time_decode_step(mdl, ctx, profile=(fmt == "ternary" and ctx == 192), energy=energy)
         except Exception as e:  # report and continue: one failing config must not lose the others
-            log(f"decode {model} {fmt} ctx={ctx} {attn}: FAILED {type(e).__name__}: {e}")
+            log(f"{what}: FAILED {type(e).__name__}: {str(e)[:300]}")
+            data["skipped"].append({"what": what, "why": f"{type(e).__name__}: {str(e)[:200]}"})
             continue
         finally:
             mdl = None
             torch.cuda.empty_cache()
-        if fmt == "bf16" and attn == "dense":
-            base[(model, ctx)] = r["step_us"]
-        rows.append({"kernel": fmt, "model": model, "batch": 1, "context": ctx, "attn": attn,
-                     "step_us": round(r["step_us"], 2), "tokens_per_s": round(r["tokens_per_s"], 1),
-                     "weight_bytes": r["weight_bytes"], "speedup_vs_torch": None, "device": dev_name,
-                     "finite": r["finite"]})
-        log(f"decode {model} {fmt} ctx={ctx} {attn}: {r['step_us']:.1f} us/token = {r['tokens_per_s']:.0f} tok/s")
-        if r.get("profile"):
+        floor_us = r["weight_bytes"] / (data["copy_gbps"] * 1e9) * 1e6
+        row = {"kernel": fmt, "model": model, "batch": 1, "context": ctx, "attn": attn,
+               "step_us": round(r["step_us"], 2), "tokens_per_s": round(r["tokens_per_s"], 1),
+               "weight_bytes": r["weight_bytes"], "floor_frac": round(floor_us / r["step_us"], 4),
+               "speedup_vs_torch": None, "speedup_vs_compile": None, "j_per_token": None, "avg_w": None,
+               "device": dev_name, "finite": r["finite"], "build_s": round(time.monotonic() - t0, 1)}
+        if "j_per_token" in r:
+            row["j_per_token"], row["avg_w"] = round(r["j_per_token"], 4), round(r["avg_w"], 1)
+        rows.append(row)
+        log(f"{what}: {r['step_us']:.1f} us/token = {r['tokens_per_s']:.0f} tok/s"
+            + (f", {r['j_per_token']:.3f} J/token at {r['avg_w']:.0f} W" if "j_per_token" in r else "")
+            + f" ({row['build_s']:.0f} s incl. build)")
+        if "profile" in r:
             log("  top kernels per step (us): " + "; ".join(f"{n[:60]} {t:.0f}" for n, t in r["profile"]))
     for r in rows:
-        b = base.get((r["model"], r["context"]))
-        if b and not (r["kernel"] == "bf16" and r["attn"] == "dense"):
-            r["speedup_vs_torch"] = round(b / r["step_us"], 3)
-    return rows
+        for key, base_kernel in (("speedup_vs_torch", "bf16"), ("speedup_vs_compile", "bf16_compile")):
+            b = next((x for x in rows if x["kernel"] == base_kernel and x["attn"] == "dense"
+                      and (x["model"], x["context"]) == (r["model"], r["context"])), None)
+            if b and b is not r and r["kernel"] not in ("bf16",) + (("bf16_compile",) if key == "speedup_vs_compile" else ()):
+                r[key] = round(b["step_us"] / r["step_us"], 3)
 
 
-def render_markdown(data: dict, keep: str = "") -> str:
-    dev = data["device"]
-    out = [f"# GPU baseline: {dev}", "",
-           f"Generated by `lowbit bench-gpu` ({data['created']}); torch {data['torch']}, triton {data['triton']}. "
-           f"Measured device-to-device copy bandwidth: **{data['copy_gbps']:.0f} GB/s** (read + write). "
-           "Times are medians of `triton.testing.do_bench` with the L2 flushed before each call; GB/s counts the "
-           "essential bytes (weights as stored, bf16 activations in, bf16 out). Raw data: `reports/gpu-baseline.json`.",
-           "", "## Linear layers (µs; speedup over torch bf16 `F.linear` in brackets)", ""]
-    res = data["results"]
-    kernels = [k for k in ("torch_bf16", "ternary", "ternary_kernel", "ternary_1tok", "ternary_gemv", "ternary_unpack",
-                         "nvfp4", "mxfp4")
-               if any(r["kernel"] == k for r in res)]
-    out.append("| model | layer | N×K | batch | " + " | ".join(kernels) + " | ternary GB/s (% copy) |")
-    out.append("|---|---|---|---|" + "---|" * len(kernels) + "---|")
-    keys = []
-    for r in res:
-        kk = (r["model"], r["layer"], r["shape"], r["batch"])
-        if kk not in keys:
-            keys.append(kk)
-    for kk in keys:
-        cells = []
-        tern_gbps = ""
-        for k in kernels:
-            r = next((r for r in res if (r["model"], r["layer"], r["shape"], r["batch"]) == kk and r["kernel"] == k), None)
-            if r is None:
-                cells.append("")
-                continue
-            sp = f" ({r['speedup_vs_torch']:.2f}×)" if r["speedup_vs_torch"] else ""
-            cells.append(f"{r['median_us']:.1f}{sp}")
-            if k == "ternary_kernel":
-                tern_gbps = f"{r['gbps']:.0f} ({100 * r['gbps'] / data['copy_gbps']:.0f} %)"
-        out.append(f"| {kk[0]} | {kk[1]} | {kk[2]} | {kk[3]} | " + " | ".join(cells) + f" | {tern_gbps} |")
-    if data.get("attention"):
-        out += ["", "## Decode attention: LOP (top-K of M by leading-one surrogate) vs dense torch SDPA", "",
-                "| model | heads | context M | K | SDPA µs | LOP µs | speedup | LOP GB/s |", "|---|---|---|---|---|---|---|---|"]
-        att = data["attention"]
-        for r in att:
-            if r["kernel"] != "lop":
-                continue
-            d = next(x for x in att if x["kernel"] == "torch_sdpa" and x["model"] == r["model"] and x["context"] == r["context"])
-            out.append(f"| {r['model']} | {r['shape']} | {r['context']} | {r['k_sel']} | {d['median_us']:.1f} | "
-                       f"{r['median_us']:.1f} | {r['speedup_vs_torch']:.2f}× | {r['gbps']:.0f} |")
-    if data.get("decode"):
-        out += ["", "## Whole-model decode step (batch 1, CUDA graph, random weights, lm_head excluded)", "",
-                "| model | weights | context | attention | µs/token | tokens/s | weight MB | speedup vs bf16 |",
-                "|---|---|---|---|---|---|---|---|"]
-        for r in data["decode"]:
-            sp = f"{r['speedup_vs_torch']:.2f}×" if r["speedup_vs_torch"] else "—"
-            out.append(f"| {r['model']} | {r['kernel']} | {r['context']} | {r['attn']} | {r['step_us']:.1f} | "
-                       f"{r['tokens_per_s']:.0f} | {r['weight_bytes'] / 1e6:.0f} | {sp} |")
-    if data.get("checks"):
-        bad = [c for c in data["checks"] if not c["ok"]]
-        out += ["", f"## On-device correctness checks: {len(data['checks']) - len(bad)}/{len(data['checks'])} passed", ""]
-        out += [f"- FAILED: {c['what']} {c['detail']}" for c in bad]
-    out += ["", MARKER, keep.strip(), ""]
-    return "\n".join(out)
-
-
-def run_all(out_json: Path, out_md: Path, quick: bool = False, sections: str = "linear,attention,decode",
-            log=print) -> dict:
+def run_all(out_dir: Path, quick: bool = False, sections: str = "attention,linear,decode,gemm", seed: int = 0,
+            budget_s: float = 540.0, log=print) -> dict:
     import torch
     import triton
 
@@ -342,44 +409,100 @@ def run_all(out_json: Path, out_md: Path, quick: bool = False, sections: str = "
         from lowbit.sim.errors import LowbitError
 
         raise LowbitError("bench-gpu needs a CUDA GPU (torch.cuda.is_available() is False); run it on a GPU machine")
+    out_dir = Path(out_dir)
     secs = set(sections.split(","))
     models = list(LAYER_SHAPES)
-    data = {"schema": "lowbit.gpu-baseline/1", "device": torch.cuda.get_device_name(), "torch": torch.__version__,
-            "triton": triton.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "copy_gbps": round(copy_bandwidth(), 1), "results": [], "attention": [], "decode": [], "checks": []}
-    log(f"device {data['device']}: copy {data['copy_gbps']:.0f} GB/s")
+    lines: list[str] = []
+
+    def say(s: str) -> None:
+        lines.append(s)
+        log(s)
+
+    data = {"schema": SCHEMA, "device": torch.cuda.get_device_name(), "torch": torch.__version__,
+            "triton": triton.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seed": seed,
+            "copy_gbps": round(copy_bandwidth(), 1), "l2_bytes": l2_bytes(), "results": [], "attention": [],
+            "decode": [], "references": [{"kernel": "bitnet_w2a8_cuda", "shape": f"{n}x{k}", "median_us": us,
+                                          "note": "BitNet W2A8 CUDA GEMV, kernel alone, on an H200; not measured here"}
+                                         for (n, k), us in W2A8_REF_US.items()],
+            "checks": [], "skipped": []}
+    budget = Budget(budget_s, data["skipped"])
+    say(f"device {data['device']}: copy {data['copy_gbps']:.0f} GB/s, L2 {data['l2_bytes'] / 2**20:.0f} MiB, seed {seed}")
 
     def save():
-        atomic_write(out_json, json.dumps(data, indent=1))
-        keep = out_md.read_text().split(MARKER, 1)[1] if out_md.exists() and MARKER in out_md.read_text() else ""
-        atomic_write(out_md, render_markdown(data, keep))
+        keep = ""
+        md = out_dir / "gpu-baseline.md"
+        if md.exists() and MARKER in md.read_text():
+            keep = md.read_text().split(MARKER, 1)[1]
+        atomic_write(out_dir / "gpu-baseline.json", json.dumps(data, indent=1))
+        atomic_write(md, render_markdown(data, keep))
+        atomic_write(out_dir / "gpu-baseline.log", "\n".join(lines) + "\n")
 
-    if "attention" in secs:
-        data["attention"] = run_attention(models, (4096,) if quick else (1024, 4096), 16, data["checks"], log)
+    gemv_shapes = [(mo, la, n, k) for mo in models for la, n, k in LAYER_SHAPES[mo]] + EXTRA_SHAPES
+    if quick:
+        gemv_shapes = gemv_shapes[1:2]
+    def section(name, fn):
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - a failing section is reported; the others still run
+            import traceback
+
+            say(f"section {name} FAILED: {type(e).__name__}: {e}")
+            say(traceback.format_exc()[-2000:])
+            data["skipped"].append({"what": f"section {name} (partly)", "why": f"{type(e).__name__}: {str(e)[:200]}"})
         save()
+
+    model_shapes = [s for s in gemv_shapes if s[0] != "other"]
+    if "attention" in secs:
+        section("attention", lambda: run_attention(models, (4096,) if quick else (1024, 4096, 8192), 16, data, say,
+                                                   budget, seed))
+    if "linear" in secs:
+        section("linear batch 1", lambda: run_linear(gemv_shapes, (1,), data, say, budget, seed, save))
+        section("linear batch 4", lambda: run_linear(model_shapes, tuple(b for b in BATCHES_GEMV if b > 1), data, say,
+                                                     budget, seed, save))
+        section("odd shapes", lambda: run_odd_shapes(data, seed))
+        section("autotune log", lambda: _log_tuned(say))
     if "decode" in secs:
         cfgs = [(m, f, 192, "dense") for m in models for f in ("bf16", "ternary", "nvfp4")]
-        cfgs += [("bitnet-b1.58-2b4t", "ternary", 4000, "dense"), ("bitnet-b1.58-2b4t", "ternary", 4000, "lop"),
-                 ("bitnet-b1.58-2b4t", "bf16", 4000, "dense")]
-        data["decode"] = run_decode(cfgs[:2] if quick else cfgs, log)
-        save()
-    if "linear" in secs:
-        run_linear(models[:1] if quick else models, (1, 64) if quick else BATCHES, data["checks"], log,
-                   rows=data["results"], save=save)
+        cfgs += [("bitnet-b1.58-2b4t", f, 4000, a) for f, a in (("bf16", "dense"), ("ternary", "dense"), ("ternary", "lop"))]
+        cfgs += [("bitnet-b1.58-3b", f, 4000, a) for f, a in (("bf16", "dense"), ("ternary", "dense"), ("ternary", "lop"))]
+        cfgs += [(m, "bf16_compile", 192, "dense") for m in models]
+        section("decode", lambda: run_decode(cfgs[:2] if quick else cfgs, data, say, budget, seed))
+    if "gemm" in secs:
+        section("gemm", lambda: run_linear(model_shapes, (64,) if quick else BATCHES_GEMM, data, say, budget, seed, save))
     save()
+    try:
+        atomic_write(out_dir / "gpu-baseline.png", roofline_png(data))
+    except Exception as e:  # noqa: BLE001 - the plot is optional (matplotlib missing)
+        data["skipped"].append({"what": "roofline plot", "why": f"{type(e).__name__}: {e}"})
+        save()
     return data
+
+
+def _log_tuned(say) -> None:
+    """The configs the autotuner chose (key -> config), for the record."""
+    from .ternary import _tgemv_tuned
+
+    for key, cfg in list(getattr(_tgemv_tuned, "cache", {}).items())[:40]:
+        say(f"  gemv tuned {key[:5]}: {cfg}")
+
+
+def add_arguments(p) -> None:
+    """The flags of ``python -m lowbit.models.gpu.bench`` (the same as ``lowbit bench-gpu``)."""
+    p.add_argument("--out", default="reports", help="directory for gpu-baseline.{json,md,log,png}")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random weight, activation and cache")
+    p.add_argument("--quick", action="store_true", help="one shape, one context, two decode configs")
+    p.add_argument("--sections", default="attention,linear,decode,gemm", help="comma-separated subset to run")
+    p.add_argument("--budget-s", type=float, default=540.0, help="skip (and list) work after this many seconds")
 
 
 def main(argv=None) -> int:
     import argparse
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out-json", default="reports/gpu-baseline.json")
-    p.add_argument("--out-md", default="reports/gpu-baseline.md")
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--sections", default="linear,attention,decode")
+    add_arguments(p)
     a = p.parse_args(argv)
-    run_all(Path(a.out_json), Path(a.out_md), a.quick, a.sections, log=lambda s: print(s, flush=True))
+    Path(a.out).mkdir(parents=True, exist_ok=True)
+    run_all(Path(a.out), a.quick, a.sections, a.seed, a.budget_s, log=lambda s: print(s, flush=True))
     return 0
 
 

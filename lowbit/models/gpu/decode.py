@@ -5,16 +5,21 @@ RMSNorm -> [quantize] -> Wqkv (fused, one scale per projection) -> RoPE -> KV ap
 [attn_sub_norm if SubLN] -> Wo -> residual -> RMSNorm -> W13 (fused gate|up) -> act (SwiGLU / ReLU² GLU)
 -> [ffn_sub_norm] -> W2 -> residual; then the final RMSNorm and (optionally) the bf16 lm_head.
 
-Linear layers: ``ternary`` (act_quant + GEMV), ``nvfp4`` / ``mxfp4`` (bf16 x FP4 GEMV) or ``bf16``
-(torch ``F.linear``, the baseline). Attention: torch SDPA over the bf16 KV cache (``dense``) or LOP
-(``lop``: also keeps the 4-bit LO-code cache of INT8 keys and selects ``k_sel`` tokens).
-Elementwise ops are plain torch; the CUDA graph removes their launch gaps. The step is replayed at a fixed
-position (``context`` tokens already cached), which is what one decode step of the simulator's trace costs.
+Formats: ``ternary`` runs the fused kernels of :mod:`.fused` around the dp4a GEMV (per layer: norm+quant,
+Wqkv, RoPE+append [+ LO codes], attention, [SubLN+quant], Wo+residual, norm+quant, W13, gate[+SubLN]+quant,
+W2+residual: nine launches plus attention); ``nvfp4`` / ``mxfp4`` (bf16 x FP4 GEMV) and ``bf16`` (torch
+``F.linear``, the baseline) run the plain torch elementwise ops. ``compile=True`` wraps the torch layer in
+``torch.compile(mode="max-autotune-no-cudagraphs")`` (the step is captured in a CUDA graph either way, so
+this is ``max-autotune`` with its CUDA graph made by :func:`time_decode_step`).
+Attention: torch SDPA over the bf16 KV cache (``dense``) or LOP (``lop``: also keeps the 4-bit LO-code cache
+of the INT8 keys and selects ``k_sel`` tokens per KV group). The step is replayed at a fixed position
+(``context`` tokens already cached), which is what one decode step of the simulator's trace costs.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -23,10 +28,11 @@ import torch.nn.functional as F
 from lowbit.sim.modelspec import ModelSpec, get_model
 
 from .fp4 import fp4_gemv, random_fp4_weight_torch
+from .fused import gate_quant, rmsnorm_quant, rope_append
 from .lop_attn import lo_pack_keys_torch, lop_attention
 from .ternary import act_quant, pack_ternary_gpu_torch, ternary_gemv
 
-__all__ = ["DecodeModel", "build_model", "time_decode_step"]
+__all__ = ["DecodeModel", "build_model", "time_decode_step", "gpu_energy_j"]
 
 
 @dataclass
@@ -52,12 +58,13 @@ class DecodeModel:
     """Random-weight decoder of ``spec`` shapes; ``fmt`` in {ternary, nvfp4, mxfp4, bf16}."""
 
     def __init__(self, spec: ModelSpec, fmt: str, batch: int, max_ctx: int, attn: str = "dense", k_sel: int = 256,
-                 lm_head: bool = False, device="cuda", seed: int = 0):
+                 lm_head: bool = False, device="cuda", seed: int = 0, fused: bool = True, compile: bool = False):
         if fmt not in ("ternary", "nvfp4", "mxfp4", "bf16"):
             raise ValueError(f"unknown weight format {fmt!r}")
         if attn not in ("dense", "lop"):
             raise ValueError(f"unknown attention {attn!r}")
         self.spec, self.fmt, self.batch, self.attn, self.k_sel = spec, fmt, batch, attn, k_sel
+        self.fused = fused and fmt == "ternary"
         gen = torch.Generator(device=device).manual_seed(seed)
         d, hd, H, KVH, Fd = spec.d_model, spec.head_dim, spec.n_heads, spec.n_kv_heads, spec.d_ffn
         nqkv = (H + 2 * KVH) * hd
@@ -84,6 +91,9 @@ class DecodeModel:
                                 generator=gen)
             self.lo_cache = lo_pack_keys_torch(ki8)
         self.max_ctx = max_ctx
+        self._layer_fn = self._torch_layer
+        if compile:
+            self._layer_fn = torch.compile(self._torch_layer, mode="max-autotune-no-cudagraphs", dynamic=False)
 
     def weight_bytes(self) -> int:
         tot = 0
@@ -96,68 +106,121 @@ class DecodeModel:
         if self.fmt == "bf16":
             return F.linear(x, w)
         if self.fmt == "ternary":
-            return ternary_gemv(act_quant(x, write_q=False), w)
+            return ternary_gemv(act_quant(x), w)
         return fp4_gemv(x, w)
 
-    def _rope(self, x, rot):
-        # interleaved-pair RoPE as one complex multiply (3 kernels instead of ~10)
-        xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
-        return torch.view_as_real(xc * rot).flatten(-2).to(torch.bfloat16)
+    def _attend(self, q, kc, vc, lo, ctx):
+        s = self.spec
+        if self.attn == "lop":
+            return lop_attention(q, kc, vc, lo, ctx, self.k_sel)
+        return F.scaled_dot_product_attention(q.unsqueeze(2), kc[:, :, :ctx], vc[:, :, :ctx],
+                                              enable_gqa=s.n_heads != s.n_kv_heads).squeeze(2)
+
+    def _torch_layer(self, x, wqkv, wo, w13, w2, n_attn, n_ffn, n_asub, n_fsub, kc, vc, lo, rot, pos: int):
+        s = self.spec
+        d, hd, H, KVH = s.d_model, s.head_dim, s.n_heads, s.n_kv_heads
+        B, eps = x.shape[0], s.norm_eps
+        n = F.rms_norm(x, (d,), n_attn, eps)
+        qkv = self._lin(n, wqkv)
+        q = qkv[:, : H * hd].view(B, H, hd)
+        k = qkv[:, H * hd: (H + KVH) * hd].view(B, KVH, hd)
+        v = qkv[:, (H + KVH) * hd:].view(B, KVH, hd)
+        q, k = _rope(q, rot), _rope(k, rot)
+        kc[:, :, pos] = k
+        vc[:, :, pos] = v
+        if lo is not None:
+            kq = act_quant(k.reshape(B * KVH, hd)).q[:, :hd]
+            lo[:, :, pos] = lo_pack_keys_torch(kq.view(B, KVH, hd))
+        a = self._attend(q, kc, vc, lo, pos + 1).reshape(B, H * hd)
+        if n_asub is not None:
+            a = F.rms_norm(a, (d,), n_asub, eps)
+        x = x + self._lin(a, wo)
+        n = F.rms_norm(x, (d,), n_ffn, eps)
+        h = self._lin(n, w13)
+        if s.gated:
+            g, u = h[:, : s.d_ffn], h[:, s.d_ffn:]
+            h = (F.silu(g) if s.ffn_act == "swiglu" else torch.relu(g).square()) * u
+        else:
+            h = torch.relu(h).square() if s.ffn_act == "relu2" else F.gelu(h)
+        if n_fsub is not None:
+            h = F.rms_norm(h, (s.d_ffn,), n_fsub, eps)
+        return x + self._lin(h, w2)
+
+    def _fused_layer(self, x, lay, kc, vc, lo, cos, sin, pos: int):
+        s = self.spec
+        H, KVH, eps = s.n_heads, s.n_kv_heads, s.norm_eps
+        B = x.shape[0]
+        qkv = ternary_gemv(rmsnorm_quant(x, lay.norms["attn"], eps), lay.wqkv)
+        q = rope_append(qkv, cos, sin, H, KVH, kc, vc, pos, lo)
+        a = self._attend(q, kc, vc, lo, pos + 1).reshape(B, H * s.head_dim)
+        a = rmsnorm_quant(a, lay.norms["attn_sub"], eps) if s.subln else a  # else: quantizer fused in the GEMV
+        x = ternary_gemv(a, lay.wo, residual=x)
+        h = ternary_gemv(rmsnorm_quant(x, lay.norms["ffn"], eps), lay.w13)
+        if s.gated:
+            hq = gate_quant(h, "swiglu" if s.ffn_act == "swiglu" else "relu2", lay.norms.get("ffn_sub"), eps)
+        else:
+            h = torch.relu(h).square() if s.ffn_act == "relu2" else F.gelu(h)
+            hq = rmsnorm_quant(h, lay.norms.get("ffn_sub"), eps)
+        return ternary_gemv(hq, lay.w2, residual=x)
 
     def step(self, x: torch.Tensor, pos: int) -> torch.Tensor:
         """One decode step for ``batch`` tokens at position ``pos`` (context = pos + 1 after the append)."""
         s = self.spec
-        d, hd, H, KVH = s.d_model, s.head_dim, s.n_heads, s.n_kv_heads
-        B = x.shape[0]
+        hd = s.head_dim
         inv = 1.0 / (s.rope_theta ** (torch.arange(0, hd, 2, device=x.device, dtype=torch.float32) / hd))
-        rot = torch.polar(torch.ones_like(inv), pos * inv)
-        eps = s.norm_eps
+        ang = pos * inv
+        rot = torch.polar(torch.ones_like(inv), ang)
+        cos, sin = torch.cos(ang), torch.sin(ang)
         for li, lay in enumerate(self.layers):
-            n = F.rms_norm(x, (d,), lay.norms["attn"], eps)
-            qkv = self._lin(n, lay.wqkv)
-            q = qkv[:, : H * hd].view(B, H, hd)
-            k = qkv[:, H * hd: (H + KVH) * hd].view(B, KVH, hd)
-            v = qkv[:, (H + KVH) * hd:].view(B, KVH, hd)
-            q, k = self._rope(q, rot), self._rope(k, rot)
-            self.k_cache[li, :, :, pos] = k
-            self.v_cache[li, :, :, pos] = v
-            ctx = pos + 1
-            if self.attn == "lop":
-                kq = act_quant(k.reshape(B * KVH, hd), write_q=True).q[:, :hd]
-                self.lo_cache[li, :, :, pos] = lo_pack_keys_torch(kq.view(B, KVH, hd))
-                a = lop_attention(q, self.k_cache[li], self.v_cache[li], self.lo_cache[li], ctx, self.k_sel)
+            lo = self.lo_cache[li] if self.lo_cache is not None else None
+            if self.fused:
+                x = self._fused_layer(x, lay, self.k_cache[li], self.v_cache[li], lo, cos, sin, pos)
             else:
-                a = F.scaled_dot_product_attention(q.unsqueeze(2), self.k_cache[li, :, :, :ctx],
-                                                   self.v_cache[li, :, :, :ctx], enable_gqa=H != KVH).squeeze(2)
-            a = a.reshape(B, H * hd)
-            if s.subln:
-                a = F.rms_norm(a, (d,), lay.norms["attn_sub"], eps)
-            x = x + self._lin(a, lay.wo)
-            n = F.rms_norm(x, (d,), lay.norms["ffn"], eps)
-            h = self._lin(n, lay.w13)
-            if s.gated:
-                g, u = h[:, : s.d_ffn], h[:, s.d_ffn:]
-                h = (F.silu(g) if s.ffn_act == "swiglu" else torch.relu(g).square()) * u
-            else:
-                h = torch.relu(h).square() if s.ffn_act == "relu2" else F.gelu(h)
-            if s.subln:
-                h = F.rms_norm(h, (s.d_ffn,), lay.norms["ffn_sub"], eps)
-            x = x + self._lin(h, lay.w2)
-        x = F.rms_norm(x, (d,), self.final_norm, eps)
+                x = self._layer_fn(x, lay.wqkv, lay.wo, lay.w13, lay.w2, lay.norms["attn"], lay.norms["ffn"],
+                                   lay.norms.get("attn_sub"), lay.norms.get("ffn_sub"), self.k_cache[li],
+                                   self.v_cache[li], lo, rot, pos)
+        x = F.rms_norm(x, (s.d_model,), self.final_norm, s.norm_eps)
         if self.lm_head is not None:
             return F.linear(x, self.lm_head)
         return x
 
 
+def _rope(x, rot):
+    # interleaved-pair RoPE as one complex multiply (3 kernels instead of ~10)
+    xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+    return torch.view_as_real(xc * rot).flatten(-2).to(torch.bfloat16)
+
+
 def build_model(name: str, fmt: str, batch: int = 1, context: int = 192, attn: str = "dense", k_sel: int = 256,
-                lm_head: bool = False) -> DecodeModel:
+                lm_head: bool = False, seed: int = 0, fused: bool = True, compile: bool = False) -> DecodeModel:
     spec = get_model(name)
-    return DecodeModel(spec, fmt, batch, context + 1, attn=attn, k_sel=k_sel, lm_head=lm_head)
+    return DecodeModel(spec, fmt, batch, context + 1, attn=attn, k_sel=k_sel, lm_head=lm_head, seed=seed,
+                       fused=fused, compile=compile)
 
 
-def time_decode_step(model: DecodeModel, context: int, iters: int = 50, profile: bool = False) -> dict:
+def gpu_energy_j():
+    """A reader of the GPU's cumulative energy in joules (NVML ``nvmlDeviceGetTotalEnergyConsumption``, mJ
+    since the driver loaded; Volta and later), or a string saying why there is none."""
+    try:
+        import pynvml
+    except ImportError:
+        return "nvidia-ml-py (pynvml) is not installed"
+    try:
+        pynvml.nvmlInit()
+        idx = torch.cuda.current_device()
+        h = pynvml.nvmlDeviceGetHandleByIndex(idx)
+        pynvml.nvmlDeviceGetTotalEnergyConsumption(h)
+    except Exception as e:  # noqa: BLE001 - any NVML failure means: no energy figures
+        return f"NVML energy counter unavailable: {type(e).__name__}: {e}"
+    return lambda: pynvml.nvmlDeviceGetTotalEnergyConsumption(h) / 1e3
+
+
+def time_decode_step(model: DecodeModel, context: int, iters: int = 50, profile: bool = False,
+                     energy=None, energy_s: float = 1.0) -> dict:
     """Capture one decode step (position ``context``) in a CUDA graph; median replay time over ``iters``.
-    ``profile``: also the 12 costliest kernel names per step (torch profiler over 3 replays)."""
+    ``profile``: also the 12 costliest kernel names per step (torch profiler over 3 replays).
+    ``energy`` (from :func:`gpu_energy_j`): replays back to back for about ``energy_s`` seconds and
+    returns joules per step (energy counter difference / steps)."""
     B, d = model.batch, model.spec.d_model
     x = (torch.randn(B, d, device="cuda") * 0.5).to(torch.bfloat16)
     for _ in range(3):  # autotune + compile outside the capture
@@ -181,6 +244,16 @@ def time_decode_step(model: DecodeModel, context: int, iters: int = 50, profile:
     med = times[len(times) // 2]
     ok = bool(torch.isfinite(out.float()).all())
     res = {"step_us": med, "tokens_per_s": B * 1e6 / med, "finite": ok, "weight_bytes": model.weight_bytes()}
+    if callable(energy):
+        n = max(10, int(energy_s * 1e6 / med))
+        torch.cuda.synchronize()
+        e0, t0 = energy(), time.perf_counter()
+        for _ in range(n):
+            g.replay()
+        torch.cuda.synchronize()
+        e1, t1 = energy(), time.perf_counter()
+        res["j_per_token"] = (e1 - e0) / (n * B)
+        res["avg_w"] = (e1 - e0) / (t1 - t0)
     if profile:
         try:
             from torch.profiler import ProfilerActivity

@@ -1,34 +1,38 @@
-"""Ternary W1.58A8 Triton kernels: per-token INT8 activation quantizer, decode GEMV, prefill GEMM.
+"""Ternary W1.58A8 Triton kernels: per-token INT8 activation quantizer, decode GEMV (quantizer fused in),
+prefill GEMM (INT8 tensor cores).
 
 Numerics (bit-exact with ``sim.numerics``; docs/reference/numerics.md §1.2, §1.3):
 
-* activations: ``s = 127 / max(max|x|, 1e-5)``, ``q = clip(rne(x*s), -128, 127)`` computed in **float64**
-  inside the kernel (the same ops as ``sim.numerics.int8.int8_absmax_quantize``, so codes are identical);
+* activations: ``s = 127 * (1 / max(max|x|, 1e-5))``, ``q = clip(rne(x*s), -128, 127)`` computed in
+  **float64** inside the kernels (the ops of ``sim.numerics.int8.int8_absmax_quantize``, so codes are identical);
 * weights: ternary codes ``w`` in {-1,0,1}, one scale per output row (per-tensor = a repeated value, the
   fused QKV / gate-up layouts of BitNet 2B4T keep one scale per projection: docs/reference/numerics.md §1.1);
 * ``acc = sum_k w[n,k] q[m,k]`` exact in INT32 (|acc| <= 128*K << 2^31);
 * ``y = (acc * w_scale[n]) / s[m]`` in float32, stored as bf16 (the sim's op order, float64 there).
 
-GPU weight layout = the sim's 2-bit layout (``sim.numerics.packing.pack_ternary_2bit``: code ``w+1`` in
-{0,1,2}, element i in bits [2(i%4)+1 : 2(i%4)] of byte i//4) after zero-weight padding of K to a
-multiple of 16, **viewed as little-endian int32 words**: element ``16j+s`` of a row sits in bits
-[2s+1 : 2s] of word ``j``. No re-tiling: one row is ``Kp/16`` contiguous words, loaded coalesced.
+GPU weight layout (design of this module): the 2-bit code ``c = w+1`` in {0,1,2} of the sim's
+``sim.numerics.packing.pack_ternary_2bit``, K zero-weight-padded to a multiple of 16, one row = ``Kp/16``
+little-endian int32 words; inside word ``j`` element ``16j + 4t + b`` sits in bits ``[8b+2t+1 : 8b+2t]``
+(byte ``b``, slot ``t``). This is ``pack_ternary_2bit`` of the codes with each group of 16 transposed as a
+4x4 block, so ``word & (3 << 2t)`` per byte = ``4^t`` times the codes of elements ``16j+4t .. 16j+4t+3``:
+four consecutive elements, the int8 activations of which are one int32 word of the activation row.
 
-GEMV trick (decode, design of this module): ``(word >> 2s) & 0x00030003`` extracts the codes of elements
-``16j+s`` (low half) and ``16j+s+8`` (high half) at once. Multiplying by the activation pair
-``P[8j+s] = x'[16j+s+8] | x'[16j+s] << 16`` (``x' = q + 128`` in 0..255) puts
-``c[s]·x'[s] + c[s+8]·x'[s+8]`` in bits 16..31 of one IMAD (the low-half product stays below 2^16,
-the cross term above 2^32 wraps away). Eight IMADs per word are summed before ``>> 16`` (at most
-8·1020 < 2^15, no carry from the low half: 8·510 < 2^16), so a pair of weights costs one shift, one AND and
-one IMAD. With ``C[n] = sum_k c[n,k]`` (host, at pack time) and ``Q[m] = sum_k q[m,k]``::
+GEMV (decode): per weight word and slot ``t`` one AND and one ``dp4a.u32.s32`` (four byte products summed
+into an int32; PTX ISA "dp4a") against activation word ``4j+t``; the four slots keep separate
+accumulators (each an exact multiple of ``4^t``), combined once at the end::
 
-    sum_k (c-1)(x'-128) = S - 128*C[n] - Q[m]       with S = sum_k c*x'
+    S = acc0 + acc1/4 + acc2/16 + acc3/64 = sum_k c[n,k] q[m,k],   acc = S - sum_k q[m,k]
 
-The prefill GEMM unpacks a tile to int8 ``c-1`` and uses INT8 tensor cores (``tl.dot``, int32 acc).
+Two instructions per four weights, no activation pre-packing. ``fused`` = the quantizer runs inside the
+GEMV (every program reads the bf16 row from L2, takes its absmax, quantizes its slices): one launch per
+BitLinear. The Triton interpreter has no inline PTX; there ``dp4a`` is evaluated byte by byte.
+
+Prefill GEMM: unpacks a weight tile to int8 ``c-1`` and uses INT8 tensor cores (``tl.dot``, int32 acc).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,32 +52,37 @@ __all__ = [
     "ternary_gemm",
     "ternary_linear",
     "K_ALIGN",
+    "INTERPRET",
 ]
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
 
 def _fast_bench(fn, quantiles=None):
     # CUDA-graph timing: a plain do_bench of a ~5 us kernel measures the Python launch path instead
     return triton.testing.do_bench_cudagraph(fn, rep=20, quantiles=quantiles)
 
 
-def autotune(configs, key):
-    """``triton.autotune`` timing each config by CUDA-graph replay (launch overhead excluded)."""
-    try:
-        return triton.autotune(configs, key=key, do_bench=_fast_bench)
-    except TypeError:  # older triton: no do_bench argument
-        return triton.autotune(configs, key=key, use_cuda_graph=True)
+def autotune(configs, key, **kw):
+    """``triton.autotune`` timing each config by CUDA-graph replay (launch overhead excluded); the chosen
+    config is cached on disk (``cache_results``) where this Triton supports it."""
+    for extra in ({"do_bench": _fast_bench, "cache_results": True}, {"do_bench": _fast_bench}, {"use_cuda_graph": True}):
+        try:
+            return triton.autotune(configs, key=key, **extra, **kw)
+        except TypeError:  # older triton: fewer keyword arguments
+            continue
+    return triton.autotune(configs, key=key, **kw)
 
 
 K_ALIGN = 16  # weights per int32 word; K is zero-padded to a multiple of this
-_ZERO_WORD = 0x55555555  # sixteen codes "1" = sixteen zero weights (padding / masked loads)
 
 
 @dataclass
 class TernaryWeight:
-    """Packed ternary weight on one device: ``words`` int32 [N, Kp/16], ``csum`` int32 [N] (sum of codes
-    w+1 over Kp), ``scale`` float32 [N] (w_scale = mean|W| per row), ``n``/``k`` logical shape."""
+    """Packed ternary weight on one device: ``words`` int32 [N, Kp/16] (layout: module docstring),
+    ``scale`` float32 [N] (w_scale = mean|W| per row), ``n``/``k`` logical shape."""
 
     words: torch.Tensor
-    csum: torch.Tensor
     scale: torch.Tensor
     n: int
     k: int
@@ -84,10 +93,10 @@ class TernaryWeight:
 
     @property
     def nbytes(self) -> int:
-        return self.words.numel() * 4 + self.csum.numel() * 4 + self.scale.numel() * 4
+        return self.words.numel() * 4 + self.scale.numel() * 4
 
     def to(self, device) -> TernaryWeight:
-        return TernaryWeight(self.words.to(device), self.csum.to(device), self.scale.to(device), self.n, self.k)
+        return TernaryWeight(self.words.to(device), self.scale.to(device), self.n, self.k)
 
 
 def _scale_vec(scale, n: int) -> torch.Tensor:
@@ -100,7 +109,8 @@ def _scale_vec(scale, n: int) -> torch.Tensor:
 
 
 def pack_ternary_gpu(codes: np.ndarray, scale, device="cpu") -> TernaryWeight:
-    """Host packing with the sim's ``pack_ternary_2bit`` (K zero-padded to a multiple of 16 first)."""
+    """Host packing with the sim's ``pack_ternary_2bit`` (K zero-padded to a multiple of 16, each group of
+    16 transposed as a 4x4 block first: the layout of the module docstring)."""
     c = np.asarray(codes)
     if c.ndim != 2:
         raise ValueError(f"codes must be 2-D [N, K], got shape {c.shape}")
@@ -108,37 +118,35 @@ def pack_ternary_gpu(codes: np.ndarray, scale, device="cpu") -> TernaryWeight:
     pad = (-k) % K_ALIGN
     if pad:
         c = np.concatenate([c, np.zeros((n, pad), c.dtype)], axis=1)
-    packed, _ = pack_ternary_2bit(c)  # uint8 [N, Kp/4], validates codes
-    words = np.ascontiguousarray(packed).view("<i4")  # little-endian: element 16j+s in bits 2s of word j
-    csum = (c.astype(np.int64) + 1).sum(axis=1).astype(np.int32)
-    return TernaryWeight(torch.from_numpy(words.copy()).to(device), torch.from_numpy(csum).to(device),
-                         _scale_vec(scale, n).to(device), n, k)
+    perm = c.reshape(n, -1, 4, 4).transpose(0, 1, 3, 2).reshape(n, -1)
+    packed, _ = pack_ternary_2bit(perm)  # uint8 [N, Kp/4], validates codes
+    words = np.ascontiguousarray(packed).view("<i4")
+    return TernaryWeight(torch.from_numpy(words.copy()).to(device), _scale_vec(scale, n).to(device), n, k)
 
 
 def pack_ternary_gpu_torch(codes: torch.Tensor, scale) -> TernaryWeight:
     """Same layout as :func:`pack_ternary_gpu`, computed with torch ops on ``codes``' device (int8 [N,K])."""
     n, k = codes.shape
     pad = (-k) % K_ALIGN
-    u = (codes.to(torch.int64) + 1)
+    u = codes.to(torch.int64) + 1
     if pad:
         u = torch.cat([u, torch.ones(n, pad, dtype=torch.int64, device=codes.device)], dim=1)
-    g = u.view(n, -1, K_ALIGN)
-    shifts = (2 * torch.arange(K_ALIGN, device=codes.device, dtype=torch.int64))
-    words = (g << shifts).sum(dim=-1)  # < 2^32, fits int64
+    g = u.view(n, -1, 4, 4)  # [.., t, b]: element 16j + 4t + b
+    ar = torch.arange(4, device=codes.device, dtype=torch.int64)
+    shifts = 8 * ar[None, :] + 2 * ar[:, None]  # bit 8b + 2t
+    words = (g << shifts).sum(dim=(-2, -1))  # < 2^32, fits int64
     words = torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)
-    csum = u.sum(dim=1).to(torch.int32)
-    return TernaryWeight(words.contiguous(), csum, _scale_vec(scale, n).to(codes.device), n, k)
+    return TernaryWeight(words.contiguous(), _scale_vec(scale, n).to(codes.device), n, k)
 
 
 # ----------------------------------------------------------------------------- activation quantizer
 
 @dataclass
 class QuantAct:
-    """Per-token INT8 activations: ``q`` int8 [M, Kp] (zero-padded), ``pairs`` int32 [M, Kp/2] (GEMV
-    operand, see module docstring), ``qsum`` int32 [M], ``s`` float32 [M] (= 127/max|x|), ``k``."""
+    """Per-token INT8 activations: ``q`` int8 [M, Kp] (zero-padded; read as int32 words by the GEMV),
+    ``qsum`` int32 [M] (sum of q), ``s`` float32 [M] (= 127/max|x|), ``k``."""
 
     q: torch.Tensor
-    pairs: torch.Tensor
     qsum: torch.Tensor
     s: torch.Tensor
     k: int
@@ -155,183 +163,217 @@ def _rne_f64(v):
 
 
 @triton.jit
-def _act_quant_kernel(x_ptr, q_ptr, p_ptr, qsum_ptr, s_ptr, K, KW, stride_xm, stride_qm, stride_pm, eps,
-                      BLOCK_J: tl.constexpr, WRITE_Q: tl.constexpr):
+def quant_i8(v, s):
+    """INT8 code of float64 ``v`` at scale ``s`` (float64): clip(rne(v*s), -128, 127) as int32."""
+    return tl.minimum(tl.maximum(_rne_f64(v * s), -128.0), 127.0).to(tl.int32)
+
+
+@triton.jit
+def absmax_scale(mx, eps):
+    """``127 * (1 / max(mx, eps))`` in float64, torch's evaluation of ``127 / t`` (sim.numerics.int8)."""
+    return 127.0 * (1.0 / tl.maximum(mx.to(tl.float64), eps))
+
+
+@triton.jit
+def _act_quant_kernel(x_ptr, q_ptr, qsum_ptr, s_ptr, K, KP, stride_xm, stride_qm, eps, BLOCK: tl.constexpr):
     m = tl.program_id(0)
-    rj = tl.arange(0, BLOCK_J)
-    rs = tl.arange(0, 8)
+    r = tl.arange(0, BLOCK)
     xrow = x_ptr + m * stride_xm
-    amax = tl.zeros([BLOCK_J, 8], tl.float64)
-    for j0 in range(0, KW, BLOCK_J):
-        j = j0 + rj
-        k_hi = j[:, None] * 16 + rs[None, :]
-        k_lo = k_hi + 8
-        a = tl.load(xrow + k_hi, mask=k_hi < K, other=0.0).to(tl.float64)
-        b = tl.load(xrow + k_lo, mask=k_lo < K, other=0.0).to(tl.float64)
-        amax = tl.maximum(amax, tl.maximum(tl.abs(a), tl.abs(b)))
-    mx = tl.max(tl.max(amax, axis=1), axis=0)
-    s = 127.0 / tl.maximum(mx, eps)
-    qs = tl.zeros([BLOCK_J, 8], tl.int32)
-    for j0 in range(0, KW, BLOCK_J):
-        j = j0 + rj
-        jm = (j < KW)[:, None]
-        k_hi = j[:, None] * 16 + rs[None, :]
-        k_lo = k_hi + 8
-        a = tl.load(xrow + k_hi, mask=k_hi < K, other=0.0).to(tl.float64)
-        b = tl.load(xrow + k_lo, mask=k_lo < K, other=0.0).to(tl.float64)
-        qa = tl.minimum(tl.maximum(_rne_f64(a * s), -128.0), 127.0).to(tl.int32)
-        qb = tl.minimum(tl.maximum(_rne_f64(b * s), -128.0), 127.0).to(tl.int32)
-        qs += qa + qb
-        if WRITE_Q:
-            tl.store(q_ptr + m * stride_qm + k_hi, qa.to(tl.int8), mask=jm)
-            tl.store(q_ptr + m * stride_qm + k_lo, qb.to(tl.int8), mask=jm)
-        pair = (qb + 128) | ((qa + 128) << 16)
-        tl.store(p_ptr + m * stride_pm + j[:, None] * 8 + rs[None, :], pair, mask=jm)
-    tl.store(qsum_ptr + m, tl.sum(tl.sum(qs, axis=1), axis=0))
+    amax = tl.zeros([BLOCK], tl.float32)
+    for k0 in range(0, K, BLOCK):
+        a = tl.load(xrow + k0 + r, mask=k0 + r < K, other=0.0).to(tl.float32)
+        amax = tl.maximum(amax, tl.abs(a))
+    s = absmax_scale(tl.max(amax, axis=0), eps)
+    qs = tl.zeros([BLOCK], tl.int32)
+    for k0 in range(0, KP, BLOCK):
+        a = tl.load(xrow + k0 + r, mask=k0 + r < K, other=0.0).to(tl.float64)
+        q = quant_i8(a, s)
+        qs += q
+        tl.store(q_ptr + m * stride_qm + k0 + r, q.to(tl.int8), mask=k0 + r < KP)
+    tl.store(qsum_ptr + m, tl.sum(qs, axis=0))
     tl.store(s_ptr + m, s.to(tl.float32))
 
 
-def act_quant(x: torch.Tensor, write_q: bool = True, eps: float = 1e-5) -> QuantAct:
+def act_quant(x: torch.Tensor, eps: float = 1e-5) -> QuantAct:
     """Quantize ``x`` [M, K] (bf16/fp16/fp32) per token; bit-exact with ``int8_absmax_quantize``."""
     if x.dim() != 2:
         raise ValueError(f"x must be 2-D [M, K], got {tuple(x.shape)}")
     x = x.contiguous()
     m, k = x.shape
-    kw = triton.cdiv(k, K_ALIGN)
+    kp = triton.cdiv(k, K_ALIGN) * K_ALIGN
     dev = x.device
-    q = torch.empty(m, kw * K_ALIGN, dtype=torch.int8, device=dev) if write_q else torch.empty(1, 1, dtype=torch.int8, device=dev)
-    pairs = torch.empty(m, kw * 8, dtype=torch.int32, device=dev)
+    q = torch.empty(m, kp, dtype=torch.int8, device=dev)
     qsum = torch.empty(m, dtype=torch.int32, device=dev)
     s = torch.empty(m, dtype=torch.float32, device=dev)
-    # one tile covers the whole row (K <= 16384): both passes are a single iteration, so the quantizer costs
-    # about two memory latencies instead of two per 1024 elements
-    block_j = min(triton.next_power_of_2(kw), 1024)
-    nw = 4 if block_j <= 64 else (8 if block_j <= 256 else 16)
-    _act_quant_kernel[(m,)](x, q, pairs, qsum, s, k, kw, x.stride(0), q.stride(0), pairs.stride(0), eps,
-                            BLOCK_J=block_j, WRITE_Q=write_q, num_warps=nw)
-    return QuantAct(q, pairs, qsum, s, k)
+    block = min(triton.next_power_of_2(kp), 4096)
+    _act_quant_kernel[(m,)](x, q, qsum, s, k, kp, x.stride(0), q.stride(0), eps, BLOCK=block,
+                            num_warps=4 if block <= 1024 else 8)
+    return QuantAct(q, qsum, s, k)
 
 
-# ----------------------------------------------------------------------------- decode GEMV (CUDA cores)
+# ----------------------------------------------------------------------------- decode GEMV (dp4a)
 
 @triton.jit
-def _tgemv_kernel(p_ptr, qsum_ptr, xs_ptr, w_ptr, c_ptr, ws_ptr, y_ptr, M, N, KW,
-                  stride_pm, stride_wn, stride_ym,
-                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr, OUT_ACC: tl.constexpr):
+def dp4a(a, b, c, USE_ASM: tl.constexpr):
+    """``c + sum_i u8(a)_i * s8(b)_i`` over the four bytes (PTX ``dp4a.u32.s32``); byte by byte without PTX."""
+    if USE_ASM:
+        r = tl.inline_asm_elementwise("dp4a.u32.s32 $0, $1, $2, $3;", "=r,r,r,r", [a, b, c], dtype=tl.int32,
+                                      is_pure=True, pack=1)
+    else:
+        r = c
+        for i in tl.static_range(4):
+            r += ((a >> (8 * i)) & 255) * ((b << (24 - 8 * i)) >> 24)
+    return r
+
+
+@triton.jit
+def _slot(w, t: tl.constexpr):
+    # w & (0x03030303 << 2t), the constant written as a signed int32 (t = 3: 0xC0C0C0C0)
+    if t == 0:
+        r = w & 0x03030303
+    elif t == 1:
+        r = w & 0x0C0C0C0C
+    elif t == 2:
+        r = w & 0x30303030
+    else:
+        r = w & -1061109568
+    return r
+
+
+@triton.jit
+def _fused_scale(x_ptr, rm, m_ok, K, stride_xm, eps, BLOCK_M: tl.constexpr, AB: tl.constexpr):
+    # per-token absmax scale of the bf16 rows (read whole, from L2)
+    ra = tl.arange(0, AB)
+    amax = tl.zeros([BLOCK_M, AB], tl.float32)
+    for k0 in range(0, K, AB):
+        kk = k0 + ra
+        v = tl.load(x_ptr + rm[:, None] * stride_xm + kk[None, :], mask=m_ok[:, None] & (kk < K)[None, :], other=0.0)
+        amax = tl.maximum(amax, tl.abs(v.to(tl.float32)))
+    return absmax_scale(tl.max(amax, axis=1), eps)  # [BLOCK_M] float64
+
+
+@triton.jit
+def _tgemv_kernel(x_ptr, q_ptr, qsum_ptr, xs_ptr, w_ptr, ws_ptr, r_ptr, y_ptr, M, N, KW, K,
+                  stride_xm, stride_qm, stride_wn, stride_rm, stride_ym, eps,
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr, FUSED: tl.constexpr,
+                  OUT_ACC: tl.constexpr, RESIDUAL: tl.constexpr, USE_ASM: tl.constexpr, AB: tl.constexpr):
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     rj = tl.arange(0, BLOCK_KW)
+    rb = tl.arange(0, 4)
     m_ok = rm < M
     n_ok = rn < N
-    acc = tl.zeros([BLOCK_M, BLOCK_N, BLOCK_KW], tl.int32)
+    if FUSED:
+        s64 = _fused_scale(x_ptr, rm, m_ok, K, stride_xm, eps, BLOCK_M, AB)
+        qs = tl.zeros([BLOCK_M, BLOCK_KW], tl.int32)
+    acc0 = tl.zeros([BLOCK_M, BLOCK_N, BLOCK_KW], tl.int32)
+    acc1 = tl.zeros([BLOCK_M, BLOCK_N, BLOCK_KW], tl.int32)
+    acc2 = tl.zeros([BLOCK_M, BLOCK_N, BLOCK_KW], tl.int32)
+    acc3 = tl.zeros([BLOCK_M, BLOCK_N, BLOCK_KW], tl.int32)
     for j0 in range(0, KW, BLOCK_KW):
         j = j0 + rj
         j_ok = j < KW
-        w = tl.load(w_ptr + rn[:, None] * stride_wn + j[None, :], mask=n_ok[:, None] & j_ok[None, :],
-                    other=0x55555555)
-        t = tl.zeros([BLOCK_M, BLOCK_N, BLOCK_KW], tl.int32)
-        for s in tl.static_range(8):
-            cw = (w >> (2 * s)) & 0x00030003
-            pv = tl.load(p_ptr + rm[:, None] * stride_pm + (j * 8 + s)[None, :],
-                         mask=m_ok[:, None] & j_ok[None, :], other=0)
-            t += cw[None, :, :] * pv[:, None, :]
-        acc += t >> 16
-    S = tl.sum(acc, axis=2)
-    qs = tl.load(qsum_ptr + rm, mask=m_ok, other=0)
-    cs = tl.load(c_ptr + rn, mask=n_ok, other=0)
-    yint = S - 128 * cs[None, :] - qs[:, None]
+        w = tl.load(w_ptr + rn[:, None] * stride_wn + j[None, :], mask=n_ok[:, None] & j_ok[None, :], other=0)
+        for t in tl.static_range(4):
+            if FUSED:
+                kk = (j * 16 + 4 * t)[None, :, None] + rb[None, None, :]  # [1, BKW, 4]
+                xv = tl.load(x_ptr + rm[:, None, None] * stride_xm + kk, mask=m_ok[:, None, None] & (kk < K),
+                             other=0.0).to(tl.float64)
+                q = quant_i8(xv, s64[:, None, None])
+                qs += tl.sum(q, axis=2)
+                a = tl.sum((q & 255) << (8 * rb)[None, None, :], axis=2)  # [BM, BKW] packed int8 x4
+            else:
+                a = tl.load(q_ptr + rm[:, None] * stride_qm + (4 * j + t)[None, :], mask=m_ok[:, None] & j_ok[None, :],
+                            other=0)
+            wm = _slot(w, t)[None, :, :]
+            a3 = a[:, None, :]
+            wm, a3 = tl.broadcast(wm, a3)
+            if t == 0:
+                acc0 = dp4a(wm, a3, acc0, USE_ASM)
+            elif t == 1:
+                acc1 = dp4a(wm, a3, acc1, USE_ASM)
+            elif t == 2:
+                acc2 = dp4a(wm, a3, acc2, USE_ASM)
+            else:
+                acc3 = dp4a(wm, a3, acc3, USE_ASM)
+    S = tl.sum(acc0 + (acc1 >> 2) + (acc2 >> 4) + (acc3 >> 6), axis=2)  # each acc_t is a multiple of 4^t
+    if FUSED:
+        qsum = tl.sum(qs, axis=1)
+        xs = s64.to(tl.float32)
+    else:
+        qsum = tl.load(qsum_ptr + rm, mask=m_ok, other=0)
+        xs = tl.load(xs_ptr + rm, mask=m_ok, other=1.0)
+    yint = S - qsum[:, None]
     out = y_ptr + rm[:, None] * stride_ym + rn[None, :]
     omask = m_ok[:, None] & n_ok[None, :]
     if OUT_ACC:
         tl.store(out, yint, mask=omask)
     else:
         ws = tl.load(ws_ptr + rn, mask=n_ok, other=0.0)
-        xs = tl.load(xs_ptr + rm, mask=m_ok, other=1.0)
-        y = (yint.to(tl.float32) * ws[None, :]) / xs[:, None]
-        tl.store(out, y.to(tl.bfloat16), mask=omask)
+        y = ((yint.to(tl.float32) * ws[None, :]) / xs[:, None]).to(tl.bfloat16)
+        if RESIDUAL:  # x + W(x): the bf16 GEMV output added to the bf16 residual, as the unfused torch add
+            r = tl.load(r_ptr + rm[:, None] * stride_rm + rn[None, :], mask=omask, other=0.0)
+            y = (r.to(tl.float32) + y.to(tl.float32)).to(tl.bfloat16)
+        tl.store(out, y, mask=omask)
 
 
-@triton.jit
-def _tgemv1_kernel(p_ptr, qsum_ptr, xs_ptr, w_ptr, c_ptr, ws_ptr, y_ptr, N, KW, stride_pm, stride_wn, stride_ym,
-                   BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr, OUT_ACC: tl.constexpr):
-    # one token per program (grid axis 1): the 8 pair operands of a word are one contiguous 32-byte load
-    # ([BKW, 8] tile) instead of eight strided gathers; the 8 products of a word are summed in-thread
-    pid_n = tl.program_id(0)
-    m = tl.program_id(1)
-    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    rj = tl.arange(0, BLOCK_KW)
-    rs = tl.arange(0, 8)
-    n_ok = rn < N
-    acc = tl.zeros([BLOCK_N, BLOCK_KW], tl.int32)
-    for j0 in range(0, KW, BLOCK_KW):
-        j = j0 + rj
-        j_ok = j < KW
-        w = tl.load(w_ptr + rn[:, None] * stride_wn + j[None, :], mask=n_ok[:, None] & j_ok[None, :],
-                    other=0x55555555)
-        p = tl.load(p_ptr + m * stride_pm + j[:, None] * 8 + rs[None, :], mask=j_ok[:, None], other=0)
-        cw = (w[:, :, None] >> (2 * rs)[None, None, :]) & 0x00030003
-        t = tl.sum(cw * p[None, :, :], axis=2)  # mod 2^32; < 2^29, see module docstring
-        acc += t >> 16
-    S = tl.sum(acc, axis=1)
-    qs = tl.load(qsum_ptr + m)
-    cs = tl.load(c_ptr + rn, mask=n_ok, other=0)
-    yint = S - 128 * cs - qs
-    if OUT_ACC:
-        tl.store(y_ptr + m * stride_ym + rn, yint, mask=n_ok)
-    else:
-        ws = tl.load(ws_ptr + rn, mask=n_ok, other=0.0)
-        xs = tl.load(xs_ptr + m)
-        tl.store(y_ptr + m * stride_ym + rn, ((yint.to(tl.float32) * ws) / xs).to(tl.bfloat16), mask=n_ok)
+def _gemv_prune(configs, named_args, **kw):
+    bm = kw.get("BLOCK_M", named_args.get("BLOCK_M", 1))
+    kw_ = named_args["KW"]
+    ok = [c for c in configs if bm * c.kwargs["BLOCK_N"] * c.kwargs["BLOCK_KW"] <= 4096
+          and c.kwargs["BLOCK_KW"] <= max(triton.next_power_of_2(kw_), 16)]
+    return ok or configs[:1]
 
-
-_GEMV1_CONFIGS = [
-    triton.Config({"BLOCK_N": bn, "BLOCK_KW": bk}, num_warps=nw)
-    for bn, bk, nw in [(4, 256, 4), (8, 128, 4), (8, 256, 8), (16, 64, 4), (16, 128, 8), (2, 256, 4), (32, 32, 4),
-                       (4, 128, 4)]
-]
-_tgemv1_tuned = autotune(_GEMV1_CONFIGS, key=["N", "KW"])(_tgemv1_kernel)
 
 _GEMV_CONFIGS = [
-    triton.Config({"BLOCK_N": bn, "BLOCK_KW": bk}, num_warps=nw)
-    for bn, bk, nw in [(4, 256, 4), (8, 256, 4), (8, 256, 8), (16, 128, 4), (32, 64, 4), (8, 128, 4),
-                       (2, 256, 4), (32, 32, 4), (64, 32, 4), (64, 16, 4), (16, 64, 4), (64, 64, 8)]
+    triton.Config({"BLOCK_N": bn, "BLOCK_KW": bk}, num_warps=nw, num_stages=ns)
+    for bn, bk, nw, ns in [(16, 64, 4, 3), (32, 32, 4, 3), (8, 128, 4, 3), (32, 64, 8, 3), (64, 32, 8, 3),
+                           (16, 128, 8, 2), (64, 64, 8, 2), (4, 64, 4, 3), (8, 32, 4, 4)]
 ]
-_tgemv_tuned = autotune(_GEMV_CONFIGS, key=["M", "N", "KW", "BLOCK_M"])(_tgemv_kernel)
+_tgemv_tuned = autotune(_GEMV_CONFIGS, key=["M", "N", "KW", "BLOCK_M", "FUSED"],
+                        prune_configs_by={"early_config_prune": _gemv_prune})(_tgemv_kernel)
 
 
-def ternary_gemv(a: QuantAct, w: TernaryWeight, out_acc: bool = False, block_m: int | None = None,
-                 config: dict | None = None, single_max: int = 0) -> torch.Tensor:
-    """Decode GEMV (any M; meant for 1..15): bf16 [M, N] (or the int32 accumulator). Tokens are tiled by
-    ``block_m`` (default min(next_pow2(M), 8)). M <= ``single_max`` selects the single-token kernel
-    instead (one program per token; 2.4x slower on an H100 at M = 1, kept for comparison)."""
-    m = a.pairs.shape[0]
-    if a.pairs.shape[1] * 2 != w.kp:
-        raise ValueError(f"K mismatch: activations padded to {a.pairs.shape[1] * 2}, weight to {w.kp}")
-    y = torch.empty(m, w.n, dtype=torch.int32 if out_acc else torch.bfloat16, device=a.pairs.device)
-    if block_m is None and m <= single_max:
-        args1 = (a.pairs, a.qsum, a.s, w.words, w.csum, w.scale, y, w.n, w.words.shape[1],
-                 a.pairs.stride(0), w.words.stride(0), y.stride(0))
-        if a.pairs.is_cuda and config is None:
-            _tgemv1_tuned[lambda meta: (triton.cdiv(w.n, meta["BLOCK_N"]), m)](*args1, OUT_ACC=out_acc)
-        else:
-            cfg = dict(config or {"BLOCK_N": 16, "BLOCK_KW": 32, "num_warps": 4})
-            nw = cfg.pop("num_warps", 4)
-            _tgemv1_kernel[(triton.cdiv(w.n, cfg["BLOCK_N"]), m)](*args1, OUT_ACC=out_acc, num_warps=nw, **cfg)
-        return y
-    bm = block_m or min(triton.next_power_of_2(m), 8)
-    args = (a.pairs, a.qsum, a.s, w.words, w.csum, w.scale, y, m, w.n, w.words.shape[1],
-            a.pairs.stride(0), w.words.stride(0), y.stride(0))
-    if a.pairs.is_cuda and config is None:
-        grid = lambda meta: (triton.cdiv(w.n, meta["BLOCK_N"]), triton.cdiv(m, bm))  # noqa: E731
-        _tgemv_tuned[grid](*args, BLOCK_M=bm, OUT_ACC=out_acc)
+def ternary_gemv(a: QuantAct | torch.Tensor, w: TernaryWeight, out_acc: bool = False, block_m: int | None = None,
+                 config: dict | None = None, residual: torch.Tensor | None = None, eps: float = 1e-5) -> torch.Tensor:
+    """Decode GEMV (any M; meant for 1..15): bf16 [M, N] (or the int32 accumulator with ``out_acc``).
+
+    ``a``: a :class:`QuantAct` (pre-quantized), or the bf16 activations [M, K] themselves: then the
+    quantizer runs inside this kernel (``fused``). ``residual`` [M, N] bf16: returns ``residual + y``.
+    Tokens are tiled by ``block_m`` (default min(next_pow2(M), 8))."""
+    fused = isinstance(a, torch.Tensor)
+    if fused:
+        if a.dim() != 2 or a.shape[1] != w.k:
+            raise ValueError(f"x must be [M, {w.k}], got {tuple(a.shape)}")
+        x = a.contiguous()
+        m, dev = x.shape[0], x.device
+        q, qsum, xs = x, x, x  # unused pointers
     else:
-        cfg = config or {"BLOCK_N": 16, "BLOCK_KW": 64, "num_warps": 4}
-        cfg = dict(cfg)
+        if a.q.shape[1] != w.kp:
+            raise ValueError(f"K mismatch: activations padded to {a.q.shape[1]}, weight to {w.kp}")
+        m, dev = a.q.shape[0], a.q.device
+        x, q, qsum, xs = a.q, a.q.view(torch.int32), a.qsum, a.s
+    y = torch.empty(m, w.n, dtype=torch.int32 if out_acc else torch.bfloat16, device=dev)
+    r = residual if residual is not None else y
+    if residual is not None and (residual.shape != y.shape or residual.stride(1) != 1):
+        raise ValueError(f"residual must be a row-major [{m}, {w.n}] tensor, got {tuple(residual.shape)}")
+    bm = block_m or min(triton.next_power_of_2(m), 8)
+    ab = min(triton.next_power_of_2(w.k), 2048)
+    args = (x, q, qsum, xs, w.words, w.scale, r, y, m, w.n, w.words.shape[1], w.k,
+            x.stride(0), q.stride(0), w.words.stride(0), r.stride(0), y.stride(0), eps)
+    flags = dict(BLOCK_M=bm, FUSED=fused, OUT_ACC=out_acc, RESIDUAL=residual is not None,
+                 USE_ASM=dev.type == "cuda" and not INTERPRET, AB=ab)
+    if dev.type == "cuda" and config is None:
+        grid = lambda meta: (triton.cdiv(w.n, meta["BLOCK_N"]), triton.cdiv(m, bm))  # noqa: E731
+        _tgemv_tuned[grid](*args, **flags)
+    else:
+        cfg = dict(config or {"BLOCK_N": 16, "BLOCK_KW": 16})
         nw = cfg.pop("num_warps", 4)
+        ns = cfg.pop("num_stages", 2)
         grid = (triton.cdiv(w.n, cfg["BLOCK_N"]), triton.cdiv(m, bm))
-        _tgemv_kernel[grid](*args, BLOCK_M=bm, OUT_ACC=out_acc, num_warps=nw, **cfg)
+        _tgemv_kernel[grid](*args, **flags, num_warps=nw, num_stages=ns, **cfg)
     return y
 
 
@@ -350,64 +392,94 @@ def grouped_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_
 
 
 @triton.jit
-def _tgemm_kernel(q_ptr, xs_ptr, w_ptr, ws_ptr, y_ptr, M, N, KW, stride_qm, stride_wn, stride_ym,
+def _unpack_codes(w, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr):
+    # int32 words [BN, BKW] -> int8 weights c-1 [BN, BKW*16] in element order (element 4t+b at bit 8b+2t)
+    rs = tl.arange(0, 16)
+    sh = 8 * (rs % 4) + 2 * (rs // 4)
+    codes = ((w[:, :, None] >> sh[None, None, :]) & 3) - 1
+    return tl.reshape(codes, [BLOCK_N, BLOCK_KW * 16]).to(tl.int8)
+
+
+@triton.jit
+def _tgemm_kernel(q_ptr, xs_ptr, w_ptr, ws_ptr, y_ptr, acc_ptr, M, N, KW, stride_qm, stride_wn, stride_ym,
                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr, GROUP_M: tl.constexpr,
-                  OUT_ACC: tl.constexpr):
+                  SPLIT_K: tl.constexpr, OUT_ACC: tl.constexpr):
+    # SPLIT_K > 1 (skinny shapes: few output tiles): each split adds its int32 partial into acc_ptr
+    # (zeroed) with atomics; integer addition is exact in any order, so the result is deterministic
     pid = tl.program_id(0)
+    pid_k = tl.program_id(1)
     pid_m, pid_n = grouped_tile(pid, M, N, BLOCK_M, BLOCK_N, GROUP_M)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     rj = tl.arange(0, BLOCK_KW)
     rk = tl.arange(0, BLOCK_KW * 16)
-    rs = tl.arange(0, 16)
     m_ok = rm < M
     n_ok = rn < N
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)
-    for j0 in range(0, KW, BLOCK_KW):
+    per = tl.cdiv(tl.cdiv(KW, BLOCK_KW), SPLIT_K) * BLOCK_KW
+    for j0 in range(pid_k * per, tl.minimum(KW, (pid_k + 1) * per), BLOCK_KW):
         kk = j0 * 16 + rk
         x = tl.load(q_ptr + rm[:, None] * stride_qm + kk[None, :], mask=m_ok[:, None] & (kk < KW * 16)[None, :],
                     other=0)
         j = j0 + rj
         w = tl.load(w_ptr + rn[:, None] * stride_wn + j[None, :], mask=n_ok[:, None] & (j < KW)[None, :],
                     other=0x55555555)
-        codes = ((w[:, :, None] >> (2 * rs)[None, None, :]) & 3) - 1
-        wt = tl.reshape(codes, [BLOCK_N, BLOCK_KW * 16]).to(tl.int8)
-        acc = tl.dot(x, tl.trans(wt), acc, out_dtype=tl.int32)
-    out = y_ptr + rm[:, None] * stride_ym + rn[None, :]
+        acc = tl.dot(x, tl.trans(_unpack_codes(w, BLOCK_N, BLOCK_KW)), acc, out_dtype=tl.int32)
     omask = m_ok[:, None] & n_ok[None, :]
-    if OUT_ACC:
-        tl.store(out, acc, mask=omask)
+    if SPLIT_K > 1:
+        tl.atomic_add(acc_ptr + rm[:, None] * N + rn[None, :], acc, mask=omask)
     else:
-        ws = tl.load(ws_ptr + rn, mask=n_ok, other=0.0)
-        xs = tl.load(xs_ptr + rm, mask=m_ok, other=1.0)
-        y = (acc.to(tl.float32) * ws[None, :]) / xs[:, None]
-        tl.store(out, y.to(tl.bfloat16), mask=omask)
+        out = y_ptr + rm[:, None] * stride_ym + rn[None, :]
+        if OUT_ACC:
+            tl.store(out, acc, mask=omask)
+        else:
+            ws = tl.load(ws_ptr + rn, mask=n_ok, other=0.0)
+            xs = tl.load(xs_ptr + rm, mask=m_ok, other=1.0)
+            y = (acc.to(tl.float32) * ws[None, :]) / xs[:, None]
+            tl.store(out, y.to(tl.bfloat16), mask=omask)
 
 
 _GEMM_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_KW": bk, "GROUP_M": 8}, num_warps=nw, num_stages=ns)
-    for bm, bn, bk, nw, ns in [(128, 128, 4, 8, 3), (128, 128, 8, 8, 3), (64, 128, 8, 4, 4), (128, 256, 4, 8, 3),
-                               (64, 64, 8, 4, 4), (16, 64, 8, 4, 4), (16, 128, 8, 4, 3)]
+    for bm, bn, bk, nw, ns in [(128, 128, 8, 8, 3), (128, 256, 4, 8, 3), (64, 128, 8, 4, 4), (64, 64, 8, 4, 4),
+                               (16, 64, 8, 4, 4), (16, 128, 8, 4, 3), (32, 128, 8, 4, 4)]
 ]
-_tgemm_tuned = autotune(_GEMM_CONFIGS, key=["M", "N", "KW"])(_tgemm_kernel)
 
 
-def ternary_gemm(a: QuantAct, w: TernaryWeight, out_acc: bool = False, config: dict | None = None) -> torch.Tensor:
-    """Prefill GEMM with INT8 tensor cores (``tl.dot``, int32 accumulate): bf16 [M, N] (or int32 acc)."""
+def _gemm_prune(configs, named_args, **kw):
+    m = named_args["M"]
+    ok = [c for c in configs if c.kwargs["BLOCK_M"] <= max(16, triton.next_power_of_2(m))]
+    return ok or configs[:1]
+
+
+_tgemm_tuned = autotune(_GEMM_CONFIGS, key=["M", "N", "KW", "SPLIT_K"],
+                        prune_configs_by={"early_config_prune": _gemm_prune})(_tgemm_kernel)
+
+
+def ternary_gemm(a: QuantAct, w: TernaryWeight, out_acc: bool = False, config: dict | None = None,
+                 split_k: int = 1) -> torch.Tensor:
+    """Prefill GEMM with INT8 tensor cores (``tl.dot``, int32 accumulate): bf16 [M, N] (or int32 acc).
+    ``split_k`` > 1 splits K over programs (int32 atomics, exact) and dequantizes in a second launch."""
     m = a.q.shape[0]
     if a.q.shape[1] != w.kp:
-        raise ValueError(f"K mismatch: activations padded to {a.q.shape[1]}, weight to {w.kp} (need act_quant(write_q=True))")
-    y = torch.empty(m, w.n, dtype=torch.int32 if out_acc else torch.bfloat16, device=a.q.device)
-    args = (a.q, a.s, w.words, w.scale, y, m, w.n, w.words.shape[1], a.q.stride(0), w.words.stride(0), y.stride(0))
-    if a.q.is_cuda and config is None:
-        grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(w.n, meta["BLOCK_N"]),)  # noqa: E731
-        _tgemm_tuned[grid](*args, OUT_ACC=out_acc)
+        raise ValueError(f"K mismatch: activations padded to {a.q.shape[1]}, weight to {w.kp}")
+    dev = a.q.device
+    y = torch.empty(m, w.n, dtype=torch.int32 if out_acc else torch.bfloat16, device=dev)
+    acc = torch.zeros(m, w.n, dtype=torch.int32, device=dev) if split_k > 1 else y
+    args = (a.q, a.s, w.words, w.scale, y, acc, m, w.n, w.words.shape[1], a.q.stride(0), w.words.stride(0), y.stride(0))
+    if dev.type == "cuda" and config is None:
+        grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(w.n, meta["BLOCK_N"]), split_k)  # noqa: E731
+        _tgemm_tuned[grid](*args, SPLIT_K=split_k, OUT_ACC=out_acc)
     else:
         cfg = dict(config or {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_KW": 4, "GROUP_M": 4})
         nw = cfg.pop("num_warps", 4)
         ns = cfg.pop("num_stages", 2)
-        grid = (triton.cdiv(m, cfg["BLOCK_M"]) * triton.cdiv(w.n, cfg["BLOCK_N"]),)
-        _tgemm_kernel[grid](*args, OUT_ACC=out_acc, num_warps=nw, num_stages=ns, **cfg)
+        grid = (triton.cdiv(m, cfg["BLOCK_M"]) * triton.cdiv(w.n, cfg["BLOCK_N"]), split_k)
+        _tgemm_kernel[grid](*args, SPLIT_K=split_k, OUT_ACC=out_acc, num_warps=nw, num_stages=ns, **cfg)
+    if split_k > 1:
+        if out_acc:
+            return acc
+        _dequant_acc_kernel[(m, triton.cdiv(w.n, 1024))](acc, w.scale, a.s, y, w.n, BLOCK=1024, num_warps=4)
     return y
 
 
@@ -417,12 +489,11 @@ def _tunpack_kernel(w_ptr, out_ptr, N, KW, stride_wn, stride_on, BLOCK_N: tl.con
     pid_k = tl.program_id(1)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     rj = pid_k * BLOCK_KW + tl.arange(0, BLOCK_KW)
-    rs = tl.arange(0, 16)
     ok = (rn < N)[:, None] & (rj < KW)[None, :]
     w = tl.load(w_ptr + rn[:, None] * stride_wn + rj[None, :], mask=ok, other=0x55555555)
-    codes = (((w[:, :, None] >> (2 * rs)[None, None, :]) & 3) - 1).to(tl.int8)
-    offs = rn[:, None, None] * stride_on + rj[None, :, None] * 16 + rs[None, None, :]
-    tl.store(out_ptr + offs, codes, mask=ok[:, :, None])
+    codes = _unpack_codes(w, BLOCK_N, BLOCK_KW)
+    kk = pid_k * BLOCK_KW * 16 + tl.arange(0, BLOCK_KW * 16)
+    tl.store(out_ptr + rn[:, None] * stride_on + kk[None, :], codes, mask=(rn < N)[:, None] & (kk < KW * 16)[None, :])
 
 
 @triton.jit
@@ -436,7 +507,7 @@ def _dequant_acc_kernel(acc_ptr, ws_ptr, xs_ptr, y_ptr, N, BLOCK: tl.constexpr):
 
 
 def ternary_unpack(w: TernaryWeight) -> torch.Tensor:
-    """Unpack the 2-bit words to int8 codes [N, Kp] (one pass over the packed weight)."""
+    """Unpack the 2-bit words to int8 weights [N, Kp] in element order (one pass over the packed weight)."""
     out = torch.empty(w.n, w.kp, dtype=torch.int8, device=w.words.device)
     grid = (triton.cdiv(w.n, 16), triton.cdiv(w.words.shape[1], 64))
     _tunpack_kernel[grid](w.words, out, w.n, w.words.shape[1], w.words.stride(0), out.stride(0),
@@ -459,9 +530,9 @@ def ternary_gemm_unpacked(a: QuantAct, w: TernaryWeight, out_acc: bool = False) 
 
 
 def ternary_linear(x: torch.Tensor, w: TernaryWeight, gemm_from: int = 16) -> torch.Tensor:
-    """BitLinear forward on bf16 ``x`` [M, K]: quantize, then GEMV (M < gemm_from) or GEMM."""
+    """BitLinear forward on bf16 ``x`` [M, K]: the fused quantizer + GEMV (M < gemm_from), or quantize + GEMM."""
     if x.shape[-1] != w.k:
         raise ValueError(f"x has K={x.shape[-1]}, weight has K={w.k}")
-    use_gemm = x.shape[0] >= gemm_from
-    a = act_quant(x, write_q=use_gemm)
-    return ternary_gemm(a, w) if use_gemm else ternary_gemv(a, w)
+    if x.shape[0] < gemm_from:
+        return ternary_gemv(x, w)
+    return ternary_gemm(act_quant(x), w)

@@ -1,5 +1,7 @@
-"""LOP decode attention vs sim.numerics.lop: packed LO codes, surrogate scores and top-K indices bit-exact;
-attention within 1e-2 (relative L2; bf16 output, float32 math) of a float64 softmax over the sim's K."""
+"""LOP decode attention vs sim.numerics.lop: packed LO codes, INT8 queries, group surrogate scores (sum of
+the sim's per-head ``lo_scores`` over the query heads of a KV group) and the group's top-K indices
+bit-exact; attention within 1e-2 (relative L2; bf16 output, float32 math) of a float64 softmax over the
+sim's K for every query head of the group."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import torch
 
 from lowbit.models.gpu.lop_attn import lo_pack_keys_torch, lop_attention
 from lowbit.sim.numerics.fp import pack_fp4
+from lowbit.sim.numerics.int8 import int8_absmax_quantize
 from lowbit.sim.numerics.lop import lo_code4, lo_scores, lop_topk
 
 
@@ -30,30 +33,34 @@ def test_lo_pack_matches_sim():
     assert np.array_equal(lo, pack_fp4(codes).view("<i4"))
 
 
-@pytest.mark.parametrize("nb,mant,ksel,m", [(63, 0, 12, 150), (31, 2, 20, 129), (15, 1, 7, 60)])
-def test_lop_scores_topk_attention(device, nb, mant, ksel, m):
-    b, h, kvh, d = 2, 4, 2, 40
+@pytest.mark.parametrize("nb,mant,ksel,m,h,kvh", [(63, 0, 12, 150, 4, 2), (31, 2, 20, 129, 6, 2), (15, 1, 7, 60, 3, 3),
+                                                    (63, 0, 40, 160, 4, 1)])
+def test_lop_scores_topk_attention(device, nb, mant, ksel, m, h, kvh):
+    b, d, grp = 2, 40, h // kvh
     k_i8, q, kc, vc = _setup(nb + m, b, h, kvh, d)
     lo = lo_pack_keys_torch(torch.from_numpy(k_i8))
     out, dbg = lop_attention(q.to(device), kc.to(device), vc.to(device), lo.to(device), m, ksel, n_buckets=nb,
                              mant_bits=mant, chunk=64, return_debug=True)
     qi = dbg["q_i8"].cpu().numpy().reshape(b, h, d)
-    sref = lo_scores(qi, np.repeat(k_i8[:, :, :m], h // kvh, axis=1))
-    assert np.array_equal(dbg["scores"].cpu().numpy().reshape(b, h, m), sref)
-    iref = lop_topk(sref, ksel, n_buckets=nb, mant_bits=mant)
-    assert np.array_equal(dbg["idx"].cpu().numpy().reshape(b, h, ksel), iref)
+    assert np.array_equal(qi, int8_absmax_quantize(q.float().numpy())[0])
+    per_head = lo_scores(qi, np.repeat(k_i8[:, :, :m], grp, axis=1))  # [b, h, m]
+    sref = per_head.reshape(b, kvh, grp, m).sum(2)
+    assert np.array_equal(dbg["scores"].cpu().numpy().reshape(b, kvh, m), sref)
+    iref = lop_topk(sref, ksel, n_buckets=nb, mant_bits=mant)  # one list per KV group
+    assert np.array_equal(dbg["idx"].cpu().numpy().reshape(b, kvh, ksel), iref)
     qd = q.double().numpy()
-    kd = np.repeat(kc.double().numpy(), h // kvh, 1)
-    vd = np.repeat(vc.double().numpy(), h // kvh, 1)
     ref = np.zeros((b, h, d))
     for i in range(b):
         for j in range(h):
-            sel = iref[i, j]
-            s = kd[i, j, sel] @ qd[i, j] / np.sqrt(d)
+            sel = iref[i, j // grp]
+            s = kc[i, j // grp].double().numpy()[sel] @ qd[i, j] / np.sqrt(d)
             p = np.exp(s - s.max())
-            ref[i, j] = (p / p.sum()) @ vd[i, j, sel]
+            ref[i, j] = (p / p.sum()) @ vc[i, j // grp].double().numpy()[sel]
     got = out.double().cpu().numpy()
     assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 1e-2
+    # a second call reuses the self-resetting counters and gives the same result
+    assert torch.equal(lop_attention(q.to(device), kc.to(device), vc.to(device), lo.to(device), m, ksel,
+                                     n_buckets=nb, mant_bits=mant, chunk=64), out)
 
 
 def test_lop_k_ge_m_is_dense_attention(device):

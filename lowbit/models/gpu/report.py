@@ -1,0 +1,210 @@
+"""Markdown report and roofline-style plot of a ``bench-gpu`` run (data: the JSON of :mod:`.bench`).
+
+torch-free: renders the result dictionary only. The goals table states each target, the measured figure
+and whether it is met; a miss is a miss.
+"""
+
+from __future__ import annotations
+
+import io
+
+MARKER = "<!-- analysis -->"
+BATCHES_GEMV = (1, 4)
+BATCHES_GEMM = (16, 64, 512)
+BIG_BF16_BYTES = 16e6  # GEMV floor goals apply to shapes with >= 16 MB of bf16 weights
+
+
+def _row(rows, **kv):
+    return next((r for r in rows if all(r.get(k) == v for k, v in kv.items())), None)
+
+
+def _pct(x) -> str:
+    return "—" if x is None else f"{100 * x:.0f} %"
+
+
+def goals(data: dict) -> list[tuple[str, str, str]]:
+    """(goal, measured, met) rows; met is 'yes', 'no', 'partly' or 'not measured'."""
+    res, out = data["results"], []
+    big = sorted({(r["n"], r["k"]) for r in res if r["batch"] == 1 and r["n"] * r["k"] * 2 >= BIG_BF16_BYTES})
+
+    def floor_goal(kernel, target, label):
+        fr = [(n, k, _row(res, kernel=kernel, n=n, k=k, batch=1)) for n, k in big]
+        fr = [(n, k, r["floor_frac"]) for n, k, r in fr if r]
+        if not fr:
+            return out.append((label, "not measured", "not measured"))
+        worst = min(fr, key=lambda t: t[2])
+        best = max(fr, key=lambda t: t[2])
+        hit = sum(f >= target for *_, f in fr)
+        out.append((label, f"{_pct(worst[2])} ({worst[0]}×{worst[1]}) to {_pct(best[2])} ({best[0]}×{best[1]}); "
+                    f"{hit}/{len(fr)} shapes at target", "yes" if hit == len(fr) else ("partly" if hit else "no")))
+
+    floor_goal("ternary", 0.70, "ternary GEMV, quantizer fused, batch 1: ≥ 70 % of copy bandwidth (≥ 16 MB bf16 shapes)")
+    floor_goal("nvfp4", 0.60, "NVFP4 GEMV batch 1: ≥ 60 % of copy bandwidth (≥ 16 MB bf16 shapes)")
+    floor_goal("mxfp4", 0.60, "MXFP4 GEMV batch 1: ≥ 60 % of copy bandwidth (≥ 16 MB bf16 shapes)")
+    refs = [(r["shape"], r["median_us"]) for r in data.get("references", [])]
+    cmp = [(s, us, _row(res, kernel="ternary", shape=s, batch=1)) for s, us in refs]
+    cmp = [(s, us, r["median_us"]) for s, us, r in cmp if r]
+    if cmp:
+        won = sum(t < us for _, us, t in cmp)
+        txt = "; ".join(f"{s}: {t:.1f} vs {us:.1f}" for s, us, t in cmp)
+        out.append(("ternary GEMV incl. quantizer faster than the BitNet W2A8 CUDA kernel without it (µs, reference "
+                    "values)", f"{won}/{len(cmp)} faster — {txt}", "yes" if won == len(cmp) else ("partly" if won else "no")))
+    # batched GEMM >= bf16 at every batch
+    for fmt in ("ternary", "nvfp4"):
+        rs = [r for r in res if r["kernel"] == fmt and r["speedup_vs_torch"] is not None]
+        if rs:
+            lo = min(rs, key=lambda r: r["speedup_vs_torch"])
+            ok = sum(r["speedup_vs_torch"] >= 1 for r in rs)
+            out.append((f"{fmt} ≥ torch bf16 at every batch 1–512 (whole op from bf16 input)",
+                        f"{ok}/{len(rs)} (shape, batch) points; worst {lo['speedup_vs_torch']:.2f}× ({lo['shape']}, "
+                        f"batch {lo['batch']})", "yes" if ok == len(rs) else ("partly" if ok else "no")))
+    dec = data.get("decode", [])
+    for model, fmt, target, base in (("bitnet-b1.58-3b", "ternary", 3.0, "bf16"), ("bitnet-b1.58-3b", "ternary", 3.0, "bf16_compile"),
+                                     ("bitnet-b1.58-3b", "nvfp4", 2.0, "bf16"), ("bitnet-b1.58-3b", "nvfp4", 2.0, "bf16_compile")):
+        r = _row(dec, model=model, kernel=fmt, context=192, attn="dense")
+        b = _row(dec, model=model, kernel=base, context=192, attn="dense")
+        label = f"{model} {fmt} decode ≥ {target:.0f}× torch {base.replace('_compile', ' + torch.compile(max-autotune)')}"
+        if r and b:
+            sp = b["step_us"] / r["step_us"]
+            out.append((label, f"{sp:.2f}× ({r['tokens_per_s']:.0f} vs {b['tokens_per_s']:.0f} tok/s)",
+                        "yes" if sp >= target else "no"))
+        else:
+            out.append((label, "not measured", "not measured"))
+    r = _row(dec, model="bitnet-b1.58-3b", kernel="ternary", context=192, attn="dense")
+    out.append(("bitnet-b1.58-3b ternary decode ≥ 50 % of the weight-streaming floor",
+                f"{_pct(r['floor_frac'])}" if r else "not measured",
+                ("yes" if r["floor_frac"] >= 0.5 else "no") if r else "not measured"))
+    att = data.get("attention", [])
+    for model in sorted({a["model"] for a in att}):
+        ctx = max((a["context"] for a in att if a["model"] == model), default=0)
+        r = _row(att, model=model, kernel="lop", context=ctx)
+        if r:
+            out.append((f"LOP attention ≥ 3× SDPA at {ctx} context, K/M = 1/16 ({model}, {r['shape']})",
+                        f"{r['speedup_vs_torch']:.2f}×", "yes" if r["speedup_vs_torch"] >= 3 else "no"))
+    peers = {r["kernel"] for r in res if r["kernel"].startswith("bnb_")}
+    why = next((s["why"] for s in data.get("skipped", []) if s["what"] == "bitsandbytes peers"), "")
+    out.append(("bitsandbytes NF4/FP4 peers in the same run", ", ".join(sorted(peers)) if peers else f"skipped: {why}",
+                "yes" if peers else "no"))
+    ej = [r for r in dec if r.get("j_per_token") is not None]
+    out.append(("GPU energy per token (NVML) for whole-model decode", f"{len(ej)}/{len(dec)} decode rows",
+                "yes" if ej else "no"))
+    return out
+
+
+def _linear_table(data, batches, title) -> list[str]:
+    res = [r for r in data["results"] if r["batch"] in batches]
+    if not res:
+        return []
+    order = ("torch_bf16", "ternary", "ternary_kernel", "ternary_splitk", "ternary_unpack", "nvfp4", "mxfp4",
+             "bnb_nf4", "bnb_fp4")
+    kernels = [k for k in order if any(r["kernel"] == k for r in res)]
+    refs = {r["shape"]: r["median_us"] for r in data.get("references", [])}
+    show_ref = 1 in batches and refs
+    out = ["", title, "",
+           "| model | layer | N×K | batch | " + " | ".join(kernels) + (" | W2A8 ref |" if show_ref else " |")
+           + " ternary % floor | nvfp4 % floor | mxfp4 % floor |",
+           "|---|---|---|---|" + "---|" * (len(kernels) + (1 if show_ref else 0)) + "---|---|---|"]
+    keys = []
+    for r in res:
+        kk = (r["model"], r["layer"], r["shape"], r["batch"])
+        if kk not in keys:
+            keys.append(kk)
+    for kk in keys:
+        cells, fl = [], {}
+        for k in kernels:
+            r = next((r for r in res if (r["model"], r["layer"], r["shape"], r["batch"]) == kk and r["kernel"] == k), None)
+            if r is None:
+                cells.append("")
+                continue
+            sp = f" ({r['speedup_vs_torch']:.2f}×)" if r["speedup_vs_torch"] else ""
+            cells.append(f"{r['median_us']:.1f}{sp}")
+            fl[k] = r.get("floor_frac")
+        if show_ref:
+            cells.append(f"{refs[kk[2]]:.1f}" if kk[2] in refs and kk[3] == 1 else "")
+        cells += [_pct(fl.get(k)) for k in ("ternary", "nvfp4", "mxfp4")]
+        out.append(f"| {kk[0]} | {kk[1]} | {kk[2]} | {kk[3]} | " + " | ".join(cells) + " |")
+    return out
+
+
+def render_markdown(data: dict, keep: str = "") -> str:
+    dev = data["device"]
+    out = [f"# GPU baseline: {dev}", "",
+           f"Generated by `lowbit bench-gpu --seed {data.get('seed', 0)}` ({data['created']}); torch {data['torch']}, "
+           f"triton {data['triton']}. Measured device-to-device copy bandwidth: **{data['copy_gbps']:.0f} GB/s** "
+           "(read + write), the floor every GB/s figure is compared with. Times are medians of "
+           "`triton.testing.do_bench` over a CUDA graph of back-to-back calls on distinct weight copies (weights "
+           "never L2-resident); GB/s counts the essential bytes (weights as stored, bf16 activations in, bf16 out). "
+           "Raw data: `gpu-baseline.json`; log: `gpu-baseline.log`; plot: `gpu-baseline.png`.", "",
+           "## Goals", "", "| goal | measured | met |", "|---|---|---|"]
+    out += [f"| {g} | {m} | {ok} |" for g, m, ok in goals(data)]
+    out += _linear_table(data, (1,), "## Batch-1 GEMV (µs; speedup over torch bf16 `F.linear` in brackets)")
+    out += _linear_table(data, (4,), "## Batch-4 GEMV (µs)")
+    out += _linear_table(data, BATCHES_GEMM, "## Batched / prefill GEMM (µs)")
+    if data.get("attention"):
+        out += ["", "## Decode attention: LOP (one top-K per KV group, K/M = 1/16) vs dense torch SDPA", "",
+                "| model | heads | context M | K | SDPA backend | SDPA µs | LOP µs | speedup | LOP scoring launch µs |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        att = data["attention"]
+        for r in att:
+            if r["kernel"] != "lop":
+                continue
+            d = _row(att, kernel="torch_sdpa", model=r["model"], context=r["context"])
+            out.append(f"| {r['model']} | {r['shape']} | {r['context']} | {r['k_sel']} | {d.get('backend', '')} | "
+                       f"{d['median_us']:.1f} | {r['median_us']:.1f} | {r['speedup_vs_torch']:.2f}× | "
+                       f"{r.get('stage_us', {}).get('score', 0):.1f} |")
+    if data.get("decode"):
+        out += ["", "## Whole-model decode step (batch 1, CUDA graph, random weights, lm_head excluded)", "",
+                "`bf16` = torch eager ops; `bf16_compile` = the layer under `torch.compile(mode=\"max-autotune-no-cudagraphs\")`, "
+                "both replayed as one CUDA graph (= max-autotune). Floor = weight bytes / copy bandwidth. Energy: "
+                "NVML total-energy counter over ~1 s of back-to-back replays (whole board).", "",
+                "| model | weights | context | attention | µs/token | tokens/s | weight MB | % of floor | vs bf16 | "
+                "vs bf16 compile | J/token | avg W |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in data["decode"]:
+            sp = f"{r['speedup_vs_torch']:.2f}×" if r.get("speedup_vs_torch") else "—"
+            spc = f"{r['speedup_vs_compile']:.2f}×" if r.get("speedup_vs_compile") else "—"
+            j = f"{r['j_per_token']:.3f}" if r.get("j_per_token") is not None else "—"
+            w = f"{r['avg_w']:.0f}" if r.get("avg_w") is not None else "—"
+            out.append(f"| {r['model']} | {r['kernel']} | {r['context']} | {r['attn']} | {r['step_us']:.1f} | "
+                       f"{r['tokens_per_s']:.0f} | {r['weight_bytes'] / 1e6:.0f} | {_pct(r.get('floor_frac'))} | {sp} | "
+                       f"{spc} | {j} | {w} |")
+    if data.get("checks"):
+        bad = [c for c in data["checks"] if not c["ok"]]
+        out += ["", f"## On-device correctness checks: {len(data['checks']) - len(bad)}/{len(data['checks'])} passed", ""]
+        out += [f"- FAILED: {c['what']} {c['detail']}" for c in bad]
+    if data.get("skipped"):
+        out += ["", "## Skipped", ""] + [f"- {s['what']}: {s['why']}" for s in data["skipped"]]
+    out += ["", MARKER, keep.strip(), ""]
+    return "\n".join(out)
+
+
+def roofline_png(data: dict) -> bytes:
+    """Achieved GB/s per batch-1 shape and kernel against the copy-bandwidth floor (PNG bytes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    res = [r for r in data["results"] if r["batch"] == 1]
+    shapes = []
+    for r in res:
+        if r["shape"] not in shapes:
+            shapes.append(r["shape"])
+    kernels = [k for k in ("torch_bf16", "ternary", "ternary_kernel", "nvfp4", "mxfp4", "bnb_nf4")
+               if any(r["kernel"] == k for r in res)]
+    fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(shapes) + 3), 4.5))
+    wdt = 0.8 / max(len(kernels), 1)
+    for i, k in enumerate(kernels):
+        ys = [(_row(res, kernel=k, shape=s) or {}).get("gbps", 0) for s in shapes]
+        ax.bar([j + i * wdt for j in range(len(shapes))], ys, wdt, label=k)
+    cb = data["copy_gbps"]
+    ax.axhline(cb, color="k", lw=1.2, label=f"copy bandwidth {cb:.0f} GB/s (floor)")
+    ax.axhline(0.7 * cb, color="k", lw=0.8, ls="--", label="70 % of floor")
+    ax.set_xticks([j + 0.4 - wdt / 2 for j in range(len(shapes))], shapes, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("achieved GB/s (essential bytes)")
+    ax.set_title(f"Batch-1 GEMV on {data['device']}: achieved bandwidth vs floor")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()

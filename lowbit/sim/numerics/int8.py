@@ -12,7 +12,9 @@ PyTorch ``127 / t`` (Python scalar divided by a tensor, ``Tensor.__rtruediv__``)
 one ulp. To stay bit-exact with the torch reference run in float64 we compute exactly that:
 ``s = 127.0 * (1.0 / max(amax, eps))``, then one float64 multiply ``x*s``, ``np.rint`` (RNE), clip.
 Because ``|x*s| <= 127`` (up to an ulp, which rounds back to 127) the output never contains -128
-(docs/reference/numerics.md §1.2, inferred), but the clip interval stays [-128, 127].
+(docs/reference/numerics.md §1.2, inferred), but the clip interval stays [-128, 127]. transformers'
+``ActQuant`` evaluates the same formula in float32: its codes differ from these only within float32
+rounding of a half-integer (docs/numerics.md §3.5).
 
 Scale algebra (docs/reference/numerics.md §1.3, docs/reference/vitallm.md §5.2/§6)::
 

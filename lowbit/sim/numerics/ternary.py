@@ -22,6 +22,10 @@ Exact float64 recipe used here (so that a torch float64 re-implementation is bit
 We deliberately keep the reference code's ``W * (1/scale)`` rather than ``W / scale``: the two can differ
 by one ulp and hence flip a code exactly at a ±0.5 boundary. In torch float64:
 ``(W.double() * (1.0 / scale)).round().clamp(-1, 1)`` reproduces ``codes`` exactly.
+
+transformers' ``WeightQuant`` runs the same formula in float32 (torch's float32 mean, eps as a float32):
+its codes differ from these only where ``W·s`` lies within float32 rounding of ±0.5
+(docs/numerics.md §3.5; checked against transformers in tests/sim/numerics/test_oracle_bitnet.py).
 """
 
 from __future__ import annotations

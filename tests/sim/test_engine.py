@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from lowbit.sim.breakdown import Breakdown
 from lowbit.sim.config import load_config
 from lowbit.sim.engine import simulate, unit_list
 from lowbit.sim.errors import WorkloadError
@@ -50,6 +51,38 @@ def test_tiny_inorder_by_hand():
     r = simulate(load_config("tiny"), standard_trace("bitnet-tiny", 0, 1), "inorder", no_lop=True)
     assert r.cycles == EMBED + 2 * sum(LAYER) + FINAL_NORM
     assert r.decode_tokens_per_s == pytest.approx(200e6 / r.cycles)
+
+
+def test_tiny_inorder_breakdown_by_hand():
+    """In-order, every op runs alone between the previous op's end and its own, so the critical path owns
+    exactly the per-op durations above (summed per op group over the 2 layers)."""
+    cfg = load_config("tiny")
+    tr = standard_trace("bitnet-tiny", 0, 1)
+    r = simulate(cfg, tr, "inorder", no_lop=True, breakdown=Breakdown(tr.model.n_layers, unit_list(cfg)))
+    (norm, quant, q, k, v, rope, kva, qk, smax, av, subn, oq, o, res, fn, fq, gate, up, act, fsub, dq, down,
+     res2) = LAYER
+    want = {"embedding": EMBED, "rmsnorm": 2 * (norm + subn + fn + fsub) + FINAL_NORM,
+            "quantize": 2 * (quant + oq + fq + dq), "q": 2 * q, "k": 2 * k, "v": 2 * v, "rope": 2 * rope,
+            "attention": 2 * (kva + qk + av), "softmax": 2 * smax, "o": 2 * o, "elementwise": 2 * (res + res2),
+            "gate": 2 * gate, "up": 2 * up, "activation": 2 * act, "down": 2 * down}
+    dec = r.breakdown["phases"]["decode"]
+    assert {x["op"]: x["critical_path_cycles"] for x in dec["by_op"]} == want
+    assert {x["layer"]: x["critical_path_cycles"] for x in dec["by_layer"]} == \
+        {-1: EMBED + FINAL_NORM, 0: sum(LAYER), 1: sum(LAYER)}
+    by = {x["op"]: {**x, "mix": tuple(x["critical_path_by_constraint"].values())} for x in dec["by_op"]}
+    # (compute, dram, dependency, buffer). q per layer: DMA0 ends at 36 (dram); tile0 on BoothFlex [36, 169] is
+    # what tile1 waited for (BoothFlex busy: compute 133); tile1 [169, 302] is what the next op waited for
+    # (its result: dependency 133)
+    assert by["q"]["mix"] == (2 * 133, 2 * 36, 2 * 133, 0) and by["q"]["binding"] == "compute"
+    # softmax: head 1 waits for the SFU busy with head 0 (compute 22), the next op for head 1 (dependency 22)
+    assert by["softmax"]["mix"] == (2 * 22, 0, 2 * 22, 0)
+    # rmsnorm: one SFU instruction per norm, each awaited by the next op, except the final norm, which ends
+    # the step (compute)
+    assert by["rmsnorm"]["mix"] == (FINAL_NORM, 0, 2 * (norm + subn + fn + fsub), 0)
+    # the embedding is one DMA of one bf16 row; q is 64 x 64 ternary weights at 2 bit = 1024 B, 4096 MACs
+    assert by["embedding"]["dram_bytes"]["activations"] == 128 and by["embedding"]["binding"] == "dram"
+    assert by["q"]["dram_bytes"]["weights"] == 2 * 1024 and by["q"]["macs"] == 2 * 64 * 64
+    assert by["q"]["operational_intensity"] == 4.0
 
 
 def _run(policy="dependency-aware", **kw):

@@ -106,15 +106,31 @@ def gpu_points(g: dict[str, Any]) -> list[Point]:
     return pts
 
 
+def _clusters(pts: list[tuple[float, float, str]], tol: float = 0.12) -> list[tuple[tuple[float, float], list[str]]]:
+    """Points closer than `tol` decades in both axes share one label (overlapping labels are unreadable)."""
+    import math
+
+    out: list[tuple[tuple[float, float], list[str]]] = []
+    for x, y, lab in pts:
+        for (cx, cy), labs in out:
+            if abs(math.log10(x / cx)) < tol and abs(math.log10(y / cy)) < tol:
+                labs.append(lab)
+                break
+        else:
+            out.append(((x, y), [lab]))
+    return out
+
+
 def _gpu_fmt(kernel: str) -> str:
     k = kernel.lower()
-    return "bf16" if "bf16" in k or "torch" in k else "int8" if "ternary" in k or "int8" in k else "FP4" \
-        if "fp4" in k else k
+    return "bf16" if "bf16" in k or "torch" in k else "ternary (int8)" if "ternary" in k or "int8" in k else \
+        "FP4" if "fp4" in k else k
 
 
 # ------------------------------------------------------------------------------------ figure
 
-COLORS = {"ternary": "tab:blue", "INT8": "tab:orange", "FP4": "tab:green", "bf16": "tab:red", "int8": "tab:blue"}
+COLORS = {"ternary": "tab:blue", "INT8": "tab:orange", "FP4": "tab:green", "bf16": "tab:red", "int8": "tab:blue",
+          "ternary (int8)": "tab:blue"}
 
 
 def figure(cfg, sim: dict[str, Any], g: dict[str, Any] | None, sustained: float) -> bytes:
@@ -132,18 +148,18 @@ def figure(cfg, sim: dict[str, Any], g: dict[str, Any] | None, sustained: float)
     pts = design_points(sim)
     xs = [p.intensity for p in pts if p.intensity]
     x = np.logspace(-2, np.log10(max(xs + [1.0]) * 30), 200)
-    ax.plot(x, x * bpc, "k-", lw=1.2, label=f"DRAM peak {bpc:.1f} B/cycle")
-    ax.plot(x, x * bpc * sustained, "k:", lw=1, label=f"DRAM sustained ({100 * sustained:.1f} %)")
+    top = max(roofs.values())
+    ax.plot(x, np.minimum(x * bpc, top), "k-", lw=1.2, label=f"DRAM peak {bpc:.1f} B/cycle")
+    ax.plot(x, np.minimum(x * bpc * sustained, top), "k:", lw=1, label=f"DRAM sustained ({100 * sustained:.1f} %)")
     for f, r in sorted(roofs.items(), key=lambda kv: -kv[1]):
         ax.plot(x, np.minimum(r, x * bpc), "-", color=COLORS.get(f, "gray"), lw=1.6, alpha=0.6,
                 label=f"{f} roof {r:g} MAC/cycle")
     xmax = x[-1]
     for p in pts:
-        xi = p.intensity if p.intensity else xmax / 2
-        ax.scatter([xi], [p.achieved], marker="o" if p.phase == "decode" else "s", s=28,
+        ax.scatter([p.intensity or xmax / 2], [p.achieved], marker="o" if p.phase == "decode" else "s", s=30,
                    color=COLORS.get(p.fmt, "gray"), edgecolor="k", linewidth=0.4, zorder=3)
-        ax.annotate(f"{p.label}" + ("" if p.intensity else " (no DRAM)"), (xi, p.achieved), fontsize=6.5,
-                    xytext=(3, 2), textcoords="offset points")
+    for (xi, yi), labels in _clusters([((p.intensity or xmax / 2), p.achieved, f"{p.phase} {p.label}") for p in pts]):
+        ax.annotate(", ".join(labels), (xi, yi), fontsize=7, xytext=(5, -3), textcoords="offset points")
     ax.scatter([], [], marker="s", color="w", edgecolor="k", label="prefill op")
     ax.scatter([], [], marker="o", color="w", edgecolor="k", label="decode op")
     ax.set_xscale("log")
@@ -153,7 +169,7 @@ def figure(cfg, sim: dict[str, Any], g: dict[str, Any] | None, sustained: float)
     ax.set_title(f"{cfg.name}: {sim['model']}, prefill {sim['prefill_tokens']} + decode {sim['decode_tokens']}",
                  fontsize=10)
     ax.set_ylim(bottom=0.1, top=max(roofs.values()) * 3)
-    ax.legend(fontsize=7, loc="lower right", framealpha=0.9)
+    ax.legend(fontsize=7, loc="upper left", framealpha=0.9)
     ax.grid(True, which="major", alpha=0.3)
     if g:
         _gpu_axes(axes[0][1], g)
@@ -179,13 +195,14 @@ def _gpu_axes(ax, g: dict[str, Any]) -> None:
         if f in r:
             ax.plot(x, np.minimum(r[f], x * bw) / 1e12, "-", color=COLORS[f], lw=1.6, alpha=0.6,
                     label=f"{f.upper()} tensor roof {r[f] / 1e12:.0f} TMAC/s")
-    seen = set()
     for p in pts:
         ax.scatter([p.intensity], [p.achieved / 1e12], marker="o" if p.phase == "decode" else "^", s=24,
                    color=COLORS.get(p.fmt, "gray"), edgecolor="k", linewidth=0.4, zorder=3)
-        if p.phase == "decode" or p.label not in seen:
-            ax.annotate(p.label, (p.intensity, p.achieved / 1e12), fontsize=6, xytext=(3, 2), textcoords="offset points")
-        seen.add(p.label)
+    dec = [(p.intensity, p.achieved / 1e12, f"{p.label}") for p in pts if p.phase == "decode"]
+    for (xi, yi), labels in _clusters(dec):
+        ax.annotate(", ".join(sorted(set(labels))), (xi, yi), fontsize=6.5, xytext=(5, -3), textcoords="offset points")
+    for f in sorted({p.fmt for p in pts}):
+        ax.scatter([], [], marker="s", color=COLORS.get(f, "gray"), label=f"{f} kernels")
     ax.scatter([], [], marker="^", color="w", edgecolor="k", label="batch-1 kernel (bench-gpu)")
     ax.scatter([], [], marker="o", color="w", edgecolor="k", label="whole-model decode step")
     ax.set_xscale("log")
@@ -194,7 +211,7 @@ def _gpu_axes(ax, g: dict[str, Any]) -> None:
     ax.set_ylabel("TMAC / s")
     ax.set_title(f"GPU: {r['device']} ({r.get('source', 'datasheet peaks unknown: measured bandwidth only')})",
                  fontsize=8)
-    ax.legend(fontsize=7, loc="lower right", framealpha=0.9)
+    ax.legend(fontsize=7, loc="upper left", framealpha=0.9)
     ax.grid(True, which="major", alpha=0.3)
 
 

@@ -110,3 +110,20 @@ def test_cli_writes_into_the_out_directory(tmp_path, capsys, monkeypatch):
                "--out", str(tmp_path / "rep2"), "--json", "-"])
     cap = capsys.readouterr()
     assert rc == 0 and json.loads(cap.out) == json.loads(js.read_text()) and "wrote" in cap.err
+
+
+def test_side_by_side_and_dram_energy(tiny_result, tmp_path):
+    """Two designs: one column each with ratios to the first; energy per token with DRAM = (core + DRAM
+    energy of decode) / decode tokens."""
+    cfg2 = load_config("tiny").replace(**{"tint.cores": 2})
+    r2 = evaluate(cfg2.replace(name="tiny-2core"), "bitnet-tiny", 8, 4, hw=_fake_hw(cfg2))
+    d = tiny_result.decode
+    assert tiny_result.to_json()["energy_per_token_with_dram_j"] == pytest.approx((d.core_j + d.dram_j) / 4)
+    write_report([tiny_result, r2], tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "## Designs side by side" in md and "| metric | tiny | tiny-2core |" in md
+    row = next(line for line in md.splitlines() if line.startswith("| decode tokens/s |"))
+    a, b = tiny_result.to_json()["tokens_per_s"], r2.to_json()["tokens_per_s"]
+    assert f"{b:.2f} ({b / a:.2f}x)" in row
+    head = next(line for line in md.splitlines() if line.startswith("| tiny |"))
+    assert head.endswith(f"| {tiny_result.to_json()['energy_per_token_with_dram_j'] * 1e3:.4g} |")

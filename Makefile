@@ -12,7 +12,7 @@ DEV_STAMP  := $(VENV)/.dev-$(HASH)
 PYTEST_ARGS ?=
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo test test-all lint bench clean-venv sky130
+.PHONY: demo test test-all lint bench clean-venv sky130 chromium
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,10 +38,17 @@ demo: $(CORE_STAMP)
 	$(BIN)/lowbit sim --model bitnet-b1.58-3b --hw vitallm --prefill 64 --decode 128 --json out/demo.json --timeline out/demo-timeline.json
 	@echo "wrote out/demo.json and out/demo-timeline.json (open the timeline in https://ui.perfetto.dev)"
 
-test: $(DEV_STAMP)
+# Headless Chromium (Debian's package) for the browser test of `lowbit sweep`'s HTML page; installed as root
+# (CI), otherwise the test says how to install it and is skipped.
+chromium:
+	@test -x /usr/bin/chromium || { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; \
+		else echo "note: /usr/bin/chromium missing (apt-get install chromium); the browser test will be skipped"; fi; }
+
+test: $(DEV_STAMP) chromium
 	$(PY) -m pytest -q -n 2 $(PYTEST_ARGS)
 
-test-all: $(DEV_STAMP)
+test-all: $(DEV_STAMP) chromium
 	$(PY) -m pytest -q -n 2 -m "slow or not slow" $(PYTEST_ARGS)
 
 lint: $(DEV_STAMP)

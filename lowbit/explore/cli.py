@@ -5,6 +5,8 @@ Imports nothing heavy at module level: dask, optuna, pyarrow and matplotlib load
 
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ from lowbit.sim.extras import require_extra
 
 
 class _Progress:
-    """done / failed / ETA on stderr (a rich progress bar)."""
+    """done / failed / ETA on stderr: a rich progress bar on a terminal, else a plain line every 30 s (logs)."""
 
     def __init__(self) -> None:
         from rich.console import Console
@@ -34,9 +36,19 @@ class _Progress:
                             console=Console(stderr=True), transient=False)
         self.task: Any = None
         self.batch_base = 0
-        self.last_total = 0
+        self.tty = self.bar.console.is_terminal
+        self.t0 = self.last = time.monotonic()
 
     def __call__(self, done: int, total: int, failed: int) -> None:
+        if not self.tty:
+            now = time.monotonic()
+            if now - self.last >= 30 or (done == total and now - self.t0 >= 30):
+                self.last = now
+                el = now - self.t0
+                eta = f"{el / done * (total - done) / 60:.1f} min" if done else "?"
+                print(f"sweep: {done}/{total} done, {failed} failed, {el / 60:.1f} min elapsed, ETA {eta}",
+                      file=sys.stderr, flush=True)
+            return
         if self.task is None:
             self.bar.start()
             self.task = self.bar.add_task("sweep", total=total, failed=0)

@@ -39,7 +39,7 @@ function el(tag, attrs, parent) {
 function fmt(v) {
   if (v === null || v === undefined) return "–";
   if (typeof v === "number") {
-    if (Number.isInteger(v) && Math.abs(v) >= 1e5) return v.toExponential(2);
+    if (Number.isInteger(v)) return Math.abs(v) >= 1e6 ? v.toExponential(3) : String(v);
     return Math.abs(v) >= 1e4 ? v.toFixed(0) : v.toPrecision(4);
   }
   return String(v);
@@ -108,7 +108,7 @@ function draw() {
     const attrs = {cx: sx(r[x]), cy: sy(r[y]), r: r.base ? 8 : (r.pareto ? 6 : 4), fill: fill,
                    "class": "pt" + (r.pareto ? " front" : ""), "data-point": r.point};
     const e = el("circle", attrs, pts);
-    if (r.base) e.setAttribute("stroke", "orange"), e.setAttribute("stroke-width", 3);
+    if (r.base) { e.style.stroke = "orange"; e.style.strokeWidth = "3"; }
     e.addEventListener("mouseenter", ev => {
       tip.textContent = tipText(r);
       tip.style.display = "block";

@@ -93,8 +93,8 @@ def pareto_png(meta: dict[str, Any], rows: list[dict[str, Any]]) -> bytes:
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     if bad:
         ax.scatter([r[x] for r in bad], [r[y] for r in bad], marker="x", s=14, color="0.7", label="violates a constraint")
-    sc = ax.scatter([r[x] for r in ok], [r[y] for r in ok], c=[r[c] for r in ok] if c else "tab:blue", cmap="viridis",
-                    s=18, zorder=2)
+    colour = {"c": [r[c] for r in ok], "cmap": "viridis"} if c else {"color": "tab:blue"}
+    sc = ax.scatter([r[x] for r in ok], [r[y] for r in ok], s=18, zorder=2, **colour)
     front = sorted((r for r in ok if r["pareto"]), key=lambda r: r[x])
     ax.scatter([r[x] for r in front], [r[y] for r in front], s=60, facecolors="none", edgecolors="crimson",
                linewidths=1.2, zorder=3, label=f"Pareto front ({len(front)})")

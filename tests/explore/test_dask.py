@@ -1,0 +1,180 @@
+"""A real Dask cluster on localhost (`dask scheduler` + two `dask worker` processes, started here): a sweep through
+--scheduler, one worker killed mid-sweep (every point still present and equal to serial runs), an interrupted
+sweep that resumes computing only the missing points, and a point re-run alone from its printed line."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.cli_util import lowbit
+
+pytest.importorskip("distributed")
+
+DASK = str(Path(sys.executable).parent / "dask")
+SPEC = """
+[sweep]
+base = "tiny"
+objectives = ["decode_tok_s", "prefill_latency_s"]
+
+[workload]
+model = "bitnet-tiny"
+prefill = 16
+decode = 48
+
+[params]
+"tint.cores" = [1, 2]
+"lop.k" = [2, 4, 8, 16]
+schedule = ["inorder", "dependency-aware"]
+"""
+N = 16
+METRICS = ("decode_tok_s", "prefill_latency_s", "cycles")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(args: list[str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen(args, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(p: subprocess.Popen) -> None:
+    if p.poll() is None:
+        os.killpg(p.pid, signal.SIGTERM)
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """`dask scheduler` and two single-thread `dask worker` processes without nannies (a killed worker stays dead)."""
+    from dask.distributed import Client
+
+    d = tmp_path_factory.mktemp("dask")
+    port = _free_port()
+    addr = f"tcp://127.0.0.1:{port}"
+    sched = _start([DASK, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"], d / "scheduler.log")
+    workers = [_start([DASK, "worker", addr, "--nthreads", "1", "--no-nanny", "--no-dashboard", "--name", f"w{i}"],
+                      d / f"worker{i}.log") for i in range(2)]
+    try:
+        with Client(addr, timeout="30s") as c:
+            c.wait_for_workers(2, timeout=90)
+        yield addr, workers
+    finally:
+        for p in [*workers, sched]:
+            _stop(p)
+
+
+def _spec(tmp_path: Path) -> Path:
+    p = tmp_path / "spec.toml"
+    p.write_text(SPEC)
+    return p
+
+
+def _cached(cache: Path) -> int:
+    return len(list(cache.glob("*/*.json")))
+
+
+def _wait_for(cond, timeout: float, what: str) -> None:
+    t = time.monotonic()
+    while not cond():
+        if time.monotonic() - t > timeout:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _table(out: Path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    return sorted(pq.read_table(out / "results.parquet").to_pylist(), key=lambda r: r["point"])
+
+
+@pytest.fixture(scope="module")
+def serial(tmp_path_factory):
+    """The same points evaluated one by one in one process, without Dask."""
+    d = tmp_path_factory.mktemp("serial")
+    r = lowbit("sweep", "run", str(_spec(d)), "--out", str(d / "out"), "--serial", "--cache", str(d / "cache"), timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = _table(d / "out")
+    assert len(rows) == N and all(r["status"] == "ok" for r in rows)
+    return rows
+
+
+def test_interrupted_sweep_resumes_only_the_missing_points(cluster, tmp_path, serial):
+    addr, _ = cluster
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    args = [sys.executable, "-m", "lowbit", "sweep", "run", str(_spec(tmp_path)), "--out", str(out), "--scheduler", addr,
+            "--cache", str(cache)]
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: _cached(cache) >= 3 or p.poll() is not None, 120, "the first results")
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 130, err
+    assert "interrupted" in err and not out.exists()  # nothing half-written
+    first = _cached(cache)
+    assert 3 <= first < N
+    r = lowbit("sweep", "run", str(_spec(tmp_path)), "--out", str(out), "--scheduler", addr, "--cache", str(cache),
+               timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert f"{first} from the result cache, {N - first} computed" in r.stdout, r.stdout
+    rows = _table(out)
+    assert sum(row["cached"] for row in rows) == first and _cached(cache) == N
+    for a, b in zip(rows, serial, strict=True):
+        assert {m: a[m] for m in METRICS} == {m: b[m] for m in METRICS}, a["point"]
+
+
+def test_rerun_line_gives_identical_numbers(serial):
+    row = next(r for r in serial if r["pareto"])
+    argv = shlex.split(row["rerun"])
+    assert argv[:2] == ["lowbit", "sim"]
+    r = lowbit(*argv[1:], "--json", "-")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert (d["decode_tokens_per_s"], d["prefill_latency_s"], d["cycles"]) == \
+        (row["decode_tok_s"], row["prefill_latency_s"], row["cycles"])
+
+
+def test_killed_worker_mid_sweep(cluster, tmp_path, serial):
+    """Last in this module: it leaves one worker."""
+    addr, workers = cluster
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    p = subprocess.Popen([sys.executable, "-m", "lowbit", "sweep", "run", str(_spec(tmp_path)), "--out", str(out),
+                          "--scheduler", addr, "--cache", str(cache)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: _cached(cache) >= 2 or p.poll() is not None, 120, "the first results")
+        victim = workers[0]
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait()
+        killed_at = _cached(cache)
+        stdout, stderr = p.communicate(timeout=300)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, stderr
+    assert killed_at < N, "the sweep ended before the kill"
+    assert f"{N} points: {N} ok, 0 infeasible, 0 failed" in stdout
+    rows = _table(out)
+    assert [r["point"] for r in rows] == list(range(N)) and all(r["status"] == "ok" for r in rows)
+    for a, b in zip(rows, serial, strict=True):
+        assert {m: a[m] for m in METRICS} == {m: b[m] for m in METRICS}, a["point"]
+    pids = {r["worker"].rsplit(":", 1)[1] for r in rows}
+    assert str(victim.pid) in pids and len(pids) == 2  # both workers computed points; the survivor finished

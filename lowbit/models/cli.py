@@ -10,9 +10,10 @@ from pathlib import Path
 
 import typer
 
-from lowbit.sim.cli import check_out_dir, out_option, seed_option
+from lowbit.sim.cli import TOKENS, check_out_dir, out_option, seed_option
 from lowbit.sim.errors import LowbitError
 from lowbit.sim.extras import require_extra
+from lowbit.sim.schema import SEED, Range, option_float, option_int, option_int_list
 
 
 def register_trace(trace_app: typer.Typer) -> None:
@@ -28,6 +29,7 @@ def register_trace(trace_app: typer.Typer) -> None:
         tensors: bool = typer.Option(False, "--tensors", help="also store post-RoPE k/v of every step and q of decode steps (per layer, per head; for LOP selection)"),
         seed: int = seed_option(),
         weights: str | None = typer.Option(None, "--weights", help="weight format of the layer linears (ternary, int8, nvfp4, mxfp4, bf16); default: ternary for BitNet, bf16 for plain nn.Linear"),
+        random_init: bool = typer.Option(False, "--random-init", help="with --tensors on a Hugging Face directory: random weights from config.json (seeded by --seed) instead of the checkpoint's, for shape-only studies; without it a missing tensor is an error"),
     ) -> None:
         """Capture a trace from a PyTorch model (`lowbit trace --model ... --out DIR`) or inspect one (`lowbit trace info DIR`)."""
         if ctx.invoked_subcommand is not None:
@@ -37,10 +39,14 @@ def register_trace(trace_app: typer.Typer) -> None:
         check_out_dir(out)
         if prefill <= 0 or decode < 0:
             raise LowbitError(f"--prefill {prefill} --decode {decode}: need --prefill > 0 and --decode >= 0 (0 for encoders only)")
+        option_int("--prefill", prefill, TOKENS)
+        option_int("--decode", decode, TOKENS)
+        option_int("--seed", seed, SEED)
         require_extra("trace", "torch", "torch")
         from lowbit.models.capture import capture_trace
 
-        path = capture_trace(model, prefill=prefill, decode=decode, out=out, tensors=tensors, seed=seed, weight_format=weights)
+        path = capture_trace(model, prefill=prefill, decode=decode, out=out, tensors=tensors, seed=seed,
+                             weight_format=weights, random_init=random_init)
         print(f"wrote trace {path}")
 
 
@@ -75,6 +81,10 @@ def register(app: typer.Typer) -> None:
         """FP4 weight sensitivity per component and per block (arXiv:2603.08747 style): table + heatmap."""
         if sentences < 1 or windows < 1:
             raise LowbitError(f"--sentences {sentences} --windows {windows}: both must be >= 1")
+        option_int("--sentences", sentences, Range(1, 64, "sentences"))
+        option_int("--windows", windows, Range(1, 4096, "windows"))
+        option_int("--threads", threads, Range(1, 256, "threads"))
+        option_int("--seed", seed, SEED)
         if out is not None:
             check_out_dir(out)
         require_extra("fp4-sensitivity", "torch", "torch")
@@ -107,9 +117,13 @@ def register(app: typer.Typer) -> None:
         seed: int = seed_option(),
     ) -> None:
         """Train a tiny ternary (BitNet b1.58 QAT) byte-level LM on the Python stdlib source (+ float baseline)."""
+        option_float("--minutes", minutes, Range(0, 7 * 24 * 60, "minutes", lo_open=True, why="at most a week"))
         if minutes <= 0 or steps < 1 or batch < 1 or not 2 <= seq <= 256:
             raise LowbitError(f"--minutes {minutes} --steps {steps} --batch {batch} --seq {seq}: need minutes > 0, "
                               "steps >= 1, batch >= 1, 2 <= seq <= 256")
+        option_int("--steps", steps, Range(1, 10**7, "steps"))
+        option_int("--batch", batch, Range(1, 4096, "sequences"))
+        option_int("--seed", seed, SEED)
         check_out_dir(out)
         require_extra("train-tiny", "torch", "torch")
         from lowbit.models.train_tiny import TrainConfig, evaluate_tiny, train_tiny
@@ -129,10 +143,8 @@ def register(app: typer.Typer) -> None:
         ks: str = typer.Option("8,16,32,64,128", "--k", help="LOP top-K values"),
     ) -> None:
         """Held-out perplexity: float, ternary, ternary + LOP top-K, float + NVFP4/MXFP4 weights."""
-        try:
-            kk = tuple(int(x) for x in ks.split(","))
-        except ValueError:
-            raise LowbitError(f"--k {ks!r}: need a comma list of integers") from None
+        kk = tuple(option_int_list("--k", ks, Range(1, 256, "keys", why="the evaluation context is 256 bytes")))
+        option_int("--windows", windows, Range(1, 4096, "windows"))
         if not ckpt.is_dir():
             raise LowbitError(f"checkpoint dir {ckpt} does not exist; run `lowbit train-tiny --out {ckpt}`")
         require_extra("eval-tiny", "torch", "torch")

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lowbit.sim.errors import LowbitError
-from lowbit.sim.modelspec import ModelSpec
+from lowbit.sim.errors import LowbitError, ModelImportError, WorkloadError
+from lowbit.sim.modelspec import MODEL_RANGES, ModelSpec
+from lowbit.sim.schema import as_bool, as_float, as_int, as_str, clip, short
 
 DECODERS = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "BitNetForCausalLM")
 ENCODERS = ("BertModel",)
@@ -63,29 +64,86 @@ def resolve_dir(model: str | Path) -> Path:
         return minilm_dir()
     p = Path(model).expanduser()
     if not p.is_dir():
-        raise LowbitError(f"model directory not found: {p} (give a preset name or a local Hugging Face directory)")
-    if not (p / "config.json").exists():
-        raise LowbitError(f"{p}: no config.json — not a Hugging Face model directory")
+        raise ModelImportError(f"model directory not found: {p} (give a preset name or a local Hugging Face directory)")
+    if not (p / "config.json").is_file():
+        raise ModelImportError(f"{p}: no config.json — not a Hugging Face model directory")
     return p
 
 
+# config.json fields lowbit reads -> the ModelSpec field (and range, lowbit.sim.modelspec.MODEL_RANGES) they
+# become. The shape fields are required: a missing one would otherwise take a transformers default (e.g. a
+# 4096-wide, 32-layer Llama), i.e. a made-up model.
+HF_INT_FIELDS = {"num_hidden_layers": "n_layers", "hidden_size": "d_model", "num_attention_heads": "n_heads",
+                 "intermediate_size": "d_ffn", "vocab_size": "vocab", "num_key_value_heads": "n_kv_heads",
+                 "max_position_embeddings": "max_positions"}
+HF_REQUIRED = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size", "vocab_size")
+HF_FLOAT_FIELDS = {"rope_theta": "rope_theta", "rms_norm_eps": "norm_eps", "layer_norm_eps": "norm_eps"}
+MAX_CONFIG_BYTES = 4 << 20
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
 def read_config(path: Path) -> dict[str, Any]:
+    """config.json as a dict (ModelImportError if it is not a JSON object); `check_config` checks its fields."""
+    where = path / "config.json"
     try:
-        cfg = json.loads((path / "config.json").read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise LowbitError(f"{path / 'config.json'}: invalid JSON ({e})") from None
+        if where.stat().st_size > MAX_CONFIG_BYTES:
+            raise ModelImportError(f"{where}: larger than {MAX_CONFIG_BYTES} bytes; not a model config")
+        cfg = json.loads(where.read_bytes(), parse_constant=_reject_constant)
+    except OSError as e:
+        raise ModelImportError(f"{where}: cannot read ({e.strerror or e})") from None
+    except (ValueError, RecursionError) as e:  # invalid JSON or UTF-8, NaN/Infinity, nesting too deep
+        msg = str(e).splitlines()[0] if isinstance(e, ValueError) else "nested too deeply"
+        raise ModelImportError(f"{where}: invalid JSON ({clip(msg, 120)})") from None
     if not isinstance(cfg, dict):
-        raise LowbitError(f"{path / 'config.json'}: must be a JSON object")
+        raise ModelImportError(f"{where}: must be a JSON object")
     return cfg
+
+
+def check_config(cfg: dict[str, Any], where: str | Path) -> None:
+    """The config.json schema lowbit relies on: shape fields present, integers in the ModelSpec ranges,
+    eps / rope theta finite and positive, names of the right type. Torch-free; runs before transformers."""
+    where = str(where)
+    for key in HF_REQUIRED:
+        if cfg.get(key) is None:
+            raise ModelImportError(f"{where}: missing required field '{key}' (the model shape is never guessed)")
+    for key, f in HF_INT_FIELDS.items():
+        if cfg.get(key) is not None:
+            as_int(cfg[key], where, key, MODEL_RANGES[f], ModelImportError)
+    if cfg.get("head_dim") is not None:
+        as_int(cfg["head_dim"], where, "head_dim", MODEL_RANGES["d_model"], ModelImportError)
+    for key, f in HF_FLOAT_FIELDS.items():
+        if cfg.get(key) is not None:
+            as_float(cfg[key], where, key, MODEL_RANGES[f], ModelImportError)
+    rp = cfg.get("rope_parameters")
+    if rp is not None:
+        if not isinstance(rp, dict):
+            raise ModelImportError(f"{where}: rope_parameters = {short(rp)}: must be an object")
+        if rp.get("rope_theta") is not None:
+            as_float(rp["rope_theta"], where, "rope_parameters.rope_theta", MODEL_RANGES["rope_theta"], ModelImportError)
+    for key in ("hidden_act", "model_type"):
+        if cfg.get(key) is not None:
+            as_str(cfg[key], where, key, ModelImportError, max_len=200)
+    if cfg.get("tie_word_embeddings") is not None:
+        as_bool(cfg["tie_word_embeddings"], where, "tie_word_embeddings", ModelImportError)
+    archs = cfg.get("architectures")
+    if archs is not None and (not isinstance(archs, list) or not all(isinstance(a, str) for a in archs)):
+        raise ModelImportError(f"{where}: architectures = {short(archs)}: must be a list of class names")
 
 
 def architecture_of(cfg: dict[str, Any], path: Path) -> str:
     archs = cfg.get("architectures") or []
+    if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
+        raise ModelImportError(f"{path / 'config.json'}: architectures = {short(archs)}: must be a list of class names")
+    if cfg.get("model_type") is not None:
+        as_str(cfg["model_type"], str(path / "config.json"), "model_type", ModelImportError, max_len=200)
     arch = archs[0] if archs else {"bitnet": "BitNetForCausalLM", "llama": "LlamaForCausalLM",
-                                   "bert": "BertModel"}.get(cfg.get("model_type", ""), "")
+                                   "bert": "BertModel"}.get(cfg.get("model_type") or "", "")
     if arch not in SUPPORTED:
-        shown = arch or f"model_type {cfg.get('model_type')!r}"
-        raise LowbitError(f"{path}: unsupported architecture {shown}; supported: {', '.join(SUPPORTED)}")
+        shown = clip(arch) if arch else f"model_type {short(cfg.get('model_type'))}"
+        raise ModelImportError(f"{path}: unsupported architecture {shown}; supported: {', '.join(SUPPORTED)}")
     return arch
 
 
@@ -102,15 +160,15 @@ def spec_from_config(config: Any, arch: str, name: str) -> ModelSpec:
     encoder = arch in ENCODERS
     ffn_act = (_PLAIN_ACT if encoder else _GATED_ACT).get(act)
     if ffn_act is None:
-        raise LowbitError(f"{name}: {arch} with hidden_act '{act}' is not supported; supported: "
+        raise ModelImportError(f"{name}: {arch} with hidden_act '{act}' is not supported; supported: "
                           f"{', '.join(_PLAIN_ACT if encoder else _GATED_ACT)}")
     H = config.num_attention_heads
     hd = getattr(config, "head_dim", None)
     if hd and hd * H != config.hidden_size:
-        raise LowbitError(f"{name}: head_dim {hd} x {H} heads != hidden_size {config.hidden_size}; "
+        raise ModelImportError(f"{name}: head_dim {hd} x {H} heads != hidden_size {config.hidden_size}; "
                           "the trace format assumes head_dim = hidden_size / heads")
     bitnet = arch == "BitNetForCausalLM"
-    return ModelSpec(
+    spec = ModelSpec(
         name=name, n_layers=config.num_hidden_layers, d_model=config.hidden_size, n_heads=H,
         n_kv_heads=getattr(config, "num_key_value_heads", None) or H, d_ffn=config.intermediate_size,
         vocab=config.vocab_size, ffn_act=ffn_act, subln=bitnet,
@@ -119,17 +177,28 @@ def spec_from_config(config: Any, arch: str, name: str) -> ModelSpec:
         max_positions=config.max_position_embeddings, weight_format="ternary" if bitnet else "bf16",
         lm_head_format="bf16", tied_embeddings=bool(getattr(config, "tie_word_embeddings", False)) and not encoder,
     )
+    try:
+        spec.validate()
+    except WorkloadError as e:
+        raise ModelImportError(f"{name}: {e}") from None
+    return spec
 
 
-def load_hf(model: str | Path, weight_format: str | None = None, meta: bool = False) -> HFModel:
+def load_hf(model: str | Path, weight_format: str | None = None, meta: bool = False, random_init: bool = False,
+            seed: int = 0) -> HFModel:
     """Load a local HF directory (float32, CPU, eval mode, sdpa attention) with its ModelSpec.
 
     ``meta=True`` builds the model from config.json alone on the meta device (no weights read; shapes-only
     capture in seconds, also for checkpoints whose quantized weights cannot be loaded on this machine).
+    Otherwise every parameter must come from the checkpoint: a tensor the checkpoint lacks is a
+    ModelImportError naming it, never a silent random initialisation. ``random_init=True`` (``--random-init``)
+    ignores the checkpoint's weights and builds random ones from config.json, seeded by `seed`, for studies
+    that need only the shapes (and tensors of the right statistics, not of a trained model).
     """
     path = resolve_dir(model)
     cfg = read_config(path)
     arch = architecture_of(cfg, path)
+    check_config(cfg, path / "config.json")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     import torch
@@ -142,26 +211,37 @@ def load_hf(model: str | Path, weight_format: str | None = None, meta: bool = Fa
     tlog.disable_progress_bar()
     enc = dict(add_pooling_layer=False) if arch in ENCODERS else {}
     auto = transformers.AutoModel if arch in ENCODERS else transformers.AutoModelForCausalLM
+    missing: list[str] = []
     try:
-        if meta:
+        if meta or random_init:
             config = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
-            with torch.device("meta"):
-                module = auto.from_config(config, attn_implementation="sdpa", **enc)
+            if meta:
+                with torch.device("meta"):
+                    module = auto.from_config(config, attn_implementation="sdpa", **enc)
+            else:
+                torch.manual_seed(seed)
+                module = auto.from_config(config, attn_implementation="sdpa", dtype=torch.float32, **enc)
         else:
-            module = auto.from_pretrained(str(path), **enc, **kw)
-    except (OSError, ValueError, ImportError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise LowbitError(f"{path}: cannot load {arch} weights: {first}") from None
+            module, info = auto.from_pretrained(str(path), **enc, **kw, output_loading_info=True)
+            missing = sorted(info.get("missing_keys") or [])
+    except Exception as e:  # transformers / safetensors / torch: any failure to build the model is the directory's
+        first = clip(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__, 200)
+        hint = "" if meta or random_init else "; pass --random-init for random weights (shape-only studies)"
+        raise ModelImportError(f"{path}: cannot load {arch} weights: {first}{hint}") from None
     finally:
         tlog.set_verbosity(verbosity)
         tlog.enable_progress_bar()
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise ModelImportError(f"{path}: the checkpoint has no tensor '{missing[0]}'{more}; lowbit does not invent "
+                               "weights (pass --random-init for random weights in a shape-only study)")
     module.eval()
     name = f"hf:{path.name if path.name != 'model' else path.parent.name}"
     spec = spec_from_config(module.config, arch, name)
     if weight_format:
         spec = spec.with_format(weight_format)
+    init = "meta (config.json only)" if meta else f"random (--random-init, seed {seed})" if random_init else "weights"
     return HFModel(module=module, spec=spec, architecture=arch, encoder=arch in ENCODERS, rope=arch not in ENCODERS,
                    layer_format=spec.weight_format,
-                   meta={"source": str(path.resolve()), "architecture": arch,
-                         "init": "meta (config.json only)" if meta else "weights",
+                   meta={"source": str(path.resolve()), "architecture": arch, "init": init,
                          "model_type": cfg.get("model_type", ""), "transformers": transformers.__version__})

@@ -15,6 +15,7 @@ from lowbit.rtl.registry import UNITS, get_unit, units_for
 from lowbit.sim.cli import check_out_dir, hw_option, out_option, seed_option, set_option
 from lowbit.sim.errors import LowbitError
 from lowbit.sim.extras import require_extra
+from lowbit.sim.schema import SEED, Range, option_int
 
 
 def unit_names() -> str:
@@ -78,6 +79,8 @@ def register(app: typer.Typer) -> None:
         """Run the cocotb benches: RTL vs sim.numerics (bit-exact) and cycles vs sim.units (exact)."""
         if vectors < 1:
             raise LowbitError(f"--vectors {vectors}: must be >= 1")
+        option_int("--vectors", vectors, Range(1, 10**7, "vectors"))
+        option_int("--seed", seed, SEED)
         require_extra("verify", "rtl", "amaranth", "cocotb")
         from rich.console import Console
         from rich.table import Table

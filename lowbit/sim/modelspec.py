@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from lowbit.sim.errors import WorkloadError, did_you_mean
+from lowbit.sim.schema import Range, as_bool, as_choice, as_float, as_int, as_str
 
 WEIGHT_FORMATS = ("ternary", "int8", "nvfp4", "mxfp4", "bf16")
 FFN_ACTS = ("swiglu", "relu2_glu", "gelu", "relu2", "silu")
@@ -59,13 +60,37 @@ class ModelSpec:
         return dataclasses.replace(self, weight_format=weight_format)  # type: ignore[arg-type]
 
     def validate(self) -> None:
-        for f in ("n_layers", "d_model", "n_heads", "n_kv_heads", "d_ffn", "vocab"):
-            if getattr(self, f) <= 0:
-                raise WorkloadError(f"model {self.name}: {f} = {getattr(self, f)}: must be > 0")
+        """Types, ranges (MODEL_RANGES) and shape consistency; WorkloadError naming the field otherwise."""
+        at = f"model {self.name}"
+        as_str(self.name, "model", "name", WorkloadError, max_len=200)
+        for f, rng in MODEL_RANGES.items():
+            v = getattr(self, f)
+            (as_float if f in ("rope_theta", "norm_eps") else as_int)(v, at, f, rng, WorkloadError)
+        as_choice(self.ffn_act, FFN_ACTS, at, "ffn_act", WorkloadError)
+        as_choice(self.weight_format, WEIGHT_FORMATS, at, "weight_format", WorkloadError)
+        as_choice(self.lm_head_format, WEIGHT_FORMATS, at, "lm_head_format", WorkloadError)
+        as_bool(self.subln, at, "subln", WorkloadError)
+        as_bool(self.tied_embeddings, at, "tied_embeddings", WorkloadError)
         if self.d_model % self.n_heads:
             raise WorkloadError(f"model {self.name}: d_model {self.d_model} not divisible by n_heads {self.n_heads}")
         if self.n_heads % self.n_kv_heads:
             raise WorkloadError(f"model {self.name}: n_heads {self.n_heads} not divisible by n_kv_heads {self.n_kv_heads}")
+
+
+# Ranges of a model shape. Generous for any published transformer (the largest have d_model ~ 2^14-2^15,
+# vocab ~ 2^18, 1M-token contexts) and small enough that every size the simulator derives from them
+# (weights, KV cache, tile counts) stays far inside int64.
+MODEL_RANGES = {
+    "n_layers": Range(1, 4096, "layers", integer=True),
+    "d_model": Range(1, 2**17, "features", integer=True),
+    "n_heads": Range(1, 4096, "heads", integer=True),
+    "n_kv_heads": Range(1, 4096, "heads", integer=True),
+    "d_ffn": Range(1, 2**19, "features", integer=True),
+    "vocab": Range(1, 2**22, "tokens", integer=True),
+    "max_positions": Range(1, 2**20, "tokens", integer=True, why="context window of up to 1,048,576 tokens"),
+    "rope_theta": Range(0, 1e12, lo_open=True),
+    "norm_eps": Range(0, 1, lo_open=True, hi_open=True),
+}
 
 
 MODELS: dict[str, ModelSpec] = {

@@ -20,15 +20,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from lowbit.sim.atomic import atomic_dir, output_error
 from lowbit.sim.errors import TraceError, WorkloadError, did_you_mean
 from lowbit.sim.modelspec import WEIGHT_FORMATS, ModelSpec
+from lowbit.sim.schema import Range, as_bool, as_int, as_str, clip, short
 
 FORMAT = "lowbit-trace"
 VERSION = 1
@@ -106,83 +107,137 @@ class Trace:
 
     def load_tensor(self, key: str) -> Any:
         """Return a numpy array stored under `key` in one of the trace's tensor files."""
-        import numpy as np
-
         if self.root is None:
             raise TraceError(f"tensor '{key}' requested from an in-memory trace with no tensor files")
         for rel in self.tensor_files:
             path = self.root / rel
-            keys = _tensor_keys(path)
-            if key in keys:
-                if path.suffix == ".npz":
-                    with np.load(path) as z:
-                        return z[key]
-                from safetensors.numpy import load_file
-
-                return load_file(str(path))[key]
+            if key in _tensor_keys(path):
+                return _read_tensor(path, key)
         raise TraceError(f"{self.root}: tensor '{key}' not found in any of {self.tensor_files}")
 
 
-_KEY_CACHE: dict[tuple[str, float], set[str]] = {}
+# Bounds on what a trace may hold (memory before any simulation): an op record costs ~0.5 KiB in memory.
+MAX_OPS = 2**23                    # 8,388,608 ops (~4 GiB of op records); a 4k-token 2B4T trace has ~3.3 M
+MAX_MANIFEST_BYTES = 16 << 20      # manifest.json
+MAX_LINE_BYTES = 64 << 10          # one line of ops.jsonl
+FIELD = Range(0, 2**31, lo_open=True, integer=True)  # any size field, before the model cross-check
+INDEX = Range(-1, 2**31, integer=True)
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _json(text: str | bytes, where: str, what: str = "invalid JSON") -> Any:
+    """json.loads that refuses NaN/Infinity and turns every parse failure into a one-line TraceError."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as e:
+        raise TraceError(f"{where}: {what} ({e.msg} at line {e.lineno} col {e.colno}); the file may be truncated") from None
+    except UnicodeDecodeError:
+        raise TraceError(f"{where}: not a UTF-8 text file") from None
+    except (ValueError, RecursionError) as e:  # NaN/Infinity, a > 4300-digit number, nesting too deep
+        msg = str(e).splitlines()[0] if isinstance(e, ValueError) else "nested too deeply"
+        raise TraceError(f"{where}: {what} ({msg})") from None
+
+
+_KEY_CACHE: dict[tuple[str, float], dict[str, tuple[str, tuple[int, ...]]]] = {}
+
+
+def _tensor_index(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """{key: (dtype, shape)} of a safetensors or .npz file, from its header (TraceError if unreadable)."""
+    try:
+        cache_key = (str(path), path.stat().st_mtime)
+        if cache_key not in _KEY_CACHE:
+            if path.suffix == ".npz":
+                import numpy as np
+
+                with np.load(path, allow_pickle=False) as z:
+                    arrays = {k: z[k] for k in z.files}
+                    _KEY_CACHE[cache_key] = {k: (a.dtype.name, tuple(a.shape)) for k, a in arrays.items()}
+            else:
+                from safetensors import safe_open
+
+                with safe_open(str(path), "np") as f:
+                    idx = {}
+                    for k in f.keys():
+                        sl = f.get_slice(k)
+                        idx[k] = (str(sl.get_dtype()).lower(), tuple(sl.get_shape()))
+                    _KEY_CACHE[cache_key] = idx
+        return _KEY_CACHE[cache_key]
+    except Exception as e:  # SafetensorError, BadZipFile, ValueError, OSError...: an unreadable file
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise TraceError(f"{path}: not a readable {'.npz' if path.suffix == '.npz' else 'safetensors'} "
+                         f"tensor file ({first}); re-capture the trace") from None
 
 
 def _tensor_keys(path: Path) -> set[str]:
-    cache_key = (str(path), path.stat().st_mtime)
-    if cache_key not in _KEY_CACHE:
+    return set(_tensor_index(path))
+
+
+def _read_tensor(path: Path, key: str) -> Any:
+    import numpy as np
+
+    try:
         if path.suffix == ".npz":
-            import numpy as np
+            with np.load(path, allow_pickle=False) as z:
+                return z[key]
+        from safetensors import safe_open
 
-            with np.load(path) as z:
-                _KEY_CACHE[cache_key] = set(z.files)
-        else:
-            from safetensors import safe_open
-
-            with safe_open(str(path), "np") as f:
-                _KEY_CACHE[cache_key] = set(f.keys())
-    return _KEY_CACHE[cache_key]
+        with safe_open(str(path), "np") as f:
+            return f.get_tensor(key)
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise TraceError(f"{path}: cannot read tensor '{key}' ({first}); re-capture the trace") from None
 
 
 # ----------------------------------------------------------------------------- validation
 
 
 def _check_op(d: Any, where: str) -> Op:
+    """One op line: its kind, the common fields and the kind's own fields, each with its type and range."""
     if not isinstance(d, dict):
         raise TraceError(f"{where}: an op must be a JSON object, got {type(d).__name__}")
     kind = d.get("op")
-    if kind not in OP_FIELDS:
-        raise TraceError(f"{where}: unknown op '{kind}'{did_you_mean(str(kind), OP_KINDS)}; allowed: {', '.join(OP_KINDS)}")
-    for key, tp in (("name", str), ("layer", int), ("phase", str), ("step", int)):
+    if not isinstance(kind, str) or kind not in OP_FIELDS:
+        raise TraceError(f"{where}: unknown op {short(kind)}{did_you_mean(str(kind), OP_KINDS)}; allowed: {', '.join(OP_KINDS)}")
+    for key in ("name", "layer", "phase", "step"):
         if key not in d:
             raise TraceError(f"{where}: op '{kind}' is missing required field '{key}'")
-        if not isinstance(d[key], tp) or isinstance(d[key], bool):
-            raise TraceError(f"{where}: field '{key}' = {d[key]!r} must be {tp.__name__}")
+    name = as_str(d["name"], where, "name", TraceError, max_len=1024)
+    layer = as_int(d["layer"], where, "layer", INDEX, TraceError)
+    step = as_int(d["step"], where, "step", Range(0, 2**31, integer=True), TraceError)
     if d["phase"] not in PHASES:
-        raise TraceError(f"{where}: phase = {d['phase']!r}: must be 'prefill' or 'decode'")
+        raise TraceError(f"{where}: phase = {short(d['phase'])}: must be 'prefill' or 'decode'")
     args: dict[str, Any] = {}
     for key, tp in OP_FIELDS[kind].items():
         if key not in d:
             raise TraceError(f"{where}: op '{kind}' is missing required field '{key}'")
         v = d[key]
         if isinstance(tp, tuple):
-            if v not in tp:
-                raise TraceError(f"{where}: {kind}.{key} = {v!r}: must be one of {', '.join(tp)}")
+            if not isinstance(v, str) or v not in tp:
+                raise TraceError(f"{where}: {kind}.{key} = {short(v)}: must be one of {', '.join(tp)}")
         elif tp is bool:
-            if not isinstance(v, bool):
-                raise TraceError(f"{where}: {kind}.{key} = {v!r}: must be true or false")
-        elif tp is int:
-            if not isinstance(v, int) or isinstance(v, bool):
-                raise TraceError(f"{where}: {kind}.{key} = {v!r}: must be an integer")
-            if v <= 0:
-                raise TraceError(f"{where}: {kind}.{key} = {v}: must be > 0")
+            as_bool(v, where, f"{kind}.{key}", TraceError)
+        else:
+            as_int(v, where, f"{kind}.{key}", FIELD, TraceError)
         args[key] = v
     known = set(OP_FIELDS[kind]) | {"op", "name", "layer", "phase", "step"} | set(OPTIONAL_FIELDS)
     extra = set(d) - known
     if extra:
-        raise TraceError(f"{where}: op '{kind}' has unknown field(s) {', '.join(sorted(extra))}")
+        raise TraceError(f"{where}: op '{kind}' has unknown field(s) {clip(', '.join(sorted(map(str, extra))))}")
+    role = as_str(d.get("role", ""), where, "role", TraceError, max_len=64)
     tensors = d.get("tensors", {})
-    if not isinstance(tensors, dict) or not all(isinstance(v, str) for v in tensors.values()):
+    if not isinstance(tensors, dict) or not all(isinstance(v, str) and len(v) <= 1024 for v in tensors.values()):
         raise TraceError(f"{where}: 'tensors' must map names to tensor keys (strings)")
-    return Op(kind, d["name"], d["layer"], d["phase"], d["step"], args, d.get("role", ""), tensors)
+    if set(tensors) - TENSOR_ROLES.get(kind, set()):
+        raise TraceError(f"{where}: op '{kind}' carries tensors {short(sorted(tensors))}; allowed: "
+                         f"{', '.join(sorted(TENSOR_ROLES.get(kind, ()))) or 'none'}")
+    return Op(kind, name, layer, d["phase"], step, args, role, tensors)
+
+
+# Tensor roles an op may carry (the LOP selection contract, lowbit.sim.lop_select).
+TENSOR_ROLES = {"kv_append": {"k", "v"}, "attn_qk": {"q"}}
 
 
 def _check_model(d: Any, where: str) -> ModelSpec:
@@ -191,15 +246,12 @@ def _check_model(d: Any, where: str) -> ModelSpec:
     allowed = {f.name for f in fields(ModelSpec)}
     unknown = set(d) - allowed
     if unknown:
-        raise TraceError(f"{where}: model has unknown field(s) {', '.join(sorted(unknown))}")
-    try:
-        spec = ModelSpec(**d)
-    except TypeError as e:
-        raise TraceError(f"{where}: model is missing fields: {e}") from None
-    for f in ("n_layers", "d_model", "n_heads", "n_kv_heads", "d_ffn", "vocab"):
-        v = getattr(spec, f)
-        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-            raise TraceError(f"{where}: model.{f} = {v!r}: must be a positive integer")
+        raise TraceError(f"{where}: model has unknown field(s) {clip(', '.join(sorted(map(str, unknown))))}")
+    required = [f.name for f in fields(ModelSpec) if f.default is MISSING]
+    missing = [f for f in required if f not in d]
+    if missing:
+        raise TraceError(f"{where}: model is missing field(s) {', '.join(missing)}")
+    spec = ModelSpec(**d)
     try:
         spec.validate()
     except WorkloadError as e:  # -> TraceError with location
@@ -207,59 +259,166 @@ def _check_model(d: Any, where: str) -> ModelSpec:
     return spec
 
 
+class _Expect:
+    """What every op of a trace must agree with: its model's shape and the trace's phases (cross-field rules).
+
+    - step: prefill ops are step 0 (only when prefill > 0); decode ops are steps 1..decode; steps appear in
+      order (all of prefill, then decode step 1, 2, ...) and every one of them is present;
+    - layer: -1 (model level) or 0..n_layers-1;
+    - tokens: prefill tokens in prefill, 1 in a decode step; context: prefill, or prefill + step in decode;
+    - shapes: heads, kv_heads, head_dim as the model's; a linear's in/out features among the model's
+      projection widths, lm_head d_model -> vocab; norms, quantize and residuals over d_model or d_ffn,
+      the activation over d_ffn with `gated` as the model's FFN.
+    """
+
+    def __init__(self, m: ModelSpec, prefill: int, decode: int) -> None:
+        self.m, self.P, self.D = m, prefill, decode
+        d, F, hd = m.d_model, m.d_ffn, m.head_dim
+        self.fixed = {"heads": m.n_heads, "kv_heads": m.n_kv_heads, "head_dim": hd}
+        self.dims = {
+            ("linear", "in_features"): (d, F), ("linear", "out_features"): (d, m.n_kv_heads * hd, F),
+            ("lm_head", "in_features"): (d,), ("lm_head", "out_features"): (m.vocab,),
+            ("embedding", "dim"): (d,), ("rmsnorm", "dim"): (d, F), ("quantize", "dim"): (d, F),
+            ("elementwise", "dim"): (d, F), ("activation", "dim"): (F,),
+        }
+        self.key = (-1, -1)  # (order of the current step, step)
+        self.seen: list[int] = []
+
+    def check(self, o: Op, where: str) -> None:
+        m = self.m
+        if o.phase == "prefill":
+            if o.step != 0 or self.P == 0:
+                raise TraceError(f"{where}: prefill op at step {o.step}: prefill ops are step 0, and only when "
+                                 f"the manifest's prefill ({self.P}) is > 0")
+            order = 0
+        else:
+            if not 1 <= o.step <= self.D:
+                raise TraceError(f"{where}: decode step {o.step}: must be in 1..{self.D} (the manifest's decode)")
+            order = o.step
+        if order < self.key[0]:
+            raise TraceError(f"{where}: {o.phase} step {o.step} after step {self.key[1]}: ops must be in execution "
+                             "order (prefill, then decode steps 1, 2, ...)")
+        if order != self.key[0]:
+            self.key = (order, o.step)
+            self.seen.append(order)
+        if o.layer >= m.n_layers:
+            raise TraceError(f"{where}: layer = {o.layer}: model {m.name} has layers 0..{m.n_layers - 1} (-1: model level)")
+        tokens = self.P if o.phase == "prefill" else 1
+        context = self.P if o.phase == "prefill" else self.P + o.step
+        for key, v in o.args.items():
+            want: tuple[int, ...] | None
+            if key == "tokens":
+                want = (tokens,)
+            elif key == "context":
+                want = (context,)
+            elif key in self.fixed:
+                want = (self.fixed[key],)
+            elif key == "vocab":  # token, position or token-type tables (BERT): at most the larger of the two
+                if v > max(m.vocab, m.max_positions):
+                    raise TraceError(f"{where}: {o.op}.vocab = {v}: more rows than the model's vocab {m.vocab} "
+                                     f"and max_positions {m.max_positions}")
+                continue
+            else:
+                want = self.dims.get((o.op, key))
+            if want is not None and v not in want:
+                raise TraceError(f"{where}: {o.op}.{key} = {v} contradicts model {m.name} "
+                                 f"({self._why(key, o.phase)}: {' or '.join(map(str, want))})")
+        if o.op == "activation" and o.args["gated"] != m.gated:
+            raise TraceError(f"{where}: activation.gated = {str(o.args['gated']).lower()} contradicts model "
+                             f"{m.name}'s ffn_act '{m.ffn_act}'")
+
+    def _why(self, key: str, phase: str) -> str:
+        if key == "tokens":
+            return "prefill tokens" if phase == "prefill" else "one token per decode step"
+        if key == "context":
+            return "prefill" if phase == "prefill" else "prefill + step"
+        return f"its {key}" if key in self.fixed else "allowed"
+
+    def finish(self, where: str) -> None:
+        want = ([0] if self.P else []) + list(range(1, self.D + 1))
+        if self.seen != want:
+            missing = sorted(set(want) - set(self.seen))
+            raise TraceError(f"{where}: steps {missing[:5]}{'...' if len(missing) > 5 else ''} are missing "
+                             f"(prefill {self.P}, decode {self.D} need step 0 and steps 1..{self.D}); the trace "
+                             "is incomplete")
+
+
 def load_trace(root: str | Path, check_tensors: bool = True) -> Trace:
-    """Load and validate a trace directory; raise TraceError with a one-line explanation on any problem."""
+    """Load and validate a trace directory; raise TraceError with a one-line explanation on any problem.
+
+    Checks, before any simulation: the manifest and every op against the schema (types, ranges), every op
+    against the model and the phases (`_Expect`), the size bounds (MAX_OPS, MAX_MANIFEST_BYTES,
+    MAX_LINE_BYTES) and, with `check_tensors`, every referenced tensor: present, float, finite, and shaped
+    as the LOP contract says (k, v: [kv_heads, tokens, head_dim]; q: [heads, head_dim] or [heads, 1, head_dim])."""
     root = Path(root)
     if not root.is_dir():
         raise TraceError(f"trace directory not found: {root} (create one with `lowbit trace --out {root}`)")
     mpath = root / "manifest.json"
-    if not mpath.exists():
+    if not mpath.is_file():
         raise TraceError(f"{root}: no manifest.json — not a lowbit trace directory")
     try:
-        man = json.loads(mpath.read_text())
-    except json.JSONDecodeError as e:
-        raise TraceError(f"{mpath}: invalid JSON ({e.msg} at line {e.lineno} col {e.colno}); the file may be truncated") from None
-    except UnicodeDecodeError:
-        raise TraceError(f"{mpath}: not a UTF-8 text file") from None
+        size = mpath.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise TraceError(f"{mpath}: {size} bytes; a manifest is at most {MAX_MANIFEST_BYTES} bytes")
+        man = _json(mpath.read_bytes(), str(mpath))
+    except OSError as e:
+        raise TraceError(f"{mpath}: cannot read ({e.strerror or e})") from None
     if not isinstance(man, dict) or man.get("format") != FORMAT:
         raise TraceError(f"{mpath}: 'format' must be '{FORMAT}'")
-    if man.get("version") != VERSION:
-        raise TraceError(f"{mpath}: trace version {man.get('version')!r} is not supported (this lowbit reads version {VERSION}); re-capture the trace")
+    if man.get("version") != VERSION or isinstance(man.get("version"), bool):
+        raise TraceError(f"{mpath}: trace version {short(man.get('version'))} is not supported (this lowbit reads version {VERSION}); re-capture the trace")
     for key in ("model", "prefill", "decode"):
         if key not in man:
             raise TraceError(f"{mpath}: missing required field '{key}'")
-    for key in ("prefill", "decode"):
-        if not isinstance(man[key], int) or isinstance(man[key], bool) or man[key] < 0:
-            raise TraceError(f"{mpath}: '{key}' = {man[key]!r}: must be an integer >= 0")
     model = _check_model(man["model"], str(mpath))
+    for key in ("prefill", "decode"):
+        if isinstance(man[key], bool) or not isinstance(man[key], int) or man[key] < 0:
+            raise TraceError(f"{mpath}: '{key}' = {short(man[key])}: must be an integer >= 0")
+    P, D = man["prefill"], man["decode"]
+    if P + D == 0 or P + D > model.max_positions:
+        raise TraceError(f"{mpath}: prefill + decode = {P + D}: must be in 1..{model.max_positions} "
+                         f"(model {model.name}'s max_positions)")
+    n_ops = man.get("n_ops")
+    if n_ops is not None:
+        as_int(n_ops, str(mpath), "n_ops", Range(0, MAX_OPS, integer=True), TraceError)
+    meta = man.get("meta", {})
+    if not isinstance(meta, dict):
+        raise TraceError(f"{mpath}: 'meta' must be an object")
     tfiles = man.get("tensor_files", [])
     if not isinstance(tfiles, list) or not all(isinstance(t, str) for t in tfiles):
         raise TraceError(f"{mpath}: 'tensor_files' must be a list of paths")
     for t in tfiles:
-        if not (root / t).exists():
-            raise TraceError(f"{root}: tensor file '{t}' listed in manifest.json is missing")
+        p = Path(t)
+        if p.is_absolute() or ".." in p.parts or not (root / t).is_file():
+            raise TraceError(f"{root}: tensor file {short(t)} listed in manifest.json is missing "
+                             "(tensor files are relative paths inside the trace directory)")
     opath = root / "ops.jsonl"
-    if not opath.exists():
+    if not opath.is_file():
         raise TraceError(f"{root}: ops.jsonl is missing")
+    expect = _Expect(model, P, D)
     ops: list[Op] = []
-    with opath.open() as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                d = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise TraceError(f"{opath}:{i}: invalid JSON ({e.msg}); the file may be truncated") from None
-            ops.append(_check_op(d, f"{opath}:{i}"))
-    if "n_ops" in man and man["n_ops"] != len(ops):
-        raise TraceError(f"{opath}: has {len(ops)} ops but manifest.json says n_ops = {man['n_ops']}; the trace is incomplete")
-    tr = Trace(model, man["prefill"], man["decode"], ops, tfiles, man.get("meta", {}), root)
+    try:
+        with opath.open("rb") as f:
+            for i, raw in enumerate(f, 1):
+                if len(raw) > MAX_LINE_BYTES:
+                    raise TraceError(f"{opath}:{i}: a line of {len(raw)} bytes; an op is at most {MAX_LINE_BYTES}")
+                if not raw.strip():
+                    continue
+                if len(ops) >= MAX_OPS:
+                    raise TraceError(f"{opath}: more than {MAX_OPS} ops (the bound on a trace held in memory); "
+                                     "capture fewer steps")
+                where = f"{opath}:{i}"
+                o = _check_op(_json(raw, where), where)
+                expect.check(o, where)
+                ops.append(o)
+    except OSError as e:
+        raise TraceError(f"{opath}: cannot read ({e.strerror or e})") from None
+    if n_ops is not None and n_ops != len(ops):
+        raise TraceError(f"{opath}: has {len(ops)} ops but manifest.json says n_ops = {n_ops}; the trace is incomplete")
+    expect.finish(str(opath))
+    tr = Trace(model, P, D, ops, tfiles, meta, root)
     if check_tensors and tfiles:
-        known = set().union(*(_tensor_keys(root / t) for t in tfiles))
-        for i, o in enumerate(ops, 1):
-            for key in o.tensors.values():
-                if key not in known:
-                    raise TraceError(f"{opath}:{i}: tensor '{key}' is not in any tensor file")
+        _check_tensors(tr, opath)
     elif check_tensors:
         for i, o in enumerate(ops, 1):
             if o.tensors:
@@ -267,12 +426,48 @@ def load_trace(root: str | Path, check_tensors: bool = True) -> Trace:
     return tr
 
 
+def _check_tensors(tr: Trace, opath: Path) -> None:
+    """Every referenced tensor exists, is a float array of the contract's shape, and holds finite values."""
+    assert tr.root is not None
+    m = tr.model
+    where_key: dict[str, Path] = {}
+    index: dict[str, tuple[str, tuple[int, ...]]] = {}
+    for t in tr.tensor_files:
+        for k, v in _tensor_index(tr.root / t).items():
+            where_key.setdefault(k, tr.root / t)
+            index.setdefault(k, v)
+    by_file: dict[Path, list[str]] = {}
+    for i, o in enumerate(tr.ops, 1):
+        for role, key in o.tensors.items():
+            if key not in index:
+                raise TraceError(f"{opath}:{i}: tensor '{key}' is not in any tensor file")
+            dtype, shape = index[key]
+            if o.op == "kv_append":
+                want: tuple[tuple[int, ...], ...] = ((m.n_kv_heads, o["tokens"], m.head_dim),)
+            else:
+                want = ((m.n_heads, m.head_dim), (m.n_heads, 1, m.head_dim))
+            if shape not in want:
+                raise TraceError(f"{opath}:{i}: tensor '{key}' ({role}) has shape {list(shape)}; "
+                                 f"the op needs {' or '.join(str(list(w)) for w in want)}")
+            if not dtype.startswith(("float", "f16", "f32", "f64", "bf16")):
+                raise TraceError(f"{opath}:{i}: tensor '{key}' ({role}) is {dtype}; must be a float tensor")
+            by_file.setdefault(where_key[key], []).append(key)
+    import numpy as np
+
+    for path, keys in by_file.items():
+        for key in dict.fromkeys(keys):
+            a = _read_tensor(path, key)
+            if not np.issubdtype(a.dtype, np.floating) or not np.isfinite(a).all():
+                raise TraceError(f"{path}: tensor '{key}' holds NaN or infinite values; re-capture the trace")
+
+
 # ----------------------------------------------------------------------------- writing
 
 
 def write_trace(trace: Trace, out: str | Path, tensor_dir: str | Path | None = None,
                 overwrite: bool = False) -> Path:
-    """Write atomically: everything goes to a temp dir next to `out`, renamed into place at the end.
+    """Write atomically: everything goes to a locked temp dir next to `out`, renamed into place at the end
+    (lowbit.sim.atomic); a failure or a kill leaves no partial trace.
 
     `tensor_dir`, if given, is a directory whose files (already listed in trace.tensor_files relative to the
     trace root, e.g. 'tensors/step1.safetensors') are moved into the new trace.
@@ -280,24 +475,26 @@ def write_trace(trace: Trace, out: str | Path, tensor_dir: str | Path | None = N
     out = Path(out)
     if out.exists() and not overwrite:
         raise TraceError(f"output directory {out} already exists; choose another --out or remove it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        if tensor_dir is not None:
-            shutil.move(str(tensor_dir), tmp / "tensors")
-        with (tmp / "ops.jsonl").open("w") as f:
-            for o in trace.ops:
-                f.write(json.dumps(o.to_json(), separators=(",", ":")) + "\n")
-        man = {"format": FORMAT, "version": VERSION, "model": asdict(trace.model), "prefill": trace.prefill,
-               "decode": trace.decode, "n_ops": len(trace.ops), "tensor_files": trace.tensor_files,
-               "meta": trace.meta}
-        (tmp / "manifest.json").write_text(json.dumps(man, indent=1))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with atomic_dir(out, overwrite=overwrite) as tmp:
+            if tensor_dir is not None:
+                shutil.move(str(tensor_dir), tmp / "tensors")
+            with (tmp / "ops.jsonl").open("w") as f:
+                for o in trace.ops:
+                    f.write(json.dumps(o.to_json(), separators=(",", ":"), allow_nan=False) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            man = {"format": FORMAT, "version": VERSION, "model": asdict(trace.model), "prefill": trace.prefill,
+                   "decode": trace.decode, "n_ops": len(trace.ops), "tensor_files": trace.tensor_files,
+                   "meta": trace.meta}
+            with (tmp / "manifest.json").open("w") as f:
+                f.write(json.dumps(man, indent=1, allow_nan=False))
+                f.flush()
+                os.fsync(f.fileno())
+    except OSError as e:
+        raise output_error(out, e) from None
+    except ValueError as e:  # allow_nan=False: a NaN/inf in the model or meta is a bug of the producer
+        raise TraceError(f"{out}: cannot write a trace with a non-finite number ({e})") from None
     return out
 
 

@@ -12,9 +12,12 @@ context = P + s (the new token's key is appended before attention).
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 from lowbit.sim.errors import WorkloadError
 from lowbit.sim.modelspec import ModelSpec, get_model
-from lowbit.sim.trace import Op, Trace
+from lowbit.sim.trace import MAX_OPS, Op, Trace
 
 ACT_FN = {"swiglu": ("silu", True), "relu2_glu": ("relu2", True), "gelu": ("gelu", False),
           "relu2": ("relu2", False), "silu": ("silu", False)}
@@ -89,6 +92,10 @@ def standard_trace(model: str | ModelSpec, prefill: int, decode: int, weight_for
         raise WorkloadError(f"prefill = {prefill}, decode = {decode}: need prefill >= 0, decode >= 0 and at least one token")
     if prefill + decode > m.max_positions:
         raise WorkloadError(f"prefill + decode = {prefill + decode} exceeds {m.name}'s max_positions {m.max_positions}")
+    n_ops = (bool(prefill) + decode) * len(step_ops(m, "prefill", 0, 1, 1))
+    if n_ops > MAX_OPS:
+        raise WorkloadError(f"prefill {prefill} + decode {decode} on {m.name}: {n_ops:,} ops, more than the bound of "
+                            f"{MAX_OPS:,} ops held in memory (lowbit.sim.trace.MAX_OPS); simulate fewer decode steps")
     ops: list[Op] = []
     if prefill:
         ops += step_ops(m, "prefill", 0, prefill, prefill)
@@ -101,3 +108,122 @@ def weight_format_for(cfg) -> str | None:
     """Default deployed weight format of a design: its FP4 format when it has an FP4 core and no TINT core
     (DESIGN ASSUMPTION: same model shapes, weights re-quantised to FP4), else the model's own (None)."""
     return cfg.fp4.format if cfg.has("fp4") and not cfg.has("tint") else None
+
+
+# ----------------------------------------------------------------------------- workload size bounds
+
+# Time: the simulator schedules ~5 million tile instructions per second (BitNet-3B, bench/results-sim.md);
+# a run is refused when its estimate exceeds MAX_INSTRUCTIONS (about an hour). Memory: one chunk (one
+# decoder layer of one step) holds its instruction columns at once, ~0.25 KiB per instruction.
+MAX_INSTRUCTIONS = 2**34
+MAX_CHUNK_INSTRUCTIONS = 2**22
+INSTRUCTIONS_PER_S = 5e6
+
+
+@dataclass(frozen=True)
+class WorkloadSize:
+    """Estimated simulator work of a (config, trace) pair (upper-side estimate, counting joins and DMAs)."""
+
+    instructions: int
+    max_chunk_instructions: int
+
+    @property
+    def seconds(self) -> float:
+        return self.instructions / INSTRUCTIONS_PER_S
+
+
+def check_workload(cfg, trace: Trace, lop_k: int | None = None, no_lop: bool = False) -> WorkloadSize:
+    """Refuse, before any simulation, a workload that would not fit the simulator's bounds (WorkloadError
+    naming the bound): its DRAM footprint against the address map (lowbit.sim.isa: weights, KV cache, LO
+    codes, spilled activations per region), one chunk's instructions against MAX_CHUNK_INSTRUCTIONS (memory)
+    and all instructions against MAX_INSTRUCTIONS (time). Also raises the tiling's WorkloadError for a tile
+    that does not fit its SRAM buffer, so that comes before any work too."""
+    from lowbit.sim import isa
+    from lowbit.sim.numerics.lop import LOP_SURROGATE_BITS_PER_ELEM
+    from lowbit.sim.sram import Buffers
+    from lowbit.sim.tiling import kv_chunk, lop_chunk, plan_linear, weight_bits
+
+    m = trace.model
+    m.validate()
+    hd, G = m.head_dim, m.n_kv_heads
+    grp = m.n_heads // G
+    bits = weight_bits(m.weight_format, cfg.tint.weight_packing)
+    code = math.ceil(hd * LOP_SURROGATE_BITS_PER_ELEM / 8)
+    regions = (
+        ("weights", m.projection_params * bits / 8 + 4096 * 7 * m.n_layers, isa.KV_BASE),
+        ("KV cache", m.n_layers * G * 2 * m.max_positions * hd, isa.LOP_BASE - isa.KV_BASE),
+        ("LO codes", m.n_layers * G * m.max_positions * code, isa.ACT_BASE - isa.LOP_BASE),
+    )
+    for what, need, room in regions:
+        if need > room:
+            raise WorkloadError(f"model {m.name}: {what} of {need / 2**30:,.1f} GiB do not fit the simulator's DRAM "
+                                f"address map ({room / 2**30:,.0f} GiB for {what}, lowbit.sim.isa); use a smaller "
+                                "model or max_positions")
+    bufs = Buffers.from_config(cfg)
+    lop_on = cfg.has("lop") and cfg.lop.enabled and not no_lop
+    k = cfg.lop.k if lop_k is None else lop_k
+    memo: dict[tuple, int] = {}
+
+    def cost(o: Op) -> int:
+        key = (o.op, o.phase == "decode", tuple(o.args.values()))
+        if key not in memo:
+            memo[key] = _op_instructions(cfg, bufs, o, hd, G, grp, code, lop_on, k, plan_linear, kv_chunk, lop_chunk)
+        return memo[key]
+
+    total = chunk = biggest = 0
+    prev = None
+    for o in trace.ops:
+        group = (o.phase, o.step, o.layer)
+        if group != prev:
+            biggest, chunk, prev = max(biggest, chunk), 0, group
+        n = cost(o)
+        chunk += n
+        total += n
+    biggest = max(biggest, chunk)
+    if biggest > MAX_CHUNK_INSTRUCTIONS:
+        raise WorkloadError(f"{cfg.name} / {m.name}: one decoder layer of one step lowers to ~{biggest:,} tile "
+                            f"instructions, more than the bound of {MAX_CHUNK_INSTRUCTIONS:,} held in memory at once "
+                            "(lowbit.sim.workloads.MAX_CHUNK_INSTRUCTIONS); use fewer prefill tokens or larger SRAM "
+                            "buffers")
+    if total > MAX_INSTRUCTIONS:
+        raise WorkloadError(f"{cfg.name} / {m.name}: ~{total:,} tile instructions (~{total / INSTRUCTIONS_PER_S / 3600:,.1f} h "
+                            f"of simulation), more than the bound of {MAX_INSTRUCTIONS:,} (about an hour, "
+                            "lowbit.sim.workloads.MAX_INSTRUCTIONS); simulate fewer tokens")
+    return WorkloadSize(total, biggest)
+
+
+def _op_instructions(cfg, bufs, o: Op, hd: int, G: int, grp: int, code: int, lop_on: bool, k: int,
+                     plan_linear, kv_chunk, lop_chunk) -> int:
+    """Upper-side instruction count of one op as sim.lower emits it (tiles, DMAs and joins)."""
+    from lowbit.sim.isa import B_PSUM
+    from lowbit.sim.tiling import ACC_BYTES
+
+    t = o.args.get("tokens", 1)
+    if o.op in ("linear", "lm_head"):
+        if o.op == "lm_head" and cfg.lm_head == "host":
+            return 1
+        fin, fout = o["in_features"], o["out_features"]
+        if t * max(fin, fout) > 2**30:  # spilled activations region of the address map (lowbit.sim.isa)
+            raise WorkloadError(f"op {o.name}: {t} tokens x {max(fin, fout)} features of activations exceed the "
+                                "1 GiB spill region of the simulator's DRAM address map; use fewer prefill tokens")
+        p = plan_linear(cfg, bufs, o.name, t, fin, fout, o["weight_format"])
+        tiles = -(-fout // p.R) * -(-fin // p.kc)
+        return -(-t // p.tc) * (2 * tiles + (3 if p.spill else 0)) + 1
+    if o.op in ("attn_qk", "attn_av", "softmax"):
+        ctx = o["context"]
+        keys = min(k, ctx) if lop_on and o.phase == "decode" and t == 1 else ctx
+        per = max(1, bufs.tile[B_PSUM] // (grp * keys * ACC_BYTES)) if keys else t
+        bufs.check(B_PSUM, grp * keys * ACC_BYTES, f"attention scores of 1 query x {keys} keys")
+        nq = -(-t // per)
+        if o.op == "softmax":
+            return G * nq + 1
+        n = G * nq * (2 * -(-keys // kv_chunk(bufs, hd)) + 1) + 1
+        if o.op == "attn_qk" and keys < ctx:
+            n += G * (2 * -(-ctx // lop_chunk(bufs, code, "LOP: LO codes of one key")) + 2)
+        return n
+    if o.op == "kv_append":
+        return 2 * G + 1
+    if o.op == "embedding" and t * o["dim"] * 2 > 2**30:
+        raise WorkloadError(f"op {o.name}: {t} x {o['dim']} embedding rows exceed the simulator's 1 GiB "
+                            "activation region; use fewer prefill tokens")
+    return 1

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from lowbit.sim.errors import TraceError
+from lowbit.sim.errors import OutputError, TraceError
 from lowbit.sim.trace import load_trace, write_trace
 from lowbit.sim.workloads import standard_trace
 from tests.cli_util import assert_one_line_error, lowbit
@@ -62,6 +62,17 @@ def _edit_first_op(root, fn):
     p.write_text("\n".join(lines) + "\n")
 
 
+def _edit_op(root, kind, fn, nth=0):
+    """Edit the `nth` op of kind `kind` in ops.jsonl."""
+    p = root / "ops.jsonl"
+    lines = p.read_text().splitlines()
+    idx = [i for i, line in enumerate(lines) if json.loads(line)["op"] == kind][nth]
+    d = json.loads(lines[idx])
+    fn(d)
+    lines[idx] = json.dumps(d)
+    p.write_text("\n".join(lines) + "\n")
+
+
 def _truncate(path, keep):
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * keep)])
@@ -81,7 +92,8 @@ BAD_TRACES = [
     ("truncated op list", lambda r: _truncate(r / "ops.jsonl", 0.5), r"(invalid JSON|the trace is incomplete)"),
     ("unknown model field", lambda r: _edit_manifest(r, lambda m: m["model"].update(n_layer=2)), r"model has unknown field\(s\) n_layer"),
     ("bad model dims", lambda r: _edit_manifest(r, lambda m: m["model"].update(n_heads=3)), r"d_model 64 not divisible by n_heads 3"),
-    ("tensor ref without files", lambda r: _edit_first_op(r, lambda d: d.update(tensors={"q": "x"})), r"references tensors but manifest.json lists no tensor_files"),
+    ("tensor ref without files", lambda r: _edit_op(r, "attn_qk", lambda d: d.update(tensors={"q": "x"})), r"references tensors but manifest.json lists no tensor_files"),
+    ("tensor on an op without tensors", lambda r: _edit_first_op(r, lambda d: d.update(tensors={"q": "x"})), r"op 'rmsnorm' carries tensors \['q'\]; allowed: none"),
     ("missing ops file", lambda r: (r / "ops.jsonl").unlink(), r"ops.jsonl is missing"),
 ]
 
@@ -112,7 +124,7 @@ def test_write_is_atomic_and_refuses_overwrite(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(st.json, "dumps", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(OutputError, match="t2: No space left on device"):
         write_trace(tr, tmp_path / "t2")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t"]
     shutil.rmtree(out)

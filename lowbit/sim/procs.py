@@ -1,0 +1,71 @@
+"""Child processes (yosys, Verilator and make, simulators) that never outlive lowbit.
+
+Rule: every child runs in its own process group (so a terminal's Ctrl-C reaches only lowbit, which then
+decides) and is ended with its whole group when lowbit stops for any reason: an exception, a timeout,
+Ctrl-C or SIGTERM (both unwind through `run`, which kills the group), or a SIGKILL of lowbit itself, for
+which Linux delivers SIGKILL to the direct child (prctl PR_SET_PDEATHSIG, set before the child starts).
+Grandchildren (the compilers make starts) are killed with the group in every case but the last; after a
+SIGKILL of lowbit they finish the file they are compiling and exit.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from typing import IO, Any
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _prctl():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _prctl()  # resolved in the parent: the child runs only async-signal-safe work before exec
+
+
+def _child_setup(parent: int) -> None:
+    """In the child, between fork and exec: die with the parent (Linux)."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
+
+
+def kill_group(p: subprocess.Popen) -> None:
+    """SIGKILL the child's whole process group and reap the child."""
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        p.wait(timeout=10)
+    except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL cannot be ignored
+        pass
+
+
+def run(cmd: Sequence[str], *, cwd: Any = None, env: Mapping[str, str] | None = None,
+        timeout: float | None = None, stdout: int | IO[Any] | None = None, stderr: int | IO[Any] | None = None,
+        capture_output: bool = False, text: bool = False) -> subprocess.CompletedProcess:
+    """subprocess.run with the rule above: own process group, killed with its group on any exit path
+    (raises subprocess.TimeoutExpired after `timeout` seconds, like subprocess.run)."""
+    if capture_output:
+        stdout = stderr = subprocess.PIPE
+    parent = os.getpid()
+    p = subprocess.Popen(list(cmd), cwd=cwd, env=None if env is None else dict(env), stdout=stdout, stderr=stderr,
+                         text=text, start_new_session=True, preexec_fn=lambda: _child_setup(parent))
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except BaseException:  # timeout, Ctrl-C, SIGTERM (lowbit.cli.Interrupted), any error: end the whole group
+        kill_group(p)
+        raise
+    return subprocess.CompletedProcess(p.args, p.returncode, out, err)

@@ -197,3 +197,24 @@ def test_presets_are_complete_files():
         data = tomllib.loads(p.read_text())
         assert "extends" not in data
         _check_complete(data, str(p))
+
+
+@pytest.mark.parametrize("cmd", [["rtl", "--out", "OUT"], ["verify", "--unit", "tint"], ["synth", "--unit", "tint"],
+                                 ["report", "--model", "bitnet-tiny", "--out", "OUT"], ["config", "show"]])
+def test_every_hw_command_takes_set(tmp_path, cmd):
+    args = [a.replace("OUT", str(tmp_path / "o")) for a in cmd]
+    args = args[:2] + ["tiny"] + args[2:] if cmd[0] == "config" else [*args, "--hw", "tiny"]
+    r = lowbit(*args, "--set", "tint.lanez=4")
+    assert_one_line_error(r, r"--set tint.lanez=4: unknown field 'tint.lanez' \(did you mean 'lanes'\?\)", cmd[0])
+    assert not (tmp_path / "o").exists()
+
+
+def test_rtl_follows_set(tmp_path):
+    """The generated Verilog is the overridden design's (tint lanes 2 -> 3)."""
+    import json
+
+    pytest.importorskip("amaranth")
+    r = lowbit("rtl", "--hw", "tiny", "--unit", "tint", "--set", "tint.lanes=3", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / "manifest.json").read_text())
+    assert m["units"]["tint"]["parameters"]["lanes"] == 3, m

@@ -12,7 +12,7 @@ DEV_STAMP  := $(VENV)/.dev-$(HASH)
 PYTEST_ARGS ?=
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo test test-all lint bench clean-venv sky130 chromium
+.PHONY: demo test test-all lint bench clean-venv sky130 chromium reports
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,26 @@ test-all: $(DEV_STAMP) chromium
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check lowbit tests bench
+
+# Regenerates every committed report and every figure the README quotes (tests/test_readme_numbers.py checks
+# the README against them). Takes about an hour of CPU on 2 cores (synthesis is cached under ~/.cache/lowbit;
+# the tiny-LM training is 400 seeded steps). reports/gpu-baseline.{json,md} need a CUDA GPU: regenerate them
+# on a GPU machine with `lowbit bench-gpu`.
+TIMELINE := out/bitnet-3b-64+128.pftrace
+reports: $(DEV_STAMP)
+	$(BIN)/lowbit validate vitallm --out reports
+	$(BIN)/lowbit report --hw vitallm --hw vitallm-bs --hw vitallm-fp4 --model bitnet-b1.58-3b --out reports/vitallm \
+		--json reports/vitallm/metrics.json --gpu-results reports/gpu-baseline.json --notes reports/vitallm-notes.md
+	$(BIN)/lowbit roofline --hw vitallm --model bitnet-b1.58-3b --prefill 64 --decode 128 --breakdown-steps 1,128 \
+		--gpu-results reports/gpu-baseline.json --out reports/roofline
+	$(BIN)/lowbit sim --model bitnet-b1.58-3b --hw vitallm --prefill 64 --decode 128 --quiet --timeline $(TIMELINE)
+	$(BIN)/lowbit plot-timeline $(TIMELINE) --out reports/timeline
+	rm -f $(TIMELINE)
+	$(PY) bench/bench_sim.py
+	$(BIN)/lowbit fp4-sensitivity --model minilm --format both --out reports/fp4-sensitivity-minilm
+	$(PY) -m lowbit.models.train_tiny --out out/train-tiny --report reports/accuracy-tiny.md
+	$(BIN)/lowbit fp4-sensitivity --model out/train-tiny --format both --windows 32 --out reports/fp4-sensitivity-train-tiny
+	@echo "reports regenerated; reports/gpu-baseline.* come from a CUDA machine: lowbit bench-gpu"
 
 clean-venv:
 	rm -rf $(VENV)

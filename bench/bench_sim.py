@@ -5,8 +5,11 @@ schedule, data-driven LOP selection from q/k tensors. No captured 3B trace with 
 the trace carries synthetic q/k/v written with lowbit.sim.trace.write_trace (lowbit.sim.lop_select.synthetic_qk_trace:
 structured random keys with "topics" and attention sinks, deterministic seed 0).
 Also: wall time vs decode length (shapes-only traces, prefill 0), vs context length (one decode step at context
-M, LOP on and off), data-driven LOP selection vs context (3B attention shapes, 2 layers), the peak Python/numpy
-heap (tracemalloc) of each run, and the cold numba compile cost (fresh NUMBA_CACHE_DIR, subprocess).
+M, LOP on and off), data-driven LOP selection vs context (3B attention shapes, 2 layers), a whole-run Perfetto
+timeline, and the cold numba compile cost (fresh NUMBA_CACHE_DIR, subprocess). Memory is the operating
+system's view of the process: each measured run goes to a fresh child process, which loads the numba kernels,
+builds its trace, resets the kernel's peak-RSS mark (/proc/self/clear_refs), and reports its resident set
+before the run (VmRSS: interpreter, numpy, numba kernels, the trace) and the peak during the run (VmHWM).
 Every timing is reported as wall and user CPU seconds: wall time depends on the host's load average (reported),
 while user CPU is close to what an idle machine's wall time would be.
 
@@ -23,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import tracemalloc
 from dataclasses import replace
 from pathlib import Path
 
@@ -38,18 +40,74 @@ from lowbit.sim.workloads import standard_trace
 MODEL = "bitnet-b1.58-3b"
 
 
-def timed(fn, mem: bool = False):
-    """(result, wall s, user CPU s, peak traced heap bytes). tracemalloc slows allocation-heavy Python, so
-    `mem` is off for the headline."""
-    if mem:
-        tracemalloc.start()
+def timed(fn):
+    """(result, wall s, user CPU s)."""
     t, c = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_utime
     r = fn()
-    dt, dc = time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_utime - c
-    peak = tracemalloc.get_traced_memory()[1] if mem else 0
-    if mem:
-        tracemalloc.stop()
-    return r, dt, dc, peak
+    return r, time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_utime - c
+
+
+def rss_mib(field: str = "VmRSS") -> float:
+    """Resident set of this process from /proc/self/status (VmRSS: now, VmHWM: peak), MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def reset_peak() -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM) of this process: `echo 5 > /proc/self/clear_refs` (Linux >= 4.0,
+    Documentation/admin-guide/mm/soft-dirty.rst / proc.rst)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def child_run(job: dict) -> dict:
+    """Runs in a fresh process: build the workload, then time it; returns timings, results and memory."""
+    cfg = load_config("vitallm")
+    simulate(load_config("tiny"), standard_trace("bitnet-tiny", 2, 1))  # numba kernels loaded before measuring
+    kind = job["kind"]
+    tl = None
+    if kind == "decode":
+        tr = standard_trace(MODEL, job.get("prefill", 0), job["n"])
+        if job.get("timeline"):
+            from lowbit.sim.timeline import open_timeline
+
+            tl = open_timeline(Path(job["timeline"]), cfg, "bench")
+        def fn():
+            return simulate(cfg, tr, timeline=tl)
+    elif kind == "context":
+        tr = decode_step_trace(MODEL, job["m"])
+        def fn():
+            return simulate(cfg, tr, no_lop=not job["lop"])
+    else:  # LOP selection alone on a synthetic 2-layer 3B-head trace
+        small = replace(get_model(MODEL), name="bitnet-3b-2layer", n_layers=2, max_positions=4096)
+        d = tempfile.mkdtemp()
+        tr = load_trace(synthetic_qk_trace(small, job["m"], 8, Path(d) / "c", seed=1))
+        def fn():
+            return lop_selection(tr, cfg.lop)
+    ok = reset_peak()
+    before = rss_mib()
+    r, dt, dc = timed(fn)
+    # peak during the run (VmHWM since the reset); without the reset, the process's lifetime peak
+    peak = rss_mib("VmHWM") if ok else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out = {"wall": dt, "cpu": dc, "rss_before": before, "peak": peak}
+    if tl is not None:
+        out["timeline"] = tl.close()
+    if kind != "lop":
+        out.update(cycles=r.cycles, instructions=r.instructions)
+    return out
+
+
+def in_child(job: dict) -> dict:
+    import json
+
+    p = subprocess.run([sys.executable, __file__, "--child", json.dumps(job)], check=True, capture_output=True,
+                       text=True)
+    return json.loads(p.stdout.strip().splitlines()[-1])
 
 
 def load() -> str:
@@ -76,7 +134,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="decode 16 instead of 128 (smoke run)")
     ap.add_argument("--out", default="bench/results-sim.md")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.child:
+        import json
+
+        print(json.dumps(child_run(json.loads(a.child))))
+        return
     decode = 16 if a.quick else 128
     cfg = load_config("vitallm")
     lines: list[str] = []
@@ -94,10 +158,11 @@ def main() -> None:
         tr = load_trace(path)
         ltime = time.perf_counter() - t
         load_before = load()
-        r, wall, cpu, _ = timed(lambda: simulate(cfg, tr, "dependency-aware"))
+        reset_peak()
+        rss_before = rss_mib()
+        r, wall, cpu = timed(lambda: simulate(cfg, tr, "dependency-aware"))
         load_after = load()
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        sel, sel_wall, sel_cpu, sel_peak = timed(lambda: lop_selection(tr, cfg.lop), mem=True)
+        rss = rss_mib("VmHWM")
     m = get_model(MODEL)
     kcache = m.n_layers * m.n_kv_heads * (64 + decode) * m.head_dim * 4
     print(f"headline: {wall:.1f} s wall, {cpu:.1f} s user, {r.cycles / wall / 1e6:.1f} M cycles/s, load {load_after}")
@@ -127,10 +192,10 @@ def main() -> None:
     w(f"| tile instructions scheduled | {r.instructions:,} ({r.instructions / wall / 1e6:.2f} M/s wall) |")
     w(f"| decode tokens/s (simulated) | {r.decode_tokens_per_s:.2f} |")
     w(f"| prefill latency (simulated) | {r.prefill_latency_s:.3f} s |")
-    w(f"| LOP data-driven | {r.lop['data_driven']} (KV reduction {r.lop['kv_reduction_x']:.2f}x over the run) |")
-    w(f"| LOP selection alone, rerun under tracemalloc: wall / user CPU / peak heap | {sel_wall:.1f} s / "
-      f"{sel_cpu:.1f} s / {sel_peak / 2**20:.0f} MiB (K cache of LO values: {kcache / 2**20:.0f} MiB) |")
-    w(f"| process peak RSS after the headline (includes trace generation) | {rss:.0f} MiB |")
+    w(f"| LOP data-driven | {r.lop['data_driven']} (K+V plus LO-code traffic {r.lop['kv_reduction_x']:.2f}x lower "
+      f"than dense over the run; K+V alone {r.lop['kv_only_reduction_x']:.2f}x) |")
+    w(f"| process RSS before simulate() (trace generated and loaded, K cache of LO values {kcache / 2**20:.0f} "
+      f"MiB) / peak RSS during it (VmHWM) | {rss_before:.0f} MiB / {rss:.0f} MiB |")
     w(f"| numba cache load, first call (excluded) | {warm:.1f} s |")
     w(f"| synthetic trace generation / load_trace (excluded) | {gen:.1f} s / {ltime:.1f} s |")
     w(f"\nGoals: <= 30 s wall and >= 1e7 simulated cycles/s: "
@@ -140,39 +205,47 @@ def main() -> None:
       "lowbit.sim.numerics.lop calls, tests/sim/test_lop_select.py).\n")
 
     w("## Wall time vs decode length (shapes-only trace, prefill 0, K/M LOP)\n")
-    w("| decode steps | wall s | user CPU s | CPU s/step | simulated cycles | M cycles/CPU-s | peak heap MiB |")
+    w("Each row in a fresh process (numba kernels loaded, trace built, then measured).\n")
+    w("| decode steps | wall s | user CPU s | CPU s/step | simulated cycles | M cycles/CPU-s | RSS before / peak during the run, MiB |")
     w("|---|---|---|---|---|---|---|")
     for n in ((4, 8, 16) if a.quick else (16, 32, 64, 128)):
-        trn = standard_trace(MODEL, 0, n)  # built outside the timed region: the heap figure is the simulator's
-        rr, dt, dc, pk = timed(lambda trn=trn: simulate(cfg, trn), mem=True)
-        w(f"| {n} | {dt:.2f} | {dc:.2f} | {dc / n:.3f} | {rr.cycles:,} | {rr.cycles / dc / 1e6:.1f} | "
-          f"{pk / 2**20:.0f} |")
-        print("decode", n, dt, dc)
+        c = in_child({"kind": "decode", "n": n})
+        w(f"| {n} | {c['wall']:.2f} | {c['cpu']:.2f} | {c['cpu'] / n:.3f} | {c['cycles']:,} | "
+          f"{c['cycles'] / c['cpu'] / 1e6:.1f} | {c['rss_before']:.0f} / {c['peak']:.0f} |")
+        print("decode", n, c)
     w(f"\nLoad average after this series: {load()}.\n")
     w("## Wall time vs context length (one decode step at context M, shapes only)\n")
-    w("| M | LOP | wall s | user CPU s | instructions | simulated cycles | peak heap MiB |")
+    w("| M | LOP | wall s | user CPU s | instructions | simulated cycles | RSS before / peak during the run, MiB |")
     w("|---|---|---|---|---|---|---|")
     for mm in (256, 512, 1024, 2048):
         for lop in (True, False):
-            tr1 = decode_step_trace(MODEL, mm)
-            rr, dt, dc, pk = timed(lambda tr1=tr1, lop=lop: simulate(cfg, tr1, no_lop=not lop), mem=True)
-            w(f"| {mm} | {'on' if lop else 'off'} | {dt:.2f} | {dc:.2f} | {rr.instructions:,} | {rr.cycles:,} | "
-              f"{pk / 2**20:.0f} |")
-            print("context", mm, lop, dt, dc)
+            c = in_child({"kind": "context", "m": mm, "lop": lop})
+            w(f"| {mm} | {'on' if lop else 'off'} | {c['wall']:.2f} | {c['cpu']:.2f} | {c['instructions']:,} | "
+              f"{c['cycles']:,} | {c['rss_before']:.0f} / {c['peak']:.0f} |")
+            print("context", mm, lop, c)
     w("\n## Data-driven LOP selection vs context (3B attention shapes, 2 layers, 8 decode steps)\n")
     w("Model: BitNet-3B heads (32 q / 32 kv heads, head_dim 100) with 2 layers, synthetic q/k, prefill M - 1 "
       "then 8 decode steps; selection only (lowbit.sim.lop_select.lop_selection, k = 32).\n")
     w("| M (prefill) | wall s | user CPU s | user CPU ms per (layer, decode step), prefill included | "
-      "peak heap MiB | K cache MiB |")
+      "RSS before / peak during the run, MiB | K cache MiB |")
     w("|---|---|---|---|---|---|")
-    small = replace(m, name="bitnet-3b-2layer", n_layers=2, max_positions=4096)
     for mm in ((128, 256) if a.quick else (256, 512, 1024, 2048)):
-        with tempfile.TemporaryDirectory() as d:
-            trc = load_trace(synthetic_qk_trace(small, mm, 8, Path(d) / "c", seed=1))
-            _, dt, dc, pk = timed(lambda trc=trc: lop_selection(trc, cfg.lop), mem=True)
+        c = in_child({"kind": "lop", "m": mm})
         kc = 2 * m.n_kv_heads * (mm + 8) * m.head_dim * 4
-        w(f"| {mm} | {dt:.2f} | {dc:.2f} | {1e3 * dc / 16:.1f} | {pk / 2**20:.1f} | {kc / 2**20:.1f} |")
-        print("lop context", mm, dt, dc)
+        w(f"| {mm} | {c['wall']:.2f} | {c['cpu']:.2f} | {1e3 * c['cpu'] / 16:.1f} | {c['rss_before']:.0f} / "
+          f"{c['peak']:.0f} | {kc / 2**20:.1f} |")
+        print("lop context", mm, c)
+    w("\n## Whole-run Perfetto timeline (shapes-only trace, prefill 64 + decode N)\n")
+    w("`lowbit sim --timeline X.pftrace`: every instruction is a slice, streamed to disk chunk by chunk.\n")
+    w("| decode steps | wall s | user CPU s | instruction slices | file MiB | RSS before / peak during the run, MiB |")
+    w("|---|---|---|---|---|---|")
+    for n in ((2, 8) if a.quick else (16, 128)):
+        with tempfile.TemporaryDirectory(dir=Path(a.out).parent) as d:
+            c = in_child({"kind": "decode", "prefill": 64, "n": n, "timeline": str(Path(d) / "t.pftrace")})
+        ti = c["timeline"]
+        w(f"| {n} | {c['wall']:.1f} | {c['cpu']:.1f} | {sum(ti['slices'].values()):,} | {ti['bytes'] / 2**20:,.0f} | "
+          f"{c['rss_before']:.0f} / {c['peak']:.0f} |")
+        print("timeline", n, c)
     cw, cc = cold_compile()
     w(f"\nnumba cold compile (fresh NUMBA_CACHE_DIR, subprocess, cold minus warm run): {cw:.1f} s wall, "
       f"{cc:.1f} s user CPU. Kernels calling into other modules are cached keyed on those modules' source "
@@ -183,7 +256,8 @@ def main() -> None:
       "mildly with context (LO-code chunks with LOP; K/V chunks without), i.e. linearly in M through the KV "
       "metadata of the current step only. Data-driven selection costs O(M) per (layer, step) and its heap is "
       "the K cache of LO values plus a bounded working set (prefill keys are read and quantized in token "
-      "slices; one step's scores are chunked). Speed levers: per-layer instruction blocks cached by "
+      "slices; one step's scores are chunked). Peak RSS does not grow with the number of decode steps (each step is "
+      "lowered, scheduled and folded, then dropped; a timeline is written as it goes). Speed levers: per-layer instruction blocks cached by "
       "signature (identical layers lowered once per step), vectorised projection tiling, a numba list "
       "scheduler and numba counter folding, step-batched LOP selection.")
     text = "\n".join(lines) + "\n"

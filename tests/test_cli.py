@@ -19,6 +19,7 @@ from tests.cli_util import assert_one_line_error, lowbit, lowbit_without
 EXPECTED_COMMANDS = {
     "config", "config list", "config show", "trace", "trace info", "sim", "validate", "models", "models list",
     "fp4-sensitivity", "train-tiny", "eval-tiny", "bench-gpu", "rtl", "verify", "synth", "report",
+    "sweep", "sweep run", "sweep show",
 }
 
 
@@ -80,7 +81,8 @@ def test_json_is_always_a_file_and_out_always_a_directory():
     for name, p in js:
         assert p.metavar == "PATH" and p.default is None and "`-`: standard output" in p.help, name
     outs = _params("--out")
-    assert {n for n, _ in outs} == {"trace", "validate", "fp4-sensitivity", "train-tiny", "bench-gpu", "rtl", "report"}
+    assert {n for n, _ in outs} == {"trace", "validate", "fp4-sensitivity", "train-tiny", "bench-gpu", "rtl", "report",
+                                    "sweep run"}
     for name, p in outs:
         assert p.metavar == "DIR" and p.help.startswith("output directory"), name
 

@@ -52,6 +52,8 @@ class Runner:
     progress: Callable[[int, int, int], None] | None = None
     stats: RunStats = field(default_factory=RunStats)
     base: HwConfig | None = None
+    blocks: dict[str, Any] = field(default_factory=dict)  # block key -> BlockCost (serial) or its future (Dask),
+    # kept across batches (NSGA-II generations) so that each parameterisation is synthesised once per sweep
 
     def __post_init__(self) -> None:
         self.base = self.spec.base_config()
@@ -104,7 +106,7 @@ class Runner:
     def _compute(self, todo: dict[str, tuple[Point, HwConfig, list[int]]], level: str) -> Iterator[tuple[str, dict]]:
         need_blocks = level != "sim"
         if self.client is None:
-            done_blocks: dict[str, BlockCost] = {}
+            done_blocks: dict[str, BlockCost] = self.blocks
             for key, (p, cfg, _) in todo.items():
                 try:
                     blocks = {}
@@ -119,7 +121,7 @@ class Runner:
             return
         from dask.distributed import as_completed
 
-        block_futs: dict[str, Any] = {}
+        block_futs: dict[str, Any] = self.blocks
         futs = {}
         for key, (p, cfg, _) in todo.items():
             blocks = {}
@@ -189,8 +191,10 @@ def run_nsga2(spec: SweepSpec, runner: Runner) -> list[dict[str, Any]]:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     dists = {p.path: _distribution(p) for p in spec.params}
-    sampler = optuna.samplers.NSGAIISampler(population_size=spec.population, seed=spec.seed,
-                                            constraints_func=lambda t: t.user_attrs.get("constraints", [0.0]))
+    modern = hasattr(optuna.trial.Trial, "set_constraint")  # Optuna >= 5: constraints live on the trial
+    sampler = optuna.samplers.NSGAIISampler(
+        population_size=spec.population, seed=spec.seed,
+        **({} if modern else {"constraints_func": lambda t: t.user_attrs.get("constraints", [0.0])}))
     study = optuna.create_study(directions=["maximize" if OBJECTIVES[o].sense == "max" else "minimize"
                                             for o in spec.objectives], sampler=sampler)
     out: list[dict[str, Any]] = []
@@ -203,7 +207,12 @@ def run_nsga2(spec: SweepSpec, runner: Runner) -> list[dict[str, Any]]:
             if any(v is None for v in values):  # failed, or an invalid design: no metrics to learn from
                 study.tell(t, state=optuna.trial.TrialState.FAIL)
             else:
-                t.set_user_attr("constraints", [_violation(c, rec.get(c.metric)) for c in spec.constraints] or [0.0])
+                violations = [_violation(c, rec.get(c.metric)) for c in spec.constraints]
+                if modern:
+                    for c, v in zip(spec.constraints, violations, strict=True):
+                        t.set_constraint(str(c), v)
+                else:
+                    t.set_user_attr("constraints", violations or [0.0])
                 study.tell(t, values)
             out.append(rec)
     return out

@@ -9,6 +9,7 @@ at each value of the parameter; the table gives (largest mean - smallest mean) /
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 from typing import Any
 
@@ -200,8 +201,9 @@ def summary_md(meta: dict[str, Any], rows: list[dict[str, Any]], sens, notes: st
     if bad:
         lines += ["## Infeasible and failed points", ""]
         reasons: dict[str, int] = {}
-        for r in bad:
-            reasons[f"{r['status']}: {r['reason']}"] = reasons.get(f"{r['status']}: {r['reason']}", 0) + 1
+        for r in bad:  # one line per reason, values of violated constraints left out
+            k = f"{r['status']}: " + re.sub(r" \([a-z_0-9]+ = [^)]*\)", "", r["reason"])
+            reasons[k] = reasons.get(k, 0) + 1
         for k, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:10]:
             lines.append(f"- {n} × {k}")
         lines.append("")

@@ -95,3 +95,23 @@ def test_block_cost_is_plain_data():
 
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def test_nsga2_is_seeded_and_resumable(tmp_path):
+    """Optuna NSGA-II with a seed proposes the same points again; the second run finds them all in the cache."""
+    pytest.importorskip("optuna")
+    from lowbit.explore.execute import run
+    from lowbit.explore.spec import load_spec
+    from lowbit.explore.store import ResultCache
+
+    (tmp_path / "spec.toml").write_text(
+        '[sweep]\nbase = "tiny"\nstrategy = "nsga2"\nsamples = 12\npopulation = 4\nseed = 3\n'
+        'objectives = ["decode_tok_s", "prefill_latency_s"]\n[workload]\nmodel = "bitnet-tiny"\nprefill = 4\ndecode = 4\n'
+        '[params]\n"tint.cores" = { range = [1, 3], step = 1 }\n"lop.k" = [2, 4, 8]\n'
+        'clock_hz = { range = [1e8, 4e8], log = true }\n')
+    spec = load_spec(tmp_path / "spec.toml")
+    a, sa = run(spec, serial=True, cache=ResultCache(tmp_path / "c"))
+    b, sb = run(spec, serial=True, cache=ResultCache(tmp_path / "c"))
+    assert len(a) == 12 and [r["values"] for r in a] == [r["values"] for r in b]
+    assert all(1e8 <= r["values"]["clock_hz"] <= 4e8 and r["values"]["tint.cores"] in (1, 2, 3) for r in a)
+    assert sa.computed >= 8 and (sb.cached, sb.computed) == (12, 0)

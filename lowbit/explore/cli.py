@@ -108,6 +108,9 @@ def register(app: typer.Typer) -> None:
         def started(stats) -> None:
             if stats.dashboard:
                 print(f"Dask: {stats.workers} workers, dashboard {stats.dashboard}", flush=True)
+            if scheduler and not stats.workers:
+                print("no worker has joined the scheduler yet: the points wait for one (`dask worker "
+                      f"{scheduler}`)", flush=True)
 
         prog = _Progress()
         try:

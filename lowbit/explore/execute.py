@@ -255,7 +255,7 @@ def connect(scheduler: str | None, workers: int | None, dashboard: bool = True):
 
     if scheduler:
         try:
-            return Client(scheduler, timeout="20s"), None
+            return Client(scheduler, timeout="10s"), None
         except OSError as e:
             raise LowbitError(f"--scheduler {scheduler}: cannot connect ({e}); start one with `dask scheduler` "
                               "and workers with `dask worker SCHEDULER` (docs/sweep.md)") from None

@@ -121,7 +121,7 @@ def sensitivity_png(meta: dict[str, Any], sens: dict[str, dict[str, dict[Any, fl
 
     params, objs = meta["params"], meta["objectives"]
     fig, axs = plt.subplots(len(objs), len(params), figsize=(2.3 * len(params) + 0.8, 2.0 * len(objs) + 0.6),
-                            squeeze=False)
+                            squeeze=False, sharey="row")  # one scale per objective: panels compare
     for j, o in enumerate(objs):
         for i, p in enumerate(params):
             ax = axs[j][i]
@@ -134,7 +134,8 @@ def sensitivity_png(meta: dict[str, Any], sens: dict[str, dict[str, dict[Any, fl
                 ax.set_xlabel(p, fontsize=8)
             if i == 0:
                 ax.set_ylabel(o, fontsize=8)
-    fig.suptitle("Main effects: mean of each objective over the ok points at each parameter value", fontsize=9)
+    fig.suptitle("Main effects: mean of each objective over the ok points at each parameter value "
+                 "(one y scale per row)", fontsize=9)
     fig.tight_layout()
     return _png(fig)
 

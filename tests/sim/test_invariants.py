@@ -4,6 +4,8 @@ breakdown's per-op counters add up to the run's totals, and LOP savings are net 
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from lowbit.sim.breakdown import Breakdown
@@ -72,3 +74,22 @@ def test_idle_vs_stall_inorder_and_no_lop():
     assert r.idle["lop"] == r.cycles and r.stalls["lop"] == {}
     r2 = simulate(cfg, tr, "inorder", no_lop=True, breakdown=Breakdown(tr.model.n_layers, unit_list(cfg)))
     assert (r2.stalls, r2.idle, r2.cycles) == (r.stalls, r.idle, r.cycles)
+
+
+def test_dram_efficiency_hidden_where_it_has_no_effect():
+    """dram.efficiency and dram.latency_ns drive the simple DRAM model only: `config show` of an lpddr design
+    leaves them out (and says why); the lpddr model's timing ignores them; the simple model uses them."""
+    import os
+
+    from tests.cli_util import lowbit
+
+    env = {**os.environ, "COLUMNS": "250"}
+    shown = lowbit("config", "show", "vitallm", env=env).stdout
+    row = re.compile(r"dram\.efficiency\s+│\s+[\d.]+")
+    assert not row.search(shown) and "no effect with model" in shown and "dram.tRCD_ns" in shown
+    assert row.search(lowbit("config", "show", "tiny", env=env).stdout)  # tiny uses the simple model
+    tr = standard_trace("bitnet-tiny", 4, 2)
+    base = load_config("vitallm")
+    assert simulate(base.replace(**{"dram.efficiency": 0.3}), tr).cycles == simulate(base, tr).cycles
+    tiny = load_config("tiny")
+    assert simulate(tiny.replace(**{"dram.efficiency": 0.3}), tr).cycles > simulate(tiny, tr).cycles

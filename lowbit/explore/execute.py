@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -290,4 +290,4 @@ def run(spec: SweepSpec, *, scheduler: str | None = None, workers: int | None = 
     return records, runner.stats
 
 
-__all__ = ["run", "Runner", "RunStats", "points_of", "apply_constraints", "failure", "asdict"]
+__all__ = ["run", "Runner", "RunStats", "points_of", "apply_constraints", "failure"]

@@ -22,7 +22,12 @@ from lowbit.explore import cli as explore_cli
 from lowbit.models import cli as models_cli
 from lowbit.rtl import cli as rtl_cli
 from lowbit.sim import cli as sim_cli
-from lowbit.sim.errors import LowbitError
+from lowbit.sim.errors import LowbitError, one_line
+
+try:  # typer vendors click (typer >= 0.20); older typer uses click itself
+    from typer._click.exceptions import UsageError
+except ImportError:  # pragma: no cover
+    from click.exceptions import UsageError
 
 
 def build_app() -> typer.Typer:
@@ -67,10 +72,18 @@ def main(argv: list[str] | None = None) -> int:
             if signal.getsignal(sig) is not signal.SIG_IGN:  # an ignored signal (nohup, `cmd &`) stays ignored
                 handlers[sig] = signal.signal(sig, _raise_interrupted)
     try:
-        # standalone mode: click prints usage errors itself and raises SystemExit with its code.
-        cmd.main(args=argv, prog_name="lowbit", standalone_mode=True)
+        # not standalone: usage errors come here (one line below) instead of click's multi-line box
+        rv = cmd.main(args=argv, prog_name="lowbit", standalone_mode=False)
+        return rv if isinstance(rv, int) else 0  # `--help` and typer.Exit return their status
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except UsageError as e:
+        if type(e).__name__ == "NoArgsIsHelpError":  # `lowbit`, `lowbit config`: the help text
+            e.show()
+        else:
+            cmd_name = e.ctx.command_path if e.ctx is not None else "lowbit"
+            print(f"error: {one_line(e.format_message())} (see `{cmd_name} --help`)", file=sys.stderr)
+        return e.exit_code
     except LowbitError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code

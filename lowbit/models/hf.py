@@ -23,7 +23,7 @@ from typing import Any
 
 from lowbit.sim.errors import LowbitError, ModelImportError, WorkloadError
 from lowbit.sim.modelspec import MODEL_RANGES, ModelSpec
-from lowbit.sim.schema import as_bool, as_float, as_int, as_str, clip, short
+from lowbit.sim.schema import Range, as_bool, as_float, as_int, as_str, clip, short
 
 DECODERS = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "BitNetForCausalLM")
 ENCODERS = ("BertModel",)
@@ -131,6 +131,44 @@ def check_config(cfg: dict[str, Any], where: str | Path) -> None:
     archs = cfg.get("architectures")
     if archs is not None and (not isinstance(archs, list) or not all(isinstance(a, str) for a in archs)):
         raise ModelImportError(f"{where}: architectures = {short(archs)}: must be a list of class names")
+    # transformers does work proportional to these (label tables, token-type embeddings)
+    for key in ("num_labels", "type_vocab_size"):
+        if cfg.get(key) is not None:
+            as_int(cfg[key], where, key, SMALL_TABLE, ModelImportError)
+    for key in ("id2label", "label2id"):
+        if cfg.get(key) is not None and (not isinstance(cfg[key], dict) or len(cfg[key]) > SMALL_TABLE.hi):
+            raise ModelImportError(f"{where}: {key} must be an object of at most {SMALL_TABLE.hi} labels")
+    big = _huge_int(cfg)
+    if big is not None:
+        raise ModelImportError(f"{where}: {big[0]} = {big[1]}: an integer beyond 2^53 is no model parameter")
+
+
+SMALL_TABLE = Range(0, 2**16, integer=True)
+# Loading weights holds them as float32 in memory: refused above this bound before anything is allocated.
+MAX_LOAD_BYTES = 48 << 30
+
+
+def _huge_int(x: Any, path: str = "") -> tuple[str, int] | None:
+    if isinstance(x, int) and not isinstance(x, bool) and abs(x) > 2**53:
+        return path or "value", x
+    items = x.items() if isinstance(x, dict) else enumerate(x) if isinstance(x, list) else ()
+    for k, v in items:
+        found = _huge_int(v, f"{path}.{k}" if path else str(k))
+        if found:
+            return found
+    return None
+
+
+def weight_bytes(cfg: dict[str, Any]) -> int:
+    """float32 bytes of a checked config.json's parameters (projections, embeddings, BERT position and token
+    type tables, an untied lm_head); an upper-side estimate for the memory bound."""
+    d, F, L = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+    H = cfg["num_attention_heads"]
+    kv = (cfg.get("num_key_value_heads") or H) * (d // H)
+    per_layer = d * (2 * d + 2 * kv) + 3 * d * F
+    tables = cfg["vocab_size"] * d * 2 + (cfg.get("max_position_embeddings") or 0) * d \
+        + (cfg.get("type_vocab_size") or 0) * d
+    return 4 * (L * per_layer + tables)
 
 
 def architecture_of(cfg: dict[str, Any], path: Path) -> str:
@@ -199,6 +237,10 @@ def load_hf(model: str | Path, weight_format: str | None = None, meta: bool = Fa
     cfg = read_config(path)
     arch = architecture_of(cfg, path)
     check_config(cfg, path / "config.json")
+    if not meta and weight_bytes(cfg) > MAX_LOAD_BYTES:
+        raise ModelImportError(f"{path}: ~{weight_bytes(cfg) / 2**30:,.1f} GiB of float32 weights, more than the "
+                               f"{MAX_LOAD_BYTES >> 30} GiB lowbit loads into memory (lowbit.models.hf.MAX_LOAD_BYTES); "
+                               "capture shapes only (without --tensors) instead")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     import torch

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lowbit.rtl.registry import RtlUnit, get_unit
+from lowbit.sim import procs
 from lowbit.sim.atomic import atomic_write, locked
 from lowbit.sim.cache import cache_dir
 
@@ -124,10 +125,12 @@ def build_verilog(unit: str, section_cfg: Any, use_cache: bool = True) -> Genera
     with locked(vpath.with_name(f".{unit}-{key}.lock")):
         if use_cache and vpath.exists() and jpath.exists():
             return Generated(unit, top_name(unit), vpath.read_text(), json.loads(jpath.read_text()), params, key)
+        import amaranth._toolchain.yosys as amaranth_yosys
         from amaranth.back import verilog
 
         dut = spec.build(section_cfg)
-        text = verilog.convert(dut, name=top_name(unit), emit_src=False)
+        with procs.adopt(amaranth_yosys):  # Amaranth's yosys child: own process group, dies with lowbit
+            text = verilog.convert(dut, name=top_name(unit), emit_src=False)
         ports = _ports(dut)
         atomic_write(jpath, json.dumps(ports, indent=1, sort_keys=True))  # ports first: .v marks the entry complete
         atomic_write(vpath, text)

@@ -28,9 +28,9 @@ from pathlib import Path
 from lowbit.sim.errors import OutputError
 
 TMP_SUFFIX = ".lowbit-tmp"
-# A temp entry is considered for cleaning only once it is this old: it closes the short window between
-# creating a temp entry and locking it.
-STALE_AFTER_S = 10.0
+# A temp entry is considered for cleaning only once it is this old: it covers the short window between
+# creating a temp entry and locking it (a directory that vanishes in that window is created again).
+STALE_AFTER_S = 1.0
 
 
 def output_error(path: str | Path, e: OSError) -> OutputError:
@@ -143,13 +143,21 @@ def temp_dir(parent: str | Path, name: str) -> Iterator[Path]:
     parent = Path(parent)
     _mkdir(parent, parent / name)
     clean_stale(parent, f".{name}.")
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=TMP_SUFFIX, dir=parent))
-    except OSError as e:
-        raise output_error(parent / name, e) from None
-    fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
-    try:
+    for _ in range(10):
+        try:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=TMP_SUFFIX, dir=parent))
+            fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            continue  # cleaned away by a concurrent run before we could lock it
+        except OSError as e:
+            raise output_error(parent / name, e) from None
         fcntl.flock(fd, fcntl.LOCK_EX)
+        if os.fstat(fd).st_nlink > 0:
+            break
+        os.close(fd)
+    else:  # pragma: no cover
+        raise OutputError(f"cannot create a temp directory in {parent}: it keeps disappearing")
+    try:
         yield tmp
     finally:
         if tmp.exists():

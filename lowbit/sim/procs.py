@@ -15,7 +15,9 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+import types
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import IO, Any
 
 _PR_SET_PDEATHSIG = 1
@@ -69,3 +71,33 @@ def run(cmd: Sequence[str], *, cwd: Any = None, env: Mapping[str, str] | None = 
         kill_group(p)
         raise
     return subprocess.CompletedProcess(p.args, p.returncode, out, err)
+
+
+@contextmanager
+def adopt(module: types.ModuleType) -> Iterator[None]:
+    """Apply the rule above to the children a third-party `module` starts with `subprocess.Popen` (e.g. the
+    yosys that Amaranth runs to write Verilog): own process group, death with lowbit, and their groups
+    killed if the block exits with an exception (Ctrl-C included)."""
+    real = module.subprocess
+    spawned: list[subprocess.Popen] = []
+
+    def popen(*args: Any, **kw: Any) -> subprocess.Popen:
+        parent = os.getpid()
+        kw.setdefault("start_new_session", True)
+        kw.setdefault("preexec_fn", lambda: _child_setup(parent))
+        p = real.Popen(*args, **kw)
+        spawned.append(p)
+        return p
+
+    proxy = types.SimpleNamespace(**{k: getattr(real, k) for k in dir(real) if not k.startswith("__")})
+    proxy.Popen = popen
+    module.subprocess = proxy
+    try:
+        yield
+    except BaseException:
+        for p in spawned:
+            if p.poll() is None:
+                kill_group(p)
+        raise
+    finally:
+        module.subprocess = real

@@ -37,7 +37,7 @@ import numpy as np
 
 import lowbit.sim.dram
 import lowbit.sim.isa
-from lowbit.sim.dram import dram_access
+from lowbit.sim.dram import check_times, dram_access
 from lowbit.sim.isa import (
     C_DMAKV,
     C_DMAW,
@@ -296,6 +296,8 @@ class Scheduler:
         if rc != 0:
             i = -rc - 1
             raise RuntimeError(f"scheduler: instruction {i} (class {class_name(int(a['main'][i]))}) cannot be scheduled")
+        # overflow guard: a time beyond the exact range is an error, never a wrapped (smaller) cycle count
+        check_times(o_end, self.dparams, self.dstate)
         self.last_pred, self.last_bind = o_pred, o_bind
         return o_start, o_end, o_unit
 

@@ -179,7 +179,7 @@ def option_int_list(name: str, text: str, rng: Range, max_items: int = 64) -> li
         try:
             v = int(p)
         except ValueError:
-            raise OptionError(f"{name} {short(text)}: '{short(p, 20)}' is not an integer; "
+            raise OptionError(f"{name} {short(text)}: '{clip(p, 20)}' is not an integer; "
                               "give comma-separated integers") from None
         option_int(name, v, rng)
         out.append(v)

@@ -248,3 +248,81 @@ def test_lpddr4x_preset_differs_only_in_dram():
     # JESD209-4: LPDDR4X-4266 x64 = 34.128 GB/s peak, 8 banks, RL 36 nCK at 2133 MHz
     assert (d4.type, d4.banks, d4.peak_bytes_per_s) == ("LPDDR4X", 8, 34.128e9)
     assert d4.tCL_ns == pytest.approx(36 / (4266 / 2 / 1000), abs=0.01)
+
+
+# ----------------------------------------------------------------------------- arithmetic range (no silent wrap)
+
+
+def _one_dma_chunk(nbytes: int = 64):
+    from lowbit.sim.isa import C_DMAW, D_W, Emitter
+
+    e = Emitter()
+    e.emit(C_DMAW, nbytes=nbytes, addr=0, dcls=D_W)
+    return e.finish()
+
+
+def _scheduler(p, s):
+    from lowbit.sim.isa import BUFFERS, C_DMAKV, C_DMAW
+    from lowbit.sim.sched import Scheduler
+
+    return Scheduler([C_DMAW, C_DMAKV], np.zeros(len(BUFFERS), np.int64), p, s)
+
+
+def test_dram_times_at_the_exact_range_boundary():
+    """A DMA that ends exactly at 2^53 cycles is scheduled exactly; one cycle more is an error, not a wrap.
+    (float64 -> int64 of 1e19 gives INT64_MIN in compiled code: without the guard the DMA would "end" at its
+    start, i.e. fewer cycles.)"""
+    from lowbit.sim.dram import P_SIMPLE_BPC, P_SIMPLE_LAT
+    from lowbit.sim.errors import WorkloadError
+    from lowbit.sim.schema import EXACT_CYCLES
+
+    cfg = load_config("tiny")
+    p, s = fresh(cfg)
+    p[P_SIMPLE_BPC] = 64.0  # one cycle for 64 bytes: end = latency + 1
+    p[P_SIMPLE_LAT] = float(EXACT_CYCLES - 1)
+    _, end, _ = _scheduler(p, s).run(_one_dma_chunk(), 0)
+    assert int(end[0]) == EXACT_CYCLES  # exact: 2^53 - 1 + 1
+    for lat in (float(EXACT_CYCLES), 1e19, float("inf")):
+        p2, s2 = fresh(cfg)
+        p2[P_SIMPLE_LAT] = lat
+        with pytest.raises(WorkloadError, match="exact cycle range"):
+            _scheduler(p2, s2).run(_one_dma_chunk(), 0)
+
+
+def test_check_times_bounds():
+    from lowbit.sim.dram import S_LAST_DONE, check_times
+    from lowbit.sim.errors import WorkloadError
+    from lowbit.sim.schema import EXACT_CYCLES
+
+    p, s = fresh()
+    check_times(np.array([0, EXACT_CYCLES], np.int64), p, s)
+    for end in ([EXACT_CYCLES + 1], [-1], [np.iinfo(np.int64).min]):
+        with pytest.raises(WorkloadError, match="2\\^53"):
+            check_times(np.array(end, np.int64), p, s)
+    s[S_LAST_DONE] = float(EXACT_CYCLES) * 2
+    with pytest.raises(WorkloadError):
+        check_times(np.array([5], np.int64), p, s)
+
+
+@pytest.mark.parametrize("field,top,over", [
+    ("dram.tRCD_ns", 1e6, 1e19), ("dram.tRFC_ns", 1e6, 1.0000001e6), ("dram.latency_ns", 1e6, 1e300),
+    ("clock_hz", 1e11, 1e300), ("sram.0.bytes", 2**30, 2**70), ("dram.channels", 64, 10**9),
+])
+def test_config_ranges_at_the_boundary(field, top, over):
+    """The largest value of each range loads (and gives finite cycle parameters); one beyond is refused."""
+    cfg = load_config("vitallm")
+    key = field.replace("sram.0.", "")
+    if field.startswith("sram"):
+        def change(v):
+            from lowbit.sim.config import from_dict, to_dict
+            d = to_dict(cfg)
+            d["sram"][0]["bytes"] = v
+            return from_dict(d)
+    else:
+        def change(v):
+            extra = {"dram.tREFI_ns": 2e6} if key == "dram.tRFC_ns" else {}
+            return cfg.replace(**{key: v, **extra})
+    ok = change(top)
+    assert np.all(np.isfinite(dram_params(ok))) and dram_params(ok).max() < 2**53
+    with pytest.raises(ConfigError, match=f"{key.split('.')[-1]} = .*must be <="):
+        change(over)

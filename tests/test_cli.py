@@ -88,7 +88,7 @@ def test_json_is_always_a_file_and_out_always_a_directory():
 
 
 def test_seed_on_every_command_that_draws_random_data():
-    assert {n for n, _ in _params("--seed")} == {"trace", "fp4-sensitivity", "train-tiny", "verify"}
+    assert {n for n, _ in _params("--seed")} == {"trace", "fp4-sensitivity", "train-tiny", "verify", "bench-gpu"}
 
 
 def test_rendered_help_names_the_units(tmp_path):

@@ -158,12 +158,17 @@ def register(app: typer.Typer) -> None:
 
     @app.command("bench-gpu")
     def bench_gpu_cmd(
-        out: Path = out_option(Path("reports"), "gpu-baseline.json and gpu-baseline.md; schema in lowbit/models/gpu/bench.py"),
-        quick: bool = typer.Option(False, "--quick", help="one model, batches 1 and 64, 4k attention, two decode configs"),
-        sections: str = typer.Option("linear,attention,decode", "--sections", help="comma-separated subset to run"),
+        out: Path = out_option(Path("reports"), "gpu-baseline.json, .md, .log and .png; schema in lowbit/models/gpu/bench.py"),
+        quick: bool = typer.Option(False, "--quick", help="one shape, one context, two decode configs"),
+        sections: str = typer.Option("attention,linear,decode,gemm", "--sections", help="comma-separated subset to run"),
+        seed: int = seed_option(),
+        budget_s: float = typer.Option(540.0, "--budget-s", help="skip (and list as skipped) work after this many seconds"),
     ) -> None:
-        """Benchmark the Triton ternary/FP4/LOP kernels against torch bf16 on this CUDA GPU."""
+        """Benchmark the Triton ternary/FP4/LOP kernels against torch bf16 (and bitsandbytes) on this CUDA GPU."""
         check_out_dir(out)
+        bad = set(sections.split(",")) - {"attention", "linear", "decode", "gemm"}
+        if bad:
+            raise LowbitError(f"--sections {sections}: unknown {', '.join(sorted(bad))}; choose from attention, linear, decode, gemm")
         require_extra("bench-gpu", "gpu", "torch", "triton")
         import torch
 
@@ -171,4 +176,5 @@ def register(app: typer.Typer) -> None:
             raise LowbitError("bench-gpu needs a CUDA GPU (torch.cuda.is_available() is False); run it on a GPU machine")
         from lowbit.models.gpu.bench import run_all
 
-        run_all(out / "gpu-baseline.json", out / "gpu-baseline.md", quick, sections, log=lambda s: print(s, flush=True))
+        out.mkdir(parents=True, exist_ok=True)
+        run_all(out, quick, sections, seed, budget_s, log=lambda s: print(s, flush=True))

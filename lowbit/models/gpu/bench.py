@@ -207,7 +207,7 @@ def run_linear(shapes, batches, data, log, budget: Budget, seed: int, save=lambd
             if gemm:
                 cands["ternary"] = ([lambda x=x, w=w: ternary_gemm(act_quant(x), w) for w in tws], tw.nbytes)
                 cands["ternary_kernel"] = ([lambda a=a, w=w: ternary_gemm(a, w) for w in tws], tw.nbytes)
-                if m <= 64:
+                if m == GEMM_FROM:
                     cands["ternary_splitk"] = ([lambda a=a, w=w: ternary_gemm(a, w, split_k=4) for w in tws], tw.nbytes)
                 if m > 16:
                     cands["ternary_unpack"] = ([lambda a=a, w=w: ternary_gemm_unpacked(a, w) for w in tws], tw.nbytes)
@@ -347,8 +347,28 @@ def run_attention(models, contexts, ratio, data, log, budget: Budget, seed: int)
                              "speedup_vs_torch": None if sp is None else round(sp, 3), "device": dev_name})
             rows[-2]["backend"] = backend
             rows[-1]["stage_us"] = {"score": round(t_score, 2)}
+            rows[-1]["kernel_us"] = _kernel_times(lop[0])
             log(f"attn {model} M={m} K={ksel}: sdpa({backend})={t_dense:.1f}us lop={t_lop:.1f}us "
-                f"({t_dense / t_lop:.2f}x) score stage {t_score:.1f}us")
+                f"({t_dense / t_lop:.2f}x) score stage {t_score:.1f}us; kernels (eager) {rows[-1]['kernel_us']}")
+
+
+def _kernel_times(fn, reps: int = 10) -> dict:
+    """Device time per kernel name of one call of ``fn`` (torch profiler, mean over ``reps`` eager calls)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    try:
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(reps):
+                fn()
+            torch.cuda.synchronize()
+        tot: dict[str, float] = {}
+        for ev in prof.events():
+            if ev.device_type == torch.autograd.DeviceType.CUDA:
+                tot[ev.name[:40]] = tot.get(ev.name[:40], 0.0) + ev.device_time / reps
+        return {k: round(v, 2) for k, v in tot.items()}
+    except Exception as e:  # noqa: BLE001 - a diagnostic only
+        return {"profiler failed": f"{type(e).__name__}: {e}"[:100]}
 
 
 def run_decode(configs, data, log, budget: Budget, seed: int) -> None:

@@ -74,10 +74,14 @@ def _lop_score_kernel(q_ptr, qi_ptr, lo_ptr, bucket_ptr, hist_ptr, score_ptr, se
     c = tl.program_id(1)
     b = g // KVH
     h0 = b * H + (g % KVH) * G
-    # (1) the group's INT8 queries and Q_g[i] = sum_h sign(q_hi) 2^e(q_hi), as [DWP, 8] (element 8j + s)
     rg = tl.arange(0, GP)
     rj = tl.arange(0, DWP)
     rs = tl.arange(0, 8)
+    # the chunk's packed LO codes first: the longest load, independent of the query work below
+    rm = c * CH + tl.arange(0, CH)
+    m_ok = rm < M
+    w = tl.load(lo_ptr + (g * MMAX + rm)[:, None] * DW + rj[None, :], mask=m_ok[:, None] & (rj < DW)[None, :], other=0)
+    # (1) the group's INT8 queries and Q_g[i] = sum_h sign(q_hi) 2^e(q_hi), as [DWP, 8] (element 8j + s)
     dd = rj[:, None] * 8 + rs[None, :]
     qm = (rg < G)[:, None, None] & (dd < D)[None, :, :]
     qoff = (h0 + rg)[:, None, None] * D + dd[None, :, :]
@@ -90,10 +94,6 @@ def _lop_score_kernel(q_ptr, qi_ptr, lo_ptr, bucket_ptr, hist_ptr, score_ptr, se
     sp = (qi.to(tl.float32).to(tl.int32, bitcast=True) & -8388608).to(tl.float32, bitcast=True).to(tl.int32)
     qg = tl.sum(sp, axis=0)  # [DWP, 8]
     # (2) group scores of this chunk's keys from the packed LO codes (exact int32)
-    rm = c * CH + tl.arange(0, CH)
-    m_ok = rm < M
-    rows = g * MMAX + rm
-    w = tl.load(lo_ptr + rows[:, None] * DW + rj[None, :], mask=m_ok[:, None] & (rj < DW)[None, :], other=0)
     acc = tl.zeros([CH, DWP], tl.int32)
     for si in tl.static_range(8):
         qcol = tl.sum(tl.where(rs[None, :] == si, qg, 0), axis=1)  # [DWP]
@@ -116,22 +116,23 @@ def _lop_score_kernel(q_ptr, qi_ptr, lo_ptr, bucket_ptr, hist_ptr, score_ptr, se
     bucket = HALF + sgn * tl.minimum(mag, HALF)
     tl.store(bucket_ptr + g * MMAX + rm, bucket.to(tl.int8), mask=m_ok)
     rb = tl.arange(0, NBP)
-    hit = (bucket[None, :] == rb[:, None]) & m_ok[None, :]
-    tl.store(hist_ptr + (g * NC + c) * NBP + rb, tl.sum(hit.to(tl.int32), axis=1))
+    # tokens past M go to bin NBP-1, which no bucket uses (NB is odd, NBP = next_pow2(NB) > NB)
+    hist = tl.histogram(tl.where(m_ok, bucket, NBP - 1), NBP)
+    tl.store(hist_ptr + (g * NC + c) * NBP + rb, tl.where(rb < NB, hist, 0))
     # (4) the group's last program: threshold bucket, and per chunk the bucket-t and chosen counts before it
     done = tl.atomic_add(cnt_ptr + g, 1)
     if done == NC - 1:
         rc = tl.arange(0, NCP)
-        hist = tl.load(hist_ptr + (g * NC + rc[:, None]) * NBP + rb[None, :], mask=(rc < NC)[:, None], other=0,
+        hall = tl.load(hist_ptr + (g * NC + rc[:, None]) * NBP + rb[None, :], mask=(rc < NC)[:, None], other=0,
                        cache_modifier=".cg")
-        tot = tl.sum(hist, axis=0)
+        tot = tl.sum(hall, axis=0)
         need = tl.minimum(KSEL, M)
         cum_desc = tl.sum(tl.where(rb[None, :] >= rb[:, None], tot[None, :], 0), axis=1)  # count(bucket >= t)
         t = tl.sum(((cum_desc >= need) & (rb < NB)).to(tl.int32), axis=0) - 1
         n_fill = need - tl.sum(tl.where(rb > t, tot, 0), axis=0)
-        ht = tl.sum(tl.where(rb[None, :] == t, hist, 0), axis=1)  # [NCP] bucket-t tokens per chunk
+        ht = tl.sum(tl.where(rb[None, :] == t, hall, 0), axis=1)  # [NCP] bucket-t tokens per chunk
         prior_t = tl.cumsum(ht, axis=0) - ht
-        cnt = tl.sum(tl.where(rb[None, :] > t, hist, 0), axis=1) + tl.minimum(tl.maximum(n_fill - prior_t, 0), ht)
+        cnt = tl.sum(tl.where(rb[None, :] > t, hall, 0), axis=1) + tl.minimum(tl.maximum(n_fill - prior_t, 0), ht)
         base = tl.cumsum(cnt, axis=0) - cnt
         tl.store(sel_ptr + g * 2, t)
         tl.store(sel_ptr + g * 2 + 1, n_fill)
@@ -143,8 +144,8 @@ def _lop_score_kernel(q_ptr, qi_ptr, lo_ptr, bucket_ptr, hist_ptr, score_ptr, se
 @triton.jit
 def _lop_attend_kernel(q_ptr, k_ptr, v_ptr, bucket_ptr, sel_ptr, cinfo_ptr, idx_ptr, pm_ptr, pl_ptr, po_ptr,
                        out_ptr, cnt_ptr, M, D, H, KVH, MMAX, NC, KSEL, sm_scale,
-                       G: tl.constexpr, GQ: tl.constexpr, CH: tl.constexpr, KS: tl.constexpr, DP: tl.constexpr,
-                       NCP: tl.constexpr, DOT_F32: tl.constexpr):
+                       G: tl.constexpr, GP: tl.constexpr, GQ: tl.constexpr, CH: tl.constexpr, KS: tl.constexpr,
+                       DP: tl.constexpr, NCP: tl.constexpr, DOT_F32: tl.constexpr):
     g = tl.program_id(0)
     c = tl.program_id(1)
     b = g // KVH
@@ -202,18 +203,19 @@ def _lop_attend_kernel(q_ptr, k_ptr, v_ptr, bucket_ptr, sel_ptr, cinfo_ptr, idx_
     done = tl.atomic_add(cnt_ptr + g, 1)
     if done == NC - 1:
         rc = tl.arange(0, NCP)
-        c_ok = rc < NC
-        for hh in range(G):
-            prow = (h0 + hh) * NC + rc
-            pm = tl.load(pm_ptr + prow, mask=c_ok, other=0.0, cache_modifier=".cg")
-            pl = tl.load(pl_ptr + prow, mask=c_ok, other=0.0, cache_modifier=".cg")
-            live = pl > 0
-            mmax = tl.max(tl.where(live, pm, float("-inf")), axis=0)
-            wgt = tl.where(live, tl.exp(pm - mmax), 0.0)
-            po = tl.load(po_ptr + prow[:, None] * DP + rd[None, :], mask=c_ok[:, None], other=0.0,
-                         cache_modifier=".cg")
-            res = tl.sum(wgt[:, None] * po, axis=0) / tl.sum(wgt * pl, axis=0)
-            tl.store(out_ptr + (h0 + hh) * D + rd, res.to(tl.bfloat16), mask=d_ok)
+        rgc = tl.arange(0, GP)  # the G heads (GQ above is padded for tl.dot)
+        gc_ok = rgc < G
+        c_ok = (rc < NC)[None, :] & gc_ok[:, None]
+        prow = (h0 + rgc)[:, None] * NC + rc[None, :]  # [GP, NCP]
+        pm = tl.load(pm_ptr + prow, mask=c_ok, other=0.0, cache_modifier=".cg")
+        pl = tl.load(pl_ptr + prow, mask=c_ok, other=0.0, cache_modifier=".cg")
+        live = pl > 0
+        mmax = tl.max(tl.where(live, pm, float("-inf")), axis=1)
+        wgt = tl.where(live, tl.exp(pm - mmax[:, None]), 0.0)
+        po = tl.load(po_ptr + prow[:, :, None] * DP + rd[None, None, :], mask=c_ok[:, :, None], other=0.0,
+                     cache_modifier=".cg")
+        res = tl.sum(wgt[:, :, None] * po, axis=1) / tl.maximum(tl.sum(wgt * pl, axis=1), 1e-30)[:, None]
+        tl.store(out_ptr + (h0 + rgc)[:, None] * D + rd[None, :], res.to(tl.bfloat16), mask=gc_ok[:, None] & d_ok[None, :])
         tl.store(cnt_ptr + g, 0)
 
 
@@ -275,8 +277,9 @@ def lop_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
     pl = torch.empty(bsz * h, nc, dtype=torch.float32, device=dev)
     po = torch.empty(bsz * h, nc, dp, dtype=torch.float32, device=dev)
     _lop_attend_kernel[(ng, nc)](q2, kc, vc, buckets, sel, cinfo, idx, pm, pl, po, out, cnt[1], m, d, h, kvh, mmax,
-                                 nc, kk, 1.0 / math.sqrt(d), G=grp, GQ=max(16, triton.next_power_of_2(grp)), CH=chunk,
-                                 KS=32, DP=dp, NCP=ncp, DOT_F32=INTERPRET or not q.is_cuda, num_warps=4)
+                                 nc, kk, 1.0 / math.sqrt(d), G=grp, GP=triton.next_power_of_2(grp),
+                                 GQ=max(16, triton.next_power_of_2(grp)), CH=chunk,
+                                 KS=32, DP=dp, NCP=ncp, DOT_F32=INTERPRET or not q.is_cuda, num_warps=8)
     if return_debug:
         return out, {"scores": scores[:, :m], "idx": idx.to(torch.int64), "q_i8": q_i8}
     return out

@@ -55,7 +55,8 @@ def goals(data: dict) -> list[tuple[str, str, str]]:
         if rs:
             lo = min(rs, key=lambda r: r["speedup_vs_torch"])
             ok = sum(r["speedup_vs_torch"] >= 1 for r in rs)
-            out.append((f"{fmt} ≥ torch bf16 at every batch 1–512 (whole op from bf16 input)",
+            bs = ", ".join(str(b) for b in sorted({r["batch"] for r in rs}))
+            out.append((f"{fmt} ≥ torch bf16 at every batch 1–512 (whole op from bf16 input; batches in this run: {bs})",
                         f"{ok}/{len(rs)} (shape, batch) points; worst {lo['speedup_vs_torch']:.2f}× ({lo['shape']}, "
                         f"batch {lo['batch']})", "yes" if ok == len(rs) else ("partly" if ok else "no")))
     dec = data.get("decode", [])

@@ -265,6 +265,9 @@ def _tgemv_kernel(x_ptr, q_ptr, qsum_ptr, xs_ptr, w_ptr, ws_ptr, r_ptr, y_ptr, M
     rb = tl.arange(0, 4)
     m_ok = rm < M
     n_ok = rn < N
+    # the first weight tile is loaded before the activation scale, so the weight stream starts at once;
+    # each iteration then loads the next tile before computing on the current one
+    w = tl.load(w_ptr + rn[:, None] * stride_wn + rj[None, :], mask=n_ok[:, None] & (rj < KW)[None, :], other=0)
     if FUSED:
         s64 = _fused_scale(x_ptr, rm, m_ok, K, stride_xm, eps, BLOCK_M, AB)
         qs = tl.zeros([BLOCK_M, BLOCK_KW], tl.int32)
@@ -275,7 +278,8 @@ def _tgemv_kernel(x_ptr, q_ptr, qsum_ptr, xs_ptr, w_ptr, ws_ptr, r_ptr, y_ptr, M
     for j0 in range(0, KW, BLOCK_KW):
         j = j0 + rj
         j_ok = j < KW
-        w = tl.load(w_ptr + rn[:, None] * stride_wn + j[None, :], mask=n_ok[:, None] & j_ok[None, :], other=0)
+        jn = j + BLOCK_KW
+        w_next = tl.load(w_ptr + rn[:, None] * stride_wn + jn[None, :], mask=n_ok[:, None] & (jn < KW)[None, :], other=0)
         for t in tl.static_range(4):
             if FUSED:
                 kk = (j * 16 + 4 * t)[None, :, None] + rb[None, None, :]  # [1, BKW, 4]
@@ -298,6 +302,7 @@ def _tgemv_kernel(x_ptr, q_ptr, qsum_ptr, xs_ptr, w_ptr, ws_ptr, r_ptr, y_ptr, M
                 acc2 = dp4a(wm, a3, acc2, USE_ASM)
             else:
                 acc3 = dp4a(wm, a3, acc3, USE_ASM)
+        w = w_next
     S = tl.sum(acc0 + (acc1 >> 2) + (acc2 >> 4) + (acc3 >> 6), axis=2)  # each acc_t is a multiple of 4^t
     if FUSED:
         qsum = tl.sum(qs, axis=1)
@@ -360,7 +365,7 @@ def ternary_gemv(a: QuantAct | torch.Tensor, w: TernaryWeight, out_acc: bool = F
     if residual is not None and (residual.shape != y.shape or residual.stride(1) != 1):
         raise ValueError(f"residual must be a row-major [{m}, {w.n}] tensor, got {tuple(residual.shape)}")
     bm = block_m or min(triton.next_power_of_2(m), 8)
-    ab = min(triton.next_power_of_2(w.k), 2048)
+    ab = min(triton.next_power_of_2(w.k), 8192)  # one pass over the row up to K = 8192
     args = (x, q, qsum, xs, w.words, w.scale, r, y, m, w.n, w.words.shape[1], w.k,
             x.stride(0), q.stride(0), w.words.stride(0), r.stride(0), y.stride(0), eps)
     flags = dict(BLOCK_M=bm, FUSED=fused, OUT_ACC=out_acc, RESIDUAL=residual is not None,
@@ -452,7 +457,7 @@ def _gemm_prune(configs, named_args, **kw):
     return ok or configs[:1]
 
 
-_tgemm_tuned = autotune(_GEMM_CONFIGS, key=["M", "N", "KW", "SPLIT_K"],
+_tgemm_tuned = autotune(_GEMM_CONFIGS, key=["M", "N", "KW", "SPLIT_K"], reset_to_zero=["acc_ptr"],
                         prune_configs_by={"early_config_prune": _gemm_prune})(_tgemm_kernel)
 
 

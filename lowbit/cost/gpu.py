@@ -35,7 +35,9 @@ def load_gpu_results(path: Path) -> dict[str, Any]:
 
 
 def _mj(j: float | None) -> str:
-    return "—" if j is None else f"{j * 1e3:.3g}"
+    if j is None:
+        return "—"
+    return f"{j * 1e3:.0f}" if j >= 0.1 else f"{j * 1e3:.3g}"
 
 
 def gpu_markdown(g: dict[str, Any], designs: list[tuple]) -> str:

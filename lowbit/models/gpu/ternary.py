@@ -374,7 +374,7 @@ def ternary_gemv(a: QuantAct | torch.Tensor, w: TernaryWeight, out_acc: bool = F
         grid = lambda meta: (triton.cdiv(w.n, meta["BLOCK_N"]), triton.cdiv(m, bm))  # noqa: E731
         _tgemv_tuned[grid](*args, **flags)
     else:
-        cfg = dict(config or {"BLOCK_N": 16, "BLOCK_KW": 16})
+        cfg = dict(config or {"BLOCK_N": 64, "BLOCK_KW": 16})  # interpreter: few, wide programs run fastest
         nw = cfg.pop("num_warps", 4)
         ns = cfg.pop("num_stages", 2)
         grid = (triton.cdiv(w.n, cfg["BLOCK_N"]), triton.cdiv(m, bm))

@@ -493,7 +493,7 @@ DRAM_RANGES = {
 TREFI_NS = Range(100, 1e9, "ns", why="all-bank refresh interval (JEDEC: a few µs); 0 disables refresh")
 # Integer parameters of a unit section (lanes, widths, latencies...): positive and at most 2^16; replicated units
 # (e.g. TINT cores) at most MAX_REPLICAS physical copies (the scheduler visits every copy for every tile).
-SECTION_INT = Range(1, 2**16, integer=True, why="a parameter of one accelerator unit")
+SECTION_INT = Range(1, 2**16, integer=True)
 MAX_REPLICAS = 64
 
 

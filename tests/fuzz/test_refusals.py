@@ -211,3 +211,23 @@ def test_option_refused(tmp_path, monkeypatch, argv, pattern):
     rc, _, err = cli(argv)
     assert rc == 2 and re.search(pattern, err) and err.count("\n") == 1, err
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_errors_doc_lists_every_error_class():
+    """docs/errors.md names every LowbitError subclass lowbit defines, and no other."""
+    import re
+    from pathlib import Path
+
+    import lowbit.explore.spec  # noqa: F401  (defines SpecError)
+    import lowbit.rtl.synth  # noqa: F401  (defines SynthError)
+
+    def subclasses(c):
+        for s in c.__subclasses__():
+            if s.__module__.startswith("lowbit."):
+                yield s
+            yield from subclasses(s)
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "errors.md").read_text()
+    listed = set(re.findall(r"^\| `(\w+Error)`", doc, re.M))
+    assert listed == {c.__name__ for c in subclasses(LowbitError)}
+    assert "| 2 |" in doc and "| 130 |" in doc

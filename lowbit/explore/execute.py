@@ -280,7 +280,13 @@ def run(spec: SweepSpec, *, scheduler: str | None = None, workers: int | None = 
             runner.stats.workers = len(client.scheduler_info().get("workers", {}))
         if on_start is not None:
             on_start(runner.stats)
-        records = run_nsga2(spec, runner) if spec.strategy == "nsga2" else runner.evaluate(points_of(spec))
+        try:
+            records = run_nsga2(spec, runner) if spec.strategy == "nsga2" else runner.evaluate(points_of(spec))
+        except OSError as e:  # the scheduler went away (CommClosedError is an OSError)
+            if client is None:
+                raise
+            raise LowbitError(f"lost the Dask scheduler ({type(e).__name__}: {e}); the {runner.stats.computed} points "
+                              "received are in the result cache: run the same command again to resume") from None
     finally:
         if client is not None:
             client.close()

@@ -115,3 +115,25 @@ def test_nsga2_is_seeded_and_resumable(tmp_path):
     assert len(a) == 12 and [r["values"] for r in a] == [r["values"] for r in b]
     assert all(1e8 <= r["values"]["clock_hz"] <= 4e8 and r["values"]["tint.cores"] in (1, 2, 3) for r in a)
     assert sa.computed >= 8 and (sb.cached, sb.computed) == (12, 0)
+
+
+def test_each_rtl_parameterisation_is_synthesised_once_per_sweep(tmp_path, monkeypatch, sky130_root):
+    """6 designs that share every RTL block (TINT instances and an SRAM size vary): 5 blocks synthesised, once each."""
+    import lowbit.explore.execute as ex
+    from lowbit.explore.spec import load_spec
+    from lowbit.explore.store import ResultCache
+
+    calls: list[str] = []
+
+    def counting(cfg_data, block):
+        calls.append(block)
+        return block_cost(cfg_data, block)
+
+    monkeypatch.setattr(ex, "block_cost", counting)
+    (tmp_path / "spec.toml").write_text(
+        '[sweep]\nbase = "tiny"\nobjectives = ["decode_tok_s", "area_mm2"]\n[workload]\nmodel = "bitnet-tiny"\n'
+        'prefill = 4\ndecode = 4\n[params]\n"tint.cores" = [1, 2, 3]\n"sram.kv.bytes" = [1024, 2048]\n')
+    records, stats = ex.run(load_spec(tmp_path / "spec.toml"), serial=True, cache=ResultCache(tmp_path / "c"))
+    assert sorted(calls) == ["booth", "lop_score", "lop_topk", "sfu", "tint"] and stats.blocks == 5
+    areas = {(r["values"]["tint.cores"], r["values"]["sram.kv.bytes"]): r["area_mm2"] for r in records}
+    assert areas[(2, 1024)] > areas[(1, 1024)] and areas[(1, 2048)] > areas[(1, 1024)]

@@ -26,10 +26,13 @@ from lowbit.sim.atomic import atomic_write
 from lowbit.sim.units import catalog
 
 WORK_FORMAT = {"ternary_macs": "ternary", "int8_macs": "INT8", "fp4_macs": "FP4"}
-# Datasheet peaks (dense, no sparsity), MAC/s and bytes/s: NVIDIA H100 Tensor Core GPU datasheet (2023),
-# H100 SXM: BF16 989.5 TFLOPS, INT8 1,979 TOPS (2 ops per MAC), HBM3 3.35 TB/s.
+# Datasheet peaks (dense, i.e. half the with-sparsity figures), MAC/s (2 ops per MAC) and bytes/s:
+# NVIDIA H100 Tensor Core GPU datasheet (2023), H100 SXM: BF16 989.5 TFLOPS, INT8 1,979 TOPS, HBM3 3.35 TB/s;
+# NVIDIA H200 Tensor Core GPU datasheet (2024), H200 SXM: BF16 989.5 TFLOPS, INT8 1,979 TOPS, HBM3e 4.8 TB/s.
 GPU_PEAKS = {"H100": {"bf16": 989.5e12 / 2, "int8": 1979e12 / 2, "bytes_per_s": 3.35e12,
-                      "source": "NVIDIA H100 Tensor Core GPU datasheet, H100 SXM (dense)"}}
+                      "source": "NVIDIA H100 Tensor Core GPU datasheet, H100 SXM (dense)"},
+             "H200": {"bf16": 989.5e12 / 2, "int8": 1979e12 / 2, "bytes_per_s": 4.8e12,
+                      "source": "NVIDIA H200 Tensor Core GPU datasheet, H200 SXM (dense)"}}
 
 
 def design_roofs(cfg) -> dict[str, float]:

@@ -158,9 +158,20 @@ def test_cli_breakdown_and_timeline(tmp_path):
     d = json.loads(j.read_text())
     assert set(d["breakdown"]["phases"]) == {"prefill", "decode", "decode step 2"}
     assert not list(tmp_path.glob(".*"))  # the temporary trace was renamed
-    for args, pat in ((["--timeline-window", "steps=3-1"], "empty"), (["--breakdown-steps", "9"], "decode step"),
-                      (["--timeline", str(tmp_path / "x.txt")], "pftrace")):
-        r = lowbit("sim", "--model", "bitnet-tiny", "--hw", "tiny", "--prefill", "4", "--decode", "3",
-                   "--timeline", str(tmp_path / "w.pftrace"), *args)
-        assert_one_line_error(r, pat, args)
-    assert not (tmp_path / "w.pftrace").exists() and not (tmp_path / "x.txt").exists()
+    r = lowbit("sim", "--model", "bitnet-tiny", "--hw", "tiny", "--prefill", "4", "--decode", "3",
+               "--timeline", str(tmp_path / "w.pftrace"), "--timeline-window", "steps=3-1")
+    assert_one_line_error(r, "empty")
+
+
+@pytest.mark.parametrize("args,pat", [(["--timeline-window", "layers=x"], "expected"),
+                                      (["--breakdown-steps", "9"], "decode step"),
+                                      (["--timeline", "x.txt"], "pftrace")])
+def test_cli_bad_options(tmp_path, monkeypatch, capsys, args, pat):
+    from lowbit.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    rc = main(["sim", "--model", "bitnet-tiny", "--hw", "tiny", "--prefill", "4", "--decode", "3", "--quiet",
+               "--timeline", "w.pftrace", *args])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("error:") and pat in err and "\n" not in err
+    assert not list(tmp_path.iterdir())  # nothing written, no temporary file left

@@ -131,13 +131,14 @@ def evaluate(cfg_data: dict[str, Any], point: Point, level: str,
              blocks: dict[str, BlockCost] | None = None) -> dict[str, Any]:
     """Metrics of one point (see module docstring). A LowbitError (a tile that does not fit, a bad
     combination) makes the point infeasible, with the error as its reason; other exceptions propagate."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     out: dict[str, Any] = {"status": "ok", "reason": "", "worker": f"{os.uname().nodename}:{os.getpid()}"}
     try:
         out.update(_metrics(from_dict(cfg_data, source="sweep"), point, level, blocks or {}, out))
     except LowbitError as e:
         out.update(status="infeasible", reason=str(e))
     out["t_total_s"] = time.perf_counter() - t0
+    out["t_cpu_s"] = time.process_time() - c0  # this worker process's CPU (one task at a time): load-independent
     return out
 
 
@@ -148,9 +149,9 @@ def _metrics(cfg: HwConfig, point: Point, level: str, blocks: dict[str, BlockCos
     w = point.workload
     schedule = point.option("schedule") or "dependency-aware"
     fmt = point.option("weights") or weight_format_for(cfg)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     full = simulate(cfg, standard_trace(w.model, w.prefill, w.decode, fmt), schedule=schedule)
-    timing["t_sim_s"] = time.perf_counter() - t
+    timing["t_sim_s"], timing["t_sim_cpu_s"] = time.perf_counter() - t, time.process_time() - c
     m: dict[str, Any] = {"decode_tok_s": full.decode_tokens_per_s, "prefill_latency_s": full.prefill_latency_s,
                          "cycles": full.cycles}
     if level == "sim":
@@ -165,9 +166,10 @@ def _metrics(cfg: HwConfig, point: Point, level: str, blocks: dict[str, BlockCos
 
         act, pe = full.activity, None
         if w.prefill:  # the prefill-only run whose activity `lowbit report` subtracts too
-            t1 = time.perf_counter()
+            t1, c1 = time.perf_counter(), time.process_time()
             pre = simulate(cfg, standard_trace(w.model, w.prefill, 0, fmt), schedule=schedule).to_dict()
             pre_s = time.perf_counter() - t1
+            timing["t_sim_cpu_s"] += time.process_time() - c1
             pe = phase_energy(hw, cfg, pre["activity"], w.prefill, pre["prefill_cycles"] / cfg.clock_hz)
             act = subtract_activity(full.activity, pre["activity"])
         de = phase_energy(hw, cfg, act, w.decode, full.decode_cycles / cfg.clock_hz)

@@ -128,7 +128,8 @@ def stubs(monkeypatch, tmp_path):
     return calls
 
 
-def test_cli_fuzz(tmp_path: Path, stubs):
+def test_cli_fuzz(tmp_path: Path, stubs, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative paths (`--out -`, `./x`) land in the test's directory
     seen: Counter[str] = Counter()
 
     @FUZZ

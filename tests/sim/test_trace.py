@@ -124,7 +124,7 @@ def test_write_is_atomic_and_refuses_overwrite(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(st.json, "dumps", boom)
-    with pytest.raises(OutputError, match="t2: No space left on device"):
+    with pytest.raises(OutputError, match="t2: no space left on device"):
         write_trace(tr, tmp_path / "t2")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t"]
     shutil.rmtree(out)

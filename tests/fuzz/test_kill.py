@@ -227,3 +227,18 @@ def test_kill_synth_while_yosys_runs(tmp_path, how, sky130_root):
     entries = [d for d in synth.iterdir() if not d.name.startswith(".")]
     assert len(entries) == 1 and (entries[0] / "result.json").exists()
     assert not _temps(synth)  # the killed run's work directory was cleaned
+
+
+def test_ctrl_c_stops_a_long_simulation(tmp_path):
+    """A long simulation (3B, 1,000 decode steps: minutes) stops within a second of Ctrl-C, with one line."""
+    j = tmp_path / "r.json"
+    p, _ = _start(tmp_path, ["sim", "--model", "bitnet-b1.58-3b", "--decode", "1000", "--quiet", "--json", str(j)],
+                  tmp_path / "cache")
+    time.sleep(5.0)
+    assert p.poll() is None
+    t0 = time.monotonic()
+    p.send_signal(signal.SIGINT)
+    assert p.wait(timeout=30) == 130
+    assert time.monotonic() - t0 < 5
+    assert p.stderr.read().strip().splitlines() == ["error: interrupted (SIGINT); unfinished outputs were not written"]
+    assert not j.exists() and not _temps(tmp_path)

@@ -66,13 +66,15 @@ class Browser:
             assert time.monotonic() - t < 30, "page did not render"
             time.sleep(0.05)
 
-    def hover(self, selector: str) -> str:
-        """Move the mouse onto the element's centre (a real input event) and return the hover box's text."""
+    def hover(self, selector: str) -> tuple[str, str]:
+        """Move the mouse onto the element's centre (a real input event); (the hover box's text, data-point of
+        the element on top there, which is the one hovered when points overlap)."""
         box = self.js(f"(() => {{ const r = document.querySelector({json.dumps(selector)}).getBoundingClientRect();"
                       " return [r.x + r.width / 2, r.y + r.height / 2]; })()")
         self.call("Input.dispatchMouseEvent", type="mouseMoved", x=box[0], y=box[1])
         assert self.js("getComputedStyle(document.getElementById('tip')).display") == "block"
-        return self.js("document.getElementById('tip').textContent")
+        top = self.js(f"document.elementFromPoint({box[0]}, {box[1]}).getAttribute('data-point')")
+        return self.js("document.getElementById('tip').textContent"), top
 
     def close(self) -> None:
         self.ws.close()
@@ -125,8 +127,8 @@ def test_sweep_page_renders_and_hover_shows_the_design(browser, tmp_path):
     rows = pq.read_table(tmp_path / "out" / "results.parquet").to_pylist()
     assert browser.js("document.querySelectorAll('#plot circle.front').length") == sum(r["pareto"] for r in rows) >= 1
     target = next(r for r in ok if r["values"] == {"tint.cores": 2, "lop.k": 4, "sram.act.bytes": 2048})
-    text = browser.hover(f"circle[data-point='{target['point']}']")
-    assert f"point {target['point']}" in text
+    text, top = browser.hover(f"circle[data-point='{target['point']}']")
+    assert top == str(target["point"]) and text.startswith(f"point {target['point']}  (bitnet-tiny 8+4)")
     assert "tint.cores = 2" in text and "lop.k = 4" in text and "sram.act.bytes = 2048" in text
     assert f"decode tokens/s: {target['decode_tok_s']:.0f}\n" in text  # > 1e4: the page prints it as an integer
     assert "re-run: lowbit sim --model bitnet-tiny --hw tiny --prefill 8 --decode 4 --set tint.cores=2 --set lop.k=4 " \
@@ -141,5 +143,6 @@ def test_committed_example_page(browser):
     browser.open(page)
     n = browser.js("document.querySelectorAll('#plot circle.pt').length")
     assert n >= 100
-    text = browser.hover("#plot circle.front")
-    assert "Pareto front" in text and "tint.cores = " in text and "re-run: lowbit sim --model bitnet-b1.58-3b" in text
+    text, top = browser.hover("#plot circle.front")
+    assert text.startswith(f"point {top}  (bitnet-b1.58-3b 64+128)")
+    assert "tint.cores = " in text and "re-run: lowbit sim --model bitnet-b1.58-3b --hw vitallm" in text

@@ -115,18 +115,25 @@ def serial(tmp_path_factory):
     return rows
 
 
-@pytest.mark.slow  # timing-dependent: on a fresh clone the sweep can finish before SIGINT lands (exit 0, not 130)
+def _freeze(procs: list[subprocess.Popen], sig: int) -> None:
+    for w in procs:
+        if w.poll() is None:
+            os.killpg(w.pid, sig)
+
+
 def test_interrupted_sweep_resumes_only_the_missing_points(cluster, tmp_path, serial):
-    addr, _ = cluster
+    addr, workers = cluster
     cache, out = tmp_path / "cache", tmp_path / "out"
     args = [sys.executable, "-m", "lowbit", "sweep", "run", str(_spec(tmp_path)), "--out", str(out), "--scheduler", addr,
             "--cache", str(cache)]
     p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _wait_for(lambda: _cached(cache) >= 3 or p.poll() is not None, 120, "the first results")
+        _freeze(workers, signal.SIGSTOP)  # no point finishes while the client is being interrupted
         p.send_signal(signal.SIGINT)
         _, err = p.communicate(timeout=60)
     finally:
+        _freeze(workers, signal.SIGCONT)
         if p.poll() is None:
             p.kill()
     assert p.returncode == 130, err
@@ -162,12 +169,15 @@ def test_killed_worker_mid_sweep(cluster, tmp_path, serial):
                           "--scheduler", addr, "--cache", str(cache)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _wait_for(lambda: _cached(cache) >= 2 or p.poll() is not None, 120, "the first results")
+        _freeze(workers, signal.SIGSTOP)  # the sweep cannot end between this check and the kill
         victim = workers[0]
+        killed_at = _cached(cache)
         os.killpg(victim.pid, signal.SIGKILL)
         victim.wait()
-        killed_at = _cached(cache)
+        _freeze(workers[1:], signal.SIGCONT)
         stdout, stderr = p.communicate(timeout=300)
     finally:
+        _freeze(workers[1:], signal.SIGCONT)
         if p.poll() is None:
             p.kill()
     assert p.returncode == 0, stderr

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from lowbit.sim.atomic import atomic_write
-from lowbit.sim.cache import cache_root
+from lowbit.sim.cache import cache_dir
 
 
 def default_dir() -> Path:
-    return cache_root() / "sweep"
+    return cache_dir("sweep")
 
 
 class ResultCache:

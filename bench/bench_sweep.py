@@ -6,8 +6,8 @@ weight SRAM size only (no RTL block changes, so warm runs synthesise nothing). M
 
 - a lone `lowbit sim` of the base point (the reference: what one point costs without the sweep);
 - `lowbit sweep run --serial` at level sim (objectives decode tok/s + prefill latency: one simulation per
-  point) and at level energy (+ area, energy/token: a second, prefill-only simulation per point and the cost
-  model), to separate the sweep's own overhead from the extra simulation energy needs;
+  point) and at level energy (+ area, energy/token: the cost model on the same simulation, whose prefill-end
+  activity snapshot gives decode energy), to separate the sweep's own overhead from what energy adds;
 - `lowbit sweep run` on a LocalCluster of 1 and 2 workers, warm synthesis cache (points per minute);
 - the same with 2 workers and a cold cache root (empty $LOWBIT_CACHE_DIR: every RTL block of vitallm is
   synthesised with yosys and its activity measured before the points can be costed).
@@ -100,7 +100,7 @@ def main() -> None:
             runs.append(sweep(tmp, "dask-2-cold", spec(model, prefill, decode, n, True), ["--workers", "2"],
                               env={**os.environ, "LOWBIT_CACHE_DIR": str(tmp / "cold-cache-root")}))
     label = {"serial-sim": "`--serial`, level sim (1 simulation/point)",
-             "serial-energy": "`--serial`, level energy (+ prefill-only simulation, cost)",
+             "serial-energy": "`--serial`, level energy (+ cost model on the same simulation)",
              "dask-1-warm": "LocalCluster, 1 worker, warm synthesis cache",
              "dask-2-warm": "LocalCluster, 2 workers, warm synthesis cache",
              "dask-2-cold": "LocalCluster, 2 workers, cold cache root (synthesis + activity of every vitallm block)"}
@@ -129,8 +129,8 @@ def main() -> None:
               f"after the first point {s['cpu_warm']:.2f} s. A lone `lowbit sim` spends {lone_cpu:.1f} s CPU, its "
               "start-up included.",
               f"- Level energy costs {100 * (e['cpu_pt'] / s['cpu_pt'] - 1):+.0f} % CPU per point over level sim: the "
-              "prefill-only simulation whose activity `lowbit report` subtracts to get decode energy, plus the cost "
-              "model. This is work the energy objectives need, not sweep overhead.",
+              "cost model (area from the cached block synthesis; decode energy from the simulation's activity minus "
+              "its prefill-end snapshot, no second simulation).",
               "- Points per minute with 2 workers vs 1 show how the 2 cores are shared with whatever else runs (see the "
               "load column); the cold run adds the one-off synthesis of vitallm's RTL blocks, after which every further "
               "point with the same blocks reuses it.",
@@ -149,8 +149,7 @@ def main() -> None:
               f"- At most 10 % per point over a lone `lowbit sim`: at level sim the sweep adds {sim_over:+.1f} % CPU "
               f"to the simulation itself and {100 * (s['cpu_pt'] / lone_cpu - 1):+.0f} % against a lone `lowbit sim` "
               f"({verdict(sim_over <= 10)}). With energy objectives a point costs {energy_over:+.0f} % over its "
-              f"simulation ({verdict(energy_over <= 10)}): the prefill-only simulation that decode energy needs; "
-              "removing it needs the simulator to report activity at the end of prefill.",
+              f"simulation ({verdict(energy_over <= 10)}).",
               f"- A warm-cache 256-point sweep (level energy) in at most 45 minutes: measured {warm['per_min']:.2f} "
               f"points/min with 2 workers at load {warm['load']}, i.e. {minutes:.0f} min for 256 points "
               f"({verdict(minutes <= 45)} here); on two otherwise idle cores the measured {e['cpu_pt']:.1f} CPU-s per "

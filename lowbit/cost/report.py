@@ -107,9 +107,10 @@ def evaluate(cfg, model: str, prefill: int, decode: int, hw: HwCost | None = Non
     pe = de = None
     dec_act = full["activity"]
     if prefill:
-        pre = simulate(cfg, standard_trace(model, prefill, 0, fmt), schedule=schedule).to_dict()
-        pe = phase_energy(hw, cfg, pre["activity"], prefill, pre["prefill_cycles"] / clk)
-        dec_act = subtract_activity(full["activity"], pre["activity"])
+        # the engine's snapshot at the end of prefill: the activity of the prefill instructions alone
+        pre_act = full["prefill_activity"]
+        pe = phase_energy(hw, cfg, pre_act, prefill, full["prefill_cycles"] / clk)
+        dec_act = subtract_activity(full["activity"], pre_act)
     if decode:
         de = phase_energy(hw, cfg, dec_act, decode, full["decode_cycles"] / clk)
     return DesignResult(cfg, hw, full, pe, de, _macs(dec_act), model)

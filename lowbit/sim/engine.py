@@ -83,6 +83,9 @@ class SimResult:
     timing: dict[str, float] = field(default_factory=dict)
     step_cycles: list[int] = field(default_factory=list)
     breakdown: dict[str, Any] | None = None
+    # activity counters at the end of prefill (the instructions of step 0 only; same keys as `activity`), so
+    # decode energy = activity - prefill_activity needs no second, prefill-only simulation; None without prefill
+    prefill_activity: dict[str, Any] | None = None
 
     @property
     def wall_s(self) -> float:
@@ -132,12 +135,18 @@ def simulate(cfg: HwConfig, trace: Trace, schedule: str = "dependency-aware", lo
     sched = Scheduler([c for _, c in units], lw.bufs.capacity_array(), dram_params(cfg), new_dram_state(cfg))
     ctr = Counters.zeros(len(units))
     obs = tuple(o for o in (timeline, breakdown, *observers) if o is not None)
-    run = _run_steps(lw, sched, _steps(trace), ctr, progress, obs)
+    snap: dict[str, Any] = {}
+
+    def at_prefill_end() -> None:
+        ds0 = dram_stats(sched.dstate)
+        snap["activity"] = _activity(units, ctr, ds0, _dram_bytes(ds0))
+
+    run = _run_steps(lw, sched, _steps(trace), ctr, progress, obs, at_prefill_end)
     clk, total, pre = cfg.clock_hz, run.total, run.prefill_end
     sched.finish(total)
     dec, D = total - pre, trace.decode
     ds = dram_stats(sched.dstate)
-    dram_bytes = {DRAM_CLASSES[i]: int(v) for i, v in enumerate(ds["bytes"].values())}
+    dram_bytes = _dram_bytes(ds)
     return SimResult(
         model=trace.model.name, hw=cfg.name, schedule=schedule, prefill_tokens=trace.prefill, decode_tokens=D,
         clock_hz=clk, cycles=int(total), prefill_cycles=int(pre), decode_cycles=int(dec),
@@ -157,7 +166,8 @@ def simulate(cfg: HwConfig, trace: Trace, schedule: str = "dependency-aware", lo
         notes=notes, step_cycles=run.step_cycles,
         timing={"wall_s": time.perf_counter() - t_wall, "lop_select_s": t_sel, "lower_s": run.lower_s,
                 "schedule_s": run.schedule_s},
-        breakdown=breakdown.result() if breakdown is not None else None)
+        breakdown=breakdown.result() if breakdown is not None else None,
+        prefill_activity=snap.get("activity") if trace.prefill else None)
 
 
 # ---------------------------------------------------------------------------------------------- preparation
@@ -267,9 +277,11 @@ class StepsRun:
 
 
 def _run_steps(lw: Lowering, sched: Scheduler, steps: list[list[Op]], ctr: Counters,
-               progress: Callable[[int, int], None] | None, observers: tuple) -> StepsRun:
+               progress: Callable[[int, int], None] | None, observers: tuple,
+               at_prefill_end: Callable[[], None] | None = None) -> StepsRun:
     """lower -> schedule -> fold, chunk by chunk. A step starts at the previous step's end (t_barrier); a
-    chunk's input is ready at the end of the previous chunk's output instruction (t_ext, id ext_id)."""
+    chunk's input is ready at the end of the previous chunk's output instruction (t_ext, id ext_id).
+    `at_prefill_end()` is called once every prefill instruction has been folded into `ctr`."""
     n_chunks = sum(1 + sum(1 for a, b in zip(ops, ops[1:], strict=False) if a.layer != b.layer) for ops in steps)
     done = n_instr = 0
     t_barrier = prefill_end = 0
@@ -314,6 +326,8 @@ def _run_steps(lw: Lowering, sched: Scheduler, steps: list[list[Op]], ctr: Count
         t_barrier = step_end
         if ops[0].phase == "prefill":
             prefill_end = step_end
+            if at_prefill_end is not None:
+                at_prefill_end()
     return StepsRun(t_barrier, prefill_end, step_cycles, n_instr, t_low, t_sch)
 
 
@@ -350,6 +364,11 @@ def _dram_summary(cfg: HwConfig, ds: dict) -> dict:
     out["busy_cycles"] = ds["busy_cycles"] / _channels(cfg)
     out["channels"] = _channels(cfg)
     return out
+
+
+def _dram_bytes(ds: dict) -> dict[str, int]:
+    """DRAM bytes per traffic class (sim.isa.DRAM_CLASSES) from the DRAM model's counters."""
+    return {DRAM_CLASSES[i]: int(v) for i, v in enumerate(ds["bytes"].values())}
 
 
 def _activity(units: list[tuple[str, int]], ctr: Counters, ds: dict, dram_bytes: dict[str, int]) -> dict:

@@ -41,6 +41,7 @@ from lowbit.sim.config import HwConfig, load_config, set_field, to_dict
 from lowbit.sim.errors import LowbitError, did_you_mean
 from lowbit.sim.lower import POLICIES
 from lowbit.sim.modelspec import MODELS, WEIGHT_FORMATS
+from lowbit.sim.schema import Range, as_float, as_int
 
 
 class SpecError(LowbitError):
@@ -173,10 +174,15 @@ def _table(data: dict, key: str, src: str, allowed: tuple[str, ...]) -> dict:
     return t
 
 
-def _int(v: Any, where: str, minimum: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-        raise SpecError(f"{where} = {v!r}: must be an integer >= {minimum}")
-    return v
+# Bounds of the [sweep] numbers (lowbit.sim.schema): a sweep's size is a number of simulations, so it is capped
+# where the grid is (a million points); the seed is numpy's 32-bit seed range.
+SAMPLES = Range(1, 1_000_000, "points")
+POPULATION = Range(2, 100_000, "points")
+SEED = Range(0, 2**32 - 1)
+
+
+def _int(v: Any, where: str, path: str, rng: Range) -> int:
+    return as_int(v, where, path, rng, error=SpecError)
 
 
 def spec_from_dict(data: dict[str, Any], src: str = "<spec>", root: Path = Path(".")) -> SweepSpec:
@@ -197,9 +203,9 @@ def spec_from_dict(data: dict[str, Any], src: str = "<spec>", root: Path = Path(
     if strategy not in STRATEGIES:
         raise SpecError(f"{src}: sweep.strategy = {strategy!r}: must be one of {', '.join(STRATEGIES)}"
                         f"{did_you_mean(str(strategy), STRATEGIES)}")
-    samples = _int(sw.get("samples", 0 if strategy == "grid" else 64), f"{src}: sweep.samples", 0 if strategy == "grid" else 1)
-    population = _int(sw.get("population", 16), f"{src}: sweep.population", 2)
-    seed = _int(sw.get("seed", 0), f"{src}: sweep.seed", 0)
+    samples = _int(sw.get("samples", 64), src, "sweep.samples", SAMPLES)  # random and nsga2 only
+    population = _int(sw.get("population", 16), src, "sweep.population", POPULATION)
+    seed = _int(sw.get("seed", 0), src, "sweep.seed", SEED)
     objectives = sw.get("objectives", ["decode_tok_s", "area_mm2", "energy_per_token_mj"])
     if not isinstance(objectives, list) or not objectives or not all(isinstance(o, str) for o in objectives):
         raise SpecError(f"{src}: sweep.objectives: a non-empty list of names ({', '.join(OBJECTIVES)})")
@@ -255,7 +261,9 @@ def _workloads(w: Any, src: str) -> tuple[Workload, ...]:
         if model not in MODELS:
             raise SpecError(f"{where}.model = {model!r}: unknown model{did_you_mean(str(model), MODELS)}; "
                             f"available: {', '.join(MODELS)}")
-        pre, dec = _int(t.get("prefill", 64), f"{where}.prefill", 0), _int(t.get("decode", 128), f"{where}.decode", 0)
+        tokens = Range(0, MODELS[model].max_positions, "tokens", why=f"max_positions of {model}")
+        pre = _int(t.get("prefill", 64), where, "prefill", tokens)
+        dec = _int(t.get("decode", 128), where, "decode", tokens)
         if pre + dec == 0 or pre + dec > MODELS[model].max_positions:
             raise SpecError(f"{where}: prefill + decode = {pre + dec}: must be in 1..{MODELS[model].max_positions} "
                             f"(max_positions of {model})")
@@ -308,12 +316,15 @@ def _params(t: Any, src: str, cfg: HwConfig, strategy: str) -> tuple[Param, ...]
                     raise SpecError(f"{where}.{k}: unknown key{did_you_mean(k, ('range', 'step', 'log'))}; "
                                     "allowed: range, step, log (or give a list of values)")
             r = v.get("range")
-            if not (isinstance(r, list) and len(r) == 2 and all(isinstance(x, int | float) and not isinstance(x, bool) for x in r)
-                    and r[0] < r[1]):
+            if not (isinstance(r, list) and len(r) == 2):
+                raise SpecError(f"{where}.range = {r!r}: must be [low, high] numbers with low < high")
+            for i, x in enumerate(r):
+                as_float(x, src, f"params.{path}.range[{i}]", error=SpecError)  # finite numbers, not booleans
+            if not r[0] < r[1]:
                 raise SpecError(f"{where}.range = {r!r}: must be [low, high] numbers with low < high")
             step, log = v.get("step"), v.get("log", False)
-            if step is not None and (isinstance(step, bool) or not isinstance(step, int | float) or step <= 0):
-                raise SpecError(f"{where}.step = {step!r}: must be a number > 0")
+            if step is not None:
+                as_float(step, src, f"params.{path}.step", Range(0, lo_open=True), error=SpecError)
             if not isinstance(log, bool) or (log and (r[0] <= 0 or step is not None)):
                 raise SpecError(f"{where}.log = {log!r}: true or false; a log range needs low > 0 and no step")
             integer = all(isinstance(x, int) for x in r) and (step is None or isinstance(step, int))

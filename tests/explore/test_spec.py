@@ -98,7 +98,16 @@ BAD = [
      r"workload.batch: not supported yet: the simulator runs one sequence \(batch 1\)"),
     ("context", lambda s: s.replace("decode = 4", "decode = 4\ncontext = 512"), r"workload.context: not supported yet"),
     ("unknown model", lambda s: s.replace('"bitnet-tiny"', '"bitnet-tiyn"'), r"workload.model = 'bitnet-tiyn': unknown model"),
-    ("too long", lambda s: s.replace("decode = 4", "decode = 400"), r"prefill \+ decode = 408: must be in 1..256"),
+    ("too long", lambda s: s.replace("decode = 4", "decode = 400"),
+     r"workload: decode = 400: must be <= 256 tokens \(max_positions of bitnet-tiny\)"),
+    ("too long together", lambda s: s.replace("decode = 4", "decode = 250"), r"prefill \+ decode = 258: must be in 1..256"),
+    ("nan range", lambda s: s.replace("range = [1024, 4096]", "range = [1024, nan]"),
+     r"params.sram.kv.bytes.range\[1\] = nan: must be a finite number"),
+    ("zero step", lambda s: s.replace("step = 1024", "step = 0"), r"params.sram.kv.bytes.step = 0(\.0)?: must be > 0"),
+    ("huge seed", lambda s: s.replace('base = "tiny"', 'base = "tiny"\nseed = 4294967296'),
+     r"sweep.seed = 4294967296: must be <= 4294967295"),
+    ("bool samples", lambda s: s.replace('base = "tiny"', 'base = "tiny"\nstrategy = "random"\nsamples = true'),
+     r"sweep.samples = True: must be an integer in 1..1000000 points"),
     ("empty params", lambda s: s[: s.index("[params]")] + "[params]\n", r"\[params\] missing or empty"),
 ]
 

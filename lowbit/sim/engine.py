@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -116,19 +116,20 @@ def unit_list(cfg: HwConfig) -> list[tuple[str, int]]:
 def simulate(cfg: HwConfig, trace: Trace, schedule: str = "dependency-aware", lop_k: int | None = None,
              no_lop: bool = False, progress: Callable[[int, int], None] | None = None,
              timeline: Any = None, dual_core: bool = True, breakdown: Breakdown | None = None,
-             observers: tuple = ()) -> SimResult:
+             observers: tuple = (), source: ChunkSource | None = None) -> SimResult:
     """Simulate `trace` on `cfg`. `lop_k` overrides cfg.lop.k; `no_lop` disables LOP (dense attention);
     `dual_core=False` keeps ternary projection tiles off BoothFlex (ablation); `progress(done, total)` is
     called after every chunk (one decoder layer of one step). `timeline` (a lowbit.sim.timeline writer),
     `breakdown` (lowbit.sim.breakdown.Breakdown, result in SimResult.breakdown) and `observers` see every
-    scheduled chunk."""
+    scheduled chunk. `source` (e.g. a loaded program, lowbit.sim.program) supplies the chunks instead of
+    lowering the trace, which then only gives the run's metadata (model, prefill, decode)."""
     t_wall = time.perf_counter()
     cfg = _configure(cfg, schedule, lop_k)
     trace.model.validate()
     notes: list[str] = []
     lop_on = cfg.has("lop") and cfg.lop.enabled and not no_lop
     t_sel = time.perf_counter()
-    counts = _lop_counts(trace, cfg, notes) if lop_on else None
+    counts = _lop_counts(trace, cfg, notes) if lop_on and source is None else None
     t_sel = time.perf_counter() - t_sel
     lw = Lowering(cfg, trace.model, schedule, lop_on, cfg.lop.k, counts, dual_core=dual_core)
     units = unit_list(cfg)
@@ -141,7 +142,9 @@ def simulate(cfg: HwConfig, trace: Trace, schedule: str = "dependency-aware", lo
         ds0 = dram_stats(sched.dstate)
         snap["activity"] = _activity(units, ctr, ds0, _dram_bytes(ds0))
 
-    run = _run_steps(lw, sched, _steps(trace), ctr, progress, obs, at_prefill_end)
+    steps = _steps(trace) if source is None else []
+    src = source if source is not None else LoweredSteps(lw, steps, _n_chunks(steps))
+    run = _run_steps(src, sched, ctr, progress, obs, at_prefill_end)
     clk, total, pre = cfg.clock_hz, run.total, run.prefill_end
     sched.finish(total)
     dec, D = total - pre, trace.decode
@@ -157,7 +160,7 @@ def simulate(cfg: HwConfig, trace: Trace, schedule: str = "dependency-aware", lo
                 for i, (name, _) in enumerate(units)},
         idle={name: int(sched.idle[i]) for i, (name, _) in enumerate(units)},
         activity=_activity(units, ctr, ds, dram_bytes), op_cycles=ctr.op_cycles_by_kind(),
-        lop=_lop_summary(cfg, lop_on, counts is not None, ctr.stats),
+        lop=_lop_summary(cfg, lop_on, counts is not None if source is None else source.data_driven, ctr.stats),
         lm_head={"placement": cfg.lm_head, "macs": ctr.stats.lm_head_macs,
                  "weight_bytes_per_step": ctr.stats.lm_head_bytes // max(1, len(run.step_cycles)),
                  "note": "host: excluded from accelerator cycles" if cfg.lm_head == "host" else ""},
@@ -276,29 +279,67 @@ class StepsRun:
     schedule_s: float
 
 
-def _run_steps(lw: Lowering, sched: Scheduler, steps: list[list[Op]], ctr: Counters,
+def _n_chunks(steps: list[list[Op]]) -> int:
+    return sum(1 + sum(1 for a, b in zip(ops, ops[1:], strict=False) if a.layer != b.layer) for ops in steps)
+
+
+@dataclass
+class StepChunks:
+    """One forward step as a chunk source gives it: phase, the trace's step number, each op's role, and its
+    chunks with their decoder layer (-1: model-level ops), produced lazily."""
+
+    phase: str
+    trace_step: int
+    roles: dict[str, str]
+    chunks: Iterator[tuple[Chunk, int]]
+
+
+class ChunkSource(Protocol):
+    """Where the step loop takes its chunks from: a Lowering of a trace (LoweredSteps) or a loaded program
+    (lowbit.sim.program.ProgramReader). Iterating yields one StepChunks per forward step."""
+
+    n_chunks: int       # chunks in the whole run (progress reporting)
+    data_driven: bool   # LOP selections came from trace tensors
+
+    def __iter__(self) -> Iterator[StepChunks]: ...
+
+
+class LoweredSteps:
+    """The chunk source of a trace: every step lowered on demand (sim.lower)."""
+
+    def __init__(self, lw: Lowering, steps: Iterable[list[Op]], n_chunks: int) -> None:
+        self.lw, self.steps, self.n_chunks = lw, steps, n_chunks
+        self.data_driven = lw.lop_counts is not None
+
+    def __iter__(self) -> Iterator[StepChunks]:
+        for ops in self.steps:
+            yield StepChunks(ops[0].phase, ops[0].step, {o.name: o.role for o in ops},
+                             ((ch, _chunk_layer(ch, ops)) for ch in self.lw.lower_step(ops)))
+
+
+def _run_steps(source: ChunkSource, sched: Scheduler, ctr: Counters,
                progress: Callable[[int, int], None] | None, observers: tuple,
                at_prefill_end: Callable[[], None] | None = None) -> StepsRun:
-    """lower -> schedule -> fold, chunk by chunk. A step starts at the previous step's end (t_barrier); a
+    """lower (or read) -> schedule -> fold, chunk by chunk. A step starts at the previous step's end (t_barrier); a
     chunk's input is ready at the end of the previous chunk's output instruction (t_ext, id ext_id).
     `at_prefill_end()` is called once every prefill instruction has been folded into `ctr`."""
-    n_chunks = sum(1 + sum(1 for a, b in zip(ops, ops[1:], strict=False) if a.layer != b.layer) for ops in steps)
+    n_chunks = source.n_chunks
     done = n_instr = 0
     t_barrier = prefill_end = 0
     t_low = t_sch = 0.0
     step_cycles: list[int] = []
-    for si, ops in enumerate(steps):
+    for si, stp in enumerate(source):
         t_ext = step_end = t_barrier
         ext_id = -1
-        role = {o.name: o.role for o in ops}
+        role = stp.roles
         for ob in observers:
             ob.begin_step(si, t_barrier)
-        chunks = lw.lower_step(ops)
         while True:
             t0 = time.perf_counter()
-            ch = next(chunks, None)
-            if ch is None:
+            nxt = next(stp.chunks, None)
+            if nxt is None:
                 break
+            ch, layer = nxt
             t1 = time.perf_counter()
             base = n_instr
             n_instr += len(ch.cols["main"])
@@ -315,16 +356,15 @@ def _run_steps(lw: Lowering, sched: Scheduler, steps: list[list[Op]], ctr: Count
                 ext_id = base + ch.out
             ctr.fold(ch, s, t, u)
             if observers:
-                rec = Scheduled(ch.cols, ch.names, ch.kinds, [role.get(n, "") for n in ch.names], si, ops[0].phase,
-                                ops[0].step, _chunk_layer(ch, ops), base, t_barrier, s, t, u, sched.last_pred,
-                                sched.last_bind)
+                rec = Scheduled(ch.cols, ch.names, ch.kinds, [role.get(n, "") for n in ch.names], si, stp.phase,
+                                stp.trace_step, layer, base, t_barrier, s, t, u, sched.last_pred, sched.last_bind)
                 for ob in observers:
                     ob.add(rec, sched, ext_id)
         for ob in observers:
             ob.end_step(si, step_end)
         step_cycles.append(step_end - t_barrier)
         t_barrier = step_end
-        if ops[0].phase == "prefill":
+        if stp.phase == "prefill":
             prefill_end = step_end
             if at_prefill_end is not None:
                 at_prefill_end()

@@ -326,6 +326,16 @@ def lop_selection(trace: Trace, cfg: LopConfig, k: int | None = None, keep_indic
                         indices)
 
 
+def lop_selected_positions(trace: Trace, cfg: HwConfig, k: int | None = None) -> dict[tuple[int, int], list[np.ndarray]]:
+    """{(layer, decode step): per kv head the ascending int32 positions LOP fetches} for the engine (sim.lower
+    fetches each at its own address, sim.kvcache), or {} when the trace carries no decode query tensors (LOP
+    then uses fixed-ratio selections). Raises TraceError if tensors are incomplete."""
+    if not any(o.op == "attn_qk" and o.phase == "decode" and "q" in o.tensors for o in trace.ops):
+        return {}
+    sel = lop_selection(trace, cfg.lop, k, keep_indices=True)
+    return {key: [np.asarray(a, np.int32) for a in v] for key, v in (sel.indices or {}).items()}
+
+
 def lop_selected_counts(trace: Trace, cfg: HwConfig, k: int | None = None) -> dict[tuple[int, int], np.ndarray]:
     """{(layer, decode step): int64 [kv_heads] fetched keys} for the engine, or {} when the trace carries no
     decode query tensors (LOP then falls back to min(k, M)). Raises TraceError if tensors are incomplete."""

@@ -5,8 +5,9 @@ Tiling of projections, attention and LO codes: sim.tiling (the documented rules)
 - LOP (decode steps only; prefill is dense and compute-bound): per KV head the LO codes (lop_bits/elem) of
   all M cached keys are read (class lop, when lop.surrogate_storage = "dram"), scored on the LOP unit in
   chunks of floor(lop.tile_bytes / code_bytes_per_key) keys, top-K selected; only the K selected keys and
-  values are fetched (class kv) and exact attention runs on those K. K per head: data-driven counts when
-  available (sim.lop_select), else min(k, M).
+  values are fetched (class kv) at their own addresses and exact attention runs on those K. Selected
+  positions per head: data-driven when available (sim.lop_select), else min(k, M) evenly spread keys; the
+  fetches follow the KV-cache layout and gather rule of sim.kvcache (docs/kv-cache.md).
 - SFU ops: sfu_cycles(op, rows, dim). Under "dependency-aware" scheduling the first (reduction) pass of
   rmsnorm / quantize (absmax) / softmax (max) is fused with the producer's output stream (docs/reference/vitallm.md §3.4,
   §5.5: reductions accumulated on the fly), so only the remaining passes sit on the critical path.
@@ -19,7 +20,9 @@ group of hg KV heads (hg*head_dim rows a multiple of L, e.g. 3 heads of 100 rows
 projection tiles of group g+1 are listed before attention of group g, so the projection cores work on g+1
 while BoothFlex (and LOP, SFU) run g (docs/reference/vitallm.md §5.5).
 Decoder layers with identical signatures share one cached instruction block per step (placed per layer with
-its DRAM address offsets), which is what makes 3B-scale runs fast.
+its DRAM address offsets), which is what makes 3B-scale runs fast; under LOP each layer's selected positions
+then expand the block's K/V fetches into their gathers (sim.kvcache.expand_gathers), so only the current
+step's selections are held.
 """
 
 from __future__ import annotations
@@ -54,8 +57,6 @@ from lowbit.sim.isa import (
     DEFAULT,
     EMBED_BASE,
     EXT,
-    KV_BASE,
-    LOP_BASE,
     M_INT8,
     M_LOP,
     M_SFU,
@@ -63,6 +64,7 @@ from lowbit.sim.isa import (
     WORK_OF_FORMAT,
     Emitter,
 )
+from lowbit.sim.kvcache import expand_gathers, fixed_positions, kv_addr, layer_offsets, lo_addr, runs
 from lowbit.sim.modelspec import ModelSpec
 from lowbit.sim.numerics.lop import LOP_SURROGATE_BITS_PER_ELEM as LOP_BITS
 from lowbit.sim.sram import Buffers
@@ -122,7 +124,8 @@ class Lowering:
     policy: str
     lop_on: bool
     lop_k: int
-    lop_counts: dict[tuple[int, int], Any] | None = None  # (layer, decode step) -> keys per KV head
+    # (layer, decode step) -> per KV head the selected positions (ascending arrays), or only their counts
+    lop_counts: dict[tuple[int, int], Any] | None = None
     dual_core: bool = True  # False: BoothFlex runs attention only (ablation of dual-core load balancing)
     bufs: Buffers = field(init=False)
     dep_aware: bool = field(init=False)
@@ -132,6 +135,8 @@ class Lowering:
     code_bytes: int = field(init=False)  # LO-code bytes per key of one head
     _tiles: dict[tuple, dict[str, np.ndarray]] = field(default_factory=dict, init=False, repr=False)
     _layers: dict[tuple, tuple] = field(default_factory=dict, init=False, repr=False)  # layer blocks, recent steps
+    _gathered: dict[tuple, dict] = field(default_factory=dict, init=False, repr=False)  # fixed-ratio expansions
+    _rec: list | None = field(default=None, init=False, repr=False)  # K/V fetch rows of the block being lowered
     _wbase: dict[str, int] = field(default_factory=dict, init=False, repr=False)  # weight address per op name
     _wtop: int = field(default=0, init=False, repr=False)
     _layer_wbytes: int = field(default=0, init=False, repr=False)  # weight bytes of one decoder layer
@@ -162,8 +167,15 @@ class Lowering:
             else:
                 runs.append([o])
         mp = self.model.max_positions
+        for o in ops:
+            if "context" in o.args and o["context"] > mp:
+                raise WorkloadError(f"op {o.name}: context {o['context']} exceeds {self.model.name}'s max_positions "
+                                    f"{mp} (the KV cache holds {mp} positions per layer and head); use a shorter "
+                                    "context or a model with a longer position limit")
         if len(self._layers) > 4:  # layer blocks of earlier steps (other contexts) are not reused: bound memory
             self._layers.clear()
+            self._gathered.clear()
+        kv_off, lo_off = layer_offsets(self.model)
         for run in runs:
             layer = run[0].layer
             e = Emitter()
@@ -178,15 +190,38 @@ class Lowering:
             if key not in self._layers:
                 e2 = Emitter()
                 st2 = StepStats()
+                self._rec = []
                 self._lower_ops(e2, run, [], [], st2)
-                self._layers[key] = (e2.finish(), st2)
-            blk, st2 = self._layers[key]
+                self._layers[key] = (e2.finish(), st2, self._rec)
+                self._rec = None
+            blk, st2, rec = self._layers[key]
+            if rec:
+                blk = self._gather(key, blk, rec, layer)
             if self._layer_wbytes == 0:
                 self._layer_wbytes = self._wtop
-            offs = (layer * self._layer_wbytes, layer * self.G * 2 * mp * self.hd, 0,
-                    layer * self.G * mp * self.code_bytes)
+            offs = (layer * self._layer_wbytes, layer * kv_off, 0, layer * lo_off)
             out = e.add_block(blk, EXT, offs)
             yield Chunk(e.finish(), [o.name for o in run], [o.op for o in run], StepStats(**vars(st2)), out)
+
+    def _gather(self, key: tuple, blk: dict[str, np.ndarray], rec: list, layer: int) -> dict[str, np.ndarray]:
+        """The block with its LOP K/V fetch rows expanded into the gathers of `layer`'s selected positions
+        (sim.kvcache); fixed-ratio selections are equal in every layer, so their expansion is cached."""
+        data = self.lop_counts is not None and any((layer, r[5]) in self.lop_counts for r in rec)
+        if not data and key in self._gathered:
+            return self._gathered[key]
+        rows, seg_a, seg_b = [], [], []
+        pos: dict[int, np.ndarray] = {}
+        for row, g, v, k0, k1, step, ctx in rec:
+            if g not in pos:
+                pos[g] = self._positions(layer, step, g, ctx)
+            st, ln = runs(pos[g][k0:k1])
+            rows.append(row)
+            seg_a.append(self._kv_addr(g, v) + st * self.hd)
+            seg_b.append(ln * self.hd)
+        out = expand_gathers(blk, np.asarray(rows, np.int64), seg_a, seg_b)
+        if not data:
+            self._gathered[key] = out
+        return out
 
     def _signature(self, run: list[Op]) -> tuple:
         keys = []
@@ -418,12 +453,12 @@ class Lowering:
     # ------------------------------------------------------------------------------------ attention (per KV head)
 
     def _kv_addr(self, g: int, v: bool) -> int:
-        """K (or V) cache address of KV head g of layer 0 (placement adds the layer's offset)."""
-        return KV_BASE + (g * 2 + int(v)) * self.model.max_positions * self.hd
+        """K (or V) plane of KV head g of layer 0 (sim.kvcache layout; placement adds the layer's offset)."""
+        return kv_addr(self.model, 0, g, v, 0)
 
     def _lop_addr(self, g: int, pos: int) -> int:
         """LO-code address of key `pos` of KV head g of layer 0."""
-        return LOP_BASE + (g * self.model.max_positions + pos) * self.code_bytes
+        return lo_addr(self.model, 0, g, pos)
 
     def _use_lop(self, op: Op) -> bool:
         return self.lop_on and op.phase == "decode" and op["tokens"] == 1
@@ -431,8 +466,19 @@ class Lowering:
     def _selected(self, layer: int, step: int, g: int, m: int) -> int:
         """Keys LOP selects for KV head g: the data-driven count when known, else min(k, M)."""
         if self.lop_counts is not None and (layer, step) in self.lop_counts:
-            return int(min(m, int(self.lop_counts[(layer, step)][g])))
+            sel = self.lop_counts[(layer, step)][g]
+            return int(min(m, len(sel) if np.ndim(sel) else int(sel)))
         return min(self.lop_k, m)
+
+    def _positions(self, layer: int, step: int, g: int, m: int) -> np.ndarray:
+        """Ascending positions LOP selects for KV head g: data-driven when known (a count alone is spread
+        like a fixed-ratio selection), else fixed-ratio (sim.kvcache.fixed_positions)."""
+        if self.lop_counts is not None and (layer, step) in self.lop_counts:
+            sel = self.lop_counts[(layer, step)][g]
+            if np.ndim(sel):
+                return np.asarray(sel, np.int64)
+            return fixed_positions(m, int(sel))
+        return fixed_positions(m, self.lop_k)
 
     def _lop_stats(self, st: StepStats, ctx: int, keys: int) -> None:
         st.kv_dense_bytes += 2 * ctx * self.hd
@@ -441,11 +487,12 @@ class Lowering:
             st.lop_bytes += ctx * self.code_bytes
 
     def _kv_write(self, e: Emitter, op: Op, opi: int, g: int, dep: int, dep2: int = -1) -> int:
-        """Write the new tokens' K and V (INT8) and, with LOP in DRAM, their LO codes."""
+        """Write the new tokens' K and V (INT8, each to its plane) and, with LOP in DRAM, their LO codes."""
         t, hd = op["tokens"], self.hd
         pos = op["context"] - t
-        j = e.emit(C_DMAKV, nbytes=2 * t * hd, addr=self._kv_addr(g, False) + pos * hd, wr=1, dcls=D_KV,
-                   dep0=dep, dep1=dep2, opi=opi, sub=SUB["kv_wr"], rbuf=B_ACT, rbytes=2 * t * hd)
+        for v in (False, True):
+            j = e.emit(C_DMAKV, nbytes=t * hd, addr=self._kv_addr(g, v) + pos * hd, wr=1, dcls=D_KV,
+                       dep0=dep, dep1=dep2, opi=opi, sub=SUB["kv_wr"], rbuf=B_ACT, rbytes=t * hd)
         if self.lop_on and self.cfg.lop.surrogate_storage == "dram":
             cb = self.code_bytes
             j = e.emit(C_DMAKV, nbytes=t * cb, addr=self._lop_addr(g, pos), wr=1, dcls=D_LOP, dep0=dep,
@@ -489,6 +536,8 @@ class Lowering:
             d = e.emit(C_DMAKV, nbytes=(k1 - k0) * hd, addr=self._kv_addr(g, v) + k0 * hd, dcls=D_KV, buf=B_KV,
                        alloc=(k1 - k0) * hd, dep0=dep_kv, opi=opi, sub=SUB["v_dma" if v else "k_dma"],
                        wbuf=B_KV, wbytes=(k1 - k0) * hd)
+            if keys < ctx and self._rec is not None:  # LOP: selected keys, gathered per layer (sim.kvcache)
+                self._rec.append((d, g, v, k0, k1, op.step, ctx))
             if v:  # score.V: nq*grp*hd outputs, each a dot over the chunk's keys (average per query)
                 outs = nq * grp * hd
                 cyc = tile_cycles(self.cfg, cls, "int8", -(-pairs // nq), -(-outs // lanes))

@@ -43,7 +43,7 @@ from lowbit.sim.isa import (
     UNIT_CLASS_BASE,
     unit_class,
 )
-from lowbit.sim.lop_select import lop_selected_positions
+from lowbit.sim.lop_select import lop_selected_counts
 from lowbit.sim.lower import POLICIES, Chunk, Lowering, StepStats
 from lowbit.sim.nbcache import njit_cached
 from lowbit.sim.sched import Scheduled, Scheduler
@@ -83,6 +83,11 @@ class SimResult:
     timing: dict[str, float] = field(default_factory=dict)
     step_cycles: list[int] = field(default_factory=list)
     breakdown: dict[str, Any] | None = None
+    batch: int = 1  # sequences decoded together (a batched trace, lowbit.sim.trace)
+    # decode tokens of all sequences per second of decode (= decode_tokens_per_s at batch 1)
+    throughput_tokens_per_s: float | None = None
+    # batched traces: per sequence its lengths, first-token and last-token times (s from the run's start)
+    requests: list[dict[str, Any]] | None = None
     # activity counters at the end of prefill (the instructions of step 0 only; same keys as `activity`), so
     # decode energy = activity - prefill_activity needs no second, prefill-only simulation; None without prefill
     prefill_activity: dict[str, Any] | None = None
@@ -116,23 +121,20 @@ def unit_list(cfg: HwConfig) -> list[tuple[str, int]]:
 def simulate(cfg: HwConfig, trace: Trace, schedule: str = "dependency-aware", lop_k: int | None = None,
              no_lop: bool = False, progress: Callable[[int, int], None] | None = None,
              timeline: Any = None, dual_core: bool = True, breakdown: Breakdown | None = None,
-             observers: tuple = (), lop_positions: dict | None = None, source: ChunkSource | None = None) -> SimResult:
+             observers: tuple = (), source: ChunkSource | None = None) -> SimResult:
     """Simulate `trace` on `cfg`. `lop_k` overrides cfg.lop.k; `no_lop` disables LOP (dense attention);
     `dual_core=False` keeps ternary projection tiles off BoothFlex (ablation); `progress(done, total)` is
     called after every chunk (one decoder layer of one step). `timeline` (a lowbit.sim.timeline writer),
     `breakdown` (lowbit.sim.breakdown.Breakdown, result in SimResult.breakdown) and `observers` see every
-    scheduled chunk. `lop_positions` ({(layer, decode step): ascending positions per KV head}) gives the LOP
-    selections explicitly instead of deriving them from the trace's q/k tensors. `source` (e.g. a loaded
-    program, lowbit.sim.program) supplies the chunks instead of lowering the trace, which then only gives the
-    run's metadata (model, prefill, decode)."""
+    scheduled chunk. `source` (e.g. a loaded program, lowbit.sim.program) supplies the chunks instead of
+    lowering the trace, which then only gives the run's metadata (model, prefill, decode)."""
     t_wall = time.perf_counter()
     cfg = _configure(cfg, schedule, lop_k)
     trace.model.validate()
     notes: list[str] = []
     lop_on = cfg.has("lop") and cfg.lop.enabled and not no_lop
     t_sel = time.perf_counter()
-    counts = (lop_positions if lop_positions is not None else _lop_counts(trace, cfg, notes)) \
-        if lop_on and source is None else None
+    counts = _lop_counts(trace, cfg, notes) if lop_on and source is None else None
     t_sel = time.perf_counter() - t_sel
     lw = Lowering(cfg, trace.model, schedule, lop_on, cfg.lop.k, counts, dual_core=dual_core)
     units = unit_list(cfg)
@@ -145,8 +147,7 @@ def simulate(cfg: HwConfig, trace: Trace, schedule: str = "dependency-aware", lo
         ds0 = dram_stats(sched.dstate)
         snap["activity"] = _activity(units, ctr, ds0, _dram_bytes(ds0))
 
-    steps = _steps(trace) if source is None else []
-    src = source if source is not None else LoweredSteps(lw, steps, _n_chunks(steps))
+    src = source if source is not None else LoweredSteps(lw, trace.steps(), trace.n_chunks())
     run = _run_steps(src, sched, ctr, progress, obs, at_prefill_end)
     clk, total, pre = cfg.clock_hz, run.total, run.prefill_end
     sched.finish(total)
@@ -173,7 +174,9 @@ def simulate(cfg: HwConfig, trace: Trace, schedule: str = "dependency-aware", lo
         timing={"wall_s": time.perf_counter() - t_wall, "lop_select_s": t_sel, "lower_s": run.lower_s,
                 "schedule_s": run.schedule_s},
         breakdown=breakdown.result() if breakdown is not None else None,
-        prefill_activity=snap.get("activity") if trace.prefill else None)
+        prefill_activity=snap.get("activity") if trace.prefill else None,
+        batch=trace.batch, throughput_tokens_per_s=_throughput(trace, dec / clk),
+        requests=_requests(trace, run.step_cycles, clk) if trace.sequences is not None else None)
 
 
 # ---------------------------------------------------------------------------------------------- preparation
@@ -192,25 +195,12 @@ def _configure(cfg: HwConfig, schedule: str, lop_k: int | None) -> HwConfig:
 
 def _lop_counts(trace: Trace, cfg: HwConfig, notes: list[str]) -> dict | None:
     """Data-driven LOP selection counts from the trace's q/k tensors (None: min(K, M) per head)."""
-    if not any(o.tensors for o in trace.ops):
+    if not trace.has_tensors():
         return None
-    counts = lop_selected_positions(trace, cfg)
+    counts = lop_selected_counts(trace, cfg)
     if counts:
         notes.append(f"LOP: data-driven selection from trace tensors ({len(counts)} (layer, step) entries)")
     return dict(counts) if counts else None
-
-
-def _steps(trace: Trace) -> list[list[Op]]:
-    """The trace's ops grouped by forward step (prefill, then each decode step)."""
-    steps: list[list[Op]] = []
-    key = None
-    for o in trace.ops:
-        k = (o.phase, o.step)
-        if k != key:
-            steps.append([])
-            key = k
-        steps[-1].append(o)
-    return steps
 
 
 # ---------------------------------------------------------------------------------------------- step loop
@@ -280,10 +270,6 @@ class StepsRun:
     instructions: int
     lower_s: float
     schedule_s: float
-
-
-def _n_chunks(steps: list[list[Op]]) -> int:
-    return sum(1 + sum(1 for a, b in zip(ops, ops[1:], strict=False) if a.layer != b.layer) for ops in steps)
 
 
 @dataclass
@@ -381,6 +367,29 @@ def _chunk_layer(ch: Chunk, ops: list[Op]) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- result
+
+
+def _throughput(trace: Trace, dec_s: float) -> float | None:
+    """Decode tokens of all sequences per decode second."""
+    n = sum(q.decode for q in trace.sequences) if trace.sequences is not None else trace.decode
+    return n / dec_s if n and dec_s else None
+
+
+def _requests(trace: Trace, step_cycles: list[int], clk: float) -> list[dict[str, Any]]:
+    """Per sequence of a batched trace: its first output token comes from the step that ends its prompt
+    (prefill, or decode step 1 without one), its last from decode step D_b; its decode rate is D_b over the
+    time from the start of decode to its last token (times in s from the start of the run)."""
+    ends = np.cumsum(np.asarray(step_cycles, np.int64)) / clk
+    off = 1 if trace.prefill else 0  # index of decode step 1 in step_cycles
+    out = []
+    for b, q in enumerate(trace.sequences or []):
+        first = float(ends[0]) if q.prefill else float(ends[off]) if q.decode else None
+        last = float(ends[off + q.decode - 1]) if q.decode else first
+        dec0 = float(ends[off - 1]) if off else 0.0
+        out.append({"seq": b, "context": q.context, "prefill": q.prefill, "decode": q.decode,
+                    "first_token_s": first, "last_token_s": last,
+                    "decode_tokens_per_s": q.decode / (last - dec0) if q.decode and last and last > dec0 else None})
+    return out
 
 
 def _compute_units(units: list[tuple[str, int]]) -> list[int]:

@@ -75,46 +75,72 @@ def runs(pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return pos[starts], ends - starts
 
 
-def expand_gathers(blk: dict[str, np.ndarray], rows: np.ndarray, seg_addr: list[np.ndarray],
-                   seg_bytes: list[np.ndarray]) -> dict[str, np.ndarray]:
-    """Replace DMA row rows[j] of a lowered block by the DMAs of its segments (seg_addr[j], seg_bytes[j]).
+def gather_segments(pos: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The gather rule for many DMA rows at once: row j fetches positions pos[bounds[j]:bounds[j + 1]]
+    (ascending); returns per run (row j, first position, length), runs in row order. A run ends where the
+    next position is not adjacent or the next row begins."""
+    pos = np.asarray(pos, np.int64)
+    bounds = np.asarray(bounds, np.int64)
+    brk = np.zeros(len(pos), bool)
+    if len(pos):
+        brk[0] = True
+        brk[1:] = np.diff(pos) != 1
+        brk[bounds[:-1][bounds[:-1] < len(pos)]] = True
+    first = np.flatnonzero(brk)
+    length = np.diff(np.append(first, len(pos)))
+    row = np.searchsorted(bounds, first, side="right") - 1
+    return row, pos[first], length
+
+
+def expand_gathers(blk: dict[str, np.ndarray], rows: np.ndarray, seg_row: np.ndarray, seg_addr: np.ndarray,
+                   seg_bytes: np.ndarray) -> dict[str, np.ndarray]:
+    """Replace DMA row rows[j] of a lowered block by the DMAs of its segments (the entries of seg_addr,
+    seg_bytes whose seg_row is j, in order; every row has at least one).
 
     One segment: the row keeps its place, with the segment's address and size. r > 1 segments: r DMA rows
     (copies of the row; only the first allocates its buffer bytes) then a join over them; dependencies on
     the old row point to the join, its buffer release (free_of) to the first DMA, and every other index
     column (dep*, free_of, jlo, jhi) shifts by the rows inserted before it."""
     n = len(blk["main"])
-    reps = np.ones(n, np.int64)
     rows = np.asarray(rows, np.int64)
-    nseg = np.array([len(a) for a in seg_addr], np.int64)
+    seg_row = np.asarray(seg_row, np.int64)
+    nseg = np.bincount(seg_row, minlength=len(rows))
+    rank = np.arange(len(seg_row)) - np.searchsorted(seg_row, seg_row)  # segment's place within its row
+    if not (nseg > 1).any():  # every row is one run: addresses only
+        out = dict(blk)
+        for c, v in (("addr", seg_addr), ("nbytes", seg_bytes), ("wbytes", seg_bytes)):
+            out[c] = blk[c].copy()
+            out[c][rows] = v
+        return out
+    reps = np.ones(n, np.int64)
     multi = nseg > 1
     reps[rows[multi]] = nseg[multi] + 1
     start = np.zeros(n + 1, np.int64)
     np.cumsum(reps, out=start[1:])
     last = start[1:] - 1           # new index of each old row's last piece (the join, or the row itself)
-    out = {c: np.repeat(blk[c], reps) for c in COLS}
+    src = np.repeat(np.arange(n), reps)
+    out = {c: blk[c].take(src) for c in COLS}
     for c in ("dep0", "dep1", "dep2"):
-        v = blk[c]
-        out[c] = np.repeat(np.where(v >= 0, last[np.maximum(v, 0)], v), reps)
-    v = blk["free_of"]
-    out["free_of"] = np.repeat(np.where(v >= 0, start[np.maximum(v, 0)], v), reps)
-    out["jlo"] = np.repeat(start[blk["jlo"]], reps)
-    out["jhi"] = np.repeat(start[blk["jhi"]], reps)
-    for j, r in enumerate(rows.tolist()):
-        a, b = np.asarray(seg_addr[j], np.int64), np.asarray(seg_bytes[j], np.int64)
-        s0 = int(start[r])
-        k = len(a)
-        out["addr"][s0:s0 + k] = a
-        out["nbytes"][s0:s0 + k] = b
-        out["wbytes"][s0:s0 + k] = b
-        if k > 1:
-            out["alloc"][s0 + 1:s0 + k] = 0
-            out["buf"][s0 + 1:s0 + k] = -1
-            jn = s0 + k
-            for c, val in (("main", C_JOIN), ("nbytes", 0), ("addr", 0), ("wr", 0), ("dcls", 0), ("buf", -1),
-                           ("alloc", 0), ("free_of", -1), ("dep0", -1), ("dep1", -1), ("dep2", -1),
-                           ("jlo", s0), ("jhi", s0 + k), ("sub", SUB["join"]), ("macs", 0), ("mcls", -1),
-                           ("rbuf", -1), ("rbytes", 0), ("rbuf2", -1), ("rbytes2", 0), ("wbuf", -1),
-                           ("wbytes", 0)):
-                out[c][jn] = val
+        v = out[c]
+        out[c] = np.where(v >= 0, last.take(np.maximum(v, 0)), v)
+    v = out["free_of"]
+    out["free_of"] = np.where(v >= 0, start.take(np.maximum(v, 0)), v)
+    out["jlo"] = start.take(out["jlo"])
+    out["jhi"] = start.take(out["jhi"])
+    at = start[rows].take(seg_row) + rank
+    out["addr"][at] = seg_addr
+    out["nbytes"][at] = seg_bytes
+    out["wbytes"][at] = seg_bytes
+    extra = at[rank > 0]
+    out["alloc"][extra] = 0
+    out["buf"][extra] = -1
+    jr = rows[multi]
+    jn = start[jr] + nseg[multi]
+    for c, val in (("main", C_JOIN), ("nbytes", 0), ("addr", 0), ("wr", 0), ("dcls", 0), ("buf", -1),
+                   ("alloc", 0), ("free_of", -1), ("dep0", -1), ("dep1", -1), ("dep2", -1), ("sub", SUB["join"]),
+                   ("macs", 0), ("mcls", -1), ("rbuf", -1), ("rbytes", 0), ("rbuf2", -1), ("rbytes2", 0),
+                   ("wbuf", -1), ("wbytes", 0)):
+        out[c][jn] = val
+    out["jlo"][jn] = start[jr]
+    out["jhi"][jn] = jn
     return out

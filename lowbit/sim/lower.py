@@ -64,7 +64,14 @@ from lowbit.sim.isa import (
     WORK_OF_FORMAT,
     Emitter,
 )
-from lowbit.sim.kvcache import expand_gathers, fixed_positions, kv_addr, layer_offsets, lo_addr, runs
+from lowbit.sim.kvcache import (
+    expand_gathers,
+    fixed_positions,
+    gather_segments,
+    kv_addr,
+    layer_offsets,
+    lo_addr,
+)
 from lowbit.sim.modelspec import ModelSpec
 from lowbit.sim.numerics.lop import LOP_SURROGATE_BITS_PER_ELEM as LOP_BITS
 from lowbit.sim.sram import Buffers
@@ -209,16 +216,18 @@ class Lowering:
         data = self.lop_counts is not None and any((layer, r[5]) in self.lop_counts for r in rec)
         if not data and key in self._gathered:
             return self._gathered[key]
-        rows, seg_a, seg_b = [], [], []
-        pos: dict[int, np.ndarray] = {}
-        for row, g, v, k0, k1, step, ctx in rec:
-            if g not in pos:
-                pos[g] = self._positions(layer, step, g, ctx)
-            st, ln = runs(pos[g][k0:k1])
+        pos: dict[tuple[int, int], np.ndarray] = {}
+        rows, base, parts, bounds = [], [], [], [0]
+        for row, g, v, k0, k1, step, ctx, seq in rec:
+            if (g, seq) not in pos:
+                pos[g, seq] = self._positions(layer, step, g, ctx)
             rows.append(row)
-            seg_a.append(self._kv_addr(g, v) + st * self.hd)
-            seg_b.append(ln * self.hd)
-        out = expand_gathers(blk, np.asarray(rows, np.int64), seg_a, seg_b)
+            base.append(self._kv_addr(g, v, seq))
+            parts.append(pos[g, seq][k0:k1])
+            bounds.append(bounds[-1] + k1 - k0)
+        seg_row, first, length = gather_segments(np.concatenate(parts), np.asarray(bounds, np.int64))
+        seg_a = np.asarray(base, np.int64).take(seg_row) + first * self.hd
+        out = expand_gathers(blk, np.asarray(rows, np.int64), seg_row, seg_a, length * self.hd)
         if not data:
             self._gathered[key] = out
         return out
@@ -452,9 +461,9 @@ class Lowering:
 
     # ------------------------------------------------------------------------------------ attention (per KV head)
 
-    def _kv_addr(self, g: int, v: bool) -> int:
+    def _kv_addr(self, g: int, v: bool, seq: int = 0) -> int:
         """K (or V) plane of KV head g of layer 0 (sim.kvcache layout; placement adds the layer's offset)."""
-        return kv_addr(self.model, 0, g, v, 0)
+        return kv_addr(self.model, 0, g, v, 0, seq)
 
     def _lop_addr(self, g: int, pos: int) -> int:
         """LO-code address of key `pos` of KV head g of layer 0."""
@@ -537,7 +546,7 @@ class Lowering:
                        alloc=(k1 - k0) * hd, dep0=dep_kv, opi=opi, sub=SUB["v_dma" if v else "k_dma"],
                        wbuf=B_KV, wbytes=(k1 - k0) * hd)
             if keys < ctx and self._rec is not None:  # LOP: selected keys, gathered per layer (sim.kvcache)
-                self._rec.append((d, g, v, k0, k1, op.step, ctx))
+                self._rec.append((d, g, v, k0, k1, op.step, ctx, 0))
             if v:  # score.V: nq*grp*hd outputs, each a dot over the chunk's keys (average per query)
                 outs = nq * grp * hd
                 cyc = tile_cycles(self.cfg, cls, "int8", -(-pairs // nq), -(-outs // lanes))

@@ -12,7 +12,7 @@ from lowbit.sim.dram import dram_access, dram_params, dram_stats, new_dram_state
 from lowbit.sim.engine import simulate
 from lowbit.sim.errors import WorkloadError
 from lowbit.sim.isa import C_DMAKV, C_JOIN, D_KV, D_LOP, KV_BASE, LOP_BASE, SUB
-from lowbit.sim.kvcache import expand_gathers, fixed_positions, kv_addr, lo_addr, runs
+from lowbit.sim.kvcache import expand_gathers, fixed_positions, gather_segments, kv_addr, lo_addr, runs
 from lowbit.sim.lower import Lowering
 from lowbit.sim.modelspec import get_model
 from lowbit.sim.trace import Trace
@@ -56,6 +56,9 @@ def test_runs_and_fixed_positions():
     assert st.tolist() == [0, 7, 9] and ln.tolist() == [3, 1, 2]
     assert fixed_positions(200, 8).tolist() == [0, 25, 50, 75, 100, 125, 150, 175]
     assert fixed_positions(5, 8).tolist() == [0, 1, 2, 3, 4]
+    # two DMA rows (keys 0..3 and 4..5 of a selection): a run never crosses a row boundary
+    row, first, length = gather_segments(np.array([3, 4, 5, 9, 10, 11]), np.array([0, 4, 6]))
+    assert row.tolist() == [0, 0, 1] and first.tolist() == [3, 9, 10] and length.tolist() == [3, 1, 2]
 
 
 def _k_reads(cols, plane):
@@ -122,7 +125,7 @@ def test_expand_gathers_remaps_indices():
     for c, v in zip(cols, ([C_DMAKV, 9, C_JOIN], [48, 0, 0], [1000, 0, 0], [-1, 0, -1], [-1, 0, -1],
                            [0, 0, 0], [0, 0, 2], [2, -1, -1], [48, 0, 0]), strict=False):
         blk[c] = np.asarray(v, np.int64)
-    out = expand_gathers(blk, np.array([0]), [np.array([1000, 1112])], [np.array([16, 32])])
+    out = expand_gathers(blk, np.array([0]), np.array([0, 0]), np.array([1000, 1112]), np.array([16, 32]))
     assert out["main"].tolist() == [C_DMAKV, C_DMAKV, C_JOIN, 9, C_JOIN]
     assert out["addr"][:2].tolist() == [1000, 1112] and out["nbytes"][:2].tolist() == [16, 32]
     assert out["alloc"][:2].tolist() == [48, 0]           # the first gather allocates the chunk

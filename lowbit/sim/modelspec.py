@@ -15,12 +15,22 @@ from lowbit.sim.errors import WorkloadError, did_you_mean
 from lowbit.sim.schema import Range, as_bool, as_choice, as_float, as_int, as_str
 
 WEIGHT_FORMATS = ("ternary", "int8", "nvfp4", "mxfp4", "bf16")
-FFN_ACTS = ("swiglu", "relu2_glu", "gelu", "relu2", "silu")
+# FFN activations: the *_glu / swiglu ones are gated (act(gate(x)) * up(x), three matrices), the rest plain
+# (act(up(x)), two matrices). GATED_ACTS is the one list of the gated ones.
+FFN_ACTS = ("swiglu", "relu2_glu", "gelu", "relu2", "silu", "gelu_glu", "relu_glu", "relu")
+GATED_ACTS = ("swiglu", "relu2_glu", "gelu_glu", "relu_glu")
+NORMS = ("rmsnorm", "layernorm")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Shape of a decoder-only transformer. `ffn_act` names the FFN: *_glu/swiglu are gated (3 matrices)."""
+    """Shape of a decoder-only transformer. `ffn_act` names the FFN: *_glu/swiglu are gated (3 matrices).
+
+    `head_dim` 0 means d_model / n_heads (resolved on construction); a model whose attention width
+    n_heads * head_dim differs from d_model (e.g. Mistral-NeMo: 32 x 128 on d_model 5120) gives it explicitly.
+    The bias flags and `norm` change parameter counts only: a bias is added in the projection's epilogue
+    and a LayerNorm runs on the SFU like an RMSNorm (two passes over the row), so neither adds an op.
+    """
 
     name: str
     n_layers: int
@@ -37,22 +47,63 @@ class ModelSpec:
     weight_format: Literal["ternary", "int8", "nvfp4", "mxfp4", "bf16"] = "ternary"
     lm_head_format: Literal["ternary", "int8", "nvfp4", "mxfp4", "bf16"] = "bf16"
     tied_embeddings: bool = False
+    head_dim: int = 0
+    qkv_bias: bool = False
+    o_bias: bool = False
+    mlp_bias: bool = False
+    norm: Literal["rmsnorm", "layernorm"] = "rmsnorm"
+
+    def __post_init__(self) -> None:
+        # head_dim 0 -> d_model / n_heads when that divides (validate() reports the rest, naming the fields)
+        d, h = self.d_model, self.n_heads
+        if self.head_dim == 0 and type(d) is int and type(h) is int and h > 0 and d % h == 0:
+            object.__setattr__(self, "head_dim", d // h)
 
     @property
-    def head_dim(self) -> int:
-        return self.d_model // self.n_heads
+    def attn_dim(self) -> int:
+        """Width of the attention output (q projection out, o projection in): n_heads * head_dim."""
+        return self.n_heads * self.head_dim
 
     @property
     def gated(self) -> bool:
-        return self.ffn_act in ("swiglu", "relu2_glu")
+        return self.ffn_act in GATED_ACTS
 
     @property
     def projection_params(self) -> int:
         """Weights of all quantized projections (attention q,k,v,o + FFN), lm_head/embedding excluded."""
         kv = self.n_kv_heads * self.head_dim
-        attn = self.d_model * (2 * self.d_model + 2 * kv)
+        attn = self.d_model * (2 * self.attn_dim + 2 * kv)
         ffn = (3 if self.gated else 2) * self.d_model * self.d_ffn
         return self.n_layers * (attn + ffn)
+
+    @property
+    def parameters(self) -> dict[str, int]:
+        """Parameter counts by part, as a checkpoint stores them: embedding (vocab x d_model), projections
+        (+ biases), norms (a weight per feature, + a bias for LayerNorm; SubLN adds attn_sub_norm over the
+        attention width and ffn_sub_norm over d_ffn), lm_head (0 when tied to the embedding: one tensor,
+        counted once) and their total."""
+        d, F, L, A = self.d_model, self.d_ffn, self.n_layers, self.attn_dim
+        kv = self.n_kv_heads * self.head_dim
+        bias = L * ((A + 2 * kv) * self.qkv_bias + d * self.o_bias
+                    + ((2 * F if self.gated else F) + d) * self.mlp_bias)
+        per_norm = 2 if self.norm == "layernorm" else 1
+        norms = per_norm * (L * (2 * d + (A + F if self.subln else 0)) + d)
+        p = {"embedding": self.vocab * d, "projections": self.projection_params + bias, "norms": norms,
+             "lm_head": 0 if self.tied_embeddings else self.vocab * d}
+        p["total"] = sum(p.values())
+        return p
+
+    def to_dict(self) -> dict:
+        """The fields as a trace manifest stores them: head_dim, the bias flags and norm only where they
+        differ from a LLaMA-style model's (d_model / n_heads, no bias, RMSNorm), so that the manifest of such
+        a model reads as it always has."""
+        d = dataclasses.asdict(self)
+        plain = {"head_dim": self.d_model // self.n_heads, "qkv_bias": False, "o_bias": False, "mlp_bias": False,
+                 "norm": "rmsnorm"}
+        for k, v in plain.items():
+            if d[k] == v and (k != "head_dim" or self.d_model % self.n_heads == 0):
+                del d[k]
+        return d
 
     def with_format(self, weight_format: str) -> ModelSpec:
         if weight_format not in WEIGHT_FORMATS:
@@ -71,8 +122,13 @@ class ModelSpec:
         as_choice(self.lm_head_format, WEIGHT_FORMATS, at, "lm_head_format", WorkloadError)
         as_bool(self.subln, at, "subln", WorkloadError)
         as_bool(self.tied_embeddings, at, "tied_embeddings", WorkloadError)
-        if self.d_model % self.n_heads:
-            raise WorkloadError(f"model {self.name}: d_model {self.d_model} not divisible by n_heads {self.n_heads}")
+        for f in ("qkv_bias", "o_bias", "mlp_bias"):
+            as_bool(getattr(self, f), at, f, WorkloadError)
+        as_choice(self.norm, NORMS, at, "norm", WorkloadError)
+        if self.head_dim == 0:
+            raise WorkloadError(f"model {self.name}: d_model {self.d_model} not divisible by n_heads {self.n_heads}; "
+                                "give head_dim")
+        as_int(self.head_dim, at, "head_dim", HEAD_DIM, WorkloadError)
         if self.n_heads % self.n_kv_heads:
             raise WorkloadError(f"model {self.name}: n_heads {self.n_heads} not divisible by n_kv_heads {self.n_kv_heads}")
 
@@ -91,6 +147,7 @@ MODEL_RANGES = {
     "rope_theta": Range(0, 1e12, lo_open=True),
     "norm_eps": Range(0, 1, lo_open=True, hi_open=True),
 }
+HEAD_DIM = Range(1, 2**12, "features", integer=True)
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -108,6 +165,16 @@ MODELS: dict[str, ModelSpec] = {
 
 
 def get_model(name: str) -> ModelSpec:
-    if name not in MODELS:
-        raise WorkloadError(f"unknown model '{name}'{did_you_mean(name, MODELS)}; available: {', '.join(MODELS)}")
-    return MODELS[name]
+    """A model by --model value: a config.json file or a directory holding one (lowbit.sim.hfconfig), a
+    built-in shape (MODELS) or a shipped config.json preset (by short name or Hugging Face repository id)."""
+    from lowbit.sim import hfconfig  # the config reader builds on this module
+
+    if hfconfig.looks_like_path(name):
+        return hfconfig.read_model_config(name).spec
+    if name in MODELS:
+        return MODELS[name]
+    if hfconfig.find_preset(name) is not None:
+        return hfconfig.preset_spec(name)
+    known = [*MODELS, *hfconfig.presets()]
+    raise WorkloadError(f"unknown model '{name}'{did_you_mean(name, known)}; available: {', '.join(known)} "
+                        "(`lowbit models list`), or a config.json file or directory")

@@ -11,6 +11,13 @@ On disk a trace is a directory:
 Every op carries: op (kind), name, layer (-1 for model-level ops), phase ("prefill"|"decode"), step
 (0 for prefill, 1..D for decode steps) and the kind's own integer/string fields below.
 
+Batched traces (B sequences decoded together): the manifest adds "sequences": [{"context": C_b, "prefill": P_b,
+"decode": D_b}, ...] (C_b tokens already in sequence b's KV cache when the trace starts, P_b prompt tokens
+prefilled in step 0, D_b decode steps; manifest prefill = sum of P_b, decode = max of D_b). The attention ops
+(kv_append, attn_qk, softmax, attn_av) are per sequence and carry "seq": b (their tokens and context are
+sequence b's); every other op runs once per step over the tokens of all sequences of that step. Sequence b
+takes part in decode steps 1..D_b. docs/batching.md describes the format and the serving mode.
+
 LayerNorm (encoders such as BERT/MiniLM) is recorded as kind `rmsnorm` with role "layernorm": on the SFU
 both are two passes over the row (statistics, then normalise), so they share a timing model.
 """
@@ -22,7 +29,7 @@ import os
 import shutil
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +58,10 @@ OP_FIELDS: dict[str, dict[str, Any]] = {
     "lm_head": {"tokens": int, "in_features": int, "out_features": int, "weight_format": WEIGHT_FORMATS},
 }
 OP_KINDS = tuple(OP_FIELDS)
-# Optional fields any op may carry.
-OPTIONAL_FIELDS = {"role": str, "tensors": dict}
+# Optional fields any op may carry ("seq": the sequence of a per-sequence op in a batched trace).
+OPTIONAL_FIELDS = {"role": str, "tensors": dict, "seq": int}
+# Op kinds that run per sequence in a batched trace (each sequence attends to its own KV cache).
+PER_SEQUENCE = ("kv_append", "attn_qk", "softmax", "attn_av")
 
 
 @dataclass
@@ -67,6 +76,7 @@ class Op:
     args: dict[str, Any]
     role: str = ""
     tensors: dict[str, str] = field(default_factory=dict)
+    seq: int = 0  # sequence index of a per-sequence op in a batched trace
 
     def __getitem__(self, key: str) -> Any:
         return self.args[key]
@@ -78,7 +88,48 @@ class Op:
             d["role"] = self.role
         if self.tensors:
             d["tensors"] = self.tensors
+        if self.seq:
+            d["seq"] = self.seq
         return d
+
+
+@dataclass(frozen=True)
+class SeqSpec:
+    """One sequence of a batched trace: `context` tokens already cached, `prefill` prompt tokens in step 0,
+    `decode` decode steps (it takes part in steps 1..decode)."""
+
+    context: int = 0
+    prefill: int = 0
+    decode: int = 0
+
+
+class GeneratedOps:
+    """A trace's op list generated step by step on demand (memory independent of the number of steps):
+    `step_fn(i)` returns the ops of the i-th forward step. Iterating yields every op; `steps()` yields whole
+    steps; len() is the op count. `probe_fn(i)`, if given, returns step i's ops for a one-layer copy of the
+    model, whose decoder layer stands for all n_layers identical ones (cheap workload estimates)."""
+
+    def __init__(self, n_steps: int, step_fn: Any, n_ops: int, chunks: int, probe_fn: Any = None) -> None:
+        self.n_steps, self.step_fn, self.n_ops, self.chunks = n_steps, step_fn, n_ops, chunks
+        self.probe_fn = probe_fn
+
+    def steps(self) -> Iterator[list[Op]]:
+        return (self.step_fn(i) for i in range(self.n_steps))
+
+    def __iter__(self) -> Iterator[Op]:
+        for ops in self.steps():
+            yield from ops
+
+    def __len__(self) -> int:
+        return self.n_ops
+
+    def __getitem__(self, i: int) -> Op:
+        return list(self)[i]
+
+
+def chunk_count(ops: list[Op]) -> int:
+    """Chunks the engine lowers one step into: runs of consecutive ops of one layer."""
+    return 1 + sum(1 for a, b in zip(ops, ops[1:], strict=False) if a.layer != b.layer)
 
 
 @dataclass
@@ -92,6 +143,38 @@ class Trace:
     tensor_files: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     root: Path | None = None
+    sequences: list[SeqSpec] | None = None  # batched traces: one entry per sequence (None: one sequence)
+
+    @property
+    def batch(self) -> int:
+        return len(self.sequences) if self.sequences else 1
+
+    def steps(self) -> Iterator[list[Op]]:
+        """The ops grouped by forward step (prefill, then each decode step), generated lazily when the trace
+        is (GeneratedOps)."""
+        if isinstance(self.ops, GeneratedOps):
+            yield from self.ops.steps()
+            return
+        cur: list[Op] = []
+        key = None
+        for o in self.ops:
+            k = (o.phase, o.step)
+            if k != key and cur:
+                yield cur
+                cur = []
+            key = k
+            cur.append(o)
+        if cur:
+            yield cur
+
+    def n_chunks(self) -> int:
+        """Chunks (one layer of one step) the engine lowers the trace into."""
+        if isinstance(self.ops, GeneratedOps):
+            return self.ops.chunks
+        return sum(chunk_count(ops) for ops in self.steps())
+
+    def has_tensors(self) -> bool:
+        return not isinstance(self.ops, GeneratedOps) and any(o.tensors for o in self.ops)
 
     def summary(self) -> dict[str, Any]:
         kinds = Counter(o.op for o in self.ops)
@@ -233,7 +316,11 @@ def _check_op(d: Any, where: str) -> Op:
     if set(tensors) - TENSOR_ROLES.get(kind, set()):
         raise TraceError(f"{where}: op '{kind}' carries tensors {short(sorted(tensors))}; allowed: "
                          f"{', '.join(sorted(TENSOR_ROLES.get(kind, ()))) or 'none'}")
-    return Op(kind, name, layer, d["phase"], step, args, role, tensors)
+    seq = as_int(d.get("seq", 0), where, "seq", Range(0, 2**16, integer=True), TraceError)
+    if seq and kind not in PER_SEQUENCE:
+        raise TraceError(f"{where}: op '{kind}' has seq = {seq}; only the per-sequence ops "
+                         f"({', '.join(PER_SEQUENCE)}) name a sequence")
+    return Op(kind, name, layer, d["phase"], step, args, role, tensors, seq)
 
 
 # Tensor roles an op may carry (the LOP selection contract, lowbit.sim.lop_select).
@@ -276,8 +363,8 @@ class _Expect:
       the activation over d_ffn with `gated` as the model's FFN.
     """
 
-    def __init__(self, m: ModelSpec, prefill: int, decode: int) -> None:
-        self.m, self.P, self.D = m, prefill, decode
+    def __init__(self, m: ModelSpec, prefill: int, decode: int, seqs: list[SeqSpec] | None = None) -> None:
+        self.m, self.P, self.D, self.seqs = m, prefill, decode, seqs
         d, F, hd, A = m.d_model, m.d_ffn, m.head_dim, m.attn_dim  # A: attention width (q out, o in)
         self.fixed = {"heads": m.n_heads, "kv_heads": m.n_kv_heads, "head_dim": hd}
         self.dims = {
@@ -310,12 +397,14 @@ class _Expect:
             raise TraceError(f"{where}: layer = {o.layer}: model {m.name} has layers 0..{m.n_layers - 1} (-1: model level)")
         tokens = self.P if o.phase == "prefill" else 1
         context = self.P if o.phase == "prefill" else self.P + o.step
+        if self.seqs is not None:
+            tokens, context = self._batched(o, where)
         for key, v in o.args.items():
             want: tuple[int, ...] | None
             if key == "tokens":
                 want = (tokens,)
             elif key == "context":
-                want = (context,)
+                want = (context,) if context is not None else None
             elif key in self.fixed:
                 want = (self.fixed[key],)
             elif key == "vocab":  # token, position or token-type tables (BERT): at most the larger of the two
@@ -332,7 +421,28 @@ class _Expect:
             raise TraceError(f"{where}: activation.gated = {str(o.args['gated']).lower()} contradicts model "
                              f"{m.name}'s ffn_act '{m.ffn_act}'")
 
+    def _batched(self, o: Op, where: str) -> tuple[int, int | None]:
+        """(tokens, context) an op of a batched trace must have: a per-sequence op its sequence's, any other
+        op the tokens of all sequences in its step (context: not checked)."""
+        seqs = self.seqs or []
+        if o.phase == "prefill":
+            live = [b for b, q in enumerate(seqs) if q.prefill]
+        else:
+            live = [b for b, q in enumerate(seqs) if q.decode >= o.step]
+        if o.op not in PER_SEQUENCE:
+            return (sum(seqs[b].prefill for b in live) if o.phase == "prefill" else len(live)), None
+        if o.seq not in live:
+            raise TraceError(f"{where}: seq = {o.seq}: sequence not in {o.phase} step {o.step} (sequences there: "
+                             f"{short(live)})")
+        q = seqs[o.seq]
+        if o.phase == "prefill":
+            return q.prefill, q.context + q.prefill
+        return 1, q.context + q.prefill + o.step
+
     def _why(self, key: str, phase: str) -> str:
+        if self.seqs is not None and key in ("tokens", "context"):
+            return "manifest sequences: " + ("tokens of the step's sequences (its own, for a per-sequence op)"
+                                             if key == "tokens" else "the sequence's context + prefill (+ step)")
         if key == "tokens":
             return "prefill tokens" if phase == "prefill" else "one token per decode step"
         if key == "context":
@@ -380,6 +490,7 @@ def load_trace(root: str | Path, check_tensors: bool = True) -> Trace:
         if isinstance(man[key], bool) or not isinstance(man[key], int) or man[key] < 0:
             raise TraceError(f"{mpath}: '{key}' = {short(man[key])}: must be an integer >= 0")
     P, D = man["prefill"], man["decode"]
+    seqs = _check_sequences(man.get("sequences"), str(mpath), P, D)
     if P + D == 0 or P + D > model.max_positions:
         raise TraceError(f"{mpath}: prefill + decode = {P + D}: must be in 1..{model.max_positions} "
                          f"(model {model.name}'s max_positions)")
@@ -400,7 +511,7 @@ def load_trace(root: str | Path, check_tensors: bool = True) -> Trace:
     opath = root / "ops.jsonl"
     if not opath.is_file():
         raise TraceError(f"{root}: ops.jsonl is missing")
-    expect = _Expect(model, P, D)
+    expect = _Expect(model, P, D, seqs)
     ops: list[Op] = []
     try:
         with opath.open("rb") as f:
@@ -421,7 +532,13 @@ def load_trace(root: str | Path, check_tensors: bool = True) -> Trace:
     if n_ops is not None and n_ops != len(ops):
         raise TraceError(f"{opath}: has {len(ops)} ops but manifest.json says n_ops = {n_ops}; the trace is incomplete")
     expect.finish(str(opath))
-    tr = Trace(model, P, D, ops, tfiles, meta, root)
+    tr = Trace(model, P, D, ops, tfiles, meta, root, seqs)
+    if seqs is not None and tfiles:
+        raise TraceError(f"{mpath}: a batched trace ('sequences') cannot carry tensors; data-driven LOP selection "
+                         "reads a one-sequence trace")
+    if seqs is not None and any(q.context + q.prefill + q.decode > model.max_positions for q in seqs):
+        raise TraceError(f"{mpath}: a sequence's context + prefill + decode exceeds model {model.name}'s "
+                         f"max_positions {model.max_positions}")
     if check_tensors and tfiles:
         _check_tensors(tr, opath)
     elif check_tensors:
@@ -429,6 +546,27 @@ def load_trace(root: str | Path, check_tensors: bool = True) -> Trace:
             if o.tensors:
                 raise TraceError(f"{opath}:{i}: op references tensors but manifest.json lists no tensor_files")
     return tr
+
+
+MAX_SEQUENCES = 4096
+
+
+def _check_sequences(v: Any, where: str, P: int, D: int) -> list[SeqSpec] | None:
+    """The manifest's optional "sequences" list; prefill must be their sum of prefill, decode their max decode."""
+    if v is None:
+        return None
+    if not isinstance(v, list) or not 1 <= len(v) <= MAX_SEQUENCES:
+        raise TraceError(f"{where}: 'sequences' must be a list of 1..{MAX_SEQUENCES} objects")
+    out = []
+    for i, d in enumerate(v):
+        if not isinstance(d, dict) or set(d) - {"context", "prefill", "decode"}:
+            raise TraceError(f"{where}: sequences[{i}] must be an object with context, prefill, decode")
+        out.append(SeqSpec(**{k: as_int(d.get(k, 0), where, f"sequences[{i}].{k}", Range(0, 2**20, integer=True),
+                                         TraceError) for k in ("context", "prefill", "decode")}))
+    if sum(q.prefill for q in out) != P or max(q.decode for q in out) != D:
+        raise TraceError(f"{where}: prefill {P} / decode {D} must be the sum of the sequences' prefill "
+                         f"({sum(q.prefill for q in out)}) and the largest decode ({max(q.decode for q in out)})")
+    return out
 
 
 def _check_tensors(tr: Trace, opath: Path) -> None:
@@ -492,6 +630,8 @@ def write_trace(trace: Trace, out: str | Path, tensor_dir: str | Path | None = N
             man = {"format": FORMAT, "version": VERSION, "model": trace.model.to_dict(), "prefill": trace.prefill,
                    "decode": trace.decode, "n_ops": len(trace.ops), "tensor_files": trace.tensor_files,
                    "meta": trace.meta}
+            if trace.sequences is not None:
+                man["sequences"] = [asdict(q) for q in trace.sequences]
             with (tmp / "manifest.json").open("w") as f:
                 f.write(json.dumps(man, indent=1, allow_nan=False))
                 f.flush()

@@ -8,16 +8,23 @@ Per decoder layer and step, in order (BitNet b1.58 block, docs/reference/numeric
 Model level: embedding first (layer -1); final rmsnorm and lm_head last (layer -1).
 Prefill is one step (step 0, tokens = P, context = P, causal); decode step s has tokens = 1 and
 context = P + s (the new token's key is appended before attention).
+
+Batched steps (`batch_trace`, `batched_step_ops`): every op runs once over the step's tokens of all sequences
+(weights fetched once per step for the whole batch), except the per-sequence attention ops (kv_append, attn_qk,
+softmax, attn_av; lowbit.sim.trace.PER_SEQUENCE), one set per sequence with its own tokens and context, in
+sequence order. Traces are generated step by step as the simulator consumes them (lowbit.sim.trace.GeneratedOps),
+so memory does not grow with the number of steps.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 from lowbit.sim.errors import WorkloadError
 from lowbit.sim.modelspec import ModelSpec, get_model
-from lowbit.sim.trace import MAX_OPS, Op, Trace
+from lowbit.sim.trace import PER_SEQUENCE, GeneratedOps, Op, SeqSpec, Trace, chunk_count
 
 ACT_FN = {"swiglu": ("silu", True), "relu2_glu": ("relu2", True), "gelu_glu": ("gelu", True),
           "relu_glu": ("relu", True), "gelu": ("gelu", False), "relu2": ("relu2", False),
@@ -86,26 +93,94 @@ def step_ops(m: ModelSpec, phase: str, step: int, tokens: int, context: int) -> 
     return ops
 
 
-def standard_trace(model: str | ModelSpec, prefill: int, decode: int, weight_format: str | None = None) -> Trace:
-    """Shapes-only trace of `prefill` prompt tokens then `decode` generated tokens."""
+def batched_step_ops(m: ModelSpec, phase: str, step: int, parts: list[tuple[int, int, int, str]]) -> list[Op]:
+    """One forward step of several sequences: `parts` = (seq, tokens, context, phase) per sequence (its phase
+    names its attention ops; a sequence's context includes its tokens of this step). Shared ops run over the
+    sum of the tokens; the per-sequence attention ops repeat per sequence with its own tokens and context."""
+    T = sum(t for _, t, _, _ in parts)
+    ops = step_ops(m, phase, step, T, parts[0][2])
+    out: list[Op] = []
+    i = 0
+    while i < len(ops):
+        o = ops[i]
+        if o.op != PER_SEQUENCE[0]:
+            out.append(o)
+            i += 1
+            continue
+        block = ops[i:i + len(PER_SEQUENCE)]
+        for seq, t, ctx, ph in parts:
+            for b in block:
+                args = dict(b.args, tokens=t, context=ctx)
+                out.append(Op(b.op, b.name, b.layer, ph, step, args, b.role, seq=seq))
+        i += len(PER_SEQUENCE)
+    return out
+
+
+def _check_lengths(m: ModelSpec, seqs: list[SeqSpec]) -> None:
+    for b, q in enumerate(seqs):
+        if min(q.context, q.prefill, q.decode) < 0 or q.prefill + q.decode == 0:
+            raise WorkloadError(f"sequence {b}: context = {q.context}, prefill = {q.prefill}, decode = {q.decode}: "
+                                "need values >= 0 and at least one prefill or decode token")
+        if q.context + q.prefill + q.decode > m.max_positions:
+            raise WorkloadError(f"context + prefill + decode = {q.context + q.prefill + q.decode} exceeds {m.name}'s "
+                                f"max_positions {m.max_positions}")
+
+
+def _model(model: str | ModelSpec, weight_format: str | None) -> ModelSpec:
     m = get_model(model) if isinstance(model, str) else model
     if weight_format:
         m = m.with_format(weight_format)
     m.validate()
+    return m
+
+
+def standard_trace(model: str | ModelSpec, prefill: int, decode: int, weight_format: str | None = None) -> Trace:
+    """Shapes-only trace of `prefill` prompt tokens then `decode` generated tokens, generated step by step as it
+    is consumed (lowbit.sim.trace.GeneratedOps)."""
+    m = _model(model, weight_format)
     if prefill < 0 or decode < 0 or prefill + decode == 0:
         raise WorkloadError(f"prefill = {prefill}, decode = {decode}: need prefill >= 0, decode >= 0 and at least one token")
     if prefill + decode > m.max_positions:
         raise WorkloadError(f"prefill + decode = {prefill + decode} exceeds {m.name}'s max_positions {m.max_positions}")
-    n_ops = (bool(prefill) + decode) * len(step_ops(m, "prefill", 0, 1, 1))
-    if n_ops > MAX_OPS:
-        raise WorkloadError(f"prefill {prefill} + decode {decode} on {m.name}: {n_ops:,} ops, more than the bound of "
-                            f"{MAX_OPS:,} ops held in memory (lowbit.sim.trace.MAX_OPS); simulate fewer decode steps")
-    ops: list[Op] = []
-    if prefill:
-        ops += step_ops(m, "prefill", 0, prefill, prefill)
-    for s in range(1, decode + 1):
-        ops += step_ops(m, "decode", s, 1, prefill + s)
-    return Trace(m, prefill, decode, ops, meta={"generator": "lowbit.sim.workloads.standard_trace"})
+    first = 0 if prefill else 1
+
+    def step(i: int, mm: ModelSpec = m) -> list[Op]:
+        s = i + first
+        return step_ops(mm, "prefill", 0, prefill, prefill) if s == 0 else step_ops(mm, "decode", s, 1, prefill + s)
+
+    one = step(0)
+    n = bool(prefill) + decode
+    m1 = dataclasses.replace(m, n_layers=1)
+    ops = GeneratedOps(n, step, n * len(one), n * chunk_count(one), lambda i: step(i, m1))
+    return Trace(m, prefill, decode, ops, meta={"generator": "lowbit.sim.workloads.standard_trace"})  # type: ignore[arg-type]
+
+
+def batch_trace(model: str | ModelSpec, seqs: list[SeqSpec], weight_format: str | None = None) -> Trace:
+    """Shapes-only trace of B sequences decoded together: sequence b has `context` tokens already cached,
+    prefills `prefill` tokens in step 0 (all sequences with a prompt in one step) and takes part in decode
+    steps 1..`decode` (lowbit.sim.trace module docstring: the batched format)."""
+    m = _model(model, weight_format)
+    if not seqs:
+        raise WorkloadError("a batched trace needs at least one sequence")
+    _check_lengths(m, seqs)
+    P, D = sum(q.prefill for q in seqs), max(q.decode for q in seqs)
+    first = 0 if P else 1
+
+    def step(i: int, mm: ModelSpec = m) -> list[Op]:
+        s = i + first
+        if s == 0:
+            parts = [(b, q.prefill, q.context + q.prefill, "prefill") for b, q in enumerate(seqs) if q.prefill]
+            return batched_step_ops(mm, "prefill", 0, parts)
+        parts = [(b, 1, q.context + q.prefill + s, "decode") for b, q in enumerate(seqs) if q.decode >= s]
+        return batched_step_ops(mm, "decode", s, parts)
+
+    n = bool(P) + D
+    live = (P > 0) * sum(q.prefill > 0 for q in seqs) + sum(q.decode for q in seqs)  # sequences over all steps
+    n_ops = n * len(step_ops(m, "decode", 1, 1, 1)) + m.n_layers * len(PER_SEQUENCE) * (live - n)
+    m1 = dataclasses.replace(m, n_layers=1)
+    ops = GeneratedOps(n, step, n_ops, n * chunk_count(step(0)), lambda i: step(i, m1))
+    return Trace(m, P, D, ops, meta={"generator": "lowbit.sim.workloads.batch_trace"},  # type: ignore[arg-type]
+                 sequences=list(seqs))
 
 
 def weight_format_for(cfg) -> str | None:
@@ -180,8 +255,8 @@ def check_workload(cfg, trace: Trace, lop_k: int | None = None, no_lop: bool = F
     code = math.ceil(hd * LOP_SURROGATE_BITS_PER_ELEM / 8)
     regions = (
         ("weights", m.projection_params * bits / 8 + 4096 * 7 * m.n_layers, isa.KV_BASE),
-        ("KV cache", m.n_layers * G * 2 * m.max_positions * hd, isa.LOP_BASE - isa.KV_BASE),
-        ("LO codes", m.n_layers * G * m.max_positions * code, isa.ACT_BASE - isa.LOP_BASE),
+        ("KV cache", trace.batch * m.n_layers * G * 2 * m.max_positions * hd, isa.LOP_BASE - isa.KV_BASE),
+        ("LO codes", trace.batch * m.n_layers * G * m.max_positions * code, isa.ACT_BASE - isa.LOP_BASE),
     )
     for what, need, room in regions:
         if need > room:
@@ -199,16 +274,18 @@ def check_workload(cfg, trace: Trace, lop_k: int | None = None, no_lop: bool = F
             memo[key] = _op_instructions(cfg, bufs, o, hd, G, grp, code, lop_on, k, plan_linear, kv_chunk, lop_chunk)
         return memo[key]
 
-    total = chunk = biggest = 0
-    prev = None
-    for o in trace.ops:
-        group = (o.phase, o.step, o.layer)
-        if group != prev:
-            biggest, chunk, prev = max(biggest, chunk), 0, group
-        n = cost(o)
-        chunk += n
-        total += n
-    biggest = max(biggest, chunk)
+    total = biggest = 0
+    gen = trace.ops if isinstance(trace.ops, GeneratedOps) and trace.ops.probe_fn is not None else None
+    steps = (gen.probe_fn(i) for i in range(gen.n_steps)) if gen is not None else trace.steps()
+    for ops in steps:  # generated traces: one decoder layer stands for all n_layers identical ones
+        chunk, prev = 0, None
+        for o in ops:
+            if o.layer != prev:
+                biggest, chunk, prev = max(biggest, chunk), 0, o.layer
+            n = cost(o)
+            chunk += n
+            total += n * (m.n_layers if gen is not None and o.layer >= 0 else 1)
+        biggest = max(biggest, chunk)
     if biggest > MAX_CHUNK_INSTRUCTIONS:
         raise WorkloadError(f"{cfg.name} / {m.name}: one decoder layer of one step lowers to ~{biggest:,} tile "
                             f"instructions, more than the bound of {MAX_CHUNK_INSTRUCTIONS:,} held in memory at once "

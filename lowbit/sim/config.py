@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lowbit.sim.errors import ConfigError, did_you_mean
+from lowbit.sim.link import LINK_RANGES, LinkConfig
 from lowbit.sim.schema import Range
 from lowbit.sim.units import catalog
 from lowbit.sim.units.booth import BoothConfig
@@ -33,7 +34,7 @@ PRESET_DIR = Path(__file__).parent / "presets"
 
 # The compute units' sections live with their unit (lowbit.sim.units.<name>) and are declared in the unit
 # catalogue; they are re-exported here so that everything a config holds can be imported from one module.
-__all__ = ["HwConfig", "SramBuffer", "DramConfig", "TintConfig", "BoothConfig", "Fp4Config", "LopConfig",
+__all__ = ["HwConfig", "SramBuffer", "DramConfig", "LinkConfig", "TintConfig", "BoothConfig", "Fp4Config", "LopConfig",
            "SfuConfig", "load_config", "load_hw", "apply_sets", "from_dict", "to_dict", "list_presets", "PRESET_DIR"]
 
 
@@ -92,6 +93,10 @@ class DramConfig:
 class HwConfig:
     """A whole accelerator. `units` lists which compute units exist (e.g. vitallm-fp4 has no TINT).
 
+    `lm_head`: "host" leaves the vocabulary projection to the host (excluded from the accelerator's time);
+    "ternary", "int8", "nvfp4" or "mxfp4" run it on the chip with weights in that format (sim.lower).
+    `link`: the chip-to-chip link of a multi-chip system (lowbit.sim.link; unused by one chip).
+
     `sections` holds one config section per catalogued unit (lowbit.sim.units.catalog), present or not, so
     that a design can be changed by listing a unit; `cfg.tint`, `cfg.booth`, ... read them."""
 
@@ -101,10 +106,11 @@ class HwConfig:
     node_nm: float = 16.0
     supply_v: float = 0.8
     units: tuple[str, ...] = ("tint", "booth", "lop", "sfu")
-    lm_head: Literal["host", "accelerator"] = "host"
+    lm_head: Literal["host", "ternary", "int8", "nvfp4", "mxfp4"] = "host"
     sections: dict[str, Any] = field(default_factory=dict)
     sram: tuple[SramBuffer, ...] = ()
     dram: DramConfig = field(default_factory=DramConfig)
+    link: LinkConfig = field(default_factory=LinkConfig)
     source: str = ""
 
     if typing.TYPE_CHECKING:  # the built-in units' sections, for readers and type checkers
@@ -527,6 +533,8 @@ def _check_semantics(cfg: HwConfig, src: str) -> None:
                               f"{MAX_REPLICAS} (the scheduler considers every copy for every tile)")
     _check_sram(cfg, src)
     _check_dram(cfg.dram, src)
+    for f, rng in LINK_RANGES.items():
+        rng.check(getattr(cfg.link, f), src, f"link.{f}")
 
 
 def _check_sram(cfg: HwConfig, src: str) -> None:

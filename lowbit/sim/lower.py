@@ -11,15 +11,7 @@ Tiling of projections, attention and LO codes: sim.tiling (the documented rules)
 - SFU ops: sfu_cycles(op, rows, dim). Under "dependency-aware" scheduling the first (reduction) pass of
   rmsnorm / quantize (absmax) / softmax (max) is fused with the producer's output stream (docs/reference/vitallm.md §3.4,
   §5.5: reductions accumulated on the fly), so only the remaining passes sit on the critical path.
-- lm_head on "host": not lowered (reported separately). On the chip (cfg.lm_head = its weight format): only
-  last positions get logits (the ones generation needs; DESIGN CHOICE, as llama.cpp and vLLM do in prefill;
-  every decode token is one): the final-norm output is quantized to INT8 on the SFU (a row of d_model per
-  position), the d_model x vocab projection is tiled through the projection cores like any linear
-  (sim.tiling.plan_linear: its weights are read once per step), and the logits leave the chip for the host's
-  sampler as bf16 (vocab x 2 bytes per position, class activations; DESIGN ASSUMPTION). Its weights sit after
-  the decoder layers' weights or, with tied embeddings, in the embedding table's region: one table in the
-  lm_head's format serves both, so embedding rows are then read in that format (ceil(d_model x bits / 8)
-  bytes per token) instead of bf16.
+- lm_head on "host": not lowered (reported separately).
 
 Policies: "inorder" -- every instruction of op j (weight DMA included) waits for op j-1's join.
 "dependency-aware" -- true dataflow: weight DMAs only wait for buffer room (prefetch across op and step
@@ -93,7 +85,6 @@ from lowbit.sim.tiling import (
     lop_chunk,
     plan_linear,
     query_chunks,
-    row_bytes,
     tile_cycles,
     tile_grid,
     weight_bits,
@@ -107,9 +98,20 @@ POLICIES = ("inorder", "dependency-aware")
 ATTN_SECTION = ("linear", "linear", "linear", "rope", "kv_append", "attn_qk", "softmax", "attn_av")
 
 
+def _attn_section(ops: list[Op], i: int) -> int:
+    """Length of the attention section starting at ops[i] (0: none): q, k, v, rope, then one (kv_append,
+    attn_qk, softmax, attn_av) per sequence of the step (one in a batch-1 step)."""
+    if tuple(o.op for o in ops[i:i + 8]) != ATTN_SECTION or ops[i].role != "q":
+        return 0
+    n = 8
+    while tuple(o.op for o in ops[i + n:i + n + 4]) == ATTN_SECTION[4:]:
+        n += 4
+    return n
+
+
 @dataclass
 class StepStats:
-    """Static per-chunk counters the engine aggregates (LOP and lm_head accounting: MACs and weight bytes)."""
+    """Static per-chunk counters the engine aggregates (LOP and host lm_head accounting)."""
 
     kv_dense_bytes: int = 0   # K+V bytes dense attention would read in LOP-eligible steps
     kv_read_bytes: int = 0    # K+V bytes actually read in those steps
@@ -246,7 +248,7 @@ class Lowering:
         for o in run:
             if o.op == "attn_qk" and self._use_lop(o):
                 keys.append(tuple(self._selected(o.layer, o.step, g, o["context"]) for g in range(self.G)))
-        return (tuple((o.op, o.role, o.phase, tuple(sorted(o.args.items()))) for o in run), tuple(keys))
+        return (tuple((o.op, o.role, o.phase, o.seq, tuple(sorted(o.args.items()))) for o in run), tuple(keys))
 
     def _lower_ops(self, e: Emitter, ops: list[Op], names: list[str], kinds: list[str], st: StepStats) -> int:
         """Lower `ops` (in order) into `e`; the first op depends on EXT; returns the last op's join."""
@@ -271,14 +273,15 @@ class Lowering:
         i = 0
         while i < len(ops):
             op = ops[i]
-            if self.dep_aware and tuple(o.op for o in ops[i:i + 8]) == ATTN_SECTION and op.role == "q":
-                j = self._fused_attention(e, ops[i:i + 8], dep1(), reg, st)
+            n_sec = _attn_section(ops, i) if self.dep_aware else 0
+            if n_sec:
+                j = self._fused_attention(e, ops[i:i + n_sec], dep1(), reg, st)
                 pending, shared, prev_lin = [j], None, None
-                i += 8
+                i += n_sec
                 continue
             opi = reg(op)
             k = op.op
-            if k == "linear":
+            if k == "linear" or (k == "lm_head" and self.cfg.lm_head == "accelerator"):
                 sig = (op["tokens"], op["in_features"])
                 if self.dep_aware and prev_lin == sig and shared is not None:
                     ext = shared
@@ -293,17 +296,14 @@ class Lowering:
             d = dep1()
             t = op["tokens"] if "tokens" in op.args else 1
             first = e.n
-            if k == "lm_head" and self.cfg.lm_head != "host":
-                j = self._lm_head(e, op, opi, d, st)
-            elif k == "lm_head":  # on the host: excluded from accelerator time
+            if k == "lm_head":  # on the host: excluded from accelerator time
                 st.lm_head_macs += t * op["in_features"] * op["out_features"]
                 st.lm_head_bytes += math.ceil(op["in_features"] * op["out_features"]
                                               * weight_bits(op["weight_format"]) / 8)
                 j = d
             elif k == "embedding":
-                nb = t * self._embed_row_bytes(op)
-                j = e.emit(C_DMAW, nbytes=nb, addr=EMBED_BASE, dcls=D_ACT, dep0=d, opi=opi,
-                           sub=SUB["embed"], wbuf=B_ACT, wbytes=nb)
+                j = e.emit(C_DMAW, nbytes=t * op["dim"] * 2, addr=EMBED_BASE, dcls=D_ACT, dep0=d, opi=opi,
+                           sub=SUB["embed"], wbuf=B_ACT, wbytes=t * op["dim"] * 2)
             elif k in ("rmsnorm", "quantize", "elementwise", "activation"):
                 j = self._sfu(e, k, t, op["dim"], opi, (d,))
             elif k == "rope":
@@ -317,7 +317,7 @@ class Lowering:
                 for g in range(self.G):
                     keys, dep_k = ctx, d
                     if self._use_lop(op):
-                        dep_k = self._emit_lop(e, opi, g, ctx, (d, d))
+                        dep_k = self._emit_lop(e, opi, g, ctx, (d, d), op.seq)
                         keys = self._selected(op.layer, op.step, g, ctx)
                         self._lop_stats(st, ctx, keys)
                     att[g] = keys
@@ -345,9 +345,13 @@ class Lowering:
     def _fused_attention(self, e: Emitter, ops: list[Op], d_in: int, reg: Callable[[Op], int],
                          st: StepStats) -> int:
         """Dependency-aware attention block with head-level pipelining: Q/K/V tiles of KV head group g+1 are
-        listed before the attention of group g, so the projection cores work on g+1 while BoothFlex runs g."""
-        q, k, v, _rope, kva, qk, _sm, av = ops
+        listed before the attention of group g, so the projection cores work on g+1 while BoothFlex runs g.
+        A batched step's section has one (kv_append, attn_qk, softmax, attn_av) per sequence after q, k, v,
+        rope (which run over all its tokens); each sequence attends to its own KV cache, in sequence order."""
+        q, k, v = ops[:3]
+        seqs = [tuple(ops[j:j + 4]) for j in range(4, len(ops), 4)]
         opis = [reg(o) for o in ops]
+        sopi = [opis[j:j + 4] for j in range(4, len(ops), 4)]
         G, grp, hd = self.G, self.grp, self.hd
         t = q["tokens"]
         first = e.n
@@ -362,25 +366,27 @@ class Lowering:
             jk = self._add_linear(e, k, opis[1], d_in, fout=nh * hd, row0=g0 * hd)
             jv = self._add_linear(e, v, opis[2], d_in, fout=nh * hd, row0=g0 * hd)
             r = self._sfu(e, "rope", t * (grp + 1) * nh, hd, opis[3], (jq, jk))
-            w = -1
+            w = [-1] * len(seqs)
             for g in range(g0, g1):
-                w = self._kv_write(e, kva, opis[4], g, r, jv)
+                for b, (kva, *_) in enumerate(seqs):
+                    w[b] = self._kv_write(e, kva, sopi[b][0], g, r, jv)
             return g0, g1, r, jv, w
 
-        def attn(g0: int, g1: int, r: int, jv: int, w: int) -> None:
-            ctx = qk["context"]
+        def attn(g0: int, g1: int, r: int, jv: int, w: list[int]) -> None:
             for g in range(g0, g1):
-                keys = ctx
-                dep_k = w if t > 1 else -1  # decode: cached K/V are already in DRAM -> prefetch early
-                if self._use_lop(qk):
-                    dep_k = self._emit_lop(e, opis[5], g, ctx, (-1, r))
-                    keys = self._selected(qk.layer, qk.step, g, ctx)
-                    self._lop_stats(st, ctx, keys)
-                for q0, q1 in query_chunks(self.bufs, grp, t, keys):
-                    jqk = self._emit_attn(e, qk, opis[5], g, q0, q1, keys, ctx, dep_k, r, t > 1, v=False)
-                    s_ = self._sfu(e, "softmax", (q1 - q0) * grp, keys, opis[6], (jqk,))
-                    self._emit_attn(e, av, opis[7], g, q0, q1, keys, ctx, dep_k if dep_k >= 0 else jv, s_,
-                                    t > 1, v=True)
+                for b, (_kva, qk, _sm, av) in enumerate(seqs):
+                    ctx, tb, o = qk["context"], qk["tokens"], sopi[b]
+                    keys = ctx
+                    dep_k = w[b] if tb > 1 else -1  # decode: cached K/V are already in DRAM -> prefetch early
+                    if self._use_lop(qk):
+                        dep_k = self._emit_lop(e, o[1], g, ctx, (-1, r), qk.seq)
+                        keys = self._selected(qk.layer, qk.step, g, ctx)
+                        self._lop_stats(st, ctx, keys)
+                    for q0, q1 in query_chunks(self.bufs, grp, tb, keys):
+                        jqk = self._emit_attn(e, qk, o[1], g, q0, q1, keys, ctx, dep_k, r, tb > 1, v=False)
+                        s_ = self._sfu(e, "softmax", (q1 - q0) * grp, keys, o[2], (jqk,))
+                        self._emit_attn(e, av, o[3], g, q0, q1, keys, ctx, dep_k if dep_k >= 0 else jv, s_,
+                                        tb > 1, v=True)
 
         prev = proj(*groups[0])
         for gr in groups[1:]:
@@ -388,7 +394,7 @@ class Lowering:
             attn(*prev)
             prev = cur
         attn(*prev)
-        return self._join(e, first, opis[7])
+        return self._join(e, first, opis[-1])
 
     @staticmethod
     def _join(e: Emitter, first: int, opi: int) -> int:
@@ -461,38 +467,7 @@ class Lowering:
         waddr = self._wbase[name] + math.ceil(row0 * fin * bits / 8)
         return e.add_block(blk, ext, (waddr, 0, 0, 0), opi=opi)
 
-    # ------------------------------------------------------------------------------------ lm_head on the chip
-
-    def _shared_table(self) -> bool:
-        """Tied embeddings with the lm_head on the chip: one table in the lm_head's format serves both."""
-        return self.cfg.lm_head != "host" and self.model.tied_embeddings
-
-    def _embed_row_bytes(self, op: Op) -> int:
-        """Bytes of one embedding row: bf16, or the shared table's format (module docstring)."""
-        if self._shared_table() and op["vocab"] == self.model.vocab:
-            return row_bytes(self.cfg.lm_head, self.cfg.tint.weight_packing, op["dim"])
-        return op["dim"] * 2
-
-    def _lm_head(self, e: Emitter, op: Op, opi: int, dep: int, st: StepStats) -> int:
-        """The lm_head on the chip (module docstring): quantize the last position, the tiled projection, the
-        logits' write; returns the write."""
-        fmt, fin, vocab = self.cfg.lm_head, op["in_features"], op["out_features"]
-        rows = op["tokens"] if op.phase == "decode" else 1  # every decode token is a sequence's last position
-        q = self._sfu(e, "quantize", rows, fin, opi, (dep,))
-        head = Op("lm_head", op.name, op.layer, op.phase, op.step,
-                  dict(tokens=rows, in_features=fin, out_features=vocab, weight_format=fmt), op.role)
-        if op.name not in self._wbase:  # after every decoder layer's weights, or the embedding table's region
-            top = max(self.model.n_layers * self._layer_wbytes, self._wtop)
-            self._wbase[op.name] = EMBED_BASE if self._shared_table() else -(-top // 4096) * 4096
-        j = self._add_linear(e, head, opi, q)
-        blk = self._linear_block(head, rows, fin, vocab, fmt)
-        st.lm_head_macs += rows * fin * vocab
-        st.lm_head_bytes += int(blk["nbytes"][blk["dcls"] == D_W].sum())
-        return e.emit(C_DMAW, nbytes=rows * vocab * 2, addr=ACT_OUT_BASE, wr=1, dcls=D_ACT, dep0=j, opi=opi,
-                      sub=SUB["act_wr"], rbuf=B_PSUM, rbytes=rows * vocab * ACC_BYTES)
-
     # ------------------------------------------------------------------------------------ SFU
-
 
     def _sfu(self, e: Emitter, kind: str, rows: int, dim: int, opi: int, deps: tuple[int, ...]) -> int:
         c = sfu_cycles(self.cfg.sfu, kind, rows, dim)
@@ -508,9 +483,9 @@ class Lowering:
         """K (or V) plane of KV head g of layer 0 (sim.kvcache layout; placement adds the layer's offset)."""
         return kv_addr(self.model, 0, g, v, 0, seq)
 
-    def _lop_addr(self, g: int, pos: int) -> int:
-        """LO-code address of key `pos` of KV head g of layer 0."""
-        return lo_addr(self.model, 0, g, pos)
+    def _lop_addr(self, g: int, pos: int, seq: int = 0) -> int:
+        """LO-code address of key `pos` of KV head g of layer 0 of sequence `seq` (sim.kvcache layout)."""
+        return lo_addr(self.model, 0, g, pos, seq)
 
     def _use_lop(self, op: Op) -> bool:
         return self.lop_on and op.phase == "decode" and op["tokens"] == 1
@@ -543,15 +518,15 @@ class Lowering:
         t, hd = op["tokens"], self.hd
         pos = op["context"] - t
         for v in (False, True):
-            j = e.emit(C_DMAKV, nbytes=t * hd, addr=self._kv_addr(g, v) + pos * hd, wr=1, dcls=D_KV,
+            j = e.emit(C_DMAKV, nbytes=t * hd, addr=self._kv_addr(g, v, op.seq) + pos * hd, wr=1, dcls=D_KV,
                        dep0=dep, dep1=dep2, opi=opi, sub=SUB["kv_wr"], rbuf=B_ACT, rbytes=t * hd)
         if self.lop_on and self.cfg.lop.surrogate_storage == "dram":
             cb = self.code_bytes
-            j = e.emit(C_DMAKV, nbytes=t * cb, addr=self._lop_addr(g, pos), wr=1, dcls=D_LOP, dep0=dep,
+            j = e.emit(C_DMAKV, nbytes=t * cb, addr=self._lop_addr(g, pos, op.seq), wr=1, dcls=D_LOP, dep0=dep,
                        dep1=dep2, opi=opi, sub=SUB["kv_wr"], rbuf=B_ACT, rbytes=t * cb)
         return j
 
-    def _emit_lop(self, e: Emitter, opi: int, g: int, m: int, deps: tuple[int, int]) -> int:
+    def _emit_lop(self, e: Emitter, opi: int, g: int, m: int, deps: tuple[int, int], seq: int = 0) -> int:
         """LO-code reads + scoring in chunks, then comparison-free top-K; returns the top-K instruction."""
         cfg, cb = self.cfg, self.code_bytes
         chunk = lop_chunk(self.bufs, cb, f"LOP: LO codes of one key ({self.hd} x {LOP_BITS} bit)")
@@ -561,7 +536,7 @@ class Lowering:
             n = min(m, j0 + chunk) - j0
             d = -1
             if dram:
-                d = e.emit(C_DMAKV, nbytes=n * cb, addr=self._lop_addr(g, j0), dcls=D_LOP, buf=B_LOP,
+                d = e.emit(C_DMAKV, nbytes=n * cb, addr=self._lop_addr(g, j0, seq), dcls=D_LOP, buf=B_LOP,
                            alloc=n * cb, dep0=deps[0], opi=opi, sub=SUB["lop_dma"], wbuf=B_LOP, wbytes=n * cb)
             e.emit(C_LOP, cyc=self.grp * lop_score_cycles(cfg.lop, n, self.hd), dep0=d, dep1=deps[1],
                    free_of=d, opi=opi, sub=SUB["lop_score"], macs=n * self.hd * self.grp, mcls=M_LOP,
@@ -585,11 +560,11 @@ class Lowering:
             pairs = causal_pairs(q0, q1, qpos0, k0, k1) if causal else nq * (k1 - k0)
             if pairs == 0:
                 continue
-            d = e.emit(C_DMAKV, nbytes=(k1 - k0) * hd, addr=self._kv_addr(g, v) + k0 * hd, dcls=D_KV, buf=B_KV,
+            d = e.emit(C_DMAKV, nbytes=(k1 - k0) * hd, addr=self._kv_addr(g, v, op.seq) + k0 * hd, dcls=D_KV, buf=B_KV,
                        alloc=(k1 - k0) * hd, dep0=dep_kv, opi=opi, sub=SUB["v_dma" if v else "k_dma"],
                        wbuf=B_KV, wbytes=(k1 - k0) * hd)
             if keys < ctx and self._rec is not None:  # LOP: selected keys, gathered per layer (sim.kvcache)
-                self._rec.append((d, g, v, k0, k1, op.step, ctx, 0))
+                self._rec.append((d, g, v, k0, k1, op.step, ctx, op.seq))
             if v:  # score.V: nq*grp*hd outputs, each a dot over the chunk's keys (average per query)
                 outs = nq * grp * hd
                 cyc = tile_cycles(self.cfg, cls, "int8", -(-pairs // nq), -(-outs // lanes))

@@ -19,7 +19,7 @@ from amaranth.lib.wiring import In, Out
 
 from lowbit.rtl.common import COUNT_BITS
 from lowbit.rtl.sfu_seq import output_stage, rom, sat, sequencer, validate_op
-from lowbit.sim.numerics.sfu_elem import SIGMOID_TABLE
+from lowbit.sim.numerics.sfu_elem import SIG_FRAC, SIGMOID_TABLE
 from lowbit.sim.units.sfu import SfuConfig
 
 MIN_LATENCY = 6
@@ -66,23 +66,23 @@ class SfuAct(wiring.Component):
             u1 = stage(self.u[lane], f"u1_{lane}")
             mag = Mux(g1 < 0, -g1, g1)[:16]
             j = Mux(mag >= 16 << 8, 255, mag >> 4)[:8]
-            s_lo = stage(rom(SIGMOID_TABLE[:-1], j, 16), f"slo{lane}")                  # 2: table read
-            s_hi = stage(rom(SIGMOID_TABLE[1:], j, 16), f"shi{lane}")
+            s_lo = stage(rom(SIGMOID_TABLE[:-1], j, SIG_FRAC + 1), f"slo{lane}")       # 2: table read
+            s_hi = stage(rom(SIGMOID_TABLE[1:], j, SIG_FRAC + 1), f"shi{lane}")
             d2 = stage(mag[:4], f"d2_{lane}")
             big2 = stage(mag >= 16 << 8, f"big2_{lane}")
             g2, u2 = stage(g1, f"g2_{lane}"), stage(u1, f"u2_{lane}")
             interp = s_lo + (((s_hi - s_lo) * d2) >> 4)                                 # 3: interpolation
-            sp = Mux(big2, 1 << 15, interp)
-            sig3 = stage(Mux(g2 < 0, (1 << 15) - sp, sp)[:16], f"sig3_{lane}")
+            sp = Mux(big2, 1 << SIG_FRAC, interp)
+            sig3 = stage(Mux(g2 < 0, (1 << SIG_FRAC) - sp, sp)[:SIG_FRAC + 1], f"sig3_{lane}")
             g3, u3 = stage(g2, f"g3_{lane}"), stage(u2, f"u3_{lane}")
             relu = Mux(g3 < 0, 0, g3)                                                   # 4: first product
             p4 = stage(Mux(ctl[3][2], relu * relu, g3 * sig3), f"p4_{lane}")
             u4 = stage(u3, f"u4_{lane}")
-            p5 = Signal(signed(48), name=f"p5_{lane}")                                  # 5: times up
+            p5 = Signal(signed(56), name=f"p5_{lane}")                                  # 5: times up
             m.d.sync += p5.eq(Mux(ctl[4][3], p4 * u4, p4))
             fn5, gated5 = ctl[5][2], ctl[5][3]                                          # 6: round, saturate
-            sh = Mux(fn5, Mux(gated5, 16, 8), Mux(gated5, 23, 15))
-            rnd = Mux(fn5, Mux(gated5, 1 << 15, 1 << 7), Mux(gated5, 1 << 22, 1 << 14))
+            sh = Mux(fn5, Mux(gated5, 16, 8), Mux(gated5, SIG_FRAC + 8, SIG_FRAC))
+            rnd = Mux(fn5, Mux(gated5, 1 << 15, 1 << 7), Mux(gated5, 1 << (SIG_FRAC + 7), 1 << (SIG_FRAC - 1)))
             outs.append(sat((p5 + rnd) >> sh, 16))
         output_stage(m, self, outs, ctl[5][0], ctl[5][1], self.cfg.op_latency("activation") - MIN_LATENCY)
         return m

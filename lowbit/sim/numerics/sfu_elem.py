@@ -3,7 +3,7 @@ of rtl/sfu_rope.py and rtl/sfu_act.py; plus the float <-> fixed conversions the 
 
 Formats (two's complement, ``Qm.n``): activations signed 16-bit **Q7.8** (sim.numerics.sfu_reduce.ACT_FRAC);
 RoPE cos/sin signed 16-bit **Q2.14** (``TRIG_FRAC`` = 14, so +-1.0 = +-16384 is exact); the sigmoid table
-unsigned **UQ1.15**. Final roundings are round-half-up (``(v + 2^(s-1)) >> s``) then saturation to int16;
+unsigned **UQ1.20** (``SIG_FRAC`` = 20: the negative side 1 - sigmoid keeps ~2^-21 absolute precision). Final roundings are round-half-up (``(v + 2^(s-1)) >> s``) then saturation to int16;
 intermediate products are exact.
 
 RoPE (Su et al. 2021, RoFormer, arXiv 2104.09864; the rotate-half layout of HF ``apply_rotary_pos_emb``:
@@ -20,14 +20,14 @@ Activation, with the gate ``g`` and up ``u`` projections in Q7.8 (GLU variants: 
 2002.05202; ReLU^2: So et al. 2021 (Primer), arXiv 2109.08668, used gated by BitNet b1.58 2B4T)::
 
     silu:   sig(g) = table + linear interpolation of the logistic over |g| in [0, 16), 256 intervals:
-                     s = S[j] + ((S[j+1] - S[j]) * d >> 4),  j = |g| >> 4, d = |g| mod 16,  S[j] = RNE(2^15 / (1 + e^(-j/16)))
-                     s = 2^15 for |g| >= 16;  g < 0: 2^15 - s        (sigmoid(-x) = 1 - sigmoid(x))
-            a = g * s  (Q.23, shift 15)
+                     s = S[j] + ((S[j+1] - S[j]) * d >> 4),  j = |g| >> 4, d = |g| mod 16,  S[j] = RNE(2^20 / (1 + e^(-j/16)))
+                     s = 2^20 for |g| >= 16;  g < 0: 2^20 - s        (sigmoid(-x) = 1 - sigmoid(x))
+            a = g * s  (Q.28, shift 20)
     relu2:  a = max(g, 0)^2  (Q.16, shift 8)
     gated:  y = sat16((a * u + 2^(sh+7)) >> (sh + 8));  ungated: y = sat16((a + 2^(sh-1)) >> sh)
 
 Table + linear interpolation (J.-M. Muller, *Elementary Functions*, 3rd ed. 2016, §4): the logistic's
-chord error over 1/16 intervals is <= 2^-14.4 (plus table rounding 2^-16); the product is rounded once.
+chord error over 1/16 intervals is <= 2^-14.4 (plus table rounding 2^-21); the product is rounded once.
 """
 
 from __future__ import annotations
@@ -39,12 +39,13 @@ import numpy.typing as npt
 
 from lowbit.sim.numerics.sfu_reduce import ACT_FRAC, as_fixed_ints
 
-__all__ = ["TRIG_FRAC", "SIGMOID_TABLE", "ACT_FNS", "to_fixed", "from_fixed", "rope_table", "sfu_rope",
+__all__ = ["TRIG_FRAC", "SIG_FRAC", "SIGMOID_TABLE", "ACT_FNS", "to_fixed", "from_fixed", "rope_table", "sfu_rope",
            "sfu_sigmoid", "sfu_act"]
 
 TRIG_FRAC = 14
-SIGMOID_TABLE = tuple(int(np.rint(2**15 / (1 + math.exp(-j / 16)))) for j in range(257))
-"""S[j]: logistic(j/16) in UQ1.15 (RNE), j = 0..256."""
+SIG_FRAC = 20
+SIGMOID_TABLE = tuple(int(np.rint(2**SIG_FRAC / (1 + math.exp(-j / 16)))) for j in range(257))
+"""S[j]: logistic(j/16) in UQ1.20 (RNE), j = 0..256."""
 ACT_FNS = ("silu", "relu2")
 _I16 = (-(1 << 15), (1 << 15) - 1)
 
@@ -87,14 +88,14 @@ def sfu_rope(x: npt.ArrayLike, cos_q: npt.ArrayLike, sin_q: npt.ArrayLike) -> np
 
 
 def sfu_sigmoid(g: npt.ArrayLike) -> np.ndarray:
-    """logistic(g) in UQ1.15 for Q7.8 integers g (module docstring)."""
+    """logistic(g) in UQ1.20 for Q7.8 integers g (module docstring)."""
     a = np.asarray(g, dtype=np.int64)
     mag = np.abs(a)
     tab = np.array(SIGMOID_TABLE, np.int64)
     j = np.minimum(mag >> 4, 255)
     d = mag & 15
-    s = np.where(mag >= 16 << 8, 1 << 15, tab[j] + (((tab[j + 1] - tab[j]) * d) >> 4))
-    return np.where(a < 0, (1 << 15) - s, s)
+    s = np.where(mag >= 16 << 8, 1 << SIG_FRAC, tab[j] + (((tab[j + 1] - tab[j]) * d) >> 4))
+    return np.where(a < 0, (1 << SIG_FRAC) - s, s)
 
 
 def sfu_act(g: npt.ArrayLike, up: npt.ArrayLike | None = None, fn: str = "silu") -> np.ndarray:
@@ -103,7 +104,7 @@ def sfu_act(g: npt.ArrayLike, up: npt.ArrayLike | None = None, fn: str = "silu")
         raise ValueError(f"fn must be one of {', '.join(ACT_FNS)}, got {fn!r}")
     a = as_fixed_ints("gate", g)
     if fn == "silu":
-        prod, sh = a * sfu_sigmoid(a), 15
+        prod, sh = a * sfu_sigmoid(a), SIG_FRAC
     else:
         r = np.maximum(a, 0)
         prod, sh = r * r, 8

@@ -36,7 +36,7 @@ from lowbit.sim.units.booth import (
 )
 from lowbit.sim.units.fp4 import Fp4Config, fp4_tile_cycles
 from lowbit.sim.units.lop import LopConfig, lop_score_cycles, lop_topk_cycles
-from lowbit.sim.units.sfu import SfuConfig, sfu_cycles
+from lowbit.sim.units.sfu import SFU_PASSES, SfuConfig, sfu_cycles
 from lowbit.sim.units.tint import TintConfig, tint_tile_cycles
 
 Section = Any  # a unit's config section (a frozen dataclass)
@@ -204,9 +204,18 @@ SFU = Unit(
         formula="quantize: rows*(2*ceil(dim/lanes) + D_recip) + latency.quantize, "
                 "D_recip = ceil((in_bits + 9) / 2) = 17 (reciprocal divider stall per row)",
         params=("lanes", "latency"), rates=lambda c: {"sfu_elems": c.lanes},
-        scope="RTL = absmax INT8 quantizer only (rtl/sfu.py, restoring divider for the reciprocal); RMSNorm, "
-              "softmax, RoPE and activation datapaths are not in RTL, all SFU busy cycles are charged at this energy",
-    ),),
+        scope="absmax INT8 quantizer (rtl/sfu.py, restoring divider for the reciprocal); the SFU's op datapaths "
+              "are separate blocks, each charged for every SFU busy cycle (one op runs at a time: an over-count)",
+    ), *(RtlBlock(
+        name=f"sfu_{op}", component=f"lowbit.rtl.sfu_{op}:{cls}", validator=f"lowbit.rtl.sfu_{op}:validate",
+        bench=f"lowbit.rtl.bench.sfu_{op}_bench", cycles=(sfu_cycles,),
+        formula=f"{name}: rows*{SFU_PASSES[name]}*ceil(dim/lanes) + latency.{name}",
+        params=("lanes", "latency"), rates=lambda c: {"sfu_elems": c.lanes},
+        scope=f"SFU {name} datapath (rtl/sfu_{op}.py), charged for every SFU busy cycle",
+    ) for op, name, cls in (("rmsnorm", "rmsnorm", "SfuRmsNorm"), ("softmax", "softmax", "SfuSoftmax"),
+                            ("rope", "rope", "SfuRope"),
+                            ("act", "activation", "SfuAct"))),
+    ),
 )
 
 UNITS: dict[str, Unit] = {u.name: u for u in (TINT, BOOTH, FP4, LOP, SFU)}

@@ -19,7 +19,7 @@ from tests.cli_util import assert_one_line_error, lowbit, lowbit_without
 EXPECTED_COMMANDS = {
     "config", "config list", "config show", "trace", "trace info", "sim", "validate", "models", "models list",
     "fp4-sensitivity", "train-tiny", "eval-tiny", "bench-gpu", "rtl", "verify", "synth", "report",
-    "sweep", "sweep run", "sweep show", "roofline", "plot-timeline",
+    "sweep", "sweep run", "sweep show", "roofline", "plot-timeline", "serve",
 }
 
 
@@ -63,7 +63,7 @@ def test_unit_help_lists_the_rtl_registry():
 
 def test_hw_help_lists_the_presets_everywhere():
     params = _params("--hw") + [("config show", COMMANDS["config show"].params[0])]
-    assert {n for n, _ in params} == {"config show", "sim", "rtl", "verify", "synth", "report", "roofline"}
+    assert {n for n, _ in params} == {"config show", "sim", "rtl", "verify", "synth", "report", "roofline", "serve"}
     assert len({p.help.split("; repeat")[0] for _, p in params}) == 1  # one text
     for name, p in params:
         assert _listed(p.help) == list_presets(), (name, p.help)
@@ -71,13 +71,15 @@ def test_hw_help_lists_the_presets_everywhere():
 
 
 def test_schedule_help_lists_the_policies():
-    (_, p), = _params("--schedule")
-    assert p.help.split(" | ") == list(POLICIES)
+    params = _params("--schedule")
+    assert {n for n, _ in params} == {"sim", "serve"}
+    for _, p in params:
+        assert p.help.split(" | ") == list(POLICIES)
 
 
 def test_json_is_always_a_file_and_out_always_a_directory():
     js = _params("--json")
-    assert {n for n, _ in js} == {"config show", "trace info", "sim", "synth", "report"}
+    assert {n for n, _ in js} == {"config show", "trace info", "sim", "synth", "report", "serve"}
     for name, p in js:
         assert p.metavar == "PATH" and p.default is None and "`-`: standard output" in p.help, name
     outs = _params("--out")
@@ -88,7 +90,7 @@ def test_json_is_always_a_file_and_out_always_a_directory():
 
 
 def test_seed_on_every_command_that_draws_random_data():
-    assert {n for n, _ in _params("--seed")} == {"trace", "fp4-sensitivity", "train-tiny", "verify", "bench-gpu"}
+    assert {n for n, _ in _params("--seed")} == {"trace", "fp4-sensitivity", "train-tiny", "verify", "bench-gpu", "serve"}
 
 
 def test_rendered_help_names_the_units(tmp_path):

@@ -299,6 +299,10 @@ def register(app: typer.Typer) -> None:
 
                 print_breakdown(r.breakdown, console())
 
+    from lowbit.sim.serve_cli import register_serve
+
+    register_serve(app)
+
     @app.command("validate")
     def validate_cmd(
         design: str = typer.Argument(..., help="design family to validate (vitallm)"),

@@ -392,8 +392,9 @@ def _run_hf(model: nn.Module, encoder: bool) -> Callable[[Recorder, torch.Tensor
 
 def resolve(model: str | Path, tensors: bool, seed: int, weight_format: str | None = None,
             random_init: bool = False) -> Target:
-    """Preset name -> models.bitnet.BitNet (meta device unless tensors are wanted); else a local HF dir, whose
-    checkpoint must hold every weight unless `random_init` (lowbit.models.hf.load_hf)."""
+    """Preset name -> models.bitnet.BitNet (meta device unless tensors are wanted); else a local HF dir, a
+    config.json file or a shipped config.json preset (lowbit.sim.hfconfig), whose checkpoint must hold every
+    weight unless `random_init` (lowbit.models.hf.load_hf; shapes-only capture reads config.json only)."""
     from lowbit.models import hf
 
     name = str(model)
@@ -406,13 +407,16 @@ def resolve(model: str | Path, tensors: bool, seed: int, weight_format: str | No
         net.eval()
         return Target(net, spec, False, True, None, device, _run_bitnet(net),
                       {"source": f"models.bitnet preset {name}", "init": f"random, seed {seed}" if tensors else "meta"})
-    if not Path(name).expanduser().exists() and name not in hf.ALIASES:
+    from lowbit.sim.hfconfig import find_preset, presets
+
+    if not Path(name).expanduser().exists() and name not in hf.ALIASES and find_preset(name) is None:
         if "/" in name or name.startswith((".", "~")):
             raise LowbitError(f"model directory not found: {name} (give a preset name, an alias or a local "
                               "Hugging Face model directory)")
-        hint = did_you_mean(name, [*MODELS, *hf.ALIASES])
-        raise LowbitError(f"unknown model '{name}'{hint}: not a preset ({', '.join(MODELS)}), an alias "
-                          f"({', '.join(hf.ALIASES)}) or an existing Hugging Face model directory")
+        hint = did_you_mean(name, [*MODELS, *hf.ALIASES, *presets()])
+        raise LowbitError(f"unknown model '{name}'{hint}: not a preset ({', '.join(MODELS)}), a config.json "
+                          f"preset (`lowbit models list`), an alias ({', '.join(hf.ALIASES)}) or an existing "
+                          "Hugging Face model directory")
     # shapes-only capture reads config.json only
     m = hf.load_hf(name, weight_format, meta=not tensors, random_init=random_init, seed=seed)
     device = "cpu" if tensors else "meta"

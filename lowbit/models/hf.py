@@ -59,10 +59,17 @@ def minilm_dir() -> Path:
 
 
 def resolve_dir(model: str | Path) -> Path:
-    """Alias or local directory -> an existing directory with config.json (LowbitError otherwise)."""
+    """Alias, local directory, config.json file or shipped config.json preset (lowbit.sim.hfconfig; shapes
+    only, no weights) -> an existing directory with config.json (LowbitError otherwise)."""
+    from lowbit.sim.hfconfig import find_preset, looks_like_path
+
     if str(model) in ALIASES:
         return minilm_dir()
     p = Path(model).expanduser()
+    if p.name == "config.json" and p.is_file():
+        return p.parent
+    if not looks_like_path(str(model)) and find_preset(str(model)) is not None:
+        return find_preset(str(model)).path.parent  # type: ignore[union-attr]
     if not p.is_dir():
         raise ModelImportError(f"model directory not found: {p} (give a preset name or a local Hugging Face directory)")
     if not (p / "config.json").is_file():
@@ -178,6 +185,7 @@ def architecture_of(cfg: dict[str, Any], path: Path) -> str:
     if cfg.get("model_type") is not None:
         as_str(cfg["model_type"], str(path / "config.json"), "model_type", ModelImportError, max_len=200)
     arch = archs[0] if archs else {"bitnet": "BitNetForCausalLM", "llama": "LlamaForCausalLM",
+                                   "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
                                    "bert": "BertModel"}.get(cfg.get("model_type") or "", "")
     if arch not in SUPPORTED:
         shown = clip(arch) if arch else f"model_type {short(cfg.get('model_type'))}"
@@ -201,11 +209,9 @@ def spec_from_config(config: Any, arch: str, name: str) -> ModelSpec:
         raise ModelImportError(f"{name}: {arch} with hidden_act '{act}' is not supported; supported: "
                           f"{', '.join(_PLAIN_ACT if encoder else _GATED_ACT)}")
     H = config.num_attention_heads
-    hd = getattr(config, "head_dim", None)
-    if hd and hd * H != config.hidden_size:
-        raise ModelImportError(f"{name}: head_dim {hd} x {H} heads != hidden_size {config.hidden_size}; "
-                          "the trace format assumes head_dim = hidden_size / heads")
+    hd = getattr(config, "head_dim", None) or 0  # 0: hidden_size / heads
     bitnet = arch == "BitNetForCausalLM"
+    attn_bias = not encoder and bool(getattr(config, "attention_bias", False))
     spec = ModelSpec(
         name=name, n_layers=config.num_hidden_layers, d_model=config.hidden_size, n_heads=H,
         n_kv_heads=getattr(config, "num_key_value_heads", None) or H, d_ffn=config.intermediate_size,
@@ -214,6 +220,8 @@ def spec_from_config(config: Any, arch: str, name: str) -> ModelSpec:
         norm_eps=float(getattr(config, "rms_norm_eps", None) or getattr(config, "layer_norm_eps", 1e-6)),
         max_positions=config.max_position_embeddings, weight_format="ternary" if bitnet else "bf16",
         lm_head_format="bf16", tied_embeddings=bool(getattr(config, "tie_word_embeddings", False)) and not encoder,
+        head_dim=0 if encoder else hd, qkv_bias=attn_bias or arch == "Qwen2ForCausalLM", o_bias=attn_bias,
+        mlp_bias=not encoder and bool(getattr(config, "mlp_bias", False)),
     )
     try:
         spec.validate()

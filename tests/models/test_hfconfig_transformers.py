@@ -62,3 +62,32 @@ def test_config_written_by_transformers_is_read(tmp_path, model_type):
     spec = read_model_config(tmp_path, "t").spec
     assert (spec.n_layers, spec.d_model, spec.n_heads, spec.n_kv_heads, spec.d_ffn, spec.vocab) == \
         (2, 64, 4, 2, 96, 128)
+
+
+def _shape_key(o) -> tuple:
+    return o.op, o.layer, o.phase, o.step, tuple(sorted(o.args.items()))
+
+
+@pytest.mark.parametrize("model, fmt", [
+    ("qwen2.5-0.5b", "ternary"),  # GQA 14/2, q/k/v bias, tied embeddings
+    ({"model_type": "mistral", **SMALL, "head_dim": 24, "sliding_window": None}, "int8"),  # 4 x 24 heads on d 64
+    ({"model_type": "llama", **SMALL, "attention_bias": True, "mlp_bias": True}, "nvfp4"),
+    ({"model_type": "bitnet", **SMALL}, None),  # SubLN, ReLU^2 GLU, ternary by default
+])
+def test_trace_from_config_equals_trace_captured_from_transformers(tmp_path, model, fmt):
+    """Every op (kind, layer, phase, step and every shape field) of the torch-free trace equals the op that
+    capture records while transformers runs the model (meta device, config.json only)."""
+    from lowbit.models.capture import capture_trace
+    from lowbit.sim.modelspec import get_model
+    from lowbit.sim.trace import load_trace
+    from lowbit.sim.workloads import standard_trace
+
+    if isinstance(model, dict):
+        (tmp_path / "m").mkdir()
+        (tmp_path / "m" / "config.json").write_text(json.dumps(model))
+        model = str(tmp_path / "m")
+    captured = load_trace(capture_trace(model, 6, 2, tmp_path / "t", weight_format=fmt))
+    m = get_model(model)
+    ours = standard_trace(m.with_format(fmt) if fmt else m, 6, 2)
+    assert [_shape_key(o) for o in captured.ops] == [_shape_key(o) for o in ours.ops]
+    assert captured.model.to_dict() == {**(m.with_format(fmt) if fmt else m).to_dict(), "name": captured.model.name}

@@ -167,11 +167,66 @@ def print_summary(r, timeline_note: str = "") -> None:
         if d or r.idle.get(unit):
             t.add_row(f"stalls / idle {unit}", ", ".join(f"{k} {v:,}" for k, v in d.items())
                       + f"; idle {r.idle.get(unit, 0):,}")
-    t.add_row("lm_head", f"{r.lm_head['placement']} ({r.lm_head['macs']:,} MACs excluded)"
-              if r.lm_head["placement"] == "host" else "accelerator")
+    lm = r.lm_head
+    t.add_row("lm_head", f"host ({lm['macs']:,} MACs excluded)" if lm["placement"] == "host" else
+              f"on chip, {lm['placement']} weights: {lm['macs']:,} MACs, {lm['weight_bytes_per_step']:,} weight "
+              f"bytes/step, {r.op_cycles.get('lm_head', 0):,} unit-busy cycles")
     t.add_row("instructions / wall", f"{r.instructions:,} / {r.wall_s:.1f} s")
     c.print(t)
     for n in r.notes + ([timeline_note] if timeline_note else []):
+        c.print(f"[dim]note: {n}[/dim]")
+
+
+def _sim_multichip(cfg, tr, chips: int, parallel: str, micro_batches: int, schedule: str, lop_k: int | None,
+                   no_lop: bool, json_out: Path | None, quiet: bool, per_chip_views: bool) -> None:
+    """`lowbit sim --chips N [--parallel tp|pp] [--micro-batches M]` (lowbit.sim.multichip)."""
+    from lowbit.sim.multichip import MAX_CHIPS, PARALLEL, simulate_multichip
+
+    option_int("--chips", chips, Range(1, MAX_CHIPS, "chips"))
+    option_int("--micro-batches", micro_batches, Range(1, 4096, "sequences"))
+    if parallel not in PARALLEL:
+        raise LowbitError(f"--parallel {parallel}: must be one of {', '.join(PARALLEL)}")
+    if per_chip_views:
+        raise LowbitError("--timeline and --breakdown show one chip; drop them with --chips/--micro-batches "
+                          "(or simulate one chip's share)")
+    prog = _Progress("simulating")
+    try:
+        r = simulate_multichip(cfg, tr, chips, parallel, schedule=schedule, lop_k=lop_k, no_lop=no_lop,
+                               micro_batches=micro_batches, progress=prog)
+    finally:
+        prog.close()
+    if json_out is not None:
+        write_json(json_out, r.to_json())
+    if not quiet and str(json_out) != "-":
+        print_multichip(r)
+
+
+def print_multichip(r) -> None:
+    from rich.table import Table
+
+    c = console()
+    t = Table(title=f"lowbit sim: {r.model} on {r.chips} x {r.hw} ({r.parallel}"
+                    + (f", {r.micro_batches} micro-batches" if r.micro_batches > 1 else "")
+                    + f"), prefill {r.prefill_tokens} + decode {r.decode_tokens}")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    t.add_row("decode tokens/s", f"{r.decode_tokens_per_s:.2f}" if r.decode_tokens_per_s else "-")
+    t.add_row("prefill latency", f"{r.prefill_latency_s:.4f} s" if r.prefill_latency_s is not None else "-")
+    t.add_row("total cycles", f"{r.cycles:,}")
+    t.add_row("prefill / decode cycles", f"{r.prefill_cycles:,} / {r.decode_cycles:,}")
+    lk = r.link
+    t.add_row("link", f"{lk['links']} x {lk['bandwidth_gbps']:g} GB/s, {lk['latency_ns']:g} ns, "
+                      f"{lk['energy_pj_per_bit']:g} pJ/bit")
+    t.add_row("link bytes (all links) / transfers", f"{lk['bytes']:,} / {lk['transfers']:,}")
+    t.add_row("link cycles on the critical path", f"{lk['critical_path_cycles']:,} "
+                                                   f"({100 * lk['critical_path_cycles'] / max(1, r.cycles):.1f} %)")
+    t.add_row("link utilization (busiest link)", f"{100 * lk['utilization']:.2f} %")
+    t.add_row("link energy", f"{1e6 * lk['energy_j']:.1f} µJ")
+    for ch in r.per_chip:
+        t.add_row(f"chip {ch['chip']} ({ch['share']})",
+                  ", ".join(f"{u} {100 * v:.1f} %" for u, v in ch["utilization"].items()))
+    c.print(t)
+    for n in r.notes:
         c.print(f"[dim]note: {n}[/dim]")
 
 
@@ -252,6 +307,10 @@ def register(app: typer.Typer) -> None:
         breakdown: bool = typer.Option(False, "--breakdown", help="per-layer / per-op breakdown: critical-path cycles, busy cycles, DRAM bytes, intensity, binding constraint (also in --json)"),
         breakdown_steps: str = typer.Option("", "--breakdown-steps", metavar="N,N", help="decode steps to break down on their own, e.g. '1,128'"),
         quiet: bool = typer.Option(False, "--quiet", help="no summary table"),
+        chips: int = typer.Option(1, "--chips", help="identical accelerators joined by chip-to-chip links ([link] of the config)"),
+        parallel: str = typer.Option("tp", "--parallel", help="partitioning over --chips: tp (tensor) | pp (pipeline)"),
+        micro_batches: int = typer.Option(1, "--micro-batches", help="pp: independent sequences in flight through the stages"),
+        program: Path | None = typer.Option(None, "--program", metavar="PATH", help="run this compiled program (`lowbit compile`) instead of lowering --model/--trace; workload, schedule and LOP come from it"),
     ) -> None:
         """Simulate a workload cycle by cycle and print throughput, utilisation, stalls and DRAM traffic."""
         from lowbit.sim.config import load_hw
@@ -269,7 +328,11 @@ def register(app: typer.Typer) -> None:
 
             tr = batch_from_options(tr, trace is not None, batch,
                                     option_int_list("--cached", cached, TOKENS, 4096) if cached else None)
-        check_workload(cfg, tr, lop_k=lop_k, no_lop=no_lop)  # size bounds and tile fits, before any work
+        if chips != 1 or micro_batches != 1:
+            return _sim_multichip(cfg, tr, chips, parallel, micro_batches, schedule, lop_k, no_lop, json_out, quiet,
+                                  timeline is not None or breakdown or bool(breakdown_steps))
+        if src is None:
+            check_workload(cfg, tr, lop_k=lop_k, no_lop=no_lop)  # size bounds and tile fits, before any work
         bd = None
         if breakdown or breakdown_steps:
             from lowbit.sim.breakdown import Breakdown, decode_steps

@@ -11,7 +11,15 @@ Tiling of projections, attention and LO codes: sim.tiling (the documented rules)
 - SFU ops: sfu_cycles(op, rows, dim). Under "dependency-aware" scheduling the first (reduction) pass of
   rmsnorm / quantize (absmax) / softmax (max) is fused with the producer's output stream (docs/reference/vitallm.md §3.4,
   §5.5: reductions accumulated on the fly), so only the remaining passes sit on the critical path.
-- lm_head on "host": not lowered (reported separately).
+- lm_head on "host": not lowered (reported separately). On the chip (cfg.lm_head = its weight format): only
+  last positions get logits (the ones generation needs; DESIGN CHOICE, as llama.cpp and vLLM do in prefill;
+  every decode token is one): the final-norm output is quantized to INT8 on the SFU (a row of d_model per
+  position), the d_model x vocab projection is tiled through the projection cores like any linear
+  (sim.tiling.plan_linear: its weights are read once per step), and the logits leave the chip for the host's
+  sampler as bf16 (vocab x 2 bytes per position, class activations; DESIGN ASSUMPTION). Its weights sit after
+  the decoder layers' weights or, with tied embeddings, in the embedding table's region: one table in the
+  lm_head's format serves both, so embedding rows are then read in that format (ceil(d_model x bits / 8)
+  bytes per token) instead of bf16.
 
 Policies: "inorder" -- every instruction of op j (weight DMA included) waits for op j-1's join.
 "dependency-aware" -- true dataflow: weight DMAs only wait for buffer room (prefetch across op and step
@@ -85,6 +93,7 @@ from lowbit.sim.tiling import (
     lop_chunk,
     plan_linear,
     query_chunks,
+    row_bytes,
     tile_cycles,
     tile_grid,
     weight_bits,
@@ -111,7 +120,7 @@ def _attn_section(ops: list[Op], i: int) -> int:
 
 @dataclass
 class StepStats:
-    """Static per-chunk counters the engine aggregates (LOP and host lm_head accounting)."""
+    """Static per-chunk counters the engine aggregates (LOP and lm_head accounting: MACs and weight bytes)."""
 
     kv_dense_bytes: int = 0   # K+V bytes dense attention would read in LOP-eligible steps
     kv_read_bytes: int = 0    # K+V bytes actually read in those steps
@@ -281,7 +290,7 @@ class Lowering:
                 continue
             opi = reg(op)
             k = op.op
-            if k == "linear" or (k == "lm_head" and self.cfg.lm_head == "accelerator"):
+            if k == "linear":
                 sig = (op["tokens"], op["in_features"])
                 if self.dep_aware and prev_lin == sig and shared is not None:
                     ext = shared
@@ -296,14 +305,17 @@ class Lowering:
             d = dep1()
             t = op["tokens"] if "tokens" in op.args else 1
             first = e.n
-            if k == "lm_head":  # on the host: excluded from accelerator time
+            if k == "lm_head" and self.cfg.lm_head != "host":
+                j = self._lm_head(e, op, opi, d, st)
+            elif k == "lm_head":  # on the host: excluded from accelerator time
                 st.lm_head_macs += t * op["in_features"] * op["out_features"]
                 st.lm_head_bytes += math.ceil(op["in_features"] * op["out_features"]
                                               * weight_bits(op["weight_format"]) / 8)
                 j = d
             elif k == "embedding":
-                j = e.emit(C_DMAW, nbytes=t * op["dim"] * 2, addr=EMBED_BASE, dcls=D_ACT, dep0=d, opi=opi,
-                           sub=SUB["embed"], wbuf=B_ACT, wbytes=t * op["dim"] * 2)
+                nb = t * self._embed_row_bytes(op)
+                j = e.emit(C_DMAW, nbytes=nb, addr=EMBED_BASE, dcls=D_ACT, dep0=d, opi=opi,
+                           sub=SUB["embed"], wbuf=B_ACT, wbytes=nb)
             elif k in ("rmsnorm", "quantize", "elementwise", "activation"):
                 j = self._sfu(e, k, t, op["dim"], opi, (d,))
             elif k == "rope":
@@ -467,7 +479,38 @@ class Lowering:
         waddr = self._wbase[name] + math.ceil(row0 * fin * bits / 8)
         return e.add_block(blk, ext, (waddr, 0, 0, 0), opi=opi)
 
+    # ------------------------------------------------------------------------------------ lm_head on the chip
+
+    def _shared_table(self) -> bool:
+        """Tied embeddings with the lm_head on the chip: one table in the lm_head's format serves both."""
+        return self.cfg.lm_head != "host" and self.model.tied_embeddings
+
+    def _embed_row_bytes(self, op: Op) -> int:
+        """Bytes of one embedding row: bf16, or the shared table's format (module docstring)."""
+        if self._shared_table() and op["vocab"] == self.model.vocab:
+            return row_bytes(self.cfg.lm_head, self.cfg.tint.weight_packing, op["dim"])
+        return op["dim"] * 2
+
+    def _lm_head(self, e: Emitter, op: Op, opi: int, dep: int, st: StepStats) -> int:
+        """The lm_head on the chip (module docstring): quantize the last position, the tiled projection, the
+        logits' write; returns the write."""
+        fmt, fin, vocab = self.cfg.lm_head, op["in_features"], op["out_features"]
+        rows = op["tokens"] if op.phase == "decode" else 1  # every decode token is a sequence's last position
+        q = self._sfu(e, "quantize", rows, fin, opi, (dep,))
+        head = Op("lm_head", op.name, op.layer, op.phase, op.step,
+                  dict(tokens=rows, in_features=fin, out_features=vocab, weight_format=fmt), op.role)
+        if op.name not in self._wbase:  # after every decoder layer's weights, or the embedding table's region
+            top = max(self.model.n_layers * self._layer_wbytes, self._wtop)
+            self._wbase[op.name] = EMBED_BASE if self._shared_table() else -(-top // 4096) * 4096
+        j = self._add_linear(e, head, opi, q)
+        blk = self._linear_block(head, rows, fin, vocab, fmt)
+        st.lm_head_macs += rows * fin * vocab
+        st.lm_head_bytes += int(blk["nbytes"][blk["dcls"] == D_W].sum())
+        return e.emit(C_DMAW, nbytes=rows * vocab * 2, addr=ACT_OUT_BASE, wr=1, dcls=D_ACT, dep0=j, opi=opi,
+                      sub=SUB["act_wr"], rbuf=B_PSUM, rbytes=rows * vocab * ACC_BYTES)
+
     # ------------------------------------------------------------------------------------ SFU
+
 
     def _sfu(self, e: Emitter, kind: str, rows: int, dim: int, opi: int, deps: tuple[int, ...]) -> int:
         c = sfu_cycles(self.cfg.sfu, kind, rows, dim)

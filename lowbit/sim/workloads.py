@@ -299,13 +299,15 @@ def _op_instructions(cfg, bufs, o: Op, hd: int, G: int, grp: int, code: int, lop
     if o.op in ("linear", "lm_head"):
         if o.op == "lm_head" and cfg.lm_head == "host":
             return 1
-        fin, fout = o["in_features"], o["out_features"]
+        fin, fout, fmt = o["in_features"], o["out_features"], o["weight_format"]
+        if o.op == "lm_head":  # on the chip: last positions only, quantized, in cfg.lm_head's format (sim.lower)
+            t, fmt = (t if o.phase == "decode" else 1), cfg.lm_head
         if t * max(fin, fout) > 2**30:  # spilled activations region of the address map (lowbit.sim.isa)
             raise WorkloadError(f"op {o.name}: {t} tokens x {max(fin, fout)} features of activations exceed the "
                                 "1 GiB spill region of the simulator's DRAM address map; use fewer prefill tokens")
-        p = plan_linear(cfg, bufs, o.name, t, fin, fout, o["weight_format"])
+        p = plan_linear(cfg, bufs, o.name, t, fin, fout, fmt)
         tiles = -(-fout // p.R) * -(-fin // p.kc)
-        return -(-t // p.tc) * (2 * tiles + (3 if p.spill else 0)) + 1
+        return -(-t // p.tc) * (2 * tiles + (3 if p.spill else 0)) + 1 + 2 * (o.op == "lm_head")
     if o.op in ("attn_qk", "attn_av", "softmax"):
         ctx = o["context"]
         keys = min(k, ctx) if lop_on and o.phase == "decode" and t == 1 else ctx

@@ -331,8 +331,7 @@ def register(app: typer.Typer) -> None:
         if chips != 1 or micro_batches != 1:
             return _sim_multichip(cfg, tr, chips, parallel, micro_batches, schedule, lop_k, no_lop, json_out, quiet,
                                   timeline is not None or breakdown or bool(breakdown_steps))
-        if src is None:
-            check_workload(cfg, tr, lop_k=lop_k, no_lop=no_lop)  # size bounds and tile fits, before any work
+        check_workload(cfg, tr, lop_k=lop_k, no_lop=no_lop)  # size bounds and tile fits, before any work
         bd = None
         if breakdown or breakdown_steps:
             from lowbit.sim.breakdown import Breakdown, decode_steps

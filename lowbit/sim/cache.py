@@ -8,7 +8,8 @@ Root: ``$LOWBIT_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/lowbit``, else ``~/.c
 - ``sim/<simulator>-<unit>-<key>/``: one Verilator/Icarus build per Verilog text (lowbit.rtl.cocotb_runner);
 - ``runs/<unit>-*/``: bench runs (job, result, log, ``dump.vcd`` with waves);
 - ``activity/<unit>-<key>.json``: switching activity on random data (lowbit.rtl.activity).
-- ``sweep/``: design-space sweep results per point (lowbit.explore.store).
+- ``sweep/``: design-space sweep results per point (lowbit.explore.store);
+- ``liberty/<cell>-<key>.json``: transistor-level characterisation of one sky130 cell (lowbit.rtl.characterize).
 
 Every entry is keyed by a hash of everything it depends on and written to a temp name first, then
 renamed into place, so an interrupted run never leaves an entry that a later run would trust. Deleting
@@ -21,7 +22,7 @@ import os
 from pathlib import Path
 
 ENV = "LOWBIT_CACHE_DIR"
-KINDS = ("synth", "verilog", "sim", "runs", "activity", "sweep")
+KINDS = ("synth", "verilog", "sim", "runs", "activity", "sweep", "liberty")
 
 
 def cache_root() -> Path:

@@ -75,7 +75,7 @@ def test_cli_node_out_of_range(tmp_path, capsys):
 
 
 def test_cli_synthesis_failure_writes_nothing(tmp_path, capsys, monkeypatch):
-    def fail(cfg, measure_activity=True, exclude=()):
+    def fail(cfg, **kw):
         raise SynthError("synthesis failed at step 'ABC pass: ERROR: x'; yosys log: /x/yosys.log")
 
     monkeypatch.setattr(lowbit.cost.energy, "build_hw_cost", fail)
@@ -95,7 +95,7 @@ def test_cli_missing_sky130(tmp_path, capsys, monkeypatch):
 
 
 def test_cli_writes_into_the_out_directory(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(lowbit.cost.energy, "build_hw_cost", lambda cfg, exclude=(): _fake_hw(cfg))
+    monkeypatch.setattr(lowbit.cost.energy, "build_hw_cost", lambda cfg, **kw: _fake_hw(cfg))
     out, js = tmp_path / "rep", tmp_path / "rep" / "metrics.json"
     rc = main(["report", "--hw", "tiny", "--model", "bitnet-tiny", "--prefill", "8", "--decode", "4",
                "--out", str(out), "--json", str(js)])

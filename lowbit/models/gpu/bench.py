@@ -483,9 +483,9 @@ def run_all(out_dir: Path, quick: bool = False, sections: str = "attention,linea
         section("autotune log", lambda: _log_tuned(say))
     if "decode" in secs:
         cfgs = [(m, f, 192, "dense") for m in models for f in ("bf16", "ternary", "nvfp4")]
+        cfgs += [(m, "bf16_compile", 192, "dense") for m in models]
         cfgs += [("bitnet-b1.58-2b4t", f, 4000, a) for f, a in (("bf16", "dense"), ("ternary", "dense"), ("ternary", "lop"))]
         cfgs += [("bitnet-b1.58-3b", f, 4000, a) for f, a in (("bf16", "dense"), ("ternary", "dense"), ("ternary", "lop"))]
-        cfgs += [(m, "bf16_compile", 192, "dense") for m in models]
         section("decode", lambda: run_decode(cfgs[:2] if quick else cfgs, data, say, budget, seed))
     if "gemm" in secs:
         section("gemm", lambda: run_linear(model_shapes, (64,) if quick else BATCHES_GEMM, data, say, budget, seed, save))
@@ -500,10 +500,16 @@ def run_all(out_dir: Path, quick: bool = False, sections: str = "attention,linea
 
 def _log_tuned(say) -> None:
     """The configs the autotuner chose (key -> config), for the record."""
+    from .rowgemv import ROW_CHOICE, _tgemv_row_tuned
     from .ternary import _tgemv_tuned
 
     for key, cfg in list(getattr(_tgemv_tuned, "cache", {}).items())[:40]:
         say(f"  gemv tuned {key[:5]}: {cfg}")
+    for key, cfg in list(getattr(_tgemv_row_tuned, "cache", {}).items())[:40]:
+        say(f"  row gemv tuned {key[:4]}: {cfg}")
+    for (n, kw, fused, res), (row, t_row, t_tiled) in ROW_CHOICE.items():
+        say(f"  batch-1 path {n}x{16 * kw} fused={fused} residual={res}: {'row' if row else 'tiled'} "
+            f"(cold L2: row {t_row} us, tiled {t_tiled} us)")
 
 
 def add_arguments(p) -> None:

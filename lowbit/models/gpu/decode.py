@@ -83,8 +83,14 @@ class DecodeModel:
             self.layers.append(lay)
         self.final_norm = torch.ones(d, dtype=torch.bfloat16, device=device)
         self.lm_head = _bf16(spec.vocab, d, device, gen) if lm_head else None
-        self.k_cache = torch.randn(spec.n_layers, batch, KVH, max_ctx, hd, device=device, generator=gen).to(torch.bfloat16)
-        self.v_cache = torch.randn(spec.n_layers, batch, KVH, max_ctx, hd, device=device, generator=gen).to(torch.bfloat16)
+        # dense attention: cache rows padded with zeros to a multiple of 8 (flash SDPA copies the whole cache
+        # into a padded buffer on every call otherwise: measured 24.6 vs 10.6 us at 3B shapes, 193 tokens)
+        self.hd_cache = hd if attn == "lop" else -(-hd // 8) * 8
+        pad = (0, self.hd_cache - hd)
+        self.k_cache = F.pad(torch.randn(spec.n_layers, batch, KVH, max_ctx, hd, device=device, generator=gen), pad).to(
+            torch.bfloat16)
+        self.v_cache = F.pad(torch.randn(spec.n_layers, batch, KVH, max_ctx, hd, device=device, generator=gen), pad).to(
+            torch.bfloat16)
         self.lo_cache = None
         if attn == "lop":
             ki8 = torch.randint(-127, 128, (spec.n_layers, batch, KVH, max_ctx, hd), dtype=torch.int8, device=device,
@@ -113,8 +119,12 @@ class DecodeModel:
         s = self.spec
         if self.attn == "lop":
             return lop_attention(q, kc, vc, lo, ctx, self.k_sel)
-        return F.scaled_dot_product_attention(q.unsqueeze(2), kc[:, :, :ctx], vc[:, :, :ctx],
-                                              enable_gqa=s.n_heads != s.n_kv_heads).squeeze(2)
+        hd, dc = s.head_dim, self.hd_cache
+        if q.shape[-1] != dc:
+            q = F.pad(q, (0, dc - hd))
+        o = F.scaled_dot_product_attention(q.unsqueeze(2), kc[:, :, :ctx], vc[:, :, :ctx], scale=1.0 / math.sqrt(hd),
+                                           enable_gqa=s.n_heads != s.n_kv_heads).squeeze(2)
+        return o if dc == hd else o[..., :hd]
 
     def _torch_layer(self, x, wqkv, wo, w13, w2, n_attn, n_ffn, n_asub, n_fsub, kc, vc, lo, rot, pos: int):
         s = self.spec
@@ -126,8 +136,8 @@ class DecodeModel:
         k = qkv[:, H * hd: (H + KVH) * hd].view(B, KVH, hd)
         v = qkv[:, (H + KVH) * hd:].view(B, KVH, hd)
         q, k = _rope(q, rot), _rope(k, rot)
-        kc[:, :, pos] = k
-        vc[:, :, pos] = v
+        kc[:, :, pos, :hd] = k
+        vc[:, :, pos, :hd] = v
         if lo is not None:
             kq = act_quant(k.reshape(B * KVH, hd)).q[:, :hd]
             lo[:, :, pos] = lo_pack_keys_torch(kq.view(B, KVH, hd))
@@ -151,7 +161,7 @@ class DecodeModel:
         H, KVH, eps = s.n_heads, s.n_kv_heads, s.norm_eps
         B = x.shape[0]
         qkv = ternary_gemv(rmsnorm_quant(x, lay.norms["attn"], eps), lay.wqkv)
-        q = rope_append(qkv, cos, sin, H, KVH, kc, vc, pos, lo)
+        q = rope_append(qkv, cos, sin, H, KVH, kc, vc, pos, lo, head_dim=s.head_dim)
         a = self._attend(q, kc, vc, lo, pos + 1).reshape(B, H * s.head_dim)
         a = rmsnorm_quant(a, lay.norms["attn_sub"], eps) if s.subln else a  # else: quantizer fused in the GEMV
         x = ternary_gemv(a, lay.wo, residual=x)

@@ -123,8 +123,9 @@ def gate_quant(h: torch.Tensor, act: str, g: torch.Tensor | None = None, eps: fl
 
 
 @triton.jit
-def _rope_append_kernel(qkv_ptr, cos_ptr, sin_ptr, qo_ptr, k_ptr, v_ptr, lo_ptr, H, KVH, D, MMAX, POS, DW,
+def _rope_append_kernel(qkv_ptr, cos_ptr, sin_ptr, qo_ptr, k_ptr, v_ptr, lo_ptr, H, KVH, D, DC, MMAX, POS, DW,
                         stride_qkv, eps_q, HALF: tl.constexpr, DWP: tl.constexpr, LOP: tl.constexpr):
+    # DC >= D: row length of the caches and of the returned queries (zero padding past D)
     # program (token b, slot): slots 0..H-1 are query heads, H..H+KVH-1 key heads (+ the value row)
     b = tl.program_id(0)
     hs = tl.program_id(1)
@@ -138,17 +139,19 @@ def _rope_append_kernel(qkv_ptr, cos_ptr, sin_ptr, qo_ptr, k_ptr, v_ptr, lo_ptr,
     y0 = (x0 * c - x1 * s).to(tl.bfloat16)
     y1 = (x0 * s + x1 * c).to(tl.bfloat16)
     if hs < H:
-        qo = qo_ptr + (b * H + hs) * D
+        qo = qo_ptr + (b * H + hs) * DC
         tl.store(qo + 2 * ri, y0, mask=i_ok)
         tl.store(qo + 2 * ri + 1, y1, mask=i_ok)
+        rz = tl.arange(0, 8)
+        tl.store(qo + D + rz, tl.zeros([8], tl.bfloat16), mask=rz < DC - D)
     else:
         kvh = hs - H
         row = (b * KVH + kvh) * MMAX + POS
-        tl.store(k_ptr + row * D + 2 * ri, y0, mask=i_ok)
-        tl.store(k_ptr + row * D + 2 * ri + 1, y1, mask=i_ok)
+        tl.store(k_ptr + row * DC + 2 * ri, y0, mask=i_ok)
+        tl.store(k_ptr + row * DC + 2 * ri + 1, y1, mask=i_ok)
         vb = qkv_ptr + b * stride_qkv + (H + KVH + kvh) * D
-        tl.store(v_ptr + row * D + 2 * ri, tl.load(vb + 2 * ri, mask=i_ok), mask=i_ok)
-        tl.store(v_ptr + row * D + 2 * ri + 1, tl.load(vb + 2 * ri + 1, mask=i_ok), mask=i_ok)
+        tl.store(v_ptr + row * DC + 2 * ri, tl.load(vb + 2 * ri, mask=i_ok), mask=i_ok)
+        tl.store(v_ptr + row * DC + 2 * ri + 1, tl.load(vb + 2 * ri + 1, mask=i_ok), mask=i_ok)
         if LOP:  # INT8 key (per-head absmax) -> packed 4-bit LO codes (sim.numerics.lop.lo_code4)
             f0 = y0.to(tl.float32)
             f1 = y1.to(tl.float32)
@@ -180,19 +183,25 @@ def _rope_append_kernel(qkv_ptr, cos_ptr, sin_ptr, qo_ptr, k_ptr, v_ptr, lo_ptr,
 
 def rope_append(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, n_heads: int, n_kv: int,
                 k_cache: torch.Tensor, v_cache: torch.Tensor, pos: int, lo_cache: torch.Tensor | None = None,
-                eps_q: float = 1e-5) -> torch.Tensor:
+                eps_q: float = 1e-5, head_dim: int | None = None) -> torch.Tensor:
     """RoPE + KV append for one decode step. ``qkv`` bf16 [B, (H + 2 KVH) d] (q | k | v); ``cos``/``sin``
     float32 [d/2] for this position; caches bf16 [B, KVH, Mmax, d] (written at ``pos``) and, for LOP,
-    ``lo_cache`` int32 [B, KVH, Mmax, ceil(d/8)]. Returns the rotated queries bf16 [B, H, d]."""
+    ``lo_cache`` int32 [B, KVH, Mmax, ceil(d/8)]. Returns the rotated queries bf16 [B, H, d].
+    ``head_dim`` < the caches' last dim ``dc`` (<= d + 8, no LOP): rows padded with zeros to ``dc`` (flash
+    attention kernels take head dims in multiples of 8, and copy the whole cache otherwise); the returned
+    queries are then [B, H, dc] with zeros past ``head_dim``."""
     bsz = qkv.shape[0]
-    d = k_cache.shape[-1]
+    dc = k_cache.shape[-1]
+    d = head_dim or dc
     if qkv.shape[1] != (n_heads + 2 * n_kv) * d or d % 2:
         raise ValueError(f"qkv must be [B, {(n_heads + 2 * n_kv) * d}] with an even head_dim, got {tuple(qkv.shape)}")
+    if not d <= dc <= d + 8 or (dc != d and lo_cache is not None):
+        raise ValueError(f"cache rows of {dc} for head_dim {d}: padding must be < 8 elements and without LOP")
     mmax = k_cache.shape[2]
-    qo = torch.empty(bsz, n_heads, d, dtype=torch.bfloat16, device=qkv.device)
+    qo = torch.empty(bsz, n_heads, dc, dtype=torch.bfloat16, device=qkv.device)
     lo = lo_cache if lo_cache is not None else k_cache
     dw = lo_cache.shape[-1] if lo_cache is not None else 1
-    _rope_append_kernel[(bsz, n_heads + n_kv)](qkv, cos, sin, qo, k_cache, v_cache, lo, n_heads, n_kv, d, mmax, pos,
+    _rope_append_kernel[(bsz, n_heads + n_kv)](qkv, cos, sin, qo, k_cache, v_cache, lo, n_heads, n_kv, d, dc, mmax, pos,
                                                dw, qkv.stride(0), eps_q, HALF=triton.next_power_of_2(d // 2),
                                                DWP=triton.next_power_of_2(dw), LOP=lo_cache is not None, num_warps=1)
     return qo

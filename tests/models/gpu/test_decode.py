@@ -24,11 +24,13 @@ def test_decode_step_runs(device, fmt):
     assert m.weight_bytes() > 0
 
 
-@pytest.mark.parametrize("name,attn", [("bitnet-tiny", "lop"), ("tiny-swiglu", "dense")])
+@pytest.mark.parametrize("name,attn", [("bitnet-tiny", "lop"), ("tiny-swiglu", "dense"), ("tiny-hd12", "dense")])
 def test_fused_ternary_step_matches_unfused(device, name, attn):
     spec = dataclasses.replace(get_model("bitnet-tiny"), n_layers=1)
     if name == "tiny-swiglu":  # no SubLN, SwiGLU: the quantizer fused into the Wo GEMV, SiLU gating
         spec = dataclasses.replace(spec, ffn_act="swiglu", subln=False)
+    if name == "tiny-hd12":  # head_dim 12: cache rows padded to 16 for flash attention
+        spec = dataclasses.replace(spec, head_dim=12, subln=False)
     x = torch.randn(2, 64, generator=torch.Generator().manual_seed(2)).to(torch.bfloat16).to(device)
     # K = all 11 tokens: a one-code change of a surrogate score must not change the selection here
     kw = dict(batch=2, max_ctx=12, attn=attn, k_sel=16, device=device)
@@ -55,3 +57,19 @@ def test_decode_lop_full_k_equals_dense(device):
     few = DecodeModel(spec, "bf16", batch=1, max_ctx=40, attn="lop", k_sel=3, device=device, seed=5)
     yf = few.step(x, 30).float()  # K = 3 of 31 tokens: must differ clearly (the check above can fail)
     assert (torch.linalg.norm(yd - yf) / torch.linalg.norm(yd)).item() > 6e-2
+
+
+def test_padded_cache_attention_equals_unpadded(device):
+    # head_dim 12 -> cache rows of 16 with zeros: same softmax(q.k/sqrt(12)) v as SDPA on the 12 columns
+    spec = dataclasses.replace(get_model("bitnet-tiny"), head_dim=12, subln=False)
+    m = DecodeModel(spec, "bf16", batch=1, max_ctx=20, device=device, seed=6)
+    assert m.k_cache.shape[-1] == 16 and not m.k_cache[..., 12:].any() and not m.v_cache[..., 12:].any()
+    q = torch.randn(1, spec.n_heads, 12, generator=torch.Generator().manual_seed(3)).to(torch.bfloat16).to(device)
+    kc, vc = m.k_cache[0], m.v_cache[0]
+    got = m._attend(q, kc, vc, None, 15).float()
+    want = torch.nn.functional.scaled_dot_product_attention(
+        q.unsqueeze(2).float(), kc[:, :, :15, :12].float(), vc[:, :, :15, :12].float(),
+        enable_gqa=spec.n_heads != spec.n_kv_heads).squeeze(2)
+    assert got.shape == want.shape and torch.allclose(got, want, atol=2e-2, rtol=2e-2)
+    m.step(torch.randn(1, 64, generator=torch.Generator().manual_seed(4)).to(torch.bfloat16).to(device), 15)
+    assert not m.k_cache[..., 12:].any() and m.k_cache[:, :, :, 15, :12].any()

@@ -1,0 +1,195 @@
+"""Single-token ternary GEMV that holds the whole quantized activation row in registers (decode batch 1).
+
+Design of this module: a persistent grid (a few programs per SM) in which every program first turns the
+activation row into the form the weight loop consumes — the per-token INT8 quantizer
+(``sim.numerics.int8.int8_absmax_quantize``: absmax, ``s = 127 * (1/max)``, RNE in float64, the ops of
+:func:`.ternary.quant_i8`) packed into the four dp4a slot words of the :mod:`.ternary` layout — and then streams row blocks ``pid, pid + P, pid + 2P, ...`` of the weight, each
+block one ``[BLOCK_N, KW]`` tile covering the whole reduction. The quantizer therefore runs ``P`` times per
+call (P ≈ 2-4 × SM count) instead of once per output tile, and each weight tile is a single wide load
+that the pipeliner prefetches while the previous block is reduced: the kernel is one launch that only
+streams weights, the property a bandwidth-bound GEMV needs.
+
+Ternary inner step per weight word ``w`` (element ``16j + 4t + b`` at bits ``8b + 2t``)::
+
+    S_j = dp4a(w & M, a0_j, dp4a((w >> 2) & M, a1_j, dp4a((w >> 4) & M, a2_j, dp4a((w >> 6) & M, a3_j, 0))))
+
+with ``M = 0x03030303``: the codes ``c = w + 1`` of four consecutive elements against the four INT8
+activations of word ``a_t``; ``acc = sum_j S_j - sum_k q_k`` (exact INT32, the same integers as the
+tiled kernel of :mod:`.ternary`). ``>>`` is arithmetic; the sign fill only reaches bits the mask drops.
+
+The whole-row tile is ``next_pow2(K/16)`` words wide; where that pads the row by more than 45 % (K = 8640:
+540 of 1024 words) the tiled kernel of :mod:`.ternary` is used instead (:func:`row_kernel_fits`; measured
+on an H200, reports/gpu-baseline.md). A same-layout FP4 variant (float32 row in registers) measured
+1.5-3x slower than the tiled FP4 GEMV there and is not kept.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+import triton.language as tl
+
+from .ternary import INTERPRET, _cold_bench, absmax_scale, autotune, dp4a, quant_i8
+
+__all__ = ["ternary_gemv_row", "row_kernel_fits", "use_row_kernel", "ROW_CHOICE", "n_programs"]
+
+
+@functools.cache
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def n_programs(n_blocks: int, per_sm: int, device) -> int:
+    """Persistent grid size: ``per_sm`` programs per SM, never more than there are row blocks."""
+    sms = _sm_count(device.index or 0) if device.type == "cuda" else 4
+    return max(1, min(n_blocks, per_sm * sms))
+
+
+@triton.jit
+def _pack4(q, rb):
+    # int32 codes [KWP, 4] (four consecutive elements) -> one int32 word of their int8 bytes
+    return tl.sum((q & 255) << (8 * rb)[None, :], axis=1)
+
+
+@triton.jit
+def _tgemv_row_kernel(x_ptr, q_ptr, qsum_ptr, xs_ptr, w_ptr, ws_ptr, r_ptr, y_ptr, N, KW, K, stride_wn, eps,
+                      BLOCK_N: tl.constexpr, KWP: tl.constexpr, FUSED: tl.constexpr, OUT_ACC: tl.constexpr,
+                      RESIDUAL: tl.constexpr, USE_ASM: tl.constexpr, PER_SM):
+    # PER_SM only sizes the grid (host side)
+    pid = tl.program_id(0)
+    NPROG = tl.num_programs(0)
+    rj = tl.arange(0, KWP)
+    rb = tl.arange(0, 4)
+    j_ok = rj < KW
+    rn0 = tl.arange(0, BLOCK_N)
+    n_blocks = tl.cdiv(N, BLOCK_N)
+    # the first weight tile is requested before the activation work, so the weight stream starts at once
+    rn = pid * BLOCK_N + rn0
+    w = tl.load(w_ptr + rn[:, None] * stride_wn + rj[None, :], mask=(rn < N)[:, None] & j_ok[None, :], other=0)
+    if FUSED:
+        kk = rj[:, None] * 16 + rb[None, :]  # [KWP, 4]: elements 16j + 4t + b of slot t = 0
+        x0 = tl.load(x_ptr + kk, mask=kk < K, other=0.0).to(tl.float32)
+        x1 = tl.load(x_ptr + kk + 4, mask=kk + 4 < K, other=0.0).to(tl.float32)
+        x2 = tl.load(x_ptr + kk + 8, mask=kk + 8 < K, other=0.0).to(tl.float32)
+        x3 = tl.load(x_ptr + kk + 12, mask=kk + 12 < K, other=0.0).to(tl.float32)
+        mx = tl.max(tl.maximum(tl.maximum(tl.abs(x0), tl.abs(x1)), tl.maximum(tl.abs(x2), tl.abs(x3))))
+        s64 = absmax_scale(mx, eps)
+        q0 = quant_i8(x0.to(tl.float64), s64)
+        q1 = quant_i8(x1.to(tl.float64), s64)
+        q2 = quant_i8(x2.to(tl.float64), s64)
+        q3 = quant_i8(x3.to(tl.float64), s64)
+        qsum = tl.sum(tl.sum(q0 + q1 + q2 + q3, axis=1), axis=0)
+        a0 = _pack4(q0, rb)
+        a1 = _pack4(q1, rb)
+        a2 = _pack4(q2, rb)
+        a3 = _pack4(q3, rb)
+        xs = s64.to(tl.float32)
+    else:
+        a0 = tl.load(q_ptr + 4 * rj, mask=j_ok, other=0)
+        a1 = tl.load(q_ptr + 4 * rj + 1, mask=j_ok, other=0)
+        a2 = tl.load(q_ptr + 4 * rj + 2, mask=j_ok, other=0)
+        a3 = tl.load(q_ptr + 4 * rj + 3, mask=j_ok, other=0)
+        qsum = tl.load(qsum_ptr)
+        xs = tl.load(xs_ptr)
+    for nb in range(pid, n_blocks, NPROG):
+        rn = nb * BLOCK_N + rn0
+        n_ok = rn < N
+        rn_next = rn + NPROG * BLOCK_N
+        w_next = tl.load(w_ptr + rn_next[:, None] * stride_wn + rj[None, :],
+                         mask=(rn_next < N)[:, None] & j_ok[None, :], other=0)
+        s = dp4a((w >> 6) & 0x03030303, a3[None, :], tl.zeros_like(w), USE_ASM)
+        s = dp4a((w >> 4) & 0x03030303, a2[None, :], s, USE_ASM)
+        s = dp4a((w >> 2) & 0x03030303, a1[None, :], s, USE_ASM)
+        s = dp4a(w & 0x03030303, a0[None, :], s, USE_ASM)
+        yint = tl.sum(s, axis=1) - qsum
+        if OUT_ACC:
+            tl.store(y_ptr + rn, yint, mask=n_ok)
+        else:
+            ws = tl.load(ws_ptr + rn, mask=n_ok, other=0.0)
+            y = ((yint.to(tl.float32) * ws) / xs).to(tl.bfloat16)
+            if RESIDUAL:  # x + W(x): the bf16 GEMV output added to the bf16 residual, as the unfused add
+                y = (tl.load(r_ptr + rn, mask=n_ok, other=0.0).to(tl.float32) + y.to(tl.float32)).to(tl.bfloat16)
+            tl.store(y_ptr + rn, y, mask=n_ok)
+        w = w_next
+
+
+# the configs that won on an H200 (reports/gpu-baseline.md); more candidates only cost tuning time
+_ROW_CONFIGS = [
+    triton.Config({"BLOCK_N": bn, "PER_SM": ps}, num_warps=nw, num_stages=ns)
+    for bn, ps, nw, ns in [(8, 1, 8, 2), (8, 2, 8, 1), (8, 4, 4, 1), (4, 4, 4, 1), (4, 2, 8, 1), (2, 4, 4, 1)]
+]
+
+
+def row_kernel_fits(kw: int) -> bool:
+    """Whether the whole-row tile (``next_pow2(kw)`` words) wastes at most 45 % of its width."""
+    return kw >= 0.55 * triton.next_power_of_2(kw)
+
+
+ROW_CHOICE: dict[tuple, tuple[bool, float, float]] = {}  # (N, KW, fused, residual) -> (row?, µs row, µs tiled)
+
+
+def use_row_kernel(a, w, residual, eps: float) -> bool:
+    """Whole-row kernel or the tiled one of :mod:`.ternary` for this single-token GEMV: on a GPU both are
+    timed once per (shape, fused, residual) with cold L2 (each after its own autotuning) and the faster is
+    kept in :data:`ROW_CHOICE`; elsewhere (interpreter, or while a CUDA graph is captured) the rule of
+    :func:`row_kernel_fits`."""
+    from .ternary import ternary_gemv
+
+    fused = isinstance(a, torch.Tensor)
+    dev = a.device if fused else a.q.device
+    key = (w.n, w.words.shape[1], fused, residual is not None)
+    if key in ROW_CHOICE:
+        return ROW_CHOICE[key][0]
+    if dev.type != "cuda" or INTERPRET or torch.cuda.is_current_stream_capturing():
+        return row_kernel_fits(w.words.shape[1])
+    t_row = _cold_bench(lambda: ternary_gemv_row(a, w, residual=residual, eps=eps))
+    t_tiled = _cold_bench(lambda: ternary_gemv(a, w, block_m=1, residual=residual, eps=eps))
+    ROW_CHOICE[key] = (t_row <= t_tiled, round(t_row * 1e3, 2), round(t_tiled * 1e3, 2))
+    return ROW_CHOICE[key][0]
+
+
+def _row_prune(configs, named_args, **kw):
+    # at most 8K weight words per tile (two tiles live: the current and the prefetched one)
+    kwp = kw.get("KWP", named_args.get("KWP", 256))
+    return [c for c in configs if c.kwargs["BLOCK_N"] * kwp <= 8192] or configs[:1]
+
+
+def _row_launch(kernel, tuned, args, flags, n, kwp, config, dev):
+    if dev.type == "cuda" and config is None:
+        grid = lambda meta: (n_programs(triton.cdiv(n, meta["BLOCK_N"]), meta["PER_SM"], dev),)  # noqa: E731
+        tuned[grid](*args, **flags, KWP=kwp)
+        return
+    cfg = dict(config or {"BLOCK_N": 4, "PER_SM": 1})
+    nw = cfg.pop("num_warps", 4)
+    ns = cfg.pop("num_stages", 1)
+    grid = (n_programs(triton.cdiv(n, cfg["BLOCK_N"]), cfg["PER_SM"], dev),)
+    kernel[grid](*args, **flags, KWP=kwp, num_warps=nw, num_stages=ns, **cfg)
+
+
+_tgemv_row_tuned = autotune(_ROW_CONFIGS, key=["N", "KW", "FUSED", "RESIDUAL"], cold=True,
+                            prune_configs_by={"early_config_prune": _row_prune})(_tgemv_row_kernel)
+
+
+def ternary_gemv_row(a, w, out_acc: bool = False, config: dict | None = None, residual=None,
+                     eps: float = 1e-5) -> torch.Tensor:
+    """Batch-1 ternary GEMV (see :func:`.ternary.ternary_gemv`, same arguments and integers): ``a`` is a
+    single-token :class:`.ternary.QuantAct` or bf16 [1, K] (quantizer fused)."""
+    fused = isinstance(a, torch.Tensor)
+    if fused:
+        x = a.contiguous()
+        dev = x.device
+        q, qsum, xs = x, x, x  # unused pointers
+    else:
+        x, q, qsum, xs = a.q, a.q.view(torch.int32), a.qsum, a.s
+        dev = q.device
+    kw = w.words.shape[1]
+    y = torch.empty(1, w.n, dtype=torch.int32 if out_acc else torch.bfloat16, device=dev)
+    r = residual if residual is not None else y
+    args = (x, q, qsum, xs, w.words, w.scale, r, y, w.n, kw, w.k, w.words.stride(0), eps)
+    flags = dict(FUSED=fused, OUT_ACC=out_acc, RESIDUAL=residual is not None,
+                 USE_ASM=dev.type == "cuda" and not INTERPRET)
+    _row_launch(_tgemv_row_kernel, _tgemv_row_tuned, args, flags, w.n, triton.next_power_of_2(kw), config, dev)
+    return y
+

@@ -1,0 +1,62 @@
+"""Whole-row single-token ternary GEMV (persistent grid, several row blocks per program): INT32 accumulators
+bit-exact with ``sim.numerics`` (quantizer fused and pre-quantized), bf16 outputs and the residual epilogue
+equal to the tiled kernel's, and the rule that picks the tiled kernel for badly padded rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lowbit.models.gpu.rowgemv import row_kernel_fits, ternary_gemv_row, use_row_kernel
+from lowbit.models.gpu.ternary import act_quant, pack_ternary_gpu, ternary_gemv
+from lowbit.sim.numerics.int8 import int8_absmax_quantize, int_matmul_exact
+from lowbit.sim.numerics.ternary import ternary_quantize
+
+
+def test_row_kernel_fits_rule():
+    # words per row vs the power-of-two tile: K = 3200 (200 of 256) fits, K = 8640 (540 of 1024) does not
+    assert [row_kernel_fits(kw) for kw in (1, 7, 33, 36, 160, 200, 432, 540, 640, 896)] == [
+        True, True, False, True, True, True, True, False, True, True]
+
+
+@pytest.mark.parametrize("n,k,cfg", [(37, 100, {"BLOCK_N": 2, "PER_SM": 1}), (19, 1000, {"BLOCK_N": 4, "PER_SM": 2}),
+                                     (5, 48, {"BLOCK_N": 8, "PER_SM": 1})])
+def test_row_gemv_bit_exact(device, n, k, cfg):
+    rng = np.random.default_rng(n + k)
+    x = (rng.standard_normal((1, k)) * rng.uniform(0.1, 30)).astype(np.float32)
+    codes, scale = ternary_quantize(rng.standard_normal((n, k)))
+    w = pack_ternary_gpu(codes, scale, device)
+    xt = torch.from_numpy(x).to(device)
+    q, _ = int8_absmax_quantize(x)
+    ref = int_matmul_exact(q, codes)
+    for a in (xt, act_quant(xt)):  # quantizer fused / pre-quantized
+        assert np.array_equal(ternary_gemv_row(a, w, out_acc=True, config=dict(cfg)).cpu().numpy(), ref)
+    # bf16 output and residual epilogue: the same values as the tiled kernel (same integers, same formula)
+    r = torch.randn(1, n, generator=torch.Generator().manual_seed(n)).to(torch.bfloat16).to(device)
+    assert torch.equal(ternary_gemv_row(xt, w, config=dict(cfg)), ternary_gemv(xt, w, block_m=1))
+    assert torch.equal(ternary_gemv_row(xt, w, config=dict(cfg), residual=r), ternary_gemv(xt, w, block_m=1, residual=r))
+
+
+def test_row_gemv_worst_case_carries(device):
+    # all +1 / all -1 weights against +-127 activations: each word's chained dp4a at its extreme
+    k = 160
+    x = np.full((1, k), 3.0, np.float32)
+    x[0, 1::2] = -3.0
+    for rows in (x, np.abs(x)):
+        q, _ = int8_absmax_quantize(rows)
+        for wv in (1, -1):
+            codes = np.full((6, k), wv, np.int8)
+            w = pack_ternary_gpu(codes, 1.0, device)
+            got = ternary_gemv_row(torch.from_numpy(rows).to(device), w, out_acc=True, config={"BLOCK_N": 4, "PER_SM": 1})
+            assert np.array_equal(got.cpu().numpy(), int_matmul_exact(q, codes))
+
+
+def test_dispatch_off_gpu_follows_the_rule(device):
+    if device == "cuda":
+        pytest.skip("on a GPU the choice is timed")
+    x = torch.ones(1, 528)
+    w = pack_ternary_gpu(np.ones((3, 528), np.int8), 1.0)  # 33 words of a 64-word tile: tiled kernel
+    assert not use_row_kernel(x, w, None, 1e-5)
+    w = pack_ternary_gpu(np.ones((3, 576), np.int8), 1.0)  # 36 of 64: whole-row kernel
+    assert use_row_kernel(torch.ones(1, 576), w, None, 1e-5) is True

@@ -208,3 +208,14 @@ sys.exit(rc)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["model"] == "m" and out["decode_tokens"] == 2 and out["cycles"] > 0
+
+
+def test_readme_models_list_excerpt_is_real_output():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("### Any model from its config.json", 1)[1].split("```\n", 3)[2]
+    r = lowbit("models", "list")
+    assert r.returncode == 0, r.stderr
+    lines = [ln for ln in block.splitlines() if ln.strip()]
+    assert len(lines) == 4 and all(ln in r.stdout.splitlines() for ln in lines), lines

@@ -85,9 +85,11 @@ def block_energy(r: SynthResult, chars: dict, vdd: float = SKY130_VDD) -> BlockE
             e_int += count * e
             e_net += count * 0.5 * load * vdd * vdd
     flops = r.cells.get(DFF_CELL, 0)
-    ff = chars[DFF_CELL]
     tree = WIRE_PF_PER_UM * H_TREE_FACTOR * math.sqrt(r.area_um2 / PLACEMENT_UTILISATION) * max(0.0, math.sqrt(flops) - 1)
-    clock = flops * (ff.clock_energy_pj + ff.pin_cap_pf["CLK"] * vdd * vdd) + tree * vdd * vdd
+    clock = 0.0
+    if flops:
+        ff = chars[DFF_CELL]
+        clock = flops * (ff.clock_energy_pj + ff.pin_cap_pf["CLK"] * vdd * vdd) + tree * vdd * vdd
     leak = sum(n * chars[c].leakage_nw for c, n in r.cells.items()) * 1e-9
     return BlockEnergy(e_int + e_net, e_int, e_net, clock, tree, leak, flops, r.delay_ps)
 

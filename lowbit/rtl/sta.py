@@ -50,7 +50,7 @@ def critical_path_ps(netlist: dict, chars: dict, driving_cell: str, output_load_
             for b in p["bits"]:
                 if isinstance(b, int):
                     arr[b] = (0.0, drv.transition_ns(load[b], 0.1))
-    pending = []
+    comb = []
     for short, c, ins, out in cells:
         if out is None:
             continue
@@ -59,27 +59,37 @@ def critical_path_ps(netlist: dict, chars: dict, driving_cell: str, output_load_
             d = max(_lookup(g[k], c.loads_pf, c.slews_ns, load[out], 0.1) for k in ("cell_rise", "cell_fall"))
             arr[out] = (d, c.transition_ns(load[out], 0.1))
         else:
-            pending.append((short, c, ins, out))
-    # relax in topological order: repeat passes until every cell's inputs are known (combinational DAG)
-    while pending:
-        rest = []
-        for short, c, ins, out in pending:
-            if not all(b in arr for bits in ins.values() for b in bits):
-                rest.append((short, c, ins, out))
-                continue
-            t_out, s_out = 0.0, 0.0
-            for g in c.timing:
-                for b in ins.get(g["related_pin"], []):
-                    t_in, s_in = arr[b]
-                    ramp = s_in * SLEW_TO_RAMP
-                    d = max(_lookup(g[k], c.loads_pf, c.slews_ns, load[out], ramp) for k in ("cell_rise", "cell_fall"))
-                    s = max(_lookup(g[k], c.loads_pf, c.slews_ns, load[out], ramp)
-                            for k in ("rise_transition", "fall_transition"))
-                    t_out, s_out = max(t_out, t_in + d), max(s_out, s)
-            arr[out] = (t_out, s_out)
-        if len(rest) == len(pending):
-            raise ValueError("combinational loop in the mapped netlist")
-        pending = rest
+            comb.append((c, ins, out))
+    # Kahn's topological order over the combinational cells: a cell is timed once all its input nets are
+    waiting = {i: sum(1 for bits in ins.values() for b in bits if b not in arr) for i, (_c, ins, _o) in enumerate(comb)}
+    readers: dict[int, list[int]] = defaultdict(list)
+    for i, (_c, ins, _o) in enumerate(comb):
+        for bits in ins.values():
+            for b in bits:
+                if b not in arr:
+                    readers[b].append(i)
+    ready = [i for i, n in waiting.items() if n == 0]
+    done = 0
+    while ready:
+        i = ready.pop()
+        done += 1
+        c, ins, out = comb[i]
+        t_out, s_out = 0.0, 0.0
+        for g in c.timing:
+            for b in ins.get(g["related_pin"], []):
+                t_in, s_in = arr[b]
+                ramp = s_in * SLEW_TO_RAMP
+                d = max(_lookup(g[k], c.loads_pf, c.slews_ns, load[out], ramp) for k in ("cell_rise", "cell_fall"))
+                s = max(_lookup(g[k], c.loads_pf, c.slews_ns, load[out], ramp)
+                        for k in ("rise_transition", "fall_transition"))
+                t_out, s_out = max(t_out, t_in + d), max(s_out, s)
+        arr[out] = (t_out, s_out)
+        for j in readers.get(out, []):
+            waiting[j] -= 1
+            if waiting[j] == 0:
+                ready.append(j)
+    if done != len(comb):
+        raise ValueError("combinational loop in the mapped netlist")
     ends = [arr[b][0] for b in outs if b in arr]
     for short, _c, ins, _out in cells:
         if short == dff_cell:

@@ -12,7 +12,7 @@ from lowbit.sim.errors import LowbitError, ModelImportError
 from lowbit.sim.hfconfig import IGNORED, find_preset, presets, read_model_config, spec_from_dict
 from lowbit.sim.modelspec import get_model
 from lowbit.sim.workloads import standard_trace
-from tests.cli_util import assert_one_line_error, lowbit, python_without
+from tests.cli_util import assert_one_line_error, lowbit, lowbit_without, python_without
 
 # Parameter counts the model cards state (Hugging Face repository pages; Qwen2.5 cards also give the
 # non-embedding count): (total, digits after the point in billions). Cards round or truncate, so a count
@@ -208,6 +208,9 @@ sys.exit(rc)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["model"] == "m" and out["decode_tokens"] == 2 and out["cycles"] > 0
+    r = lowbit_without(("torch", "transformers", "safetensors"), "models", "list")
+    assert r.returncode == 0, r.stderr
+    assert "falcon3-7b-instruct-1.58bit" in r.stdout
 
 
 def test_readme_models_list_excerpt_is_real_output():

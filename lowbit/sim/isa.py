@@ -137,8 +137,8 @@ SUBS = ("w_dma", "tile", "join", "act_rd", "act_wr", "kv_wr", "lop_dma", "lop_sc
 SUB = {n: i for i, n in enumerate(SUBS)}
 
 # DRAM address regions. Weights start at 0 (4 KiB-aligned per op, one layer's block repeated per layer).
-KV_BASE = 1 << 38                     # K/V cache: ((layer * kv_heads + g) * 2 + is_v) * max_positions * head_dim
-LOP_BASE = 1 << 39                    # LO codes: ((layer * kv_heads + g) * max_positions + pos) * code_bytes
+KV_BASE = 1 << 38                     # K/V cache per sequence, layer, KV head, K|V plane, position (sim.kvcache)
+LOP_BASE = 1 << 39                    # LO codes per sequence, layer, KV head, position (docs/kv-cache.md)
 ACT_BASE = 1 << 40                    # spilled input activations
 ACT_OUT_BASE = ACT_BASE + (1 << 30)   # spilled output activations
 EMBED_BASE = ACT_BASE + (2 << 30)     # embedding rows

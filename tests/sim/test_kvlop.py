@@ -59,3 +59,13 @@ def test_cli_bad_out_is_one_line(tmp_path, capsys):
     assert main(["--out", str(tmp_path / "f" / "x")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_validation_section_quotes_the_point(tmp_path):
+    from lowbit.sim.validation import kv_section
+
+    cfg = load_config("vitallm")
+    p = build(tmp_path / "kv", models=("bitnet-tiny",), contexts=(64,))[0]
+    text = kv_section(cfg, p)
+    assert "| K+V bytes read (dense: 8,192) | 4,096 | " in text
+    assert "| net reduction (dense / (K+V + LO codes)) | 1.33x | " in text and "[reports/kv-lop/README.md]" in text

@@ -25,10 +25,12 @@ copy bandwidth). JSON schema ``lowbit.gpu-baseline/2``, flat for ``lowbit report
                     / step time), "speedup_vs_torch" (vs bf16 eager), "speedup_vs_compile", "j_per_token",
                     "avg_w", "device", "finite"}],
      "references": [{"kernel", "shape", "median_us", "note"}],
-     "checks":    [{"what", "ok", "detail"}], "skipped": [{"what", "why"}]}
+     "checks":    [{"what", "ok", "detail"}], "skipped": [{"what", "why"}],
+     "gemv_paths": [{"n", "kp", "fused", "residual", "path" ("row"|"tiled"), "cold_us_row", "cold_us_tiled"}]}
 
 ``kernel`` values in results: ``ternary`` (the whole BitLinear from bf16 input: quantizer fused into the
-GEMV below 16 tokens; quantizer + INT8 tensor-core GEMM from 16), ``ternary_kernel`` (GEMV / GEMM alone on
+GEMV below 16 tokens — at one token the whole-row or the tiled kernel, whichever is faster (``gemv_paths``)
+— quantizer + INT8 tensor-core GEMM from 16), ``ternary_kernel`` (GEMV / GEMM alone on
 pre-quantized activations), ``ternary_splitk`` (GEMM with split-K), ``ternary_unpack`` (unpack to int8 +
 cuBLAS INT8 GEMM, > 16 tokens), ``nvfp4``, ``mxfp4`` (bf16 activations; GEMV below 16 tokens, bf16
 tensor-core GEMM from 16), ``bnb_nf4`` / ``bnb_fp4`` (bitsandbytes ``matmul_4bit``) and ``torch_bf16``.
@@ -477,16 +479,17 @@ def run_all(out_dir: Path, quick: bool = False, sections: str = "attention,linea
                                                    budget, seed))
     if "linear" in secs:
         section("linear batch 1", lambda: run_linear(gemv_shapes, (1,), data, say, budget, seed, save))
-        section("linear batch 4", lambda: run_linear(model_shapes, tuple(b for b in BATCHES_GEMV if b > 1), data, say,
-                                                     budget, seed, save))
         section("odd shapes", lambda: run_odd_shapes(data, seed))
-        section("autotune log", lambda: _log_tuned(say))
     if "decode" in secs:
         cfgs = [(m, f, 192, "dense") for m in models for f in ("bf16", "ternary", "nvfp4")]
         cfgs += [(m, "bf16_compile", 192, "dense") for m in models]
         cfgs += [("bitnet-b1.58-2b4t", f, 4000, a) for f, a in (("bf16", "dense"), ("ternary", "dense"), ("ternary", "lop"))]
         cfgs += [("bitnet-b1.58-3b", f, 4000, a) for f, a in (("bf16", "dense"), ("ternary", "dense"), ("ternary", "lop"))]
         section("decode", lambda: run_decode(cfgs[:2] if quick else cfgs, data, say, budget, seed))
+    if "linear" in secs:  # after decode: the batch-1 and decode figures come first when the budget is short
+        section("linear batch 4", lambda: run_linear(model_shapes, tuple(b for b in BATCHES_GEMV if b > 1), data, say,
+                                                     budget, seed, save))
+    section("autotune log", lambda: _log_tuned(say, data))
     if "gemm" in secs:
         section("gemm", lambda: run_linear(model_shapes, (64,) if quick else BATCHES_GEMM, data, say, budget, seed, save))
     save()
@@ -498,8 +501,9 @@ def run_all(out_dir: Path, quick: bool = False, sections: str = "attention,linea
     return data
 
 
-def _log_tuned(say) -> None:
-    """The configs the autotuner chose (key -> config), for the record."""
+def _log_tuned(say, data) -> None:
+    """The configs the autotuner chose (key -> config) and the batch-1 kernel picked per shape, for the
+    record (the latter also in ``data["gemv_paths"]``)."""
     from .rowgemv import ROW_CHOICE, _tgemv_row_tuned
     from .ternary import _tgemv_tuned
 
@@ -510,6 +514,9 @@ def _log_tuned(say) -> None:
     for (n, kw, fused, res), (row, t_row, t_tiled) in ROW_CHOICE.items():
         say(f"  batch-1 path {n}x{16 * kw} fused={fused} residual={res}: {'row' if row else 'tiled'} "
             f"(cold L2: row {t_row} us, tiled {t_tiled} us)")
+        data.setdefault("gemv_paths", []).append({"n": n, "kp": 16 * kw, "fused": fused, "residual": res,
+                                                  "path": "row" if row else "tiled", "cold_us_row": t_row,
+                                                  "cold_us_tiled": t_tiled})
 
 
 def add_arguments(p) -> None:

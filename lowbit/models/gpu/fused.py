@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .ternary import K_ALIGN, QuantAct, absmax_scale, quant_i8
+from .ternary import INTERPRET, K_ALIGN, QuantAct, absmax_scale, autotune, quant_i8
 
 __all__ = ["rmsnorm_quant", "gate_quant", "rope_append"]
 
@@ -82,6 +82,20 @@ def _gate_quant_kernel(h_ptr, g_ptr, xo_ptr, q_ptr, qsum_ptr, s_ptr, F, KP, stri
     _quant_store(n, rk, k_ok, m, q_ptr, qsum_ptr, s_ptr, stride_qm, KP, eps_q)
 
 
+# one program per token: the warp count sets how many lanes share the row (the latency of the launch);
+# chosen per row length by timing on the device
+_ROW_WARPS = [triton.Config({}, num_warps=w) for w in (4, 8, 16)]
+_rmsnorm_quant_tuned = autotune(_ROW_WARPS, key=["K", "BLOCK", "NORM"])(_rmsnorm_quant_kernel)
+_gate_quant_tuned = autotune(_ROW_WARPS, key=["F", "BLOCK", "ACT", "NORM"])(_gate_quant_kernel)
+
+
+def _launch(kernel, tuned, m, args, flags, block):
+    if args[0].is_cuda and not INTERPRET:
+        tuned[(m,)](*args, **flags)
+    else:
+        kernel[(m,)](*args, **flags, num_warps=4 if block <= 2048 else 8)
+
+
 def _new_act(m: int, k: int, dev) -> QuantAct:
     kp = triton.cdiv(k, K_ALIGN) * K_ALIGN
     return QuantAct(torch.empty(m, kp, dtype=torch.int8, device=dev), torch.empty(m, dtype=torch.int32, device=dev),
@@ -98,9 +112,9 @@ def rmsnorm_quant(x: torch.Tensor, g: torch.Tensor | None, eps: float = 1e-6, wr
     a = _new_act(m, k, x.device)
     xo = torch.empty(m, k, dtype=torch.bfloat16, device=x.device) if write_x else a.q
     block = triton.next_power_of_2(a.q.shape[1])
-    _rmsnorm_quant_kernel[(m,)](x, g if g is not None else x, xo, a.q, a.qsum, a.s, k, a.q.shape[1], x.stride(0),
-                                a.q.stride(0), eps, eps_q, BLOCK=block, NORM=g is not None, WRITE_X=write_x,
-                                num_warps=4 if block <= 2048 else 8)
+    _launch(_rmsnorm_quant_kernel, _rmsnorm_quant_tuned, m,
+            (x, g if g is not None else x, xo, a.q, a.qsum, a.s, k, a.q.shape[1], x.stride(0), a.q.stride(0), eps, eps_q),
+            dict(BLOCK=block, NORM=g is not None, WRITE_X=write_x), block)
     return (a, xo) if write_x else a
 
 
@@ -116,9 +130,9 @@ def gate_quant(h: torch.Tensor, act: str, g: torch.Tensor | None = None, eps: fl
     a = _new_act(m, f, h.device)
     xo = torch.empty(m, f, dtype=torch.bfloat16, device=h.device) if write_x else a.q
     block = triton.next_power_of_2(a.q.shape[1])
-    _gate_quant_kernel[(m,)](h, g if g is not None else h, xo, a.q, a.qsum, a.s, f, a.q.shape[1], h.stride(0),
-                             a.q.stride(0), eps, eps_q, BLOCK=block, ACT=0 if act == "swiglu" else 1,
-                             NORM=g is not None, WRITE_X=write_x, num_warps=4 if block <= 2048 else 8)
+    _launch(_gate_quant_kernel, _gate_quant_tuned, m,
+            (h, g if g is not None else h, xo, a.q, a.qsum, a.s, f, a.q.shape[1], h.stride(0), a.q.stride(0), eps, eps_q),
+            dict(BLOCK=block, ACT=0 if act == "swiglu" else 1, NORM=g is not None, WRITE_X=write_x), block)
     return (a, xo) if write_x else a
 
 

@@ -56,7 +56,7 @@ def _pack4(q, rb):
 @triton.jit
 def _tgemv_row_kernel(x_ptr, q_ptr, qsum_ptr, xs_ptr, w_ptr, ws_ptr, r_ptr, y_ptr, N, KW, K, stride_wn, eps,
                       BLOCK_N: tl.constexpr, KWP: tl.constexpr, FUSED: tl.constexpr, OUT_ACC: tl.constexpr,
-                      RESIDUAL: tl.constexpr, USE_ASM: tl.constexpr, PER_SM):
+                      RESIDUAL: tl.constexpr, USE_ASM: tl.constexpr, PER_SM, PIPE: tl.constexpr):
     # PER_SM only sizes the grid (host side)
     pid = tl.program_id(0)
     NPROG = tl.num_programs(0)
@@ -66,8 +66,9 @@ def _tgemv_row_kernel(x_ptr, q_ptr, qsum_ptr, xs_ptr, w_ptr, ws_ptr, r_ptr, y_pt
     rn0 = tl.arange(0, BLOCK_N)
     n_blocks = tl.cdiv(N, BLOCK_N)
     # the first weight tile is requested before the activation work, so the weight stream starts at once
-    rn = pid * BLOCK_N + rn0
-    w = tl.load(w_ptr + rn[:, None] * stride_wn + rj[None, :], mask=(rn < N)[:, None] & j_ok[None, :], other=0)
+    if not PIPE:
+        rn = pid * BLOCK_N + rn0
+        w = tl.load(w_ptr + rn[:, None] * stride_wn + rj[None, :], mask=(rn < N)[:, None] & j_ok[None, :], other=0)
     if FUSED:
         kk = rj[:, None] * 16 + rb[None, :]  # [KWP, 4]: elements 16j + 4t + b of slot t = 0
         x0 = tl.load(x_ptr + kk, mask=kk < K, other=0.0).to(tl.float32)
@@ -93,32 +94,46 @@ def _tgemv_row_kernel(x_ptr, q_ptr, qsum_ptr, xs_ptr, w_ptr, ws_ptr, r_ptr, y_pt
         a3 = tl.load(q_ptr + 4 * rj + 3, mask=j_ok, other=0)
         qsum = tl.load(qsum_ptr)
         xs = tl.load(xs_ptr)
-    for nb in range(pid, n_blocks, NPROG):
-        rn = nb * BLOCK_N + rn0
-        n_ok = rn < N
-        rn_next = rn + NPROG * BLOCK_N
-        w_next = tl.load(w_ptr + rn_next[:, None] * stride_wn + rj[None, :],
-                         mask=(rn_next < N)[:, None] & j_ok[None, :], other=0)
-        s = dp4a((w >> 6) & 0x03030303, a3[None, :], tl.zeros_like(w), USE_ASM)
-        s = dp4a((w >> 4) & 0x03030303, a2[None, :], s, USE_ASM)
-        s = dp4a((w >> 2) & 0x03030303, a1[None, :], s, USE_ASM)
-        s = dp4a(w & 0x03030303, a0[None, :], s, USE_ASM)
-        yint = tl.sum(s, axis=1) - qsum
-        if OUT_ACC:
-            tl.store(y_ptr + rn, yint, mask=n_ok)
-        else:
-            ws = tl.load(ws_ptr + rn, mask=n_ok, other=0.0)
-            y = ((yint.to(tl.float32) * ws) / xs).to(tl.bfloat16)
-            if RESIDUAL:  # x + W(x): the bf16 GEMV output added to the bf16 residual, as the unfused add
-                y = (tl.load(r_ptr + rn, mask=n_ok, other=0.0).to(tl.float32) + y.to(tl.float32)).to(tl.bfloat16)
-            tl.store(y_ptr + rn, y, mask=n_ok)
-        w = w_next
+    if PIPE:  # plain loop: Triton's pipeliner keeps num_stages - 1 tiles in flight (cp.async, shared memory)
+        for nb in range(pid, n_blocks, NPROG):
+            rn = nb * BLOCK_N + rn0
+            w = tl.load(w_ptr + rn[:, None] * stride_wn + rj[None, :], mask=(rn < N)[:, None] & j_ok[None, :], other=0)
+            _row_block(w, rn, a0, a1, a2, a3, qsum, xs, ws_ptr, r_ptr, y_ptr, N, OUT_ACC, RESIDUAL, USE_ASM)
+    else:  # the next tile is loaded (into registers) before the current one is reduced
+        for nb in range(pid, n_blocks, NPROG):
+            rn = nb * BLOCK_N + rn0
+            rn_next = rn + NPROG * BLOCK_N
+            w_next = tl.load(w_ptr + rn_next[:, None] * stride_wn + rj[None, :],
+                             mask=(rn_next < N)[:, None] & j_ok[None, :], other=0)
+            _row_block(w, rn, a0, a1, a2, a3, qsum, xs, ws_ptr, r_ptr, y_ptr, N, OUT_ACC, RESIDUAL, USE_ASM)
+            w = w_next
 
 
-# the configs that won on an H200 (reports/gpu-baseline.md); more candidates only cost tuning time
+@triton.jit
+def _row_block(w, rn, a0, a1, a2, a3, qsum, xs, ws_ptr, r_ptr, y_ptr, N, OUT_ACC: tl.constexpr,
+               RESIDUAL: tl.constexpr, USE_ASM: tl.constexpr):
+    # the chained dp4a of the module docstring over one [BLOCK_N, KWP] tile, then the epilogue
+    n_ok = rn < N
+    s = dp4a((w >> 6) & 0x03030303, a3[None, :], tl.zeros_like(w), USE_ASM)
+    s = dp4a((w >> 4) & 0x03030303, a2[None, :], s, USE_ASM)
+    s = dp4a((w >> 2) & 0x03030303, a1[None, :], s, USE_ASM)
+    s = dp4a(w & 0x03030303, a0[None, :], s, USE_ASM)
+    yint = tl.sum(s, axis=1) - qsum
+    if OUT_ACC:
+        tl.store(y_ptr + rn, yint, mask=n_ok)
+    else:
+        ws = tl.load(ws_ptr + rn, mask=n_ok, other=0.0)
+        y = ((yint.to(tl.float32) * ws) / xs).to(tl.bfloat16)
+        if RESIDUAL:  # x + W(x): the bf16 GEMV output added to the bf16 residual, as the unfused add
+            y = (tl.load(r_ptr + rn, mask=n_ok, other=0.0).to(tl.float32) + y.to(tl.float32)).to(tl.bfloat16)
+        tl.store(y_ptr + rn, y, mask=n_ok)
+
+
+# PIPE 0: the configs that won on an H200 (reports/gpu-baseline.md); PIPE 1: the pipeliner's prefetch
 _ROW_CONFIGS = [
-    triton.Config({"BLOCK_N": bn, "PER_SM": ps}, num_warps=nw, num_stages=ns)
-    for bn, ps, nw, ns in [(8, 1, 8, 2), (8, 2, 8, 1), (8, 4, 4, 1), (4, 4, 4, 1), (4, 2, 8, 1), (2, 4, 4, 1)]
+    triton.Config({"BLOCK_N": bn, "PER_SM": ps, "PIPE": pipe}, num_warps=nw, num_stages=ns)
+    for bn, ps, nw, ns, pipe in [(8, 1, 8, 2, 0), (8, 2, 8, 1, 0), (8, 4, 4, 1, 0), (4, 4, 4, 1, 0),
+                                 (8, 2, 4, 4, 1), (8, 2, 8, 3, 1), (4, 4, 4, 4, 1)]
 ]
 
 
@@ -161,7 +176,7 @@ def _row_launch(kernel, tuned, args, flags, n, kwp, config, dev):
         grid = lambda meta: (n_programs(triton.cdiv(n, meta["BLOCK_N"]), meta["PER_SM"], dev),)  # noqa: E731
         tuned[grid](*args, **flags, KWP=kwp)
         return
-    cfg = dict(config or {"BLOCK_N": 4, "PER_SM": 1})
+    cfg = {"PIPE": 0, **(config or {"BLOCK_N": 4, "PER_SM": 1})}
     nw = cfg.pop("num_warps", 4)
     ns = cfg.pop("num_stages", 1)
     grid = (n_programs(triton.cdiv(n, cfg["BLOCK_N"]), cfg["PER_SM"], dev),)

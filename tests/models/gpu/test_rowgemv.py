@@ -21,7 +21,8 @@ def test_row_kernel_fits_rule():
 
 
 @pytest.mark.parametrize("n,k,cfg", [(37, 100, {"BLOCK_N": 2, "PER_SM": 1}), (19, 1000, {"BLOCK_N": 4, "PER_SM": 2}),
-                                     (5, 48, {"BLOCK_N": 8, "PER_SM": 1})])
+                                     (5, 48, {"BLOCK_N": 8, "PER_SM": 1}),
+                                     (23, 300, {"BLOCK_N": 2, "PER_SM": 1, "PIPE": 1, "num_stages": 3})])
 def test_row_gemv_bit_exact(device, n, k, cfg):
     rng = np.random.default_rng(n + k)
     x = (rng.standard_normal((1, k)) * rng.uniform(0.1, 30)).astype(np.float32)

@@ -294,6 +294,7 @@ def register(app: typer.Typer) -> None:
         prefill: int = typer.Option(64, "--prefill", help="prompt tokens"),
         decode: int = typer.Option(128, "--decode", help="generated tokens"),
         batch: int = typer.Option(1, "--batch", help="sequences decoded together, each with --prefill and --decode (weights fetched once per step for all)"),
+        prefill_chunk: int | None = typer.Option(None, "--prefill-chunk", help="prefill the prompt in steps of this many tokens (chunked prefill: bounds memory for long prompts; default: one step)"),
         cached: str = typer.Option("", "--cached", metavar="N,N,...", help="tokens already in each sequence's KV cache, one per sequence (sets --batch), e.g. '512,2048' with --prefill 0"),
         trace: Path | None = typer.Option(None, "--trace", metavar="DIR", help="trace directory (instead of --model)"),
         schedule: str = typer.Option("dependency-aware", "--schedule", help=" | ".join(POLICIES)),
@@ -328,6 +329,11 @@ def register(app: typer.Typer) -> None:
 
             tr = batch_from_options(tr, trace is not None, batch,
                                     option_int_list("--cached", cached, TOKENS, 4096) if cached else None)
+        if prefill_chunk is not None:
+            from lowbit.sim.workloads import chunked_prefill
+
+            option_int("--prefill-chunk", prefill_chunk, Range(1, 2**20, "tokens"))
+            tr = chunked_prefill(tr, trace is not None, prefill_chunk)
         if chips != 1 or micro_batches != 1:
             return _sim_multichip(cfg, tr, chips, parallel, micro_batches, schedule, lop_k, no_lop, json_out, quiet,
                                   timeline is not None or breakdown or bool(breakdown_steps))

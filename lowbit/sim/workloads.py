@@ -130,24 +130,38 @@ def _model(model: str | ModelSpec, weight_format: str | None) -> ModelSpec:
     return m
 
 
-def standard_trace(model: str | ModelSpec, prefill: int, decode: int, weight_format: str | None = None) -> Trace:
+def standard_trace(model: str | ModelSpec, prefill: int, decode: int, weight_format: str | None = None,
+                   prefill_chunk: int | None = None) -> Trace:
     """Shapes-only trace of `prefill` prompt tokens then `decode` generated tokens, generated step by step as it
-    is consumed (lowbit.sim.trace.GeneratedOps)."""
+    is consumed (lowbit.sim.trace.GeneratedOps). `prefill_chunk` = C prefills the prompt in steps of C tokens
+    (chunked prefill, Sarathi-Serve, OSDI'24: chunk i attends causally to all earlier positions; weights are
+    read once per chunk; final norm and lm_head run in the last chunk only), which bounds the instructions held
+    at once to one chunk's; None: the whole prompt in one step."""
     m = _model(model, weight_format)
     if prefill < 0 or decode < 0 or prefill + decode == 0:
         raise WorkloadError(f"prefill = {prefill}, decode = {decode}: need prefill >= 0, decode >= 0 and at least one token")
     if prefill + decode > m.max_positions:
         raise WorkloadError(f"prefill + decode = {prefill + decode} exceeds {m.name}'s max_positions {m.max_positions}")
-    first = 0 if prefill else 1
+    if prefill_chunk is not None and prefill_chunk < 1:
+        raise WorkloadError(f"prefill chunk {prefill_chunk}: must be >= 1 token")
+    C = prefill_chunk or max(prefill, 1)
+    chunks = [(c0, min(prefill, c0 + C)) for c0 in range(0, prefill, C)]
 
     def step(i: int, mm: ModelSpec = m) -> list[Op]:
-        s = i + first
-        return step_ops(mm, "prefill", 0, prefill, prefill) if s == 0 else step_ops(mm, "decode", s, 1, prefill + s)
+        if i < len(chunks):
+            c0, c1 = chunks[i]
+            ops = step_ops(mm, "prefill", 0, c1 - c0, c1)
+            return ops if c1 == prefill else [o for o in ops if not (o.layer < 0 and o.name != "embed")]
+        s = i - len(chunks) + 1
+        return step_ops(mm, "decode", s, 1, prefill + s)
 
-    one = step(0)
-    n = bool(prefill) + decode
+    n = len(chunks) + decode
+    pre = [step(i) for i in range(len(chunks))] if len(chunks) <= 64 else [step(0)] * (len(chunks) - 1) + [step(len(chunks) - 1)]
+    dec = step(n - 1) if decode else []
+    n_ops = sum(map(len, pre)) + decode * len(dec)
+    n_chunks = sum(map(chunk_count, pre)) + decode * (chunk_count(dec) if dec else 0)
     m1 = dataclasses.replace(m, n_layers=1)
-    ops = GeneratedOps(n, step, n * len(one), n * chunk_count(one), lambda i: step(i, m1))
+    ops = GeneratedOps(n, step, n_ops, n_chunks, lambda i: step(i, m1))
     return Trace(m, prefill, decode, ops, meta={"generator": "lowbit.sim.workloads.standard_trace"})  # type: ignore[arg-type]
 
 
@@ -197,6 +211,13 @@ def batch_from_options(trace: Trace, loaded: bool, batch: int, cached: list[int]
 
 
 MAX_BATCH = 4096
+
+
+def chunked_prefill(trace: Trace, loaded: bool, chunk: int) -> Trace:
+    """`lowbit sim --prefill-chunk C`: the standard trace `trace` with its prompt prefilled in steps of C tokens."""
+    if loaded or trace.sequences is not None:
+        raise WorkloadError("--prefill-chunk applies to a one-sequence --model workload (not --trace, --batch, --cached)")
+    return standard_trace(trace.model, trace.prefill, trace.decode, prefill_chunk=chunk)
 
 
 def weight_format_for(cfg) -> str | None:

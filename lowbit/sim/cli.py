@@ -222,9 +222,15 @@ def print_multichip(r) -> None:
                                                    f"({100 * lk['critical_path_cycles'] / max(1, r.cycles):.1f} %)")
     t.add_row("link utilization (busiest link)", f"{100 * lk['utilization']:.2f} %")
     t.add_row("link energy", f"{1e6 * lk['energy_j']:.1f} µJ")
+    rows: list[list] = []  # runs of chips with the same share and utilisation (tp: all of them)
     for ch in r.per_chip:
-        t.add_row(f"chip {ch['chip']} ({ch['share']})",
-                  ", ".join(f"{u} {100 * v:.1f} %" for u, v in ch["utilization"].items()))
+        if rows and (rows[-1][1]["share"], rows[-1][1]["utilization"]) == (ch["share"], ch["utilization"]):
+            rows[-1][0].append(ch["chip"])
+        else:
+            rows.append([[ch["chip"]], ch])
+    for ids, ch in rows:
+        who = f"chip {ids[0]}" if len(ids) == 1 else f"chips {ids[0]}-{ids[-1]}, each"
+        t.add_row(f"{who} ({ch['share']})", ", ".join(f"{u} {100 * v:.1f} %" for u, v in ch["utilization"].items()))
     c.print(t)
     for n in r.notes:
         c.print(f"[dim]note: {n}[/dim]")

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from lowbit.sim import kvlop
+from lowbit.sim import kvlop, scaling
 from lowbit.sim.config import PRESET_DIR, load_config
 from lowbit.sim.engine import SimResult, simulate
 from lowbit.sim.modelspec import get_model
@@ -104,7 +104,7 @@ def build_report(decode: int = 128, contexts: list[int] | None = None,
     contexts = contexts or [128, 512, 1024, 2048]
     t0 = time.perf_counter()
     cfg = load_config("vitallm")
-    jobs = 6 + 4 * len(contexts) + 2
+    jobs = 6 + 4 * len(contexts) + 2 + scaling.JOBS
     done = [0]
 
     def tick() -> None:
@@ -144,8 +144,9 @@ def build_report(decode: int = 128, contexts: list[int] | None = None,
         y = simulate(cfg, decode_step_trace(MODEL, Lmax), "dependency-aware", no_lop=lop)
         sch_rows.append((name, x, y))
         tick()
+    scale = scaling.section(tick=tick)  # lm_head on the chip, multi-chip scaling (lowbit.sim.scaling)
     wall = time.perf_counter() - t0
-    return render(cfg, decode, main, ino, bs, fp4, lop_rows, sch_rows, Lmax, wall, single, kv=kv)
+    return render(cfg, decode, main, ino, bs, fp4, lop_rows, sch_rows, Lmax, wall, single, scale, kv=kv)
 
 
 def kv_section(cfg, kv: kvlop.Point) -> str:
@@ -177,7 +178,7 @@ def _util(r: SimResult) -> str:
     return ", ".join(f"{k} {100 * v:.1f} %" for k, v in r.utilization.items())
 
 
-def render(cfg, decode, main, ino, bs, fp4, lop_rows, sch_rows, Lmax, wall, single, kv: kvlop.Point | None = None) -> str:
+def render(cfg, decode, main, ino, bs, fp4, lop_rows, sch_rows, Lmax, wall, single, scale: str = "", kv: kvlop.Point | None = None) -> str:
     m = get_model(MODEL)
     macs = m.projection_params
     d = cfg.dram
@@ -305,6 +306,8 @@ def render(cfg, decode, main, ino, bs, fp4, lop_rows, sch_rows, Lmax, wall, sing
     w(f"| vitallm-fp4 | {fp4.model} {load_config('vitallm-fp4').fp4.format} (4.5 bit) | {fp4.decode_tokens_per_s:.2f} | "
       f"{fp4.prefill_latency_s:.3f} | FP4 core replaces TINT; BoothFlex cannot run FP4 tiles; 2.25x the weight bytes |")
     w("")
+    if scale:
+        w(scale)
     w("## Parameters and their sources\n")
     w("Source classes: *paper* = stated in [J]/[C] abstracts; *inferred* = arithmetic on stated numbers "
       "(docs/reference/vitallm.md §4); *design assumption* = our choice (docs/reference/vitallm.md §5/§7); *datasheet* = JEDEC/vendor "

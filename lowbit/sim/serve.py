@@ -295,4 +295,59 @@ class _DynamicOps(GeneratedOps):
             yield ops
 
 
+# ---------------------------------------------------------------------------------------------- report section
+
+BATCHES = (1, 2, 4, 8, 16)
+CURVE_CACHED, CURVE_STEPS = 128, 8
+LOAD = {"n": 16, "rate": 2.0, "prompt": (32, 96), "output": (16, 48), "seed": 0, "max_batch": 8}
+JOBS = len(BATCHES) + 1
+
+
+def section(model: str = "bitnet-b1.58-3b", hw: str = "vitallm", tick: Any = None) -> str:
+    """The validation report's batching section: decode throughput vs batch size (B sequences with
+    CURVE_CACHED cached tokens each, CURVE_STEPS decode steps) and one served Poisson load (LOAD)."""
+    from lowbit.sim.config import load_config
+    from lowbit.sim.engine import simulate
+    from lowbit.sim.modelspec import get_model
+
+    cfg, m = load_config(hw), get_model(model)
+    rows = []
+    for B in BATCHES:
+        r = simulate(cfg, batch_trace(m, [SeqSpec(CURVE_CACHED, 0, CURVE_STEPS)] * B))
+        rows.append((B, r))
+        if tick:
+            tick()
+    base = rows[0][1].throughput_tokens_per_s or 1.0
+    out = ["## Batched decode and serving\n",
+           f"{m.name} on `{cfg.name}`: B sequences decoded together, each with {CURVE_CACHED} tokens already in its "
+           f"KV cache, {CURVE_STEPS} decode steps (`lowbit sim --cached {','.join([str(CURVE_CACHED)] * 2)},... "
+           f"--prefill 0 --decode {CURVE_STEPS}`). Weights are read once per step for all B sequences; each "
+           "sequence reads its own KV cache and LO codes (LOP on).\n",
+           "| batch | decode tokens/s (all sequences) | x batch 1 | per sequence tokens/s | weight bytes / step | "
+           "KV + LO-code bytes / step / sequence | DRAM busy | TINT0 busy |",
+           "|---|---|---|---|---|---|---|---|"]
+    for B, r in rows:
+        n = len(r.step_cycles)
+        kv = (r.dram_bytes["kv"] + r.dram_bytes.get("lop", 0)) / (n * B)
+        out.append(f"| {B} | {r.throughput_tokens_per_s:.1f} | {r.throughput_tokens_per_s / base:.2f}x | "
+                   f"{r.decode_tokens_per_s:.2f} | {r.dram_bytes['weights'] // n:,} | {kv:,.0f} | "
+                   f"{100 * r.utilization['dram']:.1f} % | {100 * r.utilization.get('tint0', 0):.1f} % |")
+    L = LOAD
+    reqs = poisson_requests(L["n"], L["rate"], L["prompt"], L["output"], L["seed"])
+    s = serve(cfg, m, reqs, max_batch=L["max_batch"])
+    if tick:
+        tick()
+    out += ["", f"Serving (`lowbit serve --model {m.name} --hw {cfg.name} --n {L['n']} --rate {L['rate']:g} --prompt "
+                f"{L['prompt'][0]}-{L['prompt'][1]} --output {L['output'][0]}-{L['output'][1]} --seed {L['seed']} "
+                f"--max-batch {L['max_batch']}`): continuous batching, every step simulated (lowbit.sim.serve).\n",
+            "| metric | p50 | p90 | p99 |", "|---|---|---|---|"]
+    for what, d in (("time to first token, s", s.ttft_s), ("inter-token latency, ms", s.itl_s),
+                    ("end-to-end latency, s", s.e2e_s)):
+        k = 1e3 if "ms" in what else 1.0
+        out.append(f"| {what} | " + " | ".join(f"{k * d[f'p{p}']:.3f}" for p in PERCENTILES) + " |")
+    out.append(f"\nThroughput {s.throughput_tokens_per_s:.1f} output tokens/s over {s.duration_s:.1f} s, mean batch "
+               f"{s.mean_batch:.2f} over {s.steps} steps, accelerator busy {100 * s.busy_fraction:.0f} % of the time.\n")
+    return "\n".join(out) + "\n"
+
+
 __all__ = ["Request", "ServeResult", "load_requests", "poisson_requests", "serve", "write_requests"]

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from lowbit.sim import kvlop, scaling
+from lowbit.sim import kvlop, scaling, serve
 from lowbit.sim.config import PRESET_DIR, load_config
 from lowbit.sim.engine import SimResult, simulate
 from lowbit.sim.modelspec import get_model
@@ -104,7 +104,7 @@ def build_report(decode: int = 128, contexts: list[int] | None = None,
     contexts = contexts or [128, 512, 1024, 2048]
     t0 = time.perf_counter()
     cfg = load_config("vitallm")
-    jobs = 6 + 4 * len(contexts) + 2 + scaling.JOBS
+    jobs = 6 + 4 * len(contexts) + 2 + scaling.JOBS + serve.JOBS
     done = [0]
 
     def tick() -> None:
@@ -145,8 +145,10 @@ def build_report(decode: int = 128, contexts: list[int] | None = None,
         sch_rows.append((name, x, y))
         tick()
     scale = scaling.section(tick=tick)  # lm_head on the chip, multi-chip scaling (lowbit.sim.scaling)
+    batching = serve.section(MODEL, tick=tick)  # batched decode throughput curve, one served load (lowbit.sim.serve)
     wall = time.perf_counter() - t0
-    return render(cfg, decode, main, ino, bs, fp4, lop_rows, sch_rows, Lmax, wall, single, scale, kv=kv)
+    return render(cfg, decode, main, ino, bs, fp4, lop_rows, sch_rows, Lmax, wall, single, scale, kv=kv,
+                  batching=batching)
 
 
 def kv_section(cfg, kv: kvlop.Point) -> str:
@@ -178,7 +180,8 @@ def _util(r: SimResult) -> str:
     return ", ".join(f"{k} {100 * v:.1f} %" for k, v in r.utilization.items())
 
 
-def render(cfg, decode, main, ino, bs, fp4, lop_rows, sch_rows, Lmax, wall, single, scale: str = "", kv: kvlop.Point | None = None) -> str:
+def render(cfg, decode, main, ino, bs, fp4, lop_rows, sch_rows, Lmax, wall, single, scale: str = "", kv: kvlop.Point | None = None,
+           batching: str = "") -> str:
     m = get_model(MODEL)
     macs = m.projection_params
     d = cfg.dram
@@ -308,6 +311,8 @@ def render(cfg, decode, main, ino, bs, fp4, lop_rows, sch_rows, Lmax, wall, sing
     w("")
     if scale:
         w(scale)
+    if batching:
+        w(batching)
     w("## Parameters and their sources\n")
     w("Source classes: *paper* = stated in [J]/[C] abstracts; *inferred* = arithmetic on stated numbers "
       "(docs/reference/vitallm.md §4); *design assumption* = our choice (docs/reference/vitallm.md §5/§7); *datasheet* = JEDEC/vendor "

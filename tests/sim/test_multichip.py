@@ -91,6 +91,16 @@ def test_pp_link_bytes_and_pipeline_by_hand():
     assert r.decode_tokens == M * 4 and r.per_chip[1]["share"] == "layers 1-1"
 
 
+def test_chunked_prefill_keeps_its_steps():
+    tr = standard_trace("bitnet-tiny", 8, 2, prefill_chunk=4)  # 2 prefill steps of 4 tokens, 2 decode steps
+    plain = simulate(CFG, tr)
+    one = simulate_multichip(CFG, tr, 1, "tp")
+    assert (one.step_cycles, one.prefill_cycles) == (plain.step_cycles, plain.prefill_cycles)
+    r = simulate_multichip(CFG, tr, 2, "pp")
+    assert len(r.step_cycles) == 4 and r.prefill_cycles == sum(r.step_cycles[:2])
+    assert r.link["bytes"] == (4 + 4 + 1 + 1) * D * 2
+
+
 def test_bad_partitions_are_one_line_errors():
     with pytest.raises(WorkloadError, match="n_kv_heads = 2, not divisible by 4 chips; tp chip counts for it: 1, 2"):
         simulate_multichip(CFG, TR, 4, "tp")

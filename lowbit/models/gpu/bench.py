@@ -504,7 +504,7 @@ def run_all(out_dir: Path, quick: bool = False, sections: str = "attention,linea
 def _log_tuned(say, data) -> None:
     """The configs the autotuner chose (key -> config) and the batch-1 kernel picked per shape, for the
     record (the latter also in ``data["gemv_paths"]``)."""
-    from .rowgemv import ROW_CHOICE, _tgemv_row_tuned
+    from .rowgemv import NORM_CHOICE, ROW_CHOICE, _tgemv_row_tuned
     from .ternary import _tgemv_tuned
 
     for key, cfg in list(getattr(_tgemv_tuned, "cache", {}).items())[:40]:
@@ -517,6 +517,9 @@ def _log_tuned(say, data) -> None:
         data.setdefault("gemv_paths", []).append({"n": n, "kp": 16 * kw, "fused": fused, "residual": res,
                                                   "path": "row" if row else "tiled", "cold_us_row": t_row,
                                                   "cold_us_tiled": t_tiled})
+    for (n, kw, res), (one, t_one, t_two) in NORM_CHOICE.items():
+        say(f"  decode RMSNorm+GEMV {n}x{16 * kw} residual={res}: {'one launch' if one else 'two launches'} "
+            f"(cold L2: one {t_one} us, two {t_two} us)")
 
 
 def add_arguments(p) -> None:

@@ -7,7 +7,8 @@ RMSNorm -> [quantize] -> Wqkv (fused, one scale per projection) -> RoPE -> KV ap
 
 Formats: ``ternary`` runs the fused kernels of :mod:`.fused` around the dp4a GEMV (per layer: norm+quant,
 Wqkv, RoPE+append [+ LO codes], attention, [SubLN+quant], Wo+residual, norm+quant, W13, gate[+SubLN]+quant,
-W2+residual: nine launches plus attention); ``nvfp4`` / ``mxfp4`` (bf16 x FP4 GEMV) and ``bf16`` (torch
+W2+residual: nine launches plus attention; for one token each norm+quant+GEMV pair becomes one launch of
+the whole-row GEMV where that measures faster, :func:`.rowgemv.norm_gemv`); ``nvfp4`` / ``mxfp4`` (bf16 x FP4 GEMV) and ``bf16`` (torch
 ``F.linear``, the baseline) run the plain torch elementwise ops. ``compile=True`` wraps the torch layer in
 ``torch.compile(mode="max-autotune-no-cudagraphs")`` (the step is captured in a CUDA graph either way, so
 this is ``max-autotune`` with its CUDA graph made by :func:`time_decode_step`).
@@ -30,6 +31,7 @@ from lowbit.sim.modelspec import ModelSpec, get_model
 from .fp4 import fp4_gemv, random_fp4_weight_torch
 from .fused import gate_quant, rmsnorm_quant, rope_append
 from .lop_attn import lo_pack_keys_torch, lop_attention
+from .rowgemv import norm_gemv
 from .ternary import act_quant, pack_ternary_gpu_torch, ternary_gemv
 
 __all__ = ["DecodeModel", "build_model", "time_decode_step", "gpu_energy_j"]
@@ -160,12 +162,14 @@ class DecodeModel:
         s = self.spec
         H, KVH, eps = s.n_heads, s.n_kv_heads, s.norm_eps
         B = x.shape[0]
-        qkv = ternary_gemv(rmsnorm_quant(x, lay.norms["attn"], eps), lay.wqkv)
+        qkv = norm_gemv(x, lay.norms["attn"], eps, lay.wqkv)
         q = rope_append(qkv, cos, sin, H, KVH, kc, vc, pos, lo, head_dim=s.head_dim)
         a = self._attend(q, kc, vc, lo, pos + 1).reshape(B, H * s.head_dim)
-        a = rmsnorm_quant(a, lay.norms["attn_sub"], eps) if s.subln else a  # else: quantizer fused in the GEMV
-        x = ternary_gemv(a, lay.wo, residual=x)
-        h = ternary_gemv(rmsnorm_quant(x, lay.norms["ffn"], eps), lay.w13)
+        if s.subln:
+            x = norm_gemv(a, lay.norms["attn_sub"], eps, lay.wo, residual=x)
+        else:  # the quantizer fused in the GEMV
+            x = ternary_gemv(a, lay.wo, residual=x)
+        h = norm_gemv(x, lay.norms["ffn"], eps, lay.w13)
         if s.gated:
             hq = gate_quant(h, "swiglu" if s.ffn_act == "swiglu" else "relu2", lay.norms.get("ffn_sub"), eps)
         else:

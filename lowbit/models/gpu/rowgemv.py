@@ -33,7 +33,7 @@ import triton.language as tl
 
 from .ternary import INTERPRET, _cold_bench, absmax_scale, autotune, dp4a, quant_i8
 
-__all__ = ["ternary_gemv_row", "row_kernel_fits", "use_row_kernel", "ROW_CHOICE", "n_programs"]
+__all__ = ["ternary_gemv_row", "row_kernel_fits", "use_row_kernel", "norm_gemv", "ROW_CHOICE", "NORM_CHOICE", "n_programs"]
 
 
 @functools.cache
@@ -54,10 +54,11 @@ def _pack4(q, rb):
 
 
 @triton.jit
-def _tgemv_row_kernel(x_ptr, q_ptr, qsum_ptr, xs_ptr, w_ptr, ws_ptr, r_ptr, y_ptr, N, KW, K, stride_wn, eps,
-                      BLOCK_N: tl.constexpr, KWP: tl.constexpr, FUSED: tl.constexpr, OUT_ACC: tl.constexpr,
-                      RESIDUAL: tl.constexpr, USE_ASM: tl.constexpr, PER_SM, PIPE: tl.constexpr):
-    # PER_SM only sizes the grid (host side)
+def _tgemv_row_kernel(x_ptr, q_ptr, qsum_ptr, xs_ptr, w_ptr, ws_ptr, r_ptr, y_ptr, g_ptr, N, KW, K, stride_wn, eps,
+                      eps_n, BLOCK_N: tl.constexpr, KWP: tl.constexpr, FUSED: tl.constexpr, OUT_ACC: tl.constexpr,
+                      RESIDUAL: tl.constexpr, USE_ASM: tl.constexpr, PER_SM, PIPE: tl.constexpr,
+                      NORM: tl.constexpr):
+    # PER_SM only sizes the grid (host side); NORM (with FUSED): RMSNorm with weight g before the quantizer
     pid = tl.program_id(0)
     NPROG = tl.num_programs(0)
     rj = tl.arange(0, KWP)
@@ -75,6 +76,15 @@ def _tgemv_row_kernel(x_ptr, q_ptr, qsum_ptr, xs_ptr, w_ptr, ws_ptr, r_ptr, y_pt
         x1 = tl.load(x_ptr + kk + 4, mask=kk + 4 < K, other=0.0).to(tl.float32)
         x2 = tl.load(x_ptr + kk + 8, mask=kk + 8 < K, other=0.0).to(tl.float32)
         x3 = tl.load(x_ptr + kk + 12, mask=kk + 12 < K, other=0.0).to(tl.float32)
+        if NORM:  # bf16(x * rsqrt(mean(x^2) + eps) * g) in float32, the op order of fused.rmsnorm_quant
+            inv = 1.0 / tl.sqrt(tl.sum(tl.sum(x0 * x0 + x1 * x1 + x2 * x2 + x3 * x3, axis=1), axis=0) / K + eps_n)
+            x0 = (x0 * inv * tl.load(g_ptr + kk, mask=kk < K, other=0.0).to(tl.float32)).to(tl.bfloat16).to(tl.float32)
+            x1 = (x1 * inv * tl.load(g_ptr + kk + 4, mask=kk + 4 < K, other=0.0).to(tl.float32)).to(tl.bfloat16).to(
+                tl.float32)
+            x2 = (x2 * inv * tl.load(g_ptr + kk + 8, mask=kk + 8 < K, other=0.0).to(tl.float32)).to(tl.bfloat16).to(
+                tl.float32)
+            x3 = (x3 * inv * tl.load(g_ptr + kk + 12, mask=kk + 12 < K, other=0.0).to(tl.float32)).to(tl.bfloat16).to(
+                tl.float32)
         mx = tl.max(tl.maximum(tl.maximum(tl.abs(x0), tl.abs(x1)), tl.maximum(tl.abs(x2), tl.abs(x3))))
         s64 = absmax_scale(mx, eps)
         q0 = quant_i8(x0.to(tl.float64), s64)
@@ -133,7 +143,7 @@ def _row_block(w, rn, a0, a1, a2, a3, qsum, xs, ws_ptr, r_ptr, y_ptr, N, OUT_ACC
 _ROW_CONFIGS = [
     triton.Config({"BLOCK_N": bn, "PER_SM": ps, "PIPE": pipe}, num_warps=nw, num_stages=ns)
     for bn, ps, nw, ns, pipe in [(8, 1, 8, 2, 0), (8, 2, 8, 1, 0), (8, 4, 4, 1, 0), (4, 4, 4, 1, 0),
-                                 (8, 2, 4, 4, 1), (8, 2, 8, 3, 1), (4, 4, 4, 4, 1)]
+                                 (8, 2, 4, 4, 1), (8, 2, 8, 3, 1), (4, 4, 4, 4, 1), (16, 2, 8, 3, 1)]
 ]
 
 
@@ -159,10 +169,47 @@ def use_row_kernel(a, w, residual, eps: float) -> bool:
         return ROW_CHOICE[key][0]
     if dev.type != "cuda" or INTERPRET or torch.cuda.is_current_stream_capturing():
         return row_kernel_fits(w.words.shape[1])
-    t_row = _cold_bench(lambda: ternary_gemv_row(a, w, residual=residual, eps=eps))
     t_tiled = _cold_bench(lambda: ternary_gemv(a, w, block_m=1, residual=residual, eps=eps))
+    try:
+        t_row = _cold_bench(lambda: ternary_gemv_row(a, w, residual=residual, eps=eps))
+    except Exception:  # noqa: BLE001 - e.g. no config fits this device: the tiled kernel serves
+        t_row = float("inf")
     ROW_CHOICE[key] = (t_row <= t_tiled, round(t_row * 1e3, 2), round(t_tiled * 1e3, 2))
     return ROW_CHOICE[key][0]
+
+
+NORM_CHOICE: dict[tuple, tuple[bool, float, float]] = {}  # (N, KW, residual) -> (fused?, µs fused, µs two launches)
+
+
+def norm_gemv(x: torch.Tensor, g: torch.Tensor, eps: float, w, residual=None) -> torch.Tensor:
+    """``ternary_gemv(rmsnorm_quant(x, g, eps), w, residual=residual)`` for one token, as one launch (the
+    RMSNorm in the whole-row kernel's prologue) where that is faster: timed once per (shape, residual) on a
+    GPU (:data:`NORM_CHOICE`); elsewhere one launch wherever :func:`row_kernel_fits`."""
+    from .fused import rmsnorm_quant
+    from .ternary import ternary_gemv
+
+    def two():
+        return ternary_gemv(rmsnorm_quant(x, g, eps), w, residual=residual)
+
+    def one():
+        return ternary_gemv_row(x, w, residual=residual, norm=g, norm_eps=eps)
+
+    kw = w.words.shape[1]
+    if x.shape[0] != 1:
+        return two()
+    key = (w.n, kw, residual is not None)
+    if key not in NORM_CHOICE:
+        if not x.is_cuda or INTERPRET:
+            return one() if row_kernel_fits(kw) else two()
+        if torch.cuda.is_current_stream_capturing():
+            return two()
+        t_two = _cold_bench(two)
+        try:
+            t_one = _cold_bench(one)
+        except Exception:  # noqa: BLE001 - the two-launch path serves
+            t_one = float("inf")
+        NORM_CHOICE[key] = (t_one <= t_two, round(t_one * 1e3, 2), round(t_two * 1e3, 2))
+    return one() if NORM_CHOICE[key][0] else two()
 
 
 def _row_prune(configs, named_args, **kw):
@@ -188,9 +235,12 @@ _tgemv_row_tuned = autotune(_ROW_CONFIGS, key=["N", "KW", "FUSED", "RESIDUAL"], 
 
 
 def ternary_gemv_row(a, w, out_acc: bool = False, config: dict | None = None, residual=None,
-                     eps: float = 1e-5) -> torch.Tensor:
+                     eps: float = 1e-5, norm: torch.Tensor | None = None, norm_eps: float = 1e-6) -> torch.Tensor:
     """Batch-1 ternary GEMV (see :func:`.ternary.ternary_gemv`, same arguments and integers): ``a`` is a
-    single-token :class:`.ternary.QuantAct` or bf16 [1, K] (quantizer fused)."""
+    single-token :class:`.ternary.QuantAct` or bf16 [1, K] (quantizer fused). ``norm`` (bf16 [K], with bf16
+    ``a``): RMSNorm of the row with this weight first (``fused.rmsnorm_quant``'s formula; the float32 sum
+    of squares is taken in another order, so a code can differ by one where a value sits on a rounding
+    boundary)."""
     fused = isinstance(a, torch.Tensor)
     if fused:
         x = a.contiguous()
@@ -202,9 +252,12 @@ def ternary_gemv_row(a, w, out_acc: bool = False, config: dict | None = None, re
     kw = w.words.shape[1]
     y = torch.empty(1, w.n, dtype=torch.int32 if out_acc else torch.bfloat16, device=dev)
     r = residual if residual is not None else y
-    args = (x, q, qsum, xs, w.words, w.scale, r, y, w.n, kw, w.k, w.words.stride(0), eps)
+    if norm is not None and not fused:
+        raise ValueError("norm needs the bf16 activations, not a QuantAct")
+    g = norm if norm is not None else y
+    args = (x, q, qsum, xs, w.words, w.scale, r, y, g, w.n, kw, w.k, w.words.stride(0), eps, norm_eps)
     flags = dict(FUSED=fused, OUT_ACC=out_acc, RESIDUAL=residual is not None,
-                 USE_ASM=dev.type == "cuda" and not INTERPRET)
+                 USE_ASM=dev.type == "cuda" and not INTERPRET, NORM=norm is not None)
     _row_launch(_tgemv_row_kernel, _tgemv_row_tuned, args, flags, w.n, triton.next_power_of_2(kw), config, dev)
     return y
 

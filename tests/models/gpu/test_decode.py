@@ -24,16 +24,18 @@ def test_decode_step_runs(device, fmt):
     assert m.weight_bytes() > 0
 
 
-@pytest.mark.parametrize("name,attn", [("bitnet-tiny", "lop"), ("tiny-swiglu", "dense"), ("tiny-hd12", "dense")])
+@pytest.mark.parametrize("name,attn", [("bitnet-tiny", "lop"), ("tiny-swiglu", "dense"), ("tiny-hd12", "dense"),
+                                       ("bitnet-tiny-1", "dense")])
 def test_fused_ternary_step_matches_unfused(device, name, attn):
     spec = dataclasses.replace(get_model("bitnet-tiny"), n_layers=1)
     if name == "tiny-swiglu":  # no SubLN, SwiGLU: the quantizer fused into the Wo GEMV, SiLU gating
         spec = dataclasses.replace(spec, ffn_act="swiglu", subln=False)
     if name == "tiny-hd12":  # head_dim 12: cache rows padded to 16 for flash attention
         spec = dataclasses.replace(spec, head_dim=12, subln=False)
-    x = torch.randn(2, 64, generator=torch.Generator().manual_seed(2)).to(torch.bfloat16).to(device)
+    b = 1 if name == "bitnet-tiny-1" else 2  # one token: RMSNorm inside the whole-row GEMV (norm_gemv)
+    x = torch.randn(b, 64, generator=torch.Generator().manual_seed(2)).to(torch.bfloat16).to(device)
     # K = all 11 tokens: a one-code change of a surrogate score must not change the selection here
-    kw = dict(batch=2, max_ctx=12, attn=attn, k_sel=16, device=device)
+    kw = dict(batch=b, max_ctx=12, attn=attn, k_sel=16, device=device)
     fused = DecodeModel(spec, "ternary", seed=4, **kw)
     plain = DecodeModel(spec, "ternary", seed=4, fused=False, **kw)
     yf, yp = fused.step(x, 10).float(), plain.step(x, 10).float()

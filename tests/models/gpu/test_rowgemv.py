@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from lowbit.models.gpu.rowgemv import row_kernel_fits, ternary_gemv_row, use_row_kernel
+from lowbit.models.gpu.fused import rmsnorm_quant
+from lowbit.models.gpu.rowgemv import norm_gemv, row_kernel_fits, ternary_gemv_row, use_row_kernel
 from lowbit.models.gpu.ternary import act_quant, pack_ternary_gpu, ternary_gemv
 from lowbit.sim.numerics.int8 import int8_absmax_quantize, int_matmul_exact
 from lowbit.sim.numerics.ternary import ternary_quantize
@@ -61,3 +62,23 @@ def test_dispatch_off_gpu_follows_the_rule(device):
     assert not use_row_kernel(x, w, None, 1e-5)
     w = pack_ternary_gpu(np.ones((3, 576), np.int8), 1.0)  # 36 of 64: whole-row kernel
     assert use_row_kernel(torch.ones(1, 576), w, None, 1e-5) is True
+
+
+def test_row_gemv_with_rmsnorm(device):
+    # RMSNorm in the prologue: the INT8 codes of rmsnorm_quant's bf16 output, the same accumulators
+    rng = np.random.default_rng(21)
+    n, k = 29, 200
+    x = torch.from_numpy((rng.standard_normal((1, k)) * 4).astype(np.float32)).to(torch.bfloat16).to(device)
+    g = torch.from_numpy(1 + 0.2 * rng.standard_normal(k).astype(np.float32)).to(torch.bfloat16).to(device)
+    codes, scale = ternary_quantize(rng.standard_normal((n, k)))
+    w = pack_ternary_gpu(codes, scale, device)
+    a, xn = rmsnorm_quant(x, g, 1e-6, write_x=True)
+    q, _ = int8_absmax_quantize(xn.float().cpu().numpy())
+    assert np.array_equal(a.q[:, :k].cpu().numpy(), q)
+    ref = int_matmul_exact(q, codes)
+    got = ternary_gemv_row(x, w, out_acc=True, norm=g, norm_eps=1e-6, config={"BLOCK_N": 4, "PER_SM": 1})
+    assert np.array_equal(got.cpu().numpy(), ref)
+    r = torch.randn(1, n, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16).to(device)
+    assert torch.equal(norm_gemv(x, g, 1e-6, w, residual=r), ternary_gemv(a, w, residual=r))
+    with pytest.raises(ValueError):
+        ternary_gemv_row(a, w, norm=g)

@@ -327,13 +327,15 @@ def lop_selection(trace: Trace, cfg: LopConfig, k: int | None = None, keep_indic
 
 
 def lop_selected_positions(trace: Trace, cfg: HwConfig, k: int | None = None) -> dict[tuple[int, int], list[np.ndarray]]:
-    """{(layer, decode step): per kv head the ascending int32 positions LOP fetches} for the engine (sim.lower
-    fetches each at its own address, sim.kvcache), or {} when the trace carries no decode query tensors (LOP
-    then uses fixed-ratio selections). Raises TraceError if tensors are incomplete."""
+    """{(layer, decode step): per kv head the ascending positions LOP fetches (uint16 up to 65,536 positions,
+    else int32)} for the engine (sim.lower fetches each at its own address, sim.kvcache), or {} when the trace
+    carries no decode query tensors (LOP then uses fixed-ratio selections). Raises TraceError if tensors are
+    incomplete."""
     if not any(o.op == "attn_qk" and o.phase == "decode" and "q" in o.tensors for o in trace.ops):
         return {}
     sel = lop_selection(trace, cfg.lop, k, keep_indices=True)
-    return {key: [np.asarray(a, np.int32) for a in v] for key, v in (sel.indices or {}).items()}
+    dt = np.uint16 if trace.model.max_positions <= 1 << 16 else np.int32  # held for the whole run: compact
+    return {key: [np.asarray(a, dt) for a in v] for key, v in (sel.indices or {}).items()}
 
 
 def lop_selected_counts(trace: Trace, cfg: HwConfig, k: int | None = None) -> dict[tuple[int, int], np.ndarray]:

@@ -101,6 +101,19 @@ def test_chunked_prefill_keeps_its_steps():
     assert r.link["bytes"] == (4 + 4 + 1 + 1) * D * 2
 
 
+def test_batched_trace_counts_every_sequence():
+    from lowbit.sim.trace import SeqSpec
+    from lowbit.sim.workloads import batch_trace
+
+    tr = batch_trace("bitnet-tiny", [SeqSpec(prefill=8, decode=2), SeqSpec(prefill=8, decode=2)])
+    plain = simulate(CFG, tr)
+    r = simulate_multichip(CFG, tr, 2, "tp")
+    assert r.decode_tokens == 4 and r.decode_tokens_per_s == 4 / (r.decode_cycles / CFG.clock_hz)
+    assert simulate_multichip(CFG, tr, 1, "tp").step_cycles == plain.step_cycles
+    # a decode step of 2 sequences all-reduces 2 tokens' partial sums after o and down
+    assert r.link["bytes"] == LAYERS * 2 * (2 * (D * 2) + 4 * 4) * (16 + 2 + 2)
+
+
 def test_bad_partitions_are_one_line_errors():
     with pytest.raises(WorkloadError, match="n_kv_heads = 2, not divisible by 4 chips; tp chip counts for it: 1, 2"):
         simulate_multichip(CFG, TR, 4, "tp")

@@ -66,7 +66,7 @@ def _fast_bench(fn, quantiles=None):
 def _cold_bench(fn, quantiles=None):
     # L2 flushed before every call (do_bench's 256 MB memset): the weights come from DRAM, as in a decode
     # step; the ~70 us memset also hides the Python launch path from the event timing
-    return triton.testing.do_bench(fn, warmup=5, rep=25, quantiles=quantiles)
+    return triton.testing.do_bench(fn, warmup=5, rep=25, quantiles=quantiles, return_mode="median")
 
 
 def autotune(configs, key, cold: bool = False, **kw):

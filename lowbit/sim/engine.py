@@ -43,7 +43,7 @@ from lowbit.sim.isa import (
     UNIT_CLASS_BASE,
     unit_class,
 )
-from lowbit.sim.lop_select import lop_selected_counts
+from lowbit.sim.lop_select import lop_selected_positions
 from lowbit.sim.lower import POLICIES, Chunk, Lowering, StepStats
 from lowbit.sim.nbcache import njit_cached
 from lowbit.sim.sched import Scheduled, Scheduler
@@ -121,20 +121,23 @@ def unit_list(cfg: HwConfig) -> list[tuple[str, int]]:
 def simulate(cfg: HwConfig, trace: Trace, schedule: str = "dependency-aware", lop_k: int | None = None,
              no_lop: bool = False, progress: Callable[[int, int], None] | None = None,
              timeline: Any = None, dual_core: bool = True, breakdown: Breakdown | None = None,
-             observers: tuple = (), source: ChunkSource | None = None) -> SimResult:
+             observers: tuple = (), lop_positions: dict | None = None, source: ChunkSource | None = None) -> SimResult:
     """Simulate `trace` on `cfg`. `lop_k` overrides cfg.lop.k; `no_lop` disables LOP (dense attention);
     `dual_core=False` keeps ternary projection tiles off BoothFlex (ablation); `progress(done, total)` is
     called after every chunk (one decoder layer of one step). `timeline` (a lowbit.sim.timeline writer),
     `breakdown` (lowbit.sim.breakdown.Breakdown, result in SimResult.breakdown) and `observers` see every
-    scheduled chunk. `source` (e.g. a loaded program, lowbit.sim.program) supplies the chunks instead of
-    lowering the trace, which then only gives the run's metadata (model, prefill, decode)."""
+    scheduled chunk. `lop_positions` ({(layer, decode step): ascending positions per KV head}) gives the LOP
+    selections explicitly instead of deriving them from the trace's q/k tensors. `source` (e.g. a loaded
+    program, lowbit.sim.program) supplies the chunks instead of lowering the trace, which then only gives the
+    run's metadata (model, prefill, decode)."""
     t_wall = time.perf_counter()
     cfg = _configure(cfg, schedule, lop_k)
     trace.model.validate()
     notes: list[str] = []
     lop_on = cfg.has("lop") and cfg.lop.enabled and not no_lop
     t_sel = time.perf_counter()
-    counts = _lop_counts(trace, cfg, notes) if lop_on and source is None else None
+    counts = (lop_positions if lop_positions is not None else _lop_counts(trace, cfg, notes)) \
+        if lop_on and source is None else None
     t_sel = time.perf_counter() - t_sel
     lw = Lowering(cfg, trace.model, schedule, lop_on, cfg.lop.k, counts, dual_core=dual_core)
     units = unit_list(cfg)
@@ -197,7 +200,7 @@ def _lop_counts(trace: Trace, cfg: HwConfig, notes: list[str]) -> dict | None:
     """Data-driven LOP selection counts from the trace's q/k tensors (None: min(K, M) per head)."""
     if not trace.has_tensors():
         return None
-    counts = lop_selected_counts(trace, cfg)
+    counts = lop_selected_positions(trace, cfg)
     if counts:
         notes.append(f"LOP: data-driven selection from trace tensors ({len(counts)} (layer, step) entries)")
     return dict(counts) if counts else None

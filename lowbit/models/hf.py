@@ -15,13 +15,13 @@ Attention is forced to ``sdpa`` so that ``models.capture`` sees it as one
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lowbit.sim.errors import LowbitError, ModelImportError, WorkloadError
+from lowbit.sim.hfconfig import read_json
 from lowbit.sim.modelspec import MODEL_RANGES, ModelSpec
 from lowbit.sim.schema import Range, as_bool, as_float, as_int, as_str, clip, short
 
@@ -85,28 +85,12 @@ HF_INT_FIELDS = {"num_hidden_layers": "n_layers", "hidden_size": "d_model", "num
                  "max_position_embeddings": "max_positions"}
 HF_REQUIRED = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size", "vocab_size")
 HF_FLOAT_FIELDS = {"rope_theta": "rope_theta", "rms_norm_eps": "norm_eps", "layer_norm_eps": "norm_eps"}
-MAX_CONFIG_BYTES = 4 << 20
-
-
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not a number JSON allows")
 
 
 def read_config(path: Path) -> dict[str, Any]:
-    """config.json as a dict (ModelImportError if it is not a JSON object); `check_config` checks its fields."""
-    where = path / "config.json"
-    try:
-        if where.stat().st_size > MAX_CONFIG_BYTES:
-            raise ModelImportError(f"{where}: larger than {MAX_CONFIG_BYTES} bytes; not a model config")
-        cfg = json.loads(where.read_bytes(), parse_constant=_reject_constant)
-    except OSError as e:
-        raise ModelImportError(f"{where}: cannot read ({e.strerror or e})") from None
-    except (ValueError, RecursionError) as e:  # invalid JSON or UTF-8, NaN/Infinity, nesting too deep
-        msg = str(e).splitlines()[0] if isinstance(e, ValueError) else "nested too deeply"
-        raise ModelImportError(f"{where}: invalid JSON ({clip(msg, 120)})") from None
-    if not isinstance(cfg, dict):
-        raise ModelImportError(f"{where}: must be a JSON object")
-    return cfg
+    """config.json of directory `path` as a dict (lowbit.sim.hfconfig.read_json: ModelImportError if it is not
+    a readable JSON object); `check_config` checks its fields."""
+    return read_json(path / "config.json")
 
 
 def check_config(cfg: dict[str, Any], where: str | Path) -> None:

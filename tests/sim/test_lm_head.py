@@ -63,6 +63,20 @@ def test_int8_cycles_by_hand(int8):
     assert int8.cycles > run("host", 8, 2).cycles
 
 
+def test_breakdown_row():
+    from lowbit.sim.breakdown import Breakdown
+    from lowbit.sim.engine import unit_list
+
+    cfg = load_config("tiny").replace(lm_head="int8")
+    tr = standard_trace(TINY, 0, 2)
+    r = simulate(cfg, tr, breakdown=Breakdown(TINY.n_layers, unit_list(cfg)))
+    row = next(x for x in r.breakdown["phases"]["decode"]["by_op"] if x["op"] == "lm_head")
+    assert row["dram_bytes"]["weights"] == 2 * V * D and row["dram_bytes"]["activations"] == 2 * V * 2
+    assert row["macs"] == 2 * D * V and row["busy_cycles"]["booth"] == 2 * 16 * (8 * 32 + 5)
+    assert row["busy_cycles"]["sfu"] == 2 * (2 * 16 + 17 + 6 - 16)
+    assert row["critical_path_cycles"] > 0
+
+
 def test_ternary_weight_bytes(host):
     t = run("ternary", 0, 3)
     h = run("host", 0, 3)

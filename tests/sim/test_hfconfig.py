@@ -222,3 +222,36 @@ def test_readme_models_list_excerpt_is_real_output():
     assert r.returncode == 0, r.stderr
     lines = [ln for ln in block.splitlines() if ln.strip()]
     assert len(lines) == 4 and all(ln in r.stdout.splitlines() for ln in lines), lines
+
+
+def test_mutated_configs_are_read_or_refused_in_one_line():
+    """Any value in any field (or a missing one): a valid ModelSpec or a one-line ModelImportError, nothing else."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    bases = [json.loads(p.path.read_text()) for p in presets().values()]
+    values = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=8),
+                          lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
+                          max_leaves=6)
+    keys = sorted({k for b in bases for k in b} | {"quantization_config", "rope_scaling", "head_dim", "x"})
+    seen = {"ok": 0, "refused": 0}
+
+    @settings(max_examples=300, deadline=None, database=None)
+    @given(st.sampled_from(bases), st.sampled_from(keys), values, st.booleans())
+    def case(base, key, value, drop):
+        cfg = dict(base)
+        if drop:
+            cfg.pop(key, None)
+        else:
+            cfg[key] = value
+        try:
+            spec = spec_from_dict(cfg, "fuzz").spec
+        except ModelImportError as e:
+            assert "\n" not in str(e)
+            seen["refused"] += 1
+            return
+        spec.validate()
+        seen["ok"] += 1
+
+    case()
+    assert seen["ok"] > 20 and seen["refused"] > 50, seen

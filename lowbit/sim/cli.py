@@ -222,6 +222,10 @@ def print_multichip(r) -> None:
                                                    f"({100 * lk['critical_path_cycles'] / max(1, r.cycles):.1f} %)")
     t.add_row("link utilization (busiest link)", f"{100 * lk['utilization']:.2f} %")
     t.add_row("link energy", f"{1e6 * lk['energy_j']:.1f} µJ")
+    lm = r.chip_results[-1]["lm_head"]
+    where = ("" if r.chips == 1 else f", vocabulary split over {r.chips} chips" if r.parallel == "tp"
+             else f", on chip {r.chips - 1}")
+    t.add_row("lm_head", "host (excluded)" if lm["placement"] == "host" else f"on chip, {lm['placement']} weights{where}")
     rows: list[list] = []  # runs of chips with the same share and utilisation (tp: all of them)
     for ch in r.per_chip:
         if rows and (rows[-1][1]["share"], rows[-1][1]["utilization"]) == (ch["share"], ch["utilization"]):

@@ -21,12 +21,15 @@ link model (sim.link: ring all-reduce, point-to-point sends):
 - tp: the chips are identical, so one chip is simulated; an all-reduce is blocking (the residual add and
   everything after it need the sum), so step k takes c[k] + sum of its collectives' times, where c[k] is
   the chip's own step (DESIGN ASSUMPTION, conservative: weight prefetch under an all-reduce is not credited).
-- pp: stage s takes c_s[k] cycles in step k; one hop l_k = t(tokens x d_model x 2). Prefill of M sequences
-  (the pipeline fill): sum_s c_s[0] + (N-1) l_0 + (M-1) max_s c_s[0]. A decode step generates one token
-  per sequence; with M sequences in flight it takes max(M max_s c_s[k], sum_s c_s[k] + (N-1) l_k): the
-  busiest stage's load or one token's trip through all stages, whichever is longer.
+- pp: stage s takes c_s[k] cycles in step k; one hop l_k = t(tokens x d_model x 2). A prefill step (one, or
+  one per chunk of a chunked prefill) of M sequences fills the pipeline: sum_s c_s[k] + (N-1) l_k + (M-1)
+  max_s c_s[k]. A decode step generates one token per sequence; with M sequences in flight it takes
+  max(M max_s c_s[k], sum_s c_s[k] + (N-1) l_k): the busiest stage's load or one token's trip through all
+  stages, whichever is longer.
 Per-chip utilisation = a unit's busy cycles on that chip (x M for pp) / the system's cycles. Link bytes
-count every byte on every link; link utilisation is the busiest link's data time / the system's time.
+count every byte on every link; link utilisation is the busiest link's data time / the system's time;
+link critical-path cycles are the link time on a step's dependency chain (tp: every collective; pp: one
+token's trip through the stages), summed over the steps.
 Data-driven LOP selection (trace tensors) is not partitioned: chips select min(K, M) keys per head.
 """
 
@@ -91,16 +94,10 @@ class MultiChipResult:
 
 def _shard_model(m: ModelSpec, n: int) -> ModelSpec:
     """The model one tensor-parallel chip holds: n_heads / n, n_kv_heads / n, d_ffn / n, same head_dim."""
-    hd = m.head_dim
     if n == 1:
         return m
-    change: dict[str, Any] = dict(n_heads=m.n_heads // n, n_kv_heads=m.n_kv_heads // n, d_ffn=m.d_ffn // n,
-                                  name=f"{m.name} (1/{n} tp)")
-    if "head_dim" in {f.name for f in dataclasses.fields(m)}:
-        change["head_dim"] = hd
-    else:  # head_dim derived from d_model / n_heads
-        change["d_model"] = hd * (m.n_heads // n)
-    return dataclasses.replace(m, **change)
+    return dataclasses.replace(m, n_heads=m.n_heads // n, n_kv_heads=m.n_kv_heads // n, d_ffn=m.d_ffn // n,
+                               head_dim=m.head_dim, name=f"{m.name} (1/{n} tp)")
 
 
 def _check_tp(m: ModelSpec, n: int) -> None:

@@ -368,8 +368,18 @@ def _per_chip(parallel: str, results: list[SimResult], parts: list[Trace], chips
         share = f"1/{chips} of every layer" if parallel == "tp" else \
             f"layers {_layer_span(parts, i)}"
         out.append({"chip": i, "share": share, "utilization": util, "busy_cycles": busy,
-                    "dram_bytes": {c: k * v for c, v in r.dram_bytes.items()}, "cycles_alone": int(r.cycles)})
+                    "dram_bytes": {c: k * v for c, v in r.dram_bytes.items()}, "cycles_alone": int(r.cycles),
+                    "weight_bytes_per_decode_step": _decode_weight_bytes(r)})
     return out
+
+
+def _decode_weight_bytes(r: SimResult) -> int | None:
+    """Weight bytes one decode step reads on this chip (each of its weights once: its share of the model)."""
+    steps = len(r.step_cycles) - _prefill_steps(r)
+    if not steps:
+        return None
+    pre = (r.prefill_activity or {}).get("dram_bytes", {}).get("weights", 0)
+    return (r.dram_bytes["weights"] - pre) // steps
 
 
 def _layer_span(parts: list[Trace], i: int) -> str:

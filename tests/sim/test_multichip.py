@@ -64,6 +64,9 @@ def test_tp_link_bytes_are_the_partial_sums_crossing_the_partition(plain):
     assert r.decode_tokens_per_s > 1.4 * plain.decode_tokens_per_s
     # each chip holds half of every projection: half the weight bytes (2-bit rows of 64 or 128 inputs)
     assert 2 * r.per_chip[0]["dram_bytes"]["weights"] == plain.dram_bytes["weights"]
+    # one decode step reads each of the chip's weights once: 2 layers x (q,o 64x64; k,v 64x32; gate,up,down
+    # 64x128), halved, at 2 bit
+    assert r.per_chip[0]["weight_bytes_per_decode_step"] == 2 * (2 * 64 * 64 + 2 * 64 * 32 + 3 * 64 * 128) // 2 // 4
     assert r.per_chip[0] == {**r.per_chip[1], "chip": 0}
 
 

@@ -88,21 +88,26 @@ def console():
 
 def build_trace(model: str | None, trace_dir: Path | None, prefill: int, decode: int, cfg,
                 weights: str | None):
-    """The workload: a trace directory, or the standard shapes-only trace of `model`."""
-    from lowbit.sim.workloads import standard_trace, weight_format_for
+    """The workload: a trace directory, or the standard shapes-only trace of `model` (a built-in shape, a
+    config.json preset or a config.json path); `weights` (--weights) is the deployed format of either."""
+    from lowbit.sim.modelspec import WEIGHT_FORMATS, get_model
+    from lowbit.sim.workloads import deployed_format, standard_trace, with_weights
 
+    if weights is not None and weights not in WEIGHT_FORMATS:
+        raise WorkloadError(f"--weights {weights}: unknown weight format; allowed: {', '.join(WEIGHT_FORMATS)}")
     if trace_dir is not None:
         from lowbit.sim.trace import load_trace
 
         tr = load_trace(trace_dir)
         if model is not None and model != tr.model.name:
             raise WorkloadError(f"--model {model} disagrees with the trace's model '{tr.model.name}'; drop --model")
-        return tr
+        return with_weights(tr, weights) if weights else tr
     if prefill < 0 or decode < 0:
         raise WorkloadError(f"--prefill {prefill} --decode {decode}: must be >= 0")
     for name, v in (("--prefill", prefill), ("--decode", decode)):
         option_int(name, v, TOKENS)
-    return standard_trace(model or DEFAULT_MODEL, prefill, decode, weights or weight_format_for(cfg))
+    m = get_model(model or DEFAULT_MODEL)
+    return standard_trace(m, prefill, decode, deployed_format(cfg, m, weights))
 
 
 class _Progress:
@@ -298,7 +303,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("sim")
     def sim_cmd(
-        model: str | None = typer.Option(None, "--model", help=f"model ({', '.join(MODELS)}; default {DEFAULT_MODEL})"),
+        model: str | None = typer.Option(None, "--model", metavar="NAME|CONFIG", help=f"model: a built-in shape ({', '.join(MODELS)}; default {DEFAULT_MODEL}), a config.json preset (`lowbit models list`) or a Hugging Face config.json file or directory"),
         hw: str = hw_option(),
         sets: list[str] = set_option(),
         prefill: int = typer.Option(64, "--prefill", help="prompt tokens"),
@@ -310,7 +315,7 @@ def register(app: typer.Typer) -> None:
         schedule: str = typer.Option("dependency-aware", "--schedule", help=" | ".join(POLICIES)),
         lop_k: int | None = typer.Option(None, "--lop-k", help="LOP top-K (default: lop.k of the config)"),
         no_lop: bool = typer.Option(False, "--no-lop", help="dense attention (LOP off)"),
-        weights: str | None = typer.Option(None, "--weights", help="weight format override for --model"),
+        weights: str | None = typer.Option(None, "--weights", help="deployed weight format of the projections (ternary, int8, nvfp4, mxfp4; bf16 where a unit runs it), for --model and --trace; default: the design's FP4 format on an FP4-only design, else the model's own"),
         json_out: Path | None = json_option("the result"),
         timeline: Path | None = typer.Option(None, "--timeline", metavar="PATH", help="write a timeline: PATH.pftrace = Perfetto protobuf of the whole run (streamed), PATH.json = Chrome trace events (capped)"),
         timeline_events: int = typer.Option(200_000, "--timeline-events", help="cap on events of a .json timeline"),

@@ -26,13 +26,16 @@ from lowbit.sim.errors import WorkloadError
 from lowbit.sim.modelspec import ModelSpec, get_model
 from lowbit.sim.trace import PER_SEQUENCE, GeneratedOps, Op, SeqSpec, Trace, chunk_count
 
-ACT_FN = {"swiglu": ("silu", True), "relu2_glu": ("relu2", True), "gelu": ("gelu", False),
-          "relu2": ("relu2", False), "silu": ("silu", False)}
+ACT_FN = {"swiglu": ("silu", True), "relu2_glu": ("relu2", True), "gelu_glu": ("gelu", True),
+          "relu_glu": ("relu", True), "gelu": ("gelu", False), "relu2": ("relu2", False),
+          "silu": ("silu", False), "relu": ("relu", False)}
 
 
 def layer_ops(m: ModelSpec, layer: int, phase: str, step: int, tokens: int, context: int) -> list[Op]:
-    """The ops of one decoder layer for one step."""
-    d, hd, H, KV, F = m.d_model, m.head_dim, m.n_heads, m.n_kv_heads, m.d_ffn
+    """The ops of one decoder layer for one step. The attention width is n_heads * head_dim (q out, o in),
+    which may differ from d_model; a LayerNorm model's norms are rmsnorm ops with role "layernorm"."""
+    d, hd, H, KV, F, A = m.d_model, m.head_dim, m.n_heads, m.n_kv_heads, m.d_ffn, m.attn_dim
+    nrole = "layernorm" if m.norm == "layernorm" else ""
     fmt = m.weight_format
     p = f"layers.{layer}"
 
@@ -45,9 +48,9 @@ def layer_ops(m: ModelSpec, layer: int, phase: str, step: int, tokens: int, cont
     fn, gated = ACT_FN[m.ffn_act]
     att = dict(tokens=tokens, heads=H, kv_heads=KV, head_dim=hd, context=context)
     ops = [
-        op("rmsnorm", "attn_norm", tokens=tokens, dim=d),
+        op("rmsnorm", "attn_norm", nrole, tokens=tokens, dim=d),
         op("quantize", "attn_quant", tokens=tokens, dim=d),
-        lin("attn.q", "q", d, H * hd),
+        lin("attn.q", "q", d, A),
         lin("attn.k", "k", d, KV * hd),
         lin("attn.v", "v", d, KV * hd),
         op("rope", "attn.rope", tokens=tokens, heads=H, kv_heads=KV, head_dim=hd),
@@ -57,19 +60,19 @@ def layer_ops(m: ModelSpec, layer: int, phase: str, step: int, tokens: int, cont
         op("attn_av", "attn.av", **att),
     ]
     if m.subln:
-        ops.append(op("rmsnorm", "attn_sub_norm", tokens=tokens, dim=d))
+        ops.append(op("rmsnorm", "attn_sub_norm", nrole, tokens=tokens, dim=A))
     ops += [
-        op("quantize", "o_quant", tokens=tokens, dim=d),
-        lin("attn.o", "o", d, d),
+        op("quantize", "o_quant", tokens=tokens, dim=A),
+        lin("attn.o", "o", A, d),
         op("elementwise", "attn_residual", tokens=tokens, dim=d, fn="add"),
-        op("rmsnorm", "ffn_norm", tokens=tokens, dim=d),
+        op("rmsnorm", "ffn_norm", nrole, tokens=tokens, dim=d),
         op("quantize", "ffn_quant", tokens=tokens, dim=d),
     ]
     if gated:
         ops.append(lin("ffn.gate", "gate", d, F))
     ops += [lin("ffn.up", "up", d, F), op("activation", "ffn.act", tokens=tokens, dim=F, fn=fn, gated=gated)]
     if m.subln:
-        ops.append(op("rmsnorm", "ffn_sub_norm", tokens=tokens, dim=F))
+        ops.append(op("rmsnorm", "ffn_sub_norm", nrole, tokens=tokens, dim=F))
     ops += [
         op("quantize", "down_quant", tokens=tokens, dim=F),
         lin("ffn.down", "down", F, d),
@@ -83,7 +86,8 @@ def step_ops(m: ModelSpec, phase: str, step: int, tokens: int, context: int) -> 
     ops = [Op("embedding", "embed", -1, phase, step, dict(tokens=tokens, dim=m.d_model, vocab=m.vocab))]
     for layer in range(m.n_layers):
         ops += layer_ops(m, layer, phase, step, tokens, context)
-    ops.append(Op("rmsnorm", "final_norm", -1, phase, step, dict(tokens=tokens, dim=m.d_model)))
+    ops.append(Op("rmsnorm", "final_norm", -1, phase, step, dict(tokens=tokens, dim=m.d_model),
+                  "layernorm" if m.norm == "layernorm" else ""))
     ops.append(Op("lm_head", "lm_head", -1, phase, step,
                   dict(tokens=tokens, in_features=m.d_model, out_features=m.vocab, weight_format=m.lm_head_format)))
     return ops
@@ -224,6 +228,31 @@ def weight_format_for(cfg) -> str | None:
     """Default deployed weight format of a design: its FP4 format when it has an FP4 core and no TINT core
     (DESIGN ASSUMPTION: same model shapes, weights re-quantised to FP4), else the model's own (None)."""
     return cfg.fp4.format if cfg.has("fp4") and not cfg.has("tint") else None
+
+
+def deployed_format(cfg, m: ModelSpec, weights: str | None) -> str | None:
+    """The weight format `m` runs in on design `cfg`: `weights` (--weights) if given, else the design's
+    default (weight_format_for), else the model's own. A model stored in bf16 (a Hugging Face checkpoint
+    that is not BitNet b1.58) on a design with no bf16 unit is a WorkloadError asking for --weights."""
+    from lowbit.sim.units import catalog
+
+    fmt = weights or weight_format_for(cfg)
+    if fmt is None and m.weight_format == "bf16":
+        if not any(cfg.has(u.name) and u.can_run(cfg.section(u.name), "bf16") for u in catalog.UNITS.values()):
+            raise WorkloadError(f"model {m.name} has bf16 weights, which no unit of {cfg.name} runs; choose the "
+                                "deployed format with --weights ternary|int8|nvfp4|mxfp4")
+    return fmt
+
+
+def with_weights(trace: Trace, fmt: str) -> Trace:
+    """A loaded trace with its projections (`linear` ops) deployed in `fmt` (--weights on --trace); the
+    lm_head keeps its own format, as with --model."""
+    import dataclasses
+
+    m = trace.model.with_format(fmt)
+    ops = [dataclasses.replace(o, args={**o.args, "weight_format": fmt}) if o.op == "linear" else o
+           for o in trace.ops]
+    return dataclasses.replace(trace, model=m, ops=ops, meta={**trace.meta, "weights": fmt})
 
 
 # ----------------------------------------------------------------------------- workload size bounds

@@ -1,6 +1,7 @@
 """The `lowbit` command: one Typer app assembled from the commands each package owns.
 
     lowbit.sim.cli     config list|show, trace info, sim, validate (and the shared flag conventions)
+    lowbit.sim.compile compile (a workload into a program file; --disasm prints one)
     lowbit.models.cli  trace (capture), models list, fp4-sensitivity, train-tiny, eval-tiny, bench-gpu
     lowbit.rtl.cli     rtl, verify
     lowbit.cost.cli    synth, report
@@ -22,6 +23,7 @@ from lowbit.explore import cli as explore_cli
 from lowbit.models import cli as models_cli
 from lowbit.rtl import cli as rtl_cli
 from lowbit.sim import cli as sim_cli
+from lowbit.sim import compile as compile_cli
 from lowbit.sim.errors import LowbitError, one_line
 
 try:  # typer vendors click (typer >= 0.20); older typer uses click itself
@@ -34,6 +36,7 @@ def build_app() -> typer.Typer:
     app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                       help="lowbit: co-design toolkit for low-bit (ternary, FP4) LLM accelerators.")
     sim_cli.register(app)
+    compile_cli.register(app)
     # `lowbit trace --model ... --out DIR` captures (models: needs torch); `lowbit trace info DIR` reads (sim).
     trace_app = typer.Typer(help="Capture a trace from PyTorch (`lowbit trace --model ...`) or inspect one (`info`).")
     models_cli.register_trace(trace_app)

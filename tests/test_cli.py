@@ -19,7 +19,7 @@ from tests.cli_util import assert_one_line_error, lowbit, lowbit_without
 EXPECTED_COMMANDS = {
     "config", "config list", "config show", "trace", "trace info", "sim", "validate", "models", "models list",
     "fp4-sensitivity", "train-tiny", "eval-tiny", "bench-gpu", "rtl", "verify", "synth", "report",
-    "sweep", "sweep run", "sweep show", "roofline", "plot-timeline", "serve",
+    "sweep", "sweep run", "sweep show", "roofline", "plot-timeline", "serve", "compile",
 }
 
 
@@ -63,7 +63,8 @@ def test_unit_help_lists_the_rtl_registry():
 
 def test_hw_help_lists_the_presets_everywhere():
     params = _params("--hw") + [("config show", COMMANDS["config show"].params[0])]
-    assert {n for n, _ in params} == {"config show", "sim", "rtl", "verify", "synth", "report", "roofline", "serve"}
+    assert {n for n, _ in params} == {"config show", "sim", "rtl", "verify", "synth", "report", "roofline", "serve",
+                                      "compile"}
     assert len({p.help.split("; repeat")[0] for _, p in params}) == 1  # one text
     for name, p in params:
         assert _listed(p.help) == list_presets(), (name, p.help)
@@ -72,7 +73,7 @@ def test_hw_help_lists_the_presets_everywhere():
 
 def test_schedule_help_lists_the_policies():
     params = _params("--schedule")
-    assert {n for n, _ in params} == {"sim", "serve"}
+    assert {n for n, _ in params} == {"sim", "serve", "compile"}
     for _, p in params:
         assert p.help.split(" | ") == list(POLICIES)
 

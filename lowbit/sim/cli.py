@@ -338,7 +338,15 @@ def register(app: typer.Typer) -> None:
         option_int("--timeline-events", timeline_events, Range(1, 10**8, "events"))
         if lop_k is not None:
             option_int("--lop-k", lop_k, Range(1, 2**16, "keys"))
-        tr = build_trace(model, trace, prefill, decode, cfg, weights)
+        src = None
+        if program is not None:  # the workload, schedule and LOP settings are the program's
+            from lowbit.sim.compile import open_program
+
+            tr, src = open_program(cfg, program, model, trace)
+            m = src.header.meta
+            schedule, lop_k, no_lop = m.schedule, m.lop_k, m.no_lop
+        else:
+            tr = build_trace(model, trace, prefill, decode, cfg, weights)
         if batch != 1 or cached:
             from lowbit.sim.workloads import batch_from_options
 
@@ -352,7 +360,8 @@ def register(app: typer.Typer) -> None:
         if chips != 1 or micro_batches != 1:
             return _sim_multichip(cfg, tr, chips, parallel, micro_batches, schedule, lop_k, no_lop, json_out, quiet,
                                   timeline is not None or breakdown or bool(breakdown_steps))
-        check_workload(cfg, tr, lop_k=lop_k, no_lop=no_lop)  # size bounds and tile fits, before any work
+        if src is None:
+            check_workload(cfg, tr, lop_k=lop_k, no_lop=no_lop)  # size bounds and tile fits, before any work
         bd = None
         if breakdown or breakdown_steps:
             from lowbit.sim.breakdown import Breakdown, decode_steps
@@ -365,7 +374,7 @@ def register(app: typer.Typer) -> None:
         prog = _Progress("simulating")
         try:
             r = simulate(cfg, tr, schedule=schedule, lop_k=lop_k, no_lop=no_lop, progress=prog, timeline=tl,
-                         breakdown=bd)
+                         breakdown=bd, source=src)
         except BaseException:
             if hasattr(tl, "abort"):
                 tl.abort()

@@ -47,6 +47,7 @@ from lowbit.sim.lop_select import lop_selected_positions
 from lowbit.sim.lower import POLICIES, Chunk, Lowering, StepStats
 from lowbit.sim.nbcache import njit_cached
 from lowbit.sim.sched import Scheduled, Scheduler
+from lowbit.sim.tiling import UnitAssigner
 from lowbit.sim.trace import OP_KINDS, Op, Trace
 from lowbit.sim.units import catalog
 
@@ -302,11 +303,17 @@ class LoweredSteps:
     def __init__(self, lw: Lowering, steps: Iterable[list[Op]], n_chunks: int) -> None:
         self.lw, self.steps, self.n_chunks = lw, steps, n_chunks
         self.data_driven = lw.lop_counts is not None
+        self.assigner = UnitAssigner.from_config(lw.cfg)
 
     def __iter__(self) -> Iterator[StepChunks]:
         for ops in self.steps:
             yield StepChunks(ops[0].phase, ops[0].step, {o.name: o.role for o in ops},
-                             ((ch, _chunk_layer(ch, ops)) for ch in self.lw.lower_step(ops)))
+                             (self._assigned(ch, ops) for ch in self.lw.lower_step(ops)))
+
+    def _assigned(self, ch: Chunk, ops: list[Op]) -> tuple[Chunk, int]:
+        """The chunk with every instruction on its statically assigned unit (sim.tiling.UnitAssigner)."""
+        ch.cols = self.assigner.assign(ch.cols)
+        return ch, _chunk_layer(ch, ops)
 
 
 def _run_steps(source: ChunkSource, sched: Scheduler, ctr: Counters,

@@ -7,12 +7,18 @@ A *chunk* of instructions (one forward step, or one decoder layer of it) is a se
 - DMA (C_DMAW: weights/activations queue, C_DMAKV: KV/LOP queue): a DRAM transfer of `nbytes` at `addr`,
   traffic class `dcls`, direction `wr`, issued by that queue in list order with many in flight (its end
   comes from sim.dram); it may allocate `alloc` bytes of SRAM buffer `buf` when it starts;
-- compute (class >= UNIT_CLASS_BASE): runs on a unit of class `main` for `cyc` cycles or, if `alt >= 0`,
-  on a unit of class `alt` for `cyc_alt` cycles (e.g. a ternary projection tile on a TINT core or on
-  BoothFlex); cycles are the sim.units formula "cycles(start -> done)".
+- compute (class >= UNIT_CLASS_BASE): runs on physical unit `unit` (of class `main`) for `cyc` cycles;
+  cycles are the sim.units formula "cycles(start -> done)". The lowering may leave the choice open
+  (`unit` = -1, `alt` = an alternative class with `cyc_alt` cycles, e.g. a ternary projection tile on a
+  TINT core or on BoothFlex); the compiler's static assignment (sim.tiling.UnitAssigner) then fixes
+  `unit`, `main` and `cyc` before scheduling, so the scheduler never chooses a unit.
 Dependencies: up to three earlier instructions (dep0..dep2; NO_DEP = none, EXT = the chunk's input, i.e. the
 previous chunk's output); `barrier = 1` also waits for the end of the previous step (autoregressive decode).
-`free_of = j` releases, when this instruction ends, the buffer bytes that DMA j allocated.
+`free_of = j` releases, when this instruction ends, the buffer bytes that DMA j allocated. Every buffer is a
+ring: allocations take its bytes in allocation order and return them in that order (sim.sched), so an
+allocation's SRAM address is the running byte count modulo the capacity (lowbit.sim.program).
+The binary program format that carries these chunks, with per-unit queues and dependency tokens, is
+lowbit.sim.program (docs/isa.md).
 The remaining columns are accounting only (the scheduler does not read them): which trace op and sub-kind
 an instruction belongs to, its work (activity class and count) and its SRAM read/write traffic.
 
@@ -29,7 +35,7 @@ import numpy as np
 
 from lowbit.sim.units import catalog
 
-ISA_VERSION = 1
+ISA_VERSION = 2  # 2: instructions name their unit (static assignment), rings, the program format (sim.program)
 
 # ------------------------------------------------------------------------------------ instruction classes
 
@@ -73,9 +79,9 @@ EXT = -2     # dep*: the chunk's input (the previous chunk's output), ready at t
 # Read by the scheduler (in the order of its kernel's arguments).
 SCHED_FIELDS = (
     Field("main", None, "instruction class (C_*)"),
-    Field("alt", -1, "alternative compute class, -1: none"),
+    Field("unit", -1, "physical unit (scheduler order, lowbit.sim.tiling.physical_units) that runs it; -1: "
+                      "not yet assigned (the compiler's static assignment sets it) or none (join)"),
     Field("cyc", 0, "cycles on a unit of class `main` (start -> done)"),
-    Field("cyc_alt", 0, "cycles on a unit of class `alt`"),
     Field("nbytes", 0, "DMA: bytes transferred"),
     Field("addr", 0, "DMA: DRAM byte address (regions *_BASE below)"),
     Field("wr", 0, "DMA: 1 writes DRAM, 0 reads it"),
@@ -90,6 +96,11 @@ SCHED_FIELDS = (
     Field("jhi", 0, "join: end (exclusive) of the joined range"),
     Field("barrier", 1, "1: waits for the end of the previous step"),
 )
+# Read by the compiler's static unit assignment only (sim.tiling.UnitAssigner).
+CHOICE_FIELDS = (
+    Field("alt", -1, "alternative compute class the compiler may assign it to, -1: none"),
+    Field("cyc_alt", 0, "cycles on a unit of class `alt`"),
+)
 # Accounting only.
 ACCOUNT_FIELDS = (
     Field("opi", 0, "index of the trace op (in the chunk's op list) it belongs to"),
@@ -103,7 +114,7 @@ ACCOUNT_FIELDS = (
     Field("wbuf", -1, "SRAM buffer written, -1: none"),
     Field("wbytes", 0, "bytes written to `wbuf`"),
 )
-FIELDS = SCHED_FIELDS + ACCOUNT_FIELDS
+FIELDS = SCHED_FIELDS + CHOICE_FIELDS + ACCOUNT_FIELDS
 COLS = tuple(f.name for f in FIELDS)
 SCHED_COLS = tuple(f.name for f in SCHED_FIELDS)
 DEFAULT = {f.name: f.default for f in FIELDS if f.default is not None}

@@ -3,15 +3,29 @@
 Input: one *chunk* of tile instructions (sim.isa: classes, fields and their meaning; built by sim.lower, one
 forward step or one decoder layer) as parallel int64 arrays, in priority order.
 
-Scheduling rule (list scheduling, static priority = list order): each instruction, in list order, starts at
-    start = max(all dependencies' end, barrier, earliest free time of the chosen unit[, buffer room])
-and on a compute class picks, among the units of its class(es), the one that finishes it first (ties: lowest
-unit index). A compute unit is busy start -> end with end = start + cycles (the sim.units formula
-"cycles(start -> done)"; a unit accepts its next tile after `done`). A DMA queue issues requests in its list
-order (issue times non-decreasing) with many in flight, and each buffer allocates in list order; their completion comes from the DRAM model
-(sim.dram.dram_access), which owns bus/bank occupancy. A DMA that allocates buffer bytes waits until the
-buffer pool (full capacity; see sim.sram) has room given the release times of earlier allocations.
-Deterministic: no randomness, no dictionaries, ties broken by index.
+Scheduling rule: every instruction runs on the physical unit the program names (`unit`, fixed by the
+compiler's static assignment, sim.tiling.UnitAssigner), and each unit executes its own instructions in
+program order, so the schedule is what per-unit in-order queue controllers produce:
+    start = max(all dependencies' end, barrier, the unit's previous instruction [, buffer room])
+A compute unit is busy start -> end with end = start + cycles (the sim.units formula "cycles(start -> done)";
+a unit accepts its next tile after `done`). A DMA queue issues requests in its program order (issue times
+non-decreasing) with many in flight; their completion comes from the DRAM model (sim.dram.dram_access), which
+owns bus/bank occupancy. Every SRAM buffer is a ring (sim.sram): allocations take bytes in allocation order
+and bytes return in allocation order too (an allocation's bytes come back once it and every earlier one of
+its buffer are released), so a DMA that allocates `alloc` bytes waits until capacity minus the bytes not yet
+returned leaves room. Deterministic: no randomness, no dictionaries, ties broken by index.
+
+What a controller knows (the causality audit; docs/isa.md "Causality"):
+- unit choice: static, in the program (no "whichever unit finishes first");
+- dependencies, barrier, unit availability: each is an event the controller observes at or before the start
+  cycle (a scoreboard token, the step fence, its own unit's done);
+- buffer room: the ring's head/tail pointers; the simulator evaluates the room rule in program order, which
+  equals the hardware's rule as long as every release that comes before an allocation in time also comes
+  before it in program order. The lowering keeps every buffer's consumers in program order after their DMA,
+  and an allocation that would need a release later in the program is refused (program error);
+- DRAM: requests reach the DRAM model in program order across the two DMA queues, not in issue-time order
+  (a SIMULATOR APPROXIMATION: between the two queues a memory-port arbiter serves by time; the DRAM model
+  reorders nothing, so a request listed first but issued later can take a bank first).
 
 Idle and stall accounting. When a unit starts an instruction of step s at `a`, later than it became free
 at `f`, the gap [f, a) is split at the step's start T (the end of step s-1) when f < T < a:
@@ -78,7 +92,7 @@ def _charge(stall, idle, ustep, u, f, a, t_barrier, si, reason):
 # Cache keyed on sched.py + dram.py (dram_access is compiled in) + isa.py (fixed-class and reason constants are
 # frozen in). Compute classes are handled generically: the last branch serves every class >= UNIT_CLASS_BASE.
 @njit_cached(lowbit.sim.dram, lowbit.sim.isa)
-def _kernel(main, alt, cyc, cyc_alt, nbytes, addr, wr, dcls, buf, alloc, free_of, dep0, dep1, dep2, jlo, jhi,
+def _kernel(main, unit, cyc, nbytes, addr, wr, dcls, buf, alloc, free_of, dep0, dep1, dep2, jlo, jhi,
             barrier, t_barrier, t_ext, ucls, ufree, buf_cap, blast, live_rel, live_bytes, live_owner, live_n,
             dparams, dstate, o_start, o_end, o_unit, o_reason, stall, idle, ustep, ulast, live_frid, blast_id,
             si, base, ext_id, o_pred, o_bind):
@@ -126,12 +140,13 @@ def _kernel(main, alt, cyc, cyc_alt, nbytes, addr, wr, dcls, buf, alloc, free_of
             o_pred[i] = pred
             o_bind[i] = bind
         elif c == C_DMAW or c == C_DMAKV:
-            u = -1
-            for v in range(nu):
-                if ucls[v] == c:
-                    u = v
-                    break
-            if u < 0:
+            u = unit[i]
+            if u < 0:  # the class's DMA engine (one per class: nothing to choose)
+                for v in range(nu):
+                    if ucls[v] == c:
+                        u = v
+                        break
+            if u < 0 or u >= nu or ucls[u] != c:
                 return -(i + 1)
             t = max(ready, ufree[u])
             if ufree[u] > ready:
@@ -147,32 +162,51 @@ def _kernel(main, alt, cyc, cyc_alt, nbytes, addr, wr, dcls, buf, alloc, free_of
                     pred = blast_id[b]
                     bind = BIND_BUFORDER
                 while True:
+                    # ring: an entry's bytes return at the latest release of it and every earlier entry
                     used = np.int64(0)
                     nxt = np.int64(-1)
                     nxt_id = np.int64(-1)
+                    eff = np.int64(0)
+                    eff_id = np.int64(-1)
+                    pending = False
                     for e in range(live_n[b]):
                         r = live_rel[b, e]
-                        if r < 0 or r > t:
+                        if pending or r < 0:
+                            pending = True
                             used += live_bytes[b, e]
-                        if r > t and (nxt < 0 or r < nxt):
-                            nxt = r
-                            nxt_id = live_frid[b, e]
+                            continue
+                        if r > eff:
+                            eff = r
+                            eff_id = live_frid[b, e]
+                        if eff > t:
+                            used += live_bytes[b, e]
+                            if nxt < 0:
+                                nxt = eff
+                                nxt_id = eff_id
                     if used + need <= buf_cap[b]:
                         break
                     if nxt < 0:
-                        return -(i + 1)  # would wait for a release that is never scheduled (lowering bug)
+                        return -(i + 1)  # room only after a release later in the program (program error)
                     t = nxt
                     pred = nxt_id
                     bind = BIND_BUFFER
                 if t > t0:
                     stall[u, R_BUFFER] += t - t0
-                # drop entries released by now (later allocations of this buffer start at >= t)
+                # drop the prefix of entries whose bytes have returned by now (later allocations start at >= t)
                 blast[b] = t
                 blast_id[b] = base + i
                 m = 0
+                eff = np.int64(0)
+                keep = False
                 for e in range(live_n[b]):
                     r = live_rel[b, e]
-                    if r < 0 or r > t:
+                    if r < 0:
+                        keep = True
+                    elif r > eff:
+                        eff = r
+                    if eff > t:
+                        keep = True
+                    if keep:
                         live_rel[b, m] = r
                         live_bytes[b, m] = live_bytes[b, e]
                         live_owner[b, m] = live_owner[b, e]
@@ -199,25 +233,11 @@ def _kernel(main, alt, cyc, cyc_alt, nbytes, addr, wr, dcls, buf, alloc, free_of
             ulast[u] = base + i
             ustep[u] = si
         else:
-            best = -1
-            bst = np.int64(0)
-            bfin = np.int64(0)
-            for v in range(nu):
-                cv = ucls[v]
-                if cv == c:
-                    cy = cyc[i]
-                elif cv == alt[i] and alt[i] >= 0:
-                    cy = cyc_alt[i]
-                else:
-                    continue
-                st = max(ready, ufree[v])
-                fin = st + cy
-                if best < 0 or fin < bfin:
-                    best = v
-                    bst = st
-                    bfin = fin
-            if best < 0:
-                return -(i + 1)
+            best = unit[i]
+            if best < 0 or best >= nu or ucls[best] != c:
+                return -(i + 1)  # no unit assigned, or one of another class
+            bst = max(ready, ufree[best])
+            bfin = bst + cyc[i]
             if ufree[best] > ready:
                 pred = ulast[best]
                 bind = BIND_UNIT

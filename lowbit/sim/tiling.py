@@ -19,7 +19,17 @@ Rules (all derived from the config; DESIGN ASSUMPTIONS stated here, cited in the
   fit psum (4 B each).
 - LOP: LO codes are scored in chunks of floor(lop.tile_bytes / code_bytes_per_key) keys.
 Dual-core load balancing (docs/reference/vitallm.md §3.2): a ternary tile may run on a TINT core or on BoothFlex
-(ternary mode), whichever finishes it first; `dual_core=False` restricts BoothFlex to attention (ablation).
+(ternary mode); `dual_core=False` restricts BoothFlex to attention (ablation).
+Static unit assignment (UnitAssigner, applied to every chunk before it is scheduled or written to a program):
+the compiler, not the hardware, decides which physical unit runs each compute instruction. Rule: in program
+order, an instruction that several physical units can run (the replicas of its class, e.g. TINT0/TINT1, and
+of its alternative class, e.g. BoothFlex) goes to the one whose compile-time load plus the instruction's
+cycles on it is smallest (ties: lowest unit index); the load of a unit is the sum of the cycles (sim.units
+formulas) of the instructions assigned to it so far in the chunk (one decoder layer of one step; counted
+per chunk so that identical layers get identical queues and a program stores their block once). It uses
+only the instruction list, never run-time state (DESIGN ASSUMPTION: work-proportional balancing stands in
+for the papers' load balancing, which they do not specify at this level), so each unit's queue is fixed in
+the program.
 A tile that cannot fit its buffer is a WorkloadError (sim.sram.Buffers.check).
 """
 
@@ -30,9 +40,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
+import lowbit.sim.isa
 from lowbit.sim.config import HwConfig
 from lowbit.sim.errors import WorkloadError
-from lowbit.sim.isa import B_ACT, B_KV, B_LOP, B_PSUM, B_WEIGHT, class_unit, unit_class
+from lowbit.sim.isa import (
+    B_ACT,
+    B_KV,
+    B_LOP,
+    B_PSUM,
+    B_WEIGHT,
+    C_DMAKV,
+    C_DMAW,
+    UNIT_CLASS_BASE,
+    class_unit,
+    unit_class,
+)
+from lowbit.sim.nbcache import njit_cached
 from lowbit.sim.sram import Buffers
 from lowbit.sim.units import catalog
 
@@ -186,3 +209,93 @@ def causal_pairs(q0: int, q1: int, qpos0: int, k0: int, k1: int) -> int:
 def head_group(L: int, head_dim: int, kv_heads: int) -> int:
     """KV heads per attention pipeline group: the fewest whose hg*head_dim rows are a multiple of L."""
     return min(kv_heads, L // math.gcd(L, head_dim))
+
+
+# ------------------------------------------------------------------------------------- unit assignment
+
+
+def physical_units(cfg: HwConfig) -> list[tuple[str, int]]:
+    """Physical units (name, class) in scheduler order: the design's catalogued units in catalogue order (a
+    replicated unit as name0, name1, ...), then the DMA queues (the same list as lowbit.sim.engine.unit_list)."""
+    u: list[tuple[str, int]] = []
+    for unit in catalog.UNITS.values():
+        if cfg.has(unit.name):
+            cls = unit_class(unit.name)
+            if unit.replicas is None:
+                u.append((unit.name, cls))
+            else:
+                u += [(f"{unit.name}{i}", cls) for i in range(unit.copies(cfg.section(unit.name)))]
+    return u + [("dma_w", C_DMAW), ("dma_kv", C_DMAKV)]
+
+
+@njit_cached(lowbit.sim.isa)
+def _assign(main, alt, cyc, cyc_alt, unit, ucls, load):
+    """The static assignment rule (module docstring); returns -(i + 1) for an instruction no unit runs."""
+    for i in range(main.shape[0]):
+        c = main[i]
+        if unit[i] >= 0:
+            if c >= UNIT_CLASS_BASE:
+                load[unit[i]] += cyc[i]
+            continue
+        if c < UNIT_CLASS_BASE:
+            if c == C_DMAW or c == C_DMAKV:  # a DMA: its queue
+                for v in range(ucls.shape[0]):
+                    if ucls[v] == c:
+                        unit[i] = v
+                        break
+                if unit[i] < 0:
+                    return -(i + 1)
+            continue
+        best = -1
+        bcy = np.int64(0)
+        bfin = np.int64(0)
+        for v in range(ucls.shape[0]):
+            if ucls[v] == c:
+                cy = cyc[i]
+            elif alt[i] >= 0 and ucls[v] == alt[i]:
+                cy = cyc_alt[i]
+            else:
+                continue
+            fin = load[v] + cy
+            if best < 0 or fin < bfin:
+                best = v
+                bcy = cy
+                bfin = fin
+        if best < 0:
+            return -(i + 1)
+        unit[i] = best
+        if ucls[best] != c:
+            main[i] = ucls[best]
+            cyc[i] = bcy
+        alt[i] = -1
+        cyc_alt[i] = 0
+        load[best] = bfin
+    return 0
+
+
+class UnitAssigner:
+    """The compiler's static unit assignment (module docstring), chunk by chunk."""
+
+    def __init__(self, units: list[tuple[str, int]]) -> None:
+        self.units = units
+        self.ucls = np.asarray([c for _, c in self.units], np.int64)
+        self.load = np.zeros(len(self.units), np.int64)
+
+    def assign(self, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Fix `unit` (and, where the alternative class is chosen, `main` and `cyc`) of every instruction of a
+        chunk; the assigned columns are new arrays (a chunk may share its columns with a cached block).
+        WorkloadError when the design has no unit for an instruction."""
+        out = dict(cols)
+        self.load[:] = 0
+        for c in ("main", "alt", "cyc", "cyc_alt", "unit"):
+            out[c] = np.array(cols[c], np.int64)
+        rc = _assign(out["main"], out["alt"], out["cyc"], out["cyc_alt"], out["unit"], self.ucls, self.load)
+        if rc != 0:
+            i = -rc - 1
+            raise WorkloadError(f"instruction {i} of class {lowbit.sim.isa.class_name(int(cols['main'][i]))}: "
+                                f"no unit of the design runs it (units: {', '.join(n for n, _ in self.units)})")
+        return out
+
+    @classmethod
+    def from_config(cls, cfg: HwConfig) -> UnitAssigner:
+        return cls(physical_units(cfg))

@@ -24,12 +24,18 @@ from lowbit.sim.workloads import standard_trace
 # starts on the bus when the first's transfer ends.
 # Linear 64 -> 64 (ternary, 2 bit): L = lcm(2, 2) = 2 rows; weight share = 1024 B tile / 2 consumers = 512 B;
 #   R = 512 B / 16 B per row = 32 rows -> 2 tiles of 512 B. TINT: 16 passes x ceil(64/4) + (2 + 2) = 260;
-#   BoothFlex ternary: 16 x ceil(64/8) + (3 + 2) = 133. DMA0 ends 36, DMA1 ends ceil(2*15.0023 + 20) = 51;
-#   tile0 -> booth [36, 169]; tile1: booth 169 + 133 = 302 < TINT 51 + 260 -> booth; op = 302.
-# Linear 64 -> 32 (k, v): one tile, DMA 36 + booth 133 = 169.
-# Linear 64 -> 128 (gate, up) and 128 -> 64 (down, 16-row tiles of k = 128): 4 tiles of 512 B, DMAs end
-#   36, 51, 66, 81; tile0 booth [36,169], tile1 booth [169,302], tile2 TINT [66,326] (booth: 435),
-#   tile3 booth [302,435] (TINT would end 326 + 260 = 586) -> 435.
+#   BoothFlex ternary: 16 x ceil(64/8) + (3 + 2) = 133. DMA0 ends 36, DMA1 ends ceil(2*15.0023 + 20) = 51,
+#   DMA2 66, DMA3 81.
+# Linear 64 -> 32 (k, v): one tile; 64 -> 128 (gate, up) and 128 -> 64 (down, 16-row tiles of k = 128): 4
+#   tiles of 512 B, each 260 cycles on TINT or 133 on BoothFlex.
+# Static unit assignment (sim.tiling.UnitAssigner): each tile goes to the unit whose compile-time load (sum of
+#   the cycles assigned to it so far in the chunk, attention included) plus the tile is smallest, ties TINT.
+#   Loads (TINT, booth) from (0,0) per layer -> choice per tile: q B T; k B; v B; qk/av add 2*13 + 2*21 to
+#   booth (260,467); o T B; gate B T B B; up T B B T; down B B T B.
+# In order, each op's tiles start when their DMA ends and their unit is free:
+#   q (B,T): booth [36,169], TINT [51,311] -> 311; k, v (B): 36 + 133 = 169; o (T,B): [36,296], [51,184] -> 296;
+#   B T B B: [36,169] [51,311] [169,302] [302,435] -> 435; T B B T: [36,296] [51,184] [184,317] [296,556] -> 556;
+#   B B T B: [36,169] [169,302] [66,326] [302,435] -> 435.
 # kv_append: two 32 B writes (K+V of one KV head): ends ceil(20 + 32/34.128) = 21 and
 #   ceil(2*0.9376 + 20) = 22 -> 22.
 # attn_qk: per KV head a 16 B K read (ends 21, 21) + QK on BoothFlex INT8: 2 dots -> 1 pass x ceil(16/2) + 5
@@ -40,9 +46,9 @@ from lowbit.sim.workloads import standard_trace
 #   residual add 64: 16+2 = 18; activation 128: 32+6 = 38; rmsnorm 128: 64+12 = 76; quantize adds a
 #   17-cycle reciprocal stall per row (ceil((24 + 2 + 7) / 2)): quantize 64: 2*16+17+6 = 55;
 #   quantize 128: 64+17+6 = 87.
-LAYER = [44, 55, 302, 169, 169, 32, 22, 47, 44, 63,  # attn_norm quant q k v rope kv_append qk softmax av
-         44, 55, 302, 18,                              # attn_sub_norm o_quant o residual
-         44, 55, 435, 435, 38, 76, 87, 435, 18]        # ffn_norm quant gate up act ffn_sub_norm quant down residual
+LAYER = [44, 55, 311, 169, 169, 32, 22, 47, 44, 63,  # attn_norm quant q k v rope kv_append qk softmax av
+         44, 55, 296, 18,                              # attn_sub_norm o_quant o residual
+         44, 55, 435, 556, 38, 76, 87, 435, 18]        # ffn_norm quant gate up act ffn_sub_norm quant down residual
 EMBED = 24  # 128 B bf16 row: ceil(20 + 128/34.128)
 FINAL_NORM = 44  # lm_head on the host: 0 accelerator cycles
 
@@ -70,10 +76,9 @@ def test_tiny_inorder_breakdown_by_hand():
     assert {x["layer"]: x["critical_path_cycles"] for x in dec["by_layer"]} == \
         {-1: EMBED + FINAL_NORM, 0: sum(LAYER), 1: sum(LAYER)}
     by = {x["op"]: {**x, "mix": tuple(x["critical_path_by_constraint"].values())} for x in dec["by_op"]}
-    # (compute, dram, dependency, buffer). q per layer: DMA0 ends at 36 (dram); tile0 on BoothFlex [36, 169] is
-    # what tile1 waited for (BoothFlex busy: compute 133); tile1 [169, 302] is what the next op waited for
-    # (its result: dependency 133)
-    assert by["q"]["mix"] == (2 * 133, 2 * 36, 2 * 133, 0) and by["q"]["binding"] == "compute"
+    # (compute, dram, dependency, buffer). q per layer: tile1 on TINT [51, 311] is what the next op waited for
+    # (its result: dependency 260); it started when its DMA (queued behind DMA0 on the bus) ended at 51 (dram)
+    assert by["q"]["mix"] == (0, 2 * 51, 2 * 260, 0) and by["q"]["binding"] == "dependency"
     # softmax: head 1 waits for the SFU busy with head 0 (compute 22), the next op for head 1 (dependency 22)
     assert by["softmax"]["mix"] == (2 * 22, 0, 2 * 22, 0)
     # rmsnorm: one SFU instruction per norm, each awaited by the next op, except the final norm, which ends

@@ -1,4 +1,4 @@
-"""The PyTorch front end's commands: `lowbit trace --model ...` (capture), `lowbit models list`,
+"""The PyTorch front end's commands: `lowbit trace --model ...` (capture), `lowbit models list|report`,
 `lowbit fp4-sensitivity`, `lowbit train-tiny`, `lowbit eval-tiny` ([torch] extra) and `lowbit bench-gpu` ([gpu]).
 
 Imports nothing heavy at module level: torch and triton load inside the commands, after require_extra.
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from lowbit.sim.cli import TOKENS, check_out_dir, out_option, seed_option
+from lowbit.sim.cli import TOKENS, check_out_dir, hw_option, out_option, seed_option, set_option
 from lowbit.sim.errors import LowbitError
 from lowbit.sim.extras import require_extra
 from lowbit.sim.schema import SEED, Range, option_float, option_int, option_int_list
@@ -78,6 +78,37 @@ def register(app: typer.Typer) -> None:
         print(f"config.json files (--model FILE|DIR, torch-free): model_type {', '.join(FAMILIES)}")
         print(f"HF directories with weights (lowbit trace): decoders {', '.join(DECODERS)}; encoders "
               f"{', '.join(ENCODERS)} (--decode 0)")
+
+    @models_app.command("report")
+    def models_report(
+        hw: str = hw_option(),
+        sets: list[str] = set_option(),
+        prefill: int = typer.Option(64, "--prefill", help="prompt tokens"),
+        decode: int = typer.Option(16, "--decode", help="generated tokens"),
+        weights: str | None = typer.Option(None, "--weights", help="deployed format of every model's projections (default: each model's on the design; a bf16 checkpoint no unit runs: ternary)"),
+        out: Path = out_option(Path("reports"), "writes models-<hw>.md"),
+    ) -> None:
+        """Simulate every built-in shape and config.json preset on one design: decode tok/s, prefill latency,
+        weight traffic, or why a model does not run. Torch-free."""
+        from lowbit.sim.atomic import atomic_write
+        from lowbit.sim.config import load_hw
+        from lowbit.sim.modelspec import WEIGHT_FORMATS
+        from lowbit.sim.modelzoo import render, run_zoo
+
+        check_out_dir(out)
+        if weights is not None and weights not in WEIGHT_FORMATS:
+            raise LowbitError(f"--weights {weights}: unknown weight format; allowed: {', '.join(WEIGHT_FORMATS)}")
+        option_int("--prefill", prefill, TOKENS)
+        option_int("--decode", decode, TOKENS)
+        if prefill + decode == 0:
+            raise LowbitError("--prefill 0 --decode 0: simulate at least one token")
+        cfg = load_hw(hw, sets)
+        cmd = " ".join(["lowbit models report", f"--hw {hw}", *[f"--set {x}" for x in sets], f"--prefill {prefill}",
+                        f"--decode {decode}", *([f"--weights {weights}"] if weights else []), f"--out {out}"])
+        rows = run_zoo(cfg, prefill, decode, weights, log=lambda m: print(m, flush=True))
+        path = Path(out) / f"models-{cfg.name}.md"
+        atomic_write(path, render(cfg, rows, prefill, decode, cmd))
+        print(f"wrote {path}")
 
     @app.command("fp4-sensitivity")
     def fp4_sensitivity_cmd(

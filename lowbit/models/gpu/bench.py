@@ -25,12 +25,11 @@ copy bandwidth). JSON schema ``lowbit.gpu-baseline/2``, flat for ``lowbit report
                     / step time), "speedup_vs_torch" (vs bf16 eager), "speedup_vs_compile", "j_per_token",
                     "avg_w", "device", "finite"}],
      "references": [{"kernel", "shape", "median_us", "note"}],
-     "checks":    [{"what", "ok", "detail"}], "skipped": [{"what", "why"}],
-     "gemv_paths": [{"n", "kp", "fused", "residual", "path" ("row"|"tiled"), "cold_us_row", "cold_us_tiled"}]}
+     "checks":    [{"what", "ok", "detail"}], "skipped": [{"what", "why"}]}
 
 ``kernel`` values in results: ``ternary`` (the whole BitLinear from bf16 input: quantizer fused into the
-GEMV below 16 tokens — at one token the whole-row or the tiled kernel, whichever is faster (``gemv_paths``)
-— quantizer + INT8 tensor-core GEMM from 16), ``ternary_kernel`` (GEMV / GEMM alone on
+GEMV below 16 tokens — at one token the whole-row kernel where its tile fits, else the tiled one —
+quantizer + INT8 tensor-core GEMM from 16), ``ternary_kernel`` (GEMV / GEMM alone on
 pre-quantized activations), ``ternary_splitk`` (GEMM with split-K), ``ternary_unpack`` (unpack to int8 +
 cuBLAS INT8 GEMM, > 16 tokens), ``nvfp4``, ``mxfp4`` (bf16 activations; GEMV below 16 tokens, bf16
 tensor-core GEMM from 16), ``bnb_nf4`` / ``bnb_fp4`` (bitsandbytes ``matmul_4bit``) and ``torch_bf16``.
@@ -489,7 +488,7 @@ def run_all(out_dir: Path, quick: bool = False, sections: str = "attention,linea
     if "linear" in secs:  # after decode: the batch-1 and decode figures come first when the budget is short
         section("linear batch 4", lambda: run_linear(model_shapes, tuple(b for b in BATCHES_GEMV if b > 1), data, say,
                                                      budget, seed, save))
-    section("autotune log", lambda: _log_tuned(say, data))
+    section("autotune log", lambda: _log_tuned(say))
     if "gemm" in secs:
         section("gemm", lambda: run_linear(model_shapes, (64,) if quick else BATCHES_GEMM, data, say, budget, seed, save))
     save()
@@ -501,25 +500,15 @@ def run_all(out_dir: Path, quick: bool = False, sections: str = "attention,linea
     return data
 
 
-def _log_tuned(say, data) -> None:
-    """The configs the autotuner chose (key -> config) and the batch-1 kernel picked per shape, for the
-    record (the latter also in ``data["gemv_paths"]``)."""
-    from .rowgemv import NORM_CHOICE, ROW_CHOICE, _tgemv_row_tuned
+def _log_tuned(say) -> None:
+    """The configs the autotuner chose (key -> config), for the record."""
+    from .rowgemv import _tgemv_row_tuned
     from .ternary import _tgemv_tuned
 
     for key, cfg in list(getattr(_tgemv_tuned, "cache", {}).items())[:40]:
         say(f"  gemv tuned {key[:5]}: {cfg}")
     for key, cfg in list(getattr(_tgemv_row_tuned, "cache", {}).items())[:40]:
-        say(f"  row gemv tuned {key[:4]}: {cfg}")
-    for (n, kw, fused, res), (row, t_row, t_tiled) in ROW_CHOICE.items():
-        say(f"  batch-1 path {n}x{16 * kw} fused={fused} residual={res}: {'row' if row else 'tiled'} "
-            f"(cold L2: row {t_row} us, tiled {t_tiled} us)")
-        data.setdefault("gemv_paths", []).append({"n": n, "kp": 16 * kw, "fused": fused, "residual": res,
-                                                  "path": "row" if row else "tiled", "cold_us_row": t_row,
-                                                  "cold_us_tiled": t_tiled})
-    for (n, kw, res), (one, t_one, t_two) in NORM_CHOICE.items():
-        say(f"  decode RMSNorm+GEMV {n}x{16 * kw} residual={res}: {'one launch' if one else 'two launches'} "
-            f"(cold L2: one {t_one} us, two {t_two} us)")
+        say(f"  row gemv tuned {key[:5]}: {cfg}")
 
 
 def add_arguments(p) -> None:

@@ -7,8 +7,8 @@ RMSNorm -> [quantize] -> Wqkv (fused, one scale per projection) -> RoPE -> KV ap
 
 Formats: ``ternary`` runs the fused kernels of :mod:`.fused` around the dp4a GEMV (per layer: norm+quant,
 Wqkv, RoPE+append [+ LO codes], attention, [SubLN+quant], Wo+residual, norm+quant, W13, gate[+SubLN]+quant,
-W2+residual: nine launches plus attention; for one token each norm+quant+GEMV pair becomes one launch of
-the whole-row GEMV where that measures faster, :func:`.rowgemv.norm_gemv`); ``nvfp4`` / ``mxfp4`` (bf16 x FP4 GEMV) and ``bf16`` (torch
+W2+residual: nine launches plus attention; for one token each norm+quant+GEMV pair is one launch of the
+whole-row GEMV where its tile fits, :func:`.rowgemv.norm_gemv`); ``nvfp4`` / ``mxfp4`` (bf16 x FP4 GEMV) and ``bf16`` (torch
 ``F.linear``, the baseline) run the plain torch elementwise ops. ``compile=True`` wraps the torch layer in
 ``torch.compile(mode="max-autotune-no-cudagraphs")`` (the step is captured in a CUDA graph either way, so
 this is ``max-autotune`` with its CUDA graph made by :func:`time_decode_step`).

@@ -183,14 +183,14 @@ _GEMV1_CONFIGS = [
     for bn, bk, nw in [(4, 256, 4), (8, 128, 4), (8, 256, 8), (16, 64, 4), (16, 128, 8), (2, 256, 4), (32, 32, 4),
                        (4, 128, 4)]
 ]
-_fp4_gemv1_tuned = autotune(_GEMV1_CONFIGS, key=["N", "KW", "IS_NV"], cold=True)(_fp4_gemv1_kernel)
+_fp4_gemv1_tuned = autotune(_GEMV1_CONFIGS, key=["N", "KW", "IS_NV"])(_fp4_gemv1_kernel)
 
 _GEMV_CONFIGS = [
     triton.Config({"BLOCK_N": bn, "BLOCK_KW": bk}, num_warps=nw)
     for bn, bk, nw in [(4, 256, 4), (8, 256, 4), (8, 256, 8), (16, 128, 4), (32, 64, 4), (8, 128, 4),
                        (2, 512, 4), (32, 32, 4), (64, 32, 4), (16, 64, 4), (64, 64, 8)]
 ]
-_fp4_gemv_tuned = autotune(_GEMV_CONFIGS, key=["M", "N", "KW", "BLOCK_M", "IS_NV"], cold=True)(_fp4_gemv_kernel)
+_fp4_gemv_tuned = autotune(_GEMV_CONFIGS, key=["M", "N", "KW", "BLOCK_M", "IS_NV"])(_fp4_gemv_kernel)
 
 
 def _out_mul(w: FP4Weight) -> float:

@@ -31,9 +31,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .ternary import INTERPRET, _cold_bench, absmax_scale, autotune, dp4a, quant_i8
+from .ternary import INTERPRET, absmax_scale, autotune, dp4a, quant_i8
 
-__all__ = ["ternary_gemv_row", "row_kernel_fits", "use_row_kernel", "norm_gemv", "ROW_CHOICE", "NORM_CHOICE", "n_programs"]
+__all__ = ["ternary_gemv_row", "row_kernel_fits", "use_row_kernel", "norm_gemv", "n_programs"]
 
 
 @functools.cache
@@ -152,71 +152,22 @@ def row_kernel_fits(kw: int) -> bool:
     return kw >= 0.55 * triton.next_power_of_2(kw)
 
 
-def _timed(fn) -> float:
-    # one call first: autotuning (and nested choices) must not enter do_bench's own runtime estimate
-    fn()
-    torch.cuda.synchronize()
-    return _cold_bench(fn)
-
-
-ROW_CHOICE: dict[tuple, tuple[bool, float, float]] = {}  # (N, KW, fused, residual) -> (row?, µs row, µs tiled)
-
-
 def use_row_kernel(a, w, residual, eps: float) -> bool:
-    """Whole-row kernel or the tiled one of :mod:`.ternary` for this single-token GEMV: on a GPU both are
-    timed once per (shape, fused, residual) with cold L2 (each after its own autotuning) and the faster is
-    kept in :data:`ROW_CHOICE`; elsewhere (interpreter, or while a CUDA graph is captured) the rule of
-    :func:`row_kernel_fits`."""
-    from .ternary import ternary_gemv
-
-    fused = isinstance(a, torch.Tensor)
-    dev = a.device if fused else a.q.device
-    key = (w.n, w.words.shape[1], fused, residual is not None)
-    if key in ROW_CHOICE:
-        return ROW_CHOICE[key][0]
-    if dev.type != "cuda" or INTERPRET or torch.cuda.is_current_stream_capturing():
-        return row_kernel_fits(w.words.shape[1])
-    t_tiled = _timed(lambda: ternary_gemv(a, w, block_m=1, residual=residual, eps=eps))
-    try:
-        t_row = _timed(lambda: ternary_gemv_row(a, w, residual=residual, eps=eps))
-    except Exception:  # noqa: BLE001 - e.g. no config fits this device: the tiled kernel serves
-        t_row = float("inf")
-    ROW_CHOICE[key] = (t_row <= t_tiled, round(t_row * 1e3, 2), round(t_tiled * 1e3, 2))
-    return ROW_CHOICE[key][0]
-
-
-NORM_CHOICE: dict[tuple, tuple[bool, float, float]] = {}  # (N, KW, residual) -> (fused?, µs fused, µs two launches)
+    """Whole-row kernel or the tiled one of :mod:`.ternary` for this single-token GEMV: the rule of
+    :func:`row_kernel_fits`. A static rule: outside a CUDA graph the time of a 3-20 µs kernel is that of
+    its launch path (30-130 µs on an H200), so a choice timed at run time would be noise."""
+    return row_kernel_fits(w.words.shape[1])
 
 
 def norm_gemv(x: torch.Tensor, g: torch.Tensor, eps: float, w, residual=None) -> torch.Tensor:
-    """``ternary_gemv(rmsnorm_quant(x, g, eps), w, residual=residual)`` for one token, as one launch (the
-    RMSNorm in the whole-row kernel's prologue) where that is faster: timed once per (shape, residual) on a
-    GPU (:data:`NORM_CHOICE`); elsewhere one launch wherever :func:`row_kernel_fits`."""
+    """``ternary_gemv(rmsnorm_quant(x, g, eps), w, residual=residual)``; for one token as one launch (the
+    RMSNorm in the whole-row kernel's prologue) wherever :func:`row_kernel_fits`."""
     from .fused import rmsnorm_quant
     from .ternary import ternary_gemv
 
-    def two():
-        return ternary_gemv(rmsnorm_quant(x, g, eps), w, residual=residual)
-
-    def one():
+    if x.shape[0] == 1 and row_kernel_fits(w.words.shape[1]):
         return ternary_gemv_row(x, w, residual=residual, norm=g, norm_eps=eps)
-
-    kw = w.words.shape[1]
-    if x.shape[0] != 1:
-        return two()
-    key = (w.n, kw, residual is not None)
-    if key not in NORM_CHOICE:
-        if not x.is_cuda or INTERPRET:
-            return one() if row_kernel_fits(kw) else two()
-        if torch.cuda.is_current_stream_capturing():
-            return two()
-        t_two = _timed(two)
-        try:
-            t_one = _timed(one)
-        except Exception:  # noqa: BLE001 - the two-launch path serves
-            t_one = float("inf")
-        NORM_CHOICE[key] = (t_one <= t_two, round(t_one * 1e3, 2), round(t_two * 1e3, 2))
-    return one() if NORM_CHOICE[key][0] else two()
+    return ternary_gemv(rmsnorm_quant(x, g, eps), w, residual=residual)
 
 
 def _row_prune(configs, named_args, **kw):
@@ -237,7 +188,7 @@ def _row_launch(kernel, tuned, args, flags, n, kwp, config, dev):
     kernel[grid](*args, **flags, KWP=kwp, num_warps=nw, num_stages=ns, **cfg)
 
 
-_tgemv_row_tuned = autotune(_ROW_CONFIGS, key=["N", "KW", "FUSED", "RESIDUAL"], cold=True,
+_tgemv_row_tuned = autotune(_ROW_CONFIGS, key=["N", "KW", "FUSED", "RESIDUAL", "NORM"],
                             prune_configs_by={"early_config_prune": _row_prune})(_tgemv_row_kernel)
 
 

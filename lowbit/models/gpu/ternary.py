@@ -63,19 +63,11 @@ def _fast_bench(fn, quantiles=None):
     return triton.testing.do_bench_cudagraph(fn, rep=20, quantiles=quantiles)
 
 
-def _cold_bench(fn, quantiles=None):
-    # L2 flushed before every call (do_bench's 256 MB memset): the weights come from DRAM, as in a decode
-    # step; the ~70 us memset also hides the Python launch path from the event timing
-    return triton.testing.do_bench(fn, warmup=5, rep=25, quantiles=quantiles, return_mode="median")
-
-
-def autotune(configs, key, cold: bool = False, **kw):
-    """``triton.autotune`` timing each config by CUDA-graph replay (launch overhead excluded; ``cold``: with
-    the L2 flushed before each call instead, for weight-streaming kernels whose operands are L2-resident
-    in a replay loop but not in a model); the chosen config is cached on disk (``cache_results``) where
-    this Triton supports it."""
-    bench = _cold_bench if cold else _fast_bench
-    for extra in ({"do_bench": bench, "cache_results": True}, {"do_bench": bench}, {"use_cuda_graph": not cold}):
+def autotune(configs, key, **kw):
+    """``triton.autotune`` timing each config by CUDA-graph replay (launch overhead excluded); the chosen
+    config is cached on disk (``cache_results``) where this Triton supports it. The operands stay in L2
+    during the replays: a cold-L2 timing outside a graph would time the launch path instead."""
+    for extra in ({"do_bench": _fast_bench, "cache_results": True}, {"do_bench": _fast_bench}, {"use_cuda_graph": True}):
         try:
             return triton.autotune(configs, key=key, **extra, **kw)
         except TypeError:  # older triton: fewer keyword arguments
@@ -346,7 +338,7 @@ _GEMV_CONFIGS = [
     for bn, bk, nw, ns in [(16, 64, 4, 3), (32, 32, 4, 3), (8, 128, 4, 3), (32, 64, 8, 3), (64, 32, 8, 3),
                            (16, 128, 8, 2), (64, 64, 8, 2), (4, 64, 4, 3), (8, 32, 4, 4)]
 ]
-_tgemv_tuned = autotune(_GEMV_CONFIGS, key=["M", "N", "KW", "BLOCK_M", "FUSED"], cold=True,
+_tgemv_tuned = autotune(_GEMV_CONFIGS, key=["M", "N", "KW", "BLOCK_M", "FUSED"],
                         prune_configs_by={"early_config_prune": _gemv_prune})(_tgemv_kernel)
 
 
@@ -357,7 +349,7 @@ def ternary_gemv(a: QuantAct | torch.Tensor, w: TernaryWeight, out_acc: bool = F
     ``a``: a :class:`QuantAct` (pre-quantized), or the bf16 activations [M, K] themselves: then the
     quantizer runs inside this kernel (``fused``). ``residual`` [M, N] bf16: returns ``residual + y``.
     Tokens are tiled by ``block_m`` (default min(next_pow2(M), 8)); one token without ``block_m`` runs the
-    whole-row persistent kernel of :mod:`.rowgemv` where that is faster (:func:`.rowgemv.use_row_kernel`)
+    whole-row persistent kernel of :mod:`.rowgemv` where its tile fits (:func:`.rowgemv.use_row_kernel`)
     or when ``config`` names ``PER_SM``."""
     fused = isinstance(a, torch.Tensor)
     if fused:

@@ -69,6 +69,7 @@ TIMELINE := out/bitnet-3b-64+128.pftrace
 reports: $(DEV_STAMP) ngspice
 	$(BIN)/lowbit validate vitallm --out reports
 	$(PY) -m lowbit.sim.kvlop --out reports/kv-lop
+	$(BIN)/lowbit models report --hw vitallm --prefill 64 --decode 16 --out reports
 	$(BIN)/lowbit report --hw vitallm --hw vitallm-bs --hw vitallm-fp4 --model bitnet-b1.58-3b --out reports/vitallm \
 		--json reports/vitallm/metrics.json --gpu-results reports/gpu-baseline.json --notes reports/vitallm-notes.md
 	$(BIN)/lowbit roofline --hw vitallm --model bitnet-b1.58-3b --prefill 64 --decode 128 --breakdown-steps 1,128 \

@@ -255,3 +255,24 @@ def test_mutated_configs_are_read_or_refused_in_one_line():
 
     case()
     assert seen["ok"] > 20 and seen["refused"] > 50, seen
+
+
+def test_readme_models_report_figures_come_from_the_report():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    rep = (root / "reports" / "models-vitallm.md").read_text()
+    m = re.search(r"LLaMA-3.2-1B decodes ([\d.]+) tok/s, LLaMA-3-8B ([\d.]+) tok/s, Mistral-NeMo-12B ([\d.]+) tok/s, "
+                  r"each\s+streaming its weights at ([\d.]+)–([\d.]+) GB/s of the ([\d.]+) GB/s DRAM peak", readme)
+    assert m, "README models-report sentence"
+    cells = [[c.strip() for c in r.strip("|").split("|")] for r in rep.splitlines() if r.startswith("| ")]
+    rows = {c[0]: c for c in cells[1:]}  # after the header: model, source, params, format, weights, tok/s, ...
+    for name, tok in (("llama-3.2-1b", m[1]), ("meta-llama-3-8b", m[2]), ("mistral-nemo-base-2407", m[3])):
+        assert rows[name][5] == tok, name
+    bw = [float(c[7]) for c in rows.values() if c[7]]
+    assert (round(min(bw)), round(max(bw))) == (int(m[4]), int(m[5]))
+    assert f"DRAM peak of {m[6]} GB/s" in rep
+    assert "qwen2.5-7b | Qwen/Qwen2.5-7B | 7.62 B | ternary | 1,631.3 MB | does not run" in rep
+    assert "tile of 23040 B does not fit SRAM buffer 'act'" in rep and "tile of 18944 B" in rep

@@ -157,13 +157,19 @@ def test_sliding_window_limits_the_context():
     ({"num_attention_heads": 5}, r"hidden_size 64 not divisible by num_attention_heads 5 and no head_dim"),
     ({"architectures": ["MistralForCausalLM"]}, r"contradicts model_type 'llama'"),
 ])
-def test_not_understood_is_a_one_line_error(tmp_path, over, pattern):
+def test_not_understood_is_refused_naming_it(tmp_path, over, pattern):
     d = write_cfg(tmp_path, {k: v for k, v in tiny_llama(**over).items() if v is not None})
-    with pytest.raises(ModelImportError, match=pattern):
+    with pytest.raises(ModelImportError, match=pattern) as e:
         read_model_config(d)
+    assert "\n" not in str(e.value)
+
+
+def test_unknown_field_is_a_one_line_error_on_the_command_line(tmp_path):
+    d = write_cfg(tmp_path, tiny_llama(qk_layernorm=True))
     r = lowbit("sim", "--model", str(d / "config.json"), "--hw", "tiny", "--weights", "int8", "--decode", "1",
                "--prefill", "4", "--quiet")
-    assert_one_line_error(r, pattern)
+    assert_one_line_error(r, r"config.json: field 'qk_layernorm' is not understood for model_type 'llama' \(it may "
+                             r"change the shapes or the op sequence\)")
 
 
 def test_ignored_fields_are_listed_with_a_reason():

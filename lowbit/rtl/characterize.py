@@ -160,7 +160,8 @@ def run_lctime(short: str, root: Path | None = None, timeout_s: float = 3600) ->
                "-o", "out.lib", "--workingdir", "wd", "--output-loads", fmt(LOADS_PF), "--slew-times", fmt(SLEWS_NS)]
         if short == DFF_CELL:
             cmd += ["--related-pin-transition", fmt(SLEWS_NS)]
-        env = {**os.environ, "PATH": f"{Path(ngspice_exe()).parent}:{os.environ.get('PATH', '')}"}
+        # lctime leaves its ngspice scratch directories in $TMPDIR: keep them inside the work directory
+        env = {**os.environ, "PATH": f"{Path(ngspice_exe()).parent}:{os.environ.get('PATH', '')}", "TMPDIR": str(work)}
         try:
             r = procs.run(cmd, cwd=work, capture_output=True, text=True, timeout=timeout_s, env=env)
         except subprocess.TimeoutExpired:

@@ -52,7 +52,7 @@ def register_trace(trace_app: typer.Typer) -> None:
 
 def register(app: typer.Typer) -> None:
     """`lowbit models list`, `fp4-sensitivity`, `train-tiny`, `eval-tiny`, `bench-gpu`."""
-    models_app = typer.Typer(no_args_is_help=True, help="PyTorch models that `lowbit trace --model` accepts.")
+    models_app = typer.Typer(no_args_is_help=True, help="Model shapes: built-in BitNet shapes, config.json presets (list, report) and what `lowbit trace --model` accepts.")
     app.add_typer(models_app, name="models")
 
     @models_app.command("list")

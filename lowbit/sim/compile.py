@@ -172,7 +172,7 @@ def _instr_text(a: dict[str, np.ndarray], blk: Block, i: int, qn: tuple[str, ...
     if a["main"][i] == C_JOIN and blk.range_start is not None:
         for r in blk.ranges[blk.range_start[i]:blk.range_start[i] + _nr(blk, i)]:
             s0 = int(qb[r[0]] + r[1])
-            w.append(f"{qn[int(r[0])]}#{s0}..#{s0 + int(r[2]) - 1}")
+            w.append(f"{qn[int(r[0])]}#{s0}" + (f"..#{s0 + int(r[2]) - 1}" if r[2] > 1 else ""))
     if w:
         t.append("waits " + ", ".join(w))
     if a["free_of"][i] >= 0:

@@ -136,3 +136,11 @@ def test_reports_regenerated_by_make_reports(path):
                 "reports/accuracy-tiny.md": "--report reports/accuracy-tiny.md",
                 "reports/roofline/roofline.md": "--out reports/roofline"}
     assert produced[path] in target and path in README
+
+
+def test_program_size():
+    rep = _read("bench/results-program.md")
+    m = _one(r"The 3B 64 \+ 128 run is a ([\d.]+) MiB file \(([\d,]+)\s+instructions; .*?compiled in ([\d.]+) s of CPU",
+             README.replace("\n", " "), "README program")
+    assert f"({m.group(1)} MiB)" in rep and f"| instructions | {m.group(2)} in" in rep
+    assert f"{m.group(3)} s CPU, peak RSS" in rep

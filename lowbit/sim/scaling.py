@@ -120,7 +120,8 @@ def _render(st: Study, cfg: HwConfig, lm_rows, one, scale, big, big_rows) -> str
         tps = r.decode_tokens_per_s
         per_tok = r.link["bytes"] / max(1, r.prefill_tokens + r.decode_tokens)
         tint = sorted(c["utilization"].get("tint0", 0.0) for c in r.per_chip)
-        util = f"{100 * tint[0]:.1f} %" if tint[0] == tint[-1] else f"{100 * tint[0]:.1f}-{100 * tint[-1]:.1f} %"
+        lo, hi = f"{100 * tint[0]:.1f}", f"{100 * tint[-1]:.1f}"
+        util = f"{lo} %" if lo == hi else f"{lo}-{hi} %"
         share = r.link["critical_path_cycles"] / r.cycles
         w(f"| {label} | {n} | {tps:.2f} | {tps / one_tps:.2f}x | {r.prefill_latency_s:.3f} | {per_tok:,.0f} | "
           f"{100 * share:.2f} % | {util} | {1e6 * r.link['energy_j'] / max(1, r.prefill_tokens + r.decode_tokens):.3f} µJ |")

@@ -358,6 +358,9 @@ def register(app: typer.Typer) -> None:
             option_int("--prefill-chunk", prefill_chunk, Range(1, 2**20, "tokens"))
             tr = chunked_prefill(tr, trace is not None, prefill_chunk)
         if chips != 1 or micro_batches != 1:
+            if src is not None:
+                raise LowbitError("--program holds one chip's compiled instructions; simulate --chips/--micro-batches "
+                                  "from --model or --trace")
             return _sim_multichip(cfg, tr, chips, parallel, micro_batches, schedule, lop_k, no_lop, json_out, quiet,
                                   timeline is not None or breakdown or bool(breakdown_steps))
         if src is None:

@@ -17,7 +17,7 @@ from lowbit.sim.lower import POLICIES
 from tests.cli_util import assert_one_line_error, lowbit, lowbit_without
 
 EXPECTED_COMMANDS = {
-    "config", "config list", "config show", "trace", "trace info", "sim", "validate", "models", "models list",
+    "config", "config list", "config show", "trace", "trace info", "sim", "validate", "models", "models list", "models report",
     "fp4-sensitivity", "train-tiny", "eval-tiny", "bench-gpu", "rtl", "verify", "synth", "report",
     "sweep", "sweep run", "sweep show", "roofline", "plot-timeline", "serve", "compile",
 }
@@ -64,7 +64,7 @@ def test_unit_help_lists_the_rtl_registry():
 def test_hw_help_lists_the_presets_everywhere():
     params = _params("--hw") + [("config show", COMMANDS["config show"].params[0])]
     assert {n for n, _ in params} == {"config show", "sim", "rtl", "verify", "synth", "report", "roofline", "serve",
-                                      "compile"}
+                                      "compile", "models report"}
     assert len({p.help.split("; repeat")[0] for _, p in params}) == 1  # one text
     for name, p in params:
         assert _listed(p.help) == list_presets(), (name, p.help)
@@ -85,7 +85,7 @@ def test_json_is_always_a_file_and_out_always_a_directory():
         assert p.metavar == "PATH" and p.default is None and "`-`: standard output" in p.help, name
     outs = _params("--out")
     assert {n for n, _ in outs} == {"trace", "validate", "fp4-sensitivity", "train-tiny", "bench-gpu", "rtl", "report",
-                                    "sweep run", "roofline", "plot-timeline"}
+                                    "sweep run", "roofline", "plot-timeline", "models report"}
     for name, p in outs:
         assert p.metavar == "DIR" and p.help.startswith("output directory"), name
 

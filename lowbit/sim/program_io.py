@@ -368,7 +368,21 @@ class ProgramReader:
         if units is not None and Queues.of(units) != hd.queues:
             raise ProgramError(f"{self.path}: queues {list(hd.queues.names)} differ from the design's units")
         self.data_driven = hd.meta.data_driven
-        self.n_chunks = 0  # unknown before reading: progress shows chunks done
+        self.n_chunks = self._totals()["n_chunks"]
+
+    def _totals(self) -> dict[str, int]:
+        """The END record's totals, read from the file's tail (a file without it is truncated)."""
+        n = RECORD.nbytes + END.nbytes
+        with open(self.path, "rb") as f:
+            f.seek(0, 2)
+            if f.tell() - self.offset < n:
+                raise ProgramError(f"{self.path}: truncated file (no END record); recompile it")
+            f.seek(-n, 2)
+            tail = f.read(n)
+        r = RECORD.one(tail, self.path)
+        if r["tag"] != T_END or r["payload_bytes"] != END.nbytes:
+            raise ProgramError(f"{self.path}: truncated file (no END record); recompile it")
+        return END.one(tail[RECORD.nbytes:], self.path)
 
     def _open(self) -> Iterator[_Stream]:
         try:

@@ -31,7 +31,6 @@ from lowbit.sim.program import (
 from lowbit.sim.program_io import ProgramReader, read_header, records
 from lowbit.sim.sram import Buffers
 from lowbit.sim.workloads import standard_trace
-from tests.cli_util import assert_one_line_error, lowbit
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -231,21 +230,28 @@ def test_loader_refuses_version_magic_config_and_truncation(tiny_prog, tmp_path)
         _load(path, "vitallm")
 
 
-def test_cli_compile_run_disasm_and_bad_program(tiny_prog, tmp_path):
+def test_cli_compile_run_disasm_and_bad_program(tiny_prog, tmp_path, capsys):
+    from lowbit.cli import main
+
     path, _ = tiny_prog
     out = tmp_path / "p.bin"
-    r = lowbit("compile", "--model", "bitnet-tiny", "--hw", "tiny", "--prefill", "8", "--decode", "4",
-               "--program", str(out))
-    assert r.returncode == 0, r.stderr
+    assert main(["compile", "--model", "bitnet-tiny", "--hw", "tiny", "--prefill", "8", "--decode", "4",
+                 "--program", str(out)]) == 0
+    assert capsys.readouterr().out.startswith(f"wrote {out}: ")
     assert out.read_bytes() == path.read_bytes()  # deterministic, and the CLI writes what the API writes
-    r = lowbit("compile", "--disasm", str(out), "--steps", "1", "--max-chunks", "2")
-    assert r.returncode == 0 and "queue tint0" in r.stdout and "waits" in r.stdout and "frees weight(dma_w#" in r.stdout
+    assert main(["compile", "--disasm", str(out), "--steps", "1", "--max-chunks", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "queue tint0" in text and "waits" in text and "frees weight(dma_w#" in text
     bad = tmp_path / "bad.bin"
     bad.write_bytes(out.read_bytes()[:1000])
-    assert_one_line_error(lowbit("sim", "--program", str(bad), "--hw", "tiny"), r"truncated")
-    assert_one_line_error(lowbit("sim", "--program", str(out), "--hw", "tiny", "--model", "bitnet-tiny"),
-                          r"drop --model/--trace")
-    assert not list(tmp_path.glob(".*"))  # nothing half-written
+    for args, err in ((["sim", "--program", str(bad), "--hw", "tiny"], f"error: {bad}: truncated file (no END record); recompile it\n"),
+                      (["sim", "--program", str(out), "--hw", "tiny", "--model", "bitnet-tiny"],
+                       "error: --program runs the workload compiled into the program; drop --model/--trace\n"),
+                      (["compile", "--model", "bitnet-tiny", "--hw", "tiny"],
+                       "error: lowbit compile: --program PATH names the file to write (or --disasm PATH to read one)\n")):
+        assert main(args) == 2
+        assert capsys.readouterr().err == err  # one line, no traceback
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.bin", "p.bin"]  # nothing half-written
 
 
 def test_disassembly_names_queues_and_tokens(tiny_prog):

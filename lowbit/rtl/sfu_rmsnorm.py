@@ -88,7 +88,7 @@ class SfuRmsNorm(wiring.Component):
         mn = reg(Mux(k2 >= 0, vv >> rsh, vv << lsh)[:24], "rs_m", 24)                   # stage N
         kn = reg(k2 >> 1, "rs_k")
         fN, sdN, esdN = reg(row_end, "rs_fN"), reg(sd3, "rs_sdN"), reg(esd3, "rs_esdN")
-        idx = (mn >> 18)[:6] - 16
+        idx = ((mn >> 18)[:6] - 16)[:6]  # 0..47 for a normalised m
         t_lo = reg(rom(RSQRT_TABLE[:-1], idx, 24), "rs_tlo")                             # stage L
         t_hi = reg(rom(RSQRT_TABLE[1:], idx, 24), "rs_thi")
         dL, mL = reg(mn[:18], "rs_d"), reg(mn, "rs_mL")

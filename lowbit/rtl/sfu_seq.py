@@ -75,8 +75,10 @@ def sequencer(m: Module, start: Value, beats: Value, rows: Value, ready: Value, 
 
 
 def rom(values: tuple[int, ...], index: Value, width: int) -> Value:
-    """Combinational table lookup (synthesises to a ROM / mux tree)."""
-    return Array(Const(v, width) for v in values)[index]
+    """Combinational table lookup (synthesises to a ROM / mux tree). Index values past the table read its last
+    entry, so every index is covered (no incomplete case, no X)."""
+    full = list(values) + [values[-1]] * ((1 << len(index)) - len(values))
+    return Array(Const(v, width) for v in full)[index]
 
 
 def bit_length(m: Module, v: Value, name: str) -> Signal:
@@ -103,7 +105,9 @@ def output_stage(m: Module, comp, out_values: list[Value], valid: Value, final: 
     """Register the lanes' results into ``comp.out`` (through ``pad`` extra delay registers), with
     ``out_valid`` and ``done`` (= the tile's final beat) aligned to them."""
     for lane, v in enumerate(out_values):
-        m.d.sync += comp.out[lane].eq(delay(m, v, pad, f"pad_o{lane}"))
+        q = Signal(comp.out[lane].shape(), name=f"q{lane}")  # the output width, before any padding register
+        m.d.comb += q.eq(v)
+        m.d.sync += comp.out[lane].eq(delay(m, q, pad, f"pad_o{lane}"))
     m.d.sync += [comp.out_valid.eq(delay(m, valid, pad, "pad_v")), comp.done.eq(delay(m, final & valid, pad, "pad_d"))]
 
 

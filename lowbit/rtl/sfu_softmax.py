@@ -69,10 +69,13 @@ class SfuSoftmax(wiring.Component):
 
         # ---- pass 1: running max (stage 2); tail lanes count as -2^15
         mx = Signal(signed(16))
-        bm = Mux(live[0], xi[0], -(1 << 15))
-        for i in range(1, n):
+        bm = Signal(signed(16), name="bmax0")
+        m.d.comb += bm.eq(Mux(live[0], xi[0], -(1 << 15)))
+        for i in range(1, n):  # one named signal per step: the expression would double at every lane
             c = Mux(live[i], xi[i], -(1 << 15))
-            bm = Mux(c > bm, c, bm)
+            nxt = Signal(signed(16), name=f"bmax{i}")
+            m.d.comb += nxt.eq(Mux(c > bm, c, bm))
+            bm = nxt
         with m.If(v1 & (ps1 == 0)):
             m.d.sync += mx.eq(Mux(first1 | (bm > mx), bm, mx))
 
@@ -112,7 +115,7 @@ class SfuSoftmax(wiring.Component):
         rsh = Mux(bl > 24, bl - 24, 0)[:5]
         sig = reg(Mux(bl <= 24, zacc << lsh, zacc >> rsh)[:24], "rc_sig", 24)               # N
         bN, fN = reg(bl, "rc_b"), reg(row_end, "rc_fN")
-        idx = sig[18:24] - 32
+        idx = (sig[18:24] - 32)[:5]  # 0..31: sig is normalised to [2^23, 2^24)
         c_lo = reg(rom(RECIP_TABLE[:-1], idx, 24), "rc_clo")                                # L
         c_hi = reg(rom(RECIP_TABLE[1:], idx, 24), "rc_chi")
         dL, sigL, bL, fL = reg(sig[:18], "rc_d"), reg(sig, "rc_sigL"), reg(bN, "rc_bL"), reg(fN, "rc_fL")

@@ -204,14 +204,19 @@ SFU = Unit(
         formula="quantize: rows*(2*ceil(dim/lanes) + D_recip) + latency.quantize, "
                 "D_recip = ceil((in_bits + 9) / 2) = 17 (reciprocal divider stall per row)",
         params=("lanes", "latency"), rates=lambda c: {"sfu_elems": c.lanes},
-        scope="absmax INT8 quantizer (rtl/sfu.py, restoring divider for the reciprocal); the SFU's op datapaths "
-              "are separate blocks, each charged for every SFU busy cycle (one op runs at a time: an over-count)",
+        scope="RTL = absmax INT8 quantizer (rtl/sfu.py, restoring divider for the reciprocal); the RMSNorm, softmax, "
+              "RoPE and activation datapaths are separate blocks (sfu_rmsnorm, sfu_softmax, sfu_rope, sfu_act) "
+              "not yet in the cost model; all SFU busy cycles are charged at this energy",
     ), *(RtlBlock(
         name=f"sfu_{op}", component=f"lowbit.rtl.sfu_{op}:{cls}", validator=f"lowbit.rtl.sfu_{op}:validate",
         bench=f"lowbit.rtl.bench.sfu_{op}_bench", cycles=(sfu_cycles,),
         formula=f"{name}: rows*{SFU_PASSES[name]}*ceil(dim/lanes) + latency.{name}",
         params=("lanes", "latency"), rates=lambda c: {"sfu_elems": c.lanes},
-        scope=f"SFU {name} datapath (rtl/sfu_{op}.py), charged for every SFU busy cycle",
+        # built, verified and synthesised by name (`--unit sfu_rmsnorm`), but not yet part of a design's
+        # synthesis and energy: the energy model charges every block of a unit for all of its busy cycles,
+        # while the SFU runs one op at a time
+        selected=lambda c: False,
+        scope=f"SFU {name} datapath (rtl/sfu_{op}.py)",
     ) for op, name, cls in (("rmsnorm", "rmsnorm", "SfuRmsNorm"), ("softmax", "softmax", "SfuSoftmax"),
                             ("rope", "rope", "SfuRope"),
                             ("act", "activation", "SfuAct"))),

@@ -78,6 +78,7 @@ reports: $(DEV_STAMP) ngspice
 	$(BIN)/lowbit plot-timeline $(TIMELINE) --out reports/timeline
 	rm -f $(TIMELINE)
 	$(PY) bench/bench_sim.py
+	$(PY) bench/bench_memory.py
 	$(BIN)/lowbit fp4-sensitivity --model minilm --format both --out reports/fp4-sensitivity-minilm
 	$(PY) -m lowbit.models.train_tiny --out out/train-tiny --report reports/accuracy-tiny.md
 	$(BIN)/lowbit fp4-sensitivity --model out/train-tiny --format both --windows 32 --out reports/fp4-sensitivity-train-tiny

@@ -124,8 +124,36 @@ def test_breakdown_table_and_figures():
         assert f"]({fig})" in README and (ROOT / fig).read_bytes()[:4] == b"\x89PNG"
 
 
+def test_batching_and_memory():
+    rep = _read("reports/validation-vitallm.md")
+    m = _one(r"decode\s+throughput is ([\d.]+) tokens/s at batch 1 and ([\d.]+) at batch 16 \(([\d.]+)x\), because the "
+             r"TINT cores are already ([\d.]+) % busy at batch 1 .*?\(([\d,]+) weight bytes per step at batch 1, "
+             r"([\d,]+) at batch 16\)", README.replace("\n", " "), "README batching")
+    b1 = _one(r"^\| 1 \| ([\d.]+) \| 1\.00x \| [\d.]+ \| ([\d,]+) \| [\d,]+ \| [\d.]+ % \| ([\d.]+) % \|$", rep, "batch 1")
+    b16 = _one(r"^\| 16 \| ([\d.]+) \| ([\d.]+)x \| [\d.]+ \| ([\d,]+) \|", rep, "batch 16")
+    assert (m.group(1), m.group(5), m.group(4)) == (b1.group(1), b1.group(2), b1.group(3))
+    assert (m.group(2), m.group(3), m.group(6)) == (b16.group(1), b16.group(2), b16.group(3))
+    s = _one(r"time to first token ([\d.]+) s p50 / ([\d.]+) s p99, inter-token latency ([\d.]+) ms p50 \(p99 "
+             r"([\d.]+) ms:[^)]*\), ([\d.]+) output tokens/s", README.replace("\n", " "), "README serving")
+    ttft = _one(r"^\| time to first token, s \| ([\d.]+) \| [\d.]+ \| ([\d.]+) \|$", rep, "report TTFT")
+    itl = _one(r"^\| inter-token latency, ms \| ([\d.]+) \| [\d.]+ \| ([\d.]+) \|$", rep, "report ITL")
+    thr = _one(r"^Throughput ([\d.]+) output tokens/s", rep, "report throughput")
+    assert s.groups() == (ttft.group(1), ttft.group(2), itl.group(1), itl.group(2), thr.group(1))
+    big = _one(r"DRAM is ([\d.]+) %\s+busy at batch 16, yet throughput stays compute-bound at ([\d.]+) tokens/s "
+               r"\(([\d.]+)x\)", README, "README batch-sized buffers")
+    row = _one(r"^\| 16, batch-sized buffers \| ([\d.]+) \| ([\d.]+)x \| [\d.]+ \| [\d,]+ \| [\d,]+ \| "
+               r"([\d.]+) % \|", rep, "report batch-sized buffers")
+    assert (big.group(2), big.group(3), big.group(1)) == row.groups()
+    mem = _read("bench/results-memory.md")
+    q = _one(r"peak resident set ([\d,]+) MiB over every decode and context case", README, "README memory")
+    assert f"peak RSS over the decode and context cases is {q.group(1)} MiB" in mem
+    p = _one(r"in 64-token chunks \(`--prefill-chunk 64`\) it takes ([\d,]+) MiB at 2,048 tokens", README, "README prefill")
+    assert _one(r"^\| 2,048 \| 64 \| .* \| ([\d,]+) \| [\d,]+ \|$", mem, "bench prefill").group(1) == p.group(1)
+
+
 @pytest.mark.parametrize("path", ["reports/validation-vitallm.md", "bench/results-sim.md", "reports/vitallm/report.md",
-                                  "reports/accuracy-tiny.md", "reports/roofline/roofline.md"])
+                                  "reports/accuracy-tiny.md", "reports/roofline/roofline.md",
+                                  "bench/results-memory.md"])
 def test_reports_regenerated_by_make_reports(path):
     """Every report the README quotes is produced by a command of the `reports` target."""
     mk = _read("Makefile")
@@ -134,7 +162,8 @@ def test_reports_regenerated_by_make_reports(path):
                 "bench/results-sim.md": "bench/bench_sim.py",
                 "reports/vitallm/report.md": "--out reports/vitallm",
                 "reports/accuracy-tiny.md": "--report reports/accuracy-tiny.md",
-                "reports/roofline/roofline.md": "--out reports/roofline"}
+                "reports/roofline/roofline.md": "--out reports/roofline",
+                "bench/results-memory.md": "bench/bench_memory.py"}
     assert produced[path] in target and path in README
 
 

@@ -103,6 +103,7 @@ from lowbit.sim.units.lop import lop_score_cycles, lop_topk_cycles
 from lowbit.sim.units.sfu import SFU_PASSES, sfu_cycles
 
 POLICIES = ("inorder", "dependency-aware")
+MAX_CACHED_INSTRUCTIONS = 1 << 18  # layer-block cache bound across steps (memory; ~64 MiB of instruction columns)
 # Op kinds of a decoder layer's attention section (lowered as one pipelined block under dependency-aware).
 ATTN_SECTION = ("linear", "linear", "linear", "rope", "kv_append", "attn_qk", "softmax", "attn_av")
 
@@ -199,7 +200,9 @@ class Lowering:
                 raise WorkloadError(f"op {o.name}: context {o['context']} exceeds {self.model.name}'s max_positions "
                                     f"{mp} (the KV cache holds {mp} positions per layer and head); use a shorter "
                                     "context or a model with a longer position limit")
-        if len(self._layers) > 4:  # layer blocks of earlier steps (other contexts) are not reused: bound memory
+        # layer blocks of earlier steps (other contexts) are not reused: bound memory, by count and by size (a
+        # long prompt's chunk lowers to ~10^5 instructions per layer block)
+        if len(self._layers) > 4 or sum(len(b[0]["main"]) for b in self._layers.values()) > MAX_CACHED_INSTRUCTIONS:
             self._layers.clear()
             self._gathered.clear()
         kv_off, lo_off = layer_offsets(self.model)

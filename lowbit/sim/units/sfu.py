@@ -12,6 +12,10 @@ digit-recurrence (restoring, RECIP_BITS_PER_CYCLE quotient bits per cycle) divid
 reciprocal c = floor(127 * 2^(W-1+R) / m) of sim.numerics.sfu (rtl/sfu.py; DESIGN ASSUMPTION: 2 bits per
 cycle, i.e. radix-4 throughput from two chained restoring steps, keeps the step at ~2 adder delays).
 SFU_IN_BITS = 24 gives D_recip = ceil(33 / 2) = 17.
+
+The other ops stream with no stall (rtl/sfu_rmsnorm.py, sfu_softmax.py, sfu_rope.py, sfu_act.py: the
+reciprocal square root and the reciprocal are pipelined and overlap the next pass); their fixed pipelines
+need latency >= 11 (rmsnorm), 13 (softmax), 3 (rope), 6 (activation) cycles, which DEFAULT_LATENCY meets.
 """
 
 from __future__ import annotations

@@ -199,13 +199,15 @@ def plot(points: list[Point], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for name, mk in zip(dict.fromkeys(p.model for p in points), ("o", "s"), strict=False):
+    # the first model's points are drawn large and hollow: where two models coincide both stay visible
+    for i, name in enumerate(dict.fromkeys(p.model for p in points)):
         ok = [p for p in points if p.model == name and not p.refused]
         ms = [p.context for p in ok]
-        ax.plot(ms, [p.fixed["kv_only_reduction_x"] for p in ok], mk + "--", label=f"{name}: K+V only, fixed")
-        ax.plot(ms, [p.data["kv_only_reduction_x"] for p in ok], mk + ":", label=f"{name}: K+V only, data")
-        ax.plot(ms, [p.fixed["kv_reduction_x"] for p in ok], mk + "-", label=f"{name}: net of LO codes, fixed")
-        ax.plot(ms, [p.data["kv_reduction_x"] for p in ok], mk + "-.", label=f"{name}: net of LO codes, data")
+        st = dict(marker="os"[i % 2], ms=10 if i == 0 else 5, mfc="none" if i == 0 else None)
+        ax.plot(ms, [p.fixed["kv_only_reduction_x"] for p in ok], "--", label=f"{name}: K+V only, fixed", **st)
+        ax.plot(ms, [p.data["kv_only_reduction_x"] for p in ok], ":", label=f"{name}: K+V only, data", **st)
+        ax.plot(ms, [p.fixed["kv_reduction_x"] for p in ok], "-", label=f"{name}: net of LO codes, fixed", **st)
+        ax.plot(ms, [p.data["kv_reduction_x"] for p in ok], "-.", label=f"{name}: net of LO codes, data", **st)
     ax.plot([PAPER["keys"]], [PAPER["kv_reduction_x"]], "k*", ms=12, label="paper: 54.86x (K+V), M ≈ 1,755")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")

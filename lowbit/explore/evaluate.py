@@ -33,8 +33,8 @@ from lowbit.explore.spec import RUN_PARAMS, SweepSpec, Workload, format_value
 from lowbit.sim.config import HwConfig, apply_sets, from_dict, to_dict
 from lowbit.sim.errors import LowbitError
 
-METRICS = ("decode_tok_s", "prefill_latency_s", "cycles", "area_mm2", "decode_power_mw", "energy_per_token_mj",
-           "tops_per_mm2_w")
+METRICS = ("decode_tok_s", "throughput_tok_s", "prefill_latency_s", "cycles", "area_mm2", "decode_power_mw",
+           "energy_per_token_mj", "tops_per_mm2_w")
 
 
 @dataclass(frozen=True)
@@ -145,16 +145,14 @@ def evaluate(cfg_data: dict[str, Any], point: Point, level: str,
 
 def _metrics(cfg: HwConfig, point: Point, level: str, blocks: dict[str, BlockCost], timing: dict) -> dict[str, Any]:
     from lowbit.sim.engine import simulate
-    from lowbit.sim.workloads import standard_trace, weight_format_for
 
     w = point.workload
     schedule = point.option("schedule") or "dependency-aware"
-    fmt = point.option("weights") or weight_format_for(cfg)
     t, c = time.perf_counter(), time.process_time()
-    full = simulate(cfg, standard_trace(w.model, w.prefill, w.decode, fmt), schedule=schedule)
+    full = simulate(cfg, workload_trace(cfg, w, point.option("weights")), schedule=schedule)
     timing["t_sim_s"], timing["t_sim_cpu_s"] = time.perf_counter() - t, time.process_time() - c
-    m: dict[str, Any] = {"decode_tok_s": full.decode_tokens_per_s, "prefill_latency_s": full.prefill_latency_s,
-                         "cycles": full.cycles}
+    m: dict[str, Any] = {"decode_tok_s": full.decode_tokens_per_s, "throughput_tok_s": full.throughput_tokens_per_s,
+                         "prefill_latency_s": full.prefill_latency_s, "cycles": full.cycles}
     if level == "sim":
         return m
     t = time.perf_counter()
@@ -167,9 +165,9 @@ def _metrics(cfg: HwConfig, point: Point, level: str, blocks: dict[str, BlockCos
         act, pe = full.activity, None
         if w.prefill:  # the engine's activity snapshot at the end of prefill, as `lowbit report` uses it
             pre = full.prefill_activity
-            pe = phase_energy(hw, cfg, pre, w.prefill, full.prefill_cycles / cfg.clock_hz)
+            pe = phase_energy(hw, cfg, pre, w.prefill * w.batch, full.prefill_cycles / cfg.clock_hz)
             act = subtract_activity(full.activity, pre)
-        de = phase_energy(hw, cfg, act, w.decode, full.decode_cycles / cfg.clock_hz)
+        de = phase_energy(hw, cfg, act, w.decode * w.batch, full.decode_cycles / cfg.clock_hz)
         r = DesignResult(cfg, hw, full.to_dict(), pe, de, _macs(act), w.model)
         m.update(decode_power_mw=r.power_w * 1e3, energy_per_token_mj=de.total_j / de.tokens * 1e3,
                  tops_per_mm2_w=r.fom)
@@ -177,11 +175,27 @@ def _metrics(cfg: HwConfig, point: Point, level: str, blocks: dict[str, BlockCos
     return m
 
 
+def workload_trace(cfg: HwConfig, w: Workload, weights: str | None):
+    """The trace `lowbit sim --model M --prefill P --decode D [--batch B --cached C,...] [--weights W]` builds."""
+    from lowbit.sim.modelspec import get_model
+    from lowbit.sim.workloads import batch_from_options, deployed_format, standard_trace
+
+    m = get_model(w.model)
+    tr = standard_trace(m, w.prefill, w.decode, deployed_format(cfg, m, weights))
+    if w.batch > 1 or w.context:
+        tr = batch_from_options(tr, False, w.batch, [w.context] * w.batch if w.context else None)
+    return tr
+
+
 def rerun_command(spec: SweepSpec, point: Point) -> str:
     """The `lowbit sim` line that re-runs this point alone (same decode tokens/s and prefill latency)."""
     w = point.workload
     args = ["lowbit", "sim", "--model", w.model, "--hw", spec.base_path, "--prefill", str(w.prefill),
             "--decode", str(w.decode)]
+    if w.context:
+        args += ["--cached", ",".join([str(w.context)] * w.batch)]
+    elif w.batch > 1:
+        args += ["--batch", str(w.batch)]
     for opt in RUN_PARAMS:
         if point.option(opt) is not None:
             args += [f"--{opt}", str(point.option(opt))]

@@ -22,8 +22,11 @@ the key, the value and what is allowed.
     clock_hz = { range = [5e8, 1.5e9], log = true }            # continuous range: random / nsga2 only
     schedule = ["inorder", "dependency-aware"]    # run options: schedule, weights
 
-Objectives have a fixed sense (OBJECTIVES). Not supported yet: `context` and `batch` in a workload (the
-simulator runs one sequence; decode step s attends to prefill + s keys, so the context is set by prefill).
+    batch = 8                        # optional: sequences decoded together (weights fetched once per step)
+    context = 2048                   # optional: tokens already in each sequence's KV cache
+
+`model` is anything `lowbit sim --model` takes: a built-in shape, a shipped config.json preset, or a
+config.json path (relative to this file). Objectives have a fixed sense (OBJECTIVES).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from typing import Any
 from lowbit.sim.config import HwConfig, load_config, set_field, to_dict
 from lowbit.sim.errors import LowbitError, did_you_mean
 from lowbit.sim.lower import POLICIES
-from lowbit.sim.modelspec import MODELS, WEIGHT_FORMATS
+from lowbit.sim.modelspec import WEIGHT_FORMATS, get_model
 from lowbit.sim.schema import Range, as_float, as_int
 
 
@@ -59,7 +62,8 @@ class Objective:
 
 # Each objective, its sense, and the evaluation level it needs (lowbit.explore.evaluate).
 OBJECTIVES: dict[str, Objective] = {o.name: o for o in (
-    Objective("decode_tok_s", "max", "decode tokens/s", "sim"),
+    Objective("decode_tok_s", "max", "decode tokens/s (per sequence)", "sim"),
+    Objective("throughput_tok_s", "max", "decode throughput, all sequences (tokens/s)", "sim"),
     Objective("prefill_latency_s", "min", "prefill latency (s)", "sim"),
     Objective("area_mm2", "min", "area (mm²)", "area"),
     Objective("decode_power_mw", "min", "decode core power (mW, DRAM excluded)", "energy"),
@@ -114,13 +118,16 @@ class Constraint:
 
 @dataclass(frozen=True)
 class Workload:
-    model: str
+    model: str          # as `lowbit sim --model` takes it (a path resolved against the spec's folder)
     prefill: int
     decode: int
+    batch: int = 1      # sequences decoded together, each with this prefill and decode
+    context: int = 0    # tokens already in each sequence's KV cache
 
     @property
     def name(self) -> str:
-        return f"{self.model} {self.prefill}+{self.decode}"
+        extra = (f" x{self.batch}" if self.batch > 1 else "") + (f" @{self.context}" if self.context else "")
+        return f"{self.model} {self.prefill}+{self.decode}{extra}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -229,7 +236,7 @@ def spec_from_dict(data: dict[str, Any], src: str = "<spec>", root: Path = Path(
         except ValueError:
             raise SpecError(f"{src}: sweep.constraints: {c!r}: '{m.group(3)}' is not a number") from None
         constraints.append(Constraint(m.group(1), m.group(2), bound))
-    workloads = _workloads(data.get("workload"), src)
+    workloads = _workloads(data.get("workload"), src, root)
     params = _params(data.get("params"), src, cfg, strategy)
     spec = SweepSpec(source=src, base=base, base_path=base_path, strategy=strategy, samples=samples,
                      population=population, seed=seed, objectives=tuple(objectives), constraints=tuple(constraints),
@@ -241,7 +248,11 @@ def spec_from_dict(data: dict[str, Any], src: str = "<spec>", root: Path = Path(
     return spec
 
 
-def _workloads(w: Any, src: str) -> tuple[Workload, ...]:
+WORKLOAD_KEYS = ("model", "prefill", "decode", "batch", "context")
+BATCH = Range(1, 4096, "sequences")
+
+
+def _workloads(w: Any, src: str, root: Path) -> tuple[Workload, ...]:
     if w is None:
         raise SpecError(f"{src}: [workload] missing: give model, prefill and decode")
     items = w if isinstance(w, list) else [w]
@@ -251,23 +262,28 @@ def _workloads(w: Any, src: str) -> tuple[Workload, ...]:
         if not isinstance(t, dict):
             raise SpecError(f"{where}: must be a table with model, prefill, decode")
         for k in t:
-            if k in ("context", "batch"):
-                raise SpecError(f"{where}.{k}: not supported yet: the simulator runs one sequence (batch 1) and "
-                                "decode step s attends to prefill + s keys; set the context with prefill")
-            if k not in ("model", "prefill", "decode"):
-                raise SpecError(f"{where}.{k}: unknown key{did_you_mean(k, ('model', 'prefill', 'decode'))}; "
-                                "allowed: model, prefill, decode")
+            if k not in WORKLOAD_KEYS:
+                raise SpecError(f"{where}.{k}: unknown key{did_you_mean(k, WORKLOAD_KEYS)}; "
+                                f"allowed: {', '.join(WORKLOAD_KEYS)}")
         model = t.get("model")
-        if model not in MODELS:
-            raise SpecError(f"{where}.model = {model!r}: unknown model{did_you_mean(str(model), MODELS)}; "
-                            f"available: {', '.join(MODELS)}")
-        tokens = Range(0, MODELS[model].max_positions, "tokens", why=f"max_positions of {model}")
+        if not isinstance(model, str) or not model:
+            raise SpecError(f"{where}.model = {model!r}: a model name (`lowbit models list`) or a config.json path")
+        if not Path(model).is_absolute() and (root / model).exists():
+            model = str(root / model)
+        try:
+            spec = get_model(model)
+        except LowbitError as e:
+            raise SpecError(f"{where}.model: {e}") from None
+        mp = spec.max_positions
+        tokens = Range(0, mp, "tokens", why=f"max_positions of {spec.name}")
         pre = _int(t.get("prefill", 64), where, "prefill", tokens)
         dec = _int(t.get("decode", 128), where, "decode", tokens)
-        if pre + dec == 0 or pre + dec > MODELS[model].max_positions:
-            raise SpecError(f"{where}: prefill + decode = {pre + dec}: must be in 1..{MODELS[model].max_positions} "
-                            f"(max_positions of {model})")
-        out.append(Workload(model, pre, dec))
+        batch = _int(t.get("batch", 1), where, "batch", BATCH)
+        ctx = _int(t.get("context", 0), where, "context", tokens)
+        if pre + dec == 0 or ctx + pre + dec > mp:
+            raise SpecError(f"{where}: context + prefill + decode = {ctx + pre + dec}: must be in 1..{mp} "
+                            f"(max_positions of {spec.name})")
+        out.append(Workload(model, pre, dec, batch, ctx))
     if len(set(out)) != len(out):
         raise SpecError(f"{src}: a workload is listed twice")
     return tuple(out)

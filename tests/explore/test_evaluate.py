@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -10,6 +12,7 @@ from lowbit.explore.execute import apply_constraints
 from lowbit.explore.results import pareto_mask
 from lowbit.explore.spec import Constraint, Workload
 from lowbit.sim.config import load_config, load_hw, to_dict
+from tests.cli_util import lowbit
 
 W = Workload("bitnet-tiny", 8, 4)
 
@@ -137,3 +140,31 @@ def test_each_rtl_parameterisation_is_synthesised_once_per_sweep(tmp_path, monke
     assert sorted(calls) == ["booth", "lop_score", "lop_topk", "sfu", "tint"] and stats.blocks == 5
     areas = {(r["values"]["tint.cores"], r["values"]["sram.kv.bytes"]): r["area_mm2"] for r in records}
     assert areas[(2, 1024)] > areas[(1, 1024)] and areas[(1, 2048)] > areas[(1, 1024)]
+
+
+def test_batched_point_equals_lowbit_sim_batch():
+    """A workload with batch and context: the same numbers as `lowbit sim --cached C,C,C` (batch 3), whose
+    throughput is 3 x the per-sequence decode rate, and the re-run line says so."""
+
+    from lowbit.explore.evaluate import rerun_command
+    from lowbit.explore.spec import spec_from_dict
+
+    spec = spec_from_dict({"sweep": {"base": "tiny", "objectives": ["throughput_tok_s"]},
+                           "workload": {"model": "bitnet-tiny", "prefill": 4, "decode": 3, "batch": 3, "context": 16},
+                           "params": {"lop.k": [8]}})
+    w = spec.workloads[0]
+    assert (w.batch, w.context, w.name) == (3, 16, "bitnet-tiny 4+3 x3 @16")
+    p = Point(0, {"lop.k": 8}, w)
+    rec = evaluate(to_dict(load_hw("tiny", ["lop.k=8"])), p, "sim", {})
+    line = rerun_command(spec, p)
+    assert "--cached 16,16,16" in line and "--batch" not in line
+    r = lowbit(*line.split()[1:], "--json", "-", "--quiet")
+    assert r.returncode == 0, r.stderr
+    ref = json.loads(r.stdout)
+    assert ref["batch"] == 3
+    assert rec["cycles"] == ref["cycles"] and rec["throughput_tok_s"] == ref["throughput_tokens_per_s"]
+    assert rec["decode_tok_s"] == ref["decode_tokens_per_s"]
+    assert rec["throughput_tok_s"] == pytest.approx(3 * rec["decode_tok_s"])
+    # without batch/context: the plain single-sequence run
+    one = evaluate(to_dict(load_hw("tiny", ["lop.k=8"])), Point(0, {"lop.k": 8}, Workload("bitnet-tiny", 4, 3)), "sim", {})
+    assert one["throughput_tok_s"] == one["decode_tok_s"] and one["cycles"] < rec["cycles"]

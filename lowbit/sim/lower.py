@@ -514,7 +514,6 @@ class Lowering:
 
     # ------------------------------------------------------------------------------------ SFU
 
-
     def _sfu(self, e: Emitter, kind: str, rows: int, dim: int, opi: int, deps: tuple[int, ...]) -> int:
         c = sfu_cycles(self.cfg.sfu, kind, rows, dim)
         if self.dep_aware and kind in ("rmsnorm", "quantize", "softmax") and SFU_PASSES[kind] > 1:

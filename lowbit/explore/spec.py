@@ -62,7 +62,7 @@ class Objective:
 
 # Each objective, its sense, and the evaluation level it needs (lowbit.explore.evaluate).
 OBJECTIVES: dict[str, Objective] = {o.name: o for o in (
-    Objective("decode_tok_s", "max", "decode tokens/s (per sequence)", "sim"),
+    Objective("decode_tok_s", "max", "decode tokens/s", "sim"),
     Objective("throughput_tok_s", "max", "decode throughput, all sequences (tokens/s)", "sim"),
     Objective("prefill_latency_s", "min", "prefill latency (s)", "sim"),
     Objective("area_mm2", "min", "area (mm²)", "area"),

@@ -461,6 +461,8 @@ def _coerce(tp: Any, value: Any, source: str, path: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{bad}: must be a number (got {type(value).__name__})")
+        if isinstance(value, int) and abs(value) > 2**1023:  # beyond float64: float() would overflow
+            raise ConfigError(f"{bad}: too large")
         if not math.isfinite(value):
             raise ConfigError(f"{bad}: must be finite")
         return float(value)

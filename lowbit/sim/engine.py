@@ -35,21 +35,17 @@ from lowbit.sim.errors import WorkloadError
 from lowbit.sim.isa import (
     ACTIVITY,
     BUFFERS,
-    C_DMAKV,
-    C_DMAW,
     DRAM_CLASSES,
     M_TERN,
     REASONS,
     UNIT_CLASS_BASE,
-    unit_class,
 )
 from lowbit.sim.lop_select import lop_selected_positions
 from lowbit.sim.lower import POLICIES, Chunk, Lowering, StepStats
 from lowbit.sim.nbcache import njit_cached
 from lowbit.sim.sched import Scheduled, Scheduler
-from lowbit.sim.tiling import UnitAssigner
+from lowbit.sim.tiling import UnitAssigner, physical_units
 from lowbit.sim.trace import OP_KINDS, Op, Trace
-from lowbit.sim.units import catalog
 
 
 @dataclass
@@ -106,17 +102,9 @@ class SimResult:
 
 
 def unit_list(cfg: HwConfig) -> list[tuple[str, int]]:
-    """Physical units (name, class) in scheduler order: the design's catalogued units in catalogue order
-    (a replicated unit as name0, name1, ...), then the DMA queues."""
-    u: list[tuple[str, int]] = []
-    for unit in catalog.UNITS.values():
-        if cfg.has(unit.name):
-            cls = unit_class(unit.name)
-            if unit.replicas is None:
-                u.append((unit.name, cls))
-            else:
-                u += [(f"{unit.name}{i}", cls) for i in range(unit.copies(cfg.section(unit.name)))]
-    return u + [("dma_w", C_DMAW), ("dma_kv", C_DMAKV)]
+    """Physical units (name, class) in scheduler order (lowbit.sim.tiling.physical_units: the design's catalogued
+    units in catalogue order, a replicated unit as name0, name1, ..., then the DMA queues)."""
+    return physical_units(cfg)
 
 
 def simulate(cfg: HwConfig, trace: Trace, schedule: str = "dependency-aware", lop_k: int | None = None,

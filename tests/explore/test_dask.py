@@ -90,6 +90,17 @@ def _cached(cache: Path) -> int:
     return len(list(cache.glob("*/*.json")))
 
 
+def _pids_in(cache: Path) -> set[str]:
+    """The worker process ids that computed the cached results so far."""
+    pids = set()
+    for f in cache.glob("*/*.json"):
+        try:
+            pids.add(json.loads(f.read_text())["worker"].rsplit(":", 1)[1])
+        except (ValueError, KeyError, OSError):
+            pass  # a file being written (results are renamed into place, but be lenient)
+    return pids
+
+
 def _wait_for(cond, timeout: float, what: str) -> None:
     t = time.monotonic()
     while not cond():
@@ -169,9 +180,10 @@ def test_killed_worker_mid_sweep(cluster, tmp_path, serial):
     p = subprocess.Popen([sys.executable, "-m", "lowbit", "sweep", "run", str(_spec(tmp_path)), "--out", str(out),
                           "--scheduler", addr, "--cache", str(cache)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for(lambda: _cached(cache) >= 2 or p.poll() is not None, 120, "the first results")
-        _freeze(workers, signal.SIGSTOP)  # the sweep cannot end between this check and the kill
         victim = workers[0]
+        # the victim must have computed a point, so that the table shows both workers
+        _wait_for(lambda: str(victim.pid) in _pids_in(cache) or p.poll() is not None, 120, "a result of the victim")
+        _freeze(workers, signal.SIGSTOP)  # the sweep cannot end between this check and the kill
         killed_at = _cached(cache)
         os.killpg(victim.pid, signal.SIGKILL)
         victim.wait()

@@ -50,6 +50,17 @@ def pipelined_tree(m: Module, rows: list[Value], name: str) -> tuple[Value, int]
     return level[0], depth
 
 
+def bit_length(m: Module, v: Value, name: str) -> Signal:
+    """Leading-one detector: bit length of unsigned ``v`` (0 for v = 0; floor(log2 v) + 1 otherwise)."""
+    n = len(v)
+    out = Signal(range(n + 1), name=name)
+    expr = Const(0, range(n + 1))
+    for i in range(n):  # priority: the highest set bit wins
+        expr = Mux(v[i], i + 1, expr)
+    m.d.comb += out.eq(expr)
+    return out
+
+
 def delay(m: Module, v: Value, n: int, name: str) -> Value:
     """``v`` delayed by n registers (n = 0 returns v)."""
     for i in range(n):

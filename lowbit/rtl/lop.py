@@ -41,7 +41,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from lowbit.rtl.common import COUNT_BITS, delay, pipelined_tree, wrap_accumulate
+from lowbit.rtl.common import COUNT_BITS, bit_length, delay, pipelined_tree, wrap_accumulate
 from lowbit.rtl.common import TileSequencer as _Seq
 from lowbit.sim.config import LopConfig
 from lowbit.sim.errors import LowbitError
@@ -83,17 +83,6 @@ def validate(cfg: LopConfig, head_dim: int | None = None) -> None:
         raise LowbitError(f"lop.buckets = {cfg.buckets}: the histogram RTL supports at most 1023 buckets")
 
 
-def _bit_length(m: Module, v, name: str) -> Signal:
-    """Leading-one detector: bit length of unsigned ``v`` (0 for v = 0; floor(log2 v) + 1 otherwise)."""
-    n = len(v)
-    out = Signal(range(n + 1), name=name)
-    expr = Const(0, range(n + 1))
-    for i in range(n):  # priority: the highest set bit wins
-        expr = Mux(v[i], i + 1, expr)
-    m.d.comb += out.eq(expr)
-    return out
-
-
 class LopScore(wiring.Component):
     """LO surrogate scoring. Ports (flat little-endian arrays in Verilog):
 
@@ -132,7 +121,7 @@ class LopScore(wiring.Component):
             a = self.q[i]
             mag = Signal(8, name=f"qmag{i}")
             m.d.comb += mag.eq(Mux(a < 0, -a, a))  # |-128| = 128 fits 8 unsigned bits
-            bl = _bit_length(m, mag, f"qbl{i}")
+            bl = bit_length(m, mag, f"qbl{i}")
             q_neg.append(a < 0)
             q_nz.append(bl != 0)
             q_e.append((bl - 1)[:3])
@@ -232,7 +221,7 @@ class LopTopK(wiring.Component):
             s = self.scores[lane]
             mag = Signal(sb, name=f"smag{lane}")
             m.d.comb += mag.eq(Mux(s < 0, -s, s))  # |-2^(sb-1)| fits sb unsigned bits
-            bl = _bit_length(m, mag, f"sbl{lane}")
+            bl = bit_length(m, mag, f"sbl{lane}")
             sat = Mux(bl > half, half, bl) if half < sb else bl  # saturate only if reachable
             b = Signal(bk_w, name=f"bk{lane}")
             m.d.sync += b.eq(Mux(s < 0, half - sat, half + sat))

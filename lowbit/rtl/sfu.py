@@ -26,7 +26,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from lowbit.rtl.common import COUNT_BITS, delay
+from lowbit.rtl.common import COUNT_BITS, bit_length, delay
 from lowbit.sim.config import SfuConfig
 from lowbit.sim.errors import LowbitError
 from lowbit.sim.numerics.sfu import SFU_IN_BITS, sfu_recip_bits
@@ -49,16 +49,6 @@ def validate(cfg: SfuConfig, in_bits: int = SFU_IN_BITS, recip_bits: int | None 
     r = sfu_recip_bits(in_bits) if recip_bits is None else recip_bits
     if r < in_bits + 2 or r > 40:
         raise LowbitError(f"SFU recip_bits = {r}: must be in {in_bits + 2}..40 (exact RNE needs >= in_bits + 2)")
-
-
-def _bit_length(m: Module, v, name: str) -> Signal:
-    n = len(v)
-    out = Signal(range(n + 1), name=name)
-    expr = Const(0, range(n + 1))
-    for i in range(n):
-        expr = Mux(v[i], i + 1, expr)
-    m.d.comb += out.eq(expr)
-    return out
 
 
 class SfuQuantize(wiring.Component):
@@ -151,7 +141,7 @@ class SfuQuantize(wiring.Component):
         # final when that beat reaches stage M.
         p1_end = Signal()
         m.d.sync += p1_end.eq(v1 & beat_last)
-        e = _bit_length(m, amax, "amax_bl")  # e + 1 (0 when amax = 0)
+        e = bit_length(m, amax, "amax_bl")  # e + 1 (0 when amax = 0)
         nsh = Signal(range(w + 1))
         m.d.comb += nsh.eq(w - e)  # W-1-floor(log2 amax)
         norm = Signal(w)

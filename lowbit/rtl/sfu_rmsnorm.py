@@ -23,8 +23,8 @@ from amaranth.hdl import Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from lowbit.rtl.common import COUNT_BITS, delay
-from lowbit.rtl.sfu_seq import bit_length, output_stage, rom, sat, sequencer, validate_op
+from lowbit.rtl.common import COUNT_BITS, bit_length, delay
+from lowbit.rtl.sfu_seq import output_stage, rom, sat, sequencer, validate_op
 from lowbit.sim.numerics.sfu_reduce import RSQRT_TABLE
 from lowbit.sim.units.sfu import SfuConfig
 

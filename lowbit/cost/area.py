@@ -1,4 +1,4 @@
-"""Technology scaling (Stillmaker & Baas 2017) and the SRAM area / energy / leakage model.
+"""Technology scaling (Stillmaker & Baas 2017) and the logic placement / leakage assumptions (SRAM: cost/sram.py).
 
 Scaling source: A. Stillmaker and B. Baas, "Scaling equations for the accurate prediction of CMOS device
 performance from 180 nm to 7 nm", Integration, the VLSI Journal 58 (2017) 74-81,
@@ -18,7 +18,6 @@ ASSUMPTIONS (stated in every report):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 from lowbit.sim.errors import LowbitError
 
@@ -141,68 +140,3 @@ PLACEMENT_UTILISATION = 0.70
 # (order of magnitude for SVT standard cells; no published Liberty available to us). Scaled to other nodes
 # with the ratio of the Stillmaker power fits is NOT attempted: leakage is reported as an assumption.
 LOGIC_LEAK_W_PER_UM2 = 10e-9
-
-
-# ----------------------------------------------------------------------------- SRAM model
-
-# Published points:
-# - TSMC 16 nm FinFET high-density 6T bitcell 0.07 µm²: Y.-H. Chen et al., "A 16 nm 128 Mb SRAM in
-#   high-κ metal-gate FinFET technology with write-assist circuitry for low-VMIN applications",
-#   IEEE JSSC 50(1):170-177, 2015.
-# - 64-bit SRAM access energy at 45 nm, 0.9 V: 8 KB 10 pJ, 32 KB 20 pJ, 1 MB 100 pJ: M. Horowitz,
-#   "Computing's energy problem (and what we can do about it)", ISSCC 2014, pp. 10-14.
-#   FIT (least squares in log-log): E64(KB) = a * KB^b at 45 nm; scaled with the Stillmaker energy factor.
-# ASSUMPTIONS: array efficiency 70 % (bitcells / array incl. local sense + row decoders); 5,000 µm² of
-# periphery (control, IO, global decode) per bank at 16 nm, area-scaled to other nodes; a 2-port buffer uses
-# 8T cells, 1.33x the 6T area (transistor-count ratio); bitcell leakage 10 pW/bit at 16 nm (order of magnitude).
-BITCELL_16NM_UM2 = 0.07
-ARRAY_EFFICIENCY = 0.70
-PERIPHERY_16NM_UM2 = 5000.0
-TWO_PORT_FACTOR = 1.33
-SRAM_LEAK_W_PER_BIT_16NM = 10e-12
-HOROWITZ_45NM = ((8.0, 10.0), (32.0, 20.0), (1024.0, 100.0))  # (KB, pJ per 64-bit access) @ 45 nm, 0.9 V
-HOROWITZ_NODE_V = (45.0, 0.9)
-
-
-def _fit_horowitz() -> tuple[float, float]:
-    xs = [math.log(k) for k, _ in HOROWITZ_45NM]
-    ys = [math.log(e) for _, e in HOROWITZ_45NM]
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
-    return math.exp(my - b * mx), b
-
-
-SRAM_FIT_A, SRAM_FIT_B = _fit_horowitz()
-
-
-@dataclass(frozen=True)
-class SramEstimate:
-    name: str
-    bytes: int
-    banks: int
-    ports: int
-    area_um2: float
-    read_pj_per_byte: float
-    write_pj_per_byte: float
-    leak_w: float
-
-
-def sram_access_pj_64b(bank_kb: float, node_nm: float, vdd: float) -> float:
-    """Energy of one 64-bit access to a bank of `bank_kb` KB at (node, vdd): fitted Horowitz curve x scaling."""
-    e45 = SRAM_FIT_A * bank_kb ** SRAM_FIT_B
-    return e45 * energy_factor(*HOROWITZ_NODE_V, node_nm, vdd)
-
-
-def sram_estimate(name: str, nbytes: int, banks: int, ports: int, node_nm: float, vdd: float) -> SramEstimate:
-    """Area, per-byte access energy and leakage of one buffer (banks of equal size)."""
-    af = area_factor(16.0, node_nm)
-    bits = nbytes * 8
-    cell = BITCELL_16NM_UM2 * af * (TWO_PORT_FACTOR if ports >= 2 else 1.0)
-    area = bits * cell / ARRAY_EFFICIENCY + banks * PERIPHERY_16NM_UM2 * af
-    e_byte = sram_access_pj_64b(nbytes / banks / 1024, node_nm, vdd) / 8
-    leak = bits * SRAM_LEAK_W_PER_BIT_16NM * af  # ASSUMPTION: bit leakage scales with cell area
-    return SramEstimate(name, nbytes, banks, ports, area, e_byte, e_byte, leak)
-
-
-def sram_for_config(cfg) -> list[SramEstimate]:
-    return [sram_estimate(b.name, b.bytes, b.banks, b.ports, cfg.node_nm, cfg.supply_v) for b in cfg.sram]

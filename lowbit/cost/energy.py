@@ -26,12 +26,11 @@ from lowbit.cost.area import (
     LOGIC_LEAK_W_PER_UM2,
     PLACEMENT_UTILISATION,
     SKY130_VDD,
-    SramEstimate,
     area_factor,
     energy_factor,
     sky130_to,
-    sram_for_config,
 )
+from lowbit.cost.sram import SramEstimate, sram_for_config
 from lowbit.rtl.activity import unit_activity
 from lowbit.rtl.liberty import library_cells
 from lowbit.rtl.registry import UNITS, get_unit, units_for
@@ -83,10 +82,27 @@ class UnitCost:
     synthesised: bool = True
     note: str = ""
     hw_unit: str = ""  # HwConfig.units name / simulator unit it belongs to (tint, booth, lop, ...)
+    # SFU ops this block executes: it is charged only those ops' busy cycles (activity["sfu_busy_by_op"]);
+    # empty: every busy cycle of its hardware unit
+    ops: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.hw_unit:
             self.hw_unit = get_unit(self.name).hw_unit if self.name in UNITS else self.name
+
+
+@dataclass
+class ChipPart:
+    """A chip-level part outside the compute units, charged every clock cycle of a run (not clock-gated):
+    the control/DMA estimate (cost/control.py) and the global clock tree (cost/power.py)."""
+
+    name: str
+    area_um2: float          # at node, placed
+    cycle_energy_j: float    # at node, per clock cycle
+    leak_w: float
+    source: str
+    cells: int = 0
+    flops: int = 0
 
 
 @dataclass
@@ -101,6 +117,7 @@ class HwCost:
     energy_factor: float
     # Liberty power model only (cost/power.py): per RTL block, clock share / timing / sky130 leakage
     liberty: dict[str, Any] = field(default_factory=dict)
+    chip: list[ChipPart] = field(default_factory=list)  # control/DMA estimate, global clock tree
 
     @property
     def logic_area_um2(self) -> float:
@@ -111,12 +128,16 @@ class HwCost:
         return sum(s.area_um2 for s in self.srams)
 
     @property
+    def chip_area_um2(self) -> float:
+        return sum(p.area_um2 for p in self.chip)
+
+    @property
     def area_mm2(self) -> float:
-        return (self.logic_area_um2 + self.sram_area_um2) / 1e6
+        return (self.logic_area_um2 + self.sram_area_um2 + self.chip_area_um2) / 1e6
 
     @property
     def leak_w(self) -> float:
-        return sum(u.leak_w for u in self.units) + sum(s.leak_w for s in self.srams)
+        return sum(u.leak_w for u in self.units) + sum(s.leak_w for s in self.srams) + sum(p.leak_w for p in self.chip)
 
     def missing_units(self) -> list[str]:
         return [u.name for u in self.units if not u.synthesised]
@@ -157,11 +178,12 @@ class PhaseEnergy:
     leak_j: float
     busy_cycles: dict[str, float]
     sram_by_buffer_j: dict[str, float] = field(default_factory=dict)
+    chip_j: dict[str, float] = field(default_factory=dict)  # HwCost.chip parts: every cycle of the phase
 
     @property
     def core_j(self) -> float:
-        """On-chip energy (logic + SRAM + leakage), DRAM excluded (the papers' power is core-only)."""
-        return sum(self.logic_j.values()) + self.sram_j + self.leak_j
+        """On-chip energy (logic + chip-level parts + SRAM + leakage), DRAM excluded (the papers' power is core-only)."""
+        return sum(self.logic_j.values()) + sum(self.chip_j.values()) + self.sram_j + self.leak_j
 
     @property
     def total_j(self) -> float:
@@ -255,6 +277,13 @@ def phase_energy(hw: HwCost, cfg, activity: dict[str, Any], tokens: int, time_s:
                 raise LowbitError(f"simulator unit {name!r} has no cost model in {hw.name}")
             for u in us:
                 busy[u.name] += float(cyc)
+        by_op = act.get("sfu_busy_by_op")
+        for u in units.values():
+            if u.ops:
+                if not isinstance(by_op, dict):
+                    raise LowbitError(f"{u.name} runs SFU ops {', '.join(u.ops)} but the activity has no per-op SFU "
+                                      "busy cycles (sfu_busy_by_op); simulate with a sim.breakdown.Breakdown")
+                busy[u.name] = float(sum(by_op.get(op, 0) for op in u.ops))
         logic = {n: busy[n] * u.cycle_energy_j / max(1, u.instances) for n, u in units.items()}
     else:
         per = _split_ternary(hw, act)
@@ -271,7 +300,8 @@ def phase_energy(hw: HwCost, cfg, activity: dict[str, Any], tokens: int, time_s:
         by_buf["(unattributed)"] = 1e-12 * (float(act.get("sram_read_bytes", 0.0)) * rd
                                             + float(act.get("sram_write_bytes", 0.0)) * wr)
     dram_j = float(act.get("dram_bytes", 0.0)) * 8 * cfg.dram.energy_pj_per_bit * 1e-12
-    return PhaseEnergy(tokens, time_s, logic, sum(by_buf.values()), dram_j, hw.leak_w * time_s, busy, by_buf)
+    chip = {p.name: p.cycle_energy_j * time_s * hw.clock_hz for p in hw.chip}
+    return PhaseEnergy(tokens, time_s, logic, sum(by_buf.values()), dram_j, hw.leak_w * time_s, busy, by_buf, chip)
 
 
 def subtract_activity(full: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:

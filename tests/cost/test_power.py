@@ -67,14 +67,18 @@ def test_breakdown_section_names_what_is_not_counted():
 
         class hw:  # noqa: N801
             liberty = {"tint": LibertyUnit("tint", 1e-12, 2e-13, 900.0, 3000.0, True, 1e-6, 500)}
+            chip = []
 
         @staticmethod
         def breakdown():
-            return {"area_mm2": {"units": 0.05, "sram": 0.15, "control": None, "dma": None},
-                    "decode_power_mw": {"units": 10.0, "clock": 2.0, "sram": 30.0, "leakage": 1.0,
-                                        "control": None, "dma": None}}
+            return {"sfu_uncharged_cycles": {"elementwise": 1234},
+                    "area_mm2": {"units": 0.05, "sfu": 0.02, "sram": 0.15, "control": None},
+                    "decode_power_mw": {"units": 10.0, "sfu": 0.5, "clock": 2.0, "sram": 30.0, "control": None,
+                                        "leakage": 1.0}}
 
     text = "\n".join(liberty_section(R()))
-    assert "| **total counted** | **0.2000** (-10 % vs 0.223, -7 % vs 0.214) | **43.00** (-35 % vs 65.97) | |" in text
-    assert "control (queues, scoreboard) | not counted" in text and "DMA, memory interface" in text
+    # 0.05 + 0.02 + 0.15 = 0.22 mm²; 10 + 0.5 + 2 + 30 + 1 = 43.5 mW
+    assert "| **total** | **0.2200** (-1 % vs 0.223, +3 % vs 0.214) | **43.50** (-34 % vs 65.97) | |" in text
+    assert "| control, DMA, memory port | not counted | not counted | needs the chip top RTL |" in text
+    assert "1,234 elementwise busy cycles have no RTL and are not charged" in text
     assert "| tint | 500 | 3,000 | 900 | 1,000 | yes | 0.200 | 1.000 |" in text

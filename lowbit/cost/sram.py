@@ -25,7 +25,7 @@ Inside the table's range (1-8 KB, 8-64-bit words) this interpolates; a bank outs
 and is flagged (`SramEstimate.note`). More than two ports: ASSUMPTION, every port beyond the second adds
 the 1rw1r - 1rw difference again.
 
-A buffer of `bytes` in `banks` banks is `banks` macros of bytes/banks each, `WORD_BITS` wide (DESIGN
+A buffer of `bytes` in `banks` banks is `banks` macros of ceil(bytes/banks) bytes each (whole words), `WORD_BITS` wide (DESIGN
 ASSUMPTION: 64-bit words, the widest published sky130 macro). Energy per byte = E_access / (WORD_BITS / 8);
 idle macros are clock-gated (the characterised deselected-but-clocked cycle is not charged).
 Scaling to the node (cost/area.py, Stillmaker & Baas 2017): area x area_factor(130 nm -> node), energy x
@@ -158,10 +158,9 @@ class SramEstimate:
 def sram_estimate(name: str, nbytes: int, banks: int, ports: int, node_nm: float, vdd: float,
                   word_bits: int = WORD_BITS) -> SramEstimate:
     """Area, per-byte access energy and leakage of one buffer of `banks` equal macros (module docstring)."""
-    if nbytes * 8 % (banks * word_bits):
-        raise LowbitError(f"SRAM buffer '{name}': {nbytes} bytes do not split into {banks} banks of "
-                          f"{word_bits}-bit words; make bytes a multiple of banks x {word_bits // 8}")
-    words = nbytes * 8 // (banks * word_bits)
+    if banks < 1 or word_bits < 1:
+        raise LowbitError(f"SRAM buffer '{name}': banks = {banks}, word_bits = {word_bits}: both must be >= 1")
+    words = -(-nbytes * 8 // (banks * word_bits))  # a bank holds whole words: rounded up
     af = area_factor(SKY130_NODE_NM, node_nm)
     ef = energy_factor(SKY130_NODE_NM, SKY130_VDD, node_nm, vdd)
     area = banks * macro_area_um2_sky130(words, word_bits, ports) * af

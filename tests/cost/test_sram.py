@@ -57,8 +57,9 @@ def test_buffer_estimate_hand_numbers():
 def test_outside_the_published_range_is_flagged():
     assert "extrapolated" in sram.sram_estimate("p", 24576, 2, 2, 16, 0.8).note  # 12 KB banks
     assert not sram.sram_estimate("k", 16384, 2, 1, 16, 0.8).note
-    with pytest.raises(LowbitError, match="multiple of banks"):
-        sram.sram_estimate("x", 1000, 3, 1, 16, 0.8)
+    assert sram.sram_estimate("x", 1000, 3, 1, 16, 0.8).words_per_bank == 42  # ceil(8000 / 192): whole words
+    with pytest.raises(LowbitError, match="banks = 0"):
+        sram.sram_estimate("x", 1000, 0, 1, 16, 0.8)
 
 
 def test_vitallm_buffers():

@@ -46,6 +46,7 @@ from lowbit.sim.nbcache import njit_cached
 from lowbit.sim.sched import Scheduled, Scheduler
 from lowbit.sim.tiling import UnitAssigner, physical_units
 from lowbit.sim.trace import OP_KINDS, Op, Trace
+from lowbit.sim.window import WindowRun
 
 
 @dataclass
@@ -140,6 +141,8 @@ def simulate(cfg: HwConfig, trace: Trace, schedule: str = "dependency-aware", lo
         snap["activity"] = _activity(units, ctr, ds0, _dram_bytes(ds0))
 
     src = source if source is not None else LoweredSteps(lw, trace.steps(), trace.n_chunks())
+    if source is None and not obs:  # observers see whole chunks; without them a chunk streams in windows
+        src.sink = WindowRun(sched, src.assigner, ctr.fold)
     run = _run_steps(src, sched, ctr, progress, obs, at_prefill_end)
     clk, total, pre = cfg.clock_hz, run.total, run.prefill_end
     sched.finish(total)
@@ -225,8 +228,11 @@ class Counters:
                      a["wbuf"], a["wbytes"], s, t, u, kind_of_op, self.busy, self.tern, self.work, self.sram_rd,
                      self.sram_wr, self.op_cycles)
         self.count += np.bincount(u[u >= 0], minlength=len(self.count))
+        self.add_stats(ch.stats)
+
+    def add_stats(self, st: StepStats) -> None:
         for f in fields(StepStats):
-            setattr(self.stats, f.name, getattr(self.stats, f.name) + getattr(ch.stats, f.name))
+            setattr(self.stats, f.name, getattr(self.stats, f.name) + getattr(st, f.name))
 
     def op_cycles_by_kind(self) -> dict[str, int]:
         return {k: int(v) for k, v in zip(OP_KINDS, self.op_cycles, strict=True) if v}
@@ -292,15 +298,17 @@ class LoweredSteps:
         self.lw, self.steps, self.n_chunks = lw, steps, n_chunks
         self.data_driven = lw.lop_counts is not None
         self.assigner = UnitAssigner.from_config(lw.cfg)
+        self.sink: WindowRun | None = None  # set: decoder layers stream into it window by window
 
     def __iter__(self) -> Iterator[StepChunks]:
         for ops in self.steps:
             yield StepChunks(ops[0].phase, ops[0].step, {o.name: o.role for o in ops},
-                             (self._assigned(ch, ops) for ch in self.lw.lower_step(ops)))
+                             (self._assigned(ch, ops) for ch in self.lw.lower_step(ops, self.sink)))
 
     def _assigned(self, ch: Chunk, ops: list[Op]) -> tuple[Chunk, int]:
         """The chunk with every instruction on its statically assigned unit (sim.tiling.UnitAssigner)."""
-        ch.cols = self.assigner.assign(ch.cols)
+        if not ch.streamed:
+            ch.cols = self.assigner.assign(ch.cols)
         return ch, _chunk_layer(ch, ops)
 
 
@@ -315,6 +323,7 @@ def _run_steps(source: ChunkSource, sched: Scheduler, ctr: Counters,
     t_barrier = prefill_end = 0
     t_low = t_sch = 0.0
     step_cycles: list[int] = []
+    sink: WindowRun | None = getattr(source, "sink", None)
     for si, stp in enumerate(source):
         t_ext = step_end = t_barrier
         ext_id = -1
@@ -323,12 +332,29 @@ def _run_steps(source: ChunkSource, sched: Scheduler, ctr: Counters,
             ob.begin_step(si, t_barrier)
         while True:
             t0 = time.perf_counter()
+            if sink is not None:
+                sink.begin(t_barrier, t_ext, ext_id, si, n_instr)
+                sched_s = sink.schedule_s
             nxt = next(stp.chunks, None)
             if nxt is None:
                 break
             ch, layer = nxt
             t1 = time.perf_counter()
             base = n_instr
+            if ch.streamed:  # lowered, scheduled and folded window by window (lowbit.sim.window)
+                dt = sink.schedule_s - sched_s
+                t_low += t1 - t0 - dt
+                t_sch += dt
+                n_instr += sink.n
+                done += 1
+                if progress is not None:
+                    progress(done, n_chunks)
+                step_end = max(step_end, sink.step_end)
+                if ch.out >= 0:
+                    t_ext = sink.end_of(ch.out)
+                    ext_id = base + ch.out
+                ctr.add_stats(ch.stats)
+                continue
             n_instr += len(ch.cols["main"])
             s, t, u = sched.run(ch.cols, t_barrier, t_ext, step=si, base=base, ext_id=ext_id)
             t_low += t1 - t0

@@ -30,6 +30,7 @@ particular compute class number. The DMA queues and SRAM buffers are the catalog
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -161,16 +162,30 @@ EMBED_BASE = ACT_BASE + (2 << 30)     # embedding rows
 class Emitter:
     """Column-wise chunk builder: single emits (Python lists) plus numpy segments, concatenated by `finish`."""
 
-    def __init__(self) -> None:
+    def __init__(self, sink: WindowSink | None = None, window: int = 1 << 15) -> None:
         self.segs: list[dict[str, np.ndarray]] = []
         self.cur: dict[str, list[int]] = {c: [] for c in COLS}
         self.n = 0
+        # streaming (sink given): every `window` instructions are handed to the sink as soon as they are
+        # emitted, so a chunk is never held whole; `base` is the index of the first instruction still held
+        self.sink = sink
+        self.window = window
+        self.base = 0
+
+    def mark(self) -> int:
+        """The next instruction's index, as the start of a range a later join waits on (a streaming sink keeps
+        the range's running maximum once its instructions have left the window)."""
+        if self.sink is not None:
+            self.sink.mark(self.n, 1)
+        return self.n
 
     def emit(self, main: int, **kw: int) -> int:
         """Append one instruction (unset fields take DEFAULT); returns its index."""
         for c in COLS:
             self.cur[c].append(kw.get(c, main if c == "main" else DEFAULT[c]))
         self.n += 1
+        if self.sink is not None and self.n - self.base >= 2 * self.window - 1:
+            self._stream()
         return self.n - 1
 
     def add_arrays(self, cols: dict[str, np.ndarray]) -> None:
@@ -180,10 +195,12 @@ class Emitter:
         self.n += len(cols["main"])
 
     def add_block(self, blk: dict[str, np.ndarray], ext: int, dram_offs: tuple[int, int, int, int], *,
-                  opi: int | None = None) -> int:
+                  opi: int | None = None, addr_add: np.ndarray | None = None) -> int:
         """Append a cached block built with local indices: indices shift to this emitter, EXT dependencies
-        become `ext`, DMA addresses shift by `dram_offs[dcls]`, and `opi` (if given) replaces the op index.
-        Returns the index of the block's last instruction (its final join)."""
+        become `ext`, DMA addresses shift by `dram_offs[dcls]` (plus `addr_add` per row, if given), and `opi`
+        (if given) replaces the op index. Returns the index of the block's last instruction."""
+        if self.sink is not None:
+            return self._put_block(blk, ext, dram_offs, opi, addr_add)
         self._flush()
         off = self.n
         b = {c: blk[c] for c in COLS}
@@ -195,12 +212,18 @@ class Emitter:
             b["opi"] = np.full(len(blk["main"]), opi, np.int64)
         dma = (blk["main"] == C_DMAW) | (blk["main"] == C_DMAKV)
         b["addr"] = blk["addr"] + np.where(dma, np.asarray(dram_offs, np.int64)[blk["dcls"]], 0)
+        if addr_add is not None:
+            b["addr"] = b["addr"] + addr_add
         self.segs.append(b)
         self.n += len(blk["main"])
         return self.n - 1
 
     def finish(self) -> dict[str, np.ndarray]:
-        """The chunk's columns (int64 arrays of equal length)."""
+        """The chunk's columns (int64 arrays of equal length); streaming: hands the rest to the sink and
+        returns no rows."""
+        if self.sink is not None:
+            self._stream(final=True)
+            return {c: np.zeros(0, np.int64) for c in COLS}
         self._flush()
         if not self.segs:
             return {c: np.zeros(0, np.int64) for c in COLS}
@@ -209,6 +232,90 @@ class Emitter:
         return {c: np.concatenate([s[c] for s in self.segs]) for c in COLS}
 
     def _flush(self) -> None:
+        if self.sink is not None:
+            self._flush_stream()
+            return
         if self.cur["main"]:
             self.segs.append({c: np.asarray(v, np.int64) for c, v in self.cur.items()})
             self.cur = {c: [] for c in COLS}
+
+    # ---------------------------------------------------------------------------- streaming (a sink)
+
+    def _held(self) -> dict[str, np.ndarray]:
+        """The window buffer: rows base.. of the chunk not yet handed on (2 windows of room, reused)."""
+        if not hasattr(self, "wb"):
+            self.wb = {c: np.empty(2 * self.window, np.int64) for c in COLS}
+        return self.wb
+
+    def _put_block(self, blk: dict[str, np.ndarray], ext: int, dram_offs: tuple[int, int, int, int],
+                   opi: int | None, addr_add: np.ndarray | None) -> int:
+        """add_block's rule, written straight into the window buffer in pieces of at most one window."""
+        self._stream()
+        wb = self._held()
+        offs = np.asarray(dram_offs, np.int64)
+        n_blk = len(blk["main"])
+        off0 = self.n
+        rng = (blk["main"] == C_JOIN) & (blk["jhi"] > blk["jlo"])  # joins over a range: marked before any row goes
+        if rng.any():
+            for mk, k in zip(*np.unique(blk["jlo"][rng], return_counts=True), strict=True):
+                self.sink.mark(off0 + int(mk), int(k))
+        for i0 in range(0, n_blk, self.window):
+            i1 = min(n_blk, i0 + self.window)
+            m, h = i1 - i0, self.n - self.base
+            for c in COLS:
+                wb[c][h:h + m] = blk[c][i0:i1]
+            for c in IDX_COLS:
+                v, d = blk[c][i0:i1], wb[c][h:h + m]
+                np.add(d, off0, out=d, where=v >= 0)
+                if c.startswith("dep") and ext != EXT:
+                    d[v == EXT] = ext
+            if opi is not None:
+                wb["opi"][h:h + m] = opi
+            main = blk["main"][i0:i1]
+            d = wb["addr"][h:h + m]
+            if offs.any():
+                np.add(d, offs[blk["dcls"][i0:i1]], out=d, where=(main == C_DMAW) | (main == C_DMAKV))
+            if addr_add is not None:
+                d += addr_add[i0:i1]
+            self.n += m
+            self._stream()
+        return self.n - 1
+
+    def _flush_stream(self) -> None:
+        """Emitted rows (Python lists) into the window buffer."""
+        if self.cur["main"]:
+            wb = self._held()
+            k = len(self.cur["main"])
+            h = self.n - k - self.base
+            for c, v in self.cur.items():
+                wb[c][h:h + k] = v
+            self.cur = {c: [] for c in COLS}
+
+    def _stream(self, final: bool = False) -> None:
+        """Hand held rows to the sink in windows of `window` (the last, with `final`, may be shorter), keeping
+        fewer than `window` back otherwise. The sink gets views of the buffer: it copies what it keeps."""
+        self._flush_stream()
+        wb = self._held()
+        h = self.n - self.base
+        w0 = 0
+        while h - w0 >= self.window or (final and w0 < h):
+            w1 = min(h, w0 + self.window)
+            self.sink.window({c: wb[c][w0:w1] for c in COLS}, self.base)
+            self.base += w1 - w0
+            w0 = w1
+        if w0 and w0 < h:
+            for c in COLS:
+                wb[c][:h - w0] = wb[c][w0:h]
+
+
+class WindowSink(Protocol):
+    """Receives a streamed chunk (Emitter with a sink): `ops(kinds)` first, with the kind of every op the
+    chunk's `opi` indexes; `mark(i, uses)` before instruction i is emitted when
+    `uses` later joins wait on a range starting at i; `window(cols, w0)` with instructions w0.. (indices in
+    the columns are chunk-wide)."""
+
+    def ops(self, kinds: list[str]) -> None: ...
+
+    def mark(self, i: int, uses: int) -> None: ...
+
+    def window(self, cols: dict[str, np.ndarray], w0: int) -> None: ...

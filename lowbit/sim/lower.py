@@ -65,12 +65,14 @@ from lowbit.sim.isa import (
     DEFAULT,
     EMBED_BASE,
     EXT,
+    IDX_COLS,
     M_INT8,
     M_LOP,
     M_SFU,
     SUB,
     WORK_OF_FORMAT,
     Emitter,
+    WindowSink,
 )
 from lowbit.sim.kvcache import (
     expand_gathers,
@@ -104,6 +106,8 @@ from lowbit.sim.units.sfu import SFU_PASSES, sfu_cycles
 
 POLICIES = ("inorder", "dependency-aware")
 MAX_CACHED_INSTRUCTIONS = 1 << 18  # layer-block cache bound across steps (memory; ~64 MiB of instruction columns)
+WINDOW = 1 << 15                   # instructions per window a decoder layer streams in (lowbit.sim.window)
+MAX_BLOCK_INSTRUCTIONS = 1 << 18   # a streamed layer block is kept for the next layers only up to this size
 # Op kinds of a decoder layer's attention section (lowered as one pipelined block under dependency-aware).
 ATTN_SECTION = ("linear", "linear", "linear", "rope", "kv_append", "attn_qk", "softmax", "attn_av")
 
@@ -141,6 +145,7 @@ class Chunk:
     kinds: list[str]
     stats: StepStats
     out: int
+    streamed: bool = False  # its instructions went to the lowering's sink window by window (cols empty)
 
 
 @dataclass
@@ -165,6 +170,7 @@ class Lowering:
     _layers: dict[tuple, tuple] = field(default_factory=dict, init=False, repr=False)  # layer blocks, recent steps
     _gathered: dict[tuple, dict] = field(default_factory=dict, init=False, repr=False)  # fixed-ratio expansions
     _rec: list | None = field(default=None, init=False, repr=False)  # K/V fetch rows of the block being lowered
+    _big: set = field(default_factory=set, init=False, repr=False)  # layer signatures too big to keep
     _wbase: dict[str, int] = field(default_factory=dict, init=False, repr=False)  # weight address per op name
     _wtop: int = field(default=0, init=False, repr=False)
     _layer_wbytes: int = field(default=0, init=False, repr=False)  # weight bytes of one decoder layer
@@ -182,12 +188,15 @@ class Lowering:
 
     # ------------------------------------------------------------------------------------ one step
 
-    def lower_step(self, ops: list[Op]) -> Iterator[Chunk]:
+    def lower_step(self, ops: list[Op], sink: WindowSink | None = None) -> Iterator[Chunk]:
         """Lower the ops of one forward step, one chunk per run of ops with the same layer. In a chunk,
         dependency EXT means "the previous chunk's output".
 
         Decoder layers with the same op shapes (and LOP selections) lower to the same instruction block up
-        to DRAM addresses, so one block per distinct layer signature is built and placed per layer (speed)."""
+        to DRAM addresses, so one block per distinct layer signature is built and placed per layer (speed);
+        blocks over MAX_BLOCK_INSTRUCTIONS are not kept but lowered again per layer.
+        With a `sink` (sim.isa.WindowSink), a decoder layer's instructions are handed to it in windows while
+        they are lowered (its chunk then has no rows, `streamed`), so memory does not grow with the chunk."""
         runs: list[list[Op]] = []
         for o in ops:
             if runs and runs[-1][0].layer == o.layer:
@@ -208,15 +217,32 @@ class Lowering:
         kv_off, lo_off = layer_offsets(self.model)
         for run in runs:
             layer = run[0].layer
-            e = Emitter()
             if layer < 0:
+                e = Emitter()
                 names: list[str] = []
                 kinds: list[str] = []
                 st = StepStats()
                 out = self._lower_ops(e, run, names, kinds, st)
                 yield Chunk(e.finish(), names, kinds, st, out if out >= 0 else -1)
                 continue
+            names, kinds = [o.name for o in run], [o.op for o in run]
             key = self._signature(run)
+            offs = (layer * self._layer_wbytes, layer * kv_off, 0, layer * lo_off)
+            if key not in self._layers and sink is not None and not self._has_gathers(run):
+                sink.ops(kinds)
+                rec = _Recorder(sink, offs, key not in self._big)
+                e = Emitter(rec, WINDOW)
+                st = StepStats()
+                out = self._lower_ops(e, run, [], [], st)
+                cols = e.finish()
+                if self._layer_wbytes == 0:
+                    self._layer_wbytes = self._wtop
+                if rec.kept is not None:
+                    self._layers[key] = (_concat(rec.kept), st, [])
+                else:
+                    self._big.add(key)
+                yield Chunk(cols, names, kinds, StepStats(**vars(st)), out, streamed=True)
+                continue
             if key not in self._layers:
                 e2 = Emitter()
                 st2 = StepStats()
@@ -230,8 +256,17 @@ class Lowering:
             if self._layer_wbytes == 0:
                 self._layer_wbytes = self._wtop
             offs = (layer * self._layer_wbytes, layer * kv_off, 0, layer * lo_off)
+            e = Emitter(sink, WINDOW)
+            if sink is not None:
+                sink.ops(kinds)
             out = e.add_block(blk, EXT, offs)
-            yield Chunk(e.finish(), [o.name for o in run], [o.op for o in run], StepStats(**vars(st2)), out)
+            yield Chunk(e.finish(), names, kinds, StepStats(**vars(st2)), out, streamed=sink is not None)
+            if sink is not None and len(blk["main"]) > MAX_BLOCK_INSTRUCTIONS:
+                self._layers.pop(key, None)
+
+    def _has_gathers(self, run: list[Op]) -> bool:
+        """LOP-selected K/V fetches (expanded into gathers per layer once the block is built: not streamed)."""
+        return any(o.op == "attn_qk" and self._use_lop(o) for o in run)
 
     def _gather(self, key: tuple, blk: dict[str, np.ndarray], rec: list, layer: int) -> dict[str, np.ndarray]:
         """The block with its LOP K/V fetch rows expanded into the gathers of `layer`'s selected positions
@@ -307,7 +342,7 @@ class Lowering:
             prev_lin, shared = None, None
             d = dep1()
             t = op["tokens"] if "tokens" in op.args else 1
-            first = e.n
+            first = e.mark()
             if k == "lm_head" and self.cfg.lm_head != "host":
                 j = self._lm_head(e, op, opi, d, st)
             elif k == "lm_head":  # on the host: excluded from accelerator time
@@ -369,7 +404,7 @@ class Lowering:
         sopi = [opis[j:j + 4] for j in range(4, len(ops), 4)]
         G, grp, hd = self.G, self.grp, self.hd
         t = q["tokens"]
-        first = e.n
+        first = e.mark()
         L = plan_linear(self.cfg, self.bufs, q.name, t, q["in_features"], q["out_features"], q["weight_format"],
                         self.dual_core).L
         hg = head_group(L, hd, G)
@@ -418,10 +453,11 @@ class Lowering:
 
     # ------------------------------------------------------------------------------------ projections
 
-    def _linear_block(self, op: Op, tokens: int, fin: int, fout: int, fmt: str) -> dict[str, np.ndarray]:
-        """Tile block of a projection (cached per shape): per token chunk, [weight DMA, tile] pairs over the
-        tile grid, with activation read/write DMAs when activations spill; ends in one join."""
-        key = ("lin", tokens, fin, fout, fmt)
+    def _linear_block(self, op: Op, tokens: int, fin: int, fout: int, fmt: str, tk: int) -> dict[str, np.ndarray]:
+        """Tile block of one token chunk of `tk` tokens of a projection of `tokens` tokens (cached per shape;
+        the chunk at token 0: placement adds t0 * fin / t0 * fout to its activation addresses): the [weight
+        DMA, tile] pairs over the tile grid, with activation read/write DMAs when activations spill."""
+        key = ("lin", tokens, fin, fout, fmt, tk)
         if key in self._tiles:
             return self._tiles[key]
         cfg = self.cfg
@@ -430,57 +466,92 @@ class Lowering:
         T = len(rr)
         mcls = WORK_OF_FORMAT[fmt]
         e = Emitter()
-        for t0 in range(0, tokens, p.tc):
-            tk = min(tokens, t0 + p.tc) - t0
-            first = e.n
-            act = -1
-            if p.spill:
-                act = e.emit(C_DMAW, nbytes=tk * fin, addr=ACT_BASE + t0 * fin, dcls=D_ACT, buf=B_ACT,
-                             alloc=tk * fin, dep0=EXT, sub=SUB["act_rd"], wbuf=B_ACT, wbytes=tk * fin)
-            c1 = np.zeros(T, np.int64)
-            c2 = np.zeros(T, np.int64)
-            for r, k in set(zip(rr.tolist(), kk.tolist(), strict=True)):
-                sel = (rr == r) & (kk == k)
-                c1[sel] = tile_cycles(cfg, p.main, fmt, k, tk * -(-r // lanes_of(cfg, p.main)))
-                if p.alt >= 0:
-                    c2[sel] = tile_cycles(cfg, p.alt, fmt, k, tk * -(-r // lanes_of(cfg, p.alt)))
-            dma_idx = e.n + 2 * np.arange(T)
-            col = {c: np.full(2 * T, DEFAULT.get(c, 0), np.int64) for c in COLS}
-            D, Tl = slice(0, 2 * T, 2), slice(1, 2 * T, 2)
-            for c, v in (("main", C_DMAW), ("nbytes", wb), ("addr", woff), ("dcls", D_W), ("buf", B_WEIGHT),
-                         ("alloc", wb), ("dep0", -1 if self.dep_aware else EXT),
-                         ("barrier", 0 if self.dep_aware else 1), ("sub", SUB["w_dma"]), ("wbuf", B_WEIGHT),
-                         ("wbytes", wb)):
-                col[c][D] = v
-            for c, v in (("main", p.main), ("alt", p.alt), ("cyc", c1), ("cyc_alt", c2), ("dep0", dma_idx),
-                         ("dep1", EXT), ("dep2", act), ("free_of", dma_idx), ("sub", SUB["tile"]),
-                         ("macs", rr * kk * tk), ("mcls", mcls), ("rbuf", B_WEIGHT), ("rbytes", wb),
-                         ("rbuf2", B_ACT), ("rbytes2", kk * tk), ("wbuf", B_PSUM),
-                         ("wbytes", rr * tk * ACC_BYTES)):
-                col[c][Tl] = v
-            e.add_arrays(col)
-            if p.spill:
-                j = e.emit(C_JOIN, jlo=first, jhi=e.n, free_of=act, sub=SUB["join"])
-                e.emit(C_DMAW, nbytes=tk * fout, addr=ACT_OUT_BASE + t0 * fout, wr=1, dcls=D_ACT, dep0=j,
-                       sub=SUB["act_wr"], rbuf=B_ACT, rbytes=tk * fout)
-        e.emit(C_JOIN, jlo=0, jhi=e.n, sub=SUB["join"])
+        act = -1
+        if p.spill:
+            act = e.emit(C_DMAW, nbytes=tk * fin, addr=ACT_BASE, dcls=D_ACT, buf=B_ACT, alloc=tk * fin, dep0=EXT,
+                         sub=SUB["act_rd"], wbuf=B_ACT, wbytes=tk * fin)
+        c1 = np.zeros(T, np.int64)
+        c2 = np.zeros(T, np.int64)
+        for r, k in set(zip(rr.tolist(), kk.tolist(), strict=True)):
+            sel = (rr == r) & (kk == k)
+            c1[sel] = tile_cycles(cfg, p.main, fmt, k, tk * -(-r // lanes_of(cfg, p.main)))
+            if p.alt >= 0:
+                c2[sel] = tile_cycles(cfg, p.alt, fmt, k, tk * -(-r // lanes_of(cfg, p.alt)))
+        dma_idx = e.n + 2 * np.arange(T)
+        col = {c: np.full(2 * T, DEFAULT.get(c, 0), np.int64) for c in COLS}
+        D, Tl = slice(0, 2 * T, 2), slice(1, 2 * T, 2)
+        for c, v in (("main", C_DMAW), ("nbytes", wb), ("addr", woff), ("dcls", D_W), ("buf", B_WEIGHT),
+                     ("alloc", wb), ("dep0", -1 if self.dep_aware else EXT),
+                     ("barrier", 0 if self.dep_aware else 1), ("sub", SUB["w_dma"]), ("wbuf", B_WEIGHT),
+                     ("wbytes", wb)):
+            col[c][D] = v
+        for c, v in (("main", p.main), ("alt", p.alt), ("cyc", c1), ("cyc_alt", c2), ("dep0", dma_idx),
+                     ("dep1", EXT), ("dep2", act), ("free_of", dma_idx), ("sub", SUB["tile"]),
+                     ("macs", rr * kk * tk), ("mcls", mcls), ("rbuf", B_WEIGHT), ("rbytes", wb),
+                     ("rbuf2", B_ACT), ("rbytes2", kk * tk), ("wbuf", B_PSUM),
+                     ("wbytes", rr * tk * ACC_BYTES)):
+            col[c][Tl] = v
+        e.add_arrays(col)
+        if p.spill:
+            j = e.emit(C_JOIN, jlo=0, jhi=e.n, free_of=act, sub=SUB["join"])
+            e.emit(C_DMAW, nbytes=tk * fout, addr=ACT_OUT_BASE, wr=1, dcls=D_ACT, dep0=j, sub=SUB["act_wr"],
+                   rbuf=B_ACT, rbytes=tk * fout)
         blk = e.finish()
         self._tiles[key] = blk
         return blk
 
+    def _linear_chunks(self, op: Op, tokens: int, fin: int, fout: int, fmt: str) -> Iterator[tuple[int, dict]]:
+        """(t0, block) per run of token chunks of a projection (sim.tiling.plan_linear: chunks of tc tokens):
+        full chunks in runs of up to ~WINDOW instructions (one cached block, speed), then the last chunk."""
+        tc = plan_linear(self.cfg, self.bufs, op.name, tokens, fin, fout, fmt, self.dual_core).tc
+        full = tokens // tc
+        if full:
+            one = self._linear_block(op, tokens, fin, fout, fmt, tc)
+            g = max(1, min(full, WINDOW // len(one["main"])))
+            rep = self._repeat(("rep", tokens, fin, fout, fmt, g), one, g, tc * fin, tc * fout)
+            for t0 in range(0, (full // g) * g * tc, g * tc):
+                yield t0, rep
+            for t0 in range((full // g) * g * tc, full * tc, tc):
+                yield t0, one
+        if tokens % tc:
+            yield full * tc, self._linear_block(op, tokens, fin, fout, fmt, tokens % tc)
+
+    def _repeat(self, key: tuple, blk: dict[str, np.ndarray], g: int, din: int, dout: int) -> dict[str, np.ndarray]:
+        """`blk` (one token chunk) repeated g times as one block: indices shifted per copy, activation
+        addresses advanced by din (reads) / dout (writes) per copy (cached)."""
+        if g == 1:
+            return blk
+        if key not in self._tiles:
+            m = len(blk["main"])
+            k = np.repeat(np.arange(g, dtype=np.int64), m)
+            out = {c: np.tile(blk[c], g) for c in COLS}
+            for c in IDX_COLS:
+                out[c] = np.where(out[c] >= 0, out[c] + k * m, out[c])
+            out["addr"] = out["addr"] + k * np.where(out["sub"] == SUB["act_rd"], din,
+                                                     np.where(out["sub"] == SUB["act_wr"], dout, 0))
+            self._tiles[key] = out
+        return self._tiles[key]
+
     def _add_linear(self, e: Emitter, op: Op, opi: int, ext: int, fout: int | None = None, row0: int = 0) -> int:
-        """Place the (cached) tile block of `op` (or of its output rows [row0, row0 + fout)); its weights sit
-        at the op's DRAM address (one per op name, 4 KiB aligned) + the bytes of the rows before row0."""
+        """Place the (cached) token-chunk tile blocks of `op` (or of its output rows [row0, row0 + fout)) and a
+        join over them; its weights sit at the op's DRAM address (one per op name, 4 KiB aligned) + the bytes
+        of the rows before row0; returns the join."""
         fo = op["out_features"] if fout is None else fout
         fin, fmt = op["in_features"], op["weight_format"]
         bits = weight_bits(fmt, self.cfg.tint.weight_packing)
-        blk = self._linear_block(op, op["tokens"], fin, fo, fmt)
         name = op.name.split(".", 2)[-1] if op.layer >= 0 else op.name
         if name not in self._wbase:
             self._wbase[name] = self._wtop
             self._wtop += -(-math.ceil(op["out_features"] * fin * bits / 8) // 4096) * 4096
         waddr = self._wbase[name] + math.ceil(row0 * fin * bits / 8)
-        return e.add_block(blk, ext, (waddr, 0, 0, 0), opi=opi)
+        first = e.mark()
+        for t0, blk in self._linear_chunks(op, op["tokens"], fin, fo, fmt):
+            add = None
+            if t0:  # spilled: this chunk's activation rows
+                sub = blk["sub"]
+                add = np.where(sub == SUB["act_rd"], t0 * fin, np.where(sub == SUB["act_wr"], t0 * fo, 0))
+            e.add_block(blk, ext, (waddr, 0, 0, 0), opi=opi, addr_add=add)
+        return e.emit(C_JOIN, jlo=first, jhi=e.n, opi=opi, sub=SUB["join"])
 
     # ------------------------------------------------------------------------------------ lm_head on the chip
 
@@ -506,9 +577,9 @@ class Lowering:
             top = max(self.model.n_layers * self._layer_wbytes, self._wtop)
             self._wbase[op.name] = EMBED_BASE if self._shared_table() else -(-top // 4096) * 4096
         j = self._add_linear(e, head, opi, q)
-        blk = self._linear_block(head, rows, fin, vocab, fmt)
         st.lm_head_macs += rows * fin * vocab
-        st.lm_head_bytes += int(blk["nbytes"][blk["dcls"] == D_W].sum())
+        st.lm_head_bytes += sum(int(b["nbytes"][(b["dcls"] == D_W) & (b["main"] == C_DMAW)].sum())
+                                for _, b in self._linear_chunks(head, rows, fin, vocab, fmt))
         return e.emit(C_DMAW, nbytes=rows * vocab * 2, addr=ACT_OUT_BASE, wr=1, dcls=D_ACT, dep0=j, opi=opi,
                       sub=SUB["act_wr"], rbuf=B_PSUM, rbytes=rows * vocab * ACC_BYTES)
 
@@ -575,7 +646,7 @@ class Lowering:
         """LO-code reads + scoring in chunks, then comparison-free top-K; returns the top-K instruction."""
         cfg, cb = self.cfg, self.code_bytes
         chunk = lop_chunk(self.bufs, cb, f"LOP: LO codes of one key ({self.hd} x {LOP_BITS} bit)")
-        first = e.n
+        first = e.mark()
         dram = cfg.lop.surrogate_storage == "dram"
         for j0 in range(0, m, chunk):
             n = min(m, j0 + chunk) - j0
@@ -597,7 +668,7 @@ class Lowering:
         cls = int8_class(self.cfg, f"op {op.name} (INT8 attention)")
         lanes = lanes_of(self.cfg, cls)
         c = kv_chunk(self.bufs, hd)
-        first = e.n
+        first = e.mark()
         qpos0 = ctx - op["tokens"]  # absolute position of query 0
         nq = q1 - q0
         for k0 in range(0, keys, c):
@@ -621,3 +692,33 @@ class Lowering:
             e.emit(cls, cyc=cyc, dep0=d, dep1=dep_in, free_of=d, opi=opi, sub=sub, macs=macs, mcls=M_INT8,
                    rbuf=B_KV, rbytes=(k1 - k0) * hd, wbuf=B_PSUM, wbytes=outs * ACC_BYTES)
         return self._join(e, first, opi)
+
+
+class _Recorder:
+    """Sink wrapper for a layer lowered while it streams: adds the layer's DRAM offsets (sim.isa.Emitter
+    .add_block's rule) and keeps the unplaced windows while the block stays within MAX_BLOCK_INSTRUCTIONS."""
+
+    def __init__(self, sink: WindowSink, offs: tuple[int, int, int, int], keep: bool) -> None:
+        self.sink, self.offs = sink, np.asarray(offs, np.int64)
+        self.kept: list[dict[str, np.ndarray]] | None = [] if keep else None
+        self.n = 0
+
+    def ops(self, kinds: list[str]) -> None:
+        self.sink.ops(kinds)
+
+    def mark(self, i: int, uses: int) -> None:
+        self.sink.mark(i, uses)
+
+    def window(self, cols: dict[str, np.ndarray], w0: int) -> None:
+        self.n += len(cols["main"])
+        if self.kept is not None:
+            self.kept = self.kept + [{c: v.copy() for c, v in cols.items()}] if self.n <= MAX_BLOCK_INSTRUCTIONS \
+                else None
+        if self.offs.any():
+            dma = (cols["main"] == C_DMAW) | (cols["main"] == C_DMAKV)
+            cols = {**cols, "addr": cols["addr"] + np.where(dma, self.offs[cols["dcls"]], 0)}
+        self.sink.window(cols, w0)
+
+
+def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {c: np.concatenate([p[c] for p in parts]) if parts else np.zeros(0, np.int64) for c in COLS}

@@ -95,10 +95,10 @@ def _charge(stall, idle, ustep, u, f, a, t_barrier, si, reason):
 def _kernel(main, unit, cyc, nbytes, addr, wr, dcls, buf, alloc, free_of, dep0, dep1, dep2, jlo, jhi,
             barrier, t_barrier, t_ext, ucls, ufree, buf_cap, blast, live_rel, live_bytes, live_owner, live_n,
             dparams, dstate, o_start, o_end, o_unit, o_reason, stall, idle, ustep, ulast, live_frid, blast_id,
-            si, base, ext_id, o_pred, o_bind):
+            si, gid, start, ext_id, o_pred, o_bind):
     n = main.shape[0]
     nu = ucls.shape[0]
-    for i in range(n):
+    for i in range(start, n):
         c = main[i]
         ready = np.int64(0)
         reason = R_DATA
@@ -118,7 +118,7 @@ def _kernel(main, unit, cyc, nbytes, addr, wr, dcls, buf, alloc, free_of, dep0, 
             if d >= 0 and o_end[d] > ready:
                 ready = o_end[d]
                 reason = o_reason[d]
-                pred = base + d
+                pred = gid[d]
                 bind = BIND_DATA
             elif d == EXT and t_ext > ready:
                 ready = t_ext
@@ -131,7 +131,7 @@ def _kernel(main, unit, cyc, nbytes, addr, wr, dcls, buf, alloc, free_of, dep0, 
                 if o_end[j] > t:
                     t = o_end[j]
                     reason = o_reason[j]
-                    pred = base + j
+                    pred = gid[j]
                     bind = BIND_DATA
             o_start[i] = t
             o_end[i] = t
@@ -194,7 +194,7 @@ def _kernel(main, unit, cyc, nbytes, addr, wr, dcls, buf, alloc, free_of, dep0, 
                     stall[u, R_BUFFER] += t - t0
                 # drop the prefix of entries whose bytes have returned by now (later allocations start at >= t)
                 blast[b] = t
-                blast_id[b] = base + i
+                blast_id[b] = gid[i]
                 m = 0
                 eff = np.int64(0)
                 keep = False
@@ -216,7 +216,7 @@ def _kernel(main, unit, cyc, nbytes, addr, wr, dcls, buf, alloc, free_of, dep0, 
                     return -(i + 1)
                 live_rel[b, m] = -1
                 live_bytes[b, m] = need
-                live_owner[b, m] = i
+                live_owner[b, m] = gid[i]
                 live_frid[b, m] = -1
                 live_n[b] = m + 1
             done = dram_access(dparams, dstate, addr[i], nbytes[i], float(t), wr[i] != 0, dcls[i])
@@ -230,7 +230,7 @@ def _kernel(main, unit, cyc, nbytes, addr, wr, dcls, buf, alloc, free_of, dep0, 
             o_pred[i] = pred
             o_bind[i] = bind
             ufree[u] = t
-            ulast[u] = base + i
+            ulast[u] = gid[i]
             ustep[u] = si
         else:
             best = unit[i]
@@ -249,16 +249,16 @@ def _kernel(main, unit, cyc, nbytes, addr, wr, dcls, buf, alloc, free_of, dep0, 
             o_pred[i] = pred
             o_bind[i] = bind
             ufree[best] = bfin
-            ulast[best] = base + i
+            ulast[best] = gid[i]
             ustep[best] = si
         f = free_of[i]
         if f >= 0:
             b = buf[f]
             for e in range(live_n[b]):
-                if live_owner[b, e] == f and live_rel[b, e] < 0:
+                if live_owner[b, e] == gid[f] and live_rel[b, e] < 0:
                     live_rel[b, e] = o_end[i]
                     live_owner[b, e] = -1
-                    live_frid[b, e] = base + i
+                    live_frid[b, e] = gid[i]
                     break
     return 0
 
@@ -297,29 +297,40 @@ class Scheduler:
         the instruction that produces the chunk's input at `t_ext`); returns (start, end, unit) per
         instruction. Raises RuntimeError on a lowering inconsistency (an instruction no unit can run, or a
         buffer allocation that can never be satisfied)."""
-        n = len(a["main"])
-        o_start = np.zeros(n, np.int64)
-        o_end = np.zeros(n, np.int64)
-        o_unit = np.zeros(n, np.int64)
-        o_reason = np.zeros(n, np.int64)
-        o_pred = np.full(n, -1, np.int64)
-        o_bind = np.zeros(n, np.int64)
-        # owners are chunk-local indices: entries from earlier chunks must already be released
+        # owners are run-wide ids: entries from earlier chunks must already be released
         self.live_owner[:] = -1
         if np.any(self.live_rel[np.arange(MAXLIVE)[None, :] < self.live_n[:, None]] < 0):
             raise RuntimeError("scheduler: buffer allocation still live across a step boundary")
+        n = len(a["main"])
+        gid = base + np.arange(n, dtype=np.int64)
+        return self.run_window(a, 0, gid, np.zeros(n, np.int64), np.zeros(n, np.int64), t_barrier, t_ext,
+                               step=step, ext_id=ext_id)
+
+    def run_window(self, a: dict[str, np.ndarray], start: int, gid: np.ndarray, o_end: np.ndarray,
+                   o_reason: np.ndarray, t_barrier: int, t_ext: int, *, step: int, ext_id: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Schedule instructions start.. of `a`, whose rows before `start` were scheduled already (their end
+        and binding reason given in o_end / o_reason; lowbit.sim.window); `gid` is every row's run-wide id.
+        Buffer allocations stay live across calls. Returns (start, end, unit) of rows start..; the ends and
+        reasons are written into o_end / o_reason."""
+        n = len(a["main"])
+        o_start = np.zeros(n, np.int64)
+        o_unit = np.zeros(n, np.int64)
+        o_pred = np.full(n, -1, np.int64)
+        o_bind = np.zeros(n, np.int64)
         rc = _kernel(*(a[f] for f in SCHED_COLS), np.int64(t_barrier), np.int64(t_ext), self.ucls, self.ufree,
                      self.buf_cap, self.blast, self.live_rel, self.live_bytes, self.live_owner, self.live_n,
                      self.dparams, self.dstate, o_start, o_end, o_unit, o_reason, self.stall, self.idle, self.ustep,
-                     self.ulast, self.live_frid, self.blast_id, np.int64(step), np.int64(base), np.int64(ext_id),
-                     o_pred, o_bind)
+                     self.ulast, self.live_frid, self.blast_id, np.int64(step), gid, np.int64(start),
+                     np.int64(ext_id), o_pred, o_bind)
         if rc != 0:
             i = -rc - 1
-            raise RuntimeError(f"scheduler: instruction {i} (class {class_name(int(a['main'][i]))}) cannot be scheduled")
+            raise RuntimeError(f"scheduler: instruction {int(gid[i])} (class {class_name(int(a['main'][i]))}) "
+                               "cannot be scheduled")
         # overflow guard: a time beyond the exact range is an error, never a wrapped (smaller) cycle count
-        check_times(o_end, self.dparams, self.dstate)
-        self.last_pred, self.last_bind = o_pred, o_bind
-        return o_start, o_end, o_unit
+        check_times(o_end[start:], self.dparams, self.dstate)
+        self.last_pred, self.last_bind = o_pred[start:], o_bind[start:]
+        return o_start[start:], o_end[start:], o_unit[start:]
 
     def finish(self, total: int) -> None:
         """Charge every unit's time after its last instruction up to `total` as idle."""

@@ -281,12 +281,14 @@ class UnitAssigner:
         self.ucls = np.asarray([c for _, c in self.units], np.int64)
         self.load = np.zeros(len(self.units), np.int64)
 
-    def assign(self, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def assign(self, cols: dict[str, np.ndarray], keep_load: bool = False) -> dict[str, np.ndarray]:
         """Fix `unit` (and, where the alternative class is chosen, `main` and `cyc`) of every instruction of a
-        chunk; the assigned columns are new arrays (a chunk may share its columns with a cached block).
-        WorkloadError when the design has no unit for an instruction."""
+        chunk (`keep_load`: of the next window of the same chunk, lowbit.sim.window); the assigned columns are
+        new arrays (a chunk may share its columns with a cached block). WorkloadError when the design has no
+        unit for an instruction."""
         out = dict(cols)
-        self.load[:] = 0
+        if not keep_load:
+            self.load[:] = 0
         for c in ("main", "alt", "cyc", "cyc_alt", "unit"):
             out[c] = np.array(cols[c], np.int64)
         rc = _assign(out["main"], out["alt"], out["cyc"], out["cyc_alt"], out["unit"], self.ucls, self.load)

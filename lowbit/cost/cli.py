@@ -121,6 +121,9 @@ def register(app: typer.Typer) -> None:
         power_model: str = typer.Option("liberty", "--power-model", metavar="liberty|netlist",
                                         help="liberty: characterised sky130 cells, timing-driven mapping, clock tree "
                                              "(characterises the cells on first use, cached); netlist: gate-capacitance model"),
+        control: str = typer.Option("estimate", "--control", metavar="estimate|chip",
+                                    help="liberty model: control/DMA/memory port from a representative block "
+                                         "(estimate) or from the chip top's netlist (chip, `lowbit synth --chip`)"),
     ) -> None:
         """Area / power / energy-per-token / FOM report of one or more designs vs the VitaLLM papers."""
         from lowbit.cost.report import evaluate, metrics_json, write_report
@@ -129,6 +132,8 @@ def register(app: typer.Typer) -> None:
         check_out_dir(out)
         if power_model not in ("liberty", "netlist"):
             raise LowbitError(f"--power-model {power_model}: one of liberty, netlist")
+        if control not in ("estimate", "chip"):
+            raise LowbitError(f"--control {control}: one of estimate, chip")
         if prefill < 0 or decode <= 0:
             raise LowbitError(f"--prefill {prefill} --decode {decode}: need prefill >= 0 and decode > 0")
         if gpu_results and not Path(gpu_results).exists():
@@ -155,7 +160,8 @@ def register(app: typer.Typer) -> None:
         for c in cfgs:
             print(f"[{c.name}] synthesising units and simulating {model} ({prefill}+{decode} tokens)...", file=log, flush=True)
             results.append(evaluate(c, model, prefill, decode, exclude=tuple(exclude),
-                                    **({"power_model": power_model} if power_model != "netlist" else {})))
+                                    **({"power_model": power_model, "control": control}
+                                       if power_model != "netlist" else {})))
         for p in write_report(results, out, None if to_stdout else json_out, gpu_results, extra_md=extra):
             print(f"wrote {p}", file=log)
         if to_stdout:

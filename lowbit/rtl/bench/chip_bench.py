@@ -1,0 +1,164 @@
+"""cocotb chip bench: loads a program's instruction words into the chip (lowbit.rtl.chip), serves its
+memory port with the simulator's DRAM model and records every instruction's start and end cycle per queue.
+
+DRAM model behind the port: lowbit.sim.dram.dram_access with the config's parameters (dram_params), fed one
+call per request in **tag order** (program order among all DMA instructions): a request that arrives
+before an earlier-tagged one waits in the model until that one has arrived, as the simulator's DRAM model
+sees its requests in program order (docs/isa.md "Causality"). A request's time is the cycle it crosses
+the port (its lane valid, ready high: the bench keeps ready high); its completion E = ceil(done) (at least its
+arrival), and its response is driven in cycle E - 1, so the chip shows it completed in cycle E. A
+response that would be due before the bench could drive it is counted in `late`; more due responses
+than lanes in one cycle in `lane_overflow`.
+
+Sampling (cocotb ReadOnly after each rising edge, cycle c = the chip's `cycle`): `pc_<q>` rising from a to
+b means instructions a..b-1 started in cycle c - 1; `count_<q>` rising means they ended in cycle c;
+`join_done` bit k means join `join_head + k` ended (and started) in cycle c.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.triggers import ReadOnly, RisingEdge
+
+
+def _job() -> dict:
+    with open(os.environ["LOWBIT_BENCH_JOB"]) as f:
+        return json.load(f)
+
+
+@cocotb.test()
+async def chip_run(dut):
+    import numpy as np
+
+    from lowbit.sim.config import load_hw
+    from lowbit.sim.dram import dram_access, dram_params, new_dram_state
+
+    job = _job()
+    cfg = load_hw(job["hw"], job["sets"])
+    params, state = dram_params(cfg), new_dram_state(cfg)
+    names = job["queues"]
+    words = job["words"]
+    lanes = job["resp_lanes"]
+    nq = len(names)
+    ncnt = nq - 1
+    lengths = [len(w) for w in words]
+    limit = int(job["max_cycles"])
+
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    dut.rst.value = 1
+    dut.start.value = 0
+    dut.load_en.value = 0
+    dut.mem__req_ready.value = 1
+    dut.mem__resp_valid.value = 0
+    for _ in range(3):
+        await RisingEdge(dut.clk)
+    dut.rst.value = 0
+    for q, ws in enumerate(words):  # the loader: one word per cycle
+        for i, w in enumerate(ws):
+            dut.load_en.value = 1
+            dut.load_queue.value = q
+            dut.load_addr.value = i
+            dut.load_word.value = int(w)
+            await RisingEdge(dut.clk)
+    dut.load_en.value = 0
+    await RisingEdge(dut.clk)
+    await RisingEdge(dut.clk)
+    dut.start.value = 1
+    await RisingEdge(dut.clk)  # start is sampled here: the next cycle is run cycle 0
+    dut.start.value = 0
+
+    pc_h = [getattr(dut, f"pc_{n}") for n in names[:-1]]
+    cnt_h = [getattr(dut, f"count_{n}") for n in names[:-1]]
+    start = [[-1] * n for n in lengths]
+    end = [[-1] * n for n in lengths]
+    pc_prev = [0] * ncnt
+    cnt_prev = [0] * ncnt
+    pending: dict[int, tuple] = {}   # tag -> (arrival, id, addr, nbytes, wr, dcls)
+    next_tag = 0
+    due: dict[int, list[int]] = {}   # drive cycle -> response ids
+    late = overflow = 0
+    joins_done = 0
+    id_w = job["id_bits"]
+    f = job["req_fields"]
+    req_bits = job["req_bits"]
+    ev_h = dut.event
+    cyc = 0  # run cycle of the current sample (0: the cycle after the edge that sampled start)
+    driven = False
+    first = True
+    while True:
+        if not first:
+            await RisingEdge(dut.clk)
+            cyc += 1
+        # drive this cycle's responses (decided from earlier samples)
+        ids = due.pop(cyc, [])
+        if len(ids) > lanes:
+            overflow += 1
+            due.setdefault(cyc + 1, []).extend(ids[lanes:])
+            ids = ids[:lanes]
+        if ids or driven:
+            dut.mem__resp_valid.value = (1 << len(ids)) - 1
+            dut.mem__resp_id.value = sum(i << (k * id_w) for k, i in enumerate(ids))
+            driven = bool(ids)
+        await ReadOnly()
+        if first:
+            first = False
+            assert int(dut.cycle.value) == 0, "bench and chip disagree on run cycle 0"
+        if not int(ev_h.value):
+            if cyc > limit:
+                break
+            continue
+        for q in range(ncnt):
+            p = int(pc_h[q].value)
+            if p != pc_prev[q]:
+                for i in range(pc_prev[q], p):
+                    start[q][i] = cyc - 1
+                pc_prev[q] = p
+            c = int(cnt_h[q].value)
+            if c != cnt_prev[q]:
+                for i in range(cnt_prev[q], c):
+                    end[q][i] = cyc
+                cnt_prev[q] = c
+        jd = int(dut.join_done.value)
+        if jd:
+            h = int(dut.join_head.value)
+            k = 0
+            while jd:
+                if jd & 1:
+                    start[-1][h + k] = end[-1][h + k] = cyc
+                    joins_done += 1
+                jd >>= 1
+                k += 1
+        rv = int(dut.mem__req_valid.value)
+        if rv:
+            r = int(dut.mem__req.value)
+            k = 0
+            while rv:
+                if rv & 1:
+                    x = r >> (k * req_bits)
+                    vals = {name: (x >> lo) & ((1 << w) - 1) for name, (lo, w) in f.items()}
+                    pending[vals["tag"]] = (cyc, vals["id"], vals["addr"], vals["nbytes"], vals["wr"], vals["dcls"])
+                rv >>= 1
+                k += 1
+            while next_tag in pending:  # the DRAM model sees requests in tag order
+                t, rid, addr, nb, wr, dc = pending.pop(next_tag)
+                done = dram_access(params, state, np.int64(addr), np.int64(nb), float(t), wr != 0, np.int64(dc))
+                e = max(int(math.ceil(done)), t)
+                if e - 1 < cyc + 1:
+                    late += 1
+                due.setdefault(max(e - 1, cyc + 1), []).append(rid)
+                next_tag += 1
+        if cnt_prev == lengths[:-1] and joins_done == lengths[-1]:
+            break
+        if cyc > limit:
+            break
+    res = {"queues": names, "start": start, "end": end, "cycles": cyc, "late": late, "lane_overflow": overflow,
+           "finished": cnt_prev == lengths[:-1] and joins_done == lengths[-1], "dram_requests": next_tag}
+    tmp = job["result"] + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(res, fh)
+    os.replace(tmp, job["result"])

@@ -1,0 +1,191 @@
+"""The chip top, generated from a HwConfig: one controller per program queue (lowbit.sim.program), the
+completion-count scoreboard, the SRAM rings and the DMA engines behind one memory port.
+
+Structure (docs/rtl.md "Chip"):
+- an instruction memory per queue (`imem_depth` words of the queue kind's layout, lowbit.rtl.chip_ctrl),
+  written through the load port before `start`;
+- compute queues (one per physical unit, in unit order): lowbit.rtl.chip_ctrl.ComputeQueue, busy for each
+  tile's `cyc` cycles (the sim.units formula the unit RTL realises);
+- DMA queues `dma_w` (engine 0) and `dma_kv` (engine 1): lowbit.rtl.chip_dma.DmaEngine, each with
+  `dma_issue` request lanes of the memory port `mem`;
+- the sync queue: lowbit.rtl.chip_ctrl.JoinMonitor;
+- a ring per buffer the config has (lowbit.rtl.chip_ring.Ring, the config's capacity).
+The scoreboard is the vector of completion counts, one per non-sync queue: compute counts are registers,
+DMA counts the in-order prefix of each engine's completion table. Every controller reads all of them.
+
+Observation ports for the bench: `pc_<q>` (instructions issued) and `count_<q>` (completed) per queue,
+`join_head` / `join_done` (joins completing this cycle, relative to the head) and `cycle` (cycles since
+`start`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from amaranth.hdl import Module, Signal, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from lowbit.rtl.chip_ctrl import ComputeQueue, JoinMonitor, word_layout
+from lowbit.rtl.chip_dma import N_BUFFERS, DmaEngine, mem_port_signature
+from lowbit.rtl.chip_ring import Ring
+from lowbit.sim.config import HwConfig
+from lowbit.sim.isa import BUFFERS, C_DMAKV, C_DMAW, C_JOIN
+
+
+@dataclass(frozen=True)
+class ChipParams:
+    """Sizes of the chip's control structures (DESIGN ASSUMPTIONS, per generated chip)."""
+
+    imem_depth: int = 1024     # instruction words per queue
+    seq_bits: int = 16         # instruction counts / thresholds
+    dma_issue: int = 12        # DMA instructions an engine may issue in one cycle
+    dma_table: int = 32        # outstanding requests per engine (completion table)
+    ring_entries: int = 8      # live allocations per buffer
+    resp_lanes: int = 4        # memory-port responses per cycle
+    join_window: int = 8       # joins checked per cycle
+
+    @property
+    def addr_bits(self) -> int:
+        return (self.imem_depth - 1).bit_length()
+
+    @property
+    def id_bits(self) -> int:
+        return 1 + (self.dma_table - 1).bit_length()
+
+
+# The buffers DMA instructions allocate in, as rings, and the DMA queue that fills each (DESIGN ASSUMPTION,
+# the lowering's rule: weight tiles through dma_w, K/V chunks and LO codes through dma_kv; the act, psum and
+# sfu buffers are placed by the compiler, no DMA allocates in them). The loader refuses a program that differs.
+RING_OWNER = {"weight": "dma_w", "kv": "dma_kv", "lop": "dma_kv"}
+
+
+def queues_of(cfg: HwConfig) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """The program's queues for this config: (names, classes), physical units then sync."""
+    from lowbit.sim.engine import unit_list
+    from lowbit.sim.program import Queues
+
+    q = Queues.of(unit_list(cfg))
+    return tuple(q.names), tuple(int(c) for c in q.classes)
+
+
+def queue_kind(cls: int) -> str:
+    return "join" if cls == C_JOIN else "dma" if cls in (C_DMAW, C_DMAKV) else "compute"
+
+
+class Chip(wiring.Component):
+    """The chip top for `cfg` (module docstring)."""
+
+    def __init__(self, cfg: HwConfig, p: ChipParams = ChipParams()) -> None:
+        from lowbit.sim.sram import Buffers
+
+        self.cfg, self.p = cfg, p
+        self.names, self.classes = queues_of(cfg)
+        self.caps = Buffers.from_config(cfg).capacity
+        self.n_thr = len(self.names) - 1
+        self.n_dma = sum(queue_kind(c) == "dma" for c in self.classes)
+        self.load_bits = max(data.StructLayout.cast(word_layout(k, self.n_thr, p.seq_bits)).size
+                             for k in ("compute", "dma", "join"))
+        sig = {
+            "start": In(1),
+            "load_en": In(1),
+            "load_queue": In(4),
+            "load_addr": In(p.addr_bits),
+            "load_word": In(self.load_bits),
+            "cycle": Out(32),
+            "mem": Out(mem_port_signature(p.id_bits, p.dma_issue * self.n_dma, p.resp_lanes)),
+            "join_head": Out(p.seq_bits),
+            "join_done": Out(p.join_window),
+            "event": Out(1),
+        }
+        for n in self.names[:-1]:
+            sig[f"pc_{n}"] = Out(p.seq_bits)
+            sig[f"count_{n}"] = Out(p.seq_bits)
+        super().__init__(sig)
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        p = self.p
+        run = Signal()
+        with m.If(self.start):
+            m.d.sync += run.eq(1)
+        with m.If(run):
+            m.d.sync += self.cycle.eq(self.cycle + 1)
+        counts = Signal(data.ArrayLayout(unsigned(p.seq_bits), self.n_thr))
+        rel = []  # release sources (compute queues)
+        engines = []
+        eb = p.ring_entries.bit_length()
+        for q, (name, cls) in enumerate(zip(self.names, self.classes, strict=True)):
+            kind = queue_kind(cls)
+            lay = word_layout(kind, self.n_thr, p.seq_bits)
+            mem = Memory(shape=lay, depth=p.imem_depth, init=[])
+            m.submodules[f"imem_{name}"] = mem
+            wp = mem.write_port()
+            m.d.comb += [wp.addr.eq(self.load_addr), wp.data.eq(self.load_word[:data.StructLayout.cast(lay).size]),
+                         wp.en.eq(self.load_en & (self.load_queue == q))]
+            if kind == "compute":
+                c = ComputeQueue(self.n_thr, p.seq_bits, p.addr_bits)
+                m.submodules[f"q_{name}"] = c
+                rp = mem.read_port()
+                m.d.comb += [rp.addr.eq(c.raddr), c.word.eq(rp.data), c.run.eq(run), c.counts.eq(counts),
+                             counts[q].eq(c.count), getattr(self, f"pc_{name}").eq(c.pc),
+                             getattr(self, f"count_{name}").eq(c.count)]
+                rel.append(c)
+            elif kind == "dma":
+                e = DmaEngine(len(engines), self.n_thr, p.seq_bits, p.addr_bits, issue=p.dma_issue,
+                              table=p.dma_table, entry_bits=eb, resp_lanes=p.resp_lanes,
+                              id_bits=p.id_bits)
+                m.submodules[f"q_{name}"] = e
+                for k in range(p.dma_issue):
+                    rp = mem.read_port()
+                    m.d.comb += [rp.addr.eq(e.raddr[k]), e.words[k].eq(rp.data)]
+                m.d.comb += [e.run.eq(run), e.counts.eq(counts), counts[q].eq(e.count),
+                             getattr(self, f"pc_{name}").eq(e.pc), getattr(self, f"count_{name}").eq(e.count),
+                             e.resp_valid.eq(self.mem.resp_valid), e.resp_id.eq(self.mem.resp_id)]
+                engines.append(e)
+            else:
+                j = JoinMonitor(self.n_thr, p.seq_bits, p.addr_bits, p.join_window)
+                m.submodules["q_sync"] = j
+                for k in range(p.join_window):
+                    rp = mem.read_port()
+                    m.d.comb += [rp.addr.eq(j.raddr[k]), j.words[k].eq(rp.data)]
+                m.d.comb += [j.run.eq(run), j.counts.eq(counts), self.join_head.eq(j.head),
+                             self.join_done.eq(j.done_now)]
+        # rings: the buffers the config has, each allocated by its owner engine (RING_OWNER)
+        dma_names = [n for n, c in zip(self.names, self.classes, strict=True) if queue_kind(c) == "dma"]
+        for b, cap in enumerate(self.caps):
+            if not cap or BUFFERS[b] not in RING_OWNER:
+                continue
+            r = Ring(b, cap, p.ring_entries, p.dma_issue, len(rel))
+            m.submodules[f"ring_{BUFFERS[b]}"] = r
+            for x, c in enumerate(rel):
+                m.d.comb += [r.rel_valid[x].eq(c.rel_valid), r.rel_buf[x].eq(c.rel_buf), r.rel_slot[x].eq(c.rel_slot)]
+            e = engines[dma_names.index(RING_OWNER[BUFFERS[b]])]
+            for k in range(p.dma_issue):
+                m.d.comb += [r.alloc_valid[k].eq(e.a_valid[k] & (e.a_buf[k] == b)), r.alloc_size[k].eq(e.a_size[k])]
+            m.d.comb += [e.room[b].eq(r.room), e.entries_free[b].eq(r.entries_free)]
+        assert len(self.caps) == N_BUFFERS
+        for ei, e in enumerate(engines):  # engine ei owns request lanes ei*issue .. (ei+1)*issue-1
+            for k in range(p.dma_issue):
+                lane = ei * p.dma_issue + k
+                m.d.comb += [self.mem.req_valid[lane].eq(e.req_valid[k]), self.mem.req[lane].eq(e.req[k])]
+            m.d.comb += e.req_ready.eq(self.mem.req_ready)
+        # observation: something to record this cycle (an issue count or completion count moved, a join
+        # completed, a request on the port), so a bench reads the trace ports only then
+        ev = self.join_done.any() | self.mem.req_valid.any()
+        for n in self.names[:-1]:
+            for port in (getattr(self, f"pc_{n}"), getattr(self, f"count_{n}")):
+                last = Signal.like(port, name=f"last_{port.name}")
+                m.d.sync += last.eq(port)
+                ev = ev | (port != last)
+        m.d.comb += self.event.eq(ev)
+        return m
+
+
+def chip_verilog(cfg: HwConfig, p: ChipParams = ChipParams()) -> str:
+    """The chip's Verilog (module `lowbit_chip`)."""
+    from amaranth.back import verilog
+
+    top = Chip(cfg, p)
+    return verilog.convert(top, name="lowbit_chip", emit_src=False)

@@ -1,0 +1,157 @@
+"""Queue controllers of the chip: the instruction word layouts, the threshold scoreboard check, the
+controller of an in-order compute queue and the join monitor.
+
+Cycle convention (the simulator's: an instruction *starts* in cycle S and *ends* in cycle E when a consumer
+may start in cycle E). Completion counters are registers: a compute instruction issued in cycle S with
+`cyc` cycles raises its queue's count at edge S + cyc - 1, so the count shows it in cycle E = S + cyc, and
+its unit accepts the next instruction in that cycle (the sim.units contract, rtl/common.py). An
+instruction issues in the first cycle in which every completion count has reached its threshold
+(lowbit.rtl.chip_image: waits and joins resolved to thresholds by the loader) and its unit is free.
+
+Instruction memories are synchronous: the controller presents the address of its next head (pc + issued)
+in the cycle it issues, so the head word is always the one at pc.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Module, Signal, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from lowbit.rtl.chip_image import WORD_FIELDS
+
+_W = {n: w for n, w, _ in WORD_FIELDS}
+COMPUTE_FIELDS = ("valid", "cyc", "free", "free_buf", "free_slot")
+DMA_FIELDS = ("valid", "tag", "addr", "nbytes", "wr", "dcls", "alloc_en", "buf", "alloc")
+JOIN_FIELDS = ("valid",)
+
+
+def word_layout(kind: str, n_thr: int, seq_bits: int) -> data.StructLayout:
+    """The instruction word of a queue kind ('compute', 'dma', 'join'): its fields (WORD_FIELDS widths),
+    then one `seq_bits` threshold per non-sync queue. Packed LSB first in this order."""
+    names = {"compute": COMPUTE_FIELDS, "dma": DMA_FIELDS, "join": JOIN_FIELDS}[kind]
+    return data.StructLayout({**{n: unsigned(_W[n]) for n in names},
+                              "thr": data.ArrayLayout(unsigned(seq_bits), n_thr)})
+
+
+def pack_word(kind: str, n_thr: int, seq_bits: int, w: dict) -> int:
+    """The integer a loader writes for word `w` (a lowbit.rtl.chip_image word dict); refuses a value that
+    does not fit its field."""
+    from lowbit.sim.program import ProgramError
+
+    names = {"compute": COMPUTE_FIELDS, "dma": DMA_FIELDS, "join": JOIN_FIELDS}[kind]
+    out, pos = 0, 0
+    for n in names:
+        v = int(w[n]) if n != "free_slot" else int(w[n]) % (1 << _W[n])
+        if not 0 <= v < 1 << _W[n]:
+            raise ProgramError(f"chip word field {n} = {v} does not fit {_W[n]} bits")
+        out |= v << pos
+        pos += _W[n]
+    for t in w["thr"]:
+        if not 0 <= t < 1 << seq_bits:
+            raise ProgramError(f"chip threshold {t} does not fit {seq_bits} bits; generate the chip with more seq_bits")
+        out |= int(t) << pos
+        pos += seq_bits
+    return out
+
+
+def thresholds_met(word, counts) -> Signal:
+    """1 when every completion count has reached the word's threshold (the scoreboard rule)."""
+    ok = word.valid.bool()
+    for q in range(len(counts)):
+        ok = ok & (counts[q] >= word.thr[q])
+    return ok
+
+
+class ComputeQueue(wiring.Component):
+    """Controller of one compute unit's in-order queue: issues the head when its thresholds are met and the
+    unit is free, holds the unit busy for the word's `cyc` cycles, counts completions in order and, at a
+    completion, releases the ring allocation the word names (`free`)."""
+
+    def __init__(self, n_thr: int, seq_bits: int, addr_bits: int) -> None:
+        self.n_thr, self.seq_bits = n_thr, seq_bits
+        super().__init__({
+            "run": In(1),
+            "counts": In(data.ArrayLayout(unsigned(seq_bits), n_thr)),
+            "word": In(word_layout("compute", n_thr, seq_bits)),
+            "raddr": Out(addr_bits),
+            "pc": Out(seq_bits),
+            "count": Out(seq_bits),
+            "rel_valid": Out(1),
+            "rel_buf": Out(_W["free_buf"]),
+            "rel_slot": Out(_W["free_slot"]),
+        })
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        w = self.word
+        busy = Signal()
+        remain = Signal(_W["cyc"])
+        hold = Signal(1 + _W["free_buf"] + _W["free_slot"])  # free, free_buf, free_slot of the running word
+        issue = Signal()
+        m.d.comb += issue.eq(self.run & ~busy & thresholds_met(w, self.counts))
+        m.d.comb += self.raddr.eq(self.pc + issue)
+        one = Signal()  # a one-cycle instruction completes in its issue cycle
+        m.d.comb += one.eq(issue & (w.cyc == 1))
+        done = Signal()
+        m.d.comb += done.eq((busy & (remain == 1)) | one)
+        with m.If(one):
+            m.d.comb += [self.rel_valid.eq(w.free), self.rel_buf.eq(w.free_buf), self.rel_slot.eq(w.free_slot)]
+        with m.Else():
+            m.d.comb += [self.rel_valid.eq(done & hold[0]), self.rel_buf.eq(hold[1:1 + _W["free_buf"]]),
+                         self.rel_slot.eq(hold[1 + _W["free_buf"]:])]
+        with m.If(issue):
+            m.d.sync += [self.pc.eq(self.pc + 1), hold.eq(w.free | (w.free_buf << 1) | (w.free_slot << (1 + _W["free_buf"])))]
+            m.d.sync += [busy.eq(w.cyc > 1), remain.eq(w.cyc - 1)]
+        with m.Elif(busy):
+            m.d.sync += remain.eq(remain - 1)
+            with m.If(remain == 1):
+                m.d.sync += busy.eq(0)
+        with m.If(done):
+            m.d.sync += self.count.eq(self.count + 1)
+        return m
+
+
+class JoinMonitor(wiring.Component):
+    """The join table: the `window` joins from the sync queue's head on are checked every cycle (they
+    complete out of order, in zero time, when their folded thresholds are met); `done_now` flags, relative
+    to `head`, those completing this cycle; the head retires completed joins in order."""
+
+    def __init__(self, n_thr: int, seq_bits: int, addr_bits: int, window: int) -> None:
+        assert window & (window - 1) == 0, "join window must be a power of two"
+        self.window, self.n_thr = window, n_thr
+        super().__init__({
+            "run": In(1),
+            "counts": In(data.ArrayLayout(unsigned(seq_bits), n_thr)),
+            "words": In(data.ArrayLayout(word_layout("join", n_thr, seq_bits), window)),
+            "raddr": Out(data.ArrayLayout(unsigned(addr_bits), window)),
+            "head": Out(seq_bits),
+            "done_now": Out(window),
+        })
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        nw = self.window
+        lg = max(1, (nw - 1).bit_length())
+        bits = Signal(nw)  # completed, not yet retired, indexed by sequence number modulo the window
+        fin = [Signal(name=f"fin{k}") for k in range(nw)]
+        run_ = [Signal(name=f"ret{k}") for k in range(nw)]
+        prev = None
+        for k in range(nw):
+            idx = (self.head + k)[:lg] if nw > 1 else 0
+            met = self.run & thresholds_met(self.words[k], self.counts)
+            was = bits.bit_select(idx, 1)
+            m.d.comb += [self.done_now[k].eq(met & ~was), fin[k].eq(met | was)]
+            m.d.comb += run_[k].eq(fin[k] if prev is None else prev & fin[k])
+            prev = run_[k]
+        n_ret = sum(r for r in run_)
+        head_next = Signal.like(self.head)
+        m.d.comb += head_next.eq(self.head + n_ret)
+        for k in range(nw):
+            m.d.comb += self.raddr[k].eq(head_next + k)
+        fa, ra = Array(fin), Array(run_)
+        for i in range(nw):
+            k = (i - self.head)[:lg] if nw > 1 else 0
+            m.d.sync += bits[i].eq(fa[k] & ~ra[k])
+        m.d.sync += self.head.eq(head_next)
+        return m

@@ -1,0 +1,145 @@
+"""DMA engines and their share of the chip's one memory port (docs/rtl.md "Memory port").
+
+A DMA engine runs its queue in order and may issue several instructions in one cycle (the simulator's
+DMA queue issues with no per-request cost: `issue` instructions per cycle at most, DESIGN ASSUMPTION): the
+head and the words after it issue together while each one's thresholds are met, its ring has room (after
+the allocations of the words before it in the same cycle) and its completion table has space. Each issued
+instruction allocates its ring bytes and puts its request {tag, id, addr, nbytes, wr, dcls} on one of the
+engine's request lanes in the issue cycle, so a request reaches the memory in the cycle the simulator
+issues it. `tag` is the program-order number among all DMA instructions (the order in which the
+simulator's DRAM model sees them; a memory controller may use it to order requests).
+
+Completion: the memory port returns the request's `id` (engine, completion-table slot); a response in cycle
+E - 1 is in the table at edge E - 1, and the engine's completion count (the in-order prefix of completed
+requests, combinational over the table) shows it in cycle E. Counting in order equals the simulator's
+per-request completion whenever each engine's requests complete in issue order (always with
+`dram.model = "simple"`; the chip bench reports any difference otherwise)."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Module, Mux, Signal, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from lowbit.rtl.chip_ctrl import thresholds_met, word_layout
+from lowbit.rtl.chip_image import WORD_FIELDS
+from lowbit.rtl.chip_ring import BUF_BITS, SIZE_BITS
+
+_W = {n: w for n, w, _ in WORD_FIELDS}
+N_BUFFERS = 6
+
+
+def request_layout(id_bits: int) -> data.StructLayout:
+    """One memory-port request: program-order tag, completion id, DRAM address, bytes, direction, class."""
+    return data.StructLayout({"tag": unsigned(_W["tag"]), "id": unsigned(id_bits), "addr": unsigned(_W["addr"]),
+                              "nbytes": unsigned(_W["nbytes"]), "wr": unsigned(1), "dcls": unsigned(_W["dcls"])})
+
+
+def mem_port_signature(id_bits: int, lanes: int, resp_lanes: int) -> wiring.Signature:
+    """The memory port (chip side): up to `lanes` requests per cycle (`req_valid` bit per lane, one `ready`
+    for all: a cycle without ready issues no DMA instruction), up to `resp_lanes` responses per cycle, each
+    the id of a completed request (always accepted)."""
+    return wiring.Signature({
+        "req_valid": Out(lanes),
+        "req_ready": In(1),
+        "req": Out(data.ArrayLayout(request_layout(id_bits), lanes)),
+        "resp_valid": In(resp_lanes),
+        "resp_id": In(data.ArrayLayout(unsigned(id_bits), resp_lanes)),
+    })
+
+
+class DmaEngine(wiring.Component):
+    """One DMA queue's controller and completion table (`table` entries); its `issue` request lanes are its
+    share of the memory port."""
+
+    def __init__(self, engine: int, n_thr: int, seq_bits: int, addr_bits: int, *, issue: int, table: int,
+                 entry_bits: int, resp_lanes: int, id_bits: int) -> None:
+        assert table & (table - 1) == 0
+        self.engine, self.issue, self.table = engine, issue, table
+        self.resp_lanes, self.id_bits = resp_lanes, id_bits
+        cb = (1 << SIZE_BITS).bit_length() + 1
+        super().__init__({
+            "run": In(1),
+            "counts": In(data.ArrayLayout(unsigned(seq_bits), n_thr)),
+            "words": In(data.ArrayLayout(word_layout("dma", n_thr, seq_bits), issue)),
+            "raddr": Out(data.ArrayLayout(unsigned(addr_bits), issue)),
+            "pc": Out(seq_bits),
+            "count": Out(seq_bits),
+            "room": In(data.ArrayLayout(unsigned(cb), N_BUFFERS)),
+            "entries_free": In(data.ArrayLayout(unsigned(entry_bits), N_BUFFERS)),
+            "a_valid": Out(issue),
+            "a_buf": Out(data.ArrayLayout(unsigned(BUF_BITS), issue)),
+            "a_size": Out(data.ArrayLayout(unsigned(SIZE_BITS), issue)),
+            "req_valid": Out(issue),
+            "req": Out(data.ArrayLayout(request_layout(id_bits), issue)),
+            "req_ready": In(1),
+            "resp_valid": In(resp_lanes),
+            "resp_id": In(data.ArrayLayout(unsigned(id_bits), resp_lanes)),
+        })
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        nt, ni = self.table, self.issue
+        lt = (nt - 1).bit_length()
+        retired = Signal.like(self.pc)
+        bits = Signal(nt)
+        # --- issue chain: word k issues this cycle iff every word before it does and it can
+        room = Array(self.room[b] for b in range(N_BUFFERS))
+        efree = Array(self.entries_free[b] for b in range(N_BUFFERS))
+        cb = len(self.room[0])
+        eb = len(self.entries_free[0])
+        used = [Signal(cb, name=f"used0_{b}") for b in range(N_BUFFERS)]  # bytes / entries taken by the
+        taken = [Signal(eb, name=f"taken0_{b}") for b in range(N_BUFFERS)]  # words issuing before k, per buffer
+        prev = self.run & self.req_ready
+        iss = []
+        for k in range(ni):
+            w = self.words[k]
+            u, t = Array(used), Array(taken)
+            fits = ~w.alloc_en | ((room[w.buf] >= u[w.buf] + w.alloc) & (efree[w.buf] > t[w.buf]))
+            ok = Signal(name=f"issue{k}")
+            m.d.comb += ok.eq(prev & thresholds_met(w, self.counts) & fits
+                              & (self.pc - retired + k < nt))
+            iss.append(ok)
+            prev = ok
+            m.d.comb += [self.a_valid[k].eq(ok & w.alloc_en), self.a_buf[k].eq(w.buf), self.a_size[k].eq(w.alloc)]
+            if k + 1 < ni:
+                nu = [Signal(cb, name=f"used{k + 1}_{b}") for b in range(N_BUFFERS)]
+                nt_ = [Signal(eb, name=f"taken{k + 1}_{b}") for b in range(N_BUFFERS)]
+                for b in range(N_BUFFERS):
+                    hit = Signal(name=f"hit{k}_{b}")
+                    m.d.comb += hit.eq(ok & w.alloc_en & (w.buf == b))
+                    m.d.comb += [nu[b].eq(used[b] + Mux(hit, w.alloc, 0)), nt_[b].eq(taken[b] + hit)]
+                used, taken = nu, nt_
+        n_iss = Signal(range(ni + 1))
+        m.d.comb += n_iss.eq(sum(iss))
+        pc_next = Signal.like(self.pc)
+        m.d.comb += pc_next.eq(self.pc + n_iss)
+        for k in range(ni):
+            m.d.comb += self.raddr[k].eq(pc_next + k)
+        m.d.sync += self.pc.eq(pc_next)
+        # --- requests: every issuing word's request crosses the port in its issue cycle
+        for k in range(ni):
+            w, rq = self.words[k], self.req[k]
+            m.d.comb += [self.req_valid[k].eq(iss[k]), rq.tag.eq(w.tag), rq.addr.eq(w.addr), rq.nbytes.eq(w.nbytes),
+                         rq.wr.eq(w.wr), rq.dcls.eq(w.dcls), rq.id.eq((self.engine << lt) | (self.pc + k)[:lt])]
+        # --- completion table: responses set bits, the in-order completed prefix retires
+        ret = []
+        prev = None
+        for k in range(nt):
+            r = Signal(name=f"done{k}")
+            m.d.comb += r.eq(bits.bit_select((retired + k)[:lt], 1) & (1 if prev is None else prev))
+            ret.append(r)
+            prev = r
+        n_ret = sum(ret)
+        m.d.comb += self.count.eq(retired + n_ret)
+        m.d.sync += retired.eq(retired + n_ret)
+        ra = Array(ret)
+        for i in range(nt):
+            k = (i - retired)[:lt]
+            hit = 0
+            for r in range(self.resp_lanes):
+                rid = self.resp_id[r]
+                hit = hit | (self.resp_valid[r] & (rid[lt:] == self.engine) & (rid[:lt] == i))
+            m.d.sync += bits[i].eq((bits[i] & ~ra[k]) | hit)
+        return m
+

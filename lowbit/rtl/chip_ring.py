@@ -1,0 +1,97 @@
+"""An SRAM buffer's ring allocator (docs/isa.md "SRAM rings"): allocations take bytes at the head in
+allocation order, releases mark an allocation free, and bytes return to the ring in allocation order (an
+allocation's bytes are free once it and every earlier allocation are released), so head/tail pointers and
+an entry table of the live allocations are all it holds.
+
+Timing (the simulator's rule, sim.sched): a release made by an instruction ending in cycle E is in the
+entry table from cycle E on, and the room an allocation sees in cycle E already counts those bytes
+(`room` and `entries_free` are combinational over the registered table). DESIGN ASSUMPTION: `entries`
+live allocations per buffer (a DMA waits for a free entry otherwise; the bench reports any cycle that
+this costs against the simulator).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Module, Mux, Signal, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+SIZE_BITS = 24  # allocation size field (lowbit.rtl.chip_image.WORD_FIELDS 'alloc')
+SLOT_BITS = 8   # release slot field ('free_slot')
+BUF_BITS = 3
+
+
+class Ring(wiring.Component):
+    """Ring of buffer `index` with `capacity` bytes and `entries` live allocations (a power of two); takes up
+    to `n_alloc` allocations per cycle (lanes in order) and releases from `n_rel` sources."""
+
+    def __init__(self, index: int, capacity: int, entries: int, n_alloc: int, n_rel: int) -> None:
+        assert entries & (entries - 1) == 0 and entries >= 2
+        self.index, self.capacity, self.entries = index, capacity, entries
+        self.n_alloc, self.n_rel = n_alloc, n_rel
+        cb = capacity.bit_length() + 1
+        eb = entries.bit_length()
+        super().__init__({
+            "alloc_valid": In(n_alloc),
+            "alloc_size": In(data.ArrayLayout(unsigned(SIZE_BITS), n_alloc)),
+            "rel_valid": In(n_rel),
+            "rel_buf": In(data.ArrayLayout(unsigned(BUF_BITS), n_rel)),
+            "rel_slot": In(data.ArrayLayout(unsigned(SLOT_BITS), n_rel)),
+            "room": Out(cb),
+            "entries_free": Out(eb),
+            "head": Out(cb),  # SRAM byte address of the next allocation
+        })
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        ne = self.entries
+        lg = (ne - 1).bit_length()
+        cb = len(self.room)
+        size = Array(Signal(SIZE_BITS, name=f"size{i}") for i in range(ne))
+        rel = Signal(ne)
+        aptr = Signal(lg)   # next entry to allocate
+        rptr = Signal(lg)   # oldest live entry
+        live = Signal(lg + 1)
+        used = Signal(cb + 1)  # bytes allocated and not yet returned (registered)
+        # bytes returning now: the released prefix of the live entries
+        ret, ret_bytes = [], []
+        prev = None
+        for k in range(ne):
+            idx = (rptr + k)[:lg]
+            r = Signal(name=f"ret{k}")
+            m.d.comb += r.eq(rel.bit_select(idx, 1) & (k < live) & (1 if prev is None else prev))
+            ret.append(r)
+            ret_bytes.append(r * size[idx])
+            prev = r
+        n_ret = Signal(lg + 1)
+        m.d.comb += n_ret.eq(sum(ret))
+        back = Signal(cb + 1)
+        m.d.comb += back.eq(sum(ret_bytes))
+        m.d.comb += [self.room.eq(self.capacity - (used - back)), self.entries_free.eq(ne - (live - n_ret))]
+        # allocations this cycle, in lane order: lane k takes entry aptr + (allocating lanes before k)
+        rank = Signal(range(self.n_alloc + 1), name="rank0")
+        m.d.comb += rank.eq(0)
+        add = Signal(cb + 1, name="add0")
+        m.d.comb += add.eq(0)
+        for k in range(self.n_alloc):
+            slot = Signal(lg, name=f"slot{k}")
+            m.d.comb += slot.eq(aptr + rank)
+            with m.If(self.alloc_valid[k]):
+                m.d.sync += size[slot].eq(self.alloc_size[k])
+            nr = Signal.like(rank, name=f"rank{k + 1}")
+            na = Signal.like(add, name=f"add{k + 1}")
+            m.d.comb += [nr.eq(rank + self.alloc_valid[k]), na.eq(add + Mux(self.alloc_valid[k], self.alloc_size[k], 0))]
+            rank, add = nr, na
+        m.d.sync += [aptr.eq(aptr + rank), rptr.eq(rptr + n_ret), live.eq(live - n_ret + rank),
+                     used.eq(used - back + add)]
+        m.d.sync += self.head.eq((self.head + add) % self.capacity)
+        ra = Array(ret)
+        for i in range(ne):
+            k = (i - rptr)[:lg]
+            hit = 0
+            for s in range(self.n_rel):
+                hit = hit | (self.rel_valid[s] & (self.rel_buf[s] == self.index) & (self.rel_slot[s][:lg] == i))
+            # retired entries clear, new allocations start unreleased, releases set
+            m.d.sync += rel[i].eq((rel[i] & ~ra[k]) | hit)
+        return m
+

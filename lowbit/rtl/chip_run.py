@@ -1,0 +1,215 @@
+"""Run a program on the chip RTL and compare it with `lowbit sim --program`: `verify_chip` builds the chip's
+Verilog for the config (cached by content), builds it with Verilator (cached like the unit benches,
+lowbit.rtl.cocotb_runner), runs the chip bench (lowbit.rtl.bench.chip_bench) and compares every
+instruction's start and end cycle per queue with the simulator's schedule (lowbit.rtl.chip_image).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lowbit.rtl.chip import RING_OWNER, ChipParams, chip_verilog, queue_kind
+from lowbit.rtl.chip_ctrl import pack_word
+from lowbit.rtl.chip_image import ChipImage, QueueTimes, build_image, reference_schedule
+from lowbit.sim.config import HwConfig
+from lowbit.sim.errors import LowbitError
+from lowbit.sim.program import ProgramError
+
+
+@dataclass
+class QueueCompare:
+    """One queue: instructions, start/end cycles differing from the simulator, the largest difference."""
+
+    name: str
+    instructions: int
+    start_mismatches: int
+    end_mismatches: int
+    max_diff: int
+    first: str = ""
+
+
+@dataclass
+class ChipResult:
+    queues: list[QueueCompare]
+    sim_cycles: int
+    chip_cycles: int
+    finished: bool
+    late: int
+    lane_overflow: int
+    dram_requests: int
+    seconds: float
+    verilog: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def mismatches(self) -> int:
+        return sum(q.start_mismatches + q.end_mismatches for q in self.queues)
+
+    @property
+    def ok(self) -> bool:
+        return (self.finished and self.mismatches == 0 and self.sim_cycles == self.chip_cycles
+                and self.late == 0 and self.lane_overflow == 0)
+
+
+def params_for(img: ChipImage) -> ChipParams:
+    """Chip parameters that hold the image: instruction memories deep enough (a power of two, with a final
+    invalid word), counts wide enough."""
+    depth = 256
+    while depth < img.longest() + 1:
+        depth *= 2
+    entries = 2
+    while entries < img.ring_live:
+        entries *= 2
+    return ChipParams(imem_depth=depth, seq_bits=max(16, depth.bit_length() + 1), ring_entries=entries)
+
+
+def _sources_digest() -> str:
+    here = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for f in sorted(here.glob("chip*.py")):
+        h.update(f.read_bytes())
+    import amaranth
+
+    h.update(amaranth.__version__.encode())
+    return h.hexdigest()
+
+
+def chip_verilog_cached(cfg: HwConfig, p: ChipParams) -> tuple[str, str]:
+    """(Verilog text, content key) of the chip for cfg and p, converted once per key."""
+    from lowbit.sim.atomic import atomic_write, locked
+    from lowbit.sim.cache import cache_dir
+    from lowbit.sim.program import config_hash
+
+    key = hashlib.sha256(f"{_sources_digest()}|{config_hash(cfg).hex()}|{p}".encode()).hexdigest()[:20]
+    d = cache_dir("verilog")
+    f = d / f"chip-{key}.v"
+    with locked(d / f".chip-{key}.lock"):
+        if not f.exists():
+            atomic_write(f, chip_verilog(cfg, p))
+    return f.read_text(), key
+
+
+def _build(cfg: HwConfig, p: ChipParams) -> tuple[Path, Path]:
+    """Verilator build directory (cached by Verilog content) and the Verilog file."""
+    from lowbit.rtl import cocotb_runner as cr
+    from lowbit.sim.cache import cache_dir
+
+    sim = cr.find_simulator("verilator")
+    v, key = chip_verilog_cached(cfg, p)
+    digest = hashlib.sha256((v + f"|{cr.VERILATOR_BUILD_ARGS}|{cr.MAKE_VARS}").encode()).hexdigest()[:20]
+    bdir = cache_dir("sim") / f"{sim}-chip-{digest}"
+    vfile = bdir / "lowbit_chip.v"
+    stamp = bdir / ".built"
+    with cr._locked(bdir.parent / f".{bdir.name}.lock"):
+        if not stamp.exists():
+            if bdir.exists():
+                shutil.rmtree(bdir)
+            bdir.mkdir(parents=True)
+            vfile.write_text(v)
+            runner = cr._in_group(cr._ReusingVerilator())
+            kwargs = dict(sources=[vfile], hdl_toplevel="lowbit_chip", build_dir=bdir, always=True,
+                          timescale=("1ns", "1ps"), waves=False, build_args=cr.VERILATOR_BUILD_ARGS)
+            runtime = bdir.parent / f".runtime-{sim}-{cr._tool_version(sim)}-waves0"
+            from contextlib import nullcontext
+
+            first = not runtime.is_dir()
+            with cr._locked(runtime.with_name(runtime.name + ".lock")) if first else nullcontext():
+                cr._build_locked(sim, runner, kwargs, bdir, bdir / "build.log", runtime, "chip")
+            stamp.write_text("ok\n")
+    return bdir, vfile
+
+
+def _check_image(img: ChipImage, p: ChipParams) -> None:
+    for buf, q in img.ring_queue.items():
+        if RING_OWNER.get(buf) != q:
+            raise ProgramError(f"the program fills ring '{buf}' from {q}; the chip's ring is filled by "
+                               f"{RING_OWNER.get(buf, 'no DMA queue')}")
+    if img.longest() + 1 > p.imem_depth:
+        raise ProgramError(f"a queue holds {img.longest()} instructions; the chip's instruction memories hold "
+                           f"{p.imem_depth - 1}")
+
+
+def compare(ref: list[QueueTimes], start: list[list[int]], end: list[list[int]]) -> list[QueueCompare]:
+    """Per queue: how many instructions start or end at another cycle than in the simulator."""
+    out = []
+    for q, r in enumerate(ref):
+        sm = em = mx = 0
+        first = ""
+        for i, (s0, e0) in enumerate(zip(r.start, r.end, strict=True)):
+            s1, e1 = start[q][i], end[q][i]
+            if s1 != s0 or e1 != e0:
+                sm += s1 != s0
+                em += e1 != e0
+                mx = max(mx, abs(s1 - s0) if s1 >= 0 else 1 << 62, abs(e1 - e0) if e1 >= 0 else 1 << 62)
+                if not first:
+                    first = f"#{i}: sim {s0}->{e0}, chip {s1}->{e1}"
+        out.append(QueueCompare(r.name, len(r.start), sm, em, mx, first))
+    return out
+
+
+def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | None = None,
+                run_dir: str | Path | None = None) -> ChipResult:
+    """Run `program` (compiled for cfg, named `hw` with `sets` for the bench process) on the chip RTL and
+    compare its schedule with the simulator's."""
+    from cocotb_tools.runner import get_runner
+
+    from lowbit.rtl import cocotb_runner as cr
+    from lowbit.rtl.chip_dma import request_layout
+    from lowbit.sim.atomic import atomic_write, temp_dir
+    from lowbit.sim.cache import cache_dir
+
+    t0 = time.perf_counter()
+    img = build_image(program, cfg)
+    p = params_for(img)
+    _check_image(img, p)
+    ref, sim_cycles = reference_schedule(program, cfg)
+    bdir, vfile = _build(cfg, p)
+    n_thr = img.n_thr
+    words = [[pack_word(queue_kind(c), n_thr, p.seq_bits, w) for w in ws]
+             for c, ws in zip(img.classes, img.words, strict=True)]
+    lay = request_layout(p.id_bits)
+    req_fields = {name: (fld.offset, fld.width) for name, fld in lay}
+    req_bits = lay.size
+    limit = 2 * sim_cycles + 10_000
+
+    def run_in(rdir: Path) -> dict:
+        job = {"hw": hw, "sets": list(sets or []), "queues": list(img.queues), "words": words,
+               "resp_lanes": p.resp_lanes, "id_bits": p.id_bits, "req_fields": req_fields, "req_bits": req_bits,
+               "max_cycles": limit,
+               "result": str(rdir / "result.json")}
+        atomic_write(rdir / "job.json", json.dumps(job))
+        runner = cr._in_group(get_runner("verilator"))
+        log = rdir / "sim.log"
+        try:
+            runner.test(hdl_toplevel="lowbit_chip", hdl_toplevel_lang="verilog",
+                        test_module="lowbit.rtl.bench.chip_bench", build_dir=bdir, test_dir=rdir,
+                        results_xml=str(rdir / "results.xml"), log_file=log,
+                        extra_env={"LOWBIT_BENCH_JOB": str(rdir / "job.json")})
+        except (RuntimeError, SystemExit) as e:
+            tail = log.read_text()[-3000:] if log.exists() else ""
+            raise LowbitError(f"chip bench failed to run ({e}); log {log}:\n{tail}") from None
+        if not (rdir / "result.json").exists():
+            tail = log.read_text()[-3000:] if log.exists() else ""
+            raise LowbitError(f"chip bench wrote no result; log {log}:\n{tail}")
+        return json.loads((rdir / "result.json").read_text())
+
+    if run_dir is None:
+        runs = cache_dir("runs")
+        with temp_dir(runs, "chip") as tmp:
+            r = run_in(tmp)
+            keep = Path(tempfile.mkdtemp(prefix="chip-", dir=runs))
+            os.replace(tmp, keep)
+    else:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        r = run_in(Path(run_dir))
+    qc = compare(ref, r["start"], r["end"])
+    chip_cycles = max((e for q in r["end"] for e in q), default=0)
+    return ChipResult(qc, sim_cycles, chip_cycles, bool(r["finished"]), int(r["late"]), int(r["lane_overflow"]),
+                      int(r["dram_requests"]), time.perf_counter() - t0, vfile)

@@ -364,7 +364,8 @@ def register(app: typer.Typer) -> None:
             return _sim_multichip(cfg, tr, chips, parallel, micro_batches, schedule, lop_k, no_lop, json_out, quiet,
                                   timeline is not None or breakdown or bool(breakdown_steps))
         if src is None:
-            check_workload(cfg, tr, lop_k=lop_k, no_lop=no_lop)  # size bounds and tile fits, before any work
+            check_workload(cfg, tr, lop_k=lop_k, no_lop=no_lop,  # size bounds and tile fits, before any work
+                           whole_chunks=timeline is not None or bool(breakdown or breakdown_steps))
         bd = None
         if breakdown or breakdown_steps:
             from lowbit.sim.breakdown import Breakdown, decode_steps

@@ -262,7 +262,7 @@ def register(app: Any) -> None:
         if lop_k is not None:
             option_int("--lop-k", lop_k, Range(1, 2**16, "keys"))
         tr = build_trace(model, trace, prefill, decode, cfg, weights)
-        check_workload(cfg, tr, lop_k=lop_k, no_lop=no_lop)
+        check_workload(cfg, tr, lop_k=lop_k, no_lop=no_lop, whole_chunks=True)
         prog = _Progress("compiling")
         try:
             st = compile_program(cfg, tr, program, schedule=schedule, lop_k=lop_k, no_lop=no_lop, progress=prog)

@@ -258,8 +258,8 @@ def with_weights(trace: Trace, fmt: str) -> Trace:
 # ----------------------------------------------------------------------------- workload size bounds
 
 # Time: the simulator schedules ~5 million tile instructions per second (BitNet-3B, bench/results-sim.md);
-# a run is refused when its estimate exceeds MAX_INSTRUCTIONS (about an hour). Memory: one chunk (one
-# decoder layer of one step) holds its instruction columns at once, ~0.25 KiB per instruction.
+# a run is refused when its estimate exceeds MAX_INSTRUCTIONS (about an hour). Memory: a program, a timeline
+# or a breakdown holds one chunk (one decoder layer of one step) at once, ~0.25 KiB per instruction.
 MAX_INSTRUCTIONS = 2**34
 MAX_CHUNK_INSTRUCTIONS = 2**22
 INSTRUCTIONS_PER_S = 5e6
@@ -277,11 +277,13 @@ class WorkloadSize:
         return self.instructions / INSTRUCTIONS_PER_S
 
 
-def check_workload(cfg, trace: Trace, lop_k: int | None = None, no_lop: bool = False) -> WorkloadSize:
+def check_workload(cfg, trace: Trace, lop_k: int | None = None, no_lop: bool = False,
+                   whole_chunks: bool = False) -> WorkloadSize:
     """Refuse, before any simulation, a workload that would not fit the simulator's bounds (WorkloadError
     naming the bound): its DRAM footprint against the address map (lowbit.sim.isa: weights, KV cache, LO
-    codes, spilled activations per region), one chunk's instructions against MAX_CHUNK_INSTRUCTIONS (memory)
-    and all instructions against MAX_INSTRUCTIONS (time). Also raises the tiling's WorkloadError for a tile
+    codes, spilled activations per region), with `whole_chunks` (a program, a timeline or a breakdown: every
+    chunk is held at once; a plain simulation streams it, lowbit.sim.window) one chunk's instructions against
+    MAX_CHUNK_INSTRUCTIONS (memory), and all instructions against MAX_INSTRUCTIONS (time). Also raises the tiling's WorkloadError for a tile
     that does not fit its SRAM buffer, so that comes before any work too."""
     from lowbit.sim import isa
     from lowbit.sim.numerics.lop import LOP_SURROGATE_BITS_PER_ELEM
@@ -327,7 +329,7 @@ def check_workload(cfg, trace: Trace, lop_k: int | None = None, no_lop: bool = F
             chunk += n
             total += n * (m.n_layers if gen is not None and o.layer >= 0 else 1)
         biggest = max(biggest, chunk)
-    if biggest > MAX_CHUNK_INSTRUCTIONS:
+    if whole_chunks and biggest > MAX_CHUNK_INSTRUCTIONS:
         raise WorkloadError(f"{cfg.name} / {m.name}: one decoder layer of one step lowers to ~{biggest:,} tile "
                             f"instructions, more than the bound of {MAX_CHUNK_INSTRUCTIONS:,} held in memory at once "
                             "(lowbit.sim.workloads.MAX_CHUNK_INSTRUCTIONS); use fewer prefill tokens or larger SRAM "

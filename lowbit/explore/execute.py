@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -260,9 +261,22 @@ def connect(scheduler: str | None, workers: int | None, dashboard: bool = True):
             raise LowbitError(f"--scheduler {scheduler}: cannot connect ({e}); start one with `dask scheduler` "
                               "and workers with `dask worker SCHEDULER` (docs/sweep.md)") from None
     n = workers or os.cpu_count() or 1
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, silence_logs=logging.ERROR,
-                           dashboard_address=":8787" if dashboard else None)
+    with warnings.catch_warnings():  # "port 8787 is in use, hosting on another": the address in use is printed
+        warnings.filterwarnings("ignore", message="Port .* is already in use", category=UserWarning)
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, silence_logs=logging.ERROR,
+                               dashboard_address=":8787" if dashboard else None, preload=[__name__])
     return Client(cluster), cluster
+
+
+def dask_setup(worker: Any) -> None:
+    """Preload of the LocalCluster's worker processes: they ignore SIGINT. Ctrl-C in a terminal reaches the
+    whole foreground process group; the client alone handles it and then closes the cluster in order (the
+    workers would otherwise die mid-task, each printing a traceback, while the nannies restart them)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():  # the worker's event loop runs in its main thread
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def run(spec: SweepSpec, *, scheduler: str | None = None, workers: int | None = None, serial: bool = False,

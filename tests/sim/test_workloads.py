@@ -56,3 +56,20 @@ def test_unknown_model_and_too_long():
     with pytest.raises(WorkloadError, match="exceeds"):
         standard_trace("bitnet-tiny", 200, 100)
     assert set(MODELS) >= {"bitnet-b1.58-700m", "bitnet-b1.58-1.3b", "bitnet-b1.58-3b", "bitnet-b1.58-2b4t"}
+
+
+def test_kv_region_counts_every_sequence():
+    """The KV cache region (lowbit.sim.isa: 2^39 - 2^38 B = 256 GiB) holds B sequences of n_layers x kv_heads x
+    2 x max_positions x head_dim bytes each: for 3B at max_positions 32,832 that is 26 x 32 x 2 x 32,832 x 100
+    = 5,463,244,800 B per sequence, so 50 sequences fit (273.2e9 B) and 51 (278.6e9 B) do not."""
+    import dataclasses
+
+    from lowbit.sim.config import load_config
+    from lowbit.sim.trace import SeqSpec
+    from lowbit.sim.workloads import batch_trace, check_workload
+
+    m = dataclasses.replace(get_model("bitnet-b1.58-3b"), max_positions=32768 + 64)
+    cfg = load_config("vitallm")
+    check_workload(cfg, batch_trace(m, [SeqSpec(8, 0, 1)] * 50))
+    with pytest.raises(WorkloadError, match="KV cache of 259.5 GiB"):
+        check_workload(cfg, batch_trace(m, [SeqSpec(8, 0, 1)] * 51))

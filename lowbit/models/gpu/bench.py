@@ -485,12 +485,12 @@ def run_all(out_dir: Path, quick: bool = False, sections: str = "attention,linea
         cfgs += [("bitnet-b1.58-2b4t", f, 4000, a) for f, a in (("bf16", "dense"), ("ternary", "dense"), ("ternary", "lop"))]
         cfgs += [("bitnet-b1.58-3b", f, 4000, a) for f, a in (("bf16", "dense"), ("ternary", "dense"), ("ternary", "lop"))]
         section("decode", lambda: run_decode(cfgs[:2] if quick else cfgs, data, say, budget, seed))
-    if "linear" in secs:  # after decode: the batch-1 and decode figures come first when the budget is short
-        section("linear batch 4", lambda: run_linear(model_shapes, tuple(b for b in BATCHES_GEMV if b > 1), data, say,
-                                                     budget, seed, save))
     section("autotune log", lambda: _log_tuned(say))
     if "gemm" in secs:
         section("gemm", lambda: run_linear(model_shapes, (64,) if quick else BATCHES_GEMM, data, say, budget, seed, save))
+    if "linear" in secs:  # last: the batch-1, decode and GEMM figures come first when the budget is short
+        section("linear batch 4", lambda: run_linear(model_shapes, tuple(b for b in BATCHES_GEMV if b > 1), data, say,
+                                                     budget, seed, save))
     save()
     try:
         atomic_write(out_dir / "gpu-baseline.png", roofline_png(data))

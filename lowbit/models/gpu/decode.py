@@ -46,8 +46,12 @@ class _Layer:
     norms: dict = field(default_factory=dict)
 
 
-def _ternary(n, k, nscales, dev, gen):
+def _ternary(n, k, nscales, dev, gen, pad_heads=None):
+    # pad_heads (heads, dc): each head's k / heads columns followed by zero columns up to dc
     codes = torch.randint(-1, 2, (n, k), dtype=torch.int8, device=dev, generator=gen)
+    if pad_heads is not None:
+        heads, dc = pad_heads
+        codes = F.pad(codes.view(n, heads, k // heads), (0, dc - k // heads)).reshape(n, heads * dc)
     scales = torch.rand(nscales, device=dev, generator=gen) * 0.5 + 0.5
     return pack_ternary_gpu_torch(codes, scales.repeat_interleave(n // nscales))
 
@@ -69,6 +73,12 @@ class DecodeModel:
         self.fused = fused and fmt == "ternary"
         gen = torch.Generator(device=device).manual_seed(seed)
         d, hd, H, KVH, Fd = spec.d_model, spec.head_dim, spec.n_heads, spec.n_kv_heads, spec.d_ffn
+        # dense attention: cache rows padded with zeros to a multiple of 8 (flash SDPA copies the whole cache
+        # into a padded buffer on every call otherwise: measured 24.6 vs 10.6 us at 3B shapes, 193 tokens)
+        self.hd_cache = hd if attn == "lop" else -(-hd // 8) * 8
+        # fused ternary without SubLN: Wo gets zero columns on the head padding, so the attention output is
+        # consumed as stored (no copy of the unpadded rows); the pad is zero, so absmax, codes and sums match
+        self._pad_wo = self.fused and not spec.subln and self.hd_cache != hd
         nqkv = (H + 2 * KVH) * hd
         nff = 2 * Fd if spec.gated else Fd
         self.layers = []
@@ -79,15 +89,15 @@ class DecodeModel:
                 mk = lambda n, k, ns: _bf16(n, k, device, gen)  # noqa: E731
             else:
                 mk = lambda n, k, ns: random_fp4_weight_torch(n, k, fmt, device, gen)  # noqa: E731
-            lay = _Layer(mk(nqkv, d, 1), mk(d, H * hd, 1), mk(nff, d, 2 if spec.gated else 1), mk(d, Fd, 1))
+            wqkv = mk(nqkv, d, 1)
+            # Wo reads the zero-padded attention rows directly: the same codes with zero columns on the pad
+            wo = _ternary(d, H * hd, 1, device, gen, (H, self.hd_cache)) if self._pad_wo else mk(d, H * hd, 1)
+            lay = _Layer(wqkv, wo, mk(nff, d, 2 if spec.gated else 1), mk(d, Fd, 1))
             for nm, dim in [("attn", d), ("ffn", d)] + ([("attn_sub", d), ("ffn_sub", Fd)] if spec.subln else []):
                 lay.norms[nm] = (1 + 0.1 * torch.randn(dim, device=device, generator=gen)).to(torch.bfloat16)
             self.layers.append(lay)
         self.final_norm = torch.ones(d, dtype=torch.bfloat16, device=device)
         self.lm_head = _bf16(spec.vocab, d, device, gen) if lm_head else None
-        # dense attention: cache rows padded with zeros to a multiple of 8 (flash SDPA copies the whole cache
-        # into a padded buffer on every call otherwise: measured 24.6 vs 10.6 us at 3B shapes, 193 tokens)
-        self.hd_cache = hd if attn == "lop" else -(-hd // 8) * 8
         pad = (0, self.hd_cache - hd)
         self.k_cache = F.pad(torch.randn(spec.n_layers, batch, KVH, max_ctx, hd, device=device, generator=gen), pad).to(
             torch.bfloat16)
@@ -117,7 +127,7 @@ class DecodeModel:
             return ternary_gemv(act_quant(x), w)
         return fp4_gemv(x, w)
 
-    def _attend(self, q, kc, vc, lo, ctx):
+    def _attend(self, q, kc, vc, lo, ctx, keep_pad: bool = False):
         s = self.spec
         if self.attn == "lop":
             return lop_attention(q, kc, vc, lo, ctx, self.k_sel)
@@ -126,7 +136,7 @@ class DecodeModel:
             q = F.pad(q, (0, dc - hd))
         o = F.scaled_dot_product_attention(q.unsqueeze(2), kc[:, :, :ctx], vc[:, :, :ctx], scale=1.0 / math.sqrt(hd),
                                            enable_gqa=s.n_heads != s.n_kv_heads).squeeze(2)
-        return o if dc == hd else o[..., :hd]
+        return o if dc == hd or keep_pad else o[..., :hd]
 
     def _torch_layer(self, x, wqkv, wo, w13, w2, n_attn, n_ffn, n_asub, n_fsub, kc, vc, lo, rot, pos: int):
         s = self.spec
@@ -164,7 +174,8 @@ class DecodeModel:
         B = x.shape[0]
         qkv = norm_gemv(x, lay.norms["attn"], eps, lay.wqkv)
         q = rope_append(qkv, cos, sin, H, KVH, kc, vc, pos, lo, head_dim=s.head_dim)
-        a = self._attend(q, kc, vc, lo, pos + 1).reshape(B, H * s.head_dim)
+        a = self._attend(q, kc, vc, lo, pos + 1, keep_pad=self._pad_wo)
+        a = a.reshape(B, a.shape[1] * a.shape[2])
         if s.subln:
             x = norm_gemv(a, lay.norms["attn_sub"], eps, lay.wo, residual=x)
         else:  # the quantizer fused in the GEMV

@@ -33,7 +33,7 @@ import triton.language as tl
 from lowbit.sim.numerics.fp import pack_fp4
 from lowbit.sim.numerics.mx import MXFP4Tensor, NVFP4Tensor
 
-from .ternary import autotune, grouped_tile
+from .ternary import autotune, grouped_tile, pdl_kw, pdl_launch, pdl_wait
 
 __all__ = ["FP4Weight", "pack_fp4_gpu", "fp4_gemv", "fp4_gemm", "fp4_linear", "random_fp4_weight_torch"]
 
@@ -122,8 +122,11 @@ def _block_scale_f32(c, IS_NV: tl.constexpr):
 @triton.jit
 def _fp4_gemv_kernel(x_ptr, w_ptr, s_ptr, y_ptr, out_mul, M, N, KW, K,
                      stride_xm, stride_wn, stride_sn, stride_ym,
-                     IS_NV: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr):
+                     IS_NV: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr,
+                     PDL: tl.constexpr = False):
     WPB: tl.constexpr = 2 if IS_NV else 4  # words per scale block
+    pdl_launch(PDL)
+    pdl_wait(PDL)
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -222,7 +225,7 @@ def fp4_gemv(x: torch.Tensor, w: FP4Weight, block_m: int | None = None, config: 
             x.stride(0), w.words.stride(0), w.scales.stride(0), y.stride(0))
     if x.is_cuda and config is None:
         grid = lambda meta: (triton.cdiv(w.n, meta["BLOCK_N"]), triton.cdiv(m, bm))  # noqa: E731
-        _fp4_gemv_tuned[grid](*args, IS_NV=is_nv, BLOCK_M=bm)
+        _fp4_gemv_tuned[grid](*args, IS_NV=is_nv, BLOCK_M=bm, **pdl_kw(x.device))
     else:
         cfg = dict(config or {"BLOCK_N": 16, "BLOCK_KW": 64, "num_warps": 4})
         nw = cfg.pop("num_warps", 4)

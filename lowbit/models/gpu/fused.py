@@ -19,7 +19,17 @@ import torch
 import triton
 import triton.language as tl
 
-from .ternary import INTERPRET, K_ALIGN, QuantAct, absmax_scale, autotune, quant_i8
+from .ternary import (
+    INTERPRET,
+    K_ALIGN,
+    QuantAct,
+    absmax_scale,
+    autotune,
+    pdl_kw,
+    pdl_launch,
+    pdl_wait,
+    quant_i8,
+)
 
 __all__ = ["rmsnorm_quant", "gate_quant", "rope_append"]
 
@@ -45,7 +55,9 @@ def _quant_store(n, rk, k_ok, m, q_ptr, qsum_ptr, s_ptr, stride_qm, KP, eps_q):
 
 @triton.jit
 def _rmsnorm_quant_kernel(x_ptr, g_ptr, xo_ptr, q_ptr, qsum_ptr, s_ptr, K, KP, stride_xm, stride_qm, eps, eps_q,
-                          BLOCK: tl.constexpr, NORM: tl.constexpr, WRITE_X: tl.constexpr):
+                          BLOCK: tl.constexpr, NORM: tl.constexpr, WRITE_X: tl.constexpr, PDL: tl.constexpr = False):
+    pdl_launch(PDL)
+    pdl_wait(PDL)
     m = tl.program_id(0)
     rk = tl.arange(0, BLOCK)
     k_ok = rk < K
@@ -61,7 +73,10 @@ def _rmsnorm_quant_kernel(x_ptr, g_ptr, xo_ptr, q_ptr, qsum_ptr, s_ptr, K, KP, s
 
 @triton.jit
 def _gate_quant_kernel(h_ptr, g_ptr, xo_ptr, q_ptr, qsum_ptr, s_ptr, F, KP, stride_hm, stride_qm, eps, eps_q,
-                       BLOCK: tl.constexpr, ACT: tl.constexpr, NORM: tl.constexpr, WRITE_X: tl.constexpr):
+                       BLOCK: tl.constexpr, ACT: tl.constexpr, NORM: tl.constexpr, WRITE_X: tl.constexpr,
+                       PDL: tl.constexpr = False):
+    pdl_launch(PDL)
+    pdl_wait(PDL)
     m = tl.program_id(0)
     rk = tl.arange(0, BLOCK)
     k_ok = rk < F
@@ -91,7 +106,7 @@ _gate_quant_tuned = autotune(_ROW_WARPS, key=["F", "BLOCK", "ACT", "NORM"])(_gat
 
 def _launch(kernel, tuned, m, args, flags, block):
     if args[0].is_cuda and not INTERPRET:
-        tuned[(m,)](*args, **flags)
+        tuned[(m,)](*args, **flags, **pdl_kw(args[0].device))
     else:
         kernel[(m,)](*args, **flags, num_warps=4 if block <= 2048 else 8)
 
@@ -138,9 +153,12 @@ def gate_quant(h: torch.Tensor, act: str, g: torch.Tensor | None = None, eps: fl
 
 @triton.jit
 def _rope_append_kernel(qkv_ptr, cos_ptr, sin_ptr, qo_ptr, k_ptr, v_ptr, lo_ptr, H, KVH, D, DC, MMAX, POS, DW,
-                        stride_qkv, eps_q, HALF: tl.constexpr, DWP: tl.constexpr, LOP: tl.constexpr):
+                        stride_qkv, eps_q, HALF: tl.constexpr, DWP: tl.constexpr, LOP: tl.constexpr,
+                        PDL: tl.constexpr = False):
     # DC >= D: row length of the caches and of the returned queries (zero padding past D)
     # program (token b, slot): slots 0..H-1 are query heads, H..H+KVH-1 key heads (+ the value row)
+    pdl_launch(PDL)
+    pdl_wait(PDL)
     b = tl.program_id(0)
     hs = tl.program_id(1)
     ri = tl.arange(0, HALF)
@@ -217,5 +235,6 @@ def rope_append(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, n_heads
     dw = lo_cache.shape[-1] if lo_cache is not None else 1
     _rope_append_kernel[(bsz, n_heads + n_kv)](qkv, cos, sin, qo, k_cache, v_cache, lo, n_heads, n_kv, d, dc, mmax, pos,
                                                dw, qkv.stride(0), eps_q, HALF=triton.next_power_of_2(d // 2),
-                                               DWP=triton.next_power_of_2(dw), LOP=lo_cache is not None, num_warps=1)
+                                               DWP=triton.next_power_of_2(dw), LOP=lo_cache is not None, num_warps=1,
+                                               **pdl_kw(qkv.device))
     return qo

@@ -31,7 +31,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .ternary import INTERPRET, absmax_scale, autotune, dp4a, quant_i8
+from .ternary import INTERPRET, absmax_scale, autotune, dp4a, pdl_kw, pdl_launch, pdl_wait, quant_i8
 
 __all__ = ["ternary_gemv_row", "row_kernel_fits", "use_row_kernel", "norm_gemv", "n_programs"]
 
@@ -57,8 +57,9 @@ def _pack4(q, rb):
 def _tgemv_row_kernel(x_ptr, q_ptr, qsum_ptr, xs_ptr, w_ptr, ws_ptr, r_ptr, y_ptr, g_ptr, N, KW, K, stride_wn, eps,
                       eps_n, BLOCK_N: tl.constexpr, KWP: tl.constexpr, FUSED: tl.constexpr, OUT_ACC: tl.constexpr,
                       RESIDUAL: tl.constexpr, USE_ASM: tl.constexpr, PER_SM, PIPE: tl.constexpr,
-                      NORM: tl.constexpr):
+                      NORM: tl.constexpr, PDL: tl.constexpr = False):
     # PER_SM only sizes the grid (host side); NORM (with FUSED): RMSNorm with weight g before the quantizer
+    pdl_launch(PDL)
     pid = tl.program_id(0)
     NPROG = tl.num_programs(0)
     rj = tl.arange(0, KWP)
@@ -70,6 +71,7 @@ def _tgemv_row_kernel(x_ptr, q_ptr, qsum_ptr, xs_ptr, w_ptr, ws_ptr, r_ptr, y_pt
     if not PIPE:
         rn = pid * BLOCK_N + rn0
         w = tl.load(w_ptr + rn[:, None] * stride_wn + rj[None, :], mask=(rn < N)[:, None] & j_ok[None, :], other=0)
+    pdl_wait(PDL)  # the activation row, residual and output only after the previous kernel
     if FUSED:
         kk = rj[:, None] * 16 + rb[None, :]  # [KWP, 4]: elements 16j + 4t + b of slot t = 0
         x0 = tl.load(x_ptr + kk, mask=kk < K, other=0.0).to(tl.float32)
@@ -215,7 +217,7 @@ def ternary_gemv_row(a, w, out_acc: bool = False, config: dict | None = None, re
     g = norm if norm is not None else y
     args = (x, q, qsum, xs, w.words, w.scale, r, y, g, w.n, kw, w.k, w.words.stride(0), eps, norm_eps)
     flags = dict(FUSED=fused, OUT_ACC=out_acc, RESIDUAL=residual is not None,
-                 USE_ASM=dev.type == "cuda" and not INTERPRET, NORM=norm is not None)
+                 USE_ASM=dev.type == "cuda" and not INTERPRET, NORM=norm is not None, **pdl_kw(dev))
     _row_launch(_tgemv_row_kernel, _tgemv_row_tuned, args, flags, w.n, triton.next_power_of_2(kw), config, dev)
     return y
 

@@ -32,6 +32,7 @@ Prefill GEMM: unpacks a weight tile to int8 ``c-1`` and uses INT8 tensor cores (
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -53,9 +54,48 @@ __all__ = [
     "ternary_linear",
     "K_ALIGN",
     "INTERPRET",
+    "pdl_kw",
 ]
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+try:  # grid dependency control (programmatic dependent launch, sm_90+); absent from older Triton releases
+    from triton.language.extra import cuda as _gdc
+    _HAS_GDC = hasattr(_gdc, "gdc_wait") and hasattr(_gdc, "gdc_launch_dependents")
+except ImportError:
+    _gdc, _HAS_GDC = None, False
+# programmatic dependent launch: off unless LOWBIT_GPU_PDL=1 (measured on an H200: no gain for the decode step,
+# 1380 vs 1365 µs for BitNet-3B, and mixed per GEMV; reports/gpu-baseline.md)
+PDL = os.environ.get("LOWBIT_GPU_PDL", "0") == "1"
+
+
+@functools.cache
+def _pdl_device(index: int) -> bool:
+    return torch.cuda.get_device_capability(index)[0] >= 9
+
+
+def pdl_kw(device) -> dict:
+    """Launch keywords of the decode kernels: with programmatic dependent launch (CUDA graphs keep it as a
+    programmatic edge; Hopper and later) a kernel starts while its predecessor still runs, issues its
+    first loads of immutable weights, then waits (``griddepcontrol.wait``) for the predecessor's results
+    before it reads activations or writes anything. The launch latency and the weight stream's ramp-up
+    overlap the previous kernel (CUDA Programming Guide, "Programmatic Dependent Launch")."""
+    if PDL and _HAS_GDC and not INTERPRET and device.type == "cuda" and _pdl_device(device.index or 0):
+        return {"PDL": True, "launch_pdl": True}
+    return {"PDL": False}
+
+
+@triton.jit
+def pdl_launch(PDL: tl.constexpr):
+    """Allow the next kernel of the stream to start now (no-op without programmatic dependent launch)."""
+    if PDL:
+        _gdc.gdc_launch_dependents()
+
+
+@triton.jit
+def pdl_wait(PDL: tl.constexpr):
+    """Wait until the previous kernel of the stream has finished and its writes are visible."""
+    if PDL:
+        _gdc.gdc_wait()
 
 
 def _fast_bench(fn, quantiles=None):
@@ -257,7 +297,9 @@ def _fused_scale(x_ptr, rm, m_ok, K, stride_xm, eps, BLOCK_M: tl.constexpr, AB: 
 def _tgemv_kernel(x_ptr, q_ptr, qsum_ptr, xs_ptr, w_ptr, ws_ptr, r_ptr, y_ptr, M, N, KW, K,
                   stride_xm, stride_qm, stride_wn, stride_rm, stride_ym, eps,
                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr, FUSED: tl.constexpr,
-                  OUT_ACC: tl.constexpr, RESIDUAL: tl.constexpr, USE_ASM: tl.constexpr, AB: tl.constexpr):
+                  OUT_ACC: tl.constexpr, RESIDUAL: tl.constexpr, USE_ASM: tl.constexpr, AB: tl.constexpr,
+                  PDL: tl.constexpr = False):
+    pdl_launch(PDL)
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -269,6 +311,7 @@ def _tgemv_kernel(x_ptr, q_ptr, qsum_ptr, xs_ptr, w_ptr, ws_ptr, r_ptr, y_ptr, M
     # the first weight tile is loaded before the activation scale, so the weight stream starts at once;
     # each iteration then loads the next tile before computing on the current one
     w = tl.load(w_ptr + rn[:, None] * stride_wn + rj[None, :], mask=n_ok[:, None] & (rj < KW)[None, :], other=0)
+    pdl_wait(PDL)  # activations, residual and output only after the previous kernel
     if FUSED:
         s64 = _fused_scale(x_ptr, rm, m_ok, K, stride_xm, eps, BLOCK_M, AB)
         qs = tl.zeros([BLOCK_M, BLOCK_KW], tl.int32)
@@ -378,7 +421,7 @@ def ternary_gemv(a: QuantAct | torch.Tensor, w: TernaryWeight, out_acc: bool = F
     args = (x, q, qsum, xs, w.words, w.scale, r, y, m, w.n, w.words.shape[1], w.k,
             x.stride(0), q.stride(0), w.words.stride(0), r.stride(0), y.stride(0), eps)
     flags = dict(BLOCK_M=bm, FUSED=fused, OUT_ACC=out_acc, RESIDUAL=residual is not None,
-                 USE_ASM=dev.type == "cuda" and not INTERPRET, AB=ab)
+                 USE_ASM=dev.type == "cuda" and not INTERPRET, AB=ab, **pdl_kw(dev))
     if dev.type == "cuda" and config is None:
         grid = lambda meta: (triton.cdiv(w.n, meta["BLOCK_N"]), triton.cdiv(m, bm))  # noqa: E731
         _tgemv_tuned[grid](*args, **flags)

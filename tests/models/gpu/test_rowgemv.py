@@ -80,3 +80,45 @@ def test_row_gemv_with_rmsnorm(device):
     assert torch.equal(norm_gemv(x, g, 1e-6, w, residual=r), ternary_gemv(a, w, residual=r))
     with pytest.raises(ValueError):
         ternary_gemv_row(a, w, norm=g)
+
+
+def _bf16_values() -> np.ndarray:
+    # every finite bf16 value, as float32
+    v = (np.arange(2**16, dtype=np.uint32) << 16).view(np.float32)
+    return v[np.isfinite(v)]
+
+
+@pytest.mark.parametrize("mx", [127.0, 3.140625, 0.0390625, 100.5, 1e-6])
+def test_fused_quantizer_at_rounding_ties(device, mx):
+    # a row whose products x*s lie on (s = 1 at max 127: x = k + 1/2) or next to a half-integer: the fused
+    # quantizers must still give the codes of int8_absmax_quantize (round half to even in float64)
+    vals = _bf16_values()
+    cand = vals[np.abs(vals) <= np.float32(mx)]
+    s = 127.0 * (1.0 / max(float(np.float32(mx)), 1e-5))
+    v = cand.astype(np.float64) * s
+    dist = np.abs(v - (np.floor(v) + 0.5))
+    order = np.argsort(dist, kind="stable")
+    row = np.concatenate([[np.float32(mx)], cand[order[:199]]]).astype(np.float32)[None, :]
+    if mx >= 1e-5:
+        assert dist[order[0]] < 2.0**-26  # products within 2^-26 of a tie are in the row
+    xt = torch.from_numpy(row).to(torch.bfloat16).to(device)
+    q, _ = int8_absmax_quantize(xt.float().cpu().numpy())
+    assert np.array_equal(rmsnorm_quant(xt, None).q[:, :200].cpu().numpy(), q)
+    codes, scale = ternary_quantize(np.random.default_rng(5).standard_normal((9, 200)))
+    w = pack_ternary_gpu(codes, scale, device)
+    got = ternary_gemv_row(xt, w, out_acc=True, config={"BLOCK_N": 4, "PER_SM": 1})
+    assert np.array_equal(got.cpu().numpy(), int_matmul_exact(q, codes))
+
+
+def test_fused_quantizer_random_bf16_rows(device):
+    # bf16 rows (ties at |x| = max/2 are common there): the fused codes equal the reference on many rows
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((24, 1000)) * rng.uniform(1e-3, 1e3, (24, 1))
+    xt = torch.from_numpy(x.astype(np.float32)).to(torch.bfloat16).to(device)
+    q, _ = int8_absmax_quantize(xt.float().cpu().numpy())
+    assert np.array_equal(rmsnorm_quant(xt, None).q[:, :1000].cpu().numpy(), q)
+    codes, scale = ternary_quantize(rng.standard_normal((7, 1000)))
+    w = pack_ternary_gpu(codes, scale, device)
+    for i in (0, 5, 23):
+        got = ternary_gemv_row(xt[i:i + 1], w, out_acc=True, config={"BLOCK_N": 4, "PER_SM": 1})
+        assert np.array_equal(got.cpu().numpy(), int_matmul_exact(q[i:i + 1], codes))

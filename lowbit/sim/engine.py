@@ -4,7 +4,9 @@ Steps: check the options and select LOP keys (sim.lop_select, when the trace car
 every forward step (prefill = step 0, decode steps 1..D) and every chunk of it (one run of ops of one layer):
 lower (sim.lower) -> schedule (sim.sched, numba) -> fold the per-instruction (unit, start, end) records into
 `Counters`, so memory does not grow with the number of steps or the context length (only the KV metadata of
-the current step is built); finally assemble the SimResult. Decode steps are autoregressive: every
+the current step is built); without observers a decoder layer's chunk is lowered, scheduled and folded window
+by window (sim.window: the same schedule), so memory does not grow with the prompt either; finally assemble
+the SimResult. Decode steps are autoregressive: every
 instruction that needs the new token waits for the previous step's end (weight prefetch does not, under
 "dependency-aware").
 
@@ -302,14 +304,16 @@ class LoweredSteps:
 
     def __iter__(self) -> Iterator[StepChunks]:
         for ops in self.steps:
+            layer_of = {o.name: o.layer for o in ops}
             yield StepChunks(ops[0].phase, ops[0].step, {o.name: o.role for o in ops},
-                             (self._assigned(ch, ops) for ch in self.lw.lower_step(ops, self.sink)))
+                             (self._assigned(ch, layer_of) for ch in self.lw.lower_step(ops, self.sink)))
 
-    def _assigned(self, ch: Chunk, ops: list[Op]) -> tuple[Chunk, int]:
-        """The chunk with every instruction on its statically assigned unit (sim.tiling.UnitAssigner)."""
+    def _assigned(self, ch: Chunk, layer_of: dict[str, int]) -> tuple[Chunk, int]:
+        """The chunk with every instruction on its statically assigned unit (sim.tiling.UnitAssigner), and its
+        decoder layer (-1: model-level ops)."""
         if not ch.streamed:
             ch.cols = self.assigner.assign(ch.cols)
-        return ch, _chunk_layer(ch, ops)
+        return ch, layer_of.get(ch.names[0], -1) if ch.names else -1
 
 
 def _run_steps(source: ChunkSource, sched: Scheduler, ctr: Counters,
@@ -382,12 +386,6 @@ def _run_steps(source: ChunkSource, sched: Scheduler, ctr: Counters,
             if at_prefill_end is not None:
                 at_prefill_end()
     return StepsRun(t_barrier, prefill_end, step_cycles, n_instr, t_low, t_sch)
-
-
-def _chunk_layer(ch: Chunk, ops: list[Op]) -> int:
-    """The decoder layer of a chunk (-1: model-level ops)."""
-    by_name = {o.name: o.layer for o in ops}
-    return by_name.get(ch.names[0], -1) if ch.names else -1
 
 
 # ---------------------------------------------------------------------------------------------- result

@@ -30,7 +30,10 @@ while BoothFlex (and LOP, SFU) run g (docs/reference/vitallm.md §5.5).
 Decoder layers with identical signatures share one cached instruction block per step (placed per layer with
 its DRAM address offsets), which is what makes 3B-scale runs fast; under LOP each layer's selected positions
 then expand the block's K/V fetches into their gathers (sim.kvcache.expand_gathers), so only the current
-step's selections are held.
+step's selections are held. A block over MAX_BLOCK_INSTRUCTIONS (a long prompt's layer) is not kept: each
+layer is lowered again, and with a sink (the engine's sim.window.WindowRun) handed on in windows of WINDOW
+instructions as it is emitted; a projection's tile block is cached per token chunk (and per run of chunks),
+never per prompt, so nothing the lowering holds grows with the prompt.
 """
 
 from __future__ import annotations
@@ -256,11 +259,12 @@ class Lowering:
             if self._layer_wbytes == 0:
                 self._layer_wbytes = self._wtop
             offs = (layer * self._layer_wbytes, layer * kv_off, 0, layer * lo_off)
-            e = Emitter(sink, WINDOW)
-            if sink is not None:
+            stream = sink is not None and len(blk["main"]) > WINDOW  # a block of one window is scheduled whole
+            e = Emitter(sink if stream else None, WINDOW)
+            if stream:
                 sink.ops(kinds)
             out = e.add_block(blk, EXT, offs)
-            yield Chunk(e.finish(), names, kinds, StepStats(**vars(st2)), out, streamed=sink is not None)
+            yield Chunk(e.finish(), names, kinds, StepStats(**vars(st2)), out, streamed=stream)
             if sink is not None and len(blk["main"]) > MAX_BLOCK_INSTRUCTIONS:
                 self._layers.pop(key, None)
 

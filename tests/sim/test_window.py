@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 import lowbit.sim.lower as lower
@@ -143,15 +142,17 @@ def test_rows_held_do_not_grow_with_the_prompt(monkeypatch):
 
 
 def test_one_step_prefill_memory_is_bounded():
-    """A 3B one-step prefill of 64 tokens (~7.9e6 tile instructions, ~3e5 per decoder layer: held whole, as
-    before streaming, the process peaked at 367 MiB) stays under 300 MiB, ~160 MiB of it interpreter, numpy
-    and numba."""
-    code = ("import json, resource; from lowbit.sim.config import load_config; from lowbit.sim.engine import simulate;"
-            "from lowbit.sim.workloads import standard_trace;"
-            "r = simulate(load_config('vitallm'), standard_trace('bitnet-b1.58-3b', 64, 0));"
+    """A 3B one-step prefill of 96 tokens (~1.2e7 tile instructions, ~4.5e5 per decoder layer: held whole, as
+    before streaming, the process peaked at ~470 MiB; 367 MiB at 64 tokens, 982 MiB at 256) stays under
+    380 MiB, ~160 MiB of it interpreter, numpy and numba. The kernels are compiled (cached) in a first process,
+    so the measured one only loads them."""
+    sim = "from lowbit.sim.config import load_config; from lowbit.sim.engine import simulate;" \
+          "from lowbit.sim.workloads import standard_trace;"
+    subprocess.run([sys.executable, "-c", sim + "simulate(load_config('tiny'), standard_trace('bitnet-tiny', 2, 1))"],
+                   check=True, timeout=600)
+    code = (sim + "import json, resource; r = simulate(load_config('vitallm'), standard_trace('bitnet-b1.58-3b', 96, 0));"
             "print(json.dumps([r.instructions, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=600)
     n, peak = json.loads(out.stdout.strip().splitlines()[-1])
-    assert n > 7_000_000
-    assert peak < 300, peak
-    assert np.isfinite(peak)
+    assert n > 11_000_000
+    assert peak < 380, peak

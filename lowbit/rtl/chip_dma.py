@@ -17,7 +17,7 @@ per-request completion whenever each engine's requests complete in issue order (
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Mux, Signal, unsigned
+from amaranth.hdl import Array, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -84,17 +84,18 @@ class DmaEngine(wiring.Component):
         retired = Signal.like(self.pc)
         bits = Signal(nt)
         # --- issue chain: word k issues this cycle iff every word before it does and it can
-        room = Array(self.room[b] for b in range(N_BUFFERS))
-        efree = Array(self.entries_free[b] for b in range(N_BUFFERS))
+        pad = (1 << BUF_BITS) - N_BUFFERS  # every `buf` code selects something (no incomplete case)
+        room = Array([self.room[b] for b in range(N_BUFFERS)] + [Const(0, len(self.room[0]))] * pad)
+        efree = Array([self.entries_free[b] for b in range(N_BUFFERS)] + [Const(0, len(self.entries_free[0]))] * pad)
         cb = len(self.room[0])
         eb = len(self.entries_free[0])
-        used = [Signal(cb, name=f"used0_{b}") for b in range(N_BUFFERS)]  # bytes / entries taken by the
-        taken = [Signal(eb, name=f"taken0_{b}") for b in range(N_BUFFERS)]  # words issuing before k, per buffer
+        used = [Const(0, cb)] * N_BUFFERS   # bytes / entries taken by the words issuing before k, per buffer
+        taken = [Const(0, eb)] * N_BUFFERS
         prev = self.run & self.req_ready
         iss = []
         for k in range(ni):
             w = self.words[k]
-            u, t = Array(used), Array(taken)
+            u, t = Array(used + [Const(0, cb)] * pad), Array(taken + [Const(0, eb)] * pad)
             fits = ~w.alloc_en | ((room[w.buf] >= u[w.buf] + w.alloc) & (efree[w.buf] > t[w.buf]))
             ok = Signal(name=f"issue{k}")
             m.d.comb += ok.eq(prev & thresholds_met(w, self.counts) & fits

@@ -12,7 +12,7 @@ this costs against the simulator).
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Mux, Signal, unsigned
+from amaranth.hdl import Array, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -69,19 +69,22 @@ class Ring(wiring.Component):
         m.d.comb += back.eq(sum(ret_bytes))
         m.d.comb += [self.room.eq(self.capacity - (used - back)), self.entries_free.eq(ne - (live - n_ret))]
         # allocations this cycle, in lane order: lane k takes entry aptr + (allocating lanes before k)
-        rank = Signal(range(self.n_alloc + 1), name="rank0")
-        m.d.comb += rank.eq(0)
-        add = Signal(cb + 1, name="add0")
-        m.d.comb += add.eq(0)
+        rank = Const(0, range(self.n_alloc + 1))
+        add = Const(0, cb + 1)
+        writes = []
         for k in range(self.n_alloc):
             slot = Signal(lg, name=f"slot{k}")
             m.d.comb += slot.eq(aptr + rank)
-            with m.If(self.alloc_valid[k]):
-                m.d.sync += size[slot].eq(self.alloc_size[k])
-            nr = Signal.like(rank, name=f"rank{k + 1}")
-            na = Signal.like(add, name=f"add{k + 1}")
+            writes.append((self.alloc_valid[k], slot, self.alloc_size[k]))
+            nr = Signal(range(self.n_alloc + 1), name=f"rank{k + 1}")
+            na = Signal(cb + 1, name=f"add{k + 1}")
             m.d.comb += [nr.eq(rank + self.alloc_valid[k]), na.eq(add + Mux(self.alloc_valid[k], self.alloc_size[k], 0))]
             rank, add = nr, na
+        for i in range(ne):  # entry i takes the size of the lane that allocates it (at most one does)
+            v = size[i]
+            for valid, slot, sz in writes:
+                v = Mux(valid & (slot == i), sz, v)
+            m.d.sync += size[i].eq(v)
         m.d.sync += [aptr.eq(aptr + rank), rptr.eq(rptr + n_ret), live.eq(live - n_ret + rank),
                      used.eq(used - back + add)]
         m.d.sync += self.head.eq((self.head + add) % self.capacity)

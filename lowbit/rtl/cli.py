@@ -75,8 +75,20 @@ def register(app: typer.Typer) -> None:
         hw: str = hw_option(),
         sets: list[str] = set_option(),
         simulator: str | None = typer.Option(None, "--sim", help="verilator (default) or icarus"),
+        chip: bool = typer.Option(False, "--chip", help="run a compiled program on the whole chip and compare every "
+                                  "instruction's start/end cycle with `lowbit sim --program`"),
+        model: str | None = typer.Option(None, "--model", metavar="NAME|CONFIG", help="--chip: model to compile "
+                                         "(default bitnet-tiny)"),
+        prefill: int = typer.Option(8, "--prefill", help="--chip: prompt tokens"),
+        decode: int = typer.Option(3, "--decode", help="--chip: generated tokens"),
+        program: Path | None = typer.Option(None, "--program", metavar="PATH", help="--chip: run this program "
+                                            "(from `lowbit compile`) instead of compiling --model"),
     ) -> None:
-        """Run the cocotb benches: RTL vs sim.numerics (bit-exact) and cycles vs sim.units (exact)."""
+        """Run the cocotb benches: RTL vs sim.numerics (bit-exact) and cycles vs sim.units (exact); with --chip,
+        the chip top on a compiled program against `lowbit sim --program` (cycles per instruction)."""
+        if chip:
+            _verify_chip(hw, sets, model, prefill, decode, program)
+            return
         if vectors < 1:
             raise LowbitError(f"--vectors {vectors}: must be >= 1")
         option_int("--vectors", vectors, Range(1, 10**7, "vectors"))
@@ -112,3 +124,49 @@ def register(app: typer.Typer) -> None:
         Console().print(t)
         if failed:
             raise LowbitError("RTL mismatches: " + "; ".join(failed))
+
+
+def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, decode: int,
+                 program: Path | None) -> None:
+    """`lowbit verify --chip`: compile (unless --program), run on the chip RTL, print the per-queue table."""
+    require_extra("verify", "rtl", "amaranth", "cocotb")
+    import tempfile
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from lowbit.rtl.chip_run import verify_chip
+    from lowbit.sim.config import load_hw
+
+    cfg = load_hw(hw, sets)
+    if program is not None and model is not None:
+        raise LowbitError("--program runs the workload compiled into the program; drop --model")
+    label = str(program) if program is not None else f"{model or 'bitnet-tiny'} prefill {prefill} + decode {decode}"
+    with tempfile.TemporaryDirectory(prefix="lowbit-chip-") as tmp:
+        if program is None:
+            from lowbit.sim.cli import build_trace
+            from lowbit.sim.compile import compile_program
+            from lowbit.sim.workloads import check_workload
+
+            tr = build_trace(model or "bitnet-tiny", None, prefill, decode, cfg, None)
+            check_workload(cfg, tr)
+            program = Path(tmp) / "prog.bin"
+            compile_program(cfg, tr, program)
+        r = verify_chip(cfg, program, hw, sets)
+    t = Table(title=f"lowbit verify --chip --hw {cfg.name}: {label}, chip RTL vs lowbit sim --program")
+    for c in ("queue", "instructions", "start mismatches", "end mismatches", "max |diff| (cycles)", "first"):
+        t.add_column(c)
+    for q in r.queues:
+        t.add_row(q.name, str(q.instructions), str(q.start_mismatches), str(q.end_mismatches), str(q.max_diff),
+                  q.first or "-")
+    Console().print(t)
+    print(f"total cycles: sim {r.sim_cycles:,}, chip {r.chip_cycles:,} (difference {r.chip_cycles - r.sim_cycles}); "
+          f"{r.dram_requests} DRAM requests; {r.seconds:.1f} s")
+    if not r.ok:
+        why = [f"{r.mismatches} mismatches"] if r.mismatches else []
+        why += ["the chip did not finish"] if not r.finished else []
+        why += [f"{r.late} late DRAM responses"] if r.late else []
+        why += [f"{r.lane_overflow} cycles with more responses than lanes"] if r.lane_overflow else []
+        why += [f"total cycles differ by {r.chip_cycles - r.sim_cycles}"] if r.chip_cycles != r.sim_cycles else []
+        raise LowbitError("chip RTL differs from lowbit sim: " + ", ".join(why))
+    print("chip RTL matches lowbit sim: 0 mismatches, 0 cycles difference")

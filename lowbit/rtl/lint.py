@@ -31,8 +31,20 @@ def _alias_of_temp(msg: str, text: str) -> bool:
     return bool(m and re.search(rf"^\s*assign {m.group(1)} = \\\$\d+ ", text, re.M))
 
 
+def _plain_alias(msg: str, text: str) -> bool:
+    # Amaranth's debug alias of a named net, a port seen from its parent (`name$N`) or a field / element of a
+    # struct or array signal (`x.field`, `x[3]`): a wire assigned only a plain net or a constant slice of one
+    # (`assign \\mem__req[3].addr  = mem__req[400:353];`) and read by nothing.
+    m = re.search(r"Signal is not used: '([^']+)'", msg)
+    if not m:
+        return False
+    name = re.escape(m.group(1))
+    rhs = r"\\?[\w$.\[\]]+ ?(\[\d+(:\d+)?\])?"
+    return bool(re.search(rf"^\s*assign \\?{name} += {rhs} ?;$", text, re.M))
+
+
 def _unused(msg: str, text: str) -> bool:
-    return _amaranth_temp(msg) or _amaranth_alias(msg) or _alias_of_temp(msg, text)
+    return _amaranth_temp(msg) or _amaranth_alias(msg) or _alias_of_temp(msg, text) or _plain_alias(msg, text)
 
 
 def _trunc(msg: str, text: str) -> bool:

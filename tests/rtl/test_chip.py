@@ -1,0 +1,101 @@
+"""The chip top (lowbit.rtl.chip) on Verilator runs a compiled program with every instruction's start and end
+cycle equal to `lowbit sim --program` (lowbit.rtl.chip_run); its loader and comparison on their own."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("amaranth")
+pytest.importorskip("cocotb")
+
+from lowbit.rtl.chip_image import QueueTimes, build_image, reference_schedule  # noqa: E402
+from lowbit.rtl.chip_run import compare, params_for, verify_chip  # noqa: E402
+from lowbit.sim.config import load_hw  # noqa: E402
+from lowbit.sim.modelspec import get_model  # noqa: E402
+from lowbit.sim.program import ProgramError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_program(tmp_path_factory):
+    """bitnet-tiny (GQA: 4 query heads, 2 KV heads) on the tiny preset, LOP on, prefill 2 + decode 3."""
+    from lowbit.sim.cli import build_trace
+    from lowbit.sim.compile import compile_program
+
+    cfg = load_hw("tiny", [])
+    m = get_model("bitnet-tiny")
+    assert m.n_kv_heads < m.n_heads
+    path = tmp_path_factory.mktemp("chip") / "prog.bin"
+    st = compile_program(cfg, build_trace("bitnet-tiny", None, 2, 3, cfg, None), path)
+    assert st.steps == 4
+    return cfg, path
+
+
+def test_thresholds_reproduce_the_simulators_waits(tiny_program):
+    """The loader's rule (start when every queue's in-order completion count reaches the threshold): a join
+    completes exactly when its thresholds are met, no other instruction starts before."""
+    cfg, path = tiny_program
+    img = build_image(path, cfg)
+    ref, total = reference_schedule(path, cfg)
+    assert [len(w) for w in img.words] == [len(r.start) for r in ref]
+    assert img.queues[-1] == "sync" and len(img.words[-1]) > 0 and len(img.words[img.queues.index("lop")]) > 0
+
+    def met(thr):
+        return max([max(ref[q].end[:x]) for q, x in enumerate(thr) if x > 0], default=0)
+
+    for q, words in enumerate(img.words):
+        for i, w in enumerate(words):
+            if q == len(img.queues) - 1:
+                assert met(w["thr"]) == ref[q].end[i] == ref[q].start[i]
+            else:
+                assert met(w["thr"]) <= ref[q].start[i]
+    assert total == max(max(r.end) for r in ref)
+    # DMA tags are the program order of all DMA instructions; ring slots name allocations in order
+    tags = sorted(w["tag"] for q in ("dma_w", "dma_kv") for w in img.words[img.queues.index(q)])
+    assert tags == list(range(img.n_dma))
+    assert img.ring_queue == {"weight": "dma_w", "kv": "dma_kv", "lop": "dma_kv"}
+    allocs = [w for q in ("dma_w", "dma_kv") for w in img.words[img.queues.index(q)] if w["alloc_en"]]
+    live = {b: img.caps[b] // min(w["alloc"] for w in allocs if w["buf"] == b) for b in {w["buf"] for w in allocs}}
+    assert img.ring_live == max(live.values())
+    e = params_for(img).ring_entries
+    assert e >= img.ring_live and e & (e - 1) == 0 and e < 2 * img.ring_live
+
+
+def test_compare_reports_every_difference():
+    ref = [QueueTimes("a", [0, 5], [5, 9]), QueueTimes("b", [1], [1])]
+    same = compare(ref, [[0, 5], [1]], [[5, 9], [1]])
+    assert [(q.start_mismatches, q.end_mismatches) for q in same] == [(0, 0), (0, 0)]
+    off = compare(ref, [[0, 6], [1]], [[5, 11], [-1]])
+    assert (off[0].start_mismatches, off[0].end_mismatches, off[0].max_diff) == (1, 1, 2)
+    assert off[0].first == "#1: sim 5->9, chip 6->11"
+    assert off[1].end_mismatches == 1
+
+
+def test_pack_word_refuses_a_value_too_wide():
+    from lowbit.rtl.chip_ctrl import pack_word
+
+    w = {"valid": 1, "thr": [0, 70000], "cyc": 3, "free": 0, "free_buf": 0, "free_slot": 0}
+    with pytest.raises(ProgramError, match="does not fit 16 bits"):
+        pack_word("compute", 2, 16, w)
+    assert pack_word("compute", 2, 17, w) == 1 | 3 << 1 | 70000 << (1 + 32 + 1 + 3 + 8 + 17)
+
+
+def test_chip_runs_the_program_cycle_exact(tiny_program):
+    """prefill + 3 decode steps with LOP and GQA: 0 mismatches, 0 cycles difference, per queue."""
+    cfg, path = tiny_program
+    r = verify_chip(cfg, path, "tiny", [])
+    assert r.finished and r.late == 0 and r.lane_overflow == 0
+    assert {q.name: q.start_mismatches + q.end_mismatches for q in r.queues} == {q.name: 0 for q in r.queues}
+    assert r.chip_cycles == r.sim_cycles > 10_000
+    assert all(q.instructions > 0 for q in r.queues)
+    assert r.dram_requests == sum(q.instructions for q in r.queues if q.name.startswith("dma"))
+
+
+def test_chip_verilog_lints_clean(tiny_program):
+    from lowbit.rtl.chip_run import chip_verilog_cached
+    from lowbit.rtl.lint import lint
+    from lowbit.sim.cache import cache_dir
+
+    cfg, path = tiny_program
+    _, key = chip_verilog_cached(cfg, params_for(build_image(path, cfg)))
+    r = lint(cache_dir("verilog") / f"chip-{key}.v", "lowbit_chip")
+    assert r.ok, r.errors[:5]

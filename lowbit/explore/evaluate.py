@@ -22,6 +22,7 @@ import functools
 import hashlib
 import json
 import os
+import resource
 import shlex
 import time
 from dataclasses import asdict, dataclass
@@ -132,7 +133,7 @@ def evaluate(cfg_data: dict[str, Any], point: Point, level: str,
              blocks: dict[str, BlockCost] | None = None) -> dict[str, Any]:
     """Metrics of one point (see module docstring). A LowbitError (a tile that does not fit, a bad
     combination) makes the point infeasible, with the error as its reason; other exceptions propagate."""
-    t0, c0 = time.perf_counter(), time.process_time()
+    t0, c0, f0 = time.perf_counter(), time.process_time(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     out: dict[str, Any] = {"status": "ok", "reason": "", "worker": f"{os.uname().nodename}:{os.getpid()}"}
     try:
         out.update(_metrics(from_dict(cfg_data, source="sweep"), point, level, blocks or {}, out))
@@ -140,6 +141,7 @@ def evaluate(cfg_data: dict[str, Any], point: Point, level: str,
         out.update(status="infeasible", reason=str(e))
     out["t_total_s"] = time.perf_counter() - t0
     out["t_cpu_s"] = time.process_time() - c0  # this worker process's CPU (one task at a time): load-independent
+    out["minflt"] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0  # page faults: memory churn
     return out
 
 

@@ -252,6 +252,7 @@ def connect(scheduler: str | None, workers: int | None, dashboard: bool = True):
     import logging
     import os
 
+    import dask
     from dask.distributed import Client, LocalCluster
 
     if scheduler:
@@ -261,11 +262,25 @@ def connect(scheduler: str | None, workers: int | None, dashboard: bool = True):
             raise LowbitError(f"--scheduler {scheduler}: cannot connect ({e}); start one with `dask scheduler` "
                               "and workers with `dask worker SCHEDULER` (docs/sweep.md)") from None
     n = workers or os.cpu_count() or 1
-    with warnings.catch_warnings():  # "port 8787 is in use, hosting on another": the address in use is printed
+    with warnings.catch_warnings(), dask.config.set({"distributed.nanny.pre-spawn-environ": worker_environ()}):
+        # "port 8787 is in use, hosting on another": the address in use is printed
         warnings.filterwarnings("ignore", message="Port .* is already in use", category=UserWarning)
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, silence_logs=logging.ERROR,
                                dashboard_address=":8787" if dashboard else None, preload=[__name__])
     return Client(cluster), cluster
+
+
+def worker_environ() -> dict[str, Any]:
+    """Environment of the LocalCluster's worker processes: Dask's defaults without MALLOC_TRIM_THRESHOLD_, plus
+    MALLOC_ARENA_MAX=1. A point runs in the worker's executor thread; with a fixed trim threshold (which also
+    turns off glibc's dynamic mmap threshold) and a per-thread arena, the simulator's short-lived arrays were
+    returned to the kernel and faulted in again: 10-40x the page faults of the same simulation in a plain
+    process (bench/results-sweep.md). With one arena and glibc's own thresholds a point faults as in `lowbit sim`."""
+    import dask
+
+    env = {k: v for k, v in dask.config.get("distributed.nanny.pre-spawn-environ", {}).items()
+           if k != "MALLOC_TRIM_THRESHOLD_"}
+    return {**env, "MALLOC_ARENA_MAX": 1}
 
 
 def dask_setup(worker: Any) -> None:

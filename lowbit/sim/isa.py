@@ -171,6 +171,7 @@ class Emitter:
         self.sink = sink
         self.window = window
         self.base = 0
+        self.wb: dict[str, np.ndarray] | None = None  # streaming: the window buffer (_held)
 
     def mark(self) -> int:
         """The next instruction's index, as the start of a range a later join waits on (a streaming sink keeps
@@ -243,7 +244,7 @@ class Emitter:
 
     def _held(self) -> dict[str, np.ndarray]:
         """The window buffer: rows base.. of the chunk not yet handed on (2 windows of room, reused)."""
-        if not hasattr(self, "wb"):
+        if self.wb is None:
             self.wb = {c: np.empty(2 * self.window, np.int64) for c in COLS}
         return self.wb
 

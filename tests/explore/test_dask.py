@@ -132,11 +132,16 @@ def _freeze(procs: list[subprocess.Popen], sig: int) -> None:
             os.killpg(w.pid, sig)
 
 
-def _as_from_a_terminal() -> None:
-    """In the child before exec: SIGINT at its default, as for a command run in a terminal. A test run started
-    in the background of a non-interactive shell (`make test &`, a CI runner) inherits SIGINT ignored, and
-    lowbit keeps an ignored SIGINT ignored (as nohup expects): the Ctrl-C this test sends would never arrive."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+def _as_from_a_terminal(args: list[str], **kw) -> subprocess.Popen:
+    """Start `args` with SIGINT at its default, as a command run in a terminal. A test run started in the
+    background of a non-interactive shell (`make test &`, a CI runner) inherits SIGINT ignored, and lowbit
+    keeps an ignored SIGINT ignored (as nohup expects): the Ctrl-C these tests send would never arrive. A
+    Python handler installed here becomes the default disposition in the child at exec."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def _errors(stderr: str) -> list[str]:
@@ -156,7 +161,7 @@ def test_interrupted_sweep_resumes_only_the_missing_points(cluster, tmp_path, se
     cache, out = tmp_path / "cache", tmp_path / "out"
     args = [sys.executable, "-m", "lowbit", "sweep", "run", str(_spec(tmp_path)), "--out", str(out), "--scheduler", addr,
             "--cache", str(cache)]
-    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_as_from_a_terminal)
+    p = _as_from_a_terminal(args)
     try:
         _wait_for(lambda: _cached(cache) >= 3 or p.poll() is not None, 120, "the first results")
         _freeze(workers, signal.SIGSTOP)  # no point finishes while the client is being interrupted
@@ -199,9 +204,8 @@ def test_ctrl_c_on_a_local_cluster_sweep(tmp_path):
     client alone handles it (one line, status 130, no worker traceback), closes the cluster (no process of the
     group is left) and keeps every result it received, whole."""
     cache, out = tmp_path / "cache", tmp_path / "out"
-    p = subprocess.Popen([sys.executable, "-m", "lowbit", "sweep", "run", str(_spec(tmp_path)), "--out", str(out),
-                          "--workers", "2", "--cache", str(cache)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, start_new_session=True, preexec_fn=_as_from_a_terminal)
+    p = _as_from_a_terminal([sys.executable, "-m", "lowbit", "sweep", "run", str(_spec(tmp_path)), "--out", str(out),
+                             "--workers", "2", "--cache", str(cache)], start_new_session=True)
     try:
         _wait_for(lambda: len(_pids_in(cache)) == 2 or p.poll() is not None, 180, "results of both workers")
         worker_pids = [int(pid) for pid in _pids_in(cache)]

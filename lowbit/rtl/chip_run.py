@@ -21,6 +21,7 @@ from lowbit.rtl.chip_image import ChipImage, QueueTimes, build_image, reference_
 from lowbit.sim.config import HwConfig
 from lowbit.sim.errors import LowbitError
 from lowbit.sim.program import ProgramError
+from lowbit.sim.sched import MAXLIVE
 
 
 @dataclass
@@ -64,8 +65,8 @@ def params_for(img: ChipImage) -> ChipParams:
     depth = 256
     while depth < img.longest() + 1:
         depth *= 2
-    entries = 2
-    while entries < img.ring_live:
+    entries = 2  # the simulator holds at most sched.MAXLIVE live allocations per buffer
+    while entries < min(img.ring_live, MAXLIVE):
         entries *= 2
     return ChipParams(imem_depth=depth, seq_bits=max(16, depth.bit_length() + 1), ring_entries=entries)
 
@@ -155,9 +156,9 @@ def compare(ref: list[QueueTimes], start: list[list[int]], end: list[list[int]])
 
 
 def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | None = None,
-                run_dir: str | Path | None = None) -> ChipResult:
+                run_dir: str | Path | None = None, params: ChipParams | None = None) -> ChipResult:
     """Run `program` (compiled for cfg, named `hw` with `sets` for the bench process) on the chip RTL and
-    compare its schedule with the simulator's."""
+    compare its schedule with the simulator's. `params`: the chip's sizes (default: params_for the program)."""
     from cocotb_tools.runner import get_runner
 
     from lowbit.rtl import cocotb_runner as cr
@@ -167,7 +168,7 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
 
     t0 = time.perf_counter()
     img = build_image(program, cfg)
-    p = params_for(img)
+    p = params if params is not None else params_for(img)
     _check_image(img, p)
     ref, sim_cycles = reference_schedule(program, cfg)
     bdir, vfile = _build(cfg, p)

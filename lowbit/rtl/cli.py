@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 
 from lowbit.rtl.registry import UNITS, get_unit, units_for
-from lowbit.sim.cli import check_out_dir, hw_option, out_option, seed_option, set_option
+from lowbit.sim.cli import check_out_dir, hw_option, json_option, out_option, seed_option, set_option
 from lowbit.sim.errors import LowbitError
 from lowbit.sim.extras import require_extra
 from lowbit.sim.schema import SEED, Range, option_int
@@ -83,11 +83,12 @@ def register(app: typer.Typer) -> None:
         decode: int = typer.Option(3, "--decode", help="--chip: generated tokens"),
         program: Path | None = typer.Option(None, "--program", metavar="PATH", help="--chip: run this program "
                                             "(from `lowbit compile`) instead of compiling --model"),
+        json_out: Path | None = json_option("--chip: the per-queue comparison"),
     ) -> None:
         """Run the cocotb benches: RTL vs sim.numerics (bit-exact) and cycles vs sim.units (exact); with --chip,
         the chip top on a compiled program against `lowbit sim --program` (cycles per instruction)."""
         if chip:
-            _verify_chip(hw, sets, model, prefill, decode, program)
+            _verify_chip(hw, sets, model, prefill, decode, program, json_out)
             return
         if vectors < 1:
             raise LowbitError(f"--vectors {vectors}: must be >= 1")
@@ -127,7 +128,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, decode: int,
-                 program: Path | None) -> None:
+                 program: Path | None, json_out: Path | None) -> None:
     """`lowbit verify --chip`: compile (unless --program), run on the chip RTL, print the per-queue table."""
     require_extra("verify", "rtl", "amaranth", "cocotb")
     import tempfile
@@ -162,6 +163,16 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
     Console().print(t)
     print(f"total cycles: sim {r.sim_cycles:,}, chip {r.chip_cycles:,} (difference {r.chip_cycles - r.sim_cycles}); "
           f"{r.dram_requests} DRAM requests; {r.seconds:.1f} s")
+    if json_out is not None:
+        import dataclasses
+        import json
+
+        from lowbit.sim.cli import write_json
+
+        d = {"hw": cfg.name, "workload": label, "ok": r.ok, "sim_cycles": r.sim_cycles, "chip_cycles": r.chip_cycles,
+             "finished": r.finished, "late": r.late, "lane_overflow": r.lane_overflow,
+             "dram_requests": r.dram_requests, "queues": [dataclasses.asdict(q) for q in r.queues]}
+        write_json(json_out, json.dumps(d, indent=1))
     if not r.ok:
         why = [f"{r.mismatches} mismatches"] if r.mismatches else []
         why += ["the chip did not finish"] if not r.finished else []

@@ -99,3 +99,16 @@ def test_chip_verilog_lints_clean(tiny_program):
     _, key = chip_verilog_cached(cfg, params_for(build_image(path, cfg)))
     r = lint(cache_dir("verilog") / f"chip-{key}.v", "lowbit_chip")
     assert r.ok, r.errors[:5]
+
+
+@pytest.mark.slow
+def test_chip_bench_detects_a_chip_that_differs(tiny_program):
+    """The comparison can fail: a chip whose DMA engines issue at most 2 instructions per cycle starts the
+    weight DMAs later than the simulator."""
+    import dataclasses
+
+    cfg, path = tiny_program
+    p = dataclasses.replace(params_for(build_image(path, cfg)), dma_issue=2)
+    r = verify_chip(cfg, path, "tiny", [], params=p)
+    dma_w = next(q for q in r.queues if q.name == "dma_w")
+    assert dma_w.start_mismatches > 0 and not r.ok

@@ -29,7 +29,9 @@ def liberty_section(r: Any) -> list[str]:
     L = ["### Full-chip breakdown against the silicon (characterised-Liberty model)", "",
          "| part | area mm² | decode power mW | source |", "|---|---|---|---|",
          f"| compute units (logic) | {a['units']:.4f} | {p['units']:.2f} | timing-driven netlists, Liberty internal energy + net switching x RTL toggle rate, per busy cycle |",
-         f"| SFU datapaths (logic) | {a.get('sfu', 0.0):.4f} | {p.get('sfu', 0.0):.2f} | quantizer + RMSNorm, softmax, RoPE, activation netlists, each charged its own op's simulated busy cycles"
+         f"| SFU datapaths (logic) | {a.get('sfu', 0.0):.4f} | {p.get('sfu', 0.0):.2f} | "
+         + (", ".join(f"{u.name} ({', '.join(u.ops)})" for u in r.hw.units if getattr(u, "ops", ()) and u.synthesised)
+            or "the SFU block") + " netlists, each charged its own op's simulated busy cycles"
          + "".join(f"; {c:,} {op} busy cycles have no RTL and are not charged" for op, c in skipped.items()) + " |",
          f"| clock | (in the blocks) | {_cell(p['clock'], '.2f')} | flop clock pins + local H-trees of busy blocks"
          + (f"; global tree: {tree.source} |" if tree else " |"),

@@ -158,8 +158,8 @@ def control_part(cfg, chars, tgt: float) -> ChipPart:
     return ChipPart("control", area, (a * b.toggle_pj + b.clock_pj) * 1e-12 * ef,
                     r.area_um2 * af * LOGIC_LEAK_W_PER_UM2,
                     f"ESTIMATE: representative queue controllers + scoreboard + {control_shape(cfg).dma_queues} DMA "
-                    f"engines + memory port (cost/control.py), synthesised, activity {a:.3f}; replaced by "
-                    "`lowbit synth --chip` once the chip top exists", r.n_cells, r.n_flops)
+                    f"engines + memory port (cost/control.py), synthesised, activity {a:.3f}; `--control chip` uses "
+                    "the chip top's netlist (`lowbit synth --chip`) instead", r.n_cells, r.n_flops)
 
 
 def chip_top_part(cfg, chars, tgt: float) -> ChipPart:

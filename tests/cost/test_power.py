@@ -68,6 +68,7 @@ def test_breakdown_section_names_what_is_not_counted():
         class hw:  # noqa: N801
             liberty = {"tint": LibertyUnit("tint", 1e-12, 2e-13, 900.0, 3000.0, True, 1e-6, 500)}
             chip = []
+            units = []
 
         @staticmethod
         def breakdown():

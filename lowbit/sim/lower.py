@@ -110,7 +110,8 @@ from lowbit.sim.units.sfu import SFU_PASSES, sfu_cycles
 POLICIES = ("inorder", "dependency-aware")
 MAX_CACHED_INSTRUCTIONS = 1 << 18  # layer-block cache bound across steps (memory; ~64 MiB of instruction columns)
 WINDOW = 1 << 15                   # instructions per window a decoder layer streams in (lowbit.sim.window)
-MAX_BLOCK_INSTRUCTIONS = 1 << 18   # a streamed layer block is kept for the next layers only up to this size
+MAX_BLOCK_INSTRUCTIONS = 3 << 17   # a streamed layer block is kept for the next layers only up to this size
+#                                    (~88 MiB of columns: a 64-token chunk of a 3B prompt at 2k context fits)
 # Op kinds of a decoder layer's attention section (lowered as one pipelined block under dependency-aware).
 ATTN_SECTION = ("linear", "linear", "linear", "rope", "kv_append", "attn_qk", "softmax", "attn_av")
 
@@ -725,4 +726,9 @@ class _Recorder:
 
 
 def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    return {c: np.concatenate([p[c] for p in parts]) if parts else np.zeros(0, np.int64) for c in COLS}
+    """The windows as one block, column by column, dropping each column of the parts once copied (peak: the
+    block plus one column, not two blocks)."""
+    out = {}
+    for c in COLS:
+        out[c] = np.concatenate([p.pop(c) for p in parts]) if parts else np.zeros(0, np.int64)
+    return out

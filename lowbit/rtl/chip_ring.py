@@ -68,6 +68,10 @@ class Ring(wiring.Component):
         first = Const(2 * ne, range(2 * ne + 1))
         for i in reversed(range(2 * ne)):
             first = Mux(nrel[i], i, first)
+            if i % 32 == 0:  # a named stage every 32 positions keeps the expression shallow
+                st = Signal(range(2 * ne + 1), name=f"first{i}")
+                m.d.comb += st.eq(first)
+                first = st
         n_ret = Signal(lg + 1)
         m.d.comb += n_ret.eq(Mux(first - rptr > live, live, first - rptr))
         back_now = Signal(ob)

@@ -80,7 +80,7 @@ def test_schedule_help_lists_the_policies():
 
 def test_json_is_always_a_file_and_out_always_a_directory():
     js = _params("--json")
-    assert {n for n, _ in js} == {"config show", "trace info", "sim", "synth", "report", "serve"}
+    assert {n for n, _ in js} == {"config show", "trace info", "sim", "synth", "report", "serve", "verify"}
     for name, p in js:
         assert p.metavar == "PATH" and p.default is None and "`-`: standard output" in p.help, name
     outs = _params("--out")

@@ -141,6 +141,7 @@ def test_rows_held_do_not_grow_with_the_prompt(monkeypatch):
         assert max(n - start for n, start in seen) <= 32
 
 
+@pytest.mark.slow
 def test_one_step_prefill_memory_is_bounded():
     """A 3B one-step prefill of 96 tokens (~1.2e7 tile instructions, ~4.5e5 per decoder layer: held whole, as
     before streaming, the process peaked at ~470 MiB; 367 MiB at 64 tokens, 982 MiB at 256) stays under

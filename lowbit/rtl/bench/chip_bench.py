@@ -26,6 +26,11 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, First, ReadOnly, RisingEdge
 
 
+def _lanes(mask: int) -> list[int]:
+    """Indices of the set bits of a per-lane valid/done mask, lowest first."""
+    return [k for k in range(mask.bit_length()) if mask >> k & 1]
+
+
 def _job() -> dict:
     with open(os.environ["LOWBIT_BENCH_JOB"]) as f:
         return json.load(f)
@@ -142,24 +147,16 @@ async def chip_run(dut):
         jd = int(dut.join_done.value)
         if jd:
             h = int(dut.join_head.value)
-            k = 0
-            while jd:
-                if jd & 1:
-                    start[-1][h + k] = end[-1][h + k] = cyc
-                    joins_done += 1
-                jd >>= 1
-                k += 1
+            for k in _lanes(jd):
+                start[-1][h + k] = end[-1][h + k] = cyc
+                joins_done += 1
         rv = int(dut.mem__req_valid.value)
         if rv:
             r = int(dut.mem__req.value)
-            k = 0
-            while rv:
-                if rv & 1:
-                    x = r >> (k * req_bits)
-                    vals = {name: (x >> lo) & ((1 << w) - 1) for name, (lo, w) in f.items()}
-                    pending[vals["tag"]] = (cyc, vals["id"], vals["addr"], vals["nbytes"], vals["wr"], vals["dcls"])
-                rv >>= 1
-                k += 1
+            for k in _lanes(rv):
+                x = r >> (k * req_bits)
+                vals = {name: (x >> lo) & ((1 << w) - 1) for name, (lo, w) in f.items()}
+                pending[vals["tag"]] = (cyc, vals["id"], vals["addr"], vals["nbytes"], vals["wr"], vals["dcls"])
             while next_tag in pending:  # the DRAM model sees requests in tag order
                 t, rid, addr, nb, wr, dc = pending.pop(next_tag)
                 done = dram_access(params, state, np.int64(addr), np.int64(nb), float(t), wr != 0, np.int64(dc))

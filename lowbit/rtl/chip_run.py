@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -100,31 +99,9 @@ def chip_verilog_cached(cfg: HwConfig, p: ChipParams) -> tuple[str, str]:
 def _build(cfg: HwConfig, p: ChipParams) -> tuple[Path, Path]:
     """Verilator build directory (cached by Verilog content) and the Verilog file."""
     from lowbit.rtl import cocotb_runner as cr
-    from lowbit.sim.cache import cache_dir
 
-    sim = cr.find_simulator("verilator")
-    v, key = chip_verilog_cached(cfg, p)
-    digest = hashlib.sha256((v + f"|{cr.VERILATOR_BUILD_ARGS}|{cr.MAKE_VARS}").encode()).hexdigest()[:20]
-    bdir = cache_dir("sim") / f"{sim}-chip-{digest}"
-    vfile = bdir / "lowbit_chip.v"
-    stamp = bdir / ".built"
-    with cr._locked(bdir.parent / f".{bdir.name}.lock"):
-        if not stamp.exists():
-            if bdir.exists():
-                shutil.rmtree(bdir)
-            bdir.mkdir(parents=True)
-            vfile.write_text(v)
-            runner = cr._in_group(cr._ReusingVerilator())
-            kwargs = dict(sources=[vfile], hdl_toplevel="lowbit_chip", build_dir=bdir, always=True,
-                          timescale=("1ns", "1ps"), waves=False, build_args=cr.VERILATOR_BUILD_ARGS)
-            runtime = bdir.parent / f".runtime-{sim}-{cr._tool_version(sim)}-waves0"
-            from contextlib import nullcontext
-
-            first = not runtime.is_dir()
-            with cr._locked(runtime.with_name(runtime.name + ".lock")) if first else nullcontext():
-                cr._build_locked(sim, runner, kwargs, bdir, bdir / "build.log", runtime, "chip")
-            stamp.write_text("ok\n")
-    return bdir, vfile
+    v, _ = chip_verilog_cached(cfg, p)
+    return cr.build_verilog_text(cr.find_simulator("verilator"), "chip", v, "lowbit_chip")
 
 
 def _check_image(img: ChipImage, p: ChipParams) -> None:

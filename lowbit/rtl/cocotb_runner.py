@@ -149,9 +149,16 @@ def build(unit: str, section_cfg: Any, waves: bool = False, simulator: str | Non
     """Generate (cached) Verilog and build it for the simulator (cached by Verilog hash)."""
     sim = find_simulator(simulator)
     g = build_verilog(unit, section_cfg)
-    digest = hashlib.sha256((g.verilog + f"|waves={waves}|{VERILATOR_BUILD_ARGS}|{MAKE_VARS}").encode()).hexdigest()[:20]
-    bdir = cache_dir("sim") / f"{sim}-{unit}-{digest}"
-    vfile = bdir / f"{g.top}.v"
+    bdir, vfile = build_verilog_text(sim, unit, g.verilog, g.top, waves)
+    return Build(unit, g.top, sim, bdir, vfile, waves, g.parameters)
+
+
+def build_verilog_text(sim: str, name: str, verilog: str, top: str, waves: bool = False) -> tuple[Path, Path]:
+    """Build one Verilog text for `sim` into a directory cached by (Verilog, waves, build arguments);
+    returns (build directory, Verilog file)."""
+    digest = hashlib.sha256((verilog + f"|waves={waves}|{VERILATOR_BUILD_ARGS}|{MAKE_VARS}").encode()).hexdigest()[:20]
+    bdir = cache_dir("sim") / f"{sim}-{name}-{digest}"
+    vfile = bdir / f"{top}.v"
     stamp = bdir / ".built"
     with _locked(bdir.parent / f".{bdir.name}.lock"):
         if not stamp.exists():
@@ -160,9 +167,9 @@ def build(unit: str, section_cfg: Any, waves: bool = False, simulator: str | Non
             if bdir.exists():
                 shutil.rmtree(bdir)
             bdir.mkdir(parents=True)
-            vfile.write_text(g.verilog)
+            vfile.write_text(verilog)
             runner = _in_group(_ReusingVerilator() if sim == "verilator" else get_runner(sim))
-            kwargs: dict[str, Any] = dict(sources=[vfile], hdl_toplevel=g.top, build_dir=bdir, always=True,
+            kwargs: dict[str, Any] = dict(sources=[vfile], hdl_toplevel=top, build_dir=bdir, always=True,
                                           timescale=("1ns", "1ps"), waves=waves)
             if sim == "verilator":
                 kwargs["build_args"] = VERILATOR_BUILD_ARGS
@@ -171,9 +178,9 @@ def build(unit: str, section_cfg: Any, waves: bool = False, simulator: str | Non
             first = sim == "verilator" and not runtime.is_dir()
             # the first Verilator build compiles the runtime under a global lock; other workers wait and reuse it
             with _locked(runtime.with_name(runtime.name + ".lock")) if first else nullcontext():
-                _build_locked(sim, runner, kwargs, bdir, log, runtime, unit)
+                _build_locked(sim, runner, kwargs, bdir, log, runtime, name)
             stamp.write_text("ok\n")
-    return Build(unit, g.top, sim, bdir, vfile, waves, g.parameters)
+    return bdir, vfile
 
 
 def _build_locked(sim, runner, kwargs, bdir: Path, log: Path, runtime: Path, unit: str) -> None:

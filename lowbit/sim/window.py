@@ -26,14 +26,13 @@ import time
 import numpy as np
 
 import lowbit.sim.isa
-from lowbit.sim.isa import C_DMAKV, C_DMAW, C_JOIN, C_LOP, C_SFU, SCHED_COLS
+from lowbit.sim.isa import C_DMAKV, C_DMAW, C_JOIN, C_LOP, C_SFU, IDX_COLS, SCHED_COLS
 from lowbit.sim.lower import Chunk, StepStats
 from lowbit.sim.nbcache import njit_cached
 from lowbit.sim.sched import Scheduler
 from lowbit.sim.tiling import UnitAssigner
 
 DEPS = ("dep0", "dep1", "dep2")
-REMAPPED = DEPS + ("free_of", "jlo", "jhi")
 
 
 @njit_cached(lowbit.sim.isa)
@@ -170,7 +169,7 @@ class WindowRun:
         tot = start + n
         a = {c: self._buf(c, tot) for c in SCHED_COLS}
         for c in SCHED_COLS:
-            if c not in REMAPPED:
+            if c not in IDX_COLS:  # index columns are remapped into the window below
                 a[c][start:] = cols[c]
         if prev is not None:
             a["buf"][ne:start] = prev["buf"]

@@ -88,7 +88,13 @@ P_SIMPLE_BPC = 14     # bytes/cycle, all channels, times efficiency (simple mode
 P_PEAK_BPC = 15       # peak bytes/cycle, all channels
 P_CLOCK_HZ = 16       # accelerator clock, for converting back to seconds
 P_TRRD = 17           # cycles between ACTs on one channel (ACT_SPACING_NS)
-N_PARAMS = 18
+# log2 of burst_bytes, bursts per row, channels, banks when all four are powers of two (the address mapping's
+# divisions become shifts and masks: the same integers, fewer cycles), else -1 (integer division)
+P_LOG2_BURST = 18
+P_LOG2_BPR = 19
+P_LOG2_CH = 20
+P_LOG2_BANKS = 21
+N_PARAMS = 22
 
 MODE_LPDDR = 0
 MODE_SIMPLE = 1
@@ -143,6 +149,9 @@ def dram_params(cfg: HwConfig) -> np.ndarray:
     if d.row_bytes % d.burst_bytes:
         raise ConfigError(f"dram.row_bytes = {d.row_bytes} must be a multiple of the burst size {d.burst_bytes} B "
                           "(bus_bits/8 * burst_length)")
+    dims = (d.burst_bytes, d.row_bytes // d.burst_bytes, d.channels, d.banks)
+    pow2 = all(x > 0 and x & (x - 1) == 0 for x in dims)
+    p[P_LOG2_BURST:P_LOG2_BANKS + 1] = [x.bit_length() - 1 if pow2 else -1 for x in dims]
     return p
 
 
@@ -204,14 +213,31 @@ def _refresh(p, s, ch, t_now, nref, bus, orow, act, rdy, acur):
     s[nref + ch] = r + trefi
 
 
-@njit("float64(float64[::1], float64[::1], int64, int64, float64, boolean, int64)", cache=True)
-def dram_access(params, state, addr, nbytes, t_issue, is_write, cls):
-    """Compiled eagerly for one signature: (float64[:] params, float64[:] state, int64 addr, int64 nbytes,
-    float64 t_issue, bool is_write, int64 cls) -> float64; numba converts compatible arguments.
+# x // d and x % d (floor, Python's sign rule; d > 0) of the address mapping: as a shift and a mask when d = 2^k,
+# else integer division (the same integers either way)
+@njit(inline="always")
+def _shr(x, d, k):
+    return x >> k
 
-    Serve one request of `nbytes` at byte address `addr` issued at cycle `t_issue`; return the cycle at
-    which its last byte arrives (float64). `cls`: 0 weights, 1 kv, 2 activations, 3 lop (byte counters).
-    nbytes <= 0 returns t_issue and changes nothing."""
+
+@njit(inline="always")
+def _mask(x, d, k):
+    return x & (d - 1)
+
+
+@njit(inline="always")
+def _floordiv(x, d, k):
+    return x // d
+
+
+@njit(inline="always")
+def _floormod(x, d, k):
+    return x % d
+
+
+@njit(inline="always")
+def access(params, state, addr, nbytes, t_issue, is_write, cls):
+    """dram_access, inlined into the numba kernel that calls it."""
     p = params
     s = state
     addr = np.int64(addr)
@@ -244,27 +270,40 @@ def dram_access(params, state, addr, nbytes, t_issue, is_write, cls):
         s[S_LAST_DONE] = max(s[S_LAST_DONE], done)
         return done
 
+    if p[P_LOG2_BURST] >= 0:
+        done = _bursts(p, s, addr, nbytes, t_issue, C, B, nref, bus, orow, act, rdy, acur, _shr, _mask)
+    else:
+        done = _bursts(p, s, addr, nbytes, t_issue, C, B, nref, bus, orow, act, rdy, acur, _floordiv, _floormod)
+    s[S_LAST_DONE] = max(s[S_LAST_DONE], done)
+    return done
+
+
+@njit(inline="always")
+def _bursts(p, s, addr, nbytes, t_issue, C, B, nref, bus, orow, act, rdy, acur, _div, _mod):
+    """The LPDDR model's bursts of one request (module docstring), channel by channel and row segment by row
+    segment; returns the cycle its last byte arrives."""
     bb = int(p[P_BURST_BYTES])
     bpr = int(p[P_ROW_BYTES]) // bb
     tb = p[P_T_BURST]
-    g0 = addr // bb
-    g1 = (addr + nbytes - 1) // bb
+    kbb, kbpr, kc, kb = int(p[P_LOG2_BURST]), int(p[P_LOG2_BPR]), int(p[P_LOG2_CH]), int(p[P_LOG2_BANKS])
+    g0 = _div(addr, bb, kbb)
+    g1 = _div(addr + nbytes - 1, bb, kbb)
     s[S_BURSTS] += g1 - g0 + 1
     done = float(t_issue)
     for ch in range(C):
-        first = g0 + (ch - g0) % C
+        first = g0 + _mod(ch - g0, C, kc)
         if first > g1:
             continue
-        cb = first // C
-        cb_end = (g1 - ch) // C  # last in-channel burst index, inclusive
+        cb = _div(first, C, kc)
+        cb_end = _div(g1 - ch, C, kc)  # last in-channel burst index, inclusive
         while cb <= cb_end:
-            seg_row = cb // bpr
+            seg_row = _div(cb, bpr, kbpr)
             n = min(cb_end, (seg_row + 1) * bpr - 1) - cb + 1  # bursts in this row segment
-            bank = seg_row % B
-            row = seg_row // B
+            bank = _mod(seg_row, B, kb)
+            row = _div(seg_row, B, kb)
             i = ch * B + bank
             t0 = max(float(t_issue), s[bus + ch] - p[P_LOOKAHEAD])
-            if p[P_TREFI] > 0:
+            if p[P_TREFI] > 0 and max(t0, s[bus + ch]) >= s[nref + ch]:  # a refresh is due (else _refresh returns)
                 _refresh(p, s, ch, max(t0, s[bus + ch]), nref, bus, orow, act, rdy, acur)
             if s[orow + i] == row:
                 s[S_ROW_HITS] += n
@@ -297,8 +336,19 @@ def dram_access(params, state, addr, nbytes, t_issue, is_write, cls):
             s[S_BUSY] += n * tb
             done = max(done, de)
             cb += n
-    s[S_LAST_DONE] = max(s[S_LAST_DONE], done)
     return done
+
+
+@njit("float64(float64[::1], float64[::1], int64, int64, float64, boolean, int64)", cache=True)
+def dram_access(params, state, addr, nbytes, t_issue, is_write, cls):
+    """Compiled eagerly for one signature: (float64[:] params, float64[:] state, int64 addr, int64 nbytes,
+    float64 t_issue, bool is_write, int64 cls) -> float64; numba converts compatible arguments.
+
+    Serve one request of `nbytes` at byte address `addr` issued at cycle `t_issue`; return the cycle at
+    which its last byte arrives (float64). `cls`: 0 weights, 1 kv, 2 activations, 3 lop (byte counters).
+    nbytes <= 0 returns t_issue and changes nothing. Compiled kernels call `access` (the same function,
+    inlined into them: no call per request)."""
+    return access(params, state, addr, nbytes, t_issue, is_write, cls)
 
 
 def dram_stats(state: np.ndarray) -> dict:

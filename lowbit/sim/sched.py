@@ -48,10 +48,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 import lowbit.sim.dram
 import lowbit.sim.isa
-from lowbit.sim.dram import check_times, dram_access
+from lowbit.sim.dram import access, check_times
 from lowbit.sim.isa import (
     C_DMAKV,
     C_DMAW,
@@ -73,7 +74,7 @@ BIND_NONE, BIND_DATA, BIND_BARRIER, BIND_UNIT, BIND_QUEUE, BIND_BUFORDER, BIND_B
 BINDS = ("none", "data", "barrier", "unit", "queue", "buffer_order", "buffer")
 
 
-@njit_cached(lowbit.sim.isa)
+@njit(inline="always")  # inlined into _kernel (a call per instruction costs more than the body)
 def _charge(stall, idle, ustep, u, f, a, t_barrier, si, reason):
     """Charge the gap [f, a) of unit u (module docstring: idle vs stall)."""
     if a <= f:
@@ -89,7 +90,7 @@ def _charge(stall, idle, ustep, u, f, a, t_barrier, si, reason):
             idle[u] += p - f
 
 
-# Cache keyed on sched.py + dram.py (dram_access is compiled in) + isa.py (fixed-class and reason constants are
+# Cache keyed on sched.py + dram.py (its access() is inlined) + isa.py (fixed-class and reason constants are
 # frozen in). Compute classes are handled generically: the last branch serves every class >= UNIT_CLASS_BASE.
 @njit_cached(lowbit.sim.dram, lowbit.sim.isa)
 def _kernel(main, unit, cyc, nbytes, addr, wr, dcls, buf, alloc, free_of, dep0, dep1, dep2, jlo, jhi,
@@ -219,7 +220,7 @@ def _kernel(main, unit, cyc, nbytes, addr, wr, dcls, buf, alloc, free_of, dep0, 
                 live_owner[b, m] = gid[i]
                 live_frid[b, m] = -1
                 live_n[b] = m + 1
-            done = dram_access(dparams, dstate, addr[i], nbytes[i], float(t), wr[i] != 0, dcls[i])
+            done = access(dparams, dstate, addr[i], nbytes[i], float(t), wr[i] != 0, dcls[i])
             e_ = np.int64(np.ceil(done))
             if e_ < t:
                 e_ = t

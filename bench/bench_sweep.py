@@ -18,14 +18,16 @@ still by +-15 % between runs here, so the sweep's own cost per point is read wit
 point: (t_cpu_s - t_sim_cpu_s) / t_sim_cpu_s (config, cost model, bookkeeping). Page faults do not depend on
 the load: they show the allocator behaviour of the worker processes against a plain process.
 
-`--big` instead runs the committed example sweep (reports/sweep-vitallm/spec.toml, 243 points) on a
-LocalCluster of 2 workers with a fresh result cache and a warm synthesis cache (its RTL blocks are
-synthesised first, outside the timing), sampling the load average every 30 s, and writes the
-"Warm-cache sweep" section of the results (the rest of the file is kept; likewise the small runs keep it).
-`--minutes M` stops it after M minutes and measures the points it finished.
+`--big` instead runs the committed example sweep (reports/sweep-vitallm/spec.toml, 256 points) on a
+LocalCluster of 2 workers with a fresh result cache and a warm synthesis cache (every block parameterisation
+its points need is synthesised first, outside the timing), sampling the load average every 30 s, and writes
+the "Warm-cache sweep" section of the results (the rest of the file is kept; likewise the small runs keep it).
+`--minutes M` stops it after M minutes and measures the points it finished. `--regenerate` makes that one
+run also the committed example: the sweep writes its results next to the spec (with the spec folder's
+notes.md), exactly as `lowbit sweep run SPEC --out DIR --notes DIR/notes.md`.
 
 Usage: .venv/bin/python bench/bench_sweep.py [--points 4] [--quick] [--no-cold] [--out bench/results-sweep.md]
-       .venv/bin/python bench/bench_sweep.py --big [SPEC] [--minutes M] [--out bench/results-sweep.md]
+       .venv/bin/python bench/bench_sweep.py --big [SPEC] [--minutes M] [--regenerate] [--out bench/results-sweep.md]
 """
 
 from __future__ import annotations
@@ -98,14 +100,14 @@ def kept_section(path: Path, big: bool) -> str:
     return head.rstrip() + "\n\n" if head.strip() else ""
 
 
-def big_run(out: Path, spec_path: Path, minutes: float | None) -> None:
+def big_run(out: Path, spec_path: Path, minutes: float | None, regenerate: bool = False) -> None:
     """A whole sweep on 2 workers, fresh result cache, warm synthesis cache, load sampled. With `minutes`, the
     sweep is stopped (SIGTERM: its received points stay in the result cache) after that long and measured on
     the points it finished; the rate is then points done / wall time, start-up included."""
     import json
     import signal
 
-    from lowbit.explore.evaluate import block_cost, block_keys, resolve
+    from lowbit.explore.evaluate import resolve, synthesis_jobs, synthesise
     from lowbit.explore.execute import points_of
     from lowbit.explore.spec import load_spec
     from lowbit.sim.config import to_dict
@@ -116,10 +118,10 @@ def big_run(out: Path, spec_path: Path, minutes: float | None) -> None:
     seen: set[str] = set()
     for p in points_of(spec) if spec.level != "sim" else []:  # warm the synthesis cache (yosys + activity)
         cfg = resolve(spec.base_config(), p)
-        for b, k in block_keys(cfg).items():
+        for k, b in synthesis_jobs(cfg, spec.cost).items():
             if k not in seen:
                 seen.add(k)
-                block_cost(to_dict(cfg), b)
+                synthesise(to_dict(cfg), b, spec.cost)
     warm_s = time.perf_counter() - t
     loads: list[float] = [os.getloadavg()[0]]
     stop = threading.Event()
@@ -134,8 +136,12 @@ def big_run(out: Path, spec_path: Path, minutes: float | None) -> None:
         threading.Thread(target=sample, daemon=True).start()
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "lowbit", "sweep", "run", str(spec_path), "--out", str(d / "out"),
-                                 "--cache", str(d / "cache"), "--workers", "2"], cwd=ROOT,
+        res = spec_path.parent if regenerate else d / "out"
+        notes = ["--notes", str(res / "notes.md")] if regenerate and (res / "notes.md").exists() else []
+        cmd = ["lowbit", "sweep", "run", os.path.relpath(spec_path, ROOT), "--out", os.path.relpath(res, ROOT),
+               *([notes[0], os.path.relpath(notes[1], ROOT)] if notes else []), "--workers", "2"]
+        print(f"{time.strftime('%H:%M:%S')} {' '.join(cmd)} (fresh result cache {d / 'cache'}), load {la}", flush=True)
+        proc = subprocess.Popen([sys.executable, "-m", "lowbit", *cmd[1:], "--cache", str(d / "cache")], cwd=ROOT,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
             _, err = proc.communicate(timeout=minutes * 60 if minutes else None)
@@ -155,26 +161,29 @@ def big_run(out: Path, spec_path: Path, minutes: float | None) -> None:
     n = len(done)
     if not n:
         raise SystemExit(f"no point finished within {minutes} min")
-    med = {k: statistics.median(r[k] for r in done) for k in ("t_total_s", "t_cpu_s", "t_sim_cpu_s", "minflt")}
-    own = statistics.median((r["t_cpu_s"] - r["t_sim_cpu_s"]) / r["t_sim_cpu_s"] for r in done)
+    med = {k: statistics.median(r.get(k, 0.0) for r in done)
+           for k in ("t_total_s", "t_cpu_s", "t_sim_cpu_s", "t_cost_cpu_s", "minflt")}
+    # the sweep's own CPU: what the worker spent on the point beyond the simulation and the cost model
+    own = statistics.median((r["t_cpu_s"] - r["t_sim_cpu_s"] - r.get("t_cost_cpu_s", 0.0)) / r["t_sim_cpu_s"]
+                            for r in done)
     rate = 60 * n / wall
     per256 = 256 / rate
     what = (f"stopped after {wall / 60:.0f} min with {n} of its {total} points done (measured on those)" if stopped
             else f"all {total} points")
     lines = [BIG, "",
              f"Generated by `python bench/bench_sweep.py --big{f' --minutes {minutes:g}' if minutes else ''}`: "
-             f"`lowbit sweep run {os.path.relpath(spec_path, ROOT)} --workers 2` ({spec.workloads[0].name}, level "
-             f"{spec.level}; {what}), fresh result cache, synthesis cache warmed first ({len(seen)} RTL block "
-             f"parameterisations, {warm_s:.0f} s, not counted). The load average is sampled every 30 s; other jobs "
-             "shared the 2 cores.", "",
+             f"`{' '.join(cmd)}` ({spec.workloads[0].name}, level {spec.level}, cost model "
+             f"{spec.cost.power_model}{''.join(' --exclude-unit ' + u for u in spec.cost.exclude_units)}; {what}), "
+             f"fresh result cache, synthesis cache warmed first ({len(seen)} block parameterisations, {warm_s:.0f} s, "
+             "not counted). The load average is sampled every 30 s.", "",
              "| points done | wall (min) | points/min | 256 points at this rate (min) | per point, worker wall (s, median) | "
-             "per point, worker CPU (s, median) | of which simulation CPU (s) | sweep's own CPU per point (median) | "
-             "page faults per point (median) | CPU of the command (s) | load at start | load during the run "
-             "(1-min: mean, min-max) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|",
+             "per point, worker CPU (s, median) | of which simulation CPU (s) | of which cost model CPU (s) | "
+             "sweep's own CPU per point (median, % of its simulation) | page faults per point (median) | "
+             "CPU of the command (s) | load at start | load during the run (1-min: mean, min-max) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
              f"| {n} | {wall / 60:.1f} | {rate:.2f} | {per256:.0f} | {med['t_total_s']:.1f} | "
-             f"{med['t_cpu_s']:.2f} | {med['t_sim_cpu_s']:.2f} | {100 * own:+.2f} % | {med['minflt']:,.0f} | "
-             f"{cpu:.0f} | {la} | {statistics.mean(loads):.1f}, {min(loads):.1f}-{max(loads):.1f} |", "",
+             f"{med['t_cpu_s']:.2f} | {med['t_sim_cpu_s']:.2f} | {med['t_cost_cpu_s']:.2f} | {100 * own:+.2f} % | "
+             f"{med['minflt']:,.0f} | {cpu:.0f} | {la} | {statistics.mean(loads):.1f}, {min(loads):.1f}-{max(loads):.1f} |", "",
              f"Goal: a warm-cache 256-point sweep in at most 45 minutes here: {per256:.0f} min at the measured rate "
              f"({'met' if per256 <= 45 else 'missed'}). With 2 workers each point has 2 / load of a core when the "
              f"host is oversubscribed: the workers' {med['t_cpu_s']:.1f} CPU-s per point against their "
@@ -189,12 +198,14 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="bitnet-tiny on vitallm, 8+8 tokens (checks the script)")
     ap.add_argument("--no-cold", action="store_true", help="skip the cold-cache run (minutes of yosys)")
     ap.add_argument("--big", nargs="?", type=Path, const=ROOT / "reports" / "sweep-vitallm" / "spec.toml", default=None,
-                    metavar="SPEC", help="only a whole sweep on 2 workers (default: the committed 243-point example)")
+                    metavar="SPEC", help="only a whole sweep on 2 workers (default: the committed 256-point example)")
     ap.add_argument("--minutes", type=float, default=None, help="with --big: stop the sweep after this long")
+    ap.add_argument("--regenerate", action="store_true", help="with --big: the sweep writes the committed example "
+                    "next to its spec (results, plots, HTML, summary with the folder's notes.md)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results-sweep.md")
     a = ap.parse_args()
     if a.big:
-        big_run(a.out, a.big.resolve(), a.minutes)
+        big_run(a.out, a.big.resolve(), a.minutes, a.regenerate)
         return
     model, prefill, decode = ("bitnet-tiny", 8, 8) if a.quick else ("bitnet-b1.58-3b", 64, 128)
     n = a.points

@@ -21,6 +21,7 @@ estimate; it is charged every cycle of a run (controllers and the memory port ar
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -128,6 +129,7 @@ def build_control(shape: ControlShape):
     return Control()
 
 
+@functools.lru_cache(maxsize=64)  # pure in the shape; elaborating it costs ~1 s, asked twice per design
 def control_verilog(shape: ControlShape) -> str:
     from amaranth.back import verilog
 

@@ -150,13 +150,20 @@ def evaluate(cfg, model: str, prefill: int, decode: int, hw: HwCost | None = Non
     from lowbit.cost import energy
     from lowbit.sim.workloads import standard_trace, weight_format_for
 
-    if simulate is None:
-        from lowbit.sim.engine import simulate
     if hw is None:
         hw = energy.build_hw_cost(cfg, exclude=exclude, **({"power_model": power_model, "control": control}
                                                           if power_model != "netlist" else {}))
-    fmt = weight_format_for(cfg)
-    tr = standard_trace(model, prefill, decode, fmt)
+    tr = standard_trace(model, prefill, decode, weight_format_for(cfg))
+    return evaluate_trace(cfg, hw, tr, model, prefill, decode, simulate, schedule)
+
+
+def evaluate_trace(cfg, hw: HwCost, tr, model: str, prefill: int, decode: int, simulate=None,
+                   schedule: str = "dependency-aware") -> DesignResult:
+    """Simulate the trace `tr` on a costed design and compute its prefill/decode energy: `prefill` and `decode`
+    are the trace's prompt and generated tokens (all sequences), `model` names it in the result. The one
+    place where a simulation becomes area, power, energy per token and FOM (`lowbit report`, `lowbit sweep`)."""
+    if simulate is None:
+        from lowbit.sim.engine import simulate
     by_op = any(u.ops for u in hw.units)  # SFU op datapaths: their own op's busy cycles (sim.breakdown)
     bd = None
     if by_op:

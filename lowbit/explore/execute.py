@@ -5,7 +5,8 @@ Per batch of points (the whole sweep for grid and random, one generation for NSG
 1. resolve each point's config on the client; an invalid combination is recorded as infeasible at once;
 2. look each point up in the result cache (lowbit.explore.store): hits are not recomputed;
 3. submit one synthesis task per distinct RTL block parameterisation the missing points need (level
-   area/energy), then one task per missing point, depending on its blocks' tasks;
+   area/energy; lowbit.explore.evaluate.synthesis_jobs), then one task per missing point, run after its
+   blocks' tasks (which fill the RTL flow's on-disk caches the point's cost model reads);
 4. as results arrive, store them in the cache (client side, atomically) and advance the progress bar.
 A worker that dies has its tasks rescheduled by the Dask scheduler (up to its allowed-failures, default 3);
 a point whose task still fails is recorded as failed with the reason, and is not cached, so a re-run
@@ -23,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from lowbit.explore.evaluate import BlockCost, Point, block_cost, block_keys, evaluate, point_key, resolve
+from lowbit.explore.evaluate import Point, evaluate, point_key, resolve, synthesis_jobs, synthesise
 from lowbit.explore.spec import OBJECTIVES, Constraint, Param, SweepSpec, grid_points
 from lowbit.explore.store import ResultCache
 from lowbit.sim.config import HwConfig, to_dict
@@ -53,8 +54,8 @@ class Runner:
     progress: Callable[[int, int, int], None] | None = None
     stats: RunStats = field(default_factory=RunStats)
     base: HwConfig | None = None
-    blocks: dict[str, Any] = field(default_factory=dict)  # block key -> BlockCost (serial) or its future (Dask),
-    # kept across batches (NSGA-II generations) so that each parameterisation is synthesised once per sweep
+    blocks: dict[str, Any] = field(default_factory=dict)  # synthesis key -> block name (serial) or its future
+    # (Dask), kept across batches (NSGA-II generations) so that each parameterisation is synthesised once per sweep
 
     def __post_init__(self) -> None:
         self.base = self.spec.base_config()
@@ -69,7 +70,7 @@ class Runner:
             except LowbitError as e:
                 records[p.index] = {"status": "infeasible", "reason": str(e), "cached": False, "key": ""}
                 continue
-            key = point_key(cfg, p, level)
+            key = point_key(cfg, p, level, self.spec.cost)
             hit = self.cache.get(key)
             if hit is not None:
                 records[p.index] = {**hit, "cached": True, "key": key}
@@ -106,17 +107,15 @@ class Runner:
 
     def _compute(self, todo: dict[str, tuple[Point, HwConfig, list[int]]], level: str) -> Iterator[tuple[str, dict]]:
         need_blocks = level != "sim"
+        cost = self.spec.cost
         if self.client is None:
-            done_blocks: dict[str, BlockCost] = self.blocks
             for key, (p, cfg, _) in todo.items():
                 try:
-                    blocks = {}
-                    for b, bk in (block_keys(cfg).items() if need_blocks else ()):
-                        if bk not in done_blocks:
-                            done_blocks[bk] = block_cost(to_dict(cfg), b)
+                    for bk, b in (synthesis_jobs(cfg, cost).items() if need_blocks else ()):
+                        if bk not in self.blocks:
+                            self.blocks[bk] = synthesise(to_dict(cfg), b, cost)
                             self.stats.blocks += 1
-                        blocks[b] = done_blocks[bk]
-                    yield key, evaluate(to_dict(cfg), p, level, blocks)
+                    yield key, evaluate(to_dict(cfg), p, level, cost)
                 except Exception as e:  # noqa: BLE001 -- any failure of one point is recorded, the sweep goes on
                     yield key, failure(e)
             return
@@ -125,14 +124,15 @@ class Runner:
         block_futs: dict[str, Any] = self.blocks
         futs = {}
         for key, (p, cfg, _) in todo.items():
-            blocks = {}
+            after = []
             if need_blocks:
-                for b, bk in block_keys(cfg).items():
+                for bk, b in synthesis_jobs(cfg, cost).items():
                     if bk not in block_futs:
-                        block_futs[bk] = self.client.submit(block_cost, to_dict(cfg), b, key=f"synth-{bk}", pure=False)
+                        block_futs[bk] = self.client.submit(synthesise, to_dict(cfg), b, cost, key=f"synth-{bk}",
+                                                            pure=False)
                         self.stats.blocks += 1
-                    blocks[b] = block_futs[bk]
-            fut = self.client.submit(evaluate, to_dict(cfg), p, level, blocks, key=f"point-{key}", pure=False)
+                    after.append(block_futs[bk])
+            fut = self.client.submit(evaluate, to_dict(cfg), p, level, cost, after, key=f"point-{key}", pure=False)
             futs[fut] = key
         for fut in as_completed(list(futs)):
             key = futs[fut]

@@ -9,7 +9,10 @@ the key, the value and what is allowed.
     population = 16                  # nsga2: points per generation
     seed = 0
     objectives = ["decode_tok_s", "area_mm2", "energy_per_token_mj"]
-    constraints = ["area_mm2 <= 0.3"]
+    constraints = ["area_mm2 <= 0.5"]
+    power_model = "liberty"          # the cost model, as `lowbit report --power-model` (liberty | netlist)
+    control = "estimate"             # liberty: as `lowbit report --control` (estimate | chip)
+    exclude_units = ["sfu_rmsnorm"]  # as `lowbit report --exclude-unit`: left out of area and energy, flagged
 
     [workload]                       # or [[workload]] tables, each a dimension of the sweep
     model = "bitnet-b1.58-3b"
@@ -130,6 +133,26 @@ class Workload:
         return f"{self.model} {self.prefill}+{self.decode}{extra}"
 
 
+POWER_MODELS = ("liberty", "netlist")
+CONTROLS = ("estimate", "chip")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CostOptions:
+    """How a point's area and energy are computed: the options of `lowbit report` (its defaults too), so
+    that a point's area, power and energy are the numbers `lowbit report` gives for that design."""
+
+    power_model: str = "liberty"
+    control: str = "estimate"
+    exclude_units: tuple[str, ...] = ()
+
+    def report_flags(self) -> list[str]:
+        """The `lowbit report` options giving the same cost model."""
+        return ([f"--power-model={self.power_model}"] if self.power_model != "liberty" else []) + \
+            ([f"--control={self.control}"] if self.control != "estimate" else []) + \
+            [f"--exclude-unit={u}" for u in self.exclude_units]
+
+
 @dataclass(frozen=True, kw_only=True)
 class SweepSpec:
     source: str
@@ -143,6 +166,7 @@ class SweepSpec:
     constraints: tuple[Constraint, ...]
     workloads: tuple[Workload, ...]
     params: tuple[Param, ...]
+    cost: CostOptions = CostOptions()
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -197,7 +221,8 @@ def spec_from_dict(data: dict[str, Any], src: str = "<spec>", root: Path = Path(
         if k not in ("sweep", "workload", "params"):
             raise SpecError(f"{src}: [{k}]: unknown table{did_you_mean(k, ('sweep', 'workload', 'params'))}; "
                             "allowed: [sweep], [workload] or [[workload]], [params]")
-    sw = _table(data, "sweep", src, ("base", "strategy", "samples", "population", "seed", "objectives", "constraints"))
+    sw = _table(data, "sweep", src, ("base", "strategy", "samples", "population", "seed", "objectives", "constraints",
+                                     "power_model", "control", "exclude_units"))
     base = sw.get("base")
     if not isinstance(base, str) or not base:
         raise SpecError(f"{src}: sweep.base: required, a hardware preset name or a .toml path (e.g. base = \"vitallm\")")
@@ -240,12 +265,29 @@ def spec_from_dict(data: dict[str, Any], src: str = "<spec>", root: Path = Path(
     params = _params(data.get("params"), src, cfg, strategy)
     spec = SweepSpec(source=src, base=base, base_path=base_path, strategy=strategy, samples=samples,
                      population=population, seed=seed, objectives=tuple(objectives), constraints=tuple(constraints),
-                     workloads=workloads, params=params, raw=data)
+                     workloads=workloads, params=params, cost=_cost(sw, src), raw=data)
     if strategy == "nsga2" and len(workloads) > 1:
         raise SpecError(f"{src}: strategy = \"nsga2\" optimises one workload; give one [workload] (or sweep each)")
     if strategy == "grid" and spec.grid_size() > 1_000_000:
         raise SpecError(f"{src}: the grid has {spec.grid_size():,} points; narrow it or use strategy = \"random\"")
     return spec
+
+
+def _cost(sw: dict, src: str) -> CostOptions:
+    from lowbit.rtl.registry import UNITS
+
+    pm, ctl, ex = sw.get("power_model", "liberty"), sw.get("control", "estimate"), sw.get("exclude_units", [])
+    if pm not in POWER_MODELS:
+        raise SpecError(f"{src}: sweep.power_model = {pm!r}: one of {', '.join(POWER_MODELS)}")
+    if ctl not in CONTROLS:
+        raise SpecError(f"{src}: sweep.control = {ctl!r}: one of {', '.join(CONTROLS)}")
+    if not isinstance(ex, list) or not all(isinstance(u, str) for u in ex):
+        raise SpecError(f"{src}: sweep.exclude_units = {ex!r}: a list of RTL unit names ({', '.join(UNITS)})")
+    for u in ex:
+        if u not in UNITS:
+            raise SpecError(f"{src}: sweep.exclude_units: unknown RTL unit '{u}'{did_you_mean(u, UNITS)}; "
+                            f"allowed: {', '.join(UNITS)}")
+    return CostOptions(power_model=pm, control=ctl, exclude_units=tuple(dict.fromkeys(ex)))
 
 
 WORKLOAD_KEYS = ("model", "prefill", "decode", "batch", "context")

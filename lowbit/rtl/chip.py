@@ -10,24 +10,27 @@ Structure (docs/rtl.md "Chip"):
   `dma_issue` request lanes of the memory port `mem`;
 - the sync queue: lowbit.rtl.chip_ctrl.JoinMonitor;
 - a ring per buffer the config has (lowbit.rtl.chip_ring.Ring, the config's capacity).
-The scoreboard is the vector of completion counts, one per non-sync queue: compute counts are registers,
-DMA counts the in-order prefix of each engine's completion table. Every controller reads all of them.
+The scoreboard (lowbit.rtl.chip_ctrl.scoreboard_layout) is the vector of completion counts, one per
+non-sync queue (compute counts are registers, a DMA engine's count the in-order prefix of its completion
+table), plus each DMA engine's completion window (requests complete out of order; a wait names a range
+of them). Every controller reads all of it.
 
-Observation ports for the bench: `pc_<q>` (instructions issued) and `count_<q>` (completed) per queue,
-`join_head` / `join_done` (joins completing this cycle, relative to the head) and `cycle` (cycles since
-`start`).
+Observation ports for the bench: `pc_<q>` (instructions issued) and `count_<q>` (completed in order) per
+queue, `dbase_<q>` / `dfin_<q>` per DMA queue (requests completing this cycle, per completion-table slot,
+and the oldest unretired request), `join_head` / `join_done` (joins completing this cycle, relative to the
+head) and `cycle` (cycles since `start`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth.hdl import Module, Signal, unsigned
+from amaranth.hdl import Module, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from lowbit.rtl.chip_ctrl import ComputeQueue, JoinMonitor, word_layout
+from lowbit.rtl.chip_ctrl import ComputeQueue, JoinMonitor, scoreboard_layout, word_layout
 from lowbit.rtl.chip_dma import N_BUFFERS, DmaEngine, mem_port_signature
 from lowbit.rtl.chip_ring import Ring
 from lowbit.sim.config import HwConfig
@@ -85,7 +88,7 @@ class Chip(wiring.Component):
         self.caps = Buffers.from_config(cfg).capacity
         self.n_thr = len(self.names) - 1
         self.n_dma = sum(queue_kind(c) == "dma" for c in self.classes)
-        self.load_bits = max(data.StructLayout.cast(word_layout(k, self.n_thr, p.seq_bits)).size
+        self.load_bits = max(data.StructLayout.cast(word_layout(k, self.n_thr, self.n_dma, p.seq_bits)).size
                              for k in ("compute", "dma", "join"))
         sig = {
             "start": In(1),
@@ -99,9 +102,12 @@ class Chip(wiring.Component):
             "join_done": Out(p.join_window),
             "event": Out(1),
         }
-        for n in self.names[:-1]:
+        for n, c in zip(self.names[:-1], self.classes[:-1], strict=True):
             sig[f"pc_{n}"] = Out(p.seq_bits)
             sig[f"count_{n}"] = Out(p.seq_bits)
+            if queue_kind(c) == "dma":
+                sig[f"dbase_{n}"] = Out(p.seq_bits)
+                sig[f"dfin_{n}"] = Out(p.dma_table)
         super().__init__(sig)
 
     def elaborate(self, platform) -> Module:
@@ -112,45 +118,49 @@ class Chip(wiring.Component):
             m.d.sync += run.eq(1)
         with m.If(run):
             m.d.sync += self.cycle.eq(self.cycle + 1)
-        counts = Signal(data.ArrayLayout(unsigned(p.seq_bits), self.n_thr))
+        sb = Signal(scoreboard_layout(self.n_thr, self.n_dma, p.seq_bits, p.dma_table))
+        counts = sb.count
         rel = []  # release sources (compute queues)
         engines = []
         eb = p.ring_entries.bit_length()
         for q, (name, cls) in enumerate(zip(self.names, self.classes, strict=True)):
             kind = queue_kind(cls)
-            lay = word_layout(kind, self.n_thr, p.seq_bits)
+            lay = word_layout(kind, self.n_thr, self.n_dma, p.seq_bits)
             mem = Memory(shape=lay, depth=p.imem_depth, init=[])
             m.submodules[f"imem_{name}"] = mem
             wp = mem.write_port()
             m.d.comb += [wp.addr.eq(self.load_addr), wp.data.eq(self.load_word[:data.StructLayout.cast(lay).size]),
                          wp.en.eq(self.load_en & (self.load_queue == q))]
             if kind == "compute":
-                c = ComputeQueue(self.n_thr, p.seq_bits, p.addr_bits)
+                c = ComputeQueue(sb.shape(), p.seq_bits, p.addr_bits)
                 m.submodules[f"q_{name}"] = c
                 rp = mem.read_port()
-                m.d.comb += [rp.addr.eq(c.raddr), c.word.eq(rp.data), c.run.eq(run), c.counts.eq(counts),
+                m.d.comb += [rp.addr.eq(c.raddr), c.word.eq(rp.data), c.run.eq(run), c.sb.eq(sb),
                              counts[q].eq(c.count), getattr(self, f"pc_{name}").eq(c.pc),
                              getattr(self, f"count_{name}").eq(c.count)]
                 rel.append(c)
             elif kind == "dma":
-                e = DmaEngine(len(engines), self.n_thr, p.seq_bits, p.addr_bits, issue=p.dma_issue,
+                e = DmaEngine(len(engines), sb.shape(), p.seq_bits, p.addr_bits, issue=p.dma_issue,
                               table=p.dma_table, entry_bits=eb, resp_lanes=p.resp_lanes,
                               id_bits=p.id_bits)
                 m.submodules[f"q_{name}"] = e
                 for k in range(p.dma_issue):
                     rp = mem.read_port()
                     m.d.comb += [rp.addr.eq(e.raddr[k]), e.words[k].eq(rp.data)]
-                m.d.comb += [e.run.eq(run), e.counts.eq(counts), counts[q].eq(e.count),
+                d = len(engines)
+                m.d.comb += [e.run.eq(run), e.sb.eq(sb), counts[q].eq(e.count), sb.base[d].eq(e.base),
+                             sb.zeros[d].eq(e.zeros), getattr(self, f"dbase_{name}").eq(e.base),
+                             getattr(self, f"dfin_{name}").eq(e.fin),
                              getattr(self, f"pc_{name}").eq(e.pc), getattr(self, f"count_{name}").eq(e.count),
                              e.resp_valid.eq(self.mem.resp_valid), e.resp_id.eq(self.mem.resp_id)]
                 engines.append(e)
             else:
-                j = JoinMonitor(self.n_thr, p.seq_bits, p.addr_bits, p.join_window)
+                j = JoinMonitor(sb.shape(), p.seq_bits, p.addr_bits, p.join_window)
                 m.submodules["q_sync"] = j
                 for k in range(p.join_window):
                     rp = mem.read_port()
                     m.d.comb += [rp.addr.eq(j.raddr[k]), j.words[k].eq(rp.data)]
-                m.d.comb += [j.run.eq(run), j.counts.eq(counts), self.join_head.eq(j.head),
+                m.d.comb += [j.run.eq(run), j.sb.eq(sb), self.join_head.eq(j.head),
                              self.join_done.eq(j.done_now)]
         # rings: the buffers the config has, each allocated by its owner engine (RING_OWNER)
         dma_names = [n for n, c in zip(self.names, self.classes, strict=True) if queue_kind(c) == "dma"]
@@ -172,8 +182,10 @@ class Chip(wiring.Component):
                 m.d.comb += [self.mem.req_valid[lane].eq(e.req_valid[k]), self.mem.req[lane].eq(e.req[k])]
             m.d.comb += e.req_ready.eq(self.mem.req_ready)
         # observation: something to record this cycle (an issue count or completion count moved, a join
-        # completed, a request on the port), so a bench reads the trace ports only then
+        # or a DMA request completed, a request on the port), so a bench reads the trace ports only then
         ev = self.join_done.any() | self.mem.req_valid.any()
+        for e in engines:
+            ev = ev | e.fin.any()
         for n in self.names[:-1]:
             for port in (getattr(self, f"pc_{n}"), getattr(self, f"count_{n}")):
                 last = Signal.like(port, name=f"last_{port.name}")

@@ -5,8 +5,9 @@ Cycle convention (the simulator's: an instruction *starts* in cycle S and *ends*
 may start in cycle E). Completion counters are registers: a compute instruction issued in cycle S with
 `cyc` cycles raises its queue's count at edge S + cyc - 1, so the count shows it in cycle E = S + cyc, and
 its unit accepts the next instruction in that cycle (the sim.units contract, rtl/common.py). An
-instruction issues in the first cycle in which every completion count has reached its threshold
-(lowbit.rtl.chip_image: waits and joins resolved to thresholds by the loader) and its unit is free.
+instruction issues in the first cycle in which its waits are met on the scoreboard (`thresholds_met`:
+every completion count has reached its threshold and every DMA range it names has completed;
+lowbit.rtl.chip_image resolves waits and joins to thresholds and ranges) and its unit is free.
 
 Instruction memories are synchronous: the controller presents the address of its next head (pc + issued)
 in the cycle it issues, so the head word is always the one at pc.
@@ -14,7 +15,7 @@ in the cycle it issues, so the head word is always the one at pc.
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Signal, unsigned
+from amaranth.hdl import Array, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -26,17 +27,31 @@ DMA_FIELDS = ("valid", "tag", "addr", "nbytes", "wr", "dcls", "alloc_en", "buf",
 JOIN_FIELDS = ("valid",)
 
 
-def word_layout(kind: str, n_thr: int, seq_bits: int) -> data.StructLayout:
+def word_layout(kind: str, n_thr: int, n_dq: int, seq_bits: int) -> data.StructLayout:
     """The instruction word of a queue kind ('compute', 'dma', 'join'): its fields (WORD_FIELDS widths),
-    then one `seq_bits` threshold per non-sync queue. Packed LSB first in this order."""
+    then one `seq_bits` threshold per non-sync queue, then the DMA ranges [rlo, rhi), one per DMA queue
+    (rlo for every DMA queue, then rhi). Packed LSB first in this order."""
     names = {"compute": COMPUTE_FIELDS, "dma": DMA_FIELDS, "join": JOIN_FIELDS}[kind]
     return data.StructLayout({**{n: unsigned(_W[n]) for n in names},
-                              "thr": data.ArrayLayout(unsigned(seq_bits), n_thr)})
+                              "thr": data.ArrayLayout(unsigned(seq_bits), n_thr),
+                              "rlo": data.ArrayLayout(unsigned(seq_bits), n_dq),
+                              "rhi": data.ArrayLayout(unsigned(seq_bits), n_dq)})
+
+
+def scoreboard_layout(n_thr: int, n_dq: int, seq_bits: int, table: int) -> data.StructLayout:
+    """What every controller reads: `count` per non-sync queue (in-order completions: a compute queue's
+    count, a DMA engine's low-water mark), and per DMA engine its completion window: `base` (its oldest
+    unretired request) and `zeros[k]`, the requests among base .. base + k - 1 not yet complete
+    (k = 0 .. table), lowbit.rtl.chip_dma.DmaEngine."""
+    return data.StructLayout({"count": data.ArrayLayout(unsigned(seq_bits), n_thr),
+                              "base": data.ArrayLayout(unsigned(seq_bits), n_dq),
+                              "zeros": data.ArrayLayout(data.ArrayLayout(unsigned(table.bit_length()), table + 1),
+                                                        n_dq)})
 
 
 def pack_word(kind: str, n_thr: int, seq_bits: int, w: dict) -> int:
-    """The integer a loader writes for word `w` (a lowbit.rtl.chip_image word dict); refuses a value that
-    does not fit its field."""
+    """The integer a loader writes for word `w` (a lowbit.rtl.chip_image word dict: `thr` per non-sync
+    queue, `rlo`/`rhi` per DMA queue); refuses a value that does not fit its field."""
     from lowbit.sim.program import ProgramError
 
     names = {"compute": COMPUTE_FIELDS, "dma": DMA_FIELDS, "join": JOIN_FIELDS}[kind]
@@ -47,7 +62,7 @@ def pack_word(kind: str, n_thr: int, seq_bits: int, w: dict) -> int:
             raise ProgramError(f"chip word field {n} = {v} does not fit {_W[n]} bits")
         out |= v << pos
         pos += _W[n]
-    for t in w["thr"]:
+    for t in [*w["thr"], *w["rlo"], *w["rhi"]]:
         if not 0 <= t < 1 << seq_bits:
             raise ProgramError(f"chip threshold {t} does not fit {seq_bits} bits; generate the chip with more seq_bits")
         out |= int(t) << pos
@@ -55,11 +70,27 @@ def pack_word(kind: str, n_thr: int, seq_bits: int, w: dict) -> int:
     return out
 
 
-def thresholds_met(word, counts) -> Signal:
-    """1 when every completion count has reached the word's threshold (the scoreboard rule)."""
+def range_met(lo, hi, base, zeros):
+    """1 when every request lo .. hi - 1 of a DMA engine has completed: all of them are below its window
+    (`hi <= base`, retired), or the window's incomplete-request counts agree at both ends
+    (zeros[hi - base] == zeros[max(lo - base, 0)]) with hi inside the window. An empty range is (0, 0)."""
+    nt = len(zeros) - 1
+    zb = len(zeros[0])
+    pad = (1 << nt.bit_length()) - (nt + 1)
+    z = Array([zeros[k] for k in range(nt + 1)] + [Const(0, zb)] * pad)
+    b = (hi - base)[:len(hi)]
+    a = Mux(lo > base, lo - base, 0)[:len(hi)]
+    return (hi <= base) | ((b <= nt) & (z[b[:nt.bit_length()]] == z[a[:nt.bit_length()]]))
+
+
+def thresholds_met(word, sb) -> Signal:
+    """1 when the word's waits are met on scoreboard `sb` (scoreboard_layout): every completion count has
+    reached the word's threshold and every DMA range [rlo, rhi) it names has completed."""
     ok = word.valid.bool()
-    for q in range(len(counts)):
-        ok = ok & (counts[q] >= word.thr[q])
+    for q in range(len(sb.count)):
+        ok = ok & (sb.count[q] >= word.thr[q])
+    for j in range(len(sb.base)):
+        ok = ok & range_met(word.rlo[j], word.rhi[j], sb.base[j], sb.zeros[j])
     return ok
 
 
@@ -68,12 +99,12 @@ class ComputeQueue(wiring.Component):
     unit is free, holds the unit busy for the word's `cyc` cycles, counts completions in order and, at a
     completion, releases the ring allocation the word names (`free`)."""
 
-    def __init__(self, n_thr: int, seq_bits: int, addr_bits: int) -> None:
-        self.n_thr, self.seq_bits = n_thr, seq_bits
+    def __init__(self, sb: data.StructLayout, seq_bits: int, addr_bits: int) -> None:
+        n_thr, n_dq = sb["count"].shape.length, sb["base"].shape.length
         super().__init__({
             "run": In(1),
-            "counts": In(data.ArrayLayout(unsigned(seq_bits), n_thr)),
-            "word": In(word_layout("compute", n_thr, seq_bits)),
+            "sb": In(sb),
+            "word": In(word_layout("compute", n_thr, n_dq, seq_bits)),
             "raddr": Out(addr_bits),
             "pc": Out(seq_bits),
             "count": Out(seq_bits),
@@ -89,7 +120,7 @@ class ComputeQueue(wiring.Component):
         remain = Signal(_W["cyc"])
         hold = Signal(1 + _W["free_buf"] + _W["free_slot"])  # free, free_buf, free_slot of the running word
         issue = Signal()
-        m.d.comb += issue.eq(self.run & ~busy & thresholds_met(w, self.counts))
+        m.d.comb += issue.eq(self.run & ~busy & thresholds_met(w, self.sb))
         m.d.comb += self.raddr.eq(self.pc + issue)
         one = Signal()  # a one-cycle instruction completes in its issue cycle
         m.d.comb += one.eq(issue & (w.cyc == 1))
@@ -117,13 +148,14 @@ class JoinMonitor(wiring.Component):
     complete out of order, in zero time, when their folded thresholds are met); `done_now` flags, relative
     to `head`, those completing this cycle; the head retires completed joins in order."""
 
-    def __init__(self, n_thr: int, seq_bits: int, addr_bits: int, window: int) -> None:
+    def __init__(self, sb: data.StructLayout, seq_bits: int, addr_bits: int, window: int) -> None:
         assert window & (window - 1) == 0, "join window must be a power of two"
-        self.window, self.n_thr = window, n_thr
+        n_thr, n_dq = sb["count"].shape.length, sb["base"].shape.length
+        self.window = window
         super().__init__({
             "run": In(1),
-            "counts": In(data.ArrayLayout(unsigned(seq_bits), n_thr)),
-            "words": In(data.ArrayLayout(word_layout("join", n_thr, seq_bits), window)),
+            "sb": In(sb),
+            "words": In(data.ArrayLayout(word_layout("join", n_thr, n_dq, seq_bits), window)),
             "raddr": Out(data.ArrayLayout(unsigned(addr_bits), window)),
             "head": Out(seq_bits),
             "done_now": Out(window),
@@ -139,7 +171,7 @@ class JoinMonitor(wiring.Component):
         prev = None
         for k in range(nw):
             idx = (self.head + k)[:lg] if nw > 1 else 0
-            met = self.run & thresholds_met(self.words[k], self.counts)
+            met = self.run & thresholds_met(self.words[k], self.sb)
             was = bits.bit_select(idx, 1)
             m.d.comb += [self.done_now[k].eq(met & ~was), fin[k].eq(met | was)]
             m.d.comb += run_[k].eq(fin[k] if prev is None else prev & fin[k])

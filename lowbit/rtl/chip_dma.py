@@ -10,10 +10,15 @@ issues it. `tag` is the program-order number among all DMA instructions (the ord
 simulator's DRAM model sees them; a memory controller may use it to order requests).
 
 Completion: the memory port returns the request's `id` (engine, completion-table slot); a response in cycle
-E - 1 is in the table at edge E - 1, and the engine's completion count (the in-order prefix of completed
-requests, combinational over the table) shows it in cycle E. Counting in order equals the simulator's
-per-request completion whenever each engine's requests complete in issue order (always with
-`dram.model = "simple"`; the chip bench reports any difference otherwise)."""
+E - 1 sets the request's bit in the table at edge E - 1, so the request is complete from cycle E on,
+whatever the order in which the memory completes requests (a bank model completes them out of issue
+order). The engine puts its completion window on the scoreboard (lowbit.rtl.chip_ctrl.scoreboard_layout):
+`count`, the in-order prefix of completed requests (its low-water mark, combinational over the table);
+`base`, the oldest request not yet retired; `zeros[k]`, how many of the requests base .. base + k - 1 are
+incomplete. A consumer waiting on the requests lo .. hi - 1 checks zeros at both ends of its range
+(lowbit.rtl.chip_ctrl.range_met): one comparison per range, whatever its length, as long as the range ends
+within the window, which holds for every issued request (the table holds every outstanding one).
+`fin` flags, per table slot, the requests completing in this cycle (for the bench)."""
 
 from __future__ import annotations
 
@@ -52,19 +57,23 @@ class DmaEngine(wiring.Component):
     """One DMA queue's controller and completion table (`table` entries); its `issue` request lanes are its
     share of the memory port."""
 
-    def __init__(self, engine: int, n_thr: int, seq_bits: int, addr_bits: int, *, issue: int, table: int,
-                 entry_bits: int, resp_lanes: int, id_bits: int) -> None:
+    def __init__(self, engine: int, sb: data.StructLayout, seq_bits: int, addr_bits: int, *, issue: int,
+                 table: int, entry_bits: int, resp_lanes: int, id_bits: int) -> None:
         assert table & (table - 1) == 0
         self.engine, self.issue, self.table = engine, issue, table
         self.resp_lanes, self.id_bits = resp_lanes, id_bits
         cb = (1 << SIZE_BITS).bit_length() + 1
+        n_thr, n_dq = sb["count"].shape.length, sb["base"].shape.length
         super().__init__({
             "run": In(1),
-            "counts": In(data.ArrayLayout(unsigned(seq_bits), n_thr)),
-            "words": In(data.ArrayLayout(word_layout("dma", n_thr, seq_bits), issue)),
+            "sb": In(sb),
+            "words": In(data.ArrayLayout(word_layout("dma", n_thr, n_dq, seq_bits), issue)),
             "raddr": Out(data.ArrayLayout(unsigned(addr_bits), issue)),
             "pc": Out(seq_bits),
             "count": Out(seq_bits),
+            "base": Out(seq_bits),
+            "zeros": Out(data.ArrayLayout(unsigned(table.bit_length()), table + 1)),
+            "fin": Out(table),
             "room": In(data.ArrayLayout(unsigned(cb), N_BUFFERS)),
             "entries_free": In(data.ArrayLayout(unsigned(entry_bits), N_BUFFERS)),
             "a_valid": Out(issue),
@@ -98,7 +107,7 @@ class DmaEngine(wiring.Component):
             u, t = Array(used + [Const(0, cb)] * pad), Array(taken + [Const(0, eb)] * pad)
             fits = ~w.alloc_en | ((room[w.buf] >= u[w.buf] + w.alloc) & (efree[w.buf] > t[w.buf]))
             ok = Signal(name=f"issue{k}")
-            m.d.comb += ok.eq(prev & thresholds_met(w, self.counts) & fits
+            m.d.comb += ok.eq(prev & thresholds_met(w, self.sb) & fits
                               & (self.pc - retired + k < nt))
             iss.append(ok)
             prev = ok
@@ -126,21 +135,26 @@ class DmaEngine(wiring.Component):
         # --- completion table: responses set bits, the in-order completed prefix retires
         ret = []
         prev = None
+        zero = Const(0, len(self.zeros[0]))
+        m.d.comb += self.zeros[0].eq(0)
         for k in range(nt):
+            got = Signal(name=f"got{k}")  # request base + k has completed
+            m.d.comb += got.eq(bits.bit_select((retired + k)[:lt], 1))
             r = Signal(name=f"done{k}")
-            m.d.comb += r.eq(bits.bit_select((retired + k)[:lt], 1) & (1 if prev is None else prev))
+            m.d.comb += r.eq(got & (1 if prev is None else prev))
             ret.append(r)
             prev = r
+            m.d.comb += self.zeros[k + 1].eq((self.zeros[k] if k else zero) + ~got)
         n_ret = sum(ret)
-        m.d.comb += self.count.eq(retired + n_ret)
+        m.d.comb += [self.count.eq(retired + n_ret), self.base.eq(retired)]
         m.d.sync += retired.eq(retired + n_ret)
         ra = Array(ret)
         for i in range(nt):
             k = (i - retired)[:lt]
-            hit = 0
+            hit = Const(0, 1)
             for r in range(self.resp_lanes):
                 rid = self.resp_id[r]
                 hit = hit | (self.resp_valid[r] & (rid[lt:] == self.engine) & (rid[:lt] == i))
-            m.d.sync += bits[i].eq((bits[i] & ~ra[k]) | hit)
+            m.d.sync += [bits[i].eq((bits[i] & ~ra[k]) | hit), self.fin[i].eq(hit)]
         return m
 

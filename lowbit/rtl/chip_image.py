@@ -2,16 +2,25 @@
 
 `build_image` resolves what the program leaves relative to a chunk (the loader's job, done once on the host
 before the run): sequence numbers become absolute, DRAM addresses get their chunk's base, and every wait
-becomes a **threshold vector**, one required completion count per non-sync queue (the scoreboard rule
-"instruction may start when count[q] >= thr[q] for every q"):
+becomes a **threshold vector**, one required completion count per non-sync queue, plus one **DMA range**
+[rlo, rhi) per DMA queue (the scoreboard rule, lowbit.rtl.chip_ctrl.thresholds_met: "an instruction may
+start when count[q] >= thr[q] for every q and requests rlo[d] .. rhi[d] - 1 of every DMA queue d have
+completed"). Compute queues complete in order, so a count says everything; a DMA engine's requests
+complete in any order (the DRAM model's), so a wait on a request is a wait on that request only:
 
-- a token (q, s) on a queue that completes in order: thr[q] >= s + 1;
-- a join (the sync queue) is folded into its consumers: its ranges (q, s, n) give thr[q] >= s + n, its own
-  waits are folded the same way, a range over joins folds each of them (joins complete in zero time at the
-  latest of what they wait for, so the consumer starts at the same cycle either way);
+- a token (q, s): on a compute queue thr[q] >= s + 1, on a DMA queue the request s;
+- a join (the sync queue) is folded into its consumers: its ranges (q, s, n) give thr[q] >= s + n on a
+  compute queue and the requests s .. s + n - 1 on a DMA queue, its own waits are folded the same way, a
+  range over joins folds each of them (joins complete in zero time at the latest of what they wait for,
+  so the consumer starts at the same cycle either way);
 - the chunk's input token is the token of the previous chunk's output (the step start without one);
 - the step fence (`barrier`) is the per-queue instruction counts at the step's start (every instruction of
-  the earlier steps completed).
+  the earlier steps completed): a threshold on every queue, DMA queues included (a prefix of requests).
+
+The DMA requests a word waits on, less those below its threshold on that queue, are one run in the
+programs the lowering emits; if they were not, the word would wait on the run's hull, a later start than
+the simulator's (counted in `ChipImage.hulls`, so the bench's mismatch has a named cause). A run that
+begins at or below the threshold extends the threshold instead (a prefix), and an empty range is (0, 0).
 
 The joins stay in the image (sync queue) with their folded thresholds: the chip's join monitor records when
 each completes. DMA words carry `tag`, their position among all DMA instructions in program order (the
@@ -63,13 +72,64 @@ class ChipImage:
     n_dma: int = 0
     ring_queue: dict[str, str] = field(default_factory=dict)  # buffer -> the DMA queue allocating in it
     ring_live: int = 0  # most allocations a ring can hold at once (capacity // smallest allocation)
+    hulls: int = 0      # words whose DMA waits are not one run (they wait on the run's hull)
 
     @property
     def n_thr(self) -> int:
         return len(self.queues) - 1  # the sync queue is last and has no counter
 
+    @property
+    def dma_queues(self) -> list[int]:
+        return [q for q, c in enumerate(self.classes) if c in (C_DMAW, C_DMAKV)]
+
     def longest(self) -> int:
         return max(len(w) for w in self.words)
+
+
+@dataclass
+class _Wait:
+    """What an instruction waits for: `thr`, a completion count per non-sync queue (a prefix), and `runs`,
+    per DMA queue the sorted, merged runs [lo, hi) of requests it also needs."""
+
+    thr: np.ndarray
+    runs: dict[int, list[tuple[int, int]]]
+
+    @staticmethod
+    def on(n_thr: int, dq: list[int], q: int, s: int, n: int) -> _Wait:
+        """Instructions s .. s + n - 1 of queue q."""
+        thr = np.zeros(n_thr, np.int64)
+        if q in dq:
+            return _Wait(thr, {q: [(s, s + n)]} if n > 0 else {})
+        thr[q] = s + n
+        return _Wait(thr, {})
+
+    def join(self, o: _Wait) -> _Wait:
+        runs = dict(self.runs)
+        for q, rs in o.runs.items():
+            merged: list[tuple[int, int]] = []
+            for lo, hi in sorted(runs.get(q, []) + rs):
+                if merged and lo <= merged[-1][1]:
+                    merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+                else:
+                    merged.append((lo, hi))
+            runs[q] = merged
+        return _Wait(np.maximum(self.thr, o.thr), runs)
+
+    def resolve(self, dq: list[int]) -> tuple[list[int], list[int], list[int], int]:
+        """(thr, rlo, rhi per DMA queue, 1 if a queue's runs above its threshold are not one run)."""
+        thr = self.thr.copy()
+        rlo, rhi, hull = [], [], 0
+        for q in dq:
+            rs = [(max(lo, int(thr[q])), hi) for lo, hi in self.runs.get(q, []) if hi > thr[q]]
+            if rs and rs[0][0] <= thr[q]:  # a run continuing the prefix extends it
+                thr[q] = rs.pop(0)[1]
+            lo = hi = 0
+            if rs:
+                hull |= len(rs) > 1
+                lo, hi = rs[0][0], rs[-1][1]
+            rlo.append(lo)
+            rhi.append(hi)
+        return [int(x) for x in thr], rlo, rhi, int(hull)
 
 
 def build_image(path: str | Path, cfg: HwConfig) -> ChipImage:
@@ -85,7 +145,7 @@ def build_image(path: str | Path, cfg: HwConfig) -> ChipImage:
     img = ChipImage(tuple(names), tuple(int(c) for c in classes), tuple(int(c) for c in hd.caps),
                     [[] for _ in range(nq)])
     count = np.zeros(nq, np.int64)          # instructions per queue so far
-    join_thr: list[np.ndarray] = []        # folded thresholds of every join (absolute sync seq)
+    join_wait: list[_Wait] = []             # folded waits of every join (absolute sync seq)
     alloc_n = np.zeros(len(BUFFERS), np.int64)
     alloc_of: dict[tuple[int, int], tuple[int, int]] = {}  # (dma queue, abs seq) -> (buf, allocation index)
     buf_queue: dict[int, int] = {}
@@ -93,6 +153,7 @@ def build_image(path: str | Path, cfg: HwConfig) -> ChipImage:
     fence = np.zeros(nq - 1, np.int64)
     cur_step = None
     tag = 0
+    dq = img.dma_queues
     for s, cr in rd.chunk_records():
         key = (s["phase"], s["trace_step"])
         if key != cur_step:  # a new step: the fence is every queue's count so far
@@ -103,29 +164,22 @@ def build_image(path: str | Path, cfg: HwConfig) -> ChipImage:
         n = len(a["main"])
         absq = blk.queue.astype(np.int64)
         abss = qb[absq] + blk.seq
-        thr_i = [None] * n
+        wait_i: list[_Wait | None] = [None] * n
 
-        def token(q: int, sq: int) -> np.ndarray:
-            t = np.zeros(nq - 1, np.int64)
+        def token(q: int, sq: int) -> _Wait:
             if q == sync:
-                return join_thr[sq]
-            t[q] = sq + 1
-            return t
+                return join_wait[sq]
+            return _Wait.on(nq - 1, dq, q, sq, 1)
 
-        if c["in_kind"]:
-            ext = token(c["in_queue"], c["in_seq"])
-        else:
-            ext = fence.copy()
+        ext = token(c["in_queue"], c["in_seq"]) if c["in_kind"] else _Wait(fence.copy(), {})
         for i in range(n):
-            t = np.zeros(nq - 1, np.int64)
-            if a["barrier"][i]:
-                t = np.maximum(t, fence)
+            t = _Wait(fence.copy() if a["barrier"][i] else np.zeros(nq - 1, np.int64), {})
             for k in range(3):
                 d = int(a[f"dep{k}"][i])
                 if d >= 0:
-                    t = np.maximum(t, thr_i[d] if absq[d] == sync else token(int(absq[d]), int(abss[d])))
+                    t = t.join(wait_i[d] if absq[d] == sync else token(int(absq[d]), int(abss[d])))
                 elif d == EXT:
-                    t = np.maximum(t, ext)
+                    t = t.join(ext)
             op = int(a["main"][i])
             if op == C_JOIN:
                 r0 = blk.range_start[i]
@@ -134,13 +188,16 @@ def build_image(path: str | Path, cfg: HwConfig) -> ChipImage:
                     rq, s0 = int(rq), int(qb[int(rq)] + rs)
                     if rq == sync:
                         for j in range(s0, s0 + int(rn)):
-                            t = np.maximum(t, join_thr[j])
+                            t = t.join(join_wait[j])
                     else:
-                        t[rq] = max(t[rq], s0 + int(rn))
-                join_thr.append(t)
-            thr_i[i] = t
-            w = {"valid": 1, "thr": [int(x) for x in t], "cyc": 0, "free": 0, "free_buf": 0, "free_slot": 0,
-                 "tag": 0, "addr": 0, "nbytes": 0, "wr": 0, "dcls": 0, "alloc_en": 0, "buf": 0, "alloc": 0}
+                        t = t.join(_Wait.on(nq - 1, dq, rq, s0, int(rn)))
+                join_wait.append(t)
+            wait_i[i] = t
+            thr, rlo, rhi, hull = t.resolve(dq)
+            img.hulls += hull
+            w = {"valid": 1, "thr": thr, "rlo": rlo, "rhi": rhi, "cyc": 0, "free": 0, "free_buf": 0,
+                 "free_slot": 0, "tag": 0, "addr": 0, "nbytes": 0, "wr": 0, "dcls": 0, "alloc_en": 0, "buf": 0,
+                 "alloc": 0}
             if op in (C_DMAW, C_DMAKV):
                 w.update(tag=tag, addr=int(a["addr"][i]), nbytes=int(a["nbytes"][i]), wr=int(a["wr"][i]),
                          dcls=int(a["dcls"][i]))

@@ -11,6 +11,7 @@ import json
 import os
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +48,7 @@ class ChipResult:
     seconds: float
     verilog: Path | None = None
     notes: list[str] = field(default_factory=list)
+    params: ChipParams | None = None
 
     @property
     def mismatches(self) -> int:
@@ -58,16 +60,24 @@ class ChipResult:
                 and self.late == 0 and self.lane_overflow == 0)
 
 
-def params_for(img: ChipImage) -> ChipParams:
+def params_for(img: ChipImage, ref: list[QueueTimes] | None = None) -> ChipParams:
     """Chip parameters that hold the image: instruction memories deep enough (a power of two, with a final
-    invalid word), counts wide enough."""
+    invalid word), counts wide enough, ring entry tables for the most allocations a ring can hold and, given
+    the simulator's schedule `ref`, as many request lanes per DMA engine (`dma_issue`) as the most requests
+    one engine issues in one cycle in it (the simulator issues DMAs at no per-request cost; a chip with fewer
+    lanes issues the rest in later cycles, which the bench reports as mismatches)."""
     depth = 256
     while depth < img.longest() + 1:
         depth *= 2
     entries = 2  # the simulator holds at most sched.MAXLIVE live allocations per buffer
     while entries < min(img.ring_live, MAXLIVE):
         entries *= 2
-    return ChipParams(imem_depth=depth, seq_bits=max(16, depth.bit_length() + 1), ring_entries=entries)
+    issue = ChipParams.dma_issue
+    if ref is not None:
+        dq = [ref[q].start for q in img.dma_queues]
+        issue = max([max(Counter(s).values()) for s in dq if s], default=1)
+    return ChipParams(imem_depth=depth, seq_bits=max(16, depth.bit_length() + 1), ring_entries=entries,
+                      dma_issue=issue)
 
 
 def _sources_digest() -> str:
@@ -145,9 +155,9 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
 
     t0 = time.perf_counter()
     img = build_image(program, cfg)
-    p = params if params is not None else params_for(img)
-    _check_image(img, p)
     ref, sim_cycles = reference_schedule(program, cfg)
+    p = params if params is not None else params_for(img, ref)
+    _check_image(img, p)
     bdir, vfile = _build(cfg, p)
     n_thr = img.n_thr
     words = [[pack_word(queue_kind(c), n_thr, p.seq_bits, w) for w in ws]
@@ -160,6 +170,7 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
     def run_in(rdir: Path) -> dict:
         job = {"hw": hw, "sets": list(sets or []), "queues": list(img.queues), "words": words,
                "resp_lanes": p.resp_lanes, "id_bits": p.id_bits, "req_fields": req_fields, "req_bits": req_bits,
+               "dma_queues": [img.queues[q] for q in img.dma_queues], "dma_table": p.dma_table,
                "max_cycles": limit,
                "result": str(rdir / "result.json")}
         atomic_write(rdir / "job.json", json.dumps(job))
@@ -189,5 +200,7 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
         r = run_in(Path(run_dir))
     qc = compare(ref, r["start"], r["end"])
     chip_cycles = max((e for q in r["end"] for e in q), default=0)
+    notes = [f"{img.hulls} instructions wait on DMA requests that are not one run (they wait on its hull)"] \
+        if img.hulls else []
     return ChipResult(qc, sim_cycles, chip_cycles, bool(r["finished"]), int(r["late"]), int(r["lane_overflow"]),
-                      int(r["dram_requests"]), time.perf_counter() - t0, vfile)
+                      int(r["dram_requests"]), time.perf_counter() - t0, vfile, notes, p)

@@ -31,23 +31,31 @@ def tiny_program(tmp_path_factory):
 
 
 def test_thresholds_reproduce_the_simulators_waits(tiny_program):
-    """The loader's rule (start when every queue's in-order completion count reaches the threshold): a join
-    completes exactly when its thresholds are met, no other instruction starts before."""
+    """The loader's rule (start when every queue's completion count reaches the threshold and every DMA
+    request of the word's ranges has completed): a join completes exactly when its waits are met, no other
+    instruction starts before."""
     cfg, path = tiny_program
     img = build_image(path, cfg)
     ref, total = reference_schedule(path, cfg)
     assert [len(w) for w in img.words] == [len(r.start) for r in ref]
     assert img.queues[-1] == "sync" and len(img.words[-1]) > 0 and len(img.words[img.queues.index("lop")]) > 0
+    assert img.hulls == 0
 
-    def met(thr):
-        return max([max(ref[q].end[:x]) for q, x in enumerate(thr) if x > 0], default=0)
+    def met(w):
+        ends = [max(ref[q].end[:x]) for q, x in enumerate(w["thr"]) if x > 0]
+        ends += [max(ref[q].end[lo:hi]) for q, lo, hi in zip(img.dma_queues, w["rlo"], w["rhi"], strict=True)
+                 if hi > lo]
+        return max(ends, default=0)
 
+    ranges = 0
     for q, words in enumerate(img.words):
         for i, w in enumerate(words):
+            ranges += any(w["rhi"])
             if q == len(img.queues) - 1:
-                assert met(w["thr"]) == ref[q].end[i] == ref[q].start[i]
+                assert met(w) == ref[q].end[i] == ref[q].start[i]
             else:
-                assert met(w["thr"]) <= ref[q].start[i]
+                assert met(w) <= ref[q].start[i]
+    assert ranges > 0
     assert total == max(max(r.end) for r in ref)
     # DMA tags are the program order of all DMA instructions; ring slots name allocations in order
     tags = sorted(w["tag"] for q in ("dma_w", "dma_kv") for w in img.words[img.queues.index(q)])
@@ -73,7 +81,7 @@ def test_compare_reports_every_difference():
 def test_pack_word_refuses_a_value_too_wide():
     from lowbit.rtl.chip_ctrl import pack_word
 
-    w = {"valid": 1, "thr": [0, 70000], "cyc": 3, "free": 0, "free_buf": 0, "free_slot": 0}
+    w = {"valid": 1, "thr": [0, 70000], "rlo": [], "rhi": [], "cyc": 3, "free": 0, "free_buf": 0, "free_slot": 0}
     with pytest.raises(ProgramError, match="does not fit 16 bits"):
         pack_word("compute", 2, 16, w)
     assert pack_word("compute", 2, 17, w) == 1 | 3 << 1 | 70000 << (1 + 32 + 1 + 3 + 8 + 17)
@@ -96,7 +104,7 @@ def test_chip_verilog_lints_clean(tiny_program):
     from lowbit.sim.cache import cache_dir
 
     cfg, path = tiny_program
-    _, key = chip_verilog_cached(cfg, params_for(build_image(path, cfg)))
+    _, key = chip_verilog_cached(cfg, params_for(build_image(path, cfg), reference_schedule(path, cfg)[0]))
     r = lint(cache_dir("verilog") / f"chip-{key}.v", "lowbit_chip")
     assert r.ok, r.errors[:5]
 
@@ -108,7 +116,70 @@ def test_chip_bench_detects_a_chip_that_differs(tiny_program):
     import dataclasses
 
     cfg, path = tiny_program
-    p = dataclasses.replace(params_for(build_image(path, cfg)), dma_issue=2)
+    p = dataclasses.replace(params_for(build_image(path, cfg), reference_schedule(path, cfg)[0]), dma_issue=2)
     r = verify_chip(cfg, path, "tiny", [], params=p)
     dma_w = next(q for q in r.queues if q.name == "dma_w")
     assert dma_w.start_mismatches > 0 and not r.ok
+
+
+def test_dma_waits_resolve_to_a_threshold_and_one_range():
+    """A wait on DMA requests is a wait on those requests: runs merge, a run continuing the threshold extends
+    it, runs with a gap above it become their hull (counted)."""
+    import numpy as np
+
+    from lowbit.rtl.chip_image import _Wait
+
+    dq = [1, 2]  # queues 1 and 2 are DMA queues, 0 a compute queue
+    w = _Wait.on(3, dq, 1, 5, 3).join(_Wait.on(3, dq, 1, 8, 2)).join(_Wait.on(3, dq, 0, 4, 1))
+    assert w.resolve(dq) == ([5, 0, 0], [5, 0], [10, 0], 0)
+    fence = _Wait(np.array([0, 6, 2]), {})
+    assert w.join(fence).resolve(dq) == ([5, 10, 2], [0, 0], [0, 0], 0)
+    gap = w.join(_Wait.on(3, dq, 1, 12, 1)).join(_Wait.on(3, dq, 2, 0, 4))
+    assert gap.resolve(dq) == ([5, 0, 4], [5, 0], [13, 0], 1)
+
+
+def test_range_check_matches_the_completion_bits():
+    """lowbit.rtl.chip_ctrl.range_met on the Amaranth simulator against the definition (every request
+    lo .. hi - 1 complete: below the window base, or its bit set), over random windows of a 8-entry table."""
+    import random
+
+    from amaranth.hdl import Module, Signal, unsigned
+    from amaranth.lib import data
+    from amaranth.sim import Simulator
+
+    from lowbit.rtl.chip_ctrl import range_met
+
+    nt = 8
+    m = Module()
+    lo, hi, base = Signal(16), Signal(16), Signal(16)
+    zeros = Signal(data.ArrayLayout(unsigned(nt.bit_length()), nt + 1))
+    ok = Signal()
+    m.d.comb += ok.eq(range_met(lo, hi, base, zeros))
+    rng = random.Random(7)
+    cases = []
+    for _ in range(300):
+        b = rng.randrange(0, 40)
+        done = [rng.random() < 0.6 for _ in range(nt)]  # requests b .. b + nt - 1
+        l_ = rng.randrange(0, b + nt + 2)
+        h = rng.randrange(l_ + 1, b + nt + 4)
+        want = all(done[s - b] if b <= s < b + nt else s < b for s in range(l_, h))
+        cases.append((b, done, l_, h, want))
+    cases.append((10, [True] * nt, 0, 0, True))  # the empty range
+    got = []
+
+    async def bench(ctx):
+        for b, done, l_, h, _ in cases:
+            z = [0]
+            for d in done:
+                z.append(z[-1] + (not d))
+            ctx.set(base, b)
+            ctx.set(lo, l_)
+            ctx.set(hi, h)
+            ctx.set(zeros, z)
+            got.append(ctx.get(ok))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == [c[-1] for c in cases]
+    assert 0 < sum(got) < len(got)

@@ -11,8 +11,10 @@ response that would be due before the bench could drive it is counted in `late`;
 than lanes in one cycle in `lane_overflow`.
 
 Sampling (cocotb ReadOnly after each rising edge, cycle c = the chip's `cycle`): `pc_<q>` rising from a to
-b means instructions a..b-1 started in cycle c - 1; `count_<q>` rising means they ended in cycle c;
-`join_done` bit k means join `join_head + k` ended (and started) in cycle c.
+b means instructions a..b-1 started in cycle c - 1; on a compute queue `count_<q>` rising means they ended
+in cycle c; on a DMA queue `dfin_<q>` bit i means the request in completion-table slot i, request
+dbase + ((i - dbase) mod table), ended in cycle c; `join_done` bit k means join `join_head + k` ended (and
+started) in cycle c.
 """
 
 from __future__ import annotations
@@ -77,6 +79,8 @@ async def chip_run(dut):
     await RisingEdge(dut.clk)  # start is sampled here: the next cycle is run cycle 0
     dut.start.value = 0
 
+    nt = int(job["dma_table"])
+    dmaq = {names.index(n): (getattr(dut, f"dbase_{n}"), getattr(dut, f"dfin_{n}")) for n in job["dma_queues"]}
     pc_h = [getattr(dut, f"pc_{n}") for n in names[:-1]]
     cnt_h = [getattr(dut, f"count_{n}") for n in names[:-1]]
     start = [[-1] * n for n in lengths]
@@ -140,10 +144,16 @@ async def chip_run(dut):
                     start[q][i] = cyc - 1
                 pc_prev[q] = p
             c = int(cnt_h[q].value)
-            if c != cnt_prev[q]:
+            if q in dmaq:  # requests complete out of order: per request
+                fin = int(dmaq[q][1].value)
+                if fin:
+                    base = int(dmaq[q][0].value)
+                    for i in _lanes(fin):
+                        end[q][base + (i - base) % nt] = cyc
+            elif c != cnt_prev[q]:
                 for i in range(cnt_prev[q], c):
                     end[q][i] = cyc
-                cnt_prev[q] = c
+            cnt_prev[q] = c
         jd = int(dut.join_done.value)
         if jd:
             h = int(dut.join_head.value)

@@ -34,6 +34,7 @@ from typing import Protocol
 
 import numpy as np
 
+from lowbit.sim.nbcache import njit_cached
 from lowbit.sim.units import catalog
 
 ISA_VERSION = 2  # 2: instructions name their unit (static assignment), rings, the program format (sim.program)
@@ -121,6 +122,12 @@ SCHED_COLS = tuple(f.name for f in SCHED_FIELDS)
 DEFAULT = {f.name: f.default for f in FIELDS if f.default is not None}
 # Columns that hold instruction indices (shifted when a cached block is placed).
 IDX_COLS = ("free_of", "dep0", "dep1", "dep2", "jlo", "jhi")
+# How placing a cached block (Emitter.add_block) treats each column of COLS: copied, an index (shifted), a
+# dependency (shifted; EXT becomes the block's input), the op index (replaced when given), the DRAM address.
+_P_COPY, _P_IDX, _P_DEP, _P_OPI, _P_ADDR = range(5)
+COL_INDEX_MAIN, COL_INDEX_DCLS = COLS.index("main"), COLS.index("dcls")
+_PLACE = np.array([_P_DEP if c.startswith("dep") else _P_IDX if c in IDX_COLS else _P_OPI if c == "opi" else
+                   _P_ADDR if c == "addr" else _P_COPY for c in COLS], np.int64)
 
 # ------------------------------------------------------------------------------------- enumerations
 
@@ -203,20 +210,12 @@ class Emitter:
         if self.sink is not None:
             return self._put_block(blk, ext, dram_offs, opi, addr_add)
         self._flush()
-        off = self.n
-        b = {c: blk[c] for c in COLS}
-        for c in IDX_COLS:
-            v = blk[c]
-            b[c] = np.where(v >= 0, v + off, np.where(v == EXT, ext, v)) if c.startswith("dep") else \
-                np.where(v >= 0, v + off, v)
-        if opi is not None:
-            b["opi"] = np.full(len(blk["main"]), opi, np.int64)
-        dma = (blk["main"] == C_DMAW) | (blk["main"] == C_DMAKV)
-        b["addr"] = blk["addr"] + np.where(dma, np.asarray(dram_offs, np.int64)[blk["dcls"]], 0)
-        if addr_add is not None:
-            b["addr"] = b["addr"] + addr_add
-        self.segs.append(b)
-        self.n += len(blk["main"])
+        n = len(blk["main"])
+        out = np.empty((len(COLS), n), np.int64)
+        _place(tuple(blk[c] for c in COLS), out, 0, 0, n, self.n, ext, -1 if opi is None else opi,
+               np.asarray(dram_offs, np.int64), _NO_ADD if addr_add is None else addr_add, addr_add is not None)
+        self.segs.append(dict(zip(COLS, out, strict=True)))
+        self.n += n
         return self.n - 1
 
     def finish(self) -> dict[str, np.ndarray]:
@@ -243,16 +242,18 @@ class Emitter:
     # ---------------------------------------------------------------------------- streaming (a sink)
 
     def _held(self) -> dict[str, np.ndarray]:
-        """The window buffer: rows base.. of the chunk not yet handed on (2 windows of room, reused)."""
+        """The window buffer: rows base.. of the chunk not yet handed on (2 windows of room, reused), one row of
+        `wb2` per column."""
         if self.wb is None:
-            self.wb = {c: np.empty(2 * self.window, np.int64) for c in COLS}
+            self.wb2 = np.empty((len(COLS), 2 * self.window), np.int64)
+            self.wb = dict(zip(COLS, self.wb2, strict=True))
         return self.wb
 
     def _put_block(self, blk: dict[str, np.ndarray], ext: int, dram_offs: tuple[int, int, int, int],
                    opi: int | None, addr_add: np.ndarray | None) -> int:
         """add_block's rule, written straight into the window buffer in pieces of at most one window."""
         self._stream()
-        wb = self._held()
+        self._held()
         offs = np.asarray(dram_offs, np.int64)
         n_blk = len(blk["main"])
         off0 = self.n
@@ -260,26 +261,16 @@ class Emitter:
         if rng.any():
             for mk, k in zip(*np.unique(blk["jlo"][rng], return_counts=True), strict=True):
                 self.sink.mark(off0 + int(mk), int(k))
-        for i0 in range(0, n_blk, self.window):
-            i1 = min(n_blk, i0 + self.window)
-            m, h = i1 - i0, self.n - self.base
-            for c in COLS:
-                wb[c][h:h + m] = blk[c][i0:i1]
-            for c in IDX_COLS:
-                v, d = blk[c][i0:i1], wb[c][h:h + m]
-                np.add(d, off0, out=d, where=v >= 0)
-                if c.startswith("dep") and ext != EXT:
-                    d[v == EXT] = ext
-            if opi is not None:
-                wb["opi"][h:h + m] = opi
-            main = blk["main"][i0:i1]
-            d = wb["addr"][h:h + m]
-            if offs.any():
-                np.add(d, offs[blk["dcls"][i0:i1]], out=d, where=(main == C_DMAW) | (main == C_DMAKV))
-            if addr_add is not None:
-                d += addr_add[i0:i1]
-            self.n += m
+        src = tuple(blk[c] for c in COLS)
+        add = _NO_ADD if addr_add is None else addr_add
+        i0 = 0
+        while i0 < n_blk:  # pieces that fill the held rows up to one window (handed on without moving rows)
+            h = self.n - self.base
+            i1 = min(n_blk, i0 + self.window - h)
+            _place(src, self.wb2, h, i0, i1, off0, ext, -1 if opi is None else opi, offs, add, addr_add is not None)
+            self.n += i1 - i0
             self._stream()
+            i0 = i1
         return self.n - 1
 
     def _flush_stream(self) -> None:
@@ -305,8 +296,45 @@ class Emitter:
             self.base += w1 - w0
             w0 = w1
         if w0 and w0 < h:
-            for c in COLS:
-                wb[c][:h - w0] = wb[c][w0:h]
+            self.wb2[:, :h - w0] = self.wb2[:, w0:h]
+
+
+_NO_ADD = np.zeros(0, np.int64)
+
+
+@njit_cached()
+def _place(src, dst, h, i0, i1, off0, ext, opi, offs, add, has_add):
+    """Rows i0..i1 of a cached block (`src`: its COLS) into dst[:, h:] by add_block's rule (_PLACE per column):
+    an index >= 0 shifts by off0, a dependency EXT becomes `ext`, opi >= 0 replaces the op index, a DMA's address
+    shifts by offs[dcls] (plus add[row] when has_add)."""
+    jm, jd = COL_INDEX_MAIN, COL_INDEX_DCLS
+    for j in range(len(src)):
+        s = src[j]
+        d = dst[j]
+        how = _PLACE[j]
+        if how == _P_IDX:
+            for r in range(i0, i1):
+                v = s[r]
+                d[h + r - i0] = v + off0 if v >= 0 else v
+        elif how == _P_DEP:
+            for r in range(i0, i1):
+                v = s[r]
+                d[h + r - i0] = v + off0 if v >= 0 else ext if v == EXT else v
+        elif how == _P_OPI and opi >= 0:
+            for r in range(i0, i1):
+                d[h + r - i0] = opi
+        elif how == _P_ADDR:
+            main, dcls = src[jm], src[jd]
+            for r in range(i0, i1):
+                v = s[r]
+                if main[r] == C_DMAW or main[r] == C_DMAKV:
+                    v += offs[dcls[r]]
+                if has_add:
+                    v += add[r]
+                d[h + r - i0] = v
+        else:
+            for r in range(i0, i1):
+                d[h + r - i0] = s[r]
 
 
 class WindowSink(Protocol):

@@ -13,7 +13,12 @@ before the run (VmRSS: interpreter, numpy, numba kernels, the trace) and the pea
 Every timing is reported as wall and user CPU seconds: wall time depends on the host's load average (reported),
 while user CPU is close to what an idle machine's wall time would be.
 
-Usage: .venv/bin/python bench/bench_sim.py [--quick] [--out bench/results-sim.md]
+Speed before / after (--baseline DIR): the simulator's CPU time per tile instruction and per decode step on 3B
+decode (prefill 0, 16 steps), a 64-token prefill and a 1,024-token prefill, each in a fresh process that imports
+lowbit from DIR (an earlier checkout, e.g. `git worktree add /tmp/base REV`) and from this checkout, alternately,
+so both see the same host load; --speed-only rewrites that section of --out and keeps the others.
+
+Usage: .venv/bin/python bench/bench_sim.py [--quick] [--out bench/results-sim.md] [--baseline DIR [--speed-only]]
 """
 
 from __future__ import annotations
@@ -110,6 +115,88 @@ def in_child(job: dict) -> dict:
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
+# One speed case in a fresh process whose `lowbit` is the one of PYTHONPATH: numba kernels loaded on a tiny run,
+# then user CPU of simulate() (lowering + scheduling + folding, no start-up) -> one JSON line.
+SPEED_CHILD = """
+import json, resource, sys, time
+from lowbit.sim.config import apply_sets, load_config
+from lowbit.sim.engine import simulate
+from lowbit.sim.workloads import standard_trace
+simulate(load_config("tiny"), standard_trace("bitnet-tiny", 2, 1))
+job = json.loads(sys.argv[1])
+cfg = apply_sets(load_config("vitallm"), job["sets"])
+tr = standard_trace(job["model"], job["prefill"], job["decode"])
+c, t = resource.getrusage(resource.RUSAGE_SELF).ru_utime, time.perf_counter()
+r = simulate(cfg, tr)
+print(json.dumps({"cpu": resource.getrusage(resource.RUSAGE_SELF).ru_utime - c, "wall": time.perf_counter() - t,
+                  "instructions": r.instructions, "cycles": r.cycles}))
+"""
+SPEED_CASES = (  # (label, prefill, decode, config overrides)
+    ("3B decode, 16 steps (prefill 0)", 0, 16, []),
+    ("3B prefill 64 (one step)", 64, 0, []),
+    ("3B prefill 1,024 (one step, psum 128 KiB)", 1024, 0, ["sram.psum.bytes=131072"]),
+)
+
+
+def speed_case(tree: Path, job: dict) -> dict:
+    import json
+
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    p = subprocess.run([sys.executable, "-c", SPEED_CHILD, json.dumps(job)], check=True, capture_output=True,
+                       text=True, env=env, cwd=tempfile.gettempdir())
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def git_rev(tree: Path) -> str:
+    p = subprocess.run(["git", "-C", str(tree), "log", "-1", "--format=%h %s"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", str(tree), "status", "--porcelain", "--untracked-files=no", "lowbit"],
+                           capture_output=True, text=True).stdout.strip()
+    return (p.stdout.strip()[:60] or "?") + (" (with uncommitted changes)" if dirty else "")
+
+
+def speed_section(baseline: Path, quick: bool, here: Path | None = None) -> list[str]:
+    """Before / after CPU per tile instruction (module docstring), cases interleaved; after: `here` (default: this
+    checkout)."""
+    here = here or Path(__file__).resolve().parents[1]
+    out = ["## Speed before / after (3B on vitallm, fresh process per case)\n",
+           f"Before: `{git_rev(baseline)}`; after: `{git_rev(here)}`. Each case runs in a fresh process "
+           "(numba kernels loaded first); CPU is the user CPU of simulate() alone (lowering, scheduling, folding; "
+           "no start-up), before and after alternately so that both see the same load. Results (cycles, "
+           "instructions) are identical before and after.\n",
+           "| case | tile instructions | CPU s before | CPU s after | ns / instruction before | "
+           "ns / instruction after | CPU s per step before / after | speed-up | load (1 min) |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for label, pre, dec, sets in SPEED_CASES:
+        if quick and pre > 64:
+            continue
+        job = {"model": MODEL, "prefill": pre, "decode": dec, "sets": sets}
+        b = speed_case(baseline, job)
+        a = speed_case(here, job)
+        print("speed", label, b, a)
+        if (b["instructions"], b["cycles"]) != (a["instructions"], a["cycles"]):
+            raise SystemExit(f"{label}: before and after differ ({b} vs {a})")
+        steps = max(1, dec) if pre == 0 else 1
+        out.append(f"| {label} | {a['instructions']:,} | {b['cpu']:.2f} | {a['cpu']:.2f} | "
+                   f"{1e9 * b['cpu'] / b['instructions']:.0f} | {1e9 * a['cpu'] / a['instructions']:.0f} | "
+                   f"{b['cpu'] / steps:.3f} / {a['cpu'] / steps:.3f} | {b['cpu'] / a['cpu']:.2f}x | "
+                   f"{os.getloadavg()[0]:.1f} |")
+    out.append("")
+    return out
+
+
+def splice_section(text: str, section: list[str]) -> str:
+    """`text` with its "## Speed before / after" section (up to the next "## ") replaced by `section`, or with
+    `section` added after the first section when it has none."""
+    lines = text.splitlines()
+    heads = [i for i, ln in enumerate(lines) if ln.startswith("## ")]
+    start = next((i for i in heads if lines[i].startswith("## Speed before / after")), None)
+    if start is None:
+        at = heads[1] if len(heads) > 1 else len(lines)
+        return "\n".join(lines[:at] + section + lines[at:]) + "\n"
+    end = next((i for i in heads if i > start), len(lines))
+    return "\n".join(lines[:start] + section + lines[end:]) + "\n"
+
+
 def load() -> str:
     return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
@@ -135,11 +222,24 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="decode 16 instead of 128 (smoke run)")
     ap.add_argument("--out", default="bench/results-sim.md")
     ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--baseline", type=Path, help="an earlier checkout: adds the speed before / after section")
+    ap.add_argument("--speed-only", action="store_true", help="with --baseline: rewrite only that section of --out")
+    ap.add_argument("--tree", type=Path, help="the checkout measured as 'after' (default: this one)")
     a = ap.parse_args()
     if a.child:
         import json
 
         print(json.dumps(child_run(json.loads(a.child))))
+        return
+    if a.speed_only:
+        if a.baseline is None:
+            raise SystemExit("--speed-only needs --baseline DIR")
+        out = Path(a.out)
+        text = splice_section(out.read_text() if out.exists() else "", speed_section(a.baseline, a.quick, a.tree))
+        tmp = out.with_name(f".{out.name}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, out)
+        print(f"wrote {out}")
         return
     decode = 16 if a.quick else 128
     cfg = load_config("vitallm")
@@ -173,6 +273,8 @@ def main() -> None:
       f"**{load_before}** / **{load_after}** (i.e. ~{os.getloadavg()[0] / (os.cpu_count() or 1):.0f}x "
       "oversubscribed), so wall times below are inflated by the load; user CPU seconds are what this process "
       "itself used (single-threaded, so on an idle core wall ~= user + sys).\n")
+    if a.baseline is not None:
+        lines += speed_section(a.baseline, a.quick, a.tree)
     w(f"## Headline: BitNet-3B, 64-token prefill + {decode} decode, data-driven LOP\n")
     w("Trace: synthetic q/k/v tensors (lowbit.sim.lop_select.synthetic_qk_trace, seed 0) written with "
       "lowbit.sim.trace.write_trace, so LOP selects keys from real top-K over LO scores (lowbit.sim.lop_select). "

@@ -91,7 +91,8 @@ def _summary(attn: SimResult, step: SimResult | None) -> dict[str, Any]:
 
 def measure(cfg: HwConfig, m: ModelSpec, context: int) -> Point:
     """Simulate one (model, context) point: fixed-ratio and data-driven LOP (attention-only and whole step)
-    and dense attention (attention only; None when its scores do not fit the psum buffer)."""
+    and dense attention over all M keys (attention only; online softmax where one query's scores over M keys
+    exceed the psum tile, lowbit.sim.tiling.attention_plan)."""
     if context > m.max_positions:
         return Point(m.name, context, refused=f"context {context} > max_positions {m.max_positions}")
     attn_tr, step_tr = step_trace(m, context, True), step_trace(m, context, False)
@@ -107,7 +108,7 @@ def measure(cfg: HwConfig, m: ModelSpec, context: int) -> Point:
     try:
         d = simulate(cfg, attn_tr, no_lop=True)
         dense = {"attn_cycles": d.cycles, "row_hit_rate": d.dram["row_hit_rate"]}
-    except WorkloadError as e:  # dense scores of M keys exceed the psum tile (no online softmax modelled)
+    except WorkloadError as e:  # a design whose buffers hold no attention tile
         dense = {"refused": str(e)}
     return Point(m.name, context, None, dense_kv, fixed, data, dense)
 
@@ -164,8 +165,9 @@ def render(points: list[Point], cfg: HwConfig, wall_s: float) -> str:
       f"q/k (lop_select.synthetic_step_positions, seed {SEED}; no captured q/k of these models is available "
       "here). With GQA the union of the group's selections fetches more than K keys per KV head.")
     w("- cycles and row hits are of the attention-only step (rope, kv_append, LOP, QK^T, softmax, score.V); "
-      "tok/s is the whole decode step (projections included, lm_head on the host). Dense attention is "
-      "refused where one query's scores over M keys exceed the psum tile (no online softmax is modelled).\n")
+      "tok/s is the whole decode step (projections included, lm_head on the host). Dense attention reads all M "
+      "keys; where one query's scores over M keys exceed the psum tile it runs with online softmax over key "
+      "blocks (lowbit.sim.tiling.attention_plan).\n")
     for name in dict.fromkeys(p.model for p in points):
         rows = [p for p in points if p.model == name]
         w(f"## {name}\n")

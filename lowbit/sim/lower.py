@@ -2,12 +2,7 @@
 of one layer in a forward step.
 
 Tiling of projections, attention and LO codes: sim.tiling (the documented rules). On top of it:
-- LOP (decode steps only; prefill is dense and compute-bound): per KV head the LO codes (lop_bits/elem) of
-  all M cached keys are read (class lop, when lop.surrogate_storage = "dram"), scored on the LOP unit in
-  chunks of floor(lop.tile_bytes / code_bytes_per_key) keys, top-K selected; only the K selected keys and
-  values are fetched (class kv) at their own addresses and exact attention runs on those K. Selected
-  positions per head: data-driven when available (sim.lop_select), else min(k, M) evenly spread keys; the
-  fetches follow the KV-cache layout and gather rule of sim.kvcache (docs/kv-cache.md).
+- Attention (KV-cache writes, LOP, QK^T, softmax, score.V; dense or online softmax): sim.attention.
 - SFU ops: sfu_cycles(op, rows, dim). Under "dependency-aware" scheduling the first (reduction) pass of
   rmsnorm / quantize (absmax) / softmax (max) is fused with the producer's output stream (docs/reference/vitallm.md §3.4,
   §5.5: reductions accumulated on the fly), so only the remaining passes sit on the critical path.
@@ -39,38 +34,32 @@ never per prompt, so nothing the lowering holds grows with the prompt.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from lowbit.sim.attention import AttentionLowering
 from lowbit.sim.config import HwConfig
 from lowbit.sim.errors import WorkloadError
 from lowbit.sim.isa import (
     ACT_BASE,
     ACT_OUT_BASE,
     B_ACT,
-    B_KV,
-    B_LOP,
     B_PSUM,
     B_WEIGHT,
     C_DMAKV,
     C_DMAW,
     C_JOIN,
-    C_LOP,
     C_SFU,
     COLS,
     D_ACT,
-    D_KV,
-    D_LOP,
     D_W,
     DEFAULT,
     EMBED_BASE,
     EXT,
     IDX_COLS,
-    M_INT8,
-    M_LOP,
     M_SFU,
     SUB,
     WORK_OF_FORMAT,
@@ -78,33 +67,21 @@ from lowbit.sim.isa import (
     WindowSink,
 )
 from lowbit.sim.kvcache import (
-    expand_gathers,
-    fixed_positions,
-    gather_segments,
-    kv_addr,
     layer_offsets,
-    lo_addr,
 )
 from lowbit.sim.modelspec import ModelSpec
 from lowbit.sim.numerics.lop import LOP_SURROGATE_BITS_PER_ELEM as LOP_BITS
 from lowbit.sim.sram import Buffers
 from lowbit.sim.tiling import (
     ACC_BYTES,
-    causal_pairs,
-    head_group,
-    int8_class,
-    kv_chunk,
     lanes_of,
-    lop_chunk,
     plan_linear,
-    query_chunks,
     row_bytes,
     tile_cycles,
     tile_grid,
     weight_bits,
 )
 from lowbit.sim.trace import Op
-from lowbit.sim.units.lop import lop_score_cycles, lop_topk_cycles
 from lowbit.sim.units.sfu import SFU_PASSES, sfu_cycles
 
 POLICIES = ("inorder", "dependency-aware")
@@ -153,7 +130,7 @@ class Chunk:
 
 
 @dataclass
-class Lowering:
+class Lowering(AttentionLowering):
     """Per-run lowering: config, model, policy, LOP settings and the instruction block caches."""
 
     cfg: HwConfig
@@ -171,6 +148,7 @@ class Lowering:
     grp: int = field(init=False)         # query heads per KV head
     code_bytes: int = field(init=False)  # LO-code bytes per key of one head
     _tiles: dict[tuple, dict[str, np.ndarray]] = field(default_factory=dict, init=False, repr=False)
+    _online_blocks: dict[tuple, dict[str, np.ndarray]] = field(default_factory=dict, init=False, repr=False)
     _layers: dict[tuple, tuple] = field(default_factory=dict, init=False, repr=False)  # layer blocks, recent steps
     _gathered: dict[tuple, dict] = field(default_factory=dict, init=False, repr=False)  # fixed-ratio expansions
     _rec: list | None = field(default=None, init=False, repr=False)  # K/V fetch rows of the block being lowered
@@ -269,39 +247,6 @@ class Lowering:
             if sink is not None and len(blk["main"]) > MAX_BLOCK_INSTRUCTIONS:
                 self._layers.pop(key, None)
 
-    def _has_gathers(self, run: list[Op]) -> bool:
-        """LOP-selected K/V fetches (expanded into gathers per layer once the block is built: not streamed)."""
-        return any(o.op == "attn_qk" and self._use_lop(o) for o in run)
-
-    def _gather(self, key: tuple, blk: dict[str, np.ndarray], rec: list, layer: int) -> dict[str, np.ndarray]:
-        """The block with its LOP K/V fetch rows expanded into the gathers of `layer`'s selected positions
-        (sim.kvcache); fixed-ratio selections are equal in every layer, so their expansion is cached."""
-        data = self.lop_counts is not None and any((layer, r[5]) in self.lop_counts for r in rec)
-        if not data and key in self._gathered:
-            return self._gathered[key]
-        pos: dict[tuple[int, int], np.ndarray] = {}
-        rows, base, parts, bounds = [], [], [], [0]
-        for row, g, v, k0, k1, step, ctx, seq in rec:
-            if (g, seq) not in pos:
-                pos[g, seq] = self._positions(layer, step, g, ctx)
-            rows.append(row)
-            base.append(self._kv_addr(g, v, seq))
-            parts.append(pos[g, seq][k0:k1])
-            bounds.append(bounds[-1] + k1 - k0)
-        seg_row, first, length = gather_segments(np.concatenate(parts), np.asarray(bounds, np.int64))
-        seg_a = np.asarray(base, np.int64).take(seg_row) + first * self.hd
-        out = expand_gathers(blk, np.asarray(rows, np.int64), seg_row, seg_a, length * self.hd)
-        if not data:
-            self._gathered[key] = out
-        return out
-
-    def _signature(self, run: list[Op]) -> tuple:
-        keys = []
-        for o in run:
-            if o.op == "attn_qk" and self._use_lop(o):
-                keys.append(tuple(self._selected(o.layer, o.step, g, o["context"]) for g in range(self.G)))
-        return (tuple((o.op, o.role, o.phase, o.seq, tuple(sorted(o.args.items()))) for o in run), tuple(keys))
-
     def _lower_ops(self, e: Emitter, ops: list[Op], names: list[str], kinds: list[str], st: StepStats) -> int:
         """Lower `ops` (in order) into `e`; the first op depends on EXT; returns the last op's join."""
         pending: list[int] = [EXT]   # joins the next op depends on
@@ -367,94 +312,16 @@ class Lowering:
                 for g in range(self.G):
                     self._kv_write(e, op, opi, g, d)
                 j = self._join(e, first, opi)
-            elif k == "attn_qk":
-                ctx = op["context"]
-                for g in range(self.G):
-                    keys, dep_k = ctx, d
-                    if self._use_lop(op):
-                        dep_k = self._emit_lop(e, opi, g, ctx, (d, d), op.seq)
-                        keys = self._selected(op.layer, op.step, g, ctx)
-                        self._lop_stats(st, ctx, keys)
-                    att[g] = keys
-                    for q0, q1 in query_chunks(self.bufs, self.grp, t, keys):
-                        self._emit_attn(e, op, opi, g, q0, q1, keys, ctx, dep_k, d, t > 1, v=False)
-                j = self._join(e, first, opi)
-            elif k == "softmax":
-                for g in range(self.G):
-                    keys = att.get(g, op["context"])
-                    for q0, q1 in query_chunks(self.bufs, self.grp, t, keys):
-                        self._sfu(e, "softmax", (q1 - q0) * self.grp, keys, opi, (d,))
-                j = self._join(e, first, opi)
-            elif k == "attn_av":
-                for g in range(self.G):
-                    keys = att.get(g, op["context"])
-                    for q0, q1 in query_chunks(self.bufs, self.grp, t, keys):
-                        self._emit_attn(e, op, opi, g, q0, q1, keys, op["context"], d, d, t > 1, v=True)
-                j = self._join(e, first, opi)
+            elif k in ("attn_qk", "softmax", "attn_av"):
+                j, n_ops = self._attention_op(e, ops, i, opi, first, d, reg, att, st)
+                pending = [j]
+                i += n_ops
+                continue
             else:  # pragma: no cover - trace validation rejects unknown kinds
                 raise WorkloadError(f"op {op.name}: kind '{k}' is not supported by the simulator")
             pending = [j] if j != -1 else []
             i += 1
         return dep1()
-
-    def _fused_attention(self, e: Emitter, ops: list[Op], d_in: int, reg: Callable[[Op], int],
-                         st: StepStats) -> int:
-        """Dependency-aware attention block with head-level pipelining: Q/K/V tiles of KV head group g+1 are
-        listed before the attention of group g, so the projection cores work on g+1 while BoothFlex runs g.
-        A batched step's section has one (kv_append, attn_qk, softmax, attn_av) per sequence after q, k, v,
-        rope (which run over all its tokens); each sequence attends to its own KV cache, in sequence order."""
-        q, k, v = ops[:3]
-        seqs = [tuple(ops[j:j + 4]) for j in range(4, len(ops), 4)]
-        opis = [reg(o) for o in ops]
-        sopi = [opis[j:j + 4] for j in range(4, len(ops), 4)]
-        G, grp, hd = self.G, self.grp, self.hd
-        t = q["tokens"]
-        first = e.mark()
-        L = plan_linear(self.cfg, self.bufs, q.name, t, q["in_features"], q["out_features"], q["weight_format"],
-                        self.dual_core).L
-        hg = head_group(L, hd, G)
-        groups = [(g0, min(G, g0 + hg)) for g0 in range(0, G, hg)]
-
-        def proj(g0: int, g1: int) -> tuple[int, int, int, int, int]:
-            nh = g1 - g0
-            jq = self._add_linear(e, q, opis[0], d_in, fout=nh * grp * hd, row0=g0 * grp * hd)
-            jk = self._add_linear(e, k, opis[1], d_in, fout=nh * hd, row0=g0 * hd)
-            jv = self._add_linear(e, v, opis[2], d_in, fout=nh * hd, row0=g0 * hd)
-            r = self._sfu(e, "rope", t * (grp + 1) * nh, hd, opis[3], (jq, jk))
-            w = [-1] * len(seqs)
-            for g in range(g0, g1):
-                for b, (kva, *_) in enumerate(seqs):
-                    w[b] = self._kv_write(e, kva, sopi[b][0], g, r, jv)
-            return g0, g1, r, jv, w
-
-        def attn(g0: int, g1: int, r: int, jv: int, w: list[int]) -> None:
-            for g in range(g0, g1):
-                for b, (_kva, qk, _sm, av) in enumerate(seqs):
-                    ctx, tb, o = qk["context"], qk["tokens"], sopi[b]
-                    keys = ctx
-                    dep_k = w[b] if tb > 1 else -1  # decode: cached K/V are already in DRAM -> prefetch early
-                    if self._use_lop(qk):
-                        dep_k = self._emit_lop(e, o[1], g, ctx, (-1, r), qk.seq)
-                        keys = self._selected(qk.layer, qk.step, g, ctx)
-                        self._lop_stats(st, ctx, keys)
-                    for q0, q1 in query_chunks(self.bufs, grp, tb, keys):
-                        jqk = self._emit_attn(e, qk, o[1], g, q0, q1, keys, ctx, dep_k, r, tb > 1, v=False)
-                        s_ = self._sfu(e, "softmax", (q1 - q0) * grp, keys, o[2], (jqk,))
-                        self._emit_attn(e, av, o[3], g, q0, q1, keys, ctx, dep_k if dep_k >= 0 else jv, s_,
-                                        tb > 1, v=True)
-
-        prev = proj(*groups[0])
-        for gr in groups[1:]:
-            cur = proj(*gr)
-            attn(*prev)
-            prev = cur
-        attn(*prev)
-        return self._join(e, first, opis[-1])
-
-    @staticmethod
-    def _join(e: Emitter, first: int, opi: int) -> int:
-        """Join over the instructions emitted since `first`."""
-        return e.emit(C_JOIN, jlo=first, jhi=e.n, opi=opi, sub=SUB["join"])
 
     # ------------------------------------------------------------------------------------ projections
 
@@ -597,106 +464,6 @@ class Lowering:
         d = list(deps) + [-1, -1, -1]
         return e.emit(C_SFU, cyc=c, dep0=d[0], dep1=d[1], dep2=d[2], opi=opi, sub=SUB["sfu"], macs=rows * dim,
                       mcls=M_SFU, rbuf=B_ACT, rbytes=rows * dim, wbuf=B_ACT, wbytes=rows * dim)
-
-    # ------------------------------------------------------------------------------------ attention (per KV head)
-
-    def _kv_addr(self, g: int, v: bool, seq: int = 0) -> int:
-        """K (or V) plane of KV head g of layer 0 (sim.kvcache layout; placement adds the layer's offset)."""
-        return kv_addr(self.model, 0, g, v, 0, seq)
-
-    def _lop_addr(self, g: int, pos: int, seq: int = 0) -> int:
-        """LO-code address of key `pos` of KV head g of layer 0 of sequence `seq` (sim.kvcache layout)."""
-        return lo_addr(self.model, 0, g, pos, seq)
-
-    def _use_lop(self, op: Op) -> bool:
-        return self.lop_on and op.phase == "decode" and op["tokens"] == 1
-
-    def _selected(self, layer: int, step: int, g: int, m: int) -> int:
-        """Keys LOP selects for KV head g: the data-driven count when known, else min(k, M)."""
-        if self.lop_counts is not None and (layer, step) in self.lop_counts:
-            sel = self.lop_counts[(layer, step)][g]
-            return int(min(m, len(sel) if np.ndim(sel) else int(sel)))
-        return min(self.lop_k, m)
-
-    def _positions(self, layer: int, step: int, g: int, m: int) -> np.ndarray:
-        """Ascending positions LOP selects for KV head g: data-driven when known (a count alone is spread
-        like a fixed-ratio selection), else fixed-ratio (sim.kvcache.fixed_positions)."""
-        if self.lop_counts is not None and (layer, step) in self.lop_counts:
-            sel = self.lop_counts[(layer, step)][g]
-            if np.ndim(sel):
-                return np.asarray(sel, np.int64)
-            return fixed_positions(m, int(sel))
-        return fixed_positions(m, self.lop_k)
-
-    def _lop_stats(self, st: StepStats, ctx: int, keys: int) -> None:
-        st.kv_dense_bytes += 2 * ctx * self.hd
-        st.kv_read_bytes += 2 * keys * self.hd
-        if self.cfg.lop.surrogate_storage == "dram":
-            st.lop_bytes += ctx * self.code_bytes
-
-    def _kv_write(self, e: Emitter, op: Op, opi: int, g: int, dep: int, dep2: int = -1) -> int:
-        """Write the new tokens' K and V (INT8, each to its plane) and, with LOP in DRAM, their LO codes."""
-        t, hd = op["tokens"], self.hd
-        pos = op["context"] - t
-        for v in (False, True):
-            j = e.emit(C_DMAKV, nbytes=t * hd, addr=self._kv_addr(g, v, op.seq) + pos * hd, wr=1, dcls=D_KV,
-                       dep0=dep, dep1=dep2, opi=opi, sub=SUB["kv_wr"], rbuf=B_ACT, rbytes=t * hd)
-        if self.lop_on and self.cfg.lop.surrogate_storage == "dram":
-            cb = self.code_bytes
-            j = e.emit(C_DMAKV, nbytes=t * cb, addr=self._lop_addr(g, pos, op.seq), wr=1, dcls=D_LOP, dep0=dep,
-                       dep1=dep2, opi=opi, sub=SUB["kv_wr"], rbuf=B_ACT, rbytes=t * cb)
-        return j
-
-    def _emit_lop(self, e: Emitter, opi: int, g: int, m: int, deps: tuple[int, int], seq: int = 0) -> int:
-        """LO-code reads + scoring in chunks, then comparison-free top-K; returns the top-K instruction."""
-        cfg, cb = self.cfg, self.code_bytes
-        chunk = lop_chunk(self.bufs, cb, f"LOP: LO codes of one key ({self.hd} x {LOP_BITS} bit)")
-        first = e.mark()
-        dram = cfg.lop.surrogate_storage == "dram"
-        for j0 in range(0, m, chunk):
-            n = min(m, j0 + chunk) - j0
-            d = -1
-            if dram:
-                d = e.emit(C_DMAKV, nbytes=n * cb, addr=self._lop_addr(g, j0, seq), dcls=D_LOP, buf=B_LOP,
-                           alloc=n * cb, dep0=deps[0], opi=opi, sub=SUB["lop_dma"], wbuf=B_LOP, wbytes=n * cb)
-            e.emit(C_LOP, cyc=self.grp * lop_score_cycles(cfg.lop, n, self.hd), dep0=d, dep1=deps[1],
-                   free_of=d, opi=opi, sub=SUB["lop_score"], macs=n * self.hd * self.grp, mcls=M_LOP,
-                   rbuf=B_LOP, rbytes=n * cb)
-        j = self._join(e, first, opi)
-        return e.emit(C_LOP, cyc=lop_topk_cycles(cfg.lop, m), dep0=j, opi=opi, sub=SUB["lop_topk"])
-
-    def _emit_attn(self, e: Emitter, op: Op, opi: int, g: int, q0: int, q1: int, keys: int, ctx: int,
-                   dep_kv: int, dep_in: int, causal: bool, *, v: bool) -> int:
-        """K chunks + QK^T tiles (v=False), or V chunks + score.V tiles (v=True), for queries [q0, q1) of KV
-        head g over `keys` keys at context `ctx`, on BoothFlex (INT8); returns their join."""
-        hd, grp = self.hd, self.grp
-        cls = int8_class(self.cfg, f"op {op.name} (INT8 attention)")
-        lanes = lanes_of(self.cfg, cls)
-        c = kv_chunk(self.bufs, hd)
-        first = e.mark()
-        qpos0 = ctx - op["tokens"]  # absolute position of query 0
-        nq = q1 - q0
-        for k0 in range(0, keys, c):
-            k1 = min(keys, k0 + c)
-            pairs = causal_pairs(q0, q1, qpos0, k0, k1) if causal else nq * (k1 - k0)
-            if pairs == 0:
-                continue
-            d = e.emit(C_DMAKV, nbytes=(k1 - k0) * hd, addr=self._kv_addr(g, v, op.seq) + k0 * hd, dcls=D_KV, buf=B_KV,
-                       alloc=(k1 - k0) * hd, dep0=dep_kv, opi=opi, sub=SUB["v_dma" if v else "k_dma"],
-                       wbuf=B_KV, wbytes=(k1 - k0) * hd)
-            if keys < ctx and self._rec is not None:  # LOP: selected keys, gathered per layer (sim.kvcache)
-                self._rec.append((d, g, v, k0, k1, op.step, ctx, op.seq))
-            if v:  # score.V: nq*grp*hd outputs, each a dot over the chunk's keys (average per query)
-                outs = nq * grp * hd
-                cyc = tile_cycles(self.cfg, cls, "int8", -(-pairs // nq), -(-outs // lanes))
-                macs, sub = pairs * grp * hd, SUB["av"]
-            else:  # QK^T: pairs*grp scores, each a dot over head_dim
-                outs = pairs * grp
-                cyc = tile_cycles(self.cfg, cls, "int8", hd, -(-outs // lanes))
-                macs, sub = outs * hd, SUB["qk"]
-            e.emit(cls, cyc=cyc, dep0=d, dep1=dep_in, free_of=d, opi=opi, sub=sub, macs=macs, mcls=M_INT8,
-                   rbuf=B_KV, rbytes=(k1 - k0) * hd, wbuf=B_PSUM, wbytes=outs * ACC_BYTES)
-        return self._join(e, first, opi)
 
 
 class _Recorder:

@@ -15,8 +15,19 @@ Rules (all derived from the config; DESIGN ASSUMPTIONS stated here, cited in the
   read from DRAM (class activations) and its output written back; the weights are re-read per chunk.
 - Attention per KV head (head-level): K and V are fetched in chunks of floor(kv.tile_bytes / head_dim) keys
   (INT8). QK^T and score.V run on the design's first unit that runs int8 tiles (BoothFlex in the VitaLLM
-  presets); softmax on the SFU. Scores of one query chunk must
-  fit psum (4 B each).
+  presets); softmax on the SFU. Two tilings (attention_plan):
+  dense: a query chunk holds as many queries as fit one psum tile with their scores over ALL keys (4 B each;
+  per = floor(psum.tile_bytes / (group x keys x 4))); every K and V chunk is fetched once per query chunk.
+  online (FlashAttention-style; Milakov & Gimelshein 2018, arXiv:1805.02867; Dao 2023, FlashAttention-2,
+  arXiv:2307.08691): the keys are tiled too, into key blocks of kb = min(kv chunk, keys) keys; a query block
+  of Bq queries keeps, per score row (group rows per query), a score tile of kb words, its output
+  accumulator of head_dim words and its running max and sum (2 words) in one psum tile:
+  Bq = floor(psum.tile_bytes / (group x (kb + head_dim + 2) x 4)) (kb shrinks only when not even one query
+  fits); every K and V chunk is fetched once per query block.
+  The dense tiling is used when its query chunk is at least as large as the online query block or holds every
+  query of the step (it then fetches K/V no more often and needs no rescaling), else the online one. So a
+  step with at most kv chunk + head_dim + 2 keys, or whose queries all fit one dense chunk (a decode query
+  over up to floor(psum.tile_bytes / (4 group)) keys: 6,144 for 3B on vitallm), keeps the dense tiling.
 - LOP: LO codes are scored in chunks of floor(lop.tile_bytes / code_bytes_per_key) keys.
 Dual-core load balancing (docs/reference/vitallm.md §3.2): a ternary tile may run on a TINT core or on BoothFlex
 (ternary mode); `dual_core=False` restricts BoothFlex to attention (ablation).
@@ -194,6 +205,48 @@ def query_chunks(bufs: Buffers, group: int, tokens: int, keys: int) -> list[tupl
     bufs.check(B_PSUM, group * keys * ACC_BYTES, f"attention scores of 1 query x {keys} keys")
     per = max(1, per)
     return [(q, min(tokens, q + per)) for q in range(0, tokens, per)]
+
+
+@dataclass(frozen=True)
+class AttentionPlan:
+    """Tiling of one KV head's attention for `tokens` queries over `keys` keys (module docstring)."""
+
+    online: bool                     # online softmax over key blocks (else dense: scores over all keys)
+    queries: list[tuple[int, int]]   # query chunks (dense) / query blocks (online): [q0, q1)
+    key_block: int                   # keys per K/V chunk (and per score tile, online)
+
+
+def online_query_block(bufs: Buffers, group: int, head_dim: int, kb: int) -> int:
+    """Queries per online-softmax query block: floor(psum.tile_bytes / (group x (kb + head_dim + 2) x 4))."""
+    return bufs.tile[B_PSUM] // (group * (kb + head_dim + 2) * ACC_BYTES)
+
+
+def attention_plan(bufs: Buffers, group: int, head_dim: int, tokens: int, keys: int) -> AttentionPlan:
+    """Dense or online tiling of one KV head's attention (module docstring); WorkloadError when not even one
+    query with a key block of one key and its output accumulator fits psum."""
+    c = kv_chunk(bufs, head_dim)
+    psum = bufs.tile[B_PSUM]
+    per = psum // (group * keys * ACC_BYTES) if keys else tokens
+    kb = min(c, max(keys, 1))
+    bq = online_query_block(bufs, group, head_dim, kb)
+    if per >= 1 and (per >= tokens or per >= bq):
+        return AttentionPlan(False, query_chunks(bufs, group, tokens, keys), c)
+    if bq < 1:  # shrink the key block so that one query's row fits
+        kb = psum // (group * ACC_BYTES) - head_dim - 2
+        bufs.check(B_PSUM, group * (head_dim + 3) * ACC_BYTES,
+                   f"attention (online softmax): score tile of 1 query x 1 key, its output accumulator "
+                   f"({head_dim}) and running max/sum, for {group} query heads")
+        bq = 1
+    bq = min(bq, tokens)
+    return AttentionPlan(True, [(q, min(tokens, q + bq)) for q in range(0, tokens, bq)], kb)
+
+
+def causal_pairs_blocks(q0: int, q1: int, qpos0: int, k0s: np.ndarray, kb: int, keys: int) -> np.ndarray:
+    """causal_pairs of queries [q0, q1) with every key block [k0, min(keys, k0 + kb)) of `k0s` (vectorised)."""
+    pos = qpos0 + np.arange(q0, q1, dtype=np.int64) + 1  # keys each query sees
+    k1s = np.minimum(keys, k0s + kb)
+    hi = np.minimum(k1s[:, None], pos[None, :])
+    return np.maximum(hi - k0s[:, None], 0).sum(axis=1)
 
 
 def causal_pairs(q0: int, q1: int, qpos0: int, k0: int, k1: int) -> int:

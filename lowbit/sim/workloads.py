@@ -344,8 +344,7 @@ def check_workload(cfg, trace: Trace, lop_k: int | None = None, no_lop: bool = F
 def _op_instructions(cfg, bufs, o: Op, hd: int, G: int, grp: int, code: int, lop_on: bool, k: int,
                      plan_linear, kv_chunk, lop_chunk) -> int:
     """Upper-side instruction count of one op as sim.lower emits it (tiles, DMAs and joins)."""
-    from lowbit.sim.isa import B_PSUM
-    from lowbit.sim.tiling import ACC_BYTES
+    from lowbit.sim.tiling import attention_plan
 
     t = o.args.get("tokens", 1)
     if o.op in ("linear", "lm_head"):
@@ -363,12 +362,15 @@ def _op_instructions(cfg, bufs, o: Op, hd: int, G: int, grp: int, code: int, lop
     if o.op in ("attn_qk", "attn_av", "softmax"):
         ctx = o["context"]
         keys = min(k, ctx) if lop_on and o.phase == "decode" and t == 1 else ctx
-        per = max(1, bufs.tile[B_PSUM] // (grp * keys * ACC_BYTES)) if keys else t
-        bufs.check(B_PSUM, grp * keys * ACC_BYTES, f"attention scores of 1 query x {keys} keys")
-        nq = -(-t // per)
-        if o.op == "softmax":
+        plan = attention_plan(bufs, grp, hd, t, keys)
+        nq = len(plan.queries)
+        if plan.online:  # per query block and key block: K, QK^T, SFU, V, score.V; a final SFU pass
+            nk = -(-keys // plan.key_block)
+            n = G * nq * ({"attn_qk": 2 * nk, "softmax": nk + 1, "attn_av": 2 * nk}[o.op]) + 1 + G
+        elif o.op == "softmax":
             return G * nq + 1
-        n = G * nq * (2 * -(-keys // kv_chunk(bufs, hd)) + 1) + 1
+        else:
+            n = G * nq * (2 * -(-keys // kv_chunk(bufs, hd)) + 1) + 1
         if keys < ctx:  # LOP gathers (sim.kvcache): up to one DMA per selected key and a join per chunk
             n += G * nq * (keys + -(-keys // kv_chunk(bufs, hd)))
         if o.op == "attn_qk" and keys < ctx:

@@ -281,15 +281,21 @@ def access(params, state, addr, nbytes, t_issue, is_write, cls):
 @njit(inline="always")
 def _bursts(p, s, addr, nbytes, t_issue, C, B, nref, bus, orow, act, rdy, acur, _div, _mod):
     """The LPDDR model's bursts of one request (module docstring), channel by channel and row segment by row
-    segment; returns the cycle its last byte arrives."""
+    segment; returns the cycle its last byte arrives. Parameters, the bus cursor and the hit/miss/busy counters
+    are held in locals (the compiler cannot keep them in registers across the state's stores); the counters
+    take the same additions in the same order."""
     bb = int(p[P_BURST_BYTES])
     bpr = int(p[P_ROW_BYTES]) // bb
     tb = p[P_T_BURST]
+    look, tcl, trcd, trp, tras, trrd = p[P_LOOKAHEAD], p[P_TCL], p[P_TRCD], p[P_TRP], p[P_TRAS], p[P_TRRD]
+    refresh = p[P_TREFI] > 0
     kbb, kbpr, kc, kb = int(p[P_LOG2_BURST]), int(p[P_LOG2_BPR]), int(p[P_LOG2_CH]), int(p[P_LOG2_BANKS])
     g0 = _div(addr, bb, kbb)
     g1 = _div(addr + nbytes - 1, bb, kbb)
     s[S_BURSTS] += g1 - g0 + 1
-    done = float(t_issue)
+    hits, misses, busy = s[S_ROW_HITS], s[S_ROW_MISSES], s[S_BUSY]
+    t_iss = float(t_issue)
+    done = t_iss
     for ch in range(C):
         first = g0 + _mod(ch - g0, C, kc)
         if first > g1:
@@ -302,40 +308,45 @@ def _bursts(p, s, addr, nbytes, t_issue, C, B, nref, bus, orow, act, rdy, acur, 
             bank = _mod(seg_row, B, kb)
             row = _div(seg_row, B, kb)
             i = ch * B + bank
-            t0 = max(float(t_issue), s[bus + ch] - p[P_LOOKAHEAD])
-            if p[P_TREFI] > 0 and max(t0, s[bus + ch]) >= s[nref + ch]:  # a refresh is due (else _refresh returns)
-                _refresh(p, s, ch, max(t0, s[bus + ch]), nref, bus, orow, act, rdy, acur)
-            if s[orow + i] == row:
-                s[S_ROW_HITS] += n
+            bc = s[bus + ch]
+            t0 = max(t_iss, bc - look)
+            if refresh and max(t0, bc) >= s[nref + ch]:  # a refresh is due (else _refresh returns at once)
+                _refresh(p, s, ch, max(t0, bc), nref, bus, orow, act, rdy, acur)
+                bc = s[bus + ch]
+            orw = s[orow + i]
+            if orw == row:
+                hits += n
                 tc = max(t0, s[rdy + i])
-                nominal = t0 + p[P_TCL]
+                nominal = t0 + tcl
             else:
-                s[S_ROW_MISSES] += 1.0
-                s[S_ROW_HITS] += n - 1
-                if s[orow + i] >= 0:
-                    tp = max(t0, s[rdy + i], s[act + i] + p[P_TRAS])
-                    ta = tp + p[P_TRP]
-                    ta_nom = t0 + p[P_TRP]  # ACT time had the bank been free
+                misses += 1.0
+                hits += n - 1
+                if orw >= 0:
+                    tp = max(t0, s[rdy + i], s[act + i] + tras)
+                    ta = tp + trp
+                    ta_nom = t0 + trp  # ACT time had the bank been free
                 else:
                     ta = max(t0, s[rdy + i])
                     ta_nom = t0
-                slot = max(ta_nom, s[acur + ch])  # ACT slot (tRRD / tFAW) without the bank stall
-                ta = max(ta, s[acur + ch])
-                s[acur + ch] = max(slot, ta - p[P_LOOKAHEAD]) + p[P_TRRD]
-                nominal = slot + p[P_TRCD] + p[P_TCL]
+                ac = s[acur + ch]
+                slot = max(ta_nom, ac)  # ACT slot (tRRD / tFAW) without the bank stall
+                ta = max(ta, ac)
+                s[acur + ch] = max(slot, ta - look) + trrd
+                nominal = slot + trcd + tcl
                 s[act + i] = ta
                 s[orow + i] = row
-                tc = ta + p[P_TRCD]
-            ds = max(tc + p[P_TCL], s[bus + ch])
+                tc = ta + trcd
+            ds = max(tc + tcl, bc)
             de = ds + n * tb
             # bus cursor: advances as if this request had not been stalled by its bank; a stalled request
             # drags it only to de - W (later requests to free banks may overtake it within the queue)
-            ds_nom = max(nominal, s[bus + ch])
-            s[bus + ch] = max(ds_nom + n * tb, de - p[P_LOOKAHEAD])
-            s[rdy + i] = de - p[P_TCL]  # = last RD command + one burst (column commands pipelined)
-            s[S_BUSY] += n * tb
+            ds_nom = max(nominal, bc)
+            s[bus + ch] = max(ds_nom + n * tb, de - look)
+            s[rdy + i] = de - tcl  # = last RD command + one burst (column commands pipelined)
+            busy += n * tb
             done = max(done, de)
             cb += n
+    s[S_ROW_HITS], s[S_ROW_MISSES], s[S_BUSY] = hits, misses, busy
     return done
 
 

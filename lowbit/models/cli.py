@@ -207,12 +207,16 @@ def register(app: typer.Typer) -> None:
         sections: str = typer.Option("attention,linear,decode,gemm", "--sections", help="comma-separated subset to run"),
         seed: int = seed_option(),
         budget_s: float = typer.Option(540.0, "--budget-s", help="skip (and list as skipped) work after this many seconds"),
+        gemm_batches: str = typer.Option("16,64,512", "--gemm-batches", help="token counts of the batched GEMM section (>= 16)"),
     ) -> None:
         """Benchmark the Triton ternary/FP4/LOP kernels against torch bf16 (and bitsandbytes) on this CUDA GPU."""
         check_out_dir(out)
         bad = set(sections.split(",")) - {"attention", "linear", "decode", "gemm"}
         if bad:
             raise LowbitError(f"--sections {sections}: unknown {', '.join(sorted(bad))}; choose from attention, linear, decode, gemm")
+        from lowbit.models.gpu.bench import parse_gemm_batches
+
+        batches = parse_gemm_batches(gemm_batches)
         require_extra("bench-gpu", "gpu", "torch", "triton")
         import torch
 
@@ -221,4 +225,4 @@ def register(app: typer.Typer) -> None:
         from lowbit.models.gpu.bench import run_all
 
         out.mkdir(parents=True, exist_ok=True)
-        run_all(out, quick, sections, seed, budget_s, log=lambda s: print(s, flush=True))
+        run_all(out, quick, sections, seed, budget_s, log=lambda s: print(s, flush=True), gemm_batches=batches)

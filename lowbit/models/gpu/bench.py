@@ -422,7 +422,7 @@ def run_decode(configs, data, log, budget: Budget, seed: int) -> None:
 
 
 def run_all(out_dir: Path, quick: bool = False, sections: str = "attention,linear,decode,gemm", seed: int = 0,
-            budget_s: float = 540.0, log=print) -> dict:
+            budget_s: float = 540.0, log=print, gemm_batches: tuple[int, ...] = BATCHES_GEMM) -> dict:
     import torch
     import triton
 
@@ -461,7 +461,10 @@ def run_all(out_dir: Path, quick: bool = False, sections: str = "attention,linea
     gemv_shapes = [(mo, la, n, k) for mo in models for la, n, k in LAYER_SHAPES[mo]] + EXTRA_SHAPES
     if quick:
         gemv_shapes = gemv_shapes[1:2]
+    t_start = time.monotonic()
+
     def section(name, fn):
+        t0 = time.monotonic()
         try:
             fn()
         except Exception as e:  # noqa: BLE001 - a failing section is reported; the others still run
@@ -470,6 +473,7 @@ def run_all(out_dir: Path, quick: bool = False, sections: str = "attention,linea
             say(f"section {name} FAILED: {type(e).__name__}: {e}")
             say(traceback.format_exc()[-2000:])
             data["skipped"].append({"what": f"section {name} (partly)", "why": f"{type(e).__name__}: {str(e)[:200]}"})
+        say(f"section {name}: {time.monotonic() - t0:.0f} s (at {time.monotonic() - t_start:.0f} s)")
         save()
 
     model_shapes = [s for s in gemv_shapes if s[0] != "other"]
@@ -487,7 +491,7 @@ def run_all(out_dir: Path, quick: bool = False, sections: str = "attention,linea
         section("decode", lambda: run_decode(cfgs[:2] if quick else cfgs, data, say, budget, seed))
     section("autotune log", lambda: _log_tuned(say))
     if "gemm" in secs:
-        section("gemm", lambda: run_linear(model_shapes, (64,) if quick else BATCHES_GEMM, data, say, budget, seed, save))
+        section("gemm", lambda: run_linear(model_shapes, (64,) if quick else gemm_batches, data, say, budget, seed, save))
     if "linear" in secs:  # last: the batch-1, decode and GEMM figures come first when the budget is short
         section("linear batch 4", lambda: run_linear(model_shapes, tuple(b for b in BATCHES_GEMV if b > 1), data, say,
                                                      budget, seed, save))
@@ -511,6 +515,19 @@ def _log_tuned(say) -> None:
         say(f"  row gemv tuned {key[:5]}: {cfg}")
 
 
+def parse_gemm_batches(text: str) -> tuple[int, ...]:
+    """``--gemm-batches`` as a tuple of token counts, each >= ``GEMM_FROM``."""
+    from lowbit.sim.errors import LowbitError
+
+    try:
+        vals = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        vals = ()
+    if not vals or min(vals) < GEMM_FROM:
+        raise LowbitError(f"--gemm-batches {text!r}: give comma-separated token counts >= {GEMM_FROM}, e.g. 64,512")
+    return vals
+
+
 def add_arguments(p) -> None:
     """The flags of ``python -m lowbit.models.gpu.bench`` (the same as ``lowbit bench-gpu``)."""
     p.add_argument("--out", default="reports", help="directory for gpu-baseline.{json,md,log,png}")
@@ -518,6 +535,8 @@ def add_arguments(p) -> None:
     p.add_argument("--quick", action="store_true", help="one shape, one context, two decode configs")
     p.add_argument("--sections", default="attention,linear,decode,gemm", help="comma-separated subset to run")
     p.add_argument("--budget-s", type=float, default=540.0, help="skip (and list) work after this many seconds")
+    p.add_argument("--gemm-batches", default=",".join(map(str, BATCHES_GEMM)),
+                   help="comma-separated token counts of the batched GEMM section (each >= 16)")
 
 
 def main(argv=None) -> int:
@@ -527,7 +546,8 @@ def main(argv=None) -> int:
     add_arguments(p)
     a = p.parse_args(argv)
     Path(a.out).mkdir(parents=True, exist_ok=True)
-    run_all(Path(a.out), a.quick, a.sections, a.seed, a.budget_s, log=lambda s: print(s, flush=True))
+    run_all(Path(a.out), a.quick, a.sections, a.seed, a.budget_s, log=lambda s: print(s, flush=True),
+            gemm_batches=parse_gemm_batches(a.gemm_batches))
     return 0
 
 

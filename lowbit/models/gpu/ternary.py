@@ -40,6 +40,7 @@ import numpy as np
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra import libdevice
 
 from lowbit.sim.numerics.packing import pack_ternary_2bit
 
@@ -203,10 +204,31 @@ def _rne_f64(v):
     return tl.where(tie & odd, r - 1.0, r)
 
 
+# On the GPU the float64 product must be rounded exactly once to float64 and then to an integer. The
+# floor/compare form of :func:`_rne_f64` is not safe there: Triton contracts ``v * s + 0.5`` into one
+# ``fma.rn.f64`` (seen in its PTX), which skips the product's rounding, and near-ties (``x = max/2`` gives
+# ``x * s = 63.5`` up to the last bit of ``s``) came out wrong on an H200 (reports/gpu-baseline.md). So on the GPU:
+# ``magic`` (default): ``mul.rn.f64`` (inline PTX: an explicit rounding mode is never contracted) then
+# ``+ 1.5 * 2^52`` (round half to even onto the integers; the low word is the code);
+# ``cvt``: one ``cvt.rni.s32.f64`` on the product (a lone multiply, nothing to contract).
+# The interpreter (numpy: no contraction, no PTX) evaluates :func:`_rne_f64`. LOWBIT_GPU_QUANT picks the GPU form.
+_QMODE: tl.constexpr = tl.constexpr(0 if INTERPRET else {"cvt": 1, "magic": 2}.get(
+    os.environ.get("LOWBIT_GPU_QUANT", "magic"), 2))
+
+
 @triton.jit
 def quant_i8(v, s):
     """INT8 code of float64 ``v`` at scale ``s`` (float64): clip(rne(v*s), -128, 127) as int32."""
-    return tl.minimum(tl.maximum(_rne_f64(v * s), -128.0), 127.0).to(tl.int32)
+    if _QMODE == 1:
+        r = libdevice.double2int_rn(v * s)
+        return tl.minimum(tl.maximum(r, -128), 127)
+    elif _QMODE == 2:
+        t = tl.inline_asm_elementwise("mul.rn.f64 $0, $1, $2;", "=d,d,d", [v, tl.broadcast_to(s, v.shape)],
+                                      dtype=tl.float64, is_pure=True, pack=1)
+        r = (t + 6755399441055744.0).to(tl.int64, bitcast=True).to(tl.int32)
+        return tl.minimum(tl.maximum(r, -128), 127)
+    else:
+        return tl.minimum(tl.maximum(_rne_f64(v * s), -128.0), 127.0).to(tl.int32)
 
 
 @triton.jit

@@ -128,13 +128,16 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Re-render summary.md, the plots and sweep.html from a sweep's results, without re-running it."""
         from lowbit.explore.render import render
-        from lowbit.explore.results import read_meta, read_table, write_table
+        from lowbit.explore.results import read_meta, read_table, write_meta, write_table
 
         if notes and not Path(notes).exists():
             raise LowbitError(f"--notes {notes}: file not found")
         meta, rows = read_meta(out), read_table(out)
         paths = write_table(rows, Path(out), csv)[1:] if csv else []
-        paths += render(meta, rows, Path(out), Path(notes).read_text() if notes else meta.get("notes", ""))
+        if notes:  # the new discussion is kept with the results: a later `show` renders it again
+            meta["notes"] = Path(notes).read_text()
+            paths.append(write_meta(Path(out), meta))
+        paths += render(meta, rows, Path(out), meta.get("notes", ""))
         for p in paths:
             print(f"wrote {p}")
 

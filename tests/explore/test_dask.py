@@ -266,3 +266,22 @@ def test_killed_worker_mid_sweep(cluster, tmp_path, serial):
         assert {m: a[m] for m in METRICS} == {m: b[m] for m in METRICS}, a["point"]
     pids = {r["worker"].rsplit(":", 1)[1] for r in rows}
     assert str(victim.pid) in pids and len(pids) == 2  # both workers computed points; the survivor finished
+
+
+def test_show_keeps_new_notes_with_the_results(serial, tmp_path_factory):
+    """`lowbit sweep show DIR --notes FILE` renders the new discussion and keeps it in sweep.json, so that a later
+    `show` without --notes renders it again; the table is not touched."""
+    import shutil
+
+    d = tmp_path_factory.mktemp("show")
+    out = d / "out"
+    shutil.copytree(next(tmp_path_factory.getbasetemp().glob("serial*/out")), out)  # the `serial` fixture's sweep
+    table = (out / "results.parquet").read_bytes()
+    (d / "notes.md").write_text("## Discussion\n\nK = 16 is on the front.\n")
+    assert lowbit("sweep", "show", str(out), "--notes", str(d / "notes.md")).returncode == 0
+    assert json.loads((out / "sweep.json").read_text())["notes"] == "## Discussion\n\nK = 16 is on the front.\n"
+    (out / "summary.md").unlink()
+    r = lowbit("sweep", "show", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "K = 16 is on the front." in (out / "summary.md").read_text()
+    assert (out / "results.parquet").read_bytes() == table

@@ -4,6 +4,7 @@ notes whose number or claim no longer holds, with the value the new table gives.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from statistics import mean
@@ -12,8 +13,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DIR = ROOT / "reports" / "sweep-vitallm"
-BASE = 121   # the vitallm preset's own values (tests/explore/test_readme_sweep.py checks which point it is)
-P198 = 198   # 3 TINT cores, 1 GHz, 4 channels, K = 16, 16 KiB weight SRAM
+BASE = 86   # the vitallm preset's own values (tests/explore/test_committed_sweep.py checks which point it is)
+P81 = 81    # 2 TINT cores, 4 channels, 16 KiB weight SRAM, K = 16, 8 BoothFlex lanes
+PARAMS = ("tint.cores", "dram.channels", "sram.weight.bytes", "lop.k", "booth.lanes")
 
 
 @pytest.fixture(scope="module")
@@ -22,72 +24,106 @@ def rows():
     return {r["point"]: r for r in pq.read_table(DIR / "results.parquet").to_pylist()}
 
 
+def _pt(rows: dict, cores: int, channels: int, weight: int, k: int, lanes: int) -> dict:
+    (r,) = [r for r in rows.values() if tuple(r[p] for p in PARAMS) == (cores, channels, weight, k, lanes)]
+    return r
+
+
 def _by(rows: dict, param: str, metric: str) -> dict:
-    """Mean of `metric` over the ok points at each value of `param` (a main effect)."""
+    """Mean of `metric` over all designs at each value of `param` (a main effect of the full grid, constraint aside)."""
     vals = sorted({r[param] for r in rows.values()})
-    return {v: mean(r[metric] for r in rows.values() if r[param] == v and r["status"] == "ok") for v in vals}
+    return {v: mean(r[metric] for r in rows.values() if r[param] == v) for v in vals}
 
 
 def _pct(new: float, old: float, digits: int = 1) -> str:
     return f"{100 * (new / old - 1):+.{digits}f} %".replace("-", "−")
 
 
+def _seq(d: dict, fmt: str = ".1f") -> str:
+    return " / ".join(format(v, fmt) for v in d.values())
+
+
 def statements(rows: dict) -> list[tuple[str, str | bool]]:
     """(statement of the notes, the text it must contain -- or whether its claim holds) from the results."""
     ok = [r for r in rows.values() if r["status"] == "ok"]
+    over = [r for r in rows.values() if r["status"] == "infeasible"]
     front = [r for r in ok if r["pareto"]]
-    base, p198 = rows[BASE], rows[P198]
-    tok = {c: [r["decode_tok_s"] for r in ok if r["dram.channels"] == c] for c in (2, 4, 8)}
-    chan = _by(rows, "dram.channels", "decode_tok_s")
-    spread = {p: (max(m.values()) - min(m.values())) for p in ("tint.cores", "clock_hz", "dram.channels", "lop.k",
-                                                                "sram.weight.bytes")
-              for m in [_by(rows, p, "decode_tok_s")]}
-    core = rows[82]["area_mm2"] - rows[1]["area_mm2"]   # 2 vs 1 TINT core, all else equal
-    sram = rows[1]["area_mm2"] - rows[0]["area_mm2"]    # 32 vs 16 KiB weight SRAM
-    cores = _by(rows, "tint.cores", "decode_tok_s")
-    wsram = _by(rows, "sram.weight.bytes", "decode_tok_s")
+    base, p81 = rows[BASE], rows[P81]
+    tok = {c: [r["decode_tok_s"] for r in rows.values() if r["dram.channels"] == c] for c in (2, 4, 6, 8)}
+    effects = {p: _by(rows, p, "decode_tok_s") for p in PARAMS}
+    spread = {p: max(m.values()) - min(m.values()) for p, m in effects.items()}
+    core = _pt(rows, 3, 4, 32768, 32, 4)["area_mm2"] - base["area_mm2"]
+    lanes = _pt(rows, 2, 4, 32768, 32, 8)["area_mm2"] - base["area_mm2"]
+    sram = base["area_mm2"] - _pt(rows, 2, 4, 16384, 32, 4)["area_mm2"]
     warea = _by(rows, "sram.weight.bytes", "area_mm2")
+    area_spread = {p: max(m.values()) - min(m.values()) for p in PARAMS for m in [_by(rows, p, "area_mm2")]}
     dominating = [r for r in ok if r["point"] != BASE and r["decode_tok_s"] >= base["decode_tok_s"]
                   and r["area_mm2"] <= base["area_mm2"] and r["energy_per_token_mj"] <= base["energy_per_token_mj"]]
-    ceiling = max(r["decode_tok_s"] for r in ok if r["clock_hz"] == base["clock_hz"] and r["dram.channels"] == 4)
-    energy = [r["energy_per_token_mj"] for r in ok]
+    own = [r for r in dominating if r["dram.channels"] == base["dram.channels"]]
+    ceiling = max((r for r in rows.values() if r["dram.channels"] == 4), key=lambda r: r["decode_tok_s"])
+    energy = [r["energy_per_token_mj"] for r in rows.values()]
+    core_mj = [r["decode_power_mw"] / r["decode_tok_s"] for r in rows.values()]
     e_k, e_sram = _by(rows, "lop.k", "energy_per_token_mj"), _by(rows, "sram.weight.bytes", "energy_per_token_mj")
-    k = _by(rows, "lop.k", "decode_tok_s")
+    lo, hi = min(front, key=lambda r: r["decode_tok_s"]), max(front, key=lambda r: r["decode_tok_s"])
+    cores4 = [_pt(rows, c, 4, 16384, 16, 8)["decode_tok_s"] for c in (2, 3, 4)]
+    metrics = json.loads((ROOT / "reports" / "vitallm" / "metrics.json").read_text())["vitallm"]
     return [
-        ("every design meets the area constraint", len(ok) == len(rows) and f"All {len(rows)} designs" or False),
-        ("the largest area", f"the largest is {max(r['area_mm2'] for r in ok):.3f} mm²"),
+        ("the base design is the report's vitallm", base["area_mm2"] == metrics["area_mm2"]
+         and f"(point {BASE}) measures {base['area_mm2']:.4f} mm², the report's {metrics['area_mm2']:.3f} mm²"),
+        ("designs within the area budget", f"leaves {len(ok)} of the {len(rows)} designs"),
+        ("what is over the budget: 64 and 128 KiB", all(r["status"] == "infeasible" for r in rows.values()
+                                                        if r["sram.weight.bytes"] >= 65536)
+         and f"({min(r['area_mm2'] for r in rows.values() if r['sram.weight.bytes'] >= 65536):.3f} mm² and more)"),
+        ("what is over the budget: 32 KiB", sorted({(r["tint.cores"], r["booth.lanes"]) for r in over
+                                                    if r["sram.weight.bytes"] == 32768}) == [(4, 8)]
+         and f"the {sum(r['sram.weight.bytes'] == 32768 for r in over)} designs with 32 KiB, 4 TINT cores and 8 BoothFlex"),
         ("decode range on 2 channels", f"{min(tok[2]):.1f}–{max(tok[2]):.1f} tok/s"),
-        ("ceiling on 4 channels", f"cap the fastest designs at about {max(tok[4]):.0f} tok/s"),
-        ("ceiling on 8 channels", f"8 channels at {max(tok[8]):.0f} tok/s"),
-        ("mean decode per channel count", f"{chan[2]:.1f} / {chan[4]:.1f} / {chan[8]:.1f} tok/s for 2 / 4 / 8 channels"),
-        ("DRAM channels are the largest main effect on tok/s", max(spread, key=spread.get) == "dram.channels"),
-        ("area of one more TINT core", f"adds {core:.3f} mm² ({100 * core / base['area_mm2']:.1f} % of vitallm)"),
-        ("area of 16 KiB of weight SRAM", f"16 KiB of weight SRAM costs {sram:.3f} mm²"),
-        ("mean decode per TINT core count", f"{cores[1]:.1f} / {cores[2]:.1f} / {cores[3]:.1f} tok/s for 1 / 2 / 3 cores"),
-        ("16 -> 64 KiB weight SRAM", f"{wsram[16384]:.1f} → {wsram[65536]:.1f} tok/s for "
-                                     f"+{warea[65536] - warea[16384]:.3f} mm²"),
+        ("ceilings on 4, 6, 8 channels", f"cap the fastest designs at about {max(tok[4]):.0f} tok/s, 6 channels at "
+                                         f"{max(tok[6]):.0f}, 8 channels at {max(tok[8]):.0f} tok/s"),
+        ("mean decode per channel count", f"{_seq(effects['dram.channels'])} tok/s for 2 / 4 / 6 / 8 channels"),
+        ("main effects on tok/s in order", sorted(spread, key=spread.get, reverse=True) ==
+         ["dram.channels", "tint.cores", "booth.lanes", "sram.weight.bytes", "lop.k"]),
+        ("mean decode per TINT core count", f"({_seq(effects['tint.cores'])} tok/s for 1 / 2 / 3 / 4 cores)"),
+        ("mean decode per BoothFlex lanes", f"({_seq(effects['booth.lanes'])} tok/s for 4 / 8 lanes)"),
+        ("mean decode per weight SRAM", f"({effects['sram.weight.bytes'][16384]:.1f} → "
+                                        f"{effects['sram.weight.bytes'][131072]:.1f} tok/s for 16 → 128 KiB)"),
+        ("area of one more TINT core", f"adds {core:.4f} mm² ({100 * core / base['area_mm2']:.1f} % of vitallm)"),
+        ("area of 4 more BoothFlex lanes", f"4 more BoothFlex lanes {lanes:.4f} mm²"),
+        ("area of 16 KiB of weight SRAM", f"16 KiB of weight SRAM costs {sram:.4f} mm²"),
+        ("weight SRAM is the largest main effect on area", max(area_spread, key=area_spread.get) == "sram.weight.bytes"
+         and f"({warea[16384]:.3f} → {warea[131072]:.3f} mm² mean for 16 → 128 KiB)"),
+        ("every front point: 8 channels, K = 16, 16 KiB", all((r["dram.channels"], r["lop.k"], r["sram.weight.bytes"])
+                                                              == (8, 16, 16384) for r in front)),
+        ("the front's ends", f"the {len(front)} front points trade cores and BoothFlex lanes"),
+        ("the front's ends, values", f"from {lo['decode_tok_s']:.2f} tok/s at {lo['area_mm2']:.4f} mm² "
+                                     f"({lo['tint.cores']} core, {lo['booth.lanes']} lanes) to {hi['decode_tok_s']:.2f} "
+                                     f"tok/s at {hi['area_mm2']:.4f} mm² ({hi['tint.cores']} cores, {hi['booth.lanes']} lanes)"),
         ("the base design's objectives", f"{base['decode_tok_s']:.2f} tok/s, {base['area_mm2']:.4f} mm², "
                                          f"{base['energy_per_token_mj']:.2f} mJ/token"),
-        ("how many designs dominate the base design", f"is dominated by {len(dominating)} designs"),
-        ("point 198 dominates the base design", p198 in dominating),
-        ("point 198 against the base design",
-         f"{p198['decode_tok_s']:.2f} tok/s ({_pct(p198['decode_tok_s'], base['decode_tok_s'])}), "
-         f"{p198['area_mm2']:.4f} mm² ({_pct(p198['area_mm2'], base['area_mm2'])}), "
-         f"{p198['energy_per_token_mj']:.2f} mJ ({_pct(p198['energy_per_token_mj'], base['energy_per_token_mj'])})"),
-        ("point 198 reaches the 4-channel ceiling at 1 GHz (within 1 %)", p198["decode_tok_s"] >= 0.99 * ceiling),
+        ("how many designs dominate the base design", f"is dominated by {len(dominating)} designs, {len(own)} of them"),
+        ("point 81 is the best of those on 4 channels", max(own, key=lambda r: r["decode_tok_s"]) is p81),
+        ("point 81 against the base design",
+         f"{p81['decode_tok_s']:.2f} tok/s ({_pct(p81['decode_tok_s'], base['decode_tok_s'])}), "
+         f"{p81['area_mm2']:.4f} mm² ({_pct(p81['area_mm2'], base['area_mm2'])}), "
+         f"{p81['energy_per_token_mj']:.2f} mJ ({_pct(p81['energy_per_token_mj'], base['energy_per_token_mj'])})"),
+        ("point 81 keeps the base's cores and channels", (p81["tint.cores"], p81["dram.channels"], p81["booth.lanes"])
+         == (base["tint.cores"], base["dram.channels"], 8)),
+        ("point 81 reaches the 4-channel ceiling (within 1 %)", p81["decode_tok_s"] >= 0.99 * ceiling["decode_tok_s"]),
         ("the base design against that ceiling",
-         f"Its {base['decode_tok_s']:.2f} tok/s is {100 * (1 - base['decode_tok_s'] / ceiling):.0f} % below that "
-         f"ceiling ({ceiling:.2f} tok/s"),
-        ("energy per token range", f"{min(energy):.1f}–{max(energy):.1f} mJ per decoded token"),
+         f"{base['decode_tok_s']:.2f} tok/s is {100 * (1 - base['decode_tok_s'] / ceiling['decode_tok_s']):.0f} % below "
+         f"that ceiling ({ceiling['decode_tok_s']:.2f} tok/s, point {ceiling['point']}, over the area budget)"),
+        ("the ceiling point is over the budget", ceiling["status"] == "infeasible"),
+        ("more TINT cores on 4 channels", f"{cores4[0]:.2f} / {cores4[1]:.2f} / {cores4[2]:.2f} tok/s with 2 / 3 / 4 cores"),
+        ("energy per token range", f"{min(energy):.2f}–{max(energy):.2f} mJ per decoded token"),
+        ("core energy per token range", f"is {min(core_mj):.2f}–{max(core_mj):.2f} mJ"),
         ("the base design's core energy per token",
-         f"about {base['decode_power_mw'] / base['decode_tok_s']:.1f} mJ (vitallm: {base['decode_power_mw']:.1f} mW at "
-         f"{base['decode_tok_s']:.1f} tok/s)"),
+         f"(vitallm: {base['decode_power_mw']:.1f} mW at {base['decode_tok_s']:.1f} tok/s, "
+         f"{base['decode_power_mw'] / base['decode_tok_s']:.2f} mJ)"),
         ("no parameter moves energy/token by more than 2 %", max(energy) / min(energy) - 1 <= 0.02),
-        ("smaller LOP K lowers energy/token", e_k[16] < e_k[32] < e_k[64]),
-        ("larger weight SRAM raises energy/token", e_sram[16384] < e_sram[32768] < e_sram[65536]),
-        ("K = 16 on every front point", all(r["lop.k"] == 16 for r in front)),
-        ("mean decode per LOP K", f"{k[16]:.1f} / {k[32]:.1f} / {k[64]:.1f} tok/s mean for K = 16 / 32 / 64"),
-        ("every front point runs at 1.2 GHz", all(r["clock_hz"] == 1.2e9 for r in front)),
+        ("K = 16 lowers energy/token", e_k[16] < e_k[32] and f"{e_k[16]:.2f} vs {e_k[32]:.2f} mJ mean for K = 16 / 32"),
+        ("larger weight SRAM raises energy/token", list(e_sram.values()) == sorted(e_sram.values())
+         and f"{e_sram[16384]:.2f} → {e_sram[131072]:.2f} mJ mean for 16 → 128 KiB"),
+        ("mean decode per LOP K", f"({_seq(effects['lop.k'])} tok/s mean for K = 16 / 32)"),
     ]
 
 

@@ -83,7 +83,7 @@ reports: $(DEV_STAMP) ngspice
 	$(BIN)/lowbit fp4-sensitivity --model minilm --format both --out reports/fp4-sensitivity-minilm
 	$(PY) -m lowbit.models.train_tiny --out out/train-tiny --report reports/accuracy-tiny.md
 	$(BIN)/lowbit fp4-sensitivity --model out/train-tiny --format both --windows 32 --out reports/fp4-sensitivity-train-tiny
-	@# the 243-point design sweep: about an hour of CPU more (resumable: points in the result cache are kept)
+	@# the 256-point design sweep: about 41 min on 2 cores, 78 CPU-min (resumable: points in the result cache are kept)
 	$(BIN)/lowbit sweep run reports/sweep-vitallm/spec.toml --out reports/sweep-vitallm --notes reports/sweep-vitallm/notes.md
 	$(PY) bench/bench_sweep.py
 	@echo "reports regenerated; reports/gpu-baseline.* come from a CUDA machine: lowbit bench-gpu"

@@ -120,6 +120,8 @@ FIELDS = SCHED_FIELDS + CHOICE_FIELDS + ACCOUNT_FIELDS
 COLS = tuple(f.name for f in FIELDS)
 SCHED_COLS = tuple(f.name for f in SCHED_FIELDS)
 DEFAULT = {f.name: f.default for f in FIELDS if f.default is not None}
+_COL_AT = {c: j for j, c in enumerate(COLS)}
+_DEFAULT_ROW = [DEFAULT.get(c, 0) for c in COLS]  # an emitted row before its fields are set (COLS[0]: main)
 # Columns that hold instruction indices (shifted when a cached block is placed).
 IDX_COLS = ("free_of", "dep0", "dep1", "dep2", "jlo", "jhi")
 # How placing a cached block (Emitter.add_block) treats each column of COLS: copied, an index (shifted), a
@@ -167,11 +169,12 @@ EMBED_BASE = ACT_BASE + (2 << 30)     # embedding rows
 
 
 class Emitter:
-    """Column-wise chunk builder: single emits (Python lists) plus numpy segments, concatenated by `finish`."""
+    """Column-wise chunk builder: single emits (rows of Python ints, turned into columns once) plus numpy
+    segments, concatenated by `finish`."""
 
     def __init__(self, sink: WindowSink | None = None, window: int = 1 << 15) -> None:
         self.segs: list[dict[str, np.ndarray]] = []
-        self.cur: dict[str, list[int]] = {c: [] for c in COLS}
+        self.rows: list[list[int]] = []  # emitted, not yet in a segment / the window buffer (one list per row)
         self.n = 0
         # streaming (sink given): every `window` instructions are handed to the sink as soon as they are
         # emitted, so a chunk is never held whole; `base` is the index of the first instruction still held
@@ -188,9 +191,15 @@ class Emitter:
         return self.n
 
     def emit(self, main: int, **kw: int) -> int:
-        """Append one instruction (unset fields take DEFAULT); returns its index."""
-        for c in COLS:
-            self.cur[c].append(kw.get(c, main if c == "main" else DEFAULT[c]))
+        """Append one instruction (unset fields take DEFAULT; a keyword that is no field is ignored); returns its
+        index."""
+        row = _DEFAULT_ROW.copy()
+        row[0] = main
+        for k, v in kw.items():
+            j = _COL_AT.get(k)
+            if j is not None:
+                row[j] = v
+        self.rows.append(row)
         self.n += 1
         if self.sink is not None and self.n - self.base >= 2 * self.window - 1:
             self._stream()
@@ -211,10 +220,13 @@ class Emitter:
             return self._put_block(blk, ext, dram_offs, opi, addr_add)
         self._flush()
         n = len(blk["main"])
-        out = np.empty((len(COLS), n), np.int64)
-        _place(tuple(blk[c] for c in COLS), out, 0, 0, n, self.n, ext, -1 if opi is None else opi,
+        which = _CHANGED_OPI if opi is not None else _CHANGED
+        out = np.empty((len(which), n), np.int64)
+        _place(tuple(blk[c] for c in COLS), out, which, 0, 0, n, self.n, ext, -1 if opi is None else opi,
                np.asarray(dram_offs, np.int64), _NO_ADD if addr_add is None else addr_add, addr_add is not None)
-        self.segs.append(dict(zip(COLS, out, strict=True)))
+        b = {c: blk[c] for c in COLS}  # columns add_block does not change are shared with the cached block
+        b.update(zip((COLS[j] for j in which), out, strict=True))
+        self.segs.append(b)
         self.n += n
         return self.n - 1
 
@@ -235,9 +247,9 @@ class Emitter:
         if self.sink is not None:
             self._flush_stream()
             return
-        if self.cur["main"]:
-            self.segs.append({c: np.asarray(v, np.int64) for c, v in self.cur.items()})
-            self.cur = {c: [] for c in COLS}
+        if self.rows:
+            self.segs.append(dict(zip(COLS, np.ascontiguousarray(np.array(self.rows, np.int64).T), strict=True)))
+            self.rows = []
 
     # ---------------------------------------------------------------------------- streaming (a sink)
 
@@ -267,7 +279,8 @@ class Emitter:
         while i0 < n_blk:  # pieces that fill the held rows up to one window (handed on without moving rows)
             h = self.n - self.base
             i1 = min(n_blk, i0 + self.window - h)
-            _place(src, self.wb2, h, i0, i1, off0, ext, -1 if opi is None else opi, offs, add, addr_add is not None)
+            _place(src, self.wb2, _ALL_COLS, h, i0, i1, off0, ext, -1 if opi is None else opi, offs, add,
+                   addr_add is not None)
             self.n += i1 - i0
             self._stream()
             i0 = i1
@@ -275,13 +288,12 @@ class Emitter:
 
     def _flush_stream(self) -> None:
         """Emitted rows (Python lists) into the window buffer."""
-        if self.cur["main"]:
-            wb = self._held()
-            k = len(self.cur["main"])
+        if self.rows:
+            self._held()
+            k = len(self.rows)
             h = self.n - k - self.base
-            for c, v in self.cur.items():
-                wb[c][h:h + k] = v
-            self.cur = {c: [] for c in COLS}
+            self.wb2[:, h:h + k] = np.array(self.rows, np.int64).T
+            self.rows = []
 
     def _stream(self, final: bool = False) -> None:
         """Hand held rows to the sink in windows of `window` (the last, with `final`, may be shorter), keeping
@@ -300,17 +312,21 @@ class Emitter:
 
 
 _NO_ADD = np.zeros(0, np.int64)
+_ALL_COLS = np.arange(len(COLS), dtype=np.int64)
+_CHANGED = np.array([j for j, c in enumerate(COLS) if c in IDX_COLS or c == "addr"], np.int64)
+_CHANGED_OPI = np.array([j for j, c in enumerate(COLS) if c in IDX_COLS or c in ("addr", "opi")], np.int64)
 
 
 @njit_cached()
-def _place(src, dst, h, i0, i1, off0, ext, opi, offs, add, has_add):
-    """Rows i0..i1 of a cached block (`src`: its COLS) into dst[:, h:] by add_block's rule (_PLACE per column):
-    an index >= 0 shifts by off0, a dependency EXT becomes `ext`, opi >= 0 replaces the op index, a DMA's address
-    shifts by offs[dcls] (plus add[row] when has_add)."""
+def _place(src, dst, which, h, i0, i1, off0, ext, opi, offs, add, has_add):
+    """Rows i0..i1 of columns `which` of a cached block (`src`: its COLS) into dst[k, h:] (k: the position in
+    `which`) by add_block's rule (_PLACE per column): an index >= 0 shifts by off0, a dependency EXT becomes `ext`,
+    opi >= 0 replaces the op index, a DMA's address shifts by offs[dcls] (plus add[row] when has_add)."""
     jm, jd = COL_INDEX_MAIN, COL_INDEX_DCLS
-    for j in range(len(src)):
+    for k in range(len(which)):
+        j = which[k]
         s = src[j]
-        d = dst[j]
+        d = dst[k]
         how = _PLACE[j]
         if how == _P_IDX:
             for r in range(i0, i1):

@@ -154,12 +154,13 @@ def git_rev(tree: Path) -> str:
     return (p.stdout.strip()[:60] or "?") + (" (with uncommitted changes)" if dirty else "")
 
 
-def speed_section(baseline: Path, quick: bool, here: Path | None = None, partial=None) -> list[str]:
+def speed_section(baseline: Path, quick: bool, here: Path | None = None, partial=None,
+                  label: str | None = None) -> list[str]:
     """Before / after CPU per tile instruction (module docstring), cases interleaved; after: `here` (default: this
     checkout). `partial(lines)` is called after every case with the section so far."""
     here = here or Path(__file__).resolve().parents[1]
     out = ["## Speed before / after (3B on vitallm, fresh process per case)\n",
-           f"Before: `{git_rev(baseline)}`; after: `{git_rev(here)}`. Each run is a fresh process "
+           f"Before: `{label or git_rev(baseline)}`; after: `{git_rev(here)}`. Each run is a fresh process "
            "(numba kernels loaded first); CPU is the user CPU of simulate() alone (lowering, scheduling, folding; "
            "no start-up), before and after alternately so that both see the same load; the least CPU of the "
            "runs of a side is reported (a loaded host only adds time). Results (cycles, instructions) are "
@@ -231,6 +232,7 @@ def main() -> None:
     ap.add_argument("--baseline", type=Path, help="an earlier checkout: adds the speed before / after section")
     ap.add_argument("--speed-only", action="store_true", help="with --baseline: rewrite only that section of --out")
     ap.add_argument("--tree", type=Path, help="the checkout measured as 'after' (default: this one)")
+    ap.add_argument("--label-before", help="what --baseline holds (default: its git commit)")
     a = ap.parse_args()
     if a.child:
         import json
@@ -249,7 +251,14 @@ def main() -> None:
             os.replace(tmp, out)
             print(f"wrote {out}", flush=True)
 
-        write(speed_section(a.baseline, a.quick, a.tree, partial=write))
+        note = ["The other sections of this file come from the last full run of this bench, on the code of that "
+                "time (without --speed-only).\n"]
+
+        def noted(sec: list[str]) -> list[str]:
+            return sec[:2] + note + sec[2:]
+
+        write(noted(speed_section(a.baseline, a.quick, a.tree, partial=lambda sec: write(noted(sec)),
+                                  label=a.label_before)))
         return
     decode = 16 if a.quick else 128
     cfg = load_config("vitallm")
@@ -284,7 +293,7 @@ def main() -> None:
       "oversubscribed), so wall times below are inflated by the load; user CPU seconds are what this process "
       "itself used (single-threaded, so on an idle core wall ~= user + sys).\n")
     if a.baseline is not None:
-        lines += speed_section(a.baseline, a.quick, a.tree)
+        lines += speed_section(a.baseline, a.quick, a.tree, label=a.label_before)
     w(f"## Headline: BitNet-3B, 64-token prefill + {decode} decode, data-driven LOP\n")
     w("Trace: synthetic q/k/v tensors (lowbit.sim.lop_select.synthetic_qk_trace, seed 0) written with "
       "lowbit.sim.trace.write_trace, so LOP selects keys from real top-K over LO scores (lowbit.sim.lop_select). "

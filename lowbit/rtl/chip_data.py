@@ -4,7 +4,8 @@ them (docs/rtl.md "Chip", data path).
 Buffers (Amaranth memories, one word per TINT beat; DESIGN ASSUMPTION: word = what the core consumes in a
 cycle, so a beat is one read of each buffer):
 - weight: `lanes * tree_width` 2-bit storage codes per word (sim.numerics.packing 2-bit sequential code
-  c = w + 1, element 0 in the LSBs), filled by the DMA's data beats (`fill_*`, one word per cycle);
+  c = w + 1, element 0 in the LSBs), filled by the DMA's data beats (`fill_*`, one word per cycle, from
+  `DmaFill`: read-response beats of interleaved requests, each to its request's buffer address);
 - act: `tree_width` INT8 activations per word (written through `act_*`);
 - psum: `lanes` signed `acc_bits` results per word, one word per pass (read through `psum_*`).
 
@@ -51,6 +52,55 @@ def pack_tile(w: np.ndarray, lanes: int, tree_width: int) -> bytes:
         raise ValueError(f"a weight word of {lanes} x {tree_width} codes is not a whole number of bytes")
     packed, _ = pack_ternary_2bit(tile_codes(w, lanes, tree_width).reshape(-1))
     return packed.tobytes()
+
+
+class DmaFill(wiring.Component):
+    """The data side of a DMA engine's reads: for each completion-table entry (`table`, the request's `id`
+    slot), the buffer word address its ring allocation got at issue and its length in words; read-response
+    data beats (`data_id`, one buffer word each, the request's words in order, requests interleaved in any
+    order) are written to the buffer at that address + the entry's beat count, and the last beat of a
+    request raises `done` with its id in the same cycle (the memory port's response, so the request
+    completes on the scoreboard in the next cycle, as without data)."""
+
+    def __init__(self, *, table: int, addr_bits: int, word_bits: int, len_bits: int = 16) -> None:
+        assert table & (table - 1) == 0
+        self.table = table
+        ib = max(1, (table - 1).bit_length())
+        super().__init__({
+            "issue_valid": In(1),
+            "issue_id": In(ib),
+            "issue_addr": In(addr_bits),
+            "issue_words": In(len_bits),
+            "data_valid": In(1),
+            "data_id": In(ib),
+            "data": In(word_bits),
+            "fill_valid": Out(1),
+            "fill_addr": Out(addr_bits),
+            "fill_data": Out(word_bits),
+            "done": Out(1),
+            "done_id": Out(ib),
+        })
+
+    def elaborate(self, platform) -> Module:
+        from amaranth.hdl import Array
+
+        m = Module()
+        ab, lb = len(self.issue_addr), len(self.issue_words)
+        base = Array(Signal(ab, name=f"base{i}") for i in range(self.table))
+        words = Array(Signal(lb, name=f"words{i}") for i in range(self.table))
+        beat = Array(Signal(lb, name=f"beat{i}") for i in range(self.table))
+        with m.If(self.issue_valid):
+            m.d.sync += [base[self.issue_id].eq(self.issue_addr), words[self.issue_id].eq(self.issue_words),
+                         beat[self.issue_id].eq(0)]
+        b = beat[self.data_id]
+        last = b == words[self.data_id] - 1
+        m.d.comb += [self.fill_valid.eq(self.data_valid), self.fill_addr.eq(base[self.data_id] + b),
+                     self.fill_data.eq(self.data)]
+        with m.If(self.data_valid):
+            m.d.sync += b.eq(b + 1)
+        # the last beat is the request's response (in its cycle: lowbit.rtl.chip_dma's resp_valid / resp_id)
+        m.d.comb += [self.done.eq(self.data_valid & last), self.done_id.eq(self.data_id)]
+        return m
 
 
 class TintTileDatapath(wiring.Component):

@@ -62,22 +62,67 @@ class ChipResult:
 
 def params_for(img: ChipImage, ref: list[QueueTimes] | None = None) -> ChipParams:
     """Chip parameters that hold the image: instruction memories deep enough (a power of two, with a final
-    invalid word), counts wide enough, ring entry tables for the most allocations a ring can hold and, given
-    the simulator's schedule `ref`, as many request lanes per DMA engine (`dma_issue`) as the most requests
-    one engine issues in one cycle in it (the simulator issues DMAs at no per-request cost; a chip with fewer
-    lanes issues the rest in later cycles, which the bench reports as mismatches)."""
+    invalid word) and counts wide enough. Given the simulator's schedule `ref`, the structures the schedule
+    fills are sized to it (powers of two): request lanes per DMA engine (`dma_issue`: the most requests one
+    engine issues in one cycle; the simulator issues DMAs at no per-request cost), completion-table
+    entries (`dma_table`: the most requests of one engine issued and not yet retired in order) and ring
+    entries (`ring_entries`: the most live allocations of one ring, retired in allocation order). A chip
+    with less issues later, which the bench reports as mismatches. Without `ref`: ChipParams' defaults and
+    ring entries for the most allocations a ring can hold (capacity / smallest allocation)."""
     depth = 256
     while depth < img.longest() + 1:
         depth *= 2
-    entries = 2  # the simulator holds at most sched.MAXLIVE live allocations per buffer
-    while entries < min(img.ring_live, MAXLIVE):
-        entries *= 2
-    issue = ChipParams.dma_issue
-    if ref is not None:
-        dq = [ref[q].start for q in img.dma_queues]
-        issue = max([max(Counter(s).values()) for s in dq if s], default=1)
-    return ChipParams(imem_depth=depth, seq_bits=max(16, depth.bit_length() + 1), ring_entries=entries,
-                      dma_issue=issue)
+    seq_bits = max(16, depth.bit_length() + 1)
+    if ref is None:
+        entries = 2  # the simulator holds at most sched.MAXLIVE live allocations per buffer
+        while entries < min(img.ring_live, MAXLIVE):
+            entries *= 2
+        return ChipParams(imem_depth=depth, seq_bits=seq_bits, ring_entries=entries)
+    issue, table, live = schedule_needs(img, ref)
+    return ChipParams(imem_depth=depth, seq_bits=seq_bits, dma_issue=issue, dma_table=_pow2(table),
+                      ring_entries=_pow2(live))
+
+
+def _pow2(n: int) -> int:
+    """The smallest power of two >= max(n, 2)."""
+    return 1 << (max(n, 2) - 1).bit_length()
+
+
+def schedule_needs(img: ChipImage, ref: list[QueueTimes]) -> tuple[int, int, int]:
+    """(most requests one DMA engine issues in a cycle, most requests of one engine outstanding in its
+    completion table, most live allocations of one ring) in the schedule `ref`. A table entry is free again
+    the cycle after its request retires in order (the engine's retire register); a ring entry returns in the
+    cycle its allocation and every earlier one of the ring are released (lowbit.rtl.chip_ring)."""
+    from bisect import bisect_left, bisect_right
+
+    issue = table = live = 1
+    for q in img.dma_queues:
+        st, en = ref[q].start, ref[q].end
+        if not st:
+            continue
+        issue = max(issue, max(Counter(st).values()))
+        ret, hi = [], -1
+        for e in en:
+            hi = max(hi, e)
+            ret.append(hi)
+        ss, rs = sorted(st), sorted(ret)
+        table = max(table, max(bisect_right(ss, t) - bisect_left(rs, t) for t in set(st)))
+    allocs: dict[int, list[int]] = {}
+    rel: dict[tuple[int, int], int] = {}
+    for q, ws in enumerate(img.words):
+        for i, w in enumerate(ws):
+            if w["alloc_en"]:
+                allocs.setdefault(w["buf"], []).append(ref[q].start[i])
+            if w["free"]:
+                rel[(w["free_buf"], w["free_slot"])] = ref[q].end[i]
+    for b, iss in allocs.items():
+        ret, hi = [], -1
+        for k in range(len(iss)):
+            hi = max(hi, rel.get((b, k), 1 << 62))
+            ret.append(hi)
+        ss, rs = sorted(iss), sorted(ret)
+        live = max(live, max(bisect_right(ss, t) - bisect_right(rs, t) for t in set(iss)))
+    return issue, table, live
 
 
 def _sources_digest() -> str:

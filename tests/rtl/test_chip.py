@@ -183,3 +183,50 @@ def test_range_check_matches_the_completion_bits():
     sim.run()
     assert got == [c[-1] for c in cases]
     assert 0 < sum(got) < len(got)
+
+
+@pytest.mark.slow
+def test_vitallm_chip_runs_out_of_order_dma_exact(tmp_path):
+    """The vitallm-sized chip (LPDDR5X bank model: an engine's requests complete out of issue order) runs
+    bitnet-tiny prefill 4 + decode 2 with every instruction's start and end equal to `lowbit sim` (the
+    result committed in reports/chip-vitallm.md; its Verilator build takes minutes, cached)."""
+    from lowbit.rtl.chip_report import out_of_order
+    from lowbit.sim.cli import build_trace
+    from lowbit.sim.compile import compile_program
+
+    cfg = load_hw("vitallm", [])
+    path = tmp_path / "prog.bin"
+    compile_program(cfg, build_trace("bitnet-tiny", None, 4, 2, cfg, None), path)
+    ref, _ = reference_schedule(path, cfg)
+    assert sum(out_of_order(q.end) for q in ref if q.name.startswith("dma")) > 0
+    r = verify_chip(cfg, path, "vitallm", [])
+    assert r.finished and r.late == 0 and r.lane_overflow == 0 and not r.notes
+    assert {q.name: q.start_mismatches + q.end_mismatches for q in r.queues} == {q.name: 0 for q in r.queues}
+    assert r.chip_cycles == r.sim_cycles == 8_647
+    assert r.params.dma_issue == 15 and r.dram_requests == 113
+
+
+def test_out_of_order_counts_requests_overtaking_an_earlier_one():
+    from lowbit.rtl.chip_report import out_of_order
+
+    assert out_of_order([5, 3, 9, 4, 10]) == 2
+    assert out_of_order([1, 2, 2, 3]) == 0
+
+
+@pytest.mark.slow
+def test_fp4_chip_runs_the_program_cycle_exact(tmp_path):
+    """The chip built from an FP4 config (the tiny design with the FP4 core instead of the TINT core) runs
+    bitnet-tiny's projections on its FP4 queue: 0 mismatches, 0 cycles difference."""
+    from lowbit.sim.cli import build_trace
+    from lowbit.sim.compile import compile_program
+
+    sets = ["units=fp4,booth,lop,sfu", "fp4.enabled=true"]
+    cfg = load_hw("tiny", sets)
+    path = tmp_path / "prog.bin"
+    compile_program(cfg, build_trace("bitnet-tiny", None, 2, 3, cfg, None), path)
+    r = verify_chip(cfg, path, "tiny", sets)
+    assert r.finished and r.late == 0 and r.lane_overflow == 0
+    counts = {q.name: q.instructions for q in r.queues}
+    assert "tint0" not in counts and counts["fp4"] > counts["booth"] > 0
+    assert {q.name: q.start_mismatches + q.end_mismatches for q in r.queues} == {q.name: 0 for q in r.queues}
+    assert r.chip_cycles == r.sim_cycles > 10_000

@@ -3,7 +3,7 @@
 Columns: point, workload, one column per parameter (named by its path), status (ok | infeasible |
 failed), reason, the metrics (lowbit.explore.evaluate.METRICS), pareto (non-dominated among the ok points
 of the same workload, on the spec's objectives), timings on the worker (t_sim_s, t_cost_s, t_total_s wall;
-t_sim_cpu_s, t_cpu_s CPU of the simulations and of the whole point; minflt, its minor page faults), worker, cached, key (the result cache key) and rerun (the `lowbit sim` line of the point). `sweep.json`
+t_sim_cpu_s, t_cost_cpu_s, t_cpu_s CPU of the simulation, of the cost model and of the whole point; minflt, its minor page faults), worker, cached, key (the result cache key) and rerun (the `lowbit sim` line of the point). `sweep.json`
 beside the table keeps the spec and the run statistics, so `lowbit sweep show DIR` re-renders from the
 directory alone.
 """
@@ -23,7 +23,7 @@ from lowbit.sim.errors import LowbitError
 
 TABLE = "results.parquet"
 META = "sweep.json"
-TIMINGS = ("t_sim_s", "t_cost_s", "t_total_s", "t_sim_cpu_s", "t_cpu_s", "minflt")
+TIMINGS = ("t_sim_s", "t_cost_s", "t_total_s", "t_sim_cpu_s", "t_cost_cpu_s", "t_cpu_s", "minflt")
 
 
 def pareto_mask(values: np.ndarray) -> np.ndarray:

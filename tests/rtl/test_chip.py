@@ -186,24 +186,25 @@ def test_range_check_matches_the_completion_bits():
 
 
 @pytest.mark.slow
-def test_vitallm_chip_runs_out_of_order_dma_exact(tmp_path):
-    """The vitallm-sized chip (LPDDR5X bank model: an engine's requests complete out of issue order) runs
-    bitnet-tiny prefill 4 + decode 2 with every instruction's start and end equal to `lowbit sim` (the
-    result committed in reports/chip-vitallm.md; its Verilator build takes minutes, cached)."""
+@pytest.mark.parametrize("hw, cycles, lanes, ooo", [("vitallm", 8_647, 15, 20), ("vitallm-fp4", 7_581, 13, 17)])
+def test_vitallm_chip_runs_out_of_order_dma_exact(tmp_path, hw, cycles, lanes, ooo):
+    """The vitallm-sized chips, ternary and FP4 (LPDDR5X bank model: an engine's requests complete out of
+    issue order), run bitnet-tiny prefill 4 + decode 2 with every instruction's start and end equal to
+    `lowbit sim` (the results committed in reports/chip-vitallm*.md)."""
     from lowbit.rtl.chip_report import out_of_order
     from lowbit.sim.cli import build_trace
     from lowbit.sim.compile import compile_program
 
-    cfg = load_hw("vitallm", [])
+    cfg = load_hw(hw, [])
     path = tmp_path / "prog.bin"
     compile_program(cfg, build_trace("bitnet-tiny", None, 4, 2, cfg, None), path)
     ref, _ = reference_schedule(path, cfg)
-    assert sum(out_of_order(q.end) for q in ref if q.name.startswith("dma")) > 0
-    r = verify_chip(cfg, path, "vitallm", [])
+    assert sum(out_of_order(q.end) for q in ref if q.name.startswith("dma")) == ooo
+    r = verify_chip(cfg, path, hw, [])
     assert r.finished and r.late == 0 and r.lane_overflow == 0 and not r.notes
     assert {q.name: q.start_mismatches + q.end_mismatches for q in r.queues} == {q.name: 0 for q in r.queues}
-    assert r.chip_cycles == r.sim_cycles == 8_647
-    assert r.params.dma_issue == 15 and r.dram_requests == 113
+    assert r.chip_cycles == r.sim_cycles == cycles
+    assert r.params.dma_issue == lanes and r.dram_requests == 113
 
 
 def test_out_of_order_counts_requests_overtaking_an_earlier_one():

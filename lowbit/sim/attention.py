@@ -35,7 +35,8 @@ block's QK^T waits for this block's score.V, and the SFU block waits for the pre
 between two accumulations). SRAM accounting: the SFU block reads the scores (4 B each), m, l (8 B per row)
 and, from j > 0, O (head_dim x 4 B per row) from psum and writes P (1 B each), m, l and O back; score.V reads
 V from the KV buffer and P (and O from j > 0) from psum and writes O (head_dim x 4 B per row) to psum.
-A query block's instructions are built as one block (numpy, cached per shape up to ONLINE_CACHE
+Its SFU passes have the sub-kind "softmax": only the query block's next instructions use them, so the windowed
+scheduler (sim.window) keeps no end for them. A query block's instructions are built as one block (numpy, cached per shape up to ONLINE_CACHE
 instructions) and placed per KV head with the head's K/V address offset; its one input (EXT) is the head's
 last KV-cache write (prefill), the LOP top-K (decode with LOP), or the later of rope and the V projection
 (decode without LOP: the K fetches then have no input and are prefetched, as in the dense tiling).
@@ -464,7 +465,7 @@ class AttentionLowering:
         put(S[1], main=cls, cyc=qk_cyc, dep0=base, dep1=EXT, dep2=prev_av, free_of=base, opi=opis[0],
             sub=SUB["qk"], macs=outs * hd, mcls=M_INT8, rbuf=B_KV, rbytes=nb, wbuf=B_PSUM,
             wbytes=outs * ACC_BYTES)
-        put(S[2], main=C_SFU, cyc=sm_cyc, dep0=base + 1, dep1=prev_av, opi=opis[1], sub=SUB["sfu"],
+        put(S[2], main=C_SFU, cyc=sm_cyc, dep0=base + 1, dep1=prev_av, opi=opis[1], sub=SUB["softmax"],
             macs=rows * (n + later * hd), mcls=M_SFU, rbuf=B_PSUM,
             rbytes=rows * ((n + 2 + later * hd) * ACC_BYTES), wbuf=B_PSUM,
             wbytes=rows * (n + (2 + later * hd) * ACC_BYTES))
@@ -474,6 +475,6 @@ class AttentionLowering:
             sub=SUB["av"], macs=pairs * grp * hd, mcls=M_INT8, rbuf=B_KV, rbytes=nb, rbuf2=B_PSUM,
             rbytes2=rows * (n + later * hd * ACC_BYTES), wbuf=B_PSUM, wbytes=rows * hd * ACC_BYTES)
         put(slice(5 * J, 5 * J + 1), main=C_SFU, cyc=online_final_cycles(sfu.lanes, lat, rows, hd),
-            dep0=5 * J - 1, opi=opis[1], sub=SUB["sfu"], macs=rows * hd, mcls=M_SFU, rbuf=B_PSUM,
+            dep0=5 * J - 1, opi=opis[1], sub=SUB["softmax"], macs=rows * hd, mcls=M_SFU, rbuf=B_PSUM,
             rbytes=rows * (hd + 1) * ACC_BYTES, wbuf=B_PSUM, wbytes=rows * hd * ACC_BYTES)
         return col

@@ -9,8 +9,9 @@ can still refer to is kept:
 - the previous window (its columns, ends and binding reasons): references reach at most one window back
   (every local reference of the lowering, e.g. a tile to its weight DMA, a spilled token chunk's join to its
   activation read, spans fewer than W instructions);
-- every instruction the lowering hands on to later ops (joins, SFU and LOP results, DRAM writes): its end,
-  binding reason and id (a few per op and KV head, not per tile);
+- every instruction the lowering hands on to later ops (joins, SFU and LOP results, DRAM writes; not the
+  online-softmax SFU passes, sub-kind softmax, which only their query block's next instructions use): its
+  end, binding reason and id (a few per op and KV head, not per tile);
 - per open join range (Emitter.mark / a block's joins), the running maximum of the ends of its instructions
   that have left the previous window: the join's range is split into that value (given to the scheduler as
   the join's dependency: the same start, binding reason and binding instruction, since the scheduler takes
@@ -26,7 +27,7 @@ import time
 import numpy as np
 
 import lowbit.sim.isa
-from lowbit.sim.isa import C_DMAKV, C_DMAW, C_JOIN, C_LOP, C_SFU, IDX_COLS, SCHED_COLS
+from lowbit.sim.isa import C_DMAKV, C_DMAW, C_JOIN, C_LOP, C_SFU, IDX_COLS, SCHED_COLS, SUB
 from lowbit.sim.lower import Chunk, StepStats
 from lowbit.sim.nbcache import njit_cached
 from lowbit.sim.sched import Scheduler
@@ -196,6 +197,7 @@ class WindowRun:
         if prev is not None:
             self._retire(prev, p0)
         self.prev = {"_end": t.copy(), "_rsn": o_rsn[start:tot].copy(), "buf": cols["buf"].copy(), "main": main,
+                     "sub": cols["sub"].copy(),
                      "wr": cols["wr"].copy()}
         self.p0 = w0
         self.n = w0 + n
@@ -226,7 +228,9 @@ class WindowRun:
                 m[1], m[2], m[3] = int(seg[j]), int(rsn[i0 + j]), self.base + p0 + i0 + j
             m[4] = p0 + n
         main = prev["main"]
-        keep = (main == C_JOIN) | (main == C_SFU) | (main == C_LOP) | \
+        # an online-softmax SFU pass (sub-kind softmax, sim.attention) is used only by its query block's next
+        # instructions: not kept (one per key block: it would grow with the prompt squared)
+        keep = (main == C_JOIN) | ((main == C_SFU) & (prev["sub"] != SUB["softmax"])) | (main == C_LOP) | \
             (((main == C_DMAW) | (main == C_DMAKV)) & (prev["wr"] != 0))
         idx = np.nonzero(keep)[0]
         if len(idx):

@@ -87,7 +87,7 @@ def test_online_decode_by_hand(policy):
     # QK^T: outs = 2n scores, n passes of 16 inputs: 8n + 5; score.V: 16 passes over n keys: 16 ceil(n/2) + 5
     assert c["cyc"][c["sub"] == SUB["qk"]].tolist() == [261] * 6 + [69] + [261] * 6 + [69]
     assert c["cyc"][c["sub"] == SUB["av"]].tolist() == [261] * 6 + [69] + [261] * 6 + [69]
-    sm = (c["sub"] == SUB["sfu"]) & (c["opi"] == names.index("layers.0.attn.softmax"))
+    sm = (c["sub"] == SUB["softmax"]) & (c["opi"] == names.index("layers.0.attn.softmax"))
     # rows 2, lanes 4, latency 16: block 0: 2 x 8; blocks 1-5: 2 x (9 + 4); block 6 (8 keys): 2 x (3 + 4);
     # each + the max pass (2 x 8, 2 x 2 for 8 keys) unless fused with QK^T; final O /= l: 2 x 4
     nf = policy != "dependency-aware"

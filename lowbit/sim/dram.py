@@ -273,7 +273,7 @@ def access(params, state, addr, nbytes, t_issue, is_write, cls):
     if p[P_LOG2_BURST] >= 0:
         done = _bursts(p, s, addr, nbytes, t_issue, C, B, nref, bus, orow, act, rdy, acur, _shr, _mask)
     else:
-        done = _bursts(p, s, addr, nbytes, t_issue, C, B, nref, bus, orow, act, rdy, acur, _floordiv, _floormod)
+        done = _bursts_any(p, s, addr, nbytes, t_issue, C, B, nref, bus, orow, act, rdy, acur)
     s[S_LAST_DONE] = max(s[S_LAST_DONE], done)
     return done
 
@@ -348,6 +348,13 @@ def _bursts(p, s, addr, nbytes, t_issue, C, B, nref, bus, orow, act, rdy, acur, 
             cb += n
     s[S_ROW_HITS], s[S_ROW_MISSES], s[S_BUSY] = hits, misses, busy
     return done
+
+
+@njit(cache=True)
+def _bursts_any(p, s, addr, nbytes, t_issue, C, B, nref, bus, orow, act, rdy, acur):
+    """_bursts with integer division (a mapping with a dimension that is no power of two): called, not inlined,
+    so the compiled kernels carry one inlined copy of the burst loop (the shift variant)."""
+    return _bursts(p, s, addr, nbytes, t_issue, C, B, nref, bus, orow, act, rdy, acur, _floordiv, _floormod)
 
 
 @njit("float64(float64[::1], float64[::1], int64, int64, float64, boolean, int64)", cache=True)

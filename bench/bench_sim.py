@@ -132,8 +132,8 @@ print(json.dumps({"cpu": resource.getrusage(resource.RUSAGE_SELF).ru_utime - c, 
                   "instructions": r.instructions, "cycles": r.cycles}))
 """
 SPEED_CASES = (  # (label, prefill, decode, config overrides, runs per side: the least CPU is reported)
-    ("3B decode, 16 steps (prefill 0)", 0, 16, [], 2),
-    ("3B prefill 64 (one step)", 64, 0, [], 2),
+    ("3B decode, 16 steps (prefill 0)", 0, 16, [], 3),
+    ("3B prefill 64 (one step)", 64, 0, [], 3),
     ("3B prefill 1,024 (one step, psum 128 KiB)", 1024, 0, ["sram.psum.bytes=131072"], 1),
 )
 

@@ -213,11 +213,14 @@ def main() -> None:
         rows.append(r)
         raw.write_text(json.dumps(rows + [v for kk, v in old.items() if kk not in {name(x) for x in rows}], indent=1))
     load1 = os.getloadavg()[0]
+    load = "cases run in separate invocations, merged with --render" if a.render else \
+        f"load average {load0:.1f} at the start, {load1:.1f} at the end"
     rows_d = [r for r in rows if r["kind"] == "decode"]
     rows_c = [r for r in rows if r["kind"] == "context"]
     rows_p = sorted((r for r in rows if r["kind"] == "prefill"), key=lambda r: (r["n"], not r.get("dense")))
     ref = max((r for r in rows_p if not r.get("dense") and "instructions" in r), key=lambda r: r["n"], default=None)
-    if not a.with_32k_prefill and ref is not None:
+    done32 = any(r["n"] == big["n"] and "instructions" in r for r in rows_p)
+    if not a.with_32k_prefill and not done32 and ref is not None:
         est = estimate(big)
         rows_p.append({**big, "estimated_only": True, "estimated_instructions": est,
                        "cpu_est_s": est * ref["cpu_s"] / ref["instructions"]})
@@ -232,7 +235,7 @@ def main() -> None:
         "# Simulator memory and time vs run length",
         "",
         f"`python bench/bench_memory.py`. Host: {platform.machine()}, {os.cpu_count()} cores shared with other jobs "
-        f"(load average {load0:.1f} at the start, {load1:.1f} at the end), so wall time is inflated; CPU time is the "
+        f"({load}), so wall time is inflated; CPU time is the "
         "process's own. Peak RSS: VmHWM of the fresh process that ran the case, read from its own /proc/self/status "
         "(everything it holds, numba kernels included; the RSS before the run is in the last column).",
         "",
@@ -277,12 +280,16 @@ def main() -> None:
                          f"{b['cycles']:,} -> {o['cycles']:,} ({100 * (o['cycles'] / b['cycles'] - 1):+.2f} %).")
         elif err is not None:
             lines.append(f"- {n:,}-token prefill with the dense tiling (before): refused on vitallm ({err}).")
-    if ref is not None and not a.with_32k_prefill:
+    if ref is not None and not a.with_32k_prefill and not done32:
         from lowbit.sim.workloads import MAX_INSTRUCTIONS
 
         e = rows_p[-1]
         over = "over" if e["estimated_instructions"] > MAX_INSTRUCTIONS else "within"
-        lines.append(f"- The 32k one-step prefill was not run: ~{e['estimated_instructions']:,} tile instructions "
+        part = next((r for r in rows_p if r["n"] == big["n"] and r.get("partial")), None)
+        ran = "was not run" if part is None else \
+            (f"did not finish here ({part['cpu_s']:,.0f} CPU-s and a peak RSS of {part['peak_rss_mib']:.0f} MiB "
+             "when it was stopped)")
+        lines.append(f"- The 32k one-step prefill {ran}: ~{e['estimated_instructions']:,} tile instructions "
                      f"(check_workload's estimate) at the {ref['n']:,}-token case's CPU time per instruction is ~"
                      f"{e['cpu_est_s'] / 3600:,.1f} CPU-hours ({over} the simulator's instruction bound, "
                      f"MAX_INSTRUCTIONS = {MAX_INSTRUCTIONS:,}); its memory is bounded by the same windows as the "

@@ -78,6 +78,8 @@ reports: $(DEV_STAMP) ngspice
 	$(BIN)/lowbit sim --model bitnet-b1.58-3b --hw vitallm --prefill 64 --decode 128 --quiet --timeline $(TIMELINE)
 	$(BIN)/lowbit plot-timeline $(TIMELINE) --out reports/timeline
 	rm -f $(TIMELINE)
+	$(PY) -m lowbit.rtl.chip_report --hw vitallm --model bitnet-tiny --prefill 4 --decode 2 --out reports
+	$(PY) -m lowbit.rtl.chip_report --hw vitallm-fp4 --model bitnet-tiny --prefill 4 --decode 2 --out reports
 	$(PY) bench/bench_sim.py
 	$(PY) bench/bench_memory.py
 	$(BIN)/lowbit fp4-sensitivity --model minilm --format both --out reports/fp4-sensitivity-minilm

@@ -146,10 +146,28 @@ def test_batching_and_memory():
                r"([\d.]+) % \|", rep, "report batch-sized buffers")
     assert (big.group(2), big.group(3), big.group(1)) == row.groups()
     mem = _read("bench/results-memory.md")
-    q = _one(r"peak resident set ([\d,]+) MiB over every decode and context case", README, "README memory")
-    assert f"peak RSS over the decode and context cases is {q.group(1)} MiB" in mem
-    p = _one(r"in 64-token chunks \(`--prefill-chunk 64`\) it takes ([\d,]+) MiB at 2,048 tokens", README, "README prefill")
-    assert _one(r"^\| 2,048 \| 64 \| .* \| ([\d,]+) \| [\d,]+ \|$", mem, "bench prefill").group(1) == p.group(1)
+    flat = README.replace("\n", " ")
+    lo, hi = _one(r"peak RSS = VmHWM of a fresh process\): ([\d,]+)–([\d,]+) MiB over the decode and context cases",
+                  flat, "README memory").groups()
+    rss = [int(r) for r in re.findall(r"^\| [\d,]+ \| - \| vitallm \| (?:128|1,024|16) \| .* \| ([\d,]+) \| [\d,]+ \|$",
+                                     mem[:mem.index("## Prefill")], re.M)]
+    assert len(rss) == 5 and (min(rss), max(rss)) == (int(lo), int(hi))
+    assert f"peak RSS over the decode and context cases is {hi} MiB" in mem
+
+    def prefill(tokens: str) -> tuple[str, ...]:
+        """(instructions, CPU s, peak RSS MiB) of the online-softmax one-step prefill of `tokens` in the bench."""
+        row = _one(rf"^\| {tokens} \| - \| vitallm \| 1 \| ([\d,]+) \| [\d,]+ \| [\d,]+ \| [\d.]+ \| ([\d.]+) \| "
+                   rf"\d+ \| ([\d,]+) \|", mem, f"bench prefill {tokens}")
+        return row.groups()
+
+    ins, cpu, peak = prefill("1,024")
+    assert f"{peak} MiB at 1,024 ({int(ins.replace(',', '')) / 1e6:.1f} M tile instructions, {cpu} CPU-s" in flat
+    ins, cpu, peak = prefill("8,192")
+    assert f"{peak} MiB at 8,192 ({int(ins.replace(',', '')):.2e} tile instructions, {float(cpu):.0f} CPU-s" \
+        .replace("e+0", "e") in flat
+    ins, cpu, peak = prefill("32,768")
+    assert f"at {peak} MiB ({int(ins.replace(',', '')):.2e} tile instructions, {float(cpu):,.0f} CPU-s" \
+        .replace("e+0", "e") in flat
 
 
 @pytest.mark.parametrize("path", ["reports/validation-vitallm.md", "bench/results-sim.md", "reports/vitallm/report.md",

@@ -1,29 +1,36 @@
-"""The chip's data path for the TINT core: SRAM buffers with contents and a linear-layer tile computed from
-them (docs/rtl.md "Chip", data path).
+"""The chip's data path: SRAM buffers with contents, the DMA's read data landing in them, and TINT tiles
+computed from them (docs/rtl.md "Chip", "Data path").
 
-Buffers (Amaranth memories, one word per TINT beat; DESIGN ASSUMPTION: word = what the core consumes in a
-cycle, so a beat is one read of each buffer):
-- weight: `lanes * tree_width` 2-bit storage codes per word (sim.numerics.packing 2-bit sequential code
-  c = w + 1, element 0 in the LSBs), filled by the DMA's data beats (`fill_*`, one word per cycle, from
-  `DmaFill`: read-response beats of interleaved requests, each to its request's buffer address);
-- act: `tree_width` INT8 activations per word (written through `act_*`);
-- psum: `lanes` signed `acc_bits` results per word, one word per pass (read through `psum_*`).
+Buffers (Amaranth memories; DESIGN ASSUMPTION: a buffer word is what its consumer takes in a cycle, so a
+beat is one read of each buffer and needs no crossbar):
+- weight (`BankedBuffer`): words of `lanes * tree_width` 2-bit storage codes (sim.numerics.packing 2-bit
+  sequential code c = w + 1, element 0 in the LSBs), interleaved over `banks` banks by word address, so that
+  one memory-port data beat of `banks` consecutive words lands in one cycle at any word address (one word
+  per bank, rotated by the address);
+- act: `tree_width` INT8 activations per word;
+- psum: `lanes` signed `acc_bits` results and their overflow flags per word, one word per pass.
 
 Tile layout in DRAM and in the weight buffer (`tile_codes`): pass p, then beat b, then lane l, then element
 e holds W[p * lanes + l, b * tree_width + e] (rows and the tail beat padded with zero weights), so a tile
 of `rows` x `k` weights is passes * beats consecutive words and the DMA copies it without reordering.
 
-A tile (`start` with beats, passes and the three buffer word addresses) runs on lowbit.rtl.tint.TintCore:
-the engine presents beat j's weight and activation addresses in the cycle before the core consumes them
-(synchronous read ports), decodes the storage codes to the core's {nz, sign} format (nz = ~c[0],
-sign = ~c[1] & ~c[0]) and writes each pass's `lanes` accumulators to psum. Cycles start -> done are the core's,
-sim.units.tint.tint_tile_cycles; results are sim.numerics.tint.tint_dot's.
+`DmaFill` places read data by request: per completion-table entry, the buffer word address of the
+request's ring allocation and its length in words, written when the request issues; each data beat names
+the request (its completion-table slot) and lands after the words of that request already received.
+
+A tile on `TintEngine` (start with beats per pass, row groups, tokens and the buffer word addresses):
+pass (t, g), t over tokens and g over row groups, reads weight words w_addr + g * beats + b and activation
+words a_addr + t * a_stride + b, b = 0 .. beats - 1, one beat per cycle, presented in the cycle before
+lowbit.rtl.tint.TintCore consumes them (synchronous read ports); the storage codes are decoded to the
+core's {nz, sign} format (nz = ~c[0], sign = ~c[1] & ~c[0]) and each pass's `lanes` accumulators go to
+psum at p_addr + pass. Cycles start -> done are the core's, sim.units.tint.tint_tile_cycles with
+passes = tokens * groups; results are sim.numerics.tint.tint_dot's.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -54,57 +61,197 @@ def pack_tile(w: np.ndarray, lanes: int, tree_width: int) -> bytes:
     return packed.tobytes()
 
 
-class DmaFill(wiring.Component):
-    """The data side of a DMA engine's reads: for each completion-table entry (`table`, the request's `id`
-    slot), the buffer word address its ring allocation got at issue and its length in words; read-response
-    data beats (`data_id`, one buffer word each, the request's words in order, requests interleaved in any
-    order) are written to the buffer at that address + the entry's beat count, and the last beat of a
-    request raises `done` with its id in the same cycle (the memory port's response, so the request
-    completes on the scoreboard in the next cycle, as without data)."""
+def _lg(n: int) -> int:
+    return (n - 1).bit_length()
 
-    def __init__(self, *, table: int, addr_bits: int, word_bits: int, len_bits: int = 16) -> None:
-        assert table & (table - 1) == 0
-        self.table = table
-        ib = max(1, (table - 1).bit_length())
+
+class BankedBuffer(wiring.Component):
+    """A buffer of `depth` words of `word_bits`, interleaved over `banks` banks (word address a: bank
+    a mod banks, row a div banks; both powers of two). One write beat per cycle: `wr_count` (1 .. banks)
+    consecutive words from word address `wr_addr` (any alignment; bank b takes beat word (b - wr_addr) mod
+    banks). `n_read` read ports, one word each, on the read port the cycle after its address."""
+
+    def __init__(self, *, depth: int, banks: int, word_bits: int, n_read: int) -> None:
+        assert banks & (banks - 1) == 0 and depth & (depth - 1) == 0 and depth >= banks
+        self.depth, self.banks, self.word_bits, self.n_read = depth, banks, word_bits, n_read
+        ab = max(1, _lg(depth))
         super().__init__({
-            "issue_valid": In(1),
-            "issue_id": In(ib),
-            "issue_addr": In(addr_bits),
-            "issue_words": In(len_bits),
-            "data_valid": In(1),
-            "data_id": In(ib),
-            "data": In(word_bits),
-            "fill_valid": Out(1),
-            "fill_addr": Out(addr_bits),
-            "fill_data": Out(word_bits),
-            "done": Out(1),
-            "done_id": Out(ib),
+            "wr_valid": In(1),
+            "wr_addr": In(ab),
+            "wr_count": In(range(banks + 1)),
+            "wr_data": In(data.ArrayLayout(unsigned(word_bits), banks)),
+            "raddr": In(data.ArrayLayout(unsigned(ab), n_read)),
+            "rdata": Out(data.ArrayLayout(unsigned(word_bits), n_read)),
         })
 
     def elaborate(self, platform) -> Module:
-        from amaranth.hdl import Array
-
         m = Module()
-        ab, lb = len(self.issue_addr), len(self.issue_words)
-        base = Array(Signal(ab, name=f"base{i}") for i in range(self.table))
-        words = Array(Signal(lb, name=f"words{i}") for i in range(self.table))
-        beat = Array(Signal(lb, name=f"beat{i}") for i in range(self.table))
-        with m.If(self.issue_valid):
-            m.d.sync += [base[self.issue_id].eq(self.issue_addr), words[self.issue_id].eq(self.issue_words),
-                         beat[self.issue_id].eq(0)]
-        b = beat[self.data_id]
-        last = b == words[self.data_id] - 1
-        m.d.comb += [self.fill_valid.eq(self.data_valid), self.fill_addr.eq(base[self.data_id] + b),
-                     self.fill_data.eq(self.data)]
-        with m.If(self.data_valid):
-            m.d.sync += b.eq(b + 1)
-        # the last beat is the request's response (in its cycle: lowbit.rtl.chip_dma's resp_valid / resp_id)
-        m.d.comb += [self.done.eq(self.data_valid & last), self.done_id.eq(self.data_id)]
+        nb, lb = self.banks, _lg(self.banks)
+        rows = self.depth // nb
+        words = Array(self.wr_data[o] for o in range(nb))
+        outs: list[list] = [[] for _ in range(self.n_read)]
+        for b in range(nb):
+            mem = Memory(shape=unsigned(self.word_bits), depth=rows, init=[])
+            m.submodules[f"bank{b}"] = mem
+            wp = mem.write_port()
+            o = Signal(max(1, lb), name=f"off{b}")  # the beat word this bank takes
+            m.d.comb += o.eq((b - self.wr_addr)[:lb] if lb else 0)
+            m.d.comb += [wp.en.eq(self.wr_valid & (o < self.wr_count)),
+                         wp.addr.eq(((self.wr_addr + o) >> lb)[:len(wp.addr)]), wp.data.eq(words[o])]
+            for r in range(self.n_read):
+                rp = mem.read_port()
+                m.d.comb += rp.addr.eq((self.raddr[r] >> lb)[:len(rp.addr)])
+                outs[r].append(rp.data)
+        for r in range(self.n_read):
+            if nb == 1:
+                m.d.comb += self.rdata[r].eq(outs[r][0])
+                continue
+            sel = Signal(lb, name=f"rsel{r}")  # the bank read in the previous cycle
+            m.d.sync += sel.eq(self.raddr[r][:lb])
+            m.d.comb += self.rdata[r].eq(Array(outs[r])[sel])
         return m
 
 
+class DmaFill(wiring.Component):
+    """The data side of a DMA engine's reads: for each completion-table slot (`table`), the buffer word
+    address of the request's ring allocation and its length in words, written by the issue lanes (`n_issue`,
+    the engine's request lanes; a request with 0 words carries no data); a data beat (`data_slot`, up to
+    `banks` buffer words, the request's words in order, requests interleaved in any order) goes to the
+    buffer at that address + the words of the request already received (`wr_*`, a BankedBuffer's write
+    beat). Buffer word addresses wrap at the buffer's depth (a power of two), as the ring's bytes do."""
+
+    def __init__(self, *, table: int, n_issue: int, addr_bits: int, banks: int, word_bits: int,
+                 len_bits: int = 16) -> None:
+        assert table & (table - 1) == 0
+        self.table, self.n_issue, self.banks = table, n_issue, banks
+        sb = max(1, _lg(table))
+        super().__init__({
+            "issue_valid": In(n_issue),
+            "issue_slot": In(data.ArrayLayout(unsigned(sb), n_issue)),
+            "issue_addr": In(data.ArrayLayout(unsigned(addr_bits), n_issue)),
+            "issue_words": In(data.ArrayLayout(unsigned(len_bits), n_issue)),
+            "data_valid": In(1),
+            "data_slot": In(sb),
+            "data": In(data.ArrayLayout(unsigned(word_bits), banks)),
+            "wr_valid": Out(1),
+            "wr_addr": Out(addr_bits),
+            "wr_count": Out(range(banks + 1)),
+            "wr_data": Out(data.ArrayLayout(unsigned(word_bits), banks)),
+        })
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        ab, lb = len(self.wr_addr), len(self.issue_words[0])
+        base = [Signal(ab, name=f"base{i}") for i in range(self.table)]
+        left = [Signal(lb, name=f"left{i}") for i in range(self.table)]  # words still to come
+        for i in range(self.table):
+            b, n = base[i], left[i]
+            for k in range(self.n_issue):  # at most one lane issues a given slot in a cycle
+                hit = self.issue_valid[k] & (self.issue_slot[k] == i)
+                b, n = Mux(hit, self.issue_addr[k], b), Mux(hit, self.issue_words[k], n)
+            beat = self.data_valid & (self.data_slot == i)
+            m.d.sync += [base[i].eq(Mux(beat, base[i] + self.banks, b)),
+                         left[i].eq(Mux(beat, Mux(left[i] > self.banks, left[i] - self.banks, 0), n))]
+        cur_b, cur_n = Array(base)[self.data_slot], Array(left)[self.data_slot]
+        m.d.comb += [self.wr_valid.eq(self.data_valid), self.wr_addr.eq(cur_b),
+                     self.wr_count.eq(Mux(cur_n > self.banks, self.banks, cur_n)), self.wr_data.eq(self.data)]
+        return m
+
+
+def tint_engine_signature(cfg: TintConfig, *, w_bits: int, a_bits: int, p_bits: int) -> dict:
+    """The tile inputs of a TintEngine (the TINT compute word's data fields): buffer word address widths."""
+    return {"beats": COUNT_BITS, "groups": COUNT_BITS, "tokens": COUNT_BITS, "w_addr": w_bits,
+            "a_addr": a_bits, "a_stride": COUNT_BITS, "p_addr": p_bits}
+
+
+class TintEngine(wiring.Component):
+    """One TINT core with its address generators (module docstring): reads the weight and act buffers
+    through read ports (`w_raddr` / `w_rdata`, `a_raddr` / `a_rdata`, data the cycle after the address) and
+    writes each pass's results to psum (`p_*`)."""
+
+    def __init__(self, cfg: TintConfig, *, w_bits: int, a_bits: int, p_bits: int) -> None:
+        self.cfg = cfg
+        n, t = cfg.lanes, cfg.tree_width
+        sig = {k: In(v) for k, v in tint_engine_signature(cfg, w_bits=w_bits, a_bits=a_bits, p_bits=p_bits).items()}
+        super().__init__({
+            "start": In(1),
+            **sig,
+            "ready": Out(1),
+            "done": Out(1),
+            "w_raddr": Out(w_bits),
+            "w_rdata": In(2 * n * t),
+            "a_raddr": Out(a_bits),
+            "a_rdata": In(data.ArrayLayout(signed(8), t)),
+            "p_valid": Out(1),
+            "p_addr_o": Out(p_bits),
+            "p_acc": Out(data.ArrayLayout(signed(cfg.acc_bits), n)),
+            "p_ovf": Out(n),
+        })
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        cfg = self.cfg
+        n, t = cfg.lanes, cfg.tree_width
+        m.submodules.core = core = TintCore(cfg)
+        wb, abits = len(self.w_addr), len(self.a_addr)
+        go = Signal()
+        m.d.comb += go.eq(self.start & core.ready & (self.beats != 0) & (self.groups != 0) & (self.tokens != 0))
+        # the beat presented this cycle: from the inputs in the start cycle, else from the registers
+        busy = Signal()
+        left = Signal(3 * COUNT_BITS)
+        nb, ng, w0, stride = Signal(COUNT_BITS), Signal(COUNT_BITS), Signal(wb), Signal(COUNT_BITS)
+        r_wa, r_aa, r_ab, r_b, r_g = Signal(wb), Signal(abits), Signal(abits), Signal(COUNT_BITS), Signal(COUNT_BITS)
+        wa, aa, ab_, b, g = (Signal(wb, name="cur_wa"), Signal(abits, name="cur_aa"), Signal(abits, name="cur_ab"),
+                             Signal(COUNT_BITS, name="cur_b"), Signal(COUNT_BITS, name="cur_g"))
+        c_nb, c_ng, c_w0, c_st = (Signal(COUNT_BITS, name="cur_nb"), Signal(COUNT_BITS, name="cur_ng"),
+                                  Signal(wb, name="cur_w0"), Signal(COUNT_BITS, name="cur_st"))
+        with m.If(go):
+            m.d.comb += [wa.eq(self.w_addr), aa.eq(self.a_addr), ab_.eq(self.a_addr), b.eq(0), g.eq(0),
+                         c_nb.eq(self.beats), c_ng.eq(self.groups), c_w0.eq(self.w_addr), c_st.eq(self.a_stride)]
+            m.d.sync += [nb.eq(self.beats), ng.eq(self.groups), w0.eq(self.w_addr), stride.eq(self.a_stride),
+                         left.eq(self.beats * self.groups * self.tokens - 1),
+                         busy.eq(self.beats * self.groups * self.tokens > 1)]
+        with m.Else():
+            m.d.comb += [wa.eq(r_wa), aa.eq(r_aa), ab_.eq(r_ab), b.eq(r_b), g.eq(r_g),
+                         c_nb.eq(nb), c_ng.eq(ng), c_w0.eq(w0), c_st.eq(stride)]
+            with m.If(busy):
+                m.d.sync += [left.eq(left - 1), busy.eq(left > 1)]
+        m.d.comb += [self.w_raddr.eq(wa), self.a_raddr.eq(aa)]
+        # next beat: the next element chunk, else the next row group (same token), else the next token
+        with m.If(b != c_nb - 1):
+            m.d.sync += [r_b.eq(b + 1), r_g.eq(g), r_wa.eq(wa + 1), r_aa.eq(aa + 1), r_ab.eq(ab_)]
+        with m.Elif(g != c_ng - 1):
+            m.d.sync += [r_b.eq(0), r_g.eq(g + 1), r_wa.eq(wa + 1), r_aa.eq(ab_), r_ab.eq(ab_)]
+        with m.Else():
+            m.d.sync += [r_b.eq(0), r_g.eq(0), r_wa.eq(c_w0), r_aa.eq(ab_ + c_st), r_ab.eq(ab_ + c_st)]
+        # the core starts in the cycle of the first read: its beat j is driven in cycle start + 1 + j, when
+        # the words read in cycle start + j are on the read ports
+        m.d.comb += [core.start.eq(go), core.beats.eq(self.beats), core.passes.eq(self.groups * self.tokens),
+                     self.ready.eq(core.ready & ~busy), core.act.eq(self.a_rdata)]
+        # 2-bit storage code c = w + 1 -> the core's {nz, sign}: nz = ~c[0], sign = ~c[1] & ~c[0]
+        for i in range(n * t):
+            c = self.w_rdata[2 * i:2 * i + 2]
+            m.d.comb += core.codes[i].eq(~c[0] | ((~c[1] & ~c[0]) << 1))
+        # psum: one word per pass, in order
+        pa, pn = Signal(len(self.p_addr)), Signal(len(self.p_addr))
+        with m.If(go):
+            m.d.sync += [pa.eq(self.p_addr), pn.eq(0)]
+        with m.Elif(core.out_valid):
+            m.d.sync += pn.eq(pn + 1)
+        m.d.comb += [self.p_valid.eq(core.out_valid), self.p_addr_o.eq(pa + pn), self.p_acc.eq(core.out_acc),
+                     self.p_ovf.eq(core.out_ovf), self.done.eq(core.done)]
+        return m
+
+
+def psum_layout(cfg: TintConfig) -> data.StructLayout:
+    """A psum word: one pass's `lanes` accumulators and their sticky overflow flags."""
+    return data.StructLayout({"acc": data.ArrayLayout(signed(cfg.acc_bits), cfg.lanes), "ovf": unsigned(cfg.lanes)})
+
+
 class TintTileDatapath(wiring.Component):
-    """Weight, act and psum buffers of `depth` words each and one TINT core computing tiles from them."""
+    """Weight, act and psum buffers of `depth` words each and one TintEngine computing tiles from them
+    (`passes` row groups per token, `tokens` tokens `a_stride` act words apart); the weight buffer (two
+    banks) is written one word per cycle (`fill_*`)."""
 
     def __init__(self, cfg: TintConfig, *, depth: int = 256) -> None:
         self.cfg, self.depth = cfg, depth
@@ -115,12 +262,15 @@ class TintTileDatapath(wiring.Component):
             "fill_valid": In(1),
             "fill_addr": In(ab),
             "fill_data": In(self.word_bits),
+            "fill_count": In(range(3)),  # words of this write (1; 0 writes nothing)
             "act_valid": In(1),
             "act_addr": In(ab),
             "act_data": In(data.ArrayLayout(signed(8), t)),
             "start": In(1),
             "beats": In(COUNT_BITS),
             "passes": In(COUNT_BITS),
+            "tokens": In(COUNT_BITS),
+            "a_stride": In(COUNT_BITS),
             "w_addr": In(ab),
             "a_addr": In(ab),
             "p_addr": In(ab),
@@ -134,53 +284,25 @@ class TintTileDatapath(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         cfg = self.cfg
-        n, t = cfg.lanes, cfg.tree_width
+        t = cfg.tree_width
         ab = len(self.w_addr)
-        m.submodules.wbuf = wbuf = Memory(shape=unsigned(self.word_bits), depth=self.depth, init=[])
+        m.submodules.wbuf = wbuf = BankedBuffer(depth=self.depth, banks=2, word_bits=self.word_bits, n_read=1)
         m.submodules.abuf = abuf = Memory(shape=data.ArrayLayout(signed(8), t), depth=self.depth, init=[])
-        m.submodules.pbuf = pbuf = Memory(shape=data.StructLayout({
-            "acc": data.ArrayLayout(signed(cfg.acc_bits), n), "ovf": unsigned(n)}), depth=self.depth, init=[])
-        m.submodules.core = core = TintCore(cfg)
-        ww, wr = wbuf.write_port(), wbuf.read_port()
+        m.submodules.pbuf = pbuf = Memory(shape=psum_layout(cfg), depth=self.depth, init=[])
+        m.submodules.eng = eng = TintEngine(cfg, w_bits=ab, a_bits=ab, p_bits=ab)
         aw, ar = abuf.write_port(), abuf.read_port()
         pw, pr = pbuf.write_port(), pbuf.read_port()
-        m.d.comb += [ww.en.eq(self.fill_valid), ww.addr.eq(self.fill_addr), ww.data.eq(self.fill_data),
+        m.d.comb += [wbuf.wr_valid.eq(self.fill_valid), wbuf.wr_addr.eq(self.fill_addr),
+                     wbuf.wr_count.eq(self.fill_count),
+                     wbuf.wr_data[0].eq(self.fill_data),
                      aw.en.eq(self.act_valid), aw.addr.eq(self.act_addr), aw.data.eq(self.act_data),
                      pr.addr.eq(self.psum_addr), self.psum_data.eq(pr.data.acc), self.psum_ovf.eq(pr.data.ovf)]
-        # address generation, one cycle ahead of the core: beat j (0 .. passes * beats - 1) is read in the
-        # start cycle + j and consumed by the core in the cycle after
-        go = Signal()
-        m.d.comb += go.eq(self.start & core.ready & (self.beats != 0) & (self.passes != 0))
-        busy = Signal()
-        wa, aa, b, left = Signal(ab), Signal(ab), Signal(COUNT_BITS), Signal(2 * COUNT_BITS)
-        a0, nb = Signal(ab), Signal(COUNT_BITS)
-        pa = Signal(ab)
-        with m.If(go):
-            m.d.comb += [wr.addr.eq(self.w_addr), ar.addr.eq(self.a_addr)]
-            m.d.sync += [wa.eq(self.w_addr + 1), a0.eq(self.a_addr), nb.eq(self.beats), pa.eq(self.p_addr),
-                         aa.eq(Mux(self.beats == 1, self.a_addr, self.a_addr + 1)),
-                         b.eq(Mux(self.beats == 1, 0, 1)), left.eq(self.beats * self.passes - 1),
-                         busy.eq(self.beats * self.passes > 1)]
-        with m.Elif(busy):
-            m.d.comb += [wr.addr.eq(wa), ar.addr.eq(aa)]
-            last = b == nb - 1
-            m.d.sync += [wa.eq(wa + 1), aa.eq(Mux(last, a0, aa + 1)), b.eq(Mux(last, 0, b + 1)),
-                         left.eq(left - 1), busy.eq(left > 1)]
-        # the core starts in the cycle of the first read: its beat j is driven in cycle start + 1 + j, when
-        # the words read in cycle start + j are on the read ports
-        m.d.comb += [core.start.eq(go), core.beats.eq(self.beats), core.passes.eq(self.passes),
-                     self.ready.eq(core.ready & ~busy), core.act.eq(ar.data)]
-        # 2-bit storage code c = w + 1 -> the core's {nz, sign}: nz = ~c[0], sign = ~c[1] & ~c[0]
-        for i in range(n * t):
-            c = wr.data[2 * i:2 * i + 2]
-            m.d.comb += core.codes[i].eq(~c[0] | ((~c[1] & ~c[0]) << 1))
-        # psum: one word per pass, in order
-        pn = Signal(ab)
-        with m.If(go):
-            m.d.sync += pn.eq(0)
-        m.d.comb += [pw.en.eq(core.out_valid), pw.addr.eq(pa + pn), pw.data.acc.eq(core.out_acc),
-                     pw.data.ovf.eq(core.out_ovf)]
-        with m.If(core.out_valid):
-            m.d.sync += pn.eq(pn + 1)
-        m.d.comb += self.done.eq(core.done)
+        m.d.comb += [eng.start.eq(self.start), eng.beats.eq(self.beats), eng.groups.eq(self.passes),
+                     eng.tokens.eq(self.tokens), eng.w_addr.eq(self.w_addr), eng.a_addr.eq(self.a_addr),
+                     eng.a_stride.eq(self.a_stride), eng.p_addr.eq(self.p_addr),
+                     self.ready.eq(eng.ready), self.done.eq(eng.done),
+                     wbuf.raddr[0].eq(eng.w_raddr), eng.w_rdata.eq(wbuf.rdata[0]),
+                     ar.addr.eq(eng.a_raddr), eng.a_rdata.eq(ar.data),
+                     pw.en.eq(eng.p_valid), pw.addr.eq(eng.p_addr_o), pw.data.acc.eq(eng.p_acc),
+                     pw.data.ovf.eq(eng.p_ovf)]
         return m

@@ -30,37 +30,43 @@ def test_tile_layout_packs_pass_beat_lane_element():
 
 def _run_tile(tcfg, w: np.ndarray, a: np.ndarray, *, dram_addr: int = 96, w_addr: int = 5, a_addr: int = 40,
               p_addr: int = 17):
-    """DRAM image -> fill port -> tile -> psum; returns (psum acc per row, ovf per row, cycles start -> done)."""
+    """DRAM image -> fill port -> tile -> psum; a: activations [tokens, k]; returns (psum acc per token and
+    row, ovf per token and row, cycles start -> done, passes)."""
     from amaranth.sim import Simulator
 
     lanes, tw = tcfg.lanes, tcfg.tree_width
     rows, k = w.shape
-    passes, beats = -(-rows // lanes), -(-k // tw)
+    a = np.atleast_2d(a)
+    tokens = a.shape[0]
+    groups, beats = -(-rows // lanes), -(-k // tw)
+    stride = beats + 1  # tokens one word apart more than needed: the stride is the word's, not k's
     dram = bytearray(dram_addr) + bytearray(pack_tile(w, lanes, tw)) + bytearray(64)
     wb = lanes * tw // 4
     dut = TintTileDatapath(tcfg, depth=128)
-    ap = np.zeros(beats * tw, np.int64)
-    ap[:k] = a
+    ap = np.zeros((tokens, beats * tw), np.int64)
+    ap[:, :k] = a
     out: dict = {}
 
     async def bench(ctx):
-        for i in range(passes * beats):  # the DMA's data beats: one buffer word per cycle, in DRAM order
+        for i in range(groups * beats):  # the DMA's data beats: one buffer word per cycle, in DRAM order
             word = int.from_bytes(dram[dram_addr + i * wb:dram_addr + (i + 1) * wb], "little")
             ctx.set(dut.fill_valid, 1)
+            ctx.set(dut.fill_count, 1)
             ctx.set(dut.fill_addr, w_addr + i)
             ctx.set(dut.fill_data, word)
             await ctx.tick()
         ctx.set(dut.fill_valid, 0)
-        for b in range(beats):
-            ctx.set(dut.act_valid, 1)
-            ctx.set(dut.act_addr, a_addr + b)
-            ctx.set(dut.act_data, [int(x) for x in ap[b * tw:(b + 1) * tw]])
-            await ctx.tick()
+        for t in range(tokens):
+            for b in range(beats):
+                ctx.set(dut.act_valid, 1)
+                ctx.set(dut.act_addr, a_addr + t * stride + b)
+                ctx.set(dut.act_data, [int(x) for x in ap[t, b * tw:(b + 1) * tw]])
+                await ctx.tick()
         ctx.set(dut.act_valid, 0)
         assert ctx.get(dut.ready)
         ctx.set(dut.start, 1)
-        for name, v in (("beats", beats), ("passes", passes), ("w_addr", w_addr), ("a_addr", a_addr),
-                        ("p_addr", p_addr)):
+        for name, v in (("beats", beats), ("passes", groups), ("tokens", tokens), ("a_stride", stride),
+                        ("w_addr", w_addr), ("a_addr", a_addr), ("p_addr", p_addr)):
             ctx.set(getattr(dut, name), v)
         await ctx.tick()
         ctx.set(dut.start, 0)
@@ -71,29 +77,32 @@ def _run_tile(tcfg, w: np.ndarray, a: np.ndarray, *, dram_addr: int = 96, w_addr
         out["cycles"] = cyc  # done seen in cycle start + cyc - 1: the core's contract, cycles start -> done
         await ctx.tick()  # the last pass's psum word is written at the edge ending the done cycle
         acc, ovf = [], []
-        for p in range(passes):
+        for p in range(groups * tokens):
             ctx.set(dut.psum_addr, p_addr + p)
             await ctx.tick()
             acc += list(ctx.get(dut.psum_data))
             ovf += [(ctx.get(dut.psum_ovf) >> lane) & 1 for lane in range(lanes)]
-        out["acc"], out["ovf"] = acc[:rows], ovf[:rows]
+        acc = np.array(acc).reshape(tokens, groups * lanes)[:, :rows]
+        ovf = np.array(ovf).reshape(tokens, groups * lanes)[:, :rows]
+        out["acc"], out["ovf"] = acc.tolist(), ovf.tolist()
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
-    return out["acc"], out["ovf"], out["cycles"], passes
+    return out["acc"], out["ovf"], out["cycles"], groups * tokens
 
 
-@pytest.mark.parametrize("hw, rows, k", [("tiny", 5, 13), ("vitallm", 12, 40)])
-def test_tint_tile_from_the_buffers_is_bit_exact(hw, rows, k):
+@pytest.mark.parametrize("hw, rows, k, tokens", [("tiny", 5, 13, 1), ("vitallm", 12, 40, 1), ("tiny", 6, 9, 3)])
+def test_tint_tile_from_the_buffers_is_bit_exact(hw, rows, k, tokens):
+    """Row groups within a token, tokens a stride apart: every pass's results are tint_dot's."""
     tcfg = load_hw(hw, []).tint
     rng = np.random.default_rng(3)
     w = rng.integers(-1, 2, size=(rows, k)).astype(np.int8)
-    a = rng.integers(-128, 128, size=k).astype(np.int64)
-    a[:3] = -128  # the extreme activation
+    a = rng.integers(-128, 128, size=(tokens, k)).astype(np.int64)
+    a[0, :3] = -128  # the extreme activation
     acc, ovf, cycles, passes = _run_tile(tcfg, w, a)
-    want, wovf = tint_dot(w, a[None, :], tcfg.tree_width, tcfg.acc_bits)
+    want, wovf = tint_dot(w[None, :, :], a[:, None, :], tcfg.tree_width, tcfg.acc_bits)
     assert acc == want.tolist() and ovf == wovf.astype(int).tolist()
     assert cycles == tint_tile_cycles(tcfg, k, passes)
     assert any(x != 0 for x in acc)
@@ -109,7 +118,7 @@ def test_tint_tile_wraps_like_the_golden_model():
     a = np.full(24, 127, np.int64)
     acc, ovf, _, _ = _run_tile(tcfg, w, a)
     want, wovf = tint_dot(w, a[None, :], tcfg.tree_width, tcfg.acc_bits)
-    assert ovf == [1, 1] == wovf.astype(int).tolist() and acc == want.tolist()
+    assert ovf == [[1, 1]] == [wovf.astype(int).tolist()] and acc == [want.tolist()]
 
 
 def test_datapath_verilog_lints_clean(tmp_path):
@@ -124,81 +133,62 @@ def test_datapath_verilog_lints_clean(tmp_path):
     assert r.ok, r.errors[:5]
 
 
-def test_dma_fill_places_interleaved_read_beats_and_completes_at_the_last():
-    """Two weight tiles read from a DRAM image by two requests whose data beats arrive interleaved (the
-    second request's first): every word lands at its request's buffer address, each request completes
-    with its last beat, and the tile computed from the filled buffer is tint_dot's."""
+def test_dma_fill_places_interleaved_beats_at_any_alignment():
+    """Two weight tiles read from a DRAM image by two requests issued on two lanes in one cycle, whose data
+    beats (4 words each, the last one partial) arrive interleaved: every word lands at its request's buffer
+    address in a 4-bank buffer (allocations not beat-aligned, one wrapping the buffer's end), and nothing
+    else is written."""
     from amaranth.hdl import Module
     from amaranth.sim import Simulator
 
-    from lowbit.rtl.chip_data import DmaFill
+    from lowbit.rtl.chip_data import BankedBuffer, DmaFill
 
     tcfg = load_hw("tiny", []).tint
     lanes, tw = tcfg.lanes, tcfg.tree_width
+    nb, depth = 4, 32
     rng = np.random.default_rng(5)
-    w0 = rng.integers(-1, 2, size=(2, 12)).astype(np.int8)   # 3 words
-    w1 = rng.integers(-1, 2, size=(4, 8)).astype(np.int8)    # 4 words
+    w0 = rng.integers(-1, 2, size=(2, 20)).astype(np.int8)   # 5 words
+    w1 = rng.integers(-1, 2, size=(6, 8)).astype(np.int8)    # 6 words
     img = [pack_tile(w, lanes, tw) for w in (w0, w1)]
     wb = lanes * tw // 4
-    dram = bytearray(64) + img[0] + bytearray(16) + img[1]
-    reqs = [(64, 3, 10, 2), (64 + len(img[0]) + 16, 4, 30, 5)]  # (DRAM address, words, buffer word, id)
+    reqs = [(3, 5), (29, 6)]  # (buffer word, slot): request 1 wraps from word 29 to word 2
+    words = [[int.from_bytes(b[i * wb:(i + 1) * wb], "little") for i in range(len(b) // wb)] for b in img]
     m = Module()
-    m.submodules.fill = fill = DmaFill(table=8, addr_bits=7, word_bits=2 * lanes * tw)
-    m.submodules.dp = dp = TintTileDatapath(tcfg, depth=128)
-    m.d.comb += [dp.fill_valid.eq(fill.fill_valid), dp.fill_addr.eq(fill.fill_addr),
-                 dp.fill_data.eq(fill.fill_data)]
-    order = [1, 1, 0, 1, 0, 0, 1]  # which request each data beat belongs to
-    out: dict = {"done": []}
+    m.submodules.fill = fill = DmaFill(table=8, n_issue=2, addr_bits=5, banks=nb, word_bits=2 * lanes * tw)
+    m.submodules.buf = buf = BankedBuffer(depth=depth, banks=nb, word_bits=2 * lanes * tw, n_read=1)
+    m.d.comb += [buf.wr_valid.eq(fill.wr_valid), buf.wr_addr.eq(fill.wr_addr), buf.wr_count.eq(fill.wr_count),
+                 buf.wr_data.eq(fill.wr_data)]
+    order = [1, 0, 1, 0]  # which request each data beat belongs to
+    got = {}
 
     async def bench(ctx):
-        for _, n, word, rid in reqs:
-            ctx.set(fill.issue_valid, 1)
-            ctx.set(fill.issue_id, rid)
-            ctx.set(fill.issue_addr, word)
-            ctx.set(fill.issue_words, n)
-            await ctx.tick()
+        for k, ((word, slot), ws) in enumerate(zip(reqs, words, strict=True)):
+            ctx.set(fill.issue_valid, 0b11)
+            ctx.set(fill.issue_slot[k], slot)
+            ctx.set(fill.issue_addr[k], word)
+            ctx.set(fill.issue_words[k], len(ws))
+        await ctx.tick()
         ctx.set(fill.issue_valid, 0)
         sent = [0, 0]
         for r in order:
-            addr, n, word, rid = reqs[r]
             i = sent[r]
-            sent[r] += 1
+            sent[r] += nb
             ctx.set(fill.data_valid, 1)
-            ctx.set(fill.data_id, rid)
-            ctx.set(fill.data, int.from_bytes(dram[addr + i * wb:addr + (i + 1) * wb], "little"))
-            if ctx.get(fill.done):
-                out["done"].append(ctx.get(fill.done_id))
+            ctx.set(fill.data_slot, reqs[r][1])
+            ctx.set(fill.data, (words[r][i:i + nb] + [0xFFFF] * nb)[:nb])  # beyond the request: not written
             await ctx.tick()
         ctx.set(fill.data_valid, 0)
-        for (_, _, word, _), w in zip(reqs, (w0, w1), strict=True):
-            for b in range(3):
-                ctx.set(dp.act_valid, 1)
-                ctx.set(dp.act_addr, b)
-                ctx.set(dp.act_data, [int(x) for x in acts[b * tw:(b + 1) * tw]])
-                await ctx.tick()
-            ctx.set(dp.act_valid, 0)
-            beats, passes = -(-w.shape[1] // tw), -(-w.shape[0] // lanes)
-            ctx.set(dp.start, 1)
-            for name, v in (("beats", beats), ("passes", passes), ("w_addr", word), ("a_addr", 0), ("p_addr", 0)):
-                ctx.set(getattr(dp, name), v)
+        for a in range(depth):
+            ctx.set(buf.raddr[0], a)
             await ctx.tick()
-            ctx.set(dp.start, 0)
-            while not ctx.get(dp.done):
-                await ctx.tick()
-            await ctx.tick()
-            res = []
-            for p in range(passes):
-                ctx.set(dp.psum_addr, p)
-                await ctx.tick()
-                res += list(ctx.get(dp.psum_data))
-            out.setdefault("acc", []).append(res[:w.shape[0]])
+            got[a] = ctx.get(buf.rdata[0])
 
-    acts = rng.integers(-128, 128, size=12).astype(np.int64)
     sim = Simulator(m)
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
-    assert out["done"] == [2, 5]  # request 0's last beat (the 6th of 7) comes before request 1's (the 7th)
-    for w, got in zip((w0, w1), out["acc"], strict=True):
-        a = acts[:w.shape[1]]
-        assert got == tint_dot(w, a[None, :], tw, tcfg.acc_bits)[0].tolist()
+    want = dict.fromkeys(range(depth), 0)
+    for (word, _), ws in zip(reqs, words, strict=True):
+        for i, x in enumerate(ws):
+            want[(word + i) % depth] = x
+    assert got == want and sum(x != 0 for x in got.values()) > 6

@@ -6,9 +6,12 @@ Tiling of projections, attention and LO codes: sim.tiling (the documented rules)
 - SFU ops: sfu_cycles(op, rows, dim). Under "dependency-aware" scheduling the first (reduction) pass of
   rmsnorm / quantize (absmax) / softmax (max) is fused with the producer's output stream (docs/reference/vitallm.md §3.4,
   §5.5: reductions accumulated on the fly), so only the remaining passes sit on the critical path.
-- lm_head on "host": not lowered (reported separately). On the chip (cfg.lm_head = its weight format): only
-  last positions get logits (the ones generation needs; DESIGN CHOICE, as llama.cpp and vLLM do in prefill;
-  every decode token is one): the final-norm output is quantized to INT8 on the SFU (a row of d_model per
+- lm_head on "host": not lowered (reported separately: MACs of its rows, weight bytes once per step that
+  produces logits; its rows are the op's "logits" where given, else every position of the step, the full
+  forward a captured one-sequence trace records). On the chip (cfg.lm_head = its weight format): only
+  last positions get logits (lowbit.sim.trace.logits_rows: one per sequence whose prompt ends or that decodes
+  a token in the step, none in a step that only continues prompts; DESIGN CHOICE, as llama.cpp and vLLM do in
+  prefill): the final-norm output is quantized to INT8 on the SFU (a row of d_model per
   position), the d_model x vocab projection is tiled through the projection cores like any linear
   (sim.tiling.plan_linear: its weights are read once per step), and the logits leave the chip for the host's
   sampler as bf16 (vocab x 2 bytes per position, class activations; DESIGN ASSUMPTION). Its weights sit after
@@ -81,7 +84,7 @@ from lowbit.sim.tiling import (
     tile_grid,
     weight_bits,
 )
-from lowbit.sim.trace import Op
+from lowbit.sim.trace import Op, logits_rows
 from lowbit.sim.units.sfu import SFU_PASSES, sfu_cycles
 
 POLICIES = ("inorder", "dependency-aware")
@@ -295,10 +298,11 @@ class Lowering(AttentionLowering):
             first = e.mark()
             if k == "lm_head" and self.cfg.lm_head != "host":
                 j = self._lm_head(e, op, opi, d, st)
-            elif k == "lm_head":  # on the host: excluded from accelerator time
-                st.lm_head_macs += t * op["in_features"] * op["out_features"]
+            elif k == "lm_head":  # on the host: excluded from accelerator time (module docstring: its rows)
+                rows = op.args.get("logits", t)
+                st.lm_head_macs += rows * op["in_features"] * op["out_features"]
                 st.lm_head_bytes += math.ceil(op["in_features"] * op["out_features"]
-                                              * weight_bits(op["weight_format"]) / 8)
+                                              * weight_bits(op["weight_format"]) / 8) if rows else 0
                 j = d
             elif k == "embedding":
                 nb = t * self._embed_row_bytes(op)
@@ -438,10 +442,12 @@ class Lowering(AttentionLowering):
         return op["dim"] * 2
 
     def _lm_head(self, e: Emitter, op: Op, opi: int, dep: int, st: StepStats) -> int:
-        """The lm_head on the chip (module docstring): quantize the last position, the tiled projection, the
-        logits' write; returns the write."""
+        """The lm_head on the chip (module docstring): quantize the rows that get logits, the tiled projection,
+        the logits' write; returns the write (nothing at all in a step that produces no logits: `dep`)."""
         fmt, fin, vocab = self.cfg.lm_head, op["in_features"], op["out_features"]
-        rows = op["tokens"] if op.phase == "decode" else 1  # every decode token is a sequence's last position
+        rows = logits_rows(op)
+        if rows == 0:
+            return dep
         q = self._sfu(e, "quantize", rows, fin, opi, (dep,))
         head = Op("lm_head", op.name, op.layer, op.phase, op.step,
                   dict(tokens=rows, in_features=fin, out_features=vocab, weight_format=fmt), op.role)

@@ -14,7 +14,9 @@ budget, Sarathi-Serve, OSDI'24). At every step boundary:
      (None: whole prompts), so a long prompt is prefilled in chunks across steps while others decode.
 Token times: a request's first token is produced by the step that ends its prompt (time to first token =
 that step's end - arrival); each later token by one decode step (inter-token latency = the gap between a
-request's consecutive tokens). Output tokens = 1 (from the prompt's step) + decode steps.
+request's consecutive tokens). Output tokens = 1 (from the prompt's step) + decode steps. A step's lm_head
+computes one logits row per request that gets a token in it (its "logits", lowbit.sim.trace.logits_rows):
+a prompt chunk that does not end its prompt gets none.
 
 Timing is exact, not approximated per batch composition: every step is lowered and scheduled cycle by cycle
 in one continuous simulation (lowbit.sim.engine, state carried across steps), the steps generated on the fly
@@ -175,7 +177,9 @@ class _Batcher:
             step += 1
             self.batch_sizes.append(len(parts))
             self.step_tokens.append(sum(p[1] for p in parts))
-            yield batched_step_ops(self.m, phase, step, sorted(parts))
+            # logits: a decode token, or a prompt chunk that ends its prompt (the request's first output token)
+            logits = sum(1 for r, n in took if r.done_prompt == r.req.prompt or r.done_prompt + n == r.req.prompt)
+            yield batched_step_ops(self.m, phase, step, sorted(parts), logits)
             t = self.now()
             for r, n in took:
                 if r.done_prompt < r.req.prompt:
@@ -228,9 +232,9 @@ def _pct(x: list[float]) -> dict[str, float]:
 
 def serve(cfg: HwConfig, m: ModelSpec, reqs: list[Request], *, max_batch: int = 8,
           max_step_tokens: int | None = None, schedule: str = "dependency-aware", lop_k: int | None = None,
-          no_lop: bool = False, progress: Any = None) -> ServeResult:
+          no_lop: bool = False, progress: Any = None, observers: tuple = ()) -> ServeResult:
     """Replay `reqs` with continuous batching (module docstring) and report latency percentiles and
-    throughput. WorkloadError before any simulation for a request longer than the model's context or a
+    throughput; `observers` see every scheduled chunk (lowbit.sim.engine.simulate). WorkloadError before any simulation for a request longer than the model's context or a
     batch whose KV cache or step does not fit the simulator's bounds."""
     from lowbit.sim.engine import simulate
 
@@ -257,7 +261,7 @@ def serve(cfg: HwConfig, m: ModelSpec, reqs: list[Request], *, max_batch: int = 
     ops = _DynamicOps(b, progress, len(reqs))
     trace = Trace(m, sum(r.prompt for r in reqs), sum(r.output - 1 for r in reqs), ops,  # type: ignore[arg-type]
                   meta={"generator": "lowbit.sim.serve"})
-    res = simulate(cfg, trace, schedule=schedule, lop_k=lop_k, no_lop=no_lop, observers=(b,))
+    res = simulate(cfg, trace, schedule=schedule, lop_k=lop_k, no_lop=no_lop, observers=(b, *observers))
     done = sorted(b.done, key=lambda r: r.idx)
     ttft = [r.times[0] - r.req.arrival_s for r in done]
     itl = [t1 - t0 for r in done for t0, t1 in zip(r.times, r.times[1:], strict=False)]

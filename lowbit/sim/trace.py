@@ -18,6 +18,11 @@ prefilled in step 0, D_b decode steps; manifest prefill = sum of P_b, decode = m
 sequence b's); every other op runs once per step over the tokens of all sequences of that step. Sequence b
 takes part in decode steps 1..D_b. docs/batching.md describes the format and the serving mode.
 
+An lm_head op may carry "logits": the positions whose logits the step produces, one per sequence whose last
+position (the end of its prompt, or a decode token) is in the step (logits_rows). Batched steps carry it (in a
+batched trace: the number of sequences in the step); without it (one-sequence traces) the rule is the one of a
+single sequence: every decode token, the last prompt position.
+
 LayerNorm (encoders such as BERT/MiniLM) is recorded as kind `rmsnorm` with role "layernorm": on the SFU
 both are two passes over the row (statistics, then normalise), so they share a timing model.
 """
@@ -60,6 +65,8 @@ OP_FIELDS: dict[str, dict[str, Any]] = {
 OP_KINDS = tuple(OP_FIELDS)
 # Optional fields any op may carry ("seq": the sequence of a per-sequence op in a batched trace).
 OPTIONAL_FIELDS = {"role": str, "tensors": dict, "seq": int}
+# Optional integer fields of one kind, kept in the op's args when present ("logits": module docstring).
+OPTIONAL_ARGS: dict[str, tuple[str, ...]] = {"lm_head": ("logits",)}
 # Op kinds that run per sequence in a batched trace (each sequence attends to its own KV cache).
 PER_SEQUENCE = ("kv_append", "attn_qk", "softmax", "attn_av")
 
@@ -91,6 +98,16 @@ class Op:
         if self.seq:
             d["seq"] = self.seq
         return d
+
+
+def logits_rows(o: Op) -> int:
+    """Positions whose logits an lm_head op produces: its "logits" field (batched and served steps: one per
+    sequence whose last position is in the step; 0 in a step that only continues prompts), else a single
+    sequence's rule: every decode token, and in prefill the prompt's last position only (DESIGN CHOICE, as
+    llama.cpp and vLLM compute only the logits generation samples from)."""
+    if "logits" in o.args:
+        return o.args["logits"]
+    return o.args["tokens"] if o.phase == "decode" else 1
 
 
 @dataclass(frozen=True)
@@ -180,8 +197,9 @@ class Trace:
         kinds = Counter(o.op for o in self.ops)
         macs = {"linear": 0, "attention": 0}
         for o in self.ops:
-            if o.op in ("linear", "lm_head"):
-                macs["linear"] += o["tokens"] * o["in_features"] * o["out_features"]
+            if o.op in ("linear", "lm_head"):  # an lm_head with "logits": only those rows
+                rows = o.args.get("logits", o["tokens"]) if o.op == "lm_head" else o["tokens"]
+                macs["linear"] += rows * o["in_features"] * o["out_features"]
             elif o.op in ("attn_qk", "attn_av"):
                 macs["attention"] += o["tokens"] * o["heads"] * o["head_dim"] * o["context"]
         return {"model": self.model.name, "layers": self.model.n_layers, "prefill": self.prefill,
@@ -305,7 +323,14 @@ def _check_op(d: Any, where: str) -> Op:
         else:
             as_int(v, where, f"{kind}.{key}", FIELD, TraceError)
         args[key] = v
-    known = set(OP_FIELDS[kind]) | {"op", "name", "layer", "phase", "step"} | set(OPTIONAL_FIELDS)
+    for key in OPTIONAL_ARGS.get(kind, ()):
+        if key in d:
+            args[key] = as_int(d[key], where, f"{kind}.{key}", Range(0, 2**31, integer=True), TraceError)
+    if args.get("logits", 0) > args.get("tokens", 0):
+        raise TraceError(f"{where}: {kind}.logits = {args['logits']}: more logits rows than the step's tokens "
+                         f"({args['tokens']})")
+    known = set(OP_FIELDS[kind]) | {"op", "name", "layer", "phase", "step"} | set(OPTIONAL_FIELDS) \
+        | set(OPTIONAL_ARGS.get(kind, ()))
     extra = set(d) - known
     if extra:
         raise TraceError(f"{where}: op '{kind}' has unknown field(s) {clip(', '.join(sorted(map(str, extra))))}")
@@ -358,6 +383,7 @@ class _Expect:
       order (all of prefill, then decode step 1, 2, ...) and every one of them is present;
     - layer: -1 (model level) or 0..n_layers-1;
     - tokens: prefill tokens in prefill, 1 in a decode step; context: prefill, or prefill + step in decode;
+      an lm_head's logits (if present): 1, or in a batched trace the number of sequences in the step;
     - shapes: heads, kv_heads, head_dim as the model's; a linear's in/out features among the model's
       projection widths, lm_head d_model -> vocab; norms, quantize and residuals over d_model or d_ffn,
       the activation over d_ffn with `gated` as the model's FFN.
@@ -397,12 +423,15 @@ class _Expect:
             raise TraceError(f"{where}: layer = {o.layer}: model {m.name} has layers 0..{m.n_layers - 1} (-1: model level)")
         tokens = self.P if o.phase == "prefill" else 1
         context = self.P if o.phase == "prefill" else self.P + o.step
+        logits = 1
         if self.seqs is not None:
-            tokens, context = self._batched(o, where)
+            tokens, context, logits = self._batched(o, where)
         for key, v in o.args.items():
             want: tuple[int, ...] | None
             if key == "tokens":
                 want = (tokens,)
+            elif key == "logits":
+                want = (logits,)
             elif key == "context":
                 want = (context,) if context is not None else None
             elif key in self.fixed:
@@ -421,25 +450,28 @@ class _Expect:
             raise TraceError(f"{where}: activation.gated = {str(o.args['gated']).lower()} contradicts model "
                              f"{m.name}'s ffn_act '{m.ffn_act}'")
 
-    def _batched(self, o: Op, where: str) -> tuple[int, int | None]:
-        """(tokens, context) an op of a batched trace must have: a per-sequence op its sequence's, any other
-        op the tokens of all sequences in its step (context: not checked)."""
+    def _batched(self, o: Op, where: str) -> tuple[int, int | None, int]:
+        """(tokens, context, logits) an op of a batched trace must have: a per-sequence op its sequence's, any
+        other op the tokens of all sequences in its step (context: not checked); logits: one per sequence in
+        the step (each ends its prompt in step 0, or decodes a token)."""
         seqs = self.seqs or []
         if o.phase == "prefill":
             live = [b for b, q in enumerate(seqs) if q.prefill]
         else:
             live = [b for b, q in enumerate(seqs) if q.decode >= o.step]
         if o.op not in PER_SEQUENCE:
-            return (sum(seqs[b].prefill for b in live) if o.phase == "prefill" else len(live)), None
+            return (sum(seqs[b].prefill for b in live) if o.phase == "prefill" else len(live)), None, len(live)
         if o.seq not in live:
             raise TraceError(f"{where}: seq = {o.seq}: sequence not in {o.phase} step {o.step} (sequences there: "
                              f"{short(live)})")
         q = seqs[o.seq]
         if o.phase == "prefill":
-            return q.prefill, q.context + q.prefill
-        return 1, q.context + q.prefill + o.step
+            return q.prefill, q.context + q.prefill, 0
+        return 1, q.context + q.prefill + o.step, 0
 
     def _why(self, key: str, phase: str) -> str:
+        if key == "logits":
+            return "one logits row per sequence in the step" if self.seqs is not None else "one sequence"
         if self.seqs is not None and key in ("tokens", "context"):
             return "manifest sequences: " + ("tokens of the step's sequences (its own, for a per-sequence op)"
                                              if key == "tokens" else "the sequence's context + prefill (+ step)")

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from lowbit.sim.errors import WorkloadError
 from lowbit.sim.modelspec import ModelSpec, get_model
-from lowbit.sim.trace import PER_SEQUENCE, GeneratedOps, Op, SeqSpec, Trace, chunk_count
+from lowbit.sim.trace import PER_SEQUENCE, GeneratedOps, Op, SeqSpec, Trace, chunk_count, logits_rows
 
 ACT_FN = {"swiglu": ("silu", True), "relu2_glu": ("relu2", True), "gelu_glu": ("gelu", True),
           "relu_glu": ("relu", True), "gelu": ("gelu", False), "relu2": ("relu2", False),
@@ -81,24 +81,31 @@ def layer_ops(m: ModelSpec, layer: int, phase: str, step: int, tokens: int, cont
     return ops
 
 
-def step_ops(m: ModelSpec, phase: str, step: int, tokens: int, context: int) -> list[Op]:
-    """One whole forward step: embedding, all layers, final norm, lm_head."""
+def step_ops(m: ModelSpec, phase: str, step: int, tokens: int, context: int, logits: int | None = None) -> list[Op]:
+    """One whole forward step: embedding, all layers, final norm, lm_head; `logits`, if given, is the
+    lm_head's "logits" field (lowbit.sim.trace.logits_rows: positions whose logits the step produces)."""
     ops = [Op("embedding", "embed", -1, phase, step, dict(tokens=tokens, dim=m.d_model, vocab=m.vocab))]
     for layer in range(m.n_layers):
         ops += layer_ops(m, layer, phase, step, tokens, context)
     ops.append(Op("rmsnorm", "final_norm", -1, phase, step, dict(tokens=tokens, dim=m.d_model),
                   "layernorm" if m.norm == "layernorm" else ""))
-    ops.append(Op("lm_head", "lm_head", -1, phase, step,
-                  dict(tokens=tokens, in_features=m.d_model, out_features=m.vocab, weight_format=m.lm_head_format)))
+    head = dict(tokens=tokens, in_features=m.d_model, out_features=m.vocab, weight_format=m.lm_head_format)
+    if logits is not None:
+        head["logits"] = logits
+    ops.append(Op("lm_head", "lm_head", -1, phase, step, head))
     return ops
 
 
-def batched_step_ops(m: ModelSpec, phase: str, step: int, parts: list[tuple[int, int, int, str]]) -> list[Op]:
+def batched_step_ops(m: ModelSpec, phase: str, step: int, parts: list[tuple[int, int, int, str]],
+                     logits: int | None = None) -> list[Op]:
     """One forward step of several sequences: `parts` = (seq, tokens, context, phase) per sequence (its phase
     names its attention ops; a sequence's context includes its tokens of this step). Shared ops run over the
-    sum of the tokens; the per-sequence attention ops repeat per sequence with its own tokens and context."""
+    sum of the tokens; the per-sequence attention ops repeat per sequence with its own tokens and context.
+    The lm_head produces `logits` rows: one per sequence whose last position is in the step (default: every
+    part, each a decode token or a whole prompt; a served step passes the count without its prompt chunks
+    that do not end their prompt)."""
     T = sum(t for _, t, _, _ in parts)
-    ops = step_ops(m, phase, step, T, parts[0][2])
+    ops = step_ops(m, phase, step, T, parts[0][2], len(parts) if logits is None else logits)
     out: list[Op] = []
     i = 0
     while i < len(ops):
@@ -139,7 +146,8 @@ def standard_trace(model: str | ModelSpec, prefill: int, decode: int, weight_for
     """Shapes-only trace of `prefill` prompt tokens then `decode` generated tokens, generated step by step as it
     is consumed (lowbit.sim.trace.GeneratedOps). `prefill_chunk` = C prefills the prompt in steps of C tokens
     (chunked prefill, Sarathi-Serve, OSDI'24: chunk i attends causally to all earlier positions; weights are
-    read once per chunk; final norm and lm_head run in the last chunk only), which bounds the instructions held
+    read once per chunk; final norm and lm_head run in the last chunk only, whose lm_head then carries logits = 1:
+    the prompt's last position), which bounds the instructions held
     at once to one chunk's; None: the whole prompt in one step."""
     m = _model(model, weight_format)
     if prefill < 0 or decode < 0 or prefill + decode == 0:
@@ -154,7 +162,7 @@ def standard_trace(model: str | ModelSpec, prefill: int, decode: int, weight_for
     def step(i: int, mm: ModelSpec = m) -> list[Op]:
         if i < len(chunks):
             c0, c1 = chunks[i]
-            ops = step_ops(mm, "prefill", 0, c1 - c0, c1)
+            ops = step_ops(mm, "prefill", 0, c1 - c0, c1, 1 if len(chunks) > 1 else None)
             return ops if c1 == prefill else [o for o in ops if not (o.layer < 0 and o.name != "embed")]
         s = i - len(chunks) + 1
         return step_ops(mm, "decode", s, 1, prefill + s)
@@ -352,7 +360,9 @@ def _op_instructions(cfg, bufs, o: Op, hd: int, G: int, grp: int, code: int, lop
             return 1
         fin, fout, fmt = o["in_features"], o["out_features"], o["weight_format"]
         if o.op == "lm_head":  # on the chip: last positions only, quantized, in cfg.lm_head's format (sim.lower)
-            t, fmt = (t if o.phase == "decode" else 1), cfg.lm_head
+            t, fmt = logits_rows(o), cfg.lm_head
+            if t == 0:
+                return 1
         if t * max(fin, fout) > 2**30:  # spilled activations region of the address map (lowbit.sim.isa)
             raise WorkloadError(f"op {o.name}: {t} tokens x {max(fin, fout)} features of activations exceed the "
                                 "1 GiB spill region of the simulator's DRAM address map; use fewer prefill tokens")

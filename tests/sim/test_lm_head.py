@@ -124,3 +124,89 @@ def test_bad_placements_are_one_line_errors():
     with pytest.raises(WorkloadError, match="no unit runs nvfp4 weights") as e:
         check_workload(cfg, standard_trace("bitnet-tiny", 0, 1))
     assert "\n" not in str(e.value)
+
+
+# ---------------------------------------------------------------------------------------------- batched and served
+
+
+class HeadRows:
+    """Observer: per forward step, the lm_head's logits rows (its INT8 tile MACs / (d_model x vocab)) and its
+    instruction count."""
+
+    def __init__(self):
+        self.rows, self.instr = {}, {}
+
+    def begin_step(self, *_):
+        pass
+
+    def end_step(self, *_):
+        pass
+
+    def add(self, rec, *_):
+        from lowbit.sim.isa import M_INT8
+
+        c = rec.cols
+        head = np.asarray([n == "lm_head" for n in rec.names] + [False])[c["opi"]]
+        self.rows[rec.step] = self.rows.get(rec.step, 0) + int(c["macs"][head & (c["mcls"] == M_INT8)].sum()) // (D * V)
+        self.instr[rec.step] = self.instr.get(rec.step, 0) + int(head.sum())
+
+
+def test_batched_prefill_gets_one_logits_row_per_sequence():
+    """`--batch 3` prefill of 8-token prompts: every prompt ends in the step, so 3 logits rows (not 1, not 24)."""
+    from lowbit.sim.trace import SeqSpec
+    from lowbit.sim.workloads import batch_trace
+
+    tr = batch_trace(TINY, [SeqSpec(0, 8, 0)] * 3)
+    [ops] = list(tr.steps())
+    assert [o["logits"] for o in ops if o.op == "lm_head"] == [3]
+    cfg = load_config("tiny")
+    h = simulate(cfg, tr)
+    c = simulate(cfg.replace(lm_head="int8"), tr)
+    assert c.lm_head["macs"] == h.lm_head["macs"] == 3 * D * V  # host: the same rows, excluded from time
+    assert c.activity["int8_macs"] - h.activity["int8_macs"] == 3 * D * V
+    assert c.dram_bytes["weights"] - h.dram_bytes["weights"] == V * D  # read once for the 3 rows
+    assert c.dram_bytes["activations"] - h.dram_bytes["activations"] == 3 * V * 2  # 3 bf16 logits rows out
+    # BoothFlex: 16 tiles of 16 rows x 64 inputs, 3 tokens x ceil(16/2) = 24 passes x 32 beats + 5; the SFU
+    # quantizes 3 rows of 64: 3 x (2 x 16 + 17) + 6, less the fused absmax pass 3 x 16
+    assert c.op_cycles["lm_head"] == 16 * (3 * 8 * 32 + 5) + 3 * (2 * 16 + 17) + 6 - 3 * 16
+    # the host's lm_head costs the accelerator nothing: same cycles as before the rows were counted per sequence
+    assert "lm_head" not in h.op_cycles
+
+
+def test_served_steps_logits_rows():
+    """Served steps (budget 8 tokens): step 1 prefills A and B (2 rows); step 2 decodes A, B and a first chunk
+    of C that does not end C's prompt (2 rows); step 3 decodes A, B and ends C's prompt (3 rows). Alone, a
+    prompt of 20 tokens in chunks of 8, 8, 4: no lm_head instruction in the first two steps, 1 row in the third."""
+    from lowbit.sim.serve import Request, serve
+
+    cfg = load_config("tiny").replace(lm_head="int8")
+    obs = HeadRows()
+    r = serve(cfg, TINY, [Request(0.0, 4, 3), Request(0.0, 4, 3), Request(0.0, 12, 1)], max_batch=3,
+              max_step_tokens=8, observers=(obs,))
+    assert r.steps == 3 and [obs.rows[s] for s in range(3)] == [2, 2, 3]
+    obs = HeadRows()
+    serve(cfg, TINY, [Request(0.0, 20, 2)], max_batch=1, max_step_tokens=8, observers=(obs,))
+    assert [obs.rows[s] for s in range(4)] == [0, 0, 1, 1]
+    assert obs.instr[0] == obs.instr[1] == 0 and obs.instr[2] > 0
+
+
+def test_logits_field_is_validated(tmp_path):
+    import json
+
+    from lowbit.sim.errors import TraceError
+    from lowbit.sim.trace import SeqSpec, load_trace, write_trace
+    from lowbit.sim.workloads import batch_trace
+
+    tr = batch_trace(TINY, [SeqSpec(0, 5, 2), SeqSpec(3, 0, 1)])
+    write_trace(tr, tmp_path / "t")
+    heads = [o for o in load_trace(tmp_path / "t").ops if o.op == "lm_head"]
+    assert [(o.step, o["tokens"], o["logits"]) for o in heads] == [(0, 5, 1), (1, 2, 2), (2, 1, 1)]
+    for step, value, msg in ((1, 1, r"lm_head.logits = 1 contradicts .*one logits row per sequence in the step: 2"),
+                             (2, 2, r"lm_head.logits = 2: more logits rows than the step's tokens \(1\)")):
+        lines = [json.loads(x) for x in (tmp_path / "t" / "ops.jsonl").read_text().splitlines()]
+        next(x for x in lines if x["op"] == "lm_head" and x["step"] == step)["logits"] = value
+        bad = tmp_path / f"bad{step}"
+        write_trace(tr, bad)
+        (bad / "ops.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+        with pytest.raises(TraceError, match=msg):
+            load_trace(bad)

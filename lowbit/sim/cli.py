@@ -11,9 +11,11 @@ Imports nothing heavy at module level (numba loads inside the commands): `lowbit
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +110,87 @@ def build_trace(model: str | None, trace_dir: Path | None, prefill: int, decode:
         option_int(name, v, TOKENS)
     m = get_model(model or DEFAULT_MODEL)
     return standard_trace(m, prefill, decode, deployed_format(cfg, m, weights))
+
+
+@dataclass(frozen=True)
+class WorkloadArgs:
+    """The workload options every command that simulates or compiles a workload takes (`workload_options`):
+    a model or a trace directory, prompt and decode lengths, a batch of sequences, chunked prefill and the
+    deployed weight format. `prefill`/`decode` are None when not given (defaults 64 / 128)."""
+
+    model: str | None = None
+    trace: Path | None = None
+    prefill: int | None = None
+    decode: int | None = None
+    batch: int = 1
+    prefill_chunk: int | None = None
+    cached: str = ""
+    weights: str | None = None
+
+    def build(self, cfg):
+        """The Trace: build_trace, then the batch (--batch/--cached) and chunked prefill (--prefill-chunk),
+        each refused with one line where it does not apply."""
+        tr = build_trace(self.model, self.trace, 64 if self.prefill is None else self.prefill,
+                         128 if self.decode is None else self.decode, cfg, self.weights)
+        if self.batch != 1 or self.cached:
+            from lowbit.sim.workloads import batch_from_options
+
+            tr = batch_from_options(tr, self.trace is not None, self.batch,
+                                    option_int_list("--cached", self.cached, TOKENS, 4096) if self.cached else None)
+        if self.prefill_chunk is not None:
+            from lowbit.sim.workloads import chunked_prefill
+
+            option_int("--prefill-chunk", self.prefill_chunk, Range(1, 2**20, "tokens"))
+            tr = chunked_prefill(tr, self.trace is not None, self.prefill_chunk)
+        return tr
+
+    def shape_flags(self) -> list[str]:
+        """The options given that shape a --model/--trace workload (a compiled program carries its own)."""
+        given = {"--prefill": self.prefill is not None, "--decode": self.decode is not None,
+                 "--batch": self.batch != 1, "--cached": bool(self.cached),
+                 "--prefill-chunk": self.prefill_chunk is not None, "--weights": self.weights is not None}
+        return [k for k, v in given.items() if v]
+
+
+def _workload_params() -> list[inspect.Parameter]:
+    """The typer options of WorkloadArgs, declared once for every command that takes a workload."""
+    models = ", ".join(MODELS)
+    opts: list[tuple[str, Any, Any]] = [
+        ("model", str | None, typer.Option(None, "--model", metavar="NAME|CONFIG", help=f"model: a built-in shape ({models}; default {DEFAULT_MODEL}), a config.json preset (`lowbit models list`) or a Hugging Face config.json file or directory")),
+        ("trace", Path | None, typer.Option(None, "--trace", metavar="DIR", help="trace directory (instead of --model)")),
+        ("prefill", int | None, typer.Option(None, "--prefill", show_default=False, help="prompt tokens (default 64)")),
+        ("decode", int | None, typer.Option(None, "--decode", show_default=False, help="generated tokens (default 128)")),
+        ("batch", int, typer.Option(1, "--batch", help="sequences decoded together, each with --prefill and --decode (weights fetched once per step for all)")),
+        ("prefill_chunk", int | None, typer.Option(None, "--prefill-chunk", help="prefill the prompt in steps of this many tokens (chunked prefill: bounds memory for long prompts; default: one step)")),
+        ("cached", str, typer.Option("", "--cached", metavar="N,N,...", help="tokens already in each sequence's KV cache, one per sequence (sets --batch), e.g. '512,2048' with --prefill 0")),
+        ("weights", str | None, typer.Option(None, "--weights", help="deployed weight format of the projections (ternary, int8, nvfp4, mxfp4; bf16 where a unit runs it), for --model and --trace; default: the design's FP4 format on an FP4-only design, else the model's own")),
+    ]
+    return [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=o, annotation=t) for n, t, o in opts]
+
+
+def workload_options(fn: Any) -> Any:
+    """Decorator for a typer command with a `workload: WorkloadArgs` parameter: the command line gets the
+    workload options (`_workload_params`) in its place and the command one WorkloadArgs of their values."""
+    import typing
+
+    sig = inspect.signature(fn)
+    hints = typing.get_type_hints(fn, localns={"WorkloadArgs": WorkloadArgs})  # postponed annotations resolved
+    extra = _workload_params()
+    names = [p.name for p in extra]
+    params: list[inspect.Parameter] = []
+    for p in sig.parameters.values():
+        if p.name == "workload":
+            params += extra
+            continue
+        params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=hints.get(p.name, p.annotation)))
+
+    def command(**kw: Any) -> Any:
+        return fn(workload=WorkloadArgs(**{n: kw.pop(n) for n in names}), **kw)
+
+    command.__name__, command.__doc__, command.__module__ = fn.__name__, fn.__doc__, fn.__module__
+    command.__signature__ = sig.replace(parameters=params, return_annotation=None)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    return command
 
 
 class _Progress:
@@ -302,20 +385,14 @@ def register(app: typer.Typer) -> None:
         console().print(t)
 
     @app.command("sim")
+    @workload_options
     def sim_cmd(
-        model: str | None = typer.Option(None, "--model", metavar="NAME|CONFIG", help=f"model: a built-in shape ({', '.join(MODELS)}; default {DEFAULT_MODEL}), a config.json preset (`lowbit models list`) or a Hugging Face config.json file or directory"),
+        workload: WorkloadArgs,
         hw: str = hw_option(),
         sets: list[str] = set_option(),
-        prefill: int = typer.Option(64, "--prefill", help="prompt tokens"),
-        decode: int = typer.Option(128, "--decode", help="generated tokens"),
-        batch: int = typer.Option(1, "--batch", help="sequences decoded together, each with --prefill and --decode (weights fetched once per step for all)"),
-        prefill_chunk: int | None = typer.Option(None, "--prefill-chunk", help="prefill the prompt in steps of this many tokens (chunked prefill: bounds memory for long prompts; default: one step)"),
-        cached: str = typer.Option("", "--cached", metavar="N,N,...", help="tokens already in each sequence's KV cache, one per sequence (sets --batch), e.g. '512,2048' with --prefill 0"),
-        trace: Path | None = typer.Option(None, "--trace", metavar="DIR", help="trace directory (instead of --model)"),
         schedule: str = typer.Option("dependency-aware", "--schedule", help=" | ".join(POLICIES)),
         lop_k: int | None = typer.Option(None, "--lop-k", help="LOP top-K (default: lop.k of the config)"),
         no_lop: bool = typer.Option(False, "--no-lop", help="dense attention (LOP off)"),
-        weights: str | None = typer.Option(None, "--weights", help="deployed weight format of the projections (ternary, int8, nvfp4, mxfp4; bf16 where a unit runs it), for --model and --trace; default: the design's FP4 format on an FP4-only design, else the model's own"),
         json_out: Path | None = json_option("the result"),
         timeline: Path | None = typer.Option(None, "--timeline", metavar="PATH", help="write a timeline: PATH.pftrace = Perfetto protobuf of the whole run (streamed), PATH.json = Chrome trace events (capped)"),
         timeline_events: int = typer.Option(200_000, "--timeline-events", help="cap on events of a .json timeline"),
@@ -342,21 +419,11 @@ def register(app: typer.Typer) -> None:
         if program is not None:  # the workload, schedule and LOP settings are the program's
             from lowbit.sim.compile import open_program
 
-            tr, src = open_program(cfg, program, model, trace)
+            tr, src = open_program(cfg, program, workload)
             m = src.header.meta
             schedule, lop_k, no_lop = m.schedule, m.lop_k, m.no_lop
         else:
-            tr = build_trace(model, trace, prefill, decode, cfg, weights)
-        if batch != 1 or cached:
-            from lowbit.sim.workloads import batch_from_options
-
-            tr = batch_from_options(tr, trace is not None, batch,
-                                    option_int_list("--cached", cached, TOKENS, 4096) if cached else None)
-        if prefill_chunk is not None:
-            from lowbit.sim.workloads import chunked_prefill
-
-            option_int("--prefill-chunk", prefill_chunk, Range(1, 2**20, "tokens"))
-            tr = chunked_prefill(tr, trace is not None, prefill_chunk)
+            tr = workload.build(cfg)
         if chips != 1 or micro_batches != 1:
             if src is not None:
                 raise LowbitError("--program holds one chip's compiled instructions; simulate --chips/--micro-batches "

@@ -44,9 +44,6 @@ def compile_program(cfg: HwConfig, trace: Any, path: str | Path, *, schedule: st
     from lowbit.sim.sram import Buffers
 
     t0 = time.perf_counter()
-    if getattr(trace, "sequences", None):
-        raise ProgramError("lowbit compile: batched traces (several sequences) are not supported; compile one "
-                           "sequence")
     cfg_in = cfg  # the program names the config it was given; lop_k travels in the metadata
     cfg = _configure(cfg, schedule, lop_k)
     trace.model.validate()
@@ -57,7 +54,8 @@ def compile_program(cfg: HwConfig, trace: Any, path: str | Path, *, schedule: st
     units = unit_list(cfg)
     meta = RunMeta(model=dataclasses.asdict(trace.model), prefill=trace.prefill, decode=trace.decode,
                    schedule=schedule, lop_on=lop_on, lop_k=cfg.lop.k, data_driven=counts is not None,
-                   no_lop=no_lop, dual_core=dual_core, hw=cfg.name)
+                   no_lop=no_lop, dual_core=dual_core, hw=cfg.name,
+                   sequences=[dataclasses.asdict(q) for q in trace.sequences] if trace.sequences else None)
     caps = Buffers.from_config(cfg).capacity_array()
     box: dict[str, ProgramWriter] = {}
 
@@ -85,7 +83,7 @@ def run_program(cfg: HwConfig, path: str | Path, **kw: Any) -> Any:
     .simulate with the program as its chunk source. `kw`: progress, timeline, breakdown, observers."""
     from lowbit.sim.engine import simulate
 
-    tr, rd = open_program(cfg, Path(path), None, None)
+    tr, rd = open_program(cfg, Path(path))
     m = rd.header.meta
     return simulate(cfg, tr, schedule=m.schedule, lop_k=m.lop_k, no_lop=m.no_lop, source=rd, **kw)
 
@@ -189,51 +187,46 @@ def _nr(blk: Block, i: int) -> int:
 # ------------------------------------------------------------------------------------------------ command line
 
 
-def open_program(cfg: HwConfig, path: Path, model: str | None, trace_dir: Path | None) -> tuple[Any, ProgramReader]:
-    """For `lowbit sim --program FILE`: (the run's metadata as a Trace without ops, the reader). The workload
-    comes from the program, so --model / --trace are refused."""
+def open_program(cfg: HwConfig, path: Path, workload: Any = None) -> tuple[Any, ProgramReader]:
+    """For `lowbit sim --program FILE`: (the run's metadata as a Trace without ops: model, prefill, decode
+    and a batch's sequences, the reader). The workload comes from the program, so the workload options
+    (`workload`, lowbit.sim.cli.WorkloadArgs) that shape one are refused."""
     from lowbit.sim.engine import unit_list
     from lowbit.sim.modelspec import ModelSpec
-    from lowbit.sim.trace import Trace
+    from lowbit.sim.trace import SeqSpec, Trace
 
-    if model is not None or trace_dir is not None:
-        raise ProgramError("--program runs the workload compiled into the program; drop --model/--trace")
+    if workload is not None:
+        given = [f for f, v in (("--model", workload.model), ("--trace", workload.trace)) if v is not None]
+        given += workload.shape_flags()
+        if given:
+            raise ProgramError(f"--program runs the workload compiled into the program; drop {'/'.join(given)}")
     rd = ProgramReader(path, cfg, unit_list(cfg))
     m = rd.header.meta
     try:
         spec = ModelSpec(**m.model)
+        seqs = [SeqSpec(**q) for q in m.sequences] if m.sequences else None
     except TypeError as e:
-        raise ProgramError(f"{path}: the model in the metadata does not match this lowbit ({e}); recompile") from None
-    return Trace(spec, m.prefill, m.decode, []), rd
+        raise ProgramError(f"{path}: the run metadata does not match this lowbit ({e}); recompile") from None
+    return Trace(spec, m.prefill, m.decode, [], sequences=seqs), rd
 
 
 def register(app: Any) -> None:
     """`lowbit compile` (compile a workload into a program file, or disassemble one)."""
     import typer
 
-    from lowbit.sim.cli import (
-        DEFAULT_MODEL,
-        _Progress,
-        build_trace,
-        hw_option,
-        set_option,
-    )
+    from lowbit.sim.cli import WorkloadArgs, _Progress, hw_option, set_option, workload_options
     from lowbit.sim.lower import POLICIES
-    from lowbit.sim.modelspec import MODELS
     from lowbit.sim.schema import Range, option_int, option_int_list
 
     @app.command("compile")
+    @workload_options
     def compile_cmd(
-        model: str | None = typer.Option(None, "--model", metavar="NAME|CONFIG", help=f"model ({', '.join(MODELS)}; default {DEFAULT_MODEL}), a config.json preset or file"),
+        workload: WorkloadArgs,
         hw: str = hw_option(),
         sets: list[str] = set_option(),
-        prefill: int = typer.Option(64, "--prefill", help="prompt tokens"),
-        decode: int = typer.Option(128, "--decode", help="generated tokens"),
-        trace: Path | None = typer.Option(None, "--trace", metavar="DIR", help="trace directory (instead of --model)"),
         schedule: str = typer.Option("dependency-aware", "--schedule", help=" | ".join(POLICIES)),
         lop_k: int | None = typer.Option(None, "--lop-k", help="LOP top-K (default: lop.k of the config)"),
         no_lop: bool = typer.Option(False, "--no-lop", help="dense attention (LOP off)"),
-        weights: str | None = typer.Option(None, "--weights", help="deployed weight format of the projections"),
         program: Path | None = typer.Option(None, "--program", metavar="PATH", help="program file to write (written atomically)"),
         disasm: Path | None = typer.Option(None, "--disasm", metavar="PATH", help="print this program per queue, with its tokens, instead of compiling"),
         steps: str = typer.Option("", "--steps", metavar="N,N", help="--disasm: only these steps (prefill = 0)"),
@@ -249,6 +242,9 @@ def register(app: Any) -> None:
         if disasm is not None:
             if program is not None:
                 raise ProgramError("--disasm reads a program; drop --program")
+            if workload.model is not None or workload.trace is not None or workload.shape_flags():
+                raise ProgramError("--disasm reads a compiled program, whose workload is its own; drop the "
+                                   "workload options (--model, --trace, --prefill, --batch, ...)")
             if max_chunks is not None:
                 option_int("--max-chunks", max_chunks, Range(1, 2**31, "chunks"))
             sel = set(option_int_list("--steps", steps, Range(0, 2**31, "steps"), 1 << 20)) if steps else None
@@ -261,7 +257,7 @@ def register(app: Any) -> None:
             raise ProgramError(f"--schedule {schedule}: must be one of {', '.join(POLICIES)}")
         if lop_k is not None:
             option_int("--lop-k", lop_k, Range(1, 2**16, "keys"))
-        tr = build_trace(model, trace, prefill, decode, cfg, weights)
+        tr = workload.build(cfg)
         check_workload(cfg, tr, lop_k=lop_k, no_lop=no_lop, whole_chunks=True)
         prog = _Progress("compiling")
         try:

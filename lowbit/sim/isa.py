@@ -37,7 +37,8 @@ import numpy as np
 from lowbit.sim.nbcache import njit_cached
 from lowbit.sim.units import catalog
 
-ISA_VERSION = 2  # 2: instructions name their unit (static assignment), rings, the program format (sim.program)
+ISA_VERSION = 3  # 2: instructions name their unit (static assignment), rings, the program format (sim.program);
+#                 3: the program's run metadata names a batch's sequences
 
 # ------------------------------------------------------------------------------------ instruction classes
 

@@ -63,6 +63,9 @@ class RunMeta:
     no_lop: bool
     dual_core: bool
     hw: str
+    # a batched run's sequences ({"context", "prefill", "decode"} each, lowbit.sim.trace.SeqSpec); None (no key
+    # in the file): one sequence
+    sequences: list[dict[str, int]] | None = None
 
 
 class ProgramWriter:
@@ -78,7 +81,10 @@ class ProgramWriter:
         self.qcount = np.zeros(len(self.queues.names), np.int64)
         self.input: tuple[int, int] | None = None
         self.n_steps = self.n_chunks = self.n_instr = self.n_blocks = 0
-        m = json.dumps({**dataclasses.asdict(meta), "queues": list(self.queues.names)}, sort_keys=True).encode()
+        d = dataclasses.asdict(meta)
+        if d["sequences"] is None:  # one sequence: no key (its metadata is that of version 2)
+            del d["sequences"]
+        m = json.dumps({**d, "queues": list(self.queues.names)}, sort_keys=True).encode()
         h = config_hash(cfg)
         hw = {f"cfg_hash{k}": int.from_bytes(h[8 * k:8 * k + 8], "little") for k in range(4)}
         f.write(FILE_HEADER.pack({"magic": int.from_bytes(MAGIC, "little"), "isa_version": isa_version(),

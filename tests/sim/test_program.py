@@ -246,7 +246,7 @@ def test_cli_compile_run_disasm_and_bad_program(tiny_prog, tmp_path, capsys):
     bad.write_bytes(out.read_bytes()[:1000])
     for args, err in ((["sim", "--program", str(bad), "--hw", "tiny"], f"error: {bad}: truncated file (no END record); recompile it\n"),
                       (["sim", "--program", str(out), "--hw", "tiny", "--model", "bitnet-tiny"],
-                       "error: --program runs the workload compiled into the program; drop --model/--trace\n"),
+                       "error: --program runs the workload compiled into the program; drop --model\n"),
                       (["compile", "--model", "bitnet-tiny", "--hw", "tiny"],
                        "error: lowbit compile: --program PATH names the file to write (or --disasm PATH to read one)\n")):
         assert main(args) == 2
@@ -273,3 +273,70 @@ def test_docs_carry_the_generated_tables():
     for lay in LAYOUTS:
         assert all(lay.place[f.name][1] + f.bits <= 64 for f in lay.fields)  # no field straddles a word
     assert EXT == -2
+
+
+@pytest.mark.parametrize("opts", [
+    ["--batch", "3", "--prefill", "8", "--decode", "2"],
+    ["--cached", "5,40", "--prefill", "0", "--decode", "3"],
+    ["--prefill", "20", "--prefill-chunk", "8", "--decode", "2"],
+])
+def test_compile_takes_the_workload_options_of_sim(tmp_path, capsys, opts):
+    """`lowbit compile --model M <opts> --program p && lowbit sim --program p` = `lowbit sim --model M <opts>`:
+    the program runs alone (its metadata carries the batch's sequences)."""
+    from lowbit.cli import main
+
+    base = ["--model", "bitnet-tiny", "--hw", "tiny", *opts]
+    p = tmp_path / "p.bin"
+    assert main(["compile", *base, "--program", str(p)]) == 0
+    assert main(["sim", "--program", str(p), "--hw", "tiny", "--json", str(tmp_path / "a.json"), "--quiet"]) == 0
+    assert main(["sim", *base, "--json", str(tmp_path / "b.json"), "--quiet"]) == 0
+    capsys.readouterr()
+    import json
+
+    a, b = (json.loads((tmp_path / f"{x}.json").read_text()) for x in "ab")
+    for d in (a, b):
+        d.pop("timing")
+    assert (a["cycles"], a["instructions"], a["throughput_tokens_per_s"], a["batch"]) == \
+        (b["cycles"], b["instructions"], b["throughput_tokens_per_s"], b["batch"])
+    assert a == b  # every counter, the per-request times included
+    seqs = ProgramReader(p).header.meta.sequences
+    if "--batch" in opts:
+        assert a["batch"] == 3 and seqs == [{"context": 0, "prefill": 8, "decode": 2}] * 3
+    elif "--cached" in opts:
+        assert [q["context"] for q in a["requests"]] == [5, 40] and [q["context"] for q in seqs] == [5, 40]
+    else:
+        assert seqs is None and a["prefill_tokens"] == 20
+
+
+def test_workload_option_errors_are_the_same_in_compile_and_sim(tiny_prog, tmp_path, capsys):
+    from lowbit.cli import main
+
+    path, _ = tiny_prog
+    for opts, err in ((["--batch", "3", "--cached", "1,2"], "--batch 3 disagrees with --cached (2 sequences); drop --batch"),
+                      (["--batch", "2", "--prefill-chunk", "4"], "--prefill-chunk applies to a one-sequence --model workload"),
+                      (["--batch", "0"], "--batch 0: must be in 1..4096"),
+                      (["--cached", "1,x"], "--cached")):
+        got = []
+        for cmd in (["sim"], ["compile", "--program", str(tmp_path / "p.bin")]):
+            assert main([*cmd, "--model", "bitnet-tiny", "--hw", "tiny", *opts]) == 2
+            e = capsys.readouterr().err
+            assert e.count("\n") == 1 and err in e
+            got.append(e)
+        assert got[0] == got[1]
+    assert not (tmp_path / "p.bin").exists()
+    for opts, flags in ((["--batch", "2"], "--batch"), (["--prefill", "4", "--weights", "int8"], "--prefill/--weights")):
+        assert main(["sim", "--program", str(path), "--hw", "tiny", *opts]) == 2
+        assert capsys.readouterr().err == f"error: --program runs the workload compiled into the program; drop {flags}\n"
+
+
+def test_programs_of_another_format_version_are_refused(tiny_prog, tmp_path):
+    """A program of the previous format (version 2: no sequences in its metadata) is refused with one line."""
+    import lowbit.sim.isa as isa
+
+    path, _ = tiny_prog
+    data = path.read_bytes()
+    old = tmp_path / "old.bin"
+    old.write_bytes(data[:8] + (isa.ISA_VERSION - 1).to_bytes(2, "little") + data[10:])
+    with pytest.raises(ProgramError, match=rf"ISA version {isa.ISA_VERSION - 1}, this lowbit runs version "
+                                           rf"{isa.ISA_VERSION}; recompile it with `lowbit compile`$"):
+        _load(old)

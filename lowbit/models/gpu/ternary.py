@@ -27,7 +27,9 @@ Two instructions per four weights, no activation pre-packing. ``fused`` = the qu
 GEMV (every program reads the bf16 row from L2, takes its absmax, quantizes its slices): one launch per
 BitLinear. The Triton interpreter has no inline PTX; there ``dp4a`` is evaluated byte by byte.
 
-Prefill GEMM: unpacks a weight tile to int8 ``c-1`` and uses INT8 tensor cores (``tl.dot``, int32 acc).
+Prefill GEMM: unpacks each weight tile once to int8 ``c-1`` (``tl.join`` tree: a thread expands its own
+words, the tile is stored to shared memory in 16-byte writes) and uses INT8 tensor cores (``tl.dot``,
+int32 acc); split-K for long rows at few tokens.
 """
 
 from __future__ import annotations
@@ -472,11 +474,38 @@ def grouped_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_
 
 @triton.jit
 def _unpack_codes(w, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr):
-    # int32 words [BN, BKW] -> int8 weights c-1 [BN, BKW*16] in element order (element 4t+b at bit 8b+2t)
+    # int32 words [BN, BKW] -> int8 weights c-1 [BN, BKW*16] in element order (element 4t+b at bit 8b+2t);
+    # used by the unpack pass (ternary_unpack)
     rs = tl.arange(0, 16)
     sh = 8 * (rs % 4) + 2 * (rs // 4)
     codes = ((w[:, :, None] >> sh[None, None, :]) & 3) - 1
     return tl.reshape(codes, [BLOCK_N, BLOCK_KW * 16]).to(tl.int8)
+
+
+@triton.jit
+def _code(w, s: tl.constexpr):
+    # int8 weight (code - 1) of element s (0..15) of each word: element 4t+b sits at bits 8b+2t
+    return (((w >> (8 * (s % 4) + 2 * (s // 4))) & 3) - 1).to(tl.int8)
+
+
+@triton.jit
+def unpack_join(w, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr):
+    """int32 words [BN, BKW] -> int8 weights [BN, BKW*16] in element order, built by four levels of
+    ``tl.join``: the joined axis is always the innermost and held by one thread, so each thread keeps its
+    word's 16 codes contiguous, the reshape moves no data and the tile goes to shared memory as 16-byte
+    stores (the broadcast form of :func:`_unpack_codes` spreads a word over 16 lanes: one byte store
+    per weight). The first join makes the highest bit of the element index ``s``, the last the lowest."""
+    p0 = tl.join(_code(w, 0), _code(w, 8))
+    p1 = tl.join(_code(w, 1), _code(w, 9))
+    p2 = tl.join(_code(w, 2), _code(w, 10))
+    p3 = tl.join(_code(w, 3), _code(w, 11))
+    p4 = tl.join(_code(w, 4), _code(w, 12))
+    p5 = tl.join(_code(w, 5), _code(w, 13))
+    p6 = tl.join(_code(w, 6), _code(w, 14))
+    p7 = tl.join(_code(w, 7), _code(w, 15))
+    r0 = tl.join(tl.join(p0, p4), tl.join(p2, p6))
+    r1 = tl.join(tl.join(p1, p5), tl.join(p3, p7))
+    return tl.reshape(tl.join(r0, r1), [BLOCK_N, BLOCK_KW * 16])
 
 
 @triton.jit
@@ -495,18 +524,21 @@ def _tgemm_kernel(q_ptr, xs_ptr, w_ptr, ws_ptr, y_ptr, acc_ptr, M, N, KW, stride
     m_ok = rm < M
     n_ok = rn < N
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)
-    per = tl.cdiv(tl.cdiv(KW, BLOCK_KW), SPLIT_K) * BLOCK_KW
-    for j0 in range(pid_k * per, tl.minimum(KW, (pid_k + 1) * per), BLOCK_KW):
+    nk = tl.cdiv(KW, BLOCK_KW)
+    per = tl.cdiv(nk, SPLIT_K)
+    k_lo = pid_k * per
+    for kb in range(k_lo, tl.minimum(nk, k_lo + per)):
+        j0 = kb * BLOCK_KW
         kk = j0 * 16 + rk
         x = tl.load(q_ptr + rm[:, None] * stride_qm + kk[None, :], mask=m_ok[:, None] & (kk < KW * 16)[None, :],
                     other=0)
         j = j0 + rj
         w = tl.load(w_ptr + rn[:, None] * stride_wn + j[None, :], mask=n_ok[:, None] & (j < KW)[None, :],
                     other=0x55555555)
-        acc = tl.dot(x, tl.trans(_unpack_codes(w, BLOCK_N, BLOCK_KW)), acc, out_dtype=tl.int32)
+        acc = tl.dot(x, tl.trans(unpack_join(w, BLOCK_N, BLOCK_KW)), acc, out_dtype=tl.int32)
     omask = m_ok[:, None] & n_ok[None, :]
     if SPLIT_K > 1:
-        tl.atomic_add(acc_ptr + rm[:, None] * N + rn[None, :], acc, mask=omask)
+        tl.atomic_add(acc_ptr + rm[:, None] * N + rn[None, :], acc, mask=omask, sem="relaxed")
     else:
         out = y_ptr + rm[:, None] * stride_ym + rn[None, :]
         if OUT_ACC:
@@ -518,16 +550,20 @@ def _tgemm_kernel(q_ptr, xs_ptr, w_ptr, ws_ptr, y_ptr, acc_ptr, M, N, KW, stride
             tl.store(out, y.to(tl.bfloat16), mask=omask)
 
 
+# (BLOCK_M, BLOCK_N, BLOCK_KW, warps, stages): the fastest per shape in an H200 sweep of 14 (64 tokens) and
+# 12 (512 tokens) configs on the seven BitNet shapes (reports/gpu-baseline.gemm-ab.json); narrow 32-row
+# tiles win at 64 tokens (more programs on a skinny output), 128x64 at 512
 _GEMM_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_KW": bk, "GROUP_M": 8}, num_warps=nw, num_stages=ns)
-    for bm, bn, bk, nw, ns in [(128, 128, 8, 8, 3), (128, 256, 4, 8, 3), (64, 128, 8, 4, 4), (64, 64, 8, 4, 4),
-                               (16, 64, 8, 4, 4), (16, 128, 8, 4, 3), (32, 128, 8, 4, 4)]
+    for bm, bn, bk, nw, ns in [(64, 32, 8, 4, 4), (64, 64, 16, 4, 3), (64, 64, 8, 4, 4), (128, 64, 8, 4, 4),
+                               (128, 128, 8, 4, 3), (128, 128, 8, 8, 3), (256, 128, 4, 8, 3)]
 ]
+SPLIT_K_MIN_KP = 6144  # split K four ways for long rows at <= 64 tokens (H200: 3200x8640 27 vs 35 µs)
 
 
 def _gemm_prune(configs, named_args, **kw):
     m = named_args["M"]
-    ok = [c for c in configs if c.kwargs["BLOCK_M"] <= max(16, triton.next_power_of_2(m))]
+    ok = [c for c in configs if c.kwargs["BLOCK_M"] <= max(64, triton.next_power_of_2(m))]
     return ok or configs[:1]
 
 
@@ -535,14 +571,23 @@ _tgemm_tuned = autotune(_GEMM_CONFIGS, key=["M", "N", "KW", "SPLIT_K"], reset_to
                         prune_configs_by={"early_config_prune": _gemm_prune})(_tgemm_kernel)
 
 
+def auto_split_k(m: int, kp: int) -> int:
+    """K splits of :func:`ternary_gemm` when none is given: 4 for rows of >= ``SPLIT_K_MIN_KP`` weights at
+    <= 64 tokens (too few output tiles to fill the GPU), else 1."""
+    return 4 if m <= 64 and kp >= SPLIT_K_MIN_KP else 1
+
+
 def ternary_gemm(a: QuantAct, w: TernaryWeight, out_acc: bool = False, config: dict | None = None,
-                 split_k: int = 1) -> torch.Tensor:
+                 split_k: int | None = None) -> torch.Tensor:
     """Prefill GEMM with INT8 tensor cores (``tl.dot``, int32 accumulate): bf16 [M, N] (or int32 acc).
-    ``split_k`` > 1 splits K over programs (int32 atomics, exact) and dequantizes in a second launch."""
+    ``split_k`` > 1 splits K over programs (int32 atomics, exact) and dequantizes in a second launch;
+    ``None``: :func:`auto_split_k` on the GPU, 1 elsewhere."""
     m = a.q.shape[0]
     if a.q.shape[1] != w.kp:
         raise ValueError(f"K mismatch: activations padded to {a.q.shape[1]}, weight to {w.kp}")
     dev = a.q.device
+    if split_k is None:
+        split_k = auto_split_k(m, w.kp) if dev.type == "cuda" else 1
     y = torch.empty(m, w.n, dtype=torch.int32 if out_acc else torch.bfloat16, device=dev)
     acc = torch.zeros(m, w.n, dtype=torch.int32, device=dev) if split_k > 1 else y
     args = (a.q, a.s, w.words, w.scale, y, acc, m, w.n, w.words.shape[1], a.q.stride(0), w.words.stride(0), y.stride(0))

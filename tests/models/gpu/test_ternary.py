@@ -9,6 +9,7 @@ import torch
 
 from lowbit.models.gpu.ternary import (
     act_quant,
+    auto_split_k,
     pack_ternary_gpu,
     pack_ternary_gpu_torch,
     ternary_gemm,
@@ -112,6 +113,29 @@ def test_gemm_bit_exact(device):
     y = ternary_linear(torch.from_numpy(x).to(device), w).float().cpu().numpy()
     y_ref = dequantize_accumulator(acc_ref, scale, s)
     assert np.all(np.abs(y - y_ref) <= BF16_REL * np.abs(y_ref) + 1e-30)
+
+
+@pytest.mark.parametrize("m,n,k,cfg,split_k", [
+    (17, 45, 300, {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_KW": 2, "GROUP_M": 2}, 1),
+    (17, 45, 300, {"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_KW": 4, "GROUP_M": 1}, 7),
+    (5, 70, 37, {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_KW": 1, "GROUP_M": 4}, 2),
+])
+def test_gemm_odd_shapes_tiles_and_splits(device, m, n, k, cfg, split_k):
+    # shapes that are multiples of no tile; a K tile of 1-4 words (16-64 weights) with a partial last tile;
+    # K split into more parts than there are K tiles (empty splits add nothing)
+    rng = np.random.default_rng(15 + m + k)
+    x = _rand_x(rng, m, k)
+    codes = rng.integers(-1, 2, (n, k)).astype(np.int8)
+    w = pack_ternary_gpu(codes, 0.7, device)
+    a = act_quant(torch.from_numpy(x).to(device))
+    q, _ = int8_absmax_quantize(x)
+    got = ternary_gemm(a, w, out_acc=True, config=cfg, split_k=split_k).cpu().numpy()
+    assert np.array_equal(got, int_matmul_exact(q, codes))
+
+
+def test_auto_split_k():
+    # four splits only for long rows (>= 6144 weights) at <= 64 tokens
+    assert [auto_split_k(m, kp) for m, kp in ((64, 8640), (64, 6912), (65, 8640), (64, 3200), (16, 6144))] == [4, 4, 1, 1, 4]
 
 
 def test_per_row_scales_and_errors(device):

@@ -25,16 +25,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Const, Module, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from lowbit.rtl.chip_ctrl import ComputeQueue, JoinMonitor, scoreboard_layout, word_layout
+from lowbit.rtl.chip_data import BankedBuffer, DmaFill, TintEngine, data_dims, psum_layout
 from lowbit.rtl.chip_dma import N_BUFFERS, DmaEngine, mem_port_signature
 from lowbit.rtl.chip_ring import Ring
 from lowbit.sim.config import HwConfig
-from lowbit.sim.isa import BUFFERS, C_DMAKV, C_DMAW, C_JOIN
+from lowbit.sim.errors import LowbitError
+from lowbit.sim.isa import BUFFERS, C_DMAKV, C_DMAW, C_JOIN, C_TINT
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class ChipParams:
     ring_entries: int = 8      # live allocations per buffer
     resp_lanes: int = 4        # memory-port responses per cycle
     join_window: int = 8       # joins checked per cycle
+    data_banks: int = 0        # weight-buffer banks = buffer words per memory-port data beat; 0: no data path
 
     @property
     def addr_bits(self) -> int:
@@ -77,6 +80,12 @@ def queue_kind(cls: int) -> str:
     return "join" if cls == C_JOIN else "dma" if cls in (C_DMAW, C_DMAKV) else "compute"
 
 
+def word_kind(name: str, cls: int, data_path: bool) -> str:
+    """The instruction word layout of a queue (lowbit.rtl.chip_ctrl.word_layout): with the data path a
+    TINT queue's words are 'tint' words."""
+    return "tint" if data_path and cls == C_TINT else queue_kind(cls)
+
+
 class Chip(wiring.Component):
     """The chip top for `cfg` (module docstring)."""
 
@@ -88,16 +97,25 @@ class Chip(wiring.Component):
         self.caps = Buffers.from_config(cfg).capacity
         self.n_thr = len(self.names) - 1
         self.n_dma = sum(queue_kind(c) == "dma" for c in self.classes)
-        self.load_bits = max(data.StructLayout.cast(word_layout(k, self.n_thr, self.n_dma, p.seq_bits)).size
-                             for k in ("compute", "dma", "join"))
+        self.dims = None
+        if p.data_banks:
+            self.dims, why = data_dims(cfg, p.data_banks)
+            if self.dims is None:
+                raise LowbitError(f"{cfg.name}: no chip data path: {why}; generate the chip with data_banks = 0")
+        d = self.dims
+        self.kinds = [word_kind(n, c, d is not None) for n, c in zip(self.names, self.classes, strict=True)]
+        self.layouts = [word_layout(k, self.n_thr, self.n_dma, p.seq_bits, d if n != "dma_kv" else None)
+                        for k, n in zip(self.kinds, self.names, strict=True)]
+        self.load_bits = max(data.StructLayout.cast(lay).size for lay in self.layouts)
+        self.load_addr_bits = p.addr_bits if d is None else max(p.addr_bits, d.a_bits)
         sig = {
             "start": In(1),
             "load_en": In(1),
-            "load_queue": In(4),
-            "load_addr": In(p.addr_bits),
+            "load_queue": In(4),  # a queue's instruction memory; with the data path, len(queues): the act buffer
+            "load_addr": In(self.load_addr_bits),
             "load_word": In(self.load_bits),
             "cycle": Out(32),
-            "mem": Out(mem_port_signature(p.id_bits, p.dma_issue * self.n_dma, p.resp_lanes)),
+            "mem": Out(mem_port_signature(p.id_bits, p.dma_issue * self.n_dma, p.resp_lanes, d)),
             "join_head": Out(p.seq_bits),
             "join_done": Out(p.join_window),
             "event": Out(1),
@@ -108,6 +126,13 @@ class Chip(wiring.Component):
             if queue_kind(c) == "dma":
                 sig[f"dbase_{n}"] = Out(p.seq_bits)
                 sig[f"dfin_{n}"] = Out(p.dma_table)
+        if d is not None:  # per TINT core: each psum word as it is written, and a read port of its psum bank
+            sig["psum_raddr"] = In(d.p_bits)
+            for n, k in zip(self.names, self.kinds, strict=True):
+                if k == "tint":
+                    sig[f"pv_{n}"] = Out(1)
+                    sig[f"pw_{n}"] = Out(psum_layout(cfg.tint))
+                    sig[f"psum_{n}"] = Out(psum_layout(cfg.tint))
         super().__init__(sig)
 
     def elaborate(self, platform) -> Module:
@@ -123,26 +148,31 @@ class Chip(wiring.Component):
         rel = []  # release sources (compute queues)
         engines = []
         eb = p.ring_entries.bit_length()
-        for q, (name, cls) in enumerate(zip(self.names, self.classes, strict=True)):
-            kind = queue_kind(cls)
-            lay = word_layout(kind, self.n_thr, self.n_dma, p.seq_bits)
+        dims = self.dims
+        tints = []  # (queue name, controller) of the TINT queues, with the data path
+        for q, name in enumerate(self.names):
+            kind = self.kinds[q]
+            lay = self.layouts[q]
             mem = Memory(shape=lay, depth=p.imem_depth, init=[])
             m.submodules[f"imem_{name}"] = mem
             wp = mem.write_port()
-            m.d.comb += [wp.addr.eq(self.load_addr), wp.data.eq(self.load_word[:data.StructLayout.cast(lay).size]),
+            m.d.comb += [wp.addr.eq(self.load_addr[:p.addr_bits]),
+                         wp.data.eq(self.load_word[:data.StructLayout.cast(lay).size]),
                          wp.en.eq(self.load_en & (self.load_queue == q))]
-            if kind == "compute":
-                c = ComputeQueue(sb.shape(), p.seq_bits, p.addr_bits)
+            if kind in ("compute", "tint"):
+                c = ComputeQueue(sb.shape(), p.seq_bits, p.addr_bits, dims if kind == "tint" else None)
                 m.submodules[f"q_{name}"] = c
                 rp = mem.read_port()
                 m.d.comb += [rp.addr.eq(c.raddr), c.word.eq(rp.data), c.run.eq(run), c.sb.eq(sb),
                              counts[q].eq(c.count), getattr(self, f"pc_{name}").eq(c.pc),
                              getattr(self, f"count_{name}").eq(c.count)]
                 rel.append(c)
+                if kind == "tint":
+                    tints.append((name, c))
             elif kind == "dma":
                 e = DmaEngine(len(engines), sb.shape(), p.seq_bits, p.addr_bits, issue=p.dma_issue,
                               table=p.dma_table, entry_bits=eb, resp_lanes=p.resp_lanes,
-                              id_bits=p.id_bits)
+                              id_bits=p.id_bits, dims=dims)
                 m.submodules[f"q_{name}"] = e
                 for k in range(p.dma_issue):
                     rp = mem.read_port()
@@ -191,8 +221,53 @@ class Chip(wiring.Component):
                 last = Signal.like(port, name=f"last_{port.name}")
                 m.d.sync += last.eq(port)
                 ev = ev | (port != last)
+        if dims is not None:
+            ev = ev | self._data_path(m, engines[0], tints)
         m.d.comb += self.event.eq(ev)
         return m
+
+    def _data_path(self, m: Module, dma_w: DmaEngine, tints: list) -> Signal:
+        """The weight buffer filled by dma_w's read data, the act buffer written through the load port,
+        one TintEngine and psum bank per TINT queue; returns 1 in cycles that write a psum word."""
+        d, p, cfg = self.dims, self.p, self.cfg
+        lt = (p.dma_table - 1).bit_length()
+        m.submodules.wbuf = wbuf = BankedBuffer(depth=d.w_depth, banks=d.banks, word_bits=d.word_bits,
+                                                n_read=len(tints))
+        m.submodules.fill = fill = DmaFill(table=p.dma_table, n_issue=p.dma_issue, addr_bits=d.w_bits,
+                                           banks=d.banks, word_bits=d.word_bits)
+        for k in range(p.dma_issue):
+            m.d.comb += [fill.issue_valid[k].eq(dma_w.f_valid[k]), fill.issue_slot[k].eq(dma_w.f_slot[k]),
+                         fill.issue_addr[k].eq(dma_w.f_addr[k]), fill.issue_words[k].eq(dma_w.f_words[k])]
+        rid = self.mem.rdata_id
+        m.d.comb += [fill.data_valid.eq(self.mem.rdata_valid & (rid[lt:] == 0)), fill.data_slot.eq(rid[:lt]),
+                     fill.data.eq(self.mem.rdata), wbuf.wr_valid.eq(fill.wr_valid), wbuf.wr_addr.eq(fill.wr_addr),
+                     wbuf.wr_count.eq(fill.wr_count), wbuf.wr_data.eq(fill.wr_data)]
+        tw = cfg.tint.tree_width
+        abuf = Memory(shape=data.ArrayLayout(signed(8), tw), depth=d.a_depth, init=[])
+        m.submodules.abuf = abuf
+        aw = abuf.write_port()
+        m.d.comb += [aw.en.eq(self.load_en & (self.load_queue == len(self.names))),
+                     aw.addr.eq(self.load_addr[:d.a_bits]), aw.data.eq(self.load_word[:8 * tw])]
+        wrote = Const(0, 1)
+        for r, (name, c) in enumerate(tints):
+            eng = TintEngine(cfg.tint, w_bits=d.w_bits, a_bits=d.a_bits, p_bits=d.p_bits)
+            m.submodules[f"tint_{name}"] = eng
+            w = c.word
+            m.d.comb += [eng.start.eq(c.go), c.unit_ready.eq(eng.ready), c.unit_done.eq(eng.done_next)]
+            m.d.comb += [getattr(eng, f).eq(getattr(w, f)) for f in
+                         ("beats", "groups", "tokens", "w_addr", "a_addr", "a_stride", "p_addr")]
+            ar = abuf.read_port()
+            m.d.comb += [wbuf.raddr[r].eq(eng.w_raddr), eng.w_rdata.eq(wbuf.rdata[r]), ar.addr.eq(eng.a_raddr),
+                         eng.a_rdata.eq(ar.data)]
+            pbank = Memory(shape=psum_layout(cfg.tint), depth=d.p_depth, init=[])
+            m.submodules[f"psum_{name}"] = pbank
+            pw, pr = pbank.write_port(), pbank.read_port()
+            pv, pwo = getattr(self, f"pv_{name}"), getattr(self, f"pw_{name}")
+            m.d.comb += [pw.en.eq(eng.p_valid), pw.addr.eq(eng.p_addr_o), pw.data.acc.eq(eng.p_acc),
+                         pw.data.ovf.eq(eng.p_ovf), pv.eq(eng.p_valid), pwo.acc.eq(eng.p_acc), pwo.ovf.eq(eng.p_ovf),
+                         pr.addr.eq(self.psum_raddr), getattr(self, f"psum_{name}").eq(pr.data)]
+            wrote = wrote | eng.p_valid
+        return wrote
 
 
 def chip_verilog(cfg: HwConfig, p: ChipParams = ChipParams()) -> str:

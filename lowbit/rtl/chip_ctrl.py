@@ -20,19 +20,38 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from lowbit.rtl.chip_image import WORD_FIELDS
+from lowbit.rtl.common import COUNT_BITS
 
 _W = {n: w for n, w, _ in WORD_FIELDS}
 COMPUTE_FIELDS = ("valid", "cyc", "free", "free_buf", "free_slot")
 DMA_FIELDS = ("valid", "tag", "addr", "nbytes", "wr", "dcls", "alloc_en", "buf", "alloc")
 JOIN_FIELDS = ("valid",)
+# with the data path (lowbit.rtl.chip_data): a TINT word names its tile's shape and buffer word addresses
+# instead of a cycle count (its engine's `done` ends it), a DMA word the buffer words its read data fills
+TINT_FIELDS = ("valid", "free", "free_buf", "free_slot", "beats", "groups", "tokens", "w_addr", "a_addr",
+               "a_stride", "p_addr")
+DMA_DATA_FIELDS = (*DMA_FIELDS, "dwords", "dbase")
 
 
-def word_layout(kind: str, n_thr: int, n_dq: int, seq_bits: int) -> data.StructLayout:
-    """The instruction word of a queue kind ('compute', 'dma', 'join'): its fields (WORD_FIELDS widths),
-    then one `seq_bits` threshold per non-sync queue, then the DMA ranges [rlo, rhi), one per DMA queue
-    (rlo for every DMA queue, then rhi). Packed LSB first in this order."""
-    names = {"compute": COMPUTE_FIELDS, "dma": DMA_FIELDS, "join": JOIN_FIELDS}[kind]
-    return data.StructLayout({**{n: unsigned(_W[n]) for n in names},
+def _fields(kind: str, dims) -> dict[str, int]:
+    """Field name -> width of a word kind ('compute', 'tint', 'dma', 'join'); `dims` (chip_data.DataDims,
+    or None without the data path) sizes the buffer word addresses."""
+    if dims is None:
+        names = {"compute": COMPUTE_FIELDS, "dma": DMA_FIELDS, "join": JOIN_FIELDS}[kind]
+        return {n: _W[n] for n in names}
+    names = {"compute": COMPUTE_FIELDS, "tint": TINT_FIELDS, "dma": DMA_DATA_FIELDS, "join": JOIN_FIELDS}[kind]
+    w = {**_W, "beats": COUNT_BITS, "groups": COUNT_BITS, "tokens": COUNT_BITS, "a_stride": COUNT_BITS,
+         "dwords": COUNT_BITS, "w_addr": dims.w_bits, "dbase": dims.w_bits, "a_addr": dims.a_bits,
+         "p_addr": dims.p_bits}
+    return {n: w[n] for n in names}
+
+
+def word_layout(kind: str, n_thr: int, n_dq: int, seq_bits: int, dims=None) -> data.StructLayout:
+    """The instruction word of a queue kind ('compute', 'tint', 'dma', 'join'): its fields (WORD_FIELDS
+    widths; with the data path `dims`, TINT_FIELDS / DMA_DATA_FIELDS), then one `seq_bits` threshold per
+    non-sync queue, then the DMA ranges [rlo, rhi), one per DMA queue (rlo for every DMA queue, then rhi).
+    Packed LSB first in this order."""
+    return data.StructLayout({**{n: unsigned(b) for n, b in _fields(kind, dims).items()},
                               "thr": data.ArrayLayout(unsigned(seq_bits), n_thr),
                               "rlo": data.ArrayLayout(unsigned(seq_bits), n_dq),
                               "rhi": data.ArrayLayout(unsigned(seq_bits), n_dq)})
@@ -49,19 +68,19 @@ def scoreboard_layout(n_thr: int, n_dq: int, seq_bits: int, table: int) -> data.
                                                         n_dq)})
 
 
-def pack_word(kind: str, n_thr: int, seq_bits: int, w: dict) -> int:
+def pack_word(kind: str, n_thr: int, seq_bits: int, w: dict, dims=None) -> int:
     """The integer a loader writes for word `w` (a lowbit.rtl.chip_image word dict: `thr` per non-sync
-    queue, `rlo`/`rhi` per DMA queue); refuses a value that does not fit its field."""
+    queue, `rlo`/`rhi` per DMA queue; the data fields with `dims`); refuses a value that does not fit its
+    field."""
     from lowbit.sim.program import ProgramError
 
-    names = {"compute": COMPUTE_FIELDS, "dma": DMA_FIELDS, "join": JOIN_FIELDS}[kind]
     out, pos = 0, 0
-    for n in names:
-        v = int(w[n]) if n != "free_slot" else int(w[n]) % (1 << _W[n])
-        if not 0 <= v < 1 << _W[n]:
-            raise ProgramError(f"chip word field {n} = {v} does not fit {_W[n]} bits")
+    for n, b in _fields(kind, dims).items():
+        v = int(w[n]) if n != "free_slot" else int(w[n]) % (1 << b)
+        if not 0 <= v < 1 << b:
+            raise ProgramError(f"chip word field {n} = {v} does not fit {b} bits")
         out |= v << pos
-        pos += _W[n]
+        pos += b
     for t in [*w["thr"], *w["rlo"], *w["rhi"]]:
         if not 0 <= t < 1 << seq_bits:
             raise ProgramError(f"chip threshold {t} does not fit {seq_bits} bits; generate the chip with more seq_bits")
@@ -97,14 +116,20 @@ def thresholds_met(word, sb) -> Signal:
 class ComputeQueue(wiring.Component):
     """Controller of one compute unit's in-order queue: issues the head when its thresholds are met and the
     unit is free, holds the unit busy for the word's `cyc` cycles, counts completions in order and, at a
-    completion, releases the ring allocation the word names (`free`)."""
+    completion, releases the ring allocation the word names (`free`). With `dims` (the data path, a TINT
+    queue) the word is a 'tint' word: the queue starts its unit's engine (`go`, the word on `word`) when the
+    engine is also `unit_ready`, and the engine's `unit_done` ends the instruction (the cycle the timer
+    would, since the engine meets the sim.units formula)."""
 
-    def __init__(self, sb: data.StructLayout, seq_bits: int, addr_bits: int) -> None:
+    def __init__(self, sb: data.StructLayout, seq_bits: int, addr_bits: int, dims=None) -> None:
         n_thr, n_dq = sb["count"].shape.length, sb["base"].shape.length
+        self.engine = dims is not None
+        extra = {"go": Out(1), "unit_ready": In(1), "unit_done": In(1)} if self.engine else {}
         super().__init__({
+            **extra,
             "run": In(1),
             "sb": In(sb),
-            "word": In(word_layout("compute", n_thr, n_dq, seq_bits)),
+            "word": In(word_layout("tint" if self.engine else "compute", n_thr, n_dq, seq_bits, dims)),
             "raddr": Out(addr_bits),
             "pc": Out(seq_bits),
             "count": Out(seq_bits),
@@ -117,11 +142,23 @@ class ComputeQueue(wiring.Component):
         m = Module()
         w = self.word
         busy = Signal()
-        remain = Signal(_W["cyc"])
         hold = Signal(1 + _W["free_buf"] + _W["free_slot"])  # free, free_buf, free_slot of the running word
         issue = Signal()
-        m.d.comb += issue.eq(self.run & ~busy & thresholds_met(w, self.sb))
+        free = ~busy & self.unit_ready if self.engine else ~busy
+        m.d.comb += issue.eq(self.run & free & thresholds_met(w, self.sb))
         m.d.comb += self.raddr.eq(self.pc + issue)
+        if self.engine:
+            m.d.comb += [self.go.eq(issue), self.rel_valid.eq(self.unit_done & hold[0]),
+                         self.rel_buf.eq(hold[1:1 + _W["free_buf"]]), self.rel_slot.eq(hold[1 + _W["free_buf"]:])]
+            with m.If(issue):
+                m.d.sync += [self.pc.eq(self.pc + 1), busy.eq(1),
+                             hold.eq(w.free | (w.free_buf << 1) | (w.free_slot << (1 + _W["free_buf"])))]
+            with m.Elif(self.unit_done):
+                m.d.sync += busy.eq(0)
+            with m.If(self.unit_done):
+                m.d.sync += self.count.eq(self.count + 1)
+            return m
+        remain = Signal(_W["cyc"])
         one = Signal()  # a one-cycle instruction completes in its issue cycle
         m.d.comb += one.eq(issue & (w.cyc == 1))
         done = Signal()

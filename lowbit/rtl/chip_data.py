@@ -29,15 +29,18 @@ passes = tokens * groups; results are sim.numerics.tint.tint_dot's.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from lowbit.rtl.common import COUNT_BITS
+from lowbit.rtl.common import COUNT_BITS, delay
 from lowbit.rtl.tint import TintCore
 from lowbit.sim.config import TintConfig
+from lowbit.sim.units.tint import tint_latency
 
 
 def tile_codes(w: np.ndarray, lanes: int, tree_width: int) -> np.ndarray:
@@ -167,7 +170,10 @@ def tint_engine_signature(cfg: TintConfig, *, w_bits: int, a_bits: int, p_bits: 
 class TintEngine(wiring.Component):
     """One TINT core with its address generators (module docstring): reads the weight and act buffers
     through read ports (`w_raddr` / `w_rdata`, `a_raddr` / `a_rdata`, data the cycle after the address) and
-    writes each pass's results to psum (`p_*`)."""
+    writes each pass's results to psum (`p_*`). `done_next` is high in the cycle before `done` (the tile's
+    last read delayed by the core's pipeline, sim.units.tint.tint_latency): a queue raising its completion
+    count on it shows the tile complete in the `done` cycle, start + tint_tile_cycles, which is when the
+    unit contract (lowbit/rtl/common.py) lets the next tile start."""
 
     def __init__(self, cfg: TintConfig, *, w_bits: int, a_bits: int, p_bits: int) -> None:
         self.cfg = cfg
@@ -178,6 +184,7 @@ class TintEngine(wiring.Component):
             **sig,
             "ready": Out(1),
             "done": Out(1),
+            "done_next": Out(1),
             "w_raddr": Out(w_bits),
             "w_rdata": In(2 * n * t),
             "a_raddr": Out(a_bits),
@@ -216,6 +223,10 @@ class TintEngine(wiring.Component):
                          c_nb.eq(nb), c_ng.eq(ng), c_w0.eq(w0), c_st.eq(stride)]
             with m.If(busy):
                 m.d.sync += [left.eq(left - 1), busy.eq(left > 1)]
+        # the tile's last read, carried down the core's pipeline depth: high in the cycle before `done`
+        last_rd = Signal()
+        m.d.comb += last_rd.eq(Mux(go, self.beats * self.groups * self.tokens == 1, busy & (left == 1)))
+        m.d.comb += self.done_next.eq(delay(m, last_rd, tint_latency(cfg), "fin"))
         m.d.comb += [self.w_raddr.eq(wa), self.a_raddr.eq(aa)]
         # next beat: the next element chunk, else the next row group (same token), else the next token
         with m.If(b != c_nb - 1):
@@ -276,6 +287,7 @@ class TintTileDatapath(wiring.Component):
             "p_addr": In(ab),
             "ready": Out(1),
             "done": Out(1),
+            "done_next": Out(1),
             "psum_addr": In(ab),
             "psum_data": Out(data.ArrayLayout(signed(cfg.acc_bits), n)),
             "psum_ovf": Out(n),
@@ -300,9 +312,63 @@ class TintTileDatapath(wiring.Component):
         m.d.comb += [eng.start.eq(self.start), eng.beats.eq(self.beats), eng.groups.eq(self.passes),
                      eng.tokens.eq(self.tokens), eng.w_addr.eq(self.w_addr), eng.a_addr.eq(self.a_addr),
                      eng.a_stride.eq(self.a_stride), eng.p_addr.eq(self.p_addr),
-                     self.ready.eq(eng.ready), self.done.eq(eng.done),
+                     self.ready.eq(eng.ready), self.done.eq(eng.done), self.done_next.eq(eng.done_next),
                      wbuf.raddr[0].eq(eng.w_raddr), eng.w_rdata.eq(wbuf.rdata[0]),
                      ar.addr.eq(eng.a_raddr), eng.a_rdata.eq(ar.data),
                      pw.en.eq(eng.p_valid), pw.addr.eq(eng.p_addr_o), pw.data.acc.eq(eng.p_acc),
                      pw.data.ovf.eq(eng.p_ovf)]
         return m
+
+
+def _pow2_floor(n: int) -> int:
+    return 1 << (max(n, 1).bit_length() - 1)
+
+
+@dataclass(frozen=True)
+class DataDims:
+    """The chip's data-path buffer geometry for a config (DESIGN ASSUMPTIONS): the weight buffer holds the
+    weight ring's capacity in TINT words (a power of two, so ring byte addresses map to word addresses by a
+    shift and wrap with them), the act buffer floor-to-a-power-of-two act words of `tree_width` INT8, each
+    TINT core's psum bank its share of the psum capacity in psum words (4 bytes a result, sim.tiling
+    ACC_BYTES), floored to a power of two."""
+
+    banks: int
+    word_bits: int
+    w_depth: int
+    a_depth: int
+    p_depth: int
+
+    @property
+    def word_bytes(self) -> int:
+        return self.word_bits // 8
+
+    @property
+    def w_bits(self) -> int:
+        return max(1, _lg(self.w_depth))
+
+    @property
+    def a_bits(self) -> int:
+        return max(1, _lg(self.a_depth))
+
+    @property
+    def p_bits(self) -> int:
+        return max(1, _lg(self.p_depth))
+
+
+def data_dims(cfg, banks: int) -> tuple[DataDims | None, str]:
+    """(geometry, '') of the data path of `cfg` with `banks` weight banks, or (None, why not)."""
+    from lowbit.sim.sram import Buffers
+
+    if not cfg.has("tint"):
+        return None, "the design has no TINT core"
+    t = cfg.tint
+    if t.weight_packing != "2bit" or (2 * t.lanes * t.tree_width) % 8:
+        return None, "a TINT weight word is not a whole number of bytes of 2-bit codes"
+    caps = dict(zip(("weight", "act", "kv", "lop", "psum", "sfu"), Buffers.from_config(cfg).capacity, strict=True))
+    wb = 2 * t.lanes * t.tree_width // 8
+    words = caps["weight"] // wb
+    if caps["weight"] % wb or words & (words - 1) or words < banks:
+        return None, (f"the weight ring's {caps['weight']} bytes are not a power-of-two number (>= {banks}) of "
+                      f"{wb}-byte TINT words")
+    return DataDims(banks, 8 * wb, words, _pow2_floor(caps["act"] // t.tree_width),
+                    _pow2_floor(caps["psum"] // (4 * t.lanes * t.cores))), ""

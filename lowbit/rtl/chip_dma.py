@@ -40,11 +40,18 @@ def request_layout(id_bits: int) -> data.StructLayout:
                               "nbytes": unsigned(_W["nbytes"]), "wr": unsigned(1), "dcls": unsigned(_W["dcls"])})
 
 
-def mem_port_signature(id_bits: int, lanes: int, resp_lanes: int) -> wiring.Signature:
+def mem_port_signature(id_bits: int, lanes: int, resp_lanes: int, dims=None) -> wiring.Signature:
     """The memory port (chip side): up to `lanes` requests per cycle (`req_valid` bit per lane, one `ready`
     for all: a cycle without ready issues no DMA instruction), up to `resp_lanes` responses per cycle, each
-    the id of a completed request (always accepted)."""
+    the id of a completed request (always accepted). With the data path (`dims`): one read-data beat per
+    cycle (`rdata_valid`, the request's `rdata_id`, `dims.banks` buffer words in `rdata`), every beat of a
+    read before its response."""
+    rdata = {}
+    if dims is not None:
+        rdata = {"rdata_valid": In(1), "rdata_id": In(id_bits),
+                 "rdata": In(data.ArrayLayout(unsigned(dims.word_bits), dims.banks))}
     return wiring.Signature({
+        **rdata,
         "req_valid": Out(lanes),
         "req_ready": In(1),
         "req": Out(data.ArrayLayout(request_layout(id_bits), lanes)),
@@ -58,16 +65,25 @@ class DmaEngine(wiring.Component):
     share of the memory port."""
 
     def __init__(self, engine: int, sb: data.StructLayout, seq_bits: int, addr_bits: int, *, issue: int,
-                 table: int, entry_bits: int, resp_lanes: int, id_bits: int) -> None:
+                 table: int, entry_bits: int, resp_lanes: int, id_bits: int, dims=None) -> None:
         assert table & (table - 1) == 0
         self.engine, self.issue, self.table = engine, issue, table
+        self.data = dims is not None and engine == 0  # the weight engine's reads carry buffer data
+        fill = {}
+        if self.data:  # per request lane: the issuing request's buffer words (lowbit.rtl.chip_data.DmaFill)
+            lt = max(1, (table - 1).bit_length())
+            fill = {"f_valid": Out(issue), "f_slot": Out(data.ArrayLayout(unsigned(lt), issue)),
+                    "f_addr": Out(data.ArrayLayout(unsigned(dims.w_bits), issue)),
+                    "f_words": Out(data.ArrayLayout(unsigned(16), issue))}
         self.resp_lanes, self.id_bits = resp_lanes, id_bits
         cb = (1 << SIZE_BITS).bit_length() + 1
         n_thr, n_dq = sb["count"].shape.length, sb["base"].shape.length
         super().__init__({
+            **fill,
             "run": In(1),
             "sb": In(sb),
-            "words": In(data.ArrayLayout(word_layout("dma", n_thr, n_dq, seq_bits), issue)),
+            "words": In(data.ArrayLayout(word_layout("dma", n_thr, n_dq, seq_bits, dims if self.data else None),
+                                                issue)),
             "raddr": Out(data.ArrayLayout(unsigned(addr_bits), issue)),
             "pc": Out(seq_bits),
             "count": Out(seq_bits),
@@ -132,6 +148,9 @@ class DmaEngine(wiring.Component):
             w, rq = self.words[k], self.req[k]
             m.d.comb += [self.req_valid[k].eq(iss[k]), rq.tag.eq(w.tag), rq.addr.eq(w.addr), rq.nbytes.eq(w.nbytes),
                          rq.wr.eq(w.wr), rq.dcls.eq(w.dcls), rq.id.eq((self.engine << lt) | (self.pc + k)[:lt])]
+            if self.data:
+                m.d.comb += [self.f_valid[k].eq(iss[k] & (w.dwords != 0)), self.f_slot[k].eq((self.pc + k)[:lt]),
+                             self.f_addr[k].eq(w.dbase), self.f_words[k].eq(w.dwords)]
         # --- completion table: responses set bits, the in-order completed prefix retires
         ret = []
         prev = None

@@ -63,7 +63,10 @@ WORD_FIELDS: tuple[tuple[str, int, str], ...] = (
 
 @dataclass
 class ChipImage:
-    """Per-queue instruction words (dicts of WORD_FIELDS plus `thr`, a list over the non-sync queues)."""
+    """Per-queue instruction words (dicts of WORD_FIELDS plus `thr`, a list over the non-sync queues, and
+    what the data path's loader reads: a DMA allocation's SRAM byte address `sbyte`; a compute word's
+    `macs`, `rbuf`, `rbytes2`, `wbytes` and, with `free`, the queue and index of the DMA it releases,
+    `free_q` / `free_i`)."""
 
     queues: tuple[str, ...]
     classes: tuple[int, ...]
@@ -147,6 +150,7 @@ def build_image(path: str | Path, cfg: HwConfig) -> ChipImage:
     count = np.zeros(nq, np.int64)          # instructions per queue so far
     join_wait: list[_Wait] = []             # folded waits of every join (absolute sync seq)
     alloc_n = np.zeros(len(BUFFERS), np.int64)
+    alloc_bytes = np.zeros(len(BUFFERS), np.int64)  # running bytes allocated per ring (its head, mod capacity)
     alloc_of: dict[tuple[int, int], tuple[int, int]] = {}  # (dma queue, abs seq) -> (buf, allocation index)
     buf_queue: dict[int, int] = {}
     smallest: dict[int, int] = {}
@@ -207,16 +211,18 @@ def build_image(path: str | Path, cfg: HwConfig) -> ChipImage:
                     if buf_queue.setdefault(b, int(absq[i])) != int(absq[i]):
                         raise ProgramError(f"{path}: buffer '{BUFFERS[b]}' is filled by two DMA queues; the chip's "
                                            f"rings take one allocating queue each")
-                    w.update(alloc_en=1, buf=b, alloc=int(a["alloc"][i]))
+                    w.update(alloc_en=1, buf=b, alloc=int(a["alloc"][i]), sbyte=int(alloc_bytes[b] % img.caps[b]))
+                    alloc_bytes[b] += int(a["alloc"][i])
                     smallest[b] = min(smallest.get(b, 1 << 62), int(a["alloc"][i]))
                     alloc_of[(int(absq[i]), int(abss[i]))] = (b, int(alloc_n[b]))
                     alloc_n[b] += 1
             elif op != C_JOIN:
-                w["cyc"] = int(a["cyc"][i])
+                w.update(cyc=int(a["cyc"][i]), macs=int(a["macs"][i]), rbuf=int(a["rbuf"][i]),
+                         rbytes2=int(a["rbytes2"][i]), wbytes=int(a["wbytes"][i]))
             f = int(a["free_of"][i])
             if f >= 0:
                 b, k = alloc_of[(int(absq[f]), int(abss[f]))]
-                w.update(free=1, free_buf=b, free_slot=k)
+                w.update(free=1, free_buf=b, free_slot=k, free_q=int(absq[f]), free_i=int(abss[f]))
             img.words[int(absq[i])].append(w)
         count += blk.counts
     img.n_dma = tag

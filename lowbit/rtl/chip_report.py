@@ -79,21 +79,35 @@ def chip_report(hw: str, sets: list[str], model: str, prefill: int, decode: int)
         f"dma_issue {p.dma_issue}, dma_table {p.dma_table}, ring_entries {p.ring_entries}, resp_lanes "
         f"{p.resp_lanes}, join_window {p.join_window}; Verilog {r.verilog.stat().st_size / 1e6:.1f} MB.",
         "",
-        "| queue | instructions | start mismatches | end mismatches | max abs diff (cycles) | completed out of issue order |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| queue | instructions | start mismatches | end mismatches | max abs diff (cycles) | completed out of issue "
+        "order | psum words | data mismatches |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for q in r.queues:
+        dw = q.data_words >= 0
         lines.append(f"| {q.name} | {q.instructions:,} | {q.start_mismatches} | {q.end_mismatches} | {q.max_diff} | "
-                     f"{ooo.get(q.name, '-')} |")
+                     f"{ooo.get(q.name, '-')} | {f'{q.data_words:,}' if dw else '-'} | "
+                     f"{q.data_mismatches if dw else '-'} |")
     verdict = ("0 mismatches, 0 cycles difference" if r.ok else
                f"{r.mismatches} mismatches, {r.chip_cycles - r.sim_cycles} cycles difference")
+    if r.data_note:
+        data_line = (f"Data path: none on this chip ({r.data_note}); the compute units are timers of the sim.units "
+                     "formulas and nothing is compared bit-exact.")
+    else:
+        data_line = (f"Data path: the TINT tiles run on the chip's data path ({p.data_banks} weight banks, one "
+                     f"memory-port data beat a cycle): {r.data_words:,} psum words against sim.numerics on seeded "
+                     f"weights and activations, **{r.data_mismatches} data mismatches** (weight reads whose data "
+                     f"came after their response: {r.data_late}); the other compute units are timers.")
     lines += [
         "",
         f"Total cycles: `lowbit sim --program` {r.sim_cycles:,}, chip RTL {r.chip_cycles:,}: **{verdict}**"
         f" (late responses {r.late}, response-lane overflows {r.lane_overflow}).",
         "",
-        "The last column counts DMA requests that the DRAM model completes before an earlier-issued request "
-        "of the same engine; the chip's scoreboard sees each request's own completion (docs/rtl.md \"Chip\").",
+        "\"Completed out of issue order\" counts DMA requests that the DRAM model completes before an "
+        "earlier-issued request of the same engine; the chip's scoreboard sees each request's own completion "
+        "(docs/rtl.md \"Chip\").",
+        "",
+        data_line,
         "",
         f"Times on this host ({platform.machine()}, {platform.python_implementation()} "
         f"{platform.python_version()}, under `nice -n 19` on a shared 2-core machine): Verilator build "

@@ -15,8 +15,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lowbit.rtl.chip import RING_OWNER, ChipParams, chip_verilog, queue_kind
+from lowbit.rtl.chip import RING_OWNER, ChipParams, chip_verilog, word_kind
 from lowbit.rtl.chip_ctrl import pack_word
+from lowbit.rtl.chip_golden import act_word, compare_psum, data_plan
 from lowbit.rtl.chip_image import ChipImage, QueueTimes, build_image, reference_schedule
 from lowbit.sim.config import HwConfig
 from lowbit.sim.errors import LowbitError
@@ -34,6 +35,8 @@ class QueueCompare:
     end_mismatches: int
     max_diff: int
     first: str = ""
+    data_words: int = -1       # psum words checked against the golden (-1: the queue's unit runs no data)
+    data_mismatches: int = 0
 
 
 @dataclass
@@ -50,17 +53,29 @@ class ChipResult:
     notes: list[str] = field(default_factory=list)
     params: ChipParams | None = None
 
+    data_late: int = 0      # read-data beats the port could not deliver before their response
+    data_note: str = ""     # why the chip has no data path ('' when it has one)
+
     @property
     def mismatches(self) -> int:
         return sum(q.start_mismatches + q.end_mismatches for q in self.queues)
 
     @property
+    def data_mismatches(self) -> int:
+        return sum(q.data_mismatches for q in self.queues)
+
+    @property
+    def data_words(self) -> int:
+        return sum(max(q.data_words, 0) for q in self.queues)
+
+    @property
     def ok(self) -> bool:
         return (self.finished and self.mismatches == 0 and self.sim_cycles == self.chip_cycles
-                and self.late == 0 and self.lane_overflow == 0)
+                and self.late == 0 and self.lane_overflow == 0 and self.data_mismatches == 0
+                and self.data_late == 0)
 
 
-def params_for(img: ChipImage, ref: list[QueueTimes] | None = None) -> ChipParams:
+def params_for(img: ChipImage, ref: list[QueueTimes] | None = None, data_banks: int = 0) -> ChipParams:
     """Chip parameters that hold the image: instruction memories deep enough (a power of two, with a final
     invalid word) and counts wide enough. Given the simulator's schedule `ref`, the structures the schedule
     fills are sized to it (powers of two): request lanes per DMA engine (`dma_issue`: the most requests one
@@ -68,7 +83,8 @@ def params_for(img: ChipImage, ref: list[QueueTimes] | None = None) -> ChipParam
     entries (`dma_table`: the most requests of one engine issued and not yet retired in order) and ring
     entries (`ring_entries`: the most live allocations of one ring, retired in allocation order). A chip
     with less issues later, which the bench reports as mismatches. Without `ref`: ChipParams' defaults and
-    ring entries for the most allocations a ring can hold (capacity / smallest allocation)."""
+    ring entries for the most allocations a ring can hold (capacity / smallest allocation). `data_banks`:
+    the data path's weight banks (lowbit.rtl.chip_golden.weight_banks; 0 without the data path)."""
     depth = 256
     while depth < img.longest() + 1:
         depth *= 2
@@ -77,10 +93,10 @@ def params_for(img: ChipImage, ref: list[QueueTimes] | None = None) -> ChipParam
         entries = 2  # the simulator holds at most sched.MAXLIVE live allocations per buffer
         while entries < min(img.ring_live, MAXLIVE):
             entries *= 2
-        return ChipParams(imem_depth=depth, seq_bits=seq_bits, ring_entries=entries)
+        return ChipParams(imem_depth=depth, seq_bits=seq_bits, ring_entries=entries, data_banks=data_banks)
     issue, table, live = schedule_needs(img, ref)
     return ChipParams(imem_depth=depth, seq_bits=seq_bits, dma_issue=issue, dma_table=_pow2(table),
-                      ring_entries=_pow2(live))
+                      ring_entries=_pow2(live), data_banks=data_banks)
 
 
 def _pow2(n: int) -> int:
@@ -188,9 +204,12 @@ def compare(ref: list[QueueTimes], start: list[list[int]], end: list[list[int]])
 
 
 def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | None = None,
-                run_dir: str | Path | None = None, params: ChipParams | None = None) -> ChipResult:
+                run_dir: str | Path | None = None, params: ChipParams | None = None, data: bool = True,
+                seed: int = 0) -> ChipResult:
     """Run `program` (compiled for cfg, named `hw` with `sets` for the bench process) on the chip RTL and
-    compare its schedule with the simulator's. `params`: the chip's sizes (default: params_for the program)."""
+    compare its schedule with the simulator's and, where the chip has the data path (`data` and a config
+    and program it supports, lowbit.rtl.chip_golden.data_plan, contents seeded by `seed`), every psum word
+    with the golden. `params`: the chip's sizes (default: params_for the program)."""
     from cocotb_tools.runner import get_runner
 
     from lowbit.rtl import cocotb_runner as cr
@@ -201,12 +220,24 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
     t0 = time.perf_counter()
     img = build_image(program, cfg)
     ref, sim_cycles = reference_schedule(program, cfg)
-    p = params if params is not None else params_for(img, ref)
+    plan, why = data_plan(img, cfg, seed) if data else (None, "the data path is off")
+    if params is not None and not params.data_banks:
+        plan, why = None, "the chip is generated without the data path"
+    p = params if params is not None else params_for(img, ref, plan.dims.banks if plan else 0)
     _check_image(img, p)
     bdir, vfile = _build(cfg, p)
     n_thr = img.n_thr
-    words = [[pack_word(queue_kind(c), n_thr, p.seq_bits, w) for w in ws]
-             for c, ws in zip(img.classes, img.words, strict=True)]
+    dims = plan.dims if plan else None
+    words = [[pack_word(word_kind(n, c, plan is not None), n_thr, p.seq_bits, w,
+                        dims if n != "dma_kv" else None) for w in ws]
+             for n, c, ws in zip(img.queues, img.classes, img.words, strict=True)]
+    djob = None
+    if plan is not None:
+        tq = list(plan.expect)
+        djob = {"banks": dims.banks, "word_bytes": dims.word_bytes, "act_queue": len(img.queues),
+                "act": [act_word(x) for x in plan.act], "dram": {str(a): b.hex() for a, b in plan.dram.items()},
+                "tint": tq, "lanes": cfg.tint.lanes, "acc_bits": cfg.tint.acc_bits,
+                "engine_bit": (p.dma_table - 1).bit_length()}
     lay = request_layout(p.id_bits)
     req_fields = {name: (fld.offset, fld.width) for name, fld in lay}
     req_bits = lay.size
@@ -216,7 +247,7 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
         job = {"hw": hw, "sets": list(sets or []), "queues": list(img.queues), "words": words,
                "resp_lanes": p.resp_lanes, "id_bits": p.id_bits, "req_fields": req_fields, "req_bits": req_bits,
                "dma_queues": [img.queues[q] for q in img.dma_queues], "dma_table": p.dma_table,
-               "max_cycles": limit,
+               "max_cycles": limit, "data": djob,
                "result": str(rdir / "result.json")}
         atomic_write(rdir / "job.json", json.dumps(job))
         runner = cr._in_group(get_runner("verilator"))
@@ -244,8 +275,14 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         r = run_in(Path(run_dir))
     qc = compare(ref, r["start"], r["end"])
+    if plan is not None:
+        for q in qc:
+            if q.name in plan.expect:
+                q.data_words = len(plan.expect[q.name])
+                q.data_mismatches = compare_psum(plan.expect[q.name], r["psum"][q.name])
     chip_cycles = max((e for q in r["end"] for e in q), default=0)
     notes = [f"{img.hulls} instructions wait on DMA requests that are not one run (they wait on its hull)"] \
         if img.hulls else []
     return ChipResult(qc, sim_cycles, chip_cycles, bool(r["finished"]), int(r["late"]), int(r["lane_overflow"]),
-                      int(r["dram_requests"]), time.perf_counter() - t0, vfile, notes, p)
+                      int(r["dram_requests"]), time.perf_counter() - t0, vfile, notes, p,
+                      int(r.get("data_late", 0)), why)

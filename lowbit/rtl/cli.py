@@ -86,7 +86,8 @@ def register(app: typer.Typer) -> None:
         json_out: Path | None = json_option("--chip: the per-queue comparison"),
     ) -> None:
         """Run the cocotb benches: RTL vs sim.numerics (bit-exact) and cycles vs sim.units (exact); with --chip,
-        the chip top on a compiled program against `lowbit sim --program` (cycles per instruction)."""
+        the chip top on a compiled program against `lowbit sim --program` (cycles per instruction) and, where
+        the chip has the data path, every TINT psum word against sim.numerics."""
         if chip:
             _verify_chip(hw, sets, model, prefill, decode, program, json_out)
             return
@@ -155,14 +156,21 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
             compile_program(cfg, tr, program)
         r = verify_chip(cfg, program, hw, sets)
     t = Table(title=f"lowbit verify --chip --hw {cfg.name}: {label}, chip RTL vs lowbit sim --program")
-    for c in ("queue", "instructions", "start mismatches", "end mismatches", "max |diff| (cycles)", "first"):
+    for c in ("queue", "instructions", "start mismatches", "end mismatches", "max |diff| (cycles)", "psum words",
+              "data mismatches", "first"):
         t.add_column(c)
     for q in r.queues:
+        dw = q.data_words >= 0
         t.add_row(q.name, str(q.instructions), str(q.start_mismatches), str(q.end_mismatches), str(q.max_diff),
-                  q.first or "-")
+                  f"{q.data_words:,}" if dw else "-", str(q.data_mismatches) if dw else "-", q.first or "-")
     Console().print(t)
     print(f"total cycles: sim {r.sim_cycles:,}, chip {r.chip_cycles:,} (difference {r.chip_cycles - r.sim_cycles}); "
           f"{r.dram_requests} DRAM requests; {r.seconds:.1f} s")
+    if r.data_note:
+        print(f"data path: none ({r.data_note}); timing only")
+    else:
+        print(f"data path: {r.data_words:,} psum words against sim.numerics, {r.data_mismatches} mismatches; "
+              f"weight reads with data beats after their response: {r.data_late}")
     if json_out is not None:
         import dataclasses
         import json
@@ -171,7 +179,9 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
 
         d = {"hw": cfg.name, "workload": label, "ok": r.ok, "sim_cycles": r.sim_cycles, "chip_cycles": r.chip_cycles,
              "finished": r.finished, "late": r.late, "lane_overflow": r.lane_overflow,
-             "dram_requests": r.dram_requests, "queues": [dataclasses.asdict(q) for q in r.queues]}
+             "dram_requests": r.dram_requests, "data_path": not r.data_note, "data_note": r.data_note,
+             "data_words": r.data_words, "data_mismatches": r.data_mismatches, "data_late": r.data_late,
+             "queues": [dataclasses.asdict(q) for q in r.queues]}
         write_json(json_out, json.dumps(d, indent=1))
     if not r.ok:
         why = [f"{r.mismatches} mismatches"] if r.mismatches else []
@@ -179,5 +189,8 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
         why += [f"{r.late} late DRAM responses"] if r.late else []
         why += [f"{r.lane_overflow} cycles with more responses than lanes"] if r.lane_overflow else []
         why += [f"total cycles differ by {r.chip_cycles - r.sim_cycles}"] if r.chip_cycles != r.sim_cycles else []
+        why += [f"{r.data_mismatches} psum words differ from sim.numerics"] if r.data_mismatches else []
+        why += [f"{r.data_late} weight reads' data came after their response"] if r.data_late else []
         raise LowbitError("chip RTL differs from lowbit sim: " + ", ".join(why))
-    print("chip RTL matches lowbit sim: 0 mismatches, 0 cycles difference")
+    data = f", {r.data_words:,} psum words bit-exact" if not r.data_note else ""
+    print(f"chip RTL matches lowbit sim: 0 mismatches, 0 cycles difference{data}")

@@ -88,14 +88,21 @@ def test_pack_word_refuses_a_value_too_wide():
 
 
 def test_chip_runs_the_program_cycle_exact(tiny_program):
-    """prefill + 3 decode steps with LOP and GQA: 0 mismatches, 0 cycles difference, per queue."""
+    """prefill + 3 decode steps with LOP and GQA: 0 mismatches, 0 cycles difference, per queue; the TINT
+    tiles run on the data path (weights from the DRAM image through the memory port's data beats, the
+    engine's `done` ending each) and every psum word equals sim.numerics.tint.tint_dot's."""
     cfg, path = tiny_program
     r = verify_chip(cfg, path, "tiny", [])
-    assert r.finished and r.late == 0 and r.lane_overflow == 0
+    assert r.finished and r.late == 0 and r.lane_overflow == 0 and r.data_late == 0 and not r.data_note
     assert {q.name: q.start_mismatches + q.end_mismatches for q in r.queues} == {q.name: 0 for q in r.queues}
-    assert r.chip_cycles == r.sim_cycles > 10_000
+    assert r.chip_cycles == r.sim_cycles == 26_428
     assert all(q.instructions > 0 for q in r.queues)
     assert r.dram_requests == sum(q.instructions for q in r.queues if q.name.startswith("dma"))
+    assert r.params.data_banks == 32
+    tint = next(q for q in r.queues if q.name == "tint0")
+    # 64 tiles: 16 x 64 / 16 x 128 / 32 x 64 weights (8, 8, 16 row groups of 2 lanes), 1 or 2 tokens each
+    assert (tint.instructions, tint.data_words, tint.data_mismatches) == (64, 896, 0)
+    assert [q.data_words for q in r.queues if q.name != "tint0"] == [-1] * (len(r.queues) - 1)
 
 
 def test_chip_verilog_lints_clean(tiny_program):
@@ -104,9 +111,54 @@ def test_chip_verilog_lints_clean(tiny_program):
     from lowbit.sim.cache import cache_dir
 
     cfg, path = tiny_program
-    _, key = chip_verilog_cached(cfg, params_for(build_image(path, cfg), reference_schedule(path, cfg)[0]))
+    _, key = chip_verilog_cached(cfg, params_for(build_image(path, cfg), reference_schedule(path, cfg)[0], 32))
     r = lint(cache_dir("verilog") / f"chip-{key}.v", "lowbit_chip")
     assert r.ok, r.errors[:5]
+
+
+def test_data_plan_resolves_tiles_from_the_program(tiny_program):
+    """The loader's data fields: a weight DMA fills its allocation's words, a TINT word reads them, its shape
+    from macs / rbytes2 / wbytes agrees with its cycles, and the golden has one psum word per pass."""
+    from lowbit.rtl.chip_golden import compare_psum, data_plan, weight_banks
+    from lowbit.sim.units.tint import tint_tile_cycles
+
+    cfg, path = tiny_program
+    assert weight_banks(cfg) == 32  # 16 bit x 4266 MT/s / 200 MHz = 42.7 B a cycle, 2-byte words: 22 -> 32
+    img = build_image(path, cfg)
+    plan, why = data_plan(img, cfg)
+    assert why == "" and (plan.dims.w_depth, plan.dims.a_depth, plan.dims.p_depth) == (1024, 512, 128)
+    tq = img.queues.index("tint0")
+    passes = 0
+    for w in img.words[tq]:
+        d = img.words[w["free_q"]][w["free_i"]]
+        assert (d["dbase"], d["dwords"]) == (d["sbyte"] // 2, d["nbytes"] // 2) == (w["w_addr"], w["groups"] * w["beats"])
+        assert w["cyc"] == tint_tile_cycles(cfg.tint, 4 * w["beats"], w["groups"] * w["tokens"])
+        assert len(plan.dram[d["addr"]]) == d["nbytes"] and w["a_stride"] == w["beats"]
+        assert w["p_addr"] == passes % 128
+        passes += w["groups"] * w["tokens"]
+    assert len(plan.expect["tint0"]) == passes == 896
+    assert compare_psum(plan.expect["tint0"], plan.expect["tint0"]) == 0
+    wrong = [((x[0][0] + 1,) + x[0][1:], x[1]) for x in plan.expect["tint0"][:3]] + plan.expect["tint0"][3:-1]
+    assert compare_psum(plan.expect["tint0"], wrong) == 4  # three values, one missing word
+
+
+@pytest.mark.slow
+def test_chip_bench_detects_wrong_data(tiny_program, monkeypatch):
+    """The psum check can fail: with one act word changed after the golden was computed, the tiles reading
+    it differ (timing still exact)."""
+    import lowbit.rtl.chip_run as cr
+
+    real = cr.data_plan
+
+    def corrupt(img, cfg, seed=0):
+        plan, why = real(img, cfg, seed)
+        plan.act[0, 0] = plan.act[0, 0] ^ 0x55
+        return plan, why
+
+    monkeypatch.setattr(cr, "data_plan", corrupt)
+    cfg, path = tiny_program
+    r = verify_chip(cfg, path, "tiny", [])
+    assert r.mismatches == 0 and r.data_mismatches > 0 and not r.ok
 
 
 @pytest.mark.slow
@@ -202,6 +254,7 @@ def test_vitallm_chip_runs_out_of_order_dma_exact(tmp_path, hw, cycles, lanes, o
     assert sum(out_of_order(q.end) for q in ref if q.name.startswith("dma")) == ooo
     r = verify_chip(cfg, path, hw, [])
     assert r.finished and r.late == 0 and r.lane_overflow == 0 and not r.notes
+    assert r.data_note and r.params.data_banks == 0  # 32 KB is no whole number of 24-byte TINT words / no TINT
     assert {q.name: q.start_mismatches + q.end_mismatches for q in r.queues} == {q.name: 0 for q in r.queues}
     assert r.chip_cycles == r.sim_cycles == cycles
     assert r.params.dma_issue == lanes and r.dram_requests == 113

@@ -71,9 +71,12 @@ def _run_tile(tcfg, w: np.ndarray, a: np.ndarray, *, dram_addr: int = 96, w_addr
         await ctx.tick()
         ctx.set(dut.start, 0)
         cyc = 1
+        nxt = []
         while not ctx.get(dut.done):
+            nxt.append(ctx.get(dut.done_next))
             await ctx.tick()
             cyc += 1
+        assert nxt == [0] * (cyc - 2) + [1]  # done_next: only in the cycle before done
         out["cycles"] = cyc  # done seen in cycle start + cyc - 1: the core's contract, cycles start -> done
         await ctx.tick()  # the last pass's psum word is written at the edge ending the done cycle
         acc, ovf = [], []

@@ -10,6 +10,13 @@ arrival), and its response is driven in cycle E - 1, so the chip shows it comple
 response that would be due before the bench could drive it is counted in `late`; more due responses
 than lanes in one cycle in `lane_overflow`.
 
+Read data (with the chip's data path, job["data"]): a weight read's bytes come from the DRAM image (packed
+weight tiles at their DRAM addresses) as data beats of `banks` buffer words on the port's one data-beat
+channel, in the latest free cycles from the cycle after the request crossed the port up to its response
+cycle E - 1 (every beat before the completion); a read whose beats do not fit there is counted in
+`data_late`. The act buffer's contents are written through the load port before `start`, and every psum
+word a TINT engine writes (`pv_<q>`, `pw_<q>`) is recorded in order.
+
 Sampling (cocotb ReadOnly after each rising edge, cycle c = the chip's `cycle`): `pc_<q>` rising from a to
 b means instructions a..b-1 started in cycle c - 1; on a compute queue `count_<q>` rising means they ended
 in cycle c; on a DMA queue `dfin_<q>` bit i means the request in completion-table slot i, request
@@ -31,6 +38,24 @@ from cocotb.triggers import ClockCycles, First, ReadOnly, RisingEdge
 def _lanes(mask: int) -> list[int]:
     """Indices of the set bits of a per-lane valid/done mask, lowest first."""
     return [k for k in range(mask.bit_length()) if mask >> k & 1]
+
+
+def _place_beats(dslot: dict, rid: int, data: bytes, beat_bytes: int, lo: int, hi: int) -> int:
+    """Put a read's data beats on the data channel: in the latest free cycles of lo .. hi (its response
+    cycle), in order; if they do not fit, from lo on in the first free cycles (some after the response:
+    returns 1, the read is late)."""
+    beats = [int.from_bytes(data[i:i + beat_bytes], "little") for i in range(0, len(data), beat_bytes)]
+    free = [c for c in range(hi, lo - 1, -1) if c not in dslot][:len(beats)]
+    late = len(free) < len(beats)
+    if late:
+        free, c = [], lo
+        while len(free) < len(beats):
+            if c not in dslot:
+                free.append(c)
+            c += 1
+    for c, b in zip(sorted(free), beats, strict=True):
+        dslot[c] = (rid, b)
+    return int(late)
 
 
 def _job() -> dict:
@@ -72,6 +97,15 @@ async def chip_run(dut):
             dut.load_addr.value = i
             dut.load_word.value = int(w)
             await RisingEdge(dut.clk)
+    dj = job.get("data")
+    if dj:  # the act buffer's contents, through the load port
+        for i, w in enumerate(dj["act"]):
+            dut.load_en.value = 1
+            dut.load_queue.value = dj["act_queue"]
+            dut.load_addr.value = i
+            dut.load_word.value = int(w)
+            await RisingEdge(dut.clk)
+        dut.mem__rdata_valid.value = 0
     dut.load_en.value = 0
     await RisingEdge(dut.clk)
     await RisingEdge(dut.clk)
@@ -98,6 +132,15 @@ async def chip_run(dut):
     ev_h = dut.event
     cyc = 0  # run cycle of the current sample (0: the cycle after the edge that sampled start)
     driven = False
+    # read data (module docstring): cycle -> (id, beat) on the one data-beat channel
+    dslot: dict[int, tuple[int, int]] = {}
+    ddriven = False
+    data_late = 0
+    dram = {int(a): bytes.fromhex(h) for a, h in dj["dram"].items()} if dj else {}
+    beat_bytes = dj["banks"] * dj["word_bytes"] if dj else 0
+    psum_h = [(n, getattr(dut, f"pv_{n}"), getattr(dut, f"pw_{n}")) for n in dj["tint"]] if dj else []
+    psum: dict[str, list] = {n: [] for n, _, _ in psum_h}
+    acc_bits, planes = (dj["acc_bits"], dj["lanes"]) if dj else (0, 0)
     first = True
     skip_to = None  # after a quiet sample: wake at the next due response or the next event, whichever first
     while True:
@@ -126,6 +169,13 @@ async def chip_run(dut):
             dut.mem__resp_valid.value = (1 << len(ids)) - 1
             dut.mem__resp_id.value = sum(i << (k * id_w) for k, i in enumerate(ids))
             driven = bool(ids)
+        beat = dslot.pop(cyc, None)
+        if beat is not None or ddriven:
+            assert not sampled
+            dut.mem__rdata_valid.value = int(beat is not None)
+            if beat is not None:
+                dut.mem__rdata_id.value, dut.mem__rdata.value = beat
+            ddriven = beat is not None
         if not sampled:
             await ReadOnly()
         if first:
@@ -134,8 +184,8 @@ async def chip_run(dut):
         if not int(ev_h.value):
             if cyc > limit:
                 break
-            if not driven:  # driven lanes are cleared in the next cycle first
-                skip_to = min(min(due, default=limit + 1), limit + 1)
+            if not driven and not ddriven:  # driven lanes are cleared in the next cycle first
+                skip_to = min(min(due, default=limit + 1), min(dslot, default=limit + 1), limit + 1)
             continue
         for q in range(ncnt):
             p = int(pc_h[q].value)
@@ -154,6 +204,12 @@ async def chip_run(dut):
                 for i in range(cnt_prev[q], c):
                     end[q][i] = cyc
             cnt_prev[q] = c
+        for n, pv, pw in psum_h:  # a psum word written this cycle
+            if int(pv.value):
+                x = int(pw.value)
+                acc = [(x >> (lane * acc_bits)) & ((1 << acc_bits) - 1) for lane in range(planes)]
+                psum[n].append([[a - (1 << acc_bits) if a >> (acc_bits - 1) else a for a in acc],
+                                x >> (planes * acc_bits)])
         jd = int(dut.join_done.value)
         if jd:
             h = int(dut.join_head.value)
@@ -174,12 +230,15 @@ async def chip_run(dut):
                 if e - 1 < cyc + 1:
                     late += 1
                 due.setdefault(max(e - 1, cyc + 1), []).append(rid)
+                if addr in dram and not wr and rid >> dj["engine_bit"] == 0:
+                    data_late += _place_beats(dslot, rid, dram[addr][:nb], beat_bytes, cyc + 1, e - 1)
                 next_tag += 1
         if cnt_prev == lengths[:-1] and joins_done == lengths[-1]:
             break
         if cyc > limit:
             break
     res = {"queues": names, "start": start, "end": end, "cycles": cyc, "late": late, "lane_overflow": overflow,
+           "psum": psum, "data_late": data_late,
            "finished": cnt_prev == lengths[:-1] and joins_done == lengths[-1], "dram_requests": next_tag}
     tmp = job["result"] + ".tmp"
     with open(tmp, "w") as fh:

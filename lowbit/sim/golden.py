@@ -44,7 +44,8 @@ from lowbit.sim.numerics.tint import tint_dot
 from lowbit.sim.sram import Buffers
 from lowbit.sim.tiling import attention_plan
 
-__all__ = ["GoldenSettings", "GoldenStep", "GoldenRun", "golden_run", "buffer_keys", "diff_runs", "attn_multipliers"]
+__all__ = ["GoldenSettings", "GoldenStep", "GoldenRun", "golden_run", "buffer_keys", "diff_runs", "attn_multipliers",
+           "linear_multipliers"]
 
 ACT_IN_BITS = 16   # SFU absmax quantizer input: Q7.8 activations
 PW_IN_BITS = 32    # ... and p x amax_v products (< 2^30)
@@ -113,7 +114,7 @@ def attn_multipliers(head_dim: int) -> dict[str, tuple[int, int]]:
             "av": fixed_multiplier(1.0 / (127.0 * 127.0 * 32768.0))}
 
 
-def _mult(lin: DeployedLinear) -> tuple[np.ndarray, np.ndarray]:
+def linear_multipliers(lin: DeployedLinear) -> tuple[np.ndarray, np.ndarray]:
     """Per output row (m, sh) of the real multiplier wscale / 127 (acc x amax x that = the Q7.8 output)."""
     ms = [fixed_multiplier(float(w) / 127.0) for w in lin.wscale]
     return np.array([m for m, _ in ms], np.int64), np.array([s for _, s in ms], np.int64)
@@ -135,7 +136,7 @@ class _Golden:
         self.dep, self.st, self.cfg, self.spec = dep, st, cfg, dep.spec
         self.bufs = Buffers.from_config(cfg)
         s = self.spec
-        self.mult = {n: _mult(lin) for n, lin in dep.linears.items()}
+        self.mult = {n: linear_multipliers(lin) for n, lin in dep.linears.items()}
         self.att = attn_multipliers(s.head_dim)
         self.cos, self.sin = rope_table(np.arange(s.max_positions), s.head_dim, s.rope_theta)
         L, KV, hd = s.n_layers, s.n_kv_heads, s.head_dim

@@ -118,8 +118,8 @@ def test_the_bound_catches_a_wrong_datapath(mutation, monkeypatch):
         orig = golden.sfu_rope
         monkeypatch.setattr(golden, "sfu_rope", lambda x, c, s: orig(x, c, -s))
     elif mutation == "linear_shift":  # every projection's requant shift one too large
-        orig_m = golden._mult
-        monkeypatch.setattr(golden, "_mult", lambda lin: (orig_m(lin)[0], orig_m(lin)[1] + 1))
+        orig_m = golden.linear_multipliers
+        monkeypatch.setattr(golden, "linear_multipliers", lambda lin: (orig_m(lin)[0], orig_m(lin)[1] + 1))
     else:  # attention scores requantized one bit too large
         orig_a = golden.attn_multipliers
 

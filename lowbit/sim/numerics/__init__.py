@@ -3,7 +3,8 @@ kernels. numpy only. One module per format or datapath; every function states it
 
 Modules: rounding, ternary (BitNet absmean), int8 (per-token absmax), packing (2-bit / base-3 ternary),
 booth (radix-4 Booth, ternary mode, bit-serial), tint (TINT adder-tree lanes), lop (leading-one surrogate
-and comparison-free top-K), fp (E2M1/E4M3/E8M0 codecs), mx (MXFP4 / NVFP4), fp4dot (W4A8 hardware dot).
+and comparison-free top-K), fp (E2M1/E4M3/E8M0 codecs), mx (MXFP4 / NVFP4), fp4dot (W4A8 hardware dot),
+sfu / sfu_elem / sfu_reduce (the SFU's fixed-point ops), requant (accumulator -> Q7.8 requantization, residual add).
 """
 
 from lowbit.sim.numerics.booth import (
@@ -57,6 +58,7 @@ from lowbit.sim.numerics.packing import (
     unpack_ternary_2bit,
     unpack_ternary_base3,
 )
+from lowbit.sim.numerics.requant import fixed_multiplier, requant, residual_add
 from lowbit.sim.numerics.rounding import round_half_even
 from lowbit.sim.numerics.ternary import ternary_dequantize, ternary_quantize
 from lowbit.sim.numerics.tint import tint_acc_bits_required, tint_dot
@@ -81,6 +83,7 @@ __all__ = [
     "e8m0_decode",
     "e8m0_encode",
     "e8m0_from_exponent",
+    "fixed_multiplier",
     "fp4_block_dot",
     "fp4_dot_exact",
     "fp4_fakequant",
@@ -101,6 +104,8 @@ __all__ = [
     "pack_fp4",
     "pack_ternary_2bit",
     "pack_ternary_base3",
+    "requant",
+    "residual_add",
     "round_half_even",
     "ternary_dequantize",
     "ternary_quantize",

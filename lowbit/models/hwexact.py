@@ -314,7 +314,7 @@ class HwExactBitNet:
         golden_run; returns each step's buffers as numpy arrays."""
         self.cache: list[dict[str, torch.Tensor]] = [{} for _ in range(self.spec.n_layers)]
         ids = torch.as_tensor(np.asarray(prompt), dtype=I64).reshape(-1)
-        feed = None if isinstance(decode, int) else list(decode)
+        feed = None if isinstance(decode, int | np.integer) else list(decode)
         steps = [self.step(ids, 0, False, all_logits)]
         pos = ids.shape[0]
         for i in range(decode if feed is None else len(feed)):

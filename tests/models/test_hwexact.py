@@ -16,7 +16,7 @@ from lowbit.sim.config import apply_sets, load_config
 from lowbit.sim.errors import WorkloadError
 from lowbit.sim.golden import GoldenSettings, diff_runs, golden_run
 from lowbit.sim.golden_weights import deploy, seeded_weights
-from lowbit.sim.modelspec import get_model
+from lowbit.sim.modelspec import ModelSpec, get_model
 from lowbit.sim.numerics.requant import requant
 from lowbit.sim.numerics.sfu import sfu_absmax_quantize
 from lowbit.sim.numerics.sfu_elem import rope_table, sfu_act, sfu_rope
@@ -54,6 +54,19 @@ def test_torch_mode_follows_the_model_weights():
     hw = hx.HwExactBitNet.from_model(model, cfg).run(PROMPT, 2)
     ref = golden_run(deploy(SPEC, seeded_weights(SPEC, 5)), cfg, PROMPT, 2)
     assert diff_runs(ref, hw) == []
+
+
+def test_swiglu_mha_and_a_ternary_lm_head_stay_bit_exact():
+    """Another small shape: SiLU gating, no SubLN, as many KV heads as query heads, lm_head ternary on TINT."""
+    spec = ModelSpec("tiny-swiglu", 2, 48, 3, 3, 80, 100, ffn_act="swiglu", max_positions=32)
+    cfg = apply_sets(load_config("tiny"), ["lm_head=ternary", "lop.k=3"])
+    st = GoldenSettings.from_hw(cfg)
+    dep = deploy(spec, seeded_weights(spec, 3), st.lm_head)
+    prompt = [3, 41, 59, 26, 5]
+    ref = golden_run(dep, cfg, prompt, 4)
+    assert diff_runs(ref, hx.HwExactBitNet(dep, st, cfg).run(prompt, 4)) == []
+    assert "layers.0.attn_sub_norm.out" not in ref.steps[0].buffers
+    assert ref.steps[0].buffers["lm_head.acc"].shape == (1, 100) and dep.linears["lm_head"].fmt == "ternary"
 
 
 def test_sfu_ops_match_sim_numerics():

@@ -15,10 +15,12 @@ Loader rules (`data_plan`, on the host, like the rest of lowbit.rtl.chip_image):
   buffer's start, token after token, `beats` words each (`a_addr` 0, `a_stride` beats);
 - psum: each tile's passes go to its core's psum bank after the previous tile's, wrapping at the bank's depth.
 
-Contents: every weight tile is seeded-random ternary weights (numpy default_rng([seed, DRAM address]), so a
-tile read again in a later step has the same bytes), packed with lowbit.rtl.chip_data.pack_tile at the
-program's DRAM address; the act buffer is seeded-random INT8. The golden of a tile is
-sim.numerics.tint.tint_dot of its weights (rows padded with zero rows to whole groups) and each token's
+Contents: the weights are seeded-random ternary row groups (`lanes` rows x k, numpy default_rng([seed,
+DRAM address of the group]), rows past the matrix zero), packed with lowbit.rtl.chip_data.pack_tile at the
+program's DRAM addresses. Tile order is row group after row group, so a projection's weights are one
+layout in DRAM whatever its tiles' row counts (a prefill and a decode step tile the same matrix
+differently) and a tile read again in a later step gets the same bytes. The act buffer is seeded-random
+INT8. The golden of a tile is sim.numerics.tint.tint_dot of its row groups' weights and each token's
 activations: one psum word per (token, row group), in the order the engine writes them.
 """
 
@@ -43,7 +45,7 @@ class DataPlan:
     """The data path's preloads and golden for one program image."""
 
     dims: DataDims
-    dram: dict[int, bytes] = field(default_factory=dict)  # DRAM byte address of a weight tile -> its bytes
+    dram: dict[int, bytes] = field(default_factory=dict)  # DRAM byte address of a weight row group -> its bytes
     act: np.ndarray | None = None                          # act buffer words [a_depth, tree_width] int8
     expect: dict[str, list[tuple[tuple[int, ...], int]]] = field(default_factory=dict)  # per TINT queue:
     # psum words in write order, (accumulator per lane, overflow flags as a lane bit mask)
@@ -84,41 +86,55 @@ def data_plan(img: ChipImage, cfg: HwConfig, seed: int = 0) -> tuple[DataPlan | 
             fields[(dw, i)] = {"dwords": w["nbytes"] // wb, "dbase": w["sbyte"] // wb}
     rng_act = np.random.default_rng([seed, 1 << 40])
     plan.act = rng_act.integers(-128, 128, size=(dims.a_depth, t.tree_width)).astype(np.int64)
-    shapes: dict[int, tuple[int, int]] = {}
-    weights: dict[int, np.ndarray] = {}
+    # the weights: one row group (`lanes` rows x k) per group address, shared by every tile that reads it
+    consumer = {(w["free_q"], w["free_i"]): w for ws in img.words for w in ws if w.get("free") and "macs" in w}
+    groups_w: dict[int, np.ndarray] = {}
+    tile_w: dict[tuple[int, int], np.ndarray] = {}
+    for key in fields:
+        d, c = img.words[key[0]][key[1]], consumer.get(key)
+        shape = tile_shape(c) if c is not None else None
+        if shape is None or -(-shape[0] // t.lanes) * -(-shape[1] // t.tree_width) * wb != d["nbytes"]:
+            continue  # not a tile of TINT geometry: no contents (a TINT word reading it is refused below)
+        rows, k, _ = shape
+        beats, groups = -(-k // t.tree_width), -(-rows // t.lanes)
+        parts = []
+        for g in range(groups):
+            a = d["addr"] + g * beats * wb
+            real = min(t.lanes, rows - g * t.lanes)
+            if a not in groups_w:
+                gw = np.random.default_rng([seed, a]).integers(-1, 2, size=(t.lanes, k)).astype(np.int8)
+                gw[real:] = 0
+                groups_w[a] = gw
+                plan.dram[a] = pack_tile(gw, t.lanes, t.tree_width)
+            if groups_w[a].shape[1] != k or groups_w[a][real:].any():
+                return None, f"the weight row group at DRAM address {a} is read as two different tiles"
+            parts.append(groups_w[a])
+        tile_w[key] = np.concatenate(parts)
     for q in tq:
         name = img.queues[q]
         out: list[tuple[tuple[int, ...], int]] = []
         pnext = 0
         for i, w in enumerate(img.words[q]):
             src = (w.get("free_q", -1), w.get("free_i", -1))
-            if src not in fields or w["rbuf"] != B_WEIGHT or not w["rbytes2"] or not w["wbytes"]:
+            if src not in fields or w["rbuf"] != B_WEIGHT:
                 return None, f"{name} word {i} does not read a weight tile from the weight ring"
-            rows, k = w["macs"] // w["rbytes2"], w["macs"] // (w["wbytes"] // 4)
-            tokens = w["rbytes2"] // k if k else 0
-            if rows * k * tokens != w["macs"] or k * tokens != w["rbytes2"] or 4 * rows * tokens != w["wbytes"]:
+            shape = tile_shape(w)
+            if shape is None:
                 return None, f"{name} word {i}: no tile shape gives macs {w['macs']}, rbytes2 {w['rbytes2']}"
+            rows, k, tokens = shape
             beats, groups = -(-k // t.tree_width), -(-rows // t.lanes)
-            d = img.words[src[0]][src[1]]
             if tint_tile_cycles(t, k, tokens * groups) != w["cyc"]:
                 return None, f"{name} word {i}: {rows} x {k} x {tokens} tokens is not its {w['cyc']} cycles"
-            if groups * beats * wb != d["nbytes"]:
+            if src not in tile_w:
+                d = img.words[src[0]][src[1]]
                 return None, f"{name} word {i}: its weight DMA's {d['nbytes']} bytes are not a {rows} x {k} tile"
             if tokens * beats > dims.a_depth or tokens * groups > dims.p_depth:
                 return None, f"{name} word {i}: {tokens} tokens of {beats} words do not fit the act / psum buffers"
-            addr = d["addr"]
-            if shapes.setdefault(addr, (rows, k)) != (rows, k):
-                return None, f"the weight tile at DRAM address {addr} is read with two shapes"
-            if addr not in weights:
-                weights[addr] = np.random.default_rng([seed, addr]).integers(-1, 2, size=(rows, k)).astype(np.int8)
-                plan.dram[addr] = pack_tile(weights[addr], t.lanes, t.tree_width)
             fields[(q, i)] = {"beats": beats, "groups": groups, "tokens": tokens, "w_addr": fields[src]["dbase"],
                               "a_addr": 0, "a_stride": beats, "p_addr": pnext % dims.p_depth}
             pnext += tokens * groups
-            wpad = np.zeros((groups * t.lanes, k), np.int8)
-            wpad[:rows] = weights[addr]
             acts = plan.act[:tokens * beats].reshape(tokens, beats * t.tree_width)[:, :k]
-            acc, ovf = tint_dot(wpad[None, :, :], acts[:, None, :], t.tree_width, t.acc_bits)
+            acc, ovf = tint_dot(tile_w[src][None, :, :], acts[:, None, :], t.tree_width, t.acc_bits)
             for tok in range(tokens):
                 for g in range(groups):
                     sl = slice(g * t.lanes, (g + 1) * t.lanes)
@@ -126,17 +142,36 @@ def data_plan(img: ChipImage, cfg: HwConfig, seed: int = 0) -> tuple[DataPlan | 
                     out.append((tuple(int(x) for x in acc[tok, sl]), mask))
         plan.expect[name] = out
         plan.tiles[name] = len(img.words[q])
-    # weight tiles the TINT cores do not read (BoothFlex's): packed ternary weights of the DMA's size
-    for (q, i), f in fields.items():
-        if q == dw and img.words[q][i]["addr"] not in plan.dram:
-            d = img.words[q][i]
-            codes = np.random.default_rng([seed, d["addr"]]).integers(-1, 2, size=(f["dwords"], 4 * wb))
-            plan.dram[d["addr"]] = pack_tile(codes.astype(np.int8), 1, 4 * wb)
     for q, ws in ((q, img.words[q]) for q in (*tq, dw)):
         kind = "tint" if q in tq else "dma"
         for i, w in enumerate(ws):
             w.update(fields.get((q, i), dict.fromkeys(DATA_FIELDS[kind], 0)))
     return plan, ""
+
+
+def tile_shape(w: dict) -> tuple[int, int, int] | None:
+    """(rows, k, tokens) of a projection tile's compute word: rows = macs / rbytes2, k = macs / (wbytes / 4),
+    tokens = rbytes2 / k (sim.lower's accounting); None when the fields are no such product."""
+    if not w.get("rbytes2") or not w.get("wbytes") or w["wbytes"] % 4:
+        return None
+    rows, k = w["macs"] // w["rbytes2"], w["macs"] // (w["wbytes"] // 4)
+    tokens = w["rbytes2"] // k if k else 0
+    if not tokens or rows * k * tokens != w["macs"] or k * tokens != w["rbytes2"] or 4 * rows * tokens != w["wbytes"]:
+        return None
+    return rows, k, tokens
+
+
+def segments(dram: dict[int, bytes]) -> dict[int, bytes]:
+    """The DRAM image as maximal runs of contiguous bytes (start address -> bytes)."""
+    out: dict[int, bytes] = {}
+    last = None
+    for a in sorted(dram):
+        if last is not None and last + len(out[last]) == a:
+            out[last] += dram[a]
+        else:
+            out[a] = dram[a]
+            last = a
+    return out
 
 
 def act_word(x: np.ndarray) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from lowbit.rtl.chip import RING_OWNER, ChipParams, chip_verilog, word_kind
 from lowbit.rtl.chip_ctrl import pack_word
-from lowbit.rtl.chip_golden import act_word, compare_psum, data_plan
+from lowbit.rtl.chip_golden import act_word, compare_psum, data_plan, segments
 from lowbit.rtl.chip_image import ChipImage, QueueTimes, build_image, reference_schedule
 from lowbit.sim.config import HwConfig
 from lowbit.sim.errors import LowbitError
@@ -235,7 +235,7 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
     if plan is not None:
         tq = list(plan.expect)
         djob = {"banks": dims.banks, "word_bytes": dims.word_bytes, "act_queue": len(img.queues),
-                "act": [act_word(x) for x in plan.act], "dram": {str(a): b.hex() for a, b in plan.dram.items()},
+                "act": [act_word(x) for x in plan.act], "dram": {str(a): b.hex() for a, b in segments(plan.dram).items()},
                 "tint": tq, "lanes": cfg.tint.lanes, "acc_bits": cfg.tint.acc_bits,
                 "engine_bit": (p.dma_table - 1).bit_length()}
     lay = request_layout(p.id_bits)

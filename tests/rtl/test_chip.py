@@ -119,7 +119,7 @@ def test_chip_verilog_lints_clean(tiny_program):
 def test_data_plan_resolves_tiles_from_the_program(tiny_program):
     """The loader's data fields: a weight DMA fills its allocation's words, a TINT word reads them, its shape
     from macs / rbytes2 / wbytes agrees with its cycles, and the golden has one psum word per pass."""
-    from lowbit.rtl.chip_golden import compare_psum, data_plan, weight_banks
+    from lowbit.rtl.chip_golden import compare_psum, data_plan, segments, weight_banks
     from lowbit.sim.units.tint import tint_tile_cycles
 
     cfg, path = tiny_program
@@ -133,13 +133,36 @@ def test_data_plan_resolves_tiles_from_the_program(tiny_program):
         d = img.words[w["free_q"]][w["free_i"]]
         assert (d["dbase"], d["dwords"]) == (d["sbyte"] // 2, d["nbytes"] // 2) == (w["w_addr"], w["groups"] * w["beats"])
         assert w["cyc"] == tint_tile_cycles(cfg.tint, 4 * w["beats"], w["groups"] * w["tokens"])
-        assert len(plan.dram[d["addr"]]) == d["nbytes"] and w["a_stride"] == w["beats"]
+        gb = 2 * w["beats"]  # a row group: beats words of 2 bytes, one DRAM entry each
+        assert [len(plan.dram[d["addr"] + g * gb]) for g in range(w["groups"])] == [gb] * w["groups"]
+        assert w["a_stride"] == w["beats"]
         assert w["p_addr"] == passes % 128
         passes += w["groups"] * w["tokens"]
     assert len(plan.expect["tint0"]) == passes == 896
     assert compare_psum(plan.expect["tint0"], plan.expect["tint0"]) == 0
+    assert segments({0: b"ab", 2: b"cd", 6: b"ef"}) == {0: b"abcd", 6: b"ef"}
     wrong = [((x[0][0] + 1,) + x[0][1:], x[1]) for x in plan.expect["tint0"][:3]] + plan.expect["tint0"][3:-1]
     assert compare_psum(plan.expect["tint0"], wrong) == 4  # three values, one missing word
+
+
+def test_data_plan_serves_differently_tiled_steps(tmp_path):
+    """An 8-token prefill tiles a projection into fewer rows per tile than decode does; both read the same row
+    groups of one DRAM layout (a tile at a decode address starts at a prefill tile's row group)."""
+    from lowbit.rtl.chip_golden import data_plan
+    from lowbit.sim.cli import build_trace
+    from lowbit.sim.compile import compile_program
+
+    cfg = load_hw("tiny", [])
+    path = tmp_path / "prog.bin"
+    compile_program(cfg, build_trace("bitnet-tiny", None, 8, 3, cfg, None), path)
+    img = build_image(path, cfg)
+    plan, why = data_plan(img, cfg)
+    assert why == "" and len(plan.expect["tint0"]) == 1_984
+    tq = img.queues.index("tint0")
+    shapes = {}
+    for w in img.words[tq]:
+        shapes.setdefault(img.words[w["free_q"]][w["free_i"]]["addr"], set()).add(w["groups"])
+    assert any(len(g) > 1 for g in shapes.values())  # one DRAM address, tiles of two row counts
 
 
 @pytest.mark.slow

@@ -10,8 +10,8 @@ arrival), and its response is driven in cycle E - 1, so the chip shows it comple
 response that would be due before the bench could drive it is counted in `late`; more due responses
 than lanes in one cycle in `lane_overflow`.
 
-Read data (with the chip's data path, job["data"]): a weight read's bytes come from the DRAM image (packed
-weight tiles at their DRAM addresses) as data beats of `banks` buffer words on the port's one data-beat
+Read data (with the chip's data path, job["data"]): a weight read's bytes come from the DRAM image (runs
+of packed weight row groups at their DRAM addresses, lowbit.rtl.chip_golden) as data beats of `banks` buffer words on the port's one data-beat
 channel, in the latest free cycles from the cycle after the request crossed the port up to its response
 cycle E - 1 (every beat before the completion); a read whose beats do not fit there is counted in
 `data_late`. The act buffer's contents are written through the load port before `start`, and every psum
@@ -26,6 +26,7 @@ started) in cycle c.
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import os
@@ -136,7 +137,8 @@ async def chip_run(dut):
     dslot: dict[int, tuple[int, int]] = {}
     ddriven = False
     data_late = 0
-    dram = {int(a): bytes.fromhex(h) for a, h in dj["dram"].items()} if dj else {}
+    dram = sorted((int(a), bytes.fromhex(h)) for a, h in dj["dram"].items()) if dj else []
+    starts = [a for a, _ in dram]
     beat_bytes = dj["banks"] * dj["word_bytes"] if dj else 0
     psum_h = [(n, getattr(dut, f"pv_{n}"), getattr(dut, f"pw_{n}")) for n in dj["tint"]] if dj else []
     psum: dict[str, list] = {n: [] for n, _, _ in psum_h}
@@ -230,8 +232,11 @@ async def chip_run(dut):
                 if e - 1 < cyc + 1:
                     late += 1
                 due.setdefault(max(e - 1, cyc + 1), []).append(rid)
-                if addr in dram and not wr and rid >> dj["engine_bit"] == 0:
-                    data_late += _place_beats(dslot, rid, dram[addr][:nb], beat_bytes, cyc + 1, e - 1)
+                seg = bisect.bisect_right(starts, addr) - 1
+                if dj and not wr and rid >> dj["engine_bit"] == 0 and seg >= 0 \
+                        and addr + nb <= starts[seg] + len(dram[seg][1]):
+                    off = addr - starts[seg]
+                    data_late += _place_beats(dslot, rid, dram[seg][1][off:off + nb], beat_bytes, cyc + 1, e - 1)
                 next_tag += 1
         if cnt_prev == lengths[:-1] and joins_done == lengths[-1]:
             break

@@ -50,7 +50,7 @@ class ChipParams:
     ring_entries: int = 8      # live allocations per buffer
     resp_lanes: int = 4        # memory-port responses per cycle
     join_window: int = 8       # joins checked per cycle
-    data_banks: int = 0        # weight-buffer banks = buffer words per memory-port data beat; 0: no data path
+    data_banks: int = 0        # weight-buffer banks = buffer units per memory-port data beat; 0: no data path
 
     @property
     def addr_bits(self) -> int:
@@ -231,10 +231,10 @@ class Chip(wiring.Component):
         one TintEngine and psum bank per TINT queue; returns 1 in cycles that write a psum word."""
         d, p, cfg = self.dims, self.p, self.cfg
         lt = (p.dma_table - 1).bit_length()
-        m.submodules.wbuf = wbuf = BankedBuffer(depth=d.w_depth, banks=d.banks, word_bits=d.word_bits,
-                                                n_read=len(tints))
+        m.submodules.wbuf = wbuf = BankedBuffer(depth=d.w_depth, banks=d.banks, unit_bits=d.unit_bits,
+                                                n_read=len(tints), word_units=d.word_units)
         m.submodules.fill = fill = DmaFill(table=p.dma_table, n_issue=p.dma_issue, addr_bits=d.w_bits,
-                                           banks=d.banks, word_bits=d.word_bits)
+                                           banks=d.banks, unit_bits=d.unit_bits)
         for k in range(p.dma_issue):
             m.d.comb += [fill.issue_valid[k].eq(dma_w.f_valid[k]), fill.issue_slot[k].eq(dma_w.f_slot[k]),
                          fill.issue_addr[k].eq(dma_w.f_addr[k]), fill.issue_words[k].eq(dma_w.f_words[k])]
@@ -250,12 +250,13 @@ class Chip(wiring.Component):
                      aw.addr.eq(self.load_addr[:d.a_bits]), aw.data.eq(self.load_word[:8 * tw])]
         wrote = Const(0, 1)
         for r, (name, c) in enumerate(tints):
-            eng = TintEngine(cfg.tint, w_bits=d.w_bits, a_bits=d.a_bits, p_bits=d.p_bits)
+            eng = TintEngine(cfg.tint, w_bits=d.w_bits, a_bits=d.a_bits, p_bits=d.p_bits, w_step=d.word_units)
             m.submodules[f"tint_{name}"] = eng
             w = c.word
             m.d.comb += [eng.start.eq(c.go), c.unit_ready.eq(eng.ready), c.unit_done.eq(eng.done_next)]
             m.d.comb += [getattr(eng, f).eq(getattr(w, f)) for f in
-                         ("beats", "groups", "tokens", "w_addr", "a_addr", "a_stride", "p_addr")]
+                         ("beats", "groups", "tokens", "tail_lanes", "tail_step", "w_addr", "a_addr", "a_stride",
+                          "p_addr")]
             ar = abuf.read_port()
             m.d.comb += [wbuf.raddr[r].eq(eng.w_raddr), eng.w_rdata.eq(wbuf.rdata[r]), ar.addr.eq(eng.a_raddr),
                          eng.a_rdata.eq(ar.data)]

@@ -28,8 +28,8 @@ DMA_FIELDS = ("valid", "tag", "addr", "nbytes", "wr", "dcls", "alloc_en", "buf",
 JOIN_FIELDS = ("valid",)
 # with the data path (lowbit.rtl.chip_data): a TINT word names its tile's shape and buffer word addresses
 # instead of a cycle count (its engine's `done` ends it), a DMA word the buffer words its read data fills
-TINT_FIELDS = ("valid", "free", "free_buf", "free_slot", "beats", "groups", "tokens", "w_addr", "a_addr",
-               "a_stride", "p_addr")
+TINT_FIELDS = ("valid", "free", "free_buf", "free_slot", "beats", "groups", "tokens", "tail_lanes", "tail_step",
+               "w_addr", "a_addr", "a_stride", "p_addr")
 DMA_DATA_FIELDS = (*DMA_FIELDS, "dwords", "dbase")
 
 
@@ -41,7 +41,8 @@ def _fields(kind: str, dims) -> dict[str, int]:
         return {n: _W[n] for n in names}
     names = {"compute": COMPUTE_FIELDS, "tint": TINT_FIELDS, "dma": DMA_DATA_FIELDS, "join": JOIN_FIELDS}[kind]
     w = {**_W, "beats": COUNT_BITS, "groups": COUNT_BITS, "tokens": COUNT_BITS, "a_stride": COUNT_BITS,
-         "dwords": COUNT_BITS, "w_addr": dims.w_bits, "dbase": dims.w_bits, "a_addr": dims.a_bits,
+         "dwords": COUNT_BITS, "tail_lanes": dims.lanes.bit_length(), "tail_step": dims.word_units.bit_length(),
+         "w_addr": dims.w_bits, "dbase": dims.w_bits, "a_addr": dims.a_bits,
          "p_addr": dims.p_bits}
     return {n: w[n] for n in names}
 

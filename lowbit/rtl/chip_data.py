@@ -32,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -69,61 +69,70 @@ def _lg(n: int) -> int:
 
 
 class BankedBuffer(wiring.Component):
-    """A buffer of `depth` words of `word_bits`, interleaved over `banks` banks (word address a: bank
+    """A buffer of `depth` units of `unit_bits`, interleaved over `banks` banks (unit address a: bank
     a mod banks, row a div banks; both powers of two). One write beat per cycle: `wr_count` (1 .. banks)
-    consecutive words from word address `wr_addr` (any alignment; bank b takes beat word (b - wr_addr) mod
-    banks). `n_read` read ports, one word each, on the read port the cycle after its address."""
+    consecutive units from unit address `wr_addr` (any alignment; bank b takes beat unit (b - wr_addr) mod
+    banks). `n_read` read ports, each reading a word of `word_units` consecutive units (<= banks, so one
+    from each of that many banks) from any unit address, on the read port the cycle after its address.
+    Addresses wrap at `depth`."""
 
-    def __init__(self, *, depth: int, banks: int, word_bits: int, n_read: int) -> None:
-        assert banks & (banks - 1) == 0 and depth & (depth - 1) == 0 and depth >= banks
-        self.depth, self.banks, self.word_bits, self.n_read = depth, banks, word_bits, n_read
+    def __init__(self, *, depth: int, banks: int, unit_bits: int, n_read: int, word_units: int = 1) -> None:
+        assert banks & (banks - 1) == 0 and depth & (depth - 1) == 0 and depth >= banks >= word_units
+        self.depth, self.banks, self.unit_bits, self.n_read = depth, banks, unit_bits, n_read
+        self.word_units = word_units
         ab = max(1, _lg(depth))
         super().__init__({
             "wr_valid": In(1),
             "wr_addr": In(ab),
             "wr_count": In(range(banks + 1)),
-            "wr_data": In(data.ArrayLayout(unsigned(word_bits), banks)),
+            "wr_data": In(data.ArrayLayout(unsigned(unit_bits), banks)),
             "raddr": In(data.ArrayLayout(unsigned(ab), n_read)),
-            "rdata": Out(data.ArrayLayout(unsigned(word_bits), n_read)),
+            "rdata": Out(data.ArrayLayout(unsigned(unit_bits * word_units), n_read)),
         })
 
     def elaborate(self, platform) -> Module:
         m = Module()
         nb, lb = self.banks, _lg(self.banks)
         rows = self.depth // nb
-        words = Array(self.wr_data[o] for o in range(nb))
+        units = Array(self.wr_data[o] for o in range(nb))
+
+        def row(b: int, a):
+            """Row that bank b holds of the units a .. a + banks - 1 (the one at offset (b - a) mod banks)."""
+            return ((a + ((b - a)[:lb] if lb else 0)) >> lb)[:max(1, _lg(rows))]
+
         outs: list[list] = [[] for _ in range(self.n_read)]
         for b in range(nb):
-            mem = Memory(shape=unsigned(self.word_bits), depth=rows, init=[])
+            mem = Memory(shape=unsigned(self.unit_bits), depth=rows, init=[])
             m.submodules[f"bank{b}"] = mem
             wp = mem.write_port()
-            o = Signal(max(1, lb), name=f"off{b}")  # the beat word this bank takes
+            o = Signal(max(1, lb), name=f"off{b}")  # the beat unit this bank takes
             m.d.comb += o.eq((b - self.wr_addr)[:lb] if lb else 0)
-            m.d.comb += [wp.en.eq(self.wr_valid & (o < self.wr_count)),
-                         wp.addr.eq(((self.wr_addr + o) >> lb)[:len(wp.addr)]), wp.data.eq(words[o])]
+            m.d.comb += [wp.en.eq(self.wr_valid & (o < self.wr_count)), wp.addr.eq(row(b, self.wr_addr)),
+                         wp.data.eq(units[o])]
             for r in range(self.n_read):
                 rp = mem.read_port()
-                m.d.comb += rp.addr.eq((self.raddr[r] >> lb)[:len(rp.addr)])
+                m.d.comb += rp.addr.eq(row(b, self.raddr[r]))
                 outs[r].append(rp.data)
         for r in range(self.n_read):
             if nb == 1:
                 m.d.comb += self.rdata[r].eq(outs[r][0])
                 continue
-            sel = Signal(lb, name=f"rsel{r}")  # the bank read in the previous cycle
+            sel = Signal(lb, name=f"rsel{r}")  # the first unit's bank, read in the previous cycle
             m.d.sync += sel.eq(self.raddr[r][:lb])
-            m.d.comb += self.rdata[r].eq(Array(outs[r])[sel])
+            banks_out = Array(outs[r])
+            m.d.comb += self.rdata[r].eq(Cat(*(banks_out[(sel + j)[:lb]] for j in range(self.word_units))))
         return m
 
 
 class DmaFill(wiring.Component):
-    """The data side of a DMA engine's reads: for each completion-table slot (`table`), the buffer word
-    address of the request's ring allocation and its length in words, written by the issue lanes (`n_issue`,
-    the engine's request lanes; a request with 0 words carries no data); a data beat (`data_slot`, up to
-    `banks` buffer words, the request's words in order, requests interleaved in any order) goes to the
-    buffer at that address + the words of the request already received (`wr_*`, a BankedBuffer's write
-    beat). Buffer word addresses wrap at the buffer's depth (a power of two), as the ring's bytes do."""
+    """The data side of a DMA engine's reads: for each completion-table slot (`table`), the buffer unit
+    address of the request's ring allocation and its length in units, written by the issue lanes (`n_issue`,
+    the engine's request lanes; a request with 0 units carries no data); a data beat (`data_slot`, up to
+    `banks` buffer units, the request's units in order, requests interleaved in any order) goes to the
+    buffer at that address + the units of the request already received (`wr_*`, a BankedBuffer's write
+    beat). Buffer unit addresses wrap at the buffer's depth (a power of two), as the ring's bytes do."""
 
-    def __init__(self, *, table: int, n_issue: int, addr_bits: int, banks: int, word_bits: int,
+    def __init__(self, *, table: int, n_issue: int, addr_bits: int, banks: int, unit_bits: int,
                  len_bits: int = 16) -> None:
         assert table & (table - 1) == 0
         self.table, self.n_issue, self.banks = table, n_issue, banks
@@ -135,11 +144,11 @@ class DmaFill(wiring.Component):
             "issue_words": In(data.ArrayLayout(unsigned(len_bits), n_issue)),
             "data_valid": In(1),
             "data_slot": In(sb),
-            "data": In(data.ArrayLayout(unsigned(word_bits), banks)),
+            "data": In(data.ArrayLayout(unsigned(unit_bits), banks)),
             "wr_valid": Out(1),
             "wr_addr": Out(addr_bits),
             "wr_count": Out(range(banks + 1)),
-            "wr_data": Out(data.ArrayLayout(unsigned(word_bits), banks)),
+            "wr_data": Out(data.ArrayLayout(unsigned(unit_bits), banks)),
         })
 
     def elaborate(self, platform) -> Module:
@@ -161,24 +170,28 @@ class DmaFill(wiring.Component):
         return m
 
 
-def tint_engine_signature(cfg: TintConfig, *, w_bits: int, a_bits: int, p_bits: int) -> dict:
-    """The tile inputs of a TintEngine (the TINT compute word's data fields): buffer word address widths."""
-    return {"beats": COUNT_BITS, "groups": COUNT_BITS, "tokens": COUNT_BITS, "w_addr": w_bits,
-            "a_addr": a_bits, "a_stride": COUNT_BITS, "p_addr": p_bits}
+def tint_engine_signature(cfg: TintConfig, *, w_bits: int, a_bits: int, p_bits: int, w_step: int = 1) -> dict:
+    """The tile inputs of a TintEngine (the TINT compute word's data fields) and their widths."""
+    return {"beats": COUNT_BITS, "groups": COUNT_BITS, "tokens": COUNT_BITS, "tail_lanes": range(cfg.lanes + 1),
+            "tail_step": range(w_step + 1), "w_addr": w_bits, "a_addr": a_bits, "a_stride": COUNT_BITS,
+            "p_addr": p_bits}
 
 
 class TintEngine(wiring.Component):
     """One TINT core with its address generators (module docstring): reads the weight and act buffers
     through read ports (`w_raddr` / `w_rdata`, `a_raddr` / `a_rdata`, data the cycle after the address) and
-    writes each pass's results to psum (`p_*`). `done_next` is high in the cycle before `done` (the tile's
+    writes each pass's results to psum (`p_*`); weight addresses are in buffer units, `w_step` to a word
+    (`tail_step` in the last row group, which holds `tail_lanes` rows, its other lanes read as zero weights).
+    `done_next` is high in the cycle before `done` (the tile's
     last read delayed by the core's pipeline, sim.units.tint.tint_latency): a queue raising its completion
     count on it shows the tile complete in the `done` cycle, start + tint_tile_cycles, which is when the
     unit contract (lowbit/rtl/common.py) lets the next tile start."""
 
-    def __init__(self, cfg: TintConfig, *, w_bits: int, a_bits: int, p_bits: int) -> None:
-        self.cfg = cfg
+    def __init__(self, cfg: TintConfig, *, w_bits: int, a_bits: int, p_bits: int, w_step: int = 1) -> None:
+        self.cfg, self.w_step = cfg, w_step
         n, t = cfg.lanes, cfg.tree_width
-        sig = {k: In(v) for k, v in tint_engine_signature(cfg, w_bits=w_bits, a_bits=a_bits, p_bits=p_bits).items()}
+        sig = {k: In(v) for k, v in tint_engine_signature(cfg, w_bits=w_bits, a_bits=a_bits, p_bits=p_bits,
+                                                          w_step=w_step).items()}
         super().__init__({
             "start": In(1),
             **sig,
@@ -212,15 +225,19 @@ class TintEngine(wiring.Component):
                              Signal(COUNT_BITS, name="cur_b"), Signal(COUNT_BITS, name="cur_g"))
         c_nb, c_ng, c_w0, c_st = (Signal(COUNT_BITS, name="cur_nb"), Signal(COUNT_BITS, name="cur_ng"),
                                   Signal(wb, name="cur_w0"), Signal(COUNT_BITS, name="cur_st"))
+        tl, ts = Signal.like(self.tail_lanes), Signal.like(self.tail_step)
+        c_tl, c_ts = Signal.like(self.tail_lanes, name="cur_tl"), Signal.like(self.tail_step, name="cur_ts")
         with m.If(go):
             m.d.comb += [wa.eq(self.w_addr), aa.eq(self.a_addr), ab_.eq(self.a_addr), b.eq(0), g.eq(0),
-                         c_nb.eq(self.beats), c_ng.eq(self.groups), c_w0.eq(self.w_addr), c_st.eq(self.a_stride)]
+                         c_nb.eq(self.beats), c_ng.eq(self.groups), c_w0.eq(self.w_addr), c_st.eq(self.a_stride),
+                         c_tl.eq(self.tail_lanes), c_ts.eq(self.tail_step)]
             m.d.sync += [nb.eq(self.beats), ng.eq(self.groups), w0.eq(self.w_addr), stride.eq(self.a_stride),
+                         tl.eq(self.tail_lanes), ts.eq(self.tail_step),
                          left.eq(self.beats * self.groups * self.tokens - 1),
                          busy.eq(self.beats * self.groups * self.tokens > 1)]
         with m.Else():
             m.d.comb += [wa.eq(r_wa), aa.eq(r_aa), ab_.eq(r_ab), b.eq(r_b), g.eq(r_g),
-                         c_nb.eq(nb), c_ng.eq(ng), c_w0.eq(w0), c_st.eq(stride)]
+                         c_nb.eq(nb), c_ng.eq(ng), c_w0.eq(w0), c_st.eq(stride), c_tl.eq(tl), c_ts.eq(ts)]
             with m.If(busy):
                 m.d.sync += [left.eq(left - 1), busy.eq(left > 1)]
         # the tile's last read, carried down the core's pipeline depth: high in the cycle before `done`
@@ -228,11 +245,18 @@ class TintEngine(wiring.Component):
         m.d.comb += last_rd.eq(Mux(go, self.beats * self.groups * self.tokens == 1, busy & (left == 1)))
         m.d.comb += self.done_next.eq(delay(m, last_rd, tint_latency(cfg), "fin"))
         m.d.comb += [self.w_raddr.eq(wa), self.a_raddr.eq(aa)]
+        # the last row group holds `tail_lanes` rows: its words are `tail_step` units apart, lanes past them zero
+        last_g = Signal()
+        m.d.comb += last_g.eq(g == c_ng - 1)
+        step = Mux(last_g, c_ts, self.w_step)
+        mask = Signal(n)  # lanes of the word read this cycle that hold no row (applied when it arrives)
+        for lane in range(n):
+            m.d.sync += mask[lane].eq(last_g & (c_tl <= lane))
         # next beat: the next element chunk, else the next row group (same token), else the next token
         with m.If(b != c_nb - 1):
-            m.d.sync += [r_b.eq(b + 1), r_g.eq(g), r_wa.eq(wa + 1), r_aa.eq(aa + 1), r_ab.eq(ab_)]
+            m.d.sync += [r_b.eq(b + 1), r_g.eq(g), r_wa.eq(wa + step), r_aa.eq(aa + 1), r_ab.eq(ab_)]
         with m.Elif(g != c_ng - 1):
-            m.d.sync += [r_b.eq(0), r_g.eq(g + 1), r_wa.eq(wa + 1), r_aa.eq(ab_), r_ab.eq(ab_)]
+            m.d.sync += [r_b.eq(0), r_g.eq(g + 1), r_wa.eq(wa + self.w_step), r_aa.eq(ab_), r_ab.eq(ab_)]
         with m.Else():
             m.d.sync += [r_b.eq(0), r_g.eq(0), r_wa.eq(c_w0), r_aa.eq(ab_ + c_st), r_ab.eq(ab_ + c_st)]
         # the core starts in the cycle of the first read: its beat j is driven in cycle start + 1 + j, when
@@ -242,7 +266,7 @@ class TintEngine(wiring.Component):
         # 2-bit storage code c = w + 1 -> the core's {nz, sign}: nz = ~c[0], sign = ~c[1] & ~c[0]
         for i in range(n * t):
             c = self.w_rdata[2 * i:2 * i + 2]
-            m.d.comb += core.codes[i].eq(~c[0] | ((~c[1] & ~c[0]) << 1))
+            m.d.comb += core.codes[i].eq(Mux(mask[i // t], 0, ~c[0] | ((~c[1] & ~c[0]) << 1)))
         # psum: one word per pass, in order
         pa, pn = Signal(len(self.p_addr)), Signal(len(self.p_addr))
         with m.If(go):
@@ -261,8 +285,8 @@ def psum_layout(cfg: TintConfig) -> data.StructLayout:
 
 class TintTileDatapath(wiring.Component):
     """Weight, act and psum buffers of `depth` words each and one TintEngine computing tiles from them
-    (`passes` row groups per token, `tokens` tokens `a_stride` act words apart); the weight buffer (two
-    banks) is written one word per cycle (`fill_*`)."""
+    (`passes` row groups per token, the last with `tail_lanes` rows, `tokens` tokens `a_stride` act words
+    apart); the weight buffer (two banks, one word a unit) is written one word per cycle (`fill_*`)."""
 
     def __init__(self, cfg: TintConfig, *, depth: int = 256) -> None:
         self.cfg, self.depth = cfg, depth
@@ -282,6 +306,8 @@ class TintTileDatapath(wiring.Component):
             "passes": In(COUNT_BITS),
             "tokens": In(COUNT_BITS),
             "a_stride": In(COUNT_BITS),
+            "tail_lanes": In(range(n + 1)),
+            "tail_step": In(range(2)),
             "w_addr": In(ab),
             "a_addr": In(ab),
             "p_addr": In(ab),
@@ -298,7 +324,7 @@ class TintTileDatapath(wiring.Component):
         cfg = self.cfg
         t = cfg.tree_width
         ab = len(self.w_addr)
-        m.submodules.wbuf = wbuf = BankedBuffer(depth=self.depth, banks=2, word_bits=self.word_bits, n_read=1)
+        m.submodules.wbuf = wbuf = BankedBuffer(depth=self.depth, banks=2, unit_bits=self.word_bits, n_read=1)
         m.submodules.abuf = abuf = Memory(shape=data.ArrayLayout(signed(8), t), depth=self.depth, init=[])
         m.submodules.pbuf = pbuf = Memory(shape=psum_layout(cfg), depth=self.depth, init=[])
         m.submodules.eng = eng = TintEngine(cfg, w_bits=ab, a_bits=ab, p_bits=ab)
@@ -312,6 +338,7 @@ class TintTileDatapath(wiring.Component):
         m.d.comb += [eng.start.eq(self.start), eng.beats.eq(self.beats), eng.groups.eq(self.passes),
                      eng.tokens.eq(self.tokens), eng.w_addr.eq(self.w_addr), eng.a_addr.eq(self.a_addr),
                      eng.a_stride.eq(self.a_stride), eng.p_addr.eq(self.p_addr),
+                     eng.tail_lanes.eq(self.tail_lanes), eng.tail_step.eq(self.tail_step),
                      self.ready.eq(eng.ready), self.done.eq(eng.done), self.done_next.eq(eng.done_next),
                      wbuf.raddr[0].eq(eng.w_raddr), eng.w_rdata.eq(wbuf.rdata[0]),
                      ar.addr.eq(eng.a_raddr), eng.a_rdata.eq(ar.data),
@@ -326,21 +353,32 @@ def _pow2_floor(n: int) -> int:
 
 @dataclass(frozen=True)
 class DataDims:
-    """The chip's data-path buffer geometry for a config (DESIGN ASSUMPTIONS): the weight buffer holds the
-    weight ring's capacity in TINT words (a power of two, so ring byte addresses map to word addresses by a
-    shift and wrap with them), the act buffer floor-to-a-power-of-two act words of `tree_width` INT8, each
-    TINT core's psum bank its share of the psum capacity in psum words (4 bytes a result, sim.tiling
-    ACC_BYTES), floored to a power of two."""
+    """The chip's data-path buffer geometry for a config (DESIGN ASSUMPTIONS). The weight buffer holds the
+    weight ring's capacity in *units* of `unit_bytes` = gcd(TINT word bytes, capacity), a power of two of
+    them, so ring byte addresses map to unit addresses by a division and wrap with them; a TINT word is
+    `word_units` consecutive units, read in one cycle from as many banks. The act buffer holds
+    floor-to-a-power-of-two act words of `tree_width` INT8, each TINT core's psum bank its share of the psum
+    capacity in psum words (4 bytes a result, sim.tiling ACC_BYTES), floored to a power of two."""
 
     banks: int
+    lanes: int
     word_bits: int
-    w_depth: int
+    unit_bytes: int
+    w_depth: int      # weight buffer units
     a_depth: int
     p_depth: int
 
     @property
     def word_bytes(self) -> int:
         return self.word_bits // 8
+
+    @property
+    def unit_bits(self) -> int:
+        return 8 * self.unit_bytes
+
+    @property
+    def word_units(self) -> int:
+        return self.word_bytes // self.unit_bytes
 
     @property
     def w_bits(self) -> int:
@@ -355,8 +393,13 @@ class DataDims:
         return max(1, _lg(self.p_depth))
 
 
-def data_dims(cfg, banks: int) -> tuple[DataDims | None, str]:
-    """(geometry, '') of the data path of `cfg` with `banks` weight banks, or (None, why not)."""
+def data_dims(cfg, banks: int | None = None) -> tuple[DataDims | None, str]:
+    """(geometry, '') of the data path of `cfg`, or (None, why not). `banks` (weight banks = units per
+    memory-port data beat), by default the smallest power of two, at least 2 and at least a word's units,
+    whose beat carries the DRAM's peak bytes per clock cycle (DESIGN ASSUMPTION: the port never limits the
+    DRAM model's bandwidth)."""
+    import math
+
     from lowbit.sim.sram import Buffers
 
     if not cfg.has("tint"):
@@ -366,9 +409,13 @@ def data_dims(cfg, banks: int) -> tuple[DataDims | None, str]:
         return None, "a TINT weight word is not a whole number of bytes of 2-bit codes"
     caps = dict(zip(("weight", "act", "kv", "lop", "psum", "sfu"), Buffers.from_config(cfg).capacity, strict=True))
     wb = 2 * t.lanes * t.tree_width // 8
-    words = caps["weight"] // wb
-    if caps["weight"] % wb or words & (words - 1) or words < banks:
+    ub = math.gcd(wb, caps["weight"])
+    units = caps["weight"] // ub
+    if banks is None:
+        need = max(2, wb // ub, math.ceil(cfg.dram.peak_bytes_per_s / cfg.clock_hz / ub))
+        banks = 1 << (need - 1).bit_length()
+    if units & (units - 1) or units < banks or banks < wb // ub:
         return None, (f"the weight ring's {caps['weight']} bytes are not a power-of-two number (>= {banks}) of "
-                      f"{wb}-byte TINT words")
-    return DataDims(banks, 8 * wb, words, _pow2_floor(caps["act"] // t.tree_width),
+                      f"{ub}-byte units, or a {wb}-byte TINT word spans more than {banks} banks")
+    return DataDims(banks, t.lanes, 8 * wb, ub, units, _pow2_floor(caps["act"] // t.tree_width),
                     _pow2_floor(caps["psum"] // (4 * t.lanes * t.cores))), ""

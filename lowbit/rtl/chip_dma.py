@@ -44,12 +44,12 @@ def mem_port_signature(id_bits: int, lanes: int, resp_lanes: int, dims=None) -> 
     """The memory port (chip side): up to `lanes` requests per cycle (`req_valid` bit per lane, one `ready`
     for all: a cycle without ready issues no DMA instruction), up to `resp_lanes` responses per cycle, each
     the id of a completed request (always accepted). With the data path (`dims`): one read-data beat per
-    cycle (`rdata_valid`, the request's `rdata_id`, `dims.banks` buffer words in `rdata`), every beat of a
-    read before its response."""
+    cycle (`rdata_valid`, the request's `rdata_id`, `dims.banks` weight-buffer units in `rdata`), every beat
+    of a read before its response."""
     rdata = {}
     if dims is not None:
         rdata = {"rdata_valid": In(1), "rdata_id": In(id_bits),
-                 "rdata": In(data.ArrayLayout(unsigned(dims.word_bits), dims.banks))}
+                 "rdata": In(data.ArrayLayout(unsigned(dims.unit_bits), dims.banks))}
     return wiring.Signature({
         **rdata,
         "req_valid": Out(lanes),

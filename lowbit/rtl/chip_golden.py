@@ -3,12 +3,14 @@ data path, the DRAM and act-buffer contents the chip bench preloads, and the har
 psum word the TINT queues write (sim.numerics applied to the same weights and activations).
 
 Loader rules (`data_plan`, on the host, like the rest of lowbit.rtl.chip_image):
-- a weight DMA (dma_w, allocating in the weight ring) fills `dwords` = nbytes / word bytes TINT words from
-  `dbase` = its allocation's byte address / word bytes (the ring's byte addresses and the weight buffer's
-  word addresses wrap together: the buffer holds the ring's capacity in words, lowbit.rtl.chip_data.data_dims);
+- a weight DMA (dma_w, allocating in the weight ring) fills `dwords` = nbytes / unit bytes buffer units
+  from `dbase` = its allocation's byte address / unit bytes (the ring's byte addresses and the weight
+  buffer's unit addresses wrap together: the buffer holds the ring's capacity in units,
+  lowbit.rtl.chip_data.data_dims);
 - a TINT word's tile shape comes from its program fields: rows = macs / rbytes2, k = macs / (wbytes / 4),
   tokens = rbytes2 / k (sim.lower: macs = rows k tokens, rbytes2 = k tokens, wbytes = 4 rows tokens), so
-  beats = ceil(k / tree_width), row groups = ceil(rows / lanes); its weights are the allocation of the DMA
+  beats = ceil(k / tree_width), row groups = ceil(rows / lanes), the last holding `tail_lanes` rows (its
+  words are those rows' codes only, `tail_step` units each, as the program's byte counts have them); its weights are the allocation of the DMA
   it releases (`w_addr`); the loader checks beats x groups x tokens against the word's `cyc` (the
   sim.units formula) and the DMA's bytes against the packed tile;
 - activations (DESIGN ASSUMPTION, no unit writes the act buffer yet): a projection's input is at the act
@@ -16,7 +18,7 @@ Loader rules (`data_plan`, on the host, like the rest of lowbit.rtl.chip_image):
 - psum: each tile's passes go to its core's psum bank after the previous tile's, wrapping at the bank's depth.
 
 Contents: the weights are seeded-random ternary row groups (`lanes` rows x k, numpy default_rng([seed,
-DRAM address of the group]), rows past the matrix zero), packed with lowbit.rtl.chip_data.pack_tile at the
+DRAM address of the group]); a matrix's last group only its remaining rows), packed with lowbit.rtl.chip_data.pack_tile at the
 program's DRAM addresses. Tile order is row group after row group, so a projection's weights are one
 layout in DRAM whatever its tiles' row counts (a prefill and a decode step tile the same matrix
 differently) and a tile read again in a later step gets the same bytes. The act buffer is seeded-random
@@ -26,7 +28,6 @@ activations: one psum word per (token, row group), in the order the engine write
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,7 +37,8 @@ from lowbit.rtl.chip_image import ChipImage
 from lowbit.sim.config import HwConfig
 from lowbit.sim.isa import B_WEIGHT, C_DMAW, C_TINT
 
-DATA_FIELDS = {"tint": ("beats", "groups", "tokens", "w_addr", "a_addr", "a_stride", "p_addr"),
+DATA_FIELDS = {"tint": ("beats", "groups", "tokens", "tail_lanes", "tail_step", "w_addr", "a_addr", "a_stride",
+                        "p_addr"),
                "dma": ("dwords", "dbase")}
 
 
@@ -52,15 +54,6 @@ class DataPlan:
     tiles: dict[str, int] = field(default_factory=dict)   # TINT tiles per queue
 
 
-def weight_banks(cfg: HwConfig) -> int:
-    """Weight-buffer banks (= TINT words per memory-port data beat): the smallest power of two whose beat
-    carries at least the DRAM's peak bytes per clock cycle (DESIGN ASSUMPTION: the port never limits the
-    DRAM model's bandwidth), at least 2."""
-    wb = 2 * cfg.tint.lanes * cfg.tint.tree_width / 8
-    need = math.ceil(cfg.dram.peak_bytes_per_s / cfg.clock_hz / wb)
-    return 1 << max(1, (need - 1).bit_length())
-
-
 def data_plan(img: ChipImage, cfg: HwConfig, seed: int = 0) -> tuple[DataPlan | None, str]:
     """Fill the data fields of `img`'s TINT and dma_w words (module docstring) and build the preloads and
     golden; (None, why) when this program or config has no data path (the image is then left as it was)."""
@@ -69,31 +62,32 @@ def data_plan(img: ChipImage, cfg: HwConfig, seed: int = 0) -> tuple[DataPlan | 
 
     if not cfg.has("tint"):
         return None, "the design has no TINT core"
-    dims, why = data_dims(cfg, weight_banks(cfg))
+    dims, why = data_dims(cfg)
     if dims is None:
         return None, why
     t = cfg.tint
-    wb = dims.word_bytes
+    wb, ub = dims.word_bytes, dims.unit_bytes
     tq = [q for q, c in enumerate(img.classes) if c == C_TINT]
     dw = next(q for q, c in enumerate(img.classes) if c == C_DMAW)
     plan = DataPlan(dims)
     fields: dict[tuple[int, int], dict] = {}
     for i, w in enumerate(img.words[dw]):
         if w["alloc_en"] and w["buf"] == B_WEIGHT and not w["wr"]:
-            if w["nbytes"] % wb or w["sbyte"] % wb:
+            if w["nbytes"] % ub or w["sbyte"] % ub:
                 return None, (f"weight DMA {i} ({w['nbytes']} bytes at ring byte {w['sbyte']}) is not whole "
-                              f"{wb}-byte TINT words")
-            fields[(dw, i)] = {"dwords": w["nbytes"] // wb, "dbase": w["sbyte"] // wb}
+                              f"{ub}-byte buffer units")
+            fields[(dw, i)] = {"dwords": w["nbytes"] // ub, "dbase": w["sbyte"] // ub}
     rng_act = np.random.default_rng([seed, 1 << 40])
     plan.act = rng_act.integers(-128, 128, size=(dims.a_depth, t.tree_width)).astype(np.int64)
     # the weights: one row group (`lanes` rows x k) per group address, shared by every tile that reads it
     consumer = {(w["free_q"], w["free_i"]): w for ws in img.words for w in ws if w.get("free") and "macs" in w}
     groups_w: dict[int, np.ndarray] = {}
     tile_w: dict[tuple[int, int], np.ndarray] = {}
+    lane_bytes = t.tree_width // 4  # one lane's codes of one beat (2 bits each; data_dims: whole bytes a word)
     for key in fields:
         d, c = img.words[key[0]][key[1]], consumer.get(key)
         shape = tile_shape(c) if c is not None else None
-        if shape is None or -(-shape[0] // t.lanes) * -(-shape[1] // t.tree_width) * wb != d["nbytes"]:
+        if shape is None or -(-shape[1] // t.tree_width) * shape[0] * t.tree_width * 2 != 8 * d["nbytes"]:
             continue  # not a tile of TINT geometry: no contents (a TINT word reading it is refused below)
         rows, k, _ = shape
         beats, groups = -(-k // t.tree_width), -(-rows // t.lanes)
@@ -102,11 +96,11 @@ def data_plan(img: ChipImage, cfg: HwConfig, seed: int = 0) -> tuple[DataPlan | 
             a = d["addr"] + g * beats * wb
             real = min(t.lanes, rows - g * t.lanes)
             if a not in groups_w:
-                gw = np.random.default_rng([seed, a]).integers(-1, 2, size=(t.lanes, k)).astype(np.int8)
-                gw[real:] = 0
+                gw = np.zeros((t.lanes, k), np.int8)
+                gw[:real] = np.random.default_rng([seed, a]).integers(-1, 2, size=(real, k))
                 groups_w[a] = gw
-                plan.dram[a] = pack_tile(gw, t.lanes, t.tree_width)
-            if groups_w[a].shape[1] != k or groups_w[a][real:].any():
+                plan.dram[a] = pack_tile(gw[:real], real, t.tree_width)  # a last group's words: its rows only
+            if groups_w[a].shape[1] != k or groups_w[a][real:].any() or len(plan.dram[a]) != beats * real * lane_bytes:
                 return None, f"the weight row group at DRAM address {a} is read as two different tiles"
             parts.append(groups_w[a])
         tile_w[key] = np.concatenate(parts)
@@ -130,7 +124,11 @@ def data_plan(img: ChipImage, cfg: HwConfig, seed: int = 0) -> tuple[DataPlan | 
                 return None, f"{name} word {i}: its weight DMA's {d['nbytes']} bytes are not a {rows} x {k} tile"
             if tokens * beats > dims.a_depth or tokens * groups > dims.p_depth:
                 return None, f"{name} word {i}: {tokens} tokens of {beats} words do not fit the act / psum buffers"
-            fields[(q, i)] = {"beats": beats, "groups": groups, "tokens": tokens, "w_addr": fields[src]["dbase"],
+            tail = rows - (groups - 1) * t.lanes
+            if tail * lane_bytes % ub:
+                return None, f"{name} word {i}: its last row group's {tail}-row words are no whole {ub}-byte units"
+            fields[(q, i)] = {"beats": beats, "groups": groups, "tokens": tokens, "tail_lanes": tail,
+                              "tail_step": tail * lane_bytes // ub, "w_addr": fields[src]["dbase"],
                               "a_addr": 0, "a_stride": beats, "p_addr": pnext % dims.p_depth}
             pnext += tokens * groups
             acts = plan.act[:tokens * beats].reshape(tokens, beats * t.tree_width)[:, :k]

@@ -84,7 +84,7 @@ def params_for(img: ChipImage, ref: list[QueueTimes] | None = None, data_banks: 
     entries (`ring_entries`: the most live allocations of one ring, retired in allocation order). A chip
     with less issues later, which the bench reports as mismatches. Without `ref`: ChipParams' defaults and
     ring entries for the most allocations a ring can hold (capacity / smallest allocation). `data_banks`:
-    the data path's weight banks (lowbit.rtl.chip_golden.weight_banks; 0 without the data path)."""
+    the data path's weight banks (lowbit.rtl.chip_data.data_dims; 0 without the data path)."""
     depth = 256
     while depth < img.longest() + 1:
         depth *= 2
@@ -234,7 +234,7 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
     djob = None
     if plan is not None:
         tq = list(plan.expect)
-        djob = {"banks": dims.banks, "word_bytes": dims.word_bytes, "act_queue": len(img.queues),
+        djob = {"banks": dims.banks, "unit_bytes": dims.unit_bytes, "act_queue": len(img.queues),
                 "act": [act_word(x) for x in plan.act], "dram": {str(a): b.hex() for a, b in segments(plan.dram).items()},
                 "tint": tq, "lanes": cfg.tint.lanes, "acc_bits": cfg.tint.acc_bits,
                 "engine_bit": (p.dma_table - 1).bit_length()}

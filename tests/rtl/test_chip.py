@@ -119,11 +119,14 @@ def test_chip_verilog_lints_clean(tiny_program):
 def test_data_plan_resolves_tiles_from_the_program(tiny_program):
     """The loader's data fields: a weight DMA fills its allocation's words, a TINT word reads them, its shape
     from macs / rbytes2 / wbytes agrees with its cycles, and the golden has one psum word per pass."""
-    from lowbit.rtl.chip_golden import compare_psum, data_plan, segments, weight_banks
+    from lowbit.rtl.chip_data import data_dims
+    from lowbit.rtl.chip_golden import compare_psum, data_plan, segments
     from lowbit.sim.units.tint import tint_tile_cycles
 
     cfg, path = tiny_program
-    assert weight_banks(cfg) == 32  # 16 bit x 4266 MT/s / 200 MHz = 42.7 B a cycle, 2-byte words: 22 -> 32
+    assert data_dims(cfg)[0].banks == 32  # 16 bit x 4266 MT/s / 200 MHz = 42.7 B a cycle, 2-byte units: 22 -> 32
+    vd = data_dims(load_hw("vitallm", []))[0]  # 24-byte words in a 32 KiB ring: 8-byte units, 3 a word
+    assert (vd.unit_bytes, vd.word_units, vd.w_depth, vd.banks) == (8, 3, 4096, 16)  # 68.3 GB/s at 1 GHz: 9 -> 16
     img = build_image(path, cfg)
     plan, why = data_plan(img, cfg)
     assert why == "" and (plan.dims.w_depth, plan.dims.a_depth, plan.dims.p_depth) == (1024, 512, 128)

@@ -11,7 +11,7 @@ response that would be due before the bench could drive it is counted in `late`;
 than lanes in one cycle in `lane_overflow`.
 
 Read data (with the chip's data path, job["data"]): a weight read's bytes come from the DRAM image (runs
-of packed weight row groups at their DRAM addresses, lowbit.rtl.chip_golden) as data beats of `banks` buffer words on the port's one data-beat
+of packed weight row groups at their DRAM addresses, lowbit.rtl.chip_golden) as data beats of `banks` weight-buffer units on the port's one data-beat
 channel, in the latest free cycles from the cycle after the request crossed the port up to its response
 cycle E - 1 (every beat before the completion); a read whose beats do not fit there is counted in
 `data_late`. The act buffer's contents are written through the load port before `start`, and every psum
@@ -139,7 +139,7 @@ async def chip_run(dut):
     data_late = 0
     dram = sorted((int(a), bytes.fromhex(h)) for a, h in dj["dram"].items()) if dj else []
     starts = [a for a, _ in dram]
-    beat_bytes = dj["banks"] * dj["word_bytes"] if dj else 0
+    beat_bytes = dj["banks"] * dj["unit_bytes"] if dj else 0
     psum_h = [(n, getattr(dut, f"pv_{n}"), getattr(dut, f"pw_{n}")) for n in dj["tint"]] if dj else []
     psum: dict[str, list] = {n: [] for n, _, _ in psum_h}
     acc_bits, planes = (dj["acc_bits"], dj["lanes"]) if dj else (0, 0)

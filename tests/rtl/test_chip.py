@@ -264,11 +264,13 @@ def test_range_check_matches_the_completion_bits():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("hw, cycles, lanes, ooo", [("vitallm", 8_647, 15, 20), ("vitallm-fp4", 7_581, 13, 17)])
-def test_vitallm_chip_runs_out_of_order_dma_exact(tmp_path, hw, cycles, lanes, ooo):
+@pytest.mark.parametrize("hw, cycles, lanes, ooo, psum", [("vitallm", 8_647, 15, 20, {"tint0": 440, "tint1": 468}),
+                                                         ("vitallm-fp4", 7_581, 13, 17, {})])
+def test_vitallm_chip_runs_out_of_order_dma_exact(tmp_path, hw, cycles, lanes, ooo, psum):
     """The vitallm-sized chips, ternary and FP4 (LPDDR5X bank model: an engine's requests complete out of
     issue order), run bitnet-tiny prefill 4 + decode 2 with every instruction's start and end equal to
-    `lowbit sim` (the results committed in reports/chip-vitallm*.md)."""
+    `lowbit sim`, and on vitallm both TINT cores' psum words equal sim.numerics' (the results committed in
+    reports/chip-vitallm*.md)."""
     from lowbit.rtl.chip_report import out_of_order
     from lowbit.sim.cli import build_trace
     from lowbit.sim.compile import compile_program
@@ -280,7 +282,9 @@ def test_vitallm_chip_runs_out_of_order_dma_exact(tmp_path, hw, cycles, lanes, o
     assert sum(out_of_order(q.end) for q in ref if q.name.startswith("dma")) == ooo
     r = verify_chip(cfg, path, hw, [])
     assert r.finished and r.late == 0 and r.lane_overflow == 0 and not r.notes
-    assert r.data_note and r.params.data_banks == 0  # 32 KB is no whole number of 24-byte TINT words / no TINT
+    assert {q.name: (q.data_words, q.data_mismatches) for q in r.queues if q.data_words >= 0} == \
+        {n: (w, 0) for n, w in psum.items()}
+    assert r.data_late == 0 and bool(r.data_note) == (not psum)  # vitallm-fp4 has no TINT core
     assert {q.name: q.start_mismatches + q.end_mismatches for q in r.queues} == {q.name: 0 for q in r.queues}
     assert r.chip_cycles == r.sim_cycles == cycles
     assert r.params.dma_issue == lanes and r.dram_requests == 113

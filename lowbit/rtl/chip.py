@@ -30,13 +30,14 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from lowbit.rtl.chip_booth import BoothEngine, booth_psum_layout
 from lowbit.rtl.chip_ctrl import ComputeQueue, JoinMonitor, scoreboard_layout, word_layout
 from lowbit.rtl.chip_data import BankedBuffer, DmaFill, TintEngine, data_dims, psum_layout
 from lowbit.rtl.chip_dma import N_BUFFERS, DmaEngine, mem_port_signature
 from lowbit.rtl.chip_ring import Ring
 from lowbit.sim.config import HwConfig
 from lowbit.sim.errors import LowbitError
-from lowbit.sim.isa import BUFFERS, C_DMAKV, C_DMAW, C_JOIN, C_TINT
+from lowbit.sim.isa import BUFFERS, C_BOOTH, C_DMAKV, C_DMAW, C_JOIN, C_TINT
 
 
 @dataclass(frozen=True)
@@ -80,10 +81,20 @@ def queue_kind(cls: int) -> str:
     return "join" if cls == C_JOIN else "dma" if cls in (C_DMAW, C_DMAKV) else "compute"
 
 
-def word_kind(name: str, cls: int, data_path: bool) -> str:
+def word_kind(name: str, cls: int, data_path: bool, booth_data: bool = False) -> str:
     """The instruction word layout of a queue (lowbit.rtl.chip_ctrl.word_layout): with the data path a
-    TINT queue's words are 'tint' words."""
-    return "tint" if data_path and cls == C_TINT else queue_kind(cls)
+    TINT queue's words are 'tint' words, and BoothFlex's 'booth' words where its ternary tiles run on the
+    TINT layout (`booth_data`, lowbit.rtl.chip_booth.booth_data_ok)."""
+    if data_path and cls == C_TINT:
+        return "tint"
+    return "booth" if data_path and booth_data and cls == C_BOOTH else queue_kind(cls)
+
+
+def booth_data(cfg: HwConfig) -> bool:
+    """Whether the chip's data path includes BoothFlex's ternary tiles (lowbit.rtl.chip_booth)."""
+    from lowbit.rtl.chip_booth import booth_data_ok
+
+    return cfg.has("booth") and cfg.has("tint") and not booth_data_ok(cfg.booth, cfg.tint)
 
 
 class Chip(wiring.Component):
@@ -103,7 +114,8 @@ class Chip(wiring.Component):
             if self.dims is None:
                 raise LowbitError(f"{cfg.name}: no chip data path: {why}; generate the chip with data_banks = 0")
         d = self.dims
-        self.kinds = [word_kind(n, c, d is not None) for n, c in zip(self.names, self.classes, strict=True)]
+        bd = d is not None and booth_data(cfg)
+        self.kinds = [word_kind(n, c, d is not None, bd) for n, c in zip(self.names, self.classes, strict=True)]
         self.layouts = [word_layout(k, self.n_thr, self.n_dma, p.seq_bits, d if n != "dma_kv" else None)
                         for k, n in zip(self.kinds, self.names, strict=True)]
         self.load_bits = max(data.StructLayout.cast(lay).size for lay in self.layouts)
@@ -129,10 +141,11 @@ class Chip(wiring.Component):
         if d is not None:  # per TINT core: each psum word as it is written, and a read port of its psum bank
             sig["psum_raddr"] = In(d.p_bits)
             for n, k in zip(self.names, self.kinds, strict=True):
-                if k == "tint":
+                if k in ("tint", "booth"):
+                    lay = psum_layout(cfg.tint) if k == "tint" else booth_psum_layout(cfg.booth)
                     sig[f"pv_{n}"] = Out(1)
-                    sig[f"pw_{n}"] = Out(psum_layout(cfg.tint))
-                    sig[f"psum_{n}"] = Out(psum_layout(cfg.tint))
+                    sig[f"pw_{n}"] = Out(lay)
+                    sig[f"psum_{n}"] = Out(lay)
         super().__init__(sig)
 
     def elaborate(self, platform) -> Module:
@@ -149,7 +162,7 @@ class Chip(wiring.Component):
         engines = []
         eb = p.ring_entries.bit_length()
         dims = self.dims
-        tints = []  # (queue name, controller) of the TINT queues, with the data path
+        tints = []  # (queue name, controller) of the queues with engines (TINT, BoothFlex), with the data path
         for q, name in enumerate(self.names):
             kind = self.kinds[q]
             lay = self.layouts[q]
@@ -159,15 +172,15 @@ class Chip(wiring.Component):
             m.d.comb += [wp.addr.eq(self.load_addr[:p.addr_bits]),
                          wp.data.eq(self.load_word[:data.StructLayout.cast(lay).size]),
                          wp.en.eq(self.load_en & (self.load_queue == q))]
-            if kind in ("compute", "tint"):
-                c = ComputeQueue(sb.shape(), p.seq_bits, p.addr_bits, dims if kind == "tint" else None)
+            if kind in ("compute", "tint", "booth"):
+                c = ComputeQueue(sb.shape(), p.seq_bits, p.addr_bits, dims if kind != "compute" else None, kind)
                 m.submodules[f"q_{name}"] = c
                 rp = mem.read_port()
                 m.d.comb += [rp.addr.eq(c.raddr), c.word.eq(rp.data), c.run.eq(run), c.sb.eq(sb),
                              counts[q].eq(c.count), getattr(self, f"pc_{name}").eq(c.pc),
                              getattr(self, f"count_{name}").eq(c.count)]
                 rel.append(c)
-                if kind == "tint":
+                if kind != "compute":
                     tints.append((name, c))
             elif kind == "dma":
                 e = DmaEngine(len(engines), sb.shape(), p.seq_bits, p.addr_bits, issue=p.dma_issue,
@@ -226,13 +239,19 @@ class Chip(wiring.Component):
         m.d.comb += self.event.eq(ev)
         return m
 
+    def _per(self, c: ComputeQueue) -> int:
+        """TINT words (and act words) an engine reads a beat: 1 for a TINT core, 4 width / tree_width for
+        BoothFlex (lowbit.rtl.chip_booth)."""
+        return 1 if c.kind == "tint" else 4 * self.cfg.booth.width // self.cfg.tint.tree_width
+
     def _data_path(self, m: Module, dma_w: DmaEngine, tints: list) -> Signal:
         """The weight buffer filled by dma_w's read data, the act buffer written through the load port,
-        one TintEngine and psum bank per TINT queue; returns 1 in cycles that write a psum word."""
+        one engine (TintEngine, BoothEngine) and psum bank per engine queue; returns 1 in cycles that write
+        a psum word."""
         d, p, cfg = self.dims, self.p, self.cfg
         lt = (p.dma_table - 1).bit_length()
         m.submodules.wbuf = wbuf = BankedBuffer(depth=d.w_depth, banks=d.banks, unit_bits=d.unit_bits,
-                                                n_read=len(tints), word_units=d.word_units)
+                                                word_units=tuple(d.word_units * self._per(c) for _, c in tints))
         m.submodules.fill = fill = DmaFill(table=p.dma_table, n_issue=p.dma_issue, addr_bits=d.w_bits,
                                            banks=d.banks, unit_bits=d.unit_bits)
         for k in range(p.dma_issue):
@@ -250,17 +269,28 @@ class Chip(wiring.Component):
                      aw.addr.eq(self.load_addr[:d.a_bits]), aw.data.eq(self.load_word[:8 * tw])]
         wrote = Const(0, 1)
         for r, (name, c) in enumerate(tints):
-            eng = TintEngine(cfg.tint, w_bits=d.w_bits, a_bits=d.a_bits, p_bits=d.p_bits, w_step=d.word_units)
-            m.submodules[f"tint_{name}"] = eng
+            kw = dict(w_bits=d.w_bits, a_bits=d.a_bits, p_bits=d.p_bits, w_step=d.word_units)
+            if c.kind == "tint":
+                eng = TintEngine(cfg.tint, **kw)
+                fields = ("tail_lanes", "tail_step")
+                lay = psum_layout(cfg.tint)
+            else:
+                eng = BoothEngine(cfg.booth, cfg.tint, **kw)
+                fields = ()
+                lay = booth_psum_layout(cfg.booth)
+            m.submodules[f"eng_{name}"] = eng
             w = c.word
             m.d.comb += [eng.start.eq(c.go), c.unit_ready.eq(eng.ready), c.unit_done.eq(eng.done_next)]
+            if c.kind == "booth":
+                m.d.comb += eng.mode.eq(w.eng)
             m.d.comb += [getattr(eng, f).eq(getattr(w, f)) for f in
-                         ("beats", "groups", "tokens", "tail_lanes", "tail_step", "w_addr", "a_addr", "a_stride",
-                          "p_addr")]
-            ar = abuf.read_port()
-            m.d.comb += [wbuf.raddr[r].eq(eng.w_raddr), eng.w_rdata.eq(wbuf.rdata[r]), ar.addr.eq(eng.a_raddr),
-                         eng.a_rdata.eq(ar.data)]
-            pbank = Memory(shape=psum_layout(cfg.tint), depth=d.p_depth, init=[])
+                         ("beats", "groups", "tokens", *fields, "w_addr", "a_addr", "a_stride", "p_addr")]
+            m.d.comb += [wbuf.raddr[r].eq(eng.w_raddr), eng.w_rdata.eq(getattr(wbuf, f"rdata{r}"))]
+            for i in range(self._per(c)):
+                ar = abuf.read_port()
+                m.d.comb += [ar.addr.eq(eng.a_raddr if c.kind == "tint" else eng.a_raddr[i]),
+                             (eng.a_rdata if c.kind == "tint" else eng.a_rdata[i]).eq(ar.data)]
+            pbank = Memory(shape=lay, depth=d.p_depth, init=[])
             m.submodules[f"psum_{name}"] = pbank
             pw, pr = pbank.write_port(), pbank.read_port()
             pv, pwo = getattr(self, f"pv_{name}"), getattr(self, f"pw_{name}")

@@ -26,10 +26,12 @@ _W = {n: w for n, w, _ in WORD_FIELDS}
 COMPUTE_FIELDS = ("valid", "cyc", "free", "free_buf", "free_slot")
 DMA_FIELDS = ("valid", "tag", "addr", "nbytes", "wr", "dcls", "alloc_en", "buf", "alloc")
 JOIN_FIELDS = ("valid",)
-# with the data path (lowbit.rtl.chip_data): a TINT word names its tile's shape and buffer word addresses
-# instead of a cycle count (its engine's `done` ends it), a DMA word the buffer words its read data fills
+# with the data path (lowbit.rtl.chip_data): a TINT word names its tile's shape and buffer addresses instead
+# of a cycle count (its engine's `done` ends it), a BoothFlex word may (`eng`: a ternary tile on the
+# data path, else a timer of `cyc`), a DMA word the buffer units its read data fills
 TINT_FIELDS = ("valid", "free", "free_buf", "free_slot", "beats", "groups", "tokens", "tail_lanes", "tail_step",
                "w_addr", "a_addr", "a_stride", "p_addr")
+BOOTH_FIELDS = (*COMPUTE_FIELDS, "eng", "beats", "groups", "tokens", "w_addr", "a_addr", "a_stride", "p_addr")
 DMA_DATA_FIELDS = (*DMA_FIELDS, "dwords", "dbase")
 
 
@@ -39,8 +41,9 @@ def _fields(kind: str, dims) -> dict[str, int]:
     if dims is None:
         names = {"compute": COMPUTE_FIELDS, "dma": DMA_FIELDS, "join": JOIN_FIELDS}[kind]
         return {n: _W[n] for n in names}
-    names = {"compute": COMPUTE_FIELDS, "tint": TINT_FIELDS, "dma": DMA_DATA_FIELDS, "join": JOIN_FIELDS}[kind]
-    w = {**_W, "beats": COUNT_BITS, "groups": COUNT_BITS, "tokens": COUNT_BITS, "a_stride": COUNT_BITS,
+    names = {"compute": COMPUTE_FIELDS, "tint": TINT_FIELDS, "booth": BOOTH_FIELDS, "dma": DMA_DATA_FIELDS,
+             "join": JOIN_FIELDS}[kind]
+    w = {**_W, "eng": 1, "beats": COUNT_BITS, "groups": COUNT_BITS, "tokens": COUNT_BITS, "a_stride": COUNT_BITS,
          "dwords": COUNT_BITS, "tail_lanes": dims.lanes.bit_length(), "tail_step": dims.word_units.bit_length(),
          "w_addr": dims.w_bits, "dbase": dims.w_bits, "a_addr": dims.a_bits,
          "p_addr": dims.p_bits}
@@ -117,20 +120,24 @@ def thresholds_met(word, sb) -> Signal:
 class ComputeQueue(wiring.Component):
     """Controller of one compute unit's in-order queue: issues the head when its thresholds are met and the
     unit is free, holds the unit busy for the word's `cyc` cycles, counts completions in order and, at a
-    completion, releases the ring allocation the word names (`free`). With `dims` (the data path, a TINT
-    queue) the word is a 'tint' word: the queue starts its unit's engine (`go`, the word on `word`) when the
-    engine is also `unit_ready`, and the engine's `unit_done` ends the instruction (the cycle the timer
-    would, since the engine meets the sim.units formula)."""
+    completion, releases the ring allocation the word names (`free`).
 
-    def __init__(self, sb: data.StructLayout, seq_bits: int, addr_bits: int, dims=None) -> None:
+    With the data path (`dims`), `kind` 'tint' (a TINT queue: every word a tile) or 'booth' (BoothFlex: a
+    word with `eng` set is a ternary tile, the others keep their `cyc`): the queue starts its unit's engine
+    (`go`, the word on `word`) when the engine is also `unit_ready`, and the engine's `unit_done` (high the
+    cycle before its `done`) ends the instruction, in the cycle the timer would, since the engine meets the
+    sim.units formula."""
+
+    def __init__(self, sb: data.StructLayout, seq_bits: int, addr_bits: int, dims=None,
+                 kind: str = "compute") -> None:
         n_thr, n_dq = sb["count"].shape.length, sb["base"].shape.length
-        self.engine = dims is not None
-        extra = {"go": Out(1), "unit_ready": In(1), "unit_done": In(1)} if self.engine else {}
+        self.kind = kind if dims is not None else "compute"
+        extra = {"go": Out(1), "unit_ready": In(1), "unit_done": In(1)} if self.kind != "compute" else {}
         super().__init__({
             **extra,
             "run": In(1),
             "sb": In(sb),
-            "word": In(word_layout("tint" if self.engine else "compute", n_thr, n_dq, seq_bits, dims)),
+            "word": In(word_layout(self.kind, n_thr, n_dq, seq_bits, dims)),
             "raddr": Out(addr_bits),
             "pc": Out(seq_bits),
             "count": Out(seq_bits),
@@ -145,20 +152,49 @@ class ComputeQueue(wiring.Component):
         busy = Signal()
         hold = Signal(1 + _W["free_buf"] + _W["free_slot"])  # free, free_buf, free_slot of the running word
         issue = Signal()
-        free = ~busy & self.unit_ready if self.engine else ~busy
+        free = ~busy & self.unit_ready if self.kind != "compute" else ~busy
         m.d.comb += issue.eq(self.run & free & thresholds_met(w, self.sb))
         m.d.comb += self.raddr.eq(self.pc + issue)
-        if self.engine:
-            m.d.comb += [self.go.eq(issue), self.rel_valid.eq(self.unit_done & hold[0]),
-                         self.rel_buf.eq(hold[1:1 + _W["free_buf"]]), self.rel_slot.eq(hold[1 + _W["free_buf"]:])]
-            with m.If(issue):
-                m.d.sync += [self.pc.eq(self.pc + 1), busy.eq(1),
-                             hold.eq(w.free | (w.free_buf << 1) | (w.free_slot << (1 + _W["free_buf"])))]
-            with m.Elif(self.unit_done):
+        if self.kind == "compute":
+            return self._timer_only(m, w, busy, hold, issue)
+        timer = self.kind != "tint"   # words that hold the unit for `cyc` cycles
+        eng = Signal()                # the head word runs on the engine
+        on_eng = Signal()             # the running word does
+        m.d.comb += eng.eq(1 if self.kind == "tint" else w.eng)
+        m.d.comb += self.go.eq(issue & eng)
+        done = Signal()
+        one = Signal()  # a one-cycle timer instruction completes in its issue cycle
+        if timer:
+            remain = Signal(_W["cyc"])
+            m.d.comb += one.eq(issue & ~eng & (w.cyc == 1))
+            tdone = busy & ~on_eng & (remain == 1)
+        else:
+            tdone = 0
+        edone = busy & on_eng & self.unit_done
+        m.d.comb += done.eq(tdone | edone | one)
+        with m.If(one):
+            m.d.comb += [self.rel_valid.eq(w.free), self.rel_buf.eq(w.free_buf), self.rel_slot.eq(w.free_slot)]
+        with m.Else():
+            m.d.comb += [self.rel_valid.eq(done & hold[0]), self.rel_buf.eq(hold[1:1 + _W["free_buf"]]),
+                         self.rel_slot.eq(hold[1 + _W["free_buf"]:])]
+        with m.If(issue):
+            m.d.sync += [self.pc.eq(self.pc + 1), on_eng.eq(eng),
+                         hold.eq(w.free | (w.free_buf << 1) | (w.free_slot << (1 + _W["free_buf"])))]
+            if timer:
+                m.d.sync += [busy.eq(eng | (w.cyc > 1)), remain.eq(w.cyc - 1)]
+            else:
+                m.d.sync += busy.eq(1)
+        with m.Elif(busy):
+            if timer:
+                m.d.sync += remain.eq(remain - 1)
+            with m.If(done):
                 m.d.sync += busy.eq(0)
-            with m.If(self.unit_done):
-                m.d.sync += self.count.eq(self.count + 1)
-            return m
+        with m.If(done):
+            m.d.sync += self.count.eq(self.count + 1)
+        return m
+
+    def _timer_only(self, m: Module, w, busy, hold, issue) -> Module:
+        """Every word a timer of `cyc` cycles (no data path)."""
         remain = Signal(_W["cyc"])
         one = Signal()  # a one-cycle instruction completes in its issue cycle
         m.d.comb += one.eq(issue & (w.cyc == 1))

@@ -72,13 +72,13 @@ class BankedBuffer(wiring.Component):
     """A buffer of `depth` units of `unit_bits`, interleaved over `banks` banks (unit address a: bank
     a mod banks, row a div banks; both powers of two). One write beat per cycle: `wr_count` (1 .. banks)
     consecutive units from unit address `wr_addr` (any alignment; bank b takes beat unit (b - wr_addr) mod
-    banks). `n_read` read ports, each reading a word of `word_units` consecutive units (<= banks, so one
-    from each of that many banks) from any unit address, on the read port the cycle after its address.
-    Addresses wrap at `depth`."""
+    banks). One read port per entry of `word_units`, port r reading a word of word_units[r] consecutive
+    units (<= banks, so one from each of that many banks) from any unit address (`raddr`), on `rdata<r>`
+    the cycle after its address. Addresses wrap at `depth`."""
 
-    def __init__(self, *, depth: int, banks: int, unit_bits: int, n_read: int, word_units: int = 1) -> None:
-        assert banks & (banks - 1) == 0 and depth & (depth - 1) == 0 and depth >= banks >= word_units
-        self.depth, self.banks, self.unit_bits, self.n_read = depth, banks, unit_bits, n_read
+    def __init__(self, *, depth: int, banks: int, unit_bits: int, word_units: tuple[int, ...] = (1,)) -> None:
+        assert banks & (banks - 1) == 0 and depth & (depth - 1) == 0 and depth >= banks >= max(word_units)
+        self.depth, self.banks, self.unit_bits, self.n_read = depth, banks, unit_bits, len(word_units)
         self.word_units = word_units
         ab = max(1, _lg(depth))
         super().__init__({
@@ -86,8 +86,8 @@ class BankedBuffer(wiring.Component):
             "wr_addr": In(ab),
             "wr_count": In(range(banks + 1)),
             "wr_data": In(data.ArrayLayout(unsigned(unit_bits), banks)),
-            "raddr": In(data.ArrayLayout(unsigned(ab), n_read)),
-            "rdata": Out(data.ArrayLayout(unsigned(unit_bits * word_units), n_read)),
+            "raddr": In(data.ArrayLayout(unsigned(ab), len(word_units))),
+            **{f"rdata{r}": Out(unit_bits * n) for r, n in enumerate(word_units)},
         })
 
     def elaborate(self, platform) -> Module:
@@ -114,13 +114,17 @@ class BankedBuffer(wiring.Component):
                 m.d.comb += rp.addr.eq(row(b, self.raddr[r]))
                 outs[r].append(rp.data)
         for r in range(self.n_read):
+            rd = getattr(self, f"rdata{r}")
             if nb == 1:
-                m.d.comb += self.rdata[r].eq(outs[r][0])
+                m.d.comb += rd.eq(outs[r][0])
                 continue
             sel = Signal(lb, name=f"rsel{r}")  # the first unit's bank, read in the previous cycle
             m.d.sync += sel.eq(self.raddr[r][:lb])
-            banks_out = Array(outs[r])
-            m.d.comb += self.rdata[r].eq(Cat(*(banks_out[(sel + j)[:lb]] for j in range(self.word_units))))
+            n = self.word_units[r]
+            if n == 1:
+                m.d.comb += rd.eq(Array(outs[r])[sel])
+            else:  # the word starting at each bank, one multiplexer over them
+                m.d.comb += rd.eq(Array(Cat(*(outs[r][(s + j) % nb] for j in range(n))) for s in range(nb))[sel])
         return m
 
 
@@ -177,6 +181,61 @@ def tint_engine_signature(cfg: TintConfig, *, w_bits: int, a_bits: int, p_bits: 
             "p_addr": p_bits}
 
 
+class TileWalk:
+    """The buffer addresses of a tile's beats, one beat a cycle from the start cycle `go` (module docstring):
+    pass (t, g), t over `e.tokens` and g over `e.groups`, beat b over `e.beats`, reads weight address
+    w_addr + (g * beats + b) * w_step and act address a_addr + t * a_stride + b * a_step. With `tail`, the
+    last row group's words are `e.tail_step` units apart instead of w_step. `wa`, `aa`: this cycle's
+    addresses; `last_g`: this beat is in the last row group; `last_rd`: this is the tile's last beat;
+    `busy`: beats after the start cycle remain."""
+
+    def __init__(self, m: Module, e, go, *, w_step: int, a_step: int, tail: bool = False) -> None:
+        wb, abits = len(e.w_addr), len(e.a_addr)
+        self.busy = busy = Signal(name="walk_busy")
+        left = Signal(3 * COUNT_BITS, name="walk_left")
+        nb, ng, w0, stride = (Signal(COUNT_BITS, name="walk_nb"), Signal(COUNT_BITS, name="walk_ng"),
+                              Signal(wb, name="walk_w0"), Signal(COUNT_BITS, name="walk_stride"))
+        r_wa, r_aa, r_ab = Signal(wb, name="walk_wa"), Signal(abits, name="walk_aa"), Signal(abits, name="walk_ab")
+        r_b, r_g = Signal(COUNT_BITS, name="walk_b"), Signal(COUNT_BITS, name="walk_g")
+        self.wa, self.aa = wa, aa = Signal(wb, name="cur_wa"), Signal(abits, name="cur_aa")
+        ab_, b, g = Signal(abits, name="cur_ab"), Signal(COUNT_BITS, name="cur_b"), Signal(COUNT_BITS, name="cur_g")
+        c_nb, c_ng, c_w0, c_st = (Signal(COUNT_BITS, name="cur_nb"), Signal(COUNT_BITS, name="cur_ng"),
+                                  Signal(wb, name="cur_w0"), Signal(COUNT_BITS, name="cur_st"))
+        cur = [wa.eq(r_wa), aa.eq(r_aa), ab_.eq(r_ab), b.eq(r_b), g.eq(r_g), c_nb.eq(nb), c_ng.eq(ng), c_w0.eq(w0),
+               c_st.eq(stride)]
+        start = [wa.eq(e.w_addr), aa.eq(e.a_addr), ab_.eq(e.a_addr), b.eq(0), g.eq(0), c_nb.eq(e.beats),
+                 c_ng.eq(e.groups), c_w0.eq(e.w_addr), c_st.eq(e.a_stride)]
+        load = [nb.eq(e.beats), ng.eq(e.groups), w0.eq(e.w_addr), stride.eq(e.a_stride),
+                left.eq(e.beats * e.groups * e.tokens - 1), busy.eq(e.beats * e.groups * e.tokens > 1)]
+        step = w_step
+        if tail:
+            self.last_g = last_g = Signal(name="walk_last_g")
+            m.d.comb += last_g.eq(g == c_ng - 1)
+            tl, ts = Signal.like(e.tail_lanes, name="walk_tl"), Signal.like(e.tail_step, name="walk_ts")
+            self.tail_lanes = c_tl = Signal.like(e.tail_lanes, name="cur_tl")
+            c_ts = Signal.like(e.tail_step, name="cur_ts")
+            cur += [c_tl.eq(tl), c_ts.eq(ts)]
+            start += [c_tl.eq(e.tail_lanes), c_ts.eq(e.tail_step)]
+            load += [tl.eq(e.tail_lanes), ts.eq(e.tail_step)]
+            step = Mux(last_g, c_ts, w_step)
+        with m.If(go):
+            m.d.comb += start
+            m.d.sync += load
+        with m.Else():
+            m.d.comb += cur
+            with m.If(busy):
+                m.d.sync += [left.eq(left - 1), busy.eq(left > 1)]
+        self.last_rd = Signal(name="walk_last_rd")
+        m.d.comb += self.last_rd.eq(Mux(go, e.beats * e.groups * e.tokens == 1, busy & (left == 1)))
+        # next beat: the next element chunk, else the next row group (same token), else the next token
+        with m.If(b != c_nb - 1):
+            m.d.sync += [r_b.eq(b + 1), r_g.eq(g), r_wa.eq(wa + step), r_aa.eq(aa + a_step), r_ab.eq(ab_)]
+        with m.Elif(g != c_ng - 1):
+            m.d.sync += [r_b.eq(0), r_g.eq(g + 1), r_wa.eq(wa + step), r_aa.eq(ab_), r_ab.eq(ab_)]
+        with m.Else():
+            m.d.sync += [r_b.eq(0), r_g.eq(0), r_wa.eq(c_w0), r_aa.eq(ab_ + c_st), r_ab.eq(ab_ + c_st)]
+
+
 class TintEngine(wiring.Component):
     """One TINT core with its address generators (module docstring): reads the weight and act buffers
     through read ports (`w_raddr` / `w_rdata`, `a_raddr` / `a_rdata`, data the cycle after the address) and
@@ -213,52 +272,15 @@ class TintEngine(wiring.Component):
         cfg = self.cfg
         n, t = cfg.lanes, cfg.tree_width
         m.submodules.core = core = TintCore(cfg)
-        wb, abits = len(self.w_addr), len(self.a_addr)
         go = Signal()
         m.d.comb += go.eq(self.start & core.ready & (self.beats != 0) & (self.groups != 0) & (self.tokens != 0))
-        # the beat presented this cycle: from the inputs in the start cycle, else from the registers
-        busy = Signal()
-        left = Signal(3 * COUNT_BITS)
-        nb, ng, w0, stride = Signal(COUNT_BITS), Signal(COUNT_BITS), Signal(wb), Signal(COUNT_BITS)
-        r_wa, r_aa, r_ab, r_b, r_g = Signal(wb), Signal(abits), Signal(abits), Signal(COUNT_BITS), Signal(COUNT_BITS)
-        wa, aa, ab_, b, g = (Signal(wb, name="cur_wa"), Signal(abits, name="cur_aa"), Signal(abits, name="cur_ab"),
-                             Signal(COUNT_BITS, name="cur_b"), Signal(COUNT_BITS, name="cur_g"))
-        c_nb, c_ng, c_w0, c_st = (Signal(COUNT_BITS, name="cur_nb"), Signal(COUNT_BITS, name="cur_ng"),
-                                  Signal(wb, name="cur_w0"), Signal(COUNT_BITS, name="cur_st"))
-        tl, ts = Signal.like(self.tail_lanes), Signal.like(self.tail_step)
-        c_tl, c_ts = Signal.like(self.tail_lanes, name="cur_tl"), Signal.like(self.tail_step, name="cur_ts")
-        with m.If(go):
-            m.d.comb += [wa.eq(self.w_addr), aa.eq(self.a_addr), ab_.eq(self.a_addr), b.eq(0), g.eq(0),
-                         c_nb.eq(self.beats), c_ng.eq(self.groups), c_w0.eq(self.w_addr), c_st.eq(self.a_stride),
-                         c_tl.eq(self.tail_lanes), c_ts.eq(self.tail_step)]
-            m.d.sync += [nb.eq(self.beats), ng.eq(self.groups), w0.eq(self.w_addr), stride.eq(self.a_stride),
-                         tl.eq(self.tail_lanes), ts.eq(self.tail_step),
-                         left.eq(self.beats * self.groups * self.tokens - 1),
-                         busy.eq(self.beats * self.groups * self.tokens > 1)]
-        with m.Else():
-            m.d.comb += [wa.eq(r_wa), aa.eq(r_aa), ab_.eq(r_ab), b.eq(r_b), g.eq(r_g),
-                         c_nb.eq(nb), c_ng.eq(ng), c_w0.eq(w0), c_st.eq(stride), c_tl.eq(tl), c_ts.eq(ts)]
-            with m.If(busy):
-                m.d.sync += [left.eq(left - 1), busy.eq(left > 1)]
-        # the tile's last read, carried down the core's pipeline depth: high in the cycle before `done`
-        last_rd = Signal()
-        m.d.comb += last_rd.eq(Mux(go, self.beats * self.groups * self.tokens == 1, busy & (left == 1)))
-        m.d.comb += self.done_next.eq(delay(m, last_rd, tint_latency(cfg), "fin"))
-        m.d.comb += [self.w_raddr.eq(wa), self.a_raddr.eq(aa)]
-        # the last row group holds `tail_lanes` rows: its words are `tail_step` units apart, lanes past them zero
-        last_g = Signal()
-        m.d.comb += last_g.eq(g == c_ng - 1)
-        step = Mux(last_g, c_ts, self.w_step)
+        walk = TileWalk(m, self, go, w_step=self.w_step, a_step=1, tail=True)
+        busy = walk.busy
+        m.d.comb += self.done_next.eq(delay(m, walk.last_rd, tint_latency(cfg), "fin"))
+        m.d.comb += [self.w_raddr.eq(walk.wa), self.a_raddr.eq(walk.aa)]
         mask = Signal(n)  # lanes of the word read this cycle that hold no row (applied when it arrives)
         for lane in range(n):
-            m.d.sync += mask[lane].eq(last_g & (c_tl <= lane))
-        # next beat: the next element chunk, else the next row group (same token), else the next token
-        with m.If(b != c_nb - 1):
-            m.d.sync += [r_b.eq(b + 1), r_g.eq(g), r_wa.eq(wa + step), r_aa.eq(aa + 1), r_ab.eq(ab_)]
-        with m.Elif(g != c_ng - 1):
-            m.d.sync += [r_b.eq(0), r_g.eq(g + 1), r_wa.eq(wa + self.w_step), r_aa.eq(ab_), r_ab.eq(ab_)]
-        with m.Else():
-            m.d.sync += [r_b.eq(0), r_g.eq(0), r_wa.eq(c_w0), r_aa.eq(ab_ + c_st), r_ab.eq(ab_ + c_st)]
+            m.d.sync += mask[lane].eq(walk.last_g & (walk.tail_lanes <= lane))
         # the core starts in the cycle of the first read: its beat j is driven in cycle start + 1 + j, when
         # the words read in cycle start + j are on the read ports
         m.d.comb += [core.start.eq(go), core.beats.eq(self.beats), core.passes.eq(self.groups * self.tokens),
@@ -267,15 +289,19 @@ class TintEngine(wiring.Component):
         for i in range(n * t):
             c = self.w_rdata[2 * i:2 * i + 2]
             m.d.comb += core.codes[i].eq(Mux(mask[i // t], 0, ~c[0] | ((~c[1] & ~c[0]) << 1)))
-        # psum: one word per pass, in order
-        pa, pn = Signal(len(self.p_addr)), Signal(len(self.p_addr))
-        with m.If(go):
-            m.d.sync += [pa.eq(self.p_addr), pn.eq(0)]
-        with m.Elif(core.out_valid):
-            m.d.sync += pn.eq(pn + 1)
-        m.d.comb += [self.p_valid.eq(core.out_valid), self.p_addr_o.eq(pa + pn), self.p_acc.eq(core.out_acc),
-                     self.p_ovf.eq(core.out_ovf), self.done.eq(core.done)]
+        psum_writes(m, self, go, core)
         return m
+
+
+def psum_writes(m: Module, e, go, core) -> None:
+    """An engine's psum port: each pass's accumulators (`core.out_*`) at e.p_addr + pass, in order."""
+    pa, pn = Signal(len(e.p_addr), name="psum_base"), Signal(len(e.p_addr), name="psum_n")
+    with m.If(go):
+        m.d.sync += [pa.eq(e.p_addr), pn.eq(0)]
+    with m.Elif(core.out_valid):
+        m.d.sync += pn.eq(pn + 1)
+    m.d.comb += [e.p_valid.eq(core.out_valid), e.p_addr_o.eq(pa + pn), e.p_acc.eq(core.out_acc),
+                 e.p_ovf.eq(core.out_ovf), e.done.eq(core.done)]
 
 
 def psum_layout(cfg: TintConfig) -> data.StructLayout:
@@ -324,7 +350,7 @@ class TintTileDatapath(wiring.Component):
         cfg = self.cfg
         t = cfg.tree_width
         ab = len(self.w_addr)
-        m.submodules.wbuf = wbuf = BankedBuffer(depth=self.depth, banks=2, unit_bits=self.word_bits, n_read=1)
+        m.submodules.wbuf = wbuf = BankedBuffer(depth=self.depth, banks=2, unit_bits=self.word_bits)
         m.submodules.abuf = abuf = Memory(shape=data.ArrayLayout(signed(8), t), depth=self.depth, init=[])
         m.submodules.pbuf = pbuf = Memory(shape=psum_layout(cfg), depth=self.depth, init=[])
         m.submodules.eng = eng = TintEngine(cfg, w_bits=ab, a_bits=ab, p_bits=ab)
@@ -340,7 +366,7 @@ class TintTileDatapath(wiring.Component):
                      eng.a_stride.eq(self.a_stride), eng.p_addr.eq(self.p_addr),
                      eng.tail_lanes.eq(self.tail_lanes), eng.tail_step.eq(self.tail_step),
                      self.ready.eq(eng.ready), self.done.eq(eng.done), self.done_next.eq(eng.done_next),
-                     wbuf.raddr[0].eq(eng.w_raddr), eng.w_rdata.eq(wbuf.rdata[0]),
+                     wbuf.raddr[0].eq(eng.w_raddr), eng.w_rdata.eq(wbuf.rdata0),
                      ar.addr.eq(eng.a_raddr), eng.a_rdata.eq(ar.data),
                      pw.en.eq(eng.p_valid), pw.addr.eq(eng.p_addr_o), pw.data.acc.eq(eng.p_acc),
                      pw.data.ovf.eq(eng.p_ovf)]

@@ -15,7 +15,11 @@ Loader rules (`data_plan`, on the host, like the rest of lowbit.rtl.chip_image):
   sim.units formula) and the DMA's bytes against the packed tile;
 - activations (DESIGN ASSUMPTION, no unit writes the act buffer yet): a projection's input is at the act
   buffer's start, token after token, `beats` words each (`a_addr` 0, `a_stride` beats);
-- psum: each tile's passes go to its core's psum bank after the previous tile's, wrapping at the bank's depth.
+- psum: each tile's passes go to its core's psum bank after the previous tile's, wrapping at the bank's depth;
+- a BoothFlex word that releases a weight tile of whole row groups, whose k is whole Booth beats and whose
+  `cyc` is booth_ternary_tile_cycles of that shape, runs on the chip's BoothEngine (`eng` 1, its beats
+  Booth beats of 4 width elements; lowbit.rtl.chip_booth, where the config allows it), every other one
+  (the attention tiles) keeps its cycle count.
 
 Contents: the weights are seeded-random ternary row groups (`lanes` rows x k, numpy default_rng([seed,
 DRAM address of the group]); a matrix's last group only its remaining rows), packed with lowbit.rtl.chip_data.pack_tile at the
@@ -23,7 +27,9 @@ program's DRAM addresses. Tile order is row group after row group, so a projecti
 layout in DRAM whatever its tiles' row counts (a prefill and a decode step tile the same matrix
 differently) and a tile read again in a later step gets the same bytes. The act buffer is seeded-random
 INT8. The golden of a tile is sim.numerics.tint.tint_dot of its row groups' weights and each token's
-activations: one psum word per (token, row group), in the order the engine writes them.
+activations: one psum word per (token, row group), in the order the engine writes them (a BoothFlex
+tile's with tree width 4 width and BoothFlex's accumulator: its ternary mode sums 4 width products a beat
+into the same wrapping accumulator, rtl/booth.py).
 """
 
 from __future__ import annotations
@@ -35,10 +41,11 @@ import numpy as np
 from lowbit.rtl.chip_data import DataDims, data_dims, pack_tile
 from lowbit.rtl.chip_image import ChipImage
 from lowbit.sim.config import HwConfig
-from lowbit.sim.isa import B_WEIGHT, C_DMAW, C_TINT
+from lowbit.sim.isa import B_WEIGHT, C_BOOTH, C_DMAW, C_TINT
 
 DATA_FIELDS = {"tint": ("beats", "groups", "tokens", "tail_lanes", "tail_step", "w_addr", "a_addr", "a_stride",
                         "p_addr"),
+               "booth": ("eng", "beats", "groups", "tokens", "w_addr", "a_addr", "a_stride", "p_addr"),
                "dma": ("dwords", "dbase")}
 
 
@@ -51,13 +58,16 @@ class DataPlan:
     act: np.ndarray | None = None                          # act buffer words [a_depth, tree_width] int8
     expect: dict[str, list[tuple[tuple[int, ...], int]]] = field(default_factory=dict)  # per TINT queue:
     # psum words in write order, (accumulator per lane, overflow flags as a lane bit mask)
-    tiles: dict[str, int] = field(default_factory=dict)   # TINT tiles per queue
+    tiles: dict[str, int] = field(default_factory=dict)   # tiles on the data path per queue
+    fmt: dict[str, tuple[int, int]] = field(default_factory=dict)  # per queue: psum lanes, accumulator bits
 
 
 def data_plan(img: ChipImage, cfg: HwConfig, seed: int = 0) -> tuple[DataPlan | None, str]:
     """Fill the data fields of `img`'s TINT and dma_w words (module docstring) and build the preloads and
     golden; (None, why) when this program or config has no data path (the image is then left as it was)."""
+    from lowbit.rtl.chip import booth_data
     from lowbit.sim.numerics.tint import tint_dot
+    from lowbit.sim.units.booth import booth_ternary_tile_cycles
     from lowbit.sim.units.tint import tint_tile_cycles
 
     if not cfg.has("tint"):
@@ -133,18 +143,49 @@ def data_plan(img: ChipImage, cfg: HwConfig, seed: int = 0) -> tuple[DataPlan | 
             pnext += tokens * groups
             acts = plan.act[:tokens * beats].reshape(tokens, beats * t.tree_width)[:, :k]
             acc, ovf = tint_dot(tile_w[src][None, :, :], acts[:, None, :], t.tree_width, t.acc_bits)
-            for tok in range(tokens):
-                for g in range(groups):
-                    sl = slice(g * t.lanes, (g + 1) * t.lanes)
-                    mask = sum(int(b) << lane for lane, b in enumerate(ovf[tok, sl]))
-                    out.append((tuple(int(x) for x in acc[tok, sl]), mask))
+            out += _psum_words(acc, ovf, t.lanes)
         plan.expect[name] = out
         plan.tiles[name] = len(img.words[q])
-    for q, ws in ((q, img.words[q]) for q in (*tq, dw)):
-        kind = "tint" if q in tq else "dma"
+        plan.fmt[name] = (t.lanes, t.acc_bits)
+    bq = [q for q, c in enumerate(img.classes) if c == C_BOOTH] if booth_data(cfg) else []
+    for q in bq:  # BoothFlex: its ternary weight tiles on the engine, the rest (attention) timers
+        b, per = cfg.booth, 4 * cfg.booth.width
+        out, pnext, n = [], 0, 0
+        for i, w in enumerate(img.words[q]):
+            src, shape = (w.get("free_q", -1), w.get("free_i", -1)), tile_shape(w)
+            if src not in tile_w or w["rbuf"] != B_WEIGHT or shape is None:
+                continue
+            rows, k, tokens = shape
+            groups = rows // b.lanes
+            if rows % b.lanes or k % per or booth_ternary_tile_cycles(b, k, tokens * groups) != w["cyc"] \
+                    or tokens * k // t.tree_width > dims.a_depth or tokens * groups > dims.p_depth:
+                continue
+            fields[(q, i)] = {"eng": 1, "beats": k // per, "groups": groups, "tokens": tokens,
+                              "w_addr": fields[src]["dbase"], "a_addr": 0, "a_stride": k // t.tree_width,
+                              "p_addr": pnext % dims.p_depth}
+            pnext += tokens * groups
+            n += 1
+            acts = plan.act[:tokens * k // t.tree_width].reshape(tokens, k)
+            acc, ovf = tint_dot(tile_w[src][None, :, :], acts[:, None, :], per, b.acc_bits)
+            out += _psum_words(acc, ovf, b.lanes)
+        plan.expect[img.queues[q]] = out
+        plan.tiles[img.queues[q]] = n
+        plan.fmt[img.queues[q]] = (b.lanes, b.acc_bits)
+    for q, ws in ((q, img.words[q]) for q in (*tq, *bq, dw)):
+        kind = "tint" if q in tq else "booth" if q in bq else "dma"
         for i, w in enumerate(ws):
             w.update(fields.get((q, i), dict.fromkeys(DATA_FIELDS[kind], 0)))
     return plan, ""
+
+
+def _psum_words(acc: np.ndarray, ovf: np.ndarray, lanes: int) -> list[tuple[tuple[int, ...], int]]:
+    """A tile's psum words in write order (token, then row group): accumulators and the overflow lane mask."""
+    out = []
+    for tok in range(acc.shape[0]):
+        for g in range(acc.shape[1] // lanes):
+            sl = slice(g * lanes, (g + 1) * lanes)
+            out.append((tuple(int(x) for x in acc[tok, sl]), sum(int(v) << lane for lane, v in enumerate(ovf[tok, sl]))))
+    return out
 
 
 def tile_shape(w: dict) -> tuple[int, int, int] | None:

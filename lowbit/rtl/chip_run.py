@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lowbit.rtl.chip import RING_OWNER, ChipParams, chip_verilog, word_kind
+from lowbit.rtl.chip import RING_OWNER, ChipParams, booth_data, chip_verilog, word_kind
 from lowbit.rtl.chip_ctrl import pack_word
 from lowbit.rtl.chip_golden import act_word, compare_psum, data_plan, segments
 from lowbit.rtl.chip_image import ChipImage, QueueTimes, build_image, reference_schedule
@@ -228,7 +228,8 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
     bdir, vfile = _build(cfg, p)
     n_thr = img.n_thr
     dims = plan.dims if plan else None
-    words = [[pack_word(word_kind(n, c, plan is not None), n_thr, p.seq_bits, w,
+    bd = plan is not None and booth_data(cfg)
+    words = [[pack_word(word_kind(n, c, plan is not None, bd), n_thr, p.seq_bits, w,
                         dims if n != "dma_kv" else None) for w in ws]
              for n, c, ws in zip(img.queues, img.classes, img.words, strict=True)]
     djob = None
@@ -236,7 +237,7 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
         tq = list(plan.expect)
         djob = {"banks": dims.banks, "unit_bytes": dims.unit_bytes, "act_queue": len(img.queues),
                 "act": [act_word(x) for x in plan.act], "dram": {str(a): b.hex() for a, b in segments(plan.dram).items()},
-                "tint": tq, "lanes": cfg.tint.lanes, "acc_bits": cfg.tint.acc_bits,
+                "engines": tq, "fmt": plan.fmt,
                 "engine_bit": (p.dma_table - 1).bit_length()}
     lay = request_layout(p.id_bits)
     req_fields = {name: (fld.offset, fld.width) for name, fld in lay}

@@ -99,10 +99,10 @@ def test_chip_runs_the_program_cycle_exact(tiny_program):
     assert all(q.instructions > 0 for q in r.queues)
     assert r.dram_requests == sum(q.instructions for q in r.queues if q.name.startswith("dma"))
     assert r.params.data_banks == 32
-    tint = next(q for q in r.queues if q.name == "tint0")
-    # 64 tiles: 16 x 64 / 16 x 128 / 32 x 64 weights (8, 8, 16 row groups of 2 lanes), 1 or 2 tokens each
-    assert (tint.instructions, tint.data_words, tint.data_mismatches) == (64, 896, 0)
-    assert [q.data_words for q in r.queues if q.name != "tint0"] == [-1] * (len(r.queues) - 1)
+    data = {q.name: (q.instructions, q.data_words, q.data_mismatches) for q in r.queues if q.data_words >= 0}
+    # TINT: 64 tiles of 16 x 64 / 16 x 128 / 32 x 64 weights (8, 8, 16 row groups of 2 lanes), 1 or 2 tokens
+    # each; BoothFlex: its 96 ternary tiles (of 128 words, the others attention) on the same row groups
+    assert data == {"tint0": (64, 896, 0), "booth": (128, 1_664, 0)}
 
 
 def test_chip_verilog_lints_clean(tiny_program):
@@ -142,6 +142,12 @@ def test_data_plan_resolves_tiles_from_the_program(tiny_program):
         assert w["p_addr"] == passes % 128
         passes += w["groups"] * w["tokens"]
     assert len(plan.expect["tint0"]) == passes == 896
+    bq = img.queues.index("booth")
+    eng = [w for w in img.words[bq] if w["eng"]]
+    assert len(eng) == plan.tiles["booth"] == 96 and len(plan.expect["booth"]) == 1_664
+    # Booth beats of 4 x 2 elements, latency 1 + clog2(8) + 1 = 5: the word's sim.units cycles
+    assert all(w["cyc"] == w["beats"] * w["groups"] * w["tokens"] + 5 for w in eng)
+    assert all(not w["eng"] and w["rbuf"] != 0 for w in img.words[bq] if w not in eng)  # attention: timers
     assert compare_psum(plan.expect["tint0"], plan.expect["tint0"]) == 0
     assert segments({0: b"ab", 2: b"cd", 6: b"ef"}) == {0: b"abcd", 6: b"ef"}
     wrong = [((x[0][0] + 1,) + x[0][1:], x[1]) for x in plan.expect["tint0"][:3]] + plan.expect["tint0"][3:-1]

@@ -15,7 +15,7 @@ of packed weight row groups at their DRAM addresses, lowbit.rtl.chip_golden) as 
 channel, in the latest free cycles from the cycle after the request crossed the port up to its response
 cycle E - 1 (every beat before the completion); a read whose beats do not fit there is counted in
 `data_late`. The act buffer's contents are written through the load port before `start`, and every psum
-word a TINT engine writes (`pv_<q>`, `pw_<q>`) is recorded in order.
+word an engine writes (`pv_<q>`, `pw_<q>`: TINT and BoothFlex) is recorded in order.
 
 Sampling (cocotb ReadOnly after each rising edge, cycle c = the chip's `cycle`): `pc_<q>` rising from a to
 b means instructions a..b-1 started in cycle c - 1; on a compute queue `count_<q>` rising means they ended
@@ -140,9 +140,9 @@ async def chip_run(dut):
     dram = sorted((int(a), bytes.fromhex(h)) for a, h in dj["dram"].items()) if dj else []
     starts = [a for a, _ in dram]
     beat_bytes = dj["banks"] * dj["unit_bytes"] if dj else 0
-    psum_h = [(n, getattr(dut, f"pv_{n}"), getattr(dut, f"pw_{n}")) for n in dj["tint"]] if dj else []
-    psum: dict[str, list] = {n: [] for n, _, _ in psum_h}
-    acc_bits, planes = (dj["acc_bits"], dj["lanes"]) if dj else (0, 0)
+    psum_h = [(n, getattr(dut, f"pv_{n}"), getattr(dut, f"pw_{n}"), *dj["fmt"][n]) for n in dj["engines"]] \
+        if dj else []
+    psum: dict[str, list] = {h[0]: [] for h in psum_h}
     first = True
     skip_to = None  # after a quiet sample: wake at the next due response or the next event, whichever first
     while True:
@@ -206,7 +206,7 @@ async def chip_run(dut):
                 for i in range(cnt_prev[q], c):
                     end[q][i] = cyc
             cnt_prev[q] = c
-        for n, pv, pw in psum_h:  # a psum word written this cycle
+        for n, pv, pw, planes, acc_bits in psum_h:  # a psum word written this cycle
             if int(pv.value):
                 x = int(pw.value)
                 acc = [(x >> (lane * acc_bits)) & ((1 << acc_bits) - 1) for lane in range(planes)]

@@ -94,10 +94,12 @@ def chip_report(hw: str, sets: list[str], model: str, prefill: int, decode: int)
         data_line = (f"Data path: none on this chip ({r.data_note}); the compute units are timers of the sim.units "
                      "formulas and nothing is compared bit-exact.")
     else:
-        data_line = (f"Data path: the TINT tiles run on the chip's data path ({p.data_banks} weight banks, one "
-                     f"memory-port data beat a cycle): {r.data_words:,} psum words against sim.numerics on seeded "
-                     f"weights and activations, **{r.data_mismatches} data mismatches** (weight reads whose data "
-                     f"came after their response: {r.data_late}); the other compute units are timers.")
+        eq = ", ".join(q.name for q in r.queues if q.data_words >= 0)
+        data_line = (f"Data path: the projection tiles of {eq} run on the chip's data path ({p.data_banks} weight "
+                     f"banks, one memory-port data beat a cycle): {r.data_words:,} psum words against sim.numerics "
+                     f"on seeded weights and activations, **{r.data_mismatches} data mismatches** (weight reads "
+                     f"whose data came after their response: {r.data_late}); the other compute units and "
+                     "instructions are timers of their sim.units cycle counts.")
     lines += [
         "",
         f"Total cycles: `lowbit sim --program` {r.sim_cycles:,}, chip RTL {r.chip_cycles:,}: **{verdict}**"

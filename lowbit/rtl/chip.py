@@ -5,11 +5,16 @@ Structure (docs/rtl.md "Chip"):
 - an instruction memory per queue (`imem_depth` words of the queue kind's layout, lowbit.rtl.chip_ctrl),
   written through the load port before `start`;
 - compute queues (one per physical unit, in unit order): lowbit.rtl.chip_ctrl.ComputeQueue, busy for each
-  tile's `cyc` cycles (the sim.units formula the unit RTL realises);
+  tile's `cyc` cycles (the sim.units formula the unit RTL realises) unless the tile runs on the data path;
 - DMA queues `dma_w` (engine 0) and `dma_kv` (engine 1): lowbit.rtl.chip_dma.DmaEngine, each with
   `dma_issue` request lanes of the memory port `mem`;
 - the sync queue: lowbit.rtl.chip_ctrl.JoinMonitor;
-- a ring per buffer the config has (lowbit.rtl.chip_ring.Ring, the config's capacity).
+- a ring per buffer the config has (lowbit.rtl.chip_ring.Ring, the config's capacity);
+- with the data path (`ChipParams.data_banks` > 0, where lowbit.rtl.chip_data.data_dims allows it): the
+  banked weight buffer filled by dma_w's read-data beats (chip_data.DmaFill), the act buffer (written
+  through the load port at `load_queue` = the number of queues), and per TINT queue (and BoothFlex, where
+  lowbit.rtl.chip_booth allows it) an engine computing its tiles from them into a psum bank; those queues'
+  words name their tiles and the engine ends them (chip_ctrl.ComputeQueue).
 The scoreboard (lowbit.rtl.chip_ctrl.scoreboard_layout) is the vector of completion counts, one per
 non-sync queue (compute counts are registers, a DMA engine's count the in-order prefix of its completion
 table), plus each DMA engine's completion window (requests complete out of order; a wait names a range
@@ -18,7 +23,8 @@ of them). Every controller reads all of it.
 Observation ports for the bench: `pc_<q>` (instructions issued) and `count_<q>` (completed in order) per
 queue, `dbase_<q>` / `dfin_<q>` per DMA queue (requests completing this cycle, per completion-table slot,
 and the oldest unretired request), `join_head` / `join_done` (joins completing this cycle, relative to the
-head) and `cycle` (cycles since `start`).
+head) and `cycle` (cycles since `start`); with the data path `pv_<q>` / `pw_<q>` (the psum word an engine
+writes this cycle) and `psum_<q>` (its psum bank at `psum_raddr`).
 """
 
 from __future__ import annotations

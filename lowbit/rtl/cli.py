@@ -87,9 +87,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the cocotb benches: RTL vs sim.numerics (bit-exact) and cycles vs sim.units (exact); with --chip,
         the chip top on a compiled program against `lowbit sim --program` (cycles per instruction) and, where
-        the chip has the data path, every TINT psum word against sim.numerics."""
+        the chip has the data path, every psum word of its TINT / BoothFlex tiles against sim.numerics (weights
+        and activations seeded by --seed)."""
         if chip:
-            _verify_chip(hw, sets, model, prefill, decode, program, json_out)
+            option_int("--seed", seed, SEED)
+            _verify_chip(hw, sets, model, prefill, decode, program, json_out, seed)
             return
         if vectors < 1:
             raise LowbitError(f"--vectors {vectors}: must be >= 1")
@@ -129,7 +131,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, decode: int,
-                 program: Path | None, json_out: Path | None) -> None:
+                 program: Path | None, json_out: Path | None, seed: int = 0) -> None:
     """`lowbit verify --chip`: compile (unless --program), run on the chip RTL, print the per-queue table."""
     require_extra("verify", "rtl", "amaranth", "cocotb")
     import tempfile
@@ -154,7 +156,7 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
             check_workload(cfg, tr)
             program = Path(tmp) / "prog.bin"
             compile_program(cfg, tr, program)
-        r = verify_chip(cfg, program, hw, sets)
+        r = verify_chip(cfg, program, hw, sets, seed=seed)
     t = Table(title=f"lowbit verify --chip --hw {cfg.name}: {label}, chip RTL vs lowbit sim --program")
     for c in ("queue", "instructions", "start mismatches", "end mismatches", "max |diff| (cycles)", "psum words",
               "data mismatches", "first"):

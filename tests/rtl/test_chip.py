@@ -320,3 +320,13 @@ def test_fp4_chip_runs_the_program_cycle_exact(tmp_path):
     assert "tint0" not in counts and counts["fp4"] > counts["booth"] > 0
     assert {q.name: q.start_mismatches + q.end_mismatches for q in r.queues} == {q.name: 0 for q in r.queues}
     assert r.chip_cycles == r.sim_cycles > 10_000
+
+
+def test_verify_chip_refuses_a_bad_seed(capsys):
+    """The data path's contents are seeded by --seed: a negative one is a one-line error, exit 2, before any
+    compile or build."""
+    from lowbit.cli import main
+
+    assert main(["verify", "--chip", "--hw", "tiny", "--seed", "-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--seed -1" in err[0]

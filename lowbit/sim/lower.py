@@ -6,10 +6,9 @@ Tiling of projections, attention and LO codes: sim.tiling (the documented rules)
 - SFU ops: sfu_cycles(op, rows, dim). Under "dependency-aware" scheduling the first (reduction) pass of
   rmsnorm / quantize (absmax) / softmax (max) is fused with the producer's output stream (docs/reference/vitallm.md §3.4,
   §5.5: reductions accumulated on the fly), so only the remaining passes sit on the critical path.
-- lm_head on "host": not lowered (reported separately: MACs of its rows, weight bytes once per step that
-  produces logits; its rows are the op's "logits" where given, else every position of the step, the full
-  forward a captured one-sequence trace records). On the chip (cfg.lm_head = its weight format): only
-  last positions get logits (lowbit.sim.trace.logits_rows: one per sequence whose prompt ends or that decodes
+- lm_head on "host": not lowered (reported separately: MACs of the rows that get logits, the same rows as on
+  the chip, and its weight bytes once per step that produces logits). On the chip (cfg.lm_head = its weight
+  format): only last positions get logits (lowbit.sim.trace.logits_rows: one per sequence whose prompt ends or that decodes
   a token in the step, none in a step that only continues prompts; DESIGN CHOICE, as llama.cpp and vLLM do in
   prefill): the final-norm output is quantized to INT8 on the SFU (a row of d_model per
   position), the d_model x vocab projection is tiled through the projection cores like any linear
@@ -299,7 +298,7 @@ class Lowering(AttentionLowering):
             if k == "lm_head" and self.cfg.lm_head != "host":
                 j = self._lm_head(e, op, opi, d, st)
             elif k == "lm_head":  # on the host: excluded from accelerator time (module docstring: its rows)
-                rows = op.args.get("logits", t)
+                rows = logits_rows(op)
                 st.lm_head_macs += rows * op["in_features"] * op["out_features"]
                 st.lm_head_bytes += math.ceil(op["in_features"] * op["out_features"]
                                               * weight_bits(op["weight_format"]) / 8) if rows else 0

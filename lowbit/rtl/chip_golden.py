@@ -40,8 +40,9 @@ import numpy as np
 
 from lowbit.rtl.chip_data import DataDims, data_dims, pack_tile
 from lowbit.rtl.chip_image import ChipImage
+from lowbit.rtl.chip_model import ModelContents, NoMapping, input_of
 from lowbit.sim.config import HwConfig
-from lowbit.sim.isa import B_WEIGHT, C_BOOTH, C_DMAW, C_TINT
+from lowbit.sim.isa import B_WEIGHT, C_BOOTH, C_DMAW, C_SFU, C_TINT
 
 DATA_FIELDS = {"tint": ("beats", "groups", "tokens", "tail_lanes", "tail_step", "w_addr", "a_addr", "a_stride",
                         "p_addr"),
@@ -55,16 +56,40 @@ class DataPlan:
 
     dims: DataDims
     dram: dict[int, bytes] = field(default_factory=dict)  # DRAM byte address of a weight row group -> its bytes
-    act: np.ndarray | None = None                          # act buffer words [a_depth, tree_width] int8
+    act: np.ndarray | None = None                          # act buffer words [a_depth, tree_width] int8 (seeded)
     expect: dict[str, list[tuple[tuple[int, ...], int]]] = field(default_factory=dict)  # per TINT queue:
     # psum words in write order, (accumulator per lane, overflow flags as a lane bit mask)
     tiles: dict[str, int] = field(default_factory=dict)   # tiles on the data path per queue
     fmt: dict[str, tuple[int, int]] = field(default_factory=dict)  # per queue: psum lanes, accumulator bits
+    model: ModelContents | None = None                     # the whole-model golden the contents come from
+    sfu_queue: int = -1                                    # the queue whose quantize words write the act buffer
+    act_writes: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # SFU word -> (act address, word)
+    cover: dict[tuple[int, str], np.ndarray] = field(default_factory=dict)  # (step, op) -> acc elements checked
+
+    def acc_buffers(self) -> tuple[int, int, list[str]]:
+        """(accumulator buffers every element of which a psum word checks, buffers with any, the golden's
+        projection accumulator buffers without any: 'step S op')."""
+        if self.model is None:
+            return 0, 0, []
+        full = sum(bool(c.all()) for c in self.cover.values())
+        absent = [f"step {i} {k[:-4]}" for i, st in enumerate(self.model.run.steps) for k in st.buffers
+                  if k.endswith(".acc") and k[:-4] in self.model.dep.linears and (i, k[:-4]) not in self.cover]
+        return full, len(self.cover), absent
 
 
-def data_plan(img: ChipImage, cfg: HwConfig, seed: int = 0) -> tuple[DataPlan | None, str]:
+def data_plan(img: ChipImage, cfg: HwConfig, seed: int = 0,
+              model: ModelContents | None = None) -> tuple[DataPlan | None, str]:
     """Fill the data fields of `img`'s TINT and dma_w words (module docstring) and build the preloads and
-    golden; (None, why) when this program or config has no data path (the image is then left as it was)."""
+    golden: seeded contents checked against sim.numerics, or with `model` (lowbit.rtl.chip_model) the
+    whole-model golden's weights, activations and accumulators; (None, why) when this program or config has
+    no data path or a tile has no place in `model` (the image is then left as it was)."""
+    try:
+        return _data_plan(img, cfg, seed, model)
+    except NoMapping as e:
+        return None, str(e)
+
+
+def _data_plan(img: ChipImage, cfg: HwConfig, seed: int, model: ModelContents | None) -> tuple[DataPlan | None, str]:
     from lowbit.rtl.chip import booth_data
     from lowbit.sim.numerics.tint import tint_dot
     from lowbit.sim.units.booth import booth_ternary_tile_cycles
@@ -79,7 +104,7 @@ def data_plan(img: ChipImage, cfg: HwConfig, seed: int = 0) -> tuple[DataPlan | 
     wb, ub = dims.word_bytes, dims.unit_bytes
     tq = [q for q, c in enumerate(img.classes) if c == C_TINT]
     dw = next(q for q, c in enumerate(img.classes) if c == C_DMAW)
-    plan = DataPlan(dims)
+    plan = DataPlan(dims, model=model)
     fields: dict[tuple[int, int], dict] = {}
     for i, w in enumerate(img.words[dw]):
         if w["alloc_en"] and w["buf"] == B_WEIGHT and not w["wr"]:
@@ -87,12 +112,14 @@ def data_plan(img: ChipImage, cfg: HwConfig, seed: int = 0) -> tuple[DataPlan | 
                 return None, (f"weight DMA {i} ({w['nbytes']} bytes at ring byte {w['sbyte']}) is not whole "
                               f"{ub}-byte buffer units")
             fields[(dw, i)] = {"dwords": w["nbytes"] // ub, "dbase": w["sbyte"] // ub}
-    rng_act = np.random.default_rng([seed, 1 << 40])
-    plan.act = rng_act.integers(-128, 128, size=(dims.a_depth, t.tree_width)).astype(np.int64)
+    if model is None:
+        rng_act = np.random.default_rng([seed, 1 << 40])
+        plan.act = rng_act.integers(-128, 128, size=(dims.a_depth, t.tree_width)).astype(np.int64)
     # the weights: one row group (`lanes` rows x k) per group address, shared by every tile that reads it
     consumer = {(w["free_q"], w["free_i"]): w for ws in img.words for w in ws if w.get("free") and "macs" in w}
     groups_w: dict[int, np.ndarray] = {}
     tile_w: dict[tuple[int, int], np.ndarray] = {}
+    row0: dict[tuple[int, int], int] = {}  # weight DMA -> its tile's first row in the model's matrix
     lane_bytes = t.tree_width // 4  # one lane's codes of one beat (2 bits each; data_dims: whole bytes a word)
     for key in fields:
         d, c = img.words[key[0]][key[1]], consumer.get(key)
@@ -101,19 +128,42 @@ def data_plan(img: ChipImage, cfg: HwConfig, seed: int = 0) -> tuple[DataPlan | 
             continue  # not a tile of TINT geometry: no contents (a TINT word reading it is refused below)
         rows, k, _ = shape
         beats, groups = -(-k // t.tree_width), -(-rows // t.lanes)
+        what = f"weight DMA {key[1]} (op {c.get('op')}, step {c.get('step')})"
+        r0 = row0[key] = model.first_row(c["op"], d["addr"], k, what) if model is not None else 0
         parts = []
         for g in range(groups):
             a = d["addr"] + g * beats * wb
             real = min(t.lanes, rows - g * t.lanes)
             if a not in groups_w:
                 gw = np.zeros((t.lanes, k), np.int8)
-                gw[:real] = np.random.default_rng([seed, a]).integers(-1, 2, size=(real, k))
+                if model is not None:
+                    gw[:real] = model.rows(c["op"], r0 + g * t.lanes, real, what)
+                else:
+                    gw[:real] = np.random.default_rng([seed, a]).integers(-1, 2, size=(real, k))
                 groups_w[a] = gw
                 plan.dram[a] = pack_tile(gw[:real], real, t.tree_width)  # a last group's words: its rows only
             if groups_w[a].shape[1] != k or groups_w[a][real:].any() or len(plan.dram[a]) != beats * real * lane_bytes:
                 return None, f"the weight row group at DRAM address {a} is read as two different tiles"
+            if model is not None and not np.array_equal(groups_w[a][:real], model.rows(c["op"], r0 + g * t.lanes,
+                                                                                        real, what)):
+                return None, f"the weight row group at DRAM address {a} holds rows of two ops"
             parts.append(groups_w[a])
         tile_w[key] = np.concatenate(parts)
+    reads: dict[tuple[int, str], int] = {}  # (step, quantize op) -> act words per token, of the tiles reading it
+
+    def golden_words(w: dict, src: tuple[int, int], rows: int, tokens: int, k: int, lanes: int, what: str) -> list:
+        """A tile's expected psum words from the golden's accumulators (module docstring of chip_model)."""
+        model.acts(w["step"], w["op"], tokens, k, what)  # the tile reads that op's whole input
+        r0 = row0[src]
+        reads[(w["step"], input_of(w["op"]))] = -(-k // t.tree_width)
+        acc = model.acc(w["step"], w["op"], r0, rows)
+        cov = plan.cover.setdefault((w["step"], w["op"]), np.zeros(model.run.steps[w["step"]].buffers[
+            f"{w['op']}.acc"].shape, bool))
+        cov[:, r0:r0 + rows] = True
+        pad = np.zeros((tokens, -(-rows // lanes) * lanes), np.int64)
+        pad[:, :rows] = acc
+        return _psum_words(pad, np.zeros(pad.shape, bool), lanes)
+
     for q in tq:
         name = img.queues[q]
         out: list[tuple[tuple[int, ...], int]] = []
@@ -141,6 +191,9 @@ def data_plan(img: ChipImage, cfg: HwConfig, seed: int = 0) -> tuple[DataPlan | 
                               "tail_step": tail * lane_bytes // ub, "w_addr": fields[src]["dbase"],
                               "a_addr": 0, "a_stride": beats, "p_addr": pnext % dims.p_depth}
             pnext += tokens * groups
+            if model is not None:
+                out += golden_words(w, src, rows, tokens, k, t.lanes, f"{name} word {i} ({w['op']}, step {w['step']})")
+                continue
             acts = plan.act[:tokens * beats].reshape(tokens, beats * t.tree_width)[:, :k]
             acc, ovf = tint_dot(tile_w[src][None, :, :], acts[:, None, :], t.tree_width, t.acc_bits)
             out += _psum_words(acc, ovf, t.lanes)
@@ -165,17 +218,51 @@ def data_plan(img: ChipImage, cfg: HwConfig, seed: int = 0) -> tuple[DataPlan | 
                               "p_addr": pnext % dims.p_depth}
             pnext += tokens * groups
             n += 1
+            if model is not None:
+                out += golden_words(w, src, rows, tokens, k, b.lanes,
+                                    f"{img.queues[q]} word {i} ({w['op']}, step {w['step']})")
+                continue
             acts = plan.act[:tokens * k // t.tree_width].reshape(tokens, k)
             acc, ovf = tint_dot(tile_w[src][None, :, :], acts[:, None, :], per, b.acc_bits)
             out += _psum_words(acc, ovf, b.lanes)
         plan.expect[img.queues[q]] = out
         plan.tiles[img.queues[q]] = n
         plan.fmt[img.queues[q]] = (b.lanes, b.acc_bits)
+    if model is not None:
+        why = _act_writes(plan, img, reads, t.tree_width)
+        if why:
+            return None, why
     for q, ws in ((q, img.words[q]) for q in (*tq, *bq, dw)):
         kind = "tint" if q in tq else "booth" if q in bq else "dma"
         for i, w in enumerate(ws):
             w.update(fields.get((q, i), dict.fromkeys(DATA_FIELDS[kind], 0)))
     return plan, ""
+
+
+def _act_writes(plan: DataPlan, img: ChipImage, reads: dict[tuple[int, str], int], tw: int) -> str:
+    """The act buffer's contents per quantize word of the SFU queue (chip_model's module docstring): the
+    golden's INT8 rows, token after token from address 0, `beats` words a token; '' or why not."""
+    sq = next((q for q, c in enumerate(img.classes) if c == C_SFU), -1)
+    plan.sfu_queue = sq
+    done = set()
+    for i, w in enumerate(img.words[sq] if sq >= 0 else []):
+        key = (w.get("step", -1), w.get("op", ""))
+        if key not in reads:
+            continue
+        x = plan.model.quant(*key)
+        beats = reads[key]
+        pad = np.zeros((x.shape[0], beats * tw), np.int64)
+        pad[:, :x.shape[1]] = x
+        words = [act_word(v) for v in pad.reshape(-1, tw)]
+        if len(words) > w["cyc"] - 2:
+            return (f"{img.queues[sq]} word {i} ({key[1]}, step {key[0]}): its {len(words)} act words do not fit "
+                    f"its {w['cyc']} cycles at one a cycle")
+        plan.act_writes[i] = list(enumerate(words))
+        done.add(key)
+    missing = sorted(set(reads) - done)
+    if missing:
+        return f"no SFU quantize word writes '{missing[0][1]}' of step {missing[0][0]}, which tiles read"
+    return ""
 
 
 def _psum_words(acc: np.ndarray, ovf: np.ndarray, lanes: int) -> list[tuple[tuple[int, ...], int]]:

@@ -65,7 +65,8 @@ WORD_FIELDS: tuple[tuple[str, int, str], ...] = (
 class ChipImage:
     """Per-queue instruction words (dicts of WORD_FIELDS plus `thr`, a list over the non-sync queues, and
     what the data path's loader reads: a DMA allocation's SRAM byte address `sbyte`; a compute word's
-    `macs`, `rbuf`, `rbytes2`, `wbytes` and, with `free`, the queue and index of the DMA it releases,
+    `macs`, `rbuf`, `rbytes2`, `wbytes`, its op's name `op` (sim.workloads' names) and `step` (the forward
+    step's index in the program, 0 = the first) and, with `free`, the queue and index of the DMA it releases,
     `free_q` / `free_i`)."""
 
     queues: tuple[str, ...]
@@ -156,12 +157,14 @@ def build_image(path: str | Path, cfg: HwConfig) -> ChipImage:
     smallest: dict[int, int] = {}
     fence = np.zeros(nq - 1, np.int64)
     cur_step = None
+    step = -1
     tag = 0
     dq = img.dma_queues
     for s, cr in rd.chunk_records():
         key = (s["phase"], s["trace_step"])
         if key != cur_step:  # a new step: the fence is every queue's count so far
             cur_step = key
+            step += 1
             fence = count[:-1].copy()
         blk, a, c = cr.block, cr.chunk.cols, cr.fields
         qb = cr.qbase
@@ -218,7 +221,8 @@ def build_image(path: str | Path, cfg: HwConfig) -> ChipImage:
                     alloc_n[b] += 1
             elif op != C_JOIN:
                 w.update(cyc=int(a["cyc"][i]), macs=int(a["macs"][i]), rbuf=int(a["rbuf"][i]),
-                         rbytes2=int(a["rbytes2"][i]), wbytes=int(a["wbytes"][i]))
+                         rbytes2=int(a["rbytes2"][i]), wbytes=int(a["wbytes"][i]), step=step,
+                         op=cr.chunk.names[int(a["opi"][i])] if cr.chunk.names else "")
             f = int(a["free_of"][i])
             if f >= 0:
                 b, k = alloc_of[(int(absq[f]), int(abss[f]))]

@@ -55,6 +55,9 @@ class ChipResult:
 
     data_late: int = 0      # read-data beats the port could not deliver before their response
     data_note: str = ""     # why the chip has no data path ('' when it has one)
+    data_ref: str = ""      # what the psum words are checked against
+    act_late: int = 0       # SFU words whose act-buffer writes did not end before the instruction
+    acc_buffers: tuple[int, int, list[str]] = (0, 0, [])  # whole-model golden: DataPlan.acc_buffers()
 
     @property
     def mismatches(self) -> int:
@@ -72,7 +75,7 @@ class ChipResult:
     def ok(self) -> bool:
         return (self.finished and self.mismatches == 0 and self.sim_cycles == self.chip_cycles
                 and self.late == 0 and self.lane_overflow == 0 and self.data_mismatches == 0
-                and self.data_late == 0)
+                and self.data_late == 0 and self.act_late == 0)
 
 
 def params_for(img: ChipImage, ref: list[QueueTimes] | None = None, data_banks: int = 0) -> ChipParams:
@@ -205,11 +208,15 @@ def compare(ref: list[QueueTimes], start: list[list[int]], end: list[list[int]])
 
 def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | None = None,
                 run_dir: str | Path | None = None, params: ChipParams | None = None, data: bool = True,
-                seed: int = 0) -> ChipResult:
+                seed: int = 0, contents: str = "model") -> ChipResult:
     """Run `program` (compiled for cfg, named `hw` with `sets` for the bench process) on the chip RTL and
     compare its schedule with the simulator's and, where the chip has the data path (`data` and a config
-    and program it supports, lowbit.rtl.chip_golden.data_plan, contents seeded by `seed`), every psum word
-    with the golden. `params`: the chip's sizes (default: params_for the program)."""
+    and program it supports, lowbit.rtl.chip_golden.data_plan), every psum word with its golden.
+    `contents` "model": the program's model with seeded weights and prompt (`seed`) through the
+    whole-model golden (lowbit.rtl.chip_model: deployed weights, the golden's activations and
+    accumulators), falling back to "seeded" (random weights and activations against sim.numerics; the
+    result's `data_ref` says which and why) where the golden does not cover the program.
+    `params`: the chip's sizes (default: params_for the program)."""
     from cocotb_tools.runner import get_runner
 
     from lowbit.rtl import cocotb_runner as cr
@@ -220,7 +227,17 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
     t0 = time.perf_counter()
     img = build_image(program, cfg)
     ref, sim_cycles = reference_schedule(program, cfg)
-    plan, why = data_plan(img, cfg, seed) if data else (None, "the data path is off")
+    plan, why, ref_note = None, "the data path is off", ""
+    if data and contents == "model":
+        from lowbit.rtl.chip_model import model_contents
+        from lowbit.sim.program_io import ProgramReader
+
+        model, ref_note = model_contents(img, cfg, ProgramReader(program).header.meta, seed)
+        if model is not None:
+            plan, why = data_plan(img, cfg, seed, model)
+            ref_note = why if plan is None else ""
+    if data and plan is None:
+        plan, why = data_plan(img, cfg, seed)
     if params is not None and not params.data_banks:
         plan, why = None, "the chip is generated without the data path"
     p = params if params is not None else params_for(img, ref, plan.dims.banks if plan else 0)
@@ -236,7 +253,9 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
     if plan is not None:
         tq = list(plan.expect)
         djob = {"banks": dims.banks, "unit_bytes": dims.unit_bytes, "act_queue": len(img.queues),
-                "act": [act_word(x) for x in plan.act], "dram": {str(a): b.hex() for a, b in segments(plan.dram).items()},
+                "act": [] if plan.act is None else [act_word(x) for x in plan.act],
+                "act_writes": {str(i): ws for i, ws in plan.act_writes.items()}, "sfu_queue": plan.sfu_queue,
+                "dram": {str(a): b.hex() for a, b in segments(plan.dram).items()},
                 "engines": tq, "fmt": plan.fmt,
                 "engine_bit": (p.dma_table - 1).bit_length()}
     lay = request_layout(p.id_bits)
@@ -284,6 +303,13 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
     chip_cycles = max((e for q in r["end"] for e in q), default=0)
     notes = [f"{img.hulls} instructions wait on DMA requests that are not one run (they wait on its hull)"] \
         if img.hulls else []
+    ref = ""
+    if plan is not None:
+        ref = (f"the whole-model golden (lowbit.sim.golden: {plan.model.spec.name}, seeded weights and prompt, "
+               f"seed {seed})" if plan.model is not None else
+               "sim.numerics on seeded weights and activations" + (f" (no whole-model golden: {ref_note})"
+                                                                   if ref_note else ""))
     return ChipResult(qc, sim_cycles, chip_cycles, bool(r["finished"]), int(r["late"]), int(r["lane_overflow"]),
                       int(r["dram_requests"]), time.perf_counter() - t0, vfile, notes, p,
-                      int(r.get("data_late", 0)), why)
+                      int(r.get("data_late", 0)), why, ref, int(r.get("act_late", 0)),
+                      plan.acc_buffers() if plan is not None else (0, 0, []))

@@ -87,8 +87,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the cocotb benches: RTL vs sim.numerics (bit-exact) and cycles vs sim.units (exact); with --chip,
         the chip top on a compiled program against `lowbit sim --program` (cycles per instruction) and, where
-        the chip has the data path, every psum word of its TINT / BoothFlex tiles against sim.numerics (weights
-        and activations seeded by --seed)."""
+        the chip has the data path, every psum word of its TINT / BoothFlex tiles against the whole-model
+        golden (lowbit.sim.golden: the model's deployed weights, its INT8 activations and accumulators, weights
+        and prompt seeded by --seed; seeded random contents against sim.numerics where the golden does not
+        cover the program)."""
         if chip:
             option_int("--seed", seed, SEED)
             _verify_chip(hw, sets, model, prefill, decode, program, json_out, seed)
@@ -171,8 +173,16 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
     if r.data_note:
         print(f"data path: none ({r.data_note}); timing only")
     else:
-        print(f"data path: {r.data_words:,} psum words against sim.numerics, {r.data_mismatches} mismatches; "
-              f"weight reads with data beats after their response: {r.data_late}")
+        print(f"data path: {r.data_words:,} psum words against {r.data_ref}, {r.data_mismatches} mismatches; "
+              f"weight reads with data beats after their response: {r.data_late}; act words written after "
+              f"their SFU word: {r.act_late}")
+        full, n, absent = r.acc_buffers
+        if n:
+            from collections import Counter
+
+            gone = ", ".join(f"{op} ({c} steps)" for op, c in sorted(Counter(a.split()[-1] for a in absent).items()))
+            print(f"whole-model golden: {n} projection accumulator buffers (layers.L.<op>.acc, per step) on the data "
+                  f"path, {full} of them checked in every element; without tiles on it: {gone or 'none'}")
     if json_out is not None:
         import dataclasses
         import json
@@ -183,6 +193,9 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
              "finished": r.finished, "late": r.late, "lane_overflow": r.lane_overflow,
              "dram_requests": r.dram_requests, "data_path": not r.data_note, "data_note": r.data_note,
              "data_words": r.data_words, "data_mismatches": r.data_mismatches, "data_late": r.data_late,
+             "data_ref": r.data_ref, "act_late": r.act_late,
+             "acc_buffers": {"on_data_path": r.acc_buffers[1], "complete": r.acc_buffers[0],
+                             "without_tiles": r.acc_buffers[2]},
              "queues": [dataclasses.asdict(q) for q in r.queues]}
         write_json(json_out, json.dumps(d, indent=1))
     if not r.ok:
@@ -191,7 +204,8 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
         why += [f"{r.late} late DRAM responses"] if r.late else []
         why += [f"{r.lane_overflow} cycles with more responses than lanes"] if r.lane_overflow else []
         why += [f"total cycles differ by {r.chip_cycles - r.sim_cycles}"] if r.chip_cycles != r.sim_cycles else []
-        why += [f"{r.data_mismatches} psum words differ from sim.numerics"] if r.data_mismatches else []
+        why += [f"{r.data_mismatches} psum words differ from {r.data_ref}"] if r.data_mismatches else []
+        why += [f"{r.act_late} SFU words' act writes came after the instruction"] if r.act_late else []
         why += [f"{r.data_late} weight reads' data came after their response"] if r.data_late else []
         raise LowbitError("chip RTL differs from lowbit sim: " + ", ".join(why))
     data = f", {r.data_words:,} psum words bit-exact" if not r.data_note else ""

@@ -3,6 +3,7 @@ cycle equal to `lowbit sim --program` (lowbit.rtl.chip_run); its loader and comp
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 pytest.importorskip("amaranth")
@@ -89,8 +90,10 @@ def test_pack_word_refuses_a_value_too_wide():
 
 def test_chip_runs_the_program_cycle_exact(tiny_program):
     """prefill + 3 decode steps with LOP and GQA: 0 mismatches, 0 cycles difference, per queue; the TINT
-    tiles run on the data path (weights from the DRAM image through the memory port's data beats, the
-    engine's `done` ending each) and every psum word equals sim.numerics.tint.tint_dot's."""
+    and BoothFlex projection tiles run on the data path (the deployed weights of bitnet-tiny from the DRAM
+    image through the memory port's data beats, the golden's INT8 activations written in their quantize
+    words' cycles, the engine's `done` ending each) and every psum word equals the whole-model golden's
+    accumulator: every element of q/k/v/o/gate/up/down's `acc` in all 4 steps and 2 layers."""
     cfg, path = tiny_program
     r = verify_chip(cfg, path, "tiny", [])
     assert r.finished and r.late == 0 and r.lane_overflow == 0 and r.data_late == 0 and not r.data_note
@@ -103,6 +106,8 @@ def test_chip_runs_the_program_cycle_exact(tiny_program):
     # TINT: 64 tiles of 16 x 64 / 16 x 128 / 32 x 64 weights (8, 8, 16 row groups of 2 lanes), 1 or 2 tokens
     # each; BoothFlex: its 96 ternary tiles (of 128 words, the others attention) on the same row groups
     assert data == {"tint0": (64, 896, 0), "booth": (128, 1_664, 0)}
+    assert r.data_ref.startswith("the whole-model golden") and r.act_late == 0
+    assert r.acc_buffers == (56, 56, [f"step {i} lm_head" for i in range(4)])  # the lm_head runs on the host
 
 
 def test_chip_verilog_lints_clean(tiny_program):
@@ -154,6 +159,74 @@ def test_data_plan_resolves_tiles_from_the_program(tiny_program):
     assert compare_psum(plan.expect["tint0"], wrong) == 4  # three values, one missing word
 
 
+def test_model_plan_holds_the_deployed_model(tiny_program):
+    """The loader with the whole-model golden: the DRAM row groups are bitnet-tiny's deployed ternary codes at
+    the rows each tile's weight DMA names, the act words each quantize word writes are the golden's INT8
+    rows, and each TINT tile's expected psum words are tint_dot of those codes and activations (computed
+    here, regrouped by token and row group), equal to the golden's accumulators."""
+    from lowbit.rtl.chip_data import pack_tile
+    from lowbit.rtl.chip_golden import data_plan
+    from lowbit.rtl.chip_model import input_of, model_contents
+    from lowbit.sim.numerics.tint import tint_dot
+    from lowbit.sim.program_io import ProgramReader
+
+    cfg, path = tiny_program
+    img = build_image(path, cfg)
+    model, why = model_contents(img, cfg, ProgramReader(path).header.meta, seed=3)
+    assert why == "" and len(model.run.steps) == 4 and model.run.tokens[:2].tolist() != [0, 0]
+    plan, why = data_plan(img, cfg, 3, model)
+    assert why == "" and plan.act is None
+    tq, sq = img.queues.index("tint0"), img.queues.index("sfu")
+    words = iter(plan.expect["tint0"])
+    base = {"attn.q": 0, "attn.k": 4096, "attn.v": 8192, "attn.o": 12288}  # sim.lower: one 4 KiB region an op
+    checked = 0
+    for w in img.words[tq]:
+        d = img.words[w["free_q"]][w["free_i"]]
+        rows, k = 2 * w["groups"], 4 * w["beats"]
+        codes = model.dep.linears[w["op"]].codes
+        r0 = (d["addr"] - model.base[w["op"]]) * 4 // k
+        for g in range(w["groups"]):
+            assert plan.dram[d["addr"] + 2 * w["beats"] * g] == pack_tile(codes[r0 + 2 * g:r0 + 2 * g + 2], 2, 4)
+        x = model.run.steps[w["step"]].buffers[f"{input_of(w['op'])}.q"]
+        acc, ovf = tint_dot(codes[None, r0:r0 + rows], x[:, None, :], 4, 20)
+        assert not ovf.any()
+        assert np.array_equal(acc, model.run.steps[w["step"]].buffers[f"{w['op']}.acc"][:, r0:r0 + rows])
+        for t in range(w["tokens"]):
+            for g in range(w["groups"]):
+                assert next(words) == (tuple(int(v) for v in acc[t, 2 * g:2 * g + 2]), 0)
+        op = w["op"].split(".", 2)[2]
+        if w["op"].startswith("layers.0.") and op in base:
+            assert model.base[w["op"]] == base[op]
+        checked += 1
+    assert checked == 64 and next(words, None) is None
+    for i, ws in plan.act_writes.items():  # each quantize word writes its golden rows from address 0
+        w = img.words[sq][i]
+        x = model.run.steps[w["step"]].buffers[f"{w['op']}.q"]
+        assert [a for a, _ in ws] == list(range(x.size // 4)) and len(ws) <= w["cyc"] - 2
+        got = [(v >> (8 * e) & 0xFF) for _, v in ws for e in range(4)]
+        assert np.array_equal(np.array(got).reshape(x.shape).astype(np.int8), x.astype(np.int8))
+    assert sorted({img.words[sq][i]["op"].split(".")[-1] for i in plan.act_writes}) == \
+        ["attn_quant", "down_quant", "ffn_quant", "o_quant"]
+    assert len(plan.act_writes) == 4 * 2 * 4
+
+
+def test_model_contents_say_why_the_golden_cannot_serve(tiny_program):
+    """A workload the whole-model golden refuses (a prompt tiled with online softmax on tiny) gives no model
+    contents and the reason; the projection input table follows sim.workloads' op names."""
+    import dataclasses
+
+    from lowbit.rtl.chip_model import input_of, model_contents
+    from lowbit.sim.program_io import ProgramReader
+
+    cfg, path = tiny_program
+    meta = dataclasses.replace(ProgramReader(path).header.meta, prefill=80)
+    model, why = model_contents(build_image(path, cfg), cfg, meta, 0)
+    assert model is None and "online softmax" in why
+    assert [input_of(o) for o in ("layers.1.attn.k", "layers.0.ffn.down", "layers.3.ffn.up", "lm_head",
+                                  "layers.0.attn.qk")] == ["layers.1.attn_quant", "layers.0.down_quant",
+                                                           "layers.3.ffn_quant", "lm_quant", ""]
+
+
 def test_data_plan_serves_differently_tiled_steps(tmp_path):
     """An 8-token prefill tiles a projection into fewer rows per tile than decode does; both read the same row
     groups of one DRAM layout (a tile at a decode address starts at a prefill tile's row group)."""
@@ -177,14 +250,16 @@ def test_data_plan_serves_differently_tiled_steps(tmp_path):
 @pytest.mark.slow
 def test_chip_bench_detects_wrong_data(tiny_program, monkeypatch):
     """The psum check can fail: with one act word changed after the golden was computed, the tiles reading
-    it differ (timing still exact)."""
+    it differ from the whole-model golden (timing still exact)."""
     import lowbit.rtl.chip_run as cr
 
     real = cr.data_plan
 
-    def corrupt(img, cfg, seed=0):
-        plan, why = real(img, cfg, seed)
-        plan.act[0, 0] = plan.act[0, 0] ^ 0x55
+    def corrupt(img, cfg, seed=0, model=None):
+        plan, why = real(img, cfg, seed, model)
+        i = min(plan.act_writes)
+        a, w = plan.act_writes[i][0]
+        plan.act_writes[i][0] = (a, w ^ 0x55)  # one act word of the first quantize op the tiles read
         return plan, why
 
     monkeypatch.setattr(cr, "data_plan", corrupt)

@@ -14,8 +14,11 @@ Read data (with the chip's data path, job["data"]): a weight read's bytes come f
 of packed weight row groups at their DRAM addresses, lowbit.rtl.chip_golden) as data beats of `banks` weight-buffer units on the port's one data-beat
 channel, in the latest free cycles from the cycle after the request crossed the port up to its response
 cycle E - 1 (every beat before the completion); a read whose beats do not fit there is counted in
-`data_late`. The act buffer's contents are written through the load port before `start`, and every psum
-word an engine writes (`pv_<q>`, `pw_<q>`: TINT and BoothFlex) is recorded in order.
+`data_late`. The act buffer's contents are written through the load port: seeded contents before `start`;
+a model's (job["data"]["act_writes"], lowbit.rtl.chip_model) during the run, one word a cycle from the
+cycle after the bench sees the SFU word that produces them start (`sfu_queue`), in place of the SFU's
+output stream; a word whose last write is not before its SFU instruction's end is counted in `act_late`.
+Every psum word an engine writes (`pv_<q>`, `pw_<q>`: TINT and BoothFlex) is recorded in order.
 
 Sampling (cocotb ReadOnly after each rising edge, cycle c = the chip's `cycle`): `pc_<q>` rising from a to
 b means instructions a..b-1 started in cycle c - 1; on a compute queue `count_<q>` rising means they ended
@@ -143,6 +146,11 @@ async def chip_run(dut):
     psum_h = [(n, getattr(dut, f"pv_{n}"), getattr(dut, f"pw_{n}"), *dj["fmt"][n]) for n in dj["engines"]] \
         if dj else []
     psum: dict[str, list] = {h[0]: [] for h in psum_h}
+    act_writes = {int(i): v for i, v in dj.get("act_writes", {}).items()} if dj else {}
+    sfu_q = dj.get("sfu_queue", -1) if dj else -1
+    aslot: dict[int, tuple[int, int]] = {}  # cycle -> (act address, word) through the load port
+    adriven = False
+    act_last: dict[int, int] = {}  # SFU word -> cycle of its last act write
     first = True
     skip_to = None  # after a quiet sample: wake at the next due response or the next event, whichever first
     while True:
@@ -178,6 +186,14 @@ async def chip_run(dut):
             if beat is not None:
                 dut.mem__rdata_id.value, dut.mem__rdata.value = beat
             ddriven = beat is not None
+        aw = aslot.pop(cyc, None)
+        if aw is not None or adriven:
+            assert not sampled
+            dut.load_en.value = int(aw is not None)
+            if aw is not None:
+                dut.load_queue.value = dj["act_queue"]
+                dut.load_addr.value, dut.load_word.value = aw
+            adriven = aw is not None
         if not sampled:
             await ReadOnly()
         if first:
@@ -186,14 +202,23 @@ async def chip_run(dut):
         if not int(ev_h.value):
             if cyc > limit:
                 break
-            if not driven and not ddriven:  # driven lanes are cleared in the next cycle first
-                skip_to = min(min(due, default=limit + 1), min(dslot, default=limit + 1), limit + 1)
+            if not driven and not ddriven and not adriven:  # driven lanes are cleared in the next cycle first
+                skip_to = min(min(due, default=limit + 1), min(dslot, default=limit + 1),
+                              min(aslot, default=limit + 1), limit + 1)
             continue
         for q in range(ncnt):
             p = int(pc_h[q].value)
             if p != pc_prev[q]:
                 for i in range(pc_prev[q], p):
                     start[q][i] = cyc - 1
+                    if q == sfu_q and i in act_writes:  # its act words, one a cycle from the next cycle
+                        c = cyc + 1
+                        for a, w in act_writes[i]:
+                            while c in aslot:
+                                c += 1
+                            aslot[c] = (a, w)
+                            act_last[i] = c
+                            c += 1
                 pc_prev[q] = p
             c = int(cnt_h[q].value)
             if q in dmaq:  # requests complete out of order: per request
@@ -242,8 +267,9 @@ async def chip_run(dut):
             break
         if cyc > limit:
             break
+    act_late = sum(c >= end[sfu_q][i] for i, c in act_last.items()) + len(set(act_writes) - set(act_last))
     res = {"queues": names, "start": start, "end": end, "cycles": cyc, "late": late, "lane_overflow": overflow,
-           "psum": psum, "data_late": data_late,
+           "psum": psum, "data_late": data_late, "act_late": act_late,
            "finished": cnt_prev == lengths[:-1] and joins_done == lengths[-1], "dram_requests": next_tag}
     tmp = job["result"] + ".tmp"
     with open(tmp, "w") as fh:

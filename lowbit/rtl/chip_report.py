@@ -96,10 +96,23 @@ def chip_report(hw: str, sets: list[str], model: str, prefill: int, decode: int)
     else:
         eq = ", ".join(q.name for q in r.queues if q.data_words >= 0)
         data_line = (f"Data path: the projection tiles of {eq} run on the chip's data path ({p.data_banks} weight "
-                     f"banks, one memory-port data beat a cycle): {r.data_words:,} psum words against sim.numerics "
-                     f"on seeded weights and activations, **{r.data_mismatches} data mismatches** (weight reads "
-                     f"whose data came after their response: {r.data_late}); the other compute units and "
-                     "instructions are timers of their sim.units cycle counts.")
+                     f"banks, one memory-port data beat a cycle): {r.data_words:,} psum words against {r.data_ref}, "
+                     f"**{r.data_mismatches} data mismatches** (weight reads whose data came after their response: "
+                     f"{r.data_late}; act words written after their quantize word: {r.act_late}); the other "
+                     "compute units and instructions are timers of their sim.units cycle counts.")
+        full, n, absent = r.acc_buffers
+        if n:
+            gone = {}
+            for a in absent:
+                gone[a.split()[-1]] = gone.get(a.split()[-1], 0) + 1
+            data_line += (
+                f"\n\nWhole-model golden: the DRAM image holds {model}'s deployed ternary codes (seeded weights) by "
+                "row group, and the bench writes the golden's INT8 activations into the act buffer in the cycles of "
+                "the SFU quantize word that produces them (through the load port: no SFU writes the act buffer on the "
+                f"chip yet). {n} projection accumulator buffers (`layers.L.<op>.acc`, per step) have tiles on the "
+                f"data path, {full} of them compared in every element; without tiles on it (their unit a timer, or "
+                "the host's lm_head): " + (", ".join(f"{o} ({c} step{'s' if c > 1 else ''})" for o, c in sorted(gone.items())) or "none")
+                + ".")
     lines += [
         "",
         f"Total cycles: `lowbit sim --program` {r.sim_cycles:,}, chip RTL {r.chip_cycles:,}: **{verdict}**"

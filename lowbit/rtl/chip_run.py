@@ -17,6 +17,7 @@ from pathlib import Path
 
 from lowbit.rtl.chip import RING_OWNER, ChipParams, booth_data, chip_verilog, word_kind
 from lowbit.rtl.chip_ctrl import pack_word
+from lowbit.rtl.chip_data import data_dims
 from lowbit.rtl.chip_golden import act_word, compare_psum, data_plan, segments
 from lowbit.rtl.chip_image import ChipImage, QueueTimes, build_image, reference_schedule
 from lowbit.sim.config import HwConfig
@@ -224,11 +225,13 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
     from lowbit.sim.atomic import atomic_write, temp_dir
     from lowbit.sim.cache import cache_dir
 
+    if contents not in ("model", "seeded"):
+        raise LowbitError(f"contents '{contents}': the data path's contents are 'model' or 'seeded'")
     t0 = time.perf_counter()
     img = build_image(program, cfg)
     ref, sim_cycles = reference_schedule(program, cfg)
     plan, why, ref_note = None, "the data path is off", ""
-    if data and contents == "model":
+    if data and contents == "model" and data_dims(cfg)[0] is not None:
         from lowbit.rtl.chip_model import model_contents
         from lowbit.sim.program_io import ProgramReader
 

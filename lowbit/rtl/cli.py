@@ -180,7 +180,7 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
         if n:
             from collections import Counter
 
-            gone = ", ".join(f"{op} ({c} steps)" for op, c in sorted(Counter(a.split()[-1] for a in absent).items()))
+            gone = ", ".join(f"{op} ({c} step{'s' if c > 1 else ''})" for op, c in sorted(Counter(a.split()[-1] for a in absent).items()))
             print(f"whole-model golden: {n} projection accumulator buffers (layers.L.<op>.acc, per step) on the data "
                   f"path, {full} of them checked in every element; without tiles on it: {gone or 'none'}")
     if json_out is not None:

@@ -350,8 +350,8 @@ def test_range_check_matches_the_completion_bits():
 def test_vitallm_chip_runs_out_of_order_dma_exact(tmp_path, hw, cycles, lanes, ooo, psum):
     """The vitallm-sized chips, ternary and FP4 (LPDDR5X bank model: an engine's requests complete out of
     issue order), run bitnet-tiny prefill 4 + decode 2 with every instruction's start and end equal to
-    `lowbit sim`, and on vitallm both TINT cores' psum words equal sim.numerics' (the results committed in
-    reports/chip-vitallm*.md)."""
+    `lowbit sim`, and on vitallm both TINT cores' psum words equal the whole-model golden's accumulators
+    (the results committed in reports/chip-vitallm*.md)."""
     from lowbit.rtl.chip_report import out_of_order
     from lowbit.sim.cli import build_trace
     from lowbit.sim.compile import compile_program
@@ -366,6 +366,9 @@ def test_vitallm_chip_runs_out_of_order_dma_exact(tmp_path, hw, cycles, lanes, o
     assert {q.name: (q.data_words, q.data_mismatches) for q in r.queues if q.data_words >= 0} == \
         {n: (w, 0) for n, w in psum.items()}
     assert r.data_late == 0 and bool(r.data_note) == (not psum)  # vitallm-fp4 has no TINT core
+    if psum:  # every q/k/o/gate/up (and decode down) accumulator whole; v and prefill down on BoothFlex, timers
+        assert r.data_ref.startswith("the whole-model golden") and r.act_late == 0
+        assert r.acc_buffers[:2] == (34, 34) and len(r.acc_buffers[2]) == 3 * 2 + 2 + 3
     assert {q.name: q.start_mismatches + q.end_mismatches for q in r.queues} == {q.name: 0 for q in r.queues}
     assert r.chip_cycles == r.sim_cycles == cycles
     assert r.params.dma_issue == lanes and r.dram_requests == 113

@@ -305,10 +305,11 @@ class SfuRmsNormStream(wiring.Component):
         half = (Const(1, 48) << (s9 - 1).as_unsigned())[:48]
         m.d.comb += [self.o_wdata[i].eq(sat((p + half) >> s9, 16)) for i, p in enumerate(pr)]
         m.d.comb += [self.o_wen.eq(t9[0]), self.o_waddr.eq(oa9)]
-        mags = [_mag(self.o_wdata[i]) for i in range(n)]
-        bmax = mags[0]
-        for mg in mags[1:]:
-            bmax = Mux(mg > bmax, mg, bmax)
+        bmax = _mag(self.o_wdata[0])
+        for i in range(1, n):  # a running max, one named net a lane (an expression would repeat each level)
+            mg, b = Signal(16, name=f"mag{i}"), Signal(16, name=f"bmax{i}")
+            m.d.comb += [mg.eq(_mag(self.o_wdata[i])), b.eq(Mux(mg > bmax, mg, bmax))]
+            bmax = b
         wen, val = row_stat(m, t9[0], t9[1], t9[2], bmax, "am", "am")
         aa10 = reg(aa9, "aa10")
         m.d.comb += [self.a_wen.eq(wen), self.a_waddr.eq(aa10), self.a_wdata.eq(val)]
@@ -318,7 +319,7 @@ class SfuRmsNormStream(wiring.Component):
 
 class SfuQuantStream(wiring.Component):
     """Absmax INT8 quantize of Q7.8 rows whose amax the producer reduced (module docstring): per row, the
-    amax read (`a_*`) and D_recip divider cycles, then the row's x words (`x_*`) in and INT8 words (`o_*`)
+    amax read (`a_*`, a statistics word's low SFU_IN_BITS bits) and D_recip divider cycles, then the row's x words (`x_*`) in and INT8 words (`o_*`)
     out, three cycles after each read. Divider, rounding and tie window: rtl/sfu.py (W = SFU_IN_BITS)."""
 
     def __init__(self, cfg: SfuConfig, *, a_bits: int, q_bits: int, s_bits: int) -> None:
@@ -327,7 +328,7 @@ class SfuQuantStream(wiring.Component):
         super().__init__({
             **_port(), "x_addr": In(a_bits), "o_addr": In(q_bits), "a_addr": In(s_bits),
             "x_raddr": Out(a_bits), "x_rdata": In(q78_word(cfg.lanes)), "a_raddr": Out(s_bits),
-            "a_rdata": In(STAT_BITS), "o_wen": Out(1), "o_waddr": Out(q_bits), "o_wdata": Out(int8_word(cfg.lanes)),
+            "a_rdata": In(SFU_IN_BITS), "o_wen": Out(1), "o_waddr": Out(q_bits), "o_wdata": Out(int8_word(cfg.lanes)),
         })
 
     def elaborate(self, platform) -> Module:
@@ -350,7 +351,7 @@ class SfuQuantStream(wiring.Component):
         setup = Signal()
         m.d.sync += setup.eq(wk.row_start)
         amax = Signal(w)
-        m.d.comb += amax.eq(self.a_rdata[:w])
+        m.d.comb += amax.eq(self.a_rdata)
         e = bit_length(m, amax, "amax_bl")
         nsh = Signal(range(w + 1))
         m.d.comb += nsh.eq(w - e)

@@ -11,7 +11,8 @@ Structure (docs/rtl.md "Chip"):
 - the sync queue: lowbit.rtl.chip_ctrl.JoinMonitor;
 - a ring per buffer the config has (lowbit.rtl.chip_ring.Ring, the config's capacity);
 - with the data path (`ChipParams.data_banks` > 0, where lowbit.rtl.chip_data.data_dims allows it): the
-  banked weight buffer filled by dma_w's read-data beats (chip_data.DmaFill), the act buffer (written
+  banked weight buffer filled by dma_w's read-data beats (chip_data.DmaFill), the kv buffer filled by
+  dma_kv's K/V chunk reads the same way (where DataDims.k_depth allows), the act buffer (written
   through the load port at `load_queue` = the number of queues), and per TINT queue (and BoothFlex, where
   lowbit.rtl.chip_booth allows it) an engine computing its tiles from them into a psum bank; those queues'
   words name their tiles and the engine ends them (chip_ctrl.ComputeQueue).
@@ -24,7 +25,8 @@ Observation ports for the bench: `pc_<q>` (instructions issued) and `count_<q>` 
 queue, `dbase_<q>` / `dfin_<q>` per DMA queue (requests completing this cycle, per completion-table slot,
 and the oldest unretired request), `join_head` / `join_done` (joins completing this cycle, relative to the
 head) and `cycle` (cycles since `start`); with the data path `pv_<q>` / `pw_<q>` (the psum word an engine
-writes this cycle) and `psum_<q>` (its psum bank at `psum_raddr`).
+writes this cycle), `psum_<q>` (its psum bank at `psum_raddr`) and `kv_rdata` (a beat of kv buffer units at
+`kv_raddr`).
 """
 
 from __future__ import annotations
@@ -96,6 +98,12 @@ def word_kind(name: str, cls: int, data_path: bool, booth_data: bool = False) ->
     return "booth" if data_path and booth_data and cls == C_BOOTH else queue_kind(cls)
 
 
+def word_dims(name: str, dims):
+    """The data-path geometry a queue's words carry fields for: every queue's with the data path, except
+    dma_kv's where the kv buffer holds no data (DataDims.k_depth 0)."""
+    return None if dims is None or (name == "dma_kv" and not dims.k_depth) else dims
+
+
 def booth_data(cfg: HwConfig) -> bool:
     """Whether the chip's data path includes BoothFlex's ternary tiles (lowbit.rtl.chip_booth)."""
     from lowbit.rtl.chip_booth import booth_data_ok
@@ -122,7 +130,7 @@ class Chip(wiring.Component):
         d = self.dims
         bd = d is not None and booth_data(cfg)
         self.kinds = [word_kind(n, c, d is not None, bd) for n, c in zip(self.names, self.classes, strict=True)]
-        self.layouts = [word_layout(k, self.n_thr, self.n_dma, p.seq_bits, d if n != "dma_kv" else None)
+        self.layouts = [word_layout(k, self.n_thr, self.n_dma, p.seq_bits, word_dims(n, d))
                         for k, n in zip(self.kinds, self.names, strict=True)]
         self.load_bits = max(data.StructLayout.cast(lay).size for lay in self.layouts)
         self.load_addr_bits = p.addr_bits if d is None else max(p.addr_bits, d.a_bits)
@@ -146,6 +154,9 @@ class Chip(wiring.Component):
                 sig[f"dfin_{n}"] = Out(p.dma_table)
         if d is not None:  # per TINT core: each psum word as it is written, and a read port of its psum bank
             sig["psum_raddr"] = In(d.p_bits)
+            if d.k_depth:  # a read port of the kv buffer (a beat of units at any unit address)
+                sig["kv_raddr"] = In(d.k_bits)
+                sig["kv_rdata"] = Out(d.unit_bits * d.banks)
             for n, k in zip(self.names, self.kinds, strict=True):
                 if k in ("tint", "booth"):
                     lay = psum_layout(cfg.tint) if k == "tint" else booth_psum_layout(cfg.booth)
@@ -241,7 +252,7 @@ class Chip(wiring.Component):
                 m.d.sync += last.eq(port)
                 ev = ev | (port != last)
         if dims is not None:
-            ev = ev | self._data_path(m, engines[0], tints)
+            ev = ev | self._data_path(m, engines, tints)
         m.d.comb += self.event.eq(ev)
         return m
 
@@ -250,11 +261,12 @@ class Chip(wiring.Component):
         BoothFlex (lowbit.rtl.chip_booth)."""
         return 1 if c.kind == "tint" else 4 * self.cfg.booth.width // self.cfg.tint.tree_width
 
-    def _data_path(self, m: Module, dma_w: DmaEngine, tints: list) -> Signal:
-        """The weight buffer filled by dma_w's read data, the act buffer written through the load port,
-        one engine (TintEngine, BoothEngine) and psum bank per engine queue; returns 1 in cycles that write
-        a psum word."""
+    def _data_path(self, m: Module, engines: list[DmaEngine], tints: list) -> Signal:
+        """The weight buffer filled by dma_w's read data (and the kv buffer by dma_kv's), the act buffer
+        written through the load port, one engine (TintEngine, BoothEngine) and psum bank per engine queue;
+        returns 1 in cycles that write a psum word."""
         d, p, cfg = self.dims, self.p, self.cfg
+        dma_w = engines[0]
         lt = (p.dma_table - 1).bit_length()
         m.submodules.wbuf = wbuf = BankedBuffer(depth=d.w_depth, banks=d.banks, unit_bits=d.unit_bits,
                                                 word_units=tuple(d.word_units * self._per(c) for _, c in tints))
@@ -267,6 +279,21 @@ class Chip(wiring.Component):
         m.d.comb += [fill.data_valid.eq(self.mem.rdata_valid & (rid[lt:] == 0)), fill.data_slot.eq(rid[:lt]),
                      fill.data.eq(self.mem.rdata), wbuf.wr_valid.eq(fill.wr_valid), wbuf.wr_addr.eq(fill.wr_addr),
                      wbuf.wr_count.eq(fill.wr_count), wbuf.wr_data.eq(fill.wr_data)]
+        if d.k_depth:  # K/V rows: dma_kv's read data (engine 1's request ids) into the kv buffer
+            dkv = engines[1]
+            m.submodules.kvbuf = kvbuf = BankedBuffer(depth=d.k_depth, banks=d.banks, unit_bits=d.unit_bits,
+                                                      word_units=(d.banks,))
+            m.submodules.kvfill = kfill = DmaFill(table=p.dma_table, n_issue=p.dma_issue, addr_bits=d.k_bits,
+                                                  banks=d.banks, unit_bits=d.unit_bits)
+            for k in range(p.dma_issue):
+                m.d.comb += [kfill.issue_valid[k].eq(dkv.f_valid[k]), kfill.issue_slot[k].eq(dkv.f_slot[k]),
+                             kfill.issue_addr[k].eq(dkv.f_addr[k][:d.k_bits]),
+                             kfill.issue_words[k].eq(dkv.f_words[k])]
+            m.d.comb += [kfill.data_valid.eq(self.mem.rdata_valid & (rid[lt:] == 1)), kfill.data_slot.eq(rid[:lt]),
+                         kfill.data.eq(self.mem.rdata), kvbuf.wr_valid.eq(kfill.wr_valid),
+                         kvbuf.wr_addr.eq(kfill.wr_addr), kvbuf.wr_count.eq(kfill.wr_count),
+                         kvbuf.wr_data.eq(kfill.wr_data), kvbuf.raddr[0].eq(self.kv_raddr),
+                         self.kv_rdata.eq(kvbuf.rdata0)]
         tw = cfg.tint.tree_width
         abuf = Memory(shape=data.ArrayLayout(signed(8), tw), depth=d.a_depth, init=[])
         m.submodules.abuf = abuf

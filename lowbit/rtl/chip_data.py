@@ -384,7 +384,9 @@ class DataDims:
     them, so ring byte addresses map to unit addresses by a division and wrap with them; a TINT word is
     `word_units` consecutive units, read in one cycle from as many banks. The act buffer holds
     floor-to-a-power-of-two act words of `tree_width` INT8, each TINT core's psum bank its share of the psum
-    capacity in psum words (4 bytes a result, sim.tiling ACC_BYTES), floored to a power of two."""
+    capacity in psum words (4 bytes a result, sim.tiling ACC_BYTES), floored to a power of two. The kv
+    buffer holds the kv ring's capacity in the same units where that is a power of two of them, at least a
+    beat and at most the weight buffer's (`k_depth`; else 0, and K/V reads carry no data)."""
 
     banks: int
     lanes: int
@@ -393,6 +395,7 @@ class DataDims:
     w_depth: int      # weight buffer units
     a_depth: int
     p_depth: int
+    k_depth: int = 0  # kv buffer units (dma_kv's K/V reads land there); 0: the kv buffer holds no data
 
     @property
     def word_bytes(self) -> int:
@@ -417,6 +420,10 @@ class DataDims:
     @property
     def p_bits(self) -> int:
         return max(1, _lg(self.p_depth))
+
+    @property
+    def k_bits(self) -> int:
+        return max(1, _lg(self.k_depth))
 
 
 def data_dims(cfg, banks: int | None = None) -> tuple[DataDims | None, str]:
@@ -443,5 +450,7 @@ def data_dims(cfg, banks: int | None = None) -> tuple[DataDims | None, str]:
     if units & (units - 1) or units < banks or banks < wb // ub:
         return None, (f"the weight ring's {caps['weight']} bytes are not a power-of-two number (>= {banks}) of "
                       f"{ub}-byte units, or a {wb}-byte TINT word spans more than {banks} banks")
+    kv = caps["kv"] // ub if caps["kv"] % ub == 0 else 0
+    kv = kv if kv & (kv - 1) == 0 and banks <= kv <= units else 0  # addressed like the weight buffer
     return DataDims(banks, t.lanes, 8 * wb, ub, units, _pow2_floor(caps["act"] // t.tree_width),
-                    _pow2_floor(caps["psum"] // (4 * t.lanes * t.cores))), ""
+                    _pow2_floor(caps["psum"] // (4 * t.lanes * t.cores)), kv), ""

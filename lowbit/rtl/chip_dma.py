@@ -68,7 +68,8 @@ class DmaEngine(wiring.Component):
                  table: int, entry_bits: int, resp_lanes: int, id_bits: int, dims=None) -> None:
         assert table & (table - 1) == 0
         self.engine, self.issue, self.table = engine, issue, table
-        self.data = dims is not None and engine == 0  # the weight engine's reads carry buffer data
+        # the weight engine's reads carry buffer data, and the KV engine's where the kv buffer holds data
+        self.data = dims is not None and (engine == 0 or (engine == 1 and dims.k_depth > 0))
         fill = {}
         if self.data:  # per request lane: the issuing request's buffer words (lowbit.rtl.chip_data.DmaFill)
             lt = max(1, (table - 1).bit_length())

@@ -45,12 +45,12 @@ from lowbit.rtl.chip_data import DataDims, data_dims, pack_tile
 from lowbit.rtl.chip_image import ChipImage
 from lowbit.rtl.chip_model import ModelContents, NoMapping, input_of
 from lowbit.sim.config import HwConfig
-from lowbit.sim.isa import B_WEIGHT, C_BOOTH, C_DMAW, C_SFU, C_TINT
+from lowbit.sim.isa import B_KV, B_WEIGHT, C_BOOTH, C_DMAKV, C_DMAW, C_SFU, C_TINT
 
 DATA_FIELDS = {"tint": ("beats", "groups", "tokens", "tail_lanes", "tail_step", "w_addr", "a_addr", "a_stride",
                         "p_addr"),
                "booth": ("eng", "beats", "groups", "tokens", "w_addr", "a_addr", "a_stride", "p_addr"),
-               "dma": ("dwords", "dbase")}
+               "dma": ("dwords", "dbase"), "dma_kv": ("dwords", "dbase")}
 
 
 @dataclass
@@ -68,6 +68,8 @@ class DataPlan:
     sfu_queue: int = -1                                    # the queue whose quantize words write the act buffer
     act_writes: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # SFU word -> (act address, word)
     cover: dict[tuple[int, str], np.ndarray] = field(default_factory=dict)  # (step, op) -> acc elements checked
+    kv_checks: dict[tuple[int, int], tuple[int, int, bytes]] = field(default_factory=dict)  # a K/V chunk's
+    # consumer (queue, index) -> (kv buffer unit address, units, the golden's bytes) read back at its start
 
     def acc_buffers(self) -> tuple[int, int, list[str]]:
         """(accumulator buffers every element of which a psum word checks, buffers with any, the golden's
@@ -235,11 +237,57 @@ def _data_plan(img: ChipImage, cfg: HwConfig, seed: int, model: ModelContents | 
         why = _act_writes(plan, img, reads, t.tree_width)
         if why:
             return None, why
-    for q, ws in ((q, img.words[q]) for q in (*tq, *bq, dw)):
-        kind = "tint" if q in tq else "booth" if q in bq else "dma"
+    kq = next((q for q, c in enumerate(img.classes) if c == C_DMAKV), -1)
+    kqs = (kq,) if dims.k_depth and kq >= 0 else ()
+    if kqs and model is not None:
+        fields.update(_kv_data(plan, img, kq))
+    for q, ws in ((q, img.words[q]) for q in (*tq, *bq, dw, *kqs)):
+        kind = "tint" if q in tq else "booth" if q in bq else "dma" if q == dw else "dma_kv"
         for i, w in enumerate(ws):
             w.update(fields.get((q, i), dict.fromkeys(DATA_FIELDS[kind], 0)))
     return plan, ""
+
+
+def _kv_data(plan: DataPlan, img: ChipImage, kq: int) -> dict[tuple[int, int], dict]:
+    """dma_kv's reads of K/V chunks into the kv ring: their data fields (units from the allocation's unit
+    address), the golden's K/V rows at their DRAM addresses in the image, and per consumer (the word that
+    releases the chunk) the chunk's units to read back at its start, where that read (a beat a cycle, the
+    cycle after its start on) ends before the consumer does."""
+    ub, banks, hd = plan.dims.unit_bytes, plan.dims.banks, plan.model.spec.head_dim
+    rows = plan.model.kv_rows()
+    out: dict[tuple[int, int], dict] = {}
+    chunk: dict[tuple[int, int], bytes] = {}
+    cur = None  # the chunk being filled: (its allocating DMA, bytes so far)
+    for i, w in enumerate(img.words[kq]):
+        if w["wr"] or (w["alloc_en"] and w["buf"] != B_KV):
+            cur = None
+            continue
+        addrs = range(w["addr"], w["addr"] + w["nbytes"], hd)
+        ok = w["nbytes"] % ub == 0 and w["nbytes"] % hd == 0 and all(a in rows for a in addrs)
+        if w["alloc_en"]:  # a chunk's allocation: its first rows from the allocation's start
+            cur = (kq, i) if ok and w["sbyte"] % ub == 0 else None
+            if cur is not None:
+                out[cur] = {"dwords": w["nbytes"] // ub, "dbase": w["sbyte"] // ub}
+                chunk[cur] = b""
+                room = w["alloc"]
+        elif cur is not None and ok and len(chunk[cur]) + w["nbytes"] <= room:  # a gather's further rows
+            out[(kq, i)] = {"dwords": w["nbytes"] // ub,
+                            "dbase": (out[cur]["dbase"] + len(chunk[cur]) // ub) % plan.dims.k_depth}
+        else:
+            cur = None
+            continue
+        if cur is not None:
+            for a in addrs:
+                plan.dram[a] = rows[a]
+            chunk[cur] += b"".join(rows[a] for a in addrs)
+    for key in chunk:  # the checks read the chunk's units from its allocation's start
+        out[key] = {**out[key], "check": len(chunk[key]) // ub}
+    for q, ws in enumerate(img.words):
+        for i, w in enumerate(ws):
+            src = (w.get("free_q", -1), w.get("free_i", -1))
+            if src in chunk and "cyc" in w and -(-out[src]["check"] // banks) + 2 <= w["cyc"]:
+                plan.kv_checks[(q, i)] = (out[src]["dbase"], out[src]["check"], chunk[src])
+    return {k: {"dwords": v["dwords"], "dbase": v["dbase"]} for k, v in out.items()}
 
 
 def _act_writes(plan: DataPlan, img: ChipImage, reads: dict[tuple[int, str], int], tw: int) -> str:

@@ -99,6 +99,21 @@ class ModelContents:
         """The golden accumulators of rows r0 .. r0 + n - 1 of `op` in `step` (int64 [tokens, n])."""
         return self.run.steps[step].buffers[f"{op}.acc"][:, r0:r0 + n]
 
+    def kv_rows(self) -> dict[int, bytes]:
+        """The INT8 K and V rows of every position the golden appended, by DRAM address (sim.kvcache.kv_addr:
+        the golden's `layers.L.attn.kv_append.k8` / `v8` of each step, positions in step order)."""
+        from lowbit.sim.kvcache import kv_addr
+
+        s = self.spec
+        out: dict[int, bytes] = {}
+        for layer in range(s.n_layers):
+            for v, name in ((False, "k8"), (True, "v8")):
+                rows = np.concatenate([st.buffers[f"layers.{layer}.attn.kv_append.{name}"] for st in self.run.steps])
+                for pos in range(rows.shape[0]):
+                    for g in range(s.n_kv_heads):
+                        out[kv_addr(s, layer, g, v, pos)] = rows[pos, g].astype(np.int8).tobytes()
+        return out
+
     def quant(self, step: int, op: str) -> np.ndarray | None:
         """The INT8 output of quantize op `op` in `step` ([T, dim]), None if the golden has none."""
         if step >= len(self.run.steps):

@@ -113,6 +113,11 @@ def chip_report(hw: str, sets: list[str], model: str, prefill: int, decode: int)
                 f"data path, {full} of them compared in every element; without tiles on it (their unit a timer, or "
                 "the host's lm_head): " + (", ".join(f"{o} ({c} step{'s' if c > 1 else ''})" for o, c in sorted(gone.items())) or "none")
                 + ".")
+        if r.kv_chunks:
+            data_line += (f"\n\nKV reads carry data: dma_kv's K/V chunk reads land in the kv buffer by the memory port's "
+                          f"data beats (the DRAM image holds the golden's INT8 K/V rows, `kv_append.k8` / `v8`); "
+                          f"{r.kv_chunks} chunks read back when their attention tile starts, {r.kv_units:,} buffer "
+                          f"units, **{r.kv_mismatches} mismatches**. The attention tiles themselves stay timers.")
     lines += [
         "",
         f"Total cycles: `lowbit sim --program` {r.sim_cycles:,}, chip RTL {r.chip_cycles:,}: **{verdict}**"

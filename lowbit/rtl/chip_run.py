@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lowbit.rtl.chip import RING_OWNER, ChipParams, booth_data, chip_verilog, word_kind
+from lowbit.rtl.chip import RING_OWNER, ChipParams, booth_data, chip_verilog, word_dims, word_kind
 from lowbit.rtl.chip_ctrl import pack_word
 from lowbit.rtl.chip_data import data_dims
 from lowbit.rtl.chip_golden import act_word, compare_psum, data_plan, segments
@@ -59,6 +59,9 @@ class ChipResult:
     data_ref: str = ""      # what the psum words are checked against
     act_late: int = 0       # SFU words whose act-buffer writes did not end before the instruction
     acc_buffers: tuple[int, int, list[str]] = (0, 0, [])  # whole-model golden: DataPlan.acc_buffers()
+    kv_chunks: int = 0      # K/V chunks read back from the kv buffer at their consumer's start
+    kv_units: int = 0       # ... their buffer units
+    kv_mismatches: int = 0  # units that differ from the golden's K/V rows
 
     @property
     def mismatches(self) -> int:
@@ -76,7 +79,7 @@ class ChipResult:
     def ok(self) -> bool:
         return (self.finished and self.mismatches == 0 and self.sim_cycles == self.chip_cycles
                 and self.late == 0 and self.lane_overflow == 0 and self.data_mismatches == 0
-                and self.data_late == 0 and self.act_late == 0)
+                and self.data_late == 0 and self.act_late == 0 and self.kv_mismatches == 0)
 
 
 def params_for(img: ChipImage, ref: list[QueueTimes] | None = None, data_banks: int = 0) -> ChipParams:
@@ -250,7 +253,7 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
     dims = plan.dims if plan else None
     bd = plan is not None and booth_data(cfg)
     words = [[pack_word(word_kind(n, c, plan is not None, bd), n_thr, p.seq_bits, w,
-                        dims if n != "dma_kv" else None) for w in ws]
+                        word_dims(n, dims)) for w in ws]
              for n, c, ws in zip(img.queues, img.classes, img.words, strict=True)]
     djob = None
     if plan is not None:
@@ -258,6 +261,8 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
         djob = {"banks": dims.banks, "unit_bytes": dims.unit_bytes, "act_queue": len(img.queues),
                 "act": [] if plan.act is None else [act_word(x) for x in plan.act],
                 "act_writes": {str(i): ws for i, ws in plan.act_writes.items()}, "sfu_queue": plan.sfu_queue,
+                "kv_checks": {f"{q},{i}": [a, n, b.hex()] for (q, i), (a, n, b) in plan.kv_checks.items()},
+                "k_depth": dims.k_depth, "kv_data": bool(plan.kv_checks),
                 "dram": {str(a): b.hex() for a, b in segments(plan.dram).items()},
                 "engines": tq, "fmt": plan.fmt,
                 "engine_bit": (p.dma_table - 1).bit_length()}
@@ -315,4 +320,5 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
     return ChipResult(qc, sim_cycles, chip_cycles, bool(r["finished"]), int(r["late"]), int(r["lane_overflow"]),
                       int(r["dram_requests"]), time.perf_counter() - t0, vfile, notes, p,
                       int(r.get("data_late", 0)), why, ref, int(r.get("act_late", 0)),
-                      plan.acc_buffers() if plan is not None else (0, 0, []))
+                      plan.acc_buffers() if plan is not None else (0, 0, []), int(r.get("kv_chunks", 0)),
+                      int(r.get("kv_units", 0)), int(r.get("kv_mismatches", 0)))

@@ -183,6 +183,9 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
             gone = ", ".join(f"{op} ({c} step{'s' if c > 1 else ''})" for op, c in sorted(Counter(a.split()[-1] for a in absent).items()))
             print(f"whole-model golden: {n} projection accumulator buffers (layers.L.<op>.acc, per step) on the data "
                   f"path, {full} of them checked in every element; without tiles on it: {gone or 'none'}")
+        if r.kv_chunks:
+            print(f"KV reads: {r.kv_chunks} K/V chunks read back from the kv buffer at their consumer's start, "
+                  f"{r.kv_units:,} units against the golden's kv_append.k8 / v8 rows, {r.kv_mismatches} mismatches")
     if json_out is not None:
         import dataclasses
         import json
@@ -193,7 +196,8 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
              "finished": r.finished, "late": r.late, "lane_overflow": r.lane_overflow,
              "dram_requests": r.dram_requests, "data_path": not r.data_note, "data_note": r.data_note,
              "data_words": r.data_words, "data_mismatches": r.data_mismatches, "data_late": r.data_late,
-             "data_ref": r.data_ref, "act_late": r.act_late,
+             "data_ref": r.data_ref, "act_late": r.act_late, "kv_chunks": r.kv_chunks, "kv_units": r.kv_units,
+             "kv_mismatches": r.kv_mismatches,
              "acc_buffers": {"on_data_path": r.acc_buffers[1], "complete": r.acc_buffers[0],
                              "without_tiles": r.acc_buffers[2]},
              "queues": [dataclasses.asdict(q) for q in r.queues]}
@@ -206,6 +210,7 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
         why += [f"total cycles differ by {r.chip_cycles - r.sim_cycles}"] if r.chip_cycles != r.sim_cycles else []
         why += [f"{r.data_mismatches} psum words differ from {r.data_ref}"] if r.data_mismatches else []
         why += [f"{r.act_late} SFU words' act writes came after the instruction"] if r.act_late else []
+        why += [f"{r.kv_mismatches} kv buffer units differ from the golden's K/V rows"] if r.kv_mismatches else []
         why += [f"{r.data_late} weight reads' data came after their response"] if r.data_late else []
         raise LowbitError("chip RTL differs from lowbit sim: " + ", ".join(why))
     data = f", {r.data_words:,} psum words bit-exact" if not r.data_note else ""

@@ -108,6 +108,9 @@ def test_chip_runs_the_program_cycle_exact(tiny_program):
     assert data == {"tint0": (64, 896, 0), "booth": (128, 1_664, 0)}
     assert r.data_ref.startswith("the whole-model golden") and r.act_late == 0
     assert r.acc_buffers == (56, 56, [f"step {i} lm_head" for i in range(4)])  # the lm_head runs on the host
+    # K/V reads carry the golden's rows: 2 layers x 2 KV heads x (K, V) chunks in each step, 2 + 3 + 4 + 5 keys
+    # of 16 bytes (8 two-byte units) each, read back from the kv buffer when their attention tile starts
+    assert (r.kv_chunks, r.kv_units, r.kv_mismatches) == (32, 8 * 8 * (2 + 3 + 4 + 5), 0)
 
 
 def test_chip_verilog_lints_clean(tiny_program):
@@ -249,9 +252,11 @@ def test_data_plan_serves_differently_tiled_steps(tmp_path):
 
 @pytest.mark.slow
 def test_chip_bench_detects_wrong_data(tiny_program, monkeypatch):
-    """The psum check can fail: with one act word changed after the golden was computed, the tiles reading
-    it differ from the whole-model golden (timing still exact)."""
+    """The checks can fail: with one act word changed after the golden was computed, the tiles reading
+    it differ from the whole-model golden, and with one K byte changed in the DRAM image, the kv buffer's
+    read-back does (timing still exact)."""
     import lowbit.rtl.chip_run as cr
+    from lowbit.sim.isa import KV_BASE
 
     real = cr.data_plan
 
@@ -260,12 +265,15 @@ def test_chip_bench_detects_wrong_data(tiny_program, monkeypatch):
         i = min(plan.act_writes)
         a, w = plan.act_writes[i][0]
         plan.act_writes[i][0] = (a, w ^ 0x55)  # one act word of the first quantize op the tiles read
+        k = min(a for a in plan.dram if a >= KV_BASE)  # and the first K row in the DRAM image
+        plan.dram[k] = bytes([plan.dram[k][0] ^ 1]) + plan.dram[k][1:]
         return plan, why
 
     monkeypatch.setattr(cr, "data_plan", corrupt)
     cfg, path = tiny_program
     r = verify_chip(cfg, path, "tiny", [])
     assert r.mismatches == 0 and r.data_mismatches > 0 and not r.ok
+    assert r.kv_mismatches == 4  # the first K row is in all 4 steps' chunks (M <= LOP's k): one unit each
 
 
 @pytest.mark.slow
@@ -369,6 +377,8 @@ def test_vitallm_chip_runs_out_of_order_dma_exact(tmp_path, hw, cycles, lanes, o
     if psum:  # every q/k/o/gate/up (and decode down) accumulator whole; v and prefill down on BoothFlex, timers
         assert r.data_ref.startswith("the whole-model golden") and r.act_late == 0
         assert r.acc_buffers[:2] == (34, 34) and len(r.acc_buffers[2]) == 3 * 2 + 2 + 3
+        # 8 K/V chunks a step of 4, 5, 6 keys x 16 bytes, in 8-byte units
+        assert (r.kv_chunks, r.kv_units, r.kv_mismatches) == (24, 8 * 2 * (4 + 5 + 6), 0)
     assert {q.name: q.start_mismatches + q.end_mismatches for q in r.queues} == {q.name: 0 for q in r.queues}
     assert r.chip_cycles == r.sim_cycles == cycles
     assert r.params.dma_issue == lanes and r.dram_requests == 113

@@ -151,6 +151,11 @@ async def chip_run(dut):
     aslot: dict[int, tuple[int, int]] = {}  # cycle -> (act address, word) through the load port
     adriven = False
     act_last: dict[int, int] = {}  # SFU word -> cycle of its last act write
+    kv_checks = {tuple(int(x) for x in k.split(",")): v for k, v in dj.get("kv_checks", {}).items()} if dj else {}
+    kdrive: dict[int, int] = {}           # cycle -> kv buffer read address
+    ksample: dict[int, list[int]] = {}    # cycle -> the units the kv read port shows
+    kv_chunks = kv_units = kv_bad = 0
+    data_engines = (0, 1) if dj and dj.get("kv_data") else (0,)
     first = True
     skip_to = None  # after a quiet sample: wake at the next due response or the next event, whichever first
     while True:
@@ -186,6 +191,10 @@ async def chip_run(dut):
             if beat is not None:
                 dut.mem__rdata_id.value, dut.mem__rdata.value = beat
             ddriven = beat is not None
+        ka = kdrive.pop(cyc, None)
+        if ka is not None:
+            assert not sampled
+            dut.kv_raddr.value = ka
         aw = aslot.pop(cyc, None)
         if aw is not None or adriven:
             assert not sampled
@@ -199,12 +208,19 @@ async def chip_run(dut):
         if first:
             first = False
             assert int(dut.cycle.value) == 0, "bench and chip disagree on run cycle 0"
+        want = ksample.pop(cyc, None)
+        if want is not None:  # a K/V chunk's units on the kv read port (address driven in the cycle before)
+            x, ub = int(dut.kv_rdata.value), 8 * dj["unit_bytes"]
+            for j, u in enumerate(want):
+                kv_units += 1
+                kv_bad += (x >> (j * ub)) & ((1 << ub) - 1) != u
         if not int(ev_h.value):
             if cyc > limit:
                 break
             if not driven and not ddriven and not adriven:  # driven lanes are cleared in the next cycle first
                 skip_to = min(min(due, default=limit + 1), min(dslot, default=limit + 1),
-                              min(aslot, default=limit + 1), limit + 1)
+                              min(aslot, default=limit + 1), min(kdrive, default=limit + 1),
+                              min(ksample, default=limit + 1), limit + 1)
             continue
         for q in range(ncnt):
             p = int(pc_h[q].value)
@@ -218,6 +234,19 @@ async def chip_run(dut):
                                 c += 1
                             aslot[c] = (a, w)
                             act_last[i] = c
+                            c += 1
+                    if (q, i) in kv_checks:  # read its K/V chunk back: a beat of units a cycle
+                        a0, n, hx = kv_checks[(q, i)]
+                        b = bytes.fromhex(hx)
+                        ubytes, nb = dj["unit_bytes"], dj["banks"]
+                        units = [int.from_bytes(b[j:j + ubytes], "little") for j in range(0, len(b), ubytes)]
+                        kv_chunks += 1
+                        c = cyc + 1
+                        for r in range(0, n, nb):
+                            while c in kdrive:
+                                c += 1
+                            kdrive[c] = (a0 + r) % dj["k_depth"]
+                            ksample[c + 1] = units[r:r + nb]
                             c += 1
                 pc_prev[q] = p
             c = int(cnt_h[q].value)
@@ -258,7 +287,7 @@ async def chip_run(dut):
                     late += 1
                 due.setdefault(max(e - 1, cyc + 1), []).append(rid)
                 seg = bisect.bisect_right(starts, addr) - 1
-                if dj and not wr and rid >> dj["engine_bit"] == 0 and seg >= 0 \
+                if dj and not wr and rid >> dj["engine_bit"] in data_engines and seg >= 0 \
                         and addr + nb <= starts[seg] + len(dram[seg][1]):
                     off = addr - starts[seg]
                     data_late += _place_beats(dslot, rid, dram[seg][1][off:off + nb], beat_bytes, cyc + 1, e - 1)
@@ -269,7 +298,8 @@ async def chip_run(dut):
             break
     act_late = sum(c >= end[sfu_q][i] for i, c in act_last.items()) + len(set(act_writes) - set(act_last))
     res = {"queues": names, "start": start, "end": end, "cycles": cyc, "late": late, "lane_overflow": overflow,
-           "psum": psum, "data_late": data_late, "act_late": act_late,
+           "psum": psum, "data_late": data_late, "act_late": act_late, "kv_chunks": kv_chunks,
+           "kv_units": kv_units, "kv_mismatches": kv_bad + sum(len(v) for v in ksample.values()),
            "finished": cnt_prev == lengths[:-1] and joins_done == lengths[-1], "dram_requests": next_tag}
     tmp = job["result"] + ".tmp"
     with open(tmp, "w") as fh:

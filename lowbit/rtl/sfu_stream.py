@@ -104,6 +104,7 @@ class StreamWalk:
         m.d.comb += active.eq(go | busy)
         row_end = c_cnt == c_beats + (stall - 1)
         tile_end = row_end & (c_row == c_rows - 1)
+        self.count = c_cnt                               # the cycle's index within its row's slot
         self.row_start = active & (c_cnt == 0)           # first cycle of a row's slot
         self.valid = active & (c_cnt >= stall) if stall else active   # a beat read this cycle
         self.first = active & (c_cnt == stall)           # the row's first beat

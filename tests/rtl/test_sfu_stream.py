@@ -1,5 +1,5 @@
-"""The SFU's norm-chain stream engines (lowbit.rtl.sfu_stream) on the Amaranth simulator: a decoder layer's
-residual add -> RMSNorm -> absmax quantize run on buffers, bit-exact with the hardware-exact golden's recorded
+"""The SFU's norm-chain stream engines (lowbit.rtl.sfu_stream, sfu_stream_act) on the Amaranth simulator: a
+decoder layer's residual add (or FFN gating) -> RMSNorm -> absmax quantize run on buffers, bit-exact with the hardware-exact golden's recorded
 buffers (bitnet-tiny on `tiny`) and with sim.numerics, each word's cycles equal to the program's SFU word."""
 
 from __future__ import annotations
@@ -170,23 +170,54 @@ def test_norm_chain_matches_the_golden_and_the_program(chain, tiny_layer, sfu_wo
     assert cycles == prog == want
 
 
-def test_subln_norm_and_quantize_match_the_golden(tiny_layer, sfu_words):
-    """SubLN before down_proj (its own gain, dim = ffn 128): RMSNorm and quantize words on the gating's output
-    with its sum of squares preloaded (the statistics word the gating's stream would write)."""
+@pytest.mark.parametrize("step", [0, 2])
+def test_subln_chain_from_the_gating_matches_the_golden(step, tiny_layer, sfu_words):
+    """The FFN's SubLN chain (dim = ffn 128): the ReLU^2-GLU gating of gate and up writes its output and the
+    rows' S, SubLN's RMSNorm (its own gain) and down_proj's quantize follow: the golden's ffn.act.out,
+    ffn_sub_norm.out and down_quant, each word the program's."""
     spec, cfg, dep, run = tiny_layer
-    b = run.steps[0].buffers
-    f = b["layers.0.ffn.act.out"]
-    rows, dim = f.shape
+    b = run.steps[step].buffers
+    gate, up = b["layers.0.ffn.gate.out"], b["layers.0.ffn.up.out"]
+    rows, dim = gate.shape
     lanes = cfg.sfu.lanes
     beats = dim // lanes
-    ss = (f ** 2).sum(-1)
+    assert spec.ffn_act == "relu2_glu"
+    up_addr = X + rows * beats  # after the gate's words; the gating writes in place over the gate
+    act = [("act", rows, beats, dict(g_addr=X, u_addr=up_addr, o_addr=O, st_addr=S, fn=1, gated=1))]
     cycles, q78, i8, st = run_chain(
-        cfg.sfu, [(0, O, _words(f, lanes)), (1, G, _words(dep.norms["layers.0.ffn_sub_norm"], lanes)),
-                  (2, S, ss)], chain_ops(rows, beats, dim, spec.norm_eps, residual=False))
+        cfg.sfu, [(0, X, _words(gate, lanes)), (0, up_addr, _words(up, lanes)),
+                  (1, G, _words(dep.norms["layers.0.ffn_sub_norm"], lanes))],
+        act + chain_ops(rows, beats, dim, spec.norm_eps, residual=False))
+    f = b["layers.0.ffn.act.out"]
+    assert np.array_equal(_rows(q78, O, rows, dim, lanes), f)
+    assert st[S:S + rows].tolist() == (f ** 2).sum(-1).tolist()
     assert np.array_equal(_rows(q78, N, rows, dim, lanes), b["layers.0.ffn_sub_norm.out"])
     assert np.array_equal(_rows(i8, Q, rows, dim, lanes), b["layers.0.down_quant.q"])
     assert st[A:A + rows].tolist() == b["layers.0.down_quant.amax"].tolist()
-    assert cycles == [sfu_words[(0, "layers.0.ffn_sub_norm")], sfu_words[(0, "layers.0.down_quant")]] == [140, 202]
+    ph = 0 if step == 0 else 1
+    prog = [sfu_words[(ph, f"layers.0.{k}")] for k in ("ffn.act", "ffn_sub_norm", "down_quant")]
+    assert cycles == prog == [rows * beats + 6, rows * beats + 12, rows * (beats + 17) + 6]
+
+
+@pytest.mark.parametrize("hw, gated", [("vitallm", 1), ("tiny", 0)])
+def test_silu_gating_matches_numerics(hw, gated):
+    """SiLU, gated (SwiGLU) and not, gates across the sigmoid table's range and past it, a tail of lanes."""
+    from lowbit.sim.numerics.sfu_elem import sfu_act
+
+    sfu = load_hw(hw, []).sfu
+    rng = np.random.default_rng(2)
+    dim, lanes = 40 if hw == "vitallm" else 10, sfu.lanes
+    beats = -(-dim // lanes)
+    g = rng.integers(-6000, 6000, size=(2, dim))
+    g[0, :4] = [-32768, 32767, 16 << 8, -(16 << 8) + 1]
+    u = rng.integers(-4000, 4000, size=(2, dim))
+    ops = [("act", 2, beats, dict(g_addr=X, u_addr=Y, o_addr=O, st_addr=S, fn=0, gated=gated))]
+    cycles, q78, _, st = run_chain(sfu, [(0, X, _words(g, lanes)), (0, Y, _words(u, lanes))], ops)
+    want = sfu_act(g, u if gated else None, "silu").astype(np.int64)
+    assert np.array_equal(_rows(q78, O, 2, dim, lanes), want)
+    assert not _tails(q78, O, 2, dim, lanes).any()
+    assert st[S:S + 2].tolist() == (want ** 2).sum(-1).tolist()
+    assert cycles == [sfu_cycles(sfu, "activation", 2, dim)]
 
 
 def _edge_rows(rng, dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -230,11 +261,13 @@ def test_engines_match_numerics_with_tail_lanes_and_edges(hw, sfu_lat):
 
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")  # built to be checked, not elaborated
-@pytest.mark.parametrize("op, least", [("elementwise", 2), ("rmsnorm", 10), ("quantize", 3)])
+@pytest.mark.parametrize("op, least", [("activation", 6), ("elementwise", 2), ("rmsnorm", 10), ("quantize", 3)])
 def test_engines_refuse_a_latency_below_their_pipeline(op, least):
     from lowbit.rtl.sfu_stream import SfuQuantStream, SfuResidualStream, SfuRmsNormStream
+    from lowbit.rtl.sfu_stream_act import SfuActStream
 
-    make = {"elementwise": lambda c: SfuResidualStream(c, a_bits=8, s_bits=6),
+    make = {"activation": lambda c: SfuActStream(c, a_bits=8, s_bits=6),
+            "elementwise": lambda c: SfuResidualStream(c, a_bits=8, s_bits=6),
             "rmsnorm": lambda c: SfuRmsNormStream(c, a_bits=8, g_bits=6, s_bits=6),
             "quantize": lambda c: SfuQuantStream(c, a_bits=8, q_bits=8, s_bits=6)}[op]
     lat = SfuConfig().latency
@@ -245,19 +278,16 @@ def test_engines_refuse_a_latency_below_their_pipeline(op, least):
 
 
 def test_stream_engines_lint_clean(tmp_path):
-    """verilator --lint-only -Wall on each engine and the chain at vitallm's SFU (rtl.lint's waivers only)."""
+    """verilator --lint-only -Wall on the chain at vitallm's SFU, whose Verilog holds each engine (gating,
+    residual, RMSNorm, quantize) as a module (rtl.lint's waivers only)."""
     from amaranth.back import verilog
 
     from lowbit.rtl.lint import lint
-    from lowbit.rtl.sfu_stream import SfuQuantStream, SfuResidualStream, SfuRmsNormStream
 
-    sfu = load_hw("vitallm", []).sfu
-    for name, comp in (("res", SfuResidualStream(sfu, a_bits=10, s_bits=6)),
-                       ("rms", SfuRmsNormStream(sfu, a_bits=10, g_bits=8, s_bits=6)),
-                       ("quant", SfuQuantStream(sfu, a_bits=10, q_bits=10, s_bits=6)),
-                       ("chain", SfuNormChain(sfu, depth=128))):
-        top = f"lowbit_sfu_stream_{name}"
-        v = tmp_path / f"{top}.v"
-        v.write_text(verilog.convert(comp, name=top, emit_src=False))
-        r = lint(v, top)
-        assert r.ok, (name, r.errors[:5])
+    top = "lowbit_sfu_stream_chain"
+    v = tmp_path / f"{top}.v"
+    text = verilog.convert(SfuNormChain(load_hw("vitallm", []).sfu, depth=128), name=top, emit_src=False)
+    assert all(f"module \\{top}.{e} " in text for e in ("act", "res", "rms", "q"))
+    v.write_text(text)
+    r = lint(v, top)
+    assert r.ok, r.errors[:5]

@@ -38,7 +38,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from lowbit.rtl.chip_booth import BoothEngine, booth_psum_layout
+from lowbit.rtl.chip_booth import BoothEngine, booth_psum_layout, qk_data_ok
 from lowbit.rtl.chip_ctrl import ComputeQueue, JoinMonitor, scoreboard_layout, word_layout
 from lowbit.rtl.chip_data import BankedBuffer, DmaFill, TintEngine, data_dims, psum_layout
 from lowbit.rtl.chip_dma import N_BUFFERS, DmaEngine, mem_port_signature
@@ -109,6 +109,13 @@ def booth_data(cfg: HwConfig) -> bool:
     from lowbit.rtl.chip_booth import booth_data_ok
 
     return cfg.has("booth") and cfg.has("tint") and not booth_data_ok(cfg.booth, cfg.tint)
+
+
+def qk_data(cfg: HwConfig, dims) -> bool:
+    """Whether BoothFlex runs Q K^T tiles on the data path: its ternary tiles do, the kv buffer holds data
+    and lowbit.rtl.chip_booth.qk_data_ok."""
+    return (dims is not None and dims.k_depth > 0 and booth_data(cfg)
+            and not qk_data_ok(cfg.booth, cfg.tint, dims.unit_bytes))
 
 
 class Chip(wiring.Component):
@@ -256,6 +263,9 @@ class Chip(wiring.Component):
         m.d.comb += self.event.eq(ev)
         return m
 
+    def _qk(self) -> bool:
+        return qk_data(self.cfg, self.dims)
+
     def _per(self, c: ComputeQueue) -> int:
         """TINT words (and act words) an engine reads a beat: 1 for a TINT core, 4 width / tree_width for
         BoothFlex (lowbit.rtl.chip_booth)."""
@@ -279,10 +289,14 @@ class Chip(wiring.Component):
         m.d.comb += [fill.data_valid.eq(self.mem.rdata_valid & (rid[lt:] == 0)), fill.data_slot.eq(rid[:lt]),
                      fill.data.eq(self.mem.rdata), wbuf.wr_valid.eq(fill.wr_valid), wbuf.wr_addr.eq(fill.wr_addr),
                      wbuf.wr_count.eq(fill.wr_count), wbuf.wr_data.eq(fill.wr_data)]
+        qk = self._qk()
+        kstep = cfg.booth.width // d.unit_bytes if qk else 0
+        kports = [c for _, c in tints if c.kind == "booth"] if qk else []
         if d.k_depth:  # K/V rows: dma_kv's read data (engine 1's request ids) into the kv buffer
             dkv = engines[1]
             m.submodules.kvbuf = kvbuf = BankedBuffer(depth=d.k_depth, banks=d.banks, unit_bits=d.unit_bits,
-                                                      word_units=(d.banks,))
+                                                      word_units=(d.banks,) + (kstep,) * (cfg.booth.lanes
+                                                                                         * len(kports)))
             m.submodules.kvfill = kfill = DmaFill(table=p.dma_table, n_issue=p.dma_issue, addr_bits=d.k_bits,
                                                   banks=d.banks, unit_bits=d.unit_bits)
             for k in range(p.dma_issue):
@@ -308,9 +322,14 @@ class Chip(wiring.Component):
                 fields = ("tail_lanes", "tail_step")
                 lay = psum_layout(cfg.tint)
             else:
-                eng = BoothEngine(cfg.booth, cfg.tint, **kw)
-                fields = ()
+                eng = BoothEngine(cfg.booth, cfg.tint, **kw, qk=(d.k_bits, kstep, d.unit_bits) if qk else None)
+                fields = ("nq", "grp", "pos0", "k_addr", "k_stride") if qk else ()
                 lay = booth_psum_layout(cfg.booth)
+                if qk:  # Q K^T tiles: a kv read port per lane
+                    for lane in range(cfg.booth.lanes):
+                        port = 1 + kports.index(c) * cfg.booth.lanes + lane
+                        m.d.comb += [kvbuf.raddr[port].eq(eng.k_raddr[lane]),
+                                     eng.k_rdata[lane].eq(getattr(kvbuf, f"rdata{port}"))]
             m.submodules[f"eng_{name}"] = eng
             w = c.word
             m.d.comb += [eng.start.eq(c.go), c.unit_ready.eq(eng.ready), c.unit_done.eq(eng.done_next)]
@@ -319,7 +338,7 @@ class Chip(wiring.Component):
             m.d.comb += [getattr(eng, f).eq(getattr(w, f)) for f in
                          ("beats", "groups", "tokens", *fields, "w_addr", "a_addr", "a_stride", "p_addr")]
             m.d.comb += [wbuf.raddr[r].eq(eng.w_raddr), eng.w_rdata.eq(getattr(wbuf, f"rdata{r}"))]
-            for i in range(self._per(c)):
+            for i in range(1 if c.kind == "tint" else eng.n_act):
                 ar = abuf.read_port()
                 m.d.comb += [ar.addr.eq(eng.a_raddr if c.kind == "tint" else eng.a_raddr[i]),
                              (eng.a_rdata if c.kind == "tint" else eng.a_rdata[i]).eq(ar.data)]

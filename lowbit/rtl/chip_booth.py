@@ -16,7 +16,7 @@ wrapping accumulator of sim.numerics, as lowbit/rtl/bench/booth_bench.py checks)
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -41,18 +41,92 @@ def booth_psum_layout(cfg: BoothConfig) -> data.StructLayout:
     return data.StructLayout({"acc": data.ArrayLayout(signed(cfg.acc_bits), cfg.lanes), "ovf": cfg.lanes})
 
 
+def qk_data_ok(booth: BoothConfig, tint: TintConfig, unit_bytes: int) -> str:
+    """'' when BoothFlex's INT8 Q K^T tiles can read the act and kv buffers (QkWalk), else why not."""
+    if booth.bit_serial:
+        return "BoothFlex is bit-serial"
+    if tint.tree_width % booth.width or booth.width % unit_bytes:
+        return (f"a Booth lane's {booth.width} INT8 elements a beat are not a whole part of a {tint.tree_width}-element "
+                f"act word and whole {unit_bytes}-byte kv units")
+    return ""
+
+
+class QkWalk:
+    """Addresses of a Q K^T tile's beats (mode 2, module docstring of BoothEngine): outputs (t, h, j), query t
+    of the tile's `nq`, head h of the group's `grp`, key j of the pos0 + t + 1 it attends to (causal), in
+    that order, `lanes` consecutive outputs a pass, `beats` beats of `width` elements a pass. Lane l reads
+    act word a_addr + (t grp + h) a_stride + b div per_word (element (b mod per_word) width) and kv units
+    k_addr + j k_stride + b kstep. A lane past the tile's last output is not `valid` (zero operands)."""
+
+    def __init__(self, m: Module, e, go, *, lanes: int, per_word: int, kstep: int) -> None:
+        cb = COUNT_BITS
+        ab, kb = len(e.a_addr), len(e.k_addr)
+        prm = {n: Signal(len(getattr(e, n)), name=f"qk_{n}") for n in ("nq", "grp", "pos0", "beats", "a_stride",
+                                                                        "k_addr", "k_stride")}
+        cur = {n: Mux(go, getattr(e, n), r) for n, r in prm.items()}
+        with m.If(go):
+            m.d.sync += [r.eq(getattr(e, n)) for n, r in prm.items()]
+
+        def nxt(st):
+            v, t, h, j, q, k = st
+            last_j, last_h = j == cur["pos0"] + t, h == cur["grp"] - 1
+            return (v & ~(last_j & last_h & (t + 1 == cur["nq"])),
+                    Mux(last_j & last_h, t + 1, t)[:cb], Mux(last_j, Mux(last_h, 0, h + 1), h)[:cb],
+                    Mux(last_j, 0, j + 1)[:cb], Mux(last_j, q + cur["a_stride"], q)[:ab],
+                    Mux(last_j, cur["k_addr"], k + cur["k_stride"])[:kb])
+
+        shapes = (1, cb, cb, cb, ab, kb)
+        regs = [[Signal(w, name=f"qk{lane}_{f}") for w, f in zip(shapes, "vthjqk", strict=True)]
+                for lane in range(lanes)]
+        init, st = [], (Const(1, 1), Const(0, cb), Const(0, cb), Const(0, cb), e.a_addr, e.k_addr)
+        for _ in range(lanes):
+            init.append(st)
+            st = nxt(st)
+        lanes_cur = [[Mux(go, a, r) for a, r in zip(i, rg, strict=True)] for i, rg in zip(init, regs, strict=True)]
+        b_reg = Signal(cb, name="qk_b")
+        b = Mux(go, 0, b_reg)
+        self.b, self.lanes = b, lanes_cur
+        lg = (per_word - 1).bit_length()
+        self.qaddr = [(ln[4] + (b >> lg))[:ab] for ln in lanes_cur]
+        self.qsel = [b[:lg] if lg else Const(0, 1) for _ in lanes_cur]
+        self.kaddr = [(ln[5] + b * kstep)[:kb] for ln in lanes_cur]
+        self.valid = [ln[0] for ln in lanes_cur]
+        self.run = Signal(name="qk_run")
+        with m.If(self.run):
+            with m.If(b != cur["beats"] - 1):
+                m.d.sync += b_reg.eq(b + 1)
+                for ln, rg in zip(lanes_cur, regs, strict=True):
+                    m.d.sync += [r.eq(x) for r, x in zip(rg, ln, strict=True)]
+            with m.Else():  # the next pass: each lane `lanes` outputs on
+                m.d.sync += b_reg.eq(0)
+                st = tuple(lanes_cur[-1])
+                for rg in regs:
+                    st = nxt(st)
+                    m.d.sync += [r.eq(x) for r, x in zip(rg, st, strict=True)]
+
+
 class BoothEngine(wiring.Component):
     """BoothFlex with its address generators for ternary tiles (module docstring); ports as
-    lowbit.rtl.chip_data.TintEngine's, with `per` act read ports."""
+    lowbit.rtl.chip_data.TintEngine's, with `per` act read ports. With `qk` (kv buffer address bits, kv
+    units a lane reads a beat, their bits): mode 2 runs INT8 Q K^T tiles (QkWalk: Q from the act buffer,
+    K rows from the kv buffer, one kv read port a lane), with max(per, lanes) act read ports."""
 
     def __init__(self, cfg: BoothConfig, tint: TintConfig, *, w_bits: int, a_bits: int, p_bits: int,
-                 w_step: int = 1) -> None:
-        self.cfg, self.tint, self.w_step = cfg, tint, w_step
+                 w_step: int = 1, qk: tuple[int, int, int] | None = None) -> None:
+        self.cfg, self.tint, self.w_step, self.qk = cfg, tint, w_step, qk
         self.per = ROWS * cfg.width // tint.tree_width
+        self.n_act = max(self.per, cfg.lanes) if qk else self.per
         word = 2 * tint.lanes * tint.tree_width
+        qks = {}
+        if qk:
+            k_bits, kstep, unit_bits = qk
+            qks = {"nq": In(COUNT_BITS), "grp": In(COUNT_BITS), "pos0": In(COUNT_BITS), "k_addr": In(k_bits),
+                   "k_stride": In(COUNT_BITS), "k_raddr": Out(data.ArrayLayout(k_bits, cfg.lanes)),
+                   "k_rdata": In(data.ArrayLayout(kstep * unit_bits, cfg.lanes))}
         super().__init__({
+            **qks,
             "start": In(1),
-            "mode": In(1),  # 1: ternary (the engine's words are ternary tiles)
+            "mode": In(2),  # 1: a ternary tile, 2: an INT8 Q K^T tile (with `qk`)
             "beats": In(COUNT_BITS),
             "groups": In(COUNT_BITS),
             "tokens": In(COUNT_BITS),
@@ -65,8 +139,8 @@ class BoothEngine(wiring.Component):
             "done_next": Out(1),
             "w_raddr": Out(w_bits),
             "w_rdata": In(self.per * word),
-            "a_raddr": Out(data.ArrayLayout(a_bits, self.per)),
-            "a_rdata": In(data.ArrayLayout(data.ArrayLayout(signed(8), tint.tree_width), self.per)),
+            "a_raddr": Out(data.ArrayLayout(a_bits, self.n_act)),
+            "a_rdata": In(data.ArrayLayout(data.ArrayLayout(signed(8), tint.tree_width), self.n_act)),
             "p_valid": Out(1),
             "p_addr_o": Out(p_bits),
             "p_acc": Out(data.ArrayLayout(signed(cfg.acc_bits), cfg.lanes)),
@@ -85,9 +159,24 @@ class BoothEngine(wiring.Component):
         m.d.comb += self.w_raddr.eq(walk.wa)
         rd = Signal()  # a beat's words arrive this cycle (read in the previous one); idle cycles feed zeros
         m.d.sync += rd.eq(go | walk.busy)
-        m.d.comb += [self.a_raddr[i].eq(walk.aa + i) for i in range(per)]
+        qk = Signal()  # the running tile is a Q K^T tile (latched at its start)
+        with m.If(go):
+            m.d.sync += qk.eq(self.mode == 2)
         m.d.comb += [core.start.eq(go), core.beats.eq(self.beats), core.passes.eq(self.groups * self.tokens),
-                     core.mode.eq(self.mode), self.ready.eq(core.ready & ~walk.busy)]
+                     core.mode.eq(self.mode == 1), self.ready.eq(core.ready & ~walk.busy)]
+        if self.qk:
+            k_bits, kstep, unit_bits = self.qk
+            qw = QkWalk(m, self, go & (self.mode == 2), lanes=cfg.lanes, per_word=tw // cfg.width, kstep=kstep)
+            m.d.comb += qw.run.eq((go & (self.mode == 2)) | (walk.busy & qk))
+            sel = [Signal(len(qw.qsel[0]), name=f"qsel{lane}") for lane in range(cfg.lanes)]
+            val = [Signal(name=f"qval{lane}") for lane in range(cfg.lanes)]
+            m.d.sync += [x.eq(y) for x, y in zip(sel, qw.qsel, strict=True)]
+            m.d.sync += [x.eq(y & (go | walk.busy)) for x, y in zip(val, qw.valid, strict=True)]
+            m.d.comb += [self.k_raddr[lane].eq(qw.kaddr[lane]) for lane in range(cfg.lanes)]
+        use_qk = Mux(go, self.mode == 2, qk)
+        for i in range(self.n_act):
+            a_t = walk.aa + i if i < per else 0
+            m.d.comb += self.a_raddr[i].eq(Mux(use_qk, qw.qaddr[i], a_t) if self.qk and i < cfg.lanes else a_t)
         for lane in range(cfg.lanes):
             for u in range(cfg.width):
                 codes = []
@@ -96,7 +185,16 @@ class BoothEngine(wiring.Component):
                     lo = (e // tw) * word + 2 * (lane * tw + e % tw)
                     c = self.w_rdata[lo:lo + 2]  # storage code w + 1 -> {sign, nz} = {~c1 & ~c0, ~c0}
                     codes.append(Cat(~c[0] & rd, ~c[1] & ~c[0] & rd))
-                    m.d.comb += core.act[(lane * cfg.width + u) * ROWS + r].eq(self.a_rdata[e // tw][e % tw])
-                m.d.comb += core.wb[lane * cfg.width + u].eq(Cat(*codes))
+                    tern = self.a_rdata[e // tw][e % tw]
+                    if self.qk and r == 0:  # INT8 mode: row 0 is the multiplicand, Q element u of the lane
+                        wd = self.a_rdata[lane]
+                        q = Mux(val[lane], wd.as_value().word_select(sel[lane] * cfg.width + u, 8), 0)
+                        tern = Mux(qk, q.as_signed(), tern)
+                    m.d.comb += core.act[(lane * cfg.width + u) * ROWS + r].eq(tern)
+                wb = Cat(*codes)
+                if self.qk:  # INT8 mode: the multiplier is K element u of the lane's key row
+                    kw = Mux(val[lane], self.k_rdata[lane][8 * u:8 * u + 8], 0)
+                    wb = Mux(qk, kw, wb)
+                m.d.comb += core.wb[lane * cfg.width + u].eq(wb)
         psum_writes(m, self, go, core)
         return m

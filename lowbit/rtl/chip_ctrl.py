@@ -31,7 +31,8 @@ JOIN_FIELDS = ("valid",)
 # data path, else a timer of `cyc`), a DMA word the buffer units its read data fills
 TINT_FIELDS = ("valid", "free", "free_buf", "free_slot", "beats", "groups", "tokens", "tail_lanes", "tail_step",
                "w_addr", "a_addr", "a_stride", "p_addr")
-BOOTH_FIELDS = (*COMPUTE_FIELDS, "eng", "beats", "groups", "tokens", "w_addr", "a_addr", "a_stride", "p_addr")
+BOOTH_FIELDS = (*COMPUTE_FIELDS, "eng", "beats", "groups", "tokens", "w_addr", "a_addr", "a_stride", "p_addr",
+                "nq", "grp", "pos0", "k_addr", "k_stride")
 DMA_DATA_FIELDS = (*DMA_FIELDS, "dwords", "dbase")
 
 
@@ -43,7 +44,8 @@ def _fields(kind: str, dims) -> dict[str, int]:
         return {n: _W[n] for n in names}
     names = {"compute": COMPUTE_FIELDS, "tint": TINT_FIELDS, "booth": BOOTH_FIELDS, "dma": DMA_DATA_FIELDS,
              "join": JOIN_FIELDS}[kind]
-    w = {**_W, "eng": 1, "beats": COUNT_BITS, "groups": COUNT_BITS, "tokens": COUNT_BITS, "a_stride": COUNT_BITS,
+    w = {**_W, "eng": 2, "nq": COUNT_BITS, "grp": COUNT_BITS, "pos0": COUNT_BITS, "k_addr": dims.k_bits,
+         "k_stride": COUNT_BITS, "beats": COUNT_BITS, "groups": COUNT_BITS, "tokens": COUNT_BITS, "a_stride": COUNT_BITS,
          "dwords": COUNT_BITS, "tail_lanes": dims.lanes.bit_length(), "tail_step": dims.word_units.bit_length(),
          "w_addr": dims.w_bits, "dbase": dims.w_bits, "a_addr": dims.a_bits,
          "p_addr": dims.p_bits}
@@ -160,7 +162,10 @@ class ComputeQueue(wiring.Component):
         timer = self.kind != "tint"   # words that hold the unit for `cyc` cycles
         eng = Signal()                # the head word runs on the engine
         on_eng = Signal()             # the running word does
-        m.d.comb += eng.eq(1 if self.kind == "tint" else w.eng)
+        if self.kind == "tint":
+            eng = Const(1, 1)
+        else:
+            m.d.comb += eng.eq(w.eng != 0)
         m.d.comb += self.go.eq(issue & eng)
         done = Signal()
         one = Signal()  # a one-cycle timer instruction completes in its issue cycle

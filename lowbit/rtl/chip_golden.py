@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lowbit.rtl.chip_attn import qk_cover, qk_plan
 from lowbit.rtl.chip_data import DataDims, data_dims, pack_tile
 from lowbit.rtl.chip_image import ChipImage
 from lowbit.rtl.chip_model import ModelContents, NoMapping, input_of
@@ -49,7 +50,8 @@ from lowbit.sim.isa import B_KV, B_WEIGHT, C_BOOTH, C_DMAKV, C_DMAW, C_SFU, C_TI
 
 DATA_FIELDS = {"tint": ("beats", "groups", "tokens", "tail_lanes", "tail_step", "w_addr", "a_addr", "a_stride",
                         "p_addr"),
-               "booth": ("eng", "beats", "groups", "tokens", "w_addr", "a_addr", "a_stride", "p_addr"),
+               "booth": ("eng", "beats", "groups", "tokens", "w_addr", "a_addr", "a_stride", "p_addr", "nq", "grp",
+                         "pos0", "k_addr", "k_stride"),
                "dma": ("dwords", "dbase"), "dma_kv": ("dwords", "dbase")}
 
 
@@ -70,6 +72,9 @@ class DataPlan:
     cover: dict[tuple[int, str], np.ndarray] = field(default_factory=dict)  # (step, op) -> acc elements checked
     kv_checks: dict[tuple[int, int], tuple[int, int, bytes]] = field(default_factory=dict)  # a K/V chunk's
     # consumer (queue, index) -> (kv buffer unit address, units, the golden's bytes) read back at its start
+    kv_chunks: dict[tuple[int, int], tuple[int, list[int]]] = field(default_factory=dict)  # allocating K/V
+    # read -> (kv buffer unit address, the DRAM addresses of its rows in order)
+    qk: tuple[int, int, int] = (0, 0, 0)  # Q K^T tiles on the data path, qk.acc buffers complete, of all
 
     def acc_buffers(self) -> tuple[int, int, list[str]]:
         """(accumulator buffers every element of which a psum word checks, buffers with any, the golden's
@@ -95,7 +100,7 @@ def data_plan(img: ChipImage, cfg: HwConfig, seed: int = 0,
 
 
 def _data_plan(img: ChipImage, cfg: HwConfig, seed: int, model: ModelContents | None) -> tuple[DataPlan | None, str]:
-    from lowbit.rtl.chip import booth_data
+    from lowbit.rtl.chip import booth_data, qk_data
     from lowbit.sim.numerics.tint import tint_dot
     from lowbit.sim.units.booth import booth_ternary_tile_cycles
     from lowbit.sim.units.tint import tint_tile_cycles
@@ -205,11 +210,29 @@ def _data_plan(img: ChipImage, cfg: HwConfig, seed: int, model: ModelContents | 
         plan.expect[name] = out
         plan.tiles[name] = len(img.words[q])
         plan.fmt[name] = (t.lanes, t.acc_bits)
+    kq = next((q for q, c in enumerate(img.classes) if c == C_DMAKV), -1)
+    kqs = (kq,) if dims.k_depth and kq >= 0 else ()
+    if kqs and model is not None:
+        fields.update(_kv_data(plan, img, kq))
     bq = [q for q, c in enumerate(img.classes) if c == C_BOOTH] if booth_data(cfg) else []
-    for q in bq:  # BoothFlex: its ternary weight tiles on the engine, the rest (attention) timers
+    for q in bq:  # BoothFlex: its ternary weight tiles on the engine, Q K^T where it can, the rest timers
         b, per = cfg.booth, 4 * cfg.booth.width
         out, pnext, n = [], 0, 0
+        qmap: dict = {}
+        if model is not None and qk_data(cfg, dims):
+            s = model.spec
+            lower = max(len(st.ids) for st in model.run.steps) * -(-max(s.d_model, s.d_ffn, s.attn_dim)
+                                                                     // t.tree_width)
+            qmap, qwrites = qk_plan(plan, img, cfg, q, plan.kv_chunks, lower)
+            plan.act_writes.update(qwrites)
+            plan.qk = qk_cover(plan, qmap)
         for i, w in enumerate(img.words[q]):
+            if i in qmap:  # a Q K^T tile (lowbit.rtl.chip_attn)
+                fields[(q, i)] = {**qmap[i][0], "p_addr": pnext % dims.p_depth}
+                out += qmap[i][1]
+                pnext += qmap[i][0]["groups"]
+                n += 1
+                continue
             src, shape = (w.get("free_q", -1), w.get("free_i", -1)), tile_shape(w)
             if src not in tile_w or w["rbuf"] != B_WEIGHT or shape is None:
                 continue
@@ -237,14 +260,10 @@ def _data_plan(img: ChipImage, cfg: HwConfig, seed: int, model: ModelContents | 
         why = _act_writes(plan, img, reads, t.tree_width)
         if why:
             return None, why
-    kq = next((q for q, c in enumerate(img.classes) if c == C_DMAKV), -1)
-    kqs = (kq,) if dims.k_depth and kq >= 0 else ()
-    if kqs and model is not None:
-        fields.update(_kv_data(plan, img, kq))
     for q, ws in ((q, img.words[q]) for q in (*tq, *bq, dw, *kqs)):
         kind = "tint" if q in tq else "booth" if q in bq else "dma" if q == dw else "dma_kv"
         for i, w in enumerate(ws):
-            w.update(fields.get((q, i), dict.fromkeys(DATA_FIELDS[kind], 0)))
+            w.update({**dict.fromkeys(DATA_FIELDS[kind], 0), **fields.get((q, i), {})})
     return plan, ""
 
 
@@ -257,7 +276,8 @@ def _kv_data(plan: DataPlan, img: ChipImage, kq: int) -> dict[tuple[int, int], d
     rows = plan.model.kv_rows()
     out: dict[tuple[int, int], dict] = {}
     chunk: dict[tuple[int, int], bytes] = {}
-    cur = None  # the chunk being filled: (its allocating DMA, bytes so far)
+    cur = None  # the chunk being filled: its allocating DMA
+    rows_of: dict[tuple[int, int], list[int]] = {}
     for i, w in enumerate(img.words[kq]):
         if w["wr"] or (w["alloc_en"] and w["buf"] != B_KV):
             cur = None
@@ -280,8 +300,10 @@ def _kv_data(plan: DataPlan, img: ChipImage, kq: int) -> dict[tuple[int, int], d
             for a in addrs:
                 plan.dram[a] = rows[a]
             chunk[cur] += b"".join(rows[a] for a in addrs)
+            rows_of.setdefault(cur, []).extend(addrs)
     for key in chunk:  # the checks read the chunk's units from its allocation's start
         out[key] = {**out[key], "check": len(chunk[key]) // ub}
+        plan.kv_chunks[key] = (out[key]["dbase"], rows_of.get(key, []))
     for q, ws in enumerate(img.words):
         for i, w in enumerate(ws):
             src = (w.get("free_q", -1), w.get("free_i", -1))

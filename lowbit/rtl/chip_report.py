@@ -113,11 +113,18 @@ def chip_report(hw: str, sets: list[str], model: str, prefill: int, decode: int)
                 f"data path, {full} of them compared in every element; without tiles on it (their unit a timer, or "
                 "the host's lm_head): " + (", ".join(f"{o} ({c} step{'s' if c > 1 else ''})" for o, c in sorted(gone.items())) or "none")
                 + ".")
+        if r.qk[0]:
+            data_line += (f"\n\nQ K^T on data: {r.qk[0]} BoothFlex INT8 tiles read the golden's quantized queries "
+                          "(`qk.q8`, written in their RoPE words' cycles) and the K rows of the kv buffer; their psum "
+                          f"words are in the table, against `layers.L.attn.qk.acc`: {r.qk[1]} of the {r.qk[2]} score "
+                          "accumulator buffers checked in every attended element. Decode steps whose LOP drops "
+                          "keys stay timers (the program fetches fixed-ratio positions, the golden's LOP selects "
+                          "by the data).")
         if r.kv_chunks:
             data_line += (f"\n\nKV reads carry data: dma_kv's K/V chunk reads land in the kv buffer by the memory port's "
                           f"data beats (the DRAM image holds the golden's INT8 K/V rows, `kv_append.k8` / `v8`); "
                           f"{r.kv_chunks} chunks read back when their attention tile starts, {r.kv_units:,} buffer "
-                          f"units, **{r.kv_mismatches} mismatches**. The attention tiles themselves stay timers.")
+                          f"units, **{r.kv_mismatches} mismatches**. The P V tiles stay timers.")
     lines += [
         "",
         f"Total cycles: `lowbit sim --program` {r.sim_cycles:,}, chip RTL {r.chip_cycles:,}: **{verdict}**"

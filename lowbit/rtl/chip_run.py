@@ -62,6 +62,7 @@ class ChipResult:
     kv_chunks: int = 0      # K/V chunks read back from the kv buffer at their consumer's start
     kv_units: int = 0       # ... their buffer units
     kv_mismatches: int = 0  # units that differ from the golden's K/V rows
+    qk: tuple[int, int, int] = (0, 0, 0)  # Q K^T tiles on the data path, qk.acc buffers complete, of all
 
     @property
     def mismatches(self) -> int:
@@ -321,4 +322,5 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
                       int(r["dram_requests"]), time.perf_counter() - t0, vfile, notes, p,
                       int(r.get("data_late", 0)), why, ref, int(r.get("act_late", 0)),
                       plan.acc_buffers() if plan is not None else (0, 0, []), int(r.get("kv_chunks", 0)),
-                      int(r.get("kv_units", 0)), int(r.get("kv_mismatches", 0)))
+                      int(r.get("kv_units", 0)), int(r.get("kv_mismatches", 0)),
+                      plan.qk if plan is not None else (0, 0, 0))

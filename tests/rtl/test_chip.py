@@ -105,7 +105,10 @@ def test_chip_runs_the_program_cycle_exact(tiny_program):
     data = {q.name: (q.instructions, q.data_words, q.data_mismatches) for q in r.queues if q.data_words >= 0}
     # TINT: 64 tiles of 16 x 64 / 16 x 128 / 32 x 64 weights (8, 8, 16 row groups of 2 lanes), 1 or 2 tokens
     # each; BoothFlex: its 96 ternary tiles (of 128 words, the others attention) on the same row groups
-    assert data == {"tint0": (64, 896, 0), "booth": (128, 1_664, 0)}
+    # BoothFlex: 1,664 psum words of ternary tiles and 60 of its 16 Q K^T tiles (2 layers x 2 KV heads x 4 steps,
+    # LOP keeping every key): 2 heads x (1 + 2, 3, 4, 5 keys) outputs, 2 a pass: (3 + 3 + 4 + 5) x 2 x 2 passes
+    assert data == {"tint0": (64, 896, 0), "booth": (128, 1_664 + 60, 0)}
+    assert r.qk == (16, 8, 8)  # every step's and layer's qk.acc checked in every attended element
     assert r.data_ref.startswith("the whole-model golden") and r.act_late == 0
     assert r.acc_buffers == (56, 56, [f"step {i} lm_head" for i in range(4)])  # the lm_head runs on the host
     # K/V reads carry the golden's rows: 2 layers x 2 KV heads x (K, V) chunks in each step, 2 + 3 + 4 + 5 keys
@@ -202,15 +205,56 @@ def test_model_plan_holds_the_deployed_model(tiny_program):
             assert model.base[w["op"]] == base[op]
         checked += 1
     assert checked == 64 and next(words, None) is None
-    for i, ws in plan.act_writes.items():  # each quantize word writes its golden rows from address 0
+    quant = {i: ws for i, ws in plan.act_writes.items() if img.words[sq][i]["op"].endswith("_quant")}
+    for i, ws in quant.items():  # each quantize word writes its golden rows from address 0
         w = img.words[sq][i]
         x = model.run.steps[w["step"]].buffers[f"{w['op']}.q"]
         assert [a for a, _ in ws] == list(range(x.size // 4)) and len(ws) <= w["cyc"] - 2
         got = [(v >> (8 * e) & 0xFF) for _, v in ws for e in range(4)]
         assert np.array_equal(np.array(got).reshape(x.shape).astype(np.int8), x.astype(np.int8))
-    assert sorted({img.words[sq][i]["op"].split(".")[-1] for i in plan.act_writes}) == \
+    assert sorted({img.words[sq][i]["op"].split(".")[-1] for i in quant}) == \
         ["attn_quant", "down_quant", "ffn_quant", "o_quant"]
-    assert len(plan.act_writes) == 4 * 2 * 4
+    assert len(quant) == 4 * 2 * 4 and len(plan.act_writes) == len(quant) + 4 * 2 * 2  # + the RoPE words
+
+
+def test_qk_tiles_read_the_golden_queries_and_keys(tiny_program):
+    """The Q K^T tiles the loader maps (lowbit.rtl.chip_attn): each tile's expected psum words are the dot
+    products of the golden's INT8 queries (qk.q8) and K rows (kv_append.k8) computed here, in the engine's
+    order (query, head of the group, key up to the query's position, 2 lanes a pass); its K chunk holds
+    keys 0 .. n-1 of its KV head, and the RoPE words write the queries' act words."""
+    from lowbit.rtl.chip_golden import data_plan
+    from lowbit.rtl.chip_model import model_contents
+    from lowbit.sim.program_io import ProgramReader
+
+    cfg, path = tiny_program
+    img = build_image(path, cfg)
+    model, _ = model_contents(img, cfg, ProgramReader(path).header.meta, seed=1)
+    plan, why = data_plan(img, cfg, 1, model)
+    assert why == "" and plan.qk == (16, 8, 8)
+    bq = img.queues.index("booth")
+    words = iter(plan.expect["booth"])
+    n = 0
+    for w in img.words[bq]:
+        if not w["eng"]:
+            continue
+        got = [next(words) for _ in range(w["groups"] * w["tokens"])]
+        if w["eng"] != 2:
+            continue
+        st = model.run.steps[w["step"]]
+        layer = int(w["op"].split(".")[1])
+        k8 = np.concatenate([s.buffers[f"layers.{layer}.attn.kv_append.k8"] for s in model.run.steps[:w["step"] + 1]])
+        q8 = st.buffers[f"layers.{layer}.attn.qk.q8"]
+        g = (w["a_addr"] - 256) // (len(st.ids) * 2 * 4)  # the group's query rows: 2 heads x 4 words each
+        vals = [int(q8[t, 2 * g + h] @ k8[j, g]) for t in range(w["pos0"] - st.start, w["pos0"] - st.start + w["nq"])
+                for h in range(2) for j in range(st.start + t + 1)]
+        vals += [0] * (len(vals) % 2)
+        assert got == [((vals[p], vals[p + 1]), 0) for p in range(0, len(vals), 2)] and any(vals)
+        assert w["k_addr"] == plan.kv_checks[(bq, img.words[bq].index(w))][0] and w["k_stride"] == 8
+        n += 1
+    assert n == 16 and next(words, None) is None
+    sq = img.queues.index("sfu")
+    rope = [i for i in plan.act_writes if img.words[sq][i]["op"].endswith("attn.rope")]
+    assert len(rope) == 16 and all(a >= 256 for i in rope for a, _ in plan.act_writes[i])
 
 
 def test_model_contents_say_why_the_golden_cannot_serve(tiny_program):

@@ -152,7 +152,8 @@ def row_stat(m: Module, valid: Value, first: Value, last: Value, beat_val: Value
     return v & la, nxt
 
 
-def _mag(v: Value) -> Value:
+def magnitude(v: Value) -> Value:
+    """|v| of a signed value, unsigned."""
     return Mux(v < 0, -v, v).as_unsigned()
 
 
@@ -306,10 +307,10 @@ class SfuRmsNormStream(wiring.Component):
         half = (Const(1, 48) << (s9 - 1).as_unsigned())[:48]
         m.d.comb += [self.o_wdata[i].eq(sat((p + half) >> s9, 16)) for i, p in enumerate(pr)]
         m.d.comb += [self.o_wen.eq(t9[0]), self.o_waddr.eq(oa9)]
-        bmax = _mag(self.o_wdata[0])
+        bmax = magnitude(self.o_wdata[0])
         for i in range(1, n):  # a running max, one named net a lane (an expression would repeat each level)
             mg, b = Signal(16, name=f"mag{i}"), Signal(16, name=f"bmax{i}")
-            m.d.comb += [mg.eq(_mag(self.o_wdata[i])), b.eq(Mux(mg > bmax, mg, bmax))]
+            m.d.comb += [mg.eq(magnitude(self.o_wdata[i])), b.eq(Mux(mg > bmax, mg, bmax))]
             bmax = b
         wen, val = row_stat(m, t9[0], t9[1], t9[2], bmax, "am", "am")
         aa10 = reg(aa9, "aa10")
@@ -379,7 +380,7 @@ class SfuQuantStream(wiring.Component):
         # ---- stage I (edge c + 1): |x| and sign; M (edge c + 2): |x| * c; Q (cycle c + 3): round, write
         xi_mag = [Signal(w, name=f"xi_mag{i}") for i in range(n)]
         xi_neg = [Signal(name=f"xi_neg{i}") for i in range(n)]
-        m.d.sync += [xi_mag[i].eq(_mag(self.x_rdata[i])) for i in range(n)]
+        m.d.sync += [xi_mag[i].eq(magnitude(self.x_rdata[i])) for i in range(n)]
         m.d.sync += [xi_neg[i].eq(self.x_rdata[i] < 0) for i in range(n)]
         v1, v2, v3 = Signal(), Signal(), Signal()
         oa1, oa2, oa3 = Signal.like(oa), Signal.like(oa), Signal.like(oa)
@@ -405,5 +406,5 @@ class SfuQuantStream(wiring.Component):
 
 
 __all__ = ["STAT_BITS", "RESIDUAL_PIPE", "RMSNORM_PIPE", "QUANT_PIPE", "q78_word", "int8_word", "stream_validate",
-           "stream_cycles", "StreamWalk", "pointer", "row_stat", "SfuResidualStream", "SfuRmsNormStream",
+           "stream_cycles", "StreamWalk", "pointer", "row_stat", "magnitude", "SfuResidualStream", "SfuRmsNormStream",
            "SfuQuantStream"]

@@ -2,7 +2,7 @@
 ``sim.numerics.sfu_elem.sfu_rope`` (Su et al. 2021; Q2.14 table, round half up, saturation there) and
 cycle-exact with the program's rope word (one pass)::
 
-    cycles = rows * beats + latency.rope               (>= ROPE_PIPE = 2),  beats = ceil(head_dim / lanes)
+    cycles = rows * beats + latency.rope               (>= ROPE_PIPE = 3),  beats = ceil(head_dim / lanes)
 
 A row is one head of one token (the program's rows = tokens x heads); ``hpp`` consecutive rows share a
 position (the heads of a token in the word). Element i of the first half pairs with i + h (h = head_dim / 2):
@@ -16,7 +16,9 @@ out[i] = x[i] cos - x[i+h] sin, out[i+h] = x[i+h] cos + x[i] sin. Two layouts, b
 The table is the compiler's (sim.numerics.sfu_elem.rope_table) laid out as words of ``lanes`` (cos, sin)
 Q2.14 pairs in the engine's order: position p's beat b holds, at lane l, the entry (b * lanes + l) mod h
 (zero past head_dim), at table word ``t_addr + p * beats + b`` (the row's position counted from the word's
-first, ``hpp`` rows each). Cycle c reads; products at edge c + 1; round, saturate and write at edge c + 2.
+first, ``hpp`` rows each). Cycle c reads; products at edge c + 1; round, saturate and write at edge c + 2;
+each row's amax = max |y| (the reduction of the per-head absmax INT8 quantize of q and k that follows,
+docs/golden.md) goes to the row-statistics word ``a_addr + row`` at edge c + 3 with the row's last beat.
 """
 
 from __future__ import annotations
@@ -27,11 +29,19 @@ from amaranth.lib.wiring import In, Out
 
 from lowbit.rtl.common import COUNT_BITS, delay
 from lowbit.rtl.sfu_seq import sat
-from lowbit.rtl.sfu_stream import StreamWalk, pointer, q78_word, stream_validate
+from lowbit.rtl.sfu_stream import (
+    STAT_BITS,
+    StreamWalk,
+    magnitude,
+    pointer,
+    q78_word,
+    row_stat,
+    stream_validate,
+)
 from lowbit.sim.numerics.sfu_elem import TRIG_FRAC
 from lowbit.sim.units.sfu import SfuConfig
 
-ROPE_PIPE = 2
+ROPE_PIPE = 3
 
 
 def trig_word(lanes: int) -> data.ArrayLayout:
@@ -45,18 +55,19 @@ def rope_layout_ok(head_dim: int, lanes: int) -> bool:
 
 
 class SfuRopeStream(wiring.Component):
-    def __init__(self, cfg: SfuConfig, *, a_bits: int, t_bits: int) -> None:
+    def __init__(self, cfg: SfuConfig, *, a_bits: int, t_bits: int, s_bits: int = 8) -> None:
         stream_validate(cfg, "rope", ROPE_PIPE)
         self.cfg = cfg
         n = cfg.lanes
         w = q78_word(n)
         super().__init__({
             "start": In(1), "rows": In(COUNT_BITS), "beats": In(COUNT_BITS), "hpp": In(COUNT_BITS),
-            "half": In(range(n + 1)), "x_addr": In(a_bits), "o_addr": In(a_bits), "t_addr": In(t_bits),
+            "half": In(range(n + 1)), "x_addr": In(a_bits), "o_addr": In(a_bits), "t_addr": In(t_bits), "a_addr": In(s_bits),
             "ready": Out(1), "done": Out(1), "done_next": Out(1),
             "x_raddr": Out(a_bits), "x_rdata": In(w), "y_raddr": Out(a_bits), "y_rdata": In(w),
             "t_raddr": Out(t_bits), "t_rdata": In(trig_word(n)),
             "o_wen": Out(1), "o_waddr": Out(a_bits), "o_wdata": Out(w),
+            "a_wen": Out(1), "a_waddr": Out(s_bits), "a_wdata": Out(STAT_BITS),
         })
 
     def elaborate(self, platform) -> Module:
@@ -110,6 +121,14 @@ class SfuRopeStream(wiring.Component):
         m.d.comb += [self.o_wdata[i].eq(sat((pc[i] + ps[i] + (1 << (TRIG_FRAC - 1))) >> TRIG_FRAC, 16))
                      for i in range(n)]
         m.d.comb += [self.o_wen.eq(v2), self.o_waddr.eq(oa2)]
+        bmax = magnitude(self.o_wdata[0])
+        for i in range(1, n):  # a running max, one named net a lane
+            mg, bm = Signal(16, name=f"mag{i}"), Signal(16, name=f"bmax{i}")
+            m.d.comb += [mg.eq(magnitude(self.o_wdata[i])), bm.eq(Mux(mg > bmax, mg, bmax))]
+            bmax = bm
+        aa = pointer(m, go, self.a_addr, wk.last, "aa")
+        wen, val = row_stat(m, v2, delay(m, b == 0, 2, "first"), delay(m, wk.last, 2, "lastb"), bmax, "max", "am")
+        m.d.comb += [self.a_wen.eq(wen), self.a_waddr.eq(delay(m, aa, 3, "aad")), self.a_wdata.eq(val)]
         lat = self.cfg.op_latency("rope")
         m.d.comb += [self.done_next.eq(delay(m, wk.final, lat, "fin")), self.done.eq(delay(m, wk.final, lat + 1, "fin_d"))]
         return m

@@ -25,8 +25,10 @@ from lowbit.sim.numerics.sfu_elem import rope_table  # noqa: E402
 from lowbit.sim.units.sfu import SfuConfig, sfu_cycles  # noqa: E402
 
 
-def run_rope(sfu: SfuConfig, rows: np.ndarray, hpp: int, table: list, *, x_addr: int = 6, o_addr: int = 200):
-    """Head rows [rows, head_dim] (hpp a position) through the engine; returns (rows out, cycles)."""
+def run_rope(sfu: SfuConfig, rows: np.ndarray, hpp: int, table: list, *, x_addr: int = 6, o_addr: int = 200,
+             a_addr: int = 9):
+    """Head rows [rows, head_dim] (hpp a position) through the engine; returns (rows out, each row's amax
+    statistic, cycles)."""
     from amaranth.hdl import Module
     from amaranth.lib import wiring
     from amaranth.lib.memory import Memory
@@ -46,6 +48,7 @@ def run_rope(sfu: SfuConfig, rows: np.ndarray, hpp: int, table: list, *, x_addr:
         def __init__(self):
             self.e = SfuRopeStream(sfu, a_bits=9, t_bits=6)
             self.buf = Memory(shape=q78_word(lanes), depth=512, init=init)
+            self.st = Memory(shape=48, depth=64, init=[])
             super().__init__({"go": wiring.In(1)})
 
         def elaborate(self, platform):
@@ -53,6 +56,9 @@ def run_rope(sfu: SfuConfig, rows: np.ndarray, hpp: int, table: list, *, x_addr:
             m.submodules.e = e = self.e
             m.submodules.buf = buf = self.buf
             m.submodules.tab = tab = Memory(shape=trig_word(lanes), depth=64, init=table)
+            m.submodules.st = self.st
+            ws = self.st.write_port()
+            m.d.comb += [ws.en.eq(e.a_wen), ws.addr.eq(e.a_waddr), ws.data.eq(e.a_wdata)]
             rx, ry, rt, wo = buf.read_port(), buf.read_port(), tab.read_port(), buf.write_port()
             m.d.comb += [rx.addr.eq(e.x_raddr), e.x_rdata.eq(rx.data), ry.addr.eq(e.y_raddr), e.y_rdata.eq(ry.data),
                          rt.addr.eq(e.t_raddr), e.t_rdata.eq(rt.data),
@@ -66,7 +72,7 @@ def run_rope(sfu: SfuConfig, rows: np.ndarray, hpp: int, table: list, *, x_addr:
     async def bench(ctx):
         ctx.set(e.start, 1)
         for k, v in dict(rows=n_rows, beats=beats, hpp=hpp, half=hd // 2, x_addr=x_addr, o_addr=o_addr,
-                         t_addr=0).items():
+                         t_addr=0, a_addr=a_addr).items():
             ctx.set(getattr(e, k), v)
         await ctx.tick()
         ctx.set(e.start, 0)
@@ -77,12 +83,13 @@ def run_rope(sfu: SfuConfig, rows: np.ndarray, hpp: int, table: list, *, x_addr:
         res["cycles"] = c
         got = np.array([list(ctx.get(top.buf.data[o_addr + i])) for i in range(len(words))])
         res["out"] = got.reshape(n_rows, -1)
+        res["amax"] = np.array([ctx.get(top.st.data[a_addr + r]) for r in range(n_rows)])
 
     sim = Simulator(top)
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
-    return res["out"], res["cycles"]
+    return res["out"], res["amax"], res["cycles"]
 
 
 @pytest.mark.parametrize("hw", ["tiny", "vitallm"])
@@ -108,8 +115,13 @@ def test_rope_stream_matches_the_golden(hw, step):
         rows = np.concatenate([np.concatenate([q[t, g * grp:(g + 1) * grp], k[t, g:g + 1]]) for t in range(T)])
         want = np.concatenate([np.concatenate([b["layers.0.attn.rope.q"][t, g * grp:(g + 1) * grp],
                                                b["layers.0.attn.rope.k"][t, g:g + 1]]) for t in range(T)])
-        out, cycles = run_rope(sfu, rows, grp + 1, table)
+        out, amax, cycles = run_rope(sfu, rows, grp + 1, table)
         assert np.array_equal(out[:, :hd], want) and not out[:, hd:].any()
+        # each head row's amax: the reduction of the per-head INT8 quantize of q and k that follows
+        want_amax = np.concatenate([np.concatenate([b["layers.0.attn.qk.q_amax"][t, g * grp:(g + 1) * grp],
+                                                    b["layers.0.attn.kv_append.k_amax"][t, g:g + 1]])
+                                    for t in range(T)])
+        assert amax.tolist() == want_amax.tolist()
         beats = -(-hd // sfu.lanes)
         assert cycles == sfu_cycles(sfu, "rope", len(rows), hd) == len(rows) * beats + 8
     if hw == "tiny" and step == 0:
@@ -125,9 +137,10 @@ def test_rope_saturates_like_numerics():
     x[1, : hd // 2] = -32768
     cos = np.full((1, hd // 2), 11585)   # cos = sin = 1/sqrt(2): |x cos + x sin| > 2^15 - 1
     sin = np.array([[11585] * (hd // 4) + [-11585] * (hd // 4)])
-    out, _ = run_rope(sfu, x, 2, rope_table_words(cos, sin, hd, sfu.lanes))
+    out, amax, _ = run_rope(sfu, x, 2, rope_table_words(cos, sin, hd, sfu.lanes))
     want = sfu_rope(x, cos, sin)
     assert np.array_equal(out, want) and (want == 32767).any() and (want == -32768).any()
+    assert amax.tolist() == np.abs(want.astype(np.int64)).max(-1).tolist() and 32768 in amax.tolist()   # |-2^15| in 16 bits
 
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")  # built to be checked, not elaborated

@@ -18,6 +18,10 @@ needs while it writes, and stores it in a row-statistics memory (one ``STAT_BITS
   the rule is exactly RNE(127 x / amax) for any input width (proof in sim.numerics.sfu), so the words equal
   the golden's 16-bit quantizer's.
 
+The other stream engines build on this module's walker and conventions: the FFN gating (rtl/sfu_stream_act.py,
+the producer of SubLN's S), softmax (sfu_stream_softmax.py), RoPE (sfu_stream_rope.py) and the projections'
+psum requantizer (sfu_stream_requant.py); rtl/sfu_stream_chain.py instantiates the norm chain on buffers.
+
 Cycles, start -> done (the program's word; sim.units.sfu.sfu_cycles less the fused pass, N = rows * beats,
 beats = ceil(dim / lanes))::
 

@@ -124,6 +124,16 @@ class StreamWalk:
                 m.d.sync += [cnt.eq(c_cnt + 1), row.eq(c_row)]
 
 
+def stream_start(m: Module, comp, *, extra: Value | int = 1, stall: int = 0) -> tuple[Signal, StreamWalk]:
+    """An engine's start cycle `go` (start while ready with a non-empty tile, and `extra`) and its tile walk;
+    the engine is ready again after the walk's last read."""
+    go = Signal(name="go")
+    m.d.comb += go.eq(comp.start & comp.ready & (comp.rows != 0) & (comp.beats != 0) & extra)
+    wk = StreamWalk(m, go, comp.rows, comp.beats, stall=stall)
+    m.d.comb += comp.ready.eq(~wk.busy)
+    return go, wk
+
+
 def pointer(m: Module, go: Value, base: Value, step: Value, name: str) -> Value:
     """A running word address: `base` in the start cycle, then +1 after every cycle with `step`."""
     r = Signal(len(base), name=name)
@@ -185,10 +195,7 @@ class SfuResidualStream(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         n = self.cfg.lanes
-        go = Signal()
-        m.d.comb += go.eq(self.start & self.ready & (self.rows != 0) & (self.beats != 0))
-        wk = StreamWalk(m, go, self.rows, self.beats)
-        m.d.comb += self.ready.eq(~wk.busy)
+        go, wk = stream_start(m, self)
         xa = pointer(m, go, self.x_addr, wk.valid, "xa")
         ya = pointer(m, go, self.y_addr, wk.valid, "ya")
         oa = pointer(m, go, self.o_addr, wk.valid, "oa")
@@ -232,10 +239,7 @@ class SfuRmsNormStream(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         n = self.cfg.lanes
-        go = Signal()
-        m.d.comb += go.eq(self.start & self.ready & (self.rows != 0) & (self.beats != 0))
-        wk = StreamWalk(m, go, self.rows, self.beats)
-        m.d.comb += self.ready.eq(~wk.busy)
+        go, wk = stream_start(m, self)
         xa = pointer(m, go, self.x_addr, wk.valid, "xa")
         oa = pointer(m, go, self.o_addr, wk.valid, "oa")
         sa = pointer(m, go, self.s_addr, wk.last, "sa")
@@ -343,10 +347,7 @@ class SfuQuantStream(wiring.Component):
         r = sfu_recip_bits(w)
         k, d = RECIP_BITS_PER_CYCLE, sfu_recip_cycles(w, r)
         qw = k * d
-        go = Signal()
-        m.d.comb += go.eq(self.start & self.ready & (self.rows != 0) & (self.beats != 0))
-        wk = StreamWalk(m, go, self.rows, self.beats, stall=d)
-        m.d.comb += self.ready.eq(~wk.busy)
+        go, wk = stream_start(m, self, stall=d)
         xa = pointer(m, go, self.x_addr, wk.valid, "xa")
         oa = pointer(m, go, self.o_addr, wk.valid, "oa")
         sa = pointer(m, go, self.a_addr, wk.last, "sa")

@@ -18,7 +18,7 @@ from amaranth.lib.wiring import In, Out
 
 from lowbit.rtl.common import COUNT_BITS, delay
 from lowbit.rtl.sfu_seq import rom, sat
-from lowbit.rtl.sfu_stream import STAT_BITS, StreamWalk, pointer, q78_word, row_stat, stream_validate
+from lowbit.rtl.sfu_stream import STAT_BITS, pointer, q78_word, row_stat, stream_start, stream_validate
 from lowbit.sim.numerics.sfu_elem import SIG_FRAC, SIGMOID_TABLE
 from lowbit.sim.units.sfu import SfuConfig
 
@@ -42,10 +42,7 @@ class SfuActStream(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         n = self.cfg.lanes
-        go = Signal()
-        m.d.comb += go.eq(self.start & self.ready & (self.rows != 0) & (self.beats != 0))
-        wk = StreamWalk(m, go, self.rows, self.beats)
-        m.d.comb += self.ready.eq(~wk.busy)
+        go, wk = stream_start(m, self)
         fn_r, gated_r = Signal(), Signal()
         with m.If(go):
             m.d.sync += [fn_r.eq(self.fn), gated_r.eq(self.gated)]

@@ -31,11 +31,11 @@ from lowbit.rtl.common import COUNT_BITS, delay
 from lowbit.rtl.sfu_seq import sat
 from lowbit.rtl.sfu_stream import (
     STAT_BITS,
-    StreamWalk,
     magnitude,
     pointer,
     q78_word,
     row_stat,
+    stream_start,
     stream_validate,
 )
 from lowbit.sim.numerics.sfu_elem import TRIG_FRAC
@@ -73,10 +73,7 @@ class SfuRopeStream(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         n = self.cfg.lanes
-        go = Signal()
-        m.d.comb += go.eq(self.start & self.ready & (self.rows != 0) & (self.beats != 0) & (self.hpp != 0))
-        wk = StreamWalk(m, go, self.rows, self.beats)
-        m.d.comb += self.ready.eq(~wk.busy)
+        go, wk = stream_start(m, self, extra=self.hpp != 0)
         regs = {k: Signal.like(getattr(self, k), name=f"t_{k}") for k in ("beats", "hpp", "half", "t_addr")}
         with m.If(go):
             m.d.sync += [r.eq(getattr(self, k)) for k, r in regs.items()]

@@ -168,7 +168,7 @@ class ComputeQueue(wiring.Component):
             m.d.comb += eng.eq(w.eng != 0)
         m.d.comb += self.go.eq(issue & eng)
         done = Signal()
-        one = Signal()  # a one-cycle timer instruction completes in its issue cycle
+        one = Signal() if timer else Const(0, 1)  # a one-cycle timer instruction completes in its issue cycle
         if timer:
             remain = Signal(_W["cyc"])
             m.d.comb += one.eq(issue & ~eng & (w.cyc == 1))

@@ -23,7 +23,9 @@ Loader rules (`data_plan`, on the host, like the rest of lowbit.rtl.chip_image):
 
 Contents with a model (`data_plan(..., model=)`, lowbit.rtl.chip_model): the model's deployed codes at each
 tile's rows, the golden's INT8 activations written in their quantize words' cycles (`act_writes`), and the
-golden's accumulators as each tile's psum words. Without one (seeded contents, the fallback where the
+golden's accumulators as each tile's psum words; where the kv buffer holds data, the golden's K/V rows for
+dma_kv's chunk reads (read back at their consumers' start) and BoothFlex's Q K^T tiles (lowbit.rtl.chip_attn).
+Without one (seeded contents, the fallback where the
 golden does not cover a program): the weights are seeded-random ternary row groups (`lanes` rows x k, numpy default_rng([seed,
 DRAM address of the group]); a matrix's last group only its remaining rows), packed with lowbit.rtl.chip_data.pack_tile at the
 program's DRAM addresses. Tile order is row group after row group, so a projection's weights are one

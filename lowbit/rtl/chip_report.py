@@ -124,7 +124,8 @@ def chip_report(hw: str, sets: list[str], model: str, prefill: int, decode: int)
             data_line += (f"\n\nKV reads carry data: dma_kv's K/V chunk reads land in the kv buffer by the memory port's "
                           f"data beats (the DRAM image holds the golden's INT8 K/V rows, `kv_append.k8` / `v8`); "
                           f"{r.kv_chunks} chunks read back when their attention tile starts, {r.kv_units:,} buffer "
-                          f"units, **{r.kv_mismatches} mismatches**. The P V tiles stay timers.")
+                          f"units, **{r.kv_mismatches} mismatches**. "
+                          + ("The P V tiles stay timers." if r.qk[0] else "The attention tiles stay timers."))
     lines += [
         "",
         f"Total cycles: `lowbit sim --program` {r.sim_cycles:,}, chip RTL {r.chip_cycles:,}: **{verdict}**"

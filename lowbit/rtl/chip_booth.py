@@ -1,6 +1,7 @@
-"""The chip's BoothFlex engine for ternary projection tiles (docs/rtl.md "Data path"): BoothFlex
-(lowbit.rtl.booth, ternary mode) computing a tile from the same weight row groups and act words as a TINT
-core.
+"""The chip's BoothFlex engine (docs/rtl.md "Data path"): ternary projection tiles (word `eng` 1: BoothFlex,
+lowbit.rtl.booth, in ternary mode, from the same weight row groups and act words as a TINT core) and INT8
+Q K^T tiles (`eng` 2: BoothFlex's INT8 mode, queries from the act buffer and K rows from the kv buffer,
+addressed by `QkWalk`; lowbit.rtl.chip_attn maps them onto the whole-model golden).
 
 A Booth beat takes 4 x width ternary x INT8 products per lane, `per` = 4 width / tree_width TINT words of
 the row group and as many act words (DESIGN ASSUMPTION, checked by `booth_data_ok`: BoothFlex has as

@@ -204,6 +204,24 @@ def splice_section(text: str, section: list[str]) -> str:
     return "\n".join(lines[:start] + section + lines[end:]) + "\n"
 
 
+SPEED_NOTE = "The other sections of this file come from the last full run of this bench"
+
+
+def keep_speed_section(old: str, new: str) -> str:
+    """`new` with `old`'s "## Speed before / after" section, measured by an earlier --baseline run, carried over
+    (a full run without --baseline re-measures every other section); the note that the other sections are older
+    is dropped, as they are now this run's."""
+    lines = old.splitlines()
+    heads = [i for i, ln in enumerate(lines) if ln.startswith("## ")]
+    start = next((i for i in heads if lines[i].startswith("## Speed before / after")), None)
+    if start is None:
+        return new
+    end = next((i for i in heads if i > start), len(lines))
+    section = [ln for i, ln in enumerate(lines[start:end], start)
+               if not ln.startswith(SPEED_NOTE) and not (ln == "" and lines[i - 1].startswith(SPEED_NOTE))]
+    return splice_section(new, section)
+
+
 def load() -> str:
     return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
@@ -251,8 +269,7 @@ def main() -> None:
             os.replace(tmp, out)
             print(f"wrote {out}", flush=True)
 
-        note = ["The other sections of this file come from the last full run of this bench, on the code of that "
-                "time (without --speed-only).\n"]
+        note = [f"{SPEED_NOTE}, on the code of that time (without --speed-only).\n"]
 
         def noted(sec: list[str]) -> list[str]:
             return sec[:2] + note + sec[2:]
@@ -383,6 +400,8 @@ def main() -> None:
       "scheduler and numba counter folding, step-batched LOP selection.")
     text = "\n".join(lines) + "\n"
     out = Path(a.out)
+    if a.baseline is None and out.exists():
+        text = keep_speed_section(out.read_text(), text)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(text)

@@ -106,3 +106,13 @@ def lint(verilog: str | Path, top: str | None = None) -> LintResult:
         elif line.startswith("%Error"):
             errors.append(line)
     return LintResult(ok=not errors and p.returncode == 0, waived=waived, errors=errors, output=out)
+
+
+def lint_component(component, top: str, directory: str | Path) -> tuple[LintResult, str]:
+    """Convert an Amaranth component to Verilog as module `top` in `directory` and lint it; (result, Verilog)."""
+    from amaranth.back import verilog
+
+    text = verilog.convert(component, name=top, emit_src=False)
+    path = Path(directory) / f"{top}.v"
+    path.write_text(text)
+    return lint(path, top), text

@@ -280,14 +280,9 @@ def test_engines_refuse_a_latency_below_their_pipeline(op, least):
 def test_stream_engines_lint_clean(tmp_path):
     """verilator --lint-only -Wall on the chain at vitallm's SFU, whose Verilog holds each engine (gating,
     residual, RMSNorm, quantize) as a module (rtl.lint's waivers only)."""
-    from amaranth.back import verilog
-
-    from lowbit.rtl.lint import lint
+    from lowbit.rtl.lint import lint_component
 
     top = "lowbit_sfu_stream_chain"
-    v = tmp_path / f"{top}.v"
-    text = verilog.convert(SfuNormChain(load_hw("vitallm", []).sfu, depth=128), name=top, emit_src=False)
+    r, text = lint_component(SfuNormChain(load_hw("vitallm", []).sfu, depth=128), top, tmp_path)
     assert all(f"module \\{top}.{e} " in text for e in ("act", "res", "rms", "q"))
-    v.write_text(text)
-    r = lint(v, top)
     assert r.ok, r.errors[:5]

@@ -174,16 +174,11 @@ def test_psum_wider_than_the_sfu_word_is_refused():
 
 
 def test_requant_verilog_lints_clean(tmp_path):
-    from amaranth.back import verilog
-
-    from lowbit.rtl.lint import lint
+    from lowbit.rtl.lint import lint_component
 
     cfg = load_hw("vitallm", [])
     for name, comp in (("stage", SfuRequantStage(lanes=cfg.tint.lanes, acc_bits=cfg.tint.acc_bits, tag_bits=8)),
                        ("psum", PsumRequant(lanes=cfg.tint.lanes, acc_bits=cfg.tint.acc_bits, sfu_lanes=cfg.sfu.lanes,
                                             a_bits=10, m_bits=6, s_bits=6))):
-        top = f"lowbit_sfu_requant_{name}"
-        v = tmp_path / f"{top}.v"
-        v.write_text(verilog.convert(comp, name=top, emit_src=False))
-        r = lint(v, top)
+        r, _ = lint_component(comp, f"lowbit_sfu_requant_{name}", tmp_path)
         assert r.ok, (name, r.errors[:5])

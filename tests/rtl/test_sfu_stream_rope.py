@@ -155,12 +155,8 @@ def test_rope_stream_refuses_a_short_latency_and_knows_its_layouts():
 
 
 def test_rope_stream_lints_clean(tmp_path):
-    from amaranth.back import verilog
+    from lowbit.rtl.lint import lint_component
 
-    from lowbit.rtl.lint import lint
-
-    v = tmp_path / "lowbit_sfu_stream_rope.v"
-    v.write_text(verilog.convert(SfuRopeStream(load_hw("vitallm", []).sfu, a_bits=10, t_bits=8),
-                                 name="lowbit_sfu_stream_rope", emit_src=False))
-    r = lint(v, "lowbit_sfu_stream_rope")
+    r, _ = lint_component(SfuRopeStream(load_hw("vitallm", []).sfu, a_bits=10, t_bits=8), "lowbit_sfu_stream_rope",
+                          tmp_path)
     assert r.ok, r.errors[:5]

@@ -130,12 +130,8 @@ def test_softmax_stream_refuses_a_short_latency():
 
 
 def test_softmax_stream_lints_clean(tmp_path):
-    from amaranth.back import verilog
+    from lowbit.rtl.lint import lint_component
 
-    from lowbit.rtl.lint import lint
-
-    v = tmp_path / "lowbit_sfu_stream_softmax.v"
-    v.write_text(verilog.convert(SfuSoftmaxStream(load_hw("vitallm", []).sfu, a_bits=10, s_bits=6),
-                                 name="lowbit_sfu_stream_softmax", emit_src=False))
-    r = lint(v, "lowbit_sfu_stream_softmax")
+    r, _ = lint_component(SfuSoftmaxStream(load_hw("vitallm", []).sfu, a_bits=10, s_bits=6),
+                          "lowbit_sfu_stream_softmax", tmp_path)
     assert r.ok, r.errors[:5]

@@ -38,7 +38,7 @@ from lowbit.sim.config import load_config
 from lowbit.sim.engine import simulate
 from lowbit.sim.lop_select import lop_selection, synthetic_qk_trace
 from lowbit.sim.modelspec import get_model
-from lowbit.sim.trace import load_trace
+from lowbit.sim.trace_load import load_trace
 from lowbit.sim.validation import decode_step_trace
 from lowbit.sim.workloads import standard_trace
 

@@ -113,7 +113,8 @@ def test_config_show_json_writes_a_file(tmp_path, capsys):
 
 
 def test_trace_info_json_writes_a_file(tmp_path, capsys):
-    from lowbit.sim.trace import load_trace, write_trace
+    from lowbit.sim.trace import write_trace
+    from lowbit.sim.trace_load import load_trace
     from lowbit.sim.workloads import standard_trace
 
     d = write_trace(standard_trace("bitnet-tiny", 4, 1), tmp_path / "tr")

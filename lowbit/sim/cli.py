@@ -98,7 +98,7 @@ def build_trace(model: str | None, trace_dir: Path | None, prefill: int, decode:
     if weights is not None and weights not in WEIGHT_FORMATS:
         raise WorkloadError(f"--weights {weights}: unknown weight format; allowed: {', '.join(WEIGHT_FORMATS)}")
     if trace_dir is not None:
-        from lowbit.sim.trace import load_trace
+        from lowbit.sim.trace_load import load_trace
 
         tr = load_trace(trace_dir)
         if model is not None and model != tr.model.name:
@@ -501,7 +501,7 @@ def register_trace(trace_app: typer.Typer) -> None:
     def trace_info(path: Path = typer.Argument(..., metavar="DIR", help="trace directory"),
                    json_out: Path | None = json_option("the summary")) -> None:
         """Validate a trace directory and print a summary."""
-        from lowbit.sim.trace import load_trace
+        from lowbit.sim.trace_load import load_trace
 
         s = load_trace(path).summary()
         if json_out is not None:

@@ -144,7 +144,7 @@ def test_kill_trace_mid_write(tmp_path):
     r = _run(argv, tmp_path / "cache")
     assert r.returncode == 0, r.stderr
     assert not _temps(out.parent)  # ... and the next run removed it
-    from lowbit.sim.trace import load_trace
+    from lowbit.sim.trace_load import load_trace
 
     tr = load_trace(out)
     assert tr.prefill == 4 and tr.decode == 2 and len(tr.tensor_files) == 3

@@ -12,7 +12,8 @@ import pytest
 
 from lowbit.sim.config import from_dict, load_config, to_dict
 from lowbit.sim.errors import ConfigError, LowbitError, TraceError
-from lowbit.sim.trace import load_trace, write_trace
+from lowbit.sim.trace import write_trace
+from lowbit.sim.trace_load import load_trace
 from lowbit.sim.workloads import standard_trace
 from tests.fuzz.util import cli
 

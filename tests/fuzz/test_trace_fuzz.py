@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from lowbit.sim.config import load_config
 from lowbit.sim.lop_select import synthetic_qk_trace
-from lowbit.sim.trace import load_trace
+from lowbit.sim.trace_load import load_trace
 from tests.fuzz.util import CASES, FUZZ, HOSTILE_NUMBERS, hostile_value, run_case
 
 P, D = 3, 2

@@ -16,7 +16,7 @@ from lowbit.models.bitnet import BitNet, sdpa_attention  # noqa: E402
 from lowbit.models.capture import Recorder, Target, capture_trace, layer_of, record  # noqa: E402
 from lowbit.sim.errors import LowbitError  # noqa: E402
 from lowbit.sim.modelspec import ModelSpec, get_model  # noqa: E402
-from lowbit.sim.trace import load_trace  # noqa: E402
+from lowbit.sim.trace_load import load_trace  # noqa: E402
 from lowbit.sim.workloads import standard_trace  # noqa: E402
 
 

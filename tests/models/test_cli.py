@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from lowbit.sim.trace import load_trace  # noqa: E402
+from lowbit.sim.trace_load import load_trace  # noqa: E402
 from lowbit.sim.workloads import standard_trace  # noqa: E402
 from tests.cli_util import lowbit  # noqa: E402
 

@@ -11,7 +11,7 @@ transformers = pytest.importorskip("transformers")
 from lowbit.models.capture import capture_trace  # noqa: E402
 from lowbit.models.hf import minilm_dir, spec_from_config  # noqa: E402
 from lowbit.sim.errors import LowbitError  # noqa: E402
-from lowbit.sim.trace import load_trace  # noqa: E402
+from lowbit.sim.trace_load import load_trace  # noqa: E402
 from lowbit.sim.workloads import standard_trace  # noqa: E402
 
 SMALL = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,

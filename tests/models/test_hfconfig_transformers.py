@@ -79,7 +79,7 @@ def test_trace_from_config_equals_trace_captured_from_transformers(tmp_path, mod
     capture records while transformers runs the model (meta device, config.json only)."""
     from lowbit.models.capture import capture_trace
     from lowbit.sim.modelspec import get_model
-    from lowbit.sim.trace import load_trace
+    from lowbit.sim.trace_load import load_trace
     from lowbit.sim.workloads import standard_trace
 
     if isinstance(model, dict):

@@ -9,7 +9,8 @@ from lowbit.sim.config import load_config
 from lowbit.sim.engine import simulate
 from lowbit.sim.errors import TraceError, WorkloadError
 from lowbit.sim.modelspec import get_model
-from lowbit.sim.trace import SeqSpec, load_trace, write_trace
+from lowbit.sim.trace import SeqSpec, write_trace
+from lowbit.sim.trace_load import load_trace
 from lowbit.sim.workloads import batch_trace, standard_trace
 from tests.cli_util import assert_one_line_error
 from tests.cli_util import lowbit as run_lowbit

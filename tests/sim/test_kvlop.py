@@ -10,7 +10,7 @@ from lowbit.sim.config import load_config
 from lowbit.sim.kvlop import build, main
 from lowbit.sim.lop_select import lop_selection, select_positions, write_qk_trace
 from lowbit.sim.modelspec import get_model
-from lowbit.sim.trace import load_trace
+from lowbit.sim.trace_load import load_trace
 
 
 def test_select_positions_equals_trace_selection(tmp_path):

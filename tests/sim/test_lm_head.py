@@ -194,7 +194,8 @@ def test_logits_field_is_validated(tmp_path):
     import json
 
     from lowbit.sim.errors import TraceError
-    from lowbit.sim.trace import SeqSpec, load_trace, write_trace
+    from lowbit.sim.trace import SeqSpec, write_trace
+    from lowbit.sim.trace_load import load_trace
     from lowbit.sim.workloads import batch_trace
 
     tr = batch_trace(TINY, [SeqSpec(0, 5, 2), SeqSpec(3, 0, 1)])

@@ -19,7 +19,8 @@ from lowbit.sim.lop_select import (
 from lowbit.sim.modelspec import ModelSpec, get_model
 from lowbit.sim.numerics.int8 import int8_absmax_quantize
 from lowbit.sim.numerics.lop import lo_scores, lop_topk
-from lowbit.sim.trace import load_trace, write_trace
+from lowbit.sim.trace import write_trace
+from lowbit.sim.trace_load import load_trace
 from lowbit.sim.workloads import standard_trace
 
 TINY = get_model("bitnet-tiny")  # 2 layers, 4 heads, 2 kv heads (GQA group 2), head_dim 16

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from lowbit.sim.errors import OutputError, TraceError
-from lowbit.sim.trace import load_trace, write_trace
+from lowbit.sim.trace import write_trace
+from lowbit.sim.trace_load import load_trace
 from lowbit.sim.workloads import standard_trace
 from tests.cli_util import assert_one_line_error, lowbit
 

@@ -13,7 +13,7 @@ out: lanes x signed 16 (Q7.8), out_valid, done.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Module, Mux, Signal, Value, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -29,6 +29,39 @@ FN_CODES = {"silu": 0, "relu2": 1}
 def validate(cfg: SfuConfig) -> None:
     validate_op(cfg, "activation", MIN_LATENCY,
                 "input register, table, interpolation, two products, round")
+
+
+def gating_lane(m: Module, lane: int, g1: Value, u1: Value, *, relu3: Value, gated4: Value, fn5: Value,
+                gated5: Value) -> Value:
+    """One lane of the gating datapath from its registered inputs (cycle 1) to the rounded, saturated Q7.8
+    result (cycle 6): sigmoid table read, interpolation, the first product (ReLU² when `relu3`, else g x
+    sigmoid), times up when `gated4`, then sim.numerics.sfu_elem.sfu_act's rounding. The mode bits are those of
+    the lane's data in each cycle; the standalone unit and the chip's stream engine share it."""
+
+    def stage(v, name):
+        r = Signal(v.shape(), name=name)
+        m.d.sync += r.eq(v)
+        return r
+
+    mag = Mux(g1 < 0, -g1, g1)[:16]
+    j = Mux(mag >= 16 << 8, 255, mag >> 4)[:8]
+    s_lo = stage(rom(SIGMOID_TABLE[:-1], j, SIG_FRAC + 1), f"slo{lane}")       # 2: table read
+    s_hi = stage(rom(SIGMOID_TABLE[1:], j, SIG_FRAC + 1), f"shi{lane}")
+    d2 = stage(mag[:4], f"d2_{lane}")
+    big2 = stage(mag >= 16 << 8, f"big2_{lane}")
+    g2, u2 = stage(g1, f"g2_{lane}"), stage(u1, f"u2_{lane}")
+    interp = s_lo + (((s_hi - s_lo) * d2) >> 4)                                 # 3: interpolation
+    sp = Mux(big2, 1 << SIG_FRAC, interp)
+    sig3 = stage(Mux(g2 < 0, (1 << SIG_FRAC) - sp, sp)[:SIG_FRAC + 1], f"sig3_{lane}")
+    g3, u3 = stage(g2, f"g3_{lane}"), stage(u2, f"u3_{lane}")
+    relu = Mux(g3 < 0, 0, g3)                                                   # 4: first product
+    p4 = stage(Mux(relu3, relu * relu, g3 * sig3), f"p4_{lane}")
+    u4 = stage(u3, f"u4_{lane}")
+    p5 = Signal(signed(56), name=f"p5_{lane}")                                  # 5: times up
+    m.d.sync += p5.eq(Mux(gated4, p4 * u4, p4))
+    sh = Mux(fn5, Mux(gated5, 16, 8), Mux(gated5, SIG_FRAC + 8, SIG_FRAC))   # 6: round, saturate
+    rnd = Mux(fn5, Mux(gated5, 1 << 15, 1 << 7), Mux(gated5, 1 << (SIG_FRAC + 7), 1 << (SIG_FRAC - 1)))
+    return sat((p5 + rnd) >> sh, 16)
 
 
 class SfuAct(wiring.Component):
@@ -64,28 +97,10 @@ class SfuAct(wiring.Component):
         for lane in range(n):
             g1 = stage(self.g[lane], f"g1_{lane}")                                     # 1: input register
             u1 = stage(self.u[lane], f"u1_{lane}")
-            mag = Mux(g1 < 0, -g1, g1)[:16]
-            j = Mux(mag >= 16 << 8, 255, mag >> 4)[:8]
-            s_lo = stage(rom(SIGMOID_TABLE[:-1], j, SIG_FRAC + 1), f"slo{lane}")       # 2: table read
-            s_hi = stage(rom(SIGMOID_TABLE[1:], j, SIG_FRAC + 1), f"shi{lane}")
-            d2 = stage(mag[:4], f"d2_{lane}")
-            big2 = stage(mag >= 16 << 8, f"big2_{lane}")
-            g2, u2 = stage(g1, f"g2_{lane}"), stage(u1, f"u2_{lane}")
-            interp = s_lo + (((s_hi - s_lo) * d2) >> 4)                                 # 3: interpolation
-            sp = Mux(big2, 1 << SIG_FRAC, interp)
-            sig3 = stage(Mux(g2 < 0, (1 << SIG_FRAC) - sp, sp)[:SIG_FRAC + 1], f"sig3_{lane}")
-            g3, u3 = stage(g2, f"g3_{lane}"), stage(u2, f"u3_{lane}")
-            relu = Mux(g3 < 0, 0, g3)                                                   # 4: first product
-            p4 = stage(Mux(ctl[3][2], relu * relu, g3 * sig3), f"p4_{lane}")
-            u4 = stage(u3, f"u4_{lane}")
-            p5 = Signal(signed(56), name=f"p5_{lane}")                                  # 5: times up
-            m.d.sync += p5.eq(Mux(ctl[4][3], p4 * u4, p4))
-            fn5, gated5 = ctl[5][2], ctl[5][3]                                          # 6: round, saturate
-            sh = Mux(fn5, Mux(gated5, 16, 8), Mux(gated5, SIG_FRAC + 8, SIG_FRAC))
-            rnd = Mux(fn5, Mux(gated5, 1 << 15, 1 << 7), Mux(gated5, 1 << (SIG_FRAC + 7), 1 << (SIG_FRAC - 1)))
-            outs.append(sat((p5 + rnd) >> sh, 16))
+            outs.append(gating_lane(m, lane, g1, u1, relu3=ctl[3][2], gated4=ctl[4][3], fn5=ctl[5][2],
+                                    gated5=ctl[5][3]))
         output_stage(m, self, outs, ctl[5][0], ctl[5][1], self.cfg.op_latency("activation") - MIN_LATENCY)
         return m
 
 
-__all__ = ["SfuAct", "validate", "MIN_LATENCY", "FN_CODES"]
+__all__ = ["SfuAct", "gating_lane", "validate", "MIN_LATENCY", "FN_CODES"]

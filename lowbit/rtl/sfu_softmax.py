@@ -18,7 +18,9 @@ out_valid (pass-3 beats), done.
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed
+from collections.abc import Callable
+
+from amaranth.hdl import Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -33,6 +35,48 @@ MIN_LATENCY = 13
 def validate(cfg: SfuConfig) -> None:
     validate_op(cfg, "softmax", MIN_LATENCY,
                 "input register, 5-stage exponential, 5-stage reciprocal, times r, round")
+
+
+def exp2_lane(reg: Callable, i: int, x: Value, mx: Value) -> tuple[Value, Value, Value]:
+    """e = 2^((x - max) log2 e) of lane `i`, stages 2 .. 5 (sim.numerics.sfu_reduce.sfu_exp2): the difference, the
+    product with log2 e, the table read and the interpolation; returns (mantissa p2, shift n5, 2^n5 >> 1) for
+    stage 6's rounding shift. `reg(v, name, shape=None)` registers a value (one pipeline stage)."""
+    dd = reg(x - mx, f"dd{i}", signed(17))                                             # 2
+    z = reg((dd * L2E) >> 7, f"z{i}", signed(27))                                      # 3
+    f = z[:16]
+    j = f[9:16]
+    e_lo = reg(rom(EXP2_TABLE[:-1], j, 22), f"elo{i}")                                 # 4
+    e_hi = reg(rom(EXP2_TABLE[1:], j, 22), f"ehi{i}")
+    d4 = reg(f[:9], f"d4_{i}")
+    nn = -(z >> 16)
+    n4 = reg(Mux(nn >= 22, 22, nn)[:5], f"n4_{i}")
+    p2 = reg(e_lo + (((e_hi - e_lo) * d4) >> 9), f"p2_{i}", 22)                        # 5
+    n5 = reg(n4, f"n5_{i}")
+    half = (Const(1, 22) << n5)[1:23]                                                  # 2^n >> 1
+    return p2, n5, half
+
+
+def recip_stages(m: Module, reg: Callable, zacc: Value, row_end: Value) -> tuple[Signal, Signal]:
+    """The reciprocal of a row's sum Z (sim.numerics.sfu_reduce.sfu_recip), stages N .. R1: normalise, table
+    read, interpolation, one Newton step; latched in the cycle after `row_end` reaches R1 as (r, shift)."""
+    bl = bit_length(m, zacc, "z_bl")
+    lsh = Mux(bl <= 24, 24 - bl, 0)[:5]
+    rsh = Mux(bl > 24, bl - 24, 0)[:5]
+    sig = reg(Mux(bl <= 24, zacc << lsh, zacc >> rsh)[:24], "rc_sig", 24)               # N
+    bN, fN = reg(bl, "rc_b"), reg(row_end, "rc_fN")
+    idx = (sig[18:24] - 32)[:5]  # 0..31: sig is normalised to [2^23, 2^24)
+    c_lo = reg(rom(RECIP_TABLE[:-1], idx, 24), "rc_clo")                                # L
+    c_hi = reg(rom(RECIP_TABLE[1:], idx, 24), "rc_chi")
+    dL, sigL, bL, fL = reg(sig[:18], "rc_d"), reg(sig, "rc_sigL"), reg(bN, "rc_bL"), reg(fN, "rc_fL")
+    r0 = reg(c_lo - (((c_lo - c_hi) * dL) >> 18), "rc_r0", 24)                          # R0
+    sigR, bR, fR = reg(sigL, "rc_sigR"), reg(bL, "rc_bR"), reg(fL, "rc_fR")
+    uu = reg((sigR * r0) >> 23, "rc_u", 26)                                              # U
+    r0u, bU, fU = reg(r0, "rc_r0u"), reg(bR, "rc_bU"), reg(fR, "rc_fU")
+    r_row = Signal(24, name="r_row")                                                     # R1
+    s_row = Signal(range(64), name="s_row")
+    with m.If(fU):
+        m.d.sync += [r_row.eq((r0u * ((1 << 24) - uu).as_unsigned()) >> 23), s_row.eq(bU + 7)]
+    return r_row, s_row
 
 
 class SfuSoftmax(wiring.Component):
@@ -80,21 +124,7 @@ class SfuSoftmax(wiring.Component):
             m.d.sync += mx.eq(Mux(first1 | (bm > mx), bm, mx))
 
         # ---- passes 2 and 3: e = 2^((x - max) log2 e) in Q1.20, stages 2 .. 6
-        es = []
-        for i in range(n):
-            dd = reg(xi[i] - mx, f"dd{i}", signed(17))                                     # 2
-            z = reg((dd * L2E) >> 7, f"z{i}", signed(27))                                  # 3
-            f = z[:16]
-            j = f[9:16]
-            e_lo = reg(rom(EXP2_TABLE[:-1], j, 22), f"elo{i}")                             # 4
-            e_hi = reg(rom(EXP2_TABLE[1:], j, 22), f"ehi{i}")
-            d4 = reg(f[:9], f"d4_{i}")
-            nn = -(z >> 16)
-            n4 = reg(Mux(nn >= 22, 22, nn)[:5], f"n4_{i}")
-            p2 = reg(e_lo + (((e_hi - e_lo) * d4) >> 9), f"p2_{i}", 22)                    # 5
-            n5 = reg(n4, f"n5_{i}")
-            half = (Const(1, 22) << n5)[1:23]                                              # 2^n >> 1
-            es.append((p2, n5, half))
+        es = [exp2_lane(reg, i, xi[i], mx) for i in range(n)]
         live5 = [delay(m, lv, 4, f"live_d{i}") for i, lv in enumerate(live)]
         ctl = [(v1, ps1, first1, last1, fin1)]
         for s in range(5):
@@ -110,23 +140,7 @@ class SfuSoftmax(wiring.Component):
         row_end = reg(v6 & (ps6 == 1) & last6, "row_end")
 
         # ---- reciprocal of Z (sim.numerics.sfu_reduce.sfu_recip), stages N .. R1
-        bl = bit_length(m, zacc, "z_bl")
-        lsh = Mux(bl <= 24, 24 - bl, 0)[:5]
-        rsh = Mux(bl > 24, bl - 24, 0)[:5]
-        sig = reg(Mux(bl <= 24, zacc << lsh, zacc >> rsh)[:24], "rc_sig", 24)               # N
-        bN, fN = reg(bl, "rc_b"), reg(row_end, "rc_fN")
-        idx = (sig[18:24] - 32)[:5]  # 0..31: sig is normalised to [2^23, 2^24)
-        c_lo = reg(rom(RECIP_TABLE[:-1], idx, 24), "rc_clo")                                # L
-        c_hi = reg(rom(RECIP_TABLE[1:], idx, 24), "rc_chi")
-        dL, sigL, bL, fL = reg(sig[:18], "rc_d"), reg(sig, "rc_sigL"), reg(bN, "rc_bL"), reg(fN, "rc_fL")
-        r0 = reg(c_lo - (((c_lo - c_hi) * dL) >> 18), "rc_r0", 24)                          # R0
-        sigR, bR, fR = reg(sigL, "rc_sigR"), reg(bL, "rc_bR"), reg(fL, "rc_fR")
-        uu = reg((sigR * r0) >> 23, "rc_u", 26)                                              # U
-        r0u, bU, fU = reg(r0, "rc_r0u"), reg(bR, "rc_bU"), reg(fR, "rc_fU")
-        r_row = Signal(24)                                                                   # R1
-        s_row = Signal(range(64))
-        with m.If(fU):
-            m.d.sync += [r_row.eq((r0u * ((1 << 24) - uu).as_unsigned()) >> 23), s_row.eq(bU + 7)]
+        r_row, s_row = recip_stages(m, reg, zacc, row_end)
 
         # ---- pass 3: e delayed to meet r (stage 11: e * r), round and clip at 1.0 (stage 12 -> out)
         ed = [delay(m, e, 5, f"ed{i}") for i, e in enumerate(e6)]
@@ -143,4 +157,4 @@ class SfuSoftmax(wiring.Component):
         return m
 
 
-__all__ = ["SfuSoftmax", "validate", "MIN_LATENCY"]
+__all__ = ["SfuSoftmax", "exp2_lane", "recip_stages", "validate", "MIN_LATENCY"]

@@ -12,14 +12,13 @@ addressing: rtl/sfu_stream.py's; ``fn`` 0 = silu, 1 = relu2; ``gated`` 0 ignores
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from lowbit.rtl.common import COUNT_BITS, delay
-from lowbit.rtl.sfu_seq import rom, sat
+from lowbit.rtl.sfu_act import gating_lane
 from lowbit.rtl.sfu_stream import STAT_BITS, pointer, q78_word, row_stat, stream_start, stream_validate
-from lowbit.sim.numerics.sfu_elem import SIG_FRAC, SIGMOID_TABLE
 from lowbit.sim.units.sfu import SfuConfig
 
 ACT_PIPE = 6
@@ -61,28 +60,10 @@ class SfuActStream(wiring.Component):
         ctl = [(wk.valid, wk.first, wk.last, Mux(go, self.fn, fn_r), Mux(go, self.gated, gated_r))]
         for s in range(5):
             ctl.append(tuple(stage(c, f"ctl{s}_{k}") for k, c in enumerate(ctl[-1])))
-        for lane in range(n):
-            g1, u1 = self.g_rdata[lane], self.u_rdata[lane]                            # 1: the read ports
-            mag = Mux(g1 < 0, -g1, g1)[:16]
-            j = Mux(mag >= 16 << 8, 255, mag >> 4)[:8]
-            s_lo = stage(rom(SIGMOID_TABLE[:-1], j, SIG_FRAC + 1), f"slo{lane}")       # 2: table read
-            s_hi = stage(rom(SIGMOID_TABLE[1:], j, SIG_FRAC + 1), f"shi{lane}")
-            d2 = stage(mag[:4], f"d2_{lane}")
-            big2 = stage(mag >= 16 << 8, f"big2_{lane}")
-            g2, u2 = stage(g1, f"g2_{lane}"), stage(u1, f"u2_{lane}")
-            interp = s_lo + (((s_hi - s_lo) * d2) >> 4)                                 # 3: interpolation
-            sp = Mux(big2, 1 << SIG_FRAC, interp)
-            sig3 = stage(Mux(g2 < 0, (1 << SIG_FRAC) - sp, sp)[:SIG_FRAC + 1], f"sig3_{lane}")
-            g3, u3 = stage(g2, f"g3_{lane}"), stage(u2, f"u3_{lane}")
-            relu = Mux(g3 < 0, 0, g3)                                                   # 4: first product
-            p4 = stage(Mux(ctl[3][3], relu * relu, g3 * sig3), f"p4_{lane}")
-            u4 = stage(u3, f"u4_{lane}")
-            p5 = Signal(signed(56), name=f"p5_{lane}")                                  # 5: times up
-            m.d.sync += p5.eq(Mux(ctl[4][4], p4 * u4, p4))
-            fn5, gated5 = ctl[5][3], ctl[5][4]                                          # 6: round, saturate, write
-            sh = Mux(fn5, Mux(gated5, 16, 8), Mux(gated5, SIG_FRAC + 8, SIG_FRAC))
-            rnd = Mux(fn5, Mux(gated5, 1 << 15, 1 << 7), Mux(gated5, 1 << (SIG_FRAC + 7), 1 << (SIG_FRAC - 1)))
-            m.d.comb += self.o_wdata[lane].eq(sat((p5 + rnd) >> sh, 16))
+        for lane in range(n):  # 1: the read ports; then the standalone unit's lane datapath
+            m.d.comb += self.o_wdata[lane].eq(gating_lane(
+                m, lane, self.g_rdata[lane], self.u_rdata[lane], relu3=ctl[3][3], gated4=ctl[4][4], fn5=ctl[5][3],
+                gated5=ctl[5][4]))
         v5, f5, l5 = ctl[5][0], ctl[5][1], ctl[5][2]
         m.d.comb += [self.o_wen.eq(v5), self.o_waddr.eq(delay(m, oa, 5, "oad"))]
         sq = [Signal(31, name=f"sq{i}") for i in range(n)]

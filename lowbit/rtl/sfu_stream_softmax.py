@@ -20,10 +20,9 @@ from amaranth.hdl import Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from lowbit.rtl.common import COUNT_BITS, bit_length, delay
-from lowbit.rtl.sfu_seq import rom
+from lowbit.rtl.common import COUNT_BITS, delay
+from lowbit.rtl.sfu_softmax import exp2_lane, recip_stages
 from lowbit.rtl.sfu_stream import StreamWalk, pointer, q78_word, stream_validate
-from lowbit.sim.numerics.sfu_reduce import EXP2_TABLE, L2E, RECIP_TABLE
 from lowbit.sim.units.sfu import SfuConfig
 
 SOFTMAX_PIPE = 12
@@ -90,21 +89,7 @@ class SfuSoftmaxStream(wiring.Component):
             m.d.sync += mx_r.eq(self.m_rdata)
 
         # ---- both passes: e = 2^((x - max) log2 e) in Q1.20, stages 2 .. 6 (rtl/sfu_softmax.py)
-        es = []
-        for i in range(n):
-            dd = reg(xi[i] - mx, f"dd{i}", signed(17))                                     # 2
-            z = reg((dd * L2E) >> 7, f"z{i}", signed(27))                                  # 3
-            f = z[:16]
-            j = f[9:16]
-            e_lo = reg(rom(EXP2_TABLE[:-1], j, 22), f"elo{i}")                             # 4
-            e_hi = reg(rom(EXP2_TABLE[1:], j, 22), f"ehi{i}")
-            d4 = reg(f[:9], f"d4_{i}")
-            nn = -(z >> 16)
-            n4 = reg(Mux(nn >= 22, 22, nn)[:5], f"n4_{i}")
-            p2 = reg(e_lo + (((e_hi - e_lo) * d4) >> 9), f"p2_{i}", 22)                    # 5
-            n5 = reg(n4, f"n5_{i}")
-            half = (Const(1, 22) << n5)[1:23]
-            es.append((p2, n5, half))
+        es = [exp2_lane(reg, i, xi[i], mx) for i in range(n)]
         live5 = [delay(m, lv, 4, f"live_d{i}") for i, lv in enumerate(live)]
         ctl = [(v1, ps1, first1, last1)]
         for s in range(5):
@@ -118,22 +103,7 @@ class SfuSoftmaxStream(wiring.Component):
             m.d.sync += zacc.eq(Mux(first6, 0, zacc) + sum(e6[1:], e6[0]))
         row_end = reg(v6 & ~ps6 & last6, "row_end")
         # ---- reciprocal of Z (sim.numerics.sfu_reduce.sfu_recip), stages N .. R1
-        bl = bit_length(m, zacc, "z_bl")
-        lsh = Mux(bl <= 24, 24 - bl, 0)[:5]
-        rsh = Mux(bl > 24, bl - 24, 0)[:5]
-        sig = reg(Mux(bl <= 24, zacc << lsh, zacc >> rsh)[:24], "rc_sig", 24)               # N
-        b_n, f_n = reg(bl, "rc_b"), reg(row_end, "rc_fN")
-        idx = (sig[18:24] - 32)[:5]
-        c_lo = reg(rom(RECIP_TABLE[:-1], idx, 24), "rc_clo")                                # L
-        c_hi = reg(rom(RECIP_TABLE[1:], idx, 24), "rc_chi")
-        d_l, sig_l, b_l, f_l = reg(sig[:18], "rc_d"), reg(sig, "rc_sigL"), reg(b_n, "rc_bL"), reg(f_n, "rc_fL")
-        r0 = reg(c_lo - (((c_lo - c_hi) * d_l) >> 18), "rc_r0", 24)                         # R0
-        sig_r, b_r, f_r = reg(sig_l, "rc_sigR"), reg(b_l, "rc_bR"), reg(f_l, "rc_fR")
-        uu = reg((sig_r * r0) >> 23, "rc_u", 26)                                             # U
-        r0u, b_u, f_u = reg(r0, "rc_r0u"), reg(b_r, "rc_bU"), reg(f_r, "rc_fU")
-        r_row, s_row = Signal(24), Signal(range(64))                                         # R1
-        with m.If(f_u):
-            m.d.sync += [r_row.eq((r0u * ((1 << 24) - uu).as_unsigned()) >> 23), s_row.eq(b_u + 7)]
+        r_row, s_row = recip_stages(m, reg, zacc, row_end)
         # ---- pass B: e delayed to meet r, times r (edge c + 11), round, clip at 1.0 and write (cycle c + 12)
         ed = [delay(m, e, 5, f"ed{i}") for i, e in enumerate(e6)]
         vd = delay(m, v6 & ps6, 5, "o_vd")

@@ -22,7 +22,7 @@ pass-2 beat), done. Timing convention of rtl/common.py (tiles may overlap: ready
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -49,6 +49,18 @@ def validate(cfg: SfuConfig, in_bits: int = SFU_IN_BITS, recip_bits: int | None 
     r = sfu_recip_bits(in_bits) if recip_bits is None else recip_bits
     if r < in_bits + 2 or r > 40:
         raise LowbitError(f"SFU recip_bits = {r}: must be in {in_bits + 2}..40 (exact RNE needs >= in_bits + 2)")
+
+
+def round_int8(p: Value, shm: Value, half: Value, win: Value, neg: Value) -> Value:
+    """One lane's INT8 code from its product p = |x| * c: p >> shm rounded half to even, where a remainder within
+    `win` (2^(e+1), the reciprocal's truncation) below `half` counts as a tie (module docstring), clipped to 127,
+    then the sign (sim.numerics.sfu.sfu_absmax_quantize)."""
+    nq = p >> shm
+    rem = p - (nq << shm)
+    tie = (rem > half - win) & (rem <= half)
+    qn = nq + ((rem > half) | (tie & nq[0]))
+    qm = Mux(qn > 127, 127, qn)[:8]
+    return Mux(neg, -qm, qm)
 
 
 class SfuQuantize(wiring.Component):
@@ -192,13 +204,7 @@ class SfuQuantize(wiring.Component):
         half = Const(1, 1) << (shm - 1).as_unsigned()  # s - 1 >= 0
         win = Const(1, 1) << (shm - (r - 1)).as_unsigned()  # 2^(e+1); s - R + 1 = e + 1 >= 0
         for lane in range(n):
-            p = pm[lane]
-            nq = p >> shm
-            rem = p - (nq << shm)
-            tie = (rem > half - win) & (rem <= half)
-            qn = nq + ((rem > half) | (tie & nq[0]))
-            qm = Mux(qn > 127, 127, qn)[:8]
-            m.d.sync += q_out[lane].eq(Mux(negm[lane], -qm, qm))
+            m.d.sync += q_out[lane].eq(round_int8(pm[lane], shm, half, win, negm[lane]))
         m.d.sync += [vq.eq(vm), lq.eq(lm & vm), amaxq.eq(amaxm)]
         if pad:
             m.d.sync += [self.out_q.eq(delay(m, q_out.as_value(), pad - 1, "pq")),
@@ -208,4 +214,4 @@ class SfuQuantize(wiring.Component):
         return m
 
 
-__all__ = ["SfuQuantize", "validate", "MIN_LATENCY"]
+__all__ = ["SfuQuantize", "round_int8", "validate", "MIN_LATENCY"]

@@ -51,6 +51,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from lowbit.rtl.common import COUNT_BITS, bit_length, delay
+from lowbit.rtl.sfu import round_int8
 from lowbit.rtl.sfu_seq import rom, sat
 from lowbit.sim.errors import LowbitError
 from lowbit.sim.numerics.sfu import SFU_IN_BITS, sfu_recip_bits
@@ -397,14 +398,7 @@ class SfuQuantStream(wiring.Component):
         m.d.sync += [negm[i].eq(xi_neg[i]) for i in range(n)] + [shm.eq(rsh)]
         half = Const(1, 1) << (shm - 1).as_unsigned()
         win = Const(1, 1) << (shm - (r - 1)).as_unsigned()  # 2^(e+1)
-        for i in range(n):
-            p = pm[i]
-            nq = p >> shm
-            rm = p - (nq << shm)
-            tie = (rm > half - win) & (rm <= half)
-            qn = nq + ((rm > half) | (tie & nq[0]))
-            qm = Mux(qn > 127, 127, qn)[:8]
-            m.d.comb += self.o_wdata[i].eq(Mux(negm[i], -qm, qm))
+        m.d.comb += [self.o_wdata[i].eq(round_int8(pm[i], shm, half, win, negm[i])) for i in range(n)]
         m.d.comb += [self.o_wen.eq(v3), self.o_waddr.eq(oa3)]
         _finish(m, self, wk.final, self.cfg.op_latency("quantize"))
         return m

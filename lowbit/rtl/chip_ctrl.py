@@ -15,7 +15,7 @@ in the cycle it issues, so the head word is always the one at pc.
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Array, Const, Module, Mux, Signal, Value, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -177,11 +177,7 @@ class ComputeQueue(wiring.Component):
             tdone = 0
         edone = busy & on_eng & self.unit_done
         m.d.comb += done.eq(tdone | edone | one)
-        with m.If(one):
-            m.d.comb += [self.rel_valid.eq(w.free), self.rel_buf.eq(w.free_buf), self.rel_slot.eq(w.free_slot)]
-        with m.Else():
-            m.d.comb += [self.rel_valid.eq(done & hold[0]), self.rel_buf.eq(hold[1:1 + _W["free_buf"]]),
-                         self.rel_slot.eq(hold[1 + _W["free_buf"]:])]
+        self._release(m, w, one, done, hold)
         with m.If(issue):
             m.d.sync += [self.pc.eq(self.pc + 1), on_eng.eq(eng),
                          hold.eq(w.free | (w.free_buf << 1) | (w.free_slot << (1 + _W["free_buf"])))]
@@ -198,6 +194,15 @@ class ComputeQueue(wiring.Component):
             m.d.sync += self.count.eq(self.count + 1)
         return m
 
+    def _release(self, m: Module, w, one: Value, done: Value, hold: Value) -> None:
+        """The buffer release of a completing word: the head word's own in a one-cycle completion, else the
+        running word's (`hold`) when it is done."""
+        with m.If(one):
+            m.d.comb += [self.rel_valid.eq(w.free), self.rel_buf.eq(w.free_buf), self.rel_slot.eq(w.free_slot)]
+        with m.Else():
+            m.d.comb += [self.rel_valid.eq(done & hold[0]), self.rel_buf.eq(hold[1:1 + _W["free_buf"]]),
+                         self.rel_slot.eq(hold[1 + _W["free_buf"]:])]
+
     def _timer_only(self, m: Module, w, busy, hold, issue) -> Module:
         """Every word a timer of `cyc` cycles (no data path)."""
         remain = Signal(_W["cyc"])
@@ -205,11 +210,7 @@ class ComputeQueue(wiring.Component):
         m.d.comb += one.eq(issue & (w.cyc == 1))
         done = Signal()
         m.d.comb += done.eq((busy & (remain == 1)) | one)
-        with m.If(one):
-            m.d.comb += [self.rel_valid.eq(w.free), self.rel_buf.eq(w.free_buf), self.rel_slot.eq(w.free_slot)]
-        with m.Else():
-            m.d.comb += [self.rel_valid.eq(done & hold[0]), self.rel_buf.eq(hold[1:1 + _W["free_buf"]]),
-                         self.rel_slot.eq(hold[1 + _W["free_buf"]:])]
+        self._release(m, w, one, done, hold)
         with m.If(issue):
             m.d.sync += [self.pc.eq(self.pc + 1), hold.eq(w.free | (w.free_buf << 1) | (w.free_slot << (1 + _W["free_buf"])))]
             m.d.sync += [busy.eq(w.cyc > 1), remain.eq(w.cyc - 1)]

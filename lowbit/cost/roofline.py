@@ -177,9 +177,9 @@ def figure(cfg, sim: dict[str, Any], g: dict[str, Any] | None, sustained: float)
     if g:
         _gpu_axes(axes[0][1], g)
     fig.tight_layout()
-    from lowbit.cost.report import _fig_png
+    from lowbit.cost.report_figures import fig_png
 
-    return _fig_png(fig)
+    return fig_png(fig)
 
 
 def _gpu_axes(ax, g: dict[str, Any]) -> None:

@@ -133,9 +133,9 @@ def render(data: dict) -> bytes:
         a.grid(True, alpha=0.3)
         a.margins(x=0)
     fig.tight_layout()
-    from lowbit.cost.report import _fig_png
+    from lowbit.cost.report_figures import fig_png
 
-    return _fig_png(fig)
+    return fig_png(fig)
 
 
 def plot_timeline(path: Path, out_dir: Path, bins: int = 1600) -> Path:

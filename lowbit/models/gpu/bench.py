@@ -25,6 +25,9 @@ copy bandwidth). JSON schema ``lowbit.gpu-baseline/2``, flat for ``lowbit report
                     / step time), "speedup_vs_torch" (vs bf16 eager), "speedup_vs_compile", "j_per_token",
                     "avg_w", "device", "finite"}],
      "references": [{"kernel", "shape", "median_us", "note"}],
+     "copies":    [{"kernel" ("copy_ternary_bytes"|"copy_fp4_bytes"), "model", "layer", "shape", "n", "k", "batch" (1),
+                    "bytes" (read + write), "median_us", "gbps", "floor_frac", "device"}]: one device copy kernel
+                    moving the bytes of that batch-1 ternary / NVFP4 GEMV (:func:`same_byte_copies`),
      "checks":    [{"what", "ok", "detail"}], "skipped": [{"what", "why"}]}
 
 ``kernel`` values in results: ``ternary`` (the whole BitLinear from bf16 input: quantizer fused into the
@@ -124,6 +127,20 @@ def copy_bandwidth() -> float:
     return 2 * n / (us * 1e-6) / 1e9
 
 
+def same_byte_copies(nbytes: int, l2: int) -> tuple[list, int]:
+    """Device-to-device ``copy_`` calls for :func:`bench_graph`, one per distinct buffer pair (cold in L2),
+    each reading and writing ``nbytes / 2`` bytes (read + write, as the copy bandwidth counts them), and the
+    bytes one call moves. What one kernel moving as many bytes as a GEMV takes, launch and HBM ramp-up
+    included: the time a kernel of that size can physically reach."""
+    import torch
+
+    half = max(1, (nbytes + 1) // 2)
+    pairs = [(torch.empty(half, dtype=torch.uint8, device="cuda").fill_(1), torch.empty(half, dtype=torch.uint8,
+                                                                                        device="cuda"))
+             for _ in range(n_copies(2 * half, l2))]
+    return [lambda s=s, d=d: d.copy_(s) for s, d in pairs], 2 * half
+
+
 def _fp4_reference_weight(w):
     """Dequantize an FP4Weight on the GPU with torch ops (independent of the Triton decode)."""
     import torch
@@ -162,14 +179,8 @@ def run_linear(shapes, batches, data, log, budget: Budget, seed: int, save=lambd
     import torch.nn.functional as F
 
     from .fp4 import FP4Weight, fp4_gemm, fp4_gemv, random_fp4_weight_torch
-    from .ternary import (
-        TernaryWeight,
-        act_quant,
-        pack_ternary_gpu_torch,
-        ternary_gemm,
-        ternary_gemm_unpacked,
-        ternary_gemv,
-    )
+    from .ternary import TernaryWeight, act_quant, pack_ternary_gpu_torch, ternary_gemv
+    from .ternary_gemm import ternary_gemm, ternary_gemm_unpacked
 
     dev_name, l2 = data["device"], data["l2_bytes"]
     rows, checks, skipped = data["results"], data["checks"], data["skipped"]
@@ -220,6 +231,20 @@ def run_linear(shapes, batches, data, log, budget: Budget, seed: int, save=lambd
                 cands[f] = ([lambda x=x, w=w, fn=fn: fn(x, w) for w in fwss[f]], fw.nbytes)
             for qt, (ws, nb) in bq.items():
                 cands[f"bnb_{qt}"] = ([lambda x=x, w=w: bnb.matmul_4bit(x, w[0].t(), quant_state=w[1]) for w in ws], nb)
+            if m == 1:  # one copy kernel moving the bytes each GEMV moves: the floor at this size, ramp included
+                for name, wbytes in (("copy_ternary_bytes", tw.nbytes), ("copy_fp4_bytes", fws["nvfp4"].nbytes)):
+                    fns, moved = same_byte_copies(wbytes + io, l2)
+                    try:
+                        us = bench_graph(fns)
+                    except Exception as e:  # noqa: BLE001
+                        skipped.append({"what": f"{name} {n}x{k}", "why": f"{type(e).__name__}: {e}"[:200]})
+                        continue
+                    gbps = moved / (us * 1e-6) / 1e9
+                    data["copies"].append({"kernel": name, "model": model, "layer": layer, "shape": f"{n}x{k}",
+                                           "n": n, "k": k, "batch": 1, "bytes": moved, "median_us": round(us, 3),
+                                           "gbps": round(gbps, 1), "floor_frac": round(gbps / data["copy_gbps"], 4),
+                                           "speedup_vs_torch": None, "device": dev_name})
+                    fns = None
             if m <= 64:  # correctness on the device: exact integers; FP4 vs float64
                 ref = a.q[:, :k].double() @ codes.double().T
                 accs = {}
@@ -267,7 +292,8 @@ def run_odd_shapes(data, seed: int) -> None:
     import torch
 
     from .fp4 import fp4_gemm, fp4_gemv, random_fp4_weight_torch
-    from .ternary import act_quant, pack_ternary_gpu_torch, ternary_gemm, ternary_gemv
+    from .ternary import act_quant, pack_ternary_gpu_torch, ternary_gemv
+    from .ternary_gemm import ternary_gemm
 
     gen = torch.Generator(device="cuda").manual_seed(seed + 3)
     for n, k in ODD_SHAPES:
@@ -442,7 +468,7 @@ def run_all(out_dir: Path, quick: bool = False, sections: str = "attention,linea
     data = {"schema": SCHEMA, "device": torch.cuda.get_device_name(), "torch": torch.__version__,
             "triton": triton.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seed": seed,
             "copy_gbps": round(copy_bandwidth(), 1), "l2_bytes": l2_bytes(), "results": [], "attention": [],
-            "decode": [], "references": [{"kernel": "bitnet_w2a8_cuda", "shape": f"{n}x{k}", "median_us": us,
+            "decode": [], "copies": [], "references": [{"kernel": "bitnet_w2a8_cuda", "shape": f"{n}x{k}", "median_us": us,
                                           "note": "BitNet W2A8 CUDA GEMV, kernel alone, on an H200; not measured here"}
                                          for (n, k), us in W2A8_REF_US.items()],
             "checks": [], "skipped": []}

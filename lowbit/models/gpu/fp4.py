@@ -33,7 +33,8 @@ import triton.language as tl
 from lowbit.sim.numerics.fp import pack_fp4
 from lowbit.sim.numerics.mx import MXFP4Tensor, NVFP4Tensor
 
-from .ternary import autotune, grouped_tile, pdl_kw, pdl_launch, pdl_wait
+from .ternary import autotune, pdl_kw, pdl_launch, pdl_wait
+from .ternary_gemm import grouped_tile
 
 __all__ = ["FP4Weight", "pack_fp4_gpu", "fp4_gemv", "fp4_gemm", "fp4_linear", "random_fp4_weight_torch"]
 

@@ -7,16 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from lowbit.models.gpu.ternary import (
-    act_quant,
-    auto_split_k,
-    pack_ternary_gpu,
-    pack_ternary_gpu_torch,
-    ternary_gemm,
-    ternary_gemm_unpacked,
-    ternary_gemv,
-    ternary_linear,
-)
+from lowbit.models.gpu.ternary import act_quant, pack_ternary_gpu, pack_ternary_gpu_torch, ternary_gemv
+from lowbit.models.gpu.ternary_gemm import auto_split_k, ternary_gemm, ternary_gemm_unpacked, ternary_linear
 from lowbit.sim.numerics.int8 import dequantize_accumulator, int8_absmax_quantize, int_matmul_exact
 from lowbit.sim.numerics.ternary import ternary_quantize
 

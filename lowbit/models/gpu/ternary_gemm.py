@@ -1,0 +1,222 @@
+"""Ternary prefill GEMM on INT8 tensor cores (weights in the packed layout of :mod:`.ternary`), the
+unpack-to-int8 + cuBLAS alternative, and :func:`ternary_linear` (GEMV below ``gemm_from`` tokens, GEMM
+from there).
+
+The GEMM unpacks each weight tile once to int8 ``c - 1`` (``tl.join`` tree: a thread expands its own
+words, the tile is stored to shared memory in 16-byte writes) and multiplies it with the INT8 activations
+on the tensor cores (``tl.dot``, int32 accumulate: exact, the integers of ``sim.numerics``); split-K for
+long rows at few tokens (int32 atomics, exact in any order). Dequantisation ``y = acc * w_scale / s`` in
+float32, as :mod:`.ternary` (docs/reference/numerics.md §1.2, §1.3).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .ternary import QuantAct, TernaryWeight, act_quant, autotune, ternary_gemv
+
+__all__ = ["ternary_gemm", "ternary_gemm_unpacked", "ternary_unpack", "ternary_linear", "auto_split_k",
+           "grouped_tile", "unpack_join", "SPLIT_K_MIN_KP"]
+
+@triton.jit
+def grouped_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    """(pid_m, pid_n) of a GEMM tile with GROUP_M row-tiles per group, so neighbouring programs share
+    weight tiles in L2 (the grouped ordering of the Triton matmul tutorial)."""
+    num_m = tl.cdiv(M, BLOCK_M)
+    num_n = tl.cdiv(N, BLOCK_N)
+    group = GROUP_M * num_n
+    first_m = (pid // group) * GROUP_M
+    gsize = tl.minimum(num_m - first_m, GROUP_M)
+    return first_m + (pid % group) % gsize, (pid % group) // gsize
+
+
+@triton.jit
+def _unpack_codes(w, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr):
+    # int32 words [BN, BKW] -> int8 weights c-1 [BN, BKW*16] in element order (element 4t+b at bit 8b+2t);
+    # used by the unpack pass (ternary_unpack)
+    rs = tl.arange(0, 16)
+    sh = 8 * (rs % 4) + 2 * (rs // 4)
+    codes = ((w[:, :, None] >> sh[None, None, :]) & 3) - 1
+    return tl.reshape(codes, [BLOCK_N, BLOCK_KW * 16]).to(tl.int8)
+
+
+@triton.jit
+def _code(w, s: tl.constexpr):
+    # int8 weight (code - 1) of element s (0..15) of each word: element 4t+b sits at bits 8b+2t
+    return (((w >> (8 * (s % 4) + 2 * (s // 4))) & 3) - 1).to(tl.int8)
+
+
+@triton.jit
+def unpack_join(w, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr):
+    """int32 words [BN, BKW] -> int8 weights [BN, BKW*16] in element order, built by four levels of
+    ``tl.join``: the joined axis is always the innermost and held by one thread, so each thread keeps its
+    word's 16 codes contiguous, the reshape moves no data and the tile goes to shared memory as 16-byte
+    stores (the broadcast form of :func:`_unpack_codes` spreads a word over 16 lanes: one byte store
+    per weight). The first join makes the highest bit of the element index ``s``, the last the lowest."""
+    p0 = tl.join(_code(w, 0), _code(w, 8))
+    p1 = tl.join(_code(w, 1), _code(w, 9))
+    p2 = tl.join(_code(w, 2), _code(w, 10))
+    p3 = tl.join(_code(w, 3), _code(w, 11))
+    p4 = tl.join(_code(w, 4), _code(w, 12))
+    p5 = tl.join(_code(w, 5), _code(w, 13))
+    p6 = tl.join(_code(w, 6), _code(w, 14))
+    p7 = tl.join(_code(w, 7), _code(w, 15))
+    r0 = tl.join(tl.join(p0, p4), tl.join(p2, p6))
+    r1 = tl.join(tl.join(p1, p5), tl.join(p3, p7))
+    return tl.reshape(tl.join(r0, r1), [BLOCK_N, BLOCK_KW * 16])
+
+
+@triton.jit
+def _tgemm_kernel(q_ptr, xs_ptr, w_ptr, ws_ptr, y_ptr, acc_ptr, M, N, KW, stride_qm, stride_wn, stride_ym,
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr, GROUP_M: tl.constexpr,
+                  SPLIT_K: tl.constexpr, OUT_ACC: tl.constexpr):
+    # SPLIT_K > 1 (skinny shapes: few output tiles): each split adds its int32 partial into acc_ptr
+    # (zeroed) with atomics; integer addition is exact in any order, so the result is deterministic
+    pid = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    pid_m, pid_n = grouped_tile(pid, M, N, BLOCK_M, BLOCK_N, GROUP_M)
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rj = tl.arange(0, BLOCK_KW)
+    rk = tl.arange(0, BLOCK_KW * 16)
+    m_ok = rm < M
+    n_ok = rn < N
+    acc = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)
+    nk = tl.cdiv(KW, BLOCK_KW)
+    per = tl.cdiv(nk, SPLIT_K)
+    k_lo = pid_k * per
+    for kb in range(k_lo, tl.minimum(nk, k_lo + per)):
+        j0 = kb * BLOCK_KW
+        kk = j0 * 16 + rk
+        x = tl.load(q_ptr + rm[:, None] * stride_qm + kk[None, :], mask=m_ok[:, None] & (kk < KW * 16)[None, :],
+                    other=0)
+        j = j0 + rj
+        w = tl.load(w_ptr + rn[:, None] * stride_wn + j[None, :], mask=n_ok[:, None] & (j < KW)[None, :],
+                    other=0x55555555)
+        acc = tl.dot(x, tl.trans(unpack_join(w, BLOCK_N, BLOCK_KW)), acc, out_dtype=tl.int32)
+    omask = m_ok[:, None] & n_ok[None, :]
+    if SPLIT_K > 1:
+        tl.atomic_add(acc_ptr + rm[:, None] * N + rn[None, :], acc, mask=omask, sem="relaxed")
+    else:
+        out = y_ptr + rm[:, None] * stride_ym + rn[None, :]
+        if OUT_ACC:
+            tl.store(out, acc, mask=omask)
+        else:
+            ws = tl.load(ws_ptr + rn, mask=n_ok, other=0.0)
+            xs = tl.load(xs_ptr + rm, mask=m_ok, other=1.0)
+            y = (acc.to(tl.float32) * ws[None, :]) / xs[:, None]
+            tl.store(out, y.to(tl.bfloat16), mask=omask)
+
+
+# (BLOCK_M, BLOCK_N, BLOCK_KW, warps, stages): the fastest per shape in an H200 sweep of 14 (64 tokens) and
+# 12 (512 tokens) configs on the seven BitNet shapes (reports/gpu-baseline.gemm-ab.json); tiles of 32 output
+# features win at 64 tokens (more programs on a skinny output), 128x64 at 512
+_GEMM_CONFIGS = [
+    triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_KW": bk, "GROUP_M": 8}, num_warps=nw, num_stages=ns)
+    for bm, bn, bk, nw, ns in [(64, 32, 8, 4, 4), (64, 64, 16, 4, 3), (64, 64, 8, 4, 4), (128, 64, 8, 4, 4),
+                               (128, 128, 8, 4, 3), (128, 128, 8, 8, 3), (256, 128, 4, 8, 3)]
+]
+SPLIT_K_MIN_KP = 6144  # split K four ways for long rows at <= 64 tokens (H200: 3200x8640 27 vs 35 µs)
+
+
+def _gemm_prune(configs, named_args, **kw):
+    m = named_args["M"]
+    ok = [c for c in configs if c.kwargs["BLOCK_M"] <= max(64, triton.next_power_of_2(m))]
+    return ok or configs[:1]
+
+
+_tgemm_tuned = autotune(_GEMM_CONFIGS, key=["M", "N", "KW", "SPLIT_K"], reset_to_zero=["acc_ptr"],
+                        prune_configs_by={"early_config_prune": _gemm_prune})(_tgemm_kernel)
+
+
+def auto_split_k(m: int, kp: int) -> int:
+    """K splits of :func:`ternary_gemm` when none is given: 4 for rows of >= ``SPLIT_K_MIN_KP`` weights at
+    <= 64 tokens (too few output tiles to fill the GPU), else 1."""
+    return 4 if m <= 64 and kp >= SPLIT_K_MIN_KP else 1
+
+
+def ternary_gemm(a: QuantAct, w: TernaryWeight, out_acc: bool = False, config: dict | None = None,
+                 split_k: int | None = None) -> torch.Tensor:
+    """Prefill GEMM with INT8 tensor cores (``tl.dot``, int32 accumulate): bf16 [M, N] (or int32 acc).
+    ``split_k`` > 1 splits K over programs (int32 atomics, exact) and dequantizes in a second launch;
+    ``None``: :func:`auto_split_k` on the GPU, 1 elsewhere."""
+    m = a.q.shape[0]
+    if a.q.shape[1] != w.kp:
+        raise ValueError(f"K mismatch: activations padded to {a.q.shape[1]}, weight to {w.kp}")
+    dev = a.q.device
+    if split_k is None:
+        split_k = auto_split_k(m, w.kp) if dev.type == "cuda" else 1
+    y = torch.empty(m, w.n, dtype=torch.int32 if out_acc else torch.bfloat16, device=dev)
+    acc = torch.zeros(m, w.n, dtype=torch.int32, device=dev) if split_k > 1 else y
+    args = (a.q, a.s, w.words, w.scale, y, acc, m, w.n, w.words.shape[1], a.q.stride(0), w.words.stride(0), y.stride(0))
+    if dev.type == "cuda" and config is None:
+        grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(w.n, meta["BLOCK_N"]), split_k)  # noqa: E731
+        _tgemm_tuned[grid](*args, SPLIT_K=split_k, OUT_ACC=out_acc)
+    else:
+        cfg = dict(config or {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_KW": 4, "GROUP_M": 4})
+        nw = cfg.pop("num_warps", 4)
+        ns = cfg.pop("num_stages", 2)
+        grid = (triton.cdiv(m, cfg["BLOCK_M"]) * triton.cdiv(w.n, cfg["BLOCK_N"]), split_k)
+        _tgemm_kernel[grid](*args, SPLIT_K=split_k, OUT_ACC=out_acc, num_warps=nw, num_stages=ns, **cfg)
+    if split_k > 1:
+        if out_acc:
+            return acc
+        _dequant_acc_kernel[(m, triton.cdiv(w.n, 1024))](acc, w.scale, a.s, y, w.n, BLOCK=1024, num_warps=4)
+    return y
+
+
+@triton.jit
+def _tunpack_kernel(w_ptr, out_ptr, N, KW, stride_wn, stride_on, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr):
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rj = pid_k * BLOCK_KW + tl.arange(0, BLOCK_KW)
+    ok = (rn < N)[:, None] & (rj < KW)[None, :]
+    w = tl.load(w_ptr + rn[:, None] * stride_wn + rj[None, :], mask=ok, other=0x55555555)
+    codes = _unpack_codes(w, BLOCK_N, BLOCK_KW)
+    kk = pid_k * BLOCK_KW * 16 + tl.arange(0, BLOCK_KW * 16)
+    tl.store(out_ptr + rn[:, None] * stride_on + kk[None, :], codes, mask=(rn < N)[:, None] & (kk < KW * 16)[None, :])
+
+
+@triton.jit
+def _dequant_acc_kernel(acc_ptr, ws_ptr, xs_ptr, y_ptr, N, BLOCK: tl.constexpr):
+    m = tl.program_id(0)
+    rn = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    ok = rn < N
+    acc = tl.load(acc_ptr + m * N + rn, mask=ok, other=0)
+    y = (acc.to(tl.float32) * tl.load(ws_ptr + rn, mask=ok, other=0.0)) / tl.load(xs_ptr + m)
+    tl.store(y_ptr + m * N + rn, y.to(tl.bfloat16), mask=ok)
+
+
+def ternary_unpack(w: TernaryWeight) -> torch.Tensor:
+    """Unpack the 2-bit words to int8 weights [N, Kp] in element order (one pass over the packed weight)."""
+    out = torch.empty(w.n, w.kp, dtype=torch.int8, device=w.words.device)
+    grid = (triton.cdiv(w.n, 16), triton.cdiv(w.words.shape[1], 64))
+    _tunpack_kernel[grid](w.words, out, w.n, w.words.shape[1], w.words.stride(0), out.stride(0),
+                          BLOCK_N=16, BLOCK_KW=64, num_warps=4)
+    return out
+
+
+def ternary_gemm_unpacked(a: QuantAct, w: TernaryWeight, out_acc: bool = False) -> torch.Tensor:
+    """Prefill alternative: unpack the weight to int8, cuBLAS INT8 GEMM (``torch._int_mm``, int32 accumulate,
+    needs M > 16), then the BitNet dequantisation. Same integers as :func:`ternary_gemm`."""
+    m = a.q.shape[0]
+    if m <= 16:
+        raise ValueError(f"ternary_gemm_unpacked needs more than 16 tokens (cuBLAS int8 GEMM), got {m}")
+    acc = torch._int_mm(a.q, ternary_unpack(w).t())
+    if out_acc:
+        return acc
+    y = torch.empty(m, w.n, dtype=torch.bfloat16, device=acc.device)
+    _dequant_acc_kernel[(m, triton.cdiv(w.n, 1024))](acc, w.scale, a.s, y, w.n, BLOCK=1024, num_warps=4)
+    return y
+
+
+def ternary_linear(x: torch.Tensor, w: TernaryWeight, gemm_from: int = 16) -> torch.Tensor:
+    """BitLinear forward on bf16 ``x`` [M, K]: the fused quantizer + GEMV (M < gemm_from), or quantize + GEMM."""
+    if x.shape[-1] != w.k:
+        raise ValueError(f"x has K={x.shape[-1]}, weight has K={w.k}")
+    if x.shape[0] < gemm_from:
+        return ternary_gemv(x, w)
+    return ternary_gemm(act_quant(x), w)

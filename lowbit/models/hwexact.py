@@ -5,7 +5,9 @@ with torch ops on integer-valued tensors: TINT/BoothFlex dot products as exact i
 accumulators' sticky overflow flags, the SFU's RMSNorm (table + Newton-Raphson 1/sqrt), absmax INT8 quantizer
 (round half to even of 127 x / amax by integer division), RoPE, ReLU^2 / SiLU gating, base-2 softmax (table
 exp2, Newton-Raphson reciprocal), the requantizer and the saturating residual add (sim.numerics.requant), LO
-codes and the comparison-free top-K (lowbit.models.lop_attention.lop_select). Only compile-time data are shared
+codes and the comparison-free top-K (lowbit.models.lop_attention.lop_select), and the FP4 core's W4A8 block dot
+product (E2M1 codes and E4M3 / E8M0 block scales decoded from their bit fields, exact block sums, scale shifts
+flooring, every register's range checked) for NVFP4 / MXFP4 projections. Only compile-time data are shared
 with the golden: the deployed weights (lowbit.sim.golden_weights.deploy), the RoPE table and the SFU's ROM
 tables and per-op constants (sim.numerics.sfu_reduce / sfu_elem), the bits a program carries.
 
@@ -28,6 +30,7 @@ from lowbit.sim import golden
 from lowbit.sim.config import HwConfig, load_config
 from lowbit.sim.errors import WorkloadError
 from lowbit.sim.golden import GoldenSettings, attn_multipliers
+from lowbit.sim.golden_fp4 import fp4_multiplier
 from lowbit.sim.golden_weights import Deployed, deploy, seeded_weights
 from lowbit.sim.modelspec import ModelSpec, get_model
 from lowbit.sim.numerics.requant import MULT_BITS, fixed_multiplier
@@ -161,6 +164,47 @@ def _overflow(terms: torch.Tensor, chunk: int, bits: int) -> bool:
     return bool(((pre < -(1 << (bits - 1))) | (pre >= 1 << (bits - 1))).any())
 
 
+def fp4_scale_terms(scales: torch.Tensor, fmt: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Block scale codes as (significand, exponent), scale = sig * 2^exp: E4M3 (sign, 4-bit exponent bias 7,
+    3-bit mantissa; subnormals at 2^-6) or E8M0 (2^(e-127)); a NaN code (E4M3 S.1111.111, E8M0 0xFF) is refused."""
+    s = scales.to(I64)
+    if fmt == "mxfp4":
+        if bool((s == 0xFF).any()):
+            raise WorkloadError("a NaN MXFP4 block scale")
+        return torch.ones_like(s), s - 127
+    if bool(((s & 0x7F) == 0x7F).any()):
+        raise WorkloadError("a NaN NVFP4 block scale")
+    e, m = (s >> 3) & 15, s & 7
+    sig = torch.where(e == 0, m, 8 + m)
+    return torch.where(s >= 128, -sig, sig), torch.where(e == 0, torch.full_like(e, -9), e - 10)
+
+
+def fp4_dot(codes: torch.Tensor, scales: torch.Tensor, fmt: str, xq: torch.Tensor, *, block_sum_bits: int,
+            acc_bits: int, frac_bits: int, what: str) -> torch.Tensor:
+    """FP4 core accumulators [T, N] of E2M1 codes [N, Kp] with block scales [N, nb] and INT8 rows xq [T, K]:
+    2*E2M1 as integers ((2 + m) << (e - 1), m for e = 0), exact block sums, times the scale's significand, shifted
+    by its exponent - 1 + frac_bits (right shifts floor), summed block after block; an overflow of the block sum,
+    a contribution or any prefix sum (the block order) is refused."""
+    c = codes.to(I64)
+    e, m = (c >> 1) & 3, c & 1
+    w2 = torch.where(e == 0, m, (2 + m) << (e - 1).clamp(min=0))
+    w2 = torch.where(c >= 8, -w2, w2)
+    n, kp = w2.shape
+    nb = scales.shape[-1]
+    x = torch.nn.functional.pad(xq, (0, kp - xq.shape[-1]))
+    S = (w2.reshape(n, nb, -1)[None] * x.reshape(x.shape[0], 1, nb, -1)).sum(-1)  # [T, N, nb]
+    sig, ex = fp4_scale_terms(scales, fmt)
+    sh = (ex - 1 + frac_bits)[None]
+    P = S * sig[None]
+    contrib = torch.where(sh >= 0, P << sh.clamp(min=0, max=62), P >> (-sh).clamp(min=0, max=62))
+    lim_s, lim_a = 1 << (block_sum_bits - 1), 1 << (acc_bits - 1)
+    pre = contrib.cumsum(-1)
+    bad = ((S < -lim_s) | (S >= lim_s)).any() or ((contrib < -lim_a) | (contrib >= lim_a)).any()
+    if bool(bad) or bool(((pre < -lim_a) | (pre >= lim_a)).any()):
+        raise WorkloadError(f"{what}: an FP4 register overflows")
+    return pre[..., -1]
+
+
 def _mults(wscale: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     ms = [fixed_multiplier(float(w) / 127.0) for w in wscale]
     return torch.tensor([m for m, _ in ms], dtype=I64), torch.tensor([s for _, s in ms], dtype=I64)
@@ -174,7 +218,12 @@ class HwExactBitNet:
         self.embed = torch.from_numpy(dep.embed.astype(np.int64))
         self.norms = {k: torch.from_numpy(v.astype(np.int64)) for k, v in dep.norms.items()}
         self.lin = {k: (torch.from_numpy(v.codes.astype(np.int64)), v.fmt, *_mults(v.wscale))
-                    for k, v in dep.linears.items()}
+                    for k, v in dep.linears.items() if v.fp4 is None}
+        for k, v in dep.linears.items():
+            if v.fp4 is not None:  # E2M1 codes and block-scale codes; the tensor scale folded into (m, sh)
+                m, sh = fp4_multiplier(v.fp4, settings.fp4_frac_bits)
+                self.lin[k] = ((torch.from_numpy(v.fp4.codes.astype(np.int64)),
+                                torch.from_numpy(v.fp4.scales.astype(np.int64))), v.fmt, torch.tensor(m), torch.tensor(sh))
         self.att = {k: (torch.tensor(m), torch.tensor(s)) for k, (m, s) in attn_multipliers(self.spec.head_dim).items()}
         cos, sin = rope_table(np.arange(self.spec.max_positions), self.spec.head_dim, self.spec.rope_theta)
         self.cos, self.sin = torch.from_numpy(cos), torch.from_numpy(sin)
@@ -184,7 +233,7 @@ class HwExactBitNet:
         """Deploy a float lowbit.models.bitnet.BitNet's weights (state dict names) for `cfg`."""
         st = GoldenSettings.from_hw(cfg, lop)
         w = {k: v.detach().cpu().float().numpy() for k, v in model.state_dict().items()}
-        return cls(deploy(model.spec, w, st.lm_head), st, cfg)
+        return cls(deploy(model.spec, w, st.lm_head, st.proj), st, cfg)
 
     # -- units
     def _booth(self, a: torch.Tensor, b: torch.Tensor, what: str) -> torch.Tensor:
@@ -204,6 +253,11 @@ class HwExactBitNet:
             if ovf:
                 raise WorkloadError(f"{name}: a ternary accumulator overflows")
             acc = xq @ codes.T
+        elif fmt in ("nvfp4", "mxfp4"):
+            acc = fp4_dot(*codes, fmt, xq, block_sum_bits=st.fp4_block_sum_bits, acc_bits=st.fp4_acc_bits,
+                          frac_bits=st.fp4_frac_bits, what=name)
+            if bool((acc.abs() >= 1 << 31).any()):
+                raise WorkloadError(f"{name}: an FP4 accumulator exceeds the requantizer's 32-bit input")
         else:
             acc = self._booth(xq[:, None, :], codes[None], name)
         y = requant(acc, amax, m[None], sh[None])
@@ -365,8 +419,8 @@ def main() -> None:
               f"{r['top1']:.3f} |")
 
 
-__all__ = ["HwExactBitNet", "absmax_quant", "float_agreement", "float_logits", "gated_act", "lo_code", "requant",
-           "rmsnorm", "rope", "softmax"]
+__all__ = ["HwExactBitNet", "absmax_quant", "float_agreement", "float_logits", "fp4_dot", "fp4_scale_terms",
+           "gated_act", "lo_code", "requant", "rmsnorm", "rope", "softmax"]
 
 if __name__ == "__main__":
     main()

@@ -1,6 +1,7 @@
 """Hardware-exact golden of whole forward steps: the integers every chip buffer holds when a ternary model runs
 prefill P + decode D steps (the definition of what the chip computes; docs/golden.md lists every stage's format
-and source). numpy only, sim.numerics applied to the deployed weights (lowbit.sim.golden_weights).
+and source). numpy only, sim.numerics applied to the deployed weights (lowbit.sim.golden_weights). On a preset
+with an FP4 core the projections are NVFP4 / MXFP4 and run on it (lowbit.sim.golden_fp4); the rest is unchanged.
 
 Per step (op names and order of sim.workloads.layer_ops; units as sim.lower assigns them)::
 
@@ -33,7 +34,8 @@ import numpy as np
 
 from lowbit.sim.config import HwConfig
 from lowbit.sim.errors import WorkloadError
-from lowbit.sim.golden_weights import Deployed, DeployedLinear
+from lowbit.sim.golden_fp4 import fp4_accumulate, fp4_row_multipliers
+from lowbit.sim.golden_weights import Deployed, DeployedLinear, linear_names
 from lowbit.sim.numerics.booth import booth_multiply
 from lowbit.sim.numerics.lop import lo_code4, lo_decode4, lop_topk
 from lowbit.sim.numerics.requant import fixed_multiplier, requant, residual_add
@@ -65,6 +67,10 @@ class GoldenSettings:
     lop_buckets: int
     lop_score_bits: int
     lm_head: str = "int8"
+    proj: str = "ternary"    # projections' format: "ternary" (TINT / BoothFlex) or "nvfp4" / "mxfp4" (FP4 core)
+    fp4_block_sum_bits: int = 16
+    fp4_acc_bits: int = 32
+    fp4_frac_bits: int = 8
 
     @classmethod
     def from_hw(cls, cfg: HwConfig, lop: bool | None = None) -> GoldenSettings:
@@ -74,10 +80,12 @@ class GoldenSettings:
         if cfg.lm_head in ("nvfp4", "mxfp4"):
             raise WorkloadError(f"{cfg.name}: lm_head '{cfg.lm_head}': the golden runs the lm_head as int8 or ternary; "
                                 "set lm_head = \"int8\"")
+        f = cfg.fp4
         return cls(tree_width=cfg.tint.tree_width, tint_acc_bits=cfg.tint.acc_bits, booth_width=cfg.booth.width,
                    booth_acc_bits=cfg.booth.acc_bits, booth_ternary=cfg.booth.ternary_mode,
                    lop=cfg.lop.enabled if lop is None else lop, lop_k=cfg.lop.k, lop_buckets=cfg.lop.buckets,
-                   lop_score_bits=cfg.lop.score_bits, lm_head=lm)
+                   lop_score_bits=cfg.lop.score_bits, lm_head=lm, proj=f.format if f.enabled else "ternary",
+                   fp4_block_sum_bits=f.block_sum_bits, fp4_acc_bits=f.acc_bits, fp4_frac_bits=f.frac_bits)
 
 
 @dataclass
@@ -136,7 +144,8 @@ class _Golden:
         self.dep, self.st, self.cfg, self.spec = dep, st, cfg, dep.spec
         self.bufs = Buffers.from_config(cfg)
         s = self.spec
-        self.mult = {n: linear_multipliers(lin) for n, lin in dep.linears.items()}
+        self.mult = {n: fp4_row_multipliers(lin.fp4, st.fp4_frac_bits) if lin.fp4 is not None
+                     else linear_multipliers(lin) for n, lin in dep.linears.items()}
         self.att = attn_multipliers(s.head_dim)
         self.cos, self.sin = rope_table(np.arange(s.max_positions), s.head_dim, s.rope_theta)
         L, KV, hd = s.n_layers, s.n_kv_heads, s.head_dim
@@ -165,6 +174,12 @@ class _Golden:
             if np.any(ovf):
                 raise WorkloadError(f"{name}: a ternary accumulator (tint.acc_bits {st.tint_acc_bits}, booth.acc_bits "
                                     f"{st.booth_acc_bits}) overflows; widen it")
+        elif lin.fp4 is not None:
+            acc = fp4_accumulate(lin.fp4, xq, block_sum_bits=st.fp4_block_sum_bits, acc_bits=st.fp4_acc_bits,
+                                 frac_bits=st.fp4_frac_bits, what=name)
+            if acc.size and np.abs(acc).max() >= 1 << 31:
+                raise WorkloadError(f"{name}: an FP4 accumulator exceeds the requantizer's 32-bit input; "
+                                    "use fp4.acc_bits <= 32")
         else:
             acc = self._booth_dot(xq[:, None, :].astype(np.int64), lin.codes[None].astype(np.int64), name)
         m, sh = self.mult[name]
@@ -319,6 +334,10 @@ def golden_run(dep: Deployed, cfg: HwConfig, prompt: np.ndarray | list[int], dec
     if dep.linears["lm_head"].fmt != st.lm_head:
         raise WorkloadError(f"deployed lm_head is {dep.linears['lm_head'].fmt}, the settings say {st.lm_head}; "
                             f"deploy with lm_head='{st.lm_head}'")
+    fmts = {dep.linears[n].fmt for i in range(dep.spec.n_layers) for n in linear_names(dep.spec, i)}
+    if fmts != {st.proj}:
+        raise WorkloadError(f"deployed projections are {', '.join(sorted(fmts))}, {cfg.name}'s core runs {st.proj}; "
+                            f"deploy with proj='{st.proj}'")
     spec = dep.spec
     ids = np.asarray(prompt, np.int64).reshape(-1)
     feed = None if isinstance(decode, int | np.integer) else np.asarray(decode, np.int64).reshape(-1)

@@ -8,7 +8,8 @@ Real-valued weights are named as the PyTorch model's state dict (lowbit.models.b
 
 Deployment (each format's rule and source in docs/golden.md):
 - projections: ternary codes + one per-tensor scale ``mean|W|`` (sim.numerics.ternary.ternary_quantize, BitNet
-  b1.58's absmean rule), the requantization multiplier ``mean|W| / 127`` (sim.numerics.requant);
+  b1.58's absmean rule), the requantization multiplier ``mean|W| / 127`` (sim.numerics.requant); or, for an FP4
+  core, NVFP4 / MXFP4 codes, block scales and tensor scale (lowbit.sim.golden_fp4);
 - lm_head in the chip's format: "int8" (per-row absmax INT8, sim.numerics.int8.int8_absmax_quantize; BoothFlex
   INT8 tiles; multiplier ``max|W_n| / 127^2`` per row) or "ternary" (as a projection);
 - embedding rows: signed 16-bit Q7.8 (sim.numerics.sfu_elem.to_fixed, RNE, saturating), the residual stream's
@@ -22,25 +23,30 @@ from dataclasses import dataclass
 import numpy as np
 
 from lowbit.sim.errors import WorkloadError
+from lowbit.sim.golden_fp4 import FP4_FORMATS, fp4_weights
 from lowbit.sim.modelspec import ModelSpec
 from lowbit.sim.numerics.int8 import int8_absmax_quantize
+from lowbit.sim.numerics.mx import MXFP4Tensor, NVFP4Tensor
 from lowbit.sim.numerics.sfu_elem import to_fixed
 from lowbit.sim.numerics.sfu_reduce import GAIN_FRAC
 from lowbit.sim.numerics.ternary import ternary_quantize
 
-__all__ = ["LM_HEAD_FORMATS", "DeployedLinear", "Deployed", "linear_names", "norm_names", "seeded_weights", "deploy"]
+__all__ = ["LM_HEAD_FORMATS", "PROJ_FORMATS", "DeployedLinear", "Deployed", "linear_names", "norm_names", "seeded_weights", "deploy"]
 
 LM_HEAD_FORMATS = ("int8", "ternary")
+PROJ_FORMATS = ("ternary", *FP4_FORMATS)
 
 
 @dataclass(frozen=True)
 class DeployedLinear:
     """One projection as the chip holds it: integer codes [out, in] and the real dequantization factor of each
-    output row (``wscale[n]``: ``W[n] ~ codes[n] * wscale[n]``)."""
+    output row (``wscale[n]``: ``W[n] ~ codes[n] * wscale[n]``). An FP4 projection keeps its quantized tensor in
+    ``fp4`` (E2M1 codes [out, in] in ``codes``, block scales, tensor scale) and ``wscale`` 1."""
 
-    codes: np.ndarray   # int8 [out, in]: ternary {-1, 0, 1} or INT8
+    codes: np.ndarray   # int8 [out, in]: ternary {-1, 0, 1} or INT8; uint8 E2M1 codes for FP4
     wscale: np.ndarray  # float64 [out]
-    fmt: str            # "ternary" | "int8"
+    fmt: str            # "ternary" | "int8" | "nvfp4" | "mxfp4"
+    fp4: NVFP4Tensor | MXFP4Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -126,9 +132,23 @@ def _lm_head(w: np.ndarray, fmt: str) -> DeployedLinear:
     raise WorkloadError(f"lm_head format '{fmt}': the golden runs it on chip as one of {', '.join(LM_HEAD_FORMATS)}")
 
 
-def deploy(spec: ModelSpec, weights: dict[str, np.ndarray], lm_head: str = "int8") -> Deployed:
-    """The chip's weights for real-valued `weights` (names and shapes: module docstring)."""
+def _projection(w: np.ndarray, fmt: str) -> DeployedLinear:
+    if fmt == "ternary":
+        codes, scale = ternary_quantize(w)
+        return DeployedLinear(codes, np.full(codes.shape[0], scale), "ternary")
+    if fmt in FP4_FORMATS:
+        t = fp4_weights(w, fmt)
+        return DeployedLinear(t.codes[:, :w.shape[1]], np.ones(w.shape[0]), fmt, t)
+    raise WorkloadError(f"projection format '{fmt}': the golden deploys one of {', '.join(PROJ_FORMATS)}")
+
+
+def deploy(spec: ModelSpec, weights: dict[str, np.ndarray], lm_head: str = "int8",
+           proj: str = "ternary") -> Deployed:
+    """The chip's weights for real-valued `weights` (names and shapes: module docstring); `proj` is the
+    projections' format (the chip's core: "ternary" on TINT / BoothFlex, "nvfp4" / "mxfp4" on the FP4 core)."""
     _check(spec)
+    if proj not in PROJ_FORMATS:
+        raise WorkloadError(f"projection format '{proj}': the golden deploys one of {', '.join(PROJ_FORMATS)}")
     shapes = _shapes(spec)
     for name, shape in shapes.items():
         if name not in weights:
@@ -140,8 +160,7 @@ def deploy(spec: ModelSpec, weights: dict[str, np.ndarray], lm_head: str = "int8
     linears = {}
     for i in range(spec.n_layers):
         for n in linear_names(spec, i):
-            codes, scale = ternary_quantize(w[f"{n}.weight"])
-            linears[n] = DeployedLinear(codes, np.full(codes.shape[0], scale), "ternary")
+            linears[n] = _projection(w[f"{n}.weight"], proj)
     linears["lm_head"] = _lm_head(w["lm_head.weight"], lm_head)
     norms = {n[:-len(".weight")]: to_fixed(v, GAIN_FRAC) for n, v in w.items() if n.endswith("norm.weight")}
     return Deployed(spec, to_fixed(w["embed.weight"]), norms, linears)

@@ -12,8 +12,7 @@ whole-row GEMV where its tile fits, :func:`.rowgemv.norm_gemv`); ``nvfp4`` / ``m
 ``F.linear``, the baseline) run the plain torch elementwise ops. ``compile=True`` wraps the torch layer in
 ``torch.compile(mode="max-autotune-no-cudagraphs")`` (the step is captured in a CUDA graph either way, so
 this is ``max-autotune`` with its CUDA graph made by :func:`time_decode_step`).
-Attention: over the bf16 KV cache, dense (``dense``: :func:`.lop_attn.dense_decode_attention`, one flash-decoding
-launch reading each KV group's rows once; the ``bf16`` baseline runs torch SDPA, flash backend) or LOP (``lop``: also keeps the 4-bit LO-code cache
+Attention: torch SDPA over the bf16 KV cache (``dense``) or LOP (``lop``: also keeps the 4-bit LO-code cache
 of the INT8 keys and selects ``k_sel`` tokens per KV group). The step is replayed at a fixed position
 (``context`` tokens already cached), which is what one decode step of the simulator's trace costs.
 """
@@ -31,7 +30,7 @@ from lowbit.sim.modelspec import ModelSpec, get_model
 
 from .fp4 import fp4_gemv, random_fp4_weight_torch
 from .fused import gate_quant, rmsnorm_quant, rope_append
-from .lop_attn import dense_decode_attention, lo_pack_keys_torch, lop_attention
+from .lop_attn import lo_pack_keys_torch, lop_attention
 from .rowgemv import norm_gemv
 from .ternary import act_quant, pack_ternary_gpu_torch, ternary_gemv
 
@@ -135,9 +134,6 @@ class DecodeModel:
         hd, dc = s.head_dim, self.hd_cache
         if q.shape[-1] != dc:
             q = F.pad(q, (0, dc - hd))
-        if self.fmt != "bf16":  # lowbit's decode attention; the bf16 baseline keeps torch SDPA (flash)
-            o = dense_decode_attention(q, kc, vc, ctx, head_dim=hd)
-            return o if dc == hd or keep_pad else o[..., :hd]
         o = F.scaled_dot_product_attention(q.unsqueeze(2), kc[:, :, :ctx], vc[:, :, :ctx], scale=1.0 / math.sqrt(hd),
                                            enable_gqa=s.n_heads != s.n_kv_heads).squeeze(2)
         return o if dc == hd or keep_pad else o[..., :hd]

@@ -42,12 +42,9 @@ import triton.language as tl
 
 from .ternary import INTERPRET, absmax_scale, quant_i8
 
-__all__ = ["lo_pack_keys_torch", "lop_attention", "dense_decode_attention", "LOP_CHUNK", "DENSE_CHUNK"]
+__all__ = ["lo_pack_keys_torch", "lop_attention", "LOP_CHUNK"]
 
 LOP_CHUNK = 256
-# dense decode attention: tokens per program (flash-decoding split; a 193-token context is 4 chunks, so a
-# 3B decode step runs 128 programs instead of 32). DESIGN CHOICE, not tuned on the device.
-DENSE_CHUNK = 64
 _COUNTERS: dict = {}
 
 
@@ -148,30 +145,25 @@ def _lop_score_kernel(q_ptr, qi_ptr, lo_ptr, bucket_ptr, hist_ptr, score_ptr, se
 def _lop_attend_kernel(q_ptr, k_ptr, v_ptr, bucket_ptr, sel_ptr, cinfo_ptr, idx_ptr, pm_ptr, pl_ptr, po_ptr,
                        out_ptr, cnt_ptr, M, D, H, KVH, MMAX, NC, KSEL, sm_scale,
                        G: tl.constexpr, GP: tl.constexpr, GQ: tl.constexpr, CH: tl.constexpr, KS: tl.constexpr,
-                       DP: tl.constexpr, NCP: tl.constexpr, DOT_F32: tl.constexpr, DENSE: tl.constexpr = False):
-    # DENSE: every token of the chunk (dense decode attention, no selection: bucket/sel/cinfo/idx unused)
+                       DP: tl.constexpr, NCP: tl.constexpr, DOT_F32: tl.constexpr):
     g = tl.program_id(0)
     c = tl.program_id(1)
     b = g // KVH
     h0 = b * H + (g % KVH) * G
-    if DENSE:
-        base = 0
-        nsel = tl.minimum(M - c * CH, CH)
-    else:
-        # chosen tokens of this chunk, written compacted at their global rank (ascending)
-        t = tl.load(sel_ptr + g * 2)
-        n_fill = tl.load(sel_ptr + g * 2 + 1)
-        prior_t = tl.load(cinfo_ptr + (g * NC + c) * 2)
-        base = tl.load(cinfo_ptr + (g * NC + c) * 2 + 1)
-        rm = c * CH + tl.arange(0, CH)
-        m_ok = rm < M
-        bk = tl.load(bucket_ptr + g * MMAX + rm, mask=m_ok, other=-1).to(tl.int32)
-        at = (bk == t).to(tl.int32)
-        rank = prior_t + tl.cumsum(at, axis=0) - at
-        chosen = ((bk > t) | ((at == 1) & (rank < n_fill))).to(tl.int32)
-        tl.store(idx_ptr + g * KSEL + base + tl.cumsum(chosen, axis=0) - chosen, rm, mask=chosen == 1)
-        nsel = tl.sum(chosen, axis=0)
-        tl.debug_barrier()  # the compacted indices are read back below by other threads of this program
+    # chosen tokens of this chunk, written compacted at their global rank (ascending)
+    t = tl.load(sel_ptr + g * 2)
+    n_fill = tl.load(sel_ptr + g * 2 + 1)
+    prior_t = tl.load(cinfo_ptr + (g * NC + c) * 2)
+    base = tl.load(cinfo_ptr + (g * NC + c) * 2 + 1)
+    rm = c * CH + tl.arange(0, CH)
+    m_ok = rm < M
+    bk = tl.load(bucket_ptr + g * MMAX + rm, mask=m_ok, other=-1).to(tl.int32)
+    at = (bk == t).to(tl.int32)
+    rank = prior_t + tl.cumsum(at, axis=0) - at
+    chosen = ((bk > t) | ((at == 1) & (rank < n_fill))).to(tl.int32)
+    tl.store(idx_ptr + g * KSEL + base + tl.cumsum(chosen, axis=0) - chosen, rm, mask=chosen == 1)
+    nsel = tl.sum(chosen, axis=0)
+    tl.debug_barrier()  # the compacted indices are read back below by other threads of this program
     # exact attention of the G heads over them (flash-decoding partial per chunk)
     rg = tl.arange(0, GQ)
     rd = tl.arange(0, DP)
@@ -184,10 +176,7 @@ def _lop_attend_kernel(q_ptr, k_ptr, v_ptr, bucket_ptr, sel_ptr, cinfo_ptr, idx_
     for i0 in range(0, nsel, KS):
         ri = i0 + tl.arange(0, KS)
         ok = ri < nsel
-        if DENSE:
-            tok = c * CH + ri
-        else:
-            tok = tl.load(idx_ptr + g * KSEL + base + ri, mask=ok, other=0)
+        tok = tl.load(idx_ptr + g * KSEL + base + ri, mask=ok, other=0)
         rows = g * MMAX + tok
         lm = ok[:, None] & d_ok[None, :]
         k = tl.load(k_ptr + rows[:, None] * D + rd[None, :], mask=lm, other=0.0)
@@ -293,37 +282,4 @@ def lop_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                                  KS=32, DP=dp, NCP=ncp, DOT_F32=INTERPRET or not q.is_cuda, num_warps=8)
     if return_debug:
         return out, {"scores": scores[:, :m], "idx": idx.to(torch.int64), "q_i8": q_i8}
-    return out
-
-
-def dense_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, m: int,
-                           head_dim: int | None = None, chunk: int = DENSE_CHUNK) -> torch.Tensor:
-    """Dense decode attention for one new token per sequence: softmax(q·k/sqrt(head_dim)) v over the first
-    ``m`` cached tokens, per query head, the K/V rows read once per KV group (GQA). The attention launch of
-    :func:`lop_attention` without the selection (every token of a chunk is kept): per-chunk partial softmaxes
-    merged by the group's last program (flash-decoding). Shapes as :func:`lop_attention`; the last dimension
-    may carry zero padding past ``head_dim`` (it adds nothing to q·k and comes out zero)."""
-    bsz, h, d = q.shape
-    kvh, mmax = k_cache.shape[1], k_cache.shape[2]
-    if h % kvh or not 1 <= m <= mmax or k_cache.shape[-1] != d or v_cache.shape != k_cache.shape:
-        raise ValueError(f"bad shapes: q {tuple(q.shape)}, k/v cache {tuple(k_cache.shape)}, m={m}")
-    if k_cache.stride(-1) != 1 or k_cache.stride(2) != d or v_cache.stride(2) != d:
-        raise ValueError("k_cache and v_cache must be contiguous in their last two dimensions")
-    if chunk < 16 or chunk & (chunk - 1):
-        raise ValueError(f"chunk must be a power of two >= 16 (tl.dot tiles), got {chunk}")
-    grp, dev, ng = h // kvh, q.device, bsz * kvh
-    q2 = q.reshape(bsz * h, d).contiguous()
-    nc = triton.cdiv(m, chunk)
-    dp = max(triton.next_power_of_2(d), 16)
-    cnt = _counters(dev, ng)
-    out = torch.empty(bsz, h, d, dtype=torch.bfloat16, device=dev)
-    pm = torch.empty(bsz * h, nc, dtype=torch.float32, device=dev)
-    pl = torch.empty(bsz * h, nc, dtype=torch.float32, device=dev)
-    po = torch.empty(bsz * h, nc, dp, dtype=torch.float32, device=dev)
-    kc, vc = (x.reshape(ng, mmax, -1) for x in (k_cache, v_cache))
-    _lop_attend_kernel[(ng, nc)](q2, kc, vc, out, out, out, out, pm, pl, po, out, cnt[1], m, d, h, kvh, mmax,
-                                 nc, 0, 1.0 / math.sqrt(head_dim or d), G=grp, GP=triton.next_power_of_2(grp),
-                                 GQ=max(16, triton.next_power_of_2(grp)), CH=chunk, KS=min(32, chunk), DP=dp,
-                                 NCP=max(triton.next_power_of_2(nc), 2), DOT_F32=INTERPRET or not q.is_cuda,
-                                 DENSE=True, num_warps=4)
     return out

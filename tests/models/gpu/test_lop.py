@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from lowbit.models.gpu.lop_attn import dense_decode_attention, lo_pack_keys_torch, lop_attention
+from lowbit.models.gpu.lop_attn import lo_pack_keys_torch, lop_attention
 from lowbit.sim.numerics.fp import pack_fp4
 from lowbit.sim.numerics.int8 import int8_absmax_quantize
 from lowbit.sim.numerics.lop import lo_code4, lo_scores, lop_topk
@@ -74,27 +74,3 @@ def test_lop_k_ge_m_is_dense_attention(device):
     assert (torch.linalg.norm(out.double().cpu() - ref) / torch.linalg.norm(ref)).item() < 1e-2
     with pytest.raises(ValueError):
         lop_attention(q, kc, vc, lo, m, 10, n_buckets=64)
-
-
-@pytest.mark.parametrize("m,h,kvh,chunk", [(150, 6, 2, 64), (1, 4, 4, 64), (64, 4, 1, 32), (129, 3, 3, 256)])
-def test_dense_decode_attention(device, m, h, kvh, chunk):
-    """Dense decode attention (the attention launch without selection, flash-decoding chunks merged) against a
-    float64 softmax over all m keys, with GQA and a head dim stored zero-padded (40 in 48 columns)."""
-    b, d, dc, grp = 2, 40, 48, h // kvh
-    _, q, kc, vc = _setup(m + h, b, h, kvh, d)
-    pad = (0, dc - d)
-    out = dense_decode_attention(torch.nn.functional.pad(q, pad).to(device),
-                                 torch.nn.functional.pad(kc, pad).contiguous().to(device),
-                                 torch.nn.functional.pad(vc, pad).contiguous().to(device), m, head_dim=d, chunk=chunk)
-    got = out.double().cpu().numpy()
-    assert not got[..., d:].any()  # the padding columns come out zero
-    qd = q.double().numpy()
-    ref = np.zeros((b, h, d))
-    for i in range(b):
-        for j in range(h):
-            s = kc[i, j // grp, :m].double().numpy() @ qd[i, j] / np.sqrt(d)
-            p = np.exp(s - s.max())
-            ref[i, j] = (p / p.sum()) @ vc[i, j // grp, :m].double().numpy()
-    assert np.linalg.norm(got[..., :d] - ref) / np.linalg.norm(ref) < 1e-2
-    with pytest.raises(ValueError):
-        dense_decode_attention(q, kc, vc, 0)

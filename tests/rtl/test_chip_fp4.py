@@ -232,3 +232,23 @@ def test_program_fp4_tile_from_its_dma_bytes_equals_the_golden(fp4_program, whic
     acc, ovf, cycles, passes = _run_tile(cfg.fp4, sub, b[f"{input_of(t.op)}.q"], image=pack_fp4_tile(sub, cfg.fp4))
     assert np.array_equal(acc, b[f"{t.op}.acc"][:, t.row0:t.row0 + t.rows]) and not ovf.any()
     assert cycles == img.words[img.queues.index("fp4")][t.word]["cyc"] and passes == t.tokens * t.groups
+
+
+@pytest.mark.slow
+def test_every_program_fp4_tile_equals_the_golden(fp4_program):
+    """All 42 FP4 tiles of the program (prefill 4 + decode 2: 14 + 2 x 14 tiles), each from its DMA bytes through
+    the engine: every psum word equals the golden's accumulator, every tile in its word's cycles."""
+    from lowbit.rtl.chip_model import input_of
+
+    cfg, img, tiles, _, dep, run = fp4_program
+    words = 0
+    for t in tiles:
+        sub = fp4_rows(dep.linears[t.op].fp4, t.row0, t.rows)
+        b = run.steps[t.step].buffers
+        acc, ovf, cycles, passes = _run_tile(cfg.fp4, sub, b[f"{input_of(t.op)}.q"],
+                                             image=pack_fp4_tile(sub, cfg.fp4))
+        assert np.array_equal(acc, b[f"{t.op}.acc"][:, t.row0:t.row0 + t.rows]) and not ovf.any(), (t.step, t.op)
+        assert cycles == img.words[img.queues.index("fp4")][t.word]["cyc"]
+        words += passes
+    assert words == sum(t.tokens * t.groups for t in tiles) > 0
+    print(f"{len(tiles)} tiles, {words} psum words")

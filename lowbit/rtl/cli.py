@@ -187,6 +187,10 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
             print(f"Q K^T: {r.qk[0]} BoothFlex INT8 tiles on the data path (their psum words above, against "
                   f"layers.L.attn.qk.acc), {r.qk[1]} of the {r.qk[2]} score accumulator buffers (per step and layer) "
                   "checked in every attended element; decode steps whose LOP drops keys stay timers")
+        if r.pv[0]:
+            print(f"P V: {r.pv[0]} BoothFlex INT8 tiles on the data path (against layers.L.attn.av.acc; the "
+                  f"probabilities softmax.w8 written by the bench in their softmax words' cycles), {r.pv[1]} of the "
+                  f"{r.pv[2]} P V accumulator buffers checked in every element")
         if r.kv_chunks:
             print(f"KV reads: {r.kv_chunks} K/V chunks read back from the kv buffer at their consumer's start, "
                   f"{r.kv_units:,} units against the golden's kv_append.k8 / v8 rows, {r.kv_mismatches} mismatches")
@@ -202,7 +206,7 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
              "data_words": r.data_words, "data_mismatches": r.data_mismatches, "data_late": r.data_late,
              "data_ref": r.data_ref, "act_late": r.act_late, "kv_chunks": r.kv_chunks, "kv_units": r.kv_units,
              "kv_mismatches": r.kv_mismatches, "qk_tiles": r.qk[0], "qk_buffers_complete": r.qk[1],
-             "qk_buffers": r.qk[2],
+             "qk_buffers": r.qk[2], "pv_tiles": r.pv[0], "pv_buffers_complete": r.pv[1], "pv_buffers": r.pv[2],
              "acc_buffers": {"on_data_path": r.acc_buffers[1], "complete": r.acc_buffers[0],
                              "without_tiles": r.acc_buffers[2]},
              "queues": [dataclasses.asdict(q) for q in r.queues]}

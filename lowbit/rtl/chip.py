@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth.hdl import Const, Module, Signal, signed
+from amaranth.hdl import Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -43,9 +43,11 @@ from lowbit.rtl.chip_ctrl import ComputeQueue, JoinMonitor, scoreboard_layout, w
 from lowbit.rtl.chip_data import BankedBuffer, DmaFill, TintEngine, data_dims, psum_layout
 from lowbit.rtl.chip_dma import N_BUFFERS, DmaEngine, mem_port_signature
 from lowbit.rtl.chip_ring import Ring
+from lowbit.rtl.chip_sfu import sfu_data_ok, sfu_quant
+from lowbit.rtl.sfu_stream import STAT_BITS
 from lowbit.sim.config import HwConfig
 from lowbit.sim.errors import LowbitError
-from lowbit.sim.isa import BUFFERS, C_BOOTH, C_DMAKV, C_DMAW, C_JOIN, C_TINT
+from lowbit.sim.isa import BUFFERS, C_BOOTH, C_DMAKV, C_DMAW, C_JOIN, C_SFU, C_TINT
 
 
 @dataclass(frozen=True)
@@ -89,12 +91,15 @@ def queue_kind(cls: int) -> str:
     return "join" if cls == C_JOIN else "dma" if cls in (C_DMAW, C_DMAKV) else "compute"
 
 
-def word_kind(name: str, cls: int, data_path: bool, booth_data: bool = False) -> str:
+def word_kind(name: str, cls: int, data_path: bool, booth_data: bool = False, sfu_data: bool = False) -> str:
     """The instruction word layout of a queue (lowbit.rtl.chip_ctrl.word_layout): with the data path a
-    TINT queue's words are 'tint' words, and BoothFlex's 'booth' words where its ternary tiles run on the
-    TINT layout (`booth_data`, lowbit.rtl.chip_booth.booth_data_ok)."""
+    TINT queue's words are 'tint' words, BoothFlex's 'booth' words where its ternary tiles run on the
+    TINT layout (`booth_data`, lowbit.rtl.chip_booth.booth_data_ok), the SFU's 'sfu' words where its
+    quantize engine writes the act buffer (`sfu_data`, sfu_data_ok)."""
     if data_path and cls == C_TINT:
         return "tint"
+    if data_path and sfu_data and cls == C_SFU:
+        return "sfu"
     return "booth" if data_path and booth_data and cls == C_BOOTH else queue_kind(cls)
 
 
@@ -136,15 +141,19 @@ class Chip(wiring.Component):
                 raise LowbitError(f"{cfg.name}: no chip data path: {why}; generate the chip with data_banks = 0")
         d = self.dims
         bd = d is not None and booth_data(cfg)
-        self.kinds = [word_kind(n, c, d is not None, bd) for n, c in zip(self.names, self.classes, strict=True)]
+        sd = d is not None and not sfu_data_ok(cfg)
+        self.kinds = [word_kind(n, c, d is not None, bd, sd) for n, c in zip(self.names, self.classes, strict=True)]
         self.layouts = [word_layout(k, self.n_thr, self.n_dma, p.seq_bits, word_dims(n, d))
                         for k, n in zip(self.kinds, self.names, strict=True)]
         self.load_bits = max(data.StructLayout.cast(lay).size for lay in self.layouts)
+        if sd:  # the load port also writes the SFU's Q7.8 buffer and row-statistics memory
+            self.load_bits = max(self.load_bits, 16 * cfg.sfu.lanes, STAT_BITS)
         self.load_addr_bits = p.addr_bits if d is None else max(p.addr_bits, d.a_bits)
         sig = {
             "start": In(1),
             "load_en": In(1),
-            "load_queue": In(4),  # a queue's instruction memory; with the data path, len(queues): the act buffer
+            "load_queue": In(4),  # a queue's instruction memory; with the data path, len(queues): the act buffer,
+            # + 1 the SFU's Q7.8 buffer, + 2 its row-statistics memory (chip_sfu)
             "load_addr": In(self.load_addr_bits),
             "load_word": In(self.load_bits),
             "cycle": Out(32),
@@ -164,6 +173,8 @@ class Chip(wiring.Component):
             if d.k_depth:  # a read port of the kv buffer (a beat of units at any unit address)
                 sig["kv_raddr"] = In(d.k_bits)
                 sig["kv_rdata"] = Out(d.unit_bits * d.banks)
+            if sd:  # the SFU quantize engine's act buffer writes
+                sig.update({"sv": Out(1), "sa": Out(d.a_bits), "sw": Out(8 * cfg.tint.tree_width)})
             for n, k in zip(self.names, self.kinds, strict=True):
                 if k in ("tint", "booth"):
                     lay = psum_layout(cfg.tint) if k == "tint" else booth_psum_layout(cfg.booth)
@@ -187,6 +198,7 @@ class Chip(wiring.Component):
         eb = p.ring_entries.bit_length()
         dims = self.dims
         tints = []  # (queue name, controller) of the queues with engines (TINT, BoothFlex), with the data path
+        sfuq = None  # the SFU queue's controller where its quantize runs on the data path
         for q, name in enumerate(self.names):
             kind = self.kinds[q]
             lay = self.layouts[q]
@@ -196,7 +208,7 @@ class Chip(wiring.Component):
             m.d.comb += [wp.addr.eq(self.load_addr[:p.addr_bits]),
                          wp.data.eq(self.load_word[:data.StructLayout.cast(lay).size]),
                          wp.en.eq(self.load_en & (self.load_queue == q))]
-            if kind in ("compute", "tint", "booth"):
+            if kind in ("compute", "tint", "booth", "sfu"):
                 c = ComputeQueue(sb.shape(), p.seq_bits, p.addr_bits, dims if kind != "compute" else None, kind)
                 m.submodules[f"q_{name}"] = c
                 rp = mem.read_port()
@@ -204,8 +216,10 @@ class Chip(wiring.Component):
                              counts[q].eq(c.count), getattr(self, f"pc_{name}").eq(c.pc),
                              getattr(self, f"count_{name}").eq(c.count)]
                 rel.append(c)
-                if kind != "compute":
+                if kind in ("tint", "booth"):
                     tints.append((name, c))
+                elif kind == "sfu":
+                    sfuq = c
             elif kind == "dma":
                 e = DmaEngine(len(engines), sb.shape(), p.seq_bits, p.addr_bits, issue=p.dma_issue,
                               table=p.dma_table, entry_bits=eb, resp_lanes=p.resp_lanes,
@@ -259,7 +273,7 @@ class Chip(wiring.Component):
                 m.d.sync += last.eq(port)
                 ev = ev | (port != last)
         if dims is not None:
-            ev = ev | self._data_path(m, engines, tints)
+            ev = ev | self._data_path(m, engines, tints, sfuq)
         m.d.comb += self.event.eq(ev)
         return m
 
@@ -271,7 +285,7 @@ class Chip(wiring.Component):
         BoothFlex (lowbit.rtl.chip_booth)."""
         return 1 if c.kind == "tint" else 4 * self.cfg.booth.width // self.cfg.tint.tree_width
 
-    def _data_path(self, m: Module, engines: list[DmaEngine], tints: list) -> Signal:
+    def _data_path(self, m: Module, engines: list[DmaEngine], tints: list, sfuq: ComputeQueue | None) -> Signal:
         """The weight buffer filled by dma_w's read data (and the kv buffer by dma_kv's), the act buffer
         written through the load port, one engine (TintEngine, BoothEngine) and psum bank per engine queue;
         returns 1 in cycles that write a psum word."""
@@ -296,8 +310,7 @@ class Chip(wiring.Component):
             dkv = engines[1]
             m.submodules.kvbuf = kvbuf = BankedBuffer(depth=d.k_depth, banks=d.banks, unit_bits=d.unit_bits,
                                                       word_units=(d.banks,) + (kstep,) * (cfg.booth.lanes
-                                                                                         * len(kports))
-                                                      + (1,) * (cfg.booth.lanes * cfg.booth.width * len(kports)))
+                                                                                         * len(kports)))
             m.submodules.kvfill = kfill = DmaFill(table=p.dma_table, n_issue=p.dma_issue, addr_bits=d.k_bits,
                                                   banks=d.banks, unit_bits=d.unit_bits)
             for k in range(p.dma_issue):
@@ -313,9 +326,18 @@ class Chip(wiring.Component):
         abuf = Memory(shape=data.ArrayLayout(signed(8), tw), depth=d.a_depth, init=[])
         m.submodules.abuf = abuf
         aw = abuf.write_port()
-        m.d.comb += [aw.en.eq(self.load_en & (self.load_queue == len(self.names))),
-                     aw.addr.eq(self.load_addr[:d.a_bits]), aw.data.eq(self.load_word[:8 * tw])]
+        ld = self.load_en & (self.load_queue == len(self.names))
         wrote = Const(0, 1)
+        if sfuq is None:
+            m.d.comb += [aw.en.eq(ld), aw.addr.eq(self.load_addr[:d.a_bits]), aw.data.eq(self.load_word[:8 * tw])]
+        else:  # the SFU's quantize engine writes the act buffer (the load port in the cycles it does not)
+            nq = len(self.names)
+            q = sfu_quant(m, cfg, d, sfuq, self.load_en & (self.load_queue == nq + 1),
+                          self.load_en & (self.load_queue == nq + 2), self.load_addr, self.load_word)
+            m.d.comb += [aw.en.eq(q.o_wen | ld), aw.addr.eq(Mux(q.o_wen, q.o_waddr, self.load_addr[:d.a_bits])),
+                         aw.data.eq(Mux(q.o_wen, q.o_wdata.as_value(), self.load_word[:8 * tw])),
+                         self.sv.eq(q.o_wen), self.sa.eq(q.o_waddr), self.sw.eq(q.o_wdata)]
+            wrote = q.o_wen
         for r, (name, c) in enumerate(tints):
             kw = dict(w_bits=d.w_bits, a_bits=d.a_bits, p_bits=d.p_bits, w_step=d.word_units)
             if c.kind == "tint":
@@ -331,11 +353,6 @@ class Chip(wiring.Component):
                         port = 1 + kports.index(c) * cfg.booth.lanes + lane
                         m.d.comb += [kvbuf.raddr[port].eq(eng.k_raddr[lane]),
                                      eng.k_rdata[lane].eq(getattr(kvbuf, f"rdata{port}"))]
-                    nv = cfg.booth.lanes * cfg.booth.width  # P V tiles: a one-unit port a lane and element
-                    for v in range(nv):
-                        port = 1 + len(kports) * cfg.booth.lanes + kports.index(c) * nv + v
-                        m.d.comb += [kvbuf.raddr[port].eq(eng.v_raddr[v]),
-                                     eng.v_rdata[v].eq(getattr(kvbuf, f"rdata{port}"))]
             m.submodules[f"eng_{name}"] = eng
             w = c.word
             m.d.comb += [eng.start.eq(c.go), c.unit_ready.eq(eng.ready), c.unit_done.eq(eng.done_next)]

@@ -34,6 +34,10 @@ TINT_FIELDS = ("valid", "free", "free_buf", "free_slot", "beats", "groups", "tok
 BOOTH_FIELDS = (*COMPUTE_FIELDS, "eng", "beats", "groups", "tokens", "w_addr", "a_addr", "a_stride", "p_addr",
                 "nq", "grp", "pos0", "k_addr", "k_stride")
 DMA_DATA_FIELDS = (*DMA_FIELDS, "dwords", "dbase")
+# an SFU word with `eng` 1 is a quantize the chip's stream engine runs (rows of `beats` Q7.8 words at x_addr
+# -> INT8 act words at o_addr, row r's amax in the row-statistics memory at st_addr + r); 0 keeps its `cyc`
+SFU_FIELDS = (*COMPUTE_FIELDS, "eng", "rows", "beats", "x_addr", "o_addr", "st_addr")
+STAT_DEPTH = 64  # row-statistics memory rows (DESIGN ASSUMPTION: a word's rows, at most its tokens)
 
 
 def _fields(kind: str, dims) -> dict[str, int]:
@@ -42,13 +46,14 @@ def _fields(kind: str, dims) -> dict[str, int]:
     if dims is None:
         names = {"compute": COMPUTE_FIELDS, "dma": DMA_FIELDS, "join": JOIN_FIELDS}[kind]
         return {n: _W[n] for n in names}
-    names = {"compute": COMPUTE_FIELDS, "tint": TINT_FIELDS, "booth": BOOTH_FIELDS, "dma": DMA_DATA_FIELDS,
-             "join": JOIN_FIELDS}[kind]
+    names = {"compute": COMPUTE_FIELDS, "tint": TINT_FIELDS, "booth": BOOTH_FIELDS, "sfu": SFU_FIELDS,
+             "dma": DMA_DATA_FIELDS, "join": JOIN_FIELDS}[kind]
     w = {**_W, "eng": 2, "nq": COUNT_BITS, "grp": COUNT_BITS, "pos0": COUNT_BITS, "k_addr": dims.k_bits,
          "k_stride": COUNT_BITS, "beats": COUNT_BITS, "groups": COUNT_BITS, "tokens": COUNT_BITS, "a_stride": COUNT_BITS,
          "dwords": COUNT_BITS, "tail_lanes": dims.lanes.bit_length(), "tail_step": dims.word_units.bit_length(),
          "w_addr": dims.w_bits, "dbase": dims.w_bits, "a_addr": dims.a_bits,
-         "p_addr": dims.p_bits}
+         "p_addr": dims.p_bits, "rows": COUNT_BITS, "x_addr": dims.a_bits, "o_addr": dims.a_bits,
+         "st_addr": (STAT_DEPTH - 1).bit_length()}
     return {n: w[n] for n in names}
 
 
@@ -124,8 +129,9 @@ class ComputeQueue(wiring.Component):
     unit is free, holds the unit busy for the word's `cyc` cycles, counts completions in order and, at a
     completion, releases the ring allocation the word names (`free`).
 
-    With the data path (`dims`), `kind` 'tint' (a TINT queue: every word a tile) or 'booth' (BoothFlex: a
-    word with `eng` set is a ternary tile, the others keep their `cyc`): the queue starts its unit's engine
+    With the data path (`dims`), `kind` 'tint' (a TINT queue: every word a tile), 'booth' (BoothFlex: a
+    word with `eng` set is a ternary tile, the others keep their `cyc`) or 'sfu' (a word with `eng` set is a
+    quantize on the SFU's stream engine, the others keep their `cyc`): the queue starts its unit's engine
     (`go`, the word on `word`) when the engine is also `unit_ready`, and the engine's `unit_done` (high the
     cycle before its `done`) ends the instruction, in the cycle the timer would, since the engine meets the
     sim.units formula."""

@@ -47,7 +47,7 @@ from lowbit.rtl.chip_attn import qk_cover, qk_plan
 from lowbit.rtl.chip_data import DataDims, data_dims, pack_tile
 from lowbit.rtl.chip_image import ChipImage
 from lowbit.rtl.chip_model import ModelContents, NoMapping, input_of
-from lowbit.rtl.chip_pv import pv_cover, pv_plan
+from lowbit.rtl.chip_sfu import sfu_data_ok, sfu_plan
 from lowbit.sim.config import HwConfig
 from lowbit.sim.isa import B_KV, B_WEIGHT, C_BOOTH, C_DMAKV, C_DMAW, C_SFU, C_TINT
 
@@ -55,7 +55,8 @@ DATA_FIELDS = {"tint": ("beats", "groups", "tokens", "tail_lanes", "tail_step", 
                         "p_addr"),
                "booth": ("eng", "beats", "groups", "tokens", "w_addr", "a_addr", "a_stride", "p_addr", "nq", "grp",
                          "pos0", "k_addr", "k_stride"),
-               "dma": ("dwords", "dbase"), "dma_kv": ("dwords", "dbase")}
+               "dma": ("dwords", "dbase"), "dma_kv": ("dwords", "dbase"),
+               "sfu": ("eng", "rows", "beats", "x_addr", "o_addr", "st_addr")}
 
 
 @dataclass
@@ -78,7 +79,10 @@ class DataPlan:
     kv_chunks: dict[tuple[int, int], tuple[int, list[int]]] = field(default_factory=dict)  # allocating K/V
     # read -> (kv buffer unit address, the DRAM addresses of its rows in order)
     qk: tuple[int, int, int] = (0, 0, 0)  # Q K^T tiles on the data path, qk.acc buffers complete, of all
-    pv: tuple[int, int, int] = (0, 0, 0)  # P V tiles on the data path, av.acc buffers complete, of all
+    sfu_fields: dict[int, dict] = field(default_factory=dict)  # SFU word -> its quantize engine fields
+    sfu_expect: list[tuple[int, int]] = field(default_factory=list)  # the engine's act writes (address, word)
+    sfu_ops: list[str] = field(default_factory=list)  # the quantize words on the engine: 'step S op'
+    sfu_elems: int = 0  # golden elements those words hold (<op>.q, tail lanes not counted)
 
     def acc_buffers(self) -> tuple[int, int, list[str]]:
         """(accumulator buffers every element of which a psum word checks, buffers with any, the golden's
@@ -230,10 +234,6 @@ def _data_plan(img: ChipImage, cfg: HwConfig, seed: int, model: ModelContents | 
             qmap, qwrites = qk_plan(plan, img, cfg, q, plan.kv_chunks, lower)
             plan.act_writes.update(qwrites)
             plan.qk = qk_cover(plan, qmap)
-            pmap, pwrites = pv_plan(plan, img, cfg, q, plan.kv_chunks, lower)
-            plan.act_writes.update(pwrites)
-            plan.pv = pv_cover(plan, pmap)
-            qmap.update({i: v[:3] for i, v in pmap.items()})
         for i, w in enumerate(img.words[q]):
             if i in qmap:  # a Q K^T tile (lowbit.rtl.chip_attn)
                 fields[(q, i)] = {**qmap[i][0], "p_addr": pnext % dims.p_depth}
@@ -265,11 +265,14 @@ def _data_plan(img: ChipImage, cfg: HwConfig, seed: int, model: ModelContents | 
         plan.tiles[img.queues[q]] = n
         plan.fmt[img.queues[q]] = (b.lanes, b.acc_bits)
     if model is not None:
-        why = _act_writes(plan, img, reads, t.tree_width)
+        why = _act_writes(plan, img, reads, t.tree_width, cfg)
         if why:
             return None, why
-    for q, ws in ((q, img.words[q]) for q in (*tq, *bq, dw, *kqs)):
-        kind = "tint" if q in tq else "booth" if q in bq else "dma" if q == dw else "dma_kv"
+    sq = [q for q, c in enumerate(img.classes) if c == C_SFU and not sfu_data_ok(cfg)]
+    fields.update({(q, i): f for q in sq for i, f in plan.sfu_fields.items()})
+    for q, ws in ((q, img.words[q]) for q in (*tq, *bq, dw, *kqs, *sq)):
+        kind = ("tint" if q in tq else "booth" if q in bq else "dma" if q == dw else "sfu" if q in sq
+                else "dma_kv")
         for i, w in enumerate(ws):
             w.update({**dict.fromkeys(DATA_FIELDS[kind], 0), **fields.get((q, i), {})})
     return plan, ""
@@ -320,11 +323,14 @@ def _kv_data(plan: DataPlan, img: ChipImage, kq: int) -> dict[tuple[int, int], d
     return {k: {"dwords": v["dwords"], "dbase": v["dbase"]} for k, v in out.items()}
 
 
-def _act_writes(plan: DataPlan, img: ChipImage, reads: dict[tuple[int, str], int], tw: int) -> str:
+def _act_writes(plan: DataPlan, img: ChipImage, reads: dict[tuple[int, str], int], tw: int, cfg: HwConfig) -> str:
     """The act buffer's contents per quantize word of the SFU queue (chip_model's module docstring): the
-    golden's INT8 rows, token after token from address 0, `beats` words a token; '' or why not."""
+    golden's INT8 rows, token after token from address 0, `beats` words a token, written by the SFU's
+    quantize engine from its input (lowbit.rtl.chip_sfu.sfu_plan) where the chip has it, else by the bench
+    in the word's cycles; '' or why not."""
     sq = next((q for q, c in enumerate(img.classes) if c == C_SFU), -1)
     plan.sfu_queue = sq
+    engine = sq >= 0 and not sfu_data_ok(cfg)
     done = set()
     for i, w in enumerate(img.words[sq] if sq >= 0 else []):
         key = (w.get("step", -1), w.get("op", ""))
@@ -332,6 +338,9 @@ def _act_writes(plan: DataPlan, img: ChipImage, reads: dict[tuple[int, str], int
             continue
         x = plan.model.quant(*key)
         beats = reads[key]
+        if engine and sfu_plan(plan, img, cfg, i, key, beats):
+            done.add(key)
+            continue
         pad = np.zeros((x.shape[0], beats * tw), np.int64)
         pad[:, :x.shape[1]] = x
         words = [act_word(v) for v in pad.reshape(-1, tw)]

@@ -20,6 +20,7 @@ from lowbit.rtl.chip_ctrl import pack_word
 from lowbit.rtl.chip_data import data_dims
 from lowbit.rtl.chip_golden import act_word, compare_psum, data_plan, segments
 from lowbit.rtl.chip_image import ChipImage, QueueTimes, build_image, reference_schedule
+from lowbit.rtl.chip_sfu import sfu_data_ok
 from lowbit.sim.config import HwConfig
 from lowbit.sim.errors import LowbitError
 from lowbit.sim.program import ProgramError
@@ -63,7 +64,8 @@ class ChipResult:
     kv_units: int = 0       # ... their buffer units
     kv_mismatches: int = 0  # units that differ from the golden's K/V rows
     qk: tuple[int, int, int] = (0, 0, 0)  # Q K^T tiles on the data path, qk.acc buffers complete, of all
-    pv: tuple[int, int, int] = (0, 0, 0)  # P V tiles on the data path, av.acc buffers complete, of all
+    sfu: tuple[int, int, int, int] = (0, 0, 0, 0)  # quantize words on the SFU engine, their INT8 act words,
+    # elements, words differing from the golden's <op>.q (lowbit.rtl.chip_sfu)
 
     @property
     def mismatches(self) -> int:
@@ -81,7 +83,7 @@ class ChipResult:
     def ok(self) -> bool:
         return (self.finished and self.mismatches == 0 and self.sim_cycles == self.chip_cycles
                 and self.late == 0 and self.lane_overflow == 0 and self.data_mismatches == 0
-                and self.data_late == 0 and self.act_late == 0 and self.kv_mismatches == 0)
+                and self.data_late == 0 and self.act_late == 0 and self.kv_mismatches == 0 and self.sfu[3] == 0)
 
 
 def params_for(img: ChipImage, ref: list[QueueTimes] | None = None, data_banks: int = 0) -> ChipParams:
@@ -254,7 +256,8 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
     n_thr = img.n_thr
     dims = plan.dims if plan else None
     bd = plan is not None and booth_data(cfg)
-    words = [[pack_word(word_kind(n, c, plan is not None, bd), n_thr, p.seq_bits, w,
+    sd = plan is not None and not sfu_data_ok(cfg)
+    words = [[pack_word(word_kind(n, c, plan is not None, bd, sd), n_thr, p.seq_bits, w,
                         word_dims(n, dims)) for w in ws]
              for n, c, ws in zip(img.queues, img.classes, img.words, strict=True)]
     djob = None
@@ -266,7 +269,7 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
                 "kv_checks": {f"{q},{i}": [a, n, b.hex()] for (q, i), (a, n, b) in plan.kv_checks.items()},
                 "k_depth": dims.k_depth, "kv_data": bool(plan.kv_checks),
                 "dram": {str(a): b.hex() for a, b in segments(plan.dram).items()},
-                "engines": tq, "fmt": plan.fmt,
+                "engines": tq, "fmt": plan.fmt, "sfu_data": sd,
                 "engine_bit": (p.dma_table - 1).bit_length()}
     lay = request_layout(p.id_bits)
     req_fields = {name: (fld.offset, fld.width) for name, fld in lay}
@@ -305,6 +308,12 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         r = run_in(Path(run_dir))
     qc = compare(ref, r["start"], r["end"])
+    sfu = (0, 0, 0, 0)
+    if plan is not None and plan.sfu_expect:
+        got = [tuple(x) for x in r.get("sfu", [])]
+        want = plan.sfu_expect
+        bad = sum(g != w for g, w in zip(got, want, strict=False)) + abs(len(got) - len(want))
+        sfu = (len(plan.sfu_ops), len(want), plan.sfu_elems, bad)
     if plan is not None:
         for q in qc:
             if q.name in plan.expect:
@@ -319,11 +328,9 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
                f"seed {seed})" if plan.model is not None else
                "sim.numerics on seeded weights and activations" + (f" (no whole-model golden: {ref_note})"
                                                                    if ref_note else ""))
-    res = ChipResult(qc, sim_cycles, chip_cycles, bool(r["finished"]), int(r["late"]), int(r["lane_overflow"]),
+    return ChipResult(qc, sim_cycles, chip_cycles, bool(r["finished"]), int(r["late"]), int(r["lane_overflow"]),
                       int(r["dram_requests"]), time.perf_counter() - t0, vfile, notes, p,
                       int(r.get("data_late", 0)), why, ref, int(r.get("act_late", 0)),
                       plan.acc_buffers() if plan is not None else (0, 0, []), int(r.get("kv_chunks", 0)),
                       int(r.get("kv_units", 0)), int(r.get("kv_mismatches", 0)),
-                      plan.qk if plan is not None else (0, 0, 0))
-    res.pv = plan.pv if plan is not None else (0, 0, 0)
-    return res
+                      plan.qk if plan is not None else (0, 0, 0), sfu)

@@ -91,8 +91,8 @@ def test_pack_word_refuses_a_value_too_wide():
 def test_chip_runs_the_program_cycle_exact(tiny_program):
     """prefill + 3 decode steps with LOP and GQA: 0 mismatches, 0 cycles difference, per queue; the TINT
     and BoothFlex projection tiles run on the data path (the deployed weights of bitnet-tiny from the DRAM
-    image through the memory port's data beats, the golden's INT8 activations written in their quantize
-    words' cycles, the engine's `done` ending each) and every psum word equals the whole-model golden's
+    image through the memory port's data beats, the INT8 activations written by the SFU's quantize engine,
+    the engine's `done` ending each) and every psum word equals the whole-model golden's
     accumulator: every element of q/k/v/o/gate/up/down's `acc` in all 4 steps and 2 layers."""
     cfg, path = tiny_program
     r = verify_chip(cfg, path, "tiny", [])
@@ -106,11 +106,12 @@ def test_chip_runs_the_program_cycle_exact(tiny_program):
     # TINT: 64 tiles of 16 x 64 / 16 x 128 / 32 x 64 weights (8, 8, 16 row groups of 2 lanes), 1 or 2 tokens
     # each; BoothFlex: its 96 ternary tiles (of 128 words, the others attention) on the same row groups
     # BoothFlex: 1,664 psum words of ternary tiles and 60 of its 16 Q K^T tiles (2 layers x 2 KV heads x 4 steps,
-    # LOP keeping every key): 2 heads x (1 + 2, 3, 4, 5 keys) outputs, 2 a pass: (3 + 3 + 4 + 5) x 2 x 2 passes;
-    # and 320 of its 16 P V tiles: (2 + 1 + 1 + 1 queries) x 2 heads x 16 dimensions x 2 KV heads x 2 layers / 2 lanes
-    assert data == {"tint0": (64, 896, 0), "booth": (128, 1_664 + 60 + 320, 0)}
+    # LOP keeping every key): 2 heads x (1 + 2, 3, 4, 5 keys) outputs, 2 a pass: (3 + 3 + 4 + 5) x 2 x 2 passes
+    assert data == {"tint0": (64, 896, 0), "booth": (128, 1_664 + 60, 0)}
     assert r.qk == (16, 8, 8)  # every step's and layer's qk.acc checked in every attended element
-    assert r.pv == (16, 8, 8)  # ... and every step's and layer's av.acc in every element
+    # the SFU's quantize engine writes every act word the projections read: 4 quantize ops x 2 layers x 4 steps;
+    # per layer (2 + 1 + 1 + 1 tokens) x (16 + 16 + 16 + 32) words of 4 INT8, equal to the golden's <op>.q
+    assert r.sfu == (32, 5 * 80 * 2, 5 * 80 * 2 * 4, 0)
     assert r.data_ref.startswith("the whole-model golden") and r.act_late == 0
     assert r.acc_buffers == (56, 56, [f"step {i} lm_head" for i in range(4)])  # the lm_head runs on the host
     # K/V reads carry the golden's rows: 2 layers x 2 KV heads x (K, V) chunks in each step, 2 + 3 + 4 + 5 keys
@@ -169,8 +170,8 @@ def test_data_plan_resolves_tiles_from_the_program(tiny_program):
 
 def test_model_plan_holds_the_deployed_model(tiny_program):
     """The loader with the whole-model golden: the DRAM row groups are bitnet-tiny's deployed ternary codes at
-    the rows each tile's weight DMA names, the act words each quantize word writes are the golden's INT8
-    rows, and each TINT tile's expected psum words are tint_dot of those codes and activations (computed
+    the rows each tile's weight DMA names, each quantize word runs on the SFU's quantize engine from its
+    norm's golden Q7.8 output and amax and must write the golden's INT8 rows, and each TINT tile's expected psum words are tint_dot of those codes and activations (computed
     here, regrouped by token and row group), equal to the golden's accumulators."""
     from lowbit.rtl.chip_data import pack_tile
     from lowbit.rtl.chip_golden import data_plan
@@ -207,17 +208,34 @@ def test_model_plan_holds_the_deployed_model(tiny_program):
             assert model.base[w["op"]] == base[op]
         checked += 1
     assert checked == 64 and next(words, None) is None
-    quant = {i: ws for i, ws in plan.act_writes.items() if img.words[sq][i]["op"].endswith("_quant")}
-    for i, ws in quant.items():  # each quantize word writes its golden rows from address 0
-        w = img.words[sq][i]
-        x = model.run.steps[w["step"]].buffers[f"{w['op']}.q"]
-        assert [a for a, _ in ws] == list(range(x.size // 4)) and len(ws) <= w["cyc"] - 2
-        got = [(v >> (8 * e) & 0xFF) for _, v in ws for e in range(4)]
-        assert np.array_equal(np.array(got).reshape(x.shape).astype(np.int8), x.astype(np.int8))
-    assert sorted({img.words[sq][i]["op"].split(".")[-1] for i in quant}) == \
-        ["attn_quant", "down_quant", "ffn_quant", "o_quant"]
-    # + the RoPE and softmax words (queries and probabilities)
-    assert len(quant) == 4 * 2 * 4 and len(plan.act_writes) == len(quant) + 2 * 4 * 2 * 2
+    # every quantize word runs on the SFU's quantize engine: its input (the norm word before it: the golden's
+    # <norm>.out, Q7.8, 4 int16 a word) and each row's amax are written in that word's cycles, and its INT8
+    # words, the golden's <quant>.q from act address 0, are what the engine must write
+    quant = {i: img.words[sq][i] for i in plan.sfu_fields}
+    assert sorted({w["op"].split(".")[-1] for w in quant.values()}) == ["attn_quant", "down_quant", "ffn_quant",
+                                                                       "o_quant"]
+    assert len(quant) == 4 * 2 * 4 and len(plan.sfu_ops) == 32
+    expect = []
+    for i, w in quant.items():
+        bufs = model.run.steps[w["step"]].buffers
+        q, amax = bufs[f"{w['op']}.q"], bufs[f"{w['op']}.amax"]
+        norm = img.words[sq][i - 1]["op"]
+        x = bufs[f"{norm}.out"]
+        assert norm.split(".")[-1] == {"attn_quant": "attn_norm", "o_quant": "attn_sub_norm", "ffn_quant": "ffn_norm",
+                                       "down_quant": "ffn_sub_norm"}[w["op"].split(".")[-1]]
+        rows, beats = q.shape[0], q.shape[1] // 4
+        assert plan.sfu_fields[i] == {"eng": 1, "rows": rows, "beats": beats, "x_addr": 0, "o_addr": 0, "st_addr": 0}
+        assert w["cyc"] == rows * (beats + 17) + cfg.sfu.op_latency("quantize")  # D_recip = 17 (sim.units.sfu)
+        ws = plan.act_writes[i - 1]
+        xs = [(a, v) for a, v, sel in ws if sel == 1]
+        assert [a for a, _ in xs] == list(range(rows * beats)) and len(ws) <= img.words[sq][i - 1]["cyc"] - 2
+        got = [(v >> (16 * e) & 0xFFFF) for _, v in xs for e in range(4)]
+        assert np.array_equal(np.array(got).reshape(x.shape).astype(np.int16), x.astype(np.int16))
+        assert [(a, v) for a, v, sel in ws if sel == 2] == [(r, int(amax[r])) for r in range(rows)]
+        expect += [(a, sum((int(v) & 0xFF) << (8 * e) for e, v in enumerate(row)))
+                   for a, row in enumerate(q.reshape(-1, 4))]
+    assert plan.sfu_expect == expect and plan.sfu_elems == sum(
+        model.run.steps[w["step"]].buffers[f"{w['op']}.q"].size for w in quant.values())
 
 
 def test_qk_tiles_read_the_golden_queries_and_keys(tiny_program):

@@ -148,7 +148,9 @@ async def chip_run(dut):
     psum: dict[str, list] = {h[0]: [] for h in psum_h}
     act_writes = {int(i): v for i, v in dj.get("act_writes", {}).items()} if dj else {}
     sfu_q = dj.get("sfu_queue", -1) if dj else -1
-    aslot: dict[int, tuple[int, int]] = {}  # cycle -> (act address, word) through the load port
+    aslot: dict[int, tuple[int, int, int]] = {}  # cycle -> (load queue, address, word) through the load port
+    sfu_h = (dut.sv, dut.sa, dut.sw) if dj and dj.get("sfu_data") else None
+    sfu_words: list[list[int]] = []  # the SFU quantize engine's act buffer writes, (address, word) in order
     adriven = False
     act_last: dict[int, int] = {}  # SFU word -> cycle of its last act write
     kv_checks = {tuple(int(x) for x in k.split(",")): v for k, v in dj.get("kv_checks", {}).items()} if dj else {}
@@ -200,8 +202,7 @@ async def chip_run(dut):
             assert not sampled
             dut.load_en.value = int(aw is not None)
             if aw is not None:
-                dut.load_queue.value = dj["act_queue"]
-                dut.load_addr.value, dut.load_word.value = aw
+                dut.load_queue.value, dut.load_addr.value, dut.load_word.value = aw
             adriven = aw is not None
         if not sampled:
             await ReadOnly()
@@ -229,10 +230,10 @@ async def chip_run(dut):
                     start[q][i] = cyc - 1
                     if q == sfu_q and i in act_writes:  # its act words, one a cycle from the next cycle
                         c = cyc + 1
-                        for a, w in act_writes[i]:
+                        for x in act_writes[i]:  # (address, word[, load queue past the act buffer's])
                             while c in aslot:
                                 c += 1
-                            aslot[c] = (a, w)
+                            aslot[c] = (dj["act_queue"] + (x[2] if len(x) > 2 else 0), x[0], x[1])
                             act_last[i] = c
                             c += 1
                     if (q, i) in kv_checks:  # read its K/V chunk back: a beat of units a cycle
@@ -266,6 +267,8 @@ async def chip_run(dut):
                 acc = [(x >> (lane * acc_bits)) & ((1 << acc_bits) - 1) for lane in range(planes)]
                 psum[n].append([[a - (1 << acc_bits) if a >> (acc_bits - 1) else a for a in acc],
                                 x >> (planes * acc_bits)])
+        if sfu_h is not None and int(sfu_h[0].value):
+            sfu_words.append([int(sfu_h[1].value), int(sfu_h[2].value)])
         jd = int(dut.join_done.value)
         if jd:
             h = int(dut.join_head.value)
@@ -298,7 +301,7 @@ async def chip_run(dut):
             break
     act_late = sum(c >= end[sfu_q][i] for i, c in act_last.items()) + len(set(act_writes) - set(act_last))
     res = {"queues": names, "start": start, "end": end, "cycles": cyc, "late": late, "lane_overflow": overflow,
-           "psum": psum, "data_late": data_late, "act_late": act_late, "kv_chunks": kv_chunks,
+           "psum": psum, "sfu": sfu_words, "data_late": data_late, "act_late": act_late, "kv_chunks": kv_chunks,
            "kv_units": kv_units, "kv_mismatches": kv_bad + sum(len(v) for v in ksample.values()),
            "finished": cnt_prev == lengths[:-1] and joins_done == lengths[-1], "dram_requests": next_tag}
     tmp = job["result"] + ".tmp"

@@ -107,9 +107,15 @@ def chip_report(hw: str, sets: list[str], model: str, prefill: int, decode: int)
                 gone[a.split()[-1]] = gone.get(a.split()[-1], 0) + 1
             data_line += (
                 f"\n\nWhole-model golden: the DRAM image holds {model}'s deployed ternary codes (seeded weights) by "
-                "row group, and the bench writes the golden's INT8 activations into the act buffer in the cycles of "
-                "the SFU quantize word that produces them (through the load port: no SFU writes the act buffer on the "
-                f"chip yet). {n} projection accumulator buffers (`layers.L.<op>.acc`, per step) have tiles on the "
+                "row group. " + (
+                    f"The act buffer the projections read is written by the chip's SFU quantize engine: {r.sfu[0]} "
+                    f"quantize words, {r.sfu[1]:,} INT8 words ({r.sfu[2]:,} elements) against the golden's "
+                    f"`<quant>.q`, **{r.sfu[3]} mismatches**; their input (the norm's Q7.8 output and each row's "
+                    "amax, the golden's) is written by the bench through the load port in the norm word's cycles. "
+                    if r.sfu[0] else
+                    "The bench writes the golden's INT8 activations into the act buffer in the cycles of the SFU "
+                    "quantize word that produces them (through the load port). ")
+                + f"{n} projection accumulator buffers (`layers.L.<op>.acc`, per step) have tiles on the "
                 f"data path, {full} of them compared in every element; without tiles on it (their unit a timer, or "
                 "the host's lm_head): " + (", ".join(f"{o} ({c} step{'s' if c > 1 else ''})" for o, c in sorted(gone.items())) or "none")
                 + ".")

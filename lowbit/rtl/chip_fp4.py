@@ -1,12 +1,13 @@
 """The FP4 core on the chip's data path: FP4 weight words in the weight buffer, an engine running each FP4 tile
 from the weight and act buffers on lowbit.rtl.fp4.Fp4Core, its accumulators to psum (docs/rtl.md "Data path").
 
-FP4 weight word (DESIGN ASSUMPTION: a word is what the core takes in a beat, so a beat is one buffer read): the
-`lanes * E` E2M1 codes of the beat (E = fp4.elems_per_cycle; 4 bits each, element i = lane * E + e at bits
-4i .. 4i + 3), then the `lanes * S` block scale codes (S = max(1, E / block); 8 bits each, lane l's j-th block
-of the beat at byte l * S + j after the codes; for E < block the current block's scale on each of its beats):
-`lanes * (4 E + 8 S)` bits, 108 bytes on vitallm-fp4 (NVFP4, 6 lanes x 32 elements: 96 bytes of codes, 12 of
-E4M3 scales). The word is little-endian in DRAM, as a TINT word.
+FP4 weight word (DESIGN ASSUMPTION: a word is what the core takes in a beat, so a beat is one buffer read): lane
+after lane, each lane `4 E + 8 S` bits: its E E2M1 codes of the beat (E = fp4.elems_per_cycle; 4 bits each,
+element e at bits 4e .. 4e + 3 of the lane) then its S block scale codes (S = max(1, E / block); 8 bits each; for
+E < block the current block's scale on each of its beats). `lanes * (4 E + 8 S)` bits, 108 bytes on vitallm-fp4
+(NVFP4, 6 lanes of 32 codes and 2 E4M3 scales: 18 bytes a lane, 4.5 bits a weight, the program's NVFP4 byte
+count). Little-endian in DRAM, as a TINT word; a tile's last row group's words hold its rows' lanes only (a
+prefix of a full word), so a tile is exactly the program's bytes.
 
 Tile layout in DRAM and in the weight buffer (`fp4_tile_words`), the TINT tile's order: pass p, then beat b,
 lane l holds row p * lanes + l, elements b * E .. b * E + E - 1 of the deployed tensor (sim.numerics.mx
@@ -24,8 +25,10 @@ sim.numerics.fp4dot.fp4_block_dot's (saturating, right shifts floor), i.e. the F
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
-from amaranth.hdl import Const, Module, Mux, Signal, signed
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -37,7 +40,8 @@ from lowbit.sim.config import Fp4Config
 from lowbit.sim.numerics.mx import MXFP4Tensor, NVFP4Tensor
 from lowbit.sim.units.fp4 import fp4_latency
 
-__all__ = ["fp4_word_bits", "fp4_tile_words", "pack_fp4_words", "pack_fp4_tile", "fp4_psum_layout", "Fp4Engine", "Fp4TileDatapath"]
+__all__ = ["fp4_word_bits", "fp4_lane_bits", "fp4_tile_words", "pack_fp4_words", "pack_fp4_tile", "fp4_psum_layout", "Fp4Engine", "Fp4TileDatapath",
+           "Fp4Tile", "fp4_program_tiles", "fp4_rows"]
 
 
 def _scales_per_beat(cfg: Fp4Config) -> int:
@@ -46,7 +50,7 @@ def _scales_per_beat(cfg: Fp4Config) -> int:
 
 def fp4_word_bits(cfg: Fp4Config) -> int:
     """Bits of an FP4 weight word: lanes * (4 E + 8 S) (module docstring)."""
-    return cfg.lanes * (4 * cfg.elems_per_cycle + 8 * _scales_per_beat(cfg))
+    return cfg.lanes * fp4_lane_bits(cfg)
 
 
 def fp4_tile_words(t: NVFP4Tensor | MXFP4Tensor, cfg: Fp4Config) -> tuple[np.ndarray, np.ndarray]:
@@ -71,24 +75,39 @@ def fp4_tile_words(t: NVFP4Tensor | MXFP4Tensor, cfg: Fp4Config) -> tuple[np.nda
     return c, p
 
 
-def pack_fp4_words(codes: np.ndarray, scales: np.ndarray, cfg: Fp4Config) -> bytes:
+def fp4_lane_bits(cfg: Fp4Config) -> int:
+    """Bits of one lane of an FP4 weight word: 4 E + 8 S."""
+    return 4 * cfg.elems_per_cycle + 8 * _scales_per_beat(cfg)
+
+
+def pack_fp4_words(codes: np.ndarray, scales: np.ndarray, cfg: Fp4Config, lanes: int | None = None) -> bytes:
     """FP4 weight words (codes [words, lanes * E], scale codes [words, lanes * S]) as DRAM bytes, little-endian
-    word after word (module docstring)."""
-    bits = fp4_word_bits(cfg)
-    if bits % 8:
-        raise ValueError(f"an FP4 weight word of {bits} bits is not a whole number of bytes")
-    base = 4 * cfg.lanes * cfg.elems_per_cycle
+    word after word (module docstring); `lanes` < cfg.lanes packs only the first lanes of each word (a last
+    row group's words)."""
+    n = cfg.lanes if lanes is None else lanes
+    lb, e, s = fp4_lane_bits(cfg), cfg.elems_per_cycle, _scales_per_beat(cfg)
+    if lb * n % 8:
+        raise ValueError(f"an FP4 weight word of {n} lanes x {lb} bits is not a whole number of bytes")
     out = []
     for cw, sw in zip(codes, scales, strict=True):
-        v = sum(int(c) << (4 * i) for i, c in enumerate(cw))
-        v |= sum(int(x) << (base + 8 * j) for j, x in enumerate(sw))
-        out.append(v.to_bytes(bits // 8, "little"))
+        v = 0
+        for lane in range(n):
+            lv = sum(int(c) << (4 * i) for i, c in enumerate(cw[lane * e:(lane + 1) * e]))
+            lv |= sum(int(x) << (4 * e + 8 * j) for j, x in enumerate(sw[lane * s:(lane + 1) * s]))
+            v |= lv << (lane * lb)
+        out.append(v.to_bytes(lb * n // 8, "little"))
     return b"".join(out)
 
 
 def pack_fp4_tile(t: NVFP4Tensor | MXFP4Tensor, cfg: Fp4Config) -> bytes:
-    """The DRAM bytes of an FP4 weight tile: pack_fp4_words of fp4_tile_words."""
-    return pack_fp4_words(*fp4_tile_words(t, cfg), cfg)
+    """The DRAM bytes of an FP4 weight tile: pack_fp4_words of fp4_tile_words, the last row group's words with
+    its rows' lanes only."""
+    codes, scales = fp4_tile_words(t, cfg)
+    rows = t.shape[0]
+    groups, beats = -(-rows // cfg.lanes), len(codes) // -(-rows // cfg.lanes)
+    tail = rows - (groups - 1) * cfg.lanes
+    cut = (groups - 1) * beats
+    return pack_fp4_words(codes[:cut], scales[:cut], cfg) + pack_fp4_words(codes[cut:], scales[cut:], cfg, tail)
 
 
 def fp4_psum_layout(cfg: Fp4Config) -> data.StructLayout:
@@ -101,13 +120,13 @@ class Fp4Engine(wiring.Component):
     `w_rdata`, `a_raddr` / `a_rdata`, data the cycle after the address), each pass's results to psum (`p_*`).
     `done_next` is high in the cycle before `done` (start + fp4_tile_cycles), as TintEngine's."""
 
-    def __init__(self, cfg: Fp4Config, *, w_bits: int, a_bits: int, p_bits: int) -> None:
-        self.cfg = cfg
+    def __init__(self, cfg: Fp4Config, *, w_bits: int, a_bits: int, p_bits: int, w_step: int = 1) -> None:
+        self.cfg, self.w_step = cfg, w_step
         n = cfg.lanes
         super().__init__({
             "start": In(1),
             "beats": In(COUNT_BITS), "groups": In(COUNT_BITS), "tokens": In(COUNT_BITS),
-            "tail_lanes": In(range(n + 1)),
+            "tail_lanes": In(range(n + 1)), "tail_step": In(range(w_step + 1)),
             "w_addr": In(w_bits), "a_addr": In(a_bits), "a_stride": In(COUNT_BITS), "p_addr": In(p_bits),
             "ready": Out(1), "done": Out(1), "done_next": Out(1),
             "w_raddr": Out(w_bits),
@@ -127,8 +146,7 @@ class Fp4Engine(wiring.Component):
         m.submodules.core = core = Fp4Core(cfg)
         go = Signal()
         m.d.comb += go.eq(self.start & core.ready & (self.beats != 0) & (self.groups != 0) & (self.tokens != 0))
-        self.tail_step = Const(1, 1)  # every word is one buffer unit, the last row group's too
-        walk = TileWalk(m, self, go, w_step=1, a_step=1, tail=True)
+        walk = TileWalk(m, self, go, w_step=self.w_step, a_step=1, tail=True)
         m.d.comb += self.done_next.eq(delay(m, walk.last_rd, fp4_latency(cfg), "fin"))
         m.d.comb += [self.w_raddr.eq(walk.wa), self.a_raddr.eq(walk.aa)]
         mask = Signal(n)  # lanes of the word read this cycle that hold no row (applied when it arrives)
@@ -136,30 +154,39 @@ class Fp4Engine(wiring.Component):
             m.d.sync += mask[lane].eq(walk.last_g & (walk.tail_lanes <= lane))
         m.d.comb += [core.start.eq(go), core.beats.eq(self.beats), core.passes.eq(self.groups * self.tokens),
                      self.ready.eq(core.ready & ~walk.busy), core.act.eq(self.a_rdata)]
-        base = 4 * n * e
+        lb = fp4_lane_bits(cfg)
         for i in range(n * e):
-            m.d.comb += core.codes[i].eq(Mux(mask[i // e], 0, self.w_rdata[4 * i:4 * i + 4]))
+            at = (i // e) * lb + 4 * (i % e)
+            m.d.comb += core.codes[i].eq(Mux(mask[i // e], 0, self.w_rdata[at:at + 4]))
         for j in range(n * s):
-            m.d.comb += core.scales[j].eq(Mux(mask[j // s], 0, self.w_rdata[base + 8 * j:base + 8 * j + 8]))
+            at = (j // s) * lb + 4 * e + 8 * (j % s)
+            m.d.comb += core.scales[j].eq(Mux(mask[j // s], 0, self.w_rdata[at:at + 8]))
         psum_writes(m, self, go, core)
         return m
 
 
 class Fp4TileDatapath(wiring.Component):
-    """Weight, act and psum buffers of `depth` words each and one Fp4Engine computing tiles from them (the
-    standalone check of the engine; the weight buffer is two banks of one word a unit, written a word a cycle
-    with `fill_*`)."""
+    """Weight, act and psum buffers of `depth` entries each and one Fp4Engine computing tiles from them (the
+    standalone check of the engine). The weight buffer is `banks` banks of `unit_bytes` units (default: a word a
+    unit, two banks), written a memory-port beat at a time with `fill_*` (`fill_count` units from unit address
+    `fill_addr`, lowbit.rtl.chip_data.BankedBuffer); a word is `word_units` consecutive units at any unit
+    address, a last row group's word `tail_step` units."""
 
-    def __init__(self, cfg: Fp4Config, *, depth: int = 256) -> None:
-        self.cfg, self.depth = cfg, depth
+    def __init__(self, cfg: Fp4Config, *, depth: int = 256, banks: int = 2, unit_bytes: int | None = None) -> None:
+        self.cfg, self.depth, self.banks = cfg, depth, banks
         n, e = cfg.lanes, cfg.elems_per_cycle
+        wbits = fp4_word_bits(cfg)
+        self.unit_bits = wbits if unit_bytes is None else 8 * unit_bytes
+        assert wbits % self.unit_bits == 0
+        self.word_units = wbits // self.unit_bits
         ab = (depth - 1).bit_length()
         super().__init__({
-            "fill_valid": In(1), "fill_addr": In(ab), "fill_data": In(fp4_word_bits(cfg)),
-            "fill_count": In(range(3)),  # words of this write (1; 0 writes nothing)
+            "fill_valid": In(1), "fill_addr": In(ab),
+            "fill_data": In(data.ArrayLayout(unsigned(self.unit_bits), banks)),
+            "fill_count": In(range(banks + 1)),  # units of this beat (0 writes nothing)
             "act_valid": In(1), "act_addr": In(ab), "act_data": In(data.ArrayLayout(signed(8), e)),
             "start": In(1), "beats": In(COUNT_BITS), "passes": In(COUNT_BITS), "tokens": In(COUNT_BITS),
-            "a_stride": In(COUNT_BITS), "tail_lanes": In(range(n + 1)),
+            "a_stride": In(COUNT_BITS), "tail_lanes": In(range(n + 1)), "tail_step": In(range(self.word_units + 1)),
             "w_addr": In(ab), "a_addr": In(ab), "p_addr": In(ab),
             "ready": Out(1), "done": Out(1), "done_next": Out(1),
             "psum_addr": In(ab),
@@ -171,24 +198,92 @@ class Fp4TileDatapath(wiring.Component):
         m = Module()
         cfg = self.cfg
         ab = len(self.w_addr)
-        m.submodules.wbuf = wbuf = BankedBuffer(depth=self.depth, banks=2, unit_bits=fp4_word_bits(cfg))
+        m.submodules.wbuf = wbuf = BankedBuffer(depth=self.depth, banks=self.banks, unit_bits=self.unit_bits,
+                                                word_units=(self.word_units,))
         m.submodules.abuf = abuf = Memory(shape=data.ArrayLayout(signed(8), cfg.elems_per_cycle), depth=self.depth,
                                           init=[])
         m.submodules.pbuf = pbuf = Memory(shape=fp4_psum_layout(cfg), depth=self.depth, init=[])
-        m.submodules.eng = eng = Fp4Engine(cfg, w_bits=ab, a_bits=ab, p_bits=ab)
+        m.submodules.eng = eng = Fp4Engine(cfg, w_bits=ab, a_bits=ab, p_bits=ab, w_step=self.word_units)
         aw, ar = abuf.write_port(), abuf.read_port()
         pw, pr = pbuf.write_port(), pbuf.read_port()
         m.d.comb += [wbuf.wr_valid.eq(self.fill_valid), wbuf.wr_addr.eq(self.fill_addr), wbuf.wr_count.eq(self.fill_count),
-                     wbuf.wr_data[0].eq(self.fill_data),
+                     wbuf.wr_data.eq(self.fill_data),
                      aw.en.eq(self.act_valid), aw.addr.eq(self.act_addr), aw.data.eq(self.act_data),
                      pr.addr.eq(self.psum_addr), self.psum_data.eq(pr.data.acc), self.psum_ovf.eq(pr.data.ovf)]
         m.d.comb += [eng.start.eq(self.start), eng.beats.eq(self.beats), eng.groups.eq(self.passes),
                      eng.tokens.eq(self.tokens), eng.w_addr.eq(self.w_addr), eng.a_addr.eq(self.a_addr),
                      eng.a_stride.eq(self.a_stride), eng.p_addr.eq(self.p_addr),
-                     eng.tail_lanes.eq(self.tail_lanes),
+                     eng.tail_lanes.eq(self.tail_lanes), eng.tail_step.eq(self.tail_step),
                      self.ready.eq(eng.ready), self.done.eq(eng.done), self.done_next.eq(eng.done_next),
                      wbuf.raddr[0].eq(eng.w_raddr), eng.w_rdata.eq(wbuf.rdata0),
                      ar.addr.eq(eng.a_raddr), eng.a_rdata.eq(ar.data),
                      pw.en.eq(eng.p_valid), pw.addr.eq(eng.p_addr_o), pw.data.acc.eq(eng.p_acc),
                      pw.data.ovf.eq(eng.p_ovf)]
         return m
+
+
+@dataclass(frozen=True)
+class Fp4Tile:
+    """One FP4 compute word of a program as a tile (`fp4_program_tiles`): its op, step, shape, engine fields,
+    the weight DMA it releases and the rows of the op's matrix that DMA's bytes hold."""
+
+    word: int
+    op: str
+    step: int
+    rows: int
+    k: int
+    tokens: int
+    beats: int
+    groups: int
+    tail_lanes: int
+    dma: tuple[int, int]
+    addr: int
+    nbytes: int
+    row0: int
+
+
+def fp4_program_tiles(img, cfg) -> tuple[list[Fp4Tile], str]:
+    """The FP4 queue's words of a program image as tiles, or ([], why not): the shape from the word's fields
+    (lowbit.rtl.chip_golden.tile_shape: sim.lower's macs / rbytes2 / wbytes accounting), checked against its
+    `cyc` (sim.units.fp4.fp4_tile_cycles with passes = tokens * groups) and its weight DMA's bytes (the packed
+    tile, module docstring); the first row is the DMA's DRAM offset from the op's lowest weight address over
+    the bytes of a row (beats * (4 E + 8 S) / 8)."""
+    from lowbit.rtl.chip_golden import tile_shape
+    from lowbit.sim.isa import C_FP4
+    from lowbit.sim.units.fp4 import fp4_tile_cycles
+
+    f = cfg.fp4
+    q = next((i for i, c in enumerate(img.classes) if c == C_FP4), None)
+    if q is None:
+        return [], "the design has no FP4 core"
+    lb = fp4_lane_bits(f)
+    base: dict[str, int] = {}
+    for w in img.words[q]:
+        if w.get("free") and "free_q" in w:
+            base[w["op"]] = min(base.get(w["op"], 1 << 62), img.words[w["free_q"]][w["free_i"]]["addr"])
+    out = []
+    for i, w in enumerate(img.words[q]):
+        shape = tile_shape(w)
+        if shape is None or "free_q" not in w:
+            return [], f"fp4 word {i}: no projection tile shape (macs {w.get('macs')}, rbytes2 {w.get('rbytes2')})"
+        rows, k, tokens = shape
+        beats, groups = -(-k // f.elems_per_cycle), -(-rows // f.lanes)
+        if fp4_tile_cycles(f, k, tokens * groups) != w["cyc"]:
+            return [], f"fp4 word {i}: {rows} x {k} x {tokens} tokens is not its {w['cyc']} cycles"
+        d = img.words[w["free_q"]][w["free_i"]]
+        if d["nbytes"] * 8 != rows * beats * lb:
+            return [], f"fp4 word {i}: its weight DMA's {d['nbytes']} bytes are not a {rows} x {k} FP4 tile"
+        off = (d["addr"] - base[w["op"]]) * 8
+        if off % (beats * lb):
+            return [], f"fp4 word {i}: DRAM byte {d['addr']} is no whole row of '{w['op']}'"
+        out.append(Fp4Tile(i, w["op"], w["step"], rows, k, tokens, beats, groups, rows - (groups - 1) * f.lanes,
+                           (w["free_q"], w["free_i"]), d["addr"], d["nbytes"], off // (beats * lb)))
+    return out, ""
+
+
+def fp4_rows(t: NVFP4Tensor | MXFP4Tensor, r0: int, n: int) -> NVFP4Tensor | MXFP4Tensor:
+    """Rows r0 .. r0 + n - 1 of a deployed FP4 tensor (a tile's weights)."""
+    k = t.shape[1]
+    if isinstance(t, NVFP4Tensor):
+        return NVFP4Tensor(t.codes[r0:r0 + n], t.scales[r0:r0 + n], t.tensor_scale, (n, k), t.block)
+    return MXFP4Tensor(t.codes[r0:r0 + n], t.scales[r0:r0 + n], (n, k), t.block)

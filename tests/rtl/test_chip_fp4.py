@@ -12,6 +12,8 @@ pytest.importorskip("amaranth")
 
 from lowbit.rtl.chip_fp4 import (  # noqa: E402
     Fp4TileDatapath,
+    fp4_program_tiles,
+    fp4_rows,
     fp4_tile_words,
     fp4_word_bits,
     pack_fp4_tile,
@@ -26,7 +28,7 @@ from lowbit.sim.numerics.mx import mxfp4_quantize, nvfp4_quantize  # noqa: E402
 from lowbit.sim.units.fp4 import fp4_tile_cycles  # noqa: E402
 
 
-def test_fp4_word_layout_is_pass_beat_lane_codes_then_scales():
+def test_fp4_word_layout_is_pass_beat_lane_then_codes_and_scales():
     cfg = apply_sets(load_config("vitallm-fp4"), ["fp4.lanes=2"]).fp4  # NVFP4, 32 elements a beat, 2 scales
     rng = np.random.default_rng(1)
     t = nvfp4_quantize(rng.standard_normal((3, 40)))  # 3 rows, k = 40: 3 blocks (the last padded), 2 beats
@@ -38,10 +40,15 @@ def test_fp4_word_layout_is_pass_beat_lane_codes_then_scales():
     assert scales[0].tolist() == [*t.scales[0, :2], *t.scales[1, :2]]
     assert scales[1].tolist() == [t.scales[0, 2], 0, t.scales[1, 2], 0]
     b = pack_fp4_tile(t, cfg)
-    assert len(b) == 4 * 36
+    assert len(b) == 2 * 36 + 2 * 18 == 3 * 64 * 4.5 / 8  # k padded to whole beats; the last group: its row
     w0 = int.from_bytes(b[:36], "little")
-    assert [(w0 >> (4 * i)) & 15 for i in range(64)] == codes[0].tolist()
-    assert [(w0 >> (256 + 8 * j)) & 255 for j in range(4)] == scales[0].tolist()
+    for lane in range(2):
+        v = w0 >> (144 * lane)
+        assert [(v >> (4 * i)) & 15 for i in range(32)] == codes[0, 32 * lane:32 * lane + 32].tolist()
+        assert [(v >> (128 + 8 * j)) & 255 for j in range(2)] == scales[0, 2 * lane:2 * lane + 2].tolist()
+    w2 = int.from_bytes(b[72:90], "little")
+    assert [(w2 >> (4 * i)) & 15 for i in range(32)] == codes[2, :32].tolist()
+    assert w2 >> 128 == int(scales[2, 0]) | int(scales[2, 1]) << 8
     mx = apply_sets(load_config("vitallm-fp4"), ["fp4.format=mxfp4", "fp4.elems_per_cycle=16", "fp4.lanes=1"]).fp4
     tm = mxfp4_quantize(rng.standard_normal((1, 40)))
     c, s = fp4_tile_words(tm, mx)  # a 32-element block spans two 16-element beats: its scale on both
@@ -49,9 +56,12 @@ def test_fp4_word_layout_is_pass_beat_lane_codes_then_scales():
     assert c[2].tolist() == [*tm.codes[0, 32:40], *[0] * 8]
 
 
-def _run_tile(cfg, t, a: np.ndarray, *, w_addr: int = 5, a_addr: int = 40, p_addr: int = 17):
-    """Weight words -> fill port -> tile -> psum (module docstring); a: INT8 rows [tokens, k]. Rows past the
-    tensor in the last group hold non-zero codes and scales: the engine's tail mask must drop them."""
+def _run_tile(cfg, t, a: np.ndarray, *, w_addr: int = 5, a_addr: int = 40, p_addr: int = 17, image: bytes = b"",
+              unit_bytes: int | None = None, banks: int = 2, depth: int = 128):
+    """Weight bytes -> fill port -> tile -> psum; a: INT8 rows [tokens, k]. Without `image` the tile's words are
+    packed whole, the rows past the tensor in the last group holding non-zero codes and scales (the engine's
+    tail mask must drop them), a word a unit; with `image` (the program's DRAM bytes: the last group's words
+    its rows' lanes only) they land as memory-port beats of `banks` units of `unit_bytes` from unit `w_addr`."""
     from amaranth.sim import Simulator
 
     lanes, e = cfg.lanes, cfg.elems_per_cycle
@@ -59,25 +69,36 @@ def _run_tile(cfg, t, a: np.ndarray, *, w_addr: int = 5, a_addr: int = 40, p_add
     tokens = a.shape[0]
     groups, beats = -(-rows // lanes), -(-k // e)
     stride = beats + 1
-    codes, scales = fp4_tile_words(t, cfg)
     tail = rows - (groups - 1) * lanes
-    s = scales.shape[1] // lanes
-    for w in range((groups - 1) * beats, groups * beats):
-        codes[w, tail * e:] = 7    # +6
-        scales[w, tail * s:] = 0x38  # 1.0 (E4M3) / 2^-71 (E8M0)
     wb = fp4_word_bits(cfg) // 8
-    image = pack_fp4_words(codes, scales, cfg)
-    dut = Fp4TileDatapath(cfg, depth=128)
+    ub = unit_bytes or wb
+    if not image:
+        codes, scales = fp4_tile_words(t, cfg)
+        s = scales.shape[1] // lanes
+        for w in range((groups - 1) * beats, groups * beats):
+            codes[w, tail * e:] = 7    # +6
+            scales[w, tail * s:] = 0x38  # 1.0 (E4M3) / 2^-71 (E8M0)
+        image, tail_step = pack_fp4_words(codes, scales, cfg), 1
+    elif unit_bytes is None:  # a word a unit: the last group's words padded to whole words
+        lb, cut = wb // lanes, (groups - 1) * beats * wb
+        image = image[:cut] + b"".join(image[cut + i * tail * lb:cut + (i + 1) * tail * lb] + bytes(wb - tail * lb)
+                                       for i in range(beats))
+        tail_step = 1
+    else:
+        tail_step = tail * (wb // lanes) // ub
+    units = [int.from_bytes(image[i:i + ub], "little") for i in range(0, len(image), ub)]
+    dut = Fp4TileDatapath(cfg, depth=depth, banks=banks, unit_bytes=unit_bytes)
     ap = np.zeros((tokens, beats * e), np.int64)
     ap[:, :k] = a
     out: dict = {}
 
     async def bench(ctx):
-        for i in range(groups * beats):
+        for i in range(0, len(units), banks):  # memory-port beats in DRAM order, at any unit alignment
+            beat = units[i:i + banks]
             ctx.set(dut.fill_valid, 1)
-            ctx.set(dut.fill_count, 1)
+            ctx.set(dut.fill_count, len(beat))
             ctx.set(dut.fill_addr, w_addr + i)
-            ctx.set(dut.fill_data, int.from_bytes(image[i * wb:(i + 1) * wb], "little"))
+            ctx.set(dut.fill_data, beat + [0] * (banks - len(beat)))
             await ctx.tick()
         ctx.set(dut.fill_valid, 0)
         for tok in range(tokens):
@@ -90,7 +111,8 @@ def _run_tile(cfg, t, a: np.ndarray, *, w_addr: int = 5, a_addr: int = 40, p_add
         assert ctx.get(dut.ready)
         ctx.set(dut.start, 1)
         for name, v in (("beats", beats), ("passes", groups), ("tokens", tokens), ("a_stride", stride),
-                        ("tail_lanes", tail), ("w_addr", w_addr), ("a_addr", a_addr), ("p_addr", p_addr)):
+                        ("tail_step", tail_step), ("tail_lanes", tail), ("w_addr", w_addr), ("a_addr", a_addr),
+                        ("p_addr", p_addr)):
             ctx.set(getattr(dut, name), v)
         await ctx.tick()
         ctx.set(dut.start, 0)
@@ -116,6 +138,24 @@ def _run_tile(cfg, t, a: np.ndarray, *, w_addr: int = 5, a_addr: int = 40, p_add
     sim.add_testbench(bench)
     sim.run()
     return out["acc"], out["ovf"], out["cycles"], groups * tokens
+
+
+def test_fp4_tile_on_the_chip_weight_buffer_geometry(fp4_program):
+    """vitallm-fp4's weight buffer geometry (lowbit.rtl.chip_data.data_dims' rule: 4-byte units, gcd of the
+    108-byte word and the 32 KiB ring; 32 banks for the DRAM's 68.3 B a cycle): the program's first tile
+    (layers.0.attn.q, 2,304 bytes) lands as 32-unit beats at an unaligned unit address, words of 27 units and
+    the last row group's of 18, and its psum words equal the golden's accumulators."""
+    from lowbit.rtl.chip_model import input_of
+
+    cfg, img, tiles, _, dep, run = fp4_program
+    t = tiles[0]
+    sub = fp4_rows(dep.linears[t.op].fp4, t.row0, t.rows)
+    b = run.steps[t.step].buffers
+    acc, ovf, cycles, _ = _run_tile(cfg.fp4, sub, b[f"{input_of(t.op)}.q"], image=pack_fp4_tile(sub, cfg.fp4),
+                                    unit_bytes=4, banks=32, depth=1024, w_addr=37)
+    assert (t.op, t.nbytes, t.tail_lanes) == ("layers.0.attn.q", 2304, 4)
+    assert np.array_equal(acc, b[f"{t.op}.acc"]) and not ovf.any()
+    assert cycles == img.words[img.queues.index("fp4")][t.word]["cyc"]
 
 
 def test_fp4_engine_psum_equals_the_fp4_golden_accumulators():
@@ -163,3 +203,78 @@ def test_fp4_datapath_verilog_lints_clean(tmp_path):
     v.write_text(verilog.convert(Fp4TileDatapath(cfg, depth=64), name="lowbit_chip_fp4_data", emit_src=False))
     r = lint(v, "lowbit_chip_fp4_data")
     assert r.ok, r.errors[:5]
+
+
+@pytest.fixture(scope="module")
+def fp4_program(tmp_path_factory):
+    """bitnet-tiny prefill 4 + decode 2 compiled for vitallm-fp4 (the chip report's program), its FP4 tiles and
+    the NVFP4 golden run of the same seeded weights and prompt."""
+    from lowbit.rtl.chip_image import build_image
+    from lowbit.rtl.chip_model import prompt_ids
+    from lowbit.sim.cli import build_trace
+    from lowbit.sim.compile import compile_program
+    from lowbit.sim.config import load_hw
+
+    cfg = load_hw("vitallm-fp4", [])
+    path = tmp_path_factory.mktemp("fp4") / "prog.bin"
+    compile_program(cfg, build_trace("bitnet-tiny", None, 4, 2, cfg, None), path)
+    img = build_image(path, cfg)
+    tiles, why = fp4_program_tiles(img, cfg)
+    spec = get_model("bitnet-tiny")
+    dep = deploy(spec, seeded_weights(spec, 0), proj="nvfp4")
+    run = golden_run(dep, cfg, prompt_ids(spec, 4, 0), 2)
+    return cfg, img, tiles, why, dep, run
+
+
+def test_program_fp4_tiles_map_onto_the_golden_projections(fp4_program):
+    """Every FP4 word of the program is a projection tile whose cycles are fp4_tile_cycles of its shape and whose
+    weight DMA carries exactly its packed FP4 rows; together they cover every projection accumulator of the
+    golden run (the lm_head is on the host) once."""
+    cfg, img, tiles, why, dep, run = fp4_program
+    assert why == "" and len(tiles) == 42
+    cover = {}
+    for t in tiles:
+        lin = dep.linears[t.op].fp4
+        assert len(pack_fp4_tile(fp4_rows(lin, t.row0, t.rows), cfg.fp4)) == t.nbytes
+        acc = run.steps[t.step].buffers[f"{t.op}.acc"]
+        assert acc.shape[0] == t.tokens and t.k == lin.shape[1]
+        c = cover.setdefault((t.step, t.op), np.zeros(acc.shape[1], int))
+        c[t.row0:t.row0 + t.rows] += 1
+    want = {(i, k[:-4]) for i, st in enumerate(run.steps) for k in st.buffers
+            if k.endswith(".acc") and k[:-4] in dep.linears and k[:-4] != "lm_head"}
+    assert set(cover) == want and all((c == 1).all() for c in cover.values())
+
+
+@pytest.mark.parametrize("which", [0, 6, 41])  # prefill attn.q, prefill ffn.down (k 128), the last decode tile
+def test_program_fp4_tile_from_its_dma_bytes_equals_the_golden(fp4_program, which):
+    """A program tile's weight DMA bytes (the loader's DRAM image) through the engine: psum = the golden's
+    accumulators of its op and step, in the word's own cycle count."""
+    cfg, img, tiles, _, dep, run = fp4_program
+    t = tiles[which]
+    sub = fp4_rows(dep.linears[t.op].fp4, t.row0, t.rows)
+    b = run.steps[t.step].buffers
+    from lowbit.rtl.chip_model import input_of
+
+    acc, ovf, cycles, passes = _run_tile(cfg.fp4, sub, b[f"{input_of(t.op)}.q"], image=pack_fp4_tile(sub, cfg.fp4))
+    assert np.array_equal(acc, b[f"{t.op}.acc"][:, t.row0:t.row0 + t.rows]) and not ovf.any()
+    assert cycles == img.words[img.queues.index("fp4")][t.word]["cyc"] and passes == t.tokens * t.groups
+
+
+@pytest.mark.slow
+def test_every_program_fp4_tile_equals_the_golden(fp4_program):
+    """All 42 FP4 tiles of the program (prefill 4 + decode 2: 14 + 2 x 14 tiles), each from its DMA bytes through
+    the engine: every psum word equals the golden's accumulator, every tile in its word's cycles."""
+    from lowbit.rtl.chip_model import input_of
+
+    cfg, img, tiles, _, dep, run = fp4_program
+    words = 0
+    for t in tiles:
+        sub = fp4_rows(dep.linears[t.op].fp4, t.row0, t.rows)
+        b = run.steps[t.step].buffers
+        acc, ovf, cycles, passes = _run_tile(cfg.fp4, sub, b[f"{input_of(t.op)}.q"],
+                                             image=pack_fp4_tile(sub, cfg.fp4))
+        assert np.array_equal(acc, b[f"{t.op}.acc"][:, t.row0:t.row0 + t.rows]) and not ovf.any(), (t.step, t.op)
+        assert cycles == img.words[img.queues.index("fp4")][t.word]["cyc"]
+        words += passes
+    assert words == sum(t.tokens * t.groups for t in tiles) > 0
+    print(f"{len(tiles)} tiles, {words} psum words")

@@ -310,7 +310,8 @@ class Chip(wiring.Component):
             dkv = engines[1]
             m.submodules.kvbuf = kvbuf = BankedBuffer(depth=d.k_depth, banks=d.banks, unit_bits=d.unit_bits,
                                                       word_units=(d.banks,) + (kstep,) * (cfg.booth.lanes
-                                                                                         * len(kports)))
+                                                                                         * len(kports))
+                                                      + (1,) * (cfg.booth.lanes * cfg.booth.width * len(kports)))
             m.submodules.kvfill = kfill = DmaFill(table=p.dma_table, n_issue=p.dma_issue, addr_bits=d.k_bits,
                                                   banks=d.banks, unit_bits=d.unit_bits)
             for k in range(p.dma_issue):
@@ -353,6 +354,11 @@ class Chip(wiring.Component):
                         port = 1 + kports.index(c) * cfg.booth.lanes + lane
                         m.d.comb += [kvbuf.raddr[port].eq(eng.k_raddr[lane]),
                                      eng.k_rdata[lane].eq(getattr(kvbuf, f"rdata{port}"))]
+                    nv = cfg.booth.lanes * cfg.booth.width  # P V tiles: a one-unit port a lane and element
+                    for v in range(nv):
+                        port = 1 + len(kports) * cfg.booth.lanes + kports.index(c) * nv + v
+                        m.d.comb += [kvbuf.raddr[port].eq(eng.v_raddr[v]),
+                                     eng.v_rdata[v].eq(getattr(kvbuf, f"rdata{port}"))]
             m.submodules[f"eng_{name}"] = eng
             w = c.word
             m.d.comb += [eng.start.eq(c.go), c.unit_ready.eq(eng.ready), c.unit_done.eq(eng.done_next)]

@@ -1,7 +1,8 @@
 """The chip's BoothFlex engine (docs/rtl.md "Data path"): ternary projection tiles (word `eng` 1: BoothFlex,
 lowbit.rtl.booth, in ternary mode, from the same weight row groups and act words as a TINT core) and INT8
-Q K^T tiles (`eng` 2: BoothFlex's INT8 mode, queries from the act buffer and K rows from the kv buffer,
-addressed by `QkWalk`; lowbit.rtl.chip_attn maps them onto the whole-model golden).
+Q K^T and P V tiles (`eng` 2 and 3: BoothFlex's INT8 mode, queries or probabilities from the act buffer and
+K or V rows from the kv buffer, addressed by `QkWalk`; lowbit.rtl.chip_attn and lowbit.rtl.chip_pv map them
+onto the whole-model golden).
 
 A Booth beat takes 4 x width ternary x INT8 products per lane, `per` = 4 width / tree_width TINT words of
 the row group and as many act words (DESIGN ASSUMPTION, checked by `booth_data_ok`: BoothFlex has as
@@ -53,24 +54,32 @@ def qk_data_ok(booth: BoothConfig, tint: TintConfig, unit_bytes: int) -> str:
 
 
 class QkWalk:
-    """Addresses of a Q K^T tile's beats (mode 2, module docstring of BoothEngine): outputs (t, h, j), query t
-    of the tile's `nq`, head h of the group's `grp`, key j of the pos0 + t + 1 it attends to (causal), in
-    that order, `lanes` consecutive outputs a pass, `beats` beats of `width` elements a pass. Lane l reads
-    act word a_addr + (t grp + h) a_stride + b div per_word (element (b mod per_word) width) and kv units
-    k_addr + j k_stride + b kstep. A lane past the tile's last output is not `valid` (zero operands)."""
+    """Addresses of an attention tile's beats (modes 2 and 3, module docstring of BoothEngine). Q K^T (mode
+    2): outputs (t, h, j), query t of the tile's `nq`, head h of the group's `grp`, key j of the pos0 + t + 1
+    it attends to (causal), in that order, `lanes` consecutive outputs a pass, `beats` beats of `width`
+    elements a pass. Lane l reads act word a_addr + (t grp + h) a_stride + b div per_word (element
+    (b mod per_word) width) and kv units k_addr + j k_stride + b kstep. P V (mode 3, `pv`): outputs (t, h,
+    d), d of the head's k_stride x unit bytes dimensions; lane l reads the probability row (t, h) as Q K^T
+    reads a query row, and for element u of beat b the V unit k_addr + (b width + u) k_stride + d div unit
+    bytes (`vaddr`, byte `vsel`). A lane past the tile's last output is not `valid` (zero operands)."""
 
-    def __init__(self, m: Module, e, go, *, lanes: int, per_word: int, kstep: int) -> None:
+    def __init__(self, m: Module, e, go, pv, *, lanes: int, per_word: int, kstep: int, width: int = 0,
+                 lub: int = 0) -> None:
         cb = COUNT_BITS
         ab, kb = len(e.a_addr), len(e.k_addr)
         prm = {n: Signal(len(getattr(e, n)), name=f"qk_{n}") for n in ("nq", "grp", "pos0", "beats", "a_stride",
                                                                         "k_addr", "k_stride")}
+        pv_reg = Signal(name="qk_pv")
         cur = {n: Mux(go, getattr(e, n), r) for n, r in prm.items()}
+        pvc = Mux(go, pv, pv_reg)
         with m.If(go):
             m.d.sync += [r.eq(getattr(e, n)) for n, r in prm.items()]
+            m.d.sync += pv_reg.eq(pv)
+        dlast = ((cur["k_stride"] << lub) - 1)[:cb]
 
         def nxt(st):
             v, t, h, j, q, k = st
-            last_j, last_h = j == cur["pos0"] + t, h == cur["grp"] - 1
+            last_j, last_h = Mux(pvc, j == dlast, j == cur["pos0"] + t), h == cur["grp"] - 1
             return (v & ~(last_j & last_h & (t + 1 == cur["nq"])),
                     Mux(last_j & last_h, t + 1, t)[:cb], Mux(last_j, Mux(last_h, 0, h + 1), h)[:cb],
                     Mux(last_j, 0, j + 1)[:cb], Mux(last_j, q + cur["a_stride"], q)[:ab],
@@ -91,6 +100,10 @@ class QkWalk:
         self.qaddr = [(ln[4] + (b >> lg))[:ab] for ln in lanes_cur]
         self.qsel = [b[:lg] if lg else Const(0, 1) for _ in lanes_cur]
         self.kaddr = [(ln[5] + b * kstep)[:kb] for ln in lanes_cur]
+        # P V: element u of beat b is key b width + u; d div unit bytes its unit in the key's V row
+        self.vaddr = [[(cur["k_addr"] + (b * width + u) * cur["k_stride"] + (ln[3] >> lub))[:kb]
+                       for u in range(width)] for ln in lanes_cur]
+        self.vsel = [ln[3][:lub] if lub else Const(0, 1) for ln in lanes_cur]
         self.valid = [ln[0] for ln in lanes_cur]
         self.run = Signal(name="qk_run")
         with m.If(self.run):
@@ -121,13 +134,15 @@ class BoothEngine(wiring.Component):
         qks = {}
         if qk:
             k_bits, kstep, unit_bits = qk
+            nv = cfg.lanes * cfg.width  # P V: a kv read port per lane and element of a beat (one key each)
             qks = {"nq": In(COUNT_BITS), "grp": In(COUNT_BITS), "pos0": In(COUNT_BITS), "k_addr": In(k_bits),
                    "k_stride": In(COUNT_BITS), "k_raddr": Out(data.ArrayLayout(k_bits, cfg.lanes)),
-                   "k_rdata": In(data.ArrayLayout(kstep * unit_bits, cfg.lanes))}
+                   "k_rdata": In(data.ArrayLayout(kstep * unit_bits, cfg.lanes)),
+                   "v_raddr": Out(data.ArrayLayout(k_bits, nv)), "v_rdata": In(data.ArrayLayout(unit_bits, nv))}
         super().__init__({
             **qks,
             "start": In(1),
-            "mode": In(2),  # 1: a ternary tile, 2: an INT8 Q K^T tile (with `qk`)
+            "mode": In(2),  # 1: a ternary tile, 2: an INT8 Q K^T tile, 3: an INT8 P V tile (with `qk`)
             "beats": In(COUNT_BITS),
             "groups": In(COUNT_BITS),
             "tokens": In(COUNT_BITS),
@@ -160,21 +175,28 @@ class BoothEngine(wiring.Component):
         m.d.comb += self.w_raddr.eq(walk.wa)
         rd = Signal()  # a beat's words arrive this cycle (read in the previous one); idle cycles feed zeros
         m.d.sync += rd.eq(go | walk.busy)
-        qk = Signal()  # the running tile is a Q K^T tile (latched at its start)
+        qk = Signal()  # the running tile is an attention tile (Q K^T or P V, latched at its start)
+        pvm = Signal()  # ... a P V tile
         with m.If(go):
-            m.d.sync += qk.eq(self.mode == 2)
+            m.d.sync += [qk.eq(self.mode[1]), pvm.eq(self.mode == 3)]
         m.d.comb += [core.start.eq(go), core.beats.eq(self.beats), core.passes.eq(self.groups * self.tokens),
                      core.mode.eq(self.mode == 1), self.ready.eq(core.ready & ~walk.busy)]
         if self.qk:
             k_bits, kstep, unit_bits = self.qk
-            qw = QkWalk(m, self, go & (self.mode == 2), lanes=cfg.lanes, per_word=tw // cfg.width, kstep=kstep)
-            m.d.comb += qw.run.eq((go & (self.mode == 2)) | (walk.busy & qk))
+            lub = (unit_bits // 8 - 1).bit_length()
+            qw = QkWalk(m, self, go & self.mode[1], self.mode == 3, lanes=cfg.lanes, per_word=tw // cfg.width,
+                        kstep=kstep, width=cfg.width, lub=lub)
+            m.d.comb += qw.run.eq((go & self.mode[1]) | (walk.busy & qk))
+            vsel = [Signal(len(qw.vsel[0]), name=f"vsel{lane}") for lane in range(cfg.lanes)]
+            m.d.sync += [x.eq(y) for x, y in zip(vsel, qw.vsel, strict=True)]
+            m.d.comb += [self.v_raddr[lane * cfg.width + u].eq(qw.vaddr[lane][u]) for lane in range(cfg.lanes)
+                         for u in range(cfg.width)]
             sel = [Signal(len(qw.qsel[0]), name=f"qsel{lane}") for lane in range(cfg.lanes)]
             val = [Signal(name=f"qval{lane}") for lane in range(cfg.lanes)]
             m.d.sync += [x.eq(y) for x, y in zip(sel, qw.qsel, strict=True)]
             m.d.sync += [x.eq(y & (go | walk.busy)) for x, y in zip(val, qw.valid, strict=True)]
             m.d.comb += [self.k_raddr[lane].eq(qw.kaddr[lane]) for lane in range(cfg.lanes)]
-        use_qk = Mux(go, self.mode == 2, qk)
+        use_qk = Mux(go, self.mode[1], qk)
         for i in range(self.n_act):
             a_t = walk.aa + i if i < per else 0
             m.d.comb += self.a_raddr[i].eq(Mux(use_qk, qw.qaddr[i], a_t) if self.qk and i < cfg.lanes else a_t)
@@ -187,15 +209,16 @@ class BoothEngine(wiring.Component):
                     c = self.w_rdata[lo:lo + 2]  # storage code w + 1 -> {sign, nz} = {~c1 & ~c0, ~c0}
                     codes.append(Cat(~c[0] & rd, ~c[1] & ~c[0] & rd))
                     tern = self.a_rdata[e // tw][e % tw]
-                    if self.qk and r == 0:  # INT8 mode: row 0 is the multiplicand, Q element u of the lane
+                    if self.qk and r == 0:  # INT8 mode: row 0 is the multiplicand, Q (or P) element u of the lane
                         wd = self.a_rdata[lane]
                         q = Mux(val[lane], wd.as_value().word_select(sel[lane] * cfg.width + u, 8), 0)
                         tern = Mux(qk, q.as_signed(), tern)
                     m.d.comb += core.act[(lane * cfg.width + u) * ROWS + r].eq(tern)
                 wb = Cat(*codes)
-                if self.qk:  # INT8 mode: the multiplier is K element u of the lane's key row
-                    kw = Mux(val[lane], self.k_rdata[lane][8 * u:8 * u + 8], 0)
-                    wb = Mux(qk, kw, wb)
+                if self.qk:  # INT8 mode: the multiplier is K element u of the lane's key row, or V element d
+                    kw = Mux(val[lane], self.k_rdata[lane][8 * u:8 * u + 8], 0)  # of key u of the beat
+                    vw = Mux(val[lane], self.v_rdata[lane * cfg.width + u].word_select(vsel[lane], 8), 0)
+                    wb = Mux(qk, Mux(pvm, vw, kw), wb)
                 m.d.comb += core.wb[lane * cfg.width + u].eq(wb)
         psum_writes(m, self, go, core)
         return m

@@ -47,6 +47,7 @@ from lowbit.rtl.chip_attn import qk_cover, qk_plan
 from lowbit.rtl.chip_data import DataDims, data_dims, pack_tile
 from lowbit.rtl.chip_image import ChipImage
 from lowbit.rtl.chip_model import ModelContents, NoMapping, input_of
+from lowbit.rtl.chip_pv import pv_cover, pv_plan
 from lowbit.rtl.chip_sfu import sfu_data_ok, sfu_plan
 from lowbit.sim.config import HwConfig
 from lowbit.sim.isa import B_KV, B_WEIGHT, C_BOOTH, C_DMAKV, C_DMAW, C_SFU, C_TINT
@@ -79,6 +80,7 @@ class DataPlan:
     kv_chunks: dict[tuple[int, int], tuple[int, list[int]]] = field(default_factory=dict)  # allocating K/V
     # read -> (kv buffer unit address, the DRAM addresses of its rows in order)
     qk: tuple[int, int, int] = (0, 0, 0)  # Q K^T tiles on the data path, qk.acc buffers complete, of all
+    pv: tuple[int, int, int] = (0, 0, 0)  # P V tiles on the data path, av.acc buffers complete, of all
     sfu_fields: dict[int, dict] = field(default_factory=dict)  # SFU word -> its quantize engine fields
     sfu_expect: list[tuple[int, int]] = field(default_factory=list)  # the engine's act writes (address, word)
     sfu_ops: list[str] = field(default_factory=list)  # the quantize words on the engine: 'step S op'
@@ -234,6 +236,10 @@ def _data_plan(img: ChipImage, cfg: HwConfig, seed: int, model: ModelContents | 
             qmap, qwrites = qk_plan(plan, img, cfg, q, plan.kv_chunks, lower)
             plan.act_writes.update(qwrites)
             plan.qk = qk_cover(plan, qmap)
+            pmap, pwrites = pv_plan(plan, img, cfg, q, plan.kv_chunks, lower)
+            plan.act_writes.update(pwrites)
+            plan.pv = pv_cover(plan, pmap)
+            qmap.update({i: v[:3] for i, v in pmap.items()})
         for i, w in enumerate(img.words[q]):
             if i in qmap:  # a Q K^T tile (lowbit.rtl.chip_attn)
                 fields[(q, i)] = {**qmap[i][0], "p_addr": pnext % dims.p_depth}

@@ -66,6 +66,7 @@ class ChipResult:
     qk: tuple[int, int, int] = (0, 0, 0)  # Q K^T tiles on the data path, qk.acc buffers complete, of all
     sfu: tuple[int, int, int, int] = (0, 0, 0, 0)  # quantize words on the SFU engine, their INT8 act words,
     # elements, words differing from the golden's <op>.q (lowbit.rtl.chip_sfu)
+    pv: tuple[int, int, int] = (0, 0, 0)  # P V tiles on the data path, av.acc buffers complete, of all
 
     @property
     def mismatches(self) -> int:
@@ -328,9 +329,11 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
                f"seed {seed})" if plan.model is not None else
                "sim.numerics on seeded weights and activations" + (f" (no whole-model golden: {ref_note})"
                                                                    if ref_note else ""))
-    return ChipResult(qc, sim_cycles, chip_cycles, bool(r["finished"]), int(r["late"]), int(r["lane_overflow"]),
+    res = ChipResult(qc, sim_cycles, chip_cycles, bool(r["finished"]), int(r["late"]), int(r["lane_overflow"]),
                       int(r["dram_requests"]), time.perf_counter() - t0, vfile, notes, p,
                       int(r.get("data_late", 0)), why, ref, int(r.get("act_late", 0)),
                       plan.acc_buffers() if plan is not None else (0, 0, []), int(r.get("kv_chunks", 0)),
                       int(r.get("kv_units", 0)), int(r.get("kv_mismatches", 0)),
                       plan.qk if plan is not None else (0, 0, 0), sfu)
+    res.pv = plan.pv if plan is not None else (0, 0, 0)
+    return res

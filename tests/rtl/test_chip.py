@@ -106,9 +106,11 @@ def test_chip_runs_the_program_cycle_exact(tiny_program):
     # TINT: 64 tiles of 16 x 64 / 16 x 128 / 32 x 64 weights (8, 8, 16 row groups of 2 lanes), 1 or 2 tokens
     # each; BoothFlex: its 96 ternary tiles (of 128 words, the others attention) on the same row groups
     # BoothFlex: 1,664 psum words of ternary tiles and 60 of its 16 Q K^T tiles (2 layers x 2 KV heads x 4 steps,
-    # LOP keeping every key): 2 heads x (1 + 2, 3, 4, 5 keys) outputs, 2 a pass: (3 + 3 + 4 + 5) x 2 x 2 passes
-    assert data == {"tint0": (64, 896, 0), "booth": (128, 1_664 + 60, 0)}
+    # LOP keeping every key): 2 heads x (1 + 2, 3, 4, 5 keys) outputs, 2 a pass: (3 + 3 + 4 + 5) x 2 x 2 passes;
+    # and 320 of its 16 P V tiles: (2 + 1 + 1 + 1 queries) x 2 heads x 16 dimensions x 2 KV heads x 2 layers / 2 lanes
+    assert data == {"tint0": (64, 896, 0), "booth": (128, 1_664 + 60 + 320, 0)}
     assert r.qk == (16, 8, 8)  # every step's and layer's qk.acc checked in every attended element
+    assert r.pv == (16, 8, 8)  # ... and every step's and layer's av.acc in every element
     # the SFU's quantize engine writes every act word the projections read: 4 quantize ops x 2 layers x 4 steps;
     # per layer (2 + 1 + 1 + 1 tokens) x (16 + 16 + 16 + 32) words of 4 INT8, equal to the golden's <op>.q
     assert r.sfu == (32, 5 * 80 * 2, 5 * 80 * 2 * 4, 0)

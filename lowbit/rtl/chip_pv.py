@@ -1,0 +1,128 @@
+"""P V tiles on the chip's data path (BoothFlex's INT8 mode, `eng` 3, lowbit.rtl.chip_booth.QkWalk): which
+of a program's score . V tiles the loader maps onto the whole-model golden (lowbit.rtl.chip_model), their data
+fields, the act words of the quantized probabilities and the psum words expected (docs/rtl.md "Data path").
+
+A P V tile of KV head g runs when its V chunk (the dma_kv read it releases) holds the V rows of keys 0 .. n-1
+of that head in order, every query of the tile attends to all keys up to its own position (the golden's
+`qk.keys`: prefill, or a decode step whose LOP keeps every key) and the tile's beats hold each query's keys:
+the program times a tile as ceil(pairs / nq) keys a dot (sim.attention `_emit_attn`), so a causal prefill
+tile whose last query attends to more keys than beats x width stays a timer. Outputs (query t, head h of
+the group, dimension d) in that order, `lanes` a pass: the golden's `layers.L.attn.av.acc[h, t, d]`, a last
+pass's lanes past the tile's outputs 0.
+
+The probabilities the P V tiles multiply are the golden's `layers.L.attn.softmax.w8` (softmax output x
+amax_v, absmax-quantized to INT8 per row: golden `_attention`). DESIGN ASSUMPTION: they sit in the act
+buffer's upper half after the queries (lowbit.rtl.chip_attn), row (t, h) of group g at base + ((g T + t) grp
++ h) ps, `ps` words a row (the chunk's keys rounded up to whole beats, zero-padded), written by the bench in
+the cycles of the step's and layer's g-th softmax word (the SFU pass that produces them) as it writes the
+queries in their RoPE words' cycles: a stand-in for the SFU softmax engine's output stream.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lowbit.sim.isa import C_SFU, KV_BASE
+
+
+def pv_plan(plan, img, cfg, bq: int, chunks: dict[tuple[int, int], tuple[int, list[int]]],
+            lower: int) -> tuple[dict[int, tuple[dict, list, tuple[int, int, int], int]], dict[int, list]]:
+    """(BoothFlex word index -> (data fields, expected psum words, (step, layer, group), first query), SFU
+    word index ->
+    act writes) of the P V tiles of queue `bq` that map onto the golden; arguments as chip_attn.qk_plan's."""
+    from lowbit.sim.units.booth import booth_int8_tile_cycles
+
+    m, b, dims = plan.model, cfg.booth, plan.dims
+    s, tw, ub = m.spec, cfg.tint.tree_width, dims.unit_bytes
+    hd, kvh, grp = s.head_dim, s.n_kv_heads, s.n_heads // s.n_kv_heads
+    half = dims.a_depth // 2
+    if hd % tw or hd % ub or lower > half:
+        return {}, {}
+    qs = hd // tw
+    out: dict[int, tuple[dict, list, tuple[int, int, int], int]] = {}
+    nextq: dict[tuple[int, int, int], int] = {}
+    rows: dict[tuple[int, int], tuple[int, int]] = {}  # (step, layer) -> (P rows' base, words a row)
+    for i, w in enumerate(img.words[bq]):
+        src = (w.get("free_q", -1), w.get("free_i", -1))
+        if not w.get("op", "").endswith(".attn.av") or src not in chunks:
+            continue
+        dbase, addrs = chunks[src]
+        layer, st = int(w["op"].split(".")[1]), m.run.steps[w["step"]]
+        idx = [(a - KV_BASE) // hd for a in addrs]
+        plane = idx[0] // s.max_positions
+        pos = [x - plane * s.max_positions for x in idx]
+        if plane % 2 != 1 or plane // 2 // kvh != layer or pos != list(range(len(pos))):
+            continue  # not the V rows of keys 0 .. n-1 of one head of this layer
+        g, T, p0 = plane // 2 % kvh, len(st.ids), st.start
+        q0 = nextq.get((w["step"], layer, g), 0)
+        nq, n = 0, 0
+        while n < w["macs"] and q0 + nq < T:
+            n += grp * hd * (p0 + q0 + nq + 1)
+            nq += 1
+        nextq[(w["step"], layer, g)] = q0 + nq
+        M = len(pos)
+        ps = -(-(-(-M // b.width) * b.width) // tw)
+        base, ps = rows.setdefault((w["step"], layer), (half + T * s.n_heads * qs, ps))
+        keys = st.buffers[f"layers.{layer}.attn.qk.keys"]
+        outs = nq * grp * hd
+        passes = -(-outs // b.lanes)
+        causal = all(keys[g * grp + h, t, :p0 + t + 1].all() and not keys[g * grp + h, t, p0 + t + 1:].any()
+                     for t in range(q0, q0 + nq) for h in range(grp))
+        k = -(-(n // (grp * hd)) // max(nq, 1))  # the program's keys a dot: ceil(pairs / nq)
+        beats = -(-k // b.width)
+        if n != w["macs"] or M != keys.shape[2] or p0 + q0 + nq > beats * b.width or not causal \
+                or passes > dims.p_depth or booth_int8_tile_cycles(b, k, passes) != w["cyc"] \
+                or base + T * s.n_heads * ps > dims.a_depth:
+            continue
+        acc = st.buffers[f"layers.{layer}.attn.av.acc"]
+        vals = [int(acc[g * grp + h, t, d]) for t in range(q0, q0 + nq) for h in range(grp) for d in range(hd)]
+        vals += [0] * (passes * b.lanes - len(vals))
+        words = [(tuple(vals[p * b.lanes:(p + 1) * b.lanes]), 0) for p in range(passes)]
+        fields = {"eng": 3, "beats": beats, "groups": passes, "tokens": 1, "nq": nq, "grp": grp, "pos0": 0,
+                  "k_addr": dbase, "k_stride": hd // ub, "w_addr": 0,
+                  "a_addr": base + (g * T + q0) * grp * ps, "a_stride": ps}
+        out[i] = (fields, words, (w["step"], layer, g), q0)
+    # the probabilities: the g-th softmax word of a step and layer writes group g's rows
+    sq = next((q for q, c in enumerate(img.classes) if c == C_SFU), -1)
+    need = {v[2] for v in out.values()}
+    writes: dict[int, list] = {}
+    seen: dict[tuple[int, int], int] = {}
+    for i, w in enumerate(img.words[sq] if sq >= 0 else []):
+        if not w.get("op", "").endswith(".attn.softmax"):
+            continue
+        layer = int(w["op"].split(".")[1])
+        g = seen.get((w["step"], layer), 0)
+        seen[(w["step"], layer)] = g + 1
+        if (w["step"], layer, g) not in need:
+            continue
+        base, ps = rows[(w["step"], layer)]
+        w8 = m.run.steps[w["step"]].buffers[f"layers.{layer}.attn.softmax.w8"]  # [H, T, M]
+        T = w8.shape[1]
+        pad = np.zeros((grp, T, ps * tw), np.int64)
+        pad[:, :, :w8.shape[2]] = w8[g * grp:(g + 1) * grp]
+        r = pad.transpose(1, 0, 2).reshape(-1, tw)  # rows (t, h), ps words each
+        b0 = base + g * T * grp * ps
+        ws = [(b0 + j, sum((int(v) & 0xFF) << (8 * e) for e, v in enumerate(x))) for j, x in enumerate(r)]
+        if len(ws) > w["cyc"] - 2:
+            out = {k: v for k, v in out.items() if v[2] != (w["step"], layer, g)}
+            continue
+        writes[i] = ws
+    # a group whose softmax words are not one a KV head (a query-blocked step) keeps its tiles timers
+    bad = {(st_, ly) for (st_, ly), c in seen.items() if c != kvh}
+    out = {k: v for k, v in out.items() if v[2][:2] not in bad}
+    writes = {i: ws for i, ws in writes.items()
+              if (img.words[sq][i]["step"], int(img.words[sq][i]["op"].split(".")[1])) not in bad}
+    return out, writes
+
+
+def pv_cover(plan, out: dict) -> tuple[int, int, int]:
+    """(P V tiles mapped, `layers.L.attn.av.acc` buffers whose every element a psum word checks, the
+    golden's av.acc buffers: steps x layers)."""
+    m = plan.model
+    cov: dict[tuple[int, int], np.ndarray] = {}
+    s = m.spec
+    grp = s.n_heads // s.n_kv_heads
+    for f, _, (step, layer, g), q0 in out.values():
+        c = cov.setdefault((step, layer), np.zeros((s.n_heads, len(m.run.steps[step].ids)), bool))
+        c[g * grp:(g + 1) * grp, q0:q0 + f["nq"]] = True
+    return len(out), sum(bool(c.all()) for c in cov.values()), len(m.run.steps) * s.n_layers

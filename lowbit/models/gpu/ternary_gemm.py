@@ -111,7 +111,7 @@ def _tgemm_kernel(q_ptr, xs_ptr, w_ptr, ws_ptr, y_ptr, acc_ptr, M, N, KW, stride
 
 
 # (BLOCK_M, BLOCK_N, BLOCK_KW, warps, stages): the fastest per shape in an H200 sweep of 14 (64 tokens) and
-# 12 (512 tokens) configs on the seven BitNet shapes (reports/gpu-baseline.gemm-ab.json); tiles of 32 output
+# 12 (512 tokens) configs on the seven BitNet shapes (reports/gpu-baseline.md); tiles of 32 output
 # features win at 64 tokens (more programs on a skinny output), 128x64 at 512
 _GEMM_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_KW": bk, "GROUP_M": 8}, num_warps=nw, num_stages=ns)

@@ -41,7 +41,7 @@ from lowbit.sim.numerics.mx import MXFP4Tensor, NVFP4Tensor
 from lowbit.sim.units.fp4 import fp4_latency
 
 __all__ = ["fp4_word_bits", "fp4_lane_bits", "fp4_tile_words", "pack_fp4_words", "pack_fp4_tile", "fp4_psum_layout", "Fp4Engine", "Fp4TileDatapath",
-           "Fp4Tile", "fp4_program_tiles", "fp4_rows"]
+           "Fp4Tile", "fp4_program_tiles", "fp4_rows", "fp4_data_dims", "fp4_data_plan"]
 
 
 def _scales_per_beat(cfg: Fp4Config) -> int:
@@ -287,3 +287,126 @@ def fp4_rows(t: NVFP4Tensor | MXFP4Tensor, r0: int, n: int) -> NVFP4Tensor | MXF
     if isinstance(t, NVFP4Tensor):
         return NVFP4Tensor(t.codes[r0:r0 + n], t.scales[r0:r0 + n], t.tensor_scale, (n, k), t.block)
     return MXFP4Tensor(t.codes[r0:r0 + n], t.scales[r0:r0 + n], (n, k), t.block)
+
+
+def fp4_data_dims(cfg, banks: int | None = None):
+    """The data path's geometry on a design whose projections run on the FP4 core (lowbit.rtl.chip_data.data_dims'
+    rules with the FP4 weight word): units of gcd(word bytes, weight ring bytes), `banks` (default: a power of two
+    >= 2, >= a word's units and >= the DRAM's peak bytes a cycle in units), act words of E INT8, one psum bank of
+    `lanes` 4-byte results a word; no kv data. (DataDims, '') or (None, why not)."""
+    import math
+
+    from lowbit.rtl.chip_data import DataDims, _pow2_floor
+    from lowbit.sim.sram import Buffers
+
+    f = cfg.fp4
+    if fp4_word_bits(f) % 8:
+        return None, f"an FP4 weight word of {fp4_word_bits(f)} bits is not a whole number of bytes"
+    caps = dict(zip(("weight", "act", "kv", "lop", "psum", "sfu"), Buffers.from_config(cfg).capacity, strict=True))
+    wb = fp4_word_bits(f) // 8
+    ub = math.gcd(wb, caps["weight"])
+    units = caps["weight"] // ub
+    if banks is None:
+        need = max(2, wb // ub, math.ceil(cfg.dram.peak_bytes_per_s / cfg.clock_hz / ub))
+        banks = 1 << (need - 1).bit_length()
+    if units & (units - 1) or units < banks or banks < wb // ub:
+        return None, (f"the weight ring's {caps['weight']} bytes are not a power-of-two number (>= {banks}) of "
+                      f"{ub}-byte units, or a {wb}-byte FP4 word spans more than {banks} banks")
+    return DataDims(banks, f.lanes, 8 * wb, ub, units, _pow2_floor(caps["act"] // f.elems_per_cycle),
+                    _pow2_floor(caps["psum"] // (4 * f.lanes)), 0), ""
+
+
+def _seeded_tensor(cfg, rows: int, k: int, rng) -> NVFP4Tensor | MXFP4Tensor:
+    """Random FP4 weights: codes uniform, block scales within a range that keeps the accumulator exact."""
+    f = cfg.fp4
+    nb = -(-k // f.block)
+    codes = np.zeros((rows, nb * f.block), np.uint8)
+    codes[:, :k] = rng.integers(0, 16, (rows, k))
+    if f.format == "nvfp4":
+        return NVFP4Tensor(codes, rng.integers(0x20, 0x40, (rows, nb)).astype(np.uint8), np.float32(1.0), (rows, k))
+    return MXFP4Tensor(codes, rng.integers(120, 128, (rows, nb)).astype(np.uint8), (rows, k))
+
+
+def fp4_data_plan(img, cfg, seed: int, model):
+    """The loader's data plan on an FP4 design (lowbit.rtl.chip_golden.data_plan's rules with FP4 tiles): the
+    weight DMAs' fill fields, each FP4 word's engine fields (the TINT word's: beats, row groups, tokens,
+    tail_lanes, tail_step in units, w_addr, a_addr 0, a_stride beats, p_addr after the previous tile's),
+    the DRAM image (each tile's packed FP4 rows at its DMA's address) and the expected psum words: with
+    `model` the deployed FP4 rows, the golden's INT8 activations (written in their quantize words' cycles)
+    and accumulators; without, seeded-random FP4 weights and act words against sim.numerics.fp4dot.
+    (DataPlan, '') or (None, why not)."""
+    from lowbit.rtl.chip_golden import DATA_FIELDS, DataPlan, _act_writes, _psum_words
+    from lowbit.rtl.chip_model import input_of
+    from lowbit.sim.isa import B_WEIGHT, C_DMAW, C_FP4
+    from lowbit.sim.numerics.fp4dot import fp4_block_dot
+
+    dims, why = fp4_data_dims(cfg)
+    if dims is None:
+        return None, why
+    f = cfg.fp4
+    e, lanes, ub = f.elems_per_cycle, f.lanes, dims.unit_bytes
+    lb = fp4_lane_bits(f)
+    fq = next(q for q, c in enumerate(img.classes) if c == C_FP4)
+    dw = next(q for q, c in enumerate(img.classes) if c == C_DMAW)
+    plan = DataPlan(dims, model=model)
+    fields: dict[tuple[int, int], dict] = {}
+    for i, w in enumerate(img.words[dw]):
+        if w["alloc_en"] and w["buf"] == B_WEIGHT and not w["wr"]:
+            if w["nbytes"] % ub or w["sbyte"] % ub:
+                return None, (f"weight DMA {i} ({w['nbytes']} bytes at ring byte {w['sbyte']}) is not whole "
+                              f"{ub}-byte buffer units")
+            fields[(dw, i)] = {"dwords": w["nbytes"] // ub, "dbase": w["sbyte"] // ub}
+    tiles, why = fp4_program_tiles(img, cfg)
+    if why:
+        return None, why
+    if model is None:
+        plan.act = np.random.default_rng([seed, 1 << 40]).integers(-128, 128, (dims.a_depth, e)).astype(np.int64)
+    reads: dict[tuple[int, str], int] = {}
+    out: list = []
+    pnext = 0
+    for t in tiles:
+        what = f"fp4 word {t.word} ({t.op}, step {t.step})"
+        if t.dma not in fields:
+            return None, f"{what}: its weight DMA does not fill the weight ring"
+        if t.tokens * t.beats > dims.a_depth or t.tokens * t.groups > dims.p_depth:
+            return None, f"{what}: {t.tokens} tokens of {t.beats} words do not fit the act / psum buffers"
+        if t.tail_lanes * lb % (8 * ub):
+            return None, f"{what}: its last row group's {t.tail_lanes}-row words are no whole {ub}-byte units"
+        if model is not None:
+            lin = model.dep.linears.get(t.op)
+            if lin is None or lin.fp4 is None:
+                return None, f"{what}: the golden's '{t.op}' is not an FP4 projection"
+            sub = fp4_rows(lin.fp4, t.row0, t.rows)
+        else:
+            sub = _seeded_tensor(cfg, t.rows, t.k, np.random.default_rng([seed, t.addr]))
+        raw = pack_fp4_tile(sub, f)
+        if plan.dram.get(t.addr, raw) != raw:
+            return None, f"{what}: the weights at DRAM byte {t.addr} are read as two different tiles"
+        plan.dram[t.addr] = raw
+        fields[(fq, t.word)] = {"beats": t.beats, "groups": t.groups, "tokens": t.tokens, "tail_lanes": t.tail_lanes,
+                                "tail_step": t.tail_lanes * lb // (8 * ub), "w_addr": fields[t.dma]["dbase"],
+                                "a_addr": 0, "a_stride": t.beats, "p_addr": pnext % dims.p_depth}
+        pnext += t.tokens * t.groups
+        pad = np.zeros((t.tokens, t.groups * lanes), np.int64)
+        ovf = np.zeros(pad.shape, bool)
+        if model is not None:
+            model.acts(t.step, t.op, t.tokens, t.k, what)
+            reads[(t.step, input_of(t.op))] = t.beats
+            pad[:, :t.rows] = model.acc(t.step, t.op, t.row0, t.rows)
+            acc = model.run.steps[t.step].buffers[f"{t.op}.acc"]
+            plan.cover.setdefault((t.step, t.op), np.zeros(acc.shape, bool))[:, t.row0:t.row0 + t.rows] = True
+        else:
+            acts = plan.act[:t.tokens * t.beats].reshape(t.tokens, t.beats * e)[:, :t.k]
+            r = fp4_block_dot(sub, acts, block_sum_bits=f.block_sum_bits, acc_bits=f.acc_bits, frac_bits=f.frac_bits)
+            pad[:, :t.rows], ovf[:, :t.rows] = r.acc, r.overflow
+        out += _psum_words(pad, ovf, lanes)
+    name = img.queues[fq]
+    plan.expect[name], plan.tiles[name], plan.fmt[name] = out, len(tiles), (lanes, f.acc_bits)
+    if model is not None:
+        why = _act_writes(plan, img, reads, e, cfg)
+        if why:
+            return None, why
+    for q, kind in ((fq, "tint"), (dw, "dma")):
+        for i, w in enumerate(img.words[q]):
+            w.update({**dict.fromkeys(DATA_FIELDS[kind], 0), **fields.get((q, i), {})})
+    return plan, ""

@@ -91,9 +91,9 @@ def _shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
 
 def _check(spec: ModelSpec) -> None:
     spec.validate()
-    if spec.weight_format != "ternary":
+    if spec.weight_format not in PROJ_FORMATS:  # an FP4 variant of a ternary model: deploy(..., proj=) decides
         raise WorkloadError(f"model {spec.name}: weight_format '{spec.weight_format}': the hardware-exact golden "
-                            "covers ternary models; use a ternary model")
+                            f"covers {', '.join(PROJ_FORMATS)} models; use one of those")
     if spec.norm != "rmsnorm" or spec.qkv_bias or spec.o_bias or spec.mlp_bias:
         raise WorkloadError(f"model {spec.name}: LayerNorm and biases are not in the hardware-exact golden; "
                             "use an RMSNorm model without biases")
@@ -149,6 +149,9 @@ def deploy(spec: ModelSpec, weights: dict[str, np.ndarray], lm_head: str = "int8
     _check(spec)
     if proj not in PROJ_FORMATS:
         raise WorkloadError(f"projection format '{proj}': the golden deploys one of {', '.join(PROJ_FORMATS)}")
+    if spec.weight_format != "ternary" and proj != spec.weight_format:
+        raise WorkloadError(f"model {spec.name}: weight_format '{spec.weight_format}' deployed as {proj} projections; "
+                            f"deploy with proj='{spec.weight_format}' (a ternary model may take any format)")
     shapes = _shapes(spec)
     for name, shape in shapes.items():
         if name not in weights:

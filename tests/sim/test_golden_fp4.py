@@ -119,3 +119,7 @@ def test_fp4_overflow_and_format_mismatch_are_refused():
         golden_run(deploy(SPEC, seeded_weights(SPEC, 0)), load_config("vitallm-fp4"), PROMPT, 0)
     with pytest.raises(WorkloadError, match="projection format"):
         deploy(SPEC, seeded_weights(SPEC, 0), proj="fp8")
+    nv = SPEC.with_format("nvfp4")  # the FP4 variant's spec (a program compiled for vitallm-fp4 carries it)
+    assert deploy(nv, seeded_weights(nv, 0), proj="nvfp4").linears["layers.0.attn.q"].fmt == "nvfp4"
+    with pytest.raises(WorkloadError, match="deploy with proj='nvfp4'"):
+        deploy(nv, seeded_weights(nv, 0), proj="mxfp4")

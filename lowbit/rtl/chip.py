@@ -42,12 +42,13 @@ from lowbit.rtl.chip_booth import BoothEngine, booth_psum_layout, qk_data_ok
 from lowbit.rtl.chip_ctrl import ComputeQueue, JoinMonitor, scoreboard_layout, word_layout
 from lowbit.rtl.chip_data import BankedBuffer, DmaFill, TintEngine, data_dims, psum_layout
 from lowbit.rtl.chip_dma import N_BUFFERS, DmaEngine, mem_port_signature
+from lowbit.rtl.chip_fp4 import Fp4Engine, fp4_psum_layout
 from lowbit.rtl.chip_ring import Ring
 from lowbit.rtl.chip_sfu import sfu_data_ok, sfu_quant
 from lowbit.rtl.sfu_stream import STAT_BITS
 from lowbit.sim.config import HwConfig
 from lowbit.sim.errors import LowbitError
-from lowbit.sim.isa import BUFFERS, C_BOOTH, C_DMAKV, C_DMAW, C_JOIN, C_SFU, C_TINT
+from lowbit.sim.isa import BUFFERS, C_BOOTH, C_DMAKV, C_DMAW, C_FP4, C_JOIN, C_SFU, C_TINT
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ def word_kind(name: str, cls: int, data_path: bool, booth_data: bool = False, sf
     TINT queue's words are 'tint' words, BoothFlex's 'booth' words where its ternary tiles run on the
     TINT layout (`booth_data`, lowbit.rtl.chip_booth.booth_data_ok), the SFU's 'sfu' words where its
     quantize engine writes the act buffer (`sfu_data`, sfu_data_ok)."""
-    if data_path and cls == C_TINT:
+    if data_path and cls in (C_TINT, C_FP4):  # the FP4 core's tiles take the TINT word's fields (chip_fp4)
         return "tint"
     if data_path and sfu_data and cls == C_SFU:
         return "sfu"
@@ -107,6 +108,11 @@ def word_dims(name: str, dims):
     """The data-path geometry a queue's words carry fields for: every queue's with the data path, except
     dma_kv's where the kv buffer holds no data (DataDims.k_depth 0)."""
     return None if dims is None or (name == "dma_kv" and not dims.k_depth) else dims
+
+
+def act_elems(cfg: HwConfig) -> int:
+    """INT8 elements of an act buffer word: a TINT beat (tree_width), or an FP4 beat on a design without TINT."""
+    return cfg.tint.tree_width if cfg.has("tint") or not cfg.has("fp4") else cfg.fp4.elems_per_cycle
 
 
 def booth_data(cfg: HwConfig) -> bool:
@@ -146,6 +152,8 @@ class Chip(wiring.Component):
         self.layouts = [word_layout(k, self.n_thr, self.n_dma, p.seq_bits, word_dims(n, d))
                         for k, n in zip(self.kinds, self.names, strict=True)]
         self.load_bits = max(data.StructLayout.cast(lay).size for lay in self.layouts)
+        if d is not None:  # the load port also writes act words
+            self.load_bits = max(self.load_bits, 8 * act_elems(cfg))
         if sd:  # the load port also writes the SFU's Q7.8 buffer and row-statistics memory
             self.load_bits = max(self.load_bits, 16 * cfg.sfu.lanes, STAT_BITS)
         self.load_addr_bits = p.addr_bits if d is None else max(p.addr_bits, d.a_bits)
@@ -177,7 +185,7 @@ class Chip(wiring.Component):
                 sig.update({"sv": Out(1), "sa": Out(d.a_bits), "sw": Out(8 * cfg.tint.tree_width)})
             for n, k in zip(self.names, self.kinds, strict=True):
                 if k in ("tint", "booth"):
-                    lay = psum_layout(cfg.tint) if k == "tint" else booth_psum_layout(cfg.booth)
+                    lay = self._tint_psum(n) if k == "tint" else booth_psum_layout(cfg.booth)
                     sig[f"pv_{n}"] = Out(1)
                     sig[f"pw_{n}"] = Out(lay)
                     sig[f"psum_{n}"] = Out(lay)
@@ -285,6 +293,13 @@ class Chip(wiring.Component):
         BoothFlex (lowbit.rtl.chip_booth)."""
         return 1 if c.kind == "tint" else 4 * self.cfg.booth.width // self.cfg.tint.tree_width
 
+    def _fp4(self, name: str) -> bool:
+        return self.classes[self.names.index(name)] == C_FP4
+
+    def _tint_psum(self, name: str) -> data.StructLayout:
+        """The psum word of a 'tint'-kind queue: the FP4 core's or a TINT core's."""
+        return fp4_psum_layout(self.cfg.fp4) if self._fp4(name) else psum_layout(self.cfg.tint)
+
     def _data_path(self, m: Module, engines: list[DmaEngine], tints: list, sfuq: ComputeQueue | None) -> Signal:
         """The weight buffer filled by dma_w's read data (and the kv buffer by dma_kv's), the act buffer
         written through the load port, one engine (TintEngine, BoothEngine) and psum bank per engine queue;
@@ -323,7 +338,7 @@ class Chip(wiring.Component):
                          kvbuf.wr_addr.eq(kfill.wr_addr), kvbuf.wr_count.eq(kfill.wr_count),
                          kvbuf.wr_data.eq(kfill.wr_data), kvbuf.raddr[0].eq(self.kv_raddr),
                          self.kv_rdata.eq(kvbuf.rdata0)]
-        tw = cfg.tint.tree_width
+        tw = act_elems(cfg)
         abuf = Memory(shape=data.ArrayLayout(signed(8), tw), depth=d.a_depth, init=[])
         m.submodules.abuf = abuf
         aw = abuf.write_port()
@@ -342,9 +357,9 @@ class Chip(wiring.Component):
         for r, (name, c) in enumerate(tints):
             kw = dict(w_bits=d.w_bits, a_bits=d.a_bits, p_bits=d.p_bits, w_step=d.word_units)
             if c.kind == "tint":
-                eng = TintEngine(cfg.tint, **kw)
+                eng = Fp4Engine(cfg.fp4, **kw) if self._fp4(name) else TintEngine(cfg.tint, **kw)
                 fields = ("tail_lanes", "tail_step")
-                lay = psum_layout(cfg.tint)
+                lay = self._tint_psum(name)
             else:
                 eng = BoothEngine(cfg.booth, cfg.tint, **kw, qk=(d.k_bits, kstep, d.unit_bits) if qk else None)
                 fields = ("nq", "grp", "pos0", "k_addr", "k_stride") if qk else ()

@@ -436,6 +436,10 @@ def data_dims(cfg, banks: int | None = None) -> tuple[DataDims | None, str]:
     from lowbit.sim.sram import Buffers
 
     if not cfg.has("tint"):
+        if cfg.has("fp4"):  # projections on the FP4 core (lowbit.rtl.chip_fp4)
+            from lowbit.rtl.chip_fp4 import fp4_data_dims
+
+            return fp4_data_dims(cfg, banks)
         return None, "the design has no TINT core"
     t = cfg.tint
     if t.weight_packing != "2bit" or (2 * t.lanes * t.tree_width) % 8:

@@ -116,6 +116,10 @@ def _data_plan(img: ChipImage, cfg: HwConfig, seed: int, model: ModelContents | 
     from lowbit.sim.units.tint import tint_tile_cycles
 
     if not cfg.has("tint"):
+        if cfg.has("fp4"):  # FP4 tiles (lowbit.rtl.chip_fp4)
+            from lowbit.rtl.chip_fp4 import fp4_data_plan
+
+            return fp4_data_plan(img, cfg, seed, model)
         return None, "the design has no TINT core"
     dims, why = data_dims(cfg)
     if dims is None:

@@ -142,7 +142,8 @@ def model_contents(img, cfg, meta, seed: int) -> tuple[ModelContents | None, str
         return None, "a program without a prefill step"
     try:
         lm = cfg.lm_head if cfg.lm_head in ("int8", "ternary") else "int8"
-        dep = deploy(spec, seeded_weights(spec, seed), lm_head=lm)
+        proj = cfg.fp4.format if cfg.has("fp4") and not cfg.has("tint") else "ternary"
+        dep = deploy(spec, seeded_weights(spec, seed), lm_head=lm, proj=proj)
         run = golden_run(dep, cfg, prompt_ids(spec, meta.prefill, seed), meta.decode, lop=meta.lop_on)
     except WorkloadError as e:
         return None, f"the whole-model golden refuses it: {e}"

@@ -39,12 +39,12 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from lowbit.rtl.chip_booth import BoothEngine, booth_psum_layout, qk_data_ok
-from lowbit.rtl.chip_ctrl import ComputeQueue, JoinMonitor, scoreboard_layout, word_layout
+from lowbit.rtl.chip_ctrl import STAT_DEPTH, ComputeQueue, JoinMonitor, scoreboard_layout, word_layout
 from lowbit.rtl.chip_data import BankedBuffer, DmaFill, TintEngine, data_dims, psum_layout
 from lowbit.rtl.chip_dma import N_BUFFERS, DmaEngine, mem_port_signature
 from lowbit.rtl.chip_fp4 import Fp4Engine, fp4_psum_layout
 from lowbit.rtl.chip_ring import Ring
-from lowbit.rtl.chip_sfu import sfu_data_ok, sfu_quant
+from lowbit.rtl.chip_sfu import sfu_data_ok, sfu_engines
 from lowbit.rtl.sfu_stream import STAT_BITS
 from lowbit.sim.config import HwConfig
 from lowbit.sim.errors import LowbitError
@@ -161,7 +161,7 @@ class Chip(wiring.Component):
             "start": In(1),
             "load_en": In(1),
             "load_queue": In(4),  # a queue's instruction memory; with the data path, len(queues): the act buffer,
-            # + 1 the SFU's Q7.8 buffer, + 2 its row-statistics memory (chip_sfu)
+            # + 1 .. + 5 the SFU's norm input, S, gain, norm output and amax memories (chip_sfu.sfu_engines)
             "load_addr": In(self.load_addr_bits),
             "load_word": In(self.load_bits),
             "cycle": Out(32),
@@ -181,8 +181,11 @@ class Chip(wiring.Component):
             if d.k_depth:  # a read port of the kv buffer (a beat of units at any unit address)
                 sig["kv_raddr"] = In(d.k_bits)
                 sig["kv_rdata"] = Out(d.unit_bits * d.banks)
-            if sd:  # the SFU quantize engine's act buffer writes
-                sig.update({"sv": Out(1), "sa": Out(d.a_bits), "sw": Out(8 * cfg.tint.tree_width)})
+            if sd:  # the SFU engines' writes: quantize to the act buffer, RMSNorm to the Q7.8 buffer and its amax
+                sn = (STAT_DEPTH - 1).bit_length()
+                sig.update({"sv": Out(1), "sa": Out(d.a_bits), "sw": Out(8 * cfg.tint.tree_width),
+                            "nv": Out(1), "na": Out(d.a_bits), "nw": Out(16 * cfg.sfu.lanes),
+                            "mv": Out(1), "ma": Out(sn), "mw": Out(STAT_BITS)})
             for n, k in zip(self.names, self.kinds, strict=True):
                 if k in ("tint", "booth"):
                     lay = self._tint_psum(n) if k == "tint" else booth_psum_layout(cfg.booth)
@@ -348,12 +351,14 @@ class Chip(wiring.Component):
             m.d.comb += [aw.en.eq(ld), aw.addr.eq(self.load_addr[:d.a_bits]), aw.data.eq(self.load_word[:8 * tw])]
         else:  # the SFU's quantize engine writes the act buffer (the load port in the cycles it does not)
             nq = len(self.names)
-            q = sfu_quant(m, cfg, d, sfuq, self.load_en & (self.load_queue == nq + 1),
-                          self.load_en & (self.load_queue == nq + 2), self.load_addr, self.load_word)
+            q, rms = sfu_engines(m, cfg, d, sfuq, [self.load_en & (self.load_queue == nq + k) for k in range(1, 6)],
+                                 self.load_addr, self.load_word)
+            m.d.comb += [self.nv.eq(rms.o_wen), self.na.eq(rms.o_waddr), self.nw.eq(rms.o_wdata),
+                         self.mv.eq(rms.a_wen), self.ma.eq(rms.a_waddr), self.mw.eq(rms.a_wdata)]
             m.d.comb += [aw.en.eq(q.o_wen | ld), aw.addr.eq(Mux(q.o_wen, q.o_waddr, self.load_addr[:d.a_bits])),
                          aw.data.eq(Mux(q.o_wen, q.o_wdata.as_value(), self.load_word[:8 * tw])),
                          self.sv.eq(q.o_wen), self.sa.eq(q.o_waddr), self.sw.eq(q.o_wdata)]
-            wrote = q.o_wen
+            wrote = q.o_wen | rms.o_wen | rms.a_wen
         for r, (name, c) in enumerate(tints):
             kw = dict(w_bits=d.w_bits, a_bits=d.a_bits, p_bits=d.p_bits, w_step=d.word_units)
             if c.kind == "tint":

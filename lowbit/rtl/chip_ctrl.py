@@ -34,9 +34,11 @@ TINT_FIELDS = ("valid", "free", "free_buf", "free_slot", "beats", "groups", "tok
 BOOTH_FIELDS = (*COMPUTE_FIELDS, "eng", "beats", "groups", "tokens", "w_addr", "a_addr", "a_stride", "p_addr",
                 "nq", "grp", "pos0", "k_addr", "k_stride")
 DMA_DATA_FIELDS = (*DMA_FIELDS, "dwords", "dbase")
-# an SFU word with `eng` 1 is a quantize the chip's stream engine runs (rows of `beats` Q7.8 words at x_addr
-# -> INT8 act words at o_addr, row r's amax in the row-statistics memory at st_addr + r); 0 keeps its `cyc`
-SFU_FIELDS = (*COMPUTE_FIELDS, "eng", "rows", "beats", "x_addr", "o_addr", "st_addr")
+# an SFU word with `eng` set runs on a stream engine of the chip (lowbit.rtl.chip_sfu): 1 quantize (rows of
+# `beats` Q7.8 words at x_addr -> INT8 act words at o_addr, row r's amax at st_addr + r), 2 RMSNorm (Q7.8
+# words at x_addr -> Q7.8 words at o_addr, the gain at g_addr, row r's S read and its amax written at
+# st_addr + r, eps_q / sd / e_sd: sim.numerics.sfu_reduce.rmsnorm_consts); 0 keeps its `cyc`
+SFU_FIELDS = (*COMPUTE_FIELDS, "eng", "rows", "beats", "x_addr", "o_addr", "st_addr", "g_addr", "eps_q", "sd", "e_sd")
 STAT_DEPTH = 64  # row-statistics memory rows (DESIGN ASSUMPTION: a word's rows, at most its tokens)
 
 
@@ -53,6 +55,7 @@ def _fields(kind: str, dims) -> dict[str, int]:
          "dwords": COUNT_BITS, "tail_lanes": dims.lanes.bit_length(), "tail_step": dims.word_units.bit_length(),
          "w_addr": dims.w_bits, "dbase": dims.w_bits, "a_addr": dims.a_bits,
          "p_addr": dims.p_bits, "rows": COUNT_BITS, "x_addr": dims.a_bits, "o_addr": dims.a_bits,
+         "g_addr": dims.a_bits, "eps_q": 32, "sd": 25, "e_sd": 3,
          "st_addr": (STAT_DEPTH - 1).bit_length()}
     return {n: w[n] for n in names}
 
@@ -130,8 +133,8 @@ class ComputeQueue(wiring.Component):
     completion, releases the ring allocation the word names (`free`).
 
     With the data path (`dims`), `kind` 'tint' (a TINT queue: every word a tile), 'booth' (BoothFlex: a
-    word with `eng` set is a ternary tile, the others keep their `cyc`) or 'sfu' (a word with `eng` set is a
-    quantize on the SFU's stream engine, the others keep their `cyc`): the queue starts its unit's engine
+    word with `eng` set is a ternary tile, the others keep their `cyc`) or 'sfu' (a word with `eng` set runs
+    on one of the SFU's stream engines, the others keep their `cyc`): the queue starts its unit's engine
     (`go`, the word on `word`) when the engine is also `unit_ready`, and the engine's `unit_done` (high the
     cycle before its `done`) ends the instruction, in the cycle the timer would, since the engine meets the
     sim.units formula."""

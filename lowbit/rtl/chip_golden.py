@@ -48,7 +48,7 @@ from lowbit.rtl.chip_data import DataDims, data_dims, pack_tile
 from lowbit.rtl.chip_image import ChipImage
 from lowbit.rtl.chip_model import ModelContents, NoMapping, input_of
 from lowbit.rtl.chip_pv import pv_cover, pv_plan
-from lowbit.rtl.chip_sfu import sfu_data_ok, sfu_plan
+from lowbit.rtl.chip_sfu import sfu_data_ok, sfu_norms, sfu_plan
 from lowbit.sim.config import HwConfig
 from lowbit.sim.isa import B_KV, B_WEIGHT, C_BOOTH, C_DMAKV, C_DMAW, C_SFU, C_TINT
 
@@ -57,7 +57,7 @@ DATA_FIELDS = {"tint": ("beats", "groups", "tokens", "tail_lanes", "tail_step", 
                "booth": ("eng", "beats", "groups", "tokens", "w_addr", "a_addr", "a_stride", "p_addr", "nq", "grp",
                          "pos0", "k_addr", "k_stride"),
                "dma": ("dwords", "dbase"), "dma_kv": ("dwords", "dbase"),
-               "sfu": ("eng", "rows", "beats", "x_addr", "o_addr", "st_addr")}
+               "sfu": ("eng", "rows", "beats", "x_addr", "o_addr", "st_addr", "g_addr", "eps_q", "sd", "e_sd")}
 
 
 @dataclass
@@ -85,6 +85,14 @@ class DataPlan:
     sfu_expect: list[tuple[int, int]] = field(default_factory=list)  # the engine's act writes (address, word)
     sfu_ops: list[str] = field(default_factory=list)  # the quantize words on the engine: 'step S op'
     sfu_elems: int = 0  # golden elements those words hold (<op>.q, tail lanes not counted)
+    sfu_norm: dict[int, tuple[int, bool]] = field(default_factory=dict)  # norm word -> (region, on the engine)
+    sfu_writes: dict[int, tuple[int, list]] = field(default_factory=dict)  # SFU word -> (the word they must
+    # precede, load-port writes (address, word, load queue past the act buffer's)) from its start on
+    sfu_preload: list[tuple[int, int, int]] = field(default_factory=list)  # load-port writes before `start`
+    norm_expect: list[tuple[int, int]] = field(default_factory=list)  # RMSNorm engine's Q7.8 writes
+    amax_expect: list[tuple[int, int]] = field(default_factory=list)  # ... and its rows' amax
+    norm_ops: list[str] = field(default_factory=list)
+    norm_elems: int = 0
 
     def acc_buffers(self) -> tuple[int, int, list[str]]:
         """(accumulator buffers every element of which a psum word checks, buffers with any, the golden's
@@ -341,12 +349,16 @@ def _act_writes(plan: DataPlan, img: ChipImage, reads: dict[tuple[int, str], int
     sq = next((q for q, c in enumerate(img.classes) if c == C_SFU), -1)
     plan.sfu_queue = sq
     engine = sq >= 0 and not sfu_data_ok(cfg)
+    if engine:
+        sfu_norms(plan, img, cfg)
     done = set()
     for i, w in enumerate(img.words[sq] if sq >= 0 else []):
         key = (w.get("step", -1), w.get("op", ""))
-        if key not in reads:
-            continue
         x = plan.model.quant(*key)
+        if key not in reads:  # no tile on the data path reads it: the engine still runs it where it can
+            if engine and x is not None and w["op"].endswith("_quant"):
+                sfu_plan(plan, img, cfg, i, key, -(-x.shape[1] // tw))
+            continue
         beats = reads[key]
         if engine and sfu_plan(plan, img, cfg, i, key, beats):
             done.add(key)

@@ -66,6 +66,8 @@ class ChipResult:
     qk: tuple[int, int, int] = (0, 0, 0)  # Q K^T tiles on the data path, qk.acc buffers complete, of all
     sfu: tuple[int, int, int, int] = (0, 0, 0, 0)  # quantize words on the SFU engine, their INT8 act words,
     # elements, words differing from the golden's <op>.q (lowbit.rtl.chip_sfu)
+    norm: tuple[int, int, int, int] = (0, 0, 0, 0)  # RMSNorm words on the SFU engine, their Q7.8 words,
+    # elements, words and row amax differing from the golden's <norm>.out
     pv: tuple[int, int, int] = (0, 0, 0)  # P V tiles on the data path, av.acc buffers complete, of all
 
     @property
@@ -84,7 +86,8 @@ class ChipResult:
     def ok(self) -> bool:
         return (self.finished and self.mismatches == 0 and self.sim_cycles == self.chip_cycles
                 and self.late == 0 and self.lane_overflow == 0 and self.data_mismatches == 0
-                and self.data_late == 0 and self.act_late == 0 and self.kv_mismatches == 0 and self.sfu[3] == 0)
+                and self.data_late == 0 and self.act_late == 0 and self.kv_mismatches == 0 and self.sfu[3] == 0
+                and self.norm[3] == 0)
 
 
 def params_for(img: ChipImage, ref: list[QueueTimes] | None = None, data_banks: int = 0) -> ChipParams:
@@ -271,6 +274,8 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
                 "k_depth": dims.k_depth, "kv_data": bool(plan.kv_checks),
                 "dram": {str(a): b.hex() for a, b in segments(plan.dram).items()},
                 "engines": tq, "fmt": plan.fmt, "sfu_data": sd,
+                "sfu_writes": {str(i): [d, ws] for i, (d, ws) in plan.sfu_writes.items()},
+                "sfu_preload": plan.sfu_preload,
                 "engine_bit": (p.dma_table - 1).bit_length()}
     lay = request_layout(p.id_bits)
     req_fields = {name: (fld.offset, fld.width) for name, fld in lay}
@@ -315,6 +320,13 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
         want = plan.sfu_expect
         bad = sum(g != w for g, w in zip(got, want, strict=False)) + abs(len(got) - len(want))
         sfu = (len(plan.sfu_ops), len(want), plan.sfu_elems, bad)
+    norm = (0, 0, 0, 0)
+    if plan is not None and plan.norm_expect:
+        bad = 0
+        for key, want in (("norm", plan.norm_expect), ("amax", plan.amax_expect)):
+            got = [tuple(x) for x in r.get(key, [])]
+            bad += sum(g != w for g, w in zip(got, want, strict=False)) + abs(len(got) - len(want))
+        norm = (len(plan.norm_ops), len(plan.norm_expect), plan.norm_elems, bad)
     if plan is not None:
         for q in qc:
             if q.name in plan.expect:
@@ -334,6 +346,6 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
                       int(r.get("data_late", 0)), why, ref, int(r.get("act_late", 0)),
                       plan.acc_buffers() if plan is not None else (0, 0, []), int(r.get("kv_chunks", 0)),
                       int(r.get("kv_units", 0)), int(r.get("kv_mismatches", 0)),
-                      plan.qk if plan is not None else (0, 0, 0), sfu)
+                      plan.qk if plan is not None else (0, 0, 0), sfu, norm)
     res.pv = plan.pv if plan is not None else (0, 0, 0)
     return res

@@ -16,11 +16,18 @@ are written through the chip's load port (`ld_q78`, `ld_stat`; load queues len(q
 
 from __future__ import annotations
 
-from amaranth.hdl import Module
+from amaranth.hdl import Module, Mux
 from amaranth.lib.memory import Memory
 
 from lowbit.rtl.chip_ctrl import STAT_DEPTH
-from lowbit.rtl.sfu_stream import QUANT_PIPE, STAT_BITS, SfuQuantStream, q78_word
+from lowbit.rtl.sfu_stream import (
+    QUANT_PIPE,
+    RMSNORM_PIPE,
+    STAT_BITS,
+    SfuQuantStream,
+    SfuRmsNormStream,
+    q78_word,
+)
 from lowbit.sim.config import HwConfig
 from lowbit.sim.numerics.sfu import SFU_IN_BITS
 
@@ -29,36 +36,59 @@ def sfu_data_ok(cfg: HwConfig) -> str:
     """'' when the SFU's quantize stream engine (lowbit.rtl.sfu_stream.SfuQuantStream) can write the act
     buffer of the data path, else why not: its INT8 word must be the act buffer's word (sfu.lanes =
     tint.tree_width, DESIGN ASSUMPTION: one buffer word a beat, no width converter) and sfu.latency.quantize
-    must cover the engine's pipeline."""
+    must cover the engines' pipelines."""
     if not cfg.has("sfu") or not cfg.has("tint"):
         return "the design has no SFU or no TINT core"
     if cfg.sfu.lanes != cfg.tint.tree_width:
         return f"sfu.lanes {cfg.sfu.lanes} is not the act buffer word's tint.tree_width {cfg.tint.tree_width}"
-    if cfg.sfu.op_latency("quantize") < QUANT_PIPE:
-        return f"sfu.latency.quantize {cfg.sfu.op_latency('quantize')} is below the engine's {QUANT_PIPE} cycles"
+    for op, pipe in (("quantize", QUANT_PIPE), ("rmsnorm", RMSNORM_PIPE)):
+        if cfg.sfu.op_latency(op) < pipe:
+            return f"sfu.latency.{op} {cfg.sfu.op_latency(op)} is below its stream engine's {pipe} cycles"
     return ""
 
 
-def sfu_quant(m: Module, cfg, dims, ctrl, ld_q78, ld_stat, ld_addr, ld_word) -> SfuQuantStream:
-    """Instantiate the quantize engine, the Q7.8 buffer and the statistics memory in `m` behind the SFU
-    queue's controller `ctrl` (lowbit.rtl.chip_ctrl.ComputeQueue, kind 'sfu'); returns the engine, whose
-    `o_*` port the caller connects to the act buffer's write port."""
+def sfu_engines(m: Module, cfg, dims, ctrl, ld, ld_addr, ld_word) -> tuple[SfuQuantStream, SfuRmsNormStream]:
+    """Instantiate the quantize and RMSNorm engines and their memories in `m` behind the SFU queue's
+    controller `ctrl` (lowbit.rtl.chip_ctrl.ComputeQueue, kind 'sfu'): the norm's input buffer X, its output
+    buffer Y (the quantize engine's input), the gain buffer, the S memory (the norm's row statistic) and the
+    amax memory (the quantize engine's); `ld[k]` writes load word `ld_word` at `ld_addr` into X, S, the gains,
+    Y or amax (k = 0 .. 4). Each memory has one writer besides the load port, and the load port writes X, S
+    and the gains while the engines run (the norm writes Y and amax), so they are separate memories, each
+    with one write port (DESIGN ASSUMPTION). Returns the engines; the caller connects the quantize engine's
+    `o_*` port to the act buffer's write port."""
     n = cfg.sfu.lanes
-    sb = (STAT_DEPTH - 1).bit_length()
-    m.submodules.sfu_quant = q = SfuQuantStream(cfg.sfu, a_bits=dims.a_bits, q_bits=dims.a_bits, s_bits=sb)
-    m.submodules.sfu_x = xbuf = Memory(shape=q78_word(n), depth=dims.a_depth, init=[])
-    m.submodules.sfu_stat = stat = Memory(shape=SFU_IN_BITS, depth=STAT_DEPTH, init=[])
-    xw, xr = xbuf.write_port(), xbuf.read_port()
-    sw, sr = stat.write_port(), stat.read_port()
+    sb, ab = (STAT_DEPTH - 1).bit_length(), dims.a_bits
+    m.submodules.sfu_quant = q = SfuQuantStream(cfg.sfu, a_bits=ab, q_bits=ab, s_bits=sb)
+    m.submodules.sfu_rms = r = SfuRmsNormStream(cfg.sfu, a_bits=ab, g_bits=ab, s_bits=sb)
+    mems = {k: Memory(shape=shape, depth=depth, init=[]) for k, shape, depth in (
+        ("x", q78_word(n), dims.a_depth), ("s", STAT_BITS, STAT_DEPTH), ("g", q78_word(n), dims.a_depth),
+        ("y", q78_word(n), dims.a_depth), ("a", SFU_IN_BITS, STAT_DEPTH))}
+    ports = {}
+    for k, mem in mems.items():
+        m.submodules[f"sfu_{k}"] = mem
+        ports[k] = mem.write_port(), mem.read_port()
+    bits = {"x": 16 * n, "s": STAT_BITS, "g": 16 * n, "y": 16 * n, "a": SFU_IN_BITS}
+    for j, k in enumerate(mems):
+        if k in ("x", "s", "g"):  # the load port's alone
+            w_, _ = ports[k]
+            m.d.comb += [w_.en.eq(ld[j]), w_.addr.eq(ld_addr[:len(w_.addr)]), w_.data.eq(ld_word[:bits[k]])]
+    (yw, yr), (aw, ar) = ports["y"], ports["a"]
+    m.d.comb += [yw.en.eq(r.o_wen | ld[3]), yw.addr.eq(Mux(r.o_wen, r.o_waddr, ld_addr[:ab])),
+                 yw.data.eq(Mux(r.o_wen, r.o_wdata.as_value(), ld_word[:16 * n])),
+                 aw.en.eq(r.a_wen | ld[4]), aw.addr.eq(Mux(r.a_wen, r.a_waddr, ld_addr[:sb])),
+                 aw.data.eq(Mux(r.a_wen, r.a_wdata[:SFU_IN_BITS], ld_word[:SFU_IN_BITS])),
+                 ports["x"][1].addr.eq(r.x_raddr), r.x_rdata.eq(ports["x"][1].data),
+                 ports["s"][1].addr.eq(r.s_raddr), r.s_rdata.eq(ports["s"][1].data),
+                 ports["g"][1].addr.eq(r.g_raddr), r.g_rdata.eq(ports["g"][1].data),
+                 yr.addr.eq(q.x_raddr), q.x_rdata.eq(yr.data), ar.addr.eq(q.a_raddr), q.a_rdata.eq(ar.data),
+                 ctrl.unit_ready.eq(q.ready & r.ready), ctrl.unit_done.eq(q.done_next | r.done_next)]
     w = ctrl.word
-    m.d.comb += [xw.en.eq(ld_q78), xw.addr.eq(ld_addr[:dims.a_bits]), xw.data.eq(ld_word[:16 * n]),
-                 sw.en.eq(ld_stat), sw.addr.eq(ld_addr[:sb]), sw.data.eq(ld_word[:SFU_IN_BITS]),
-                 xr.addr.eq(q.x_raddr), q.x_rdata.eq(xr.data), sr.addr.eq(q.a_raddr),
-                 q.a_rdata.eq(sr.data),
-                 q.start.eq(ctrl.go), q.rows.eq(w.rows), q.beats.eq(w.beats), q.x_addr.eq(w.x_addr),
-                 q.o_addr.eq(w.o_addr), q.a_addr.eq(w.st_addr),
-                 ctrl.unit_ready.eq(q.ready), ctrl.unit_done.eq(q.done_next)]
-    return q
+    for e, k in ((q, 1), (r, 2)):
+        m.d.comb += [e.start.eq(ctrl.go & (w.eng == k)), e.rows.eq(w.rows), e.beats.eq(w.beats),
+                     e.x_addr.eq(w.x_addr), e.o_addr.eq(w.o_addr)]
+    m.d.comb += [q.a_addr.eq(w.st_addr), r.g_addr.eq(w.g_addr), r.s_addr.eq(w.st_addr), r.a_addr.eq(w.st_addr),
+                 r.eps_q.eq(w.eps_q), r.sd.eq(w.sd), r.e_sd.eq(w.e_sd)]
+    return q, r
 
 
 def sfu_plan(plan, img, cfg, i: int, key: tuple[int, str], beats: int) -> bool:
@@ -76,9 +106,10 @@ def sfu_plan(plan, img, cfg, i: int, key: tuple[int, str], beats: int) -> bool:
     from lowbit.sim.numerics.sfu import sfu_absmax_quantize
 
     words = img.words[plan.sfu_queue]
-    if i == 0:
+    if i == 0 or (i - 1) not in plan.sfu_norm:
         return False
     prev, w = words[i - 1], words[i]
+    region, on_engine = plan.sfu_norm[i - 1]
     step, op = key
     bufs = plan.model.run.steps[step].buffers
     x, q, amax = bufs.get(f"{prev.get('op', '')}.out"), bufs.get(f"{op}.q"), bufs.get(f"{op}.amax")
@@ -89,19 +120,115 @@ def sfu_plan(plan, img, cfg, i: int, key: tuple[int, str], beats: int) -> bool:
     want, wamax = sfu_absmax_quantize(x, 16)
     if not np.array_equal(want, q) or not np.array_equal(wamax[..., 0], amax):
         return False  # the word before is not this quantize's producer
-    if rows > STAT_DEPTH or rows * beats > plan.dims.a_depth or stream_cycles(cfg.sfu, "quantize", rows, beats) != w["cyc"]:
+    d, st = plan.dims, region * STAT_HALF
+    if rows > STAT_HALF or rows * beats > d.a_depth or stream_cycles(cfg.sfu, "quantize", rows, beats) != w["cyc"]:
         return False
-    pad = np.zeros((rows, beats * n), np.int64)
-    pad[:, :x.shape[1]] = x
-    xs = [sum((int(v) & 0xFFFF) << (16 * j) for j, v in enumerate(r)) for r in pad.reshape(-1, n)]
-    writes = [(a, v, 1) for a, v in enumerate(xs)] + [(r, int(amax[r]), 2) for r in range(rows)]
-    if len(plan.act_writes.get(i - 1, [])) + len(writes) > prev["cyc"] - 2:
-        return False
-    plan.act_writes.setdefault(i - 1, []).extend(writes)
+    if not on_engine:  # the norm's output and amax from the bench, in the norm word's cycles
+        writes = [(a, v, 4) for a, v in enumerate(_words16(x, n, beats))]
+        writes += [(st + r, int(amax[r]), 5) for r in range(rows)]
+        if len(plan.act_writes.get(i - 1, [])) + len(writes) > prev["cyc"] - 2:
+            return False
+        plan.act_writes.setdefault(i - 1, []).extend(writes)
     qp = np.zeros((rows, beats * n), np.int64)
     qp[:, :q.shape[1]] = q
     plan.sfu_expect += [(a, act_word(v)) for a, v in enumerate(qp.reshape(-1, n))]
-    plan.sfu_fields[i] = {"eng": 1, "rows": rows, "beats": beats, "x_addr": 0, "o_addr": 0, "st_addr": 0}
+    plan.sfu_fields[i] = {"eng": 1, "rows": rows, "beats": beats, "x_addr": 0, "o_addr": 0, "st_addr": st}
     plan.sfu_ops.append(f"step {step} {op}")
     plan.sfu_elems += int(q.size)
     return True
+
+
+STAT_HALF = STAT_DEPTH // 2  # the statistics memory's two regions (norms alternate between them)
+
+
+def norm_input(spec, bufs: dict, op: str):
+    """The golden's input of RMSNorm op `op` (sim.golden's step: the residual stream, the attention output
+    before SubLN, the gating output before SubLN), or None."""
+    parts = op.split(".")
+    if op == "final_norm":
+        return bufs.get(f"layers.{spec.n_layers - 1}.ffn_residual.out")
+    if len(parts) != 3 or parts[0] != "layers":
+        return None
+    layer, name = int(parts[1]), parts[2]
+    src = {"attn_norm": "embed.out" if layer == 0 else f"layers.{layer - 1}.ffn_residual.out",
+           "attn_sub_norm": f"layers.{layer}.attn.av.out", "ffn_norm": f"layers.{layer}.attn_residual.out",
+           "ffn_sub_norm": f"layers.{layer}.ffn.act.out"}.get(name)
+    return bufs.get(src) if src else None
+
+
+def _words16(a, n: int, beats: int) -> list[int]:
+    """Rows of int16 values as Q7.8 buffer words (`beats` a row, element 0 in the low bits, tail lanes 0)."""
+    import numpy as np
+
+    pad = np.zeros((a.shape[0], beats * n), np.int64)
+    pad[:, :a.shape[1]] = a
+    return [sum((int(v) & 0xFFFF) << (16 * j) for j, v in enumerate(r)) for r in pad.reshape(-1, n)]
+
+
+def sfu_norms(plan, img, cfg) -> None:
+    """Put the SFU queue's RMSNorm words (SubLN and the final norm included) on the RMSNorm engine where they
+    can run there (module docstring of sfu_plan for the quantize words after them). Norm k (in queue order)
+    reads its input from X region k mod 2 of the Q7.8 buffer (words k mod 2 x a_depth / 2 ..) and its rows'
+    S from statistics region k mod 2 (rows k mod 2 x STAT_HALF ..), writes its Q7.8 output to region O (from
+    word a_depth) and each row's amax over its S. Its input, the golden's (norm_input), and the S of each
+    row are written by the bench through the load port from the word after the last one using that region
+    (its norm and the quantize reading the amax) until the norm starts (`plan.sfu_writes`: anchor word ->
+    (the norm word, writes)), or before `start` (`plan.sfu_preload`) for a region's first norm. The gains,
+    the deployed model's Q5.10 norms, are in the gain buffer, loaded before `start` too."""
+    import numpy as np
+
+    from lowbit.rtl.sfu_stream import stream_cycles
+    from lowbit.sim.numerics.sfu_reduce import rmsnorm_consts, sfu_rmsnorm
+
+    words = img.words[plan.sfu_queue]
+    d, n, spec = plan.dims, cfg.sfu.lanes, plan.model.spec
+    last: list[int | None] = [None, None]
+    gains: dict[str, int] = {}
+    gnext = k = 0
+    for i, w in enumerate(words):
+        op = w.get("op", "")
+        if op.endswith("_quant") and i > 0 and (i - 1) in plan.sfu_norm:
+            last[plan.sfu_norm[i - 1][0]] = i  # the quantize reads its norm's statistics region
+        if not op.endswith("_norm"):
+            continue
+        r = k % 2
+        k += 1
+        plan.sfu_norm[i] = (r, False)
+        first, anchor = last[r] is None, 0 if last[r] is None else last[r] + 1
+        last[r] = i
+        bufs = plan.model.run.steps[w.get("step", 0)].buffers
+        x, y, g = norm_input(spec, bufs, op), bufs.get(f"{op}.out"), plan.model.dep.norms.get(op)
+        if x is None or y is None or g is None or x.shape != y.shape:
+            continue
+        rows, dim = x.shape
+        beats = -(-dim // n)
+        if rows > STAT_HALF or rows * beats > d.a_depth // 2 or \
+                stream_cycles(cfg.sfu, "rmsnorm", rows, beats) != w["cyc"] or \
+                not np.array_equal(sfu_rmsnorm(x, g, spec.norm_eps), y):
+            continue
+        if op not in gains:
+            gw = _words16(np.asarray(g)[None, :], n, beats)
+            if gnext + len(gw) > d.a_depth:
+                continue
+            gains[op] = gnext
+            plan.sfu_preload += [(gnext + j, v, 3) for j, v in enumerate(gw)]
+            gnext += len(gw)
+        writes = [(r * (d.a_depth // 2) + j, v, 1) for j, v in enumerate(_words16(x, n, beats))]
+        writes += [(r * STAT_HALF + j, int((x[j].astype(np.int64) ** 2).sum()), 2) for j in range(rows)]
+        if first:
+            plan.sfu_preload += writes  # the region's first norm: its input before `start`
+        else:
+            room = sum(words[j]["cyc"] for j in range(anchor, i)) - 2 - sum(
+                len(plan.act_writes.get(j, [])) + len(plan.sfu_writes.get(j, (0, []))[1]) for j in range(anchor, i))
+            if anchor >= i or len(writes) > room:
+                continue
+            plan.sfu_writes[anchor] = (i, plan.sfu_writes.get(anchor, (i, []))[1] + writes)
+        eps_q, sd, e_sd = rmsnorm_consts(dim, spec.norm_eps)
+        plan.sfu_fields[i] = {"eng": 2, "rows": rows, "beats": beats, "x_addr": r * (d.a_depth // 2),
+                              "o_addr": 0, "st_addr": r * STAT_HALF, "g_addr": gains[op], "eps_q": eps_q,
+                              "sd": sd, "e_sd": e_sd}
+        plan.sfu_norm[i] = (r, True)
+        plan.norm_expect += [(j, v) for j, v in enumerate(_words16(y, n, beats))]
+        plan.amax_expect += [(r * STAT_HALF + j, int(np.abs(y[j]).max())) for j in range(rows)]
+        plan.norm_ops.append(f"step {w.get('step', 0)} {op}")
+        plan.norm_elems += int(y.size)

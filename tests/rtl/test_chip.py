@@ -114,6 +114,10 @@ def test_chip_runs_the_program_cycle_exact(tiny_program):
     # the SFU's quantize engine writes every act word the projections read: 4 quantize ops x 2 layers x 4 steps;
     # per layer (2 + 1 + 1 + 1 tokens) x (16 + 16 + 16 + 32) words of 4 INT8, equal to the golden's <op>.q
     assert r.sfu == (32, 5 * 80 * 2, 5 * 80 * 2 * 4, 0)
+    # ... from the SFU's RMSNorm engine: every attn_norm, attn_sub_norm, ffn_norm, ffn_sub_norm (2 layers, 4
+    # steps) and the decode steps' final norm (the prefill's normalises 2 rows, the golden only the last):
+    # (2 + 1 + 1 + 1 tokens) x 2 layers x (16 + 16 + 16 + 32 words) + 3 x 16, equal to the golden's <norm>.out
+    assert r.norm == (32 + 3, 5 * 2 * 80 + 48, (5 * 2 * 80 + 48) * 4, 0)
     assert r.data_ref.startswith("the whole-model golden") and r.act_late == 0
     assert r.acc_buffers == (56, 56, [f"step {i} lm_head" for i in range(4)])  # the lm_head runs on the host
     # K/V reads carry the golden's rows: 2 layers x 2 KV heads x (K, V) chunks in each step, 2 + 3 + 4 + 5 keys
@@ -210,34 +214,63 @@ def test_model_plan_holds_the_deployed_model(tiny_program):
             assert model.base[w["op"]] == base[op]
         checked += 1
     assert checked == 64 and next(words, None) is None
-    # every quantize word runs on the SFU's quantize engine: its input (the norm word before it: the golden's
-    # <norm>.out, Q7.8, 4 int16 a word) and each row's amax are written in that word's cycles, and its INT8
-    # words, the golden's <quant>.q from act address 0, are what the engine must write
-    quant = {i: img.words[sq][i] for i in plan.sfu_fields}
+    # every quantize word runs on the SFU's quantize engine, reading the Q7.8 rows and row amax the RMSNorm
+    # engine (the word before it) writes; its INT8 words, the golden's <quant>.q from act address 0, are what
+    # the engine must write
+    quant = {i: img.words[sq][i] for i, f in plan.sfu_fields.items() if f["eng"] == 1}
+    norms = {i: img.words[sq][i] for i, f in plan.sfu_fields.items() if f["eng"] == 2}
     assert sorted({w["op"].split(".")[-1] for w in quant.values()}) == ["attn_quant", "down_quant", "ffn_quant",
                                                                        "o_quant"]
-    assert len(quant) == 4 * 2 * 4 and len(plan.sfu_ops) == 32
+    assert len(quant) == 4 * 2 * 4 and len(plan.sfu_ops) == 32 and len(norms) == 35 == len(plan.norm_ops)
     expect = []
     for i, w in quant.items():
-        bufs = model.run.steps[w["step"]].buffers
-        q, amax = bufs[f"{w['op']}.q"], bufs[f"{w['op']}.amax"]
-        norm = img.words[sq][i - 1]["op"]
-        x = bufs[f"{norm}.out"]
-        assert norm.split(".")[-1] == {"attn_quant": "attn_norm", "o_quant": "attn_sub_norm", "ffn_quant": "ffn_norm",
-                                       "down_quant": "ffn_sub_norm"}[w["op"].split(".")[-1]]
+        q = model.run.steps[w["step"]].buffers[f"{w['op']}.q"]
+        assert i - 1 in norms and norms[i - 1]["op"].split(".")[-1] == {
+            "attn_quant": "attn_norm", "o_quant": "attn_sub_norm", "ffn_quant": "ffn_norm",
+            "down_quant": "ffn_sub_norm"}[w["op"].split(".")[-1]]
         rows, beats = q.shape[0], q.shape[1] // 4
-        assert plan.sfu_fields[i] == {"eng": 1, "rows": rows, "beats": beats, "x_addr": 0, "o_addr": 0, "st_addr": 0}
+        assert plan.sfu_fields[i] == {"eng": 1, "rows": rows, "beats": beats, "x_addr": 0, "o_addr": 0,
+                                      "st_addr": plan.sfu_fields[i - 1]["st_addr"]}
         assert w["cyc"] == rows * (beats + 17) + cfg.sfu.op_latency("quantize")  # D_recip = 17 (sim.units.sfu)
-        ws = plan.act_writes[i - 1]
-        xs = [(a, v) for a, v, sel in ws if sel == 1]
-        assert [a for a, _ in xs] == list(range(rows * beats)) and len(ws) <= img.words[sq][i - 1]["cyc"] - 2
-        got = [(v >> (16 * e) & 0xFFFF) for _, v in xs for e in range(4)]
-        assert np.array_equal(np.array(got).reshape(x.shape).astype(np.int16), x.astype(np.int16))
-        assert [(a, v) for a, v, sel in ws if sel == 2] == [(r, int(amax[r])) for r in range(rows)]
+        assert i - 1 not in plan.act_writes  # no bench writes: the norm engine produces its input
         expect += [(a, sum((int(v) & 0xFF) << (8 * e) for e, v in enumerate(row)))
                    for a, row in enumerate(q.reshape(-1, 4))]
     assert plan.sfu_expect == expect and plan.sfu_elems == sum(
         model.run.steps[w["step"]].buffers[f"{w['op']}.q"].size for w in quant.values())
+    # the norms (SubLN and the decode steps' final norm included; the prefill's final norm normalises 2 rows, the
+    # golden only the last: a timer): norm k reads input half k mod 2 and statistics rows 32 (k mod 2) ..; its
+    # gain (the deployed Q5.10 norm) is loaded before start, its input (the golden's) and each row's S = sum x^2
+    # through the load port before it starts (before start for each half's first norm)
+    gains = {a: v for a, v, sel in plan.sfu_preload if sel == 3}
+    before = {j: ws for a, (j, ws) in plan.sfu_writes.items() if a < j}
+    assert len(before) == len(plan.sfu_writes) == 33
+    first = [(a, v, sel) for a, v, sel in plan.sfu_preload if sel != 3]
+    every = [i for i, w in enumerate(img.words[sq]) if w["op"].endswith("_norm")]
+    assert [img.words[sq][i]["op"] for i in every if i not in norms] == ["final_norm"]
+    src = {"attn_norm": lambda b, L: b["embed.out"] if L == 0 else b[f"layers.{L - 1}.ffn_residual.out"],
+           "attn_sub_norm": lambda b, L: b[f"layers.{L}.attn.av.out"],
+           "ffn_norm": lambda b, L: b[f"layers.{L}.attn_residual.out"],
+           "ffn_sub_norm": lambda b, L: b[f"layers.{L}.ffn.act.out"],
+           "final_norm": lambda b, L: b["layers.1.ffn_residual.out"]}
+    def words16(a):
+        return [sum((int(v) & 0xFFFF) << (16 * e) for e, v in enumerate(r)) for r in a.reshape(-1, 4)]
+    for k, i in enumerate(every):
+        if i not in norms:
+            continue
+        w, f, r = norms[i], plan.sfu_fields[i], k % 2
+        bufs = model.run.steps[w["step"]].buffers
+        g = model.dep.norms[w["op"]]
+        assert [gains[f["g_addr"] + b] for b in range(len(g) // 4)] == words16(np.asarray(g))
+        name = w["op"].split(".")[-1]
+        x = src[name](bufs, int(w["op"].split(".")[1]) if name != "final_norm" else 0)
+        rows, beats = x.shape[0], x.shape[1] // 4
+        assert (f["rows"], f["beats"], f["x_addr"], f["o_addr"], f["st_addr"]) == (rows, beats, r * 256, 0, r * 32)
+        assert w["cyc"] == rows * beats + cfg.sfu.op_latency("rmsnorm")
+        ws = [(r * 256 + a, v, 1) for a, v in enumerate(words16(x))] + \
+            [(r * 32 + j, int((x[j] ** 2).sum()), 2) for j in range(rows)]
+        assert (before[i] if k >= 2 else first[:len(ws)] if k == 0 else first[-len(ws):]) == ws
+    assert plan.norm_expect[:16] == [(a, v) for a, v in enumerate(words16(model.run.steps[0].buffers[
+        "layers.0.attn_norm.out"][:1]))]
 
 
 def test_qk_tiles_read_the_golden_queries_and_keys(tiny_program):

@@ -103,9 +103,10 @@ async def chip_run(dut):
             await RisingEdge(dut.clk)
     dj = job.get("data")
     if dj:  # the act buffer's contents, through the load port
-        for i, w in enumerate(dj["act"]):
+        for q_, i, w in [(0, i, w) for i, w in enumerate(dj["act"])] + \
+                [(sel, a, w) for a, w, sel in dj.get("sfu_preload", [])]:  # ... and the SFU's buffers
             dut.load_en.value = 1
-            dut.load_queue.value = dj["act_queue"]
+            dut.load_queue.value = dj["act_queue"] + q_
             dut.load_addr.value = i
             dut.load_word.value = int(w)
             await RisingEdge(dut.clk)
@@ -151,6 +152,10 @@ async def chip_run(dut):
     aslot: dict[int, tuple[int, int, int]] = {}  # cycle -> (load queue, address, word) through the load port
     sfu_h = (dut.sv, dut.sa, dut.sw) if dj and dj.get("sfu_data") else None
     sfu_words: list[list[int]] = []  # the SFU quantize engine's act buffer writes, (address, word) in order
+    norm_words: list[list[int]] = []  # the RMSNorm engine's Q7.8 writes and its amax writes
+    amax_words: list[list[int]] = []
+    sfu_writes = {int(i): v for i, v in dj.get("sfu_writes", {}).items()} if dj else {}
+    sfu_last: dict[int, tuple[int, int]] = {}  # SFU word -> (the word its writes precede, last write's cycle)
     adriven = False
     act_last: dict[int, int] = {}  # SFU word -> cycle of its last act write
     kv_checks = {tuple(int(x) for x in k.split(",")): v for k, v in dj.get("kv_checks", {}).items()} if dj else {}
@@ -236,6 +241,14 @@ async def chip_run(dut):
                             aslot[c] = (dj["act_queue"] + (x[2] if len(x) > 2 else 0), x[0], x[1])
                             act_last[i] = c
                             c += 1
+                    if q == sfu_q and i in sfu_writes:  # a later norm's input, after this word's act words
+                        c = max(act_last.get(i, cyc), cyc) + 1
+                        for a, w, sel in sfu_writes[i][1]:
+                            while c in aslot:
+                                c += 1
+                            aslot[c] = (dj["act_queue"] + sel, a, w)
+                            sfu_last[i] = (sfu_writes[i][0], c)
+                            c += 1
                     if (q, i) in kv_checks:  # read its K/V chunk back: a beat of units a cycle
                         a0, n, hx = kv_checks[(q, i)]
                         b = bytes.fromhex(hx)
@@ -267,8 +280,13 @@ async def chip_run(dut):
                 acc = [(x >> (lane * acc_bits)) & ((1 << acc_bits) - 1) for lane in range(planes)]
                 psum[n].append([[a - (1 << acc_bits) if a >> (acc_bits - 1) else a for a in acc],
                                 x >> (planes * acc_bits)])
-        if sfu_h is not None and int(sfu_h[0].value):
-            sfu_words.append([int(sfu_h[1].value), int(sfu_h[2].value)])
+        if sfu_h is not None:
+            if int(sfu_h[0].value):
+                sfu_words.append([int(sfu_h[1].value), int(sfu_h[2].value)])
+            if int(dut.nv.value):
+                norm_words.append([int(dut.na.value), int(dut.nw.value)])
+            if int(dut.mv.value):
+                amax_words.append([int(dut.ma.value), int(dut.mw.value)])
         jd = int(dut.join_done.value)
         if jd:
             h = int(dut.join_head.value)
@@ -300,8 +318,10 @@ async def chip_run(dut):
         if cyc > limit:
             break
     act_late = sum(c >= end[sfu_q][i] for i, c in act_last.items()) + len(set(act_writes) - set(act_last))
+    act_late += sum(start[sfu_q][j] < 0 or c >= start[sfu_q][j] for j, c in sfu_last.values()) \
+        + len(set(sfu_writes) - set(sfu_last))
     res = {"queues": names, "start": start, "end": end, "cycles": cyc, "late": late, "lane_overflow": overflow,
-           "psum": psum, "sfu": sfu_words, "data_late": data_late, "act_late": act_late, "kv_chunks": kv_chunks,
+           "psum": psum, "sfu": sfu_words, "norm": norm_words, "amax": amax_words, "data_late": data_late, "act_late": act_late, "kv_chunks": kv_chunks,
            "kv_units": kv_units, "kv_mismatches": kv_bad + sum(len(v) for v in ksample.values()),
            "finished": cnt_prev == lengths[:-1] and joins_done == lengths[-1], "dram_requests": next_tag}
     tmp = job["result"] + ".tmp"

@@ -105,13 +105,22 @@ def chip_report(hw: str, sets: list[str], model: str, prefill: int, decode: int)
             gone = {}
             for a in absent:
                 gone[a.split()[-1]] = gone.get(a.split()[-1], 0) + 1
+            codes = (f"{cfg.fp4.format.upper()} codes and block scales" if cfg.has("fp4") and not cfg.has("tint")
+                     else "ternary codes")
             data_line += (
-                f"\n\nWhole-model golden: the DRAM image holds {model}'s deployed ternary codes (seeded weights) by "
+                f"\n\nWhole-model golden: the DRAM image holds {model}'s deployed {codes} (seeded weights) by "
                 "row group. " + (
                     f"The act buffer the projections read is written by the chip's SFU quantize engine: {r.sfu[0]} "
                     f"quantize words, {r.sfu[1]:,} INT8 words ({r.sfu[2]:,} elements) against the golden's "
-                    f"`<quant>.q`, **{r.sfu[3]} mismatches**; their input (the norm's Q7.8 output and each row's "
-                    "amax, the golden's) is written by the bench through the load port in the norm word's cycles. "
+                    f"`<quant>.q`, **{r.sfu[3]} mismatches**"
+                    + (f"; their input comes from the chip's RMSNorm engine: {r.norm[0]} norm words (SubLN and final "
+                       f"norms included), {r.norm[1]:,} Q7.8 words ({r.norm[2]:,} elements) and their rows' amax "
+                       f"against the golden's `<norm>.out`, **{r.norm[3]} mismatches** (the norms' inputs, the "
+                       "golden's residual stream, attention and gating outputs, and their rows' sum of squares are "
+                       "written by the bench through the load port before each norm starts; the gains, the "
+                       "deployed Q5.10 norms, before `start`). " if r.norm[0] else
+                       "; their input (the norm's Q7.8 output and each row's amax, the golden's) is written by the "
+                       "bench through the load port in the norm word's cycles. ")
                     if r.sfu[0] else
                     "The bench writes the golden's INT8 activations into the act buffer in the cycles of the SFU "
                     "quantize word that produces them (through the load port). ")

@@ -119,10 +119,99 @@ def test_group_scores_of_random_codes_and_an_odd_key_count():
     assert not np.array_equal(_score(cfg, codes, q)[0], want)
 
 
-def test_group_score_verilog_lints_clean(tmp_path):
+@pytest.mark.parametrize("select", [False, True])
+def test_group_score_and_select_verilog_lints_clean(tmp_path, select):
     pytest.importorskip("cocotb")
+    from lowbit.rtl.chip_lop import LopGroupSelect
     from lowbit.rtl.lint import lint_component
 
-    r, _ = lint_component(LopGroupScore(load_hw("tiny", []).lop, grp=2, head_dim=16, depth=16), "lop_group_score",
-                          tmp_path)
+    c = (LopGroupSelect if select else LopGroupScore)(load_hw("tiny", []).lop, grp=2, head_dim=16, depth=16)
+    r, _ = lint_component(c, "lop_group", tmp_path)
     assert r.ok, r.errors[:5]
+
+
+def _select(cfg, codes: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, list[int], int, int]:
+    """-> (per-head selection bits [grp, M], the union's indices in order, cycles start -> done, the cycle of
+    the last score word)."""
+    from amaranth.sim import Simulator
+
+    from lowbit.rtl.chip_lop import LopGroupSelect
+
+    lop = cfg.lop
+    M, hd = codes.shape
+    grp = q.shape[0]
+    beats = -(-hd // lop.width)
+    dut = LopGroupSelect(lop, grp=grp, head_dim=hd, depth=16)
+    cp = np.zeros((M, beats * lop.width), np.int64)
+    cp[:, :hd] = codes
+    qp = np.zeros((grp, beats * lop.width), np.int64)
+    qp[:, :hd] = q
+    top = np.zeros((grp, M), bool)
+    idx: list[int] = []
+    res: dict = {}
+
+    async def bench(ctx):
+        for j in range(M):
+            for b in range(beats):
+                ctx.set(dut.c_wen, 1)
+                ctx.set(dut.c_addr, j * beats + b)
+                ctx.set(dut.c_data, [int(x) for x in cp[j, b * lop.width:(b + 1) * lop.width]])
+                await ctx.tick()
+        ctx.set(dut.c_wen, 0)
+        for h in range(grp):
+            for b in range(beats):
+                ctx.set(dut.q_wen, 1)
+                ctx.set(dut.q_addr, h * beats + b)
+                ctx.set(dut.q_data, [int(x) for x in qp[h, b * lop.width:(b + 1) * lop.width]])
+                await ctx.tick()
+        ctx.set(dut.q_wen, 0)
+        ctx.set(dut.m, M)
+        ctx.set(dut.k, k)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        cyc = 1
+        while True:
+            if ctx.get(dut.t_valid):
+                h, b0, bits = ctx.get(dut.t_head), ctx.get(dut.t_base), ctx.get(dut.t_sel)
+                for lane in range(lop.lanes):
+                    if b0 + lane < M:
+                        top[h, b0 + lane] = bool(bits >> lane & 1)
+            if ctx.get(dut.o_valid):
+                idx.append(ctx.get(dut.o_idx))
+            if ctx.get(dut.done):
+                break
+            await ctx.tick()
+            cyc += 1
+            assert cyc < 10_000
+        res["cyc"] = cyc
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return top, idx, res["cyc"]
+
+
+def test_group_selection_equals_the_golden_topk_and_union(golden):
+    """Every decode step, layer and KV head: each query head's top-K bits equal the golden's lop.topk and the
+    index stream is the golden's lop.sel of the KV head, ascending; cycles: the scores, then one top-K per
+    query head (lop_topk_cycles each), then M cycles for the union."""
+    from lowbit.sim.units.lop import lop_topk_cycles
+
+    cfg, spec, run = golden
+    grp = spec.n_heads // spec.n_kv_heads
+    sizes = []
+    for i, st in enumerate(run.steps[1:], 1):
+        for layer in range(spec.n_layers):
+            lo = np.concatenate([s.buffers[f"layers.{layer}.attn.kv_append.lo"] for s in run.steps[:i + 1]])
+            q8 = st.buffers[f"layers.{layer}.attn.qk.q8"][0]
+            topk, sel = st.buffers[f"layers.{layer}.attn.lop.topk"], st.buffers[f"layers.{layer}.attn.lop.sel"]
+            M = lo.shape[0]
+            for g in range(spec.n_kv_heads):
+                top, idx, cyc = _select(cfg, lo[:, g], q8[g * grp:(g + 1) * grp], cfg.lop.k)
+                assert np.array_equal(top, topk[g * grp:(g + 1) * grp])
+                assert idx == np.flatnonzero(sel[g]).tolist()
+                assert cyc == grp * (lop_score_cycles(cfg.lop, M, spec.head_dim) + lop_topk_cycles(cfg.lop, M)) + M
+                sizes.append(len(idx))
+    assert len(sizes) == 12 and min(sizes) >= cfg.lop.k and max(sizes) > cfg.lop.k  # the union outgrows K

@@ -352,9 +352,10 @@ def test_data_plan_serves_differently_tiled_steps(tmp_path):
 
 @pytest.mark.slow
 def test_chip_bench_detects_wrong_data(tiny_program, monkeypatch):
-    """The checks can fail: with one act word changed after the golden was computed, the tiles reading
-    it differ from the whole-model golden, and with one K byte changed in the DRAM image, the kv buffer's
-    read-back does (timing still exact)."""
+    """The checks can fail: with one word of the first norm's input changed after the golden was computed,
+    the chip's norm words, the quantize engine's act words and the tiles reading them differ from the
+    whole-model golden, and with one K byte changed in the DRAM image, the kv buffer's read-back does
+    (timing still exact)."""
     import lowbit.rtl.chip_run as cr
     from lowbit.sim.isa import KV_BASE
 
@@ -362,9 +363,9 @@ def test_chip_bench_detects_wrong_data(tiny_program, monkeypatch):
 
     def corrupt(img, cfg, seed=0, model=None):
         plan, why = real(img, cfg, seed, model)
-        i = min(plan.act_writes)
-        a, w = plan.act_writes[i][0]
-        plan.act_writes[i][0] = (a, w ^ 0x55)  # one act word of the first quantize op the tiles read
+        j = next(j for j, (a, w, sel) in enumerate(plan.sfu_preload) if sel == 1)
+        a, w, sel = plan.sfu_preload[j]
+        plan.sfu_preload[j] = (a, w ^ 0x0155, sel)  # one Q7.8 element of layers.0.attn_norm's first input word
         k = min(a for a in plan.dram if a >= KV_BASE)  # and the first K row in the DRAM image
         plan.dram[k] = bytes([plan.dram[k][0] ^ 1]) + plan.dram[k][1:]
         return plan, why
@@ -372,7 +373,7 @@ def test_chip_bench_detects_wrong_data(tiny_program, monkeypatch):
     monkeypatch.setattr(cr, "data_plan", corrupt)
     cfg, path = tiny_program
     r = verify_chip(cfg, path, "tiny", [])
-    assert r.mismatches == 0 and r.data_mismatches > 0 and not r.ok
+    assert r.mismatches == 0 and r.data_mismatches > 0 and r.norm[3] > 0 and r.sfu[3] > 0 and not r.ok
     assert r.kv_mismatches == 4  # the first K row is in all 4 steps' chunks (M <= LOP's k): one unit each
 
 

@@ -278,3 +278,32 @@ def test_every_program_fp4_tile_equals_the_golden(fp4_program):
         words += passes
     assert words == sum(t.tokens * t.groups for t in tiles) > 0
     print(f"{len(tiles)} tiles, {words} psum words")
+
+
+@pytest.mark.slow
+def test_chip_fp4_data_check_can_fail(tmp_path, monkeypatch):
+    """The chip bench's FP4 comparison can fail (tiny with the FP4 core, prefill 2 + decode 3): one byte of the
+    first FP4 tile's weights changed in the DRAM image after the golden was computed makes its psum words differ,
+    timing still exact."""
+    pytest.importorskip("cocotb")
+    import lowbit.rtl.chip_run as cr
+    from lowbit.sim.cli import build_trace
+    from lowbit.sim.compile import compile_program
+    from lowbit.sim.config import load_hw
+
+    real = cr.data_plan
+
+    def corrupt(img, cfg, seed=0, model=None):
+        plan, why = real(img, cfg, seed, model)
+        a = min(plan.dram)  # the first weight tile: its first lane's first two E2M1 codes
+        plan.dram[a] = bytes([plan.dram[a][0] ^ 0x11]) + plan.dram[a][1:]
+        return plan, why
+
+    monkeypatch.setattr(cr, "data_plan", corrupt)
+    sets = ["units=fp4,booth,lop,sfu", "fp4.enabled=true"]
+    cfg = load_hw("tiny", sets)
+    path = tmp_path / "prog.bin"
+    compile_program(cfg, build_trace("bitnet-tiny", None, 2, 3, cfg, None), path)
+    r = cr.verify_chip(cfg, path, "tiny", sets)
+    fp4 = next(q for q in r.queues if q.name == "fp4")
+    assert r.mismatches == 0 and fp4.data_words == 640 and 0 < fp4.data_mismatches < 640 and not r.ok

@@ -161,7 +161,7 @@ class Chip(wiring.Component):
             "start": In(1),
             "load_en": In(1),
             "load_queue": In(4),  # a queue's instruction memory; with the data path, len(queues): the act buffer,
-            # + 1 .. + 5 the SFU's norm input, S, gain, norm output and amax memories (chip_sfu.sfu_engines)
+            # + 1 .. + 6 the SFU's norm input, S, gain, norm output, amax and residual y memories (chip_sfu)
             "load_addr": In(self.load_addr_bits),
             "load_word": In(self.load_bits),
             "cycle": Out(32),
@@ -185,7 +185,8 @@ class Chip(wiring.Component):
                 sn = (STAT_DEPTH - 1).bit_length()
                 sig.update({"sv": Out(1), "sa": Out(d.a_bits), "sw": Out(8 * cfg.tint.tree_width),
                             "nv": Out(1), "na": Out(d.a_bits), "nw": Out(16 * cfg.sfu.lanes),
-                            "mv": Out(1), "ma": Out(sn), "mw": Out(STAT_BITS)})
+                            "mv": Out(1), "ma": Out(sn), "mw": Out(STAT_BITS),
+                            "rv": Out(1), "ra": Out(d.a_bits), "rw": Out(16 * cfg.sfu.lanes)})
             for n, k in zip(self.names, self.kinds, strict=True):
                 if k in ("tint", "booth"):
                     lay = self._tint_psum(n) if k == "tint" else booth_psum_layout(cfg.booth)
@@ -351,14 +352,15 @@ class Chip(wiring.Component):
             m.d.comb += [aw.en.eq(ld), aw.addr.eq(self.load_addr[:d.a_bits]), aw.data.eq(self.load_word[:8 * tw])]
         else:  # the SFU's quantize engine writes the act buffer (the load port in the cycles it does not)
             nq = len(self.names)
-            q, rms = sfu_engines(m, cfg, d, sfuq, [self.load_en & (self.load_queue == nq + k) for k in range(1, 6)],
-                                 self.load_addr, self.load_word)
+            q, rms, res = sfu_engines(m, cfg, d, sfuq, [self.load_en & (self.load_queue == nq + k)
+                                                        for k in range(1, 7)], self.load_addr, self.load_word)
             m.d.comb += [self.nv.eq(rms.o_wen), self.na.eq(rms.o_waddr), self.nw.eq(rms.o_wdata),
-                         self.mv.eq(rms.a_wen), self.ma.eq(rms.a_waddr), self.mw.eq(rms.a_wdata)]
+                         self.mv.eq(rms.a_wen), self.ma.eq(rms.a_waddr), self.mw.eq(rms.a_wdata),
+                         self.rv.eq(res.o_wen), self.ra.eq(res.o_waddr), self.rw.eq(res.o_wdata)]
             m.d.comb += [aw.en.eq(q.o_wen | ld), aw.addr.eq(Mux(q.o_wen, q.o_waddr, self.load_addr[:d.a_bits])),
                          aw.data.eq(Mux(q.o_wen, q.o_wdata.as_value(), self.load_word[:8 * tw])),
                          self.sv.eq(q.o_wen), self.sa.eq(q.o_waddr), self.sw.eq(q.o_wdata)]
-            wrote = q.o_wen | rms.o_wen | rms.a_wen
+            wrote = q.o_wen | rms.o_wen | rms.a_wen | res.o_wen
         for r, (name, c) in enumerate(tints):
             kw = dict(w_bits=d.w_bits, a_bits=d.a_bits, p_bits=d.p_bits, w_step=d.word_units)
             if c.kind == "tint":

@@ -38,7 +38,9 @@ DMA_DATA_FIELDS = (*DMA_FIELDS, "dwords", "dbase")
 # `beats` Q7.8 words at x_addr -> INT8 act words at o_addr, row r's amax at st_addr + r), 2 RMSNorm (Q7.8
 # words at x_addr -> Q7.8 words at o_addr, the gain at g_addr, row r's S read and its amax written at
 # st_addr + r, eps_q / sd / e_sd: sim.numerics.sfu_reduce.rmsnorm_consts); 0 keeps its `cyc`
-SFU_FIELDS = (*COMPUTE_FIELDS, "eng", "rows", "beats", "x_addr", "o_addr", "st_addr", "g_addr", "eps_q", "sd", "e_sd")
+# 3 residual add (x words at x_addr + y words at y_addr -> sat16 sum at o_addr, row r's S at st_addr + r)
+SFU_FIELDS = (*COMPUTE_FIELDS, "eng", "rows", "beats", "x_addr", "o_addr", "st_addr", "g_addr", "eps_q", "sd", "e_sd",
+              "y_addr")
 STAT_DEPTH = 64  # row-statistics memory rows (DESIGN ASSUMPTION: a word's rows, at most its tokens)
 
 
@@ -55,7 +57,7 @@ def _fields(kind: str, dims) -> dict[str, int]:
          "dwords": COUNT_BITS, "tail_lanes": dims.lanes.bit_length(), "tail_step": dims.word_units.bit_length(),
          "w_addr": dims.w_bits, "dbase": dims.w_bits, "a_addr": dims.a_bits,
          "p_addr": dims.p_bits, "rows": COUNT_BITS, "x_addr": dims.a_bits, "o_addr": dims.a_bits,
-         "g_addr": dims.a_bits, "eps_q": 32, "sd": 25, "e_sd": 3,
+         "g_addr": dims.a_bits, "eps_q": 32, "sd": 25, "e_sd": 3, "y_addr": dims.a_bits,
          "st_addr": (STAT_DEPTH - 1).bit_length()}
     return {n: w[n] for n in names}
 

@@ -57,7 +57,8 @@ DATA_FIELDS = {"tint": ("beats", "groups", "tokens", "tail_lanes", "tail_step", 
                "booth": ("eng", "beats", "groups", "tokens", "w_addr", "a_addr", "a_stride", "p_addr", "nq", "grp",
                          "pos0", "k_addr", "k_stride"),
                "dma": ("dwords", "dbase"), "dma_kv": ("dwords", "dbase"),
-               "sfu": ("eng", "rows", "beats", "x_addr", "o_addr", "st_addr", "g_addr", "eps_q", "sd", "e_sd")}
+               "sfu": ("eng", "rows", "beats", "x_addr", "o_addr", "st_addr", "g_addr", "eps_q", "sd", "e_sd",
+                       "y_addr")}
 
 
 @dataclass
@@ -86,13 +87,16 @@ class DataPlan:
     sfu_ops: list[str] = field(default_factory=list)  # the quantize words on the engine: 'step S op'
     sfu_elems: int = 0  # golden elements those words hold (<op>.q, tail lanes not counted)
     sfu_norm: dict[int, tuple[int, bool]] = field(default_factory=dict)  # norm word -> (region, on the engine)
-    sfu_writes: dict[int, tuple[int, list]] = field(default_factory=dict)  # SFU word -> (the word they must
-    # precede, load-port writes (address, word, load queue past the act buffer's)) from its start on
+    sfu_writes: dict[int, list[tuple[int, list]]] = field(default_factory=dict)  # SFU word -> [(the word they
+    # must precede, load-port writes (address, word, load queue past the act buffer's))] from its start on
     sfu_preload: list[tuple[int, int, int]] = field(default_factory=list)  # load-port writes before `start`
     norm_expect: list[tuple[int, int]] = field(default_factory=list)  # RMSNorm engine's Q7.8 writes
     amax_expect: list[tuple[int, int]] = field(default_factory=list)  # ... and its rows' amax
     norm_ops: list[str] = field(default_factory=list)
     norm_elems: int = 0
+    res_expect: list[tuple[int, int]] = field(default_factory=list)  # the residual engine's Q7.8 writes
+    res_ops: list[str] = field(default_factory=list)
+    res_elems: int = 0
 
     def acc_buffers(self) -> tuple[int, int, list[str]]:
         """(accumulator buffers every element of which a psum word checks, buffers with any, the golden's

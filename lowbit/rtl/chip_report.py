@@ -115,10 +115,14 @@ def chip_report(hw: str, sets: list[str], model: str, prefill: int, decode: int)
                     f"`<quant>.q`, **{r.sfu[3]} mismatches**"
                     + (f"; their input comes from the chip's RMSNorm engine: {r.norm[0]} norm words (SubLN and final "
                        f"norms included), {r.norm[1]:,} Q7.8 words ({r.norm[2]:,} elements) and their rows' amax "
-                       f"against the golden's `<norm>.out`, **{r.norm[3]} mismatches** (the norms' inputs, the "
-                       "golden's residual stream, attention and gating outputs, and their rows' sum of squares are "
-                       "written by the bench through the load port before each norm starts; the gains, the "
-                       "deployed Q5.10 norms, before `start`). " if r.norm[0] else
+                       f"against the golden's `<norm>.out`, **{r.norm[3]} mismatches**"
+                       + (f"; the residual stream feeding them from the chip's residual engine: {r.res[0]} residual "
+                          f"adds, {r.res[1]:,} Q7.8 words ({r.res[2]:,} elements) against the golden's "
+                          f"`<residual>.out`, **{r.res[3]} mismatches**" if r.res[0] else "")
+                       + " (the bench writes through the load port, before the word they feed starts: the step's "
+                       "embedding rows, the attention and gating outputs before SubLN with their rows' sum of "
+                       "squares, and the residual adds' requantized projection outputs; the gains, the deployed "
+                       "Q5.10 norms, before `start`). " if r.norm[0] else
                        "; their input (the norm's Q7.8 output and each row's amax, the golden's) is written by the "
                        "bench through the load port in the norm word's cycles. ")
                     if r.sfu[0] else

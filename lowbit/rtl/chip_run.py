@@ -68,6 +68,8 @@ class ChipResult:
     # elements, words differing from the golden's <op>.q (lowbit.rtl.chip_sfu)
     norm: tuple[int, int, int, int] = (0, 0, 0, 0)  # RMSNorm words on the SFU engine, their Q7.8 words,
     # elements, words and row amax differing from the golden's <norm>.out
+    res: tuple[int, int, int, int] = (0, 0, 0, 0)  # residual words on the SFU engine, their Q7.8 words,
+    # elements, words differing from the golden's <residual>.out
     pv: tuple[int, int, int] = (0, 0, 0)  # P V tiles on the data path, av.acc buffers complete, of all
 
     @property
@@ -87,7 +89,7 @@ class ChipResult:
         return (self.finished and self.mismatches == 0 and self.sim_cycles == self.chip_cycles
                 and self.late == 0 and self.lane_overflow == 0 and self.data_mismatches == 0
                 and self.data_late == 0 and self.act_late == 0 and self.kv_mismatches == 0 and self.sfu[3] == 0
-                and self.norm[3] == 0)
+                and self.norm[3] == 0 and self.res[3] == 0)
 
 
 def params_for(img: ChipImage, ref: list[QueueTimes] | None = None, data_banks: int = 0) -> ChipParams:
@@ -274,7 +276,7 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
                 "k_depth": dims.k_depth, "kv_data": bool(plan.kv_checks),
                 "dram": {str(a): b.hex() for a, b in segments(plan.dram).items()},
                 "engines": tq, "fmt": plan.fmt, "sfu_data": sd,
-                "sfu_writes": {str(i): [d, ws] for i, (d, ws) in plan.sfu_writes.items()},
+                "sfu_writes": {str(i): [[d, ws] for d, ws in gs] for i, gs in plan.sfu_writes.items()},
                 "sfu_preload": plan.sfu_preload,
                 "engine_bit": (p.dma_table - 1).bit_length()}
     lay = request_layout(p.id_bits)
@@ -327,6 +329,11 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
             got = [tuple(x) for x in r.get(key, [])]
             bad += sum(g != w for g, w in zip(got, want, strict=False)) + abs(len(got) - len(want))
         norm = (len(plan.norm_ops), len(plan.norm_expect), plan.norm_elems, bad)
+    res = (0, 0, 0, 0)
+    if plan is not None and plan.res_expect:
+        got = [tuple(x) for x in r.get("res", [])]
+        bad = sum(g != w for g, w in zip(got, plan.res_expect, strict=False)) + abs(len(got) - len(plan.res_expect))
+        res = (len(plan.res_ops), len(plan.res_expect), plan.res_elems, bad)
     if plan is not None:
         for q in qc:
             if q.name in plan.expect:
@@ -346,6 +353,6 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
                       int(r.get("data_late", 0)), why, ref, int(r.get("act_late", 0)),
                       plan.acc_buffers() if plan is not None else (0, 0, []), int(r.get("kv_chunks", 0)),
                       int(r.get("kv_units", 0)), int(r.get("kv_mismatches", 0)),
-                      plan.qk if plan is not None else (0, 0, 0), sfu, norm)
+                      plan.qk if plan is not None else (0, 0, 0), sfu, norm, res)
     res.pv = plan.pv if plan is not None else (0, 0, 0)
     return res

@@ -16,15 +16,17 @@ are written through the chip's load port (`ld_q78`, `ld_stat`; load queues len(q
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib.memory import Memory
 
 from lowbit.rtl.chip_ctrl import STAT_DEPTH
 from lowbit.rtl.sfu_stream import (
     QUANT_PIPE,
+    RESIDUAL_PIPE,
     RMSNORM_PIPE,
     STAT_BITS,
     SfuQuantStream,
+    SfuResidualStream,
     SfuRmsNormStream,
     q78_word,
 )
@@ -41,54 +43,80 @@ def sfu_data_ok(cfg: HwConfig) -> str:
         return "the design has no SFU or no TINT core"
     if cfg.sfu.lanes != cfg.tint.tree_width:
         return f"sfu.lanes {cfg.sfu.lanes} is not the act buffer word's tint.tree_width {cfg.tint.tree_width}"
-    for op, pipe in (("quantize", QUANT_PIPE), ("rmsnorm", RMSNORM_PIPE)):
+    for op, pipe in (("quantize", QUANT_PIPE), ("rmsnorm", RMSNORM_PIPE), ("elementwise", RESIDUAL_PIPE)):
         if cfg.sfu.op_latency(op) < pipe:
             return f"sfu.latency.{op} {cfg.sfu.op_latency(op)} is below its stream engine's {pipe} cycles"
     return ""
 
 
-def sfu_engines(m: Module, cfg, dims, ctrl, ld, ld_addr, ld_word) -> tuple[SfuQuantStream, SfuRmsNormStream]:
-    """Instantiate the quantize and RMSNorm engines and their memories in `m` behind the SFU queue's
-    controller `ctrl` (lowbit.rtl.chip_ctrl.ComputeQueue, kind 'sfu'): the norm's input buffer X, its output
-    buffer Y (the quantize engine's input), the gain buffer, the S memory (the norm's row statistic) and the
-    amax memory (the quantize engine's); `ld[k]` writes load word `ld_word` at `ld_addr` into X, S, the gains,
-    Y or amax (k = 0 .. 4). Each memory has one writer besides the load port, and the load port writes X, S
-    and the gains while the engines run (the norm writes Y and amax), so they are separate memories, each
-    with one write port (DESIGN ASSUMPTION). Returns the engines; the caller connects the quantize engine's
-    `o_*` port to the act buffer's write port."""
+def _halves(m: Module, name: str, shape, depth: int, wr: list, rd, ld, ld_addr, ld_word, bits: int):
+    """A memory of `depth` words as two half memories (the address's top bit picks one), so that one
+    writer can write one half while the load port writes the other. `wr`: (enable, address, data) of the
+    engine writers (at most one active a cycle), which win over the load port in their half; `rd`: the
+    read address (engines OR theirs). Returns the read data (the half the address named, a cycle later)."""
+    hb = (depth // 2 - 1).bit_length()
+    top, data_ = Signal(name=f"{name}_top"), []
+    m.d.sync += top.eq(rd[hb])
+    for h in range(2):
+        mem = Memory(shape=shape, depth=depth // 2, init=[])
+        m.submodules[f"sfu_{name}{h}"] = mem
+        w_, r_ = mem.write_port(), mem.read_port()
+        en, addr, dat = ld & (ld_addr[hb] == h), ld_addr[:hb], ld_word[:bits]
+        for e, a, d in wr:
+            hit = e & (a[hb] == h)
+            en, addr, dat = hit | en, Mux(hit, a[:hb], addr), Mux(hit, d, dat)
+        m.d.comb += [w_.en.eq(en), w_.addr.eq(addr), w_.data.eq(dat), r_.addr.eq(rd[:hb])]
+        data_.append(r_.data)
+    return Mux(top, data_[1], data_[0])
+
+
+def sfu_engines(m: Module, cfg, dims, ctrl, ld, ld_addr, ld_word):
+    """Instantiate the residual, RMSNorm and quantize engines and their memories in `m` behind the SFU
+    queue's controller `ctrl` (lowbit.rtl.chip_ctrl.ComputeQueue, kind 'sfu'): the norm's input buffer X (two
+    halves; the residual adds in place there), the S memory (two halves), the gain buffer, the norm output
+    buffer Y (the quantize engine's input), the amax memory and the residual's y buffer R; `ld[k]` writes
+    load word `ld_word` at `ld_addr` into X, S, the gains, Y, amax or R (k = 0 .. 5). Every memory (half)
+    has one engine writer at most, and the load port writes a half, memory or buffer no engine writes while
+    it does (the loader's regions), so each has one write port (DESIGN ASSUMPTION). Returns (quantize,
+    RMSNorm, residual); the caller connects the quantize engine's `o_*` port to the act buffer's write port."""
     n = cfg.sfu.lanes
     sb, ab = (STAT_DEPTH - 1).bit_length(), dims.a_bits
     m.submodules.sfu_quant = q = SfuQuantStream(cfg.sfu, a_bits=ab, q_bits=ab, s_bits=sb)
     m.submodules.sfu_rms = r = SfuRmsNormStream(cfg.sfu, a_bits=ab, g_bits=ab, s_bits=sb)
+    m.submodules.sfu_res = e = SfuResidualStream(cfg.sfu, a_bits=ab, s_bits=sb)
+    xd = _halves(m, "x", q78_word(n), dims.a_depth, [(e.o_wen, e.o_waddr, e.o_wdata.as_value())],
+                 r.x_raddr | e.x_raddr, ld[0], ld_addr, ld_word, 16 * n)
+    sd = _halves(m, "s", STAT_BITS, STAT_DEPTH, [(e.st_wen, e.st_waddr, e.st_wdata)], r.s_raddr, ld[1], ld_addr,
+                 ld_word, STAT_BITS)
     mems = {k: Memory(shape=shape, depth=depth, init=[]) for k, shape, depth in (
-        ("x", q78_word(n), dims.a_depth), ("s", STAT_BITS, STAT_DEPTH), ("g", q78_word(n), dims.a_depth),
-        ("y", q78_word(n), dims.a_depth), ("a", SFU_IN_BITS, STAT_DEPTH))}
+        ("g", q78_word(n), dims.a_depth), ("y", q78_word(n), dims.a_depth), ("a", SFU_IN_BITS, STAT_DEPTH),
+        ("r", q78_word(n), dims.a_depth))}
     ports = {}
     for k, mem in mems.items():
         m.submodules[f"sfu_{k}"] = mem
         ports[k] = mem.write_port(), mem.read_port()
-    bits = {"x": 16 * n, "s": STAT_BITS, "g": 16 * n, "y": 16 * n, "a": SFU_IN_BITS}
-    for j, k in enumerate(mems):
-        if k in ("x", "s", "g"):  # the load port's alone
-            w_, _ = ports[k]
-            m.d.comb += [w_.en.eq(ld[j]), w_.addr.eq(ld_addr[:len(w_.addr)]), w_.data.eq(ld_word[:bits[k]])]
+    for k, j in (("g", 2), ("r", 5)):  # the load port's alone
+        w_, _ = ports[k]
+        m.d.comb += [w_.en.eq(ld[j]), w_.addr.eq(ld_addr[:ab]), w_.data.eq(ld_word[:16 * n])]
     (yw, yr), (aw, ar) = ports["y"], ports["a"]
     m.d.comb += [yw.en.eq(r.o_wen | ld[3]), yw.addr.eq(Mux(r.o_wen, r.o_waddr, ld_addr[:ab])),
                  yw.data.eq(Mux(r.o_wen, r.o_wdata.as_value(), ld_word[:16 * n])),
                  aw.en.eq(r.a_wen | ld[4]), aw.addr.eq(Mux(r.a_wen, r.a_waddr, ld_addr[:sb])),
                  aw.data.eq(Mux(r.a_wen, r.a_wdata[:SFU_IN_BITS], ld_word[:SFU_IN_BITS])),
-                 ports["x"][1].addr.eq(r.x_raddr), r.x_rdata.eq(ports["x"][1].data),
-                 ports["s"][1].addr.eq(r.s_raddr), r.s_rdata.eq(ports["s"][1].data),
+                 r.x_rdata.eq(xd), e.x_rdata.eq(xd), r.s_rdata.eq(sd),
                  ports["g"][1].addr.eq(r.g_raddr), r.g_rdata.eq(ports["g"][1].data),
+                 ports["r"][1].addr.eq(e.y_raddr), e.y_rdata.eq(ports["r"][1].data),
                  yr.addr.eq(q.x_raddr), q.x_rdata.eq(yr.data), ar.addr.eq(q.a_raddr), q.a_rdata.eq(ar.data),
-                 ctrl.unit_ready.eq(q.ready & r.ready), ctrl.unit_done.eq(q.done_next | r.done_next)]
+                 ctrl.unit_ready.eq(q.ready & r.ready & e.ready),
+                 ctrl.unit_done.eq(q.done_next | r.done_next | e.done_next)]
     w = ctrl.word
-    for e, k in ((q, 1), (r, 2)):
-        m.d.comb += [e.start.eq(ctrl.go & (w.eng == k)), e.rows.eq(w.rows), e.beats.eq(w.beats),
-                     e.x_addr.eq(w.x_addr), e.o_addr.eq(w.o_addr)]
+    for eng, k in ((q, 1), (r, 2), (e, 3)):
+        m.d.comb += [eng.start.eq(ctrl.go & (w.eng == k)), eng.rows.eq(w.rows), eng.beats.eq(w.beats),
+                     eng.x_addr.eq(w.x_addr), eng.o_addr.eq(w.o_addr)]
     m.d.comb += [q.a_addr.eq(w.st_addr), r.g_addr.eq(w.g_addr), r.s_addr.eq(w.st_addr), r.a_addr.eq(w.st_addr),
-                 r.eps_q.eq(w.eps_q), r.sd.eq(w.sd), r.e_sd.eq(w.e_sd)]
-    return q, r
+                 r.eps_q.eq(w.eps_q), r.sd.eq(w.sd), r.e_sd.eq(w.e_sd), e.y_addr.eq(w.y_addr),
+                 e.st_addr.eq(w.st_addr)]
+    return q, r, e
 
 
 def sfu_plan(plan, img, cfg, i: int, key: tuple[int, str], beats: int) -> bool:
@@ -173,7 +201,7 @@ def sfu_norms(plan, img, cfg) -> None:
     word a_depth) and each row's amax over its S. Its input, the golden's (norm_input), and the S of each
     row are written by the bench through the load port from the word after the last one using that region
     (its norm and the quantize reading the amax) until the norm starts (`plan.sfu_writes`: anchor word ->
-    (the norm word, writes)), or before `start` (`plan.sfu_preload`) for a region's first norm. The gains,
+    [(the norm word, writes)]), or before `start` (`plan.sfu_preload`) for a region's first norm. The gains,
     the deployed model's Q5.10 norms, are in the gain buffer, loaded before `start` too."""
     import numpy as np
 
@@ -185,10 +213,60 @@ def sfu_norms(plan, img, cfg) -> None:
     last: list[int | None] = [None, None]
     gains: dict[str, int] = {}
     gnext = k = 0
+    produced: set[int] = set()  # norm words whose input and S the residual engine writes
+    last_y: list[int | None] = [None]  # the last residual word on the engine (it reads the R buffer)
+    half = d.a_depth // 2
+
+    def window(anchor: int | None, i: int, writes: list) -> bool:
+        """Schedule `writes` from word `anchor` until word i starts (before `start` for anchor None)."""
+        if anchor is None:
+            plan.sfu_preload.extend(writes)
+            return True
+        room = sum(words[j]["cyc"] for j in range(anchor, i)) - 2 - sum(
+            len(plan.act_writes.get(j, [])) + sum(len(g[1]) for g in plan.sfu_writes.get(j, [])) for j in range(anchor, i))
+        if anchor >= i or len(writes) > room:
+            return False
+        plan.sfu_writes.setdefault(anchor, []).append((i, writes))
+        return True
+
+    def residual(i: int, w: dict, op: str) -> None:
+        """A residual word on the engine, adding in place in the X half of the norm that read its x, where
+        the next norm (its output's reader) uses that half."""
+        from lowbit.sim.numerics.requant import residual_add
+
+        layer, kind = op.split(".")[1], op.split(".")[2].split("_")[0]
+        src = next((j for j in range(i - 1, -1, -1) if words[j].get("op") == f"layers.{layer}.{kind}_norm"
+                    and words[j].get("step") == w.get("step")), None)
+        nxt = next((j for j in range(i + 1, len(words)) if words[j].get("op", "").endswith("_norm")), None)
+        if src is None or nxt is None or not plan.sfu_norm.get(src, (0, False))[1]:
+            return
+        r = plan.sfu_norm[src][0]
+        bufs = plan.model.run.steps[w.get("step", 0)].buffers
+        x, out = norm_input(spec, bufs, f"layers.{layer}.{kind}_norm"), bufs.get(f"{op}.out")
+        y = bufs.get(f"layers.{layer}." + ("attn.o.out" if kind == "attn" else "ffn.down.out"))
+        if x is None or out is None or y is None or x.shape != out.shape or y.shape != out.shape or k % 2 != r:
+            return
+        rows, beats = out.shape[0], -(-out.shape[1] // n)
+        if rows > STAT_HALF or rows * beats > half or not np.array_equal(residual_add(x, y), out) or \
+                stream_cycles(cfg.sfu, "elementwise", rows, beats) != w["cyc"]:
+            return
+        if not window(None if last_y[0] is None else last_y[0] + 1, i,
+                      [(a, v, 6) for a, v in enumerate(_words16(y, n, beats))]):
+            return
+        last_y[0] = last[r] = i
+        produced.add(nxt)
+        plan.sfu_fields[i] = {"eng": 3, "rows": rows, "beats": beats, "x_addr": r * half, "y_addr": 0,
+                              "o_addr": r * half, "st_addr": r * STAT_HALF}
+        plan.res_expect += [(r * half + a, v) for a, v in enumerate(_words16(out, n, beats))]
+        plan.res_ops.append(f"step {w.get('step', 0)} {op}")
+        plan.res_elems += int(out.size)
+
     for i, w in enumerate(words):
         op = w.get("op", "")
         if op.endswith("_quant") and i > 0 and (i - 1) in plan.sfu_norm:
             last[plan.sfu_norm[i - 1][0]] = i  # the quantize reads its norm's statistics region
+        if op.endswith(("attn_residual", "ffn_residual")) and op.startswith("layers."):
+            residual(i, w, op)
         if not op.endswith("_norm"):
             continue
         r = k % 2
@@ -213,16 +291,10 @@ def sfu_norms(plan, img, cfg) -> None:
             gains[op] = gnext
             plan.sfu_preload += [(gnext + j, v, 3) for j, v in enumerate(gw)]
             gnext += len(gw)
-        writes = [(r * (d.a_depth // 2) + j, v, 1) for j, v in enumerate(_words16(x, n, beats))]
+        writes = [(r * half + j, v, 1) for j, v in enumerate(_words16(x, n, beats))]
         writes += [(r * STAT_HALF + j, int((x[j].astype(np.int64) ** 2).sum()), 2) for j in range(rows)]
-        if first:
-            plan.sfu_preload += writes  # the region's first norm: its input before `start`
-        else:
-            room = sum(words[j]["cyc"] for j in range(anchor, i)) - 2 - sum(
-                len(plan.act_writes.get(j, [])) + len(plan.sfu_writes.get(j, (0, []))[1]) for j in range(anchor, i))
-            if anchor >= i or len(writes) > room:
-                continue
-            plan.sfu_writes[anchor] = (i, plan.sfu_writes.get(anchor, (i, []))[1] + writes)
+        if i not in produced and not window(None if first else anchor, i, writes):
+            continue  # the region's first norm: its input before `start`
         eps_q, sd, e_sd = rmsnorm_consts(dim, spec.norm_eps)
         plan.sfu_fields[i] = {"eng": 2, "rows": rows, "beats": beats, "x_addr": r * (d.a_depth // 2),
                               "o_addr": 0, "st_addr": r * STAT_HALF, "g_addr": gains[op], "eps_q": eps_q,

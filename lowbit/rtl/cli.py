@@ -196,6 +196,10 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
             print(f"SFU: {r.sfu[0]} quantize words on the SFU's stream engine, writing the act buffer the projections "
                   f"read: {r.sfu[1]:,} INT8 words ({r.sfu[2]:,} elements) against the golden's <op>.q, "
                   f"{r.sfu[3]} mismatches")
+        if r.res[0]:
+            print(f"SFU: {r.res[0]} residual adds on the SFU's residual engine, writing the norms' input and each "
+                  f"row's sum of squares: {r.res[1]:,} Q7.8 words ({r.res[2]:,} elements) against the golden's "
+                  f"<residual>.out, {r.res[3]} mismatches")
         if r.norm[0]:
             print(f"SFU: {r.norm[0]} RMSNorm words (SubLN and the final norm included) on the SFU's RMSNorm engine, "
                   f"feeding the quantize engine: {r.norm[1]:,} Q7.8 words ({r.norm[2]:,} elements) and each row's "
@@ -219,6 +223,8 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
              "sfu_quant_words": r.sfu[0], "sfu_int8_words": r.sfu[1],
              "sfu_elements": r.sfu[2], "sfu_mismatches": r.sfu[3], "norm_words": r.norm[0],
              "norm_q78_words": r.norm[1], "norm_elements": r.norm[2], "norm_mismatches": r.norm[3],
+             "residual_words": r.res[0], "residual_q78_words": r.res[1], "residual_elements": r.res[2],
+             "residual_mismatches": r.res[3],
              "acc_buffers": {"on_data_path": r.acc_buffers[1], "complete": r.acc_buffers[0],
                              "without_tiles": r.acc_buffers[2]},
              "queues": [dataclasses.asdict(q) for q in r.queues]}
@@ -233,6 +239,7 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
         why += [f"{r.act_late} SFU words' act writes came after the instruction"] if r.act_late else []
         why += [f"{r.sfu[3]} SFU quantize words differ from the golden's"] if r.sfu[3] else []
         why += [f"{r.norm[3]} SFU RMSNorm words differ from the golden's"] if r.norm[3] else []
+        why += [f"{r.res[3]} SFU residual words differ from the golden's"] if r.res[3] else []
         why += [f"{r.kv_mismatches} kv buffer units differ from the golden's K/V rows"] if r.kv_mismatches else []
         why += [f"{r.data_late} weight reads' data came after their response"] if r.data_late else []
         raise LowbitError("chip RTL differs from lowbit sim: " + ", ".join(why))

@@ -118,6 +118,9 @@ def test_chip_runs_the_program_cycle_exact(tiny_program):
     # steps) and the decode steps' final norm (the prefill's normalises 2 rows, the golden only the last):
     # (2 + 1 + 1 + 1 tokens) x 2 layers x (16 + 16 + 16 + 32 words) + 3 x 16, equal to the golden's <norm>.out
     assert r.norm == (32 + 3, 5 * 2 * 80 + 48, (5 * 2 * 80 + 48) * 4, 0)
+    # ... whose residual stream the SFU's residual engine adds: attn_residual and ffn_residual, 2 layers, 4 steps,
+    # (2 + 1 + 1 + 1 tokens) x 16 words each, equal to the golden's <residual>.out
+    assert r.res == (16, 5 * 2 * 2 * 16, 5 * 2 * 2 * 16 * 4, 0)
     assert r.data_ref.startswith("the whole-model golden") and r.act_late == 0
     assert r.acc_buffers == (56, 56, [f"step {i} lm_head" for i in range(4)])  # the lm_head runs on the host
     # K/V reads carry the golden's rows: 2 layers x 2 KV heads x (K, V) chunks in each step, 2 + 3 + 4 + 5 keys
@@ -242,9 +245,27 @@ def test_model_plan_holds_the_deployed_model(tiny_program):
     # gain (the deployed Q5.10 norm) is loaded before start, its input (the golden's) and each row's S = sum x^2
     # through the load port before it starts (before start for each half's first norm)
     gains = {a: v for a, v, sel in plan.sfu_preload if sel == 3}
-    before = {j: ws for a, (j, ws) in plan.sfu_writes.items() if a < j}
-    assert len(before) == len(plan.sfu_writes) == 33
-    first = [(a, v, sel) for a, v, sel in plan.sfu_preload if sel != 3]
+    before = {j: ws for a, gs in plan.sfu_writes.items() for j, ws in gs if a < j}
+    assert len(before) == sum(len(gs) for gs in plan.sfu_writes.values())
+    first = [(a, v, sel) for a, v, sel in plan.sfu_preload if sel in (1, 2)]
+    # the residual engine adds in place in the X half of the norm that read its x (attn_norm, ffn_norm) and
+    # writes the next norm's input and S: those norms get no bench writes; its y (attn.o.out, ffn.down.out,
+    # the requantized projection outputs) is written into the R buffer before it starts
+    res = {i: img.words[sq][i] for i, f in plan.sfu_fields.items() if f["eng"] == 3}
+    assert sorted({w["op"].split(".")[-1] for w in res.values()}) == ["attn_residual", "ffn_residual"]
+    assert len(res) == 2 * 2 * 4 == len(plan.res_ops)
+    for i, w in res.items():
+        L, kind = w["op"].split(".")[1], w["op"].split(".")[2].split("_")[0]
+        y = model.run.steps[w["step"]].buffers[f"layers.{L}." + ("attn.o.out" if kind == "attn" else "ffn.down.out")]
+        ws = before[i] if i != min(res) else [x for x in plan.sfu_preload if x[2] == 6]  # the first: before start
+        assert [(a, v) for a, v, sel in ws] == [
+            (a, sum((int(v) & 0xFFFF) << (16 * e) for e, v in enumerate(row))) for a, row in enumerate(y.reshape(-1, 4))]
+        src = max(j for j in norms if j < i and img.words[sq][j]["op"] == f"layers.{L}.{kind}_norm")
+        nxt = min(j for j in range(i + 1, len(img.words[sq])) if img.words[sq][j]["op"].endswith("_norm"))
+        f = plan.sfu_fields[i]
+        assert f["x_addr"] == f["o_addr"] == plan.sfu_fields[src]["x_addr"] and f["st_addr"] == plan.sfu_fields[src][
+            "st_addr"] and f["y_addr"] == 0 and w["cyc"] == f["rows"] * f["beats"] + cfg.sfu.op_latency("elementwise")
+        assert nxt not in before and (nxt not in norms or plan.sfu_fields[nxt]["x_addr"] == f["x_addr"])
     every = [i for i, w in enumerate(img.words[sq]) if w["op"].endswith("_norm")]
     assert [img.words[sq][i]["op"] for i in every if i not in norms] == ["final_norm"]
     src = {"attn_norm": lambda b, L: b["embed.out"] if L == 0 else b[f"layers.{L - 1}.ffn_residual.out"],
@@ -268,6 +289,9 @@ def test_model_plan_holds_the_deployed_model(tiny_program):
         assert w["cyc"] == rows * beats + cfg.sfu.op_latency("rmsnorm")
         ws = [(r * 256 + a, v, 1) for a, v in enumerate(words16(x))] + \
             [(r * 32 + j, int((x[j] ** 2).sum()), 2) for j in range(rows)]
+        if name in ("ffn_norm", "final_norm") or (name == "attn_norm" and w["op"] != "layers.0.attn_norm"):
+            assert i not in before  # the residual engine wrote it
+            continue
         assert (before[i] if k >= 2 else first[:len(ws)] if k == 0 else first[-len(ws):]) == ws
     assert plan.norm_expect[:16] == [(a, v) for a, v in enumerate(words16(model.run.steps[0].buffers[
         "layers.0.attn_norm.out"][:1]))]

@@ -154,8 +154,10 @@ async def chip_run(dut):
     sfu_words: list[list[int]] = []  # the SFU quantize engine's act buffer writes, (address, word) in order
     norm_words: list[list[int]] = []  # the RMSNorm engine's Q7.8 writes and its amax writes
     amax_words: list[list[int]] = []
+    res_words: list[list[int]] = []  # the residual engine's Q7.8 writes
     sfu_writes = {int(i): v for i, v in dj.get("sfu_writes", {}).items()} if dj else {}
-    sfu_last: dict[int, tuple[int, int]] = {}  # SFU word -> (the word its writes precede, last write's cycle)
+    sfu_last: dict[tuple[int, int], tuple[int, int]] = {}  # (SFU word, group) -> (the word the group's writes
+    # precede, its last write's cycle)
     adriven = False
     act_last: dict[int, int] = {}  # SFU word -> cycle of its last act write
     kv_checks = {tuple(int(x) for x in k.split(",")): v for k, v in dj.get("kv_checks", {}).items()} if dj else {}
@@ -243,12 +245,13 @@ async def chip_run(dut):
                             c += 1
                     if q == sfu_q and i in sfu_writes:  # a later norm's input, after this word's act words
                         c = max(act_last.get(i, cyc), cyc) + 1
-                        for a, w, sel in sfu_writes[i][1]:
-                            while c in aslot:
+                        for g, (dl, ws) in enumerate(sfu_writes[i]):
+                            for a, w, sel in ws:
+                                while c in aslot:
+                                    c += 1
+                                aslot[c] = (dj["act_queue"] + sel, a, w)
+                                sfu_last[(i, g)] = (dl, c)
                                 c += 1
-                            aslot[c] = (dj["act_queue"] + sel, a, w)
-                            sfu_last[i] = (sfu_writes[i][0], c)
-                            c += 1
                     if (q, i) in kv_checks:  # read its K/V chunk back: a beat of units a cycle
                         a0, n, hx = kv_checks[(q, i)]
                         b = bytes.fromhex(hx)
@@ -287,6 +290,8 @@ async def chip_run(dut):
                 norm_words.append([int(dut.na.value), int(dut.nw.value)])
             if int(dut.mv.value):
                 amax_words.append([int(dut.ma.value), int(dut.mw.value)])
+            if int(dut.rv.value):
+                res_words.append([int(dut.ra.value), int(dut.rw.value)])
         jd = int(dut.join_done.value)
         if jd:
             h = int(dut.join_head.value)
@@ -319,9 +324,9 @@ async def chip_run(dut):
             break
     act_late = sum(c >= end[sfu_q][i] for i, c in act_last.items()) + len(set(act_writes) - set(act_last))
     act_late += sum(start[sfu_q][j] < 0 or c >= start[sfu_q][j] for j, c in sfu_last.values()) \
-        + len(set(sfu_writes) - set(sfu_last))
+        + sum(len(v) for v in sfu_writes.values()) - len(sfu_last)
     res = {"queues": names, "start": start, "end": end, "cycles": cyc, "late": late, "lane_overflow": overflow,
-           "psum": psum, "sfu": sfu_words, "norm": norm_words, "amax": amax_words, "data_late": data_late, "act_late": act_late, "kv_chunks": kv_chunks,
+           "psum": psum, "sfu": sfu_words, "norm": norm_words, "amax": amax_words, "res": res_words, "data_late": data_late, "act_late": act_late, "kv_chunks": kv_chunks,
            "kv_units": kv_units, "kv_mismatches": kv_bad + sum(len(v) for v in ksample.values()),
            "finished": cnt_prev == lengths[:-1] and joins_done == lengths[-1], "dram_requests": next_tag}
     tmp = job["result"] + ".tmp"

@@ -351,26 +351,32 @@ class TintTileDatapath(wiring.Component):
         t = cfg.tree_width
         ab = len(self.w_addr)
         m.submodules.wbuf = wbuf = BankedBuffer(depth=self.depth, banks=2, unit_bits=self.word_bits)
-        m.submodules.abuf = abuf = Memory(shape=data.ArrayLayout(signed(8), t), depth=self.depth, init=[])
-        m.submodules.pbuf = pbuf = Memory(shape=psum_layout(cfg), depth=self.depth, init=[])
         m.submodules.eng = eng = TintEngine(cfg, w_bits=ab, a_bits=ab, p_bits=ab)
-        aw, ar = abuf.write_port(), abuf.read_port()
-        pw, pr = pbuf.write_port(), pbuf.read_port()
-        m.d.comb += [wbuf.wr_valid.eq(self.fill_valid), wbuf.wr_addr.eq(self.fill_addr),
-                     wbuf.wr_count.eq(self.fill_count),
-                     wbuf.wr_data[0].eq(self.fill_data),
-                     aw.en.eq(self.act_valid), aw.addr.eq(self.act_addr), aw.data.eq(self.act_data),
-                     pr.addr.eq(self.psum_addr), self.psum_data.eq(pr.data.acc), self.psum_ovf.eq(pr.data.ovf)]
-        m.d.comb += [eng.start.eq(self.start), eng.beats.eq(self.beats), eng.groups.eq(self.passes),
-                     eng.tokens.eq(self.tokens), eng.w_addr.eq(self.w_addr), eng.a_addr.eq(self.a_addr),
-                     eng.a_stride.eq(self.a_stride), eng.p_addr.eq(self.p_addr),
-                     eng.tail_lanes.eq(self.tail_lanes), eng.tail_step.eq(self.tail_step),
-                     self.ready.eq(eng.ready), self.done.eq(eng.done), self.done_next.eq(eng.done_next),
-                     wbuf.raddr[0].eq(eng.w_raddr), eng.w_rdata.eq(wbuf.rdata0),
-                     ar.addr.eq(eng.a_raddr), eng.a_rdata.eq(ar.data),
-                     pw.en.eq(eng.p_valid), pw.addr.eq(eng.p_addr_o), pw.data.acc.eq(eng.p_acc),
-                     pw.data.ovf.eq(eng.p_ovf)]
+        m.d.comb += wbuf.wr_data[0].eq(self.fill_data)
+        wire_tile_datapath(m, self, wbuf, eng, data.ArrayLayout(signed(8), t), psum_layout(cfg))
         return m
+
+
+def wire_tile_datapath(m: Module, dp, wbuf: BankedBuffer, eng, act_shape, psum_shape) -> None:
+    """A standalone tile datapath (an engine with its own weight, act and psum buffers, for the engine's
+    bench): `dp`'s ports to the act and psum memories it adds to `m`, the weight buffer's fill port (all but its
+    data) and the engine's start fields, read ports and psum writes."""
+    m.submodules.abuf = abuf = Memory(shape=act_shape, depth=dp.depth, init=[])
+    m.submodules.pbuf = pbuf = Memory(shape=psum_shape, depth=dp.depth, init=[])
+    aw, ar = abuf.write_port(), abuf.read_port()
+    pw, pr = pbuf.write_port(), pbuf.read_port()
+    m.d.comb += [wbuf.wr_valid.eq(dp.fill_valid), wbuf.wr_addr.eq(dp.fill_addr), wbuf.wr_count.eq(dp.fill_count),
+                 aw.en.eq(dp.act_valid), aw.addr.eq(dp.act_addr), aw.data.eq(dp.act_data),
+                 pr.addr.eq(dp.psum_addr), dp.psum_data.eq(pr.data.acc), dp.psum_ovf.eq(pr.data.ovf)]
+    m.d.comb += [eng.start.eq(dp.start), eng.beats.eq(dp.beats), eng.groups.eq(dp.passes),
+                 eng.tokens.eq(dp.tokens), eng.w_addr.eq(dp.w_addr), eng.a_addr.eq(dp.a_addr),
+                 eng.a_stride.eq(dp.a_stride), eng.p_addr.eq(dp.p_addr),
+                 eng.tail_lanes.eq(dp.tail_lanes), eng.tail_step.eq(dp.tail_step),
+                 dp.ready.eq(eng.ready), dp.done.eq(eng.done), dp.done_next.eq(eng.done_next),
+                 wbuf.raddr[0].eq(eng.w_raddr), eng.w_rdata.eq(wbuf.rdata0),
+                 ar.addr.eq(eng.a_raddr), eng.a_rdata.eq(ar.data),
+                 pw.en.eq(eng.p_valid), pw.addr.eq(eng.p_addr_o), pw.data.acc.eq(eng.p_acc),
+                 pw.data.ovf.eq(eng.p_ovf)]
 
 
 def _pow2_floor(n: int) -> int:

@@ -30,10 +30,9 @@ from dataclasses import dataclass
 import numpy as np
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from lowbit.rtl.chip_data import BankedBuffer, TileWalk, psum_writes
+from lowbit.rtl.chip_data import BankedBuffer, TileWalk, psum_writes, wire_tile_datapath
 from lowbit.rtl.common import COUNT_BITS, delay
 from lowbit.rtl.fp4 import Fp4Core
 from lowbit.sim.config import Fp4Config
@@ -200,25 +199,9 @@ class Fp4TileDatapath(wiring.Component):
         ab = len(self.w_addr)
         m.submodules.wbuf = wbuf = BankedBuffer(depth=self.depth, banks=self.banks, unit_bits=self.unit_bits,
                                                 word_units=(self.word_units,))
-        m.submodules.abuf = abuf = Memory(shape=data.ArrayLayout(signed(8), cfg.elems_per_cycle), depth=self.depth,
-                                          init=[])
-        m.submodules.pbuf = pbuf = Memory(shape=fp4_psum_layout(cfg), depth=self.depth, init=[])
         m.submodules.eng = eng = Fp4Engine(cfg, w_bits=ab, a_bits=ab, p_bits=ab, w_step=self.word_units)
-        aw, ar = abuf.write_port(), abuf.read_port()
-        pw, pr = pbuf.write_port(), pbuf.read_port()
-        m.d.comb += [wbuf.wr_valid.eq(self.fill_valid), wbuf.wr_addr.eq(self.fill_addr), wbuf.wr_count.eq(self.fill_count),
-                     wbuf.wr_data.eq(self.fill_data),
-                     aw.en.eq(self.act_valid), aw.addr.eq(self.act_addr), aw.data.eq(self.act_data),
-                     pr.addr.eq(self.psum_addr), self.psum_data.eq(pr.data.acc), self.psum_ovf.eq(pr.data.ovf)]
-        m.d.comb += [eng.start.eq(self.start), eng.beats.eq(self.beats), eng.groups.eq(self.passes),
-                     eng.tokens.eq(self.tokens), eng.w_addr.eq(self.w_addr), eng.a_addr.eq(self.a_addr),
-                     eng.a_stride.eq(self.a_stride), eng.p_addr.eq(self.p_addr),
-                     eng.tail_lanes.eq(self.tail_lanes), eng.tail_step.eq(self.tail_step),
-                     self.ready.eq(eng.ready), self.done.eq(eng.done), self.done_next.eq(eng.done_next),
-                     wbuf.raddr[0].eq(eng.w_raddr), eng.w_rdata.eq(wbuf.rdata0),
-                     ar.addr.eq(eng.a_raddr), eng.a_rdata.eq(ar.data),
-                     pw.en.eq(eng.p_valid), pw.addr.eq(eng.p_addr_o), pw.data.acc.eq(eng.p_acc),
-                     pw.data.ovf.eq(eng.p_ovf)]
+        m.d.comb += wbuf.wr_data.eq(self.fill_data)
+        wire_tile_datapath(m, self, wbuf, eng, data.ArrayLayout(signed(8), cfg.elems_per_cycle), fp4_psum_layout(cfg))
         return m
 
 

@@ -73,27 +73,42 @@ def qk_plan(plan, img, cfg, bq: int, chunks: dict[tuple[int, int], tuple[int, li
                   "a_addr": half + (g * T + q0) * grp * qs, "a_stride": qs}
         out[i] = (fields, words, (w["step"], layer, g))
     # the queries: the g-th RoPE word of a step and layer writes group g's rows
-    sq = next((q for q, c in enumerate(img.classes) if c == C_SFU), -1)
     need = {v[2] for v in out.values()}
     writes: dict[int, list] = {}
-    seen: dict[tuple[int, int], int] = {}
-    for i, w in enumerate(img.words[sq] if sq >= 0 else []):
-        if not w.get("op", "").endswith(".attn.rope"):
-            continue
-        layer = int(w["op"].split(".")[1])
-        g = seen.get((w["step"], layer), 0)
-        seen[(w["step"], layer)] = g + 1
+    _sq, group_words, _n = sfu_group_words(img, ".attn.rope")
+    for i, w, layer, g in group_words:
         if (w["step"], layer, g) not in need:
             continue
         q8 = m.run.steps[w["step"]].buffers[f"layers.{layer}.attn.qk.q8"]
         rows = q8[:, g * grp:(g + 1) * grp].reshape(-1, tw)
         base = half + g * q8.shape[0] * grp * qs
-        ws = [(base + r, sum((int(v) & 0xFF) << (8 * e) for e, v in enumerate(x))) for r, x in enumerate(rows)]
+        ws = [(base + r, i8_word(x)) for r, x in enumerate(rows)]
         if len(ws) > w["cyc"] - 2:
             out = {k: v for k, v in out.items() if v[2] != (w["step"], layer, g)}
             continue
         writes[i] = ws
     return out, writes
+
+
+def i8_word(x) -> int:
+    """An act-buffer word from its INT8 elements (element e in bits 8e .. 8e + 7)."""
+    return sum((int(v) & 0xFF) << (8 * e) for e, v in enumerate(x))
+
+
+def sfu_group_words(img, suffix: str) -> tuple[int, list[tuple[int, dict, int, int]], dict[tuple[int, int], int]]:
+    """The SFU queue's index, its words of op `layers.L<suffix>` as (index, word, layer, g) in program order, where
+    the g-th such word of a step and layer is KV group g's, and the count of such words per (step, layer)."""
+    sq = next((q for q, c in enumerate(img.classes) if c == C_SFU), -1)
+    found: list[tuple[int, dict, int, int]] = []
+    seen: dict[tuple[int, int], int] = {}
+    for i, w in enumerate(img.words[sq] if sq >= 0 else []):
+        if not w.get("op", "").endswith(suffix):
+            continue
+        layer = int(w["op"].split(".")[1])
+        g = seen.get((w["step"], layer), 0)
+        seen[(w["step"], layer)] = g + 1
+        found.append((i, w, layer, g))
+    return sq, found, seen
 
 
 def qk_cover(plan, out: dict) -> tuple[int, int, int]:

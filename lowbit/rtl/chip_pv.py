@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from lowbit.sim.isa import C_SFU, KV_BASE
+from lowbit.rtl.chip_attn import i8_word, sfu_group_words
+from lowbit.sim.isa import KV_BASE
 
 
 def pv_plan(plan, img, cfg, bq: int, chunks: dict[tuple[int, int], tuple[int, list[int]]],
@@ -83,16 +84,10 @@ def pv_plan(plan, img, cfg, bq: int, chunks: dict[tuple[int, int], tuple[int, li
                   "a_addr": base + (g * T + q0) * grp * ps, "a_stride": ps}
         out[i] = (fields, words, (w["step"], layer, g), q0)
     # the probabilities: the g-th softmax word of a step and layer writes group g's rows
-    sq = next((q for q, c in enumerate(img.classes) if c == C_SFU), -1)
     need = {v[2] for v in out.values()}
     writes: dict[int, list] = {}
-    seen: dict[tuple[int, int], int] = {}
-    for i, w in enumerate(img.words[sq] if sq >= 0 else []):
-        if not w.get("op", "").endswith(".attn.softmax"):
-            continue
-        layer = int(w["op"].split(".")[1])
-        g = seen.get((w["step"], layer), 0)
-        seen[(w["step"], layer)] = g + 1
+    sq, group_words, seen = sfu_group_words(img, ".attn.softmax")
+    for i, w, layer, g in group_words:
         if (w["step"], layer, g) not in need:
             continue
         base, ps = rows[(w["step"], layer)]
@@ -102,7 +97,7 @@ def pv_plan(plan, img, cfg, bq: int, chunks: dict[tuple[int, int], tuple[int, li
         pad[:, :, :w8.shape[2]] = w8[g * grp:(g + 1) * grp]
         r = pad.transpose(1, 0, 2).reshape(-1, tw)  # rows (t, h), ps words each
         b0 = base + g * T * grp * ps
-        ws = [(b0 + j, sum((int(v) & 0xFF) << (8 * e) for e, v in enumerate(x))) for j, x in enumerate(r)]
+        ws = [(b0 + j, i8_word(x)) for j, x in enumerate(r)]
         if len(ws) > w["cyc"] - 2:
             out = {k: v for k, v in out.items() if v[2] != (w["step"], layer, g)}
             continue

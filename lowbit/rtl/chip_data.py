@@ -272,25 +272,32 @@ class TintEngine(wiring.Component):
         cfg = self.cfg
         n, t = cfg.lanes, cfg.tree_width
         m.submodules.core = core = TintCore(cfg)
-        go = Signal()
-        m.d.comb += go.eq(self.start & core.ready & (self.beats != 0) & (self.groups != 0) & (self.tokens != 0))
-        walk = TileWalk(m, self, go, w_step=self.w_step, a_step=1, tail=True)
-        busy = walk.busy
-        m.d.comb += self.done_next.eq(delay(m, walk.last_rd, tint_latency(cfg), "fin"))
-        m.d.comb += [self.w_raddr.eq(walk.wa), self.a_raddr.eq(walk.aa)]
-        mask = Signal(n)  # lanes of the word read this cycle that hold no row (applied when it arrives)
-        for lane in range(n):
-            m.d.sync += mask[lane].eq(walk.last_g & (walk.tail_lanes <= lane))
-        # the core starts in the cycle of the first read: its beat j is driven in cycle start + 1 + j, when
-        # the words read in cycle start + j are on the read ports
-        m.d.comb += [core.start.eq(go), core.beats.eq(self.beats), core.passes.eq(self.groups * self.tokens),
-                     self.ready.eq(core.ready & ~busy), core.act.eq(self.a_rdata)]
+        go, mask = start_tile(m, self, core, tint_latency(cfg))
         # 2-bit storage code c = w + 1 -> the core's {nz, sign}: nz = ~c[0], sign = ~c[1] & ~c[0]
         for i in range(n * t):
             c = self.w_rdata[2 * i:2 * i + 2]
             m.d.comb += core.codes[i].eq(Mux(mask[i // t], 0, ~c[0] | ((~c[1] & ~c[0]) << 1)))
         psum_writes(m, self, go, core)
         return m
+
+
+def start_tile(m: Module, e, core, latency: int) -> tuple[Signal, Signal]:
+    """A projection engine's tile start (TINT, FP4): `go` when the word starts and the core is ready, the tile
+    walk driving the weight and act read addresses, `done_next` the last read delayed by the core's `latency`,
+    and the per-lane mask of a last row group's empty lanes (the word read this cycle; applied when it arrives).
+    The core starts in the cycle of the first read: its beat j is driven in cycle start + 1 + j, when the words
+    read in cycle start + j are on the read ports. Returns (go, mask)."""
+    go = Signal()
+    m.d.comb += go.eq(e.start & core.ready & (e.beats != 0) & (e.groups != 0) & (e.tokens != 0))
+    walk = TileWalk(m, e, go, w_step=e.w_step, a_step=1, tail=True)
+    m.d.comb += e.done_next.eq(delay(m, walk.last_rd, latency, "fin"))
+    m.d.comb += [e.w_raddr.eq(walk.wa), e.a_raddr.eq(walk.aa)]
+    mask = Signal(len(e.p_ovf))
+    for lane in range(len(e.p_ovf)):
+        m.d.sync += mask[lane].eq(walk.last_g & (walk.tail_lanes <= lane))
+    m.d.comb += [core.start.eq(go), core.beats.eq(e.beats), core.passes.eq(e.groups * e.tokens),
+                 e.ready.eq(core.ready & ~walk.busy), core.act.eq(e.a_rdata)]
+    return go, mask
 
 
 def psum_writes(m: Module, e, go, core) -> None:

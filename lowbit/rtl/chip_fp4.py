@@ -28,12 +28,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from lowbit.rtl.chip_data import BankedBuffer, TileWalk, psum_writes, wire_tile_datapath
-from lowbit.rtl.common import COUNT_BITS, delay
+from lowbit.rtl.chip_data import BankedBuffer, psum_writes, start_tile, wire_tile_datapath
+from lowbit.rtl.common import COUNT_BITS
 from lowbit.rtl.fp4 import Fp4Core
 from lowbit.sim.config import Fp4Config
 from lowbit.sim.numerics.mx import MXFP4Tensor, NVFP4Tensor
@@ -143,16 +143,7 @@ class Fp4Engine(wiring.Component):
         cfg = self.cfg
         n, e, s = cfg.lanes, cfg.elems_per_cycle, _scales_per_beat(cfg)
         m.submodules.core = core = Fp4Core(cfg)
-        go = Signal()
-        m.d.comb += go.eq(self.start & core.ready & (self.beats != 0) & (self.groups != 0) & (self.tokens != 0))
-        walk = TileWalk(m, self, go, w_step=self.w_step, a_step=1, tail=True)
-        m.d.comb += self.done_next.eq(delay(m, walk.last_rd, fp4_latency(cfg), "fin"))
-        m.d.comb += [self.w_raddr.eq(walk.wa), self.a_raddr.eq(walk.aa)]
-        mask = Signal(n)  # lanes of the word read this cycle that hold no row (applied when it arrives)
-        for lane in range(n):
-            m.d.sync += mask[lane].eq(walk.last_g & (walk.tail_lanes <= lane))
-        m.d.comb += [core.start.eq(go), core.beats.eq(self.beats), core.passes.eq(self.groups * self.tokens),
-                     self.ready.eq(core.ready & ~walk.busy), core.act.eq(self.a_rdata)]
+        go, mask = start_tile(m, self, core, fp4_latency(cfg))
         lb = fp4_lane_bits(cfg)
         for i in range(n * e):
             at = (i // e) * lb + 4 * (i % e)

@@ -9,22 +9,30 @@
     E4  y_i = sat16((P_i + 2^(s_i - 1)) >> s_i)                                      (round half up)
 
 ``s`` must lie in 1..62 (the compiler's multipliers; sim.numerics.requant refuses others). ``PsumRequant`` puts
-it behind a projection engine's psum write port (chip_data.TintEngine's ``p_valid`` / ``p_acc``): in the cycle
-of each write it reads the row group's multipliers (a multiplier word: ``lanes`` x (m: 16, sh: 6), the
-compiler's sim.golden.linear_multipliers of the group's rows, DESIGN ASSUMPTION: loaded with the weights)
-and the token's amax (the low 16 bits of the row-statistics word the quantizer read), and REQUANT_DELAY = 5 edges after the
-psum write it writes the group's ``lanes`` results into the Q7.8 row of its token: psum passes run token
-after token and, within a token, row group after row group, so group g of token t holds elements
-``off + g * lanes ..`` of the row at Q7.8 word ``o_addr + t * o_stride`` (``off``: the tile's first row
+the same arithmetic behind a projection engine's psum write port (chip_data.TintEngine's ``p_valid`` /
+``p_acc``). E1 and E2 do not depend on the accumulators: from the tile's start cycle on, a prefetcher reads,
+one pass a cycle, the row group's multipliers (a multiplier word: ``lanes`` x (m: 16, sh: 6), the compiler's
+sim.golden.linear_multipliers of the group's rows, DESIGN ASSUMPTION: loaded before ``start`` like the norms'
+gains) and the token's amax (the low 16 bits of the row-statistics word the quantizer read), runs E1 and E2
+and queues each pass's (g, s) and placement in a PREFETCH_DEPTH-entry FIFO. A psum write pops its pass's
+entry and runs E3; E4 writes the group's ``lanes`` results into the Q7.8 row of its token in the next cycle,
+REQUANT_DELAY = 1 cycle after the psum write, so a consumer reading the word from the cycle after that on
+sees it (docs/rtl.md "SFU streams": the drain rule). A pass's entry is ready PREFETCH = 3 cycles after the
+start (the first pass's read in the start cycle, E1, E2); every projection engine's first psum write comes
+later (its pipeline latency is at least 3, sim.units), and one pass a cycle keeps up with back-to-back writes.
+
+Psum passes run token after token and, within a token, row group after row group, so group g of token t holds
+elements ``off + g * lanes ..`` of the row at Q7.8 word ``o_addr + t * o_stride`` (``off``: the tile's first row
 within the output row; the last group's rows: ``tail_lanes``). A group may straddle two Q7.8 words (``lanes``
 does not divide the SFU's, e.g. 6 into 16 on ``vitallm``): the Q7.8 buffer is two banks interleaved by word
 address with one write enable per element (DESIGN ASSUMPTION), so both words are written in one cycle and a
-group never touches elements outside its rows.
+group never touches elements outside its rows. ``dst`` (0: the tile is not requantized) travels with the
+writes and names the buffer they go to.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -35,8 +43,11 @@ from lowbit.sim.errors import LowbitError
 from lowbit.sim.numerics.requant import MULT_BITS
 
 REQUANT_LATENCY = 4
-REQUANT_DELAY = 5
-"""Edges from a psum write to the Q7.8 write of its results: one multiplier/amax read, then the stage."""
+REQUANT_DELAY = 1
+"""Cycles from a psum write to the Q7.8 write of its results (E3, then E4 into the buffer)."""
+PREFETCH = 3
+"""Cycles from a tile's start to its first pass's (g, s): the read, E1, E2."""
+PREFETCH_DEPTH = 4
 SH_BITS = 6
 
 
@@ -92,12 +103,33 @@ class SfuRequantStage(wiring.Component):
         return m
 
 
+def coefficients(m: Module, scale: Value, mult, name: str) -> tuple[list, list]:
+    """E1 and E2 of the stage for one multiplier word (registered twice): (g_i, s_i) per lane."""
+    n = len(mult)
+
+    def reg(v, nm, shape=None):
+        r = Signal(shape if shape is not None else v.shape(), name=f"{name}_{nm}")
+        m.d.sync += r.eq(v)
+        return r
+
+    big = [reg(scale * mult[i].m, f"G{i}", len(scale) + MULT_BITS) for i in range(n)]               # E1
+    sh1 = [reg(mult[i].sh, f"sh{i}") for i in range(n)]
+    g2, s2 = [], []
+    for i in range(n):                                                                                 # E2
+        bl = bit_length(m, big[i], f"{name}_bl{i}")
+        e = Mux(bl > MULT_BITS, bl - MULT_BITS, 0)[:6]
+        g2.append(reg((big[i] >> e)[:MULT_BITS], f"g{i}", MULT_BITS))
+        s2.append(reg((sh1[i] - e)[:6], f"s{i}", 6))  # 1..62 (module docstring)
+    return g2, s2
+
+
 class PsumRequant(wiring.Component):
     """A projection engine's psum writes -> Q7.8 words in a two-bank, element-enabled buffer (module
-    docstring). `start` with the tile's fields (`groups`, `tail_lanes`, `off`, `o_addr`, `o_stride`,
-    `m_addr`, `s_addr`) in the projection tile's start cycle; `p_valid` / `p_acc`: the engine's psum writes;
-    `m_*`, `s_*`: multiplier and statistics read ports (data the cycle after); `w{0,1}_*`: the even and odd
-    bank's write ports (`waddr` = word address / 2, `wmask`: one bit per element)."""
+    docstring). `start` with the tile's fields (`groups`, `tokens`, `tail_lanes`, `off`, `o_addr`, `o_stride`,
+    `m_addr`, `s_addr`, `dst`; `dst` 0: a tile that is not requantized) in the engine's start cycle; `p_valid` /
+    `p_acc`: the engine's psum writes; `m_*`, `s_*`: multiplier and statistics read ports (data the cycle
+    after); `w{0,1}_*`: the even and odd bank's write ports (`addr` = word address / 2, `mask`: one bit per
+    element), `w_dst` the buffer they write."""
 
     def __init__(self, *, lanes: int, acc_bits: int, sfu_lanes: int, a_bits: int, m_bits: int, s_bits: int) -> None:
         if lanes > sfu_lanes:
@@ -110,50 +142,87 @@ class PsumRequant(wiring.Component):
             banks |= {f"w{b}_en": Out(1), f"w{b}_addr": Out(max(1, a_bits - 1)), f"w{b}_data": Out(q78_word(sfu_lanes)),
                       f"w{b}_mask": Out(sfu_lanes)}
         super().__init__({
-            "start": In(1), "groups": In(COUNT_BITS), "tail_lanes": In(range(lanes + 1)),
+            "start": In(1), "groups": In(COUNT_BITS), "tokens": In(COUNT_BITS), "tail_lanes": In(range(lanes + 1)),
             "off": In(lb), "o_addr": In(a_bits), "o_stride": In(COUNT_BITS), "m_addr": In(m_bits), "s_addr": In(s_bits),
-            "p_valid": In(1), "p_acc": In(data.ArrayLayout(signed(acc_bits), lanes)),
+            "dst": In(2), "p_valid": In(1), "p_acc": In(data.ArrayLayout(signed(acc_bits), lanes)),
             "m_raddr": Out(m_bits), "m_rdata": In(mult_word(lanes)), "s_raddr": Out(s_bits), "s_rdata": In(16),
-            **banks,
+            **banks, "w_dst": Out(2),
         })
 
     def elaborate(self, platform) -> Module:
         m = Module()
         n, big_l = self.lanes, self.sfu_lanes
-        ab = len(self.o_addr)
-        lb = len(self.off)
-        # the tile's fields, and the position of the next psum pass: group g of token t
-        groups, tail, off, stride = (Signal.like(s, name=f"t_{s.name}") for s in
-                                     (self.groups, self.tail_lanes, self.off, self.o_stride))
-        m0, s0 = Signal.like(self.m_addr), Signal.like(self.s_addr)
-        g, row_w, word = Signal(COUNT_BITS), Signal(ab), Signal(ab)
-        elem = Signal(lb + 1)
-        t_addr = Signal.like(self.s_addr)
-        last_g = g == groups - 1
-        with m.If(self.start):
-            m.d.sync += [groups.eq(self.groups), tail.eq(self.tail_lanes), off.eq(self.off),
-                         stride.eq(self.o_stride), m0.eq(self.m_addr), s0.eq(self.s_addr), g.eq(0),
-                         row_w.eq(self.o_addr), word.eq(self.o_addr), elem.eq(self.off), t_addr.eq(self.s_addr)]
-        with m.Elif(self.p_valid):
-            with m.If(last_g):  # next token's row
-                m.d.sync += [g.eq(0), row_w.eq(row_w + stride), word.eq(row_w + stride), elem.eq(off),
-                             t_addr.eq(t_addr + 1)]
+        ab, lb = len(self.o_addr), len(self.off)
+        go = self.start & (self.dst != 0)
+        # the prefetcher: pass after pass from the start cycle (its registers, or the inputs in that cycle)
+        names = ("groups", "tail_lanes", "off", "o_stride", "m_addr", "dst")
+        regs = {k: Signal.like(getattr(self, k), name=f"t_{k}") for k in names}
+        cur = {k: Mux(go, getattr(self, k), r) for k, r in regs.items()}
+        left, g, row_w, word = Signal(2 * COUNT_BITS), Signal(COUNT_BITS), Signal(ab), Signal(ab)
+        elem, t_addr = Signal(lb + 1), Signal.like(self.s_addr)
+        c_left = Mux(go, self.groups * self.tokens, left)
+        c_g, c_row, c_word = Mux(go, 0, g), Mux(go, self.o_addr, row_w), Mux(go, self.o_addr, word)
+        c_elem, c_t = Mux(go, self.off, elem), Mux(go, self.s_addr, t_addr)
+        count, v1, v2, v3 = Signal(range(PREFETCH_DEPTH + 1)), Signal(), Signal(), Signal()
+        issue = (c_left != 0) & (count + v1 + v2 + v3 < PREFETCH_DEPTH)
+        last_g = c_g == cur["groups"] - 1
+        with m.If(go):
+            m.d.sync += [r.eq(getattr(self, k)) for k, r in regs.items()]
+        m.d.sync += [left.eq(c_left - issue), g.eq(c_g), row_w.eq(c_row), word.eq(c_word), elem.eq(c_elem),
+                     t_addr.eq(c_t)]
+        with m.If(issue):
+            with m.If(last_g):  # the next token's row
+                nxt = c_row + cur["o_stride"]
+                m.d.sync += [g.eq(0), row_w.eq(nxt), word.eq(nxt), elem.eq(cur["off"]), t_addr.eq(c_t + 1)]
             with m.Else():
-                wrap = elem + n >= big_l
-                m.d.sync += [g.eq(g + 1), word.eq(word + wrap), elem.eq(Mux(wrap, elem + n - big_l, elem + n))]
-        m.d.comb += [self.m_raddr.eq(Mux(self.p_valid, m0 + g, 0)), self.s_raddr.eq(Mux(self.p_valid, t_addr, 0))]
-        # the pass's accumulators and placement, registered with the reads
-        acc1 = Signal.like(self.p_acc)
-        v1 = Signal()
-        tag_l = data.StructLayout({"word": unsigned(ab), "elem": unsigned(lb + 1), "n": range(n + 1)})
-        tag1 = Signal(tag_l)
-        m.d.sync += [acc1.eq(self.p_acc), v1.eq(self.p_valid), tag1.word.eq(word), tag1.elem.eq(elem),
-                     tag1.n.eq(Mux(last_g, tail, n))]
-        m.submodules.stage = st = SfuRequantStage(lanes=n, acc_bits=self.acc_bits, scale_bits=16,
-                                                  tag_bits=tag_l.size)
-        m.d.comb += [st.in_valid.eq(v1), st.acc.eq(acc1), st.scale.eq(self.s_rdata), st.mult.eq(self.m_rdata),
-                     st.tag.eq(tag1.as_value())]
-        tag = data.View(tag_l, st.out_tag)
+                wrap = c_elem + n >= big_l
+                m.d.sync += [g.eq(c_g + 1), word.eq(c_word + wrap), elem.eq(Mux(wrap, c_elem + n - big_l, c_elem + n))]
+        m.d.comb += [self.m_raddr.eq(Mux(issue, cur["m_addr"] + c_g, 0)), self.s_raddr.eq(Mux(issue, c_t, 0))]
+        tag_l = data.StructLayout({"word": unsigned(ab), "elem": unsigned(lb + 1), "n": range(n + 1), "dst": 2})
+        tag0 = Signal(tag_l)
+        m.d.comb += [tag0.word.eq(c_word), tag0.elem.eq(c_elem), tag0.n.eq(Mux(last_g, cur["tail_lanes"], n)),
+                     tag0.dst.eq(cur["dst"])]
+        tag1, tag2, tag3 = Signal(tag_l), Signal(tag_l), Signal(tag_l)  # the read, E1, E2
+        m.d.sync += [v1.eq(issue), tag1.eq(tag0), v2.eq(v1), tag2.eq(tag1), v3.eq(v2), tag3.eq(tag2)]
+        g2, s2 = coefficients(m, self.s_rdata, self.m_rdata, "pf")
+        # the FIFO of ready passes: (g, s) per lane and the placement
+        ent_l = data.StructLayout({"g": data.ArrayLayout(unsigned(MULT_BITS), n), "s": data.ArrayLayout(6, n),
+                                   "tag": tag_l})
+        fifo = [Signal(ent_l, name=f"fifo{k}") for k in range(PREFETCH_DEPTH)]
+        pb = (PREFETCH_DEPTH - 1).bit_length()
+        rp, wp = Signal(pb), Signal(pb)
+        on = Signal()  # the tile writing psum words now is requantized
+        with m.If(self.start):
+            m.d.sync += on.eq(self.dst != 0)
+        pop = self.p_valid & on
+        incoming = Cat(*g2, *s2, tag3.as_value())
+        for k in range(PREFETCH_DEPTH):
+            with m.If(v3 & (wp == k)):
+                m.d.sync += fifo[k].eq(incoming)
+        with m.If(v3):
+            m.d.sync += wp.eq(wp + 1)
+        oldest = fifo[0]
+        for k in range(1, PREFETCH_DEPTH):
+            oldest = Mux(rp == k, fifo[k].as_value(), oldest)
+        with m.If(pop):
+            m.d.sync += rp.eq(rp + 1)
+        m.d.sync += count.eq(count + v3 - pop)
+        head = Signal(ent_l)  # an empty FIFO passes the entry arriving this cycle on (PREFETCH)
+        m.d.comb += head.eq(Mux(count == 0, incoming, oldest))
+        # E3 on the write, E4 into the buffer a cycle later
+        p3 = [Signal(signed(self.acc_bits + MULT_BITS + 1), name=f"p{i}") for i in range(n)]
+        s3 = [Signal(6, name=f"s3_{i}") for i in range(n)]
+        v3, tag = Signal(), Signal(tag_l)
+        m.d.sync += [v3.eq(pop), tag.eq(head.tag)]
+        m.d.sync += [p3[i].eq(self.p_acc[i] * head.g[i]) for i in range(n)]
+        m.d.sync += [s3[i].eq(head.s[i]) for i in range(n)]
+        out = []
+        for i in range(n):
+            half = (Const(1, 64) << (s3[i] - 1).as_unsigned()[:6])[:64]
+            y = Signal(signed(16), name=f"y{i}")
+            m.d.comb += y.eq(sat((p3[i] + half) >> s3[i], 16))
+            out.append(y)
+        m.d.comb += self.w_dst.eq(tag.dst)
         # placement: element j of the first word takes out[j - elem]; of the second word out[j + L - elem]
         w_first, w_second = [], []
         for j in range(big_l):
@@ -163,7 +232,7 @@ class PsumRequant(wiring.Component):
             for i in range(n):
                 hit0 = (tag.elem + i == j) & (i < tag.n)
                 hit1 = (tag.elem + i == j + big_l) & (i < tag.n)
-                d0, d1 = Mux(hit0, st.out[i], d0), Mux(hit1, st.out[i], d1)
+                d0, d1 = Mux(hit0, out[i], d0), Mux(hit1, out[i], d1)
                 with m.If(hit0):
                     m.d.comb += k0.eq(1)
                 with m.If(hit1):
@@ -174,12 +243,11 @@ class PsumRequant(wiring.Component):
         for b in (0, 1):
             en, addr, dat, mask = (getattr(self, f"w{b}_{f}") for f in ("en", "addr", "data", "mask"))
             here = tag.word[0] == b  # the first word is in this bank, else the second one is
-            m.d.comb += [en.eq(st.out_valid & (here | second)),
-                         addr.eq(Mux(here, tag.word >> 1, (tag.word + 1) >> 1))]
+            m.d.comb += [en.eq(v3 & (here | second)), addr.eq(Mux(here, tag.word >> 1, (tag.word + 1) >> 1))]
             for j in range(big_l):
                 m.d.comb += [dat[j].eq(Mux(here, w_first[j][0], w_second[j][0])),
                              mask[j].eq(Mux(here, w_first[j][1], w_second[j][1]))]
         return m
 
 
-__all__ = ["REQUANT_LATENCY", "REQUANT_DELAY", "SH_BITS", "mult_word", "SfuRequantStage", "PsumRequant"]
+__all__ = ["REQUANT_LATENCY", "REQUANT_DELAY", "PREFETCH", "SH_BITS", "mult_word", "SfuRequantStage", "PsumRequant"]

@@ -11,7 +11,13 @@ import pytest
 
 pytest.importorskip("amaranth")
 
-from lowbit.rtl.sfu_stream_requant import REQUANT_DELAY, PsumRequant, SfuRequantStage, mult_word  # noqa: E402
+from lowbit.rtl.sfu_stream_requant import (  # noqa: E402
+    PREFETCH,
+    REQUANT_DELAY,
+    PsumRequant,
+    SfuRequantStage,
+    mult_word,
+)
 from lowbit.sim.config import load_hw  # noqa: E402
 from lowbit.sim.errors import LowbitError  # noqa: E402
 from lowbit.sim.numerics.requant import fixed_multiplier, requant  # noqa: E402
@@ -80,10 +86,12 @@ def run_requant(lanes: int, acc_bits: int, sfu_lanes: int, acc: np.ndarray, amax
             ctx.set(rq.start, 1)
             for k, v in dict(groups=groups, tail_lanes=(r1 - r0) - (groups - 1) * lanes,
                              off=r0 % sfu_lanes, o_addr=r0 // sfu_lanes, o_stride=stride, m_addr=r0 // lanes,
-                             s_addr=0).items():
+                             s_addr=0, tokens=tokens, dst=1).items():
                 ctx.set(getattr(rq, k), v)
             await tick()
             ctx.set(rq.start, 0)
+            for _ in range(PREFETCH - 1):  # the engine's first psum write comes PREFETCH cycles after its start
+                await tick()
             for t in range(tokens):
                 for g in range(groups):
                     rows = range(r0 + g * lanes, r0 + (g + 1) * lanes)

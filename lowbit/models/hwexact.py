@@ -5,9 +5,10 @@ with torch ops on integer-valued tensors: TINT/BoothFlex dot products as exact i
 accumulators' sticky overflow flags, the SFU's RMSNorm (table + Newton-Raphson 1/sqrt), absmax INT8 quantizer
 (round half to even of 127 x / amax by integer division), RoPE, ReLU^2 / SiLU gating, base-2 softmax (table
 exp2, Newton-Raphson reciprocal), the requantizer and the saturating residual add (sim.numerics.requant), LO
-codes and the comparison-free top-K (lowbit.models.lop_attention.lop_select), and the FP4 core's W4A8 block dot
-product (E2M1 codes and E4M3 / E8M0 block scales decoded from their bit fields, exact block sums, scale shifts
-flooring, every register's range checked) for NVFP4 / MXFP4 projections. Only compile-time data are shared
+codes and the comparison-free top-K of each KV group's summed LO scores (lowbit.models.lop_attention
+.lop_select), and the FP4 core's W4A8 block dot product (E2M1 codes and E4M3 / E8M0 block scales decoded
+from their bit fields, exact block sums, scale shifts flooring, every register's range checked) for NVFP4 /
+MXFP4 projections. Only compile-time data are shared
 with the golden: the deployed weights (lowbit.sim.golden_weights.deploy), the RoPE table and the SFU's ROM
 tables and per-op constants (sim.numerics.sfu_reduce / sfu_elem), the bits a program carries.
 
@@ -296,12 +297,12 @@ class HwExactBitNet:
         if decode and st.lop:
             scores = lo_value(lo_code(q8[0]))[:, None, :] @ lo_value(c["lo"][:M]).permute(1, 2, 0)[rep]  # [H,1,M]
             scores = scores[:, 0]
+            gsum = scores.reshape(KV, grp, M).sum(1)  # one top-K per KV head over its group's summed scores
             lim = 1 << (st.lop_score_bits - 1)
-            if bool(((scores < -lim) | (scores >= lim)).any()):
+            if any(bool(((a < -lim) | (a >= lim)).any()) for a in (scores, gsum)):
                 raise WorkloadError(f"{p}: LO scores exceed lop.score_bits")
-            top = lop_select(scores, st.lop_k, None, st.lop_buckets)
-            sel = top.reshape(KV, grp, M).any(1)
-            b[f"{p}.lop.scores"], b[f"{p}.lop.topk"], b[f"{p}.lop.sel"] = scores, top, sel
+            sel = lop_select(gsum, st.lop_k, None, st.lop_buckets)
+            b[f"{p}.lop.scores"], b[f"{p}.lop.group_scores"], b[f"{p}.lop.sel"] = scores, gsum, sel
             keys = keys & sel[rep][:, None, :]
         qh = q8.transpose(0, 1)  # [H, T, hd]
         prod = qh[:, :, None, :] * K8[rep][:, None, :, :] * keys[..., None]  # [H, T, M, hd]

@@ -16,7 +16,10 @@ Per layer and head (docs/reference/vitallm.md §5.4; docs/reference/numerics.md 
    (the other scores are set to -inf). Modelling choice: the accelerator recomputes exact INT8 scores for
    the survivors; here the survivors' scores stay float so only the selection effect is measured.
 
-GQA: query head ``h`` reads KV head ``h // (H / KV)`` (transformers ``repeat_kv``, SDPA ``enable_gqa``).
+GQA: query head ``h`` reads KV head ``h // (H / KV)`` (transformers ``repeat_kv``, SDPA ``enable_gqa``), and
+the query heads of a KV head share one selection: step 3 runs once per KV head over the group score, the sum
+of its heads' ``s_hat`` (``sim.numerics.lop.lop_group_topk``; the DESIGN ASSUMPTION and its reason are in
+``sim/numerics/lop.py``; with one query head per KV head it is the per-head rule).
 """
 
 from __future__ import annotations
@@ -125,9 +128,11 @@ class LopAttention:
         if self.oracle:
             keep = exact
         else:
-            # INT8 per token per head; a KV head's codes are identical for all its query heads.
-            scores = lo_scores_torch(int8_absmax_torch(q), int8_absmax_torch(kr))
-            keep = lop_select(scores, self.k, vis, self.n_buckets, self.mant_bits)
+            # INT8 per token per head; one top-K per KV head over its query heads' summed scores (module doc)
+            qg = int8_absmax_torch(q).view(B, KV, g, T, hd)
+            scores = lo_scores_torch(qg, int8_absmax_torch(k)[:, :, None])  # [B, KV, g, T, S]
+            keep = lop_select(scores.sum(2), self.k, vis, self.n_buckets, self.mant_bits)
+            keep = keep.repeat_interleave(g, dim=1)
         self.hits += int((keep & exact).sum())
         self.kept += int(keep.sum())
         self.visible += int(vis.sum()) * B * H

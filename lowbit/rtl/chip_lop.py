@@ -2,9 +2,11 @@
 scorer (lowbit.rtl.lop.LopScore) driven from a memory of the cache's 4-bit LO codes and the group's INT8 query
 rows, one query head after the other, as the program's `lop_score` word times it (grp x sim.units.lop
 lop_score_cycles), bit-exact with the golden's `layers.L.attn.lop.scores` (sim.golden `_lop`); and
-`LopGroupSelect`, which keeps those scores, runs the unit's comparison-free top-K (lowbit.rtl.lop.LopTopK)
-per query head and streams the union of the group's selections, ascending, as key indices (the index
-FIFO's writes), bit-exact with the golden's `lop.topk` and `lop.sel`.
+`LopGroupSelect`, which sums those scores per key over the group's query heads, runs the unit's
+comparison-free top-K (lowbit.rtl.lop.LopTopK) ONCE on the sums (the group rule of
+sim.numerics.lop.lop_group_topk) and streams the selected keys, ascending, as key indices (the index FIFO's
+writes), bit-exact with the golden's `lop.group_scores` and `lop.sel`, in the program's `lop_score` +
+`lop_topk` cycles.
 
 Layouts (DESIGN ASSUMPTION, one word per beat of the scorer, like the chip's other buffers): code word
 key j x beats + b holds elements b width .. b width + width - 1 of key j's LO codes (lo_code4 of the INT8 K
@@ -19,13 +21,13 @@ scorer `lanes` keys a cycle (`out_*`, with the head and first key); `done` rises
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from lowbit.rtl.common import COUNT_BITS
-from lowbit.rtl.lop import LopScore, LopTopK
+from lowbit.rtl.lop import LopScore, LopTopK, validate
 from lowbit.sim.config import LopConfig
 from lowbit.sim.units.lop import lop_score_cycles
 
@@ -114,12 +116,17 @@ class LopGroupScore(wiring.Component):
 
 
 class LopGroupSelect(wiring.Component):
-    """LopGroupScore (its scores on `s_*`), then per query head h the top-K of its `m` scores (`t_*`: the
-    head's selection bits, `lanes` keys a beat from key `t_base`, and its threshold bucket), then the union over the group, ascending, one key index a
-    cycle (`o_valid`, `o_idx`: the index FIFO's writes). Head h's top-K starts when head h - 1's is done
-    (lop_topk_cycles(M) each); the union takes M cycles. Ports `c_*`, `q_*`, `m` as LopGroupScore's."""
+    """LopGroupScore (its per-head scores on `s_*`), each head's scores added into the group score of its keys
+    (one word of `lanes` sums per key group; head 0 writes, later heads add), then ONE top-K of the `m` group
+    scores (lowbit.rtl.lop.LopTopK: `t_*` its selection bits, `lanes` keys a beat from key `t_base`, and its
+    threshold bucket) and the selected keys' indices, ascending, up to `lanes` a cycle (`o_valid` with `o_n`
+    indices in `o_idx[0..o_n)`: the index FIFO's writes). The top-K starts with the scorer's `done` and
+    takes lop_topk_cycles(M): `done` rises in cycle start + grp x lop_score_cycles(M, hd) +
+    lop_topk_cycles(M), the program's `lop_score` and `lop_topk` words. Ports `c_*`, `q_*`, `m` as
+    LopGroupScore's. The sums are exact: `lop.score_bits` must hold grp x head_dim terms (lop.validate)."""
 
     def __init__(self, cfg: LopConfig, *, grp: int, head_dim: int, depth: int) -> None:
+        validate(cfg, grp * head_dim)
         self.cfg, self.grp, self.hd, self.depth = cfg, grp, head_dim, depth
         self.score = LopGroupScore(cfg, grp=grp, head_dim=head_dim, depth=depth)
         n = cfg.lanes
@@ -129,9 +136,10 @@ class LopGroupSelect(wiring.Component):
             **sig, "k": In(COUNT_BITS), "ready": Out(1),
             "s_valid": Out(1), "s_head": Out(COUNT_BITS), "s_key": Out(COUNT_BITS),
             "s_score": Out(data.ArrayLayout(signed(cfg.score_bits), n)),
-            "t_valid": Out(1), "t_head": Out(COUNT_BITS), "t_base": Out(COUNT_BITS), "t_sel": Out(n),
+            "t_valid": Out(1), "t_base": Out(COUNT_BITS), "t_sel": Out(n),
             "t_thresh": Out(range(cfg.buckets + 1)),
-            "o_valid": Out(1), "o_idx": Out(COUNT_BITS), "done": Out(1),
+            "o_valid": Out(1), "o_n": Out(range(n + 1)), "o_idx": Out(data.ArrayLayout(COUNT_BITS, n)),
+            "done": Out(1),
         })
 
     def elaborate(self, platform) -> Module:
@@ -144,51 +152,44 @@ class LopGroupSelect(wiring.Component):
         for name in sc.signature.members:
             if name.startswith(("c_", "q_")):
                 m.d.comb += getattr(sc, name).eq(getattr(self, name))
-        smem = Memory(shape=data.ArrayLayout(signed(cfg.score_bits), n), depth=self.grp * pmax, init=[])
-        sel = Memory(shape=n, depth=pmax, init=[])
-        m.submodules.smem, m.submodules.sel = smem, sel
-        sw, selw = smem.write_port(), sel.write_port()
-        m.d.comb += [sw.en.eq(sc.out_valid), sw.addr.eq(sc.out_head * pmax + (sc.out_key >> lg)),
-                     sw.data.eq(sc.out_score)]
-        phase = Signal(2)  # 0 idle or scoring, 1 top-K, 2 union
-        mr, kr, head, tc, j = (Signal(cb, name=x) for x in ("sel_m", "sel_k", "sel_head", "sel_tc", "sel_j"))
+        # group scores: one word per key group; head 0's scores replace it, later heads' are added to it
+        gmem = Memory(shape=data.ArrayLayout(signed(cfg.score_bits), n), depth=pmax, init=[])
+        m.submodules.gmem = gmem
+        gw, acc = gmem.write_port(), gmem.read_port(domain="comb")
+        m.d.comb += [acc.addr.eq(sc.out_key >> lg), gw.en.eq(sc.out_valid), gw.addr.eq(sc.out_key >> lg)]
+        for lane in range(n):
+            m.d.comb += gw.data[lane].eq(Mux(sc.out_head == 0, sc.out_score[lane],
+                                             acc.data[lane] + sc.out_score[lane]))
+        busy = Signal()  # the top-K runs (from the scorer's done to its own)
+        mr, kr, tc = (Signal(cb, name=x) for x in ("sel_m", "sel_k", "sel_tc"))
         passes = ((mr + n - 1) >> lg)[:cb]
-        go = self.start & sc.ready & tk.ready & (phase == 0) & (self.m != 0)
-        m.d.comb += [sc.start.eq(go), sc.m.eq(self.m), self.ready.eq(sc.ready & (phase == 0))]
+        go = self.start & sc.ready & tk.ready & ~busy & (self.m != 0)
+        m.d.comb += [sc.start.eq(go), sc.m.eq(self.m), self.ready.eq(sc.ready & ~busy)]
         with m.If(go):
             m.d.sync += [mr.eq(self.m), kr.eq(self.k)]
-        kick = Signal()  # start head `head`'s top-K: after the scores, or with the previous head's done
-        m.d.comb += kick.eq(sc.done | ((phase == 1) & tk.done & (head + 1 < self.grp)))
-        m.d.comb += [tk.start.eq(kick), tk.m.eq(mr), tk.k.eq(kr)]
-        nb = cfg.buckets
+        m.d.comb += [tk.start.eq(sc.done), tk.m.eq(mr), tk.k.eq(kr)]
         with m.If(sc.done):
-            m.d.sync += [phase.eq(1), head.eq(0), tc.eq(0)]
-        with m.Elif(phase == 1):
+            m.d.sync += [busy.eq(1), tc.eq(0)]
+        with m.Elif(busy):
             m.d.sync += tc.eq(tc + 1)
             with m.If(tk.done):
-                with m.If(head + 1 < self.grp):
-                    m.d.sync += [head.eq(head + 1), tc.eq(0)]
-                with m.Else():
-                    m.d.sync += [phase.eq(2), j.eq(0)]
-        # scores of beat i: pass 1 in cycle 1 + i after the start (tc = i), pass 2 in cycle P + buckets + 1 + i
-        beat = Mux(tc < passes, tc, tc - passes - nb)[:cb]
-        sr = smem.read_port(domain="comb")
-        m.d.comb += [sr.addr.eq(head * pmax + beat), tk.scores.eq(sr.data)]
-        # the union: head 0's selection bits replace a word, later heads' are OR-ed into it
-        sr2 = sel.read_port(domain="comb")
-        wa = tk.out_base >> lg
-        m.d.comb += [sr2.addr.eq(Mux(phase == 2, j >> lg, wa)),
-                     selw.en.eq((phase == 1) & tk.out_valid), selw.addr.eq(wa),
-                     selw.data.eq(Mux(head == 0, tk.out_sel, tk.out_sel | sr2.data))]
-        m.d.comb += [self.t_valid.eq((phase == 1) & tk.out_valid), self.t_head.eq(head),
-                     self.t_base.eq(tk.out_base), self.t_sel.eq(tk.out_sel), self.t_thresh.eq(tk.out_thresh),
+                m.d.sync += busy.eq(0)
+        # group scores of beat i: pass 1 in cycle 1 + i after the start (tc = i), pass 2 in cycle P + buckets + 1 + i
+        beat = Mux(tc < passes, tc, tc - passes - cfg.buckets)[:cb]
+        gr = gmem.read_port(domain="comb")
+        m.d.comb += [gr.addr.eq(beat), tk.scores.eq(gr.data)]
+        # the index FIFO's writes: the beat's selected keys compacted to the low slots, ascending
+        ovalid = busy & tk.out_valid
+        pre = Const(0, range(n + 1))
+        for lane in range(n):
+            bit = tk.out_sel[lane]
+            for slot in range(lane + 1):
+                with m.If(bit & (pre == slot)):
+                    m.d.comb += self.o_idx[slot].eq(tk.out_base + lane)
+            pre = pre + bit
+        m.d.comb += [self.o_valid.eq(ovalid & (pre != 0)), self.o_n.eq(Mux(ovalid, pre, 0)),
+                     self.t_valid.eq(ovalid), self.t_base.eq(tk.out_base), self.t_sel.eq(tk.out_sel),
+                     self.t_thresh.eq(tk.out_thresh), self.done.eq(busy & tk.done),
                      self.s_valid.eq(sc.out_valid), self.s_head.eq(sc.out_head), self.s_key.eq(sc.out_key),
                      self.s_score.eq(sc.out_score)]
-        bit = sr2.data.bit_select(j[:lg], 1) if lg else sr2.data[0]
-        with m.If(phase == 2):
-            m.d.sync += j.eq(j + 1)
-            with m.If(j == mr - 1):
-                m.d.sync += phase.eq(0)
-        m.d.comb += [self.o_valid.eq((phase == 2) & bit), self.o_idx.eq(j),
-                     self.done.eq((phase == 2) & (j == mr - 1))]
         return m

@@ -8,12 +8,12 @@ Per step (op names and order of sim.workloads.layer_ops; units as sim.lower assi
     embed (Q7.8 rows) -> per layer:
       attn_norm (SFU RMSNorm) -> attn_quant (SFU absmax INT8) -> attn.q/k/v (TINT: ternary x INT8, int acc with
       overflow flag) -> requant to Q7.8 -> attn.rope (SFU RoPE of q, k) -> per token and head absmax INT8 of q, k, v
-      -> attn.kv_append (INT8 K, V and their amax; 4-bit LO codes of K) -> [decode with LOP: attn.lop (LO scores,
-      comparison-free top-K per query head, the union per KV head)] -> attn.qk (BoothFlex INT8 x INT8) -> requant
-      (x amax_q amax_k / (127^2 sqrt(hd))) -> attn.softmax (SFU, UQ1.15) -> p x amax_v, absmax INT8 -> attn.av
-      (BoothFlex) -> requant -> [attn_sub_norm] -> o_quant -> attn.o -> requant -> attn_residual (saturating add)
-      -> ffn_norm -> ffn_quant -> ffn.gate, ffn.up -> ffn.act (SFU ReLU^2 / SiLU gating) -> [ffn_sub_norm]
-      -> down_quant -> ffn.down -> ffn_residual
+      -> attn.kv_append (INT8 K, V and their amax; 4-bit LO codes of K) -> [decode with LOP: attn.lop (LO scores
+      per query head, summed per KV group, one comparison-free top-K per KV head)] -> attn.qk (BoothFlex INT8 x
+      INT8) -> requant (x amax_q amax_k / (127^2 sqrt(hd))) -> attn.softmax (SFU, UQ1.15) -> p x amax_v, absmax
+      INT8 -> attn.av (BoothFlex) -> requant -> [attn_sub_norm] -> o_quant -> attn.o -> requant -> attn_residual
+      (saturating add) -> ffn_norm -> ffn_quant -> ffn.gate, ffn.up -> ffn.act (SFU ReLU^2 / SiLU gating)
+      -> [ffn_sub_norm] -> down_quant -> ffn.down -> ffn_residual
     -> final_norm -> lm_quant -> lm_head (INT8 on BoothFlex, or ternary on TINT) -> logits (Q7.8)
 
 Attention tiling: the lowering's dense tiling (every query's scores over all its keys in one psum chunk; query
@@ -37,7 +37,7 @@ from lowbit.sim.errors import WorkloadError
 from lowbit.sim.golden_fp4 import fp4_accumulate, fp4_row_multipliers
 from lowbit.sim.golden_weights import Deployed, DeployedLinear, linear_names
 from lowbit.sim.numerics.booth import booth_multiply
-from lowbit.sim.numerics.lop import lo_code4, lo_decode4, lop_topk
+from lowbit.sim.numerics.lop import lo_code4, lo_decode4, lop_group_topk
 from lowbit.sim.numerics.requant import fixed_multiplier, requant, residual_add
 from lowbit.sim.numerics.sfu import sfu_absmax_quantize
 from lowbit.sim.numerics.sfu_elem import rope_table, sfu_act, sfu_rope
@@ -255,7 +255,8 @@ class _Golden:
         return out
 
     def _lop(self, b: dict, p: str, q8: np.ndarray, lo: np.ndarray, keys: np.ndarray) -> np.ndarray:
-        """LO scores from the stored 4-bit codes, top-K per query head, union per KV head (decode: T = 1)."""
+        """LO scores from the stored 4-bit codes per query head, summed per KV group, one top-K per KV head over
+        the group scores (sim.numerics.lop.lop_group_topk; decode: T = 1)."""
         s, st = self.spec, self.st
         H, KV = s.n_heads, s.n_kv_heads
         grp = H // KV
@@ -263,14 +264,14 @@ class _Golden:
         kpow = lo_decode4(lo)  # [M, KV, hd] signed powers of two
         qpow = lo_decode4(lo_code4(q8[0]))  # [H, hd]
         scores = np.stack([kpow[:, h // grp] @ qpow[h] for h in range(H)])  # [H, M]
+        gsum, idx = lop_group_topk(scores, grp, st.lop_k, st.lop_buckets)  # [KV, M], [KV, min(K, M)]
         lim = 1 << (st.lop_score_bits - 1)
-        if np.any((scores < -lim) | (scores >= lim)):
-            raise WorkloadError(f"{p}: LO scores exceed lop.score_bits {st.lop_score_bits}; widen it")
-        top = np.zeros((H, M), bool)
-        for h in range(H):
-            top[h, lop_topk(scores[h], st.lop_k, st.lop_buckets)] = True
-        sel = top.reshape(KV, grp, M).any(axis=1)  # [KV, M]
-        b[f"{p}.lop.scores"], b[f"{p}.lop.topk"], b[f"{p}.lop.sel"] = scores, top, sel
+        for what, a in (("LO scores", scores), ("LO group scores", gsum)):
+            if np.any((a < -lim) | (a >= lim)):
+                raise WorkloadError(f"{p}: {what} exceed lop.score_bits {st.lop_score_bits}; widen it")
+        sel = np.zeros((KV, M), bool)
+        sel[np.arange(KV)[:, None], idx] = True
+        b[f"{p}.lop.scores"], b[f"{p}.lop.group_scores"], b[f"{p}.lop.sel"] = scores, gsum, sel
         return keys & np.repeat(sel, grp, axis=0)[:, None, :]
 
     # -- a step

@@ -12,19 +12,21 @@ Selection rule for decode step ``s`` of layer ``l`` (docs/reference/vitallm.md Â
 1. INT8 quantization of the accelerator's K cache and query: ``sim.numerics.int8.int8_absmax_quantize`` over
    the last dim (head_dim), i.e. per token per head.
 2. The K cache for step ``s`` is every key appended so far (prefill + decode steps ``<= s``), M = context.
-3. Query head ``h`` uses kv head ``h // (heads // kv_heads)`` (GQA); per query head
-   ``sim.numerics.lop.lop_topk(lo_scores(q_h, K), k, n_buckets=cfg.buckets)`` selects ``min(k, M)`` keys.
-4. The unit fetches, per kv head, the UNION of the keys selected by the query heads that share it (a key
-   and its value are fetched once and reused by the group) -> ``fetched[l, s, kv_head]`` distinct keys.
-   With LOP disabled (``cfg.enabled = false``) every key is fetched.
+3. Query head ``h`` uses kv head ``h // (heads // kv_heads)`` (GQA); per kv head ONE selection over the group
+   score, the sum of ``lo_scores(q_h, K)`` over its query heads:
+   ``sim.numerics.lop.lop_group_topk(scores, group, k, n_buckets=cfg.buckets)`` selects ``min(k, M)`` keys
+   (the DESIGN ASSUMPTION and its reason: sim/numerics/lop.py; MHA: the per-head rule).
+4. The unit fetches, per kv head, those keys (a key and its value are fetched once and used by the whole
+   group) -> ``fetched[l, s, kv_head]`` = min(k, M). With LOP disabled (``cfg.enabled = false``) every key
+   is fetched.
 
 ``kv_fetch_fraction`` = sum(fetched) / sum(M over layers, steps, kv heads): the fraction of K/V rows that
 exact attention still reads (the LO surrogate reads are charged separately by the scheduler).
 
-Implementation note: the LO score ``sum_i sign(q_i)sign(k_i)2^(e(q_i)+e(k_i))`` is computed as a float32
-matmul of the signed powers of two. Every product is an integer ``<= 2^14`` and every partial sum an integer
-``<= head_dim * 2^14 <= 2^24`` for head_dim <= 1024, so float32 is exact in any summation order and equals
-``lo_scores`` (tests check this against the library). Streaming: ops are visited in trace order; the
+Implementation note: each query head's LO score ``sum_i sign(q_i)sign(k_i)2^(e(q_i)+e(k_i))`` is computed as
+a float32 matmul of the signed powers of two. Every product is an integer ``<= 2^14`` and every partial sum an
+integer ``<= head_dim * 2^14 <= 2^24`` for head_dim <= 1024, so float32 is exact in any summation order and
+equals ``lo_scores`` (tests check this against the library); the group sums are then taken in int64. Streaming: ops are visited in trace order; the
 large state is the K cache itself (float32 LO values, all layers); a decode step's queries and new keys are
 held until the step ends and then selected in one batch over layers and heads (see :func:`lop_selection`).
 Speed (BitNet-3B, 64 + 128 tokens, 2-core host): 22.3 s -> ~2 s user CPU versus one lop_topk call per
@@ -45,7 +47,7 @@ from lowbit.sim.config import HwConfig, LopConfig
 from lowbit.sim.errors import TraceError
 from lowbit.sim.modelspec import ModelSpec, get_model
 from lowbit.sim.numerics.int8 import int8_absmax_quantize
-from lowbit.sim.numerics.lop import leading_one, lop_topk
+from lowbit.sim.numerics.lop import leading_one, lop_group_topk
 from lowbit.sim.trace import Trace, write_trace
 from lowbit.sim.workloads import standard_trace
 
@@ -57,7 +59,7 @@ _SCORE_CHUNK = 1 << 20  # scores per lop_topk call (bounds its int64 temporaries
 
 @dataclass
 class LopSelection:
-    """Per (layer, decode step, kv head) number of distinct keys LOP fetches.
+    """Per (layer, decode step, kv head) number of keys LOP fetches (min(k, M) with LOP on, M with it off).
 
     ``fetched[layer, i, kv]`` belongs to decode step ``steps[i]`` whose cache holds ``context[i]`` keys.
     ``indices[(layer, step)][kv]`` (only with ``keep_indices=True``) are the fetched key positions, ascending.
@@ -85,7 +87,7 @@ class LopSelection:
         return float(self.fetched.sum()) / full if full else 1.0
 
     def fetched_for(self, layer: int, step: int) -> np.ndarray:
-        """int64 [kv_heads]: distinct keys fetched per kv head at (layer, decode step)."""
+        """int64 [kv_heads]: keys fetched per kv head at (layer, decode step)."""
         if step not in self._step_index:
             raise KeyError(f"decode step {step} not in this selection (have {self.steps.min()}..{self.steps.max()})")
         return self.fetched[layer, self._step_index[step]]
@@ -256,25 +258,20 @@ def lop_selection(trace: Trace, cfg: LopConfig, k: int | None = None, keep_indic
         pending.clear()
 
     def select(M: int, qs: list[_Query]) -> None:
-        """Top-K selection and GQA union for queries that all see M keys."""
+        """One top-K per kv head over its group's summed scores, for queries that all see M keys."""
         n = len(qs)
-        if not cfg.enabled or kk >= M:
-            cnt = np.full((n, KV), M, np.int64)
-            mask = None
-        else:
+        picked = None
+        if cfg.enabled and kk < M:
             qv = _lo_int8(np.stack([p.q for p in qs])).reshape(n, KV, group, hd)
             scores = np.empty((n, KV, group, M), np.float32)
             for j, p in enumerate(qs):  # exact float32 matmul (module docstring), one layer at a time
                 np.matmul(qv[j], cache[p.layer, :, :M].transpose(0, 2, 1), out=scores[j])
-            picked = lop_topk(scores.astype(np.int64), kk, n_buckets=cfg.buckets)  # [n, KV, group, kk]
-            mask = np.zeros((n, KV, M), bool)  # GQA union: a key is fetched once per kv head
-            mask[np.arange(n)[:, None, None, None], np.arange(KV)[None, :, None, None], picked] = True
-            cnt = mask.sum(axis=-1)
+            _, picked = lop_group_topk(scores.reshape(n, H, M).astype(np.int64), group, kk, cfg.buckets)
         for j, p in enumerate(qs):
-            fetched[p.layer, p.step_i] = cnt[j]
+            fetched[p.layer, p.step_i] = M if picked is None else kk
             if indices is not None:
-                indices[(p.layer, steps[p.step_i])] = [
-                    np.arange(M) if mask is None else np.flatnonzero(mask[j, g]) for g in range(KV)]
+                indices[(p.layer, steps[p.step_i])] = [np.arange(M) if picked is None else picked[j, g]
+                                                       for g in range(KV)]
 
     try:
         for o in trace.ops:
@@ -442,14 +439,13 @@ def synthetic_qk_trace(model: str | ModelSpec, prefill: int, decode: int, out_di
 
 def select_positions(q: np.ndarray, keys: np.ndarray, k: int, n_buckets: int) -> np.ndarray:
     """The selection rule (module docstring, steps 1, 3, 4) for one KV head: float32 queries [group, hd] of
-    the heads sharing it and its cached keys [M, hd] -> the ascending positions fetched (the union of each
-    query head's lop_topk over the LO scores), all M positions when k >= M."""
+    the heads sharing it and its cached keys [M, hd] -> the min(k, M) ascending positions fetched (one
+    lop_topk over the group's summed LO scores), all M positions when k >= M."""
     m = keys.shape[0]
     if k >= m:
         return np.arange(m, dtype=np.int64)
     scores = _lo_int8(np.asarray(q, np.float32)) @ _lo_int8(np.asarray(keys, np.float32)).T  # exact (docstring)
-    picked = lop_topk(scores.astype(np.int64), k, n_buckets=n_buckets)
-    return np.unique(picked)
+    return lop_group_topk(scores.astype(np.int64), scores.shape[0], k, n_buckets)[1][0]
 
 
 def synthetic_step_positions(model: ModelSpec, context: int, cfg: LopConfig, k: int | None = None,

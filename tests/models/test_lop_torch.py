@@ -15,7 +15,7 @@ from lowbit.models.lop_attention import (  # noqa: E402
     lop_select,
 )
 from lowbit.sim.numerics.int8 import int8_absmax_quantize  # noqa: E402
-from lowbit.sim.numerics.lop import lo_scores, lop_bucket, lop_topk  # noqa: E402
+from lowbit.sim.numerics.lop import lo_scores, lop_bucket, lop_group_topk, lop_topk  # noqa: E402
 
 
 def test_int8_matches_sim():
@@ -56,7 +56,8 @@ def test_select_matches_lop_topk_with_ties(K):
 
 @pytest.mark.parametrize("H,KV", [(4, 2), (4, 4), (6, 1)])
 def test_attention_selection_gqa_causal(H, KV):
-    """The keys LopAttention keeps for each (batch, head, query) == lop_topk(lo_scores(...)) over visible keys."""
+    """The keys LopAttention keeps for each (batch, KV head, query) == sim.numerics' group rule over the visible
+    keys (one lop_topk of the group's summed lo_scores)."""
     g = torch.Generator().manual_seed(H * 10 + KV)
     B, T, S, hd, K, off = 2, 5, 12, 16, 4, 7
     q = torch.randn(B, H, T, hd, generator=g)
@@ -84,14 +85,17 @@ def test_attention_selection_gqa_causal(H, KV):
     out = Spy(k=K)(q, k, v, 0, off)
     assert out.shape == (B, H, T, hd) and torch.isfinite(out).all()
     mask = kept["mask"].numpy()
+    assert mask.shape == (B, KV, T, S)  # one selection per KV head, shared by its query heads
     qn, _ = int8_absmax_quantize(q.numpy())
     kn, _ = int8_absmax_quantize(k.numpy())
+    grp = H // KV
     for b in range(B):
-        for h in range(H):
+        for kv in range(KV):
             for t in range(T):
                 vis = off + t + 1
-                sc = lo_scores(qn[b, h, t], kn[b, h // (H // KV), :vis])
-                np.testing.assert_array_equal(np.nonzero(mask[b, h, t])[0], lop_topk(sc, K))
+                sc = np.stack([lo_scores(qn[b, h, t], kn[b, kv, :vis]) for h in range(kv * grp, (kv + 1) * grp)])
+                _, want = lop_group_topk(sc, grp, K)
+                np.testing.assert_array_equal(np.nonzero(mask[b, kv, t])[0], want[0])
 
 
 def test_large_k_equals_dense_attention():

@@ -83,12 +83,20 @@ def test_records_every_stage_of_every_step(run):
     assert all(int(np.argmax(run.steps[i].logits[-1])) == run.tokens[8 + i] for i in range(3))  # greedy
 
 
-def test_lop_keeps_the_union_of_the_group_heads_top_k(run):
-    b = run.steps[3].buffers["layers.0.attn.lop.topk"], run.steps[3].buffers["layers.0.attn.lop.sel"]
-    top, sel = b
-    assert top.sum(-1).tolist() == [4, 4, 4, 4]  # k = 4 of M = 11 per query head
-    assert sel.tolist() == [(top[0] | top[1]).tolist(), (top[2] | top[3]).tolist()]
-    assert sel.sum() < sel.size  # keys were dropped
+def test_lop_keeps_one_top_k_of_each_kv_groups_summed_scores(run):
+    """Independent of sim.numerics.lop: the group scores are the per-head scores summed with plain loops and the
+    selection is the sort-based top-K (signed leading-one bucket descending, then lowest index)."""
+    b = run.steps[3].buffers
+    sc, gs, sel = b["layers.0.attn.lop.scores"], b["layers.0.attn.lop.group_scores"], b["layers.0.attn.lop.sel"]
+    assert sc.shape == (4, 11) and gs.shape == sel.shape == (2, 11)
+    assert gs.tolist() == [[int(sc[2 * g, j]) + int(sc[2 * g + 1, j]) for j in range(11)] for g in range(2)]
+
+    def bucket(v: int) -> int:
+        return 15 + (1 if v > 0 else -1) * min(abs(v).bit_length(), 15)  # tiny: 31 buckets
+
+    for g in range(2):
+        want = sorted(sorted(range(11), key=lambda j: (-bucket(int(gs[g, j])), j))[:4])
+        assert np.flatnonzero(sel[g]).tolist() == want  # k = 4 of M = 11 per KV head
     keys = run.steps[3].buffers["layers.0.attn.qk.keys"]
     assert (keys[:, 0] == np.repeat(sel, 2, axis=0)).all()
     p = run.steps[3].buffers["layers.0.attn.softmax.p"]

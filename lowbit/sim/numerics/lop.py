@@ -22,6 +22,17 @@ scanned from the top bucket until the running count reaches K; that bucket is th
 Every token in a bucket ``> t`` is selected; the remaining ``K - count(> t)`` slots are filled from
 bucket ``t`` in **ascending token index** (lowest index wins the tie). Exactly ``min(K, M)`` indices
 are returned, sorted ascending.
+
+GQA (:func:`lop_group_topk`): the ``G = H / KV`` query heads that share a KV head share ONE selection, the
+top-K of the group score ``sum_{h in group} s_hat_h[j]`` (exact integer sum of the heads' LO scores), so a
+KV head fetches exactly ``min(K, M)`` keys and values. DESIGN ASSUMPTION: VitaLLM's §5.4 selects per query
+head for its model, BitNet b1.58 3B, which is MHA (32 query heads, 32 KV heads; docs/reference/vitallm.md
+§4), where a group is one head and this rule is the same, bit for bit. Under GQA the group's heads read
+the same K/V rows, so one fetch serves them all; a single top-K of their summed scores keeps the fetch at a
+fixed ``min(K, M)`` rows per KV head (a static program and DMA schedule, the chip's K/V addresses from
+the LOP unit's index FIFO), where a per-head top-K with a union would fetch a data-dependent K..G K rows.
+The sum factors as ``sum_i Q_g[i] sign(k_i) 2^e(k_i)`` with ``Q_g[i] = sum_h sign(q_hi) 2^e(q_hi)``: one
+pass over the group's keys whatever G is.
 """
 
 from __future__ import annotations
@@ -41,6 +52,8 @@ __all__ = [
     "lop_histogram",
     "lop_threshold_bucket",
     "lop_topk",
+    "lop_group_scores",
+    "lop_group_topk",
 ]
 
 LOP_SURROGATE_BITS_PER_ELEM = 4
@@ -217,3 +230,25 @@ def lop_topk(
     rows = int(np.prod(lead, dtype=np.int64))
     _, idx = np.nonzero(chosen.reshape(rows, m))  # row-major: ascending per row, kk per row
     return idx.reshape(lead + (kk,))
+
+
+def lop_group_scores(scores: npt.ArrayLike, group: int) -> np.ndarray:
+    """Group scores: ``[..., H, M]`` per-query-head integer LO scores -> ``[..., H // group, M]`` int64, the
+    exact sum over each KV head's ``group`` consecutive query heads (head h reads KV head h // group)."""
+    s = _int_array(scores, "scores")
+    if group < 1 or s.ndim < 2 or s.shape[-2] % group:
+        raise ValueError(f"need scores [..., H, M] with H a multiple of group = {group}; got {s.shape}")
+    return s.reshape(s.shape[:-2] + (s.shape[-2] // group, group, s.shape[-1])).sum(axis=-2)
+
+
+def lop_group_topk(
+    scores: npt.ArrayLike,
+    group: int,
+    k: int,
+    n_buckets: int = LOP_DEFAULT_N_BUCKETS,
+    mant_bits: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The GQA selection (module docstring): per-head scores ``[..., H, M]`` -> ``(group scores [..., KV, M],
+    indices [..., KV, min(k, M)] ascending)``, one :func:`lop_topk` per KV head over its group scores."""
+    g = lop_group_scores(scores, group)
+    return g, lop_topk(g, k, n_buckets, mant_bits)

@@ -16,6 +16,8 @@ from lowbit.sim.numerics.lop import (
     lo_encode,
     lo_scores,
     lop_bucket,
+    lop_group_scores,
+    lop_group_topk,
     lop_histogram,
     lop_threshold_bucket,
     lop_topk,
@@ -129,6 +131,53 @@ def test_topk_vs_sort_reference(s: np.ndarray, k: int, nb: int) -> None:
         assert np.all(np.diff(idx) > 0)
         if (~sel).any():
             assert b[sel].min() >= b[~sel].max()
+
+
+def ref_group_topk(scores: list[list[int]], group: int, k: int, nb: int) -> list[list[int]]:
+    """Plain loops: per KV head the integer sum of its `group` query heads' scores, then the sort-based top-K."""
+    out = []
+    for g in range(len(scores) // group):
+        tot = [0] * len(scores[0])
+        for h in range(g * group, (g + 1) * group):
+            for j, v in enumerate(scores[h]):
+                tot[j] += v
+        out.append(ref_topk(tot, k, nb))
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from([(1, 1), (2, 1), (4, 2), (6, 3), (8, 1)]), st.integers(1, 30), st.integers(0, 35),
+       st.sampled_from([3, 31, 63]), st.integers(0, 2**32 - 1))
+def test_group_topk_vs_loops(hk: tuple[int, int], m: int, k: int, nb: int, seed: int) -> None:
+    h, kv = hk
+    rng = np.random.default_rng(seed)
+    s = rng.integers(-(2**14), 2**14, (h, m)) >> rng.integers(0, 14, (h, m))  # many magnitudes and bucket ties
+    gs, idx = lop_group_topk(s, h // kv, k, n_buckets=nb)
+    assert gs.tolist() == [[sum(int(s[r, j]) for r in range(g * (h // kv), (g + 1) * (h // kv))) for j in range(m)]
+                           for g in range(kv)]
+    assert idx.shape == (kv, min(k, m)) and idx.tolist() == ref_group_topk(s.tolist(), h // kv, k, nb)
+    if h == kv:  # MHA: one head per group, the per-head rule bit for bit
+        assert np.array_equal(idx, lop_topk(s, k, n_buckets=nb))
+
+
+def test_group_rule_differs_from_the_union_of_head_top_k() -> None:
+    """GQA, 2 heads on 1 KV head, K = 2: head 0's top-2 is keys 0, 1, head 1's keys 0, 3 (the tie of three 8s goes
+    to key 0); their union would fetch 3 keys, the group's top-2 of the sums [40, 24, 8, 33, 0] exactly 2
+    (bucket 32..63: keys 0 and 3)."""
+    s = np.array([[32, 16, 0, 1, 0],
+                  [8, 8, 8, 32, 0]])
+    per_head = {int(j) for h in range(2) for j in lop_topk(s[h], 2)}
+    assert sorted(per_head) == [0, 1, 3]
+    gs, idx = lop_group_topk(s, 2, 2)
+    assert gs.tolist() == [[40, 24, 8, 33, 0]] and idx.tolist() == [[0, 3]] == ref_group_topk(s.tolist(), 2, 2, 63)
+    # batched leading dims: two steps x (4 heads on 2 KV heads) equal the rows one by one
+    b = np.stack([np.concatenate([s, s[::-1]]), np.concatenate([s[::-1], -s])])
+    got = lop_group_topk(b, 2, 2)[1]
+    assert got.shape == (2, 2, 2)
+    assert all(np.array_equal(got[i, g], lop_group_topk(b[i, 2 * g:2 * g + 2], 2, 2)[1][0])
+               for i in range(2) for g in range(2))
+    with pytest.raises(ValueError, match="multiple of group"):
+        lop_group_scores(np.zeros((3, 4), np.int64), 2)
 
 
 def test_topk_tie_rule_lowest_index() -> None:

@@ -13,6 +13,13 @@ Under LOP a cached layer block's K/V fetches are expanded into each layer's gath
 Dense tiling: per query chunk, every K chunk and its QK^T tile, the softmax of the chunk's score rows on the
 SFU (sim.units.sfu.sfu_cycles "softmax": max, exp+sum, normalise), then every V chunk and its score.V tile.
 
+Tile timing on the INT8 unit (outputs `lanes` a pass): a QK^T output is a dot over head_dim, so a tile is
+ceil(outputs / lanes) passes of head_dim inputs. A score.V output (query t, head, dimension) is a dot over
+the keys its query attends to, and a pass takes as many beats as its longest row needs (the controller
+knows every query's position from the instruction, so it can count them; lowbit.rtl.chip_booth's walker
+does): causal tiles have ragged passes (pv_pass_keys, sim.units.booth.booth_int8_pass_cycles), the same
+rule in the dense and the online tiling.
+
 Online softmax (FlashAttention-style: Milakov & Gimelshein 2018, "Online normalizer calculation for softmax",
 arXiv:1805.02867; Dao 2023, FlashAttention-2, arXiv:2307.08691), per query block of nq queries (rows = nq x
 group score rows) and per key block j of n keys (skipped when causally empty), in program order:
@@ -45,6 +52,7 @@ last KV-cache write (prefill), the LOP top-K (decode with LOP), or the later of 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -70,6 +78,7 @@ from lowbit.sim.isa import (
     NO_DEP,
     SUB,
     Emitter,
+    class_unit,
 )
 from lowbit.sim.kvcache import expand_gathers, fixed_positions, gather_segments, kv_addr, lo_addr
 from lowbit.sim.numerics.lop import LOP_SURROGATE_BITS_PER_ELEM as LOP_BITS
@@ -94,6 +103,32 @@ if TYPE_CHECKING:
     from lowbit.sim.lower import StepStats
 
 ONLINE_CACHE = 1 << 16  # instructions of online query blocks kept for the next KV heads and layers (memory)
+
+
+@lru_cache(maxsize=1 << 14)
+def pv_pass_keys(a: int, n: int, nq: int, row: int, lanes: int) -> tuple[tuple[int, int], ...]:
+    """(keys, passes) runs of a score.V tile over a chunk of n keys: outputs (query t of nq, head, dimension),
+    `row` = group x head_dim a query, `lanes` a pass; query t attends to min(n, max(0, a + t + 1)) of the
+    chunk's keys (a: the tile's first query's position minus the chunk's first key; a >= n - 1: all). A
+    pass takes its last (longest) row's keys; pass p ends at output min(outs, (p + 1) lanes) - 1, so the
+    passes ending in query t's rows number e((t + 1) row) - e(t row), e(x) = x // lanes below outs, P at outs."""
+    outs = nq * row
+    P = -(-outs // lanes)
+    runs = []
+    for t in range(nq):
+        c = (P if (t + 1) * row >= outs else (t + 1) * row // lanes) - t * row // lanes
+        if c:
+            runs.append((min(n, max(0, a + t + 1)), c))
+    return tuple(runs)
+
+
+def pv_tile_cycles(cfg: Any, cls: int, runs: tuple[tuple[int, int], ...]) -> int:
+    """Cycles of a score.V tile of ragged passes (pv_pass_keys) on unit class `cls`: the unit's pass_cycles
+    formula, else every pass at the longest run's keys."""
+    u = class_unit(cls)
+    if u.pass_cycles is not None:
+        return u.pass_cycles(cfg.section(u.name), list(runs))
+    return tile_cycles(cfg, cls, "int8", max(k for k, _ in runs), sum(c for _, c in runs))
 
 
 def online_block_cycles(lanes: int, latency: int, rows: int, n: int, head_dim: int, first: bool,
@@ -377,9 +412,10 @@ class AttentionLowering:
                        wbuf=B_KV, wbytes=(k1 - k0) * hd)
             if keys < ctx and self._rec is not None:  # LOP: selected keys, gathered per layer (sim.kvcache)
                 self._rec.append((d, g, v, k0, k1, op.step, ctx, op.seq))
-            if v:  # score.V: nq*grp*hd outputs, each a dot over the chunk's keys (average per query)
+            if v:  # score.V: nq*grp*hd outputs, each a dot over the chunk's keys its query attends to
                 outs = nq * grp * hd
-                cyc = tile_cycles(self.cfg, cls, "int8", -(-pairs // nq), -(-outs // lanes))
+                a = qpos0 + q0 - k0 if causal else k1 - k0
+                cyc = pv_tile_cycles(self.cfg, cls, pv_pass_keys(a, k1 - k0, nq, grp * hd, lanes))
                 macs, sub = pairs * grp * hd, SUB["av"]
             else:  # QK^T: pairs*grp scores, each a dot over head_dim
                 outs = pairs * grp
@@ -455,7 +491,9 @@ class AttentionLowering:
         lat = sfu.op_latency("softmax")
         outs = pairs * grp
         qk_cyc = cycles(lambda o: tile_cycles(cfg, cls, "int8", hd, -(-o // lanes)), outs)
-        av_cyc = cycles(lambda p: tile_cycles(cfg, cls, "int8", -(-p // nq), -(-(nq * grp * hd) // lanes)), pairs)
+        first_q = qpos0 + q0 if causal else keys  # position of the block's first query (all keys: non-causal)
+        av_cyc = cycles(lambda k0, nn: pv_tile_cycles(cfg, cls, pv_pass_keys(first_q - k0, nn, nq, grp * hd, lanes)),
+                        k0s, n)
         sm_cyc = cycles(lambda k, f: online_block_cycles(sfu.lanes, lat, rows, k, hd, f == 0, self.dep_aware),
                         n, later)
         kv0, vv0 = self._kv_addr(0, False), self._kv_addr(0, True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lowbit.sim.attention import online_block_cycles, online_final_cycles
+from lowbit.sim.attention import online_block_cycles, online_final_cycles, pv_pass_keys
 from lowbit.sim.config import load_config
 from lowbit.sim.engine import simulate
 from lowbit.sim.errors import WorkloadError
@@ -68,6 +68,28 @@ def test_online_sfu_cycles_by_hand():
     assert online_final_cycles(4, 16, 2, 16) == 2 * 4 + 16
 
 
+def test_pv_pass_keys_by_hand():
+    # 3 queries, 3 outputs a query, 2 lanes: passes end at outputs 1, 3, 5, 7, 8 -> 1 pass in query 0's rows
+    # (keys 1), 2 in query 1's (keys 2), 2 in query 2's (keys 3)
+    assert pv_pass_keys(0, 5, 3, 3, 2) == ((1, 1), (2, 2), (3, 2))
+    # a chunk starting 2 keys past the first query: queries 0, 1 see none of its keys, 2 and 3 one and two
+    assert pv_pass_keys(-2, 4, 4, 2, 2) == ((0, 1), (0, 1), (1, 1), (2, 1))
+    # keys capped at the chunk's 3 (non-causal: a >= n - 1)
+    assert pv_pass_keys(3, 3, 2, 4, 4) == ((3, 1), (3, 1))
+
+
+def test_causal_score_v_tiles_by_hand():
+    """Prefill 8 (one dense query chunk): 8 queries x 2 heads x 16 dims, 2 lanes -> 16 passes a query over
+    its own t + 1 keys: 16 x (1 + 1 + 2 + 2 + 3 + 3 + 4 + 4) + 5 = 325 (the average keys, ceil(36 / 8) = 5,
+    gave 128 x 3 + 5 = 389). Prefill 20: query chunks of floor(1024 / (2 x 20 x 4)) = 6 queries; chunk
+    [6, 12) sees 7 .. 12 keys: 16 x (4 + 4 + 5 + 5 + 6 + 6) + 5 = 485, chunk [18, 20) 16 x (10 + 10) + 5."""
+    c, _ = _layer(8, 8)
+    assert c["cyc"][c["sub"] == SUB["av"]].tolist() == [325, 325]
+    c, _ = _layer(20, 20)
+    av = c["cyc"][c["sub"] == SUB["av"]].tolist()
+    assert av == [16 * (1 + 1 + 2 + 2 + 3 + 3) + 5, 485, 16 * (7 + 7 + 8 + 8 + 9 + 9) + 5, 325] * 2
+
+
 def _layer(tokens: int, context: int, psum: int = 1024, policy: str = "dependency-aware"):
     m = get_model("bitnet-tiny")
     ops = layer_ops(m, 0, "decode" if tokens == 1 else "prefill", 0, tokens, context)
@@ -104,6 +126,10 @@ def test_online_prefill_kv_reuse_by_hand():
     assert c["nbytes"][k].sum() == 2 * 20 * 32 * 16
     # MACs of QK^T: every causal (query, key) pair once, for 2 query heads x 16 dims, 2 KV heads
     assert c["macs"][c["sub"] == SUB["qk"]].sum() == 2 * (64 * 65 // 2) * 2 * 16
+    # score.V, block [30, 35) (queries at 30 .. 34, 16 passes each): key block 0 (32 keys) 31, 32 keys, then
+    # 32 for the rest: 16 x (16 + 16 + 16 x 3) + 5 = 1285; key block 1: 0, 0, 1, 2, 3 keys: 16 x (1 + 1 + 2) + 5
+    av = c["cyc"][c["sub"] == SUB["av"]].tolist()
+    assert av[6:8] == [1285, 69]
 
 
 def test_refused_decode_now_runs_and_reads_what_dense_reads():

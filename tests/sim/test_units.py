@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lowbit.sim.config import load_config
-from lowbit.sim.units.booth import booth_int8_tile_cycles, booth_ternary_tile_cycles
+from lowbit.sim.units.booth import booth_int8_pass_cycles, booth_int8_tile_cycles, booth_ternary_tile_cycles
 from lowbit.sim.units.fp4 import fp4_tile_cycles
 from lowbit.sim.units.lop import lop_score_cycles, lop_topk_cycles
 from lowbit.sim.units.sfu import sfu_cycles
@@ -31,6 +31,17 @@ def test_booth_tiles():
     # BS latency = 1 + clog2(width = 4) + 1 = 4 (sim/units/booth.py, matched to rtl/booth_bs.py)
     assert booth_int8_tile_cycles(BS.booth, 100, 1) == 104
     assert booth_ternary_tile_cycles(BS.booth, 100, 1) == 29
+
+
+def test_booth_ragged_passes():
+    # 2 passes of 5 keys + 1 of 8 (a causal score.V tile), width 4: 2 x ceil(5/4) + ceil(8/4) = 6 beats + 6
+    assert booth_int8_pass_cycles(V.booth, [(5, 2), (8, 1)]) == 12
+    # a pass over no key (rows before the chunk's first key) takes no beat
+    assert booth_int8_pass_cycles(V.booth, [(0, 3), (1, 1)]) == 1 + 6
+    # BoothFlex-BS: 6 beats x 4 digits + latency 4
+    assert booth_int8_pass_cycles(BS.booth, [(5, 2), (8, 1)]) == 28
+    # uniform passes are booth_int8_tile_cycles: 8 passes of 100 inputs
+    assert booth_int8_pass_cycles(V.booth, [(100, 8)]) == booth_int8_tile_cycles(V.booth, 100, 8) == 206
 
 
 def test_fp4_tile():

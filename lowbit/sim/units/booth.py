@@ -6,6 +6,9 @@
 - ternary x INT8 mode: each unit takes 4 ternary pairs (one per PP row) -> beats = passes * ceil(k / (4*width)).
 - BoothFlex-BS (bit-serial): one Booth digit of the multiplier per cycle -> an n-bit operand takes n/2 beats
   (ternary: 1), so beats = passes * ceil(k / width) * digits(bits).
+- INT8 tile of ragged passes (a causal score.V tile, sim.attention.pv_pass_keys): pass p is as long as its
+  longest row's k_p inputs -> beats = sum_p ceil(k_p / width) (x digits(8) on BoothFlex-BS); a pass of
+  k_p = 0 (rows that attend to none of the tile's keys) takes no beat. Uniform passes give the formula above.
 Latency = 1 (Booth encode + PP select) + clog2(4*width) (compressor stages) + 1 (accumulator).
 BoothFlex-BS latency = 1 (digit select + Booth encode + PP select) + clog2(width) (one PP row per unit per
 cycle, so the tree has `width` rows) + 1 (Horner shift-add merged into the accumulator add on the last
@@ -14,6 +17,7 @@ digit) -- realised by rtl/booth_bs.py (changed from clog2(4*width) + 2 when the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lowbit.sim.errors import ConfigError
@@ -83,3 +87,12 @@ def booth_ternary_tile_cycles(cfg: BoothConfig, k: int, passes: int) -> int:
 def booth_bs_tile_cycles(cfg: BoothConfig, k: int, passes: int, bits: int) -> int:
     """BoothFlex-BS: `bits` is the serial operand's precision (1 = ternary, 2, 4, 8)."""
     return passes * ceil_div(k, cfg.width) * booth_digits(bits) + booth_bs_latency(cfg)
+
+
+def booth_int8_pass_cycles(cfg: BoothConfig, runs: Sequence[tuple[int, int]]) -> int:
+    """INT8 tile whose passes are ragged: `runs` = (k, n) for n passes of k inputs each (module docstring):
+    sum n ceil(k / width) beats (x digits(8) bit-serially) + the tile's latency."""
+    beats = sum(n * ceil_div(k, cfg.width) for k, n in runs)
+    if cfg.bit_serial:
+        return beats * booth_digits(8) + booth_bs_latency(cfg)
+    return beats + booth_latency(cfg)

@@ -31,6 +31,7 @@ from lowbit.sim.numerics.tint import tint_dot
 from lowbit.sim.units.booth import (
     BoothConfig,
     booth_bs_tile_cycles,
+    booth_int8_pass_cycles,
     booth_int8_tile_cycles,
     booth_ternary_tile_cycles,
 )
@@ -82,6 +83,9 @@ class Unit:
     lanes: Callable[[Section], int] | None = None     # output rows per pass of a projection tile
     align: Callable[[Section], int] = _one      # granularity of a tile's input width (FP4: the scale block)
     tile_cycles: Callable[[Section, str, int, int], int] | None = None  # (section, fmt, k, passes) -> cycles
+    # INT8 tiles of ragged passes (causal score.V): (section, [(k, passes), ...]) -> cycles; without it a
+    # tile runs every pass at its longest k (sim.attention)
+    pass_cycles: Callable[[Section, list[tuple[int, int]]], int] | None = None
     rtl: tuple[RtlBlock, ...] = ()
 
     def copies(self, section: Section) -> int:
@@ -141,6 +145,7 @@ BOOTH = Unit(
     summary="BoothFlex radix-4 Booth core, INT8 and ternary modes; BoothFlex-BS when bit_serial "
             "(docs/reference/vitallm.md §5.3, §5.6)",
     formats=("int8", "ternary"), runs=_booth_runs, lanes=lambda c: c.lanes, tile_cycles=_booth_cycles,
+    pass_cycles=booth_int8_pass_cycles,
     rtl=(
         RtlBlock(
             name="booth", component="lowbit.rtl.booth:BoothFlex", validator="lowbit.rtl.booth:validate",

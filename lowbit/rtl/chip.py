@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -43,9 +43,11 @@ from lowbit.rtl.chip_ctrl import STAT_DEPTH, ComputeQueue, JoinMonitor, scoreboa
 from lowbit.rtl.chip_data import BankedBuffer, DmaFill, TintEngine, data_dims, psum_layout
 from lowbit.rtl.chip_dma import N_BUFFERS, DmaEngine, mem_port_signature
 from lowbit.rtl.chip_fp4 import Fp4Engine, fp4_psum_layout
+from lowbit.rtl.chip_requant import DST_R, requantizer
 from lowbit.rtl.chip_ring import Ring
 from lowbit.rtl.chip_sfu import sfu_data_ok, sfu_engines
 from lowbit.rtl.sfu_stream import STAT_BITS
+from lowbit.rtl.sfu_stream_requant import mult_word
 from lowbit.sim.config import HwConfig
 from lowbit.sim.errors import LowbitError
 from lowbit.sim.isa import BUFFERS, C_BOOTH, C_DMAKV, C_DMAW, C_FP4, C_JOIN, C_SFU, C_TINT
@@ -63,6 +65,7 @@ class ChipParams:
     resp_lanes: int = 4        # memory-port responses per cycle
     join_window: int = 8       # joins checked per cycle
     data_banks: int = 0        # weight-buffer banks = buffer units per memory-port data beat; 0: no data path
+    mult_depth: int = 0        # requantizer multiplier words per engine (lowbit.rtl.chip_requant); 0: none
 
     @property
     def addr_bits(self) -> int:
@@ -129,6 +132,15 @@ def qk_data(cfg: HwConfig, dims) -> bool:
             and not qk_data_ok(cfg.booth, cfg.tint, dims.unit_bytes))
 
 
+def rq_engines(cfg: HwConfig, p: ChipParams, names, classes, kinds) -> list[str]:
+    """The queues whose engines have a requantizer (lowbit.rtl.chip_requant), given the SFU on the data path:
+    TINT and BoothFlex queues on the data path whose psum word fits the SFU's, where the chip has multiplier
+    memories (`p.mult_depth`)."""
+    return [n for n, c, k in zip(names, classes, kinds, strict=True)
+            if p.mult_depth and k in ("tint", "booth") and c != C_FP4
+            and (cfg.tint.lanes if k == "tint" else cfg.booth.lanes) <= cfg.sfu.lanes]
+
+
 class Chip(wiring.Component):
     """The chip top for `cfg` (module docstring)."""
 
@@ -156,12 +168,16 @@ class Chip(wiring.Component):
             self.load_bits = max(self.load_bits, 8 * act_elems(cfg))
         if sd:  # the load port also writes the SFU's Q7.8 buffer and row-statistics memory
             self.load_bits = max(self.load_bits, 16 * cfg.sfu.lanes, STAT_BITS)
+        self.rq_names = rq_engines(cfg, p, self.names, self.classes, self.kinds) if sd else []
+        if self.rq_names:
+            self.load_bits = max(self.load_bits, mult_word(max(cfg.tint.lanes, cfg.booth.lanes)).size)
         self.load_addr_bits = p.addr_bits if d is None else max(p.addr_bits, d.a_bits)
         sig = {
             "start": In(1),
             "load_en": In(1),
-            "load_queue": In(4),  # a queue's instruction memory; with the data path, len(queues): the act buffer,
-            # + 1 .. + 6 the SFU's norm input, S, gain, norm output, amax and residual y memories (chip_sfu)
+            "load_queue": In(5),  # a queue's instruction memory; with the data path, len(queues): the act buffer,
+            # + 1 .. + 6 the SFU's norm input, S, gain, norm output, amax and residual y memories (chip_sfu),
+            # + 7 + k the multiplier memory of the k-th engine with a requantizer (chip_requant)
             "load_addr": In(self.load_addr_bits),
             "load_word": In(self.load_bits),
             "cycle": Out(32),
@@ -193,6 +209,10 @@ class Chip(wiring.Component):
                     sig[f"pv_{n}"] = Out(1)
                     sig[f"pw_{n}"] = Out(lay)
                     sig[f"psum_{n}"] = Out(lay)
+            for n in self.rq_names:  # each requantizer's bank writes (chip_requant)
+                sig.update({f"qv_{n}": Out(2), f"qd_{n}": Out(2), f"qa0_{n}": Out(d.a_bits - 1),
+                            f"qa1_{n}": Out(d.a_bits - 1), f"qm0_{n}": Out(cfg.sfu.lanes), f"qm1_{n}": Out(cfg.sfu.lanes),
+                            f"qw0_{n}": Out(16 * cfg.sfu.lanes), f"qw1_{n}": Out(16 * cfg.sfu.lanes)})
         super().__init__(sig)
 
     def elaborate(self, platform) -> Module:
@@ -352,8 +372,8 @@ class Chip(wiring.Component):
             m.d.comb += [aw.en.eq(ld), aw.addr.eq(self.load_addr[:d.a_bits]), aw.data.eq(self.load_word[:8 * tw])]
         else:  # the SFU's quantize engine writes the act buffer (the load port in the cycles it does not)
             nq = len(self.names)
-            q, rms, res = sfu_engines(m, cfg, d, sfuq, [self.load_en & (self.load_queue == nq + k)
-                                                        for k in range(1, 7)], self.load_addr, self.load_word)
+            q, rms, res, bufs = sfu_engines(m, cfg, d, sfuq, [self.load_en & (self.load_queue == nq + k)
+                                                              for k in range(1, 7)], self.load_addr, self.load_word)
             m.d.comb += [self.nv.eq(rms.o_wen), self.na.eq(rms.o_waddr), self.nw.eq(rms.o_wdata),
                          self.mv.eq(rms.a_wen), self.ma.eq(rms.a_waddr), self.mw.eq(rms.a_wdata),
                          self.rv.eq(res.o_wen), self.ra.eq(res.o_waddr), self.rw.eq(res.o_wdata)]
@@ -383,6 +403,21 @@ class Chip(wiring.Component):
                                      eng.v_rdata[v].eq(getattr(kvbuf, f"rdata{port}"))]
             m.submodules[f"eng_{name}"] = eng
             w = c.word
+            if name in self.rq_names:  # its requantizer writing the residual's y buffer (chip_requant)
+                k = self.rq_names.index(name)
+                lanes, acc = (cfg.tint.lanes, cfg.tint.acc_bits) if c.kind == "tint" else (cfg.booth.lanes,
+                                                                                        cfg.booth.acc_bits)
+                rq = requantizer(m, name, c, eng, lanes, acc, cfg.sfu.lanes, d.a_bits, p.mult_depth, bufs["a"],
+                                 self.load_en & (self.load_queue == len(self.names) + 7 + k), self.load_addr,
+                                 self.load_word, w.tail_lanes if c.kind == "tint" else None)
+                bufs["r"].writer(rq, DST_R)
+                m.d.comb += [getattr(self, f"qv_{name}").eq(Cat(rq.w0_en, rq.w1_en)),
+                             getattr(self, f"qd_{name}").eq(rq.w_dst)]
+                for b in (0, 1):
+                    m.d.comb += [getattr(self, f"qa{b}_{name}").eq(getattr(rq, f"w{b}_addr")),
+                                 getattr(self, f"qm{b}_{name}").eq(getattr(rq, f"w{b}_mask")),
+                                 getattr(self, f"qw{b}_{name}").eq(getattr(rq, f"w{b}_data"))]
+                wrote = wrote | rq.w0_en | rq.w1_en
             m.d.comb += [eng.start.eq(c.go), c.unit_ready.eq(eng.ready), c.unit_done.eq(eng.done_next)]
             if c.kind == "booth":
                 m.d.comb += eng.mode.eq(w.eng)

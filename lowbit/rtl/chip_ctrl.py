@@ -29,10 +29,15 @@ JOIN_FIELDS = ("valid",)
 # with the data path (lowbit.rtl.chip_data): a TINT word names its tile's shape and buffer addresses instead
 # of a cycle count (its engine's `done` ends it), a BoothFlex word may (`eng`: a ternary tile on the
 # data path, else a timer of `cyc`), a DMA word the buffer units its read data fills
+# a projection tile's requantizer fields (lowbit.rtl.chip_requant): `rq` the Q7.8 buffer its outputs go to (0:
+# none), `rq_off` / `rq_o` / `rq_stride` its first row's element and word and the output row's words, `rq_m` its
+# first row group's multiplier word, `rq_s` its first token's amax in the row-statistics memory
+RQ_FIELDS = ("rq", "rq_off", "rq_o", "rq_stride", "rq_m", "rq_s")
+RQ_M_BITS = 12  # multiplier words per engine, at most (DESIGN ASSUMPTION)
 TINT_FIELDS = ("valid", "free", "free_buf", "free_slot", "beats", "groups", "tokens", "tail_lanes", "tail_step",
-               "w_addr", "a_addr", "a_stride", "p_addr")
+               "w_addr", "a_addr", "a_stride", "p_addr", *RQ_FIELDS)
 BOOTH_FIELDS = (*COMPUTE_FIELDS, "eng", "beats", "groups", "tokens", "w_addr", "a_addr", "a_stride", "p_addr",
-                "nq", "grp", "pos0", "k_addr", "k_stride")
+                "nq", "grp", "pos0", "k_addr", "k_stride", *RQ_FIELDS)
 DMA_DATA_FIELDS = (*DMA_FIELDS, "dwords", "dbase")
 # an SFU word with `eng` set runs on a stream engine of the chip (lowbit.rtl.chip_sfu): 1 quantize (rows of
 # `beats` Q7.8 words at x_addr -> INT8 act words at o_addr, row r's amax at st_addr + r), 2 RMSNorm (Q7.8
@@ -58,7 +63,8 @@ def _fields(kind: str, dims) -> dict[str, int]:
          "w_addr": dims.w_bits, "dbase": dims.w_bits, "a_addr": dims.a_bits,
          "p_addr": dims.p_bits, "rows": COUNT_BITS, "x_addr": dims.a_bits, "o_addr": dims.a_bits,
          "g_addr": dims.a_bits, "eps_q": 32, "sd": 25, "e_sd": 3, "y_addr": dims.a_bits,
-         "st_addr": (STAT_DEPTH - 1).bit_length()}
+         "st_addr": (STAT_DEPTH - 1).bit_length(), "rq": 2, "rq_off": 6, "rq_o": dims.a_bits, "rq_stride": COUNT_BITS,
+         "rq_m": RQ_M_BITS, "rq_s": (STAT_DEPTH - 1).bit_length()}
     return {n: w[n] for n in names}
 
 

@@ -44,18 +44,20 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lowbit.rtl.chip_attn import qk_cover, qk_plan
+from lowbit.rtl.chip_ctrl import RQ_FIELDS
 from lowbit.rtl.chip_data import DataDims, data_dims, pack_tile
 from lowbit.rtl.chip_image import ChipImage
 from lowbit.rtl.chip_model import ModelContents, NoMapping, input_of
 from lowbit.rtl.chip_pv import pv_cover, pv_plan
+from lowbit.rtl.chip_requant import requant_cover, requant_fields
 from lowbit.rtl.chip_sfu import sfu_data_ok, sfu_norms, sfu_plan
 from lowbit.sim.config import HwConfig
 from lowbit.sim.isa import B_KV, B_WEIGHT, C_BOOTH, C_DMAKV, C_DMAW, C_SFU, C_TINT
 
 DATA_FIELDS = {"tint": ("beats", "groups", "tokens", "tail_lanes", "tail_step", "w_addr", "a_addr", "a_stride",
-                        "p_addr"),
+                        "p_addr", *RQ_FIELDS),
                "booth": ("eng", "beats", "groups", "tokens", "w_addr", "a_addr", "a_stride", "p_addr", "nq", "grp",
-                         "pos0", "k_addr", "k_stride"),
+                         "pos0", "k_addr", "k_stride", *RQ_FIELDS),
                "dma": ("dwords", "dbase"), "dma_kv": ("dwords", "dbase"),
                "sfu": ("eng", "rows", "beats", "x_addr", "o_addr", "st_addr", "g_addr", "eps_q", "sd", "e_sd",
                        "y_addr")}
@@ -97,6 +99,13 @@ class DataPlan:
     res_expect: list[tuple[int, int]] = field(default_factory=list)  # the residual engine's Q7.8 writes
     res_ops: list[str] = field(default_factory=list)
     res_elems: int = 0
+    proj: dict[tuple[int, int], dict] = field(default_factory=dict)  # projection tile on an engine -> its shape
+    # (op, step, r0, rows, tokens, groups, bt, lanes, tail: lowbit.rtl.chip_requant)
+    rq_cover: dict[tuple[int, str], list] = field(default_factory=dict)  # (step, op) requantized on the chip ->
+    # its tiles
+    rq_drain: list[str] = field(default_factory=list)  # projections the drain rule keeps off the requantizer
+    rq_expect: list = field(default_factory=list)  # (name, dst, the golden's <op>.out) in time order per dst
+    mult_depth: int = 0  # the requantizers' multiplier memory depth (0: no requantizer)
 
     def acc_buffers(self) -> tuple[int, int, list[str]]:
         """(accumulator buffers every element of which a psum word checks, buffers with any, the golden's
@@ -229,6 +238,8 @@ def _data_plan(img: ChipImage, cfg: HwConfig, seed: int, model: ModelContents | 
             pnext += tokens * groups
             if model is not None:
                 out += golden_words(w, src, rows, tokens, k, t.lanes, f"{name} word {i} ({w['op']}, step {w['step']})")
+                plan.proj[(q, i)] = {"op": w["op"], "step": w["step"], "r0": row0[src], "rows": rows, "tokens": tokens,
+                                     "groups": groups, "bt": beats, "lanes": t.lanes, "tail": tail}
                 continue
             acts = plan.act[:tokens * beats].reshape(tokens, beats * t.tree_width)[:, :k]
             acc, ovf = tint_dot(tile_w[src][None, :, :], acts[:, None, :], t.tree_width, t.acc_bits)
@@ -279,6 +290,8 @@ def _data_plan(img: ChipImage, cfg: HwConfig, seed: int, model: ModelContents | 
             if model is not None:
                 out += golden_words(w, src, rows, tokens, k, b.lanes,
                                     f"{img.queues[q]} word {i} ({w['op']}, step {w['step']})")
+                plan.proj[(q, i)] = {"op": w["op"], "step": w["step"], "r0": row0[src], "rows": rows, "tokens": tokens,
+                                     "groups": groups, "bt": k // per, "lanes": b.lanes, "tail": b.lanes}
                 continue
             acts = plan.act[:tokens * k // t.tree_width].reshape(tokens, k)
             acc, ovf = tint_dot(tile_w[src][None, :, :], acts[:, None, :], per, b.acc_bits)
@@ -286,8 +299,18 @@ def _data_plan(img: ChipImage, cfg: HwConfig, seed: int, model: ModelContents | 
         plan.expect[img.queues[q]] = out
         plan.tiles[img.queues[q]] = n
         plan.fmt[img.queues[q]] = (b.lanes, b.acc_bits)
+    # the requantizers (lowbit.rtl.chip_requant): behind the engines whose psum word fits the SFU's
+    rq_queues = [q for q in sorted((*tq, *bq)) if not sfu_data_ok(cfg) and model is not None
+                 and (t.lanes if q in tq else cfg.booth.lanes) <= cfg.sfu.lanes]
+    plan.proj = {k: v for k, v in plan.proj.items() if k[0] in rq_queues}
+    if rq_queues:
+        requant_cover(plan, img, cfg)
     if model is not None:
         why = _act_writes(plan, img, reads, t.tree_width, cfg)
+        if why:
+            return None, why
+    if rq_queues:
+        why = requant_fields(plan, img, cfg, fields, plan.sfu_queue, rq_queues)
         if why:
             return None, why
     sq = [q for q, c in enumerate(img.classes) if c == C_SFU and not sfu_data_ok(cfg)]

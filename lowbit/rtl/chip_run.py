@@ -6,6 +6,7 @@ instruction's start and end cycle per queue with the simulator's schedule (lowbi
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -15,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lowbit.rtl.chip import RING_OWNER, ChipParams, booth_data, chip_verilog, word_dims, word_kind
+from lowbit.rtl.chip import RING_OWNER, ChipParams, booth_data, chip_verilog, rq_engines, word_dims, word_kind
 from lowbit.rtl.chip_ctrl import pack_word
 from lowbit.rtl.chip_data import data_dims
 from lowbit.rtl.chip_golden import act_word, compare_psum, data_plan, segments
@@ -71,6 +72,9 @@ class ChipResult:
     res: tuple[int, int, int, int] = (0, 0, 0, 0)  # residual words on the SFU engine, their Q7.8 words,
     # elements, words differing from the golden's <residual>.out
     pv: tuple[int, int, int] = (0, 0, 0)  # P V tiles on the data path, av.acc buffers complete, of all
+    rq: list[tuple[str, int, int]] = field(default_factory=list)  # per requantized projection (lowbit.rtl.chip_requant):
+    # 'step S op', Q7.8 elements the requantizers wrote, elements differing from the golden's <op>.out
+    rq_drain: list[str] = field(default_factory=list)  # projections the drain rule keeps off the requantizers
 
     @property
     def mismatches(self) -> int:
@@ -89,7 +93,7 @@ class ChipResult:
         return (self.finished and self.mismatches == 0 and self.sim_cycles == self.chip_cycles
                 and self.late == 0 and self.lane_overflow == 0 and self.data_mismatches == 0
                 and self.data_late == 0 and self.act_late == 0 and self.kv_mismatches == 0 and self.sfu[3] == 0
-                and self.norm[3] == 0 and self.res[3] == 0)
+                and self.norm[3] == 0 and self.res[3] == 0 and all(b == 0 for _, _, b in self.rq))
 
 
 def params_for(img: ChipImage, ref: list[QueueTimes] | None = None, data_banks: int = 0) -> ChipParams:
@@ -257,6 +261,11 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
     if params is not None and not params.data_banks:
         plan, why = None, "the chip is generated without the data path"
     p = params if params is not None else params_for(img, ref, plan.dims.banks if plan else 0)
+    if plan is not None and plan.mult_depth > p.mult_depth:
+        if params is not None:
+            raise LowbitError(f"the chip's requantizers hold {p.mult_depth} multiplier words, the program needs "
+                              f"{plan.mult_depth}; generate it with ChipParams.mult_depth >= {plan.mult_depth}")
+        p = dataclasses.replace(p, mult_depth=plan.mult_depth)
     _check_image(img, p)
     bdir, vfile = _build(cfg, p)
     n_thr = img.n_thr
@@ -277,7 +286,9 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
                 "dram": {str(a): b.hex() for a, b in segments(plan.dram).items()},
                 "engines": tq, "fmt": plan.fmt, "sfu_data": sd,
                 "sfu_writes": {str(i): [[d, ws] for d, ws in gs] for i, gs in plan.sfu_writes.items()},
-                "sfu_preload": plan.sfu_preload,
+                "sfu_preload": plan.sfu_preload, "rq": rq_engines(cfg, p, img.queues, img.classes, [word_kind(
+                    n, c, True, bd, sd) for n, c in zip(img.queues, img.classes, strict=True)]) if sd else [],
+                "sfu_lanes": cfg.sfu.lanes,
                 "engine_bit": (p.dma_table - 1).bit_length()}
     lay = request_layout(p.id_bits)
     req_fields = {name: (fld.offset, fld.width) for name, fld in lay}
@@ -355,4 +366,9 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
                       int(r.get("kv_units", 0)), int(r.get("kv_mismatches", 0)),
                       plan.qk if plan is not None else (0, 0, 0), sfu, norm, res)
     res.pv = plan.pv if plan is not None else (0, 0, 0)
+    if plan is not None and plan.rq_expect:
+        from lowbit.rtl.chip_requant import replay
+
+        res.rq = replay([x for v in r.get("rq", {}).values() for x in v], cfg.sfu.lanes, plan.rq_expect)
+    res.rq_drain = plan.rq_drain if plan is not None else []
     return res

@@ -20,6 +20,7 @@ from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib.memory import Memory
 
 from lowbit.rtl.chip_ctrl import STAT_DEPTH
+from lowbit.rtl.chip_requant import Q78Banks
 from lowbit.rtl.sfu_stream import (
     QUANT_PIPE,
     RESIDUAL_PIPE,
@@ -78,7 +79,9 @@ def sfu_engines(m: Module, cfg, dims, ctrl, ld, ld_addr, ld_word):
     load word `ld_word` at `ld_addr` into X, S, the gains, Y, amax or R (k = 0 .. 5). Every memory (half)
     has one engine writer at most, and the load port writes a half, memory or buffer no engine writes while
     it does (the loader's regions), so each has one write port (DESIGN ASSUMPTION). Returns (quantize,
-    RMSNorm, residual); the caller connects the quantize engine's `o_*` port to the act buffer's write port."""
+    RMSNorm, residual, buffers): the buffers the requantizers use (lowbit.rtl.chip_requant: `a` the amax memory,
+    `r` the y buffer, two banks); the caller connects the quantize engine's `o_*` port to the act buffer's write
+    port."""
     n = cfg.sfu.lanes
     sb, ab = (STAT_DEPTH - 1).bit_length(), dims.a_bits
     m.submodules.sfu_quant = q = SfuQuantStream(cfg.sfu, a_bits=ab, q_bits=ab, s_bits=sb)
@@ -89,15 +92,14 @@ def sfu_engines(m: Module, cfg, dims, ctrl, ld, ld_addr, ld_word):
     sd = _halves(m, "s", STAT_BITS, STAT_DEPTH, [(e.st_wen, e.st_waddr, e.st_wdata)], r.s_raddr, ld[1], ld_addr,
                  ld_word, STAT_BITS)
     mems = {k: Memory(shape=shape, depth=depth, init=[]) for k, shape, depth in (
-        ("g", q78_word(n), dims.a_depth), ("y", q78_word(n), dims.a_depth), ("a", SFU_IN_BITS, STAT_DEPTH),
-        ("r", q78_word(n), dims.a_depth))}
+        ("g", q78_word(n), dims.a_depth), ("y", q78_word(n), dims.a_depth), ("a", SFU_IN_BITS, STAT_DEPTH))}
+    ybuf = Q78Banks(m, "r", n, dims.a_depth, ld[5], ld_addr, ld_word)  # the requantizers write it too
     ports = {}
     for k, mem in mems.items():
         m.submodules[f"sfu_{k}"] = mem
         ports[k] = mem.write_port(), mem.read_port()
-    for k, j in (("g", 2), ("r", 5)):  # the load port's alone
-        w_, _ = ports[k]
-        m.d.comb += [w_.en.eq(ld[j]), w_.addr.eq(ld_addr[:ab]), w_.data.eq(ld_word[:16 * n])]
+    w_, _ = ports["g"]  # the load port's alone
+    m.d.comb += [w_.en.eq(ld[2]), w_.addr.eq(ld_addr[:ab]), w_.data.eq(ld_word[:16 * n])]
     (yw, yr), (aw, ar) = ports["y"], ports["a"]
     m.d.comb += [yw.en.eq(r.o_wen | ld[3]), yw.addr.eq(Mux(r.o_wen, r.o_waddr, ld_addr[:ab])),
                  yw.data.eq(Mux(r.o_wen, r.o_wdata.as_value(), ld_word[:16 * n])),
@@ -105,7 +107,7 @@ def sfu_engines(m: Module, cfg, dims, ctrl, ld, ld_addr, ld_word):
                  aw.data.eq(Mux(r.a_wen, r.a_wdata[:SFU_IN_BITS], ld_word[:SFU_IN_BITS])),
                  r.x_rdata.eq(xd), e.x_rdata.eq(xd), r.s_rdata.eq(sd),
                  ports["g"][1].addr.eq(r.g_raddr), r.g_rdata.eq(ports["g"][1].data),
-                 ports["r"][1].addr.eq(e.y_raddr), e.y_rdata.eq(ports["r"][1].data),
+                 e.y_rdata.eq(ybuf.reader(e.y_raddr)),
                  yr.addr.eq(q.x_raddr), q.x_rdata.eq(yr.data), ar.addr.eq(q.a_raddr), q.a_rdata.eq(ar.data),
                  ctrl.unit_ready.eq(q.ready & r.ready & e.ready),
                  ctrl.unit_done.eq(q.done_next | r.done_next | e.done_next)]
@@ -116,7 +118,7 @@ def sfu_engines(m: Module, cfg, dims, ctrl, ld, ld_addr, ld_word):
     m.d.comb += [q.a_addr.eq(w.st_addr), r.g_addr.eq(w.g_addr), r.s_addr.eq(w.st_addr), r.a_addr.eq(w.st_addr),
                  r.eps_q.eq(w.eps_q), r.sd.eq(w.sd), r.e_sd.eq(w.e_sd), e.y_addr.eq(w.y_addr),
                  e.st_addr.eq(w.st_addr)]
-    return q, r, e
+    return q, r, e, {"a": mems["a"], "r": ybuf}
 
 
 def sfu_plan(plan, img, cfg, i: int, key: tuple[int, str], beats: int) -> bool:
@@ -250,9 +252,10 @@ def sfu_norms(plan, img, cfg) -> None:
         if rows > STAT_HALF or rows * beats > half or not np.array_equal(residual_add(x, y), out) or \
                 stream_cycles(cfg.sfu, "elementwise", rows, beats) != w["cyc"]:
             return
-        if not window(None if last_y[0] is None else last_y[0] + 1, i,
-                      [(a, v, 6) for a, v in enumerate(_words16(y, n, beats))]):
-            return
+        proj = f"layers.{layer}." + ("attn.o" if kind == "attn" else "ffn.down")
+        if (w.get("step", 0), proj) not in plan.rq_cover and not window(
+                None if last_y[0] is None else last_y[0] + 1, i, [(a, v, 6) for a, v in enumerate(_words16(y, n, beats))]):
+            return  # y from the bench (where the requantizers do not write it, lowbit.rtl.chip_requant)
         last_y[0] = last[r] = i
         produced.add(nxt)
         plan.sfu_fields[i] = {"eng": 3, "rows": rows, "beats": beats, "x_addr": r * half, "y_addr": 0,

@@ -125,27 +125,31 @@ def coefficients(m: Module, scale: Value, mult, name: str) -> tuple[list, list]:
 
 class PsumRequant(wiring.Component):
     """A projection engine's psum writes -> Q7.8 words in a two-bank, element-enabled buffer (module
-    docstring). `start` with the tile's fields (`groups`, `tokens`, `tail_lanes`, `off`, `o_addr`, `o_stride`,
+    docstring). `start` with the tile's fields (`groups`, `tokens`, `tail_lanes` (with `tail`; else every group is
+    whole), `off`, `o_addr`, `o_stride`,
     `m_addr`, `s_addr`, `dst`; `dst` 0: a tile that is not requantized) in the engine's start cycle; `p_valid` /
     `p_acc`: the engine's psum writes; `m_*`, `s_*`: multiplier and statistics read ports (data the cycle
-    after); `w{0,1}_*`: the even and odd bank's write ports (`addr` = word address / 2, `mask`: one bit per
+    after; the amax `scale_bits` wide); `w{0,1}_*`: the even and odd bank's write ports (`addr` = word address
+    / 2, `mask`: one bit per
     element), `w_dst` the buffer they write."""
 
-    def __init__(self, *, lanes: int, acc_bits: int, sfu_lanes: int, a_bits: int, m_bits: int, s_bits: int) -> None:
+    def __init__(self, *, lanes: int, acc_bits: int, sfu_lanes: int, a_bits: int, m_bits: int, s_bits: int,
+                 scale_bits: int = 16, tail: bool = True) -> None:
         if lanes > sfu_lanes:
             raise LowbitError(f"psum word of {lanes} lanes wider than the SFU's {sfu_lanes}: a group would span "
                               "three Q7.8 words; raise sfu.lanes")
-        self.lanes, self.acc_bits, self.sfu_lanes = lanes, acc_bits, sfu_lanes
+        self.lanes, self.acc_bits, self.sfu_lanes, self.tail = lanes, acc_bits, sfu_lanes, tail
         lb = (sfu_lanes - 1).bit_length() or 1
         banks = {}
         for b in (0, 1):
             banks |= {f"w{b}_en": Out(1), f"w{b}_addr": Out(max(1, a_bits - 1)), f"w{b}_data": Out(q78_word(sfu_lanes)),
                       f"w{b}_mask": Out(sfu_lanes)}
         super().__init__({
-            "start": In(1), "groups": In(COUNT_BITS), "tokens": In(COUNT_BITS), "tail_lanes": In(range(lanes + 1)),
-            "off": In(lb), "o_addr": In(a_bits), "o_stride": In(COUNT_BITS), "m_addr": In(m_bits), "s_addr": In(s_bits),
+            "start": In(1), "groups": In(COUNT_BITS), "tokens": In(COUNT_BITS),
+            **({"tail_lanes": In(range(lanes + 1))} if tail else {}), "off": In(lb), "o_addr": In(a_bits),
+            "o_stride": In(COUNT_BITS), "m_addr": In(m_bits), "s_addr": In(s_bits),
             "dst": In(2), "p_valid": In(1), "p_acc": In(data.ArrayLayout(signed(acc_bits), lanes)),
-            "m_raddr": Out(m_bits), "m_rdata": In(mult_word(lanes)), "s_raddr": Out(s_bits), "s_rdata": In(16),
+            "m_raddr": Out(m_bits), "m_rdata": In(mult_word(lanes)), "s_raddr": Out(s_bits), "s_rdata": In(scale_bits),
             **banks, "w_dst": Out(2),
         })
 
@@ -155,7 +159,7 @@ class PsumRequant(wiring.Component):
         ab, lb = len(self.o_addr), len(self.off)
         go = self.start & (self.dst != 0)
         # the prefetcher: pass after pass from the start cycle (its registers, or the inputs in that cycle)
-        names = ("groups", "tail_lanes", "off", "o_stride", "m_addr", "dst")
+        names = ("groups", "off", "o_stride", "m_addr", "dst", *(("tail_lanes",) if self.tail else ()))
         regs = {k: Signal.like(getattr(self, k), name=f"t_{k}") for k in names}
         cur = {k: Mux(go, getattr(self, k), r) for k, r in regs.items()}
         left, g, row_w, word = Signal(2 * COUNT_BITS), Signal(COUNT_BITS), Signal(ab), Signal(ab)
@@ -180,7 +184,8 @@ class PsumRequant(wiring.Component):
         m.d.comb += [self.m_raddr.eq(Mux(issue, cur["m_addr"] + c_g, 0)), self.s_raddr.eq(Mux(issue, c_t, 0))]
         tag_l = data.StructLayout({"word": unsigned(ab), "elem": unsigned(lb + 1), "n": range(n + 1), "dst": 2})
         tag0 = Signal(tag_l)
-        m.d.comb += [tag0.word.eq(c_word), tag0.elem.eq(c_elem), tag0.n.eq(Mux(last_g, cur["tail_lanes"], n)),
+        m.d.comb += [tag0.word.eq(c_word), tag0.elem.eq(c_elem), tag0.n.eq(Mux(last_g, cur["tail_lanes"], n)
+                                                                             if self.tail else n),
                      tag0.dst.eq(cur["dst"])]
         tag1, tag2, tag3 = Signal(tag_l), Signal(tag_l), Signal(tag_l)  # the read, E1, E2
         m.d.sync += [v1.eq(issue), tag1.eq(tag0), v2.eq(v1), tag2.eq(tag1), v3.eq(v2), tag3.eq(tag2)]

@@ -121,6 +121,11 @@ def test_chip_runs_the_program_cycle_exact(tiny_program):
     # ... whose residual stream the SFU's residual engine adds: attn_residual and ffn_residual, 2 layers, 4 steps,
     # (2 + 1 + 1 + 1 tokens) x 16 words each, equal to the golden's <residual>.out
     assert r.res == (16, 5 * 2 * 2 * 16, 5 * 2 * 2 * 16 * 4, 0)
+    # ... with y from the requantizers behind the TINT and BoothFlex psum ports: attn.o and ffn.down of every
+    # step and layer, (2 + 1 + 1 + 1 tokens) x 64 outputs each, equal to the golden's <op>.out
+    assert sorted(r.rq) == sorted((f"step {s} layers.{L}.{op}", 64 * (2 if s == 0 else 1), 0)
+                                  for s in range(4) for L in range(2) for op in ("attn.o", "ffn.down"))
+    assert r.rq_drain == []
     assert r.data_ref.startswith("the whole-model golden") and r.act_late == 0
     assert r.acc_buffers == (56, 56, [f"step {i} lm_head" for i in range(4)])  # the lm_head runs on the host
     # K/V reads carry the golden's rows: 2 layers x 2 KV heads x (K, V) chunks in each step, 2 + 3 + 4 + 5 keys
@@ -129,12 +134,15 @@ def test_chip_runs_the_program_cycle_exact(tiny_program):
 
 
 def test_chip_verilog_lints_clean(tiny_program):
+    import dataclasses
+
     from lowbit.rtl.chip_run import chip_verilog_cached
     from lowbit.rtl.lint import lint
     from lowbit.sim.cache import cache_dir
 
-    cfg, path = tiny_program
-    _, key = chip_verilog_cached(cfg, params_for(build_image(path, cfg), reference_schedule(path, cfg)[0], 32))
+    cfg, path = tiny_program  # with the data path and its requantizers (multiplier memories of 256 words)
+    p = params_for(build_image(path, cfg), reference_schedule(path, cfg)[0], 32)
+    _, key = chip_verilog_cached(cfg, dataclasses.replace(p, mult_depth=256))
     r = lint(cache_dir("verilog") / f"chip-{key}.v", "lowbit_chip")
     assert r.ok, r.errors[:5]
 
@@ -185,6 +193,7 @@ def test_model_plan_holds_the_deployed_model(tiny_program):
     from lowbit.rtl.chip_data import pack_tile
     from lowbit.rtl.chip_golden import data_plan
     from lowbit.rtl.chip_model import input_of, model_contents
+    from lowbit.sim.golden import linear_multipliers
     from lowbit.sim.numerics.tint import tint_dot
     from lowbit.sim.program_io import ProgramReader
 
@@ -249,17 +258,32 @@ def test_model_plan_holds_the_deployed_model(tiny_program):
     assert len(before) == sum(len(gs) for gs in plan.sfu_writes.values())
     first = [(a, v, sel) for a, v, sel in plan.sfu_preload if sel in (1, 2)]
     # the residual engine adds in place in the X half of the norm that read its x (attn_norm, ffn_norm) and
-    # writes the next norm's input and S: those norms get no bench writes; its y (attn.o.out, ffn.down.out,
-    # the requantized projection outputs) is written into the R buffer before it starts
+    # writes the next norm's input and S: those norms get no bench writes; its y (attn.o.out, ffn.down.out) is
+    # what the requantizers behind the TINT and BoothFlex psum ports write into the R buffer: no bench writes
     res = {i: img.words[sq][i] for i, f in plan.sfu_fields.items() if f["eng"] == 3}
     assert sorted({w["op"].split(".")[-1] for w in res.values()}) == ["attn_residual", "ffn_residual"]
     assert len(res) == 2 * 2 * 4 == len(plan.res_ops)
+    assert not [x for x in plan.sfu_preload if x[2] == 6] and not plan.rq_drain
+    rq_queues = [img.queues.index("tint0"), img.queues.index("booth")]
+    mult = {k: {a: v for a, v, sel in plan.sfu_preload if sel == 7 + k} for k in range(2)}
     for i, w in res.items():
+        assert i not in before
         L, kind = w["op"].split(".")[1], w["op"].split(".")[2].split("_")[0]
-        y = model.run.steps[w["step"]].buffers[f"layers.{L}." + ("attn.o.out" if kind == "attn" else "ffn.down.out")]
-        ws = before[i] if i != min(res) else [x for x in plan.sfu_preload if x[2] == 6]  # the first: before start
-        assert [(a, v) for a, v, sel in ws] == [
-            (a, sum((int(v) & 0xFFFF) << (16 * e) for e, v in enumerate(row))) for a, row in enumerate(y.reshape(-1, 4))]
+        proj = f"layers.{L}." + ("attn.o" if kind == "attn" else "ffn.down")
+        y = model.run.steps[w["step"]].buffers[f"{proj}.out"]
+        tiles = plan.rq_cover[(w["step"], proj)]
+        assert sorted((plan.proj[t]["r0"], plan.proj[t]["r0"] + plan.proj[t]["rows"]) for t in tiles)[-1][1] == 64
+        qi = next(j for j, x in quant.items() if x["step"] == w["step"] and x["op"] == input_of(proj))
+        mm, sh = linear_multipliers(model.dep.linears[proj])
+        for q, j in tiles:  # each tile's requantizer fields: its rows' Q7.8 place, multipliers and token amax
+            t, f = plan.proj[(q, j)], img.words[q][j]
+            assert (f["rq"], f["rq_off"], f["rq_o"], f["rq_stride"], f["rq_s"]) == (
+                1, t["r0"] % 4, t["r0"] // 4, 16, plan.sfu_fields[qi]["st_addr"])
+            for g in range(t["groups"]):
+                word = mult[rq_queues.index(q)][f["rq_m"] + g]
+                rows = range(t["r0"] + 2 * g, t["r0"] + 2 * g + 2)
+                assert word == sum((int(mm[r]) | int(sh[r]) << 16) << (22 * e) for e, r in enumerate(rows))
+        assert any(n == f"step {w['step']} {proj}" and np.array_equal(o, y) for n, _, o in plan.rq_expect)
         src = max(j for j in norms if j < i and img.words[sq][j]["op"] == f"layers.{L}.{kind}_norm")
         nxt = min(j for j in range(i + 1, len(img.words[sq])) if img.words[sq][j]["op"].endswith("_norm"))
         f = plan.sfu_fields[i]
@@ -377,8 +401,8 @@ def test_data_plan_serves_differently_tiled_steps(tmp_path):
 @pytest.mark.slow
 def test_chip_bench_detects_wrong_data(tiny_program, monkeypatch):
     """The checks can fail: with one word of the first norm's input changed after the golden was computed,
-    the chip's norm words, the quantize engine's act words and the tiles reading them differ from the
-    whole-model golden, and with one K byte changed in the DRAM image, the kv buffer's read-back does
+    the chip's norm words, the quantize engine's act words, the tiles reading them and their requantized
+    outputs differ from the whole-model golden, and with one K byte changed in the DRAM image, the kv buffer's read-back does
     (timing still exact)."""
     import lowbit.rtl.chip_run as cr
     from lowbit.sim.isa import KV_BASE
@@ -398,6 +422,7 @@ def test_chip_bench_detects_wrong_data(tiny_program, monkeypatch):
     cfg, path = tiny_program
     r = verify_chip(cfg, path, "tiny", [])
     assert r.mismatches == 0 and r.data_mismatches > 0 and r.norm[3] > 0 and r.sfu[3] > 0 and not r.ok
+    assert any(bad for _, _, bad in r.rq)  # the requantized outputs of the psum words that differ
     assert r.kv_mismatches == 4  # the first K row is in all 4 steps' chunks (M <= LOP's k): one unit each
 
 

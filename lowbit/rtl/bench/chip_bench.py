@@ -147,6 +147,9 @@ async def chip_run(dut):
     psum_h = [(n, getattr(dut, f"pv_{n}"), getattr(dut, f"pw_{n}"), *dj["fmt"][n]) for n in dj["engines"]] \
         if dj else []
     psum: dict[str, list] = {h[0]: [] for h in psum_h}
+    rq_h = [(n, *(getattr(dut, f"{k}_{n}") for k in ("qv", "qd", "qa0", "qa1", "qm0", "qm1", "qw0", "qw1")))
+            for n in dj.get("rq", [])] if dj else []
+    rq_words: dict[str, list] = {h[0]: [] for h in rq_h}  # each requantizer's bank writes (chip_requant.replay)
     act_writes = {int(i): v for i, v in dj.get("act_writes", {}).items()} if dj else {}
     sfu_q = dj.get("sfu_queue", -1) if dj else -1
     aslot: dict[int, tuple[int, int, int]] = {}  # cycle -> (load queue, address, word) through the load port
@@ -283,6 +286,11 @@ async def chip_run(dut):
                 acc = [(x >> (lane * acc_bits)) & ((1 << acc_bits) - 1) for lane in range(planes)]
                 psum[n].append([[a - (1 << acc_bits) if a >> (acc_bits - 1) else a for a in acc],
                                 x >> (planes * acc_bits)])
+        for n, v, d, a0, a1, m0, m1, w0, w1 in rq_h:
+            en = int(v.value)
+            if en:
+                rq_words[n].append([cyc, int(d.value), en, [int(a0.value), int(a1.value)],
+                                    [int(m0.value), int(m1.value)], [int(w0.value), int(w1.value)]])
         if sfu_h is not None:
             if int(sfu_h[0].value):
                 sfu_words.append([int(sfu_h[1].value), int(sfu_h[2].value)])
@@ -326,7 +334,7 @@ async def chip_run(dut):
     act_late += sum(start[sfu_q][j] < 0 or c >= start[sfu_q][j] for j, c in sfu_last.values()) \
         + sum(len(v) for v in sfu_writes.values()) - len(sfu_last)
     res = {"queues": names, "start": start, "end": end, "cycles": cyc, "late": late, "lane_overflow": overflow,
-           "psum": psum, "sfu": sfu_words, "norm": norm_words, "amax": amax_words, "res": res_words, "data_late": data_late, "act_late": act_late, "kv_chunks": kv_chunks,
+           "psum": psum, "sfu": sfu_words, "norm": norm_words, "amax": amax_words, "res": res_words, "rq": rq_words, "data_late": data_late, "act_late": act_late, "kv_chunks": kv_chunks,
            "kv_units": kv_units, "kv_mismatches": kv_bad + sum(len(v) for v in ksample.values()),
            "finished": cnt_prev == lengths[:-1] and joins_done == lengths[-1], "dram_requests": next_tag}
     tmp = job["result"] + ".tmp"

@@ -1,0 +1,218 @@
+"""The psum requantizer on the chip's data path (docs/rtl.md "Data path", "SFU streams"): a
+lowbit.rtl.sfu_stream_requant.PsumRequant behind each projection engine's psum write port (the TINT cores',
+and BoothFlex's where its ternary tiles run on the data path), writing the requantized projection outputs
+into the SFU's Q7.8 buffers: `attn.o` and `ffn.down` into the residual's y buffer R (dst 1), which the
+residual engine reads in place of the bench's writes.
+
+- **Multipliers**: per engine a memory of multiplier words (`lanes` x (m, sh), sim.golden.linear_multipliers of
+  a row group), the ops' row groups one after the other, written through the load port before `start`
+  (DESIGN ASSUMPTION, like the norms' gains).
+- **Amax**: the token's amax is the row statistic the quantize engine read for the projection's input (the
+  SFU's amax memory, a read port per requantizer), at the quantize word's `st_addr`; the next norm writing
+  that region comes after every tile of the projection (the program's dependencies), so it is still there.
+- **The drain rule.** A tile's last psum write is in its end cycle E (the simulator's end) and its Q7.8
+  results land REQUANT_DELAY = 1 cycle later, so a consumer that starts in cycle E could read a word before
+  it lands. The simulator's timing is kept; the loader puts an op's outputs on the requantizer only where the
+  program's shapes prove every read comes after the write it needs (`drain_safe`: the consumer starts no
+  earlier than each tile's end, reads token t's word w in its cycle t x beats + w, and pass p of a tile with
+  P passes of bt beats is written (P - 1 - p) x bt cycles before the tile's end), and the result names the
+  residual words that keep the bench's y for this reason (none on the measured programs).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib.memory import Memory
+
+from lowbit.rtl.sfu_stream import q78_word
+from lowbit.rtl.sfu_stream_requant import REQUANT_DELAY, PsumRequant, mult_word
+
+DST_R = 1  # the residual's y buffer
+RQ_OPS = {"attn.o": DST_R, "ffn.down": DST_R}  # layer op -> the Q7.8 buffer its requantized outputs go to
+RESIDUAL_Y = {"attn_residual": "attn.o", "ffn_residual": "ffn.down"}  # residual op -> the projection it adds
+
+
+class Q78Banks:
+    """A Q7.8 buffer of `depth` words as two banks interleaved by word address with a write enable per element
+    (the requantizers' writes, lowbit.rtl.sfu_stream_requant) and whole words from the load port (`ld`)."""
+
+    def __init__(self, m: Module, name: str, lanes: int, depth: int, ld, ld_addr, ld_word) -> None:
+        self.m, self.name, self.lanes = m, name, lanes
+        self.hb = (depth // 2 - 1).bit_length()
+        self.banks = []
+        for b in range(2):
+            mem = Memory(shape=q78_word(lanes), depth=depth // 2, init=[])
+            m.submodules[f"sfu_{name}{b}"] = mem
+            wp = mem.write_port(granularity=1)
+            m.d.comb += [wp.en.eq(Mux(ld & (ld_addr[0] == b), (1 << lanes) - 1, 0)), wp.addr.eq(ld_addr[1:1 + self.hb]),
+                         wp.data.eq(ld_word[:16 * lanes])]
+            self.banks.append(mem)
+
+    def writer(self, rq: PsumRequant, dst: int) -> None:
+        """The requantizer `rq`'s writes with `dst` go here (a write port per bank)."""
+        for b, mem in enumerate(self.banks):
+            wp = mem.write_port(granularity=1)
+            self.m.d.comb += [wp.en.eq(Mux(getattr(rq, f"w{b}_en") & (rq.w_dst == dst), getattr(rq, f"w{b}_mask"), 0)),
+                              wp.addr.eq(getattr(rq, f"w{b}_addr")[:self.hb]),
+                              wp.data.eq(getattr(rq, f"w{b}_data"))]
+
+    def reader(self, raddr):
+        """The word at `raddr` the cycle after (a read port on each bank, the address's low bit picks one)."""
+        odd = Signal(name=f"{self.name}_odd")
+        self.m.d.sync += odd.eq(raddr[0])
+        data_ = []
+        for mem in self.banks:
+            rp = mem.read_port()
+            self.m.d.comb += rp.addr.eq(raddr[1:1 + self.hb])
+            data_.append(rp.data)
+        return Mux(odd, data_[1].as_value(), data_[0].as_value())
+
+
+def requantizer(m: Module, name: str, ctrl, eng, lanes: int, acc_bits: int, sfu_lanes: int, a_bits: int,
+                mult_depth: int, amax: Memory, ld, ld_addr, ld_word, tail=None) -> PsumRequant:
+    """A PsumRequant behind engine `eng` (its `p_valid` / `p_acc`), started with the queue controller `ctrl`'s
+    words (their RQ fields), its multiplier memory (`mult_depth` words, load enable `ld`) and a read port on
+    the SFU's amax memory. `tail`: the word's last-group rows (None: every group is whole)."""
+    from lowbit.rtl.chip_ctrl import STAT_DEPTH
+    from lowbit.sim.numerics.sfu import SFU_IN_BITS
+
+    sb, mb = (STAT_DEPTH - 1).bit_length(), (mult_depth - 1).bit_length()
+    rq = PsumRequant(lanes=lanes, acc_bits=acc_bits, sfu_lanes=sfu_lanes, a_bits=a_bits, m_bits=mb, s_bits=sb,
+                     scale_bits=SFU_IN_BITS, tail=tail is not None)
+    m.submodules[f"rq_{name}"] = rq
+    mm = Memory(shape=mult_word(lanes), depth=mult_depth, init=[])
+    m.submodules[f"mult_{name}"] = mm
+    wp, rp, ap = mm.write_port(), mm.read_port(), amax.read_port()
+    w = ctrl.word
+    m.d.comb += [wp.en.eq(ld), wp.addr.eq(ld_addr[:mb]), wp.data.eq(ld_word[:mult_word(lanes).size]),
+                 rp.addr.eq(rq.m_raddr), rq.m_rdata.eq(rp.data), ap.addr.eq(rq.s_raddr), rq.s_rdata.eq(ap.data),
+                 rq.start.eq(ctrl.go), rq.groups.eq(w.groups), rq.tokens.eq(w.tokens), rq.off.eq(w.rq_off), rq.o_addr.eq(w.rq_o),
+                 rq.o_stride.eq(w.rq_stride), rq.m_addr.eq(w.rq_m), rq.s_addr.eq(w.rq_s), rq.dst.eq(w.rq),
+                 rq.p_valid.eq(eng.p_valid), rq.p_acc.eq(eng.p_acc)]
+    if tail is not None:
+        m.d.comb += rq.tail_lanes.eq(tail)
+    return rq
+
+
+def drain_safe(tiles: list[dict], beats: int, lanes_sfu: int) -> bool:
+    """Whether a consumer reading token t's Q7.8 word w in cycle start + t x `beats` + w, and starting no earlier
+    than every tile's end, reads each word after the requantizer wrote it (module docstring). `tiles`: dicts
+    with r0 (first row), lanes, groups, tokens, tail (last group's rows) and bt (beats a pass)."""
+    for x in tiles:
+        passes = x["tokens"] * x["groups"]
+        for p in range(passes - 1, -1, -1):
+            before = (passes - 1 - p) * x["bt"]  # cycles from this pass's psum write to the tile's end
+            if before >= REQUANT_DELAY + 1:
+                break
+            t, g = divmod(p, x["groups"])
+            w0 = (x["r0"] + g * x["lanes"]) // lanes_sfu
+            if t * beats + w0 + before < REQUANT_DELAY + 1:
+                return False
+    return True
+
+
+def requant_cover(plan, img, cfg) -> None:
+    """The loader's first half (before the SFU words are planned): the (step, op) of every requantized
+    projection whose tiles all run on engines with a requantizer (`plan.proj`, lowbit.rtl.chip_golden) and
+    cover its output rows once, and whose consumer's reads the drain rule proves safe (`drain_safe`) go to
+    `plan.rq_cover`; those failing only the drain rule to `plan.rq_drain`."""
+    from lowbit.sim.isa import C_BOOTH, C_TINT
+
+    n = cfg.sfu.lanes
+    words: dict[tuple[int, str], list] = {}
+    for q, ws in enumerate(img.words):
+        if img.classes[q] not in (C_TINT, C_BOOTH):
+            continue
+        for i, w in enumerate(ws):
+            op = w.get("op", "")
+            if op.startswith("layers.") and ".".join(op.split(".")[2:]) in RQ_OPS and "macs" in w:
+                words.setdefault((w["step"], op), []).append((q, i))
+    for key, ws in sorted(words.items()):
+        if not all(k in plan.proj for k in ws):
+            continue
+        out = plan.model.run.steps[key[0]].buffers[f"{key[1]}.out"].shape[1]
+        tiles = [plan.proj[k] for k in ws]
+        rows = sorted((t["r0"], t["r0"] + t["rows"]) for t in tiles)
+        if rows[0][0] != 0 or rows[-1][1] != out or any(a[1] != b[0] for a, b in zip(rows, rows[1:], strict=False)) \
+                or any(t["r0"] % t["lanes"] for t in tiles):
+            continue
+        if drain_safe(tiles, -(-out // n), n):
+            plan.rq_cover[key] = ws
+        else:
+            plan.rq_drain.append(f"step {key[0]} {key[1]}")
+
+
+def requant_fields(plan, img, cfg, fields: dict, sfu_q: int, rq_queues: list[int]) -> str:
+    """The loader's second half: each covered tile's RQ fields (lowbit.rtl.chip_ctrl.RQ_FIELDS) in `fields`,
+    the multiplier words of every engine in `plan.sfu_preload` (load queue offset 7 + the engine's index in
+    `rq_queues`), the expected Q7.8 outputs (`plan.rq_expect`) and the multiplier memories' depth; '' or why
+    not (a covered projection whose input quantize word does not run on the SFU's quantize engine, so its
+    amax is not in the amax memory)."""
+    import numpy as np
+
+    from lowbit.rtl.chip_model import input_of
+    from lowbit.sim.golden import linear_multipliers
+
+    n = cfg.sfu.lanes
+    quant = {(w.get("step"), w.get("op")): i for i, w in enumerate(img.words[sfu_q])} if sfu_q >= 0 else {}
+    mbase: dict[tuple[int, str], int] = {}
+    mwords: dict[int, list[int]] = {q: [] for q in rq_queues}
+    for (step, op), ws in plan.rq_cover.items():
+        j = quant.get((step, input_of(op)))
+        st = plan.sfu_fields.get(j, {}) if j is not None else {}
+        if st.get("eng") != 1:
+            return f"the input quantize of {op} (step {step}) does not run on the SFU's quantize engine"
+        out = plan.model.run.steps[step].buffers[f"{op}.out"]
+        for q, i in ws:
+            t = plan.proj[(q, i)]
+            if (q, op) not in mbase:
+                mm, sh = linear_multipliers(plan.model.dep.linears[op])
+                mbase[(q, op)] = len(mwords[q])
+                for g in range(-(-len(mm) // t["lanes"])):
+                    rows = [min(g * t["lanes"] + j_, len(mm) - 1) for j_ in range(t["lanes"])]
+                    mwords[q].append(sum((int(mm[r]) | int(sh[r]) << 16) << (22 * j_) for j_, r in enumerate(rows)))
+            fields[(q, i)].update({"rq": RQ_OPS[".".join(op.split(".")[2:])], "rq_off": t["r0"] % n,
+                                   "rq_o": t["r0"] // n, "rq_stride": -(-out.shape[1] // n),
+                                   "rq_m": mbase[(q, op)] + t["r0"] // t["lanes"], "rq_s": st["st_addr"]})
+        plan.rq_expect.append((f"step {step} {op}", RQ_OPS[".".join(op.split(".")[2:])], np.asarray(out)))
+    depth = max((len(v) for v in mwords.values()), default=0)
+    plan.mult_depth = 1 << max(1, (depth - 1).bit_length()) if depth else 0
+    for k, q in enumerate(rq_queues):
+        plan.sfu_preload += [(a, v, 7 + k) for a, v in enumerate(mwords[q])]
+    return ""
+
+
+def replay(writes: list, lanes: int, expect: list) -> list[tuple[str, int, int]]:
+    """The requantizers' recorded bank writes (cycle, dst, enables, addresses, masks, data per bank) replayed in
+    time order into each Q7.8 buffer, checked against `expect` (name, dst, the golden's [T, out] outputs) one
+    projection after the other per dst, each complete when T x out elements were written: (name, elements
+    written, elements differing from the golden, missing elements included)."""
+    from collections import defaultdict
+
+    queue: dict[int, list] = defaultdict(list)
+    for e in expect:
+        queue[e[1]].append(e)
+    shadow: dict[int, dict[int, int]] = defaultdict(dict)
+    res = []
+    for _, dst, en, addrs, masks, datas in sorted(writes, key=lambda x: x[0]):
+        for b in (0, 1):
+            if not en >> b & 1:
+                continue
+            word = 2 * addrs[b] + b
+            for j in range(lanes):
+                if masks[b] >> j & 1:
+                    v = (datas[b] >> (16 * j)) & 0xFFFF
+                    shadow[dst][word * lanes + j] = v - (1 << 16) if v >> 15 else v
+        while queue[dst]:
+            name, _, out = queue[dst][0]
+            tok, width = out.shape
+            stride = -(-width // lanes) * lanes
+            if len(shadow[dst]) < tok * width:
+                break
+            bad = sum(shadow[dst].get(t * stride + c) != int(out[t, c]) for t in range(tok) for c in range(width))
+            res.append((name, len(shadow[dst]), bad))
+            shadow[dst] = {}
+            queue[dst].pop(0)
+    for dst, left in queue.items():
+        res += [(name, len(shadow[dst]) if k == 0 else 0, out.size) for k, (name, _, out) in enumerate(left)]
+    return res

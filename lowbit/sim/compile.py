@@ -154,8 +154,12 @@ def _instr_text(a: dict[str, np.ndarray], blk: Block, i: int, qn: tuple[str, ...
         if a["alloc"][i] > 0 and a["buf"][i] >= 0:
             b = int(a["buf"][i])
             t.append(f"-> {BUFFERS[b]}@{(c['ring_' + BUFFERS[b]] + int(blk.saddr[i])) % int(caps[b])} alloc {int(a['alloc'][i])} B")
+        if a["ind"][i]:  # the rows come from a LOP selection's index FIFO (sim.lop_fetch)
+            t.append(f"indirect {int(a['nidx'][i])} rows from {tok(int(a['isel'][i]))}")
     elif op != C_JOIN:
         t.append(f"cyc {int(a['cyc'][i])}")
+        if a["nidx"][i]:
+            t.append(f"selects {int(a['nidx'][i])} -> index fifo")
         if a["mcls"][i] >= 0:
             t.append(f"{activity[int(a['mcls'][i])]} {int(a['macs'][i])}")
     w = []

@@ -19,8 +19,10 @@ ring: allocations take its bytes in allocation order and return them in that ord
 allocation's SRAM address is the running byte count modulo the capacity (lowbit.sim.program).
 The binary program format that carries these chunks, with per-unit queues and dependency tokens, is
 lowbit.sim.program (docs/isa.md).
-The remaining columns are accounting only (the scheduler does not read them): which trace op and sub-kind
-an instruction belongs to, its work (activity class and count) and its SRAM read/write traffic.
+The accounting columns (the scheduler does not read them) say which trace op and sub-kind an instruction
+belongs to, its work (activity class and count) and its SRAM read/write traffic. The indirect columns mark
+the K/V fetches of a decode step whose LOP drops keys: they take their rows from the index FIFO of the KV
+head's lop_topk instruction (sim.lop_fetch); the scheduler does not read them either.
 
 Compute classes are numbered from UNIT_CLASS_BASE upward in unit-catalogue order (lowbit.sim.units.catalog);
 code that must treat "a compute unit" generically tests `cls >= UNIT_CLASS_BASE` and never relies on a
@@ -37,8 +39,9 @@ import numpy as np
 from lowbit.sim.nbcache import njit_cached
 from lowbit.sim.units import catalog
 
-ISA_VERSION = 3  # 2: instructions name their unit (static assignment), rings, the program format (sim.program);
-#                 3: the program's run metadata names a batch's sequences
+ISA_VERSION = 4  # 2: instructions name their unit (static assignment), rings, the program format (sim.program);
+#                 3: the program's run metadata names a batch's sequences;
+#                 4: indirect K/V fetches from the LOP index FIFO (ind, nidx, isel), one top-K per KV head
 
 # ------------------------------------------------------------------------------------ instruction classes
 
@@ -117,7 +120,16 @@ ACCOUNT_FIELDS = (
     Field("wbuf", -1, "SRAM buffer written, -1: none"),
     Field("wbytes", 0, "bytes written to `wbuf`"),
 )
-FIELDS = SCHED_FIELDS + CHOICE_FIELDS + ACCOUNT_FIELDS
+# The LOP index FIFO (module docstring of sim.lop_fetch): read by the program checks and the chip, not by the
+# scheduler (an indirect fetch keeps the address and size its indices resolve to, so its timing is unchanged).
+INDIRECT_FIELDS = (
+    Field("ind", 0, "DMA: 1 indirect K/V fetch: DRAM address = the plane's base + index x row bytes, its `nidx` "
+                    "indices taken in order from the index FIFO of LOP selection `isel`"),
+    Field("nidx", 0, "indirect DMA: rows (indices) it fetches; lop_topk: keys it selects into its index FIFO "
+                     "(0: LOP keeps every key, the fetches are direct)"),
+    Field("isel", -1, "indirect DMA: index of the lop_topk instruction whose selection it fetches, -1: none"),
+)
+FIELDS = SCHED_FIELDS + CHOICE_FIELDS + ACCOUNT_FIELDS + INDIRECT_FIELDS
 COLS = tuple(f.name for f in FIELDS)
 SCHED_COLS = tuple(f.name for f in SCHED_FIELDS)
 DEFAULT = {f.name: f.default for f in FIELDS if f.default is not None}
@@ -129,7 +141,8 @@ IDX_COLS = ("free_of", "dep0", "dep1", "dep2", "jlo", "jhi")
 # dependency (shifted; EXT becomes the block's input), the op index (replaced when given), the DRAM address.
 _P_COPY, _P_IDX, _P_DEP, _P_OPI, _P_ADDR = range(5)
 COL_INDEX_MAIN, COL_INDEX_DCLS = COLS.index("main"), COLS.index("dcls")
-_PLACE = np.array([_P_DEP if c.startswith("dep") else _P_IDX if c in IDX_COLS else _P_OPI if c == "opi" else
+PLACE_IDX_COLS = IDX_COLS + ("isel",)  # every column holding an instruction index (isel: not the scheduler's)
+_PLACE = np.array([_P_DEP if c.startswith("dep") else _P_IDX if c in PLACE_IDX_COLS else _P_OPI if c == "opi" else
                    _P_ADDR if c == "addr" else _P_COPY for c in COLS], np.int64)
 
 # ------------------------------------------------------------------------------------- enumerations
@@ -314,8 +327,8 @@ class Emitter:
 
 _NO_ADD = np.zeros(0, np.int64)
 _ALL_COLS = np.arange(len(COLS), dtype=np.int64)
-_CHANGED = np.array([j for j, c in enumerate(COLS) if c in IDX_COLS or c == "addr"], np.int64)
-_CHANGED_OPI = np.array([j for j, c in enumerate(COLS) if c in IDX_COLS or c in ("addr", "opi")], np.int64)
+_CHANGED = np.array([j for j, c in enumerate(COLS) if c in PLACE_IDX_COLS or c == "addr"], np.int64)
+_CHANGED_OPI = np.array([j for j, c in enumerate(COLS) if c in PLACE_IDX_COLS or c in ("addr", "opi")], np.int64)
 
 
 @njit_cached()

@@ -71,6 +71,7 @@ from lowbit.sim.isa import (
 from lowbit.sim.kvcache import (
     layer_offsets,
 )
+from lowbit.sim.lop_fetch import mark_indirect
 from lowbit.sim.modelspec import ModelSpec
 from lowbit.sim.numerics.lop import LOP_SURROGATE_BITS_PER_ELEM as LOP_BITS
 from lowbit.sim.sram import Buffers
@@ -235,8 +236,8 @@ class Lowering(AttentionLowering):
                 self._layers[key] = (e2.finish(), st2, self._rec)
                 self._rec = None
             blk, st2, rec = self._layers[key]
-            if rec:
-                blk = self._gather(key, blk, rec, layer)
+            if rec:  # LOP drops keys: gathered fetches, indirect through the LOP index FIFO (sim.lop_fetch)
+                blk = mark_indirect(self._gather(key, blk, rec, layer), self.model, rec)
             if self._layer_wbytes == 0:
                 self._layer_wbytes = self._wtop
             offs = (layer * self._layer_wbytes, layer * kv_off, 0, layer * lo_off)

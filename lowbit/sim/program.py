@@ -39,37 +39,24 @@ from typing import Any
 import numpy as np
 
 from lowbit.sim.config import HwConfig, to_dict
-from lowbit.sim.errors import LowbitError
 from lowbit.sim.isa import (
-    ACT_BASE,
     BUFFERS,
     C_DMAKV,
     C_DMAW,
     C_JOIN,
+    C_LOP,
     COLS,
     DEFAULT,
     EXT,
-    KV_BASE,
-    LOP_BASE,
-    UNIT_CLASS_BASE,
-    class_name,
 )
 from lowbit.sim.lower import StepStats
-from lowbit.sim.units import catalog
+from lowbit.sim.program_check import Context, ProgramError, check_block
 
 MAGIC = b"LOWBITPG"
 BLOCK_SLOTS = 4
-# DRAM region of each traffic class (sim.isa address map): weights, kv, activations, lop
-REGIONS = ((0, KV_BASE), (KV_BASE, LOP_BASE), (ACT_BASE, ACT_BASE + (1 << 32)), (LOP_BASE, ACT_BASE))
 W_NONE, W_TOKEN, W_INPUT = range(3)  # wait kinds
 T_STEP, T_BLOCK, T_CHUNK, T_END = 1, 2, 3, 4
 RECORDS = {T_STEP: "STEP", T_BLOCK: "BLOCK", T_CHUNK: "CHUNK", T_END: "END"}
-
-
-class ProgramError(LowbitError):
-    """A program that cannot be written or run: a field out of its width, an unknown opcode, a wait that is
-    never signalled (dependency cycle / deadlock), a buffer overflow, an address out of range, a wrong ISA
-    version or config, a truncated file."""
 
 
 # ------------------------------------------------------------------------------------------------ layouts
@@ -191,11 +178,16 @@ INSTR = Layout("INSTR", "one instruction, in its queue's section", (
     F("opi", 10, "op of the chunk's op list it belongs to"),
     F("free", 1, "1: when it completes, releases the SRAM allocation of DMA (free_queue, free_seq)"),
     F("free_queue", 4, "queue of that DMA"),
+    F("ind", 1, "DMA: 1 indirect K/V fetch: rows at the plane's base + index x row bytes, `nidx` indices taken in "
+                "order from the index FIFO of the lop_topk word `ind_seq` (docs/isa.md \"Indirect K/V fetches\")"),
+    F("nidx", 14, "indirect DMA: indices (rows) it takes; lop_topk: keys it selects into its index FIFO, 0: none"),
     F("free_seq", 24, "its sequence number, from the chunk's start"),
     *_wait_fields(0), *_wait_fields(1), *_wait_fields(2),
     F("cyc", 32, "compute: cycles (sim.units formula, start -> done)"),
     F("nbytes", 32, "DMA: bytes transferred"),
-    F("addr", 48, "DMA: DRAM byte address relative to the chunk's base of its traffic class"),
+    F("addr", 48, "DMA: DRAM byte address relative to the chunk's base of its traffic class (indirect: the "
+                  "address its indices resolve to)"),
+    F("ind_seq", 16, "indirect DMA: sequence number of its lop_topk word in the `lop` queue, from the chunk's start"),
     F("alloc", 24, "DMA: bytes taken from the `buf` ring when it issues"),
     F("wbytes", 32, "bytes written to wbuf"),
     F("macs", 40, "work done (MACs or elements)"),
@@ -272,112 +264,6 @@ def _seqs(q: np.ndarray, nq: int) -> tuple[np.ndarray, np.ndarray]:
     return seq, counts
 
 
-# ------------------------------------------------------------------------------------------------ checks
-
-
-@dataclass
-class Context:
-    """What the checks need: queues, buffer capacities, and where (for messages)."""
-
-    queues: Queues
-    caps: np.ndarray
-    where: str
-
-
-def check_block(cols: dict[str, np.ndarray], ctx: Context) -> None:
-    """Refuse a block a controller could not run: unknown opcode or one its queue does not run, a wait on an
-    instruction that does not come earlier in the program (never signalled: deadlock / dependency cycle),
-    a release of something that is not an allocation, an allocation larger than its buffer or one whose
-    ring room needs a release later in the program (deadlock), an allocation never released in the chunk,
-    a DRAM address outside its traffic class's region."""
-    w, n = ctx.where, len(cols["main"])
-    main = cols["main"]
-    known = UNIT_CLASS_BASE + len(catalog.UNITS)
-    bad = (main < 0) | (main >= known)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ProgramError(f"{w}: instruction {i}: unknown opcode {int(main[i])} (known 0..{known - 1}); "
-                           f"recompile with this lowbit")
-    idx = np.arange(n)
-    for c in ("dep0", "dep1", "dep2", "free_of"):
-        d = cols[c]
-        bad = (d >= idx) | (d < EXT) | (d >= n)
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise ProgramError(f"{w}: instruction {i} ({class_name(int(main[i]))}) {'waits on' if c != 'free_of' else 'releases'} "
-                               f"instruction {int(d[i])}, which does not come before it: a token never signalled "
-                               f"(dependency cycle / deadlock)")
-    join = main == C_JOIN
-    bad = join & ((cols["jhi"] > idx) | (cols["jlo"] > cols["jhi"]))
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ProgramError(f"{w}: join {i} waits on instructions {int(cols['jlo'][i])}..{int(cols['jhi'][i]) - 1}, "
-                           f"not all before it: a token never signalled (dependency cycle / deadlock)")
-    dma = (main == C_DMAW) | (main == C_DMAKV)
-    has = cols["free_of"] >= 0
-    f = cols["free_of"][has]
-    if len(f) and not np.all(dma[f] & (cols["alloc"][f] > 0) & (cols["buf"][f] >= 0)):
-        i = int(np.nonzero(has)[0][np.argmax(~(dma[f] & (cols["alloc"][f] > 0)))])
-        raise ProgramError(f"{w}: instruction {i} releases instruction {int(cols['free_of'][i])}, which allocated no SRAM")
-    if len(np.unique(f)) != len(f):
-        raise ProgramError(f"{w}: an SRAM allocation is released twice")
-    alloc = dma & (cols["alloc"] > 0) & (cols["buf"] >= 0)
-    rel_at = np.full(n, -1, np.int64)
-    rel_at[f] = np.nonzero(has)[0]
-    for i in np.nonzero(alloc & (rel_at < 0))[0][:1]:
-        raise ProgramError(f"{w}: DMA {int(i)} allocates {int(cols['alloc'][i])} B of '{BUFFERS[cols['buf'][i]]}' "
-                           f"that nothing in the chunk releases (the ring would fill up: deadlock)")
-    for b in range(len(BUFFERS)):
-        ai = np.nonzero(alloc & (cols["buf"] == b))[0]
-        if not len(ai):
-            continue
-        cap = int(ctx.caps[b])
-        big = cols["alloc"][ai] > cap
-        if big.any():
-            i = int(ai[np.argmax(big)])
-            raise ProgramError(f"{w}: DMA {i}: buffer overflow: allocation of {int(cols['alloc'][i])} B in "
-                               f"'{BUFFERS[b]}' of {cap} B")
-        # ring room without a later release: allocation j is still held when allocation k (k > j) issues if
-        # its release comes later in the program; bytes return in order, so everything from the first such j
-        # on stays held. last[j] = the last k that j holds back; first held j for k = first j with
-        # max(last[:j+1]) >= k.
-        k = np.arange(len(ai))
-        last = np.searchsorted(ai, rel_at[ai], side="left") - 1
-        first = np.searchsorted(np.maximum.accumulate(last), k, side="left")
-        first = np.where(first < k, first, k)
-        cum = np.concatenate([[0], np.cumsum(cols["alloc"][ai])])
-        need = cum[k] - cum[first] + cols["alloc"][ai]
-        bad = need > cap
-        if bad.any():
-            i = int(ai[np.argmax(bad)])
-            raise ProgramError(f"{w}: DMA {i}: buffer overflow: '{BUFFERS[b]}' ({cap} B) has room only after a "
-                               f"release later in the program (deadlock)")
-    d = cols["dcls"][dma]
-    a0 = cols["addr"][dma]
-    a1 = a0 + cols["nbytes"][dma]
-    lo = np.asarray([r[0] for r in REGIONS], np.int64)[d]
-    hi = np.asarray([r[1] for r in REGIONS], np.int64)[d]
-    bad = (a0 < lo) | (a1 > hi) | (cols["nbytes"][dma] < 0)
-    if bad.any():
-        k = int(np.argmax(bad))
-        i = int(np.nonzero(dma)[0][k])
-        raise ProgramError(f"{w}: DMA {i}: DRAM address out of range: {int(a0[k]):#x} + {int(cols['nbytes'][i])} B "
-                           f"outside the {('weights', 'kv', 'activations', 'lop')[int(d[k])]} region "
-                           f"[{int(lo[k]):#x}, {int(hi[k]):#x})")
-    q = ctx.queues.queue_of(cols)
-    nq = len(ctx.queues.names)
-    bad = (~join) & ((q < 0) | (q >= nq - 1))
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ProgramError(f"{w}: instruction {i} ({class_name(int(main[i]))}) has no unit of the design (unit {int(q[i])})")
-    cls_q = np.asarray(ctx.queues.classes, np.int64)[np.clip(q, 0, nq - 1)]
-    bad = cls_q != main
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ProgramError(f"{w}: instruction {i}: opcode {class_name(int(main[i]))} in queue "
-                           f"{ctx.queues.names[int(q[i])]}, which runs {class_name(int(cls_q[i]))}")
-
-
 # ------------------------------------------------------------------------------------------------ blocks
 
 
@@ -395,9 +281,7 @@ def encode_block(cols: dict[str, np.ndarray], slot: int, ctx: Context) -> bytes:
     nq = len(ctx.queues.names)
     q = ctx.queues.queue_of(cols)
     seq, counts = _seqs(q, nq)
-    v: dict[str, Any] = {c: cols[c] for c in ("sub", "barrier", "wr", "dcls", "buf", "mcls", "rbuf", "rbuf2", "wbuf",
-                                               "opi", "cyc", "nbytes", "addr", "alloc", "macs", "rbytes", "rbytes2",
-                                               "wbytes")}
+    v: dict[str, Any] = {c: cols[c] for c in _PLAIN}
     v["op"] = cols["main"]
     for k in range(3):
         v[f"w{k}_kind"], v[f"w{k}_queue"], v[f"w{k}_seq"] = _wait_cols(cols[f"dep{k}"], q, seq)
@@ -406,6 +290,7 @@ def encode_block(cols: dict[str, np.ndarray], slot: int, ctx: Context) -> bytes:
     ff = np.where(has, fo, 0)
     v["free"], v["free_queue"], v["free_seq"] = has.astype(np.int64), np.where(has, q[ff], 0), np.where(has, seq[ff], 0)
     v["saddr"] = _ring_offsets(cols, ctx.caps)
+    v["ind_seq"] = np.where(cols["ind"] == 1, seq[np.maximum(cols["isel"], 0)], 0)  # the lop queue's (checked)
     # join ranges: per queue, the run of its instructions inside [jlo, jhi)
     join = np.nonzero(cols["main"] == C_JOIN)[0]
     rq: list[np.ndarray] = []
@@ -430,6 +315,11 @@ def encode_block(cols: dict[str, np.ndarray], slot: int, ctx: Context) -> bytes:
     disp = q.astype(np.uint8).tobytes()
     return b"".join([hdr.tobytes(), _pad8(disp), _pad8(counts.astype("<u4").tobytes()), words.tobytes(),
                      rwords.tobytes()])
+
+
+# INSTR fields that are a column's value as it is
+_PLAIN = ("sub", "barrier", "wr", "dcls", "buf", "mcls", "rbuf", "rbuf2", "wbuf", "opi", "cyc", "nbytes", "addr",
+          "alloc", "macs", "rbytes", "rbytes2", "wbytes", "ind", "nidx")
 
 
 def _pad8(b: bytes) -> bytes:
@@ -513,8 +403,7 @@ def decode_block(data: bytes, ctx: Context) -> tuple[int, Block]:
         return order[np.minimum(starts[qq] + ss, max(n - 1, 0))] if n else np.zeros(len(qq), np.int64)
 
     cols = {c: np.full(n, DEFAULT.get(c, 0), np.int64) for c in COLS}
-    for c in ("sub", "barrier", "wr", "dcls", "buf", "mcls", "rbuf", "rbuf2", "wbuf", "opi", "cyc", "nbytes",
-              "addr", "alloc", "macs", "rbytes", "rbytes2", "wbytes"):
+    for c in _PLAIN:
         cols[c] = v[c]
     cols["main"] = v["op"]
     cols["unit"] = np.where(q == nq - 1, -1, q)
@@ -528,6 +417,13 @@ def decode_block(data: bytes, ctx: Context) -> tuple[int, Block]:
     has = v["free"] == 1
     p = pos(v["free_queue"], v["free_seq"], "the release", has)
     cols["free_of"] = np.where(has, p, -1)
+    ind = (v["ind"] == 1) & (v["op"] == C_DMAKV)  # an indirect word of another class: check_indirect refuses it
+    if ind.any():
+        if C_LOP not in ctx.queues.classes:
+            raise ProgramError(f"{w}: instruction {int(np.argmax(ind))} is an indirect K/V fetch, but the design has "
+                               "no LOP unit")
+        lq = np.full(n, ctx.queues.classes.index(C_LOP), np.int64)
+        cols["isel"] = np.where(ind, pos(lq, v["ind_seq"], "the indirect fetch's selection", ind), -1)
     nrg = v["n_ranges"]
     rs = np.concatenate([[0], np.cumsum(nrg)[:-1]])
     if nrg.sum() != nr or np.any((nrg > 0) & (cols["main"] != C_JOIN)):

@@ -26,7 +26,6 @@ from lowbit.sim.program import (
     QUEUE,
     RECORD,
     RECORDS,
-    REGIONS,
     STEP,
     T_BLOCK,
     T_CHUNK,
@@ -45,6 +44,7 @@ from lowbit.sim.program import (
     isa_version,
     ring_advance,
 )
+from lowbit.sim.program_check import REGIONS
 
 # ------------------------------------------------------------------------------------------------ writer
 

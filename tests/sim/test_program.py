@@ -14,7 +14,22 @@ import pytest
 from lowbit.sim.compile import compile_program, disassemble, run_program
 from lowbit.sim.config import load_config
 from lowbit.sim.engine import simulate, unit_list
-from lowbit.sim.isa import B_WEIGHT, C_DMAW, C_JOIN, C_TINT, COLS, DEFAULT, EXT, KV_BASE
+from lowbit.sim.isa import (
+    B_KV,
+    B_WEIGHT,
+    C_BOOTH,
+    C_DMAKV,
+    C_DMAW,
+    C_JOIN,
+    C_LOP,
+    C_TINT,
+    COLS,
+    D_KV,
+    DEFAULT,
+    EXT,
+    KV_BASE,
+    SUB,
+)
 from lowbit.sim.program import (
     BLOCK_HEADER,
     INSTR,
@@ -145,7 +160,28 @@ def _tile(**kw):
     return {**DEFAULT, "main": C_TINT, "unit": 0, "cyc": 10, **kw}
 
 
+def _kv(**kw):  # a K fetch on tiny's dma_kv queue (5) into the KV buffer
+    return {**DEFAULT, "main": C_DMAKV, "unit": 5, "nbytes": 16, "addr": KV_BASE, "dcls": D_KV, "buf": B_KV,
+            "alloc": 16, "sub": SUB["k_dma"], **kw}
+
+
+def _topk(**kw):  # a LOP selection on tiny's lop queue (2)
+    return {**DEFAULT, "main": C_LOP, "unit": 2, "cyc": 43, "sub": SUB["lop_topk"], **kw}
+
+
+def _qk(i):  # the BoothFlex tile that consumes (and frees) fetch i
+    return {**DEFAULT, "main": C_BOOTH, "unit": 1, "cyc": 10, "dep0": i, "free_of": i}
+
+
 @pytest.mark.parametrize("rows,pattern", [
+    ([_kv(ind=1, nidx=1), _qk(0)], r"indirect K/V fetch 0 names instruction -1, which is no LOP selection \(lop_topk\) "
+                                   r"before it"),
+    ([_tile(), _kv(ind=1, nidx=1, isel=0), _qk(1)], r"indirect K/V fetch 1 names instruction 0, which is no LOP "
+                                                     r"selection"),
+    ([_topk(nidx=2), _kv(ind=1, nidx=1, isel=0, dep0=0), _qk(1),
+      _kv(ind=1, nidx=2, isel=0, dep0=0, sub=SUB["v_dma"], addr=KV_BASE + 4096), _qk(3)],
+     r"LOP selection 0 selects 2 keys but its indirect K fetches take 1 indices; the counts must match"),
+    ([_tile(ind=1)], r"instruction 0 \(tint\) is marked indirect but is no K/V cache read"),
     ([_tile(dep0=1), _tile()], r"waits on instruction 1, which does not come before it.*deadlock"),
     ([_tile(), dict(DEFAULT, main=C_JOIN, jlo=0, jhi=3), _tile()], r"join 1 waits on instructions 0..2.*deadlock"),
     ([_dma(alloc=4096, nbytes=4096), _tile(dep0=0, free_of=0)], r"buffer overflow: allocation of 4096 B in 'weight' of 2048 B"),
@@ -165,15 +201,21 @@ def test_compiler_refuses_bad_blocks(rows, pattern):
 # ------------------------------------------------------------------------------------------------ loader
 
 
-def _first_block(path: Path) -> tuple[int, int, int]:
-    """(offset of the first decoder-layer BLOCK payload, its instruction count, queues)."""
+def _first_block(path: Path, pick) -> tuple[int, int, int, dict[str, np.ndarray]]:
+    """(offset, instruction count, queues, INSTR fields) of the first decoder-layer BLOCK payload with an
+    instruction `pick(fields)` accepts."""
     with open(path, "rb") as f:
         hd = read_header(f, str(path))
         off = f.tell()
+        nq = len(hd.queues.names)
         for tag, payload in records(f, str(path)):
             off += RECORD.nbytes
-            if tag == T_BLOCK and BLOCK_HEADER.one(payload, "t")["n_instr"] > 10:  # a decoder layer's block
-                return off, BLOCK_HEADER.one(payload, "t")["n_instr"], len(hd.queues.names)
+            n = BLOCK_HEADER.one(payload, "t")["n_instr"] if tag == T_BLOCK else 0
+            if n > 10:  # a decoder layer's block
+                base = BLOCK_HEADER.nbytes + -(-n // 8) * 8 + -(-4 * nq // 8) * 8
+                v = INSTR.unpack(np.frombuffer(payload[base:base + n * INSTR.nbytes], "<u8"))
+                if any(pick({k: int(a[i]) for k, a in v.items()}) for i in range(n)):
+                    return off, n, nq, v
             off += len(payload)
     raise AssertionError("no block")
 
@@ -181,10 +223,8 @@ def _first_block(path: Path) -> tuple[int, int, int]:
 def _patch_instr(src: Path, dst: Path, pick, **fields) -> None:
     """Copy `src` to `dst` with fields of one INSTR word (the first one `pick(fields)` accepts) changed."""
     data = bytearray(src.read_bytes())
-    off, n, nq = _first_block(src)
+    off, n, nq, v = _first_block(src, pick)
     base = off + BLOCK_HEADER.nbytes + -(-n // 8) * 8 + -(-4 * nq // 8) * 8
-    words = np.frombuffer(bytes(data[base:base + n * INSTR.nbytes]), "<u8").reshape(n, INSTR.words)
-    v = INSTR.unpack(words)
     i = next(k for k in range(n) if pick({f: int(a[k]) for f, a in v.items()}))
     one = {f: int(a[i]) for f, a in v.items()} | fields
     data[base + i * INSTR.nbytes:base + (i + 1) * INSTR.nbytes] = INSTR.pack(one, 1, "t").tobytes()
@@ -203,6 +243,12 @@ def _load(path, hw="tiny"):
     (lambda v: v["alloc"] > 0, {"saddr": 7}, r"SRAM address 7 out of range"),
     (lambda v: v["op"] == C_DMAW, {"addr": 1 << 47}, r"DRAM address out of range"),
     (lambda v: True, {"op": 63}, r"unknown opcode 63"),
+    # a decode step's K fetch that takes 7 of its selection's 8 indices, one naming a scoring word (lop#0)
+    (lambda v: v["ind"] == 1, {"nidx": 7}, r"LOP selection \d+ selects 8 keys but its indirect K fetches take 7 "
+                                           r"indices; the counts must match"),
+    (lambda v: v["ind"] == 1, {"ind_seq": 0}, r"indirect K/V fetch \d+ names instruction \d+, which is no LOP "
+                                              r"selection \(lop_topk\) before it"),
+    (lambda v: v["op"] == C_TINT, {"ind": 1}, r"is marked indirect but is no K/V cache read"),
 ])
 def test_loader_refuses_bad_programs(tiny_prog, tmp_path, pick, fields, pattern):
     path, _ = tiny_prog
@@ -340,3 +386,39 @@ def test_programs_of_another_format_version_are_refused(tiny_prog, tmp_path):
     with pytest.raises(ProgramError, match=rf"ISA version {isa.ISA_VERSION - 1}, this lowbit runs version "
                                            rf"{isa.ISA_VERSION}; recompile it with `lowbit compile`$"):
         _load(old)
+
+
+def test_lop_fetches_are_indirect_and_time_as_before(tmp_path):
+    """Data-driven LOP (synthetic q/k, 30 + 2 on tiny: K = 8 of M = 31, 32): every decode K/V fetch is indirect
+    through its KV head's lop_topk, which selects min(K, M) = 8 keys, the K words (and the V words) of a head
+    take exactly those 8 rows; the program runs to the SimResult of the trace (the gathers' timing), and a
+    prefill fetches directly."""
+    from lowbit.sim.lop_select import synthetic_qk_trace
+    from lowbit.sim.trace_load import load_trace
+
+    cfg = load_config("tiny")
+    tr = load_trace(synthetic_qk_trace("bitnet-tiny", 30, 2, tmp_path / "t", seed=1))
+    compile_program(cfg, tr, tmp_path / "p.bin")
+    want, got = simulate(cfg, tr).to_dict(), run_program(cfg, tmp_path / "p.bin").to_dict()
+    for d in (want, got):
+        d.pop("timing")
+    assert want.pop("notes") == ["LOP: data-driven selection from trace tensors (4 (layer, step) entries)"]
+    assert got == {**want, "notes": []}  # the program carries the selections; it computes none
+    seen = {"prefill": 0, "decode": 0}
+    for s, cr in ProgramReader(tmp_path / "p.bin").chunk_records():
+        if cr.layer < 0:
+            continue
+        a = cr.block.cols
+        top = np.flatnonzero((a["main"] == C_LOP) & (a["sub"] == SUB["lop_topk"]))
+        kv = np.flatnonzero((a["main"] == C_DMAKV) & np.isin(a["sub"], (SUB["k_dma"], SUB["v_dma"])))
+        phase = "decode" if s["phase"] else "prefill"
+        seen[phase] += 1
+        if phase == "prefill":
+            assert len(top) == 0 and not a["ind"][kv].any()
+            continue
+        assert len(top) == 2 and a["nidx"][top].tolist() == [8, 8] and a["ind"][kv].all()
+        for t in top:
+            for sub in ("k_dma", "v_dma"):
+                mine = kv[(a["isel"][kv] == t) & (a["sub"][kv] == SUB[sub])]
+                assert a["nidx"][mine].sum() == 8 == a["nbytes"][mine].sum() // 16  # head_dim 16 B a row
+    assert seen == {"prefill": 2, "decode": 4}

@@ -140,7 +140,8 @@ def reading(points: list[Point]) -> list[str]:
         slow = [p.fixed["attn_cycles"] / p.fixed["contiguous_attn_cycles"] - 1 for p in rows]
         dd = [p.data["attn_cycles"] / p.fixed["attn_cycles"] - 1 for p in rows]
         out.append(f"- {name}: data-driven selections read {min(more):.2f}x..{max(more):.2f}x the fixed-ratio K+V "
-                   "bytes (the union over the query heads sharing a KV head); scattered fixed-ratio keys take "
+                   "bytes (both min(K, M) keys per KV head; only their positions differ); scattered fixed-ratio keys "
+                   "take "
                    f"{100 * min(slow):+.1f} %..{100 * max(slow):+.1f} % attention cycles against the same number "
                    f"of adjacent keys; data-driven against fixed-ratio {100 * min(dd):+.1f} %..{100 * max(dd):+.1f} %.")
     return out
@@ -151,7 +152,7 @@ def render(points: list[Point], cfg: HwConfig, wall_s: float) -> str:
     w = out.append
     k = cfg.lop.k
     w("# KV traffic with leading-one prediction (LOP) against context length\n")
-    w(f"Regenerate: `python -m lowbit.sim.kvlop --out reports/kv-lop` (hardware `{cfg.name}`, K = {k} keys per query "
+    w(f"Regenerate: `python -m lowbit.sim.kvlop --out reports/kv-lop` (hardware `{cfg.name}`, K = {k} keys per KV "
       f"head, {cfg.lop.buckets} buckets; {wall_s:.0f} s). One decode step with M cached keys. KV cache layout and "
       "gather rule: docs/kv-cache.md.\n")
     w("- **net** = dense K+V bytes / (K+V bytes read + LO-code bytes read): every cached key's 4-bit LO codes "
@@ -161,9 +162,10 @@ def render(points: list[Point], cfg: HwConfig, wall_s: float) -> str:
       f"M ≈ {PAPER['keys']:,} keys for K = 32 (the 1,755 row).")
     w("- **fixed** = fixed-ratio LOP: min(K, M) keys per KV head spread evenly over the context (design "
       "assumption, lowbit/sim/kvcache.py). **data** = data-driven LOP: lowbit.sim.lop_select's rule (INT8 "
-      "absmax, LO scores, comparison-free top-K, union over the query heads sharing a KV head) on synthetic "
-      f"q/k (lop_select.synthetic_step_positions, seed {SEED}; no captured q/k of these models is available "
-      "here). With GQA the union of the group's selections fetches more than K keys per KV head.")
+      "absmax, LO scores summed over the query heads sharing a KV head, one comparison-free top-K per KV head) "
+      f"on synthetic q/k (lop_select.synthetic_step_positions, seed {SEED}; no captured q/k of these models is "
+      "available here). Both fetch min(K, M) keys per KV head; they differ in which positions, so in DRAM "
+      "row hits and cycles.")
     w("- cycles and row hits are of the attention-only step (rope, kv_append, LOP, QK^T, softmax, score.V); "
       "tok/s is the whole decode step (projections included, lm_head on the host). Dense attention reads all M "
       "keys; where one query's scores over M keys exceed the psum tile it runs with online softmax over key "

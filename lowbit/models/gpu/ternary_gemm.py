@@ -2,10 +2,15 @@
 unpack-to-int8 + cuBLAS alternative, and :func:`ternary_linear` (GEMV below ``gemm_from`` tokens, GEMM
 from there).
 
-The GEMM unpacks each weight tile once to int8 ``c - 1`` (``tl.join`` tree: a thread expands its own
-words, the tile is stored to shared memory in 16-byte writes) and multiplies it with the INT8 activations
-on the tensor cores (``tl.dot``, int32 accumulate: exact, the integers of ``sim.numerics``); split-K for
-long rows at few tokens (int32 atomics, exact in any order). Dequantisation ``y = acc * w_scale / s`` in
+The GEMM unpacks each weight tile once to the int8 codes ``c = w + 1`` in {0, 1, 2} (``tl.join`` tree: a
+thread expands its own words, the tile goes to shared memory in 16-byte writes; a shift and an AND per
+weight) and multiplies it with the INT8 activations on the tensor cores (``tl.dot``, int32 accumulate),
+then subtracts the token's activation sum: ``sum_k q c = sum_k q w + sum_k q`` (as the GEMV of
+:mod:`.ternary`), so the accumulator is exact, the integers of ``sim.numerics``. The unsigned codes save
+the subtraction per weight: the kernel alone is 1.2-1.6x faster at 512 tokens on an H200 than with
+``c - 1`` unpacked (reports/gpu-baseline.gemm.json against reports/gpu-baseline.json). Split-K
+for long rows at few tokens (int32 atomics, exact in any order). ``SWAP`` computes the transposed tile
+``W q^T`` (the unpacked weights as the MMA's first operand). Dequantisation ``y = acc * w_scale / s`` in
 float32, as :mod:`.ternary` (docs/reference/numerics.md §1.2, §1.3).
 """
 
@@ -44,13 +49,13 @@ def _unpack_codes(w, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr):
 
 @triton.jit
 def _code(w, s: tl.constexpr):
-    # int8 weight (code - 1) of element s (0..15) of each word: element 4t+b sits at bits 8b+2t
-    return (((w >> (8 * (s % 4) + 2 * (s // 4))) & 3) - 1).to(tl.int8)
+    # int8 code c = w + 1 of element s (0..15) of each word: element 4t+b sits at bits 8b+2t
+    return ((w >> (8 * (s % 4) + 2 * (s // 4))) & 3).to(tl.int8)
 
 
 @triton.jit
 def unpack_join(w, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr):
-    """int32 words [BN, BKW] -> int8 weights [BN, BKW*16] in element order, built by four levels of
+    """int32 words [BN, BKW] -> int8 codes c [BN, BKW*16] in element order, built by four levels of
     ``tl.join``: the joined axis is always the innermost and held by one thread, so each thread keeps its
     word's 16 codes contiguous, the reshape moves no data and the tile goes to shared memory as 16-byte
     stores (the broadcast form of :func:`_unpack_codes` spreads a word over 16 lanes: one byte store
@@ -69,9 +74,9 @@ def unpack_join(w, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr):
 
 
 @triton.jit
-def _tgemm_kernel(q_ptr, xs_ptr, w_ptr, ws_ptr, y_ptr, acc_ptr, M, N, KW, stride_qm, stride_wn, stride_ym,
+def _tgemm_kernel(q_ptr, qsum_ptr, xs_ptr, w_ptr, ws_ptr, y_ptr, acc_ptr, M, N, KW, stride_qm, stride_wn, stride_ym,
                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr, GROUP_M: tl.constexpr,
-                  SPLIT_K: tl.constexpr, OUT_ACC: tl.constexpr):
+                  SPLIT_K: tl.constexpr, OUT_ACC: tl.constexpr, SWAP: tl.constexpr = False):
     # SPLIT_K > 1 (skinny shapes: few output tiles): each split adds its int32 partial into acc_ptr
     # (zeroed) with atomics; integer addition is exact in any order, so the result is deterministic
     pid = tl.program_id(0)
@@ -83,19 +88,31 @@ def _tgemm_kernel(q_ptr, xs_ptr, w_ptr, ws_ptr, y_ptr, acc_ptr, M, N, KW, stride
     rk = tl.arange(0, BLOCK_KW * 16)
     m_ok = rm < M
     n_ok = rn < N
-    acc = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)
+    if SWAP:
+        acc = tl.zeros([BLOCK_N, BLOCK_M], tl.int32)
+    else:
+        acc = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)
     nk = tl.cdiv(KW, BLOCK_KW)
     per = tl.cdiv(nk, SPLIT_K)
     k_lo = pid_k * per
     for kb in range(k_lo, tl.minimum(nk, k_lo + per)):
         j0 = kb * BLOCK_KW
         kk = j0 * 16 + rk
-        x = tl.load(q_ptr + rm[:, None] * stride_qm + kk[None, :], mask=m_ok[:, None] & (kk < KW * 16)[None, :],
-                    other=0)
         j = j0 + rj
-        w = tl.load(w_ptr + rn[:, None] * stride_wn + j[None, :], mask=n_ok[:, None] & (j < KW)[None, :],
-                    other=0x55555555)
-        acc = tl.dot(x, tl.trans(unpack_join(w, BLOCK_N, BLOCK_KW)), acc, out_dtype=tl.int32)
+        # padding past K: zero activations, so any code there adds nothing
+        w = tl.load(w_ptr + rn[:, None] * stride_wn + j[None, :], mask=n_ok[:, None] & (j < KW)[None, :], other=0)
+        if SWAP:
+            xt = tl.load(q_ptr + rm[None, :] * stride_qm + kk[:, None], mask=m_ok[None, :] & (kk < KW * 16)[:, None],
+                         other=0)
+            acc = tl.dot(unpack_join(w, BLOCK_N, BLOCK_KW), xt, acc, out_dtype=tl.int32)
+        else:
+            x = tl.load(q_ptr + rm[:, None] * stride_qm + kk[None, :], mask=m_ok[:, None] & (kk < KW * 16)[None, :],
+                        other=0)
+            acc = tl.dot(x, tl.trans(unpack_join(w, BLOCK_N, BLOCK_KW)), acc, out_dtype=tl.int32)
+    if SWAP:
+        acc = tl.trans(acc)
+    if pid_k == 0:  # sum_k q w = sum_k q c - sum_k q, the token's sum taken once
+        acc -= tl.load(qsum_ptr + rm, mask=m_ok, other=0)[:, None]
     omask = m_ok[:, None] & n_ok[None, :]
     if SPLIT_K > 1:
         tl.atomic_add(acc_ptr + rm[:, None] * N + rn[None, :], acc, mask=omask, sem="relaxed")
@@ -110,13 +127,16 @@ def _tgemm_kernel(q_ptr, xs_ptr, w_ptr, ws_ptr, y_ptr, acc_ptr, M, N, KW, stride
             tl.store(out, y.to(tl.bfloat16), mask=omask)
 
 
-# (BLOCK_M, BLOCK_N, BLOCK_KW, warps, stages): the fastest per shape in an H200 sweep of 14 (64 tokens) and
-# 12 (512 tokens) configs on the seven BitNet shapes (reports/gpu-baseline.md); tiles of 32 output
-# features win at 64 tokens (more programs on a skinny output), 128x64 at 512
+# (BLOCK_M, BLOCK_N, BLOCK_KW, warps, stages, SWAP): the fastest per shape in H200 sweeps of 14 (64 tokens)
+# and 12 (512 tokens) configs on the seven BitNet shapes (reports/gpu-baseline.md); tiles of 32 output
+# features win at 64 tokens (more programs on a skinny output), 128x64 at 512, where the swapped operands
+# were 3-5 % faster on two shapes (reports/gpu-baseline.tune.log)
 _GEMM_CONFIGS = [
-    triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_KW": bk, "GROUP_M": 8}, num_warps=nw, num_stages=ns)
-    for bm, bn, bk, nw, ns in [(64, 32, 8, 4, 4), (64, 64, 16, 4, 3), (64, 64, 8, 4, 4), (128, 64, 8, 4, 4),
-                               (128, 128, 8, 4, 3), (128, 128, 8, 8, 3), (256, 128, 4, 8, 3)]
+    triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_KW": bk, "GROUP_M": 8, "SWAP": sw}, num_warps=nw,
+                  num_stages=ns)
+    for bm, bn, bk, nw, ns, sw in [(64, 32, 8, 4, 4, False), (64, 64, 16, 4, 3, False), (64, 64, 8, 4, 4, False),
+                                   (128, 64, 8, 4, 4, False), (128, 64, 8, 4, 4, True), (128, 128, 8, 4, 3, False),
+                                   (128, 128, 8, 8, 3, False), (256, 128, 4, 8, 3, False)]
 ]
 SPLIT_K_MIN_KP = 6144  # split K four ways for long rows at <= 64 tokens (H200: 3200x8640 27 vs 35 µs)
 
@@ -150,7 +170,8 @@ def ternary_gemm(a: QuantAct, w: TernaryWeight, out_acc: bool = False, config: d
         split_k = auto_split_k(m, w.kp) if dev.type == "cuda" else 1
     y = torch.empty(m, w.n, dtype=torch.int32 if out_acc else torch.bfloat16, device=dev)
     acc = torch.zeros(m, w.n, dtype=torch.int32, device=dev) if split_k > 1 else y
-    args = (a.q, a.s, w.words, w.scale, y, acc, m, w.n, w.words.shape[1], a.q.stride(0), w.words.stride(0), y.stride(0))
+    args = (a.q, a.qsum, a.s, w.words, w.scale, y, acc, m, w.n, w.words.shape[1], a.q.stride(0), w.words.stride(0),
+            y.stride(0))
     if dev.type == "cuda" and config is None:
         grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(w.n, meta["BLOCK_N"]), split_k)  # noqa: E731
         _tgemm_tuned[grid](*args, SPLIT_K=split_k, OUT_ACC=out_acc)

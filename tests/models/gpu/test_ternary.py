@@ -111,6 +111,8 @@ def test_gemm_bit_exact(device):
     (17, 45, 300, {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_KW": 2, "GROUP_M": 2}, 1),
     (17, 45, 300, {"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_KW": 4, "GROUP_M": 1}, 7),
     (5, 70, 37, {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_KW": 1, "GROUP_M": 4}, 2),
+    (19, 50, 200, {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_KW": 2, "GROUP_M": 2, "SWAP": True}, 1),
+    (19, 50, 200, {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_KW": 4, "GROUP_M": 1, "SWAP": True}, 3),
 ])
 def test_gemm_odd_shapes_tiles_and_splits(device, m, n, k, cfg, split_k):
     # shapes that are multiples of no tile; a K tile of 1-4 words (16-64 weights) with a partial last tile;

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from lowbit.models.gpu.lop_attn import lo_pack_keys_torch, lop_attention
+from lowbit.models.gpu.lop_attn import lo_pack_keys_torch, lop_attention, lop_chunk
 from lowbit.sim.numerics.fp import pack_fp4
 from lowbit.sim.numerics.int8 import int8_absmax_quantize
 from lowbit.sim.numerics.lop import lo_code4, lo_scores, lop_topk
@@ -33,14 +33,18 @@ def test_lo_pack_matches_sim():
     assert np.array_equal(lo, pack_fp4(codes).view("<i4"))
 
 
-@pytest.mark.parametrize("nb,mant,ksel,m,h,kvh", [(63, 0, 12, 150, 4, 2), (31, 2, 20, 129, 6, 2), (15, 1, 7, 60, 3, 3),
-                                                    (63, 0, 40, 160, 4, 1)])
-def test_lop_scores_topk_attention(device, nb, mant, ksel, m, h, kvh):
+# ch: tokens per program (the scoring runs in sub-blocks of at most 128)
+@pytest.mark.parametrize("nb,mant,ksel,m,h,kvh,ch", [(63, 0, 12, 150, 4, 2, 64), (31, 2, 20, 129, 6, 2, 32),
+                                                     (15, 1, 7, 60, 3, 3, 16), (63, 0, 40, 160, 4, 1, 256),
+                                                     (63, 0, 30, 100, 8, 1, 64)])
+def test_lop_scores_topk_attention(device, nb, mant, ksel, m, h, kvh, ch):
     b, d, grp = 2, 40, h // kvh
     k_i8, q, kc, vc = _setup(nb + m, b, h, kvh, d)
+    if grp == 8:  # equal heads: |Q_g| up to 8 * 64, the high int8 part of the split query weights in use
+        q = q[:, :1].repeat(1, h, 1)
     lo = lo_pack_keys_torch(torch.from_numpy(k_i8))
     out, dbg = lop_attention(q.to(device), kc.to(device), vc.to(device), lo.to(device), m, ksel, n_buckets=nb,
-                             mant_bits=mant, chunk=64, return_debug=True)
+                             mant_bits=mant, chunk=ch, return_debug=True)
     qi = dbg["q_i8"].cpu().numpy().reshape(b, h, d)
     assert np.array_equal(qi, int8_absmax_quantize(q.float().numpy())[0])
     per_head = lo_scores(qi, np.repeat(k_i8[:, :, :m], grp, axis=1))  # [b, h, m]
@@ -58,9 +62,10 @@ def test_lop_scores_topk_attention(device, nb, mant, ksel, m, h, kvh):
             ref[i, j] = (p / p.sum()) @ vc[i, j // grp].double().numpy()[sel]
     got = out.double().cpu().numpy()
     assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 1e-2
-    # a second call reuses the self-resetting counters and gives the same result
+    # a second call reuses the self-resetting counters and gives the same result; on a GPU the first call
+    # ran the one-launch kernel (group barrier), this one the two launches
     assert torch.equal(lop_attention(q.to(device), kc.to(device), vc.to(device), lo.to(device), m, ksel,
-                                     n_buckets=nb, mant_bits=mant, chunk=64), out)
+                                     n_buckets=nb, mant_bits=mant, chunk=ch, fused=False), out)
 
 
 def test_lop_k_ge_m_is_dense_attention(device):
@@ -74,3 +79,15 @@ def test_lop_k_ge_m_is_dense_attention(device):
     assert (torch.linalg.norm(out.double().cpu() - ref) / torch.linalg.norm(ref)).item() < 1e-2
     with pytest.raises(ValueError):
         lop_attention(q, kc, vc, lo, m, 10, n_buckets=64)
+    with pytest.raises(ValueError, match="chunk"):
+        lop_attention(q, kc, vc, lo, m, 10, chunk=48)
+    with pytest.raises(ValueError, match="GPU"):  # q on the CPU: the one-launch kernel's barrier needs a GPU
+        lop_attention(q, kc, vc, lo, m, 10, fused=True)
+
+
+def test_lop_chunk_fits_the_grid():
+    # the smallest power of two from 64 that keeps groups x chunks within the SMs (one launch), else 256
+    assert lop_chunk(5, 1024, 132) == 64  # bitnet-2B4T: 5 x 16 programs
+    assert lop_chunk(5, 8192, 132) == 512  # 5 x 16
+    assert lop_chunk(32, 4096, 132) == 1024  # bitnet-3B: 32 x 4
+    assert lop_chunk(32, 8192, 132) == 256  # 32 x 8 > 132 even at 1024 tokens: two launches

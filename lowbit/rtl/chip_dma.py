@@ -29,6 +29,7 @@ from amaranth.lib.wiring import In, Out
 from lowbit.rtl.chip_ctrl import thresholds_met, word_layout
 from lowbit.rtl.chip_image import WORD_FIELDS
 from lowbit.rtl.chip_ring import BUF_BITS, SIZE_BITS
+from lowbit.rtl.common import COUNT_BITS
 
 _W = {n: w for n, w, _ in WORD_FIELDS}
 N_BUFFERS = 6
@@ -178,3 +179,54 @@ class DmaEngine(wiring.Component):
             m.d.sync += [bits[i].eq((bits[i] & ~ra[k]) | hit), self.fin[i].eq(hit)]
         return m
 
+
+
+class LopIndexBuffer(wiring.Component):
+    """The LOP index FIFO of one KV head and the address of an indirect K/V fetch (docs/isa.md "Indirect K/V
+    fetches"; not yet in the chip top). `clear` starts a selection; the selection's key indices arrive
+    ascending, up to `lanes` a cycle (`w_valid`, `w_n`, `w_idx`: lowbit.rtl.chip_lop.LopGroupSelect's `o_*`).
+    An indirect word of plane `plane` (0 K, 1 V: each plane reads the selection once, through its own
+    pointer) presents its `base` (the plane's row 0) and `nidx`; combinationally `addr` = base + idx[p] x
+    `row_bytes` and `nbytes` = nidx x row_bytes (the request the word issues in its issue cycle), `avail`
+    (nidx indices written past the pointer) and `run` (they are nidx adjacent keys: idx[p + nidx - 1] =
+    idx[p] + nidx - 1, the ascending indices being distinct, so the one request fetches exactly them: the
+    gather rule of sim.kvcache, by which the compiler cut the words). `take` (the word issues) advances the
+    plane's pointer by nidx."""
+
+    def __init__(self, *, lanes: int, depth: int, row_bytes: int, addr_bits: int) -> None:
+        assert depth & (depth - 1) == 0, "LopIndexBuffer: depth must be a power of two"
+        self.lanes, self.depth, self.row_bytes, self.addr_bits = lanes, depth, row_bytes, addr_bits
+        cb = COUNT_BITS
+        super().__init__({
+            "clear": In(1), "w_valid": In(1), "w_n": In(range(lanes + 1)), "w_idx": In(data.ArrayLayout(cb, lanes)),
+            "plane": In(1), "base": In(addr_bits), "nidx": In(cb), "take": In(1),
+            "addr": Out(addr_bits), "nbytes": Out(_W["nbytes"]), "avail": Out(1), "run": Out(1),
+        })
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        n, d, cb = self.lanes, self.depth, COUNT_BITS
+        lg = max(1, (d - 1).bit_length())
+        regs = [Signal(cb, name=f"idx{e}") for e in range(d)]
+        mem = Array(regs)
+        wp = Signal(lg + 1)
+        rps = [Signal(lg + 1, name=f"rp{q}") for q in range(2)]
+        p = Signal(lg + 1)
+        m.d.comb += p.eq(Mux(self.plane, rps[1], rps[0]))
+        with m.If(self.clear):
+            m.d.sync += [wp.eq(0), rps[0].eq(0), rps[1].eq(0)]
+        with m.Else():
+            with m.If(self.w_valid):
+                m.d.sync += wp.eq(wp + self.w_n)
+            for e in range(d):  # entry e takes the slot that lands on it (explicit: no partial case in Verilog)
+                for s in range(n):
+                    with m.If(self.w_valid & (s < self.w_n) & ((wp + s)[:lg] == e)):
+                        m.d.sync += regs[e].eq(self.w_idx[s])
+            for q in range(2):
+                with m.If(self.take & (self.plane == q)):
+                    m.d.sync += rps[q].eq(rps[q] + self.nidx)
+        first, last = mem[p[:lg]], mem[(p + self.nidx - 1)[:lg]]
+        m.d.comb += [self.addr.eq(self.base + first * self.row_bytes), self.nbytes.eq(self.nidx * self.row_bytes),
+                     self.avail.eq((self.nidx != 0) & (wp - p >= self.nidx)),
+                     self.run.eq(last == first + self.nidx - 1)]
+        return m

@@ -120,13 +120,16 @@ def test_group_scores_of_random_codes_and_an_odd_key_count():
     assert not np.array_equal(_score(cfg, codes, q)[0], want)
 
 
-@pytest.mark.parametrize("select", [False, True])
-def test_group_score_and_select_verilog_lints_clean(tmp_path, select):
+@pytest.mark.parametrize("what", ["score", "select", "index"])
+def test_group_score_select_and_index_verilog_lints_clean(tmp_path, what):
     pytest.importorskip("cocotb")
+    from lowbit.rtl.chip_dma import LopIndexBuffer
     from lowbit.rtl.chip_lop import LopGroupSelect
     from lowbit.rtl.lint import lint_component
 
-    c = (LopGroupSelect if select else LopGroupScore)(load_hw("tiny", []).lop, grp=2, head_dim=16, depth=16)
+    lop = load_hw("tiny", []).lop
+    c = (LopIndexBuffer(lanes=lop.lanes, depth=16, row_bytes=16, addr_bits=48) if what == "index" else
+         (LopGroupSelect if what == "select" else LopGroupScore)(lop, grp=2, head_dim=16, depth=16))
     r, _ = lint_component(c, "lop_group", tmp_path)
     assert r.ok, r.errors[:5]
 
@@ -235,3 +238,72 @@ def test_group_selection_sums_the_heads_and_differs_from_a_union():
         found |= set(want) != {int(j) for h in range(2) for j in lop_topk(per[h], 4, cfg.lop.buckets)}
     assert found
     assert _select(cfg, codes, q, 16)[1] == list(range(11))
+
+
+def _index_words(cfg, idx: list[int], words: list[tuple[int, int, int]]) -> list[tuple[int, int, int, int]]:
+    """LopIndexBuffer: the selection `idx` written `lanes` a cycle, then indirect words (plane, base, nidx) issued
+    in order -> per word (addr, nbytes, avail, run) as presented in its issue cycle."""
+    from amaranth.sim import Simulator
+
+    from lowbit.rtl.chip_dma import LopIndexBuffer
+
+    lanes, hd = cfg.lop.lanes, 16
+    dut = LopIndexBuffer(lanes=lanes, depth=16, row_bytes=hd, addr_bits=48)
+    got: list[tuple[int, int, int, int]] = []
+
+    async def bench(ctx):
+        ctx.set(dut.clear, 1)
+        await ctx.tick()
+        ctx.set(dut.clear, 0)
+        for i in range(0, len(idx), lanes):
+            part = idx[i:i + lanes]
+            ctx.set(dut.w_valid, 1)
+            ctx.set(dut.w_n, len(part))
+            ctx.set(dut.w_idx, part + [0] * (lanes - len(part)))
+            await ctx.tick()
+        ctx.set(dut.w_valid, 0)
+        for plane, base, n in words:
+            ctx.set(dut.plane, plane)
+            ctx.set(dut.base, base)
+            ctx.set(dut.nidx, n)
+            got.append((ctx.get(dut.addr), ctx.get(dut.nbytes), ctx.get(dut.avail), ctx.get(dut.run)))
+            ctx.set(dut.take, 1)
+            await ctx.tick()
+            ctx.set(dut.take, 0)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return got
+
+
+def test_index_buffer_addresses_are_the_compilers_gathers(golden):
+    """Every decode step, layer and KV head: the golden's selection (lop.sel) written into the index FIFO; the
+    indirect K words, then the V words, that the compiler cuts from it (sim.kvcache.gather_segments over the KV
+    tile's chunks: one word per run of adjacent keys) each present the address and size of its run, from the
+    FIFO alone; a word that claims two runs is flagged."""
+    from lowbit.sim.kvcache import gather_segments, kv_addr
+    from lowbit.sim.sram import Buffers
+    from lowbit.sim.tiling import kv_chunk
+
+    cfg, spec, run = golden
+    hd = spec.head_dim
+    c = kv_chunk(Buffers.from_config(cfg), hd)
+    multi = 0
+    for st in run.steps[1:]:
+        for layer in range(spec.n_layers):
+            sel = st.buffers[f"layers.{layer}.attn.lop.sel"]
+            for g in range(spec.n_kv_heads):
+                pos = np.flatnonzero(sel[g])
+                _, first, length = gather_segments(pos, np.append(np.arange(0, len(pos), c), len(pos)))
+                words = [(v, kv_addr(spec, layer, g, bool(v), 0), int(n)) for v in (0, 1) for n in length]
+                want = [(kv_addr(spec, layer, g, bool(v), int(f)), int(n) * hd, 1, 1)
+                        for v in (0, 1) for f, n in zip(first, length, strict=True)]
+                assert _index_words(cfg, pos.tolist(), words) == want
+                multi += len(length) > 1
+    assert multi > 0  # selections of scattered keys: several words per plane
+    pos = [0, 1, 2, 5, 6, 9, 10, 11]
+    got = _index_words(cfg, pos, [(0, 0, 3), (0, 0, 4), (1, 0, 8), (0, 0, 2)])
+    assert [g[3] for g in got] == [1, 0, 0, 0]  # 0..2 a run; 5, 6, 9, 10 two runs; the V plane's 8 keys many
+    assert got[1][:2] == (5 * 16, 4 * 16) and got[2][0] == 0 and got[3][2] == 0  # K has 1 of its 8 left, not 2

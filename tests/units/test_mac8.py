@@ -13,18 +13,21 @@ from lowbit.cost.energy import unit_rates
 from lowbit.rtl.registry import UNITS as RTL_UNITS
 from lowbit.rtl.registry import units_for
 from lowbit.rtl.synth import instances
+from lowbit.sim.attention import pv_tile_cycles
 from lowbit.sim.config import PRESET_DIR, from_dict, load_config, to_dict
 from lowbit.sim.engine import simulate, unit_list
 from lowbit.sim.errors import ConfigError, WorkloadError
+from lowbit.sim.tiling import int8_class
 from lowbit.sim.units import catalog
-from lowbit.sim.units.booth import BoothConfig, booth_int8_tile_cycles
+from lowbit.sim.units.booth import BoothConfig, booth_int8_pass_cycles, booth_int8_tile_cycles
 from lowbit.sim.workloads import standard_trace
 from tests.units.mac8 import MAC8, Mac8Config, mac8_dot, mac8_tile_cycles
 
 # The same unit with BoothFlex's INT8 timing: a design using it must simulate exactly like one using BoothFlex.
 MAC8_AS_BOOTH = dataclasses.replace(
     MAC8, name="mac8b", rtl=(),
-    tile_cycles=lambda c, fmt, k, passes: booth_int8_tile_cycles(BoothConfig(lanes=c.lanes, width=c.width), k, passes))
+    tile_cycles=lambda c, fmt, k, passes: booth_int8_tile_cycles(BoothConfig(lanes=c.lanes, width=c.width), k, passes),
+    pass_cycles=lambda c, runs: booth_int8_pass_cycles(BoothConfig(lanes=c.lanes, width=c.width), runs))
 
 
 @pytest.fixture
@@ -88,6 +91,9 @@ def test_own_timing_and_work(registered):
     with pytest.raises(WorkloadError, match=r"no unit runs ternary weights .* units built for ternary: tint"):
         simulate(cfg, standard_trace("bitnet-tiny", 4, 1))
     assert mac8_tile_cycles(cfg.mac8, 17, 3) == 3 * 3 + 3 + 2  # ceil(17/8) beats per pass, clog2(8) + 2
+    # no ragged-pass formula (`pass_cycles`): a causal score.V tile runs every pass at its longest row's keys,
+    # 16 passes over 3 keys and 16 over 17: 32 x ceil(17 / 8) + 5
+    assert pv_tile_cycles(cfg, int8_class(cfg, "test"), ((3, 16), (17, 16))) == 32 * 3 + 5
 
 
 def test_golden_model_is_exact():

@@ -19,7 +19,8 @@ copy bandwidth). JSON schema ``lowbit.gpu-baseline/2``, flat for ``lowbit report
                     "floor_frac" (gbps / copy_gbps), "speedup_vs_torch", "device"}],
      "attention": [{"kernel" ("lop"|"torch_sdpa"), "model", "shape" ("H{h}/KV{kvh}/d{d}"), "batch", "context",
                     "k_sel", "median_us", "gbps", "speedup_vs_torch", "device", "backend" (sdpa only),
-                    "stage_us" (lop only: {"score": µs of the scoring launch})}],
+                    "stage_us" (lop only: {"score": µs of the scoring phase as its own launch, "two_launches": µs
+                    of the call forced to two launches}), "launches" (lop only: of the default call, 1 or 2)}],
      "decode":    [{"kernel" ("bf16"|"bf16_compile"|"ternary"|"nvfp4"), "model", "batch", "context", "attn",
                     "step_us", "tokens_per_s", "weight_bytes", "floor_frac" (weight bytes / copy bandwidth
                     / step time), "speedup_vs_torch" (vs bf16 eager), "speedup_vs_compile", "j_per_token",
@@ -29,6 +30,8 @@ copy bandwidth). JSON schema ``lowbit.gpu-baseline/2``, flat for ``lowbit report
                     "bytes" (read + write), "median_us", "gbps", "floor_frac", "device"}]: one device copy kernel
                     moving the bytes of that batch-1 ternary / NVFP4 GEMV (:func:`same_byte_copies`),
      "checks":    [{"what", "ok", "detail"}], "skipped": [{"what", "why"}]}
+
+The attention section is :mod:`.bench_attention`.
 
 ``kernel`` values in results: ``ternary`` (the whole BitLinear from bf16 input: quantizer fused into the
 GEMV below 16 tokens — at one token the whole-row kernel where its tile fits, else the tiled one —
@@ -64,7 +67,6 @@ W2A8_REF_US = {(2560, 2560): 5.4, (3840, 2560): 5.3, (13824, 2560): 9.1, (2560, 
                (4800, 3200): 6.2, (3200, 10240): 14.6, (20480, 3200): 13.8}
 ODD_SHAPES = [(4099, 3001), (37, 1000), (1000, 37)]
 GEMM_FROM = 16  # decode batches from 16 tokens go to the tensor-core GEMM paths
-ATTN_SHAPES = {"bitnet-b1.58-3b": (32, 32, 100), "bitnet-b1.58-2b4t": (20, 5, 128)}
 
 
 class Budget:
@@ -315,89 +317,6 @@ def run_odd_shapes(data, seed: int) -> None:
             data["checks"].append({"what": f"odd shape nvfp4 {n}x{k} M={m}", "ok": err < 1e-2, "detail": f"{err:.2e}"})
 
 
-def run_attention(models, contexts, ratio, data, log, budget: Budget, seed: int) -> None:
-    import torch
-    import torch.nn.functional as F
-
-    from .lop_attn import lo_pack_keys_torch, lop_attention
-
-    dev_name, l2 = data["device"], data["l2_bytes"]
-    rows, checks = data["attention"], data["checks"]
-    gen = torch.Generator(device="cuda").manual_seed(seed + 1)
-    try:
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-    except ImportError:
-        sdpa_kernel = None
-    for model in models:
-        h, kvh, d = ATTN_SHAPES[model]
-        for m in contexts:
-            if not budget.ok(f"attention {model} M={m}"):
-                continue
-            ksel = max(1, m // ratio)
-            q = torch.randn(1, h, d, device="cuda", generator=gen).to(torch.bfloat16)
-            caches = []
-            for _ in range(n_copies(2 * kvh * m * d * 2, l2)):
-                kc = torch.randn(1, kvh, m, d, device="cuda", generator=gen).to(torch.bfloat16)
-                vc = torch.randn(1, kvh, m, d, device="cuda", generator=gen).to(torch.bfloat16)
-                lo = lo_pack_keys_torch(torch.randint(-127, 128, (1, kvh, m, d), dtype=torch.int8, device="cuda",
-                                                      generator=gen))
-                caches.append((kc, vc, lo))
-            gqa = h != kvh
-            dense = [lambda q=q, kc=kc, vc=vc, g=gqa: F.scaled_dot_product_attention(q.unsqueeze(2), kc, vc, enable_gqa=g)
-                     for kc, vc, _ in caches]
-            backend = "default"
-            t_dense = None
-            if sdpa_kernel is not None:  # the flash backend, as asked; fall back to the default choice
-                try:
-                    with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
-                        t_dense = bench_graph(dense)
-                    backend = "flash"
-                except Exception:  # noqa: BLE001 - e.g. head_dim 100 or GQA unsupported by flash here
-                    t_dense = None
-            if t_dense is None:
-                t_dense = bench_graph(dense)
-            lop = [lambda q=q, kc=kc, vc=vc, lo=lo, m=m, ks=ksel: lop_attention(q, kc, vc, lo, m, ks) for kc, vc, lo in caches]
-            t_score = bench_graph([lambda q=q, kc=kc, vc=vc, lo=lo, m=m, ks=ksel: lop_attention(q, kc, vc, lo, m, ks, stages=1)
-                                   for kc, vc, lo in caches])
-            kc, vc, lo = caches[0]
-            full = lop_attention(q, kc, vc, lo, m, m).float()
-            r = dense[0]().squeeze(2).float()
-            err = float(torch.linalg.norm(full - r) / torch.linalg.norm(r))
-            checks.append({"what": f"lop K=M equals SDPA {model} M={m}", "ok": err < 1e-2, "detail": f"{err:.2e}"})
-            t_lop = bench_graph(lop)
-            dense_bytes = 2 * kvh * m * d * 2 + 2 * h * d * 2
-            lop_bytes = lo.numel() * 4 + 2 * kvh * ksel * d * 2 + 2 * h * d * 2
-            shape = f"H{h}/KV{kvh}/d{d}"
-            for name, us, nb, sp in (("torch_sdpa", t_dense, dense_bytes, None), ("lop", t_lop, lop_bytes, t_dense / t_lop)):
-                rows.append({"kernel": name, "model": model, "shape": shape, "batch": 1, "context": m, "k_sel": ksel,
-                             "median_us": round(us, 3), "gbps": round(nb / (us * 1e-6) / 1e9, 1),
-                             "speedup_vs_torch": None if sp is None else round(sp, 3), "device": dev_name})
-            rows[-2]["backend"] = backend
-            rows[-1]["stage_us"] = {"score": round(t_score, 2)}
-            rows[-1]["kernel_us"] = _kernel_times(lop[0])
-            log(f"attn {model} M={m} K={ksel}: sdpa({backend})={t_dense:.1f}us lop={t_lop:.1f}us "
-                f"({t_dense / t_lop:.2f}x) score stage {t_score:.1f}us; kernels (eager) {rows[-1]['kernel_us']}")
-
-
-def _kernel_times(fn, reps: int = 10) -> dict:
-    """Device time per kernel name of one call of ``fn`` (torch profiler, mean over ``reps`` eager calls)."""
-    import torch
-    from torch.profiler import ProfilerActivity, profile
-
-    try:
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            for _ in range(reps):
-                fn()
-            torch.cuda.synchronize()
-        tot: dict[str, float] = {}
-        for ev in prof.events():
-            if ev.device_type == torch.autograd.DeviceType.CUDA:
-                tot[ev.name[:40]] = tot.get(ev.name[:40], 0.0) + ev.device_time / reps
-        return {k: round(v, 2) for k, v in tot.items()}
-    except Exception as e:  # noqa: BLE001 - a diagnostic only
-        return {"profiler failed": f"{type(e).__name__}: {e}"[:100]}
-
-
 def run_decode(configs, data, log, budget: Budget, seed: int) -> None:
     import torch
 
@@ -504,6 +423,7 @@ def run_all(out_dir: Path, quick: bool = False, sections: str = "attention,linea
 
     model_shapes = [s for s in gemv_shapes if s[0] != "other"]
     if "attention" in secs:
+        from .bench_attention import run_attention
         section("attention", lambda: run_attention(models, (4096,) if quick else (1024, 4096, 8192), 16, data, say,
                                                    budget, seed))
     if "linear" in secs:

@@ -54,7 +54,7 @@ import triton.language as tl
 
 from .ternary import INTERPRET, absmax_scale, dp4a, quant_i8
 
-__all__ = ["lo_pack_keys_torch", "lop_attention", "lop_chunk", "lop_fits_one_launch"]
+__all__ = ["lo_pack_keys_torch", "lop_attention", "lop_chunk", "lop_fits_one_launch", "lop_launch_plan"]
 
 _COUNTERS: dict = {}
 
@@ -323,7 +323,7 @@ def lop_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
     dev = q.device
     ng = bsz * kvh
     gpu = q.is_cuda and not INTERPRET
-    chunk = chunk or lop_chunk(ng, m, _sm_count(dev.index or 0) if gpu else 132)
+    chunk = chunk or lop_launch_plan(ng, m, dev)[0]
     if chunk < 16 or chunk & (chunk - 1):
         raise ValueError(f"chunk must be a power of two >= 16, got {chunk}")
     q2 = q.reshape(bsz * h, d).contiguous()
@@ -358,6 +358,14 @@ def lop_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
     if return_debug:
         return out, {"scores": scores[:, :m], "idx": idx.to(torch.int64), "q_i8": q_i8}
     return out
+
+
+def lop_launch_plan(groups: int, m: int, device) -> tuple[int, bool]:
+    """(tokens per program, one launch?) of :func:`lop_attention`'s defaults for ``groups`` = B·KVH and
+    context ``m`` on ``device`` (132 SMs assumed off the GPU)."""
+    gpu = device.type == "cuda" and not INTERPRET
+    chunk = lop_chunk(groups, m, _sm_count(device.index or 0) if gpu else 132)
+    return chunk, gpu and lop_fits_one_launch(groups, triton.cdiv(m, chunk), device)
 
 
 def lop_chunk(groups: int, m: int, sms: int) -> int:

@@ -160,8 +160,12 @@ def render_markdown(data: dict, keep: str = "") -> str:
     out += _linear_table(data, BATCHES_GEMM, "## Batched / prefill GEMM (µs)")
     if data.get("attention"):
         out += ["", "## Decode attention: LOP (one top-K per KV group, K/M = 1/16) vs dense torch SDPA", "",
-                "| model | heads | context M | K | SDPA backend | SDPA µs | LOP µs | speedup | LOP scoring launch µs |",
-                "|---|---|---|---|---|---|---|---|---|"]
+                "`launches`: of the default LOP call (one where the grid fits one program per SM, the scoring and the "
+                "attention phases separated by a group barrier); `two launches µs`: the same call forced to two launches; "
+                "`scoring launch µs`: the scoring phase alone.", "",
+                "| model | heads | context M | K | SDPA backend | SDPA µs | LOP µs | speedup | launches | two launches µs | "
+                "scoring launch µs |",
+                "|---|---|---|---|---|---|---|---|---|---|---|"]
         att = data["attention"]
         for r in att:
             if r["kernel"] != "lop":
@@ -169,6 +173,7 @@ def render_markdown(data: dict, keep: str = "") -> str:
             d = _row(att, kernel="torch_sdpa", model=r["model"], context=r["context"])
             out.append(f"| {r['model']} | {r['shape']} | {r['context']} | {r['k_sel']} | {d.get('backend', '')} | "
                        f"{d['median_us']:.1f} | {r['median_us']:.1f} | {r['speedup_vs_torch']:.2f}× | "
+                       f"{r.get('launches', 2)} | {r.get('stage_us', {}).get('two_launches', r['median_us']):.1f} | "
                        f"{r.get('stage_us', {}).get('score', 0):.1f} |")
     if data.get("decode"):
         out += ["", "## Whole-model decode step (batch 1, CUDA graph, random weights, lm_head excluded)", "",

@@ -1,10 +1,13 @@
-"""bench-gpu's flag parsing (the benchmark itself needs a CUDA GPU)."""
+"""bench-gpu's flag parsing and its LOP exactness check (the benchmark itself needs a CUDA GPU)."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 
 from lowbit.models.gpu.bench import parse_gemm_batches
+from lowbit.models.gpu.bench_attention import _exact_check
+from lowbit.models.gpu.lop_attn import lo_pack_keys_torch, lop_attention
 from lowbit.sim.errors import LowbitError
 
 
@@ -14,3 +17,19 @@ def test_parse_gemm_batches():
     for bad in ("8,64", "", "64,x", ","):
         with pytest.raises(LowbitError, match="--gemm-batches"):
             parse_gemm_batches(bad)
+
+
+def test_lop_exact_check_passes_and_catches_a_wrong_key(device):
+    # GQA 6/2, 70 tokens, K = 9: the check recomputes sim.numerics.lop's group scores and top-K
+    g = torch.Generator().manual_seed(4)
+    h, kvh, d, m = 6, 2, 24, 70
+    q = torch.randn(1, h, d, generator=g).to(torch.bfloat16).to(device)
+    kc = torch.randn(1, kvh, m, d, generator=g).to(torch.bfloat16).to(device)
+    k_i8 = torch.randint(-127, 128, (1, kvh, m, d), dtype=torch.int8, generator=g).to(device)
+    lo = lo_pack_keys_torch(k_i8)
+    good = _exact_check("t", m, 9, q, kc, kc, lo, k_i8, lop_attention)
+    assert good["ok"], good
+    bad_keys = k_i8.clone()
+    bad_keys[0, 1, 5] = -bad_keys[0, 1, 5]  # the check's keys no longer match the LO cache
+    bad = _exact_check("t", m, 9, q, kc, kc, lo, bad_keys, lop_attention)
+    assert not bad["ok"] and "scores differ" in bad["detail"]

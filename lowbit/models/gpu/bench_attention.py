@@ -1,0 +1,124 @@
+"""The decode-attention section of the GPU benchmark (:mod:`.bench`): LOP attention (:mod:`.lop_attn`, one
+top-K per KV group, K/M = ``1/ratio``) against dense torch SDPA (flash backend where it runs) on the
+BitNet-3B (MHA) and 2B4T (GQA) attention shapes, with on-device checks: the group scores and the top-K
+indices equal ``sim.numerics.lop`` (``lo_scores`` of the kernel's INT8 queries against the INT8 keys the LO
+cache was packed from, summed per KV group, ``lop_topk``), and LOP with K = M equals SDPA within 1e-2.
+Rows of ``data["attention"]`` (schema: :mod:`.bench`); a LOP row's ``stage_us`` holds ``score`` (the scoring
+phase alone, its own launch) and ``two_launches`` (the same call forced to two launches, where the default
+is one), ``launches`` the launches of the default call.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+
+from .bench import Budget, bench_graph, n_copies
+
+ATTN_SHAPES = {"bitnet-b1.58-3b": (32, 32, 100), "bitnet-b1.58-2b4t": (20, 5, 128)}  # (H, KVH, head_dim)
+
+
+def _exact_check(model, m, ksel, q, kc, vc, lo, k_i8, lop_attention) -> dict:
+    """The kernel's group scores and top-K against ``sim.numerics.lop`` on its own INT8 queries."""
+    from lowbit.sim.numerics.lop import lo_scores, lop_group_topk
+
+    h, kvh = q.shape[1], k_i8.shape[1]
+    _, dbg = lop_attention(q, kc, vc, lo, m, ksel, return_debug=True)
+    qi = dbg["q_i8"].cpu().numpy().reshape(1, kvh, h // kvh, -1)  # head h reads KV head h // G
+    kk = k_i8[:, :, None, :m].cpu().numpy()  # [1, KVH, 1, M, d], broadcast over the group's heads
+    per_head = lo_scores(qi, kk).reshape(1, h, m)
+    sref, iref = lop_group_topk(per_head, h // kvh, ksel)
+    ok_s = np.array_equal(dbg["scores"].cpu().numpy().reshape(sref.shape), sref)
+    ok_i = np.array_equal(dbg["idx"].cpu().numpy().reshape(iref.shape), iref)
+    return {"what": f"lop scores and top-K equal sim.numerics.lop {model} M={m}", "ok": bool(ok_s and ok_i),
+            "detail": f"scores {'equal' if ok_s else 'differ'}, indices {'equal' if ok_i else 'differ'}"}
+
+
+def run_attention(models, contexts, ratio, data, log, budget: Budget, seed: int) -> None:
+    import torch
+    import torch.nn.functional as F
+
+    from .lop_attn import lo_pack_keys_torch, lop_attention, lop_launch_plan
+
+    dev_name, l2 = data["device"], data["l2_bytes"]
+    rows, checks = data["attention"], data["checks"]
+    gen = torch.Generator(device="cuda").manual_seed(seed + 1)
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:
+        sdpa_kernel = None
+    for model in models:
+        h, kvh, d = ATTN_SHAPES[model]
+        for m in contexts:
+            if not budget.ok(f"attention {model} M={m}"):
+                continue
+            ksel = max(1, m // ratio)
+            q = torch.randn(1, h, d, device="cuda", generator=gen).to(torch.bfloat16)
+            caches = []
+            for _ in range(n_copies(2 * kvh * m * d * 2, l2)):
+                kc = torch.randn(1, kvh, m, d, device="cuda", generator=gen).to(torch.bfloat16)
+                vc = torch.randn(1, kvh, m, d, device="cuda", generator=gen).to(torch.bfloat16)
+                k_i8 = torch.randint(-127, 128, (1, kvh, m, d), dtype=torch.int8, device="cuda", generator=gen)
+                caches.append((kc, vc, lo_pack_keys_torch(k_i8)))
+                if len(caches) == 1:
+                    k_first = k_i8
+            gqa = h != kvh
+            dense = [lambda q=q, kc=kc, vc=vc, g=gqa: F.scaled_dot_product_attention(q.unsqueeze(2), kc, vc, enable_gqa=g)
+                     for kc, vc, _ in caches]
+            backend = "default"
+            t_dense = None
+            if sdpa_kernel is not None:  # the flash backend, as asked; fall back to the default choice
+                try:
+                    with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+                        t_dense = bench_graph(dense)
+                    backend = "flash"
+                except Exception:  # noqa: BLE001 - e.g. head_dim 100 or GQA unsupported by flash here
+                    t_dense = None
+            if t_dense is None:
+                t_dense = bench_graph(dense)
+            lop = [partial(lop_attention, q, kc, vc, lo, m, ksel) for kc, vc, lo in caches]
+            t_score = bench_graph([partial(lop_attention, q, kc, vc, lo, m, ksel, stages=1) for kc, vc, lo in caches])
+            one = lop_launch_plan(kvh, m, q.device)[1]
+            t_two = (bench_graph([partial(lop_attention, q, kc, vc, lo, m, ksel, fused=False) for kc, vc, lo in caches])
+                     if one else None)
+            kc, vc, lo = caches[0]
+            checks.append(_exact_check(model, m, ksel, q, kc, vc, lo, k_first, lop_attention))
+            full = lop_attention(q, kc, vc, lo, m, m).float()
+            r = dense[0]().squeeze(2).float()
+            err = float(torch.linalg.norm(full - r) / torch.linalg.norm(r))
+            checks.append({"what": f"lop K=M equals SDPA {model} M={m}", "ok": err < 1e-2, "detail": f"{err:.2e}"})
+            t_lop = bench_graph(lop)
+            dense_bytes = 2 * kvh * m * d * 2 + 2 * h * d * 2
+            lop_bytes = lo.numel() * 4 + 2 * kvh * ksel * d * 2 + 2 * h * d * 2
+            shape = f"H{h}/KV{kvh}/d{d}"
+            for name, us, nb, sp in (("torch_sdpa", t_dense, dense_bytes, None), ("lop", t_lop, lop_bytes, t_dense / t_lop)):
+                rows.append({"kernel": name, "model": model, "shape": shape, "batch": 1, "context": m, "k_sel": ksel,
+                             "median_us": round(us, 3), "gbps": round(nb / (us * 1e-6) / 1e9, 1),
+                             "speedup_vs_torch": None if sp is None else round(sp, 3), "device": dev_name})
+            rows[-2]["backend"] = backend
+            rows[-1]["stage_us"] = {"score": round(t_score, 2), "two_launches": round(t_two or t_lop, 2)}
+            rows[-1]["launches"] = 1 if one else 2
+            rows[-1]["kernel_us"] = _kernel_times(lop[0])
+            log(f"attn {model} M={m} K={ksel}: sdpa({backend})={t_dense:.1f}us lop={t_lop:.1f}us "
+                f"({t_dense / t_lop:.2f}x, {1 if one else 2} launch(es); two launches {t_two or t_lop:.1f}us) score stage "
+                f"{t_score:.1f}us; kernels (eager) {rows[-1]['kernel_us']}")
+
+
+def _kernel_times(fn, reps: int = 10) -> dict:
+    """Device time per kernel name of one call of ``fn`` (torch profiler, mean over ``reps`` eager calls)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    try:
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(reps):
+                fn()
+            torch.cuda.synchronize()
+        tot: dict[str, float] = {}
+        for ev in prof.events():
+            if ev.device_type == torch.autograd.DeviceType.CUDA:
+                tot[ev.name[:40]] = tot.get(ev.name[:40], 0.0) + ev.device_time / reps
+        return {k: round(v, 2) for k, v in tot.items()}
+    except Exception as e:  # noqa: BLE001 - a diagnostic only
+        return {"profiler failed": f"{type(e).__name__}: {e}"[:100]}

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 
 import torch
 import triton
@@ -384,5 +385,9 @@ def _sm_count(index: int) -> int:
 
 def lop_fits_one_launch(groups: int, chunks: int, device) -> bool:
     """The one-launch kernel spins until all chunks of a group have scored, so it needs every program of
-    the grid resident at once: at most one per SM (a program's resources always fit one SM)."""
+    the grid resident at once: at most one per SM (a program's resources always fit one SM). DESIGN
+    ASSUMPTION: the kernel has the device's SMs to itself (no MPS thread-percentage limit, nothing running
+    beside it on another stream); ``LOWBIT_LOP_ONE_LAUNCH=0`` turns the one-launch form off."""
+    if os.environ.get("LOWBIT_LOP_ONE_LAUNCH", "1") == "0":
+        return False
     return device.type == "cuda" and groups * chunks <= _sm_count(device.index or 0)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from lowbit.models.gpu.lop_attn import lo_pack_keys_torch, lop_attention, lop_chunk
+from lowbit.models.gpu.lop_attn import lo_pack_keys_torch, lop_attention, lop_chunk, lop_fits_one_launch
 from lowbit.sim.numerics.fp import pack_fp4
 from lowbit.sim.numerics.int8 import int8_absmax_quantize
 from lowbit.sim.numerics.lop import lo_code4, lo_scores, lop_topk
@@ -91,3 +91,12 @@ def test_lop_chunk_fits_the_grid():
     assert lop_chunk(5, 8192, 132) == 512  # 5 x 16
     assert lop_chunk(32, 4096, 132) == 1024  # bitnet-3B: 32 x 4
     assert lop_chunk(32, 8192, 132) == 256  # 32 x 8 > 132 even at 1024 tokens: two launches
+
+
+def test_lop_one_launch_switch(monkeypatch):
+    cuda = torch.device("cuda", 0)
+    monkeypatch.setattr("lowbit.models.gpu.lop_attn._sm_count", lambda index: 132)
+    assert lop_fits_one_launch(5, 16, cuda) and not lop_fits_one_launch(5, 27, cuda)
+    assert not lop_fits_one_launch(5, 16, torch.device("cpu"))
+    monkeypatch.setenv("LOWBIT_LOP_ONE_LAUNCH", "0")
+    assert not lop_fits_one_launch(5, 16, cuda)

@@ -18,6 +18,8 @@ wrapping accumulator of sim.numerics, as lowbit/rtl/bench/booth_bench.py checks)
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
@@ -61,9 +63,12 @@ class QkWalk:
     (b mod per_word) width) and kv units k_addr + j k_stride + b kstep. P V (mode 3, `pv`): outputs (t, h,
     d), d of the head's k_stride x unit bytes dimensions; lane l reads the probability row (t, h) as Q K^T
     reads a query row, and for element u of beat b the V unit k_addr + (b width + u) k_stride + d div unit
-    bytes (`vaddr`, byte `vsel`). A lane past the tile's last output is not `valid` (zero operands)."""
+    bytes (`vaddr`, byte `vsel`). A P V pass takes ceil((pos0 + t + 1) / width) beats, t its last valid
+    lane's query (`pass_beats`: the keys of its longest row, query t at position pos0 + t attending to keys
+    0 .. pos0 + t, sim.attention.pv_pass_keys); `pass_end` marks a pass's last beat. A lane past the tile's
+    last output is not `valid` (zero operands)."""
 
-    def __init__(self, m: Module, e, go, pv, *, lanes: int, per_word: int, kstep: int, width: int = 0,
+    def __init__(self, m: Module, e, go, pv, *, lanes: int, per_word: int, kstep: int, width: int = 1,
                  lub: int = 0) -> None:
         cb = COUNT_BITS
         ab, kb = len(e.a_addr), len(e.k_addr)
@@ -105,9 +110,20 @@ class QkWalk:
                        for u in range(width)] for ln in lanes_cur]
         self.vsel = [ln[3][:lub] if lub else Const(0, 1) for ln in lanes_cur]
         self.valid = [ln[0] for ln in lanes_cur]
+        # P V: the pass's beats from its last valid lane's query (lanes' queries rise; a lane past the tile's
+        # outputs has t >= nq)
+        t_last = lanes_cur[-1][1]
+        t_max = Mux(t_last >= cur["nq"], cur["nq"] - 1, t_last)[:cb]
+        keys = (cur["pos0"] + t_max + 1)[:cb + 1]
+        lw = (width - 1).bit_length()
+        self.pass_beats = Signal(cb, name="qk_pass_beats")
+        m.d.comb += self.pass_beats.eq((keys + width - 1) >> lw if width == 1 << lw else (keys + width - 1) // width)
+        lim = Mux(pvc, self.pass_beats, cur["beats"])
         self.run = Signal(name="qk_run")
+        self.pass_end = Signal(name="qk_pass_end")
+        m.d.comb += self.pass_end.eq(self.run & (b == lim - 1))
         with m.If(self.run):
-            with m.If(b != cur["beats"] - 1):
+            with m.If(b != lim - 1):
                 m.d.sync += b_reg.eq(b + 1)
                 for ln, rg in zip(lanes_cur, regs, strict=True):
                     m.d.sync += [r.eq(x) for r, x in zip(rg, ln, strict=True)]
@@ -123,7 +139,10 @@ class BoothEngine(wiring.Component):
     """BoothFlex with its address generators for ternary tiles (module docstring); ports as
     lowbit.rtl.chip_data.TintEngine's, with `per` act read ports. With `qk` (kv buffer address bits, kv
     units a lane reads a beat, their bits): mode 2 runs INT8 Q K^T tiles (QkWalk: Q from the act buffer,
-    K rows from the kv buffer, one kv read port a lane), with max(per, lanes) act read ports."""
+    K rows from the kv buffer, one kv read port a lane), with max(per, lanes) act read ports, and mode 3 P V
+    tiles (V units through a read port a lane and element), whose `beats` are the tile's in all (its ragged
+    passes' beats summed: the program's cycles less the latency), `groups` its passes, `tokens` 1 and
+    `pos0` its first query's position."""
 
     def __init__(self, cfg: BoothConfig, tint: TintConfig, *, w_bits: int, a_bits: int, p_bits: int,
                  w_step: int = 1, qk: tuple[int, int, int] | None = None) -> None:
@@ -170,7 +189,14 @@ class BoothEngine(wiring.Component):
         m.submodules.core = core = BoothFlex(cfg)
         go = Signal()
         m.d.comb += go.eq(self.start & core.ready & (self.beats != 0) & (self.groups != 0) & (self.tokens != 0))
-        walk = TileWalk(m, self, go, w_step=per * self.w_step, a_step=per)
+        # a P V tile (mode 3) is `beats` beats in all, its `groups` passes ragged (QkWalk.pass_beats): the core
+        # runs one-beat passes and the engine adds a pass's beats (below); the walk counts the tile's beats
+        pv_go = self.mode == 3
+        one = Const(1, COUNT_BITS)
+        walk = TileWalk(m, SimpleNamespace(w_addr=self.w_addr, a_addr=self.a_addr, a_stride=self.a_stride,
+                                           beats=self.beats, groups=Mux(pv_go, one, self.groups),
+                                           tokens=Mux(pv_go, one, self.tokens)),
+                        go, w_step=per * self.w_step, a_step=per)
         m.d.comb += self.done_next.eq(delay(m, walk.last_rd, booth_latency(cfg), "fin"))
         m.d.comb += self.w_raddr.eq(walk.wa)
         rd = Signal()  # a beat's words arrive this cycle (read in the previous one); idle cycles feed zeros
@@ -179,8 +205,10 @@ class BoothEngine(wiring.Component):
         pvm = Signal()  # ... a P V tile
         with m.If(go):
             m.d.sync += [qk.eq(self.mode[1]), pvm.eq(self.mode == 3)]
-        m.d.comb += [core.start.eq(go), core.beats.eq(self.beats), core.passes.eq(self.groups * self.tokens),
+        m.d.comb += [core.start.eq(go), core.beats.eq(Mux(pv_go, one, self.beats)),
+                     core.passes.eq(Mux(pv_go, self.beats, self.groups * self.tokens)),
                      core.mode.eq(self.mode == 1), self.ready.eq(core.ready & ~walk.busy)]
+        out = SimpleNamespace(out_valid=core.out_valid, out_acc=core.out_acc, out_ovf=core.out_ovf, done=core.done)
         if self.qk:
             k_bits, kstep, unit_bits = self.qk
             lub = (unit_bits // 8 - 1).bit_length()
@@ -196,6 +224,7 @@ class BoothEngine(wiring.Component):
             m.d.sync += [x.eq(y) for x, y in zip(sel, qw.qsel, strict=True)]
             m.d.sync += [x.eq(y & (go | walk.busy)) for x, y in zip(val, qw.valid, strict=True)]
             m.d.comb += [self.k_raddr[lane].eq(qw.kaddr[lane]) for lane in range(cfg.lanes)]
+            out = pv_passes(m, cfg, core, pvm, delay(m, qw.pass_end, booth_latency(cfg) + 1, "pv_end"))
         use_qk = Mux(go, self.mode[1], qk)
         for i in range(self.n_act):
             a_t = walk.aa + i if i < per else 0
@@ -220,5 +249,24 @@ class BoothEngine(wiring.Component):
                     vw = Mux(val[lane], self.v_rdata[lane * cfg.width + u].word_select(vsel[lane], 8), 0)
                     wb = Mux(qk, Mux(pvm, vw, kw), wb)
                 m.d.comb += core.wb[lane * cfg.width + u].eq(wb)
-        psum_writes(m, self, go, core)
+        psum_writes(m, self, go, out)
         return m
+
+
+def pv_passes(m: Module, cfg: BoothConfig, core: BoothFlex, pvm, end) -> SimpleNamespace:
+    """The engine's pass results: the core's, or in a P V tile (`pvm`) the wrapping sum of a pass's one-beat
+    core results (sim.numerics' accumulator: wrap to acc_bits, sticky overflow), out when `end` (the pass's
+    last beat, delayed to the core's result) -- in the cycle of the last beat's core result, so a ragged tile
+    ends when the core does."""
+    lay = data.ArrayLayout(signed(cfg.acc_bits), cfg.lanes)
+    acc, ovf = Signal(lay, name="pv_acc"), Signal(cfg.lanes, name="pv_ovf")
+    tot, tovf = Signal(lay, name="pv_tot"), Signal(cfg.lanes, name="pv_tovf")
+    bits = cfg.acc_bits
+    for lane in range(cfg.lanes):
+        s = Signal(signed(bits + 1), name=f"pv_sum{lane}")
+        m.d.comb += [s.eq(acc[lane] + core.out_acc[lane]), tot[lane].eq(s[:bits].as_signed()),
+                     tovf[lane].eq(ovf[lane] | core.out_ovf[lane] | (s < -(1 << (bits - 1))) | (s > (1 << (bits - 1)) - 1))]
+    with m.If(core.out_valid & pvm):
+        m.d.sync += [acc.eq(Mux(end, 0, tot.as_value())), ovf.eq(Mux(end, 0, tovf))]
+    return SimpleNamespace(out_valid=core.out_valid & (~pvm | end), out_acc=Mux(pvm, tot.as_value(), core.out_acc.as_value()),
+                           out_ovf=Mux(pvm, tovf, core.out_ovf), done=core.done)

@@ -3,12 +3,12 @@ of a program's score . V tiles the loader maps onto the whole-model golden (lowb
 fields, the act words of the quantized probabilities and the psum words expected (docs/rtl.md "Data path").
 
 A P V tile of KV head g runs when its V chunk (the dma_kv read it releases) holds the V rows of keys 0 .. n-1
-of that head in order, every query of the tile attends to all keys up to its own position (the golden's
-`qk.keys`: prefill, or a decode step whose LOP keeps every key) and the tile's beats hold each query's keys:
-the program times a tile as ceil(pairs / nq) keys a dot (sim.attention `_emit_attn`), so a causal prefill
-tile whose last query attends to more keys than beats x width stays a timer. Outputs (query t, head h of
-the group, dimension d) in that order, `lanes` a pass: the golden's `layers.L.attn.av.acc[h, t, d]`, a last
-pass's lanes past the tile's outputs 0.
+of that head in order and every query of the tile attends to all keys up to its own position, all in the
+chunk (the golden's `qk.keys`: prefill, or a decode step whose LOP keeps every key). Outputs (query t, head
+h of the group, dimension d) in that order, `lanes` a pass: the golden's `layers.L.attn.av.acc[h, t, d]`, a
+last pass's lanes past the tile's outputs 0. A pass takes its longest row's beats, as the program times it
+(sim.attention.pv_pass_keys, sim.units.booth.booth_int8_pass_cycles) and the walker counts them
+(chip_booth.QkWalk.pass_beats): the word's `beats` are the tile's in all, `pos0` its first query's position.
 
 The probabilities the P V tiles multiply are the golden's `layers.L.attn.softmax.w8` (softmax output x
 amax_v, absmax-quantized to INT8 per row: golden `_attention`). DESIGN ASSUMPTION: they sit in the act
@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from lowbit.rtl.chip_attn import i8_word, sfu_group_words
+from lowbit.rtl.common import COUNT_BITS
 from lowbit.sim.isa import KV_BASE
 
 
@@ -31,7 +32,8 @@ def pv_plan(plan, img, cfg, bq: int, chunks: dict[tuple[int, int], tuple[int, li
     """(BoothFlex word index -> (data fields, expected psum words, (step, layer, group), first query), SFU
     word index ->
     act writes) of the P V tiles of queue `bq` that map onto the golden; arguments as chip_attn.qk_plan's."""
-    from lowbit.sim.units.booth import booth_int8_tile_cycles
+    from lowbit.sim.attention import pv_pass_keys
+    from lowbit.sim.units.booth import booth_int8_pass_cycles
 
     m, b, dims = plan.model, cfg.booth, plan.dims
     s, tw, ub = m.spec, cfg.tint.tree_width, dims.unit_bytes
@@ -69,17 +71,17 @@ def pv_plan(plan, img, cfg, bq: int, chunks: dict[tuple[int, int], tuple[int, li
         passes = -(-outs // b.lanes)
         causal = all(keys[g * grp + h, t, :p0 + t + 1].all() and not keys[g * grp + h, t, p0 + t + 1:].any()
                      for t in range(q0, q0 + nq) for h in range(grp))
-        k = -(-(n // (grp * hd)) // max(nq, 1))  # the program's keys a dot: ceil(pairs / nq)
-        beats = -(-k // b.width)
-        if n != w["macs"] or M != keys.shape[2] or p0 + q0 + nq > beats * b.width or not causal \
-                or passes > dims.p_depth or booth_int8_tile_cycles(b, k, passes) != w["cyc"] \
+        runs = pv_pass_keys(p0 + q0, M, nq, grp * hd, b.lanes)  # (keys, passes): ragged passes
+        beats = sum(c * -(-k // b.width) for k, c in runs)
+        if n != w["macs"] or M != keys.shape[2] or p0 + q0 + nq > M or not causal or passes > dims.p_depth \
+                or beats >> COUNT_BITS or booth_int8_pass_cycles(b, list(runs)) != w["cyc"] \
                 or base + T * s.n_heads * ps > dims.a_depth:
             continue
         acc = st.buffers[f"layers.{layer}.attn.av.acc"]
         vals = [int(acc[g * grp + h, t, d]) for t in range(q0, q0 + nq) for h in range(grp) for d in range(hd)]
         vals += [0] * (passes * b.lanes - len(vals))
         words = [(tuple(vals[p * b.lanes:(p + 1) * b.lanes]), 0) for p in range(passes)]
-        fields = {"eng": 3, "beats": beats, "groups": passes, "tokens": 1, "nq": nq, "grp": grp, "pos0": 0,
+        fields = {"eng": 3, "beats": beats, "groups": passes, "tokens": 1, "nq": nq, "grp": grp, "pos0": p0 + q0,
                   "k_addr": dbase, "k_stride": hd // ub, "w_addr": 0,
                   "a_addr": base + (g * T + q0) * grp * ps, "a_stride": ps}
         out[i] = (fields, words, (w["step"], layer, g), q0)

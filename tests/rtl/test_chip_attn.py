@@ -10,21 +10,24 @@ import pytest
 pytest.importorskip("amaranth")
 
 from lowbit.rtl.chip_booth import BoothEngine  # noqa: E402
+from lowbit.sim.attention import pv_pass_keys  # noqa: E402
 from lowbit.sim.config import load_hw  # noqa: E402
-from lowbit.sim.units.booth import booth_int8_tile_cycles  # noqa: E402
+from lowbit.sim.units.booth import booth_int8_pass_cycles  # noqa: E402
 
 
-def _run_pv(p: np.ndarray, v: np.ndarray, *, a_addr: int = 9, k_addr: int = 5, p_addr: int = 3):
+def _run_pv(p: np.ndarray, v: np.ndarray, pos0: int, *, a_addr: int = 9, k_addr: int = 5, p_addr: int = 3):
     """P [nq, grp, keys] (INT8) x V [keys, hd] (INT8) on the engine (tiny's BoothFlex: 2 lanes x 2, 4-element
-    act words, 2-byte kv units); returns (psum words in order, cycles start -> done, passes)."""
+    act words, 2-byte kv units), query t at position pos0 + t (its row's keys past pos0 + t are zero); returns
+    (psum words in order, cycles start -> done, passes, sim.units.booth cycles of the tile's ragged passes)."""
     from amaranth.sim import Simulator
 
     cfg = load_hw("tiny", [])
     b, tw, ub = cfg.booth, cfg.tint.tree_width, 2
     nq, grp, keys = p.shape
     hd = v.shape[1]
-    beats = -(-keys // b.width)
-    ps = -(-beats * b.width // tw) + 1  # a row stride past the row's words: the stride is the field's
+    runs = pv_pass_keys(pos0, keys, nq, grp * hd, b.lanes)
+    beats = sum(c * -(-k // b.width) for k, c in runs)  # the tile's beats, its passes' summed
+    ps = -(-keys // tw) + 1  # a row stride past the row's words: the stride is the field's
     act = np.zeros((64, tw), np.int64)
     for t in range(nq):
         for h in range(grp):
@@ -47,7 +50,7 @@ def _run_pv(p: np.ndarray, v: np.ndarray, *, a_addr: int = 9, k_addr: int = 5, p
                      for j in range(b.lanes * b.width)])
 
         for n, x in (("mode", 3), ("beats", beats), ("groups", passes), ("tokens", 1), ("nq", nq), ("grp", grp),
-                     ("pos0", 0), ("k_addr", k_addr), ("k_stride", hd // ub), ("a_addr", a_addr), ("a_stride", ps),
+                     ("pos0", pos0), ("k_addr", k_addr), ("k_stride", hd // ub), ("a_addr", a_addr), ("a_stride", ps),
                      ("p_addr", p_addr)):
             ctx.set(getattr(dut, n), x)
         ctx.set(dut.start, 1)
@@ -74,26 +77,38 @@ def _run_pv(p: np.ndarray, v: np.ndarray, *, a_addr: int = 9, k_addr: int = 5, p
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
-    return got, res["cyc"], passes, booth_int8_tile_cycles(b, keys, passes)
+    return got, res["cyc"], passes, booth_int8_pass_cycles(b, list(runs))
 
 
-@pytest.mark.parametrize("nq, grp, keys, hd", [(1, 2, 5, 16), (2, 2, 3, 8), (1, 1, 4, 6)])
-def test_pv_tile_is_the_exact_dot_of_probabilities_and_v_rows(nq, grp, keys, hd):
-    """Each output (query, head, dimension) is sum_j P[t, h, j] V[j, d] over the tile's keys, exact, `lanes`
-    outputs a pass at p_addr + pass; the tile ends booth_int8_tile_cycles(keys, passes) after its start."""
+@pytest.mark.parametrize("nq, grp, keys, hd, pos0, cyc",
+                         # one query over 5 keys: 16 passes x ceil(5 / 2) beats + latency 5
+                         [(1, 2, 5, 16, 4, 16 * 3 + 5),
+                          # causal: queries at 1, 2 see 2, 3 keys: 8 passes x 1 beat + 8 x 2 + 5 (the average
+                          # keys, ceil(5 / 2) = 3, would take 16 x 2 + 5)
+                          (2, 2, 3, 8, 1, 8 + 16 + 5),
+                          # queries at 0 .. 3 over 4 keys, 6 outputs (3 passes) a query: 1, 1, 2, 2 beats
+                          (4, 1, 4, 6, 0, 3 * (1 + 1 + 2 + 2) + 5),
+                          (1, 1, 4, 6, 3, 3 * 2 + 5)])
+def test_pv_tile_is_the_exact_dot_of_probabilities_and_v_rows(nq, grp, keys, hd, pos0, cyc):
+    """Each output (query, head, dimension) is sum_j P[t, h, j] V[j, d] over the keys its query attends to,
+    exact, `lanes` outputs a pass at p_addr + pass; a pass takes its longest row's beats, and the tile ends
+    sim.units.booth.booth_int8_pass_cycles after its start (hand-computed here)."""
     rng = np.random.default_rng(keys * 7 + hd)
     p = rng.integers(-128, 128, (nq, grp, keys))
+    for t in range(nq):
+        p[t, :, pos0 + t + 1:] = 0  # causal: keys past the query's own have zero probability
     v = rng.integers(-128, 128, (keys, hd))
-    got, cyc, passes, want_cyc = _run_pv(p, v)
+    got, got_cyc, passes, want_cyc = _run_pv(p, v, pos0)
     vals = [int(p[t, h] @ v[:, d]) for t in range(nq) for h in range(grp) for d in range(hd)]
     vals += [0] * (passes * 2 - len(vals))
     assert got == [(3 + i, vals[2 * i:2 * i + 2]) for i in range(passes)]
-    assert cyc == want_cyc and any(vals)
+    assert got_cyc == want_cyc == cyc and any(vals)
 
 
-@pytest.fixture(scope="module")
-def tiny_plan(tmp_path_factory):
-    """The loader's data plan of bitnet-tiny on tiny, prefill 2 + decode 3, LOP on (keeping every key)."""
+@pytest.fixture(scope="module", params=[2, 8])
+def tiny_plan(request, tmp_path_factory):
+    """The loader's data plan of bitnet-tiny on tiny, prefill 2 or 8 + decode 3, LOP on (keeping every key after
+    prefill 2, dropping keys after prefill 8)."""
     from lowbit.rtl.chip_golden import data_plan
     from lowbit.rtl.chip_image import build_image
     from lowbit.rtl.chip_model import model_contents
@@ -103,21 +118,23 @@ def tiny_plan(tmp_path_factory):
 
     cfg = load_hw("tiny", [])
     path = tmp_path_factory.mktemp("attn") / "prog.bin"
-    compile_program(cfg, build_trace("bitnet-tiny", None, 2, 3, cfg, None), path)
+    compile_program(cfg, build_trace("bitnet-tiny", None, request.param, 3, cfg, None), path)
     img = build_image(path, cfg)
     model, _ = model_contents(img, cfg, ProgramReader(path).header.meta, seed=1)
     plan, why = data_plan(img, cfg, 1, model)
     assert why == ""
-    return img, model, plan
+    return img, model, plan, request.param
 
 
 def test_pv_tiles_read_the_golden_probabilities_and_v_rows(tiny_plan):
-    """Every P V tile maps (2 layers x 2 KV heads x 4 steps): its psum words are the dot products of the
-    golden's INT8 probabilities (softmax.w8) and V rows (kv_append.v8) computed here, in the engine's order
-    (query, head, dimension, 2 lanes a pass); the softmax words write the probability rows, zero-padded to
-    whole beats, into the act buffer's upper half at the tile's a_addr."""
-    img, model, plan = tiny_plan
-    assert plan.pv == (16, 8, 8)
+    """Prefill 2: every P V tile maps (2 layers x 2 KV heads x 4 steps); prefill 8: the prefill's 4 causal
+    tiles (8 queries over keys 1 .. 8; the decode steps' LOP drops keys). A tile's psum words are the dot
+    products of the golden's INT8 probabilities (softmax.w8) and V rows (kv_append.v8) computed here, in the
+    engine's order (query, head, dimension, 2 lanes a pass), its `beats` the sum of its passes' (16 a query,
+    ceil(keys / 2) beats each); the softmax words write the probability rows, zero-padded to whole beats,
+    into the act buffer's upper half at the tile's a_addr."""
+    img, model, plan, prefill = tiny_plan
+    assert plan.pv == ((16, 8, 8) if prefill == 2 else (4, 2, 8))
     bq, sq = img.queues.index("booth"), img.queues.index("sfu")
     act: dict[tuple[int, str], dict[int, int]] = {}  # (step, softmax op) -> act words written
     for i, ws in plan.act_writes.items():
@@ -145,6 +162,7 @@ def test_pv_tiles_read_the_golden_probabilities_and_v_rows(tiny_plan):
                 elems = [((x >> (8 * e)) & 0xFF) for x in row for e in range(4)]
                 want = [int(x) & 0xFF for x in w8[2 * g + h, t]]
                 assert elems == want + [0] * (len(elems) - len(want))
-        assert w["k_stride"] == 8 and w["beats"] * 2 >= st.start + w["nq"]
+        assert w["k_stride"] == 8 and w["pos0"] == st.start and w["nq"] == T and w["groups"] == T * 16
+        assert w["beats"] == 16 * sum(-(-(st.start + t + 1) // 2) for t in range(T))  # prefill 8: 16 x 20
         n += 1
-    assert n == 16 and next(words, None) is None
+    assert n == plan.pv[0] and next(words, None) is None

@@ -109,6 +109,9 @@ class LopAttention:
     n_buckets: int = LOP_DEFAULT_N_BUCKETS
     mant_bits: int = 0
     oracle: bool = False  # True: keep the exact top-K float scores instead (reference for the LOP error)
+    # with `oracle`: one exact top-K per KV head over its query heads' summed float scores, the sharing of the
+    # GQA rule without LOP's ranking error (equal to the per-head oracle when each KV head has one query head)
+    shared: bool = False
     kept: int = field(default=0, init=False)
     visible: int = field(default=0, init=False)
     hits: int = field(default=0, init=False)  # LOP-kept keys that are also in the exact top-K
@@ -125,7 +128,11 @@ class LopAttention:
         att = (q @ kr.transpose(-1, -2)) / math.sqrt(hd)
         idx = att.masked_fill(~vis, float("-inf")).topk(min(self.k, S), dim=-1).indices
         exact = torch.zeros_like(vis.expand_as(att)).scatter_(-1, idx, True) & vis  # exact top-K (float)
-        if self.oracle:
+        if self.oracle and self.shared:
+            sg = att.view(B, KV, g, T, S).sum(2).masked_fill(~vis, float("-inf"))
+            top = sg.topk(min(self.k, S), dim=-1).indices
+            keep = (torch.zeros_like(sg, dtype=torch.bool).scatter_(-1, top, True) & vis).repeat_interleave(g, dim=1)
+        elif self.oracle:
             keep = exact
         else:
             # INT8 per token per head; one top-K per KV head over its query heads' summed scores (module doc)

@@ -302,6 +302,10 @@ def evaluate_tiny(ckpt_dir: Path, ks: tuple[int, ...] = (8, 16, 32, 64, 128), wi
         lop = LopAttention(k=k, oracle=True)
         tern.attn_fn = lop
         add(f"ternary + exact top-K K={k} (oracle)", tern, lop)
+    for k in oracle_ks:  # the same, one selection per KV head: separates the GQA sharing from LOP's ranking
+        lop = LopAttention(k=k, oracle=True, shared=True)
+        tern.attn_fn = lop
+        add(f"ternary + exact top-K K={k} per KV head (oracle)", tern, lop)
     tern.attn_fn = _sdpa()
     tern.quantized = False
     add("ternary checkpoint, quantization off (latent fp32 weights)", tern)
@@ -389,9 +393,14 @@ def write_accuracy_report(ckpt_dir: Path, path: Path, command: str = REPORT_COMM
         L.append(f"| {name} | {r['ppl']:.3f} | {rel} | {kept} | {rec} |")
     L += ["", "Keys kept: fraction of the causally visible (query, key) pairs attention used (a query at position "
           "i < K keeps all its keys). Exact top-K recall: fraction of the kept keys that are also in the exact "
-          "top-K by float q·k. LOP: q and k quantized to INT8 per token per head, leading-one surrogate scores, "
-          "63 buckets, the comparison-free top-K of `lowbit.sim.numerics.lop` (the test suite checks the "
-          "PyTorch selection against it); the survivors' scores and the softmax stay float.", "",
+          "top-K by float q·k of its query head. LOP: q and k quantized to INT8 per token per head, leading-one "
+          "surrogate scores, 63 buckets, the comparison-free top-K of `lowbit.sim.numerics.lop` (the test suite "
+          "checks the PyTorch selection against it); the survivors' scores and the softmax stay float. "
+          f"GQA ({TINY_SPEC.n_heads} query heads on {TINY_SPEC.n_kv_heads} KV heads): K counts keys per KV head, selected once over its query heads' summed scores "
+          "(`lop_group_topk`, the rule the chip's static program and the GPU kernel share), so a query head keeps "
+          "the same K keys as its group partners, not its own top K; the 'per KV head (oracle)' rows take that "
+          "shared selection from exact float scores, which separates the cost of sharing from LOP's ranking "
+          "error.", "",
           "## Caveats", "",
           f"- The model is tiny and undertrained ({t['steps_done']} steps); relative effects can change with a "
           "better-trained model, and LOP should hurt more at longer contexts.",

@@ -137,3 +137,43 @@ def test_oracle_topk_keeps_the_largest_exact_scores():
     for t in range(6):
         kept = torch.isfinite(att[0, 0, t]).nonzero().flatten().tolist()
         assert kept == sorted(exact[0, 0, t, : t + 1].topk(min(3, t + 1)).indices.tolist())
+
+
+def test_shared_oracle_keeps_each_kv_heads_top_k_of_summed_exact_scores():
+    """Independent loop: per KV head and query row, the K visible keys with the largest sum over its query
+    heads of q.k / sqrt(d); every query head of the group keeps that same set."""
+    g = torch.Generator().manual_seed(11)
+    B, H, KV, T, hd, K = 1, 4, 2, 7, 8, 3
+    q = torch.randn(B, H, T, hd, generator=g)
+    k, v = (torch.randn(B, KV, T, hd, generator=g) for _ in range(2))
+    captured = {}
+    orig = torch.Tensor.softmax
+
+    def spy(self, dim):
+        captured["att"] = self
+        return orig(self, dim)
+
+    torch.Tensor.softmax = spy
+    try:
+        orc = LopAttention(k=K, oracle=True, shared=True)
+        orc(q, k, v, 0, 0)
+    finally:
+        torch.Tensor.softmax = orig
+    kept = torch.isfinite(captured["att"])[0]  # [H, T, S]
+    grp = H // KV
+    for kv in range(KV):
+        for t in range(T):
+            sums = [sum(float(q[0, kv * grp + j, t] @ k[0, kv, s]) for j in range(grp)) for s in range(t + 1)]
+            want = set(sorted(range(t + 1), key=lambda s: -sums[s])[:K])
+            for j in range(grp):
+                got = {s for s in range(T) if kept[kv * grp + j, t, s]}
+                assert got == want, (kv, t, j)
+    assert orc.kept == sum(min(K, t + 1) for t in range(T)) * H
+
+
+def test_shared_oracle_is_the_per_head_oracle_on_mha():
+    g = torch.Generator().manual_seed(12)
+    q, k, v = (torch.randn(1, 2, 9, 8, generator=g) for _ in range(3))
+    a = LopAttention(k=3, oracle=True)(q, k, v, 0, 0)
+    b = LopAttention(k=3, oracle=True, shared=True)(q, k, v, 0, 0)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -43,7 +43,7 @@ from lowbit.rtl.chip_ctrl import STAT_DEPTH, ComputeQueue, JoinMonitor, scoreboa
 from lowbit.rtl.chip_data import BankedBuffer, DmaFill, TintEngine, data_dims, psum_layout
 from lowbit.rtl.chip_dma import N_BUFFERS, DmaEngine, mem_port_signature
 from lowbit.rtl.chip_fp4 import Fp4Engine, fp4_psum_layout
-from lowbit.rtl.chip_requant import DST_R, requantizer
+from lowbit.rtl.chip_requant import DST_GATE, DST_R, DST_UP, requantizer
 from lowbit.rtl.chip_ring import Ring
 from lowbit.rtl.chip_sfu import sfu_data_ok, sfu_engines
 from lowbit.rtl.sfu_stream import STAT_BITS
@@ -202,7 +202,8 @@ class Chip(wiring.Component):
                 sig.update({"sv": Out(1), "sa": Out(d.a_bits), "sw": Out(8 * cfg.tint.tree_width),
                             "nv": Out(1), "na": Out(d.a_bits), "nw": Out(16 * cfg.sfu.lanes),
                             "mv": Out(1), "ma": Out(sn), "mw": Out(STAT_BITS),
-                            "rv": Out(1), "ra": Out(d.a_bits), "rw": Out(16 * cfg.sfu.lanes)})
+                            "rv": Out(1), "ra": Out(d.a_bits), "rw": Out(16 * cfg.sfu.lanes),
+                            "fv": Out(1), "fa": Out(d.a_bits), "fw": Out(16 * cfg.sfu.lanes)})
             for n, k in zip(self.names, self.kinds, strict=True):
                 if k in ("tint", "booth"):
                     lay = self._tint_psum(n) if k == "tint" else booth_psum_layout(cfg.booth)
@@ -372,15 +373,16 @@ class Chip(wiring.Component):
             m.d.comb += [aw.en.eq(ld), aw.addr.eq(self.load_addr[:d.a_bits]), aw.data.eq(self.load_word[:8 * tw])]
         else:  # the SFU's quantize engine writes the act buffer (the load port in the cycles it does not)
             nq = len(self.names)
-            q, rms, res, bufs = sfu_engines(m, cfg, d, sfuq, [self.load_en & (self.load_queue == nq + k)
+            q, rms, res, act, bufs = sfu_engines(m, cfg, d, sfuq, [self.load_en & (self.load_queue == nq + k)
                                                               for k in range(1, 7)], self.load_addr, self.load_word)
             m.d.comb += [self.nv.eq(rms.o_wen), self.na.eq(rms.o_waddr), self.nw.eq(rms.o_wdata),
                          self.mv.eq(rms.a_wen), self.ma.eq(rms.a_waddr), self.mw.eq(rms.a_wdata),
-                         self.rv.eq(res.o_wen), self.ra.eq(res.o_waddr), self.rw.eq(res.o_wdata)]
+                         self.rv.eq(res.o_wen), self.ra.eq(res.o_waddr), self.rw.eq(res.o_wdata),
+                         self.fv.eq(act.o_wen), self.fa.eq(act.o_waddr), self.fw.eq(act.o_wdata)]
             m.d.comb += [aw.en.eq(q.o_wen | ld), aw.addr.eq(Mux(q.o_wen, q.o_waddr, self.load_addr[:d.a_bits])),
                          aw.data.eq(Mux(q.o_wen, q.o_wdata.as_value(), self.load_word[:8 * tw])),
                          self.sv.eq(q.o_wen), self.sa.eq(q.o_waddr), self.sw.eq(q.o_wdata)]
-            wrote = q.o_wen | rms.o_wen | rms.a_wen | res.o_wen
+            wrote = q.o_wen | rms.o_wen | rms.a_wen | res.o_wen | act.o_wen
         for r, (name, c) in enumerate(tints):
             kw = dict(w_bits=d.w_bits, a_bits=d.a_bits, p_bits=d.p_bits, w_step=d.word_units)
             if c.kind == "tint":
@@ -410,7 +412,8 @@ class Chip(wiring.Component):
                 rq = requantizer(m, name, c, eng, lanes, acc, cfg.sfu.lanes, d.a_bits, p.mult_depth, bufs["a"],
                                  self.load_en & (self.load_queue == len(self.names) + 7 + k), self.load_addr,
                                  self.load_word, w.tail_lanes if c.kind == "tint" else None)
-                bufs["r"].writer(rq, DST_R)
+                for dst, buf in ((DST_R, "r"), (DST_GATE, "gate"), (DST_UP, "up")):
+                    bufs[buf].writer(rq, dst)
                 m.d.comb += [getattr(self, f"qv_{name}").eq(Cat(rq.w0_en, rq.w1_en)),
                              getattr(self, f"qd_{name}").eq(rq.w_dst)]
                 for b in (0, 1):

@@ -44,8 +44,10 @@ DMA_DATA_FIELDS = (*DMA_FIELDS, "dwords", "dbase")
 # words at x_addr -> Q7.8 words at o_addr, the gain at g_addr, row r's S read and its amax written at
 # st_addr + r, eps_q / sd / e_sd: sim.numerics.sfu_reduce.rmsnorm_consts); 0 keeps its `cyc`
 # 3 residual add (x words at x_addr + y words at y_addr -> sat16 sum at o_addr, row r's S at st_addr + r)
+# 4 gating (gate words at x_addr, up words at y_addr -> ReLU^2 / SiLU (fn bit 0: 1 / 0) of gate, times up where
+# fn bit 1 (gated), at o_addr, row r's S at st_addr + r)
 SFU_FIELDS = (*COMPUTE_FIELDS, "eng", "rows", "beats", "x_addr", "o_addr", "st_addr", "g_addr", "eps_q", "sd", "e_sd",
-              "y_addr")
+              "y_addr", "fn")
 STAT_DEPTH = 64  # row-statistics memory rows (DESIGN ASSUMPTION: a word's rows, at most its tokens)
 
 
@@ -64,7 +66,9 @@ def _fields(kind: str, dims) -> dict[str, int]:
          "p_addr": dims.p_bits, "rows": COUNT_BITS, "x_addr": dims.a_bits, "o_addr": dims.a_bits,
          "g_addr": dims.a_bits, "eps_q": 32, "sd": 25, "e_sd": 3, "y_addr": dims.a_bits,
          "st_addr": (STAT_DEPTH - 1).bit_length(), "rq": 2, "rq_off": 6, "rq_o": dims.a_bits, "rq_stride": COUNT_BITS,
-         "rq_m": RQ_M_BITS, "rq_s": (STAT_DEPTH - 1).bit_length()}
+         "rq_m": RQ_M_BITS, "rq_s": (STAT_DEPTH - 1).bit_length(), "fn": 2}
+    if kind == "sfu":  # its engines 1 .. 4
+        w["eng"] = 3
     return {n: w[n] for n in names}
 
 

@@ -60,7 +60,7 @@ DATA_FIELDS = {"tint": ("beats", "groups", "tokens", "tail_lanes", "tail_step", 
                          "pos0", "k_addr", "k_stride", *RQ_FIELDS),
                "dma": ("dwords", "dbase"), "dma_kv": ("dwords", "dbase"),
                "sfu": ("eng", "rows", "beats", "x_addr", "o_addr", "st_addr", "g_addr", "eps_q", "sd", "e_sd",
-                       "y_addr")}
+                       "y_addr", "fn")}
 
 
 @dataclass
@@ -99,6 +99,9 @@ class DataPlan:
     res_expect: list[tuple[int, int]] = field(default_factory=list)  # the residual engine's Q7.8 writes
     res_ops: list[str] = field(default_factory=list)
     res_elems: int = 0
+    act_expect: list[tuple[int, int]] = field(default_factory=list)  # the gating engine's Q7.8 writes
+    act_ops: list[str] = field(default_factory=list)
+    act_elems: int = 0
     proj: dict[tuple[int, int], dict] = field(default_factory=dict)  # projection tile on an engine -> its shape
     # (op, step, r0, rows, tokens, groups, bt, lanes, tail: lowbit.rtl.chip_requant)
     rq_cover: dict[tuple[int, str], list] = field(default_factory=dict)  # (step, op) requantized on the chip ->

@@ -119,10 +119,13 @@ def chip_report(hw: str, sets: list[str], model: str, prefill: int, decode: int)
                        + (f"; the residual stream feeding them from the chip's residual engine: {r.res[0]} residual "
                           f"adds, {r.res[1]:,} Q7.8 words ({r.res[2]:,} elements) against the golden's "
                           f"`<residual>.out`, **{r.res[3]} mismatches**" if r.res[0] else "")
+                       + (f"; the gating output feeding SubLN from the chip's gating engine: {r.act[0]} gating "
+                          f"words, {r.act[1]:,} Q7.8 words ({r.act[2]:,} elements) against the golden's "
+                          f"`ffn.act.out`, **{r.act[3]} mismatches**" if r.act[0] else "")
                        + " (the bench writes through the load port, before the word they feed starts: the step's "
-                       "embedding rows, the attention and gating outputs before SubLN with their rows' sum of "
-                       "squares, and the residual adds' requantized projection outputs; the gains, the deployed "
-                       "Q5.10 norms, before `start`). " if r.norm[0] else
+                       "embedding rows, the attention output before SubLN with its rows' sum of squares, and the "
+                       "y of a residual whose projection is not requantized on the chip; the gains, the deployed "
+                       "Q5.10 norms, and the requantizers' multipliers before `start`). " if r.norm[0] else
                        "; their input (the norm's Q7.8 output and each row's amax, the golden's) is written by the "
                        "bench through the load port in the norm word's cycles. ")
                     if r.sfu[0] else
@@ -132,6 +135,18 @@ def chip_report(hw: str, sets: list[str], model: str, prefill: int, decode: int)
                 f"data path, {full} of them compared in every element; without tiles on it (their unit a timer, or "
                 "the host's lm_head): " + (", ".join(f"{o} ({c} step{'s' if c > 1 else ''})" for o, c in sorted(gone.items())) or "none")
                 + ".")
+        if r.rq or r.rq_drain:
+            per: dict[str, list[int]] = {}
+            for name, n_, bad in r.rq:
+                v = per.setdefault(name.split()[-1].split(".", 2)[-1], [0, 0, 0])
+                v[0], v[1], v[2] = v[0] + 1, v[1] + n_, v[2] + bad
+            data_line += ("\n\nPsum requantizers behind the projection engines' psum ports (lowbit.rtl.chip_requant) "
+                          "write the Q7.8 projection outputs the residual engine (y) and the gating engine (gate, up) "
+                          "read, each projection's elements against the golden's `<op>.out`: "
+                          + "; ".join(f"`{o}` {c} projections, {e:,} elements, **{b} mismatches**"
+                                      for o, (c, e, b) in sorted(per.items()))
+                          + (f"; kept off by the drain rule: {', '.join(r.rq_drain)}" if r.rq_drain else "")
+                          + ". Where some tile of a projection runs on a timer, the bench writes its output.")
         if r.qk[0]:
             data_line += (f"\n\nQ K^T on data: {r.qk[0]} BoothFlex INT8 tiles read the golden's quantized queries "
                           "(`qk.q8`, written in their RoPE words' cycles) and the K rows of the kv buffer; their psum "

@@ -2,7 +2,8 @@
 lowbit.rtl.sfu_stream_requant.PsumRequant behind each projection engine's psum write port (the TINT cores',
 and BoothFlex's where its ternary tiles run on the data path), writing the requantized projection outputs
 into the SFU's Q7.8 buffers: `attn.o` and `ffn.down` into the residual's y buffer R (dst 1), which the
-residual engine reads in place of the bench's writes.
+residual engine reads, `ffn.gate` and `ffn.up` into the gate and up buffers (dst 2, 3), which the gating engine
+(lowbit.rtl.sfu_stream_act.SfuActStream) reads.
 
 - **Multipliers**: per engine a memory of multiplier words (`lanes` x (m, sh), sim.golden.linear_multipliers of
   a row group), the ops' row groups one after the other, written through the load port before `start`
@@ -27,14 +28,16 @@ from amaranth.lib.memory import Memory
 from lowbit.rtl.sfu_stream import q78_word
 from lowbit.rtl.sfu_stream_requant import REQUANT_DELAY, PsumRequant, mult_word
 
-DST_R = 1  # the residual's y buffer
-RQ_OPS = {"attn.o": DST_R, "ffn.down": DST_R}  # layer op -> the Q7.8 buffer its requantized outputs go to
+DST_R, DST_GATE, DST_UP = 1, 2, 3  # the residual's y buffer, the gating engine's gate and up buffers
+RQ_OPS = {"attn.o": DST_R, "ffn.down": DST_R, "ffn.gate": DST_GATE, "ffn.up": DST_UP}  # layer op -> the Q7.8
+# buffer its requantized outputs go to
 RESIDUAL_Y = {"attn_residual": "attn.o", "ffn_residual": "ffn.down"}  # residual op -> the projection it adds
 
 
 class Q78Banks:
     """A Q7.8 buffer of `depth` words as two banks interleaved by word address with a write enable per element
-    (the requantizers' writes, lowbit.rtl.sfu_stream_requant) and whole words from the load port (`ld`)."""
+    (the requantizers' writes, lowbit.rtl.sfu_stream_requant) and whole words from the load port (`ld`; None:
+    the requantizers' alone)."""
 
     def __init__(self, m: Module, name: str, lanes: int, depth: int, ld, ld_addr, ld_word) -> None:
         self.m, self.name, self.lanes = m, name, lanes
@@ -43,9 +46,10 @@ class Q78Banks:
         for b in range(2):
             mem = Memory(shape=q78_word(lanes), depth=depth // 2, init=[])
             m.submodules[f"sfu_{name}{b}"] = mem
-            wp = mem.write_port(granularity=1)
-            m.d.comb += [wp.en.eq(Mux(ld & (ld_addr[0] == b), (1 << lanes) - 1, 0)), wp.addr.eq(ld_addr[1:1 + self.hb]),
-                         wp.data.eq(ld_word[:16 * lanes])]
+            if ld is not None:
+                wp = mem.write_port(granularity=1)
+                m.d.comb += [wp.en.eq(Mux(ld & (ld_addr[0] == b), (1 << lanes) - 1, 0)),
+                             wp.addr.eq(ld_addr[1:1 + self.hb]), wp.data.eq(ld_word[:16 * lanes])]
             self.banks.append(mem)
 
     def writer(self, rq: PsumRequant, dst: int) -> None:

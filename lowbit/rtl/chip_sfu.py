@@ -31,6 +31,7 @@ from lowbit.rtl.sfu_stream import (
     SfuRmsNormStream,
     q78_word,
 )
+from lowbit.rtl.sfu_stream_act import ACT_PIPE, SfuActStream
 from lowbit.sim.config import HwConfig
 from lowbit.sim.numerics.sfu import SFU_IN_BITS
 
@@ -44,7 +45,8 @@ def sfu_data_ok(cfg: HwConfig) -> str:
         return "the design has no SFU or no TINT core"
     if cfg.sfu.lanes != cfg.tint.tree_width:
         return f"sfu.lanes {cfg.sfu.lanes} is not the act buffer word's tint.tree_width {cfg.tint.tree_width}"
-    for op, pipe in (("quantize", QUANT_PIPE), ("rmsnorm", RMSNORM_PIPE), ("elementwise", RESIDUAL_PIPE)):
+    for op, pipe in (("quantize", QUANT_PIPE), ("rmsnorm", RMSNORM_PIPE), ("elementwise", RESIDUAL_PIPE),
+                     ("activation", ACT_PIPE)):
         if cfg.sfu.op_latency(op) < pipe:
             return f"sfu.latency.{op} {cfg.sfu.op_latency(op)} is below its stream engine's {pipe} cycles"
     return ""
@@ -79,21 +81,25 @@ def sfu_engines(m: Module, cfg, dims, ctrl, ld, ld_addr, ld_word):
     load word `ld_word` at `ld_addr` into X, S, the gains, Y, amax or R (k = 0 .. 5). Every memory (half)
     has one engine writer at most, and the load port writes a half, memory or buffer no engine writes while
     it does (the loader's regions), so each has one write port (DESIGN ASSUMPTION). Returns (quantize,
-    RMSNorm, residual, buffers): the buffers the requantizers use (lowbit.rtl.chip_requant: `a` the amax memory,
-    `r` the y buffer, two banks); the caller connects the quantize engine's `o_*` port to the act buffer's write
+    RMSNorm, residual, gating, buffers): the buffers the requantizers use (lowbit.rtl.chip_requant: `a` the amax
+    memory, the two-bank Q7.8 buffers `r` (the residual's y), `gate` and `up` (the gating engine's inputs)); the
+    caller connects the quantize engine's `o_*` port to the act buffer's write
     port."""
     n = cfg.sfu.lanes
     sb, ab = (STAT_DEPTH - 1).bit_length(), dims.a_bits
     m.submodules.sfu_quant = q = SfuQuantStream(cfg.sfu, a_bits=ab, q_bits=ab, s_bits=sb)
     m.submodules.sfu_rms = r = SfuRmsNormStream(cfg.sfu, a_bits=ab, g_bits=ab, s_bits=sb)
     m.submodules.sfu_res = e = SfuResidualStream(cfg.sfu, a_bits=ab, s_bits=sb)
-    xd = _halves(m, "x", q78_word(n), dims.a_depth, [(e.o_wen, e.o_waddr, e.o_wdata.as_value())],
+    m.submodules.sfu_act = f = SfuActStream(cfg.sfu, a_bits=ab, s_bits=sb)
+    xd = _halves(m, "x", q78_word(n), dims.a_depth, [(e.o_wen, e.o_waddr, e.o_wdata.as_value()),
+                                                      (f.o_wen, f.o_waddr, f.o_wdata.as_value())],
                  r.x_raddr | e.x_raddr, ld[0], ld_addr, ld_word, 16 * n)
-    sd = _halves(m, "s", STAT_BITS, STAT_DEPTH, [(e.st_wen, e.st_waddr, e.st_wdata)], r.s_raddr, ld[1], ld_addr,
-                 ld_word, STAT_BITS)
+    sd = _halves(m, "s", STAT_BITS, STAT_DEPTH, [(e.st_wen, e.st_waddr, e.st_wdata), (f.st_wen, f.st_waddr, f.st_wdata)],
+                 r.s_raddr, ld[1], ld_addr, ld_word, STAT_BITS)
     mems = {k: Memory(shape=shape, depth=depth, init=[]) for k, shape, depth in (
         ("g", q78_word(n), dims.a_depth), ("y", q78_word(n), dims.a_depth), ("a", SFU_IN_BITS, STAT_DEPTH))}
     ybuf = Q78Banks(m, "r", n, dims.a_depth, ld[5], ld_addr, ld_word)  # the requantizers write it too
+    gbuf, ubuf = (Q78Banks(m, k, n, dims.a_depth, None, ld_addr, ld_word) for k in ("gate", "up"))  # theirs alone
     ports = {}
     for k, mem in mems.items():
         m.submodules[f"sfu_{k}"] = mem
@@ -107,18 +113,22 @@ def sfu_engines(m: Module, cfg, dims, ctrl, ld, ld_addr, ld_word):
                  aw.data.eq(Mux(r.a_wen, r.a_wdata[:SFU_IN_BITS], ld_word[:SFU_IN_BITS])),
                  r.x_rdata.eq(xd), e.x_rdata.eq(xd), r.s_rdata.eq(sd),
                  ports["g"][1].addr.eq(r.g_raddr), r.g_rdata.eq(ports["g"][1].data),
-                 e.y_rdata.eq(ybuf.reader(e.y_raddr)),
+                 e.y_rdata.eq(ybuf.reader(e.y_raddr)), f.g_rdata.eq(gbuf.reader(f.g_raddr)),
+                 f.u_rdata.eq(ubuf.reader(f.u_raddr)),
                  yr.addr.eq(q.x_raddr), q.x_rdata.eq(yr.data), ar.addr.eq(q.a_raddr), q.a_rdata.eq(ar.data),
-                 ctrl.unit_ready.eq(q.ready & r.ready & e.ready),
-                 ctrl.unit_done.eq(q.done_next | r.done_next | e.done_next)]
+                 ctrl.unit_ready.eq(q.ready & r.ready & e.ready & f.ready),
+                 ctrl.unit_done.eq(q.done_next | r.done_next | e.done_next | f.done_next)]
     w = ctrl.word
-    for eng, k in ((q, 1), (r, 2), (e, 3)):
+    for eng, k in ((q, 1), (r, 2), (e, 3), (f, 4)):
         m.d.comb += [eng.start.eq(ctrl.go & (w.eng == k)), eng.rows.eq(w.rows), eng.beats.eq(w.beats),
-                     eng.x_addr.eq(w.x_addr), eng.o_addr.eq(w.o_addr)]
+                     eng.o_addr.eq(w.o_addr)]
+        if eng is not f:
+            m.d.comb += eng.x_addr.eq(w.x_addr)
+    m.d.comb += [f.g_addr.eq(w.x_addr), f.u_addr.eq(w.y_addr), f.st_addr.eq(w.st_addr), f.fn.eq(w.fn[0]), f.gated.eq(w.fn[1])]
     m.d.comb += [q.a_addr.eq(w.st_addr), r.g_addr.eq(w.g_addr), r.s_addr.eq(w.st_addr), r.a_addr.eq(w.st_addr),
                  r.eps_q.eq(w.eps_q), r.sd.eq(w.sd), r.e_sd.eq(w.e_sd), e.y_addr.eq(w.y_addr),
                  e.st_addr.eq(w.st_addr)]
-    return q, r, e, {"a": mems["a"], "r": ybuf}
+    return q, r, e, f, {"a": mems["a"], "r": ybuf, "gate": gbuf, "up": ubuf}
 
 
 def sfu_plan(plan, img, cfg, i: int, key: tuple[int, str], beats: int) -> bool:
@@ -264,8 +274,38 @@ def sfu_norms(plan, img, cfg) -> None:
         plan.res_ops.append(f"step {w.get('step', 0)} {op}")
         plan.res_elems += int(out.size)
 
+    def gating(i: int, w: dict, op: str) -> None:
+        """A gating word on the engine (lowbit.rtl.sfu_stream_act): gate and up from the requantizers' buffers
+        (lowbit.rtl.chip_requant), its output and rows' S into the X and S halves of the next norm (SubLN's
+        ffn_sub_norm), which then gets no bench writes."""
+        from lowbit.sim.numerics.sfu_elem import sfu_act
+
+        layer, step = op.split(".")[1], w.get("step", 0)
+        nxt = next((j for j in range(i + 1, len(words)) if words[j].get("op", "").endswith("_norm")), None)
+        keys = [(step, f"layers.{layer}.ffn.{x}") for x in ("gate", "up")]
+        if nxt is None or words[nxt].get("op") != f"layers.{layer}.ffn_sub_norm" or not all(
+                k in plan.rq_cover for k in keys) or spec.ffn_act not in ("relu2_glu", "swiglu"):
+            return
+        bufs = plan.model.run.steps[step].buffers
+        gate, up, out = (bufs.get(f"layers.{layer}.ffn.{x}") for x in ("gate.out", "up.out", "act.out"))
+        fn = "relu2" if spec.ffn_act == "relu2_glu" else "silu"
+        if gate is None or up is None or out is None or not np.array_equal(sfu_act(gate, up, fn), out):
+            return
+        rows, beats, r = out.shape[0], -(-out.shape[1] // n), k % 2
+        if rows > STAT_HALF or rows * beats > half or stream_cycles(cfg.sfu, "activation", rows, beats) != w["cyc"]:
+            return
+        last[r] = i
+        produced.add(nxt)
+        plan.sfu_fields[i] = {"eng": 4, "rows": rows, "beats": beats, "x_addr": 0, "y_addr": 0, "o_addr": r * half,
+                              "st_addr": r * STAT_HALF, "fn": int(fn == "relu2") | 2}
+        plan.act_expect += [(r * half + a, v) for a, v in enumerate(_words16(out, n, beats))]
+        plan.act_ops.append(f"step {step} {op}")
+        plan.act_elems += int(out.size)
+
     for i, w in enumerate(words):
         op = w.get("op", "")
+        if op.startswith("layers.") and op.endswith(".ffn.act"):
+            gating(i, w, op)
         if op.endswith("_quant") and i > 0 and (i - 1) in plan.sfu_norm:
             last[plan.sfu_norm[i - 1][0]] = i  # the quantize reads its norm's statistics region
         if op.endswith(("attn_residual", "ffn_residual")) and op.startswith("layers."):

@@ -200,6 +200,10 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
             print(f"SFU: {r.res[0]} residual adds on the SFU's residual engine, writing the norms' input and each "
                   f"row's sum of squares: {r.res[1]:,} Q7.8 words ({r.res[2]:,} elements) against the golden's "
                   f"<residual>.out, {r.res[3]} mismatches")
+        if r.act[0]:
+            print(f"SFU: {r.act[0]} gating words on the SFU's gating engine (gate and up from the requantizers), "
+                  f"writing SubLN's input and each row's sum of squares: {r.act[1]:,} Q7.8 words ({r.act[2]:,} "
+                  f"elements) against the golden's ffn.act.out, {r.act[3]} mismatches")
         if r.norm[0]:
             print(f"SFU: {r.norm[0]} RMSNorm words (SubLN and the final norm included) on the SFU's RMSNorm engine, "
                   f"feeding the quantize engine: {r.norm[1]:,} Q7.8 words ({r.norm[2]:,} elements) and each row's "
@@ -215,7 +219,7 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
                 per[op][2] += bad
             ops = "; ".join(f"{op}: {c} ({n:,} elements, {bad} mismatches)" for op, (c, n, bad) in sorted(per.items()))
             print(f"requantizer: {len(r.rq)} projections requantized on the chip behind the engines' psum ports, "
-                  f"their Q7.8 outputs against the golden's <op>.out, the residual engine's y: {ops or 'none'}"
+                  f"their Q7.8 outputs against the golden's <op>.out (the residual's y, the gating's inputs): {ops or 'none'}"
                   + (f"; kept off by the drain rule: {', '.join(r.rq_drain)}" if r.rq_drain else ""))
         if r.kv_chunks:
             print(f"KV reads: {r.kv_chunks} K/V chunks read back from the kv buffer at their consumer's start, "
@@ -238,7 +242,8 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
              "norm_q78_words": r.norm[1], "norm_elements": r.norm[2], "norm_mismatches": r.norm[3],
              "residual_words": r.res[0], "residual_q78_words": r.res[1], "residual_elements": r.res[2],
              "residual_mismatches": r.res[3],
-             "requant": [{"op": n, "elements": c, "mismatches": b} for n, c, b in r.rq], "requant_drain": r.rq_drain,
+             "gating_words": r.act[0], "gating_q78_words": r.act[1], "gating_elements": r.act[2],
+             "gating_mismatches": r.act[3], "requant": [{"op": n, "elements": c, "mismatches": b} for n, c, b in r.rq], "requant_drain": r.rq_drain,
              "acc_buffers": {"on_data_path": r.acc_buffers[1], "complete": r.acc_buffers[0],
                              "without_tiles": r.acc_buffers[2]},
              "queues": [dataclasses.asdict(q) for q in r.queues]}
@@ -254,6 +259,7 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
         why += [f"{r.sfu[3]} SFU quantize words differ from the golden's"] if r.sfu[3] else []
         why += [f"{r.norm[3]} SFU RMSNorm words differ from the golden's"] if r.norm[3] else []
         why += [f"{r.res[3]} SFU residual words differ from the golden's"] if r.res[3] else []
+        why += [f"{r.act[3]} SFU gating words differ from the golden's"] if r.act[3] else []
         rqb = sum(b for _, _, b in r.rq)
         why += [f"{rqb} requantized elements differ from the golden's"] if rqb else []
         why += [f"{r.kv_mismatches} kv buffer units differ from the golden's K/V rows"] if r.kv_mismatches else []

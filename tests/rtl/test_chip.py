@@ -123,9 +123,13 @@ def test_chip_runs_the_program_cycle_exact(tiny_program):
     assert r.res == (16, 5 * 2 * 2 * 16, 5 * 2 * 2 * 16 * 4, 0)
     # ... with y from the requantizers behind the TINT and BoothFlex psum ports: attn.o and ffn.down of every
     # step and layer, (2 + 1 + 1 + 1 tokens) x 64 outputs each, equal to the golden's <op>.out
-    assert sorted(r.rq) == sorted((f"step {s} layers.{L}.{op}", 64 * (2 if s == 0 else 1), 0)
-                                  for s in range(4) for L in range(2) for op in ("attn.o", "ffn.down"))
+    # and gate / up (128 outputs) for the SFU's gating engine, equal to the golden's <op>.out
+    assert sorted(r.rq) == sorted((f"step {s} layers.{L}.{op}", n * (2 if s == 0 else 1), 0) for s in range(4)
+                                  for L in range(2) for op, n in (("attn.o", 64), ("ffn.down", 64), ("ffn.gate", 128),
+                                                                  ("ffn.up", 128)))
     assert r.rq_drain == []
+    # the gating engine: ffn.act of 2 layers x 4 steps, (2 + 1 + 1 + 1 tokens) x 32 words, the golden's ffn.act.out
+    assert r.act == (8, 5 * 2 * 32, 5 * 2 * 32 * 4, 0)
     assert r.data_ref.startswith("the whole-model golden") and r.act_late == 0
     assert r.acc_buffers == (56, 56, [f"step {i} lm_head" for i in range(4)])  # the lm_head runs on the host
     # K/V reads carry the golden's rows: 2 layers x 2 KV heads x (K, V) chunks in each step, 2 + 3 + 4 + 5 keys
@@ -290,6 +294,14 @@ def test_model_plan_holds_the_deployed_model(tiny_program):
         assert f["x_addr"] == f["o_addr"] == plan.sfu_fields[src]["x_addr"] and f["st_addr"] == plan.sfu_fields[src][
             "st_addr"] and f["y_addr"] == 0 and w["cyc"] == f["rows"] * f["beats"] + cfg.sfu.op_latency("elementwise")
         assert nxt not in before and (nxt not in norms or plan.sfu_fields[nxt]["x_addr"] == f["x_addr"])
+    # the gating words run on the gating engine from the requantizers' gate and up buffers, writing the X half and
+    # S rows of the ffn_sub_norm after them (ReLU^2 of bitnet-tiny's gate times up: fn 1, gated 2)
+    acts = {i: img.words[sq][i] for i, f in plan.sfu_fields.items() if f["eng"] == 4}
+    assert len(acts) == 2 * 4 == len(plan.act_ops) and {w["op"].split(".", 2)[2] for w in acts.values()} == {"ffn.act"}
+    for i, w in acts.items():
+        f, nxt = plan.sfu_fields[i], plan.sfu_fields[i + 1]
+        assert img.words[sq][i + 1]["op"].endswith("ffn_sub_norm") and f["o_addr"] == nxt["x_addr"]
+        assert f["st_addr"] == nxt["st_addr"] and f["fn"] == 3 and (w["step"], w["op"][:-3] + "gate") in plan.rq_cover
     every = [i for i, w in enumerate(img.words[sq]) if w["op"].endswith("_norm")]
     assert [img.words[sq][i]["op"] for i in every if i not in norms] == ["final_norm"]
     src = {"attn_norm": lambda b, L: b["embed.out"] if L == 0 else b[f"layers.{L - 1}.ffn_residual.out"],
@@ -313,8 +325,8 @@ def test_model_plan_holds_the_deployed_model(tiny_program):
         assert w["cyc"] == rows * beats + cfg.sfu.op_latency("rmsnorm")
         ws = [(r * 256 + a, v, 1) for a, v in enumerate(words16(x))] + \
             [(r * 32 + j, int((x[j] ** 2).sum()), 2) for j in range(rows)]
-        if name in ("ffn_norm", "final_norm") or (name == "attn_norm" and w["op"] != "layers.0.attn_norm"):
-            assert i not in before  # the residual engine wrote it
+        if name in ("ffn_norm", "final_norm", "ffn_sub_norm") or (name == "attn_norm" and w["op"] != "layers.0.attn_norm"):
+            assert i not in before  # the residual or the gating engine wrote it
             continue
         assert (before[i] if k >= 2 else first[:len(ws)] if k == 0 else first[-len(ws):]) == ws
     assert plan.norm_expect[:16] == [(a, v) for a, v in enumerate(words16(model.run.steps[0].buffers[

@@ -158,6 +158,7 @@ async def chip_run(dut):
     norm_words: list[list[int]] = []  # the RMSNorm engine's Q7.8 writes and its amax writes
     amax_words: list[list[int]] = []
     res_words: list[list[int]] = []  # the residual engine's Q7.8 writes
+    act_words: list[list[int]] = []  # the gating engine's Q7.8 writes
     sfu_writes = {int(i): v for i, v in dj.get("sfu_writes", {}).items()} if dj else {}
     sfu_last: dict[tuple[int, int], tuple[int, int]] = {}  # (SFU word, group) -> (the word the group's writes
     # precede, its last write's cycle)
@@ -300,6 +301,8 @@ async def chip_run(dut):
                 amax_words.append([int(dut.ma.value), int(dut.mw.value)])
             if int(dut.rv.value):
                 res_words.append([int(dut.ra.value), int(dut.rw.value)])
+            if int(dut.fv.value):
+                act_words.append([int(dut.fa.value), int(dut.fw.value)])
         jd = int(dut.join_done.value)
         if jd:
             h = int(dut.join_head.value)
@@ -334,7 +337,7 @@ async def chip_run(dut):
     act_late += sum(start[sfu_q][j] < 0 or c >= start[sfu_q][j] for j, c in sfu_last.values()) \
         + sum(len(v) for v in sfu_writes.values()) - len(sfu_last)
     res = {"queues": names, "start": start, "end": end, "cycles": cyc, "late": late, "lane_overflow": overflow,
-           "psum": psum, "sfu": sfu_words, "norm": norm_words, "amax": amax_words, "res": res_words, "rq": rq_words, "data_late": data_late, "act_late": act_late, "kv_chunks": kv_chunks,
+           "psum": psum, "sfu": sfu_words, "norm": norm_words, "amax": amax_words, "res": res_words, "rq": rq_words, "act": act_words, "data_late": data_late, "act_late": act_late, "kv_chunks": kv_chunks,
            "kv_units": kv_units, "kv_mismatches": kv_bad + sum(len(v) for v in ksample.values()),
            "finished": cnt_prev == lengths[:-1] and joins_done == lengths[-1], "dram_requests": next_tag}
     tmp = job["result"] + ".tmp"

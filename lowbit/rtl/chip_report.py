@@ -77,7 +77,8 @@ def chip_report(hw: str, sets: list[str], model: str, prefill: int, decode: int)
         "",
         f"Chip: queues {', '.join(img.queues)}; ChipParams imem_depth {p.imem_depth}, seq_bits {p.seq_bits}, "
         f"dma_issue {p.dma_issue}, dma_table {p.dma_table}, ring_entries {p.ring_entries}, resp_lanes "
-        f"{p.resp_lanes}, join_window {p.join_window}; Verilog {r.verilog.stat().st_size / 1e6:.1f} MB.",
+        f"{p.resp_lanes}, join_window {p.join_window}, mult_depth {p.mult_depth}; Verilog "
+        f"{r.verilog.stat().st_size / 1e6:.1f} MB.",
         "",
         "| queue | instructions | start mismatches | end mismatches | max abs diff (cycles) | completed out of issue "
         "order | psum words | data mismatches |",

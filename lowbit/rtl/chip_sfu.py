@@ -1,17 +1,19 @@
-"""The SFU on the chip's data path (docs/rtl.md "Data path", "SFU streams"): the quantize stream engine
-(lowbit.rtl.sfu_stream.SfuQuantStream) behind the SFU queue, with the SFU's Q7.8 buffer and its
-row-statistics memory, writing the INT8 act buffer the projection engines read.
+"""The SFU on the chip's data path (docs/rtl.md "Data path", "SFU streams"): the residual, RMSNorm, quantize
+and gating stream engines (lowbit.rtl.sfu_stream, sfu_stream_act) behind the SFU queue, with the SFU's Q7.8
+buffers and row-statistics memories, the quantize engine writing the INT8 act buffer the projection engines
+read.
 
-An SFU word with `eng` 1 (lowbit.rtl.chip_ctrl.SFU_FIELDS, resolved by the loader, lowbit.rtl.chip_golden)
-starts the engine on `rows` rows of `beats` Q7.8 words from `x_addr`, each row's amax read from the
-statistics memory at `st_addr` + r, and the row's INT8 words written to the act buffer from `o_addr`; the
-engine's `done_next` ends the word, in the cycle the program's fused quantize word ends
-(rows x (beats + D_recip) + latency.quantize, lowbit.rtl.sfu_stream.stream_cycles). Every other SFU word
-keeps its `cyc` (a timer in the same in-order queue).
+An SFU word with `eng` set (lowbit.rtl.chip_ctrl.SFU_FIELDS, resolved by the loader here and in
+lowbit.rtl.chip_golden) starts its engine: 1 quantize (`rows` rows of `beats` Q7.8 words from `x_addr`, each
+row's amax read from the statistics memory at `st_addr` + r, INT8 words to the act buffer from `o_addr`),
+2 RMSNorm, 3 residual add, 4 gating (gate and up from the buffers the psum requantizers write,
+lowbit.rtl.chip_requant); the engine's `done_next` ends the word, in the cycle the program's word ends
+(lowbit.rtl.sfu_stream.stream_cycles). Every other SFU word keeps its `cyc` (a timer in the same in-order
+queue).
 
-The Q7.8 buffer holds `a_depth` words of `sfu.lanes` int16 (the act buffer's depth; sfu.lanes =
-tint.tree_width, sfu_data_ok), the statistics memory `STAT_DEPTH` words of STAT_BITS; both
-are written through the chip's load port (`ld_q78`, `ld_stat`; load queues len(queues) + 1 and + 2).
+The Q7.8 buffers hold `a_depth` words of `sfu.lanes` int16 (the act buffer's depth; sfu.lanes =
+tint.tree_width, sfu_data_ok), the statistics memories `STAT_DEPTH` words; the load port writes them at load
+queues len(queues) + 1 .. + 6 (sfu_engines).
 """
 
 from __future__ import annotations

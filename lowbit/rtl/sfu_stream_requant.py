@@ -78,29 +78,23 @@ class SfuRequantStage(wiring.Component):
             m.d.sync += r.eq(v)
             return r
 
-        gw = self.scale_bits + MULT_BITS
-        big = [reg(self.scale * self.mult[i].m, f"G{i}", gw) for i in range(n)]                 # E1
+        g2, s2 = coefficients(m, self.scale, self.mult, "c")                                   # E1, E2
         acc1 = [reg(self.acc[i], f"acc1_{i}") for i in range(n)]
-        sh1 = [reg(self.mult[i].sh, f"sh1_{i}") for i in range(n)]
-        tg = [(self.in_valid, self.tag)]
-        tg.append(tuple(reg(v, f"tag1_{k}") for k, v in enumerate(tg[-1])))
-        g2, s2 = [], []
-        for i in range(n):                                                                      # E2
-            bl = bit_length(m, big[i], f"G_bl{i}")
-            e = Mux(bl > MULT_BITS, bl - MULT_BITS, 0)[:6]
-            g2.append(reg((big[i] >> e)[:MULT_BITS], f"g{i}", MULT_BITS))
-            s2.append(reg((sh1[i] - e)[:6], f"s2_{i}", 6))  # 1..62 (module docstring)
         acc2 = [reg(a, f"acc2_{i}") for i, a in enumerate(acc1)]
-        tg.append(tuple(reg(v, f"tag2_{k}") for k, v in enumerate(tg[-1])))
+        tg = [(self.in_valid, self.tag)]
+        for s in (1, 2, 3):
+            tg.append(tuple(reg(v, f"tag{s}_{k}") for k, v in enumerate(tg[-1])))
         p3 = [reg(acc2[i] * g2[i], f"p{i}", signed(self.acc_bits + MULT_BITS + 1)) for i in range(n)]  # E3
         s3 = [reg(s, f"s3_{i}") for i, s in enumerate(s2)]
-        tg.append(tuple(reg(v, f"tag3_{k}") for k, v in enumerate(tg[-1])))
-        for i in range(n):                                                                      # E4
-            sh = s3[i]
-            half = (Const(1, 64) << (sh - 1).as_unsigned()[:6])[:64]
-            m.d.sync += self.out[i].eq(sat((p3[i] + half) >> sh, 16))
+        m.d.sync += [self.out[i].eq(round_sat(p3[i], s3[i])) for i in range(n)]                 # E4
         m.d.sync += [self.out_valid.eq(tg[-1][0]), self.out_tag.eq(tg[-1][1])]
         return m
+
+
+def round_sat(p: Value, s: Value) -> Value:
+    """E4: sat16((p + 2^(s - 1)) >> s), round half up."""
+    half = (Const(1, 64) << (s - 1).as_unsigned()[:6])[:64]
+    return sat((p + half) >> s, 16)
 
 
 def coefficients(m: Module, scale: Value, mult, name: str) -> tuple[list, list]:
@@ -223,9 +217,8 @@ class PsumRequant(wiring.Component):
         m.d.sync += [s3[i].eq(head.s[i]) for i in range(n)]
         out = []
         for i in range(n):
-            half = (Const(1, 64) << (s3[i] - 1).as_unsigned()[:6])[:64]
             y = Signal(signed(16), name=f"y{i}")
-            m.d.comb += y.eq(sat((p3[i] + half) >> s3[i], 16))
+            m.d.comb += y.eq(round_sat(p3[i], s3[i]))
             out.append(y)
         m.d.comb += self.w_dst.eq(tag.dst)
         # placement: element j of the first word takes out[j - elem]; of the second word out[j + L - elem]

@@ -545,6 +545,10 @@ def test_vitallm_chip_runs_out_of_order_dma_exact(tmp_path, hw, cycles, lanes, o
             assert r.acc_buffers[:2] == (34, 34) and len(r.acc_buffers[2]) == 3 * 2 + 2 + 3
             # 8 K/V chunks a step of 4, 5, 6 keys x 16 bytes, in 8-byte units
             assert (r.kv_chunks, r.kv_units, r.kv_mismatches) == (24, 8 * 2 * (4 + 5 + 6), 0)
+            # requantized on the chip: o, gate and up of 2 layers x 3 steps, down of the decode steps (the
+            # prefill's on BoothFlex); the gating engine: ffn.act of 2 layers x 3 steps, (4 + 1 + 1) x 8 words
+            assert len(r.rq) == 22 and not any(b for _, _, b in r.rq) and not r.rq_drain
+            assert r.act == (6, 6 * 2 * 8, 6 * 2 * 128, 0)
     assert {q.name: q.start_mismatches + q.end_mismatches for q in r.queues} == {q.name: 0 for q in r.queues}
     assert r.chip_cycles == r.sim_cycles == cycles
     assert r.params.dma_issue == lanes and r.dram_requests == 113

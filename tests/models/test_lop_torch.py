@@ -117,9 +117,8 @@ def test_recall_counts_overlap_with_exact_topk():
     assert 0.3 < lop.recall < 1.0  # an approximation: good but not perfect on random data
 
 
-def test_oracle_topk_keeps_the_largest_exact_scores():
-    g = torch.Generator().manual_seed(6)
-    q, k, v = (torch.randn(1, 2, 6, 8, generator=g) for _ in range(3))
+def _masked_scores(attn: LopAttention, q, k, v) -> torch.Tensor:
+    """The scores `attn` hands to softmax (dropped keys at -inf), caught by wrapping Tensor.softmax."""
     captured = {}
     orig = torch.Tensor.softmax
 
@@ -129,10 +128,16 @@ def test_oracle_topk_keeps_the_largest_exact_scores():
 
     torch.Tensor.softmax = spy
     try:
-        LopAttention(k=3, oracle=True)(q, k, v, 0, 0)
+        attn(q, k, v, 0, 0)
     finally:
         torch.Tensor.softmax = orig
-    att = captured["att"]
+    return captured["att"]
+
+
+def test_oracle_topk_keeps_the_largest_exact_scores():
+    g = torch.Generator().manual_seed(6)
+    q, k, v = (torch.randn(1, 2, 6, 8, generator=g) for _ in range(3))
+    att = _masked_scores(LopAttention(k=3, oracle=True), q, k, v)
     exact = (q @ k.transpose(-1, -2)) / 8**0.5
     for t in range(6):
         kept = torch.isfinite(att[0, 0, t]).nonzero().flatten().tolist()
@@ -146,20 +151,8 @@ def test_shared_oracle_keeps_each_kv_heads_top_k_of_summed_exact_scores():
     B, H, KV, T, hd, K = 1, 4, 2, 7, 8, 3
     q = torch.randn(B, H, T, hd, generator=g)
     k, v = (torch.randn(B, KV, T, hd, generator=g) for _ in range(2))
-    captured = {}
-    orig = torch.Tensor.softmax
-
-    def spy(self, dim):
-        captured["att"] = self
-        return orig(self, dim)
-
-    torch.Tensor.softmax = spy
-    try:
-        orc = LopAttention(k=K, oracle=True, shared=True)
-        orc(q, k, v, 0, 0)
-    finally:
-        torch.Tensor.softmax = orig
-    kept = torch.isfinite(captured["att"])[0]  # [H, T, S]
+    orc = LopAttention(k=K, oracle=True, shared=True)
+    kept = torch.isfinite(_masked_scores(orc, q, k, v))[0]  # [H, T, S]
     grp = H // KV
     for kv in range(KV):
         for t in range(T):

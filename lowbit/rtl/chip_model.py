@@ -126,6 +126,96 @@ def prompt_ids(spec: ModelSpec, prefill: int, seed: int) -> np.ndarray:
     return np.random.default_rng([seed, 2]).integers(0, spec.vocab, size=prefill)
 
 
+def golden_of(spec: ModelSpec, cfg, prefill: int, decode: int, lop_on: bool, seed: int) -> tuple[Deployed, GoldenRun]:
+    """The deployed seeded weights and the golden run of `prefill` seeded prompt tokens and `decode` greedy
+    steps on `cfg` (module docstring). Raises WorkloadError where the golden refuses the shape."""
+    lm = cfg.lm_head if cfg.lm_head in ("int8", "ternary") else "int8"
+    proj = cfg.fp4.format if cfg.has("fp4") and not cfg.has("tint") else "ternary"
+    dep = deploy(spec, seeded_weights(spec, seed), lm_head=lm, proj=proj)
+    return dep, golden_run(dep, cfg, prompt_ids(spec, prefill, seed), decode, lop=lop_on)
+
+
+def lop_positions(run: GoldenRun, spec: ModelSpec) -> dict[tuple[int, int], list[np.ndarray]]:
+    """The golden's LOP selections as the lowering takes them (lowbit.sim.compile.compile_program's
+    `lop_positions`): {(layer, step): per KV head the ascending positions of `layers.L.attn.lop.sel`}, for
+    every step that has one (the decode steps of a run with LOP)."""
+    out = {}
+    for i, st in enumerate(run.steps):
+        for layer in range(spec.n_layers):
+            sel = st.buffers.get(f"layers.{layer}.attn.lop.sel")
+            if sel is not None:
+                out[(layer, i)] = [np.flatnonzero(sel[g]).astype(np.int64) for g in range(sel.shape[0])]
+    return out
+
+
+def compile_from_golden(cfg, model: str, prefill: int, decode: int, path, seed: int = 0):
+    """Compile `model` (prefill + decode) for `cfg` into `path` with the LOP selections of the golden run the
+    chip bench checks against (seed `seed`): the data-driven selections the chip's LOP unit makes on those
+    contents, so the program's indirect K/V fetches (and the simulator's timing of them) are the rows the
+    chip's index FIFO names. Falls back to the trace's selections where the golden does not cover the
+    workload. Returns (lowbit.sim.compile.CompileStats, '' or why the trace's selections were compiled)."""
+    from lowbit.sim.cli import build_trace
+    from lowbit.sim.compile import compile_program
+    from lowbit.sim.errors import WorkloadError
+    from lowbit.sim.workloads import check_workload
+
+    tr = build_trace(model, None, prefill, decode, cfg, None)
+    check_workload(cfg, tr)
+    pos, why = None, ""
+    if cfg.has("lop") and cfg.lop.enabled and decode > 0 and prefill > 0:
+        try:
+            _, run = golden_of(tr.model, cfg, prefill, decode, True, seed)
+            pos = lop_positions(run, tr.model)
+        except WorkloadError as e:
+            why = f"the whole-model golden refuses it: {e}"
+    return compile_program(cfg, tr, path, lop_positions=pos), why
+
+
+def lop_fetch_check(img, mc: ModelContents) -> tuple[int, int, int, str]:
+    """The K/V rows the program's dma_kv reads fetch in each decode step whose golden LOP drops keys, against
+    the golden's `layers.L.attn.lop.sel`: (selections that drop keys (step, layer, KV head), K and V rows
+    their fetches read, rows missing or extra, the first difference). Rows are told by their DRAM address
+    (sim.kvcache.kv_addr)."""
+    from lowbit.sim.isa import KV_BASE
+
+    s = mc.spec
+    plane = s.max_positions * s.head_dim
+    q = img.queues.index("dma_kv") if "dma_kv" in img.queues else -1
+    got: dict[tuple[int, int, int, bool], set[int]] = {}
+    for w in img.words[q] if q >= 0 else []:
+        if w["wr"] or w["addr"] < KV_BASE or "step" not in w:
+            continue
+        off = w["addr"] - KV_BASE
+        lg, rem = divmod(off, 2 * plane)
+        layer, g = divmod(lg, s.n_kv_heads)
+        v, pos = divmod(rem, plane)
+        if layer >= s.n_layers or pos % s.head_dim or w["nbytes"] % s.head_dim:
+            continue
+        p0 = pos // s.head_dim
+        got.setdefault((w["step"], layer, g, bool(v)), set()).update(range(p0, p0 + w["nbytes"] // s.head_dim))
+    sels = rows = bad = 0
+    first = ""
+    for i, st in enumerate(mc.run.steps):
+        for layer in range(s.n_layers):
+            sel = st.buffers.get(f"layers.{layer}.attn.lop.sel")
+            if sel is None:
+                continue
+            for g in range(sel.shape[0]):
+                if sel[g].all():
+                    continue
+                sels += 1
+                want = set(np.flatnonzero(sel[g]).tolist())
+                for v in (False, True):
+                    have = got.get((i, layer, g, v), set())
+                    rows += len(have)
+                    diff = len(have ^ want)
+                    bad += diff
+                    if diff and not first:
+                        first = (f"step {i} layer {layer} KV head {g} {'V' if v else 'K'}: fetches "
+                                 f"{sorted(have)}, the golden selects {sorted(want)}")
+    return sels, rows, bad, first
+
+
 def model_contents(img, cfg, meta, seed: int) -> tuple[ModelContents | None, str]:
     """The golden run of the program's workload (`meta`: lowbit.sim.program_io.RunMeta) on `cfg`, or (None,
     why) when the golden does not cover it (an FP4 or non-ternary model, a batched program, a shape the
@@ -141,10 +231,7 @@ def model_contents(img, cfg, meta, seed: int) -> tuple[ModelContents | None, str
     if meta.prefill < 1:
         return None, "a program without a prefill step"
     try:
-        lm = cfg.lm_head if cfg.lm_head in ("int8", "ternary") else "int8"
-        proj = cfg.fp4.format if cfg.has("fp4") and not cfg.has("tint") else "ternary"
-        dep = deploy(spec, seeded_weights(spec, seed), lm_head=lm, proj=proj)
-        run = golden_run(dep, cfg, prompt_ids(spec, meta.prefill, seed), meta.decode, lop=meta.lop_on)
+        dep, run = golden_of(spec, cfg, meta.prefill, meta.decode, meta.lop_on, seed)
     except WorkloadError as e:
         return None, f"the whole-model golden refuses it: {e}"
     steps = 1 + max((w.get("step", 0) for ws in img.words for w in ws), default=0)

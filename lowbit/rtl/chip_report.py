@@ -39,18 +39,14 @@ def out_of_order(end: list[int]) -> int:
 def chip_report(hw: str, sets: list[str], model: str, prefill: int, decode: int) -> str:
     """Markdown: the workload, the chip, per-queue start/end mismatches, cycles, times."""
     from lowbit.rtl.chip_image import build_image, reference_schedule
+    from lowbit.rtl.chip_model import compile_from_golden
     from lowbit.rtl.chip_run import verify_chip
-    from lowbit.sim.cli import build_trace
-    from lowbit.sim.compile import compile_program
     from lowbit.sim.config import load_hw
-    from lowbit.sim.workloads import check_workload
 
     cfg = load_hw(hw, sets)
     with tempfile.TemporaryDirectory(prefix="lowbit-chip-report-") as tmp:
         prog = Path(tmp) / "prog.bin"
-        tr = build_trace(model, None, prefill, decode, cfg, None)
-        check_workload(cfg, tr)
-        st = compile_program(cfg, tr, prog)
+        st, _ = compile_from_golden(cfg, model, prefill, decode, prog)  # LOP: the golden's selections
         img = build_image(prog, cfg)
         ref, _ = reference_schedule(prog, cfg)
         t_wall = time.time()
@@ -153,8 +149,12 @@ def chip_report(hw: str, sets: list[str], model: str, prefill: int, decode: int)
                           "(`qk.q8`, written in their RoPE words' cycles) and the K rows of the kv buffer; their psum "
                           f"words are in the table, against `layers.L.attn.qk.acc`: {r.qk[1]} of the {r.qk[2]} score "
                           "accumulator buffers checked in every attended element. Decode steps whose LOP drops "
-                          "keys stay timers (the program fetches fixed-ratio positions, the golden's LOP selects "
-                          "by the data).")
+                          "keys stay timers (lowbit.rtl.chip_attn maps the steps that attend to every cached key).")
+        if r.lop[0]:
+            data_line += (f"\n\nLOP selections: the program is compiled from the golden's data-driven selections "
+                          f"(`layers.L.attn.lop.sel`, lowbit.rtl.chip_model.compile_from_golden); {r.lop[0]} of them "
+                          f"drop keys (decode step, layer, KV head), their indirect K/V fetches read {r.lop[1]:,} rows, "
+                          f"**{r.lop[2]} differing from the selection**.")
         if r.kv_chunks:
             data_line += (f"\n\nKV reads carry data: dma_kv's K/V chunk reads land in the kv buffer by the memory port's "
                           f"data beats (the DRAM image holds the golden's INT8 K/V rows, `kv_append.k8` / `v8`); "

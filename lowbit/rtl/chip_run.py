@@ -75,6 +75,9 @@ class ChipResult:
     rq: list[tuple[str, int, int]] = field(default_factory=list)  # per requantized projection (lowbit.rtl.chip_requant):
     # 'step S op', Q7.8 elements the requantizers wrote, elements differing from the golden's <op>.out
     rq_drain: list[str] = field(default_factory=list)  # projections the drain rule keeps off the requantizers
+    lop: tuple[int, int, int, str] = (0, 0, 0, "")  # the golden's LOP selections that drop keys, the K/V rows
+    # the program's dma_kv fetches for them, rows differing from the golden's lop.sel, the first difference
+    # (lowbit.rtl.chip_model.lop_fetch_check)
     act: tuple[int, int, int, int] = (0, 0, 0, 0)  # gating words on the SFU's gating engine, their Q7.8 words,
     # elements, words differing from the golden's <op>.act.out
 
@@ -96,7 +99,7 @@ class ChipResult:
                 and self.late == 0 and self.lane_overflow == 0 and self.data_mismatches == 0
                 and self.data_late == 0 and self.act_late == 0 and self.kv_mismatches == 0 and self.sfu[3] == 0
                 and self.norm[3] == 0 and self.res[3] == 0 and all(b == 0 for _, _, b in self.rq)
-                and self.act[3] == 0)
+                and self.act[3] == 0 and self.lop[2] == 0)
 
 
 def params_for(img: ChipImage, ref: list[QueueTimes] | None = None, data_banks: int = 0) -> ChipParams:
@@ -374,6 +377,10 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
 
         res.rq = replay([x for v in r.get("rq", {}).values() for x in v], cfg.sfu.lanes, plan.rq_expect)
     res.rq_drain = plan.rq_drain if plan is not None else []
+    if plan is not None and plan.model is not None:
+        from lowbit.rtl.chip_model import lop_fetch_check
+
+        res.lop = lop_fetch_check(img, plan.model)
     if plan is not None and plan.act_expect:
         got = [tuple(x) for x in r.get("act", [])]
         bad = sum(g != w for g, w in zip(got, plan.act_expect, strict=False)) + abs(len(got) - len(plan.act_expect))

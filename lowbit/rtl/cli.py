@@ -149,15 +149,11 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
         raise LowbitError("--program runs the workload compiled into the program; drop --model")
     label = str(program) if program is not None else f"{model or 'bitnet-tiny'} prefill {prefill} + decode {decode}"
     with tempfile.TemporaryDirectory(prefix="lowbit-chip-") as tmp:
-        if program is None:
-            from lowbit.sim.cli import build_trace
-            from lowbit.sim.compile import compile_program
-            from lowbit.sim.workloads import check_workload
+        if program is None:  # compiled from the golden's LOP selections: the ones the chip's data make
+            from lowbit.rtl.chip_model import compile_from_golden
 
-            tr = build_trace(model or "bitnet-tiny", None, prefill, decode, cfg, None)
-            check_workload(cfg, tr)
             program = Path(tmp) / "prog.bin"
-            compile_program(cfg, tr, program)
+            compile_from_golden(cfg, model or "bitnet-tiny", prefill, decode, program, seed)
         r = verify_chip(cfg, program, hw, sets, seed=seed)
     t = Table(title=f"lowbit verify --chip --hw {cfg.name}: {label}, chip RTL vs lowbit sim --program")
     for c in ("queue", "instructions", "start mismatches", "end mismatches", "max |diff| (cycles)", "psum words",
@@ -221,6 +217,10 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
             print(f"requantizer: {len(r.rq)} projections requantized on the chip behind the engines' psum ports, "
                   f"their Q7.8 outputs against the golden's <op>.out (the residual's y, the gating's inputs): {ops or 'none'}"
                   + (f"; kept off by the drain rule: {', '.join(r.rq_drain)}" if r.rq_drain else ""))
+        if r.lop[0]:
+            print(f"LOP: {r.lop[0]} selections of the golden that drop keys (decode step, layer, KV head: "
+                  f"layers.L.attn.lop.sel); the program's indirect K/V fetches read {r.lop[1]:,} rows for them, "
+                  f"{r.lop[2]} differing from the selection" + (f" ({r.lop[3]})" if r.lop[3] else ""))
         if r.kv_chunks:
             print(f"KV reads: {r.kv_chunks} K/V chunks read back from the kv buffer at their consumer's start, "
                   f"{r.kv_units:,} units against the golden's kv_append.k8 / v8 rows, {r.kv_mismatches} mismatches")
@@ -243,7 +243,8 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
              "residual_words": r.res[0], "residual_q78_words": r.res[1], "residual_elements": r.res[2],
              "residual_mismatches": r.res[3],
              "gating_words": r.act[0], "gating_q78_words": r.act[1], "gating_elements": r.act[2],
-             "gating_mismatches": r.act[3], "requant": [{"op": n, "elements": c, "mismatches": b} for n, c, b in r.rq], "requant_drain": r.rq_drain,
+             "gating_mismatches": r.act[3], "lop_selections": r.lop[0], "lop_rows": r.lop[1],
+             "lop_mismatches": r.lop[2], "requant": [{"op": n, "elements": c, "mismatches": b} for n, c, b in r.rq], "requant_drain": r.rq_drain,
              "acc_buffers": {"on_data_path": r.acc_buffers[1], "complete": r.acc_buffers[0],
                              "without_tiles": r.acc_buffers[2]},
              "queues": [dataclasses.asdict(q) for q in r.queues]}
@@ -264,6 +265,8 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
         why += [f"{rqb} requantized elements differ from the golden's"] if rqb else []
         why += [f"{r.kv_mismatches} kv buffer units differ from the golden's K/V rows"] if r.kv_mismatches else []
         why += [f"{r.data_late} weight reads' data came after their response"] if r.data_late else []
+        why += [f"{r.lop[2]} K/V rows fetched differ from the golden's LOP selection (a program compiled from "
+                "another selection; `verify --chip --model` compiles from the golden's)"] if r.lop[2] else []
         raise LowbitError("chip RTL differs from lowbit sim: " + ", ".join(why))
     data = f", {r.data_words:,} psum words bit-exact" if not r.data_note else ""
     print(f"chip RTL matches lowbit sim: 0 mismatches, 0 cycles difference{data}")

@@ -33,9 +33,12 @@ class CompileStats:
 
 def compile_program(cfg: HwConfig, trace: Any, path: str | Path, *, schedule: str = "dependency-aware",
                     lop_k: int | None = None, no_lop: bool = False, dual_core: bool = True,
-                    progress: Any = None) -> CompileStats:
+                    progress: Any = None, lop_positions: dict | None = None) -> CompileStats:
     """Lower `trace` on `cfg` (as lowbit.sim.engine.simulate does, static unit assignment included) and
-    stream the program to `path` atomically (nothing is left behind on an error)."""
+    stream the program to `path` atomically (nothing is left behind on an error). `lop_positions`: the LOP
+    selections to compile ({(layer, step): per KV head the ascending selected positions}, e.g. a golden
+    run's `lop.sel`, lowbit.rtl.chip_model.lop_positions) instead of the trace's (its tensors' data-driven
+    ones, else fixed-ratio)."""
     import time
 
     from lowbit.sim.atomic import atomic_write_via
@@ -48,7 +51,7 @@ def compile_program(cfg: HwConfig, trace: Any, path: str | Path, *, schedule: st
     cfg = _configure(cfg, schedule, lop_k)
     trace.model.validate()
     lop_on = cfg.has("lop") and cfg.lop.enabled and not no_lop
-    counts = _lop_counts(trace, cfg, []) if lop_on else None
+    counts = (lop_positions or _lop_counts(trace, cfg, [])) if lop_on else None
     lw = Lowering(cfg, trace.model, schedule, lop_on, cfg.lop.k, counts, dual_core=dual_core)
     src = LoweredSteps(lw, trace.steps(), trace.n_chunks())
     units = unit_list(cfg)

@@ -307,3 +307,33 @@ def test_index_buffer_addresses_are_the_compilers_gathers(golden):
     got = _index_words(cfg, pos, [(0, 0, 3), (0, 0, 4), (1, 0, 8), (0, 0, 2)])
     assert [g[3] for g in got] == [1, 0, 0, 0]  # 0..2 a run; 5, 6, 9, 10 two runs; the V plane's 8 keys many
     assert got[1][:2] == (5 * 16, 4 * 16) and got[2][0] == 0 and got[3][2] == 0  # K has 1 of its 8 left, not 2
+
+
+def test_program_compiled_from_the_golden_fetches_its_selection(tmp_path):
+    """`verify --chip` compiles with the golden's LOP selections (chip_model.compile_from_golden): every
+    indirect K/V fetch of a decode step whose LOP drops keys reads exactly the golden's `lop.sel` rows of its
+    step, layer and KV head (told apart by DRAM address, sim.kvcache.kv_addr), K and V; the trace's
+    fixed-ratio positions (the plain compile) read others, which the check counts."""
+    from lowbit.rtl.chip_image import build_image
+    from lowbit.rtl.chip_model import compile_from_golden, lop_fetch_check, lop_positions, model_contents
+    from lowbit.sim.cli import build_trace
+    from lowbit.sim.compile import compile_program
+    from lowbit.sim.program_io import ProgramReader
+
+    cfg = load_hw("tiny", [])
+    gold, plain = tmp_path / "gold.bin", tmp_path / "plain.bin"
+    _, why = compile_from_golden(cfg, "bitnet-tiny", 8, 3, gold, seed=0)
+    assert why == ""
+    compile_program(cfg, build_trace("bitnet-tiny", None, 8, 3, cfg, None), plain)
+    img = build_image(gold, cfg)
+    mc, note = model_contents(img, cfg, ProgramReader(gold).header.meta, 0)
+    assert note == ""
+    pos = lop_positions(mc.run, mc.spec)
+    assert sorted(pos) == [(layer, s) for layer in range(2) for s in (1, 2, 3)]
+    sel = mc.run.steps[1].buffers["layers.0.attn.lop.sel"]  # M = 9 keys, K = 8: one dropped per KV head
+    assert [p.tolist() for p in pos[(0, 1)]] == [np.flatnonzero(r).tolist() for r in sel]
+    assert all(len(p) == 8 for p in pos[(0, 1)])
+    # 3 decode steps x 2 layers x 2 KV heads drop keys; K and V planes read 8 rows each
+    assert lop_fetch_check(img, mc)[:3] == (12, 12 * 2 * 8, 0)
+    sels, rows, bad, first = lop_fetch_check(build_image(plain, cfg), mc)
+    assert (sels, rows) == (12, 192) and bad > 0 and first.startswith("step ")

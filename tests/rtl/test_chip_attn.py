@@ -15,14 +15,17 @@ from lowbit.sim.config import load_hw  # noqa: E402
 from lowbit.sim.units.booth import booth_int8_pass_cycles  # noqa: E402
 
 
-def _run_pv(p: np.ndarray, v: np.ndarray, pos0: int, *, a_addr: int = 9, k_addr: int = 5, p_addr: int = 3):
-    """P [nq, grp, keys] (INT8) x V [keys, hd] (INT8) on the engine (tiny's BoothFlex: 2 lanes x 2, 4-element
-    act words, 2-byte kv units), query t at position pos0 + t (its row's keys past pos0 + t are zero); returns
+def _run_pv(p: np.ndarray, v: np.ndarray, pos0: int, lanes: int, *, a_addr: int = 9, k_addr: int = 5,
+            p_addr: int = 3):
+    """P [nq, grp, keys] (INT8) x V [keys, hd] (INT8) on the engine (tiny's BoothFlex, `lanes` lanes x 2, with a TINT
+    core of as many lanes for its ternary layout; 4-element act words, 2-byte kv units), query t at position pos0 + t (its row's keys past pos0 + t are zero); returns
     (psum words in order, cycles start -> done, passes, sim.units.booth cycles of the tile's ragged passes)."""
+    import dataclasses
+
     from amaranth.sim import Simulator
 
     cfg = load_hw("tiny", [])
-    b, tw, ub = cfg.booth, cfg.tint.tree_width, 2
+    b, tw, ub = dataclasses.replace(cfg.booth, lanes=lanes), cfg.tint.tree_width, 2
     nq, grp, keys = p.shape
     hd = v.shape[1]
     runs = pv_pass_keys(pos0, keys, nq, grp * hd, b.lanes)
@@ -37,7 +40,7 @@ def _run_pv(p: np.ndarray, v: np.ndarray, pos0: int, *, a_addr: int = 9, k_addr:
     kv = np.full(128 * ub, 0x55, np.uint8)  # units past the chunk hold non-zero bytes: P = 0 must drop them
     kv[k_addr * ub:k_addr * ub + keys * hd] = v.astype(np.int8).view(np.uint8).reshape(-1)
     units = kv.reshape(-1, ub)
-    dut = BoothEngine(b, cfg.tint, w_bits=6, a_bits=6, p_bits=7, qk=(7, b.width // ub, 8 * ub))
+    dut = BoothEngine(b, dataclasses.replace(cfg.tint, lanes=lanes), w_bits=6, a_bits=6, p_bits=7, qk=(7, b.width // ub, 8 * ub))
     outs = nq * grp * hd
     passes = -(-outs // b.lanes)
     got: list = []
@@ -89,7 +92,8 @@ def _run_pv(p: np.ndarray, v: np.ndarray, pos0: int, *, a_addr: int = 9, k_addr:
                           # queries at 0 .. 3 over 4 keys, 6 outputs (3 passes) a query: 1, 1, 2, 2 beats
                           (4, 1, 4, 6, 0, 3 * (1 + 1 + 2 + 2) + 5),
                           (1, 1, 4, 6, 3, 3 * 2 + 5)])
-def test_pv_tile_is_the_exact_dot_of_probabilities_and_v_rows(nq, grp, keys, hd, pos0, cyc):
+@pytest.mark.parametrize("lanes", [2])
+def test_pv_tile_is_the_exact_dot_of_probabilities_and_v_rows(nq, grp, keys, hd, pos0, cyc, lanes):
     """Each output (query, head, dimension) is sum_j P[t, h, j] V[j, d] over the keys its query attends to,
     exact, `lanes` outputs a pass at p_addr + pass; a pass takes its longest row's beats, and the tile ends
     sim.units.booth.booth_int8_pass_cycles after its start (hand-computed here)."""
@@ -98,11 +102,18 @@ def test_pv_tile_is_the_exact_dot_of_probabilities_and_v_rows(nq, grp, keys, hd,
     for t in range(nq):
         p[t, :, pos0 + t + 1:] = 0  # causal: keys past the query's own have zero probability
     v = rng.integers(-128, 128, (keys, hd))
-    got, got_cyc, passes, want_cyc = _run_pv(p, v, pos0)
+    got, got_cyc, passes, want_cyc = _run_pv(p, v, pos0, lanes)
     vals = [int(p[t, h] @ v[:, d]) for t in range(nq) for h in range(grp) for d in range(hd)]
-    vals += [0] * (passes * 2 - len(vals))
-    assert got == [(3 + i, vals[2 * i:2 * i + 2]) for i in range(passes)]
+    vals += [0] * (passes * lanes - len(vals))
+    assert got == [(3 + i, vals[lanes * i:lanes * (i + 1)]) for i in range(passes)]
     assert got_cyc == want_cyc == cyc and any(vals)
+
+
+def test_pv_pass_across_two_queries_takes_the_later_ones_beats():
+    """3 lanes, 4 outputs a query (1 head x 4 dimensions), queries at 1, 2 (2 and 3 keys): pass 0 holds
+    outputs 0-2 (query 0: 1 beat), pass 1 outputs 3-5 (queries 0 and 1: query 1's 2 beats), pass 2 outputs
+    6, 7 and an empty lane (2 beats): 5 beats + latency clog2(8) + 2 = 10 cycles."""
+    test_pv_tile_is_the_exact_dot_of_probabilities_and_v_rows(2, 1, 3, 4, 1, 10, 3)
 
 
 @pytest.fixture(scope="module", params=[2, 8])

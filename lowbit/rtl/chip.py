@@ -15,7 +15,12 @@ Structure (docs/rtl.md "Chip"):
   dma_kv's K/V chunk reads the same way (where DataDims.k_depth allows), the act buffer (written
   through the load port at `load_queue` = the number of queues), and per TINT queue (and BoothFlex, where
   lowbit.rtl.chip_booth allows it) an engine computing its tiles from them into a psum bank; those queues'
-  words name their tiles and the engine ends them (chip_ctrl.ComputeQueue).
+  words name their tiles and the engine ends them (chip_ctrl.ComputeQueue);
+- with the LOP engine (`ChipParams.lop_grp` > 0, sized to the program's model): lowbit.rtl.chip_lop
+  LopGroupSelect, started by the LOP queue's lop_score words (`eng`, `m`, `k`), its code and query memories
+  written through the load port (`Chip.lop_load`); the LOP words keep their `cyc`, which the engine meets
+  (the bench checks its done strobes `lop_sdone` / `lop_done` against the words' ends), and its index FIFO
+  writes leave on `lop_ov` / `lop_on` / `lop_oi`.
 The scoreboard (lowbit.rtl.chip_ctrl.scoreboard_layout) is the vector of completion counts, one per
 non-sync queue (compute counts are registers, a DMA engine's count the in-order prefix of its completion
 table), plus each DMA engine's completion window (requests complete out of order; a wait names a range
@@ -46,11 +51,12 @@ from lowbit.rtl.chip_fp4 import Fp4Engine, fp4_psum_layout
 from lowbit.rtl.chip_requant import DST_GATE, DST_R, DST_UP, requantizer
 from lowbit.rtl.chip_ring import Ring
 from lowbit.rtl.chip_sfu import sfu_data_ok, sfu_engines
+from lowbit.rtl.common import COUNT_BITS
 from lowbit.rtl.sfu_stream import STAT_BITS
 from lowbit.rtl.sfu_stream_requant import mult_word
 from lowbit.sim.config import HwConfig
 from lowbit.sim.errors import LowbitError
-from lowbit.sim.isa import BUFFERS, C_BOOTH, C_DMAKV, C_DMAW, C_FP4, C_JOIN, C_SFU, C_TINT
+from lowbit.sim.isa import BUFFERS, C_BOOTH, C_DMAKV, C_DMAW, C_FP4, C_JOIN, C_LOP, C_SFU, C_TINT
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,9 @@ class ChipParams:
     join_window: int = 8       # joins checked per cycle
     data_banks: int = 0        # weight-buffer banks = buffer units per memory-port data beat; 0: no data path
     mult_depth: int = 0        # requantizer multiplier words per engine (lowbit.rtl.chip_requant); 0: none
+    lop_grp: int = 0           # the LOP engine's query heads per KV head (lowbit.rtl.chip_lop); 0: no engine
+    lop_hd: int = 0            # ... its head dimension
+    lop_depth: int = 0         # ... and the keys its code memory holds (a power of two)
 
     @property
     def addr_bits(self) -> int:
@@ -95,11 +104,15 @@ def queue_kind(cls: int) -> str:
     return "join" if cls == C_JOIN else "dma" if cls in (C_DMAW, C_DMAKV) else "compute"
 
 
-def word_kind(name: str, cls: int, data_path: bool, booth_data: bool = False, sfu_data: bool = False) -> str:
+def word_kind(name: str, cls: int, data_path: bool, booth_data: bool = False, sfu_data: bool = False,
+              lop_data: bool = False) -> str:
     """The instruction word layout of a queue (lowbit.rtl.chip_ctrl.word_layout): with the data path a
     TINT queue's words are 'tint' words, BoothFlex's 'booth' words where its ternary tiles run on the
     TINT layout (`booth_data`, lowbit.rtl.chip_booth.booth_data_ok), the SFU's 'sfu' words where its
-    quantize engine writes the act buffer (`sfu_data`, sfu_data_ok)."""
+    quantize engine writes the act buffer (`sfu_data`, sfu_data_ok), the LOP queue's 'lop' words where the
+    chip has the LOP engine (`lop_data`: ChipParams.lop_grp)."""
+    if data_path and lop_data and cls == C_LOP:
+        return "lop"
     if data_path and cls in (C_TINT, C_FP4):  # the FP4 core's tiles take the TINT word's fields (chip_fp4)
         return "tint"
     if data_path and sfu_data and cls == C_SFU:
@@ -160,7 +173,8 @@ class Chip(wiring.Component):
         d = self.dims
         bd = d is not None and booth_data(cfg)
         sd = d is not None and not sfu_data_ok(cfg)
-        self.kinds = [word_kind(n, c, d is not None, bd, sd) for n, c in zip(self.names, self.classes, strict=True)]
+        self.kinds = [word_kind(n, c, d is not None, bd, sd, p.lop_grp > 0)
+                      for n, c in zip(self.names, self.classes, strict=True)]
         self.layouts = [word_layout(k, self.n_thr, self.n_dma, p.seq_bits, word_dims(n, d))
                         for k, n in zip(self.kinds, self.names, strict=True)]
         self.load_bits = max(data.StructLayout.cast(lay).size for lay in self.layouts)
@@ -214,7 +228,16 @@ class Chip(wiring.Component):
                 sig.update({f"qv_{n}": Out(2), f"qd_{n}": Out(2), f"qa0_{n}": Out(d.a_bits - 1),
                             f"qa1_{n}": Out(d.a_bits - 1), f"qm0_{n}": Out(cfg.sfu.lanes), f"qm1_{n}": Out(cfg.sfu.lanes),
                             f"qw0_{n}": Out(16 * cfg.sfu.lanes), f"qw1_{n}": Out(16 * cfg.sfu.lanes)})
+        if "lop" in self.kinds:  # the LOP engine's index FIFO writes and its two done strobes (chip_lop)
+            sig.update({"lop_ov": Out(1), "lop_on": Out(range(cfg.lop.lanes + 1)),
+                        "lop_oi": Out(data.ArrayLayout(COUNT_BITS, cfg.lop.lanes)), "lop_sdone": Out(1),
+                        "lop_done": Out(1)})
         super().__init__(sig)
+
+    def lop_load(self) -> int:
+        """The load port's queue number of the LOP engine's code memory (+ 1: its query memory): past the act
+        buffer's, the SFU's six and the requantizers' multiplier memories."""
+        return len(self.names) + 7 + len(self.rq_names)
 
     def elaborate(self, platform) -> Module:
         m = Module()
@@ -232,6 +255,7 @@ class Chip(wiring.Component):
         dims = self.dims
         tints = []  # (queue name, controller) of the queues with engines (TINT, BoothFlex), with the data path
         sfuq = None  # the SFU queue's controller where its quantize runs on the data path
+        lopq = None  # the LOP queue's controller where the chip has the LOP engine
         for q, name in enumerate(self.names):
             kind = self.kinds[q]
             lay = self.layouts[q]
@@ -241,7 +265,7 @@ class Chip(wiring.Component):
             m.d.comb += [wp.addr.eq(self.load_addr[:p.addr_bits]),
                          wp.data.eq(self.load_word[:data.StructLayout.cast(lay).size]),
                          wp.en.eq(self.load_en & (self.load_queue == q))]
-            if kind in ("compute", "tint", "booth", "sfu"):
+            if kind in ("compute", "tint", "booth", "sfu", "lop"):
                 c = ComputeQueue(sb.shape(), p.seq_bits, p.addr_bits, dims if kind != "compute" else None, kind)
                 m.submodules[f"q_{name}"] = c
                 rp = mem.read_port()
@@ -253,6 +277,8 @@ class Chip(wiring.Component):
                     tints.append((name, c))
                 elif kind == "sfu":
                     sfuq = c
+                elif kind == "lop":
+                    lopq = c
             elif kind == "dma":
                 e = DmaEngine(len(engines), sb.shape(), p.seq_bits, p.addr_bits, issue=p.dma_issue,
                               table=p.dma_table, entry_bits=eb, resp_lanes=p.resp_lanes,
@@ -307,8 +333,30 @@ class Chip(wiring.Component):
                 ev = ev | (port != last)
         if dims is not None:
             ev = ev | self._data_path(m, engines, tints, sfuq)
+        if lopq is not None:
+            ev = ev | self._lop_engine(m, lopq)
         m.d.comb += self.event.eq(ev)
         return m
+
+    def _lop_engine(self, m: Module, c: ComputeQueue) -> Signal:
+        """The LOP engine (lowbit.rtl.chip_lop.LopGroupSelect) started by the LOP queue's `eng` words, its code
+        and query memories written through the load port (`lop_load`); returns 1 in cycles it reports."""
+        from lowbit.rtl.chip_lop import LopGroupSelect
+
+        p = self.p
+        m.submodules.lop_engine = e = LopGroupSelect(self.cfg.lop, grp=p.lop_grp, head_dim=p.lop_hd, depth=p.lop_depth)
+        lq = self.lop_load()
+        assert lq + 1 < 1 << len(self.load_queue), "the load port's queue number is too narrow for the LOP engine"
+        for x, sel in (("c", lq), ("q", lq + 1)):
+            a, dw = getattr(e, f"{x}_addr"), getattr(e, f"{x}_data")
+            assert len(a) <= len(self.load_addr) and data.ArrayLayout.cast(dw.shape()).size <= len(self.load_word)
+            m.d.comb += [getattr(e, f"{x}_wen").eq(self.load_en & (self.load_queue == sel)),
+                         a.eq(self.load_addr[:len(a)]), dw.eq(self.load_word[:data.ArrayLayout.cast(dw.shape()).size])]
+        w = c.word
+        m.d.comb += [e.start.eq(c.go), e.m.eq(w.m), e.k.eq(w.k), c.unit_ready.eq(e.ready | (w.eng == 0)),
+                     self.lop_ov.eq(e.o_valid), self.lop_on.eq(e.o_n), self.lop_oi.eq(e.o_idx),
+                     self.lop_sdone.eq(e.s_done), self.lop_done.eq(e.done)]
+        return e.t_valid | e.s_done | e.done  # t_valid: a top-K beat, the FIFO writes among them
 
     def _qk(self) -> bool:
         return qk_data(self.cfg, self.dims)

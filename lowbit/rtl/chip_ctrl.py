@@ -48,6 +48,10 @@ DMA_DATA_FIELDS = (*DMA_FIELDS, "dwords", "dbase")
 # fn bit 1 (gated), at o_addr, row r's S at st_addr + r)
 SFU_FIELDS = (*COMPUTE_FIELDS, "eng", "rows", "beats", "x_addr", "o_addr", "st_addr", "g_addr", "eps_q", "sd", "e_sd",
               "y_addr", "fn")
+# a LOP word with `eng` set (the group's lop_score word) starts the chip's LOP engine (lowbit.rtl.chip_lop
+# LopGroupSelect: `m` keys scored against the group's query heads, then the top `k` of their group scores);
+# LOP words keep their `cyc` (the engine meets it: the bench checks its done cycles against the words' ends)
+LOP_FIELDS = (*COMPUTE_FIELDS, "eng", "m", "k")
 STAT_DEPTH = 64  # row-statistics memory rows (DESIGN ASSUMPTION: a word's rows, at most its tokens)
 
 
@@ -58,7 +62,7 @@ def _fields(kind: str, dims) -> dict[str, int]:
         names = {"compute": COMPUTE_FIELDS, "dma": DMA_FIELDS, "join": JOIN_FIELDS}[kind]
         return {n: _W[n] for n in names}
     names = {"compute": COMPUTE_FIELDS, "tint": TINT_FIELDS, "booth": BOOTH_FIELDS, "sfu": SFU_FIELDS,
-             "dma": DMA_DATA_FIELDS, "join": JOIN_FIELDS}[kind]
+             "lop": LOP_FIELDS, "dma": DMA_DATA_FIELDS, "join": JOIN_FIELDS}[kind]
     w = {**_W, "eng": 2, "nq": COUNT_BITS, "grp": COUNT_BITS, "pos0": COUNT_BITS, "k_addr": dims.k_bits,
          "k_stride": COUNT_BITS, "beats": COUNT_BITS, "groups": COUNT_BITS, "tokens": COUNT_BITS, "a_stride": COUNT_BITS,
          "dwords": COUNT_BITS, "tail_lanes": dims.lanes.bit_length(), "tail_step": dims.word_units.bit_length(),
@@ -66,7 +70,7 @@ def _fields(kind: str, dims) -> dict[str, int]:
          "p_addr": dims.p_bits, "rows": COUNT_BITS, "x_addr": dims.a_bits, "o_addr": dims.a_bits,
          "g_addr": dims.a_bits, "eps_q": 32, "sd": 25, "e_sd": 3, "y_addr": dims.a_bits,
          "st_addr": (STAT_DEPTH - 1).bit_length(), "rq": 2, "rq_off": 6, "rq_o": dims.a_bits, "rq_stride": COUNT_BITS,
-         "rq_m": RQ_M_BITS, "rq_s": (STAT_DEPTH - 1).bit_length(), "fn": 2}
+         "rq_m": RQ_M_BITS, "rq_s": (STAT_DEPTH - 1).bit_length(), "fn": 2, "m": COUNT_BITS, "k": COUNT_BITS}
     if kind == "sfu":  # its engines 1 .. 4
         w["eng"] = 3
     return {n: w[n] for n in names}
@@ -156,6 +160,8 @@ class ComputeQueue(wiring.Component):
         n_thr, n_dq = sb["count"].shape.length, sb["base"].shape.length
         self.kind = kind if dims is not None else "compute"
         extra = {"go": Out(1), "unit_ready": In(1), "unit_done": In(1)} if self.kind != "compute" else {}
+        if self.kind == "lop":  # its engine runs beside timer words: nothing ends them
+            del extra["unit_done"]
         super().__init__({
             **extra,
             "run": In(1),
@@ -188,6 +194,8 @@ class ComputeQueue(wiring.Component):
         else:
             m.d.comb += eng.eq(w.eng != 0)
         m.d.comb += self.go.eq(issue & eng)
+        if self.kind == "lop":  # the engine runs beside the word, which keeps its `cyc` (LOP_FIELDS)
+            eng = Const(0, 1)
         done = Signal()
         one = Signal() if timer else Const(0, 1)  # a one-cycle timer instruction completes in its issue cycle
         if timer:
@@ -196,7 +204,7 @@ class ComputeQueue(wiring.Component):
             tdone = busy & ~on_eng & (remain == 1)
         else:
             tdone = 0
-        edone = busy & on_eng & self.unit_done
+        edone = busy & on_eng & self.unit_done if self.kind != "lop" else 0
         m.d.comb += done.eq(tdone | edone | one)
         self._release(m, w, one, done, hold)
         with m.If(issue):

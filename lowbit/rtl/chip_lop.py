@@ -21,6 +21,8 @@ scorer `lanes` keys a cycle (`out_*`, with the head and first key); `done` rises
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from amaranth.hdl import Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
@@ -120,7 +122,7 @@ class LopGroupSelect(wiring.Component):
     (one word of `lanes` sums per key group; head 0 writes, later heads add), then ONE top-K of the `m` group
     scores (lowbit.rtl.lop.LopTopK: `t_*` its selection bits, `lanes` keys a beat from key `t_base`, and its
     threshold bucket) and the selected keys' indices, ascending, up to `lanes` a cycle (`o_valid` with `o_n`
-    indices in `o_idx[0..o_n)`: the index FIFO's writes). The top-K starts with the scorer's `done` and
+    indices in `o_idx[0..o_n)`: the index FIFO's writes); `s_done` is the scorer's done. The top-K starts with the scorer's `done` and
     takes lop_topk_cycles(M): `done` rises in cycle start + grp x lop_score_cycles(M, hd) +
     lop_topk_cycles(M), the program's `lop_score` and `lop_topk` words. Ports `c_*`, `q_*`, `m` as
     LopGroupScore's. The sums are exact: `lop.score_bits` must hold grp x head_dim terms (lop.validate)."""
@@ -139,7 +141,7 @@ class LopGroupSelect(wiring.Component):
             "t_valid": Out(1), "t_base": Out(COUNT_BITS), "t_sel": Out(n),
             "t_thresh": Out(range(cfg.buckets + 1)),
             "o_valid": Out(1), "o_n": Out(range(n + 1)), "o_idx": Out(data.ArrayLayout(COUNT_BITS, n)),
-            "done": Out(1),
+            "s_done": Out(1), "done": Out(1),
         })
 
     def elaborate(self, platform) -> Module:
@@ -190,6 +192,123 @@ class LopGroupSelect(wiring.Component):
         m.d.comb += [self.o_valid.eq(ovalid & (pre != 0)), self.o_n.eq(Mux(ovalid, pre, 0)),
                      self.t_valid.eq(ovalid), self.t_base.eq(tk.out_base), self.t_sel.eq(tk.out_sel),
                      self.t_thresh.eq(tk.out_thresh), self.done.eq(busy & tk.done),
-                     self.s_valid.eq(sc.out_valid), self.s_head.eq(sc.out_head), self.s_key.eq(sc.out_key),
+                     self.s_done.eq(sc.done), self.s_valid.eq(sc.out_valid), self.s_head.eq(sc.out_head), self.s_key.eq(sc.out_key),
                      self.s_score.eq(sc.out_score)]
         return m
+
+
+@dataclass
+class LopPlan:
+    """The chip's LOP engine on a program (`lop_plan`): its generation sizes, the LOP words it runs, the bench's
+    load-port writes and the golden's index streams."""
+
+    grp: int
+    hd: int
+    depth: int
+    fields: dict[int, dict] = field(default_factory=dict)   # LOP word -> {"eng": 1, "m": M, "k": K}
+    writes: list[dict] = field(default_factory=list)        # {"after": [[q, i], ..], "before": LOP word,
+    # "w": [[load queue past the act buffer's, address, word], ..]}
+    expect: dict[int, tuple[int, list[int], str]] = field(default_factory=dict)  # lop_score word -> (its
+    # lop_topk word, the golden's lop.sel indices, 'step S layer L KV head g')
+    note: str = ""                                          # LOP words left timers and why
+
+
+def lop_plan(img, cfg: LopConfig, model, load_sel: int) -> LopPlan | None:
+    """Map a program's LOP words onto the chip's LOP engine (docs/rtl.md "LOP on data"). The k-th LO-code read
+    of dma_kv (a read allocating in the lop ring) feeds the k-th lop_score word (a LOP word with work; the
+    lop_topk word follows it): its DRAM address names the layer and KV head (sim.kvcache.lo_addr), its bytes
+    the keys M; the word's step and op name the step and layer (checked). The group's INT8 query rows (the
+    golden's `qk.q8`) and its keys' LO codes (the golden's `kv_append.lo`, steps concatenated) are written
+    through the load port (`load_sel`, + 1; past the act buffer's queue) once the LO-code read and the previous
+    group's lop_topk word have started (the scorer no longer reads its memories then), the query rows already
+    once the layer's last RoPE word (SFU) has started: the bench stands in for the read's data beats and
+    the queries' path from the SFU. None when the program has no LOP word the golden selects for."""
+    import numpy as np
+
+    from lowbit.sim.isa import B_LOP, LOP_BASE
+    from lowbit.sim.kvcache import code_bytes
+
+    s = model.spec
+    if "lop" not in img.queues or "dma_kv" not in img.queues:
+        return None
+    lq, kq = img.queues.index("lop"), img.queues.index("dma_kv")
+    grp, hd, w = s.n_heads // s.n_kv_heads, s.head_dim, cfg.width
+    beats, cb = -(-hd // w), code_bytes(s)
+    reads = [i for i, x in enumerate(img.words[kq]) if x["alloc_en"] and x["buf"] == B_LOP and not x["wr"]]
+    scores = [i for i, x in enumerate(img.words[lq]) if x.get("macs", 0) > 0]
+    if not scores:
+        return None
+    plan = LopPlan(grp, hd, 0)
+    sq = img.queues.index("sfu") if "sfu" in img.queues else -1
+    ropes: dict[tuple[int, int], int] = {}  # (step, layer) -> its last RoPE word (the queries' INT8 rows exist)
+    for j, y in enumerate(img.words[sq] if sq >= 0 else []):
+        parts = y.get("op", "").split(".")
+        if len(parts) == 4 and parts[0] == "layers" and parts[2:] == ["attn", "rope"]:
+            ropes[(y["step"], int(parts[1]))] = j
+    if len(reads) != len(scores):
+        plan.note = f"{len(scores)} lop_score words, {len(reads)} LO-code reads: the words stay timers"
+        return plan
+    prev_top = None
+    skipped = []
+    for r, i in zip(reads, scores, strict=True):
+        d, x = img.words[kq][r], img.words[lq][i]
+        lg, pos = divmod((d["addr"] - LOP_BASE) // cb, s.max_positions)
+        layer, g = divmod(lg, s.n_kv_heads)
+        mk = d["nbytes"] // cb
+        st = model.run.steps[x["step"]].buffers if x["step"] < len(model.run.steps) else {}
+        sel = st.get(f"layers.{layer}.attn.lop.sel")
+        what = f"step {x['step']} layer {layer} KV head {g}"
+        if (sel is None or pos != 0 or x["op"] != f"layers.{layer}.attn.qk" or sel.shape[1] != mk
+                or x["macs"] != mk * hd * grp or i + 1 >= len(img.words[lq])):
+            skipped.append(what)
+            continue
+        lo = np.concatenate([model.run.steps[t].buffers[f"layers.{layer}.attn.kv_append.lo"]
+                             for t in range(x["step"] + 1)])[:mk, g]
+        q8 = st[f"layers.{layer}.attn.qk.q8"][0, g * grp:(g + 1) * grp]
+        cp = np.zeros((mk, beats * w), np.int64)
+        cp[:, :hd] = lo
+        qp = np.zeros((grp, beats * w), np.int64)
+        qp[:, :hd] = q8
+        qw = [[load_sel + 1, h * beats + b, sum((int(v) & 0xFF) << (8 * e) for e, v in enumerate(qp[h, b * w:(b + 1) * w]))]
+              for h in range(grp) for b in range(beats)]
+        cw = [[load_sel, j * beats + b, sum((int(v) & 0xF) << (4 * e) for e, v in enumerate(cp[j, b * w:(b + 1) * w]))]
+              for j in range(mk) for b in range(beats)]
+        free = [[lq, prev_top]] if prev_top is not None else []
+        rope = ropes.get((x["step"], layer))
+        if rope is None:
+            plan.writes.append({"after": [[kq, r], *free], "before": i, "w": qw + cw})
+        else:  # the queries once RoPE has made them, the codes in the LO-code read's cycles
+            plan.writes += [{"after": [[sq, rope], *free], "before": i, "w": qw},
+                            {"after": [[kq, r], *free], "before": i, "w": cw}]
+        plan.fields[i] = {"eng": 1, "m": mk, "k": cfg.k}
+        plan.expect[i] = (i + 1, np.flatnonzero(sel[g]).tolist(), what)
+        plan.depth = max(plan.depth, mk)
+        prev_top = i + 1
+    if skipped:
+        plan.note = f"{len(skipped)} LOP groups stay timers (no golden selection of their shape: {skipped[0]})"
+    if plan.depth:
+        plan.depth = 1 << (plan.depth - 1).bit_length()
+    return plan
+
+
+def lop_compare(plan: LopPlan, ref, r: dict) -> tuple[int, int, int, int, str]:
+    """The chip's LOP engine against the golden and `lowbit sim` (`ref`: its schedule of the LOP queue; `r` the
+    bench's result): (groups run, indices, index mismatches (missing, extra or misplaced), done cycles differing
+    from the lop_score / lop_topk words' ends, the first difference). A group's indices are the FIFO writes
+    after its lop_score word starts, up to its lop_topk word's end."""
+    got = r.get("lop_idx", [])
+    sd, dn = set(r.get("lop_sdone", [])), set(r.get("lop_done", []))
+    n = bad = cyc_bad = 0
+    first = ""
+    for i, (t, want, what) in sorted(plan.expect.items()):
+        s0, e0 = ref.start[i], ref.end[t]
+        idx = [v for c, vs in got if s0 < c <= e0 for v in vs]
+        n += len(want)
+        diff = sum(a != b for a, b in zip(idx, want, strict=False)) + abs(len(idx) - len(want))
+        bad += diff
+        cb = (ref.end[i] not in sd) + (e0 not in dn)
+        cyc_bad += cb
+        if (diff or cb) and not first:
+            first = f"{what}: indices {idx}, golden {want}; scorer done {sorted(c for c in sd if s0 <= c <= e0)} " \
+                    f"(lop_score ends {ref.end[i]}), top-K done {sorted(c for c in dn if s0 <= c <= e0)} (lop_topk ends {e0})"
+    return len(plan.expect), n, bad, cyc_bad, first

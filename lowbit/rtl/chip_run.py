@@ -22,6 +22,7 @@ from lowbit.rtl.chip_data import data_dims
 from lowbit.rtl.chip_golden import act_word, compare_psum, data_plan, segments
 from lowbit.rtl.chip_image import ChipImage, QueueTimes, build_image, reference_schedule
 from lowbit.rtl.chip_sfu import sfu_data_ok
+from lowbit.rtl.common import COUNT_BITS
 from lowbit.sim.config import HwConfig
 from lowbit.sim.errors import LowbitError
 from lowbit.sim.program import ProgramError
@@ -78,6 +79,10 @@ class ChipResult:
     lop: tuple[int, int, int, str] = (0, 0, 0, "")  # the golden's LOP selections that drop keys, the K/V rows
     # the program's dma_kv fetches for them, rows differing from the golden's lop.sel, the first difference
     # (lowbit.rtl.chip_model.lop_fetch_check)
+    lop_engine: tuple[int, int, int, int, str] = (0, 0, 0, 0, "")  # the chip's LOP engine: groups, indices,
+    # index mismatches against the golden's lop.sel, done cycles off the LOP words' ends, the first difference
+    lop_late: int = 0   # groups' query or LO-code write batches not ended before their lop_score word
+    lop_note: str = ""  # LOP words left timers and why
     act: tuple[int, int, int, int] = (0, 0, 0, 0)  # gating words on the SFU's gating engine, their Q7.8 words,
     # elements, words differing from the golden's <op>.act.out
 
@@ -99,7 +104,8 @@ class ChipResult:
                 and self.late == 0 and self.lane_overflow == 0 and self.data_mismatches == 0
                 and self.data_late == 0 and self.act_late == 0 and self.kv_mismatches == 0 and self.sfu[3] == 0
                 and self.norm[3] == 0 and self.res[3] == 0 and all(b == 0 for _, _, b in self.rq)
-                and self.act[3] == 0 and self.lop[2] == 0)
+                and self.act[3] == 0 and self.lop[2] == 0 and self.lop_engine[2] == 0 and self.lop_engine[3] == 0
+                and self.lop_late == 0)
 
 
 def params_for(img: ChipImage, ref: list[QueueTimes] | None = None, data_banks: int = 0) -> ChipParams:
@@ -272,14 +278,29 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
             raise LowbitError(f"the chip's requantizers hold {p.mult_depth} multiplier words, the program needs "
                               f"{plan.mult_depth}; generate it with ChipParams.mult_depth >= {plan.mult_depth}")
         p = dataclasses.replace(p, mult_depth=plan.mult_depth)
+    lp = None
+    if plan is not None and plan.model is not None and cfg.has("lop"):
+        from lowbit.rtl.chip_lop import lop_plan
+
+        kinds = [word_kind(n, c, True, booth_data(cfg), not sfu_data_ok(cfg)) for n, c in zip(img.queues, img.classes,
+                                                                                           strict=True)]
+        nrq = len(rq_engines(cfg, p, img.queues, img.classes, kinds)) if not sfu_data_ok(cfg) else 0
+        lp = lop_plan(img, cfg.lop, plan.model, 7 + nrq)
+        if lp is not None and lp.fields and params is None:
+            p = dataclasses.replace(p, lop_grp=lp.grp, lop_hd=lp.hd, lop_depth=lp.depth)
+        elif lp is not None and lp.fields:
+            lp.note, lp.fields, lp.writes, lp.expect = "the chip is generated without the LOP engine", {}, [], {}
     _check_image(img, p)
     bdir, vfile = _build(cfg, p)
     n_thr = img.n_thr
     dims = plan.dims if plan else None
     bd = plan is not None and booth_data(cfg)
     sd = plan is not None and not sfu_data_ok(cfg)
-    words = [[pack_word(word_kind(n, c, plan is not None, bd, sd), n_thr, p.seq_bits, w,
-                        word_dims(n, dims)) for w in ws]
+    lop_on = p.lop_grp > 0
+    off = {"eng": 0, "m": 0, "k": 0}
+    words = [[pack_word(word_kind(n, c, plan is not None, bd, sd, lop_on), n_thr, p.seq_bits,
+                        {**w, **off, **lp.fields.get(i, {})} if lop_on and n == "lop" else w, word_dims(n, dims))
+              for i, w in enumerate(ws)]
              for n, c, ws in zip(img.queues, img.classes, img.words, strict=True)]
     djob = None
     if plan is not None:
@@ -295,7 +316,9 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
                 "sfu_preload": plan.sfu_preload, "rq": rq_engines(cfg, p, img.queues, img.classes, [word_kind(
                     n, c, True, bd, sd) for n, c in zip(img.queues, img.classes, strict=True)]) if sd else [],
                 "sfu_lanes": cfg.sfu.lanes,
-                "engine_bit": (p.dma_table - 1).bit_length()}
+                "engine_bit": (p.dma_table - 1).bit_length(),
+                "lop": {"writes": lp.writes, "queue": img.queues.index("lop"), "count_bits": COUNT_BITS}
+                if lop_on else None}
     lay = request_layout(p.id_bits)
     req_fields = {name: (fld.offset, fld.width) for name, fld in lay}
     req_bits = lay.size
@@ -332,6 +355,7 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
     else:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         r = run_in(Path(run_dir))
+    ref_lop = ref[img.queues.index("lop")] if "lop" in img.queues else None
     qc = compare(ref, r["start"], r["end"])
     sfu = (0, 0, 0, 0)
     if plan is not None and plan.sfu_expect:
@@ -377,6 +401,13 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
 
         res.rq = replay([x for v in r.get("rq", {}).values() for x in v], cfg.sfu.lanes, plan.rq_expect)
     res.rq_drain = plan.rq_drain if plan is not None else []
+    if lp is not None:
+        res.lop_note = lp.note
+        if lop_on:
+            from lowbit.rtl.chip_lop import lop_compare
+
+            res.lop_engine = lop_compare(lp, ref_lop, r)
+            res.lop_late = int(r.get("lop_late", 0))
     if plan is not None and plan.model is not None:
         from lowbit.rtl.chip_model import lop_fetch_check
 

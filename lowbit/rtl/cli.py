@@ -217,6 +217,14 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
             print(f"requantizer: {len(r.rq)} projections requantized on the chip behind the engines' psum ports, "
                   f"their Q7.8 outputs against the golden's <op>.out (the residual's y, the gating's inputs): {ops or 'none'}"
                   + (f"; kept off by the drain rule: {', '.join(r.rq_drain)}" if r.rq_drain else ""))
+        if r.lop_engine[0]:
+            g, n, bad, cb, first = r.lop_engine
+            print(f"LOP engine: {g} KV groups scored and selected on the chip's LOP engine (the bench writes each "
+                  f"group's LO codes in its LO-code read's cycles, its INT8 queries after RoPE), {n:,} index FIFO writes against the golden's "
+                  f"layers.L.attn.lop.sel, {bad} mismatches; scorer and top-K done cycles off the lop_score / lop_topk "
+                  f"words' ends: {cb}; writes ending after their lop_score word: {r.lop_late}" + (f" ({first})" if first else ""))
+        if r.lop_note:
+            print(f"LOP engine: {r.lop_note}")
         if r.lop[0]:
             print(f"LOP: {r.lop[0]} selections of the golden that drop keys (decode step, layer, KV head: "
                   f"layers.L.attn.lop.sel); the program's indirect K/V fetches read {r.lop[1]:,} rows for them, "
@@ -244,7 +252,9 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
              "residual_mismatches": r.res[3],
              "gating_words": r.act[0], "gating_q78_words": r.act[1], "gating_elements": r.act[2],
              "gating_mismatches": r.act[3], "lop_selections": r.lop[0], "lop_rows": r.lop[1],
-             "lop_mismatches": r.lop[2], "requant": [{"op": n, "elements": c, "mismatches": b} for n, c, b in r.rq], "requant_drain": r.rq_drain,
+             "lop_mismatches": r.lop[2],
+             "lop_engine": {"groups": r.lop_engine[0], "indices": r.lop_engine[1], "mismatches": r.lop_engine[2],
+                            "done_cycles_off": r.lop_engine[3], "late": r.lop_late, "note": r.lop_note}, "requant": [{"op": n, "elements": c, "mismatches": b} for n, c, b in r.rq], "requant_drain": r.rq_drain,
              "acc_buffers": {"on_data_path": r.acc_buffers[1], "complete": r.acc_buffers[0],
                              "without_tiles": r.acc_buffers[2]},
              "queues": [dataclasses.asdict(q) for q in r.queues]}
@@ -265,6 +275,9 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
         why += [f"{rqb} requantized elements differ from the golden's"] if rqb else []
         why += [f"{r.kv_mismatches} kv buffer units differ from the golden's K/V rows"] if r.kv_mismatches else []
         why += [f"{r.data_late} weight reads' data came after their response"] if r.data_late else []
+        why += [f"{r.lop_engine[2]} LOP index FIFO writes differ from the golden's lop.sel"] if r.lop_engine[2] else []
+        why += [f"{r.lop_engine[3]} LOP engine done cycles differ from the LOP words' ends"] if r.lop_engine[3] else []
+        why += [f"{r.lop_late} LOP groups' query or code writes came after their lop_score word"] if r.lop_late else []
         why += [f"{r.lop[2]} K/V rows fetched differ from the golden's LOP selection (a program compiled from "
                 "another selection; `verify --chip --model` compiles from the golden's)"] if r.lop[2] else []
         raise LowbitError("chip RTL differs from lowbit sim: " + ", ".join(why))

@@ -135,6 +135,11 @@ def test_chip_runs_the_program_cycle_exact(tiny_program):
     # K/V reads carry the golden's rows: 2 layers x 2 KV heads x (K, V) chunks in each step, 2 + 3 + 4 + 5 keys
     # of 16 bytes (8 two-byte units) each, read back from the kv buffer when their attention tile starts
     assert (r.kv_chunks, r.kv_units, r.kv_mismatches) == (32, 8 * 8 * (2 + 3 + 4 + 5), 0)
+    # the LOP engine scores and selects every KV group of the decode steps (2 layers x 2 KV heads x 3 steps) on
+    # its data: K = 8 above 3, 4, 5 keys keeps them all, the golden's lop.sel; its scorer and top-K end with the
+    # lop_score and lop_topk words
+    assert r.lop_engine[:4] == (12, 2 * 2 * (3 + 4 + 5), 0, 0) and r.lop_late == 0 and r.lop_note == ""
+    assert r.lop[:3] == (0, 0, 0)  # no step drops keys: every K/V fetch is direct
 
 
 def test_chip_verilog_lints_clean(tiny_program):
@@ -144,9 +149,10 @@ def test_chip_verilog_lints_clean(tiny_program):
     from lowbit.rtl.lint import lint
     from lowbit.sim.cache import cache_dir
 
-    cfg, path = tiny_program  # with the data path and its requantizers (multiplier memories of 256 words)
+    cfg, path = tiny_program  # with the data path, its requantizers (multiplier memories of 256 words) and the
+    # LOP engine (bitnet-tiny's groups: 2 query heads of 16 dimensions, up to 16 keys)
     p = params_for(build_image(path, cfg), reference_schedule(path, cfg)[0], 32)
-    _, key = chip_verilog_cached(cfg, dataclasses.replace(p, mult_depth=256))
+    _, key = chip_verilog_cached(cfg, dataclasses.replace(p, mult_depth=256, lop_grp=2, lop_hd=16, lop_depth=16))
     r = lint(cache_dir("verilog") / f"chip-{key}.v", "lowbit_chip")
     assert r.ok, r.errors[:5]
 

@@ -337,3 +337,48 @@ def test_program_compiled_from_the_golden_fetches_its_selection(tmp_path):
     assert lop_fetch_check(img, mc)[:3] == (12, 12 * 2 * 8, 0)
     sels, rows, bad, first = lop_fetch_check(build_image(plain, cfg), mc)
     assert (sels, rows) == (12, 192) and bad > 0 and first.startswith("step ")
+
+
+def test_lop_plan_writes_the_golden_codes_and_queries(tmp_path):
+    """The loader's LOP plan (chip_lop.lop_plan) on bitnet-tiny prefill 8 + decode 3: every lop_score word of
+    the 3 decode steps x 2 layers x 2 KV heads starts the engine with M = 9, 10, 11 keys and K = 8; its
+    load-port writes decode back to the golden's query rows (qk.q8 of the group's heads) and LO codes
+    (kv_append.lo of the KV head), the queries after the layer's RoPE word, the codes after the LO-code read
+    and, past the first group, the previous group's lop_topk word; its index stream is the golden's lop.sel."""
+    from lowbit.rtl.chip_image import build_image
+    from lowbit.rtl.chip_lop import lop_plan
+    from lowbit.rtl.chip_model import compile_from_golden, model_contents
+    from lowbit.sim.program_io import ProgramReader
+
+    cfg = load_hw("tiny", [])
+    path = tmp_path / "p.bin"
+    compile_from_golden(cfg, "bitnet-tiny", 8, 3, path, seed=0)
+    img = build_image(path, cfg)
+    mc, _ = model_contents(img, cfg, ProgramReader(path).header.meta, 0)
+    plan = lop_plan(img, cfg.lop, mc, 9)
+    assert (plan.grp, plan.hd, plan.depth, plan.note) == (2, 16, 16, "")
+    assert sorted(f["m"] for f in plan.fields.values()) == [9] * 4 + [10] * 4 + [11] * 4
+    assert all(f["k"] == 8 and f["eng"] == 1 for f in plan.fields.values())
+    lq, kq, sq = (img.queues.index(n) for n in ("lop", "dma_kv", "sfu"))
+    assert len(plan.writes) == 2 * 12
+    for n, (i, (t, idx, what)) in enumerate(sorted(plan.expect.items())):
+        step, layer, g = (int(what.split()[k]) for k in (1, 3, 6))
+        st = mc.run.steps[step].buffers
+        assert t == i + 1 and idx == np.flatnonzero(st[f"layers.{layer}.attn.lop.sel"][g]).tolist()
+        qw, cw = plan.writes[2 * n], plan.writes[2 * n + 1]
+        assert qw["before"] == cw["before"] == i
+        assert img.words[sq][qw["after"][0][1]]["op"] == f"layers.{layer}.attn.rope" and qw["after"][0][0] == sq
+        assert cw["after"][0][0] == kq and (n == 0) == (len(cw["after"]) == 1)
+        q = np.zeros((2, 16), np.int64)
+        for sel, a, word in qw["w"]:
+            assert sel == 10
+            q[a // 2, (a % 2) * 8:(a % 2) * 8 + 8] = [((word >> (8 * e)) & 0xFF) - (((word >> (8 * e)) & 0x80) << 1)
+                                                      for e in range(8)]
+        assert (q == st[f"layers.{layer}.attn.qk.q8"][0, 2 * g:2 * g + 2]).all()
+        m = plan.fields[i]["m"]
+        lo = np.zeros((m, 16), np.int64)
+        for sel, a, word in cw["w"]:
+            assert sel == 9
+            lo[a // 2, (a % 2) * 8:(a % 2) * 8 + 8] = [(word >> (4 * e)) & 0xF for e in range(8)]
+        want = np.concatenate([mc.run.steps[s].buffers[f"layers.{layer}.attn.kv_append.lo"] for s in range(step + 1)])
+        assert (lo == want[:m, g]).all()

@@ -169,6 +169,18 @@ async def chip_run(dut):
     ksample: dict[int, list[int]] = {}    # cycle -> the units the kv read port shows
     kv_chunks = kv_units = kv_bad = 0
     data_engines = (0, 1) if dj and dj.get("kv_data") else (0,)
+    # the LOP engine (lowbit.rtl.chip_lop.lop_plan): load-port writes of a group's query rows and LO codes once
+    # every word they follow has started; its index FIFO writes and done strobes as recorded
+    lop = dj.get("lop") if dj else None
+    lop_need = [len(e["after"]) for e in lop["writes"]] if lop else []
+    lop_wait: dict[tuple[int, int], list[int]] = {}
+    for k, e in enumerate(lop["writes"] if lop else []):
+        for q_, i_ in e["after"]:
+            lop_wait.setdefault((q_, i_), []).append(k)
+    lop_last: dict[int, int] = {}
+    lop_idx: list[list] = []
+    lop_sdone: list[int] = []
+    lop_done: list[int] = []
     first = True
     skip_to = None  # after a quiet sample: wake at the next due response or the next event, whichever first
     while True:
@@ -256,6 +268,16 @@ async def chip_run(dut):
                                 aslot[c] = (dj["act_queue"] + sel, a, w)
                                 sfu_last[(i, g)] = (dl, c)
                                 c += 1
+                    for k in lop_wait.get((q, i), []):
+                        lop_need[k] -= 1
+                        if not lop_need[k]:
+                            c = cyc + 1
+                            for sel, a, w in lop["writes"][k]["w"]:
+                                while c in aslot:
+                                    c += 1
+                                aslot[c] = (dj["act_queue"] + sel, a, w)
+                                lop_last[k] = c
+                                c += 1
                     if (q, i) in kv_checks:  # read its K/V chunk back: a beat of units a cycle
                         a0, n, hx = kv_checks[(q, i)]
                         b = bytes.fromhex(hx)
@@ -303,6 +325,15 @@ async def chip_run(dut):
                 res_words.append([int(dut.ra.value), int(dut.rw.value)])
             if int(dut.fv.value):
                 act_words.append([int(dut.fa.value), int(dut.fw.value)])
+        if lop:
+            if int(dut.lop_ov.value):
+                x, n_ = int(dut.lop_oi.value), int(dut.lop_on.value)
+                lop_idx.append([cyc, [(x >> (k * lop["count_bits"])) & ((1 << lop["count_bits"]) - 1)
+                                      for k in range(n_)]])
+            if int(dut.lop_sdone.value):
+                lop_sdone.append(cyc)
+            if int(dut.lop_done.value):
+                lop_done.append(cyc)
         jd = int(dut.join_done.value)
         if jd:
             h = int(dut.join_head.value)
@@ -336,7 +367,11 @@ async def chip_run(dut):
     act_late = sum(c >= end[sfu_q][i] for i, c in act_last.items()) + len(set(act_writes) - set(act_last))
     act_late += sum(start[sfu_q][j] < 0 or c >= start[sfu_q][j] for j, c in sfu_last.values()) \
         + sum(len(v) for v in sfu_writes.values()) - len(sfu_last)
-    res = {"queues": names, "start": start, "end": end, "cycles": cyc, "late": late, "lane_overflow": overflow,
+    lopq = lop["queue"] if lop else -1
+    lop_late = sum(lop_last.get(k, 1 << 62) >= start[lopq][e["before"]] or start[lopq][e["before"]] < 0
+                   for k, e in enumerate(lop["writes"])) if lop else 0
+    res = {"lop_idx": lop_idx, "lop_sdone": lop_sdone, "lop_done": lop_done, "lop_late": lop_late,
+           "queues": names, "start": start, "end": end, "cycles": cyc, "late": late, "lane_overflow": overflow,
            "psum": psum, "sfu": sfu_words, "norm": norm_words, "amax": amax_words, "res": res_words, "rq": rq_words, "act": act_words, "data_late": data_late, "act_late": act_late, "kv_chunks": kv_chunks,
            "kv_units": kv_units, "kv_mismatches": kv_bad + sum(len(v) for v in ksample.values()),
            "finished": cnt_prev == lengths[:-1] and joins_done == lengths[-1], "dram_requests": next_tag}

@@ -110,9 +110,12 @@ def word_kind(name: str, cls: int, data_path: bool, booth_data: bool = False, sf
     TINT queue's words are 'tint' words, BoothFlex's 'booth' words where its ternary tiles run on the
     TINT layout (`booth_data`, lowbit.rtl.chip_booth.booth_data_ok), the SFU's 'sfu' words where its
     quantize engine writes the act buffer (`sfu_data`, sfu_data_ok), the LOP queue's 'lop' words where the
-    chip has the LOP engine (`lop_data`: ChipParams.lop_grp)."""
+    chip has the LOP engine (`lop_data`: ChipParams.lop_grp), and dma_kv's 'dma_lop' words then (its index
+    FIFO; the LOP engine needs the kv buffer's data path: lowbit.rtl.chip_run)."""
     if data_path and lop_data and cls == C_LOP:
         return "lop"
+    if data_path and lop_data and cls == C_DMAKV:  # its indirect words read the LOP index FIFO
+        return "dma_lop"
     if data_path and cls in (C_TINT, C_FP4):  # the FP4 core's tiles take the TINT word's fields (chip_fp4)
         return "tint"
     if data_path and sfu_data and cls == C_SFU:
@@ -231,7 +234,7 @@ class Chip(wiring.Component):
         if "lop" in self.kinds:  # the LOP engine's index FIFO writes and its two done strobes (chip_lop)
             sig.update({"lop_ov": Out(1), "lop_on": Out(range(cfg.lop.lanes + 1)),
                         "lop_oi": Out(data.ArrayLayout(COUNT_BITS, cfg.lop.lanes)), "lop_sdone": Out(1),
-                        "lop_done": Out(1)})
+                        "lop_done": Out(1), "kv_ind": Out(p.dma_issue), "kv_ind_bad": Out(1)})
         super().__init__(sig)
 
     def lop_load(self) -> int:
@@ -279,10 +282,11 @@ class Chip(wiring.Component):
                     sfuq = c
                 elif kind == "lop":
                     lopq = c
-            elif kind == "dma":
+            elif kind in ("dma", "dma_lop"):
                 e = DmaEngine(len(engines), sb.shape(), p.seq_bits, p.addr_bits, issue=p.dma_issue,
                               table=p.dma_table, entry_bits=eb, resp_lanes=p.resp_lanes,
-                              id_bits=p.id_bits, dims=dims)
+                              id_bits=p.id_bits, dims=dims, lop=(self.cfg.lop.lanes, 2 * p.lop_depth, p.lop_hd)
+                              if kind == "dma_lop" else None)
                 m.submodules[f"q_{name}"] = e
                 for k in range(p.dma_issue):
                     rp = mem.read_port()
@@ -334,29 +338,11 @@ class Chip(wiring.Component):
         if dims is not None:
             ev = ev | self._data_path(m, engines, tints, sfuq)
         if lopq is not None:
-            ev = ev | self._lop_engine(m, lopq)
+            from lowbit.rtl.chip_lop import lop_engine
+
+            ev = ev | lop_engine(self, m, lopq, engines[1])
         m.d.comb += self.event.eq(ev)
         return m
-
-    def _lop_engine(self, m: Module, c: ComputeQueue) -> Signal:
-        """The LOP engine (lowbit.rtl.chip_lop.LopGroupSelect) started by the LOP queue's `eng` words, its code
-        and query memories written through the load port (`lop_load`); returns 1 in cycles it reports."""
-        from lowbit.rtl.chip_lop import LopGroupSelect
-
-        p = self.p
-        m.submodules.lop_engine = e = LopGroupSelect(self.cfg.lop, grp=p.lop_grp, head_dim=p.lop_hd, depth=p.lop_depth)
-        lq = self.lop_load()
-        assert lq + 1 < 1 << len(self.load_queue), "the load port's queue number is too narrow for the LOP engine"
-        for x, sel in (("c", lq), ("q", lq + 1)):
-            a, dw = getattr(e, f"{x}_addr"), getattr(e, f"{x}_data")
-            assert len(a) <= len(self.load_addr) and data.ArrayLayout.cast(dw.shape()).size <= len(self.load_word)
-            m.d.comb += [getattr(e, f"{x}_wen").eq(self.load_en & (self.load_queue == sel)),
-                         a.eq(self.load_addr[:len(a)]), dw.eq(self.load_word[:data.ArrayLayout.cast(dw.shape()).size])]
-        w = c.word
-        m.d.comb += [e.start.eq(c.go), e.m.eq(w.m), e.k.eq(w.k), c.unit_ready.eq(e.ready | (w.eng == 0)),
-                     self.lop_ov.eq(e.o_valid), self.lop_on.eq(e.o_n), self.lop_oi.eq(e.o_idx),
-                     self.lop_sdone.eq(e.s_done), self.lop_done.eq(e.done)]
-        return e.t_valid | e.s_done | e.done  # t_valid: a top-K beat, the FIFO writes among them
 
     def _qk(self) -> bool:
         return qk_data(self.cfg, self.dims)

@@ -52,6 +52,9 @@ SFU_FIELDS = (*COMPUTE_FIELDS, "eng", "rows", "beats", "x_addr", "o_addr", "st_a
 # LopGroupSelect: `m` keys scored against the group's query heads, then the top `k` of their group scores);
 # LOP words keep their `cyc` (the engine meets it: the bench checks its done cycles against the words' ends)
 LOP_FIELDS = (*COMPUTE_FIELDS, "eng", "m", "k")
+# dma_kv's words where the chip has the LOP index FIFO (lowbit.rtl.chip_dma.DmaEngine `lop`): `ind` 1 takes the
+# request's address and size from the FIFO (`addr` then the plane's row 0, `plane` 0 K / 1 V, `nidx` indices)
+DMA_LOP_FIELDS = (*DMA_DATA_FIELDS, "ind", "nidx", "plane")
 STAT_DEPTH = 64  # row-statistics memory rows (DESIGN ASSUMPTION: a word's rows, at most its tokens)
 
 
@@ -62,7 +65,7 @@ def _fields(kind: str, dims) -> dict[str, int]:
         names = {"compute": COMPUTE_FIELDS, "dma": DMA_FIELDS, "join": JOIN_FIELDS}[kind]
         return {n: _W[n] for n in names}
     names = {"compute": COMPUTE_FIELDS, "tint": TINT_FIELDS, "booth": BOOTH_FIELDS, "sfu": SFU_FIELDS,
-             "lop": LOP_FIELDS, "dma": DMA_DATA_FIELDS, "join": JOIN_FIELDS}[kind]
+             "lop": LOP_FIELDS, "dma": DMA_DATA_FIELDS, "dma_lop": DMA_LOP_FIELDS, "join": JOIN_FIELDS}[kind]
     w = {**_W, "eng": 2, "nq": COUNT_BITS, "grp": COUNT_BITS, "pos0": COUNT_BITS, "k_addr": dims.k_bits,
          "k_stride": COUNT_BITS, "beats": COUNT_BITS, "groups": COUNT_BITS, "tokens": COUNT_BITS, "a_stride": COUNT_BITS,
          "dwords": COUNT_BITS, "tail_lanes": dims.lanes.bit_length(), "tail_step": dims.word_units.bit_length(),
@@ -70,7 +73,8 @@ def _fields(kind: str, dims) -> dict[str, int]:
          "p_addr": dims.p_bits, "rows": COUNT_BITS, "x_addr": dims.a_bits, "o_addr": dims.a_bits,
          "g_addr": dims.a_bits, "eps_q": 32, "sd": 25, "e_sd": 3, "y_addr": dims.a_bits,
          "st_addr": (STAT_DEPTH - 1).bit_length(), "rq": 2, "rq_off": 6, "rq_o": dims.a_bits, "rq_stride": COUNT_BITS,
-         "rq_m": RQ_M_BITS, "rq_s": (STAT_DEPTH - 1).bit_length(), "fn": 2, "m": COUNT_BITS, "k": COUNT_BITS}
+         "rq_m": RQ_M_BITS, "rq_s": (STAT_DEPTH - 1).bit_length(), "fn": 2, "m": COUNT_BITS, "k": COUNT_BITS, "ind": 1, "nidx": COUNT_BITS,
+         "plane": 1}
     if kind == "sfu":  # its engines 1 .. 4
         w["eng"] = 3
     return {n: w[n] for n in names}

@@ -66,9 +66,13 @@ class DmaEngine(wiring.Component):
     share of the memory port."""
 
     def __init__(self, engine: int, sb: data.StructLayout, seq_bits: int, addr_bits: int, *, issue: int,
-                 table: int, entry_bits: int, resp_lanes: int, id_bits: int, dims=None) -> None:
+                 table: int, entry_bits: int, resp_lanes: int, id_bits: int, dims=None,
+                 lop: tuple[int, int, int] | None = None) -> None:
         assert table & (table - 1) == 0
         self.engine, self.issue, self.table = engine, issue, table
+        # the LOP index FIFO (lanes written a cycle, entries, K/V row bytes): `ind` words take their request's
+        # address and size from it (_fifo)
+        self.lop = lop
         # the weight engine's reads carry buffer data, and the KV engine's where the kv buffer holds data
         self.data = dims is not None and (engine == 0 or (engine == 1 and dims.k_depth > 0))
         fill = {}
@@ -80,12 +84,16 @@ class DmaEngine(wiring.Component):
         self.resp_lanes, self.id_bits = resp_lanes, id_bits
         cb = (1 << SIZE_BITS).bit_length() + 1
         n_thr, n_dq = sb["count"].shape.length, sb["base"].shape.length
+        fifo = {}
+        if lop is not None:
+            fifo = {"x_valid": In(1), "x_n": In(range(lop[0] + 1)), "x_idx": In(data.ArrayLayout(COUNT_BITS, lop[0])),
+                    "x_ind": Out(issue), "x_bad": Out(1)}
         super().__init__({
-            **fill,
+            **fill, **fifo,
             "run": In(1),
             "sb": In(sb),
-            "words": In(data.ArrayLayout(word_layout("dma", n_thr, n_dq, seq_bits, dims if self.data else None),
-                                                issue)),
+            "words": In(data.ArrayLayout(word_layout("dma_lop" if lop else "dma", n_thr, n_dq, seq_bits,
+                                                     dims if self.data else None), issue)),
             "raddr": Out(data.ArrayLayout(unsigned(addr_bits), issue)),
             "pc": Out(seq_bits),
             "count": Out(seq_bits),
@@ -120,13 +128,21 @@ class DmaEngine(wiring.Component):
         taken = [Const(0, eb)] * N_BUFFERS
         prev = self.run & self.req_ready
         iss = []
+        fifo = _Fifo(self, m) if self.lop else None
+        ind_addr, ind_bytes = [], []
         for k in range(ni):
             w = self.words[k]
+            avail = Const(1, 1)
+            if fifo is not None:  # an indirect word: its indices' address and size, once they are in the FIFO
+                a_, n_, av = fifo.lane(k, w, iss)
+                ind_addr.append(a_)
+                ind_bytes.append(n_)
+                avail = ~w.ind | av
             u, t = Array(used + [Const(0, cb)] * pad), Array(taken + [Const(0, eb)] * pad)
             fits = ~w.alloc_en | ((room[w.buf] >= u[w.buf] + w.alloc) & (efree[w.buf] > t[w.buf]))
             ok = Signal(name=f"issue{k}")
             m.d.comb += ok.eq(prev & thresholds_met(w, self.sb) & fits
-                              & (self.pc - retired + k < nt))
+                              & (self.pc - retired + k < nt) & avail)
             iss.append(ok)
             prev = ok
             m.d.comb += [self.a_valid[k].eq(ok & w.alloc_en), self.a_buf[k].eq(w.buf), self.a_size[k].eq(w.alloc)]
@@ -148,11 +164,15 @@ class DmaEngine(wiring.Component):
         # --- requests: every issuing word's request crosses the port in its issue cycle
         for k in range(ni):
             w, rq = self.words[k], self.req[k]
-            m.d.comb += [self.req_valid[k].eq(iss[k]), rq.tag.eq(w.tag), rq.addr.eq(w.addr), rq.nbytes.eq(w.nbytes),
+            addr, nbytes = (w.addr, w.nbytes) if fifo is None else (Mux(w.ind, ind_addr[k], w.addr),
+                                                                    Mux(w.ind, ind_bytes[k], w.nbytes))
+            m.d.comb += [self.req_valid[k].eq(iss[k]), rq.tag.eq(w.tag), rq.addr.eq(addr), rq.nbytes.eq(nbytes),
                          rq.wr.eq(w.wr), rq.dcls.eq(w.dcls), rq.id.eq((self.engine << lt) | (self.pc + k)[:lt])]
             if self.data:
                 m.d.comb += [self.f_valid[k].eq(iss[k] & (w.dwords != 0)), self.f_slot[k].eq((self.pc + k)[:lt]),
                              self.f_addr[k].eq(w.dbase), self.f_words[k].eq(w.dwords)]
+        if fifo is not None:
+            fifo.advance(iss)
         # --- completion table: responses set bits, the in-order completed prefix retires
         ret = []
         prev = None
@@ -181,9 +201,74 @@ class DmaEngine(wiring.Component):
 
 
 
+class _Fifo:
+    """DmaEngine's LOP index FIFO (`lop` = (lanes, entries, row bytes)): the LOP engine's index writes (`x_*`,
+    ascending, up to `lanes` a cycle) at the write pointer; a read pointer per plane (K, V: each reads every
+    selection once). Lane k's indirect word reads its `nidx` indices after those of the earlier lanes issuing
+    in the same cycle on its plane: address = its `addr` (the plane's row 0) + first index x row bytes,
+    size = nidx x row bytes, available once written (a write of the same cycle forwarded); `x_bad` flags an issuing word whose indices are not
+    adjacent keys (the run the compiler cut it from, LopIndexBuffer's `run`)."""
+
+    def __init__(self, e: DmaEngine, m: Module) -> None:
+        self.e, self.m = e, m
+        ln, dep, self.rb = e.lop
+        assert dep & (dep - 1) == 0, "the LOP index FIFO's entries must be a power of two"
+        self.lg = lg = max(1, (dep - 1).bit_length())
+        self.regs = [Signal(COUNT_BITS, name=f"fifo{i}") for i in range(dep)]
+        self.wp = Signal(lg + 1)
+        self.rps = [Signal(lg + 1, name=f"fifo_rp{q}") for q in range(2)]
+        self.taken = [Const(0, lg + 1), Const(0, lg + 1)]  # indices the earlier lanes take, per plane
+        self.bad = Const(0, 1)
+        with m.If(e.x_valid):
+            m.d.sync += self.wp.eq(self.wp + e.x_n)
+        for i in range(dep):  # entry i takes the slot that lands on it
+            for s in range(ln):
+                with m.If(e.x_valid & (s < e.x_n) & ((self.wp + s)[:lg] == i)):
+                    m.d.sync += self.regs[i].eq(e.x_idx[s])
+
+    def lane(self, k: int, w, iss: list) -> tuple:
+        m, lg = self.m, self.lg
+        if k:  # the previous lane's word took its indices if it issued
+            pw = self.e.words[k - 1]
+            took = iss[k - 1] & pw.ind
+            self.taken = [Mux(took & (pw.plane == q), self.taken[q] + pw.nidx, self.taken[q])[:lg + 1]
+                          for q in range(2)]
+        p = Signal(lg + 1, name=f"fifo_p{k}")
+        m.d.comb += p.eq(Mux(w.plane, self.rps[1] + self.taken[1], self.rps[0] + self.taken[0]))
+        first, last = self._at(p), self._at(p + w.nidx - 1)
+        self.runs = getattr(self, "runs", []) + [last == first + w.nidx - 1]
+        e = self.e
+        wp = (self.wp + Mux(e.x_valid, e.x_n, 0))[:lg + 1]  # this cycle's writes count (forwarded)
+        avail = (w.nidx != 0) & ((wp - p)[:lg + 1] >= w.nidx)
+        return w.addr + first * self.rb, w.nidx * self.rb, avail
+
+    def _at(self, pos):
+        """The index at FIFO position `pos`, a write of this cycle forwarded (the top-K's last indices leave it
+        in the cycle its lop_topk word ends, when the fetches that wait on it may issue)."""
+        e, lg = self.e, self.lg
+        v = Array(self.regs)[pos[:lg]]
+        for s in range(len(e.x_idx)):
+            v = Mux(e.x_valid & (s < e.x_n) & ((self.wp + s)[:lg] == pos[:lg]), e.x_idx[s], v)
+        return v
+
+    def advance(self, iss: list) -> None:
+        m, e, lg = self.m, self.e, self.lg
+        k = len(iss) - 1
+        w = e.words[k]
+        took = iss[k] & w.ind
+        taken = [Mux(took & (w.plane == q), self.taken[q] + w.nidx, self.taken[q])[:lg + 1] for q in range(2)]
+        m.d.sync += [self.rps[q].eq(self.rps[q] + taken[q]) for q in range(2)]
+        bad = Const(0, 1)
+        for j in range(len(iss)):
+            ind = iss[j] & e.words[j].ind
+            m.d.comb += e.x_ind[j].eq(ind)
+            bad = bad | (ind & ~self.runs[j])
+        m.d.comb += e.x_bad.eq(bad)
+
+
 class LopIndexBuffer(wiring.Component):
     """The LOP index FIFO of one KV head and the address of an indirect K/V fetch (docs/isa.md "Indirect K/V
-    fetches"; not yet in the chip top). `clear` starts a selection; the selection's key indices arrive
+    fetches"), one word at a time: the rule the chip's DMA engine applies across its issue lanes (_Fifo). `clear` starts a selection; the selection's key indices arrive
     ascending, up to `lanes` a cycle (`w_valid`, `w_n`, `w_idx`: lowbit.rtl.chip_lop.LopGroupSelect's `o_*`).
     An indirect word of plane `plane` (0 K, 1 V: each plane reads the selection once, through its own
     pointer) presents its `base` (the plane's row 0) and `nidx`; combinationally `addr` = base + idx[p] x

@@ -207,7 +207,7 @@ def build_image(path: str | Path, cfg: HwConfig) -> ChipImage:
                  "alloc": 0}
             if op in (C_DMAW, C_DMAKV):
                 w.update(tag=tag, addr=int(a["addr"][i]), nbytes=int(a["nbytes"][i]), wr=int(a["wr"][i]),
-                         dcls=int(a["dcls"][i]), step=step)
+                         dcls=int(a["dcls"][i]), step=step, ind=int(a["ind"][i]), nidx=int(a["nidx"][i]))
                 tag += 1
                 b = int(a["buf"][i])
                 if b >= 0 and a["alloc"][i] > 0:

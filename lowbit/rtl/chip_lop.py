@@ -197,6 +197,33 @@ class LopGroupSelect(wiring.Component):
         return m
 
 
+def lop_engine(chip, m: Module, c, dkv) -> Signal:
+    """The chip's LOP engine (LopGroupSelect) in `chip` (lowbit.rtl.chip.Chip), started by the LOP queue's
+    (`c`) `eng` words, its code and query memories written through the load port (`Chip.lop_load`), its index
+    writes into dma_kv's (`dkv`) index FIFO; returns 1 in cycles it reports."""
+    p = chip.p
+    m.submodules.lop_engine = e = LopGroupSelect(chip.cfg.lop, grp=p.lop_grp, head_dim=p.lop_hd, depth=p.lop_depth)
+    lq = chip.lop_load()
+    assert lq + 1 < 1 << len(chip.load_queue), "the load port's queue number is too narrow for the LOP engine"
+    for x, sel in (("c", lq), ("q", lq + 1)):
+        a, dw = getattr(e, f"{x}_addr"), getattr(e, f"{x}_data")
+        assert len(a) <= len(chip.load_addr) and data.ArrayLayout.cast(dw.shape()).size <= len(chip.load_word)
+        m.d.comb += [getattr(e, f"{x}_wen").eq(chip.load_en & (chip.load_queue == sel)),
+                     a.eq(chip.load_addr[:len(a)]), dw.eq(chip.load_word[:data.ArrayLayout.cast(dw.shape()).size])]
+    w = c.word
+    m.d.comb += [e.start.eq(c.go), e.m.eq(w.m), e.k.eq(w.k), c.unit_ready.eq(e.ready | (w.eng == 0)),
+                 chip.lop_ov.eq(e.o_valid), chip.lop_on.eq(e.o_n), chip.lop_oi.eq(e.o_idx),
+                 chip.lop_sdone.eq(e.s_done), chip.lop_done.eq(e.done)]
+    # the index FIFO takes a group's selection when LOP drops keys (M > K: the compiler's rule for
+    # indirect fetches, lowbit.sim.lop_fetch), from the lop_score word that starts it
+    drops = Signal()
+    with m.If(c.go):
+        m.d.sync += drops.eq(w.m > w.k)
+    m.d.comb += [dkv.x_valid.eq(e.o_valid & drops), dkv.x_n.eq(e.o_n), dkv.x_idx.eq(e.o_idx),
+                 chip.kv_ind.eq(dkv.x_ind), chip.kv_ind_bad.eq(dkv.x_bad)]
+    return e.t_valid | e.s_done | e.done | dkv.x_ind.any()  # t_valid: a top-K beat, the FIFO writes among them
+
+
 @dataclass
 class LopPlan:
     """The chip's LOP engine on a program (`lop_plan`): its generation sizes, the LOP words it runs, the bench's

@@ -150,6 +150,16 @@ def chip_report(hw: str, sets: list[str], model: str, prefill: int, decode: int)
                           f"words are in the table, against `layers.L.attn.qk.acc`: {r.qk[1]} of the {r.qk[2]} score "
                           "accumulator buffers checked in every attended element. Decode steps whose LOP drops "
                           "keys stay timers (lowbit.rtl.chip_attn maps the steps that attend to every cached key).")
+        if r.lop_engine[0]:
+            g, n, bad, cb, _ = r.lop_engine
+            data_line += (f"\n\nLOP on data: the chip's LOP engine (lowbit.rtl.chip_lop.LopGroupSelect) scores and "
+                          f"selects {g} KV groups from their LO codes and INT8 queries (written by the bench in the LO-code "
+                          f"reads' cycles and after RoPE); {n:,} index FIFO writes against the golden's "
+                          f"`layers.L.attn.lop.sel`, **{bad} mismatches**; done strobes off the LOP words' ends: {cb}; "
+                          f"late writes: {r.lop_late}."
+                          + (f" {r.kv_ind[1]} of dma_kv's {r.kv_ind[0]} indirect words took their DRAM address and "
+                             f"size from the index FIFO, {r.kv_ind[2]} not one run." if r.kv_ind[0] else
+                             " No step drops keys here (K at least every context): every K/V fetch is direct."))
         if r.lop[0]:
             data_line += (f"\n\nLOP selections: the program is compiled from the golden's data-driven selections "
                           f"(`layers.L.attn.lop.sel`, lowbit.rtl.chip_model.compile_from_golden); {r.lop[0]} of them "

@@ -83,6 +83,8 @@ class ChipResult:
     # index mismatches against the golden's lop.sel, done cycles off the LOP words' ends, the first difference
     lop_late: int = 0   # groups' query or LO-code write batches not ended before their lop_score word
     lop_note: str = ""  # LOP words left timers and why
+    kv_ind: tuple[int, int, int] = (0, 0, 0)  # dma_kv's indirect words, those issued taking their address and
+    # size from the LOP index FIFO, those whose indices were not one run of adjacent keys
     act: tuple[int, int, int, int] = (0, 0, 0, 0)  # gating words on the SFU's gating engine, their Q7.8 words,
     # elements, words differing from the golden's <op>.act.out
 
@@ -105,7 +107,7 @@ class ChipResult:
                 and self.data_late == 0 and self.act_late == 0 and self.kv_mismatches == 0 and self.sfu[3] == 0
                 and self.norm[3] == 0 and self.res[3] == 0 and all(b == 0 for _, _, b in self.rq)
                 and self.act[3] == 0 and self.lop[2] == 0 and self.lop_engine[2] == 0 and self.lop_engine[3] == 0
-                and self.lop_late == 0)
+                and self.lop_late == 0 and self.kv_ind[2] == 0 and self.kv_ind[0] == self.kv_ind[1])
 
 
 def params_for(img: ChipImage, ref: list[QueueTimes] | None = None, data_banks: int = 0) -> ChipParams:
@@ -218,6 +220,24 @@ def _check_image(img: ChipImage, p: ChipParams) -> None:
                            f"{p.imem_depth - 1}")
 
 
+def _lop_word(name: str, i: int, w: dict, lp, plan) -> dict:
+    """Word `i` of queue `name` with the LOP engine's fields: a LOP word's `eng`, `m`, `k` (chip_lop.lop_plan);
+    a dma_kv word's `ind`, `nidx` and `plane`, an indirect one's `addr` the plane's row 0 (sim.kvcache.kv_addr:
+    its rows' addresses come from the index FIFO)."""
+    if name == "lop":
+        return {**w, "eng": 0, "m": 0, "k": 0, **lp.fields.get(i, {})}
+    if name != "dma_kv":
+        return w
+    if not w.get("ind"):
+        return {**w, "ind": 0, "nidx": 0, "plane": 0}
+    from lowbit.sim.isa import KV_BASE
+
+    s = plan.model.spec
+    plane = s.max_positions * s.head_dim
+    lgv = (w["addr"] - KV_BASE) // plane  # (layer, KV head) x 2 + plane
+    return {**w, "plane": lgv % 2, "addr": KV_BASE + lgv * plane}
+
+
 def compare(ref: list[QueueTimes], start: list[list[int]], end: list[list[int]]) -> list[QueueCompare]:
     """Per queue: how many instructions start or end at another cycle than in the simulator."""
     out = []
@@ -279,7 +299,7 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
                               f"{plan.mult_depth}; generate it with ChipParams.mult_depth >= {plan.mult_depth}")
         p = dataclasses.replace(p, mult_depth=plan.mult_depth)
     lp = None
-    if plan is not None and plan.model is not None and cfg.has("lop"):
+    if plan is not None and plan.model is not None and cfg.has("lop") and plan.dims.k_depth:
         from lowbit.rtl.chip_lop import lop_plan
 
         kinds = [word_kind(n, c, True, booth_data(cfg), not sfu_data_ok(cfg)) for n, c in zip(img.queues, img.classes,
@@ -297,9 +317,8 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
     bd = plan is not None and booth_data(cfg)
     sd = plan is not None and not sfu_data_ok(cfg)
     lop_on = p.lop_grp > 0
-    off = {"eng": 0, "m": 0, "k": 0}
     words = [[pack_word(word_kind(n, c, plan is not None, bd, sd, lop_on), n_thr, p.seq_bits,
-                        {**w, **off, **lp.fields.get(i, {})} if lop_on and n == "lop" else w, word_dims(n, dims))
+                        _lop_word(n, i, w, lp, plan) if lop_on else w, word_dims(n, dims))
               for i, w in enumerate(ws)]
              for n, c, ws in zip(img.queues, img.classes, img.words, strict=True)]
     djob = None
@@ -408,6 +427,8 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
 
             res.lop_engine = lop_compare(lp, ref_lop, r)
             res.lop_late = int(r.get("lop_late", 0))
+            res.kv_ind = (sum(bool(w.get("ind")) for w in img.words[img.queues.index("dma_kv")]),
+                          int(r.get("kv_ind", 0)), int(r.get("kv_ind_bad", 0)))
     if plan is not None and plan.model is not None:
         from lowbit.rtl.chip_model import lop_fetch_check
 

@@ -223,6 +223,10 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
                   f"group's LO codes in its LO-code read's cycles, its INT8 queries after RoPE), {n:,} index FIFO writes against the golden's "
                   f"layers.L.attn.lop.sel, {bad} mismatches; scorer and top-K done cycles off the lop_score / lop_topk "
                   f"words' ends: {cb}; writes ending after their lop_score word: {r.lop_late}" + (f" ({first})" if first else ""))
+        if r.kv_ind[0]:
+            print(f"indirect K/V fetches: {r.kv_ind[1]} of dma_kv's {r.kv_ind[0]} indirect words issued with the DRAM "
+                  f"address and size from the LOP index FIFO (the engine's selections), {r.kv_ind[2]} not one run of "
+                  "adjacent keys; their rows are among the KV reads checked below")
         if r.lop_note:
             print(f"LOP engine: {r.lop_note}")
         if r.lop[0]:
@@ -277,6 +281,9 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
         why += [f"{r.data_late} weight reads' data came after their response"] if r.data_late else []
         why += [f"{r.lop_engine[2]} LOP index FIFO writes differ from the golden's lop.sel"] if r.lop_engine[2] else []
         why += [f"{r.lop_engine[3]} LOP engine done cycles differ from the LOP words' ends"] if r.lop_engine[3] else []
+        why += [f"{r.kv_ind[0] - r.kv_ind[1]} indirect K/V words did not issue from the index FIFO"] \
+            if r.kv_ind[0] != r.kv_ind[1] else []
+        why += [f"{r.kv_ind[2]} indirect K/V words' indices were not one run"] if r.kv_ind[2] else []
         why += [f"{r.lop_late} LOP groups' query or code writes came after their lop_score word"] if r.lop_late else []
         why += [f"{r.lop[2]} K/V rows fetched differ from the golden's LOP selection (a program compiled from "
                 "another selection; `verify --chip --model` compiles from the golden's)"] if r.lop[2] else []

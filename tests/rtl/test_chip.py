@@ -139,7 +139,7 @@ def test_chip_runs_the_program_cycle_exact(tiny_program):
     # its data: K = 8 above 3, 4, 5 keys keeps them all, the golden's lop.sel; its scorer and top-K end with the
     # lop_score and lop_topk words
     assert r.lop_engine[:4] == (12, 2 * 2 * (3 + 4 + 5), 0, 0) and r.lop_late == 0 and r.lop_note == ""
-    assert r.lop[:3] == (0, 0, 0)  # no step drops keys: every K/V fetch is direct
+    assert r.lop[:3] == (0, 0, 0) and r.kv_ind == (0, 0, 0)  # no step drops keys: every K/V fetch is direct
 
 
 def test_chip_verilog_lints_clean(tiny_program):
@@ -597,3 +597,23 @@ def test_verify_chip_refuses_a_bad_seed(capsys):
     assert main(["verify", "--chip", "--hw", "tiny", "--seed", "-1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--seed -1" in err[0]
+
+
+@pytest.mark.slow
+def test_chip_fetches_the_lop_selection_from_its_index_fifo(tmp_path):
+    """bitnet-tiny prefill 8 + decode 3 on tiny, compiled from the golden's LOP selections (K = 8 of 9..11 keys:
+    every decode step drops keys): the chip's LOP engine selects each group's keys (the golden's lop.sel), its
+    index FIFO gives every indirect K/V word its DRAM address and size (one run each), the kv buffer then holds
+    the golden's selected K/V rows, and every instruction starts and ends as in `lowbit sim`."""
+    from lowbit.rtl.chip_model import compile_from_golden
+
+    cfg = load_hw("tiny", [])
+    path = tmp_path / "prog.bin"
+    compile_from_golden(cfg, "bitnet-tiny", 8, 3, path, seed=0)
+    r = verify_chip(cfg, path, "tiny", [])
+    assert r.ok and r.chip_cycles == r.sim_cycles == 53_611
+    assert r.lop_engine[:4] == (12, 12 * 8, 0, 0) and r.lop_late == 0
+    assert r.lop[:3] == (12, 192, 0)  # the program's gathers read the golden's selected rows, K and V
+    n = r.kv_ind[0]
+    assert n >= 2 * 12 and r.kv_ind == (n, n, 0)  # at least one K and one V word per group, all from the FIFO
+    assert r.kv_chunks == 32 and r.kv_mismatches == 0

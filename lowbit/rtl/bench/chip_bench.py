@@ -181,6 +181,7 @@ async def chip_run(dut):
     lop_idx: list[list] = []
     lop_sdone: list[int] = []
     lop_done: list[int] = []
+    kv_ind = kv_ind_bad = 0  # dma_kv's words issued with the index FIFO's address, those not one run
     first = True
     skip_to = None  # after a quiet sample: wake at the next due response or the next event, whichever first
     while True:
@@ -334,6 +335,8 @@ async def chip_run(dut):
                 lop_sdone.append(cyc)
             if int(dut.lop_done.value):
                 lop_done.append(cyc)
+            kv_ind += bin(int(dut.kv_ind.value)).count("1")
+            kv_ind_bad += int(dut.kv_ind_bad.value)
         jd = int(dut.join_done.value)
         if jd:
             h = int(dut.join_head.value)
@@ -370,7 +373,7 @@ async def chip_run(dut):
     lopq = lop["queue"] if lop else -1
     lop_late = sum(lop_last.get(k, 1 << 62) >= start[lopq][e["before"]] or start[lopq][e["before"]] < 0
                    for k, e in enumerate(lop["writes"])) if lop else 0
-    res = {"lop_idx": lop_idx, "lop_sdone": lop_sdone, "lop_done": lop_done, "lop_late": lop_late,
+    res = {"kv_ind": kv_ind, "kv_ind_bad": kv_ind_bad, "lop_idx": lop_idx, "lop_sdone": lop_sdone, "lop_done": lop_done, "lop_late": lop_late,
            "queues": names, "start": start, "end": end, "cycles": cyc, "late": late, "lane_overflow": overflow,
            "psum": psum, "sfu": sfu_words, "norm": norm_words, "amax": amax_words, "res": res_words, "rq": rq_words, "act": act_words, "data_late": data_late, "act_late": act_late, "kv_chunks": kv_chunks,
            "kv_units": kv_units, "kv_mismatches": kv_bad + sum(len(v) for v in ksample.values()),

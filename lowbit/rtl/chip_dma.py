@@ -231,8 +231,11 @@ class _Fifo:
         if k:  # the previous lane's word took its indices if it issued
             pw = self.e.words[k - 1]
             took = iss[k - 1] & pw.ind
-            self.taken = [Mux(took & (pw.plane == q), self.taken[q] + pw.nidx, self.taken[q])[:lg + 1]
-                          for q in range(2)]
+            taken = [Signal(lg + 1, name=f"fifo_taken{k}_{q}") for q in range(2)]  # a signal per lane: the
+            # chain stays linear in the lanes (an expression would be copied into every later lane's)
+            m.d.comb += [taken[q].eq(Mux(took & (pw.plane == q), self.taken[q] + pw.nidx, self.taken[q]))
+                         for q in range(2)]
+            self.taken = taken
         p = Signal(lg + 1, name=f"fifo_p{k}")
         m.d.comb += p.eq(Mux(w.plane, self.rps[1] + self.taken[1], self.rps[0] + self.taken[0]))
         first, last = self._at(p), self._at(p + w.nidx - 1)

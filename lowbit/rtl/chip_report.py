@@ -160,6 +160,8 @@ def chip_report(hw: str, sets: list[str], model: str, prefill: int, decode: int)
                           + (f" {r.kv_ind[1]} of dma_kv's {r.kv_ind[0]} indirect words took their DRAM address and "
                              f"size from the index FIFO, {r.kv_ind[2]} not one run." if r.kv_ind[0] else
                              " No step drops keys here (K at least every context): every K/V fetch is direct."))
+        if r.lop_note:
+            data_line += f"\n\nLOP engine: {r.lop_note}."
         if r.lop[0]:
             data_line += (f"\n\nLOP selections: the program is compiled from the golden's data-driven selections "
                           f"(`layers.L.attn.lop.sel`, lowbit.rtl.chip_model.compile_from_golden); {r.lop[0]} of them "

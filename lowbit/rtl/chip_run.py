@@ -310,6 +310,11 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
             p = dataclasses.replace(p, lop_grp=lp.grp, lop_hd=lp.hd, lop_depth=lp.depth)
         elif lp is not None and lp.fields:
             lp.note, lp.fields, lp.writes, lp.expect = "the chip is generated without the LOP engine", {}, [], {}
+    elif plan is not None and plan.model is not None and cfg.has("lop") and cfg.lop.enabled:
+        from lowbit.rtl.chip_lop import LopPlan
+
+        lp = LopPlan(0, 0, 0, note="the LOP words stay timers: the kv buffer holds no data on this config (the "
+                                   "engine's index FIFO drives dma_kv's data path)")
     _check_image(img, p)
     bdir, vfile = _build(cfg, p)
     n_thr = img.n_thr

@@ -153,10 +153,20 @@ def build(unit: str, section_cfg: Any, waves: bool = False, simulator: str | Non
     return Build(unit, g.top, sim, bdir, vfile, waves, g.parameters)
 
 
+def build_digest(verilog: str, waves: bool) -> str:
+    """The build cache key: the Verilog, waves, build arguments and cocotb's library directory. The built
+    simulator finds cocotb's VPI libraries by an absolute run path, so a build made beside another
+    environment's cocotb (a recreated or moved venv) cannot load and must not be reused."""
+    from cocotb_tools import config
+
+    key = f"{verilog}|waves={waves}|{VERILATOR_BUILD_ARGS}|{MAKE_VARS}|{Path(config.libs_dir).resolve()}"
+    return hashlib.sha256(key.encode()).hexdigest()[:20]
+
+
 def build_verilog_text(sim: str, name: str, verilog: str, top: str, waves: bool = False) -> tuple[Path, Path]:
     """Build one Verilog text for `sim` into a directory cached by (Verilog, waves, build arguments);
     returns (build directory, Verilog file)."""
-    digest = hashlib.sha256((verilog + f"|waves={waves}|{VERILATOR_BUILD_ARGS}|{MAKE_VARS}").encode()).hexdigest()[:20]
+    digest = build_digest(verilog, waves)
     bdir = cache_dir("sim") / f"{sim}-{name}-{digest}"
     vfile = bdir / f"{top}.v"
     stamp = bdir / ".built"

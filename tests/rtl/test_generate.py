@@ -123,3 +123,17 @@ def test_cli_verify_with_waves_and_toggles():
 
     t = count_toggles(line.split("waves ", 1)[1].strip())
     assert t.matching("done") >= 2 and t.total > 100
+
+
+def test_build_cache_key_follows_cocotbs_library_directory(monkeypatch, tmp_path):
+    """A simulator built beside another venv's cocotb links its VPI libraries by absolute run path: the
+    build cache must not hand it to this environment."""
+    from cocotb_tools import config
+
+    from lowbit.rtl.cocotb_runner import build_digest
+
+    here = build_digest("module m; endmodule", False)
+    assert build_digest("module m; endmodule", False) == here
+    assert build_digest("module m; endmodule", True) != here
+    monkeypatch.setattr(config, "libs_dir", tmp_path / "other-venv" / "cocotb" / "libs")
+    assert build_digest("module m; endmodule", False) != here

@@ -187,7 +187,7 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
             print(f"P V: {r.pv[0]} BoothFlex INT8 tiles on the data path (against layers.L.attn.av.acc; the "
                   f"probabilities softmax.w8 written by the bench in their softmax words' cycles), {r.pv[1]} of the "
                   f"{r.pv[2]} P V accumulator buffers checked in every element; decode steps whose LOP drops keys "
-                  "and causal tiles whose queries attend to more keys than the program's beats hold stay timers")
+                  "stay timers")
         if r.sfu[0]:
             print(f"SFU: {r.sfu[0]} quantize words on the SFU's stream engine, writing the act buffer the projections "
                   f"read: {r.sfu[1]:,} INT8 words ({r.sfu[2]:,} elements) against the golden's <op>.q, "

@@ -153,20 +153,28 @@ def build(unit: str, section_cfg: Any, waves: bool = False, simulator: str | Non
     return Build(unit, g.top, sim, bdir, vfile, waves, g.parameters)
 
 
-def build_digest(verilog: str, waves: bool) -> str:
-    """The build cache key: the Verilog, waves, build arguments and cocotb's library directory. The built
-    simulator finds cocotb's VPI libraries by an absolute run path, so a build made beside another
-    environment's cocotb (a recreated or moved venv) cannot load and must not be reused."""
+def tool_tag(sim: str) -> str:
+    """The simulator and cocotb installation a build depends on: their versions and where they live. A
+    Verilator build links cocotb's VPI libraries by absolute run path and its make rules name the Verilator
+    include directory, so a build (or runtime object) made beside another environment (a recreated or moved
+    venv) cannot be reused."""
     from cocotb_tools import config
 
-    key = f"{verilog}|waves={waves}|{VERILATOR_BUILD_ARGS}|{MAKE_VARS}|{Path(config.libs_dir).resolve()}"
+    exe = shutil.which(sim) or sim
+    where = f"{_tool_version(sim)}|{Path(exe).resolve()}|{Path(config.libs_dir).resolve()}"
+    return hashlib.sha256(where.encode()).hexdigest()[:10]
+
+
+def build_digest(sim: str, verilog: str, waves: bool) -> str:
+    """The build cache key: the Verilog, waves, build arguments and the tool installation (tool_tag)."""
+    key = f"{verilog}|waves={waves}|{VERILATOR_BUILD_ARGS}|{MAKE_VARS}|{tool_tag(sim)}"
     return hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
 def build_verilog_text(sim: str, name: str, verilog: str, top: str, waves: bool = False) -> tuple[Path, Path]:
     """Build one Verilog text for `sim` into a directory cached by (Verilog, waves, build arguments);
     returns (build directory, Verilog file)."""
-    digest = build_digest(verilog, waves)
+    digest = build_digest(sim, verilog, waves)
     bdir = cache_dir("sim") / f"{sim}-{name}-{digest}"
     vfile = bdir / f"{top}.v"
     stamp = bdir / ".built"
@@ -184,7 +192,7 @@ def build_verilog_text(sim: str, name: str, verilog: str, top: str, waves: bool 
             if sim == "verilator":
                 kwargs["build_args"] = VERILATOR_BUILD_ARGS
             log = bdir / "build.log"
-            runtime = bdir.parent / f".runtime-{sim}-{_tool_version(sim)}-waves{int(waves)}"
+            runtime = bdir.parent / f".runtime-{sim}-{tool_tag(sim)}-waves{int(waves)}"
             first = sim == "verilator" and not runtime.is_dir()
             # the first Verilator build compiles the runtime under a global lock; other workers wait and reuse it
             with _locked(runtime.with_name(runtime.name + ".lock")) if first else nullcontext():

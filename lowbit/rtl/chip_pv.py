@@ -2,18 +2,20 @@
 of a program's score . V tiles the loader maps onto the whole-model golden (lowbit.rtl.chip_model), their data
 fields, the act words of the quantized probabilities and the psum words expected (docs/rtl.md "Data path").
 
-A P V tile of KV head g runs when its V chunk (the dma_kv read it releases) holds the V rows of keys 0 .. n-1
-of that head in order and every query of the tile attends to all keys up to its own position, all in the
-chunk (the golden's `qk.keys`: prefill, or a decode step whose LOP keeps every key). Outputs (query t, head
-h of the group, dimension d) in that order, `lanes` a pass: the golden's `layers.L.attn.av.acc[h, t, d]`, a
-last pass's lanes past the tile's outputs 0. A pass takes its longest row's beats, as the program times it
-(sim.attention.pv_pass_keys, sim.units.booth.booth_int8_pass_cycles) and the walker counts them
-(chip_booth.QkWalk.pass_beats): the word's `beats` are the tile's in all, `pos0` its first query's position.
+A P V tile of KV head g runs when its V chunk (the dma_kv read it releases) holds V rows of that head only
+and its queries attend to a prefix of the chunk's keys one key longer per query (lowbit.rtl.chip_attn
+.tile_queries, the rule its Q K^T tiles follow: keys 0 .. n-1 with causal queries, or a decode step's
+LOP-gathered keys, ascending, all attended). Outputs (query t, head h of the group, dimension d) in that
+order, `lanes` a pass: the golden's `layers.L.attn.av.acc[h, t, d]`, a last pass's lanes past the tile's
+outputs 0. A pass takes its longest row's beats, as the program times it (sim.attention.pv_pass_keys,
+sim.units.booth.booth_int8_pass_cycles) and the walker counts them (chip_booth.QkWalk.pass_beats): the
+word's `beats` are the tile's in all, `pos0` its first query's keys in the chunk less one.
 
 The probabilities the P V tiles multiply are the golden's `layers.L.attn.softmax.w8` (softmax output x
 amax_v, absmax-quantized to INT8 per row: golden `_attention`). DESIGN ASSUMPTION: they sit in the act
 buffer's upper half after the queries (lowbit.rtl.chip_attn), row (t, h) of group g at base + ((g T + t) grp
-+ h) ps, `ps` words a row (the chunk's keys rounded up to whole beats, zero-padded), written by the bench in
++ h) ps, `ps` words a row (element r the probability of the chunk's row r, the golden's w8 at that key;
+the chunk's keys rounded up to whole beats, zero-padded), written by the bench in
 the cycles of the step's and layer's g-th softmax word (the SFU pass that produces them) as it writes the
 queries in their RoPE words' cycles: a stand-in for the SFU softmax engine's output stream.
 """
@@ -22,16 +24,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from lowbit.rtl.chip_attn import i8_word, sfu_group_words
+from lowbit.rtl.chip_attn import head_chunk_words, i8_word, sfu_group_words, tile_queries
 from lowbit.rtl.common import COUNT_BITS
-from lowbit.sim.isa import KV_BASE
 
 
 def pv_plan(plan, img, cfg, bq: int, chunks: dict[tuple[int, int], tuple[int, list[int]]],
             lower: int) -> tuple[dict[int, tuple[dict, list, tuple[int, int, int], int]], dict[int, list]]:
     """(BoothFlex word index -> (data fields, expected psum words, (step, layer, group), first query), SFU
-    word index ->
-    act writes) of the P V tiles of queue `bq` that map onto the golden; arguments as chip_attn.qk_plan's."""
+    word index -> act writes) of the P V tiles of queue `bq` that map onto the golden; arguments as
+    chip_attn.qk_plan's."""
     from lowbit.sim.attention import pv_pass_keys
     from lowbit.sim.units.booth import booth_int8_pass_cycles
 
@@ -45,47 +46,31 @@ def pv_plan(plan, img, cfg, bq: int, chunks: dict[tuple[int, int], tuple[int, li
     out: dict[int, tuple[dict, list, tuple[int, int, int], int]] = {}
     nextq: dict[tuple[int, int, int], int] = {}
     rows: dict[tuple[int, int], tuple[int, int]] = {}  # (step, layer) -> (P rows' base, words a row)
-    for i, w in enumerate(img.words[bq]):
-        src = (w.get("free_q", -1), w.get("free_i", -1))
-        if not w.get("op", "").endswith(".attn.av") or src not in chunks:
-            continue
-        dbase, addrs = chunks[src]
-        layer, st = int(w["op"].split(".")[1]), m.run.steps[w["step"]]
-        idx = [(a - KV_BASE) // hd for a in addrs]
-        plane = idx[0] // s.max_positions
-        pos = [x - plane * s.max_positions for x in idx]
-        if plane % 2 != 1 or plane // 2 // kvh != layer or pos != list(range(len(pos))):
-            continue  # not the V rows of keys 0 .. n-1 of one head of this layer
-        g, T, p0 = plane // 2 % kvh, len(st.ids), st.start
-        q0 = nextq.get((w["step"], layer, g), 0)
-        nq, n = 0, 0
-        while n < w["macs"] and q0 + nq < T:
-            n += grp * hd * (p0 + q0 + nq + 1)
-            nq += 1
+    keys_of: dict[tuple[int, int, int], list[int]] = {}  # (step, layer, group) -> its V chunks' key positions
+    for i, w, dbase, layer, g, pos in head_chunk_words(plan, img, bq, chunks, ".attn.av", 1):
+        st = m.run.steps[w["step"]]
+        T, q0, M = len(st.ids), nextq.get((w["step"], layer, g), 0), len(pos)
+        nq, a, ok = tile_queries(st.buffers[f"layers.{layer}.attn.qk.keys"], g, grp, q0, pos, w["macs"], grp * hd)
         nextq[(w["step"], layer, g)] = q0 + nq
-        M = len(pos)
         ps = -(-(-(-M // b.width) * b.width) // tw)
         base, ps = rows.setdefault((w["step"], layer), (half + T * s.n_heads * qs, ps))
-        keys = st.buffers[f"layers.{layer}.attn.qk.keys"]
         outs = nq * grp * hd
         passes = -(-outs // b.lanes)
-        causal = all(keys[g * grp + h, t, :p0 + t + 1].all() and not keys[g * grp + h, t, p0 + t + 1:].any()
-                     for t in range(q0, q0 + nq) for h in range(grp))
-        runs = pv_pass_keys(p0 + q0, M, nq, grp * hd, b.lanes)  # (keys, passes): ragged passes
+        runs = pv_pass_keys(a, M, nq, grp * hd, b.lanes)  # (keys, passes): ragged passes
         beats = sum(c * -(-k // b.width) for k, c in runs)
-        if n != w["macs"] or M != keys.shape[2] or p0 + q0 + nq > M or not causal or passes > dims.p_depth \
-                or beats >> COUNT_BITS or booth_int8_pass_cycles(b, list(runs)) != w["cyc"] \
+        if not ok or keys_of.setdefault((w["step"], layer, g), pos) != pos or M > ps * tw \
+                or passes > dims.p_depth or beats >> COUNT_BITS or booth_int8_pass_cycles(b, list(runs)) != w["cyc"] \
                 or base + T * s.n_heads * ps > dims.a_depth:
             continue
         acc = st.buffers[f"layers.{layer}.attn.av.acc"]
         vals = [int(acc[g * grp + h, t, d]) for t in range(q0, q0 + nq) for h in range(grp) for d in range(hd)]
         vals += [0] * (passes * b.lanes - len(vals))
         words = [(tuple(vals[p * b.lanes:(p + 1) * b.lanes]), 0) for p in range(passes)]
-        fields = {"eng": 3, "beats": beats, "groups": passes, "tokens": 1, "nq": nq, "grp": grp, "pos0": p0 + q0,
+        fields = {"eng": 3, "beats": beats, "groups": passes, "tokens": 1, "nq": nq, "grp": grp, "pos0": a,
                   "k_addr": dbase, "k_stride": hd // ub, "w_addr": 0,
                   "a_addr": base + (g * T + q0) * grp * ps, "a_stride": ps}
         out[i] = (fields, words, (w["step"], layer, g), q0)
-    # the probabilities: the g-th softmax word of a step and layer writes group g's rows
+    # the probabilities: the g-th softmax word of a step and layer writes group g's rows, over its chunk's keys
     need = {v[2] for v in out.values()}
     writes: dict[int, list] = {}
     sq, group_words, seen = sfu_group_words(img, ".attn.softmax")
@@ -93,10 +78,11 @@ def pv_plan(plan, img, cfg, bq: int, chunks: dict[tuple[int, int], tuple[int, li
         if (w["step"], layer, g) not in need:
             continue
         base, ps = rows[(w["step"], layer)]
+        pos = keys_of[(w["step"], layer, g)]
         w8 = m.run.steps[w["step"]].buffers[f"layers.{layer}.attn.softmax.w8"]  # [H, T, M]
         T = w8.shape[1]
         pad = np.zeros((grp, T, ps * tw), np.int64)
-        pad[:, :, :w8.shape[2]] = w8[g * grp:(g + 1) * grp]
+        pad[:, :, :len(pos)] = w8[g * grp:(g + 1) * grp][:, :, pos]
         r = pad.transpose(1, 0, 2).reshape(-1, tw)  # rows (t, h), ps words each
         b0 = base + g * T * grp * ps
         ws = [(b0 + j, i8_word(x)) for j, x in enumerate(r)]

@@ -148,8 +148,8 @@ def chip_report(hw: str, sets: list[str], model: str, prefill: int, decode: int)
             data_line += (f"\n\nQ K^T on data: {r.qk[0]} BoothFlex INT8 tiles read the golden's quantized queries "
                           "(`qk.q8`, written in their RoPE words' cycles) and the K rows of the kv buffer; their psum "
                           f"words are in the table, against `layers.L.attn.qk.acc`: {r.qk[1]} of the {r.qk[2]} score "
-                          "accumulator buffers checked in every attended element. Decode steps whose LOP drops "
-                          "keys stay timers (lowbit.rtl.chip_attn maps the steps that attend to every cached key).")
+                          "accumulator buffers checked in every attended element (a decode step whose LOP drops "
+                          "keys over the K rows gathered from the index FIFO: lowbit.rtl.chip_attn).")
         if r.lop_engine[0]:
             g, n, bad, cb, _ = r.lop_engine
             data_line += (f"\n\nLOP on data: the chip's LOP engine (lowbit.rtl.chip_lop.LopGroupSelect) scores and "
@@ -172,7 +172,8 @@ def chip_report(hw: str, sets: list[str], model: str, prefill: int, decode: int)
                           f"data beats (the DRAM image holds the golden's INT8 K/V rows, `kv_append.k8` / `v8`); "
                           f"{r.kv_chunks} chunks read back when their attention tile starts, {r.kv_units:,} buffer "
                           f"units, **{r.kv_mismatches} mismatches**. "
-                          + ("The P V tiles stay timers." if r.qk[0] else "The attention tiles stay timers."))
+                          + ("" if r.pv[0] else "The P V tiles stay timers." if r.qk[0] else
+                             "The attention tiles stay timers."))
     lines += [
         "",
         f"Total cycles: `lowbit sim --program` {r.sim_cycles:,}, chip RTL {r.chip_cycles:,}: **{verdict}**"

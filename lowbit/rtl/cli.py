@@ -182,12 +182,11 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
         if r.qk[0]:
             print(f"Q K^T: {r.qk[0]} BoothFlex INT8 tiles on the data path (their psum words above, against "
                   f"layers.L.attn.qk.acc), {r.qk[1]} of the {r.qk[2]} score accumulator buffers (per step and layer) "
-                  "checked in every attended element; decode steps whose LOP drops keys stay timers")
+                  "checked in every attended element (a decode step's over the keys its LOP gathered)")
         if r.pv[2]:
             print(f"P V: {r.pv[0]} BoothFlex INT8 tiles on the data path (against layers.L.attn.av.acc; the "
                   f"probabilities softmax.w8 written by the bench in their softmax words' cycles), {r.pv[1]} of the "
-                  f"{r.pv[2]} P V accumulator buffers checked in every element; decode steps whose LOP drops keys "
-                  "stay timers")
+                  f"{r.pv[2]} P V accumulator buffers checked in every element")
         if r.sfu[0]:
             print(f"SFU: {r.sfu[0]} quantize words on the SFU's stream engine, writing the act buffer the projections "
                   f"read: {r.sfu[1]:,} INT8 words ({r.sfu[2]:,} elements) against the golden's <op>.q, "

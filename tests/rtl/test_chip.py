@@ -10,6 +10,7 @@ pytest.importorskip("amaranth")
 pytest.importorskip("cocotb")
 
 from lowbit.rtl.chip_image import QueueTimes, build_image, reference_schedule  # noqa: E402
+from lowbit.rtl.chip_requant import RQ_LOAD  # noqa: E402
 from lowbit.rtl.chip_run import compare, params_for, verify_chip  # noqa: E402
 from lowbit.sim.config import load_hw  # noqa: E402
 from lowbit.sim.modelspec import get_model  # noqa: E402
@@ -275,7 +276,7 @@ def test_model_plan_holds_the_deployed_model(tiny_program):
     assert len(res) == 2 * 2 * 4 == len(plan.res_ops)
     assert not [x for x in plan.sfu_preload if x[2] == 6] and not plan.rq_drain
     rq_queues = [img.queues.index("tint0"), img.queues.index("booth")]
-    mult = {k: {a: v for a, v, sel in plan.sfu_preload if sel == 7 + k} for k in range(2)}
+    mult = {k: {a: v for a, v, sel in plan.sfu_preload if sel == RQ_LOAD + k} for k in range(2)}
     for i, w in res.items():
         assert i not in before
         L, kind = w["op"].split(".")[1], w["op"].split(".")[2].split("_")[0]
@@ -337,46 +338,6 @@ def test_model_plan_holds_the_deployed_model(tiny_program):
         assert (before[i] if k >= 2 else first[:len(ws)] if k == 0 else first[-len(ws):]) == ws
     assert plan.norm_expect[:16] == [(a, v) for a, v in enumerate(words16(model.run.steps[0].buffers[
         "layers.0.attn_norm.out"][:1]))]
-
-
-def test_qk_tiles_read_the_golden_queries_and_keys(tiny_program):
-    """The Q K^T tiles the loader maps (lowbit.rtl.chip_attn): each tile's expected psum words are the dot
-    products of the golden's INT8 queries (qk.q8) and K rows (kv_append.k8) computed here, in the engine's
-    order (query, head of the group, key up to the query's position, 2 lanes a pass); its K chunk holds
-    keys 0 .. n-1 of its KV head, and the RoPE words write the queries' act words."""
-    from lowbit.rtl.chip_golden import data_plan
-    from lowbit.rtl.chip_model import model_contents
-    from lowbit.sim.program_io import ProgramReader
-
-    cfg, path = tiny_program
-    img = build_image(path, cfg)
-    model, _ = model_contents(img, cfg, ProgramReader(path).header.meta, seed=1)
-    plan, why = data_plan(img, cfg, 1, model)
-    assert why == "" and plan.qk == (16, 8, 8)
-    bq = img.queues.index("booth")
-    words = iter(plan.expect["booth"])
-    n = 0
-    for w in img.words[bq]:
-        if not w["eng"]:
-            continue
-        got = [next(words) for _ in range(w["groups"] * w["tokens"])]
-        if w["eng"] != 2:
-            continue
-        st = model.run.steps[w["step"]]
-        layer = int(w["op"].split(".")[1])
-        k8 = np.concatenate([s.buffers[f"layers.{layer}.attn.kv_append.k8"] for s in model.run.steps[:w["step"] + 1]])
-        q8 = st.buffers[f"layers.{layer}.attn.qk.q8"]
-        g = (w["a_addr"] - 256) // (len(st.ids) * 2 * 4)  # the group's query rows: 2 heads x 4 words each
-        vals = [int(q8[t, 2 * g + h] @ k8[j, g]) for t in range(w["pos0"] - st.start, w["pos0"] - st.start + w["nq"])
-                for h in range(2) for j in range(st.start + t + 1)]
-        vals += [0] * (len(vals) % 2)
-        assert got == [((vals[p], vals[p + 1]), 0) for p in range(0, len(vals), 2)] and any(vals)
-        assert w["k_addr"] == plan.kv_checks[(bq, img.words[bq].index(w))][0] and w["k_stride"] == 8
-        n += 1
-    assert n == 16 and next(words, None) is None
-    sq = img.queues.index("sfu")
-    rope = [i for i in plan.act_writes if img.words[sq][i]["op"].endswith("attn.rope")]
-    assert len(rope) == 16 and all(a >= 256 for i in rope for a, _ in plan.act_writes[i])
 
 
 def test_model_contents_say_why_the_golden_cannot_serve(tiny_program):
@@ -617,3 +578,4 @@ def test_chip_fetches_the_lop_selection_from_its_index_fifo(tmp_path):
     n = r.kv_ind[0]
     assert n >= 2 * 12 and r.kv_ind == (n, n, 0)  # at least one K and one V word per group, all from the FIFO
     assert r.kv_chunks == 32 and r.kv_mismatches == 0
+    assert r.qk == (16, 8, 8) and r.pv == (16, 8, 8)  # decode Q K^T and P V over the gathered rows on data too

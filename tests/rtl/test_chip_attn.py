@@ -116,36 +116,127 @@ def test_pv_pass_across_two_queries_takes_the_later_ones_beats():
     test_pv_tile_is_the_exact_dot_of_probabilities_and_v_rows(2, 1, 3, 4, 1, 10, 3)
 
 
-@pytest.fixture(scope="module", params=[2, 8])
-def tiny_plan(request, tmp_path_factory):
-    """The loader's data plan of bitnet-tiny on tiny, prefill 2 or 8 + decode 3, LOP on (keeping every key after
-    prefill 2, dropping keys after prefill 8)."""
+def _tiny_plan(tmp, prefill: int, golden: bool):
+    """(image, model contents, data plan) of bitnet-tiny on tiny, prefill + decode 3, LOP on, compiled from the
+    golden's LOP selections (`golden`, as verify --chip does) or from the trace's fixed-ratio positions."""
     from lowbit.rtl.chip_golden import data_plan
     from lowbit.rtl.chip_image import build_image
-    from lowbit.rtl.chip_model import model_contents
+    from lowbit.rtl.chip_model import compile_from_golden, model_contents
     from lowbit.sim.cli import build_trace
     from lowbit.sim.compile import compile_program
     from lowbit.sim.program_io import ProgramReader
 
     cfg = load_hw("tiny", [])
-    path = tmp_path_factory.mktemp("attn") / "prog.bin"
-    compile_program(cfg, build_trace("bitnet-tiny", None, request.param, 3, cfg, None), path)
+    path = tmp / "prog.bin"
+    if golden:
+        assert compile_from_golden(cfg, "bitnet-tiny", prefill, 3, path, seed=1)[1] == ""
+    else:
+        compile_program(cfg, build_trace("bitnet-tiny", None, prefill, 3, cfg, None), path)
     img = build_image(path, cfg)
     model, _ = model_contents(img, cfg, ProgramReader(path).header.meta, seed=1)
     plan, why = data_plan(img, cfg, 1, model)
     assert why == ""
-    return img, model, plan, request.param
+    return img, model, plan
+
+
+@pytest.fixture(scope="module", params=[2, 8])
+def tiny_plan(request, tmp_path_factory):
+    """The loader's data plan of bitnet-tiny on tiny, prefill 2 or 8 + decode 3, LOP on (keeping every key after
+    prefill 2, selecting 8 of 9 .. 11 keys per KV head after prefill 8), compiled from the golden's selections."""
+    return (*_tiny_plan(tmp_path_factory.mktemp("attn"), request.param, True), request.param)
+
+
+def _chunk_keys(img, model, plan, bq: int, i: int) -> list[int]:
+    """The key positions of the K/V chunk BoothFlex word i releases, in chunk order (from its DRAM rows)."""
+    from lowbit.sim.isa import KV_BASE
+
+    w, s = img.words[bq][i], model.spec
+    return [(a - KV_BASE) // s.head_dim % s.max_positions for a in plan.kv_chunks[(w["free_q"], w["free_i"])][1]]
+
+
+def _chunk_head(img, model, plan, bq: int, i: int) -> int:
+    """The KV head whose rows the chunk BoothFlex word i releases holds (sim.kvcache.kv_addr: planes (layer,
+    KV head, K / V) of max_positions rows)."""
+    from lowbit.sim.isa import KV_BASE
+
+    w, s = img.words[bq][i], model.spec
+    return (plan.kv_chunks[(w["free_q"], w["free_i"])][1][0] - KV_BASE) // s.head_dim // s.max_positions // 2 % s.n_kv_heads
+
+
+def test_qk_tiles_score_the_golden_queries_against_the_chunks_keys(tiny_plan):
+    """Every Q K^T tile maps (4 steps x 2 layers x 2 KV heads), decode steps whose LOP drops keys included: its
+    psum words are the dot products of the golden's INT8 queries (qk.q8) and the K rows (kv_append.k8) of its
+    chunk's keys, computed here in the engine's order (query, head, chunk row up to pos0 + t, 2 lanes a
+    pass); a decode step's chunk holds the golden's lop.sel keys, ascending, and pos0 is their count less
+    one; a prefill query attends to keys 0 .. its position."""
+    img, model, plan, prefill = tiny_plan
+    assert plan.qk == (16, 8, 8)
+    bq = img.queues.index("booth")
+    words = iter(plan.expect["booth"])
+    n, gathered = 0, 0
+    for i, w in enumerate(img.words[bq]):
+        if not w["eng"]:
+            continue
+        got = [next(words) for _ in range(w["groups"] * w["tokens"])]
+        if w["eng"] != 2:
+            continue
+        st = model.run.steps[w["step"]]
+        layer = int(w["op"].split(".")[1])
+        k8 = np.concatenate([s.buffers[f"layers.{layer}.attn.kv_append.k8"] for s in model.run.steps[:w["step"] + 1]])
+        q8 = st.buffers[f"layers.{layer}.attn.qk.q8"]
+        T = len(st.ids)
+        g = (w["a_addr"] - 256) // (T * 2 * 4)  # the group's query rows: 2 heads x 4 words each
+        keys = _chunk_keys(img, model, plan, bq, i)
+        assert w["nq"] == T  # one tile a KV head and step: its queries from 0
+        if st.phase == "decode" and prefill == 8:
+            sel = np.flatnonzero(st.buffers[f"layers.{layer}.attn.lop.sel"][g]).tolist()
+            assert keys == sel and len(sel) == 8 < st.start + 1 and w["pos0"] == 7
+            gathered += 1
+        else:
+            assert keys == list(range(st.start + T)) and w["pos0"] == st.start
+        vals = [int(q8[t, 2 * g + h] @ k8[keys[j], g]) for t in range(w["nq"]) for h in range(2)
+                for j in range(w["pos0"] + t + 1)]
+        vals += [0] * (len(vals) % 2)
+        assert got == [((vals[p], vals[p + 1]), 0) for p in range(0, len(vals), 2)] and any(vals)
+        assert w["k_addr"] == plan.kv_checks[(bq, i)][0] and w["k_stride"] == 8
+        n += 1
+    assert n == 16 and next(words, None) is None and gathered == (12 if prefill == 8 else 0)
+    sq = img.queues.index("sfu")  # the RoPE words write the queries' act words, in the upper half
+    rope = [i for i in plan.act_writes if img.words[sq][i]["op"].endswith("attn.rope")]
+    assert len(rope) == 16 and all(a >= 256 for i in rope for a, _ in plan.act_writes[i])
+
+
+def test_decode_tiles_over_other_keys_than_the_goldens_stay_timers(tmp_path):
+    """Compiled from the trace's fixed-ratio positions (not the golden's selection), prefill 8's decode K/V
+    chunks mostly hold other keys than the golden's LOP attends to: a decode tile maps exactly where its
+    chunk's keys are its KV head's lop.sel (here one group: step 2, layer 1, KV head 0, Q K^T and P V),
+    beside the prefill's 4 Q K^T and 4 P V tiles."""
+    img, model, plan = _tiny_plan(tmp_path, 8, False)
+    bq = img.queues.index("booth")
+    same, mapped = set(), set()
+    for i, w in enumerate(img.words[bq]):
+        if not w["op"].endswith(("attn.qk", "attn.av")) or w["step"] == 0:
+            continue
+        layer = int(w["op"].split(".")[1])
+        sel = model.run.steps[w["step"]].buffers[f"layers.{layer}.attn.lop.sel"]
+        keys, g = _chunk_keys(img, model, plan, bq, i), _chunk_head(img, model, plan, bq, i)
+        if np.flatnonzero(sel[g]).tolist() == keys:
+            same.add(i)
+        if w["eng"]:
+            mapped.add(i)
+    assert mapped == same and len(same) == 2
+    assert plan.qk == (5, 2, 8) and plan.pv == (5, 2, 8)
 
 
 def test_pv_tiles_read_the_golden_probabilities_and_v_rows(tiny_plan):
-    """Prefill 2: every P V tile maps (2 layers x 2 KV heads x 4 steps); prefill 8: the prefill's 4 causal
-    tiles (8 queries over keys 1 .. 8; the decode steps' LOP drops keys). A tile's psum words are the dot
-    products of the golden's INT8 probabilities (softmax.w8) and V rows (kv_append.v8) computed here, in the
-    engine's order (query, head, dimension, 2 lanes a pass), its `beats` the sum of its passes' (16 a query,
-    ceil(keys / 2) beats each); the softmax words write the probability rows, zero-padded to whole beats,
-    into the act buffer's upper half at the tile's a_addr."""
+    """Every P V tile maps (2 layers x 2 KV heads x 4 steps), decode steps whose LOP drops keys included. A
+    tile's psum words are the dot products of the golden's INT8 probabilities (softmax.w8) and V rows
+    (kv_append.v8) computed here, in the engine's order (query, head, dimension, 2 lanes a pass), its `beats`
+    the sum of its passes' (16 a query, ceil(keys / 2) beats each: 4 over 8 gathered keys); the softmax
+    words write the probability rows over the chunk's keys (element r: chunk row r's key), zero-padded to
+    whole beats, into the act buffer's upper half at the tile's a_addr."""
     img, model, plan, prefill = tiny_plan
-    assert plan.pv == ((16, 8, 8) if prefill == 2 else (4, 2, 8))
+    assert plan.pv == (16, 8, 8)
     bq, sq = img.queues.index("booth"), img.queues.index("sfu")
     act: dict[tuple[int, str], dict[int, int]] = {}  # (step, softmax op) -> act words written
     for i, ws in plan.act_writes.items():
@@ -153,7 +244,7 @@ def test_pv_tiles_read_the_golden_probabilities_and_v_rows(tiny_plan):
             act.setdefault((img.words[sq][i]["step"], img.words[sq][i]["op"]), {}).update(ws)
     words = iter(plan.expect["booth"])
     n = 0
-    for w in img.words[bq]:
+    for i, w in enumerate(img.words[bq]):
         if not w["eng"]:
             continue
         got = [next(words) for _ in range(w["groups"] * w["tokens"])]
@@ -167,13 +258,17 @@ def test_pv_tiles_read_the_golden_probabilities_and_v_rows(tiny_plan):
         g = (w["a_addr"] - 256 - T * 4 * 4) // (T * 2 * w["a_stride"])  # rows after the queries (4 words a head)
         vals = [int(w8[2 * g + h, t] @ v8[:, g, d]) for t in range(w["nq"]) for h in range(2) for d in range(16)]
         assert got == [((vals[p], vals[p + 1]), 0) for p in range(0, len(vals), 2)] and any(vals)
+        keys = _chunk_keys(img, model, plan, bq, i)
         for t in range(w["nq"]):
             for h in range(2):
                 row = [act[(w["step"], f"layers.{layer}.attn.softmax")][w["a_addr"] + (t * 2 + h) * w["a_stride"] + j] for j in range(w["a_stride"])]
                 elems = [((x >> (8 * e)) & 0xFF) for x in row for e in range(4)]
-                want = [int(x) & 0xFF for x in w8[2 * g + h, t]]
+                want = [int(w8[2 * g + h, t, k]) & 0xFF for k in keys]
                 assert elems == want + [0] * (len(elems) - len(want))
-        assert w["k_stride"] == 8 and w["pos0"] == st.start and w["nq"] == T and w["groups"] == T * 16
-        assert w["beats"] == 16 * sum(-(-(st.start + t + 1) // 2) for t in range(T))  # prefill 8: 16 x 20
+        gathered = st.phase == "decode" and prefill == 8
+        assert w["pos0"] == (7 if gathered else st.start) and w["nq"] == T and w["groups"] == T * 16
+        assert w["k_stride"] == 8 and (len(keys) == 8 if gathered else keys == list(range(st.start + T)))
+        # prefill 8: 16 x 20 beats; a decode step over 8 gathered keys 16 x 4
+        assert w["beats"] == 16 * sum(-(-(w["pos0"] + t + 1) // 2) for t in range(T))
         n += 1
     assert n == plan.pv[0] and next(words, None) is None

@@ -58,14 +58,14 @@ def qk_data_ok(booth: BoothConfig, tint: TintConfig, unit_bytes: int) -> str:
 class QkWalk:
     """Addresses of an attention tile's beats (modes 2 and 3, module docstring of BoothEngine). Q K^T (mode
     2): outputs (t, h, j), query t of the tile's `nq`, head h of the group's `grp`, key j of the pos0 + t + 1
-    it attends to (causal), in that order, `lanes` consecutive outputs a pass, `beats` beats of `width`
-    elements a pass. Lane l reads act word a_addr + (t grp + h) a_stride + b div per_word (element
+    it attends to (chunk rows 0 .. pos0 + t: causal prefill, or a decode step's gathered keys), in that
+    order, `lanes` consecutive outputs a pass, `beats` beats of `width` elements a pass. Lane l reads act word a_addr + (t grp + h) a_stride + b div per_word (element
     (b mod per_word) width) and kv units k_addr + j k_stride + b kstep. P V (mode 3, `pv`): outputs (t, h,
     d), d of the head's k_stride x unit bytes dimensions; lane l reads the probability row (t, h) as Q K^T
     reads a query row, and for element u of beat b the V unit k_addr + (b width + u) k_stride + d div unit
     bytes (`vaddr`, byte `vsel`). A P V pass takes ceil((pos0 + t + 1) / width) beats, t its last valid
-    lane's query (`pass_beats`: the keys of its longest row, query t at position pos0 + t attending to keys
-    0 .. pos0 + t, sim.attention.pv_pass_keys); `pass_end` marks a pass's last beat. A lane past the tile's
+    lane's query (`pass_beats`: the keys of its longest row, query t attending to chunk rows 0 .. pos0 + t,
+    sim.attention.pv_pass_keys); `pass_end` marks a pass's last beat. A lane past the tile's
     last output is not `valid` (zero operands)."""
 
     def __init__(self, m: Module, e, go, pv, *, lanes: int, per_word: int, kstep: int, width: int = 1,
@@ -142,7 +142,7 @@ class BoothEngine(wiring.Component):
     K rows from the kv buffer, one kv read port a lane), with max(per, lanes) act read ports, and mode 3 P V
     tiles (V units through a read port a lane and element), whose `beats` are the tile's in all (its ragged
     passes' beats summed: the program's cycles less the latency), `groups` its passes, `tokens` 1 and
-    `pos0` its first query's position."""
+    `pos0` its first query's keys in the chunk less one."""
 
     def __init__(self, cfg: BoothConfig, tint: TintConfig, *, w_bits: int, a_bits: int, p_bits: int,
                  w_step: int = 1, qk: tuple[int, int, int] | None = None) -> None:

@@ -25,6 +25,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from lowbit.rtl.booth import ROWS, BoothFlex
+from lowbit.rtl.chip_booth_regroup import RegroupWalk, regroup_lanes
 from lowbit.rtl.chip_data import TileWalk, psum_writes
 from lowbit.rtl.common import COUNT_BITS, delay
 from lowbit.sim.config import BoothConfig, TintConfig
@@ -145,8 +146,8 @@ class BoothEngine(wiring.Component):
     `pos0` its first query's keys in the chunk less one."""
 
     def __init__(self, cfg: BoothConfig, tint: TintConfig, *, w_bits: int, a_bits: int, p_bits: int,
-                 w_step: int = 1, qk: tuple[int, int, int] | None = None) -> None:
-        self.cfg, self.tint, self.w_step, self.qk = cfg, tint, w_step, qk
+                 w_step: int = 1, qk: tuple[int, int, int] | None = None, regroup: bool = False) -> None:
+        self.cfg, self.tint, self.w_step, self.qk, self.regroup = cfg, tint, w_step, qk, regroup
         self.per = ROWS * cfg.width // tint.tree_width
         self.n_act = max(self.per, cfg.lanes) if qk else self.per
         word = 2 * tint.lanes * tint.tree_width
@@ -158,6 +159,9 @@ class BoothEngine(wiring.Component):
                    "k_stride": In(COUNT_BITS), "k_raddr": Out(data.ArrayLayout(k_bits, cfg.lanes)),
                    "k_rdata": In(data.ArrayLayout(kstep * unit_bits, cfg.lanes)),
                    "v_raddr": Out(data.ArrayLayout(k_bits, nv)), "v_rdata": In(data.ArrayLayout(unit_bits, nv))}
+        if regroup:  # ternary passes over TINT row groups of another lane count (chip_booth_regroup)
+            qks.update({"w_raddr2": Out(w_bits), "w_rdata2": In(word), "tgroups": In(COUNT_BITS),
+                        "tail_step": In(range(w_step + 1))})
         super().__init__({
             **qks,
             "start": In(1),
@@ -198,9 +202,16 @@ class BoothEngine(wiring.Component):
                                            tokens=Mux(pv_go, one, self.tokens)),
                         go, w_step=per * self.w_step, a_step=per)
         m.d.comb += self.done_next.eq(delay(m, walk.last_rd, booth_latency(cfg), "fin"))
-        m.d.comb += self.w_raddr.eq(walk.wa)
         rd = Signal()  # a beat's words arrive this cycle (read in the previous one); idle cycles feed zeros
         m.d.sync += rd.eq(go | walk.busy)
+        if self.regroup:
+            tl = self.tint.lanes
+            rw = RegroupWalk(m, self, go, go | walk.busy, lanes=cfg.lanes, tlanes=tl, w_step=self.w_step)
+            m.d.comb += [self.w_raddr.eq(rw.a), self.w_raddr2.eq(rw.b)]
+            lane_codes = regroup_lanes(m, self.w_rdata, self.w_rdata2, rw.off, lanes=cfg.lanes, tlanes=tl,
+                                       tree_width=tw)
+        else:
+            m.d.comb += self.w_raddr.eq(walk.wa)
         qk = Signal()  # the running tile is an attention tile (Q K^T or P V, latched at its start)
         pvm = Signal()  # ... a P V tile
         with m.If(go):
@@ -235,7 +246,8 @@ class BoothEngine(wiring.Component):
                 for r in range(ROWS):
                     e = u * ROWS + r
                     lo = (e // tw) * word + 2 * (lane * tw + e % tw)
-                    c = self.w_rdata[lo:lo + 2]  # storage code w + 1 -> {sign, nz} = {~c1 & ~c0, ~c0}
+                    # storage code w + 1 -> {sign, nz} = {~c1 & ~c0, ~c0}
+                    c = lane_codes[lane][2 * e:2 * e + 2] if self.regroup else self.w_rdata[lo:lo + 2]
                     codes.append(Cat(~c[0] & rd, ~c[1] & ~c[0] & rd))
                     tern = self.a_rdata[e // tw][e % tw]
                     if self.qk and r == 0:  # INT8 mode: row 0 is the multiplicand, Q (or P) element u of the lane

@@ -38,6 +38,8 @@ def liberty_section(r: Any) -> list[str]:
          f"| SRAM buffers | {a['sram']:.4f} | {p['sram']:.2f} | OpenRAM sky130 macro fits (cost/sram.py) x simulated bytes per buffer |",
          f"| control, DMA, memory port | {_cell(a.get('control'), '.4f')} | {_cell(p.get('control'), '.2f')} | "
          + (f"{ctl.source}; {ctl.cells:,} cells, {ctl.flops:,} flops |" if ctl else "needs the chip top RTL |"),
+         *(f"| {n} | {a[n]:.4f} | {p[n]:.2f} | {chip[n].source}; {chip[n].cells:,} cells, {chip[n].flops:,} flops |"
+           for n in a if n not in ("units", "sfu", "sram", "control")),
          f"| leakage | — | {p['leakage']:.2f} | logic density assumption + SRAM macro leakage |",
          "| inter-unit wiring, clock buffers, I/O | not counted | not counted | no placement |",
          f"| **total** | **{area:.4f}** ({_pct(area, 0.223)} vs 0.223, {_pct(area, 0.214)} vs 0.214) | "
@@ -48,7 +50,38 @@ def liberty_section(r: Any) -> list[str]:
     for name, x in r.hw.liberty.items():
         L.append(f"| {name} | {x.flops:,} | {x.delay_ps_sky130:,.0f} | {x.delay_ps_node:,.0f} | {period:,.0f} | "
                  f"{'yes' if x.meets_clock else 'no'} | {x.clock_j_per_cycle * 1e12:.3f} | {x.leak_sky130_w * 1e6:.3f} |")
-    return L + [""]
+    cc = getattr(r.hw, "chip_netlist", None)
+    return L + [""] + (chip_netlist_section(cc, r.cfg) if cc is not None else [])
+
+
+def chip_netlist_section(cc: Any, cfg: Any) -> list[str]:
+    """Per part of the chip top's netlist: modules, cells, area, measured activity, energy per busy cycle; the
+    chip's memories against the config's buffers."""
+    from lowbit.cost.area import sky130_to
+
+    af, ef = sky130_to(cfg.node_nm, cfg.supply_v)
+    L = [f"#### Chip top netlist by part (hierarchical synthesis; activity from the chip bench: {cc.workload}, "
+         f"{cc.cycles:,} cycles)", "",
+         "| part | modules | charged per | sky130 cells | flops | area @node µm² (cells) | activity (toggles / bit / busy cycle) | energy per busy cycle pJ @node | meets clock |",
+         "|---|---|---|---|---|---|---|---|---|"]
+    for part in sorted({m.part for m in cc.modules}):
+        ms = [m for m in cc.modules if m.part == part]
+        busy = sorted({m.queue for m in ms if m.queue})
+        den = sum(m.bits * m.busy for m in ms)
+        L.append(f"| {part} | {len(ms)} | {'busy cycle of ' + ', '.join(busy) if busy else 'every cycle'} | "
+                 f"{sum(m.cells for m in ms):,} | {sum(m.flops for m in ms):,} | "
+                 f"{sum(m.area_sky130_um2 for m in ms) * af:,.0f} | "
+                 f"{sum(m.toggles for m in ms) / den if den else 0:.4f} | {sum(m.busy_pj for m in ms) * ef:.3f} | "
+                 f"{sum(m.meets_clock for m in ms)}/{len(ms)} |")
+    bufs = [m for m in cc.memories if m["role"] == "buffer"]
+    extra = [m for m in cc.memories if m["role"] == "extra"]
+    L += ["", f"Chip memories: {len(bufs)} hold the config's buffers ("
+          + ", ".join(f"{m['name']} {m['size']:,}x{m['width']}" for m in bufs)
+          + f"; {sum(m['bytes'] for m in bufs):,} bytes in the chip the bench runs, sized for its workload) and are "
+          f"costed at the config's buffer sizes ({sum(b.bytes for b in cfg.sram):,} bytes) as before; {len(extra)} "
+          "are not config buffers and are added as macros (" + ", ".join(
+              f"{m['name']} {m['size']:,}x{m['width']}" for m in extra) + ").", ""]
+    return L
 
 
 LIBERTY_MD = """## Power model: characterised Liberty (cost/power.py)
@@ -69,9 +102,13 @@ LIBERTY_MD = """## Power model: characterised Liberty (cost/power.py)
 - **Clock tree**: flops x (clock-pin capacitance + internal clock energy) and a local H-tree per busy block, plus
   a global H-tree over the die to every block and SRAM macro (H. B. Bakoglu, 1990, §8), toggling every cycle.
   Clock buffers are not counted.
-- **Control, DMA, memory port: ESTIMATE.** A representative block (cost/control.py: per queue the decoded
-  current instruction, three scoreboard waits and a busy counter; per DMA queue address/length/ring counters;
-  one burst-wide memory-port register) is synthesised like the units and charged every cycle. It stands in for
-  the chip top's controllers until `lowbit synth --chip` can synthesise those.
+- **Control, DMA, memory port.** With `--control chip` (cost/chip_power.py): the chip top's own netlist,
+  synthesised hierarchically (rtl/synth_hier.py: each module once, memories kept as macros), with every
+  module's toggle rate measured on the chip bench (a real prefill + decode run of a tiny model, rtl/activity_chip.py):
+  the engines the chip has (TINT engines and requantizers, the LOP engine, the SFU stream engines) replace the
+  standalone unit netlists and are charged per busy cycle of their unit in the 3B run; the queue controllers,
+  scoreboard, DMA engines and memory port are charged every cycle. Units the chip runs as timers keep their
+  standalone netlists and random-data activity. Otherwise (`--control estimate`) a representative block
+  (cost/control.py) is synthesised like the units and charged every cycle.
 - **Not counted**: wiring between units, clock buffers, I/O. Nothing is fitted to the papers' numbers.
 """

@@ -34,8 +34,12 @@ def register(app: typer.Typer) -> None:
         hw: str = hw_option(...),
         sets: list[str] = set_option(),
         unit: str | None = typer.Option(None, "--unit", help=f"RTL unit ({unit_names()})"),
-        chip: bool = typer.Option(False, "--chip", help="the whole chip top (lowbit/rtl/chip.py) instead of one unit; "
-                                  "its memories are costed as SRAM macros (cost/sram.py)"),
+        chip: bool = typer.Option(False, "--chip", help="the whole chip top (lowbit/rtl/chip.py) instead of one unit, "
+                                  "hierarchically (each module once); its memories are costed as SRAM macros "
+                                  "(cost/sram.py). Without --verilog: the chip the chip bench runs for the activity "
+                                  "of `lowbit report --control chip` (runs it once, cached)"),
+        verilog: Path | None = typer.Option(None, "--verilog", metavar="PATH", help="--chip: synthesise this chip "
+                                            "Verilog (e.g. the one `lowbit verify --chip` built)"),
         json_out: Path | None = json_option("the synthesis result"),
         timing: bool = typer.Option(False, "--timing", help="map for delay onto the characterised sky130 Liberty "
                                     "at the design's clock (characterises the cells on first use, cached)"),
@@ -54,7 +58,7 @@ def register(app: typer.Typer) -> None:
         af, _ef = sky130_to(cfg.node_nm, cfg.supply_v)  # node range check before the slow part
         tgt = target_ps(cfg) if timing else 0.0
         if chip:
-            _synth_chip(cfg, tgt, json_out)
+            _synth_chip(cfg, hw, sets, tgt, json_out, verilog)
             return
         r = synth_unit(cfg, unit, liberty="characterised", target_ps=tgt) if timing else synth_unit(cfg, unit)
         n = instances(cfg, unit)
@@ -77,13 +81,38 @@ def register(app: typer.Typer) -> None:
                   f"({'meets' if r.delay_ps <= tgt else 'misses'} it)")
         print(f"yosys log: {r.log_path}")
 
-    def _synth_chip(cfg, tgt: float, json_out: Path | None) -> None:
+    def _synth_chip(cfg, hw: str, sets: list[str], tgt: float, json_out: Path | None, verilog: Path | None) -> None:
         from lowbit.cost.area import PLACEMENT_UTILISATION, sky130_to
+        from lowbit.cost.chip_power import TOP, owner
         from lowbit.cost.sram import sram_estimate
-        from lowbit.rtl.synth import synth_chip
+        from lowbit.rtl.synth import chip_available, chip_verilog, synth_chip
 
         af, _ef = sky130_to(cfg.node_nm, cfg.supply_v)
-        r = synth_chip(cfg, liberty="characterised", target_ps=tgt) if tgt else synth_chip(cfg)
+        if verilog is not None:
+            try:
+                text = Path(verilog).read_text()
+            except (OSError, UnicodeDecodeError) as e:
+                raise LowbitError(f"--verilog {verilog}: not a readable Verilog file ({e})") from None
+            what = str(verilog)
+        elif not chip_available():
+            chip_verilog(cfg)  # the one-line refusal
+            return
+        else:  # the chip the chip bench runs (its activity run, cached): sized for that program
+            from lowbit.rtl.activity_chip import chip_activity
+
+            act = chip_activity(cfg, hw, sets, progress=lambda m: print(m, file=sys.stderr, flush=True))
+            text, what = Path(act.verilog).read_text(), f"the chip of the chip-bench run ({act.workload})"
+        r = synth_chip(cfg, text, liberty="characterised" if tgt else "area", target_ps=tgt,
+                       progress=lambda m, i, n: print(f"synthesising {m} ({i + 1}/{n})", file=sys.stderr, flush=True))
+        queues = sorted({m.split(".")[1][len(p):] for m in r.modules if m.count(".") == 1
+                         for p in ("q_",) if m.split(".")[1].startswith(p)})
+        mods = []
+        for m, x in r.modules.items():
+            part, _q = owner(m, queues)
+            mods.append({"module": m, "part": part, "instances": r.instances[m], "cells": x.n_cells,
+                         "flops": x.n_flops, "area_sky130_um2": x.area_um2,
+                         "placed_area_at_node_um2": x.area_um2 * af * r.instances[m] / PLACEMENT_UTILISATION,
+                         "delay_ps_sky130": x.delay_ps, "memories": x.memories})
         mems = []
         for m in r.memories:  # ASSUMPTION: one read and one write port share a 1rw macro port
             ports = max(1, m["rd_ports"] + m["wr_ports"] - 1)
@@ -92,19 +121,33 @@ def register(app: typer.Typer) -> None:
             mems.append({**m, "ports": ports, "bytes": nbytes, "area_um2": e.area_um2, "pj_per_access": e.access_pj,
                          "note": e.note})
         logic = r.area_um2 * af / PLACEMENT_UTILISATION
-        data = {**r.to_json(), "hw": cfg.name, "node_nm": cfg.node_nm, "area_factor": af,
-                "placed_logic_area_at_node_um2": logic, "memories": mems,
-                "sram_area_at_node_um2": sum(m["area_um2"] for m in mems)}
+        data = {"hw": cfg.name, "top": TOP, "verilog": what, "node_nm": cfg.node_nm, "area_factor": af,
+                "cells": r.cells, "n_cells": r.n_cells, "n_flops": r.n_flops, "area_sky130_um2": r.area_um2,
+                "placed_logic_area_at_node_um2": logic, "modules": mods, "memories": mems,
+                "sram_area_at_node_um2": sum(m["area_um2"] for m in mems), "target_ps": tgt}
         if json_out is not None:
             write_json(json_out, json.dumps(data, indent=1) + "\n")
             if str(json_out) == "-":
                 return
-        print(f"{cfg.name} / chip (top {r.top}): {r.n_cells:,} cells, {r.n_flops:,} flip-flops, sky130 HD area "
-              f"{r.area_um2:,.1f} µm²; placed at {cfg.node_nm:g} nm {logic:,.0f} µm²")
+        print(f"{cfg.name} / chip ({what}): {len(r.modules)} modules, {len(set(r.keys.values()))} synthesised "
+              f"(equal modules once)")
+        parts: dict[str, list[dict]] = {}
+        for m in mods:
+            parts.setdefault(m["part"], []).append(m)
+            slow = f", critical path {m['delay_ps_sky130']:,.0f} ps" if tgt else ""
+            print(f"  {m['module']:44s} {m['part']:8s} {m['cells']:9,d} cells {m['flops']:7,d} flops "
+                  f"{m['area_sky130_um2']:12,.0f} µm² sky130{slow}")
+        for part, ms in sorted(parts.items()):
+            a = sum(m["placed_area_at_node_um2"] for m in ms)
+            print(f"part {part:8s}: {len(ms):3d} modules {sum(m['cells'] for m in ms):9,d} cells, placed at "
+                  f"{cfg.node_nm:g} nm {a:10,.0f} µm²")
         for m in mems:
-            print(f"  memory {m['name']}: {m['size']:,} x {m['width']} bit, {m['rd_ports']}R {m['wr_ports']}W -> "
-                  f"{m['area_um2']:,.0f} µm² at {cfg.node_nm:g} nm{' (' + m['note'] + ')' if m['note'] else ''}")
-        print(f"total {(logic + data['sram_area_at_node_um2']) / 1e6:.4f} mm²; yosys log: {r.log_path}")
+            print(f"  memory {m['module']}.{m['name']}: {m['size']:,} x {m['width']} bit, {m['rd_ports']}R "
+                  f"{m['wr_ports']}W -> {m['area_um2']:,.0f} µm² at {cfg.node_nm:g} nm"
+                  f"{' (' + m['note'] + ')' if m['note'] else ''}")
+        print(f"logic {r.n_cells:,} cells, {r.n_flops:,} flip-flops, sky130 HD area {r.area_um2:,.1f} µm²; placed at "
+              f"{cfg.node_nm:g} nm {logic:,.0f} µm²; memories {data['sram_area_at_node_um2']:,.0f} µm²; total "
+              f"{(logic + data['sram_area_at_node_um2']) / 1e6:.4f} mm²")
 
     @app.command("report")
     def report_cmd(
@@ -123,7 +166,8 @@ def register(app: typer.Typer) -> None:
                                              "(characterises the cells on first use, cached); netlist: gate-capacitance model"),
         control: str = typer.Option("estimate", "--control", metavar="estimate|chip",
                                     help="liberty model: control/DMA/memory port from a representative block "
-                                         "(estimate) or from the chip top's netlist (chip, `lowbit synth --chip`)"),
+                                         "(estimate), or the whole chip top's netlist with the chip bench's activity "
+                                         "(chip: its engines replace the unit netlists they implement)"),
     ) -> None:
         """Area / power / energy-per-token / FOM report of one or more designs vs the VitaLLM papers."""
         from lowbit.cost.report import evaluate, metrics_json, write_report

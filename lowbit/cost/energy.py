@@ -118,6 +118,7 @@ class HwCost:
     # Liberty power model only (cost/power.py): per RTL block, clock share / timing / sky130 leakage
     liberty: dict[str, Any] = field(default_factory=dict)
     chip: list[ChipPart] = field(default_factory=list)  # control/DMA estimate, global clock tree
+    chip_netlist: Any = None  # `--control chip`: cost/chip_power.ChipCost (modules, memories, workload)
 
     @property
     def logic_area_um2(self) -> float:

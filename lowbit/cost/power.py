@@ -159,29 +159,8 @@ def control_part(cfg, chars, tgt: float) -> ChipPart:
                     r.area_um2 * af * LOGIC_LEAK_W_PER_UM2,
                     f"ESTIMATE: representative queue controllers + scoreboard + {control_shape(cfg).dma_queues} DMA "
                     f"engines + memory port (cost/control.py), synthesised, activity {a:.3f}; `--control chip` uses "
-                    "the chip top's netlist (`lowbit synth --chip`) instead", r.n_cells, r.n_flops)
-
-
-def chip_top_part(cfg, chars, tgt: float) -> ChipPart:
-    """The chip top's own netlist (`lowbit synth --chip`: controllers, scoreboard, rings, DMA, memory port) in
-    place of the estimate: its logic at the Liberty model, its memories (instruction memories) as SRAM macros
-    (area and leakage; their accesses are not charged). ASSUMPTION: the representative block's toggle rate."""
-    from lowbit.cost.control import control_activity, control_shape
-    from lowbit.cost.sram import sram_estimate
-    from lowbit.rtl.synth import synth_chip
-
-    af, ef = sky130_to(cfg.node_nm, cfg.supply_v)
-    r = synth_chip(cfg, liberty="characterised", target_ps=tgt)
-    b = block_energy(r, chars)
-    a = control_activity(control_shape(cfg))
-    mems = [sram_estimate(m["name"], m["size"] * m["width"] // 8, 1, max(1, m["rd_ports"] + m["wr_ports"] - 1),
-                          cfg.node_nm, cfg.supply_v, word_bits=m["width"]) for m in r.memories]
-    area = r.area_um2 * af / PLACEMENT_UTILISATION + sum(m.area_um2 for m in mems)
-    return ChipPart("control", area, (a * b.toggle_pj + b.clock_pj) * 1e-12 * ef,
-                    r.area_um2 * af * LOGIC_LEAK_W_PER_UM2 + sum(m.leak_w for m in mems),
-                    f"chip top netlist (`lowbit synth --chip`): controllers, scoreboard, rings, DMA, memory port, "
-                    f"{len(mems)} memories as SRAM macros ({sum(m.area_um2 for m in mems) / 1e6:.4f} mm²); "
-                    f"activity {a:.3f} of the representative block (assumption)", r.n_cells, r.n_flops)
+                    "the chip top's netlist and the chip bench's activity instead (cost/chip_power.py)", r.n_cells,
+                    r.n_flops)
 
 
 def clock_tree_part(cfg, hw: HwCost) -> ChipPart:
@@ -213,7 +192,15 @@ def build_hw_cost_liberty(cfg, measure_activity: bool = True, exclude: tuple[str
     blocks = units_for(cfg)
     if chip_parts and "sfu" in blocks:
         blocks += [b for b in SFU_OP_BLOCKS if b not in blocks]
-    covered = {get_unit(b).hw_unit for b in blocks}
+    if chip_parts and control not in ("estimate", "chip"):
+        raise LowbitError(f"control = {control!r}: one of estimate, chip")
+    cc = None
+    if chip_parts and control == "chip":
+        from lowbit.cost.chip_power import chip_from_bench
+
+        cc = chip_from_bench(cfg, chars, tgt)
+        blocks = [b for b in blocks if not _chip_covers(cc, b)]
+    covered = {get_unit(b).hw_unit for b in blocks} | (cc.unit_names if cc else set())
     costs = [unit_cost(cfg, u, None, {}, 1, None, note="the unit catalogue has no RTL for it")
              for u in cfg.units if u not in covered]
     extra: dict[str, LibertyUnit] = {}
@@ -227,11 +214,25 @@ def build_hw_cost_liberty(cfg, measure_activity: bool = True, exclude: tuple[str
         u, x = _liberty_unit(cfg, unit, chars, tgt, measure_activity, ops, note)
         costs.append(u)
         extra[unit] = x
+    if cc is not None:
+        costs = cc.units + costs
+        extra = {**cc.liberty, **extra}
     hw = hw_cost(cfg, costs)
     hw.liberty = extra
     if chip_parts:
-        if control not in ("estimate", "chip"):
-            raise LowbitError(f"control = {control!r}: one of estimate, chip")
-        hw.chip = [control_part(cfg, chars, tgt) if control == "estimate" else chip_top_part(cfg, chars, tgt)]
+        hw.chip = cc.parts if cc is not None else [control_part(cfg, chars, tgt)]
         hw.chip.append(clock_tree_part(cfg, hw))
+        hw.chip_netlist = cc
     return hw
+
+
+def _chip_covers(cc, block: str) -> bool:
+    """Whether the chip netlist replaces a standalone block: its unit has engines in the chip, and for an SFU
+    op datapath, the chip has an engine for its op (CHIP_SFU_OPS)."""
+    from lowbit.cost.chip_power import chip_sfu_ops
+
+    hw_unit = get_unit(block).hw_unit
+    if hw_unit not in cc.unit_names:
+        return False
+    ops = SFU_OP_BLOCKS.get(block, ())
+    return not ops or set(ops) <= chip_sfu_ops(cc)

@@ -101,18 +101,23 @@ class DesignResult:
         chip = {p.name: p for p in self.hw.chip}
         cj = d.chip_j if d else {}
         ctl = chip.get("control")
+        # the chip netlist's parts beside control (`--control chip`): DMA and memory port, control memories
+        more = {n: p for n, p in chip.items() if n not in ("control", "clock tree")}
         charged = {op for u in self.hw.units for op in u.ops}
+        every = any(u.hw_unit == "sfu" and not u.ops for u in self.hw.units)  # a block charged every SFU cycle
         return {
             "sfu_uncharged_cycles": {op: c for op, c in self.sfu_busy_by_op.get("decode", {}).items()
-                                     if charged and op not in charged},
+                                     if charged and op not in charged and not every},
             "area_mm2": {"units": sum(u.area_um2 for u in comp) / 1e6, "sfu": sum(u.area_um2 for u in sfu) / 1e6,
-                         "sram": self.hw.sram_area_um2 / 1e6, "control": ctl.area_um2 / 1e6 if ctl else None},
+                         "sram": self.hw.sram_area_um2 / 1e6, "control": ctl.area_um2 / 1e6 if ctl else None,
+                         **{n: p.area_um2 / 1e6 for n, p in more.items()}},
             "decode_power_mw": {
                 "units": mw(sum(logic.get(u.name, 0.0) - local[u.name] for u in comp)),
                 "sfu": mw(sum(logic.get(u.name, 0.0) - local[u.name] for u in sfu)),
                 "clock": mw(sum(local.values()) + cj.get("clock tree", 0.0)) if self.hw.liberty else None,
                 "sram": mw(d.sram_j) if d else 0.0,
                 "control": mw(cj.get("control", 0.0)) if ctl else None,
+                **{n: mw(cj.get(n, 0.0)) for n in more},
                 "leakage": mw(d.leak_j) if d else 0.0},
         }
 

@@ -3,8 +3,8 @@
 Rule (graph-based STA, as in e.g. OpenSTA, without path-based refinements): start points are block inputs
 (arrival 0, slew of the driving cell `inv_1` at the net's load) and flip-flop Q pins (arrival = CLK->Q delay
 at the Q net's load); every combinational cell's output arrival = max over its input pins of (input arrival +
-NLDM delay at (net load, input slew)), worst of rise/fall; the output slew is the worst transition. End points
-are flip-flop D pins and block outputs. Net load = Σ sink pin capacitances (+ the block-output load for
+NLDM delay at (net load, input slew)), worst of rise/fall; the output slew is the worst transition. Undriven nets
+(a kept memory's read data) start like block inputs. End points are flip-flop D pins and block outputs. Net load = Σ sink pin capacitances (+ the block-output load for
 output nets); no wire capacitance (the power model adds its wire load separately), no setup time (not
 characterised), no clock skew. The NLDM slew index is the 0-100 % input ramp lctime applies; output
 transitions are 20-80 %, so a driver's transition t feeds the next stage as a ramp of t / 0.6.
@@ -50,6 +50,15 @@ def critical_path_ps(netlist: dict, chars: dict, driving_cell: str, output_load_
             for b in p["bits"]:
                 if isinstance(b, int):
                     arr[b] = (0.0, drv.transition_ns(load[b], 0.1))
+    # nets no cell or input port drives (a kept memory's read data: the SRAM macro drives it) start at 0 like
+    # block inputs (ASSUMPTION: the macro's clock-to-output delay is not counted)
+    driven = set(arr) | {out for _s, _c, _i, out in cells if out is not None}
+    for _short, _c, ins, _out in cells:
+        for bits in ins.values():
+            for b in bits:
+                if b not in driven:
+                    arr[b] = (0.0, drv.transition_ns(load[b], 0.1))
+                    driven.add(b)
     comb = []
     for short, c, ins, out in cells:
         if out is None:

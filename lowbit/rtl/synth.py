@@ -2,7 +2,8 @@
 
 Flow (docs/reference/toolchain.md §4.4): read_verilog; hierarchy -auto-top; synth -flatten; dfflegalize -cell $_DFF_P_ 01
 (sync resets/enables become logic, so every flop is a plain dfxtp_1 and nothing is skipped, docs/reference/toolchain.md §3 item 14);
-dfflibmap -liberty; abc -liberty (area-oriented mapping, no timing); opt_clean; stat -json -liberty.
+dfflibmap -liberty; abc -liberty (area-oriented mapping, no timing); opt_clean; stat -json -liberty. The
+`$scopeinfo` cells `synth -flatten` leaves (hierarchy metadata, no logic) are deleted before mapping.
 
 Results are cached by a hash of (Verilog text, top, Liberty text, script) under
 ``cache_dir("synth")`` (lowbit.sim.cache): yosys runs in a locked temp directory that is renamed to the
@@ -68,6 +69,8 @@ class SynthResult:
     # keep_memories only: the design's memories, left unmapped and removed from the logic (SRAM macros are
     # costed by lowbit.cost.sram): [{"name", "width", "size", "rd_ports", "wr_ports"}, ...]
     memories: list[dict] = field(default_factory=list)
+    # hierarchical synthesis only (rtl/synth_hier.py): instances of child modules left as blackboxes, by type
+    children: dict[str, int] = field(default_factory=dict)
 
     @property
     def n_cells(self) -> int:
@@ -109,8 +112,9 @@ delete t:$mem_v2
 opt_clean"""
 
 
-def _script(files: list[str], top: str | None, target_ps: float = 0.0, keep_memories: bool = False) -> str:
-    reads = "\n".join(f"read_verilog -sv {f}" for f in files)
+def _script(files: list[str], top: str | None, target_ps: float = 0.0, keep_memories: bool = False,
+            libs: list[str] = ()) -> str:
+    reads = "\n".join([*(f"read_verilog -sv -lib {f}" for f in libs), *(f"read_verilog -sv {f}" for f in files)])
     hier = f"hierarchy -check -top {top}" if top else "hierarchy -check -auto-top"
     if target_ps:  # timing-driven: abc maps for delay against the target with the NLDM tables
         abc = f"abc -D {target_ps:.0f} -constr {CONSTR} -liberty {LIB}"
@@ -121,6 +125,7 @@ def _script(files: list[str], top: str | None, target_ps: float = 0.0, keep_memo
     return f"""{reads}
 {hier}
 {synth}
+delete t:$scopeinfo
 dfflegalize -cell $_DFF_P_ 01
 dfflibmap -liberty {LIB}
 {abc}
@@ -141,9 +146,12 @@ def _failing_step(log: str) -> str:
     return step
 
 
-def parse_stat(stat: dict) -> tuple[str, dict[str, int], float, float]:
-    """(top, {short cell: count}, area, sequential area) from `stat -json -liberty` output."""
+def parse_stat(stat: dict, top: str | None = None) -> tuple[str, dict[str, int], float, float]:
+    """(top, {short cell: count}, area, sequential area) from `stat -json -liberty` output (the module `top`
+    where blackbox modules are listed beside it)."""
     mods = stat.get("modules", {})
+    if top and len(mods) > 1:
+        mods = {n: m for n, m in mods.items() if n.lstrip("\\") == top}
     if len(mods) != 1:
         raise SynthError(f"expected one flattened module in stat output, got {list(mods)}")
     (name, m), = mods.items()
@@ -157,15 +165,19 @@ def parse_stat(stat: dict) -> tuple[str, dict[str, int], float, float]:
 def synthesize(verilog: str | Path | list[str | Path], top: str | None = None, *,
                cache_dir: Path | None = None, lib_root: Path | None = None, use_cache: bool = True,
                timeout_s: float | None = None, liberty: str = "area", target_ps: float = 0.0,
-               keep_memories: bool = False) -> SynthResult:
+               keep_memories: bool = False, libs: list[Path] = (), key_text: str | None = None) -> SynthResult:
     """Synthesise Verilog file(s) to sky130_fd_sc_hd cells; cached by content hash.
 
     liberty="area": the LEF-area Liberty, area-oriented abc (the default; no characterisation needed).
     liberty="characterised": the ngspice-characterised Liberty (rtl/characterize.py, built on first use),
     abc maps for delay against `target_ps`, and the result carries every net's load for the power model.
     keep_memories: memories are not mapped to flops but listed in SynthResult.memories (chip tops, whose SRAM
-    buffers are macros)."""
+    buffers are macros).
+    libs: Verilog files read as blackboxes (`read_verilog -lib`): the child modules of a hierarchical
+    synthesis (rtl/synth_hier.py); their instances are counted in SynthResult.children. key_text: the text the
+    cache key hashes in place of the files' (a name-independent form of the module, rtl/synth_hier.py)."""
     paths = [Path(p) for p in (verilog if isinstance(verilog, list | tuple) else [verilog])]
+    libs = [Path(p) for p in libs]
     for p in paths:
         if not p.exists():
             raise SynthError(f"Verilog file not found: {p}")
@@ -181,9 +193,10 @@ def synthesize(verilog: str | Path | list[str | Path], top: str | None = None, *
     else:
         raise SynthError(f"liberty = {liberty!r}: one of 'area', 'characterised'")
     h = hashlib.sha256()
-    for part in (SCRIPT_VERSION, top or "", lib, *(p.read_text() for p in paths),
+    texts = (key_text,) if key_text is not None else (*(p.read_text() for p in paths), *(p.read_text() for p in libs))
+    for part in (SCRIPT_VERSION, (top or "") if key_text is None else "", lib, *texts,
                  *((f"{target_ps:.0f}", DRIVING_CELL, f"{OUTPUT_LOAD_PF}") if target_ps else ()),
-                 *(("keep_memories",) if keep_memories else ())):
+                 *(("keep_memories",) if keep_memories else ()), *(("hier",) if libs else ())):
         h.update(part.encode())
         h.update(b"\0")
     key = h.hexdigest()[:20]
@@ -205,7 +218,7 @@ def synthesize(verilog: str | Path | list[str | Path], top: str | None = None, *
         with temp_dir(root, key) as work:
             try:
                 return _run_yosys(exe, paths, top, lib, cells_info, key, root, work, done, timeout_s,
-                                  target_ps, chars, keep_memories)
+                                  target_ps, chars, keep_memories, libs)
             except OSError as e:
                 raise output_error(done, e) from None
 
@@ -219,16 +232,17 @@ def _cached(done: Path) -> SynthResult:
 
 def _run_yosys(exe: str, paths: list[Path], top: str | None, lib: str, cells_info, key: str, root: Path,
                work: Path, done: Path, timeout_s: float, target_ps: float = 0.0,
-               chars: dict | None = None, keep_memories: bool = False) -> SynthResult:
+               chars: dict | None = None, keep_memories: bool = False, libs: list[Path] = ()) -> SynthResult:
     """yosys in `work` (a locked temp dir of lowbit.sim.atomic); on success `work` becomes the entry `done`."""
-    names = []
-    for i, p in enumerate(paths):
-        n = f"in{i}_{p.name}"
-        shutil.copyfile(p, work / n)
-        names.append(n)
+    names, lib_names = [], []
+    for pre, src, dst in (("in", paths, names), ("lib", libs, lib_names)):
+        for i, p in enumerate(src):
+            n = f"{pre}{i}_{p.name}"
+            shutil.copyfile(p, work / n)
+            dst.append(n)
     (work / LIB).write_text(lib)
     (work / CONSTR).write_text(f"set_driving_cell {PREFIX}{DRIVING_CELL}\nset_load {OUTPUT_LOAD_PF}\n")
-    (work / "synth.ys").write_text(_script(names, top, target_ps, keep_memories))
+    (work / "synth.ys").write_text(_script(names, top, target_ps, keep_memories, lib_names))
     failed = root / f"failed-{key}"
     try:
         r = procs.run([exe, "-q", "-l", "yosys.log", "synth.ys"], cwd=work, capture_output=True, text=True,
@@ -243,20 +257,22 @@ def _run_yosys(exe: str, paths: list[Path], top: str | None, lib: str, cells_inf
             (work / "yosys.log").write_text(r.stdout + r.stderr)
         _keep_failed(work, failed)
         raise SynthError(f"synthesis failed at step '{_failing_step(log + r.stderr)}'; yosys log: {failed / 'yosys.log'}")
-    name, cells, area, seq = parse_stat(json.loads((work / "stat.json").read_text()))
+    name, cells, area, seq = parse_stat(json.loads((work / "stat.json").read_text()), top)
+    children = {c: cells.pop(c) for c in list(cells) if c not in cells_info and c.lstrip("\\") in _blackboxes(work)}
     unknown = [c for c in cells if c not in cells_info]
     if unknown:
         _keep_failed(work, failed)
         raise SynthError(f"unmapped cells {unknown} left after abc (not sky130 cells); yosys log: {failed / 'yosys.log'}")
     per = {c: n * cells_info[c].area_um2 for c, n in cells.items()}
-    res = SynthResult(name, dict(sorted(cells.items())), area, seq, key, str(done / "yosys.log"), per)
+    res = SynthResult(name, dict(sorted(cells.items())), sum(per.values()) if children else area, seq, key,
+                      str(done / "yosys.log"), per, children={c.lstrip("\\"): n for c, n in children.items()})
     if keep_memories and (work / "mems.json").exists():
         res.memories = memories_of(json.loads((work / "mems.json").read_text()))
     if target_ps:
         res.liberty, res.target_ps = "characterised", target_ps
         from lowbit.rtl.sta import critical_path_ps
 
-        netlist = json.loads((work / "netlist.json").read_text())
+        netlist = boundary_netlist(json.loads((work / "netlist.json").read_text()), top)
         res.delay_ps = critical_path_ps(netlist, chars, DRIVING_CELL, OUTPUT_LOAD_PF, DFF_CELL, PREFIX)
         res.net_loads, res.outputs = net_loads(netlist, {c: ch.pin_cap_pf for c, ch in (chars or {}).items()})
         (work / "netlist.json").unlink()  # large; the loads are in result.json
@@ -299,6 +315,41 @@ def net_loads(netlist: dict, pin_caps: dict[str, dict[str, float]]) -> tuple[dic
     for (short, cap, fo), n in sorted(hist.items()):
         out.setdefault(short, []).append([cap, fo, n])
     return out, sum(1 for b in outs if b in driver)
+
+
+MODULE_RE = re.compile(r"^module\s+(\\\S+|[A-Za-z_][\w$]*)", re.M)
+
+
+def module_names(text: str) -> list[str]:
+    """Names of the modules a Verilog text defines (escaped names without their backslash)."""
+    return [n.lstrip("\\") for n in MODULE_RE.findall(text)]
+
+
+def _blackboxes(work: Path) -> set[str]:
+    return {n for p in work.glob("lib[0-9]*_*") for n in module_names(p.read_text())}
+
+
+def boundary_netlist(netlist: dict, top: str | None) -> dict:
+    """The top module of a yosys `write_json` netlist with its blackbox (child module) instances cut out:
+    each child input pin becomes an output port of the block and each child output pin an input port, so
+    static timing (rtl/sta.py) and net loads treat a child boundary like the block's own boundary
+    (ASSUMPTION: a net into a child is loaded like a block output, OUTPUT_LOAD_PF; a child's output is driven
+    like a block input, by DRIVING_CELL)."""
+    mods = netlist["modules"]
+    name = next((n for n, m in mods.items() if m.get("attributes", {}).get("top")), None) or (
+        top if top in mods else next(iter(mods)))
+    mod = dict(mods[name])
+    boxes = {n for n, m in mods.items() if m.get("attributes", {}).get("blackbox")}
+    cells, ports = {}, dict(mod["ports"])
+    for cn, c in mod["cells"].items():
+        if c["type"].lstrip("\\") not in {b.lstrip("\\") for b in boxes}:
+            cells[cn] = c
+            continue
+        for pin, bits in c["connections"].items():
+            d = c.get("port_directions", {}).get(pin, "input")
+            ports[f"{cn}.{pin}"] = {"direction": "output" if d == "input" else "input", "bits": bits}
+    mod["cells"], mod["ports"] = cells, ports
+    return {"modules": {name: {**mod, "attributes": {**mod.get("attributes", {}), "top": 1}}}}
 
 
 def memories_of(mems: dict) -> list[dict]:
@@ -371,11 +422,11 @@ def chip_verilog(cfg) -> str:
     raise SynthError(f"{CHIP_MODULE} has none of {', '.join(CHIP_BUILDERS)}(cfg); the chip top must be built by one")
 
 
-def synth_chip(cfg, *, cache_dir: Path | None = None, liberty: str = "area", target_ps: float = 0.0) -> SynthResult:
-    """Synthesise the whole chip top of `cfg` with its memories kept as macros (SynthResult.memories)."""
-    text = chip_verilog(cfg)
-    with tempfile.TemporaryDirectory(prefix="lowbit-chip-") as td:
-        p = Path(td) / f"{CHIP_TOP}.v"
-        p.write_text(text)
-        return synthesize([p], CHIP_TOP, cache_dir=cache_dir, liberty=liberty, target_ps=target_ps,
-                          keep_memories=True)
+def synth_chip(cfg, text: str | None = None, *, cache_dir: Path | None = None, liberty: str = "area",
+               target_ps: float = 0.0, progress=None):
+    """Synthesise the chip top hierarchically (rtl/synth_hier.py: each unique module once, memories kept as
+    macros): `text`, the Verilog of a chip (e.g. the one a chip-bench run used), else chip_verilog(cfg)."""
+    from lowbit.rtl.synth_hier import synth_hier
+
+    return synth_hier(text if text is not None else chip_verilog(cfg), CHIP_TOP, cache_dir=cache_dir,
+                      liberty=liberty, target_ps=target_ps, progress=progress)

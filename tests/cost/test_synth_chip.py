@@ -1,5 +1,5 @@
 """`lowbit synth --chip` plumbing: a chip top's memories stay macros (costed by cost/sram.py), its logic is
-synthesised; without the chip-top RTL the command refuses in one line."""
+synthesised (hierarchically); without the chip-top RTL the command refuses in one line."""
 
 from __future__ import annotations
 
@@ -49,12 +49,16 @@ def test_synth_chip_keeps_memories_as_macros(fake_chip, tmp_path, capsys):
 
     r = synth.synth_chip(load_config("tiny"), cache_dir=tmp_path)
     assert r.top == synth.CHIP_TOP
-    assert r.memories == [{"name": "buf", "width": 32, "size": 256, "rd_ports": 1, "wr_ports": 1}]
+    assert r.memories == [{"name": "buf", "width": 32, "size": 256, "rd_ports": 1, "wr_ports": 1,
+                           "module": synth.CHIP_TOP}]
     assert r.n_flops == 32  # the accumulator only: the 8,192 memory bits are not mapped to flops
     assert not any(c.startswith("$") for c in r.cells)
-    assert main(["synth", "--chip", "--hw", "tiny", "--json", str(tmp_path / "c.json")]) == 0
+    v = tmp_path / "chip.v"
+    v.write_text(synth.chip_verilog(load_config("tiny")))
+    assert main(["synth", "--chip", "--hw", "tiny", "--verilog", str(v), "--json", str(tmp_path / "c.json")]) == 0
     d = json.loads((tmp_path / "c.json").read_text())
     assert d["memories"][0]["bytes"] == 1024 and d["memories"][0]["ports"] == 1 and d["sram_area_at_node_um2"] > 0
+    assert d["n_flops"] == 32 and [m["part"] for m in d["modules"]] == ["control"]
 
 
 def test_synth_chip_without_chip_rtl_refuses(monkeypatch, capsys):

@@ -1,0 +1,187 @@
+"""Full-chip area and power from the chip top's own netlist (rtl/synth_hier.py) and the chip bench's own
+activity (rtl/activity_chip.py), for `lowbit report --control chip`.
+
+Per module m of the chip top (hierarchical synthesis, timing-driven on the characterised Liberty; its
+BlockEnergy from cost/power.py), with its owner: a compute queue's engine (`eng_<q>`, `rq_<q>` -> queue q,
+`lop_engine` -> lop, `sfu_*` -> sfu) or a chip part charged every cycle (DMA and memory port: `q_dma_*`,
+`fill`, `kvfill`, `ring_*`; control: the other queue controllers, the scoreboard/join logic and buffer
+ports in the top, `wbuf`, `kvbuf`):
+
+    a_m        = toggles_m / (net bits_m x busy_m)      busy_m = the owner queue's busy cycles in the run
+                                                         (every cycle of the run for DMA and control)
+    E_busy(m)  = a_m x E_toggle(m) + E_clock(m)           per busy cycle of the owner (sky130), x energy factor
+
+A unit's E per busy cycle is the sum over its modules (all instances); the report charges it the 3B run's
+busy cycles of that unit from `lowbit sim` (per unit class: TINT, LOP, SFU), the chip parts every cycle.
+ASSUMPTIONS: idle engines are clock-gated (as in cost/power.py); the SFU engines' energy per SFU busy cycle is
+the run's average over its op mix (the chip bench runs the tiny model; the 3B model's op mix differs).
+Units the chip runs as timers (no engine in the netlist, e.g. BoothFlex, the attention datapaths softmax and
+RoPE) keep their standalone netlists and random-data activity (cost/power.py), flagged in the report.
+Memories (`$mem_v2` kept by the synthesis): those that are the config's buffers (weight, kv, act, psum, SFU,
+LOP code banks) are costed at the config's sizes (cost/sram.py, as before); the chip's other memories
+(instruction memories, requantizer multipliers, the LOP engine's query and group memories) are added as
+SRAM macros at their RTL sizes (area and leakage; their accesses are not charged).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lowbit.cost.area import LOGIC_LEAK_W_PER_UM2, PLACEMENT_UTILISATION, delay_factor, sky130_to
+from lowbit.cost.energy import ChipPart, UnitCost
+from lowbit.cost.power import BlockEnergy, LibertyUnit, block_energy
+
+TOP = "lowbit_chip"
+DMA_PREFIXES = ("q_dma_", "fill", "kvfill", "ring_")
+# chip memories that hold one of the config's SRAM buffers (costed at the config's size): name prefixes
+BUFFER_MEMORIES = ("bank", "abuf", "pbuf", "psum_", "sfu_", "codes")
+
+
+def owner(module: str, queues: list[str]) -> tuple[str, str]:
+    """(part, queue) of a chip module: part is a unit name (tint, booth, fp4, lop, sfu), "dma" or "control";
+    queue the compute queue whose busy cycles it is charged ('' for every cycle)."""
+    parts = module.split(".")
+    inst = parts[1] if len(parts) > 1 and parts[0] == TOP else ""
+    for pre in ("eng_", "rq_"):
+        if inst.startswith(pre) and inst[len(pre):] in queues:
+            q = inst[len(pre):]
+            return q.rstrip("0123456789"), q
+    if inst == "lop_engine" and "lop" in queues:
+        return "lop", "lop"
+    if inst.startswith("sfu_") and "sfu" in queues:
+        return "sfu", "sfu"
+    if inst.startswith(DMA_PREFIXES):
+        return "dma", ""
+    return "control", ""
+
+
+@dataclass
+class ModuleCost:
+    """One chip module's netlist, activity and energy (sky130 / 1.8 V unless stated)."""
+
+    name: str
+    part: str
+    queue: str
+    cells: int
+    flops: int
+    area_sky130_um2: float
+    toggles: int
+    bits: int
+    busy: int
+    activity: float
+    energy: BlockEnergy
+    meets_clock: bool
+
+    @property
+    def busy_pj(self) -> float:
+        return self.activity * self.energy.toggle_pj + self.energy.clock_pj
+
+
+@dataclass
+class ChipCost:
+    """The chip top as cost-model parts: units (UnitCost), every-cycle parts (ChipPart), extra memories."""
+
+    modules: list[ModuleCost]
+    units: list[UnitCost]
+    liberty: dict[str, LibertyUnit]
+    parts: list[ChipPart]
+    memories: list[dict] = field(default_factory=list)   # every chip memory, with "role": buffer | extra
+    workload: str = ""
+    cycles: int = 0
+
+    @property
+    def unit_names(self) -> set[str]:
+        return {u.hw_unit for u in self.units}
+
+
+def module_costs(hier, act, chars, target_ps: float) -> list[ModuleCost]:
+    """ModuleCost of every module instance of a HierResult with a ChipActivity (module docstring)."""
+    queues = list(act.busy)
+    out = []
+    for m, r in hier.modules.items():
+        part, q = owner(m, queues)
+        busy = act.busy.get(q, 0) if q else act.cycles
+        tog, bits = act.modules.get(m, [0, 0])
+        a = tog / (bits * busy) if bits and busy else 0.0
+        b = block_energy(r, chars)
+        for _ in range(hier.instances[m]):
+            out.append(ModuleCost(m, part, q, r.n_cells, r.n_flops, r.area_um2, tog, bits, busy, a, b,
+                                  r.delay_ps <= target_ps))
+    return out
+
+
+def chip_cost(cfg, hier, act, chars, target_ps: float) -> ChipCost:
+    """Units, chip parts and memories of the chip top (module docstring), at the config's node."""
+    from lowbit.cost.sram import sram_estimate
+
+    af, ef = sky130_to(cfg.node_nm, cfg.supply_v)
+    dfac = delay_factor(130, 1.8, cfg.node_nm, cfg.supply_v)
+    mods = module_costs(hier, act, chars, target_ps)
+    units, lib, parts = [], {}, []
+    for part in sorted({m.part for m in mods}):
+        ms = [m for m in mods if m.part == part]
+        area = sum(m.area_sky130_um2 for m in ms)
+        e = sum(m.busy_pj for m in ms) * 1e-12 * ef
+        leak = area * af * LOGIC_LEAK_W_PER_UM2
+        cells, flops = sum(m.cells for m in ms), sum(m.flops for m in ms)
+        tog, denom = sum(m.toggles for m in ms), sum(m.bits * m.busy for m in ms)
+        a = tog / denom if denom else 0.0
+        if part in ("dma", "control"):
+            what = ("DMA engines, their rings and fill logic, the memory port" if part == "dma" else
+                    "queue controllers, scoreboard and join logic, buffer ports")
+            parts.append(ChipPart("DMA, memory port" if part == "dma" else "control", area * af / PLACEMENT_UTILISATION,
+                                  e, leak, f"chip top netlist: {what} ({len(ms)} modules), activity {a:.3f} from the "
+                                  f"chip bench ({act.workload}), every cycle", cells, flops))
+            continue
+        inst = len({m.queue for m in ms})
+        u = UnitCost(part, inst, cells, area, area * af / PLACEMENT_UTILISATION, e, leak, a,
+                     f"measured (chip bench: {act.workload})", {}, True,
+                     f"chip top netlist: {', '.join(sorted({m.name.split('.')[1] for m in ms}))}", hw_unit=part)
+        units.append(u)
+        worst = max(ms, key=lambda m: m.energy.delay_ps)
+        lib[part] = LibertyUnit(part, sum(m.energy.toggle_pj for m in ms) * 1e-12 * ef,
+                                sum(m.energy.clock_pj for m in ms) * 1e-12 * ef, worst.energy.delay_ps * dfac,
+                                worst.energy.delay_ps, worst.energy.delay_ps <= target_ps,
+                                sum(m.energy.leak_sky130_w for m in ms), flops)
+    mems = []
+    for mem in hier.memories:
+        role = "buffer" if mem["name"].startswith(BUFFER_MEMORIES) else "extra"
+        ports = max(1, mem["rd_ports"] + mem["wr_ports"] - 1)  # ASSUMPTION: a read and a write port share one
+        s = sram_estimate(mem["name"], mem["size"] * mem["width"] // 8, 1, ports, cfg.node_nm, cfg.supply_v,
+                          word_bits=mem["width"])
+        mems.append({**mem, "role": role, "bytes": s.bytes, "ports": ports, "area_um2": s.area_um2,
+                     "leak_w": s.leak_w, "note": s.note})
+    extra = [m for m in mems if m["role"] == "extra"]
+    if extra:
+        parts.append(ChipPart("control memories", sum(m["area_um2"] for m in extra), 0.0,
+                              sum(m["leak_w"] for m in extra),
+                              f"{len(extra)} chip memories that are not config buffers (instruction memories, "
+                              "requantizer multipliers, LOP engine query/group memories) as SRAM macros at their RTL "
+                              "sizes (cost/sram.py); accesses not charged"))
+    return ChipCost(mods, units, lib, parts, mems, act.workload, act.cycles)
+
+
+# The chip's SFU stream engines (instance name) and the SFU op each executes (sim.breakdown's op groups).
+CHIP_SFU_ENGINES = {"sfu_quant": "quantize", "sfu_rms": "rmsnorm", "sfu_res": "elementwise", "sfu_act": "activation"}
+
+
+def chip_sfu_ops(cc: ChipCost) -> set[str]:
+    """The SFU ops that have an engine in the chip netlist."""
+    return {CHIP_SFU_ENGINES[m.name.split(".")[1]] for m in cc.modules
+            if m.part == "sfu" and m.name.split(".")[1] in CHIP_SFU_ENGINES}
+
+
+def chip_from_bench(cfg, chars, target_ps: float, progress=None) -> ChipCost:
+    """ChipCost of cfg's chip: the chip bench's activity run (rtl/activity_chip.py, cached) and the hierarchical
+    synthesis of the Verilog it ran (rtl/synth_hier.py, cached per module)."""
+    import sys
+    from pathlib import Path
+
+    from lowbit.rtl.activity_chip import chip_activity
+    from lowbit.rtl.synth_hier import synth_hier
+
+    log = progress or (lambda s: print(s, file=sys.stderr, flush=True))
+    act = chip_activity(cfg, cfg.name, progress=log)
+    hier = synth_hier(Path(act.verilog).read_text(), TOP, liberty="characterised", target_ps=target_ps,
+                      progress=lambda m, i, n: log(f"[{cfg.name}] synthesising chip module {m} ({i + 1}/{n})"))
+    return chip_cost(cfg, hier, act, chars, target_ps)

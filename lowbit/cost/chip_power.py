@@ -30,29 +30,10 @@ from dataclasses import dataclass, field
 from lowbit.cost.area import LOGIC_LEAK_W_PER_UM2, PLACEMENT_UTILISATION, delay_factor, sky130_to
 from lowbit.cost.energy import ChipPart, UnitCost
 from lowbit.cost.power import BlockEnergy, LibertyUnit, block_energy
+from lowbit.rtl.activity_chip import TOP, owner
 
-TOP = "lowbit_chip"
-DMA_PREFIXES = ("q_dma_", "fill", "kvfill", "ring_")
 # chip memories that hold one of the config's SRAM buffers (costed at the config's size): name prefixes
 BUFFER_MEMORIES = ("bank", "abuf", "pbuf", "psum_", "sfu_", "codes")
-
-
-def owner(module: str, queues: list[str]) -> tuple[str, str]:
-    """(part, queue) of a chip module: part is a unit name (tint, booth, fp4, lop, sfu), "dma" or "control";
-    queue the compute queue whose busy cycles it is charged ('' for every cycle)."""
-    parts = module.split(".")
-    inst = parts[1] if len(parts) > 1 and parts[0] == TOP else ""
-    for pre in ("eng_", "rq_"):
-        if inst.startswith(pre) and inst[len(pre):] in queues:
-            q = inst[len(pre):]
-            return q.rstrip("0123456789"), q
-    if inst == "lop_engine" and "lop" in queues:
-        return "lop", "lop"
-    if inst.startswith("sfu_") and "sfu" in queues:
-        return "sfu", "sfu"
-    if inst.startswith(DMA_PREFIXES):
-        return "dma", ""
-    return "control", ""
 
 
 @dataclass

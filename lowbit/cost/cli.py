@@ -83,8 +83,8 @@ def register(app: typer.Typer) -> None:
 
     def _synth_chip(cfg, hw: str, sets: list[str], tgt: float, json_out: Path | None, verilog: Path | None) -> None:
         from lowbit.cost.area import PLACEMENT_UTILISATION, sky130_to
-        from lowbit.cost.chip_power import TOP, owner
         from lowbit.cost.sram import sram_estimate
+        from lowbit.rtl.activity_chip import TOP, owner
         from lowbit.rtl.synth import chip_available, chip_verilog, synth_chip
 
         af, _ef = sky130_to(cfg.node_nm, cfg.supply_v)

@@ -3,10 +3,14 @@
 Rule: compile `model` (prefill + decode) for the config (lowbit.rtl.chip_model.compile_from_golden), run it
 on the chip bench (lowbit.rtl.chip_run.verify_chip: it must match `lowbit sim` with 0 mismatches), then run
 the same job again on a build of the same Verilog with Verilator's VCD trace and count bit toggles per
-module scope (lowbit.rtl.waves.count_toggles). A VCD scope path `TOP.lowbit_chip.a.b` is the Amaranth module
-`lowbit_chip.a.b`; a net belongs to the deepest scope among its aliases (a port belongs to the child it
-enters or leaves). Per module: toggles and net bits (clock and reset left out); arrays Verilator does not
-trace (memories) are the SRAM macros, costed apart.
+module (module_toggles). A VCD scope path `TOP.lowbit_chip.a.b` lies in the Amaranth module `lowbit_chip.a.b`
+(the deepest module on the path: Verilator adds scopes for arrays and structs); a net belongs to the deepest
+module among its aliases (a port belongs to the child it enters or leaves). A module that belongs to a
+compute queue's engine (owner: `eng_<q>`, `rq_<q>`, the LOP engine, the SFU engines) has its toggles counted
+only in the cycles that queue is busy (DESIGN ASSUMPTION, as in the power model: an idle engine is
+clock-gated, so what its logic does between instructions costs nothing); the other modules (controllers,
+scoreboard, DMA, memory port) in every run cycle. Per module: toggles and net bits (clock and reset left
+out); memories Verilator does not trace are the SRAM macros, costed apart.
 Busy cycles per queue of the run: the union of its instructions' [start, end) intervals from the bench.
 Results are cached under ``cache_dir("activity")``, keyed by the chip sources, the config and the workload.
 """
@@ -23,6 +27,8 @@ from pathlib import Path
 from lowbit.sim.errors import LowbitError
 
 SKIP = ("clk", "rst")
+TOP = "lowbit_chip"
+KEY_VERSION = "2"
 
 
 @dataclass
@@ -58,31 +64,149 @@ def busy_cycles(start: list[list[int]], end: list[list[int]], names: list[str]) 
     return out
 
 
-def module_toggles(toggles, top: str = "lowbit_chip", skip: tuple[str, ...] = SKIP) -> dict[str, list[int]]:
-    """Per module (Amaranth's hierarchical module name): [bit toggles, net bits] of the nets it owns."""
-    out: dict[str, list[int]] = {}
-    for net in toggles.nets.values():
+DMA_PREFIXES = ("q_dma_", "fill", "kvfill", "ring_")
+
+
+def owner(module: str, queues: list[str], top: str = TOP) -> tuple[str, str]:
+    """(part, queue) of a chip module: part is a unit name (tint, booth, fp4, lop, sfu), "dma" or "control";
+    queue the compute queue whose busy cycles it is charged ('' for every cycle)."""
+    parts = module.split(".")
+    inst = parts[1] if len(parts) > 1 and parts[0] == top else ""
+    for pre in ("eng_", "rq_"):
+        if inst.startswith(pre) and inst[len(pre):] in queues:
+            q = inst[len(pre):]
+            return q.rstrip("0123456789"), q
+    if inst == "lop_engine" and "lop" in queues:
+        return "lop", "lop"
+    if inst.startswith("sfu_") and "sfu" in queues:
+        return "sfu", "sfu"
+    if inst.startswith(DMA_PREFIXES):
+        return "dma", ""
+    return "control", ""
+
+
+def module_of(scope: list[str], modules: set[str], top: str = TOP) -> str | None:
+    """The deepest chip module a VCD scope path lies in (Verilator adds scopes for arrays and structs)."""
+    if top not in scope:
+        return None
+    parts = scope[scope.index(top):]
+    for k in range(len(parts), 0, -1):
+        name = ".".join(parts[:k])
+        if name in modules:
+            return name
+    return None
+
+
+def busy_mask(start: list[int], end: list[int], cycles: int) -> bytearray:
+    """1 for every run cycle in the union of the [start, end) intervals."""
+    m = bytearray(cycles + 1)
+    for s, e in zip(start, end, strict=True):
+        m[max(0, s):min(e, cycles + 1)] = b"\x01" * max(0, min(e, cycles + 1) - max(0, s))
+    return m
+
+
+def module_toggles(vcd_path, modules: set[str], masks: dict[str, bytearray], top: str = TOP,
+                   skip: tuple[str, ...] = SKIP) -> dict[str, list[int]]:
+    """Per chip module: [bit toggles, net bits] of the nets it owns (module docstring), a toggle counted only in
+    the run cycles its owner is busy (masks[module]; a module without a mask: every run cycle). The run cycle
+    of a toggle is the value of the chip's `cycle` counter after that timestamp's changes; toggles before the
+    counter first reaches 1 (loading the program) are not counted."""
+    from lowbit.rtl.waves import _known_value
+
+    toggles = count_toggles_nets(vcd_path)  # the declarations: which identifier belongs to which module
+    own: dict[str, str] = {}
+    cyc_id = None
+    for ident, net in toggles.nets.items():
+        if any(n.split(".")[-1] == "cycle" and n.split(".")[-2:-1] == [top] for n in net.names):
+            cyc_id = ident
         if net.short_names() & set(skip) or not net.bits:
             continue
-        scopes = []
-        for n in net.names:
-            parts = n.split(".")[:-1]
-            if top in parts:
-                scopes.append(parts[parts.index(top):])
-        if not scopes:
-            continue
-        mod = ".".join(max(scopes, key=len))
-        acc = out.setdefault(mod, [0, 0])
-        acc[0] += net.toggles
-        acc[1] += net.bits
+        scopes = [n.split(".")[:-1] for n in net.names]
+        mods = [m for m in (module_of(sc, modules, top) for sc in scopes) if m]
+        if mods:
+            own[ident] = max(mods, key=lambda m: m.count("."))
+    if cyc_id is None:
+        raise ValueError(f"no `{top}.cycle` net in {vcd_path}: cannot place toggles in run cycles")
+    width = {i: toggles.nets[i].width for i in own}
+    width[cyc_id] = toggles.nets[cyc_id].width
+    last: dict[str, int | None] = {}
+    pending: dict[str, int] = {}
+    out = {m: [0, 0] for m in set(own.values())}
+    for i, m in own.items():
+        out[m][1] += toggles.nets[i].bits
+    cycle = 0
+    started = False
+
+    def flush() -> None:
+        if started:
+            for i, n in pending.items():
+                mk = masks.get(own[i])
+                if mk is None or (cycle < len(mk) and mk[cycle]):
+                    out[own[i]][0] += n
+        pending.clear()
+
+    with open(vcd_path) as f:
+        for line in f:
+            if line.startswith("$enddefinitions"):
+                break
+        for line in f:
+            tok = line.strip()
+            if not tok or tok[0] == "$":
+                continue
+            c = tok[0]
+            if c == "#":
+                flush()
+                continue
+            if c in "bB":
+                val, ident = tok[1:].split()
+            elif c in "01xzXZ":
+                val, ident = c, tok[1:]
+            else:
+                continue
+            if ident not in width:
+                continue
+            v = _known_value(val, width[ident])
+            if ident == cyc_id and v is not None:
+                cycle = v
+                started = started or v >= 1
+            if ident not in own:
+                continue
+            prev = last.get(ident)
+            if prev is not None and v is not None and prev != v:
+                pending[ident] = pending.get(ident, 0) + (prev ^ v).bit_count()
+            last[ident] = v
+        flush()
     return dict(sorted(out.items()))
+
+
+def count_toggles_nets(vcd_path):
+    """The VCD's declarations (lowbit.rtl.waves.Toggles with no changes read)."""
+    from lowbit.rtl.waves import Net, Toggles
+
+    nets: dict[str, Net] = {}
+    scope: list[str] = []
+    with open(vcd_path) as f:
+        for line in f:
+            tok = line.split()
+            if not tok:
+                continue
+            if tok[0] == "$scope":
+                scope.append(tok[2])
+            elif tok[0] == "$upscope":
+                scope.pop()
+            elif tok[0] == "$var":
+                net = nets.setdefault(tok[3], Net(int(tok[2]), tok[1]))
+                net.names.append(".".join([*scope, tok[4]]))
+            elif tok[0] == "$enddefinitions":
+                break
+    return Toggles(nets=nets, end_time=0)
 
 
 def _key(cfg, model: str, prefill: int, decode: int, seed: int) -> str:
     from lowbit.rtl.chip_run import _sources_digest
     from lowbit.sim.program import config_hash
 
-    return hashlib.sha256(f"{_sources_digest()}|{config_hash(cfg).hex()}|{model}|{prefill}|{decode}|{seed}"
+    return hashlib.sha256(f"{KEY_VERSION}|{_sources_digest()}|{config_hash(cfg).hex()}|{model}|{prefill}|{decode}|{seed}"
                           .encode()).hexdigest()[:20]
 
 
@@ -113,7 +237,7 @@ def _measure(cfg, hw: str, sets: list[str], model: str, prefill: int, decode: in
     from lowbit.rtl import cocotb_runner as cr
     from lowbit.rtl.chip_model import compile_from_golden
     from lowbit.rtl.chip_run import verify_chip
-    from lowbit.rtl.waves import count_toggles
+    from lowbit.rtl.synth_hier import split_modules
 
     label = f"{model} prefill {prefill} + decode {decode}"
     with tempfile.TemporaryDirectory(prefix="lowbit-chipact-") as td:
@@ -148,9 +272,12 @@ def _measure(cfg, hw: str, sets: list[str], model: str, prefill: int, decode: in
             raise LowbitError("the traced chip run differs from the untraced one; no activity is taken from it")
         vcd = wdir / "dump.vcd"
         progress(f"[{cfg.name}] chip activity: counting toggles in {vcd.stat().st_size / 1e6:,.0f} MB of VCD...")
-        mods = module_toggles(count_toggles(vcd))
+        cycles = max((e for q in res["end"] for e in q), default=0)
+        names = set(split_modules(text))
+        qmask = {q: busy_mask(s, e, cycles) for q, s, e in zip(res["queues"], res["start"], res["end"], strict=True)}
+        masks = {m: qmask[q] for m in names for _p, q in [owner(m, res["queues"])] if q}
+        mods = module_toggles(vcd, names, masks)
         keep = cache_dir_verilog(text)
-    cycles = max((e for q in res["end"] for e in q), default=0)
     return ChipActivity(cfg.name, label, cycles, busy_cycles(res["start"], res["end"], res["queues"]), mods,
                         str(keep), dataclasses.asdict(r.params))
 

@@ -6,27 +6,13 @@ from __future__ import annotations
 import pytest
 
 from lowbit.cost.area import sky130_to
-from lowbit.cost.chip_power import chip_cost, chip_sfu_ops, owner
+from lowbit.cost.chip_power import chip_cost, chip_sfu_ops
 from lowbit.cost.power import block_energy
 from lowbit.rtl.activity_chip import ChipActivity
 from lowbit.rtl.synth import SynthResult
 from lowbit.rtl.synth_hier import HierResult
 from lowbit.sim.config import load_hw
 from tests.cost.test_power import _cell
-
-QUEUES = ["tint0", "tint1", "booth", "lop", "sfu", "dma_w", "dma_kv", "sync"]
-
-
-def test_owner_of_chip_modules():
-    assert owner("lowbit_chip", QUEUES) == ("control", "")
-    assert owner("lowbit_chip.eng_tint1.core", QUEUES) == ("tint", "tint1")
-    assert owner("lowbit_chip.rq_tint0", QUEUES) == ("tint", "tint0")
-    assert owner("lowbit_chip.lop_engine.score.unit", QUEUES) == ("lop", "lop")
-    assert owner("lowbit_chip.sfu_rms", QUEUES) == ("sfu", "sfu")
-    assert owner("lowbit_chip.q_dma_kv", QUEUES) == ("dma", "")
-    assert owner("lowbit_chip.ring_weight", QUEUES) == ("dma", "")
-    assert owner("lowbit_chip.q_tint0", QUEUES) == ("control", "")
-    assert owner("lowbit_chip.wbuf", QUEUES) == ("control", "")
 
 
 def test_chip_cost_hand_computed():

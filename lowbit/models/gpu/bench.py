@@ -34,7 +34,7 @@ copy bandwidth). JSON schema ``lowbit.gpu-baseline/2``, flat for ``lowbit report
 The attention section is :mod:`.bench_attention`.
 
 ``kernel`` values in results: ``ternary`` (the whole BitLinear from bf16 input: quantizer fused into the
-GEMV below 16 tokens — at one token the whole-row kernel where its tile fits, else the tiled one —
+GEMV below 16 tokens — at one token the whole-row kernel, with a tail tile where its power-of-two tile does not fit —
 quantizer + INT8 tensor-core GEMM from 16), ``ternary_kernel`` (GEMV / GEMM alone on
 pre-quantized activations), ``ternary_splitk`` (GEMM with split-K), ``ternary_unpack`` (unpack to int8 +
 cuBLAS INT8 GEMM, > 16 tokens), ``nvfp4``, ``mxfp4`` (bf16 activations; GEMV below 16 tokens, bf16

@@ -7,12 +7,14 @@ RMSNorm -> [quantize] -> Wqkv (fused, one scale per projection) -> RoPE -> KV ap
 
 Formats: ``ternary`` runs the fused kernels of :mod:`.fused` around the dp4a GEMV (per layer: norm+quant,
 Wqkv, RoPE+append [+ LO codes], attention, [SubLN+quant], Wo+residual, norm+quant, W13, gate[+SubLN]+quant,
-W2+residual: nine launches plus attention; for one token each norm+quant+GEMV pair is one launch of the
-whole-row GEMV where its tile fits, :func:`.rowgemv.norm_gemv`); ``nvfp4`` / ``mxfp4`` (bf16 x FP4 GEMV) and ``bf16`` (torch
+W2+residual: nine launches plus attention; for one token each norm+quant+GEMV and gate+quant+GEMV chain is
+one launch of the whole-row GEMV where its tile fits, :func:`.rowgemv.norm_gemv` / :func:`.rowgemv.gate_gemv`
+— bitnet-2B4T: five launches per layer plus attention); ``nvfp4`` / ``mxfp4`` (bf16 x FP4 GEMV) and ``bf16`` (torch
 ``F.linear``, the baseline) run the plain torch elementwise ops. ``compile=True`` wraps the torch layer in
 ``torch.compile(mode="max-autotune-no-cudagraphs")`` (the step is captured in a CUDA graph either way, so
 this is ``max-autotune`` with its CUDA graph made by :func:`time_decode_step`).
-Attention: torch SDPA over the bf16 KV cache (``dense``) or LOP (``lop``: also keeps the 4-bit LO-code cache
+Attention: over the bf16 KV cache (``dense``: torch SDPA for ``bf16``; for the low-bit formats the Triton
+decode kernel of :mod:`.decode_attn` where it is faster: GQA, short contexts) or LOP (``lop``: also keeps the 4-bit LO-code cache
 of the INT8 keys and selects ``k_sel`` tokens per KV group). The step is replayed at a fixed position
 (``context`` tokens already cached), which is what one decode step of the simulator's trace costs.
 """
@@ -28,10 +30,11 @@ import torch.nn.functional as F
 
 from lowbit.sim.modelspec import ModelSpec, get_model
 
+from .decode_attn import dense_attention_fits, dense_decode_attention
 from .fp4 import fp4_gemv, random_fp4_weight_torch
-from .fused import gate_quant, rmsnorm_quant, rope_append
+from .fused import rmsnorm_quant, rope_append
 from .lop_attn import lo_pack_keys_torch, lop_attention
-from .rowgemv import norm_gemv
+from .rowgemv import gate_gemv, norm_gemv
 from .ternary import act_quant, pack_ternary_gpu_torch, ternary_gemv
 
 __all__ = ["DecodeModel", "build_model", "time_decode_step", "gpu_energy_j"]
@@ -134,6 +137,9 @@ class DecodeModel:
         hd, dc = s.head_dim, self.hd_cache
         if q.shape[-1] != dc:
             q = F.pad(q, (0, dc - hd))
+        if self.fmt != "bf16" and dense_attention_fits(ctx, s.n_heads // s.n_kv_heads):
+            o = dense_decode_attention(q, kc, vc, ctx, scale=1.0 / math.sqrt(hd))
+            return o if dc == hd or keep_pad else o[..., :hd]
         o = F.scaled_dot_product_attention(q.unsqueeze(2), kc[:, :, :ctx], vc[:, :, :ctx], scale=1.0 / math.sqrt(hd),
                                            enable_gqa=s.n_heads != s.n_kv_heads).squeeze(2)
         return o if dc == hd or keep_pad else o[..., :hd]
@@ -182,11 +188,10 @@ class DecodeModel:
             x = ternary_gemv(a, lay.wo, residual=x)
         h = norm_gemv(x, lay.norms["ffn"], eps, lay.w13)
         if s.gated:
-            hq = gate_quant(h, "swiglu" if s.ffn_act == "swiglu" else "relu2", lay.norms.get("ffn_sub"), eps)
-        else:
-            h = torch.relu(h).square() if s.ffn_act == "relu2" else F.gelu(h)
-            hq = rmsnorm_quant(h, lay.norms.get("ffn_sub"), eps)
-        return ternary_gemv(hq, lay.w2, residual=x)
+            return gate_gemv(h, "swiglu" if s.ffn_act == "swiglu" else "relu2", lay.norms.get("ffn_sub"), eps, lay.w2,
+                             residual=x)
+        h = torch.relu(h).square() if s.ffn_act == "relu2" else F.gelu(h)
+        return ternary_gemv(rmsnorm_quant(h, lay.norms.get("ffn_sub"), eps), lay.w2, residual=x)
 
     def step(self, x: torch.Tensor, pos: int) -> torch.Tensor:
         """One decode step for ``batch`` tokens at position ``pos`` (context = pos + 1 after the append)."""

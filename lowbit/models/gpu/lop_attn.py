@@ -53,6 +53,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .decode_attn import attend_rows, group_query
 from .ternary import INTERPRET, absmax_scale, dp4a, quant_i8
 
 __all__ = ["lo_pack_keys_torch", "lop_attention", "lop_chunk", "lop_fits_one_launch", "lop_launch_plan"]
@@ -199,7 +200,7 @@ def _lop_kernel(q_ptr, qi_ptr, lo_ptr, k_ptr, v_ptr, bucket_ptr, hist_ptr, score
                 po_ptr, out_ptr, cnt_ptr, M, D, H, KVH, MMAX, DW, NC, KSEL, eps, sm_scale,
                 G: tl.constexpr, GP: tl.constexpr, GQ: tl.constexpr, NB: tl.constexpr, MANT: tl.constexpr,
                 CH: tl.constexpr, SUB: tl.constexpr, DWP: tl.constexpr, NBP: tl.constexpr, NCP: tl.constexpr,
-                KS: tl.constexpr,
+                KS: tl.constexpr, MB: tl.constexpr,
                 DP: tl.constexpr, PHASE: tl.constexpr, WRITE_DBG: tl.constexpr, USE_ASM: tl.constexpr,
                 DOT_F32: tl.constexpr):
     # PHASE 0: one launch, score -> group barrier -> select + attend; 1: score only; 2: select + attend only
@@ -232,36 +233,16 @@ def _lop_kernel(q_ptr, qi_ptr, lo_ptr, k_ptr, v_ptr, bucket_ptr, hist_ptr, score
         nsel = tl.sum(chosen, axis=0)
         tl.debug_barrier()  # the compacted indices are read back below by other threads of this program
         # exact attention of the G heads over them (flash-decoding partial per chunk)
-        rg = tl.arange(0, GQ)
-        rd = tl.arange(0, DP)
-        d_ok = rd < D
-        g_ok = rg < G
-        q = tl.load(q_ptr + (h0 + rg)[:, None] * D + rd[None, :], mask=g_ok[:, None] & d_ok[None, :], other=0.0)
-        m_i = tl.full([GQ], float("-inf"), tl.float32)
-        l_i = tl.zeros([GQ], tl.float32)
-        o = tl.zeros([GQ, DP], tl.float32)
+        q, m_i, l_i, o = group_query(q_ptr, h0, D, G, GQ, DP)
         for i0 in range(0, nsel, KS):
             ri = i0 + tl.arange(0, KS)
             ok = ri < nsel
             tok = tl.load(idx_ptr + g * KSEL + base + ri, mask=ok, other=0)
-            rows = g * MMAX + tok
-            lm = ok[:, None] & d_ok[None, :]
-            k = tl.load(k_ptr + rows[:, None] * D + rd[None, :], mask=lm, other=0.0)
-            v = tl.load(v_ptr + rows[:, None] * D + rd[None, :], mask=lm, other=0.0)
-            if DOT_F32:  # Triton interpreter: its bf16 tl.dot is unreliable; bf16 -> fp32 is exact
-                sc = tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)))
-            else:
-                sc = tl.dot(q, tl.trans(k))
-            sc = tl.where(ok[None, :], sc * sm_scale, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(sc, axis=1))
-            alpha = tl.exp(m_i - m_new)
-            p = tl.exp(sc - m_new[:, None])
-            l_i = l_i * alpha + tl.sum(p, axis=1)
-            if DOT_F32:
-                o = o * alpha[:, None] + tl.dot(p, v.to(tl.float32))
-            else:
-                o = o * alpha[:, None] + tl.dot(p.to(tl.bfloat16), v)
-            m_i = m_new
+            m_i, l_i, o = attend_rows(q, k_ptr, v_ptr, g * MMAX + tok, ok, m_i, l_i, o, D, sm_scale, DP, DOT_F32)
+        rg = tl.arange(0, GQ)
+        rd = tl.arange(0, DP)
+        d_ok = rd < D
+        g_ok = rg < G
         hrow = (h0 + rg) * NC + c
         tl.store(pm_ptr + hrow, m_i, mask=g_ok)
         tl.store(pl_ptr + hrow, l_i, mask=g_ok)
@@ -269,19 +250,28 @@ def _lop_kernel(q_ptr, qi_ptr, lo_ptr, k_ptr, v_ptr, bucket_ptr, hist_ptr, score
         # the group's last program merges the partial softmaxes of its G heads and resets the counters
         done = tl.atomic_add(cnt_ptr + NG + g, 1)
         if done == NC - 1:
-            rc = tl.arange(0, NCP)
             rgc = tl.arange(0, GP)  # the G heads (GQ above is padded for tl.dot)
             gc_ok = rgc < G
-            c_ok = (rc < NC)[None, :] & gc_ok[:, None]
-            prow = (h0 + rgc)[:, None] * NC + rc[None, :]  # [GP, NCP]
-            pm = tl.load(pm_ptr + prow, mask=c_ok, other=0.0, cache_modifier=".cg")
-            pl = tl.load(pl_ptr + prow, mask=c_ok, other=0.0, cache_modifier=".cg")
-            live = pl > 0
-            mmax = tl.max(tl.where(live, pm, float("-inf")), axis=1)
-            wgt = tl.where(live, tl.exp(pm - mmax[:, None]), 0.0)
-            po = tl.load(po_ptr + prow[:, :, None] * DP + rd[None, None, :], mask=c_ok[:, :, None], other=0.0,
-                         cache_modifier=".cg")
-            res = tl.sum(wgt[:, :, None] * po, axis=1) / tl.maximum(tl.sum(wgt * pl, axis=1), 1e-30)[:, None]
+            # the chunks' partials in blocks of MB chunks (online rescaling): at most 128 x DP floats at once
+            mrun = tl.full([GP], float("-inf"), tl.float32)
+            lrun = tl.zeros([GP], tl.float32)
+            orun = tl.zeros([GP, DP], tl.float32)
+            for c0 in tl.static_range(0, NCP, MB):
+                rc = c0 + tl.arange(0, MB)
+                c_ok = (rc < NC)[None, :] & gc_ok[:, None]
+                prow = (h0 + rgc)[:, None] * NC + rc[None, :]  # [GP, MB]
+                pm = tl.load(pm_ptr + prow, mask=c_ok, other=0.0, cache_modifier=".cg")
+                pl = tl.load(pl_ptr + prow, mask=c_ok, other=0.0, cache_modifier=".cg")
+                po = tl.load(po_ptr + prow[:, :, None] * DP + rd[None, None, :], mask=c_ok[:, :, None], other=0.0,
+                             cache_modifier=".cg")
+                live = pl > 0
+                m_new = tl.maximum(mrun, tl.max(tl.where(live, pm, float("-inf")), axis=1))
+                a_old = tl.where(mrun == float("-inf"), 0.0, tl.exp(mrun - m_new))
+                wgt = tl.where(live, tl.exp(pm - m_new[:, None]), 0.0)
+                orun = orun * a_old[:, None] + tl.sum(wgt[:, :, None] * po, axis=1)
+                lrun = lrun * a_old + tl.sum(wgt * pl, axis=1)
+                mrun = m_new
+            res = orun / tl.maximum(lrun, 1e-30)[:, None]
             tl.store(out_ptr + (h0 + rgc)[:, None] * D + rd[None, :], res.to(tl.bfloat16),
                      mask=gc_ok[:, None] & d_ok[None, :])
             tl.store(cnt_ptr + NG + g, 0)
@@ -352,7 +342,8 @@ def lop_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
     args = (q2, q_i8, lo, kc, vc, buckets, hist, scores, idx, pm, pl, po, out, cnt, m, d, h, kvh, mmax, dw, nc, kk,
             eps, 1.0 / math.sqrt(d))
     meta = dict(G=grp, GP=gp, GQ=max(16, gp), NB=n_buckets, MANT=mant_bits, CH=chunk, SUB=min(chunk, 128),
-                DWP=max(triton.next_power_of_2(dw), 2), NBP=nbp, NCP=max(triton.next_power_of_2(nc), 2), KS=32, DP=dp,
+                DWP=max(triton.next_power_of_2(dw), 2), NBP=nbp, NCP=max(triton.next_power_of_2(nc), 2), KS=32,
+                MB=min(max(triton.next_power_of_2(nc), 2), max(2, 128 // gp)), DP=dp,
                 WRITE_DBG=return_debug, USE_ASM=gpu, DOT_F32=not gpu, num_warps=num_warps)
     for phase in ((0,) if fused else (1, 2)[:stages]):
         _lop_kernel[(ng, nc)](*args, PHASE=phase, **meta)
@@ -370,12 +361,15 @@ def lop_launch_plan(groups: int, m: int, device) -> tuple[int, bool]:
 
 
 def lop_chunk(groups: int, m: int, sms: int) -> int:
-    """Tokens per program: the smallest power of two from 64, at most 1024, that keeps the grid within
-    ``sms`` programs (the one-launch kernel); 256 where none does (two launches)."""
-    c = 64
-    while c < 1024 and groups * triton.cdiv(m, c) > sms:
+    """Tokens per program: the smallest power of two from 128, at most 1024, that gives each group at most
+    32 chunks and the grid at most 4 programs per SM. Measured on an H200 (K/M = 1/16, chunks of 64-1024
+    tokens, reports/gpu-baseline.md): the select-and-attend phase costs more per chunk than scoring saves
+    (bitnet-2B4T, 5 groups: best 128 tokens at 1k and 4k context, 256 at 8k; bitnet-3B, 32 groups: 128 at
+    1k, 256 at 4k, 512 at 8k)."""
+    c = 128
+    while c < 1024 and (triton.cdiv(m, c) > 32 or groups * triton.cdiv(m, c) > 4 * sms):
         c *= 2
-    return c if groups * triton.cdiv(m, c) <= sms else 256
+    return c
 
 
 @functools.cache

@@ -411,8 +411,7 @@ def ternary_gemv(a: QuantAct | torch.Tensor, w: TernaryWeight, out_acc: bool = F
     ``a``: a :class:`QuantAct` (pre-quantized), or the bf16 activations [M, K] themselves: then the
     quantizer runs inside this kernel (``fused``). ``residual`` [M, N] bf16: returns ``residual + y``.
     Tokens are tiled by ``block_m`` (default min(next_pow2(M), 8)); one token without ``block_m`` runs the
-    whole-row persistent kernel of :mod:`.rowgemv` where its tile fits (:func:`.rowgemv.use_row_kernel`)
-    or when ``config`` names ``PER_SM``."""
+    whole-row persistent kernel of :mod:`.rowgemv` (``config``, if given, must then name ``PER_SM``)."""
     fused = isinstance(a, torch.Tensor)
     if fused:
         if a.dim() != 2 or a.shape[1] != w.k:
@@ -430,10 +429,9 @@ def ternary_gemv(a: QuantAct | torch.Tensor, w: TernaryWeight, out_acc: bool = F
     if residual is not None and (residual.shape != y.shape or residual.stride(1) != 1):
         raise ValueError(f"residual must be a row-major [{m}, {w.n}] tensor, got {tuple(residual.shape)}")
     if m == 1 and block_m is None and (config is None or "PER_SM" in config):
-        from .rowgemv import ternary_gemv_row, use_row_kernel  # one token: the whole-row persistent kernel
+        from .rowgemv import ternary_gemv_row  # one token: the whole-row persistent kernel
 
-        if config is not None or use_row_kernel(a, w, residual, eps):
-            return ternary_gemv_row(a, w, out_acc=out_acc, config=config, residual=residual, eps=eps)
+        return ternary_gemv_row(a, w, out_acc=out_acc, config=config, residual=residual, eps=eps)
     bm = block_m or min(triton.next_power_of_2(m), 8)
     # absmax pass length: one [BLOCK_M, AB] float32 tile, at most 8K values (larger tiles spill)
     ab = min(triton.next_power_of_2(w.k), max(1024, 8192 // bm))

@@ -33,10 +33,12 @@ def test_lo_pack_matches_sim():
     assert np.array_equal(lo, pack_fp4(codes).view("<i4"))
 
 
-# ch: tokens per program (the scoring runs in sub-blocks of at most 128)
+# ch: tokens per program (the scoring runs in sub-blocks of at most 128); 160 tokens in chunks of 16: the last
+# program merges ten partials in two blocks of eight
 @pytest.mark.parametrize("nb,mant,ksel,m,h,kvh,ch", [(63, 0, 12, 150, 4, 2, 64), (31, 2, 20, 129, 6, 2, 32),
                                                      (15, 1, 7, 60, 3, 3, 16), (63, 0, 40, 160, 4, 1, 256),
-                                                     (63, 0, 30, 100, 8, 1, 64)])
+                                                     (63, 0, 30, 100, 8, 1, 64),
+                                                     (63, 0, 24, 160, 4, 2, 16)])
 def test_lop_scores_topk_attention(device, nb, mant, ksel, m, h, kvh, ch):
     b, d, grp = 2, 40, h // kvh
     k_i8, q, kc, vc = _setup(nb + m, b, h, kvh, d)
@@ -85,12 +87,14 @@ def test_lop_k_ge_m_is_dense_attention(device):
         lop_attention(q, kc, vc, lo, m, 10, fused=True)
 
 
-def test_lop_chunk_fits_the_grid():
-    # the smallest power of two from 64 that keeps groups x chunks within the SMs (one launch), else 256
-    assert lop_chunk(5, 1024, 132) == 64  # bitnet-2B4T: 5 x 16 programs
-    assert lop_chunk(5, 8192, 132) == 512  # 5 x 16
-    assert lop_chunk(32, 4096, 132) == 1024  # bitnet-3B: 32 x 4
-    assert lop_chunk(32, 8192, 132) == 256  # 32 x 8 > 132 even at 1024 tokens: two launches
+def test_lop_chunk_rule():
+    # the smallest power of two from 128 with <= 32 chunks per group and <= 4 programs per SM
+    assert lop_chunk(5, 1024, 132) == 128  # bitnet-2B4T: 5 x 8 programs
+    assert lop_chunk(5, 4096, 132) == 128  # 5 x 32
+    assert lop_chunk(5, 8192, 132) == 256  # 5 x 32: 64 chunks of 128 would be too many per group
+    assert lop_chunk(32, 4096, 132) == 256  # bitnet-3B: 32 x 16 (32 x 32 > 528)
+    assert lop_chunk(32, 8192, 132) == 512  # 32 x 16
+    assert lop_chunk(1, 100, 132) == 128 and lop_chunk(64, 10**6, 132) == 1024  # the bounds
 
 
 def test_lop_one_launch_switch(monkeypatch):

@@ -1,15 +1,23 @@
 """Whole-row single-token ternary GEMV (persistent grid, several row blocks per program): INT32 accumulators
 bit-exact with ``sim.numerics`` (quantizer fused and pre-quantized), bf16 outputs and the residual epilogue
-equal to the tiled kernel's, and the rule that picks the tiled kernel for badly padded rows."""
+equal to the tiled kernel's, RMSNorm and GLU (+ SubLN) prologues against the unfused kernels, and badly
+padded rows as a main tile plus a tail tile."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+import triton
 
-from lowbit.models.gpu.fused import rmsnorm_quant
-from lowbit.models.gpu.rowgemv import norm_gemv, row_kernel_fits, ternary_gemv_row, use_row_kernel
+from lowbit.models.gpu.fused import gate_quant, rmsnorm_quant
+from lowbit.models.gpu.rowgemv import (
+    gate_gemv,
+    norm_gemv,
+    row_kernel_fits,
+    row_tiles,
+    ternary_gemv_row,
+)
 from lowbit.models.gpu.ternary import act_quant, pack_ternary_gpu, ternary_gemv
 from lowbit.sim.numerics.int8 import int8_absmax_quantize, int_matmul_exact
 from lowbit.sim.numerics.ternary import ternary_quantize
@@ -52,14 +60,6 @@ def test_row_gemv_worst_case_carries(device):
             w = pack_ternary_gpu(codes, 1.0, device)
             got = ternary_gemv_row(torch.from_numpy(rows).to(device), w, out_acc=True, config={"BLOCK_N": 4, "PER_SM": 1})
             assert np.array_equal(got.cpu().numpy(), int_matmul_exact(q, codes))
-
-
-def test_dispatch_follows_the_rule(device):
-    x = torch.ones(1, 528)
-    w = pack_ternary_gpu(np.ones((3, 528), np.int8), 1.0)  # 33 words of a 64-word tile: tiled kernel
-    assert not use_row_kernel(x, w, None, 1e-5)
-    w = pack_ternary_gpu(np.ones((3, 576), np.int8), 1.0)  # 36 of 64: whole-row kernel
-    assert use_row_kernel(torch.ones(1, 576), w, None, 1e-5) is True
 
 
 def test_row_gemv_with_rmsnorm(device):
@@ -122,3 +122,47 @@ def test_fused_quantizer_random_bf16_rows(device):
     for i in (0, 5, 23):
         got = ternary_gemv_row(xt[i:i + 1], w, out_acc=True, config={"BLOCK_N": 4, "PER_SM": 1})
         assert np.array_equal(got.cpu().numpy(), int_matmul_exact(q[i:i + 1], codes))
+
+
+@pytest.mark.parametrize("act,subln", [("relu2", True), ("swiglu", False)])
+def test_row_gemv_with_glu(device, act, subln):
+    # GLU [+ SubLN] in the prologue: the INT8 codes of gate_quant's bf16 output, the same accumulators
+    rng = np.random.default_rng(22)
+    n, f = 31, 184
+    h = torch.from_numpy((rng.standard_normal((1, 2 * f)) * 3).astype(np.float32)).to(torch.bfloat16).to(device)
+    g = torch.from_numpy(1 + 0.2 * rng.standard_normal(f).astype(np.float32)).to(torch.bfloat16).to(device)
+    g = g if subln else None
+    codes, scale = ternary_quantize(rng.standard_normal((n, f)))
+    w = pack_ternary_gpu(codes, scale, device)
+    a, hn = gate_quant(h, act, g, 1e-6, write_x=True)
+    q, _ = int8_absmax_quantize(hn.float().cpu().numpy())
+    assert np.array_equal(a.q[:, :f].cpu().numpy(), q)
+    got = ternary_gemv_row(h, w, out_acc=True, norm=g, norm_eps=1e-6, gate=act, config={"BLOCK_N": 4, "PER_SM": 1})
+    assert np.array_equal(got.cpu().numpy(), int_matmul_exact(q, codes))
+    r = torch.randn(1, n, generator=torch.Generator().manual_seed(2)).to(torch.bfloat16).to(device)
+    assert torch.equal(gate_gemv(h, act, g, 1e-6, w, residual=r), ternary_gemv(a, w, residual=r))
+    other = "swiglu" if act == "relu2" else "relu2"  # the other activation gives other codes
+    assert not np.array_equal(ternary_gemv_row(h, w, out_acc=True, norm=g, norm_eps=1e-6, gate=other,
+                                               config={"BLOCK_N": 4, "PER_SM": 1}).cpu().numpy(), got.cpu().numpy())
+    with pytest.raises(ValueError, match="gate"):
+        ternary_gemv_row(h[:, :f], w, gate=act)
+
+
+@pytest.mark.parametrize("n,k,act", [(13, 560, None), (11, 8640, "swiglu"), (9, 1060, "relu2")])
+def test_row_gemv_main_and_tail_tiles(device, n, k, act):
+    # rows the power-of-two tile pads by > 45 % run as a main tile plus a tail tile: the same accumulators
+    kw = -(-k // 16)
+    kwp, kwt = row_tiles(kw)
+    assert not row_kernel_fits(kw) and kwp < kw <= kwp + kwt < triton.next_power_of_2(kw)
+    rng = np.random.default_rng(k)
+    x = (rng.standard_normal((1, 2 * k if act else k)) * 2).astype(np.float32)
+    xt = torch.from_numpy(x).to(torch.bfloat16).to(device)
+    codes, scale = ternary_quantize(rng.standard_normal((n, k)))
+    w = pack_ternary_gpu(codes, scale, device)
+    a = gate_quant(xt, act) if act else act_quant(xt)
+    ref = int_matmul_exact(a.q[:, :k].cpu().numpy().astype(np.int8), codes)
+    assert np.array_equal(ternary_gemv(a, w, out_acc=True).cpu().numpy(), ref)  # the tiled kernel agrees
+    cfg = {"BLOCK_N": 4, "PER_SM": 1}
+    for inp, gate in ((xt, act), (a, None)):  # quantizer (and GLU) fused / pre-quantized
+        assert np.array_equal(ternary_gemv_row(inp, w, out_acc=True, config=dict(cfg), gate=gate).cpu().numpy(), ref)
+    assert torch.equal(ternary_gemv_row(a, w, config=dict(cfg)), ternary_gemv(a, w))

@@ -10,7 +10,6 @@ pytest.importorskip("amaranth")
 pytest.importorskip("cocotb")
 
 from lowbit.rtl.chip_image import QueueTimes, build_image, reference_schedule  # noqa: E402
-from lowbit.rtl.chip_requant import RQ_LOAD  # noqa: E402
 from lowbit.rtl.chip_run import compare, params_for, verify_chip  # noqa: E402
 from lowbit.sim.config import load_hw  # noqa: E402
 from lowbit.sim.modelspec import get_model  # noqa: E402
@@ -276,7 +275,7 @@ def test_model_plan_holds_the_deployed_model(tiny_program):
     assert len(res) == 2 * 2 * 4 == len(plan.res_ops)
     assert not [x for x in plan.sfu_preload if x[2] == 6] and not plan.rq_drain
     rq_queues = [img.queues.index("tint0"), img.queues.index("booth")]
-    mult = {k: {a: v for a, v, sel in plan.sfu_preload if sel == RQ_LOAD + k} for k in range(2)}
+    mult = {k: {a: v for a, v, sel in plan.sfu_preload if sel == 7 + k} for k in range(2)}
     for i, w in res.items():
         assert i not in before
         L, kind = w["op"].split(".")[1], w["op"].split(".")[2].split("_")[0]

@@ -28,9 +28,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lowbit.cost.area import LOGIC_LEAK_W_PER_UM2, PLACEMENT_UTILISATION, delay_factor, sky130_to
-from lowbit.cost.energy import ChipPart, UnitCost
+from lowbit.cost.energy import ChipPart, UnitCost, unit_rates
 from lowbit.cost.power import BlockEnergy, LibertyUnit, block_energy
 from lowbit.rtl.activity_chip import TOP, owner
+from lowbit.rtl.registry import UNITS
+
+# the catalogue block whose work rates (ops per busy cycle) a chip unit has (the report's pJ/op column)
+RATE_BLOCK = {"lop": "lop_score"}
 
 # chip memories that hold one of the config's SRAM buffers (costed at the config's size): name prefixes
 BUFFER_MEMORIES = ("bank", "abuf", "pbuf", "psum_", "sfu_", "codes")
@@ -115,8 +119,10 @@ def chip_cost(cfg, hier, act, chars, target_ps: float) -> ChipCost:
                                   f"chip bench ({act.workload}), every cycle", cells, flops))
             continue
         inst = len({m.queue for m in ms})
+        block = RATE_BLOCK.get(part, part)
+        rates = unit_rates(cfg, block) if block in UNITS else {}
         u = UnitCost(part, inst, cells, area, area * af / PLACEMENT_UTILISATION, e, leak, a,
-                     f"measured (chip bench: {act.workload})", {}, True,
+                     f"measured (chip bench: {act.workload})", rates, True,
                      f"chip top netlist: {', '.join(sorted({m.name.split('.')[1] for m in ms}))}", hw_unit=part)
         units.append(u)
         worst = max(ms, key=lambda m: m.energy.delay_ps)

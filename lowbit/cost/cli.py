@@ -164,10 +164,11 @@ def register(app: typer.Typer) -> None:
         power_model: str = typer.Option("liberty", "--power-model", metavar="liberty|netlist",
                                         help="liberty: characterised sky130 cells, timing-driven mapping, clock tree "
                                              "(characterises the cells on first use, cached); netlist: gate-capacitance model"),
-        control: str = typer.Option("estimate", "--control", metavar="estimate|chip",
+        control: str = typer.Option("estimate", "--control", metavar="estimate|chip|chip:HW[,HW]",
                                     help="liberty model: control/DMA/memory port from a representative block "
                                          "(estimate), or the whole chip top's netlist with the chip bench's activity "
-                                         "(chip: its engines replace the unit netlists they implement)"),
+                                         "(chip: its engines replace the unit netlists they implement; chip:HW[,HW] "
+                                         "for those designs only)"),
     ) -> None:
         """Area / power / energy-per-token / FOM report of one or more designs vs the VitaLLM papers."""
         from lowbit.cost.report import evaluate, metrics_json, write_report
@@ -176,8 +177,10 @@ def register(app: typer.Typer) -> None:
         check_out_dir(out)
         if power_model not in ("liberty", "netlist"):
             raise LowbitError(f"--power-model {power_model}: one of liberty, netlist")
-        if control not in ("estimate", "chip"):
-            raise LowbitError(f"--control {control}: one of estimate, chip")
+        chip_hw = set(hw) if control == "chip" else set(control[5:].split(",")) if control.startswith("chip:") else set()
+        if control != "estimate" and not chip_hw or chip_hw - set(hw):
+            raise LowbitError(f"--control {control}: one of estimate, chip, chip:HW[,HW] (HW among the --hw values)")
+        chip_hw = {load_hw(h, sets).name for h in chip_hw}
         if prefill < 0 or decode <= 0:
             raise LowbitError(f"--prefill {prefill} --decode {decode}: need prefill >= 0 and decode > 0")
         if gpu_results and not Path(gpu_results).exists():
@@ -204,7 +207,8 @@ def register(app: typer.Typer) -> None:
         for c in cfgs:
             print(f"[{c.name}] synthesising units and simulating {model} ({prefill}+{decode} tokens)...", file=log, flush=True)
             results.append(evaluate(c, model, prefill, decode, exclude=tuple(exclude),
-                                    **({"power_model": power_model, "control": control}
+                                    **({"power_model": power_model,
+                                        "control": "chip" if c.name in chip_hw else "estimate"}
                                        if power_model != "netlist" else {})))
         for p in write_report(results, out, None if to_stdout else json_out, gpu_results, extra_md=extra):
             print(f"wrote {p}", file=log)

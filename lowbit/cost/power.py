@@ -194,12 +194,16 @@ def build_hw_cost_liberty(cfg, measure_activity: bool = True, exclude: tuple[str
         blocks += [b for b in SFU_OP_BLOCKS if b not in blocks]
     if chip_parts and control not in ("estimate", "chip"):
         raise LowbitError(f"control = {control!r}: one of estimate, chip")
-    cc = None
+    cc, why = None, ""
     if chip_parts and control == "chip":
         from lowbit.cost.chip_power import chip_from_bench
 
-        cc = chip_from_bench(cfg, chars, tgt)
-        blocks = [b for b in blocks if not _chip_covers(cc, b)]
+        try:
+            cc = chip_from_bench(cfg, chars, tgt)
+        except LowbitError as e:  # e.g. a design the chip bench does not run: the estimate, said in the report
+            why = f"the chip netlist is not used for {cfg.name} ({str(e).splitlines()[0]}); "
+        if cc is not None:
+            blocks = [b for b in blocks if not _chip_covers(cc, b)]
     covered = {get_unit(b).hw_unit for b in blocks} | (cc.unit_names if cc else set())
     costs = [unit_cost(cfg, u, None, {}, 1, None, note="the unit catalogue has no RTL for it")
              for u in cfg.units if u not in covered]
@@ -221,6 +225,8 @@ def build_hw_cost_liberty(cfg, measure_activity: bool = True, exclude: tuple[str
     hw.liberty = extra
     if chip_parts:
         hw.chip = cc.parts if cc is not None else [control_part(cfg, chars, tgt)]
+        if why:
+            hw.chip[0].source = why + hw.chip[0].source
         hw.chip.append(clock_tree_part(cfg, hw))
         hw.chip_netlist = cc
     return hw

@@ -12,7 +12,8 @@ clock-gated, so what its logic does between instructions costs nothing); the oth
 scoreboard, DMA, memory port) in every run cycle. Per module: toggles and net bits (clock and reset left
 out); memories Verilator does not trace are the SRAM macros, costed apart.
 Busy cycles per queue of the run: the union of its instructions' [start, end) intervals from the bench.
-Results are cached under ``cache_dir("activity")``, keyed by the chip sources, the config and the workload.
+Results are cached under ``cache_dir("activity")``, keyed by the chip's sources (chip_sources_digest), the
+config and the workload.
 """
 
 from __future__ import annotations
@@ -202,12 +203,31 @@ def count_toggles_nets(vcd_path):
     return Toggles(nets=nets, end_time=0)
 
 
+# lowbit/rtl files that neither build the chip nor run its bench (synthesis, costing, this module): left out of
+# the cache key, so changing them does not rerun the chip bench
+NOT_CHIP = ("activity.py", "activity_chip.py", "characterize.py", "cli.py", "liberty.py", "lint.py", "spice.py",
+            "sta.py", "synth.py", "synth_hier.py", "waves.py", "chip_report.py")
+
+
+def chip_sources_digest() -> str:
+    """Hash of the sources the chip and its bench are built from (lowbit/rtl and its bench, NOT_CHIP left out)
+    and the Amaranth version."""
+    import amaranth
+
+    here = Path(__file__).resolve().parent
+    h = hashlib.sha256(amaranth.__version__.encode())
+    for f in sorted([*here.glob("*.py"), *(here / "bench").glob("*.py")]):
+        if f.name not in NOT_CHIP or f.parent.name == "bench":
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
 def _key(cfg, model: str, prefill: int, decode: int, seed: int) -> str:
-    from lowbit.rtl.chip_run import _sources_digest
     from lowbit.sim.program import config_hash
 
-    return hashlib.sha256(f"{KEY_VERSION}|{_sources_digest()}|{config_hash(cfg).hex()}|{model}|{prefill}|{decode}|{seed}"
-                          .encode()).hexdigest()[:20]
+    return hashlib.sha256(f"{KEY_VERSION}|{chip_sources_digest()}|{config_hash(cfg).hex()}|{model}|{prefill}|"
+                          f"{decode}|{seed}".encode()).hexdigest()[:20]
 
 
 def chip_activity(cfg, hw: str, sets: list[str] | None = None, model: str = "bitnet-tiny", prefill: int = 4,

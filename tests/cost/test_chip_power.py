@@ -60,3 +60,11 @@ def test_sta_starts_undriven_nets_like_inputs():
                              "cells": {"a": {"type": "sky130_fd_sc_hd__inv_1", "connections": {"A": [5], "Y": [6]}},
                                        "b": {"type": "sky130_fd_sc_hd__inv_1", "connections": {"A": [6], "Y": [3]}}}}}}
     assert critical_path_ps(net, chars, "inv_1", 0.005) == pytest.approx(200.0)  # two 0.1 ns stages
+
+
+def test_report_refuses_bad_control(tmp_path, capsys):
+    from lowbit.cli import main
+
+    assert main(["report", "--hw", "vitallm", "--out", str(tmp_path / "r"), "--control", "chip:vitallm-fp4"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "chip:HW[,HW]" in err[0]

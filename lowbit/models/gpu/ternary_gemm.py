@@ -8,7 +8,7 @@ weight) and multiplies it with the INT8 activations on the tensor cores (``tl.do
 then subtracts the token's activation sum: ``sum_k q c = sum_k q w + sum_k q`` (as the GEMV of
 :mod:`.ternary`), so the accumulator is exact, the integers of ``sim.numerics``. The unsigned codes save
 the subtraction per weight: the kernel alone is 1.2-1.6x faster at 512 tokens on an H200 than with
-``c - 1`` unpacked (reports/gpu-baseline.gemm.json against reports/gpu-baseline.json). Split-K
+``c - 1`` unpacked (reports/gpu-baseline.gemm.json; reports/gpu-baseline.md quotes both). Split-K
 for long rows at few tokens (int32 atomics, exact in any order). ``SWAP`` computes the transposed tile
 ``W q^T`` (the unpacked weights as the MMA's first operand). Dequantisation ``y = acc * w_scale / s`` in
 float32, as :mod:`.ternary` (docs/reference/numerics.md §1.2, §1.3).

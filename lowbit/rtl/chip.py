@@ -43,7 +43,8 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from lowbit.rtl.chip_booth import BoothEngine, booth_psum_layout, qk_data_ok
+from lowbit.rtl.chip_booth import BoothEngine, booth_data_ok, booth_psum_layout, qk_data_ok
+from lowbit.rtl.chip_booth_regroup import booth_regroup_ok
 from lowbit.rtl.chip_ctrl import STAT_DEPTH, ComputeQueue, JoinMonitor, scoreboard_layout, word_layout
 from lowbit.rtl.chip_data import BankedBuffer, DmaFill, TintEngine, data_dims, psum_layout
 from lowbit.rtl.chip_dma import N_BUFFERS, DmaEngine, mem_port_signature
@@ -135,10 +136,10 @@ def act_elems(cfg: HwConfig) -> int:
 
 
 def booth_data(cfg: HwConfig) -> bool:
-    """Whether the chip's data path includes BoothFlex's ternary tiles (lowbit.rtl.chip_booth)."""
-    from lowbit.rtl.chip_booth import booth_data_ok
-
-    return cfg.has("booth") and cfg.has("tint") and not booth_data_ok(cfg.booth, cfg.tint)
+    """Whether the chip's data path includes BoothFlex's ternary tiles (lowbit.rtl.chip_booth): on the TINT
+    row groups, or regrouped from TINT row groups of another lane count (lowbit.rtl.chip_booth_regroup)."""
+    return cfg.has("booth") and cfg.has("tint") and (not booth_data_ok(cfg.booth, cfg.tint)
+                                                     or not booth_regroup_ok(cfg.booth, cfg.tint))
 
 
 def qk_data(cfg: HwConfig, dims) -> bool:
@@ -366,8 +367,11 @@ class Chip(wiring.Component):
         d, p, cfg = self.dims, self.p, self.cfg
         dma_w = engines[0]
         lt = (p.dma_table - 1).bit_length()
+        rg = booth_data(cfg) and booth_data_ok(cfg.booth, cfg.tint) != ""  # regrouped: a second read port
+        rg_ports = {name: len(tints) + j for j, name in enumerate(n for n, c in tints if c.kind == "booth")} if rg else {}
         m.submodules.wbuf = wbuf = BankedBuffer(depth=d.w_depth, banks=d.banks, unit_bits=d.unit_bits,
-                                                word_units=tuple(d.word_units * self._per(c) for _, c in tints))
+                                                word_units=tuple(d.word_units * self._per(c) for _, c in tints)
+                                                + (d.word_units,) * len(rg_ports))
         m.submodules.fill = fill = DmaFill(table=p.dma_table, n_issue=p.dma_issue, addr_bits=d.w_bits,
                                            banks=d.banks, unit_bits=d.unit_bits)
         for k in range(p.dma_issue):
@@ -424,8 +428,13 @@ class Chip(wiring.Component):
                 fields = ("tail_lanes", "tail_step")
                 lay = self._tint_psum(name)
             else:
-                eng = BoothEngine(cfg.booth, cfg.tint, **kw, qk=(d.k_bits, kstep, d.unit_bits) if qk else None)
-                fields = ("nq", "grp", "pos0", "k_addr", "k_stride") if qk else ()
+                eng = BoothEngine(cfg.booth, cfg.tint, **kw, qk=(d.k_bits, kstep, d.unit_bits) if qk else None,
+                                  regroup=name in rg_ports)
+                fields = (("nq", "grp", "pos0", "k_addr", "k_stride") if qk else ()) + (
+                    ("tgroups", "tail_step") if name in rg_ports else ())
+                if name in rg_ports:
+                    m.d.comb += [wbuf.raddr[rg_ports[name]].eq(eng.w_raddr2),
+                                 eng.w_rdata2.eq(getattr(wbuf, f"rdata{rg_ports[name]}"))]
                 lay = booth_psum_layout(cfg.booth)
                 if qk:  # Q K^T tiles: a kv read port per lane
                     for lane in range(cfg.booth.lanes):

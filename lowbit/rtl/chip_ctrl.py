@@ -37,7 +37,7 @@ RQ_M_BITS = 12  # multiplier words per engine, at most (DESIGN ASSUMPTION)
 TINT_FIELDS = ("valid", "free", "free_buf", "free_slot", "beats", "groups", "tokens", "tail_lanes", "tail_step",
                "w_addr", "a_addr", "a_stride", "p_addr", *RQ_FIELDS)
 BOOTH_FIELDS = (*COMPUTE_FIELDS, "eng", "beats", "groups", "tokens", "w_addr", "a_addr", "a_stride", "p_addr",
-                "nq", "grp", "pos0", "k_addr", "k_stride", *RQ_FIELDS)
+                "nq", "grp", "pos0", "k_addr", "k_stride", "tgroups", "tail_step", *RQ_FIELDS)
 DMA_DATA_FIELDS = (*DMA_FIELDS, "dwords", "dbase")
 # an SFU word with `eng` set runs on a stream engine of the chip (lowbit.rtl.chip_sfu): 1 quantize (rows of
 # `beats` Q7.8 words at x_addr -> INT8 act words at o_addr, row r's amax at st_addr + r), 2 RMSNorm (Q7.8
@@ -67,7 +67,7 @@ def _fields(kind: str, dims) -> dict[str, int]:
     names = {"compute": COMPUTE_FIELDS, "tint": TINT_FIELDS, "booth": BOOTH_FIELDS, "sfu": SFU_FIELDS,
              "lop": LOP_FIELDS, "dma": DMA_DATA_FIELDS, "dma_lop": DMA_LOP_FIELDS, "join": JOIN_FIELDS}[kind]
     w = {**_W, "eng": 2, "nq": COUNT_BITS, "grp": COUNT_BITS, "pos0": COUNT_BITS, "k_addr": dims.k_bits,
-         "k_stride": COUNT_BITS, "beats": COUNT_BITS, "groups": COUNT_BITS, "tokens": COUNT_BITS, "a_stride": COUNT_BITS,
+         "k_stride": COUNT_BITS, "tgroups": COUNT_BITS, "beats": COUNT_BITS, "groups": COUNT_BITS, "tokens": COUNT_BITS, "a_stride": COUNT_BITS,
          "dwords": COUNT_BITS, "tail_lanes": dims.lanes.bit_length(), "tail_step": dims.word_units.bit_length(),
          "w_addr": dims.w_bits, "dbase": dims.w_bits, "a_addr": dims.a_bits,
          "p_addr": dims.p_bits, "rows": COUNT_BITS, "x_addr": dims.a_bits, "o_addr": dims.a_bits,

@@ -57,7 +57,7 @@ from lowbit.sim.isa import B_KV, B_WEIGHT, C_BOOTH, C_DMAKV, C_DMAW, C_SFU, C_TI
 DATA_FIELDS = {"tint": ("beats", "groups", "tokens", "tail_lanes", "tail_step", "w_addr", "a_addr", "a_stride",
                         "p_addr", *RQ_FIELDS),
                "booth": ("eng", "beats", "groups", "tokens", "w_addr", "a_addr", "a_stride", "p_addr", "nq", "grp",
-                         "pos0", "k_addr", "k_stride", *RQ_FIELDS),
+                         "pos0", "k_addr", "k_stride", "tgroups", "tail_step", *RQ_FIELDS),
                "dma": ("dwords", "dbase"), "dma_kv": ("dwords", "dbase"),
                "sfu": ("eng", "rows", "beats", "x_addr", "o_addr", "st_addr", "g_addr", "eps_q", "sd", "e_sd",
                        "y_addr", "fn")}
@@ -281,13 +281,14 @@ def _data_plan(img: ChipImage, cfg: HwConfig, seed: int, model: ModelContents | 
             if src not in tile_w or w["rbuf"] != B_WEIGHT or shape is None:
                 continue
             rows, k, tokens = shape
-            groups = rows // b.lanes
+            groups, tg = rows // b.lanes, -(-rows // t.lanes)  # Booth passes, TINT row groups (chip_booth_regroup)
+            tail = (rows - (tg - 1) * t.lanes) * lane_bytes
             if rows % b.lanes or k % per or booth_ternary_tile_cycles(b, k, tokens * groups) != w["cyc"] \
-                    or tokens * k // t.tree_width > dims.a_depth or tokens * groups > dims.p_depth:
+                    or tokens * k // t.tree_width > dims.a_depth or tokens * groups > dims.p_depth or tail % ub:
                 continue
             fields[(q, i)] = {"eng": 1, "beats": k // per, "groups": groups, "tokens": tokens,
                               "w_addr": fields[src]["dbase"], "a_addr": 0, "a_stride": k // t.tree_width,
-                              "p_addr": pnext % dims.p_depth}
+                              "p_addr": pnext % dims.p_depth, "tgroups": tg, "tail_step": tail // ub}
             pnext += tokens * groups
             n += 1
             if model is not None:
@@ -297,7 +298,7 @@ def _data_plan(img: ChipImage, cfg: HwConfig, seed: int, model: ModelContents | 
                                      "groups": groups, "bt": k // per, "lanes": b.lanes, "tail": b.lanes}
                 continue
             acts = plan.act[:tokens * k // t.tree_width].reshape(tokens, k)
-            acc, ovf = tint_dot(tile_w[src][None, :, :], acts[:, None, :], per, b.acc_bits)
+            acc, ovf = tint_dot(tile_w[src][None, :rows, :], acts[:, None, :], per, b.acc_bits)
             out += _psum_words(acc, ovf, b.lanes)
         plan.expect[img.queues[q]] = out
         plan.tiles[img.queues[q]] = n

@@ -155,7 +155,8 @@ class LopGroupSelect(wiring.Component):
             if name.startswith(("c_", "q_")):
                 m.d.comb += getattr(sc, name).eq(getattr(self, name))
         # group scores: one word per key group; head 0's scores replace it, later heads' are added to it
-        gmem = Memory(shape=data.ArrayLayout(signed(cfg.score_bits), n), depth=pmax, init=[])
+        # (at least 2 words: a 1-word memory's address would be 0 bits wide, which Verilog cannot declare)
+        gmem = Memory(shape=data.ArrayLayout(signed(cfg.score_bits), n), depth=max(pmax, 2), init=[])
         m.submodules.gmem = gmem
         gw, acc = gmem.write_port(), gmem.read_port(domain="comb")
         m.d.comb += [acc.addr.eq(sc.out_key >> lg), gw.en.eq(sc.out_valid), gw.addr.eq(sc.out_key >> lg)]

@@ -133,6 +133,19 @@ def test_group_score_select_and_index_verilog_lints_clean(tmp_path, what):
     assert r.ok, r.errors[:5]
 
 
+def test_group_select_of_one_key_group_lints_clean(tmp_path):
+    """vitallm's LOP (8 lanes) on bitnet-tiny prefill 4 + decode 2 (at most 6 keys): the group scores are one
+    word, the memory still 2 words deep (a 1-word memory's address would be 0 bits wide)."""
+    pytest.importorskip("cocotb")
+    from lowbit.rtl.chip_lop import LopGroupSelect
+    from lowbit.rtl.lint import lint_component
+
+    lop = load_hw("vitallm", []).lop
+    assert lop.lanes >= 6
+    r, _ = lint_component(LopGroupSelect(lop, grp=2, head_dim=16, depth=6), "lop_group1", tmp_path)
+    assert r.ok, r.errors[:5]
+
+
 def _select(cfg, codes: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, list[int], int]:
     """-> (the top-K's selection bits [M], the index FIFO's writes in order, cycles start -> done)."""
     from amaranth.sim import Simulator

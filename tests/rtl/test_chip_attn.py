@@ -13,6 +13,7 @@ from lowbit.rtl.chip_booth import BoothEngine  # noqa: E402
 from lowbit.sim.attention import pv_pass_keys  # noqa: E402
 from lowbit.sim.config import load_hw  # noqa: E402
 from lowbit.sim.units.booth import booth_int8_pass_cycles  # noqa: E402
+from tests.rtl.booth_tile import run_booth_tile  # noqa: E402
 
 
 def _run_pv(p: np.ndarray, v: np.ndarray, pos0: int, lanes: int, *, a_addr: int = 9, k_addr: int = 5,
@@ -21,8 +22,6 @@ def _run_pv(p: np.ndarray, v: np.ndarray, pos0: int, lanes: int, *, a_addr: int 
     core of as many lanes for its ternary layout; 4-element act words, 2-byte kv units), query t at position pos0 + t (its row's keys past pos0 + t are zero); returns
     (psum words in order, cycles start -> done, passes, sim.units.booth cycles of the tile's ragged passes)."""
     import dataclasses
-
-    from amaranth.sim import Simulator
 
     cfg = load_hw("tiny", [])
     b, tw, ub = dataclasses.replace(cfg.booth, lanes=lanes), cfg.tint.tree_width, 2
@@ -43,44 +42,15 @@ def _run_pv(p: np.ndarray, v: np.ndarray, pos0: int, lanes: int, *, a_addr: int 
     dut = BoothEngine(b, dataclasses.replace(cfg.tint, lanes=lanes), w_bits=6, a_bits=6, p_bits=7, qk=(7, b.width // ub, 8 * ub))
     outs = nq * grp * hd
     passes = -(-outs // b.lanes)
-    got: list = []
-    res: dict = {}
+    def serve(ctx):
+        return ([(dut.a_rdata[i], [int(x) for x in act[ctx.get(dut.a_raddr[i])]]) for i in range(dut.n_act)]
+                + [(dut.v_rdata[j], int.from_bytes(units[ctx.get(dut.v_raddr[j])].tobytes(), "little"))
+                   for j in range(b.lanes * b.width)])
 
-    async def bench(ctx):
-        def serve():
-            return ([[int(x) for x in act[ctx.get(dut.a_raddr[i])]] for i in range(dut.n_act)],
-                    [int.from_bytes(units[ctx.get(dut.v_raddr[j])].tobytes(), "little")
-                     for j in range(b.lanes * b.width)])
-
-        for n, x in (("mode", 3), ("beats", beats), ("groups", passes), ("tokens", 1), ("nq", nq), ("grp", grp),
-                     ("pos0", pos0), ("k_addr", k_addr), ("k_stride", hd // ub), ("a_addr", a_addr), ("a_stride", ps),
-                     ("p_addr", p_addr)):
-            ctx.set(getattr(dut, n), x)
-        ctx.set(dut.start, 1)
-        a, vv = serve()
-        await ctx.tick()
-        ctx.set(dut.start, 0)
-        cyc = 1
-        while True:
-            for i, x in enumerate(a):
-                ctx.set(dut.a_rdata[i], x)
-            for j, x in enumerate(vv):
-                ctx.set(dut.v_rdata[j], x)
-            if ctx.get(dut.p_valid):
-                got.append((ctx.get(dut.p_addr_o), [ctx.get(dut.p_acc[lane]) for lane in range(b.lanes)]))
-            if ctx.get(dut.done):
-                break
-            a, vv = serve()
-            await ctx.tick()
-            cyc += 1
-            assert cyc < 10_000
-        res["cyc"] = cyc
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
-    return got, res["cyc"], passes, booth_int8_pass_cycles(b, list(runs))
+    got, cyc = run_booth_tile(dut, {"mode": 3, "beats": beats, "groups": passes, "tokens": 1, "nq": nq, "grp": grp,
+                                    "pos0": pos0, "k_addr": k_addr, "k_stride": hd // ub, "a_addr": a_addr,
+                                    "a_stride": ps, "p_addr": p_addr}, serve)
+    return got, cyc, passes, booth_int8_pass_cycles(b, list(runs))
 
 
 @pytest.mark.parametrize("nq, grp, keys, hd, pos0, cyc",
@@ -105,7 +75,7 @@ def test_pv_tile_is_the_exact_dot_of_probabilities_and_v_rows(nq, grp, keys, hd,
     got, got_cyc, passes, want_cyc = _run_pv(p, v, pos0, lanes)
     vals = [int(p[t, h] @ v[:, d]) for t in range(nq) for h in range(grp) for d in range(hd)]
     vals += [0] * (passes * lanes - len(vals))
-    assert got == [(3 + i, vals[lanes * i:lanes * (i + 1)]) for i in range(passes)]
+    assert got == [(3 + i, vals[lanes * i:lanes * (i + 1)], 0) for i in range(passes)]
     assert got_cyc == want_cyc == cyc and any(vals)
 
 

@@ -17,6 +17,7 @@ from lowbit.rtl.chip_data import pack_tile  # noqa: E402
 from lowbit.sim.config import load_hw  # noqa: E402
 from lowbit.sim.numerics.tint import tint_dot  # noqa: E402
 from lowbit.sim.units.booth import booth_ternary_tile_cycles  # noqa: E402
+from tests.rtl.booth_tile import run_booth_tile  # noqa: E402
 
 UB = 8  # vitallm's weight buffer unit bytes: a 6-lane TINT word is 3 units, a 4-lane last row group's 2
 
@@ -24,8 +25,6 @@ UB = 8  # vitallm's weight buffer unit bytes: a 6-lane TINT word is 3 units, a 4
 def _run(w: np.ndarray, a: np.ndarray, *, w_addr: int = 5, a_addr: int = 3, p_addr: int = 2):
     """W [rows, k] ternary, a [tokens, k] INT8 on vitallm's BoothFlex with regroup; returns (psum words as
     (address, accumulators, overflow mask), cycles start -> done, passes, tail_step)."""
-    from amaranth.sim import Simulator
-
     cfg = load_hw("vitallm", [])
     b, t = cfg.booth, cfg.tint
     tl, tw = t.lanes, t.tree_width
@@ -42,45 +41,18 @@ def _run(w: np.ndarray, a: np.ndarray, *, w_addr: int = 5, a_addr: int = 3, p_ad
     for tok in range(tokens):
         act[a_addr + tok * (beats + 1):a_addr + tok * (beats + 1) + beats] = a[tok].reshape(beats, tw)
     dut = BoothEngine(b, t, w_bits=7, a_bits=6, p_bits=6, w_step=wu, regroup=True)
-    got: list = []
-    res: dict = {}
 
     def word(addr: int) -> int:
         return int.from_bytes(units[[(addr + j) % 128 for j in range(wu)]].tobytes(), "little")
 
-    async def bench(ctx):
-        def serve():
-            return word(ctx.get(dut.w_raddr)), word(ctx.get(dut.w_raddr2)), [int(x) for x in act[ctx.get(dut.a_raddr[0])]]
+    def serve(ctx):
+        return [(dut.w_rdata, word(ctx.get(dut.w_raddr))), (dut.w_rdata2, word(ctx.get(dut.w_raddr2))),
+                (dut.a_rdata[0], [int(x) for x in act[ctx.get(dut.a_raddr[0])]])]
 
-        for n, x in (("mode", 1), ("beats", beats), ("groups", groups), ("tokens", tokens), ("tgroups", tg),
-                     ("tail_step", ts), ("w_addr", w_addr), ("a_addr", a_addr), ("a_stride", beats + 1),
-                     ("p_addr", p_addr)):
-            ctx.set(getattr(dut, n), x)
-        ctx.set(dut.start, 1)
-        wa, wb, ar = serve()
-        await ctx.tick()
-        ctx.set(dut.start, 0)
-        cyc = 1
-        while True:
-            ctx.set(dut.w_rdata, wa)
-            ctx.set(dut.w_rdata2, wb)
-            ctx.set(dut.a_rdata[0], ar)
-            if ctx.get(dut.p_valid):
-                got.append((ctx.get(dut.p_addr_o), [ctx.get(dut.p_acc[lane]) for lane in range(b.lanes)],
-                            ctx.get(dut.p_ovf)))
-            if ctx.get(dut.done):
-                break
-            wa, wb, ar = serve()
-            await ctx.tick()
-            cyc += 1
-            assert cyc < 10_000
-        res["cyc"] = cyc
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
-    return got, res["cyc"], tokens * groups, ts
+    got, cyc = run_booth_tile(dut, {"mode": 1, "beats": beats, "groups": groups, "tokens": tokens, "tgroups": tg,
+                                    "tail_step": ts, "w_addr": w_addr, "a_addr": a_addr, "a_stride": beats + 1,
+                                    "p_addr": p_addr}, serve)
+    return got, cyc, tokens * groups, ts
 
 
 @pytest.mark.parametrize("rows, k, tokens, ts", [

@@ -20,7 +20,8 @@ RoPE) keep their standalone netlists and random-data activity (cost/power.py), f
 Memories (`$mem_v2` kept by the synthesis): those that are the config's buffers (weight, kv, act, psum, SFU,
 LOP code banks) are costed at the config's sizes (cost/sram.py, as before); the chip's other memories
 (instruction memories, requantizer multipliers, the LOP engine's query and group memories) are added as
-SRAM macros at their RTL sizes (area and leakage; their accesses are not charged).
+SRAM macros at their RTL sizes (area and leakage; their accesses are not charged). A module whose synthesis
+fails (e.g. runs past LOWBIT_SYNTH_TIMEOUT_S) is not counted and the report lists it.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ class ChipCost:
     memories: list[dict] = field(default_factory=list)   # every chip memory, with "role": buffer | extra
     workload: str = ""
     cycles: int = 0
+    missing: dict[str, str] = field(default_factory=dict)  # chip modules without a netlist: not counted
 
     @property
     def unit_names(self) -> set[str]:
@@ -145,7 +147,7 @@ def chip_cost(cfg, hier, act, chars, target_ps: float) -> ChipCost:
                               f"{len(extra)} chip memories that are not config buffers (instruction memories, "
                               "requantizer multipliers, LOP engine query/group memories) as SRAM macros at their RTL "
                               "sizes (cost/sram.py); accesses not charged"))
-    return ChipCost(mods, units, lib, parts, mems, act.workload, act.cycles)
+    return ChipCost(mods, units, lib, parts, mems, act.workload, act.cycles, dict(hier.missing))
 
 
 # The chip's SFU stream engines (instance name) and the SFU op each executes (sim.breakdown's op groups).
@@ -170,5 +172,6 @@ def chip_from_bench(cfg, chars, target_ps: float, progress=None) -> ChipCost:
     log = progress or (lambda s: print(s, file=sys.stderr, flush=True))
     act = chip_activity(cfg, cfg.name, progress=log)
     hier = synth_hier(Path(act.verilog).read_text(), TOP, liberty="characterised", target_ps=target_ps,
-                      progress=lambda m, i, n: log(f"[{cfg.name}] synthesising chip module {m} ({i + 1}/{n})"))
+                      progress=lambda m, i, n: log(f"[{cfg.name}] synthesising chip module {m} ({i + 1}/{n})"),
+                      keep_going=True)
     return chip_cost(cfg, hier, act, chars, target_ps)

@@ -73,6 +73,9 @@ def chip_netlist_section(cc: Any, cfg: Any) -> list[str]:
                  f"{sum(m.area_sky130_um2 for m in ms) * af:,.0f} | "
                  f"{sum(m.toggles for m in ms) / den if den else 0:.4f} | {sum(m.busy_pj for m in ms) * ef:.3f} | "
                  f"{sum(m.meets_clock for m in ms)}/{len(ms)} |")
+    if cc.missing:
+        L += ["", "**Not synthesised, not counted** (an underestimate): " + "; ".join(
+            f"`{m}` ({why})" for m, why in cc.missing.items())]
     bufs = [m for m in cc.memories if m["role"] == "buffer"]
     extra = [m for m in cc.memories if m["role"] == "extra"]
     L += ["", f"Chip memories: {len(bufs)} hold the config's buffers ("

@@ -37,6 +37,7 @@ class HierResult:
     modules: dict[str, SynthResult]            # module name -> its own cells (children excluded)
     instances: dict[str, int]                  # module name -> instances in the design (top: 1)
     keys: dict[str, str] = field(default_factory=dict)  # module name -> cache key (equal keys: one synthesis)
+    missing: dict[str, str] = field(default_factory=dict)  # module -> why it has no netlist (keep_going only)
 
     @property
     def area_um2(self) -> float:
@@ -127,9 +128,12 @@ def module_key(name: str, text: str, child_keys: dict[str, str]) -> str:
 
 
 def synth_hier(text: str, top: str, *, cache_dir: Path | None = None, liberty: str = "area",
-               target_ps: float = 0.0, keep_memories: bool = True, progress=None, jobs: int = 1) -> HierResult:
+               target_ps: float = 0.0, keep_memories: bool = True, progress=None, jobs: int = 1,
+               keep_going: bool = False) -> HierResult:
     """Synthesise each unique module of `text` once (module docstring), `jobs` yosys runs at a time;
-    `progress(name, i, n)` is called before each unique module (cached or not)."""
+    `progress(name, i, n)` is called before each unique module (cached or not). keep_going: a module whose
+    synthesis fails (e.g. times out, LOWBIT_SYNTH_TIMEOUT_S) is listed in HierResult.missing instead of
+    failing the whole design (its cells are then not counted)."""
     mods = split_modules(text)
     if top not in mods:
         raise SynthError(f"top module {top!r} not in the design (modules: {', '.join(list(mods)[:5])}, ...)")
@@ -173,6 +177,14 @@ def synth_hier(text: str, top: str, *, cache_dir: Path | None = None, liberty: s
 
     with tempfile.TemporaryDirectory(prefix="lowbit-hier-") as td, ThreadPoolExecutor(max(1, jobs)) as pool:
         futs = {m: pool.submit(one, i, m, Path(td)) for i, m in enumerate(reps)}
-        by_key = {keys[m]: f.result() for m, f in futs.items()}
-    done = {m: by_key[keys[m]] for m in order}
-    return HierResult(top, {m: done[m] for m in order}, inst, {m: keys[m] for m in order})
+        by_key, why = {}, {}
+        for m, f in futs.items():
+            try:
+                by_key[keys[m]] = f.result()
+            except SynthError as e:
+                if not keep_going:
+                    raise
+                why[keys[m]] = str(e).splitlines()[0]
+    done = {m: by_key[keys[m]] for m in order if keys[m] in by_key}
+    missing = {m: why[keys[m]] for m in order if keys[m] in why}
+    return HierResult(top, done, inst, {m: keys[m] for m in order}, missing)

@@ -71,3 +71,19 @@ def test_hierarchical_equals_flattened(sky130_root, synth_cache, tmp_path, monke
 
     monkeypatch.setattr(synth, "yosys_exe", boom)
     assert synth_hier(DESIGN, "top").cells == flat.cells
+
+
+def test_keep_going_lists_a_failed_module(sky130_root, synth_cache, monkeypatch):
+    real = synth.synthesize
+
+    def flaky(paths, top, **kw):
+        if top == "top.u0":
+            raise synth.SynthError("yosys timed out after 1 s in step 'ABC'")
+        return real(paths, top, **kw)
+
+    monkeypatch.setattr("lowbit.rtl.synth_hier.synthesize", flaky)
+    with pytest.raises(synth.SynthError):
+        synth_hier(DESIGN, "top")
+    h = synth_hier(DESIGN, "top", keep_going=True)
+    assert set(h.modules) == {"top"} and set(h.missing) == {"top.u0", "top.u1"}  # u1 is u0's synthesis
+    assert "timed out" in h.missing["top.u0"] and h.n_flops == 8

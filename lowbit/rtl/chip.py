@@ -43,13 +43,14 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from lowbit.rtl.chip_av import av_engine, av_ok, av_ports, av_signature
 from lowbit.rtl.chip_booth import BoothEngine, booth_data_ok, booth_psum_layout, qk_data_ok
 from lowbit.rtl.chip_booth_regroup import booth_regroup_ok
 from lowbit.rtl.chip_ctrl import STAT_DEPTH, ComputeQueue, JoinMonitor, scoreboard_layout, word_layout
 from lowbit.rtl.chip_data import BankedBuffer, DmaFill, TintEngine, data_dims, psum_layout
 from lowbit.rtl.chip_dma import N_BUFFERS, DmaEngine, mem_port_signature
 from lowbit.rtl.chip_fp4 import Fp4Engine, fp4_psum_layout
-from lowbit.rtl.chip_requant import DST_GATE, DST_R, DST_UP, requantizer
+from lowbit.rtl.chip_requant import DST_GATE, DST_R, DST_UP, RQ_LOAD, requantizer
 from lowbit.rtl.chip_ring import Ring
 from lowbit.rtl.chip_sfu import sfu_data_ok, sfu_engines
 from lowbit.rtl.common import COUNT_BITS
@@ -187,6 +188,7 @@ class Chip(wiring.Component):
         if sd:  # the load port also writes the SFU's Q7.8 buffer and row-statistics memory
             self.load_bits = max(self.load_bits, 16 * cfg.sfu.lanes, STAT_BITS)
         self.rq_names = rq_engines(cfg, p, self.names, self.classes, self.kinds) if sd else []
+        self.av = sd and av_ok(cfg, d)  # the attention output's writer (chip_av)
         if self.rq_names:
             self.load_bits = max(self.load_bits, mult_word(max(cfg.tint.lanes, cfg.booth.lanes)).size)
         self.load_addr_bits = p.addr_bits if d is None else max(p.addr_bits, d.a_bits)
@@ -195,7 +197,8 @@ class Chip(wiring.Component):
             "load_en": In(1),
             "load_queue": In(5),  # a queue's instruction memory; with the data path, len(queues): the act buffer,
             # + 1 .. + 6 the SFU's norm input, S, gain, norm output, amax and residual y memories (chip_sfu),
-            # + 7 + k the multiplier memory of the k-th engine with a requantizer (chip_requant)
+            # + 7 the attention output's scale memory (chip_av), + RQ_LOAD + k the multiplier memory of the
+            # k-th engine with a requantizer (chip_requant)
             "load_addr": In(self.load_addr_bits),
             "load_word": In(self.load_bits),
             "cycle": Out(32),
@@ -232,6 +235,7 @@ class Chip(wiring.Component):
                 sig.update({f"qv_{n}": Out(2), f"qd_{n}": Out(2), f"qa0_{n}": Out(d.a_bits - 1),
                             f"qa1_{n}": Out(d.a_bits - 1), f"qm0_{n}": Out(cfg.sfu.lanes), f"qm1_{n}": Out(cfg.sfu.lanes),
                             f"qw0_{n}": Out(16 * cfg.sfu.lanes), f"qw1_{n}": Out(16 * cfg.sfu.lanes)})
+        sig.update(av_signature(cfg, d) if self.av else {})
         if "lop" in self.kinds:  # the LOP engine's index FIFO writes and its two done strobes (chip_lop)
             sig.update({"lop_ov": Out(1), "lop_on": Out(range(cfg.lop.lanes + 1)),
                         "lop_oi": Out(data.ArrayLayout(COUNT_BITS, cfg.lop.lanes)), "lop_sdone": Out(1),
@@ -240,8 +244,8 @@ class Chip(wiring.Component):
 
     def lop_load(self) -> int:
         """The load port's queue number of the LOP engine's code memory (+ 1: its query memory): past the act
-        buffer's, the SFU's six and the requantizers' multiplier memories."""
-        return len(self.names) + 7 + len(self.rq_names)
+        buffer's, the SFU's six, the attention output's scale memory and the requantizers' multiplier memories."""
+        return len(self.names) + RQ_LOAD + len(self.rq_names)
 
     def elaborate(self, platform) -> Module:
         m = Module()
@@ -406,13 +410,14 @@ class Chip(wiring.Component):
         m.submodules.abuf = abuf
         aw = abuf.write_port()
         ld = self.load_en & (self.load_queue == len(self.names))
-        wrote = Const(0, 1)
+        wrote, av = Const(0, 1), None
         if sfuq is None:
             m.d.comb += [aw.en.eq(ld), aw.addr.eq(self.load_addr[:d.a_bits]), aw.data.eq(self.load_word[:8 * tw])]
         else:  # the SFU's quantize engine writes the act buffer (the load port in the cycles it does not)
             nq = len(self.names)
+            av = av_ports(cfg, d) if self.av else None
             q, rms, res, act, bufs = sfu_engines(m, cfg, d, sfuq, [self.load_en & (self.load_queue == nq + k)
-                                                              for k in range(1, 7)], self.load_addr, self.load_word)
+                                                              for k in range(1, 7)], self.load_addr, self.load_word, av)
             m.d.comb += [self.nv.eq(rms.o_wen), self.na.eq(rms.o_waddr), self.nw.eq(rms.o_wdata),
                          self.mv.eq(rms.a_wen), self.ma.eq(rms.a_waddr), self.mw.eq(rms.a_wdata),
                          self.rv.eq(res.o_wen), self.ra.eq(res.o_waddr), self.rw.eq(res.o_wdata),
@@ -453,7 +458,7 @@ class Chip(wiring.Component):
                 lanes, acc = (cfg.tint.lanes, cfg.tint.acc_bits) if c.kind == "tint" else (cfg.booth.lanes,
                                                                                         cfg.booth.acc_bits)
                 rq = requantizer(m, name, c, eng, lanes, acc, cfg.sfu.lanes, d.a_bits, p.mult_depth, bufs["a"],
-                                 self.load_en & (self.load_queue == len(self.names) + 7 + k), self.load_addr,
+                                 self.load_en & (self.load_queue == len(self.names) + RQ_LOAD + k), self.load_addr,
                                  self.load_word, w.tail_lanes if c.kind == "tint" else None)
                 for dst, buf in ((DST_R, "r"), (DST_GATE, "gate"), (DST_UP, "up")):
                     bufs[buf].writer(rq, dst)
@@ -464,6 +469,8 @@ class Chip(wiring.Component):
                                  getattr(self, f"qm{b}_{name}").eq(getattr(rq, f"w{b}_mask")),
                                  getattr(self, f"qw{b}_{name}").eq(getattr(rq, f"w{b}_data"))]
                 wrote = wrote | rq.w0_en | rq.w1_en
+            if c.kind == "booth" and self.av:  # P V outputs into the SFU's X and S (chip_av)
+                wrote = wrote | av_engine(self, m, c, eng, av)
             m.d.comb += [eng.start.eq(c.go), c.unit_ready.eq(eng.ready), c.unit_done.eq(eng.done_next)]
             if c.kind == "booth":
                 m.d.comb += eng.mode.eq(w.eng)

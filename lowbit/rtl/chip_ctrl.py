@@ -36,8 +36,12 @@ RQ_FIELDS = ("rq", "rq_off", "rq_o", "rq_stride", "rq_m", "rq_s")
 RQ_M_BITS = 12  # multiplier words per engine, at most (DESIGN ASSUMPTION)
 TINT_FIELDS = ("valid", "free", "free_buf", "free_slot", "beats", "groups", "tokens", "tail_lanes", "tail_step",
                "w_addr", "a_addr", "a_stride", "p_addr", *RQ_FIELDS)
+# a P V tile's attention-output fields (lowbit.rtl.chip_av): `av` (bit 0 X, bit 1 S, bit 2 the tile starts its
+# rows' S), passes a query, its first output's X word and the words a row, its first query's S row, its first
+# (query, head)'s scale row, passes a head
+AV_FIELDS = ("av_s", "av", "av_n", "av_o", "av_stride", "av_w", "av_g")  # av_s then av: one slice of the word
 BOOTH_FIELDS = (*COMPUTE_FIELDS, "eng", "beats", "groups", "tokens", "w_addr", "a_addr", "a_stride", "p_addr",
-                "nq", "grp", "pos0", "k_addr", "k_stride", "tgroups", "tail_step", *RQ_FIELDS)
+                "nq", "grp", "pos0", "k_addr", "k_stride", "tgroups", "tail_step", *RQ_FIELDS, *AV_FIELDS)
 DMA_DATA_FIELDS = (*DMA_FIELDS, "dwords", "dbase")
 # an SFU word with `eng` set runs on a stream engine of the chip (lowbit.rtl.chip_sfu): 1 quantize (rows of
 # `beats` Q7.8 words at x_addr -> INT8 act words at o_addr, row r's amax at st_addr + r), 2 RMSNorm (Q7.8
@@ -74,7 +78,8 @@ def _fields(kind: str, dims) -> dict[str, int]:
          "g_addr": dims.a_bits, "eps_q": 32, "sd": 25, "e_sd": 3, "y_addr": dims.a_bits,
          "st_addr": (STAT_DEPTH - 1).bit_length(), "rq": 2, "rq_off": 6, "rq_o": dims.a_bits, "rq_stride": COUNT_BITS,
          "rq_m": RQ_M_BITS, "rq_s": (STAT_DEPTH - 1).bit_length(), "fn": 2, "m": COUNT_BITS, "k": COUNT_BITS, "ind": 1, "nidx": COUNT_BITS,
-         "plane": 1}
+         "plane": 1, "av": 3, "av_n": COUNT_BITS, "av_o": dims.a_bits, "av_stride": COUNT_BITS,
+         "av_s": (STAT_DEPTH - 1).bit_length(), "av_w": (STAT_DEPTH - 1).bit_length(), "av_g": COUNT_BITS}
     if kind == "sfu":  # its engines 1 .. 4
         w["eng"] = 3
     return {n: w[n] for n in names}

@@ -44,7 +44,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lowbit.rtl.chip_attn import qk_cover, qk_plan
-from lowbit.rtl.chip_ctrl import RQ_FIELDS
+from lowbit.rtl.chip_av import AV_LOAD, av_fields, av_ok, av_plan
+from lowbit.rtl.chip_ctrl import AV_FIELDS, RQ_FIELDS
 from lowbit.rtl.chip_data import DataDims, data_dims, pack_tile
 from lowbit.rtl.chip_image import ChipImage
 from lowbit.rtl.chip_model import ModelContents, NoMapping, input_of
@@ -57,7 +58,7 @@ from lowbit.sim.isa import B_KV, B_WEIGHT, C_BOOTH, C_DMAKV, C_DMAW, C_SFU, C_TI
 DATA_FIELDS = {"tint": ("beats", "groups", "tokens", "tail_lanes", "tail_step", "w_addr", "a_addr", "a_stride",
                         "p_addr", *RQ_FIELDS),
                "booth": ("eng", "beats", "groups", "tokens", "w_addr", "a_addr", "a_stride", "p_addr", "nq", "grp",
-                         "pos0", "k_addr", "k_stride", "tgroups", "tail_step", *RQ_FIELDS),
+                         "pos0", "k_addr", "k_stride", "tgroups", "tail_step", *RQ_FIELDS, *AV_FIELDS),
                "dma": ("dwords", "dbase"), "dma_kv": ("dwords", "dbase"),
                "sfu": ("eng", "rows", "beats", "x_addr", "o_addr", "st_addr", "g_addr", "eps_q", "sd", "e_sd",
                        "y_addr", "fn")}
@@ -109,6 +110,13 @@ class DataPlan:
     rq_drain: list[str] = field(default_factory=list)  # projections the drain rule keeps off the requantizer
     rq_expect: list = field(default_factory=list)  # (name, dst, the golden's <op>.out) in time order per dst
     mult_depth: int = 0  # the requantizers' multiplier memory depth (0: no requantizer)
+    av_cand: dict[tuple[int, int], dict] = field(default_factory=dict)  # (step, layer) whose attention output
+    # the chip can write (lowbit.rtl.chip_av.av_plan)
+    av_norm: dict[tuple[int, int], int] = field(default_factory=dict)  # ... whose attn_sub_norm runs on the
+    # engine: its X region
+    av_expect: list = field(default_factory=list)  # (name, X base, words a row, attn.av.out, S base or -1)
+    av_writes: dict[int, list[tuple[int, int, int]]] = field(default_factory=dict)  # softmax word -> the scales'
+    # load-port writes after its act writes (address, w_amax, load queue past the act buffer's)
 
     def acc_buffers(self) -> tuple[int, int, list[str]]:
         """(accumulator buffers every element of which a psum word checks, buffers with any, the golden's
@@ -270,6 +278,8 @@ def _data_plan(img: ChipImage, cfg: HwConfig, seed: int, model: ModelContents | 
             plan.act_writes.update(pwrites)
             plan.pv = pv_cover(plan, pmap)
             qmap.update({i: v[:3] for i, v in pmap.items()})
+            if av_ok(cfg, dims):  # the attention output into X and S (lowbit.rtl.chip_av)
+                av_plan(plan, img, cfg, q, pmap, AV_LOAD)
         for i, w in enumerate(img.words[q]):
             if i in qmap:  # a Q K^T tile (lowbit.rtl.chip_attn)
                 fields[(q, i)] = {**qmap[i][0], "p_addr": pnext % dims.p_depth}
@@ -317,6 +327,8 @@ def _data_plan(img: ChipImage, cfg: HwConfig, seed: int, model: ModelContents | 
         why = requant_fields(plan, img, cfg, fields, plan.sfu_queue, rq_queues)
         if why:
             return None, why
+    if plan.av_norm:
+        av_fields(plan, cfg, fields, bq[0])
     sq = [q for q, c in enumerate(img.classes) if c == C_SFU and not sfu_data_ok(cfg)]
     fields.update({(q, i): f for q in sq for i, f in plan.sfu_fields.items()})
     for q, ws in ((q, img.words[q]) for q in (*tq, *bq, dw, *kqs, *sq)):

@@ -120,8 +120,8 @@ def chip_report(hw: str, sets: list[str], model: str, prefill: int, decode: int)
                           f"words, {r.act[1]:,} Q7.8 words ({r.act[2]:,} elements) against the golden's "
                           f"`ffn.act.out`, **{r.act[3]} mismatches**" if r.act[0] else "")
                        + " (the bench writes through the load port, before the word they feed starts: the step's "
-                       "embedding rows, the attention output before SubLN with its rows' sum of squares, and the "
-                       "y of a residual whose projection is not requantized on the chip; the gains, the deployed "
+                       "embedding rows, the attention output before SubLN with its rows' sum of squares where the "
+                       "chip does not write it, and the y of a residual whose projection is not requantized on the chip; the gains, the deployed "
                        "Q5.10 norms, and the requantizers' multipliers before `start`). " if r.norm[0] else
                        "; their input (the norm's Q7.8 output and each row's amax, the golden's) is written by the "
                        "bench through the load port in the norm word's cycles. ")
@@ -150,6 +150,14 @@ def chip_report(hw: str, sets: list[str], model: str, prefill: int, decode: int)
                           f"words are in the table, against `layers.L.attn.qk.acc`: {r.qk[1]} of the {r.qk[2]} score "
                           "accumulator buffers checked in every attended element (a decode step whose LOP drops "
                           "keys over the K rows gathered from the index FIFO: lowbit.rtl.chip_attn).")
+        if r.av:
+            son = [x for x in r.av if x[3]]
+            data_line += (f"\n\nAttention output on data (lowbit.rtl.chip_av): BoothFlex's P V psum words of {len(r.av)} "
+                          "steps x layers requantized into attn_sub_norm's input, "
+                          f"{sum(x[1] for x in r.av):,} elements against the golden's `attn.av.out`, "
+                          f"**{sum(x[2] for x in r.av)} mismatches**; each row's sum of squares from the chip in "
+                          f"{len(son)} of them ({sum(x[3] for x in son)} rows, **{sum(x[4] for x in son)} "
+                          "mismatches**), the bench's where the drain rule keeps it off.")
         if r.lop_engine[0]:
             g, n, bad, cb, _ = r.lop_engine
             data_line += (f"\n\nLOP on data: the chip's LOP engine (lowbit.rtl.chip_lop.LopGroupSelect) scores and "

@@ -28,6 +28,7 @@ from amaranth.lib.memory import Memory
 from lowbit.rtl.sfu_stream import q78_word
 from lowbit.rtl.sfu_stream_requant import REQUANT_DELAY, PsumRequant, mult_word
 
+RQ_LOAD = 8  # load queue offset (past the act buffer's) of the first requantizer's multiplier memory
 DST_R, DST_GATE, DST_UP = 1, 2, 3  # the residual's y buffer, the gating engine's gate and up buffers
 RQ_OPS = {"attn.o": DST_R, "ffn.down": DST_R, "ffn.gate": DST_GATE, "ffn.up": DST_UP}  # layer op -> the Q7.8
 # buffer its requantized outputs go to
@@ -148,7 +149,7 @@ def requant_cover(plan, img, cfg) -> None:
 
 def requant_fields(plan, img, cfg, fields: dict, sfu_q: int, rq_queues: list[int]) -> str:
     """The loader's second half: each covered tile's RQ fields (lowbit.rtl.chip_ctrl.RQ_FIELDS) in `fields`,
-    the multiplier words of every engine in `plan.sfu_preload` (load queue offset 7 + the engine's index in
+    the multiplier words of every engine in `plan.sfu_preload` (load queue offset RQ_LOAD + the engine's index in
     `rq_queues`), the expected Q7.8 outputs (`plan.rq_expect`) and the multiplier memories' depth; '' or why
     not (a covered projection whose input quantize word does not run on the SFU's quantize engine, so its
     amax is not in the amax memory)."""
@@ -182,7 +183,7 @@ def requant_fields(plan, img, cfg, fields: dict, sfu_q: int, rq_queues: list[int
     depth = max((len(v) for v in mwords.values()), default=0)
     plan.mult_depth = 1 << max(1, (depth - 1).bit_length()) if depth else 0
     for k, q in enumerate(rq_queues):
-        plan.sfu_preload += [(a, v, 7 + k) for a, v in enumerate(mwords[q])]
+        plan.sfu_preload += [(a, v, RQ_LOAD + k) for a, v in enumerate(mwords[q])]
     return ""
 
 

@@ -21,6 +21,7 @@ from lowbit.rtl.chip_ctrl import pack_word
 from lowbit.rtl.chip_data import data_dims
 from lowbit.rtl.chip_golden import act_word, compare_psum, data_plan, segments
 from lowbit.rtl.chip_image import ChipImage, QueueTimes, build_image, reference_schedule
+from lowbit.rtl.chip_requant import RQ_LOAD
 from lowbit.rtl.chip_sfu import sfu_data_ok
 from lowbit.rtl.common import COUNT_BITS
 from lowbit.sim.config import HwConfig
@@ -87,6 +88,8 @@ class ChipResult:
     # size from the LOP index FIFO, those whose indices were not one run of adjacent keys
     act: tuple[int, int, int, int] = (0, 0, 0, 0)  # gating words on the SFU's gating engine, their Q7.8 words,
     # elements, words differing from the golden's <op>.act.out
+    av: list[tuple[str, int, int, int, int]] = field(default_factory=list)  # per step and layer whose attention
+    # output the chip writes (lowbit.rtl.chip_av.av_compare): name, X elements, differing, S rows, differing
 
     @property
     def mismatches(self) -> int:
@@ -106,7 +109,8 @@ class ChipResult:
                 and self.late == 0 and self.lane_overflow == 0 and self.data_mismatches == 0
                 and self.data_late == 0 and self.act_late == 0 and self.kv_mismatches == 0 and self.sfu[3] == 0
                 and self.norm[3] == 0 and self.res[3] == 0 and all(b == 0 for _, _, b in self.rq)
-                and self.act[3] == 0 and self.lop[2] == 0 and self.lop_engine[2] == 0 and self.lop_engine[3] == 0
+                and self.act[3] == 0 and all(x[2] == 0 and x[4] == 0 for x in self.av) and self.lop[2] == 0
+                and self.lop_engine[2] == 0 and self.lop_engine[3] == 0
                 and self.lop_late == 0 and self.kv_ind[2] == 0 and self.kv_ind[0] == self.kv_ind[1])
 
 
@@ -305,7 +309,7 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
         kinds = [word_kind(n, c, True, booth_data(cfg), not sfu_data_ok(cfg)) for n, c in zip(img.queues, img.classes,
                                                                                            strict=True)]
         nrq = len(rq_engines(cfg, p, img.queues, img.classes, kinds)) if not sfu_data_ok(cfg) else 0
-        lp = lop_plan(img, cfg.lop, plan.model, 7 + nrq)
+        lp = lop_plan(img, cfg.lop, plan.model, RQ_LOAD + nrq)
         if lp is not None and lp.fields and params is None:
             p = dataclasses.replace(p, lop_grp=lp.grp, lop_hd=lp.hd, lop_depth=lp.depth)
         elif lp is not None and lp.fields:
@@ -331,7 +335,8 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
         tq = list(plan.expect)
         djob = {"banks": dims.banks, "unit_bytes": dims.unit_bytes, "act_queue": len(img.queues),
                 "act": [] if plan.act is None else [act_word(x) for x in plan.act],
-                "act_writes": {str(i): ws for i, ws in plan.act_writes.items()}, "sfu_queue": plan.sfu_queue,
+                "act_writes": {str(i): plan.act_writes.get(i, []) + plan.av_writes.get(i, [])
+                               for i in {*plan.act_writes, *plan.av_writes}}, "sfu_queue": plan.sfu_queue,
                 "kv_checks": {f"{q},{i}": [a, n, b.hex()] for (q, i), (a, n, b) in plan.kv_checks.items()},
                 "k_depth": dims.k_depth, "kv_data": bool(plan.kv_checks),
                 "dram": {str(a): b.hex() for a, b in segments(plan.dram).items()},
@@ -339,7 +344,7 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
                 "sfu_writes": {str(i): [[d, ws] for d, ws in gs] for i, gs in plan.sfu_writes.items()},
                 "sfu_preload": plan.sfu_preload, "rq": rq_engines(cfg, p, img.queues, img.classes, [word_kind(
                     n, c, True, bd, sd) for n, c in zip(img.queues, img.classes, strict=True)]) if sd else [],
-                "sfu_lanes": cfg.sfu.lanes,
+                "sfu_lanes": cfg.sfu.lanes, "av": bool(plan.av_expect),
                 "engine_bit": (p.dma_table - 1).bit_length(),
                 "lop": {"writes": lp.writes, "queue": img.queues.index("lop"), "count_bits": COUNT_BITS}
                 if lop_on else None}
@@ -438,6 +443,10 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
         from lowbit.rtl.chip_model import lop_fetch_check
 
         res.lop = lop_fetch_check(img, plan.model)
+    if plan is not None and plan.av_expect:
+        from lowbit.rtl.chip_av import av_compare
+
+        res.av = av_compare(plan.av_expect, r.get("avx", []), r.get("avs", []), cfg.sfu.lanes, cfg.booth.lanes)
     if plan is not None and plan.act_expect:
         got = [tuple(x) for x in r.get("act", [])]
         bad = sum(g != w for g, w in zip(got, plan.act_expect, strict=False)) + abs(len(got) - len(plan.act_expect))

@@ -54,28 +54,38 @@ def sfu_data_ok(cfg: HwConfig) -> str:
     return ""
 
 
-def _halves(m: Module, name: str, shape, depth: int, wr: list, rd, ld, ld_addr, ld_word, bits: int):
+def _halves(m: Module, name: str, shape, depth: int, wr: list, rd, ld, ld_addr, ld_word, bits: int,
+            elems: int = 0, rd2=None):
     """A memory of `depth` words as two half memories (the address's top bit picks one), so that one
     writer can write one half while the load port writes the other. `wr`: (enable, address, data) of the
-    engine writers (at most one active a cycle), which win over the load port in their half; `rd`: the
-    read address (engines OR theirs). Returns the read data (the half the address named, a cycle later)."""
+    engine writers (at most one active a cycle), which win over the load port in their half, or (enable,
+    address, data, element mask) where the words are `elems` elements with a write enable each (`elems` > 0);
+    `rd`: the read address (engines OR theirs). Returns the read data (the half the address named, a cycle
+    later); with `rd2`, a second read port's address, (that data, the second port's)."""
     hb = (depth // 2 - 1).bit_length()
-    top, data_ = Signal(name=f"{name}_top"), []
-    m.d.sync += top.eq(rd[hb])
+    ones = (1 << elems) - 1 if elems else 1
+    reads = [rd] if rd2 is None else [rd, rd2]
+    tops = [Signal(name=f"{name}_top{k}") for k in range(len(reads))]
+    m.d.sync += [t.eq(a[hb]) for t, a in zip(tops, reads, strict=True)]
+    data_ = [[] for _ in reads]
     for h in range(2):
         mem = Memory(shape=shape, depth=depth // 2, init=[])
         m.submodules[f"sfu_{name}{h}"] = mem
-        w_, r_ = mem.write_port(), mem.read_port()
-        en, addr, dat = ld & (ld_addr[hb] == h), ld_addr[:hb], ld_word[:bits]
-        for e, a, d in wr:
+        w_ = mem.write_port(granularity=1) if elems else mem.write_port()
+        en, addr, dat = Mux(ld & (ld_addr[hb] == h), ones, 0), ld_addr[:hb], ld_word[:bits]
+        for e, a, d, *mask in wr:
             hit = e & (a[hb] == h)
-            en, addr, dat = hit | en, Mux(hit, a[:hb], addr), Mux(hit, d, dat)
-        m.d.comb += [w_.en.eq(en), w_.addr.eq(addr), w_.data.eq(dat), r_.addr.eq(rd[:hb])]
-        data_.append(r_.data)
-    return Mux(top, data_[1], data_[0])
+            en, addr, dat = Mux(hit, mask[0] if mask else ones, en), Mux(hit, a[:hb], addr), Mux(hit, d, dat)
+        m.d.comb += [w_.en.eq(en), w_.addr.eq(addr), w_.data.eq(dat)]
+        for k, a in enumerate(reads):
+            r_ = mem.read_port()
+            m.d.comb += r_.addr.eq(a[:hb])
+            data_[k].append(r_.data)
+    out = [Mux(t, d[1], d[0]) for t, d in zip(tops, data_, strict=True)]
+    return out[0] if rd2 is None else tuple(out)
 
 
-def sfu_engines(m: Module, cfg, dims, ctrl, ld, ld_addr, ld_word):
+def sfu_engines(m: Module, cfg, dims, ctrl, ld, ld_addr, ld_word, av=None):
     """Instantiate the residual, RMSNorm and quantize engines and their memories in `m` behind the SFU
     queue's controller `ctrl` (lowbit.rtl.chip_ctrl.ComputeQueue, kind 'sfu'): the norm's input buffer X (two
     halves; the residual adds in place there), the S memory (two halves), the gain buffer, the norm output
@@ -86,18 +96,26 @@ def sfu_engines(m: Module, cfg, dims, ctrl, ld, ld_addr, ld_word):
     RMSNorm, residual, gating, buffers): the buffers the requantizers use (lowbit.rtl.chip_requant: `a` the amax
     memory, the two-bank Q7.8 buffers `r` (the residual's y), `gate` and `up` (the gating engine's inputs)); the
     caller connects the quantize engine's `o_*` port to the act buffer's write
-    port."""
+    port. `av` (lowbit.rtl.chip_av.AvPorts): the attention output's writes into X (element-enabled) and S
+    (read-modify-write: a second S read port)."""
     n = cfg.sfu.lanes
     sb, ab = (STAT_DEPTH - 1).bit_length(), dims.a_bits
     m.submodules.sfu_quant = q = SfuQuantStream(cfg.sfu, a_bits=ab, q_bits=ab, s_bits=sb)
     m.submodules.sfu_rms = r = SfuRmsNormStream(cfg.sfu, a_bits=ab, g_bits=ab, s_bits=sb)
     m.submodules.sfu_res = e = SfuResidualStream(cfg.sfu, a_bits=ab, s_bits=sb)
     m.submodules.sfu_act = f = SfuActStream(cfg.sfu, a_bits=ab, s_bits=sb)
-    xd = _halves(m, "x", q78_word(n), dims.a_depth, [(e.o_wen, e.o_waddr, e.o_wdata.as_value()),
-                                                      (f.o_wen, f.o_waddr, f.o_wdata.as_value())],
-                 r.x_raddr | e.x_raddr, ld[0], ld_addr, ld_word, 16 * n)
-    sd = _halves(m, "s", STAT_BITS, STAT_DEPTH, [(e.st_wen, e.st_waddr, e.st_wdata), (f.st_wen, f.st_waddr, f.st_wdata)],
-                 r.s_raddr, ld[1], ld_addr, ld_word, STAT_BITS)
+    xw = [(e.o_wen, e.o_waddr, e.o_wdata.as_value()), (f.o_wen, f.o_waddr, f.o_wdata.as_value())]
+    sw = [(e.st_wen, e.st_waddr, e.st_wdata), (f.st_wen, f.st_waddr, f.st_wdata)]
+    if av is None:
+        xd = _halves(m, "x", q78_word(n), dims.a_depth, xw, r.x_raddr | e.x_raddr, ld[0], ld_addr, ld_word, 16 * n)
+        sd = _halves(m, "s", STAT_BITS, STAT_DEPTH, sw, r.s_raddr, ld[1], ld_addr, ld_word, STAT_BITS)
+    else:
+        xw = [*xw, (av.x_en, av.x_addr, av.x_data, av.x_mask)]
+        xd = _halves(m, "x", q78_word(n), dims.a_depth, xw, r.x_raddr | e.x_raddr, ld[0], ld_addr, ld_word, 16 * n,
+                     elems=n)
+        sd, av_sd = _halves(m, "s", STAT_BITS, STAT_DEPTH, sw + [(av.s_en, av.s_addr, av.s_data)], r.s_raddr, ld[1],
+                            ld_addr, ld_word, STAT_BITS, rd2=av.s_raddr)
+        m.d.comb += av.s_rdata.eq(av_sd)
     mems = {k: Memory(shape=shape, depth=depth, init=[]) for k, shape, depth in (
         ("g", q78_word(n), dims.a_depth), ("y", q78_word(n), dims.a_depth), ("a", SFU_IN_BITS, STAT_DEPTH))}
     ybuf = Q78Banks(m, "r", n, dims.a_depth, ld[5], ld_addr, ld_word)  # the requantizers write it too
@@ -237,7 +255,8 @@ def sfu_norms(plan, img, cfg) -> None:
             plan.sfu_preload.extend(writes)
             return True
         room = sum(words[j]["cyc"] for j in range(anchor, i)) - 2 - sum(
-            len(plan.act_writes.get(j, [])) + sum(len(g[1]) for g in plan.sfu_writes.get(j, [])) for j in range(anchor, i))
+            len(plan.act_writes.get(j, [])) + len(plan.av_writes.get(j, [])) + sum(len(g[1]) for g in plan.sfu_writes.get(j, []))
+            for j in range(anchor, i))
         if anchor >= i or len(writes) > room:
             return False
         plan.sfu_writes.setdefault(anchor, []).append((i, writes))
@@ -338,13 +357,18 @@ def sfu_norms(plan, img, cfg) -> None:
             gnext += len(gw)
         writes = [(r * half + j, v, 1) for j, v in enumerate(_words16(x, n, beats))]
         writes += [(r * STAT_HALF + j, int((x[j].astype(np.int64) ** 2).sum()), 2) for j in range(rows)]
-        if i not in produced and not window(None if first else anchor, i, writes):
+        av = plan.av_cand.get((w.get("step", 0), int(op.split(".")[1]))) if op.endswith(".attn_sub_norm") else None
+        if av is not None:  # X (and S) from the attention output's writer (lowbit.rtl.chip_av)
+            writes = [] if av["s"] else [x_ for x_ in writes if x_[2] == 2]
+        if i not in produced and writes and not window(None if first else anchor, i, writes):
             continue  # the region's first norm: its input before `start`
         eps_q, sd, e_sd = rmsnorm_consts(dim, spec.norm_eps)
         plan.sfu_fields[i] = {"eng": 2, "rows": rows, "beats": beats, "x_addr": r * (d.a_depth // 2),
                               "o_addr": 0, "st_addr": r * STAT_HALF, "g_addr": gains[op], "eps_q": eps_q,
                               "sd": sd, "e_sd": e_sd}
         plan.sfu_norm[i] = (r, True)
+        if av is not None:
+            plan.av_norm[(w.get("step", 0), int(op.split(".")[1]))] = r
         plan.norm_expect += [(j, v) for j, v in enumerate(_words16(y, n, beats))]
         plan.amax_expect += [(r * STAT_HALF + j, int(np.abs(y[j]).max())) for j in range(rows)]
         plan.norm_ops.append(f"step {w.get('step', 0)} {op}")

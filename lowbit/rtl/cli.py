@@ -187,6 +187,16 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
             print(f"P V: {r.pv[0]} BoothFlex INT8 tiles on the data path (against layers.L.attn.av.acc; the "
                   f"probabilities softmax.w8 written by the bench in their softmax words' cycles), {r.pv[1]} of the "
                   f"{r.pv[2]} P V accumulator buffers checked in every element")
+        if r.av:
+            xs, xb = sum(x[1] for x in r.av), sum(x[2] for x in r.av)
+            son = [x for x in r.av if x[3]]
+            rest = r.pv[2] - len(r.av)
+            print(f"attention output: {len(r.av)} of the {r.pv[2]} steps x layers requantized on the chip (BoothFlex's "
+                  f"P V psum words into attn_sub_norm's input X), {xs:,} elements against the golden's attn.av.out, "
+                  f"{xb} mismatches; each row's S (sum of squares) from the chip in {len(son)} of them "
+                  f"({sum(x[3] for x in son)} rows, {sum(x[4] for x in son)} mismatches), from the bench in the other "
+                  f"{len(r.av) - len(son)}, whose attn_sub_norm reads it before the last write lands (the drain rule)"
+                  + (f"; the bench writes attn.av.out in the other {rest}" if rest else ""))
         if r.sfu[0]:
             print(f"SFU: {r.sfu[0]} quantize words on the SFU's stream engine, writing the act buffer the projections "
                   f"read: {r.sfu[1]:,} INT8 words ({r.sfu[2]:,} elements) against the golden's <op>.q, "
@@ -258,6 +268,8 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
              "lop_mismatches": r.lop[2],
              "lop_engine": {"groups": r.lop_engine[0], "indices": r.lop_engine[1], "mismatches": r.lop_engine[2],
                             "done_cycles_off": r.lop_engine[3], "late": r.lop_late, "note": r.lop_note}, "requant": [{"op": n, "elements": c, "mismatches": b} for n, c, b in r.rq], "requant_drain": r.rq_drain,
+             "attn_out": [{"step_layer": n, "elements": e, "mismatches": b, "s_rows": s, "s_mismatches": sb}
+                          for n, e, b, s, sb in r.av],
              "acc_buffers": {"on_data_path": r.acc_buffers[1], "complete": r.acc_buffers[0],
                              "without_tiles": r.acc_buffers[2]},
              "queues": [dataclasses.asdict(q) for q in r.queues]}
@@ -276,6 +288,8 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
         why += [f"{r.act[3]} SFU gating words differ from the golden's"] if r.act[3] else []
         rqb = sum(b for _, _, b in r.rq)
         why += [f"{rqb} requantized elements differ from the golden's"] if rqb else []
+        avb = sum(x[2] + x[4] for x in r.av)
+        why += [f"{avb} attention output elements or S rows differ from the golden's"] if avb else []
         why += [f"{r.kv_mismatches} kv buffer units differ from the golden's K/V rows"] if r.kv_mismatches else []
         why += [f"{r.data_late} weight reads' data came after their response"] if r.data_late else []
         why += [f"{r.lop_engine[2]} LOP index FIFO writes differ from the golden's lop.sel"] if r.lop_engine[2] else []

@@ -125,14 +125,24 @@ class PsumRequant(wiring.Component):
     `p_acc`: the engine's psum writes; `m_*`, `s_*`: multiplier and statistics read ports (data the cycle
     after; the amax `scale_bits` wide); `w{0,1}_*`: the even and odd bank's write ports (`addr` = word address
     / 2, `mask`: one bit per
-    element), `w_dst` the buffer they write."""
+    element), `w_dst` the buffer they write. Options: `const_mult` (m, sh): one multiplier for every lane and
+    pass, a constant (no multiplier port; attention's P V outputs); `s_every`: the statistic row advances every
+    `s_groups` groups as well as at each token's end (a statistic per (token, head)); `x_bits`: a per-tile
+    value `x`, latched at `start`, travels with each pass, shown with its token and whether it is the token's
+    first group when it pops (`p_*`, the psum write's cycle) and when it is written (`w_*`)."""
 
     def __init__(self, *, lanes: int, acc_bits: int, sfu_lanes: int, a_bits: int, m_bits: int, s_bits: int,
-                 scale_bits: int = 16, tail: bool = True) -> None:
+                 scale_bits: int = 16, tail: bool = True, const_mult: tuple[int, int] | None = None,
+                 s_every: bool = False, x_bits: int = 0) -> None:
         if lanes > sfu_lanes:
             raise LowbitError(f"psum word of {lanes} lanes wider than the SFU's {sfu_lanes}: a group would span "
                               "three Q7.8 words; raise sfu.lanes")
         self.lanes, self.acc_bits, self.sfu_lanes, self.tail = lanes, acc_bits, sfu_lanes, tail
+        self.const_mult, self.s_every, self.x_bits = const_mult, s_every, x_bits
+        mport = {} if const_mult is not None else {"m_raddr": Out(m_bits), "m_rdata": In(mult_word(lanes))}
+        opt = {**({"s_groups": In(COUNT_BITS)} if s_every else {}),
+               **({"x": In(x_bits), "p_x": Out(x_bits), "p_tok": Out(COUNT_BITS), "w_x": Out(x_bits),
+                   "w_tok": Out(COUNT_BITS), "w_g0": Out(1)} if x_bits else {})}
         lb = (sfu_lanes - 1).bit_length() or 1
         banks = {}
         for b in (0, 1):
@@ -141,9 +151,9 @@ class PsumRequant(wiring.Component):
         super().__init__({
             "start": In(1), "groups": In(COUNT_BITS), "tokens": In(COUNT_BITS),
             **({"tail_lanes": In(range(lanes + 1))} if tail else {}), "off": In(lb), "o_addr": In(a_bits),
-            "o_stride": In(COUNT_BITS), "m_addr": In(m_bits), "s_addr": In(s_bits),
+            "o_stride": In(COUNT_BITS), **({"m_addr": In(m_bits)} if const_mult is None else {}), "s_addr": In(s_bits),
             "dst": In(2), "p_valid": In(1), "p_acc": In(data.ArrayLayout(signed(acc_bits), lanes)),
-            "m_raddr": Out(m_bits), "m_rdata": In(mult_word(lanes)), "s_raddr": Out(s_bits), "s_rdata": In(scale_bits),
+            **mport, "s_raddr": Out(s_bits), "s_rdata": In(scale_bits), **opt,
             **banks, "w_dst": Out(2),
         })
 
@@ -153,37 +163,56 @@ class PsumRequant(wiring.Component):
         ab, lb = len(self.o_addr), len(self.off)
         go = self.start & (self.dst != 0)
         # the prefetcher: pass after pass from the start cycle (its registers, or the inputs in that cycle)
-        names = ("groups", "off", "o_stride", "m_addr", "dst", *(("tail_lanes",) if self.tail else ()))
+        names = ("groups", "off", "o_stride", "dst", *(("tail_lanes",) if self.tail else ()),
+                 *(("m_addr",) if self.const_mult is None else ()), *(("s_groups",) if self.s_every else ()),
+                 *(("x",) if self.x_bits else ()))
         regs = {k: Signal.like(getattr(self, k), name=f"t_{k}") for k in names}
         cur = {k: Mux(go, getattr(self, k), r) for k, r in regs.items()}
         left, g, row_w, word = Signal(2 * COUNT_BITS), Signal(COUNT_BITS), Signal(ab), Signal(ab)
         elem, t_addr = Signal(lb + 1), Signal.like(self.s_addr)
+        tok, sg = Signal(COUNT_BITS), Signal(COUNT_BITS)  # the pass's token; groups since its statistic row began
         c_left = Mux(go, self.groups * self.tokens, left)
         c_g, c_row, c_word = Mux(go, 0, g), Mux(go, self.o_addr, row_w), Mux(go, self.o_addr, word)
         c_elem, c_t = Mux(go, self.off, elem), Mux(go, self.s_addr, t_addr)
+        c_tok, c_sg = Mux(go, 0, tok), Mux(go, 0, sg)
         count, v1, v2, v3 = Signal(range(PREFETCH_DEPTH + 1)), Signal(), Signal(), Signal()
         issue = (c_left != 0) & (count + v1 + v2 + v3 < PREFETCH_DEPTH)
         last_g = c_g == cur["groups"] - 1
         with m.If(go):
             m.d.sync += [r.eq(getattr(self, k)) for k, r in regs.items()]
         m.d.sync += [left.eq(c_left - issue), g.eq(c_g), row_w.eq(c_row), word.eq(c_word), elem.eq(c_elem),
-                     t_addr.eq(c_t)]
+                     t_addr.eq(c_t), tok.eq(c_tok), sg.eq(c_sg)]
         with m.If(issue):
             with m.If(last_g):  # the next token's row
                 nxt = c_row + cur["o_stride"]
-                m.d.sync += [g.eq(0), row_w.eq(nxt), word.eq(nxt), elem.eq(cur["off"]), t_addr.eq(c_t + 1)]
+                m.d.sync += [g.eq(0), row_w.eq(nxt), word.eq(nxt), elem.eq(cur["off"]), t_addr.eq(c_t + 1),
+                             tok.eq(c_tok + 1), sg.eq(0)]
             with m.Else():
                 wrap = c_elem + n >= big_l
                 m.d.sync += [g.eq(c_g + 1), word.eq(c_word + wrap), elem.eq(Mux(wrap, c_elem + n - big_l, c_elem + n))]
-        m.d.comb += [self.m_raddr.eq(Mux(issue, cur["m_addr"] + c_g, 0)), self.s_raddr.eq(Mux(issue, c_t, 0))]
-        tag_l = data.StructLayout({"word": unsigned(ab), "elem": unsigned(lb + 1), "n": range(n + 1), "dst": 2})
+                if self.s_every:  # a statistic row every s_groups groups (and at each token's end)
+                    nxt_s = c_sg == cur["s_groups"] - 1
+                    m.d.sync += [sg.eq(Mux(nxt_s, 0, c_sg + 1)), t_addr.eq(c_t + nxt_s)]
+        if self.const_mult is None:
+            m.d.comb += self.m_raddr.eq(Mux(issue, cur["m_addr"] + c_g, 0))
+        m.d.comb += self.s_raddr.eq(Mux(issue, c_t, 0))
+        tag_l = data.StructLayout({"word": unsigned(ab), "elem": unsigned(lb + 1), "n": range(n + 1), "dst": 2,
+                                   **({"x": self.x_bits, "tok": COUNT_BITS, "g0": 1} if self.x_bits else {})})
         tag0 = Signal(tag_l)
         m.d.comb += [tag0.word.eq(c_word), tag0.elem.eq(c_elem), tag0.n.eq(Mux(last_g, cur["tail_lanes"], n)
                                                                              if self.tail else n),
                      tag0.dst.eq(cur["dst"])]
+        if self.x_bits:
+            m.d.comb += [tag0.x.eq(cur["x"]), tag0.tok.eq(c_tok), tag0.g0.eq(c_g == 0)]
         tag1, tag2, tag3 = Signal(tag_l), Signal(tag_l), Signal(tag_l)  # the read, E1, E2
         m.d.sync += [v1.eq(issue), tag1.eq(tag0), v2.eq(v1), tag2.eq(tag1), v3.eq(v2), tag3.eq(tag2)]
-        g2, s2 = coefficients(m, self.s_rdata, self.m_rdata, "pf")
+        if self.const_mult is None:
+            mult = self.m_rdata
+        else:  # one multiplier for every lane, a constant of the design
+            mult = Signal(mult_word(n), name="c_mult")
+            m.d.comb += [mult[i].m.eq(self.const_mult[0]) for i in range(n)]
+            m.d.comb += [mult[i].sh.eq(self.const_mult[1]) for i in range(n)]
+        g2, s2 = coefficients(m, self.s_rdata, mult, "pf")
         # the FIFO of ready passes: (g, s) per lane and the placement
         ent_l = data.StructLayout({"g": data.ArrayLayout(unsigned(MULT_BITS), n), "s": data.ArrayLayout(6, n),
                                    "tag": tag_l})
@@ -221,6 +250,9 @@ class PsumRequant(wiring.Component):
             m.d.comb += y.eq(round_sat(p3[i], s3[i]))
             out.append(y)
         m.d.comb += self.w_dst.eq(tag.dst)
+        if self.x_bits:  # the popped pass's and the written pass's extras, token and first-group flag
+            m.d.comb += [self.p_x.eq(head.tag.x), self.p_tok.eq(head.tag.tok), self.w_x.eq(tag.x),
+                         self.w_tok.eq(tag.tok), self.w_g0.eq(tag.g0)]
         # placement: element j of the first word takes out[j - elem]; of the second word out[j + L - elem]
         w_first, w_second = [], []
         for j in range(big_l):

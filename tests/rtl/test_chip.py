@@ -10,6 +10,7 @@ pytest.importorskip("amaranth")
 pytest.importorskip("cocotb")
 
 from lowbit.rtl.chip_image import QueueTimes, build_image, reference_schedule  # noqa: E402
+from lowbit.rtl.chip_requant import RQ_LOAD  # noqa: E402
 from lowbit.rtl.chip_run import compare, params_for, verify_chip  # noqa: E402
 from lowbit.sim.config import load_hw  # noqa: E402
 from lowbit.sim.modelspec import get_model  # noqa: E402
@@ -111,6 +112,11 @@ def test_chip_runs_the_program_cycle_exact(tiny_program):
     assert data == {"tint0": (64, 896, 0), "booth": (128, 1_664 + 60 + 320, 0)}
     assert r.qk == (16, 8, 8)  # every step's and layer's qk.acc checked in every attended element
     assert r.pv == (16, 8, 8)  # ... and every step's and layer's av.acc in every element
+    # ... requantized into attn_sub_norm's input X (lowbit.rtl.chip_av): (2 + 1 + 1 + 1 tokens) x 64 elements a
+    # layer, the golden's attn.av.out; each row's S from the chip in the prefill (2 rows), the bench's in decode
+    # (one row, read in the norm's first cycle: the drain rule)
+    assert r.av == [(f"step {s} layer {L}", (2 if s == 0 else 1) * 64, 0, 2 if s == 0 else 0, 0)
+                    for s in range(4) for L in range(2)]
     # the SFU's quantize engine writes every act word the projections read: 4 quantize ops x 2 layers x 4 steps;
     # per layer (2 + 1 + 1 + 1 tokens) x (16 + 16 + 16 + 32) words of 4 INT8, equal to the golden's <op>.q
     assert r.sfu == (32, 5 * 80 * 2, 5 * 80 * 2 * 4, 0)
@@ -275,7 +281,7 @@ def test_model_plan_holds_the_deployed_model(tiny_program):
     assert len(res) == 2 * 2 * 4 == len(plan.res_ops)
     assert not [x for x in plan.sfu_preload if x[2] == 6] and not plan.rq_drain
     rq_queues = [img.queues.index("tint0"), img.queues.index("booth")]
-    mult = {k: {a: v for a, v, sel in plan.sfu_preload if sel == 7 + k} for k in range(2)}
+    mult = {k: {a: v for a, v, sel in plan.sfu_preload if sel == RQ_LOAD + k} for k in range(2)}
     for i, w in res.items():
         assert i not in before
         L, kind = w["op"].split(".")[1], w["op"].split(".")[2].split("_")[0]
@@ -333,6 +339,11 @@ def test_model_plan_holds_the_deployed_model(tiny_program):
             [(r * 32 + j, int((x[j] ** 2).sum()), 2) for j in range(rows)]
         if name in ("ffn_norm", "final_norm", "ffn_sub_norm") or (name == "attn_norm" and w["op"] != "layers.0.attn_norm"):
             assert i not in before  # the residual or the gating engine wrote it
+            continue
+        if name == "attn_sub_norm":  # X from the attention output's writer (lowbit.rtl.chip_av); S too in prefill
+            key = (w["step"], int(w["op"].split(".")[1]))
+            assert plan.av_norm[key] == r and plan.av_cand[key]["s"] == (w["step"] == 0)
+            assert before.get(i) == (None if w["step"] == 0 else ws[rows * beats:])
             continue
         assert (before[i] if k >= 2 else first[:len(ws)] if k == 0 else first[-len(ws):]) == ws
     assert plan.norm_expect[:16] == [(a, v) for a, v in enumerate(words16(model.run.steps[0].buffers[

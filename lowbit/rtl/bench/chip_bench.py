@@ -159,6 +159,9 @@ async def chip_run(dut):
     amax_words: list[list[int]] = []
     res_words: list[list[int]] = []  # the residual engine's Q7.8 writes
     act_words: list[list[int]] = []  # the gating engine's Q7.8 writes
+    av_h = dj and dj.get("av")  # the attention output's X and S writes (lowbit.rtl.chip_av)
+    avx: list[list[int]] = []
+    avs: list[list[int]] = []
     sfu_writes = {int(i): v for i, v in dj.get("sfu_writes", {}).items()} if dj else {}
     sfu_last: dict[tuple[int, int], tuple[int, int]] = {}  # (SFU word, group) -> (the word the group's writes
     # precede, its last write's cycle)
@@ -326,6 +329,11 @@ async def chip_run(dut):
                 res_words.append([int(dut.ra.value), int(dut.rw.value)])
             if int(dut.fv.value):
                 act_words.append([int(dut.fa.value), int(dut.fw.value)])
+        if av_h:
+            if int(dut.avx_v.value):
+                avx.append([int(dut.avx_a.value), int(dut.avx_m.value), int(dut.avx_w.value)])
+            if int(dut.avs_v.value):
+                avs.append([int(dut.avs_a.value), int(dut.avs_w.value)])
         if lop:
             if int(dut.lop_ov.value):
                 x, n_ = int(dut.lop_oi.value), int(dut.lop_on.value)
@@ -375,7 +383,7 @@ async def chip_run(dut):
                    for k, e in enumerate(lop["writes"])) if lop else 0
     res = {"kv_ind": kv_ind, "kv_ind_bad": kv_ind_bad, "lop_idx": lop_idx, "lop_sdone": lop_sdone, "lop_done": lop_done, "lop_late": lop_late,
            "queues": names, "start": start, "end": end, "cycles": cyc, "late": late, "lane_overflow": overflow,
-           "psum": psum, "sfu": sfu_words, "norm": norm_words, "amax": amax_words, "res": res_words, "rq": rq_words, "act": act_words, "data_late": data_late, "act_late": act_late, "kv_chunks": kv_chunks,
+           "psum": psum, "sfu": sfu_words, "norm": norm_words, "amax": amax_words, "res": res_words, "rq": rq_words, "act": act_words, "avx": avx, "avs": avs, "data_late": data_late, "act_late": act_late, "kv_chunks": kv_chunks,
            "kv_units": kv_units, "kv_mismatches": kv_bad + sum(len(v) for v in ksample.values()),
            "finished": cnt_prev == lengths[:-1] and joins_done == lengths[-1], "dram_requests": next_tag}
     tmp = job["result"] + ".tmp"

@@ -1,0 +1,188 @@
+"""The attention output's requantizer (lowbit.rtl.chip_av: PsumRequant with a constant multiplier, a scale per
+(query, head) and per-pass tags) on the Amaranth simulator: the golden's P V accumulators of bitnet-tiny,
+written as BoothFlex's P V passes of `tiny`, give the golden's `attn.av.out` bit-exact, and the tags name each
+pass's token and its first group; the loader's drain rule puts S on the chip in prefill only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("amaranth")
+
+from lowbit.sim.config import load_hw  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def golden():
+    from lowbit.sim.golden import golden_run
+    from lowbit.sim.golden_weights import deploy, seeded_weights
+    from lowbit.sim.modelspec import get_model
+
+    spec = get_model("bitnet-tiny")
+    dep = deploy(spec, seeded_weights(spec, seed=0))
+    return spec, golden_run(dep, load_hw("tiny", []), [3, 141, 59, 26], 1)
+
+
+def run_pv(cfg, spec, bufs, layer: int):
+    """Every KV group's P V passes of one step and layer (outputs (t, h, d), booth.lanes a pass, random gaps)
+    through the requantizer into an X buffer; returns (X rows [T, H x hd], per pass (token, first group, x))."""
+    from amaranth.hdl import Cat, Module, Mux
+    from amaranth.lib import wiring
+    from amaranth.lib.memory import Memory
+    from amaranth.sim import Simulator
+
+    from lowbit.rtl.chip_av import WA_BITS
+    from lowbit.rtl.sfu_stream_requant import PREFETCH, PsumRequant
+    from lowbit.sim.golden import attn_multipliers
+
+    b, n = cfg.booth, cfg.sfu.lanes
+    hd, grp, H, KV = spec.head_dim, spec.n_heads // spec.n_kv_heads, spec.n_heads, spec.n_kv_heads
+    acc = bufs[f"layers.{layer}.attn.av.acc"]  # [H, T, hd]
+    wa = bufs[f"layers.{layer}.attn.softmax.w_amax"]  # [H, T]
+    T = acc.shape[1]
+    nb = H * hd // n
+    depth = 1 << (T * nb).bit_length()
+    scales = [int(wa[g * grp + h, t]) for g in range(KV) for t in range(T) for h in range(grp)]
+
+    class Top(wiring.Component):
+        def __init__(self):
+            self.rq = PsumRequant(lanes=b.lanes, acc_bits=b.acc_bits, sfu_lanes=n, a_bits=depth.bit_length(), m_bits=1,
+                                  s_bits=6, scale_bits=WA_BITS, tail=False, const_mult=attn_multipliers(hd)["av"],
+                                  s_every=True, x_bits=8)
+            self.x = Memory(shape=16 * n, depth=depth, init=[])
+            super().__init__({"go": wiring.In(1)})
+
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.rq = rq = self.rq
+            m.submodules.x = self.x
+            m.submodules.wa = wam = Memory(shape=WA_BITS, depth=64, init=scales)
+            rs, wp = wam.read_port(), self.x.write_port(granularity=16)
+            odd = rq.w1_en
+            m.d.comb += [rs.addr.eq(rq.s_raddr), rq.s_rdata.eq(rs.data), wp.en.eq(Mux(odd, rq.w1_mask, rq.w0_mask)
+                                                                                  & Mux(rq.w0_en | odd, 0xF, 0)),
+                         wp.addr.eq(Mux(odd, Cat(1, rq.w1_addr), Cat(0, rq.w0_addr))),
+                         wp.data.eq(Mux(odd, rq.w1_data.as_value(), rq.w0_data.as_value()))]
+            return m
+
+    top = Top()
+    rq = top.rq
+    res: dict = {"tags": []}
+
+    async def bench(ctx):
+        rng = np.random.default_rng(3)
+
+        async def tick():
+            if ctx.get(rq.w0_en) or ctx.get(rq.w1_en):
+                res["writes"].append((ctx.get(rq.w_tok), ctx.get(rq.w_g0), ctx.get(rq.w_x)))
+            await ctx.tick()
+
+        res["writes"] = []
+        for g in range(KV):
+            ctx.set(rq.start, 1)
+            for k, v in dict(groups=grp * hd // b.lanes, tokens=T, off=0, o_addr=g * grp * hd // n, o_stride=nb,
+                             s_addr=g * T * grp, s_groups=hd // b.lanes, dst=1, x=0x80 | g).items():
+                ctx.set(getattr(rq, k), v)
+            await tick()
+            ctx.set(rq.start, 0)
+            for _ in range(PREFETCH - 1):
+                await tick()
+            for t in range(T):
+                for h in range(grp):
+                    for d0 in range(0, hd, b.lanes):
+                        ctx.set(rq.p_valid, 1)
+                        ctx.set(rq.p_acc, [int(acc[g * grp + h, t, d0 + j]) for j in range(b.lanes)])
+                        res["tags"].append((ctx.get(rq.p_tok), ctx.get(rq.p_x)))
+                        await tick()
+                        ctx.set(rq.p_valid, 0)
+                        for _ in range(int(rng.integers(0, 3))):
+                            await tick()
+            for _ in range(4):
+                await tick()
+        got = np.zeros((T, nb * n), np.int64)
+        for t in range(T):
+            for w in range(nb):
+                v = ctx.get(top.x.data[t * nb + w])
+                got[t, w * n:(w + 1) * n] = [(v >> (16 * i)) & 0xFFFF for i in range(n)]
+        res["got"] = np.where(got >= 1 << 15, got - (1 << 16), got)
+
+    sim = Simulator(top)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return res["got"], res["tags"], res["writes"]
+
+
+@pytest.mark.parametrize("step", [0, 1])
+def test_pv_outputs_through_the_requantizer_match_the_golden(step, golden):
+    """Prefill (4 queries) and a decode step of layer 1, both KV groups one after the other: the X rows equal the
+    golden's attn.av.out (the requant of av.acc with each (query, head)'s w_amax and the constant multiplier),
+    and each pass pops with its token and the tile's x."""
+    cfg = load_hw("tiny", [])
+    spec, run = golden
+    bufs = run.steps[step].buffers
+    got, tags, writes = run_pv(cfg, spec, bufs, 1)
+    want = bufs["layers.1.attn.av.out"]
+    assert np.array_equal(got, want)
+    assert np.count_nonzero(want) > want.size // 2
+    T, per = want.shape[0], spec.n_heads // spec.n_kv_heads * spec.head_dim // cfg.booth.lanes
+    assert tags == [(t, 0x80 | g) for g in range(2) for t in range(T) for _ in range(per)]
+    assert writes == [(t, int(k == 0), 0x80 | g) for g in range(2) for t in range(T) for k in range(per)]
+
+
+def test_drain_rule_puts_s_on_the_chip_in_prefill_only():
+    """bitnet-tiny prefill 2 + decode 3 on tiny: every step's and layer's P V tiles run on data, so the attention
+    output goes to X in all 8; a prefill row's S is written 16 beats or more before attn_sub_norm reads it, a
+    decode step's single row is read in the norm's first cycle, 1 cycle after the last P V pass lands: its S
+    stays the bench's."""
+    import tempfile
+    from pathlib import Path
+
+    from lowbit.rtl.chip_golden import data_plan
+    from lowbit.rtl.chip_image import build_image
+    from lowbit.rtl.chip_model import compile_from_golden, model_contents
+    from lowbit.sim.program_io import ProgramReader
+
+    cfg = load_hw("tiny", [])
+    with tempfile.TemporaryDirectory() as t:
+        prog = Path(t) / "p.bin"
+        compile_from_golden(cfg, "bitnet-tiny", 2, 3, prog, 0)
+        img = build_image(prog, cfg)
+        model, _ = model_contents(img, cfg, ProgramReader(prog).header.meta, 0)
+        plan, why = data_plan(img, cfg, 0, model)
+    assert why == ""
+    assert sorted(plan.av_norm) == [(s, ly) for s in range(4) for ly in range(2)]
+    assert {k: v["s"] for k, v in plan.av_cand.items()} == {(s, ly): s == 0 for s in range(4) for ly in range(2)}
+    bq = img.queues.index("booth")
+    av = [w["av"] for w in img.words[bq] if w.get("op", "").endswith(".attn.av")]
+    assert av == [7, 3] * 2 + [5, 1] * 6  # X always; S in prefill; group 0 starts each row's S
+
+
+@pytest.mark.slow
+def test_chip_attention_output_check_can_fail(monkeypatch, tmp_path):
+    """With one (query, head)'s scale doubled in the load-port writes after the golden was computed, the chip's
+    attention output of that step and layer differs from the golden's attn.av.out in that head's elements (and
+    its row's S), the rest stays exact, and the timing is unchanged."""
+    pytest.importorskip("cocotb")
+    import lowbit.rtl.chip_run as cr
+    from lowbit.rtl.chip_model import compile_from_golden
+
+    real = cr.data_plan
+
+    def corrupt(img, cfg, seed=0, model=None):
+        plan, why = real(img, cfg, seed, model)
+        j = min(plan.av_writes)  # the prefill's layer 0, KV group 0: its first (query, head)'s scale
+        a, v, sel = plan.av_writes[j][0]
+        plan.av_writes[j][0] = (a, 2 * v, sel)
+        return plan, why
+
+    monkeypatch.setattr(cr, "data_plan", corrupt)
+    cfg = load_hw("tiny", [])
+    path = tmp_path / "prog.bin"
+    compile_from_golden(cfg, "bitnet-tiny", 2, 3, path, seed=0)
+    r = cr.verify_chip(cfg, path, "tiny", [])
+    assert r.mismatches == 0 and not r.ok
+    name, n, bad, rows, sbad = r.av[0]
+    assert name == "step 0 layer 0" and n == 128 and 0 < bad <= 16 and rows == 2 and sbad == 1
+    assert all(x[2] == 0 and x[4] == 0 for x in r.av[1:])

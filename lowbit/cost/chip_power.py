@@ -20,7 +20,10 @@ RoPE) keep their standalone netlists and random-data activity (cost/power.py), f
 Memories (`$mem_v2` kept by the synthesis): those that are the config's buffers (weight, kv, act, psum, SFU,
 LOP code banks) are costed at the config's sizes (cost/sram.py, as before); the chip's other memories
 (instruction memories, requantizer multipliers, the LOP engine's query and group memories) are added as
-SRAM macros at their RTL sizes (area and leakage; their accesses are not charged). A module whose synthesis
+SRAM macros at their RTL sizes (area and leakage; their accesses are not charged). Read-only tables that
+yosys turns into memories (`proc_rom`: a `case` over a constant table, e.g. the activation engine's lookup
+tables) are logic, not SRAM: they are listed and not counted (an underestimate; the standalone activation
+datapath maps them to cells). A module whose synthesis
 fails (e.g. runs past LOWBIT_SYNTH_TIMEOUT_S) is not counted and the report lists it.
 """
 
@@ -134,7 +137,8 @@ def chip_cost(cfg, hier, act, chars, target_ps: float) -> ChipCost:
                                 sum(m.energy.leak_sky130_w for m in ms), flops)
     mems = []
     for mem in hier.memories:
-        role = "buffer" if mem["name"].startswith(BUFFER_MEMORIES) else "extra"
+        role = ("rom" if mem["wr_ports"] == 0 else "buffer" if mem["name"].startswith(BUFFER_MEMORIES)
+                else "extra")
         ports = max(1, mem["rd_ports"] + mem["wr_ports"] - 1)  # ASSUMPTION: a read and a write port share one
         s = sram_estimate(mem["name"], mem["size"] * mem["width"] // 8, 1, ports, cfg.node_nm, cfg.supply_v,
                           word_bits=mem["width"])
@@ -160,17 +164,18 @@ def chip_sfu_ops(cc: ChipCost) -> set[str]:
             if m.part == "sfu" and m.name.split(".")[1] in CHIP_SFU_ENGINES}
 
 
-def chip_from_bench(cfg, chars, target_ps: float, progress=None) -> ChipCost:
-    """ChipCost of cfg's chip: the chip bench's activity run (rtl/activity_chip.py, cached) and the hierarchical
-    synthesis of the Verilog it ran (rtl/synth_hier.py, cached per module)."""
+def chip_from_bench(cfg, chars, target_ps: float, progress=None, activity: str | None = None) -> ChipCost:
+    """ChipCost of cfg's chip: the chip bench's activity run (rtl/activity_chip.py, cached; or `activity`, a
+    stored ChipActivity JSON of an earlier run, whose Verilog it names) and the hierarchical synthesis of the
+    Verilog it ran (rtl/synth_hier.py, cached per module)."""
     import sys
     from pathlib import Path
 
-    from lowbit.rtl.activity_chip import chip_activity
+    from lowbit.rtl.activity_chip import chip_activity, load_activity
     from lowbit.rtl.synth_hier import synth_hier
 
     log = progress or (lambda s: print(s, file=sys.stderr, flush=True))
-    act = chip_activity(cfg, cfg.name, progress=log)
+    act = load_activity(activity, cfg) if activity else chip_activity(cfg, cfg.name, progress=log)
     hier = synth_hier(Path(act.verilog).read_text(), TOP, liberty="characterised", target_ps=target_ps,
                       progress=lambda m, i, n: log(f"[{cfg.name}] synthesising chip module {m} ({i + 1}/{n})"),
                       keep_going=True)

@@ -78,12 +78,16 @@ def chip_netlist_section(cc: Any, cfg: Any) -> list[str]:
             f"`{m}` ({why})" for m, why in cc.missing.items())]
     bufs = [m for m in cc.memories if m["role"] == "buffer"]
     extra = [m for m in cc.memories if m["role"] == "extra"]
+    roms = [m for m in cc.memories if m["role"] == "rom"]
     L += ["", f"Chip memories: {len(bufs)} hold the config's buffers ("
           + ", ".join(f"{m['name']} {m['size']:,}x{m['width']}" for m in bufs)
           + f"; {sum(m['bytes'] for m in bufs):,} bytes in the chip the bench runs, sized for its workload) and are "
           f"costed at the config's buffer sizes ({sum(b.bytes for b in cfg.sram):,} bytes) as before; {len(extra)} "
           "are not config buffers and are added as macros (" + ", ".join(
-              f"{m['name']} {m['size']:,}x{m['width']}" for m in extra) + ").", ""]
+              f"{m['name']} {m['size']:,}x{m['width']}" for m in extra) + ")."
+          + (f" {len(roms)} read-only tables ({', '.join(sorted({m['module'] for m in roms}))}: "
+             f"{', '.join(sorted({str(m['size']) + 'x' + str(m['width']) for m in roms}))}) are logic that yosys kept "
+             "as ROMs: not counted (an underestimate)." if roms else ""), ""]
     return L
 
 

@@ -169,6 +169,10 @@ def register(app: typer.Typer) -> None:
                                          "(estimate), or the whole chip top's netlist with the chip bench's activity "
                                          "(chip: its engines replace the unit netlists they implement; chip:HW[,HW] "
                                          "for those designs only)"),
+        chip_activity: list[str] = typer.Option([], "--chip-activity", metavar="HW=PATH",
+                                                help="--control chip: that design's stored chip-bench activity "
+                                                     "(JSON; it names the chip Verilog it ran) instead of running the "
+                                                     "chip bench; repeatable"),
     ) -> None:
         """Area / power / energy-per-token / FOM report of one or more designs vs the VitaLLM papers."""
         from lowbit.cost.report import evaluate, metrics_json, write_report
@@ -181,6 +185,12 @@ def register(app: typer.Typer) -> None:
         if control != "estimate" and not chip_hw or chip_hw - set(hw):
             raise LowbitError(f"--control {control}: one of estimate, chip, chip:HW[,HW] (HW among the --hw values)")
         chip_hw = {load_hw(h, sets).name for h in chip_hw}
+        acts = {}
+        for a in chip_activity:  # HW=PATH: that design's stored chip-bench activity instead of a new run
+            h, _, path = a.partition("=")
+            if not path or load_hw(h, sets).name not in chip_hw:
+                raise LowbitError(f"--chip-activity {a}: give HW=PATH for a design of --control chip")
+            acts[load_hw(h, sets).name] = path
         if prefill < 0 or decode <= 0:
             raise LowbitError(f"--prefill {prefill} --decode {decode}: need prefill >= 0 and decode > 0")
         if gpu_results and not Path(gpu_results).exists():
@@ -208,7 +218,8 @@ def register(app: typer.Typer) -> None:
             print(f"[{c.name}] synthesising units and simulating {model} ({prefill}+{decode} tokens)...", file=log, flush=True)
             results.append(evaluate(c, model, prefill, decode, exclude=tuple(exclude),
                                     **({"power_model": power_model,
-                                        "control": "chip" if c.name in chip_hw else "estimate"}
+                                        "control": "chip" if c.name in chip_hw else "estimate",
+                                        "chip_activity": acts.get(c.name)}
                                        if power_model != "netlist" else {})))
         for p in write_report(results, out, None if to_stdout else json_out, gpu_results, extra_md=extra):
             print(f"wrote {p}", file=log)

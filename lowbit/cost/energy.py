@@ -323,14 +323,14 @@ def subtract_activity(full: dict[str, Any], part: dict[str, Any]) -> dict[str, A
 
 
 def build_hw_cost(cfg, measure_activity: bool = True, exclude: tuple[str, ...] = (),
-                  power_model: str = "netlist", control: str = "estimate") -> HwCost:
+                  power_model: str = "netlist", control: str = "estimate", chip_activity: str | None = None) -> HwCost:
     """Synthesise every RTL block of cfg (cached) and assemble its HwCost. Blocks in `exclude`, and units
     the catalogue has no RTL for, are not synthesised and are flagged (their cost is missing).
     power_model "liberty": the characterised-Liberty model of cost/power.py instead of this module's."""
     if power_model == "liberty":
         from lowbit.cost.power import build_hw_cost_liberty
 
-        return build_hw_cost_liberty(cfg, measure_activity, exclude, control=control)
+        return build_hw_cost_liberty(cfg, measure_activity, exclude, control=control, chip_activity=chip_activity)
     caps = {c: i.gate_cap_f for c, i in library_cells().items()}
     blocks = units_for(cfg)
     covered = {get_unit(b).hw_unit for b in blocks}

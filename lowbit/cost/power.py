@@ -180,7 +180,7 @@ def clock_tree_part(cfg, hw: HwCost) -> ChipPart:
 
 
 def build_hw_cost_liberty(cfg, measure_activity: bool = True, exclude: tuple[str, ...] = (),
-                          chip_parts: bool = True, control: str = "estimate") -> HwCost:
+                          chip_parts: bool = True, control: str = "estimate", chip_activity: str | None = None) -> HwCost:
     """HwCost whose units carry Liberty-model energies (UnitCost.cycle_energy_j) and, in `liberty`,
     the clock share, timing and sky130 leakage. Characterises the cells on first use (cached).
     chip_parts: also the SFU op datapaths (each charged its own op's busy cycles), the control/DMA estimate
@@ -199,7 +199,7 @@ def build_hw_cost_liberty(cfg, measure_activity: bool = True, exclude: tuple[str
         from lowbit.cost.chip_power import chip_from_bench
 
         try:
-            cc = chip_from_bench(cfg, chars, tgt)
+            cc = chip_from_bench(cfg, chars, tgt, activity=chip_activity)
         except LowbitError as e:  # e.g. a design the chip bench does not run: the estimate, said in the report
             why = f"the chip netlist is not used for {cfg.name} ({str(e).splitlines()[0]}); "
         if cc is not None:

@@ -138,14 +138,15 @@ def _macs(act: dict[str, Any]) -> float:
 
 def evaluate(cfg, model: str, prefill: int, decode: int, hw: HwCost | None = None,
              simulate=None, schedule: str = "dependency-aware", exclude: tuple[str, ...] = (),
-             power_model: str = "netlist", control: str = "estimate") -> DesignResult:
+             power_model: str = "netlist", control: str = "estimate", chip_activity: str | None = None) -> DesignResult:
     """Synthesise + simulate one design and compute its prefill/decode energy. power_model "netlist":
     gate-capacitance model of cost/energy.py; "liberty": characterised-Liberty model of cost/power.py."""
     from lowbit.cost import energy
     from lowbit.sim.workloads import standard_trace, weight_format_for
 
     if hw is None:
-        hw = energy.build_hw_cost(cfg, exclude=exclude, **({"power_model": power_model, "control": control}
+        hw = energy.build_hw_cost(cfg, exclude=exclude, **({"power_model": power_model, "control": control,
+                                                           "chip_activity": chip_activity}
                                                           if power_model != "netlist" else {}))
     tr = standard_trace(model, prefill, decode, weight_format_for(cfg))
     return evaluate_trace(cfg, hw, tr, model, prefill, decode, simulate, schedule)

@@ -49,6 +49,20 @@ class ChipActivity:
         return dataclasses.asdict(self)
 
 
+def load_activity(path: str | Path, cfg=None) -> ChipActivity:
+    """A stored ChipActivity (JSON of ChipActivity.to_json); LowbitError in one line if it cannot be used."""
+    try:
+        a = ChipActivity(**json.loads(Path(path).read_text()))
+    except (OSError, ValueError, TypeError) as e:
+        raise LowbitError(f"chip activity {path}: not a readable chip-activity JSON ({e})") from None
+    if cfg is not None and a.hw != cfg.name:
+        raise LowbitError(f"chip activity {path} is of {a.hw}, not {cfg.name}")
+    if not Path(a.verilog).exists():
+        raise LowbitError(f"chip activity {path}: its chip Verilog {a.verilog} is missing (rerun without a stored "
+                          "activity to run the chip bench again)")
+    return a
+
+
 def busy_cycles(start: list[list[int]], end: list[list[int]], names: list[str]) -> dict[str, int]:
     """Per queue: cycles covered by at least one of its instructions' [start, end) intervals."""
     out = {}

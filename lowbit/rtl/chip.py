@@ -50,7 +50,7 @@ from lowbit.rtl.chip_ctrl import STAT_DEPTH, ComputeQueue, JoinMonitor, scoreboa
 from lowbit.rtl.chip_data import BankedBuffer, DmaFill, TintEngine, data_dims, psum_layout
 from lowbit.rtl.chip_dma import N_BUFFERS, DmaEngine, mem_port_signature
 from lowbit.rtl.chip_fp4 import Fp4Engine, fp4_psum_layout
-from lowbit.rtl.chip_requant import DST_GATE, DST_R, DST_UP, RQ_LOAD, requantizer
+from lowbit.rtl.chip_requant import RQ_BUFS, RQ_LOAD, requantizer
 from lowbit.rtl.chip_ring import Ring
 from lowbit.rtl.chip_sfu import sfu_data_ok, sfu_engines
 from lowbit.rtl.common import COUNT_BITS
@@ -232,7 +232,7 @@ class Chip(wiring.Component):
                     sig[f"pw_{n}"] = Out(lay)
                     sig[f"psum_{n}"] = Out(lay)
             for n in self.rq_names:  # each requantizer's bank writes (chip_requant)
-                sig.update({f"qv_{n}": Out(2), f"qd_{n}": Out(2), f"qa0_{n}": Out(d.a_bits - 1),
+                sig.update({f"qv_{n}": Out(2), f"qd_{n}": Out(3), f"qa0_{n}": Out(d.a_bits - 1),
                             f"qa1_{n}": Out(d.a_bits - 1), f"qm0_{n}": Out(cfg.sfu.lanes), f"qm1_{n}": Out(cfg.sfu.lanes),
                             f"qw0_{n}": Out(16 * cfg.sfu.lanes), f"qw1_{n}": Out(16 * cfg.sfu.lanes)})
         sig.update(av_signature(cfg, d) if self.av else {})
@@ -460,7 +460,7 @@ class Chip(wiring.Component):
                 rq = requantizer(m, name, c, eng, lanes, acc, cfg.sfu.lanes, d.a_bits, p.mult_depth, bufs["a"],
                                  self.load_en & (self.load_queue == len(self.names) + RQ_LOAD + k), self.load_addr,
                                  self.load_word, w.tail_lanes if c.kind == "tint" else None)
-                for dst, buf in ((DST_R, "r"), (DST_GATE, "gate"), (DST_UP, "up")):
+                for dst, buf in RQ_BUFS.items():
                     bufs[buf].writer(rq, dst)
                 m.d.comb += [getattr(self, f"qv_{name}").eq(Cat(rq.w0_en, rq.w1_en)),
                              getattr(self, f"qd_{name}").eq(rq.w_dst)]

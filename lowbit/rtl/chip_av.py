@@ -107,7 +107,7 @@ def av_engine(chip, m: Module, ctrl, eng, ports: AvPorts):
     ld = chip.load_en & (chip.load_queue == len(chip.names) + AV_LOAD)
     m.d.comb += [wp.en.eq(ld), wp.addr.eq(chip.load_addr[:SB]), wp.data.eq(chip.load_word[:WA_BITS]),
                  rp.addr.eq(rq.s_raddr), rq.s_rdata.eq(rp.data),
-                 rq.start.eq(ctrl.go), rq.dst.eq(w.av[:2]), rq.groups.eq(w.av_n), rq.tokens.eq(w.nq),  # off 0 (undriven)
+                 rq.start.eq(ctrl.go), rq.dst.eq(w.av), rq.groups.eq(w.av_n), rq.tokens.eq(w.nq),  # off 0 (undriven)
                  rq.o_addr.eq(w.av_o), rq.o_stride.eq(w.av_stride), rq.s_addr.eq(w.av_w), rq.s_groups.eq(w.av_g),
                  rq.x.eq(Cat(w.av_s, w.av)), rq.p_valid.eq(eng.p_valid), rq.p_acc.eq(eng.p_acc)]
     odd = rq.w1_en  # a pass is inside one word: one bank writes

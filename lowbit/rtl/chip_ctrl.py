@@ -76,7 +76,7 @@ def _fields(kind: str, dims) -> dict[str, int]:
          "w_addr": dims.w_bits, "dbase": dims.w_bits, "a_addr": dims.a_bits,
          "p_addr": dims.p_bits, "rows": COUNT_BITS, "x_addr": dims.a_bits, "o_addr": dims.a_bits,
          "g_addr": dims.a_bits, "eps_q": 32, "sd": 25, "e_sd": 3, "y_addr": dims.a_bits,
-         "st_addr": (STAT_DEPTH - 1).bit_length(), "rq": 2, "rq_off": 6, "rq_o": dims.a_bits, "rq_stride": COUNT_BITS,
+         "st_addr": (STAT_DEPTH - 1).bit_length(), "rq": 3, "rq_off": 6, "rq_o": dims.a_bits, "rq_stride": COUNT_BITS,
          "rq_m": RQ_M_BITS, "rq_s": (STAT_DEPTH - 1).bit_length(), "fn": 2, "m": COUNT_BITS, "k": COUNT_BITS, "ind": 1, "nidx": COUNT_BITS,
          "plane": 1, "av": 3, "av_n": COUNT_BITS, "av_o": dims.a_bits, "av_stride": COUNT_BITS,
          "av_s": (STAT_DEPTH - 1).bit_length(), "av_w": (STAT_DEPTH - 1).bit_length(), "av_g": COUNT_BITS}

@@ -139,7 +139,8 @@ def chip_report(hw: str, sets: list[str], model: str, prefill: int, decode: int)
                 v[0], v[1], v[2] = v[0] + 1, v[1] + n_, v[2] + bad
             data_line += ("\n\nPsum requantizers behind the projection engines' psum ports (lowbit.rtl.chip_requant) "
                           "write the Q7.8 projection outputs the residual engine (y) and the gating engine (gate, up) "
-                          "read, each projection's elements against the golden's `<op>.out`: "
+                          "read, and RoPE's inputs (q, k; the RoPE engine is not on the chip yet), each projection's "
+                          "elements against the golden's `<op>.out`: "
                           + "; ".join(f"`{o}` {c} projections, {e:,} elements, **{b} mismatches**"
                                       for o, (c, e, b) in sorted(per.items()))
                           + (f"; kept off by the drain rule: {', '.join(r.rq_drain)}" if r.rq_drain else "")

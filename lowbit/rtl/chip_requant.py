@@ -29,9 +29,12 @@ from lowbit.rtl.sfu_stream import q78_word
 from lowbit.rtl.sfu_stream_requant import REQUANT_DELAY, PsumRequant, mult_word
 
 RQ_LOAD = 8  # load queue offset (past the act buffer's) of the first requantizer's multiplier memory
-DST_R, DST_GATE, DST_UP = 1, 2, 3  # the residual's y buffer, the gating engine's gate and up buffers
-RQ_OPS = {"attn.o": DST_R, "ffn.down": DST_R, "ffn.gate": DST_GATE, "ffn.up": DST_UP}  # layer op -> the Q7.8
-# buffer its requantized outputs go to
+DST_R, DST_GATE, DST_UP, DST_Q, DST_K = 1, 2, 3, 4, 5  # the residual's y buffer, the gating engine's gate and
+# up buffers, the RoPE's q and k input buffers
+RQ_OPS = {"attn.o": DST_R, "ffn.down": DST_R, "ffn.gate": DST_GATE, "ffn.up": DST_UP, "attn.q": DST_Q,
+          "attn.k": DST_K}  # layer op -> the Q7.8 buffer its requantized outputs go to
+RQ_BUFS = {DST_R: "r", DST_GATE: "gate", DST_UP: "up"}  # dst -> chip_sfu's buffer; q and k leave on the requantizers'
+# write ports alone (the RoPE engine's input buffer comes with the engine)
 RESIDUAL_Y = {"attn_residual": "attn.o", "ffn_residual": "ffn.down"}  # residual op -> the projection it adds
 
 

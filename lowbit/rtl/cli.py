@@ -224,7 +224,8 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
                 per[op][2] += bad
             ops = "; ".join(f"{op}: {c} ({n:,} elements, {bad} mismatches)" for op, (c, n, bad) in sorted(per.items()))
             print(f"requantizer: {len(r.rq)} projections requantized on the chip behind the engines' psum ports, "
-                  f"their Q7.8 outputs against the golden's <op>.out (the residual's y, the gating's inputs): {ops or 'none'}"
+                  "their Q7.8 outputs against the golden's <op>.out (the residual's y, the gating's inputs, RoPE's q "
+                  f"and k inputs, the RoPE engine not on the chip yet): {ops or 'none'}"
                   + (f"; kept off by the drain rule: {', '.join(r.rq_drain)}" if r.rq_drain else ""))
         if r.lop_engine[0]:
             g, n, bad, cb, first = r.lop_engine

@@ -49,6 +49,7 @@ PREFETCH = 3
 """Cycles from a tile's start to its first pass's (g, s): the read, E1, E2."""
 PREFETCH_DEPTH = 4
 SH_BITS = 6
+DST_BITS = 3  # the buffer a tile's results go to (0: none)
 
 
 def mult_word(lanes: int) -> data.ArrayLayout:
@@ -152,9 +153,9 @@ class PsumRequant(wiring.Component):
             "start": In(1), "groups": In(COUNT_BITS), "tokens": In(COUNT_BITS),
             **({"tail_lanes": In(range(lanes + 1))} if tail else {}), "off": In(lb), "o_addr": In(a_bits),
             "o_stride": In(COUNT_BITS), **({"m_addr": In(m_bits)} if const_mult is None else {}), "s_addr": In(s_bits),
-            "dst": In(2), "p_valid": In(1), "p_acc": In(data.ArrayLayout(signed(acc_bits), lanes)),
+            "dst": In(DST_BITS), "p_valid": In(1), "p_acc": In(data.ArrayLayout(signed(acc_bits), lanes)),
             **mport, "s_raddr": Out(s_bits), "s_rdata": In(scale_bits), **opt,
-            **banks, "w_dst": Out(2),
+            **banks, "w_dst": Out(DST_BITS),
         })
 
     def elaborate(self, platform) -> Module:
@@ -196,7 +197,7 @@ class PsumRequant(wiring.Component):
         if self.const_mult is None:
             m.d.comb += self.m_raddr.eq(Mux(issue, cur["m_addr"] + c_g, 0))
         m.d.comb += self.s_raddr.eq(Mux(issue, c_t, 0))
-        tag_l = data.StructLayout({"word": unsigned(ab), "elem": unsigned(lb + 1), "n": range(n + 1), "dst": 2,
+        tag_l = data.StructLayout({"word": unsigned(ab), "elem": unsigned(lb + 1), "n": range(n + 1), "dst": DST_BITS,
                                    **({"x": self.x_bits, "tok": COUNT_BITS, "g0": 1} if self.x_bits else {})})
         tag0 = Signal(tag_l)
         m.d.comb += [tag0.word.eq(c_word), tag0.elem.eq(c_elem), tag0.n.eq(Mux(last_g, cur["tail_lanes"], n)

@@ -129,10 +129,11 @@ def test_chip_runs_the_program_cycle_exact(tiny_program):
     assert r.res == (16, 5 * 2 * 2 * 16, 5 * 2 * 2 * 16 * 4, 0)
     # ... with y from the requantizers behind the TINT and BoothFlex psum ports: attn.o and ffn.down of every
     # step and layer, (2 + 1 + 1 + 1 tokens) x 64 outputs each, equal to the golden's <op>.out
-    # and gate / up (128 outputs) for the SFU's gating engine, equal to the golden's <op>.out
+    # and gate / up (128 outputs) for the SFU's gating engine, q (64) and k (32) into RoPE's input buffers, equal
+    # to the golden's <op>.out
     assert sorted(r.rq) == sorted((f"step {s} layers.{L}.{op}", n * (2 if s == 0 else 1), 0) for s in range(4)
                                   for L in range(2) for op, n in (("attn.o", 64), ("ffn.down", 64), ("ffn.gate", 128),
-                                                                  ("ffn.up", 128)))
+                                                                  ("ffn.up", 128), ("attn.q", 64), ("attn.k", 32)))
     assert r.rq_drain == []
     # the gating engine: ffn.act of 2 layers x 4 steps, (2 + 1 + 1 + 1 tokens) x 32 words, the golden's ffn.act.out
     assert r.act == (8, 5 * 2 * 32, 5 * 2 * 32 * 4, 0)
@@ -524,9 +525,12 @@ def test_vitallm_chip_runs_out_of_order_dma_exact(tmp_path, hw, cycles, lanes, o
             assert r.acc_buffers == (42, 42, [f"step {i} lm_head" for i in range(3)])
             # 8 K/V chunks a step of 4, 5, 6 keys x 16 bytes, in 8-byte units
             assert (r.kv_chunks, r.kv_units, r.kv_mismatches) == (24, 8 * 2 * (4 + 5 + 6), 0)
-            # requantized on the chip: o, gate, up and down of 2 layers x 3 steps (the prefill's down behind
-            # BoothFlex); the gating engine: ffn.act of 2 layers x 3 steps, (4 + 1 + 1) x 8 words
-            assert len(r.rq) == 24 and not any(b for _, _, b in r.rq) and not r.rq_drain
+            # requantized on the chip: o, gate, up, down and q of 2 layers x 3 steps (the prefill's down behind
+            # BoothFlex), and the prefill's k: a decode step's k (2 words of 16 lanes) fails the drain rule taken
+            # for the RoPE engine that reads it; the gating engine: ffn.act of 2 layers x 3 steps, (4 + 1 + 1) x 8
+            # words
+            assert len(r.rq) == 5 * 6 + 2 and not any(b for _, _, b in r.rq)
+            assert r.rq_drain == [f"step {s} layers.{L}.attn.k" for s in (1, 2) for L in (0, 1)]
             assert r.act == (6, 6 * 2 * 8, 6 * 2 * 128, 0)
     assert {q.name: q.start_mismatches + q.end_mismatches for q in r.queues} == {q.name: 0 for q in r.queues}
     assert r.chip_cycles == r.sim_cycles == cycles

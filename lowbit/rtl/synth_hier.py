@@ -184,7 +184,7 @@ def synth_hier(text: str, top: str, *, cache_dir: Path | None = None, liberty: s
             except SynthError as e:
                 if not keep_going:
                     raise
-                why[keys[m]] = str(e).splitlines()[0]
+                why[keys[m]] = str(e).splitlines()[0].split("; yosys log")[0]
     done = {m: by_key[keys[m]] for m in order if keys[m] in by_key}
     missing = {m: why[keys[m]] for m in order if keys[m] in why}
     return HierResult(top, done, inst, {m: keys[m] for m in order}, missing)

@@ -102,7 +102,7 @@ def register(app: typer.Typer) -> None:
 
             act = chip_activity(cfg, hw, sets, progress=lambda m: print(m, file=sys.stderr, flush=True))
             text, what = Path(act.verilog).read_text(), f"the chip of the chip-bench run ({act.workload})"
-        r = synth_chip(cfg, text, liberty="characterised" if tgt else "area", target_ps=tgt,
+        r = synth_chip(cfg, text, liberty="characterised" if tgt else "area", target_ps=tgt, keep_going=True,
                        progress=lambda m, i, n: print(f"synthesising {m} ({i + 1}/{n})", file=sys.stderr, flush=True))
         queues = sorted({m.split(".")[1][len(p):] for m in r.modules if m.count(".") == 1
                          for p in ("q_",) if m.split(".")[1].startswith(p)})
@@ -113,8 +113,9 @@ def register(app: typer.Typer) -> None:
                          "flops": x.n_flops, "area_sky130_um2": x.area_um2,
                          "placed_area_at_node_um2": x.area_um2 * af * r.instances[m] / PLACEMENT_UTILISATION,
                          "delay_ps_sky130": x.delay_ps, "memories": x.memories})
+        roms = [m for m in r.memories if m["wr_ports"] == 0]  # read-only tables: logic, not SRAM (cost/chip_power)
         mems = []
-        for m in r.memories:  # ASSUMPTION: one read and one write port share a 1rw macro port
+        for m in (m for m in r.memories if m["wr_ports"]):  # ASSUMPTION: a read and a write port share a macro port
             ports = max(1, m["rd_ports"] + m["wr_ports"] - 1)
             nbytes = m["size"] * m["width"] // 8
             e = sram_estimate(m["name"], nbytes, 1, ports, cfg.node_nm, cfg.supply_v, word_bits=m["width"])
@@ -124,7 +125,8 @@ def register(app: typer.Typer) -> None:
         data = {"hw": cfg.name, "top": TOP, "verilog": what, "node_nm": cfg.node_nm, "area_factor": af,
                 "cells": r.cells, "n_cells": r.n_cells, "n_flops": r.n_flops, "area_sky130_um2": r.area_um2,
                 "placed_logic_area_at_node_um2": logic, "modules": mods, "memories": mems,
-                "sram_area_at_node_um2": sum(m["area_um2"] for m in mems), "target_ps": tgt}
+                "sram_area_at_node_um2": sum(m["area_um2"] for m in mems), "target_ps": tgt, "missing": r.missing,
+                "roms": roms}
         if json_out is not None:
             write_json(json_out, json.dumps(data, indent=1) + "\n")
             if str(json_out) == "-":
@@ -145,6 +147,11 @@ def register(app: typer.Typer) -> None:
             print(f"  memory {m['module']}.{m['name']}: {m['size']:,} x {m['width']} bit, {m['rd_ports']}R "
                   f"{m['wr_ports']}W -> {m['area_um2']:,.0f} µm² at {cfg.node_nm:g} nm"
                   f"{' (' + m['note'] + ')' if m['note'] else ''}")
+        if roms:
+            print(f"  {len(roms)} read-only tables ({', '.join(sorted({m['module'] for m in roms}))}) are logic yosys "
+                  "kept as ROMs: not counted")
+        for m, why in r.missing.items():
+            print(f"  not synthesised, not counted: {m} ({why})")
         print(f"logic {r.n_cells:,} cells, {r.n_flops:,} flip-flops, sky130 HD area {r.area_um2:,.1f} µm²; placed at "
               f"{cfg.node_nm:g} nm {logic:,.0f} µm²; memories {data['sram_area_at_node_um2']:,.0f} µm²; total "
               f"{(logic + data['sram_area_at_node_um2']) / 1e6:.4f} mm²")

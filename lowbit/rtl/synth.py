@@ -423,10 +423,10 @@ def chip_verilog(cfg) -> str:
 
 
 def synth_chip(cfg, text: str | None = None, *, cache_dir: Path | None = None, liberty: str = "area",
-               target_ps: float = 0.0, progress=None):
+               target_ps: float = 0.0, progress=None, keep_going: bool = False):
     """Synthesise the chip top hierarchically (rtl/synth_hier.py: each unique module once, memories kept as
     macros): `text`, the Verilog of a chip (e.g. the one a chip-bench run used), else chip_verilog(cfg)."""
     from lowbit.rtl.synth_hier import synth_hier
 
     return synth_hier(text if text is not None else chip_verilog(cfg), CHIP_TOP, cache_dir=cache_dir,
-                      liberty=liberty, target_ps=target_ps, progress=progress)
+                      liberty=liberty, target_ps=target_ps, progress=progress, keep_going=keep_going)

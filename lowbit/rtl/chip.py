@@ -386,7 +386,7 @@ class Chip(wiring.Component):
                      fill.data.eq(self.mem.rdata), wbuf.wr_valid.eq(fill.wr_valid), wbuf.wr_addr.eq(fill.wr_addr),
                      wbuf.wr_count.eq(fill.wr_count), wbuf.wr_data.eq(fill.wr_data)]
         qk = self._qk()
-        kstep = cfg.booth.width // d.unit_bytes if qk else 0
+        kstep = max(1, cfg.booth.width // d.unit_bytes) if qk else 0  # kv units a Q K^T lane reads a beat
         kports = [c for _, c in tints if c.kind == "booth"] if qk else []
         if d.k_depth:  # K/V rows: dma_kv's read data (engine 1's request ids) into the kv buffer
             dkv = engines[1]

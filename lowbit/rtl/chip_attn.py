@@ -16,8 +16,8 @@ outputs 0.
 The quantized queries (`layers.L.attn.qk.q8`, [T, H, hd]) sit in the act buffer's upper half (DESIGN
 ASSUMPTION: the projections' inputs use the lower half), group g's rows (t, h) at a_depth / 2 + (g T grp
 + t grp + h) hd / tree_width, written by the bench in the cycles of the step's and layer's g-th RoPE word
-(the SFU pass that produces them; docs/golden.md: q to INT8 is fused in it), as chip_model does for the
-projections' inputs.
+(the SFU pass that produces them; docs/golden.md: q to INT8 is fused in it), or of its one RoPE word where
+it has one (`vitallm`: every group's rows), as chip_model does for the projections' inputs.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def qk_plan(plan, img, cfg, bq: int, chunks: dict[tuple[int, int], tuple[int, li
 
     m, b, dims = plan.model, cfg.booth, plan.dims
     s, tw, ub = m.spec, cfg.tint.tree_width, dims.unit_bytes
-    hd, grp = s.head_dim, s.n_heads // s.n_kv_heads
+    hd, kvh, grp = s.head_dim, s.n_kv_heads, s.n_heads // s.n_kv_heads
     half = dims.a_depth // 2
     if hd % tw or hd % b.width or lower > half:
         return {}, {}
@@ -66,22 +66,27 @@ def qk_plan(plan, img, cfg, bq: int, chunks: dict[tuple[int, int], tuple[int, li
                   "pos0": a, "k_addr": dbase, "k_stride": hd // ub, "w_addr": 0,
                   "a_addr": half + (g * T + q0) * grp * qs, "a_stride": qs}
         out[i] = (fields, words, (w["step"], layer, g), (q0, pos))
-    # the queries: the g-th RoPE word of a step and layer writes group g's rows
+    # the queries: the g-th RoPE word of a step and layer writes group g's rows where there is one a KV head;
+    # a step and layer with one RoPE word (vitallm) writes every group's rows in it
     need = {v[2] for v in out.values()}
     writes: dict[int, list] = {}
-    _sq, group_words, _n = sfu_group_words(img, ".attn.rope")
+    done: set[tuple[int, int, int]] = set()
+    _sq, group_words, seen = sfu_group_words(img, ".attn.rope")
     for i, w, layer, g in group_words:
-        if (w["step"], layer, g) not in need:
-            continue
+        n = seen[(w["step"], layer)]
+        groups = [g] if n == kvh else range(kvh) if n == 1 else []
         q8 = m.run.steps[w["step"]].buffers[f"layers.{layer}.attn.qk.q8"]
-        rows = q8[:, g * grp:(g + 1) * grp].reshape(-1, tw)
-        base = half + g * q8.shape[0] * grp * qs
-        ws = [(base + r, i8_word(x)) for r, x in enumerate(rows)]
+        ws = []
+        for gg in (gg for gg in groups if (w["step"], layer, gg) in need):
+            rows = q8[:, gg * grp:(gg + 1) * grp].reshape(-1, tw)
+            base = half + gg * q8.shape[0] * grp * qs
+            ws += [(base + r, i8_word(x)) for r, x in enumerate(rows)]
+            done.add((w["step"], layer, gg))
         if len(ws) > w["cyc"] - 2:
-            out = {k: v for k, v in out.items() if v[2] != (w["step"], layer, g)}
-            continue
-        writes[i] = ws
-    return out, writes
+            done -= {(w["step"], layer, gg) for gg in groups}
+        elif ws:
+            writes[i] = ws
+    return {k: v for k, v in out.items() if v[2] in done}, writes
 
 
 def head_chunk_words(plan, img, bq: int, chunks: dict[tuple[int, int], tuple[int, list[int]]], suffix: str,

@@ -50,9 +50,9 @@ def qk_data_ok(booth: BoothConfig, tint: TintConfig, unit_bytes: int) -> str:
     """'' when BoothFlex's INT8 Q K^T tiles can read the act and kv buffers (QkWalk), else why not."""
     if booth.bit_serial:
         return "BoothFlex is bit-serial"
-    if tint.tree_width % booth.width or booth.width % unit_bytes:
+    if tint.tree_width % booth.width or (booth.width % unit_bytes and unit_bytes % booth.width):
         return (f"a Booth lane's {booth.width} INT8 elements a beat are not a whole part of a {tint.tree_width}-element "
-                f"act word and whole {unit_bytes}-byte kv units")
+                f"act word and whole {unit_bytes}-byte kv units or a whole part of one")
     return ""
 
 
@@ -60,9 +60,11 @@ class QkWalk:
     """Addresses of an attention tile's beats (modes 2 and 3, module docstring of BoothEngine). Q K^T (mode
     2): outputs (t, h, j), query t of the tile's `nq`, head h of the group's `grp`, key j of the pos0 + t + 1
     it attends to (chunk rows 0 .. pos0 + t: causal prefill, or a decode step's gathered keys), in that
-    order, `lanes` consecutive outputs a pass, `beats` beats of `width` elements a pass. Lane l reads act word a_addr + (t grp + h) a_stride + b div per_word (element
-    (b mod per_word) width) and kv units k_addr + j k_stride + b kstep. P V (mode 3, `pv`): outputs (t, h,
-    d), d of the head's k_stride x unit bytes dimensions; lane l reads the probability row (t, h) as Q K^T
+    order, `lanes` consecutive outputs a pass, `beats` beats of `width` elements a pass. Lane l reads act
+    word a_addr + (t grp + h) a_stride + b div per_word (element (b mod per_word) width) and kv units k_addr
+    + j k_stride + (b div kdiv) kstep (`kdiv` beats a unit where a lane's `width` elements are part of one:
+    beat b's at byte (b mod kdiv) width, `ksel`). Lane states are signals, each the one before stepped once,
+    so the chain stays linear in the lanes. P V (mode 3, `pv`): outputs (t, h, d), d of the head's k_stride x unit bytes dimensions; lane l reads the probability row (t, h) as Q K^T
     reads a query row, and for element u of beat b the V unit k_addr + (b width + u) k_stride + d div unit
     bytes (`vaddr`, byte `vsel`). A P V pass takes ceil((pos0 + t + 1) / width) beats, t its last valid
     lane's query (`pass_beats`: the keys of its longest row, query t attending to chunk rows 0 .. pos0 + t,
@@ -70,7 +72,7 @@ class QkWalk:
     last output is not `valid` (zero operands)."""
 
     def __init__(self, m: Module, e, go, pv, *, lanes: int, per_word: int, kstep: int, width: int = 1,
-                 lub: int = 0) -> None:
+                 lub: int = 0, kdiv: int = 1) -> None:
         cb = COUNT_BITS
         ab, kb = len(e.a_addr), len(e.k_addr)
         prm = {n: Signal(len(getattr(e, n)), name=f"qk_{n}") for n in ("nq", "grp", "pos0", "beats", "a_stride",
@@ -92,20 +94,32 @@ class QkWalk:
                     Mux(last_j, cur["k_addr"], k + cur["k_stride"])[:kb])
 
         shapes = (1, cb, cb, cb, ab, kb)
+
+        def named(st, what):
+            """A lane state as signals: each lane's state is the previous lane's stepped once, so the chain
+            over the lanes stays linear (a stepped expression uses its input's fields several times)."""
+            out = [Signal(w, name=f"qk{what}_{f}") for w, f in zip(shapes, "vthjqk", strict=True)]
+            m.d.comb += [o.eq(x) for o, x in zip(out, st, strict=True)]
+            return out
+
         regs = [[Signal(w, name=f"qk{lane}_{f}") for w, f in zip(shapes, "vthjqk", strict=True)]
                 for lane in range(lanes)]
         init, st = [], (Const(1, 1), Const(0, cb), Const(0, cb), Const(0, cb), e.a_addr, e.k_addr)
-        for _ in range(lanes):
+        for lane in range(lanes):
             init.append(st)
-            st = nxt(st)
-        lanes_cur = [[Mux(go, a, r) for a, r in zip(i, rg, strict=True)] for i, rg in zip(init, regs, strict=True)]
+            if lane + 1 < lanes:
+                st = named(nxt(st), f"i{lane + 1}")
+        lanes_cur = [named([Mux(go, a, r) for a, r in zip(i, rg, strict=True)], f"c{lane}")
+                     for lane, (i, rg) in enumerate(zip(init, regs, strict=True))]
         b_reg = Signal(cb, name="qk_b")
         b = Mux(go, 0, b_reg)
         self.b, self.lanes = b, lanes_cur
         lg = (per_word - 1).bit_length()
         self.qaddr = [(ln[4] + (b >> lg))[:ab] for ln in lanes_cur]
         self.qsel = [b[:lg] if lg else Const(0, 1) for _ in lanes_cur]
-        self.kaddr = [(ln[5] + b * kstep)[:kb] for ln in lanes_cur]
+        lkd = (kdiv - 1).bit_length()
+        self.kaddr = [(ln[5] + (b >> lkd) * kstep)[:kb] for ln in lanes_cur]
+        self.ksel = b[:lkd] if lkd else Const(0, 1)
         # P V: element u of beat b is key b width + u; d div unit bytes its unit in the key's V row
         self.vaddr = [[(cur["k_addr"] + (b * width + u) * cur["k_stride"] + (ln[3] >> lub))[:kb]
                        for u in range(width)] for ln in lanes_cur]
@@ -123,6 +137,10 @@ class QkWalk:
         self.run = Signal(name="qk_run")
         self.pass_end = Signal(name="qk_pass_end")
         m.d.comb += self.pass_end.eq(self.run & (b == lim - 1))
+        nexts, st = [], tuple(lanes_cur[-1])  # the next pass's lane states: each lane `lanes` outputs on
+        for lane in range(lanes):
+            st = named(nxt(st), f"n{lane}")
+            nexts.append(st)
         with m.If(self.run):
             with m.If(b != lim - 1):
                 m.d.sync += b_reg.eq(b + 1)
@@ -130,9 +148,7 @@ class QkWalk:
                     m.d.sync += [r.eq(x) for r, x in zip(rg, ln, strict=True)]
             with m.Else():  # the next pass: each lane `lanes` outputs on
                 m.d.sync += b_reg.eq(0)
-                st = tuple(lanes_cur[-1])
-                for rg in regs:
-                    st = nxt(st)
+                for rg, st in zip(regs, nexts, strict=True):
                     m.d.sync += [r.eq(x) for r, x in zip(rg, st, strict=True)]
 
 
@@ -223,8 +239,12 @@ class BoothEngine(wiring.Component):
         if self.qk:
             k_bits, kstep, unit_bits = self.qk
             lub = (unit_bits // 8 - 1).bit_length()
+            kdiv = max(1, unit_bits // 8 // cfg.width)  # beats a kv unit (a lane's elements part of one)
             qw = QkWalk(m, self, go & self.mode[1], self.mode == 3, lanes=cfg.lanes, per_word=tw // cfg.width,
-                        kstep=kstep, width=cfg.width, lub=lub)
+                        kstep=kstep, width=cfg.width, lub=lub, kdiv=kdiv)
+            if kdiv > 1:  # the beat's bytes in the kv units read in the cycle before
+                ksel = Signal(len(qw.ksel), name="ksel")
+                m.d.sync += ksel.eq(qw.ksel)
             m.d.comb += qw.run.eq((go & self.mode[1]) | (walk.busy & qk))
             vsel = [Signal(len(qw.vsel[0]), name=f"vsel{lane}") for lane in range(cfg.lanes)]
             m.d.sync += [x.eq(y) for x, y in zip(vsel, qw.vsel, strict=True)]
@@ -257,7 +277,8 @@ class BoothEngine(wiring.Component):
                     m.d.comb += core.act[(lane * cfg.width + u) * ROWS + r].eq(tern)
                 wb = Cat(*codes)
                 if self.qk:  # INT8 mode: the multiplier is K element u of the lane's key row, or V element d
-                    kw = Mux(val[lane], self.k_rdata[lane][8 * u:8 * u + 8], 0)  # of key u of the beat
+                    kw = Mux(val[lane], self.k_rdata[lane].word_select(ksel * cfg.width + u, 8) if kdiv > 1
+                             else self.k_rdata[lane][8 * u:8 * u + 8], 0)  # of key u of the beat
                     vw = Mux(val[lane], self.v_rdata[lane * cfg.width + u].word_select(vsel[lane], 8), 0)
                     wb = Mux(qk, Mux(pvm, vw, kw), wb)
                 m.d.comb += core.wb[lane * cfg.width + u].eq(wb)

@@ -86,6 +86,59 @@ def test_pv_pass_across_two_queries_takes_the_later_ones_beats():
     test_pv_tile_is_the_exact_dot_of_probabilities_and_v_rows(2, 1, 3, 4, 1, 10, 3)
 
 
+def _run_qk(hw: str, q: np.ndarray, k: np.ndarray, pos0: int, *, a_addr: int = 9, k_addr: int = 5, p_addr: int = 3):
+    """Q [nq, grp, hd] x K [keys, hd] (INT8) on `hw`'s BoothFlex engine in Q K^T mode (its act words, kv units of
+    the chip's data path: tiny 2-byte units, two a lane's beat; vitallm 8-byte units, a lane's 4 elements half
+    of one), query t attending to keys 0 .. pos0 + t; returns (psum words, cycles start -> done, passes)."""
+    from lowbit.rtl.chip_data import data_dims
+
+    cfg = load_hw(hw, [])
+    b, tw, ub = cfg.booth, cfg.tint.tree_width, data_dims(cfg)[0].unit_bytes
+    nq, grp, hd = q.shape
+    qs = hd // tw
+    act = np.zeros((64, tw), np.int64)
+    for t in range(nq):
+        for h in range(grp):
+            act[a_addr + (t * grp + h) * qs:a_addr + (t * grp + h + 1) * qs] = q[t, h].reshape(qs, tw)
+    kv = np.full(128 * ub, 0x55, np.uint8)
+    kv[k_addr * ub:k_addr * ub + k.size] = k.astype(np.int8).view(np.uint8).reshape(-1)
+    units = kv.reshape(-1, ub)
+    kstep = max(1, b.width // ub)
+    dut = BoothEngine(b, cfg.tint, w_bits=6, a_bits=6, p_bits=7, qk=(7, kstep, 8 * ub))
+    outs = sum(grp * (pos0 + t + 1) for t in range(nq))
+    passes = -(-outs // b.lanes)
+
+    def serve(ctx):
+        return ([(dut.a_rdata[i], [int(x) for x in act[ctx.get(dut.a_raddr[i])]]) for i in range(dut.n_act)]
+                + [(dut.k_rdata[lane], int.from_bytes(units[[(ctx.get(dut.k_raddr[lane]) + j) % 128
+                                                             for j in range(kstep)]].tobytes(), "little"))
+                   for lane in range(b.lanes)])
+
+    got, cyc = run_booth_tile(dut, {"mode": 2, "beats": hd // b.width, "groups": passes, "tokens": 1, "nq": nq,
+                                    "grp": grp, "pos0": pos0, "k_addr": k_addr, "k_stride": hd // ub,
+                                    "a_addr": a_addr, "a_stride": qs, "p_addr": p_addr}, serve)
+    return got, cyc, passes
+
+
+@pytest.mark.parametrize("hw, nq, grp, keys, pos0", [("tiny", 2, 2, 4, 2), ("tiny", 1, 2, 9, 8),
+                                                       ("vitallm", 2, 2, 5, 3), ("vitallm", 1, 2, 6, 5)])
+def test_qk_tile_is_the_exact_dot_of_queries_and_key_rows(hw, nq, grp, keys, pos0):
+    """Each output (query t, head h, key j <= pos0 + t) is q[t, h] . k[j], exact, `lanes` a pass at p_addr +
+    pass, in booth_int8_tile_cycles(hd, passes): on tiny a lane's 2 elements a beat are one 2-byte kv unit, on
+    vitallm its 4 elements are half of an 8-byte unit (two beats a unit)."""
+    from lowbit.sim.units.booth import booth_int8_tile_cycles
+
+    b = load_hw(hw, []).booth
+    rng = np.random.default_rng(keys * 10 + nq)
+    q = rng.integers(-127, 128, (nq, grp, 16))
+    k = rng.integers(-128, 128, (keys, 16))
+    got, cyc, passes = _run_qk(hw, q, k, pos0)
+    vals = [int(q[t, h] @ k[j]) for t in range(nq) for h in range(grp) for j in range(pos0 + t + 1)]
+    vals += [0] * (passes * b.lanes - len(vals))
+    assert got == [(3 + i, vals[b.lanes * i:b.lanes * (i + 1)], 0) for i in range(passes)] and any(vals)
+    assert cyc == booth_int8_tile_cycles(b, 16, passes)
+
+
 def _tiny_plan(tmp, prefill: int, golden: bool):
     """(image, model contents, data plan) of bitnet-tiny on tiny, prefill + decode 3, LOP on, compiled from the
     golden's LOP selections (`golden`, as verify --chip does) or from the trace's fixed-ratio positions."""

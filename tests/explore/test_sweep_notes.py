@@ -68,8 +68,9 @@ def statements(rows: dict) -> list[tuple[str, str | bool]]:
     cores4 = [_pt(rows, c, 4, 16384, 16, 8)["decode_tok_s"] for c in (2, 3, 4)]
     metrics = json.loads((ROOT / "reports" / "vitallm" / "metrics.json").read_text())["vitallm"]
     return [
-        ("the base design is the report's vitallm", base["area_mm2"] == metrics["area_mm2"]
-         and f"(point {BASE}) measures {base['area_mm2']:.4f} mm², the report's {metrics['area_mm2']:.3f} mm²"),
+        ("the base design's area", f"(point {BASE}) measures {base['area_mm2']:.4f} mm²"),
+        ("the report's chip-netlist vitallm", metrics["power_model"] == "liberty"
+         and f"from its chip netlist instead, {metrics['area_mm2']:.3f} mm²"),
         ("designs within the area budget", f"leaves {len(ok)} of the {len(rows)} designs"),
         ("what is over the budget: 64 and 128 KiB", all(r["status"] == "infeasible" for r in rows.values()
                                                         if r["sram.weight.bytes"] >= 65536)

@@ -196,25 +196,10 @@ def module_toggles(vcd_path, modules: set[str], masks: dict[str, bytearray], top
 
 def count_toggles_nets(vcd_path):
     """The VCD's declarations (lowbit.rtl.waves.Toggles with no changes read)."""
-    from lowbit.rtl.waves import Net, Toggles
+    from lowbit.rtl.waves import Toggles, read_declarations
 
-    nets: dict[str, Net] = {}
-    scope: list[str] = []
     with open(vcd_path) as f:
-        for line in f:
-            tok = line.split()
-            if not tok:
-                continue
-            if tok[0] == "$scope":
-                scope.append(tok[2])
-            elif tok[0] == "$upscope":
-                scope.pop()
-            elif tok[0] == "$var":
-                net = nets.setdefault(tok[3], Net(int(tok[2]), tok[1]))
-                net.names.append(".".join([*scope, tok[4]]))
-            elif tok[0] == "$enddefinitions":
-                break
-    return Toggles(nets=nets, end_time=0)
+        return Toggles(nets=read_declarations(f), end_time=0)
 
 
 # lowbit/rtl files that neither build the chip nor run its bench (synthesis, costing, this module): left out of

@@ -74,30 +74,35 @@ def _known_value(value: str, width: int) -> int | None:
     return int(s, 2) & ((1 << width) - 1)
 
 
+def read_declarations(f) -> dict[str, Net]:
+    """The nets of a VCD's header (identifier -> Net with its scoped names), reading `f` up to and including
+    `$enddefinitions`, so the caller goes on with the value changes."""
+    nets: dict[str, Net] = {}
+    scope: list[str] = []
+    for line in f:
+        tok = line.split()
+        if not tok:
+            continue
+        if tok[0] == "$scope":
+            scope.append(tok[2])
+        elif tok[0] == "$upscope":
+            scope.pop()
+        elif tok[0] == "$var":
+            kind, width, ident, ref = tok[1], int(tok[2]), tok[3], tok[4]
+            net = nets.setdefault(ident, Net(width, kind))
+            net.names.append(".".join([*scope, ref]))
+        elif tok[0] == "$enddefinitions":
+            break
+    return nets
+
+
 def count_toggles(vcd_path: str | Path, t_start: int = 0, t_end: int | None = None) -> Toggles:
     """Count per-net bit toggles in [t_start, t_end] (VCD time units) of a VCD file."""
-    nets: dict[str, Net] = {}
     last: dict[str, int | None] = {}
-    scope: list[str] = []
     now = 0
-    in_defs = True
     with open(vcd_path) as f:
+        nets = read_declarations(f)
         for line in f:
-            if in_defs:
-                tok = line.split()
-                if not tok:
-                    continue
-                if tok[0] == "$scope":
-                    scope.append(tok[2])
-                elif tok[0] == "$upscope":
-                    scope.pop()
-                elif tok[0] == "$var":
-                    kind, width, ident, ref = tok[1], int(tok[2]), tok[3], tok[4]
-                    net = nets.setdefault(ident, Net(width, kind))
-                    net.names.append(".".join([*scope, ref]))
-                elif tok[0] == "$enddefinitions":
-                    in_defs = False
-                continue
             tok = line.strip()
             if not tok or tok[0] == "$":
                 continue

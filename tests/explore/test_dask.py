@@ -221,8 +221,10 @@ def test_ctrl_c_on_a_local_cluster_sweep(tmp_path):
             p.wait()
     assert p.returncode == 130, err
     assert _errors(err) == ["error: interrupted (SIGINT); unfinished outputs were not written"], err
-    left = _alive_in_group(p.pid)
-    assert not left, f"processes of the interrupted sweep still running: {left}"
+    t0 = time.monotonic()  # a worker the closed cluster told to stop may still be exiting on a loaded host
+    while (left := _alive_in_group(p.pid)) and time.monotonic() - t0 < 10:
+        time.sleep(0.1)
+    assert not left, f"processes of the interrupted sweep still running 10 s after it ended: {left}"
     assert not out.exists() and _cache_entries_whole(cache) and 2 <= _cached(cache) < N
 
 

@@ -126,57 +126,44 @@ def module_toggles(vcd_path, modules: set[str], masks: dict[str, bytearray], top
     the run cycles its owner is busy (masks[module]; a module without a mask: every run cycle). The run cycle
     of a toggle is the value of the chip's `cycle` counter after that timestamp's changes; toggles before the
     counter first reaches 1 (loading the program) are not counted."""
-    from lowbit.rtl.waves import _known_value
-
-    toggles = count_toggles_nets(vcd_path)  # the declarations: which identifier belongs to which module
-    own: dict[str, str] = {}
-    cyc_id = None
-    for ident, net in toggles.nets.items():
-        if any(n.split(".")[-1] == "cycle" and n.split(".")[-2:-1] == [top] for n in net.names):
-            cyc_id = ident
-        if net.short_names() & set(skip) or not net.bits:
-            continue
-        scopes = [n.split(".")[:-1] for n in net.names]
-        mods = [m for m in (module_of(sc, modules, top) for sc in scopes) if m]
-        if mods:
-            own[ident] = max(mods, key=lambda m: m.count("."))
-    if cyc_id is None:
-        raise ValueError(f"no `{top}.cycle` net in {vcd_path}: cannot place toggles in run cycles")
-    width = {i: toggles.nets[i].width for i in own}
-    width[cyc_id] = toggles.nets[cyc_id].width
-    last: dict[str, int | None] = {}
-    pending: dict[str, int] = {}
-    out = {m: [0, 0] for m in set(own.values())}
-    for i, m in own.items():
-        out[m][1] += toggles.nets[i].bits
-    cycle = 0
-    started = False
-
-    def flush() -> None:
-        if started:
-            for i, n in pending.items():
-                mk = masks.get(own[i])
-                if mk is None or (cycle < len(mk) and mk[cycle]):
-                    out[own[i]][0] += n
-        pending.clear()
+    from lowbit.rtl.waves import _known_value, read_declarations, value_changes
 
     with open(vcd_path) as f:
-        for line in f:
-            if line.startswith("$enddefinitions"):
-                break
-        for line in f:
-            tok = line.strip()
-            if not tok or tok[0] == "$":
+        nets = read_declarations(f)  # which identifier belongs to which module
+        own: dict[str, str] = {}
+        cyc_id = None
+        for ident, net in nets.items():
+            if any(n.split(".")[-1] == "cycle" and n.split(".")[-2:-1] == [top] for n in net.names):
+                cyc_id = ident
+            if net.short_names() & set(skip) or not net.bits:
                 continue
-            c = tok[0]
-            if c == "#":
+            scopes = [n.split(".")[:-1] for n in net.names]
+            mods = [m for m in (module_of(sc, modules, top) for sc in scopes) if m]
+            if mods:
+                own[ident] = max(mods, key=lambda m: m.count("."))
+        if cyc_id is None:
+            raise ValueError(f"no `{top}.cycle` net in {vcd_path}: cannot place toggles in run cycles")
+        width = {i: nets[i].width for i in own}
+        width[cyc_id] = nets[cyc_id].width
+        last: dict[str, int | None] = {}
+        pending: dict[str, int] = {}
+        out = {m: [0, 0] for m in set(own.values())}
+        for i, m in own.items():
+            out[m][1] += nets[i].bits
+        cycle = 0
+        started = False
+
+        def flush() -> None:
+            if started:
+                for i, n in pending.items():
+                    mk = masks.get(own[i])
+                    if mk is None or (cycle < len(mk) and mk[cycle]):
+                        out[own[i]][0] += n
+            pending.clear()
+
+        for ident, val in value_changes(f):
+            if ident is None:
                 flush()
-                continue
-            if c in "bB":
-                val, ident = tok[1:].split()
-            elif c in "01xzXZ":
-                val, ident = c, tok[1:]
-            else:
                 continue
             if ident not in width:
                 continue
@@ -192,14 +179,6 @@ def module_toggles(vcd_path, modules: set[str], masks: dict[str, bytearray], top
             last[ident] = v
         flush()
     return dict(sorted(out.items()))
-
-
-def count_toggles_nets(vcd_path):
-    """The VCD's declarations (lowbit.rtl.waves.Toggles with no changes read)."""
-    from lowbit.rtl.waves import Toggles, read_declarations
-
-    with open(vcd_path) as f:
-        return Toggles(nets=read_declarations(f), end_time=0)
 
 
 # lowbit/rtl files that neither build the chip nor run its bench (synthesis, costing, this module): left out of

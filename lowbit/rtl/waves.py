@@ -12,7 +12,7 @@ rejects Verilator's ``$rootio`` scope name ("Expected scope identifier").
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,25 +96,32 @@ def read_declarations(f) -> dict[str, Net]:
     return nets
 
 
+def value_changes(f) -> Iterator[tuple[str | None, str | int]]:
+    """The value changes after a VCD's header (read `f` past it first: read_declarations): (None, time) at a
+    timestamp, (identifier, value digits) at a bit or vector change; real and string changes are skipped."""
+    for line in f:
+        tok = line.strip()
+        if not tok or tok[0] == "$":
+            continue
+        c = tok[0]
+        if c == "#":
+            yield None, int(tok[1:])
+        elif c in "bB":
+            val, ident = tok[1:].split()
+            yield ident, val
+        elif c in "01xzXZ":
+            yield tok[1:], c
+
+
 def count_toggles(vcd_path: str | Path, t_start: int = 0, t_end: int | None = None) -> Toggles:
     """Count per-net bit toggles in [t_start, t_end] (VCD time units) of a VCD file."""
     last: dict[str, int | None] = {}
     now = 0
     with open(vcd_path) as f:
         nets = read_declarations(f)
-        for line in f:
-            tok = line.strip()
-            if not tok or tok[0] == "$":
-                continue
-            c = tok[0]
-            if c == "#":
-                now = int(tok[1:])
-                continue
-            if c in "bB":
-                val, ident = tok[1:].split()
-            elif c in "01xzXZ":
-                val, ident = c, tok[1:]
-            else:  # real (r) / string (s) changes: not bit signals
+        for ident, val in value_changes(f):
+            if ident is None:
+                now = val
                 continue
             net = nets.get(ident)
             if net is None:

@@ -229,6 +229,8 @@ def av_compare(expect: list, xw: list, sw: list, lanes: int, b_lanes: int) -> li
     order (each writes T x H x hd / `b_lanes` passes), replayed and compared with the golden's `attn.av.out`
     and its rows' sum of squares: (name, elements written, elements differing, S rows, S rows differing),
     missing elements and rows counted as differing."""
+    from lowbit.rtl.chip_requant import write_masked
+
     res = []
     kx = ks = 0
     for name, base, nb, out, s0 in expect:
@@ -236,10 +238,7 @@ def av_compare(expect: list, xw: list, sw: list, lanes: int, b_lanes: int) -> li
         passes = T * width // b_lanes
         shadow: dict[int, int] = {}
         for a, mask, dat in xw[kx:kx + passes]:
-            for j in range(lanes):
-                if mask >> j & 1:
-                    v = (dat >> (16 * j)) & 0xFFFF
-                    shadow[(a - base) * lanes + j] = v - (1 << 16) if v >> 15 else v
+            write_masked(shadow, a - base, mask, dat, lanes)
         kx += passes
         bad = sum(shadow.get(t * nb * lanes + c) != int(out[t, c]) for t in range(T) for c in range(width))
         srows = sbad = 0

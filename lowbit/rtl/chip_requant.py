@@ -190,6 +190,15 @@ def requant_fields(plan, img, cfg, fields: dict, sfu_q: int, rq_queues: list[int
     return ""
 
 
+def write_masked(shadow: dict[int, int], word: int, mask: int, data: int, lanes: int) -> None:
+    """A recorded Q7.8 word write with a write enable per element: element j (int16, bits 16j..) of `data` goes
+    to shadow[word x lanes + j] where bit j of `mask` is set."""
+    for j in range(lanes):
+        if mask >> j & 1:
+            v = (data >> (16 * j)) & 0xFFFF
+            shadow[word * lanes + j] = v - (1 << 16) if v >> 15 else v
+
+
 def replay(writes: list, lanes: int, expect: list) -> list[tuple[str, int, int]]:
     """The requantizers' recorded bank writes (cycle, dst, enables, addresses, masks, data per bank) replayed in
     time order into each Q7.8 buffer, checked against `expect` (name, dst, the golden's [T, out] outputs) one
@@ -206,11 +215,7 @@ def replay(writes: list, lanes: int, expect: list) -> list[tuple[str, int, int]]
         for b in (0, 1):
             if not en >> b & 1:
                 continue
-            word = 2 * addrs[b] + b
-            for j in range(lanes):
-                if masks[b] >> j & 1:
-                    v = (datas[b] >> (16 * j)) & 0xFFFF
-                    shadow[dst][word * lanes + j] = v - (1 << 16) if v >> 15 else v
+            write_masked(shadow[dst], 2 * addrs[b] + b, masks[b], datas[b], lanes)
         while queue[dst]:
             name, _, out = queue[dst][0]
             tok, width = out.shape

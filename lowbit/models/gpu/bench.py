@@ -336,7 +336,7 @@ def run_decode(configs, data, log, budget: Budget, seed: int) -> None:
         try:
             mdl = build_model(model, fmt.removesuffix("_compile"), batch=1, context=ctx, attn=attn,
                               k_sel=max(1, ctx // 16), seed=seed + 2, compile=fmt.endswith("_compile"))
-            r = time_decode_step(mdl, ctx, profile=(fmt == "ternary" and ctx == 192), energy=energy)
+            r = time_decode_step(mdl, ctx, profile=(fmt in ("ternary", "nvfp4") and ctx == 192), energy=energy)
         except Exception as e:  # report and continue: one failing config must not lose the others
             log(f"{what}: FAILED {type(e).__name__}: {str(e)[:300]}")
             data["skipped"].append({"what": what, "why": f"{type(e).__name__}: {str(e)[:200]}"})
@@ -356,6 +356,9 @@ def run_decode(configs, data, log, budget: Budget, seed: int) -> None:
         log(f"{what}: {r['step_us']:.1f} us/token = {r['tokens_per_s']:.0f} tok/s"
             + (f", {r['j_per_token']:.3f} J/token at {r['avg_w']:.0f} W" if "j_per_token" in r else "")
             + f" ({row['build_s']:.0f} s incl. build)")
+        if "tuned" in r:
+            log("  cold-tuned FP4 GEMV configs (BLOCK_N/PER_SM/warps: us): " + "; ".join(
+                f"{role} {t['us']}" for role, t in r["tuned"].items()))
         if "profile" in r:
             log("  top kernels per step (us): " + "; ".join(f"{n[:60]} {t:.0f}" for n, t in r["profile"]))
     for r in rows:

@@ -9,8 +9,11 @@ Formats: ``ternary`` runs the fused kernels of :mod:`.fused` around the dp4a GEM
 Wqkv, RoPE+append [+ LO codes], attention, [SubLN+quant], Wo+residual, norm+quant, W13, gate[+SubLN]+quant,
 W2+residual: nine launches plus attention; for one token each norm+quant+GEMV and gate+quant+GEMV chain is
 one launch of the whole-row GEMV where its tile fits, :func:`.rowgemv.norm_gemv` / :func:`.rowgemv.gate_gemv`
-— bitnet-2B4T: five launches per layer plus attention); ``nvfp4`` / ``mxfp4`` (bf16 x FP4 GEMV) and ``bf16`` (torch
-``F.linear``, the baseline) run the plain torch elementwise ops. ``compile=True`` wraps the torch layer in
+— bitnet-2B4T: five launches per layer plus attention); ``nvfp4`` / ``mxfp4`` (bf16 x FP4 GEMV) run the same
+chain on :mod:`.fp4row`'s single-token kernel (norm + Wqkv + RoPE + KV append, [SubLN +] Wo + residual, norm + W13,
+GLU [+ SubLN] + W2 + residual: four launches per layer plus attention, configs tuned on the model's own cold
+weights by :meth:`DecodeModel.tune`), the torch ops for more than one token (``fused=False``: always);
+``bf16`` (torch ``F.linear``, the baseline) runs the plain torch elementwise ops. ``compile=True`` wraps the torch layer in
 ``torch.compile(mode="max-autotune-no-cudagraphs")`` (the step is captured in a CUDA graph either way, so
 this is ``max-autotune`` with its CUDA graph made by :func:`time_decode_step`).
 Attention: over the bf16 KV cache (``dense``: torch SDPA for ``bf16``; for the low-bit formats the Triton
@@ -32,6 +35,7 @@ from lowbit.sim.modelspec import ModelSpec, get_model
 
 from .decode_attn import dense_attention_fits, dense_decode_attention
 from .fp4 import fp4_gemv, random_fp4_weight_torch
+from .fp4row import Rope, fp4_gate_gemv, fp4_norm_gemv, tune_cold
 from .fused import rmsnorm_quant, rope_append
 from .lop_attn import lo_pack_keys_torch, lop_attention
 from .rowgemv import gate_gemv, norm_gemv
@@ -59,6 +63,16 @@ def _ternary(n, k, nscales, dev, gen, pad_heads=None):
     return pack_ternary_gpu_torch(codes, scales.repeat_interleave(n // nscales))
 
 
+def _fp4_padded(n, heads, hd, dc, fmt, dev, gen):
+    # FP4 weight over the zero-padded attention rows: each head's hd columns, then dc - hd zero codes
+    # (dc - hd < 8 and hd a multiple of 4 with dc a multiple of 8: the pad is the high nibbles of one word)
+    if dc % 8 or hd % 4 or dc - hd != 4:
+        raise ValueError(f"FP4 head padding supports hd = dc - 4 with dc a multiple of 8, got {hd} -> {dc}")
+    w = random_fp4_weight_torch(n, heads * dc, fmt, dev, gen)
+    w.words.view(n, heads, dc // 8)[..., -1] &= 0xFFFF
+    return w
+
+
 def _bf16(n, k, dev, gen):
     return (torch.randn(n, k, device=dev, generator=gen) / math.sqrt(k)).to(torch.bfloat16)
 
@@ -73,7 +87,7 @@ class DecodeModel:
         if attn not in ("dense", "lop"):
             raise ValueError(f"unknown attention {attn!r}")
         self.spec, self.fmt, self.batch, self.attn, self.k_sel = spec, fmt, batch, attn, k_sel
-        self.fused = fused and fmt == "ternary"
+        self.fused = fused and fmt != "bf16"
         gen = torch.Generator(device=device).manual_seed(seed)
         d, hd, H, KVH, Fd = spec.d_model, spec.head_dim, spec.n_heads, spec.n_kv_heads, spec.d_ffn
         # dense attention: cache rows padded with zeros to a multiple of 8 (flash SDPA copies the whole cache
@@ -94,7 +108,12 @@ class DecodeModel:
                 mk = lambda n, k, ns: random_fp4_weight_torch(n, k, fmt, device, gen)  # noqa: E731
             wqkv = mk(nqkv, d, 1)
             # Wo reads the zero-padded attention rows directly: the same codes with zero columns on the pad
-            wo = _ternary(d, H * hd, 1, device, gen, (H, self.hd_cache)) if self._pad_wo else mk(d, H * hd, 1)
+            if not self._pad_wo:
+                wo = mk(d, H * hd, 1)
+            elif fmt == "ternary":
+                wo = _ternary(d, H * hd, 1, device, gen, (H, self.hd_cache))
+            else:
+                wo = _fp4_padded(d, H, hd, self.hd_cache, fmt, device, gen)
             lay = _Layer(wqkv, wo, mk(nff, d, 2 if spec.gated else 1), mk(d, Fd, 1))
             for nm, dim in [("attn", d), ("ffn", d)] + ([("attn_sub", d), ("ffn_sub", Fd)] if spec.subln else []):
                 lay.norms[nm] = (1 + 0.1 * torch.randn(dim, device=device, generator=gen)).to(torch.bfloat16)
@@ -112,6 +131,11 @@ class DecodeModel:
                                 generator=gen)
             self.lo_cache = lo_pack_keys_torch(ki8)
         self.max_ctx = max_ctx
+        # one token, FP4: the rotated queries' buffer of the Wqkv GEMV's RoPE epilogue (padding stays zero)
+        self.rope_epilogue = True
+        self._q1 = torch.zeros(1, H, self.hd_cache, dtype=torch.bfloat16, device=device)
+        # RoPE inverse frequencies theta^(-2i/d): constants of the model, computed once
+        self.inv_freq = 1.0 / (spec.rope_theta ** (torch.arange(0, hd, 2, device=device, dtype=torch.float32) / hd))
         self._layer_fn = self._torch_layer
         if compile:
             self._layer_fn = torch.compile(self._torch_layer, mode="max-autotune-no-cudagraphs", dynamic=False)
@@ -122,6 +146,27 @@ class DecodeModel:
             for w in (lay.wqkv, lay.wo, lay.w13, lay.w2):
                 tot += w.numel() * w.element_size() if isinstance(w, torch.Tensor) else w.nbytes
         return tot
+
+    def tune(self) -> dict:
+        """Cold-weight config choice of the single-token FP4 GEMVs (:func:`.fp4row.tune_cold`), each role
+        (Wqkv, Wo, W13, W2 with their prologues) timed over all layers' weights; {role: (config, µs each)}."""
+        s = self.spec
+        if not (self.fused and self.fmt != "ternary" and self.batch == 1 and self.k_cache.is_cuda):
+            return {}
+        gen = torch.Generator(device=self.k_cache.device).manual_seed(1)
+        rnd = lambda k: torch.randn(1, k, device=self.k_cache.device, generator=gen).to(torch.bfloat16)  # noqa: E731
+        L = self.layers
+        x, a, h = rnd(s.d_model), rnd(L[0].wo.k), rnd(L[0].w13.n)
+        cs = torch.ones(s.head_dim // 2, device=x.device)
+        rope = Rope(cs, cs, self.k_cache[0], self.v_cache[0], self._q1, s.n_heads, s.n_kv_heads, s.head_dim, 0)
+        roles = {"qkv": [dict(x=x, w=lay.wqkv, norm=lay.norms["attn"], rope=rope if self.rope_epilogue else None)
+                         for lay in L],
+                 "o": [dict(x=a, w=lay.wo, norm=lay.norms.get("attn_sub"), residual=x) for lay in L],
+                 "w13": [dict(x=x, w=lay.w13, norm=lay.norms["ffn"]) for lay in L]}
+        if s.gated:
+            act = "swiglu" if s.ffn_act == "swiglu" else "relu2"
+            roles["w2"] = [dict(x=h, w=lay.w2, gate=act, norm=lay.norms.get("ffn_sub"), residual=x) for lay in L]
+        return {role: tune_cold(calls) for role, calls in roles.items()}
 
     def _lin(self, x, w):
         if self.fmt == "bf16":
@@ -175,6 +220,8 @@ class DecodeModel:
         return x + self._lin(h, w2)
 
     def _fused_layer(self, x, lay, kc, vc, lo, cos, sin, pos: int):
+        if self.fmt != "ternary":
+            return self._fused_fp4_layer(x, lay, kc, vc, lo, cos, sin, pos)
         s = self.spec
         H, KVH, eps = s.n_heads, s.n_kv_heads, s.norm_eps
         B = x.shape[0]
@@ -193,13 +240,33 @@ class DecodeModel:
         h = torch.relu(h).square() if s.ffn_act == "relu2" else F.gelu(h)
         return ternary_gemv(rmsnorm_quant(h, lay.norms.get("ffn_sub"), eps), lay.w2, residual=x)
 
+    def _fused_fp4_layer(self, x, lay, kc, vc, lo, cos, sin, pos: int):
+        # the ternary layer's launches with bf16 activations: norm + Wqkv, RoPE + append, attention,
+        # [SubLN +] Wo + residual, norm + W13, GLU [+ SubLN] + W2 + residual (fp4row: one launch each for one token)
+        s = self.spec
+        H, KVH, eps = s.n_heads, s.n_kv_heads, s.norm_eps
+        B = x.shape[0]
+        if B == 1 and lo is None and self.rope_epilogue:  # RoPE + KV append in the GEMV's epilogue
+            q = fp4_norm_gemv(x, lay.norms["attn"], eps, lay.wqkv,
+                              rope=Rope(cos, sin, kc, vc, self._q1, H, KVH, s.head_dim, pos))
+        else:
+            qkv = fp4_norm_gemv(x, lay.norms["attn"], eps, lay.wqkv)
+            q = rope_append(qkv, cos, sin, H, KVH, kc, vc, pos, lo, head_dim=s.head_dim)
+        a = self._attend(q, kc, vc, lo, pos + 1, keep_pad=self._pad_wo)
+        a = a.reshape(B, a.shape[1] * a.shape[2])
+        x = fp4_norm_gemv(a, lay.norms.get("attn_sub"), eps, lay.wo, residual=x)
+        h = fp4_norm_gemv(x, lay.norms["ffn"], eps, lay.w13)
+        if s.gated:
+            return fp4_gate_gemv(h, "swiglu" if s.ffn_act == "swiglu" else "relu2", lay.norms.get("ffn_sub"), eps,
+                                 lay.w2, residual=x)
+        h = torch.relu(h).square() if s.ffn_act == "relu2" else F.gelu(h)
+        return fp4_norm_gemv(h, lay.norms.get("ffn_sub"), eps, lay.w2, residual=x)
+
     def step(self, x: torch.Tensor, pos: int) -> torch.Tensor:
         """One decode step for ``batch`` tokens at position ``pos`` (context = pos + 1 after the append)."""
         s = self.spec
-        hd = s.head_dim
-        inv = 1.0 / (s.rope_theta ** (torch.arange(0, hd, 2, device=x.device, dtype=torch.float32) / hd))
-        ang = pos * inv
-        rot = torch.polar(torch.ones_like(inv), ang)
+        ang = pos * self.inv_freq
+        rot = None if self.fused else torch.polar(torch.ones_like(ang), ang)
         cos, sin = torch.cos(ang), torch.sin(ang)
         for li, lay in enumerate(self.layers):
             lo = self.lo_cache[li] if self.lo_cache is not None else None
@@ -253,6 +320,7 @@ def time_decode_step(model: DecodeModel, context: int, iters: int = 50, profile:
     returns joules per step (energy counter difference / steps)."""
     B, d = model.batch, model.spec.d_model
     x = (torch.randn(B, d, device="cuda") * 0.5).to(torch.bfloat16)
+    tuned = model.tune() if hasattr(model, "tune") else {}
     for _ in range(3):  # autotune + compile outside the capture
         model.step(x, context)
     torch.cuda.synchronize()
@@ -274,6 +342,8 @@ def time_decode_step(model: DecodeModel, context: int, iters: int = 50, profile:
     med = times[len(times) // 2]
     ok = bool(torch.isfinite(out.float()).all())
     res = {"step_us": med, "tokens_per_s": B * 1e6 / med, "finite": ok, "weight_bytes": model.weight_bytes()}
+    if tuned:
+        res["tuned"] = {role: {"config": cfg, "us": us} for role, (cfg, us) in tuned.items()}
     if callable(energy):
         n = max(10, int(energy_s * 1e6 / med))
         torch.cuda.synchronize()

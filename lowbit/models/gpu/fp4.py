@@ -204,11 +204,17 @@ def _out_mul(w: FP4Weight) -> float:
 def fp4_gemv(x: torch.Tensor, w: FP4Weight, block_m: int | None = None, config: dict | None = None,
              single_max: int = 0) -> torch.Tensor:
     """Decode GEMV: bf16 ``x`` [M, K] times FP4 ``w`` [N, K]^T -> bf16 [M, N]. Tokens tiled by ``block_m``;
-    M <= ``single_max`` selects the single-token kernel (slower on an H100, kept for comparison)."""
+    M <= ``single_max`` selects the single-token kernel (slower on an H100, kept for comparison). One token on
+    a GPU with neither option nor ``config``: the whole-row kernel of :mod:`.fp4row` (fp16 pair products;
+    1.3-2x faster than this module's float32 kernels on an H200, reports/gpu-baseline.md)."""
     if x.dim() != 2 or x.shape[1] != w.k:
         raise ValueError(f"x must be [M, {w.k}], got {tuple(x.shape)}")
     x = x.contiguous()
     m = x.shape[0]
+    if m == 1 and x.is_cuda and block_m is None and config is None and single_max == 0:
+        from .fp4row import fp4_gemv_row
+
+        return fp4_gemv_row(x, w)
     y = torch.empty(m, w.n, dtype=torch.bfloat16, device=x.device)
     is_nv = w.fmt == "nvfp4"
     if block_m is None and m <= single_max:  # one program per token and row block

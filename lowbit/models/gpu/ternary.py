@@ -71,13 +71,13 @@ def _pdl_device(index: int) -> bool:
     return torch.cuda.get_device_capability(index)[0] >= 9
 
 
-def pdl_kw(device) -> dict:
+def pdl_kw(device, on: bool | None = None) -> dict:
     """Launch keywords of the decode kernels: with programmatic dependent launch (CUDA graphs keep it as a
     programmatic edge; Hopper and later) a kernel starts while its predecessor still runs, issues its
     first loads of immutable weights, then waits (``griddepcontrol.wait``) for the predecessor's results
     before it reads activations or writes anything. The launch latency and the weight stream's ramp-up
     overlap the previous kernel (CUDA Programming Guide, "Programmatic Dependent Launch")."""
-    if PDL and _HAS_GDC and not INTERPRET and device.type == "cuda" and _pdl_device(device.index or 0):
+    if (PDL if on is None else on) and _HAS_GDC and not INTERPRET and device.type == "cuda" and _pdl_device(device.index or 0):
         return {"PDL": True, "launch_pdl": True}
     return {"PDL": False}
 

@@ -36,7 +36,7 @@ from lowbit.sim.numerics.mx import MXFP4Tensor, NVFP4Tensor
 from .ternary import autotune, pdl_kw, pdl_launch, pdl_wait
 from .ternary_gemm import grouped_tile
 
-__all__ = ["FP4Weight", "pack_fp4_gpu", "fp4_gemv", "fp4_gemm", "fp4_linear", "random_fp4_weight_torch"]
+__all__ = ["FP4Weight", "pack_fp4_gpu", "fp4_gemv", "fp4_gemm", "fp4_dequant", "fp4_linear", "random_fp4_weight_torch"]
 
 
 @dataclass
@@ -242,6 +242,41 @@ def fp4_gemv(x: torch.Tensor, w: FP4Weight, block_m: int | None = None, config: 
 
 
 @triton.jit
+def _dequant_tile(w, sc, rs, IS_NV: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr):
+    # words [BN, BKW] and their scale bytes -> bf16 [BN, BKW * 8] = E2M1 x block scale (x 1 / s_global for NVFP4),
+    # exact: E2M1 x E4M3 has <= 6 significant bits; 2^22 (NV) / 2^14 (MX) undoes the fp16 decodes' offsets
+    scf = _block_scale_f32(sc, IS_NV)  # [BN, BKW]
+    nib = (w[:, :, None] >> (4 * rs)[None, None, :]) & 0xF  # [BN, BKW, 8]
+    bits = ((nib & 7) << 9) | ((nib & 8) << 12)
+    v = bits.to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32) * scf[:, :, None]
+    return tl.reshape(v * (4194304.0 if IS_NV else 16384.0), [BLOCK_N, BLOCK_KW * 8]).to(tl.bfloat16)
+
+
+@triton.jit
+def _dequant_kernel(w_ptr, s_ptr, o_ptr, N, KW, K, stride_wn, stride_sn, stride_on, IS_NV: tl.constexpr,
+                    BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr):
+    WPB: tl.constexpr = 2 if IS_NV else 4
+    rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    j = tl.program_id(1) * BLOCK_KW + tl.arange(0, BLOCK_KW)
+    wm = (rn < N)[:, None] & (j < KW)[None, :]
+    w = tl.load(w_ptr + rn[:, None] * stride_wn + j[None, :], mask=wm, other=0)
+    sc = tl.load(s_ptr + rn[:, None] * stride_sn + (j // WPB)[None, :], mask=wm, other=0).to(tl.int32)
+    wt = _dequant_tile(w, sc, tl.arange(0, 8), IS_NV, BLOCK_N, BLOCK_KW)
+    kk = tl.program_id(1) * BLOCK_KW * 8 + tl.arange(0, BLOCK_KW * 8)
+    tl.store(o_ptr + rn[:, None] * stride_on + kk[None, :], wt, mask=(rn < N)[:, None] & (kk < K)[None, :])
+
+
+def fp4_dequant(w: FP4Weight) -> torch.Tensor:
+    """The FP4 weight as bf16 [N, K] without the NVFP4 tensor scale (exact; one Triton launch)."""
+    o = torch.empty(w.n, w.k, dtype=torch.bfloat16, device=w.words.device)
+    bn, bkw = 16, 32
+    _dequant_kernel[(triton.cdiv(w.n, bn), triton.cdiv(w.words.shape[1], bkw))](
+        w.words, w.scales, o, w.n, w.words.shape[1], w.k, w.words.stride(0), w.scales.stride(0), o.stride(0),
+        IS_NV=w.fmt == "nvfp4", BLOCK_N=bn, BLOCK_KW=bkw, num_warps=4)
+    return o
+
+
+@triton.jit
 def _fp4_gemm_kernel(x_ptr, w_ptr, s_ptr, y_ptr, out_mul, M, N, KW, K,
                      stride_xm, stride_wn, stride_sn, stride_ym,
                      IS_NV: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr,
@@ -264,12 +299,7 @@ def _fp4_gemm_kernel(x_ptr, w_ptr, s_ptr, y_ptr, out_mul, M, N, KW, K,
         wm = n_ok[:, None] & (j < KW)[None, :]
         w = tl.load(w_ptr + rn[:, None] * stride_wn + j[None, :], mask=wm, other=0)
         sc = tl.load(s_ptr + rn[:, None] * stride_sn + (j // WPB)[None, :], mask=wm, other=0).to(tl.int32)
-        scf = _block_scale_f32(sc, IS_NV)  # [BN, BKW]
-        nib = (w[:, :, None] >> (4 * rs)[None, None, :]) & 0xF  # [BN, BKW, 8]
-        bits = ((nib & 7) << 9) | ((nib & 8) << 12)
-        v = bits.to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32) * scf[:, :, None]
-        # exact: E2M1 x E4M3 has <= 6 significant bits; 2^22 (NV) / 2^14 (MX) brings it back to range
-        wt = tl.reshape(v * (4194304.0 if IS_NV else 16384.0), [BLOCK_N, BLOCK_KW * 8]).to(tl.bfloat16)
+        wt = _dequant_tile(w, sc, rs, IS_NV, BLOCK_N, BLOCK_KW)
         if DOT_F32:  # Triton interpreter: its bf16 tl.dot is wrong (seen with triton 3.9); bf16 -> fp32 is exact
             acc = tl.dot(x.to(tl.float32), tl.trans(wt).to(tl.float32), acc)
         else:
@@ -286,12 +316,19 @@ _GEMM_CONFIGS = [
 _fp4_gemm_tuned = autotune(_GEMM_CONFIGS, key=["M", "N", "KW", "IS_NV"])(_fp4_gemm_kernel)
 
 
-def fp4_gemm(x: torch.Tensor, w: FP4Weight, config: dict | None = None) -> torch.Tensor:
-    """Prefill GEMM: bf16 ``x`` [M, K] x FP4 ``w`` -> bf16 [M, N] (bf16 tensor cores, fp32 accumulate)."""
+def fp4_gemm(x: torch.Tensor, w: FP4Weight, config: dict | None = None, dequant: bool | None = None) -> torch.Tensor:
+    """Prefill GEMM: bf16 ``x`` [M, K] x FP4 ``w`` -> bf16 [M, N] (bf16 tensor cores, fp32 accumulate).
+    ``dequant`` (default: on a GPU without ``config``): :func:`fp4_dequant` into a bf16 scratch weight, then
+    cuBLAS (``addmm`` with ``alpha`` = the tensor scale); otherwise the Triton kernel that dequantizes each
+    tile in registers."""
     if x.dim() != 2 or x.shape[1] != w.k:
         raise ValueError(f"x must be [M, {w.k}], got {tuple(x.shape)}")
     x = x.contiguous().to(torch.bfloat16)
     m = x.shape[0]
+    if dequant if dequant is not None else (x.is_cuda and config is None):
+        wb = fp4_dequant(w)
+        # beta 0: the uninitialised output is not read (torch.addmm)
+        return torch.empty(m, w.n, dtype=torch.bfloat16, device=x.device).addmm_(x, wb.t(), beta=0, alpha=w.gscale)
     y = torch.empty(m, w.n, dtype=torch.bfloat16, device=x.device)
     # the 2^22 / 2^14 factor was folded into the bf16 weights; only s_global is left
     out_mul = w.gscale

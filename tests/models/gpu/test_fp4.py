@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from lowbit.models.gpu.fp4 import fp4_gemm, fp4_gemv, pack_fp4_gpu
+from lowbit.models.gpu.fp4 import fp4_dequant, fp4_gemm, fp4_gemv, pack_fp4_gpu
 from lowbit.sim.numerics.mx import mxfp4_dequantize, mxfp4_quantize, nvfp4_dequantize, nvfp4_quantize
 
 FMTS = {"nvfp4": (nvfp4_quantize, nvfp4_dequantize), "mxfp4": (mxfp4_quantize, mxfp4_dequantize)}
@@ -37,6 +37,23 @@ def test_fp4_linear_vs_float64(device, fmt, m):
     _check(fn(x.to(device), wg).double().cpu().numpy(), xd, wd)
     if m < 32:  # also the tensor-core path on a small batch
         _check(fp4_gemm(x.to(device), wg).double().cpu().numpy(), xd, wd)
+
+
+@pytest.mark.parametrize("fmt", ["nvfp4", "mxfp4"])
+def test_fp4_dequant_and_cublas_gemm(device, fmt):
+    # the bf16 scratch weight equals the sim's dequantized tensor (without the NVFP4 tensor scale), and the
+    # dequantize + cuBLAS prefill path is within the GEMM tolerance of float64
+    rng = np.random.default_rng(5)
+    n, k = 19, 200
+    w = rng.standard_normal((n, k)).astype(np.float32) * rng.uniform(0.01, 3, (n, 1)).astype(np.float32)
+    quant, deq = FMTS[fmt]
+    t = quant(w)
+    wg = pack_fp4_gpu(t, device)
+    wd = deq(t).astype(np.float64)
+    got = fp4_dequant(wg).double().cpu().numpy() * wg.gscale
+    assert got.shape == (n, k) and np.allclose(got, wd, rtol=1e-6, atol=0)
+    x = torch.randn(33, k, generator=torch.Generator().manual_seed(4)).to(torch.bfloat16)
+    _check(fp4_gemm(x.to(device), wg, dequant=True).double().cpu().numpy(), x.double().numpy(), wd)
 
 
 def test_fp4_all_codes_and_scale_extremes(device):

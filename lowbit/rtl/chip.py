@@ -49,6 +49,7 @@ from lowbit.rtl.chip_booth_regroup import booth_regroup_ok
 from lowbit.rtl.chip_ctrl import STAT_DEPTH, ComputeQueue, JoinMonitor, scoreboard_layout, word_layout
 from lowbit.rtl.chip_data import BankedBuffer, DmaFill, TintEngine, data_dims, psum_layout
 from lowbit.rtl.chip_dma import N_BUFFERS, DmaEngine, mem_port_signature
+from lowbit.rtl.chip_embed import embed_signature, embed_writer
 from lowbit.rtl.chip_fp4 import Fp4Engine, fp4_psum_layout
 from lowbit.rtl.chip_requant import RQ_BUFS, RQ_LOAD, requantizer
 from lowbit.rtl.chip_ring import Ring
@@ -77,6 +78,7 @@ class ChipParams:
     lop_grp: int = 0           # the LOP engine's query heads per KV head (lowbit.rtl.chip_lop); 0: no engine
     lop_hd: int = 0            # ... its head dimension
     lop_depth: int = 0         # ... and the keys its code memory holds (a power of two)
+    embed_beats: int = 0       # data beats of an embedding row (lowbit.rtl.chip_embed); 0: no embedding writer
 
     @property
     def addr_bits(self) -> int:
@@ -191,7 +193,7 @@ class Chip(wiring.Component):
         self.av = sd and av_ok(cfg, d)  # the attention output's writer (chip_av)
         if self.rq_names:
             self.load_bits = max(self.load_bits, mult_word(max(cfg.tint.lanes, cfg.booth.lanes)).size)
-        self.load_addr_bits = p.addr_bits if d is None else max(p.addr_bits, d.a_bits)
+        self.load_addr_bits = p.addr_bits if d is None else max(p.addr_bits, d.a_bits, (p.mult_depth - 1).bit_length())
         sig = {
             "start": In(1),
             "load_en": In(1),
@@ -236,6 +238,7 @@ class Chip(wiring.Component):
                             f"qa1_{n}": Out(d.a_bits - 1), f"qm0_{n}": Out(cfg.sfu.lanes), f"qm1_{n}": Out(cfg.sfu.lanes),
                             f"qw0_{n}": Out(16 * cfg.sfu.lanes), f"qw1_{n}": Out(16 * cfg.sfu.lanes)})
         sig.update(av_signature(cfg, d) if self.av else {})
+        sig.update(embed_signature(cfg, d, p))
         if "lop" in self.kinds:  # the LOP engine's index FIFO writes and its two done strobes (chip_lop)
             sig.update({"lop_ov": Out(1), "lop_on": Out(range(cfg.lop.lanes + 1)),
                         "lop_oi": Out(data.ArrayLayout(COUNT_BITS, cfg.lop.lanes)), "lop_sdone": Out(1),
@@ -415,9 +418,9 @@ class Chip(wiring.Component):
             m.d.comb += [aw.en.eq(ld), aw.addr.eq(self.load_addr[:d.a_bits]), aw.data.eq(self.load_word[:8 * tw])]
         else:  # the SFU's quantize engine writes the act buffer (the load port in the cycles it does not)
             nq = len(self.names)
-            av = av_ports(cfg, d) if self.av else None
+            av, emb = av_ports(cfg, d) if self.av else None, embed_writer(self, m, dma_w)
             q, rms, res, act, bufs = sfu_engines(m, cfg, d, sfuq, [self.load_en & (self.load_queue == nq + k)
-                                                              for k in range(1, 7)], self.load_addr, self.load_word, av)
+                                                              for k in range(1, 7)], self.load_addr, self.load_word, av, emb)
             m.d.comb += [self.nv.eq(rms.o_wen), self.na.eq(rms.o_waddr), self.nw.eq(rms.o_wdata),
                          self.mv.eq(rms.a_wen), self.ma.eq(rms.a_waddr), self.mw.eq(rms.a_wdata),
                          self.rv.eq(res.o_wen), self.ra.eq(res.o_waddr), self.rw.eq(res.o_wdata),
@@ -425,7 +428,7 @@ class Chip(wiring.Component):
             m.d.comb += [aw.en.eq(q.o_wen | ld), aw.addr.eq(Mux(q.o_wen, q.o_waddr, self.load_addr[:d.a_bits])),
                          aw.data.eq(Mux(q.o_wen, q.o_wdata.as_value(), self.load_word[:8 * tw])),
                          self.sv.eq(q.o_wen), self.sa.eq(q.o_waddr), self.sw.eq(q.o_wdata)]
-            wrote = q.o_wen | rms.o_wen | rms.a_wen | res.o_wen | act.o_wen
+            wrote = q.o_wen | rms.o_wen | rms.a_wen | res.o_wen | act.o_wen | (emb.x[0][0] if emb else 0)
         for r, (name, c) in enumerate(tints):
             kw = dict(w_bits=d.w_bits, a_bits=d.a_bits, p_bits=d.p_bits, w_step=d.word_units)
             if c.kind == "tint":

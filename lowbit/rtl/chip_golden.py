@@ -117,6 +117,13 @@ class DataPlan:
     av_expect: list = field(default_factory=list)  # (name, X base, words a row, attn.av.out, S base or -1)
     av_writes: dict[int, list[tuple[int, int, int]]] = field(default_factory=dict)  # softmax word -> the scales'
     # load-port writes after its act writes (address, w_amax, load queue past the act buffer's)
+    emb_fields: dict[tuple[int, int], dict] = field(default_factory=dict)  # embedding read -> its X address
+    emb_gather: dict[int, list[int]] = field(default_factory=dict)  # its request tag -> its rows' DRAM addresses
+    emb_expect_x: list[tuple[int, int]] = field(default_factory=list)  # the embedding writer's X words
+    emb_expect_s: list[tuple[int, int]] = field(default_factory=list)  # ... and its rows' S
+    emb_ops: list[str] = field(default_factory=list)
+    emb_elems: int = 0
+    emb_beats: int = 0  # data beats a row (ChipParams.embed_beats; 0: no embedding read on the writer)
 
     def acc_buffers(self) -> tuple[int, int, list[str]]:
         """(accumulator buffers every element of which a psum word checks, buffers with any, the golden's
@@ -331,6 +338,7 @@ def _data_plan(img: ChipImage, cfg: HwConfig, seed: int, model: ModelContents | 
         av_fields(plan, cfg, fields, bq[0])
     sq = [q for q, c in enumerate(img.classes) if c == C_SFU and not sfu_data_ok(cfg)]
     fields.update({(q, i): f for q in sq for i, f in plan.sfu_fields.items()})
+    fields.update(plan.emb_fields)
     for q, ws in ((q, img.words[q]) for q in (*tq, *bq, dw, *kqs, *sq)):
         kind = ("tint" if q in tq else "booth" if q in bq else "dma" if q == dw else "sfu" if q in sq
                 else "dma_kv")

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from lowbit.sim.config import HwConfig
-from lowbit.sim.isa import BUFFERS, C_DMAKV, C_DMAW, C_JOIN, EXT
+from lowbit.sim.isa import BUFFERS, C_DMAKV, C_DMAW, C_JOIN, C_SFU, EXT
 from lowbit.sim.program import ProgramError
 
 # Field widths of the chip's instruction word (DESIGN ASSUMPTION: enough for the program format's values;
@@ -220,9 +220,10 @@ def build_image(path: str | Path, cfg: HwConfig) -> ChipImage:
                     alloc_of[(int(absq[i]), int(abss[i]))] = (b, int(alloc_n[b]))
                     alloc_n[b] += 1
             elif op != C_JOIN:
+                name = cr.chunk.names[int(a["opi"][i])] if cr.chunk.names else ""
                 w.update(cyc=int(a["cyc"][i]), macs=int(a["macs"][i]), rbuf=int(a["rbuf"][i]),
                          rbytes2=int(a["rbytes2"][i]), wbytes=int(a["wbytes"][i]), step=step,
-                         op=cr.chunk.names[int(a["opi"][i])] if cr.chunk.names else "")
+                         op="lm_quant" if op == C_SFU and name == "lm_head" else name)  # the lm_head's quantize
             f = int(a["free_of"][i])
             if f >= 0:
                 b, k = alloc_of[(int(absq[f]), int(abss[f]))]

@@ -36,6 +36,15 @@ RQ_OPS = {"attn.o": DST_R, "ffn.down": DST_R, "ffn.gate": DST_GATE, "ffn.up": DS
 RQ_BUFS = {DST_R: "r", DST_GATE: "gate", DST_UP: "up"}  # dst -> chip_sfu's buffer; q and k leave on the requantizers'
 # write ports alone (the RoPE engine's input buffer comes with the engine)
 RESIDUAL_Y = {"attn_residual": "attn.o", "ffn_residual": "ffn.down"}  # residual op -> the projection it adds
+DST_LOGITS = 6  # the lm_head's logits (lowbit.rtl.chip_lmhead): they leave on the write ports, for the host
+
+
+def rq_dst(op: str) -> int | None:
+    """The dst of projection `op`'s requantized outputs (RQ_OPS by layer op, DST_LOGITS for the lm_head), None
+    for an op the requantizers do not take."""
+    if op == "lm_head":
+        return DST_LOGITS
+    return RQ_OPS.get(".".join(op.split(".")[2:])) if op.startswith("layers.") else None
 
 
 class Q78Banks:
@@ -133,7 +142,7 @@ def requant_cover(plan, img, cfg) -> None:
             continue
         for i, w in enumerate(ws):
             op = w.get("op", "")
-            if op.startswith("layers.") and ".".join(op.split(".")[2:]) in RQ_OPS and "macs" in w:
+            if rq_dst(op) is not None and "macs" in w:
                 words.setdefault((w["step"], op), []).append((q, i))
     for key, ws in sorted(words.items()):
         if not all(k in plan.proj for k in ws):
@@ -144,7 +153,7 @@ def requant_cover(plan, img, cfg) -> None:
         if rows[0][0] != 0 or rows[-1][1] != out or any(a[1] != b[0] for a, b in zip(rows, rows[1:], strict=False)) \
                 or any(t["r0"] % t["lanes"] for t in tiles):
             continue
-        if drain_safe(tiles, -(-out // n), n):
+        if key[1] == "lm_head" or drain_safe(tiles, -(-out // n), n):  # no reader on the chip: the logits leave
             plan.rq_cover[key] = ws
         else:
             plan.rq_drain.append(f"step {key[0]} {key[1]}")
@@ -179,10 +188,10 @@ def requant_fields(plan, img, cfg, fields: dict, sfu_q: int, rq_queues: list[int
                 for g in range(-(-len(mm) // t["lanes"])):
                     rows = [min(g * t["lanes"] + j_, len(mm) - 1) for j_ in range(t["lanes"])]
                     mwords[q].append(sum((int(mm[r]) | int(sh[r]) << 16) << (22 * j_) for j_, r in enumerate(rows)))
-            fields[(q, i)].update({"rq": RQ_OPS[".".join(op.split(".")[2:])], "rq_off": t["r0"] % n,
+            fields[(q, i)].update({"rq": rq_dst(op), "rq_off": t["r0"] % n,
                                    "rq_o": t["r0"] // n, "rq_stride": -(-out.shape[1] // n),
                                    "rq_m": mbase[(q, op)] + t["r0"] // t["lanes"], "rq_s": st["st_addr"]})
-        plan.rq_expect.append((f"step {step} {op}", RQ_OPS[".".join(op.split(".")[2:])], np.asarray(out)))
+        plan.rq_expect.append((f"step {step} {op}", rq_dst(op), np.asarray(out)))
     depth = max((len(v) for v in mwords.values()), default=0)
     plan.mult_depth = 1 << max(1, (depth - 1).bit_length()) if depth else 0
     for k, q in enumerate(rq_queues):
@@ -199,12 +208,15 @@ def write_masked(shadow: dict[int, int], word: int, mask: int, data: int, lanes:
             shadow[word * lanes + j] = v - (1 << 16) if v >> 15 else v
 
 
-def replay(writes: list, lanes: int, expect: list) -> list[tuple[str, int, int]]:
+def replay(writes: list, lanes: int, expect: list, keep: dict | None = None) -> list[tuple[str, int, int]]:
     """The requantizers' recorded bank writes (cycle, dst, enables, addresses, masks, data per bank) replayed in
     time order into each Q7.8 buffer, checked against `expect` (name, dst, the golden's [T, out] outputs) one
     projection after the other per dst, each complete when T x out elements were written: (name, elements
-    written, elements differing from the golden, missing elements included)."""
+    written, elements differing from the golden, missing elements included). `keep`: name -> the values written
+    ([T, out], missing elements 0), for the projections named in it."""
     from collections import defaultdict
+
+    import numpy as np
 
     queue: dict[int, list] = defaultdict(list)
     for e in expect:
@@ -224,6 +236,8 @@ def replay(writes: list, lanes: int, expect: list) -> list[tuple[str, int, int]]
                 break
             bad = sum(shadow[dst].get(t * stride + c) != int(out[t, c]) for t in range(tok) for c in range(width))
             res.append((name, len(shadow[dst]), bad))
+            if keep is not None and name in keep:
+                keep[name] = np.array([[shadow[dst].get(t * stride + c, 0) for c in range(width)] for t in range(tok)])
             shadow[dst] = {}
             queue[dst].pop(0)
     for dst, left in queue.items():

@@ -90,6 +90,10 @@ class ChipResult:
     # elements, words differing from the golden's <op>.act.out
     av: list[tuple[str, int, int, int, int]] = field(default_factory=list)  # per step and layer whose attention
     # output the chip writes (lowbit.rtl.chip_av.av_compare): name, X elements, differing, S rows, differing
+    logits: dict = field(default_factory=dict)  # 'step S lm_head' -> the chip's Q7.8 logits [rows, vocab] (the
+    # lm_head on the chip: lowbit.rtl.chip_lmhead)
+    embed: tuple[int, int, int, int] = (0, 0, 0, 0)  # embedding reads on the chip's writer (lowbit.rtl.chip_embed),
+    # their X words, elements, X words and row S values differing from the golden's embed.out
 
     @property
     def mismatches(self) -> int:
@@ -109,7 +113,7 @@ class ChipResult:
                 and self.late == 0 and self.lane_overflow == 0 and self.data_mismatches == 0
                 and self.data_late == 0 and self.act_late == 0 and self.kv_mismatches == 0 and self.sfu[3] == 0
                 and self.norm[3] == 0 and self.res[3] == 0 and all(b == 0 for _, _, b in self.rq)
-                and self.act[3] == 0 and all(x[2] == 0 and x[4] == 0 for x in self.av) and self.lop[2] == 0
+                and self.act[3] == 0 and self.embed[3] == 0 and all(x[2] == 0 and x[4] == 0 for x in self.av) and self.lop[2] == 0
                 and self.lop_engine[2] == 0 and self.lop_engine[3] == 0
                 and self.lop_late == 0 and self.kv_ind[2] == 0 and self.kv_ind[0] == self.kv_ind[1])
 
@@ -302,6 +306,11 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
             raise LowbitError(f"the chip's requantizers hold {p.mult_depth} multiplier words, the program needs "
                               f"{plan.mult_depth}; generate it with ChipParams.mult_depth >= {plan.mult_depth}")
         p = dataclasses.replace(p, mult_depth=plan.mult_depth)
+    if plan is not None and plan.emb_beats != p.embed_beats:
+        if params is not None:
+            raise LowbitError(f"the chip's embedding writer takes rows of {p.embed_beats} data beats, the program's "
+                              f"are {plan.emb_beats}; generate it with ChipParams.embed_beats = {plan.emb_beats}")
+        p = dataclasses.replace(p, embed_beats=plan.emb_beats)
     lp = None
     if plan is not None and plan.model is not None and cfg.has("lop") and plan.dims.k_depth:
         from lowbit.rtl.chip_lop import lop_plan
@@ -344,7 +353,9 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
                 "sfu_writes": {str(i): [[d, ws] for d, ws in gs] for i, gs in plan.sfu_writes.items()},
                 "sfu_preload": plan.sfu_preload, "rq": rq_engines(cfg, p, img.queues, img.classes, [word_kind(
                     n, c, True, bd, sd) for n, c in zip(img.queues, img.classes, strict=True)]) if sd else [],
-                "sfu_lanes": cfg.sfu.lanes, "av": bool(plan.av_expect),
+                "sfu_lanes": cfg.sfu.lanes, "av": bool(plan.av_expect), "embed": bool(plan.emb_ops),
+                "gather": {str(t): a for t, a in plan.emb_gather.items()}, "row_bytes": 2 * plan.model.spec.d_model
+                if plan.model is not None else 0,
                 "engine_bit": (p.dma_table - 1).bit_length(),
                 "lop": {"writes": lp.writes, "queue": img.queues.index("lop"), "count_bits": COUNT_BITS}
                 if lop_on else None}
@@ -428,7 +439,8 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
     if plan is not None and plan.rq_expect:
         from lowbit.rtl.chip_requant import replay
 
-        res.rq = replay([x for v in r.get("rq", {}).values() for x in v], cfg.sfu.lanes, plan.rq_expect)
+        res.logits = {n: None for n, _, _ in plan.rq_expect if n.endswith(" lm_head")}
+        res.rq = replay([x for v in r.get("rq", {}).values() for x in v], cfg.sfu.lanes, plan.rq_expect, res.logits)
     res.rq_drain = plan.rq_drain if plan is not None else []
     if lp is not None:
         res.lop_note = lp.note
@@ -447,6 +459,11 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
         from lowbit.rtl.chip_av import av_compare
 
         res.av = av_compare(plan.av_expect, r.get("avx", []), r.get("avs", []), cfg.sfu.lanes, cfg.booth.lanes)
+    if plan is not None and plan.emb_ops:
+        from lowbit.rtl.chip_embed import beat_words, embed_compare
+
+        res.embed = (len(plan.emb_ops), len(plan.emb_expect_x), plan.emb_elems,
+                     embed_compare(plan, r.get("ex", []), r.get("es", []), beat_words(dims, cfg.sfu.lanes), cfg.sfu.lanes))
     if plan is not None and plan.act_expect:
         got = [tuple(x) for x in r.get("act", [])]
         bad = sum(g != w for g, w in zip(got, plan.act_expect, strict=False)) + abs(len(got) - len(plan.act_expect))

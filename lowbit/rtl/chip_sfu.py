@@ -55,13 +55,14 @@ def sfu_data_ok(cfg: HwConfig) -> str:
 
 
 def _halves(m: Module, name: str, shape, depth: int, wr: list, rd, ld, ld_addr, ld_word, bits: int,
-            elems: int = 0, rd2=None):
+            elems: int = 0, rd2=None, wide=()):
     """A memory of `depth` words as two half memories (the address's top bit picks one), so that one
     writer can write one half while the load port writes the other. `wr`: (enable, address, data) of the
     engine writers (at most one active a cycle), which win over the load port in their half, or (enable,
     address, data, element mask) where the words are `elems` elements with a write enable each (`elems` > 0);
     `rd`: the read address (engines OR theirs). Returns the read data (the half the address named, a cycle
-    later); with `rd2`, a second read port's address, (that data, the second port's)."""
+    later); with `rd2`, a second read port's address, (that data, the second port's). `wide`: (enable, address,
+    data) writers with a write port each (the embedding writer's beat, lowbit.rtl.chip_embed)."""
     hb = (depth // 2 - 1).bit_length()
     ones = (1 << elems) - 1 if elems else 1
     reads = [rd] if rd2 is None else [rd, rd2]
@@ -77,6 +78,9 @@ def _halves(m: Module, name: str, shape, depth: int, wr: list, rd, ld, ld_addr, 
             hit = e & (a[hb] == h)
             en, addr, dat = Mux(hit, mask[0] if mask else ones, en), Mux(hit, a[:hb], addr), Mux(hit, d, dat)
         m.d.comb += [w_.en.eq(en), w_.addr.eq(addr), w_.data.eq(dat)]
+        for e, a, d in wide:
+            wp = mem.write_port(granularity=1) if elems else mem.write_port()
+            m.d.comb += [wp.en.eq(Mux(e & (a[hb] == h), ones, 0)), wp.addr.eq(a[:hb]), wp.data.eq(d)]
         for k, a in enumerate(reads):
             r_ = mem.read_port()
             m.d.comb += r_.addr.eq(a[:hb])
@@ -85,7 +89,7 @@ def _halves(m: Module, name: str, shape, depth: int, wr: list, rd, ld, ld_addr, 
     return out[0] if rd2 is None else tuple(out)
 
 
-def sfu_engines(m: Module, cfg, dims, ctrl, ld, ld_addr, ld_word, av=None):
+def sfu_engines(m: Module, cfg, dims, ctrl, ld, ld_addr, ld_word, av=None, emb=None):
     """Instantiate the residual, RMSNorm and quantize engines and their memories in `m` behind the SFU
     queue's controller `ctrl` (lowbit.rtl.chip_ctrl.ComputeQueue, kind 'sfu'): the norm's input buffer X (two
     halves; the residual adds in place there), the S memory (two halves), the gain buffer, the norm output
@@ -97,7 +101,8 @@ def sfu_engines(m: Module, cfg, dims, ctrl, ld, ld_addr, ld_word, av=None):
     memory, the two-bank Q7.8 buffers `r` (the residual's y), `gate` and `up` (the gating engine's inputs)); the
     caller connects the quantize engine's `o_*` port to the act buffer's write
     port. `av` (lowbit.rtl.chip_av.AvPorts): the attention output's writes into X (element-enabled) and S
-    (read-modify-write: a second S read port)."""
+    (read-modify-write: a second S read port). `emb` (lowbit.rtl.chip_embed.EmbedPorts): the step's input rows
+    into X and their S."""
     n = cfg.sfu.lanes
     sb, ab = (STAT_DEPTH - 1).bit_length(), dims.a_bits
     m.submodules.sfu_quant = q = SfuQuantStream(cfg.sfu, a_bits=ab, q_bits=ab, s_bits=sb)
@@ -105,14 +110,16 @@ def sfu_engines(m: Module, cfg, dims, ctrl, ld, ld_addr, ld_word, av=None):
     m.submodules.sfu_res = e = SfuResidualStream(cfg.sfu, a_bits=ab, s_bits=sb)
     m.submodules.sfu_act = f = SfuActStream(cfg.sfu, a_bits=ab, s_bits=sb)
     xw = [(e.o_wen, e.o_waddr, e.o_wdata.as_value()), (f.o_wen, f.o_waddr, f.o_wdata.as_value())]
-    sw = [(e.st_wen, e.st_waddr, e.st_wdata), (f.st_wen, f.st_waddr, f.st_wdata)]
+    sw = [(e.st_wen, e.st_waddr, e.st_wdata), (f.st_wen, f.st_waddr, f.st_wdata)] + ([emb.s] if emb else [])
+    wide = emb.x if emb else ()
     if av is None:
-        xd = _halves(m, "x", q78_word(n), dims.a_depth, xw, r.x_raddr | e.x_raddr, ld[0], ld_addr, ld_word, 16 * n)
+        xd = _halves(m, "x", q78_word(n), dims.a_depth, xw, r.x_raddr | e.x_raddr, ld[0], ld_addr, ld_word, 16 * n,
+                     wide=wide)
         sd = _halves(m, "s", STAT_BITS, STAT_DEPTH, sw, r.s_raddr, ld[1], ld_addr, ld_word, STAT_BITS)
     else:
         xw = [*xw, (av.x_en, av.x_addr, av.x_data, av.x_mask)]
         xd = _halves(m, "x", q78_word(n), dims.a_depth, xw, r.x_raddr | e.x_raddr, ld[0], ld_addr, ld_word, 16 * n,
-                     elems=n)
+                     elems=n, wide=wide)
         sd, av_sd = _halves(m, "s", STAT_BITS, STAT_DEPTH, sw + [(av.s_en, av.s_addr, av.s_data)], r.s_raddr, ld[1],
                             ld_addr, ld_word, STAT_BITS, rd2=av.s_raddr)
         m.d.comb += av.s_rdata.eq(av_sd)
@@ -237,6 +244,7 @@ def sfu_norms(plan, img, cfg) -> None:
     the deployed model's Q5.10 norms, are in the gain buffer, loaded before `start` too."""
     import numpy as np
 
+    from lowbit.rtl.chip_embed import embed_plan
     from lowbit.rtl.sfu_stream import stream_cycles
     from lowbit.sim.numerics.sfu_reduce import rmsnorm_consts, sfu_rmsnorm
 
@@ -357,6 +365,8 @@ def sfu_norms(plan, img, cfg) -> None:
             gnext += len(gw)
         writes = [(r * half + j, v, 1) for j, v in enumerate(_words16(x, n, beats))]
         writes += [(r * STAT_HALF + j, int((x[j].astype(np.int64) ** 2).sum()), 2) for j in range(rows)]
+        if op == "layers.0.attn_norm" and embed_plan(plan, img, cfg, w, r, half, None if first else anchor - 1):
+            writes = []  # X and S from the step's embedding read (lowbit.rtl.chip_embed)
         av = plan.av_cand.get((w.get("step", 0), int(op.split(".")[1]))) if op.endswith(".attn_sub_norm") else None
         if av is not None:  # X (and S) from the attention output's writer (lowbit.rtl.chip_av)
             writes = [] if av["s"] else [x_ for x_ in writes if x_[2] == 2]

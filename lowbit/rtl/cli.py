@@ -197,6 +197,10 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
                   f"({sum(x[3] for x in son)} rows, {sum(x[4] for x in son)} mismatches), from the bench in the other "
                   f"{len(r.av) - len(son)}, whose attn_sub_norm reads it before the last write lands (the drain rule)"
                   + (f"; the bench writes attn.av.out in the other {rest}" if rest else ""))
+        if r.embed[0]:
+            print(f"input rows: {r.embed[0]} embedding reads through the memory port into layer 0's attn_norm input "
+                  f"X and each row's S (sum of squares) on the chip: {r.embed[1]:,} Q7.8 words ({r.embed[2]:,} "
+                  f"elements) against the golden's embed.out, {r.embed[3]} mismatches")
         if r.sfu[0]:
             print(f"SFU: {r.sfu[0]} quantize words on the SFU's stream engine, writing the act buffer the projections "
                   f"read: {r.sfu[1]:,} INT8 words ({r.sfu[2]:,} elements) against the golden's <op>.q, "
@@ -227,6 +231,11 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
                   "their Q7.8 outputs against the golden's <op>.out (the residual's y, the gating's inputs, RoPE's q "
                   f"and k inputs, the RoPE engine not on the chip yet): {ops or 'none'}"
                   + (f"; kept off by the drain rule: {', '.join(r.rq_drain)}" if r.rq_drain else ""))
+        logits = [x for x in r.rq if x[0].endswith(" lm_head")]
+        if logits:
+            print(f"logits: the lm_head of {len(logits)} steps on the chip (its tiles' psum words above, requantized "
+                  f"behind the engines' psum ports), {sum(x[1] for x in logits):,} Q7.8 logits against the golden's "
+                  f"lm_head.logits, {sum(x[2] for x in logits)} mismatches")
         if r.lop_engine[0]:
             g, n, bad, cb, first = r.lop_engine
             print(f"LOP engine: {g} KV groups scored and selected on the chip's LOP engine (the bench writes each "

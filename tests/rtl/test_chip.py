@@ -137,6 +137,9 @@ def test_chip_runs_the_program_cycle_exact(tiny_program):
     assert r.rq_drain == []
     # the gating engine: ffn.act of 2 layers x 4 steps, (2 + 1 + 1 + 1 tokens) x 32 words, the golden's ffn.act.out
     assert r.act == (8, 5 * 2 * 32, 5 * 2 * 32 * 4, 0)
+    # the step's input rows: each step's embedding read brings the table's rows at its token ids over the memory
+    # port into layer 0's attn_norm input X and their S (lowbit.rtl.chip_embed): (2 + 1 + 1 + 1 rows) x 16 words
+    assert r.embed == (4, 5 * 16, 5 * 64, 0) and r.params.embed_beats == 2  # 128-byte rows in 64-byte beats
     assert r.data_ref.startswith("the whole-model golden") and r.act_late == 0
     assert r.acc_buffers == (56, 56, [f"step {i} lm_head" for i in range(4)])  # the lm_head runs on the host
     # K/V reads carry the golden's rows: 2 layers x 2 KV heads x (K, V) chunks in each step, 2 + 3 + 4 + 5 keys
@@ -156,10 +159,11 @@ def test_chip_verilog_lints_clean(tiny_program):
     from lowbit.rtl.lint import lint
     from lowbit.sim.cache import cache_dir
 
-    cfg, path = tiny_program  # with the data path, its requantizers (multiplier memories of 256 words) and the
-    # LOP engine (bitnet-tiny's groups: 2 query heads of 16 dimensions, up to 16 keys)
+    cfg, path = tiny_program  # with the data path, its requantizers (multiplier memories of 256 words), the
+    # LOP engine (bitnet-tiny's groups: 2 query heads of 16 dimensions, up to 16 keys) and the embedding writer
     p = params_for(build_image(path, cfg), reference_schedule(path, cfg)[0], 32)
-    _, key = chip_verilog_cached(cfg, dataclasses.replace(p, mult_depth=256, lop_grp=2, lop_hd=16, lop_depth=16))
+    _, key = chip_verilog_cached(cfg, dataclasses.replace(p, mult_depth=256, lop_grp=2, lop_hd=16, lop_depth=16,
+                                                          embed_beats=2))
     r = lint(cache_dir("verilog") / f"chip-{key}.v", "lowbit_chip")
     assert r.ok, r.errors[:5]
 
@@ -390,20 +394,21 @@ def test_data_plan_serves_differently_tiled_steps(tmp_path):
 
 @pytest.mark.slow
 def test_chip_bench_detects_wrong_data(tiny_program, monkeypatch):
-    """The checks can fail: with one word of the first norm's input changed after the golden was computed,
-    the chip's norm words, the quantize engine's act words, the tiles reading them and their requantized
-    outputs differ from the whole-model golden, and with one K byte changed in the DRAM image, the kv buffer's read-back does
+    """The checks can fail: with one element of the first prompt token's embedding row changed in the DRAM
+    image after the golden was computed, the embedding writer's X word and S, the chip's norm words, the
+    quantize engine's act words, the tiles reading them and their requantized outputs differ from the
+    whole-model golden, and with one K byte changed in the DRAM image, the kv buffer's read-back does
     (timing still exact)."""
     import lowbit.rtl.chip_run as cr
-    from lowbit.sim.isa import KV_BASE
+    from lowbit.sim.isa import EMBED_BASE, KV_BASE
 
     real = cr.data_plan
 
     def corrupt(img, cfg, seed=0, model=None):
         plan, why = real(img, cfg, seed, model)
-        j = next(j for j, (a, w, sel) in enumerate(plan.sfu_preload) if sel == 1)
-        a, w, sel = plan.sfu_preload[j]
-        plan.sfu_preload[j] = (a, w ^ 0x0155, sel)  # one Q7.8 element of layers.0.attn_norm's first input word
+        t = plan.dram[EMBED_BASE]  # the Q7.8 table: one element of the first prompt token's row
+        a = 2 * model.spec.d_model * int(model.run.steps[0].ids[0])
+        plan.dram[EMBED_BASE] = t[:a] + bytes([t[a] ^ 0x55, t[a + 1] ^ 0x01]) + t[a + 2:]
         k = min(a for a in plan.dram if a >= KV_BASE)  # and the first K row in the DRAM image
         plan.dram[k] = bytes([plan.dram[k][0] ^ 1]) + plan.dram[k][1:]
         return plan, why
@@ -412,6 +417,7 @@ def test_chip_bench_detects_wrong_data(tiny_program, monkeypatch):
     cfg, path = tiny_program
     r = verify_chip(cfg, path, "tiny", [])
     assert r.mismatches == 0 and r.data_mismatches > 0 and r.norm[3] > 0 and r.sfu[3] > 0 and not r.ok
+    assert r.embed[3] == 2  # the X word holding it and its row's S
     assert any(bad for _, _, bad in r.rq)  # the requantized outputs of the psum words that differ
     assert r.kv_mismatches == 4  # the first K row is in all 4 steps' chunks (M <= LOP's k): one unit each
 

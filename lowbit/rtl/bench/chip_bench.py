@@ -62,6 +62,13 @@ def _place_beats(dslot: dict, rid: int, data: bytes, beat_bytes: int, lo: int, h
     return int(late)
 
 
+def _image_bytes(dram: list, starts: list, addr: int, n: int) -> bytes:
+    """`n` bytes of the DRAM image at `addr` (inside one of its segments)."""
+    seg = bisect.bisect_right(starts, addr) - 1
+    off = addr - starts[seg]
+    return dram[seg][1][off:off + n]
+
+
 def _job() -> dict:
     with open(os.environ["LOWBIT_BENCH_JOB"]) as f:
         return json.load(f)
@@ -160,6 +167,9 @@ async def chip_run(dut):
     res_words: list[list[int]] = []  # the residual engine's Q7.8 writes
     act_words: list[list[int]] = []  # the gating engine's Q7.8 writes
     av_h = dj and dj.get("av")  # the attention output's X and S writes (lowbit.rtl.chip_av)
+    gather = dj.get("gather", {}) if dj else {}  # embedding reads: request tag -> its rows' DRAM addresses
+    ex: list[list[int]] = []  # the embedding writer's beats into X (first address, words) and rows' S
+    es: list[list[int]] = []
     avx: list[list[int]] = []
     avs: list[list[int]] = []
     sfu_writes = {int(i): v for i, v in dj.get("sfu_writes", {}).items()} if dj else {}
@@ -329,6 +339,11 @@ async def chip_run(dut):
                 res_words.append([int(dut.ra.value), int(dut.rw.value)])
             if int(dut.fv.value):
                 act_words.append([int(dut.fa.value), int(dut.fw.value)])
+        if dj and dj.get("embed"):
+            if int(dut.ex_v.value):
+                ex.append([int(dut.ex_a.value), int(dut.ex_w.value)])
+            if int(dut.es_v.value):
+                es.append([int(dut.es_a.value), int(dut.es_w.value)])
         if av_h:
             if int(dut.avx_v.value):
                 avx.append([int(dut.avx_a.value), int(dut.avx_m.value), int(dut.avx_w.value)])
@@ -366,7 +381,10 @@ async def chip_run(dut):
                     late += 1
                 due.setdefault(max(e - 1, cyc + 1), []).append(rid)
                 seg = bisect.bisect_right(starts, addr) - 1
-                if dj and not wr and rid >> dj["engine_bit"] in data_engines and seg >= 0 \
+                if str(next_tag) in gather:  # the step's input rows: the table's rows at its token ids
+                    rows = b"".join(_image_bytes(dram, starts, a, dj["row_bytes"]) for a in gather[str(next_tag)])
+                    data_late += _place_beats(dslot, rid, rows, beat_bytes, cyc + 1, e - 1)
+                elif dj and not wr and rid >> dj["engine_bit"] in data_engines and seg >= 0 \
                         and addr + nb <= starts[seg] + len(dram[seg][1]):
                     off = addr - starts[seg]
                     data_late += _place_beats(dslot, rid, dram[seg][1][off:off + nb], beat_bytes, cyc + 1, e - 1)
@@ -383,7 +401,7 @@ async def chip_run(dut):
                    for k, e in enumerate(lop["writes"])) if lop else 0
     res = {"kv_ind": kv_ind, "kv_ind_bad": kv_ind_bad, "lop_idx": lop_idx, "lop_sdone": lop_sdone, "lop_done": lop_done, "lop_late": lop_late,
            "queues": names, "start": start, "end": end, "cycles": cyc, "late": late, "lane_overflow": overflow,
-           "psum": psum, "sfu": sfu_words, "norm": norm_words, "amax": amax_words, "res": res_words, "rq": rq_words, "act": act_words, "avx": avx, "avs": avs, "data_late": data_late, "act_late": act_late, "kv_chunks": kv_chunks,
+           "psum": psum, "sfu": sfu_words, "norm": norm_words, "amax": amax_words, "res": res_words, "rq": rq_words, "act": act_words, "avx": avx, "avs": avs, "ex": ex, "es": es, "data_late": data_late, "act_late": act_late, "kv_chunks": kv_chunks,
            "kv_units": kv_units, "kv_mismatches": kv_bad + sum(len(v) for v in ksample.values()),
            "finished": cnt_prev == lengths[:-1] and joins_done == lengths[-1], "dram_requests": next_tag}
     tmp = job["result"] + ".tmp"

@@ -44,7 +44,7 @@ import triton
 import triton.language as tl
 
 from .fp4 import FP4Weight, _block_scale_f32
-from .rowgemv import GATES, _row_in, _row_launch, _row_norm, row_tiles
+from .rowgemv import GATES, _row_in, _row_launch, _row_norm, next_tiles, row_tiles
 from .ternary import INTERPRET, autotune, pdl_kw, pdl_launch, pdl_wait
 
 __all__ = ["fp4_gemv_row", "fp4_norm_gemv", "fp4_gate_gemv", "tune_cold", "COLD_CONFIGS", "Rope"]
@@ -226,14 +226,7 @@ def _fp4_row_kernel(x_ptr, w_ptr, s_ptr, r_ptr, y_ptr, g_ptr, N, KW, K, stride_w
     out = gmul / r
     for nb in range(pid, n_blocks, NPROG):
         rn = nb * BLOCK_N + rn0
-        rn_next = rn + NPROG * BLOCK_N
-        w_next = tl.load(w_ptr + rn_next[:, None] * stride_wn + rj[None, :],
-                         mask=(rn_next < N)[:, None] & j_ok[None, :], other=0)
-        if KWT > 0:
-            wt_next = tl.load(w_ptr + rn_next[:, None] * stride_wn + rt[None, :],
-                              mask=(rn_next < N)[:, None] & t_ok[None, :], other=0)
-        else:
-            wt_next = w_next
+        w_next, wt_next = next_tiles(w_ptr, rn + NPROG * BLOCK_N, N, stride_wn, rj, j_ok, rt, t_ok, KWT)
         n_ok = rn < N
         acc = _scaled_sum(w, rn, ri, KW, pe0, pe1, pe2, pe3, po0, po1, po2, po3, s_ptr, stride_sn, n_ok, IS_NV, WPB,
                           USE_ASM, BLOCK_N, W2)
@@ -315,25 +308,13 @@ def _key(w: FP4Weight, residual, norm, gate, rope) -> tuple:
     return (w.n, w.words.shape[1], w.fmt, residual is not None, norm is not None, gate, rope is not None)
 
 
-def _graph_us(fns) -> float:
-    # µs per call: the calls (one per distinct weight) captured back to back in one CUDA graph, replayed
-    for f in fns:
-        f()
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for f in fns:
-            f()
-    g.replay()
-    torch.cuda.synchronize()
-    return float(triton.testing.do_bench(g.replay, warmup=5, rep=20, return_mode="median")) * 1e3 / len(fns)
-
-
 def tune_cold(calls: list[dict]) -> tuple[dict, dict]:
     """Time every :data:`COLD_CONFIGS` entry (that fits the tile budget) on ``calls`` — keyword sets of
     :func:`fp4_gemv_row` for one shape and prologue, each on a distinct weight, together larger than the L2 —
     in one CUDA graph each; the fastest becomes that key's config for later calls. Returns it and the µs of
     every candidate."""
+    from .bench import bench_graph  # the bench's cold-weight CUDA-graph timing
+
     w = calls[0]["w"]
     kwp, kwt = row_tiles(w.words.shape[1])
     times = {}
@@ -341,7 +322,7 @@ def tune_cold(calls: list[dict]) -> tuple[dict, dict]:
         if cfg["BLOCK_N"] * (kwp + kwt) > 8192 or (cfg["BLOCK_N"] < 2 and calls[0].get("rope") is not None):
             continue
         times[f"{cfg['BLOCK_N']}/{cfg['PER_SM']}/{cfg['num_warps']}"] = (
-            _graph_us([lambda c=c, cfg=cfg: fp4_gemv_row(config=dict(cfg), **c) for c in calls]), cfg)
+            bench_graph([lambda c=c, cfg=cfg: fp4_gemv_row(config=dict(cfg), **c) for c in calls]), cfg)
     best = min(times.values(), key=lambda t: t[0])[1]
     c0 = calls[0]
     _COLD[_key(w, c0.get("residual"), c0.get("norm"), c0.get("gate"), c0.get("rope"))] = best

@@ -120,6 +120,8 @@ def _tgemv_row_kernel(x_ptr, q_ptr, qsum_ptr, xs_ptr, w_ptr, ws_ptr, r_ptr, y_pt
     if KWT > 0:
         rt = KWP + tl.arange(0, KWT)
         t_ok = rt < KW
+    else:  # unused: next_tiles takes the main tile twice
+        rt, t_ok = rj, j_ok
     # the first weight tile is requested before the activation work, so the weight stream starts at once
     if not PIPE:
         rn = pid * BLOCK_N + rn0
@@ -193,18 +195,25 @@ def _tgemv_row_kernel(x_ptr, q_ptr, qsum_ptr, xs_ptr, w_ptr, ws_ptr, r_ptr, y_pt
     else:  # the next tile is loaded (into registers) before the current one is reduced
         for nb in range(pid, n_blocks, NPROG):
             rn = nb * BLOCK_N + rn0
-            rn_next = rn + NPROG * BLOCK_N
-            w_next = tl.load(w_ptr + rn_next[:, None] * stride_wn + rj[None, :],
-                             mask=(rn_next < N)[:, None] & j_ok[None, :], other=0)
-            if KWT > 0:
-                wt_next = tl.load(w_ptr + rn_next[:, None] * stride_wn + rt[None, :],
-                                  mask=(rn_next < N)[:, None] & t_ok[None, :], other=0)
-            else:
-                wt_next = w_next
+            w_next, wt_next = next_tiles(w_ptr, rn + NPROG * BLOCK_N, N, stride_wn, rj, j_ok, rt, t_ok, KWT)
             _row_block(w, wt, rn, a0, a1, a2, a3, t0, t1, t2, t3, qsum, xs, ws_ptr, r_ptr, y_ptr, N, OUT_ACC, RESIDUAL,
                        USE_ASM, KWT)
             w = w_next
             wt = wt_next
+
+
+@triton.jit
+def next_tiles(w_ptr, rn_next, N, stride_wn, rj, j_ok, rt, t_ok, KWT: tl.constexpr):
+    """The next row block's main tile (words ``rj``) and tail tile (words ``rt``; the main tile again when
+    KWT is 0), loaded into registers before the current block is reduced."""
+    w_next = tl.load(w_ptr + rn_next[:, None] * stride_wn + rj[None, :], mask=(rn_next < N)[:, None] & j_ok[None, :],
+                     other=0)
+    if KWT > 0:
+        wt_next = tl.load(w_ptr + rn_next[:, None] * stride_wn + rt[None, :],
+                          mask=(rn_next < N)[:, None] & t_ok[None, :], other=0)
+    else:
+        wt_next = w_next
+    return w_next, wt_next
 
 
 @triton.jit

@@ -46,7 +46,14 @@ from amaranth.lib.wiring import In, Out
 from lowbit.rtl.chip_av import av_engine, av_ok, av_ports, av_signature
 from lowbit.rtl.chip_booth import BoothEngine, booth_data_ok, booth_psum_layout, qk_data_ok
 from lowbit.rtl.chip_booth_regroup import booth_regroup_ok
-from lowbit.rtl.chip_ctrl import STAT_DEPTH, ComputeQueue, JoinMonitor, scoreboard_layout, word_layout
+from lowbit.rtl.chip_ctrl import (
+    STAT_DEPTH,
+    ComputeQueue,
+    JoinMonitor,
+    instr_memory,
+    scoreboard_layout,
+    word_layout,
+)
 from lowbit.rtl.chip_data import BankedBuffer, DmaFill, TintEngine, data_dims, psum_layout
 from lowbit.rtl.chip_dma import N_BUFFERS, DmaEngine, mem_port_signature
 from lowbit.rtl.chip_embed import embed_signature, embed_writer
@@ -270,17 +277,12 @@ class Chip(wiring.Component):
         for q, name in enumerate(self.names):
             kind = self.kinds[q]
             lay = self.layouts[q]
-            mem = Memory(shape=lay, depth=p.imem_depth, init=[])
-            m.submodules[f"imem_{name}"] = mem
-            wp = mem.write_port()
-            m.d.comb += [wp.addr.eq(self.load_addr[:p.addr_bits]),
-                         wp.data.eq(self.load_word[:data.StructLayout.cast(lay).size]),
-                         wp.en.eq(self.load_en & (self.load_queue == q))]
+            ld = (self.load_addr[:p.addr_bits], self.load_word, self.load_en & (self.load_queue == q))
             if kind in ("compute", "tint", "booth", "sfu", "lop"):
                 c = ComputeQueue(sb.shape(), p.seq_bits, p.addr_bits, dims if kind != "compute" else None, kind)
                 m.submodules[f"q_{name}"] = c
-                rp = mem.read_port()
-                m.d.comb += [rp.addr.eq(c.raddr), c.word.eq(rp.data), c.run.eq(run), c.sb.eq(sb),
+                word, = instr_memory(m, name, lay, p.imem_depth, 1, c.raddr, *ld)
+                m.d.comb += [c.word.eq(word), c.run.eq(run), c.sb.eq(sb),
                              counts[q].eq(c.count), getattr(self, f"pc_{name}").eq(c.pc),
                              getattr(self, f"count_{name}").eq(c.count)]
                 rel.append(c)
@@ -296,9 +298,8 @@ class Chip(wiring.Component):
                               id_bits=p.id_bits, dims=dims, lop=(self.cfg.lop.lanes, 2 * p.lop_depth, p.lop_hd)
                               if kind == "dma_lop" else None)
                 m.submodules[f"q_{name}"] = e
-                for k in range(p.dma_issue):
-                    rp = mem.read_port()
-                    m.d.comb += [rp.addr.eq(e.raddr[k]), e.words[k].eq(rp.data)]
+                words = instr_memory(m, name, lay, p.imem_depth, p.dma_issue, e.raddr, *ld)
+                m.d.comb += [e.words[k].eq(w) for k, w in enumerate(words)]
                 d = len(engines)
                 m.d.comb += [e.run.eq(run), e.sb.eq(sb), counts[q].eq(e.count), sb.base[d].eq(e.base),
                              sb.zeros[d].eq(e.zeros), getattr(self, f"dbase_{name}").eq(e.base),
@@ -309,9 +310,8 @@ class Chip(wiring.Component):
             else:
                 j = JoinMonitor(sb.shape(), p.seq_bits, p.addr_bits, p.join_window)
                 m.submodules["q_sync"] = j
-                for k in range(p.join_window):
-                    rp = mem.read_port()
-                    m.d.comb += [rp.addr.eq(j.raddr[k]), j.words[k].eq(rp.data)]
+                words = instr_memory(m, name, lay, p.imem_depth, p.join_window, j.raddr, *ld)
+                m.d.comb += [j.words[k].eq(w) for k, w in enumerate(words)]
                 m.d.comb += [j.run.eq(run), j.sb.eq(sb), self.join_head.eq(j.head),
                              self.join_done.eq(j.done_now)]
         # rings: the buffers the config has, each allocated by its owner engine (RING_OWNER)

@@ -94,7 +94,7 @@ class DmaEngine(wiring.Component):
             "sb": In(sb),
             "words": In(data.ArrayLayout(word_layout("dma_lop" if lop else "dma", n_thr, n_dq, seq_bits,
                                                      dims if self.data else None), issue)),
-            "raddr": Out(data.ArrayLayout(unsigned(addr_bits), issue)),
+            "raddr": Out(addr_bits),  # the next cycle's head: its words are raddr, raddr + 1, ...
             "pc": Out(seq_bits),
             "count": Out(seq_bits),
             "base": Out(seq_bits),
@@ -158,8 +158,7 @@ class DmaEngine(wiring.Component):
         m.d.comb += n_iss.eq(sum(iss))
         pc_next = Signal.like(self.pc)
         m.d.comb += pc_next.eq(self.pc + n_iss)
-        for k in range(ni):
-            m.d.comb += self.raddr[k].eq(pc_next + k)
+        m.d.comb += self.raddr.eq(pc_next)
         m.d.sync += self.pc.eq(pc_next)
         # --- requests: every issuing word's request crosses the port in its issue cycle
         for k in range(ni):

@@ -22,9 +22,10 @@ LOP code banks) are costed at the config's sizes (cost/sram.py, as before); the 
 (instruction memories, requantizer multipliers, the LOP engine's query and group memories) are added as
 SRAM macros at their RTL sizes (area and leakage; their accesses are not charged). Read-only tables that
 yosys turns into memories (`proc_rom`: a `case` over a constant table, e.g. the activation engine's lookup
-tables) are logic, not SRAM: they are listed and not counted (an underestimate; the standalone activation
-datapath maps them to cells). A module whose synthesis
-fails (e.g. runs past LOWBIT_SYNTH_TIMEOUT_S) is not counted and the report lists it.
+tables) are logic, not SRAM: rtl/synth_hier.roms_as_logic maps each from its contents to cells (as the
+standalone activation datapath's synthesis does) and counts them in their module, at its activity. A module
+whose delay mapping runs past LOWBIT_SYNTH_TIMEOUT_S is mapped area-oriented (rtl/synth_hier.py) and the
+report names it; one whose synthesis fails is not counted and the report lists it.
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ class ChipCost:
     workload: str = ""
     cycles: int = 0
     missing: dict[str, str] = field(default_factory=dict)  # chip modules without a netlist: not counted
+    area_mapped: list[str] = field(default_factory=list)  # modules mapped area-oriented (delay mapping timed out)
+    roms: dict[str, list[dict]] = field(default_factory=dict)  # module -> its read-only tables, counted as logic
 
     @property
     def unit_names(self) -> set[str]:
@@ -151,7 +154,8 @@ def chip_cost(cfg, hier, act, chars, target_ps: float) -> ChipCost:
                               f"{len(extra)} chip memories that are not config buffers (instruction memories, "
                               "requantizer multipliers, LOP engine query/group memories) as SRAM macros at their RTL "
                               "sizes (cost/sram.py); accesses not charged"))
-    return ChipCost(mods, units, lib, parts, mems, act.workload, act.cycles, dict(hier.missing))
+    return ChipCost(mods, units, lib, parts, mems, act.workload, act.cycles, dict(hier.missing),
+                    list(hier.area_mapped), dict(hier.roms))
 
 
 # The chip's SFU stream engines (instance name) and the SFU op each executes (sim.breakdown's op groups).
@@ -172,11 +176,12 @@ def chip_from_bench(cfg, chars, target_ps: float, progress=None, activity: str |
     from pathlib import Path
 
     from lowbit.rtl.activity_chip import chip_activity, load_activity
+    from lowbit.rtl.synth import CHIP_JOBS
     from lowbit.rtl.synth_hier import synth_hier
 
     log = progress or (lambda s: print(s, file=sys.stderr, flush=True))
     act = load_activity(activity, cfg) if activity else chip_activity(cfg, cfg.name, progress=log)
     hier = synth_hier(Path(act.verilog).read_text(), TOP, liberty="characterised", target_ps=target_ps,
                       progress=lambda m, i, n: log(f"[{cfg.name}] synthesising chip module {m} ({i + 1}/{n})"),
-                      keep_going=True)
+                      keep_going=True, jobs=CHIP_JOBS)
     return chip_cost(cfg, hier, act, chars, target_ps)

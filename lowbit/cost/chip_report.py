@@ -76,6 +76,10 @@ def chip_netlist_section(cc: Any, cfg: Any) -> list[str]:
     if cc.missing:
         L += ["", "**Not synthesised, not counted** (an underestimate): " + "; ".join(
             f"`{m}` ({why})" for m, why in cc.missing.items())]
+    if cc.area_mapped:
+        L += ["", "**Mapped area-oriented** (their delay mapping ran past the synthesis time limit; abc's area "
+              "mapping onto the same characterised cells, timed and loaded the same way: smaller than a delay "
+              "mapping, an underestimate): " + ", ".join(f"`{m}`" for m in cc.area_mapped)]
     bufs = [m for m in cc.memories if m["role"] == "buffer"]
     extra = [m for m in cc.memories if m["role"] == "extra"]
     roms = [m for m in cc.memories if m["role"] == "rom"]
@@ -87,7 +91,14 @@ def chip_netlist_section(cc: Any, cfg: Any) -> list[str]:
               f"{m['name']} {m['size']:,}x{m['width']}" for m in extra) + ")."
           + (f" {len(roms)} read-only tables ({', '.join(sorted({m['module'] for m in roms}))}: "
              f"{', '.join(sorted({str(m['size']) + 'x' + str(m['width']) for m in roms}))}) are logic that yosys kept "
-             "as ROMs: not counted (an underestimate)." if roms else ""), ""]
+             "as ROMs: not counted (an underestimate)." if roms else "")
+          + (f" {sum(len(t) for t in cc.roms.values())} read-only tables ("
+             + "; ".join(f"{m}: {len(t)} of {', '.join(sorted({str(x['size']) + 'x' + str(x['width']) for x in t}))}"
+                         for m, t in cc.roms.items())
+             + f") are mapped to logic from their contents (rtl/synth_hier.roms_as_logic) and counted in their module: "
+             f"{sum(x['cells'] for t in cc.roms.values() for x in t):,} cells, "
+             f"{sum(x['area_um2'] for t in cc.roms.values() for x in t) * af:,.0f} µm² at the node before placement."
+             if cc.roms else ""), ""]
     return L
 
 

@@ -113,7 +113,7 @@ def register(app: typer.Typer) -> None:
                          "flops": x.n_flops, "area_sky130_um2": x.area_um2,
                          "placed_area_at_node_um2": x.area_um2 * af * r.instances[m] / PLACEMENT_UTILISATION,
                          "delay_ps_sky130": x.delay_ps, "memories": x.memories})
-        roms = [m for m in r.memories if m["wr_ports"] == 0]  # read-only tables: logic, not SRAM (cost/chip_power)
+        roms = [{**t, "module": m} for m, ts in r.roms.items() for t in ts]  # read-only tables, mapped to logic
         mems = []
         for m in (m for m in r.memories if m["wr_ports"]):  # ASSUMPTION: a read and a write port share a macro port
             ports = max(1, m["rd_ports"] + m["wr_ports"] - 1)
@@ -126,7 +126,7 @@ def register(app: typer.Typer) -> None:
                 "cells": r.cells, "n_cells": r.n_cells, "n_flops": r.n_flops, "area_sky130_um2": r.area_um2,
                 "placed_logic_area_at_node_um2": logic, "modules": mods, "memories": mems,
                 "sram_area_at_node_um2": sum(m["area_um2"] for m in mems), "target_ps": tgt, "missing": r.missing,
-                "roms": roms}
+                "roms": roms, "area_mapped": r.area_mapped}
         if json_out is not None:
             write_json(json_out, json.dumps(data, indent=1) + "\n")
             if str(json_out) == "-":
@@ -148,8 +148,10 @@ def register(app: typer.Typer) -> None:
                   f"{m['wr_ports']}W -> {m['area_um2']:,.0f} µm² at {cfg.node_nm:g} nm"
                   f"{' (' + m['note'] + ')' if m['note'] else ''}")
         if roms:
-            print(f"  {len(roms)} read-only tables ({', '.join(sorted({m['module'] for m in roms}))}) are logic yosys "
-                  "kept as ROMs: not counted")
+            print(f"  {len(roms)} read-only tables ({', '.join(sorted({m['module'] for m in roms}))}) mapped to logic "
+                  f"from their contents, counted in their module: {sum(t['cells'] for t in roms):,} cells")
+        for m in r.area_mapped:
+            print(f"  mapped area-oriented (its delay mapping ran past the time limit): {m}")
         for m, why in r.missing.items():
             print(f"  not synthesised, not counted: {m} ({why})")
         print(f"logic {r.n_cells:,} cells, {r.n_flops:,} flip-flops, sky130 HD area {r.area_um2:,.1f} µm²; placed at "

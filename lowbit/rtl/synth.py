@@ -71,6 +71,9 @@ class SynthResult:
     memories: list[dict] = field(default_factory=list)
     # hierarchical synthesis only (rtl/synth_hier.py): instances of child modules left as blackboxes, by type
     children: dict[str, int] = field(default_factory=dict)
+    # characterised flow: "delay" (abc -D target_ps) or "area" (abc's area-oriented mapping onto the same
+    # cells, timed and loaded the same way: rtl/synth_hier.py's fallback where the delay mapping times out)
+    mapping: str = "delay"
 
     @property
     def n_cells(self) -> int:
@@ -113,11 +116,11 @@ opt_clean"""
 
 
 def _script(files: list[str], top: str | None, target_ps: float = 0.0, keep_memories: bool = False,
-            libs: list[str] = ()) -> str:
+            libs: list[str] = (), delay_mapping: bool = True) -> str:
     reads = "\n".join([*(f"read_verilog -sv -lib {f}" for f in libs), *(f"read_verilog -sv {f}" for f in files)])
     hier = f"hierarchy -check -top {top}" if top else "hierarchy -check -auto-top"
     if target_ps:  # timing-driven: abc maps for delay against the target with the NLDM tables
-        abc = f"abc -D {target_ps:.0f} -constr {CONSTR} -liberty {LIB}"
+        abc = f"abc -D {target_ps:.0f} -constr {CONSTR} -liberty {LIB}" if delay_mapping else f"abc -liberty {LIB}"
         tail = "\nsetattr -mod -unset keep\nwrite_json netlist.json"
     else:
         abc, tail = f"abc -liberty {LIB}", ""
@@ -165,7 +168,8 @@ def parse_stat(stat: dict, top: str | None = None) -> tuple[str, dict[str, int],
 def synthesize(verilog: str | Path | list[str | Path], top: str | None = None, *,
                cache_dir: Path | None = None, lib_root: Path | None = None, use_cache: bool = True,
                timeout_s: float | None = None, liberty: str = "area", target_ps: float = 0.0,
-               keep_memories: bool = False, libs: list[Path] = (), key_text: str | None = None) -> SynthResult:
+               keep_memories: bool = False, libs: list[Path] = (), key_text: str | None = None,
+               delay_mapping: bool = True) -> SynthResult:
     """Synthesise Verilog file(s) to sky130_fd_sc_hd cells; cached by content hash.
 
     liberty="area": the LEF-area Liberty, area-oriented abc (the default; no characterisation needed).
@@ -175,7 +179,9 @@ def synthesize(verilog: str | Path | list[str | Path], top: str | None = None, *
     buffers are macros).
     libs: Verilog files read as blackboxes (`read_verilog -lib`): the child modules of a hierarchical
     synthesis (rtl/synth_hier.py); their instances are counted in SynthResult.children. key_text: the text the
-    cache key hashes in place of the files' (a name-independent form of the module, rtl/synth_hier.py)."""
+    cache key hashes in place of the files' (a name-independent form of the module, rtl/synth_hier.py).
+    delay_mapping=False (characterised flow only): abc's area-oriented mapping onto the characterised cells, the
+    netlist then timed against `target_ps` and loaded as in the delay mapping (SynthResult.mapping "area")."""
     paths = [Path(p) for p in (verilog if isinstance(verilog, list | tuple) else [verilog])]
     libs = [Path(p) for p in libs]
     for p in paths:
@@ -196,7 +202,8 @@ def synthesize(verilog: str | Path | list[str | Path], top: str | None = None, *
     texts = (key_text,) if key_text is not None else (*(p.read_text() for p in paths), *(p.read_text() for p in libs))
     for part in (SCRIPT_VERSION, (top or "") if key_text is None else "", lib, *texts,
                  *((f"{target_ps:.0f}", DRIVING_CELL, f"{OUTPUT_LOAD_PF}") if target_ps else ()),
-                 *(("keep_memories",) if keep_memories else ()), *(("hier",) if libs else ())):
+                 *(("keep_memories",) if keep_memories else ()), *(("hier",) if libs else ()),
+                 *(("area-mapping",) if target_ps and not delay_mapping else ())):
         h.update(part.encode())
         h.update(b"\0")
     key = h.hexdigest()[:20]
@@ -218,7 +225,7 @@ def synthesize(verilog: str | Path | list[str | Path], top: str | None = None, *
         with temp_dir(root, key) as work:
             try:
                 return _run_yosys(exe, paths, top, lib, cells_info, key, root, work, done, timeout_s,
-                                  target_ps, chars, keep_memories, libs)
+                                  target_ps, chars, keep_memories, libs, delay_mapping)
             except OSError as e:
                 raise output_error(done, e) from None
 
@@ -232,7 +239,8 @@ def _cached(done: Path) -> SynthResult:
 
 def _run_yosys(exe: str, paths: list[Path], top: str | None, lib: str, cells_info, key: str, root: Path,
                work: Path, done: Path, timeout_s: float, target_ps: float = 0.0,
-               chars: dict | None = None, keep_memories: bool = False, libs: list[Path] = ()) -> SynthResult:
+               chars: dict | None = None, keep_memories: bool = False, libs: list[Path] = (),
+               delay_mapping: bool = True) -> SynthResult:
     """yosys in `work` (a locked temp dir of lowbit.sim.atomic); on success `work` becomes the entry `done`."""
     names, lib_names = [], []
     for pre, src, dst in (("in", paths, names), ("lib", libs, lib_names)):
@@ -242,7 +250,7 @@ def _run_yosys(exe: str, paths: list[Path], top: str | None, lib: str, cells_inf
             dst.append(n)
     (work / LIB).write_text(lib)
     (work / CONSTR).write_text(f"set_driving_cell {PREFIX}{DRIVING_CELL}\nset_load {OUTPUT_LOAD_PF}\n")
-    (work / "synth.ys").write_text(_script(names, top, target_ps, keep_memories, lib_names))
+    (work / "synth.ys").write_text(_script(names, top, target_ps, keep_memories, lib_names, delay_mapping))
     failed = root / f"failed-{key}"
     try:
         r = procs.run([exe, "-q", "-l", "yosys.log", "synth.ys"], cwd=work, capture_output=True, text=True,
@@ -269,7 +277,7 @@ def _run_yosys(exe: str, paths: list[Path], top: str | None, lib: str, cells_inf
     if keep_memories and (work / "mems.json").exists():
         res.memories = memories_of(json.loads((work / "mems.json").read_text()))
     if target_ps:
-        res.liberty, res.target_ps = "characterised", target_ps
+        res.liberty, res.target_ps, res.mapping = "characterised", target_ps, "delay" if delay_mapping else "area"
         from lowbit.rtl.sta import critical_path_ps
 
         netlist = boundary_netlist(json.loads((work / "netlist.json").read_text()), top)
@@ -396,6 +404,7 @@ CHIP_TOP = "lowbit_chip"
 # The chip top's entry points, first found is used: CHIP_MODULE.chip_verilog(cfg) -> Verilog text of module
 # CHIP_TOP, or CHIP_MODULE.chip_top(cfg) -> the chip top as an Amaranth component.
 CHIP_BUILDERS = ("chip_verilog", "chip_top")
+CHIP_JOBS = 2  # yosys runs at a time in a chip's hierarchical synthesis (the largest modules start first)
 
 
 def chip_available() -> bool:
@@ -423,10 +432,10 @@ def chip_verilog(cfg) -> str:
 
 
 def synth_chip(cfg, text: str | None = None, *, cache_dir: Path | None = None, liberty: str = "area",
-               target_ps: float = 0.0, progress=None, keep_going: bool = False):
+               target_ps: float = 0.0, progress=None, keep_going: bool = False, jobs: int = CHIP_JOBS):
     """Synthesise the chip top hierarchically (rtl/synth_hier.py: each unique module once, memories kept as
     macros): `text`, the Verilog of a chip (e.g. the one a chip-bench run used), else chip_verilog(cfg)."""
     from lowbit.rtl.synth_hier import synth_hier
 
     return synth_hier(text if text is not None else chip_verilog(cfg), CHIP_TOP, cache_dir=cache_dir,
-                      liberty=liberty, target_ps=target_ps, progress=progress, keep_going=keep_going)
+                      liberty=liberty, target_ps=target_ps, progress=progress, keep_going=keep_going, jobs=jobs)

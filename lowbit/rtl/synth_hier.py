@@ -17,14 +17,18 @@ and loaded as a block boundary (rtl/synth.py boundary_netlist).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
+import os
 import re
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lowbit.rtl.synth import MODULE_RE, SynthError, SynthResult, synthesize
+from lowbit.rtl.synth import MODULE_RE, YOSYS_TIMEOUT_S, SynthError, SynthResult, synthesize
+from lowbit.sim.cache import cache_dir as _cache_dir
 
 NUMBERED = re.compile(r"([A-Za-z_]\w*?)?\$(\d+)")  # a numbered name part and the name stem before it
 
@@ -38,6 +42,12 @@ class HierResult:
     instances: dict[str, int]                  # module name -> instances in the design (top: 1)
     keys: dict[str, str] = field(default_factory=dict)  # module name -> cache key (equal keys: one synthesis)
     missing: dict[str, str] = field(default_factory=dict)  # module -> why it has no netlist (keep_going only)
+    roms: dict[str, list[dict]] = field(default_factory=dict)  # module -> its read-only tables mapped to logic
+
+    @property
+    def area_mapped(self) -> list[str]:
+        """Modules whose delay mapping timed out, mapped area-oriented instead (synth_hier's fallback)."""
+        return [m for m, r in self.modules.items() if r.mapping == "area" and r.target_ps]
 
     @property
     def area_um2(self) -> float:
@@ -171,9 +181,11 @@ def synth_hier(text: str, top: str, *, cache_dir: Path | None = None, liberty: s
             libs.append(lf)
         if progress is not None:
             progress(m, i, len(reps))
-        return synthesize([f], m, cache_dir=cache_dir, liberty=liberty, target_ps=target_ps,
-                          keep_memories=keep_memories, libs=libs,
-                          key_text=f"hier-module {k} {target_ps:.0f} {keep_memories}")
+        kw = {"cache_dir": cache_dir, "liberty": liberty, "target_ps": target_ps, "keep_memories": keep_memories,
+              "libs": libs, "key_text": f"hier-module {k} {target_ps:.0f} {keep_memories}"}
+        if liberty != "characterised":
+            return synthesize([f], m, **kw)
+        return _delay_or_area(f, m, kw, Path(cache_dir) if cache_dir else _cache_dir("synth"))
 
     with tempfile.TemporaryDirectory(prefix="lowbit-hier-") as td, ThreadPoolExecutor(max(1, jobs)) as pool:
         futs = {m: pool.submit(one, i, m, Path(td)) for i, m in enumerate(reps)}
@@ -185,6 +197,92 @@ def synth_hier(text: str, top: str, *, cache_dir: Path | None = None, liberty: s
                 if not keep_going:
                     raise
                 why[keys[m]] = str(e).splitlines()[0].split("; yosys log")[0]
-    done = {m: by_key[keys[m]] for m in order if keys[m] in by_key}
+        done = {m: by_key[keys[m]] for m in order if keys[m] in by_key}
+        roms = {}
+        for m, r in list(done.items()):
+            if any(x["wr_ports"] == 0 for x in r.memories):
+                done[m], roms[m] = roms_as_logic(r, Path(td), cache_dir=cache_dir, liberty=liberty,
+                                                 target_ps=target_ps)
     missing = {m: why[keys[m]] for m in order if keys[m] in why}
-    return HierResult(top, done, inst, {m: keys[m] for m in order}, missing)
+    return HierResult(top, done, inst, {m: keys[m] for m in order}, missing, roms)
+
+
+def _delay_or_area(f: Path, m: str, kw: dict, root: Path) -> SynthResult:
+    """The characterised flow's mapping of one module: for delay (abc -D); where that runs past the yosys
+    timeout, abc's area-oriented mapping onto the same cells, timed and loaded the same way
+    (SynthResult.mapping "area"). Why that is a fair stand-in: it is a complete netlist of the module on the
+    same cells; a delay mapping restructures and duplicates logic for speed, so its area and switched
+    capacitance are at least as large (an underestimate, flagged in the report), and no engine meets the
+    clock with drive-1 cells either way. The timeout is remembered (a marker in the cache) so a rerun with
+    the same limit goes to the area mapping at once."""
+    limit = float(os.environ.get("LOWBIT_SYNTH_TIMEOUT_S", YOSYS_TIMEOUT_S))
+    marker = root / f"delay-timeout-{hashlib.sha256(kw['key_text'].encode()).hexdigest()[:20]}"
+    try:
+        tried = float(marker.read_text())
+    except (OSError, ValueError):
+        tried = 0.0
+    if tried < limit:
+        try:
+            return synthesize([f], m, **kw)
+        except SynthError as e:
+            if "timed out" not in str(e):
+                raise
+            root.mkdir(parents=True, exist_ok=True)
+            marker.write_text(f"{limit:.0f}\n")
+    return synthesize([f], m, **kw, delay_mapping=False)
+
+
+def rom_verilog(name: str, mem: dict) -> str:
+    """A read-only table as a Verilog module (`clk`, `a` -> `d`): a `case` over its contents (`init`, word 0
+    in the low bits, yosys's INIT), registered where the chip's table reads synchronously (`clocked`)."""
+    w, n = mem["width"], mem["size"]
+    ab = max(1, (n - 1).bit_length())
+    init = mem["init"]
+    rows = "\n".join(f"    {ab}'d{i}: v = {w}'h{(init >> (i * w)) & ((1 << w) - 1):x};" for i in range(n))
+    out = ("  always @(posedge clk) d <= v;\n" if mem["clocked"] else "  always @* d = v;\n")
+    return (f"module {name} (input clk, input [{ab - 1}:0] a, output reg [{w - 1}:0] d);\n  reg [{w - 1}:0] v;\n"
+            f"  always @* begin\n  case (a)\n{rows}\n    default: v = {w}'h0;\n  endcase\n  end\n{out}endmodule\n")
+
+
+def roms_as_logic(r: SynthResult, td: Path, **kw) -> tuple[SynthResult, list[dict]]:
+    """Module result `r` with its read-only tables (memories without a write port, e.g. a lookup table yosys
+    keeps as a ROM) mapped to logic: each table synthesised from its contents (the `$mem_v2` INIT of the
+    module's kept memories, mems.json beside its log) as a `case` ROM (rom_verilog; the same flow and
+    target), its cells, area and net loads added to the module's. Returns (result, the tables)."""
+    try:
+        cells = json.loads((Path(r.log_path).parent / "mems.json").read_text())["modules"]
+    except (OSError, ValueError, KeyError) as e:
+        raise SynthError(f"{r.top}: the contents of its read-only tables are not readable ({e})") from None
+    found = []
+    for mod in cells.values():
+        for c in mod.get("cells", {}).values():
+            p = c.get("parameters", {})
+            if c.get("type") == "$mem_v2" and int(str(p["WR_PORTS"]), 2) == 0:
+                bits = str(p["INIT"]).replace("x", "0").replace("z", "0")
+                found.append({"name": str(p.get("MEMID", "")).lstrip("\\"), "width": int(str(p["WIDTH"]), 2),
+                              "size": int(str(p["SIZE"]), 2), "init": int(bits, 2) if bits else 0,
+                              "clocked": "1" in str(p.get("RD_CLK_ENABLE", "0")),
+                              "rd_ports": int(str(p["RD_PORTS"]), 2)})
+    out = dataclasses.replace(r, cells=dict(r.cells), cell_area_um2=dict(r.cell_area_um2),
+                              net_loads={c: [list(x) for x in v] for c, v in r.net_loads.items()},
+                              memories=[x for x in r.memories if x["wr_ports"] != 0])
+    tables = []
+    for mem in found:
+        text = rom_verilog("lowbit_rom", mem)
+        h = hashlib.sha256(text.encode()).hexdigest()[:12]
+        f = td / f"rom-{h}.v"
+        f.write_text(text)
+        x = synthesize([f], "lowbit_rom", **kw)
+        k = mem["rd_ports"]  # one table copy per read port
+        for c, n in x.cells.items():
+            out.cells[c] = out.cells.get(c, 0) + k * n
+        for c, a in x.cell_area_um2.items():
+            out.cell_area_um2[c] = out.cell_area_um2.get(c, 0.0) + k * a
+        for c, v in x.net_loads.items():
+            out.net_loads.setdefault(c, []).extend([cap, fo, k * n] for cap, fo, n in v)
+        out.area_um2 += k * x.area_um2
+        out.seq_area_um2 += k * x.seq_area_um2
+        out.delay_ps = max(out.delay_ps, x.delay_ps)
+        tables.append({"name": mem["name"], "width": mem["width"], "size": mem["size"], "cells": x.n_cells * k,
+                       "area_um2": x.area_um2 * k})
+    return out, tables

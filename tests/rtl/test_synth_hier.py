@@ -87,3 +87,72 @@ def test_keep_going_lists_a_failed_module(sky130_root, synth_cache, monkeypatch)
     h = synth_hier(DESIGN, "top", keep_going=True)
     assert set(h.modules) == {"top"} and set(h.missing) == {"top.u0", "top.u1"}  # u1 is u0's synthesis
     assert "timed out" in h.missing["top.u0"] and h.n_flops == 8
+
+
+# A child holding a registered 16 x 4 lookup table (d = a * a mod 16 + 1, a case over constants that yosys keeps
+# as a ROM) beside a register of the top.
+ROM_DESIGN = r"""(* top =  1  *)
+module top(clk, a, q);
+  input clk; input [3:0] a; output [3:0] q;
+  \top.t  t (
+    .clk(clk), .a(a), .d(q)
+  );
+endmodule
+
+(* generator = "Amaranth" *)
+module \top.t (clk, a, d);
+  input clk; input [3:0] a; output reg [3:0] d;
+  reg [3:0] v;
+  always @* begin
+    case (a)
+""" + "".join(f"      4'd{i}: v = 4'd{(i * i + 1) % 16};\n" for i in range(16)) + r"""    endcase
+  end
+  always @(posedge clk) d <= v;
+endmodule
+"""
+
+
+def test_read_only_tables_are_mapped_to_logic(sky130_root, synth_cache, tmp_path):
+    """With memories kept as macros, a lookup table yosys keeps as a ROM is mapped to cells from its contents
+    and counted in its module: the same cells as yosys mapping the table in place (keep_memories off)."""
+    v = tmp_path / "rom.v"
+    v.write_text(ROM_DESIGN)
+    flat = synth.synthesize(v, "top")
+    h = synth_hier(ROM_DESIGN, "top", keep_memories=True)
+    assert h.roms == {"top.t": [{"name": h.roms["top.t"][0]["name"], "width": 4, "size": 16,
+                                 "cells": h.modules["top.t"].n_cells, "area_um2": h.modules["top.t"].area_um2}]}
+    assert h.modules["top.t"].memories == [] and h.memories == []
+    assert h.n_flops == 4  # the table's registered read
+    assert h.cells == flat.cells
+
+
+def test_a_timed_out_delay_mapping_falls_back_to_area_mapping(tmp_path, monkeypatch):
+    """The characterised flow maps a module for delay; past the time limit, area-oriented on the same cells,
+    and a rerun under the same limit goes there at once (the cache's marker); a longer limit tries again."""
+    from lowbit.rtl import synth_hier as sh
+
+    calls = []
+
+    def fake(paths, top, *, delay_mapping=True, **kw):
+        calls.append(delay_mapping)
+        if delay_mapping:
+            raise synth.SynthError("yosys timed out after 120 s in step 'ABC'")
+        return synth.SynthResult(top, {"inv_1": 1}, 3.75, 0.0, "k", mapping="area", target_ps=5000.0)
+
+    monkeypatch.setattr(sh, "synthesize", fake)
+    monkeypatch.setenv("LOWBIT_SYNTH_TIMEOUT_S", "120")
+    kw = {"key_text": "hier-module abc 5000 True"}
+    assert sh._delay_or_area(tmp_path / "m.v", "m", kw, tmp_path).mapping == "area"
+    assert calls == [True, False]
+    sh._delay_or_area(tmp_path / "m.v", "m", kw, tmp_path)
+    assert calls == [True, False, False]
+    monkeypatch.setenv("LOWBIT_SYNTH_TIMEOUT_S", "900")
+    sh._delay_or_area(tmp_path / "m.v", "m", kw, tmp_path)
+    assert calls == [True, False, False, True, False]
+
+    def broken(paths, top, *, delay_mapping=True, **kw):
+        raise synth.SynthError("synthesis failed at step 'read/parse'")
+
+    monkeypatch.setattr(sh, "synthesize", broken)
+    with pytest.raises(synth.SynthError, match="read/parse"):  # only a timeout falls back
+        sh._delay_or_area(tmp_path / "m.v", "n", {"key_text": "other"}, tmp_path)

@@ -13,7 +13,7 @@ pytest.importorskip("amaranth")
 
 @pytest.mark.parametrize("reads", [1, 5, 8])
 def test_banked_instruction_memory_reads_consecutive_words(reads):
-    from amaranth.hdl import Module, Signal, unsigned
+    from amaranth.hdl import Module, unsigned
     from amaranth.lib import data, wiring
     from amaranth.lib.wiring import In, Out
     from amaranth.sim import Simulator

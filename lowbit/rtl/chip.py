@@ -61,6 +61,7 @@ from lowbit.rtl.chip_fp4 import Fp4Engine, fp4_psum_layout
 from lowbit.rtl.chip_requant import RQ_BUFS, RQ_LOAD, requantizer
 from lowbit.rtl.chip_ring import Ring
 from lowbit.rtl.chip_sfu import sfu_data_ok, sfu_engines
+from lowbit.rtl.chip_softmax import sm_observe, sm_ok, sm_signature
 from lowbit.rtl.common import COUNT_BITS
 from lowbit.rtl.sfu_stream import STAT_BITS
 from lowbit.rtl.sfu_stream_requant import mult_word
@@ -198,6 +199,7 @@ class Chip(wiring.Component):
             self.load_bits = max(self.load_bits, 16 * cfg.sfu.lanes, STAT_BITS)
         self.rq_names = rq_engines(cfg, p, self.names, self.classes, self.kinds) if sd else []
         self.av = sd and av_ok(cfg, d)  # the attention output's writer (chip_av)
+        self.sm = sd and sm_ok(cfg, d)  # the softmax engine (chip_softmax)
         if self.rq_names:
             self.load_bits = max(self.load_bits, mult_word(max(cfg.tint.lanes, cfg.booth.lanes)).size)
         self.load_addr_bits = p.addr_bits if d is None else max(p.addr_bits, d.a_bits, (p.mult_depth - 1).bit_length())
@@ -246,6 +248,7 @@ class Chip(wiring.Component):
                             f"qw0_{n}": Out(16 * cfg.sfu.lanes), f"qw1_{n}": Out(16 * cfg.sfu.lanes)})
         sig.update(av_signature(cfg, d) if self.av else {})
         sig.update(embed_signature(cfg, d, p))
+        sig.update(sm_signature(cfg, d) if self.sm else {})
         if "lop" in self.kinds:  # the LOP engine's index FIFO writes and its two done strobes (chip_lop)
             sig.update({"lop_ov": Out(1), "lop_on": Out(range(cfg.lop.lanes + 1)),
                         "lop_oi": Out(data.ArrayLayout(COUNT_BITS, cfg.lop.lanes)), "lop_sdone": Out(1),
@@ -420,15 +423,20 @@ class Chip(wiring.Component):
             nq = len(self.names)
             av, emb = av_ports(cfg, d) if self.av else None, embed_writer(self, m, dma_w)
             q, rms, res, act, bufs = sfu_engines(m, cfg, d, sfuq, [self.load_en & (self.load_queue == nq + k)
-                                                              for k in range(1, 7)], self.load_addr, self.load_word, av, emb)
+                                                              for k in range(1, 7)], self.load_addr, self.load_word, av, emb,
+                                                 self.load_en & (self.load_queue == self.lop_load() + 2) if self.sm else None)
             m.d.comb += [self.nv.eq(rms.o_wen), self.na.eq(rms.o_waddr), self.nw.eq(rms.o_wdata),
                          self.mv.eq(rms.a_wen), self.ma.eq(rms.a_waddr), self.mw.eq(rms.a_wdata),
                          self.rv.eq(res.o_wen), self.ra.eq(res.o_waddr), self.rw.eq(res.o_wdata),
                          self.fv.eq(act.o_wen), self.fa.eq(act.o_waddr), self.fw.eq(act.o_wdata)]
-            m.d.comb += [aw.en.eq(q.o_wen | ld), aw.addr.eq(Mux(q.o_wen, q.o_waddr, self.load_addr[:d.a_bits])),
-                         aw.data.eq(Mux(q.o_wen, q.o_wdata.as_value(), self.load_word[:8 * tw])),
+            sm = bufs["sm"]  # the softmax engine's INT8 probabilities (chip_softmax), in cycles the others do not write
+            sw_en, sw_a, sw_d = (sm.a_en, sm.a_addr, sm.a_data) if sm else (0, 0, 0)
+            m.d.comb += [aw.en.eq(q.o_wen | sw_en | ld),
+                         aw.addr.eq(Mux(q.o_wen, q.o_waddr, Mux(sw_en, sw_a, self.load_addr[:d.a_bits]))),
+                         aw.data.eq(Mux(q.o_wen, q.o_wdata.as_value(), Mux(sw_en, sw_d, self.load_word[:8 * tw]))),
                          self.sv.eq(q.o_wen), self.sa.eq(q.o_waddr), self.sw.eq(q.o_wdata)]
             wrote = q.o_wen | rms.o_wen | rms.a_wen | res.o_wen | act.o_wen | (emb.x[0][0] if emb else 0)
+            wrote = wrote | sm_observe(self, m, sm)
         for r, (name, c) in enumerate(tints):
             kw = dict(w_bits=d.w_bits, a_bits=d.a_bits, p_bits=d.p_bits, w_step=d.word_units)
             if c.kind == "tint":
@@ -473,7 +481,7 @@ class Chip(wiring.Component):
                                  getattr(self, f"qw{b}_{name}").eq(getattr(rq, f"w{b}_data"))]
                 wrote = wrote | rq.w0_en | rq.w1_en
             if c.kind == "booth" and self.av:  # P V outputs into the SFU's X and S (chip_av)
-                wrote = wrote | av_engine(self, m, c, eng, av)
+                wrote = wrote | av_engine(self, m, c, eng, av, bufs["sm"])
             m.d.comb += [eng.start.eq(c.go), c.unit_ready.eq(eng.ready), c.unit_done.eq(eng.done_next)]
             if c.kind == "booth":
                 m.d.comb += eng.mode.eq(w.eng)

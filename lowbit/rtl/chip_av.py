@@ -26,8 +26,9 @@ the chip for a step and layer only where every read comes at least 2 cycles afte
 Fields of a P V word (lowbit.rtl.chip_ctrl AV_FIELDS): `av` (bit 0 X, bit 1 S, bit 2 the tile writes its
 rows' S first), `av_n` passes a query, `av_o` / `av_stride` the X word of its first output and the words a
 row, `av_s` the S row of its first query, `av_w` the statistics row of its first (query, head), `av_g`
-passes a head. The scales are written through the load port (DESIGN ASSUMPTION, a stand-in for the softmax
-engine's output: load queue offset AV_LOAD) in the softmax word's cycles, after its probabilities.
+passes a head. The scales are written by the softmax engine (lowbit.rtl.chip_softmax), or where a softmax word
+is not on it through the load port (load queue offset AV_LOAD) in the softmax word's cycles, after its
+probabilities.
 """
 
 from __future__ import annotations
@@ -87,10 +88,11 @@ def av_signature(cfg, dims) -> dict:
             "avs_v": Out(1), "avs_a": Out(SB), "avs_w": Out(STAT_BITS)}
 
 
-def av_engine(chip, m: Module, ctrl, eng, ports: AvPorts):
+def av_engine(chip, m: Module, ctrl, eng, ports: AvPorts, sm=None):
     """The requantizer behind BoothFlex's psum port (`eng`, queue controller `ctrl`), its scale memory
-    (written through the chip's load port at AV_LOAD), the X writes and S accumulation (module docstring);
-    returns its write strobe."""
+    (written through the chip's load port at AV_LOAD, and by the softmax engine `sm`,
+    lowbit.rtl.chip_softmax.SoftmaxPorts, in the cycles it writes a row's scale), the X writes and S
+    accumulation (module docstring); returns its write strobe."""
     from lowbit.rtl.sfu_stream_requant import PsumRequant
     from lowbit.sim.golden import attn_multipliers
 
@@ -105,7 +107,12 @@ def av_engine(chip, m: Module, ctrl, eng, ports: AvPorts):
     wp, rp = wa.write_port(), wa.read_port()
     w = ctrl.word
     ld = chip.load_en & (chip.load_queue == len(chip.names) + AV_LOAD)
-    m.d.comb += [wp.en.eq(ld), wp.addr.eq(chip.load_addr[:SB]), wp.data.eq(chip.load_word[:WA_BITS]),
+    if sm is None:
+        m.d.comb += [wp.en.eq(ld), wp.addr.eq(chip.load_addr[:SB]), wp.data.eq(chip.load_word[:WA_BITS])]
+    else:
+        m.d.comb += [wp.en.eq(ld | sm.wa_en), wp.addr.eq(Mux(sm.wa_en, sm.wa_addr, chip.load_addr[:SB])),
+                     wp.data.eq(Mux(sm.wa_en, sm.wa_data, chip.load_word[:WA_BITS]))]
+    m.d.comb += [
                  rp.addr.eq(rq.s_raddr), rq.s_rdata.eq(rp.data),
                  rq.start.eq(ctrl.go), rq.dst.eq(w.av), rq.groups.eq(w.av_n), rq.tokens.eq(w.nq),  # off 0 (undriven)
                  rq.o_addr.eq(w.av_o), rq.o_stride.eq(w.av_stride), rq.s_addr.eq(w.av_w), rq.s_groups.eq(w.av_g),

@@ -52,6 +52,7 @@ from lowbit.rtl.chip_model import ModelContents, NoMapping, input_of
 from lowbit.rtl.chip_pv import pv_cover, pv_plan
 from lowbit.rtl.chip_requant import requant_cover, requant_fields
 from lowbit.rtl.chip_sfu import sfu_data_ok, sfu_norms, sfu_plan
+from lowbit.rtl.chip_softmax import SoftmaxPlan, sm_ok, softmax_plan
 from lowbit.sim.config import HwConfig
 from lowbit.sim.isa import B_KV, B_WEIGHT, C_BOOTH, C_DMAKV, C_DMAW, C_SFU, C_TINT
 
@@ -124,6 +125,7 @@ class DataPlan:
     emb_ops: list[str] = field(default_factory=list)
     emb_elems: int = 0
     emb_beats: int = 0  # data beats a row (ChipParams.embed_beats; 0: no embedding read on the writer)
+    sm: SoftmaxPlan | None = None  # the softmax words on the softmax engine (lowbit.rtl.chip_softmax)
 
     def acc_buffers(self) -> tuple[int, int, list[str]]:
         """(accumulator buffers every element of which a psum word checks, buffers with any, the golden's
@@ -287,6 +289,9 @@ def _data_plan(img: ChipImage, cfg: HwConfig, seed: int, model: ModelContents | 
             qmap.update({i: v[:3] for i, v in pmap.items()})
             if av_ok(cfg, dims):  # the attention output into X and S (lowbit.rtl.chip_av)
                 av_plan(plan, img, cfg, q, pmap, AV_LOAD)
+            if sm_ok(cfg, dims):  # the softmax words on the SFU's softmax engine (lowbit.rtl.chip_softmax)
+                plan.sm = softmax_plan(plan, img, cfg, q, qmap, pwrites)
+                plan.sfu_fields.update(plan.sm.fields)
         for i, w in enumerate(img.words[q]):
             if i in qmap:  # a Q K^T tile (lowbit.rtl.chip_attn)
                 fields[(q, i)] = {**qmap[i][0], "p_addr": pnext % dims.p_depth}

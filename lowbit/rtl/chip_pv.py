@@ -15,9 +15,9 @@ The probabilities the P V tiles multiply are the golden's `layers.L.attn.softmax
 amax_v, absmax-quantized to INT8 per row: golden `_attention`). DESIGN ASSUMPTION: they sit in the act
 buffer's upper half after the queries (lowbit.rtl.chip_attn), row (t, h) of group g at base + ((g T + t) grp
 + h) ps, `ps` words a row (element r the probability of the chunk's row r, the golden's w8 at that key;
-the chunk's keys rounded up to whole beats, zero-padded), written by the bench in
-the cycles of the step's and layer's g-th softmax word (the SFU pass that produces them) as it writes the
-queries in their RoPE words' cycles: a stand-in for the SFU softmax engine's output stream.
+the chunk's keys rounded up to whole beats, zero-padded), written in the cycles of the step's and layer's g-th
+softmax word by the SFU's softmax engine (lowbit.rtl.chip_softmax, which takes these writes over), or else by
+the bench as it writes the queries in their RoPE words' cycles.
 """
 
 from __future__ import annotations

@@ -94,6 +94,7 @@ class ChipResult:
     # lm_head on the chip: lowbit.rtl.chip_lmhead)
     embed: tuple[int, int, int, int] = (0, 0, 0, 0)  # embedding reads on the chip's writer (lowbit.rtl.chip_embed),
     # their X words, elements, X words and row S values differing from the golden's embed.out
+    sm: tuple[int, int, int, int, int, int, int] = (0, 0, 0, 0, 0, 0, 0)  # lowbit.rtl.chip_softmax.sm_compare
 
     @property
     def mismatches(self) -> int:
@@ -115,7 +116,8 @@ class ChipResult:
                 and self.norm[3] == 0 and self.res[3] == 0 and all(b == 0 for _, _, b in self.rq)
                 and self.act[3] == 0 and self.embed[3] == 0 and all(x[2] == 0 and x[4] == 0 for x in self.av) and self.lop[2] == 0
                 and self.lop_engine[2] == 0 and self.lop_engine[3] == 0
-                and self.lop_late == 0 and self.kv_ind[2] == 0 and self.kv_ind[0] == self.kv_ind[1])
+                and self.lop_late == 0 and self.kv_ind[2] == 0 and self.kv_ind[0] == self.kv_ind[1]
+                and self.sm[4] == 0 and self.sm[5] == 0)
 
 
 def params_for(img: ChipImage, ref: list[QueueTimes] | None = None, data_banks: int = 0) -> ChipParams:
@@ -359,6 +361,8 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
                 "engine_bit": (p.dma_table - 1).bit_length(),
                 "lop": {"writes": lp.writes, "queue": img.queues.index("lop"), "count_bits": COUNT_BITS}
                 if lop_on else None}
+        if sd and plan.sm is not None and plan.sm.fields:  # the softmax engine's memories (lowbit.rtl.chip_softmax)
+            djob["sm"] = {"writes": plan.sm.writes, "off": RQ_LOAD + len(djob["rq"]) + 2}
     lay = request_layout(p.id_bits)
     req_fields = {name: (fld.offset, fld.width) for name, fld in lay}
     req_bits = lay.size
@@ -464,6 +468,10 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
 
         res.embed = (len(plan.emb_ops), len(plan.emb_expect_x), plan.emb_elems,
                      embed_compare(plan, r.get("ex", []), r.get("es", []), beat_words(dims, cfg.sfu.lanes), cfg.sfu.lanes))
+    if plan is not None and plan.sm is not None:
+        from lowbit.rtl.chip_softmax import sm_compare
+
+        res.sm = sm_compare(plan.sm, r)
     if plan is not None and plan.act_expect:
         got = [tuple(x) for x in r.get("act", [])]
         bad = sum(g != w for g, w in zip(got, plan.act_expect, strict=False)) + abs(len(got) - len(plan.act_expect))

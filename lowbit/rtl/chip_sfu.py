@@ -23,6 +23,7 @@ from amaranth.lib.memory import Memory
 
 from lowbit.rtl.chip_ctrl import STAT_DEPTH
 from lowbit.rtl.chip_requant import Q78Banks
+from lowbit.rtl.chip_softmax import softmax_engine
 from lowbit.rtl.sfu_stream import (
     QUANT_PIPE,
     RESIDUAL_PIPE,
@@ -89,7 +90,7 @@ def _halves(m: Module, name: str, shape, depth: int, wr: list, rd, ld, ld_addr, 
     return out[0] if rd2 is None else tuple(out)
 
 
-def sfu_engines(m: Module, cfg, dims, ctrl, ld, ld_addr, ld_word, av=None, emb=None):
+def sfu_engines(m: Module, cfg, dims, ctrl, ld, ld_addr, ld_word, av=None, emb=None, sm_ld=None):
     """Instantiate the residual, RMSNorm and quantize engines and their memories in `m` behind the SFU
     queue's controller `ctrl` (lowbit.rtl.chip_ctrl.ComputeQueue, kind 'sfu'): the norm's input buffer X (two
     halves; the residual adds in place there), the S memory (two halves), the gain buffer, the norm output
@@ -102,7 +103,8 @@ def sfu_engines(m: Module, cfg, dims, ctrl, ld, ld_addr, ld_word, av=None, emb=N
     caller connects the quantize engine's `o_*` port to the act buffer's write
     port. `av` (lowbit.rtl.chip_av.AvPorts): the attention output's writes into X (element-enabled) and S
     (read-modify-write: a second S read port). `emb` (lowbit.rtl.chip_embed.EmbedPorts): the step's input rows
-    into X and their S."""
+    into X and their S. `sm_ld`: the load-port strobe of the softmax engine's memories, which it then
+    holds (lowbit.rtl.chip_softmax; `buffers["sm"]`: its ends)."""
     n = cfg.sfu.lanes
     sb, ab = (STAT_DEPTH - 1).bit_length(), dims.a_bits
     m.submodules.sfu_quant = q = SfuQuantStream(cfg.sfu, a_bits=ab, q_bits=ab, s_bits=sb)
@@ -123,6 +125,7 @@ def sfu_engines(m: Module, cfg, dims, ctrl, ld, ld_addr, ld_word, av=None, emb=N
         sd, av_sd = _halves(m, "s", STAT_BITS, STAT_DEPTH, sw + [(av.s_en, av.s_addr, av.s_data)], r.s_raddr, ld[1],
                             ld_addr, ld_word, STAT_BITS, rd2=av.s_raddr)
         m.d.comb += av.s_rdata.eq(av_sd)
+    sm = softmax_engine(m, cfg, dims, ctrl, sm_ld, ld_addr, ld_word) if sm_ld is not None else None
     mems = {k: Memory(shape=shape, depth=depth, init=[]) for k, shape, depth in (
         ("g", q78_word(n), dims.a_depth), ("y", q78_word(n), dims.a_depth), ("a", SFU_IN_BITS, STAT_DEPTH))}
     ybuf = Q78Banks(m, "r", n, dims.a_depth, ld[5], ld_addr, ld_word)  # the requantizers write it too
@@ -143,8 +146,8 @@ def sfu_engines(m: Module, cfg, dims, ctrl, ld, ld_addr, ld_word, av=None, emb=N
                  e.y_rdata.eq(ybuf.reader(e.y_raddr)), f.g_rdata.eq(gbuf.reader(f.g_raddr)),
                  f.u_rdata.eq(ubuf.reader(f.u_raddr)),
                  yr.addr.eq(q.x_raddr), q.x_rdata.eq(yr.data), ar.addr.eq(q.a_raddr), q.a_rdata.eq(ar.data),
-                 ctrl.unit_ready.eq(q.ready & r.ready & e.ready & f.ready),
-                 ctrl.unit_done.eq(q.done_next | r.done_next | e.done_next | f.done_next)]
+                 ctrl.unit_ready.eq(q.ready & r.ready & e.ready & f.ready & (sm.ready if sm else 1)),
+                 ctrl.unit_done.eq(q.done_next | r.done_next | e.done_next | f.done_next | (sm.done_next if sm else 0))]
     w = ctrl.word
     for eng, k in ((q, 1), (r, 2), (e, 3), (f, 4)):
         m.d.comb += [eng.start.eq(ctrl.go & (w.eng == k)), eng.rows.eq(w.rows), eng.beats.eq(w.beats),
@@ -155,7 +158,7 @@ def sfu_engines(m: Module, cfg, dims, ctrl, ld, ld_addr, ld_word, av=None, emb=N
     m.d.comb += [q.a_addr.eq(w.st_addr), r.g_addr.eq(w.g_addr), r.s_addr.eq(w.st_addr), r.a_addr.eq(w.st_addr),
                  r.eps_q.eq(w.eps_q), r.sd.eq(w.sd), r.e_sd.eq(w.e_sd), e.y_addr.eq(w.y_addr),
                  e.st_addr.eq(w.st_addr)]
-    return q, r, e, f, {"a": mems["a"], "r": ybuf, "gate": gbuf, "up": ubuf}
+    return q, r, e, f, {"a": mems["a"], "r": ybuf, "gate": gbuf, "up": ubuf, "sm": sm}
 
 
 def sfu_plan(plan, img, cfg, i: int, key: tuple[int, str], beats: int) -> bool:

@@ -185,8 +185,17 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
                   "checked in every attended element (a decode step's over the keys its LOP gathered)")
         if r.pv[2]:
             print(f"P V: {r.pv[0]} BoothFlex INT8 tiles on the data path (against layers.L.attn.av.acc; the "
-                  f"probabilities softmax.w8 written by the bench in their softmax words' cycles), {r.pv[1]} of the "
-                  f"{r.pv[2]} P V accumulator buffers checked in every element")
+                  f"probabilities softmax.w8 from the softmax engine, or the bench's in their softmax words' cycles), "
+                  f"{r.pv[1]} of the {r.pv[2]} P V accumulator buffers checked in every element")
+        if r.pv[0] and not (r.sm[0] or r.sm[6]):
+            print("softmax: no softmax engine on this chip (lowbit.rtl.chip_softmax.sm_ok: sfu.lanes above "
+                  "SM_LANES); the bench writes every probability row and its scale")
+        if r.sm[0] or r.sm[6]:
+            print(f"softmax: {r.sm[0]} softmax words on the SFU's softmax engine (then p x amax_v quantized to INT8), "
+                  f"{r.sm[1]} probability rows from the chip: {r.sm[2]:,} INT8 words and {r.sm[3]} row scales against "
+                  f"the golden's softmax.w8 and w_amax, {r.sm[4]} mismatches; {r.sm[6]} rows still written by the "
+                  f"bench; the scores, row max and amax_v the engine reads are written by the bench in the Q K^T "
+                  f"tile's cycles (the per-key score requantizer is not on the chip), {r.sm[5]} batches late")
         if r.av:
             xs, xb = sum(x[1] for x in r.av), sum(x[2] for x in r.av)
             son = [x for x in r.av if x[3]]

@@ -11,7 +11,9 @@ pipeline forms while pass B's first beats wait in delay registers: the datapath 
 its max pass, the read port's register standing for its input register. The last pass-B beat read in cycle c
 is written (UQ1.15 words of ``lanes`` uint16; tail lanes 0) at edge c + 12, before the done cycle.
 Ports, timing and addressing: rtl/sfu_stream.py's (rows ``beats`` words apart, both passes reading the same
-words; ``tail``: the valid lanes of a row's last beat, 1..lanes).
+words; ``tail``: the valid lanes of a row's last beat, 1..lanes). ``ragged``: rows of different lengths (a
+causal prompt's score rows, lowbit.rtl.chip_softmax): no ``tail``, and the caller gives the valid lanes of the
+word on ``x_rdata`` on ``x_live`` in the same cycle; a lane that is not valid is an absent key (exponential 0).
 """
 
 from __future__ import annotations
@@ -34,12 +36,13 @@ def prob_word(lanes: int) -> data.ArrayLayout:
 
 
 class SfuSoftmaxStream(wiring.Component):
-    def __init__(self, cfg: SfuConfig, *, a_bits: int, s_bits: int) -> None:
+    def __init__(self, cfg: SfuConfig, *, a_bits: int, s_bits: int, ragged: bool = False) -> None:
         stream_validate(cfg, "softmax", SOFTMAX_PIPE)
-        self.cfg = cfg
+        self.cfg, self.ragged = cfg, ragged
         n = cfg.lanes
         super().__init__({
-            "start": In(1), "rows": In(COUNT_BITS), "beats": In(COUNT_BITS), "tail": In(range(n + 1)),
+            "start": In(1), "rows": In(COUNT_BITS), "beats": In(COUNT_BITS),
+            **({"x_live": In(n)} if ragged else {"tail": In(range(n + 1))}),
             "x_addr": In(a_bits), "o_addr": In(a_bits), "m_addr": In(s_bits),
             "ready": Out(1), "done": Out(1), "done_next": Out(1),
             "x_raddr": Out(a_bits), "x_rdata": In(q78_word(n)), "m_raddr": Out(s_bits), "m_rdata": In(signed(16)),
@@ -51,10 +54,10 @@ class SfuSoftmaxStream(wiring.Component):
         n = self.cfg.lanes
         go = Signal()
         m.d.comb += go.eq(self.start & self.ready & (self.rows != 0) & (self.beats != 0))
-        beats_r, tail_r = Signal(COUNT_BITS), Signal(range(n + 1))
+        beats_r = Signal(COUNT_BITS)
         with m.If(go):
-            m.d.sync += [beats_r.eq(self.beats), tail_r.eq(self.tail)]
-        beats, tail = Mux(go, self.beats, beats_r), Mux(go, self.tail, tail_r)
+            m.d.sync += beats_r.eq(self.beats)
+        beats = Mux(go, self.beats, beats_r)
         wk = StreamWalk(m, go, self.rows, (self.beats << 1)[:COUNT_BITS])  # a row's slot: passes A and B
         m.d.comb += self.ready.eq(~wk.busy)
         pb = Signal()
@@ -80,7 +83,14 @@ class SfuSoftmaxStream(wiring.Component):
         firstp = (wk.count == 0) | (wk.count == beats)
         v1, ps1, first1, last1, rf1 = (reg(s, f"{nm}1") for s, nm in (
             (wk.valid, "v"), (pb, "ps"), (firstp, "first"), (lastp, "last"), (wk.row_start, "rf")))
-        live = [reg(~lastp | (tail > i), f"live{i}") for i in range(n)]
+        if self.ragged:  # the caller's valid lanes, with the word
+            live = [self.x_live[i] for i in range(n)]
+        else:
+            tail_r = Signal(range(n + 1))
+            with m.If(go):
+                m.d.sync += tail_r.eq(self.tail)
+            tail = Mux(go, self.tail, tail_r)
+            live = [reg(~lastp | (tail > i), f"live{i}") for i in range(n)]
         xi = [self.x_rdata[i] for i in range(n)]
         mx_r = Signal(signed(16))
         mx = Signal(signed(16))

@@ -112,6 +112,10 @@ def test_chip_runs_the_program_cycle_exact(tiny_program):
     assert data == {"tint0": (64, 896, 0), "booth": (128, 1_664 + 60 + 320, 0)}
     assert r.qk == (16, 8, 8)  # every step's and layer's qk.acc checked in every attended element
     assert r.pv == (16, 8, 8)  # ... and every step's and layer's av.acc in every element
+    # the probabilities it multiplies from the SFU's softmax engine (lowbit.rtl.chip_softmax): every softmax word,
+    # 2 x 2 rows (queries x heads) a group in the prefill, 2 in each decode step, x 2 groups x 2 layers; INT8
+    # words a row: 1 (2 keys), 1, 1, 2 (3, 4, 5 keys): 16 + 2 x 2 x 2 x 4 words, a scale a row; 0 from the bench
+    assert r.sm == (16, 16 + 24, 16 + 32, 16 + 24, 0, 0, 0)
     # ... requantized into attn_sub_norm's input X (lowbit.rtl.chip_av): (2 + 1 + 1 + 1 tokens) x 64 elements a
     # layer, the golden's attn.av.out; each row's S from the chip in the prefill (2 rows), the bench's in decode
     # (one row, read in the norm's first cycle: the drain rule)

@@ -257,12 +257,13 @@ def test_pv_tiles_read_the_golden_probabilities_and_v_rows(tiny_plan):
     (kv_append.v8) computed here, in the engine's order (query, head, dimension, 2 lanes a pass), its `beats`
     the sum of its passes' (16 a query, ceil(keys / 2) beats each: 4 over 8 gathered keys); the softmax
     words write the probability rows over the chunk's keys (element r: chunk row r's key), zero-padded to
-    whole beats, into the act buffer's upper half at the tile's a_addr."""
+    whole beats, into the act buffer's upper half at the tile's a_addr (the softmax engine's words, or the
+    bench's where a word is not on it)."""
     img, model, plan, prefill = tiny_plan
     assert plan.pv == (16, 8, 8)
     bq, sq = img.queues.index("booth"), img.queues.index("sfu")
     act: dict[tuple[int, str], dict[int, int]] = {}  # (step, softmax op) -> act words written
-    for i, ws in plan.act_writes.items():
+    for i, ws in {**plan.act_writes, **plan.sm.probs}.items():
         if img.words[sq][i]["op"].endswith("softmax"):
             act.setdefault((img.words[sq][i]["step"], img.words[sq][i]["op"]), {}).update(ws)
     words = iter(plan.expect["booth"])

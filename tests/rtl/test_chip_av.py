@@ -161,20 +161,22 @@ def test_drain_rule_puts_s_on_the_chip_in_prefill_only():
 
 @pytest.mark.slow
 def test_chip_attention_output_check_can_fail(monkeypatch, tmp_path):
-    """With one (query, head)'s scale doubled in the load-port writes after the golden was computed, the chip's
-    attention output of that step and layer differs from the golden's attn.av.out in that head's elements (and
-    its row's S), the rest stays exact, and the timing is unchanged."""
+    """With the amax_v of every key of one KV group doubled in the softmax engine's load-port writes after the
+    golden was computed (lowbit.rtl.chip_softmax), the engine's INT8 probabilities stay the golden's (RNE(127
+    2x / 2 amax) = RNE(127 x / amax)) and exactly that group's row scales double: the chip's attention output of
+    that step and layer differs from the golden's attn.av.out in that group's heads (and their rows' S), the
+    rest stays exact, and the timing is unchanged."""
     pytest.importorskip("cocotb")
     import lowbit.rtl.chip_run as cr
     from lowbit.rtl.chip_model import compile_from_golden
+    from lowbit.rtl.chip_softmax import SEL
 
     real = cr.data_plan
 
     def corrupt(img, cfg, seed=0, model=None):
         plan, why = real(img, cfg, seed, model)
-        j = min(plan.av_writes)  # the prefill's layer 0, KV group 0: its first (query, head)'s scale
-        a, v, sel = plan.av_writes[j][0]
-        plan.av_writes[j][0] = (a, 2 * v, sel)
+        e = plan.sm.writes[0]  # the prefill's layer 0, KV group 0: its amax_v words (memory 2)
+        e["w"] = [[a, 2 * w if a >> SEL == 2 else w] for a, w in e["w"]]
         return plan, why
 
     monkeypatch.setattr(cr, "data_plan", corrupt)
@@ -182,7 +184,8 @@ def test_chip_attention_output_check_can_fail(monkeypatch, tmp_path):
     path = tmp_path / "prog.bin"
     compile_from_golden(cfg, "bitnet-tiny", 2, 3, path, seed=0)
     r = cr.verify_chip(cfg, path, "tiny", [])
-    assert r.mismatches == 0 and not r.ok
+    assert r.mismatches == 0 and r.data_mismatches == 0 and not r.ok
+    assert r.sm[4] == 4  # the group's 2 queries x 2 heads row scales, no INT8 word
     name, n, bad, rows, sbad = r.av[0]
-    assert name == "step 0 layer 0" and n == 128 and 0 < bad <= 16 and rows == 2 and sbad == 1
+    assert name == "step 0 layer 0" and n == 128 and 0 < bad <= 2 * 2 * 16 and rows == 2 and sbad == 2
     assert all(x[2] == 0 and x[4] == 0 for x in r.av[1:])

@@ -184,7 +184,7 @@ def test_chip_attention_output_check_can_fail(monkeypatch, tmp_path):
     path = tmp_path / "prog.bin"
     compile_from_golden(cfg, "bitnet-tiny", 2, 3, path, seed=0)
     r = cr.verify_chip(cfg, path, "tiny", [])
-    assert r.mismatches == 0 and r.data_mismatches == 0 and not r.ok
+    assert r.mismatches == 0 and not r.ok  # (the projections after the attention output differ too)
     assert r.sm[4] == 4  # the group's 2 queries x 2 heads row scales, no INT8 word
     name, n, bad, rows, sbad = r.av[0]
     assert name == "step 0 layer 0" and n == 128 and 0 < bad <= 2 * 2 * 16 and rows == 2 and sbad == 2

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -60,11 +60,13 @@ from lowbit.rtl.chip_embed import embed_signature, embed_writer
 from lowbit.rtl.chip_fp4 import Fp4Engine, fp4_psum_layout
 from lowbit.rtl.chip_requant import RQ_BUFS, RQ_LOAD, requantizer
 from lowbit.rtl.chip_ring import Ring
+from lowbit.rtl.chip_rope import act_write, rope_engine, rope_signature
 from lowbit.rtl.chip_sfu import sfu_data_ok, sfu_engines
 from lowbit.rtl.chip_softmax import sm_observe, sm_ok, sm_signature
 from lowbit.rtl.common import COUNT_BITS
 from lowbit.rtl.sfu_stream import STAT_BITS
 from lowbit.rtl.sfu_stream_requant import mult_word
+from lowbit.rtl.sfu_stream_rope import trig_word
 from lowbit.sim.config import HwConfig
 from lowbit.sim.errors import LowbitError
 from lowbit.sim.isa import BUFFERS, C_BOOTH, C_DMAKV, C_DMAW, C_FP4, C_JOIN, C_LOP, C_SFU, C_TINT
@@ -87,6 +89,8 @@ class ChipParams:
     lop_hd: int = 0            # ... its head dimension
     lop_depth: int = 0         # ... and the keys its code memory holds (a power of two)
     embed_beats: int = 0       # data beats of an embedding row (lowbit.rtl.chip_embed); 0: no embedding writer
+    rope_depth: int = 0        # the RoPE table's words (lowbit.rtl.chip_rope; a power of two); 0: no RoPE engine
+    rope_beats: int = 0        # ... and the words of a head row its quantize holds
 
     @property
     def addr_bits(self) -> int:
@@ -202,6 +206,8 @@ class Chip(wiring.Component):
         self.sm = sd and sm_ok(cfg, d)  # the softmax engine (chip_softmax)
         if self.rq_names:
             self.load_bits = max(self.load_bits, mult_word(max(cfg.tint.lanes, cfg.booth.lanes)).size)
+        self.rope = bool(self.rq_names) and p.rope_depth > 0  # the RoPE engine (chip_rope), its table's words
+        self.load_bits = max(self.load_bits, trig_word(cfg.sfu.lanes).size if self.rope else 0)
         self.load_addr_bits = p.addr_bits if d is None else max(p.addr_bits, d.a_bits, (p.mult_depth - 1).bit_length())
         sig = {
             "start": In(1),
@@ -249,6 +255,7 @@ class Chip(wiring.Component):
         sig.update(av_signature(cfg, d) if self.av else {})
         sig.update(embed_signature(cfg, d, p))
         sig.update(sm_signature(cfg, d) if self.sm else {})
+        sig.update(rope_signature(cfg, d) if self.rope else {})
         if "lop" in self.kinds:  # the LOP engine's index FIFO writes and its two done strobes (chip_lop)
             sig.update({"lop_ov": Out(1), "lop_on": Out(range(cfg.lop.lanes + 1)),
                         "lop_oi": Out(data.ArrayLayout(COUNT_BITS, cfg.lop.lanes)), "lop_sdone": Out(1),
@@ -422,20 +429,23 @@ class Chip(wiring.Component):
         else:  # the SFU's quantize engine writes the act buffer (the load port in the cycles it does not)
             nq = len(self.names)
             av, emb = av_ports(cfg, d) if self.av else None, embed_writer(self, m, dma_w)
+            rope, hq, qkb = rope_engine(self, m, sfuq) if self.rope else (None, None, None)
             q, rms, res, act, bufs = sfu_engines(m, cfg, d, sfuq, [self.load_en & (self.load_queue == nq + k)
                                                               for k in range(1, 7)], self.load_addr, self.load_word, av, emb,
-                                                 self.load_en & (self.load_queue == self.lop_load() + 2) if self.sm else None)
+                                                 self.load_en & (self.load_queue == self.lop_load() + 2) if self.sm else None,
+                                                 (rope,) if rope else ())
+            bufs["qk"] = qkb
             m.d.comb += [self.nv.eq(rms.o_wen), self.na.eq(rms.o_waddr), self.nw.eq(rms.o_wdata),
                          self.mv.eq(rms.a_wen), self.ma.eq(rms.a_waddr), self.mw.eq(rms.a_wdata),
                          self.rv.eq(res.o_wen), self.ra.eq(res.o_waddr), self.rw.eq(res.o_wdata),
                          self.fv.eq(act.o_wen), self.fa.eq(act.o_waddr), self.fw.eq(act.o_wdata)]
             sm = bufs["sm"]  # the softmax engine's INT8 probabilities (chip_softmax), in cycles the others do not write
-            sw_en, sw_a, sw_d = (sm.a_en, sm.a_addr, sm.a_data) if sm else (0, 0, 0)
-            m.d.comb += [aw.en.eq(q.o_wen | sw_en | ld),
-                         aw.addr.eq(Mux(q.o_wen, q.o_waddr, Mux(sw_en, sw_a, self.load_addr[:d.a_bits]))),
-                         aw.data.eq(Mux(q.o_wen, q.o_wdata.as_value(), Mux(sw_en, sw_d, self.load_word[:8 * tw]))),
+            en, ad, dt = act_write(q, hq, ld, self.load_addr, self.load_word, d.a_bits, tw,
+                                   [(sm.a_en, sm.a_addr, sm.a_data)] if sm else [])
+            m.d.comb += [aw.en.eq(en), aw.addr.eq(ad), aw.data.eq(dt),
                          self.sv.eq(q.o_wen), self.sa.eq(q.o_waddr), self.sw.eq(q.o_wdata)]
-            wrote = q.o_wen | rms.o_wen | rms.a_wen | res.o_wen | act.o_wen | (emb.x[0][0] if emb else 0)
+            wrote = q.o_wen | rms.o_wen | rms.a_wen | res.o_wen | act.o_wen | (emb.x[0][0] if emb else 0) \
+                | (hq.q_wen | hq.k_wen if hq else 0)
             wrote = wrote | sm_observe(self, m, sm)
         for r, (name, c) in enumerate(tints):
             kw = dict(w_bits=d.w_bits, a_bits=d.a_bits, p_bits=d.p_bits, w_step=d.word_units)
@@ -472,7 +482,8 @@ class Chip(wiring.Component):
                                  self.load_en & (self.load_queue == len(self.names) + RQ_LOAD + k), self.load_addr,
                                  self.load_word, w.tail_lanes if c.kind == "tint" else None)
                 for dst, buf in RQ_BUFS.items():
-                    bufs[buf].writer(rq, dst)
+                    if bufs[buf] is not None:
+                        bufs[buf].writer(rq, dst)
                 m.d.comb += [getattr(self, f"qv_{name}").eq(Cat(rq.w0_en, rq.w1_en)),
                              getattr(self, f"qd_{name}").eq(rq.w_dst)]
                 for b in (0, 1):

@@ -52,7 +52,7 @@ DMA_DATA_FIELDS = (*DMA_FIELDS, "dwords", "dbase")
 # 4 gating (gate words at x_addr, up words at y_addr -> ReLU^2 / SiLU (fn bit 0: 1 / 0) of gate, times up where
 # fn bit 1 (gated), at o_addr, row r's S at st_addr + r)
 SFU_FIELDS = (*COMPUTE_FIELDS, "eng", "rows", "beats", "x_addr", "o_addr", "st_addr", "g_addr", "eps_q", "sd", "e_sd",
-              "y_addr", "fn")
+              "y_addr", "fn", "hpp", "nq", "grp", "gstride", "half", "t_addr")  # the last six: RoPE (chip_rope)
 # a LOP word with `eng` set (the group's lop_score word) starts the chip's LOP engine (lowbit.rtl.chip_lop
 # LopGroupSelect: `m` keys scored against the group's query heads, then the top `k` of their group scores);
 # LOP words keep their `cyc` (the engine meets it: the bench checks its done cycles against the words' ends)
@@ -60,6 +60,7 @@ LOP_FIELDS = (*COMPUTE_FIELDS, "eng", "m", "k")
 # dma_kv's words where the chip has the LOP index FIFO (lowbit.rtl.chip_dma.DmaEngine `lop`): `ind` 1 takes the
 # request's address and size from the FIFO (`addr` then the plane's row 0, `plane` 0 K / 1 V, `nidx` indices)
 DMA_LOP_FIELDS = (*DMA_DATA_FIELDS, "ind", "nidx", "plane")
+ROPE_T_BITS = 12  # a RoPE word's table address (lowbit.rtl.chip_rope; DESIGN ASSUMPTION: at most 4,096 table words)
 STAT_DEPTH = 64  # row-statistics memory rows (DESIGN ASSUMPTION: a word's rows, at most its tokens)
 
 
@@ -80,7 +81,8 @@ def _fields(kind: str, dims) -> dict[str, int]:
          "st_addr": (STAT_DEPTH - 1).bit_length(), "rq": 3, "rq_off": 6, "rq_o": dims.a_bits, "rq_stride": COUNT_BITS,
          "rq_m": RQ_M_BITS, "rq_s": (STAT_DEPTH - 1).bit_length(), "fn": 2, "m": COUNT_BITS, "k": COUNT_BITS, "ind": 1, "nidx": COUNT_BITS,
          "plane": 1, "av": 3, "av_n": COUNT_BITS, "av_o": dims.a_bits, "av_stride": COUNT_BITS,
-         "av_s": (STAT_DEPTH - 1).bit_length(), "av_w": (STAT_DEPTH - 1).bit_length(), "av_g": COUNT_BITS}
+         "av_s": (STAT_DEPTH - 1).bit_length(), "av_w": (STAT_DEPTH - 1).bit_length(), "av_g": COUNT_BITS,
+         "hpp": COUNT_BITS, "gstride": dims.a_bits, "half": COUNT_BITS, "t_addr": ROPE_T_BITS}
     if kind == "sfu":  # its engines 1 .. 4
         w["eng"] = 3
     return {n: w[n] for n in names}

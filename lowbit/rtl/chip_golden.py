@@ -51,6 +51,7 @@ from lowbit.rtl.chip_image import ChipImage
 from lowbit.rtl.chip_model import ModelContents, NoMapping, input_of
 from lowbit.rtl.chip_pv import pv_cover, pv_plan
 from lowbit.rtl.chip_requant import requant_cover, requant_fields
+from lowbit.rtl.chip_rope import RopePlan, rope_blocks, rope_fields, rope_plan
 from lowbit.rtl.chip_sfu import sfu_data_ok, sfu_norms, sfu_plan
 from lowbit.rtl.chip_softmax import SoftmaxPlan, sm_ok, softmax_plan
 from lowbit.sim.config import HwConfig
@@ -62,7 +63,7 @@ DATA_FIELDS = {"tint": ("beats", "groups", "tokens", "tail_lanes", "tail_step", 
                          "pos0", "k_addr", "k_stride", "tgroups", "tail_step", *RQ_FIELDS, *AV_FIELDS),
                "dma": ("dwords", "dbase"), "dma_kv": ("dwords", "dbase"),
                "sfu": ("eng", "rows", "beats", "x_addr", "o_addr", "st_addr", "g_addr", "eps_q", "sd", "e_sd",
-                       "y_addr", "fn")}
+                       "y_addr", "fn", "hpp", "nq", "grp", "gstride", "half", "t_addr")}
 
 
 @dataclass
@@ -109,7 +110,8 @@ class DataPlan:
     rq_cover: dict[tuple[int, str], list] = field(default_factory=dict)  # (step, op) requantized on the chip ->
     # its tiles
     rq_drain: list[str] = field(default_factory=list)  # projections the drain rule keeps off the requantizer
-    rq_expect: list = field(default_factory=list)  # (name, dst, the golden's <op>.out) in time order per dst
+    rq_expect: list = field(default_factory=list)  # (name, dst, the golden's <op>.out[, its element addresses]) in
+    # time order per dst
     mult_depth: int = 0  # the requantizers' multiplier memory depth (0: no requantizer)
     av_cand: dict[tuple[int, int], dict] = field(default_factory=dict)  # (step, layer) whose attention output
     # the chip can write (lowbit.rtl.chip_av.av_plan)
@@ -126,6 +128,7 @@ class DataPlan:
     emb_elems: int = 0
     emb_beats: int = 0  # data beats a row (ChipParams.embed_beats; 0: no embedding read on the writer)
     sm: SoftmaxPlan | None = None  # the softmax words on the softmax engine (lowbit.rtl.chip_softmax)
+    rope: RopePlan | None = None  # the RoPE words on the chip's RoPE engine (lowbit.rtl.chip_rope)
 
     def acc_buffers(self) -> tuple[int, int, list[str]]:
         """(accumulator buffers every element of which a psum word checks, buffers with any, the golden's
@@ -330,6 +333,7 @@ def _data_plan(img: ChipImage, cfg: HwConfig, seed: int, model: ModelContents | 
                  and (t.lanes if q in tq else cfg.booth.lanes) <= cfg.sfu.lanes]
     plan.proj = {k: v for k, v in plan.proj.items() if k[0] in rq_queues}
     if rq_queues:
+        plan.rope = RopePlan(*rope_blocks(plan, img, cfg))
         requant_cover(plan, img, cfg)
     if model is not None:
         why = _act_writes(plan, img, reads, t.tree_width, cfg)
@@ -339,6 +343,8 @@ def _data_plan(img: ChipImage, cfg: HwConfig, seed: int, model: ModelContents | 
         why = requant_fields(plan, img, cfg, fields, plan.sfu_queue, rq_queues)
         if why:
             return None, why
+        rope_fields(plan, fields, cfg)
+        rope_plan(plan, img, cfg)
     if plan.av_norm:
         av_fields(plan, cfg, fields, bq[0])
     sq = [q for q, c in enumerate(img.classes) if c == C_SFU and not sfu_data_ok(cfg)]

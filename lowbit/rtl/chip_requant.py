@@ -22,7 +22,7 @@ residual engine reads, `ffn.gate` and `ffn.up` into the gate and up buffers (dst
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib.memory import Memory
 
 from lowbit.rtl.sfu_stream import q78_word
@@ -33,8 +33,8 @@ DST_R, DST_GATE, DST_UP, DST_Q, DST_K = 1, 2, 3, 4, 5  # the residual's y buffer
 # up buffers, the RoPE's q and k input buffers
 RQ_OPS = {"attn.o": DST_R, "ffn.down": DST_R, "ffn.gate": DST_GATE, "ffn.up": DST_UP, "attn.q": DST_Q,
           "attn.k": DST_K}  # layer op -> the Q7.8 buffer its requantized outputs go to
-RQ_BUFS = {DST_R: "r", DST_GATE: "gate", DST_UP: "up"}  # dst -> chip_sfu's buffer; q and k leave on the requantizers'
-# write ports alone (the RoPE engine's input buffer comes with the engine)
+RQ_BUFS = {DST_R: "r", DST_GATE: "gate", DST_UP: "up", (DST_Q, DST_K): "qk"}  # dst -> chip_sfu's buffer, or the
+# RoPE engine's q / k buffer (lowbit.rtl.chip_rope) where the chip has it
 RESIDUAL_Y = {"attn_residual": "attn.o", "ffn_residual": "ffn.down"}  # residual op -> the projection it adds
 DST_LOGITS = 6  # the lm_head's logits (lowbit.rtl.chip_lmhead): they leave on the write ports, for the host
 
@@ -65,11 +65,12 @@ class Q78Banks:
                              wp.addr.eq(ld_addr[1:1 + self.hb]), wp.data.eq(ld_word[:16 * lanes])]
             self.banks.append(mem)
 
-    def writer(self, rq: PsumRequant, dst: int) -> None:
-        """The requantizer `rq`'s writes with `dst` go here (a write port per bank)."""
+    def writer(self, rq: PsumRequant, dst: int | tuple[int, ...]) -> None:
+        """The requantizer `rq`'s writes with `dst` (or any of the tuple's) go here (a write port per bank)."""
+        hit = rq.w_dst == dst if isinstance(dst, int) else Cat(*(rq.w_dst == x for x in dst)).any()
         for b, mem in enumerate(self.banks):
             wp = mem.write_port(granularity=1)
-            self.m.d.comb += [wp.en.eq(Mux(getattr(rq, f"w{b}_en") & (rq.w_dst == dst), getattr(rq, f"w{b}_mask"), 0)),
+            self.m.d.comb += [wp.en.eq(Mux(getattr(rq, f"w{b}_en") & hit, getattr(rq, f"w{b}_mask"), 0)),
                               wp.addr.eq(getattr(rq, f"w{b}_addr")[:self.hb]),
                               wp.data.eq(getattr(rq, f"w{b}_data"))]
 
@@ -133,6 +134,7 @@ def requant_cover(plan, img, cfg) -> None:
     projection whose tiles all run on engines with a requantizer (`plan.proj`, lowbit.rtl.chip_golden) and
     cover its output rows once, and whose consumer's reads the drain rule proves safe (`drain_safe`) go to
     `plan.rq_cover`; those failing only the drain rule to `plan.rq_drain`."""
+    from lowbit.rtl.chip_rope import rope_drain_safe
     from lowbit.sim.isa import C_BOOTH, C_TINT
 
     n = cfg.sfu.lanes
@@ -153,7 +155,9 @@ def requant_cover(plan, img, cfg) -> None:
         if rows[0][0] != 0 or rows[-1][1] != out or any(a[1] != b[0] for a, b in zip(rows, rows[1:], strict=False)) \
                 or any(t["r0"] % t["lanes"] for t in tiles):
             continue
-        if key[1] == "lm_head" or drain_safe(tiles, -(-out // n), n):  # no reader on the chip: the logits leave
+        safe = rope_drain_safe(plan, key, tiles, n) if key[1].endswith(("attn.q", "attn.k")) else None
+        if key[1] == "lm_head" or (drain_safe(tiles, -(-out // n), n) if safe is None else safe):  # lm_head: no
+            # reader on the chip, the logits leave
             plan.rq_cover[key] = ws
         else:
             plan.rq_drain.append(f"step {key[0]} {key[1]}")
@@ -211,9 +215,10 @@ def write_masked(shadow: dict[int, int], word: int, mask: int, data: int, lanes:
 def replay(writes: list, lanes: int, expect: list, keep: dict | None = None) -> list[tuple[str, int, int]]:
     """The requantizers' recorded bank writes (cycle, dst, enables, addresses, masks, data per bank) replayed in
     time order into each Q7.8 buffer, checked against `expect` (name, dst, the golden's [T, out] outputs) one
-    projection after the other per dst, each complete when T x out elements were written: (name, elements
-    written, elements differing from the golden, missing elements included). `keep`: name -> the values written
-    ([T, out], missing elements 0), for the projections named in it."""
+    projection after the other per dst, each complete when T x out elements were written (at the elements'
+    addresses, an optional 4th [T, out] array, else token t's row from word t x ceil(out / lanes)): (name,
+    elements written, elements differing from the golden, missing elements included). `keep`: name -> the
+    values written ([T, out], missing elements 0), for the projections named in it."""
     from collections import defaultdict
 
     import numpy as np
@@ -229,17 +234,18 @@ def replay(writes: list, lanes: int, expect: list, keep: dict | None = None) -> 
                 continue
             write_masked(shadow[dst], 2 * addrs[b] + b, masks[b], datas[b], lanes)
         while queue[dst]:
-            name, _, out = queue[dst][0]
+            name, _, out, *at = queue[dst][0]
             tok, width = out.shape
             stride = -(-width // lanes) * lanes
             if len(shadow[dst]) < tok * width:
                 break
-            bad = sum(shadow[dst].get(t * stride + c) != int(out[t, c]) for t in range(tok) for c in range(width))
+            bad = sum(shadow[dst].get(int(at[0][t, c]) if at else t * stride + c) != int(out[t, c])
+                      for t in range(tok) for c in range(width))
             res.append((name, len(shadow[dst]), bad))
             if keep is not None and name in keep:
                 keep[name] = np.array([[shadow[dst].get(t * stride + c, 0) for c in range(width)] for t in range(tok)])
             shadow[dst] = {}
             queue[dst].pop(0)
     for dst, left in queue.items():
-        res += [(name, len(shadow[dst]) if k == 0 else 0, out.size) for k, (name, _, out) in enumerate(left)]
+        res += [(e[0], len(shadow[dst]) if k == 0 else 0, e[2].size) for k, e in enumerate(left)]
     return res

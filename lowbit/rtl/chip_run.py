@@ -95,6 +95,9 @@ class ChipResult:
     embed: tuple[int, int, int, int] = (0, 0, 0, 0)  # embedding reads on the chip's writer (lowbit.rtl.chip_embed),
     # their X words, elements, X words and row S values differing from the golden's embed.out
     sm: tuple[int, int, int, int, int, int, int] = (0, 0, 0, 0, 0, 0, 0)  # lowbit.rtl.chip_softmax.sm_compare
+    rope: tuple[int, ...] = (0, 0, 0, 0, 0, 0, 0)  # RoPE words on the chip's RoPE engine, query act words,
+    # differing, key words, differing, row amax, differing (lowbit.rtl.chip_rope.rope_compare)
+    rope_bench: list[str] = field(default_factory=list)  # RoPE words left timers (the bench writes their queries)
 
     @property
     def mismatches(self) -> int:
@@ -117,7 +120,8 @@ class ChipResult:
                 and self.act[3] == 0 and self.embed[3] == 0 and all(x[2] == 0 and x[4] == 0 for x in self.av) and self.lop[2] == 0
                 and self.lop_engine[2] == 0 and self.lop_engine[3] == 0
                 and self.lop_late == 0 and self.kv_ind[2] == 0 and self.kv_ind[0] == self.kv_ind[1]
-                and self.sm[4] == 0 and self.sm[5] == 0)
+                and self.sm[4] == 0 and self.sm[5] == 0
+                and self.rope[2] == 0 and self.rope[4] == 0 and self.rope[6] == 0)
 
 
 def params_for(img: ChipImage, ref: list[QueueTimes] | None = None, data_banks: int = 0) -> ChipParams:
@@ -248,6 +252,15 @@ def _lop_word(name: str, i: int, w: dict, lp, plan) -> dict:
     return {**w, "plane": lgv % 2, "addr": KV_BASE + lgv * plane}
 
 
+def _rope_preload(rp, cfg: HwConfig, p: ChipParams, img: ChipImage) -> list:
+    """The RoPE table's load-port writes before `start` (lowbit.rtl.chip_rope.rope_load)."""
+    if rp is None:
+        return []
+    kinds = [word_kind(n, c, True, booth_data(cfg), True) for n, c in zip(img.queues, img.classes, strict=True)]
+    sel = RQ_LOAD + len(rq_engines(cfg, p, img.queues, img.classes, kinds)) + 3
+    return [(a, v, sel) for a, v in enumerate(rp.table)]
+
+
 def compare(ref: list[QueueTimes], start: list[list[int]], end: list[list[int]]) -> list[QueueCompare]:
     """Per queue: how many instructions start or end at another cycle than in the simulator."""
     out = []
@@ -313,6 +326,13 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
             raise LowbitError(f"the chip's embedding writer takes rows of {p.embed_beats} data beats, the program's "
                               f"are {plan.emb_beats}; generate it with ChipParams.embed_beats = {plan.emb_beats}")
         p = dataclasses.replace(p, embed_beats=plan.emb_beats)
+    rp = plan.rope if plan is not None and plan.rope is not None and plan.rope.fields else None
+    if rp is not None and params is None:
+        p = dataclasses.replace(p, rope_depth=rp.depth, rope_beats=rp.beats)
+    elif rp is not None and (p.rope_depth < rp.depth or p.rope_beats < rp.beats):
+        raise LowbitError(f"the chip's RoPE table holds {p.rope_depth} words of {p.rope_beats}-word head rows, the "
+                          f"program needs {rp.depth} of {rp.beats}; generate it with ChipParams.rope_depth >= "
+                          f"{rp.depth} and rope_beats >= {rp.beats}")
     lp = None
     if plan is not None and plan.model is not None and cfg.has("lop") and plan.dims.k_depth:
         from lowbit.rtl.chip_lop import lop_plan
@@ -353,7 +373,7 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
                 "dram": {str(a): b.hex() for a, b in segments(plan.dram).items()},
                 "engines": tq, "fmt": plan.fmt, "sfu_data": sd,
                 "sfu_writes": {str(i): [[d, ws] for d, ws in gs] for i, gs in plan.sfu_writes.items()},
-                "sfu_preload": plan.sfu_preload, "rq": rq_engines(cfg, p, img.queues, img.classes, [word_kind(
+                "sfu_preload": plan.sfu_preload + _rope_preload(rp, cfg, p, img), "rope": rp is not None, "rq": rq_engines(cfg, p, img.queues, img.classes, [word_kind(
                     n, c, True, bd, sd) for n, c in zip(img.queues, img.classes, strict=True)]) if sd else [],
                 "sfu_lanes": cfg.sfu.lanes, "av": bool(plan.av_expect), "embed": bool(plan.emb_ops),
                 "gather": {str(t): a for t, a in plan.emb_gather.items()}, "row_bytes": 2 * plan.model.spec.d_model
@@ -443,7 +463,7 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
     if plan is not None and plan.rq_expect:
         from lowbit.rtl.chip_requant import replay
 
-        res.logits = {n: None for n, _, _ in plan.rq_expect if n.endswith(" lm_head")}
+        res.logits = {e[0]: None for e in plan.rq_expect if e[0].endswith(" lm_head")}
         res.rq = replay([x for v in r.get("rq", {}).values() for x in v], cfg.sfu.lanes, plan.rq_expect, res.logits)
     res.rq_drain = plan.rq_drain if plan is not None else []
     if lp is not None:
@@ -472,6 +492,11 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
         from lowbit.rtl.chip_softmax import sm_compare
 
         res.sm = sm_compare(plan.sm, r)
+    if rp is not None:
+        from lowbit.rtl.chip_rope import rope_compare
+
+        res.rope = rope_compare(rp, r)
+    res.rope_bench = plan.rope.bench if plan is not None and plan.rope is not None else []
     if plan is not None and plan.act_expect:
         got = [tuple(x) for x in r.get("act", [])]
         bad = sum(g != w for g, w in zip(got, plan.act_expect, strict=False)) + abs(len(got) - len(plan.act_expect))

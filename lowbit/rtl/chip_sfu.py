@@ -18,7 +18,7 @@ queues len(queues) + 1 .. + 6 (sfu_engines).
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib.memory import Memory
 
 from lowbit.rtl.chip_ctrl import STAT_DEPTH
@@ -90,7 +90,7 @@ def _halves(m: Module, name: str, shape, depth: int, wr: list, rd, ld, ld_addr, 
     return out[0] if rd2 is None else tuple(out)
 
 
-def sfu_engines(m: Module, cfg, dims, ctrl, ld, ld_addr, ld_word, av=None, emb=None, sm_ld=None):
+def sfu_engines(m: Module, cfg, dims, ctrl, ld, ld_addr, ld_word, av=None, emb=None, sm_ld=None, more=()):
     """Instantiate the residual, RMSNorm and quantize engines and their memories in `m` behind the SFU
     queue's controller `ctrl` (lowbit.rtl.chip_ctrl.ComputeQueue, kind 'sfu'): the norm's input buffer X (two
     halves; the residual adds in place there), the S memory (two halves), the gain buffer, the norm output
@@ -104,7 +104,8 @@ def sfu_engines(m: Module, cfg, dims, ctrl, ld, ld_addr, ld_word, av=None, emb=N
     port. `av` (lowbit.rtl.chip_av.AvPorts): the attention output's writes into X (element-enabled) and S
     (read-modify-write: a second S read port). `emb` (lowbit.rtl.chip_embed.EmbedPorts): the step's input rows
     into X and their S. `sm_ld`: the load-port strobe of the softmax engine's memories, which it then
-    holds (lowbit.rtl.chip_softmax; `buffers["sm"]`: its ends)."""
+    holds (lowbit.rtl.chip_softmax; `buffers["sm"]`: its ends). `more`: further engines behind the queue
+    (their `ready` and `done_next`: lowbit.rtl.chip_rope's)."""
     n = cfg.sfu.lanes
     sb, ab = (STAT_DEPTH - 1).bit_length(), dims.a_bits
     m.submodules.sfu_quant = q = SfuQuantStream(cfg.sfu, a_bits=ab, q_bits=ab, s_bits=sb)
@@ -146,8 +147,10 @@ def sfu_engines(m: Module, cfg, dims, ctrl, ld, ld_addr, ld_word, av=None, emb=N
                  e.y_rdata.eq(ybuf.reader(e.y_raddr)), f.g_rdata.eq(gbuf.reader(f.g_raddr)),
                  f.u_rdata.eq(ubuf.reader(f.u_raddr)),
                  yr.addr.eq(q.x_raddr), q.x_rdata.eq(yr.data), ar.addr.eq(q.a_raddr), q.a_rdata.eq(ar.data),
-                 ctrl.unit_ready.eq(q.ready & r.ready & e.ready & f.ready & (sm.ready if sm else 1)),
-                 ctrl.unit_done.eq(q.done_next | r.done_next | e.done_next | f.done_next | (sm.done_next if sm else 0))]
+                 ctrl.unit_ready.eq(q.ready & r.ready & e.ready & f.ready & (sm.ready if sm else 1)
+                                    & Cat(*(x.ready for x in more), 1).all()),
+                 ctrl.unit_done.eq(q.done_next | r.done_next | e.done_next | f.done_next | (sm.done_next if sm else 0)
+                                   | Cat(*(x.done_next for x in more), 0).any())]
     w = ctrl.word
     for eng, k in ((q, 1), (r, 2), (e, 3), (f, 4)):
         m.d.comb += [eng.start.eq(ctrl.go & (w.eng == k)), eng.rows.eq(w.rows), eng.beats.eq(w.beats),

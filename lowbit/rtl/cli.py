@@ -218,6 +218,15 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
             print(f"SFU: {r.res[0]} residual adds on the SFU's residual engine, writing the norms' input and each "
                   f"row's sum of squares: {r.res[1]:,} Q7.8 words ({r.res[2]:,} elements) against the golden's "
                   f"<residual>.out, {r.res[3]} mismatches")
+        if r.rope[0] or r.rope_bench:
+            rb = r.rope_bench
+            print(f"RoPE: {r.rope[0]} RoPE words on the chip's RoPE engine (q and k from the requantizers, rotated, "
+                  f"then quantized per head into the act buffer's queries Q K^T reads): {r.rope[1]:,} query words "
+                  f"against the golden's qk.q8, {r.rope[2]} mismatches; {r.rope[3]:,} key words against "
+                  f"kv_append.k8, {r.rope[4]} mismatches; {r.rope[5]:,} head rows' amax against qk.q_amax / "
+                  f"kv_append.k_amax, {r.rope[6]} mismatches; "
+                  + (f"{len(rb)} RoPE words left timers, their queries from the bench: {'; '.join(rb)}" if rb else
+                     "no query row from the bench (the LOP engine's query memory is still the bench's)"))
         if r.act[0]:
             print(f"SFU: {r.act[0]} gating words on the SFU's gating engine (gate and up from the requantizers), "
                   f"writing SubLN's input and each row's sum of squares: {r.act[1]:,} Q7.8 words ({r.act[2]:,} "
@@ -237,8 +246,8 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
                 per[op][2] += bad
             ops = "; ".join(f"{op}: {c} ({n:,} elements, {bad} mismatches)" for op, (c, n, bad) in sorted(per.items()))
             print(f"requantizer: {len(r.rq)} projections requantized on the chip behind the engines' psum ports, "
-                  "their Q7.8 outputs against the golden's <op>.out (the residual's y, the gating's inputs, RoPE's q "
-                  f"and k inputs, the RoPE engine not on the chip yet): {ops or 'none'}"
+                  "their Q7.8 outputs against the golden's <op>.out (the residual's y, the gating's inputs, the RoPE "
+                  f"engine's q and k inputs): {ops or 'none'}"
                   + (f"; kept off by the drain rule: {', '.join(r.rq_drain)}" if r.rq_drain else ""))
         logits = [x for x in r.rq if x[0].endswith(" lm_head")]
         if logits:
@@ -287,6 +296,8 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
              "lop_mismatches": r.lop[2],
              "lop_engine": {"groups": r.lop_engine[0], "indices": r.lop_engine[1], "mismatches": r.lop_engine[2],
                             "done_cycles_off": r.lop_engine[3], "late": r.lop_late, "note": r.lop_note}, "requant": [{"op": n, "elements": c, "mismatches": b} for n, c, b in r.rq], "requant_drain": r.rq_drain,
+             "rope": dict(zip(("words", "q8_words", "q8_mismatches", "k8_words", "k8_mismatches", "amax_rows",
+                               "amax_mismatches"), r.rope, strict=True)) | {"bench": r.rope_bench},
              "attn_out": [{"step_layer": n, "elements": e, "mismatches": b, "s_rows": s, "s_mismatches": sb}
                           for n, e, b, s, sb in r.av],
              "acc_buffers": {"on_data_path": r.acc_buffers[1], "complete": r.acc_buffers[0],
@@ -307,6 +318,8 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
         why += [f"{r.act[3]} SFU gating words differ from the golden's"] if r.act[3] else []
         rqb = sum(b for _, _, b in r.rq)
         why += [f"{rqb} requantized elements differ from the golden's"] if rqb else []
+        ropeb = r.rope[2] + r.rope[4] + r.rope[6]
+        why += [f"{ropeb} RoPE query / key words or row amax differ from the golden's"] if ropeb else []
         avb = sum(x[2] + x[4] for x in r.av)
         why += [f"{avb} attention output elements or S rows differ from the golden's"] if avb else []
         why += [f"{r.kv_mismatches} kv buffer units differ from the golden's K/V rows"] if r.kv_mismatches else []

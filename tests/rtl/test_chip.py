@@ -154,6 +154,10 @@ def test_chip_runs_the_program_cycle_exact(tiny_program):
     # lop_score and lop_topk words
     assert r.lop_engine[:4] == (12, 2 * 2 * (3 + 4 + 5), 0, 0) and r.lop_late == 0 and r.lop_note == ""
     assert r.lop[:3] == (0, 0, 0) and r.kv_ind == (0, 0, 0)  # no step drops keys: every K/V fetch is direct
+    # RoPE on the chip: every step's and layer's two RoPE words (one a KV head) rotate the requantized q and k and
+    # quantize them per head, 2 x 2 x (2 + 1 + 1 + 1) tokens x (2 q + 1 k) head rows of 4 words: the queries
+    # Q K^T reads (its psum words above) and the keys, each row's amax
+    assert r.rope == (16, 2 * 2 * 5 * 2 * 4, 0, 2 * 2 * 5 * 4, 0, 2 * 2 * 5 * 3, 0) and r.rope_bench == []
 
 
 def test_chip_verilog_lints_clean(tiny_program):
@@ -164,10 +168,11 @@ def test_chip_verilog_lints_clean(tiny_program):
     from lowbit.sim.cache import cache_dir
 
     cfg, path = tiny_program  # with the data path, its requantizers (multiplier memories of 256 words), the
-    # LOP engine (bitnet-tiny's groups: 2 query heads of 16 dimensions, up to 16 keys) and the embedding writer
+    # LOP engine (bitnet-tiny's groups: 2 query heads of 16 dimensions, up to 16 keys), the embedding writer and
+    # the RoPE engine (a 32-word table, head rows of 4 words)
     p = params_for(build_image(path, cfg), reference_schedule(path, cfg)[0], 32)
     _, key = chip_verilog_cached(cfg, dataclasses.replace(p, mult_depth=256, lop_grp=2, lop_hd=16, lop_depth=16,
-                                                          embed_beats=2))
+                                                          embed_beats=2, rope_depth=32, rope_beats=4))
     r = lint(cache_dir("verilog") / f"chip-{key}.v", "lowbit_chip")
     assert r.ok, r.errors[:5]
 
@@ -308,7 +313,7 @@ def test_model_plan_holds_the_deployed_model(tiny_program):
                 word = mult[rq_queues.index(q)][f["rq_m"] + g]
                 rows = range(t["r0"] + 2 * g, t["r0"] + 2 * g + 2)
                 assert word == sum((int(mm[r]) | int(sh[r]) << 16) << (22 * e) for e, r in enumerate(rows))
-        assert any(n == f"step {w['step']} {proj}" and np.array_equal(o, y) for n, _, o in plan.rq_expect)
+        assert any(n == f"step {w['step']} {proj}" and np.array_equal(o, y) for n, _, o, *_ in plan.rq_expect)
         src = max(j for j in norms if j < i and img.words[sq][j]["op"] == f"layers.{L}.{kind}_norm")
         nxt = min(j for j in range(i + 1, len(img.words[sq])) if img.words[sq][j]["op"].endswith("_norm"))
         f = plan.sfu_fields[i]
@@ -536,13 +541,14 @@ def test_vitallm_chip_runs_out_of_order_dma_exact(tmp_path, hw, cycles, lanes, o
             assert r.qk == (12, 6, 6) and r.pv == (12, 6, 6)  # Q K^T and P V of every step and layer
             # 8 K/V chunks a step of 4, 5, 6 keys x 16 bytes, in 8-byte units
             assert (r.kv_chunks, r.kv_units, r.kv_mismatches) == (24, 8 * 2 * (4 + 5 + 6), 0)
-            # requantized on the chip: o, gate, up, down and q of 2 layers x 3 steps (the prefill's down behind
-            # BoothFlex), and the prefill's k: a decode step's k (2 words of 16 lanes) fails the drain rule taken
-            # for the RoPE engine that reads it; the gating engine: ffn.act of 2 layers x 3 steps, (4 + 1 + 1) x 8
-            # words
-            assert len(r.rq) == 5 * 6 + 2 and not any(b for _, _, b in r.rq)
-            assert r.rq_drain == [f"step {s} layers.{L}.attn.k" for s in (1, 2) for L in (0, 1)]
+            # requantized on the chip: o, gate, up, down, q and k of 2 layers x 3 steps (the prefill's down
+            # behind BoothFlex; k after q in a token's row of the RoPE engine's buffer passes the drain rule);
+            # the gating engine: ffn.act of 2 layers x 3 steps, (4 + 1 + 1) x 8 words
+            assert len(r.rq) == 6 * 6 and not any(b for _, _, b in r.rq)
+            assert r.rq_drain == []
             assert r.act == (6, 6 * 2 * 8, 6 * 2 * 128, 0)
+            # RoPE: one word a step and layer for both KV heads, (4 + 1 + 1) tokens x (4 q + 2 k) one-word rows
+            assert r.rope == (6, 2 * 6 * 4, 0, 2 * 6 * 2, 0, 2 * 6 * 6, 0) and r.rope_bench == []
     assert {q.name: q.start_mismatches + q.end_mismatches for q in r.queues} == {q.name: 0 for q in r.queues}
     assert r.chip_cycles == r.sim_cycles == cycles
     assert r.params.dma_issue == lanes and r.dram_requests == 113

@@ -38,10 +38,10 @@ def test_loader_places_the_lm_head_on_the_engines(lm_program):
     assert mc is not None, note
     plan, why = data_plan(img, cfg, 0, mc)
     assert why == "" and plan.acc_buffers() == (60, 60, [])
-    logits = [(n, d, o.shape) for n, d, o in plan.rq_expect if n.endswith(" lm_head")]
+    logits = [(n, d, o.shape) for n, d, o, *_ in plan.rq_expect if n.endswith(" lm_head")]
     assert logits == [(f"step {s} lm_head", DST_LOGITS, (1, 256)) for s in range(4)]
     assert all(np.array_equal(o, mc.run.steps[int(n.split()[1])].buffers["lm_head.logits"])
-               for n, _, o in plan.rq_expect if n.endswith(" lm_head"))
+               for n, _, o, *_ in plan.rq_expect if n.endswith(" lm_head"))
     sq = img.queues.index("sfu")
     quant = {w["step"]: plan.sfu_fields[i] for i, w in enumerate(img.words[sq]) if w.get("op") == "lm_quant"}
     assert sorted(quant) == [0, 1, 2, 3] and all(f["eng"] == 1 for f in quant.values())

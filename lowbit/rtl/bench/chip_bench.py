@@ -172,6 +172,8 @@ async def chip_run(dut):
     es: list[list[int]] = []
     avx: list[list[int]] = []
     avs: list[list[int]] = []
+    rope_h = dj and dj.get("rope")  # the RoPE engine's quantized queries, keys and row amax (lowbit.rtl.chip_rope)
+    rope_w: dict[str, list[list[int]]] = {"rope_q8": [], "rope_k8": [], "rope_amax": []}
     sfu_writes = {int(i): v for i, v in dj.get("sfu_writes", {}).items()} if dj else {}
     sfu_last: dict[tuple[int, int], tuple[int, int]] = {}  # (SFU word, group) -> (the word the group's writes
     # precede, its last write's cycle)
@@ -371,6 +373,13 @@ async def chip_run(dut):
                 sm_act.append([int(dut.sma.value), int(dut.smw.value)])
             if int(dut.swv.value):
                 sm_wa.append([int(dut.swa.value), int(dut.sww.value)])
+        if rope_h:
+            if int(dut.hv.value):
+                rope_w["rope_q8"].append([int(dut.ha.value), int(dut.hw.value)])
+            if int(dut.hkv.value):
+                rope_w["rope_k8"].append([int(dut.hka.value), int(dut.hkw.value)])
+            if int(dut.hsv.value):
+                rope_w["rope_amax"].append([int(dut.hsk.value), int(dut.hsr.value), int(dut.hsa.value)])
         if lop:
             if int(dut.lop_ov.value):
                 x, n_ = int(dut.lop_oi.value), int(dut.lop_on.value)
@@ -427,7 +436,7 @@ async def chip_run(dut):
            "queues": names, "start": start, "end": end, "cycles": cyc, "late": late, "lane_overflow": overflow,
            "psum": psum, "sfu": sfu_words, "norm": norm_words, "amax": amax_words, "res": res_words, "rq": rq_words, "act": act_words, "avx": avx, "avs": avs, "ex": ex, "es": es, "data_late": data_late, "act_late": act_late, "kv_chunks": kv_chunks,
            "kv_units": kv_units, "kv_mismatches": kv_bad + sum(len(v) for v in ksample.values()),
-           "finished": cnt_prev == lengths[:-1] and joins_done == lengths[-1], "dram_requests": next_tag}
+           "finished": cnt_prev == lengths[:-1] and joins_done == lengths[-1], "dram_requests": next_tag, **rope_w}
     tmp = job["result"] + ".tmp"
     with open(tmp, "w") as fh:
         json.dump(res, fh)

@@ -119,8 +119,8 @@ def chip_report(hw: str, sets: list[str], model: str, prefill: int, decode: int)
                        + (f"; the gating output feeding SubLN from the chip's gating engine: {r.act[0]} gating "
                           f"words, {r.act[1]:,} Q7.8 words ({r.act[2]:,} elements) against the golden's "
                           f"`ffn.act.out`, **{r.act[3]} mismatches**" if r.act[0] else "")
-                       + " (the bench writes through the load port, before the word they feed starts: the step's "
-                       "embedding rows, the attention output before SubLN with its rows' sum of squares where the "
+                       + " (the bench writes through the load port, before the word they feed starts: "
+                       + ("" if r.embed[0] else "the step's embedding rows, ") + "the attention output before SubLN with its rows' sum of squares where the "
                        "chip does not write it, and the y of a residual whose projection is not requantized on the chip; the gains, the deployed "
                        "Q5.10 norms, and the requantizers' multipliers before `start`). " if r.norm[0] else
                        "; their input (the norm's Q7.8 output and each row's amax, the golden's) is written by the "
@@ -139,18 +139,44 @@ def chip_report(hw: str, sets: list[str], model: str, prefill: int, decode: int)
                 v[0], v[1], v[2] = v[0] + 1, v[1] + n_, v[2] + bad
             data_line += ("\n\nPsum requantizers behind the projection engines' psum ports (lowbit.rtl.chip_requant) "
                           "write the Q7.8 projection outputs the residual engine (y) and the gating engine (gate, up) "
-                          "read, and RoPE's inputs (q, k; the RoPE engine is not on the chip yet), each projection's "
+                          "read, and the RoPE engine's inputs (q, k), each projection's "
                           "elements against the golden's `<op>.out`: "
                           + "; ".join(f"`{o}` {c} projections, {e:,} elements, **{b} mismatches**"
                                       for o, (c, e, b) in sorted(per.items()))
                           + (f"; kept off by the drain rule: {', '.join(r.rq_drain)}" if r.rq_drain else "")
                           + ". Where some tile of a projection runs on a timer, the bench writes its output.")
         if r.qk[0]:
-            data_line += (f"\n\nQ K^T on data: {r.qk[0]} BoothFlex INT8 tiles read the golden's quantized queries "
-                          "(`qk.q8`, written in their RoPE words' cycles) and the K rows of the kv buffer; their psum "
+            qsrc = ("the chip's RoPE engine's quantized queries" + (f" (the bench's for {len(r.rope_bench)} RoPE words)"
+                                                                     if r.rope_bench else "")
+                    if r.rope[0] else "the golden's quantized queries (`qk.q8`, written in their RoPE words' cycles)")
+            data_line += (f"\n\nQ K^T on data: {r.qk[0]} BoothFlex INT8 tiles read {qsrc} and the K rows of the kv "
+                          "buffer; their psum "
                           f"words are in the table, against `layers.L.attn.qk.acc`: {r.qk[1]} of the {r.qk[2]} score "
                           "accumulator buffers checked in every attended element (a decode step whose LOP drops "
                           "keys over the K rows gathered from the index FIFO: lowbit.rtl.chip_attn).")
+        if r.embed[0]:
+            data_line += (f"\n\nInput rows on data (lowbit.rtl.chip_embed): {r.embed[0]} embedding reads bring the DRAM "
+                          "image's Q7.8 embedding rows over the memory port into layer 0's attn_norm input X, each "
+                          f"row's sum of squares computed on the chip: {r.embed[1]:,} Q7.8 words ({r.embed[2]:,} "
+                          f"elements) against the golden's `embed.out`, **{r.embed[3]} mismatches**.")
+        if r.rope[0] or r.rope_bench:
+            data_line += (f"\n\nRoPE on data (lowbit.rtl.chip_rope): {r.rope[0]} RoPE words on the chip's RoPE engine "
+                          "(q and k from the requantizers, rotated with the compiler's table, quantized per head into "
+                          f"the act buffer's queries Q K^T reads): {r.rope[1]:,} query words against `qk.q8`, "
+                          f"**{r.rope[2]} mismatches**; {r.rope[3]:,} key words against `kv_append.k8`, **{r.rope[4]} "
+                          f"mismatches**; {r.rope[5]:,} head rows' amax, **{r.rope[6]} mismatches**"
+                          + (f"; {len(r.rope_bench)} RoPE words left timers, their queries the bench's." if r.rope_bench
+                             else "; the LOP engine's query memory is still written by the bench."))
+        if r.sm[0] or r.sm[6]:
+            data_line += (f"\n\nSoftmax on data (lowbit.rtl.chip_softmax): {r.sm[0]} softmax words on the SFU's "
+                          f"softmax engine, then the p x amax_v quantize: {r.sm[1]} probability rows, {r.sm[2]:,} INT8 "
+                          f"words and {r.sm[3]} row scales against `softmax.w8` / `w_amax`, **{r.sm[4]} mismatches**; "
+                          f"{r.sm[6]} rows still written by the bench. The scores, row max and amax_v the engine reads "
+                          "are written by the bench in the Q K^T tile's cycles (the per-key score requantizer is not "
+                          f"on the chip); {r.sm[5]} batches late.")
+        elif r.pv[0]:
+            data_line += ("\n\nSoftmax: no softmax engine on this chip (lowbit.rtl.chip_softmax.sm_ok: sfu.lanes above "
+                          "SM_LANES); the bench writes every probability row and its scale in the softmax words' cycles.")
         if r.av:
             son = [x for x in r.av if x[3]]
             data_line += (f"\n\nAttention output on data (lowbit.rtl.chip_av): BoothFlex's P V psum words of {len(r.av)} "

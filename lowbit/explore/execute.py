@@ -265,7 +265,9 @@ def connect(scheduler: str | None, workers: int | None, dashboard: bool = True):
     with warnings.catch_warnings(), dask.config.set({"distributed.nanny.pre-spawn-environ": worker_environ()}):
         # "port 8787 is in use, hosting on another": the address in use is printed
         warnings.filterwarnings("ignore", message="Port .* is already in use", category=UserWarning)
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, silence_logs=logging.ERROR,
+        # a point's failure reaches the client as its future's exception (one line); the workers' own logs would
+        # only add a heartbeat traceback when an interrupted sweep tears the cluster down under them
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, silence_logs=logging.CRITICAL,
                                dashboard_address=":8787" if dashboard else None, preload=[__name__])
     return Client(cluster), cluster
 

@@ -224,9 +224,10 @@ def test_qk_tiles_score_the_golden_queries_against_the_chunks_keys(tiny_plan):
         assert w["k_addr"] == plan.kv_checks[(bq, i)][0] and w["k_stride"] == 8
         n += 1
     assert n == 16 and next(words, None) is None and gathered == (12 if prefill == 8 else 0)
-    sq = img.queues.index("sfu")  # the RoPE words write the queries' act words, in the upper half
-    rope = [i for i in plan.act_writes if img.words[sq][i]["op"].endswith("attn.rope")]
-    assert len(rope) == 16 and all(a >= 256 for i in rope for a, _ in plan.act_writes[i])
+    sq = img.queues.index("sfu")  # the RoPE engine writes the queries' act words, in the upper half (chip_rope)
+    rope = [i for i, w in enumerate(img.words[sq]) if w["op"].endswith("attn.rope")]
+    assert len(rope) == 16 and not any(i in plan.act_writes for i in rope)
+    assert all(plan.rope.fields[i]["eng"] == 6 and plan.rope.fields[i]["o_addr"] >= 256 for i in rope)
 
 
 def test_decode_tiles_over_other_keys_than_the_goldens_stay_timers(tmp_path):

@@ -167,23 +167,14 @@ def test_chip_attention_output_check_can_fail(monkeypatch, tmp_path):
     that step and layer differs from the golden's attn.av.out in that group's heads (and their rows' S), the
     rest stays exact, and the timing is unchanged."""
     pytest.importorskip("cocotb")
-    import lowbit.rtl.chip_run as cr
-    from lowbit.rtl.chip_model import compile_from_golden
     from lowbit.rtl.chip_softmax import SEL
+    from tests.rtl.chip_perturb import verify_perturbed
 
-    real = cr.data_plan
-
-    def corrupt(img, cfg, seed=0, model=None):
-        plan, why = real(img, cfg, seed, model)
+    def double_amax_v(plan):
         e = plan.sm.writes[0]  # the prefill's layer 0, KV group 0: its amax_v words (memory 2)
         e["w"] = [[a, 2 * w if a >> SEL == 2 else w] for a, w in e["w"]]
-        return plan, why
 
-    monkeypatch.setattr(cr, "data_plan", corrupt)
-    cfg = load_hw("tiny", [])
-    path = tmp_path / "prog.bin"
-    compile_from_golden(cfg, "bitnet-tiny", 2, 3, path, seed=0)
-    r = cr.verify_chip(cfg, path, "tiny", [])
+    r, _ = verify_perturbed(monkeypatch, tmp_path, double_amax_v)
     assert r.mismatches == 0 and not r.ok  # (the projections after the attention output differ too)
     assert r.sm[4] == 4  # the group's 2 queries x 2 heads row scales, no INT8 word
     name, n, bad, rows, sbad = r.av[0]

@@ -126,30 +126,19 @@ def test_chip_rope_check_can_fail_in_exactly_the_expected_words(monkeypatch, tmp
     where sim.numerics (sfu_rope on that table, then the per-head absmax quantize) says they do: the prefill's
     token 1 in both layers; every other word, the timing and the projections exact."""
     pytest.importorskip("cocotb")
-    import lowbit.rtl.chip_run as cr
-    from lowbit.rtl.chip_model import compile_from_golden
     from lowbit.sim.config import load_hw
     from lowbit.sim.numerics.sfu_elem import rope_table, sfu_rope
+    from tests.rtl.chip_perturb import verify_perturbed
 
-    real = cr.data_plan
-    seen = {}
-
-    def corrupt(img, cfg, seed=0, model=None):
-        plan, why = real(img, cfg, seed, model)
-        if plan is not None and plan.rope is not None and plan.rope.fields:
+    def negate_cos(plan):
+        if plan.rope is not None and plan.rope.fields:
             rp = plan.rope
             w = rp.table[1 * rp.beats]  # position 1, beat 0: lane 0 holds pair 0's (cos, sin), cos in bits 0..15
             c = (w & 0xFFFF) - ((w & 0x8000) << 1)
             rp.table[1 * rp.beats] = (w & ~0xFFFF) | (-c & 0xFFFF)
-            seen["plan"] = plan
-        return plan, why
 
-    monkeypatch.setattr(cr, "data_plan", corrupt)
+    r, plan = verify_perturbed(monkeypatch, tmp_path, negate_cos)
     cfg = load_hw("tiny", [])
-    path = tmp_path / "prog.bin"
-    compile_from_golden(cfg, "bitnet-tiny", 2, 3, path, seed=0)
-    r = cr.verify_chip(cfg, path, "tiny", [])
-    plan = seen["plan"]
     spec, lanes = plan.model.spec, cfg.sfu.lanes
     hd = spec.head_dim
     cos, sin = rope_table(np.arange(2), hd, spec.rope_theta)

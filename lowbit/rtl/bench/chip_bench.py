@@ -160,20 +160,31 @@ async def chip_run(dut):
     act_writes = {int(i): v for i, v in dj.get("act_writes", {}).items()} if dj else {}
     sfu_q = dj.get("sfu_queue", -1) if dj else -1
     aslot: dict[int, tuple[int, int, int]] = {}  # cycle -> (load queue, address, word) through the load port
-    sfu_h = (dut.sv, dut.sa, dut.sw) if dj and dj.get("sfu_data") else None
-    sfu_words: list[list[int]] = []  # the SFU quantize engine's act buffer writes, (address, word) in order
-    norm_words: list[list[int]] = []  # the RMSNorm engine's Q7.8 writes and its amax writes
-    amax_words: list[list[int]] = []
-    res_words: list[list[int]] = []  # the residual engine's Q7.8 writes
-    act_words: list[list[int]] = []  # the gating engine's Q7.8 writes
-    av_h = dj and dj.get("av")  # the attention output's X and S writes (lowbit.rtl.chip_av)
+    # the engines' write ports the bench records each cycle: (valid, the fields recorded, their list in order)
+    taps: list[tuple] = []
+
+    def tap(on, valid: str, *fields: str) -> list[list[int]]:
+        out: list[list[int]] = []
+        if on:
+            taps.append((getattr(dut, valid), [getattr(dut, f) for f in fields], out))
+        return out
+
+    sfu_on = bool(dj and dj.get("sfu_data"))
+    sfu_words = tap(sfu_on, "sv", "sa", "sw")  # the SFU quantize engine's act buffer writes, (address, word)
+    norm_words = tap(sfu_on, "nv", "na", "nw")  # the RMSNorm engine's Q7.8 writes and its amax writes
+    amax_words = tap(sfu_on, "mv", "ma", "mw")
+    res_words = tap(sfu_on, "rv", "ra", "rw")  # the residual engine's Q7.8 writes
+    act_words = tap(sfu_on, "fv", "fa", "fw")  # the gating engine's Q7.8 writes
     gather = dj.get("gather", {}) if dj else {}  # embedding reads: request tag -> its rows' DRAM addresses
-    ex: list[list[int]] = []  # the embedding writer's beats into X (first address, words) and rows' S
-    es: list[list[int]] = []
-    avx: list[list[int]] = []
-    avs: list[list[int]] = []
-    rope_h = dj and dj.get("rope")  # the RoPE engine's quantized queries, keys and row amax (lowbit.rtl.chip_rope)
-    rope_w: dict[str, list[list[int]]] = {"rope_q8": [], "rope_k8": [], "rope_amax": []}
+    embed_on = bool(dj and dj.get("embed"))  # the embedding writer's beats into X and its rows' S
+    ex = tap(embed_on, "ex_v", "ex_a", "ex_w")
+    es = tap(embed_on, "es_v", "es_a", "es_w")
+    av_on = bool(dj and dj.get("av"))  # the attention output's X and S writes (lowbit.rtl.chip_av)
+    avx = tap(av_on, "avx_v", "avx_a", "avx_m", "avx_w")
+    avs = tap(av_on, "avs_v", "avs_a", "avs_w")
+    rope_on = bool(dj and dj.get("rope"))  # the RoPE engine's quantized queries, keys, row amax (lowbit.rtl.chip_rope)
+    rope_w = {"rope_q8": tap(rope_on, "hv", "ha", "hw"), "rope_k8": tap(rope_on, "hkv", "hka", "hkw"),
+              "rope_amax": tap(rope_on, "hsv", "hsk", "hsr", "hsa")}
     sfu_writes = {int(i): v for i, v in dj.get("sfu_writes", {}).items()} if dj else {}
     sfu_last: dict[tuple[int, int], tuple[int, int]] = {}  # (SFU word, group) -> (the word the group's writes
     # precede, its last write's cycle)
@@ -203,8 +214,8 @@ async def chip_run(dut):
     for k, e in enumerate(sm["writes"] if sm else []):
         sm_wait.setdefault(tuple(e["after"]), []).append(k)
     sm_last: dict[int, int] = {}
-    sm_act: list[list[int]] = []
-    sm_wa: list[list[int]] = []
+    sm_act = tap(sm, "smv", "sma", "smw")
+    sm_wa = tap(sm, "swv", "swa", "sww")
     kv_ind = kv_ind_bad = 0  # dma_kv's words issued with the index FIFO's address, those not one run
     first = True
     skip_to = None  # after a quiet sample: wake at the next due response or the next event, whichever first
@@ -347,39 +358,9 @@ async def chip_run(dut):
             if en:
                 rq_words[n].append([cyc, int(d.value), en, [int(a0.value), int(a1.value)],
                                     [int(m0.value), int(m1.value)], [int(w0.value), int(w1.value)]])
-        if sfu_h is not None:
-            if int(sfu_h[0].value):
-                sfu_words.append([int(sfu_h[1].value), int(sfu_h[2].value)])
-            if int(dut.nv.value):
-                norm_words.append([int(dut.na.value), int(dut.nw.value)])
-            if int(dut.mv.value):
-                amax_words.append([int(dut.ma.value), int(dut.mw.value)])
-            if int(dut.rv.value):
-                res_words.append([int(dut.ra.value), int(dut.rw.value)])
-            if int(dut.fv.value):
-                act_words.append([int(dut.fa.value), int(dut.fw.value)])
-        if dj and dj.get("embed"):
-            if int(dut.ex_v.value):
-                ex.append([int(dut.ex_a.value), int(dut.ex_w.value)])
-            if int(dut.es_v.value):
-                es.append([int(dut.es_a.value), int(dut.es_w.value)])
-        if av_h:
-            if int(dut.avx_v.value):
-                avx.append([int(dut.avx_a.value), int(dut.avx_m.value), int(dut.avx_w.value)])
-            if int(dut.avs_v.value):
-                avs.append([int(dut.avs_a.value), int(dut.avs_w.value)])
-        if sm:
-            if int(dut.smv.value):
-                sm_act.append([int(dut.sma.value), int(dut.smw.value)])
-            if int(dut.swv.value):
-                sm_wa.append([int(dut.swa.value), int(dut.sww.value)])
-        if rope_h:
-            if int(dut.hv.value):
-                rope_w["rope_q8"].append([int(dut.ha.value), int(dut.hw.value)])
-            if int(dut.hkv.value):
-                rope_w["rope_k8"].append([int(dut.hka.value), int(dut.hkw.value)])
-            if int(dut.hsv.value):
-                rope_w["rope_amax"].append([int(dut.hsk.value), int(dut.hsr.value), int(dut.hsa.value)])
+        for valid, fields, out in taps:
+            if int(valid.value):
+                out.append([int(f.value) for f in fields])
         if lop:
             if int(dut.lop_ov.value):
                 x, n_ = int(dut.lop_oi.value), int(dut.lop_on.value)

@@ -34,6 +34,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from lowbit.rtl.chip_ctrl import STAT_DEPTH
+from lowbit.rtl.common import count_mismatches
 from lowbit.rtl.sfu_stream import STAT_BITS, q78_word
 from lowbit.sim.isa import C_DMAW, D_ACT, EMBED_BASE
 
@@ -199,6 +200,6 @@ def embed_compare(plan, xs: list, ss: list, k: int, lanes: int) -> int:
     mask = (1 << (16 * lanes)) - 1
     got = [(a + j, (v >> (16 * lanes * j)) & mask) for a, v in xs for j in range(k)]
     want = plan.emb_expect_x
-    bad = sum(g != w_ for g, w_ in zip(got, want, strict=False)) + abs(len(got) - len(want))
+    bad = count_mismatches(got, want)
     gs = [tuple(s) for s in ss]
-    return bad + sum(g != w_ for g, w_ in zip(gs, plan.emb_expect_s, strict=False)) + abs(len(gs) - len(plan.emb_expect_s))
+    return bad + count_mismatches(gs, plan.emb_expect_s)

@@ -28,7 +28,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from lowbit.rtl.common import COUNT_BITS
+from lowbit.rtl.common import COUNT_BITS, count_mismatches
 from lowbit.rtl.lop import LopScore, LopTopK, validate
 from lowbit.sim.config import LopConfig
 from lowbit.sim.units.lop import lop_score_cycles
@@ -332,7 +332,7 @@ def lop_compare(plan: LopPlan, ref, r: dict) -> tuple[int, int, int, int, str]:
         s0, e0 = ref.start[i], ref.end[t]
         idx = [v for c, vs in got if s0 < c <= e0 for v in vs]
         n += len(want)
-        diff = sum(a != b for a, b in zip(idx, want, strict=False)) + abs(len(idx) - len(want))
+        diff = count_mismatches(idx, want)
         bad += diff
         cb = (ref.end[i] not in sd) + (e0 not in dn)
         cyc_bad += cb

@@ -33,6 +33,7 @@ from amaranth.lib.wiring import Out
 
 from lowbit.rtl.chip_attn import i8_word
 from lowbit.rtl.chip_ctrl import ROPE_T_BITS
+from lowbit.rtl.common import count_mismatches
 from lowbit.rtl.sfu_stream_headq import HEADQ_PIPE, SfuHeadQuant
 from lowbit.rtl.sfu_stream_rope import SfuRopeStream, rope_layout_ok, rope_table_words, trig_word
 
@@ -309,7 +310,7 @@ def rope_compare(rp: RopePlan, r: dict) -> tuple[int, int, int, int, int, int, i
     out = [len(rp.on_chip)]
     for key, want in (("rope_q8", rp.q8), ("rope_k8", rp.k8), ("rope_amax", rp.amax)):
         got = [tuple(x) for x in r.get(key, [])]
-        out += [len(want), sum(g != w_ for g, w_ in zip(got, want, strict=False)) + abs(len(got) - len(want))]
+        out += [len(want), count_mismatches(got, want)]
     return tuple(out)
 
 

@@ -23,7 +23,7 @@ from lowbit.rtl.chip_golden import act_word, compare_psum, data_plan, segments
 from lowbit.rtl.chip_image import ChipImage, QueueTimes, build_image, reference_schedule
 from lowbit.rtl.chip_requant import RQ_LOAD
 from lowbit.rtl.chip_sfu import sfu_data_ok
-from lowbit.rtl.common import COUNT_BITS
+from lowbit.rtl.common import COUNT_BITS, count_mismatches
 from lowbit.sim.config import HwConfig
 from lowbit.sim.errors import LowbitError
 from lowbit.sim.program import ProgramError
@@ -425,19 +425,19 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
     if plan is not None and plan.sfu_expect:
         got = [tuple(x) for x in r.get("sfu", [])]
         want = plan.sfu_expect
-        bad = sum(g != w for g, w in zip(got, want, strict=False)) + abs(len(got) - len(want))
+        bad = count_mismatches(got, want)
         sfu = (len(plan.sfu_ops), len(want), plan.sfu_elems, bad)
     norm = (0, 0, 0, 0)
     if plan is not None and plan.norm_expect:
         bad = 0
         for key, want in (("norm", plan.norm_expect), ("amax", plan.amax_expect)):
             got = [tuple(x) for x in r.get(key, [])]
-            bad += sum(g != w for g, w in zip(got, want, strict=False)) + abs(len(got) - len(want))
+            bad += count_mismatches(got, want)
         norm = (len(plan.norm_ops), len(plan.norm_expect), plan.norm_elems, bad)
     res = (0, 0, 0, 0)
     if plan is not None and plan.res_expect:
         got = [tuple(x) for x in r.get("res", [])]
-        bad = sum(g != w for g, w in zip(got, plan.res_expect, strict=False)) + abs(len(got) - len(plan.res_expect))
+        bad = count_mismatches(got, plan.res_expect)
         res = (len(plan.res_ops), len(plan.res_expect), plan.res_elems, bad)
     if plan is not None:
         for q in qc:
@@ -499,6 +499,6 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
     res.rope_bench = plan.rope.bench if plan is not None and plan.rope is not None else []
     if plan is not None and plan.act_expect:
         got = [tuple(x) for x in r.get("act", [])]
-        bad = sum(g != w for g, w in zip(got, plan.act_expect, strict=False)) + abs(len(got) - len(plan.act_expect))
+        bad = count_mismatches(got, plan.act_expect)
         res.act = (len(plan.act_ops), len(plan.act_expect), plan.act_elems, bad)
     return res

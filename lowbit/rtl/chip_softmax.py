@@ -43,7 +43,7 @@ from amaranth.lib.wiring import Out
 
 from lowbit.rtl.chip_av import SB, WA_BITS
 from lowbit.rtl.chip_ctrl import STAT_DEPTH
-from lowbit.rtl.common import COUNT_BITS
+from lowbit.rtl.common import COUNT_BITS, count_mismatches
 from lowbit.rtl.sfu_stream import q78_word
 from lowbit.rtl.sfu_stream_softmax import SOFTMAX_PIPE, SfuSoftmaxStream
 
@@ -327,7 +327,7 @@ def sm_compare(sm: SoftmaxPlan, r: dict) -> tuple[int, int, int, int, int, int, 
     bad = 0
     for want, key in ((sm.act, "sm_act"), (sm.wa, "sm_wa")):
         got = [tuple(x) for x in r.get(key, [])]
-        bad += sum(g != w for g, w in zip(got, want, strict=False)) + abs(len(got) - len(want))
+        bad += count_mismatches(got, want)
     return len(sm.fields), sm.rows, len(sm.act), len(sm.wa), bad, int(r.get("sm_late", 0)), sm.bench_rows
 
 

@@ -166,3 +166,8 @@ def mux_neg(v: Value, neg: Value) -> Value:
     ext = v.as_signed() if not v.shape().signed else v
     pattern = Mux(neg, ~ext, ext)
     return (pattern + neg)[:w].as_signed()
+
+
+def count_mismatches(got: list, want: list) -> int:
+    """Recorded values that differ from the expected ones in order, missing and extra ones counted."""
+    return sum(g != w for g, w in zip(got, want, strict=False)) + abs(len(got) - len(want))

@@ -58,7 +58,10 @@ def mutated_dict(draw):
             elif kind == "table":
                 data[draw(st.sampled_from(list(data)))] = draw(hostile_value)
             elif kind == "sram":
-                entry = dict(random.Random(draw(st.integers(0, 99))).choice(data["sram"]))
+                picked = random.Random(draw(st.integers(0, 99))).choice(data["sram"])
+                if not isinstance(picked, dict):
+                    continue  # an earlier mutation replaced the sram table with a hostile value
+                entry = dict(picked)
                 entry.pop(draw(st.sampled_from(["name", "bytes", "banks", "none"])), None)
                 data["sram"].append(entry)
         except (KeyError, TypeError, IndexError, AttributeError):

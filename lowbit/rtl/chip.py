@@ -60,8 +60,8 @@ from lowbit.rtl.chip_embed import embed_signature, embed_writer
 from lowbit.rtl.chip_fp4 import Fp4Engine, fp4_psum_layout
 from lowbit.rtl.chip_requant import RQ_BUFS, RQ_LOAD, requantizer
 from lowbit.rtl.chip_ring import Ring
-from lowbit.rtl.chip_rope import act_write, rope_engine, rope_signature
-from lowbit.rtl.chip_sfu import sfu_data_ok, sfu_engines
+from lowbit.rtl.chip_rope import rope_engine, rope_signature
+from lowbit.rtl.chip_sfu import act_ratio, act_writes, sfu_data_ok, sfu_engines
 from lowbit.rtl.chip_softmax import sm_observe, sm_ok, sm_signature
 from lowbit.rtl.common import COUNT_BITS
 from lowbit.rtl.sfu_stream import STAT_BITS
@@ -237,7 +237,7 @@ class Chip(wiring.Component):
                 sig["kv_rdata"] = Out(d.unit_bits * d.banks)
             if sd:  # the SFU engines' writes: quantize to the act buffer, RMSNorm to the Q7.8 buffer and its amax
                 sn = (STAT_DEPTH - 1).bit_length()
-                sig.update({"sv": Out(1), "sa": Out(d.a_bits), "sw": Out(8 * cfg.tint.tree_width),
+                sig.update({"sv": Out(1), "sa": Out(d.a_bits), "sw": Out(8 * cfg.sfu.lanes),
                             "nv": Out(1), "na": Out(d.a_bits), "nw": Out(16 * cfg.sfu.lanes),
                             "mv": Out(1), "ma": Out(sn), "mw": Out(STAT_BITS),
                             "rv": Out(1), "ra": Out(d.a_bits), "rw": Out(16 * cfg.sfu.lanes),
@@ -421,7 +421,8 @@ class Chip(wiring.Component):
         tw = act_elems(cfg)
         abuf = Memory(shape=data.ArrayLayout(signed(8), tw), depth=d.a_depth, init=[])
         m.submodules.abuf = abuf
-        aw = abuf.write_port()
+        ratio = act_ratio(cfg) if sfuq is not None else 1  # SFU INT8 words an act word (chip_sfu.act_writes)
+        aw = abuf.write_port(granularity=tw // ratio) if ratio > 1 else abuf.write_port()
         ld = self.load_en & (self.load_queue == len(self.names))
         wrote, av = Const(0, 1), None
         if sfuq is None:
@@ -440,9 +441,9 @@ class Chip(wiring.Component):
                          self.rv.eq(res.o_wen), self.ra.eq(res.o_waddr), self.rw.eq(res.o_wdata),
                          self.fv.eq(act.o_wen), self.fa.eq(act.o_waddr), self.fw.eq(act.o_wdata)]
             sm = bufs["sm"]  # the softmax engine's INT8 probabilities (chip_softmax), in cycles the others do not write
-            en, ad, dt = act_write(q, hq, ld, self.load_addr, self.load_word, d.a_bits, tw,
-                                   [(sm.a_en, sm.a_addr, sm.a_data)] if sm else [])
-            m.d.comb += [aw.en.eq(en), aw.addr.eq(ad), aw.data.eq(dt),
+            ws = [(q.o_wen, q.o_waddr, q.o_wdata.as_value())] + ([(hq.q_wen, hq.q_waddr, hq.q_wdata.as_value())] if hq
+                                                                 else []) + ([(sm.a_en, sm.a_addr, sm.a_data)] if sm else [])
+            m.d.comb += [*act_writes(aw, ws, ld, self.load_addr, self.load_word, d.a_bits, 8 * tw, ratio),
                          self.sv.eq(q.o_wen), self.sa.eq(q.o_waddr), self.sw.eq(q.o_wdata)]
             wrote = q.o_wen | rms.o_wen | rms.a_wen | res.o_wen | act.o_wen | (emb.x[0][0] if emb else 0) \
                 | (hq.q_wen | hq.k_wen if hq else 0)

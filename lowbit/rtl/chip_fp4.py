@@ -311,7 +311,8 @@ def fp4_data_plan(img, cfg, seed: int, model):
     (DataPlan, '') or (None, why not)."""
     from lowbit.rtl.chip_golden import DATA_FIELDS, DataPlan, _act_writes, _psum_words
     from lowbit.rtl.chip_model import input_of
-    from lowbit.sim.isa import B_WEIGHT, C_DMAW, C_FP4
+    from lowbit.rtl.chip_sfu import sfu_data_ok
+    from lowbit.sim.isa import B_WEIGHT, C_DMAW, C_FP4, C_SFU
     from lowbit.sim.numerics.fp4dot import fp4_block_dot
 
     dims, why = fp4_data_dims(cfg)
@@ -380,7 +381,9 @@ def fp4_data_plan(img, cfg, seed: int, model):
         why = _act_writes(plan, img, reads, e, cfg)
         if why:
             return None, why
-    for q, kind in ((fq, "tint"), (dw, "dma")):
+    sq = [q for q, c in enumerate(img.classes) if c == C_SFU and not sfu_data_ok(cfg)]  # its words on the engines
+    fields.update({**{(q, i): f for q in sq for i, f in plan.sfu_fields.items()}, **plan.emb_fields})
+    for q, kind in ((fq, "tint"), (dw, "dma"), *((q, "sfu") for q in sq)):
         for i, w in enumerate(img.words[q]):
             w.update({**dict.fromkeys(DATA_FIELDS[kind], 0), **fields.get((q, i), {})})
     return plan, ""

@@ -52,7 +52,7 @@ from lowbit.rtl.chip_model import ModelContents, NoMapping, input_of
 from lowbit.rtl.chip_pv import pv_cover, pv_plan
 from lowbit.rtl.chip_requant import requant_cover, requant_fields
 from lowbit.rtl.chip_rope import RopePlan, rope_blocks, rope_fields, rope_plan
-from lowbit.rtl.chip_sfu import sfu_data_ok, sfu_norms, sfu_plan
+from lowbit.rtl.chip_sfu import act_ratio, sfu_data_ok, sfu_norms, sfu_plan
 from lowbit.rtl.chip_softmax import SoftmaxPlan, sm_ok, softmax_plan
 from lowbit.sim.config import HwConfig
 from lowbit.sim.isa import B_KV, B_WEIGHT, C_BOOTH, C_DMAKV, C_DMAW, C_SFU, C_TINT
@@ -411,6 +411,7 @@ def _act_writes(plan: DataPlan, img: ChipImage, reads: dict[tuple[int, str], int
     sq = next((q for q, c in enumerate(img.classes) if c == C_SFU), -1)
     plan.sfu_queue = sq
     engine = sq >= 0 and not sfu_data_ok(cfg)
+    ratio = act_ratio(cfg) if engine else 1  # the quantize engine's words in an act word (chip_sfu.act_ratio)
     if engine:
         sfu_norms(plan, img, cfg)
     done = set()
@@ -419,10 +420,10 @@ def _act_writes(plan: DataPlan, img: ChipImage, reads: dict[tuple[int, str], int
         x = plan.model.quant(*key)
         if key not in reads:  # no tile on the data path reads it: the engine still runs it where it can
             if engine and x is not None and w["op"].endswith("_quant"):
-                sfu_plan(plan, img, cfg, i, key, -(-x.shape[1] // tw))
+                sfu_plan(plan, img, cfg, i, key, -(-x.shape[1] // tw) * ratio)
             continue
         beats = reads[key]
-        if engine and sfu_plan(plan, img, cfg, i, key, beats):
+        if engine and sfu_plan(plan, img, cfg, i, key, beats * ratio):
             done.add(key)
             continue
         pad = np.zeros((x.shape[0], beats * tw), np.int64)

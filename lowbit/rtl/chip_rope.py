@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from amaranth.hdl import Module, Mux
+from amaranth.hdl import Module
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import Out
 
@@ -264,7 +264,7 @@ def rope_engine(chip, m: Module, ctrl):
     """The q / k buffer (lowbit.rtl.chip_requant.Q78Banks, the requantizers' writes), the RoPE engine, its table
     memory (written through the load port at `rope_load`) and the per-head quantize in `m`, started by the SFU
     queue's words with `eng` 6; returns (engine, quantize, q / k buffer); the quantize's `q_*` port writes the
-    act buffer (act_write)."""
+    act buffer (lowbit.rtl.chip_sfu.act_writes)."""
     from lowbit.rtl.chip_requant import Q78Banks
 
     cfg, d, p = chip.cfg, chip.dims, chip.p
@@ -292,17 +292,6 @@ def rope_engine(chip, m: Module, ctrl):
     return r, h, qk
 
 
-def act_write(q, h, ld, ld_addr, ld_word, a_bits: int, tw: int, more=()):
-    """The act buffer's write port: the SFU's quantize engine (`q`), the per-head quantize (`h`, may be None), the
-    writers `more` ((enable, address, data): the softmax engine's), else the load port (the SFU runs one word at
-    a time, so at most one engine writes in a cycle)."""
-    ws = [(q.o_wen, q.o_waddr, q.o_wdata.as_value())] + ([(h.q_wen, h.q_waddr, h.q_wdata.as_value())] if h else [])
-    en, addr, dat = ld, ld_addr[:a_bits], ld_word[:8 * tw]
-    for e, a, d in reversed([*ws, *more]):
-        en, addr, dat = e | en, Mux(e, a, addr), Mux(e, d, dat)
-    return en, addr, dat
-
-
 def rope_compare(rp: RopePlan, r: dict) -> tuple[int, int, int, int, int, int, int]:
     """(RoPE words on the engine, query act words, differing, key words, differing, row amax, differing), the
     recorded writes against the golden's qk.q8, kv_append.k8 and their rows' amax, in order (missing and extra
@@ -314,5 +303,5 @@ def rope_compare(rp: RopePlan, r: dict) -> tuple[int, int, int, int, int, int, i
     return tuple(out)
 
 
-__all__ = ["ROPE_ENG", "RopeBlock", "RopePlan", "act_write", "elem_addr", "rope_blocks",
+__all__ = ["ROPE_ENG", "RopeBlock", "RopePlan", "elem_addr", "rope_blocks",
            "rope_compare", "rope_drain_safe", "rope_engine", "rope_fields", "rope_plan", "rope_signature"]

@@ -39,15 +39,26 @@ from lowbit.sim.config import HwConfig
 from lowbit.sim.numerics.sfu import SFU_IN_BITS
 
 
+def act_ratio(cfg: HwConfig) -> int:
+    """SFU INT8 words (sfu.lanes) in an act buffer word: 1 where the act word is a TINT beat (tint.tree_width =
+    sfu.lanes), elems_per_cycle / sfu.lanes on an FP4 design without TINT core; 0 where it is no whole number."""
+    tw = cfg.tint.tree_width if cfg.has("tint") else cfg.fp4.elems_per_cycle if cfg.has("fp4") else 0
+    return tw // cfg.sfu.lanes if cfg.has("sfu") and tw and tw % cfg.sfu.lanes == 0 else 0
+
+
 def sfu_data_ok(cfg: HwConfig) -> str:
     """'' when the SFU's quantize stream engine (lowbit.rtl.sfu_stream.SfuQuantStream) can write the act
     buffer of the data path, else why not: its INT8 word must be the act buffer's word (sfu.lanes =
-    tint.tree_width, DESIGN ASSUMPTION: one buffer word a beat, no width converter) and sfu.latency.quantize
-    must cover the engines' pipelines."""
-    if not cfg.has("sfu") or not cfg.has("tint"):
-        return "the design has no SFU or no TINT core"
-    if cfg.sfu.lanes != cfg.tint.tree_width:
+    tint.tree_width, DESIGN ASSUMPTION: one buffer word a beat, no width converter) or, on an FP4 design
+    without TINT core, a whole part of it (`act_ratio`: the FP4 core's elems_per_cycle a multiple of
+    sfu.lanes, the quantize engine writing that part of the act word with a write enable per part), and
+    sfu.latency.quantize must cover the engines' pipelines."""
+    if not cfg.has("sfu") or not (cfg.has("tint") or cfg.has("fp4")):
+        return "the design has no SFU or no TINT or FP4 core"
+    if cfg.has("tint") and cfg.sfu.lanes != cfg.tint.tree_width:
         return f"sfu.lanes {cfg.sfu.lanes} is not the act buffer word's tint.tree_width {cfg.tint.tree_width}"
+    if not act_ratio(cfg):
+        return f"sfu.lanes {cfg.sfu.lanes} does not divide the FP4 act word's fp4.elems_per_cycle {cfg.fp4.elems_per_cycle}"
     for op, pipe in (("quantize", QUANT_PIPE), ("rmsnorm", RMSNORM_PIPE), ("elementwise", RESIDUAL_PIPE),
                      ("activation", ACT_PIPE)):
         if cfg.sfu.op_latency(op) < pipe:
@@ -389,3 +400,17 @@ def sfu_norms(plan, img, cfg) -> None:
         plan.amax_expect += [(r * STAT_HALF + j, int(np.abs(y[j]).max())) for j in range(rows)]
         plan.norm_ops.append(f"step {w.get('step', 0)} {op}")
         plan.norm_elems += int(y.size)
+
+
+def act_writes(aw, writers: list, ld, ld_addr, ld_word, a_bits: int, bits: int, ratio: int) -> list:
+    """The statements of the act buffer's write port `aw` (`bits` wide; with `ratio` > 1 a write enable per
+    SFU INT8 word): the SFU engines' `writers` ((enable, SFU word address, INT8 word): the quantize engine, the
+    per-head quantize, the softmax engine; the SFU runs one word at a time, so at most one writes in a cycle),
+    each word at SFU word address a being part a mod `ratio` of act word a div `ratio`, or, in the cycles none
+    writes, the load port (`ld`: whole act words)."""
+    lb = (ratio - 1).bit_length()
+    en, addr, dat = Mux(ld, (1 << ratio) - 1, 0) if ratio > 1 else ld, ld_addr[:a_bits], ld_word[:bits]
+    for e, a, d in reversed(writers):
+        part = (1 << a[:lb]) if ratio > 1 else 1
+        en, addr, dat = Mux(e, part, en), Mux(e, a >> lb if lb else a, addr), Mux(e, Cat(*[d] * ratio), dat)
+    return [aw.en.eq(en), aw.addr.eq(addr), aw.data.eq(dat)]

@@ -541,6 +541,11 @@ def test_vitallm_chip_runs_out_of_order_dma_exact(tmp_path, hw, cycles, lanes, o
         assert r.data_ref.startswith("the whole-model golden") and r.act_late == 0
         if hw == "vitallm-fp4":  # every projection accumulator of every step on the FP4 core; lm_head on the host
             assert r.acc_buffers == (42, 42, [f"step {i} lm_head" for i in range(3)])
+            # the SFU on data (two 16-lane SFU INT8 words an FP4 act word of 32): every quantize, residual and
+            # RMSNorm word but the prefill's final norm, (4 + 1 + 1) rows of 4, 4, 4 and 8 words; the gating stays
+            # a timer (no requantizer behind the FP4 core); the step's input rows from the embedding table
+            assert r.sfu == (24, 240, 3_840, 0) and r.res == (12, 96, 1_536, 0) and r.norm == (26, 248, 3_968, 0)
+            assert r.embed == (3, 24, 384, 0) and r.act[0] == 0
         else:
             assert r.acc_buffers == (42, 42, [f"step {i} lm_head" for i in range(3)])
             assert r.qk == (12, 6, 6) and r.pv == (12, 6, 6)  # Q K^T and P V of every step and layer

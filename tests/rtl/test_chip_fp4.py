@@ -307,3 +307,32 @@ def test_chip_fp4_data_check_can_fail(tmp_path, monkeypatch):
     r = cr.verify_chip(cfg, path, "tiny", sets)
     fp4 = next(q for q in r.queues if q.name == "fp4")
     assert r.mismatches == 0 and fp4.data_words == 640 and 0 < fp4.data_mismatches < 640 and not r.ok
+
+
+def test_fp4_design_puts_its_sfu_words_on_the_engines(tmp_path):
+    """vitallm-fp4 (no TINT core): the SFU's quantize engine writes half an FP4 act word (32 INT8) per word of
+    sfu.lanes 16 (chip_sfu.act_ratio 2), so the loader puts bitnet-tiny prefill 4 + decode 2's quantize,
+    residual and RMSNorm words on the engines (24, 12 and 26: all but the prefill's final norm) and each
+    step's embedding read on the embedding writer; the gating keeps its cycles (no requantizer)."""
+    from lowbit.rtl.chip_golden import data_plan
+    from lowbit.rtl.chip_image import build_image
+    from lowbit.rtl.chip_model import compile_from_golden, model_contents
+    from lowbit.rtl.chip_sfu import act_ratio, sfu_data_ok
+    from lowbit.sim.program_io import ProgramReader
+
+    cfg = load_config("vitallm-fp4")
+    assert sfu_data_ok(cfg) == "" and act_ratio(cfg) == 2
+    assert "does not divide" in sfu_data_ok(apply_sets(cfg, ["sfu.lanes=24"]))
+    path = tmp_path / "prog.bin"
+    compile_from_golden(cfg, "bitnet-tiny", 4, 2, path, 0)
+    img = build_image(path, cfg)
+    mc, note = model_contents(img, cfg, ProgramReader(path).header.meta, 0)
+    plan, why = data_plan(img, cfg, 0, mc)
+    assert why == "" and mc is not None, note
+    assert (len(plan.sfu_ops), len(plan.res_ops), len(plan.norm_ops), len(plan.act_ops)) == (24, 12, 26, 0)
+    assert plan.emb_ops == [f"step {s}" for s in range(3)] and plan.emb_beats == 1  # 128-byte rows and beats
+    sq = img.queues.index("sfu")
+    assert sorted({w["eng"] for w in img.words[sq]}) == [0, 1, 2, 3]
+    # the quantize words write 4 SFU words a 64-element row: 2 act words of 32 a token, what the FP4 tiles read
+    q = [w for w in img.words[sq] if w["eng"] == 1 and w["op"].endswith(("attn_quant", "ffn_quant", "o_quant"))]
+    assert q and all(w["beats"] == 4 for w in q)

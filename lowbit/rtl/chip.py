@@ -20,7 +20,8 @@ Structure (docs/rtl.md "Chip"):
   LopGroupSelect, started by the LOP queue's lop_score words (`eng`, `m`, `k`), its code and query memories
   written through the load port (`Chip.lop_load`); the LOP words keep their `cyc`, which the engine meets
   (the bench checks its done strobes `lop_sdone` / `lop_done` against the words' ends), and its index FIFO
-  writes leave on `lop_ov` / `lop_on` / `lop_oi`.
+  writes leave on `lop_ov` / `lop_on` / `lop_oi`;
+- the act buffer and, where the SFU is on data, its engines and their writers (lowbit.rtl.chip_engines).
 The scoreboard (lowbit.rtl.chip_ctrl.scoreboard_layout) is the vector of completion counts, one per
 non-sync queue (compute counts are registers, a DMA engine's count the in-order prefix of its completion
 table), plus each DMA engine's completion window (requests complete out of order; a wait names a range
@@ -38,16 +39,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth.hdl import Cat, Const, Module, Signal, signed
+from amaranth.hdl import Module, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from lowbit.rtl.chip_av import av_engine, av_ok, av_ports, av_signature
+from lowbit.rtl.chip_av import av_engine, av_ok
 from lowbit.rtl.chip_booth import BoothEngine, booth_data_ok, booth_psum_layout, qk_data_ok
 from lowbit.rtl.chip_booth_regroup import booth_regroup_ok
 from lowbit.rtl.chip_ctrl import (
-    STAT_DEPTH,
     ComputeQueue,
     JoinMonitor,
     instr_memory,
@@ -56,13 +56,12 @@ from lowbit.rtl.chip_ctrl import (
 )
 from lowbit.rtl.chip_data import BankedBuffer, DmaFill, TintEngine, data_dims, psum_layout
 from lowbit.rtl.chip_dma import N_BUFFERS, DmaEngine, mem_port_signature
-from lowbit.rtl.chip_embed import embed_signature, embed_writer
+from lowbit.rtl.chip_engines import act_buffer, engine_signature, rq_signature, rq_wiring, sfu_signature
 from lowbit.rtl.chip_fp4 import Fp4Engine, fp4_psum_layout
-from lowbit.rtl.chip_requant import RQ_BUFS, RQ_LOAD, requantizer
+from lowbit.rtl.chip_requant import RQ_LOAD
 from lowbit.rtl.chip_ring import Ring
-from lowbit.rtl.chip_rope import rope_engine, rope_signature
-from lowbit.rtl.chip_sfu import act_ratio, act_writes, sfu_data_ok, sfu_engines
-from lowbit.rtl.chip_softmax import sm_observe, sm_ok, sm_signature
+from lowbit.rtl.chip_sfu import sfu_data_ok
+from lowbit.rtl.chip_softmax import sm_ok
 from lowbit.rtl.common import COUNT_BITS
 from lowbit.rtl.sfu_stream import STAT_BITS
 from lowbit.rtl.sfu_stream_requant import mult_word
@@ -235,27 +234,15 @@ class Chip(wiring.Component):
             if d.k_depth:  # a read port of the kv buffer (a beat of units at any unit address)
                 sig["kv_raddr"] = In(d.k_bits)
                 sig["kv_rdata"] = Out(d.unit_bits * d.banks)
-            if sd:  # the SFU engines' writes: quantize to the act buffer, RMSNorm to the Q7.8 buffer and its amax
-                sn = (STAT_DEPTH - 1).bit_length()
-                sig.update({"sv": Out(1), "sa": Out(d.a_bits), "sw": Out(8 * cfg.sfu.lanes),
-                            "nv": Out(1), "na": Out(d.a_bits), "nw": Out(16 * cfg.sfu.lanes),
-                            "mv": Out(1), "ma": Out(sn), "mw": Out(STAT_BITS),
-                            "rv": Out(1), "ra": Out(d.a_bits), "rw": Out(16 * cfg.sfu.lanes),
-                            "fv": Out(1), "fa": Out(d.a_bits), "fw": Out(16 * cfg.sfu.lanes)})
+            sig.update(sfu_signature(cfg, d) if sd else {})  # the SFU engines' writes (chip_engines)
             for n, k in zip(self.names, self.kinds, strict=True):
                 if k in ("tint", "booth"):
                     lay = self._tint_psum(n) if k == "tint" else booth_psum_layout(cfg.booth)
                     sig[f"pv_{n}"] = Out(1)
                     sig[f"pw_{n}"] = Out(lay)
                     sig[f"psum_{n}"] = Out(lay)
-            for n in self.rq_names:  # each requantizer's bank writes (chip_requant)
-                sig.update({f"qv_{n}": Out(2), f"qd_{n}": Out(3), f"qa0_{n}": Out(d.a_bits - 1),
-                            f"qa1_{n}": Out(d.a_bits - 1), f"qm0_{n}": Out(cfg.sfu.lanes), f"qm1_{n}": Out(cfg.sfu.lanes),
-                            f"qw0_{n}": Out(16 * cfg.sfu.lanes), f"qw1_{n}": Out(16 * cfg.sfu.lanes)})
-        sig.update(av_signature(cfg, d) if self.av else {})
-        sig.update(embed_signature(cfg, d, p))
-        sig.update(sm_signature(cfg, d) if self.sm else {})
-        sig.update(rope_signature(cfg, d) if self.rope else {})
+            sig.update(rq_signature(cfg, d, self.rq_names))
+        sig.update(engine_signature(self))
         if "lop" in self.kinds:  # the LOP engine's index FIFO writes and its two done strobes (chip_lop)
             sig.update({"lop_ov": Out(1), "lop_on": Out(range(cfg.lop.lanes + 1)),
                         "lop_oi": Out(data.ArrayLayout(COUNT_BITS, cfg.lop.lanes)), "lop_sdone": Out(1),
@@ -418,36 +405,8 @@ class Chip(wiring.Component):
                          kvbuf.wr_addr.eq(kfill.wr_addr), kvbuf.wr_count.eq(kfill.wr_count),
                          kvbuf.wr_data.eq(kfill.wr_data), kvbuf.raddr[0].eq(self.kv_raddr),
                          self.kv_rdata.eq(kvbuf.rdata0)]
-        tw = act_elems(cfg)
-        abuf = Memory(shape=data.ArrayLayout(signed(8), tw), depth=d.a_depth, init=[])
-        m.submodules.abuf = abuf
-        ratio = act_ratio(cfg) if sfuq is not None else 1  # SFU INT8 words an act word (chip_sfu.act_writes)
-        aw = abuf.write_port(granularity=tw // ratio) if ratio > 1 else abuf.write_port()
-        ld = self.load_en & (self.load_queue == len(self.names))
-        wrote, av = Const(0, 1), None
-        if sfuq is None:
-            m.d.comb += [aw.en.eq(ld), aw.addr.eq(self.load_addr[:d.a_bits]), aw.data.eq(self.load_word[:8 * tw])]
-        else:  # the SFU's quantize engine writes the act buffer (the load port in the cycles it does not)
-            nq = len(self.names)
-            av, emb = av_ports(cfg, d) if self.av else None, embed_writer(self, m, dma_w)
-            rope, hq, qkb = rope_engine(self, m, sfuq) if self.rope else (None, None, None)
-            q, rms, res, act, bufs = sfu_engines(m, cfg, d, sfuq, [self.load_en & (self.load_queue == nq + k)
-                                                              for k in range(1, 7)], self.load_addr, self.load_word, av, emb,
-                                                 self.load_en & (self.load_queue == self.lop_load() + 2) if self.sm else None,
-                                                 (rope,) if rope else ())
-            bufs["qk"] = qkb
-            m.d.comb += [self.nv.eq(rms.o_wen), self.na.eq(rms.o_waddr), self.nw.eq(rms.o_wdata),
-                         self.mv.eq(rms.a_wen), self.ma.eq(rms.a_waddr), self.mw.eq(rms.a_wdata),
-                         self.rv.eq(res.o_wen), self.ra.eq(res.o_waddr), self.rw.eq(res.o_wdata),
-                         self.fv.eq(act.o_wen), self.fa.eq(act.o_waddr), self.fw.eq(act.o_wdata)]
-            sm = bufs["sm"]  # the softmax engine's INT8 probabilities (chip_softmax), in cycles the others do not write
-            ws = [(q.o_wen, q.o_waddr, q.o_wdata.as_value())] + ([(hq.q_wen, hq.q_waddr, hq.q_wdata.as_value())] if hq
-                                                                 else []) + ([(sm.a_en, sm.a_addr, sm.a_data)] if sm else [])
-            m.d.comb += [*act_writes(aw, ws, ld, self.load_addr, self.load_word, d.a_bits, 8 * tw, ratio),
-                         self.sv.eq(q.o_wen), self.sa.eq(q.o_waddr), self.sw.eq(q.o_wdata)]
-            wrote = q.o_wen | rms.o_wen | rms.a_wen | res.o_wen | act.o_wen | (emb.x[0][0] if emb else 0) \
-                | (hq.q_wen | hq.k_wen if hq else 0)
-            wrote = wrote | sm_observe(self, m, sm)
+        tw = act_elems(cfg)  # the act buffer and the SFU engines writing it (chip_engines)
+        abuf, wrote, av, bufs = act_buffer(self, m, sfuq, dma_w, tw)
         for r, (name, c) in enumerate(tints):
             kw = dict(w_bits=d.w_bits, a_bits=d.a_bits, p_bits=d.p_bits, w_step=d.word_units)
             if c.kind == "tint":
@@ -475,22 +434,8 @@ class Chip(wiring.Component):
                                      eng.v_rdata[v].eq(getattr(kvbuf, f"rdata{port}"))]
             m.submodules[f"eng_{name}"] = eng
             w = c.word
-            if name in self.rq_names:  # its requantizer writing the residual's y buffer (chip_requant)
-                k = self.rq_names.index(name)
-                lanes, acc = (cfg.tint.lanes, cfg.tint.acc_bits) if c.kind == "tint" else (cfg.booth.lanes,
-                                                                                        cfg.booth.acc_bits)
-                rq = requantizer(m, name, c, eng, lanes, acc, cfg.sfu.lanes, d.a_bits, p.mult_depth, bufs["a"],
-                                 self.load_en & (self.load_queue == len(self.names) + RQ_LOAD + k), self.load_addr,
-                                 self.load_word, w.tail_lanes if c.kind == "tint" else None)
-                for dst, buf in RQ_BUFS.items():
-                    if bufs[buf] is not None:
-                        bufs[buf].writer(rq, dst)
-                m.d.comb += [getattr(self, f"qv_{name}").eq(Cat(rq.w0_en, rq.w1_en)),
-                             getattr(self, f"qd_{name}").eq(rq.w_dst)]
-                for b in (0, 1):
-                    m.d.comb += [getattr(self, f"qa{b}_{name}").eq(getattr(rq, f"w{b}_addr")),
-                                 getattr(self, f"qm{b}_{name}").eq(getattr(rq, f"w{b}_mask")),
-                                 getattr(self, f"qw{b}_{name}").eq(getattr(rq, f"w{b}_data"))]
+            if name in self.rq_names:  # its requantizer writing the residual's y buffer (chip_engines.rq_wiring)
+                rq = rq_wiring(self, m, name, c, eng, bufs)
                 wrote = wrote | rq.w0_en | rq.w1_en
             if c.kind == "booth" and self.av:  # P V outputs into the SFU's X and S (chip_av)
                 wrote = wrote | av_engine(self, m, c, eng, av, bufs["sm"])

@@ -80,6 +80,7 @@ class ChipCost:
     cycles: int = 0
     missing: dict[str, str] = field(default_factory=dict)  # chip modules without a netlist: not counted
     area_mapped: list[str] = field(default_factory=list)  # modules mapped area-oriented (delay mapping timed out)
+    quick_mapped: list[str] = field(default_factory=list)  # of those, mapped quick (area mapping timed out too)
     roms: dict[str, list[dict]] = field(default_factory=dict)  # module -> its read-only tables, counted as logic
 
     @property
@@ -155,7 +156,7 @@ def chip_cost(cfg, hier, act, chars, target_ps: float) -> ChipCost:
                               "requantizer multipliers, LOP engine query/group memories) as SRAM macros at their RTL "
                               "sizes (cost/sram.py); accesses not charged"))
     return ChipCost(mods, units, lib, parts, mems, act.workload, act.cycles, dict(hier.missing),
-                    list(hier.area_mapped), dict(hier.roms))
+                    list(hier.area_mapped), dict(hier.roms), list(hier.quick_mapped))
 
 
 # The chip's SFU stream engines (instance name) and the SFU op each executes (sim.breakdown's op groups).

@@ -76,10 +76,15 @@ def chip_netlist_section(cc: Any, cfg: Any) -> list[str]:
     if cc.missing:
         L += ["", "**Not synthesised, not counted** (an underestimate): " + "; ".join(
             f"`{m}` ({why})" for m, why in cc.missing.items())]
-    if cc.area_mapped:
+    area = [m for m in cc.area_mapped if m not in cc.quick_mapped]
+    if area:
         L += ["", "**Mapped area-oriented** (their delay mapping ran past the synthesis time limit; abc's area "
               "mapping onto the same characterised cells, timed and loaded the same way: smaller than a delay "
-              "mapping, an underestimate): " + ", ".join(f"`{m}`" for m in cc.area_mapped)]
+              "mapping, an underestimate): " + ", ".join(f"`{m}`" for m in area)]
+    if cc.quick_mapped:
+        L += ["", "**Mapped quick** (their area mapping ran past the time limit too; abc's structural hashing, "
+              "one rewrite and its area-flow mapper onto the same cells, rtl/synth.py QUICK_ABC, timed and loaded "
+              "the same way): " + ", ".join(f"`{m}`" for m in cc.quick_mapped)]
     bufs = [m for m in cc.memories if m["role"] == "buffer"]
     extra = [m for m in cc.memories if m["role"] == "extra"]
     roms = [m for m in cc.memories if m["role"] == "rom"]

@@ -126,7 +126,8 @@ def register(app: typer.Typer) -> None:
                 "cells": r.cells, "n_cells": r.n_cells, "n_flops": r.n_flops, "area_sky130_um2": r.area_um2,
                 "placed_logic_area_at_node_um2": logic, "modules": mods, "memories": mems,
                 "sram_area_at_node_um2": sum(m["area_um2"] for m in mems), "target_ps": tgt, "missing": r.missing,
-                "roms": roms, "area_mapped": r.area_mapped}
+                "roms": roms, "area_mapped": r.area_mapped,
+                "quick_mapped": r.quick_mapped}
         if json_out is not None:
             write_json(json_out, json.dumps(data, indent=1) + "\n")
             if str(json_out) == "-":
@@ -151,7 +152,8 @@ def register(app: typer.Typer) -> None:
             print(f"  {len(roms)} read-only tables ({', '.join(sorted({m['module'] for m in roms}))}) mapped to logic "
                   f"from their contents, counted in their module: {sum(t['cells'] for t in roms):,} cells")
         for m in r.area_mapped:
-            print(f"  mapped area-oriented (its delay mapping ran past the time limit): {m}")
+            how = "quick (its delay and area mappings" if m in r.quick_mapped else "area-oriented (its delay mapping"
+            print(f"  mapped {how} ran past the time limit): {m}")
         for m, why in r.missing.items():
             print(f"  not synthesised, not counted: {m} ({why})")
         print(f"logic {r.n_cells:,} cells, {r.n_flops:,} flip-flops, sky130 HD area {r.area_um2:,.1f} µm²; placed at "

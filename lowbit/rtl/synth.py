@@ -71,8 +71,9 @@ class SynthResult:
     memories: list[dict] = field(default_factory=list)
     # hierarchical synthesis only (rtl/synth_hier.py): instances of child modules left as blackboxes, by type
     children: dict[str, int] = field(default_factory=dict)
-    # characterised flow: "delay" (abc -D target_ps) or "area" (abc's area-oriented mapping onto the same
-    # cells, timed and loaded the same way: rtl/synth_hier.py's fallback where the delay mapping times out)
+    # characterised flow: "delay" (abc -D target_ps), "area" (abc's area-oriented mapping onto the same
+    # cells, timed and loaded the same way: rtl/synth_hier.py's fallback where the delay mapping times out) or
+    # "quick" (QUICK_ABC, the fallback where the area mapping times out too)
     mapping: str = "delay"
 
     @property
@@ -115,16 +116,29 @@ delete t:$mem_v2
 opt_clean"""
 
 
+# The quick mapping (characterised flow, the last fallback): abc's structural hashing, one dc2 rewrite and the
+# area-flow mapper &nf, without the default script's SAT sweeping (&fraig -x), scorr and choice computation
+# (&dch -f), and without synth's generic abc before it. On the multiplier-heavy RMSNorm engine of vitallm the
+# default script ran past 36 min where this one takes about a minute; its area against the default area
+# mapping on two modules both finish is in docs/rtl.md ("Characterised sky130 Liberty and the timing-driven
+# flow").
+QUICK_ABC = "+strash;dc2;&get,-n;&nf;&put"
+MAPPINGS = ("delay", "area", "quick")
+
+
 def _script(files: list[str], top: str | None, target_ps: float = 0.0, keep_memories: bool = False,
-            libs: list[str] = (), delay_mapping: bool = True) -> str:
+            libs: list[str] = (), mapping: str = "delay") -> str:
     reads = "\n".join([*(f"read_verilog -sv -lib {f}" for f in libs), *(f"read_verilog -sv {f}" for f in files)])
     hier = f"hierarchy -check -top {top}" if top else "hierarchy -check -auto-top"
     if target_ps:  # timing-driven: abc maps for delay against the target with the NLDM tables
-        abc = f"abc -D {target_ps:.0f} -constr {CONSTR} -liberty {LIB}" if delay_mapping else f"abc -liberty {LIB}"
+        abc = {"delay": f"abc -D {target_ps:.0f} -constr {CONSTR} -liberty {LIB}", "area": f"abc -liberty {LIB}",
+               "quick": f"abc -script {QUICK_ABC} -liberty {LIB}"}[mapping]
         tail = "\nsetattr -mod -unset keep\nwrite_json netlist.json"
     else:
         abc, tail = f"abc -liberty {LIB}", ""
     synth = SYNTH_KEEP_MEMORIES if keep_memories else "synth -flatten"
+    if target_ps and mapping == "quick":  # no generic abc pass before the mapping
+        synth = synth.replace("opt -fast\nabc\nopt -fast", "opt -fast") if keep_memories else "synth -flatten -noabc"
     return f"""{reads}
 {hier}
 {synth}
@@ -169,7 +183,7 @@ def synthesize(verilog: str | Path | list[str | Path], top: str | None = None, *
                cache_dir: Path | None = None, lib_root: Path | None = None, use_cache: bool = True,
                timeout_s: float | None = None, liberty: str = "area", target_ps: float = 0.0,
                keep_memories: bool = False, libs: list[Path] = (), key_text: str | None = None,
-               delay_mapping: bool = True) -> SynthResult:
+               mapping: str = "delay") -> SynthResult:
     """Synthesise Verilog file(s) to sky130_fd_sc_hd cells; cached by content hash.
 
     liberty="area": the LEF-area Liberty, area-oriented abc (the default; no characterisation needed).
@@ -180,8 +194,11 @@ def synthesize(verilog: str | Path | list[str | Path], top: str | None = None, *
     libs: Verilog files read as blackboxes (`read_verilog -lib`): the child modules of a hierarchical
     synthesis (rtl/synth_hier.py); their instances are counted in SynthResult.children. key_text: the text the
     cache key hashes in place of the files' (a name-independent form of the module, rtl/synth_hier.py).
-    delay_mapping=False (characterised flow only): abc's area-oriented mapping onto the characterised cells, the
-    netlist then timed against `target_ps` and loaded as in the delay mapping (SynthResult.mapping "area")."""
+    mapping (characterised flow only): "delay" (abc -D target_ps); "area", abc's area-oriented mapping onto the
+    characterised cells; "quick", QUICK_ABC onto them; the netlist then timed against `target_ps` and loaded as
+    in the delay mapping (SynthResult.mapping)."""
+    if mapping not in MAPPINGS:
+        raise SynthError(f"mapping = {mapping!r}: one of {', '.join(MAPPINGS)}")
     paths = [Path(p) for p in (verilog if isinstance(verilog, list | tuple) else [verilog])]
     libs = [Path(p) for p in libs]
     for p in paths:
@@ -203,7 +220,7 @@ def synthesize(verilog: str | Path | list[str | Path], top: str | None = None, *
     for part in (SCRIPT_VERSION, (top or "") if key_text is None else "", lib, *texts,
                  *((f"{target_ps:.0f}", DRIVING_CELL, f"{OUTPUT_LOAD_PF}") if target_ps else ()),
                  *(("keep_memories",) if keep_memories else ()), *(("hier",) if libs else ()),
-                 *(("area-mapping",) if target_ps and not delay_mapping else ())):
+                 *((f"{mapping}-mapping",) if target_ps and mapping != "delay" else ())):
         h.update(part.encode())
         h.update(b"\0")
     key = h.hexdigest()[:20]
@@ -225,7 +242,7 @@ def synthesize(verilog: str | Path | list[str | Path], top: str | None = None, *
         with temp_dir(root, key) as work:
             try:
                 return _run_yosys(exe, paths, top, lib, cells_info, key, root, work, done, timeout_s,
-                                  target_ps, chars, keep_memories, libs, delay_mapping)
+                                  target_ps, chars, keep_memories, libs, mapping)
             except OSError as e:
                 raise output_error(done, e) from None
 
@@ -240,7 +257,7 @@ def _cached(done: Path) -> SynthResult:
 def _run_yosys(exe: str, paths: list[Path], top: str | None, lib: str, cells_info, key: str, root: Path,
                work: Path, done: Path, timeout_s: float, target_ps: float = 0.0,
                chars: dict | None = None, keep_memories: bool = False, libs: list[Path] = (),
-               delay_mapping: bool = True) -> SynthResult:
+               mapping: str = "delay") -> SynthResult:
     """yosys in `work` (a locked temp dir of lowbit.sim.atomic); on success `work` becomes the entry `done`."""
     names, lib_names = [], []
     for pre, src, dst in (("in", paths, names), ("lib", libs, lib_names)):
@@ -250,7 +267,7 @@ def _run_yosys(exe: str, paths: list[Path], top: str | None, lib: str, cells_inf
             dst.append(n)
     (work / LIB).write_text(lib)
     (work / CONSTR).write_text(f"set_driving_cell {PREFIX}{DRIVING_CELL}\nset_load {OUTPUT_LOAD_PF}\n")
-    (work / "synth.ys").write_text(_script(names, top, target_ps, keep_memories, lib_names, delay_mapping))
+    (work / "synth.ys").write_text(_script(names, top, target_ps, keep_memories, lib_names, mapping))
     failed = root / f"failed-{key}"
     try:
         r = procs.run([exe, "-q", "-l", "yosys.log", "synth.ys"], cwd=work, capture_output=True, text=True,
@@ -277,7 +294,7 @@ def _run_yosys(exe: str, paths: list[Path], top: str | None, lib: str, cells_inf
     if keep_memories and (work / "mems.json").exists():
         res.memories = memories_of(json.loads((work / "mems.json").read_text()))
     if target_ps:
-        res.liberty, res.target_ps, res.mapping = "characterised", target_ps, "delay" if delay_mapping else "area"
+        res.liberty, res.target_ps, res.mapping = "characterised", target_ps, mapping
         from lowbit.rtl.sta import critical_path_ps
 
         netlist = boundary_netlist(json.loads((work / "netlist.json").read_text()), top)

@@ -46,8 +46,14 @@ class HierResult:
 
     @property
     def area_mapped(self) -> list[str]:
-        """Modules whose delay mapping timed out, mapped area-oriented instead (synth_hier's fallback)."""
-        return [m for m, r in self.modules.items() if r.mapping == "area" and r.target_ps]
+        """Modules whose delay mapping timed out, mapped area-oriented or quick instead (synth_hier's
+        fallbacks)."""
+        return [m for m, r in self.modules.items() if r.mapping != "delay" and r.target_ps]
+
+    @property
+    def quick_mapped(self) -> list[str]:
+        """Modules whose area-oriented mapping timed out too, mapped with synth.QUICK_ABC."""
+        return [m for m, r in self.modules.items() if r.mapping == "quick" and r.target_ps]
 
     @property
     def area_um2(self) -> float:
@@ -209,27 +215,31 @@ def synth_hier(text: str, top: str, *, cache_dir: Path | None = None, liberty: s
 
 def _delay_or_area(f: Path, m: str, kw: dict, root: Path) -> SynthResult:
     """The characterised flow's mapping of one module: for delay (abc -D); where that runs past the yosys
-    timeout, abc's area-oriented mapping onto the same cells, timed and loaded the same way
-    (SynthResult.mapping "area"). Why that is a fair stand-in: it is a complete netlist of the module on the
-    same cells; a delay mapping restructures and duplicates logic for speed, so its area and switched
+    timeout, abc's area-oriented mapping onto the same cells; where that runs past it too, the quick mapping
+    (synth.QUICK_ABC, allowed at least synth.YOSYS_TIMEOUT_S); each timed and loaded the same way
+    (SynthResult.mapping). Why the fallbacks are fair stand-ins: each is a complete netlist of the module on
+    the same cells; a delay mapping restructures and duplicates logic for speed, so its area and switched
     capacitance are at least as large (an underestimate, flagged in the report), and no engine meets the
-    clock with drive-1 cells either way. The timeout is remembered (a marker in the cache) so a rerun with
-    the same limit goes to the area mapping at once."""
+    clock with drive-1 cells either way. A timeout is remembered (a marker per mapping in the cache) so a
+    rerun with the same limit goes to the next mapping at once."""
     limit = float(os.environ.get("LOWBIT_SYNTH_TIMEOUT_S", YOSYS_TIMEOUT_S))
-    marker = root / f"delay-timeout-{hashlib.sha256(kw['key_text'].encode()).hexdigest()[:20]}"
-    try:
-        tried = float(marker.read_text())
-    except (OSError, ValueError):
-        tried = 0.0
-    if tried < limit:
+    for mapping in ("delay", "area"):
+        tag = kw["key_text"] if mapping == "delay" else f"{kw['key_text']} {mapping}"
+        marker = root / f"{mapping}-timeout-{hashlib.sha256(tag.encode()).hexdigest()[:20]}"
         try:
-            return synthesize([f], m, **kw)
+            tried = float(marker.read_text())
+        except (OSError, ValueError):
+            tried = 0.0
+        if tried >= limit:
+            continue
+        try:
+            return synthesize([f], m, **kw, mapping=mapping)
         except SynthError as e:
             if "timed out" not in str(e):
                 raise
             root.mkdir(parents=True, exist_ok=True)
             marker.write_text(f"{limit:.0f}\n")
-    return synthesize([f], m, **kw, delay_mapping=False)
+    return synthesize([f], m, **kw, mapping="quick", timeout_s=max(limit, YOSYS_TIMEOUT_S))
 
 
 def rom_verilog(name: str, mem: dict) -> str:

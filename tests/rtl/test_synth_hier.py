@@ -126,31 +126,40 @@ def test_read_only_tables_are_mapped_to_logic(sky130_root, synth_cache, tmp_path
     assert h.cells == flat.cells
 
 
-def test_a_timed_out_delay_mapping_falls_back_to_area_mapping(tmp_path, monkeypatch):
-    """The characterised flow maps a module for delay; past the time limit, area-oriented on the same cells,
-    and a rerun under the same limit goes there at once (the cache's marker); a longer limit tries again."""
+def test_a_timed_out_delay_mapping_falls_back_to_area_then_quick_mapping(tmp_path, monkeypatch):
+    """The characterised flow maps a module for delay; past the time limit, area-oriented on the same cells;
+    past it again, the quick mapping (allowed at least the default limit); a rerun under the same limit goes
+    to the next mapping at once (the cache's markers); a longer limit tries again."""
     from lowbit.rtl import synth_hier as sh
 
     calls = []
+    slow = {"delay"}
 
-    def fake(paths, top, *, delay_mapping=True, **kw):
-        calls.append(delay_mapping)
-        if delay_mapping:
+    def fake(paths, top, *, mapping="delay", timeout_s=None, **kw):
+        calls.append(mapping)
+        if mapping in slow:
             raise synth.SynthError("yosys timed out after 120 s in step 'ABC'")
-        return synth.SynthResult(top, {"inv_1": 1}, 3.75, 0.0, "k", mapping="area", target_ps=5000.0)
+        if mapping == "quick":
+            assert timeout_s == synth.YOSYS_TIMEOUT_S
+        return synth.SynthResult(top, {"inv_1": 1}, 3.75, 0.0, "k", mapping=mapping, target_ps=5000.0)
 
     monkeypatch.setattr(sh, "synthesize", fake)
     monkeypatch.setenv("LOWBIT_SYNTH_TIMEOUT_S", "120")
     kw = {"key_text": "hier-module abc 5000 True"}
     assert sh._delay_or_area(tmp_path / "m.v", "m", kw, tmp_path).mapping == "area"
-    assert calls == [True, False]
+    assert calls == ["delay", "area"]
     sh._delay_or_area(tmp_path / "m.v", "m", kw, tmp_path)
-    assert calls == [True, False, False]
+    assert calls == ["delay", "area", "area"]
+    slow.add("area")
+    assert sh._delay_or_area(tmp_path / "m.v", "m", kw, tmp_path).mapping == "quick"
+    assert calls[3:] == ["area", "quick"]
+    sh._delay_or_area(tmp_path / "m.v", "m", kw, tmp_path)
+    assert calls[5:] == ["quick"]
     monkeypatch.setenv("LOWBIT_SYNTH_TIMEOUT_S", "900")
     sh._delay_or_area(tmp_path / "m.v", "m", kw, tmp_path)
-    assert calls == [True, False, False, True, False]
+    assert calls[6:] == ["delay", "area", "quick"]
 
-    def broken(paths, top, *, delay_mapping=True, **kw):
+    def broken(paths, top, *, mapping="delay", **kw):
         raise synth.SynthError("synthesis failed at step 'read/parse'")
 
     monkeypatch.setattr(sh, "synthesize", broken)

@@ -19,9 +19,11 @@ tile that writes the row first, `av` bit 2), so S holds the row's sum once the l
 The drain rule (as lowbit.rtl.chip_requant.drain_safe): pass p of a tile is written to X and S 1 cycle
 after its psum write, which is the sum of the later passes' beats before the tile's end; a later P V tile
 of the same step and layer ends at least its `cyc` later; attn_sub_norm starts no earlier than the last one
-ends and reads row r's S in its cycle r x beats and word w in r x beats + w. The loader puts X (and S) on
-the chip for a step and layer only where every read comes at least 2 cycles after its write; where S fails
-(a decode step: one row, read in the norm's first cycle), S stays the bench's and X is the chip's.
+ends and reads row r's S in its cycle r x beats + lag and word w in r x beats + w + lag (lag:
+lowbit.rtl.sfu_stream.rms_lag, 2 where latency.rmsnorm is 12). The loader puts X (and S) on the chip for a
+step and layer only where every read comes at least 2 cycles after its write; where S fails, S stays the
+bench's and X is the chip's. A decode step's one row, whose last pass is written in the norm's cycle 1,
+passes with the lag of 2 (without it, S read in the norm's cycle 0 would be stale).
 
 Fields of a P V word (lowbit.rtl.chip_ctrl AV_FIELDS): `av` (bit 0 X, bit 1 S, bit 2 the tile writes its
 rows' S first), `av_n` passes a query, `av_o` / `av_stride` the X word of its first output and the words a
@@ -152,6 +154,7 @@ def av_plan(plan, img, cfg, bq: int, pmap: dict, load_off: int) -> None:
     `load_off`) in the softmax words' cycles, after their probabilities (`plan.av_writes`)."""
     from lowbit.rtl.chip_attn import sfu_group_words
     from lowbit.rtl.chip_sfu import STAT_HALF
+    from lowbit.rtl.sfu_stream import rms_lag
     from lowbit.sim.attention import pv_pass_keys
 
     m, b, n = plan.model, cfg.booth, cfg.sfu.lanes
@@ -160,6 +163,7 @@ def av_plan(plan, img, cfg, bq: int, pmap: dict, load_off: int) -> None:
     if not s.subln or hd % n or n % b.lanes:
         return
     nb, per = H * hd // n, hd // b.lanes  # X words a row, passes a head
+    lag = rms_lag(cfg.sfu)
     tiles: dict[tuple[int, int], list] = {}
     for i, w in enumerate(img.words[bq]):
         if w.get("op", "").endswith(".attn.av"):
@@ -182,7 +186,7 @@ def av_plan(plan, img, cfg, bq: int, pmap: dict, load_off: int) -> None:
             for p, bf in enumerate(after):
                 t, r = divmod(p, grp * per)
                 row, word = q0 + t, (g * grp * hd + r * b.lanes) // n
-                slack = int(bf) + later + row * nb
+                slack = int(bf) + later + row * nb + lag  # the norm reads rms_lag cycles after its walk
                 s_ok &= not (r == grp * per - 1 and slack < 2)
                 x_ok &= slack + word >= 2
             later += img.words[bq][i]["cyc"]

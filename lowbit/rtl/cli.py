@@ -203,8 +203,9 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
             print(f"attention output: {len(r.av)} of the {r.pv[2]} steps x layers requantized on the chip (BoothFlex's "
                   f"P V psum words into attn_sub_norm's input X), {xs:,} elements against the golden's attn.av.out, "
                   f"{xb} mismatches; each row's S (sum of squares) from the chip in {len(son)} of them "
-                  f"({sum(x[3] for x in son)} rows, {sum(x[4] for x in son)} mismatches), from the bench in the other "
-                  f"{len(r.av) - len(son)}, whose attn_sub_norm reads it before the last write lands (the drain rule)"
+                  f"({sum(x[3] for x in son)} rows, {sum(x[4] for x in son)} mismatches)"
+                  + (f", from the bench in the other {len(r.av) - len(son)}, whose attn_sub_norm reads it before the "
+                     f"last write lands (the drain rule)" if len(son) < len(r.av) else "")
                   + (f"; the bench writes attn.av.out in the other {rest}" if rest else ""))
         if r.embed[0]:
             print(f"input rows: {r.embed[0]} embedding reads through the memory port into layer 0's attn_norm input "

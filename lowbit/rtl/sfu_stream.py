@@ -31,8 +31,8 @@ beats = ceil(dim / lanes))::
 
 Timing (cycle convention of rtl/common.py, synchronous read ports as chip_data.TintEngine's): cycle 0 has
 ``start`` and the word's fields; reads go out from cycle 0 on, one beat a cycle (quantize: each row's
-D_recip reciprocal cycles, the first reading the row's amax, then its beats); ``done`` is high in cycle
-``cycles`` and ``done_next`` in the cycle before. Every buffer write lands at an edge before the done
+D_recip reciprocal cycles, the first reading the row's amax, then its beats; RMSNorm: from cycle rms_lag);
+``done`` is high in cycle ``cycles`` and ``done_next`` in the cycle before. Every buffer write lands at an edge before the done
 cycle, so an op started in the done cycle reads this one's results. ``ready`` rises after the last read:
 a tile may start while the previous one drains. Read addresses are 0 in cycles without a read (engines
 sharing a port OR them).
@@ -62,6 +62,15 @@ STAT_BITS = 48
 """A row statistic: S = sum x^2 of a Q7.8 row (< 2^46 for dim < 2^16) or amax (<= 2^15)."""
 RESIDUAL_PIPE, RMSNORM_PIPE, QUANT_PIPE = 2, 10, 3
 """Edges from a tile's last read to its last write: the least latency each engine meets."""
+RMS_LAG = 2
+"""Cycles the RMSNorm engine's reads trail its walk where latency.rmsnorm has them to spare (rms_lag): a decode
+row's attention output (lowbit.rtl.chip_av) lands its last S in the norm's cycle 1, readable from cycle 2."""
+
+
+def rms_lag(cfg: SfuConfig) -> int:
+    """Cycles after its walk's that SfuRmsNormStream reads a row's S, x and gain: RMS_LAG, less where
+    latency.rmsnorm leaves fewer than that above RMSNORM_PIPE (its last write still lands before done)."""
+    return max(0, min(RMS_LAG, cfg.op_latency("rmsnorm") - RMSNORM_PIPE))
 
 
 def q78_word(lanes: int) -> data.ArrayLayout:
@@ -167,6 +176,15 @@ def row_stat(m: Module, valid: Value, first: Value, last: Value, beat_val: Value
     return v & la, nxt
 
 
+def _split(v: Value, like: tuple) -> list[Value]:
+    """`v` cut into consecutive slices as wide as the values of `like` (the inverse of Cat(*like))."""
+    out, at = [], 0
+    for x in like:
+        out.append(v[at:at + len(x)])
+        at += len(x)
+    return out
+
+
 def magnitude(v: Value) -> Value:
     """|v| of a signed value, unsigned."""
     return Mux(v < 0, -v, v).as_unsigned()
@@ -222,7 +240,9 @@ class SfuResidualStream(wiring.Component):
 class SfuRmsNormStream(wiring.Component):
     """RMSNorm's scale pass with the absmax reduction of the next quantize (module docstring): reads the
     row's S (`s_*`, with its first beat) and x and gain words, writes the Q7.8 output to `o_*` and the row's
-    amax to `a_*`. `eps_q`, `sd`, `e_sd`: sim.numerics.sfu_reduce.rmsnorm_consts(dim, eps)."""
+    amax to `a_*`. `eps_q`, `sd`, `e_sd`: sim.numerics.sfu_reduce.rmsnorm_consts(dim, eps). Its reads trail
+    the walk by rms_lag cycles (the latency it has to spare), so a producer may land S (and x) that much
+    later: beat b of row r is read in cycle r x beats + b + lag, its output written 9 cycles after."""
 
     def __init__(self, cfg: SfuConfig, *, a_bits: int, g_bits: int, s_bits: int) -> None:
         stream_validate(cfg, "rmsnorm", RMSNORM_PIPE)
@@ -252,12 +272,18 @@ class SfuRmsNormStream(wiring.Component):
         with m.If(go):
             m.d.sync += g0.eq(self.g_addr)
         gcur = Mux(go, self.g_addr, g0) + Mux(go, 0, gb)
-        m.d.comb += [self.x_raddr.eq(Mux(wk.valid, xa, 0)), self.g_raddr.eq(Mux(wk.valid, gcur, 0)),
-                     self.s_raddr.eq(Mux(wk.first, sa, 0))]
         eps_t, sd_t, esd_t = Signal(32), Signal(25), Signal(3)  # per-tile constants, also in the start cycle
         with m.If(go):
             m.d.sync += [eps_t.eq(self.eps_q), sd_t.eq(self.sd), esd_t.eq(self.e_sd)]
         eps_c, sd_c, esd_c = (Mux(go, p, r) for p, r in ((self.eps_q, eps_t), (self.sd, sd_t), (self.e_sd, esd_t)))
+        # the reads go out `lag` cycles after the walk's (rms_lag): the walk's beat tags, addresses and the
+        # row's constants through `lag` registers; done stays the walk's last beat + latency
+        lag = rms_lag(self.cfg)
+        rd = delay(m, Cat(wk.valid, wk.first, wk.last, xa, gcur, sa, oa, aa, eps_c, sd_c, esd_c), lag, "rl")
+        valid, first, last = rd[0], rd[1], rd[2]
+        xa, gcur, sa, oa, aa, eps_c, sd_c, esd_c = _split(rd[3:], (xa, gcur, sa, oa, aa, eps_c, sd_c, esd_c))
+        m.d.comb += [self.x_raddr.eq(Mux(valid, xa, 0)), self.g_raddr.eq(Mux(valid, gcur, 0)),
+                     self.s_raddr.eq(Mux(first, sa, 0))]
 
         def reg(v, name, shape=None):
             r = Signal(shape if shape is not None else v.shape(), name=name)
@@ -265,7 +291,7 @@ class SfuRmsNormStream(wiring.Component):
             return r
 
         # the beat's tags and the row's constants, registered with its read (valid in cycle c + 1)
-        v1, f1, l1 = (reg(s, nm) for s, nm in ((wk.valid, "v1"), (wk.first, "f1"), (wk.last, "l1")))
+        v1, f1, l1 = (reg(s, nm) for s, nm in ((valid, "v1"), (first, "f1"), (last, "l1")))
         eps1, sd1, esd1 = reg(eps_c, "eps1"), reg(sd_c, "sd1"), reg(esd_c, "esd1")
         oa1, aa1 = reg(oa, "oa1"), reg(aa, "aa1")
         # ---- reciprocal square root of v = S + eps_q (sim.numerics.sfu_reduce.sfu_rsqrt): stages N .. R,

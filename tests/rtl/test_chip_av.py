@@ -1,7 +1,7 @@
 """The attention output's requantizer (lowbit.rtl.chip_av: PsumRequant with a constant multiplier, a scale per
 (query, head) and per-pass tags) on the Amaranth simulator: the golden's P V accumulators of bitnet-tiny,
 written as BoothFlex's P V passes of `tiny`, give the golden's `attn.av.out` bit-exact, and the tags name each
-pass's token and its first group; the loader's drain rule puts S on the chip in prefill only."""
+pass's token and its first group; the loader's drain rule puts S on the chip in prefill and decode."""
 
 from __future__ import annotations
 
@@ -131,11 +131,16 @@ def test_pv_outputs_through_the_requantizer_match_the_golden(step, golden):
     assert writes == [(t, int(k == 0), 0x80 | g) for g in range(2) for t in range(T) for k in range(per)]
 
 
-def test_drain_rule_puts_s_on_the_chip_in_prefill_only():
+@pytest.mark.parametrize("lag", [2, 0])
+def test_drain_rule_puts_s_on_the_chip(monkeypatch, lag):
     """bitnet-tiny prefill 2 + decode 3 on tiny: every step's and layer's P V tiles run on data, so the attention
-    output goes to X in all 8; a prefill row's S is written 16 beats or more before attn_sub_norm reads it, a
-    decode step's single row is read in the norm's first cycle, 1 cycle after the last P V pass lands: its S
-    stays the bench's."""
+    output goes to X in all 8; a prefill row's S is written 16 beats or more before attn_sub_norm reads it; a
+    decode step's single row's last P V pass is written in the norm's cycle 1, so its S is the chip's where the
+    norm reads it rms_lag = 2 cycles into its word (tiny's latency.rmsnorm 12) and stays the bench's where it
+    would read it in cycle 0 (lag 0)."""
+    import lowbit.rtl.sfu_stream as ss
+
+    monkeypatch.setattr(ss, "RMS_LAG", lag)
     import tempfile
     from pathlib import Path
 
@@ -153,10 +158,11 @@ def test_drain_rule_puts_s_on_the_chip_in_prefill_only():
         plan, why = data_plan(img, cfg, 0, model)
     assert why == ""
     assert sorted(plan.av_norm) == [(s, ly) for s in range(4) for ly in range(2)]
-    assert {k: v["s"] for k, v in plan.av_cand.items()} == {(s, ly): s == 0 for s in range(4) for ly in range(2)}
+    assert {k: v["s"] for k, v in plan.av_cand.items()} == {(s, ly): s == 0 or lag == 2 for s in range(4)
+                                                            for ly in range(2)}
     bq = img.queues.index("booth")
     av = [w["av"] for w in img.words[bq] if w.get("op", "").endswith(".attn.av")]
-    assert av == [7, 3] * 2 + [5, 1] * 6  # X always; S in prefill; group 0 starts each row's S
+    assert av == [7, 3] * 2 + ([7, 3] if lag else [5, 1]) * 6  # X always; S where it lands; group 0 starts it
 
 
 @pytest.mark.slow

@@ -286,3 +286,67 @@ def test_stream_engines_lint_clean(tmp_path):
     r, text = lint_component(SfuNormChain(load_hw("vitallm", []).sfu, depth=128), top, tmp_path)
     assert all(f"module \\{top}.{e} " in text for e in ("act", "res", "rms", "q"))
     assert r.ok, r.errors[:5]
+
+
+def _rms_late_s(sfu: SfuConfig, x: np.ndarray, g: np.ndarray, s_lands: int) -> tuple[np.ndarray, int]:
+    """SfuRmsNormStream over one row whose S memory holds a stale 0 until the edge into cycle `s_lands` (a
+    producer still writing it as the word starts), with synchronous-read X, gain and S memories in the bench;
+    returns (the Q7.8 words written, cycles start -> done)."""
+    from amaranth.sim import Simulator
+
+    from lowbit.rtl.sfu_stream import SfuRmsNormStream
+
+    lanes, dim = sfu.lanes, x.shape[-1]
+    beats = -(-dim // lanes)
+    xw, gw = _words(x, lanes), _words(g, lanes)
+    s = int((x.astype(np.int64) ** 2).sum())
+    eps_q, sd, e_sd = rmsnorm_consts(dim, 0.0)
+    dut = SfuRmsNormStream(sfu, a_bits=8, g_bits=6, s_bits=6)
+    out: dict = {"y": np.zeros((beats, lanes), np.int64)}
+
+    async def bench(ctx):
+        for k, v in dict(start=1, rows=1, beats=beats, x_addr=0, g_addr=0, o_addr=0, s_addr=3, a_addr=0,
+                         eps_q=eps_q, sd=sd, e_sd=e_sd).items():
+            ctx.set(getattr(dut, k), v)
+        c = 0
+        while not ctx.get(dut.done):
+            xa, ga, sa = ctx.get(dut.x_raddr), ctx.get(dut.g_raddr), ctx.get(dut.s_raddr)
+            if ctx.get(dut.o_wen):
+                out["y"][ctx.get(dut.o_waddr)] = list(ctx.get(dut.o_wdata))
+            stat = s if sa == 3 and c >= s_lands else 0
+            await ctx.tick()
+            c += 1
+            ctx.set(dut.start, 0)
+            ctx.set(dut.x_rdata, [int(v) for v in xw[xa % beats]])
+            ctx.set(dut.g_rdata, [int(v) for v in gw[ga % beats]])
+            ctx.set(dut.s_rdata, stat)
+        out["cycles"] = c
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return out["y"].reshape(1, -1)[:, :dim], out["cycles"]
+
+
+def test_rmsnorm_reads_s_late_where_its_latency_allows():
+    """latency.rmsnorm 12 (tiny's) leaves rms_lag = 2 cycles above RMSNORM_PIPE: the engine reads S in the word's
+    cycle 2, so a row whose S lands in cycle 2 (the attention output's last pass in decode, lowbit.rtl.chip_av)
+    normalises exactly (sim.numerics.sfu_reduce.sfu_rmsnorm), in the program's cycles; at the least latency 10
+    it reads S in cycle 0 and normalises the stale 0 instead (the check can fail)."""
+    from lowbit.rtl.sfu_stream import rms_lag
+
+    rng = np.random.default_rng(7)
+    dim = 37
+    x, g = rng.integers(-3000, 3000, size=(1, dim)), rng.integers(-2048, 2048, size=dim)
+    want = sfu_rmsnorm(x, g, eps=0.0)
+    late = SfuConfig(lanes=4, latency={**SfuConfig().latency, "rmsnorm": 12})
+    least = SfuConfig(lanes=4, latency={**SfuConfig().latency, "rmsnorm": 10})
+    assert (rms_lag(late), rms_lag(least)) == (2, 0)
+    y, cycles = _rms_late_s(late, x, g, 2)
+    assert np.array_equal(y, want) and cycles == stream_cycles(late, "rmsnorm", 1, 10) == 10 + 12
+    y, cycles = _rms_late_s(late, x, g, 3)  # one cycle later than the lag: stale
+    assert not np.array_equal(y, want)
+    y, cycles = _rms_late_s(least, x, g, 2)
+    assert not np.array_equal(y, want) and cycles == 10 + 10
+    assert np.array_equal(_rms_late_s(least, x, g, 0)[0], want)

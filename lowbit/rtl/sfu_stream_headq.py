@@ -131,7 +131,7 @@ class SfuHeadQuant(wiring.Component):
                 m.d.sync += kidx.eq(kidx + 1)
         qrow = Signal(ab)
         m.d.comb += qrow.eq(gi_r + t_r + hcnt)
-        word = store[rpar][j]
+        word = store[rpar][j] if mb > 1 else store[rpar][0]  # a one-word row: no index (lint: no partial case)
         qw = Signal(i8_word(n))
         m.d.comb += [qw[i].eq(rne_quant(m, word[i], amax, f"l{i}")) for i in range(n)]
         # registered outputs: the words in the cycle after, the row's amax with its first word

@@ -18,9 +18,17 @@ the run's average over its op mix (the chip bench runs the tiny model; the 3B mo
 Units the chip runs as timers (no engine in the netlist, e.g. BoothFlex, the attention datapaths softmax and
 RoPE) keep their standalone netlists and random-data activity (cost/power.py), flagged in the report.
 Memories (`$mem_v2` kept by the synthesis): those that are the config's buffers (weight, kv, act, psum, SFU,
-LOP code banks) are costed at the config's sizes (cost/sram.py, as before); the chip's other memories
-(instruction memories, requantizer multipliers, the LOP engine's query and group memories) are added as
-SRAM macros at their RTL sizes (area and leakage; their accesses are not charged). Read-only tables that
+LOP code banks) are costed at the config's sizes (cost/sram.py, as before). The chip's other memories
+(instruction memories, requantizer multipliers, the LOP engine's query and group memories) are each costed
+both ways: (a) an SRAM macro at its RTL size (cost/sram.py, extrapolated below the published macros' range)
+and (b) a register file of its width, depth, read/write ports and read kind (rtl/synth_hier.regfile_verilog,
+flops and read multiplexers by yosys's memory_map) through the same flow and target as the module, its
+placed area at the node = cells / PLACEMENT_UTILISATION. DESIGN ASSUMPTION (MEMORY_RULE): each is built the
+way with the smaller area at the node. A macro adds area and leakage as a "control memories" part (accesses
+not charged: the model has no access counts for these memories); a register file's cells join its module's
+netlist, so its leakage, its reads and writes (toggles at the module's measured rate) and its flops' clock
+(every busy cycle of the module's owner, no per-word clock gating) are charged like the module's logic.
+Read-only tables that
 yosys turns into memories (`proc_rom`: a `case` over a constant table, e.g. the activation engine's lookup
 tables) are logic, not SRAM: rtl/synth_hier.roms_as_logic maps each from its contents to cells (as the
 standalone activation datapath's synthesis does) and counts them in their module, at its activity. A module
@@ -30,11 +38,14 @@ report names it; one whose synthesis fails is not counted and the report lists i
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lowbit.cost.area import LOGIC_LEAK_W_PER_UM2, PLACEMENT_UTILISATION, delay_factor, sky130_to
 from lowbit.cost.energy import ChipPart, UnitCost, unit_rates
 from lowbit.cost.power import BlockEnergy, LibertyUnit, block_energy
+from lowbit.cost.sram import sram_estimate
 from lowbit.rtl.activity_chip import TOP, owner
 from lowbit.rtl.registry import UNITS
 
@@ -43,6 +54,19 @@ RATE_BLOCK = {"lop": "lop_score"}
 
 # chip memories that hold one of the config's SRAM buffers (costed at the config's size): name prefixes
 BUFFER_MEMORIES = ("bank", "abuf", "pbuf", "psum_", "sfu_", "codes")
+
+# DESIGN ASSUMPTION: a chip memory that is not a config buffer is built as whichever of an SRAM macro and a
+# standard-cell register file has the smaller area at the node. Small memories are built from standard cells
+# in practice: P. Meinerzhagen et al., "Benchmarking of standard-cell based memories in the sub-VT domain in
+# 65-nm CMOS technology", IEEE JETCAS 1(2) 2011, compare latch/flip-flop arrays with compiled SRAM macros and
+# find them competitive in area at small capacities (a few kbit), where a macro's fixed periphery dominates.
+# The rule compares the two estimates per memory; nothing in it is fitted to a chip's published area.
+MEMORY_RULE = "the smaller area at the node of an SRAM macro and a standard-cell register file"
+
+
+def choose_build(sram_um2: float, regfile_um2: float) -> str:
+    """MEMORY_RULE: "regfile" where the register file's placed area is smaller than the macro's, else "sram"."""
+    return "regfile" if regfile_um2 < sram_um2 else "sram"
 
 
 @dataclass
@@ -104,12 +128,55 @@ def module_costs(hier, act, chars, target_ps: float) -> list[ModuleCost]:
     return out
 
 
-def chip_cost(cfg, hier, act, chars, target_ps: float) -> ChipCost:
-    """Units, chip parts and memories of the chip top (module docstring), at the config's node."""
-    from lowbit.cost.sram import sram_estimate
+def place_memories(cfg, hier, regfile: Callable[[dict], object]):
+    """(hier with every register-file-built memory's netlist added to its module, one row per chip memory and
+    module instance with both costs and the choice: module docstring). `regfile(mem)` synthesises the
+    register file of a memory dict (rtl/synth_hier.regfile_result with the flow's arguments)."""
+    from lowbit.rtl.synth_hier import add_netlist, read_kinds
+
+    af, _ef = sky130_to(cfg.node_nm, cfg.supply_v)
+    mods, per, rfs = dict(hier.modules), {}, {}
+    for m, r in hier.modules.items():
+        kinds, rows = None, []
+        for mem in r.memories:
+            role = ("rom" if mem["wr_ports"] == 0 else "buffer" if mem["name"].startswith(BUFFER_MEMORIES)
+                    else "extra")
+            ports = max(1, mem["rd_ports"] + mem["wr_ports"] - 1)  # ASSUMPTION: a read and a write port share one
+            s = sram_estimate(mem["name"], mem["size"] * mem["width"] // 8, 1, ports, cfg.node_nm, cfg.supply_v,
+                              word_bits=mem["width"])
+            row = {**mem, "module": m, "role": role, "bytes": s.bytes, "ports": ports, "area_um2": s.area_um2,
+                   "leak_w": s.leak_w, "note": s.note, "sram_area_um2": s.area_um2, "built": "sram"}
+            if role == "extra":
+                if "clocked" not in mem:
+                    kinds = read_kinds(r) if kinds is None else kinds
+                clocked = bool(mem.get("clocked", kinds.get(mem["name"], True) if kinds else True))
+                shape = (mem["width"], mem["size"], mem["rd_ports"], mem["wr_ports"], clocked)
+                if shape not in rfs:
+                    rfs[shape] = regfile({**mem, "clocked": clocked})
+                x = rfs[shape]
+                rf = x.area_um2 * af / PLACEMENT_UTILISATION
+                row.update(clocked=clocked, regfile_area_um2=rf, regfile_cells=x.n_cells, regfile_flops=x.n_flops)
+                if choose_build(s.area_um2, rf) == "regfile":
+                    row.update(built="regfile", area_um2=rf, leak_w=0.0, note="")  # leakage: in its module's logic
+                    mods[m] = add_netlist(mods[m], x)
+            rows.append(row)
+        per[m] = rows
+    mems = [row for m in hier.modules for _ in range(hier.instances[m]) for row in per[m]]
+    return dataclasses.replace(hier, modules=mods), mems
+
+
+def chip_cost(cfg, hier, act, chars, target_ps: float, regfile: Callable[[dict], object] | None = None) -> ChipCost:
+    """Units, chip parts and memories of the chip top (module docstring), at the config's node. `regfile`:
+    the register-file synthesis of a memory (default: rtl/synth_hier.regfile_result, characterised flow)."""
+    if regfile is None:
+        from lowbit.rtl.synth_hier import regfile_result
+
+        def regfile(mem):
+            return regfile_result(mem, liberty="characterised", target_ps=target_ps)
 
     af, ef = sky130_to(cfg.node_nm, cfg.supply_v)
     dfac = delay_factor(130, 1.8, cfg.node_nm, cfg.supply_v)
+    hier, mems = place_memories(cfg, hier, regfile)
     mods = module_costs(hier, act, chars, target_ps)
     units, lib, parts = [], {}, []
     for part in sorted({m.part for m in mods}):
@@ -139,22 +206,14 @@ def chip_cost(cfg, hier, act, chars, target_ps: float) -> ChipCost:
                                 sum(m.energy.clock_pj for m in ms) * 1e-12 * ef, worst.energy.delay_ps * dfac,
                                 worst.energy.delay_ps, worst.energy.delay_ps <= target_ps,
                                 sum(m.energy.leak_sky130_w for m in ms), flops)
-    mems = []
-    for mem in hier.memories:
-        role = ("rom" if mem["wr_ports"] == 0 else "buffer" if mem["name"].startswith(BUFFER_MEMORIES)
-                else "extra")
-        ports = max(1, mem["rd_ports"] + mem["wr_ports"] - 1)  # ASSUMPTION: a read and a write port share one
-        s = sram_estimate(mem["name"], mem["size"] * mem["width"] // 8, 1, ports, cfg.node_nm, cfg.supply_v,
-                          word_bits=mem["width"])
-        mems.append({**mem, "role": role, "bytes": s.bytes, "ports": ports, "area_um2": s.area_um2,
-                     "leak_w": s.leak_w, "note": s.note})
     extra = [m for m in mems if m["role"] == "extra"]
-    if extra:
-        parts.append(ChipPart("control memories", sum(m["area_um2"] for m in extra), 0.0,
-                              sum(m["leak_w"] for m in extra),
-                              f"{len(extra)} chip memories that are not config buffers (instruction memories, "
-                              "requantizer multipliers, LOP engine query/group memories) as SRAM macros at their RTL "
-                              "sizes (cost/sram.py); accesses not charged"))
+    macros = [m for m in extra if m["built"] == "sram"]
+    if macros:
+        parts.append(ChipPart("control memories", sum(m["area_um2"] for m in macros), 0.0,
+                              sum(m["leak_w"] for m in macros),
+                              f"{len(macros)} of the {len(extra)} chip memories that are not config buffers, built "
+                              f"as SRAM macros at their RTL sizes (cost/sram.py; {MEMORY_RULE}); accesses not "
+                              "charged"))
     return ChipCost(mods, units, lib, parts, mems, act.workload, act.cycles, dict(hier.missing),
                     list(hier.area_mapped), dict(hier.roms), list(hier.quick_mapped))
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from lowbit.cost.chip_power import MEMORY_RULE
+
 
 def _pct(v: float, ref: float) -> str:
     return f"{(v - ref) / ref * 100:+.0f} %"
@@ -92,8 +94,13 @@ def chip_netlist_section(cc: Any, cfg: Any) -> list[str]:
           + ", ".join(f"{m['name']} {m['size']:,}x{m['width']}" for m in bufs)
           + f"; {sum(m['bytes'] for m in bufs):,} bytes in the chip the bench runs, sized for its workload) and are "
           f"costed at the config's buffer sizes ({sum(b.bytes for b in cfg.sram):,} bytes) as before; {len(extra)} "
-          "are not config buffers and are added as macros (" + ", ".join(
-              f"{m['name']} {m['size']:,}x{m['width']}" for m in extra) + ")."
+          "are not config buffers and are each costed as an SRAM macro (cost/sram.py) and as a standard-cell register "
+          "file synthesised through the same flow (rtl/synth_hier.regfile_verilog), and built with "
+          f"{MEMORY_RULE} (DESIGN ASSUMPTION, cost/chip_power.py): {sum(m['built'] == 'regfile' for m in extra)} "
+          f"register files ({sum(m['area_um2'] for m in extra if m['built'] == 'regfile'):,.0f} µm², counted in "
+          "their modules' cells, area and energy: reads and writes as the module's toggles, flops clocked every busy "
+          f"cycle), {sum(m['built'] == 'sram' for m in extra)} macros "
+          f"({sum(m['area_um2'] for m in extra if m['built'] == 'sram'):,.0f} µm², the control memories part)."
           + (f" {len(roms)} read-only tables ({', '.join(sorted({m['module'] for m in roms}))}: "
              f"{', '.join(sorted({str(m['size']) + 'x' + str(m['width']) for m in roms}))}) are logic that yosys kept "
              "as ROMs: not counted (an underestimate)." if roms else "")
@@ -104,7 +111,24 @@ def chip_netlist_section(cc: Any, cfg: Any) -> list[str]:
              f"{sum(x['cells'] for t in cc.roms.values() for x in t):,} cells, "
              f"{sum(x['area_um2'] for t in cc.roms.values() for x in t) * af:,.0f} µm² at the node before placement."
              if cc.roms else ""), ""]
-    return L
+    return L + (memory_table(extra) if extra else [])
+
+
+def memory_table(extra: list[dict]) -> list[str]:
+    """The chip's memories that are not config buffers, per module and memory (all instances): both costs at
+    the node and the build MEMORY_RULE chose."""
+    rows: dict[tuple[str, str], list[dict]] = {}
+    for m in extra:
+        rows.setdefault((m["module"], m["name"]), []).append(m)
+    L = ["| module | memory | instances | words x bits | ports | read | SRAM macro µm² (each) | register file µm² "
+         "(each) | flops (each) | built as |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for (mod, name), ms in rows.items():
+        m = ms[0]
+        L.append(f"| {mod} | {name} | {len(ms)} | {m['size']:,} x {m['width']} | {m['rd_ports']}R {m['wr_ports']}W | "
+                 f"{'registered' if m['clocked'] else 'combinational'} | {m['sram_area_um2']:,.0f} | "
+                 f"{m['regfile_area_um2']:,.0f} | {m['regfile_flops']:,} | "
+                 f"{'register file' if m['built'] == 'regfile' else 'SRAM macro'} |")
+    return L + [""]
 
 
 LIBERTY_MD = """## Power model: characterised Liberty (cost/power.py)

@@ -83,7 +83,6 @@ def register(app: typer.Typer) -> None:
 
     def _synth_chip(cfg, hw: str, sets: list[str], tgt: float, json_out: Path | None, verilog: Path | None) -> None:
         from lowbit.cost.area import PLACEMENT_UTILISATION, sky130_to
-        from lowbit.cost.sram import sram_estimate
         from lowbit.rtl.activity_chip import TOP, owner
         from lowbit.rtl.synth import chip_available, chip_verilog, synth_chip
 
@@ -104,6 +103,12 @@ def register(app: typer.Typer) -> None:
             text, what = Path(act.verilog).read_text(), f"the chip of the chip-bench run ({act.workload})"
         r = synth_chip(cfg, text, liberty="characterised" if tgt else "area", target_ps=tgt, keep_going=True,
                        progress=lambda m, i, n: print(f"synthesising {m} ({i + 1}/{n})", file=sys.stderr, flush=True))
+        from lowbit.cost.chip_power import MEMORY_RULE, place_memories
+        from lowbit.rtl.synth_hier import regfile_result
+
+        lib = "characterised" if tgt else "area"
+        r, mems = place_memories(cfg, r, lambda mem: regfile_result(mem, liberty=lib, target_ps=tgt))
+        mems = [m for m in mems if m["wr_ports"]]  # extra memories: SRAM macro or register file (MEMORY_RULE)
         queues = sorted({m.split(".")[1][len(p):] for m in r.modules if m.count(".") == 1
                          for p in ("q_",) if m.split(".")[1].startswith(p)})
         mods = []
@@ -114,18 +119,11 @@ def register(app: typer.Typer) -> None:
                          "placed_area_at_node_um2": x.area_um2 * af * r.instances[m] / PLACEMENT_UTILISATION,
                          "delay_ps_sky130": x.delay_ps, "memories": x.memories})
         roms = [{**t, "module": m} for m, ts in r.roms.items() for t in ts]  # read-only tables, mapped to logic
-        mems = []
-        for m in (m for m in r.memories if m["wr_ports"]):  # ASSUMPTION: a read and a write port share a macro port
-            ports = max(1, m["rd_ports"] + m["wr_ports"] - 1)
-            nbytes = m["size"] * m["width"] // 8
-            e = sram_estimate(m["name"], nbytes, 1, ports, cfg.node_nm, cfg.supply_v, word_bits=m["width"])
-            mems.append({**m, "ports": ports, "bytes": nbytes, "area_um2": e.area_um2, "pj_per_access": e.access_pj,
-                         "note": e.note})
         logic = r.area_um2 * af / PLACEMENT_UTILISATION
         data = {"hw": cfg.name, "top": TOP, "verilog": what, "node_nm": cfg.node_nm, "area_factor": af,
                 "cells": r.cells, "n_cells": r.n_cells, "n_flops": r.n_flops, "area_sky130_um2": r.area_um2,
                 "placed_logic_area_at_node_um2": logic, "modules": mods, "memories": mems,
-                "sram_area_at_node_um2": sum(m["area_um2"] for m in mems), "target_ps": tgt, "missing": r.missing,
+                "sram_area_at_node_um2": sum(m["area_um2"] for m in mems if m["built"] == "sram"), "memory_rule": MEMORY_RULE, "target_ps": tgt, "missing": r.missing,
                 "roms": roms, "area_mapped": r.area_mapped,
                 "quick_mapped": r.quick_mapped}
         if json_out is not None:
@@ -145,9 +143,16 @@ def register(app: typer.Typer) -> None:
             print(f"part {part:8s}: {len(ms):3d} modules {sum(m['cells'] for m in ms):9,d} cells, placed at "
                   f"{cfg.node_nm:g} nm {a:10,.0f} µm²")
         for m in mems:
+            rf = (f"; register file {m['regfile_area_um2']:,.0f} µm² ({m['regfile_flops']:,} flops, "
+                  f"{'registered' if m['clocked'] else 'combinational'} read) -> built as "
+                  f"{'register file' if m['built'] == 'regfile' else 'SRAM macro'}" if m["role"] == "extra" else
+                  " (config buffer)")
             print(f"  memory {m['module']}.{m['name']}: {m['size']:,} x {m['width']} bit, {m['rd_ports']}R "
-                  f"{m['wr_ports']}W -> {m['area_um2']:,.0f} µm² at {cfg.node_nm:g} nm"
-                  f"{' (' + m['note'] + ')' if m['note'] else ''}")
+                  f"{m['wr_ports']}W -> SRAM macro {m['sram_area_um2']:,.0f} µm² at {cfg.node_nm:g} nm"
+                  f"{' (' + m['note'] + ')' if m['note'] else ''}{rf}")
+        if any(m["role"] == "extra" for m in mems):
+            print(f"  memories that are not config buffers are built with {MEMORY_RULE} (DESIGN ASSUMPTION); a "
+                  "register file's cells are counted in its module")
         if roms:
             print(f"  {len(roms)} read-only tables ({', '.join(sorted({m['module'] for m in roms}))}) mapped to logic "
                   f"from their contents, counted in their module: {sum(t['cells'] for t in roms):,} cells")

@@ -273,9 +273,7 @@ def roms_as_logic(r: SynthResult, td: Path, **kw) -> tuple[SynthResult, list[dic
                               "size": int(str(p["SIZE"]), 2), "init": int(bits, 2) if bits else 0,
                               "clocked": "1" in str(p.get("RD_CLK_ENABLE", "0")),
                               "rd_ports": int(str(p["RD_PORTS"]), 2)})
-    out = dataclasses.replace(r, cells=dict(r.cells), cell_area_um2=dict(r.cell_area_um2),
-                              net_loads={c: [list(x) for x in v] for c, v in r.net_loads.items()},
-                              memories=[x for x in r.memories if x["wr_ports"] != 0])
+    out = dataclasses.replace(r, memories=[x for x in r.memories if x["wr_ports"] != 0])
     tables = []
     for mem in found:
         text = rom_verilog("lowbit_rom", mem)
@@ -284,15 +282,66 @@ def roms_as_logic(r: SynthResult, td: Path, **kw) -> tuple[SynthResult, list[dic
         f.write_text(text)
         x = synthesize([f], "lowbit_rom", **kw)
         k = mem["rd_ports"]  # one table copy per read port
-        for c, n in x.cells.items():
-            out.cells[c] = out.cells.get(c, 0) + k * n
-        for c, a in x.cell_area_um2.items():
-            out.cell_area_um2[c] = out.cell_area_um2.get(c, 0.0) + k * a
-        for c, v in x.net_loads.items():
-            out.net_loads.setdefault(c, []).extend([cap, fo, k * n] for cap, fo, n in v)
-        out.area_um2 += k * x.area_um2
-        out.seq_area_um2 += k * x.seq_area_um2
-        out.delay_ps = max(out.delay_ps, x.delay_ps)
+        out = add_netlist(out, x, k)
         tables.append({"name": mem["name"], "width": mem["width"], "size": mem["size"], "cells": x.n_cells * k,
                        "area_um2": x.area_um2 * k})
     return out, tables
+
+
+def add_netlist(r: SynthResult, x: SynthResult, k: int = 1) -> SynthResult:
+    """A copy of module result `r` with `k` copies of netlist `x` added: cells, area, net loads; the critical
+    path is the longer of the two."""
+    out = dataclasses.replace(r, cells=dict(r.cells), cell_area_um2=dict(r.cell_area_um2),
+                              net_loads={c: [list(v) for v in rows] for c, rows in r.net_loads.items()})
+    for c, n in x.cells.items():
+        out.cells[c] = out.cells.get(c, 0) + k * n
+    for c, a in x.cell_area_um2.items():
+        out.cell_area_um2[c] = out.cell_area_um2.get(c, 0.0) + k * a
+    for c, v in x.net_loads.items():
+        out.net_loads.setdefault(c, []).extend([cap, fo, k * n] for cap, fo, n in v)
+    out.area_um2 += k * x.area_um2
+    out.seq_area_um2 += k * x.seq_area_um2
+    out.delay_ps = max(out.delay_ps, x.delay_ps)
+    return out
+
+
+def regfile_verilog(name: str, mem: dict) -> str:
+    """A writable memory as a register file (Verilog module): `size` words of `width` bits, `wr_ports` write
+    ports (`we<j>`, `wa<j>`, `wd<j>`; on one address the later port wins) and `rd_ports` read ports
+    (`ra<i>` -> `rd<i>`), read through a data register where the chip's memory reads synchronously
+    (`clocked`), combinationally otherwise. Synthesised without keep_memories, yosys's memory_map turns it
+    into one flop per stored bit and a read multiplexer per read port."""
+    w, n, nr, nw = mem["width"], mem["size"], mem["rd_ports"], mem["wr_ports"]
+    if w < 1 or n < 1 or nr < 1 or nw < 1:
+        raise SynthError(f"register file {mem.get('name', name)!r}: width {w}, size {n}, {nr} read and {nw} write "
+                         "ports: each must be >= 1")
+    ab = max(1, (n - 1).bit_length())
+    ports = [*(f"input we{j}, input [{ab - 1}:0] wa{j}, input [{w - 1}:0] wd{j}" for j in range(nw)),
+             *(f"input [{ab - 1}:0] ra{i}, output reg [{w - 1}:0] rd{i}" for i in range(nr))]
+    writes = "".join(f"    if (we{j}) mem[wa{j}] <= wd{j};\n" for j in range(nw))
+    kind = "always @(posedge clk)" if mem["clocked"] else "always @*"
+    eq = "<=" if mem["clocked"] else "="
+    reads = "".join(f"  {kind} rd{i} {eq} mem[ra{i}];\n" for i in range(nr))
+    return (f"module {name} (input clk, {', '.join(ports)});\n  reg [{w - 1}:0] mem [0:{n - 1}];\n"
+            f"  always @(posedge clk) begin\n{writes}  end\n{reads}endmodule\n")
+
+
+def regfile_result(mem: dict, **kw) -> SynthResult:
+    """The register file of one chip memory (regfile_verilog) synthesised by rtl/synth.py (keyword arguments
+    as synthesize's: the flow, target, cache)."""
+    text = regfile_verilog("lowbit_rf", mem)
+    with tempfile.TemporaryDirectory(prefix="lowbit-rf-") as td:
+        f = Path(td) / "rf.v"
+        f.write_text(text)
+        return synthesize([f], "lowbit_rf", **kw)
+
+
+def read_kinds(r: SynthResult) -> dict[str, bool]:
+    """Memory name -> whether it reads through a clocked port (yosys's RD_CLK_ENABLE), from the $mem_v2 cells
+    a module's synthesis kept (mems.json beside its log)."""
+    try:
+        mods = json.loads((Path(r.log_path).parent / "mems.json").read_text())["modules"]
+    except (OSError, ValueError, KeyError) as e:
+        raise SynthError(f"{r.top}: its kept memories are not readable ({e})") from None
+    return {str(c["parameters"].get("MEMID", n)).lstrip("\\"): "1" in str(c["parameters"].get("RD_CLK_ENABLE", "0"))
+            for mod in mods.values() for n, c in mod.get("cells", {}).items() if c.get("type") == "$mem_v2"}

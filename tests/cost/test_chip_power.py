@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from lowbit.cost.area import sky130_to
-from lowbit.cost.chip_power import chip_cost, chip_sfu_ops
+from lowbit.cost.area import PLACEMENT_UTILISATION, sky130_to
+from lowbit.cost.chip_power import chip_cost, chip_sfu_ops, choose_build
 from lowbit.cost.power import block_energy
+from lowbit.cost.sram import sram_estimate
 from lowbit.rtl.activity_chip import ChipActivity
 from lowbit.rtl.synth import SynthResult
-from lowbit.rtl.synth_hier import HierResult
+from lowbit.rtl.synth_hier import HierResult, add_netlist
 from lowbit.sim.config import load_hw
 from tests.cost.test_power import _cell
 
@@ -68,3 +69,53 @@ def test_report_refuses_bad_control(tmp_path, capsys):
     assert main(["report", "--hw", "vitallm", "--out", str(tmp_path / "r"), "--control", "chip:vitallm-fp4"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "chip:HW[,HW]" in err[0]
+
+
+def test_memory_rule_picks_the_smaller_area():
+    assert choose_build(sram_um2=10.0, regfile_um2=5.0) == "regfile"
+    assert choose_build(sram_um2=5.0, regfile_um2=10.0) == "sram"
+    assert choose_build(sram_um2=5.0, regfile_um2=5.0) == "sram"  # a tie keeps the macro
+
+
+def test_chip_memories_are_built_where_the_rule_says():
+    """Two extra memories and a buffer in the control module: the small instruction memory becomes a register
+    file (its cells join the module), the large one stays a macro (the "control memories" part), the buffer
+    is not a choice."""
+    chars = {"inv_1": _cell("inv_1", {"A": 0.002}, 0.010, 0.0),
+             "dfxtp_1": _cell("dfxtp_1", {"CLK": 0.0015, "D": 0.001}, 0.05, 0.03, clock=0.02, out="Q", fn="IQ")}
+    imem = {"name": "imem", "width": 113, "size": 16, "rd_ports": 1, "wr_ports": 1, "clocked": True}
+    big = {"name": "qmem", "width": 64, "size": 2048, "rd_ports": 1, "wr_ports": 1, "clocked": False}
+    buf = {"name": "bank0", "width": 64, "size": 1024, "rd_ports": 1, "wr_ports": 1}
+    top = SynthResult("lowbit_chip", {"inv_1": 4, "dfxtp_1": 2}, 60.0, 20.0, "k",
+                      net_loads={"inv_1": [[0.002, 1, 4]], "dfxtp_1": [[0.001, 1, 2]]}, delay_ps=500.0,
+                      memories=[imem, big, buf])
+    h = HierResult("lowbit_chip", {"lowbit_chip": top}, {"lowbit_chip": 1})
+    act = ChipActivity("vitallm", "w", 1000, {}, {"lowbit_chip": [600, 20]}, "x.v", {})
+    asked = []
+
+    def regfile(mem):  # made-up netlists: 10 µm² per flop, one flop per stored bit (+ a read register)
+        asked.append(mem["name"])
+        n = mem["size"] * mem["width"] + (mem["width"] if mem["clocked"] else 0)
+        return SynthResult("lowbit_rf", {"dfxtp_1": n}, 10.0 * n, 10.0 * n, "k", net_loads={"dfxtp_1": [[0.001, 1, n]]},
+                           delay_ps=300.0)
+
+    cfg = load_hw("vitallm")
+    c = chip_cost(cfg, h, act, chars, target_ps=1000.0, regfile=regfile)
+    af, ef = sky130_to(cfg.node_nm, cfg.supply_v)
+    assert asked == ["imem", "qmem"]  # config buffers are not offered a register file
+    m = {x["name"]: x for x in c.memories}
+    rf_imem = 10.0 * (16 * 113 + 113) * af / PLACEMENT_UTILISATION
+    rf_big = 10.0 * 2048 * 64 * af / PLACEMENT_UTILISATION
+    s_imem = sram_estimate("imem", 16 * 113 // 8, 1, 1, cfg.node_nm, cfg.supply_v, word_bits=113).area_um2
+    s_big = sram_estimate("qmem", 2048 * 64 // 8, 1, 1, cfg.node_nm, cfg.supply_v, word_bits=64).area_um2
+    assert rf_imem < s_imem and rf_big > s_big  # the two sides of the rule, by these made-up netlists
+    assert m["imem"]["built"] == "regfile" and m["imem"]["area_um2"] == pytest.approx(rf_imem)
+    assert m["imem"]["sram_area_um2"] == pytest.approx(s_imem) and m["imem"]["regfile_flops"] == 16 * 113 + 113
+    assert m["qmem"]["built"] == "sram" and m["qmem"]["regfile_area_um2"] == pytest.approx(rf_big)
+    assert m["bank0"]["role"] == "buffer" and "regfile_area_um2" not in m["bank0"]
+    parts = {p.name: p for p in c.parts}
+    assert parts["control memories"].area_um2 == pytest.approx(s_big)
+    assert parts["control"].area_um2 == pytest.approx((60.0 + 10.0 * (16 * 113 + 113)) * af / PLACEMENT_UTILISATION)
+    assert parts["control"].flops == 2 + 16 * 113 + 113
+    want = block_energy(add_netlist(top, regfile(imem)), chars)  # the register file charged as the module's logic
+    assert parts["control"].cycle_energy_j == pytest.approx((0.03 * want.toggle_pj + want.clock_pj) * 1e-12 * ef)

@@ -58,6 +58,9 @@ def test_synth_chip_keeps_memories_as_macros(fake_chip, tmp_path, capsys):
     assert main(["synth", "--chip", "--hw", "tiny", "--verilog", str(v), "--json", str(tmp_path / "c.json")]) == 0
     d = json.loads((tmp_path / "c.json").read_text())
     assert d["memories"][0]["bytes"] == 1024 and d["memories"][0]["ports"] == 1 and d["sram_area_at_node_um2"] > 0
+    m = d["memories"][0]  # not a config buffer: a register file of 256 x 32 flops + the 32-bit read register
+    assert m["regfile_flops"] == 256 * 32 + 32 and m["clocked"]
+    assert m["built"] == ("regfile" if m["regfile_area_um2"] < m["sram_area_um2"] else "sram")
     assert d["n_flops"] == 32 and [m["part"] for m in d["modules"]] == ["control"]
 
 

@@ -128,10 +128,13 @@ def module_costs(hier, act, chars, target_ps: float) -> list[ModuleCost]:
     return out
 
 
-def place_memories(cfg, hier, regfile: Callable[[dict], object]):
+def place_memories(cfg, hier, regfile: Callable[[dict], object], flop_um2: float | None = None):
     """(hier with every register-file-built memory's netlist added to its module, one row per chip memory and
     module instance with both costs and the choice: module docstring). `regfile(mem)` synthesises the
-    register file of a memory dict (rtl/synth_hier.regfile_result with the flow's arguments)."""
+    register file of a memory dict (rtl/synth_hier.regfile_result with the flow's arguments). Where the
+    storage flops alone (words x width x `flop_um2`, the sky130 flop's area; placed, at the node) already
+    reach the macro's area, the register file cannot be the smaller and is not synthesised: its area is
+    given as that lower bound (`regfile_bound`)."""
     from lowbit.rtl.synth_hier import add_netlist, read_kinds
 
     af, _ef = sky130_to(cfg.node_nm, cfg.supply_v)
@@ -150,12 +153,23 @@ def place_memories(cfg, hier, regfile: Callable[[dict], object]):
                 if "clocked" not in mem:
                     kinds = read_kinds(r) if kinds is None else kinds
                 clocked = bool(mem.get("clocked", kinds.get(mem["name"], True) if kinds else True))
+                if flop_um2 is None:
+                    from lowbit.rtl.liberty import DFF_CELL, library_cells
+
+                    flop_um2 = library_cells()[DFF_CELL].area_um2
+                floor = mem["size"] * mem["width"] * flop_um2 * af / PLACEMENT_UTILISATION
+                if floor >= s.area_um2:
+                    row.update(clocked=clocked, regfile_area_um2=floor, regfile_bound=True, regfile_cells=0,
+                               regfile_flops=mem["size"] * mem["width"])
+                    rows.append(row)
+                    continue
                 shape = (mem["width"], mem["size"], mem["rd_ports"], mem["wr_ports"], clocked)
                 if shape not in rfs:
                     rfs[shape] = regfile({**mem, "clocked": clocked})
                 x = rfs[shape]
                 rf = x.area_um2 * af / PLACEMENT_UTILISATION
-                row.update(clocked=clocked, regfile_area_um2=rf, regfile_cells=x.n_cells, regfile_flops=x.n_flops)
+                row.update(clocked=clocked, regfile_area_um2=rf, regfile_bound=False, regfile_cells=x.n_cells,
+                           regfile_flops=x.n_flops)
                 if choose_build(s.area_um2, rf) == "regfile":
                     row.update(built="regfile", area_um2=rf, leak_w=0.0, note="")  # leakage: in its module's logic
                     mods[m] = add_netlist(mods[m], x)
@@ -165,9 +179,11 @@ def place_memories(cfg, hier, regfile: Callable[[dict], object]):
     return dataclasses.replace(hier, modules=mods), mems
 
 
-def chip_cost(cfg, hier, act, chars, target_ps: float, regfile: Callable[[dict], object] | None = None) -> ChipCost:
+def chip_cost(cfg, hier, act, chars, target_ps: float, regfile: Callable[[dict], object] | None = None,
+              flop_um2: float | None = None) -> ChipCost:
     """Units, chip parts and memories of the chip top (module docstring), at the config's node. `regfile`:
-    the register-file synthesis of a memory (default: rtl/synth_hier.regfile_result, characterised flow)."""
+    the register-file synthesis of a memory (default: rtl/synth_hier.regfile_result, characterised flow);
+    `flop_um2`: place_memories' flop area (default: the sky130 library's)."""
     if regfile is None:
         from lowbit.rtl.synth_hier import regfile_result
 
@@ -176,7 +192,7 @@ def chip_cost(cfg, hier, act, chars, target_ps: float, regfile: Callable[[dict],
 
     af, ef = sky130_to(cfg.node_nm, cfg.supply_v)
     dfac = delay_factor(130, 1.8, cfg.node_nm, cfg.supply_v)
-    hier, mems = place_memories(cfg, hier, regfile)
+    hier, mems = place_memories(cfg, hier, regfile, flop_um2)
     mods = module_costs(hier, act, chars, target_ps)
     units, lib, parts = [], {}, []
     for part in sorted({m.part for m in mods}):

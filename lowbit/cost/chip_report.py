@@ -121,12 +121,12 @@ def memory_table(extra: list[dict]) -> list[str]:
     for m in extra:
         rows.setdefault((m["module"], m["name"]), []).append(m)
     L = ["| module | memory | instances | words x bits | ports | read | SRAM macro µm² (each) | register file µm² "
-         "(each) | flops (each) | built as |", "|---|---|---|---|---|---|---|---|---|---|"]
+         "(each; ≥: its flops alone, not synthesised) | flops (each) | built as |", "|---|---|---|---|---|---|---|---|---|---|"]
     for (mod, name), ms in rows.items():
         m = ms[0]
         L.append(f"| {mod} | {name} | {len(ms)} | {m['size']:,} x {m['width']} | {m['rd_ports']}R {m['wr_ports']}W | "
                  f"{'registered' if m['clocked'] else 'combinational'} | {m['sram_area_um2']:,.0f} | "
-                 f"{m['regfile_area_um2']:,.0f} | {m['regfile_flops']:,} | "
+                 f"{'≥ ' if m['regfile_bound'] else ''}{m['regfile_area_um2']:,.0f} | {m['regfile_flops']:,} | "
                  f"{'register file' if m['built'] == 'regfile' else 'SRAM macro'} |")
     return L + [""]
 

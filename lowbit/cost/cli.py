@@ -143,7 +143,8 @@ def register(app: typer.Typer) -> None:
             print(f"part {part:8s}: {len(ms):3d} modules {sum(m['cells'] for m in ms):9,d} cells, placed at "
                   f"{cfg.node_nm:g} nm {a:10,.0f} µm²")
         for m in mems:
-            rf = (f"; register file {m['regfile_area_um2']:,.0f} µm² ({m['regfile_flops']:,} flops, "
+            rf = (f"; register file {'>= ' if m['regfile_bound'] else ''}{m['regfile_area_um2']:,.0f} µm² "
+                  f"({m['regfile_flops']:,} flops{' alone, not synthesised' if m['regfile_bound'] else ''}, "
                   f"{'registered' if m['clocked'] else 'combinational'} read) -> built as "
                   f"{'register file' if m['built'] == 'regfile' else 'SRAM macro'}" if m["role"] == "extra" else
                   " (config buffer)")

@@ -229,7 +229,9 @@ def chip_cost(cfg, hier, act, chars, target_ps: float, regfile: Callable[[dict],
                               sum(m["leak_w"] for m in macros),
                               f"{len(macros)} of the {len(extra)} chip memories that are not config buffers, built "
                               f"as SRAM macros at their RTL sizes (cost/sram.py; {MEMORY_RULE}); accesses not "
-                              "charged"))
+                              f"charged; the other {len(extra) - len(macros)} are register files "
+                              f"({sum(m['area_um2'] for m in extra if m['built'] == 'regfile'):,.0f} µm²) counted "
+                              "in their modules' parts"))
     return ChipCost(mods, units, lib, parts, mems, act.workload, act.cycles, dict(hier.missing),
                     list(hier.area_mapped), dict(hier.roms), list(hier.quick_mapped))
 

@@ -121,3 +121,10 @@ def test_chip_memories_are_built_where_the_rule_says():
     assert parts["control"].flops == 2 + 16 * 113 + 113
     want = block_energy(add_netlist(top, regfile(imem)), chars)  # the register file charged as the module's logic
     assert parts["control"].cycle_energy_j == pytest.approx((0.03 * want.toggle_pj + want.clock_pj) * 1e-12 * ef)
+    from lowbit.cost.chip_report import chip_netlist_section
+
+    text = "\n".join(chip_netlist_section(c, cfg))
+    assert (f"| lowbit_chip | imem | 1 | 16 x 113 | 1R 1W | registered | {s_imem:,.0f} | {rf_imem:,.0f} | 1,921 | "
+            "register file |") in text
+    assert f"| lowbit_chip | qmem | 1 | 2,048 x 64 | 1R 1W | combinational | {s_big:,.0f} | ≥ {rf_big:,.0f} |" in text
+    assert "1 register files" in text and "1 macros" in text

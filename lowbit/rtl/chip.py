@@ -60,6 +60,7 @@ from lowbit.rtl.chip_engines import act_buffer, engine_signature, rq_signature, 
 from lowbit.rtl.chip_fp4 import Fp4Engine, fp4_psum_layout
 from lowbit.rtl.chip_requant import RQ_LOAD
 from lowbit.rtl.chip_ring import Ring
+from lowbit.rtl.chip_scores import sc_signature, score_stage
 from lowbit.rtl.chip_sfu import sfu_data_ok
 from lowbit.rtl.chip_softmax import sm_ok
 from lowbit.rtl.common import COUNT_BITS
@@ -87,9 +88,11 @@ class ChipParams:
     lop_grp: int = 0           # the LOP engine's query heads per KV head (lowbit.rtl.chip_lop); 0: no engine
     lop_hd: int = 0            # ... its head dimension
     lop_depth: int = 0         # ... and the keys its code memory holds (a power of two)
+    lop_qrows: int = 0         # ... its query rows, written by the RoPE engine (a power of two); 0: by the bench
     embed_beats: int = 0       # data beats of an embedding row (lowbit.rtl.chip_embed); 0: no embedding writer
     rope_depth: int = 0        # the RoPE table's words (lowbit.rtl.chip_rope; a power of two); 0: no RoPE engine
     rope_beats: int = 0        # ... and the words of a head row its quantize holds
+    score_mult: tuple[int, int] = (0, 0)  # the Q K^T score stage's multiplier (lowbit.rtl.chip_scores); 0: none
 
     @property
     def addr_bits(self) -> int:
@@ -207,6 +210,7 @@ class Chip(wiring.Component):
             self.load_bits = max(self.load_bits, mult_word(max(cfg.tint.lanes, cfg.booth.lanes)).size)
         self.rope = bool(self.rq_names) and p.rope_depth > 0  # the RoPE engine (chip_rope), its table's words
         self.load_bits = max(self.load_bits, trig_word(cfg.sfu.lanes).size if self.rope else 0)
+        self.scores = self.sm and self.rope and p.score_mult[0] > 0  # the Q K^T score stage (chip_scores)
         self.load_addr_bits = p.addr_bits if d is None else max(p.addr_bits, d.a_bits, (p.mult_depth - 1).bit_length())
         sig = {
             "start": In(1),
@@ -243,6 +247,7 @@ class Chip(wiring.Component):
                     sig[f"psum_{n}"] = Out(lay)
             sig.update(rq_signature(cfg, d, self.rq_names))
         sig.update(engine_signature(self))
+        sig.update(sc_signature(cfg) if self.scores else {})
         if "lop" in self.kinds:  # the LOP engine's index FIFO writes and its two done strobes (chip_lop)
             sig.update({"lop_ov": Out(1), "lop_on": Out(range(cfg.lop.lanes + 1)),
                         "lop_oi": Out(data.ArrayLayout(COUNT_BITS, cfg.lop.lanes)), "lop_sdone": Out(1),
@@ -437,6 +442,8 @@ class Chip(wiring.Component):
             if name in self.rq_names:  # its requantizer writing the residual's y buffer (chip_engines.rq_wiring)
                 rq = rq_wiring(self, m, name, c, eng, bufs)
                 wrote = wrote | rq.w0_en | rq.w1_en
+            if c.kind == "booth" and self.scores:  # Q K^T outputs into the softmax engine's scores (chip_scores)
+                wrote = wrote | score_stage(self, m, c, eng, bufs["sm"], self.hq)
             if c.kind == "booth" and self.av:  # P V outputs into the SFU's X and S (chip_av)
                 wrote = wrote | av_engine(self, m, c, eng, av, bufs["sm"])
             m.d.comb += [eng.start.eq(c.go), c.unit_ready.eq(eng.ready), c.unit_done.eq(eng.done_next)]

@@ -56,7 +56,7 @@ SFU_FIELDS = (*COMPUTE_FIELDS, "eng", "rows", "beats", "x_addr", "o_addr", "st_a
 # a LOP word with `eng` set (the group's lop_score word) starts the chip's LOP engine (lowbit.rtl.chip_lop
 # LopGroupSelect: `m` keys scored against the group's query heads, then the top `k` of their group scores);
 # LOP words keep their `cyc` (the engine meets it: the bench checks its done cycles against the words' ends)
-LOP_FIELDS = (*COMPUTE_FIELDS, "eng", "m", "k")
+LOP_FIELDS = (*COMPUTE_FIELDS, "eng", "m", "k", "qrow")  # qrow: the group's first query row (lowbit.rtl.chip_lop)
 # dma_kv's words where the chip has the LOP index FIFO (lowbit.rtl.chip_dma.DmaEngine `lop`): `ind` 1 takes the
 # request's address and size from the FIFO (`addr` then the plane's row 0, `plane` 0 K / 1 V, `nidx` indices)
 DMA_LOP_FIELDS = (*DMA_DATA_FIELDS, "ind", "nidx", "plane")
@@ -82,7 +82,7 @@ def _fields(kind: str, dims) -> dict[str, int]:
          "rq_m": RQ_M_BITS, "rq_s": (STAT_DEPTH - 1).bit_length(), "fn": 2, "m": COUNT_BITS, "k": COUNT_BITS, "ind": 1, "nidx": COUNT_BITS,
          "plane": 1, "av": 3, "av_n": COUNT_BITS, "av_o": dims.a_bits, "av_stride": COUNT_BITS,
          "av_s": (STAT_DEPTH - 1).bit_length(), "av_w": (STAT_DEPTH - 1).bit_length(), "av_g": COUNT_BITS,
-         "hpp": COUNT_BITS, "gstride": dims.a_bits, "half": COUNT_BITS, "t_addr": ROPE_T_BITS}
+         "hpp": COUNT_BITS, "gstride": dims.a_bits, "half": COUNT_BITS, "t_addr": ROPE_T_BITS, "qrow": dims.a_bits}
     if kind == "sfu":  # its engines 1 .. 4
         w["eng"] = 3
     return {n: w[n] for n in names}

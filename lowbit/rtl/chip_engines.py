@@ -74,6 +74,7 @@ def act_buffer(chip, m: Module, sfuq, dma_w, tw: int) -> tuple[Memory, Signal, o
     nq = len(chip.names)
     av, emb = av_ports(cfg, d) if chip.av else None, embed_writer(chip, m, dma_w)
     rope, hq, qkb = rope_engine(chip, m, sfuq) if chip.rope else (None, None, None)
+    chip.hq = hq  # its query writes also feed the LOP engine (chip_lop.lop_queries) and the score stage (chip_scores)
     q, rms, res, act, bufs = sfu_engines(m, cfg, d, sfuq, [chip.load_en & (chip.load_queue == nq + k)
                                                       for k in range(1, 7)], chip.load_addr, chip.load_word, av, emb,
                                          chip.load_en & (chip.load_queue == chip.lop_load() + 2) if chip.sm else None,

@@ -52,6 +52,7 @@ from lowbit.rtl.chip_model import ModelContents, NoMapping, input_of
 from lowbit.rtl.chip_pv import pv_cover, pv_plan
 from lowbit.rtl.chip_requant import requant_cover, requant_fields
 from lowbit.rtl.chip_rope import RopePlan, rope_blocks, rope_fields, rope_plan
+from lowbit.rtl.chip_scores import ScorePlan, score_plan, scores_on_chip
 from lowbit.rtl.chip_sfu import act_ratio, sfu_data_ok, sfu_norms, sfu_plan
 from lowbit.rtl.chip_softmax import SoftmaxPlan, sm_ok, softmax_plan
 from lowbit.sim.config import HwConfig
@@ -129,6 +130,7 @@ class DataPlan:
     emb_beats: int = 0  # data beats a row (ChipParams.embed_beats; 0: no embedding read on the writer)
     sm: SoftmaxPlan | None = None  # the softmax words on the softmax engine (lowbit.rtl.chip_softmax)
     rope: RopePlan | None = None  # the RoPE words on the chip's RoPE engine (lowbit.rtl.chip_rope)
+    sc: ScorePlan | None = None  # the Q K^T tiles on the score stage (lowbit.rtl.chip_scores)
 
     def acc_buffers(self) -> tuple[int, int, list[str]]:
         """(accumulator buffers every element of which a psum word checks, buffers with any, the golden's
@@ -294,6 +296,7 @@ def _data_plan(img: ChipImage, cfg: HwConfig, seed: int, model: ModelContents | 
                 av_plan(plan, img, cfg, q, pmap, AV_LOAD)
             if sm_ok(cfg, dims):  # the softmax words on the SFU's softmax engine (lowbit.rtl.chip_softmax)
                 plan.sm = softmax_plan(plan, img, cfg, q, qmap, pwrites)
+                plan.sc = score_plan(plan, img, cfg, q, qmap)
                 plan.sfu_fields.update(plan.sm.fields)
         for i, w in enumerate(img.words[q]):
             if i in qmap:  # a Q K^T tile (lowbit.rtl.chip_attn)
@@ -345,6 +348,7 @@ def _data_plan(img: ChipImage, cfg: HwConfig, seed: int, model: ModelContents | 
             return None, why
         rope_fields(plan, fields, cfg)
         rope_plan(plan, img, cfg)
+    scores_on_chip(plan)
     if plan.av_norm:
         av_fields(plan, cfg, fields, bq[0])
     sq = [q for q, c in enumerate(img.classes) if c == C_SFU and not sfu_data_ok(cfg)]

@@ -38,16 +38,18 @@ class LopGroupScore(wiring.Component):
     """Score `m` keys against each of `grp` query heads (module docstring). `c_*` / `q_*` write the code and
     query memories (`depth` and `grp` x beats words)."""
 
-    def __init__(self, cfg: LopConfig, *, grp: int, head_dim: int, depth: int) -> None:
+    def __init__(self, cfg: LopConfig, *, grp: int, head_dim: int, depth: int, q_rows: int = 0) -> None:
         self.cfg, self.grp, self.hd, self.depth = cfg, grp, head_dim, depth
         assert cfg.lanes & (cfg.lanes - 1) == 0, "LopGroupScore: LOP lanes must be a power of two"
         self.beats = -(-head_dim // cfg.width)
+        self.q_rows = q_rows or grp  # query rows the memory holds; a group's are q_base .. q_base + grp - 1
         ab = (depth * self.beats - 1).bit_length()
-        qb = max(1, (grp * self.beats - 1).bit_length())
+        qb = max(1, (self.q_rows * self.beats - 1).bit_length())
         n, w = cfg.lanes, cfg.width
         super().__init__({
             "c_wen": In(1), "c_addr": In(ab), "c_data": In(data.ArrayLayout(4, w)),
-            "q_wen": In(1), "q_addr": In(qb), "q_data": In(data.ArrayLayout(signed(8), w)),
+            "q_wen": In(1), "q_addr": In(qb), "q_data": In(data.ArrayLayout(signed(8), w)), "q_base": In(qb),
+            "q_hwen": In(1), "q_haddr": In(qb), "q_hmask": In(w), "q_hdata": In(data.ArrayLayout(signed(8), w)),
             "start": In(1), "m": In(COUNT_BITS), "ready": Out(1),
             "out_valid": Out(1), "out_head": Out(COUNT_BITS), "out_key": Out(COUNT_BITS),
             "out_score": Out(data.ArrayLayout(signed(cfg.score_bits), n)), "out_ovf": Out(n),
@@ -59,10 +61,11 @@ class LopGroupScore(wiring.Component):
         cfg, n, w, beats = self.cfg, self.cfg.lanes, self.cfg.width, self.beats
         m.submodules.unit = unit = LopScore(cfg)
         m.submodules.codes = codes = Memory(shape=data.ArrayLayout(4, w), depth=self.depth * beats, init=[])
-        m.submodules.qmem = qmem = Memory(shape=data.ArrayLayout(signed(8), w), depth=self.grp * beats, init=[])
-        cw, qw = codes.write_port(), qmem.write_port()
+        m.submodules.qmem = qmem = Memory(shape=data.ArrayLayout(signed(8), w), depth=self.q_rows * beats, init=[])
+        cw, qw, hw = codes.write_port(), qmem.write_port(), qmem.write_port(granularity=1)
         m.d.comb += [cw.en.eq(self.c_wen), cw.addr.eq(self.c_addr), cw.data.eq(self.c_data),
-                     qw.en.eq(self.q_wen), qw.addr.eq(self.q_addr), qw.data.eq(self.q_data)]
+                     qw.en.eq(self.q_wen), qw.addr.eq(self.q_addr), qw.data.eq(self.q_data),
+                     hw.en.eq(Mux(self.q_hwen, self.q_hmask, 0)), hw.addr.eq(self.q_haddr), hw.data.eq(self.q_hdata)]
         cb = COUNT_BITS
         busy, mr = Signal(), Signal(cb)
         head, cyc, pas, beat = Signal(cb), Signal(2 * cb), Signal(cb), Signal(cb)
@@ -74,8 +77,9 @@ class LopGroupScore(wiring.Component):
         kick = Signal()  # start the scorer on the next head (go, or the previous head's last cycle)
         m.d.comb += [self.ready.eq(~busy), kick.eq(go | (busy & (cyc == c_len - 1) & (head + 1 < self.grp)))]
         nbeats = Signal(cb)  # the scorer's beats, a register loaded at the start (a tile field)
+        qbase = Signal(len(self.q_base))  # the group's first query row, a tile field
         with m.If(go):
-            m.d.sync += nbeats.eq(beats)
+            m.d.sync += [nbeats.eq(beats), qbase.eq(self.q_base)]
         m.d.comb += [unit.start.eq(kick), unit.beats.eq(Mux(go, beats, nbeats)), unit.passes.eq(Mux(go, (self.m + n - 1) >> lg, passes))]
         with m.If(go):
             m.d.sync += [busy.eq(1), mr.eq(self.m), head.eq(0), cyc.eq(0), feeding.eq(1), pas.eq(0), beat.eq(0)]
@@ -97,7 +101,7 @@ class LopGroupScore(wiring.Component):
                     m.d.sync += busy.eq(0)
         # the scorer samples beat (pas, beat) one cycle after its start: `feeding` is registered from kick
         qr = qmem.read_port(domain="comb")
-        m.d.comb += [qr.addr.eq(head * beats + beat), unit.q.eq(qr.data)]
+        m.d.comb += [qr.addr.eq((qbase + head) * beats + beat), unit.q.eq(qr.data)]
         for lane in range(n):
             r = codes.read_port(domain="comb")
             key = pas * n + lane
@@ -127,10 +131,10 @@ class LopGroupSelect(wiring.Component):
     lop_topk_cycles(M), the program's `lop_score` and `lop_topk` words. Ports `c_*`, `q_*`, `m` as
     LopGroupScore's. The sums are exact: `lop.score_bits` must hold grp x head_dim terms (lop.validate)."""
 
-    def __init__(self, cfg: LopConfig, *, grp: int, head_dim: int, depth: int) -> None:
+    def __init__(self, cfg: LopConfig, *, grp: int, head_dim: int, depth: int, q_rows: int = 0) -> None:
         validate(cfg, grp * head_dim)
         self.cfg, self.grp, self.hd, self.depth = cfg, grp, head_dim, depth
-        self.score = LopGroupScore(cfg, grp=grp, head_dim=head_dim, depth=depth)
+        self.score = LopGroupScore(cfg, grp=grp, head_dim=head_dim, depth=depth, q_rows=q_rows)
         n = cfg.lanes
         sig = {k: v for k, v in self.score.signature.members.items()
                if k.startswith(("c_", "q_")) or k in ("start", "m")}
@@ -202,8 +206,12 @@ def lop_engine(chip, m: Module, c, dkv) -> Signal:
     """The chip's LOP engine (LopGroupSelect) in `chip` (lowbit.rtl.chip.Chip), started by the LOP queue's
     (`c`) `eng` words, its code and query memories written through the load port (`Chip.lop_load`), its index
     writes into dma_kv's (`dkv`) index FIFO; returns 1 in cycles it reports."""
-    p = chip.p
-    m.submodules.lop_engine = e = LopGroupSelect(chip.cfg.lop, grp=p.lop_grp, head_dim=p.lop_hd, depth=p.lop_depth)
+    p, hq = chip.p, getattr(chip, "hq", None)
+    rows = p.lop_qrows if hq is not None else 0
+    m.submodules.lop_engine = e = LopGroupSelect(chip.cfg.lop, grp=p.lop_grp, head_dim=p.lop_hd, depth=p.lop_depth,
+                                                 q_rows=rows)
+    if rows:
+        lop_queries(chip, m, e, hq)
     lq = chip.lop_load()
     assert lq + 1 < 1 << len(chip.load_queue), "the load port's queue number is too narrow for the LOP engine"
     for x, sel in (("c", lq), ("q", lq + 1)):
@@ -212,7 +220,7 @@ def lop_engine(chip, m: Module, c, dkv) -> Signal:
         m.d.comb += [getattr(e, f"{x}_wen").eq(chip.load_en & (chip.load_queue == sel)),
                      a.eq(chip.load_addr[:len(a)]), dw.eq(chip.load_word[:data.ArrayLayout.cast(dw.shape()).size])]
     w = c.word
-    m.d.comb += [e.start.eq(c.go), e.m.eq(w.m), e.k.eq(w.k), c.unit_ready.eq(e.ready | (w.eng == 0)),
+    m.d.comb += [e.start.eq(c.go), e.m.eq(w.m), e.k.eq(w.k), e.q_base.eq(w.qrow), c.unit_ready.eq(e.ready | (w.eng == 0)),
                  chip.lop_ov.eq(e.o_valid), chip.lop_on.eq(e.o_n), chip.lop_oi.eq(e.o_idx),
                  chip.lop_sdone.eq(e.s_done), chip.lop_done.eq(e.done)]
     # the index FIFO takes a group's selection when LOP drops keys (M > K: the compiler's rule for
@@ -223,6 +231,31 @@ def lop_engine(chip, m: Module, c, dkv) -> Signal:
     m.d.comb += [dkv.x_valid.eq(e.o_valid & drops), dkv.x_n.eq(e.o_n), dkv.x_idx.eq(e.o_idx),
                  chip.kv_ind.eq(dkv.x_ind), chip.kv_ind_bad.eq(dkv.x_bad)]
     return e.t_valid | e.s_done | e.done | dkv.x_ind.any()  # t_valid: a top-K beat, the FIFO writes among them
+
+
+def lop_q_ok(cfg, rb: int, hd: int) -> bool:
+    """Whether the RoPE engine's per-head quantize (lowbit.rtl.sfu_stream_headq) can write the LOP engine's query
+    memory: a RoPE head row is `rb` (the chip's rope_beats, a power of two; 0: no RoPE engine) SFU words of
+    `sfu.lanes` elements making the head dimension `hd`, each inside one LOP query word of `lop.width`
+    elements (module docstring's layout)."""
+    n, w = cfg.sfu.lanes, cfg.lop.width
+    return bool(rb and rb & (rb - 1) == 0 and rb * n == hd and all(j * n % w + n <= w for j in range(rb)))
+
+
+def lop_queries(chip, m: Module, e, hq) -> None:
+    """The RoPE engine's query writes (`hq.q_*`: act word a_depth / 2 + row x rope_beats + j, `sfu.lanes` INT8)
+    into the LOP engine's query memory: row x beats + (j lanes) div width, elements from (j lanes) mod width,
+    rows below ChipParams.lop_qrows (a decode step's: its one token's heads)."""
+    n, w, rb = chip.cfg.sfu.lanes, chip.cfg.lop.width, chip.p.rope_beats
+    lb = (rb - 1).bit_length()
+    off = (hq.q_waddr - chip.dims.a_depth // 2)[:len(hq.q_waddr)]
+    row, j = off >> lb, off[:lb] if lb else Const(0, 1)
+    beats = -(-chip.p.lop_hd // w)
+    m.d.comb += e.q_hwen.eq(hq.q_wen & (row < chip.p.lop_qrows))
+    for jj in range(rb):
+        with m.If(j == jj):
+            m.d.comb += [e.q_haddr.eq(row * beats + jj * n // w), e.q_hmask.eq(((1 << n) - 1) << (jj * n % w))]
+            m.d.comb += [e.q_hdata[jj * n % w + i].eq(hq.q_wdata[i]) for i in range(n)]
 
 
 @dataclass
@@ -239,9 +272,12 @@ class LopPlan:
     expect: dict[int, tuple[int, list[int], str]] = field(default_factory=dict)  # lop_score word -> (its
     # lop_topk word, the golden's lop.sel indices, 'step S layer L KV head g')
     note: str = ""                                          # LOP words left timers and why
+    chip_q: int = 0  # groups whose query rows the RoPE engine writes (lop_queries), not the bench
+    q_rows: int = 0  # the query memory's rows then (ChipParams.lop_qrows, a power of two; 0: a group's grp rows)
 
 
-def lop_plan(img, cfg: LopConfig, model, load_sel: int) -> LopPlan | None:
+def lop_plan(img, cfg: LopConfig, model, load_sel: int, q_rows: bool = False, rope_words: frozenset = frozenset()
+             ) -> LopPlan | None:
     """Map a program's LOP words onto the chip's LOP engine (docs/rtl.md "LOP on data"). The k-th LO-code read
     of dma_kv (a read allocating in the lop ring) feeds the k-th lop_score word (a LOP word with work; the
     lop_topk word follows it): its DRAM address names the layer and KV head (sim.kvcache.lo_addr), its bytes
@@ -250,7 +286,10 @@ def lop_plan(img, cfg: LopConfig, model, load_sel: int) -> LopPlan | None:
     through the load port (`load_sel`, + 1; past the act buffer's queue) once the LO-code read and the previous
     group's lop_topk word have started (the scorer no longer reads its memories then), the query rows already
     once the layer's last RoPE word (SFU) has started: the bench stands in for the read's data beats and
-    the queries' path from the SFU. None when the program has no LOP word the golden selects for."""
+    the queries' path from the SFU. With `q_rows` (lop_q_ok: the RoPE engine writes the query memory, row by
+    row as the act buffer's query rows) a group's rows start at row g x grp of its decode step (`qrow`), and
+    the bench writes none where its step's and layer's RoPE words all run on the engine (`rope_words`: SFU
+    word indices). None when the program has no LOP word the golden selects for."""
     import numpy as np
 
     from lowbit.sim.isa import B_LOP, LOP_BASE
@@ -269,10 +308,13 @@ def lop_plan(img, cfg: LopConfig, model, load_sel: int) -> LopPlan | None:
     plan = LopPlan(grp, hd, 0)
     sq = img.queues.index("sfu") if "sfu" in img.queues else -1
     ropes: dict[tuple[int, int], int] = {}  # (step, layer) -> its last RoPE word (the queries' INT8 rows exist)
+    timers: set[tuple[int, int]] = set()  # ... those with a RoPE word off the engine
     for j, y in enumerate(img.words[sq] if sq >= 0 else []):
         parts = y.get("op", "").split(".")
         if len(parts) == 4 and parts[0] == "layers" and parts[2:] == ["attn", "rope"]:
             ropes[(y["step"], int(parts[1]))] = j
+            if j not in rope_words:
+                timers.add((y["step"], int(parts[1])))
     if len(reads) != len(scores):
         plan.note = f"{len(scores)} lop_score words, {len(reads)} LO-code reads: the words stay timers"
         return plan
@@ -297,8 +339,12 @@ def lop_plan(img, cfg: LopConfig, model, load_sel: int) -> LopPlan | None:
         cp[:, :hd] = lo
         qp = np.zeros((grp, beats * w), np.int64)
         qp[:, :hd] = q8
-        qw = [[load_sel + 1, h * beats + b, sum((int(v) & 0xFF) << (8 * e) for e, v in enumerate(qp[h, b * w:(b + 1) * w]))]
+        q0 = g * grp if q_rows else 0  # the decode step's one token: group g's rows g x grp ..
+        qw = [[load_sel + 1, (q0 + h) * beats + b, sum((int(v) & 0xFF) << (8 * e) for e, v in enumerate(qp[h, b * w:(b + 1) * w]))]
               for h in range(grp) for b in range(beats)]
+        if q_rows and (x["step"], layer) in ropes and (x["step"], layer) not in timers:
+            qw = []  # the RoPE engine writes them (lop_queries)
+            plan.chip_q += 1
         cw = [[load_sel, j * beats + b, sum((int(v) & 0xF) << (4 * e) for e, v in enumerate(cp[j, b * w:(b + 1) * w]))]
               for j in range(mk) for b in range(beats)]
         free = [[lq, prev_top]] if prev_top is not None else []
@@ -306,16 +352,19 @@ def lop_plan(img, cfg: LopConfig, model, load_sel: int) -> LopPlan | None:
         if rope is None:
             plan.writes.append({"after": [[kq, r], *free], "before": i, "w": qw + cw})
         else:  # the queries once RoPE has made them, the codes in the LO-code read's cycles
-            plan.writes += [{"after": [[sq, rope], *free], "before": i, "w": qw},
-                            {"after": [[kq, r], *free], "before": i, "w": cw}]
-        plan.fields[i] = {"eng": 1, "m": mk, "k": cfg.k}
+            plan.writes += [{"after": [[sq, rope], *free], "before": i, "w": qw}] if qw else []
+            plan.writes.append({"after": [[kq, r], *free], "before": i, "w": cw})
+        plan.fields[i] = {"eng": 1, "m": mk, "k": cfg.k, "qrow": q0}
         plan.expect[i] = (i + 1, np.flatnonzero(sel[g]).tolist(), what)
         plan.depth = max(plan.depth, mk)
+        plan.q_rows = max(plan.q_rows, q0 + grp if q_rows else 0)
         prev_top = i + 1
     if skipped:
         plan.note = f"{len(skipped)} LOP groups stay timers (no golden selection of their shape: {skipped[0]})"
     if plan.depth:
         plan.depth = 1 << (plan.depth - 1).bit_length()
+    if plan.q_rows:
+        plan.q_rows = 1 << (plan.q_rows - 1).bit_length()
     return plan
 
 

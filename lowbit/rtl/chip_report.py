@@ -166,14 +166,19 @@ def chip_report(hw: str, sets: list[str], model: str, prefill: int, decode: int)
                           f"**{r.rope[2]} mismatches**; {r.rope[3]:,} key words against `kv_append.k8`, **{r.rope[4]} "
                           f"mismatches**; {r.rope[5]:,} head rows' amax, **{r.rope[6]} mismatches**"
                           + (f"; {len(r.rope_bench)} RoPE words left timers, their queries the bench's." if r.rope_bench
+                             else f"; the LOP engine's query memory too ({r.lop_chip_q} groups)." if r.lop_chip_q
                              else "; the LOP engine's query memory is still written by the bench."))
         if r.sm[0] or r.sm[6]:
             data_line += (f"\n\nSoftmax on data (lowbit.rtl.chip_softmax): {r.sm[0]} softmax words on the SFU's "
                           f"softmax engine, then the p x amax_v quantize: {r.sm[1]} probability rows, {r.sm[2]:,} INT8 "
                           f"words and {r.sm[3]} row scales against `softmax.w8` / `w_amax`, **{r.sm[4]} mismatches**; "
-                          f"{r.sm[6]} rows still written by the bench. The scores, row max and amax_v the engine reads "
-                          "are written by the bench in the Q K^T tile's cycles (the per-key score requantizer is not "
-                          f"on the chip); {r.sm[5]} batches late.")
+                          f"{r.sm[6]} rows still written by the bench. "
+                          + (f"The scores and each row's max come from the score requantizer behind BoothFlex's psum "
+                             f"port (lowbit.rtl.chip_scores): {r.sc[1]:,} scores and {r.sc[2]} row maxes of {r.sc[0]} "
+                             f"Q K^T tiles against `qk.scores`, **{r.sc[3]} mismatches**; each key's k_amax and amax_v "
+                             "are written by the bench" if r.sc[0] else "The scores, row max and amax_v the engine reads "
+                             "are written by the bench in the Q K^T tile's cycles")
+                          + f"; {r.sm[5]} batches late.")
         elif r.pv[0]:
             data_line += ("\n\nSoftmax: no softmax engine on this chip (lowbit.rtl.chip_softmax.sm_ok: sfu.lanes above "
                           "SM_LANES); the bench writes every probability row and its scale in the softmax words' cycles.")

@@ -84,6 +84,7 @@ class ChipResult:
     # index mismatches against the golden's lop.sel, done cycles off the LOP words' ends, the first difference
     lop_late: int = 0   # groups' query or LO-code write batches not ended before their lop_score word
     lop_note: str = ""  # LOP words left timers and why
+    lop_chip_q: int = 0  # LOP groups whose query rows the RoPE engine writes (lowbit.rtl.chip_lop.lop_queries)
     kv_ind: tuple[int, int, int] = (0, 0, 0)  # dma_kv's indirect words, those issued taking their address and
     # size from the LOP index FIFO, those whose indices were not one run of adjacent keys
     act: tuple[int, int, int, int] = (0, 0, 0, 0)  # gating words on the SFU's gating engine, their Q7.8 words,
@@ -95,6 +96,7 @@ class ChipResult:
     embed: tuple[int, int, int, int] = (0, 0, 0, 0)  # embedding reads on the chip's writer (lowbit.rtl.chip_embed),
     # their X words, elements, X words and row S values differing from the golden's embed.out
     sm: tuple[int, int, int, int, int, int, int] = (0, 0, 0, 0, 0, 0, 0)  # lowbit.rtl.chip_softmax.sm_compare
+    sc: tuple[int, int, int, int, int] = (0, 0, 0, 0, 0)  # lowbit.rtl.chip_scores.sc_compare
     rope: tuple[int, ...] = (0, 0, 0, 0, 0, 0, 0)  # RoPE words on the chip's RoPE engine, query act words,
     # differing, key words, differing, row amax, differing (lowbit.rtl.chip_rope.rope_compare)
     rope_bench: list[str] = field(default_factory=list)  # RoPE words left timers (the bench writes their queries)
@@ -120,7 +122,7 @@ class ChipResult:
                 and self.act[3] == 0 and self.embed[3] == 0 and all(x[2] == 0 and x[4] == 0 for x in self.av) and self.lop[2] == 0
                 and self.lop_engine[2] == 0 and self.lop_engine[3] == 0
                 and self.lop_late == 0 and self.kv_ind[2] == 0 and self.kv_ind[0] == self.kv_ind[1]
-                and self.sm[4] == 0 and self.sm[5] == 0
+                and self.sm[4] == 0 and self.sm[5] == 0 and self.sc[3] == 0 and self.sc[4] == 0
                 and self.rope[2] == 0 and self.rope[4] == 0 and self.rope[6] == 0)
 
 
@@ -239,7 +241,7 @@ def _lop_word(name: str, i: int, w: dict, lp, plan) -> dict:
     a dma_kv word's `ind`, `nidx` and `plane`, an indirect one's `addr` the plane's row 0 (sim.kvcache.kv_addr:
     its rows' addresses come from the index FIFO)."""
     if name == "lop":
-        return {**w, "eng": 0, "m": 0, "k": 0, **lp.fields.get(i, {})}
+        return {**w, "eng": 0, "m": 0, "k": 0, "qrow": 0, **lp.fields.get(i, {})}
     if name != "dma_kv":
         return w
     if not w.get("ind"):
@@ -333,16 +335,21 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
         raise LowbitError(f"the chip's RoPE table holds {p.rope_depth} words of {p.rope_beats}-word head rows, the "
                           f"program needs {rp.depth} of {rp.beats}; generate it with ChipParams.rope_depth >= "
                           f"{rp.depth} and rope_beats >= {rp.beats}")
+    if plan is not None and plan.sc is not None:  # the Q K^T score stage's multiplier (lowbit.rtl.chip_scores)
+        from lowbit.sim.golden import attn_multipliers
+
+        p = dataclasses.replace(p, score_mult=attn_multipliers(plan.model.spec.head_dim)["qk"])
     lp = None
     if plan is not None and plan.model is not None and cfg.has("lop") and plan.dims.k_depth:
-        from lowbit.rtl.chip_lop import lop_plan
+        from lowbit.rtl.chip_lop import lop_plan, lop_q_ok
 
         kinds = [word_kind(n, c, True, booth_data(cfg), not sfu_data_ok(cfg)) for n, c in zip(img.queues, img.classes,
                                                                                            strict=True)]
         nrq = len(rq_engines(cfg, p, img.queues, img.classes, kinds)) if not sfu_data_ok(cfg) else 0
-        lp = lop_plan(img, cfg.lop, plan.model, RQ_LOAD + nrq)
+        lp = lop_plan(img, cfg.lop, plan.model, RQ_LOAD + nrq, rp is not None and lop_q_ok(
+            cfg, p.rope_beats, plan.model.spec.head_dim), frozenset(rp.fields) if rp is not None else frozenset())
         if lp is not None and lp.fields and params is None:
-            p = dataclasses.replace(p, lop_grp=lp.grp, lop_hd=lp.hd, lop_depth=lp.depth)
+            p = dataclasses.replace(p, lop_grp=lp.grp, lop_hd=lp.hd, lop_depth=lp.depth, lop_qrows=lp.q_rows)
         elif lp is not None and lp.fields:
             lp.note, lp.fields, lp.writes, lp.expect = "the chip is generated without the LOP engine", {}, [], {}
     elif plan is not None and plan.model is not None and cfg.has("lop") and cfg.lop.enabled:
@@ -382,7 +389,8 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
                 "lop": {"writes": lp.writes, "queue": img.queues.index("lop"), "count_bits": COUNT_BITS}
                 if lop_on else None}
         if sd and plan.sm is not None and plan.sm.fields:  # the softmax engine's memories (lowbit.rtl.chip_softmax)
-            djob["sm"] = {"writes": plan.sm.writes, "off": RQ_LOAD + len(djob["rq"]) + 2}
+            djob["sm"] = {"writes": plan.sm.writes, "off": RQ_LOAD + len(djob["rq"]) + 2,
+                          "sc": plan.sc.writes if plan.sc is not None else [], "sc_lanes": cfg.booth.lanes}
     lay = request_layout(p.id_bits)
     req_fields = {name: (fld.offset, fld.width) for name, fld in lay}
     req_bits = lay.size
@@ -467,7 +475,7 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
         res.rq = replay([x for v in r.get("rq", {}).values() for x in v], cfg.sfu.lanes, plan.rq_expect, res.logits)
     res.rq_drain = plan.rq_drain if plan is not None else []
     if lp is not None:
-        res.lop_note = lp.note
+        res.lop_note, res.lop_chip_q = lp.note, lp.chip_q
         if lop_on:
             from lowbit.rtl.chip_lop import lop_compare
 
@@ -489,9 +497,11 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
         res.embed = (len(plan.emb_ops), len(plan.emb_expect_x), plan.emb_elems,
                      embed_compare(plan, r.get("ex", []), r.get("es", []), beat_words(dims, cfg.sfu.lanes), cfg.sfu.lanes))
     if plan is not None and plan.sm is not None:
+        from lowbit.rtl.chip_scores import sc_compare
         from lowbit.rtl.chip_softmax import sm_compare
 
         res.sm = sm_compare(plan.sm, r)
+        res.sc = sc_compare(plan.sc, r, cfg.booth.lanes)
     if rp is not None:
         from lowbit.rtl.chip_rope import rope_compare
 

@@ -102,6 +102,8 @@ class SoftmaxPorts:
     wa_en: Signal
     wa_addr: Signal
     wa_data: Signal
+    x_mem: Memory | None = None   # the score memory and the row-max memory (lowbit.rtl.chip_scores writes them)
+    mx_mem: Memory | None = None
 
 
 def rne_div127(x, amax, name: str, m: Module):
@@ -212,7 +214,8 @@ def softmax_engine(m: Module, cfg, dims, ctrl, ld, ld_addr, ld_word) -> SoftmaxP
     v1, a1, am1 = Signal(name="sm_v1"), Signal(dims.a_bits, name="sm_a1"), Signal(WA_BITS, name="sm_am1")
     m.d.sync += [v1.eq(rd & ~rowend), a1.eq(ob + q_base + q_i), am1.eq(q_amax)]
     qw = Cat(*(rne_div127(pr[i].data, am1, f"sm_d{i}", m) for i in range(n)))
-    ports = SoftmaxPorts(s.ready, s.done_next, v1, a1, qw, wa_v, Signal(SB, name="sm_waddr"), q_amax)
+    ports = SoftmaxPorts(s.ready, s.done_next, v1, a1, qw, wa_v, Signal(SB, name="sm_waddr"), q_amax, mems["x"],
+                         mems["mx"])
     m.d.comb += ports.wa_addr.eq(sb0 + q_row)
     return ports
 
@@ -235,6 +238,7 @@ class SoftmaxPlan:
     words: list[str] = field(default_factory=list)
     bench_rows: int = 0
     bench_words: list[str] = field(default_factory=list)
+    sc_note: str = ""  # why the bench still writes the scores and row maxes (lowbit.rtl.chip_scores)
 
 
 def _v_amax(run, layer: int, kvh: int) -> np.ndarray:

@@ -194,8 +194,15 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
             print(f"softmax: {r.sm[0]} softmax words on the SFU's softmax engine (then p x amax_v quantized to INT8), "
                   f"{r.sm[1]} probability rows from the chip: {r.sm[2]:,} INT8 words and {r.sm[3]} row scales against "
                   f"the golden's softmax.w8 and w_amax, {r.sm[4]} mismatches; {r.sm[6]} rows still written by the "
-                  f"bench; the scores, row max and amax_v the engine reads are written by the bench in the Q K^T "
-                  f"tile's cycles (the per-key score requantizer is not on the chip), {r.sm[5]} batches late")
+                  "bench; " + ("the scores and each row's max it reads from the score requantizer (below), each key's "
+                               "amax_v from the bench in the Q K^T tile's cycles" if r.sc[0] else
+                               "the scores, row max and amax_v it reads are written by the bench in the Q K^T tile's "
+                               "cycles") + f", {r.sm[5]} batches late")
+        if r.sc[0]:
+            print(f"scores: {r.sc[0]} Q K^T tiles through the score requantizer behind BoothFlex's psum port (each "
+                  f"query row's amax from the RoPE engine, each key's k_amax from the bench): {r.sc[1]:,} scores and "
+                  f"{r.sc[2]} row maxes into the softmax engine's memories against the golden's qk.scores, "
+                  f"{r.sc[3]} mismatches; key-scale batches ending after their tile's start: {r.sc[4]}")
         if r.av:
             xs, xb = sum(x[1] for x in r.av), sum(x[2] for x in r.av)
             son = [x for x in r.av if x[3]]
@@ -227,7 +234,8 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
                   f"kv_append.k8, {r.rope[4]} mismatches; {r.rope[5]:,} head rows' amax against qk.q_amax / "
                   f"kv_append.k_amax, {r.rope[6]} mismatches; "
                   + (f"{len(rb)} RoPE words left timers, their queries from the bench: {'; '.join(rb)}" if rb else
-                     "no query row from the bench (the LOP engine's query memory is still the bench's)"))
+                     "no query row from the bench") + (f" (nor in the LOP engine's query memory: {r.lop_chip_q} "
+                                                        "groups' rows from the RoPE engine)" if r.lop_chip_q else ""))
         if r.act[0]:
             print(f"SFU: {r.act[0]} gating words on the SFU's gating engine (gate and up from the requantizers), "
                   f"writing SubLN's input and each row's sum of squares: {r.act[1]:,} Q7.8 words ({r.act[2]:,} "
@@ -257,8 +265,9 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
                   f"lm_head.logits, {sum(x[2] for x in logits)} mismatches")
         if r.lop_engine[0]:
             g, n, bad, cb, first = r.lop_engine
+            qs = f"{r.lop_chip_q} groups' INT8 queries from the RoPE engine, the others' from the bench after RoPE"
             print(f"LOP engine: {g} KV groups scored and selected on the chip's LOP engine (the bench writes each "
-                  f"group's LO codes in its LO-code read's cycles, its INT8 queries after RoPE), {n:,} index FIFO writes against the golden's "
+                  f"group's LO codes in its LO-code read's cycles; {qs}), {n:,} index FIFO writes against the golden's "
                   f"layers.L.attn.lop.sel, {bad} mismatches; scorer and top-K done cycles off the lop_score / lop_topk "
                   f"words' ends: {cb}; writes ending after their lop_score word: {r.lop_late}" + (f" ({first})" if first else ""))
         if r.kv_ind[0]:
@@ -296,7 +305,9 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
              "gating_mismatches": r.act[3], "lop_selections": r.lop[0], "lop_rows": r.lop[1],
              "lop_mismatches": r.lop[2],
              "lop_engine": {"groups": r.lop_engine[0], "indices": r.lop_engine[1], "mismatches": r.lop_engine[2],
-                            "done_cycles_off": r.lop_engine[3], "late": r.lop_late, "note": r.lop_note}, "requant": [{"op": n, "elements": c, "mismatches": b} for n, c, b in r.rq], "requant_drain": r.rq_drain,
+                            "done_cycles_off": r.lop_engine[3], "late": r.lop_late, "note": r.lop_note,
+                            "queries_from_rope": r.lop_chip_q},
+             "scores": dict(zip(("tiles", "scores", "row_maxes", "mismatches", "late"), r.sc, strict=True)), "requant": [{"op": n, "elements": c, "mismatches": b} for n, c, b in r.rq], "requant_drain": r.rq_drain,
              "rope": dict(zip(("words", "q8_words", "q8_mismatches", "k8_words", "k8_mismatches", "amax_rows",
                                "amax_mismatches"), r.rope, strict=True)) | {"bench": r.rope_bench},
              "attn_out": [{"step_layer": n, "elements": e, "mismatches": b, "s_rows": s, "s_mismatches": sb}
@@ -331,6 +342,8 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
             if r.kv_ind[0] != r.kv_ind[1] else []
         why += [f"{r.kv_ind[2]} indirect K/V words' indices were not one run"] if r.kv_ind[2] else []
         why += [f"{r.lop_late} LOP groups' query or code writes came after their lop_score word"] if r.lop_late else []
+        why += [f"{r.sc[3]} Q K^T scores or row maxes differ from the golden's"] if r.sc[3] else []
+        why += [f"{r.sc[4]} key-scale batches came after their Q K^T tile's start"] if r.sc[4] else []
         why += [f"{r.lop[2]} K/V rows fetched differ from the golden's LOP selection (a program compiled from "
                 "another selection; `verify --chip --model` compiles from the golden's)"] if r.lop[2] else []
         raise LowbitError("chip RTL differs from lowbit sim: " + ", ".join(why))

@@ -116,6 +116,10 @@ def test_chip_runs_the_program_cycle_exact(tiny_program):
     # 2 x 2 rows (queries x heads) a group in the prefill, 2 in each decode step, x 2 groups x 2 layers; INT8
     # words a row: 1 (2 keys), 1, 1, 2 (3, 4, 5 keys): 16 + 2 x 2 x 2 x 4 words, a scale a row; 0 from the bench
     assert r.sm == (16, 16 + 24, 16 + 32, 16 + 24, 0, 0, 0)
+    # ... over the scores and row maxes the score requantizer behind BoothFlex's psum port writes
+    # (lowbit.rtl.chip_scores): every Q K^T output, 2 heads x (1 + 2 keys) a group in the prefill, 2 heads x 3, 4, 5
+    # keys in decode, x 2 groups x 2 layers; a max per row; against the golden's qk.scores
+    assert r.sc == (16, 4 * 6 + 4 * 2 * (3 + 4 + 5), 16 + 24, 0, 0)
     # ... requantized into attn_sub_norm's input X (lowbit.rtl.chip_av): (2 + 1 + 1 + 1 tokens) x 64 elements a
     # layer, the golden's attn.av.out, and each row's S from the chip, a decode step's one row too (attn_sub_norm
     # reads S rms_lag = 2 cycles into its word, after the last P V pass lands: the drain rule)
@@ -153,6 +157,7 @@ def test_chip_runs_the_program_cycle_exact(tiny_program):
     # its data: K = 8 above 3, 4, 5 keys keeps them all, the golden's lop.sel; its scorer and top-K end with the
     # lop_score and lop_topk words
     assert r.lop_engine[:4] == (12, 2 * 2 * (3 + 4 + 5), 0, 0) and r.lop_late == 0 and r.lop_note == ""
+    assert r.lop_chip_q == 12 and r.params.lop_qrows == 4  # each group's query rows from the RoPE engine
     assert r.lop[:3] == (0, 0, 0) and r.kv_ind == (0, 0, 0)  # no step drops keys: every K/V fetch is direct
     # RoPE on the chip: every step's and layer's two RoPE words (one a KV head) rotate the requantized q and k and
     # quantize them per head, 2 x 2 x (2 + 1 + 1 + 1) tokens x (2 q + 1 k) head rows of 4 words: the queries
@@ -166,13 +171,15 @@ def test_chip_verilog_lints_clean(tiny_program):
     from lowbit.rtl.chip_run import chip_verilog_cached
     from lowbit.rtl.lint import lint
     from lowbit.sim.cache import cache_dir
+    from lowbit.sim.golden import attn_multipliers
 
     cfg, path = tiny_program  # with the data path, its requantizers (multiplier memories of 256 words), the
-    # LOP engine (bitnet-tiny's groups: 2 query heads of 16 dimensions, up to 16 keys), the embedding writer and
-    # the RoPE engine (a 32-word table, head rows of 4 words)
+    # LOP engine (bitnet-tiny's groups: 2 query heads of 16 dimensions, up to 16 keys, 4 query rows from the RoPE
+    # engine), the embedding writer, the RoPE engine (a 32-word table, head rows of 4 words) and the score stage
     p = params_for(build_image(path, cfg), reference_schedule(path, cfg)[0], 32)
     _, key = chip_verilog_cached(cfg, dataclasses.replace(p, mult_depth=256, lop_grp=2, lop_hd=16, lop_depth=16,
-                                                          embed_beats=2, rope_depth=32, rope_beats=4))
+                                                          embed_beats=2, rope_depth=32, rope_beats=4, lop_qrows=4,
+                                                          score_mult=attn_multipliers(16)["qk"]))
     r = lint(cache_dir("verilog") / f"chip-{key}.v", "lowbit_chip")
     assert r.ok, r.errors[:5]
 

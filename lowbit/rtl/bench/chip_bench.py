@@ -210,12 +210,14 @@ async def chip_run(dut):
     # the softmax engine (lowbit.rtl.chip_softmax): its scores, row max and amax_v through the load port from the
     # cycle after its Q K^T tile starts; its INT8 probability and scale writes as recorded
     sm = dj.get("sm") if dj else None
-    sm_wait: dict[tuple[int, int], list[int]] = {}
-    for k, e in enumerate(sm["writes"] if sm else []):
-        sm_wait.setdefault(tuple(e["after"]), []).append(k)
-    sm_last: dict[int, int] = {}
+    sm_wait: dict[tuple[int, int], list[tuple[str, int]]] = {}  # ... and the score stage's key scales (chip_scores)
+    for kind in ("writes", "sc"):
+        for k, e in enumerate(sm[kind] if sm else []):
+            sm_wait.setdefault(tuple(e["after"]), []).append((kind, k))
+    sm_last: dict[tuple[str, int], int] = {}
     sm_act = tap(sm, "smv", "sma", "smw")
     sm_wa = tap(sm, "swv", "swa", "sww")
+    sc_rec = tap(sm and sm["sc"], "scv", "scv", "scr", "scj", "scy", "sce", "scm")
     kv_ind = kv_ind_bad = 0  # dma_kv's words issued with the index FIFO's address, those not one run
     first = True
     skip_to = None  # after a quiet sample: wake at the next due response or the next event, whichever first
@@ -314,13 +316,13 @@ async def chip_run(dut):
                                 aslot[c] = (dj["act_queue"] + sel, a, w)
                                 lop_last[k] = c
                                 c += 1
-                    for k in sm_wait.get((q, i), []):
+                    for kind, k in sm_wait.get((q, i), []):
                         c = cyc + 1
-                        for a, w in sm["writes"][k]["w"]:
+                        for a, w in sm[kind][k]["w"]:
                             while c in aslot:
                                 c += 1
                             aslot[c] = (dj["act_queue"] + sm["off"], a, w)
-                            sm_last[k] = c
+                            sm_last[(kind, k)] = c
                             c += 1
                     if (q, i) in kv_checks:  # read its K/V chunk back: a beat of units a cycle
                         a0, n, hx = kv_checks[(q, i)]
@@ -411,9 +413,11 @@ async def chip_run(dut):
     lopq = lop["queue"] if lop else -1
     lop_late = sum(lop_last.get(k, 1 << 62) >= start[lopq][e["before"]] or start[lopq][e["before"]] < 0
                    for k, e in enumerate(lop["writes"])) if lop else 0
-    sm_late = sum(sm_last.get(k, 1 << 62) >= start[sfu_q][e["before"]] or start[sfu_q][e["before"]] < 0
+    sm_late = sum(sm_last.get(("writes", k), 1 << 62) >= start[sfu_q][e["before"]] or start[sfu_q][e["before"]] < 0
                   for k, e in enumerate(sm["writes"])) if sm else 0
-    res = {"sm_act": sm_act, "sm_wa": sm_wa, "sm_late": sm_late, "kv_ind": kv_ind, "kv_ind_bad": kv_ind_bad, "lop_idx": lop_idx, "lop_sdone": lop_sdone, "lop_done": lop_done, "lop_late": lop_late,
+    sc_late = sum(sm_last.get(("sc", k), 1 << 62) >= start[e["before"][0]][e["before"][1]]
+                  or start[e["before"][0]][e["before"][1]] < 0 for k, e in enumerate(sm["sc"])) if sm else 0
+    res = {"sm_act": sm_act, "sm_wa": sm_wa, "sm_late": sm_late, "sc": sc_rec, "sc_late": sc_late, "kv_ind": kv_ind, "kv_ind_bad": kv_ind_bad, "lop_idx": lop_idx, "lop_sdone": lop_sdone, "lop_done": lop_done, "lop_late": lop_late,
            "queues": names, "start": start, "end": end, "cycles": cyc, "late": late, "lane_overflow": overflow,
            "psum": psum, "sfu": sfu_words, "norm": norm_words, "amax": amax_words, "res": res_words, "rq": rq_words, "act": act_words, "avx": avx, "avs": avs, "ex": ex, "es": es, "data_late": data_late, "act_late": act_late, "kv_chunks": kv_chunks,
            "kv_units": kv_units, "kv_mismatches": kv_bad + sum(len(v) for v in ksample.values()),

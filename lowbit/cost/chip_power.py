@@ -232,8 +232,8 @@ def chip_cost(cfg, hier, act, chars, target_ps: float, regfile: Callable[[dict],
                               f"charged; the other {len(extra) - len(macros)} are register files "
                               f"({sum(m['area_um2'] for m in extra if m['built'] == 'regfile'):,.0f} µm²) counted "
                               "in their modules' parts"))
-    return ChipCost(mods, units, lib, parts, mems, act.workload, act.cycles, dict(hier.missing),
-                    list(hier.area_mapped), dict(hier.roms), list(hier.quick_mapped))
+    return ChipCost(mods, units, lib, parts, mems, act.workload, act.cycles, missing=dict(hier.missing),
+                    area_mapped=list(hier.area_mapped), quick_mapped=list(hier.quick_mapped), roms=dict(hier.roms))
 
 
 # The chip's SFU stream engines (instance name) and the SFU op each executes (sim.breakdown's op groups).

@@ -26,7 +26,9 @@ def test_chip_cost_hand_computed():
 
     mods = {"lowbit_chip": res(4, 2), "lowbit_chip.eng_tint0": res(10, 5), "lowbit_chip.eng_tint1": res(10, 5),
             "lowbit_chip.sfu_rms": res(6, 3), "lowbit_chip.q_dma_w": res(2, 2)}
-    h = HierResult("lowbit_chip", mods, {m: 1 for m in mods})
+    mods["lowbit_chip.sfu_rms"].mapping, mods["lowbit_chip.sfu_rms"].target_ps = "quick", 1000.0
+    h = HierResult("lowbit_chip", mods, {m: 1 for m in mods}, missing={"lowbit_chip.embed": "timed out"},
+                   roms={"lowbit_chip.sfu_rms": [{"name": "t", "cells": 3}]})
     # toggles, bits; run of 1,000 cycles: tint0 busy 400, tint1 busy 200, sfu busy 100
     act = ChipActivity("vitallm", "w", 1000, {"tint0": 400, "tint1": 200, "sfu": 100, "dma_w": 50},
                        {"lowbit_chip": [600, 20], "lowbit_chip.eng_tint0": [4000, 50],
@@ -50,6 +52,8 @@ def test_chip_cost_hand_computed():
     assert parts["control"].cycle_energy_j == pytest.approx((0.03 * bc.toggle_pj + bc.clock_pj) * 1e-12 * ef)
     assert set(parts) == {"control", "DMA, memory port"}
     assert chip_sfu_ops(c) == {"rmsnorm"}
+    assert c.missing == {"lowbit_chip.embed": "timed out"} and c.roms == {"lowbit_chip.sfu_rms": [{"name": "t", "cells": 3}]}
+    assert c.area_mapped == c.quick_mapped == ["lowbit_chip.sfu_rms"]
 
 
 def test_sta_starts_undriven_nets_like_inputs():

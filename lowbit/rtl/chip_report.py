@@ -180,8 +180,8 @@ def chip_report(hw: str, sets: list[str], model: str, prefill: int, decode: int)
                              "are written by the bench in the Q K^T tile's cycles")
                           + f"; {r.sm[5]} batches late.")
         elif r.pv[0]:
-            data_line += ("\n\nSoftmax: no softmax engine on this chip (lowbit.rtl.chip_softmax.sm_ok: sfu.lanes above "
-                          "SM_LANES); the bench writes every probability row and its scale in the softmax words' cycles.")
+            data_line += ("\n\nSoftmax: no softmax engine on this chip (lowbit.rtl.chip_softmax.sm_ok); the bench writes "
+                          "every probability row and its scale in the softmax words' cycles.")
         if r.av:
             son = [x for x in r.av if x[3]]
             data_line += (f"\n\nAttention output on data (lowbit.rtl.chip_av): BoothFlex's P V psum words of {len(r.av)} "

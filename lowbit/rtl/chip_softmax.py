@@ -55,18 +55,12 @@ SEL = 6        # the load address's memory select (bits SEL, SEL + 1)
 XB, KB = (SM_WORDS - 1).bit_length(), (SM_KEYS - 1).bit_length()
 
 
-SM_LANES = 8  # the widest SFU the engine is generated for (DESIGN ASSUMPTION, below)
-
-
 def sm_ok(cfg, dims) -> bool:
-    """Whether the chip has the softmax engine: P V on data (lowbit.rtl.chip.qk_data), the SFU on data, and at
-    most SM_LANES lanes. On `vitallm` (16 lanes) Amaranth's Verilog conversion of the chip with the engine ran
-    out of memory (yosys in WebAssembly, bad_alloc in proc_dlatch after 33 minutes on the shared host), so
-    its softmax words keep the bench's probabilities."""
+    """Whether the chip has the softmax engine: P V on data (lowbit.rtl.chip.qk_data) and the SFU on data."""
     from lowbit.rtl.chip import qk_data
     from lowbit.rtl.chip_sfu import sfu_data_ok
 
-    return dims is not None and qk_data(cfg, dims) and not sfu_data_ok(cfg) and cfg.sfu.lanes <= SM_LANES
+    return dims is not None and qk_data(cfg, dims) and not sfu_data_ok(cfg)
 
 
 def sm_fits(cfg, beats: int) -> bool:
@@ -124,6 +118,24 @@ def rne_div127(x, amax, name: str, m: Module):
     half = f[1:]
     up = f[0] & ((rem != 0) | half[0])
     return Mux(amax == 0, 0, half + up)[:8]
+
+
+def max_tree(m: Module, vals: list, name: str) -> Signal:
+    """The max of unsigned `vals` through a balanced tree of named signals, ceil(log2 n) comparators deep.
+    Each partial max is a Signal because Amaranth lowers an expression that reads a shared sub-expression
+    twice as a tree: the running max Mux(p > acc, p, acc) over n lanes became 2^(n+1) comparators (16 lanes:
+    131,087 of 32 bits, and the chip's Verilog conversion ran out of memory)."""
+    level = 0
+    while len(vals) > 1:
+        nxt = []
+        for k in range(0, len(vals) - 1, 2):
+            a, b = vals[k], vals[k + 1]
+            s = Signal(max(len(a), len(b)), name=f"{name}{level}_{k // 2}")
+            m.d.comb += s.eq(Mux(a > b, a, b))
+            nxt.append(s)
+        vals = nxt + vals[len(vals) - len(vals) % 2:]
+        level += 1
+    return vals[0]
 
 
 def softmax_engine(m: Module, cfg, dims, ctrl, ld, ld_addr, ld_word) -> SoftmaxPorts:
@@ -190,9 +202,7 @@ def softmax_engine(m: Module, cfg, dims, ctrl, ld, ld_addr, ld_word) -> SoftmaxP
         pw = mems[f"px{i}"].write_port()
         m.d.comb += [pw.en.eq(s.o_wen), pw.addr.eq(s.o_waddr[:XB]), pw.data.eq(prod[i])]
     amx = Signal(WA_BITS, name="sm_amax")
-    new = Mux(qb == 0, 0, amx)
-    for p in prod:
-        new = Mux(p > new, p, new)
+    new = max_tree(m, [Mux(qb == 0, 0, amx), *prod], "sm_max")
     row, rbase = Signal(SB, name="sm_row"), Signal(XB, name="sm_rbase")
     q_amax, q_base, q_row = Signal(WA_BITS, name="sm_qamax"), Signal(XB, name="sm_qbase"), Signal(SB, name="sm_qrow")
     q_cnt, q_i = Signal(COUNT_BITS, name="sm_qcnt"), Signal(COUNT_BITS, name="sm_qi")
@@ -340,5 +350,5 @@ def _word16(x) -> int:
     return sum((int(v) & 0xFFFF) << (16 * k) for k, v in enumerate(x))
 
 
-__all__ = ["SM_ENG", "SM_LANES", "sm_ok", "SoftmaxPlan", "SoftmaxPorts", "rne_div127", "sm_compare", "sm_fits", "sm_observe", "sm_signature",
+__all__ = ["SM_ENG", "max_tree", "sm_ok", "SoftmaxPlan", "SoftmaxPorts", "rne_div127", "sm_compare", "sm_fits", "sm_observe", "sm_signature",
            "softmax_engine", "softmax_plan"]

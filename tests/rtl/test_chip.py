@@ -565,6 +565,9 @@ def test_vitallm_chip_runs_out_of_order_dma_exact(tmp_path, hw, cycles, lanes, o
             assert r.act == (6, 6 * 2 * 8, 6 * 2 * 128, 0)
             # RoPE: one word a step and layer for both KV heads, (4 + 1 + 1) tokens x (4 q + 2 k) one-word rows
             assert r.rope == (6, 2 * 6 * 4, 0, 2 * 6 * 2, 0, 2 * 6 * 6, 0) and r.rope_bench == []
+            # softmax: every word (2 layers x 3 steps x 2 KV groups) on the 16-lane engine, 2 layers x 2 groups x
+            # (4 + 1 + 1) tokens x 2 heads rows of one beat, their INT8 words and scales; no row from the bench
+            assert r.sm == (12, 2 * 2 * 6 * 2, 48, 48, 0, 0, 0)
     assert {q.name: q.start_mismatches + q.end_mismatches for q in r.queues} == {q.name: 0 for q in r.queues}
     assert r.chip_cycles == r.sim_cycles == cycles
     assert r.params.dma_issue == lanes and r.dram_requests == 113

@@ -81,10 +81,12 @@ def run_softmax(sfu: SfuConfig, x: np.ndarray, *, x_addr: int = 3, o_addr: int =
     return res["p"], res["tail"], res["cycles"]
 
 
-@pytest.mark.parametrize("hw, rows, dim", [("tiny", 3, 10), ("vitallm", 2, 37)])
-def test_softmax_stream_matches_numerics_and_the_fused_word(hw, rows, dim):
+@pytest.mark.parametrize("hw, lanes, rows, dim", [("tiny", 4, 3, 10), ("vitallm", 8, 2, 21), ("vitallm", 16, 2, 37)])
+def test_softmax_stream_matches_numerics_and_the_fused_word(hw, lanes, rows, dim):
     """Random rows, a constant row, a row with one dominant score and the extremes; a tail of valid lanes."""
-    sfu = load_hw(hw, []).sfu
+    import dataclasses
+
+    sfu = dataclasses.replace(load_hw(hw, []).sfu, lanes=lanes)
     rng = np.random.default_rng(9)
     x = rng.integers(-2000, 2000, size=(rows + 2, dim))
     x[0] = 77

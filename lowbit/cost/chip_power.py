@@ -237,7 +237,8 @@ def chip_cost(cfg, hier, act, chars, target_ps: float, regfile: Callable[[dict],
 
 
 # The chip's SFU stream engines (instance name) and the SFU op each executes (sim.breakdown's op groups).
-CHIP_SFU_ENGINES = {"sfu_quant": "quantize", "sfu_rms": "rmsnorm", "sfu_res": "elementwise", "sfu_act": "activation"}
+CHIP_SFU_ENGINES = {"sfu_quant": "quantize", "sfu_rms": "rmsnorm", "sfu_res": "elementwise", "sfu_act": "activation",
+                    "sfu_rope": "rope", "sfu_softmax": "softmax"}
 
 
 def chip_sfu_ops(cc: ChipCost) -> set[str]:

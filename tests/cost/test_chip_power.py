@@ -132,3 +132,12 @@ def test_chip_memories_are_built_where_the_rule_says():
             "register file |") in text
     assert f"| lowbit_chip | qmem | 1 | 2,048 x 64 | 1R 1W | combinational | {s_big:,.0f} | ≥ {rf_big:,.0f} |" in text
     assert "1 register files" in text and "1 macros" in text
+
+
+def test_chip_sfu_ops_names_every_sfu_engine():
+    """The chip's RoPE and softmax engines cover their ops: their standalone datapaths are not added again."""
+    from types import SimpleNamespace
+
+    mods = [SimpleNamespace(name=f"lowbit_chip.{n}", part="sfu") for n in ("sfu_rope", "sfu_softmax", "sfu_headq")]
+    mods.append(SimpleNamespace(name="lowbit_chip.sfu_rope", part="control"))
+    assert chip_sfu_ops(SimpleNamespace(modules=mods)) == {"rope", "softmax"}

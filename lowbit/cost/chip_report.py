@@ -38,7 +38,7 @@ def liberty_section(r: Any) -> list[str]:
          f"| clock | (in the blocks) | {_cell(p['clock'], '.2f')} | flop clock pins + local H-trees of busy blocks"
          + (f"; global tree: {tree.source} |" if tree else " |"),
          f"| SRAM buffers | {a['sram']:.4f} | {p['sram']:.2f} | OpenRAM sky130 macro fits (cost/sram.py) x simulated bytes per buffer |",
-         f"| control, DMA, memory port | {_cell(a.get('control'), '.4f')} | {_cell(p.get('control'), '.2f')} | "
+         f"| {'control' if 'DMA, memory port' in chip else 'control, DMA, memory port'} | {_cell(a.get('control'), '.4f')} | {_cell(p.get('control'), '.2f')} | "
          + (f"{ctl.source}; {ctl.cells:,} cells, {ctl.flops:,} flops |" if ctl else "needs the chip top RTL |"),
          *(f"| {n} | {a[n]:.4f} | {p[n]:.2f} | {chip[n].source}; {chip[n].cells:,} cells, {chip[n].flops:,} flops |"
            for n in a if n not in ("units", "sfu", "sram", "control")),

@@ -58,6 +58,7 @@ from lowbit.rtl.chip_data import BankedBuffer, DmaFill, TintEngine, data_dims, p
 from lowbit.rtl.chip_dma import N_BUFFERS, DmaEngine, mem_port_signature
 from lowbit.rtl.chip_engines import act_buffer, engine_signature, rq_signature, rq_wiring, sfu_signature
 from lowbit.rtl.chip_fp4 import Fp4Engine, fp4_psum_layout
+from lowbit.rtl.chip_kv import kv_writer
 from lowbit.rtl.chip_requant import RQ_LOAD
 from lowbit.rtl.chip_ring import Ring
 from lowbit.rtl.chip_scores import sc_signature, score_stage
@@ -93,6 +94,7 @@ class ChipParams:
     rope_depth: int = 0        # the RoPE table's words (lowbit.rtl.chip_rope; a power of two); 0: no RoPE engine
     rope_beats: int = 0        # ... and the words of a head row its quantize holds
     score_mult: tuple[int, int] = (0, 0)  # the Q K^T score stage's multiplier (lowbit.rtl.chip_scores); 0: none
+    kvw_depth: int = 0         # the KV writes' source units (lowbit.rtl.chip_kv; a power of two); 0: no write data
 
     @property
     def addr_bits(self) -> int:
@@ -211,7 +213,8 @@ class Chip(wiring.Component):
         self.rope = bool(self.rq_names) and p.rope_depth > 0  # the RoPE engine (chip_rope), its table's words
         self.load_bits = max(self.load_bits, trig_word(cfg.sfu.lanes).size if self.rope else 0)
         self.scores = self.sm and self.rope and p.score_mult[0] > 0  # the Q K^T score stage (chip_scores)
-        self.load_addr_bits = p.addr_bits if d is None else max(p.addr_bits, d.a_bits, (p.mult_depth - 1).bit_length())
+        self.load_addr_bits = p.addr_bits if d is None else max(p.addr_bits, d.a_bits, (p.mult_depth - 1).bit_length(),
+                                                                (p.kvw_depth - 1).bit_length())
         sig = {
             "start": In(1),
             "load_en": In(1),
@@ -298,7 +301,7 @@ class Chip(wiring.Component):
                 e = DmaEngine(len(engines), sb.shape(), p.seq_bits, p.addr_bits, issue=p.dma_issue,
                               table=p.dma_table, entry_bits=eb, resp_lanes=p.resp_lanes,
                               id_bits=p.id_bits, dims=dims, lop=(self.cfg.lop.lanes, 2 * p.lop_depth, p.lop_hd)
-                              if kind == "dma_lop" else None)
+                              if kind == "dma_lop" else None, writes=name == "dma_kv" and p.kvw_depth > 0)
                 m.submodules[f"q_{name}"] = e
                 words = instr_memory(m, name, lay, p.imem_depth, p.dma_issue, e.raddr, *ld)
                 m.d.comb += [e.words[k].eq(w) for k, w in enumerate(words)]
@@ -412,6 +415,8 @@ class Chip(wiring.Component):
                          self.kv_rdata.eq(kvbuf.rdata0)]
         tw = act_elems(cfg)  # the act buffer and the SFU engines writing it (chip_engines)
         abuf, wrote, av, bufs = act_buffer(self, m, sfuq, dma_w, tw)
+        if d.k_depth and p.kvw_depth:  # dma_kv's write data (chip_kv)
+            wrote = wrote | kv_writer(self, m, engines[1], sfuq)
         for r, (name, c) in enumerate(tints):
             kw = dict(w_bits=d.w_bits, a_bits=d.a_bits, p_bits=d.p_bits, w_step=d.word_units)
             if c.kind == "tint":

@@ -46,11 +46,17 @@ def mem_port_signature(id_bits: int, lanes: int, resp_lanes: int, dims=None) -> 
     for all: a cycle without ready issues no DMA instruction), up to `resp_lanes` responses per cycle, each
     the id of a completed request (always accepted). With the data path (`dims`): one read-data beat per
     cycle (`rdata_valid`, the request's `rdata_id`, `dims.banks` weight-buffer units in `rdata`), every beat
-    of a read before its response."""
+    of a read before its response; where the kv buffer holds data (`dims.k_depth`), one write-data beat per
+    cycle the other way (`wdata_valid`, the write's `wdata_id`, `dims.banks` units in `wdata`: an AXI4 W
+    channel without a ready, the memory taking every beat), a write's beats in order after its request,
+    every beat before or with its response (lowbit.rtl.chip_kv)."""
     rdata = {}
     if dims is not None:
         rdata = {"rdata_valid": In(1), "rdata_id": In(id_bits),
                  "rdata": In(data.ArrayLayout(unsigned(dims.unit_bits), dims.banks))}
+        if dims.k_depth:
+            rdata.update({"wdata_valid": Out(1), "wdata_id": Out(id_bits),
+                          "wdata": Out(data.ArrayLayout(unsigned(dims.unit_bits), dims.banks))})
     return wiring.Signature({
         **rdata,
         "req_valid": Out(lanes),
@@ -67,7 +73,7 @@ class DmaEngine(wiring.Component):
 
     def __init__(self, engine: int, sb: data.StructLayout, seq_bits: int, addr_bits: int, *, issue: int,
                  table: int, entry_bits: int, resp_lanes: int, id_bits: int, dims=None,
-                 lop: tuple[int, int, int] | None = None) -> None:
+                 lop: tuple[int, int, int] | None = None, writes: bool = False) -> None:
         assert table & (table - 1) == 0
         self.engine, self.issue, self.table = engine, issue, table
         # the LOP index FIFO (lanes written a cycle, entries, K/V row bytes): `ind` words take their request's
@@ -75,10 +81,13 @@ class DmaEngine(wiring.Component):
         self.lop = lop
         # the weight engine's reads carry buffer data, and the KV engine's where the kv buffer holds data
         self.data = dims is not None and (engine == 0 or (engine == 1 and dims.k_depth > 0))
+        self.writes = self.data and writes  # its writes carry data (lowbit.rtl.chip_kv.KvWriter)
         fill = {}
-        if self.data:  # per request lane: the issuing request's buffer words (lowbit.rtl.chip_data.DmaFill)
+        if self.data:  # per request lane: the issuing request's buffer words (lowbit.rtl.chip_data.DmaFill; with
+            # `writes`, a write's, `w_valid`, its source units: lowbit.rtl.chip_kv.KvWriter)
             lt = max(1, (table - 1).bit_length())
-            fill = {"f_valid": Out(issue), "f_slot": Out(data.ArrayLayout(unsigned(lt), issue)),
+            fill = {"f_valid": Out(issue), **({"w_valid": Out(issue)} if writes else {}),
+                    "f_slot": Out(data.ArrayLayout(unsigned(lt), issue)),
                     "f_addr": Out(data.ArrayLayout(unsigned(dims.w_bits), issue)),
                     "f_words": Out(data.ArrayLayout(unsigned(16), issue))}
         self.resp_lanes, self.id_bits = resp_lanes, id_bits
@@ -168,7 +177,9 @@ class DmaEngine(wiring.Component):
             m.d.comb += [self.req_valid[k].eq(iss[k]), rq.tag.eq(w.tag), rq.addr.eq(addr), rq.nbytes.eq(nbytes),
                          rq.wr.eq(w.wr), rq.dcls.eq(w.dcls), rq.id.eq((self.engine << lt) | (self.pc + k)[:lt])]
             if self.data:
-                m.d.comb += [self.f_valid[k].eq(iss[k] & (w.dwords != 0)), self.f_slot[k].eq((self.pc + k)[:lt]),
+                if self.writes:  # dma_kv's writes: their source units (lowbit.rtl.chip_kv)
+                    m.d.comb += self.w_valid[k].eq(iss[k] & (w.dwords != 0) & w.wr)
+                m.d.comb += [self.f_valid[k].eq(iss[k] & (w.dwords != 0) & ~w.wr), self.f_slot[k].eq((self.pc + k)[:lt]),
                              self.f_addr[k].eq(w.dbase), self.f_words[k].eq(w.dwords)]
         if fifo is not None:
             fifo.advance(iss)

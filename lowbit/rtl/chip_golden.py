@@ -48,6 +48,7 @@ from lowbit.rtl.chip_av import AV_LOAD, av_fields, av_ok, av_plan
 from lowbit.rtl.chip_ctrl import AV_FIELDS, RQ_FIELDS
 from lowbit.rtl.chip_data import DataDims, data_dims, pack_tile
 from lowbit.rtl.chip_image import ChipImage
+from lowbit.rtl.chip_kv import KvWritePlan, kv_write_plan
 from lowbit.rtl.chip_model import ModelContents, NoMapping, input_of
 from lowbit.rtl.chip_pv import pv_cover, pv_plan
 from lowbit.rtl.chip_requant import requant_cover, requant_fields
@@ -131,6 +132,9 @@ class DataPlan:
     sm: SoftmaxPlan | None = None  # the softmax words on the softmax engine (lowbit.rtl.chip_softmax)
     rope: RopePlan | None = None  # the RoPE words on the chip's RoPE engine (lowbit.rtl.chip_rope)
     sc: ScorePlan | None = None  # the Q K^T tiles on the score stage (lowbit.rtl.chip_scores)
+    kv_written: dict = field(default_factory=dict)  # DRAM address -> (plane, the golden's bytes) of the rows the
+    # program's KV writes put in DRAM (lowbit.rtl.chip_kv.kv_written)
+    kvw: KvWritePlan | None = None  # the KV writes' sources (lowbit.rtl.chip_kv)
 
     def acc_buffers(self) -> tuple[int, int, list[str]]:
         """(accumulator buffers every element of which a psum word checks, buffers with any, the golden's
@@ -351,6 +355,9 @@ def _data_plan(img: ChipImage, cfg: HwConfig, seed: int, model: ModelContents | 
     scores_on_chip(plan)
     if plan.av_norm:
         av_fields(plan, cfg, fields, bq[0])
+    if kqs and model is not None:  # the KV writes' data (chip_kv), after the RoPE words' placement
+        plan.kvw = kv_write_plan(plan, img, cfg, kq, plan.kv_written)
+        fields.update(plan.kvw.fields)
     sq = [q for q, c in enumerate(img.classes) if c == C_SFU and not sfu_data_ok(cfg)]
     fields.update({(q, i): f for q in sq for i, f in plan.sfu_fields.items()})
     fields.update(plan.emb_fields)
@@ -367,8 +374,11 @@ def _kv_data(plan: DataPlan, img: ChipImage, kq: int) -> dict[tuple[int, int], d
     address), the golden's K/V rows at their DRAM addresses in the image, and per consumer (the word that
     releases the chunk) the chunk's units to read back at its start, where that read (a beat a cycle, the
     cycle after its start on) ends before the consumer does."""
+    from lowbit.rtl.chip_kv import kv_written
+
     ub, banks, hd = plan.dims.unit_bytes, plan.dims.banks, plan.model.spec.head_dim
     rows = plan.model.kv_rows()
+    plan.kv_written = kv_written(plan, img, kq)  # the rows the program writes: not in the image (chip_kv)
     out: dict[tuple[int, int], dict] = {}
     chunk: dict[tuple[int, int], bytes] = {}
     cur = None  # the chunk being filled: its allocating DMA
@@ -393,7 +403,7 @@ def _kv_data(plan: DataPlan, img: ChipImage, kq: int) -> dict[tuple[int, int], d
             continue
         if cur is not None:
             for a in addrs:
-                plan.dram[a] = rows[a]
+                plan.dram[a] = bytes(len(rows[a])) if a in plan.kv_written else rows[a]
             chunk[cur] += b"".join(rows[a] for a in addrs)
             rows_of.setdefault(cur, []).extend(addrs)
     for key in chunk:  # the checks read the chunk's units from its allocation's start

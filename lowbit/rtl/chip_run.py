@@ -21,6 +21,7 @@ from lowbit.rtl.chip_ctrl import pack_word
 from lowbit.rtl.chip_data import data_dims
 from lowbit.rtl.chip_golden import act_word, compare_psum, data_plan, segments
 from lowbit.rtl.chip_image import ChipImage, QueueTimes, build_image, reference_schedule
+from lowbit.rtl.chip_kv import kv_ok, kv_params, kv_preload, kv_result
 from lowbit.rtl.chip_requant import RQ_LOAD
 from lowbit.rtl.chip_sfu import sfu_data_ok
 from lowbit.rtl.common import COUNT_BITS, count_mismatches
@@ -100,6 +101,7 @@ class ChipResult:
     rope: tuple[int, ...] = (0, 0, 0, 0, 0, 0, 0)  # RoPE words on the chip's RoPE engine, query act words,
     # differing, key words, differing, row amax, differing (lowbit.rtl.chip_rope.rope_compare)
     rope_bench: list[str] = field(default_factory=list)  # RoPE words left timers (the bench writes their queries)
+    kvw: dict = field(default_factory=dict)  # the KV writes' data (lowbit.rtl.chip_kv.kv_result)
 
     @property
     def mismatches(self) -> int:
@@ -123,7 +125,7 @@ class ChipResult:
                 and self.lop_engine[2] == 0 and self.lop_engine[3] == 0
                 and self.lop_late == 0 and self.kv_ind[2] == 0 and self.kv_ind[0] == self.kv_ind[1]
                 and self.sm[4] == 0 and self.sm[5] == 0 and self.sc[3] == 0 and self.sc[4] == 0
-                and self.rope[2] == 0 and self.rope[4] == 0 and self.rope[6] == 0)
+                and self.rope[2] == 0 and self.rope[4] == 0 and self.rope[6] == 0 and kv_ok(self.kvw))
 
 
 def params_for(img: ChipImage, ref: list[QueueTimes] | None = None, data_banks: int = 0) -> ChipParams:
@@ -258,9 +260,13 @@ def _rope_preload(rp, cfg: HwConfig, p: ChipParams, img: ChipImage) -> list:
     """The RoPE table's load-port writes before `start` (lowbit.rtl.chip_rope.rope_load)."""
     if rp is None:
         return []
+    return [(a, v, RQ_LOAD + _nrq(cfg, p, img) + 3) for a, v in enumerate(rp.table)]
+
+
+def _nrq(cfg: HwConfig, p: ChipParams, img: ChipImage) -> int:
+    """The chip's requantizers with the SFU on data (their multiplier memories' load queues)."""
     kinds = [word_kind(n, c, True, booth_data(cfg), True) for n, c in zip(img.queues, img.classes, strict=True)]
-    sel = RQ_LOAD + len(rq_engines(cfg, p, img.queues, img.classes, kinds)) + 3
-    return [(a, v, sel) for a, v in enumerate(rp.table)]
+    return len(rq_engines(cfg, p, img.queues, img.classes, kinds)) if not sfu_data_ok(cfg) else 0
 
 
 def compare(ref: list[QueueTimes], start: list[list[int]], end: list[list[int]]) -> list[QueueCompare]:
@@ -339,6 +345,7 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
         from lowbit.sim.golden import attn_multipliers
 
         p = dataclasses.replace(p, score_mult=attn_multipliers(plan.model.spec.head_dim)["qk"])
+    p = kv_params(plan, p, params is not None)
     lp = None
     if plan is not None and plan.model is not None and cfg.has("lop") and plan.dims.k_depth:
         from lowbit.rtl.chip_lop import lop_plan, lop_q_ok
@@ -380,7 +387,8 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
                 "dram": {str(a): b.hex() for a, b in segments(plan.dram).items()},
                 "engines": tq, "fmt": plan.fmt, "sfu_data": sd,
                 "sfu_writes": {str(i): [[d, ws] for d, ws in gs] for i, gs in plan.sfu_writes.items()},
-                "sfu_preload": plan.sfu_preload + _rope_preload(rp, cfg, p, img), "rope": rp is not None, "rq": rq_engines(cfg, p, img.queues, img.classes, [word_kind(
+                "sfu_preload": plan.sfu_preload + _rope_preload(rp, cfg, p, img) + kv_preload(
+                    plan if p.kvw_depth else None, _nrq(cfg, p, img)), "kv_write": bool(p.kvw_depth) and plan.kvw is not None, "rope": rp is not None, "rq": rq_engines(cfg, p, img.queues, img.classes, [word_kind(
                     n, c, True, bd, sd) for n, c in zip(img.queues, img.classes, strict=True)]) if sd else [],
                 "sfu_lanes": cfg.sfu.lanes, "av": bool(plan.av_expect), "embed": bool(plan.emb_ops),
                 "gather": {str(t): a for t, a in plan.emb_gather.items()}, "row_bytes": 2 * plan.model.spec.d_model
@@ -507,6 +515,7 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
 
         res.rope = rope_compare(rp, r)
     res.rope_bench = plan.rope.bench if plan is not None and plan.rope is not None else []
+    res.kvw = kv_result(plan if p.kvw_depth else None, r)
     if plan is not None and plan.act_expect:
         got = [tuple(x) for x in r.get("act", [])]
         bad = count_mismatches(got, plan.act_expect)

@@ -141,6 +141,7 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
     from rich.console import Console
     from rich.table import Table
 
+    from lowbit.rtl.chip_kv import kv_line, kv_ok, kv_why
     from lowbit.rtl.chip_run import verify_chip
     from lowbit.sim.config import load_hw
 
@@ -236,6 +237,8 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
                   + (f"{len(rb)} RoPE words left timers, their queries from the bench: {'; '.join(rb)}" if rb else
                      "no query row from the bench") + (f" (nor in the LOP engine's query memory: {r.lop_chip_q} "
                                                         "groups' rows from the RoPE engine)" if r.lop_chip_q else ""))
+        if r.kvw:
+            print(kv_line(r.kvw))
         if r.act[0]:
             print(f"SFU: {r.act[0]} gating words on the SFU's gating engine (gate and up from the requantizers), "
                   f"writing SubLN's input and each row's sum of squares: {r.act[1]:,} Q7.8 words ({r.act[2]:,} "
@@ -310,7 +313,7 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
              "scores": dict(zip(("tiles", "scores", "row_maxes", "mismatches", "late"), r.sc, strict=True)), "requant": [{"op": n, "elements": c, "mismatches": b} for n, c, b in r.rq], "requant_drain": r.rq_drain,
              "rope": dict(zip(("words", "q8_words", "q8_mismatches", "k8_words", "k8_mismatches", "amax_rows",
                                "amax_mismatches"), r.rope, strict=True)) | {"bench": r.rope_bench},
-             "attn_out": [{"step_layer": n, "elements": e, "mismatches": b, "s_rows": s, "s_mismatches": sb}
+             "kv_write": r.kvw, "attn_out": [{"step_layer": n, "elements": e, "mismatches": b, "s_rows": s, "s_mismatches": sb}
                           for n, e, b, s, sb in r.av],
              "acc_buffers": {"on_data_path": r.acc_buffers[1], "complete": r.acc_buffers[0],
                              "without_tiles": r.acc_buffers[2]},
@@ -334,6 +337,7 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
         why += [f"{ropeb} RoPE query / key words or row amax differ from the golden's"] if ropeb else []
         avb = sum(x[2] + x[4] for x in r.av)
         why += [f"{avb} attention output elements or S rows differ from the golden's"] if avb else []
+        why += [f"KV writes: {kv_why(r.kvw)}"] if not kv_ok(r.kvw) else []
         why += [f"{r.kv_mismatches} kv buffer units differ from the golden's K/V rows"] if r.kv_mismatches else []
         why += [f"{r.data_late} weight reads' data came after their response"] if r.data_late else []
         why += [f"{r.lop_engine[2]} LOP index FIFO writes differ from the golden's lop.sel"] if r.lop_engine[2] else []

@@ -163,6 +163,13 @@ def test_chip_runs_the_program_cycle_exact(tiny_program):
     # quantize them per head, 2 x 2 x (2 + 1 + 1 + 1) tokens x (2 q + 1 k) head rows of 4 words: the queries
     # Q K^T reads (its psum words above) and the keys, each row's amax
     assert r.rope == (16, 2 * 2 * 5 * 2 * 4, 0, 2 * 2 * 5 * 4, 0, 2 * 2 * 5 * 3, 0) and r.rope_bench == []
+    # the KV cache is the chip's (lowbit.rtl.chip_kv): every dma_kv write (2 layers x 2 KV heads x (K, V, LO codes)
+    # x 4 steps) carries its bytes over the write channel into the DRAM image, which holds none of them before:
+    # (2 + 1 + 1 + 1 tokens) x 16 K or V bytes or 8 LO-code bytes x 2 x 2, equal to the golden's kv_append; the K
+    # rows are the RoPE engine's, the LO codes the writer's from them, the V rows the load port's; the K/V reads
+    # above return them
+    assert r.kvw == {"planes": {"k": (320, 0), "v": (320, 0), "lo": (160, 0)}, "writes": 48, "rope_rows": 20,
+                     "lo_rows": 20, "bench_rows": {"v": 20}, "preloaded": 0, "late": 0}
 
 
 def test_chip_verilog_lints_clean(tiny_program):
@@ -175,11 +182,12 @@ def test_chip_verilog_lints_clean(tiny_program):
 
     cfg, path = tiny_program  # with the data path, its requantizers (multiplier memories of 256 words), the
     # LOP engine (bitnet-tiny's groups: 2 query heads of 16 dimensions, up to 16 keys, 4 query rows from the RoPE
-    # engine), the embedding writer, the RoPE engine (a 32-word table, head rows of 4 words) and the score stage
+    # engine), the embedding writer, the RoPE engine (a 32-word table, head rows of 4 words), the score stage and the
+    # KV writes' source (512 units)
     p = params_for(build_image(path, cfg), reference_schedule(path, cfg)[0], 32)
     _, key = chip_verilog_cached(cfg, dataclasses.replace(p, mult_depth=256, lop_grp=2, lop_hd=16, lop_depth=16,
                                                           embed_beats=2, rope_depth=32, rope_beats=4, lop_qrows=4,
-                                                          score_mult=attn_multipliers(16)["qk"]))
+                                                          score_mult=attn_multipliers(16)["qk"], kvw_depth=512))
     r = lint(cache_dir("verilog") / f"chip-{key}.v", "lowbit_chip")
     assert r.ok, r.errors[:5]
 

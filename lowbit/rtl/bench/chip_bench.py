@@ -20,6 +20,12 @@ cycle after the bench sees the SFU word that produces them start (`sfu_queue`), 
 output stream; a word whose last write is not before its SFU instruction's end is counted in `act_late`.
 Every psum word an engine writes (`pv_<q>`, `pw_<q>`: TINT and BoothFlex) is recorded in order.
 
+Write data (job["data"]["kv_write"], lowbit.rtl.chip_kv): each dma_kv write's beats (`wdata_valid`, `wdata_id`,
+`wdata`) are gathered by the write's id; once its `nbytes` have come they go into the DRAM image (where a
+segment holds those addresses) and are recorded (`kv_writes`); a beat after its write's response, or of no
+open write, is counted in `wdata_late`. A read served while an earlier-tagged write to its bytes is still
+open waits for that write's last beat, then takes the image's bytes (its timing unchanged).
+
 Sampling (cocotb ReadOnly after each rising edge, cycle c = the chip's `cycle`): `pc_<q>` rising from a to
 b means instructions a..b-1 started in cycle c - 1; on a compute queue `count_<q>` rising means they ended
 in cycle c; on a DMA queue `dfin_<q>` bit i means the request in completion-table slot i, request
@@ -148,7 +154,7 @@ async def chip_run(dut):
     dslot: dict[int, tuple[int, int]] = {}
     ddriven = False
     data_late = 0
-    dram = sorted((int(a), bytes.fromhex(h)) for a, h in dj["dram"].items()) if dj else []
+    dram = sorted((int(a), bytearray.fromhex(h)) for a, h in dj["dram"].items()) if dj else []
     starts = [a for a, _ in dram]
     beat_bytes = dj["banks"] * dj["unit_bytes"] if dj else 0
     psum_h = [(n, getattr(dut, f"pv_{n}"), getattr(dut, f"pw_{n}"), *dj["fmt"][n]) for n in dj["engines"]] \
@@ -219,6 +225,14 @@ async def chip_run(dut):
     sm_wa = tap(sm, "swv", "swa", "sww")
     sc_rec = tap(sm and sm["sc"], "scv", "scv", "scr", "scj", "scy", "sce", "scm")
     kv_ind = kv_ind_bad = 0  # dma_kv's words issued with the index FIFO's address, those not one run
+    # the KV writes' data (lowbit.rtl.chip_kv): id -> [tag, address, bytes, data so far]; a read overlapping an
+    # earlier write still open waits for its data: [tag, id, address, bytes, its response cycle]; a write's entry
+# gets its response's cycle once the DRAM model has timed it
+    kvw_on = bool(dj and dj.get("kv_write"))
+    wopen: dict[int, list] = {}
+    rwait: list[list] = []
+    kv_writes: list[list] = []
+    wdata_late = 0
     first = True
     skip_to = None  # after a quiet sample: wake at the next due response or the next event, whichever first
     while True:
@@ -387,6 +401,8 @@ async def chip_run(dut):
                 x = r >> (k * req_bits)
                 vals = {name: (x >> lo) & ((1 << w) - 1) for name, (lo, w) in f.items()}
                 pending[vals["tag"]] = (cyc, vals["id"], vals["addr"], vals["nbytes"], vals["wr"], vals["dcls"])
+                if kvw_on and vals["wr"] and vals["id"] >> dj["engine_bit"] == 1:
+                    wopen[vals["id"]] = [vals["tag"], vals["addr"], vals["nbytes"], bytearray()]
             while next_tag in pending:  # the DRAM model sees requests in tag order
                 t, rid, addr, nb, wr, dc = pending.pop(next_tag)
                 done = dram_access(params, state, np.int64(addr), np.int64(nb), float(t), wr != 0, np.int64(dc))
@@ -394,19 +410,49 @@ async def chip_run(dut):
                 if e - 1 < cyc + 1:
                     late += 1
                 due.setdefault(max(e - 1, cyc + 1), []).append(rid)
+                if wr and rid in wopen and wopen[rid][0] == next_tag:  # its response's cycle: the beats' deadline
+                    wopen[rid].append(max(e - 1, cyc + 1))
                 seg = bisect.bisect_right(starts, addr) - 1
                 if str(next_tag) in gather:  # the step's input rows: the table's rows at its token ids
                     rows = b"".join(_image_bytes(dram, starts, a, dj["row_bytes"]) for a in gather[str(next_tag)])
                     data_late += _place_beats(dslot, rid, rows, beat_bytes, cyc + 1, e - 1)
                 elif dj and not wr and rid >> dj["engine_bit"] in data_engines and seg >= 0 \
                         and addr + nb <= starts[seg] + len(dram[seg][1]):
-                    off = addr - starts[seg]
-                    data_late += _place_beats(dslot, rid, dram[seg][1][off:off + nb], beat_bytes, cyc + 1, e - 1)
+                    if any(w[0] < next_tag and w[1] < addr + nb and addr < w[1] + w[2] for w in wopen.values()):
+                        rwait.append([next_tag, rid, addr, nb, e])
+                    else:
+                        off = addr - starts[seg]
+                        data_late += _place_beats(dslot, rid, bytes(dram[seg][1][off:off + nb]), beat_bytes, cyc + 1,
+                                                  e - 1)
                 next_tag += 1
+        if kvw_on and int(dut.mem__wdata_valid.value):  # a write-data beat: its bytes once all have come
+            wid = int(dut.mem__wdata_id.value)
+            w = wopen.get(wid)
+            if w is None:  # a beat of no open write
+                wdata_late += 1
+            else:
+                w[3] += int(dut.mem__wdata.value).to_bytes(beat_bytes, "little")
+            if w is not None and len(w[3]) >= w[2]:
+                del wopen[wid]
+                _, a, n_, body = w[:4]
+                wdata_late += len(w) > 4 and cyc > w[4]  # its last beat after its response
+                kv_writes.append([a, bytes(body[:n_]).hex()])
+                seg = bisect.bisect_right(starts, a) - 1
+                if seg >= 0 and a + n_ <= starts[seg] + len(dram[seg][1]):
+                    dram[seg][1][a - starts[seg]:a - starts[seg] + n_] = body[:n_]
+        for x in list(rwait):  # the reads no earlier write still open overlaps: their beats from the image
+            t_, rid, addr, nb, e = x
+            if any(w[0] < t_ and w[1] < addr + nb and addr < w[1] + w[2] for w in wopen.values()):
+                continue
+            rwait.remove(x)
+            seg = bisect.bisect_right(starts, addr) - 1
+            off = addr - starts[seg]
+            data_late += _place_beats(dslot, rid, bytes(dram[seg][1][off:off + nb]), beat_bytes, cyc + 1, e - 1)
         if cnt_prev == lengths[:-1] and joins_done == lengths[-1]:
             break
         if cyc > limit:
             break
+    data_late += len(rwait)  # reads whose data never came
     act_late = sum(c >= end[sfu_q][i] for i, c in act_last.items()) + len(set(act_writes) - set(act_last))
     act_late += sum(start[sfu_q][j] < 0 or c >= start[sfu_q][j] for j, c in sfu_last.values()) \
         + sum(len(v) for v in sfu_writes.values()) - len(sfu_last)
@@ -421,7 +467,8 @@ async def chip_run(dut):
            "queues": names, "start": start, "end": end, "cycles": cyc, "late": late, "lane_overflow": overflow,
            "psum": psum, "sfu": sfu_words, "norm": norm_words, "amax": amax_words, "res": res_words, "rq": rq_words, "act": act_words, "avx": avx, "avs": avs, "ex": ex, "es": es, "data_late": data_late, "act_late": act_late, "kv_chunks": kv_chunks,
            "kv_units": kv_units, "kv_mismatches": kv_bad + sum(len(v) for v in ksample.values()),
-           "finished": cnt_prev == lengths[:-1] and joins_done == lengths[-1], "dram_requests": next_tag, **rope_w}
+           "finished": cnt_prev == lengths[:-1] and joins_done == lengths[-1], "dram_requests": next_tag, **rope_w,
+           "kv_writes": kv_writes, "wdata_late": wdata_late + len(wopen)}
     tmp = job["result"] + ".tmp"
     with open(tmp, "w") as fh:
         json.dump(res, fh)

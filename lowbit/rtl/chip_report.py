@@ -39,6 +39,7 @@ def out_of_order(end: list[int]) -> int:
 def chip_report(hw: str, sets: list[str], model: str, prefill: int, decode: int) -> str:
     """Markdown: the workload, the chip, per-queue start/end mismatches, cycles, times."""
     from lowbit.rtl.chip_image import build_image, reference_schedule
+    from lowbit.rtl.chip_kv import kv_line, kv_ok, kv_why
     from lowbit.rtl.chip_model import compile_from_golden
     from lowbit.rtl.chip_run import verify_chip
     from lowbit.sim.config import load_hw
@@ -207,9 +208,13 @@ def chip_report(hw: str, sets: list[str], model: str, prefill: int, decode: int)
                           f"(`layers.L.attn.lop.sel`, lowbit.rtl.chip_model.compile_from_golden); {r.lop[0]} of them "
                           f"drop keys (decode step, layer, KV head), their indirect K/V fetches read {r.lop[1]:,} rows, "
                           f"**{r.lop[2]} differing from the selection**.")
+        if r.kvw:
+            verdict_kv = "0 differing" if kv_ok(r.kvw) else kv_why(r.kvw)
+            data_line += f"\n\nKV writes on data (lowbit.rtl.chip_kv): {kv_line(r.kvw)}: **{verdict_kv}**."
         if r.kv_chunks:
             data_line += (f"\n\nKV reads carry data: dma_kv's K/V chunk reads land in the kv buffer by the memory port's "
-                          f"data beats (the DRAM image holds the golden's INT8 K/V rows, `kv_append.k8` / `v8`); "
+                          f"data beats (the K/V rows the program's writes put into the DRAM image, or the golden's "
+                          f"`kv_append.k8` / `v8` rows where the chip has no KV writer); "
                           f"{r.kv_chunks} chunks read back when their attention tile starts, {r.kv_units:,} buffer "
                           f"units, **{r.kv_mismatches} mismatches**. "
                           + ("" if r.pv[0] else "The P V tiles stay timers." if r.qk[0] else

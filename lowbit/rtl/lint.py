@@ -43,8 +43,19 @@ def _plain_alias(msg: str, text: str) -> bool:
     return bool(re.search(rf"^\s*assign \\?{name} += {rhs} ?;$", text, re.M))
 
 
+def _padded_alias(msg: str, text: str) -> bool:
+    # Amaranth's debug alias of a narrower value assigned to a wider named signal: the value zero-padded
+    # (`assign q_hmask = { 9'h000, \$1237  };`) while the logic reads the value itself.
+    m = re.search(r"Signal is not used: '([^']+)'", msg)
+    if not m:
+        return False
+    name = re.escape(m.group(1))
+    return bool(re.search(rf"^\s*assign \\?{name} += \{{ \d+'h0+, \\?[\w$.]+ +\}};$", text, re.M))
+
+
 def _unused(msg: str, text: str) -> bool:
-    return _amaranth_temp(msg) or _amaranth_alias(msg) or _alias_of_temp(msg, text) or _plain_alias(msg, text)
+    return (_amaranth_temp(msg) or _amaranth_alias(msg) or _alias_of_temp(msg, text) or _plain_alias(msg, text)
+            or _padded_alias(msg, text))
 
 
 def _trunc(msg: str, text: str) -> bool:

@@ -191,7 +191,7 @@ def synth_hier(text: str, top: str, *, cache_dir: Path | None = None, liberty: s
               "libs": libs, "key_text": f"hier-module {k} {target_ps:.0f} {keep_memories}"}
         if liberty != "characterised":
             return synthesize([f], m, **kw)
-        return _delay_or_area(f, m, kw, Path(cache_dir) if cache_dir else _cache_dir("synth"))
+        return _map_with_fallbacks(f, m, kw, Path(cache_dir) if cache_dir else _cache_dir("synth"))
 
     with tempfile.TemporaryDirectory(prefix="lowbit-hier-") as td, ThreadPoolExecutor(max(1, jobs)) as pool:
         futs = {m: pool.submit(one, i, m, Path(td)) for i, m in enumerate(reps)}
@@ -213,7 +213,7 @@ def synth_hier(text: str, top: str, *, cache_dir: Path | None = None, liberty: s
     return HierResult(top, done, inst, {m: keys[m] for m in order}, missing, roms)
 
 
-def _delay_or_area(f: Path, m: str, kw: dict, root: Path) -> SynthResult:
+def _map_with_fallbacks(f: Path, m: str, kw: dict, root: Path) -> SynthResult:
     """The characterised flow's mapping of one module: for delay (abc -D); where that runs past the yosys
     timeout, abc's area-oriented mapping onto the same cells; where that runs past it too, the quick mapping
     (synth.QUICK_ABC, allowed at least synth.YOSYS_TIMEOUT_S); each timed and loaded the same way

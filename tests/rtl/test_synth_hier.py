@@ -146,17 +146,17 @@ def test_a_timed_out_delay_mapping_falls_back_to_area_then_quick_mapping(tmp_pat
     monkeypatch.setattr(sh, "synthesize", fake)
     monkeypatch.setenv("LOWBIT_SYNTH_TIMEOUT_S", "120")
     kw = {"key_text": "hier-module abc 5000 True"}
-    assert sh._delay_or_area(tmp_path / "m.v", "m", kw, tmp_path).mapping == "area"
+    assert sh._map_with_fallbacks(tmp_path / "m.v", "m", kw, tmp_path).mapping == "area"
     assert calls == ["delay", "area"]
-    sh._delay_or_area(tmp_path / "m.v", "m", kw, tmp_path)
+    sh._map_with_fallbacks(tmp_path / "m.v", "m", kw, tmp_path)
     assert calls == ["delay", "area", "area"]
     slow.add("area")
-    assert sh._delay_or_area(tmp_path / "m.v", "m", kw, tmp_path).mapping == "quick"
+    assert sh._map_with_fallbacks(tmp_path / "m.v", "m", kw, tmp_path).mapping == "quick"
     assert calls[3:] == ["area", "quick"]
-    sh._delay_or_area(tmp_path / "m.v", "m", kw, tmp_path)
+    sh._map_with_fallbacks(tmp_path / "m.v", "m", kw, tmp_path)
     assert calls[5:] == ["quick"]
     monkeypatch.setenv("LOWBIT_SYNTH_TIMEOUT_S", "900")
-    sh._delay_or_area(tmp_path / "m.v", "m", kw, tmp_path)
+    sh._map_with_fallbacks(tmp_path / "m.v", "m", kw, tmp_path)
     assert calls[6:] == ["delay", "area", "quick"]
 
     def broken(paths, top, *, mapping="delay", **kw):
@@ -164,4 +164,4 @@ def test_a_timed_out_delay_mapping_falls_back_to_area_then_quick_mapping(tmp_pat
 
     monkeypatch.setattr(sh, "synthesize", broken)
     with pytest.raises(synth.SynthError, match="read/parse"):  # only a timeout falls back
-        sh._delay_or_area(tmp_path / "m.v", "n", {"key_text": "other"}, tmp_path)
+        sh._map_with_fallbacks(tmp_path / "m.v", "n", {"key_text": "other"}, tmp_path)

@@ -39,6 +39,8 @@ from amaranth.hdl import Array, Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from lowbit.rtl.common import count_mismatches
+
 KV_LOAD = 4  # the write source's load queue past the LOP engine's (lowbit.rtl.chip.Chip.lop_load): LOP code,
 # query, softmax, RoPE table (lowbit.rtl.chip_rope.rope_load), then this
 
@@ -163,7 +165,7 @@ def kv_written(plan, img, kq: int) -> dict[int, tuple[str, bytes]]:
 
 def kv_compare(kp: KvWritePlan, got: list) -> dict[str, tuple[int, int]]:
     """Per plane ('k', 'v', 'lo'): (bytes the program writes, bytes written that differ from the golden's,
-    a write not made counting all its bytes); `got` the bench's [DRAM address, bytes hex] per write."""
+    a write not made counting all its bytes, common.count_mismatches); `got` the bench's [DRAM address, bytes hex] per write."""
     have: dict[int, bytes] = {}
     for a, hx in got:
         have[int(a)] = bytes.fromhex(hx)
@@ -171,8 +173,7 @@ def kv_compare(kp: KvWritePlan, got: list) -> dict[str, tuple[int, int]]:
     for a, (plane, want) in kp.expect.items():
         o = out.setdefault(plane, [0, 0])
         o[0] += len(want)
-        b = have.get(a, b"")
-        o[1] += sum(x != y for x, y in zip(want, b, strict=False)) + max(0, len(want) - len(b))
+        o[1] += count_mismatches(list(have.get(a, b"")), list(want))
     return {k: (v[0], v[1]) for k, v in out.items()}
 
 

@@ -10,11 +10,11 @@ Rule (sim.golden `_attention`; the arithmetic of lowbit.rtl.score_requant, sim.n
 A Q K^T pass's `lanes` outputs are (query t, head h, key j), in the walker's order (lowbit.rtl.chip_booth
 QkWalk): an output walker here keeps each lane's (t, h, j) and row r = t x grp + h of the tile's next psum
 word, stepping every lane `lanes` outputs on at each psum write. Between writes (a pass's `beats` cycles) it
-prefetches each lane's scales (q_amax of row (t, h), k_amax of key j) and forms (g, s) (score_requant's E0 ..
-E2, SC_PREFETCH cycles); at the psum write itself E3 and E4 are combinational, and the score goes into the
-score memory (row r, word j div lanes_sfu, lane j mod lanes_sfu: one element-enabled write port per Booth
-lane) and the row's running max into the row-max memory when j is the row's last key, in the write's own
-cycle. So the tile's last score and max are in their memories in the cycle after its last psum write, which
+prefetches each lane's scales (q_amax of row (t, h), k_amax of key j, read from the write's own cycle on,
+addressed by the lane's next output) and forms (g, s) (score_requant's E0 .. E2, SC_PREFETCH cycles); at the
+psum write itself E3 and E4 are combinational, and the score goes into the score memory (row r, word j div
+lanes_sfu, lane j mod lanes_sfu: one element-enabled write port per Booth lane) and the row's running max into
+the row-max memory when j is the row's last key, in the write's own cycle. So the tile's last score and max are in their memories in the cycle after its last psum write, which
 is the tile's end: the drain rule holds with no cycle moved (a softmax word starting then reads them).
 
 Scales: q_amax from the RoPE engine's per-head quantize (lowbit.rtl.sfu_stream_headq: a query row's amax comes
@@ -45,7 +45,8 @@ from lowbit.rtl.sfu_stream import q78_word
 from lowbit.rtl.sfu_stream_requant import coefficients, mult_word, round_sat
 
 SC_MODE = 2        # BoothFlex's Q K^T tiles (lowbit.rtl.chip_booth)
-SC_PREFETCH = 5    # cycles from a psum write until the next word's (g, s): walker, scale read, E0, E1, E2
+SC_PREFETCH = 4    # cycles from a psum write until the next word's (g, s): scale read (addressed by the walker's
+# next state in the write's own cycle), E0, E1, E2
 SC_KEYS = 32       # keys a Q K^T tile's key-scale half holds (DESIGN ASSUMPTION)
 SC_SEL = 3         # the key-scale memory's load-port select (lowbit.rtl.chip_softmax SEL bits)
 KB = (SC_KEYS - 1).bit_length()
@@ -141,7 +142,10 @@ def score_stage(chip, m: Module, c, eng, sm, hq) -> Signal:
     for lane in range(L):
         v, t, h, j, r = lanes[lane]
         qr, kr = qs.read_port(), ks.read_port()
-        m.d.comb += [qr.addr.eq(qrow0 + r), kr.addr.eq(j[:KB] + Mux(par, SC_KEYS, 0))]  # (an adder: a bare
+        # in a psum write's cycle the ports read the lane's next output's scales (the walker's step), so its
+        # (g, s) is ready SC_PREFETCH cycles on, the next write of `vitallm`'s 4-beat passes
+        nr, nj = Mux(wr, chain[lane][4], r), Mux(wr, chain[lane][3], j)
+        m.d.comb += [qr.addr.eq(qrow0 + nr), kr.addr.eq(nj[:KB] + Mux(par, SC_KEYS, 0))]  # (an adder: a bare
         # concatenation leaves the port's address wire unused in the Verilog, which lint flags)
         sc = delay(m, qr.data * kr.data, 1, f"sc_scale{lane}")                                # E0
         (g,), (s,) = coefficients(m, sc, mult, f"sc_c{lane}")                                  # E1, E2

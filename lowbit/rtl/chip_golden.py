@@ -49,6 +49,7 @@ from lowbit.rtl.chip_ctrl import AV_FIELDS, RQ_FIELDS
 from lowbit.rtl.chip_data import DataDims, data_dims, pack_tile
 from lowbit.rtl.chip_image import ChipImage
 from lowbit.rtl.chip_kv import KvWritePlan, kv_write_plan
+from lowbit.rtl.chip_lop import lo_image
 from lowbit.rtl.chip_model import ModelContents, NoMapping, input_of
 from lowbit.rtl.chip_pv import pv_cover, pv_plan
 from lowbit.rtl.chip_requant import requant_cover, requant_fields
@@ -280,6 +281,7 @@ def _data_plan(img: ChipImage, cfg: HwConfig, seed: int, model: ModelContents | 
     kqs = (kq,) if dims.k_depth and kq >= 0 else ()
     if kqs and model is not None:
         fields.update(_kv_data(plan, img, kq))
+        lo_image(plan, img, kq)  # the LO-code reads' bytes (chip_lop)
     bq = [q for q, c in enumerate(img.classes) if c == C_BOOTH] if booth_data(cfg) else []
     for q in bq:  # BoothFlex: its ternary weight tiles on the engine, Q K^T where it can, the rest timers
         b, per = cfg.booth, 4 * cfg.booth.width

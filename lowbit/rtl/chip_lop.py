@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -36,18 +36,23 @@ from lowbit.sim.units.lop import lop_score_cycles
 
 class LopGroupScore(wiring.Component):
     """Score `m` keys against each of `grp` query heads (module docstring). `c_*` / `q_*` write the code and
-    query memories (`depth` and `grp` x beats words)."""
+    query memories (`depth` and `grp` x beats words). With `fill_keys` the code memory is written from the
+    LO-code read's data beats instead (`f_*`, lop_fill: `fill_keys` keys' DRAM bytes a beat, beat `f_row`
+    holding keys f_row x fill_keys ..; `f_data` the first min(fill_keys, depth) keys' bytes of the beat)."""
 
-    def __init__(self, cfg: LopConfig, *, grp: int, head_dim: int, depth: int, q_rows: int = 0) -> None:
-        self.cfg, self.grp, self.hd, self.depth = cfg, grp, head_dim, depth
+    def __init__(self, cfg: LopConfig, *, grp: int, head_dim: int, depth: int, q_rows: int = 0,
+                 fill_keys: int = 0) -> None:
+        self.cfg, self.grp, self.hd, self.depth, self.fill_keys = cfg, grp, head_dim, depth, fill_keys
         assert cfg.lanes & (cfg.lanes - 1) == 0, "LopGroupScore: LOP lanes must be a power of two"
         self.beats = -(-head_dim // cfg.width)
         self.q_rows = q_rows or grp  # query rows the memory holds; a group's are q_base .. q_base + grp - 1
         ab = (depth * self.beats - 1).bit_length()
         qb = max(1, (self.q_rows * self.beats - 1).bit_length())
         n, w = cfg.lanes, cfg.width
+        codes = ({"f_wen": In(1), "f_row": In(COUNT_BITS), "f_data": In(min(fill_keys, depth) * 8 * -(-head_dim // 2))}
+                 if fill_keys else {"c_wen": In(1), "c_addr": In(ab), "c_data": In(data.ArrayLayout(4, w))})
         super().__init__({
-            "c_wen": In(1), "c_addr": In(ab), "c_data": In(data.ArrayLayout(4, w)),
+            **codes,
             "q_wen": In(1), "q_addr": In(qb), "q_data": In(data.ArrayLayout(signed(8), w)), "q_base": In(qb),
             "q_hwen": In(1), "q_haddr": In(qb), "q_hmask": In(w), "q_hdata": In(data.ArrayLayout(signed(8), w)),
             "start": In(1), "m": In(COUNT_BITS), "ready": Out(1),
@@ -62,9 +67,13 @@ class LopGroupScore(wiring.Component):
         m.submodules.unit = unit = LopScore(cfg)
         m.submodules.codes = codes = Memory(shape=data.ArrayLayout(4, w), depth=self.depth * beats, init=[])
         m.submodules.qmem = qmem = Memory(shape=data.ArrayLayout(signed(8), w), depth=self.q_rows * beats, init=[])
-        cw, qw, hw = codes.write_port(), qmem.write_port(), qmem.write_port(granularity=1)
-        m.d.comb += [cw.en.eq(self.c_wen), cw.addr.eq(self.c_addr), cw.data.eq(self.c_data),
-                     qw.en.eq(self.q_wen), qw.addr.eq(self.q_addr), qw.data.eq(self.q_data),
+        qw, hw = qmem.write_port(), qmem.write_port(granularity=1)
+        if self.fill_keys:
+            lop_fill(m, self, codes)
+        else:
+            cw = codes.write_port()
+            m.d.comb += [cw.en.eq(self.c_wen), cw.addr.eq(self.c_addr), cw.data.eq(self.c_data)]
+        m.d.comb += [qw.en.eq(self.q_wen), qw.addr.eq(self.q_addr), qw.data.eq(self.q_data),
                      hw.en.eq(Mux(self.q_hwen, self.q_hmask, 0)), hw.addr.eq(self.q_haddr), hw.data.eq(self.q_hdata)]
         cb = COUNT_BITS
         busy, mr = Signal(), Signal(cb)
@@ -121,6 +130,24 @@ class LopGroupScore(wiring.Component):
 
 
 
+def lop_fill(m: Module, e: LopGroupScore, codes: Memory) -> None:
+    """The code memory's writes from an LO-code read's data beats (docs/rtl.md "The LOP engine in the chip top"):
+    the read covers keys 0 .. M - 1 of its KV head (sim.kvcache.lo_addr of position 0), each key
+    code_bytes = ceil(hd / 2) bytes, element i in nibble i (chip_kv.lo_bytes), so beat `f_row` holds keys
+    f_row x fill_keys .. + fill_keys - 1 whole; one write port a key of the beat and scorer beat writes its
+    word (elements past head_dim zero), keys past the memory's depth none."""
+    w, beats, span = e.cfg.width, e.beats, 2 * -(-e.hd // 2)  # a key's nibbles in DRAM
+    for kk in range(min(e.fill_keys, e.depth)):
+        key = Signal(COUNT_BITS + 8, name=f"fill_key{kk}")
+        m.d.comb += key.eq(e.f_row * e.fill_keys + kk)
+        for b in range(beats):
+            wp = codes.write_port()
+            m.d.comb += [wp.en.eq(e.f_wen & (key < e.depth)), wp.addr.eq((key * beats + b)[:len(wp.addr)])]
+            for i in range(w):
+                x = kk * span + b * w + i
+                m.d.comb += wp.data[i].eq(e.f_data[4 * x:4 * x + 4] if b * w + i < e.hd else 0)
+
+
 class LopGroupSelect(wiring.Component):
     """LopGroupScore (its per-head scores on `s_*`), each head's scores added into the group score of its keys
     (one word of `lanes` sums per key group; head 0 writes, later heads add), then ONE top-K of the `m` group
@@ -131,13 +158,14 @@ class LopGroupSelect(wiring.Component):
     lop_topk_cycles(M), the program's `lop_score` and `lop_topk` words. Ports `c_*`, `q_*`, `m` as
     LopGroupScore's. The sums are exact: `lop.score_bits` must hold grp x head_dim terms (lop.validate)."""
 
-    def __init__(self, cfg: LopConfig, *, grp: int, head_dim: int, depth: int, q_rows: int = 0) -> None:
+    def __init__(self, cfg: LopConfig, *, grp: int, head_dim: int, depth: int, q_rows: int = 0,
+                 fill_keys: int = 0) -> None:
         validate(cfg, grp * head_dim)
         self.cfg, self.grp, self.hd, self.depth = cfg, grp, head_dim, depth
-        self.score = LopGroupScore(cfg, grp=grp, head_dim=head_dim, depth=depth, q_rows=q_rows)
+        self.score = LopGroupScore(cfg, grp=grp, head_dim=head_dim, depth=depth, q_rows=q_rows, fill_keys=fill_keys)
         n = cfg.lanes
         sig = {k: v for k, v in self.score.signature.members.items()
-               if k.startswith(("c_", "q_")) or k in ("start", "m")}
+               if k.startswith(("c_", "q_", "f_")) or k in ("start", "m")}
         super().__init__({
             **sig, "k": In(COUNT_BITS), "ready": Out(1),
             "s_valid": Out(1), "s_head": Out(COUNT_BITS), "s_key": Out(COUNT_BITS),
@@ -156,7 +184,7 @@ class LopGroupSelect(wiring.Component):
         m.submodules.score = sc = self.score
         m.submodules.topk = tk = LopTopK(cfg)
         for name in sc.signature.members:
-            if name.startswith(("c_", "q_")):
+            if name.startswith(("c_", "q_", "f_")):
                 m.d.comb += getattr(sc, name).eq(getattr(self, name))
         # group scores: one word per key group; head 0's scores replace it, later heads' are added to it
         # (at least 2 words: a 1-word memory's address would be 0 bits wide, which Verilog cannot declare)
@@ -208,13 +236,16 @@ def lop_engine(chip, m: Module, c, dkv) -> Signal:
     writes into dma_kv's (`dkv`) index FIFO; returns 1 in cycles it reports."""
     p, hq = chip.p, getattr(chip, "hq", None)
     rows = p.lop_qrows if hq is not None else 0
+    fk = fill_keys(chip.dims, p.lop_hd)
     m.submodules.lop_engine = e = LopGroupSelect(chip.cfg.lop, grp=p.lop_grp, head_dim=p.lop_hd, depth=p.lop_depth,
-                                                 q_rows=rows)
+                                                 q_rows=rows, fill_keys=fk)
     if rows:
         lop_queries(chip, m, e, hq)
+    if fk:
+        lop_read_beats(chip, m, e, dkv)
     lq = chip.lop_load()
     assert lq + 1 < 1 << len(chip.load_queue), "the load port's queue number is too narrow for the LOP engine"
-    for x, sel in (("c", lq), ("q", lq + 1)):
+    for x, sel in ((("c", lq),) if not fk else ()) + (("q", lq + 1),):
         a, dw = getattr(e, f"{x}_addr"), getattr(e, f"{x}_data")
         assert len(a) <= len(chip.load_addr) and data.ArrayLayout.cast(dw.shape()).size <= len(chip.load_word)
         m.d.comb += [getattr(e, f"{x}_wen").eq(chip.load_en & (chip.load_queue == sel)),
@@ -231,6 +262,61 @@ def lop_engine(chip, m: Module, c, dkv) -> Signal:
     m.d.comb += [dkv.x_valid.eq(e.o_valid & drops), dkv.x_n.eq(e.o_n), dkv.x_idx.eq(e.o_idx),
                  chip.kv_ind.eq(dkv.x_ind), chip.kv_ind_bad.eq(dkv.x_bad)]
     return e.t_valid | e.s_done | e.done | dkv.x_ind.any()  # t_valid: a top-K beat, the FIFO writes among them
+
+
+def fill_keys(dims, hd: int) -> int:
+    """Keys' LO codes a memory-port data beat carries whole (beat bytes / code bytes a key); 0 where a key's codes
+    would straddle beats: the code memory is then written through the load port."""
+    if dims is None or not dims.k_depth:
+        return 0
+    cb, bb = -(-hd // 2), dims.banks * dims.unit_bytes
+    return bb // cb if bb % cb == 0 else 0
+
+
+def lo_image(plan, img, kq: int) -> None:
+    """The LO codes dma_kv's LO-code reads (reads allocating in the lop ring) fetch, in the DRAM image
+    (`plan.dram`) as zeros: the program's own LO-code writes put them there (`plan.kv_written`, chip_kv: the
+    bench stores the chip's bytes), so the reads' data beats carry the chip's codes (lop_read_beats). A key no
+    write covers stays out of the image: its read gets no data beats, which the bench counts (lop_late)."""
+    from lowbit.sim.isa import B_LOP
+    from lowbit.sim.kvcache import code_bytes
+
+    cb = code_bytes(plan.model.spec)
+    for w in img.words[kq]:
+        if not w["wr"] and w["alloc_en"] and w["buf"] == B_LOP:
+            plan.dram.update({a: bytes(cb) for a in range(w["addr"], w["addr"] + w["nbytes"], cb)
+                              if a in plan.kv_written})
+
+
+def lop_read_beats(chip, m: Module, e, dkv) -> None:
+    """Route dma_kv's LO-code reads' data beats into the engine's code memory (`e.f_*`): a read allocating in the
+    lop ring (the loader's LO-code read, lop_plan) marks its completion-table slot at issue; a data beat of
+    engine 1 (dma_kv) whose slot is marked goes to the code memory as beat `row` of the read, `row` counting
+    from 0 at the read's issue (one LO-code read's beats at a time: the loader pairs the k-th read with the k-th
+    lop_score word; the bench counts a beat that lands while the previous group's scorer may still read)."""
+    from lowbit.sim.isa import B_LOP
+
+    p = chip.p
+    lt = (p.dma_table - 1).bit_length()
+    marked = Signal(p.dma_table, name="lop_fill_slots")
+    row = Signal(COUNT_BITS, name="lop_fill_row")
+    new = Signal(name="lop_fill_issue")
+    hits = []
+    for k in range(p.dma_issue):
+        rq = dkv.req[k]
+        hit = dkv.a_valid[k] & (dkv.a_buf[k] == B_LOP) & ~rq.wr
+        hits.append(hit)
+        with m.If(dkv.req_valid[k]):
+            m.d.sync += marked.bit_select(rq.id[:lt], 1).eq(hit)
+    m.d.comb += new.eq(Cat(*hits).any())
+    rid = chip.mem.rdata_id
+    beat = Signal(name="lop_fill_beat")
+    m.d.comb += beat.eq(chip.mem.rdata_valid & (rid[lt:] == 1) & marked.bit_select(rid[:lt], 1))
+    with m.If(new):
+        m.d.sync += row.eq(0)
+    with m.Elif(beat):
+        m.d.sync += row.eq(row + 1)
+    m.d.comb += [e.f_wen.eq(beat), e.f_row.eq(row), e.f_data.eq(chip.mem.rdata.as_value()[:len(e.f_data)])]
 
 
 def lop_q_ok(cfg, rb: int, hd: int) -> bool:
@@ -278,11 +364,13 @@ class LopPlan:
     # lop_topk word, the golden's lop.sel indices, 'step S layer L KV head g')
     note: str = ""                                          # LOP words left timers and why
     chip_q: int = 0  # groups whose query rows the RoPE engine writes (lop_queries), not the bench
+    fills: list[tuple[int, int, int]] = field(default_factory=list)  # groups whose codes come from their LO-code
+    # read's data beats (lop_read_beats): (the read's dma_kv word, its lop_score word, the previous one or -1)
     q_rows: int = 0  # the query memory's rows then (ChipParams.lop_qrows, a power of two; 0: a group's grp rows)
 
 
-def lop_plan(img, cfg: LopConfig, model, load_sel: int, q_rows: bool = False, rope_words: frozenset = frozenset()
-             ) -> LopPlan | None:
+def lop_plan(img, cfg: LopConfig, model, load_sel: int, q_rows: bool = False, rope_words: frozenset = frozenset(),
+             fill: bool = False) -> LopPlan | None:
     """Map a program's LOP words onto the chip's LOP engine (docs/rtl.md "LOP on data"). The k-th LO-code read
     of dma_kv (a read allocating in the lop ring) feeds the k-th lop_score word (a LOP word with work; the
     lop_topk word follows it): its DRAM address names the layer and KV head (sim.kvcache.lo_addr), its bytes
@@ -294,7 +382,8 @@ def lop_plan(img, cfg: LopConfig, model, load_sel: int, q_rows: bool = False, ro
     the queries' path from the SFU. With `q_rows` (lop_q_ok: the RoPE engine writes the query memory, row by
     row as the act buffer's query rows) a group's rows start at row g x grp of its decode step (`qrow`), and
     the bench writes none where its step's and layer's RoPE words all run on the engine (`rope_words`: SFU
-    word indices). None when the program has no LOP word the golden selects for."""
+    word indices). With `fill` (fill_keys: the chip routes the LO-code reads' data beats into the code memory,
+    lop_read_beats) the bench writes no codes. None when the program has no LOP word the golden selects for."""
     import numpy as np
 
     from lowbit.sim.isa import B_LOP, LOP_BASE
@@ -350,15 +439,18 @@ def lop_plan(img, cfg: LopConfig, model, load_sel: int, q_rows: bool = False, ro
         if q_rows and (x["step"], layer) in ropes and (x["step"], layer) not in timers:
             qw = []  # the RoPE engine writes them (lop_queries)
             plan.chip_q += 1
-        cw = [[load_sel, j * beats + b, sum((int(v) & 0xF) << (4 * e) for e, v in enumerate(cp[j, b * w:(b + 1) * w]))]
-              for j in range(mk) for b in range(beats)]
+        cw = [] if fill else [[load_sel, j * beats + b, sum((int(v) & 0xF) << (4 * e)
+                                                          for e, v in enumerate(cp[j, b * w:(b + 1) * w]))]
+                              for j in range(mk) for b in range(beats)]
+        if fill:
+            plan.fills.append((r, i, prev_top - 1 if prev_top is not None else -1))
         free = [[lq, prev_top]] if prev_top is not None else []
         rope = ropes.get((x["step"], layer))
         if rope is None:
-            plan.writes.append({"after": [[kq, r], *free], "before": i, "w": qw + cw})
+            plan.writes += [{"after": [[kq, r], *free], "before": i, "w": qw + cw}] if qw or cw else []
         else:  # the queries once RoPE has made them, the codes in the LO-code read's cycles
             plan.writes += [{"after": [[sq, rope], *free], "before": i, "w": qw}] if qw else []
-            plan.writes.append({"after": [[kq, r], *free], "before": i, "w": cw})
+            plan.writes += [{"after": [[kq, r], *free], "before": i, "w": cw}] if cw else []
         plan.fields[i] = {"eng": 1, "m": mk, "k": cfg.k, "qrow": q0}
         plan.expect[i] = (i + 1, np.flatnonzero(sel[g]).tolist(), what)
         plan.depth = max(plan.depth, mk)

@@ -194,8 +194,9 @@ def chip_report(hw: str, sets: list[str], model: str, prefill: int, decode: int)
         if r.lop_engine[0]:
             g, n, bad, cb, _ = r.lop_engine
             data_line += (f"\n\nLOP on data: the chip's LOP engine (lowbit.rtl.chip_lop.LopGroupSelect) scores and "
-                          f"selects {g} KV groups from their LO codes and INT8 queries (written by the bench in the LO-code "
-                          f"reads' cycles and after RoPE); {n:,} index FIFO writes against the golden's "
+                          f"selects {g} KV groups from their LO codes ({r.lop_fill[0]} groups' from their LO-code "
+                          f"read's data beats, the others' written by the bench in the read's cycles) and INT8 queries; "
+                          f"{n:,} index FIFO writes against the golden's "
                           f"`layers.L.attn.lop.sel`, **{bad} mismatches**; done strobes off the LOP words' ends: {cb}; "
                           f"late writes: {r.lop_late}."
                           + (f" {r.kv_ind[1]} of dma_kv's {r.kv_ind[0]} indirect words took their DRAM address and "

@@ -65,7 +65,9 @@ class ChipResult:
     # (lowbit.rtl.chip_model.lop_fetch_check)
     lop_engine: tuple[int, int, int, int, str] = (0, 0, 0, 0, "")  # the chip's LOP engine: groups, indices,
     # index mismatches against the golden's lop.sel, done cycles off the LOP words' ends, the first difference
-    lop_late: int = 0   # groups' query or LO-code write batches not ended before their lop_score word
+    lop_late: int = 0   # groups' query or LO-code write batches not ended before their lop_score word, and
+    # LO-code reads with a data beat outside (the previous group's lop_score end, their own lop_score start)
+    lop_fill: tuple[int, int] = (0, 0)  # groups whose LO codes the chip routes from their read's data beats, beats
     lop_note: str = ""  # LOP words left timers and why
     lop_chip_q: int = 0  # LOP groups whose query rows the RoPE engine writes (lowbit.rtl.chip_lop.lop_queries)
     kv_ind: tuple[int, int, int] = (0, 0, 0)  # dma_kv's indirect words, those issued taking their address and

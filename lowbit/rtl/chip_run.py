@@ -251,13 +251,14 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
     p = kv_params(plan, p, params is not None)
     lp = None
     if plan is not None and plan.model is not None and cfg.has("lop") and plan.dims.k_depth:
-        from lowbit.rtl.chip_lop import lop_plan, lop_q_ok
+        from lowbit.rtl.chip_lop import fill_keys, lop_plan, lop_q_ok
 
         kinds = [word_kind(n, c, True, booth_data(cfg), not sfu_data_ok(cfg)) for n, c in zip(img.queues, img.classes,
                                                                                            strict=True)]
         nrq = len(rq_engines(cfg, p, img.queues, img.classes, kinds)) if not sfu_data_ok(cfg) else 0
         lp = lop_plan(img, cfg.lop, plan.model, RQ_LOAD + nrq, rp is not None and lop_q_ok(
-            cfg, p.rope_beats, plan.model.spec.head_dim), frozenset(rp.fields) if rp is not None else frozenset())
+            cfg, p.rope_beats, plan.model.spec.head_dim), frozenset(rp.fields) if rp is not None else frozenset(),
+            fill_keys(plan.dims, plan.model.spec.head_dim) > 0)
         if lp is not None and lp.fields and params is None:
             p = dataclasses.replace(p, lop_grp=lp.grp, lop_hd=lp.hd, lop_depth=lp.depth, lop_qrows=lp.q_rows)
         elif lp is not None and lp.fields:
@@ -297,7 +298,8 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
                 "gather": {str(t): a for t, a in plan.emb_gather.items()}, "row_bytes": 2 * plan.model.spec.d_model
                 if plan.model is not None else 0,
                 "engine_bit": (p.dma_table - 1).bit_length(),
-                "lop": {"writes": lp.writes, "queue": img.queues.index("lop"), "count_bits": COUNT_BITS}
+                "lop": {"writes": lp.writes, "queue": img.queues.index("lop"), "count_bits": COUNT_BITS,
+                        "fills": [[img.words[img.queues.index("dma_kv")][r]["tag"], i, j] for r, i, j in lp.fills]}
                 if lop_on else None}
         if sd and plan.sm is not None and plan.sm.fields:  # the softmax engine's memories (lowbit.rtl.chip_softmax)
             djob["sm"] = {"writes": plan.sm.writes, "off": RQ_LOAD + len(djob["rq"]) + 2,
@@ -392,6 +394,7 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
 
             res.lop_engine = lop_compare(lp, ref_lop, r)
             res.lop_late = int(r.get("lop_late", 0))
+            res.lop_fill = (len(lp.fills), int(r.get("lop_fill_beats", 0)))
             res.kv_ind = (sum(bool(w.get("ind")) for w in img.words[img.queues.index("dma_kv")]),
                           int(r.get("kv_ind", 0)), int(r.get("kv_ind_bad", 0)))
     if plan is not None and plan.model is not None:

@@ -269,10 +269,12 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
         if r.lop_engine[0]:
             g, n, bad, cb, first = r.lop_engine
             qs = f"{r.lop_chip_q} groups' INT8 queries from the RoPE engine, the others' from the bench after RoPE"
-            print(f"LOP engine: {g} KV groups scored and selected on the chip's LOP engine (the bench writes each "
-                  f"group's LO codes in its LO-code read's cycles; {qs}), {n:,} index FIFO writes against the golden's "
-                  f"layers.L.attn.lop.sel, {bad} mismatches; scorer and top-K done cycles off the lop_score / lop_topk "
-                  f"words' ends: {cb}; writes ending after their lop_score word: {r.lop_late}" + (f" ({first})" if first else ""))
+            fl = (f"{r.lop_fill[0]} groups' LO codes from their LO-code read's data beats ({r.lop_fill[1]} beats), the "
+                  f"others' from the bench in the read's cycles")
+            print(f"LOP engine: {g} KV groups scored and selected on the chip's LOP engine ({fl}; {qs}), {n:,} index "
+                  f"FIFO writes against the golden's layers.L.attn.lop.sel, {bad} mismatches; scorer and top-K done "
+                  f"cycles off the lop_score / lop_topk words' ends: {cb}; write batches or LO-code beats outside their "
+                  f"group's window: {r.lop_late}" + (f" ({first})" if first else ""))
         if r.kv_ind[0]:
             print(f"indirect K/V fetches: {r.kv_ind[1]} of dma_kv's {r.kv_ind[0]} indirect words issued with the DRAM "
                   f"address and size from the LOP index FIFO (the engine's selections), {r.kv_ind[2]} not one run of "
@@ -309,7 +311,8 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
              "lop_mismatches": r.lop[2],
              "lop_engine": {"groups": r.lop_engine[0], "indices": r.lop_engine[1], "mismatches": r.lop_engine[2],
                             "done_cycles_off": r.lop_engine[3], "late": r.lop_late, "note": r.lop_note,
-                            "queries_from_rope": r.lop_chip_q},
+                            "queries_from_rope": r.lop_chip_q, "codes_from_reads": r.lop_fill[0],
+                            "code_beats": r.lop_fill[1]},
              "scores": dict(zip(("tiles", "scores", "row_maxes", "mismatches", "late"), r.sc, strict=True)), "requant": [{"op": n, "elements": c, "mismatches": b} for n, c, b in r.rq], "requant_drain": r.rq_drain,
              "rope": dict(zip(("words", "q8_words", "q8_mismatches", "k8_words", "k8_mismatches", "amax_rows",
                                "amax_mismatches"), r.rope, strict=True)) | {"bench": r.rope_bench},
@@ -345,7 +348,7 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
         why += [f"{r.kv_ind[0] - r.kv_ind[1]} indirect K/V words did not issue from the index FIFO"] \
             if r.kv_ind[0] != r.kv_ind[1] else []
         why += [f"{r.kv_ind[2]} indirect K/V words' indices were not one run"] if r.kv_ind[2] else []
-        why += [f"{r.lop_late} LOP groups' query or code writes came after their lop_score word"] if r.lop_late else []
+        why += [f"{r.lop_late} LOP groups' query or code writes came outside their group's window"] if r.lop_late else []
         why += [f"{r.sc[3]} Q K^T scores or row maxes differ from the golden's"] if r.sc[3] else []
         why += [f"{r.sc[4]} key-scale batches came after their Q K^T tile's start"] if r.sc[4] else []
         why += [f"{r.lop[2]} K/V rows fetched differ from the golden's LOP selection (a program compiled from "

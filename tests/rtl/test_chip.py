@@ -158,6 +158,7 @@ def test_chip_runs_the_program_cycle_exact(tiny_program):
     # lop_score and lop_topk words
     assert r.lop_engine[:4] == (12, 2 * 2 * (3 + 4 + 5), 0, 0) and r.lop_late == 0 and r.lop_note == ""
     assert r.lop_chip_q == 12 and r.params.lop_qrows == 4  # each group's query rows from the RoPE engine
+    assert r.lop_fill == (12, 12)  # each group's LO codes from its LO-code read's one data beat (24 to 40 bytes)
     assert r.lop[:3] == (0, 0, 0) and r.kv_ind == (0, 0, 0)  # no step drops keys: every K/V fetch is direct
     # RoPE on the chip: every step's and layer's two RoPE words (one a KV head) rotate the requantized q and k and
     # quantize them per head, 2 x 2 x (2 + 1 + 1 + 1) tokens x (2 q + 1 k) head rows of 4 words: the queries
@@ -634,6 +635,7 @@ def test_chip_fetches_the_lop_selection_from_its_index_fifo(tmp_path):
     r = verify_chip(cfg, path, "tiny", [])
     assert r.ok and r.chip_cycles == r.sim_cycles == 53_611
     assert r.lop_engine[:4] == (12, 12 * 8, 0, 0) and r.lop_late == 0
+    assert r.lop_fill == (12, 24)  # the codes from the LO-code reads' data beats: 9..11 keys, 72..88 bytes, 2 beats
     assert r.lop[:3] == (12, 192, 0)  # the program's gathers read the golden's selected rows, K and V
     n = r.kv_ind[0]
     assert n >= 2 * 12 and r.kv_ind == (n, n, 0)  # at least one K and one V word per group, all from the FIFO

@@ -20,6 +20,8 @@ async def _load(ctx, dut, codes: np.ndarray, q: np.ndarray, hd: int, width: int)
     to whole beats of `width` elements, one word a cycle."""
     beats = -(-hd // width)
     for mem, rows in (("c", codes), ("q", q)):
+        if not len(rows):
+            continue
         padded = np.zeros((len(rows), beats * width), np.int64)
         padded[:, :hd] = rows
         wen, addr, data = (getattr(dut, f"{mem}_{f}") for f in ("wen", "addr", "data"))
@@ -32,19 +34,38 @@ async def _load(ctx, dut, codes: np.ndarray, q: np.ndarray, hd: int, width: int)
         ctx.set(wen, 0)
 
 
-def _score(cfg, codes: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, int]:
-    """codes [M, hd] (4-bit LO codes), q [grp, hd] INT8 -> (scores [grp, M] from the engine, cycles start -> done)."""
+async def _fill(ctx, dut, codes: np.ndarray, beat_bytes: int) -> None:
+    """Write the keys' LO codes as the LO-code read's data beats would (chip_lop.lop_read_beats): the keys' DRAM
+    bytes (chip_kv.lo_bytes, key after key) `beat_bytes` a beat, beat r on `f_row` r, a cycle with no beat
+    between two beats."""
+    from lowbit.rtl.chip_kv import lo_bytes
+
+    b = b"".join(lo_bytes(row) for row in codes)
+    for r in range(-(-len(b) // beat_bytes)):
+        ctx.set(dut.f_wen, 1)
+        ctx.set(dut.f_row, r)
+        ctx.set(dut.f_data, int.from_bytes(b[r * beat_bytes:(r + 1) * beat_bytes], "little") % (1 << len(dut.f_data)))
+        await ctx.tick()
+        ctx.set(dut.f_wen, 0)
+        await ctx.tick()
+
+
+def _score(cfg, codes: np.ndarray, q: np.ndarray, fill: int = 0, depth: int = 16) -> tuple[np.ndarray, int]:
+    """codes [M, hd] (4-bit LO codes), q [grp, hd] INT8 -> (scores [grp, M] from the engine, cycles start -> done);
+    `fill`: the codes come as data beats of `fill` keys (LopGroupScore's fill_keys) instead of code words."""
     from amaranth.sim import Simulator
 
     lop = cfg.lop
     M, hd = codes.shape
     grp = q.shape[0]
-    dut = LopGroupScore(lop, grp=grp, head_dim=hd, depth=16)
+    dut = LopGroupScore(lop, grp=grp, head_dim=hd, depth=depth, fill_keys=fill)
     got = np.full((grp, M), -1 << 40, np.int64)
     res: dict = {}
 
     async def bench(ctx):
-        await _load(ctx, dut, codes, q, hd, lop.width)
+        if fill:
+            await _fill(ctx, dut, codes, fill * -(-hd // 2))
+        await _load(ctx, dut, codes[:0] if fill else codes, q, hd, lop.width)
         ctx.set(dut.m, M)
         ctx.set(dut.start, 1)
         await ctx.tick()
@@ -117,6 +138,26 @@ def test_group_scores_of_random_codes_and_an_odd_key_count():
     assert np.array_equal(got, want) and cyc == 2 * (6 * 2 + 5)  # 6 passes x 2 beats + the scorer's 5
     codes[3, 2] ^= 1
     assert not np.array_equal(_score(cfg, codes, q)[0], want)
+
+
+@pytest.mark.parametrize("hw,m,fill,depth", [("tiny", 11, 8, 16), ("vitallm", 6, 16, 8)])
+def test_codes_from_the_lo_code_reads_data_beats_score_the_same(hw, m, fill, depth):
+    """The code memory written from an LO-code read's data beats (chip_lop.lop_fill: `tiny`'s 64-byte beats of
+    8 keys, two scorer words a key; `vitallm`'s 128-byte beats of 16 keys into an 8-key memory, one 25-element
+    word a key, elements 16 .. 24 zero) scores exactly as sim.numerics' decoded-code dot products; one flipped
+    code bit in the beats changes them."""
+    from lowbit.sim.numerics.lop import lo_code4, lo_decode4
+
+    cfg = load_hw(hw, [])
+    rng = np.random.default_rng(1)
+    k8, q = rng.integers(-127, 128, (m, 16)), rng.integers(-127, 128, (2, 16))
+    codes = lo_code4(k8).astype(np.int64)
+    want = np.stack([lo_decode4(codes) @ lo_decode4(lo_code4(q[h])) for h in range(2)])
+    got, cyc = _score(cfg, codes, q, fill=fill, depth=depth)
+    assert np.array_equal(got, want) and want.any()
+    assert cyc == 2 * lop_score_cycles(cfg.lop, m, 16)
+    codes[m - 1, 15] ^= 1  # the last key's last element: the last beat's last bytes used
+    assert not np.array_equal(_score(cfg, codes, q, fill=fill, depth=depth)[0], want)
 
 
 def test_query_rows_written_in_sfu_words_at_a_row_base_score_the_same():
@@ -427,3 +468,33 @@ def test_lop_plan_writes_the_golden_codes_and_queries(tmp_path):
             lo[a // 2, (a % 2) * 8:(a % 2) * 8 + 8] = [(word >> (4 * e)) & 0xF for e in range(8)]
         want = np.concatenate([mc.run.steps[s].buffers[f"layers.{layer}.attn.kv_append.lo"] for s in range(step + 1)])
         assert (lo == want[:m, g]).all()
+
+
+def test_lop_plan_with_the_read_beats_writes_no_codes(tmp_path):
+    """With the chip routing the LO-code reads' data beats into the code memory (chip_lop.fill_keys: 8 keys a
+    64-byte beat on `tiny`), the plan of bitnet-tiny prefill 8 + decode 3 keeps the query writes and none of the
+    codes, and pairs the k-th LO-code read (a dma_kv read allocating in the lop ring) with the k-th lop_score
+    word and the one before it (whose scorer the read's beats must not overwrite)."""
+    from lowbit.rtl.chip_data import data_dims
+    from lowbit.rtl.chip_image import build_image
+    from lowbit.rtl.chip_lop import fill_keys, lop_plan
+    from lowbit.rtl.chip_model import compile_from_golden, model_contents
+    from lowbit.sim.isa import B_LOP
+    from lowbit.sim.program_io import ProgramReader
+
+    cfg = load_hw("tiny", [])
+    assert fill_keys(data_dims(cfg)[0], 16) == 8 and fill_keys(data_dims(load_hw("vitallm", []))[0], 16) == 16
+    assert fill_keys(data_dims(cfg)[0], 48) == 0  # 24-byte keys straddle 64-byte beats: the load port's
+    path = tmp_path / "p.bin"
+    compile_from_golden(cfg, "bitnet-tiny", 8, 3, path, seed=0)
+    img = build_image(path, cfg)
+    mc, _ = model_contents(img, cfg, ProgramReader(path).header.meta, 0)
+    base, plan = lop_plan(img, cfg.lop, mc, 9), lop_plan(img, cfg.lop, mc, 9, fill=True)
+    assert plan.fields == base.fields and plan.expect == base.expect
+    assert [e["w"] for e in plan.writes] == [e["w"] for e in base.writes if e["w"][0][0] == 10]
+    assert all(sel == 10 for e in plan.writes for sel, _, _ in e["w"]) and len(plan.writes) == 12
+    kq = img.queues.index("dma_kv")
+    reads = [i for i, x in enumerate(img.words[kq]) if x["alloc_en"] and x["buf"] == B_LOP and not x["wr"]]
+    scores = sorted(plan.fields)
+    assert plan.fills == [(r, i, scores[k - 1] if k else -1) for k, (r, i) in enumerate(zip(reads, scores, strict=True))]
+    assert base.fills == [] and len(reads) == 12

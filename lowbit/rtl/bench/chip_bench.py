@@ -50,10 +50,11 @@ def _lanes(mask: int) -> list[int]:
     return [k for k in range(mask.bit_length()) if mask >> k & 1]
 
 
-def _place_beats(dslot: dict, rid: int, data: bytes, beat_bytes: int, lo: int, hi: int) -> int:
+def _place_beats(dslot: dict, rid: int, data: bytes, beat_bytes: int, lo: int, hi: int,
+                 placed: list | None = None) -> int:
     """Put a read's data beats on the data channel: in the latest free cycles of lo .. hi (its response
     cycle), in order; if they do not fit, from lo on in the first free cycles (some after the response:
-    returns 1, the read is late)."""
+    returns 1, the read is late). `placed` collects the beats' cycles."""
     beats = [int.from_bytes(data[i:i + beat_bytes], "little") for i in range(0, len(data), beat_bytes)]
     free = [c for c in range(hi, lo - 1, -1) if c not in dslot][:len(beats)]
     late = len(free) < len(beats)
@@ -65,6 +66,8 @@ def _place_beats(dslot: dict, rid: int, data: bytes, beat_bytes: int, lo: int, h
             c += 1
     for c, b in zip(sorted(free), beats, strict=True):
         dslot[c] = (rid, b)
+    if placed is not None:
+        placed += free
     return int(late)
 
 
@@ -210,6 +213,7 @@ async def chip_run(dut):
         for q_, i_ in e["after"]:
             lop_wait.setdefault((q_, i_), []).append(k)
     lop_last: dict[int, int] = {}
+    fill_cyc = {f[0]: [] for f in lop.get("fills", [])} if lop else {}  # LO-code read tag -> its beats' cycles
     lop_idx: list[list] = []
     lop_sdone: list[int] = []
     lop_done: list[int] = []
@@ -423,7 +427,7 @@ async def chip_run(dut):
                     else:
                         off = addr - starts[seg]
                         data_late += _place_beats(dslot, rid, bytes(dram[seg][1][off:off + nb]), beat_bytes, cyc + 1,
-                                                  e - 1)
+                                                  e - 1, fill_cyc.get(next_tag))
                 next_tag += 1
         if kvw_on and int(dut.mem__wdata_valid.value):  # a write-data beat: its bytes once all have come
             wid = int(dut.mem__wdata_id.value)
@@ -447,7 +451,8 @@ async def chip_run(dut):
             rwait.remove(x)
             seg = bisect.bisect_right(starts, addr) - 1
             off = addr - starts[seg]
-            data_late += _place_beats(dslot, rid, bytes(dram[seg][1][off:off + nb]), beat_bytes, cyc + 1, e - 1)
+            data_late += _place_beats(dslot, rid, bytes(dram[seg][1][off:off + nb]), beat_bytes, cyc + 1, e - 1,
+                                      fill_cyc.get(t_))
         if cnt_prev == lengths[:-1] and joins_done == lengths[-1]:
             break
         if cyc > limit:
@@ -459,11 +464,16 @@ async def chip_run(dut):
     lopq = lop["queue"] if lop else -1
     lop_late = sum(lop_last.get(k, 1 << 62) >= start[lopq][e["before"]] or start[lopq][e["before"]] < 0
                    for k, e in enumerate(lop["writes"])) if lop else 0
+    # an LO-code read's beats go into the code memory the previous group's scorer reads up to its lop_score
+    # word's end, and must all be in before its own lop_score word starts (chip_lop.lop_read_beats)
+    lop_late += sum(not fill_cyc[t] or (j >= 0 and min(fill_cyc[t]) < end[lopq][j]) or max(fill_cyc[t]) >= start[lopq][i]
+                    or start[lopq][i] < 0 for t, i, j in lop.get("fills", [])) if lop else 0
     sm_late = sum(sm_last.get(("writes", k), 1 << 62) >= start[sfu_q][e["before"]] or start[sfu_q][e["before"]] < 0
                   for k, e in enumerate(sm["writes"])) if sm else 0
     sc_late = sum(sm_last.get(("sc", k), 1 << 62) >= start[e["before"][0]][e["before"][1]]
                   or start[e["before"][0]][e["before"][1]] < 0 for k, e in enumerate(sm["sc"])) if sm else 0
     res = {"sm_act": sm_act, "sm_wa": sm_wa, "sm_late": sm_late, "sc": sc_rec, "sc_late": sc_late, "kv_ind": kv_ind, "kv_ind_bad": kv_ind_bad, "lop_idx": lop_idx, "lop_sdone": lop_sdone, "lop_done": lop_done, "lop_late": lop_late,
+           "lop_fill_beats": sum(len(v) for v in fill_cyc.values()),
            "queues": names, "start": start, "end": end, "cycles": cyc, "late": late, "lane_overflow": overflow,
            "psum": psum, "sfu": sfu_words, "norm": norm_words, "amax": amax_words, "res": res_words, "rq": rq_words, "act": act_words, "avx": avx, "avs": avs, "ex": ex, "es": es, "data_late": data_late, "act_late": act_late, "kv_chunks": kv_chunks,
            "kv_units": kv_units, "kv_mismatches": kv_bad + sum(len(v) for v in ksample.values()),

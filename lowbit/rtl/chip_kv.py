@@ -7,12 +7,13 @@ chip's own rows.
 - **The write source** (`kvsrc`): a buffer of `ChipParams.kvw_depth` units (the weight buffer's unit, a
   power of two), banked like the kv buffer (lowbit.rtl.chip_data.BankedBuffer: `data_banks` banks, one
   beat of units read a cycle from any unit address). It is written a word of `sfu.lanes` bytes a cycle
-  (`upw` = lanes / unit bytes units): by the RoPE engine's per-head quantize, each key word at word address
-  the RoPE word's `x_addr` + the key word's index in the word (lowbit.rtl.chip_rope: token t's key head kk,
-  word x is (t nh + kk) beats + x), so a block of one KV head (`tiny`) lays its K rows out position after
-  position from its `x_addr`: the K write's bytes; and through the load port (`kv_load`) before `start`,
-  the rows no unit on the chip produces yet (DESIGN ASSUMPTION, a stand-in: the golden's V rows, and K rows
-  of blocks of more than one KV head, `vitallm`), after the RoPE region.
+  (`upw` = lanes / unit bytes units): by the RoPE engine's per-head quantize, each key word of a RoPE word's
+  block of `nh` KV heads (lowbit.rtl.chip_rope: token t's key head kk, word x) at word address
+  `x_addr` + kk x gstride x beats + t x beats + x (`key_addr`: gstride = T grp, the word's query-group
+  stride, so the block's keys stay inside its q / k rows' region), so each KV head of the block lays its K
+  rows out position after position (`tiny`'s blocks of one KV head and `vitallm`'s of two alike): the K
+  write's bytes; and through the load port (`kv_load`) before `start`, the rows no unit on the chip
+  produces yet (DESIGN ASSUMPTION, a stand-in: the golden's V rows), after the RoPE region.
 - **The writer** (`KvWriter`): a write word of dma_kv names its source units (`dbase`, `dwords`, the loader's);
   at issue its request lane pushes (completion-table slot, dbase, dwords) into a FIFO of `dma_table` entries
   (the writes outstanding), and the writer streams the head's units a beat a cycle: address in cycle c, the
@@ -71,7 +72,7 @@ def _rope_block(plan, step: int, layer: int, g: int):
     if rp is None:
         return None
     for b in rp.blocks.get((step, layer), []):
-        if b.g0 <= g < b.g0 + b.nh and plan.sfu_fields.get(b.word, {}).get("eng") == 6 and b.nh == 1:
+        if b.g0 <= g < b.g0 + b.nh and plan.sfu_fields.get(b.word, {}).get("eng") == 6:
             return b
     return None
 
@@ -86,7 +87,7 @@ def kv_write_plan(plan, img, cfg, kq: int, written: dict[int, tuple[str, bytes]]
 
     kp = KvWritePlan()
     s, d, n = plan.model.spec, plan.dims, cfg.sfu.lanes
-    hd, ub = s.head_dim, d.unit_bytes
+    hd, ub, grp = s.head_dim, d.unit_bytes, s.n_heads // s.n_kv_heads
     if n % ub or hd % n:
         return kp
     upw = n // ub
@@ -94,7 +95,7 @@ def kv_write_plan(plan, img, cfg, kq: int, written: dict[int, tuple[str, bytes]]
     rope_words = 0  # the RoPE engine's key region: every block's keys from its x_addr
     for blocks in (plan.rope.blocks.values() if plan.rope is not None else ()):
         for b in blocks:
-            rope_words = max(rope_words, b.base + b.tokens * b.nh * hd // n)
+            rope_words = max(rope_words, b.base + ((b.nh - 1) * b.tokens * grp + b.tokens) * hd // n)
     nxt = rope_words
     cb = code_bytes(s)
     ksrc: dict[int, tuple[int, int]] = {}  # a K write's DRAM address -> (its source unit, bytes)
@@ -121,7 +122,7 @@ def kv_write_plan(plan, img, cfg, kq: int, written: dict[int, tuple[str, bytes]]
         layer, g = divmod(lg // 2, s.n_kv_heads)
         blk = _rope_block(plan, w["step"], layer, g) if plane == "k" else None
         if blk is not None and blk.tokens * hd == w["nbytes"] and pos == plan.model.run.steps[w["step"]].start:
-            base = plan.sfu_fields[blk.word]["x_addr"]
+            base = plan.sfu_fields[blk.word]["x_addr"] + (g - blk.g0) * blk.tokens * grp * hd // n  # key_addr
             kp.rope_rows += blk.tokens
         else:
             base = nxt
@@ -253,7 +254,6 @@ def kv_writer(chip, m: Module, dkv, sfuq) -> Signal:
     it: its per-head quantize's key words, `hkv` / `hka` / `hkw`) and the writer on dma_kv (`dkv`) driving the
     memory port's write channel; returns the beat-valid strobe."""
     from lowbit.rtl.chip_data import BankedBuffer
-    from lowbit.rtl.chip_rope import ROPE_ENG
     from lowbit.sim.isa import D_LOP
 
     d, p, cfg = chip.dims, chip.p, chip.cfg
@@ -272,11 +272,9 @@ def kv_writer(chip, m: Module, dkv, sfuq) -> Signal:
                  chip.mem.wdata_id.eq(w.wid), chip.mem.wdata.eq(w.wdata)]
     ld = chip.load_en & (chip.load_queue == chip.lop_load() + KV_LOAD)
     waddr, wword, wen = chip.load_addr, chip.load_word[:8 * n], ld
-    if chip.rope:  # a key word of the RoPE word running: at its x_addr, latched when it starts
-        kbase = Signal(len(sfuq.word.x_addr))
-        with m.If(sfuq.go & (sfuq.word.eng == ROPE_ENG)):
-            m.d.sync += kbase.eq(sfuq.word.x_addr)
-        waddr, wword, wen = (Mux(chip.hkv, kbase + chip.hka, waddr), Mux(chip.hkv, chip.hkw, wword), chip.hkv | ld)
+    if chip.rope:  # a key word of the RoPE word running: at its KV head's position (key_addr)
+        waddr, wword, wen = (Mux(chip.hkv, key_addr(m, sfuq, chip.hkv), waddr), Mux(chip.hkv, chip.hkw, wword),
+                             chip.hkv | ld)
     cnt = Signal(range(d.banks + 1), init=upw, name="kvsrc_count")  # a write's units (a word): held in a
     m.d.sync += cnt.eq(cnt)  # register, a net of its own (constant count bits would be unused aliases: lint)
     m.d.comb += [src.wr_valid.eq(wen), src.wr_addr.eq((waddr * upw)[:ab]), src.wr_count.eq(cnt)]
@@ -285,6 +283,35 @@ def kv_writer(chip, m: Module, dkv, sfuq) -> Signal:
     return w.wvalid
 
 
+
+
+def key_addr(m: Module, sfuq, kv) -> Signal:
+    """The write source's word address of the RoPE word's key word written this cycle (`kv`), module docstring:
+    x_addr + kk x gstride x beats + t x beats + x for token t's key head kk, word x. The per-head quantize
+    writes a block's key words in that order (t, then kk < nh = hpp - nq, then x < beats), so three counters
+    walk it from the word's start, the fields latched then."""
+    from lowbit.rtl.chip_rope import ROPE_ENG
+
+    w = sfuq.word
+    ab = len(w.x_addr) + 1
+    go = sfuq.go & (w.eng == ROPE_ENG)
+    x, kk = Signal(len(w.beats), name="kvk_x"), Signal(len(w.hpp), name="kvk_h")
+    hoff, toff = Signal(ab + len(w.gstride), name="kvk_hoff"), Signal(ab + len(w.gstride), name="kvk_toff")
+    base, beats, nh, hstep = (Signal(len(w.x_addr), name="kvk_base"), Signal(len(w.beats), name="kvk_beats"),
+                              Signal(len(w.hpp), name="kvk_nh"), Signal(len(hoff), name="kvk_hstep"))
+    with m.If(go):
+        m.d.sync += [base.eq(w.x_addr), beats.eq(w.beats), nh.eq(w.hpp - w.nq), hstep.eq(w.gstride * w.beats),
+                     x.eq(0), kk.eq(0), hoff.eq(0), toff.eq(0)]
+    with m.Elif(kv):
+        with m.If(x + 1 < beats):
+            m.d.sync += x.eq(x + 1)
+        with m.Elif(kk + 1 < nh):
+            m.d.sync += [x.eq(0), kk.eq(kk + 1), hoff.eq(hoff + hstep)]
+        with m.Else():
+            m.d.sync += [x.eq(0), kk.eq(0), hoff.eq(0), toff.eq(toff + beats)]
+    a = Signal(len(hoff), name="kvk_addr")
+    m.d.comb += a.eq(base + hoff + toff + x)
+    return a
 
 
 def kv_params(plan, p, given: bool):

@@ -17,8 +17,9 @@ Structure (docs/rtl.md "Chip"):
   lowbit.rtl.chip_booth allows it) an engine computing its tiles from them into a psum bank; those queues'
   words name their tiles and the engine ends them (chip_ctrl.ComputeQueue);
 - with the LOP engine (`ChipParams.lop_grp` > 0, sized to the program's model): lowbit.rtl.chip_lop
-  LopGroupSelect, started by the LOP queue's lop_score words (`eng`, `m`, `k`), its code and query memories
-  written through the load port (`Chip.lop_load`); the LOP words keep their `cyc`, which the engine meets
+  LopGroupSelect, started by the LOP queue's lop_score words (`eng`, `m`, `k`), its code memory written by
+  dma_kv's LO-code reads' data beats (chip_lop.lop_read_beats; else the load port, `Chip.lop_load`), its
+  query memory by the RoPE engine or the load port; the LOP words keep their `cyc`, which the engine meets
   (the bench checks its done strobes `lop_sdone` / `lop_done` against the words' ends), and its index FIFO
   writes leave on `lop_ov` / `lop_on` / `lop_oi`;
 - the act buffer and, where the SFU is on data, its engines and their writers (lowbit.rtl.chip_engines).

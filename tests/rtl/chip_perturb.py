@@ -28,3 +28,23 @@ def verify_perturbed(monkeypatch, tmp_path: Path, edit: Callable, *, hw: str = "
     path = tmp_path / "prog.bin"
     compile_from_golden(cfg, "bitnet-tiny", prefill, decode, path, seed=0)
     return cr.verify_chip(cfg, path, hw, []), seen.get("plan")
+
+
+def rewrite_program(src: Path, dst: Path, cfg, edit: Callable) -> None:
+    """Copy the program `src` to `dst` through lowbit.sim.program_io, `edit(chunks)` changing the list of its
+    (step, chunk, layer) in between (a chunk's columns copied before they change: decoded blocks are shared)."""
+    from lowbit.sim.engine import unit_list
+    from lowbit.sim.program_io import ProgramReader, ProgramWriter
+
+    rd = ProgramReader(src)
+    chunks = [(stp, ch, layer) for stp in rd for ch, layer in stp.chunks]
+    edit(chunks)
+    with open(dst, "wb") as f:
+        w = ProgramWriter(f, cfg, unit_list(cfg), rd.header.caps, rd.header.meta)
+        last = None
+        for stp, ch, layer in chunks:
+            if stp is not last:
+                w.step(stp.phase, stp.trace_step)
+                last = stp
+            w.chunk(ch, layer, stp.roles)
+        w.end()

@@ -1,0 +1,95 @@
+"""`lowbit verify --chip` reports a wrong chip: bitnet-tiny prefill 2 + decode 3 on the tiny preset (the chip
+build of test_chip's run) with one thing changed after the golden and the simulator's schedule were made, and
+exactly the mismatches that change predicts."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+pytest.importorskip("amaranth")
+pytest.importorskip("cocotb")
+
+DOWN = "layers.1.ffn.down"  # the last projection: its output reaches only the residual stream and the final norm
+
+
+def _cli_fails(monkeypatch, r, tmp_path) -> str:
+    """`lowbit verify --chip` on the result `r`: its exit code must be non-zero; returns its error message."""
+    from typer.testing import CliRunner
+
+    import lowbit.rtl.chip_run as cr
+    from lowbit.cli import app
+
+    prog = tmp_path / "prog.bin"
+    monkeypatch.setattr(cr, "verify_chip", lambda *a, **k: r)
+    out = CliRunner().invoke(app, ["verify", "--chip", "--hw", "tiny", "--program", str(prog)])
+    assert out.exit_code != 0
+    return str(out.exception)
+
+
+def test_one_flipped_weight_bit_shows_in_the_projections_psum_words(monkeypatch, tmp_path):
+    """One bit of the DRAM image's packed ternary weights of layers.1.ffn.down (row 0, input 0: the low code of
+    its first byte, sim.numerics.packing) flipped: the weight changes by 1 or 2, so every psum word holding row 0
+    of a token whose input 0 is non-zero differs from the golden's, in all 4 steps (the weights are read again
+    each step); the requantized output differs only in that projection, the schedule not at all."""
+    from lowbit.rtl.chip_model import input_of
+    from tests.rtl.chip_perturb import verify_perturbed
+
+    def flip(plan):
+        a = plan.model.base[DOWN]
+        b = bytearray(plan.dram[a])
+        b[0] ^= 2 if b[0] & 3 == 2 else 1  # code w + 1: 0b10 (+1) -> 0b00 (-1), else 0b01 <-> 0b00 (0 <-> -1)
+        plan.dram[a] = bytes(b)
+
+    r, plan = verify_perturbed(monkeypatch, tmp_path, flip)
+    x = [st.buffers[f"{input_of(DOWN)}.q"][:, 0] for st in plan.model.run.steps]
+    want = sum(int((v != 0).sum()) for v in x)
+    assert 0 < want <= 5  # 2 + 1 + 1 + 1 tokens
+    assert r.finished and r.mismatches == 0 and r.chip_cycles == r.sim_cycles
+    assert sum(q.data_mismatches for q in r.queues) == want
+    bad = {name: n for name, _, n in r.rq if n}
+    assert bad and all(name.endswith(DOWN) and n <= 2 for name, n in bad.items())
+    assert r.sfu[3] == r.act[3] == r.sm[4] == r.sc[3] == 0 and all(x[2] == 0 for x in r.av)
+    assert not r.ok
+    assert f": {want} psum words differ from the whole-model golden" in _cli_fails(monkeypatch, r, tmp_path)
+
+
+def test_one_changed_instruction_cycle_count_shows_per_queue(monkeypatch, tmp_path):
+    """The chip given the program with the last LOP word 3 cycles longer, the simulator the compiled one: every
+    instruction's start and end differ exactly where `lowbit sim` of the changed program puts them (the LOP
+    word's end, the indirect K/V reads waiting on it, the weight reads the DRAM model then serves later), per
+    queue; the LOP engine's done still meets the simulator's end of that word and the data stay exact."""
+    import lowbit.rtl.chip_run as cr
+    from lowbit.rtl.chip_image import reference_schedule
+    from lowbit.rtl.chip_model import compile_from_golden
+    from lowbit.sim.config import load_hw
+    from lowbit.sim.isa import C_LOP
+    from tests.rtl.chip_perturb import rewrite_program
+
+    cfg = load_hw("tiny", [])
+    src, dst = tmp_path / "prog.bin", tmp_path / "longer.bin"
+    compile_from_golden(cfg, "bitnet-tiny", 2, 3, src, seed=0)
+
+    def longer(chunks):
+        n, (stp, ch, layer) = next((n, c) for n, c in reversed(list(enumerate(chunks)))
+                                   if (c[1].cols["main"] == C_LOP).any())
+        cyc = ch.cols["cyc"].copy()
+        cyc[max(i for i, m in enumerate(ch.cols["main"]) if m == C_LOP)] += 3
+        chunks[n] = (stp, dataclasses.replace(ch, cols={**ch.cols, "cyc": cyc}), layer)
+
+    rewrite_program(src, dst, cfg, longer)
+    ref, total = reference_schedule(src, cfg)
+    want, _ = reference_schedule(dst, cfg)
+    real = cr.reference_schedule
+    monkeypatch.setattr(cr, "reference_schedule", lambda path, c: real(src, c))
+    r = cr.verify_chip(cfg, dst, "tiny", [])
+    exp = cr.compare(ref, [q.start for q in want], [q.end for q in want])
+    assert [(q.name, q.start_mismatches, q.end_mismatches, q.max_diff) for q in r.queues] == \
+        [(q.name, q.start_mismatches, q.end_mismatches, q.max_diff) for q in exp]
+    per = {q.name: (q.start_mismatches, q.end_mismatches) for q in r.queues}
+    assert per == {"tint0": (0, 0), "booth": (0, 0), "lop": (0, 1), "sfu": (0, 0), "dma_w": (0, 4),
+                   "dma_kv": (2, 2), "sync": (0, 0)}
+    assert r.lop_engine[2] == r.lop_engine[3] == 0 and r.ok is False
+    assert r.sim_cycles == r.chip_cycles == total and r.data_mismatches == 0
+    assert _cli_fails(monkeypatch, r, tmp_path) == "chip RTL differs from lowbit sim: 9 mismatches"

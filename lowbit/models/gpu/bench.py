@@ -180,7 +180,8 @@ def run_linear(shapes, batches, data, log, budget: Budget, seed: int, save=lambd
     import torch
     import torch.nn.functional as F
 
-    from .fp4 import FP4Weight, fp4_gemm, fp4_gemv, random_fp4_weight_torch
+    from .fp4 import FP4Weight, fp4_gemm, random_fp4_weight_torch
+    from .fp4mma import fp4_linear
     from .ternary import TernaryWeight, act_quant, pack_ternary_gpu_torch, ternary_gemv
     from .ternary_gemm import ternary_gemm, ternary_gemm_unpacked
 
@@ -229,8 +230,9 @@ def run_linear(shapes, batches, data, log, budget: Budget, seed: int, save=lambd
                 cands["ternary"] = ([lambda x=x, w=w: ternary_gemv(x, w) for w in tws], tw.nbytes)
                 cands["ternary_kernel"] = ([lambda a=a, w=w: ternary_gemv(a, w) for w in tws], tw.nbytes)
             for f, fw in fws.items():
-                fn = fp4_gemm if gemm else fp4_gemv
-                cands[f] = ([lambda x=x, w=w, fn=fn: fn(x, w) for w in fwss[f]], fw.nbytes)
+                cands[f] = ([lambda x=x, w=w: fp4_linear(x, w) for w in fwss[f]], fw.nbytes)
+            if gemm:  # the dequantize + cuBLAS path beside the dispatch's choice
+                cands["nvfp4_dequant"] = ([lambda x=x, w=w: fp4_gemm(x, w) for w in fwss["nvfp4"]], fws["nvfp4"].nbytes)
             for qt, (ws, nb) in bq.items():
                 cands[f"bnb_{qt}"] = ([lambda x=x, w=w: bnb.matmul_4bit(x, w[0].t(), quant_state=w[1]) for w in ws], nb)
             if m == 1:  # one copy kernel moving the bytes each GEMV moves: the floor at this size, ramp included
@@ -265,10 +267,15 @@ def run_linear(shapes, batches, data, log, budget: Budget, seed: int, save=lambd
                     except Exception as e:  # noqa: BLE001
                         checks.append({"what": f"ternary {nm} {n}x{k} M={m}", "ok": False, "detail": repr(e)[:200]})
                 for f, fw in fws.items():
-                    y = (fp4_gemm if gemm else fp4_gemv)(x, fw).double()
                     r = x.double() @ _fp4_reference_weight(fw).T
-                    err = float(torch.linalg.norm(y - r) / torch.linalg.norm(r))
-                    checks.append({"what": f"{f} rel-L2 {n}x{k} M={m}", "ok": err < 1e-2, "detail": f"{err:.2e}"})
+                    for nm, fn in (("", fp4_linear), (" dequant", fp4_gemm)) if gemm else (("", fp4_linear),):
+                        try:
+                            y = fn(x, fw).double()
+                        except Exception as e:  # noqa: BLE001 - a failing kernel is a failed check, not a lost section
+                            checks.append({"what": f"{f}{nm} {n}x{k} M={m}", "ok": False, "detail": repr(e)[:200]})
+                            continue
+                        err = float(torch.linalg.norm(y - r) / torch.linalg.norm(r))
+                        checks.append({"what": f"{f}{nm} rel-L2 {n}x{k} M={m}", "ok": err < 1e-2, "detail": f"{err:.2e}"})
             res = {}
             for name, (fns, wbytes) in cands.items():
                 try:
@@ -293,7 +300,8 @@ def run_odd_shapes(data, seed: int) -> None:
     """Correctness on shapes that are multiples of no block (exact integers; FP4 within 1e-2)."""
     import torch
 
-    from .fp4 import fp4_gemm, fp4_gemv, random_fp4_weight_torch
+    from .fp4 import fp4_gemm, random_fp4_weight_torch
+    from .fp4mma import fp4_linear, fp4_mma
     from .ternary import act_quant, pack_ternary_gpu_torch, ternary_gemv
     from .ternary_gemm import ternary_gemm
 
@@ -311,10 +319,17 @@ def run_odd_shapes(data, seed: int) -> None:
                 ok = bool(torch.equal(fn().double(), ref))
                 data["checks"].append({"what": f"odd shape ternary {nm} {n}x{k} M={m}", "ok": ok, "detail": ""})
             fw = random_fp4_weight_torch(n, k, "nvfp4", "cuda", gen)
-            y = (fp4_gemm if m >= GEMM_FROM else fp4_gemv)(x, fw).double()
             r = x.double() @ _fp4_reference_weight(fw).T
-            err = float(torch.linalg.norm(y - r) / torch.linalg.norm(r))
-            data["checks"].append({"what": f"odd shape nvfp4 {n}x{k} M={m}", "ok": err < 1e-2, "detail": f"{err:.2e}"})
+            for nm, fn in (("", fp4_linear), (" mma", fp4_mma), (" dequant", fp4_gemm)) if m > 1 else (("", fp4_linear),):
+                try:
+                    y = fn(x, fw).double()
+                except Exception as e:  # noqa: BLE001 - a failing kernel is a failed check
+                    data["checks"].append({"what": f"odd shape nvfp4{nm} {n}x{k} M={m}", "ok": False,
+                                           "detail": repr(e)[:200]})
+                    continue
+                err = float(torch.linalg.norm(y - r) / torch.linalg.norm(r))
+                data["checks"].append({"what": f"odd shape nvfp4{nm} {n}x{k} M={m}", "ok": err < 1e-2,
+                                       "detail": f"{err:.2e}"})
 
 
 def run_decode(configs, data, log, budget: Budget, seed: int) -> None:
@@ -444,6 +459,10 @@ def run_all(out_dir: Path, quick: bool = False, sections: str = "attention,linea
     if "linear" in secs:  # last: the batch-1, decode and GEMM figures come first when the budget is short
         section("linear batch 4", lambda: run_linear(model_shapes, tuple(b for b in BATCHES_GEMV if b > 1), data, say,
                                                      budget, seed, save))
+    from .fp4mma import linear_choices
+
+    for key, path in sorted(linear_choices().items()):
+        say(f"  fp4_linear path (tokens {key[0]}, {key[1]}x{key[2]}, {key[3]}): {path}")
     save()
     try:
         atomic_write(out_dir / "gpu-baseline.png", roofline_png(data))

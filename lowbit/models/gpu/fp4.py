@@ -18,7 +18,8 @@ Dequantisation in registers, exact (design of this module):
 
 ``y[m,n] = sum_blocks scale_b · sum_{k in b} E2M1(w[n,k]) · x[m,k]`` in float32 (block partial sums,
 then one multiply by the block scale), times ``2^22 · s_global`` (NVFP4) or ``2^14`` (MXFP4); bf16 out.
-The GEMM path rebuilds exact bf16 weights (E2M1 x E4M3 has <= 6 significant bits) and uses ``tl.dot``.
+The GEMM path rebuilds the exact bf16 weight (E2M1 x E4M3 has <= 6 significant bits) for a bf16 GEMM;
+:mod:`.fp4mma` decodes the same values tile by tile for the tensor cores.
 """
 
 from __future__ import annotations
@@ -34,9 +35,8 @@ from lowbit.sim.numerics.fp import pack_fp4
 from lowbit.sim.numerics.mx import MXFP4Tensor, NVFP4Tensor
 
 from .ternary import autotune, pdl_kw, pdl_launch, pdl_wait
-from .ternary_gemm import grouped_tile
 
-__all__ = ["FP4Weight", "pack_fp4_gpu", "fp4_gemv", "fp4_gemm", "fp4_dequant", "fp4_linear", "random_fp4_weight_torch"]
+__all__ = ["FP4Weight", "pack_fp4_gpu", "fp4_gemv", "fp4_gemm", "fp4_dequant", "random_fp4_weight_torch"]
 
 
 @dataclass
@@ -276,77 +276,14 @@ def fp4_dequant(w: FP4Weight) -> torch.Tensor:
     return o
 
 
-@triton.jit
-def _fp4_gemm_kernel(x_ptr, w_ptr, s_ptr, y_ptr, out_mul, M, N, KW, K,
-                     stride_xm, stride_wn, stride_sn, stride_ym,
-                     IS_NV: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr,
-                     GROUP_M: tl.constexpr, DOT_F32: tl.constexpr = False):
-    WPB: tl.constexpr = 2 if IS_NV else 4
-    pid = tl.program_id(0)
-    pid_m, pid_n = grouped_tile(pid, M, N, BLOCK_M, BLOCK_N, GROUP_M)
-    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    rj = tl.arange(0, BLOCK_KW)
-    rk = tl.arange(0, BLOCK_KW * 8)
-    rs = tl.arange(0, 8)
-    m_ok = rm < M
-    n_ok = rn < N
-    acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-    for j0 in range(0, KW, BLOCK_KW):
-        kk = j0 * 8 + rk
-        x = tl.load(x_ptr + rm[:, None] * stride_xm + kk[None, :], mask=m_ok[:, None] & (kk < K)[None, :], other=0.0)
-        j = j0 + rj
-        wm = n_ok[:, None] & (j < KW)[None, :]
-        w = tl.load(w_ptr + rn[:, None] * stride_wn + j[None, :], mask=wm, other=0)
-        sc = tl.load(s_ptr + rn[:, None] * stride_sn + (j // WPB)[None, :], mask=wm, other=0).to(tl.int32)
-        wt = _dequant_tile(w, sc, rs, IS_NV, BLOCK_N, BLOCK_KW)
-        if DOT_F32:  # Triton interpreter: its bf16 tl.dot is wrong (seen with triton 3.9); bf16 -> fp32 is exact
-            acc = tl.dot(x.to(tl.float32), tl.trans(wt).to(tl.float32), acc)
-        else:
-            acc = tl.dot(x, tl.trans(wt), acc)
-    y = acc * out_mul
-    tl.store(y_ptr + rm[:, None] * stride_ym + rn[None, :], y.to(tl.bfloat16), mask=m_ok[:, None] & n_ok[None, :])
-
-
-_GEMM_CONFIGS = [
-    triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_KW": bk, "GROUP_M": 8}, num_warps=nw, num_stages=ns)
-    for bm, bn, bk, nw, ns in [(128, 128, 8, 8, 3), (128, 128, 4, 8, 3), (64, 128, 8, 4, 4), (128, 256, 4, 8, 3),
-                               (64, 64, 8, 4, 4), (16, 64, 8, 4, 4), (16, 128, 8, 4, 3)]
-]
-_fp4_gemm_tuned = autotune(_GEMM_CONFIGS, key=["M", "N", "KW", "IS_NV"])(_fp4_gemm_kernel)
-
-
-def fp4_gemm(x: torch.Tensor, w: FP4Weight, config: dict | None = None, dequant: bool | None = None) -> torch.Tensor:
-    """Prefill GEMM: bf16 ``x`` [M, K] x FP4 ``w`` -> bf16 [M, N] (bf16 tensor cores, fp32 accumulate).
-    ``dequant`` (default: on a GPU without ``config``): :func:`fp4_dequant` into a bf16 scratch weight, then
-    cuBLAS (``addmm`` with ``alpha`` = the tensor scale); otherwise the Triton kernel that dequantizes each
-    tile in registers."""
+def fp4_gemm(x: torch.Tensor, w: FP4Weight) -> torch.Tensor:
+    """Prefill GEMM: bf16 ``x`` [M, K] x FP4 ``w`` -> bf16 [M, N]: :func:`fp4_dequant` into a bf16 scratch
+    weight, then the bf16 GEMM (cuBLAS on a GPU; ``addmm`` with ``alpha`` = the tensor scale). The kernel that
+    decodes each tile in registers instead is :func:`.fp4mma.fp4_mma`."""
     if x.dim() != 2 or x.shape[1] != w.k:
         raise ValueError(f"x must be [M, {w.k}], got {tuple(x.shape)}")
     x = x.contiguous().to(torch.bfloat16)
-    m = x.shape[0]
-    if dequant if dequant is not None else (x.is_cuda and config is None):
-        wb = fp4_dequant(w)
-        # beta 0: the uninitialised output is not read (torch.addmm)
-        return torch.empty(m, w.n, dtype=torch.bfloat16, device=x.device).addmm_(x, wb.t(), beta=0, alpha=w.gscale)
-    y = torch.empty(m, w.n, dtype=torch.bfloat16, device=x.device)
-    # the 2^22 / 2^14 factor was folded into the bf16 weights; only s_global is left
-    out_mul = w.gscale
-    args = (x, w.words, w.scales, y, out_mul, m, w.n, w.words.shape[1], w.k,
-            x.stride(0), w.words.stride(0), w.scales.stride(0), y.stride(0))
-    is_nv = w.fmt == "nvfp4"
-    if x.is_cuda and config is None:
-        grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(w.n, meta["BLOCK_N"]),)  # noqa: E731
-        _fp4_gemm_tuned[grid](*args, IS_NV=is_nv)
-    else:
-        cfg = dict(config or {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_KW": 4, "GROUP_M": 4})
-        nw = cfg.pop("num_warps", 4)
-        ns = cfg.pop("num_stages", 2)
-        grid = (triton.cdiv(m, cfg["BLOCK_M"]) * triton.cdiv(w.n, cfg["BLOCK_N"]),)
-        _fp4_gemm_kernel[grid](*args, IS_NV=is_nv, DOT_F32=not x.is_cuda, num_warps=nw, num_stages=ns, **cfg)
-    return y
-
-
-def fp4_linear(x: torch.Tensor, w: FP4Weight, gemm_from: int = 16) -> torch.Tensor:
-    """FP4 linear on bf16 ``x`` [M, K]: GEMV for M < gemm_from, else GEMM."""
-    return fp4_gemm(x, w) if x.shape[0] >= gemm_from else fp4_gemv(x, w)
+    wb = fp4_dequant(w)
+    # beta 0: the uninitialised output is not read (torch.addmm)
+    return torch.empty(x.shape[0], w.n, dtype=torch.bfloat16, device=x.device).addmm_(x, wb.t(), beta=0,
+                                                                                        alpha=w.gscale)

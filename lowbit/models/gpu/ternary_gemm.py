@@ -23,7 +23,7 @@ import triton.language as tl
 from .ternary import QuantAct, TernaryWeight, act_quant, autotune, ternary_gemv
 
 __all__ = ["ternary_gemm", "ternary_gemm_unpacked", "ternary_unpack", "ternary_linear", "auto_split_k",
-           "grouped_tile", "unpack_join", "SPLIT_K_MIN_KP"]
+           "grouped_tile", "tile_rows", "unpack_join", "SPLIT_K_MIN_KP"]
 
 @triton.jit
 def grouped_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
@@ -35,6 +35,15 @@ def grouped_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_
     first_m = (pid // group) * GROUP_M
     gsize = tl.minimum(num_m - first_m, GROUP_M)
     return first_m + (pid % group) % gsize, (pid % group) // gsize
+
+
+@triton.jit
+def tile_rows(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    """This program's output rows and columns (:func:`grouped_tile` of ``program_id(0)``) and their masks."""
+    pid_m, pid_n = grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    return rm, rn, rm < M, rn < N
 
 
 @triton.jit
@@ -79,15 +88,10 @@ def _tgemm_kernel(q_ptr, qsum_ptr, xs_ptr, w_ptr, ws_ptr, y_ptr, acc_ptr, M, N, 
                   SPLIT_K: tl.constexpr, OUT_ACC: tl.constexpr, SWAP: tl.constexpr = False):
     # SPLIT_K > 1 (skinny shapes: few output tiles): each split adds its int32 partial into acc_ptr
     # (zeroed) with atomics; integer addition is exact in any order, so the result is deterministic
-    pid = tl.program_id(0)
     pid_k = tl.program_id(1)
-    pid_m, pid_n = grouped_tile(pid, M, N, BLOCK_M, BLOCK_N, GROUP_M)
-    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rm, rn, m_ok, n_ok = tile_rows(M, N, BLOCK_M, BLOCK_N, GROUP_M)
     rj = tl.arange(0, BLOCK_KW)
     rk = tl.arange(0, BLOCK_KW * 16)
-    m_ok = rm < M
-    n_ok = rn < N
     if SWAP:
         acc = tl.zeros([BLOCK_N, BLOCK_M], tl.int32)
     else:

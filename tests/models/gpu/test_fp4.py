@@ -35,7 +35,7 @@ def test_fp4_linear_vs_float64(device, fmt, m):
     # tested with its fp16 tolerance in test_fp4row.py)
     fn = fp4_gemm if m >= 32 else (lambda a, b: fp4_gemv(a, b, block_m=min(8, 1 << (m - 1).bit_length())))
     _check(fn(x.to(device), wg).double().cpu().numpy(), xd, wd)
-    if m < 32:  # also the tensor-core path on a small batch
+    if m < 32:  # also the dequantize + GEMM path on a small batch
         _check(fp4_gemm(x.to(device), wg).double().cpu().numpy(), xd, wd)
 
 
@@ -53,7 +53,7 @@ def test_fp4_dequant_and_cublas_gemm(device, fmt):
     got = fp4_dequant(wg).double().cpu().numpy() * wg.gscale
     assert got.shape == (n, k) and np.allclose(got, wd, rtol=1e-6, atol=0)
     x = torch.randn(33, k, generator=torch.Generator().manual_seed(4)).to(torch.bfloat16)
-    _check(fp4_gemm(x.to(device), wg, dequant=True).double().cpu().numpy(), x.double().numpy(), wd)
+    _check(fp4_gemm(x.to(device), wg).double().cpu().numpy(), x.double().numpy(), wd)
 
 
 def test_fp4_all_codes_and_scale_extremes(device):

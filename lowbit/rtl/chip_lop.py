@@ -338,15 +338,11 @@ def lop_queries(chip, m: Module, e, hq) -> None:
     row, j = off >> lb, off[:lb] if lb else Const(0, 1)
     beats = -(-chip.p.lop_hd // w)
     m.d.comb += e.q_hwen.eq(hq.q_wen & (row < chip.p.lop_qrows))
-    if rb == 1:  # one word a row: no word select (a constant one leaves undriven bits and a constant mask an
-        # unused signal in the Verilog, which lint flags)
-        m.d.comb += [e.q_haddr.eq(row * beats), e.q_hmask.eq(Mux(hq.q_wen, (1 << n) - 1, 0))]
-        m.d.comb += [e.q_hdata[i].eq(hq.q_wdata[i % n]) for i in range(w)]  # elements past n: masked off
-        return
-    for jj in range(rb):
-        with m.If(j == jj):
-            m.d.comb += [e.q_haddr.eq(row * beats + jj * n // w), e.q_hmask.eq(((1 << n) - 1) << (jj * n % w))]
-            m.d.comb += [e.q_hdata[jj * n % w + i].eq(hq.q_wdata[i]) for i in range(n)]
+    for jj in range(rb):  # all `width` elements driven (lint: none undriven), the mask writes the n of word jj
+        o = jj * n % w
+        with m.If(j == jj):  # the mask follows q_wen: a constant one would leave the signal unused (lint)
+            m.d.comb += [e.q_haddr.eq(row * beats + jj * n // w), e.q_hmask.eq(Mux(hq.q_wen, ((1 << n) - 1) << o, 0))]
+            m.d.comb += [e.q_hdata[i].eq(hq.q_wdata[(i - o) % n]) for i in range(w)]
 
 
 @dataclass

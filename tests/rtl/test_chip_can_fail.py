@@ -93,3 +93,25 @@ def test_one_changed_instruction_cycle_count_shows_per_queue(monkeypatch, tmp_pa
     assert r.lop_engine[2] == r.lop_engine[3] == 0 and r.ok is False
     assert r.sim_cycles == r.chip_cycles == total and r.data_mismatches == 0
     assert _cli_fails(monkeypatch, r, tmp_path) == "chip RTL differs from lowbit sim: 9 mismatches"
+
+
+@pytest.mark.slow
+def test_one_golden_kv_byte_changed_shows_in_the_kv_write_check(monkeypatch, tmp_path):
+    """One bit of the golden's bytes of the last K row the chip writes to DRAM (kv_append.k8, the RoPE engine's
+    row on the chip) flipped: the KV-write check counts exactly that byte in the K plane and nothing else."""
+    from tests.rtl.chip_perturb import verify_perturbed
+
+    hit = {}
+
+    def flip(plan):
+        a = max(a for a, (plane, _) in plan.kvw.expect.items() if plane == "k")
+        plane, want = plan.kvw.expect[a]
+        plan.kvw.expect[a] = (plane, bytes([want[0] ^ 1]) + want[1:])
+        for q, b in plan.kvw.expect.values():
+            hit[q] = hit.get(q, 0) + len(b)
+
+    r, _ = verify_perturbed(monkeypatch, tmp_path, flip)
+    assert "k" in hit and r.kvw["planes"] == {q: (n, int(q == "k")) for q, n in hit.items()}
+    assert r.mismatches == 0 and r.data_mismatches == 0 and r.kvw["late"] == 0 and not r.ok
+    assert _cli_fails(monkeypatch, r, tmp_path) == ("chip RTL differs from lowbit sim: KV writes: 1 written bytes "
+                                                    "differ from the golden's, 0 beats after their write's response")

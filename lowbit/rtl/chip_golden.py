@@ -24,8 +24,8 @@ Loader rules (`data_plan`, on the host, like the rest of lowbit.rtl.chip_image):
 Contents with a model (`data_plan(..., model=)`, lowbit.rtl.chip_model): the model's deployed codes at each
 tile's rows, the golden's INT8 activations written in their quantize words' cycles (`act_writes`), and the
 golden's accumulators as each tile's psum words; where the kv buffer holds data, the golden's K/V rows for
-dma_kv's chunk reads (read back at their consumers' start) and BoothFlex's Q K^T tiles (lowbit.rtl.chip_attn).
-Without one (seeded contents, the fallback where the
+dma_kv's chunk reads (read back at their consumers' start, lowbit.rtl.chip_kvread) and BoothFlex's Q K^T
+tiles (lowbit.rtl.chip_attn). Without one (seeded contents, the fallback where the
 golden does not cover a program): the weights are seeded-random ternary row groups (`lanes` rows x k, numpy default_rng([seed,
 DRAM address of the group]); a matrix's last group only its remaining rows), packed with lowbit.rtl.chip_data.pack_tile at the
 program's DRAM addresses. Tile order is row group after row group, so a projection's weights are one
@@ -49,6 +49,7 @@ from lowbit.rtl.chip_ctrl import AV_FIELDS, RQ_FIELDS
 from lowbit.rtl.chip_data import DataDims, data_dims, pack_tile
 from lowbit.rtl.chip_image import ChipImage
 from lowbit.rtl.chip_kv import KvWritePlan, kv_write_plan
+from lowbit.rtl.chip_kvread import kv_reads
 from lowbit.rtl.chip_lop import lo_image
 from lowbit.rtl.chip_model import ModelContents, NoMapping, input_of
 from lowbit.rtl.chip_pv import pv_cover, pv_plan
@@ -58,7 +59,7 @@ from lowbit.rtl.chip_scores import ScorePlan, score_plan, scores_on_chip
 from lowbit.rtl.chip_sfu import act_ratio, sfu_data_ok, sfu_norms, sfu_plan
 from lowbit.rtl.chip_softmax import SoftmaxPlan, sm_ok, softmax_plan
 from lowbit.sim.config import HwConfig
-from lowbit.sim.isa import B_KV, B_WEIGHT, C_BOOTH, C_DMAKV, C_DMAW, C_SFU, C_TINT
+from lowbit.sim.isa import B_WEIGHT, C_BOOTH, C_DMAKV, C_DMAW, C_SFU, C_TINT
 
 DATA_FIELDS = {"tint": ("beats", "groups", "tokens", "tail_lanes", "tail_step", "w_addr", "a_addr", "a_stride",
                         "p_addr", *RQ_FIELDS),
@@ -280,7 +281,7 @@ def _data_plan(img: ChipImage, cfg: HwConfig, seed: int, model: ModelContents | 
     kq = next((q for q, c in enumerate(img.classes) if c == C_DMAKV), -1)
     kqs = (kq,) if dims.k_depth and kq >= 0 else ()
     if kqs and model is not None:
-        fields.update(_kv_data(plan, img, kq))
+        fields.update(kv_reads(plan, img, kq))
         lo_image(plan, img, kq)  # the LO-code reads' bytes (chip_lop)
     bq = [q for q, c in enumerate(img.classes) if c == C_BOOTH] if booth_data(cfg) else []
     for q in bq:  # BoothFlex: its ternary weight tiles on the engine, Q K^T where it can, the rest timers
@@ -369,54 +370,6 @@ def _data_plan(img: ChipImage, cfg: HwConfig, seed: int, model: ModelContents | 
         for i, w in enumerate(ws):
             w.update({**dict.fromkeys(DATA_FIELDS[kind], 0), **fields.get((q, i), {})})
     return plan, ""
-
-
-def _kv_data(plan: DataPlan, img: ChipImage, kq: int) -> dict[tuple[int, int], dict]:
-    """dma_kv's reads of K/V chunks into the kv ring: their data fields (units from the allocation's unit
-    address), the golden's K/V rows at their DRAM addresses in the image, and per consumer (the word that
-    releases the chunk) the chunk's units to read back at its start, where that read (a beat a cycle, the
-    cycle after its start on) ends before the consumer does."""
-    from lowbit.rtl.chip_kv import kv_written
-
-    ub, banks, hd = plan.dims.unit_bytes, plan.dims.banks, plan.model.spec.head_dim
-    rows = plan.model.kv_rows()
-    plan.kv_written = kv_written(plan, img, kq)  # the rows the program writes: not in the image (chip_kv)
-    out: dict[tuple[int, int], dict] = {}
-    chunk: dict[tuple[int, int], bytes] = {}
-    cur = None  # the chunk being filled: its allocating DMA
-    rows_of: dict[tuple[int, int], list[int]] = {}
-    for i, w in enumerate(img.words[kq]):
-        if w["wr"] or (w["alloc_en"] and w["buf"] != B_KV):
-            cur = None
-            continue
-        addrs = range(w["addr"], w["addr"] + w["nbytes"], hd)
-        ok = w["nbytes"] % ub == 0 and w["nbytes"] % hd == 0 and all(a in rows for a in addrs)
-        if w["alloc_en"]:  # a chunk's allocation: its first rows from the allocation's start
-            cur = (kq, i) if ok and w["sbyte"] % ub == 0 else None
-            if cur is not None:
-                out[cur] = {"dwords": w["nbytes"] // ub, "dbase": w["sbyte"] // ub}
-                chunk[cur] = b""
-                room = w["alloc"]
-        elif cur is not None and ok and len(chunk[cur]) + w["nbytes"] <= room:  # a gather's further rows
-            out[(kq, i)] = {"dwords": w["nbytes"] // ub,
-                            "dbase": (out[cur]["dbase"] + len(chunk[cur]) // ub) % plan.dims.k_depth}
-        else:
-            cur = None
-            continue
-        if cur is not None:
-            for a in addrs:
-                plan.dram[a] = bytes(len(rows[a])) if a in plan.kv_written else rows[a]
-            chunk[cur] += b"".join(rows[a] for a in addrs)
-            rows_of.setdefault(cur, []).extend(addrs)
-    for key in chunk:  # the checks read the chunk's units from its allocation's start
-        out[key] = {**out[key], "check": len(chunk[key]) // ub}
-        plan.kv_chunks[key] = (out[key]["dbase"], rows_of.get(key, []))
-    for q, ws in enumerate(img.words):
-        for i, w in enumerate(ws):
-            src = (w.get("free_q", -1), w.get("free_i", -1))
-            if src in chunk and "cyc" in w and -(-out[src]["check"] // banks) + 2 <= w["cyc"]:
-                plan.kv_checks[(q, i)] = (out[src]["dbase"], out[src]["check"], chunk[src])
-    return {k: {"dwords": v["dwords"], "dbase": v["dbase"]} for k, v in out.items()}
 
 
 def _act_writes(plan: DataPlan, img: ChipImage, reads: dict[tuple[int, str], int], tw: int, cfg: HwConfig) -> str:

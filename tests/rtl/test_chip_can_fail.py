@@ -29,30 +29,42 @@ def _cli_fails(monkeypatch, r, tmp_path) -> str:
 
 
 def test_one_flipped_weight_bit_shows_in_the_projections_psum_words(monkeypatch, tmp_path):
-    """One bit of the DRAM image's packed ternary weights of layers.1.ffn.down (row 0, input 0: the low code of
-    its first byte, sim.numerics.packing) flipped: the weight changes by 1 or 2, so every psum word holding row 0
-    of a token whose input 0 is non-zero differs from the golden's, in all 4 steps (the weights are read again
-    each step); the requantized output differs only in that projection, the schedule not at all."""
+    """One bit of the DRAM image's packed ternary weights of layers.1.ffn.down flipped (row 0, the first input
+    every token reads non-zero: its 2-bit code w + 1, lowbit.rtl.chip_data.pack_tile): every psum word holding
+    row 0 differs from the golden's, one a token in all 4 steps (the weights are read again each step); the
+    requantized output differs only in that projection, the schedule not at all."""
+    import numpy as np
+
+    from lowbit.rtl.chip_data import pack_tile
     from lowbit.rtl.chip_model import input_of
+    from lowbit.sim.config import load_hw
     from tests.rtl.chip_perturb import verify_perturbed
 
-    def flip(plan):
-        a = plan.model.base[DOWN]
-        b = bytearray(plan.dram[a])
-        b[0] ^= 2 if b[0] & 3 == 2 else 1  # code w + 1: 0b10 (+1) -> 0b00 (-1), else 0b01 <-> 0b00 (0 <-> -1)
-        plan.dram[a] = bytes(b)
+    hit = {}
 
-    r, plan = verify_perturbed(monkeypatch, tmp_path, flip)
-    x = [st.buffers[f"{input_of(DOWN)}.q"][:, 0] for st in plan.model.run.steps]
-    want = sum(int((v != 0).sum()) for v in x)
-    assert 0 < want <= 5  # 2 + 1 + 1 + 1 tokens
+    def flip(plan):
+        x = np.concatenate([st.buffers[f"{input_of(DOWN)}.q"] for st in plan.model.run.steps])
+        kk = int(np.argmax((x != 0).sum(0)))
+        a, t = plan.model.base[DOWN], load_hw("tiny", []).tint
+        lanes, tw = t.lanes, t.tree_width  # row 0's group: `lanes` rows, `tree_width` codes a lane and beat
+        w = plan.model.rows(DOWN, 0, lanes, "test").copy()
+        old = pack_tile(w, lanes, tw)
+        w[0, kk] = {-1: 0, 0: -1, 1: -1}[int(w[0, kk])]  # codes 0b00 <-> 0b01, 0b10 -> 0b00: one bit each
+        new = pack_tile(w, lanes, tw)
+        assert plan.dram[a] == old
+        assert sum(bin(p ^ q).count("1") for p, q in zip(old, new, strict=True)) == 1
+        plan.dram[a] = new
+        hit["want"] = int((x[:, kk] != 0).sum())
+
+    r, _ = verify_perturbed(monkeypatch, tmp_path, flip)
+    assert hit["want"] == 5  # 2 + 1 + 1 + 1 tokens
     assert r.finished and r.mismatches == 0 and r.chip_cycles == r.sim_cycles
-    assert sum(q.data_mismatches for q in r.queues) == want
+    assert sum(q.data_mismatches for q in r.queues) == 5
     bad = {name: n for name, _, n in r.rq if n}
     assert bad and all(name.endswith(DOWN) and n <= 2 for name, n in bad.items())
     assert r.sfu[3] == r.act[3] == r.sm[4] == r.sc[3] == 0 and all(x[2] == 0 for x in r.av)
     assert not r.ok
-    assert f": {want} psum words differ from the whole-model golden" in _cli_fails(monkeypatch, r, tmp_path)
+    assert ": 5 psum words differ from the whole-model golden" in _cli_fails(monkeypatch, r, tmp_path)
 
 
 def test_one_changed_instruction_cycle_count_shows_per_queue(monkeypatch, tmp_path):

@@ -29,15 +29,18 @@ def _cli_fails(monkeypatch, r, tmp_path) -> str:
 
 
 def test_one_flipped_weight_bit_shows_in_the_projections_psum_words(monkeypatch, tmp_path):
-    """One bit of the DRAM image's packed ternary weights of layers.1.ffn.down flipped (row 0, the first input
-    every token reads non-zero: its 2-bit code w + 1, lowbit.rtl.chip_data.pack_tile): every psum word holding
+    """One bit of the DRAM image's packed ternary weights of layers.1.ffn.down flipped (row 0, an input every
+    token reads non-zero: its 2-bit code w + 1, lowbit.rtl.chip_data.pack_tile): every psum word holding
     row 0 differs from the golden's, one a token in all 4 steps (the weights are read again each step); the
-    requantized output differs only in that projection, the schedule not at all."""
+    requantized output and the residual stream after it differ exactly in the tokens whose row-0 output
+    sim.numerics.requant and residual_add change, the schedule not at all."""
     import numpy as np
 
     from lowbit.rtl.chip_data import pack_tile
     from lowbit.rtl.chip_model import input_of
     from lowbit.sim.config import load_hw
+    from lowbit.sim.golden import linear_multipliers
+    from lowbit.sim.numerics.requant import requant, residual_add
     from tests.rtl.chip_perturb import verify_perturbed
 
     hit = {}
@@ -48,20 +51,32 @@ def test_one_flipped_weight_bit_shows_in_the_projections_psum_words(monkeypatch,
         a, t = plan.model.base[DOWN], load_hw("tiny", []).tint
         lanes, tw = t.lanes, t.tree_width  # row 0's group: `lanes` rows, `tree_width` codes a lane and beat
         w = plan.model.rows(DOWN, 0, lanes, "test").copy()
-        old = pack_tile(w, lanes, tw)
+        old, old_w = pack_tile(w, lanes, tw), w[0, kk]
         w[0, kk] = {-1: 0, 0: -1, 1: -1}[int(w[0, kk])]  # codes 0b00 <-> 0b01, 0b10 -> 0b00: one bit each
         new = pack_tile(w, lanes, tw)
         assert plan.dram[a] == old
         assert sum(bin(p ^ q).count("1") for p, q in zip(old, new, strict=True)) == 1
         plan.dram[a] = new
-        hit["want"] = int((x[:, kk] != 0).sum())
+        hit["want"], hit["kk"], hit["delta"] = int((x[:, kk] != 0).sum()), kk, int(w[0, kk]) - int(old_w)
 
-    r, _ = verify_perturbed(monkeypatch, tmp_path, flip)
+    r, plan = verify_perturbed(monkeypatch, tmp_path, flip)
     assert hit["want"] == 5  # 2 + 1 + 1 + 1 tokens
     assert r.finished and r.mismatches == 0 and r.chip_cycles == r.sim_cycles
     assert sum(q.data_mismatches for q in r.queues) == 5
-    bad = {name: n for name, _, n in r.rq if n}
-    assert bad and all(name.endswith(DOWN) and n <= 2 for name, n in bad.items())
+    # the row-0 output each token gets from the changed accumulator, and the residual stream it is added to
+    lin = plan.model.dep.linears[DOWN]
+    m, sh = linear_multipliers(lin)
+    rq_bad, res_bad = {}, 0
+    for i, st in enumerate(plan.model.run.steps):
+        b = st.buffers
+        acc = b[f"{DOWN}.acc"][:, 0] + hit["delta"] * b[f"{input_of(DOWN)}.q"][:, hit["kk"]]
+        y = requant(acc, b[f"{input_of(DOWN)}.amax"], m[0], sh[0])
+        rq_bad[f"step {i} {DOWN}"] = int((y != b[f"{DOWN}.out"][:, 0]).sum())
+        res = residual_add(b["layers.1.attn_residual.out"][:, 0], y)
+        res_bad += int((res != b["layers.1.ffn_residual.out"][:, 0]).sum())
+    assert sum(rq_bad.values()) == res_bad == 5  # 2 + 1 + 1 + 1 tokens' row 0 rounds differently
+    assert {name: n for name, _, n in r.rq if n} == {k: n for k, n in rq_bad.items() if n}
+    assert r.res[3] == res_bad
     assert r.sfu[3] == r.act[3] == r.sm[4] == r.sc[3] == 0 and all(x[2] == 0 for x in r.av)
     assert not r.ok
     assert ": 5 psum words differ from the whole-model golden" in _cli_fails(monkeypatch, r, tmp_path)

@@ -65,6 +65,7 @@ from lowbit.rtl.chip_ring import Ring
 from lowbit.rtl.chip_scores import sc_signature, score_stage
 from lowbit.rtl.chip_sfu import sfu_data_ok
 from lowbit.rtl.chip_softmax import sm_ok
+from lowbit.rtl.chip_vquant import vq_signature
 from lowbit.rtl.common import COUNT_BITS
 from lowbit.rtl.sfu_stream import STAT_BITS
 from lowbit.rtl.sfu_stream_requant import mult_word
@@ -96,6 +97,7 @@ class ChipParams:
     rope_beats: int = 0        # ... and the words of a head row its quantize holds
     score_mult: tuple[int, int] = (0, 0)  # the Q K^T score stage's multiplier (lowbit.rtl.chip_scores); 0: none
     kvw_depth: int = 0         # the KV writes' source units (lowbit.rtl.chip_kv; a power of two); 0: no write data
+    vquant: tuple[int, ...] = (0, 0, 0, 0, 0)  # the V quantizer's (rows, head_dim, KV heads, positions, layers) (chip_vquant)
 
     @property
     def addr_bits(self) -> int:
@@ -252,6 +254,7 @@ class Chip(wiring.Component):
             sig.update(rq_signature(cfg, d, self.rq_names))
         sig.update(engine_signature(self))
         sig.update(sc_signature(cfg) if self.scores else {})
+        sig.update(vq_signature() if d is not None and d.k_depth and p.kvw_depth and p.vquant[0] else {})
         if "lop" in self.kinds:  # the LOP engine's index FIFO writes and its two done strobes (chip_lop)
             sig.update({"lop_ov": Out(1), "lop_on": Out(range(cfg.lop.lanes + 1)),
                         "lop_oi": Out(data.ArrayLayout(COUNT_BITS, cfg.lop.lanes)), "lop_sdone": Out(1),
@@ -417,7 +420,7 @@ class Chip(wiring.Component):
         tw = act_elems(cfg)  # the act buffer and the SFU engines writing it (chip_engines)
         abuf, wrote, av, bufs = act_buffer(self, m, sfuq, dma_w, tw)
         if d.k_depth and p.kvw_depth:  # dma_kv's write data (chip_kv)
-            wrote = wrote | kv_writer(self, m, engines[1], sfuq)
+            wrote = wrote | kv_writer(self, m, engines[1], sfuq, bufs)
         for r, (name, c) in enumerate(tints):
             kw = dict(w_bits=d.w_bits, a_bits=d.a_bits, p_bits=d.p_bits, w_step=d.word_units)
             if c.kind == "tint":

@@ -105,7 +105,7 @@ def rq_wiring(chip, m: Module, name: str, c, eng, bufs: dict):
                      chip.load_en & (chip.load_queue == len(chip.names) + RQ_LOAD + k), chip.load_addr,
                      chip.load_word, c.word.tail_lanes if c.kind == "tint" else None)
     for dst, buf in RQ_BUFS.items():
-        if bufs[buf] is not None:
+        if bufs.get(buf) is not None:  # "v": the V quantizer's rows, where the chip has it (chip_vquant)
             bufs[buf].writer(rq, dst)
     m.d.comb += [getattr(chip, f"qv_{name}").eq(Cat(rq.w0_en, rq.w1_en)), getattr(chip, f"qd_{name}").eq(rq.w_dst)]
     for b in (0, 1):

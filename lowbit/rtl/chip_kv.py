@@ -12,8 +12,10 @@ chip's own rows.
   `x_addr` + kk x gstride x beats + t x beats + x (`key_addr`: gstride = T grp, the word's query-group
   stride, so the block's keys stay inside its q / k rows' region), so each KV head of the block lays its K
   rows out position after position (`tiny`'s blocks of one KV head and `vitallm`'s of two alike): the K
-  write's bytes; and through the load port (`kv_load`) before `start`, the rows no unit on the chip
-  produces yet (DESIGN ASSUMPTION, a stand-in: the golden's V rows), after the RoPE region.
+  write's bytes; a head row a cycle by the V quantizer (lowbit.rtl.chip_vquant: every V row, in the upper
+  half); and through the load port (`kv_load`) before `start`, the rows no unit on the chip produces yet
+  (DESIGN ASSUMPTION, a stand-in: V rows where the quantizer does not cover the program), after the RoPE
+  region.
 - **The writer** (`KvWriter`): a write word of dma_kv names its source units (`dbase`, `dwords`, the loader's);
   at issue its request lane pushes (completion-table slot, dbase, dwords) into a FIFO of `dma_table` entries
   (the writes outstanding), and the writer streams the head's units a beat a cycle: address in cycle c, the
@@ -57,6 +59,8 @@ class KvWritePlan:
     lo_rows: int = 0       # keys whose LO codes the writer makes from their K rows in the source
     bench_rows: dict[str, int] = field(default_factory=dict)  # plane -> rows written through the load port
     depth: int = 0         # the source's units (ChipParams.kvw_depth)
+    vquant: tuple[int, ...] = (0, 0, 0, 0, 0)  # the V quantizer's sizes (ChipParams.vquant)
+    v_amax: list[int] = field(default_factory=list)  # the V quantizer's rows' amax in its order (the golden's)
 
 
 def lo_bytes(codes: np.ndarray) -> bytes:
@@ -82,6 +86,7 @@ def kv_write_plan(plan, img, cfg, kq: int, written: dict[int, tuple[str, bytes]]
     the engine over that head alone reads its block's keys; every other write reads stand-in words the load
     port writes before `start`. `written`: the rows the program writes (DRAM address -> (plane, the golden's
     bytes)), from kv_written."""
+    from lowbit.rtl.chip_vquant import vq_writes, vs_softmax
     from lowbit.sim.isa import KV_BASE, LOP_BASE
     from lowbit.sim.kvcache import code_bytes, kv_addr
 
@@ -99,6 +104,8 @@ def kv_write_plan(plan, img, cfg, kq: int, written: dict[int, tuple[str, bytes]]
     nxt = rope_words
     cb = code_bytes(s)
     ksrc: dict[int, tuple[int, int]] = {}  # a K write's DRAM address -> (its source unit, bytes)
+    vq = vq_writes(plan, writes, written, n, ub, d.banks)  # V writes whose rows the V quantizer makes
+    vsrc: list[tuple[tuple[int, int], int]] = []  # ... their words, placed in the upper half below
     for i, w in writes:
         lo = w["addr"] >= LOP_BASE
         rows = [written.get(a) for a in range(w["addr"], w["addr"] + w["nbytes"], cb if lo else hd)]
@@ -121,6 +128,9 @@ def kv_write_plan(plan, img, cfg, kq: int, written: dict[int, tuple[str, bytes]]
         lg, pos = divmod((w["addr"] - KV_BASE) // hd, s.max_positions)
         layer, g = divmod(lg // 2, s.n_kv_heads)
         blk = _rope_block(plan, w["step"], layer, g) if plane == "k" else None
+        if i in vq:
+            vsrc.append(((kq, i), w["nbytes"] // n))
+            continue
         if blk is not None and blk.tokens * hd == w["nbytes"] and pos == plan.model.run.steps[w["step"]].start:
             base = plan.sfu_fields[blk.word]["x_addr"] + (g - blk.g0) * blk.tokens * grp * hd // n  # key_addr
             kp.rope_rows += blk.tokens
@@ -134,6 +144,16 @@ def kv_write_plan(plan, img, cfg, kq: int, written: dict[int, tuple[str, bytes]]
             ksrc[w["addr"]] = (base * upw, w["nbytes"])
     units = max(nxt * upw, d.banks)
     kp.depth = 1 << (units - 1).bit_length()
+    if vq:  # the V quantizer's rows in the upper half (lowbit.rtl.chip_vquant): a V write's top source bit
+        half = 1 << (max(units, sum(x for _, x in vsrc) * upw) - 1).bit_length()
+        kp.depth, base = 2 * half, half
+        for k, words in vsrc:
+            kp.fields[k] = {"dbase": base, "dwords": words * n // ub}
+            base += words * upw
+        kp.v_amax = [a for i in sorted(vq) for a in vq[i]]
+        kp.vquant = (1 << (max(len(vq[i]) for i in vq) * s.n_kv_heads - 1).bit_length(), hd, s.n_kv_heads,
+                     s.max_positions, s.n_layers)
+        vs_softmax(plan, kp.vquant, n)
     if kp.depth > 1 << d.w_bits:  # the DMA word's dbase field
         return KvWritePlan()
     return kp
@@ -189,11 +209,31 @@ def lo_code(x):
     return Mux(x == 0, 0, (neg << 3) | (e + 1))[:4]
 
 
+def issue_fifo(m: Module, valid, table: int, cols: list, name: str):
+    """A FIFO of `table` entries pushed at a DMA engine's issue, lane k's entry after the earlier lanes pushing
+    in the same cycle: `cols` (per-lane ArrayLayout value, width) per column; returns (per column the entry
+    registers, the read pointer to advance, whether an entry waits)."""
+    lt = max(1, (table - 1).bit_length())
+    regs = [[Signal(w, name=f"{name}_c{c}_{e}") for e in range(table)] for c, (_, w) in enumerate(cols)]
+    wp, rp = Signal(lt + 1, name=f"{name}_wp"), Signal(lt + 1, name=f"{name}_rp")
+    pos = wp
+    for k in range(len(valid)):
+        p = Signal(lt + 1, name=f"{name}_pos{k}")
+        m.d.comb += p.eq(pos)
+        for e in range(table):
+            with m.If(valid[k] & (p[:lt] == e)):
+                m.d.sync += [r[e].eq(v[k]) for r, (v, _) in zip(regs, cols, strict=True)]
+        pos = (p + valid[k])[:lt + 1]
+    m.d.sync += wp.eq(pos)
+    return regs, rp, wp != rp
+
+
 class KvWriter(wiring.Component):
     """dma_kv's write data (module docstring): per issue lane `i_valid`, `i_slot`, `i_addr` (source unit),
-    `i_units`, `i_lo` (an LO-code write: its source the K rows, two source beats a beat); the source's read
-    ports `raddr` / `rdata` and `raddr1` / `rdata1` (a beat each, the cycle after its address); the port's
-    `wvalid`, `wid`, `wdata`."""
+    `i_units`, `i_lo` (an LO-code write: its source the K rows, two source beats a beat), `i_v` (a V write
+    whose rows the V quantizer makes: its beats wait until `v_done`, the quantizer's jobs complete, passes the
+    V writes sent, lowbit.rtl.chip_vquant); the source's read ports `raddr` / `rdata` and `raddr1` / `rdata1`
+    (a beat each, the cycle after its address); the port's `wvalid`, `wid`, `wdata`."""
 
     def __init__(self, *, engine: int, lanes: int, table: int, addr_bits: int, banks: int, unit_bits: int,
                  id_bits: int) -> None:
@@ -204,7 +244,8 @@ class KvWriter(wiring.Component):
         super().__init__({
             "i_valid": In(lanes), "i_slot": In(data.ArrayLayout(unsigned(lt), lanes)),
             "i_addr": In(data.ArrayLayout(unsigned(addr_bits), lanes)),
-            "i_units": In(data.ArrayLayout(unsigned(16), lanes)), "i_lo": In(lanes),
+            "i_units": In(data.ArrayLayout(unsigned(16), lanes)), "i_lo": In(lanes), "i_v": In(lanes),
+            "v_done": In(lt + 1),
             "raddr": Out(addr_bits), "rdata": In(data.ArrayLayout(unsigned(unit_bits), banks)),
             "raddr1": Out(addr_bits), "rdata1": In(data.ArrayLayout(unsigned(unit_bits), banks)),
             "wvalid": Out(1), "wid": Out(id_bits), "wdata": Out(data.ArrayLayout(unsigned(unit_bits), banks)),
@@ -212,34 +253,24 @@ class KvWriter(wiring.Component):
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        nt, lt = self.table, self.lt
+        lt = self.lt
         ab = len(self.raddr)
-        slots = [Signal(lt, name=f"w_slot{e}") for e in range(nt)]
-        addrs = [Signal(ab, name=f"w_addr{e}") for e in range(nt)]
-        units = [Signal(16, name=f"w_units{e}") for e in range(nt)]
-        los = [Signal(name=f"w_lo{e}") for e in range(nt)]
-        wp, rp = Signal(lt + 1), Signal(lt + 1)
-        pos = wp
-        for k in range(self.lanes):  # lane k's entry: after the earlier lanes pushing this cycle
-            p = Signal(lt + 1, name=f"w_pos{k}")
-            m.d.comb += p.eq(pos)
-            for e in range(nt):
-                with m.If(self.i_valid[k] & (p[:lt] == e)):
-                    m.d.sync += [slots[e].eq(self.i_slot[k]), addrs[e].eq(self.i_addr[k]),
-                                 units[e].eq(self.i_units[k]), los[e].eq(self.i_lo[k])]
-            pos = (p + self.i_valid[k])[:lt + 1]
-        m.d.sync += wp.eq(pos)
+        (slots, addrs, units, los, vs), rp, has = issue_fifo(
+            m, self.i_valid, self.table, [(self.i_slot, lt), (self.i_addr, ab), (self.i_units, 16), (self.i_lo, 1),
+                                          (self.i_v, 1)], "w")
         off = Signal(16)
         live = Signal()
         h_addr, h_units, h_slot = Array(addrs)[rp[:lt]], Array(units)[rp[:lt]], Array(slots)[rp[:lt]]
-        h_lo = Array(los)[rp[:lt]]
+        h_lo, h_v = Array(los)[rp[:lt]], Array(vs)[rp[:lt]]
+        v_sent = Signal(lt + 1)  # V writes sent whole: the head V write waits for the quantizer's next job
         last = Signal()
-        m.d.comb += [live.eq(wp != rp), self.raddr.eq(h_addr + Mux(h_lo, off << 1, off)),
+        m.d.comb += [live.eq(has & ~(h_v & (self.v_done == v_sent))),
+                     self.raddr.eq(h_addr + Mux(h_lo, off << 1, off)),
                      self.raddr1.eq(self.raddr + self.banks), last.eq(off + self.banks >= h_units)]
         with m.If(live):
             m.d.sync += off.eq(Mux(last, 0, off + self.banks))
             with m.If(last):
-                m.d.sync += rp.eq(rp + 1)
+                m.d.sync += [rp.eq(rp + 1), v_sent.eq(v_sent + h_v)]
         v1, id1, lo1 = Signal(), Signal.like(self.wid), Signal()
         m.d.sync += [v1.eq(live), id1.eq((self.engine << lt) | h_slot), lo1.eq(h_lo)]
         kb = Cat(self.rdata.as_value(), self.rdata1.as_value())  # an LO write's two beats of K bytes
@@ -249,11 +280,13 @@ class KvWriter(wiring.Component):
         return m
 
 
-def kv_writer(chip, m: Module, dkv, sfuq) -> Signal:
+def kv_writer(chip, m: Module, dkv, sfuq, bufs: dict) -> Signal:
     """The write source (its load port at `chip.lop_load() + KV_LOAD`, the RoPE engine's keys where the chip has
-    it: its per-head quantize's key words, `hkv` / `hka` / `hkw`) and the writer on dma_kv (`dkv`) driving the
-    memory port's write channel; returns the beat-valid strobe."""
+    it: its per-head quantize's key words, `hkv` / `hka` / `hkw`; the V quantizer's rows where the chip has it,
+    `ChipParams.vquant`, its row memory in `bufs["v"]` for the requantizers) and the writer on dma_kv (`dkv`)
+    driving the memory port's write channel; returns the strobe of its beats and the quantizer's rows."""
     from lowbit.rtl.chip_data import BankedBuffer
+    from lowbit.rtl.chip_vquant import scale_index, vquant
     from lowbit.sim.isa import D_LOP
 
     d, p, cfg = chip.dims, chip.p, chip.cfg
@@ -264,10 +297,18 @@ def kv_writer(chip, m: Module, dkv, sfuq) -> Signal:
                                             word_units=(d.banks, d.banks))
     m.submodules.kvwr = w = KvWriter(engine=1, lanes=p.dma_issue, table=p.dma_table, addr_bits=ab, banks=d.banks,
                                      unit_bits=d.unit_bits, id_bits=p.id_bits)
+    vq = vquant(chip, m, bufs, ab) if p.vquant[0] else None
     for k in range(p.dma_issue):
+        lo = dkv.req[k].dcls == D_LOP
         m.d.comb += [w.i_valid[k].eq(dkv.w_valid[k]), w.i_slot[k].eq(dkv.f_slot[k]),
-                     w.i_addr[k].eq(dkv.f_addr[k][:ab]), w.i_units[k].eq(dkv.f_words[k]),
-                     w.i_lo[k].eq(dkv.req[k].dcls == D_LOP)]
+                     w.i_addr[k].eq(dkv.f_addr[k][:ab]), w.i_units[k].eq(dkv.f_words[k]), w.i_lo[k].eq(lo)]
+        if vq is not None:  # a V write: its source in the upper half (lowbit.rtl.chip_vquant)
+            isv = Signal(name=f"kv_isv{k}")
+            m.d.comb += [isv.eq(dkv.w_valid[k] & ~lo & dkv.f_addr[k][ab - 1]), w.i_v[k].eq(isv),
+                         vq.i_valid[k].eq(isv), vq.i_addr[k].eq(dkv.f_addr[k][:ab]), vq.i_units[k].eq(dkv.f_words[k]),
+                         vq.i_sidx[k].eq(scale_index(dkv.req[k].addr, p.vquant))]
+    if vq is not None:
+        m.d.comb += w.v_done.eq(vq.done)
     m.d.comb += [src.raddr[0].eq(w.raddr), w.rdata.eq(src.rdata0), src.raddr[1].eq(w.raddr1), w.rdata1.eq(src.rdata1), chip.mem.wdata_valid.eq(w.wvalid),
                  chip.mem.wdata_id.eq(w.wid), chip.mem.wdata.eq(w.wdata)]
     ld = chip.load_en & (chip.load_queue == chip.lop_load() + KV_LOAD)
@@ -277,12 +318,20 @@ def kv_writer(chip, m: Module, dkv, sfuq) -> Signal:
                              chip.hkv | ld)
     cnt = Signal(range(d.banks + 1), init=upw, name="kvsrc_count")  # a write's units (a word): held in a
     m.d.sync += cnt.eq(cnt)  # register, a net of its own (constant count bits would be unused aliases: lint)
-    m.d.comb += [src.wr_valid.eq(wen), src.wr_addr.eq((waddr * upw)[:ab]), src.wr_count.eq(cnt)]
-    for u in range(upw):
-        m.d.comb += src.wr_data[u].eq(wword[u * d.unit_bits:(u + 1) * d.unit_bits])
-    return w.wvalid
-
-
+    uaddr, ucnt, units = (waddr * upw)[:ab], cnt, [wword[u * d.unit_bits:(u + 1) * d.unit_bits] for u in range(upw)]
+    if vq is not None:  # a head row of the V quantizer (its cycles: no RoPE word nor load-port write then)
+        ru = len(vq.s_data.as_value()) // d.unit_bits
+        vcnt = Signal(range(d.banks + 1), init=ru, name="kvsrc_vcount")
+        m.d.sync += vcnt.eq(vcnt)
+        vd = vq.s_data.as_value()
+        units = [Mux(vq.s_wen, vd[u * d.unit_bits:(u + 1) * d.unit_bits], units[u] if u < upw else 0)
+                 for u in range(max(upw, ru))]
+        uaddr, ucnt, wen = Mux(vq.s_wen, vq.s_addr, uaddr), Mux(vq.s_wen, vcnt, cnt), wen | vq.s_wen
+        m.d.comb += [chip.vqv.eq(vq.s_wen), chip.vqa.eq(vq.s_amax)]
+    m.d.comb += [src.wr_valid.eq(wen), src.wr_addr.eq(uaddr), src.wr_count.eq(ucnt)]
+    for u, x in enumerate(units):
+        m.d.comb += src.wr_data[u].eq(x)
+    return w.wvalid | (vq.s_wen if vq is not None else 0)
 
 
 def key_addr(m: Module, sfuq, kv) -> Signal:
@@ -321,8 +370,9 @@ def kv_params(plan, p, given: bool):
 
     kw = plan.kvw if plan is not None else None
     if kw is not None and kw.fields and not given:
-        return dataclasses.replace(p, kvw_depth=kw.depth)
-    if plan is not None and not (kw is not None and kw.fields and p.kvw_depth >= kw.depth):
+        return dataclasses.replace(p, kvw_depth=kw.depth, vquant=kw.vquant)
+    if plan is not None and not (kw is not None and kw.fields and p.kvw_depth >= kw.depth
+                                 and (not kw.vquant[0] or p.vquant == kw.vquant)):
         for a in plan.dram:  # no write data: the image holds the golden's rows, as the writes would leave them
             if a in plan.kv_written:
                 plan.dram[a] = plan.kv_written[a][1]
@@ -350,8 +400,10 @@ def kv_result(plan, r: dict) -> dict:
     if kw is None or not kw.fields:
         return {}
     pre = sum(KV_BASE <= a < LOP_BASE and a not in plan.kv_written for a in plan.dram)
+    got = [int(x[0]) for x in r.get("vq", [])]
     return {"planes": kv_compare(kw, r.get("kv_writes", [])), "writes": len(kw.fields), "rope_rows": kw.rope_rows, "lo_rows": kw.lo_rows,
-            "bench_rows": kw.bench_rows, "preloaded": pre, "late": int(r.get("wdata_late", 0))}
+            "bench_rows": kw.bench_rows, "preloaded": pre, "late": int(r.get("wdata_late", 0)),
+            "vq": (len(kw.v_amax), count_mismatches(got, kw.v_amax))}
 
 
 def kv_line(kvw: dict) -> str:
@@ -362,20 +414,23 @@ def kv_line(kvw: dict) -> str:
     bench = ", ".join(f"{n} {names[k]}" for k, n in sorted(kvw["bench_rows"].items())) or "none"
     return (f"KV cache: {kvw['writes']} dma_kv writes carry their bytes over the memory port's write channel into "
             f"the DRAM image, against the golden's kv_append.k8 / v8 / lo: {per}; K rows from the RoPE engine: "
-            f"{kvw['rope_rows']}, keys' LO codes made from their K rows by the writer: {kvw['lo_rows']}, rows from "
-            f"the load port (stand-ins): {bench}; K/V rows the image still holds: "
+            f"{kvw['rope_rows']}, keys' LO codes made from their K rows by the writer: {kvw['lo_rows']}, V rows from "
+            f"the V quantizer: {kvw['vq'][0]} (their amax against kv_append.v_amax: {kvw['vq'][1]} differing), rows "
+            f"from the load port (stand-ins): {bench}; K/V rows the image still holds: "
             f"{kvw['preloaded']}; beats after their write's response: {kvw['late']}")
 
 
 def kv_why(kvw: dict) -> str:
+    vq = kvw.get("vq", (0, 0))[1]
     return (f"{sum(b for _, b in kvw['planes'].values())} written bytes differ from the golden's, "
-            f"{kvw['late']} beats after their write's response")
+            f"{kvw['late']} beats after their write's response" + (f", {vq} V rows' amax differ" if vq else ""))
 
 
 def kv_ok(kvw: dict) -> bool:
     """Every written byte the golden's, every beat before its response."""
-    return not kvw or (kvw["late"] == 0 and all(b == 0 for _, b in kvw["planes"].values()))
+    return not kvw or (kvw["late"] == 0 and kvw.get("vq", (0, 0))[1] == 0
+                       and all(b == 0 for _, b in kvw["planes"].values()))
 
 
-__all__ = ["KV_LOAD", "KvWritePlan", "KvWriter", "kv_compare", "kv_line", "kv_ok", "kv_params", "kv_preload",
+__all__ = ["KV_LOAD", "KvWritePlan", "KvWriter", "issue_fifo", "kv_compare", "kv_line", "kv_ok", "kv_params", "kv_preload",
            "kv_result", "kv_why", "kv_write_plan", "kv_writer", "kv_written", "lo_bytes"]

@@ -31,10 +31,11 @@ from lowbit.rtl.sfu_stream_requant import REQUANT_DELAY, PsumRequant, mult_word
 RQ_LOAD = 8  # load queue offset (past the act buffer's) of the first requantizer's multiplier memory
 DST_R, DST_GATE, DST_UP, DST_Q, DST_K = 1, 2, 3, 4, 5  # the residual's y buffer, the gating engine's gate and
 # up buffers, the RoPE's q and k input buffers
+DST_V = 7  # the V quantizer's row memory (lowbit.rtl.chip_vquant)
 RQ_OPS = {"attn.o": DST_R, "ffn.down": DST_R, "ffn.gate": DST_GATE, "ffn.up": DST_UP, "attn.q": DST_Q,
-          "attn.k": DST_K}  # layer op -> the Q7.8 buffer its requantized outputs go to
-RQ_BUFS = {DST_R: "r", DST_GATE: "gate", DST_UP: "up", (DST_Q, DST_K): "qk"}  # dst -> chip_sfu's buffer, or the
-# RoPE engine's q / k buffer (lowbit.rtl.chip_rope) where the chip has it
+          "attn.k": DST_K, "attn.v": DST_V}  # layer op -> the Q7.8 buffer its requantized outputs go to
+RQ_BUFS = {DST_R: "r", DST_GATE: "gate", DST_UP: "up", (DST_Q, DST_K): "qk", DST_V: "v"}  # dst -> chip_sfu's
+# buffer, the RoPE engine's q / k buffer (lowbit.rtl.chip_rope) or the V quantizer's rows, where the chip has them
 RESIDUAL_Y = {"attn_residual": "attn.o", "ffn_residual": "ffn.down"}  # residual op -> the projection it adds
 DST_LOGITS = 6  # the lm_head's logits (lowbit.rtl.chip_lmhead): they leave on the write ports, for the host
 
@@ -156,6 +157,8 @@ def requant_cover(plan, img, cfg) -> None:
                 or any(t["r0"] % t["lanes"] for t in tiles):
             continue
         safe = rope_drain_safe(plan, key, tiles, n) if key[1].endswith(("attn.q", "attn.k")) else None
+        if key[1].endswith("attn.v"):  # its reader, the V quantizer, reads 2 cycles after the V write's issue,
+            safe = True  # which is no earlier than the tile's end (lowbit.rtl.chip_vquant)
         if key[1] == "lm_head" or (drain_safe(tiles, -(-out // n), n) if safe is None else safe):  # lm_head: no
             # reader on the chip, the logits leave
             plan.rq_cover[key] = ws

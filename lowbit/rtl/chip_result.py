@@ -80,7 +80,7 @@ class ChipResult:
     # lm_head on the chip: lowbit.rtl.chip_lmhead)
     embed: tuple[int, int, int, int] = (0, 0, 0, 0)  # embedding reads on the chip's writer (lowbit.rtl.chip_embed),
     # their X words, elements, X words and row S values differing from the golden's embed.out
-    sm: tuple[int, int, int, int, int, int, int] = (0, 0, 0, 0, 0, 0, 0)  # lowbit.rtl.chip_softmax.sm_compare
+    sm: tuple[int, ...] = (0, 0, 0, 0, 0, 0, 0, 0)  # lowbit.rtl.chip_softmax.sm_compare
     sc: tuple[int, int, int, int, int] = (0, 0, 0, 0, 0)  # lowbit.rtl.chip_scores.sc_compare
     rope: tuple[int, ...] = (0, 0, 0, 0, 0, 0, 0)  # RoPE words on the chip's RoPE engine, query act words,
     # differing, key words, differing, row amax, differing (lowbit.rtl.chip_rope.rope_compare)

@@ -98,6 +98,8 @@ class SoftmaxPorts:
     wa_data: Signal
     x_mem: Memory | None = None   # the score memory and the row-max memory (lowbit.rtl.chip_scores writes them)
     mx_mem: Memory | None = None
+    vs_addr: Signal | None = None  # the V quantizer's scale memory: the word the engine reads, its data the cycle
+    vs_data: Signal | None = None  # after (lowbit.rtl.chip_vquant drives it; a word's `t_addr` 0: not read)
 
 
 def rne_div127(x, amax, name: str, m: Module):
@@ -195,9 +197,18 @@ def softmax_engine(m: Module, cfg, dims, ctrl, ld, ld_addr, ld_word) -> SoftmaxP
         m.d.sync += qb.eq(0)
     with m.Elif(s.o_wen):
         m.d.sync += qb.eq(qb_n)
-    m.d.comb += vr.addr.eq(Mux(go, 0, Mux(s.o_wen, qb_n, qb)))
+    va_i = Mux(go, 0, Mux(s.o_wen, qb_n, qb))
+    m.d.comb += vr.addr.eq(va_i)
+    # amax_v from the load port's memory, or where the word's t_addr is set from the V quantizer's scale memory,
+    # word t_addr - 1 on (lowbit.rtl.chip_vquant: the keys of the chunk are positions from there on)
+    tb, _ = latch(w.t_addr, "vsb")
+    vs_addr, vs_data, vs_on = (Signal(len(w.t_addr), name="sm_vsaddr"), Signal(data.ArrayLayout(16, n), name="sm_vsdata"),
+                               Signal(name="sm_vson"))
+    m.d.comb += vs_addr.eq(tb - 1 + va_i)
+    m.d.sync += vs_on.eq(tb != 0)
+    va = Mux(vs_on, vs_data.as_value(), vr.data.as_value())
     prod = [Signal(WA_BITS, name=f"sm_x{i}") for i in range(n)]
-    m.d.comb += [prod[i].eq(s.o_wdata[i] * vr.data[i]) for i in range(n)]
+    m.d.comb += [prod[i].eq(s.o_wdata[i] * va[16 * i:16 * i + 16]) for i in range(n)]
     for i in range(n):
         pw = mems[f"px{i}"].write_port()
         m.d.comb += [pw.en.eq(s.o_wen), pw.addr.eq(s.o_waddr[:XB]), pw.data.eq(prod[i])]
@@ -225,7 +236,7 @@ def softmax_engine(m: Module, cfg, dims, ctrl, ld, ld_addr, ld_word) -> SoftmaxP
     m.d.sync += [v1.eq(rd & ~rowend), a1.eq(ob + q_base + q_i), am1.eq(q_amax)]
     qw = Cat(*(rne_div127(pr[i].data, am1, f"sm_d{i}", m) for i in range(n)))
     ports = SoftmaxPorts(s.ready, s.done_next, v1, a1, qw, wa_v, Signal(SB, name="sm_waddr"), q_amax, mems["x"],
-                         mems["mx"])
+                         mems["mx"], vs_addr, vs_data)
     m.d.comb += ports.wa_addr.eq(sb0 + q_row)
     return ports
 
@@ -249,6 +260,9 @@ class SoftmaxPlan:
     bench_rows: int = 0
     bench_words: list[str] = field(default_factory=list)
     sc_note: str = ""  # why the bench still writes the scores and row maxes (lowbit.rtl.chip_scores)
+    keys: dict[int, tuple[int, int, list[int]]] = field(default_factory=dict)  # word -> (layer, KV head, its keys'
+    # positions in the chunk's order)
+    vs_rows: int = 0  # rows whose keys' amax_v the engine reads from the V quantizer's scale memory
 
 
 def _v_amax(run, layer: int, kvh: int) -> np.ndarray:
@@ -327,6 +341,7 @@ def softmax_plan(plan, img, cfg, bq: int, qmap: dict, pv_writes: dict) -> Softma
         out.fields[i] = {"eng": SM_ENG, "rows": rows, "beats": beats, "x_addr": 0, "o_addr": o_addr,
                          "st_addr": st_addr, "y_addr": lens[0], "g_addr": grp if causal else 0}
         out.probs[i] = list(ws)
+        out.keys[i] = (layer, g, pos)
         out.rows += rows
         out.words.append(f"step {w['step']} layer {layer} group {g}")
         plan.act_writes.pop(i, None)
@@ -334,15 +349,15 @@ def softmax_plan(plan, img, cfg, bq: int, qmap: dict, pv_writes: dict) -> Softma
     return out
 
 
-def sm_compare(sm: SoftmaxPlan, r: dict) -> tuple[int, int, int, int, int, int, int]:
+def sm_compare(sm: SoftmaxPlan, r: dict) -> tuple[int, int, int, int, int, int, int, int]:
     """(softmax words on the engine, their rows, INT8 words checked, row scales checked, those differing (missing
     and extra counted), load-port write batches not ended before their word, rows whose probabilities the
-    bench wrote)."""
+    bench wrote, rows whose keys' amax_v the engine read from the V quantizer's scale memory)."""
     bad = 0
     for want, key in ((sm.act, "sm_act"), (sm.wa, "sm_wa")):
         got = [tuple(x) for x in r.get(key, [])]
         bad += count_mismatches(got, want)
-    return len(sm.fields), sm.rows, len(sm.act), len(sm.wa), bad, int(r.get("sm_late", 0)), sm.bench_rows
+    return len(sm.fields), sm.rows, len(sm.act), len(sm.wa), bad, int(r.get("sm_late", 0)), sm.bench_rows, sm.vs_rows
 
 
 def _word16(x) -> int:

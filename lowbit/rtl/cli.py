@@ -195,10 +195,10 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
             print(f"softmax: {r.sm[0]} softmax words on the SFU's softmax engine (then p x amax_v quantized to INT8), "
                   f"{r.sm[1]} probability rows from the chip: {r.sm[2]:,} INT8 words and {r.sm[3]} row scales against "
                   f"the golden's softmax.w8 and w_amax, {r.sm[4]} mismatches; {r.sm[6]} rows still written by the "
-                  "bench; " + ("the scores and each row's max it reads from the score requantizer (below), each key's "
-                               "amax_v from the bench in the Q K^T tile's cycles" if r.sc[0] else
-                               "the scores, row max and amax_v it reads are written by the bench in the Q K^T tile's "
-                               "cycles") + f", {r.sm[5]} batches late")
+                  "bench; " + ("the scores and each row's max it reads from the score requantizer (below)" if r.sc[0]
+                               else "the scores and row max it reads are written by the bench in the Q K^T tile's "
+                               "cycles") + f"; each key's amax_v from the V quantizer's scale memory in {r.sm[7]} rows, "
+                  f"from the bench in the Q K^T tile's cycles in the other {r.sm[1] - r.sm[7]}, {r.sm[5]} batches late")
         if r.sc[0]:
             print(f"scores: {r.sc[0]} Q K^T tiles through the score requantizer behind BoothFlex's psum port (each "
                   f"query row's amax from the RoPE engine, each key's k_amax from the bench): {r.sc[1]:,} scores and "
@@ -259,7 +259,7 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
             ops = "; ".join(f"{op}: {c} ({n:,} elements, {bad} mismatches)" for op, (c, n, bad) in sorted(per.items()))
             print(f"requantizer: {len(r.rq)} projections requantized on the chip behind the engines' psum ports, "
                   "their Q7.8 outputs against the golden's <op>.out (the residual's y, the gating's inputs, the RoPE "
-                  f"engine's q and k inputs): {ops or 'none'}"
+                  f"engine's q and k inputs, the V quantizer's v): {ops or 'none'}"
                   + (f"; kept off by the drain rule: {', '.join(r.rq_drain)}" if r.rq_drain else ""))
         logits = [x for x in r.rq if x[0].endswith(" lm_head")]
         if logits:

@@ -114,8 +114,10 @@ def test_chip_runs_the_program_cycle_exact(tiny_program):
     assert r.pv == (16, 8, 8)  # ... and every step's and layer's av.acc in every element
     # the probabilities it multiplies from the SFU's softmax engine (lowbit.rtl.chip_softmax): every softmax word,
     # 2 x 2 rows (queries x heads) a group in the prefill, 2 in each decode step, x 2 groups x 2 layers; INT8
-    # words a row: 1 (2 keys), 1, 1, 2 (3, 4, 5 keys): 16 + 2 x 2 x 2 x 4 words, a scale a row; 0 from the bench
-    assert r.sm == (16, 16 + 24, 16 + 32, 16 + 24, 0, 0, 0)
+    # words a row: 1 (2 keys), 1, 1, 2 (3, 4, 5 keys): 16 + 2 x 2 x 2 x 4 words, a scale a row; 0 from the bench;
+    # every row's keys' amax_v from the V quantizer's scale memory (lowbit.rtl.chip_vquant: every chunk holds
+    # the positions from 0 on)
+    assert r.sm == (16, 16 + 24, 16 + 32, 16 + 24, 0, 0, 0, 16 + 24)
     # ... over the scores and row maxes the score requantizer behind BoothFlex's psum port writes
     # (lowbit.rtl.chip_scores): every Q K^T output, 2 heads x (1 + 2 keys) a group in the prefill, 2 heads x 3, 4, 5
     # keys in decode, x 2 groups x 2 layers; a max per row; against the golden's qk.scores
@@ -137,11 +139,12 @@ def test_chip_runs_the_program_cycle_exact(tiny_program):
     assert r.res == (16, 5 * 2 * 2 * 16, 5 * 2 * 2 * 16 * 4, 0)
     # ... with y from the requantizers behind the TINT and BoothFlex psum ports: attn.o and ffn.down of every
     # step and layer, (2 + 1 + 1 + 1 tokens) x 64 outputs each, equal to the golden's <op>.out
-    # and gate / up (128 outputs) for the SFU's gating engine, q (64) and k (32) into RoPE's input buffers, equal
-    # to the golden's <op>.out
+    # and gate / up (128 outputs) for the SFU's gating engine, q (64) and k (32) into RoPE's input buffers, v (32)
+    # into the V quantizer's row memory, equal to the golden's <op>.out
     assert sorted(r.rq) == sorted((f"step {s} layers.{L}.{op}", n * (2 if s == 0 else 1), 0) for s in range(4)
                                   for L in range(2) for op, n in (("attn.o", 64), ("ffn.down", 64), ("ffn.gate", 128),
-                                                                  ("ffn.up", 128), ("attn.q", 64), ("attn.k", 32)))
+                                                                  ("ffn.up", 128), ("attn.q", 64), ("attn.k", 32),
+                                                                  ("attn.v", 32)))
     assert r.rq_drain == []
     # the gating engine: ffn.act of 2 layers x 4 steps, (2 + 1 + 1 + 1 tokens) x 32 words, the golden's ffn.act.out
     assert r.act == (8, 5 * 2 * 32, 5 * 2 * 32 * 4, 0)
@@ -167,10 +170,10 @@ def test_chip_runs_the_program_cycle_exact(tiny_program):
     # the KV cache is the chip's (lowbit.rtl.chip_kv): every dma_kv write (2 layers x 2 KV heads x (K, V, LO codes)
     # x 4 steps) carries its bytes over the write channel into the DRAM image, which holds none of them before:
     # (2 + 1 + 1 + 1 tokens) x 16 K or V bytes or 8 LO-code bytes x 2 x 2, equal to the golden's kv_append; the K
-    # rows are the RoPE engine's, the LO codes the writer's from them, the V rows the load port's; the K/V reads
-    # above return them
+    # rows are the RoPE engine's, the LO codes the writer's from them, the V rows the V quantizer's (their 20
+    # amax the golden's kv_append.v_amax); the K/V reads above return them
     assert r.kvw == {"planes": {"k": (320, 0), "v": (320, 0), "lo": (160, 0)}, "writes": 48, "rope_rows": 20,
-                     "lo_rows": 20, "bench_rows": {"v": 20}, "preloaded": 0, "late": 0}
+                     "lo_rows": 20, "bench_rows": {}, "preloaded": 0, "late": 0, "vq": (20, 0)}
 
 
 def test_chip_verilog_lints_clean(tiny_program):
@@ -183,12 +186,13 @@ def test_chip_verilog_lints_clean(tiny_program):
 
     cfg, path = tiny_program  # with the data path, its requantizers (multiplier memories of 256 words), the
     # LOP engine (bitnet-tiny's groups: 2 query heads of 16 dimensions, up to 16 keys, 4 query rows from the RoPE
-    # engine), the embedding writer, the RoPE engine (a 32-word table, head rows of 4 words), the score stage and the
-    # KV writes' source (512 units)
+    # engine), the embedding writer, the RoPE engine (a 32-word table, head rows of 4 words), the score stage, the
+    # KV writes' source (512 units) and the V quantizer (4 rows of 16; 2 KV heads x 256 positions x 2 layers)
     p = params_for(build_image(path, cfg), reference_schedule(path, cfg)[0], 32)
     _, key = chip_verilog_cached(cfg, dataclasses.replace(p, mult_depth=256, lop_grp=2, lop_hd=16, lop_depth=16,
                                                           embed_beats=2, rope_depth=32, rope_beats=4, lop_qrows=4,
-                                                          score_mult=attn_multipliers(16)["qk"], kvw_depth=512))
+                                                          score_mult=attn_multipliers(16)["qk"], kvw_depth=512,
+                                                          vquant=(4, 16, 2, 256, 2)))
     r = lint(cache_dir("verilog") / f"chip-{key}.v", "lowbit_chip")
     assert r.ok, r.errors[:5]
 
@@ -566,17 +570,18 @@ def test_vitallm_chip_runs_out_of_order_dma_exact(tmp_path, hw, cycles, lanes, o
             assert r.qk == (12, 6, 6) and r.pv == (12, 6, 6)  # Q K^T and P V of every step and layer
             # 8 K/V chunks a step of 4, 5, 6 keys x 16 bytes, in 8-byte units
             assert (r.kv_chunks, r.kv_units, r.kv_mismatches) == (24, 8 * 2 * (4 + 5 + 6), 0)
-            # requantized on the chip: o, gate, up, down, q and k of 2 layers x 3 steps (the prefill's down
+            # requantized on the chip: o, gate, up, down, q, k and v of 2 layers x 3 steps (the prefill's down
             # behind BoothFlex; k after q in a token's row of the RoPE engine's buffer passes the drain rule);
             # the gating engine: ffn.act of 2 layers x 3 steps, (4 + 1 + 1) x 8 words
-            assert len(r.rq) == 6 * 6 and not any(b for _, _, b in r.rq)
+            assert len(r.rq) == 6 * 7 and not any(b for _, _, b in r.rq)
             assert r.rq_drain == []
             assert r.act == (6, 6 * 2 * 8, 6 * 2 * 128, 0)
             # RoPE: one word a step and layer for both KV heads, (4 + 1 + 1) tokens x (4 q + 2 k) one-word rows
             assert r.rope == (6, 2 * 6 * 4, 0, 2 * 6 * 2, 0, 2 * 6 * 6, 0) and r.rope_bench == []
             # softmax: every word (2 layers x 3 steps x 2 KV groups) on the 16-lane engine, 2 layers x 2 groups x
-            # (4 + 1 + 1) tokens x 2 heads rows of one beat, their INT8 words and scales; no row from the bench
-            assert r.sm == (12, 2 * 2 * 6 * 2, 48, 48, 0, 0, 0)
+            # (4 + 1 + 1) tokens x 2 heads rows of one beat, their INT8 words and scales; no row from the bench;
+            # every row's amax_v from the V quantizer's scale memory (LOP's K = 8 keeps every key)
+            assert r.sm == (12, 2 * 2 * 6 * 2, 48, 48, 0, 0, 0, 48)
     assert {q.name: q.start_mismatches + q.end_mismatches for q in r.queues} == {q.name: 0 for q in r.queues}
     assert r.chip_cycles == r.sim_cycles == cycles
     assert r.params.dma_issue == lanes and r.dram_requests == 113

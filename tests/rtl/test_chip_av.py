@@ -168,13 +168,25 @@ def test_drain_rule_puts_s_on_the_chip(monkeypatch, lag):
 @pytest.mark.slow
 def test_chip_attention_output_check_can_fail(monkeypatch, tmp_path):
     """With the amax_v of every key of one KV group doubled in the softmax engine's load-port writes after the
-    golden was computed (lowbit.rtl.chip_softmax), the engine's INT8 probabilities stay the golden's (RNE(127
-    2x / 2 amax) = RNE(127 x / amax)) and exactly that group's row scales double: the chip's attention output of
-    that step and layer differs from the golden's attn.av.out in that group's heads (and their rows' S), the
-    rest stays exact, and the timing is unchanged."""
+    golden was computed (lowbit.rtl.chip_softmax; that word reads the load port's amax_v memory, not the V
+    quantizer's scale memory), the engine's INT8 probabilities stay the golden's (RNE(127 2x / 2 amax) = RNE(127
+    x / amax)) and exactly that group's row scales double: the chip's attention output of that step and layer
+    differs from the golden's attn.av.out in that group's heads (and their rows' S), the rest stays exact, and
+    the timing is unchanged."""
     pytest.importorskip("cocotb")
+    import lowbit.rtl.chip_vquant as cv
     from lowbit.rtl.chip_softmax import SEL
     from tests.rtl.chip_perturb import verify_perturbed
+
+    real = cv.vs_softmax
+
+    def first_on_the_load_port(plan, vquant, lanes):
+        first = min(plan.sm.keys)
+        keep = plan.sm.keys.pop(first)
+        real(plan, vquant, lanes)
+        plan.sm.keys[first] = keep
+
+    monkeypatch.setattr(cv, "vs_softmax", first_on_the_load_port)
 
     def double_amax_v(plan):
         e = plan.sm.writes[0]  # the prefill's layer 0, KV group 0: its amax_v words (memory 2)

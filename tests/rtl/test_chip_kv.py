@@ -122,8 +122,9 @@ def tiny_plan(tmp_path_factory):
 
 def test_k_writes_read_the_rope_engines_keys_and_the_image_holds_no_written_row(tiny_plan):
     """Each step's K write of a KV head reads the source from its RoPE word's x_addr (that block's keys, position
-    after position), its LO-code write the same K rows (the writer makes the codes), V writes the load port's
-    words; the DRAM image holds zeros at every K/V row the program writes and the golden's bytes at none."""
+    after position), its LO-code write the same K rows (the writer makes the codes), V writes the V quantizer's
+    rows in the source's upper half (lowbit.rtl.chip_vquant), one after the other in program order, the k-th KV
+    head k mod KV; the DRAM image holds zeros at every K/V row the program writes and the golden's bytes at none."""
     from lowbit.sim.isa import KV_BASE, LOP_BASE
     from lowbit.sim.kvcache import kv_addr, lo_addr
 
@@ -133,7 +134,8 @@ def test_k_writes_read_the_rope_engines_keys_and_the_image_holds_no_written_row(
     upw = cfg.sfu.lanes // plan.dims.unit_bytes
     ropes = {(b.step, b.layer, b.g0): plan.sfu_fields[b.word]["x_addr"] for v in plan.rope.blocks.values() for b in v}
     k_writes = lo_writes = 0
-    for (q, i), f in kw.fields.items():
+    v_next, v_amax, jobs = kw.depth // 2, [], 0
+    for (q, i), f in sorted(kw.fields.items()):
         w = img.words[q][i]
         assert q == kq and w["wr"] and f["dwords"] == w["nbytes"] // plan.dims.unit_bytes
         for layer in range(s.n_layers):
@@ -142,15 +144,20 @@ def test_k_writes_read_the_rope_engines_keys_and_the_image_holds_no_written_row(
                 if w["addr"] == kv_addr(s, layer, g, False, st.start):
                     assert f["dbase"] == ropes[(w["step"], layer, g)] * upw
                     k_writes += 1
+                if w["addr"] == kv_addr(s, layer, g, True, st.start):  # the quantizer's k-th job: head k mod KV
+                    assert f["dbase"] == v_next and jobs % s.n_kv_heads == g
+                    v_next, jobs = v_next + w["nbytes"] // plan.dims.unit_bytes, jobs + 1
+                    v_amax += st.buffers[f"layers.{layer}.attn.kv_append.v_amax"][:, g].tolist()
                 if w["addr"] == lo_addr(s, layer, g, st.start):
                     assert f["dbase"] == ropes[(w["step"], layer, g)] * upw and w["nbytes"] == len(st.ids) * 8
                     lo_writes += 1
     assert k_writes == lo_writes == 2 * 2 * 4 == len(kw.fields) // 3
     kv_rows = [a for a in plan.dram if KV_BASE <= a < LOP_BASE]
     assert kv_rows and all(plan.dram[a] == bytes(s.head_dim) and a in plan.kv_written for a in kv_rows)
-    # the stand-ins: every V row of the 5 positions x 2 layers x 2 KV heads, through the load port
-    assert kw.bench_rows == {"v": 20} and kw.rope_rows == kw.lo_rows == 20
-    assert len(kw.preload) == 20 * 16 // cfg.sfu.lanes
+    # every V row of the 5 positions x 2 layers x 2 KV heads from the quantizer, none through the load port
+    assert kw.bench_rows == {} and kw.preload == [] and kw.rope_rows == kw.lo_rows == 20
+    assert kw.v_amax == v_amax and len(v_amax) == 20 and v_next == kw.depth // 2 + 20 * 16 // 2
+    assert kw.vquant == (4, 16, 2, 256, 2)  # the prompt's 2 tokens x 2 KV heads, head_dim, KV heads, positions, layers
 
 
 def test_kv_compare_counts_each_differing_byte_and_a_missing_write(tiny_plan):
@@ -165,3 +172,16 @@ def test_kv_compare_counts_each_differing_byte_and_a_missing_write(tiny_plan):
     assert kv_compare(kw, bad)[plane][1] == 2
     assert kv_compare(kw, got[1:])[plane][1] == len(b0)
 
+
+
+def test_softmax_words_read_their_amax_v_from_the_v_quantizers_scale_memory(tiny_plan):
+    """Every softmax word on the engine reads its chunk's amax_v from the scale memory (lowbit.rtl.chip_vquant):
+    its keys are positions 0 .. M - 1 of its layer and KV head (LOP keeps every key at K = 8), so its t_addr is 1 +
+    the word (layer x KV + head) x 256 / 4 of 4-lane words, and the bench writes none of them."""
+    cfg, _, plan = tiny_plan
+    s, sm = plan.model.spec, plan.sm
+    assert len(sm.fields) == 16 and sm.vs_rows == sm.rows == 40 and sm.writes == []
+    for i, f in sm.fields.items():
+        layer, g, pos = sm.keys[i]
+        assert pos == list(range(len(pos))) and 2 <= len(pos) <= 5
+        assert f["t_addr"] == 1 + (layer * s.n_kv_heads + g) * s.max_positions // cfg.sfu.lanes

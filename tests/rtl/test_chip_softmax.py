@@ -29,10 +29,13 @@ def expected(scores: list[np.ndarray], va: np.ndarray) -> tuple[list[np.ndarray]
     return w8, wa
 
 
-def run_engine(cfg, scores: list[np.ndarray], va: np.ndarray, grp: int, o_addr: int = 7, st_addr: int = 3):
+def run_engine(cfg, scores: list[np.ndarray], va: np.ndarray, grp: int, o_addr: int = 7, st_addr: int = 3,
+               vs: int = 0):
     """One `eng` 5 word over `scores` (rows t x grp + h, row r len0 + r // grp keys when grp > 0) with amax_v
     `va` per key, memories written through the load port first; returns ({act word: INT8 lanes}, [(row, scale)],
-    cycles from the start to the last write, to done_next)."""
+    cycles from the start to the last write, to done_next). `vs` > 0: the amax_v come from the V quantizer's
+    scale memory (lowbit.rtl.chip_vquant) from word vs on (the word's t_addr vs + 1; a model of the memory
+    answers each `vs_addr` the cycle after) and the load port's amax_v memory holds zeros."""
     from amaranth.hdl import Module, Signal
     from amaranth.lib import data, wiring
     from amaranth.sim import Simulator
@@ -50,7 +53,7 @@ def run_engine(cfg, scores: list[np.ndarray], va: np.ndarray, grp: int, o_addr: 
     class Ctrl:
         go = Signal()
         word = Signal(data.StructLayout({"eng": 3, "rows": COUNT_BITS, "beats": COUNT_BITS, "x_addr": 9, "o_addr": 9,
-                                         "st_addr": 6, "y_addr": 9, "g_addr": 9}))
+                                         "st_addr": 6, "y_addr": 9, "g_addr": 9, "t_addr": 12}))
 
     class Top(wiring.Component):
         def __init__(self):
@@ -74,8 +77,9 @@ def run_engine(cfg, scores: list[np.ndarray], va: np.ndarray, grp: int, o_addr: 
     loads += [(1 << SEL | r, int(s.max()) & 0xFFFF) for r, s in enumerate(scores)]
     vpad = np.zeros(beats * n, np.int64)
     vpad[:len(va)] = va
-    loads += [(2 << SEL | b, sum(int(v) << (16 * k) for k, v in enumerate(vpad[b * n:(b + 1) * n])))
-              for b in range(beats)]
+    vwords = [sum(int(v) << (16 * k) for k, v in enumerate(vpad[b * n:(b + 1) * n])) for b in range(beats)]
+    scale_mem = {vs + b: w for b, w in enumerate(vwords)}  # the scale memory's words (others: junk)
+    loads += [(2 << SEL | b, 0 if vs else w) for b, w in enumerate(vwords)]
     out: dict[int, list[int]] = {}
     wa: list[tuple[int, int]] = []
     res = {}
@@ -94,13 +98,17 @@ def run_engine(cfg, scores: list[np.ndarray], va: np.ndarray, grp: int, o_addr: 
         ctx.set(top.ld, 0)
         c = top.ctrl
         ctx.set(c.word, {"eng": SM_ENG, "rows": rows, "beats": beats, "x_addr": 0, "o_addr": o_addr, "st_addr": st_addr,
-                         "y_addr": lens[0], "g_addr": grp})
+                         "y_addr": lens[0], "g_addr": grp, "t_addr": vs + 1 if vs else 0})
         ctx.set(c.go, 1)
         last = cyc = 0
+        vs_prev = 0
         for cyc in range(2 * rows * beats + 64):
             if cyc == 1:
                 ctx.set(c.go, 0)
             p = top.p
+            ctx.set(p.vs_data, [(scale_mem.get(vs_prev, 0xBEEF * 0x10001000100010001) >> (16 * k)) & 0xFFFF
+                                for k in range(n)])
+            vs_prev = ctx.get(p.vs_addr)
             if ctx.get(p.a_en):
                 x = ctx.get(p.a_data)
                 out[ctx.get(p.a_addr)] = [((x >> (8 * k)) & 0xFF) - (256 if (x >> (8 * k + 7)) & 1 else 0)
@@ -120,10 +128,10 @@ def run_engine(cfg, scores: list[np.ndarray], va: np.ndarray, grp: int, o_addr: 
     return out, wa, res["last"], res.get("done", -1)
 
 
-def check(cfg, scores, va, grp, o_addr=7, st_addr=3):
+def check(cfg, scores, va, grp, o_addr=7, st_addr=3, vs=0):
     n = cfg.sfu.lanes
     beats = -(-max(len(s) for s in scores) // n)
-    out, wa, last, done = run_engine(cfg, scores, va, grp, o_addr, st_addr)
+    out, wa, last, done = run_engine(cfg, scores, va, grp, o_addr, st_addr, vs)
     w8, want_wa = expected(scores, va)
     got = [[v for b in range(beats) for v in out.get(o_addr + r * beats + b, [None] * n)] for r in range(len(scores))]
     want = [list(q) + [0] * (beats * n - len(q)) for q in w8]
@@ -144,6 +152,21 @@ def test_softmax_engine_matches_the_golden_rule_on_causal_and_equal_rows():
     for keys in (7, 11):  # decode rows (equal lengths), 2 and 3 beats
         scores = [rng.integers(-6000, 200, keys) for _ in range(2)]
         got, want, wa, want_wa = check(cfg, scores, rng.integers(1, 1 << 15, keys), 0)
+        assert got == want and wa == want_wa
+
+
+def test_softmax_engine_reads_amax_v_from_the_v_quantizers_scale_memory():
+    """With the word's t_addr set, the keys' amax_v come from the scale memory from word t_addr - 1 on (the load
+    port's amax_v memory holds zeros, every other scale word junk): the rows equal the golden rule's, causal and
+    equal rows, 1 to 3 beats."""
+    cfg = load_hw("tiny")
+    rng = np.random.default_rng(5)
+    scores = [rng.integers(-3000, 3000, 2 + r // 2) for r in range(8)]
+    got, want, wa, want_wa = check(cfg, scores, rng.integers(1, 1 << 14, 5), 2, vs=9)
+    assert got == want and wa == want_wa
+    for keys in (3, 11):
+        scores = [rng.integers(-6000, 200, keys) for _ in range(2)]
+        got, want, wa, want_wa = check(cfg, scores, rng.integers(1, 1 << 15, keys), 0, vs=200)
         assert got == want and wa == want_wa
 
 
@@ -241,7 +264,8 @@ def test_the_engine_converts_in_size_linear_in_lanes():
         class Top(wiring.Component):
             def __init__(self):
                 word = data.StructLayout({"eng": 3, "rows": COUNT_BITS, "beats": COUNT_BITS, "x_addr": 9,
-                                          "o_addr": 9, "st_addr": 6, "y_addr": 9, "g_addr": 9})
+                                          "o_addr": 9, "st_addr": 6, "y_addr": 9, "g_addr": 9,
+                                          "t_addr": 12})
                 super().__init__({"go": wiring.In(1), "word": wiring.In(word), "ld": wiring.In(1),
                                   "ld_addr": wiring.In(9), "ld_word": wiring.In(16 * lanes),
                                   "q": wiring.Out(8 * lanes), "wa": wiring.Out(32)})

@@ -233,6 +233,7 @@ async def chip_run(dut):
     # earlier write still open waits for its data: [tag, id, address, bytes, its response cycle]; a write's entry
 # gets its response's cycle once the DRAM model has timed it
     kvw_on = bool(dj and dj.get("kv_write"))
+    vq_amax = tap(dj and dj.get("vq"), "vqv", "vqa")  # the V quantizer's rows' amax (lowbit.rtl.chip_vquant)
     wopen: dict[int, list] = {}
     rwait: list[list] = []
     kv_writes: list[list] = []
@@ -478,7 +479,7 @@ async def chip_run(dut):
            "psum": psum, "sfu": sfu_words, "norm": norm_words, "amax": amax_words, "res": res_words, "rq": rq_words, "act": act_words, "avx": avx, "avs": avs, "ex": ex, "es": es, "data_late": data_late, "act_late": act_late, "kv_chunks": kv_chunks,
            "kv_units": kv_units, "kv_mismatches": kv_bad + sum(len(v) for v in ksample.values()),
            "finished": cnt_prev == lengths[:-1] and joins_done == lengths[-1], "dram_requests": next_tag, **rope_w,
-           "kv_writes": kv_writes, "wdata_late": wdata_late + len(wopen)}
+           "kv_writes": kv_writes, "vq": vq_amax, "wdata_late": wdata_late + len(wopen)}
     tmp = job["result"] + ".tmp"
     with open(tmp, "w") as fh:
         json.dump(res, fh)

@@ -167,12 +167,13 @@ def test_drain_rule_puts_s_on_the_chip(monkeypatch, lag):
 
 @pytest.mark.slow
 def test_chip_attention_output_check_can_fail(monkeypatch, tmp_path):
-    """With the amax_v of every key of one KV group doubled in the softmax engine's load-port writes after the
-    golden was computed (lowbit.rtl.chip_softmax; that word reads the load port's amax_v memory, not the V
-    quantizer's scale memory), the engine's INT8 probabilities stay the golden's (RNE(127 2x / 2 amax) = RNE(127
-    x / amax)) and exactly that group's row scales double: the chip's attention output of that step and layer
-    differs from the golden's attn.av.out in that group's heads (and their rows' S), the rest stays exact, and
-    the timing is unchanged."""
+    """With the amax_v of every key of the program's last softmax word (the last decode step's last layer and
+    KV group) doubled in the softmax engine's load-port writes after the golden was computed
+    (lowbit.rtl.chip_softmax; that word is kept off the V quantizer's scale memory), the engine's INT8
+    probabilities stay the golden's (RNE(127 2x / 2 amax) = RNE(127 x / amax)) and exactly that word's row
+    scales double: the chip's attention output of that step and layer differs from the golden's attn.av.out in
+    that group's heads (and its row's S); no softmax word comes after it, so every other step and layer stays
+    exact, and the timing is unchanged."""
     pytest.importorskip("cocotb")
     import lowbit.rtl.chip_vquant as cv
     from lowbit.rtl.chip_softmax import SEL
@@ -180,21 +181,22 @@ def test_chip_attention_output_check_can_fail(monkeypatch, tmp_path):
 
     real = cv.vs_softmax
 
-    def first_on_the_load_port(plan, vquant, lanes):
-        first = min(plan.sm.keys)
-        keep = plan.sm.keys.pop(first)
+    def last_on_the_load_port(plan, vquant, lanes):
+        last = max(plan.sm.keys)
+        keep = plan.sm.keys.pop(last)
         real(plan, vquant, lanes)
-        plan.sm.keys[first] = keep
+        plan.sm.keys[last] = keep
 
-    monkeypatch.setattr(cv, "vs_softmax", first_on_the_load_port)
+    monkeypatch.setattr(cv, "vs_softmax", last_on_the_load_port)
 
     def double_amax_v(plan):
-        e = plan.sm.writes[0]  # the prefill's layer 0, KV group 0: its amax_v words (memory 2)
+        last = max(plan.sm.keys)
+        e = next(e for e in plan.sm.writes if e["before"] == last)  # its amax_v words (memory 2)
         e["w"] = [[a, 2 * w if a >> SEL == 2 else w] for a, w in e["w"]]
 
     r, _ = verify_perturbed(monkeypatch, tmp_path, double_amax_v)
     assert r.mismatches == 0 and not r.ok  # (the projections after the attention output differ too)
-    assert r.sm[4] == 4  # the group's 2 queries x 2 heads row scales, no INT8 word
-    name, n, bad, rows, sbad = r.av[0]
-    assert name == "step 0 layer 0" and n == 128 and 0 < bad <= 2 * 2 * 16 and rows == 2 and sbad == 2
-    assert all(x[2] == 0 and x[4] == 0 for x in r.av[1:])
+    assert r.sm[4] == 2  # the decode row's 2 heads' row scales, no INT8 word
+    name, n, bad, rows, sbad = r.av[-1]
+    assert name.endswith("layer 1") and n == 64 and 0 < bad <= 2 * 16 and rows == 1 and sbad == 1
+    assert all(x[2] == 0 and x[4] == 0 for x in r.av[:-1])

@@ -28,7 +28,7 @@ import triton.language as tl
 
 from .fp4 import FP4Weight, _block_scale_f32, _e2m1_nibble_f32, fp4_gemm, fp4_gemv
 from .ternary import _fast_bench, autotune
-from .ternary_gemm import tile_rows
+from .ternary_gemm import join8, tile_rows
 
 __all__ = ["fp4_mma", "fp4_linear", "decode_join", "MMA_CONFIGS", "linear_choices"]
 
@@ -36,8 +36,7 @@ __all__ = ["fp4_mma", "fp4_linear", "decode_join", "MMA_CONFIGS", "linear_choice
 @triton.jit
 def decode_join(w, scf, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr):
     """int32 words [BN, BKW] and each word's float32 scale (block scale x 2^22 or 2^14) -> bf16 [BN, 8 BKW]
-    in element order. ``u_k = join(p_k, p_k+4)``, ``v_k = join(u_k, u_k+2)``, ``join(v_0, v_1)``: index
-    ``(i, i', i'')`` holds nibble ``4i + 2i' + i''``."""
+    in element order (:func:`.ternary_gemm.join8` of the eight nibbles' values)."""
     p0 = (_e2m1_nibble_f32(w, 0) * scf).to(tl.bfloat16)
     p1 = (_e2m1_nibble_f32(w, 1) * scf).to(tl.bfloat16)
     p2 = (_e2m1_nibble_f32(w, 2) * scf).to(tl.bfloat16)
@@ -46,9 +45,7 @@ def decode_join(w, scf, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr):
     p5 = (_e2m1_nibble_f32(w, 5) * scf).to(tl.bfloat16)
     p6 = (_e2m1_nibble_f32(w, 6) * scf).to(tl.bfloat16)
     p7 = (_e2m1_nibble_f32(w, 7) * scf).to(tl.bfloat16)
-    v0 = tl.join(tl.join(p0, p4), tl.join(p2, p6))
-    v1 = tl.join(tl.join(p1, p5), tl.join(p3, p7))
-    return tl.reshape(tl.join(v0, v1), [BLOCK_N, BLOCK_KW * 8])
+    return tl.reshape(join8(p0, p1, p2, p3, p4, p5, p6, p7), [BLOCK_N, BLOCK_KW * 8])
 
 
 @triton.jit

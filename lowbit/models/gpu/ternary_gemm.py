@@ -23,7 +23,7 @@ import triton.language as tl
 from .ternary import QuantAct, TernaryWeight, act_quant, autotune, ternary_gemv
 
 __all__ = ["ternary_gemm", "ternary_gemm_unpacked", "ternary_unpack", "ternary_linear", "auto_split_k",
-           "grouped_tile", "tile_rows", "unpack_join", "SPLIT_K_MIN_KP"]
+           "grouped_tile", "join8", "tile_rows", "unpack_join", "SPLIT_K_MIN_KP"]
 
 @triton.jit
 def grouped_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
@@ -77,9 +77,15 @@ def unpack_join(w, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr):
     p5 = tl.join(_code(w, 5), _code(w, 13))
     p6 = tl.join(_code(w, 6), _code(w, 14))
     p7 = tl.join(_code(w, 7), _code(w, 15))
-    r0 = tl.join(tl.join(p0, p4), tl.join(p2, p6))
-    r1 = tl.join(tl.join(p1, p5), tl.join(p3, p7))
-    return tl.reshape(tl.join(r0, r1), [BLOCK_N, BLOCK_KW * 16])
+    return tl.reshape(join8(p0, p1, p2, p3, p4, p5, p6, p7), [BLOCK_N, BLOCK_KW * 16])
+
+
+@triton.jit
+def join8(p0, p1, p2, p3, p4, p5, p6, p7):
+    """Eight tensors joined in three new innermost axes ``(a, b, c)`` holding ``p_(4a + 2b + c)``, so a
+    reshape that flattens them puts ``p_s`` at offset ``s``: ``join(join(join(p0, p4), join(p2, p6)),
+    join(join(p1, p5), join(p3, p7)))``."""
+    return tl.join(tl.join(tl.join(p0, p4), tl.join(p2, p6)), tl.join(tl.join(p1, p5), tl.join(p3, p7)))
 
 
 @triton.jit

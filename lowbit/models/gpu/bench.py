@@ -267,15 +267,8 @@ def run_linear(shapes, batches, data, log, budget: Budget, seed: int, save=lambd
                     except Exception as e:  # noqa: BLE001
                         checks.append({"what": f"ternary {nm} {n}x{k} M={m}", "ok": False, "detail": repr(e)[:200]})
                 for f, fw in fws.items():
-                    r = x.double() @ _fp4_reference_weight(fw).T
-                    for nm, fn in (("", fp4_linear), (" dequant", fp4_gemm)) if gemm else (("", fp4_linear),):
-                        try:
-                            y = fn(x, fw).double()
-                        except Exception as e:  # noqa: BLE001 - a failing kernel is a failed check, not a lost section
-                            checks.append({"what": f"{f}{nm} {n}x{k} M={m}", "ok": False, "detail": repr(e)[:200]})
-                            continue
-                        err = float(torch.linalg.norm(y - r) / torch.linalg.norm(r))
-                        checks.append({"what": f"{f}{nm} rel-L2 {n}x{k} M={m}", "ok": err < 1e-2, "detail": f"{err:.2e}"})
+                    paths = {"": fp4_linear, " dequant": fp4_gemm} if gemm else {"": fp4_linear}
+                    fp4_checks(checks, f"{f}{{}} rel-L2 {n}x{k} M={m}", paths, x, fw)
             res = {}
             for name, (fns, wbytes) in cands.items():
                 try:
@@ -294,6 +287,22 @@ def run_linear(shapes, batches, data, log, budget: Budget, seed: int, save=lambd
                     r["speedup_vs_torch"] = round(res["torch_bf16"] / r["median_us"], 3)
             log(f"{model} {layer} {n}x{k} M={m}: " + ", ".join(f"{k_}={v:.1f}" for k_, v in res.items()))
             save()
+
+
+def fp4_checks(checks: list, what: str, paths: dict, x, fw) -> None:
+    """One check per FP4 path of ``paths`` (``what`` with the path's name in its ``{}``): its output's rel-L2 against
+    float64 from the sim's dequantized weight below 1e-2; a path that raises is a failed check, not a lost section."""
+    import torch
+
+    r = x.double() @ _fp4_reference_weight(fw).T
+    for nm, fn in paths.items():
+        try:
+            y = fn(x, fw).double()
+        except Exception as e:  # noqa: BLE001 - a failing kernel is a failed check
+            checks.append({"what": what.format(nm), "ok": False, "detail": repr(e)[:200]})
+            continue
+        err = float(torch.linalg.norm(y - r) / torch.linalg.norm(r))
+        checks.append({"what": what.format(nm), "ok": err < 1e-2, "detail": f"{err:.2e}"})
 
 
 def run_odd_shapes(data, seed: int) -> None:
@@ -319,17 +328,8 @@ def run_odd_shapes(data, seed: int) -> None:
                 ok = bool(torch.equal(fn().double(), ref))
                 data["checks"].append({"what": f"odd shape ternary {nm} {n}x{k} M={m}", "ok": ok, "detail": ""})
             fw = random_fp4_weight_torch(n, k, "nvfp4", "cuda", gen)
-            r = x.double() @ _fp4_reference_weight(fw).T
-            for nm, fn in (("", fp4_linear), (" mma", fp4_mma), (" dequant", fp4_gemm)) if m > 1 else (("", fp4_linear),):
-                try:
-                    y = fn(x, fw).double()
-                except Exception as e:  # noqa: BLE001 - a failing kernel is a failed check
-                    data["checks"].append({"what": f"odd shape nvfp4{nm} {n}x{k} M={m}", "ok": False,
-                                           "detail": repr(e)[:200]})
-                    continue
-                err = float(torch.linalg.norm(y - r) / torch.linalg.norm(r))
-                data["checks"].append({"what": f"odd shape nvfp4{nm} {n}x{k} M={m}", "ok": err < 1e-2,
-                                       "detail": f"{err:.2e}"})
+            paths = {"": fp4_linear, " mma": fp4_mma, " dequant": fp4_gemm} if m > 1 else {"": fp4_linear}
+            fp4_checks(data["checks"], f"odd shape nvfp4{{}} {n}x{k} M={m}", paths, x, fw)
 
 
 def run_decode(configs, data, log, budget: Budget, seed: int) -> None:

@@ -16,8 +16,8 @@ its wide one; without it ``x W^T``.
 
 :func:`fp4_linear` is the FP4 linear layer for any token count: one token, the whole-row GEMV of
 :mod:`.fp4row`; more, whichever of this kernel, :func:`.fp4.fp4_gemm`'s dequantize + cuBLAS path and (below
-16 tokens) :func:`.fp4.fp4_gemv`'s tiled GEMV the GPU runs fastest for that (tokens, rounded up to a power of two from 16; N, K, format),
-timed once by CUDA-graph replay with the operands in L2 (as the autotuner) and kept for the process.
+16 tokens) :func:`.fp4.fp4_gemv`'s tiled GEMV the GPU runs fastest for that (tokens, rounded up to a power
+of two from 16; N, K, format), timed once by CUDA-graph replay with the operands in L2 (as the autotuner) and kept for the process.
 """
 
 from __future__ import annotations
@@ -136,13 +136,13 @@ def fp4_mma(x: torch.Tensor, w: FP4Weight, config: dict | None = None) -> torch.
     return y
 
 
-_CHOICE: dict[tuple, str] = {}
+_CHOICE: dict[tuple, tuple[str, str]] = {}  # (tokens, N, K, format) -> (path, why another did not compete)
 
 
 def linear_choices() -> dict[tuple, str]:
     """The path :func:`fp4_linear` took per (tokens or their power-of-two bucket, N, K, format): ``"gemv"``, ``"mma"`` or ``"dequant"``
     (with the reason where a kernel did not compile)."""
-    return dict(_CHOICE)
+    return {k: name + why for k, (name, why) in _CHOICE.items()}
 
 
 def fp4_linear(x: torch.Tensor, w: FP4Weight) -> torch.Tensor:
@@ -165,8 +165,8 @@ def fp4_linear(x: torch.Tensor, w: FP4Weight) -> torch.Tensor:
                 why = f" ({name} does not compile: {str(e).splitlines()[0][:120]})"
                 continue
             times[name] = _fast_bench(lambda fn=fn: fn(x, w))
-        _CHOICE[key] = min(times, key=times.get) + why
-    return paths[_CHOICE[key].split(" ")[0]](x, w)
+        _CHOICE[key] = (min(times, key=times.get), why)
+    return paths[_CHOICE[key][0]](x, w)
 
 
 def _paths(m: int) -> dict:

@@ -15,7 +15,8 @@ addressed by the lane's next output) and forms (g, s) (score_requant's E0 .. E2,
 psum write itself E3 and E4 are combinational, and the score goes into the score memory (row r, word j div
 lanes_sfu, lane j mod lanes_sfu: one element-enabled write port per Booth lane) and the row's running max into
 the row-max memory when j is the row's last key, in the write's own cycle. So the tile's last score and max are
-in their memories in the cycle after its last psum write, which is the tile's end: the drain rule holds with no cycle moved (a softmax word starting then reads them).
+in their memories in the cycle after its last psum write, which is the tile's end: the drain rule holds with no
+cycle moved (a softmax word starting then reads them).
 
 Scales: q_amax from the RoPE engine's per-head quantize (lowbit.rtl.sfu_stream_headq: a query row's amax comes
 with its first INT8 word, whose act address names the row) into a q-scale memory of a_depth / 2 /

@@ -184,8 +184,9 @@ def register(app: typer.Typer) -> None:
         control: str = typer.Option("estimate", "--control", metavar="estimate|chip|chip:HW[,HW]",
                                     help="liberty model: control/DMA/memory port from a representative block "
                                          "(estimate), or the whole chip top's netlist with the chip bench's activity "
-                                         "(chip: its engines replace the unit netlists they implement; chip:HW[,HW] "
-                                         "for those designs only)"),
+                                         "(chip: its engines replace the unit netlists they implement, the estimate "
+                                         "where the chip bench cannot run a design; chip:HW[,HW] for those designs "
+                                         "only, refused if their chip netlist cannot be used)"),
         chip_activity: list[str] = typer.Option([], "--chip-activity", metavar="HW=PATH",
                                                 help="--control chip: that design's stored chip-bench activity "
                                                      "(JSON; it names the chip Verilog it ran) instead of running the "
@@ -235,7 +236,8 @@ def register(app: typer.Typer) -> None:
             print(f"[{c.name}] synthesising units and simulating {model} ({prefill}+{decode} tokens)...", file=log, flush=True)
             results.append(evaluate(c, model, prefill, decode, exclude=tuple(exclude),
                                     **({"power_model": power_model,
-                                        "control": "chip" if c.name in chip_hw else "estimate",
+                                        "control": ("chip-if-runs" if control == "chip" else "chip")
+                                        if c.name in chip_hw else "estimate",
                                         "chip_activity": acts.get(c.name)}
                                        if power_model != "netlist" else {})))
         for p in write_report(results, out, None if to_stdout else json_out, gpu_results, extra_md=extra):

@@ -184,7 +184,9 @@ def build_hw_cost_liberty(cfg, measure_activity: bool = True, exclude: tuple[str
     """HwCost whose units carry Liberty-model energies (UnitCost.cycle_energy_j) and, in `liberty`,
     the clock share, timing and sky130 leakage. Characterises the cells on first use (cached).
     chip_parts: also the SFU op datapaths (each charged its own op's busy cycles), the control/DMA estimate
-    and the global clock tree; control "estimate" (cost/control.py) or "chip" (the chip top's netlist)."""
+    and the global clock tree; control "estimate" (cost/control.py), "chip" (the chip top's netlist; refused
+    with the reason where it cannot be built or run) or "chip-if-runs" (the netlist where it can be, else the
+    estimate, said in the report)."""
     from lowbit.rtl.characterize import characterised_liberty
 
     _lib, chars = characterised_liberty()
@@ -192,16 +194,21 @@ def build_hw_cost_liberty(cfg, measure_activity: bool = True, exclude: tuple[str
     blocks = units_for(cfg)
     if chip_parts and "sfu" in blocks:
         blocks += [b for b in SFU_OP_BLOCKS if b not in blocks]
-    if chip_parts and control not in ("estimate", "chip"):
-        raise LowbitError(f"control = {control!r}: one of estimate, chip")
+    if chip_parts and control not in ("estimate", "chip", "chip-if-runs"):
+        raise LowbitError(f"control = {control!r}: one of estimate, chip, chip-if-runs")
     cc, why = None, ""
-    if chip_parts and control == "chip":
+    if chip_parts and control != "estimate":
         from lowbit.cost.chip_power import chip_from_bench
 
         try:
             cc = chip_from_bench(cfg, chars, tgt, activity=chip_activity)
-        except LowbitError as e:  # e.g. a design the chip bench does not run: the estimate, said in the report
-            why = f"the chip netlist is not used for {cfg.name} ({str(e).splitlines()[0]}); "
+        except LowbitError as e:
+            first = str(e.args[0] if e.args else e).splitlines()[0]  # str(e) escapes the line breaks
+            if control == "chip":  # asked for this design by name: its numbers must not silently change source
+                raise LowbitError(f"{cfg.name}: the chip netlist was asked for (--control chip:{cfg.name}) but "
+                                  f"could not be used: {first}") from None
+            # "chip-if-runs": e.g. a design the chip bench does not run: the estimate, said in the report
+            why = f"the chip netlist is not used for {cfg.name} ({first}); "
         if cc is not None:
             blocks = [b for b in blocks if not _chip_covers(cc, b)]
     covered = {get_unit(b).hw_unit for b in blocks} | (cc.unit_names if cc else set())

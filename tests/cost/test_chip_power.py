@@ -141,3 +141,23 @@ def test_chip_sfu_ops_names_every_sfu_engine():
     mods = [SimpleNamespace(name=f"lowbit_chip.{n}", part="sfu") for n in ("sfu_rope", "sfu_softmax", "sfu_headq")]
     mods.append(SimpleNamespace(name="lowbit_chip.sfu_rope", part="control"))
     assert chip_sfu_ops(SimpleNamespace(modules=mods)) == {"rope", "softmax"}
+
+
+def test_chip_netlist_asked_by_name_is_refused_not_replaced(monkeypatch):
+    """`--control chip:HW`: a chip netlist that cannot be built (here the chip bench's build failing) stops the
+    report with the reason, instead of quietly costing the design with the control estimate."""
+    import lowbit.cost.chip_power as cp
+    from lowbit.cost.power import build_hw_cost_liberty
+    from lowbit.sim.errors import LowbitError
+
+    def fail(*a, **k):
+        raise LowbitError("Verilator build failed: out of memory\nmore detail")
+
+    monkeypatch.setattr(cp, "chip_from_bench", fail)
+    with pytest.raises(LowbitError) as e:
+        build_hw_cost_liberty(load_hw("vitallm"), control="chip")
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("vitallm: the chip netlist was asked for (--control chip:vitallm)")
+    assert msg.endswith("could not be used: Verilator build failed: out of memory")
+    with pytest.raises(LowbitError, match="one of estimate, chip, chip-if-runs"):
+        build_hw_cost_liberty(load_hw("vitallm"), control="netlist")

@@ -171,13 +171,20 @@ def qk_data(cfg: HwConfig, dims) -> bool:
             and not qk_data_ok(cfg.booth, cfg.tint, dims.unit_bytes))
 
 
+def rq_lanes(cfg: HwConfig, cls: int) -> tuple[int, int]:
+    """(lanes, accumulator bits) of the psum word a requantizer behind a queue of class `cls` takes: the FP4
+    core's (lowbit.rtl.chip_fp4.fp4_psum_layout), BoothFlex's, else a TINT core's."""
+    if cls == C_FP4:
+        return cfg.fp4.lanes, cfg.fp4.acc_bits
+    return (cfg.booth.lanes, cfg.booth.acc_bits) if cls == C_BOOTH else (cfg.tint.lanes, cfg.tint.acc_bits)
+
+
 def rq_engines(cfg: HwConfig, p: ChipParams, names, classes, kinds) -> list[str]:
     """The queues whose engines have a requantizer (lowbit.rtl.chip_requant), given the SFU on the data path:
-    TINT and BoothFlex queues on the data path whose psum word fits the SFU's, where the chip has multiplier
-    memories (`p.mult_depth`)."""
+    TINT, FP4 and BoothFlex queues on the data path whose psum word fits the SFU's (rq_lanes <= sfu.lanes,
+    lowbit.rtl.chip_requant.rq_lanes_ok), where the chip has multiplier memories (`p.mult_depth`)."""
     return [n for n, c, k in zip(names, classes, kinds, strict=True)
-            if p.mult_depth and k in ("tint", "booth") and c != C_FP4
-            and (cfg.tint.lanes if k == "tint" else cfg.booth.lanes) <= cfg.sfu.lanes]
+            if p.mult_depth and k in ("tint", "booth") and rq_lanes(cfg, c)[0] <= cfg.sfu.lanes]
 
 
 class Chip(wiring.Component):
@@ -212,7 +219,9 @@ class Chip(wiring.Component):
         self.av = sd and av_ok(cfg, d)  # the attention output's writer (chip_av)
         self.sm = sd and sm_ok(cfg, d)  # the softmax engine (chip_softmax)
         if self.rq_names:
-            self.load_bits = max(self.load_bits, mult_word(max(cfg.tint.lanes, cfg.booth.lanes)).size)
+            lanes = max(cfg.tint.lanes, cfg.booth.lanes, *(rq_lanes(cfg, self.classes[self.names.index(n)])[0]
+                                                           for n in self.rq_names))
+            self.load_bits = max(self.load_bits, mult_word(lanes).size)
         self.rope = bool(self.rq_names) and p.rope_depth > 0  # the RoPE engine (chip_rope), its table's words
         self.load_bits = max(self.load_bits, trig_word(cfg.sfu.lanes).size if self.rope else 0)
         self.scores = self.sm and self.rope and p.score_mult[0] > 0  # the Q K^T score stage (chip_scores)

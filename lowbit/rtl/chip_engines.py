@@ -100,7 +100,9 @@ def rq_wiring(chip, m: Module, name: str, c, eng, bufs: dict):
     len(queues) + RQ_LOAD + k, and its bank writes on the chip's `q*_<name>` ports; returns the requantizer."""
     cfg, d, p = chip.cfg, chip.dims, chip.p
     k = chip.rq_names.index(name)
-    lanes, acc = (cfg.tint.lanes, cfg.tint.acc_bits) if c.kind == "tint" else (cfg.booth.lanes, cfg.booth.acc_bits)
+    from lowbit.rtl.chip import rq_lanes
+
+    lanes, acc = rq_lanes(cfg, chip.classes[chip.names.index(name)])  # the FP4 core's words are 'tint' words
     rq = requantizer(m, name, c, eng, lanes, acc, cfg.sfu.lanes, d.a_bits, p.mult_depth, bufs["a"],
                      chip.load_en & (chip.load_queue == len(chip.names) + RQ_LOAD + k), chip.load_addr,
                      chip.load_word, c.word.tail_lanes if c.kind == "tint" else None)

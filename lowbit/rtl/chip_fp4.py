@@ -307,9 +307,10 @@ def fp4_data_plan(img, cfg, seed: int, model):
     tail_lanes, tail_step in units, w_addr, a_addr 0, a_stride beats, p_addr after the previous tile's),
     the DRAM image (each tile's packed FP4 rows at its DMA's address) and the expected psum words: with
     `model` the deployed FP4 rows, the golden's INT8 activations (written in their quantize words' cycles)
-    and accumulators; without, seeded-random FP4 weights and act words against sim.numerics.fp4dot.
+    and accumulators, and the FP4 core's requantizer (lowbit.rtl.chip_golden.requant_plan: its tiles' RQ fields,
+    the FP4 per-row multipliers); without, seeded-random FP4 weights and act words against sim.numerics.fp4dot.
     (DataPlan, '') or (None, why not)."""
-    from lowbit.rtl.chip_golden import DATA_FIELDS, DataPlan, _act_writes, _psum_words
+    from lowbit.rtl.chip_golden import DATA_FIELDS, DataPlan, _psum_words, requant_plan
     from lowbit.rtl.chip_model import input_of
     from lowbit.rtl.chip_sfu import sfu_data_ok
     from lowbit.sim.isa import B_WEIGHT, C_DMAW, C_FP4, C_SFU
@@ -370,6 +371,8 @@ def fp4_data_plan(img, cfg, seed: int, model):
             pad[:, :t.rows] = model.acc(t.step, t.op, t.row0, t.rows)
             acc = model.run.steps[t.step].buffers[f"{t.op}.acc"]
             plan.cover.setdefault((t.step, t.op), np.zeros(acc.shape, bool))[:, t.row0:t.row0 + t.rows] = True
+            plan.proj[(fq, t.word)] = {"op": t.op, "step": t.step, "r0": t.row0, "rows": t.rows, "tokens": t.tokens,
+                                       "groups": t.groups, "bt": t.beats, "lanes": lanes, "tail": t.tail_lanes}
         else:
             acts = plan.act[:t.tokens * t.beats].reshape(t.tokens, t.beats * e)[:, :t.k]
             r = fp4_block_dot(sub, acts, block_sum_bits=f.block_sum_bits, acc_bits=f.acc_bits, frac_bits=f.frac_bits)
@@ -377,10 +380,9 @@ def fp4_data_plan(img, cfg, seed: int, model):
         out += _psum_words(pad, ovf, lanes)
     name = img.queues[fq]
     plan.expect[name], plan.tiles[name], plan.fmt[name] = out, len(tiles), (lanes, f.acc_bits)
-    if model is not None:
-        why = _act_writes(plan, img, reads, e, cfg)
-        if why:
-            return None, why
+    why = requant_plan(plan, img, cfg, fields, reads, e, [fq])  # the FP4 core's requantizer, the act writes
+    if why:
+        return None, why
     sq = [q for q, c in enumerate(img.classes) if c == C_SFU and not sfu_data_ok(cfg)]  # its words on the engines
     fields.update({**{(q, i): f for q in sq for i, f in plan.sfu_fields.items()}, **plan.emb_fields})
     for q, kind in ((fq, "tint"), (dw, "dma"), *((q, "sfu") for q in sq)):

@@ -53,7 +53,7 @@ from lowbit.rtl.chip_kvread import kv_reads
 from lowbit.rtl.chip_lop import lo_image
 from lowbit.rtl.chip_model import ModelContents, NoMapping, input_of
 from lowbit.rtl.chip_pv import pv_cover, pv_plan
-from lowbit.rtl.chip_requant import requant_cover, requant_fields
+from lowbit.rtl.chip_requant import requant_cover, requant_fields, rq_queues_of
 from lowbit.rtl.chip_rope import RopePlan, rope_blocks, rope_fields, rope_plan
 from lowbit.rtl.chip_scores import ScorePlan, score_plan, scores_on_chip
 from lowbit.rtl.chip_sfu import act_ratio, sfu_data_ok, sfu_norms, sfu_plan
@@ -114,6 +114,7 @@ class DataPlan:
     rq_cover: dict[tuple[int, str], list] = field(default_factory=dict)  # (step, op) requantized on the chip ->
     # its tiles
     rq_drain: list[str] = field(default_factory=list)  # projections the drain rule keeps off the requantizer
+    rq_refused: list[str] = field(default_factory=list)  # engines or projections the requantizers cannot map, why
     rq_expect: list = field(default_factory=list)  # (name, dst, the golden's <op>.out[, its element addresses]) in
     # time order per dst
     mult_depth: int = 0  # the requantizers' multiplier memory depth (0: no requantizer)
@@ -338,23 +339,9 @@ def _data_plan(img: ChipImage, cfg: HwConfig, seed: int, model: ModelContents | 
         plan.expect[img.queues[q]] = out
         plan.tiles[img.queues[q]] = n
         plan.fmt[img.queues[q]] = (b.lanes, b.acc_bits)
-    # the requantizers (lowbit.rtl.chip_requant): behind the engines whose psum word fits the SFU's
-    rq_queues = [q for q in sorted((*tq, *bq)) if not sfu_data_ok(cfg) and model is not None
-                 and (t.lanes if q in tq else cfg.booth.lanes) <= cfg.sfu.lanes]
-    plan.proj = {k: v for k, v in plan.proj.items() if k[0] in rq_queues}
-    if rq_queues:
-        plan.rope = RopePlan(*rope_blocks(plan, img, cfg))
-        requant_cover(plan, img, cfg)
-    if model is not None:
-        why = _act_writes(plan, img, reads, t.tree_width, cfg)
-        if why:
-            return None, why
-    if rq_queues:
-        why = requant_fields(plan, img, cfg, fields, plan.sfu_queue, rq_queues)
-        if why:
-            return None, why
-        rope_fields(plan, fields, cfg)
-        rope_plan(plan, img, cfg)
+    why = requant_plan(plan, img, cfg, fields, reads, t.tree_width, sorted((*tq, *bq)))
+    if why:
+        return None, why
     scores_on_chip(plan)
     if plan.av_norm:
         av_fields(plan, cfg, fields, bq[0])
@@ -370,6 +357,31 @@ def _data_plan(img: ChipImage, cfg: HwConfig, seed: int, model: ModelContents | 
         for i, w in enumerate(ws):
             w.update({**dict.fromkeys(DATA_FIELDS[kind], 0), **fields.get((q, i), {})})
     return plan, ""
+
+
+def requant_plan(plan: DataPlan, img: ChipImage, cfg: HwConfig, fields: dict, reads: dict[tuple[int, str], int],
+                 tw: int, queues: list[int]) -> str:
+    """The requantizers' part of the loader (lowbit.rtl.chip_requant), after the projection tiles' fields and
+    `plan.proj`: requantizers behind the engines of `queues` whose psum word fits the SFU's (rq_queues), the
+    RoPE engine's q / k layout and the projections they cover (requant_cover), the act buffer's writes
+    (`_act_writes`, `tw` INT8 a word), then their RQ fields and multiplier words (requant_fields) and the RoPE
+    words on the engine (lowbit.rtl.chip_rope); '' or why not."""
+    rq_queues = rq_queues_of(plan, img, cfg, queues)
+    plan.proj = {k: v for k, v in plan.proj.items() if k[0] in rq_queues}
+    if rq_queues:
+        plan.rope = RopePlan(*rope_blocks(plan, img, cfg))
+        requant_cover(plan, img, cfg)
+    if plan.model is not None:
+        why = _act_writes(plan, img, reads, tw, cfg)
+        if why:
+            return why
+    if rq_queues:
+        why = requant_fields(plan, img, cfg, fields, plan.sfu_queue, rq_queues)
+        if why:
+            return why
+        rope_fields(plan, fields, cfg)
+        rope_plan(plan, img, cfg)
+    return ""
 
 
 def _act_writes(plan: DataPlan, img: ChipImage, reads: dict[tuple[int, str], int], tw: int, cfg: HwConfig) -> str:

@@ -133,7 +133,7 @@ def chip_report(hw: str, sets: list[str], model: str, prefill: int, decode: int)
                 f"data path, {full} of them compared in every element; without tiles on it (their unit a timer, or "
                 "the host's lm_head): " + (", ".join(f"{o} ({c} step{'s' if c > 1 else ''})" for o, c in sorted(gone.items())) or "none")
                 + ".")
-        if r.rq or r.rq_drain:
+        if r.rq or r.rq_drain or r.rq_refused:
             per: dict[str, list[int]] = {}
             for name, n_, bad in r.rq:
                 v = per.setdefault(name.split()[-1].split(".", 2)[-1], [0, 0, 0])
@@ -145,6 +145,7 @@ def chip_report(hw: str, sets: list[str], model: str, prefill: int, decode: int)
                           + "; ".join(f"`{o}` {c} projections, {e:,} elements, **{b} mismatches**"
                                       for o, (c, e, b) in sorted(per.items()))
                           + (f"; kept off by the drain rule: {', '.join(r.rq_drain)}" if r.rq_drain else "")
+                          + (f"; not requantized on the chip: {'; '.join(r.rq_refused)}" if r.rq_refused else "")
                           + ". Where some tile of a projection runs on a timer, the bench writes its output.")
         if r.qk[0]:
             qsrc = ("the chip's RoPE engine's quantized queries" + (f" (the bench's for {len(r.rope_bench)} RoPE words)"

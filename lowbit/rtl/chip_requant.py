@@ -130,18 +130,39 @@ def drain_safe(tiles: list[dict], beats: int, lanes_sfu: int) -> bool:
     return True
 
 
+def rq_queues_of(plan, img, cfg, queues: list[int]) -> list[int]:
+    """The queues of `queues` that get a requantizer, with the SFU on the data path (lowbit.rtl.chip_sfu.sfu_data_ok)
+    and the whole-model golden: those whose psum word (lowbit.rtl.chip.rq_lanes: TINT, BoothFlex or FP4 lanes,
+    any count) is no wider than the SFU's Q7.8 word, so a row group lands in at most two adjacent words (the
+    two-bank placement, lowbit.rtl.sfu_stream_requant); the others go to `plan.rq_refused` with the reason."""
+    from lowbit.rtl.chip import rq_lanes
+    from lowbit.rtl.chip_sfu import sfu_data_ok
+
+    if plan.model is None or sfu_data_ok(cfg):
+        return []
+    out = []
+    for q in queues:
+        lanes = rq_lanes(cfg, img.classes[q])[0]
+        if lanes > cfg.sfu.lanes:
+            plan.rq_refused.append(f"{img.queues[q]}: its {lanes}-lane psum word is wider than the SFU's {cfg.sfu.lanes}"
+                                   "-lane Q7.8 word (a row group would span three words)")
+        else:
+            out.append(q)
+    return out
+
+
 def requant_cover(plan, img, cfg) -> None:
     """The loader's first half (before the SFU words are planned): the (step, op) of every requantized
     projection whose tiles all run on engines with a requantizer (`plan.proj`, lowbit.rtl.chip_golden) and
     cover its output rows once, and whose consumer's reads the drain rule proves safe (`drain_safe`) go to
     `plan.rq_cover`; those failing only the drain rule to `plan.rq_drain`."""
     from lowbit.rtl.chip_rope import rope_drain_safe
-    from lowbit.sim.isa import C_BOOTH, C_TINT
+    from lowbit.sim.isa import C_BOOTH, C_FP4, C_TINT
 
     n = cfg.sfu.lanes
     words: dict[tuple[int, str], list] = {}
     for q, ws in enumerate(img.words):
-        if img.classes[q] not in (C_TINT, C_BOOTH):
+        if img.classes[q] not in (C_TINT, C_BOOTH, C_FP4):
             continue
         for i, w in enumerate(ws):
             op = w.get("op", "")
@@ -153,8 +174,10 @@ def requant_cover(plan, img, cfg) -> None:
         out = plan.model.run.steps[key[0]].buffers[f"{key[1]}.out"].shape[1]
         tiles = [plan.proj[k] for k in ws]
         rows = sorted((t["r0"], t["r0"] + t["rows"]) for t in tiles)
-        if rows[0][0] != 0 or rows[-1][1] != out or any(a[1] != b[0] for a, b in zip(rows, rows[1:], strict=False)) \
-                or any(t["r0"] % t["lanes"] for t in tiles):
+        if rows[0][0] != 0 or rows[-1][1] != out or any(a[1] != b[0] for a, b in zip(rows, rows[1:], strict=False)):
+            continue
+        if any(t["r0"] % t["lanes"] for t in tiles):  # a multiplier word holds one whole row group of the op
+            plan.rq_refused.append(f"step {key[0]} {key[1]}: a tile starts inside a {tiles[0]['lanes']}-row group")
             continue
         safe = rope_drain_safe(plan, key, tiles, n) if key[1].endswith(("attn.q", "attn.k")) else None
         if key[1].endswith("attn.v"):  # its reader, the V quantizer, reads 2 cycles after the V write's issue,
@@ -175,7 +198,6 @@ def requant_fields(plan, img, cfg, fields: dict, sfu_q: int, rq_queues: list[int
     import numpy as np
 
     from lowbit.rtl.chip_model import input_of
-    from lowbit.sim.golden import linear_multipliers
 
     n = cfg.sfu.lanes
     quant = {(w.get("step"), w.get("op")): i for i, w in enumerate(img.words[sfu_q])} if sfu_q >= 0 else {}
@@ -190,11 +212,11 @@ def requant_fields(plan, img, cfg, fields: dict, sfu_q: int, rq_queues: list[int
         for q, i in ws:
             t = plan.proj[(q, i)]
             if (q, op) not in mbase:
-                mm, sh = linear_multipliers(plan.model.dep.linears[op])
+                mm, sh = row_multipliers(plan.model.dep.linears[op], cfg)
                 mbase[(q, op)] = len(mwords[q])
                 for g in range(-(-len(mm) // t["lanes"])):
                     rows = [min(g * t["lanes"] + j_, len(mm) - 1) for j_ in range(t["lanes"])]
-                    mwords[q].append(sum((int(mm[r]) | int(sh[r]) << 16) << (22 * j_) for j_, r in enumerate(rows)))
+                    mwords[q].append(pack_mult(mm[rows], sh[rows]))
             fields[(q, i)].update({"rq": rq_dst(op), "rq_off": t["r0"] % n,
                                    "rq_o": t["r0"] // n, "rq_stride": -(-out.shape[1] // n),
                                    "rq_m": mbase[(q, op)] + t["r0"] // t["lanes"], "rq_s": st["st_addr"]})
@@ -204,6 +226,24 @@ def requant_fields(plan, img, cfg, fields: dict, sfu_q: int, rq_queues: list[int
     for k, q in enumerate(rq_queues):
         plan.sfu_preload += [(a, v, RQ_LOAD + k) for a, v in enumerate(mwords[q])]
     return ""
+
+
+def row_multipliers(lin, cfg) -> tuple:
+    """A projection's per-row requantizer multipliers (m, sh), the golden's (lowbit.sim.golden's runner): an FP4
+    projection's tensor scale folded in (sim.golden_fp4.fp4_row_multipliers with fp4.frac_bits), a ternary
+    one's wscale (sim.golden.linear_multipliers)."""
+    from lowbit.sim.golden import linear_multipliers
+    from lowbit.sim.golden_fp4 import fp4_row_multipliers
+
+    return fp4_row_multipliers(lin.fp4, cfg.fp4.frac_bits) if lin.fp4 is not None else linear_multipliers(lin)
+
+
+def pack_mult(m, sh) -> int:
+    """A multiplier word (lowbit.rtl.sfu_stream_requant.mult_word): lane j's m in its low MULT_BITS, sh above."""
+    from lowbit.sim.numerics.requant import MULT_BITS
+
+    lb = mult_word(1).size
+    return sum((int(a) | int(b) << MULT_BITS) << (lb * j) for j, (a, b) in enumerate(zip(m, sh, strict=True)))
 
 
 def write_masked(shadow: dict[int, int], word: int, mask: int, data: int, lanes: int) -> None:

@@ -387,6 +387,7 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
         res.logits = {e[0]: None for e in plan.rq_expect if e[0].endswith(" lm_head")}
         res.rq = replay([x for v in r.get("rq", {}).values() for x in v], cfg.sfu.lanes, plan.rq_expect, res.logits)
     res.rq_drain = plan.rq_drain if plan is not None else []
+    res.rq_refused = plan.rq_refused if plan is not None else []
     if lp is not None:
         res.lop_note, res.lop_chip_q = lp.note, lp.chip_q
         if lop_on:

@@ -247,7 +247,7 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
             print(f"SFU: {r.norm[0]} RMSNorm words (SubLN and the final norm included) on the SFU's RMSNorm engine, "
                   f"feeding the quantize engine: {r.norm[1]:,} Q7.8 words ({r.norm[2]:,} elements) and each row's "
                   f"amax against the golden's <norm>.out, {r.norm[3]} mismatches")
-        if r.rq or r.rq_drain:
+        if r.rq or r.rq_drain or r.rq_refused:
             from collections import defaultdict
 
             per: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
@@ -260,7 +260,8 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
             print(f"requantizer: {len(r.rq)} projections requantized on the chip behind the engines' psum ports, "
                   "their Q7.8 outputs against the golden's <op>.out (the residual's y, the gating's inputs, the RoPE "
                   f"engine's q and k inputs, the V quantizer's v): {ops or 'none'}"
-                  + (f"; kept off by the drain rule: {', '.join(r.rq_drain)}" if r.rq_drain else ""))
+                  + (f"; kept off by the drain rule: {', '.join(r.rq_drain)}" if r.rq_drain else "")
+                  + (f"; not requantized on the chip: {'; '.join(r.rq_refused)}" if r.rq_refused else ""))
         logits = [x for x in r.rq if x[0].endswith(" lm_head")]
         if logits:
             print(f"logits: the lm_head of {len(logits)} steps on the chip (its tiles' psum words above, requantized "
@@ -313,7 +314,7 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
                             "done_cycles_off": r.lop_engine[3], "late": r.lop_late, "note": r.lop_note,
                             "queries_from_rope": r.lop_chip_q, "codes_from_reads": r.lop_fill[0],
                             "code_beats": r.lop_fill[1]},
-             "scores": dict(zip(("tiles", "scores", "row_maxes", "mismatches", "late"), r.sc, strict=True)), "requant": [{"op": n, "elements": c, "mismatches": b} for n, c, b in r.rq], "requant_drain": r.rq_drain,
+             "scores": dict(zip(("tiles", "scores", "row_maxes", "mismatches", "late"), r.sc, strict=True)), "requant": [{"op": n, "elements": c, "mismatches": b} for n, c, b in r.rq], "requant_drain": r.rq_drain, "requant_refused": r.rq_refused,
              "rope": dict(zip(("words", "q8_words", "q8_mismatches", "k8_words", "k8_mismatches", "amax_rows",
                                "amax_mismatches"), r.rope, strict=True)) | {"bench": r.rope_bench},
              "kv_write": r.kvw, "attn_out": [{"step_layer": n, "elements": e, "mismatches": b, "s_rows": s, "s_mismatches": sb}

@@ -138,10 +138,13 @@ def chip_report(hw: str, sets: list[str], model: str, prefill: int, decode: int)
             for name, n_, bad in r.rq:
                 v = per.setdefault(name.split()[-1].split(".", 2)[-1], [0, 0, 0])
                 v[0], v[1], v[2] = v[0] + 1, v[1] + n_, v[2] + bad
+            vq = r.params.kvw_depth and r.params.vquant[0]
             data_line += ("\n\nPsum requantizers behind the projection engines' psum ports (lowbit.rtl.chip_requant) "
                           "write the Q7.8 projection outputs the residual engine (y) and the gating engine (gate, up) "
-                          "read, and the RoPE engine's inputs (q, k), each projection's "
-                          "elements against the golden's `<op>.out`: "
+                          "read, the RoPE engine's inputs (q, k) and " + ("the V quantizer's rows (v)" if vq else
+                                                                          "v, checked at their write ports (no V "
+                                                                          "quantizer on this chip reads it)")
+                          + ", each projection's elements against the golden's `<op>.out`: "
                           + "; ".join(f"`{o}` {c} projections, {e:,} elements, **{b} mismatches**"
                                       for o, (c, e, b) in sorted(per.items()))
                           + (f"; kept off by the drain rule: {', '.join(r.rq_drain)}" if r.rq_drain else "")
@@ -164,12 +167,18 @@ def chip_report(hw: str, sets: list[str], model: str, prefill: int, decode: int)
         if r.rope[0] or r.rope_bench:
             data_line += (f"\n\nRoPE on data (lowbit.rtl.chip_rope): {r.rope[0]} RoPE words on the chip's RoPE engine "
                           "(q and k from the requantizers, rotated with the compiler's table, quantized per head into "
-                          f"the act buffer's queries Q K^T reads): {r.rope[1]:,} query words against `qk.q8`, "
+                          "the act buffer's queries " + ("Q K^T reads" if r.qk[0] else "(Q K^T a timer here)")
+                          + f"): {r.rope[1]:,} query words against `qk.q8`, "
                           f"**{r.rope[2]} mismatches**; {r.rope[3]:,} key words against `kv_append.k8`, **{r.rope[4]} "
                           f"mismatches**; {r.rope[5]:,} head rows' amax, **{r.rope[6]} mismatches**"
                           + (f"; {len(r.rope_bench)} RoPE words left timers, their queries the bench's." if r.rope_bench
                              else f"; the LOP engine's query memory too ({r.lop_chip_q} groups)." if r.lop_chip_q
-                             else "; the LOP engine's query memory is still written by the bench."))
+                             else "; the LOP engine's query memory is still written by the bench." if r.params.lop_grp
+                             else "."))
+        if r.attn_note:
+            data_line += ("\n\nAttention off data: BoothFlex's Q K^T and P V tiles, the score stage, the softmax words "
+                          "and the V quantizer are timers of their sim.units cycles, their data the bench's "
+                          f"({r.attn_note}).")
         if r.sm[0] or r.sm[6]:
             data_line += (f"\n\nSoftmax on data (lowbit.rtl.chip_softmax): {r.sm[0]} softmax words on the SFU's "
                           f"softmax engine, then the p x amax_v quantize: {r.sm[1]} probability rows, {r.sm[2]:,} INT8 "

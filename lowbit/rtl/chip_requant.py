@@ -1,13 +1,18 @@
 """The psum requantizer on the chip's data path (docs/rtl.md "Data path", "SFU streams"): a
 lowbit.rtl.sfu_stream_requant.PsumRequant behind each projection engine's psum write port (the TINT cores',
-and BoothFlex's where its ternary tiles run on the data path), writing the requantized projection outputs
+BoothFlex's where its ternary tiles run on the data path, and the FP4 core's, lowbit.rtl.chip_fp4), writing the requantized projection outputs
 into the SFU's Q7.8 buffers: `attn.o` and `ffn.down` into the residual's y buffer R (dst 1), which the
 residual engine reads, `ffn.gate` and `ffn.up` into the gate and up buffers (dst 2, 3), which the gating engine
 (lowbit.rtl.sfu_stream_act.SfuActStream) reads.
 
-- **Multipliers**: per engine a memory of multiplier words (`lanes` x (m, sh), sim.golden.linear_multipliers of
-  a row group), the ops' row groups one after the other, written through the load port before `start`
-  (DESIGN ASSUMPTION, like the norms' gains).
+- **Multipliers**: per engine a memory of multiplier words (`lanes` x (m, sh) of a row group: the golden's,
+  sim.golden.linear_multipliers for a ternary op, sim.golden_fp4.fp4_row_multipliers for an FP4 one, its
+  tensor scale folded in; `row_multipliers`), the ops' row groups one after the other, written through the
+  load port before `start` (DESIGN ASSUMPTION, like the norms' gains).
+- **Lanes**: an engine's psum word of any lane count up to the SFU's (TINT 6, BoothFlex 4, FP4 6 on vitallm /
+  vitallm-fp4) lands in at most two adjacent Q7.8 words, which the two-bank buffer writes in one cycle; a
+  wider one gets no requantizer (`rq_queues_of`, its reason in the plan's `rq_refused`), nor does a
+  projection with a tile starting inside a row group (a multiplier word is one whole row group).
 - **Amax**: the token's amax is the row statistic the quantize engine read for the projection's input (the
   SFU's amax memory, a read port per requantizer), at the quantize word's `st_addr`; the next norm writing
   that region comes after every tile of the projection (the program's dependencies), so it is still there.

@@ -61,6 +61,8 @@ class ChipResult:
     # 'step S op', Q7.8 elements the requantizers wrote, elements differing from the golden's <op>.out
     rq_drain: list[str] = field(default_factory=list)  # projections the drain rule keeps off the requantizers
     rq_refused: list[str] = field(default_factory=list)  # engines or projections the requantizers cannot map, why
+    attn_note: str = ""  # why attention (Q K^T, softmax, P V, the V quantizer) stays off data, where the
+    # requantizers run (lowbit.rtl.chip_run.attn_note)
     lop: tuple[int, int, int, str] = (0, 0, 0, "")  # the golden's LOP selections that drop keys, the K/V rows
     # the program's dma_kv fetches for them, rows differing from the golden's lop.sel, the first difference
     # (lowbit.rtl.chip_model.lop_fetch_check)

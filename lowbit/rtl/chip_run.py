@@ -172,6 +172,19 @@ def _nrq(cfg: HwConfig, p: ChipParams, img: ChipImage) -> int:
     return len(rq_engines(cfg, p, img.queues, img.classes, kinds)) if not sfu_data_ok(cfg) else 0
 
 
+def attn_note(cfg: HwConfig, plan) -> str:
+    """Why BoothFlex's attention tiles (and so the score stage, the softmax, P V and the V quantizer behind them)
+    stay timers on a chip whose requantizers run (plan.rq_cover): BoothFlex has a data path only beside a TINT
+    core (booth_data), or the kv buffer holds no data (DataDims.k_depth 0: lowbit.rtl.chip_fp4.fp4_data_dims);
+    '' where Q K^T runs on data or there is no requantizer."""
+    if plan is None or not plan.rq_cover or plan.qk[0]:
+        return ""
+    if not booth_data(cfg):
+        return "BoothFlex has a data path only beside a TINT core (lowbit.rtl.chip.booth_data)" + (
+            " and the kv buffer holds no data (lowbit.rtl.chip_fp4.fp4_data_dims)" if not plan.dims.k_depth else "")
+    return "the kv buffer holds no data" if not plan.dims.k_depth else "no Q K^T tile fits the score stage's rules"
+
+
 def compare(ref: list[QueueTimes], start: list[list[int]], end: list[list[int]]) -> list[QueueCompare]:
     """Per queue: how many instructions start or end at another cycle than in the simulator."""
     out = []
@@ -388,6 +401,7 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
         res.rq = replay([x for v in r.get("rq", {}).values() for x in v], cfg.sfu.lanes, plan.rq_expect, res.logits)
     res.rq_drain = plan.rq_drain if plan is not None else []
     res.rq_refused = plan.rq_refused if plan is not None else []
+    res.attn_note = attn_note(cfg, plan)
     if lp is not None:
         res.lop_note, res.lop_chip_q = lp.note, lp.chip_q
         if lop_on:

@@ -230,7 +230,9 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
         if r.rope[0] or r.rope_bench:
             rb = r.rope_bench
             print(f"RoPE: {r.rope[0]} RoPE words on the chip's RoPE engine (q and k from the requantizers, rotated, "
-                  f"then quantized per head into the act buffer's queries Q K^T reads): {r.rope[1]:,} query words "
+                  "then quantized per head into the act buffer's queries " + ("Q K^T reads" if r.qk[0] else
+                                                                               "(Q K^T a timer here)")
+                  + f"): {r.rope[1]:,} query words "
                   f"against the golden's qk.q8, {r.rope[2]} mismatches; {r.rope[3]:,} key words against "
                   f"kv_append.k8, {r.rope[4]} mismatches; {r.rope[5]:,} head rows' amax against qk.q_amax / "
                   f"kv_append.k_amax, {r.rope[6]} mismatches; "
@@ -257,9 +259,11 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
                 per[op][1] += n
                 per[op][2] += bad
             ops = "; ".join(f"{op}: {c} ({n:,} elements, {bad} mismatches)" for op, (c, n, bad) in sorted(per.items()))
+            vq = r.params.kvw_depth and r.params.vquant[0]
             print(f"requantizer: {len(r.rq)} projections requantized on the chip behind the engines' psum ports, "
                   "their Q7.8 outputs against the golden's <op>.out (the residual's y, the gating's inputs, the RoPE "
-                  f"engine's q and k inputs, the V quantizer's v): {ops or 'none'}"
+                  "engine's q and k inputs, " + ("the V quantizer's v" if vq else "v at the requantizer's write ports "
+                                                 "(no V quantizer on this chip reads it)") + f"): {ops or 'none'}"
                   + (f"; kept off by the drain rule: {', '.join(r.rq_drain)}" if r.rq_drain else "")
                   + (f"; not requantized on the chip: {'; '.join(r.rq_refused)}" if r.rq_refused else ""))
         logits = [x for x in r.rq if x[0].endswith(" lm_head")]
@@ -267,6 +271,9 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
             print(f"logits: the lm_head of {len(logits)} steps on the chip (its tiles' psum words above, requantized "
                   f"behind the engines' psum ports), {sum(x[1] for x in logits):,} Q7.8 logits against the golden's "
                   f"lm_head.logits, {sum(x[2] for x in logits)} mismatches")
+        if r.attn_note:
+            print(f"attention: Q K^T, the score stage, the softmax, P V and the V quantizer stay timers and the bench's "
+                  f"({r.attn_note})")
         if r.lop_engine[0]:
             g, n, bad, cb, first = r.lop_engine
             qs = f"{r.lop_chip_q} groups' INT8 queries from the RoPE engine, the others' from the bench after RoPE"
@@ -314,7 +321,7 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
                             "done_cycles_off": r.lop_engine[3], "late": r.lop_late, "note": r.lop_note,
                             "queries_from_rope": r.lop_chip_q, "codes_from_reads": r.lop_fill[0],
                             "code_beats": r.lop_fill[1]},
-             "scores": dict(zip(("tiles", "scores", "row_maxes", "mismatches", "late"), r.sc, strict=True)), "requant": [{"op": n, "elements": c, "mismatches": b} for n, c, b in r.rq], "requant_drain": r.rq_drain, "requant_refused": r.rq_refused,
+             "scores": dict(zip(("tiles", "scores", "row_maxes", "mismatches", "late"), r.sc, strict=True)), "requant": [{"op": n, "elements": c, "mismatches": b} for n, c, b in r.rq], "requant_drain": r.rq_drain, "requant_refused": r.rq_refused, "attention_note": r.attn_note,
              "rope": dict(zip(("words", "q8_words", "q8_mismatches", "k8_words", "k8_mismatches", "amax_rows",
                                "amax_mismatches"), r.rope, strict=True)) | {"bench": r.rope_bench},
              "kv_write": r.kvw, "attn_out": [{"step_layer": n, "elements": e, "mismatches": b, "s_rows": s, "s_mismatches": sb}

@@ -561,10 +561,23 @@ def test_vitallm_chip_runs_out_of_order_dma_exact(tmp_path, hw, cycles, lanes, o
         if hw == "vitallm-fp4":  # every projection accumulator of every step on the FP4 core; lm_head on the host
             assert r.acc_buffers == (42, 42, [f"step {i} lm_head" for i in range(3)])
             # the SFU on data (two 16-lane SFU INT8 words an FP4 act word of 32): every quantize, residual and
-            # RMSNorm word but the prefill's final norm, (4 + 1 + 1) rows of 4, 4, 4 and 8 words; the gating stays
-            # a timer (no requantizer behind the FP4 core); the step's input rows from the embedding table
+            # RMSNorm word but the prefill's final norm, (4 + 1 + 1) rows of 4, 4, 4 and 8 words; the step's input
+            # rows from the embedding table
             assert r.sfu == (24, 240, 3_840, 0) and r.res == (12, 96, 1_536, 0) and r.norm == (26, 248, 3_968, 0)
-            assert r.embed == (3, 24, 384, 0) and r.act[0] == 0
+            assert r.embed == (3, 24, 384, 0)
+            # the FP4 core's requantizer (FP4 multipliers): o, gate, up, down, q, k and v of 2 layers x 3 steps,
+            # (4 + 1 + 1) tokens x (64, 128, 128, 64, 64, 32, 32) elements; the gating engine on gate and up
+            assert len(r.rq) == 6 * 7 and not any(b for _, _, b in r.rq) and r.rq_drain == r.rq_refused == []
+            per = {}
+            for name, n, _ in r.rq:
+                per[name.split(".", 2)[-1]] = per.get(name.split(".", 2)[-1], 0) + n
+            assert per == {"attn.q": 768, "attn.k": 384, "attn.v": 384, "attn.o": 768, "ffn.gate": 1_536,
+                           "ffn.up": 1_536, "ffn.down": 768}
+            assert r.act == (6, 6 * 2 * 8, 6 * 2 * 128, 0)
+            # RoPE: one word a step and layer, (4 + 1 + 1) tokens x (4 q + 2 k) one-word rows, on the engine
+            assert r.rope == (6, 2 * 6 * 4, 0, 2 * 6 * 2, 0, 2 * 6 * 6, 0) and r.rope_bench == []
+            # no kv data on this config: BoothFlex's Q K^T / P V, the softmax and the V quantizer stay timers
+            assert r.qk == (0, 0, 0) and r.sm[0] == 0 and not r.kvw
         else:
             assert r.acc_buffers == (42, 42, [f"step {i} lm_head" for i in range(3)])
             assert r.qk == (12, 6, 6) and r.pv == (12, 6, 6)  # Q K^T and P V of every step and layer

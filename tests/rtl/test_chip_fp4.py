@@ -309,30 +309,149 @@ def test_chip_fp4_data_check_can_fail(tmp_path, monkeypatch):
     assert r.mismatches == 0 and fp4.data_words == 640 and 0 < fp4.data_mismatches < 640 and not r.ok
 
 
-def test_fp4_design_puts_its_sfu_words_on_the_engines(tmp_path):
-    """vitallm-fp4 (no TINT core): the SFU's quantize engine writes half an FP4 act word (32 INT8) per word of
-    sfu.lanes 16 (chip_sfu.act_ratio 2), so the loader puts bitnet-tiny prefill 4 + decode 2's quantize,
-    residual and RMSNorm words on the engines (24, 12 and 26: all but the prefill's final norm) and each
-    step's embedding read on the embedding writer; the gating keeps its cycles (no requantizer)."""
+@pytest.fixture(scope="module")
+def fp4_plan(tmp_path_factory):
+    """bitnet-tiny prefill 4 + decode 2 compiled from the NVFP4 golden for vitallm-fp4, with the loader's data
+    plan over its whole-model contents."""
     from lowbit.rtl.chip_golden import data_plan
     from lowbit.rtl.chip_image import build_image
     from lowbit.rtl.chip_model import compile_from_golden, model_contents
-    from lowbit.rtl.chip_sfu import act_ratio, sfu_data_ok
     from lowbit.sim.program_io import ProgramReader
 
     cfg = load_config("vitallm-fp4")
+    path = tmp_path_factory.mktemp("fp4plan") / "prog.bin"
+    compile_from_golden(cfg, "bitnet-tiny", 4, 2, path, 0)
+    img = build_image(path, cfg)
+    mc, note = model_contents(img, cfg, ProgramReader(path).header.meta, 0)
+    assert mc is not None, note
+    plan, why = data_plan(img, cfg, 0, mc)
+    assert why == ""
+    return cfg, img, mc, plan
+
+
+def test_fp4_design_puts_its_sfu_words_on_the_engines(fp4_plan):
+    """vitallm-fp4 (no TINT core): the SFU's quantize engine writes half an FP4 act word (32 INT8) per word of
+    sfu.lanes 16 (chip_sfu.act_ratio 2), so the loader puts bitnet-tiny prefill 4 + decode 2's quantize,
+    residual and RMSNorm words on the engines (24, 12 and 26: all but the prefill's final norm), each step's
+    embedding read on the embedding writer, and, gate and up coming from the FP4 core's requantizer, the 6
+    gating words (2 layers x 3 steps)."""
+    from lowbit.rtl.chip_sfu import act_ratio, sfu_data_ok
+
+    cfg, img, _, plan = fp4_plan
     assert sfu_data_ok(cfg) == "" and act_ratio(cfg) == 2
     assert "does not divide" in sfu_data_ok(apply_sets(cfg, ["sfu.lanes=24"]))
+    assert (len(plan.sfu_ops), len(plan.res_ops), len(plan.norm_ops), len(plan.act_ops)) == (24, 12, 26, 6)
+    assert plan.emb_ops == [f"step {s}" for s in range(3)] and plan.emb_beats == 1  # 128-byte rows and beats
+    sq = img.queues.index("sfu")
+    assert sorted({w["eng"] for w in img.words[sq]}) == [0, 1, 2, 3, 4, 6]  # 6: the RoPE words (chip_rope)
+    # the quantize words write 4 SFU words a 64-element row: 2 act words of 32 a token, what the FP4 tiles read
+    q = [w for w in img.words[sq] if w["eng"] == 1 and w["op"].endswith(("attn_quant", "ffn_quant", "o_quant"))]
+    assert q and all(w["beats"] == 4 for w in q)
+
+
+def test_fp4_requantizer_plan_covers_every_projection_with_fp4_multipliers(fp4_plan):
+    """The FP4 core's requantizer (lowbit.rtl.chip_requant behind lowbit.rtl.chip_fp4.Fp4Engine): every one of the
+    42 FP4 tiles is requantized, each projection's expected Q7.8 outputs are the golden's `<op>.out` (T x out
+    elements: 2 layers x (4 + 1 + 1) tokens of q 64, k 32, v 32, o 64, gate 128, up 128, down 64), and each
+    multiplier word the loader preloads holds, in every lane, the golden's FP4 multiplier of its projection
+    (sim.golden_fp4.fp4_multiplier: the NVFP4 tensor scale x 2^-frac_bits / 127), not the ternary rule's."""
+    from lowbit.rtl.chip_requant import RQ_LOAD, pack_mult
+    from lowbit.sim.golden import linear_multipliers
+    from lowbit.sim.golden_fp4 import fp4_multiplier
+
+    cfg, img, mc, plan = fp4_plan
+    fq = img.queues.index("fp4")
+    assert len(plan.rq_cover) == 42 and plan.rq_drain == [] and plan.rq_refused == []
+    per: dict[str, int] = {}
+    for name, _dst, out, *_ in plan.rq_expect:
+        step, op = int(name.split()[1]), name.split()[2]
+        assert np.array_equal(out, mc.run.steps[step].buffers[f"{op}.out"])
+        per[op.split(".", 2)[-1]] = per.get(op.split(".", 2)[-1], 0) + out.size
+    T = 4 + 1 + 1
+    assert per == {"attn.q": 2 * T * 64, "attn.k": 2 * T * 32, "attn.v": 2 * T * 32, "attn.o": 2 * T * 64,
+                   "ffn.gate": 2 * T * 128, "ffn.up": 2 * T * 128, "ffn.down": 2 * T * 64}
+    words = {a: v for a, v, q in plan.sfu_preload if q == RQ_LOAD}  # the FP4 core's multiplier memory
+    lanes = cfg.fp4.lanes
+    seen = 0
+    for (_step, op), ws in plan.rq_cover.items():
+        lin = mc.dep.linears[op]
+        m, sh = fp4_multiplier(lin.fp4, cfg.fp4.frac_bits)
+        assert (m, sh) != (int(linear_multipliers(lin)[0][0]), int(linear_multipliers(lin)[1][0]))
+        for q, i in ws:
+            w = img.words[q][i]
+            assert q == fq and w["rq_m"] in words
+            for g in range(w["groups"]):
+                assert words[w["rq_m"] + g] == pack_mult([m] * lanes, [sh] * lanes)
+                seen += 1
+    assert seen == sum(img.words[fq][i]["groups"] for ws in plan.rq_cover.values() for _, i in ws)
+    assert plan.mult_depth == 256 and len(words) == 2 * (11 + 6 + 6 + 11 + 22 + 22 + 11)
+
+
+def test_fp4_requantizer_refuses_a_psum_word_wider_than_the_sfu(tmp_path):
+    """tiny with the FP4 core (8 lanes) and its 4-lane SFU: a row group would span three Q7.8 words, so the loader
+    gives the FP4 core no requantizer and says why (lowbit.rtl.chip_requant.rq_queues_of); the SFU's engines still
+    run, the projections' outputs stay the bench's."""
+    from lowbit.rtl.chip_golden import data_plan
+    from lowbit.rtl.chip_image import build_image
+    from lowbit.rtl.chip_model import compile_from_golden, model_contents
+    from lowbit.sim.config import load_hw
+    from lowbit.sim.program_io import ProgramReader
+
+    cfg = load_hw("tiny", ["units=fp4,booth,lop,sfu", "fp4.enabled=true"])
     path = tmp_path / "prog.bin"
-    compile_from_golden(cfg, "bitnet-tiny", 4, 2, path, 0)
+    compile_from_golden(cfg, "bitnet-tiny", 2, 1, path, 0)
     img = build_image(path, cfg)
     mc, note = model_contents(img, cfg, ProgramReader(path).header.meta, 0)
     plan, why = data_plan(img, cfg, 0, mc)
     assert why == "" and mc is not None, note
-    assert (len(plan.sfu_ops), len(plan.res_ops), len(plan.norm_ops), len(plan.act_ops)) == (24, 12, 26, 0)
-    assert plan.emb_ops == [f"step {s}" for s in range(3)] and plan.emb_beats == 1  # 128-byte rows and beats
-    sq = img.queues.index("sfu")
-    assert sorted({w["eng"] for w in img.words[sq]}) == [0, 1, 2, 3]
-    # the quantize words write 4 SFU words a 64-element row: 2 act words of 32 a token, what the FP4 tiles read
-    q = [w for w in img.words[sq] if w["eng"] == 1 and w["op"].endswith(("attn_quant", "ffn_quant", "o_quant"))]
-    assert q and all(w["beats"] == 4 for w in q)
+    assert plan.rq_refused == ["fp4: its 8-lane psum word is wider than the SFU's 4-lane Q7.8 word (a row group "
+                               "would span three words)"]
+    assert plan.rq_cover == {} and plan.mult_depth == 0 and plan.sfu_ops
+
+
+@pytest.mark.slow
+def test_chip_fp4_requantizer_check_can_fail(tmp_path, monkeypatch):
+    """The FP4 requantizer's multiplier memory is on the chip's data path: vitallm-fp4 with one preloaded multiplier
+    word changed (layers.0.attn.v's row group 2, rows 12..17: m with bit 14 flipped in every lane) after the
+    golden was computed writes v outputs that differ from the golden's in exactly the elements
+    sim.numerics.requant predicts with that multiplier (every step reads the same word), the other projections
+    exact, timing exact."""
+    pytest.importorskip("cocotb")
+    import lowbit.rtl.chip_run as cr
+    from lowbit.rtl.chip_model import compile_from_golden, input_of
+    from lowbit.rtl.chip_requant import RQ_LOAD, pack_mult
+    from lowbit.sim.golden_fp4 import fp4_multiplier
+    from lowbit.sim.numerics.requant import requant
+
+    op, g = "layers.0.attn.v", 2
+    real, seen = cr.data_plan, {}
+
+    def corrupt(img, cfg, seed=0, model=None):
+        plan, why = real(img, cfg, seed, model)
+        if model is None:
+            return plan, why
+        (q, i), = [k for k in plan.rq_cover[(0, op)]]
+        a = img.words[q][i]["rq_m"] + g
+        m, sh = fp4_multiplier(model.dep.linears[op].fp4, cfg.fp4.frac_bits)
+        k = next(j for j, x in enumerate(plan.sfu_preload) if x[0] == a and x[2] == RQ_LOAD)
+        plan.sfu_preload[k] = (a, pack_mult([m ^ 1 << 14] * cfg.fp4.lanes, [sh] * cfg.fp4.lanes), RQ_LOAD)
+        seen.update(model=model, m=m ^ 1 << 14, sh=sh)
+        return plan, why
+
+    monkeypatch.setattr(cr, "data_plan", corrupt)
+    cfg = load_config("vitallm-fp4")
+    path = tmp_path / "prog.bin"
+    compile_from_golden(cfg, "bitnet-tiny", 4, 2, path, 0)
+    r = cr.verify_chip(cfg, path, "vitallm-fp4", [])
+    rows = slice(g * cfg.fp4.lanes, (g + 1) * cfg.fp4.lanes)
+    want = {}
+    for s, st in enumerate(seen["model"].run.steps):
+        b = st.buffers
+        amax = np.asarray(b[f"{input_of(op)}.amax"]).reshape(-1, 1)
+        y = requant(b[f"{op}.acc"][:, rows], amax, np.int64(seen["m"]), np.int64(seen["sh"]))
+        want[f"step {s} {op}"] = int((y != b[f"{op}.out"][:, rows]).sum())
+    assert all(n > 0 for n in want.values())
+    got = {name: bad for name, _, bad in r.rq}
+    assert len(got) == 42 and {k: got[k] for k in want} == want
+    assert all(bad == 0 for name, bad in got.items() if name not in want)
+    assert r.mismatches == 0 and r.chip_cycles == r.sim_cycles == 7_581 and not r.ok

@@ -1,9 +1,9 @@
 """The psum requantizer on the chip's data path (docs/rtl.md "Data path", "SFU streams"): a
 lowbit.rtl.sfu_stream_requant.PsumRequant behind each projection engine's psum write port (the TINT cores',
-BoothFlex's where its ternary tiles run on the data path, and the FP4 core's, lowbit.rtl.chip_fp4), writing the requantized projection outputs
-into the SFU's Q7.8 buffers: `attn.o` and `ffn.down` into the residual's y buffer R (dst 1), which the
-residual engine reads, `ffn.gate` and `ffn.up` into the gate and up buffers (dst 2, 3), which the gating engine
-(lowbit.rtl.sfu_stream_act.SfuActStream) reads.
+BoothFlex's where its ternary tiles run on the data path, and the FP4 core's, lowbit.rtl.chip_fp4), writing the
+requantized projection outputs into the SFU's Q7.8 buffers: `attn.o` and `ffn.down` into the residual's y
+buffer R (dst 1), which the residual engine reads, `ffn.gate` and `ffn.up` into the gate and up buffers (dst 2,
+3), which the gating engine (lowbit.rtl.sfu_stream_act.SfuActStream) reads.
 
 - **Multipliers**: per engine a memory of multiplier words (`lanes` x (m, sh) of a row group: the golden's,
   sim.golden.linear_multipliers for a ternary op, sim.golden_fp4.fp4_row_multipliers for an FP4 one, its

@@ -267,7 +267,8 @@ def fp4_data_dims(cfg, banks: int | None = None):
     """The data path's geometry on a design whose projections run on the FP4 core (lowbit.rtl.chip_data.data_dims'
     rules with the FP4 weight word): units of gcd(word bytes, weight ring bytes), `banks` (default: a power of two
     >= 2, >= a word's units and >= the DRAM's peak bytes a cycle in units), act words of E INT8, one psum bank of
-    `lanes` 4-byte results a word; no kv data. (DataDims, '') or (None, why not)."""
+    `lanes` 4-byte results a word; the kv buffer holds data where its capacity is a power-of-two number of units
+    (>= banks, <= the weight buffer's; data_dims' rule). (DataDims, '') or (None, why not)."""
     import math
 
     from lowbit.rtl.chip_data import DataDims, _pow2_floor
@@ -286,8 +287,10 @@ def fp4_data_dims(cfg, banks: int | None = None):
     if units & (units - 1) or units < banks or banks < wb // ub:
         return None, (f"the weight ring's {caps['weight']} bytes are not a power-of-two number (>= {banks}) of "
                       f"{ub}-byte units, or a {wb}-byte FP4 word spans more than {banks} banks")
+    kv = caps["kv"] // ub if caps["kv"] % ub == 0 else 0
+    kv = kv if kv & (kv - 1) == 0 and banks <= kv <= units else 0  # addressed like the weight buffer
     return DataDims(banks, f.lanes, 8 * wb, ub, units, _pow2_floor(caps["act"] // f.elems_per_cycle),
-                    _pow2_floor(caps["psum"] // (4 * f.lanes)), 0), ""
+                    _pow2_floor(caps["psum"] // (4 * f.lanes)), kv), ""
 
 
 def _seeded_tensor(cfg, rows: int, k: int, rng) -> NVFP4Tensor | MXFP4Tensor:
@@ -307,13 +310,17 @@ def fp4_data_plan(img, cfg, seed: int, model):
     tail_lanes, tail_step in units, w_addr, a_addr 0, a_stride beats, p_addr after the previous tile's),
     the DRAM image (each tile's packed FP4 rows at its DMA's address) and the expected psum words: with
     `model` the deployed FP4 rows, the golden's INT8 activations (written in their quantize words' cycles)
-    and accumulators, and the FP4 core's requantizer (lowbit.rtl.chip_golden.requant_plan: its tiles' RQ fields,
-    the FP4 per-row multipliers); without, seeded-random FP4 weights and act words against sim.numerics.fp4dot.
-    (DataPlan, '') or (None, why not)."""
+    and accumulators, the FP4 core's requantizer (lowbit.rtl.chip_golden.requant_plan: its tiles' RQ fields,
+    the FP4 per-row multipliers) and, where the kv buffer holds data, dma_kv's K/V chunk reads, LO-code reads
+    and KV writes (lowbit.rtl.chip_kvread, chip_lop.lo_image, chip_kv: data_plan's rules); without,
+    seeded-random FP4 weights and act words against sim.numerics.fp4dot. (DataPlan, '') or (None, why not)."""
     from lowbit.rtl.chip_golden import DATA_FIELDS, DataPlan, _psum_words, requant_plan
+    from lowbit.rtl.chip_kv import kv_write_plan
+    from lowbit.rtl.chip_kvread import kv_reads
+    from lowbit.rtl.chip_lop import lo_image
     from lowbit.rtl.chip_model import input_of
     from lowbit.rtl.chip_sfu import sfu_data_ok
-    from lowbit.sim.isa import B_WEIGHT, C_DMAW, C_FP4, C_SFU
+    from lowbit.sim.isa import B_WEIGHT, C_DMAKV, C_DMAW, C_FP4, C_SFU
     from lowbit.sim.numerics.fp4dot import fp4_block_dot
 
     dims, why = fp4_data_dims(cfg)
@@ -335,6 +342,11 @@ def fp4_data_plan(img, cfg, seed: int, model):
     tiles, why = fp4_program_tiles(img, cfg)
     if why:
         return None, why
+    kq = next((q for q, c in enumerate(img.classes) if c == C_DMAKV), -1)
+    kqs = (kq,) if dims.k_depth and kq >= 0 and model is not None else ()
+    if kqs:  # K/V chunk reads into the kv buffer and the LO-code reads' bytes (chip_kvread, chip_lop)
+        fields.update(kv_reads(plan, img, kq))
+        lo_image(plan, img, kq)
     if model is None:
         plan.act = np.random.default_rng([seed, 1 << 40]).integers(-128, 128, (dims.a_depth, e)).astype(np.int64)
     reads: dict[tuple[int, str], int] = {}
@@ -383,9 +395,12 @@ def fp4_data_plan(img, cfg, seed: int, model):
     why = requant_plan(plan, img, cfg, fields, reads, e, [fq])  # the FP4 core's requantizer, the act writes
     if why:
         return None, why
+    if kqs:  # the KV writes' data (chip_kv), after the RoPE words' placement
+        plan.kvw = kv_write_plan(plan, img, cfg, kq, plan.kv_written)
+        fields.update(plan.kvw.fields)
     sq = [q for q, c in enumerate(img.classes) if c == C_SFU and not sfu_data_ok(cfg)]  # its words on the engines
     fields.update({**{(q, i): f for q in sq for i, f in plan.sfu_fields.items()}, **plan.emb_fields})
-    for q, kind in ((fq, "tint"), (dw, "dma"), *((q, "sfu") for q in sq)):
+    for q, kind in ((fq, "tint"), (dw, "dma"), *((q, "sfu") for q in sq), *((q, "dma_kv") for q in kqs)):
         for i, w in enumerate(img.words[q]):
             w.update({**dict.fromkeys(DATA_FIELDS[kind], 0), **fields.get((q, i), {})})
     return plan, ""

@@ -176,9 +176,10 @@ def chip_report(hw: str, sets: list[str], model: str, prefill: int, decode: int)
                              else "; the LOP engine's query memory is still written by the bench." if r.params.lop_grp
                              else "."))
         if r.attn_note:
-            data_line += ("\n\nAttention off data: BoothFlex's Q K^T and P V tiles, the score stage, the softmax words "
-                          "and the V quantizer are timers of their sim.units cycles, their data the bench's "
-                          f"({r.attn_note}).")
+            vq = r.params.kvw_depth and r.params.vquant[0]
+            data_line += ("\n\nAttention off data: BoothFlex's Q K^T and P V tiles, the score stage"
+                          + (" and the softmax words" if vq else ", the softmax words and the V quantizer")
+                          + f" are timers of their sim.units cycles, their data the bench's ({r.attn_note}).")
         if r.sm[0] or r.sm[6]:
             data_line += (f"\n\nSoftmax on data (lowbit.rtl.chip_softmax): {r.sm[0]} softmax words on the SFU's "
                           f"softmax engine, then the p x amax_v quantize: {r.sm[1]} probability rows, {r.sm[2]:,} INT8 "

@@ -272,8 +272,9 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
                   f"behind the engines' psum ports), {sum(x[1] for x in logits):,} Q7.8 logits against the golden's "
                   f"lm_head.logits, {sum(x[2] for x in logits)} mismatches")
         if r.attn_note:
-            print(f"attention: Q K^T, the score stage, the softmax, P V and the V quantizer stay timers and the bench's "
-                  f"({r.attn_note})")
+            vq = r.params.kvw_depth and r.params.vquant[0]
+            print("attention: Q K^T, the score stage, the softmax, P V" + ("" if vq else " and the V quantizer")
+                  + f" stay timers, their data the bench's ({r.attn_note})")
         if r.lop_engine[0]:
             g, n, bad, cb, first = r.lop_engine
             qs = f"{r.lop_chip_q} groups' INT8 queries from the RoPE engine, the others' from the bench after RoPE"

@@ -576,8 +576,15 @@ def test_vitallm_chip_runs_out_of_order_dma_exact(tmp_path, hw, cycles, lanes, o
             assert r.act == (6, 6 * 2 * 8, 6 * 2 * 128, 0)
             # RoPE: one word a step and layer, (4 + 1 + 1) tokens x (4 q + 2 k) one-word rows, on the engine
             assert r.rope == (6, 2 * 6 * 4, 0, 2 * 6 * 2, 0, 2 * 6 * 6, 0) and r.rope_bench == []
-            # no kv data on this config: BoothFlex's Q K^T / P V, the softmax and the V quantizer stay timers
-            assert r.qk == (0, 0, 0) and r.sm[0] == 0 and not r.kvw
+            # the kv buffer holds data: 8 K/V chunks a step of 4, 5, 6 keys x 16 bytes, in 4-byte units; the KV
+            # writes carry the RoPE engine's K rows, the V quantizer's V rows (from the FP4 requantizer's v) and
+            # the writer's LO codes, 2 layers x (4 + 1 + 1) rows a plane; the LOP engine selects from them
+            assert (r.kv_chunks, r.kv_units, r.kv_mismatches) == (24, 8 * (4 + 5 + 6) * 16 // 4, 0)
+            assert r.kvw["planes"] == {"k": (384, 0), "v": (384, 0), "lo": (192, 0)} and r.kvw["vq"] == (24, 0)
+            assert (r.kvw["rope_rows"], r.kvw["lo_rows"], r.kvw["preloaded"], r.kvw["late"]) == (24, 24, 0, 0)
+            assert r.lop_engine[:4] == (8, 44, 0, 0)
+            # BoothFlex has no data path beside the FP4 core: Q K^T, the score stage, the softmax and P V are timers
+            assert r.qk == (0, 0, 0) and r.sm[0] == 0 and "booth_data" in r.attn_note
         else:
             assert r.acc_buffers == (42, 42, [f"step {i} lm_head" for i in range(3)])
             assert r.qk == (12, 6, 6) and r.pv == (12, 6, 6)  # Q K^T and P V of every step and layer

@@ -334,7 +334,9 @@ def test_fp4_design_puts_its_sfu_words_on_the_engines(fp4_plan):
     sfu.lanes 16 (chip_sfu.act_ratio 2), so the loader puts bitnet-tiny prefill 4 + decode 2's quantize,
     residual and RMSNorm words on the engines (24, 12 and 26: all but the prefill's final norm), each step's
     embedding read on the embedding writer, and, gate and up coming from the FP4 core's requantizer, the 6
-    gating words (2 layers x 3 steps)."""
+    gating words (2 layers x 3 steps); the kv buffer holds data (4,096 four-byte units), so the 24 K/V chunk
+    reads land there and the 36 KV writes (2 layers x 2 KV heads x K, V, LO codes x 3 steps) carry the chip's
+    rows, V from the V quantizer."""
     from lowbit.rtl.chip_sfu import act_ratio, sfu_data_ok
 
     cfg, img, _, plan = fp4_plan
@@ -342,6 +344,8 @@ def test_fp4_design_puts_its_sfu_words_on_the_engines(fp4_plan):
     assert "does not divide" in sfu_data_ok(apply_sets(cfg, ["sfu.lanes=24"]))
     assert (len(plan.sfu_ops), len(plan.res_ops), len(plan.norm_ops), len(plan.act_ops)) == (24, 12, 26, 6)
     assert plan.emb_ops == [f"step {s}" for s in range(3)] and plan.emb_beats == 1  # 128-byte rows and beats
+    assert plan.dims.k_depth == 4096 and len(plan.kv_checks) == 24
+    assert len(plan.kvw.fields) == 36 and plan.kvw.vquant[0] > 0
     sq = img.queues.index("sfu")
     assert sorted({w["eng"] for w in img.words[sq]}) == [0, 1, 2, 3, 4, 6]  # 6: the RoPE words (chip_rope)
     # the quantize words write 4 SFU words a 64-element row: 2 act words of 32 a token, what the FP4 tiles read
@@ -415,7 +419,7 @@ def test_chip_fp4_requantizer_check_can_fail(tmp_path, monkeypatch):
     word changed (layers.0.attn.v's row group 2, rows 12..17: m with bit 14 flipped in every lane) after the
     golden was computed writes v outputs that differ from the golden's in exactly the elements
     sim.numerics.requant predicts with that multiplier (every step reads the same word), the other projections
-    exact, timing exact."""
+    exact, the V quantizer's rows written to DRAM then differing in the V plane alone, timing exact."""
     pytest.importorskip("cocotb")
     import lowbit.rtl.chip_run as cr
     from lowbit.rtl.chip_model import compile_from_golden, input_of
@@ -454,4 +458,6 @@ def test_chip_fp4_requantizer_check_can_fail(tmp_path, monkeypatch):
     got = {name: bad for name, _, bad in r.rq}
     assert len(got) == 42 and {k: got[k] for k in want} == want
     assert all(bad == 0 for name, bad in got.items() if name not in want)
+    pl = r.kvw["planes"]
+    assert pl["v"][1] > 0 and pl["k"][1] == pl["lo"][1] == 0
     assert r.mismatches == 0 and r.chip_cycles == r.sim_cycles == 7_581 and not r.ok

@@ -133,7 +133,9 @@ def chip_report(hw: str, sets: list[str], model: str, prefill: int, decode: int)
                 f"data path, {full} of them compared in every element; without tiles on it (their unit a timer, or "
                 "the host's lm_head): " + (", ".join(f"{o} ({c} step{'s' if c > 1 else ''})" for o, c in sorted(gone.items())) or "none")
                 + ".")
-        if r.rq or r.rq_drain or r.rq_refused:
+        if r.rq_refused and not r.rq:
+            data_line += f"\n\nPsum requantizers: no projection requantized on the chip ({'; '.join(r.rq_refused)})."
+        elif r.rq or r.rq_drain or r.rq_refused:
             per: dict[str, list[int]] = {}
             for name, n_, bad in r.rq:
                 v = per.setdefault(name.split()[-1].split(".", 2)[-1], [0, 0, 0])

@@ -249,7 +249,9 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
             print(f"SFU: {r.norm[0]} RMSNorm words (SubLN and the final norm included) on the SFU's RMSNorm engine, "
                   f"feeding the quantize engine: {r.norm[1]:,} Q7.8 words ({r.norm[2]:,} elements) and each row's "
                   f"amax against the golden's <norm>.out, {r.norm[3]} mismatches")
-        if r.rq or r.rq_drain or r.rq_refused:
+        if r.rq_refused and not r.rq:
+            print(f"requantizer: no projection requantized on the chip ({'; '.join(r.rq_refused)})")
+        elif r.rq or r.rq_drain or r.rq_refused:
             from collections import defaultdict
 
             per: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])

@@ -540,7 +540,8 @@ def test_vitallm_chip_runs_out_of_order_dma_exact(tmp_path, hw, cycles, lanes, o
     issue order), run bitnet-tiny prefill 4 + decode 2 with every instruction's start and end equal to
     `lowbit sim`, and on vitallm both TINT cores' and BoothFlex's psum words (its 4-lane ternary passes over
     the TINT cores' 6-row groups: lowbit.rtl.chip_booth_regroup; on vitallm-fp4 the FP4 core's, NVFP4 weights)
-    equal the whole-model golden's accumulators
+    equal the whole-model golden's accumulators, and on both the requantized projection outputs, the gating,
+    RoPE, KV writes, K/V reads and the LOP engine run on the chip's data
     (the results committed in reports/chip-vitallm*.md)."""
     from lowbit.rtl.chip_report import out_of_order
     from lowbit.sim.cli import build_trace
@@ -634,6 +635,10 @@ def test_fp4_chip_runs_the_program_cycle_exact(tmp_path):
     assert r.chip_cycles == r.sim_cycles > 10_000
     assert {q.name: (q.data_words, q.data_mismatches) for q in r.queues if q.data_words >= 0} == {"fp4": (640, 0)}
     assert r.acc_buffers[:2] == (56, 56) and not r.data_note  # every step's projection accumulators, whole
+    # the 8-lane FP4 core's psum word is wider than the 4-lane SFU's: no requantizer, and the loader says why;
+    # the kv buffer holds data: 32 K/V chunks read back, the LOP engine's 12 groups (3, 4, 5 keys, all kept)
+    assert r.rq == [] and r.rq_refused and "8-lane psum word" in r.rq_refused[0]
+    assert (r.kv_chunks, r.kv_mismatches) == (32, 0) and r.lop_engine[:3] == (12, 48, 0)
 
 
 def test_verify_chip_refuses_a_bad_seed(capsys):

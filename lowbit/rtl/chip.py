@@ -263,7 +263,7 @@ class Chip(wiring.Component):
             sig.update(rq_signature(cfg, d, self.rq_names))
         sig.update(engine_signature(self))
         sig.update(sc_signature(cfg) if self.scores else {})
-        sig.update(vq_signature() if d is not None and d.k_depth and p.kvw_depth and p.vquant[0] else {})
+        sig.update(vq_signature(p.vquant, self.sm) if d is not None and d.k_depth and p.kvw_depth and p.vquant[0] else {})
         if "lop" in self.kinds:  # the LOP engine's index FIFO writes and its two done strobes (chip_lop)
             sig.update({"lop_ov": Out(1), "lop_on": Out(range(cfg.lop.lanes + 1)),
                         "lop_oi": Out(data.ArrayLayout(COUNT_BITS, cfg.lop.lanes)), "lop_sdone": Out(1),

@@ -61,6 +61,7 @@ class KvWritePlan:
     depth: int = 0         # the source's units (ChipParams.kvw_depth)
     vquant: tuple[int, ...] = (0, 0, 0, 0, 0)  # the V quantizer's sizes (ChipParams.vquant)
     v_amax: list[int] = field(default_factory=list)  # the V quantizer's rows' amax in its order (the golden's)
+    v_sidx: list[int] = field(default_factory=list)  # ... and their scale indices (chip_vquant.scale_index)
 
 
 def lo_bytes(codes: np.ndarray) -> bytes:
@@ -153,6 +154,7 @@ def kv_write_plan(plan, img, cfg, kq: int, written: dict[int, tuple[str, bytes]]
         kp.v_amax = [a for i in sorted(vq) for a in vq[i]]
         kp.vquant = (1 << (max(len(vq[i]) for i in vq) * s.n_kv_heads - 1).bit_length(), hd, s.n_kv_heads,
                      s.max_positions, s.n_layers)
+        kp.v_sidx = [scale_of(img.words[kq][i]["addr"], kp.vquant) + r for i in sorted(vq) for r in range(len(vq[i]))]
         vs_softmax(plan, kp.vquant, n)
     if kp.depth > 1 << d.w_bits:  # the DMA word's dbase field
         return KvWritePlan()
@@ -328,6 +330,8 @@ def kv_writer(chip, m: Module, dkv, sfuq, bufs: dict) -> Signal:
                  for u in range(max(upw, ru))]
         uaddr, ucnt, wen = Mux(vq.s_wen, vq.s_addr, uaddr), Mux(vq.s_wen, vcnt, cnt), wen | vq.s_wen
         m.d.comb += [chip.vqv.eq(vq.s_wen), chip.vqa.eq(vq.s_amax)]
+        if not chip.sm:  # no scale memory (no softmax engine reads it): the row's scale index observed instead
+            m.d.comb += chip.vqs.eq(vq.s_sidx)
     m.d.comb += [src.wr_valid.eq(wen), src.wr_addr.eq(uaddr), src.wr_count.eq(ucnt)]
     for u, x in enumerate(units):
         m.d.comb += src.wr_data[u].eq(x)
@@ -400,10 +404,21 @@ def kv_result(plan, r: dict) -> dict:
     if kw is None or not kw.fields:
         return {}
     pre = sum(KV_BASE <= a < LOP_BASE and a not in plan.kv_written for a in plan.dram)
-    got = [int(x[0]) for x in r.get("vq", [])]
+    rec = r.get("vq", [])
+    sidx = bool(rec) and len(rec[0]) > 1  # the scale index observed too (a chip without the scale memory)
+    got = [tuple(int(v) for v in x[:1 + sidx]) for x in rec]
+    want = list(zip(kw.v_amax, kw.v_sidx, strict=True)) if sidx else [(a,) for a in kw.v_amax]
     return {"planes": kv_compare(kw, r.get("kv_writes", [])), "writes": len(kw.fields), "rope_rows": kw.rope_rows, "lo_rows": kw.lo_rows,
             "bench_rows": kw.bench_rows, "preloaded": pre, "late": int(r.get("wdata_late", 0)),
-            "vq": (len(kw.v_amax), count_mismatches(got, kw.v_amax))}
+            "vq": (len(kw.v_amax), count_mismatches(got, want)), "vq_sidx": sidx}
+
+
+def scale_of(addr: int, vquant: tuple[int, ...]) -> int:
+    """lowbit.rtl.chip_vquant.scale_index of a V write's DRAM address, as an integer: (layer x KV + head) x
+    max_positions + position (sim.kvcache.kv_addr's fields, the plane bit dropped)."""
+    _, hd, kv, maxpos, layers = vquant
+    lh, lm, lk = (hd - 1).bit_length(), (maxpos - 1).bit_length(), max(1, (layers * kv - 1).bit_length())
+    return (addr >> lh) & ((1 << lm) - 1) | ((addr >> (lh + lm + 1)) & ((1 << lk) - 1)) << lm
 
 
 def kv_line(kvw: dict) -> str:
@@ -415,7 +430,8 @@ def kv_line(kvw: dict) -> str:
     return (f"KV cache: {kvw['writes']} dma_kv writes carry their bytes over the memory port's write channel into "
             f"the DRAM image, against the golden's kv_append.k8 / v8 / lo: {per}; K rows from the RoPE engine: "
             f"{kvw['rope_rows']}, keys' LO codes made from their K rows by the writer: {kvw['lo_rows']}, V rows from "
-            f"the V quantizer: {kvw['vq'][0]} (their amax against kv_append.v_amax: {kvw['vq'][1]} differing), rows "
+            f"the V quantizer: {kvw['vq'][0]} (their amax against kv_append.v_amax" + (
+                " and scale index against their position" if kvw.get("vq_sidx") else "") + f": {kvw['vq'][1]} differing), rows "
             f"from the load port (stand-ins): {bench}; K/V rows the image still holds: "
             f"{kvw['preloaded']}; beats after their write's response: {kvw['late']}")
 

@@ -24,6 +24,7 @@ from lowbit.rtl.chip_kv import kv_params, kv_preload, kv_result
 from lowbit.rtl.chip_requant import RQ_LOAD
 from lowbit.rtl.chip_result import ChipResult, QueueCompare
 from lowbit.rtl.chip_sfu import sfu_data_ok
+from lowbit.rtl.chip_softmax import sm_ok
 from lowbit.rtl.common import COUNT_BITS, count_mismatches
 from lowbit.sim.config import HwConfig
 from lowbit.sim.errors import LowbitError
@@ -305,7 +306,8 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
                 "engines": tq, "fmt": plan.fmt, "sfu_data": sd,
                 "sfu_writes": {str(i): [[d, ws] for d, ws in gs] for i, gs in plan.sfu_writes.items()},
                 "sfu_preload": plan.sfu_preload + _rope_preload(rp, cfg, p, img) + kv_preload(
-                    plan if p.kvw_depth else None, _nrq(cfg, p, img)), "kv_write": bool(p.kvw_depth) and plan.kvw is not None, "vq": bool(p.kvw_depth and p.vquant[0]), "rope": rp is not None, "rq": rq_engines(cfg, p, img.queues, img.classes, [word_kind(
+                    plan if p.kvw_depth else None, _nrq(cfg, p, img)), "kv_write": bool(p.kvw_depth) and plan.kvw is not None, "vq": bool(p.kvw_depth and p.vquant[0]), "vqs": bool(p.kvw_depth and p.vquant[0]) and not (
+                    sd and sm_ok(cfg, dims)), "rope": rp is not None, "rq": rq_engines(cfg, p, img.queues, img.classes, [word_kind(
                     n, c, True, bd, sd) for n, c in zip(img.queues, img.classes, strict=True)]) if sd else [],
                 "sfu_lanes": cfg.sfu.lanes, "av": bool(plan.av_expect), "embed": bool(plan.emb_ops),
                 "gather": {str(t): a for t, a in plan.emb_gather.items()}, "row_bytes": 2 * plan.model.spec.d_model

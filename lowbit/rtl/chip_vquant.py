@@ -210,19 +210,22 @@ def vs_softmax(plan, vquant: tuple[int, ...], lanes: int) -> None:
 
 def vquant(chip, m: Module, bufs: dict, ab: int):
     """The V quantizer of the chip `chip` (its source's unit address `ab` bits), its row memory (`bufs["v"]`, for
-    the requantizers) and its scale memory, read by the softmax engine `bufs["sm"]` where the chip has it."""
+    the requantizers) and, where the chip has the softmax engine `bufs["sm"]`, its scale memory, which that
+    engine reads (without a reader, vitallm-fp4's, no memory: each row's amax and scale index leave on the
+    observation ports, vq_signature)."""
     d, p, n = chip.dims, chip.p, chip.cfg.sfu.lanes
     rows, hd, kv, _, _ = p.vquant
     vr = VRows(m, hd=hd, lanes=n, rows=rows)
     bufs["v"] = vr
     ent = scale_entries(p.vquant)
+    sm = bufs.get("sm")
     m.submodules.vquant = vq = VQuant(lanes=p.dma_issue, table=p.dma_table, hd=hd, rows=rows, kv=kv, addr_bits=ab,
                                       row_units=hd // d.unit_bytes, s_bits=(ent - 1).bit_length())
     m.d.comb += vq.r_data.eq(vr.reader(vq.r_addr))
-    vs = VScales(m, lanes=n, entries=ent)  # each row's amax by position, the softmax engine's amax_v
-    vs.write(vq.s_wen, vq.s_sidx, vq.s_amax)
-    if bufs.get("sm") is not None:
-        vs.read(bufs["sm"].vs_addr, bufs["sm"].vs_data)
+    if sm is not None:
+        vs = VScales(m, lanes=n, entries=ent)  # each row's amax by position, the softmax engine's amax_v
+        vs.write(vq.s_wen, vq.s_sidx, vq.s_amax)
+        vs.read(sm.vs_addr, sm.vs_data)
     return vq
 
 
@@ -255,9 +258,11 @@ def vq_writes(plan, writes: list, written: dict, n: int, ub: int, banks: int) ->
     return out
 
 
-def vq_signature() -> dict:
-    """The observation ports: a row written into the source (`vqv`) and its amax (`vqa`)."""
-    return {"vqv": Out(1), "vqa": Out(17)}
+def vq_signature(vquant: tuple[int, ...], sm: bool) -> dict:
+    """The observation ports: a row written into the source (`vqv`), its amax (`vqa`) and, on a chip without the
+    softmax engine (`sm` False: no scale memory), its scale index (`vqs`, scale_index's bits of ChipParams.vquant),
+    which the bench then checks in the memory's place."""
+    return {"vqv": Out(1), "vqa": Out(17), **({} if sm else {"vqs": Out((scale_entries(vquant) - 1).bit_length())})}
 
 
 __all__ = ["VQ_PIPE", "VQuant", "VRows", "VScales", "scale_entries", "scale_index", "vq_signature", "vq_writes", "vquant",

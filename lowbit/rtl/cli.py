@@ -275,7 +275,7 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
                   f"lm_head.logits, {sum(x[2] for x in logits)} mismatches")
         if r.attn_note:
             vq = r.params.kvw_depth and r.params.vquant[0]
-            print("attention: Q K^T, the score stage, the softmax, P V" + ("" if vq else " and the V quantizer")
+            print("attention: Q K^T, the score stage, the softmax" + (" and P V" if vq else ", P V and the V quantizer")
                   + f" stay timers, their data the bench's ({r.attn_note})")
         if r.lop_engine[0]:
             g, n, bad, cb, first = r.lop_engine

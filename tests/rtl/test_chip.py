@@ -581,7 +581,9 @@ def test_vitallm_chip_runs_out_of_order_dma_exact(tmp_path, hw, cycles, lanes, o
             # writes carry the RoPE engine's K rows, the V quantizer's V rows (from the FP4 requantizer's v) and
             # the writer's LO codes, 2 layers x (4 + 1 + 1) rows a plane; the LOP engine selects from them
             assert (r.kv_chunks, r.kv_units, r.kv_mismatches) == (24, 8 * (4 + 5 + 6) * 16 // 4, 0)
+            # no softmax engine reads the V quantizer's scales: no scale memory, each row's scale index observed
             assert r.kvw["planes"] == {"k": (384, 0), "v": (384, 0), "lo": (192, 0)} and r.kvw["vq"] == (24, 0)
+            assert r.kvw["vq_sidx"]
             assert (r.kvw["rope_rows"], r.kvw["lo_rows"], r.kvw["preloaded"], r.kvw["late"]) == (24, 24, 0, 0)
             assert r.lop_engine[:4] == (8, 44, 0, 0)
             # BoothFlex has no data path beside the FP4 core: Q K^T, the score stage, the softmax and P V are timers

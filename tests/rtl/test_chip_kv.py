@@ -185,3 +185,19 @@ def test_softmax_words_read_their_amax_v_from_the_v_quantizers_scale_memory(tiny
         layer, g, pos = sm.keys[i]
         assert pos == list(range(len(pos))) and 2 <= len(pos) <= 5
         assert f["t_addr"] == 1 + (layer * s.n_kv_heads + g) * s.max_positions // cfg.sfu.lanes
+
+
+def test_scale_of_is_the_v_rows_position_in_the_scale_memory():
+    """chip_kv.scale_of (the bench's expected scale index where no softmax engine reads the V quantizer's scale
+    memory; the chip's own, chip_vquant.scale_index, is compared with it on every V row by verify --chip) of every
+    V row's DRAM address (sim.kvcache.kv_addr) of bitnet-tiny is (layer x KV + head) x max_positions + position."""
+    from lowbit.rtl.chip_kv import scale_of
+    from lowbit.sim.kvcache import kv_addr
+    from lowbit.sim.modelspec import get_model
+
+    s = get_model("bitnet-tiny")
+    vq = (8, s.head_dim, s.n_kv_heads, s.max_positions, s.n_layers)
+    got = {scale_of(kv_addr(s, layer, g, True, pos), vq) for layer in range(s.n_layers)
+           for g in range(s.n_kv_heads) for pos in range(s.max_positions)}
+    assert got == set(range(s.n_layers * s.n_kv_heads * s.max_positions))
+    assert scale_of(kv_addr(s, 1, 1, True, 5), vq) == (s.n_kv_heads + 1) * s.max_positions + 5

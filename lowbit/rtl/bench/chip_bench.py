@@ -233,7 +233,8 @@ async def chip_run(dut):
     # earlier write still open waits for its data: [tag, id, address, bytes, its response cycle]; a write's entry
 # gets its response's cycle once the DRAM model has timed it
     kvw_on = bool(dj and dj.get("kv_write"))
-    vq_amax = tap(dj and dj.get("vq"), "vqv", "vqa")  # the V quantizer's rows' amax (lowbit.rtl.chip_vquant)
+    vq_amax = tap(dj and dj.get("vq"), "vqv", "vqa", *(("vqs",) if dj and dj.get("vqs") else ()))  # the V
+    # quantizer's rows' amax and, without the scale memory, scale index (lowbit.rtl.chip_vquant)
     wopen: dict[int, list] = {}
     rwait: list[list] = []
     kv_writes: list[list] = []

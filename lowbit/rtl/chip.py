@@ -59,13 +59,14 @@ from lowbit.rtl.chip_data import BankedBuffer, DmaFill, TintEngine, data_dims, p
 from lowbit.rtl.chip_dma import N_BUFFERS, DmaEngine, mem_port_signature
 from lowbit.rtl.chip_engines import act_buffer, engine_signature, rq_signature, rq_wiring, sfu_signature
 from lowbit.rtl.chip_fp4 import Fp4Engine, fp4_psum_layout
+from lowbit.rtl.chip_kscales import ks_signature
 from lowbit.rtl.chip_kv import kv_writer
 from lowbit.rtl.chip_requant import RQ_LOAD
 from lowbit.rtl.chip_ring import Ring
 from lowbit.rtl.chip_scores import sc_signature, score_stage
 from lowbit.rtl.chip_sfu import sfu_data_ok
 from lowbit.rtl.chip_softmax import sm_ok
-from lowbit.rtl.chip_vquant import vq_signature
+from lowbit.rtl.chip_vquant import scale_entries, vq_signature
 from lowbit.rtl.common import COUNT_BITS
 from lowbit.rtl.sfu_stream import STAT_BITS
 from lowbit.rtl.sfu_stream_requant import mult_word
@@ -98,6 +99,7 @@ class ChipParams:
     score_mult: tuple[int, int] = (0, 0)  # the Q K^T score stage's multiplier (lowbit.rtl.chip_scores); 0: none
     kvw_depth: int = 0         # the KV writes' source units (lowbit.rtl.chip_kv; a power of two); 0: no write data
     vquant: tuple[int, ...] = (0, 0, 0, 0, 0)  # the V quantizer's (rows, head_dim, KV heads, positions, layers) (chip_vquant)
+    kgather: int = 0           # the gathered keys' scale-index recorder entries (chip_kscales); 0: none
 
     @property
     def addr_bits(self) -> int:
@@ -225,6 +227,7 @@ class Chip(wiring.Component):
         self.rope = bool(self.rq_names) and p.rope_depth > 0  # the RoPE engine (chip_rope), its table's words
         self.load_bits = max(self.load_bits, trig_word(cfg.sfu.lanes).size if self.rope else 0)
         self.scores = self.sm and self.rope and p.score_mult[0] > 0  # the Q K^T score stage (chip_scores)
+        self.kscale = bool(self.scores and d.k_depth and p.kvw_depth and p.vquant[0])  # k_amax on chip (chip_kscales)
         self.load_addr_bits = p.addr_bits if d is None else max(p.addr_bits, d.a_bits, (p.mult_depth - 1).bit_length(),
                                                                 (p.kvw_depth - 1).bit_length())
         sig = {
@@ -264,6 +267,7 @@ class Chip(wiring.Component):
         sig.update(engine_signature(self))
         sig.update(sc_signature(cfg) if self.scores else {})
         sig.update(vq_signature(p.vquant, self.sm) if d is not None and d.k_depth and p.kvw_depth and p.vquant[0] else {})
+        sig.update(ks_signature((scale_entries(p.vquant) - 1).bit_length()) if self.kscale else {})
         if "lop" in self.kinds:  # the LOP engine's index FIFO writes and its two done strobes (chip_lop)
             sig.update({"lop_ov": Out(1), "lop_on": Out(range(cfg.lop.lanes + 1)),
                         "lop_oi": Out(data.ArrayLayout(COUNT_BITS, cfg.lop.lanes)), "lop_sdone": Out(1),
@@ -461,7 +465,7 @@ class Chip(wiring.Component):
                 rq = rq_wiring(self, m, name, c, eng, bufs)
                 wrote = wrote | rq.w0_en | rq.w1_en
             if c.kind == "booth" and self.scores:  # Q K^T outputs into the softmax engine's scores (chip_scores)
-                wrote = wrote | score_stage(self, m, c, eng, bufs["sm"], self.hq)
+                wrote = wrote | score_stage(self, m, c, eng, bufs["sm"], self.hq, bufs)
             if c.kind == "booth" and self.av:  # P V outputs into the SFU's X and S (chip_av)
                 wrote = wrote | av_engine(self, m, c, eng, av, bufs["sm"])
             m.d.comb += [eng.start.eq(c.go), c.unit_ready.eq(eng.ready), c.unit_done.eq(eng.done_next)]

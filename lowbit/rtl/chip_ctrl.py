@@ -42,7 +42,10 @@ TINT_FIELDS = ("valid", "free", "free_buf", "free_slot", "beats", "groups", "tok
 # (query, head)'s scale row, passes a head
 AV_FIELDS = ("av_s", "av", "av_n", "av_o", "av_stride", "av_w", "av_g")  # av_s then av: one slice of the word
 BOOTH_FIELDS = (*COMPUTE_FIELDS, "eng", "beats", "groups", "tokens", "w_addr", "a_addr", "a_stride", "p_addr",
-                "nq", "grp", "pos0", "k_addr", "k_stride", "tgroups", "tail_step", *RQ_FIELDS, *AV_FIELDS)
+                "nq", "grp", "pos0", "k_addr", "k_stride", "tgroups", "tail_step", *RQ_FIELDS, *AV_FIELDS, "ks", "kg")
+# `ks`: a Q K^T tile's first key's scale index + 1 where its keys' k_amax are read by position; `kg`: 1 + the
+# gathered-key recorder entry of its first key where LOP gathered them (both 0: from the score stage's key-scale
+# halves; lowbit.rtl.chip_kscales)
 DMA_DATA_FIELDS = (*DMA_FIELDS, "dwords", "dbase")
 # an SFU word with `eng` set runs on a stream engine of the chip (lowbit.rtl.chip_sfu): 1 quantize (rows of
 # `beats` Q7.8 words at x_addr -> INT8 act words at o_addr, row r's amax at st_addr + r), 2 RMSNorm (Q7.8
@@ -52,7 +55,8 @@ DMA_DATA_FIELDS = (*DMA_FIELDS, "dwords", "dbase")
 # 4 gating (gate words at x_addr, up words at y_addr -> ReLU^2 / SiLU (fn bit 0: 1 / 0) of gate, times up where
 # fn bit 1 (gated), at o_addr, row r's S at st_addr + r)
 SFU_FIELDS = (*COMPUTE_FIELDS, "eng", "rows", "beats", "x_addr", "o_addr", "st_addr", "g_addr", "eps_q", "sd", "e_sd",
-              "y_addr", "fn", "hpp", "nq", "grp", "gstride", "half", "t_addr")  # the last six: RoPE (chip_rope)
+              "y_addr", "fn", "hpp", "nq", "grp", "gstride", "half", "t_addr", "kg")  # "hpp" .. "t_addr": RoPE
+# (chip_rope; `t_addr` also a softmax word's amax_v words, chip_vquant), `kg` a softmax word's gathered keys (chip_kscales)
 # a LOP word with `eng` set (the group's lop_score word) starts the chip's LOP engine (lowbit.rtl.chip_lop
 # LopGroupSelect: `m` keys scored against the group's query heads, then the top `k` of their group scores);
 # LOP words keep their `cyc` (the engine meets it: the bench checks its done cycles against the words' ends)
@@ -60,6 +64,8 @@ LOP_FIELDS = (*COMPUTE_FIELDS, "eng", "m", "k", "qrow")  # qrow: the group's fir
 # dma_kv's words where the chip has the LOP index FIFO (lowbit.rtl.chip_dma.DmaEngine `lop`): `ind` 1 takes the
 # request's address and size from the FIFO (`addr` then the plane's row 0, `plane` 0 K / 1 V, `nidx` indices)
 DMA_LOP_FIELDS = (*DMA_DATA_FIELDS, "ind", "nidx", "plane")
+KG_BITS = 8  # a word's `kg` (lowbit.rtl.chip_kscales; DESIGN ASSUMPTION: at most 255 recorder entries)
+KS_BITS = 16  # a Q K^T word's `ks` (lowbit.rtl.chip_kscales; DESIGN ASSUMPTION: at most 65,535 scale entries)
 ROPE_T_BITS = 12  # a RoPE word's table address (lowbit.rtl.chip_rope; DESIGN ASSUMPTION: at most 4,096 table words)
 STAT_DEPTH = 64  # row-statistics memory rows (DESIGN ASSUMPTION: a word's rows, at most its tokens)
 
@@ -82,7 +88,8 @@ def _fields(kind: str, dims) -> dict[str, int]:
          "rq_m": RQ_M_BITS, "rq_s": (STAT_DEPTH - 1).bit_length(), "fn": 2, "m": COUNT_BITS, "k": COUNT_BITS, "ind": 1, "nidx": COUNT_BITS,
          "plane": 1, "av": 3, "av_n": COUNT_BITS, "av_o": dims.a_bits, "av_stride": COUNT_BITS,
          "av_s": (STAT_DEPTH - 1).bit_length(), "av_w": (STAT_DEPTH - 1).bit_length(), "av_g": COUNT_BITS,
-         "hpp": COUNT_BITS, "gstride": dims.a_bits, "half": COUNT_BITS, "t_addr": ROPE_T_BITS, "qrow": dims.a_bits}
+         "hpp": COUNT_BITS, "gstride": dims.a_bits, "half": COUNT_BITS, "t_addr": ROPE_T_BITS, "qrow": dims.a_bits,
+         "ks": KS_BITS, "kg": KG_BITS}
     if kind == "sfu":  # its engines 1 .. 4
         w["eng"] = 3
     return {n: w[n] for n in names}

@@ -48,6 +48,7 @@ from lowbit.rtl.chip_av import AV_LOAD, av_fields, av_ok, av_plan
 from lowbit.rtl.chip_ctrl import AV_FIELDS, RQ_FIELDS
 from lowbit.rtl.chip_data import DataDims, data_dims, pack_tile
 from lowbit.rtl.chip_image import ChipImage
+from lowbit.rtl.chip_kscales import ks_tiles
 from lowbit.rtl.chip_kv import KvWritePlan, kv_write_plan
 from lowbit.rtl.chip_kvread import kv_reads
 from lowbit.rtl.chip_lop import lo_image
@@ -64,10 +65,10 @@ from lowbit.sim.isa import B_WEIGHT, C_BOOTH, C_DMAKV, C_DMAW, C_SFU, C_TINT
 DATA_FIELDS = {"tint": ("beats", "groups", "tokens", "tail_lanes", "tail_step", "w_addr", "a_addr", "a_stride",
                         "p_addr", *RQ_FIELDS),
                "booth": ("eng", "beats", "groups", "tokens", "w_addr", "a_addr", "a_stride", "p_addr", "nq", "grp",
-                         "pos0", "k_addr", "k_stride", "tgroups", "tail_step", *RQ_FIELDS, *AV_FIELDS),
+                         "pos0", "k_addr", "k_stride", "tgroups", "tail_step", *RQ_FIELDS, *AV_FIELDS, "ks", "kg"),
                "dma": ("dwords", "dbase"), "dma_kv": ("dwords", "dbase"),
                "sfu": ("eng", "rows", "beats", "x_addr", "o_addr", "st_addr", "g_addr", "eps_q", "sd", "e_sd",
-                       "y_addr", "fn", "hpp", "nq", "grp", "gstride", "half", "t_addr")}
+                       "y_addr", "fn", "hpp", "nq", "grp", "gstride", "half", "t_addr", "kg")}
 
 
 @dataclass
@@ -348,6 +349,10 @@ def _data_plan(img: ChipImage, cfg: HwConfig, seed: int, model: ModelContents | 
     if kqs and model is not None:  # the KV writes' data (chip_kv), after the RoPE words' placement
         plan.kvw = kv_write_plan(plan, img, cfg, kq, plan.kv_written)
         fields.update(plan.kvw.fields)
+        if plan.kvw.vquant[0]:  # Q K^T tiles reading k_amax by position (chip_kscales)
+            ks_tiles(plan, plan.kvw.vquant, img.words[kq])
+            for k, (f, v, _) in (plan.sc.ks.items() if plan.sc is not None else ()):
+                fields[k][f] = v
     sq = [q for q, c in enumerate(img.classes) if c == C_SFU and not sfu_data_ok(cfg)]
     fields.update({(q, i): f for q in sq for i, f in plan.sfu_fields.items()})
     fields.update(plan.emb_fields)

@@ -285,8 +285,10 @@ class KvWriter(wiring.Component):
 def kv_writer(chip, m: Module, dkv, sfuq, bufs: dict) -> Signal:
     """The write source (its load port at `chip.lop_load() + KV_LOAD`, the RoPE engine's keys where the chip has
     it: its per-head quantize's key words, `hkv` / `hka` / `hkw`; the V quantizer's rows where the chip has it,
-    `ChipParams.vquant`, its row memory in `bufs["v"]` for the requantizers) and the writer on dma_kv (`dkv`)
-    driving the memory port's write channel; returns the strobe of its beats and the quantizer's rows."""
+    `ChipParams.vquant`, its row memory in `bufs["v"]` for the requantizers), the keys' amax by position where
+    the chip has the score stage (lowbit.rtl.chip_kscales, `bufs["ks"]`) and the writer on dma_kv (`dkv`)
+    driving the memory port's write channel; returns the strobe of its beats, the quantizer's rows and the
+    key-scale writes."""
     from lowbit.rtl.chip_data import BankedBuffer
     from lowbit.rtl.chip_vquant import scale_index, vquant
     from lowbit.sim.isa import D_LOP
@@ -315,9 +317,14 @@ def kv_writer(chip, m: Module, dkv, sfuq, bufs: dict) -> Signal:
                  chip.mem.wdata_id.eq(w.wid), chip.mem.wdata.eq(w.wdata)]
     ld = chip.load_en & (chip.load_queue == chip.lop_load() + KV_LOAD)
     waddr, wword, wen = chip.load_addr, chip.load_word[:8 * n], ld
+    ksw = 0  # the key-scale memory's writes (chip_kscales), recorded by the bench
     if chip.rope:  # a key word of the RoPE word running: at its KV head's position (key_addr)
-        waddr, wword, wen = (Mux(chip.hkv, key_addr(m, sfuq, chip.hkv), waddr), Mux(chip.hkv, chip.hkw, wword),
-                             chip.hkv | ld)
+        ka = key_addr(m, sfuq, chip.hkv)
+        waddr, wword, wen = Mux(chip.hkv, ka, waddr), Mux(chip.hkv, chip.hkw, wword), chip.hkv | ld
+        if chip.kscale:  # each key's amax by position (chip_kscales)
+            from lowbit.rtl.chip_kscales import kscales
+
+            ksw = kscales(chip, m, dkv, bufs, ab, ka)
     cnt = Signal(range(d.banks + 1), init=upw, name="kvsrc_count")  # a write's units (a word): held in a
     m.d.sync += cnt.eq(cnt)  # register, a net of its own (constant count bits would be unused aliases: lint)
     uaddr, ucnt, units = (waddr * upw)[:ab], cnt, [wword[u * d.unit_bits:(u + 1) * d.unit_bits] for u in range(upw)]
@@ -335,7 +342,7 @@ def kv_writer(chip, m: Module, dkv, sfuq, bufs: dict) -> Signal:
     m.d.comb += [src.wr_valid.eq(wen), src.wr_addr.eq(uaddr), src.wr_count.eq(ucnt)]
     for u, x in enumerate(units):
         m.d.comb += src.wr_data[u].eq(x)
-    return w.wvalid | (vq.s_wen if vq is not None else 0)
+    return w.wvalid | (vq.s_wen if vq is not None else 0) | ksw
 
 
 def key_addr(m: Module, sfuq, kv) -> Signal:

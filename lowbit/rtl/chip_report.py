@@ -189,9 +189,14 @@ def chip_report(hw: str, sets: list[str], model: str, prefill: int, decode: int)
                           f"{r.sm[6]} rows still written by the bench. "
                           + (f"The scores and each row's max come from the score requantizer behind BoothFlex's psum "
                              f"port (lowbit.rtl.chip_scores): {r.sc[1]:,} scores and {r.sc[2]} row maxes of {r.sc[0]} "
-                             f"Q K^T tiles against `qk.scores`, **{r.sc[3]} mismatches**; each key's k_amax and amax_v "
-                             "are written by the bench" if r.sc[0] else "The scores, row max and amax_v the engine reads "
-                             "are written by the bench in the Q K^T tile's cycles")
+                             f"Q K^T tiles against `qk.scores`, **{r.sc[3]} mismatches**; each key's k_amax from the "
+                             "RoPE engine into the key-scale memory at its K write's position (lowbit.rtl.chip_kscales): "
+                             f"{r.ks[2]} keys against `kv_append.k_amax`, **{r.ks[3]} mismatches**, {r.ks[0]} Q K^T tiles "
+                             f"reading their {r.ks[1]} keys' there by position (the keys LOP gathers by the positions "
+                             f"their fetches recorded), {r.ks[4]} before the write, {r.ks[5]} k_amax still written by "
+                             f"the bench; each key's amax_v from the V quantizer's scale memory in {r.sm[7]} rows, from "
+                             f"the bench in {r.sm[1] - r.sm[7]}" if r.sc[0] else "The scores, row max and amax_v the "
+                             "engine reads are written by the bench in the Q K^T tile's cycles")
                           + f"; {r.sm[5]} batches late.")
         elif r.pv[0]:
             data_line += ("\n\nSoftmax: no softmax engine on this chip (lowbit.rtl.chip_softmax.sm_ok); the bench writes "

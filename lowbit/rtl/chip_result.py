@@ -85,6 +85,7 @@ class ChipResult:
     # their X words, elements, X words and row S values differing from the golden's embed.out
     sm: tuple[int, ...] = (0, 0, 0, 0, 0, 0, 0, 0)  # lowbit.rtl.chip_softmax.sm_compare
     sc: tuple[int, int, int, int, int] = (0, 0, 0, 0, 0)  # lowbit.rtl.chip_scores.sc_compare
+    ks: tuple[int, int, int, int, int, int] = (0, 0, 0, 0, 0, 0)  # lowbit.rtl.chip_kscales.ks_compare
     rope: tuple[int, ...] = (0, 0, 0, 0, 0, 0, 0)  # RoPE words on the chip's RoPE engine, query act words,
     # differing, key words, differing, row amax, differing (lowbit.rtl.chip_rope.rope_compare)
     rope_bench: list[str] = field(default_factory=list)  # RoPE words left timers (the bench writes their queries)
@@ -112,4 +113,5 @@ class ChipResult:
                 and self.lop_engine[2] == 0 and self.lop_engine[3] == 0
                 and self.lop_late == 0 and self.kv_ind[2] == 0 and self.kv_ind[0] == self.kv_ind[1]
                 and self.sm[4] == 0 and self.sm[5] == 0 and self.sc[3] == 0 and self.sc[4] == 0
+                and self.ks[3] == 0 and self.ks[4] == 0
                 and self.rope[2] == 0 and self.rope[4] == 0 and self.rope[6] == 0 and kv_ok(self.kvw))

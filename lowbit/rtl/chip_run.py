@@ -261,7 +261,8 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
     if plan is not None and plan.sc is not None:  # the Q K^T score stage's multiplier (lowbit.rtl.chip_scores)
         from lowbit.sim.golden import attn_multipliers
 
-        p = dataclasses.replace(p, score_mult=attn_multipliers(plan.model.spec.head_dim)["qk"])
+        p = dataclasses.replace(p, score_mult=attn_multipliers(plan.model.spec.head_dim)["qk"],
+                                kgather=plan.sc.kg_depth)  # the gathered keys' recorder (chip_kscales)
     p = kv_params(plan, p, params is not None)
     lp = None
     if plan is not None and plan.model is not None and cfg.has("lop") and plan.dims.k_depth:
@@ -318,7 +319,8 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
                 if lop_on else None}
         if sd and plan.sm is not None and plan.sm.fields:  # the softmax engine's memories (lowbit.rtl.chip_softmax)
             djob["sm"] = {"writes": plan.sm.writes, "off": RQ_LOAD + len(djob["rq"]) + 2,
-                          "sc": plan.sc.writes if plan.sc is not None else [], "sc_lanes": cfg.booth.lanes}
+                          "sc": plan.sc.writes if plan.sc is not None else [], "sc_on": plan.sc is not None,
+                          "sc_lanes": cfg.booth.lanes}
     lay = request_layout(p.id_bits)
     req_fields = {name: (fld.offset, fld.width) for name, fld in lay}
     req_bits = lay.size
@@ -433,6 +435,10 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
 
         res.sm = sm_compare(plan.sm, r)
         res.sc = sc_compare(plan.sc, r, cfg.booth.lanes)
+        if plan.sc is not None:
+            from lowbit.rtl.chip_kscales import ks_compare
+
+            res.ks = ks_compare(plan, r)
     if rp is not None:
         from lowbit.rtl.chip_rope import rope_compare
 

@@ -21,9 +21,12 @@ cycle moved (a softmax word starting then reads them).
 Scales: q_amax from the RoPE engine's per-head quantize (lowbit.rtl.sfu_stream_headq: a query row's amax comes
 with its first INT8 word, whose act address names the row) into a q-scale memory of a_depth / 2 /
 rope_beats rows, the act buffer's query rows;
-k_amax (the golden's kv_append.k_amax of the chunk's keys, in chunk order) in a key-scale memory of two halves,
-the tile's parity among Q K^T tiles picking one, written through the load port (DESIGN ASSUMPTION, a stand-in
-for the KV cache's per-key scales, like the softmax engine's amax_v) after the previous Q K^T tile starts.
+k_amax from the key-scale memory of the context (lowbit.rtl.chip_kscales: each key's amax from the RoPE engine at
+its scale index), key j of the tile at index `ks` - 1 + j (keys of consecutive positions) or at the index the
+gathered-key recorder holds at entry `kg` - 1 + j (the keys LOP gathers), read in the cycles the scales are; where
+a word sets neither (a chip without the key-scale memory, a K row the load port's stand-in) from a memory of two
+halves, the tile's parity among Q K^T tiles picking one, written through the load port (the golden's
+kv_append.k_amax of the chunk's keys in chunk order) after the previous Q K^T tile starts.
 The multiplier (m_qk, sh_qk) of the model's head_dim is a generation parameter (ChipParams.score_mult /
 score_sh, like the LOP engine's head dimension).
 """
@@ -39,6 +42,8 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import Out
 
 from lowbit.rtl.chip_av import SB
+from lowbit.rtl.chip_ctrl import KS_BITS
+from lowbit.rtl.chip_kscales import kg_entry
 from lowbit.rtl.chip_softmax import SEL, XB
 from lowbit.rtl.common import COUNT_BITS, count_mismatches, delay
 from lowbit.rtl.score_requant import AMAX_BITS
@@ -61,10 +66,12 @@ def sc_signature(cfg) -> dict:
             "scy": Out(data.ArrayLayout(16, L)), "sce": Out(L), "scm": Out(data.ArrayLayout(16, L))}
 
 
-def score_stage(chip, m: Module, c, eng, sm, hq) -> Signal:
+def score_stage(chip, m: Module, c, eng, sm, hq, bufs: dict) -> Signal:
     """The stage behind BoothFlex engine `eng` (queue controller `c`) writing the softmax engine `sm`'s score
-    and row-max memories (module docstring); `hq`: the RoPE engine's per-head quantize. Returns its write
-    strobe."""
+    and row-max memories (module docstring); `hq`: the RoPE engine's per-head quantize; `bufs["ks"]`: the
+    key-scale memory by position and `bufs["kg"]` the gathered keys' scale indices (lowbit.rtl.chip_kscales;
+    absent: the halves alone). Returns its write strobe."""
+    ksm, kgr = bufs.get("ks"), bufs.get("kg")
     cfg, d, p = chip.cfg, chip.dims, chip.p
     L, n = cfg.booth.lanes, cfg.sfu.lanes
     ln = (n - 1).bit_length()
@@ -78,7 +85,7 @@ def score_stage(chip, m: Module, c, eng, sm, hq) -> Signal:
     with m.Elif(c.go):
         m.d.sync += on.eq(0)
     prm = {}
-    for k in ("nq", "grp", "pos0", "a_addr"):
+    for k in ("nq", "grp", "pos0", "a_addr", *(("ks",) if ksm is not None else ()), *(("kg",) if kgr else ())):
         r = Signal(len(getattr(w, k)), name=f"sc_{k}")
         with m.If(go):
             m.d.sync += r.eq(getattr(w, k))
@@ -133,6 +140,9 @@ def score_stage(chip, m: Module, c, eng, sm, hq) -> Signal:
                  qw.data.eq(hq.s_amax[:AMAX_BITS]),
                  kw.en.eq(ld & (chip.load_addr[SEL:SEL + 2] == SC_SEL)), kw.addr.eq(chip.load_addr[:KB + 1]),
                  kw.data.eq(chip.load_word[:AMAX_BITS])]
+    if ksm is not None:  # the tile's k_amax by position where its word's `ks` is set (chip_kscales)
+        kpos = Signal(name="sc_kpos")  # registered: it picks the data of the cycle's reads
+        m.d.sync += kpos.eq((prm["ks"] != 0) | ((prm["kg"] != 0) if kgr else 0))
     mult = Signal(mult_word(1), name="sc_mult")
     m.d.comb += [mult[0].m.eq(p.score_mult[0]), mult[0].sh.eq(p.score_mult[1])]
     wrote = wr
@@ -148,7 +158,13 @@ def score_stage(chip, m: Module, c, eng, sm, hq) -> Signal:
         nr, nj = Mux(wr, chain[lane][4], r), Mux(wr, chain[lane][3], j)
         m.d.comb += [qr.addr.eq(qrow0 + nr), kr.addr.eq(nj[:KB] + Mux(par, SC_KEYS, 0))]  # (an adder: a bare
         # concatenation leaves the port's address wire unused in the Verilog, which lint flags)
-        sc = delay(m, qr.data * kr.data, 1, f"sc_scale{lane}")                                # E0
+        kd = kr.data
+        if ksm is not None:  # key j at scale index ks - 1 + j, read in the cycles the halves are
+            idx = (prm["ks"] - 1 + nj)[:KS_BITS]
+            if kgr:  # a gathered chunk: key j's scale index recorded at entry kg - 1 + j
+                idx = Mux(prm["kg"] != 0, kg_entry(kgr, prm["kg"] - 1 + nj), idx)
+            kd = Mux(kpos, ksm.read_entry(idx, f"sc_ks{lane}"), kr.data)
+        sc = delay(m, qr.data * kd, 1, f"sc_scale{lane}")                                     # E0
         (g,), (s,) = coefficients(m, sc, mult, f"sc_c{lane}")                                  # E1, E2
         y = Signal(signed(16), name=f"sc_y{lane}")
         m.d.comb += y.eq(round_sat(eng.p_acc[lane] * g, s))                                    # E3, E4
@@ -184,6 +200,10 @@ class ScorePlan:
     note: str = ""
     tiles_info: list[tuple] = field(default_factory=list)  # per tile: (step, layer, group, first query, key
     # positions, queries, pos0)
+    ks: dict[tuple[int, int], tuple[str, int, list[int]]] = field(default_factory=dict)  # a tile reading k_amax
+    # by position (lowbit.rtl.chip_kscales): (queue, word) -> (its field `ks` or `kg`, the value, its keys' scale
+    # indices)
+    kg_depth: int = 0  # the gathered keys' recorder entries (ChipParams.kgather)
 
 
 def _k_amax(run, layer: int, kvh: int) -> np.ndarray:

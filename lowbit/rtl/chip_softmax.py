@@ -24,11 +24,14 @@ with every probability written.
 Fields of an `eng` 5 word (lowbit.rtl.chip_ctrl SFU_FIELDS): `rows`, `beats`, `x_addr` row 0's score and
 product word and row max (0: the engine's memories hold one word's rows), `o_addr` the act word of row
 0 (rows `beats` words apart, chip_pv's layout), `st_addr` the scale row of row 0 (chip_av's rows), `y_addr`
-the first row's keys (`len0`), `g_addr` the rows a query (`grp`; 0: equal rows). The score rows, each row's
-max (the statistic Q K^T's output stage would reduce) and the group's amax_v words are written through the
-load port (DESIGN ASSUMPTION, a stand-in for the per-key score requantizer behind BoothFlex, which is not on
-the chip yet: scale q_amax x k_amax per key) at load queue `Chip.lop_load() + 2`, address bits SEL.. picking
-the memory (0 scores, 1 row max, 2 amax_v), in the cycles of the group's Q K^T tile.
+the first row's keys (`len0`), `g_addr` the rows a query (`grp`; 0: equal rows), `t_addr` 1 + the amax_v
+word of the chunk's first key in the V quantizer's scale memory (keys of consecutive positions,
+lowbit.rtl.chip_vquant), `kg` 1 + the gathered-key recorder entry of its first key (the keys LOP gathers,
+lowbit.rtl.chip_kscales: `vs_key` / `vs_kg` name the word and the chunk, the scales come back on `vs_data`).
+Where a chip lacks the score stage (lowbit.rtl.chip_scores) or a word both amax_v sources, the score rows,
+each row's max and the group's amax_v words are written through the load port (a stand-in) at load queue
+`Chip.lop_load() + 2`, address bits SEL.. picking the memory (0 scores, 1 row max, 2 amax_v), in the cycles of
+the group's Q K^T tile.
 """
 
 from __future__ import annotations
@@ -100,6 +103,8 @@ class SoftmaxPorts:
     mx_mem: Memory | None = None
     vs_addr: Signal | None = None  # the V quantizer's scale memory: the word the engine reads, its data the cycle
     vs_data: Signal | None = None  # after (lowbit.rtl.chip_vquant drives it; a word's `t_addr` 0: not read)
+    vs_key: Signal | None = None  # the amax_v word of the chunk the engine reads and the word's `kg` (a gathered
+    vs_kg: Signal | None = None   # chunk's keys, lowbit.rtl.chip_kscales: vs_data then their scales by position)
 
 
 def rne_div127(x, amax, name: str, m: Module):
@@ -202,10 +207,12 @@ def softmax_engine(m: Module, cfg, dims, ctrl, ld, ld_addr, ld_word) -> SoftmaxP
     # amax_v from the load port's memory, or where the word's t_addr is set from the V quantizer's scale memory,
     # word t_addr - 1 on (lowbit.rtl.chip_vquant: the keys of the chunk are positions from there on)
     tb, _ = latch(w.t_addr, "vsb")
+    kg, _ = latch(w.kg, "kg")  # or the gathered keys' (lowbit.rtl.chip_kscales)
     vs_addr, vs_data, vs_on = (Signal(len(w.t_addr), name="sm_vsaddr"), Signal(data.ArrayLayout(16, n), name="sm_vsdata"),
                                Signal(name="sm_vson"))
-    m.d.comb += vs_addr.eq(tb - 1 + va_i)
-    m.d.sync += vs_on.eq(tb != 0)
+    vs_key = Signal(COUNT_BITS, name="sm_vskey")
+    m.d.comb += [vs_addr.eq(tb - 1 + va_i), vs_key.eq(va_i)]
+    m.d.sync += vs_on.eq((tb != 0) | (kg != 0))
     va = Mux(vs_on, vs_data.as_value(), vr.data.as_value())
     prod = [Signal(WA_BITS, name=f"sm_x{i}") for i in range(n)]
     m.d.comb += [prod[i].eq(s.o_wdata[i] * va[16 * i:16 * i + 16]) for i in range(n)]
@@ -236,7 +243,7 @@ def softmax_engine(m: Module, cfg, dims, ctrl, ld, ld_addr, ld_word) -> SoftmaxP
     m.d.sync += [v1.eq(rd & ~rowend), a1.eq(ob + q_base + q_i), am1.eq(q_amax)]
     qw = Cat(*(rne_div127(pr[i].data, am1, f"sm_d{i}", m) for i in range(n)))
     ports = SoftmaxPorts(s.ready, s.done_next, v1, a1, qw, wa_v, Signal(SB, name="sm_waddr"), q_amax, mems["x"],
-                         mems["mx"], vs_addr, vs_data)
+                         mems["mx"], vs_addr, vs_data, vs_key, kg)
     m.d.comb += ports.wa_addr.eq(sb0 + q_row)
     return ports
 

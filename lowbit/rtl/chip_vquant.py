@@ -24,7 +24,7 @@ golden's reciprocal form), a whole head row a cycle (head_dim dividers).
   tree), its INT8 row written into the source the cycle after that (`s_*`, head_dim bytes), VQ_PIPE cycles
   from the job's issue to its first row. `done` counts the jobs whose rows are all in the source; the KV
   writer holds a V write's beats until then (its request's issue cycle stays the program's).
-- **The scale memory** (`VScales`): each row's amax at (layer x KV + head) x max_positions + position, taken
+- **The scale memory** (`Scales`, one class with the keys' k_amax memory, lowbit.rtl.chip_kscales): each row's amax at (layer x KV + head) x max_positions + position, taken
   from the V write's DRAM address (`scale_index`), `sfu.lanes` a word: the context's amax_v, which the softmax
   engine reads where a word's keys are consecutive positions (lowbit.rtl.chip_softmax, `t_addr`). DESIGN
   ASSUMPTION: `lowbit sim` moves no scale bytes over DMA, so the per-key scales of the whole context stay on
@@ -86,15 +86,17 @@ class VRows:
         return rp.data
 
 
-class VScales:
-    """The V quantizer's scale memory (module docstring): a row's amax at its scale index (layer x KV + head)
-    x max_positions + position, `lanes` a word (the softmax engine's amax_v words), a write enable per lane."""
+class Scales:
+    """A per-key scale memory of the context (module docstring; the V quantizer's amax_v and the RoPE engine's
+    key amax, lowbit.rtl.chip_kscales): a row's amax at its scale index (layer x KV + head) x max_positions +
+    position, `lanes` a word (the softmax engine's amax_v words), a write enable per lane; `name` names the
+    memory."""
 
-    def __init__(self, m: Module, *, lanes: int, entries: int) -> None:
+    def __init__(self, m: Module, *, lanes: int, entries: int, name: str = "vq_scales") -> None:
         assert entries % lanes == 0 and entries & (entries - 1) == 0
-        self.m, self.lanes, self.words = m, lanes, entries // lanes
+        self.m, self.lanes, self.words, self.name = m, lanes, entries // lanes, name
         self.mem = Memory(shape=data.ArrayLayout(unsigned(16), lanes), depth=self.words, init=[])
-        m.submodules.vq_scales = self.mem
+        m.submodules[name] = self.mem
 
     def write(self, en, idx, amax) -> None:
         wp = self.mem.write_port(granularity=1)
@@ -110,6 +112,17 @@ class VScales:
         rp = self.mem.read_port()
         ab = _lg(self.words)
         self.m.d.comb += [rp.addr.eq(Mux(addr[ab:].any(), 0, addr[:ab]) if len(addr) > ab else addr), data_.eq(rp.data)]
+
+    def read_entry(self, idx, name: str) -> Signal:
+        """The entry at scale index `idx` the cycle after (its word read, its lane picked by the registered low
+        bits of `idx`; bits past the memory ignored)."""
+        rp = self.mem.read_port()
+        lb, ab = (self.lanes - 1).bit_length(), _lg(self.words)
+        sel, out = Signal(max(1, lb), name=f"{name}_lane"), Signal(16, name=f"{name}_d")
+        self.m.d.comb += rp.addr.eq(idx[lb:lb + ab])
+        self.m.d.sync += sel.eq(idx[:lb] if lb else 0)
+        self.m.d.comb += out.eq(Array(rp.data[i] for i in range(self.lanes))[sel] if lb else rp.data[0])
+        return out
 
 
 class VQuant(wiring.Component):
@@ -223,9 +236,11 @@ def vquant(chip, m: Module, bufs: dict, ab: int):
                                       row_units=hd // d.unit_bytes, s_bits=(ent - 1).bit_length())
     m.d.comb += vq.r_data.eq(vr.reader(vq.r_addr))
     if sm is not None:
-        vs = VScales(m, lanes=n, entries=ent)  # each row's amax by position, the softmax engine's amax_v
+        vs = Scales(m, lanes=n, entries=ent)  # each row's amax by position, the softmax engine's amax_v
         vs.write(vq.s_wen, vq.s_sidx, vq.s_amax)
-        vs.read(sm.vs_addr, sm.vs_data)
+        bufs["vs"] = vs
+        if not p.kgather:  # (with gathered keys: lowbit.rtl.chip_kscales reads it)
+            vs.read(sm.vs_addr, sm.vs_data)
     return vq
 
 
@@ -265,5 +280,5 @@ def vq_signature(vquant: tuple[int, ...], sm: bool) -> dict:
     return {"vqv": Out(1), "vqa": Out(17), **({} if sm else {"vqs": Out((scale_entries(vquant) - 1).bit_length())})}
 
 
-__all__ = ["VQ_PIPE", "VQuant", "VRows", "VScales", "scale_entries", "scale_index", "vq_signature", "vq_writes", "vquant",
+__all__ = ["VQ_PIPE", "VQuant", "Scales", "VRows", "scale_entries", "scale_index", "vq_signature", "vq_writes", "vquant",
            "vs_softmax"]

@@ -197,13 +197,19 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
                   f"the golden's softmax.w8 and w_amax, {r.sm[4]} mismatches; {r.sm[6]} rows still written by the "
                   "bench; " + ("the scores and each row's max it reads from the score requantizer (below)" if r.sc[0]
                                else "the scores and row max it reads are written by the bench in the Q K^T tile's "
-                               "cycles") + f"; each key's amax_v from the V quantizer's scale memory in {r.sm[7]} rows, "
-                  f"from the bench in the Q K^T tile's cycles in the other {r.sm[1] - r.sm[7]}, {r.sm[5]} batches late")
+                               "cycles") + "; each key's amax_v from the V quantizer's scale memory (by position; "
+                  f"the keys LOP gathers by the positions their fetches recorded) in {r.sm[7]} rows, from the bench in "
+                  f"the Q K^T tile's cycles in the other {r.sm[1] - r.sm[7]}, {r.sm[5]} batches late")
         if r.sc[0]:
             print(f"scores: {r.sc[0]} Q K^T tiles through the score requantizer behind BoothFlex's psum port (each "
-                  f"query row's amax from the RoPE engine, each key's k_amax from the bench): {r.sc[1]:,} scores and "
+                  f"query row's amax from the RoPE engine): {r.sc[1]:,} scores and "
                   f"{r.sc[2]} row maxes into the softmax engine's memories against the golden's qk.scores, "
                   f"{r.sc[3]} mismatches; key-scale batches ending after their tile's start: {r.sc[4]}")
+            print(f"k_amax: each key's amax from the RoPE engine into the key-scale memory at its K write's position: "
+                  f"{r.ks[2]} writes against the golden's kv_append.k_amax, {r.ks[3]} mismatches; {r.ks[0]} Q K^T "
+                  f"tiles read their {r.ks[1]} keys' k_amax there by position (the keys LOP gathers by the positions "
+                  f"their fetches recorded), {r.ks[4]} before the write; {r.ks[5]} keys' k_amax still written by the "
+                  "bench")
         if r.av:
             xs, xb = sum(x[1] for x in r.av), sum(x[2] for x in r.av)
             son = [x for x in r.av if x[3]]
@@ -362,6 +368,8 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
         why += [f"{r.lop_late} LOP groups' query or code writes came outside their group's window"] if r.lop_late else []
         why += [f"{r.sc[3]} Q K^T scores or row maxes differ from the golden's"] if r.sc[3] else []
         why += [f"{r.sc[4]} key-scale batches came after their Q K^T tile's start"] if r.sc[4] else []
+        why += [f"{r.ks[3]} keys' k_amax in the key-scale memory differ from the golden's"] if r.ks[3] else []
+        why += [f"{r.ks[4]} Q K^T tiles read a key's k_amax before the chip wrote it"] if r.ks[4] else []
         why += [f"{r.lop[2]} K/V rows fetched differ from the golden's LOP selection (a program compiled from "
                 "another selection; `verify --chip --model` compiles from the golden's)"] if r.lop[2] else []
         raise LowbitError("chip RTL differs from lowbit sim: " + ", ".join(why))

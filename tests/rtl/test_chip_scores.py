@@ -13,14 +13,14 @@ from lowbit.sim.golden import attn_multipliers
 from lowbit.sim.numerics.requant import requant
 
 
-def _plan(prefill: int, decode: int):
+def _plan(prefill: int, decode: int, hw: str = "tiny"):
     from lowbit.rtl.chip_golden import data_plan
     from lowbit.rtl.chip_image import build_image
     from lowbit.rtl.chip_model import compile_from_golden, model_contents
     from lowbit.sim.config import load_hw
     from lowbit.sim.program_io import ProgramReader
 
-    cfg = load_hw("tiny", [])
+    cfg = load_hw(hw, [])
     path = Path(tempfile.mkdtemp()) / "prog.bin"
     compile_from_golden(cfg, "bitnet-tiny", prefill, decode, path, seed=0)
     img = build_image(path, cfg)
@@ -31,9 +31,18 @@ def _plan(prefill: int, decode: int):
     return cfg, plan
 
 
-def _predicted(model, tiles, scale=None):
+def _k_amax_at(model, idx: int) -> int:
+    """The golden's kv_append.k_amax at scale index (layer x KV + head) x max_positions + position."""
+    s = model.spec
+    (layer, g), pos = divmod(idx // s.max_positions, s.n_kv_heads), idx % s.max_positions
+    return int(np.concatenate([st.buffers[f"layers.{layer}.attn.kv_append.k_amax"].reshape(-1, s.n_kv_heads)
+                               for st in model.run.steps])[pos, g])
+
+
+def _predicted(model, tiles, scale=None, index=None):
     """(scores, row maxes) in the stage's write order from the golden's accumulators and amaxes; `scale` (tile
-    index, key index, factor) changes one key's k_amax."""
+    index, key index, factor) changes one key's k_amax; `index` (tile index, scale indices) reads that tile's
+    keys' k_amax at those scale indices instead."""
     s = model.spec
     grp, kvh = s.n_heads // s.n_kv_heads, s.n_kv_heads
     m_qk, sh_qk = attn_multipliers(s.head_dim)["qk"]
@@ -44,6 +53,8 @@ def _predicted(model, tiles, scale=None):
                              for st in model.run.steps])[pos, g].astype(np.int64)
         if scale is not None and scale[0] == k:
             ka[scale[1]] *= scale[2]
+        if index is not None and index[0] == k:
+            ka = np.array([_k_amax_at(model, x) for x in index[1]], np.int64)
         acc, qa = b[f"layers.{layer}.attn.qk.acc"], b[f"layers.{layer}.attn.qk.q_amax"]
         for t in range(nq):
             for h in range(grp):
@@ -59,9 +70,7 @@ def _predicted(model, tiles, scale=None):
 def test_expected_scores_are_the_requantized_accumulators(prefill):
     """Every Q K^T tile of bitnet-tiny on `tiny` (prompt, decode over all keys or LOP's gathered keys): the
     loader's expected (row, key, score) writes and row maxes equal requant(acc, q_amax x k_amax) of the
-    golden's buffers, and the bench writes no score or row max (the softmax engine's memories 0 and 1)."""
-    from lowbit.rtl.chip_softmax import SEL
-
+    golden's buffers, and the bench writes no score, row max, amax_v nor k_amax."""
     _cfg, plan = _plan(prefill, 3)
     assert plan.sc is not None and plan.sc.tiles == 16
     scores, maxes = _predicted(plan.model, plan.sc.tiles_info)
@@ -70,28 +79,69 @@ def test_expected_scores_are_the_requantized_accumulators(prefill):
     # (prefill 2, LOP keeping all) or x the 8 LOP gathers (prefill 8); a row a (query, head)
     assert (len(scores), len(maxes)) == {2: (24 + 4 * 2 * (3 + 4 + 5), 16 + 24),
                                          8: (4 * 2 * 36 + 12 * 16, 64 + 24)}[prefill]
-    assert all(x[0] >> SEL & 3 == 2 for e in plan.sm.writes for x in e["w"])
+    assert plan.sm.writes == [] and plan.sc.writes == []  # no amax_v nor k_amax from the bench
+
+
+@pytest.mark.parametrize(("hw", "prefill", "decode", "by_pos", "gathered"),
+                         [("tiny", 8, 3, 5, 11), ("tiny", 2, 3, 16, 0), ("vitallm", 4, 2, 12, 0)])
+def test_every_tile_reads_its_keys_k_amax_on_the_chip(hw, prefill, decode, by_pos, gathered):
+    """Every Q K^T tile reads its keys' k_amax from the key-scale memory (lowbit.rtl.chip_kscales), and every
+    softmax word its amax_v from the V quantizer's: no k_amax and no amax_v through the load port. A chunk of
+    consecutive positions by `ks` (1 + its first key's scale index (layer x KV + head) x max_positions +
+    position); on `tiny` prefill 8 + decode 3, the 11 decode chunks of keys LOP gathers (8 of 9 .. 11) by `kg` =
+    1 + the recorder entry of their first key: the keys the indirect K words fetched before them (each decode
+    step's 4 selections of 8 keys, one of them consecutive positions and read by `ks`) mod the recorder's
+    32 entries, and their softmax words the same `kg`."""
+    _cfg, plan = _plan(prefill, decode, hw)
+    sc, sm, s = plan.sc, plan.sm, plan.model.spec
+    assert sc.writes == [] and sm.writes == []
+    assert sm.vs_rows == sm.rows and len(sc.ks) == sc.tiles == by_pos + gathered
+    kinds = [sc.ks[tuple(k)][0] for k in sorted(sc.ks)]
+    assert kinds.count("ks") == by_pos and kinds.count("kg") == gathered
+    at = 0
+    for (f, v, idx), (step, layer, g, _q0, pos, _nq, _pos0) in zip((sc.ks[k] for k in sorted(sc.ks)),
+                                                                    sc.tiles_info, strict=True):
+        assert idx == [(layer * s.n_kv_heads + g) * s.max_positions + x for x in pos]
+        assert (f, v) == (("ks", idx[0] + 1) if f == "ks" else ("kg", at % 32 + 1))
+        st = plan.model.run.steps[step]
+        at += len(pos) if pos != list(range(st.start + len(st.ids))) else 0
+    assert sc.kg_depth == (32 if gathered else 0)
+    assert sorted(f["kg"] for f in sm.fields.values() if f.get("kg")) == sorted(
+        v for f, v, _ in sc.ks.values() if f == "kg")
 
 
 @pytest.mark.slow
 def test_chip_score_check_can_fail_in_exactly_the_predicted_scores(monkeypatch, tmp_path):
-    """Doubling one key's k_amax in the bench's key-scale writes of the last decode tile changes exactly the
-    scores and row maxes sim.numerics.requant predicts for it on the chip (every other tile's stay exact; an
-    earlier tile's change would reach the later layers' scores through the attention output)."""
+    """With the last decode tile's `kg` one entry early (prefill 8 + decode 3: a chunk of 8 keys LOP gathers), the
+    score stage reads key j's k_amax at the scale index the recorder holds for the key fetched before it, so
+    exactly the scores and row maxes sim.numerics.requant predicts with those keys' k_amax differ on the chip
+    (every other tile's stay exact; no Q K^T tile comes after it), and the key-scale memory itself stays the
+    golden's."""
+    import lowbit.rtl.chip_golden as cg
     from tests.rtl.chip_perturb import verify_perturbed
 
-    hit = {}
+    real, hit = cg.ks_tiles, {}
 
-    def edit(plan):
-        k = len(plan.sc.tiles_info) - 1  # the last decode step's last tile: no Q K^T tile after it sees the change
-        assert plan.sc.tiles_info[k][0] > 0
-        plan.sc.writes[k]["w"][1][1] *= 2
-        hit["k"], hit["model"], hit["tiles"] = k, plan.model, plan.sc.tiles_info
+    def one_early(plan, vquant, kwords):
+        real(plan, vquant, kwords)
+        sc = plan.sc
+        keys = sorted(sc.ks)
+        f, v, idx = sc.ks[keys[-1]]
+        g, _, prev = sc.ks[keys[-2]]  # the tile before: its last key was fetched just before this one's first
+        assert (f, g) == ("kg", "kg") and v > 1
+        sc.ks[keys[-1]] = (f, v - 1, idx)
+        hit["index"] = (len(keys) - 1, [prev[-1], *idx[:-1]])
 
-    r, plan = verify_perturbed(monkeypatch, tmp_path, edit)
-    want_s, want_m = _predicted(hit["model"], hit["tiles"], (hit["k"], 1, 2))
+    monkeypatch.setattr(cg, "ks_tiles", one_early)
+
+    def keep(plan):
+        hit["model"], hit["tiles"] = plan.model, plan.sc.tiles_info
+
+    r, _plan_ = verify_perturbed(monkeypatch, tmp_path, keep, prefill=8)
+    want_s, want_m = _predicted(hit["model"], hit["tiles"], index=hit["index"])
     base_s, base_m = _predicted(hit["model"], hit["tiles"])
     diff = sum(a != b for a, b in zip(want_s, base_s, strict=True)) + sum(
         a != b for a, b in zip(want_m, base_m, strict=True))
     assert diff > 0
     assert r.sc[:3] == (16, len(base_s), len(base_m)) and r.sc[3] == diff and r.sc[4] == 0
+    assert r.ks[:2] == (16, 128) and r.ks[3:] == (0, 0, 0)

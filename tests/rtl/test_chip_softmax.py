@@ -30,12 +30,15 @@ def expected(scores: list[np.ndarray], va: np.ndarray) -> tuple[list[np.ndarray]
 
 
 def run_engine(cfg, scores: list[np.ndarray], va: np.ndarray, grp: int, o_addr: int = 7, st_addr: int = 3,
-               vs: int = 0):
+               vs: int = 0, gathered: tuple | None = None):
     """One `eng` 5 word over `scores` (rows t x grp + h, row r len0 + r // grp keys when grp > 0) with amax_v
     `va` per key, memories written through the load port first; returns ({act word: INT8 lanes}, [(row, scale)],
     cycles from the start to the last write, to done_next). `vs` > 0: the amax_v come from the V quantizer's
     scale memory (lowbit.rtl.chip_vquant) from word vs on (the word's t_addr vs + 1; a model of the memory
-    answers each `vs_addr` the cycle after) and the load port's amax_v memory holds zeros."""
+    answers each `vs_addr` the cycle after) and the load port's amax_v memory holds zeros. `gathered` (kg,
+    recorder, scale entries): the word's `kg` set, a model of lowbit.rtl.chip_kscales answers lane i of each
+    (`vs_kg`, `vs_key`) the cycle after with the scale entry at recorder[kg - 1 + vs_key x lanes + i], `va`
+    unused (the load port's amax_v memory holds zeros)."""
     from amaranth.hdl import Module, Signal
     from amaranth.lib import data, wiring
     from amaranth.sim import Simulator
@@ -53,7 +56,7 @@ def run_engine(cfg, scores: list[np.ndarray], va: np.ndarray, grp: int, o_addr: 
     class Ctrl:
         go = Signal()
         word = Signal(data.StructLayout({"eng": 3, "rows": COUNT_BITS, "beats": COUNT_BITS, "x_addr": 9, "o_addr": 9,
-                                         "st_addr": 6, "y_addr": 9, "g_addr": 9, "t_addr": 12}))
+                                         "st_addr": 6, "y_addr": 9, "g_addr": 9, "t_addr": 12, "kg": 8}))
 
     class Top(wiring.Component):
         def __init__(self):
@@ -79,7 +82,7 @@ def run_engine(cfg, scores: list[np.ndarray], va: np.ndarray, grp: int, o_addr: 
     vpad[:len(va)] = va
     vwords = [sum(int(v) << (16 * k) for k, v in enumerate(vpad[b * n:(b + 1) * n])) for b in range(beats)]
     scale_mem = {vs + b: w for b, w in enumerate(vwords)}  # the scale memory's words (others: junk)
-    loads += [(2 << SEL | b, 0 if vs else w) for b, w in enumerate(vwords)]
+    loads += [(2 << SEL | b, 0 if vs or gathered else w) for b, w in enumerate(vwords)]
     out: dict[int, list[int]] = {}
     wa: list[tuple[int, int]] = []
     res = {}
@@ -98,16 +101,23 @@ def run_engine(cfg, scores: list[np.ndarray], va: np.ndarray, grp: int, o_addr: 
         ctx.set(top.ld, 0)
         c = top.ctrl
         ctx.set(c.word, {"eng": SM_ENG, "rows": rows, "beats": beats, "x_addr": 0, "o_addr": o_addr, "st_addr": st_addr,
-                         "y_addr": lens[0], "g_addr": grp, "t_addr": vs + 1 if vs else 0})
+                         "y_addr": lens[0], "g_addr": grp, "t_addr": vs + 1 if vs else 0,
+                         "kg": gathered[0] if gathered else 0})
         ctx.set(c.go, 1)
         last = cyc = 0
-        vs_prev = 0
+        vs_prev = kg_prev = key_prev = 0
         for cyc in range(2 * rows * beats + 64):
             if cyc == 1:
                 ctx.set(c.go, 0)
             p = top.p
-            ctx.set(p.vs_data, [(scale_mem.get(vs_prev, 0xBEEF * 0x10001000100010001) >> (16 * k)) & 0xFFFF
-                                for k in range(n)])
+            if gathered:
+                kg, rec, ent = gathered
+                ctx.set(p.vs_data, [ent.get(rec[(kg_prev - 1 + key_prev * n + k) % len(rec)], 0xBEEF) if kg_prev
+                                    else 0xBEEF for k in range(n)])
+                kg_prev, key_prev = ctx.get(p.vs_kg), ctx.get(p.vs_key)
+            else:
+                ctx.set(p.vs_data, [(scale_mem.get(vs_prev, 0xBEEF * 0x10001000100010001) >> (16 * k)) & 0xFFFF
+                                    for k in range(n)])
             vs_prev = ctx.get(p.vs_addr)
             if ctx.get(p.a_en):
                 x = ctx.get(p.a_data)
@@ -128,10 +138,10 @@ def run_engine(cfg, scores: list[np.ndarray], va: np.ndarray, grp: int, o_addr: 
     return out, wa, res["last"], res.get("done", -1)
 
 
-def check(cfg, scores, va, grp, o_addr=7, st_addr=3, vs=0):
+def check(cfg, scores, va, grp, o_addr=7, st_addr=3, vs=0, gathered=None):
     n = cfg.sfu.lanes
     beats = -(-max(len(s) for s in scores) // n)
-    out, wa, last, done = run_engine(cfg, scores, va, grp, o_addr, st_addr, vs)
+    out, wa, last, done = run_engine(cfg, scores, va, grp, o_addr, st_addr, vs, gathered)
     w8, want_wa = expected(scores, va)
     got = [[v for b in range(beats) for v in out.get(o_addr + r * beats + b, [None] * n)] for r in range(len(scores))]
     want = [list(q) + [0] * (beats * n - len(q)) for q in w8]
@@ -168,6 +178,33 @@ def test_softmax_engine_reads_amax_v_from_the_v_quantizers_scale_memory():
         scores = [rng.integers(-6000, 200, keys) for _ in range(2)]
         got, want, wa, want_wa = check(cfg, scores, rng.integers(1, 1 << 15, keys), 0, vs=200)
         assert got == want and wa == want_wa
+
+
+def test_softmax_engine_reads_a_gathered_chunks_amax_v_by_recorded_position():
+    """With the word's `kg` set, key j's amax_v is the scale entry at the recorder's entry kg - 1 + j (mod its
+    depth; lowbit.rtl.chip_kscales): the decode rows over 8 gathered keys (2 beats) equal the golden rule's with
+    those keys' amax_v; recording key 5 at another position's index changes exactly the rows' words that key 5's
+    amax_v reaches, as the rule predicts."""
+    cfg = load_hw("tiny")
+    rng = np.random.default_rng(17)
+    ent = {i: int(v) for i, v in enumerate(rng.integers(1, 1 << 15, 512))}
+    pos = [0, 1, 3, 4, 6, 7, 9, 10]  # the gathered keys' positions, layer 1 KV head 1's (scale base 3 x 128)
+    rec = [0] * 32
+    kg = 29  # the chunk's first key at entry 28: its keys wrap the recorder
+    for j, x in enumerate(pos):
+        rec[(kg - 1 + j) % 32] = 3 * 128 + x
+    scores = [rng.integers(-200, 200, 8) for _ in range(2)]  # a spread every key's probability survives
+    va = np.array([ent[3 * 128 + x] for x in pos])
+    got, want, wa, want_wa = check(cfg, scores, va, 0, gathered=(kg, rec, ent))
+    assert got == want and wa == want_wa
+    rec2 = list(rec)
+    rec2[(kg - 1 + 5) % 32] = 3 * 128 + 2  # key 5 recorded at position 2
+    va2 = va.copy()
+    va2[5] = ent[3 * 128 + 2]
+    got2, want2, wa2, want_wa2 = check(cfg, scores, va2, 0, gathered=(kg, rec2, ent))
+    assert got2 == want2 and wa2 == want_wa2 and va2[5] != va[5]
+    differ = [r for r in range(len(got)) if list(got2[r]) != list(got[r])]
+    assert differ and differ == [r for r in range(len(want)) if list(want2[r]) != list(want[r])]
 
 
 def test_one_changed_amax_v_changes_exactly_the_rows_that_use_it():
@@ -265,7 +302,7 @@ def test_the_engine_converts_in_size_linear_in_lanes():
             def __init__(self):
                 word = data.StructLayout({"eng": 3, "rows": COUNT_BITS, "beats": COUNT_BITS, "x_addr": 9,
                                           "o_addr": 9, "st_addr": 6, "y_addr": 9, "g_addr": 9,
-                                          "t_addr": 12})
+                                          "t_addr": 12, "kg": 8})
                 super().__init__({"go": wiring.In(1), "word": wiring.In(word), "ld": wiring.In(1),
                                   "ld_addr": wiring.In(9), "ld_word": wiring.In(16 * lanes),
                                   "q": wiring.Out(8 * lanes), "wa": wiring.Out(32)})

@@ -227,7 +227,7 @@ async def chip_run(dut):
     sm_last: dict[tuple[str, int], int] = {}
     sm_act = tap(sm, "smv", "sma", "smw")
     sm_wa = tap(sm, "swv", "swa", "sww")
-    sc_rec = tap(sm and sm["sc"], "scv", "scv", "scr", "scj", "scy", "sce", "scm")
+    sc_rec = tap(sm and sm["sc_on"], "scv", "scv", "scr", "scj", "scy", "sce", "scm")
     kv_ind = kv_ind_bad = 0  # dma_kv's words issued with the index FIFO's address, those not one run
     # the KV writes' data (lowbit.rtl.chip_kv): id -> [tag, address, bytes, data so far]; a read overlapping an
     # earlier write still open waits for its data: [tag, id, address, bytes, its response cycle]; a write's entry
@@ -235,6 +235,8 @@ async def chip_run(dut):
     kvw_on = bool(dj and dj.get("kv_write"))
     vq_amax = tap(dj and dj.get("vq"), "vqv", "vqa", *(("vqs",) if dj and dj.get("vqs") else ()))  # the V
     # quantizer's rows' amax and, without the scale memory, scale index (lowbit.rtl.chip_vquant)
+    ks_on = bool(dj) and hasattr(dut, "ksv")  # the key-scale writes with their cycle (lowbit.rtl.chip_kscales)
+    ks_rec: list[list[int]] = []
     wopen: dict[int, list] = {}
     rwait: list[list] = []
     kv_writes: list[list] = []
@@ -383,6 +385,8 @@ async def chip_run(dut):
         for valid, fields, out in taps:
             if int(valid.value):
                 out.append([int(f.value) for f in fields])
+        if ks_on and int(dut.ksv.value):
+            ks_rec.append([cyc, int(dut.ksi.value), int(dut.ksa.value)])
         if lop:
             if int(dut.lop_ov.value):
                 x, n_ = int(dut.lop_oi.value), int(dut.lop_on.value)
@@ -480,7 +484,7 @@ async def chip_run(dut):
            "psum": psum, "sfu": sfu_words, "norm": norm_words, "amax": amax_words, "res": res_words, "rq": rq_words, "act": act_words, "avx": avx, "avs": avs, "ex": ex, "es": es, "data_late": data_late, "act_late": act_late, "kv_chunks": kv_chunks,
            "kv_units": kv_units, "kv_mismatches": kv_bad + sum(len(v) for v in ksample.values()),
            "finished": cnt_prev == lengths[:-1] and joins_done == lengths[-1], "dram_requests": next_tag, **rope_w,
-           "kv_writes": kv_writes, "vq": vq_amax, "wdata_late": wdata_late + len(wopen)}
+           "kv_writes": kv_writes, "vq": vq_amax, "ks": ks_rec, "wdata_late": wdata_late + len(wopen)}
     tmp = job["result"] + ".tmp"
     with open(tmp, "w") as fh:
         json.dump(res, fh)

@@ -210,8 +210,8 @@ def softmax_engine(m: Module, cfg, dims, ctrl, ld, ld_addr, ld_word) -> SoftmaxP
     kg, _ = latch(w.kg, "kg")  # or the gathered keys' (lowbit.rtl.chip_kscales)
     vs_addr, vs_data, vs_on = (Signal(len(w.t_addr), name="sm_vsaddr"), Signal(data.ArrayLayout(16, n), name="sm_vsdata"),
                                Signal(name="sm_vson"))
-    vs_key = Signal(COUNT_BITS, name="sm_vskey")
-    m.d.comb += [vs_addr.eq(tb - 1 + va_i), vs_key.eq(va_i)]
+    vs_key = va_i  # (an expression: a chip without gathered keys leaves no unused net)
+    m.d.comb += vs_addr.eq(tb - 1 + va_i)
     m.d.sync += vs_on.eq((tb != 0) | (kg != 0))
     va = Mux(vs_on, vs_data.as_value(), vr.data.as_value())
     prod = [Signal(WA_BITS, name=f"sm_x{i}") for i in range(n)]

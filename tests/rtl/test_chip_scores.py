@@ -111,37 +111,44 @@ def test_every_tile_reads_its_keys_k_amax_on_the_chip(hw, prefill, decode, by_po
 
 
 @pytest.mark.slow
-def test_chip_score_check_can_fail_in_exactly_the_predicted_scores(monkeypatch, tmp_path):
-    """With the last decode tile's `kg` one entry early (prefill 8 + decode 3: a chunk of 8 keys LOP gathers), the
-    score stage reads key j's k_amax at the scale index the recorder holds for the key fetched before it, so
-    exactly the scores and row maxes sim.numerics.requant predicts with those keys' k_amax differ on the chip
-    (every other tile's stay exact; no Q K^T tile comes after it), and the key-scale memory itself stays the
-    golden's."""
+@pytest.mark.parametrize(("prefill", "kind"), [(8, "kg"), (2, "ks")])
+def test_chip_score_check_can_fail_in_exactly_the_predicted_scores(monkeypatch, tmp_path, prefill, kind):
+    """The last decode tile reads wrong keys' k_amax from the key-scale memory, and exactly the scores and row
+    maxes sim.numerics.requant predicts with those k_amax differ on the chip (every other tile's stay exact; no
+    Q K^T tile comes after it), while the key-scale memory itself stays the golden's. `kg` (prefill 8 + decode
+    3, a chunk of 8 keys LOP gathers): its `kg` one entry early, so key j reads the scale index the recorder
+    holds for the key fetched before it; `ks` (prefill 2 + decode 3, every key cached): its `ks` one KV head
+    back (max_positions entries), so it reads KV head 0's k_amax at the same positions."""
     import lowbit.rtl.chip_golden as cg
     from tests.rtl.chip_perturb import verify_perturbed
 
     real, hit = cg.ks_tiles, {}
 
-    def one_early(plan, vquant, kwords):
+    def wrong(plan, vquant, kwords):
         real(plan, vquant, kwords)
-        sc = plan.sc
+        sc, mp = plan.sc, plan.model.spec.max_positions
         keys = sorted(sc.ks)
         f, v, idx = sc.ks[keys[-1]]
-        g, _, prev = sc.ks[keys[-2]]  # the tile before: its last key was fetched just before this one's first
-        assert (f, g) == ("kg", "kg") and v > 1
-        sc.ks[keys[-1]] = (f, v - 1, idx)
-        hit["index"] = (len(keys) - 1, [prev[-1], *idx[:-1]])
+        assert f == kind and sc.tiles_info[-1][2] == 1  # the last tile: KV head 1
+        if kind == "kg":
+            g, _, prev = sc.ks[keys[-2]]  # the tile before: its last key was fetched just before this one's first
+            assert g == "kg" and v > 1
+            sc.ks[keys[-1]] = (f, v - 1, idx)
+            hit["index"] = (len(keys) - 1, [prev[-1], *idx[:-1]])
+        else:
+            sc.ks[keys[-1]] = (f, v - mp, idx)
+            hit["index"] = (len(keys) - 1, [x - mp for x in idx])
 
-    monkeypatch.setattr(cg, "ks_tiles", one_early)
+    monkeypatch.setattr(cg, "ks_tiles", wrong)
 
     def keep(plan):
         hit["model"], hit["tiles"] = plan.model, plan.sc.tiles_info
 
-    r, _plan_ = verify_perturbed(monkeypatch, tmp_path, keep, prefill=8)
+    r, _plan_ = verify_perturbed(monkeypatch, tmp_path, keep, prefill=prefill)
     want_s, want_m = _predicted(hit["model"], hit["tiles"], index=hit["index"])
     base_s, base_m = _predicted(hit["model"], hit["tiles"])
     diff = sum(a != b for a, b in zip(want_s, base_s, strict=True)) + sum(
         a != b for a, b in zip(want_m, base_m, strict=True))
     assert diff > 0
     assert r.sc[:3] == (16, len(base_s), len(base_m)) and r.sc[3] == diff and r.sc[4] == 0
-    assert r.ks[:2] == (16, 128) and r.ks[3:] == (0, 0, 0)
+    assert r.ks[:2] == (16, {8: 128, 2: 56}[prefill]) and r.ks[3:] == (0, 0, 0)

@@ -122,6 +122,10 @@ def test_chip_runs_the_program_cycle_exact(tiny_program):
     # (lowbit.rtl.chip_scores): every Q K^T output, 2 heads x (1 + 2 keys) a group in the prefill, 2 heads x 3, 4, 5
     # keys in decode, x 2 groups x 2 layers; a max per row; against the golden's qk.scores
     assert r.sc == (16, 4 * 6 + 4 * 2 * (3 + 4 + 5), 16 + 24, 0, 0)
+    # ... each key's k_amax from the key-scale memory (lowbit.rtl.chip_kscales): every K row's amax (2 + 1 + 1 + 1
+    # tokens x 2 KV heads x 2 layers) written at its position, every tile's keys (2 + 3 + 4 + 5 x 4) read there by
+    # position, none before its write, none from the bench
+    assert r.ks == (16, 4 * (2 + 3 + 4 + 5), 20, 0, 0, 0)
     # ... requantized into attn_sub_norm's input X (lowbit.rtl.chip_av): (2 + 1 + 1 + 1 tokens) x 64 elements a
     # layer, the golden's attn.av.out, and each row's S from the chip, a decode step's one row too (attn_sub_norm
     # reads S rms_lag = 2 cycles into its word, after the last P V pass lands: the drain rule)
@@ -605,6 +609,9 @@ def test_vitallm_chip_runs_out_of_order_dma_exact(tmp_path, hw, cycles, lanes, o
             # (4 + 1 + 1) tokens x 2 heads rows of one beat, their INT8 words and scales; no row from the bench;
             # every row's amax_v from the V quantizer's scale memory (LOP's K = 8 keeps every key)
             assert r.sm == (12, 2 * 2 * 6 * 2, 48, 48, 0, 0, 0, 48)
+            # each key's k_amax from the key-scale memory (lowbit.rtl.chip_kscales): (4 + 1 + 1) tokens x 2 KV heads
+            # x 2 layers K rows, every tile's keys (4 + 5 + 6 x 4) by position, none from the bench
+            assert r.ks == (12, 4 * (4 + 5 + 6), 24, 0, 0, 0)
     assert {q.name: q.start_mismatches + q.end_mismatches for q in r.queues} == {q.name: 0 for q in r.queues}
     assert r.chip_cycles == r.sim_cycles == cycles
     assert r.params.dma_issue == lanes and r.dram_requests == 113

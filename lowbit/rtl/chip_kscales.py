@@ -16,8 +16,9 @@ position, so the chip keeps each key's amax at its scale index, where the Q K^T 
 - **Ordering**: the K write waits on the RoPE word that quantizes its rows (sim.attention `_kv_write`), so each
   row's amax is in the row memory before the write issues; the Q K^T tile over those keys waits on the K
   chunk's read, whose data the DRAM model returns only after the write's beats (a read after a write returns
-  the written bytes), and the copy of a write's T rows ends 3 + T cycles after its issue (behind the jobs
-  queued before it). The bench records every key-scale write with its cycle and `verify --chip` counts a
+  the written bytes), and a write's T rows are in the key-scale memory 3 + T cycles after its issue where the
+  copy is idle (the job taken the cycle after the issue, row t written 3 + t cycles after it; later behind the
+  jobs queued before it). The bench records every key-scale write with its cycle and `verify --chip` counts a
   Q K^T tile that reads a key before its write as late (measured: none).
 - **The score stage reads by position** (lowbit.rtl.chip_scores): a Q K^T word's `ks` field (chip_ctrl
   KS_BITS), 1 + the scale index of the chunk's first key where the chunk's keys are consecutive positions

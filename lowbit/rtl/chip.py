@@ -14,7 +14,9 @@ Structure (docs/rtl.md "Chip"):
   banked weight buffer filled by dma_w's read-data beats (chip_data.DmaFill), the kv buffer filled by
   dma_kv's K/V chunk reads the same way (where DataDims.k_depth allows), the act buffer (written
   through the load port at `load_queue` = the number of queues), and per TINT queue (and BoothFlex, where
-  lowbit.rtl.chip_booth allows it) an engine computing its tiles from them into a psum bank; those queues'
+  lowbit.rtl.chip_booth allows it: without TINT cores its attention tiles only, no weight read port, its
+  act words half-word reads of the FP4 act word) an engine computing its tiles from them into a psum bank;
+  those queues'
   words name their tiles and the engine ends them (chip_ctrl.ComputeQueue);
 - with the LOP engine (`ChipParams.lop_grp` > 0, sized to the program's model): lowbit.rtl.chip_lop
   LopGroupSelect, started by the LOP queue's lop_score words (`eng`, `m`, `k`), its code memory written by
@@ -46,8 +48,16 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from lowbit.rtl.chip_av import av_engine, av_ok
-from lowbit.rtl.chip_booth import BoothEngine, booth_data_ok, booth_psum_layout, qk_data_ok
-from lowbit.rtl.chip_booth_regroup import booth_regroup_ok
+from lowbit.rtl.chip_booth import (
+    BoothEngine,
+    booth_act,
+    booth_data,
+    booth_data_ok,
+    booth_psum_layout,
+    booth_ternary,
+    half_word_reads,
+    qk_data_ok,
+)
 from lowbit.rtl.chip_ctrl import (
     ComputeQueue,
     JoinMonitor,
@@ -57,7 +67,15 @@ from lowbit.rtl.chip_ctrl import (
 )
 from lowbit.rtl.chip_data import BankedBuffer, DmaFill, TintEngine, data_dims, psum_layout
 from lowbit.rtl.chip_dma import N_BUFFERS, DmaEngine, mem_port_signature
-from lowbit.rtl.chip_engines import act_buffer, engine_signature, rq_signature, rq_wiring, sfu_signature
+from lowbit.rtl.chip_engines import (  # noqa: F401  (rq_engines, rq_lanes: the chip's, imported from here)
+    act_buffer,
+    engine_signature,
+    rq_engines,
+    rq_lanes,
+    rq_signature,
+    rq_wiring,
+    sfu_signature,
+)
 from lowbit.rtl.chip_fp4 import Fp4Engine, fp4_psum_layout
 from lowbit.rtl.chip_kscales import ks_signature
 from lowbit.rtl.chip_kv import kv_writer
@@ -132,8 +150,8 @@ def queue_kind(cls: int) -> str:
 def word_kind(name: str, cls: int, data_path: bool, booth_data: bool = False, sfu_data: bool = False,
               lop_data: bool = False) -> str:
     """The instruction word layout of a queue (lowbit.rtl.chip_ctrl.word_layout): with the data path a
-    TINT queue's words are 'tint' words, BoothFlex's 'booth' words where its ternary tiles run on the
-    TINT layout (`booth_data`, lowbit.rtl.chip_booth.booth_data_ok), the SFU's 'sfu' words where its
+    TINT queue's words are 'tint' words, BoothFlex's 'booth' words where it has a data path (`booth_data`,
+    lowbit.rtl.chip_booth.booth_data: its ternary tiles on the TINT layout, or its attention tiles), the SFU's 'sfu' words where its
     quantize engine writes the act buffer (`sfu_data`, sfu_data_ok), the LOP queue's 'lop' words where the
     chip has the LOP engine (`lop_data`: ChipParams.lop_grp), and dma_kv's 'dma_lop' words then (its index
     FIFO; the LOP engine needs the kv buffer's data path: lowbit.rtl.chip_run)."""
@@ -159,34 +177,11 @@ def act_elems(cfg: HwConfig) -> int:
     return cfg.tint.tree_width if cfg.has("tint") or not cfg.has("fp4") else cfg.fp4.elems_per_cycle
 
 
-def booth_data(cfg: HwConfig) -> bool:
-    """Whether the chip's data path includes BoothFlex's ternary tiles (lowbit.rtl.chip_booth): on the TINT
-    row groups, or regrouped from TINT row groups of another lane count (lowbit.rtl.chip_booth_regroup)."""
-    return cfg.has("booth") and cfg.has("tint") and (not booth_data_ok(cfg.booth, cfg.tint)
-                                                     or not booth_regroup_ok(cfg.booth, cfg.tint))
-
-
 def qk_data(cfg: HwConfig, dims) -> bool:
-    """Whether BoothFlex runs Q K^T tiles on the data path: its ternary tiles do, the kv buffer holds data
-    and lowbit.rtl.chip_booth.qk_data_ok."""
+    """Whether BoothFlex runs Q K^T and P V tiles on the data path: it has one (lowbit.rtl.chip_booth.booth_data),
+    the kv buffer holds data and lowbit.rtl.chip_booth.qk_data_ok for its act words (booth_act)."""
     return (dims is not None and dims.k_depth > 0 and booth_data(cfg)
-            and not qk_data_ok(cfg.booth, cfg.tint, dims.unit_bytes))
-
-
-def rq_lanes(cfg: HwConfig, cls: int) -> tuple[int, int]:
-    """(lanes, accumulator bits) of the psum word a requantizer behind a queue of class `cls` takes: the FP4
-    core's (lowbit.rtl.chip_fp4.fp4_psum_layout), BoothFlex's, else a TINT core's."""
-    if cls == C_FP4:
-        return cfg.fp4.lanes, cfg.fp4.acc_bits
-    return (cfg.booth.lanes, cfg.booth.acc_bits) if cls == C_BOOTH else (cfg.tint.lanes, cfg.tint.acc_bits)
-
-
-def rq_engines(cfg: HwConfig, p: ChipParams, names, classes, kinds) -> list[str]:
-    """The queues whose engines have a requantizer (lowbit.rtl.chip_requant), given the SFU on the data path:
-    TINT, FP4 and BoothFlex queues on the data path whose psum word fits the SFU's (rq_lanes <= sfu.lanes,
-    lowbit.rtl.chip_requant.rq_lanes_ok), where the chip has multiplier memories (`p.mult_depth`)."""
-    return [n for n, c, k in zip(names, classes, kinds, strict=True)
-            if p.mult_depth and k in ("tint", "booth") and rq_lanes(cfg, c)[0] <= cfg.sfu.lanes]
+            and not qk_data_ok(cfg.booth, booth_act(cfg)[0], dims.unit_bytes))
 
 
 class Chip(wiring.Component):
@@ -396,10 +391,12 @@ class Chip(wiring.Component):
         d, p, cfg = self.dims, self.p, self.cfg
         dma_w = engines[0]
         lt = (p.dma_table - 1).bit_length()
-        rg = booth_data(cfg) and booth_data_ok(cfg.booth, cfg.tint) != ""  # regrouped: a second read port
-        rg_ports = {name: len(tints) + j for j, name in enumerate(n for n, c in tints if c.kind == "booth")} if rg else {}
+        tern = booth_ternary(cfg)
+        rg = tern and booth_data_ok(cfg.booth, cfg.tint) != ""  # regrouped: a second read port
+        wq = [(n, c) for n, c in tints if c.kind == "tint" or tern]  # engines reading weights: a port each
+        rg_ports = {name: len(wq) + j for j, name in enumerate(n for n, c in tints if c.kind == "booth")} if rg else {}
         m.submodules.wbuf = wbuf = BankedBuffer(depth=d.w_depth, banks=d.banks, unit_bits=d.unit_bits,
-                                                word_units=tuple(d.word_units * self._per(c) for _, c in tints)
+                                                word_units=tuple(d.word_units * self._per(c) for _, c in wq)
                                                 + (d.word_units,) * len(rg_ports))
         m.submodules.fill = fill = DmaFill(table=p.dma_table, n_issue=p.dma_issue, addr_bits=d.w_bits,
                                            banks=d.banks, unit_bits=d.unit_bits)
@@ -434,15 +431,16 @@ class Chip(wiring.Component):
         abuf, wrote, av, bufs = act_buffer(self, m, sfuq, dma_w, tw)
         if d.k_depth and p.kvw_depth:  # dma_kv's write data (chip_kv)
             wrote = wrote | kv_writer(self, m, engines[1], sfuq, bufs)
-        for r, (name, c) in enumerate(tints):
+        aw, ratio = booth_act(cfg)
+        for name, c in tints:
             kw = dict(w_bits=d.w_bits, a_bits=d.a_bits, p_bits=d.p_bits, w_step=d.word_units)
             if c.kind == "tint":
                 eng = Fp4Engine(cfg.fp4, **kw) if self._fp4(name) else TintEngine(cfg.tint, **kw)
                 fields = ("tail_lanes", "tail_step")
                 lay = self._tint_psum(name)
             else:
-                eng = BoothEngine(cfg.booth, cfg.tint, **kw, qk=(d.k_bits, kstep, d.unit_bits) if qk else None,
-                                  regroup=name in rg_ports)
+                eng = BoothEngine(cfg.booth, cfg.tint if tern else None, **kw, qk=(d.k_bits, kstep, d.unit_bits)
+                                  if qk else None, regroup=name in rg_ports, act_elems=aw)
                 fields = (("nq", "grp", "pos0", "k_addr", "k_stride") if qk else ()) + (
                     ("tgroups", "tail_step") if name in rg_ports else ())
                 if name in rg_ports:
@@ -473,11 +471,14 @@ class Chip(wiring.Component):
                 m.d.comb += eng.mode.eq(w.eng)
             m.d.comb += [getattr(eng, f).eq(getattr(w, f)) for f in
                          ("beats", "groups", "tokens", *fields, "w_addr", "a_addr", "a_stride", "p_addr")]
-            m.d.comb += [wbuf.raddr[r].eq(eng.w_raddr), eng.w_rdata.eq(getattr(wbuf, f"rdata{r}"))]
-            for i in range(1 if c.kind == "tint" else eng.n_act):
+            if (name, c) in wq:
+                r = wq.index((name, c))
+                m.d.comb += [wbuf.raddr[r].eq(eng.w_raddr), eng.w_rdata.eq(getattr(wbuf, f"rdata{r}"))]
+            for i in range(1 if c.kind == "tint" else eng.n_act):  # BoothFlex's act words: booth_act
                 ar = abuf.read_port()
-                m.d.comb += [ar.addr.eq(eng.a_raddr if c.kind == "tint" else eng.a_raddr[i]),
-                             (eng.a_rdata if c.kind == "tint" else eng.a_rdata[i]).eq(ar.data)]
+                m.d.comb += half_word_reads(m, ar, *((eng.a_raddr, eng.a_rdata) if c.kind == "tint"
+                                                     else (eng.a_raddr[i], eng.a_rdata[i])),
+                                            aw, 1 if c.kind == "tint" else ratio)
             pbank = Memory(shape=lay, depth=d.p_depth, init=[])
             m.submodules[f"psum_{name}"] = pbank
             pw, pr = pbank.write_port(), pbank.read_port()

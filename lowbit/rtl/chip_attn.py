@@ -15,7 +15,8 @@ outputs 0.
 
 The quantized queries (`layers.L.attn.qk.q8`, [T, H, hd]) sit in the act buffer's upper half (DESIGN
 ASSUMPTION: the projections' inputs use the lower half), group g's rows (t, h) at a_depth / 2 + (g T grp
-+ t grp + h) hd / tree_width, written by the bench in the cycles of the step's and layer's g-th RoPE word
++ t grp + h) hd / w in BoothFlex's act words of w INT8 (lowbit.rtl.chip_booth.booth_act; whole act words:
+`whole_words`), written by the bench in the cycles of the step's and layer's g-th RoPE word
 (the SFU pass that produces them; docs/golden.md: q to INT8 is fused in it), or of its one RoPE word where
 it has one (`vitallm`: every group's rows), as chip_model does for the projections' inputs.
 """
@@ -36,10 +37,12 @@ def qk_plan(plan, img, cfg, bq: int, chunks: dict[tuple[int, int], tuple[int, li
     chunk's key positions)), SFU word index -> act writes) of the Q K^T tiles of queue `bq` that map onto the
     golden. `chunks`: a K/V chunk's allocating DMA -> (kv buffer unit address, DRAM row addresses); `lower`:
     act words the projections use."""
+    from lowbit.rtl.chip_booth import booth_act
     from lowbit.sim.units.booth import booth_int8_tile_cycles
 
     m, b, dims = plan.model, cfg.booth, plan.dims
-    s, tw, ub = m.spec, cfg.tint.tree_width, dims.unit_bytes
+    (tw, ratio), ub = booth_act(cfg), dims.unit_bytes
+    s = m.spec
     hd, kvh, grp = s.head_dim, s.n_kv_heads, s.n_heads // s.n_kv_heads
     half = dims.a_depth // 2
     if hd % tw or hd % b.width or lower > half:
@@ -82,7 +85,8 @@ def qk_plan(plan, img, cfg, bq: int, chunks: dict[tuple[int, int], tuple[int, li
             base = half + gg * q8.shape[0] * grp * qs
             ws += [(base + r, i8_word(x)) for r, x in enumerate(rows)]
             done.add((w["step"], layer, gg))
-        if len(ws) > w["cyc"] - 2:
+        ws = whole_words(ws, ratio, tw)
+        if ws is None or len(ws) > w["cyc"] - 2:
             done -= {(w["step"], layer, gg) for gg in groups}
         elif ws:
             writes[i] = ws
@@ -132,6 +136,20 @@ def tile_queries(keys: np.ndarray, g: int, grp: int, q0: int, pos: list[int], ou
 def i8_word(x) -> int:
     """An act-buffer word from its INT8 elements (element e in bits 8e .. 8e + 7)."""
     return sum((int(v) & 0xFF) << (8 * e) for e, v in enumerate(x))
+
+
+def whole_words(ws: list[tuple[int, int]], ratio: int, elems: int) -> list[tuple[int, int]] | None:
+    """The act buffer words of BoothFlex word writes `ws` ((address, word) of `elems` INT8): address a is part
+    a mod ratio of act word a div ratio, at its elements (a mod ratio) elems .. (lowbit.rtl.chip_booth.booth_act);
+    None unless every part of each is among `ws` (the load port writes whole act words)."""
+    if ratio == 1:
+        return ws
+    parts: dict[int, dict[int, int]] = {}
+    for a, v in ws:
+        parts.setdefault(a // ratio, {})[a % ratio] = v
+    if any(len(p) != ratio for p in parts.values()):
+        return None
+    return [(a, sum(v << (8 * elems * k) for k, v in p.items())) for a, p in sorted(parts.items())]
 
 
 def sfu_group_words(img, suffix: str) -> tuple[int, list[tuple[int, dict, int, int]], dict[tuple[int, int], int]]:

@@ -46,14 +46,58 @@ def booth_psum_layout(cfg: BoothConfig) -> data.StructLayout:
     return data.StructLayout({"acc": data.ArrayLayout(signed(cfg.acc_bits), cfg.lanes), "ovf": cfg.lanes})
 
 
-def qk_data_ok(booth: BoothConfig, tint: TintConfig, unit_bytes: int) -> str:
-    """'' when BoothFlex's INT8 Q K^T tiles can read the act and kv buffers (QkWalk), else why not."""
+def qk_data_ok(booth: BoothConfig, act_elems: int, unit_bytes: int) -> str:
+    """'' when BoothFlex's INT8 Q K^T tiles can read the act and kv buffers (QkWalk) from act words of
+    `act_elems` INT8 (booth_act), else why not."""
     if booth.bit_serial:
         return "BoothFlex is bit-serial"
-    if tint.tree_width % booth.width or (booth.width % unit_bytes and unit_bytes % booth.width):
-        return (f"a Booth lane's {booth.width} INT8 elements a beat are not a whole part of a {tint.tree_width}-element "
+    if act_elems % booth.width or (booth.width % unit_bytes and unit_bytes % booth.width):
+        return (f"a Booth lane's {booth.width} INT8 elements a beat are not a whole part of a {act_elems}-element "
                 f"act word and whole {unit_bytes}-byte kv units or a whole part of one")
     return ""
+
+
+def booth_ternary(cfg) -> bool:
+    """Whether BoothFlex's ternary projection tiles run on the data path: beside a TINT core, on its row
+    groups or regrouped from TINT row groups of another lane count (lowbit.rtl.chip_booth_regroup)."""
+    from lowbit.rtl.chip_booth_regroup import booth_regroup_ok
+
+    return cfg.has("booth") and cfg.has("tint") and (not booth_data_ok(cfg.booth, cfg.tint)
+                                                     or not booth_regroup_ok(cfg.booth, cfg.tint))
+
+
+def booth_act(cfg) -> tuple[int, int]:
+    """(elements, ratio): the INT8 act word BoothFlex reads and how many of them an act buffer word holds.
+    Beside a TINT core a TINT beat (tree_width), ratio 1; on an FP4 design without one (the act word the FP4
+    core's elems_per_cycle) the SFU's INT8 word (sfu.lanes), the words its quantize, RoPE and softmax
+    engines write, lowbit.rtl.chip_sfu.act_ratio of them an act word (ratio 0: no whole number, no data path
+    for BoothFlex). DESIGN ASSUMPTION: BoothFlex addresses the act buffer in its own words (address a: part
+    a mod ratio of act word a div ratio, `half_word_reads`), as the SFU's engines write it."""
+    from lowbit.rtl.chip_sfu import act_ratio
+
+    if cfg.has("tint"):
+        return cfg.tint.tree_width, 1
+    return (cfg.sfu.lanes, act_ratio(cfg)) if cfg.has("fp4") and cfg.has("sfu") else (0, 0)
+
+
+def booth_data(cfg) -> bool:
+    """Whether the chip's data path includes BoothFlex: its ternary tiles beside a TINT core (booth_ternary),
+    or, on an FP4 design without TINT cores, its attention tiles only (no weight read port) where its act
+    words are whole parts of the act buffer's (booth_act)."""
+    return booth_ternary(cfg) or (cfg.has("booth") and not cfg.has("tint") and booth_act(cfg)[1] > 0)
+
+
+def half_word_reads(m: Module, port, addr, rdata, elems: int, ratio: int) -> list:
+    """The statements of an act read port `port` (synchronous: data the cycle after the address) serving
+    BoothFlex's word address `addr` with its `elems`-element word `rdata` (booth_act): act word addr div
+    ratio, part addr mod ratio of it selected by that part registered with the read, so the word arrives in
+    the same cycle a read port of BoothFlex's own words would deliver it."""
+    if ratio == 1:
+        return [port.addr.eq(addr), rdata.eq(port.data)]
+    lb = (ratio - 1).bit_length()
+    part = Signal(lb)
+    m.d.sync += part.eq(addr[:lb])
+    return [port.addr.eq(addr >> lb), rdata.eq(port.data.as_value().word_select(part, 8 * elems))]
 
 
 class QkWalk:
@@ -159,14 +203,19 @@ class BoothEngine(wiring.Component):
     K rows from the kv buffer, one kv read port a lane), with max(per, lanes) act read ports, and mode 3 P V
     tiles (V units through a read port a lane and element), whose `beats` are the tile's in all (its ragged
     passes' beats summed: the program's cycles less the latency), `groups` its passes, `tokens` 1 and
-    `pos0` its first query's keys in the chunk less one."""
+    `pos0` its first query's keys in the chunk less one. Without `tint` (an FP4 design, booth_data) the
+    engine runs attention tiles only, from act words of `act_elems` INT8 (booth_act): no weight read port,
+    one act read port a lane."""
 
-    def __init__(self, cfg: BoothConfig, tint: TintConfig, *, w_bits: int, a_bits: int, p_bits: int,
-                 w_step: int = 1, qk: tuple[int, int, int] | None = None, regroup: bool = False) -> None:
+    def __init__(self, cfg: BoothConfig, tint: TintConfig | None, *, w_bits: int, a_bits: int, p_bits: int,
+                 w_step: int = 1, qk: tuple[int, int, int] | None = None, regroup: bool = False,
+                 act_elems: int = 0) -> None:
         self.cfg, self.tint, self.w_step, self.qk, self.regroup = cfg, tint, w_step, qk, regroup
-        self.per = ROWS * cfg.width // tint.tree_width
+        self.aw = tint.tree_width if tint is not None else act_elems
+        self.per = ROWS * cfg.width // tint.tree_width if tint is not None else 1
         self.n_act = max(self.per, cfg.lanes) if qk else self.per
-        word = 2 * tint.lanes * tint.tree_width
+        word = 2 * tint.lanes * tint.tree_width if tint is not None else 0
+        assert tint is not None or (qk and not regroup), "an engine without ternary tiles runs attention tiles"
         qks = {}
         if qk:
             k_bits, kstep, unit_bits = qk
@@ -192,10 +241,9 @@ class BoothEngine(wiring.Component):
             "ready": Out(1),
             "done": Out(1),
             "done_next": Out(1),
-            "w_raddr": Out(w_bits),
-            "w_rdata": In(self.per * word),
+            **({"w_raddr": Out(w_bits), "w_rdata": In(self.per * word)} if tint is not None else {}),
             "a_raddr": Out(data.ArrayLayout(a_bits, self.n_act)),
-            "a_rdata": In(data.ArrayLayout(data.ArrayLayout(signed(8), tint.tree_width), self.n_act)),
+            "a_rdata": In(data.ArrayLayout(data.ArrayLayout(signed(8), self.aw), self.n_act)),
             "p_valid": Out(1),
             "p_addr_o": Out(p_bits),
             "p_acc": Out(data.ArrayLayout(signed(cfg.acc_bits), cfg.lanes)),
@@ -204,8 +252,8 @@ class BoothEngine(wiring.Component):
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        cfg, tw, per = self.cfg, self.tint.tree_width, self.per
-        word = 2 * self.tint.lanes * tw
+        cfg, tw, per, tern_on = self.cfg, self.aw, self.per, self.tint is not None
+        word = 2 * self.tint.lanes * tw if tern_on else 0
         m.submodules.core = core = BoothFlex(cfg)
         go = Signal()
         m.d.comb += go.eq(self.start & core.ready & (self.beats != 0) & (self.groups != 0) & (self.tokens != 0))
@@ -226,7 +274,7 @@ class BoothEngine(wiring.Component):
             m.d.comb += [self.w_raddr.eq(rw.a), self.w_raddr2.eq(rw.b)]
             lane_codes = regroup_lanes(m, self.w_rdata, self.w_rdata2, rw.off, lanes=cfg.lanes, tlanes=tl,
                                        tree_width=tw)
-        else:
+        elif tern_on:
             m.d.comb += self.w_raddr.eq(walk.wa)
         qk = Signal()  # the running tile is an attention tile (Q K^T or P V, latched at its start)
         pvm = Signal()  # ... a P V tile
@@ -267,9 +315,10 @@ class BoothEngine(wiring.Component):
                     e = u * ROWS + r
                     lo = (e // tw) * word + 2 * (lane * tw + e % tw)
                     # storage code w + 1 -> {sign, nz} = {~c1 & ~c0, ~c0}
-                    c = lane_codes[lane][2 * e:2 * e + 2] if self.regroup else self.w_rdata[lo:lo + 2]
+                    c = lane_codes[lane][2 * e:2 * e + 2] if self.regroup else self.w_rdata[lo:lo + 2] \
+                        if tern_on else Const(0b01, 2)  # no ternary tiles: code 1, weight 0
                     codes.append(Cat(~c[0] & rd, ~c[1] & ~c[0] & rd))
-                    tern = self.a_rdata[e // tw][e % tw]
+                    tern = self.a_rdata[e // tw][e % tw] if tern_on else Const(0, signed(8))
                     if self.qk and r == 0:  # INT8 mode: row 0 is the multiplicand, Q (or P) element u of the lane
                         wd = self.a_rdata[lane]
                         q = Mux(val[lane], wd.as_value().word_select(sel[lane] * cfg.width + u, 8), 0)

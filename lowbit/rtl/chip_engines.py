@@ -17,6 +17,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import Out
 
 from lowbit.rtl.chip_av import av_ports, av_signature
+from lowbit.rtl.chip_booth import booth_ternary
 from lowbit.rtl.chip_ctrl import STAT_DEPTH
 from lowbit.rtl.chip_embed import embed_signature, embed_writer
 from lowbit.rtl.chip_requant import RQ_BUFS, RQ_LOAD, requantizer
@@ -24,6 +25,7 @@ from lowbit.rtl.chip_rope import rope_engine, rope_signature
 from lowbit.rtl.chip_sfu import act_ratio, act_writes, sfu_engines
 from lowbit.rtl.chip_softmax import sm_observe, sm_signature
 from lowbit.rtl.sfu_stream import STAT_BITS
+from lowbit.sim.isa import C_BOOTH, C_FP4
 
 
 def sfu_signature(cfg, d) -> dict:
@@ -94,14 +96,29 @@ def act_buffer(chip, m: Module, sfuq, dma_w, tw: int) -> tuple[Memory, Signal, o
     return abuf, wrote | sm_observe(chip, m, sm), av, bufs
 
 
+def rq_lanes(cfg, cls: int) -> tuple[int, int]:
+    """(lanes, accumulator bits) of the psum word a requantizer behind a queue of class `cls` takes: the FP4
+    core's (lowbit.rtl.chip_fp4.fp4_psum_layout), BoothFlex's, else a TINT core's."""
+    if cls == C_FP4:
+        return cfg.fp4.lanes, cfg.fp4.acc_bits
+    return (cfg.booth.lanes, cfg.booth.acc_bits) if cls == C_BOOTH else (cfg.tint.lanes, cfg.tint.acc_bits)
+
+
+def rq_engines(cfg, p, names, classes, kinds) -> list[str]:
+    """The queues whose engines have a requantizer (lowbit.rtl.chip_requant), given the SFU on the data path:
+    TINT, FP4 and BoothFlex queues on the data path (BoothFlex's where its ternary tiles run, booth_ternary)
+    whose psum word fits the SFU's (rq_lanes <= sfu.lanes, lowbit.rtl.chip_requant.rq_lanes_ok), where the
+    chip has multiplier memories (`p.mult_depth`)."""
+    return [n for n, c, k in zip(names, classes, kinds, strict=True) if p.mult_depth and rq_lanes(cfg, c)[0]
+            <= cfg.sfu.lanes and (k == "tint" or k == "booth" and booth_ternary(cfg))]
+
+
 def rq_wiring(chip, m: Module, name: str, c, eng, bufs: dict):
     """The psum requantizer behind engine `eng` of queue `name` (controller `c`; lowbit.rtl.chip_requant)
     writing the SFU's buffers `bufs` it targets (RQ_BUFS), its multiplier memory at load queue
     len(queues) + RQ_LOAD + k, and its bank writes on the chip's `q*_<name>` ports; returns the requantizer."""
     cfg, d, p = chip.cfg, chip.dims, chip.p
     k = chip.rq_names.index(name)
-    from lowbit.rtl.chip import rq_lanes
-
     lanes, acc = rq_lanes(cfg, chip.classes[chip.names.index(name)])  # the FP4 core's words are 'tint' words
     rq = requantizer(m, name, c, eng, lanes, acc, cfg.sfu.lanes, d.a_bits, p.mult_depth, bufs["a"],
                      chip.load_en & (chip.load_queue == len(chip.names) + RQ_LOAD + k), chip.load_addr,

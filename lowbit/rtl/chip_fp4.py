@@ -312,15 +312,17 @@ def fp4_data_plan(img, cfg, seed: int, model):
     `model` the deployed FP4 rows, the golden's INT8 activations (written in their quantize words' cycles)
     and accumulators, the FP4 core's requantizer (lowbit.rtl.chip_golden.requant_plan: its tiles' RQ fields,
     the FP4 per-row multipliers) and, where the kv buffer holds data, dma_kv's K/V chunk reads, LO-code reads
-    and KV writes (lowbit.rtl.chip_kvread, chip_lop.lo_image, chip_kv: data_plan's rules); without,
+    and KV writes (lowbit.rtl.chip_kvread, chip_lop.lo_image, chip_kv: data_plan's rules) with BoothFlex's
+    Q K^T and P V tiles where they run on data (lowbit.rtl.chip.qk_data, chip_golden.attn_plan); without,
     seeded-random FP4 weights and act words against sim.numerics.fp4dot. (DataPlan, '') or (None, why not)."""
-    from lowbit.rtl.chip_golden import DATA_FIELDS, DataPlan, _psum_words, requant_plan
+    from lowbit.rtl.chip import qk_data
+    from lowbit.rtl.chip_golden import DATA_FIELDS, DataPlan, _psum_words, attn_plan, requant_plan
     from lowbit.rtl.chip_kv import kv_write_plan
     from lowbit.rtl.chip_kvread import kv_reads
     from lowbit.rtl.chip_lop import lo_image
     from lowbit.rtl.chip_model import input_of
     from lowbit.rtl.chip_sfu import sfu_data_ok
-    from lowbit.sim.isa import B_WEIGHT, C_DMAKV, C_DMAW, C_FP4, C_SFU
+    from lowbit.sim.isa import B_WEIGHT, C_BOOTH, C_DMAKV, C_DMAW, C_FP4, C_SFU
     from lowbit.sim.numerics.fp4dot import fp4_block_dot
 
     dims, why = fp4_data_dims(cfg)
@@ -392,6 +394,15 @@ def fp4_data_plan(img, cfg, seed: int, model):
         out += _psum_words(pad, ovf, lanes)
     name = img.queues[fq]
     plan.expect[name], plan.tiles[name], plan.fmt[name] = out, len(tiles), (lanes, f.acc_bits)
+    bq = [q for q, c in enumerate(img.classes) if c == C_BOOTH] if kqs and qk_data(cfg, dims) else []
+    for q in bq:  # BoothFlex's Q K^T and P V tiles (chip_golden.attn_plan), the rest of its words timers
+        qmap, out, pnext = attn_plan(plan, img, cfg, q), [], 0
+        for i in sorted(qmap):
+            fields[(q, i)] = {**qmap[i][0], "p_addr": pnext % dims.p_depth}
+            out += qmap[i][1]
+            pnext += qmap[i][0]["groups"]
+        name = img.queues[q]
+        plan.expect[name], plan.tiles[name], plan.fmt[name] = out, len(qmap), (cfg.booth.lanes, cfg.booth.acc_bits)
     why = requant_plan(plan, img, cfg, fields, reads, e, [fq])  # the FP4 core's requantizer, the act writes
     if why:
         return None, why
@@ -400,7 +411,8 @@ def fp4_data_plan(img, cfg, seed: int, model):
         fields.update(plan.kvw.fields)
     sq = [q for q, c in enumerate(img.classes) if c == C_SFU and not sfu_data_ok(cfg)]  # its words on the engines
     fields.update({**{(q, i): f for q in sq for i, f in plan.sfu_fields.items()}, **plan.emb_fields})
-    for q, kind in ((fq, "tint"), (dw, "dma"), *((q, "sfu") for q in sq), *((q, "dma_kv") for q in kqs)):
+    for q, kind in ((fq, "tint"), (dw, "dma"), *((q, "sfu") for q in sq), *((q, "dma_kv") for q in kqs),
+                    *((q, "booth") for q in bq)):
         for i, w in enumerate(img.words[q]):
             w.update({**dict.fromkeys(DATA_FIELDS[kind], 0), **fields.get((q, i), {})})
     return plan, ""

@@ -163,6 +163,35 @@ def data_plan(img: ChipImage, cfg: HwConfig, seed: int = 0,
         return None, str(e)
 
 
+def attn_plan(plan: DataPlan, img: ChipImage, cfg: HwConfig, q: int) -> dict:
+    """BoothFlex word index -> (data fields, expected psum words, ...) of queue `q`'s Q K^T and P V tiles on
+    the golden (lowbit.rtl.chip_attn.qk_plan, lowbit.rtl.chip_pv.pv_plan; plan.qk / plan.pv their cover),
+    the bench's query and probability writes in plan.act_writes and, where the chip has them, the attention
+    output (lowbit.rtl.chip_av) and the softmax words with the score stage (lowbit.rtl.chip_softmax,
+    lowbit.rtl.chip_scores). The projections' inputs hold the act buffer's first `lower` BoothFlex words: a
+    step's tokens x the widest input's act words (act_elems INT8), booth_act's ratio BoothFlex words each."""
+    from lowbit.rtl.chip import act_elems
+    from lowbit.rtl.chip_booth import booth_act
+
+    s, dims = plan.model.spec, plan.dims
+    lower = booth_act(cfg)[1] * max(len(st.ids) for st in plan.model.run.steps) * -(
+        -max(s.d_model, s.d_ffn, s.attn_dim) // act_elems(cfg))
+    qmap, qwrites = qk_plan(plan, img, cfg, q, plan.kv_chunks, lower)
+    plan.act_writes.update(qwrites)
+    plan.qk = qk_cover(plan, qmap)
+    pmap, pwrites = pv_plan(plan, img, cfg, q, plan.kv_chunks, lower)
+    plan.act_writes.update(pwrites)
+    plan.pv = pv_cover(plan, pmap)
+    qmap.update({i: v[:3] for i, v in pmap.items()})
+    if av_ok(cfg, dims):  # the attention output into X and S (lowbit.rtl.chip_av)
+        av_plan(plan, img, cfg, q, pmap, AV_LOAD)
+    if sm_ok(cfg, dims):  # the softmax words on the SFU's softmax engine (lowbit.rtl.chip_softmax)
+        plan.sm = softmax_plan(plan, img, cfg, q, qmap, pwrites)
+        plan.sc = score_plan(plan, img, cfg, q, qmap)
+        plan.sfu_fields.update(plan.sm.fields)
+    return qmap
+
+
 def _data_plan(img: ChipImage, cfg: HwConfig, seed: int, model: ModelContents | None) -> tuple[DataPlan | None, str]:
     from lowbit.rtl.chip import booth_data, qk_data
     from lowbit.sim.numerics.tint import tint_dot
@@ -291,22 +320,7 @@ def _data_plan(img: ChipImage, cfg: HwConfig, seed: int, model: ModelContents | 
         out, pnext, n = [], 0, 0
         qmap: dict = {}
         if model is not None and qk_data(cfg, dims):
-            s = model.spec
-            lower = max(len(st.ids) for st in model.run.steps) * -(-max(s.d_model, s.d_ffn, s.attn_dim)
-                                                                     // t.tree_width)
-            qmap, qwrites = qk_plan(plan, img, cfg, q, plan.kv_chunks, lower)
-            plan.act_writes.update(qwrites)
-            plan.qk = qk_cover(plan, qmap)
-            pmap, pwrites = pv_plan(plan, img, cfg, q, plan.kv_chunks, lower)
-            plan.act_writes.update(pwrites)
-            plan.pv = pv_cover(plan, pmap)
-            qmap.update({i: v[:3] for i, v in pmap.items()})
-            if av_ok(cfg, dims):  # the attention output into X and S (lowbit.rtl.chip_av)
-                av_plan(plan, img, cfg, q, pmap, AV_LOAD)
-            if sm_ok(cfg, dims):  # the softmax words on the SFU's softmax engine (lowbit.rtl.chip_softmax)
-                plan.sm = softmax_plan(plan, img, cfg, q, qmap, pwrites)
-                plan.sc = score_plan(plan, img, cfg, q, qmap)
-                plan.sfu_fields.update(plan.sm.fields)
+            qmap = attn_plan(plan, img, cfg, q)
         for i, w in enumerate(img.words[q]):
             if i in qmap:  # a Q K^T tile (lowbit.rtl.chip_attn)
                 fields[(q, i)] = {**qmap[i][0], "p_addr": pnext % dims.p_depth}

@@ -15,7 +15,7 @@ The probabilities the P V tiles multiply are the golden's `layers.L.attn.softmax
 amax_v, absmax-quantized to INT8 per row: golden `_attention`). DESIGN ASSUMPTION: they sit in the act
 buffer's upper half after the queries (lowbit.rtl.chip_attn), row (t, h) of group g at base + ((g T + t) grp
 + h) ps, `ps` words a row (element r the probability of the chunk's row r, the golden's w8 at that key;
-the chunk's keys rounded up to whole beats, zero-padded), written in the cycles of the step's and layer's g-th
+the chunk's keys rounded up to whole beats and whole act words, zero-padded), written in the cycles of the step's and layer's g-th
 softmax word by the SFU's softmax engine (lowbit.rtl.chip_softmax, which takes these writes over), or else by
 the bench as it writes the queries in their RoPE words' cycles.
 """
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lowbit.rtl.chip_attn import head_chunk_words, i8_word, sfu_group_words, tile_queries
+from lowbit.rtl.chip_attn import head_chunk_words, i8_word, sfu_group_words, tile_queries, whole_words
 from lowbit.rtl.common import COUNT_BITS
 
 
@@ -33,11 +33,13 @@ def pv_plan(plan, img, cfg, bq: int, chunks: dict[tuple[int, int], tuple[int, li
     """(BoothFlex word index -> (data fields, expected psum words, (step, layer, group), first query), SFU
     word index -> act writes) of the P V tiles of queue `bq` that map onto the golden; arguments as
     chip_attn.qk_plan's."""
+    from lowbit.rtl.chip_booth import booth_act
     from lowbit.sim.attention import pv_pass_keys
     from lowbit.sim.units.booth import booth_int8_pass_cycles
 
     m, b, dims = plan.model, cfg.booth, plan.dims
-    s, tw, ub = m.spec, cfg.tint.tree_width, dims.unit_bytes
+    (tw, ratio), ub = booth_act(cfg), dims.unit_bytes
+    s = m.spec
     hd, kvh, grp = s.head_dim, s.n_kv_heads, s.n_heads // s.n_kv_heads
     half = dims.a_depth // 2
     if hd % tw or hd % ub or lower > half:
@@ -52,7 +54,7 @@ def pv_plan(plan, img, cfg, bq: int, chunks: dict[tuple[int, int], tuple[int, li
         T, q0, M = len(st.ids), nextq.get((w["step"], layer, g), 0), len(pos)
         nq, a, ok = tile_queries(st.buffers[f"layers.{layer}.attn.qk.keys"], g, grp, q0, pos, w["macs"], grp * hd)
         nextq[(w["step"], layer, g)] = q0 + nq
-        ps = -(-(-(-M // b.width) * b.width) // tw)
+        ps = -(-(-(-M // b.width) * b.width) // (tw * ratio)) * ratio  # whole act words a row
         base, ps = rows.setdefault((w["step"], layer), (half + T * s.n_heads * qs, ps))
         outs = nq * grp * hd
         passes = -(-outs // b.lanes)
@@ -85,8 +87,8 @@ def pv_plan(plan, img, cfg, bq: int, chunks: dict[tuple[int, int], tuple[int, li
         pad[:, :, :len(pos)] = w8[g * grp:(g + 1) * grp][:, :, pos]
         r = pad.transpose(1, 0, 2).reshape(-1, tw)  # rows (t, h), ps words each
         b0 = base + g * T * grp * ps
-        ws = [(b0 + j, i8_word(x)) for j, x in enumerate(r)]
-        if len(ws) > w["cyc"] - 2:
+        ws = whole_words([(b0 + j, i8_word(x)) for j, x in enumerate(r)], ratio, tw)
+        if ws is None or len(ws) > w["cyc"] - 2:
             out = {k: v for k, v in out.items() if v[2] != (w["step"], layer, g)}
             continue
         writes[i] = ws

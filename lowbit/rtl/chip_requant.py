@@ -140,7 +140,7 @@ def rq_queues_of(plan, img, cfg, queues: list[int]) -> list[int]:
     and the whole-model golden: those whose psum word (lowbit.rtl.chip.rq_lanes: TINT, BoothFlex or FP4 lanes,
     any count) is no wider than the SFU's Q7.8 word, so a row group lands in at most two adjacent words (the
     two-bank placement, lowbit.rtl.sfu_stream_requant); the others go to `plan.rq_refused` with the reason."""
-    from lowbit.rtl.chip import rq_lanes
+    from lowbit.rtl.chip_engines import rq_lanes
     from lowbit.rtl.chip_sfu import sfu_data_ok
 
     if plan.model is None or sfu_data_ok(cfg):

@@ -175,13 +175,13 @@ def _nrq(cfg: HwConfig, p: ChipParams, img: ChipImage) -> int:
 
 def attn_note(cfg: HwConfig, plan) -> str:
     """Why BoothFlex's attention tiles (and so the score stage, the softmax and P V behind them) stay timers on a
-    chip whose requantizers run (plan.rq_cover): BoothFlex has a data path only beside a TINT core
-    (booth_data), or the kv buffer holds no data (DataDims.k_depth 0); '' where Q K^T runs on data or there is
-    no requantizer."""
+    chip whose requantizers run (plan.rq_cover): BoothFlex has no data path (lowbit.rtl.chip_booth.booth_data:
+    beside a TINT core, or on an FP4 design with act words a whole number of BoothFlex's), or the kv buffer
+    holds no data (DataDims.k_depth 0); '' where Q K^T runs on data or there is no requantizer."""
     if plan is None or not plan.rq_cover or plan.qk[0]:
         return ""
     if not booth_data(cfg):
-        return "BoothFlex has a data path only beside a TINT core (lowbit.rtl.chip.booth_data)" + (
+        return "BoothFlex has no data path on this design (lowbit.rtl.chip_booth.booth_data)" + (
             " and the kv buffer holds no data" if not plan.dims.k_depth else "")
     return "the kv buffer holds no data" if not plan.dims.k_depth else "no Q K^T tile fits the score stage's rules"
 

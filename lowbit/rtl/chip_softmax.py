@@ -59,11 +59,13 @@ XB, KB = (SM_WORDS - 1).bit_length(), (SM_KEYS - 1).bit_length()
 
 
 def sm_ok(cfg, dims) -> bool:
-    """Whether the chip has the softmax engine: P V on data (lowbit.rtl.chip.qk_data) and the SFU on data."""
+    """Whether the chip has the softmax engine: P V on data (lowbit.rtl.chip.qk_data), the SFU on data and a
+    TINT core (DESIGN ASSUMPTION: the softmax and score plans run from the TINT loader,
+    lowbit.rtl.chip_golden; on an FP4 design the softmax words and the score stage stay timers)."""
     from lowbit.rtl.chip import qk_data
     from lowbit.rtl.chip_sfu import sfu_data_ok
 
-    return dims is not None and qk_data(cfg, dims) and not sfu_data_ok(cfg)
+    return dims is not None and qk_data(cfg, dims) and not sfu_data_ok(cfg) and cfg.has("tint")
 
 
 def sm_fits(cfg, beats: int) -> bool:

@@ -461,3 +461,96 @@ def test_chip_fp4_requantizer_check_can_fail(tmp_path, monkeypatch):
     pl = r.kvw["planes"]
     assert pl["v"][1] > 0 and pl["k"][1] == pl["lo"][1] == 0
     assert r.mismatches == 0 and r.chip_cycles == r.sim_cycles == 7_581 and not r.ok
+
+
+def test_half_word_reads_deliver_booth_words_in_the_cycle_a_booth_word_buffer_would():
+    """BoothFlex's act words on an FP4 act buffer (lowbit.rtl.chip_booth.half_word_reads): a memory of 32-element
+    words read at BoothFlex word address a (act word a div 2, half a mod 2) gives, every cycle, the same data as
+    a memory holding the same bytes as 16-element words read at a, both one cycle after the address (addresses
+    changing every cycle, so a half chosen from the current address instead of the registered one differs)."""
+    from amaranth.hdl import Module, Signal, signed
+    from amaranth.lib import data
+    from amaranth.lib.memory import Memory
+    from amaranth.sim import Simulator
+
+    from lowbit.rtl.chip_booth import half_word_reads
+
+    rng = np.random.default_rng(3)
+    words = rng.integers(-128, 128, (64, 32))
+    m = Module()
+    wide = Memory(shape=data.ArrayLayout(signed(8), 32), depth=64, init=[list(map(int, w)) for w in words])
+    narrow = Memory(shape=data.ArrayLayout(signed(8), 16), depth=128,
+                    init=[list(map(int, w)) for w in words.reshape(128, 16)])
+    m.submodules.wide, m.submodules.narrow = wide, narrow
+    addr = Signal(7)
+    got = Signal(data.ArrayLayout(signed(8), 16))
+    rw, rn = wide.read_port(), narrow.read_port()
+    m.d.comb += [*half_word_reads(m, rw, addr, got, 16, 2), rn.addr.eq(addr)]
+    seq = [int(x) for x in rng.integers(0, 128, 200)]
+    pairs = []
+
+    async def bench(ctx):
+        for a in seq:
+            ctx.set(addr, a)
+            await ctx.tick()
+            pairs.append((a, [ctx.get(got[e]) for e in range(16)], [ctx.get(rn.data[e]) for e in range(16)]))
+
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert all(g == n == list(map(int, words.reshape(128, 16)[a])) for a, g, n in pairs)
+    assert len({a % 2 for a in seq}) == 2
+
+
+def test_fp4_design_maps_every_booth_attention_tile_onto_the_golden(fp4_plan):
+    """vitallm-fp4: BoothFlex has a data path without a TINT core (attention tiles only: lowbit.rtl.chip_booth
+    .booth_data), reading the FP4 act buffer's 32-element words as two 16-element BoothFlex words (booth_act).
+    All 24 BoothFlex words (2 layers x 2 KV heads x Q K^T and P V x 3 steps) run on data: 12 Q K^T tiles covering
+    the 6 qk.acc buffers (steps x layers), 12 P V tiles the 6 av.acc buffers. Each Q K^T tile's queries are the
+    ones the RoPE engine writes (its expected q8 word at the tile's a_addr is qk.q8 of the tile's first query and
+    head), and its psum words equal the golden's q8 . k8 products recomputed here from the INT8 operands (the keys
+    at their positions, k8 of the step that appended each); the score stage, softmax words and attention
+    output stay timers (no softmax engine or attention-output writer on this chip)."""
+    from lowbit.rtl.chip_av import av_ok
+    from lowbit.rtl.chip_booth import booth_act, booth_data, booth_ternary
+    from lowbit.rtl.chip_softmax import sm_ok
+
+    cfg, img, mc, plan = fp4_plan
+    assert booth_data(cfg) and not booth_ternary(cfg) and booth_act(cfg) == (16, 2)
+    assert plan.qk == (12, 6, 6) and plan.pv == (12, 6, 6) and plan.tiles["booth"] == 24
+    assert not sm_ok(cfg, plan.dims) and not av_ok(cfg, plan.dims) and plan.sm is None and plan.sc is None
+    bq = img.queues.index("booth")
+    ws = img.words[bq]
+    assert [w["eng"] for w in ws] == [2, 3] * 12
+    s = mc.spec
+    grp = s.n_heads // s.n_kv_heads
+    q8_at, it = {}, iter(plan.rope.q8)  # the RoPE engine's query words by step, layer and SFU (= BoothFlex) address
+    for step, layer in sorted(plan.rope.blocks):
+        n = len(mc.run.steps[step].ids) * s.n_heads * plan.rope.beats
+        q8_at[(step, layer)] = dict(next(it) for _ in range(n))
+    k8 = {}  # (layer, kv head, position) -> the INT8 key the step that appended it wrote
+    for st in mc.run.steps:
+        for layer in range(s.n_layers):
+            kk = st.buffers[f"layers.{layer}.attn.kv_append.k8"]
+            for t in range(kk.shape[0]):
+                for g in range(s.n_kv_heads):
+                    k8[(layer, g, st.start + t)] = kk[t, g].astype(np.int64)
+    words = iter(plan.expect["booth"])
+    checked = 0
+    for w in ws:
+        passes = [next(words)[0] for _ in range(w["groups"])]
+        if w["eng"] != 2:
+            continue
+        step, layer = w["step"], int(w["op"].split(".")[1])
+        st = mc.run.steps[step]
+        q8 = st.buffers[f"layers.{layer}.attn.qk.q8"]
+        g = (w["a_addr"] - plan.dims.a_depth // 2) // (len(st.ids) * grp)
+        q0 = (w["a_addr"] - plan.dims.a_depth // 2) % (len(st.ids) * grp) // grp
+        assert q8_at[(step, layer)][w["a_addr"]] == sum((int(v) & 0xFF) << 8 * e for e, v in enumerate(q8[q0, g * grp]))
+        want = [int(q8[q0 + t, g * grp + h].astype(np.int64) @ k8[(layer, g, j)])
+                for t in range(w["nq"]) for h in range(grp) for j in range(w["pos0"] + t + 1)]
+        got = [x for p in passes for x in p][:len(want)]
+        assert got == want
+        checked += len(want)
+    assert checked == s.n_layers * s.n_heads * sum(range(1, 4 + 1 + 1 + 1))  # a query's keys: its position + 1

@@ -538,13 +538,14 @@ def test_range_check_matches_the_completion_bits():
 @pytest.mark.slow
 @pytest.mark.parametrize("hw, cycles, lanes, ooo, psum", [("vitallm", 8_647, 15, 20, {"tint0": 440, "tint1": 468,
                                                                                        "booth": 460}),
-                                                         ("vitallm-fp4", 7_581, 13, 17, {"fp4": 1_068})])
+                                                         ("vitallm-fp4", 7_581, 13, 17, {"fp4": 1_068,
+                                                                                          "booth": 236})])
 def test_vitallm_chip_runs_out_of_order_dma_exact(tmp_path, hw, cycles, lanes, ooo, psum):
     """The vitallm-sized chips, ternary and FP4 (LPDDR5X bank model: an engine's requests complete out of
     issue order), run bitnet-tiny prefill 4 + decode 2 with every instruction's start and end equal to
     `lowbit sim`, and on vitallm both TINT cores' and BoothFlex's psum words (its 4-lane ternary passes over
-    the TINT cores' 6-row groups: lowbit.rtl.chip_booth_regroup; on vitallm-fp4 the FP4 core's, NVFP4 weights)
-    equal the whole-model golden's accumulators, and on both the requantized projection outputs, the gating,
+    the TINT cores' 6-row groups: lowbit.rtl.chip_booth_regroup; on vitallm-fp4 the FP4 core's, NVFP4 weights,
+    and BoothFlex's Q K^T and P V tiles') equal the whole-model golden's accumulators, and on both the requantized projection outputs, the gating,
     RoPE, KV writes, K/V reads and the LOP engine run on the chip's data
     (the results committed in reports/chip-vitallm*.md)."""
     from lowbit.rtl.chip_report import out_of_order
@@ -590,8 +591,12 @@ def test_vitallm_chip_runs_out_of_order_dma_exact(tmp_path, hw, cycles, lanes, o
             assert r.kvw["vq_sidx"]
             assert (r.kvw["rope_rows"], r.kvw["lo_rows"], r.kvw["preloaded"], r.kvw["late"]) == (24, 24, 0, 0)
             assert r.lop_engine[:4] == (8, 44, 0, 0)
-            # BoothFlex has no data path beside the FP4 core: Q K^T, the score stage, the softmax and P V are timers
-            assert r.qk == (0, 0, 0) and r.sm[0] == 0 and "booth_data" in r.attn_note
+            # BoothFlex's attention tiles on data beside the FP4 core (no ternary tiles: lowbit.rtl.chip_booth
+            # .booth_data): Q K^T and P V of every step and layer, 2 layers x (4 + 1 + 1) x 4 heads x their keys'
+            # scores (10, 5, 6 a head) in 4-lane passes and as many queries x 16 dimensions; the score stage, the
+            # softmax and the attention output stay timers (no softmax engine or writer: chip_softmax.sm_ok)
+            assert r.qk == (12, 6, 6) and r.pv == (12, 6, 6) and not r.attn_note
+            assert r.sm[0] == r.sc[0] == 0 and not r.av
         else:
             assert r.acc_buffers == (42, 42, [f"step {i} lm_head" for i in range(3)])
             assert r.qk == (12, 6, 6) and r.pv == (12, 6, 6)  # Q K^T and P V of every step and layer

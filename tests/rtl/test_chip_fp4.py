@@ -554,3 +554,42 @@ def test_fp4_design_maps_every_booth_attention_tile_onto_the_golden(fp4_plan):
         assert got == want
         checked += len(want)
     assert checked == s.n_layers * s.n_heads * sum(range(1, 4 + 1 + 1 + 1))  # a query's keys: its position + 1
+
+
+@pytest.mark.slow
+def test_chip_fp4_booth_attention_check_can_fail(tmp_path, monkeypatch):
+    """BoothFlex's P V tiles on vitallm-fp4 read the act buffer through half-word reads: one probability changed
+    by one (the prefill's layer 0, query 0, head 0, key 0: element 0 of the first act word the bench writes for
+    the first P V tile) after the golden was computed changes exactly that row's P V outputs whose V element of
+    key 0 is not 0 (out[d] = sum_r p[r] v8[r, d]), the Q K^T tiles' and every other psum word exact, timing
+    exact."""
+    pytest.importorskip("cocotb")
+    import lowbit.rtl.chip_run as cr
+    from lowbit.rtl.chip_model import compile_from_golden
+
+    real, seen = cr.data_plan, {}
+
+    def corrupt(img, cfg, seed=0, model=None):
+        plan, why = real(img, cfg, seed, model)
+        if model is None:
+            return plan, why
+        w = next(w for w in img.words[img.queues.index("booth")] if w["eng"] == 3)
+        a = w["a_addr"] // 2  # the first P V tile's first probability row's act word (booth_act: 2 a word)
+        i = min(i for i, ws in plan.act_writes.items() if any(x == a for x, _ in ws))
+        k = next(k for k, (x, _) in enumerate(plan.act_writes[i]) if x == a)
+        v = plan.act_writes[i][k][1]
+        plan.act_writes[i][k] = (a, v & ~0xFF | (v ^ 1) & 0xFF)
+        seen.update(model=model, layer=int(w["op"].split(".")[1]))
+        return plan, why
+
+    monkeypatch.setattr(cr, "data_plan", corrupt)
+    cfg = load_config("vitallm-fp4")
+    path = tmp_path / "prog.bin"
+    compile_from_golden(cfg, "bitnet-tiny", 4, 2, path, 0)
+    r = cr.verify_chip(cfg, path, "vitallm-fp4", [])
+    v8 = seen["model"].run.steps[0].buffers[f"layers.{seen['layer']}.attn.kv_append.v8"]  # [T, KV heads, hd]
+    want = int(np.count_nonzero(v8[0, 0]))
+    assert 0 < want <= seen["model"].spec.head_dim
+    got = {q.name: (q.data_words, q.data_mismatches) for q in r.queues if q.data_words >= 0}
+    assert got == {"booth": (236, want), "fp4": (1_068, 0)}
+    assert r.mismatches == 0 and r.chip_cycles == r.sim_cycles == 7_581 and not r.ok

@@ -160,7 +160,16 @@ def chip_report(hw: str, sets: list[str], model: str, prefill: int, decode: int)
                           "buffer; their psum "
                           f"words are in the table, against `layers.L.attn.qk.acc`: {r.qk[1]} of the {r.qk[2]} score "
                           "accumulator buffers checked in every attended element (a decode step whose LOP drops "
-                          "keys over the K rows gathered from the index FIFO: lowbit.rtl.chip_attn).")
+                          "keys over the K rows gathered from the index FIFO: lowbit.rtl.chip_attn)."
+                          + (" On this FP4 design BoothFlex has a data path for its attention tiles only (no TINT "
+                             "core: lowbit.rtl.chip_booth.booth_data) and reads its 16-element act words as halves of "
+                             "the FP4 act word, in the cycle a 16-element buffer would deliver them "
+                             "(chip_booth.half_word_reads)." if any(q.name == "fp4" for q in r.queues) else ""))
+        if r.pv[0]:
+            data_line += (f"\n\nP V on data (lowbit.rtl.chip_pv): {r.pv[0]} BoothFlex INT8 tiles read the probabilities "
+                          "(`softmax.w8`) from the act buffer and the V rows of the kv buffer, against "
+                          f"`layers.L.attn.av.acc`: {r.pv[1]} of the {r.pv[2]} P V accumulator buffers checked in "
+                          "every element.")
         if r.embed[0]:
             data_line += (f"\n\nInput rows on data (lowbit.rtl.chip_embed): {r.embed[0]} embedding reads bring the DRAM "
                           "image's Q7.8 embedding rows over the memory port into layer 0's attn_norm input X, each "
@@ -199,8 +208,10 @@ def chip_report(hw: str, sets: list[str], model: str, prefill: int, decode: int)
                              "engine reads are written by the bench in the Q K^T tile's cycles")
                           + f"; {r.sm[5]} batches late.")
         elif r.pv[0]:
-            data_line += ("\n\nSoftmax: no softmax engine on this chip (lowbit.rtl.chip_softmax.sm_ok); the bench writes "
-                          "every probability row and its scale in the softmax words' cycles.")
+            data_line += ("\n\nSoftmax: no softmax engine and score stage on this chip (lowbit.rtl.chip_softmax.sm_ok); "
+                          "the bench writes every probability row and its scale in the softmax words' cycles"
+                          + ("" if r.av else ", and the attention output with its rows' S before attn_sub_norm (no "
+                             "writer: lowbit.rtl.chip_av.av_ok)") + ".")
         if r.av:
             son = [x for x in r.av if x[3]]
             data_line += (f"\n\nAttention output on data (lowbit.rtl.chip_av): BoothFlex's P V psum words of {len(r.av)} "

@@ -189,8 +189,11 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
                   f"probabilities softmax.w8 from the softmax engine, or the bench's in their softmax words' cycles), "
                   f"{r.pv[1]} of the {r.pv[2]} P V accumulator buffers checked in every element")
         if r.pv[0] and not (r.sm[0] or r.sm[6]):
-            print("softmax: no softmax engine on this chip (lowbit.rtl.chip_softmax.sm_ok); the bench writes every "
-                  "probability row and its scale")
+            print("softmax: no softmax engine and score stage on this chip (lowbit.rtl.chip_softmax.sm_ok); the bench "
+                  "writes every probability row and its scale")
+        if r.pv[0] and not r.av:
+            print("attention output: no writer on this chip (lowbit.rtl.chip_av.av_ok); the bench writes it with its "
+                  "rows' S before attn_sub_norm")
         if r.sm[0] or r.sm[6]:
             print(f"softmax: {r.sm[0]} softmax words on the SFU's softmax engine (then p x amax_v quantized to INT8), "
                   f"{r.sm[1]} probability rows from the chip: {r.sm[2]:,} INT8 words and {r.sm[3]} row scales against "

@@ -561,8 +561,8 @@ def test_chip_fp4_booth_attention_check_can_fail(tmp_path, monkeypatch):
     """BoothFlex's P V tiles on vitallm-fp4 read the act buffer through half-word reads: one probability changed
     by one (the prefill's layer 0, query 0, head 0, key 0: element 0 of the first act word the bench writes for
     the first P V tile) after the golden was computed changes exactly that row's P V outputs whose V element of
-    key 0 is not 0 (out[d] = sum_r p[r] v8[r, d]), the Q K^T tiles' and every other psum word exact, timing
-    exact."""
+    key 0 is not 0 (out[d] = sum_r p[r] v8[r, d]): the psum words (4-lane passes over d) holding one of them
+    differ, the Q K^T tiles' and every other psum word exact, timing exact."""
     pytest.importorskip("cocotb")
     import lowbit.rtl.chip_run as cr
     from lowbit.rtl.chip_model import compile_from_golden
@@ -588,8 +588,9 @@ def test_chip_fp4_booth_attention_check_can_fail(tmp_path, monkeypatch):
     compile_from_golden(cfg, "bitnet-tiny", 4, 2, path, 0)
     r = cr.verify_chip(cfg, path, "vitallm-fp4", [])
     v8 = seen["model"].run.steps[0].buffers[f"layers.{seen['layer']}.attn.kv_append.v8"]  # [T, KV heads, hd]
-    want = int(np.count_nonzero(v8[0, 0]))
-    assert 0 < want <= seen["model"].spec.head_dim
+    lanes = cfg.booth.lanes  # outputs (t, h, d) in that order, a psum word a pass of `lanes` dimensions
+    want = int(np.count_nonzero(v8[0, 0].reshape(-1, lanes).any(axis=1)))
+    assert 0 < want <= seen["model"].spec.head_dim // lanes
     got = {q.name: (q.data_words, q.data_mismatches) for q in r.queues if q.data_words >= 0}
     assert got == {"booth": (236, want), "fp4": (1_068, 0)}
     assert r.mismatches == 0 and r.chip_cycles == r.sim_cycles == 7_581 and not r.ok

@@ -266,8 +266,9 @@ class BoothEngine(wiring.Component):
                                            tokens=Mux(pv_go, one, self.tokens)),
                         go, w_step=per * self.w_step, a_step=per)
         m.d.comb += self.done_next.eq(delay(m, walk.last_rd, booth_latency(cfg), "fin"))
-        rd = Signal()  # a beat's words arrive this cycle (read in the previous one); idle cycles feed zeros
-        m.d.sync += rd.eq(go | walk.busy)
+        if tern_on:
+            rd = Signal()  # a beat's words arrive this cycle (read in the previous one); idle cycles feed zeros
+            m.d.sync += rd.eq(go | walk.busy)
         if self.regroup:
             tl = self.tint.lanes
             rw = RegroupWalk(m, self, go, go | walk.busy, lanes=cfg.lanes, tlanes=tl, w_step=self.w_step)
@@ -315,9 +316,11 @@ class BoothEngine(wiring.Component):
                     e = u * ROWS + r
                     lo = (e // tw) * word + 2 * (lane * tw + e % tw)
                     # storage code w + 1 -> {sign, nz} = {~c1 & ~c0, ~c0}
-                    c = lane_codes[lane][2 * e:2 * e + 2] if self.regroup else self.w_rdata[lo:lo + 2] \
-                        if tern_on else Const(0b01, 2)  # no ternary tiles: code 1, weight 0
-                    codes.append(Cat(~c[0] & rd, ~c[1] & ~c[0] & rd))
+                    if tern_on:
+                        c = lane_codes[lane][2 * e:2 * e + 2] if self.regroup else self.w_rdata[lo:lo + 2]
+                        codes.append(Cat(~c[0] & rd, ~c[1] & ~c[0] & rd))
+                    else:  # no ternary tiles: weight 0
+                        codes.append(Const(0, 2))
                     tern = self.a_rdata[e // tw][e % tw] if tern_on else Const(0, signed(8))
                     if self.qk and r == 0:  # INT8 mode: row 0 is the multiplicand, Q (or P) element u of the lane
                         wd = self.a_rdata[lane]

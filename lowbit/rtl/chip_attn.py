@@ -152,6 +152,15 @@ def whole_words(ws: list[tuple[int, int]], ratio: int, elems: int) -> list[tuple
     return [(a, sum(v << (8 * elems * k) for k, v in p.items())) for a, p in sorted(parts.items())]
 
 
+def part_words(ws: list[tuple[int, int]], ratio: int, elems: int) -> list[tuple[int, int]]:
+    """The BoothFlex (SFU) words of act buffer word writes `ws`, whole_words' inverse: act word a's part k
+    (its elements k elems ..) at address a ratio + k, the words the SFU's engines write (chip_sfu.act_writes)."""
+    if ratio == 1:
+        return ws
+    mask = (1 << (8 * elems)) - 1
+    return [(a * ratio + k, v >> (8 * elems * k) & mask) for a, v in ws for k in range(ratio)]
+
+
 def sfu_group_words(img, suffix: str) -> tuple[int, list[tuple[int, dict, int, int]], dict[tuple[int, int], int]]:
     """The SFU queue's index, its words of op `layers.L<suffix>` as (index, word, layer, g) in program order, where
     the g-th such word of a step and layer is KV group g's, and the count of such words per (step, layer)."""

@@ -53,13 +53,13 @@ AV_LOAD = 7  # the scale memory's load queue offset past the act buffer's (lowbi
 
 def av_ok(cfg, dims) -> bool:
     """Whether the chip has the attention-output writer: P V on data (lowbit.rtl.chip.qk_data), the SFU on
-    data, BoothFlex's psum word inside one X word (lanes divides sfu.lanes) and a TINT core (its plan runs
-    from the TINT loader, lowbit.rtl.chip_golden; on an FP4 design the bench writes the attention output)."""
+    data and BoothFlex's psum word inside one X word (lanes divides sfu.lanes); its plan runs from either
+    loader (lowbit.rtl.chip_golden.attn_plan, on a TINT or an FP4 core)."""
     from lowbit.rtl.chip import qk_data
     from lowbit.rtl.chip_sfu import sfu_data_ok
 
     return (dims is not None and qk_data(cfg, dims) and not sfu_data_ok(cfg)
-            and cfg.sfu.lanes % cfg.booth.lanes == 0 and cfg.has("tint"))
+            and cfg.sfu.lanes % cfg.booth.lanes == 0)
 
 
 @dataclass

@@ -15,7 +15,8 @@ The probabilities the P V tiles multiply are the golden's `layers.L.attn.softmax
 amax_v, absmax-quantized to INT8 per row: golden `_attention`). DESIGN ASSUMPTION: they sit in the act
 buffer's upper half after the queries (lowbit.rtl.chip_attn), row (t, h) of group g at base + ((g T + t) grp
 + h) ps, `ps` words a row (element r the probability of the chunk's row r, the golden's w8 at that key;
-the chunk's keys rounded up to whole beats and whole act words, zero-padded), written in the cycles of the step's and layer's g-th
+the chunk's keys rounded up to whole beats, zero-padded, in BoothFlex words; a group's rows whole act words,
+else its tiles stay timers: chip_attn.whole_words), written in the cycles of the step's and layer's g-th
 softmax word by the SFU's softmax engine (lowbit.rtl.chip_softmax, which takes these writes over), or else by
 the bench as it writes the queries in their RoPE words' cycles.
 """
@@ -54,7 +55,7 @@ def pv_plan(plan, img, cfg, bq: int, chunks: dict[tuple[int, int], tuple[int, li
         T, q0, M = len(st.ids), nextq.get((w["step"], layer, g), 0), len(pos)
         nq, a, ok = tile_queries(st.buffers[f"layers.{layer}.attn.qk.keys"], g, grp, q0, pos, w["macs"], grp * hd)
         nextq[(w["step"], layer, g)] = q0 + nq
-        ps = -(-(-(-M // b.width) * b.width) // (tw * ratio)) * ratio  # whole act words a row
+        ps = -(-(-(-M // b.width) * b.width) // tw)  # BoothFlex words a row (a group's rows whole act words)
         base, ps = rows.setdefault((w["step"], layer), (half + T * s.n_heads * qs, ps))
         outs = nq * grp * hd
         passes = -(-outs // b.lanes)

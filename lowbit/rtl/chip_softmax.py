@@ -59,13 +59,13 @@ XB, KB = (SM_WORDS - 1).bit_length(), (SM_KEYS - 1).bit_length()
 
 
 def sm_ok(cfg, dims) -> bool:
-    """Whether the chip has the softmax engine: P V on data (lowbit.rtl.chip.qk_data), the SFU on data and a
-    TINT core (DESIGN ASSUMPTION: the softmax and score plans run from the TINT loader,
-    lowbit.rtl.chip_golden; on an FP4 design the softmax words and the score stage stay timers)."""
+    """Whether the chip has the softmax engine: P V on data (lowbit.rtl.chip.qk_data) and the SFU on data
+    (DESIGN ASSUMPTION: the softmax and score plans run from either loader, lowbit.rtl.chip_golden.attn_plan,
+    on a TINT or an FP4 core)."""
     from lowbit.rtl.chip import qk_data
     from lowbit.rtl.chip_sfu import sfu_data_ok
 
-    return dims is not None and qk_data(cfg, dims) and not sfu_data_ok(cfg) and cfg.has("tint")
+    return dims is not None and qk_data(cfg, dims) and not sfu_data_ok(cfg)
 
 
 def sm_fits(cfg, beats: int) -> bool:
@@ -283,9 +283,12 @@ def _v_amax(run, layer: int, kvh: int) -> np.ndarray:
 def softmax_plan(plan, img, cfg, bq: int, qmap: dict, pv_writes: dict) -> SoftmaxPlan:
     """Map the softmax words whose probabilities P V reads from the act buffer (`pv_writes`, chip_pv.pv_plan's
     writes per softmax word) onto the engine where the word's rows, keys and cycles fit (module docstring);
-    their probability and scale writes leave `plan.act_writes` / `plan.av_writes`. `qmap`: BoothFlex word ->
+    their probability and scale writes leave `plan.act_writes` / `plan.av_writes` (the engine's writes, its
+    `o_addr` and `beats` in SFU words: chip_attn.part_words of the act words, two a 32-element FP4 act word on
+    vitallm-fp4, chip_booth.booth_act). `qmap`: BoothFlex word ->
     (fields, psum words, (step, layer, group)) of the Q K^T and P V tiles on data."""
-    from lowbit.rtl.chip_attn import sfu_group_words
+    from lowbit.rtl.chip_attn import part_words, sfu_group_words
+    from lowbit.rtl.chip_booth import booth_act
     from lowbit.rtl.sfu_stream import stream_cycles
 
     out = SoftmaxPlan()
@@ -306,7 +309,7 @@ def softmax_plan(plan, img, cfg, bq: int, qmap: dict, pv_writes: dict) -> Softma
         bufs = st.buffers
         T = len(st.ids)
         rows = T * grp
-        ws = pv_writes[i]
+        ws = part_words(pv_writes[i], booth_act(cfg)[1], n)  # in SFU words, as the engine writes them
         f = pv_keys.get(key)
         tiles = qk.get(key, [])
         ok = f is not None and len(tiles) == 1 and len(ws) % rows == 0

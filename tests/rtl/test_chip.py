@@ -547,8 +547,8 @@ def test_vitallm_chip_runs_out_of_order_dma_exact(tmp_path, hw, cycles, lanes, o
     `lowbit sim`, and on vitallm both TINT cores' and BoothFlex's psum words (its 4-lane ternary passes over
     the TINT cores' 6-row groups: lowbit.rtl.chip_booth_regroup; on vitallm-fp4 the FP4 core's, NVFP4 weights,
     and BoothFlex's Q K^T and P V tiles') equal the whole-model golden's accumulators, and on both the requantized projection outputs, the gating,
-    RoPE, KV writes, K/V reads and the LOP engine run on the chip's data
-    (the results committed in reports/chip-vitallm*.md)."""
+    RoPE, KV writes, K/V reads, the LOP engine, the score stage, the softmax and the attention output run on
+    the chip's data (the results committed in reports/chip-vitallm*.md)."""
     from lowbit.rtl.chip_report import out_of_order
     from lowbit.sim.cli import build_trace
     from lowbit.sim.compile import compile_program
@@ -587,17 +587,29 @@ def test_vitallm_chip_runs_out_of_order_dma_exact(tmp_path, hw, cycles, lanes, o
             # writes carry the RoPE engine's K rows, the V quantizer's V rows (from the FP4 requantizer's v) and
             # the writer's LO codes, 2 layers x (4 + 1 + 1) rows a plane; the LOP engine selects from them
             assert (r.kv_chunks, r.kv_units, r.kv_mismatches) == (24, 8 * (4 + 5 + 6) * 16 // 4, 0)
-            # no softmax engine reads the V quantizer's scales: no scale memory, each row's scale index observed
+            # the softmax engine reads the V quantizer's scales: the scale memory stays, no scale index observed
             assert r.kvw["planes"] == {"k": (384, 0), "v": (384, 0), "lo": (192, 0)} and r.kvw["vq"] == (24, 0)
-            assert r.kvw["vq_sidx"]
+            assert not r.kvw["vq_sidx"]
             assert (r.kvw["rope_rows"], r.kvw["lo_rows"], r.kvw["preloaded"], r.kvw["late"]) == (24, 24, 0, 0)
             assert r.lop_engine[:4] == (8, 44, 0, 0)
             # BoothFlex's attention tiles on data beside the FP4 core (no ternary tiles: lowbit.rtl.chip_booth
             # .booth_data): Q K^T and P V of every step and layer, 2 layers x (4 + 1 + 1) x 4 heads x their keys'
-            # scores (10, 5, 6 a head) in 4-lane passes and as many queries x 16 dimensions; the score stage, the
-            # softmax and the attention output stay timers (no softmax engine or writer: chip_softmax.sm_ok)
+            # scores (10, 5, 6 a head) in 4-lane passes and as many queries x 16 dimensions
             assert r.qk == (12, 6, 6) and r.pv == (12, 6, 6) and not r.attn_note
-            assert r.sm[0] == r.sc[0] == 0 and not r.av
+            # the softmax on data as on vitallm (chip_softmax.sm_ok, its plan from the FP4 loader): every word
+            # (2 layers x 3 steps x 2 KV groups), 2 layers x 2 groups x (4 + 1 + 1) tokens x 2 heads rows of one
+            # 16-element SFU word (half an FP4 act word), their INT8 words and scales, none from the bench, every
+            # row's amax_v from the V quantizer's scale memory
+            assert r.sm == (12, 2 * 2 * 6 * 2, 48, 48, 0, 0, 0, 48)
+            # over the score stage's scores and row maxes (chip_scores): every Q K^T output, 2 heads x
+            # (1 + 2 + 3 + 4 keys) a group in the prefill, 2 heads x 5 and 6 in decode, x 2 groups x 2 layers
+            assert r.sc == (12, 4 * 2 * (10 + 5 + 6), 48, 0, 0)
+            # each key's k_amax from the key-scale memory (chip_kscales), as on vitallm
+            assert r.ks == (12, 4 * (4 + 5 + 6), 24, 0, 0, 0)
+            # the attention output into attn_sub_norm's X (chip_av): (4 + 1 + 1) tokens x 64 elements a layer,
+            # the golden's attn.av.out, each row's S from the chip
+            assert r.av == [(f"step {s} layer {L}", (4 if s == 0 else 1) * 64, 0, 4 if s == 0 else 1, 0)
+                            for s in range(3) for L in range(2)]
         else:
             assert r.acc_buffers == (42, 42, [f"step {i} lm_head" for i in range(3)])
             assert r.qk == (12, 6, 6) and r.pv == (12, 6, 6)  # Q K^T and P V of every step and layer

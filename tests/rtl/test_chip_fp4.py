@@ -336,7 +336,8 @@ def test_fp4_design_puts_its_sfu_words_on_the_engines(fp4_plan):
     embedding read on the embedding writer, and, gate and up coming from the FP4 core's requantizer, the 6
     gating words (2 layers x 3 steps); the kv buffer holds data (4,096 four-byte units), so the 24 K/V chunk
     reads land there and the 36 KV writes (2 layers x 2 KV heads x K, V, LO codes x 3 steps) carry the chip's
-    rows, V from the V quantizer."""
+    rows, V from the V quantizer; the softmax words run on the softmax engine with the score stage
+    (lowbit.rtl.chip_softmax.sm_ok, lowbit.rtl.chip_scores.scores_on_chip)."""
     from lowbit.rtl.chip_sfu import act_ratio, sfu_data_ok
 
     cfg, img, _, plan = fp4_plan
@@ -347,7 +348,10 @@ def test_fp4_design_puts_its_sfu_words_on_the_engines(fp4_plan):
     assert plan.dims.k_depth == 4096 and len(plan.kv_checks) == 24
     assert len(plan.kvw.fields) == 36 and plan.kvw.vquant[0] > 0
     sq = img.queues.index("sfu")
-    assert sorted({w["eng"] for w in img.words[sq]}) == [0, 1, 2, 3, 4, 6]  # 6: the RoPE words (chip_rope)
+    # 5: the softmax words (chip_softmax), 6: the RoPE words (chip_rope)
+    assert sorted({w["eng"] for w in img.words[sq]}) == [0, 1, 2, 3, 4, 5, 6]
+    # the softmax words (2 layers x 3 steps x 2 KV groups) on the engine, the score stage feeding them
+    assert len(plan.sm.fields) == 12 and plan.sc is not None and plan.sc.tiles == 12 and plan.av_norm
     # the quantize words write 4 SFU words a 64-element row: 2 act words of 32 a token, what the FP4 tiles read
     q = [w for w in img.words[sq] if w["eng"] == 1 and w["op"].endswith(("attn_quant", "ffn_quant", "o_quant"))]
     assert q and all(w["beats"] == 4 for w in q)
@@ -511,7 +515,8 @@ def test_fp4_design_maps_every_booth_attention_tile_onto_the_golden(fp4_plan):
     ones the RoPE engine writes (its expected q8 word at the tile's a_addr is qk.q8 of the tile's first query and
     head), and its psum words equal the golden's q8 . k8 products recomputed here from the INT8 operands (the keys
     at their positions, k8 of the step that appended each); the score stage, softmax words and attention
-    output stay timers (no softmax engine or attention-output writer on this chip)."""
+    output run on data too (the softmax engine and the attention-output writer: chip_softmax.sm_ok,
+    chip_av.av_ok, their plans made from the FP4 loader, lowbit.rtl.chip_fp4.fp4_data_plan)."""
     from lowbit.rtl.chip_av import av_ok
     from lowbit.rtl.chip_booth import booth_act, booth_data, booth_ternary
     from lowbit.rtl.chip_softmax import sm_ok
@@ -519,7 +524,7 @@ def test_fp4_design_maps_every_booth_attention_tile_onto_the_golden(fp4_plan):
     cfg, img, mc, plan = fp4_plan
     assert booth_data(cfg) and not booth_ternary(cfg) and booth_act(cfg) == (16, 2)
     assert plan.qk == (12, 6, 6) and plan.pv == (12, 6, 6) and plan.tiles["booth"] == 24
-    assert not sm_ok(cfg, plan.dims) and not av_ok(cfg, plan.dims) and plan.sm is None and plan.sc is None
+    assert sm_ok(cfg, plan.dims) and av_ok(cfg, plan.dims) and plan.sm is not None and plan.sc is not None
     bq = img.queues.index("booth")
     ws = img.words[bq]
     assert [w["eng"] for w in ws] == [2, 3] * 12

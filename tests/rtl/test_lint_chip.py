@@ -48,6 +48,8 @@ def test_vitallm_chip_verilog_lints_clean(hw, tmp_path, monkeypatch):
     text = v.read_text()
     ports = next(ln for ln in text.splitlines() if ln.startswith("module \\lowbit_chip.eng_booth "))
     assert "qk_pv" in text and "k_raddr" in ports and ("w_raddr" in ports) == (hw == "vitallm")
+    # the softmax engine, the score stage and the attention output's writer on both (chip_softmax.sm_ok)
+    assert "sfu_softmax" in text and "sc_qs" in text and "rq_av" in text
     r = lint(v, "lowbit_chip")
     assert r.ok, r.errors[:5]
     assert r.waived  # the documented waivers apply (Amaranth's idioms), nothing else

@@ -660,7 +660,11 @@ def test_fp4_chip_runs_the_program_cycle_exact(tmp_path):
     assert "tint0" not in counts and counts["fp4"] > counts["booth"] > 0
     assert {q.name: q.start_mismatches + q.end_mismatches for q in r.queues} == {q.name: 0 for q in r.queues}
     assert r.chip_cycles == r.sim_cycles > 10_000
-    assert {q.name: (q.data_words, q.data_mismatches) for q in r.queues if q.data_words >= 0} == {"fp4": (640, 0)}
+    # BoothFlex has a data path beside the FP4 core (attention tiles only), but none of this program's Q K^T or
+    # P V tiles map onto it (lowbit.rtl.chip_attn.qk_plan's checks): 0 of the 8 buffers each, they stay timers
+    assert {q.name: (q.data_words, q.data_mismatches) for q in r.queues if q.data_words >= 0} == {
+        "booth": (0, 0), "fp4": (640, 0)}
+    assert r.qk == (0, 0, 8) and r.pv == (0, 0, 8)
     assert r.acc_buffers[:2] == (56, 56) and not r.data_note  # every step's projection accumulators, whole
     # the 8-lane FP4 core's psum word is wider than the 4-lane SFU's: no requantizer, and the loader says why;
     # the kv buffer holds data: 32 K/V chunks read back, the LOP engine's 12 groups (3, 4, 5 keys, all kept)

@@ -316,14 +316,17 @@ def fp4_data_plan(img, cfg, seed: int, model):
     Q K^T and P V tiles where they run on data (lowbit.rtl.chip.qk_data, chip_golden.attn_plan); without,
     seeded-random FP4 weights and act words against sim.numerics.fp4dot. (DataPlan, '') or (None, why not)."""
     from lowbit.rtl.chip import qk_data
-    from lowbit.rtl.chip_av import av_fields
-    from lowbit.rtl.chip_golden import DATA_FIELDS, DataPlan, _psum_words, attn_plan, requant_plan
-    from lowbit.rtl.chip_kscales import ks_tiles
-    from lowbit.rtl.chip_kv import kv_write_plan
+    from lowbit.rtl.chip_golden import (
+        DATA_FIELDS,
+        DataPlan,
+        _psum_words,
+        attention_fields,
+        attn_plan,
+        requant_plan,
+    )
     from lowbit.rtl.chip_kvread import kv_reads
     from lowbit.rtl.chip_lop import lo_image
     from lowbit.rtl.chip_model import input_of
-    from lowbit.rtl.chip_scores import scores_on_chip
     from lowbit.rtl.chip_sfu import sfu_data_ok
     from lowbit.sim.isa import B_WEIGHT, C_BOOTH, C_DMAKV, C_DMAW, C_FP4, C_SFU
     from lowbit.sim.numerics.fp4dot import fp4_block_dot
@@ -409,16 +412,7 @@ def fp4_data_plan(img, cfg, seed: int, model):
     why = requant_plan(plan, img, cfg, fields, reads, e, [fq])  # the FP4 core's requantizer, the act writes
     if why:
         return None, why
-    scores_on_chip(plan)  # the score stage, softmax words and attention output (chip_golden.data_plan's order)
-    if plan.av_norm:
-        av_fields(plan, cfg, fields, bq[0])
-    if kqs:  # the KV writes' data (chip_kv), after the RoPE words' placement
-        plan.kvw = kv_write_plan(plan, img, cfg, kq, plan.kv_written)
-        fields.update(plan.kvw.fields)
-        if plan.kvw.vquant[0]:  # Q K^T tiles reading k_amax by position (chip_kscales)
-            ks_tiles(plan, plan.kvw.vquant, img.words[kq])
-            for k, (f, v, _) in (plan.sc.ks.items() if plan.sc is not None else ()):
-                fields[k][f] = v
+    attention_fields(plan, img, cfg, fields, bq, kq if kqs else None)
     sq = [q for q, c in enumerate(img.classes) if c == C_SFU and not sfu_data_ok(cfg)]  # its words on the engines
     fields.update({**{(q, i): f for q in sq for i, f in plan.sfu_fields.items()}, **plan.emb_fields})
     for q, kind in ((fq, "tint"), (dw, "dma"), *((q, "sfu") for q in sq), *((q, "dma_kv") for q in kqs),

@@ -192,6 +192,24 @@ def attn_plan(plan: DataPlan, img: ChipImage, cfg: HwConfig, q: int) -> dict:
     return qmap
 
 
+def attention_fields(plan: DataPlan, img: ChipImage, cfg: HwConfig, fields: dict, bq: list[int],
+                     kq: int | None) -> None:
+    """After the requantizers' plan, in this order (each reads the fields the one before set): the score stage,
+    softmax words and attention output (chip_scores.scores_on_chip, chip_av.av_fields on BoothFlex queue bq[0]),
+    then, where dma_kv queue `kq` carries the KV writes' data, their fields (chip_kv, after the RoPE words'
+    placement) and the Q K^T tiles' k_amax read by position (chip_kscales)."""
+    scores_on_chip(plan)
+    if plan.av_norm:
+        av_fields(plan, cfg, fields, bq[0])
+    if kq is not None:
+        plan.kvw = kv_write_plan(plan, img, cfg, kq, plan.kv_written)
+        fields.update(plan.kvw.fields)
+        if plan.kvw.vquant[0]:
+            ks_tiles(plan, plan.kvw.vquant, img.words[kq])
+            for k, (f, v, _) in (plan.sc.ks.items() if plan.sc is not None else ()):
+                fields[k][f] = v
+
+
 def _data_plan(img: ChipImage, cfg: HwConfig, seed: int, model: ModelContents | None) -> tuple[DataPlan | None, str]:
     from lowbit.rtl.chip import booth_data, qk_data
     from lowbit.sim.numerics.tint import tint_dot
@@ -357,16 +375,7 @@ def _data_plan(img: ChipImage, cfg: HwConfig, seed: int, model: ModelContents | 
     why = requant_plan(plan, img, cfg, fields, reads, t.tree_width, sorted((*tq, *bq)))
     if why:
         return None, why
-    scores_on_chip(plan)
-    if plan.av_norm:
-        av_fields(plan, cfg, fields, bq[0])
-    if kqs and model is not None:  # the KV writes' data (chip_kv), after the RoPE words' placement
-        plan.kvw = kv_write_plan(plan, img, cfg, kq, plan.kv_written)
-        fields.update(plan.kvw.fields)
-        if plan.kvw.vquant[0]:  # Q K^T tiles reading k_amax by position (chip_kscales)
-            ks_tiles(plan, plan.kvw.vquant, img.words[kq])
-            for k, (f, v, _) in (plan.sc.ks.items() if plan.sc is not None else ()):
-                fields[k][f] = v
+    attention_fields(plan, img, cfg, fields, bq, kq if kqs and model is not None else None)
     sq = [q for q, c in enumerate(img.classes) if c == C_SFU and not sfu_data_ok(cfg)]
     fields.update({(q, i): f for q in sq for i, f in plan.sfu_fields.items()})
     fields.update(plan.emb_fields)

@@ -2,8 +2,9 @@
 completion-count scoreboard, the SRAM rings and the DMA engines behind one memory port.
 
 Structure (docs/rtl.md "Chip"):
-- an instruction memory per queue (`imem_depth` words of the queue kind's layout, lowbit.rtl.chip_ctrl),
-  written through the load port before `start`;
+- an instruction ring per queue (lowbit.rtl.chip_fetch: words of the queue kind's layout, lowbit.rtl.chip_ctrl),
+  its first words written through the load port before `start`, the rest fetched through the instruction
+  port `if_*` as the queue frees slots;
 - compute queues (one per physical unit, in unit order): lowbit.rtl.chip_ctrl.ComputeQueue, busy for each
   tile's `cyc` cycles (the sim.units formula the unit RTL realises) unless the tile runs on the data path;
 - DMA queues `dma_w` (engine 0) and `dma_kv` (engine 1): lowbit.rtl.chip_dma.DmaEngine, each with
@@ -40,8 +41,6 @@ writes this cycle), `psum_<q>` (its psum bank at `psum_raddr`) and `kv_rdata` (a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from amaranth.hdl import Module, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
@@ -61,7 +60,6 @@ from lowbit.rtl.chip_booth import (
 from lowbit.rtl.chip_ctrl import (
     ComputeQueue,
     JoinMonitor,
-    instr_memory,
     scoreboard_layout,
     word_layout,
 )
@@ -76,9 +74,11 @@ from lowbit.rtl.chip_engines import (  # noqa: F401  (rq_engines, rq_lanes: the 
     rq_wiring,
     sfu_signature,
 )
+from lowbit.rtl.chip_fetch import InstrFetch
 from lowbit.rtl.chip_fp4 import Fp4Engine, fp4_psum_layout
 from lowbit.rtl.chip_kscales import ks_signature
 from lowbit.rtl.chip_kv import kv_writer
+from lowbit.rtl.chip_params import ChipParams  # noqa: F401  (the chip's sizes, imported from here)
 from lowbit.rtl.chip_requant import RQ_LOAD
 from lowbit.rtl.chip_ring import Ring
 from lowbit.rtl.chip_scores import sc_signature, score_stage
@@ -92,41 +92,6 @@ from lowbit.rtl.sfu_stream_rope import trig_word
 from lowbit.sim.config import HwConfig
 from lowbit.sim.errors import LowbitError
 from lowbit.sim.isa import BUFFERS, C_BOOTH, C_DMAKV, C_DMAW, C_FP4, C_JOIN, C_LOP, C_SFU, C_TINT
-
-
-@dataclass(frozen=True)
-class ChipParams:
-    """Sizes of the chip's control structures (DESIGN ASSUMPTIONS, per generated chip)."""
-
-    imem_depth: int = 1024     # instruction words per queue
-    seq_bits: int = 16         # instruction counts / thresholds
-    dma_issue: int = 12        # DMA instructions an engine may issue in one cycle
-    dma_table: int = 32        # outstanding requests per engine (completion table)
-    ring_entries: int = 8      # live allocations per buffer
-    resp_lanes: int = 4        # memory-port responses per cycle
-    join_window: int = 8       # joins checked per cycle
-    data_banks: int = 0        # weight-buffer banks = buffer units per memory-port data beat; 0: no data path
-    mult_depth: int = 0        # requantizer multiplier words per engine (lowbit.rtl.chip_requant); 0: none
-    lop_grp: int = 0           # the LOP engine's query heads per KV head (lowbit.rtl.chip_lop); 0: no engine
-    lop_hd: int = 0            # ... its head dimension
-    lop_depth: int = 0         # ... and the keys its code memory holds (a power of two)
-    lop_qrows: int = 0         # ... its query rows, written by the RoPE engine (a power of two); 0: by the bench
-    embed_beats: int = 0       # data beats of an embedding row (lowbit.rtl.chip_embed); 0: no embedding writer
-    rope_depth: int = 0        # the RoPE table's words (lowbit.rtl.chip_rope; a power of two); 0: no RoPE engine
-    rope_beats: int = 0        # ... and the words of a head row its quantize holds
-    score_mult: tuple[int, int] = (0, 0)  # the Q K^T score stage's multiplier (lowbit.rtl.chip_scores); 0: none
-    kvw_depth: int = 0         # the KV writes' source units (lowbit.rtl.chip_kv; a power of two); 0: no write data
-    vquant: tuple[int, ...] = (0, 0, 0, 0, 0)  # the V quantizer's (rows, head_dim, KV heads, positions, layers) (chip_vquant)
-    kgather: int = 0           # the gathered keys' scale-index recorder entries (chip_kscales); 0: none
-
-    @property
-    def addr_bits(self) -> int:
-        return (self.imem_depth - 1).bit_length()
-
-    @property
-    def id_bits(self) -> int:
-        return 1 + (self.dma_table - 1).bit_length()
-
 
 # The buffers DMA instructions allocate in, as rings, and the DMA queue that fills each (DESIGN ASSUMPTION,
 # the lowering's rule: weight tiles through dma_w, K/V chunks and LO codes through dma_kv; the act, psum and
@@ -239,6 +204,8 @@ class Chip(wiring.Component):
             "join_head": Out(p.seq_bits),
             "join_done": Out(p.join_window),
             "event": Out(1),
+            # the instruction port (lowbit.rtl.chip_fetch): a request for queue if_q's next word, its beats
+            "if_req": Out(1), "if_q": Out(5), "if_rv": In(1), "if_rq": In(5), "if_rw": In(p.ifetch_bits),
         }
         for n, c in zip(self.names[:-1], self.classes[:-1], strict=True):
             sig[f"pc_{n}"] = Out(p.seq_bits)
@@ -291,15 +258,17 @@ class Chip(wiring.Component):
         tints = []  # (queue name, controller) of the queues with engines (TINT, BoothFlex), with the data path
         sfuq = None  # the SFU queue's controller where its quantize runs on the data path
         lopq = None  # the LOP queue's controller where the chip has the LOP engine
+        fetch = InstrFetch(m, p, run, (self.load_queue, self.load_addr, self.load_word, self.load_en),
+                           {k: getattr(self, k) for k in ("if_req", "if_q", "if_rv", "if_rq", "if_rw")},
+                           max(data.StructLayout.cast(lay).size for lay in self.layouts))
         for q, name in enumerate(self.names):
             kind = self.kinds[q]
             lay = self.layouts[q]
-            ld = (self.load_addr[:p.addr_bits], self.load_word, self.load_en & (self.load_queue == q))
             if kind in ("compute", "tint", "booth", "sfu", "lop"):
-                c = ComputeQueue(sb.shape(), p.seq_bits, p.addr_bits, dims if kind != "compute" else None, kind)
+                c = ComputeQueue(sb.shape(), p.seq_bits, p.seq_bits, dims if kind != "compute" else None, kind)
                 m.submodules[f"q_{name}"] = c
-                word, = instr_memory(m, name, lay, p.imem_depth, 1, c.raddr, *ld)
-                m.d.comb += [c.word.eq(word), c.run.eq(run), c.sb.eq(sb),
+                (word,), ok = fetch.ring(q, name, lay, 1, c.raddr, c.pc)
+                m.d.comb += [c.word.eq(word), c.avail.eq(ok), c.run.eq(run), c.sb.eq(sb),
                              counts[q].eq(c.count), getattr(self, f"pc_{name}").eq(c.pc),
                              getattr(self, f"count_{name}").eq(c.count)]
                 rel.append(c)
@@ -310,13 +279,13 @@ class Chip(wiring.Component):
                 elif kind == "lop":
                     lopq = c
             elif kind in ("dma", "dma_lop"):
-                e = DmaEngine(len(engines), sb.shape(), p.seq_bits, p.addr_bits, issue=p.dma_issue,
+                e = DmaEngine(len(engines), sb.shape(), p.seq_bits, p.seq_bits, issue=p.dma_issue,
                               table=p.dma_table, entry_bits=eb, resp_lanes=p.resp_lanes,
                               id_bits=p.id_bits, dims=dims, lop=(self.cfg.lop.lanes, 2 * p.lop_depth, p.lop_hd)
                               if kind == "dma_lop" else None, writes=name == "dma_kv" and p.kvw_depth > 0)
                 m.submodules[f"q_{name}"] = e
-                words = instr_memory(m, name, lay, p.imem_depth, p.dma_issue, e.raddr, *ld)
-                m.d.comb += [e.words[k].eq(w) for k, w in enumerate(words)]
+                words, ok = fetch.ring(q, name, lay, p.dma_issue, e.raddr, e.pc)
+                m.d.comb += [e.words[k].eq(w) for k, w in enumerate(words)] + [e.avail.eq(ok)]
                 d = len(engines)
                 m.d.comb += [e.run.eq(run), e.sb.eq(sb), counts[q].eq(e.count), sb.base[d].eq(e.base),
                              sb.zeros[d].eq(e.zeros), getattr(self, f"dbase_{name}").eq(e.base),
@@ -325,10 +294,10 @@ class Chip(wiring.Component):
                              e.resp_valid.eq(self.mem.resp_valid), e.resp_id.eq(self.mem.resp_id)]
                 engines.append(e)
             else:
-                j = JoinMonitor(sb.shape(), p.seq_bits, p.addr_bits, p.join_window)
+                j = JoinMonitor(sb.shape(), p.seq_bits, p.seq_bits, p.join_window)
                 m.submodules["q_sync"] = j
-                words = instr_memory(m, name, lay, p.imem_depth, p.join_window, j.raddr, *ld)
-                m.d.comb += [j.words[k].eq(w) for k, w in enumerate(words)]
+                words, ok = fetch.ring(q, name, lay, p.join_window, j.raddr, j.head)
+                m.d.comb += [j.words[k].eq(w) for k, w in enumerate(words)] + [j.avail.eq(ok)]
                 m.d.comb += [j.run.eq(run), j.sb.eq(sb), self.join_head.eq(j.head),
                              self.join_done.eq(j.done_now)]
         # rings: the buffers the config has, each allocated by its owner engine (RING_OWNER)
@@ -352,7 +321,8 @@ class Chip(wiring.Component):
             m.d.comb += e.req_ready.eq(self.mem.req_ready)
         # observation: something to record this cycle (an issue count or completion count moved, a join
         # or a DMA request completed, a request on the port), so a bench reads the trace ports only then
-        ev = self.join_done.any() | self.mem.req_valid.any()
+        fetch.finish()
+        ev = self.join_done.any() | self.mem.req_valid.any() | self.if_req
         for e in engines:
             ev = ev | e.fin.any()
         for n in self.names[:-1]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from amaranth.hdl import Array, Const, Module, Mux, Signal, Value, unsigned
 from amaranth.lib import data, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from lowbit.rtl.chip_image import WORD_FIELDS
@@ -162,40 +161,6 @@ def thresholds_met(word, sb) -> Signal:
     return ok
 
 
-def instr_memory(m: Module, name: str, lay, depth: int, reads: int, raddr: Value, load_addr: Value,
-                 load_word: Value, load_en: Value) -> list[Value]:
-    """A queue's instruction memory: the `reads` words at raddr, raddr + 1, ... (as the next cycle's data,
-    synchronous reads) with one read port per memory. Rule: word i lives in bank i mod n (n = `reads`
-    rounded up to a power of two, `depth` / n rows each), so `reads` consecutive words sit in distinct
-    banks; bank b reads row (raddr >> lg n) + (b < raddr mod n) and a barrel rotator by the registered
-    raddr mod n puts word raddr + k at position k. Same words in the same cycles as one memory with `reads`
-    read ports (what a multi-ported SRAM macro would need); a single-read queue keeps one memory. The load
-    port writes word `load_addr` into its bank's row."""
-    n = 1 << max(0, (reads - 1).bit_length())
-    lg = (n - 1).bit_length()
-    size = data.StructLayout.cast(lay).size
-    if n == 1:
-        mem = Memory(shape=lay, depth=depth, init=[])
-        m.submodules[f"imem_{name}"] = mem
-        wp, rp = mem.write_port(), mem.read_port()
-        m.d.comb += [wp.addr.eq(load_addr), wp.data.eq(load_word[:size]), wp.en.eq(load_en), rp.addr.eq(raddr)]
-        return [rp.data]
-    lo, row = raddr[:lg], raddr[lg:]
-    sel = Signal(lg, name=f"imem_{name}_sel")  # raddr mod n of the cycle the data were read
-    m.d.sync += sel.eq(lo)
-    outs = []
-    for b in range(n):
-        mem = Memory(shape=unsigned(size), depth=depth // n, init=[])
-        m.submodules[f"imem_{name}_b{b}"] = mem
-        wp, rp = mem.write_port(), mem.read_port()
-        m.d.comb += [wp.addr.eq(load_addr[lg:]), wp.data.eq(load_word[:size]),
-                     wp.en.eq(load_en & (load_addr[:lg] == b)), rp.addr.eq(row + (lo > b) if b < n - 1 else row)]
-        outs.append(rp.data)
-    for s in range(lg):  # rotate left by sel: position k takes bank (sel + k) mod n
-        outs = [Mux(sel[s], outs[(k + (1 << s)) % n], outs[k]) for k in range(n)]
-    return [data.View(lay, outs[k]) for k in range(reads)]
-
-
 class ComputeQueue(wiring.Component):
     """Controller of one compute unit's in-order queue: issues the head when its thresholds are met and the
     unit is free, holds the unit busy for the word's `cyc` cycles, counts completions in order and, at a
@@ -220,6 +185,7 @@ class ComputeQueue(wiring.Component):
             "run": In(1),
             "sb": In(sb),
             "word": In(word_layout(self.kind, n_thr, n_dq, seq_bits, dims)),
+            "avail": In(1),  # the word is in the queue's instruction ring (lowbit.rtl.chip_fetch)
             "raddr": Out(addr_bits),
             "pc": Out(seq_bits),
             "count": Out(seq_bits),
@@ -235,7 +201,7 @@ class ComputeQueue(wiring.Component):
         hold = Signal(1 + _W["free_buf"] + _W["free_slot"])  # free, free_buf, free_slot of the running word
         issue = Signal()
         free = ~busy & self.unit_ready if self.kind != "compute" else ~busy
-        m.d.comb += issue.eq(self.run & free & thresholds_met(w, self.sb))
+        m.d.comb += issue.eq(self.run & free & self.avail & thresholds_met(w, self.sb))
         m.d.comb += self.raddr.eq(self.pc + issue)
         if self.kind == "compute":
             return self._timer_only(m, w, busy, hold, issue)
@@ -318,6 +284,7 @@ class JoinMonitor(wiring.Component):
             "run": In(1),
             "sb": In(sb),
             "words": In(data.ArrayLayout(word_layout("join", n_thr, n_dq, seq_bits), window)),
+            "avail": In(window),  # which of them are in the ring (lowbit.rtl.chip_fetch)
             "raddr": Out(addr_bits),  # the next cycle's head: the window's words are raddr, raddr + 1, ...
             "head": Out(seq_bits),
             "done_now": Out(window),
@@ -333,7 +300,7 @@ class JoinMonitor(wiring.Component):
         prev = None
         for k in range(nw):
             idx = (self.head + k)[:lg] if nw > 1 else 0
-            met = self.run & thresholds_met(self.words[k], self.sb)
+            met = self.run & self.avail[k] & thresholds_met(self.words[k], self.sb)
             was = bits.bit_select(idx, 1)
             m.d.comb += [self.done_now[k].eq(met & ~was), fin[k].eq(met | was)]
             m.d.comb += run_[k].eq(fin[k] if prev is None else prev & fin[k])

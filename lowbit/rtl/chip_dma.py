@@ -103,6 +103,7 @@ class DmaEngine(wiring.Component):
             "sb": In(sb),
             "words": In(data.ArrayLayout(word_layout("dma_lop" if lop else "dma", n_thr, n_dq, seq_bits,
                                                      dims if self.data else None), issue)),
+            "avail": In(issue),  # which of them are in the ring (lowbit.rtl.chip_fetch)
             "raddr": Out(addr_bits),  # the next cycle's head: its words are raddr, raddr + 1, ...
             "pc": Out(seq_bits),
             "count": Out(seq_bits),
@@ -150,7 +151,7 @@ class DmaEngine(wiring.Component):
             u, t = Array(used + [Const(0, cb)] * pad), Array(taken + [Const(0, eb)] * pad)
             fits = ~w.alloc_en | ((room[w.buf] >= u[w.buf] + w.alloc) & (efree[w.buf] > t[w.buf]))
             ok = Signal(name=f"issue{k}")
-            m.d.comb += ok.eq(prev & thresholds_met(w, self.sb) & fits
+            m.d.comb += ok.eq(prev & self.avail[k] & thresholds_met(w, self.sb) & fits
                               & (self.pc - retired + k < nt) & avail)
             iss.append(ok)
             prev = ok

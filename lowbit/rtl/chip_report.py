@@ -72,7 +72,8 @@ def chip_report(hw: str, sets: list[str], model: str, prefill: int, decode: int)
         f"instructions, {r.dram_requests:,} DRAM requests), compiled for `{cfg.name}` "
         f"({cfg.description}); DRAM model `{cfg.dram.model}` ({cfg.dram.type}).",
         "",
-        f"Chip: queues {', '.join(img.queues)}; ChipParams imem_depth {p.imem_depth}, seq_bits {p.seq_bits}, "
+        f"Chip: queues {', '.join(img.queues)}; ChipParams ifetch_depth {p.ifetch_depth}, ifetch_bits {p.ifetch_bits}, "
+        f"ifetch_latency {p.ifetch_latency}, seq_bits {p.seq_bits}, "
         f"dma_issue {p.dma_issue}, dma_table {p.dma_table}, ring_entries {p.ring_entries}, resp_lanes "
         f"{p.resp_lanes}, join_window {p.join_window}, mult_depth {p.mult_depth}; Verilog "
         f"{r.verilog.stat().st_size / 1e6:.1f} MB.",
@@ -253,6 +254,11 @@ def chip_report(hw: str, sets: list[str], model: str, prefill: int, decode: int)
         "",
         f"Total cycles: `lowbit sim --program` {r.sim_cycles:,}, chip RTL {r.chip_cycles:,}: **{verdict}**"
         f" (late responses {r.late}, response-lane overflows {r.lane_overflow}).",
+        "",
+        f"Instruction port (lowbit.rtl.chip_fetch; docs/rtl.md \"Instruction fetch\"): {r.feed[0]:,} words fetched "
+        f"into the queues' rings over {r.feed[1]:,} port cycles of {r.sim_cycles:,} ({p.ifetch_bits}-bit beats, "
+        f"{p.ifetch_latency}-cycle latency); {r.feed[2]} words late by the fetch rule, least slack {r.feed[3]} "
+        f"cycles; the chip's requests against the rule's: **{r.feed[4]} differing**.",
         "",
         "\"Completed out of issue order\" counts DMA requests that the DRAM model completes before an "
         "earlier-issued request of the same engine; the chip's scoreboard sees each request's own completion "

@@ -42,7 +42,7 @@ RQ_OPS = {"attn.o": DST_R, "ffn.down": DST_R, "ffn.gate": DST_GATE, "ffn.up": DS
 RQ_BUFS = {DST_R: "r", DST_GATE: "gate", DST_UP: "up", (DST_Q, DST_K): "qk", DST_V: "v"}  # dst -> chip_sfu's
 # buffer, the RoPE engine's q / k buffer (lowbit.rtl.chip_rope) or the V quantizer's rows, where the chip has them
 RESIDUAL_Y = {"attn_residual": "attn.o", "ffn_residual": "ffn.down"}  # residual op -> the projection it adds
-DST_LOGITS = 6  # the lm_head's logits (lowbit.rtl.chip_lmhead): they leave on the write ports, for the host
+DST_LOGITS = 6  # the lm_head's logits (docs/rtl.md "The lm_head on data"): they leave on the write ports, for the host
 
 
 def rq_dst(op: str) -> int | None:

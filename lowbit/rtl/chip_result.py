@@ -80,7 +80,7 @@ class ChipResult:
     av: list[tuple[str, int, int, int, int]] = field(default_factory=list)  # per step and layer whose attention
     # output the chip writes (lowbit.rtl.chip_av.av_compare): name, X elements, differing, S rows, differing
     logits: dict = field(default_factory=dict)  # 'step S lm_head' -> the chip's Q7.8 logits [rows, vocab] (the
-    # lm_head on the chip: lowbit.rtl.chip_lmhead)
+    # lm_head on the chip: the requantizers' DST_LOGITS)
     embed: tuple[int, int, int, int] = (0, 0, 0, 0)  # embedding reads on the chip's writer (lowbit.rtl.chip_embed),
     # their X words, elements, X words and row S values differing from the golden's embed.out
     sm: tuple[int, ...] = (0, 0, 0, 0, 0, 0, 0, 0)  # lowbit.rtl.chip_softmax.sm_compare
@@ -90,6 +90,9 @@ class ChipResult:
     # differing, key words, differing, row amax, differing (lowbit.rtl.chip_rope.rope_compare)
     rope_bench: list[str] = field(default_factory=list)  # RoPE words left timers (the bench writes their queries)
     kvw: dict = field(default_factory=dict)  # the KV writes' data (lowbit.rtl.chip_kv.kv_result)
+    feed: tuple[int, int, int, int, int] = (0, 0, 0, -1, 0)  # the instruction port (lowbit.rtl.chip_fetch): words
+    # fetched, port cycles, words the rule predicts late on the simulator's schedule, least slack, the chip's requests
+    # differing from the rule's on its own schedule
 
     @property
     def mismatches(self) -> int:
@@ -114,4 +117,5 @@ class ChipResult:
                 and self.lop_late == 0 and self.kv_ind[2] == 0 and self.kv_ind[0] == self.kv_ind[1]
                 and self.sm[4] == 0 and self.sm[5] == 0 and self.sc[3] == 0 and self.sc[4] == 0
                 and self.ks[3] == 0 and self.ks[4] == 0
-                and self.rope[2] == 0 and self.rope[4] == 0 and self.rope[6] == 0 and kv_ok(self.kvw))
+                and self.rope[2] == 0 and self.rope[4] == 0 and self.rope[6] == 0 and kv_ok(self.kvw)
+                and self.feed[2] == 0 and self.feed[4] == 0)

@@ -15,9 +15,21 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from lowbit.rtl.chip import RING_OWNER, ChipParams, booth_data, chip_verilog, rq_engines, word_dims, word_kind
-from lowbit.rtl.chip_ctrl import pack_word
+from amaranth.lib.data import StructLayout
+
+from lowbit.rtl.chip import (
+    RING_OWNER,
+    ChipParams,
+    booth_data,
+    chip_verilog,
+    queue_kind,
+    rq_engines,
+    word_dims,
+    word_kind,
+)
+from lowbit.rtl.chip_ctrl import pack_word, word_layout
 from lowbit.rtl.chip_data import data_dims
+from lowbit.rtl.chip_fetch import feed_schedule, ring_depth, word_beats
 from lowbit.rtl.chip_golden import act_word, compare_psum, data_plan, segments
 from lowbit.rtl.chip_image import ChipImage, QueueTimes, build_image, reference_schedule
 from lowbit.rtl.chip_kv import kv_params, kv_preload, kv_result
@@ -33,8 +45,8 @@ from lowbit.sim.sched import MAXLIVE
 
 
 def params_for(img: ChipImage, ref: list[QueueTimes] | None = None, data_banks: int = 0) -> ChipParams:
-    """Chip parameters that hold the image: instruction memories deep enough (a power of two, with a final
-    invalid word) and counts wide enough. Given the simulator's schedule `ref`, the structures the schedule
+    """Chip parameters that run the image: counts wide enough for its longest queue (the instruction rings,
+    lowbit.rtl.chip_fetch, do not depend on the program). Given the simulator's schedule `ref`, the structures the schedule
     fills are sized to it (powers of two): request lanes per DMA engine (`dma_issue`: the most requests one
     engine issues in one cycle; the simulator issues DMAs at no per-request cost), completion-table
     entries (`dma_table`: the most requests of one engine issued and not yet retired in order) and ring
@@ -42,17 +54,14 @@ def params_for(img: ChipImage, ref: list[QueueTimes] | None = None, data_banks: 
     with less issues later, which the bench reports as mismatches. Without `ref`: ChipParams' defaults and
     ring entries for the most allocations a ring can hold (capacity / smallest allocation). `data_banks`:
     the data path's weight banks (lowbit.rtl.chip_data.data_dims; 0 without the data path)."""
-    depth = 256
-    while depth < img.longest() + 1:
-        depth *= 2
-    seq_bits = max(16, depth.bit_length() + 1)
+    seq_bits = max(16, _pow2(img.longest() + 1).bit_length() + 1)
     if ref is None:
         entries = 2  # the simulator holds at most sched.MAXLIVE live allocations per buffer
         while entries < min(img.ring_live, MAXLIVE):
             entries *= 2
-        return ChipParams(imem_depth=depth, seq_bits=seq_bits, ring_entries=entries, data_banks=data_banks)
+        return ChipParams(seq_bits=seq_bits, ring_entries=entries, data_banks=data_banks)
     issue, table, live = schedule_needs(img, ref)
-    return ChipParams(imem_depth=depth, seq_bits=seq_bits, dma_issue=issue, dma_table=_pow2(table),
+    return ChipParams(seq_bits=seq_bits, dma_issue=issue, dma_table=_pow2(table),
                       ring_entries=_pow2(live), data_banks=data_banks)
 
 
@@ -137,9 +146,16 @@ def _check_image(img: ChipImage, p: ChipParams) -> None:
         if RING_OWNER.get(buf) != q:
             raise ProgramError(f"the program fills ring '{buf}' from {q}; the chip's ring is filled by "
                                f"{RING_OWNER.get(buf, 'no DMA queue')}")
-    if img.longest() + 1 > p.imem_depth:
-        raise ProgramError(f"a queue holds {img.longest()} instructions; the chip's instruction memories hold "
-                           f"{p.imem_depth - 1}")
+    if (img.longest() + 1 + (1 << p.addr_bits)).bit_length() >= p.seq_bits:
+        raise ProgramError(f"a queue holds {img.longest()} instructions; the chip's {p.seq_bits}-bit instruction "
+                           f"counts need {(img.longest() + 1 + (1 << p.addr_bits)).bit_length() + 1}: generate it "
+                           f"with a larger ChipParams.seq_bits")
+
+
+def _reads(p: ChipParams, cls: int) -> int:
+    """Instruction words a queue's controller reads a cycle: a DMA engine's issue lanes, the join window, else 1."""
+    kind = queue_kind(cls)
+    return p.dma_issue if kind == "dma" else p.join_window if kind == "join" else 1
 
 
 def _lop_word(name: str, i: int, w: dict, lp, plan) -> dict:
@@ -290,10 +306,14 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
     bd = plan is not None and booth_data(cfg)
     sd = plan is not None and not sfu_data_ok(cfg)
     lop_on = p.lop_grp > 0
-    words = [[pack_word(word_kind(n, c, plan is not None, bd, sd, lop_on), n_thr, p.seq_bits,
-                        _lop_word(n, i, w, lp, plan) if lop_on else w, word_dims(n, dims))
-              for i, w in enumerate(ws)]
-             for n, c, ws in zip(img.queues, img.classes, img.words, strict=True)]
+    kinds = [word_kind(n, c, plan is not None, bd, sd, lop_on) for n, c in zip(img.queues, img.classes, strict=True)]
+    wbits = [StructLayout.cast(word_layout(k, n_thr, len(img.dma_queues), p.seq_bits, word_dims(n, dims))).size
+             for k, n in zip(kinds, img.queues, strict=True)]
+    depths = [ring_depth(p, _reads(p, c)) for c in img.classes]
+    ifetch = {"depths": depths, "beats": [word_beats(b, p.ifetch_bits) for b in wbits], "bits": p.ifetch_bits,
+              "latency": p.ifetch_latency}
+    words = [[pack_word(k, n_thr, p.seq_bits, _lop_word(n, i, w, lp, plan) if lop_on else w, word_dims(n, dims))
+              for i, w in enumerate(ws)] for n, k, ws in zip(img.queues, kinds, img.words, strict=True)]
     djob = None
     if plan is not None:
         tq = list(plan.expect)
@@ -330,7 +350,7 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
         job = {"hw": hw, "sets": list(sets or []), "queues": list(img.queues), "words": words,
                "resp_lanes": p.resp_lanes, "id_bits": p.id_bits, "req_fields": req_fields, "req_bits": req_bits,
                "dma_queues": [img.queues[q] for q in img.dma_queues], "dma_table": p.dma_table,
-               "max_cycles": limit, "data": djob,
+               "max_cycles": limit, "data": djob, "ifetch": ifetch,
                "result": str(rdir / "result.json")}
         atomic_write(rdir / "job.json", json.dumps(job))
         runner = cr._in_group(get_runner("verilator"))
@@ -359,6 +379,7 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
         r = run_in(Path(run_dir))
     ref_lop = ref[img.queues.index("lop")] if "lop" in img.queues else None
     qc = compare(ref, r["start"], r["end"])
+    feed = feed_schedule([x.start for x in ref], depths, ifetch["beats"], p.ifetch_latency, len(img.queues) - 1)
     sfu = (0, 0, 0, 0)
     if plan is not None and plan.sfu_expect:
         got = [tuple(x) for x in r.get("sfu", [])]
@@ -398,6 +419,11 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
                       int(r.get("kv_units", 0)), int(r.get("kv_mismatches", 0)),
                       plan.qk if plan is not None else (0, 0, 0), sfu, norm, res)
     res.pv = plan.pv if plan is not None else (0, 0, 0)
+    # the port's requests against the rule played on the chip's own schedule (a timing mismatch shows above)
+    own = feed_schedule([[c if c >= 0 else 1 << 40 for c in q] for q in r["start"]], depths, ifetch["beats"],
+                        p.ifetch_latency, len(img.queues) - 1)
+    grants = [tuple(g) for g in r.get("ifetch", []) if g[0] <= own.end]
+    res.feed = (feed.fetched, feed.busy, len(feed.late), feed.min_slack, count_mismatches(grants, own.grants))
     if plan is not None and plan.rq_expect:
         from lowbit.rtl.chip_requant import replay
 

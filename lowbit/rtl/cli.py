@@ -167,6 +167,10 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
     Console().print(t)
     print(f"total cycles: sim {r.sim_cycles:,}, chip {r.chip_cycles:,} (difference {r.chip_cycles - r.sim_cycles}); "
           f"{r.dram_requests} DRAM requests; {r.seconds:.1f} s")
+    fw, fb, fl, fs, fx = r.feed
+    print(f"instruction port: {fw:,} words fetched into the queues' rings over {fb:,} port cycles "
+          f"({r.params.ifetch_bits}-bit beats, {r.params.ifetch_latency}-cycle latency); {fl} words late by the fetch "
+          f"rule, least slack {fs} cycles; requests differing from the rule's: {fx}")
     if r.data_note:
         print(f"data path: none ({r.data_note}); timing only")
     else:
@@ -348,6 +352,8 @@ def _verify_chip(hw: str, sets: list[str], model: str | None, prefill: int, deco
         why += [f"{r.late} late DRAM responses"] if r.late else []
         why += [f"{r.lane_overflow} cycles with more responses than lanes"] if r.lane_overflow else []
         why += [f"total cycles differ by {r.chip_cycles - r.sim_cycles}"] if r.chip_cycles != r.sim_cycles else []
+        why += [f"{r.feed[2]} instruction words reach their ring late"] if r.feed[2] else []
+        why += [f"{r.feed[4]} instruction requests differ from the fetch rule's"] if r.feed[4] else []
         why += [f"{r.data_mismatches} psum words differ from {r.data_ref}"] if r.data_mismatches else []
         why += [f"{r.act_late} SFU words' act writes came after the instruction"] if r.act_late else []
         why += [f"{r.sfu[3]} SFU quantize words differ from the golden's"] if r.sfu[3] else []

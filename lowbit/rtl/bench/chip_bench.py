@@ -110,8 +110,9 @@ async def chip_run(dut):
     for _ in range(3):
         await RisingEdge(dut.clk)
     dut.rst.value = 0
+    fj = job["ifetch"]  # the instruction port (lowbit.rtl.chip_fetch): the rings' first words, then requests
     for q, ws in enumerate(words):  # the loader: one word per cycle
-        for i, w in enumerate(ws):
+        for i, w in enumerate(ws[:fj["depths"][q]]):
             dut.load_en.value = 1
             dut.load_queue.value = q
             dut.load_addr.value = i
@@ -241,6 +242,10 @@ async def chip_run(dut):
     rwait: list[list] = []
     kv_writes: list[list] = []
     wdata_late = 0
+    fnext = list(fj["depths"])  # per queue: the next word the port sends
+    islot: dict[int, tuple[int, int]] = {}  # cycle -> (queue, beat) on the instruction port's response
+    idriven = False
+    grants: list[list[int]] = []
     first = True
     skip_to = None  # after a quiet sample: wake at the next due response or the next event, whichever first
     while True:
@@ -276,6 +281,13 @@ async def chip_run(dut):
             if beat is not None:
                 dut.mem__rdata_id.value, dut.mem__rdata.value = beat
             ddriven = beat is not None
+        ib = islot.pop(cyc, None)
+        if ib is not None or idriven:
+            assert not sampled
+            dut.if_rv.value = int(ib is not None)
+            if ib is not None:
+                dut.if_rq.value, dut.if_rw.value = ib
+            idriven = ib is not None
         ka = kdrive.pop(cyc, None)
         if ka is not None:
             assert not sampled
@@ -301,11 +313,19 @@ async def chip_run(dut):
         if not int(ev_h.value):
             if cyc > limit:
                 break
-            if not driven and not ddriven and not adriven:  # driven lanes are cleared in the next cycle first
+            if not driven and not ddriven and not adriven and not idriven:  # driven lanes are cleared first
                 skip_to = min(min(due, default=limit + 1), min(dslot, default=limit + 1),
-                              min(aslot, default=limit + 1), min(kdrive, default=limit + 1),
+                              min(aslot, default=limit + 1), min(kdrive, default=limit + 1), min(islot, default=limit + 1),
                               min(ksample, default=limit + 1), limit + 1)
             continue
+        if int(dut.if_req.value):  # a request: its word's beats after the port's latency, LSB first
+            q = int(dut.if_q.value)
+            i, nb, bits = fnext[q], fj["beats"][q], fj["bits"]
+            w = int(words[q][i]) if i < len(words[q]) else 0  # past the queue's end: invalid words
+            for j in range(nb):
+                islot[cyc + fj["latency"] + j] = (q, (w >> (j * bits)) & ((1 << bits) - 1))
+            fnext[q] += 1
+            grants.append([cyc, q])
         for q in range(ncnt):
             p = int(pc_h[q].value)
             if p != pc_prev[q]:
@@ -484,7 +504,7 @@ async def chip_run(dut):
            "psum": psum, "sfu": sfu_words, "norm": norm_words, "amax": amax_words, "res": res_words, "rq": rq_words, "act": act_words, "avx": avx, "avs": avs, "ex": ex, "es": es, "data_late": data_late, "act_late": act_late, "kv_chunks": kv_chunks,
            "kv_units": kv_units, "kv_mismatches": kv_bad + sum(len(v) for v in ksample.values()),
            "finished": cnt_prev == lengths[:-1] and joins_done == lengths[-1], "dram_requests": next_tag, **rope_w,
-           "kv_writes": kv_writes, "vq": vq_amax, "ks": ks_rec, "wdata_late": wdata_late + len(wopen)}
+           "kv_writes": kv_writes, "ifetch": grants, "vq": vq_amax, "ks": ks_rec, "wdata_late": wdata_late + len(wopen)}
     tmp = job["result"] + ".tmp"
     with open(tmp, "w") as fh:
         json.dump(res, fh)

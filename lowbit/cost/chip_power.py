@@ -19,7 +19,7 @@ Units the chip runs as timers (no engine in the netlist, e.g. BoothFlex, the att
 RoPE) keep their standalone netlists and random-data activity (cost/power.py), flagged in the report.
 Memories (`$mem_v2` kept by the synthesis): those that are the config's buffers (weight, kv, act, psum, SFU,
 LOP code banks) are costed at the config's sizes (cost/sram.py, as before). The chip's other memories
-(instruction memories, requantizer multipliers, the LOP engine's query and group memories) are each costed
+(instruction rings, requantizer multipliers, the LOP engine's query and group memories) are each costed
 both ways: (a) an SRAM macro at its RTL size (cost/sram.py, extrapolated below the published macros' range)
 and (b) a register file of its width, depth, read/write ports and read kind (rtl/synth_hier.regfile_verilog,
 flops and read multiplexers by yosys's memory_map) through the same flow and target as the module, its

@@ -146,3 +146,24 @@ def test_rings_and_arbiter_follow_the_rule(latency, late):
             if valid:
                 assert w == progs[q][i]
     assert bool(f.late) == late
+
+
+def test_counts_too_narrow_for_the_program_are_refused(tmp_path):
+    """The rings hold any program, but the instruction counts must count its longest queue (and a ring
+    ahead): a chip generated with 8-bit counts refuses bitnet-tiny's program with one line naming the width."""
+    from lowbit.rtl.chip import ChipParams
+    from lowbit.rtl.chip_image import build_image
+    from lowbit.rtl.chip_model import compile_from_golden
+    from lowbit.rtl.chip_run import _check_image, params_for
+    from lowbit.sim.config import load_hw
+    from lowbit.sim.program import ProgramError
+
+    cfg = load_hw("tiny", [])
+    prog = tmp_path / "prog.bin"
+    compile_from_golden(cfg, "bitnet-tiny", 2, 3, prog, seed=0)
+    img = build_image(prog, cfg)
+    _check_image(img, params_for(img))  # the sizes params_for picks pass
+    with pytest.raises(ProgramError, match=r"the chip's 8-bit instruction counts need 9: generate it with a larger "
+                                           r"ChipParams.seq_bits") as e:
+        _check_image(img, ChipParams(seq_bits=8))
+    assert f"a queue holds {img.longest()} instructions" in str(e.value) and "\n" not in str(e.value)

@@ -38,7 +38,7 @@ def test_vitallm_chip_verilog_lints_clean(hw, tmp_path, monkeypatch):
     with pytest.raises(_Built):
         chip_run.verify_chip(cfg, prog, hw)
     p = built["params"]
-    # the chip the bench runs: its data path and multi-issue DMA queues (banked instruction memories), with the
+    # the chip the bench runs: its data path and multi-issue DMA queues (banked instruction rings), with the
     # requantizers (vitallm-fp4's behind its FP4 engine), the LOP engine and the V quantizer
     assert p.data_banks > 0 and p.dma_issue > 1 and p.join_window > 1
     assert p.mult_depth > 0 and p.lop_grp > 0 and p.kvw_depth > 0 and p.vquant[0] > 0

@@ -78,6 +78,18 @@ def _image_bytes(dram: list, starts: list, addr: int, n: int) -> bytes:
     return dram[seg][1][off:off + n]
 
 
+def _drive(slots: dict, cyc: int, was: bool, sampled: bool, valid, *fields) -> bool:
+    """Drive this cycle's entry of `slots` (cycle -> the fields' values) with `valid` high, or lower `valid` in
+    the cycle after one that was driven (`was`); whether this cycle drives one."""
+    x = slots.pop(cyc, None)
+    if x is not None or was:
+        assert not sampled
+        valid.value = int(x is not None)
+        for f, v in zip(fields, x if x is not None else (), strict=False):
+            f.value = v
+    return x is not None
+
+
 def _job() -> dict:
     with open(os.environ["LOWBIT_BENCH_JOB"]) as f:
         return json.load(f)
@@ -274,31 +286,13 @@ async def chip_run(dut):
             dut.mem__resp_valid.value = (1 << len(ids)) - 1
             dut.mem__resp_id.value = sum(i << (k * id_w) for k, i in enumerate(ids))
             driven = bool(ids)
-        beat = dslot.pop(cyc, None)
-        if beat is not None or ddriven:
-            assert not sampled
-            dut.mem__rdata_valid.value = int(beat is not None)
-            if beat is not None:
-                dut.mem__rdata_id.value, dut.mem__rdata.value = beat
-            ddriven = beat is not None
-        ib = islot.pop(cyc, None)
-        if ib is not None or idriven:
-            assert not sampled
-            dut.if_rv.value = int(ib is not None)
-            if ib is not None:
-                dut.if_rq.value, dut.if_rw.value = ib
-            idriven = ib is not None
+        ddriven = _drive(dslot, cyc, ddriven, sampled, dut.mem__rdata_valid, dut.mem__rdata_id, dut.mem__rdata)
+        idriven = _drive(islot, cyc, idriven, sampled, dut.if_rv, dut.if_rq, dut.if_rw)
         ka = kdrive.pop(cyc, None)
         if ka is not None:
             assert not sampled
             dut.kv_raddr.value = ka
-        aw = aslot.pop(cyc, None)
-        if aw is not None or adriven:
-            assert not sampled
-            dut.load_en.value = int(aw is not None)
-            if aw is not None:
-                dut.load_queue.value, dut.load_addr.value, dut.load_word.value = aw
-            adriven = aw is not None
+        adriven = _drive(aslot, cyc, adriven, sampled, dut.load_en, dut.load_queue, dut.load_addr, dut.load_word)
         if not sampled:
             await ReadOnly()
         if first:

@@ -2,7 +2,7 @@
 
 The chip holds no program. Each queue has a ring of `ring_depth(p, reads)` instruction words (`reads`: the
 words its controller sees at once, 1 for an in-order compute queue, the issue window of a DMA engine and of
-the join monitor; the ring keeps twice that so a refill can land while the window is in use). Before `start`
+the join monitor; the ring holds at least that many). Before `start`
 the loader writes the first words of every queue into its ring; from run cycle 0 the fetch unit refills them:
 
 - **Space.** Word n of queue q may be requested once n < pc_q + F_q (pc_q the queue's registered head, the
@@ -121,10 +121,11 @@ class InstrFetch:
 
     def ring(self, q: int, name: str, lay, reads: int, raddr: Value, pc: Value) -> tuple[list[Value], Signal]:
         """Queue q's ring: the `reads` words at raddr, raddr + 1, ... as the next cycle's data (synchronous
-        reads) and, bit k, whether word raddr + k is in the ring (the controller's `avail`). Word i lives in bank i mod n (n =
-        `reads` rounded up to a power of two) at row (i div n) mod (F / n), so `reads` consecutive words sit
-        in distinct banks; bank b reads row (raddr div n) + (b < raddr mod n) and a barrel rotator by the
-        registered raddr mod n puts word raddr + k at position k."""
+        reads) and, bit k, whether word raddr + k is in the ring (the controller's `avail`). Word i lives in
+        bank i mod n (n = `reads` rounded up to a power of two) at row (i div n) mod (F / n), so `reads`
+        consecutive words sit in distinct banks (a bank of one word is a register); bank b reads row
+        (raddr div n) + (b < raddr mod n) and a barrel rotator by the registered raddr mod n puts word
+        raddr + k at position k."""
         m, p = self.m, self.p
         f = ring_depth(p, reads)
         n = _pow2(reads)
@@ -154,12 +155,20 @@ class InstrFetch:
             m.d.sync += sel.eq(lo)
         outs = []
         for b in range(n):
+            hit = wen & ((waddr[:lg] == b) if lg else 1)
+            if f == n:  # one word a bank: a register, read as it is (a word written in the cycle it would be
+                # read, which a memory's read port would show a cycle later, is not yet counted in `loaded`)
+                reg = Signal(size, name=f"imem_{name}_r{b}")
+                with m.If(hit):
+                    m.d.sync += reg.eq(wdata)
+                outs.append(reg)
+                continue
             mem = Memory(shape=unsigned(size), depth=f // n, init=[])
             m.submodules[f"imem_{name}" if n == 1 else f"imem_{name}_b{b}"] = mem
             wp, rp = mem.write_port(), mem.read_port()
             r = row + (lo > b) if b < n - 1 else row
-            m.d.comb += [wp.addr.eq(waddr[lg:] if lf > lg else 0), wp.data.eq(wdata),
-                         wp.en.eq(wen & ((waddr[:lg] == b) if lg else 1)), rp.addr.eq(r[:lf - lg] if lf > lg else 0)]
+            m.d.comb += [wp.addr.eq(waddr[lg:] if lf > lg else 0), wp.data.eq(wdata), wp.en.eq(hit),
+                         rp.addr.eq(r[:lf - lg] if lf > lg else 0)]
             outs.append(rp.data)
         for s in range(lg):  # rotate left by sel: position k takes bank (sel + k) mod n
             outs = [Mux(sel[s], outs[(k + (1 << s)) % n], outs[k]) for k in range(n)]

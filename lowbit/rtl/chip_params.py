@@ -12,8 +12,9 @@ def _pow2(n: int) -> int:
 
 def ring_depth(p: ChipParams, reads: int) -> int:
     """Words in the instruction ring of a queue whose controller reads `reads` words a cycle (lowbit.rtl.chip_fetch):
-    `ifetch_depth`, or twice the reads (so a refill can land while the window is in use), a power of two."""
-    return max(_pow2(p.ifetch_depth), 2 * _pow2(reads))
+    `ifetch_depth`, or the reads rounded up to a power of two where they are more (the window then spans the ring
+    and a slot is refilled once the head has passed it)."""
+    return max(_pow2(p.ifetch_depth), _pow2(reads))
 
 
 @dataclass(frozen=True)

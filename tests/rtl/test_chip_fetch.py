@@ -34,14 +34,15 @@ def test_ring_depth_and_beats():
     from lowbit.rtl.chip import ChipParams
 
     p = ChipParams(ifetch_depth=8)
-    assert [ring_depth(p, r) for r in (1, 3, 4, 12, 16)] == [8, 8, 8, 32, 32]
+    assert [ring_depth(p, r) for r in (1, 3, 4, 8, 12, 16)] == [8, 8, 8, 8, 16, 16]
     assert word_beats(564, 64) == 9 and word_beats(64, 64) == 1
 
 
 def _run_rtl(reads: list[int], starts: list[list[int]], size: int, p) -> tuple[list, list, list]:
-    """The rings of `reads`-wide queues and the arbiter in an Amaranth simulation; a stand-in controller issues
-    queue q's words at `starts[q]` (a head that moves whether or not the word read valid) and records, for
-    every word, whether it read valid and its content; the test bench answers the port after its latency."""
+    """The rings of `reads`-wide queues and the arbiter in an Amaranth simulation, with a stand-in controller per
+    queue that issues, in order and at most `reads` a cycle, word i of queue q from cycle starts[q][i] on once
+    its ring shows it available; the test bench answers the port after its latency. Returns every word's
+    (issue cycle, content as read), the programs and the port's requests."""
     from amaranth.hdl import Cat, Module, Signal, unsigned
     from amaranth.lib import data, wiring
     from amaranth.lib.wiring import In, Out
@@ -61,7 +62,7 @@ def _run_rtl(reads: list[int], starts: list[list[int]], size: int, p) -> tuple[l
                    "run": In(1), "lq": In(5), "la": In(8), "lw": In(size), "le": In(1)}
             for q, r in enumerate(reads):
                 sig[f"issue{q}"] = In(range(r + 1))
-                sig[f"w{q}"] = Out(data.ArrayLayout(unsigned(size), r))
+                sig[f"w{q}"] = Out(data.ArrayLayout(unsigned(size), r))  # bit 0: valid and available
             super().__init__(sig)
 
         def elaborate(self, platform):
@@ -79,9 +80,8 @@ def _run_rtl(reads: list[int], starts: list[list[int]], size: int, p) -> tuple[l
             return m
 
     dut = Dut()
-    seen: list[list] = [[None] * len(s) for s in starts]
+    got: list[list] = [[None] * len(s) for s in starts]
     grants: list[tuple[int, int]] = []
-    end = max(max(s) for s in starts)
     beats = [word_beats(size, p.ifetch_bits) for _ in reads]
 
     async def bench(ctx):
@@ -94,8 +94,8 @@ def _run_rtl(reads: list[int], starts: list[list[int]], size: int, p) -> tuple[l
                 await ctx.tick()
         ctx.set(dut.le, 0)
         ctx.set(dut.run, 1)
-        nxt, slots = list(depths), {}
-        for c in range(end + 1):
+        nxt, slots, pc, c = list(depths), {}, [0] * nq, 0
+        while any(pc[q] < len(starts[q]) for q in range(nq)):
             b = slots.pop(c, None)
             ctx.set(dut.if_rv, int(b is not None))
             if b is not None:
@@ -109,43 +109,50 @@ def _run_rtl(reads: list[int], starts: list[list[int]], size: int, p) -> tuple[l
                     slots[c + p.ifetch_latency + j] = (q, (w >> (j * p.ifetch_bits)) & ((1 << p.ifetch_bits) - 1))
                 nxt[q] += 1
             for q in range(nq):
-                now = [i for i, s in enumerate(starts[q]) if s == c]
-                for k, i in enumerate(now):
-                    w = ctx.get(getattr(dut, f"w{q}")[k])
-                    seen[q][i] = (w & 1, w)
-                ctx.set(getattr(dut, f"issue{q}"), len(now))
+                n = 0
+                while (n < reads[q] and pc[q] + n < len(starts[q]) and starts[q][pc[q] + n] <= c
+                       and ctx.get(getattr(dut, f"w{q}")[n]) & 1):
+                    got[q][pc[q] + n] = (c, ctx.get(getattr(dut, f"w{q}")[n]))
+                    n += 1
+                ctx.set(getattr(dut, f"issue{q}"), n)
+                pc[q] += n
             await ctx.tick()
+            c += 1
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
-    return seen, progs, [g for g in grants if g[0] <= end]
+    return got, progs, grants
 
 
-@pytest.mark.parametrize("latency,late", [(4, False), (40, True)])
+@pytest.mark.parametrize("latency,late", [(4, False), (60, True)])
 def test_rings_and_arbiter_follow_the_rule(latency, late):
-    """A one-word queue and a 4-word window queue with 20-bit words over an 8-bit port (3 beats): every word
-    reads valid at its issue cycle exactly where the rule says it is visible, then with its program content,
-    and every request is the rule's. At latency 40 the rule predicts late words and the RTL shows them."""
+    """A one-word queue and a 3-word window queue (rings of 4) with 20-bit words over an 8-bit port (3 beats).
+    Every word is issued with its program content; the port's requests are the rule's played on the schedule
+    the stand-ins actually ran; where the rule finds no word late on the intended schedule every word issues
+    on time, and at latency 60, where it does, the first word issued late is the first the rule names."""
     from lowbit.rtl.chip import ChipParams
 
     p = ChipParams(ifetch_depth=4, ifetch_bits=8, ifetch_latency=latency)
     rng = random.Random(3)
-    s0 = sorted(rng.sample(range(2, 400), 40))
-    s1 = sorted(rng.choice(range(2, 400)) for _ in range(60))
-    s1 = [c for k, c in enumerate(s1) if s1[max(0, k - 4):k].count(c) < 4][:50]  # at most 4 a cycle
-    seen, progs, grants = _run_rtl([1, 4], [s0, s1], 20, p)
-    f = feed_schedule([s0, s1], [ring_depth(p, 1), ring_depth(p, 4)], [3, 3], latency, join_queue=-1)
-    assert grants == f.grants
-    for q, st in enumerate([s0, s1]):
-        for i, c in enumerate(st):
-            valid, w = seen[q][i]
-            on_time = f.visible[q][i] <= c if i < len(f.visible[q]) else False
-            assert valid == on_time, (q, i, c, f.visible[q][i] if i < len(f.visible[q]) else None)
-            if valid:
-                assert w == progs[q][i]
-    assert bool(f.late) == late
+    s0 = sorted(rng.sample(range(2, 900), 40))
+    s1 = sorted(rng.choice(range(2, 900)) for _ in range(60))
+    s1 = [c for k, c in enumerate(s1) if s1[max(0, k - 3):k].count(c) < 3][:50]  # at most 3 a cycle
+    got, progs, grants = _run_rtl([1, 3], [s0, s1], 20, p)
+    depths, beats = [ring_depth(p, 1), ring_depth(p, 3)], [3, 3]
+    assert [[w for _, w in g] for g in got] == progs
+    ran = [[c for c, _ in g] for g in got]
+    own = feed_schedule(ran, depths, beats, latency, join_queue=-1)
+    assert grants[:len(own.grants)] == own.grants and own.late == []
+    plan = feed_schedule([s0, s1], depths, beats, latency, join_queue=-1)
+    delayed = sorted((ran[q][i], q, i) for q, st in enumerate([s0, s1]) for i in range(len(st)) if ran[q][i] > st[i])
+    assert bool(plan.late) == bool(delayed) == late
+    if late:  # the earliest word the stand-ins waited for is among the rule's late words, at the earliest start
+        first = min(c for c, *_ in delayed)
+        assert {(q, i) for c, q, i in delayed if [s0, s1][q][i] == min([s0, s1][q_][i_] for _, q_, i_ in delayed)} \
+            <= set(plan.late)
+        assert first > min([s0, s1][q][i] for q, i in plan.late)
 
 
 def test_counts_too_narrow_for_the_program_are_refused(tmp_path):

@@ -7,9 +7,10 @@ from pathlib import Path
 
 
 def verify_perturbed(monkeypatch, tmp_path: Path, edit: Callable, *, hw: str = "tiny", prefill: int = 2,
-                     decode: int = 3):
+                     decode: int = 3, image: bool = False):
     """(verify result, the edited plan): `edit(plan)` changes each data plan the loader makes before the bench
-    runs it (prompt of `prefill` tokens, `decode` steps, program compiled from the golden's LOP selections)."""
+    runs it (prompt of `prefill` tokens, `decode` steps, program compiled from the golden's LOP selections);
+    with `image`, `edit(plan, img)` also gets the chip image the plan was made for (its words' data fields)."""
     import lowbit.rtl.chip_run as cr
     from lowbit.rtl.chip_model import compile_from_golden
     from lowbit.sim.config import load_hw
@@ -19,7 +20,7 @@ def verify_perturbed(monkeypatch, tmp_path: Path, edit: Callable, *, hw: str = "
     def perturbed(img, cfg, seed=0, model=None):
         plan, why = real(img, cfg, seed, model)
         if plan is not None:
-            edit(plan)
+            edit(plan, img) if image else edit(plan)
             seen["plan"] = plan
         return plan, why
 

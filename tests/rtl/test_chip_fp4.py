@@ -417,56 +417,6 @@ def test_fp4_requantizer_refuses_a_psum_word_wider_than_the_sfu(tmp_path):
     assert plan.rq_cover == {} and plan.mult_depth == 0 and plan.sfu_ops
 
 
-@pytest.mark.slow
-def test_chip_fp4_requantizer_check_can_fail(tmp_path, monkeypatch):
-    """The FP4 requantizer's multiplier memory is on the chip's data path: vitallm-fp4 with one preloaded multiplier
-    word changed (layers.0.attn.v's row group 2, rows 12..17: m with bit 14 flipped in every lane) after the
-    golden was computed writes v outputs that differ from the golden's in exactly the elements
-    sim.numerics.requant predicts with that multiplier (every step reads the same word), the other projections
-    exact, the V quantizer's rows written to DRAM then differing in the V plane alone, timing exact."""
-    pytest.importorskip("cocotb")
-    import lowbit.rtl.chip_run as cr
-    from lowbit.rtl.chip_model import compile_from_golden, input_of
-    from lowbit.rtl.chip_requant import RQ_LOAD, pack_mult
-    from lowbit.sim.golden_fp4 import fp4_multiplier
-    from lowbit.sim.numerics.requant import requant
-
-    op, g = "layers.0.attn.v", 2
-    real, seen = cr.data_plan, {}
-
-    def corrupt(img, cfg, seed=0, model=None):
-        plan, why = real(img, cfg, seed, model)
-        if model is None:
-            return plan, why
-        (q, i), = [k for k in plan.rq_cover[(0, op)]]
-        a = img.words[q][i]["rq_m"] + g
-        m, sh = fp4_multiplier(model.dep.linears[op].fp4, cfg.fp4.frac_bits)
-        k = next(j for j, x in enumerate(plan.sfu_preload) if x[0] == a and x[2] == RQ_LOAD)
-        plan.sfu_preload[k] = (a, pack_mult([m ^ 1 << 14] * cfg.fp4.lanes, [sh] * cfg.fp4.lanes), RQ_LOAD)
-        seen.update(model=model, m=m ^ 1 << 14, sh=sh)
-        return plan, why
-
-    monkeypatch.setattr(cr, "data_plan", corrupt)
-    cfg = load_config("vitallm-fp4")
-    path = tmp_path / "prog.bin"
-    compile_from_golden(cfg, "bitnet-tiny", 4, 2, path, 0)
-    r = cr.verify_chip(cfg, path, "vitallm-fp4", [])
-    rows = slice(g * cfg.fp4.lanes, (g + 1) * cfg.fp4.lanes)
-    want = {}
-    for s, st in enumerate(seen["model"].run.steps):
-        b = st.buffers
-        amax = np.asarray(b[f"{input_of(op)}.amax"]).reshape(-1, 1)
-        y = requant(b[f"{op}.acc"][:, rows], amax, np.int64(seen["m"]), np.int64(seen["sh"]))
-        want[f"step {s} {op}"] = int((y != b[f"{op}.out"][:, rows]).sum())
-    assert all(n > 0 for n in want.values())
-    got = {name: bad for name, _, bad in r.rq}
-    assert len(got) == 42 and {k: got[k] for k in want} == want
-    assert all(bad == 0 for name, bad in got.items() if name not in want)
-    pl = r.kvw["planes"]
-    assert pl["v"][1] > 0 and pl["k"][1] == pl["lo"][1] == 0
-    assert r.mismatches == 0 and r.chip_cycles == r.sim_cycles == 7_581 and not r.ok
-
-
 def test_half_word_reads_deliver_booth_words_in_the_cycle_a_booth_word_buffer_would():
     """BoothFlex's act words on an FP4 act buffer (lowbit.rtl.chip_booth.half_word_reads): a memory of 32-element
     words read at BoothFlex word address a (act word a div 2, half a mod 2) gives, every cycle, the same data as
@@ -562,40 +512,110 @@ def test_fp4_design_maps_every_booth_attention_tile_onto_the_golden(fp4_plan):
 
 
 @pytest.mark.slow
-def test_chip_fp4_booth_attention_check_can_fail(tmp_path, monkeypatch):
-    """BoothFlex's P V tiles on vitallm-fp4 read the act buffer through half-word reads: one probability changed
-    by one (the prefill's layer 0, query 0, head 0, key 0: element 0 of the first act word the bench writes for
-    the first P V tile) after the golden was computed changes exactly that row's P V outputs whose V element of
-    key 0 is not 0 (out[d] = sum_r p[r] v8[r, d]): the psum words (4-lane passes over d) holding one of them
-    differ, the Q K^T tiles' and every other psum word exact, timing exact."""
+def test_chip_fp4_v_requantizer_and_booth_pv_checks_can_fail(tmp_path, monkeypatch):
+    """The FP4 requantizer's multiplier memory and BoothFlex's P V tiles (which read the probabilities as half
+    words of the FP4 act word, lowbit.rtl.chip_booth.half_word_reads) are on the chip's data path: vitallm-fp4
+    with one preloaded multiplier word changed after the golden was computed (the last layer's v projection,
+    layers.1.attn.v, row group 5: rows 30 and 31, KV head 1's dimensions 14 and 15; m with bit 13 flipped in
+    every lane, which leaves every row's amax_v the golden's, asserted, so the softmax's w8 and the attention
+    output's scale stay the golden's) fails visibly and exactly. Predicted from the golden's buffers and
+    sim.numerics alone: the v outputs differ in exactly the elements sim.numerics.requant gives with that
+    multiplier (every step reads the same word: 8, 2, 2), every layer-0 projection and layer 1's q and k exact
+    (the decode steps' inputs are the embedding rows of the program's token ids, not the chip's logits); the
+    KV writes' V plane differs in exactly the bytes where the per-head INT8 quantization of the changed v
+    (sfu_absmax_quantize, the golden's rule) differs from the golden's kv_append.v8 (12), the K and LO planes
+    not at all; BoothFlex's P V psum words (4-lane passes over d) differ exactly where sum over the attended
+    keys of w8[h, t, r] v8[r, d] with the changed v8 (every cached position, decode steps over the keys LOP
+    selected) differs from the golden's av.acc (12), the Q K^T tiles' words exact; timing exact. What the
+    changed attention output does downstream (layer 1's o, up, gate and down, the FP4 core's psum words, the
+    K/V units read back) is predicted by the golden run again with the same multiplier rows changed and fed
+    the program's token ids, mapped by the loader (chip_golden.data_plan) over it: 396 of the FP4 core's
+    1,068 psum words and 15 kv buffer units differ, each requantized projection's outputs as that run's."""
     pytest.importorskip("cocotb")
-    import lowbit.rtl.chip_run as cr
-    from lowbit.rtl.chip_model import compile_from_golden
+    import dataclasses
 
-    real, seen = cr.data_plan, {}
+    import lowbit.sim.golden as golden
+    from lowbit.rtl.chip_golden import data_plan
+    from lowbit.rtl.chip_model import input_of
+    from lowbit.rtl.chip_requant import RQ_LOAD, pack_mult
+    from lowbit.sim.golden_fp4 import fp4_multiplier
+    from lowbit.sim.numerics.requant import requant
+    from lowbit.sim.numerics.sfu import sfu_absmax_quantize
+    from tests.rtl.chip_perturb import verify_perturbed
 
-    def corrupt(img, cfg, seed=0, model=None):
-        plan, why = real(img, cfg, seed, model)
-        if model is None:
-            return plan, why
-        w = next(w for w in img.words[img.queues.index("booth")] if w["eng"] == 3)
-        a = w["a_addr"] // 2  # the first P V tile's first probability row's act word (booth_act: 2 a word)
-        i = min(i for i, ws in plan.act_writes.items() if any(x == a for x, _ in ws))
-        k = next(k for k, (x, _) in enumerate(plan.act_writes[i]) if x == a)
-        v = plan.act_writes[i][k][1]
-        plan.act_writes[i][k] = (a, v & ~0xFF | (v ^ 1) & 0xFF)
-        seen.update(model=model, layer=int(w["op"].split(".")[1]))
-        return plan, why
+    layer, g, bit = 1, 5, 13
+    op = f"layers.{layer}.attn.v"
+    cfg, seen = load_config("vitallm-fp4"), {}
+    rows = slice(g * cfg.fp4.lanes, (g + 1) * cfg.fp4.lanes)
 
-    monkeypatch.setattr(cr, "data_plan", corrupt)
-    cfg = load_config("vitallm-fp4")
-    path = tmp_path / "prog.bin"
-    compile_from_golden(cfg, "bitnet-tiny", 4, 2, path, 0)
-    r = cr.verify_chip(cfg, path, "vitallm-fp4", [])
-    v8 = seen["model"].run.steps[0].buffers[f"layers.{seen['layer']}.attn.kv_append.v8"]  # [T, KV heads, hd]
-    lanes = cfg.booth.lanes  # outputs (t, h, d) in that order, a psum word a pass of `lanes` dimensions
-    want = int(np.count_nonzero(v8[0, 0].reshape(-1, lanes).any(axis=1)))
-    assert 0 < want <= seen["model"].spec.head_dim // lanes
+    def flip(plan, img):
+        (q, i), = [k for k in plan.rq_cover[(0, op)]]
+        a = img.words[q][i]["rq_m"] + g
+        m, sh = fp4_multiplier(plan.model.dep.linears[op].fp4, cfg.fp4.frac_bits)
+        k = next(j for j, x in enumerate(plan.sfu_preload) if x[0] == a and x[2] == RQ_LOAD)
+        plan.sfu_preload[k] = (a, pack_mult([m ^ 1 << bit] * cfg.fp4.lanes, [sh] * cfg.fp4.lanes), RQ_LOAD)
+        seen.update(m=m ^ 1 << bit, sh=sh, img=img)
+
+    r, plan = verify_perturbed(monkeypatch, tmp_path, flip, hw="vitallm-fp4", prefill=4, decode=2, image=True)
+    mc = plan.model
+    s = mc.spec
+    assert s.n_layers == layer + 1  # the last layer: nothing after it reads its K or V
+    grp, hd, lanes = s.n_heads // s.n_kv_heads, s.head_dim, cfg.booth.lanes
+    want_rq, v8s, gold, v_bytes, pv_words = {}, [], [], 0, 0
+    for n, st in enumerate(mc.run.steps):
+        b = st.buffers
+        y = np.array(b[f"{op}.out"])
+        amax = np.asarray(b[f"{input_of(op)}.amax"]).reshape(-1, 1)
+        y[:, rows] = requant(b[f"{op}.acc"][:, rows], amax, np.int64(seen["m"]), np.int64(seen["sh"]))
+        want_rq[f"step {n} {op}"] = int((y != b[f"{op}.out"]).sum())
+        p = f"layers.{layer}.attn"
+        v8, va = sfu_absmax_quantize(y.reshape(len(st.ids), s.n_kv_heads, hd), golden.ACT_IN_BITS)
+        assert np.array_equal(va[..., 0], b[f"{p}.kv_append.v_amax"])
+        v_bytes += int((v8 != b[f"{p}.kv_append.v8"]).sum())
+        v8s.append(v8.astype(np.int64))
+        gold.append(b[f"{p}.kv_append.v8"])
+        w8 = np.where(b[f"{p}.qk.keys"], b[f"{p}.softmax.w8"], 0)  # [H, T, M]: the attended keys' probabilities
+        kv = np.arange(s.n_heads) // grp
+        ok, now = (np.einsum("htm,mhd->htd", w8, np.concatenate(c)[:, kv]) for c in (gold, v8s))  # [H, T, hd]
+        acc = b[f"{p}.av.acc"]
+        assert np.array_equal(ok, acc)
+        pv_words += int((now != acc).reshape(*acc.shape[:2], hd // lanes, lanes).any(axis=-1).sum())
+    assert want_rq == {"step 0 layers.1.attn.v": 8, "step 1 layers.1.attn.v": 2, "step 2 layers.1.attn.v": 2}
+    assert v_bytes == pv_words == 12
+    # downstream: the golden again with the same multiplier rows, the program's token ids fed
+    real = golden.fp4_row_multipliers
+
+    def changed(t, frac_bits):
+        m, sh = real(t, frac_bits)
+        if t is mc.dep.linears[op].fp4:
+            m = np.array(m)
+            m[rows] = seen["m"]
+        return m, sh
+
+    with monkeypatch.context() as mp:
+        mp.setattr(golden, "fp4_row_multipliers", changed)
+        run = golden.golden_run(mc.dep, cfg, mc.run.steps[0].ids, mc.run.tokens[len(mc.run.steps[0].ids):],
+                                lop="layers.0.attn.lop.sel" in mc.run.steps[-1].buffers)
+    assert all(np.array_equal(v, a.buffers[k]) for a, c in zip(mc.run.steps, run.steps, strict=True)
+               for k, v in c.buffers.items() if k.startswith("layers.0."))
+    plan2, why = data_plan(seen["img"], cfg, 0, dataclasses.replace(mc, run=run))
+    assert why == ""
+
+    def words(q):
+        return sum(x[0] != y[0] for x, y in zip(plan.expect[q], plan2.expect[q], strict=True))
+
+    ub = plan.dims.unit_bytes
+    kv_units = sum(u[2][i * ub:(i + 1) * ub] != plan2.kv_checks[k][2][i * ub:(i + 1) * ub]
+                   for k, u in plan.kv_checks.items() for i in range(u[1]))
+    assert (words("booth"), words("fp4"), kv_units) == (pv_words, 396, 15)
+    got_rq = {name: bad for name, _, bad in r.rq}
+    assert len(got_rq) == 42 and {k: got_rq[k] for k in want_rq} == want_rq
+    assert all(bad == 0 for name, bad in got_rq.items() if name.split()[2].startswith("layers.0.")
+               or name.split()[2] in (f"layers.{layer}.attn.q", f"layers.{layer}.attn.k"))
+    assert got_rq == {f"step {n} {o}": int((run.steps[n].buffers[f"{o}.out"] != a.buffers[f"{o}.out"]).sum())
+                      for n, a in enumerate(mc.run.steps) for o in (name.split()[2] for name in got_rq)}
+    pl = r.kvw["planes"]
+    assert pl["v"][1] == v_bytes and pl["k"][1] == pl["lo"][1] == 0 and r.kv_mismatches == kv_units
     got = {q.name: (q.data_words, q.data_mismatches) for q in r.queues if q.data_words >= 0}
-    assert got == {"booth": (236, want), "fp4": (1_068, 0)}
+    assert got == {"booth": (236, pv_words), "fp4": (1_068, 396)}
     assert r.mismatches == 0 and r.chip_cycles == r.sim_cycles == 7_581 and not r.ok

@@ -26,7 +26,10 @@ and is flagged (`SramEstimate.note`). More than two ports: ASSUMPTION, every por
 the 1rw1r - 1rw difference again.
 
 A buffer of `bytes` in `banks` banks is `banks` macros of ceil(bytes/banks) bytes each (whole words), `WORD_BITS` wide (DESIGN
-ASSUMPTION: 64-bit words, the widest published sky130 macro). Energy per byte = E_access / (WORD_BITS / 8);
+ASSUMPTION: 64-bit words, the widest published sky130 macro). A memory of wider words is built, as memory
+compilers tile wide words, from ceil(bits / 64) macros side by side sharing the address, each of an equal
+share of the bits (ASSUMPTION; the fits are not extrapolated in word width, where the 1rw1r fit's negative
+width term would give wide multi-port memories a negative area). Energy per byte = E_access / (WORD_BITS / 8);
 idle macros are clock-gated (the characterised deselected-but-clocked cycle is not charged).
 Scaling to the node (cost/area.py, Stillmaker & Baas 2017): area x area_factor(130 nm -> node), energy x
 energy_factor(130 nm, 1.8 V -> node, Vdd); leakage: ASSUMPTION leakage current per unit area is node
@@ -163,14 +166,17 @@ def sram_estimate(name: str, nbytes: int, banks: int, ports: int, node_nm: float
     words = -(-nbytes * 8 // (banks * word_bits))  # a bank holds whole words: rounded up
     af = area_factor(SKY130_NODE_NM, node_nm)
     ef = energy_factor(SKY130_NODE_NM, SKY130_VDD, node_nm, vdd)
-    area = banks * macro_area_um2_sky130(words, word_bits, ports) * af
-    e = macro_access_pj_sky130(words, word_bits, ports) * ef
-    leak = banks * macro_leak_w_sky130(words, word_bits) * af * vdd / SKY130_VDD
-    cap = words * word_bits
+    # a word wider than the widest published macro: `side` macros side by side, sharing the address
+    side = -(-word_bits // WORD_RANGE_BITS[1])
+    w = -(-word_bits // side)
+    area = banks * side * macro_area_um2_sky130(words, w, ports) * af
+    e = side * macro_access_pj_sky130(words, w, ports) * ef
+    leak = banks * side * macro_leak_w_sky130(words, w) * af * vdd / SKY130_VDD
+    cap = words * w
     lo, hi = CAPACITY_RANGE_BITS
     note = ""
-    if not lo <= cap <= hi or not WORD_RANGE_BITS[0] <= word_bits <= WORD_RANGE_BITS[1] or ports > 2:
-        note = (f"extrapolated: bank of {cap // 8192:g} KB x {word_bits} bit, {ports} ports; published macros "
+    if not lo <= cap <= hi or not WORD_RANGE_BITS[0] <= w <= WORD_RANGE_BITS[1] or ports > 2:
+        note = (f"extrapolated: bank of {side} x {cap / 8192:.3g} KB x {w} bit, {ports} ports; published macros "
                 f"span {lo // 8192}-{hi // 8192} KB, {WORD_RANGE_BITS[0]}-{WORD_RANGE_BITS[1]} bit, 1-2 ports")
     return SramEstimate(name, nbytes, banks, ports, area, e / (word_bits / 8), e / (word_bits / 8), leak,
                         word_bits, words, e, note)

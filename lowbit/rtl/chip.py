@@ -193,7 +193,7 @@ class Chip(wiring.Component):
         sig = {
             "start": In(1),
             "load_en": In(1),
-            "load_queue": In(5),  # a queue's instruction memory; with the data path, len(queues): the act buffer,
+            "load_queue": In(5),  # a queue's instruction ring (its first words); with the data path, len(queues): the act buffer,
             # + 1 .. + 6 the SFU's norm input, S, gain, norm output, amax and residual y memories (chip_sfu),
             # + 7 the attention output's scale memory (chip_av), + RQ_LOAD + k the multiplier memory of the
             # k-th engine with a requantizer (chip_requant)

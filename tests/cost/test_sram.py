@@ -37,6 +37,22 @@ def test_dual_port_costs_more_than_single_port():
     assert sram.macro_area_um2_sky130(512, 64, 3) == pytest.approx(2 * two - one)
 
 
+def test_wide_words_are_macros_side_by_side():
+    """A 256-bit word is four 64-bit macros sharing the address (the fits are not extrapolated in width, where
+    the 1rw1r fit's width term is negative); an 8 x 256-bit memory with one read and six write ports (six
+    macro ports by the chip's rule), which the width extrapolation put at a negative area, is positive and
+    costs more with every port."""
+    af = sram.area_factor(sram.SKY130_NODE_NM, 16)
+    s = sram.sram_estimate("vq_rows", 8 * 256 // 8, 1, 6, 16, 0.8, word_bits=256)
+    assert s.area_um2 == pytest.approx(4 * sram.macro_area_um2_sky130(8, 64, 6) * af)
+    assert sram.macro_area_um2_sky130(8, 256, 6) < 0 < s.area_um2  # the old extrapolation, and the tiling
+    areas = [sram.sram_estimate("m", 256, 1, p, 16, 0.8, word_bits=256).area_um2 for p in (1, 2, 3, 6)]
+    assert areas == sorted(areas) and areas[0] > 0
+    # 564 bits: nine macros of 63 bits; the note says so
+    w = sram.sram_estimate("imem", 8 * 564 // 8, 1, 1, 16, 0.8, word_bits=564)
+    assert w.area_um2 == pytest.approx(9 * sram.macro_area_um2_sky130(8, 63, 1) * af) and "9 x" in w.note
+
+
 def test_buffer_estimate_hand_numbers():
     # one 8 KB bank of 1024 x 64-bit words, single port: the published 8kbyte_1rw_64x1024_8 point (fit value)
     s = sram.sram_estimate("w", 8192, 1, 1, 16, 0.8)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from dataclasses import dataclass
+from itertools import accumulate
 
 from amaranth.hdl import Array, Const, Module, Mux, Signal, Value, unsigned
 from amaranth.lib import data
@@ -48,11 +49,15 @@ class Feed:
 
     visible: list[list[int]]
     late: list[tuple[int, int]]     # (queue, word)
-    fetched: int                    # words the port carried up to the program's last cycle
     grants: list[tuple[int, int]]   # (cycle, queue) of every request up to `end`
     end: int                        # the last cycle a head moves
     busy: int                       # port cycles they took
     min_slack: int                  # least (issue cycle - visible cycle) over the fetched words; -1 without any
+
+    @property
+    def fetched(self) -> int:
+        """Words the port carried up to the program's last cycle."""
+        return len(self.grants)
 
 
 def feed_schedule(starts: list[list[int]], depths: list[int], beats: list[int], latency: int,
@@ -61,16 +66,8 @@ def feed_schedule(starts: list[list[int]], depths: list[int], beats: list[int], 
     q's words issue (the join queue's: complete; its head retires a word once it and every earlier one have),
     `depths` the ring depths, `beats` each queue's words' port beats."""
     nq = len(starts)
-    heads = []  # sorted cycles at which each queue's head moves past word i (pc counts those < t)
-    for q, st in enumerate(starts):
-        if q == join_queue:
-            run, hi = [], -1
-            for s in st:
-                hi = max(hi, s)
-                run.append(hi)
-            heads.append(run)
-        else:
-            heads.append(sorted(st))
+    # sorted cycles at which each queue's head moves past word i (pc counts those < t)
+    heads = [list(accumulate(st, max)) if q == join_queue else sorted(st) for q, st in enumerate(starts)]
     end = max((h[-1] for h in heads if h), default=0)
     nxt = list(depths)
     visible = [[-1] * min(len(st), d) for st, d in zip(starts, depths, strict=True)]
@@ -98,7 +95,7 @@ def feed_schedule(starts: list[list[int]], depths: list[int], beats: list[int], 
                 slack.append(st[i] - v)
                 if v > st[i]:
                     late.append((q, i))
-    return Feed(visible, late, len(grants), grants, end, busy, min(slack, default=-1))
+    return Feed(visible, late, grants, end, busy, min(slack, default=-1))
 
 
 class InstrFetch:

@@ -13,6 +13,7 @@ import os
 import tempfile
 import time
 from collections import Counter
+from itertools import accumulate
 from pathlib import Path
 
 from amaranth.lib.data import StructLayout
@@ -83,11 +84,7 @@ def schedule_needs(img: ChipImage, ref: list[QueueTimes]) -> tuple[int, int, int
         if not st:
             continue
         issue = max(issue, max(Counter(st).values()))
-        ret, hi = [], -1
-        for e in en:
-            hi = max(hi, e)
-            ret.append(hi)
-        ss, rs = sorted(st), sorted(ret)
+        ss, rs = sorted(st), sorted(accumulate(en, max))  # in-order retirement: the running latest end
         table = max(table, max(bisect_right(ss, t) - bisect_left(rs, t) for t in set(st)))
     allocs: dict[int, list[int]] = {}
     rel: dict[tuple[int, int], int] = {}
@@ -98,11 +95,7 @@ def schedule_needs(img: ChipImage, ref: list[QueueTimes]) -> tuple[int, int, int
             if w["free"]:
                 rel[(w["free_buf"], w["free_slot"])] = ref[q].end[i]
     for b, iss in allocs.items():
-        ret, hi = [], -1
-        for k in range(len(iss)):
-            hi = max(hi, rel.get((b, k), 1 << 62))
-            ret.append(hi)
-        ss, rs = sorted(iss), sorted(ret)
+        ss, rs = sorted(iss), sorted(accumulate((rel.get((b, k), 1 << 62) for k in range(len(iss))), max))
         live = max(live, max(bisect_right(ss, t) - bisect_right(rs, t) for t in set(iss)))
     return issue, table, live
 
@@ -328,8 +321,7 @@ def verify_chip(cfg: HwConfig, program: str | Path, hw: str, sets: list[str] | N
                 "sfu_writes": {str(i): [[d, ws] for d, ws in gs] for i, gs in plan.sfu_writes.items()},
                 "sfu_preload": plan.sfu_preload + _rope_preload(rp, cfg, p, img) + kv_preload(
                     plan if p.kvw_depth else None, _nrq(cfg, p, img)), "kv_write": bool(p.kvw_depth) and plan.kvw is not None, "vq": bool(p.kvw_depth and p.vquant[0]), "vqs": bool(p.kvw_depth and p.vquant[0]) and not (
-                    sd and sm_ok(cfg, dims)), "rope": rp is not None, "rq": rq_engines(cfg, p, img.queues, img.classes, [word_kind(
-                    n, c, True, bd, sd) for n, c in zip(img.queues, img.classes, strict=True)]) if sd else [],
+                    sd and sm_ok(cfg, dims)), "rope": rp is not None, "rq": rq_engines(cfg, p, img.queues, img.classes, kinds) if sd else [],
                 "sfu_lanes": cfg.sfu.lanes, "av": bool(plan.av_expect), "embed": bool(plan.emb_ops),
                 "gather": {str(t): a for t, a in plan.emb_gather.items()}, "row_bytes": 2 * plan.model.spec.d_model
                 if plan.model is not None else 0,

@@ -8,8 +8,10 @@ RMSNorm -> [quantize] -> Wqkv (fused, one scale per projection) -> RoPE -> KV ap
 Formats: ``ternary`` runs the fused kernels of :mod:`.fused` around the dp4a GEMV (per layer: norm+quant,
 Wqkv, RoPE+append [+ LO codes], attention, [SubLN+quant], Wo+residual, norm+quant, W13, gate[+SubLN]+quant,
 W2+residual: nine launches plus attention; for one token each norm+quant+GEMV and gate+quant+GEMV chain is
-one launch of the whole-row GEMV where its tile fits, :func:`.rowgemv.norm_gemv` / :func:`.rowgemv.gate_gemv`
-— bitnet-2B4T: five launches per layer plus attention); ``nvfp4`` / ``mxfp4`` (bf16 x FP4 GEMV) run the same
+one launch of the whole-row GEMV, :func:`.rowgemv.norm_gemv` / :func:`.rowgemv.gate_gemv`, and without LOP
+the RoPE + KV append is that Wqkv launch's epilogue (:class:`.rowgemv.Rope`, ``rope_epilogue``) — gated
+FFNs such as bitnet-2B4T's: four launches per layer plus attention, five with LOP or ``rope_epilogue``
+off); ``nvfp4`` / ``mxfp4`` (bf16 x FP4 GEMV) run the same
 chain on :mod:`.fp4row`'s single-token kernel (norm + Wqkv + RoPE + KV append, [SubLN +] Wo + residual, norm + W13,
 GLU [+ SubLN] + W2 + residual: four launches per layer plus attention, configs tuned on the model's own cold
 weights by :meth:`DecodeModel.tune`), the torch ops for more than one token (``fused=False``: always);
@@ -35,10 +37,10 @@ from lowbit.sim.modelspec import ModelSpec, get_model
 
 from .decode_attn import dense_attention_fits, dense_decode_attention
 from .fp4 import fp4_gemv, random_fp4_weight_torch
-from .fp4row import Rope, fp4_gate_gemv, fp4_norm_gemv, tune_cold
+from .fp4row import fp4_gate_gemv, fp4_norm_gemv, tune_cold
 from .fused import rmsnorm_quant, rope_append
 from .lop_attn import lo_pack_keys_torch, lop_attention
-from .rowgemv import gate_gemv, norm_gemv
+from .rowgemv import Rope, gate_gemv, norm_gemv
 from .ternary import act_quant, pack_ternary_gpu_torch, ternary_gemv
 
 __all__ = ["DecodeModel", "build_model", "time_decode_step", "gpu_energy_j"]
@@ -131,7 +133,7 @@ class DecodeModel:
                                 generator=gen)
             self.lo_cache = lo_pack_keys_torch(ki8)
         self.max_ctx = max_ctx
-        # one token, FP4: the rotated queries' buffer of the Wqkv GEMV's RoPE epilogue (padding stays zero)
+        # one token without LOP: the rotated queries' buffer of the Wqkv GEMV's RoPE epilogue (padding stays zero)
         self.rope_epilogue = True
         self._q1 = torch.zeros(1, H, self.hd_cache, dtype=torch.bfloat16, device=device)
         # RoPE inverse frequencies theta^(-2i/d): constants of the model, computed once
@@ -225,8 +227,12 @@ class DecodeModel:
         s = self.spec
         H, KVH, eps = s.n_heads, s.n_kv_heads, s.norm_eps
         B = x.shape[0]
-        qkv = norm_gemv(x, lay.norms["attn"], eps, lay.wqkv)
-        q = rope_append(qkv, cos, sin, H, KVH, kc, vc, pos, lo, head_dim=s.head_dim)
+        if B == 1 and lo is None and self.rope_epilogue:  # RoPE + KV append in the GEMV's epilogue
+            q = norm_gemv(x, lay.norms["attn"], eps, lay.wqkv,
+                          rope=Rope(cos, sin, kc, vc, self._q1, H, KVH, s.head_dim, pos))
+        else:
+            qkv = norm_gemv(x, lay.norms["attn"], eps, lay.wqkv)
+            q = rope_append(qkv, cos, sin, H, KVH, kc, vc, pos, lo, head_dim=s.head_dim)
         a = self._attend(q, kc, vc, lo, pos + 1, keep_pad=self._pad_wo)
         a = a.reshape(B, a.shape[1] * a.shape[2])
         if s.subln:

@@ -30,21 +30,20 @@ Grid, prologue, tiles and the residual epilogue are those of :mod:`.rowgemv`'s t
 grid whose programs each build the pair words of the whole row (gating and RMSNorm first, the same float32
 ops as the torch sequence they replace) and then stream ``[BLOCK_N, KW]`` weight tiles, the next one loaded
 before the current one is reduced. For Wqkv the epilogue can be :func:`.fused.rope_append`'s RoPE + KV
-append (:class:`Rope`: one launch fewer per layer). The Triton interpreter has no inline PTX; there the pair
-products are evaluated in float32 (``USE_ASM`` off).
+append (:class:`.rowgemv.Rope`, the ternary kernel's epilogue too: one launch fewer per layer). The Triton
+interpreter has no inline PTX; there the pair products are evaluated in float32 (``USE_ASM`` off).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 
 from .fp4 import FP4Weight, _block_scale_f32
-from .rowgemv import GATES, _row_in, _row_launch, _row_norm, next_tiles, row_tiles
+from .rowgemv import GATES, Rope, _rope_store, _row_in, _row_launch, _row_norm, next_tiles, row_tiles
 from .ternary import INTERPRET, autotune, pdl_kw, pdl_launch, pdl_wait
 
 __all__ = ["fp4_gemv_row", "fp4_norm_gemv", "fp4_gate_gemv", "tune_cold", "COLD_CONFIGS", "Rope"]
@@ -245,27 +244,6 @@ def _fp4_row_kernel(x_ptr, w_ptr, s_ptr, r_ptr, y_ptr, g_ptr, N, KW, K, stride_w
 
 
 @triton.jit
-def _rope_store(y, nb, N, cos_ptr, sin_ptr, q_ptr, kc_ptr, vc_ptr, H, KVH, D, DC, MMAX, POS, BLOCK_N: tl.constexpr):
-    # the epilogue of fused.rope_append on rows nb*BLOCK_N ..: q rows rotated into q [H, DC], k rows rotated and
-    # v rows as they are into the caches' row POS ([KVH, MMAX, DC]); pairs (2i, 2i+1) of a head, D even
-    e, o = tl.split(tl.reshape(y.to(tl.float32), [BLOCK_N // 2, 2]))
-    ne = nb * BLOCK_N + 2 * tl.arange(0, BLOCK_N // 2)
-    ok = ne < N
-    head = ne // D
-    d = ne % D
-    rot = ok & (head < H + KVH)
-    c = tl.load(cos_ptr + d // 2, mask=rot, other=1.0)
-    s = tl.load(sin_ptr + d // 2, mask=rot, other=0.0)
-    y0 = tl.where(rot, e * c - o * s, e).to(tl.bfloat16)
-    y1 = tl.where(rot, e * s + o * c, o).to(tl.bfloat16)
-    kv = tl.where(head < H + KVH, head - H, head - H - KVH)
-    ptr = tl.where(head < H, q_ptr + head * DC + d,
-                   tl.where(head < H + KVH, kc_ptr, vc_ptr) + (kv * MMAX + POS) * DC + d)
-    tl.store(ptr, y0, mask=ok)
-    tl.store(ptr + 1, y1, mask=ok)
-
-
-@triton.jit
 def _scaled_sum(w, rn, ri, KW, pe0, pe1, pe2, pe3, po0, po1, po2, po3, s_ptr, stride_sn, n_ok, IS_NV: tl.constexpr,
                 WPB: tl.constexpr, USE_ASM: tl.constexpr, BLOCK_N: tl.constexpr, W2: tl.constexpr):
     # sum over the tile's word pairs ri (words 2 ri, 2 ri + 1) of block scale x pair sum: [BLOCK_N] float32
@@ -351,8 +329,7 @@ def fp4_gemv_row(x: torch.Tensor, w: FP4Weight, residual: torch.Tensor | None = 
         y = rope.q
         if config is not None and config["BLOCK_N"] < 2:
             config = {**config, "BLOCK_N": 2}
-        ra = (rope.cos, rope.sin, rope.k_cache, rope.v_cache, rope.n_heads, rope.n_kv, rope.head_dim,
-              rope.k_cache.shape[-1], rope.k_cache.shape[-2], rope.pos)
+        ra = rope.args()
     else:
         y = torch.empty(1, w.n, dtype=torch.bfloat16, device=dev)
         ra = (y, y, y, y, 0, 0, 1, 1, 1, 0)
@@ -365,30 +342,6 @@ def fp4_gemv_row(x: torch.Tensor, w: FP4Weight, residual: torch.Tensor | None = 
                  NORM=norm is not None, GATE=GATES.get(gate, 0), ROPE=rope is not None, **pdl_kw(dev, PDL_ROW))
     _row_launch(_fp4_row_kernel, _fp4_row_tuned, args, flags, w.n, kw, config, dev)
     return y
-
-
-@dataclass
-class Rope:
-    """RoPE + KV append after the Wqkv GEMV (one token): ``cos``/``sin`` float32 [d/2] of this position, the
-    layer's caches bf16 [1, KVH, Mmax, dc] (row ``pos`` written), ``q`` bf16 [1, H, dc] the rotated queries'
-    buffer (its padding past ``head_dim`` zero: never written)."""
-
-    cos: torch.Tensor
-    sin: torch.Tensor
-    k_cache: torch.Tensor
-    v_cache: torch.Tensor
-    q: torch.Tensor
-    n_heads: int
-    n_kv: int
-    head_dim: int
-    pos: int
-
-    def check(self, n: int) -> None:
-        dc = self.k_cache.shape[-1]
-        if (n != (self.n_heads + 2 * self.n_kv) * self.head_dim or self.head_dim % 2 or self.k_cache.shape[0] != 1
-                or tuple(self.q.shape) != (1, self.n_heads, dc) or not self.head_dim <= dc):
-            raise ValueError(f"RoPE epilogue: Wqkv rows {n}, heads {self.n_heads}/{self.n_kv} x {self.head_dim}, "
-                             f"caches {tuple(self.k_cache.shape)}, q {tuple(self.q.shape)} do not match")
 
 
 def fp4_norm_gemv(x: torch.Tensor, g: torch.Tensor | None, eps: float, w: FP4Weight, residual=None,

@@ -23,11 +23,18 @@ words; :func:`row_tiles`). Measured on an H200 for 3200x8640 (reports/gpu-baseli
 quantizer fused, where the tiled kernel of :mod:`.ternary` took 9.9 µs (6.0 vs 6.8 µs pre-quantized), so
 every single-token GEMV runs here. A same-layout FP4 variant (float32 row in registers) measured
 1.5-3x slower than the tiled FP4 GEMV there and is not kept.
+
+Epilogues: the bf16 output (``ws · acc / s``), plus a bf16 residual, or, for Wqkv (:class:`Rope`), the RoPE +
+KV append of :func:`.fused.rope_append` on that bf16 output (q rotated into the queries' buffer, k rotated and
+v as it is into the caches' row ``pos``; the same float32 ops and bf16 roundings, bit-identical): with the
+RMSNorm prologue (:func:`norm_gemv`) the whole norm + quantizer + Wqkv + RoPE + append chain of one token is
+one launch. :mod:`.fp4row`'s FP4 kernel shares this epilogue.
 """
 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -35,7 +42,7 @@ import triton.language as tl
 
 from .ternary import INTERPRET, absmax_scale, autotune, dp4a, pdl_kw, pdl_launch, pdl_wait, quant_i8
 
-__all__ = ["ternary_gemv_row", "row_kernel_fits", "row_tiles", "norm_gemv", "gate_gemv", "n_programs"]
+__all__ = ["ternary_gemv_row", "row_kernel_fits", "row_tiles", "norm_gemv", "gate_gemv", "n_programs", "Rope"]
 
 
 @functools.cache
@@ -103,12 +110,14 @@ def _row_dot(w, a0, a1, a2, a3, USE_ASM: tl.constexpr):
 
 @triton.jit
 def _tgemv_row_kernel(x_ptr, q_ptr, qsum_ptr, xs_ptr, w_ptr, ws_ptr, r_ptr, y_ptr, g_ptr, N, KW, K, stride_wn, eps,
-                      eps_n, BLOCK_N: tl.constexpr, KWP: tl.constexpr, FUSED: tl.constexpr, OUT_ACC: tl.constexpr,
-                      RESIDUAL: tl.constexpr, USE_ASM: tl.constexpr, PER_SM, PIPE: tl.constexpr,
-                      NORM: tl.constexpr, GATE: tl.constexpr = 0, KWT: tl.constexpr = 0, PDL: tl.constexpr = False):
+                      eps_n, cos_ptr, sin_ptr, kc_ptr, vc_ptr, H, KVH, D, DC, MMAX, POS, BLOCK_N: tl.constexpr,
+                      KWP: tl.constexpr, FUSED: tl.constexpr, OUT_ACC: tl.constexpr, RESIDUAL: tl.constexpr,
+                      USE_ASM: tl.constexpr, PER_SM, PIPE: tl.constexpr, NORM: tl.constexpr, GATE: tl.constexpr = 0,
+                      KWT: tl.constexpr = 0, ROPE: tl.constexpr = False, PDL: tl.constexpr = False):
     # PER_SM only sizes the grid (host side); NORM (with FUSED): RMSNorm with weight g before the quantizer;
     # GATE (with FUSED): x is [gate | up] and the row is their GLU (:func:`_row_in`); KWT > 0: words KWP ..
-    # KWP+KWT-1 are a tail tile (:func:`row_tiles`); without one (KWT 0) the tail names alias the main tile's
+    # KWP+KWT-1 are a tail tile (:func:`row_tiles`); without one (KWT 0) the tail names alias the main tile's;
+    # ROPE: the bf16 output goes through :func:`_rope_store` (y_ptr the rotated queries' buffer, BLOCK_N even)
     pdl_launch(PDL)
     pid = tl.program_id(0)
     NPROG = tl.num_programs(0)
@@ -190,14 +199,14 @@ def _tgemv_row_kernel(x_ptr, q_ptr, qsum_ptr, xs_ptr, w_ptr, ws_ptr, r_ptr, y_pt
                              other=0)
             else:
                 wt = w
-            _row_block(w, wt, rn, a0, a1, a2, a3, t0, t1, t2, t3, qsum, xs, ws_ptr, r_ptr, y_ptr, N, OUT_ACC, RESIDUAL,
-                       USE_ASM, KWT)
+            _row_block(w, wt, nb, rn, a0, a1, a2, a3, t0, t1, t2, t3, qsum, xs, ws_ptr, r_ptr, y_ptr, N, cos_ptr,
+                       sin_ptr, kc_ptr, vc_ptr, H, KVH, D, DC, MMAX, POS, OUT_ACC, RESIDUAL, USE_ASM, KWT, ROPE, BLOCK_N)
     else:  # the next tile is loaded (into registers) before the current one is reduced
         for nb in range(pid, n_blocks, NPROG):
             rn = nb * BLOCK_N + rn0
             w_next, wt_next = next_tiles(w_ptr, rn + NPROG * BLOCK_N, N, stride_wn, rj, j_ok, rt, t_ok, KWT)
-            _row_block(w, wt, rn, a0, a1, a2, a3, t0, t1, t2, t3, qsum, xs, ws_ptr, r_ptr, y_ptr, N, OUT_ACC, RESIDUAL,
-                       USE_ASM, KWT)
+            _row_block(w, wt, nb, rn, a0, a1, a2, a3, t0, t1, t2, t3, qsum, xs, ws_ptr, r_ptr, y_ptr, N, cos_ptr,
+                       sin_ptr, kc_ptr, vc_ptr, H, KVH, D, DC, MMAX, POS, OUT_ACC, RESIDUAL, USE_ASM, KWT, ROPE, BLOCK_N)
             w = w_next
             wt = wt_next
 
@@ -217,9 +226,10 @@ def next_tiles(w_ptr, rn_next, N, stride_wn, rj, j_ok, rt, t_ok, KWT: tl.constex
 
 
 @triton.jit
-def _row_block(w, wt, rn, a0, a1, a2, a3, t0, t1, t2, t3, qsum, xs, ws_ptr, r_ptr, y_ptr, N, OUT_ACC: tl.constexpr,
-               RESIDUAL: tl.constexpr, USE_ASM: tl.constexpr, KWT: tl.constexpr):
-    # the dp4a sums of one row block (main tile [+ tail tile]), then the epilogue
+def _row_block(w, wt, nb, rn, a0, a1, a2, a3, t0, t1, t2, t3, qsum, xs, ws_ptr, r_ptr, y_ptr, N, cos_ptr, sin_ptr,
+               kc_ptr, vc_ptr, H, KVH, D, DC, MMAX, POS, OUT_ACC: tl.constexpr, RESIDUAL: tl.constexpr,
+               USE_ASM: tl.constexpr, KWT: tl.constexpr, ROPE: tl.constexpr, BLOCK_N: tl.constexpr):
+    # the dp4a sums of row block nb (rows rn; main tile [+ tail tile]), then the epilogue
     n_ok = rn < N
     yint = _row_dot(w, a0, a1, a2, a3, USE_ASM) - qsum
     if KWT > 0:
@@ -229,9 +239,63 @@ def _row_block(w, wt, rn, a0, a1, a2, a3, t0, t1, t2, t3, qsum, xs, ws_ptr, r_pt
     else:
         ws = tl.load(ws_ptr + rn, mask=n_ok, other=0.0)
         y = ((yint.to(tl.float32) * ws) / xs).to(tl.bfloat16)
-        if RESIDUAL:  # x + W(x): the bf16 GEMV output added to the bf16 residual, as the unfused add
-            y = (tl.load(r_ptr + rn, mask=n_ok, other=0.0).to(tl.float32) + y.to(tl.float32)).to(tl.bfloat16)
-        tl.store(y_ptr + rn, y, mask=n_ok)
+        if ROPE:
+            _rope_store(y, nb, N, cos_ptr, sin_ptr, y_ptr, kc_ptr, vc_ptr, H, KVH, D, DC, MMAX, POS, BLOCK_N)
+        else:
+            if RESIDUAL:  # x + W(x): the bf16 GEMV output added to the bf16 residual, as the unfused add
+                y = (tl.load(r_ptr + rn, mask=n_ok, other=0.0).to(tl.float32) + y.to(tl.float32)).to(tl.bfloat16)
+            tl.store(y_ptr + rn, y, mask=n_ok)
+
+
+@triton.jit
+def _rope_store(y, nb, N, cos_ptr, sin_ptr, q_ptr, kc_ptr, vc_ptr, H, KVH, D, DC, MMAX, POS, BLOCK_N: tl.constexpr):
+    # the epilogue of fused.rope_append on the bf16 rows nb*BLOCK_N ..: q rows rotated into q [H, DC], k rows
+    # rotated and v rows as they are into the caches' row POS ([KVH, MMAX, DC]); pairs (2i, 2i+1) of a head
+    # (D and BLOCK_N even: a pair never spans two blocks or heads), rotated in float32 and rounded to bf16 as there
+    e, o = tl.split(tl.reshape(y.to(tl.float32), [BLOCK_N // 2, 2]))
+    ne = nb * BLOCK_N + 2 * tl.arange(0, BLOCK_N // 2)
+    ok = ne < N
+    head = ne // D
+    d = ne % D
+    rot = ok & (head < H + KVH)
+    c = tl.load(cos_ptr + d // 2, mask=rot, other=1.0)
+    s = tl.load(sin_ptr + d // 2, mask=rot, other=0.0)
+    y0 = tl.where(rot, e * c - o * s, e).to(tl.bfloat16)
+    y1 = tl.where(rot, e * s + o * c, o).to(tl.bfloat16)
+    kv = tl.where(head < H + KVH, head - H, head - H - KVH)
+    ptr = tl.where(head < H, q_ptr + head * DC + d,
+                   tl.where(head < H + KVH, kc_ptr, vc_ptr) + (kv * MMAX + POS) * DC + d)
+    tl.store(ptr, y0, mask=ok)
+    tl.store(ptr + 1, y1, mask=ok)
+
+
+@dataclass
+class Rope:
+    """RoPE + KV append after the Wqkv GEMV (one token): ``cos``/``sin`` float32 [d/2] of this position, the
+    layer's caches bf16 [1, KVH, Mmax, dc] (row ``pos`` written), ``q`` bf16 [1, H, dc] the rotated queries'
+    buffer (its padding past ``head_dim`` zero: never written)."""
+
+    cos: torch.Tensor
+    sin: torch.Tensor
+    k_cache: torch.Tensor
+    v_cache: torch.Tensor
+    q: torch.Tensor
+    n_heads: int
+    n_kv: int
+    head_dim: int
+    pos: int
+
+    def check(self, n: int) -> None:
+        dc = self.k_cache.shape[-1]
+        if (n != (self.n_heads + 2 * self.n_kv) * self.head_dim or self.head_dim % 2 or self.k_cache.shape[0] != 1
+                or tuple(self.q.shape) != (1, self.n_heads, dc) or not self.head_dim <= dc):
+            raise ValueError(f"RoPE epilogue: Wqkv rows {n}, heads {self.n_heads}/{self.n_kv} x {self.head_dim}, "
+                             f"caches {tuple(self.k_cache.shape)}, q {tuple(self.q.shape)} do not match")
+
+    def args(self) -> tuple:
+        """The kernels' RoPE arguments (cos, sin, caches, H, KVH, D, DC, MMAX, POS)."""
+        return (self.cos, self.sin, self.k_cache, self.v_cache, self.n_heads, self.n_kv, self.head_dim,
+                self.k_cache.shape[-1], self.k_cache.shape[-2], self.pos)
 
 
 # Measured on an H200 with cold weights (a sweep of 36 configs on seven shapes, 2560x2560 to 20480x3200, in
@@ -260,14 +324,17 @@ def row_kernel_fits(kw: int) -> bool:
     return kw >= 0.55 * triton.next_power_of_2(kw)
 
 
-def norm_gemv(x: torch.Tensor, g: torch.Tensor, eps: float, w, residual=None) -> torch.Tensor:
+def norm_gemv(x: torch.Tensor, g: torch.Tensor, eps: float, w, residual=None, rope: Rope | None = None) -> torch.Tensor:
     """``ternary_gemv(rmsnorm_quant(x, g, eps), w, residual=residual)``; for one token as one launch (the
-    RMSNorm in the whole-row kernel's prologue)."""
+    RMSNorm in the whole-row kernel's prologue). ``rope`` (one token, ``w`` = Wqkv): the RoPE + KV append of
+    :func:`.fused.rope_append` in the same launch; returns the rotated queries ``rope.q``."""
     from .fused import rmsnorm_quant
     from .ternary import ternary_gemv
 
     if x.shape[0] == 1:
-        return ternary_gemv_row(x, w, residual=residual, norm=g, norm_eps=eps)
+        return ternary_gemv_row(x, w, residual=residual, norm=g, norm_eps=eps, rope=rope)
+    if rope is not None:
+        raise ValueError(f"the RoPE epilogue takes one token, got {x.shape[0]}")
     return ternary_gemv(rmsnorm_quant(x, g, eps), w, residual=residual)
 
 
@@ -302,7 +369,7 @@ def _row_launch(kernel, tuned, args, flags, n, kw, config, dev):
     kernel[grid](*args, **flags, KWP=kwp, KWT=kwt, num_warps=nw, num_stages=ns, **cfg)
 
 
-_tgemv_row_tuned = autotune(_ROW_CONFIGS, key=["N", "KW", "FUSED", "RESIDUAL", "NORM", "GATE"],
+_tgemv_row_tuned = autotune(_ROW_CONFIGS, key=["N", "KW", "FUSED", "RESIDUAL", "NORM", "GATE", "ROPE"],
                             prune_configs_by={"early_config_prune": _row_prune})(_tgemv_row_kernel)
 
 
@@ -311,13 +378,16 @@ GATES = {"swiglu": 1, "relu2": 2}
 
 def ternary_gemv_row(a, w, out_acc: bool = False, config: dict | None = None, residual=None,
                      eps: float = 1e-5, norm: torch.Tensor | None = None, norm_eps: float = 1e-6,
-                     gate: str | None = None) -> torch.Tensor:
+                     gate: str | None = None, rope: Rope | None = None) -> torch.Tensor:
     """Batch-1 ternary GEMV (see :func:`.ternary.ternary_gemv`, same arguments and integers): ``a`` is a
     single-token :class:`.ternary.QuantAct` or bf16 [1, K] (quantizer fused). ``norm`` (bf16 [K], with bf16
     ``a``): RMSNorm of the row with this weight first (``fused.rmsnorm_quant``'s formula; the float32 sum
     of squares is taken in another order, so a code can differ by one where a value sits on a rounding
     boundary). ``gate`` ('swiglu' or 'relu2', with bf16 ``a`` = [gate | up] of [1, 2K]): the GLU of
-    ``fused.gate_quant`` first (then ``norm``, the SubLN)."""
+    ``fused.gate_quant`` first (then ``norm``, the SubLN). ``rope`` (``w`` = Wqkv, bf16 output, no residual):
+    the output is not stored; :func:`.fused.rope_append`'s RoPE and KV append run on its bf16 values instead
+    (the same float32 ops and roundings) and the rotated queries are returned (``rope.q``); an even
+    ``BLOCK_N``."""
     fused = isinstance(a, torch.Tensor)
     if fused:
         x = a.contiguous()
@@ -327,7 +397,18 @@ def ternary_gemv_row(a, w, out_acc: bool = False, config: dict | None = None, re
         x, q, qsum, xs = a.q, a.q.view(torch.int32), a.qsum, a.s
         dev = q.device
     kw = w.words.shape[1]
-    y = torch.empty(1, w.n, dtype=torch.int32 if out_acc else torch.bfloat16, device=dev)
+    if rope is not None:
+        if out_acc or residual is not None:
+            raise ValueError("the RoPE epilogue takes the bf16 output without a residual")
+        if config is not None and config["BLOCK_N"] % 2:
+            raise ValueError(f"the RoPE epilogue needs an even BLOCK_N (pairs 2i, 2i+1 in one block), got "
+                             f"{config['BLOCK_N']}")
+        rope.check(w.n)
+        y = rope.q
+        ra = rope.args()
+    else:
+        y = torch.empty(1, w.n, dtype=torch.int32 if out_acc else torch.bfloat16, device=dev)
+        ra = (y, y, y, y, 0, 0, 1, 1, 1, 0)
     r = residual if residual is not None else y
     if (norm is not None or gate is not None) and not fused:
         raise ValueError("norm and gate need the bf16 activations, not a QuantAct")
@@ -335,10 +416,10 @@ def ternary_gemv_row(a, w, out_acc: bool = False, config: dict | None = None, re
         raise ValueError(f"gate must be one of {sorted(GATES)} with [1, {2 * w.k}] activations, got {gate!r} "
                          f"and {tuple(x.shape)}")
     g = norm if norm is not None else y
-    args = (x, q, qsum, xs, w.words, w.scale, r, y, g, w.n, kw, w.k, w.words.stride(0), eps, norm_eps)
+    args = (x, q, qsum, xs, w.words, w.scale, r, y, g, w.n, kw, w.k, w.words.stride(0), eps, norm_eps, *ra)
     flags = dict(FUSED=fused, OUT_ACC=out_acc, RESIDUAL=residual is not None,
                  USE_ASM=dev.type == "cuda" and not INTERPRET, NORM=norm is not None, GATE=GATES.get(gate, 0),
-                 **pdl_kw(dev))
+                 ROPE=rope is not None, **pdl_kw(dev))
     _row_launch(_tgemv_row_kernel, _tgemv_row_tuned, args, flags, w.n, kw, config, dev)
     return y
 

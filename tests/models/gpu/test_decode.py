@@ -75,3 +75,27 @@ def test_padded_cache_attention_equals_unpadded(device):
     assert got.shape == want.shape and torch.allclose(got, want, atol=2e-2, rtol=2e-2)
     m.step(torch.randn(1, 64, generator=torch.Generator().manual_seed(4)).to(torch.bfloat16).to(device), 15)
     assert not m.k_cache[..., 12:].any() and m.k_cache[:, :, :, 15, :12].any()
+
+
+@pytest.mark.parametrize("name", ["bitnet-tiny", "tiny-hd12"])
+def test_ternary_rope_epilogue_step_equals_separate_launch(device, monkeypatch, name):
+    # one token: RoPE + KV append in the Wqkv GEMV's epilogue gives the step output and caches of the
+    # separate fused.rope_append launch bit for bit (head_dim 12: cache rows and queries padded to 16)
+    import lowbit.models.gpu.decode as dec
+
+    spec = dataclasses.replace(get_model("bitnet-tiny"), n_layers=2)
+    if name == "tiny-hd12":
+        spec = dataclasses.replace(spec, head_dim=12, subln=False, ffn_act="swiglu")
+    x = torch.randn(1, 64, generator=torch.Generator().manual_seed(7)).to(torch.bfloat16).to(device)
+    kw = dict(batch=1, max_ctx=12, device=device, seed=4)
+    sep = DecodeModel(spec, "ternary", **kw)
+    sep.rope_epilogue = False
+    y_sep = sep.step(x, 10)
+    epi = DecodeModel(spec, "ternary", **kw)
+    before = epi.k_cache.clone()
+    monkeypatch.setattr(dec, "rope_append", None)  # the epilogue path must not launch it
+    y_epi = epi.step(x, 10)
+    assert torch.equal(y_epi, y_sep)
+    assert torch.equal(epi.k_cache, sep.k_cache) and torch.equal(epi.v_cache, sep.v_cache)
+    assert not torch.equal(epi.k_cache[:, :, :, 10], before[:, :, :, 10])
+    assert torch.equal(epi.k_cache[:, :, :, :10], before[:, :, :, :10])

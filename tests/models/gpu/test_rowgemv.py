@@ -1,7 +1,7 @@
 """Whole-row single-token ternary GEMV (persistent grid, several row blocks per program): INT32 accumulators
 bit-exact with ``sim.numerics`` (quantizer fused and pre-quantized), bf16 outputs and the residual epilogue
-equal to the tiled kernel's, RMSNorm and GLU (+ SubLN) prologues against the unfused kernels, and badly
-padded rows as a main tile plus a tail tile."""
+equal to the tiled kernel's, RMSNorm and GLU (+ SubLN) prologues against the unfused kernels, badly
+padded rows as a main tile plus a tail tile, and the RoPE + KV-append epilogue against ``fused.rope_append``."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import pytest
 import torch
 import triton
 
-from lowbit.models.gpu.fused import gate_quant, rmsnorm_quant
+from lowbit.models.gpu.fused import gate_quant, rmsnorm_quant, rope_append
 from lowbit.models.gpu.rowgemv import (
+    Rope,
     gate_gemv,
     norm_gemv,
     row_kernel_fits,
@@ -166,3 +167,53 @@ def test_row_gemv_main_and_tail_tiles(device, n, k, act):
     for inp, gate in ((xt, act), (a, None)):  # quantizer (and GLU) fused / pre-quantized
         assert np.array_equal(ternary_gemv_row(inp, w, out_acc=True, config=dict(cfg), gate=gate).cpu().numpy(), ref)
     assert torch.equal(ternary_gemv_row(a, w, config=dict(cfg)), ternary_gemv(a, w))
+
+
+@pytest.mark.parametrize("hd,dc,k,cfg", [(10, 16, 100, None), (8, 8, 100, {"BLOCK_N": 8, "PER_SM": 2}),
+                                         (10, 16, 560, {"BLOCK_N": 2, "PER_SM": 1, "PIPE": 1, "num_stages": 3})])
+def test_rope_epilogue_matches_rope_append(device, hd, dc, k, cfg):
+    # the Wqkv GEMV's RoPE + KV-append epilogue against its bf16 output through fused.rope_append: the same
+    # queries and cache rows bit for bit, no other cache row written (row blocks that span heads, a partial
+    # last block, several blocks per program, a main + tail tile with K = 560)
+    H, KVH, mmax, pos = 3, 1, 7, 5
+    n = (H + 2 * KVH) * hd
+    rng = np.random.default_rng(hd + k)
+    codes, scale = ternary_quantize(rng.standard_normal((n, k)))
+    w = pack_ternary_gpu(codes, scale, device)
+    gen = torch.Generator().manual_seed(hd)
+    x = (2 * torch.randn(1, k, generator=gen)).to(torch.bfloat16).to(device)
+    g = (1 + 0.2 * torch.randn(k, generator=gen)).to(torch.bfloat16).to(device)
+    ang = 3.0 * torch.linspace(0.1, 1, hd // 2)
+    cos, sin = torch.cos(ang).to(device), torch.sin(ang).to(device)
+    before = [torch.nn.functional.pad(torch.randn(1, KVH, mmax, hd, generator=gen), (0, dc - hd)).to(torch.bfloat16)
+              .to(device) for _ in range(2)]
+    kc, vc = (c.clone() for c in before)
+    q_ref = rope_append(norm_gemv(x, g, 1e-6, w), cos, sin, H, KVH, kc, vc, pos, head_dim=hd)
+
+    def epilogue(p, c=cfg):
+        caches = [t.clone() for t in before]
+        qb = torch.zeros(1, H, dc, dtype=torch.bfloat16, device=device)
+        rope = Rope(cos, sin, caches[0], caches[1], qb, H, KVH, hd, p)
+        q = ternary_gemv_row(x, w, norm=g, norm_eps=1e-6, rope=rope, config=dict(c) if c else None)
+        assert q is qb
+        return q, caches
+
+    q, (kq, vq) = epilogue(pos)
+    assert torch.equal(q, q_ref) and torch.equal(kq, kc) and torch.equal(vq, vc)
+    others = torch.arange(mmax) != pos
+    assert torch.equal(kq[:, :, others], before[0][:, :, others]) and torch.equal(vq[:, :, others], before[1][:, :, others])
+    assert not torch.equal(kq[:, :, pos], before[0][:, :, pos]) and not torch.equal(vq[:, :, pos], before[1][:, :, pos])
+    _, (kw_, vw_) = epilogue(pos + 1)  # another row written: the check above can fail
+    assert not torch.equal(kw_, kc) and not torch.equal(vw_, vc)
+    if cfg is None:  # norm_gemv passes it through; the rules
+        assert torch.equal(norm_gemv(x, g, 1e-6, w, rope=Rope(cos, sin, kq, vq, torch.zeros_like(q), H, KVH, hd, pos)),
+                           q_ref)
+        rope = Rope(cos, sin, kq, vq, torch.zeros_like(q), H, KVH, hd, pos)
+        with pytest.raises(ValueError, match="even BLOCK_N"):
+            ternary_gemv_row(x, w, rope=rope, config={"BLOCK_N": 3, "PER_SM": 1})
+        with pytest.raises(ValueError, match="residual"):
+            ternary_gemv_row(x, w, rope=rope, residual=torch.zeros(1, n, dtype=torch.bfloat16, device=device))
+        with pytest.raises(ValueError, match="one token"):
+            norm_gemv(x.expand(2, k).contiguous(), g, 1e-6, w, rope=rope)
+        with pytest.raises(ValueError, match="RoPE epilogue"):
+            ternary_gemv_row(x, w, rope=Rope(cos, sin, kq, vq, torch.zeros_like(q), H, KVH + 1, hd, pos))

@@ -122,3 +122,83 @@ def _kernel_times(fn, reps: int = 10) -> dict:
         return {k: round(v, 2) for k, v in tot.items()}
     except Exception as e:  # noqa: BLE001 - a diagnostic only
         return {"profiler failed": f"{type(e).__name__}: {e}"[:100]}
+
+
+DENSE_SHAPES = {"bitnet-b1.58-3b": (32, 32, 100, 104), "bitnet-b1.58-2b4t": (20, 5, 128, 128)}  # (H, KVH, d, dc)
+
+
+def dense_variants(q, kc, vc, m: int, hd: int, splits=None, block_tokens: int = 64, num_warps: int = 4,
+                   dot=None) -> dict:
+    """The dense decode attention variants over the first ``m`` cached tokens (q [B, H, dc], caches
+    [B, KVH, Mmax, dc], dc >= hd zero-padded, scale 1/sqrt(hd)) as name -> call: ``sdpa`` (torch's default
+    backend), ``dense`` (:func:`.decode_attn.dense_decode_attention`), ``split_last`` / ``split_kernel``
+    (:func:`.decode_attn.split_decode_attention`, combine by the last program / by a second launch; the
+    keyword arguments are its tunables). Each returns bf16 [B, H, dc]."""
+    import torch.nn.functional as F
+
+    from .decode_attn import dense_decode_attention, split_decode_attention
+
+    sc = hd ** -0.5
+    gqa = q.shape[1] != kc.shape[1]
+    kw = dict(splits=splits, block_tokens=block_tokens, num_warps=num_warps, dot=dot)
+    return {"sdpa": lambda: F.scaled_dot_product_attention(q.unsqueeze(2), kc[:, :, :m], vc[:, :, :m], scale=sc,
+                                                           enable_gqa=gqa).squeeze(2),
+            "dense": lambda: dense_decode_attention(q, kc, vc, m, scale=sc),
+            "split_last": lambda: split_decode_attention(q, kc, vc, m, sc, combine="last", **kw),
+            "split_kernel": lambda: split_decode_attention(q, kc, vc, m, sc, combine="kernel", **kw)}
+
+
+def time_dense_attention(h: int, kvh: int, d: int, dc: int, ctx: int, batch: int = 1, seed: int = 0,
+                         **split_kw) -> dict:
+    """µs per call (:func:`.bench.bench_graph`: CUDA graph, cold K/V copies) of :func:`dense_variants` plus
+    ``sdpa_flash`` (SDPA forced to the flash backend; None where it refuses), for H query / KVH KV heads of
+    head_dim ``d`` in cache rows of ``dc`` and a context of ``ctx`` tokens (cache of ctx + 1 rows, as the
+    decode step has). ``err``: max |out - float64 reference| / max |reference| per variant; ``checks``:
+    split_last equals split_kernel bitwise, a captured split_last replayed 3 times equals the eager call, and
+    the group counters are 0 afterwards. ``split_kw``: :func:`.decode_attn.split_decode_attention` tunables."""
+    import torch
+
+    from .bench import l2_bytes
+    from .decode_attn import _SPLIT_SCRATCH, split_plan
+
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+
+    def rnd(*shape):
+        x = torch.randn(*shape, device="cuda", generator=gen)
+        x[..., d:] = 0
+        return x.to(torch.bfloat16)
+
+    q = rnd(batch, h, dc)
+    caches = [(rnd(batch, kvh, ctx + 1, dc), rnd(batch, kvh, ctx + 1, dc))
+              for _ in range(n_copies(2 * batch * kvh * (ctx + 1) * dc * 2, l2_bytes()))]
+    variants = [dense_variants(q, kc, vc, ctx, d, **split_kw) for kc, vc in caches]
+    res: dict = {"shape": f"B{batch}/H{h}/KV{kvh}/d{d}/dc{dc}", "context": ctx, "copies": len(caches),
+                 "splits": split_plan(ctx, batch * kvh, q.device, split_kw.get("splits"),
+                                      split_kw.get("block_tokens", 64)),
+                 "us": {}, "err": {}}
+    kc, vc = caches[0]
+    k = kc[:, :, :ctx, :d].double().repeat_interleave(h // kvh, 1)
+    s = torch.einsum("bhd,bhmd->bhm", q[..., :d].double(), k) * d ** -0.5
+    ref = torch.einsum("bhm,bhmd->bhd", torch.softmax(s, -1), vc[:, :, :ctx, :d].double().repeat_interleave(h // kvh, 1))
+    outs = {}
+    for name in variants[0]:
+        outs[name] = variants[0][name]()
+        res["err"][name] = float((outs[name][..., :d].double() - ref).abs().max() / ref.abs().max())
+        res["us"][name] = round(bench_graph([v[name] for v in variants]), 2)
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+            res["us"]["sdpa_flash"] = round(bench_graph([v["sdpa"] for v in variants]), 2)
+    except Exception:  # noqa: BLE001 - flash refuses this shape or is absent
+        res["us"]["sdpa_flash"] = None
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        cap = variants[0]["split_last"]()
+    for _ in range(3):
+        g.replay()
+    torch.cuda.synchronize()
+    res["checks"] = {"last_equals_kernel": bool(torch.equal(outs["split_last"], outs["split_kernel"])),
+                     "graph_replay_equals_eager": bool(torch.equal(cap, outs["split_last"])),
+                     "counters_zero": all(not v[3].any() for v in _SPLIT_SCRATCH.values())}
+    return res

@@ -9,6 +9,13 @@ Why a kernel of its own: at decode contexts of a few hundred tokens the step is 
 program per KV group issues its K/V loads at once and ends without a second pass, where cuDNN's flash
 kernel (torch SDPA) took 8.7 µs per bitnet-2B4T layer at 193 tokens on an H200, this kernel 6.2 µs.
 The grid has only B·KVH programs, so long contexts and MHA go to SDPA (:func:`dense_attention_fits`).
+
+:func:`split_decode_attention` is the split-context form ("flash-decoding": Dao, Haziza, Massa, Sizov,
+"Flash-Decoding for long-context inference", 2023, on the FlashAttention-2 online softmax): a grid of
+(B·KVH, S) programs, program (g, s) attending over the tokens [s·CH, (s+1)·CH) and writing its partial
+(running max ``m_s``, running sum ``l_s``, unnormalized float32 ``acc_s``); the combine is
+``out = Σ_s exp(m_s - M) acc_s / Σ_s exp(m_s - M) l_s`` with ``M = max_s m_s``, done by the group's last
+program to finish (an int32 counter per group) or by a second launch.
 """
 
 from __future__ import annotations
@@ -21,12 +28,15 @@ import triton.language as tl
 
 from .ternary import INTERPRET
 
-__all__ = ["attend_block", "attend_rows", "group_query", "dense_attention_fits", "dense_decode_attention", "DENSE_MAX_CTX"]
+__all__ = ["attend_block", "attend_rows", "group_query", "dense_attention_fits", "dense_decode_attention", "DENSE_MAX_CTX",
+           "split_decode_attention", "split_plan"]
 
 # Where the kernel is used instead of SDPA, from measurements on an H200 (flash SDPA vs this kernel, µs,
 # reports/gpu-baseline.md): bitnet-2B4T (GQA 20/5, d 128) 193 tokens 8.7 vs 6.2, 384: 9.2 vs 8.4, 512: 9.3
 # vs 10.5; bitnet-3B (MHA, d 100 in rows of 104) 193 tokens 10.1 vs 13.6 (32 programs, 15 of 16 MMA rows
-# idle). So: query heads sharing a KV head (G >= 2) and contexts up to DENSE_MAX_CTX tokens.
+# idle). So: query heads sharing a KV head (G >= 2) and contexts up to DENSE_MAX_CTX tokens. The choice is made
+# from these measurements only; the split kernel below is not in them (decode.py's LOWBIT_GPU_ATTN=split
+# selects it for measuring).
 DENSE_MAX_CTX = 384
 
 
@@ -87,8 +97,19 @@ def _dense_kernel(q_ptr, k_ptr, v_ptr, out_ptr, M, D, KVH, MMAX, sm_scale, G: tl
 
 def dense_attention_fits(m: int, group: int) -> bool:
     """Whether :func:`dense_decode_attention` serves a context of ``m`` tokens with ``group`` query heads per
-    KV head (else SDPA is faster: the measurements above)."""
+    KV head (else SDPA is faster): a choice made from the H200 measurements above, nothing else."""
     return group >= 2 and m <= DENSE_MAX_CTX
+
+
+def _check(q, k_cache, v_cache, m):
+    bsz, h, d = q.shape
+    kvh, mmax = k_cache.shape[1], k_cache.shape[2]
+    if h % kvh or not 1 <= m <= mmax or k_cache.shape[-1] != d or v_cache.shape != k_cache.shape:
+        raise ValueError(f"bad shapes: q {tuple(q.shape)}, k_cache {tuple(k_cache.shape)}, "
+                         f"v_cache {tuple(v_cache.shape)}, m={m}")
+    if not (k_cache.is_contiguous() and v_cache.is_contiguous()):
+        raise ValueError("k_cache and v_cache must be contiguous")
+    return bsz, h, d, kvh, mmax
 
 
 def dense_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, m: int,
@@ -97,13 +118,7 @@ def dense_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
 
     q: bf16 [B, H, d]; k_cache/v_cache: bf16 [B, KVH, Mmax, d] (contiguous); H a multiple of KVH; ``scale``
     defaults to 1/sqrt(d) (pass 1/sqrt(head_dim) when d carries zero padding). Returns bf16 [B, H, d]."""
-    bsz, h, d = q.shape
-    kvh, mmax = k_cache.shape[1], k_cache.shape[2]
-    if h % kvh or not 1 <= m <= mmax or k_cache.shape[-1] != d or v_cache.shape != k_cache.shape:
-        raise ValueError(f"bad shapes: q {tuple(q.shape)}, k_cache {tuple(k_cache.shape)}, "
-                         f"v_cache {tuple(v_cache.shape)}, m={m}")
-    if not (k_cache.is_contiguous() and v_cache.is_contiguous()):
-        raise ValueError("k_cache and v_cache must be contiguous")
+    bsz, h, d, kvh, mmax = _check(q, k_cache, v_cache, m)
     grp = h // kvh
     gpu = q.is_cuda and not INTERPRET
     out = torch.empty(bsz, h, d, dtype=torch.bfloat16, device=q.device)
@@ -111,4 +126,166 @@ def dense_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
                                 scale if scale is not None else 1.0 / math.sqrt(d), G=grp,
                                 GQ=max(16, triton.next_power_of_2(grp)), DP=max(16, triton.next_power_of_2(d)),
                                 KS=64, DOT_F32=not gpu, num_warps=4)
+    return out
+
+
+# ---- split-context decode attention (flash-decoding) ----
+
+_SPLIT_SCRATCH: dict = {}  # (device, groups, splits, GC, DP) -> (m, l, acc partials, counters)
+
+
+@triton.jit
+def _attend_ew(q, k, v, ok, m_i, l_i, o, sm_scale):
+    """:func:`attend_block` on the CUDA cores: q [GP, DP] float32 (GP may be 1), k/v [BT, DP] bf16; the scores
+    and P·V as broadcast products summed over d / over the tokens (no MMA rows padded to 16)."""
+    kf = k.to(tl.float32)
+    sc = tl.sum(q[:, None, :] * kf[None, :, :], axis=2)
+    sc = tl.where(ok[None, :], sc * sm_scale, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(sc, axis=1))
+    alpha = tl.exp(m_i - m_new)
+    p = tl.exp(sc - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(p, axis=1)
+    o = o * alpha[:, None] + tl.sum(p[:, :, None] * v.to(tl.float32)[None, :, :], axis=1)
+    return m_new, l_i, o
+
+
+@triton.jit
+def _split_combine(pm_ptr, pl_ptr, pa_ptr, out_ptr, g, NS, D, G: tl.constexpr, GC: tl.constexpr,
+                   DP: tl.constexpr, SC: tl.constexpr):
+    """out = Σ_s exp(m_s - M) acc_s / Σ_s exp(m_s - M) l_s over the NS partials of group g (M = max_s m_s),
+    read SC partials at a time (at L2: ``.cg``, they were written by other programs)."""
+    rs = tl.arange(0, SC)
+    rc = tl.arange(0, GC)
+    rd = tl.arange(0, DP)
+    c_ok = rc < G
+    mx = tl.full([GC], float("-inf"), tl.float32)
+    for s0 in range(0, NS, SC):
+        ok = ((s0 + rs) < NS)[:, None] & c_ok[None, :]
+        prow = (g * NS + s0 + rs)[:, None] * GC + rc[None, :]  # [SC, GC]
+        mx = tl.maximum(mx, tl.max(tl.load(pm_ptr + prow, mask=ok, other=float("-inf"), cache_modifier=".cg"), axis=0))
+    mx = tl.where(c_ok, mx, 0.0)
+    lsum = tl.zeros([GC], tl.float32)
+    acc = tl.zeros([GC, DP], tl.float32)
+    for s0 in range(0, NS, SC):
+        ok = ((s0 + rs) < NS)[:, None] & c_ok[None, :]
+        prow = (g * NS + s0 + rs)[:, None] * GC + rc[None, :]
+        w = tl.exp(tl.load(pm_ptr + prow, mask=ok, other=float("-inf"), cache_modifier=".cg") - mx[None, :])
+        lsum += tl.sum(w * tl.load(pl_ptr + prow, mask=ok, other=0.0, cache_modifier=".cg"), axis=0)
+        a = tl.load(pa_ptr + prow[:, :, None] * DP + rd[None, None, :], mask=ok[:, :, None], other=0.0,
+                    cache_modifier=".cg")
+        acc += tl.sum(w[:, :, None] * a, axis=0)
+    res = acc / tl.where(c_ok, lsum, 1.0)[:, None]
+    tl.store(out_ptr + (g * G + rc)[:, None] * D + rd[None, :], res.to(tl.bfloat16),
+             mask=c_ok[:, None] & (rd < D)[None, :])
+
+
+@triton.jit
+def _split_kernel(q_ptr, k_ptr, v_ptr, out_ptr, pm_ptr, pl_ptr, pa_ptr, cnt_ptr, M, D, MMAX, CH, NS, sm_scale,
+                  G: tl.constexpr, GQ: tl.constexpr, GC: tl.constexpr, DP: tl.constexpr, BT: tl.constexpr,
+                  SC: tl.constexpr, USE_DOT: tl.constexpr, DOT_F32: tl.constexpr, LAST: tl.constexpr):
+    g = tl.program_id(0)  # b * KVH + kv head; its query heads are g * G .. g * G + G - 1
+    s = tl.program_id(1)  # tokens [s * CH, min((s + 1) * CH, M))
+    q, m_i, l_i, o = group_query(q_ptr, g * G, D, G, GQ, DP)
+    if not USE_DOT:
+        q = q.to(tl.float32)
+    rd = tl.arange(0, DP)
+    lo = s * CH
+    hi = tl.minimum(lo + CH, M)
+    for i0 in range(lo, hi, BT):
+        rm = i0 + tl.arange(0, BT)
+        ok = rm < hi
+        lm = ok[:, None] & (rd < D)[None, :]
+        rows = g * MMAX + rm
+        k = tl.load(k_ptr + rows[:, None] * D + rd[None, :], mask=lm, other=0.0)
+        v = tl.load(v_ptr + rows[:, None] * D + rd[None, :], mask=lm, other=0.0)
+        if USE_DOT:
+            m_i, l_i, o = attend_block(q, k, v, ok, m_i, l_i, o, sm_scale, DOT_F32)
+        else:
+            m_i, l_i, o = _attend_ew(q, k, v, ok, m_i, l_i, o, sm_scale)
+    rg = tl.arange(0, GQ)
+    g_ok = rg < G
+    prow = (g * NS + s) * GC + rg
+    tl.store(pm_ptr + prow, m_i, mask=g_ok)
+    tl.store(pl_ptr + prow, l_i, mask=g_ok)
+    tl.store(pa_ptr + prow[:, None] * DP + rd[None, :], o, mask=g_ok[:, None])
+    if LAST:
+        # every thread's partial stores precede the signal (barrier), which releases them at GPU scope; the
+        # program that arrives last acquires them all, combines, and resets the counter for the next call
+        tl.debug_barrier()
+        old = tl.atomic_add(cnt_ptr + g, 1, sem="acq_rel", scope="gpu")
+        if old == NS - 1:
+            _split_combine(pm_ptr, pl_ptr, pa_ptr, out_ptr, g, NS, D, G, GC, DP, SC)
+            tl.atomic_xchg(cnt_ptr + g, 0, sem="relaxed", scope="gpu")
+
+
+@triton.jit
+def _split_combine_kernel(pm_ptr, pl_ptr, pa_ptr, out_ptr, NS, D, G: tl.constexpr, GC: tl.constexpr,
+                          DP: tl.constexpr, SC: tl.constexpr):
+    _split_combine(pm_ptr, pl_ptr, pa_ptr, out_ptr, tl.program_id(0), NS, D, G, GC, DP, SC)
+
+
+def _sm_count(dev: torch.device) -> int:
+    return torch.cuda.get_device_properties(dev).multi_processor_count if dev.type == "cuda" else 4
+
+
+def split_plan(m: int, groups: int, device, splits: int | None = None, block_tokens: int = 64,
+               min_split: int = 16) -> tuple[int, int, int]:
+    """(splits S, tokens per split CH, tokens per iteration BT) of :func:`split_decode_attention` for a
+    context of ``m`` tokens and ``groups`` = B·KVH. Default S: ``groups · S`` about the SM count (4 off
+    CUDA), at least ``min_split`` tokens a split; CH = ceil(m / S), S then ceil(m / CH) (no empty split);
+    BT the power of two >= CH (16 .. ``block_tokens``), a program looping over ceil(CH / BT) blocks."""
+    if splits is None:
+        splits = min(-(-_sm_count(torch.device(device)) // groups), -(-m // min_split))
+    splits = max(1, min(int(splits), m))
+    ch = -(-m // splits)
+    bt = min(max(16, triton.next_power_of_2(block_tokens)), max(16, triton.next_power_of_2(ch)))
+    return -(-m // ch), ch, bt
+
+
+def _split_scratch(dev, groups: int, ns: int, gc: int, dp: int):
+    key = (str(dev), groups, ns, gc, dp)
+    if key not in _SPLIT_SCRATCH:
+        rows = groups * ns * gc
+        _SPLIT_SCRATCH[key] = (torch.empty(rows, dtype=torch.float32, device=dev),
+                               torch.empty(rows, dtype=torch.float32, device=dev),
+                               torch.empty(rows * dp, dtype=torch.float32, device=dev),
+                               torch.zeros(groups, dtype=torch.int32, device=dev))
+    return _SPLIT_SCRATCH[key]
+
+
+def split_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, m: int,
+                           scale: float | None = None, *, splits: int | None = None, block_tokens: int = 64,
+                           num_warps: int = 4, combine: str = "last", dot: bool | None = None) -> torch.Tensor:
+    """:func:`dense_decode_attention` (same arguments and result) split over the context: program (g, s) of
+    a (B·KVH, S) grid runs the online softmax of the G query heads of KV group g over its CH tokens and
+    writes (m_s, l_s, acc_s); ``out = Σ_s exp(m_s - M) acc_s / Σ_s exp(m_s - M) l_s``, M = max_s m_s
+    (flash-decoding, Dao et al. 2023).
+
+    ``splits`` / ``block_tokens``: :func:`split_plan`. ``combine``: ``"last"`` (one launch: the group's last
+    program to finish combines, counted by an int32 counter it resets to 0) or ``"kernel"`` (a second launch).
+    ``dot``: scores and P·V by ``tl.dot`` on the G heads padded to 16 rows (default for G >= 2), else
+    elementwise on the CUDA cores (default for MHA, G = 1; BT then capped so that G·BT·d_pad <= 8192). The
+    partials and counters are allocated once per (device, shape) and reused, so a call is CUDA-graph
+    capturable after one eager call of the same shape; calls sharing them must not run concurrently (one
+    stream)."""
+    bsz, h, d, kvh, mmax = _check(q, k_cache, v_cache, m)
+    if combine not in ("last", "kernel"):
+        raise ValueError(f"unknown combine {combine!r}")
+    grp, groups = h // kvh, bsz * kvh
+    use_dot = grp >= 2 if dot is None else bool(dot)
+    ns, ch, bt = split_plan(m, groups, q.device, splits, block_tokens)
+    gc, dp = triton.next_power_of_2(grp), max(16, triton.next_power_of_2(d))
+    gq = max(16, gc) if use_dot else gc
+    if not use_dot:  # the broadcast product is [G, BT, DP] floats: at most 8192 (64 per thread at 4 warps)
+        bt = min(bt, max(16, 8192 // (gc * dp)))
+    sc = max(1, min(triton.next_power_of_2(ns), 8192 // (gc * dp)))
+    pm, pl, pa, cnt = _split_scratch(q.device, groups, ns, gc, dp)
+    out = torch.empty(bsz, h, d, dtype=torch.bfloat16, device=q.device)
+    sm_scale = scale if scale is not None else 1.0 / math.sqrt(d)
+    last = combine == "last"
+    _split_kernel[(groups, ns)](q.contiguous(), k_cache, v_cache, out, pm, pl, pa, cnt, m, d, mmax, ch, ns, sm_scale,
+                                G=grp, GQ=gq, GC=gc, DP=dp, BT=bt, SC=sc, USE_DOT=use_dot,
+                                DOT_F32=not (q.is_cuda and not INTERPRET), LAST=last, num_warps=num_warps)
+    if not last:
+        _split_combine_kernel[(groups,)](pm, pl, pa, out, ns, d, G=grp, GC=gc, DP=dp, SC=sc, num_warps=num_warps)
     return out

@@ -99,3 +99,33 @@ def test_ternary_rope_epilogue_step_equals_separate_launch(device, monkeypatch, 
     assert torch.equal(epi.k_cache, sep.k_cache) and torch.equal(epi.v_cache, sep.v_cache)
     assert not torch.equal(epi.k_cache[:, :, :, 10], before[:, :, :, 10])
     assert torch.equal(epi.k_cache[:, :, :, :10], before[:, :, :, :10])
+
+
+@pytest.mark.parametrize("mode,calls", [("auto", {"dense": 1}), ("split", {"split": 1}), ("sdpa", {})])
+def test_attention_mode_switch(device, monkeypatch, mode, calls):
+    # LOWBIT_GPU_ATTN (decode.ATTN_MODE) picks the dense decode attention of a low-bit model; same result
+    from lowbit.models.gpu import decode
+
+    seen: dict = {}
+    for name in ("dense", "split"):
+        fn = getattr(decode, f"{name}_decode_attention")
+        monkeypatch.setattr(decode, f"{name}_decode_attention",
+                            lambda *a, _f=fn, _n=name, **k: seen.__setitem__(_n, seen.get(_n, 0) + 1) or _f(*a, **k))
+    monkeypatch.setattr(decode, "ATTN_MODE", mode)
+    spec = dataclasses.replace(get_model("bitnet-tiny"), head_dim=12, subln=False)
+    assert spec.n_heads // spec.n_kv_heads >= 2  # GQA: "auto" takes the Triton kernel at 15 tokens
+    m = DecodeModel(spec, "ternary", batch=1, max_ctx=20, device=device, seed=6)
+    q = torch.randn(1, spec.n_heads, 12, generator=torch.Generator().manual_seed(3)).to(torch.bfloat16).to(device)
+    kc = torch.randn(m.k_cache[0].shape, generator=torch.Generator().manual_seed(4)).to(torch.bfloat16).to(device)
+    kc[..., 12:] = 0
+    vc = torch.randn(kc.shape, generator=torch.Generator().manual_seed(5)).to(torch.bfloat16).to(device)
+    vc[..., 12:] = 0
+    got = m._attend(q, kc, vc, None, 15).float()
+    want = torch.nn.functional.scaled_dot_product_attention(
+        q.unsqueeze(2).float(), kc[:, :, :15, :12].float(), vc[:, :, :15, :12].float(),
+        enable_gqa=spec.n_heads != spec.n_kv_heads).squeeze(2)
+    assert seen == calls
+    assert got.shape == want.shape and torch.allclose(got, want, atol=2e-2, rtol=2e-2)
+    monkeypatch.setattr(decode, "ATTN_MODE", "flash")
+    with pytest.raises(ValueError, match="LOWBIT_GPU_ATTN"):
+        m._attend(q, kc, vc, None, 15)

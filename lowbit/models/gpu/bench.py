@@ -405,7 +405,7 @@ def run_all(out_dir: Path, quick: bool = False, sections: str = "attention,linea
     data = {"schema": SCHEMA, "device": torch.cuda.get_device_name(), "torch": torch.__version__,
             "triton": triton.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seed": seed,
             "copy_gbps": round(copy_bandwidth(), 1), "l2_bytes": l2_bytes(), "results": [], "attention": [],
-            "decode": [], "copies": [], "references": [{"kernel": "bitnet_w2a8_cuda", "shape": f"{n}x{k}", "median_us": us,
+            "decode": [], "dense_attention": [], "copies": [], "references": [{"kernel": "bitnet_w2a8_cuda", "shape": f"{n}x{k}", "median_us": us,
                                           "note": "BitNet W2A8 CUDA GEMV, kernel alone, on an H200; not measured here"}
                                          for (n, k), us in W2A8_REF_US.items()],
             "checks": [], "skipped": []}
@@ -444,6 +444,9 @@ def run_all(out_dir: Path, quick: bool = False, sections: str = "attention,linea
         from .bench_attention import run_attention
         section("attention", lambda: run_attention(models, (4096,) if quick else (1024, 4096, 8192), 16, data, say,
                                                    budget, seed))
+        from .bench_attention import DENSE_CONTEXTS, run_dense_attention
+        section("dense attention", lambda: run_dense_attention(models, DENSE_CONTEXTS[:1] if quick else DENSE_CONTEXTS,
+                                                               data, say, budget, seed))
     if "linear" in secs:
         section("linear batch 1", lambda: run_linear(gemv_shapes, (1,), data, say, budget, seed, save))
         section("odd shapes", lambda: run_odd_shapes(data, seed))

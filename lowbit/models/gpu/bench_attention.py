@@ -202,3 +202,28 @@ def time_dense_attention(h: int, kvh: int, d: int, dc: int, ctx: int, batch: int
                      "graph_replay_equals_eager": bool(torch.equal(cap, outs["split_last"])),
                      "counters_zero": all(not v[3].any() for v in _SPLIT_SCRATCH.values())}
     return res
+
+
+DENSE_CONTEXTS = (193, 1024, 4096)
+
+
+def run_dense_attention(models, contexts, data, log, budget: Budget, seed: int) -> None:
+    """Rows of ``data["dense_attention"]``: :func:`time_dense_attention` with the default split plan for each
+    model's attention shape (:data:`DENSE_SHAPES`) and context, and its checks in ``data["checks"]`` (every
+    variant within 1e-2 of float64, the one-launch combine equal to the two-launch one, CUDA-graph replay
+    equal to the eager call, the group counters back at zero)."""
+    rows, checks = data.setdefault("dense_attention", []), data["checks"]
+    for model in models:
+        h, kvh, d, dc = DENSE_SHAPES[model]
+        for m in contexts:
+            if not budget.ok(f"dense attention {model} M={m}"):
+                continue
+            r = time_dense_attention(h, kvh, d, dc, m, seed=seed + 2)
+            rows.append({"model": model, **r})
+            worst = max(r["err"].values())
+            checks.append({"what": f"dense decode attention variants within 1e-2 of float64 {model} M={m}",
+                           "ok": worst < 1e-2, "detail": f"worst {worst:.2e}"})
+            checks += [{"what": f"split attention {name} {model} M={m}", "ok": ok, "detail": ""}
+                       for name, ok in r["checks"].items()]
+            log(f"dense attn {model} M={m} plan {r['splits']}: " + ", ".join(
+                f"{k} {v:.1f}" for k, v in r["us"].items() if v is not None))

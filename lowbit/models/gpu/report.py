@@ -175,6 +175,21 @@ def render_markdown(data: dict, keep: str = "") -> str:
                        f"{d['median_us']:.1f} | {r['median_us']:.1f} | {r['speedup_vs_torch']:.2f}× | "
                        f"{r.get('launches', 2)} | {r.get('stage_us', {}).get('two_launches', r['median_us']):.1f} | "
                        f"{r.get('stage_us', {}).get('score', 0):.1f} |")
+    if data.get("dense_attention"):
+        out += ["", "## Dense decode attention (one query token, bf16 KV cache; µs)", "",
+                "`split, 1 launch`: the context split over `splits` programs per KV group, the partial softmax states "
+                "combined by the group's last program (`decode_attn.split_decode_attention`); `split, 2 launches`: combined "
+                "by a second kernel; `one program per group`: the looped kernel; SDPA: torch's default backend and "
+                "flash forced.", "",
+                "| model | heads | context | splits | SDPA | SDPA flash | one program per group | split, 1 launch | "
+                "split, 2 launches | best vs SDPA |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in data["dense_attention"]:
+            us = r["us"]
+            sd = min(v for k, v in us.items() if k.startswith("sdpa") and v is not None)
+            best = min(v for k, v in us.items() if not k.startswith("sdpa") and v is not None)
+            fl = f"{us['sdpa_flash']:.1f}" if us.get("sdpa_flash") is not None else "—"
+            out.append(f"| {r['model']} | {r['shape']} | {r['context']} | {r['splits'][0]} | {us['sdpa']:.1f} | {fl} | "
+                       f"{us['dense']:.1f} | {us['split_last']:.1f} | {us['split_kernel']:.1f} | {sd / best:.2f}× |")
     if data.get("decode"):
         out += ["", "## Whole-model decode step (batch 1, CUDA graph, random weights, lm_head excluded)", "",
                 "`bf16` = torch eager ops; `bf16_compile` = the layer under `torch.compile(mode=\"max-autotune-no-cudagraphs\")`, "

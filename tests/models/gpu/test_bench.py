@@ -33,3 +33,21 @@ def test_lop_exact_check_passes_and_catches_a_wrong_key(device):
     bad_keys[0, 1, 5] = -bad_keys[0, 1, 5]  # the check's keys no longer match the LO cache
     bad = _exact_check("t", m, 9, q, kc, kc, lo, bad_keys, lop_attention)
     assert not bad["ok"] and "scores differ" in bad["detail"]
+
+
+def test_dense_attention_table_rows_and_best_ratio():
+    # the report's dense-attention table: one row per measurement, best kernel vs the faster SDPA backend
+    from lowbit.models.gpu.report import render_markdown
+
+    data = {"device": "GPU", "created": "now", "torch": "t", "triton": "tr", "copy_gbps": 4000.0, "results": [],
+            "dense_attention": [{"model": "m3", "shape": "B1/H32/KV32/d100/dc104", "context": 193,
+                                 "splits": [5, 39, 64],
+                                 "us": {"sdpa": 9.0, "dense": 13.5, "split_last": 4.5, "split_kernel": 6.0,
+                                        "sdpa_flash": 8.0}},
+                                {"model": "m2", "shape": "B1/H20/KV5/d128/dc128", "context": 1024,
+                                 "splits": [26, 40, 64],
+                                 "us": {"sdpa": 10.0, "dense": 20.0, "split_last": 12.5, "split_kernel": 13.0,
+                                        "sdpa_flash": None}}]}
+    md = render_markdown(data)
+    assert "| m3 | B1/H32/KV32/d100/dc104 | 193 | 5 | 9.0 | 8.0 | 13.5 | 4.5 | 6.0 | 1.78× |" in md
+    assert "| m2 | B1/H20/KV5/d128/dc128 | 1024 | 26 | 10.0 | — | 20.0 | 12.5 | 13.0 | 0.80× |" in md

@@ -21,10 +21,12 @@ copy bandwidth). JSON schema ``lowbit.gpu-baseline/2``, flat for ``lowbit report
                     "k_sel", "median_us", "gbps", "speedup_vs_torch", "device", "backend" (sdpa only),
                     "stage_us" (lop only: {"score": µs of the scoring phase as its own launch, "two_launches": µs
                     of the call forced to two launches}), "launches" (lop only: of the default call, 1 or 2)}],
-     "decode":    [{"kernel" ("bf16"|"bf16_compile"|"ternary"|"nvfp4"), "model", "batch", "context", "attn",
+     "decode":    [{"kernel" ("bf16"|"bf16_compile"|"ternary"|"ternary_pdl"|"nvfp4"), "model", "batch", "context", "attn",
                     "step_us", "tokens_per_s", "weight_bytes", "floor_frac" (weight bytes / copy bandwidth
                     / step time), "speedup_vs_torch" (vs bf16 eager), "speedup_vs_compile", "j_per_token",
                     "avg_w", "device", "finite"}],
+     "dense_attention": [{"model", "shape", "context", "copies", "splits" ([S, tokens per split, block]),
+                    "us" ({variant: µs}), "err" ({variant: max error / max |reference|}), "checks"}],
      "references": [{"kernel", "shape", "median_us", "note"}],
      "copies":    [{"kernel" ("copy_ternary_bytes"|"copy_fp4_bytes"), "model", "layer", "shape", "n", "k", "batch" (1),
                     "bytes" (read + write), "median_us", "gbps", "floor_frac", "device"}]: one device copy kernel
@@ -335,6 +337,7 @@ def run_odd_shapes(data, seed: int) -> None:
 def run_decode(configs, data, log, budget: Budget, seed: int) -> None:
     import torch
 
+    from . import ternary as ternary_mod
     from .decode import build_model, gpu_energy_j, time_decode_step
 
     dev_name = data["device"]
@@ -348,15 +351,19 @@ def run_decode(configs, data, log, budget: Budget, seed: int) -> None:
             continue
         mdl = None
         t0 = time.monotonic()
+        base = fmt.removesuffix("_compile").removesuffix("_pdl")
+        pdl_was = ternary_mod.PDL
         try:
-            mdl = build_model(model, fmt.removesuffix("_compile"), batch=1, context=ctx, attn=attn,
+            ternary_mod.PDL = pdl_was or fmt.endswith("_pdl")  # every ternary decode kernel with PDL
+            mdl = build_model(model, base, batch=1, context=ctx, attn=attn,
                               k_sel=max(1, ctx // 16), seed=seed + 2, compile=fmt.endswith("_compile"))
-            r = time_decode_step(mdl, ctx, profile=(fmt in ("ternary", "nvfp4") and ctx == 192), energy=energy)
+            r = time_decode_step(mdl, ctx, profile=(base in ("ternary", "nvfp4") and ctx == 192), energy=energy)
         except Exception as e:  # report and continue: one failing config must not lose the others
             log(f"{what}: FAILED {type(e).__name__}: {str(e)[:300]}")
             data["skipped"].append({"what": what, "why": f"{type(e).__name__}: {str(e)[:200]}"})
             continue
         finally:
+            ternary_mod.PDL = pdl_was
             mdl = None
             torch.cuda.empty_cache()
         floor_us = r["weight_bytes"] / (data["copy_gbps"] * 1e9) * 1e6
@@ -453,6 +460,7 @@ def run_all(out_dir: Path, quick: bool = False, sections: str = "attention,linea
     if "decode" in secs:
         cfgs = [(m, f, 192, "dense") for m in models for f in ("bf16", "ternary", "nvfp4")]
         cfgs += [(m, "bf16_compile", 192, "dense") for m in models]
+        cfgs += [(m, "ternary_pdl", 192, "dense") for m in models]
         cfgs += [("bitnet-b1.58-2b4t", f, 4000, a) for f, a in (("bf16", "dense"), ("ternary", "dense"), ("ternary", "lop"))]
         cfgs += [("bitnet-b1.58-3b", f, 4000, a) for f, a in (("bf16", "dense"), ("ternary", "dense"), ("ternary", "lop"))]
         section("decode", lambda: run_decode(cfgs[:2] if quick else cfgs, data, say, budget, seed))

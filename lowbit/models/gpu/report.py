@@ -193,7 +193,8 @@ def render_markdown(data: dict, keep: str = "") -> str:
     if data.get("decode"):
         out += ["", "## Whole-model decode step (batch 1, CUDA graph, random weights, lm_head excluded)", "",
                 "`bf16` = torch eager ops; `bf16_compile` = the layer under `torch.compile(mode=\"max-autotune-no-cudagraphs\")`, "
-                "both replayed as one CUDA graph (= max-autotune). Floor = weight bytes / copy bandwidth. Energy: "
+                "both replayed as one CUDA graph (= max-autotune); `ternary_pdl` = the ternary step with programmatic "
+                "dependent launch on every ternary kernel (`LOWBIT_GPU_PDL=1`). Floor = weight bytes / copy bandwidth. Energy: "
                 "NVML total-energy counter over ~1 s of back-to-back replays (whole board).", "",
                 "| model | weights | context | attention | µs/token | tokens/s | weight MB | % of floor | vs bf16 | "
                 "vs bf16 compile | J/token | avg W |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]

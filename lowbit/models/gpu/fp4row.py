@@ -352,6 +352,9 @@ def fp4_norm_gemv(x: torch.Tensor, g: torch.Tensor | None, eps: float, w: FP4Wei
 
     if x.shape[0] == 1:
         return fp4_gemv_row(x, w, residual=residual, norm=g, norm_eps=eps, rope=rope)
+    if rope is not None:
+        raise ValueError(f"the RoPE epilogue takes one token, got {x.shape[0]}; run fused.rope_append on the GEMV "
+                         "output instead")
     n = torch.nn.functional.rms_norm(x, (x.shape[-1],), g, eps) if g is not None else x
     y = fp4_gemv(n, w)
     return y if residual is None else residual + y

@@ -155,3 +155,5 @@ def test_rope_epilogue_matches_rope_append(device, hd, dc):
     assert torch.equal(q, q_ref)
     assert torch.equal(caches[2], caches[0]) and torch.equal(caches[3], caches[1])
     assert not torch.equal(caches[0][:, :, pos], before[:, :, pos]) and torch.equal(caches[0][:, :, :pos], before[:, :, :pos])
+    with pytest.raises(ValueError, match="one token"):  # never the unrotated output for two tokens
+        fp4_norm_gemv(x.expand(2, k), g, 1e-6, wg, rope=Rope(cos, sin, caches[2], caches[3], q, H, KVH, hd, pos))

@@ -26,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .ternary import INTERPRET
+from .ternary import INTERPRET, pdl_kw, pdl_launch, pdl_wait
 
 __all__ = ["attend_block", "attend_rows", "group_query", "dense_attention_fits", "dense_decode_attention", "DENSE_MAX_CTX",
            "split_decode_attention", "split_plan"]
@@ -82,11 +82,18 @@ def attend_rows(q, k_ptr, v_ptr, rows, ok, m_i, l_i, o, D, sm_scale, DP: tl.cons
 
 @triton.jit
 def _dense_kernel(q_ptr, k_ptr, v_ptr, out_ptr, M, D, KVH, MMAX, sm_scale, G: tl.constexpr, GQ: tl.constexpr,
-                  DP: tl.constexpr, KS: tl.constexpr, DOT_F32: tl.constexpr):
+                  DP: tl.constexpr, KS: tl.constexpr, DOT_F32: tl.constexpr, PDL: tl.constexpr = False):
+    pdl_launch(PDL)
     g = tl.program_id(0)  # b * KVH + kv head; its query heads are h0 .. h0 + G - 1
     h0 = (g // KVH) * KVH * G + (g % KVH) * G
+    # the first block's rows before the wait, the appended row M - 1 after it (as _split_kernel)
+    rm = tl.arange(0, KS)
+    k, v = _kv_rows(k_ptr, v_ptr, g * MMAX + rm, rm < M - 1, D, DP)
+    pdl_wait(PDL)
+    k_new, v_new = _kv_rows(k_ptr, v_ptr, g * MMAX + rm, rm == M - 1, D, DP)
     q, m_i, l_i, o = group_query(q_ptr, h0, D, G, GQ, DP)
-    for i0 in range(0, M, KS):
+    m_i, l_i, o = attend_block(q, k + k_new, v + v_new, rm < M, m_i, l_i, o, sm_scale, DOT_F32)
+    for i0 in range(KS, M, KS):
         rm = i0 + tl.arange(0, KS)
         m_i, l_i, o = attend_rows(q, k_ptr, v_ptr, g * MMAX + rm, rm < M, m_i, l_i, o, D, sm_scale, DP, DOT_F32)
     o = o / l_i[:, None]
@@ -125,7 +132,7 @@ def dense_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
     _dense_kernel[(bsz * kvh,)](q.contiguous(), k_cache, v_cache, out, m, d, kvh, mmax,
                                 scale if scale is not None else 1.0 / math.sqrt(d), G=grp,
                                 GQ=max(16, triton.next_power_of_2(grp)), DP=max(16, triton.next_power_of_2(d)),
-                                KS=64, DOT_F32=not gpu, num_warps=4)
+                                KS=64, DOT_F32=not gpu, num_warps=4, **pdl_kw(q.device))
     return out
 
 
@@ -182,22 +189,31 @@ def _split_combine(pm_ptr, pl_ptr, pa_ptr, out_ptr, g, NS, D, G: tl.constexpr, G
 @triton.jit
 def _split_kernel(q_ptr, k_ptr, v_ptr, out_ptr, pm_ptr, pl_ptr, pa_ptr, cnt_ptr, M, D, MMAX, CH, NS, sm_scale,
                   G: tl.constexpr, GQ: tl.constexpr, GC: tl.constexpr, DP: tl.constexpr, BT: tl.constexpr,
-                  SC: tl.constexpr, USE_DOT: tl.constexpr, DOT_F32: tl.constexpr, LAST: tl.constexpr):
+                  SC: tl.constexpr, USE_DOT: tl.constexpr, DOT_F32: tl.constexpr, LAST: tl.constexpr,
+                  PDL: tl.constexpr = False):
+    pdl_launch(PDL)
     g = tl.program_id(0)  # b * KVH + kv head; its query heads are g * G .. g * G + G - 1
     s = tl.program_id(1)  # tokens [s * CH, min((s + 1) * CH, M))
-    q, m_i, l_i, o = group_query(q_ptr, g * G, D, G, GQ, DP)
-    if not USE_DOT:
-        q = q.to(tl.float32)
     rd = tl.arange(0, DP)
     lo = s * CH
     hi = tl.minimum(lo + CH, M)
+    # the first block's cached rows are read before the wait: the predecessor (the Wqkv GEMV's RoPE + append)
+    # writes only row M - 1, which is read after it
+    rm = lo + tl.arange(0, BT)
+    ok = rm < hi
+    k, v = _kv_rows(k_ptr, v_ptr, g * MMAX + rm, ok & (rm < M - 1), D, DP)
+    pdl_wait(PDL)
+    k_new, v_new = _kv_rows(k_ptr, v_ptr, g * MMAX + rm, ok & (rm == M - 1), D, DP)
+    k += k_new  # zero where not loaded: each element is one of the two, exactly
+    v += v_new
+    q, m_i, l_i, o = group_query(q_ptr, g * G, D, G, GQ, DP)
+    if not USE_DOT:
+        q = q.to(tl.float32)
     for i0 in range(lo, hi, BT):
-        rm = i0 + tl.arange(0, BT)
-        ok = rm < hi
-        lm = ok[:, None] & (rd < D)[None, :]
-        rows = g * MMAX + rm
-        k = tl.load(k_ptr + rows[:, None] * D + rd[None, :], mask=lm, other=0.0)
-        v = tl.load(v_ptr + rows[:, None] * D + rd[None, :], mask=lm, other=0.0)
+        if i0 > lo:
+            rm = i0 + tl.arange(0, BT)
+            ok = rm < hi
+            k, v = _kv_rows(k_ptr, v_ptr, g * MMAX + rm, ok, D, DP)
         if USE_DOT:
             m_i, l_i, o = attend_block(q, k, v, ok, m_i, l_i, o, sm_scale, DOT_F32)
         else:
@@ -216,6 +232,15 @@ def _split_kernel(q_ptr, k_ptr, v_ptr, out_ptr, pm_ptr, pl_ptr, pa_ptr, cnt_ptr,
         if old == NS - 1:
             _split_combine(pm_ptr, pl_ptr, pa_ptr, out_ptr, g, NS, D, G, GC, DP, SC)
             tl.atomic_xchg(cnt_ptr + g, 0, sem="relaxed", scope="gpu")
+
+
+@triton.jit
+def _kv_rows(k_ptr, v_ptr, rows, ok, D, DP: tl.constexpr):
+    """The K and V cache rows ``rows`` [BT] where ``ok`` (zero elsewhere and past D) as [BT, DP] bf16."""
+    rd = tl.arange(0, DP)
+    lm = ok[:, None] & (rd < D)[None, :]
+    return (tl.load(k_ptr + rows[:, None] * D + rd[None, :], mask=lm, other=0.0),
+            tl.load(v_ptr + rows[:, None] * D + rd[None, :], mask=lm, other=0.0))
 
 
 @triton.jit
@@ -285,7 +310,8 @@ def split_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
     last = combine == "last"
     _split_kernel[(groups, ns)](q.contiguous(), k_cache, v_cache, out, pm, pl, pa, cnt, m, d, mmax, ch, ns, sm_scale,
                                 G=grp, GQ=gq, GC=gc, DP=dp, BT=bt, SC=sc, USE_DOT=use_dot,
-                                DOT_F32=not (q.is_cuda and not INTERPRET), LAST=last, num_warps=num_warps)
+                                DOT_F32=not (q.is_cuda and not INTERPRET), LAST=last, num_warps=num_warps,
+                                **pdl_kw(q.device))
     if not last:
         _split_combine_kernel[(groups,)](pm, pl, pa, out, ns, d, G=grp, GC=gc, DP=dp, SC=sc, num_warps=num_warps)
     return out

@@ -21,7 +21,8 @@ copy bandwidth). JSON schema ``lowbit.gpu-baseline/2``, flat for ``lowbit report
                     "k_sel", "median_us", "gbps", "speedup_vs_torch", "device", "backend" (sdpa only),
                     "stage_us" (lop only: {"score": µs of the scoring phase as its own launch, "two_launches": µs
                     of the call forced to two launches}), "launches" (lop only: of the default call, 1 or 2)}],
-     "decode":    [{"kernel" ("bf16"|"bf16_compile"|"ternary"|"ternary_pdl"|"nvfp4"), "model", "batch", "context", "attn",
+     "decode":    [{"kernel" ("bf16"|"bf16_compile"|"ternary"|"ternary_pdl"|"nvfp4"|"nvfp4_pdl"), "model", "batch",
+                    "context", "attn" ("dense"|"split"|"lop"),
                     "step_us", "tokens_per_s", "weight_bytes", "floor_frac" (weight bytes / copy bandwidth
                     / step time), "speedup_vs_torch" (vs bf16 eager), "speedup_vs_compile", "j_per_token",
                     "avg_w", "device", "finite"}],
@@ -337,6 +338,7 @@ def run_odd_shapes(data, seed: int) -> None:
 def run_decode(configs, data, log, budget: Budget, seed: int) -> None:
     import torch
 
+    from . import decode as decode_mod
     from . import ternary as ternary_mod
     from .decode import build_model, gpu_energy_j, time_decode_step
 
@@ -352,10 +354,12 @@ def run_decode(configs, data, log, budget: Budget, seed: int) -> None:
         mdl = None
         t0 = time.monotonic()
         base = fmt.removesuffix("_compile").removesuffix("_pdl")
-        pdl_was = ternary_mod.PDL
+        pdl_was, mode_was = ternary_mod.PDL, decode_mod.ATTN_MODE
         try:
             ternary_mod.PDL = pdl_was or fmt.endswith("_pdl")  # every ternary decode kernel with PDL
-            mdl = build_model(model, base, batch=1, context=ctx, attn=attn,
+            if attn == "split":  # the split-context kernel for every dense attention
+                decode_mod.ATTN_MODE = "split"
+            mdl = build_model(model, base, batch=1, context=ctx, attn="dense" if attn == "split" else attn,
                               k_sel=max(1, ctx // 16), seed=seed + 2, compile=fmt.endswith("_compile"))
             r = time_decode_step(mdl, ctx, profile=(base in ("ternary", "nvfp4") and ctx == 192), energy=energy)
         except Exception as e:  # report and continue: one failing config must not lose the others
@@ -363,7 +367,7 @@ def run_decode(configs, data, log, budget: Budget, seed: int) -> None:
             data["skipped"].append({"what": what, "why": f"{type(e).__name__}: {str(e)[:200]}"})
             continue
         finally:
-            ternary_mod.PDL = pdl_was
+            ternary_mod.PDL, decode_mod.ATTN_MODE = pdl_was, mode_was
             mdl = None
             torch.cuda.empty_cache()
         floor_us = r["weight_bytes"] / (data["copy_gbps"] * 1e9) * 1e6
@@ -461,6 +465,7 @@ def run_all(out_dir: Path, quick: bool = False, sections: str = "attention,linea
         cfgs = [(m, f, 192, "dense") for m in models for f in ("bf16", "ternary", "nvfp4")]
         cfgs += [(m, "bf16_compile", 192, "dense") for m in models]
         cfgs += [(m, "ternary_pdl", 192, "dense") for m in models]
+        cfgs += [("bitnet-b1.58-3b", f, 192, "split") for f in ("ternary_pdl", "nvfp4_pdl")]
         cfgs += [("bitnet-b1.58-2b4t", f, 4000, a) for f, a in (("bf16", "dense"), ("ternary", "dense"), ("ternary", "lop"))]
         cfgs += [("bitnet-b1.58-3b", f, 4000, a) for f, a in (("bf16", "dense"), ("ternary", "dense"), ("ternary", "lop"))]
         section("decode", lambda: run_decode(cfgs[:2] if quick else cfgs, data, say, budget, seed))

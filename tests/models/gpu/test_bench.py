@@ -51,3 +51,22 @@ def test_dense_attention_table_rows_and_best_ratio():
     md = render_markdown(data)
     assert "| m3 | B1/H32/KV32/d100/dc104 | 193 | 5 | 9.0 | 8.0 | 13.5 | 4.5 | 6.0 | 1.78× |" in md
     assert "| m2 | B1/H20/KV5/d128/dc128 | 1024 | 26 | 10.0 | — | 20.0 | 12.5 | 13.0 | 0.80× |" in md
+
+
+def test_decode_goals_take_the_fastest_configuration_and_name_it():
+    from lowbit.models.gpu.report import goals
+
+    def row(kernel, attn, us, model="bitnet-b1.58-3b", ctx=192):
+        return {"kernel": kernel, "attn": attn, "step_us": us, "tokens_per_s": 1e6 / us, "model": model,
+                "context": ctx, "floor_frac": 190.0 / us}
+
+    dec = [row("bf16", "dense", 3000.0), row("bf16_compile", "dense", 2900.0), row("ternary", "dense", 1100.0),
+           row("ternary_pdl", "split", 960.0), row("ternary", "lop", 900.0, ctx=4000),
+           row("nvfp4", "dense", 1500.0), row("nvfp4_pdl", "split", 1600.0)]
+    got = {g: (m, ok) for g, m, ok in goals({"results": [], "decode": dec, "copy_gbps": 4000.0})}
+    m, ok = got["bitnet-b1.58-3b ternary decode ≥ 3× torch bf16 + torch.compile(max-autotune)"]
+    assert m.startswith("3.02× (1042 vs 345 tok/s; ternary_pdl, split attention)") and ok == "yes"
+    m, ok = got["bitnet-b1.58-3b nvfp4 decode ≥ 2× torch bf16"]
+    assert m.startswith("2.00× (667 vs 333 tok/s; nvfp4, default attention)") and ok == "yes"
+    m, ok = got["bitnet-b1.58-3b ternary decode ≥ 50 % of the weight-streaming floor"]
+    assert m.startswith("20 % (ternary_pdl") and ok == "no"

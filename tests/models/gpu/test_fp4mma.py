@@ -73,3 +73,28 @@ def test_fp4_linear_dispatch(device, m):
                                                                      np.abs(nvfp4_dequantize(t)).T))
     with pytest.raises(ValueError, match=r"x must be \[M, 96\]"):
         fp4_linear(x[:, :32].to(device), wg)
+
+
+def test_a_path_that_does_not_build_is_left_out_of_the_choice():
+    # Triton 3.6's MLIR pipeline raises RuntimeError("PassManager::run failed") for the unswapped decode tile:
+    # fp4_linear must then time and take the other paths, and say why one was left out
+    import triton
+
+    from lowbit.models.gpu.fp4mma import choose_path
+
+    def broken():
+        raise RuntimeError("PassManager::run failed")
+
+    def front():
+        raise triton.CompilationError("src", None, "unsupported")
+
+    times = {"slow": 5.0, "fast": 2.0}
+    calls = []
+    paths = {"mma": broken, "slow": lambda: calls.append("slow"), "fast": lambda: calls.append("fast")}
+    name, why = choose_path(paths, lambda fn: fn(), timer=lambda f: (f(), times[calls[-1]])[1])
+    assert name == "fast" and why == " (mma does not compile: PassManager::run failed)"
+    name, why = choose_path({"gemv": front, "dequant": lambda: calls.append("slow")}, lambda fn: fn(),
+                            timer=lambda f: (f(), 1.0)[1])
+    assert name == "dequant" and why.startswith(" (gemv does not compile:")
+    with pytest.raises(RuntimeError, match="PassManager"):  # nothing builds: the error, not an empty choice
+        choose_path({"mma": broken}, lambda fn: fn(), timer=lambda f: 1.0)

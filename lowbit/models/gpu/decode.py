@@ -235,18 +235,24 @@ class DecodeModel:
             h = F.rms_norm(h, (s.d_ffn,), n_fsub, eps)
         return x + self._lin(h, w2)
 
+    def _qkv(self, norm_gemv_fn, x, lay, kc, vc, lo, cos, sin, pos: int):
+        """RMSNorm + Wqkv, RoPE and KV append (the rotated queries): for one token without LOP in the GEMV's
+        epilogue (:class:`.rowgemv.Rope`), else :func:`.fused.rope_append` on its output."""
+        s = self.spec
+        H, KVH, eps = s.n_heads, s.n_kv_heads, s.norm_eps
+        if x.shape[0] == 1 and lo is None and self.rope_epilogue:
+            return norm_gemv_fn(x, lay.norms["attn"], eps, lay.wqkv,
+                                rope=Rope(cos, sin, kc, vc, self._q1, H, KVH, s.head_dim, pos))
+        qkv = norm_gemv_fn(x, lay.norms["attn"], eps, lay.wqkv)
+        return rope_append(qkv, cos, sin, H, KVH, kc, vc, pos, lo, head_dim=s.head_dim)
+
     def _fused_layer(self, x, lay, kc, vc, lo, cos, sin, pos: int):
         if self.fmt != "ternary":
             return self._fused_fp4_layer(x, lay, kc, vc, lo, cos, sin, pos)
         s = self.spec
-        H, KVH, eps = s.n_heads, s.n_kv_heads, s.norm_eps
+        eps = s.norm_eps
         B = x.shape[0]
-        if B == 1 and lo is None and self.rope_epilogue:  # RoPE + KV append in the GEMV's epilogue
-            q = norm_gemv(x, lay.norms["attn"], eps, lay.wqkv,
-                          rope=Rope(cos, sin, kc, vc, self._q1, H, KVH, s.head_dim, pos))
-        else:
-            qkv = norm_gemv(x, lay.norms["attn"], eps, lay.wqkv)
-            q = rope_append(qkv, cos, sin, H, KVH, kc, vc, pos, lo, head_dim=s.head_dim)
+        q = self._qkv(norm_gemv, x, lay, kc, vc, lo, cos, sin, pos)
         a = self._attend(q, kc, vc, lo, pos + 1, keep_pad=self._pad_wo)
         a = a.reshape(B, a.shape[1] * a.shape[2])
         if s.subln:
@@ -264,14 +270,9 @@ class DecodeModel:
         # the ternary layer's launches with bf16 activations: norm + Wqkv, RoPE + append, attention,
         # [SubLN +] Wo + residual, norm + W13, GLU [+ SubLN] + W2 + residual (fp4row: one launch each for one token)
         s = self.spec
-        H, KVH, eps = s.n_heads, s.n_kv_heads, s.norm_eps
+        eps = s.norm_eps
         B = x.shape[0]
-        if B == 1 and lo is None and self.rope_epilogue:  # RoPE + KV append in the GEMV's epilogue
-            q = fp4_norm_gemv(x, lay.norms["attn"], eps, lay.wqkv,
-                              rope=Rope(cos, sin, kc, vc, self._q1, H, KVH, s.head_dim, pos))
-        else:
-            qkv = fp4_norm_gemv(x, lay.norms["attn"], eps, lay.wqkv)
-            q = rope_append(qkv, cos, sin, H, KVH, kc, vc, pos, lo, head_dim=s.head_dim)
+        q = self._qkv(fp4_norm_gemv, x, lay, kc, vc, lo, cos, sin, pos)
         a = self._attend(q, kc, vc, lo, pos + 1, keep_pad=self._pad_wo)
         a = a.reshape(B, a.shape[1] * a.shape[2])
         x = fp4_norm_gemv(a, lay.norms.get("attn_sub"), eps, lay.wo, residual=x)

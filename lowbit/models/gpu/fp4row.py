@@ -43,7 +43,7 @@ import triton
 import triton.language as tl
 
 from .fp4 import FP4Weight, _block_scale_f32
-from .rowgemv import GATES, Rope, _rope_store, _row_in, _row_launch, _row_norm, next_tiles, row_tiles
+from .rowgemv import GATES, Rope, _row_in, _row_launch, _row_norm, next_tiles, row_tiles, store_row_out
 from .ternary import INTERPRET, autotune, pdl_kw, pdl_launch, pdl_wait
 
 __all__ = ["fp4_gemv_row", "fp4_norm_gemv", "fp4_gate_gemv", "tune_cold", "COLD_CONFIGS", "Rope"]
@@ -233,12 +233,8 @@ def _fp4_row_kernel(x_ptr, w_ptr, s_ptr, r_ptr, y_ptr, g_ptr, N, KW, K, stride_w
             acc += _scaled_sum(wt, rn, rti, KW, qe0, qe1, qe2, qe3, qo0, qo1, qo2, qo3, s_ptr, stride_sn, n_ok, IS_NV,
                                WPB, USE_ASM, BLOCK_N, T2)
         y = (acc * out).to(tl.bfloat16)
-        if ROPE:
-            _rope_store(y, nb, N, cos_ptr, sin_ptr, y_ptr, kc_ptr, vc_ptr, H, KVH, D, DC, MMAX, POS, BLOCK_N)
-        else:
-            if RESIDUAL:  # x + W(x): the bf16 GEMV output added to the bf16 residual, as the unfused add
-                y = (tl.load(r_ptr + rn, mask=n_ok, other=0.0).to(tl.float32) + y.to(tl.float32)).to(tl.bfloat16)
-            tl.store(y_ptr + rn, y, mask=n_ok)
+        store_row_out(y, rn, n_ok, nb, N, r_ptr, y_ptr, cos_ptr, sin_ptr, kc_ptr, vc_ptr, H, KVH, D, DC, MMAX, POS,
+                      RESIDUAL, ROPE, BLOCK_N)
         w = w_next
         wt = wt_next
 

@@ -239,12 +239,21 @@ def _row_block(w, wt, nb, rn, a0, a1, a2, a3, t0, t1, t2, t3, qsum, xs, ws_ptr, 
     else:
         ws = tl.load(ws_ptr + rn, mask=n_ok, other=0.0)
         y = ((yint.to(tl.float32) * ws) / xs).to(tl.bfloat16)
-        if ROPE:
-            _rope_store(y, nb, N, cos_ptr, sin_ptr, y_ptr, kc_ptr, vc_ptr, H, KVH, D, DC, MMAX, POS, BLOCK_N)
-        else:
-            if RESIDUAL:  # x + W(x): the bf16 GEMV output added to the bf16 residual, as the unfused add
-                y = (tl.load(r_ptr + rn, mask=n_ok, other=0.0).to(tl.float32) + y.to(tl.float32)).to(tl.bfloat16)
-            tl.store(y_ptr + rn, y, mask=n_ok)
+        store_row_out(y, rn, n_ok, nb, N, r_ptr, y_ptr, cos_ptr, sin_ptr, kc_ptr, vc_ptr, H, KVH, D, DC, MMAX, POS,
+                      RESIDUAL, ROPE, BLOCK_N)
+
+
+@triton.jit
+def store_row_out(y, rn, n_ok, nb, N, r_ptr, y_ptr, cos_ptr, sin_ptr, kc_ptr, vc_ptr, H, KVH, D, DC, MMAX, POS,
+                  RESIDUAL: tl.constexpr, ROPE: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The bf16 epilogue of a whole-row GEMV's row block ``rn``: RoPE + KV append (:func:`_rope_store`), or
+    the store of ``y`` [+ the bf16 residual, added in float32 and rounded as the unfused add]."""
+    if ROPE:
+        _rope_store(y, nb, N, cos_ptr, sin_ptr, y_ptr, kc_ptr, vc_ptr, H, KVH, D, DC, MMAX, POS, BLOCK_N)
+    else:
+        if RESIDUAL:
+            y = (tl.load(r_ptr + rn, mask=n_ok, other=0.0).to(tl.float32) + y.to(tl.float32)).to(tl.bfloat16)
+        tl.store(y_ptr + rn, y, mask=n_ok)
 
 
 @triton.jit

@@ -15,7 +15,13 @@ The grid has only B·KVH programs, so long contexts and MHA go to SDPA (:func:`d
 (B·KVH, S) programs, program (g, s) attending over the tokens [s·CH, (s+1)·CH) and writing its partial
 (running max ``m_s``, running sum ``l_s``, unnormalized float32 ``acc_s``); the combine is
 ``out = Σ_s exp(m_s - M) acc_s / Σ_s exp(m_s - M) l_s`` with ``M = max_s m_s``, done by the group's last
-program to finish (an int32 counter per group) or by a second launch.
+program to finish (an int32 counter per group) or by a second launch. Measured on an H200
+(reports/gpu-baseline-2026-12-05): correct, but slower than SDPA at every context (BitNet-3B at 193 tokens
+11.2 vs 7.7 µs), so the decode step takes it only with ``LOWBIT_GPU_ATTN=split``.
+
+With programmatic dependent launch (``ternary.pdl_kw``) both kernels read their first block of cached K/V
+before ``griddepcontrol.wait``: the kernel before them (the Wqkv GEMV's RoPE + append) writes only the new
+row ``m - 1``, which is read after the wait.
 """
 
 from __future__ import annotations

@@ -195,14 +195,14 @@ class DecodeModel:
             q = F.pad(q, (0, dc - hd))
         if ATTN_MODE not in ATTN_MODES:
             raise ValueError(f"LOWBIT_GPU_ATTN={ATTN_MODE!r}: not one of {ATTN_MODES}")
-        if self.fmt != "bf16" and ATTN_MODE == "split":
-            o = split_decode_attention(q, kc, vc, ctx, scale=1.0 / math.sqrt(hd))
-            return o if dc == hd or keep_pad else o[..., :hd]
-        if self.fmt != "bf16" and ATTN_MODE == "auto" and dense_attention_fits(ctx, s.n_heads // s.n_kv_heads):
-            o = dense_decode_attention(q, kc, vc, ctx, scale=1.0 / math.sqrt(hd))
-            return o if dc == hd or keep_pad else o[..., :hd]
-        o = F.scaled_dot_product_attention(q.unsqueeze(2), kc[:, :, :ctx], vc[:, :, :ctx], scale=1.0 / math.sqrt(hd),
-                                           enable_gqa=s.n_heads != s.n_kv_heads).squeeze(2)
+        sc, low = 1.0 / math.sqrt(hd), self.fmt != "bf16"
+        if low and ATTN_MODE == "split":
+            o = split_decode_attention(q, kc, vc, ctx, scale=sc)
+        elif low and ATTN_MODE == "auto" and dense_attention_fits(ctx, s.n_heads // s.n_kv_heads):
+            o = dense_decode_attention(q, kc, vc, ctx, scale=sc)
+        else:
+            o = F.scaled_dot_product_attention(q.unsqueeze(2), kc[:, :, :ctx], vc[:, :, :ctx], scale=sc,
+                                               enable_gqa=s.n_heads != s.n_kv_heads).squeeze(2)
         return o if dc == hd or keep_pad else o[..., :hd]
 
     def _torch_layer(self, x, wqkv, wo, w13, w2, n_attn, n_ffn, n_asub, n_fsub, kc, vc, lo, rot, pos: int):

@@ -32,7 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .ternary import INTERPRET, pdl_kw, pdl_launch, pdl_wait
+from .ternary import INTERPRET, pdl_kw, pdl_launch, pdl_wait, sm_count
 
 __all__ = ["attend_block", "attend_rows", "group_query", "dense_attention_fits", "dense_decode_attention", "DENSE_MAX_CTX",
            "split_decode_attention", "split_plan"]
@@ -78,11 +78,8 @@ def group_query(q_ptr, h0, D, G: tl.constexpr, GQ: tl.constexpr, DP: tl.constexp
 
 @triton.jit
 def attend_rows(q, k_ptr, v_ptr, rows, ok, m_i, l_i, o, D, sm_scale, DP: tl.constexpr, DOT_F32: tl.constexpr):
-    """Load the K/V cache rows ``rows`` [KS] (where ``ok``) and run :func:`attend_block` on them."""
-    rd = tl.arange(0, DP)
-    lm = ok[:, None] & (rd < D)[None, :]
-    k = tl.load(k_ptr + rows[:, None] * D + rd[None, :], mask=lm, other=0.0)
-    v = tl.load(v_ptr + rows[:, None] * D + rd[None, :], mask=lm, other=0.0)
+    """Load the K/V cache rows ``rows`` [KS] (where ``ok``; :func:`_kv_rows`) and run :func:`attend_block` on them."""
+    k, v = _kv_rows(k_ptr, v_ptr, rows, ok, D, DP)
     return attend_block(q, k, v, ok, m_i, l_i, o, sm_scale, DOT_F32)
 
 
@@ -255,10 +252,6 @@ def _split_combine_kernel(pm_ptr, pl_ptr, pa_ptr, out_ptr, NS, D, G: tl.constexp
     _split_combine(pm_ptr, pl_ptr, pa_ptr, out_ptr, tl.program_id(0), NS, D, G, GC, DP, SC)
 
 
-def _sm_count(dev: torch.device) -> int:
-    return torch.cuda.get_device_properties(dev).multi_processor_count if dev.type == "cuda" else 4
-
-
 def split_plan(m: int, groups: int, device, splits: int | None = None, block_tokens: int = 64,
                min_split: int = 16) -> tuple[int, int, int]:
     """(splits S, tokens per split CH, tokens per iteration BT) of :func:`split_decode_attention` for a
@@ -266,7 +259,9 @@ def split_plan(m: int, groups: int, device, splits: int | None = None, block_tok
     CUDA), at least ``min_split`` tokens a split; CH = ceil(m / S), S then ceil(m / CH) (no empty split);
     BT the power of two >= CH (16 .. ``block_tokens``), a program looping over ceil(CH / BT) blocks."""
     if splits is None:
-        splits = min(-(-_sm_count(torch.device(device)) // groups), -(-m // min_split))
+        dev = torch.device(device)
+        sms = sm_count(dev.index or 0) if dev.type == "cuda" else 4
+        splits = min(-(-sms // groups), -(-m // min_split))
     splits = max(1, min(int(splits), m))
     ch = -(-m // splits)
     bt = min(max(16, triton.next_power_of_2(block_tokens)), max(16, triton.next_power_of_2(ch)))

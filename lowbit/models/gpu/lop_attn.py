@@ -45,7 +45,6 @@ capturing the function in a CUDA graph).
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 
@@ -54,7 +53,7 @@ import triton
 import triton.language as tl
 
 from .decode_attn import attend_rows, group_query
-from .ternary import INTERPRET, absmax_scale, dp4a, quant_i8
+from .ternary import INTERPRET, absmax_scale, dp4a, quant_i8, sm_count
 
 __all__ = ["lo_pack_keys_torch", "lop_attention", "lop_chunk", "lop_fits_one_launch", "lop_launch_plan"]
 
@@ -356,7 +355,7 @@ def lop_launch_plan(groups: int, m: int, device) -> tuple[int, bool]:
     """(tokens per program, one launch?) of :func:`lop_attention`'s defaults for ``groups`` = B·KVH and
     context ``m`` on ``device`` (132 SMs assumed off the GPU)."""
     gpu = device.type == "cuda" and not INTERPRET
-    chunk = lop_chunk(groups, m, _sm_count(device.index or 0) if gpu else 132)
+    chunk = lop_chunk(groups, m, sm_count(device.index or 0) if gpu else 132)
     return chunk, gpu and lop_fits_one_launch(groups, triton.cdiv(m, chunk), device)
 
 
@@ -372,11 +371,6 @@ def lop_chunk(groups: int, m: int, sms: int) -> int:
     return c
 
 
-@functools.cache
-def _sm_count(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
-
-
 def lop_fits_one_launch(groups: int, chunks: int, device) -> bool:
     """The one-launch kernel spins until all chunks of a group have scored, so it needs every program of
     the grid resident at once: at most one per SM (a program's resources always fit one SM). DESIGN
@@ -384,4 +378,4 @@ def lop_fits_one_launch(groups: int, chunks: int, device) -> bool:
     beside it on another stream); ``LOWBIT_LOP_ONE_LAUNCH=0`` turns the one-launch form off."""
     if os.environ.get("LOWBIT_LOP_ONE_LAUNCH", "1") == "0":
         return False
-    return device.type == "cuda" and groups * chunks <= _sm_count(device.index or 0)
+    return device.type == "cuda" and groups * chunks <= sm_count(device.index or 0)

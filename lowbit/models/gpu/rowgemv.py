@@ -33,26 +33,20 @@ one launch. :mod:`.fp4row`'s FP4 kernel shares this epilogue.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 
-from .ternary import INTERPRET, absmax_scale, autotune, dp4a, pdl_kw, pdl_launch, pdl_wait, quant_i8
+from .ternary import INTERPRET, absmax_scale, autotune, dp4a, pdl_kw, pdl_launch, pdl_wait, quant_i8, sm_count
 
 __all__ = ["ternary_gemv_row", "row_kernel_fits", "row_tiles", "norm_gemv", "gate_gemv", "n_programs", "Rope"]
 
 
-@functools.cache
-def _sm_count(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
-
-
 def n_programs(n_blocks: int, per_sm: int, device) -> int:
     """Persistent grid size: ``per_sm`` programs per SM, never more than there are row blocks."""
-    sms = _sm_count(device.index or 0) if device.type == "cuda" else 4
+    sms = sm_count(device.index or 0) if device.type == "cuda" else 4
     return max(1, min(n_blocks, per_sm * sms))
 
 

@@ -53,6 +53,7 @@ __all__ = [
     "K_ALIGN",
     "INTERPRET",
     "pdl_kw",
+    "sm_count",
 ]
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -64,6 +65,12 @@ except ImportError:
 # programmatic dependent launch: off unless LOWBIT_GPU_PDL=1 (measured on an H200: no gain for the decode step,
 # 1380 vs 1365 µs for BitNet-3B, and mixed per GEMV; reports/gpu-baseline.md)
 PDL = os.environ.get("LOWBIT_GPU_PDL", "0") == "1"
+
+
+@functools.cache
+def sm_count(index: int) -> int:
+    """The streaming multiprocessors of CUDA device ``index`` (sizes the persistent and split grids)."""
+    return torch.cuda.get_device_properties(index).multi_processor_count
 
 
 @functools.cache

@@ -99,7 +99,7 @@ def test_lop_chunk_rule():
 
 def test_lop_one_launch_switch(monkeypatch):
     cuda = torch.device("cuda", 0)
-    monkeypatch.setattr("lowbit.models.gpu.lop_attn._sm_count", lambda index: 132)
+    monkeypatch.setattr("lowbit.models.gpu.lop_attn.sm_count", lambda index: 132)
     assert lop_fits_one_launch(5, 16, cuda) and not lop_fits_one_launch(5, 27, cuda)
     assert not lop_fits_one_launch(5, 16, torch.device("cpu"))
     monkeypatch.setenv("LOWBIT_LOP_ONE_LAUNCH", "0")

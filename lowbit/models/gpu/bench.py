@@ -110,13 +110,12 @@ def bench_graph(fns) -> float:
     cycling through copies keeps the weights out of L2 as a flush between calls would."""
     import torch
 
+    from .ternary import graph_capture
+
     for f in fns:  # autotune / compile outside the capture
         f()
     torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for f in fns:
-            f()
+    g, _ = graph_capture(lambda: [f() for f in fns])
     g.replay()
     torch.cuda.synchronize()
     return _bench(g.replay) / len(fns)

@@ -160,6 +160,7 @@ def time_dense_attention(h: int, kvh: int, d: int, dc: int, ctx: int, batch: int
 
     from .bench import l2_bytes
     from .decode_attn import _SPLIT_SCRATCH, split_plan
+    from .ternary import graph_capture
 
     gen = torch.Generator(device="cuda").manual_seed(seed)
 
@@ -192,9 +193,7 @@ def time_dense_attention(h: int, kvh: int, d: int, dc: int, ctx: int, batch: int
             res["us"]["sdpa_flash"] = round(bench_graph([v["sdpa"] for v in variants]), 2)
     except Exception:  # noqa: BLE001 - flash refuses this shape or is absent
         res["us"]["sdpa_flash"] = None
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        cap = variants[0]["split_last"]()
+    g, cap = graph_capture(variants[0]["split_last"])
     for _ in range(3):
         g.replay()
     torch.cuda.synchronize()

@@ -44,7 +44,7 @@ from .fp4row import fp4_gate_gemv, fp4_norm_gemv, tune_cold
 from .fused import rmsnorm_quant, rope_append
 from .lop_attn import lo_pack_keys_torch, lop_attention
 from .rowgemv import Rope, gate_gemv, norm_gemv
-from .ternary import act_quant, pack_ternary_gpu_torch, ternary_gemv
+from .ternary import act_quant, graph_capture, pack_ternary_gpu_torch, ternary_gemv
 
 # Dense decode attention of the low-bit formats: "auto" (the Triton kernel where dense_attention_fits, else
 # SDPA), "split" (split_decode_attention everywhere) or "sdpa" (torch SDPA everywhere); read when a step is
@@ -345,9 +345,7 @@ def time_decode_step(model: DecodeModel, context: int, iters: int = 50, profile:
     for _ in range(3):  # autotune + compile outside the capture
         model.step(x, context)
     torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        out = model.step(x, context)
+    g, out = graph_capture(lambda: model.step(x, context))
     for _ in range(5):
         g.replay()
     torch.cuda.synchronize()

@@ -31,7 +31,9 @@ BitLinear. The Triton interpreter has no inline PTX; there ``dp4a`` is evaluated
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import os
 from dataclasses import dataclass
 
@@ -103,9 +105,35 @@ def pdl_wait(PDL: tl.constexpr):
         _gdc.gdc_wait()
 
 
+@contextlib.contextmanager
+def gc_paused():
+    """Python's cyclic garbage collector off (after one collection) for the body: a Triton kernel that
+    the collector finalizes unloads its CUDA module, which invalidates a CUDA-graph capture in progress
+    (``cudaErrorStreamCaptureInvalidated``, then every later call fails; seen on Triton 3.6 after kernels
+    that did not compile left such objects behind). Triton 3.9's ``do_bench_cudagraph`` does the same."""
+    gc.collect()
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def graph_capture(fn):
+    """``(graph, fn's result)``: ``fn()`` captured in a new ``torch.cuda.CUDAGraph`` with the collector
+    paused (:func:`gc_paused`)."""
+    g = torch.cuda.CUDAGraph()
+    with gc_paused(), torch.cuda.graph(g):
+        out = fn()
+    return g, out
+
+
 def _fast_bench(fn, quantiles=None):
     # CUDA-graph timing: a plain do_bench of a ~5 us kernel measures the Python launch path instead
-    return triton.testing.do_bench_cudagraph(fn, rep=20, quantiles=quantiles)
+    with gc_paused():
+        return triton.testing.do_bench_cudagraph(fn, rep=20, quantiles=quantiles)
 
 
 def autotune(configs, key, **kw):

@@ -94,10 +94,12 @@ def _cfg(bm, bn, bkw, nw, ns, swap):
                          num_stages=ns)
 
 
-MMA_CONFIGS = [_cfg(*c) for c in [
-    (16, 32, 16, 4, 4, True), (16, 64, 16, 4, 4, True), (16, 64, 8, 4, 4, True), (16, 128, 8, 4, 3, True),
-    (32, 64, 8, 4, 4, True), (64, 64, 8, 4, 4, False), (64, 128, 8, 4, 3, False), (128, 128, 8, 8, 3, False),
-    (64, 128, 8, 4, 3, True), (128, 256, 8, 8, 3, False)]]
+# every config swapped: Triton 3.6 (the H200 machine's) cannot build the unswapped kernel on sm_90 (its
+# TritonGPUOptimizeDotOperands pass fails on the transposed register tile: "Illegal shared layout"); the
+# swapped one compiles to wgmma with the decoded weights as the register operand. Tiles up to 256 tokens.
+MMA_CONFIGS = [_cfg(*c, True) for c in [
+    (16, 64, 8, 4, 4), (16, 128, 8, 4, 3), (32, 64, 8, 4, 4), (64, 64, 8, 4, 4), (64, 128, 8, 4, 3),
+    (128, 128, 8, 8, 3), (128, 256, 8, 8, 3), (256, 128, 8, 8, 3)]]
 
 
 def _mma_prune(configs, named_args, **kw):

@@ -16,7 +16,7 @@ The grid has only B·KVH programs, so long contexts and MHA go to SDPA (:func:`d
 (running max ``m_s``, running sum ``l_s``, unnormalized float32 ``acc_s``); the combine is
 ``out = Σ_s exp(m_s - M) acc_s / Σ_s exp(m_s - M) l_s`` with ``M = max_s m_s``, done by the group's last
 program to finish (an int32 counter per group) or by a second launch. Measured on an H200
-(reports/gpu-baseline-2026-12-05): correct, but slower than SDPA at every context (BitNet-3B at 193 tokens
+(reports/gpu-baseline.md, dense-attention table): correct, but slower than SDPA at every context (BitNet-3B at 193 tokens
 11.2 vs 7.7 µs), so the decode step takes it only with ``LOWBIT_GPU_ATTN=split``.
 
 With programmatic dependent launch (``ternary.pdl_kw``) both kernels read their first block of cached K/V
@@ -38,7 +38,8 @@ __all__ = ["attend_block", "attend_rows", "group_query", "dense_attention_fits",
            "split_decode_attention", "split_plan"]
 
 # Where the kernel is used instead of SDPA, from measurements on an H200 (flash SDPA vs this kernel, µs,
-# reports/gpu-baseline.md): bitnet-2B4T (GQA 20/5, d 128) 193 tokens 8.7 vs 6.2, 384: 9.2 vs 8.4, 512: 9.3
+# reports/gpu-baseline.md as of commit 417a8ad; the current report's dense-attention table has 193 tokens):
+# bitnet-2B4T (GQA 20/5, d 128) 193 tokens 8.7 vs 6.2, 384: 9.2 vs 8.4, 512: 9.3
 # vs 10.5; bitnet-3B (MHA, d 100 in rows of 104) 193 tokens 10.1 vs 13.6 (32 programs, 15 of 16 MMA rows
 # idle). So: query heads sharing a KV head (G >= 2) and contexts up to DENSE_MAX_CTX tokens. The choice is made
 # from these measurements only; the split kernel below is not in them (decode.py's LOWBIT_GPU_ATTN=split

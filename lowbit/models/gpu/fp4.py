@@ -206,7 +206,7 @@ def fp4_gemv(x: torch.Tensor, w: FP4Weight, block_m: int | None = None, config: 
     """Decode GEMV: bf16 ``x`` [M, K] times FP4 ``w`` [N, K]^T -> bf16 [M, N]. Tokens tiled by ``block_m``;
     M <= ``single_max`` selects the single-token kernel (slower on an H100, kept for comparison). One token on
     a GPU with neither option nor ``config``: the whole-row kernel of :mod:`.fp4row` (fp16 pair products;
-    1.3-2x faster than this module's float32 kernels on an H200, reports/gpu-baseline.md)."""
+    1.8-2.3x faster than this module's float32 kernels on an H200, reports/gpu-baseline.md's 2026-12-04 run)."""
     if x.dim() != 2 or x.shape[1] != w.k:
         raise ValueError(f"x must be [M, {w.k}], got {tuple(x.shape)}")
     x = x.contiguous()

@@ -26,7 +26,8 @@ Group scores without a multiply (design of this module): ``Q_g`` is split as ``1
 four byte permutes (PTX ``prmt``, a table of the magnitudes ``2^(mag-1)``; its sign-replicate mode zeroes
 the negative codes, and on the sign-flipped word the positive ones) and eight ``dp4a`` give the exact
 int32 score: 2 instructions per key element where the shift-and-select form took about 12 (on an H200
-that scoring launch was 18.2 µs of LOP's 27.5 for bitnet-2B4T at 8k tokens, reports/gpu-baseline.md).
+that scoring launch was 18.2 µs of LOP's 27.5 for bitnet-2B4T at 8k tokens, reports/gpu-baseline.md as of commit
+bf2367f; 5.9 of 14.7 µs in the current report).
 
 One kernel, grid (B·KVH, chunks of ``chunk`` tokens), in two phases:
 (1) quantize the group's queries, score + bucket + the chunk's histogram (in sub-blocks of <= 128 tokens);
@@ -362,7 +363,7 @@ def lop_launch_plan(groups: int, m: int, device) -> tuple[int, bool]:
 def lop_chunk(groups: int, m: int, sms: int) -> int:
     """Tokens per program: the smallest power of two from 128, at most 1024, that gives each group at most
     32 chunks and the grid at most 4 programs per SM. Measured on an H200 (K/M = 1/16, chunks of 64-1024
-    tokens, reports/gpu-baseline.md): the select-and-attend phase costs more per chunk than scoring saves
+    tokens, reports/gpu-baseline.md as of commit 417a8ad): the select-and-attend phase costs more per chunk than scoring saves
     (bitnet-2B4T, 5 groups: best 128 tokens at 1k and 4k context, 256 at 8k; bitnet-3B, 32 groups: 128 at
     1k, 256 at 4k, 512 at 8k)."""
     c = 128

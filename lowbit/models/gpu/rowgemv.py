@@ -19,9 +19,9 @@ tiled kernel of :mod:`.ternary`). ``>>`` is arithmetic; the sign fill only reach
 
 The whole-row tile is ``next_pow2(K/16)`` words wide; where that pads the row by more than 45 % (K = 8640:
 540 of 1024 words) the row is a power-of-two main tile plus a power-of-two tail tile instead (512 + 32
-words; :func:`row_tiles`). Measured on an H200 for 3200x8640 (reports/gpu-baseline.md): 6.9 µs with the
-quantizer fused, where the tiled kernel of :mod:`.ternary` took 9.9 µs (6.0 vs 6.8 µs pre-quantized), so
-every single-token GEMV runs here. A same-layout FP4 variant (float32 row in registers) measured
+words; :func:`row_tiles`). Measured on an H200 for 3200x8640 (reports/gpu-baseline.md as of commit 417a8ad):
+6.7 µs with the quantizer fused, where the tiled kernel of :mod:`.ternary` took 9.7 µs (6.0 vs 6.7 µs
+pre-quantized), so every single-token GEMV runs here. A same-layout FP4 variant (float32 row in registers) measured
 1.5-3x slower than the tiled FP4 GEMV there and is not kept.
 
 Epilogues: the bf16 output (``ws · acc / s``), plus a bf16 residual, or, for Wqkv (:class:`Rope`), the RoPE +
@@ -81,7 +81,8 @@ def _row_quant_words(x0, x1, x2, x3, s64, rb):
     q2 = quant_i8(x2.to(tl.float64), s64)
     q3 = quant_i8(x3.to(tl.float64), s64)
     # the code sum before the packing: packed first, the fused 1024-word kernel took 180 registers instead of 140
-    # (Triton 3.6, sm_90a) and 4096x14336 ran 11.9 instead of 9.1 µs on an H200 (reports/gpu-baseline.md)
+    # (Triton 3.6, sm_90a) and 4096x14336 ran 11.9 instead of 9.1 µs on an H200 (reports/gpu-baseline.md as of
+    # commit 417a8ad; the current report's earlier-runs analysis: the fix did not restore 9.1 either)
     qsum = tl.sum(tl.sum(q0 + q1 + q2 + q3, axis=1), axis=0)
     return _pack4(q0, rb), _pack4(q1, rb), _pack4(q2, rb), _pack4(q3, rb), qsum
 

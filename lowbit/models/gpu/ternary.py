@@ -64,8 +64,9 @@ try:  # grid dependency control (programmatic dependent launch, sm_90+); absent 
     _HAS_GDC = hasattr(_gdc, "gdc_wait") and hasattr(_gdc, "gdc_launch_dependents")
 except ImportError:
     _gdc, _HAS_GDC = None, False
-# programmatic dependent launch: off unless LOWBIT_GPU_PDL=1 (measured on an H200: no gain for the decode step,
-# 1380 vs 1365 µs for BitNet-3B, and mixed per GEMV; reports/gpu-baseline.md)
+# programmatic dependent launch: off unless LOWBIT_GPU_PDL=1. Mixed on the decode step (reports/gpu-baseline.md,
+# H200): BitNet-3B 1091.4 -> 975.1 µs with it, 2B4T 1033.4 vs 1033.2 (1003.1 -> 1044.7 in an earlier run there;
+# on an H100 3B 1296.0 -> 1109.1, 2B4T 1058.8 -> 1154.0, reports/gpu-probes/bench-h100.md)
 PDL = os.environ.get("LOWBIT_GPU_PDL", "0") == "1"
 
 

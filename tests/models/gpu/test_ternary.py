@@ -148,3 +148,34 @@ def test_per_row_scales_and_errors(device):
         pack_ternary_gpu(codes, np.ones(5), device)
     with pytest.raises(ValueError):
         pack_ternary_gpu(codes * 2, 1.0, device)
+
+
+def test_gc_paused_collects_first_and_restores():
+    # a CUDA-graph capture must not run Python's cyclic collector (it can free a Triton kernel mid-capture)
+    import gc
+    import weakref
+
+    from lowbit.models.gpu.ternary import gc_paused
+
+    class Cycle:
+        pass
+
+    gc.enable()
+    a = Cycle()
+    a.me = a
+    ref = weakref.ref(a)
+    gc.disable()
+    del a  # now only the collector can free it
+    assert ref() is not None
+    gc.enable()
+    with gc_paused():
+        assert ref() is None  # collected on entry
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with pytest.raises(RuntimeError), gc_paused():
+            raise RuntimeError("capture failed")
+        assert not gc.isenabled()  # a disabled collector stays disabled
+    finally:
+        gc.enable()

@@ -38,8 +38,9 @@ The attention section is :mod:`.bench_attention`.
 
 ``kernel`` values in results: ``ternary`` (the whole BitLinear from bf16 input: quantizer fused into the
 GEMV below 16 tokens — at one token the whole-row kernel, with a tail tile where its power-of-two tile does not fit —
-quantizer + INT8 tensor-core GEMM from 16), ``ternary_kernel`` (GEMV / GEMM alone on
-pre-quantized activations), ``ternary_splitk`` (GEMM with split-K), ``ternary_unpack`` (unpack to int8 +
+quantizer + the GEMM on INT8 or bf16 tensor cores from 16, whichever ``ternary_linear`` timed faster for
+the shape), ``ternary_kernel`` (GEMV / INT8 GEMM alone on pre-quantized activations), ``ternary_tc16``
+(the bf16 tensor-core GEMM alone on bf16 codes), ``ternary_splitk`` (GEMM with split-K), ``ternary_unpack`` (unpack to int8 +
 cuBLAS INT8 GEMM, > 16 tokens), ``nvfp4``, ``mxfp4`` (bf16 activations; GEMV below 16 tokens, bf16
 tensor-core GEMM from 16), ``bnb_nf4`` / ``bnb_fp4`` (bitsandbytes ``matmul_4bit``) and ``torch_bf16``.
 The markdown report keeps any text below the line ``<!-- analysis -->`` of an existing file.
@@ -185,7 +186,7 @@ def run_linear(shapes, batches, data, log, budget: Budget, seed: int, save=lambd
     from .fp4 import FP4Weight, fp4_gemm, random_fp4_weight_torch
     from .fp4mma import fp4_linear
     from .ternary import TernaryWeight, act_quant, pack_ternary_gpu_torch, ternary_gemv
-    from .ternary_gemm import ternary_gemm, ternary_gemm_unpacked
+    from .ternary_gemm import ternary_gemm, ternary_gemm_unpacked, ternary_linear
 
     dev_name, l2 = data["device"], data["l2_bytes"]
     rows, checks, skipped = data["results"], data["checks"], data["skipped"]
@@ -222,8 +223,10 @@ def run_linear(shapes, batches, data, log, budget: Budget, seed: int, save=lambd
             a = act_quant(x)
             cands = {"torch_bf16": ([lambda x=x, w=w: F.linear(x, w) for w in wbs], n * k * 2)}
             if gemm:
-                cands["ternary"] = ([lambda x=x, w=w: ternary_gemm(act_quant(x), w) for w in tws], tw.nbytes)
+                a16 = act_quant(x, codes=torch.bfloat16)
+                cands["ternary"] = ([lambda x=x, w=w: ternary_linear(x, w) for w in tws], tw.nbytes)
                 cands["ternary_kernel"] = ([lambda a=a, w=w: ternary_gemm(a, w) for w in tws], tw.nbytes)
+                cands["ternary_tc16"] = ([lambda a=a16, w=w: ternary_gemm(a, w) for w in tws], tw.nbytes)
                 if m == GEMM_FROM:
                     cands["ternary_splitk"] = ([lambda a=a, w=w: ternary_gemm(a, w, split_k=4) for w in tws], tw.nbytes)
                 if m > 16:
@@ -257,6 +260,8 @@ def run_linear(shapes, batches, data, log, budget: Budget, seed: int, save=lambd
                 if gemm:
                     accs["gemm"] = lambda a=a, tw=tw: ternary_gemm(a, tw, out_acc=True)
                     accs["gemm split-K"] = lambda a=a, tw=tw: ternary_gemm(a, tw, out_acc=True, split_k=4)
+                    accs["gemm bf16 codes"] = lambda a=a16, tw=tw: ternary_gemm(a, tw, out_acc=True)
+                    accs["gemm bf16 codes split-K"] = lambda a=a16, tw=tw: ternary_gemm(a, tw, out_acc=True, split_k=4)
                     if m > 16:
                         accs["unpack"] = lambda a=a, tw=tw: ternary_gemm_unpacked(a, tw, out_acc=True)
                 else:
@@ -325,7 +330,8 @@ def run_odd_shapes(data, seed: int) -> None:
             a = act_quant(x)
             ref = a.q[:, :k].double() @ codes.double().T
             outs = {"gemv fused": lambda x=x, tw=tw: ternary_gemv(x, tw, out_acc=True)} if m < GEMM_FROM else {
-                "gemm": lambda a=a, tw=tw: ternary_gemm(a, tw, out_acc=True)}
+                "gemm": lambda a=a, tw=tw: ternary_gemm(a, tw, out_acc=True),
+                "gemm bf16 codes": lambda x=x, tw=tw: ternary_gemm(act_quant(x, codes=torch.bfloat16), tw, out_acc=True)}
             for nm, fn in outs.items():
                 ok = bool(torch.equal(fn().double(), ref))
                 data["checks"].append({"what": f"odd shape ternary {nm} {n}x{k} M={m}", "ok": ok, "detail": ""})
@@ -416,9 +422,12 @@ def run_all(out_dir: Path, quick: bool = False, sections: str = "attention,linea
         section("linear batch 4", lambda: run_linear(model_shapes, tuple(b for b in BATCHES_GEMV if b > 1), data, say,
                                                      budget, seed, save))
     from .fp4mma import linear_choices
+    from .ternary_gemm import ternary_choices
 
     for key, path in sorted(linear_choices().items()):
         say(f"  fp4_linear path (tokens {key[0]}, {key[1]}x{key[2]}, {key[3]}): {path}")
+    for key, path in sorted(ternary_choices().items()):
+        say(f"  ternary_linear codes (tokens {key[0]}, {key[1]}x{key[2]}): {path}")
     save()
     try:
         atomic_write(out_dir / "gpu-baseline.png", roofline_png(data))

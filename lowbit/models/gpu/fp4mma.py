@@ -27,8 +27,8 @@ import triton
 import triton.language as tl
 
 from .fp4 import FP4Weight, _block_scale_f32, _e2m1_nibble_f32, fp4_gemm, fp4_gemv
-from .ternary import _fast_bench, autotune
-from .ternary_gemm import join8, tile_rows
+from .ternary import autotune
+from .ternary_gemm import choose_path, join8, tile_rows
 
 __all__ = ["fp4_mma", "fp4_linear", "choose_path", "decode_join", "MMA_CONFIGS", "linear_choices"]
 
@@ -161,24 +161,6 @@ def fp4_linear(x: torch.Tensor, w: FP4Weight) -> torch.Tensor:
     if key not in _CHOICE:
         _CHOICE[key] = choose_path(paths, lambda fn: fn(x, w))
     return paths[_CHOICE[key][0]](x, w)
-
-
-def choose_path(paths: dict, call, timer=_fast_bench) -> tuple[str, str]:
-    """(the fastest of ``paths`` by ``timer(lambda: call(fn))``, why another did not compete). A path that
-    cannot be built here is left out: Triton's frontend raises ``CompilationError``, its MLIR pass pipeline
-    a ``RuntimeError`` (Triton 3.6 on the unswapped in-register decode tile)."""
-    times, why, err = {}, "", None
-    for name, fn in paths.items():
-        try:
-            call(fn)  # compile (fp4_mma: autotune) outside the timing
-        except (triton.CompilationError, RuntimeError) as e:
-            err = e
-            why = f" ({name} does not compile: {(str(e).splitlines() or [type(e).__name__])[0][:120]})"
-            continue
-        times[name] = timer(lambda fn=fn: call(fn))
-    if not times:
-        raise err
-    return min(times, key=times.get), why
 
 
 def _paths(m: int) -> dict:

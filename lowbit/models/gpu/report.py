@@ -118,7 +118,7 @@ def _linear_table(data, batches, title) -> list[str]:
     res = [r for r in data["results"] + data.get("copies", []) if r["batch"] in batches]
     if not res:
         return []
-    order = ("torch_bf16", "ternary", "ternary_kernel", "ternary_splitk", "ternary_unpack", "nvfp4", "nvfp4_dequant",
+    order = ("torch_bf16", "ternary", "ternary_kernel", "ternary_tc16", "ternary_splitk", "ternary_unpack", "nvfp4", "nvfp4_dequant",
              "mxfp4", "bnb_nf4", "bnb_fp4", *COPY_KERNELS)
     kernels = [k for k in order if any(r["kernel"] == k for r in res)]
     pct_of = ["ternary", "nvfp4", "mxfp4"] + [k for k in COPY_KERNELS if k in kernels]

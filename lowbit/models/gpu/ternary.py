@@ -218,7 +218,8 @@ def pack_ternary_gpu_torch(codes: torch.Tensor, scale) -> TernaryWeight:
 
 @dataclass
 class QuantAct:
-    """Per-token INT8 activations: ``q`` int8 [M, Kp] (zero-padded; read as int32 words by the GEMV),
+    """Per-token INT8 activations: ``q`` [M, Kp] (zero-padded): the codes as int8 (read as int32 words by the
+    GEMV), or the same integers as bf16 for the bf16 tensor-core GEMM (exact: |q| <= 128 < 2^8);
     ``qsum`` int32 [M] (sum of q), ``s`` float32 [M] (= 127/max|x|), ``k``."""
 
     q: torch.Tensor
@@ -285,20 +286,27 @@ def _act_quant_kernel(x_ptr, q_ptr, qsum_ptr, s_ptr, K, KP, stride_xm, stride_qm
         a = tl.load(xrow + k0 + r, mask=k0 + r < K, other=0.0).to(tl.float64)
         q = quant_i8(a, s)
         qs += q
-        tl.store(q_ptr + m * stride_qm + k0 + r, q.to(tl.int8), mask=k0 + r < KP)
+        if q_ptr.dtype.element_ty == tl.bfloat16:  # via float32: exact, and the interpreter's int -> bf16 is not
+            qc = q.to(tl.float32).to(tl.bfloat16)
+        else:
+            qc = q.to(tl.int8)
+        tl.store(q_ptr + m * stride_qm + k0 + r, qc, mask=k0 + r < KP)
     tl.store(qsum_ptr + m, tl.sum(qs, axis=0))
     tl.store(s_ptr + m, s.to(tl.float32))
 
 
-def act_quant(x: torch.Tensor, eps: float = 1e-5) -> QuantAct:
-    """Quantize ``x`` [M, K] (bf16/fp16/fp32) per token; bit-exact with ``int8_absmax_quantize``."""
+def act_quant(x: torch.Tensor, eps: float = 1e-5, codes: torch.dtype = torch.int8) -> QuantAct:
+    """Quantize ``x`` [M, K] (bf16/fp16/fp32) per token; bit-exact with ``int8_absmax_quantize``. ``codes``:
+    the dtype the INT8 codes are stored in, ``torch.int8`` or ``torch.bfloat16`` (same values)."""
     if x.dim() != 2:
         raise ValueError(f"x must be 2-D [M, K], got {tuple(x.shape)}")
+    if codes not in (torch.int8, torch.bfloat16):
+        raise ValueError(f"codes must be torch.int8 or torch.bfloat16, got {codes}")
     x = x.contiguous()
     m, k = x.shape
     kp = triton.cdiv(k, K_ALIGN) * K_ALIGN
     dev = x.device
-    q = torch.empty(m, kp, dtype=torch.int8, device=dev)
+    q = torch.empty(m, kp, dtype=codes, device=dev)
     qsum = torch.empty(m, dtype=torch.int32, device=dev)
     s = torch.empty(m, dtype=torch.float32, device=dev)
     block = min(triton.next_power_of_2(kp), 4096)
@@ -458,6 +466,8 @@ def ternary_gemv(a: QuantAct | torch.Tensor, w: TernaryWeight, out_acc: bool = F
     else:
         if a.q.shape[1] != w.kp:
             raise ValueError(f"K mismatch: activations padded to {a.q.shape[1]}, weight to {w.kp}")
+        if a.q.dtype != torch.int8:
+            raise ValueError(f"the GEMV reads int8 codes, got {a.q.dtype} (act_quant(x) without codes=)")
         m, dev = a.q.shape[0], a.q.device
         x, q, qsum, xs = a.q, a.q.view(torch.int32), a.qsum, a.s
     y = torch.empty(m, w.n, dtype=torch.int32 if out_acc else torch.bfloat16, device=dev)

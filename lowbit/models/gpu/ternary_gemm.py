@@ -12,6 +12,16 @@ the subtraction per weight: the kernel alone is 1.2-1.6x faster at 512 tokens on
 for long rows at few tokens (int32 atomics, exact in any order). ``SWAP`` computes the transposed tile
 ``W q^T`` (the unpacked weights as the MMA's first operand). Dequantisation ``y = acc * w_scale / s`` in
 float32, as :mod:`.ternary` (docs/reference/numerics.md §1.2, §1.3).
+
+``TC16``: the same GEMM on the bf16 tensor cores, for activations quantized to bf16 codes (``act_quant(x,
+codes=torch.bfloat16)``: the INT8 integers, exact in bf16). Why: Triton (3.6 and 3.9) issues an INT8 wgmma and
+waits for it before the next K step (``warp_group_dot_wait {pendings = 0}`` in the compiled loop, even for a
+plain int8 matmul), while a bf16 loop with the unpacked weights as the register operand and the activation
+tile arriving by ``cp.async`` keeps several wgmma in flight (``pendings = 3``), so unpacking overlaps the
+tensor cores. Exactness: each product ``c q`` is an integer of magnitude <= 256 and every partial sum an
+integer below ``256 Kp < 2^24`` (``TC16_MAX_KP``), which float32 represents exactly whatever the summation
+order or alignment, so the accumulator converts to the INT8 path's integers (a design argument: the GPU
+check of ``lowbit bench-gpu`` compares the two bit for bit). :func:`ternary_linear` times both per shape.
 """
 
 from __future__ import annotations
@@ -20,10 +30,10 @@ import torch
 import triton
 import triton.language as tl
 
-from .ternary import QuantAct, TernaryWeight, act_quant, autotune, ternary_gemv
+from .ternary import QuantAct, TernaryWeight, _fast_bench, act_quant, autotune, ternary_gemv
 
-__all__ = ["ternary_gemm", "ternary_gemm_unpacked", "ternary_unpack", "ternary_linear", "auto_split_k",
-           "grouped_tile", "join8", "tile_rows", "unpack_join", "SPLIT_K_MIN_KP"]
+__all__ = ["ternary_gemm", "ternary_gemm_unpacked", "ternary_unpack", "ternary_linear", "ternary_choices", "auto_split_k",
+           "choose_path", "grouped_tile", "join8", "tile_rows", "unpack_join", "SPLIT_K_MIN_KP", "TC16_MAX_KP"]
 
 @triton.jit
 def grouped_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
@@ -57,26 +67,32 @@ def _unpack_codes(w, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr):
 
 
 @triton.jit
-def _code(w, s: tl.constexpr):
-    # int8 code c = w + 1 of element s (0..15) of each word: element 4t+b sits at bits 8b+2t
-    return ((w >> (8 * (s % 4) + 2 * (s // 4))) & 3).to(tl.int8)
+def _code(w, s: tl.constexpr, BF16: tl.constexpr):
+    # code c = w + 1 of element s (0..15) of each word (element 4t+b sits at bits 8b+2t), int8 or bf16
+    c = (w >> (8 * (s % 4) + 2 * (s // 4))) & 3
+    if BF16:  # selects between bf16 constants: no int -> float conversion (quarter-rate, and wrong in the interpreter)
+        r = tl.where(c == 0, tl.full(w.shape, 0.0, tl.bfloat16),
+                     tl.where(c == 1, tl.full(w.shape, 1.0, tl.bfloat16), tl.full(w.shape, 2.0, tl.bfloat16)))
+    else:
+        r = c.to(tl.int8)
+    return r
 
 
 @triton.jit
-def unpack_join(w, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr):
-    """int32 words [BN, BKW] -> int8 codes c [BN, BKW*16] in element order, built by four levels of
+def unpack_join(w, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr, BF16: tl.constexpr = False):
+    """int32 words [BN, BKW] -> codes c [BN, BKW*16] (int8, or bf16 with ``BF16``) in element order, built by four levels of
     ``tl.join``: the joined axis is always the innermost and held by one thread, so each thread keeps its
     word's 16 codes contiguous, the reshape moves no data and the tile goes to shared memory as 16-byte
     stores (the broadcast form of :func:`_unpack_codes` spreads a word over 16 lanes: one byte store
     per weight). The first join makes the highest bit of the element index ``s``, the last the lowest."""
-    p0 = tl.join(_code(w, 0), _code(w, 8))
-    p1 = tl.join(_code(w, 1), _code(w, 9))
-    p2 = tl.join(_code(w, 2), _code(w, 10))
-    p3 = tl.join(_code(w, 3), _code(w, 11))
-    p4 = tl.join(_code(w, 4), _code(w, 12))
-    p5 = tl.join(_code(w, 5), _code(w, 13))
-    p6 = tl.join(_code(w, 6), _code(w, 14))
-    p7 = tl.join(_code(w, 7), _code(w, 15))
+    p0 = tl.join(_code(w, 0, BF16), _code(w, 8, BF16))
+    p1 = tl.join(_code(w, 1, BF16), _code(w, 9, BF16))
+    p2 = tl.join(_code(w, 2, BF16), _code(w, 10, BF16))
+    p3 = tl.join(_code(w, 3, BF16), _code(w, 11, BF16))
+    p4 = tl.join(_code(w, 4, BF16), _code(w, 12, BF16))
+    p5 = tl.join(_code(w, 5, BF16), _code(w, 13, BF16))
+    p6 = tl.join(_code(w, 6, BF16), _code(w, 14, BF16))
+    p7 = tl.join(_code(w, 7, BF16), _code(w, 15, BF16))
     return tl.reshape(join8(p0, p1, p2, p3, p4, p5, p6, p7), [BLOCK_N, BLOCK_KW * 16])
 
 
@@ -91,15 +107,19 @@ def join8(p0, p1, p2, p3, p4, p5, p6, p7):
 @triton.jit
 def _tgemm_kernel(q_ptr, qsum_ptr, xs_ptr, w_ptr, ws_ptr, y_ptr, acc_ptr, M, N, KW, stride_qm, stride_wn, stride_ym,
                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr, GROUP_M: tl.constexpr,
-                  SPLIT_K: tl.constexpr, OUT_ACC: tl.constexpr, SWAP: tl.constexpr = False):
+                  SPLIT_K: tl.constexpr, OUT_ACC: tl.constexpr, SWAP: tl.constexpr = False, TC16: tl.constexpr = False,
+                  DOT_F32: tl.constexpr = False):
     # SPLIT_K > 1 (skinny shapes: few output tiles): each split adds its int32 partial into acc_ptr
-    # (zeroed) with atomics; integer addition is exact in any order, so the result is deterministic
+    # (zeroed) with atomics; integer addition is exact in any order, so the result is deterministic.
+    # TC16 (bf16 codes in q_ptr, SWAP only): bf16 tensor cores, float32 accumulator holding integers (module
+    # docstring); DOT_F32: its float32 form for the Triton interpreter, whose bf16 tl.dot is wrong
+    tl.static_assert(SWAP or not TC16, "the bf16 tensor-core GEMM takes the swapped operands only")
     pid_k = tl.program_id(1)
     rm, rn, m_ok, n_ok = tile_rows(M, N, BLOCK_M, BLOCK_N, GROUP_M)
     rj = tl.arange(0, BLOCK_KW)
     rk = tl.arange(0, BLOCK_KW * 16)
     if SWAP:
-        acc = tl.zeros([BLOCK_N, BLOCK_M], tl.int32)
+        acc = tl.zeros([BLOCK_N, BLOCK_M], tl.float32 if TC16 else tl.int32)
     else:
         acc = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)
     nk = tl.cdiv(KW, BLOCK_KW)
@@ -114,13 +134,18 @@ def _tgemm_kernel(q_ptr, qsum_ptr, xs_ptr, w_ptr, ws_ptr, y_ptr, acc_ptr, M, N, 
         if SWAP:
             xt = tl.load(q_ptr + rm[None, :] * stride_qm + kk[:, None], mask=m_ok[None, :] & (kk < KW * 16)[:, None],
                          other=0)
-            acc = tl.dot(unpack_join(w, BLOCK_N, BLOCK_KW), xt, acc, out_dtype=tl.int32)
+            if TC16 and DOT_F32:
+                acc = tl.dot(unpack_join(w, BLOCK_N, BLOCK_KW, True).to(tl.float32), xt.to(tl.float32), acc)
+            elif TC16:
+                acc = tl.dot(unpack_join(w, BLOCK_N, BLOCK_KW, True), xt, acc)
+            else:
+                acc = tl.dot(unpack_join(w, BLOCK_N, BLOCK_KW), xt, acc, out_dtype=tl.int32)
         else:
             x = tl.load(q_ptr + rm[:, None] * stride_qm + kk[None, :], mask=m_ok[:, None] & (kk < KW * 16)[None, :],
                         other=0)
             acc = tl.dot(x, tl.trans(unpack_join(w, BLOCK_N, BLOCK_KW)), acc, out_dtype=tl.int32)
     if SWAP:
-        acc = tl.trans(acc)
+        acc = tl.trans(acc.to(tl.int32))  # TC16: float32 integers below 2^24, converted exactly
     if pid_k == 0:  # sum_k q w = sum_k q c - sum_k q, the token's sum taken once
         acc -= tl.load(qsum_ptr + rm, mask=m_ok, other=0)[:, None]
     omask = m_ok[:, None] & n_ok[None, :]
@@ -148,6 +173,16 @@ _GEMM_CONFIGS = [
                                    (128, 64, 8, 4, 4, False), (128, 64, 8, 4, 4, True), (128, 128, 8, 4, 3, False),
                                    (128, 128, 8, 8, 3, False), (256, 128, 4, 8, 3, False)]
 ]
+# bf16 tensor cores (TC16): every config swapped, the unpacked weights the register operand; BLOCK_M (tokens) is
+# the MMA's N (8-256), BLOCK_N its M (64 rows per warp group). Design assumption, compiled for sm_90 only
+# (Triton 3.6 and 3.9 pipeline its wgmma loop: warp_group_dot_wait with pendings > 0), not yet timed
+_TC16_CONFIGS = [
+    triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_KW": bk, "GROUP_M": 8, "SWAP": True}, num_warps=nw,
+                  num_stages=ns)
+    for bm, bn, bk, nw, ns in [(32, 64, 4, 4, 4), (64, 64, 4, 4, 4), (64, 128, 4, 4, 4), (128, 64, 4, 4, 4),
+                               (128, 128, 4, 8, 3), (256, 128, 4, 8, 3), (128, 128, 8, 8, 3)]
+]
+TC16_MAX_KP = (1 << 24) // 256 - 1  # float32 holds every sum of |c q| <= 256 per weight exactly below 2^24
 SPLIT_K_MIN_KP = 6144  # split K four ways for long rows at <= 64 tokens (H200: 3200x8640 27 vs 35 µs)
 
 
@@ -159,6 +194,8 @@ def _gemm_prune(configs, named_args, **kw):
 
 _tgemm_tuned = autotune(_GEMM_CONFIGS, key=["M", "N", "KW", "SPLIT_K"], reset_to_zero=["acc_ptr"],
                         prune_configs_by={"early_config_prune": _gemm_prune})(_tgemm_kernel)
+_tgemm_tc16_tuned = autotune(_TC16_CONFIGS, key=["M", "N", "KW", "SPLIT_K"], reset_to_zero=["acc_ptr"],
+                             prune_configs_by={"early_config_prune": _gemm_prune})(_tgemm_kernel)
 
 
 def auto_split_k(m: int, kp: int) -> int:
@@ -169,12 +206,17 @@ def auto_split_k(m: int, kp: int) -> int:
 
 def ternary_gemm(a: QuantAct, w: TernaryWeight, out_acc: bool = False, config: dict | None = None,
                  split_k: int | None = None) -> torch.Tensor:
-    """Prefill GEMM with INT8 tensor cores (``tl.dot``, int32 accumulate): bf16 [M, N] (or int32 acc).
+    """Prefill GEMM: bf16 [M, N] (or the int32 acc). INT8 codes (``act_quant(x)``): INT8 tensor cores
+    (``tl.dot``, int32 accumulate); bf16 codes (``act_quant(x, codes=torch.bfloat16)``): bf16 tensor cores
+    (swapped operands; the float32 accumulator holds the same integers, K up to ``TC16_MAX_KP``).
     ``split_k`` > 1 splits K over programs (int32 atomics, exact) and dequantizes in a second launch;
     ``None``: :func:`auto_split_k` on the GPU, 1 elsewhere."""
     m = a.q.shape[0]
     if a.q.shape[1] != w.kp:
         raise ValueError(f"K mismatch: activations padded to {a.q.shape[1]}, weight to {w.kp}")
+    tc16 = a.q.dtype == torch.bfloat16
+    if tc16 and w.kp > TC16_MAX_KP:
+        raise ValueError(f"bf16 codes: K padded to {w.kp} > {TC16_MAX_KP} is not exact in float32; use int8 codes")
     dev = a.q.device
     if split_k is None:
         split_k = auto_split_k(m, w.kp) if dev.type == "cuda" else 1
@@ -184,13 +226,14 @@ def ternary_gemm(a: QuantAct, w: TernaryWeight, out_acc: bool = False, config: d
             y.stride(0))
     if dev.type == "cuda" and config is None:
         grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(w.n, meta["BLOCK_N"]), split_k)  # noqa: E731
-        _tgemm_tuned[grid](*args, SPLIT_K=split_k, OUT_ACC=out_acc)
+        (_tgemm_tc16_tuned if tc16 else _tgemm_tuned)[grid](*args, SPLIT_K=split_k, OUT_ACC=out_acc, TC16=tc16)
     else:
-        cfg = dict(config or {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_KW": 4, "GROUP_M": 4})
+        cfg = dict(config or {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_KW": 4, "GROUP_M": 4, "SWAP": tc16})
         nw = cfg.pop("num_warps", 4)
         ns = cfg.pop("num_stages", 2)
         grid = (triton.cdiv(m, cfg["BLOCK_M"]) * triton.cdiv(w.n, cfg["BLOCK_N"]), split_k)
-        _tgemm_kernel[grid](*args, SPLIT_K=split_k, OUT_ACC=out_acc, num_warps=nw, num_stages=ns, **cfg)
+        _tgemm_kernel[grid](*args, SPLIT_K=split_k, OUT_ACC=out_acc, TC16=tc16, DOT_F32=tc16 and dev.type != "cuda",
+                            num_warps=nw, num_stages=ns, **cfg)
     if split_k > 1:
         if out_acc:
             return acc
@@ -244,10 +287,46 @@ def ternary_gemm_unpacked(a: QuantAct, w: TernaryWeight, out_acc: bool = False) 
     return y
 
 
+_CHOICE: dict[tuple, tuple[str, str]] = {}  # (tokens rounded up to a power of two, N, K) -> (codes, why)
+
+
+def ternary_choices() -> dict[tuple, str]:
+    """The code dtype :func:`ternary_linear` took per (tokens bucket, N, K): ``"int8"`` or ``"bf16"``."""
+    return {k: name + why for k, (name, why) in _CHOICE.items()}
+
+
+def choose_path(paths: dict, call, timer=_fast_bench) -> tuple[str, str]:
+    """(the fastest of ``paths`` by ``timer(lambda: call(fn))``, why another did not compete). A path that
+    cannot be built here is left out: Triton's frontend raises ``CompilationError``, its MLIR pass pipeline
+    a ``RuntimeError`` (Triton 3.6 on the FP4 kernel's unswapped in-register decode tile)."""
+    times, why, err = {}, "", None
+    for name, fn in paths.items():
+        try:
+            call(fn)  # compile (and autotune) outside the timing
+        except (triton.CompilationError, RuntimeError) as e:
+            err = e
+            why = f" ({name} does not compile: {(str(e).splitlines() or [type(e).__name__])[0][:120]})"
+            continue
+        times[name] = timer(lambda fn=fn: call(fn))
+    if not times:
+        raise err
+    return min(times, key=times.get), why
+
+
 def ternary_linear(x: torch.Tensor, w: TernaryWeight, gemm_from: int = 16) -> torch.Tensor:
-    """BitLinear forward on bf16 ``x`` [M, K]: the fused quantizer + GEMV (M < gemm_from), or quantize + GEMM."""
+    """BitLinear forward on bf16 ``x`` [M, K]: the fused quantizer + GEMV below ``gemm_from`` tokens; from there
+    quantize + GEMM on INT8 or bf16 tensor cores, whichever the GPU runs fastest for (tokens rounded up to a
+    power of two, N, K), timed once by CUDA-graph replay (as the autotuner) and kept for the process; the
+    INT8 path off the GPU. Both give the same integers, so the choice never changes the output."""
     if x.shape[-1] != w.k:
         raise ValueError(f"x has K={x.shape[-1]}, weight has K={w.k}")
-    if x.shape[0] < gemm_from:
+    m = x.shape[0]
+    if m < gemm_from:
         return ternary_gemv(x, w)
-    return ternary_gemm(act_quant(x), w)
+    if not x.is_cuda:
+        return ternary_gemm(act_quant(x), w)
+    paths = {"int8": torch.int8, **({"bf16": torch.bfloat16} if w.kp <= TC16_MAX_KP else {})}
+    key = (triton.next_power_of_2(m), w.n, w.k)
+    if key not in _CHOICE:
+        _CHOICE[key] = choose_path(paths, lambda codes: ternary_gemm(act_quant(x, codes=codes), w))
+    return ternary_gemm(act_quant(x, codes=paths[_CHOICE[key][0]]), w)

@@ -80,7 +80,7 @@ def test_a_path_that_does_not_build_is_left_out_of_the_choice():
     # fp4_linear must then time and take the other paths, and say why one was left out
     import triton
 
-    from lowbit.models.gpu.fp4mma import choose_path
+    from lowbit.models.gpu.ternary_gemm import choose_path
 
     def broken():
         raise RuntimeError("PassManager::run failed")

@@ -127,6 +127,44 @@ def test_gemm_odd_shapes_tiles_and_splits(device, m, n, k, cfg, split_k):
     assert np.array_equal(got, int_matmul_exact(q, codes))
 
 
+@pytest.mark.parametrize("m,n,k,cfg,split_k", [
+    (19, 50, 200, {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_KW": 2, "GROUP_M": 2, "SWAP": True}, 1),
+    (33, 45, 300, {"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_KW": 4, "GROUP_M": 1, "SWAP": True}, 5),
+    (3, 70, 37, {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_KW": 1, "GROUP_M": 4, "SWAP": True}, 2),
+])
+def test_gemm_bf16_codes_exact(device, m, n, k, cfg, split_k):
+    # the bf16 tensor-core form: the same integers from bf16 codes; activations at full scale (|q| = 127 or 128
+    # somewhere in each row) and all-ones weight rows give the largest sums
+    rng = np.random.default_rng(31 + m + k)
+    x = _rand_x(rng, m, k)
+    codes = rng.integers(-1, 2, (n, k)).astype(np.int8)
+    codes[0] = 1
+    codes[1] = -1
+    w = pack_ternary_gpu(codes, 0.7, device)
+    a16 = act_quant(torch.from_numpy(x).to(device), codes=torch.bfloat16)
+    a8 = act_quant(torch.from_numpy(x).to(device))
+    assert a16.q.dtype == torch.bfloat16 and torch.equal(a16.q.float(), a8.q.float())
+    assert torch.equal(a16.qsum, a8.qsum) and torch.equal(a16.s, a8.s)
+    q, _ = int8_absmax_quantize(x)
+    got = ternary_gemm(a16, w, out_acc=True, config=cfg, split_k=split_k).cpu().numpy()
+    assert np.array_equal(got, int_matmul_exact(q, codes))
+    assert torch.equal(ternary_gemm(a16, w, config=cfg), ternary_gemm(a8, w, config=cfg))
+
+
+def test_bf16_codes_refusals(device):
+    rng = np.random.default_rng(5)
+    x = torch.from_numpy(_rand_x(rng, 2, 32)).to(device)
+    w = pack_ternary_gpu(rng.integers(-1, 2, (6, 32)).astype(np.int8), 1.0, device)
+    a16 = act_quant(x, codes=torch.bfloat16)
+    with pytest.raises(ValueError, match="int8 codes"):
+        ternary_gemv(a16, w)
+    with pytest.raises(ValueError, match="codes must be"):
+        act_quant(x, codes=torch.float16)
+    big = pack_ternary_gpu(np.ones((1, 65536), np.int8), 1.0, device)  # 256 * Kp reaches 2^24
+    with pytest.raises(ValueError, match="not exact in float32"):
+        ternary_gemm(act_quant(torch.ones(1, 65536, device=device), codes=torch.bfloat16), big)
+
+
 def test_auto_split_k():
     # four splits only for long rows (>= 6144 weights) at <= 64 tokens
     assert [auto_split_k(m, kp) for m, kp in ((64, 8640), (64, 6912), (65, 8640), (64, 3200), (16, 6144))] == [4, 4, 1, 1, 4]

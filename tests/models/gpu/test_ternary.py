@@ -107,48 +107,34 @@ def test_gemm_bit_exact(device):
     assert np.all(np.abs(y - y_ref) <= BF16_REL * np.abs(y_ref) + 1e-30)
 
 
-@pytest.mark.parametrize("m,n,k,cfg,split_k", [
-    (17, 45, 300, {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_KW": 2, "GROUP_M": 2}, 1),
-    (17, 45, 300, {"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_KW": 4, "GROUP_M": 1}, 7),
-    (5, 70, 37, {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_KW": 1, "GROUP_M": 4}, 2),
-    (19, 50, 200, {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_KW": 2, "GROUP_M": 2, "SWAP": True}, 1),
-    (19, 50, 200, {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_KW": 4, "GROUP_M": 1, "SWAP": True}, 3),
+@pytest.mark.parametrize("m,n,k,cfg,split_k,codes", [
+    (17, 45, 300, {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_KW": 2, "GROUP_M": 2}, 1, torch.int8),
+    (17, 45, 300, {"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_KW": 4, "GROUP_M": 1}, 7, torch.int8),
+    (5, 70, 37, {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_KW": 1, "GROUP_M": 4}, 2, torch.int8),
+    (19, 50, 200, {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_KW": 2, "GROUP_M": 2, "SWAP": True}, 1, torch.int8),
+    (19, 50, 200, {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_KW": 4, "GROUP_M": 1, "SWAP": True}, 3, torch.int8),
+    # bf16 tensor-core form (swapped only)
+    (19, 50, 200, {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_KW": 2, "GROUP_M": 2, "SWAP": True}, 1, torch.bfloat16),
+    (33, 45, 300, {"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_KW": 4, "GROUP_M": 1, "SWAP": True}, 5, torch.bfloat16),
+    (3, 70, 37, {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_KW": 1, "GROUP_M": 4, "SWAP": True}, 2, torch.bfloat16),
 ])
-def test_gemm_odd_shapes_tiles_and_splits(device, m, n, k, cfg, split_k):
+def test_gemm_odd_shapes_tiles_and_splits(device, m, n, k, cfg, split_k, codes):
     # shapes that are multiples of no tile; a K tile of 1-4 words (16-64 weights) with a partial last tile;
-    # K split into more parts than there are K tiles (empty splits add nothing)
+    # K split into more parts than there are K tiles (empty splits add nothing); all-ones and all-minus-ones
+    # weight rows give the largest sums
     rng = np.random.default_rng(15 + m + k)
     x = _rand_x(rng, m, k)
-    codes = rng.integers(-1, 2, (n, k)).astype(np.int8)
-    w = pack_ternary_gpu(codes, 0.7, device)
-    a = act_quant(torch.from_numpy(x).to(device))
+    w_codes = rng.integers(-1, 2, (n, k)).astype(np.int8)
+    w_codes[:2] = [[1], [-1]]
+    w = pack_ternary_gpu(w_codes, 0.7, device)
+    a = act_quant(torch.from_numpy(x).to(device), codes=codes)
     q, _ = int8_absmax_quantize(x)
     got = ternary_gemm(a, w, out_acc=True, config=cfg, split_k=split_k).cpu().numpy()
-    assert np.array_equal(got, int_matmul_exact(q, codes))
-
-
-@pytest.mark.parametrize("m,n,k,cfg,split_k", [
-    (19, 50, 200, {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_KW": 2, "GROUP_M": 2, "SWAP": True}, 1),
-    (33, 45, 300, {"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_KW": 4, "GROUP_M": 1, "SWAP": True}, 5),
-    (3, 70, 37, {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_KW": 1, "GROUP_M": 4, "SWAP": True}, 2),
-])
-def test_gemm_bf16_codes_exact(device, m, n, k, cfg, split_k):
-    # the bf16 tensor-core form: the same integers from bf16 codes; activations at full scale (|q| = 127 or 128
-    # somewhere in each row) and all-ones weight rows give the largest sums
-    rng = np.random.default_rng(31 + m + k)
-    x = _rand_x(rng, m, k)
-    codes = rng.integers(-1, 2, (n, k)).astype(np.int8)
-    codes[0] = 1
-    codes[1] = -1
-    w = pack_ternary_gpu(codes, 0.7, device)
-    a16 = act_quant(torch.from_numpy(x).to(device), codes=torch.bfloat16)
-    a8 = act_quant(torch.from_numpy(x).to(device))
-    assert a16.q.dtype == torch.bfloat16 and torch.equal(a16.q.float(), a8.q.float())
-    assert torch.equal(a16.qsum, a8.qsum) and torch.equal(a16.s, a8.s)
-    q, _ = int8_absmax_quantize(x)
-    got = ternary_gemm(a16, w, out_acc=True, config=cfg, split_k=split_k).cpu().numpy()
-    assert np.array_equal(got, int_matmul_exact(q, codes))
-    assert torch.equal(ternary_gemm(a16, w, config=cfg), ternary_gemm(a8, w, config=cfg))
+    assert np.array_equal(got, int_matmul_exact(q, w_codes))
+    if codes == torch.bfloat16:  # the bf16 codes are the int8 codes; the output equals the INT8 path's
+        a8 = act_quant(torch.from_numpy(x).to(device))
+        assert torch.equal(a.q.float(), a8.q.float()) and torch.equal(a.qsum, a8.qsum) and torch.equal(a.s, a8.s)
+        assert torch.equal(ternary_gemm(a, w, config=cfg), ternary_gemm(a8, w, config=cfg))
 
 
 def test_bf16_codes_refusals(device):

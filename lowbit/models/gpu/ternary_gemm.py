@@ -14,14 +14,17 @@ for long rows at few tokens (int32 atomics, exact in any order). ``SWAP`` comput
 float32, as :mod:`.ternary` (docs/reference/numerics.md §1.2, §1.3).
 
 ``TC16``: the same GEMM on the bf16 tensor cores, for activations quantized to bf16 codes (``act_quant(x,
-codes=torch.bfloat16)``: the INT8 integers, exact in bf16). Why: Triton (3.6 and 3.9) issues an INT8 wgmma and
+codes=torch.bfloat16)``: the INT8 integers, exact in bf16), the weights unpacked to ``v = 1 + c/2`` in {1, 1.5,
+2} (the bf16 bits ``0x3F80 + 64 c``: one integer multiply-add per weight), so ``sum q w = 2 sum q v - 3 sum q``.
+Why: Triton (3.6 and 3.9) issues an INT8 wgmma and
 waits for it before the next K step (``warp_group_dot_wait {pendings = 0}`` in the compiled loop, even for a
 plain int8 matmul), while a bf16 loop with the unpacked weights as the register operand and the activation
 tile arriving by ``cp.async`` keeps several wgmma in flight (``pendings = 3``), so unpacking overlaps the
-tensor cores. Exactness: each product ``c q`` is an integer of magnitude <= 256 and every partial sum an
-integer below ``256 Kp < 2^24`` (``TC16_MAX_KP``), which float32 represents exactly whatever the summation
-order or alignment, so the accumulator converts to the INT8 path's integers (a design argument: the GPU
-check of ``lowbit bench-gpu`` compares the two bit for bit). :func:`ternary_linear` times both per shape.
+tensor cores. Exactness: each product ``v q`` is a multiple of 1/2 of magnitude <= 256 and every partial sum
+one below ``256 Kp < 2^23`` (``TC16_MAX_KP``), which float32 represents exactly whatever the summation order
+or alignment, so ``2 sum q v`` converts to the INT8 path's integers (a design argument: the GPU check of
+``lowbit bench-gpu`` compares the two bit for bit). With split-K each split adds its ``2 sum q v`` and the first
+subtracts ``3 sum q`` once. :func:`ternary_linear` times both forms per shape.
 """
 
 from __future__ import annotations
@@ -70,9 +73,9 @@ def _unpack_codes(w, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr):
 def _code(w, s: tl.constexpr, BF16: tl.constexpr):
     # code c = w + 1 of element s (0..15) of each word (element 4t+b sits at bits 8b+2t), int8 or bf16
     c = (w >> (8 * (s % 4) + 2 * (s // 4))) & 3
-    if BF16:  # selects between bf16 constants: no int -> float conversion (quarter-rate, and wrong in the interpreter)
-        r = tl.where(c == 0, tl.full(w.shape, 0.0, tl.bfloat16),
-                     tl.where(c == 1, tl.full(w.shape, 1.0, tl.bfloat16), tl.full(w.shape, 2.0, tl.bfloat16)))
+    if BF16:  # the bf16 bits of v = 1 + c/2 (exponent 127, mantissa 64c; c = 2 carries into 2.0): one integer
+        # multiply-add, no int -> float conversion (quarter-rate, and wrong in the Triton interpreter)
+        r = (c * 64 + 0x3F80).to(tl.int16).to(tl.bfloat16, bitcast=True)
     else:
         r = c.to(tl.int8)
     return r
@@ -144,10 +147,12 @@ def _tgemm_kernel(q_ptr, qsum_ptr, xs_ptr, w_ptr, ws_ptr, y_ptr, acc_ptr, M, N, 
             x = tl.load(q_ptr + rm[:, None] * stride_qm + kk[None, :], mask=m_ok[:, None] & (kk < KW * 16)[None, :],
                         other=0)
             acc = tl.dot(x, tl.trans(unpack_join(w, BLOCK_N, BLOCK_KW)), acc, out_dtype=tl.int32)
+    if TC16:  # 2 sum q v = 2 sum q + sum q c: integers below 2^24 in float32, converted exactly
+        acc = (acc * 2.0).to(tl.int32)
     if SWAP:
-        acc = tl.trans(acc.to(tl.int32))  # TC16: float32 integers below 2^24, converted exactly
-    if pid_k == 0:  # sum_k q w = sum_k q c - sum_k q, the token's sum taken once
-        acc -= tl.load(qsum_ptr + rm, mask=m_ok, other=0)[:, None]
+        acc = tl.trans(acc)
+    if pid_k == 0:  # sum_k q w = sum_k q c - sum_k q (TC16: 2 sum q v - 3 sum q), the token's sum taken once
+        acc -= tl.load(qsum_ptr + rm, mask=m_ok, other=0)[:, None] * (3 if TC16 else 1)
     omask = m_ok[:, None] & n_ok[None, :]
     if SPLIT_K > 1:
         tl.atomic_add(acc_ptr + rm[:, None] * N + rn[None, :], acc, mask=omask, sem="relaxed")
@@ -182,7 +187,7 @@ _TC16_CONFIGS = [
     for bm, bn, bk, nw, ns in [(32, 64, 4, 4, 4), (64, 64, 4, 4, 4), (128, 64, 4, 4, 4), (128, 128, 4, 8, 3),
                                (256, 128, 4, 8, 3)]
 ]
-TC16_MAX_KP = (1 << 24) // 256 - 1  # float32 holds every sum of |c q| <= 256 per weight exactly below 2^24
+TC16_MAX_KP = (1 << 24) // 512 - 1  # float32 holds every sum of the half-integers v q (|v q| <= 256) exactly
 SPLIT_K_MIN_KP = 6144  # split K four ways for long rows at <= 64 tokens (H200: 3200x8640 27 vs 35 µs)
 
 
@@ -208,7 +213,7 @@ def ternary_gemm(a: QuantAct, w: TernaryWeight, out_acc: bool = False, config: d
                  split_k: int | None = None) -> torch.Tensor:
     """Prefill GEMM: bf16 [M, N] (or the int32 acc). INT8 codes (``act_quant(x)``): INT8 tensor cores
     (``tl.dot``, int32 accumulate); bf16 codes (``act_quant(x, codes=torch.bfloat16)``): bf16 tensor cores
-    (swapped operands; the float32 accumulator holds the same integers, K up to ``TC16_MAX_KP``).
+    (swapped operands, weights as 1 + c/2: the same integers, K up to ``TC16_MAX_KP``).
     ``split_k`` > 1 splits K over programs (int32 atomics, exact) and dequantizes in a second launch;
     ``None``: :func:`auto_split_k` on the GPU, 1 elsewhere."""
     m = a.q.shape[0]

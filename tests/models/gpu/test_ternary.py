@@ -146,9 +146,9 @@ def test_bf16_codes_refusals(device):
         ternary_gemv(a16, w)
     with pytest.raises(ValueError, match="codes must be"):
         act_quant(x, codes=torch.float16)
-    big = pack_ternary_gpu(np.ones((1, 65536), np.int8), 1.0, device)  # 256 * Kp reaches 2^24
+    big = pack_ternary_gpu(np.ones((1, 32768), np.int8), 1.0, device)  # 512 * Kp reaches 2^24
     with pytest.raises(ValueError, match="not exact in float32"):
-        ternary_gemm(act_quant(torch.ones(1, 65536, device=device), codes=torch.bfloat16), big)
+        ternary_gemm(act_quant(torch.ones(1, 32768, device=device), codes=torch.bfloat16), big)
 
 
 def test_auto_split_k():

@@ -114,7 +114,7 @@ def _tgemm_kernel(q_ptr, qsum_ptr, xs_ptr, w_ptr, ws_ptr, y_ptr, acc_ptr, M, N, 
                   DOT_F32: tl.constexpr = False):
     # SPLIT_K > 1 (skinny shapes: few output tiles): each split adds its int32 partial into acc_ptr
     # (zeroed) with atomics; integer addition is exact in any order, so the result is deterministic.
-    # TC16 (bf16 codes in q_ptr, SWAP only): bf16 tensor cores, float32 accumulator holding integers (module
+    # TC16 (bf16 codes in q_ptr, SWAP only): bf16 tensor cores, weights as 1 + c/2, float32 half-integers (module
     # docstring); DOT_F32: its float32 form for the Triton interpreter, whose bf16 tl.dot is wrong
     tl.static_assert(SWAP or not TC16, "the bf16 tensor-core GEMM takes the swapped operands only")
     pid_k = tl.program_id(1)

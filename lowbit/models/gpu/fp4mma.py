@@ -28,9 +28,9 @@ import triton.language as tl
 
 from .fp4 import FP4Weight, _block_scale_f32, _e2m1_nibble_f32, fp4_gemm, fp4_gemv
 from .ternary import autotune
-from .ternary_gemm import choose_path, join8, tile_rows
+from .ternary_gemm import PathChoice, join8, tile_rows
 
-__all__ = ["fp4_mma", "fp4_linear", "choose_path", "decode_join", "MMA_CONFIGS", "linear_choices"]
+__all__ = ["fp4_mma", "fp4_linear", "decode_join", "MMA_CONFIGS", "linear_choices"]
 
 
 @triton.jit
@@ -89,24 +89,20 @@ def _fp4_mma_kernel(x_ptr, w_ptr, s_ptr, y_ptr, out_mul, M, N, KW, K, stride_xm,
     tl.store(y_ptr + rm[:, None] * stride_ym + rn[None, :], y.to(tl.bfloat16), mask=m_ok[:, None] & n_ok[None, :])
 
 
-def _cfg(bm, bn, bkw, nw, ns, swap):
-    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_KW": bkw, "GROUP_M": 8, "SWAP": swap}, num_warps=nw,
-                         num_stages=ns)
-
-
 # every config swapped: Triton 3.6 (the H200 machine's) cannot build the unswapped kernel on sm_90 (its
 # TritonGPUOptimizeDotOperands pass fails on the transposed register tile: "Illegal shared layout"); the
 # swapped one compiles to wgmma with the decoded weights as the register operand. Tiles up to 256 tokens.
-MMA_CONFIGS = [_cfg(*c, True) for c in [
-    (16, 64, 8, 4, 4), (16, 128, 8, 4, 3), (32, 64, 8, 4, 4), (64, 64, 8, 4, 4), (64, 128, 8, 4, 3),
-    (128, 128, 8, 8, 3), (128, 256, 8, 8, 3), (256, 128, 8, 8, 3)]]
+MMA_CONFIGS = [
+    triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_KW": bkw, "GROUP_M": 8, "SWAP": True}, num_warps=nw,
+                  num_stages=ns)
+    for bm, bn, bkw, nw, ns in [(16, 64, 8, 4, 4), (16, 128, 8, 4, 3), (32, 64, 8, 4, 4), (64, 64, 8, 4, 4),
+                                (64, 128, 8, 4, 3), (128, 128, 8, 8, 3), (128, 256, 8, 8, 3), (256, 128, 8, 8, 3)]]
 
 
 def _mma_prune(configs, named_args, **kw):
-    # tiles no taller than the token count (16 at least); few tokens: only the swapped operand order
+    # tiles no taller than the token count (16 at least)
     m = named_args["M"]
-    ok = [c for c in configs if c.kwargs["BLOCK_M"] <= max(16, triton.next_power_of_2(m))
-          and (c.kwargs["SWAP"] or m > 32)]
+    ok = [c for c in configs if c.kwargs["BLOCK_M"] <= max(16, triton.next_power_of_2(m))]
     return ok or configs[:1]
 
 
@@ -138,13 +134,13 @@ def fp4_mma(x: torch.Tensor, w: FP4Weight, config: dict | None = None) -> torch.
     return y
 
 
-_CHOICE: dict[tuple, tuple[str, str]] = {}  # (tokens, N, K, format) -> (path, why another did not compete)
+_CHOICE = PathChoice()  # (tokens, N, K, format) -> "gemv", "mma" or "dequant"
 
 
 def linear_choices() -> dict[tuple, str]:
     """The path :func:`fp4_linear` took per (tokens or their power-of-two bucket, N, K, format): ``"gemv"``, ``"mma"`` or ``"dequant"``
     (with the reason where a kernel did not compile)."""
-    return {k: name + why for k, (name, why) in _CHOICE.items()}
+    return _CHOICE.summary()
 
 
 def fp4_linear(x: torch.Tensor, w: FP4Weight) -> torch.Tensor:
@@ -158,9 +154,7 @@ def fp4_linear(x: torch.Tensor, w: FP4Weight) -> torch.Tensor:
         return fp4_mma(x, w)
     key = (m if m < 16 else triton.next_power_of_2(m), w.n, w.k, w.fmt)  # below 16 the candidates differ
     paths = _paths(m)
-    if key not in _CHOICE:
-        _CHOICE[key] = choose_path(paths, lambda fn: fn(x, w))
-    return paths[_CHOICE[key][0]](x, w)
+    return paths[_CHOICE.pick(key, paths, lambda fn: fn(x, w))](x, w)
 
 
 def _paths(m: int) -> dict:

@@ -36,7 +36,7 @@ import triton.language as tl
 from .ternary import QuantAct, TernaryWeight, _fast_bench, act_quant, autotune, ternary_gemv
 
 __all__ = ["ternary_gemm", "ternary_gemm_unpacked", "ternary_unpack", "ternary_linear", "ternary_choices", "auto_split_k",
-           "choose_path", "grouped_tile", "join8", "tile_rows", "unpack_join", "SPLIT_K_MIN_KP", "TC16_MAX_KP"]
+           "choose_path", "PathChoice", "grouped_tile", "join8", "tile_rows", "unpack_join", "SPLIT_K_MIN_KP", "TC16_MAX_KP"]
 
 @triton.jit
 def grouped_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
@@ -292,14 +292,6 @@ def ternary_gemm_unpacked(a: QuantAct, w: TernaryWeight, out_acc: bool = False) 
     return y
 
 
-_CHOICE: dict[tuple, tuple[str, str]] = {}  # (tokens rounded up to a power of two, N, K) -> (codes, why)
-
-
-def ternary_choices() -> dict[tuple, str]:
-    """The code dtype :func:`ternary_linear` took per (tokens bucket, N, K): ``"int8"`` or ``"bf16"``."""
-    return {k: name + why for k, (name, why) in _CHOICE.items()}
-
-
 def choose_path(paths: dict, call, timer=_fast_bench) -> tuple[str, str]:
     """(the fastest of ``paths`` by ``timer(lambda: call(fn))``, why another did not compete). A path that
     cannot be built here is left out: Triton's frontend raises ``CompilationError``, its MLIR pass pipeline
@@ -318,6 +310,31 @@ def choose_path(paths: dict, call, timer=_fast_bench) -> tuple[str, str]:
     return min(times, key=times.get), why
 
 
+class PathChoice:
+    """Per key, the fastest of some paths (:func:`choose_path`), timed on the key's first call and kept for the
+    process."""
+
+    def __init__(self) -> None:
+        self._chosen: dict[tuple, tuple[str, str]] = {}
+
+    def pick(self, key: tuple, paths: dict, call) -> str:
+        if key not in self._chosen:
+            self._chosen[key] = choose_path(paths, call)
+        return self._chosen[key][0]
+
+    def summary(self) -> dict[tuple, str]:
+        """key -> the chosen path's name, with the reason where another path did not compile."""
+        return {k: name + why for k, (name, why) in self._chosen.items()}
+
+
+_CHOICE = PathChoice()  # (tokens rounded up to a power of two, N, K) -> "int8" or "bf16"
+
+
+def ternary_choices() -> dict[tuple, str]:
+    """The code dtype :func:`ternary_linear` took per (tokens bucket, N, K): ``"int8"`` or ``"bf16"``."""
+    return _CHOICE.summary()
+
+
 def ternary_linear(x: torch.Tensor, w: TernaryWeight, gemm_from: int = 16) -> torch.Tensor:
     """BitLinear forward on bf16 ``x`` [M, K]: the fused quantizer + GEMV below ``gemm_from`` tokens; from there
     quantize + GEMM on INT8 or bf16 tensor cores, whichever the GPU runs fastest for (tokens rounded up to a
@@ -331,7 +348,6 @@ def ternary_linear(x: torch.Tensor, w: TernaryWeight, gemm_from: int = 16) -> to
     if not x.is_cuda:
         return ternary_gemm(act_quant(x), w)
     paths = {"int8": torch.int8, **({"bf16": torch.bfloat16} if w.kp <= TC16_MAX_KP else {})}
-    key = (triton.next_power_of_2(m), w.n, w.k)
-    if key not in _CHOICE:
-        _CHOICE[key] = choose_path(paths, lambda codes: ternary_gemm(act_quant(x, codes=codes), w))
-    return ternary_gemm(act_quant(x, codes=paths[_CHOICE[key][0]]), w)
+    name = _CHOICE.pick((triton.next_power_of_2(m), w.n, w.k), paths,
+                        lambda codes: ternary_gemm(act_quant(x, codes=codes), w))
+    return ternary_gemm(act_quant(x, codes=paths[name]), w)

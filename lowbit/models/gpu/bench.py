@@ -22,7 +22,7 @@ copy bandwidth). JSON schema ``lowbit.gpu-baseline/2``, flat for ``lowbit report
                     "stage_us" (lop only: {"score": µs of the scoring phase as its own launch, "two_launches": µs
                     of the call forced to two launches}), "launches" (lop only: of the default call, 1 or 2)}],
      "decode":    [{"kernel" ("bf16"|"bf16_compile"|"ternary"|"ternary_pdl"|"nvfp4"|"nvfp4_pdl"), "model", "batch",
-                    "context", "attn" ("dense"|"split"|"lop"),
+                    "context", "attn" ("dense"|"split"|"sdpa"|"lop"),
                     "step_us", "tokens_per_s", "weight_bytes", "floor_frac" (weight bytes / copy bandwidth
                     / step time), "speedup_vs_torch" (vs bf16 eager), "speedup_vs_compile", "j_per_token",
                     "avg_w", "device", "finite"}],
@@ -409,8 +409,8 @@ def run_all(out_dir: Path, quick: bool = False, sections: str = "attention,linea
     if "decode" in secs:
         cfgs = [(m, f, 192, "dense") for m in models for f in ("bf16", "ternary", "nvfp4")]
         cfgs += [(m, "bf16_compile", 192, "dense") for m in models]
-        cfgs += [(m, "ternary_pdl", 192, "dense") for m in models]
-        cfgs += [("bitnet-b1.58-3b", f, 192, "split") for f in ("ternary_pdl", "nvfp4_pdl")]
+        cfgs += [(m, f, 192, "dense") for m in models for f in ("ternary_pdl", "nvfp4_pdl")]
+        cfgs += [("bitnet-b1.58-3b", f, 192, "sdpa") for f in ("ternary_pdl", "nvfp4_pdl")]
         cfgs += [("bitnet-b1.58-2b4t", f, 4000, a) for f, a in (("bf16", "dense"), ("ternary", "dense"), ("ternary", "lop"))]
         cfgs += [("bitnet-b1.58-3b", f, 4000, a) for f, a in (("bf16", "dense"), ("ternary", "dense"), ("ternary", "lop"))]
         from .bench_decode import run_decode

@@ -1,8 +1,8 @@
 """The whole-model decode section of the GPU benchmark (:mod:`.bench`): per (model, format, context,
 attention) one CUDA-graph decode step (:func:`.decode.time_decode_step`) with GPU energy per token, rows of
 ``data["decode"]`` (schema: :mod:`.bench`). A format ending in ``_pdl`` runs every ternary and
-decode-attention kernel with programmatic dependent launch (``ternary.PDL``); attention ``split`` takes the
-split-context kernel for every dense attention (``decode.ATTN_MODE``); ``_compile`` wraps the torch layer in
+decode-attention kernel with programmatic dependent launch (``ternary.PDL``); attention ``split`` / ``sdpa``
+takes the split-context kernel / torch SDPA for every dense attention (``decode.ATTN_MODE``); ``_compile`` wraps the torch layer in
 ``torch.compile``. Speedups are against the bf16 eager and compiled rows of the same model and context.
 """
 
@@ -35,9 +35,9 @@ def run_decode(configs, data, log, budget: Budget, seed: int) -> None:
         pdl_was, mode_was = ternary_mod.PDL, decode_mod.ATTN_MODE
         try:
             ternary_mod.PDL = pdl_was or fmt.endswith("_pdl")  # every ternary decode kernel with PDL
-            if attn == "split":  # the split-context kernel for every dense attention
-                decode_mod.ATTN_MODE = "split"
-            mdl = build_model(model, base, batch=1, context=ctx, attn="dense" if attn == "split" else attn,
+            if attn in ("split", "sdpa"):  # this kernel for every dense attention
+                decode_mod.ATTN_MODE = attn
+            mdl = build_model(model, base, batch=1, context=ctx, attn="dense" if attn in ("split", "sdpa") else attn,
                               k_sel=max(1, ctx // 16), seed=seed + 2, compile=fmt.endswith("_compile"))
             r = time_decode_step(mdl, ctx, profile=(base in ("ternary", "nvfp4") and ctx == 192), energy=energy)
         except Exception as e:  # report and continue: one failing config must not lose the others

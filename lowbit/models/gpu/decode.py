@@ -18,10 +18,11 @@ weights by :meth:`DecodeModel.tune`), the torch ops for more than one token (``f
 ``bf16`` (torch ``F.linear``, the baseline) runs the plain torch elementwise ops. ``compile=True`` wraps the torch layer in
 ``torch.compile(mode="max-autotune-no-cudagraphs")`` (the step is captured in a CUDA graph either way, so
 this is ``max-autotune`` with its CUDA graph made by :func:`time_decode_step`).
-Attention: over the bf16 KV cache (``dense``: torch SDPA for ``bf16``; for the low-bit formats the Triton
-decode kernel of :mod:`.decode_attn` where it is faster: GQA, short contexts; ``LOWBIT_GPU_ATTN``, read
-into :data:`ATTN_MODE`, overrides this for the low-bit formats: ``split`` = the split-context kernel
-:func:`.decode_attn.split_decode_attention` for every group size and context, ``sdpa`` = always SDPA) or LOP
+Attention: over the bf16 KV cache (``dense``: torch SDPA for ``bf16``; for the low-bit formats the
+split-context Triton kernel :func:`.decode_attn.split_decode_attention` up to
+:data:`.decode_attn.SPLIT_MAX_CTX` tokens, SDPA beyond; ``LOWBIT_GPU_ATTN``, read into :data:`ATTN_MODE`,
+overrides this for the low-bit formats: ``split`` = the split kernel at every context, ``dense`` = the
+one-program-per-group kernel :func:`.decode_attn.dense_decode_attention`, ``sdpa`` = always SDPA) or LOP
 (``lop``: also keeps the 4-bit LO-code cache of the INT8 keys and selects ``k_sel`` tokens per KV group). The step is replayed at a fixed position
 (``context`` tokens already cached), which is what one decode step of the simulator's trace costs.
 """
@@ -38,7 +39,7 @@ import torch.nn.functional as F
 
 from lowbit.sim.modelspec import ModelSpec, get_model
 
-from .decode_attn import dense_attention_fits, dense_decode_attention, split_decode_attention
+from .decode_attn import dense_decode_attention, split_attention_fits, split_decode_attention
 from .fp4 import fp4_gemv, random_fp4_weight_torch
 from .fp4row import fp4_gate_gemv, fp4_norm_gemv, tune_cold
 from .fused import rmsnorm_quant, rope_append
@@ -46,11 +47,11 @@ from .lop_attn import lo_pack_keys_torch, lop_attention
 from .rowgemv import Rope, gate_gemv, norm_gemv
 from .ternary import act_quant, graph_capture, pack_ternary_gpu_torch, ternary_gemv
 
-# Dense decode attention of the low-bit formats: "auto" (the Triton kernel where dense_attention_fits, else
-# SDPA), "split" (split_decode_attention everywhere) or "sdpa" (torch SDPA everywhere); read when a step is
-# built or captured, so a script may also assign it.
+# Dense decode attention of the low-bit formats: "auto" (split_decode_attention where split_attention_fits,
+# else SDPA), "split" (split_decode_attention everywhere), "dense" (dense_decode_attention everywhere) or
+# "sdpa" (torch SDPA everywhere); read when a step is built or captured, so a script may also assign it.
 ATTN_MODE = os.environ.get("LOWBIT_GPU_ATTN", "auto")
-ATTN_MODES = ("auto", "split", "sdpa")
+ATTN_MODES = ("auto", "split", "dense", "sdpa")
 
 __all__ = ["DecodeModel", "build_model", "time_decode_step", "gpu_energy_j"]
 
@@ -196,9 +197,9 @@ class DecodeModel:
         if ATTN_MODE not in ATTN_MODES:
             raise ValueError(f"LOWBIT_GPU_ATTN={ATTN_MODE!r}: not one of {ATTN_MODES}")
         sc, low = 1.0 / math.sqrt(hd), self.fmt != "bf16"
-        if low and ATTN_MODE == "split":
+        if low and (ATTN_MODE == "split" or ATTN_MODE == "auto" and split_attention_fits(ctx)):
             o = split_decode_attention(q, kc, vc, ctx, scale=sc)
-        elif low and ATTN_MODE == "auto" and dense_attention_fits(ctx, s.n_heads // s.n_kv_heads):
+        elif low and ATTN_MODE == "dense":
             o = dense_decode_attention(q, kc, vc, ctx, scale=sc)
         else:
             o = F.scaled_dot_product_attention(q.unsqueeze(2), kc[:, :, :ctx], vc[:, :, :ctx], scale=sc,

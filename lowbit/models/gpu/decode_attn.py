@@ -5,19 +5,23 @@ group reading each cached K/V row once for the group's ``G = H / KVH`` query hea
 recurrence of Dao et al., "FlashAttention", NeurIPS 2022: running max ``m_i``, running sum ``l_i``, float32
 accumulation, bf16 K/V cache and output), what ``F.scaled_dot_product_attention`` computes for one query.
 
-Why a kernel of its own: at decode contexts of a few hundred tokens the step is latency-bound; one
-program per KV group issues its K/V loads at once and ends without a second pass, where cuDNN's flash
-kernel (torch SDPA) took 8.7 µs per bitnet-2B4T layer at 193 tokens on an H200, this kernel 6.2 µs.
-The grid has only B·KVH programs, so long contexts and MHA go to SDPA (:func:`dense_attention_fits`).
+Why kernels of their own: at decode contexts of a few hundred tokens the step is latency-bound, and a
+Triton kernel can issue its K/V loads before it waits for the Wqkv GEMV (programmatic dependent launch,
+below), which torch SDPA (cuDNN's flash kernel) cannot.
 
 :func:`split_decode_attention` is the split-context form ("flash-decoding": Dao, Haziza, Massa, Sizov,
 "Flash-Decoding for long-context inference", 2023, on the FlashAttention-2 online softmax): a grid of
 (B·KVH, S) programs, program (g, s) attending over the tokens [s·CH, (s+1)·CH) and writing its partial
 (running max ``m_s``, running sum ``l_s``, unnormalized float32 ``acc_s``); the combine is
 ``out = Σ_s exp(m_s - M) acc_s / Σ_s exp(m_s - M) l_s`` with ``M = max_s m_s``, done by the group's last
-program to finish (an int32 counter per group) or by a second launch. Measured on an H200
-(reports/gpu-baseline.md, dense-attention table): correct, but slower than SDPA at every context (BitNet-3B at 193 tokens
-11.2 vs 7.7 µs), so the decode step takes it only with ``LOWBIT_GPU_ATTN=split``.
+program to finish (an int32 counter per group) or by a second launch. The decode step takes it for the
+low-bit formats up to :data:`SPLIT_MAX_CTX` tokens (:func:`split_attention_fits`), SDPA beyond. Measured
+on an H200, whole BitNet decode steps with PDL at 192 tokens (2026-12-05, the plan of :func:`split_plan`:
+one block of at most 16 tokens per program, 2 warps): BitNet-3B (MHA) 893.8 µs with it, 951.5 / 973.9 µs
+with SDPA; BitNet-2B4T (GQA) 925.3 µs, 962.3 µs with the one-program-per-group kernel. Alone, on an H100
+(same day): 3B at 193 tokens 6.2 vs 7.5-7.8 µs SDPA, at 1024 13.8 vs 13.6, at 4096 32.5 vs 30.0 (its best
+plans), hence the limit. :func:`dense_decode_attention` (one program per KV group, looping over the
+context) is kept as the table's alternative: 17 µs for 3B at 193 tokens.
 
 With programmatic dependent launch (``ternary.pdl_kw``) both kernels read their first block of cached K/V
 before ``griddepcontrol.wait``: the kernel before them (the Wqkv GEMV's RoPE + append) writes only the new
@@ -34,17 +38,13 @@ import triton.language as tl
 
 from .ternary import INTERPRET, pdl_kw, pdl_launch, pdl_wait, sm_count
 
-__all__ = ["attend_block", "attend_rows", "group_query", "dense_attention_fits", "dense_decode_attention", "DENSE_MAX_CTX",
+__all__ = ["attend_block", "attend_rows", "group_query", "split_attention_fits", "dense_decode_attention", "SPLIT_MAX_CTX",
            "split_decode_attention", "split_plan"]
 
-# Where the kernel is used instead of SDPA, from measurements on an H200 (flash SDPA vs this kernel, µs,
-# reports/gpu-baseline.md as of commit 417a8ad; the current report's dense-attention table has 193 tokens):
-# bitnet-2B4T (GQA 20/5, d 128) 193 tokens 8.7 vs 6.2, 384: 9.2 vs 8.4, 512: 9.3
-# vs 10.5; bitnet-3B (MHA, d 100 in rows of 104) 193 tokens 10.1 vs 13.6 (32 programs, 15 of 16 MMA rows
-# idle). So: query heads sharing a KV head (G >= 2) and contexts up to DENSE_MAX_CTX tokens. The choice is made
-# from these measurements only; the split kernel below is not in them (decode.py's LOWBIT_GPU_ATTN=split
-# selects it for measuring).
-DENSE_MAX_CTX = 384
+# Up to here the decode step takes split_decode_attention, beyond it SDPA (the measurements of the module
+# docstring: the split kernel ahead at 193 tokens, level at 1024, behind at 4096; 384 is a design choice
+# between them, not a measured crossover)
+SPLIT_MAX_CTX = 384
 
 
 @triton.jit
@@ -85,7 +85,7 @@ def attend_rows(q, k_ptr, v_ptr, rows, ok, m_i, l_i, o, D, sm_scale, DP: tl.cons
 
 
 @triton.jit
-def _dense_kernel(q_ptr, k_ptr, v_ptr, out_ptr, M, D, KVH, MMAX, sm_scale, G: tl.constexpr, GQ: tl.constexpr,
+def _dense_kernel(q_ptr, k_ptr, v_ptr, out_ptr, M, D: tl.constexpr, KVH, MMAX, sm_scale, G: tl.constexpr, GQ: tl.constexpr,
                   DP: tl.constexpr, KS: tl.constexpr, DOT_F32: tl.constexpr, PDL: tl.constexpr = False):
     pdl_launch(PDL)
     g = tl.program_id(0)  # b * KVH + kv head; its query heads are h0 .. h0 + G - 1
@@ -106,10 +106,10 @@ def _dense_kernel(q_ptr, k_ptr, v_ptr, out_ptr, M, D, KVH, MMAX, sm_scale, G: tl
     tl.store(out_ptr + (h0 + rg)[:, None] * D + rd[None, :], o.to(tl.bfloat16), mask=(rg < G)[:, None] & (rd < D)[None, :])
 
 
-def dense_attention_fits(m: int, group: int) -> bool:
-    """Whether :func:`dense_decode_attention` serves a context of ``m`` tokens with ``group`` query heads per
-    KV head (else SDPA is faster): a choice made from the H200 measurements above, nothing else."""
-    return group >= 2 and m <= DENSE_MAX_CTX
+def split_attention_fits(m: int) -> bool:
+    """Whether the decode step serves a context of ``m`` tokens with :func:`split_decode_attention` (else
+    SDPA): m <= :data:`SPLIT_MAX_CTX`."""
+    return m <= SPLIT_MAX_CTX
 
 
 def _check(q, k_cache, v_cache, m):
@@ -124,7 +124,7 @@ def _check(q, k_cache, v_cache, m):
 
 
 def dense_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, m: int,
-                           scale: float | None = None) -> torch.Tensor:
+                           scale: float | None = None, *, block_tokens: int = 64, num_warps: int = 4) -> torch.Tensor:
     """Attention of one query per sequence over the first ``m`` cached tokens.
 
     q: bf16 [B, H, d]; k_cache/v_cache: bf16 [B, KVH, Mmax, d] (contiguous); H a multiple of KVH; ``scale``
@@ -136,7 +136,7 @@ def dense_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
     _dense_kernel[(bsz * kvh,)](q.contiguous(), k_cache, v_cache, out, m, d, kvh, mmax,
                                 scale if scale is not None else 1.0 / math.sqrt(d), G=grp,
                                 GQ=max(16, triton.next_power_of_2(grp)), DP=max(16, triton.next_power_of_2(d)),
-                                KS=64, DOT_F32=not gpu, num_warps=4, **pdl_kw(q.device))
+                                KS=block_tokens, DOT_F32=not gpu, num_warps=num_warps, **pdl_kw(q.device))
     return out
 
 
@@ -158,6 +158,16 @@ def _attend_ew(q, k, v, ok, m_i, l_i, o, sm_scale):
     l_i = l_i * alpha + tl.sum(p, axis=1)
     o = o * alpha[:, None] + tl.sum(p[:, :, None] * v.to(tl.float32)[None, :, :], axis=1)
     return m_new, l_i, o
+
+
+@triton.jit
+def _attend_row(q, k, v, ok, m_i, l_i, o, sm_scale):
+    """:func:`_attend_ew` for one query row: q [DP] float32, k/v [BT, DP] bf16, running max/sum scalars, o [DP]."""
+    sc = tl.where(ok, tl.sum(q[None, :] * k.to(tl.float32), axis=1) * sm_scale, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(sc, axis=0))
+    alpha = tl.exp(m_i - m_new)
+    p = tl.exp(sc - m_new)
+    return m_new, l_i * alpha + tl.sum(p, axis=0), o * alpha + tl.sum(p[:, None] * v.to(tl.float32), axis=0)
 
 
 @triton.jit
@@ -191,7 +201,8 @@ def _split_combine(pm_ptr, pl_ptr, pa_ptr, out_ptr, g, NS, D, G: tl.constexpr, G
 
 
 @triton.jit
-def _split_kernel(q_ptr, k_ptr, v_ptr, out_ptr, pm_ptr, pl_ptr, pa_ptr, cnt_ptr, M, D, MMAX, CH, NS, sm_scale,
+def _split_kernel(q_ptr, k_ptr, v_ptr, out_ptr, pm_ptr, pl_ptr, pa_ptr, cnt_ptr, M, D: tl.constexpr, MMAX, CH, NS,
+                  sm_scale,
                   G: tl.constexpr, GQ: tl.constexpr, GC: tl.constexpr, DP: tl.constexpr, BT: tl.constexpr,
                   SC: tl.constexpr, USE_DOT: tl.constexpr, DOT_F32: tl.constexpr, LAST: tl.constexpr,
                   PDL: tl.constexpr = False):
@@ -211,17 +222,29 @@ def _split_kernel(q_ptr, k_ptr, v_ptr, out_ptr, pm_ptr, pl_ptr, pa_ptr, cnt_ptr,
     k += k_new  # zero where not loaded: each element is one of the two, exactly
     v += v_new
     q, m_i, l_i, o = group_query(q_ptr, g * G, D, G, GQ, DP)
-    if not USE_DOT:
-        q = q.to(tl.float32)
-    for i0 in range(lo, hi, BT):
-        if i0 > lo:
-            rm = i0 + tl.arange(0, BT)
-            ok = rm < hi
-            k, v = _kv_rows(k_ptr, v_ptr, g * MMAX + rm, ok, D, DP)
-        if USE_DOT:
-            m_i, l_i, o = attend_block(q, k, v, ok, m_i, l_i, o, sm_scale, DOT_F32)
-        else:
-            m_i, l_i, o = _attend_ew(q, k, v, ok, m_i, l_i, o, sm_scale)
+    if GQ == 1:  # MHA: one query row, [BT, DP] tiles (the [1, BT, DP] broadcast form took more shuffles)
+        q1 = tl.sum(q.to(tl.float32), axis=0)
+        m1, l1, o1 = tl.max(m_i, axis=0), tl.sum(l_i, axis=0), tl.sum(o, axis=0)
+        for i0 in range(lo, hi, BT):
+            if i0 > lo:
+                rm = i0 + tl.arange(0, BT)
+                ok = rm < hi
+                k, v = _kv_rows(k_ptr, v_ptr, g * MMAX + rm, ok, D, DP)
+            m1, l1, o1 = _attend_row(q1, k, v, ok, m1, l1, o1, sm_scale)
+        zero = tl.zeros([GQ], tl.float32)
+        m_i, l_i, o = zero + m1, zero + l1, zero[:, None] + o1[None, :]
+    else:
+        if not USE_DOT:
+            q = q.to(tl.float32)
+        for i0 in range(lo, hi, BT):
+            if i0 > lo:
+                rm = i0 + tl.arange(0, BT)
+                ok = rm < hi
+                k, v = _kv_rows(k_ptr, v_ptr, g * MMAX + rm, ok, D, DP)
+            if USE_DOT:
+                m_i, l_i, o = attend_block(q, k, v, ok, m_i, l_i, o, sm_scale, DOT_F32)
+            else:
+                m_i, l_i, o = _attend_ew(q, k, v, ok, m_i, l_i, o, sm_scale)
     rg = tl.arange(0, GQ)
     g_ok = rg < G
     prow = (g * NS + s) * GC + rg
@@ -248,7 +271,7 @@ def _kv_rows(k_ptr, v_ptr, rows, ok, D, DP: tl.constexpr):
 
 
 @triton.jit
-def _split_combine_kernel(pm_ptr, pl_ptr, pa_ptr, out_ptr, NS, D, G: tl.constexpr, GC: tl.constexpr,
+def _split_combine_kernel(pm_ptr, pl_ptr, pa_ptr, out_ptr, NS, D: tl.constexpr, G: tl.constexpr, GC: tl.constexpr,
                           DP: tl.constexpr, SC: tl.constexpr):
     _split_combine(pm_ptr, pl_ptr, pa_ptr, out_ptr, tl.program_id(0), NS, D, G, GC, DP, SC)
 
@@ -256,13 +279,15 @@ def _split_combine_kernel(pm_ptr, pl_ptr, pa_ptr, out_ptr, NS, D, G: tl.constexp
 def split_plan(m: int, groups: int, device, splits: int | None = None, block_tokens: int = 64,
                min_split: int = 16) -> tuple[int, int, int]:
     """(splits S, tokens per split CH, tokens per iteration BT) of :func:`split_decode_attention` for a
-    context of ``m`` tokens and ``groups`` = B·KVH. Default S: ``groups · S`` about the SM count (4 off
-    CUDA), at least ``min_split`` tokens a split; CH = ceil(m / S), S then ceil(m / CH) (no empty split);
-    BT the power of two >= CH (16 .. ``block_tokens``), a program looping over ceil(CH / BT) blocks."""
+    context of ``m`` tokens and ``groups`` = B·KVH. Default S: ``min_split`` tokens a split (one block
+    per program: the fastest plan measured at 193 tokens, module docstring), but no more than about four
+    programs per SM (``groups · S <= 4 · SMs``, 4 SMs off CUDA); CH = ceil(m / S), S then ceil(m / CH) (no
+    empty split); BT the power of two >= CH (16 .. ``block_tokens``), a program looping over ceil(CH / BT)
+    blocks."""
     if splits is None:
         dev = torch.device(device)
         sms = sm_count(dev.index or 0) if dev.type == "cuda" else 4
-        splits = min(-(-sms // groups), -(-m // min_split))
+        splits = min(-(-4 * sms // groups), -(-m // min_split))
     splits = max(1, min(int(splits), m))
     ch = -(-m // splits)
     bt = min(max(16, triton.next_power_of_2(block_tokens)), max(16, triton.next_power_of_2(ch)))
@@ -282,13 +307,14 @@ def _split_scratch(dev, groups: int, ns: int, gc: int, dp: int):
 
 def split_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, m: int,
                            scale: float | None = None, *, splits: int | None = None, block_tokens: int = 64,
-                           num_warps: int = 4, combine: str = "last", dot: bool | None = None) -> torch.Tensor:
+                           num_warps: int | None = None, combine: str = "last", dot: bool | None = None) -> torch.Tensor:
     """:func:`dense_decode_attention` (same arguments and result) split over the context: program (g, s) of
     a (B·KVH, S) grid runs the online softmax of the G query heads of KV group g over its CH tokens and
     writes (m_s, l_s, acc_s); ``out = Σ_s exp(m_s - M) acc_s / Σ_s exp(m_s - M) l_s``, M = max_s m_s
     (flash-decoding, Dao et al. 2023).
 
-    ``splits`` / ``block_tokens``: :func:`split_plan`. ``combine``: ``"last"`` (one launch: the group's last
+    ``splits`` / ``block_tokens``: :func:`split_plan`; ``num_warps`` defaults to 2 for blocks of up to 32
+    tokens, else 4 (the fastest measured, module docstring). ``combine``: ``"last"`` (one launch: the group's last
     program to finish combines, counted by an int32 counter it resets to 0) or ``"kernel"`` (a second launch).
     ``dot``: scores and P·V by ``tl.dot`` on the G heads padded to 16 rows (default for G >= 2), else
     elementwise on the CUDA cores (default for MHA, G = 1; BT then capped so that G·BT·d_pad <= 8192). The
@@ -306,6 +332,8 @@ def split_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
     if not use_dot:  # the broadcast product is [G, BT, DP] floats: at most 8192 (64 per thread at 4 warps)
         bt = min(bt, max(16, 8192 // (gc * dp)))
     sc = max(1, min(triton.next_power_of_2(ns), 8192 // (gc * dp)))
+    if num_warps is None:
+        num_warps = 2 if bt <= 32 else 4
     pm, pl, pa, cnt = _split_scratch(q.device, groups, ns, gc, dp)
     out = torch.empty(bsz, h, d, dtype=torch.bfloat16, device=q.device)
     sm_scale = scale if scale is not None else 1.0 / math.sqrt(d)

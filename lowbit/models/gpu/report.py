@@ -22,13 +22,13 @@ def _row(rows, **kv):
 
 def _best_step(dec, model: str, fmt: str):
     """The fastest 192-token decode row of ``fmt`` (its PDL variant and attention kernels included), or None."""
-    rs = [r for r in dec if r["model"] == model and r["context"] == 192 and r["attn"] in ("dense", "split")
+    rs = [r for r in dec if r["model"] == model and r["context"] == 192 and r["attn"] in ("dense", "split", "sdpa")
           and r["kernel"] in (fmt, f"{fmt}_pdl")]
     return min(rs, key=lambda r: r["step_us"]) if rs else None
 
 
 def _config(r) -> str:
-    return f"{r['kernel']}, {'split' if r['attn'] == 'split' else 'default'} attention"
+    return f"{r['kernel']}, {r['attn'] if r['attn'] in ('split', 'sdpa') else 'default'} attention"
 
 
 def _pct(x) -> str:
@@ -206,9 +206,9 @@ def render_markdown(data: dict, keep: str = "") -> str:
                 "`bf16` = torch eager ops; `bf16_compile` = the layer under `torch.compile(mode=\"max-autotune-no-cudagraphs\")`, "
                 "both replayed as one CUDA graph (= max-autotune); `ternary_pdl` / `nvfp4_pdl` = the step with "
                 "programmatic dependent launch on every ternary and decode-attention kernel (`LOWBIT_GPU_PDL=1`; the "
-                "FP4 GEMVs have it by default); attention `split` = the split-context kernel for every dense attention "
-                "(`LOWBIT_GPU_ATTN=split`), `dense` = the default choice (torch SDPA, or the one-program-per-group "
-                "kernel for GQA up to 384 tokens). The goals take each format's fastest 192-token row. Floor = weight bytes / copy bandwidth. Energy: "
+                "FP4 GEMVs have it by default); attention `dense` = the default choice (torch SDPA for bf16; for the "
+                "low-bit formats the split-context kernel up to 384 tokens, SDPA beyond), `split` / `sdpa` = the "
+                "split-context kernel / torch SDPA for every dense attention (`LOWBIT_GPU_ATTN=split` / `sdpa`). The goals take each format's fastest 192-token row. Floor = weight bytes / copy bandwidth. Energy: "
                 "NVML total-energy counter over ~1 s of back-to-back replays (whole board).", "",
                 "| model | weights | context | attention | µs/token | tokens/s | weight MB | % of floor | vs bf16 | "
                 "vs bf16 compile | J/token | avg W |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -101,10 +101,16 @@ def test_ternary_rope_epilogue_step_equals_separate_launch(device, monkeypatch, 
     assert torch.equal(epi.k_cache[:, :, :, :10], before[:, :, :, :10])
 
 
-@pytest.mark.parametrize("mode,calls", [("auto", {"dense": 1}), ("split", {"split": 1}), ("sdpa", {})])
+@pytest.mark.parametrize("mode,calls", [("auto", {"split": 1}), ("auto-long", {}), ("split", {"split": 1}),
+                                        ("dense", {"dense": 1}), ("sdpa", {})])
 def test_attention_mode_switch(device, monkeypatch, mode, calls):
-    # LOWBIT_GPU_ATTN (decode.ATTN_MODE) picks the dense decode attention of a low-bit model; same result
-    from lowbit.models.gpu import decode
+    # LOWBIT_GPU_ATTN (decode.ATTN_MODE) picks the dense decode attention of a low-bit model; same result.
+    # "auto" takes the split kernel up to SPLIT_MAX_CTX tokens, SDPA past it ("auto-long": a limit of 14)
+    from lowbit.models.gpu import decode, decode_attn
+
+    if mode == "auto-long":
+        monkeypatch.setattr(decode_attn, "SPLIT_MAX_CTX", 14)
+        mode = "auto"
 
     seen: dict = {}
     for name in ("dense", "split"):
@@ -113,7 +119,7 @@ def test_attention_mode_switch(device, monkeypatch, mode, calls):
                             lambda *a, _f=fn, _n=name, **k: seen.__setitem__(_n, seen.get(_n, 0) + 1) or _f(*a, **k))
     monkeypatch.setattr(decode, "ATTN_MODE", mode)
     spec = dataclasses.replace(get_model("bitnet-tiny"), head_dim=12, subln=False)
-    assert spec.n_heads // spec.n_kv_heads >= 2  # GQA: "auto" takes the Triton kernel at 15 tokens
+    assert spec.n_heads // spec.n_kv_heads >= 2  # GQA
     m = DecodeModel(spec, "ternary", batch=1, max_ctx=20, device=device, seed=6)
     q = torch.randn(1, spec.n_heads, 12, generator=torch.Generator().manual_seed(3)).to(torch.bfloat16).to(device)
     kc = torch.randn(m.k_cache[0].shape, generator=torch.Generator().manual_seed(4)).to(torch.bfloat16).to(device)

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from lowbit.models.gpu.decode_attn import dense_attention_fits, dense_decode_attention
+from lowbit.models.gpu.decode_attn import dense_decode_attention, split_attention_fits
 
 
 def _ref(q, kc, vc, m, hd):
@@ -45,7 +45,7 @@ def test_dense_decode_attention_refuses_bad_shapes():
         dense_decode_attention(q, kc, kc, 4)  # 6 heads over 4 KV heads
     with pytest.raises(ValueError, match="bad shapes"):
         dense_decode_attention(q[:, :4], kc, kc, 9)  # context past the cache
-    assert dense_attention_fits(384, 4) and not dense_attention_fits(385, 4) and not dense_attention_fits(100, 1)
+    assert split_attention_fits(384) and not split_attention_fits(385)
 
 
 def _inputs(b, h, kvh, d, hd, mmax, seed):
@@ -104,8 +104,9 @@ def test_split_decode_attention_replays_identically(device, dot):
 def test_split_plan_and_bad_arguments():
     from lowbit.models.gpu.decode_attn import split_decode_attention, split_plan
 
-    assert split_plan(193, 32, "cpu") == (1, 193, 64)  # 4 "SMs" off CUDA for 32 groups: one split
-    assert split_plan(193, 1, "cpu") == (4, 49, 64)
+    assert split_plan(193, 32, "cpu") == (1, 193, 64)  # 4 "SMs" off CUDA: at most 16 programs, one split each
+    assert split_plan(193, 1, "cpu") == (13, 15, 16)  # 16 tokens a split: ceil(193 / 16) = 13, 15 tokens each
+    assert split_plan(193, 8, "cpu") == (2, 97, 64)
     assert split_plan(193, 32, "cpu", splits=4, block_tokens=32) == (4, 49, 32)
     assert split_plan(20, 1, "cpu") == (2, 10, 16)  # at least 16 tokens a split by default
     assert split_plan(5, 1, "cpu", splits=9) == (5, 1, 16)

@@ -16,12 +16,15 @@ below), which torch SDPA (cuDNN's flash kernel) cannot.
 ``out = Σ_s exp(m_s - M) acc_s / Σ_s exp(m_s - M) l_s`` with ``M = max_s m_s``, done by the group's last
 program to finish (an int32 counter per group) or by a second launch. The decode step takes it for the
 low-bit formats up to :data:`SPLIT_MAX_CTX` tokens (:func:`split_attention_fits`), SDPA beyond. Measured
-on an H200, whole BitNet decode steps with PDL at 192 tokens (2026-12-05, the plan of :func:`split_plan`:
-one block of at most 16 tokens per program, 2 warps): BitNet-3B (MHA) 893.8 µs with it, 951.5 / 973.9 µs
-with SDPA; BitNet-2B4T (GQA) 925.3 µs, 962.3 µs with the one-program-per-group kernel. Alone, on an H100
-(same day): 3B at 193 tokens 6.2 vs 7.5-7.8 µs SDPA, at 1024 13.8 vs 13.6, at 4096 32.5 vs 30.0 (its best
-plans), hence the limit. :func:`dense_decode_attention` (one program per KV group, looping over the
-context) is kept as the table's alternative: 17 µs for 3B at 193 tokens.
+in whole decode steps with PDL at 192 tokens (reports/gpu-probes/attn-step-h200.json, an H200 on
+2026-12-05, bench/gpu_attn_step_probe.py): BitNet-3B (MHA) ternary 893.8 µs with the plan of
+:func:`split_plan` (13 splits of at most 16 tokens, 2 warps), 951.5 / 973.9 µs with SDPA; BitNet-2B4T
+(GQA) 925.3 µs, 962.3 µs with the one-program-per-group kernel; 3B NVFP4 1696.8 vs 1738.7 µs (SDPA). On an
+H100 (reports/gpu-probes/bench-h100-attn.md) 3B ternary 1007.4 vs 1040.5 µs. Alone, without a kernel to overlap,
+it is not faster than SDPA (there: 3B at 193 tokens 8.3 vs 7.8 µs, at 1024 15.5 vs 13.6, at 4096 39.7 vs
+29.9): in the step it can read the cached K/V before it waits for the Wqkv GEMV (below), which cuDNN's
+kernel cannot. :func:`dense_decode_attention` (one program per KV group, looping over the context)
+stays as the table's alternative (``LOWBIT_GPU_ATTN=dense``).
 
 With programmatic dependent launch (``ternary.pdl_kw``) both kernels read their first block of cached K/V
 before ``griddepcontrol.wait``: the kernel before them (the Wqkv GEMV's RoPE + append) writes only the new
@@ -41,9 +44,8 @@ from .ternary import INTERPRET, pdl_kw, pdl_launch, pdl_wait, sm_count
 __all__ = ["attend_block", "attend_rows", "group_query", "split_attention_fits", "dense_decode_attention", "SPLIT_MAX_CTX",
            "split_decode_attention", "split_plan"]
 
-# Up to here the decode step takes split_decode_attention, beyond it SDPA (the measurements of the module
-# docstring: the split kernel ahead at 193 tokens, level at 1024, behind at 4096; 384 is a design choice
-# between them, not a measured crossover)
+# Up to here the decode step takes split_decode_attention, beyond it SDPA: a design choice between the
+# step measured at 192 tokens (split ahead) and the kernels alone at 1024 (SDPA ahead), module docstring
 SPLIT_MAX_CTX = 384
 
 
@@ -279,15 +281,18 @@ def _split_combine_kernel(pm_ptr, pl_ptr, pa_ptr, out_ptr, NS, D: tl.constexpr, 
 def split_plan(m: int, groups: int, device, splits: int | None = None, block_tokens: int = 64,
                min_split: int = 16) -> tuple[int, int, int]:
     """(splits S, tokens per split CH, tokens per iteration BT) of :func:`split_decode_attention` for a
-    context of ``m`` tokens and ``groups`` = B·KVH. Default S: ``min_split`` tokens a split (one block
-    per program: the fastest plan measured at 193 tokens, module docstring), but no more than about four
-    programs per SM (``groups · S <= 4 · SMs``, 4 SMs off CUDA); CH = ceil(m / S), S then ceil(m / CH) (no
-    empty split); BT the power of two >= CH (16 .. ``block_tokens``), a program looping over ceil(CH / BT)
-    blocks."""
+    context of ``m`` tokens and ``groups`` = B·KVH. Default S: up to :data:`SPLIT_MAX_CTX` tokens,
+    ``min_split`` tokens a split (one block per program, the fastest plan measured at 193 tokens) but at
+    most about four programs per SM (``groups · S <= 4 · SMs``); for longer contexts about one program per
+    SM (``groups · S ≈ SMs``, at least ``min_split`` tokens a split: at 1024 and 4096 tokens 2B4T took
+    12.9 and 18.5 µs this way on an H200, 19.6 and 35.4 µs with 64 and 106 splits on an H100, reports/gpu-baseline.md
+    and reports/gpu-probes/bench-h100-attn.md); 4 SMs off CUDA. CH = ceil(m / S), S then ceil(m / CH) (no empty
+    split); BT the power of two >= CH (16 .. ``block_tokens``), a program looping over ceil(CH / BT) blocks."""
     if splits is None:
         dev = torch.device(device)
         sms = sm_count(dev.index or 0) if dev.type == "cuda" else 4
-        splits = min(-(-4 * sms // groups), -(-m // min_split))
+        per_sm = 4 if m <= SPLIT_MAX_CTX else 1
+        splits = min(-(-per_sm * sms // groups), -(-m // min_split))
     splits = max(1, min(int(splits), m))
     ch = -(-m // splits)
     bt = min(max(16, triton.next_power_of_2(block_tokens)), max(16, triton.next_power_of_2(ch)))

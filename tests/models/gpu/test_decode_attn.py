@@ -107,6 +107,7 @@ def test_split_plan_and_bad_arguments():
     assert split_plan(193, 32, "cpu") == (1, 193, 64)  # 4 "SMs" off CUDA: at most 16 programs, one split each
     assert split_plan(193, 1, "cpu") == (13, 15, 16)  # 16 tokens a split: ceil(193 / 16) = 13, 15 tokens each
     assert split_plan(193, 8, "cpu") == (2, 97, 64)
+    assert split_plan(1000, 1, "cpu") == (4, 250, 64)  # past SPLIT_MAX_CTX: about one program per SM
     assert split_plan(193, 32, "cpu", splits=4, block_tokens=32) == (4, 49, 32)
     assert split_plan(20, 1, "cpu") == (2, 10, 16)  # at least 16 tokens a split by default
     assert split_plan(5, 1, "cpu", splits=9) == (5, 1, 16)

@@ -208,6 +208,8 @@ def register(app: typer.Typer) -> None:
         seed: int = seed_option(),
         budget_s: float = typer.Option(540.0, "--budget-s", help="skip (and list as skipped) work after this many seconds"),
         gemm_batches: str = typer.Option("16,64,512", "--gemm-batches", help="token counts of the batched GEMM section (>= 16)"),
+        resume: bool = typer.Option(False, "--resume", help="continue the finished run in --out: run only the work its "
+                                    "budget skipped (for machines that allow a few minutes per command)"),
     ) -> None:
         """Benchmark the Triton ternary/FP4/LOP kernels against torch bf16 (and bitsandbytes) on this CUDA GPU."""
         check_out_dir(out)
@@ -225,4 +227,5 @@ def register(app: typer.Typer) -> None:
         from lowbit.models.gpu.bench import run_all
 
         out.mkdir(parents=True, exist_ok=True)
-        run_all(out, quick, sections, seed, budget_s, log=lambda s: print(s, flush=True), gemm_batches=batches)
+        run_all(out, quick, sections, seed, budget_s, log=lambda s: print(s, flush=True), gemm_batches=batches,
+                resumed=resume)

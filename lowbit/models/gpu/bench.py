@@ -1,5 +1,5 @@
 """GPU baseline benchmark (``lowbit bench-gpu``, or ``python -m lowbit.models.gpu.bench`` on a CUDA machine
-without the CLI's dependencies; both take ``--out DIR --seed N --quick --sections --budget-s``).
+without the CLI's dependencies; both take ``--out DIR --seed N --quick --sections --budget-s --resume``).
 
 Measures, on BitNet-3B and 2B4T layer shapes (plus the larger linear shapes of common 7-8B models), the
 Triton kernels of this package against torch bf16 (``F.linear`` / SDPA, ``torch.compile``) and, where
@@ -8,13 +8,16 @@ back-to-back calls on distinct operand copies (:func:`bench_graph`: no Python la
 never L2-resident), achieved GB/s of the essential traffic (weights as stored + bf16 activations in +
 bf16 out, each once) against the measured copy bandwidth (device-to-device ``copy_``, read + write bytes:
 the practical floor), then whole-model decode steps in a CUDA graph (tokens/s, GPU joules per token from
-NVML's energy counter). All random data comes from generators seeded with ``--seed``. Work past
-``--budget-s`` seconds is skipped and listed as skipped.
+NVML's energy counter). Each unit of work draws its random data from a generator seeded with ``--seed``
+and its own name (:func:`.bench_budget.unit_seed`). Work past ``--budget-s`` seconds is skipped and listed
+as skipped; ``--resume`` continues a finished run in ``--out``, running only what its budget skipped
+(:mod:`.bench_budget`): a complete run in parts where one command may run only a few minutes.
 
 Writes DIR/gpu-baseline.json, .md, .log and .png (roofline-style: achieved GB/s per shape against the
 copy bandwidth). JSON schema ``lowbit.gpu-baseline/2``, flat for ``lowbit report``::
 
-    {"schema", "device", "torch", "triton", "created", "seed", "copy_gbps", "l2_bytes",
+    {"schema", "device", "torch", "triton", "created", "seed", "copy_gbps", "l2_bytes", "finished" (the run
+     reached its end), "parts" (resumed runs only: [{"created", "copy_gbps"}] of each continuation),
      "results":   [{"kernel", "model", "layer", "shape" ("NxK"), "n", "k", "batch", "median_us", "gbps",
                     "floor_frac" (gbps / copy_gbps), "speedup_vs_torch", "device"}],
      "attention": [{"kernel" ("lop"|"torch_sdpa"), "model", "shape" ("H{h}/KV{kvh}/d{d}"), "batch", "context",
@@ -55,6 +58,7 @@ from pathlib import Path
 
 from lowbit.sim.atomic import atomic_write
 
+from .bench_budget import Budget, resume, unit_seed
 from .report import BATCHES_GEMM, BATCHES_GEMV, MARKER, render_markdown, roofline_png
 
 SCHEMA = "lowbit.gpu-baseline/2"
@@ -71,20 +75,6 @@ W2A8_REF_US = {(2560, 2560): 5.4, (3840, 2560): 5.3, (13824, 2560): 9.1, (2560, 
                (4800, 3200): 6.2, (3200, 10240): 14.6, (20480, 3200): 13.8}
 ODD_SHAPES = [(4099, 3001), (37, 1000), (1000, 37)]
 GEMM_FROM = 16  # decode batches from 16 tokens go to the tensor-core GEMM paths
-
-
-class Budget:
-    """Wall-clock budget: ``ok(what)`` is False (and records ``what`` as skipped) once it is spent."""
-
-    def __init__(self, seconds: float, skipped: list):
-        self.end = time.monotonic() + seconds
-        self.skipped = skipped
-
-    def ok(self, what: str) -> bool:
-        if time.monotonic() < self.end:
-            return True
-        self.skipped.append({"what": what, "why": "time budget (--budget-s) spent"})
-        return False
 
 
 def _bench(fn) -> float:
@@ -178,8 +168,9 @@ def _ternary_codes(n, k, gen):
     return torch.randint(-1, 2, (n, k), dtype=torch.int8, device="cuda", generator=gen)
 
 
-def run_linear(shapes, batches, data, log, budget: Budget, seed: int, save=lambda: None) -> None:
-    """Time every candidate on every (shape, batch); on-device exactness checks for batches <= 64."""
+def run_linear(shapes, batches, data, log, budget: Budget, seed: int, save=lambda: None, tag: str = "batch 1") -> None:
+    """Time every candidate on every (shape, batch); on-device exactness checks for batches <= 64. ``tag``
+    names the section in the units' names (``linear <tag> NxK [M=m]``)."""
     import torch
     import torch.nn.functional as F
 
@@ -190,13 +181,14 @@ def run_linear(shapes, batches, data, log, budget: Budget, seed: int, save=lambd
 
     dev_name, l2 = data["device"], data["l2_bytes"]
     rows, checks, skipped = data["results"], data["checks"], data["skipped"]
-    gen = torch.Generator(device="cuda").manual_seed(seed)
+    gen = torch.Generator(device="cuda")
     bnb = _bnb()
     if isinstance(bnb, str) and not any(s["what"] == "bitsandbytes peers" for s in skipped):
         skipped.append({"what": "bitsandbytes peers", "why": bnb})
     for model, layer, n, k in shapes:
-        if not budget.ok(f"linear {n}x{k}"):
+        if not budget.ok(unit := f"linear {tag} {n}x{k}"):
             continue
+        gen.manual_seed(unit_seed(seed, unit))
         codes = _ternary_codes(n, k, gen)
         tw = pack_ternary_gpu_torch(codes, 0.8)
         wb = (torch.randn(n, k, device="cuda", generator=gen) / math.sqrt(k)).to(torch.bfloat16)
@@ -215,8 +207,9 @@ def run_linear(shapes, batches, data, log, budget: Budget, seed: int, save=lambd
                 except Exception as e:  # noqa: BLE001
                     skipped.append({"what": f"bnb_{qt} {n}x{k}", "why": f"{type(e).__name__}: {e}"[:160]})
         for m in batches:
-            if not budget.ok(f"linear {n}x{k} M={m}"):
+            if not budget.ok(unit_m := f"{unit} M={m}"):
                 continue
+            gen.manual_seed(unit_seed(seed, unit_m))
             x = torch.randn(m, k, device="cuda", generator=gen).to(torch.bfloat16)
             io = m * k * 2 + m * n * 2
             gemm = m >= GEMM_FROM
@@ -341,7 +334,10 @@ def run_odd_shapes(data, seed: int) -> None:
 
 
 def run_all(out_dir: Path, quick: bool = False, sections: str = "attention,linear,decode,gemm", seed: int = 0,
-            budget_s: float = 540.0, log=print, gemm_batches: tuple[int, ...] = BATCHES_GEMM) -> dict:
+            budget_s: float = 540.0, log=print, gemm_batches: tuple[int, ...] = BATCHES_GEMM,
+            resumed: bool = False) -> dict:
+    """The benchmark into ``out_dir``; ``resumed``: continue the finished run there, running only the units
+    its budget skipped (:func:`.bench_budget.resume`; every section, whatever ``sections`` says)."""
     import torch
     import triton
 
@@ -350,7 +346,7 @@ def run_all(out_dir: Path, quick: bool = False, sections: str = "attention,linea
 
         raise LowbitError("bench-gpu needs a CUDA GPU (torch.cuda.is_available() is False); run it on a GPU machine")
     out_dir = Path(out_dir)
-    secs = set(sections.split(","))
+    secs = {"attention", "linear", "decode", "gemm"} if resumed else set(sections.split(","))
     models = list(LAYER_SHAPES)
     lines: list[str] = []
 
@@ -358,15 +354,23 @@ def run_all(out_dir: Path, quick: bool = False, sections: str = "attention,linea
         lines.append(s)
         log(s)
 
-    data = {"schema": SCHEMA, "device": torch.cuda.get_device_name(), "torch": torch.__version__,
+    head = {"schema": SCHEMA, "device": torch.cuda.get_device_name(), "torch": torch.__version__,
             "triton": triton.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seed": seed,
-            "copy_gbps": round(copy_bandwidth(), 1), "l2_bytes": l2_bytes(), "results": [], "attention": [],
-            "decode": [], "dense_attention": [], "copies": [], "references": [{"kernel": "bitnet_w2a8_cuda", "shape": f"{n}x{k}", "median_us": us,
-                                          "note": "BitNet W2A8 CUDA GEMV, kernel alone, on an H200; not measured here"}
-                                         for (n, k), us in W2A8_REF_US.items()],
-            "checks": [], "skipped": []}
-    budget = Budget(budget_s, data["skipped"])
-    say(f"device {data['device']}: copy {data['copy_gbps']:.0f} GB/s, L2 {data['l2_bytes'] / 2**20:.0f} MiB, seed {seed}")
+            "copy_gbps": round(copy_bandwidth(), 1), "l2_bytes": l2_bytes()}
+    pending = None
+    if resumed:
+        data, pending = resume(out_dir / "gpu-baseline.json", head)
+        log_file = out_dir / "gpu-baseline.log"
+        lines += log_file.read_text().splitlines() if log_file.exists() else []
+        say(f"resumed {head['created']}: {len(pending)} units the run of {data['created']} skipped for its budget")
+    else:
+        data = {**head, "results": [], "attention": [], "decode": [], "dense_attention": [], "copies": [],
+                "references": [{"kernel": "bitnet_w2a8_cuda", "shape": f"{n}x{k}", "median_us": us,
+                                "note": "BitNet W2A8 CUDA GEMV, kernel alone, on an H200; not measured here"}
+                               for (n, k), us in W2A8_REF_US.items()],
+                "checks": [], "skipped": [], "finished": False}
+    budget = Budget(budget_s, data["skipped"], only=pending)
+    say(f"device {head['device']}: copy {head['copy_gbps']:.0f} GB/s, L2 {head['l2_bytes'] / 2**20:.0f} MiB, seed {seed}")
 
     def save():
         keep = ""
@@ -405,7 +409,8 @@ def run_all(out_dir: Path, quick: bool = False, sections: str = "attention,linea
                                                                data, say, budget, seed))
     if "linear" in secs:
         section("linear batch 1", lambda: run_linear(gemv_shapes, (1,), data, say, budget, seed, save))
-        section("odd shapes", lambda: run_odd_shapes(data, seed))
+        if budget.ok("odd shapes"):
+            section("odd shapes", lambda: run_odd_shapes(data, seed))
     if "decode" in secs:
         cfgs = [(m, f, 192, "dense") for m in models for f in ("bf16", "ternary", "nvfp4")]
         cfgs += [(m, "bf16_compile", 192, "dense") for m in models]
@@ -417,10 +422,11 @@ def run_all(out_dir: Path, quick: bool = False, sections: str = "attention,linea
         section("decode", lambda: run_decode(cfgs[:2] if quick else cfgs, data, say, budget, seed))
     section("autotune log", lambda: _log_tuned(say))
     if "gemm" in secs:
-        section("gemm", lambda: run_linear(model_shapes, (64,) if quick else gemm_batches, data, say, budget, seed, save))
+        section("gemm", lambda: run_linear(model_shapes, (64,) if quick else gemm_batches, data, say, budget, seed, save,
+                                           "gemm"))
     if "linear" in secs:  # last: the batch-1, decode and GEMM figures come first when the budget is short
         section("linear batch 4", lambda: run_linear(model_shapes, tuple(b for b in BATCHES_GEMV if b > 1), data, say,
-                                                     budget, seed, save))
+                                                     budget, seed, save, "batch 4"))
     from .fp4mma import linear_choices
     from .ternary_gemm import ternary_choices
 
@@ -428,6 +434,8 @@ def run_all(out_dir: Path, quick: bool = False, sections: str = "attention,linea
         say(f"  fp4_linear path (tokens {key[0]}, {key[1]}x{key[2]}, {key[3]}): {path}")
     for key, path in sorted(ternary_choices().items()):
         say(f"  ternary_linear codes (tokens {key[0]}, {key[1]}x{key[2]}): {path}")
+    data["finished"] = True
+    data["skipped"][:] = [s for s in data["skipped"] if s["what"] != "roofline plot"]
     save()
     try:
         atomic_write(out_dir / "gpu-baseline.png", roofline_png(data))
@@ -470,6 +478,8 @@ def add_arguments(p) -> None:
     p.add_argument("--budget-s", type=float, default=540.0, help="skip (and list) work after this many seconds")
     p.add_argument("--gemm-batches", default=",".join(map(str, BATCHES_GEMM)),
                    help="comma-separated token counts of the batched GEMM section (each >= 16)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the finished run in --out: run only the work its budget skipped")
 
 
 def main(argv=None) -> int:
@@ -480,7 +490,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     Path(a.out).mkdir(parents=True, exist_ok=True)
     run_all(Path(a.out), a.quick, a.sections, a.seed, a.budget_s, log=lambda s: print(s, flush=True),
-            gemm_batches=parse_gemm_batches(a.gemm_batches))
+            gemm_batches=parse_gemm_batches(a.gemm_batches), resumed=a.resume)
     return 0
 
 

@@ -14,7 +14,8 @@ from functools import partial
 
 import numpy as np
 
-from .bench import Budget, bench_graph, n_copies
+from .bench import bench_graph, n_copies
+from .bench_budget import Budget, unit_seed
 
 ATTN_SHAPES = {"bitnet-b1.58-3b": (32, 32, 100), "bitnet-b1.58-2b4t": (20, 5, 128)}  # (H, KVH, head_dim)
 
@@ -43,7 +44,7 @@ def run_attention(models, contexts, ratio, data, log, budget: Budget, seed: int)
 
     dev_name, l2 = data["device"], data["l2_bytes"]
     rows, checks = data["attention"], data["checks"]
-    gen = torch.Generator(device="cuda").manual_seed(seed + 1)
+    gen = torch.Generator(device="cuda")
     try:
         from torch.nn.attention import SDPBackend, sdpa_kernel
     except ImportError:
@@ -51,8 +52,9 @@ def run_attention(models, contexts, ratio, data, log, budget: Budget, seed: int)
     for model in models:
         h, kvh, d = ATTN_SHAPES[model]
         for m in contexts:
-            if not budget.ok(f"attention {model} M={m}"):
+            if not budget.ok(unit := f"attention {model} M={m}"):
                 continue
+            gen.manual_seed(unit_seed(seed, unit))
             ksel = max(1, m // ratio)
             q = torch.randn(1, h, d, device="cuda", generator=gen).to(torch.bfloat16)
             caches = []

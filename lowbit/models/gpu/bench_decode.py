@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from .bench import Budget
+from .bench_budget import Budget
 
 
 def run_decode(configs, data, log, budget: Budget, seed: int) -> None:

@@ -70,3 +70,118 @@ def test_decode_goals_take_the_fastest_configuration_and_name_it():
     assert m.startswith("2.00× (667 vs 333 tok/s; nvfp4, default attention)") and ok == "yes"
     m, ok = got["bitnet-b1.58-3b ternary decode ≥ 50 % of the weight-streaming floor"]
     assert m.startswith("20 % (ternary_pdl") and ok == "no"
+
+
+def test_budget_runs_only_the_resumed_units_and_records_what_it_skips():
+    from lowbit.models.gpu.bench_budget import BUDGET_WHY, Budget
+
+    skipped: list = []
+    b = Budget(60.0, skipped, only={"linear gemm 3200x3200", "decode m ternary ctx=192 dense", "linear gemm 9x9 M=512"})
+    assert b.ok("linear gemm 3200x3200") and b.ok("linear gemm 3200x3200 M=64")  # the unit and those inside it
+    assert b.ok("linear gemm 9x9") and b.ok("linear gemm 9x9 M=512")  # holds a pending unit
+    assert not b.ok("linear gemm 9x9 M=64")  # done before
+    assert not b.ok("linear gemm 3200x32000") and not b.ok("linear batch 4 3200x3200") and not b.ok("odd shapes")
+    assert skipped == []  # passed over, not skipped
+    spent = Budget(0.0, skipped)
+    assert not spent.ok("odd shapes") and skipped == [{"what": "odd shapes", "why": BUDGET_WHY}]
+
+
+def test_unit_seed_depends_on_the_seed_and_the_unit_only():
+    from lowbit.models.gpu.bench_budget import unit_seed
+
+    assert unit_seed(0, "linear gemm 3200x3200") == unit_seed(0, "linear gemm 3200x3200")
+    assert len({unit_seed(s, u) for s in (0, 1) for u in ("linear gemm 3200x3200", "linear batch 1 3200x3200")}) == 4
+    assert 0 <= unit_seed(2**40, "x") < 2**62
+
+
+def test_resume_continues_a_finished_run_and_refuses_anything_else(tmp_path):
+    import json
+
+    from lowbit.models.gpu.bench_budget import BUDGET_WHY, resume
+
+    head = {"schema": "lowbit.gpu-baseline/2", "device": "GPU A", "torch": "2.11", "triton": "3.6", "seed": 0}
+    run = {**head, "created": "T0", "copy_gbps": 4000.0, "finished": True, "results": [{"kernel": "k"}],
+           "skipped": [{"what": "linear gemm 9x9", "why": BUDGET_WHY}, {"what": "bitsandbytes peers", "why": "absent"}]}
+    path = tmp_path / "gpu-baseline.json"
+    with pytest.raises(LowbitError, match="no .* to continue"):
+        resume(path, head)
+    path.write_text("{not json")
+    with pytest.raises(LowbitError, match="unreadable"):
+        resume(path, head)
+    for change, msg in (({"finished": False}, "did not finish"), ({"device": "GPU B"}, "device 'GPU B'"),
+                        ({"seed": 1}, "seed 1"), ({"skipped": run["skipped"][1:]}, "skipped nothing")):
+        path.write_text(json.dumps({**run, **change}))
+        with pytest.raises(LowbitError, match=msg):
+            resume(path, head)
+    path.write_text(json.dumps(run))
+    data, pending = resume(path, {**head, "created": "T1", "copy_gbps": 3990.0})
+    assert pending == {"linear gemm 9x9"} and data["results"] == [{"kernel": "k"}]
+    assert data["skipped"] == [{"what": "bitsandbytes peers", "why": "absent"}]
+    assert data["parts"] == [{"created": "T1", "copy_gbps": 3990.0}] and data["finished"] is False
+
+
+def test_report_header_names_the_resumed_parts():
+    from lowbit.models.gpu.report import render_markdown
+
+    data = {"device": "GPU A", "seed": 0, "created": "T0", "torch": "2.11", "triton": "3.6", "copy_gbps": 4000.0,
+            "results": [], "decode": [], "attention": [], "checks": [], "skipped": [],
+            "parts": [{"created": "T1", "copy_gbps": 3990.0}]}
+    head = render_markdown(data).splitlines()[2]
+    assert "(T0; continued by `--resume` T1, copy bandwidth then 3990 GB/s); torch 2.11" in head
+
+
+def test_run_all_in_two_parts_runs_every_unit_once(tmp_path, monkeypatch):
+    # run_all's bookkeeping with the sections replaced by fakes that only ask the budget: a first run whose
+    # budget runs out inside the GEMM section, then --resume, together run each unit exactly once
+    import json
+
+    from lowbit.models.gpu import bench, bench_attention, bench_decode
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "GPU A")
+    monkeypatch.setattr(bench, "copy_bandwidth", lambda: 4000.0)
+    monkeypatch.setattr(bench, "l2_bytes", lambda: 50 << 20)
+    monkeypatch.setattr(bench, "render_markdown", lambda data, keep="": "report\n")
+    monkeypatch.setattr(bench, "roofline_png", lambda data: b"png")
+    monkeypatch.setattr(bench, "_log_tuned", lambda say: None)
+    ran: list = []
+
+    def fake_linear(shapes, batches, data, log, budget, seed, save=lambda: None, tag="batch 1"):
+        for _, _, n, k in shapes:
+            if budget.ok(unit := f"linear {tag} {n}x{k}"):
+                for m in batches:
+                    if budget.ok(f"{unit} M={m}"):
+                        ran.append(f"{unit} M={m}")
+                        data["results"].append({"unit": f"{unit} M={m}"})
+                if tag == "gemm" and budget.only is None:
+                    budget.end = 0.0  # the first run's time is up after its first GEMM shape
+
+    def fake_units(name):
+        def run(models, *a):
+            budget = next(x for x in a if isinstance(x, bench.Budget))
+            for mo in models:
+                if budget.ok(f"{name} {mo}"):
+                    ran.append(f"{name} {mo}")
+        return run
+
+    monkeypatch.setattr(bench, "run_linear", fake_linear)
+    monkeypatch.setattr(bench, "run_odd_shapes", lambda data, seed: ran.append("odd shapes"))
+    monkeypatch.setattr(bench_attention, "run_attention", fake_units("attention"))
+    monkeypatch.setattr(bench_attention, "run_dense_attention", fake_units("dense attention"))
+    monkeypatch.setattr(bench_decode, "run_decode", lambda cfgs, data, log, budget, seed: [
+        ran.append(w) for c in cfgs if budget.ok(w := "decode " + " ".join(map(str, c)))])
+    first = bench.run_all(tmp_path, budget_s=600, log=lambda s: None, gemm_batches=(64, 512))
+    assert first["finished"] and any(s["what"].startswith("linear batch 4") for s in first["skipped"])
+    n_first = len(ran)
+    second = bench.run_all(tmp_path, budget_s=600, log=lambda s: None, gemm_batches=(64, 512), resumed=True)
+    assert len(ran) > n_first and len(ran) == len(set(ran))  # nothing ran twice
+    assert second["finished"] and second["skipped"] == [] and len(second["parts"]) == 1
+    saved = json.loads((tmp_path / "gpu-baseline.json").read_text())
+    units = [r["unit"] for r in saved["results"]]
+    shapes = [(n, k) for mo in bench.LAYER_SHAPES if mo != "other" for _, n, k in bench.LAYER_SHAPES[mo]]
+    want = {f"linear {t} {n}x{k} M={m}" for t, ms in (("gemm", (64, 512)), ("batch 4", (4,))) for n, k in shapes
+            for m in ms}
+    assert want <= set(units) and len(units) == len(set(units))
+    assert "resumed" in (tmp_path / "gpu-baseline.log").read_text()
+    with pytest.raises(LowbitError, match="skipped nothing"):
+        bench.run_all(tmp_path, budget_s=600, log=lambda s: None, resumed=True)

@@ -35,9 +35,10 @@ def run_decode(configs, data, log, budget: Budget, seed: int) -> None:
         pdl_was, mode_was = ternary_mod.PDL, decode_mod.ATTN_MODE
         try:
             ternary_mod.PDL = pdl_was or fmt.endswith("_pdl")  # every ternary decode kernel with PDL
-            if attn in ("split", "sdpa"):  # this kernel for every dense attention
+            forced = attn in ("split", "sdpa")  # this kernel for every dense attention
+            if forced:
                 decode_mod.ATTN_MODE = attn
-            mdl = build_model(model, base, batch=1, context=ctx, attn="dense" if attn in ("split", "sdpa") else attn,
+            mdl = build_model(model, base, batch=1, context=ctx, attn="dense" if forced else attn,
                               k_sel=max(1, ctx // 16), seed=seed + 2, compile=fmt.endswith("_compile"))
             r = time_decode_step(mdl, ctx, profile=(base in ("ternary", "nvfp4") and ctx == 192), energy=energy)
         except Exception as e:  # report and continue: one failing config must not lose the others

@@ -227,26 +227,22 @@ def _split_kernel(q_ptr, k_ptr, v_ptr, out_ptr, pm_ptr, pl_ptr, pa_ptr, cnt_ptr,
     if GQ == 1:  # MHA: one query row, [BT, DP] tiles (the [1, BT, DP] broadcast form took more shuffles)
         q1 = tl.sum(q.to(tl.float32), axis=0)
         m1, l1, o1 = tl.max(m_i, axis=0), tl.sum(l_i, axis=0), tl.sum(o, axis=0)
-        for i0 in range(lo, hi, BT):
-            if i0 > lo:
-                rm = i0 + tl.arange(0, BT)
-                ok = rm < hi
-                k, v = _kv_rows(k_ptr, v_ptr, g * MMAX + rm, ok, D, DP)
+    elif not USE_DOT:
+        q = q.to(tl.float32)
+    for i0 in range(lo, hi, BT):
+        if i0 > lo:
+            rm = i0 + tl.arange(0, BT)
+            ok = rm < hi
+            k, v = _kv_rows(k_ptr, v_ptr, g * MMAX + rm, ok, D, DP)
+        if GQ == 1:
             m1, l1, o1 = _attend_row(q1, k, v, ok, m1, l1, o1, sm_scale)
+        elif USE_DOT:
+            m_i, l_i, o = attend_block(q, k, v, ok, m_i, l_i, o, sm_scale, DOT_F32)
+        else:
+            m_i, l_i, o = _attend_ew(q, k, v, ok, m_i, l_i, o, sm_scale)
+    if GQ == 1:
         zero = tl.zeros([GQ], tl.float32)
         m_i, l_i, o = zero + m1, zero + l1, zero[:, None] + o1[None, :]
-    else:
-        if not USE_DOT:
-            q = q.to(tl.float32)
-        for i0 in range(lo, hi, BT):
-            if i0 > lo:
-                rm = i0 + tl.arange(0, BT)
-                ok = rm < hi
-                k, v = _kv_rows(k_ptr, v_ptr, g * MMAX + rm, ok, D, DP)
-            if USE_DOT:
-                m_i, l_i, o = attend_block(q, k, v, ok, m_i, l_i, o, sm_scale, DOT_F32)
-            else:
-                m_i, l_i, o = _attend_ew(q, k, v, ok, m_i, l_i, o, sm_scale)
     rg = tl.arange(0, GQ)
     g_ok = rg < G
     prow = (g * NS + s) * GC + rg

@@ -20,8 +20,8 @@ in whole decode steps with PDL at 192 tokens (reports/gpu-probes/attn-step-h200.
 2026-12-05, bench/gpu_attn_step_probe.py): BitNet-3B (MHA) ternary 893.8 µs with the plan of
 :func:`split_plan` (13 splits of at most 16 tokens, 2 warps), 951.5 / 973.9 µs with SDPA; BitNet-2B4T
 (GQA) 925.3 µs, 962.3 µs with the one-program-per-group kernel; 3B NVFP4 1696.8 vs 1738.7 µs (SDPA). On an
-H100 (reports/gpu-probes/bench-h100-attn.md) 3B ternary 1007.4 vs 1040.5 µs. Alone, without a kernel to overlap,
-it is not faster than SDPA (there: 3B at 193 tokens 8.3 vs 7.8 µs, at 1024 15.5 vs 13.6, at 4096 39.7 vs
+H100 (reports/gpu-probes/bench-h100-full.md) 3B ternary 1006.1 vs 1061.5 µs. Alone, without a kernel to overlap,
+it is not faster than SDPA (there: 3B at 193 tokens 8.3 vs 7.8 µs, at 1024 17.1 vs 13.6, at 4096 42.1 vs
 29.9): in the step it can read the cached K/V before it waits for the Wqkv GEMV (below), which cuDNN's
 kernel cannot. :func:`dense_decode_attention` (one program per KV group, looping over the context)
 stays as the table's alternative (``LOWBIT_GPU_ATTN=dense``).
@@ -281,8 +281,8 @@ def split_plan(m: int, groups: int, device, splits: int | None = None, block_tok
     ``min_split`` tokens a split (one block per program, the fastest plan measured at 193 tokens) but at
     most about four programs per SM (``groups · S <= 4 · SMs``); for longer contexts about one program per
     SM (``groups · S ≈ SMs``, at least ``min_split`` tokens a split: at 1024 and 4096 tokens 2B4T took
-    12.9 and 18.5 µs this way on an H200, 19.6 and 35.4 µs with 64 and 106 splits on an H100, reports/gpu-baseline.md
-    and reports/gpu-probes/bench-h100-attn.md); 4 SMs off CUDA. CH = ceil(m / S), S then ceil(m / CH) (no empty
+    12.9 and 18.5 µs this way on an H200 and 13.1 and 19.2 µs on an H100, reports/gpu-baseline.md and
+    reports/gpu-probes/bench-h100-full.md); 4 SMs off CUDA. CH = ceil(m / S), S then ceil(m / CH) (no empty
     split); BT the power of two >= CH (16 .. ``block_tokens``), a program looping over ceil(CH / BT) blocks."""
     if splits is None:
         dev = torch.device(device)

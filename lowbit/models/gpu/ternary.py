@@ -66,8 +66,8 @@ except ImportError:
     _gdc, _HAS_GDC = None, False
 # programmatic dependent launch: off unless LOWBIT_GPU_PDL=1. Mixed on the decode step (reports/gpu-baseline.md,
 # H200): BitNet-3B 1091.4 -> 975.1 µs with it, 2B4T 1033.4 vs 1033.2 (1003.1 -> 1044.7 in an earlier run there;
-# on an H100 with the split-context attention 3B 1075.4 -> 1007.4, 2B4T 1023.6 -> 1068.1,
-# reports/gpu-probes/bench-h100-attn.md)
+# on an H100 with the split-context attention 3B 1073.4 -> 1006.1, 2B4T 1013.9 -> 1044.5,
+# reports/gpu-probes/bench-h100-full.md)
 PDL = os.environ.get("LOWBIT_GPU_PDL", "0") == "1"
 
 

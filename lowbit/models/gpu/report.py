@@ -20,6 +20,16 @@ def _row(rows, **kv):
     return next((r for r in rows if all(r.get(k) == v for k, v in kv.items())), None)
 
 
+def _sdpa_how(r: dict) -> str:
+    """The LOP table's SDPA cell: backend, the cache row width timed fastest and the other width's µs."""
+    how = r.get("backend", "")
+    if "cache_width" in r:
+        how += f", rows of {r['cache_width']}"
+        how += "".join(f" (rows of {w}: {t:.1f})" for w, t in r.get("by_width_us", {}).items()
+                       if w != str(r["cache_width"]))
+    return how
+
+
 def _best_step(dec, model: str, fmt: str):
     """The fastest 192-token decode row of ``fmt`` (its PDL variant and attention kernels included), or None."""
     rs = [r for r in dec if r["model"] == model and r["context"] == 192 and r["attn"] in ("dense", "split", "sdpa")
@@ -175,7 +185,9 @@ def render_markdown(data: dict, keep: str = "") -> str:
         out += ["", "## Decode attention: LOP (one top-K per KV group, K/M = 1/16) vs dense torch SDPA", "",
                 "`launches`: of the default LOP call (one where the grid fits one program per SM, the scoring and the "
                 "attention phases separated by a group barrier); `two launches µs`: the same call forced to two launches; "
-                "`scoring launch µs`: the scoring phase alone.", "",
+                "`scoring launch µs`: the scoring phase alone. SDPA is timed on cache rows of head_dim and on rows "
+                "zero-padded to the decode step's width (a multiple of 8, as the flash kernel needs); the faster counts, "
+                "the other in brackets.", "",
                 "| model | heads | context M | K | SDPA backend | SDPA µs | LOP µs | speedup | launches | two launches µs | "
                 "scoring launch µs |",
                 "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -184,7 +196,7 @@ def render_markdown(data: dict, keep: str = "") -> str:
             if r["kernel"] != "lop":
                 continue
             d = _row(att, kernel="torch_sdpa", model=r["model"], context=r["context"])
-            out.append(f"| {r['model']} | {r['shape']} | {r['context']} | {r['k_sel']} | {d.get('backend', '')} | "
+            out.append(f"| {r['model']} | {r['shape']} | {r['context']} | {r['k_sel']} | {_sdpa_how(d)} | "
                        f"{d['median_us']:.1f} | {r['median_us']:.1f} | {r['speedup_vs_torch']:.2f}× | "
                        f"{r.get('launches', 2)} | {r.get('stage_us', {}).get('two_launches', r['median_us']):.1f} | "
                        f"{r.get('stage_us', {}).get('score', 0):.1f} |")

@@ -53,6 +53,43 @@ def test_dense_attention_table_rows_and_best_ratio():
     assert "| m2 | B1/H20/KV5/d128/dc128 | 1024 | 26 | 10.0 | — | 20.0 | 12.5 | 13.0 | 0.80× |" in md
 
 
+def test_lop_table_counts_the_faster_sdpa_cache_width():
+    # SDPA timed on rows of head_dim and on padded rows: the faster is the baseline, the other in brackets;
+    # rows of an older run (no widths) still render
+    from lowbit.models.gpu.report import goals, render_markdown
+
+    def pair(model, shape, sdpa, lop, **extra):
+        return [{"kernel": "torch_sdpa", "model": model, "shape": shape, "context": 8192, "k_sel": 512,
+                 "median_us": sdpa, "backend": "flash", **extra},
+                {"kernel": "lop", "model": model, "shape": shape, "context": 8192, "k_sel": 512, "median_us": lop,
+                 "speedup_vs_torch": sdpa / lop, "launches": 2, "stage_us": {"score": 20.0, "two_launches": lop}}]
+
+    att = (pair("bitnet-b1.58-3b", "H32/KV32/d100", 60.0, 40.0, cache_width=104,
+                by_width_us={"100": 240.0, "104": 60.0}) + pair("bitnet-b1.58-2b4t", "H20/KV5/d128", 24.0, 12.0))
+    data = {"device": "GPU", "created": "now", "torch": "t", "triton": "tr", "copy_gbps": 4000.0, "results": [],
+            "attention": att}
+    md = render_markdown(data)
+    assert "| bitnet-b1.58-3b | H32/KV32/d100 | 8192 | 512 | flash, rows of 104 (rows of 100: 240.0) | 60.0 | 40.0 | 1.50× |" in md
+    assert "| bitnet-b1.58-2b4t | H20/KV5/d128 | 8192 | 512 | flash | 24.0 | 12.0 | 2.00× |" in md
+    lop_goals = {g: (m, ok) for g, m, ok in goals(data) if g.startswith("LOP")}
+    assert lop_goals["LOP attention ≥ 3× SDPA at 8192 context, K/M = 1/16 (bitnet-b1.58-3b, H32/KV32/d100)"] == ("1.50×", "no")
+
+
+def test_sdpa_on_zero_padded_rows_is_the_same_attention():
+    # the stronger SDPA baseline of the LOP table: rows of 100 padded to 104 with zeros, scale 1/sqrt(100)
+    import torch
+    import torch.nn.functional as F
+
+    from lowbit.models.gpu.bench_attention import DENSE_SHAPES
+
+    h, kvh, d, dc = DENSE_SHAPES["bitnet-b1.58-3b"]
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, n, m, d, generator=g) for n, m in ((h, 1), (kvh, 37), (kvh, 37)))
+    ref = F.scaled_dot_product_attention(q, k, v)
+    out = F.scaled_dot_product_attention(*(F.pad(t, (0, dc - d)) for t in (q, k, v)), scale=d ** -0.5)
+    assert dc > d and torch.allclose(out[..., :d], ref, atol=1e-6) and not out[..., d:].any()
+
+
 def test_decode_goals_take_the_fastest_configuration_and_name_it():
     from lowbit.models.gpu.report import goals
 

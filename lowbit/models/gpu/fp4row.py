@@ -46,7 +46,15 @@ from .fp4 import FP4Weight, _block_scale_f32
 from .rowgemv import GATES, Rope, _row_in, _row_launch, _row_norm, next_tiles, row_tiles, store_row_out
 from .ternary import INTERPRET, autotune, pdl_kw, pdl_launch, pdl_wait
 
-__all__ = ["fp4_gemv_row", "fp4_norm_gemv", "fp4_gate_gemv", "tune_cold", "COLD_CONFIGS", "Rope"]
+__all__ = ["fp4_gemv_row", "fp4_norm_gemv", "fp4_gate_gemv", "tune_cold", "COLD_CONFIGS", "Rope", "TILE8_MIN_KWP"]
+
+# Rows of at least this many words (K > 4500) are read as [words, 8] tiles (_row8), shorter ones by eight strided
+# loads (_pair_words). Measured on one H100 lease, 3200x8640 NVFP4, configs BLOCK_N/PER_SM/warps 2/2/4, 2/4/4,
+# 4/4/4 (reports/gpu-probes/fp4-prologue-h100-{strided,tile8}.json, bench/gpu_fp4_longk_probe.py): plain
+# 18.2/14.7/15.2 -> 15.6/11.6/14.0 µs; with the decode prologue (ReLU² gating, SubLN, residual) 20.6/25.1/22.1 ->
+# 19.1/21.4/17.2; cold-tuned 20.5 -> 15.0 µs (fp4-longk-h100-{strided,tile8}.json, two leases). Shorter rows keep
+# the strided loads: not compared on one lease (8640x3200 cold-tuned 11.95 -> 12.44 µs across two leases)
+TILE8_MIN_KWP = tl.constexpr(1024)
 
 # two consecutive weight words (an NVFP4 block, half an MXFP4 block) against their eight pair words: 16 products
 _PAIR_ASM = """shl.b32 t, {w}, {a}; and.b32 t, t, 0x0E000E00; shl.b32 u, {w}, {b}; and.b32 u, u, 0x80008000; or.b32 h, t, u;
@@ -147,6 +155,43 @@ def _absmax8(v0, v1, v2, v3, v4, v5, v6, v7):
 
 
 @triton.jit
+def _row8(x_ptr, rj, K, GATE: tl.constexpr):
+    """Elements ``8j + s`` (s = 0..7) of words ``rj`` as a float32 [len(rj), 8] tile, gated when GATE: one
+    contiguous 16-byte load per word, where :func:`_pair_words`' eight loads of every eighth element fetch
+    each sector eight times (rows of at least ``TILE8_MIN_KWP`` words)."""
+    return _row_in(x_ptr, rj[:, None] * 8 + tl.arange(0, 8)[None, :], K, GATE)
+
+
+@triton.jit
+def _norm_tile(t, inv, g_ptr, rj, K):
+    return _row_norm(t, inv, g_ptr, rj[:, None] * 8 + tl.arange(0, 8)[None, :], K)
+
+
+@triton.jit
+def _split8(t, W: tl.constexpr):
+    """The eight columns of a [W, 8] tile (column s = 4a + 2b + c of the [W, 2, 2, 2] view; tl.split takes
+    the last axis)."""
+    even, odd = tl.split(tl.reshape(t, [W, 2, 2, 2]))
+    e0, e2 = tl.split(even)
+    o1, o3 = tl.split(odd)
+    v0, v4 = tl.split(e0)
+    v2, v6 = tl.split(e2)
+    v1, v5 = tl.split(o1)
+    v3, v7 = tl.split(o3)
+    return v0, v1, v2, v3, v4, v5, v6, v7
+
+
+@triton.jit
+def _sum_sq(t):
+    return tl.sum(tl.sum(t * t, axis=1), axis=0)
+
+
+@triton.jit
+def _absmax(t):
+    return tl.max(tl.max(tl.abs(t), axis=1), axis=0)
+
+
+@triton.jit
 def _pack_pair(lo, hi, c):
     # fp16(lo * c) in bits 0-15, fp16(hi * c) in bits 16-31 (c a power of two: exact for normal results)
     bl = (lo * c).to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
@@ -179,18 +224,37 @@ def _fp4_row_kernel(x_ptr, w_ptr, s_ptr, r_ptr, y_ptr, g_ptr, N, KW, K, stride_w
     w = tl.load(w_ptr + rn[:, None] * stride_wn + rj[None, :], mask=(rn < N)[:, None] & j_ok[None, :], other=0)
     wt = tl.load(w_ptr + rn[:, None] * stride_wn + rt[None, :], mask=(rn < N)[:, None] & t_ok[None, :], other=0)
     pdl_wait(PDL)
-    v0, v1, v2, v3, v4, v5, v6, v7, ss = _pair_words(x_ptr, rj, K, GATE)
-    if KWT > 0:
-        u0, u1, u2, u3, u4, u5, u6, u7, ss_t = _pair_words(x_ptr, rt, K, GATE)
-        ss += ss_t
-    if NORM:
-        inv = 1.0 / tl.sqrt(ss / K + eps_n)
-        v0, v1, v2, v3, v4, v5, v6, v7 = _norm8(v0, v1, v2, v3, v4, v5, v6, v7, inv, g_ptr, rj, K)
+    if KWP >= TILE8_MIN_KWP:  # long rows: the row as [words, 8] tiles (_row8)
+        xv = _row8(x_ptr, rj, K, GATE)
         if KWT > 0:
-            u0, u1, u2, u3, u4, u5, u6, u7 = _norm8(u0, u1, u2, u3, u4, u5, u6, u7, inv, g_ptr, rt, K)
-    mx = _absmax8(v0, v1, v2, v3, v4, v5, v6, v7)
-    if KWT > 0:
-        mx = tl.maximum(mx, _absmax8(u0, u1, u2, u3, u4, u5, u6, u7))
+            xt = _row8(x_ptr, rt, K, GATE)
+        if NORM:
+            ss = _sum_sq(xv)
+            if KWT > 0:
+                ss += _sum_sq(xt)
+            inv = 1.0 / tl.sqrt(ss / K + eps_n)
+            xv = _norm_tile(xv, inv, g_ptr, rj, K)
+            if KWT > 0:
+                xt = _norm_tile(xt, inv, g_ptr, rt, K)
+        mx = _absmax(xv)
+        if KWT > 0:
+            mx = tl.maximum(mx, _absmax(xt))
+        v0, v1, v2, v3, v4, v5, v6, v7 = _split8(xv, KWP)
+        if KWT > 0:
+            u0, u1, u2, u3, u4, u5, u6, u7 = _split8(xt, KWT)
+    else:
+        v0, v1, v2, v3, v4, v5, v6, v7, ss = _pair_words(x_ptr, rj, K, GATE)
+        if KWT > 0:
+            u0, u1, u2, u3, u4, u5, u6, u7, ss_t = _pair_words(x_ptr, rt, K, GATE)
+            ss += ss_t
+        if NORM:
+            inv = 1.0 / tl.sqrt(ss / K + eps_n)
+            v0, v1, v2, v3, v4, v5, v6, v7 = _norm8(v0, v1, v2, v3, v4, v5, v6, v7, inv, g_ptr, rj, K)
+            if KWT > 0:
+                u0, u1, u2, u3, u4, u5, u6, u7 = _norm8(u0, u1, u2, u3, u4, u5, u6, u7, inv, g_ptr, rt, K)
+        mx = _absmax8(v0, v1, v2, v3, v4, v5, v6, v7)
+        if KWT > 0:
+            mx = tl.maximum(mx, _absmax8(u0, u1, u2, u3, u4, u5, u6, u7))
     # r = 2^(127 - E) for the biased exponent E of the absmax: max |x r| in [1, 2)
     e = tl.minimum((mx.to(tl.int32, bitcast=True) >> 23) & 255, 253)
     r = ((254 - e) << 23).to(tl.float32, bitcast=True)

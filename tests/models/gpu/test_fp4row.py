@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from lowbit.models.gpu.decode import DecodeModel
 from lowbit.models.gpu.fp4 import pack_fp4_gpu
-from lowbit.models.gpu.fp4row import fp4_gate_gemv, fp4_gemv_row, fp4_norm_gemv
+from lowbit.models.gpu.fp4row import TILE8_MIN_KWP, fp4_gate_gemv, fp4_gemv_row, fp4_norm_gemv
 from lowbit.models.gpu.rowgemv import row_tiles
 from lowbit.sim.modelspec import get_model
 from lowbit.sim.numerics.mx import mxfp4_dequantize, mxfp4_quantize, nvfp4_dequantize, nvfp4_quantize
@@ -40,7 +40,7 @@ def _check(y, xd, wd, resid=None):
 
 @pytest.mark.parametrize("fmt", ["nvfp4", "mxfp4"])
 @pytest.mark.parametrize("n,k,cfg", [(37, 200, {"BLOCK_N": 2, "PER_SM": 1}), (19, 260, {"BLOCK_N": 4, "PER_SM": 2}),
-                                     (5, 48, {"BLOCK_N": 8, "PER_SM": 1})])
+                                     (5, 48, {"BLOCK_N": 8, "PER_SM": 1}), (6, 8640, {"BLOCK_N": 4, "PER_SM": 1})])
 def test_row_gemv_vs_float64(device, fmt, n, k, cfg):
     wg, wd = _weight(fmt, n, k, n + k, device)
     x = (torch.randn(1, k, generator=torch.Generator().manual_seed(k)) * 7).to(torch.bfloat16)
@@ -52,6 +52,8 @@ def test_row_gemv_vs_float64(device, fmt, n, k, cfg):
     assert np.linalg.norm(y2 - ref) > 0.5 * np.linalg.norm(ref)
     if k == 260:  # 34 NVFP4 / 36 MXFP4 words: the NVFP4 row is a main tile plus a tail tile
         assert row_tiles(wg.words.shape[1])[1] == (2 if fmt == "nvfp4" else 0)
+    if k == 8640:  # 1080 words: a long row, read as [words, 8] tiles, main tile plus tail tile
+        assert row_tiles(wg.words.shape[1]) == (1024, 64) and 1024 >= TILE8_MIN_KWP
 
 
 def test_row_gemv_all_codes_and_scale_extremes(device):
@@ -69,8 +71,8 @@ def test_row_gemv_all_codes_and_scale_extremes(device):
 
 
 @pytest.mark.parametrize("fmt", ["nvfp4", "mxfp4"])
-def test_norm_prologue_and_residual(device, fmt):
-    n, k = 21, 264  # NVFP4: 34 words, MXFP4: 36 (Kp 288)
+@pytest.mark.parametrize("n,k", [(21, 264), (3, 8640)])  # NVFP4: 34 words, MXFP4: 36 (Kp 288); a long row
+def test_norm_prologue_and_residual(device, fmt, n, k):
     wg, wd = _weight(fmt, n, k, 11, device)
     gen = torch.Generator().manual_seed(5)
     x = (torch.randn(1, k, generator=gen) * 3).to(torch.bfloat16)
@@ -81,9 +83,10 @@ def test_norm_prologue_and_residual(device, fmt):
     _check(y.double().cpu().numpy(), xn.double().numpy(), wd, res.double().numpy())
 
 
-@pytest.mark.parametrize("act,subln", [("swiglu", False), ("relu2", True)])
-def test_glu_prologue(device, act, subln):
-    n, k = 13, 200
+@pytest.mark.parametrize("act,subln,k", [("swiglu", False, 200), ("relu2", True, 200), ("relu2", True, 6912),
+                                         ("swiglu", True, 8640)])
+def test_glu_prologue(device, act, subln, k):
+    n = 13 if k < 1000 else 3  # 6912 and 8640: long rows (864 words in one tile; 1080 in a main and a tail tile)
     wg, wd = _weight("nvfp4", n, k, 17, device)
     gen = torch.Generator().manual_seed(9)
     h = (torch.randn(1, 2 * k, generator=gen) * 2).to(torch.bfloat16)

@@ -1,0 +1,106 @@
+"""GPU probe of the FP4 whole-row GEMV (:mod:`lowbit.models.gpu.fp4row`) on long rows: every
+:data:`~lowbit.models.gpu.fp4row.COLD_CONFIGS` entry plus wider programs (8 and 16 warps, one or two per SM),
+timed as the decode step's cold tuning times them (:func:`~lowbit.models.gpu.fp4row.tune_cold`: one CUDA graph
+over distinct weights together larger than the L2), on BitNet-3B's down projection (3200x8640, with its decode
+prologue: ReLU² gating, SubLN and the residual add, and plain), a 4096x14336 down projection and, for
+reference, the 8640x3200 up projection with the same bytes. Each config's output is checked against the
+first config's (relative error below 2^-7). Why: compiled for sm_90 (Triton 3.6), the 4-warp program takes 255
+registers on rows of 8640, so only two of the four programs per SM that its persistent grid assumes can be
+resident::
+
+    python bench/gpu_fp4_longk_probe.py DIR [BUDGET_S]   # writes DIR/fp4_longk_probe.json
+    python bench/gpu_fp4_longk_probe.py DIR parts        # writes DIR/fp4_prologue_parts.json
+
+``parts``: the decode prologue of the 3200x8640 down projection taken apart (residual add, ReLU² gating,
+SubLN, each alone and together) under three configs, to find which part costs the time.
+"""
+
+import json
+import sys
+import time
+
+import torch
+
+from lowbit.models.gpu import fp4row
+from lowbit.models.gpu.bench import copy_bandwidth, l2_bytes, n_copies
+from lowbit.models.gpu.fp4 import random_fp4_weight_torch
+
+EXTRA = [{"BLOCK_N": bn, "PER_SM": ps, "num_warps": nw} for bn, ps, nw in [(4, 1, 16), (8, 1, 16), (2, 2, 8), (2, 1, 16)]]
+SHAPES = [("3b down, decode prologue", 3200, 8640, True), ("3b down", 3200, 8640, False),
+          ("w2 4096x14336", 4096, 14336, False), ("3b up", 8640, 3200, False)]
+
+
+def main(out: str, budget_s: float = 240.0) -> None:
+    t0 = time.time()
+    dev = torch.device("cuda")
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    fp4row.COLD_CONFIGS.extend(EXTRA)
+    data = {"device": torch.cuda.get_device_name(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "torch": torch.__version__, "copy_gbps": copy_bandwidth(), "rows": [], "skipped": []}
+    for name, n, k, prologue in SHAPES:
+        if time.time() - t0 > budget_s:
+            data["skipped"].append(name)
+            continue
+        w0 = random_fp4_weight_torch(n, k, "nvfp4", dev, gen)
+        nbytes = w0.words.numel() * 4 + w0.scales.numel() * w0.scales.element_size()
+        ws = [w0] + [random_fp4_weight_torch(n, k, "nvfp4", dev, gen) for _ in range(n_copies(nbytes, l2_bytes()) - 1)]
+        if prologue:
+            x = torch.randn(1, 2 * k, device=dev, generator=gen).to(torch.bfloat16)
+            g = (1 + 0.1 * torch.randn(k, device=dev, generator=gen)).to(torch.bfloat16)
+            res = torch.randn(1, n, device=dev, generator=gen).to(torch.bfloat16)
+            calls = [dict(x=x, w=w, gate="relu2", norm=g, residual=res) for w in ws]
+        else:
+            x = torch.randn(1, k, device=dev, generator=gen).to(torch.bfloat16)
+            calls = [dict(x=x, w=w) for w in ws]
+        best, times = fp4row.tune_cold(calls)
+        outs = {}
+        for cfg in fp4row.COLD_CONFIGS:
+            key = f"{cfg['BLOCK_N']}/{cfg['PER_SM']}/{cfg['num_warps']}"
+            if key in times:
+                outs[key] = fp4row.fp4_gemv_row(config=dict(cfg), **calls[0]).float()
+        ref = next(iter(outs.values()))
+        err = {c: float((o - ref).abs().max() / ref.abs().max()) for c, o in outs.items()}
+        row = {"shape": name, "n": n, "k": k, "bytes": nbytes, "copies": len(ws), "us": times,
+               "best": f"{best['BLOCK_N']}/{best['PER_SM']}/{best['num_warps']}", "err_vs_first": err,
+               "ok": all(e < 2 ** -7 for e in err.values())}
+        row["best_gbps"] = round(nbytes / (min(times.values()) * 1e-6) / 1e9, 1)
+        data["rows"].append(row)
+        print(f"{name} {n}x{k}: best {row['best']} {min(times.values()):.2f} us ({row['best_gbps']} GB/s); {times}; "
+              f"outputs agree: {row['ok']}", flush=True)
+    with open(f"{out}/fp4_longk_probe.json", "w") as f:
+        json.dump(data, f, indent=1)
+
+
+def parts(out: str) -> None:
+    from lowbit.models.gpu.bench import bench_graph
+
+    dev = torch.device("cuda")
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    n, k = 3200, 8640
+    w0 = random_fp4_weight_torch(n, k, "nvfp4", dev, gen)
+    nbytes = w0.words.numel() * 4 + w0.scales.numel()
+    ws = [w0] + [random_fp4_weight_torch(n, k, "nvfp4", dev, gen) for _ in range(n_copies(nbytes, l2_bytes()) - 1)]
+    x1 = torch.randn(1, k, device=dev, generator=gen).to(torch.bfloat16)
+    x2 = torch.randn(1, 2 * k, device=dev, generator=gen).to(torch.bfloat16)
+    g = (1 + 0.1 * torch.randn(k, device=dev, generator=gen)).to(torch.bfloat16)
+    res = torch.randn(1, n, device=dev, generator=gen).to(torch.bfloat16)
+    forms = {"plain": dict(x=x1), "residual": dict(x=x1, residual=res), "norm": dict(x=x1, norm=g),
+             "gate": dict(x=x2, gate="relu2"), "gate+norm": dict(x=x2, gate="relu2", norm=g),
+             "gate+norm+residual": dict(x=x2, gate="relu2", norm=g, residual=res)}
+    data = {"device": torch.cuda.get_device_name(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "torch": torch.__version__, "shape": f"{n}x{k}", "copies": len(ws), "us": {}}
+    for cfg in ({"BLOCK_N": 2, "PER_SM": 2, "num_warps": 4}, {"BLOCK_N": 2, "PER_SM": 4, "num_warps": 4},
+                {"BLOCK_N": 4, "PER_SM": 4, "num_warps": 4}):
+        key = f"{cfg['BLOCK_N']}/{cfg['PER_SM']}/{cfg['num_warps']}"
+        data["us"][key] = {f: round(bench_graph([lambda w=w, kw=kw, cfg=cfg: fp4row.fp4_gemv_row(w=w, config=dict(cfg), **kw)
+                                                 for w in ws]), 2) for f, kw in forms.items()}
+        print(key, data["us"][key], flush=True)
+    with open(f"{out}/fp4_prologue_parts.json", "w") as f:
+        json.dump(data, f, indent=1)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[2] == "parts":
+        parts(sys.argv[1])
+    else:
+        main(sys.argv[1], float(sys.argv[2]) if len(sys.argv) > 2 else 240.0)

@@ -433,7 +433,7 @@ def run_all(out_dir: Path, quick: bool = False, sections: str = "attention,linea
     for key, path in sorted(linear_choices().items()):
         say(f"  fp4_linear path (tokens {key[0]}, {key[1]}x{key[2]}, {key[3]}): {path}")
     for key, path in sorted(ternary_choices().items()):
-        say(f"  ternary_linear codes (tokens {key[0]}, {key[1]}x{key[2]}): {path}")
+        say(f"  ternary_linear path (tokens {key[0]}, {key[1]}x{key[2]}): {path}")
     data["finished"] = True
     data["skipped"][:] = [s for s in data["skipped"] if s["what"] != "roofline plot"]
     save()

@@ -179,8 +179,10 @@ _GEMM_CONFIGS = [
                                    (128, 128, 8, 8, 3, False), (256, 128, 4, 8, 3, False)]
 ]
 # bf16 tensor cores (TC16): every config swapped, the unpacked weights the register operand; BLOCK_M (tokens) is
-# the MMA's N (8-256), BLOCK_N its M (64 rows per warp group). Design assumption, compiled for sm_90 only
-# (Triton 3.6 and 3.9 pipeline its wgmma loop: warp_group_dot_wait with pendings > 0), not yet timed
+# the MMA's N (8-256), BLOCK_N its M (64 rows per warp group). Design assumption (Triton 3.6 and 3.9 pipeline
+# its wgmma loop: warp_group_dot_wait with pendings > 0) that did not hold when timed: on H100s it took 1.17-1.61x
+# the INT8 GEMM's time on all 14 GEMM points (reports/gpu-probes/bench-h100-tc16.md, bench-h100-full.md), so
+# ternary_linear, which times both, has kept INT8 everywhere
 _TC16_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_KW": bk, "GROUP_M": 8, "SWAP": True}, num_warps=nw,
                   num_stages=ns)
@@ -327,19 +329,23 @@ class PathChoice:
         return {k: name + why for k, (name, why) in self._chosen.items()}
 
 
-_CHOICE = PathChoice()  # (tokens rounded up to a power of two, N, K) -> "int8" or "bf16"
+_CHOICE = PathChoice()  # (tokens rounded up to a power of two, N, K) -> "int8", "bf16" or "unpack"
 
 
 def ternary_choices() -> dict[tuple, str]:
-    """The code dtype :func:`ternary_linear` took per (tokens bucket, N, K): ``"int8"`` or ``"bf16"``."""
+    """The path :func:`ternary_linear` took per (tokens bucket, N, K): ``"int8"`` / ``"bf16"`` (:func:`ternary_gemm`
+    on INT8 / bf16 codes) or ``"unpack"`` (:func:`ternary_gemm_unpacked`)."""
     return _CHOICE.summary()
 
 
 def ternary_linear(x: torch.Tensor, w: TernaryWeight, gemm_from: int = 16) -> torch.Tensor:
     """BitLinear forward on bf16 ``x`` [M, K]: the fused quantizer + GEMV below ``gemm_from`` tokens; from there
-    quantize + GEMM on INT8 or bf16 tensor cores, whichever the GPU runs fastest for (tokens rounded up to a
-    power of two, N, K), timed once by CUDA-graph replay (as the autotuner) and kept for the process; the
-    INT8 path off the GPU. Both give the same integers, so the choice never changes the output."""
+    quantize + the fastest on this GPU for (tokens rounded up to a power of two, N, K) of: the GEMM on INT8
+    or bf16 tensor cores, or (above 16 tokens) unpack + cuBLAS INT8 (:func:`ternary_gemm_unpacked`, faster at
+    512 tokens on BitNet-3B's 8640x3200 and 3200x8640 on an H100: 69.8 and 58.1 vs 73.8 and 68.7 µs,
+    reports/gpu-probes/bench-h100-full.md), timed once by CUDA-graph replay (as the autotuner) and kept for the
+    process; the INT8 GEMM off the GPU. All give the same integers and the same dequantisation, so the choice
+    never changes the output."""
     if x.shape[-1] != w.k:
         raise ValueError(f"x has K={x.shape[-1]}, weight has K={w.k}")
     m = x.shape[0]
@@ -347,7 +353,9 @@ def ternary_linear(x: torch.Tensor, w: TernaryWeight, gemm_from: int = 16) -> to
         return ternary_gemv(x, w)
     if not x.is_cuda:
         return ternary_gemm(act_quant(x), w)
-    paths = {"int8": torch.int8, **({"bf16": torch.bfloat16} if w.kp <= TC16_MAX_KP else {})}
-    name = _CHOICE.pick((triton.next_power_of_2(m), w.n, w.k), paths,
-                        lambda codes: ternary_gemm(act_quant(x, codes=codes), w))
-    return ternary_gemm(act_quant(x, codes=paths[name]), w)
+    paths = {"int8": lambda: ternary_gemm(act_quant(x), w)}
+    if w.kp <= TC16_MAX_KP:
+        paths["bf16"] = lambda: ternary_gemm(act_quant(x, codes=torch.bfloat16), w)
+    if m > 16:  # tokens buckets above 16 hold no call of 16 or fewer tokens, which cuBLAS INT8 refuses
+        paths["unpack"] = lambda: ternary_gemm_unpacked(act_quant(x), w)
+    return paths[_CHOICE.pick((triton.next_power_of_2(m), w.n, w.k), paths, lambda fn: fn())]()

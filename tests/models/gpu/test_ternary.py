@@ -101,6 +101,7 @@ def test_gemm_bit_exact(device):
     assert torch.equal(ternary_gemm(a, w, split_k=2), ternary_gemm(a, w))
     assert np.array_equal(ternary_gemm_unpacked(a, w, out_acc=True).cpu().numpy(), acc_ref)
     y2 = ternary_gemm_unpacked(a, w).float().cpu().numpy()
+    assert torch.equal(ternary_gemm_unpacked(a, w), ternary_gemm(a, w))  # ternary_linear's paths: the same output
     assert np.all(np.abs(y2 - dequantize_accumulator(acc_ref, scale, s)) <= BF16_REL * np.abs(acc_ref * scale / s) + 1e-30)
     y = ternary_linear(torch.from_numpy(x).to(device), w).float().cpu().numpy()
     y_ref = dequantize_accumulator(acc_ref, scale, s)

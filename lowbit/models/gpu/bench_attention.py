@@ -44,7 +44,7 @@ def run_attention(models, contexts, ratio, data, log, budget: Budget, seed: int)
     import torch
     import torch.nn.functional as F
 
-    from .lop_attn import lo_pack_keys_torch, lop_attention, lop_launch_plan
+    from .lop_attn import lo_cache_torch, lop_attention, lop_launch_plan
 
     dev_name, l2 = data["device"], data["l2_bytes"]
     rows, checks = data["attention"], data["checks"]
@@ -66,7 +66,7 @@ def run_attention(models, contexts, ratio, data, log, budget: Budget, seed: int)
                 kc = torch.randn(1, kvh, m, d, device="cuda", generator=gen).to(torch.bfloat16)
                 vc = torch.randn(1, kvh, m, d, device="cuda", generator=gen).to(torch.bfloat16)
                 k_i8 = torch.randint(-127, 128, (1, kvh, m, d), dtype=torch.int8, device="cuda", generator=gen)
-                caches.append((kc, vc, lo_pack_keys_torch(k_i8)))
+                caches.append((kc, vc, lo_cache_torch(k_i8)))
                 if len(caches) == 1:
                     k_first = k_i8
             gqa = h != kvh

@@ -43,7 +43,7 @@ from .decode_attn import dense_decode_attention, split_attention_fits, split_dec
 from .fp4 import fp4_gemv, random_fp4_weight_torch
 from .fp4row import fp4_gate_gemv, fp4_norm_gemv, tune_cold
 from .fused import rmsnorm_quant, rope_append
-from .lop_attn import lo_pack_keys_torch, lop_attention
+from .lop_attn import lo_cache_torch, lo_pack_keys_torch, lop_attention
 from .rowgemv import Rope, gate_gemv, norm_gemv
 from .ternary import act_quant, graph_capture, pack_ternary_gpu_torch, ternary_gemv
 
@@ -141,7 +141,7 @@ class DecodeModel:
         if attn == "lop":
             ki8 = torch.randint(-127, 128, (spec.n_layers, batch, KVH, max_ctx, hd), dtype=torch.int8, device=device,
                                 generator=gen)
-            self.lo_cache = lo_pack_keys_torch(ki8)
+            self.lo_cache = lo_cache_torch(ki8)
         self.max_ctx = max_ctx
         # one token without LOP: the rotated queries' buffer of the Wqkv GEMV's RoPE epilogue (padding stays zero)
         self.rope_epilogue = True
@@ -220,7 +220,7 @@ class DecodeModel:
         vc[:, :, pos, :hd] = v
         if lo is not None:
             kq = act_quant(k.reshape(B * KVH, hd)).q[:, :hd]
-            lo[:, :, pos] = lo_pack_keys_torch(kq.view(B, KVH, hd))
+            lo[:, :, :, pos] = lo_pack_keys_torch(kq.view(B, KVH, hd))
         a = self._attend(q, kc, vc, lo, pos + 1).reshape(B, H * hd)
         if n_asub is not None:
             a = F.rms_norm(a, (d,), n_asub, eps)

@@ -210,7 +210,7 @@ def _rope_append_kernel(qkv_ptr, cos_ptr, sin_ptr, qo_ptr, k_ptr, v_ptr, lo_ptr,
                 ex = ((av.to(tl.float32).to(tl.int32, bitcast=True) >> 23) & 255) - 127
                 code = tl.where(av == 0, 0, (tl.where(qv < 0, 8, 0)) | (tl.minimum(ex, 6) + 1))
                 words += tl.sum(code << (4 * (2 * rs + e))[None, :], axis=1)
-            tl.store(lo_ptr + row * DW + rj, words, mask=rj < DW)
+            tl.store(lo_ptr + ((b * KVH + kvh) * DW + rj) * MMAX + POS, words, mask=rj < DW)  # word-major
 
 
 def rope_append(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, n_heads: int, n_kv: int,
@@ -218,7 +218,7 @@ def rope_append(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, n_heads
                 eps_q: float = 1e-5, head_dim: int | None = None) -> torch.Tensor:
     """RoPE + KV append for one decode step. ``qkv`` bf16 [B, (H + 2 KVH) d] (q | k | v); ``cos``/``sin``
     float32 [d/2] for this position; caches bf16 [B, KVH, Mmax, d] (written at ``pos``) and, for LOP,
-    ``lo_cache`` int32 [B, KVH, Mmax, ceil(d/8)]. Returns the rotated queries bf16 [B, H, d].
+    ``lo_cache`` int32 [B, KVH, ceil(d/8), Mmax] (word-major, ``lop_attn``). Returns the rotated queries bf16 [B, H, d].
     ``head_dim`` < the caches' last dim ``dc`` (<= d + 8, no LOP): rows padded with zeros to ``dc`` (flash
     attention kernels take head dims in multiples of 8, and copy the whole cache otherwise); the returned
     queries are then [B, H, dc] with zeros past ``head_dim``."""
@@ -232,7 +232,9 @@ def rope_append(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, n_heads
     mmax = k_cache.shape[2]
     qo = torch.empty(bsz, n_heads, dc, dtype=torch.bfloat16, device=qkv.device)
     lo = lo_cache if lo_cache is not None else k_cache
-    dw = lo_cache.shape[-1] if lo_cache is not None else 1
+    dw = -(-d // 8) if lo_cache is not None else 1
+    if lo_cache is not None and (lo_cache.shape[2:] != (dw, mmax) or not lo_cache.is_contiguous()):
+        raise ValueError(f"lo_cache must be a contiguous [B, KVH, {dw}, {mmax}] (word-major), got {tuple(lo_cache.shape)}")
     _rope_append_kernel[(bsz, n_heads + n_kv)](qkv, cos, sin, qo, k_cache, v_cache, lo, n_heads, n_kv, d, dc, mmax, pos,
                                                dw, qkv.stride(0), eps_q, HALF=triton.next_power_of_2(d // 2),
                                                DWP=triton.next_power_of_2(dw), LOP=lo_cache is not None, num_warps=1,

@@ -18,8 +18,12 @@ Semantics = ``sim.numerics.lop`` (docs/reference/vitallm.md §5.4, docs/referenc
 Key storage (what the simulator charges, ``surrogate_storage = "dram"``): the 4-bit LO code of every
 cached key element (``sim.numerics.lop.lo_code4``: 0 = zero, else ``sign << 3 | (e+1)``), nibble-packed
 like ``sim.numerics.fp.pack_fp4`` (even element low nibble), head_dim zero-padded to a multiple of 8,
-viewed as int32 words: cache ``lo`` int32 [B, KVH, Mmax, ceil(d/8)]. The bf16 K/V cache stays as for
-dense attention; only the K selected rows of it are read.
+viewed as int32 words, stored word-major: cache ``lo`` int32 [B, KVH, ceil(d/8), Mmax], so that word j of
+consecutive tokens is contiguous and the scoring gives each thread lane its own tokens (design of this module:
+key-major rows of ceil(d/8) words had Triton spread each row over up to 16 lanes, every lane then repeating the
+row's bucket and histogram work; compiled for sm_90 the scoring launch of bitnet-3B at 8k tokens had 5904
+instructions per thread). The bf16 K/V cache stays as for dense attention; only the K selected rows of it are
+read.
 
 Group scores without a multiply (design of this module): ``Q_g`` is split as ``128 Qh + Ql`` (all four of
 ``Qh, Ql, -Qh, -Ql`` fit int8 for G <= 127) and packed four dimensions to a word; per LO word (8 codes)
@@ -30,7 +34,7 @@ that scoring launch was 18.2 µs of LOP's 27.5 for bitnet-2B4T at 8k tokens, rep
 bf2367f; 5.9 of 14.7 µs in the current report).
 
 One kernel, grid (B·KVH, chunks of ``chunk`` tokens), in two phases:
-(1) quantize the group's queries, score + bucket + the chunk's histogram (in sub-blocks of <= 128 tokens);
+(1) quantize the group's queries, score + bucket + the chunk's histogram (one LO word of all its tokens at a time);
 (2) from the group's histograms the threshold and, for this chunk, the bucket-``t`` and chosen tokens
     before it (every program reduces them itself); write the chunk's chosen indices compacted at their
     global rank and run exact attention for the G heads over them (``tl.dot``: the K/V rows are read
@@ -56,7 +60,7 @@ import triton.language as tl
 from .decode_attn import attend_rows, group_query
 from .ternary import INTERPRET, absmax_scale, dp4a, quant_i8, sm_count
 
-__all__ = ["lo_pack_keys_torch", "lop_attention", "lop_chunk", "lop_fits_one_launch", "lop_launch_plan"]
+__all__ = ["lo_pack_keys_torch", "lo_cache_torch", "lop_attention", "lop_chunk", "lop_fits_one_launch", "lop_launch_plan"]
 
 _COUNTERS: dict = {}
 
@@ -76,6 +80,12 @@ def lo_pack_keys_torch(k_i8: torch.Tensor) -> torch.Tensor:
     g = code.view(*code.shape[:-1], dw, 8)
     words = (g << (4 * torch.arange(8, device=code.device, dtype=torch.int64))).sum(-1)
     return torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)
+
+
+def lo_cache_torch(k_i8: torch.Tensor) -> torch.Tensor:
+    """INT8 keys [..., M, d] -> the LO cache int32 [..., ceil(d/8), M]: :func:`lo_pack_keys_torch`'s words,
+    word-major (module docstring)."""
+    return lo_pack_keys_torch(k_i8).transpose(-1, -2).contiguous()
 
 
 @triton.jit
@@ -104,9 +114,9 @@ def _pack4(v, rs, half: tl.constexpr):
 
 
 @triton.jit
-def _score_chunk(q_ptr, qi_ptr, lo_ptr, bucket_ptr, hist_ptr, score_ptr, g, c, h0, M, D, MMAX, DW, NC, eps,
+def _score_chunk(q_ptr, qi_ptr, lo_ptr, qw_ptr, bucket_ptr, hist_ptr, score_ptr, g, c, h0, M, D, MMAX, NC, eps,
                  G: tl.constexpr, GP: tl.constexpr, NB: tl.constexpr, MANT: tl.constexpr, CH: tl.constexpr,
-                 DWP: tl.constexpr, NBP: tl.constexpr, SUB: tl.constexpr, WRITE_DBG: tl.constexpr,
+                 DW: tl.constexpr, DWP: tl.constexpr, NBP: tl.constexpr, WRITE_DBG: tl.constexpr,
                  USE_ASM: tl.constexpr):
     """Group scores, buckets (stored) and the histogram (stored) of the chunk's tokens."""
     rg = tl.arange(0, GP)
@@ -123,53 +133,60 @@ def _score_chunk(q_ptr, qi_ptr, lo_ptr, bucket_ptr, hist_ptr, score_ptr, g, c, h
         if c == 0:
             tl.store(qi_ptr + qoff, qi.to(tl.int8), mask=qm)
     sp = (qi.to(tl.float32).to(tl.int32, bitcast=True) & -8388608).to(tl.float32, bitcast=True).to(tl.int32)
-    # Q_g = 128 Qh + Ql with Qh, Ql, -Qh, -Ql all int8 (|Q_g| <= 128 G, G <= 127), four dimensions a word
+    # Q_g = 128 Qh + Ql with Qh, Ql, -Qh, -Ql all int8 (|Q_g| <= 128 G, G <= 127), four dimensions a word: the
+    # eight query words of each LO word j, through this program's scratch row so that the token loop below
+    # reads them as scalars (a [DWP] tensor's element is a cross-thread reduction)
     qg = tl.sum(sp, axis=0)  # [DWP, 8]
     qh = qg >> 7
     ql = qg & 127
-    qh0 = _pack4(qh, rs, 0)[None, :]
-    qh1 = _pack4(qh, rs, 1)[None, :]
-    nqh0 = _pack4(-qh, rs, 0)[None, :]
-    nqh1 = _pack4(-qh, rs, 1)[None, :]
-    ql0 = _pack4(ql, rs, 0)[None, :]
-    ql1 = _pack4(ql, rs, 1)[None, :]
-    nql0 = _pack4(-ql, rs, 0)[None, :]
-    nql1 = _pack4(-ql, rs, 1)[None, :]
-    rb = tl.arange(0, NBP)
-    hist = tl.zeros([NBP], tl.int32)
-    HALF: tl.constexpr = (NB - 1) // 2
-    for sb in tl.static_range(CH // SUB):  # sub-blocks of SUB tokens bound the registers
-        rm = c * CH + sb * SUB + tl.arange(0, SUB)
-        m_ok = rm < M
-        w = tl.load(lo_ptr + (g * MMAX + rm)[:, None] * DW + rj[None, :], mask=m_ok[:, None] & (rj < DW)[None, :],
-                    other=0)
-        # (2) group scores from the packed LO codes (exact int32): one byte permute per four codes gives
-        # 2^(mag-1) for a positive code, 0 for a negative one (sign-replicate mode on a table of bytes < 0x80)
-        # or the zero code; on the sign-flipped codes (w ^ 0x88888888) the negative ones' magnitudes
+    qw = qw_ptr + (g * NC + c) * 8 * DWP + rj
+    tl.store(qw, _pack4(qh, rs, 0))
+    tl.store(qw + DWP, _pack4(qh, rs, 1))
+    tl.store(qw + 2 * DWP, _pack4(-qh, rs, 0))
+    tl.store(qw + 3 * DWP, _pack4(-qh, rs, 1))
+    tl.store(qw + 4 * DWP, _pack4(ql, rs, 0))
+    tl.store(qw + 5 * DWP, _pack4(ql, rs, 1))
+    tl.store(qw + 6 * DWP, _pack4(-ql, rs, 0))
+    tl.store(qw + 7 * DWP, _pack4(-ql, rs, 1))
+    tl.debug_barrier()  # the scratch row is read back by every thread of the program
+    qs = qw_ptr + (g * NC + c) * 8 * DWP
+    rm = c * CH + tl.arange(0, CH)
+    m_ok = rm < M
+    acc_h = tl.zeros([CH], tl.int32)
+    acc_l = tl.zeros([CH], tl.int32)
+    # (2) group scores from the packed LO codes (exact int32), word by word over the chunk's tokens (the cache
+    # is word-major: each word's codes of consecutive tokens are contiguous, one token per thread lane): one
+    # byte permute per four codes gives 2^(mag-1) for a positive code, 0 for a negative one (sign-replicate
+    # mode on a table of bytes < 0x80) or the zero code; on the sign-flipped codes (w ^ 0x88888888) the
+    # negative ones' magnitudes
+    for j in tl.static_range(DW):
+        w = tl.load(lo_ptr + (g * DW + j) * MMAX + rm, mask=m_ok, other=0)
         wn = w ^ -2004318072
         pos = _prmt_lo(w, USE_ASM)  # elements 8j .. 8j+3
         neg = _prmt_lo(wn, USE_ASM)
-        acc_h = dp4a(neg, nqh0, dp4a(pos, qh0, tl.zeros([SUB, DWP], tl.int32), USE_ASM), USE_ASM)
-        acc_l = dp4a(neg, nql0, dp4a(pos, ql0, tl.zeros([SUB, DWP], tl.int32), USE_ASM), USE_ASM)
+        acc_h = dp4a(neg, tl.load(qs + 2 * DWP + j), dp4a(pos, tl.load(qs + j), acc_h, USE_ASM), USE_ASM)
+        acc_l = dp4a(neg, tl.load(qs + 6 * DWP + j), dp4a(pos, tl.load(qs + 4 * DWP + j), acc_l, USE_ASM), USE_ASM)
         pos = _prmt_lo(w >> 16, USE_ASM)  # elements 8j+4 .. 8j+7
         neg = _prmt_lo(wn >> 16, USE_ASM)
-        acc_h = dp4a(neg, nqh1, dp4a(pos, qh1, acc_h, USE_ASM), USE_ASM)
-        acc_l = dp4a(neg, nql1, dp4a(pos, ql1, acc_l, USE_ASM), USE_ASM)
-        score = tl.sum(acc_h * 128 + acc_l, axis=1)
-        if WRITE_DBG:
-            tl.store(score_ptr + g * MMAX + rm, score, mask=m_ok)
-        # (3) monotone bucket (sim.numerics.lop.lop_bucket) and the histogram
-        a = tl.abs(score)
-        e = ((a.to(tl.float32).to(tl.int32, bitcast=True) >> 23) & 255) - 127
-        ep = tl.maximum(e, 0)
-        below = a - tl.where(a == 0, 0, 1 << ep)
-        f = tl.where(ep >= MANT, below >> tl.maximum(ep - MANT, 0), below << tl.maximum(MANT - ep, 0))
-        mag = tl.where(a == 0, 0, ((ep + 1) << MANT) | f)
-        sgn = tl.where(score > 0, 1, tl.where(score < 0, -1, 0))
-        bucket = HALF + sgn * tl.minimum(mag, HALF)
-        tl.store(bucket_ptr + g * MMAX + rm, bucket.to(tl.int8), mask=m_ok)
-        # tokens past M go to bin NBP-1, which no bucket uses (NB is odd, NBP = next_pow2(NB) > NB)
-        hist += tl.histogram(tl.where(m_ok, bucket, NBP - 1), NBP)
+        acc_h = dp4a(neg, tl.load(qs + 3 * DWP + j), dp4a(pos, tl.load(qs + DWP + j), acc_h, USE_ASM), USE_ASM)
+        acc_l = dp4a(neg, tl.load(qs + 7 * DWP + j), dp4a(pos, tl.load(qs + 5 * DWP + j), acc_l, USE_ASM), USE_ASM)
+    score = acc_h * 128 + acc_l
+    if WRITE_DBG:
+        tl.store(score_ptr + g * MMAX + rm, score, mask=m_ok)
+    # (3) monotone bucket (sim.numerics.lop.lop_bucket) and the histogram
+    HALF: tl.constexpr = (NB - 1) // 2
+    a = tl.abs(score)
+    e = ((a.to(tl.float32).to(tl.int32, bitcast=True) >> 23) & 255) - 127
+    ep = tl.maximum(e, 0)
+    below = a - tl.where(a == 0, 0, 1 << ep)
+    f = tl.where(ep >= MANT, below >> tl.maximum(ep - MANT, 0), below << tl.maximum(MANT - ep, 0))
+    mag = tl.where(a == 0, 0, ((ep + 1) << MANT) | f)
+    sgn = tl.where(score > 0, 1, tl.where(score < 0, -1, 0))
+    bucket = HALF + sgn * tl.minimum(mag, HALF)
+    tl.store(bucket_ptr + g * MMAX + rm, bucket.to(tl.int8), mask=m_ok)
+    # tokens past M go to bin NBP-1, which no bucket uses (NB is odd, NBP = next_pow2(NB) > NB)
+    hist = tl.histogram(tl.where(m_ok, bucket, NBP - 1), NBP)
+    rb = tl.arange(0, NBP)
     tl.store(hist_ptr + (g * NC + c) * NBP + rb, tl.where(rb < NB, hist, 0))
 
 
@@ -196,10 +213,10 @@ def _threshold(hist_ptr, g, c, M, NC, KSEL, NB: tl.constexpr, NBP: tl.constexpr,
 
 
 @triton.jit
-def _lop_kernel(q_ptr, qi_ptr, lo_ptr, k_ptr, v_ptr, bucket_ptr, hist_ptr, score_ptr, idx_ptr, pm_ptr, pl_ptr,
-                po_ptr, out_ptr, cnt_ptr, M, D, H, KVH, MMAX, DW, NC, KSEL, eps, sm_scale,
+def _lop_kernel(q_ptr, qi_ptr, lo_ptr, qw_ptr, k_ptr, v_ptr, bucket_ptr, hist_ptr, score_ptr, idx_ptr, pm_ptr, pl_ptr,
+                po_ptr, out_ptr, cnt_ptr, M, D, H, KVH, MMAX, NC, KSEL, eps, sm_scale,
                 G: tl.constexpr, GP: tl.constexpr, GQ: tl.constexpr, NB: tl.constexpr, MANT: tl.constexpr,
-                CH: tl.constexpr, SUB: tl.constexpr, DWP: tl.constexpr, NBP: tl.constexpr, NCP: tl.constexpr,
+                CH: tl.constexpr, DW: tl.constexpr, DWP: tl.constexpr, NBP: tl.constexpr, NCP: tl.constexpr,
                 KS: tl.constexpr, MB: tl.constexpr,
                 DP: tl.constexpr, PHASE: tl.constexpr, WRITE_DBG: tl.constexpr, USE_ASM: tl.constexpr,
                 DOT_F32: tl.constexpr):
@@ -210,8 +227,8 @@ def _lop_kernel(q_ptr, qi_ptr, lo_ptr, k_ptr, v_ptr, bucket_ptr, hist_ptr, score
     h0 = b * H + (g % KVH) * G
     NG = tl.num_programs(0)
     if PHASE != 2:
-        _score_chunk(q_ptr, qi_ptr, lo_ptr, bucket_ptr, hist_ptr, score_ptr, g, c, h0, M, D, MMAX, DW, NC, eps,
-                     G, GP, NB, MANT, CH, DWP, NBP, SUB, WRITE_DBG, USE_ASM)
+        _score_chunk(q_ptr, qi_ptr, lo_ptr, qw_ptr, bucket_ptr, hist_ptr, score_ptr, g, c, h0, M, D, MMAX, NC, eps,
+                     G, GP, NB, MANT, CH, DW, DWP, NBP, WRITE_DBG, USE_ASM)
     if PHASE == 0:
         # group barrier: the histograms and buckets of all NC chunks are written (acq_rel atomics order them);
         # every program of the grid is resident (the caller launches at most one program per SM)
@@ -292,7 +309,8 @@ def lop_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                   num_warps: int = 4):
     """LOP decode attention for one new token per sequence, one top-K per KV group.
 
-    q: bf16 [B, H, d]; k_cache/v_cache: bf16 [B, KVH, Mmax, d]; lo_cache: int32 [B, KVH, Mmax, ceil(d/8)];
+    q: bf16 [B, H, d]; k_cache/v_cache: bf16 [B, KVH, Mmax, d]; lo_cache: int32 [B, KVH, ceil(d/8), Mmax]
+    (word-major, :func:`lo_cache_torch`);
     m: context length (<= Mmax); k_sel: K. Returns bf16 [B, H, d] (and, with ``return_debug``, a dict with
     ``scores`` int32 [B·KVH, m] group scores, ``idx`` int64 [B·KVH, min(K, m)], ``q_i8`` int8 [B·H, d]).
     ``chunk``: tokens per program (default :func:`lop_chunk`); ``fused``: one launch with a group barrier
@@ -307,10 +325,12 @@ def lop_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
     kvh, mmax = k_cache.shape[1], k_cache.shape[2]
     if h % kvh or not 1 <= m <= mmax or h // kvh > 127:
         raise ValueError(f"bad shapes: H={h}, KVH={kvh} (at most 127 query heads per KV head), m={m}, Mmax={mmax}")
-    if k_cache.stride(-1) != 1 or k_cache.stride(2) != d or v_cache.stride(2) != d or lo_cache.stride(2) != lo_cache.shape[-1]:
+    dw = -(-d // 8)
+    if lo_cache.shape[2:] != (dw, mmax):
+        raise ValueError(f"lo_cache must be [B, KVH, {dw}, {mmax}] (word-major, lo_cache_torch), got {tuple(lo_cache.shape)}")
+    if k_cache.stride(-1) != 1 or k_cache.stride(2) != d or v_cache.stride(2) != d or lo_cache.stride(2) != mmax:
         raise ValueError("k_cache, v_cache and lo_cache must be contiguous in their last two dimensions")
     grp = h // kvh
-    dw = lo_cache.shape[-1]
     dev = q.device
     ng = bsz * kvh
     gpu = q.is_cuda and not INTERPRET
@@ -336,13 +356,16 @@ def lop_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
     pm = torch.empty(bsz * h, nc, dtype=torch.float32, device=dev)
     pl = torch.empty(bsz * h, nc, dtype=torch.float32, device=dev)
     po = torch.empty(bsz * h, nc, dp, dtype=torch.float32, device=dev)
-    # k/v/lo are addressed as row g * Mmax + token: the batch and KV-head strides must be the dense ones
-    kc, vc, lo = (x.reshape(ng, mmax, -1) for x in (k_cache, v_cache, lo_cache))
+    dwp = max(triton.next_power_of_2(dw), 2)
+    qw = torch.empty(ng * nc * 8 * dwp, dtype=torch.int32, device=dev)  # per program: its eight query-word rows
+    # k/v are addressed as row g * Mmax + token, lo as (g * DW + word) * Mmax + token: the batch and KV-head
+    # strides must be the dense ones
+    kc, vc = (x.reshape(ng, mmax, -1) for x in (k_cache, v_cache))
+    lo = lo_cache.reshape(ng, dw, mmax)
     gp = triton.next_power_of_2(grp)
-    args = (q2, q_i8, lo, kc, vc, buckets, hist, scores, idx, pm, pl, po, out, cnt, m, d, h, kvh, mmax, dw, nc, kk,
+    args = (q2, q_i8, lo, qw, kc, vc, buckets, hist, scores, idx, pm, pl, po, out, cnt, m, d, h, kvh, mmax, nc, kk,
             eps, 1.0 / math.sqrt(d))
-    meta = dict(G=grp, GP=gp, GQ=max(16, gp), NB=n_buckets, MANT=mant_bits, CH=chunk, SUB=min(chunk, 128),
-                DWP=max(triton.next_power_of_2(dw), 2), NBP=nbp, NCP=max(triton.next_power_of_2(nc), 2), KS=32,
+    meta = dict(G=grp, GP=gp, GQ=max(16, gp), NB=n_buckets, MANT=mant_bits, CH=chunk, DW=dw, DWP=dwp, NBP=nbp, NCP=max(triton.next_power_of_2(nc), 2), KS=32,
                 MB=min(max(triton.next_power_of_2(nc), 2), max(2, 128 // gp)), DP=dp,
                 WRITE_DBG=return_debug, USE_ASM=gpu, DOT_F32=not gpu, num_warps=num_warps)
     for phase in ((0,) if fused else (1, 2)[:stages]):

@@ -7,7 +7,7 @@ import torch
 
 from lowbit.models.gpu.bench import parse_gemm_batches
 from lowbit.models.gpu.bench_attention import _exact_check
-from lowbit.models.gpu.lop_attn import lo_pack_keys_torch, lop_attention
+from lowbit.models.gpu.lop_attn import lo_cache_torch, lop_attention
 from lowbit.sim.errors import LowbitError
 
 
@@ -26,7 +26,7 @@ def test_lop_exact_check_passes_and_catches_a_wrong_key(device):
     q = torch.randn(1, h, d, generator=g).to(torch.bfloat16).to(device)
     kc = torch.randn(1, kvh, m, d, generator=g).to(torch.bfloat16).to(device)
     k_i8 = torch.randint(-127, 128, (1, kvh, m, d), dtype=torch.int8, generator=g).to(device)
-    lo = lo_pack_keys_torch(k_i8)
+    lo = lo_cache_torch(k_i8)
     good = _exact_check("t", m, 9, q, kc, kc, lo, k_i8, lop_attention)
     assert good["ok"], good
     bad_keys = k_i8.clone()

@@ -73,7 +73,7 @@ def test_rope_append(device, lop):
     cos, sin = (torch.from_numpy(f(pos * inv).astype(np.float32)) for f in (np.cos, np.sin))
     kc = torch.zeros(b, kvh, mmax, d, dtype=torch.bfloat16)
     vc = torch.zeros_like(kc)
-    lo = torch.zeros(b, kvh, mmax, 3, dtype=torch.int32, device=device) if lop else None
+    lo = torch.zeros(b, kvh, 3, mmax, dtype=torch.int32, device=device) if lop else None  # word-major
     kc, vc = kc.to(device), vc.to(device)
     q = rope_append(qkv.to(device), cos.to(device), sin.to(device), hh, kvh, kc, vc, pos, lo)
     x = qkv.double().numpy().reshape(b, hh + 2 * kvh, d // 2, 2)
@@ -86,5 +86,5 @@ def test_rope_append(device, lop):
     assert not kc[:, :, others].any() and not vc[:, :, others].any()
     if lop:  # INT8 key of the appended row -> its packed LO codes; other rows untouched
         ki8, _ = int8_absmax_quantize(kc[:, :, pos].float().cpu().numpy())
-        assert torch.equal(lo[:, :, pos].cpu(), lo_pack_keys_torch(torch.from_numpy(ki8)))
-        assert not lo[:, :, others].any()
+        assert torch.equal(lo[:, :, :, pos].cpu(), lo_pack_keys_torch(torch.from_numpy(ki8)))
+        assert not lo[:, :, :, others].any()

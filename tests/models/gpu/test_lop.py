@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from lowbit.models.gpu.lop_attn import lo_pack_keys_torch, lop_attention, lop_chunk, lop_fits_one_launch
+from lowbit.models.gpu.lop_attn import (
+    lo_cache_torch,
+    lo_pack_keys_torch,
+    lop_attention,
+    lop_chunk,
+    lop_fits_one_launch,
+)
 from lowbit.sim.numerics.fp import pack_fp4
 from lowbit.sim.numerics.int8 import int8_absmax_quantize
 from lowbit.sim.numerics.lop import lo_code4, lo_scores, lop_topk
@@ -31,9 +37,11 @@ def test_lo_pack_matches_sim():
     codes = lo_code4(k_i8)
     codes = np.concatenate([codes, np.zeros(codes.shape[:-1] + (3,), np.uint8)], -1)
     assert np.array_equal(lo, pack_fp4(codes).view("<i4"))
+    # the cache: the same words word-major, [.., words, tokens]
+    assert np.array_equal(lo_cache_torch(torch.from_numpy(k_i8)).numpy(), np.swapaxes(lo, -1, -2))
 
 
-# ch: tokens per program (the scoring runs in sub-blocks of at most 128); 160 tokens in chunks of 16: the last
+# ch: tokens per program; 160 tokens in chunks of 16: the last
 # program merges ten partials in two blocks of eight
 @pytest.mark.parametrize("nb,mant,ksel,m,h,kvh,ch", [(63, 0, 12, 150, 4, 2, 64), (31, 2, 20, 129, 6, 2, 32),
                                                      (15, 1, 7, 60, 3, 3, 16), (63, 0, 40, 160, 4, 1, 256),
@@ -44,7 +52,7 @@ def test_lop_scores_topk_attention(device, nb, mant, ksel, m, h, kvh, ch):
     k_i8, q, kc, vc = _setup(nb + m, b, h, kvh, d)
     if grp == 8:  # equal heads: |Q_g| up to 8 * 64, the high int8 part of the split query weights in use
         q = q[:, :1].repeat(1, h, 1)
-    lo = lo_pack_keys_torch(torch.from_numpy(k_i8))
+    lo = lo_cache_torch(torch.from_numpy(k_i8))
     out, dbg = lop_attention(q.to(device), kc.to(device), vc.to(device), lo.to(device), m, ksel, n_buckets=nb,
                              mant_bits=mant, chunk=ch, return_debug=True)
     qi = dbg["q_i8"].cpu().numpy().reshape(b, h, d)
@@ -73,7 +81,7 @@ def test_lop_scores_topk_attention(device, nb, mant, ksel, m, h, kvh, ch):
 def test_lop_k_ge_m_is_dense_attention(device):
     k_i8, q, kc, vc = _setup(5)
     m = 100
-    lo = lo_pack_keys_torch(torch.from_numpy(k_i8))
+    lo = lo_cache_torch(torch.from_numpy(k_i8))
     out = lop_attention(q.to(device), kc.to(device), vc.to(device), lo.to(device), m, 1000, chunk=64)
     ref = torch.nn.functional.scaled_dot_product_attention(
         q.double().unsqueeze(2), kc[:, :, :m].double().repeat_interleave(2, 1),

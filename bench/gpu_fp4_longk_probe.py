@@ -33,20 +33,29 @@ SHAPES = {"long": [("3b down, decode prologue", 3200, 8640, "glu"), ("3b down", 
                     ("3b o, SubLN + residual", 3200, 3200, "norm+residual")]}
 
 
+def _header() -> dict:
+    return {"device": torch.cuda.get_device_name(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "torch": torch.__version__}
+
+
+def _weights(n: int, k: int, dev, gen) -> tuple[list, int]:
+    """Distinct NVFP4 weights [n, k], together larger than the L2, and the bytes of one."""
+    w0 = random_fp4_weight_torch(n, k, "nvfp4", dev, gen)
+    nbytes = w0.words.numel() * 4 + w0.scales.numel() * w0.scales.element_size()
+    return [w0] + [random_fp4_weight_torch(n, k, "nvfp4", dev, gen) for _ in range(n_copies(nbytes, l2_bytes()) - 1)], nbytes
+
+
 def main(out: str, mode: str = "long", budget_s: float = 240.0) -> None:
     t0 = time.time()
     dev = torch.device("cuda")
     gen = torch.Generator(device="cuda").manual_seed(0)
     fp4row.COLD_CONFIGS.extend(c for c in EXTRA if c not in fp4row.COLD_CONFIGS)
-    data = {"device": torch.cuda.get_device_name(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "torch": torch.__version__, "copy_gbps": copy_bandwidth(), "rows": [], "skipped": []}
+    data = {**_header(), "copy_gbps": copy_bandwidth(), "rows": [], "skipped": []}
     for name, n, k, prologue in SHAPES[mode]:
         if time.time() - t0 > budget_s:
             data["skipped"].append(name)
             continue
-        w0 = random_fp4_weight_torch(n, k, "nvfp4", dev, gen)
-        nbytes = w0.words.numel() * 4 + w0.scales.numel() * w0.scales.element_size()
-        ws = [w0] + [random_fp4_weight_torch(n, k, "nvfp4", dev, gen) for _ in range(n_copies(nbytes, l2_bytes()) - 1)]
+        ws, nbytes = _weights(n, k, dev, gen)
         x = torch.randn(1, 2 * k if prologue == "glu" else k, device=dev, generator=gen).to(torch.bfloat16)
         g = (1 + 0.1 * torch.randn(k, device=dev, generator=gen)).to(torch.bfloat16)
         res = torch.randn(1, n, device=dev, generator=gen).to(torch.bfloat16)
@@ -79,9 +88,7 @@ def parts(out: str) -> None:
     dev = torch.device("cuda")
     gen = torch.Generator(device="cuda").manual_seed(0)
     n, k = 3200, 8640
-    w0 = random_fp4_weight_torch(n, k, "nvfp4", dev, gen)
-    nbytes = w0.words.numel() * 4 + w0.scales.numel()
-    ws = [w0] + [random_fp4_weight_torch(n, k, "nvfp4", dev, gen) for _ in range(n_copies(nbytes, l2_bytes()) - 1)]
+    ws, _ = _weights(n, k, dev, gen)
     x1 = torch.randn(1, k, device=dev, generator=gen).to(torch.bfloat16)
     x2 = torch.randn(1, 2 * k, device=dev, generator=gen).to(torch.bfloat16)
     g = (1 + 0.1 * torch.randn(k, device=dev, generator=gen)).to(torch.bfloat16)
@@ -89,8 +96,7 @@ def parts(out: str) -> None:
     forms = {"plain": dict(x=x1), "residual": dict(x=x1, residual=res), "norm": dict(x=x1, norm=g),
              "gate": dict(x=x2, gate="relu2"), "gate+norm": dict(x=x2, gate="relu2", norm=g),
              "gate+norm+residual": dict(x=x2, gate="relu2", norm=g, residual=res)}
-    data = {"device": torch.cuda.get_device_name(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "torch": torch.__version__, "shape": f"{n}x{k}", "copies": len(ws), "us": {}}
+    data = {**_header(), "shape": f"{n}x{k}", "copies": len(ws), "us": {}}
     for cfg in ({"BLOCK_N": 2, "PER_SM": 2, "num_warps": 4}, {"BLOCK_N": 2, "PER_SM": 4, "num_warps": 4},
                 {"BLOCK_N": 4, "PER_SM": 4, "num_warps": 4}):
         key = f"{cfg['BLOCK_N']}/{cfg['PER_SM']}/{cfg['num_warps']}"

@@ -148,8 +148,6 @@ def _kernel_times(fn, reps: int = 10) -> dict:
         return {"profiler failed": f"{type(e).__name__}: {e}"[:100]}
 
 
-
-
 def dense_variants(q, kc, vc, m: int, hd: int, splits=None, block_tokens: int = 64, num_warps: int = 4,
                    dot=None) -> dict:
     """The dense decode attention variants over the first ``m`` cached tokens (q [B, H, dc], caches

@@ -159,12 +159,18 @@ def _row8(x_ptr, rj, K, GATE: tl.constexpr):
     """Elements ``8j + s`` (s = 0..7) of words ``rj`` as a float32 [len(rj), 8] tile, gated when GATE: one
     contiguous 16-byte load per word, where :func:`_pair_words`' eight loads of every eighth element fetch
     each sector eight times (rows of at least ``TILE8_MIN_KWP`` words)."""
-    return _row_in(x_ptr, rj[:, None] * 8 + tl.arange(0, 8)[None, :], K, GATE)
+    return _row_in(x_ptr, _tile8(rj), K, GATE)
+
+
+@triton.jit
+def _tile8(rj):
+    # element indices 8j + s of words rj: [len(rj), 8]
+    return rj[:, None] * 8 + tl.arange(0, 8)[None, :]
 
 
 @triton.jit
 def _norm_tile(t, inv, g_ptr, rj, K):
-    return _row_norm(t, inv, g_ptr, rj[:, None] * 8 + tl.arange(0, 8)[None, :], K)
+    return _row_norm(t, inv, g_ptr, _tile8(rj), K)
 
 
 @triton.jit

@@ -19,6 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .lop_attn import lo_words
 from .ternary import (
     INTERPRET,
     K_ALIGN,
@@ -232,7 +233,7 @@ def rope_append(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, n_heads
     mmax = k_cache.shape[2]
     qo = torch.empty(bsz, n_heads, dc, dtype=torch.bfloat16, device=qkv.device)
     lo = lo_cache if lo_cache is not None else k_cache
-    dw = -(-d // 8) if lo_cache is not None else 1
+    dw = lo_words(d) if lo_cache is not None else 1
     if lo_cache is not None and (lo_cache.shape[2:] != (dw, mmax) or not lo_cache.is_contiguous()):
         raise ValueError(f"lo_cache must be a contiguous [B, KVH, {dw}, {mmax}] (word-major), got {tuple(lo_cache.shape)}")
     _rope_append_kernel[(bsz, n_heads + n_kv)](qkv, cos, sin, qo, k_cache, v_cache, lo, n_heads, n_kv, d, dc, mmax, pos,

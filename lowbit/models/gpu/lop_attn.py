@@ -60,15 +60,20 @@ import triton.language as tl
 from .decode_attn import attend_rows, group_query
 from .ternary import INTERPRET, absmax_scale, dp4a, quant_i8, sm_count
 
-__all__ = ["lo_pack_keys_torch", "lo_cache_torch", "lop_attention", "lop_chunk", "lop_fits_one_launch", "lop_launch_plan"]
+__all__ = ["lo_words", "lo_pack_keys_torch", "lo_cache_torch", "lop_attention", "lop_chunk", "lop_fits_one_launch", "lop_launch_plan"]
 
 _COUNTERS: dict = {}
+
+
+def lo_words(d: int) -> int:
+    """Int32 words of one key's packed LO codes: ceil(d / 8) (head_dim zero-padded to a multiple of 8)."""
+    return -(-d // 8)
 
 
 def lo_pack_keys_torch(k_i8: torch.Tensor) -> torch.Tensor:
     """INT8 keys [..., d] -> packed 4-bit LO codes int32 [..., ceil(d/8)] (layout: module docstring)."""
     d = k_i8.shape[-1]
-    dw = -(-d // 8)
+    dw = lo_words(d)
     k = k_i8.to(torch.int64)
     a = k.abs()
     _, ex = torch.frexp(a.to(torch.float64))
@@ -325,7 +330,7 @@ def lop_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
     kvh, mmax = k_cache.shape[1], k_cache.shape[2]
     if h % kvh or not 1 <= m <= mmax or h // kvh > 127:
         raise ValueError(f"bad shapes: H={h}, KVH={kvh} (at most 127 query heads per KV head), m={m}, Mmax={mmax}")
-    dw = -(-d // 8)
+    dw = lo_words(d)
     if lo_cache.shape[2:] != (dw, mmax):
         raise ValueError(f"lo_cache must be [B, KVH, {dw}, {mmax}] (word-major, lo_cache_torch), got {tuple(lo_cache.shape)}")
     if k_cache.stride(-1) != 1 or k_cache.stride(2) != d or v_cache.stride(2) != d or lo_cache.stride(2) != mmax:
@@ -365,8 +370,8 @@ def lop_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
     gp = triton.next_power_of_2(grp)
     args = (q2, q_i8, lo, qw, kc, vc, buckets, hist, scores, idx, pm, pl, po, out, cnt, m, d, h, kvh, mmax, nc, kk,
             eps, 1.0 / math.sqrt(d))
-    meta = dict(G=grp, GP=gp, GQ=max(16, gp), NB=n_buckets, MANT=mant_bits, CH=chunk, DW=dw, DWP=dwp, NBP=nbp, NCP=max(triton.next_power_of_2(nc), 2), KS=32,
-                MB=min(max(triton.next_power_of_2(nc), 2), max(2, 128 // gp)), DP=dp,
+    meta = dict(G=grp, GP=gp, GQ=max(16, gp), NB=n_buckets, MANT=mant_bits, CH=chunk, DW=dw, DWP=dwp, NBP=nbp,
+                NCP=max(triton.next_power_of_2(nc), 2), KS=32, MB=min(max(triton.next_power_of_2(nc), 2), max(2, 128 // gp)), DP=dp,
                 WRITE_DBG=return_debug, USE_ASM=gpu, DOT_F32=not gpu, num_warps=num_warps)
     for phase in ((0,) if fused else (1, 2)[:stages]):
         _lop_kernel[(ng, nc)](*args, PHASE=phase, **meta)

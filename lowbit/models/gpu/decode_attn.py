@@ -81,8 +81,13 @@ def group_query(q_ptr, h0, D, G: tl.constexpr, GQ: tl.constexpr, DP: tl.constexp
 
 @triton.jit
 def attend_rows(q, k_ptr, v_ptr, rows, ok, m_i, l_i, o, D, sm_scale, DP: tl.constexpr, DOT_F32: tl.constexpr):
-    """Load the K/V cache rows ``rows`` [KS] (where ``ok``; :func:`_kv_rows`) and run :func:`attend_block` on them."""
+    """Load the K/V cache rows ``rows`` [KS] (where ``ok``; :func:`_kv_rows`) and run :func:`attend_block` on
+    them, or, for one query row (GQ = 1, MHA), :func:`_attend_row` (no ``tl.dot`` tile padded to 16 rows)."""
     k, v = _kv_rows(k_ptr, v_ptr, rows, ok, D, DP)
+    if q.shape[0] == 1:
+        m_i, l_i, o1 = _attend_row(tl.reshape(q, [DP]).to(tl.float32), k, v, ok, m_i, l_i, tl.reshape(o, [DP]),
+                                   sm_scale)
+        return m_i, l_i, tl.reshape(o1, [1, DP])
     return attend_block(q, k, v, ok, m_i, l_i, o, sm_scale, DOT_F32)
 
 

@@ -38,7 +38,12 @@ One kernel, grid (B·KVH, chunks of ``chunk`` tokens), in two phases:
 (2) from the group's histograms the threshold and, for this chunk, the bucket-``t`` and chosen tokens
     before it (every program reduces them itself); write the chunk's chosen indices compacted at their
     global rank and run exact attention for the G heads over them (``tl.dot``: the K/V rows are read
-    once per group); the last program of the group merges the per-chunk partial softmaxes.
+    once per group); the last program of the group merges the per-chunk partial softmaxes. MHA (G = 1)
+    attends with float32 products and sums (``decode_attn.attend_rows``), not a ``tl.dot`` tile padded to
+    16 query rows, and the head dim is a compile-time constant (bitnet-3B's rows of 100 bf16 are then read
+    as 8-byte vectors, not 2-byte loads): compiled for sm_90 (Triton 3.6) phase 2 needs 96 registers per
+    thread instead of 167, so 5 programs fit an SM, not 3, and bitnet-3B's 512 programs at 4k and 8k tokens
+    run in one wave on 132 SMs, not two.
 On the GPU, when the grid fits one program per SM (:func:`lop_fits_one_launch`), both phases run in ONE
 launch with a group barrier between them (an atomic counter each program increments, then spins on until
 all chunks of its group have scored: safe because every program is resident, the condition of a
@@ -119,8 +124,8 @@ def _pack4(v, rs, half: tl.constexpr):
 
 
 @triton.jit
-def _score_chunk(q_ptr, qi_ptr, lo_ptr, qw_ptr, bucket_ptr, hist_ptr, score_ptr, g, c, h0, M, D, MMAX, NC, eps,
-                 G: tl.constexpr, GP: tl.constexpr, NB: tl.constexpr, MANT: tl.constexpr, CH: tl.constexpr,
+def _score_chunk(q_ptr, qi_ptr, lo_ptr, qw_ptr, bucket_ptr, hist_ptr, score_ptr, g, c, h0, M, MMAX, NC, eps,
+                 D: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, NB: tl.constexpr, MANT: tl.constexpr, CH: tl.constexpr,
                  DW: tl.constexpr, DWP: tl.constexpr, NBP: tl.constexpr, WRITE_DBG: tl.constexpr,
                  USE_ASM: tl.constexpr):
     """Group scores, buckets (stored) and the histogram (stored) of the chunk's tokens."""
@@ -205,7 +210,7 @@ def _threshold(hist_ptr, g, c, M, NC, KSEL, NB: tl.constexpr, NBP: tl.constexpr,
                    cache_modifier=".cg")  # written by other programs: past L1
     tot = tl.sum(hall, axis=0)
     need = tl.minimum(KSEL, M)
-    cum_desc = tl.sum(tl.where(rb[None, :] >= rb[:, None], tot[None, :], 0), axis=1)  # count(bucket >= t)
+    cum_desc = tl.sum(tot, axis=0) - tl.cumsum(tot, axis=0) + tot  # count(bucket >= t)
     t = tl.sum(((cum_desc >= need) & (rb < NB)).to(tl.int32), axis=0) - 1
     n_fill = need - tl.sum(tl.where(rb > t, tot, 0), axis=0)
     ht = tl.sum(tl.where(rb[None, :] == t, hall, 0), axis=1)  # [NCP] bucket-t tokens per chunk
@@ -219,7 +224,7 @@ def _threshold(hist_ptr, g, c, M, NC, KSEL, NB: tl.constexpr, NBP: tl.constexpr,
 
 @triton.jit
 def _lop_kernel(q_ptr, qi_ptr, lo_ptr, qw_ptr, k_ptr, v_ptr, bucket_ptr, hist_ptr, score_ptr, idx_ptr, pm_ptr, pl_ptr,
-                po_ptr, out_ptr, cnt_ptr, M, D, H, KVH, MMAX, NC, KSEL, eps, sm_scale,
+                po_ptr, out_ptr, cnt_ptr, M, D: tl.constexpr, H, KVH, MMAX, NC, KSEL, eps, sm_scale,
                 G: tl.constexpr, GP: tl.constexpr, GQ: tl.constexpr, NB: tl.constexpr, MANT: tl.constexpr,
                 CH: tl.constexpr, DW: tl.constexpr, DWP: tl.constexpr, NBP: tl.constexpr, NCP: tl.constexpr,
                 KS: tl.constexpr, MB: tl.constexpr,
@@ -232,8 +237,8 @@ def _lop_kernel(q_ptr, qi_ptr, lo_ptr, qw_ptr, k_ptr, v_ptr, bucket_ptr, hist_pt
     h0 = b * H + (g % KVH) * G
     NG = tl.num_programs(0)
     if PHASE != 2:
-        _score_chunk(q_ptr, qi_ptr, lo_ptr, qw_ptr, bucket_ptr, hist_ptr, score_ptr, g, c, h0, M, D, MMAX, NC, eps,
-                     G, GP, NB, MANT, CH, DW, DWP, NBP, WRITE_DBG, USE_ASM)
+        _score_chunk(q_ptr, qi_ptr, lo_ptr, qw_ptr, bucket_ptr, hist_ptr, score_ptr, g, c, h0, M, MMAX, NC, eps,
+                     D, G, GP, NB, MANT, CH, DW, DWP, NBP, WRITE_DBG, USE_ASM)
     if PHASE == 0:
         # group barrier: the histograms and buckets of all NC chunks are written (acq_rel atomics order them);
         # every program of the grid is resident (the caller launches at most one program per SM)
@@ -248,11 +253,17 @@ def _lop_kernel(q_ptr, qi_ptr, lo_ptr, qw_ptr, k_ptr, v_ptr, bucket_ptr, hist_pt
         rm = c * CH + tl.arange(0, CH)
         m_ok = rm < M
         bk = tl.load(bucket_ptr + g * MMAX + rm, mask=m_ok, other=-1, cache_modifier=".cg").to(tl.int32)
+        # one scan for both counts before each token (packed: bucket-t tokens low, tokens above t high, each
+        # < 2^16): the bucket-t tokens are taken in index order while the group's count is below n_fill, so
+        # the chosen ones before a token are min(bucket-t before it, n_fill - prior_t) + those above t
         at = (bk == t).to(tl.int32)
-        rank = prior_t + tl.cumsum(at, axis=0) - at
-        chosen = ((bk > t) | ((at == 1) & (rank < n_fill))).to(tl.int32)
-        tl.store(idx_ptr + g * KSEL + base + tl.cumsum(chosen, axis=0) - chosen, rm, mask=chosen == 1)
-        nsel = tl.sum(chosen, axis=0)
+        gt = (bk > t).to(tl.int32)
+        both = at + (gt << 16)
+        excl = tl.cumsum(both, axis=0) - both
+        take_t = tl.maximum(n_fill - prior_t, 0)
+        chosen = (gt == 1) | ((at == 1) & ((excl & 65535) < take_t))
+        tl.store(idx_ptr + g * KSEL + base + (excl >> 16) + tl.minimum(excl & 65535, take_t), rm, mask=chosen)
+        nsel = tl.sum(gt, axis=0) + tl.minimum(tl.sum(at, axis=0), take_t)
         tl.debug_barrier()  # the compacted indices are read back below by other threads of this program
         # exact attention of the G heads over them (flash-decoding partial per chunk)
         q, m_i, l_i, o = group_query(q_ptr, h0, D, G, GQ, DP)
@@ -370,7 +381,7 @@ def lop_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
     gp = triton.next_power_of_2(grp)
     args = (q2, q_i8, lo, qw, kc, vc, buckets, hist, scores, idx, pm, pl, po, out, cnt, m, d, h, kvh, mmax, nc, kk,
             eps, 1.0 / math.sqrt(d))
-    meta = dict(G=grp, GP=gp, GQ=max(16, gp), NB=n_buckets, MANT=mant_bits, CH=chunk, DW=dw, DWP=dwp, NBP=nbp,
+    meta = dict(G=grp, GP=gp, GQ=1 if grp == 1 else max(16, gp), NB=n_buckets, MANT=mant_bits, CH=chunk, DW=dw, DWP=dwp, NBP=nbp,
                 NCP=max(triton.next_power_of_2(nc), 2), KS=32, MB=min(max(triton.next_power_of_2(nc), 2), max(2, 128 // gp)), DP=dp,
                 WRITE_DBG=return_debug, USE_ASM=gpu, DOT_F32=not gpu, num_warps=num_warps)
     for phase in ((0,) if fused else (1, 2)[:stages]):

@@ -31,7 +31,9 @@ four byte permutes (PTX ``prmt``, a table of the magnitudes ``2^(mag-1)``; its s
 the negative codes, and on the sign-flipped word the positive ones) and eight ``dp4a`` give the exact
 int32 score: 2 instructions per key element where the shift-and-select form took about 12 (on an H200
 that scoring launch was 18.2 µs of LOP's 27.5 for bitnet-2B4T at 8k tokens, reports/gpu-baseline.md as of commit
-bf2367f; 5.9 of 14.7 µs in the current report).
+bf2367f; 5.9 of 14.7 µs in the current report). MHA (G = 1) needs no split: ``|Q_g| <= 64``, so four
+``dp4a`` per word (sm_90, Triton 3.6: bitnet-3B's scoring launch at 8k tokens 1840 -> 1520 instructions per
+thread).
 
 One kernel, grid (B·KVH, chunks of ``chunk`` tokens), in two phases:
 (1) quantize the group's queries, score + bucket + the chunk's histogram (one LO word of all its tokens at a time);
@@ -99,15 +101,14 @@ def lo_cache_torch(k_i8: torch.Tensor) -> torch.Tensor:
 
 
 @triton.jit
-def _prmt_lo(sel, USE_ASM: tl.constexpr):
-    """PTX ``prmt.b32 d, 0x04020100, 0x40201008, sel`` (default mode): byte i of d is byte ``n & 7`` of the
-    table [0, 1, 2, 4, 8, 16, 32, 64] for the i-th nibble ``n`` of ``sel``'s low 16 bits, or, with ``n & 8``,
-    that byte's sign bit replicated (always 0 here). For a 4-bit LO code (``sign << 3 | mag``): ``2^(mag-1)``
+def _prmt_lo(sel, tab, USE_ASM: tl.constexpr):
+    """PTX ``prmt.b32 d, tab, 0x40201008, sel`` (default mode; ``tab`` = 0x04020100 in a register, see
+    :func:`_score_chunk`): byte i of d is byte ``n & 7`` of the table [0, 1, 2, 4, 8, 16, 32, 64] for the i-th
+    nibble ``n`` of ``sel``'s low 16 bits, or, with ``n & 8``, that byte's sign bit replicated (always 0 here). For a 4-bit LO code (``sign << 3 | mag``): ``2^(mag-1)``
     if positive, 0 if negative or zero."""
     if USE_ASM:
-        lo = tl.full(sel.shape, 0x04020100, tl.int32)
         hi = tl.full(sel.shape, 0x40201008, tl.int32)
-        r = tl.inline_asm_elementwise("prmt.b32 $0, $1, $2, $3;", "=r,r,r,r", [lo, hi, sel], dtype=tl.int32,
+        r = tl.inline_asm_elementwise("prmt.b32 $0, $1, $2, $3;", "=r,r,r,r", [tab, hi, sel], dtype=tl.int32,
                                       is_pure=True, pack=1)
     else:
         r = tl.zeros(sel.shape, tl.int32)
@@ -147,9 +148,13 @@ def _score_chunk(q_ptr, qi_ptr, lo_ptr, qw_ptr, bucket_ptr, hist_ptr, score_ptr,
     # eight query words of each LO word j, through this program's scratch row so that the token loop below
     # reads them as scalars (a [DWP] tensor's element is a cross-thread reduction)
     qg = tl.sum(sp, axis=0)  # [DWP, 8]
-    qh = qg >> 7
-    ql = qg & 127
-    qw = qw_ptr + (g * NC + c) * 8 * DWP + rj
+    if G == 1:  # |Q_g| <= 64: one int8 part (below, only the acc_l words are read)
+        qh = qg
+        ql = qg
+    else:
+        qh = qg >> 7
+        ql = qg & 127
+    qw = qw_ptr + (g * NC + c) * 9 * DWP + rj
     tl.store(qw, _pack4(qh, rs, 0))
     tl.store(qw + DWP, _pack4(qh, rs, 1))
     tl.store(qw + 2 * DWP, _pack4(-qh, rs, 0))
@@ -158,8 +163,12 @@ def _score_chunk(q_ptr, qi_ptr, lo_ptr, qw_ptr, bucket_ptr, hist_ptr, score_ptr,
     tl.store(qw + 5 * DWP, _pack4(ql, rs, 1))
     tl.store(qw + 6 * DWP, _pack4(-ql, rs, 0))
     tl.store(qw + 7 * DWP, _pack4(-ql, rs, 1))
+    # and the low word of prmt's table: loaded back, it stays in a register (as an immediate, ptxas copied it
+    # from a uniform register before every permute: 1520 -> 1376 instructions per thread, bitnet-3B at 8k)
+    tl.store(qw + 8 * DWP, tl.full([DWP], 0x04020100, tl.int32))
     tl.debug_barrier()  # the scratch row is read back by every thread of the program
-    qs = qw_ptr + (g * NC + c) * 8 * DWP
+    qs = qw_ptr + (g * NC + c) * 9 * DWP
+    tab = tl.load(qs + 8 * DWP)
     rm = c * CH + tl.arange(0, CH)
     m_ok = rm < M
     acc_h = tl.zeros([CH], tl.int32)
@@ -172,13 +181,15 @@ def _score_chunk(q_ptr, qi_ptr, lo_ptr, qw_ptr, bucket_ptr, hist_ptr, score_ptr,
     for j in tl.static_range(DW):
         w = tl.load(lo_ptr + (g * DW + j) * MMAX + rm, mask=m_ok, other=0)
         wn = w ^ -2004318072
-        pos = _prmt_lo(w, USE_ASM)  # elements 8j .. 8j+3
-        neg = _prmt_lo(wn, USE_ASM)
-        acc_h = dp4a(neg, tl.load(qs + 2 * DWP + j), dp4a(pos, tl.load(qs + j), acc_h, USE_ASM), USE_ASM)
+        pos = _prmt_lo(w, tab, USE_ASM)  # elements 8j .. 8j+3
+        neg = _prmt_lo(wn, tab, USE_ASM)
+        if G > 1:
+            acc_h = dp4a(neg, tl.load(qs + 2 * DWP + j), dp4a(pos, tl.load(qs + j), acc_h, USE_ASM), USE_ASM)
         acc_l = dp4a(neg, tl.load(qs + 6 * DWP + j), dp4a(pos, tl.load(qs + 4 * DWP + j), acc_l, USE_ASM), USE_ASM)
-        pos = _prmt_lo(w >> 16, USE_ASM)  # elements 8j+4 .. 8j+7
-        neg = _prmt_lo(wn >> 16, USE_ASM)
-        acc_h = dp4a(neg, tl.load(qs + 3 * DWP + j), dp4a(pos, tl.load(qs + DWP + j), acc_h, USE_ASM), USE_ASM)
+        pos = _prmt_lo(w >> 16, tab, USE_ASM)  # elements 8j+4 .. 8j+7
+        neg = _prmt_lo(wn >> 16, tab, USE_ASM)
+        if G > 1:
+            acc_h = dp4a(neg, tl.load(qs + 3 * DWP + j), dp4a(pos, tl.load(qs + DWP + j), acc_h, USE_ASM), USE_ASM)
         acc_l = dp4a(neg, tl.load(qs + 7 * DWP + j), dp4a(pos, tl.load(qs + 5 * DWP + j), acc_l, USE_ASM), USE_ASM)
     score = acc_h * 128 + acc_l
     if WRITE_DBG:
@@ -373,7 +384,7 @@ def lop_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
     pl = torch.empty(bsz * h, nc, dtype=torch.float32, device=dev)
     po = torch.empty(bsz * h, nc, dp, dtype=torch.float32, device=dev)
     dwp = max(triton.next_power_of_2(dw), 2)
-    qw = torch.empty(ng * nc * 8 * dwp, dtype=torch.int32, device=dev)  # per program: its eight query-word rows
+    qw = torch.empty(ng * nc * 9 * dwp, dtype=torch.int32, device=dev)  # per program: eight query-word rows, table
     # k/v are addressed as row g * Mmax + token, lo as (g * DW + word) * Mmax + token: the batch and KV-head
     # strides must be the dense ones
     kc, vc = (x.reshape(ng, mmax, -1) for x in (k_cache, v_cache))

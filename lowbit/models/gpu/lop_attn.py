@@ -259,11 +259,12 @@ def _lop_kernel(q_ptr, qi_ptr, lo_ptr, qw_ptr, k_ptr, v_ptr, bucket_ptr, hist_pt
             pass
         tl.debug_barrier()
     if PHASE != 1:
-        t, n_fill, prior_t, base = _threshold(hist_ptr, g, c, M, NC, KSEL, NB, NBP, NCP)
-        # chosen tokens of this chunk, written compacted at their global rank (ascending)
+        # the chunk's buckets are loaded before the threshold is reduced: the two loads overlap
         rm = c * CH + tl.arange(0, CH)
         m_ok = rm < M
         bk = tl.load(bucket_ptr + g * MMAX + rm, mask=m_ok, other=-1, cache_modifier=".cg").to(tl.int32)
+        t, n_fill, prior_t, base = _threshold(hist_ptr, g, c, M, NC, KSEL, NB, NBP, NCP)
+        # chosen tokens of this chunk, written compacted at their global rank (ascending)
         # one scan for both counts before each token (packed: bucket-t tokens low, tokens above t high, each
         # < 2^16): the bucket-t tokens are taken in index order while the group's count is below n_fill, so
         # the chosen ones before a token are min(bucket-t before it, n_fill - prior_t) + those above t

@@ -44,7 +44,7 @@ def run_attention(models, contexts, ratio, data, log, budget: Budget, seed: int)
     import torch
     import torch.nn.functional as F
 
-    from .lop_attn import lo_cache_torch, lop_attention, lop_launch_plan
+    from .lop_attn import LOP_CHUNKS, lo_cache_torch, lop_attention, lop_launch_plan
 
     dev_name, l2 = data["device"], data["l2_bytes"]
     rows, checks = data["attention"], data["checks"]
@@ -99,6 +99,10 @@ def run_attention(models, contexts, ratio, data, log, budget: Budget, seed: int)
             err = float(torch.linalg.norm(full - r) / torch.linalg.norm(r))
             checks.append({"what": f"lop K=M equals SDPA {model} M={m}", "ok": err < 1e-2, "detail": f"{err:.2e}"})
             t_lop = bench_graph(lop)
+            # the default chunk rule (lop_chunk) against the other chunk sizes it chooses from
+            chunk = lop_launch_plan(kvh, m, q.device)[0]
+            by_chunk = {ch: bench_graph([partial(lop_attention, q, kc, vc, lo, m, ksel, chunk=ch) for kc, vc, lo in caches])
+                        for ch in LOP_CHUNKS if ch != chunk and ch < 2 * m}
             dense_bytes = 2 * kvh * m * d * 2 + 2 * h * d * 2
             lop_bytes = lo.numel() * 4 + 2 * kvh * ksel * d * 2 + 2 * h * d * 2
             shape = f"H{h}/KV{kvh}/d{d}"
@@ -111,10 +115,12 @@ def run_attention(models, contexts, ratio, data, log, budget: Budget, seed: int)
             rows[-2]["by_width_us"] = {str(w): round(t, 3) for w, (t, _) in sdpa_us.items()}
             rows[-1]["stage_us"] = {"score": round(t_score, 2), "two_launches": round(t_two or t_lop, 2)}
             rows[-1]["launches"] = 1 if one else 2
+            rows[-1]["chunk"] = chunk
+            rows[-1]["by_chunk_us"] = {str(ch): round(t, 2) for ch, t in by_chunk.items()}
             rows[-1]["kernel_us"] = _kernel_times(lop[0])
             log(f"attn {model} M={m} K={ksel}: sdpa({backend})={t_dense:.1f}us lop={t_lop:.1f}us "
                 f"({t_dense / t_lop:.2f}x, {1 if one else 2} launch(es); two launches {t_two or t_lop:.1f}us) score stage "
-                f"{t_score:.1f}us; kernels (eager) {rows[-1]['kernel_us']}")
+                f"{t_score:.1f}us; chunk {chunk}, others {rows[-1]['by_chunk_us']}; kernels (eager) {rows[-1]['kernel_us']}")
 
 
 def _sdpa_time(calls, sdpa_kernel, backends) -> tuple[float, str]:

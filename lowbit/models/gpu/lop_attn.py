@@ -67,7 +67,7 @@ import triton.language as tl
 from .decode_attn import attend_rows, group_query
 from .ternary import INTERPRET, absmax_scale, dp4a, quant_i8, sm_count
 
-__all__ = ["lo_words", "lo_pack_keys_torch", "lo_cache_torch", "lop_attention", "lop_chunk", "lop_fits_one_launch", "lop_launch_plan"]
+__all__ = ["LOP_CHUNKS", "lo_words", "lo_pack_keys_torch", "lo_cache_torch", "lop_attention", "lop_chunk", "lop_fits_one_launch", "lop_launch_plan"]
 
 _COUNTERS: dict = {}
 
@@ -411,16 +411,19 @@ def lop_launch_plan(groups: int, m: int, device) -> tuple[int, bool]:
     return chunk, gpu and lop_fits_one_launch(groups, triton.cdiv(m, chunk), device)
 
 
+LOP_CHUNKS = (128, 256, 512, 1024)  # the tokens per program lop_chunk chooses from
+
+
 def lop_chunk(groups: int, m: int, sms: int) -> int:
-    """Tokens per program: the smallest power of two from 128, at most 1024, that gives each group at most
-    32 chunks and the grid at most 4 programs per SM. Measured on an H200 (K/M = 1/16, chunks of 64-1024
-    tokens, reports/gpu-baseline.md as of commit 417a8ad): the select-and-attend phase costs more per chunk than scoring saves
-    (bitnet-2B4T, 5 groups: best 128 tokens at 1k and 4k context, 256 at 8k; bitnet-3B, 32 groups: 128 at
-    1k, 256 at 4k, 512 at 8k)."""
-    c = 128
-    while c < 1024 and (triton.cdiv(m, c) > 32 or groups * triton.cdiv(m, c) > 4 * sms):
-        c *= 2
-    return c
+    """Tokens per program: the smallest of :data:`LOP_CHUNKS` that gives each group at most 32 chunks and the
+    grid at most 4 programs per SM. Measured on an H200 (K/M = 1/16, chunks of 64-1024 tokens,
+    reports/gpu-baseline.md as of commit 417a8ad): the select-and-attend phase costs more per chunk than
+    scoring saves (bitnet-2B4T, 5 groups: best 128 tokens at 1k and 4k context, 256 at 8k; bitnet-3B, 32
+    groups: 128 at 1k, 256 at 4k, 512 at 8k). ``lowbit bench-gpu`` times the other chunk sizes beside it."""
+    for c in LOP_CHUNKS:
+        if triton.cdiv(m, c) <= 32 and groups * triton.cdiv(m, c) <= 4 * sms:
+            return c
+    return LOP_CHUNKS[-1]
 
 
 def lop_fits_one_launch(groups: int, chunks: int, device) -> bool:

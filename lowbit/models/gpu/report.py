@@ -20,6 +20,14 @@ def _row(rows, **kv):
     return next((r for r in rows if all(r.get(k) == v for k, v in kv.items())), None)
 
 
+def _chunks(r: dict) -> str:
+    """The LOP row's default chunk and, in brackets, its time with each other chunk size ("—" before sweeps)."""
+    if "chunk" not in r:
+        return "—"
+    other = ", ".join(f"{c}: {t:.1f}" for c, t in r.get("by_chunk_us", {}).items())
+    return f"{r['chunk']}" + (f" ({other})" if other else "")
+
+
 def _sdpa_how(r: dict) -> str:
     """The LOP table's SDPA cell: backend, the cache row width timed fastest and the other width's µs."""
     how = r.get("backend", "")
@@ -187,10 +195,11 @@ def render_markdown(data: dict, keep: str = "") -> str:
                 "attention phases separated by a group barrier); `two launches µs`: the same call forced to two launches; "
                 "`scoring launch µs`: the scoring phase alone. SDPA is timed on cache rows of head_dim and on rows "
                 "zero-padded to the decode step's width (a multiple of 8, as the flash kernel needs); the faster counts, "
-                "the other in brackets.", "",
+                "the other in brackets. `chunk`: tokens per program of the default call (`lop_attn.lop_chunk`), in "
+                "brackets the LOP µs with the other chunk sizes.", "",
                 "| model | heads | context M | K | SDPA backend | SDPA µs | LOP µs | speedup | launches | two launches µs | "
-                "scoring launch µs |",
-                "|---|---|---|---|---|---|---|---|---|---|---|"]
+                "scoring launch µs | chunk (others: µs) |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         att = data["attention"]
         for r in att:
             if r["kernel"] != "lop":
@@ -199,7 +208,7 @@ def render_markdown(data: dict, keep: str = "") -> str:
             out.append(f"| {r['model']} | {r['shape']} | {r['context']} | {r['k_sel']} | {_sdpa_how(d)} | "
                        f"{d['median_us']:.1f} | {r['median_us']:.1f} | {r['speedup_vs_torch']:.2f}× | "
                        f"{r.get('launches', 2)} | {r.get('stage_us', {}).get('two_launches', r['median_us']):.1f} | "
-                       f"{r.get('stage_us', {}).get('score', 0):.1f} |")
+                       f"{r.get('stage_us', {}).get('score', 0):.1f} | {_chunks(r)} |")
     if data.get("dense_attention"):
         out += ["", "## Dense decode attention (one query token, bf16 KV cache; µs)", "",
                 "`split, 1 launch`: the context split over `splits` programs per KV group, the partial softmax states "

@@ -92,6 +92,7 @@ def run_attention(models, contexts, ratio, data, log, budget: Budget, seed: int)
             one = lop_launch_plan(kvh, m, q.device)[1]
             t_two = (bench_graph([partial(lop_attention, q, kc, vc, lo, m, ksel, fused=False) for kc, vc, lo in caches])
                      if one else None)
+            t_nopdl = bench_graph([partial(lop_attention, q, kc, vc, lo, m, ksel, pdl=False) for kc, vc, lo in caches])
             kc, vc, lo = caches[0]
             checks.append(_exact_check(model, m, ksel, q, kc, vc, lo, k_first, lop_attention))
             full = lop_attention(q, kc, vc, lo, m, m).float()
@@ -113,13 +114,15 @@ def run_attention(models, contexts, ratio, data, log, budget: Budget, seed: int)
             rows[-2]["backend"] = backend
             rows[-2]["cache_width"] = width
             rows[-2]["by_width_us"] = {str(w): round(t, 3) for w, (t, _) in sdpa_us.items()}
-            rows[-1]["stage_us"] = {"score": round(t_score, 2), "two_launches": round(t_two or t_lop, 2)}
+            rows[-1]["stage_us"] = {"score": round(t_score, 2), "two_launches": round(t_two or t_lop, 2),
+                                    "no_pdl": round(t_nopdl, 2)}
             rows[-1]["launches"] = 1 if one else 2
             rows[-1]["chunk"] = chunk
             rows[-1]["by_chunk_us"] = {str(ch): round(t, 2) for ch, t in by_chunk.items()}
             rows[-1]["kernel_us"] = _kernel_times(lop[0])
             log(f"attn {model} M={m} K={ksel}: sdpa({backend})={t_dense:.1f}us lop={t_lop:.1f}us "
-                f"({t_dense / t_lop:.2f}x, {1 if one else 2} launch(es); two launches {t_two or t_lop:.1f}us) score stage "
+                f"({t_dense / t_lop:.2f}x, {1 if one else 2} launch(es); two launches {t_two or t_lop:.1f}us; without PDL "
+                f"{t_nopdl:.1f}us) score stage "
                 f"{t_score:.1f}us; chunk {chunk}, others {rows[-1]['by_chunk_us']}; kernels (eager) {rows[-1]['kernel_us']}")
 
 

@@ -65,7 +65,7 @@ import triton
 import triton.language as tl
 
 from .decode_attn import attend_rows, group_query
-from .ternary import INTERPRET, absmax_scale, dp4a, quant_i8, sm_count
+from .ternary import INTERPRET, absmax_scale, dp4a, pdl_kw, pdl_launch, pdl_wait, quant_i8, sm_count
 
 __all__ = ["LOP_CHUNKS", "lo_words", "lo_pack_keys_torch", "lo_cache_torch", "lop_attention", "lop_chunk", "lop_fits_one_launch", "lop_launch_plan"]
 
@@ -240,8 +240,11 @@ def _lop_kernel(q_ptr, qi_ptr, lo_ptr, qw_ptr, k_ptr, v_ptr, bucket_ptr, hist_pt
                 CH: tl.constexpr, DW: tl.constexpr, DWP: tl.constexpr, NBP: tl.constexpr, NCP: tl.constexpr,
                 KS: tl.constexpr, MB: tl.constexpr,
                 DP: tl.constexpr, PHASE: tl.constexpr, WRITE_DBG: tl.constexpr, USE_ASM: tl.constexpr,
-                DOT_F32: tl.constexpr):
-    # PHASE 0: one launch, score -> group barrier -> select + attend; 1: score only; 2: select + attend only
+                DOT_F32: tl.constexpr, PDL: tl.constexpr = False):
+    # PHASE 0: one launch, score -> group barrier -> select + attend; 1: score only; 2: select + attend only.
+    # PDL: the next launch may start now; this one waits for its predecessor before it reads or writes anything
+    pdl_launch(PDL)
+    pdl_wait(PDL)
     g = tl.program_id(0)  # b * KVH + kv head
     c = tl.program_id(1)
     b = g // KVH
@@ -334,7 +337,7 @@ def _counters(dev, n: int) -> torch.Tensor:
 def lop_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, lo_cache: torch.Tensor, m: int,
                   k_sel: int, n_buckets: int = 63, mant_bits: int = 0, chunk: int | None = None,
                   return_debug: bool = False, stages: int = 2, eps: float = 1e-5, fused: bool | None = None,
-                  num_warps: int = 4):
+                  num_warps: int = 4, pdl: bool = True):
     """LOP decode attention for one new token per sequence, one top-K per KV group.
 
     q: bf16 [B, H, d]; k_cache/v_cache: bf16 [B, KVH, Mmax, d]; lo_cache: int32 [B, KVH, ceil(d/8), Mmax]
@@ -344,6 +347,9 @@ def lop_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
     ``chunk``: tokens per program (default :func:`lop_chunk`); ``fused``: one launch with a group barrier
     (default: on the GPU when every program fits on its own SM, :func:`lop_fits_one_launch`).
     ``stages`` = 1 stops after the scoring launch (two launches; profiling only: the output is not written).
+    ``pdl``: launch with programmatic dependent launch (``ternary.pdl_kw``; Hopper and later, not in the
+    interpreter), so that the select-and-attend launch is set up while the scoring launch runs; each launch
+    waits for its predecessor before its first access to memory, so the results are those without it.
     """
     if n_buckets < 3 or n_buckets % 2 == 0 or n_buckets > 127:
         raise ValueError(f"n_buckets must be odd in [3, 127], got {n_buckets}")
@@ -397,7 +403,7 @@ def lop_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                 NCP=max(triton.next_power_of_2(nc), 2), KS=32, MB=min(max(triton.next_power_of_2(nc), 2), max(2, 128 // gp)), DP=dp,
                 WRITE_DBG=return_debug, USE_ASM=gpu, DOT_F32=not gpu, num_warps=num_warps)
     for phase in ((0,) if fused else (1, 2)[:stages]):
-        _lop_kernel[(ng, nc)](*args, PHASE=phase, **meta)
+        _lop_kernel[(ng, nc)](*args, PHASE=phase, **meta, **pdl_kw(dev, pdl))
     if return_debug:
         return out, {"scores": scores[:, :m], "idx": idx.to(torch.int64), "q_i8": q_i8}
     return out

@@ -275,9 +275,7 @@ def absmax_scale(mx, eps):
 
 
 @triton.jit
-def _act_quant_kernel(x_ptr, q_ptr, qsum_ptr, s_ptr, K, KP, stride_xm, stride_qm, eps, BLOCK: tl.constexpr,
-                      PDL: tl.constexpr = False):
-    pdl_launch(PDL)  # a kernel launched after it with programmatic dependent launch may start now
+def _act_quant_kernel(x_ptr, q_ptr, qsum_ptr, s_ptr, K, KP, stride_xm, stride_qm, eps, BLOCK: tl.constexpr):
     m = tl.program_id(0)
     r = tl.arange(0, BLOCK)
     xrow = x_ptr + m * stride_xm
@@ -316,7 +314,7 @@ def act_quant(x: torch.Tensor, eps: float = 1e-5, codes: torch.dtype = torch.int
     s = torch.empty(m, dtype=torch.float32, device=dev)
     block = min(triton.next_power_of_2(kp), 4096)
     _act_quant_kernel[(m,)](x, q, qsum, s, k, kp, x.stride(0), q.stride(0), eps, BLOCK=block,
-                            num_warps=4 if block <= 1024 else 8, PDL=pdl_kw(dev, True)["PDL"])
+                            num_warps=4 if block <= 1024 else 8)
     return QuantAct(q, qsum, s, k)
 
 

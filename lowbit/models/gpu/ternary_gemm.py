@@ -25,11 +25,6 @@ one below ``256 Kp < 2^23`` (``TC16_MAX_KP``), which float32 represents exactly 
 or alignment, so ``2 sum q v`` converts to the INT8 path's integers (a design argument: the GPU check of
 ``lowbit bench-gpu`` compares the two bit for bit). With split-K each split adds its ``2 sum q v`` and the first
 subtracts ``3 sum q`` once. :func:`ternary_linear` times both forms per shape.
-
-The GEMM launches with programmatic dependent launch where the GPU has it (``ternary.pdl_kw``): the
-activation quantizer before it (:func:`.ternary.act_quant`) lets it start at once, and it waits for the
-quantizer's codes before its first access to memory, so its launch overlaps the quantizer (which costs
-2.5-3.4 µs of the 64-token GEMMs in reports/gpu-probes/bench-h100-full.md). The result is the same.
 """
 
 from __future__ import annotations
@@ -38,7 +33,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .ternary import QuantAct, TernaryWeight, _fast_bench, act_quant, autotune, pdl_kw, pdl_wait, ternary_gemv
+from .ternary import QuantAct, TernaryWeight, _fast_bench, act_quant, autotune, ternary_gemv
 
 __all__ = ["ternary_gemm", "ternary_gemm_unpacked", "ternary_unpack", "ternary_linear", "ternary_choices", "auto_split_k",
            "choose_path", "PathChoice", "grouped_tile", "join8", "tile_rows", "unpack_join", "SPLIT_K_MIN_KP", "TC16_MAX_KP"]
@@ -116,15 +111,12 @@ def join8(p0, p1, p2, p3, p4, p5, p6, p7):
 def _tgemm_kernel(q_ptr, qsum_ptr, xs_ptr, w_ptr, ws_ptr, y_ptr, acc_ptr, M, N, KW, stride_qm, stride_wn, stride_ym,
                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr, GROUP_M: tl.constexpr,
                   SPLIT_K: tl.constexpr, OUT_ACC: tl.constexpr, SWAP: tl.constexpr = False, TC16: tl.constexpr = False,
-                  DOT_F32: tl.constexpr = False, PDL: tl.constexpr = False):
+                  DOT_F32: tl.constexpr = False):
     # SPLIT_K > 1 (skinny shapes: few output tiles): each split adds its int32 partial into acc_ptr
     # (zeroed) with atomics; integer addition is exact in any order, so the result is deterministic.
     # TC16 (bf16 codes in q_ptr, SWAP only): bf16 tensor cores, weights as 1 + c/2, float32 half-integers (module
     # docstring); DOT_F32: its float32 form for the Triton interpreter, whose bf16 tl.dot is wrong
     tl.static_assert(SWAP or not TC16, "the bf16 tensor-core GEMM takes the swapped operands only")
-    # PDL: launched while the quantizer before it runs (act_quant triggers at its start), it waits here for
-    # the quantizer's codes; it triggers nothing itself, so no later kernel takes SM slots from its waves
-    pdl_wait(PDL)
     pid_k = tl.program_id(1)
     rm, rn, m_ok, n_ok = tile_rows(M, N, BLOCK_M, BLOCK_N, GROUP_M)
     rj = tl.arange(0, BLOCK_KW)
@@ -241,15 +233,14 @@ def ternary_gemm(a: QuantAct, w: TernaryWeight, out_acc: bool = False, config: d
             y.stride(0))
     if dev.type == "cuda" and config is None:
         grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(w.n, meta["BLOCK_N"]), split_k)  # noqa: E731
-        (_tgemm_tc16_tuned if tc16 else _tgemm_tuned)[grid](*args, SPLIT_K=split_k, OUT_ACC=out_acc, TC16=tc16,
-                                                            **pdl_kw(dev, True))
+        (_tgemm_tc16_tuned if tc16 else _tgemm_tuned)[grid](*args, SPLIT_K=split_k, OUT_ACC=out_acc, TC16=tc16)
     else:
         cfg = dict(config or {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_KW": 4, "GROUP_M": 4, "SWAP": tc16})
         nw = cfg.pop("num_warps", 4)
         ns = cfg.pop("num_stages", 2)
         grid = (triton.cdiv(m, cfg["BLOCK_M"]) * triton.cdiv(w.n, cfg["BLOCK_N"]), split_k)
         _tgemm_kernel[grid](*args, SPLIT_K=split_k, OUT_ACC=out_acc, TC16=tc16, DOT_F32=tc16 and dev.type != "cuda",
-                            num_warps=nw, num_stages=ns, **cfg, **pdl_kw(dev, True))
+                            num_warps=nw, num_stages=ns, **cfg)
     if split_k > 1:
         if out_acc:
             return acc

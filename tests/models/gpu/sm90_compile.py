@@ -174,7 +174,7 @@ def gemm_kernels() -> None:
     tw = pack_ternary_gpu_torch(torch.randint(-1, 2, (n, k), generator=gen, dtype=torch.int8), 0.5)
     for codes, configs in ((torch.int8, ternary_gemm._GEMM_CONFIGS), (torch.bfloat16, ternary_gemm._TC16_CONFIGS)):
         (kernel, args, kw), = recorded(ternary, "_act_quant_kernel", act_quant, x, codes=codes)
-        _report(f"_act_quant_kernel {codes}", compile_sm90(kernel, args, kw, PDL=True))
+        _report(f"_act_quant_kernel {codes}", compile_sm90(kernel, args, kw))
         a = ternary.QuantAct(args[1], args[2], args[3], k)  # the codes' buffers (not written: nothing ran)
         for split_k in (1, 2):
             calls = recorded(ternary_gemm, "_tgemm_kernel" + " _dequant_acc_kernel" * (split_k > 1),
@@ -184,7 +184,7 @@ def gemm_kernels() -> None:
                 _report("_dequant_acc_kernel", compile_sm90(dk, da, dkw))
             for c in configs:
                 ck = compile_sm90(kernel, args, kw, **c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages,
-                                  DOT_F32=False, PDL=True)
+                                  DOT_F32=False)
                 _report(f"_tgemm_kernel {codes} split-K {split_k} {c.kwargs}", ck)
     fw = fp4.random_fp4_weight_torch(n, k, "nvfp4", "cpu", gen)
     (kernel, args, kw), = recorded(fp4mma, "_fp4_mma_kernel", fp4mma.fp4_mma, x, fw)

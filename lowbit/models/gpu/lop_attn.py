@@ -154,25 +154,25 @@ def _score_chunk(q_ptr, qi_ptr, lo_ptr, qw_ptr, bucket_ptr, hist_ptr, score_ptr,
     else:
         qh = qg >> 7
         ql = qg & 127
-    qw = qw_ptr + (g * NC + c) * 9 * DWP + rj
+    qw = qw_ptr + (g * NC + c) * 5 * DWP + rj
     tl.store(qw, _pack4(qh, rs, 0))
     tl.store(qw + DWP, _pack4(qh, rs, 1))
-    tl.store(qw + 2 * DWP, _pack4(-qh, rs, 0))
-    tl.store(qw + 3 * DWP, _pack4(-qh, rs, 1))
-    tl.store(qw + 4 * DWP, _pack4(ql, rs, 0))
-    tl.store(qw + 5 * DWP, _pack4(ql, rs, 1))
-    tl.store(qw + 6 * DWP, _pack4(-ql, rs, 0))
-    tl.store(qw + 7 * DWP, _pack4(-ql, rs, 1))
+    tl.store(qw + 2 * DWP, _pack4(ql, rs, 0))
+    tl.store(qw + 3 * DWP, _pack4(ql, rs, 1))
     # and the low word of prmt's table: loaded back, it stays in a register (as an immediate, ptxas copied it
     # from a uniform register before every permute: 1520 -> 1376 instructions per thread, bitnet-3B at 8k)
-    tl.store(qw + 8 * DWP, tl.full([DWP], 0x04020100, tl.int32))
+    tl.store(qw + 4 * DWP, tl.full([DWP], 0x04020100, tl.int32))
     tl.debug_barrier()  # the scratch row is read back by every thread of the program
-    qs = qw_ptr + (g * NC + c) * 9 * DWP
-    tab = tl.load(qs + 8 * DWP)
+    qs = qw_ptr + (g * NC + c) * 5 * DWP
+    tab = tl.load(qs + 4 * DWP)
     rm = c * CH + tl.arange(0, CH)
     m_ok = rm < M
-    acc_h = tl.zeros([CH], tl.int32)
-    acc_l = tl.zeros([CH], tl.int32)
+    # the positive and the negative codes' sums apart (score = pos - neg): the query words are read once,
+    # not also negated (half the scalar loads of the scratch row, each a round trip to L2)
+    acc_hp = tl.zeros([CH], tl.int32)
+    acc_hn = tl.zeros([CH], tl.int32)
+    acc_lp = tl.zeros([CH], tl.int32)
+    acc_ln = tl.zeros([CH], tl.int32)
     # (2) group scores from the packed LO codes (exact int32), word by word over the chunk's tokens (the cache
     # is word-major: each word's codes of consecutive tokens are contiguous, one token per thread lane): one
     # byte permute per four codes gives 2^(mag-1) for a positive code, 0 for a negative one (sign-replicate
@@ -184,14 +184,22 @@ def _score_chunk(q_ptr, qi_ptr, lo_ptr, qw_ptr, bucket_ptr, hist_ptr, score_ptr,
         pos = _prmt_lo(w, tab, USE_ASM)  # elements 8j .. 8j+3
         neg = _prmt_lo(wn, tab, USE_ASM)
         if G > 1:
-            acc_h = dp4a(neg, tl.load(qs + 2 * DWP + j), dp4a(pos, tl.load(qs + j), acc_h, USE_ASM), USE_ASM)
-        acc_l = dp4a(neg, tl.load(qs + 6 * DWP + j), dp4a(pos, tl.load(qs + 4 * DWP + j), acc_l, USE_ASM), USE_ASM)
+            qv = tl.load(qs + j)
+            acc_hp = dp4a(pos, qv, acc_hp, USE_ASM)
+            acc_hn = dp4a(neg, qv, acc_hn, USE_ASM)
+        qv = tl.load(qs + 2 * DWP + j)
+        acc_lp = dp4a(pos, qv, acc_lp, USE_ASM)
+        acc_ln = dp4a(neg, qv, acc_ln, USE_ASM)
         pos = _prmt_lo(w >> 16, tab, USE_ASM)  # elements 8j+4 .. 8j+7
         neg = _prmt_lo(wn >> 16, tab, USE_ASM)
         if G > 1:
-            acc_h = dp4a(neg, tl.load(qs + 3 * DWP + j), dp4a(pos, tl.load(qs + DWP + j), acc_h, USE_ASM), USE_ASM)
-        acc_l = dp4a(neg, tl.load(qs + 7 * DWP + j), dp4a(pos, tl.load(qs + 5 * DWP + j), acc_l, USE_ASM), USE_ASM)
-    score = acc_h * 128 + acc_l
+            qv = tl.load(qs + DWP + j)
+            acc_hp = dp4a(pos, qv, acc_hp, USE_ASM)
+            acc_hn = dp4a(neg, qv, acc_hn, USE_ASM)
+        qv = tl.load(qs + 3 * DWP + j)
+        acc_lp = dp4a(pos, qv, acc_lp, USE_ASM)
+        acc_ln = dp4a(neg, qv, acc_ln, USE_ASM)
+    score = (acc_hp - acc_hn) * 128 + (acc_lp - acc_ln)
     if WRITE_DBG:
         tl.store(score_ptr + g * MMAX + rm, score, mask=m_ok)
     # (3) monotone bucket (sim.numerics.lop.lop_bucket) and the histogram
@@ -391,7 +399,7 @@ def lop_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
     pl = torch.empty(bsz * h, nc, dtype=torch.float32, device=dev)
     po = torch.empty(bsz * h, nc, dp, dtype=torch.float32, device=dev)
     dwp = max(triton.next_power_of_2(dw), 2)
-    qw = torch.empty(ng * nc * 9 * dwp, dtype=torch.int32, device=dev)  # per program: eight query-word rows, table
+    qw = torch.empty(ng * nc * 5 * dwp, dtype=torch.int32, device=dev)  # per program: four query-word rows, table
     # k/v are addressed as row g * Mmax + token, lo as (g * DW + word) * Mmax + token: the batch and KV-head
     # strides must be the dense ones
     kc, vc = (x.reshape(ng, mmax, -1) for x in (k_cache, v_cache))

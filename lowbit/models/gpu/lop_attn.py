@@ -182,29 +182,19 @@ def _score_chunk(q_ptr, qi_ptr, lo_ptr, qw_ptr, bucket_ptr, hist_ptr, score_ptr,
     for j in tl.static_range(DW):
         w = tl.load(lo_ptr + (g * DW + j) * MMAX + rm, mask=m_ok, other=0)
         wn = w ^ -2004318072
-        pos = _prmt_lo(w, tab, USE_ASM)  # elements 8j .. 8j+3
-        neg = _prmt_lo(wn, tab, USE_ASM)
-        if G > 1:
-            qv = tl.load(qs + j)
-            acc_hp = dp4a(pos, qv, acc_hp, USE_ASM)
-            acc_hn = dp4a(neg, qv, acc_hn, USE_ASM)
-            qv = tl.load(qs + 2 * DWP + j)
-            acc_lp = dp4a(pos, qv, acc_lp, USE_ASM)
-            acc_ln = dp4a(neg, qv, acc_ln, USE_ASM)
-        else:
-            acc_lp = dp4a(neg, tl.load(qs + j), dp4a(pos, tl.load(qs + 2 * DWP + j), acc_lp, USE_ASM), USE_ASM)
-        pos = _prmt_lo(w >> 16, tab, USE_ASM)  # elements 8j+4 .. 8j+7
-        neg = _prmt_lo(wn >> 16, tab, USE_ASM)
-        if G > 1:
-            qv = tl.load(qs + DWP + j)
-            acc_hp = dp4a(pos, qv, acc_hp, USE_ASM)
-            acc_hn = dp4a(neg, qv, acc_hn, USE_ASM)
-            qv = tl.load(qs + 3 * DWP + j)
-            acc_lp = dp4a(pos, qv, acc_lp, USE_ASM)
-            acc_ln = dp4a(neg, qv, acc_ln, USE_ASM)
-        else:
-            acc_lp = dp4a(neg, tl.load(qs + DWP + j), dp4a(pos, tl.load(qs + 3 * DWP + j), acc_lp, USE_ASM),
-                          USE_ASM)
+        for hh in tl.static_range(2):  # elements 8j + 4hh .. 8j + 4hh + 3: rows hh (high part), 2 + hh (low)
+            pos = _prmt_lo(w >> (16 * hh), tab, USE_ASM)
+            neg = _prmt_lo(wn >> (16 * hh), tab, USE_ASM)
+            if G > 1:
+                qv = tl.load(qs + hh * DWP + j)
+                acc_hp = dp4a(pos, qv, acc_hp, USE_ASM)
+                acc_hn = dp4a(neg, qv, acc_hn, USE_ASM)
+                qv = tl.load(qs + (2 + hh) * DWP + j)
+                acc_lp = dp4a(pos, qv, acc_lp, USE_ASM)
+                acc_ln = dp4a(neg, qv, acc_ln, USE_ASM)
+            else:
+                acc_lp = dp4a(neg, tl.load(qs + hh * DWP + j), dp4a(pos, tl.load(qs + (2 + hh) * DWP + j), acc_lp,
+                                                                    USE_ASM), USE_ASM)
     score = (acc_hp - acc_hn) * 128 + (acc_lp - acc_ln)
     if WRITE_DBG:
         tl.store(score_ptr + g * MMAX + rm, score, mask=m_ok)

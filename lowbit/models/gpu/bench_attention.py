@@ -89,7 +89,7 @@ def run_attention(models, contexts, ratio, data, log, budget: Budget, seed: int)
             t_dense, backend = sdpa_us[width]
             lop = [partial(lop_attention, q, kc, vc, lo, m, ksel) for kc, vc, lo in caches]
             t_score = bench_graph([partial(lop_attention, q, kc, vc, lo, m, ksel, stages=1) for kc, vc, lo in caches])
-            one = lop_launch_plan(kvh, m, q.device)[1]
+            chunk, one = lop_launch_plan(kvh, m, q.device)
             t_two = (bench_graph([partial(lop_attention, q, kc, vc, lo, m, ksel, fused=False) for kc, vc, lo in caches])
                      if one else None)
             t_nopdl = bench_graph([partial(lop_attention, q, kc, vc, lo, m, ksel, pdl=False) for kc, vc, lo in caches])
@@ -101,7 +101,6 @@ def run_attention(models, contexts, ratio, data, log, budget: Budget, seed: int)
             checks.append({"what": f"lop K=M equals SDPA {model} M={m}", "ok": err < 1e-2, "detail": f"{err:.2e}"})
             t_lop = bench_graph(lop)
             # the default chunk rule (lop_chunk) against the other chunk sizes it chooses from
-            chunk = lop_launch_plan(kvh, m, q.device)[0]
             by_chunk = {ch: bench_graph([partial(lop_attention, q, kc, vc, lo, m, ksel, chunk=ch) for kc, vc, lo in caches])
                         for ch in LOP_CHUNKS if ch != chunk and ch < 2 * m}
             dense_bytes = 2 * kvh * m * d * 2 + 2 * h * d * 2

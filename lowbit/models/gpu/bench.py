@@ -53,10 +53,12 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
 from lowbit.sim.atomic import atomic_write
+from lowbit.sim.errors import LowbitError
 
 from .bench_budget import Budget, resume, unit_seed
 from .report import BATCHES_GEMM, BATCHES_GEMV, MARKER, render_markdown, roofline_png
@@ -342,8 +344,6 @@ def run_all(out_dir: Path, quick: bool = False, sections: str = "attention,linea
     import triton
 
     if not torch.cuda.is_available():
-        from lowbit.sim.errors import LowbitError
-
         raise LowbitError("bench-gpu needs a CUDA GPU (torch.cuda.is_available() is False); run it on a GPU machine")
     out_dir = Path(out_dir)
     secs = {"attention", "linear", "decode", "gemm"} if resumed else set(sections.split(","))
@@ -488,9 +488,14 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(p)
     a = p.parse_args(argv)
-    Path(a.out).mkdir(parents=True, exist_ok=True)
-    run_all(Path(a.out), a.quick, a.sections, a.seed, a.budget_s, log=lambda s: print(s, flush=True),
-            gemm_batches=parse_gemm_batches(a.gemm_batches), resumed=a.resume)
+    try:
+        batches = parse_gemm_batches(a.gemm_batches)
+        Path(a.out).mkdir(parents=True, exist_ok=True)
+        run_all(Path(a.out), a.quick, a.sections, a.seed, a.budget_s, log=lambda s: print(s, flush=True),
+                gemm_batches=batches, resumed=a.resume)
+    except LowbitError as e:  # one line, as `lowbit bench-gpu` prints it
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
     return 0
 
 

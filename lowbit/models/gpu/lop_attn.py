@@ -19,24 +19,26 @@ Key storage (what the simulator charges, ``surrogate_storage = "dram"``): the 4-
 cached key element (``sim.numerics.lop.lo_code4``: 0 = zero, else ``sign << 3 | (e+1)``), nibble-packed
 like ``sim.numerics.fp.pack_fp4`` (even element low nibble), head_dim zero-padded to a multiple of 8,
 viewed as int32 words, stored word-major: cache ``lo`` int32 [B, KVH, ceil(d/8), Mmax], so that word j of
-consecutive tokens is contiguous and the scoring gives each thread lane its own tokens (design of this module:
-key-major rows of ceil(d/8) words had Triton spread each row over up to 16 lanes, every lane then repeating the
-row's bucket and histogram work; compiled for sm_90 the scoring launch of bitnet-3B at 8k tokens had 5904
-instructions per thread). The bf16 K/V cache stays as for dense attention; only the K selected rows of it are
-read.
+consecutive tokens is contiguous and the scoring loads a chunk's words as one [words, tokens] tile, each thread
+its own tokens as 16-byte vectors (design of this module: key-major rows of ceil(d/8) words had Triton spread
+each row over up to 16 lanes, every lane then repeating the row's bucket and histogram work; compiled for sm_90
+the scoring launch of bitnet-3B at 8k tokens had 5904 instructions per thread; a loop over the words, one
+load per word, kept only one or two words' loads in flight: on an H100 bitnet-2B4T's scoring launch at 8k tokens
+took 9.1 µs that way, 5.0 as a tile, reports/gpu-probes/lop-ab-h100.json). The bf16 K/V cache stays as for dense attention;
+only the K selected rows of it are read.
 
-Group scores without a multiply (design of this module): ``Q_g`` is split as ``128 Qh + Ql`` (all four of
-``Qh, Ql, -Qh, -Ql`` fit int8 for G <= 127) and packed four dimensions to a word; per LO word (8 codes)
-four byte permutes (PTX ``prmt``, a table of the magnitudes ``2^(mag-1)``; its sign-replicate mode zeroes
-the negative codes, and on the sign-flipped word the positive ones) and eight ``dp4a`` give the exact
-int32 score: 2 instructions per key element where the shift-and-select form took about 12 (on an H200
+Group scores without a multiply (design of this module): ``Q_g`` is split as ``128 Qh + Ql`` (both
+fit int8 for G <= 127) and packed four dimensions to a word; per LO word (8 codes) four byte
+permutes (PTX ``prmt``, a table of the magnitudes ``2^(mag-1)``; its sign-replicate mode zeroes the negative
+codes, and on the sign-flipped word the positive ones) and eight ``dp4a`` (positive minus negative codes'
+sums) give the exact int32 score: 2 instructions per key element where the shift-and-select form took about 12 (on an H200
 that scoring launch was 18.2 µs of LOP's 27.5 for bitnet-2B4T at 8k tokens, reports/gpu-baseline.md as of commit
 bf2367f; 5.9 of 14.7 µs in the current report). MHA (G = 1) needs no split: ``|Q_g| <= 64``, so four
 ``dp4a`` per word (sm_90, Triton 3.6: bitnet-3B's scoring launch at 8k tokens 1840 -> 1520 instructions per
 thread).
 
 One kernel, grid (B·KVH, chunks of ``chunk`` tokens), in two phases:
-(1) quantize the group's queries, score + bucket + the chunk's histogram (one LO word of all its tokens at a time);
+(1) quantize the group's queries, score + bucket + the chunk's histogram;
 (2) from the group's histograms the threshold and, for this chunk, the bucket-``t`` and chosen tokens
     before it (every program reduces them itself); write the chunk's chosen indices compacted at their
     global rank and run exact attention for the G heads over them (``tl.dot``: the K/V rows are read
@@ -125,7 +127,7 @@ def _pack4(v, rs, half: tl.constexpr):
 
 
 @triton.jit
-def _score_chunk(q_ptr, qi_ptr, lo_ptr, qw_ptr, bucket_ptr, hist_ptr, score_ptr, g, c, h0, M, MMAX, NC, eps,
+def _score_chunk(q_ptr, qi_ptr, lo_ptr, tab_ptr, bucket_ptr, hist_ptr, score_ptr, g, c, h0, M, MMAX, NC, eps,
                  D: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, NB: tl.constexpr, MANT: tl.constexpr, CH: tl.constexpr,
                  DW: tl.constexpr, DWP: tl.constexpr, NBP: tl.constexpr, WRITE_DBG: tl.constexpr,
                  USE_ASM: tl.constexpr):
@@ -144,58 +146,37 @@ def _score_chunk(q_ptr, qi_ptr, lo_ptr, qw_ptr, bucket_ptr, hist_ptr, score_ptr,
         if c == 0:
             tl.store(qi_ptr + qoff, qi.to(tl.int8), mask=qm)
     sp = (qi.to(tl.float32).to(tl.int32, bitcast=True) & -8388608).to(tl.float32, bitcast=True).to(tl.int32)
-    # Q_g = 128 Qh + Ql with Qh, Ql, -Qh, -Ql all int8 (|Q_g| <= 128 G, G <= 127), four dimensions a word: the
-    # eight query words of each LO word j, through this program's scratch row so that the token loop below
-    # reads them as scalars (a [DWP] tensor's element is a cross-thread reduction)
+    # Q_g = 128 Qh + Ql with Qh, Ql, -Qh, -Ql all int8 (|Q_g| <= 128 G, G <= 127), four dimensions a word, as
+    # [DWP, 1] columns against the [DWP, CH] tile of LO words below
     qg = tl.sum(sp, axis=0)  # [DWP, 8]
-    if G == 1:  # |Q_g| <= 64: one int8 part, and -Q_g in the rows of the high part (one accumulator below)
-        qh = -qg
-        ql = qg
-    else:
-        qh = qg >> 7
-        ql = qg & 127
-    qw = qw_ptr + (g * NC + c) * 5 * DWP + rj
-    tl.store(qw, _pack4(qh, rs, 0))
-    tl.store(qw + DWP, _pack4(qh, rs, 1))
-    tl.store(qw + 2 * DWP, _pack4(ql, rs, 0))
-    tl.store(qw + 3 * DWP, _pack4(ql, rs, 1))
-    # and the low word of prmt's table: loaded back, it stays in a register (as an immediate, ptxas copied it
-    # from a uniform register before every permute: 1520 -> 1376 instructions per thread, bitnet-3B at 8k)
-    tl.store(qw + 4 * DWP, tl.full([DWP], 0x04020100, tl.int32))
-    tl.debug_barrier()  # the scratch row is read back by every thread of the program
-    qs = qw_ptr + (g * NC + c) * 5 * DWP
-    tab = tl.load(qs + 4 * DWP)
+    ql = qg if G == 1 else qg & 127  # MHA: |Q_g| <= 64, no high part
+    ql0 = _pack4(ql, rs, 0)[:, None]
+    ql1 = _pack4(ql, rs, 1)[:, None]
+    # prmt's table word loaded, so that it stays in a register (as an immediate ptxas copied it from a uniform
+    # register before every permute)
+    tab = tl.load(tab_ptr)
     rm = c * CH + tl.arange(0, CH)
     m_ok = rm < M
-    # G > 1: the positive and the negative codes' sums apart (score = pos - neg), so that each query word is
-    # read once (these scalar loads of the scratch row are round trips to L2; on an H100 2B4T's scoring launch
-    # at 8k tokens 10.1 -> 9.5 µs). G = 1: one sum, with the negated words (3B: 11.5 µs, 12.8 the other way)
-    acc_hp = tl.zeros([CH], tl.int32)
-    acc_hn = tl.zeros([CH], tl.int32)
-    acc_lp = tl.zeros([CH], tl.int32)
-    acc_ln = tl.zeros([CH], tl.int32)
-    # (2) group scores from the packed LO codes (exact int32), word by word over the chunk's tokens (the cache
-    # is word-major: each word's codes of consecutive tokens are contiguous, one token per thread lane): one
-    # byte permute per four codes gives 2^(mag-1) for a positive code, 0 for a negative one (sign-replicate
-    # mode on a table of bytes < 0x80) or the zero code; on the sign-flipped codes (w ^ 0x88888888) the
-    # negative ones' magnitudes
-    for j in tl.static_range(DW):
-        w = tl.load(lo_ptr + (g * DW + j) * MMAX + rm, mask=m_ok, other=0)
-        wn = w ^ -2004318072
-        for hh in tl.static_range(2):  # elements 8j + 4hh .. 8j + 4hh + 3: rows hh (high part), 2 + hh (low)
-            pos = _prmt_lo(w >> (16 * hh), tab, USE_ASM)
-            neg = _prmt_lo(wn >> (16 * hh), tab, USE_ASM)
-            if G > 1:
-                qv = tl.load(qs + hh * DWP + j)
-                acc_hp = dp4a(pos, qv, acc_hp, USE_ASM)
-                acc_hn = dp4a(neg, qv, acc_hn, USE_ASM)
-                qv = tl.load(qs + (2 + hh) * DWP + j)
-                acc_lp = dp4a(pos, qv, acc_lp, USE_ASM)
-                acc_ln = dp4a(neg, qv, acc_ln, USE_ASM)
-            else:
-                acc_lp = dp4a(neg, tl.load(qs + hh * DWP + j), dp4a(pos, tl.load(qs + (2 + hh) * DWP + j), acc_lp,
-                                                                    USE_ASM), USE_ASM)
-    score = (acc_hp - acc_hn) * 128 + (acc_lp - acc_ln)
+    # (2) group scores from the packed LO codes (exact int32): all of the chunk's words in one [DWP, CH] load
+    # (the cache is word-major: a word's codes of consecutive tokens are contiguous), so that every load is in
+    # flight at once, then summed over the words. One byte permute per four codes gives 2^(mag-1) for a
+    # positive code, 0 for a negative one (sign-replicate mode on a table of bytes < 0x80) or the zero code
+    # (also the padding words); on the sign-flipped codes (w ^ 0x88888888) the negative ones' magnitudes
+    w = tl.load(lo_ptr + (g * DW + rj[:, None]) * MMAX + rm[None, :], mask=(rj < DW)[:, None] & m_ok[None, :],
+                other=0)
+    wn = w ^ -2004318072
+    p0 = _prmt_lo(w, tab, USE_ASM)
+    p1 = _prmt_lo(w >> 16, tab, USE_ASM)
+    n0 = _prmt_lo(wn, tab, USE_ASM)
+    n1 = _prmt_lo(wn >> 16, tab, USE_ASM)
+    part = dp4a(p1, ql1, dp4a(p0, ql0, tl.zeros_like(w), USE_ASM), USE_ASM) \
+        - dp4a(n1, ql1, dp4a(n0, ql0, tl.zeros_like(w), USE_ASM), USE_ASM)
+    if G > 1:
+        qh0 = _pack4(qg >> 7, rs, 0)[:, None]
+        qh1 = _pack4(qg >> 7, rs, 1)[:, None]
+        part += 128 * (dp4a(p1, qh1, dp4a(p0, qh0, tl.zeros_like(w), USE_ASM), USE_ASM)
+                       - dp4a(n1, qh1, dp4a(n0, qh0, tl.zeros_like(w), USE_ASM), USE_ASM))
+    score = tl.sum(part, axis=0)
     if WRITE_DBG:
         tl.store(score_ptr + g * MMAX + rm, score, mask=m_ok)
     # (3) monotone bucket (sim.numerics.lop.lop_bucket) and the histogram
@@ -238,7 +219,7 @@ def _threshold(hist_ptr, g, c, M, NC, KSEL, NB: tl.constexpr, NBP: tl.constexpr,
 
 
 @triton.jit
-def _lop_kernel(q_ptr, qi_ptr, lo_ptr, qw_ptr, k_ptr, v_ptr, bucket_ptr, hist_ptr, score_ptr, idx_ptr, pm_ptr, pl_ptr,
+def _lop_kernel(q_ptr, qi_ptr, lo_ptr, tab_ptr, k_ptr, v_ptr, bucket_ptr, hist_ptr, score_ptr, idx_ptr, pm_ptr, pl_ptr,
                 po_ptr, out_ptr, cnt_ptr, M, D: tl.constexpr, H, KVH, MMAX, NC, KSEL, eps, sm_scale,
                 G: tl.constexpr, GP: tl.constexpr, GQ: tl.constexpr, NB: tl.constexpr, MANT: tl.constexpr,
                 CH: tl.constexpr, DW: tl.constexpr, DWP: tl.constexpr, NBP: tl.constexpr, NCP: tl.constexpr,
@@ -255,7 +236,7 @@ def _lop_kernel(q_ptr, qi_ptr, lo_ptr, qw_ptr, k_ptr, v_ptr, bucket_ptr, hist_pt
     h0 = b * H + (g % KVH) * G
     NG = tl.num_programs(0)
     if PHASE != 2:
-        _score_chunk(q_ptr, qi_ptr, lo_ptr, qw_ptr, bucket_ptr, hist_ptr, score_ptr, g, c, h0, M, MMAX, NC, eps,
+        _score_chunk(q_ptr, qi_ptr, lo_ptr, tab_ptr, bucket_ptr, hist_ptr, score_ptr, g, c, h0, M, MMAX, NC, eps,
                      D, G, GP, NB, MANT, CH, DW, DWP, NBP, WRITE_DBG, USE_ASM)
     if PHASE == 0:
         # group barrier: the histograms and buckets of all NC chunks are written (acq_rel atomics order them);
@@ -338,6 +319,14 @@ def _counters(dev, n: int) -> torch.Tensor:
     return _COUNTERS[key]
 
 
+def _prmt_table(dev) -> torch.Tensor:
+    """The low word of prmt's byte table (``_prmt_lo``) in device memory, one per device."""
+    key = (str(dev), "prmt")
+    if key not in _COUNTERS:
+        _COUNTERS[key] = torch.tensor([0x04020100], dtype=torch.int32, device=dev)
+    return _COUNTERS[key]
+
+
 def lop_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, lo_cache: torch.Tensor, m: int,
                   k_sel: int, n_buckets: int = 63, mant_bits: int = 0, chunk: int | None = None,
                   return_debug: bool = False, stages: int = 2, eps: float = 1e-5, fused: bool | None = None,
@@ -395,13 +384,13 @@ def lop_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
     pl = torch.empty(bsz * h, nc, dtype=torch.float32, device=dev)
     po = torch.empty(bsz * h, nc, dp, dtype=torch.float32, device=dev)
     dwp = max(triton.next_power_of_2(dw), 2)
-    qw = torch.empty(ng * nc * 5 * dwp, dtype=torch.int32, device=dev)  # per program: four query-word rows, table
+    tab = _prmt_table(dev)
     # k/v are addressed as row g * Mmax + token, lo as (g * DW + word) * Mmax + token: the batch and KV-head
     # strides must be the dense ones
     kc, vc = (x.reshape(ng, mmax, -1) for x in (k_cache, v_cache))
     lo = lo_cache.reshape(ng, dw, mmax)
     gp = triton.next_power_of_2(grp)
-    args = (q2, q_i8, lo, qw, kc, vc, buckets, hist, scores, idx, pm, pl, po, out, cnt, m, d, h, kvh, mmax, nc, kk,
+    args = (q2, q_i8, lo, tab, kc, vc, buckets, hist, scores, idx, pm, pl, po, out, cnt, m, d, h, kvh, mmax, nc, kk,
             eps, 1.0 / math.sqrt(d))
     meta = dict(G=grp, GP=gp, GQ=1 if grp == 1 else max(16, gp), NB=n_buckets, MANT=mant_bits, CH=chunk, DW=dw, DWP=dwp, NBP=nbp,
                 NCP=max(triton.next_power_of_2(nc), 2), KS=32, MB=min(max(triton.next_power_of_2(nc), 2), max(2, 128 // gp)), DP=dp,
@@ -426,12 +415,15 @@ LOP_CHUNKS = (128, 256, 512, 1024)  # the tokens per program lop_chunk chooses f
 
 def lop_chunk(groups: int, m: int, sms: int) -> int:
     """Tokens per program: the smallest of :data:`LOP_CHUNKS` that gives each group at most 32 chunks and the
-    grid at most 4 programs per SM. Measured on an H200 (K/M = 1/16, chunks of 64-1024 tokens,
-    reports/gpu-baseline.md as of commit 417a8ad): the select-and-attend phase costs more per chunk than
-    scoring saves (bitnet-2B4T, 5 groups: best 128 tokens at 1k and 4k context, 256 at 8k; bitnet-3B, 32
-    groups: 128 at 1k, 256 at 4k, 512 at 8k). ``lowbit bench-gpu`` times the other chunk sizes beside it."""
+    grid at most 4 programs per SM, or 8 for chunks of 256 tokens or more (the largest chunk if none does).
+    Fitted to one H100 run of ``lowbit bench-gpu``'s LOP table (K/M = 1/16, every chunk size timed;
+    reports/gpu-baseline.md): the best chunk was 128 tokens for bitnet-2B4T (5 groups) at 1k and 4k context
+    and 256 at 8k; for bitnet-3B (32 groups) 128 at 1k and 256 at 4k and 8k, where 128 at 4k gave the
+    same grid as 256 at 8k (1024 programs) but was slower (25.0 vs 23.2 µs): each program quantizes the
+    queries and reduces the group's histograms once, a cost that small chunks repeat in more waves."""
     for c in LOP_CHUNKS:
-        if triton.cdiv(m, c) <= 32 and groups * triton.cdiv(m, c) <= 4 * sms:
+        n = triton.cdiv(m, c)
+        if n <= 32 and groups * n <= (8 if c >= 256 else 4) * sms:
             return c
     return LOP_CHUNKS[-1]
 

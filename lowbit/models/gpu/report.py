@@ -124,8 +124,13 @@ def goals(data: dict) -> list[tuple[str, str, str]]:
                         f"{r['speedup_vs_torch']:.2f}×", "yes" if r["speedup_vs_torch"] >= 3 else "no"))
     peers = {r["kernel"] for r in res if r["kernel"].startswith("bnb_")}
     why = next((s["why"] for s in data.get("skipped", []) if s["what"] == "bitsandbytes peers"), "")
-    out.append(("bitsandbytes NF4/FP4 peers in the same run", ", ".join(sorted(peers)) if peers else f"skipped: {why}",
-                "yes" if peers else "no"))
+    lin = [r for r in res if r["kernel"] == "torch_bf16" and r["batch"] == 1]
+    if peers or why:
+        out.append(("bitsandbytes NF4/FP4 peers in the same run", ", ".join(sorted(peers)) if peers else f"skipped: {why}",
+                    "yes" if peers else "no"))
+    else:  # no linear rows, or bitsandbytes ran nowhere without saying why
+        out.append(("bitsandbytes NF4/FP4 peers in the same run", "not measured" if not lin else "no rows",
+                    "not measured" if not lin else "no"))
     ej = [r for r in dec if r.get("j_per_token") is not None]
     out.append(("GPU energy per token (NVML) for whole-model decode", f"{len(ej)}/{len(dec)} decode rows",
                 "yes" if ej else "no"))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -17,6 +20,20 @@ def test_parse_gemm_batches():
     for bad in ("8,64", "", "64,x", ","):
         with pytest.raises(LowbitError, match="--gemm-batches"):
             parse_gemm_batches(bad)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--gemm-batches", "8,64"], "--gemm-batches"),
+    ([], "needs a CUDA GPU") if not torch.cuda.is_available() else (["--gemm-batches", "x"], "--gemm-batches"),
+])
+def test_module_entry_point_errors_in_one_line(tmp_path, flags, message):
+    # `python -m lowbit.models.gpu.bench` (the command a GPU machine without the CLI runs): one line, status 2
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "lowbit.models.gpu.bench", "--out", str(out), *flags],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("error: ") and message in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert "Traceback" not in r.stderr and not list(out.glob("gpu-baseline.*"))
 
 
 def test_lop_exact_check_passes_and_catches_a_wrong_key(device):
@@ -76,6 +93,12 @@ def test_lop_table_counts_the_faster_sdpa_cache_width():
     assert "| bitnet-b1.58-2b4t | H20/KV5/d128 | 8192 | 512 | flash | 24.0 | 12.0 | 2.00× | 2 | 12.0 | — | 20.0 | — |" in md
     lop_goals = {g: (m, ok) for g, m, ok in goals(data) if g.startswith("LOP")}
     assert lop_goals["LOP attention ≥ 3× SDPA at 8192 context, K/M = 1/16 (bitnet-b1.58-3b, H32/KV32/d100)"] == ("1.50×", "no")
+    # a run without the linear sections did not measure the bitsandbytes peers (not "skipped" for no reason)
+    peers = {g: (m, ok) for g, m, ok in goals(data)}["bitsandbytes NF4/FP4 peers in the same run"]
+    assert peers == ("not measured", "not measured")
+    data["skipped"] = [{"what": "bitsandbytes peers", "why": "bitsandbytes is not installed (pip install 'lowbit[gpu]')"}]
+    peers = {g: (m, ok) for g, m, ok in goals(data)}["bitsandbytes NF4/FP4 peers in the same run"]
+    assert peers == ("skipped: bitsandbytes is not installed (pip install 'lowbit[gpu]')", "no")
 
 
 def test_sdpa_on_zero_padded_rows_is_the_same_attention():

@@ -96,12 +96,13 @@ def test_lop_k_ge_m_is_dense_attention(device):
 
 
 def test_lop_chunk_rule():
-    # the smallest power of two from 128 with <= 32 chunks per group and <= 4 programs per SM
+    # the smallest power of two from 128 with <= 32 chunks per group and <= 4 programs per SM (8 from 256 tokens)
     assert lop_chunk(5, 1024, 132) == 128  # bitnet-2B4T: 5 x 8 programs
     assert lop_chunk(5, 4096, 132) == 128  # 5 x 32
     assert lop_chunk(5, 8192, 132) == 256  # 5 x 32: 64 chunks of 128 would be too many per group
     assert lop_chunk(32, 4096, 132) == 256  # bitnet-3B: 32 x 16 (32 x 32 > 528)
-    assert lop_chunk(32, 8192, 132) == 512  # 32 x 16
+    assert lop_chunk(32, 8192, 132) == 256  # 32 x 32 = 1024 <= 8 x 132 for chunks of 256
+    assert lop_chunk(256, 8192, 132) == 1024  # batch 8: no chunk fits 8 programs per SM: the largest
     assert lop_chunk(1, 100, 132) == 128 and lop_chunk(64, 10**6, 132) == 1024  # the bounds
 
 

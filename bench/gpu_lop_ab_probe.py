@@ -18,7 +18,7 @@ import torch
 
 from lowbit.models.gpu import lop_attn as new
 from lowbit.models.gpu.bench import bench_graph
-from lowbit.models.gpu.bench_attention import ATTN_SHAPES
+from lowbit.models.gpu.bench_attention import ATTN_SHAPES, lop_caches
 
 
 def load_old(path: str):
@@ -39,12 +39,7 @@ def main(old_path: str, out_dir: str) -> int:
             gen.manual_seed(m + h)
             ksel = m // 16
             q = torch.randn(1, h, d, device="cuda", generator=gen).to(torch.bfloat16)
-            cs = []
-            for _ in range(8):
-                kc = torch.randn(1, kvh, m, d, device="cuda", generator=gen).to(torch.bfloat16)
-                vc = torch.randn(1, kvh, m, d, device="cuda", generator=gen).to(torch.bfloat16)
-                k8 = torch.randint(-127, 128, (1, kvh, m, d), dtype=torch.int8, device="cuda", generator=gen)
-                cs.append((kc, vc, new.lo_cache_torch(k8)))
+            cs = lop_caches(kvh, m, d, 8, gen)[0]
             kc, vc, lo = cs[0]
             o_old, dbg_old = old.lop_attention(q, kc, vc, lo, m, ksel, return_debug=True)
             o_new, dbg_new = new.lop_attention(q, kc, vc, lo, m, ksel, return_debug=True)

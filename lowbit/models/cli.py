@@ -213,11 +213,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Benchmark the Triton ternary/FP4/LOP kernels against torch bf16 (and bitsandbytes) on this CUDA GPU."""
         check_out_dir(out)
-        bad = set(sections.split(",")) - {"attention", "linear", "decode", "gemm"}
-        if bad:
-            raise LowbitError(f"--sections {sections}: unknown {', '.join(sorted(bad))}; choose from attention, linear, decode, gemm")
-        from lowbit.models.gpu.bench import parse_gemm_batches
+        from lowbit.models.gpu.bench import check_sections, parse_gemm_batches
 
+        check_sections(sections)
         batches = parse_gemm_batches(gemm_batches)
         require_extra("bench-gpu", "gpu", "torch", "triton")
         import torch

@@ -346,7 +346,7 @@ def run_all(out_dir: Path, quick: bool = False, sections: str = "attention,linea
     if not torch.cuda.is_available():
         raise LowbitError("bench-gpu needs a CUDA GPU (torch.cuda.is_available() is False); run it on a GPU machine")
     out_dir = Path(out_dir)
-    secs = {"attention", "linear", "decode", "gemm"} if resumed else set(sections.split(","))
+    secs = set(SECTIONS) if resumed else set(sections.split(","))
     models = list(LAYER_SHAPES)
     lines: list[str] = []
 
@@ -456,10 +456,19 @@ def _log_tuned(say) -> None:
         say(f"  row gemv tuned {key[:5]}: {cfg}")
 
 
+SECTIONS = ("attention", "linear", "decode", "gemm")
+
+
+def check_sections(text: str) -> str:
+    """``--sections``, refused if it names a section that does not exist."""
+    bad = set(text.split(",")) - set(SECTIONS)
+    if bad:
+        raise LowbitError(f"--sections {text}: unknown {', '.join(sorted(bad))}; choose from {', '.join(SECTIONS)}")
+    return text
+
+
 def parse_gemm_batches(text: str) -> tuple[int, ...]:
     """``--gemm-batches`` as a tuple of token counts, each >= ``GEMM_FROM``."""
-    from lowbit.sim.errors import LowbitError
-
     try:
         vals = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
@@ -489,6 +498,7 @@ def main(argv=None) -> int:
     add_arguments(p)
     a = p.parse_args(argv)
     try:
+        check_sections(a.sections)
         batches = parse_gemm_batches(a.gemm_batches)
         Path(a.out).mkdir(parents=True, exist_ok=True)
         run_all(Path(a.out), a.quick, a.sections, a.seed, a.budget_s, log=lambda s: print(s, flush=True),

@@ -40,11 +40,29 @@ def _exact_check(model, m, ksel, q, kc, vc, lo, k_i8, lop_attention) -> dict:
             "detail": f"scores {'equal' if ok_s else 'differ'}, indices {'equal' if ok_i else 'differ'}"}
 
 
+def lop_caches(kvh: int, m: int, d: int, copies: int, gen):
+    """``copies`` random caches (bf16 K [1, KVH, m, d], bf16 V, the LO cache of random INT8 keys) on
+    ``gen``'s device, and the first copy's INT8 keys (the exactness check's reference input)."""
+    import torch
+
+    from .lop_attn import lo_cache_torch
+
+    caches = []
+    for i in range(copies):
+        kc = torch.randn(1, kvh, m, d, device=gen.device, generator=gen).to(torch.bfloat16)
+        vc = torch.randn(1, kvh, m, d, device=gen.device, generator=gen).to(torch.bfloat16)
+        k_i8 = torch.randint(-127, 128, (1, kvh, m, d), dtype=torch.int8, device=gen.device, generator=gen)
+        caches.append((kc, vc, lo_cache_torch(k_i8)))
+        if i == 0:
+            k_first = k_i8
+    return caches, k_first
+
+
 def run_attention(models, contexts, ratio, data, log, budget: Budget, seed: int) -> None:
     import torch
     import torch.nn.functional as F
 
-    from .lop_attn import LOP_CHUNKS, lo_cache_torch, lop_attention, lop_launch_plan
+    from .lop_attn import LOP_CHUNKS, lop_attention, lop_launch_plan
 
     dev_name, l2 = data["device"], data["l2_bytes"]
     rows, checks = data["attention"], data["checks"]
@@ -61,14 +79,7 @@ def run_attention(models, contexts, ratio, data, log, budget: Budget, seed: int)
             gen.manual_seed(unit_seed(seed, unit))
             ksel = max(1, m // ratio)
             q = torch.randn(1, h, d, device="cuda", generator=gen).to(torch.bfloat16)
-            caches = []
-            for _ in range(n_copies(2 * kvh * m * d * 2, l2)):
-                kc = torch.randn(1, kvh, m, d, device="cuda", generator=gen).to(torch.bfloat16)
-                vc = torch.randn(1, kvh, m, d, device="cuda", generator=gen).to(torch.bfloat16)
-                k_i8 = torch.randint(-127, 128, (1, kvh, m, d), dtype=torch.int8, device="cuda", generator=gen)
-                caches.append((kc, vc, lo_cache_torch(k_i8)))
-                if len(caches) == 1:
-                    k_first = k_i8
+            caches, k_first = lop_caches(kvh, m, d, n_copies(2 * kvh * m * d * 2, l2), gen)
             gqa = h != kvh
             dense = [lambda q=q, kc=kc, vc=vc, g=gqa: F.scaled_dot_product_attention(q.unsqueeze(2), kc, vc, enable_gqa=g)
                      for kc, vc, _ in caches]

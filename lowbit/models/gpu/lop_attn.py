@@ -71,7 +71,7 @@ from .ternary import INTERPRET, absmax_scale, dp4a, pdl_kw, pdl_launch, pdl_wait
 
 __all__ = ["LOP_CHUNKS", "lo_words", "lo_pack_keys_torch", "lo_cache_torch", "lop_attention", "lop_chunk", "lop_fits_one_launch", "lop_launch_plan"]
 
-_COUNTERS: dict = {}
+_BUFFERS: dict = {}  # per-device buffers: the group-barrier counters, prmt's table
 
 
 def lo_words(d: int) -> int:
@@ -146,8 +146,8 @@ def _score_chunk(q_ptr, qi_ptr, lo_ptr, tab_ptr, bucket_ptr, hist_ptr, score_ptr
         if c == 0:
             tl.store(qi_ptr + qoff, qi.to(tl.int8), mask=qm)
     sp = (qi.to(tl.float32).to(tl.int32, bitcast=True) & -8388608).to(tl.float32, bitcast=True).to(tl.int32)
-    # Q_g = 128 Qh + Ql with Qh, Ql, -Qh, -Ql all int8 (|Q_g| <= 128 G, G <= 127), four dimensions a word, as
-    # [DWP, 1] columns against the [DWP, CH] tile of LO words below
+    # Q_g = 128 Qh + Ql with Qh, Ql int8 (|Q_g| <= 128 G, G <= 127), four dimensions a word, as [DWP, 1]
+    # columns against the [DWP, CH] tile of LO words below
     qg = tl.sum(sp, axis=0)  # [DWP, 8]
     ql = qg if G == 1 else qg & 127  # MHA: |Q_g| <= 64, no high part
     ql0 = _pack4(ql, rs, 0)[:, None]
@@ -314,17 +314,17 @@ def _lop_kernel(q_ptr, qi_ptr, lo_ptr, tab_ptr, k_ptr, v_ptr, bucket_ptr, hist_p
 
 def _counters(dev, n: int) -> torch.Tensor:
     key = (str(dev), n)
-    if key not in _COUNTERS:
-        _COUNTERS[key] = torch.zeros(2, n, dtype=torch.int32, device=dev)
-    return _COUNTERS[key]
+    if key not in _BUFFERS:
+        _BUFFERS[key] = torch.zeros(2, n, dtype=torch.int32, device=dev)
+    return _BUFFERS[key]
 
 
 def _prmt_table(dev) -> torch.Tensor:
     """The low word of prmt's byte table (``_prmt_lo``) in device memory, one per device."""
     key = (str(dev), "prmt")
-    if key not in _COUNTERS:
-        _COUNTERS[key] = torch.tensor([0x04020100], dtype=torch.int32, device=dev)
-    return _COUNTERS[key]
+    if key not in _BUFFERS:
+        _BUFFERS[key] = torch.tensor([0x04020100], dtype=torch.int32, device=dev)
+    return _BUFFERS[key]
 
 
 def lop_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, lo_cache: torch.Tensor, m: int,
@@ -417,7 +417,7 @@ def lop_chunk(groups: int, m: int, sms: int) -> int:
     """Tokens per program: the smallest of :data:`LOP_CHUNKS` that gives each group at most 32 chunks and the
     grid at most 4 programs per SM, or 8 for chunks of 256 tokens or more (the largest chunk if none does).
     Fitted to one H100 run of ``lowbit bench-gpu``'s LOP table (K/M = 1/16, every chunk size timed;
-    reports/gpu-baseline.md): the best chunk was 128 tokens for bitnet-2B4T (5 groups) at 1k and 4k context
+    reports/gpu-probes/bench-h100-lop-tile.md): the best chunk was 128 tokens for bitnet-2B4T (5 groups) at 1k and 4k context
     and 256 at 8k; for bitnet-3B (32 groups) 128 at 1k and 256 at 4k and 8k, where 128 at 4k gave the
     same grid as 256 at 8k (1024 programs) but was slower (25.0 vs 23.2 µs): each program quantizes the
     queries and reduces the group's histograms once, a cost that small chunks repeat in more waves."""

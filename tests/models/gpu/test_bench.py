@@ -24,6 +24,7 @@ def test_parse_gemm_batches():
 
 @pytest.mark.parametrize("flags, message", [
     (["--gemm-batches", "8,64"], "--gemm-batches"),
+    (["--sections", "attention,attn"], "--sections attention,attn: unknown attn"),
     ([], "needs a CUDA GPU") if not torch.cuda.is_available() else (["--gemm-batches", "x"], "--gemm-batches"),
 ])
 def test_module_entry_point_errors_in_one_line(tmp_path, flags, message):
@@ -34,6 +35,21 @@ def test_module_entry_point_errors_in_one_line(tmp_path, flags, message):
     assert r.returncode == 2, r.stderr
     assert r.stderr.startswith("error: ") and message in r.stderr and r.stderr.count("\n") == 1, r.stderr
     assert "Traceback" not in r.stderr and not list(out.glob("gpu-baseline.*"))
+
+
+def test_lop_caches_pair_each_lo_cache_with_its_keys():
+    # the attention section's (and the A/B probe's) inputs: the first copy's LO cache is that of the INT8 keys
+    # returned for the exactness check; the copies differ; the same seed gives the same caches
+    from lowbit.models.gpu.bench_attention import lop_caches
+
+    caches, k8 = lop_caches(2, 37, 12, 3, torch.Generator().manual_seed(1))
+    assert len(caches) == 3 and k8.shape == (1, 2, 37, 12) and k8.dtype == torch.int8
+    kc, vc, lo = caches[0]
+    assert kc.dtype == vc.dtype == torch.bfloat16 and kc.shape == vc.shape == (1, 2, 37, 12)
+    assert torch.equal(lo, lo_cache_torch(k8)) and lo.shape == (1, 2, 2, 37)
+    assert not torch.equal(caches[1][2], lo) and not torch.equal(caches[1][0], kc)
+    again, k8b = lop_caches(2, 37, 12, 3, torch.Generator().manual_seed(1))
+    assert torch.equal(k8b, k8) and all(torch.equal(a, b) for x, y in zip(caches, again, strict=True) for a, b in zip(x, y, strict=True))
 
 
 def test_lop_exact_check_passes_and_catches_a_wrong_key(device):

@@ -33,7 +33,7 @@ permutes (PTX ``prmt``, a table of the magnitudes ``2^(mag-1)``; its sign-replic
 codes, and on the sign-flipped word the positive ones) and eight ``dp4a`` (positive minus negative codes'
 sums) give the exact int32 score: 2 instructions per key element where the shift-and-select form took about 12 (on an H200
 that scoring launch was 18.2 µs of LOP's 27.5 for bitnet-2B4T at 8k tokens, reports/gpu-baseline.md as of commit
-bf2367f; 5.9 of 14.7 µs in the current report). MHA (G = 1) needs no split: ``|Q_g| <= 64``, so four
+bf2367f; 5.3 of 14.6 µs on an H100 in the current one). MHA (G = 1) needs no split: ``|Q_g| <= 64``, so four
 ``dp4a`` per word (sm_90, Triton 3.6: bitnet-3B's scoring launch at 8k tokens 1840 -> 1520 instructions per
 thread).
 

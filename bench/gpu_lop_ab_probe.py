@@ -47,7 +47,8 @@ def main(old_path: str, out_dir: str) -> int:
                         and torch.equal(o_old, o_new))
             row = {"model": model, "m": m, "same": same}
             for name, mod in (("old", old), ("new", new)):
-                chunk = mod.lop_launch_plan(kvh, m, q.device)[0]
+                chunk = (mod.lop_default_chunk(kvh, m, q.device) if hasattr(mod, "lop_default_chunk")
+                         else mod.lop_launch_plan(kvh, m, q.device)[0])  # versions before the one-launch form went
                 row[name] = round(bench_graph([partial(mod.lop_attention, q, a, b, c, m, ksel) for a, b, c in cs]), 2)
                 row[name + "_score"] = round(bench_graph(
                     [partial(mod.lop_attention, q, a, b, c, m, ksel, stages=1) for a, b, c in cs]), 2)

@@ -1,14 +1,15 @@
-"""H200 tuning probe for the prefill GEMM and LOP attention kernels: times candidate kernels and configs
+"""H200 tuning probe for the prefill GEMM kernel: times candidate kernels and configs
 with cold weights (CUDA graph over distinct weight copies, as ``lowbit bench-gpu``) and prints one table.
 
 GEMM candidates: a copy of the kernel of :mod:`lowbit.models.gpu.ternary_gemm` with the weight tile formed
 four ways (``UNPACK``: 0 signed ``c - 1`` by the join tree, 1 unsigned ``c`` by the join tree = the
 kernel in use, 2 unsigned by a broadcast shift, 3 int8 weights unpacked beforehand: the INT8 tensor-core
 ceiling without unpacking), both operand orders, a few tile configs and split-K; beside torch bf16, the
-quantizer alone and cuBLAS INT8 on the unpacked weights. LOP: ``lop_attention`` option sets beside flash
-SDPA, with their selections compared. Output of one H200 lease: reports/gpu-baseline.tune.log.
+quantizer alone and cuBLAS INT8 on the unpacked weights. Output of one H200 lease:
+reports/gpu-baseline.tune.log (which also holds LOP option sets timed by an earlier version of this probe; the
+bench's attention section now times LOP's chunk sizes and the call without PDL).
 
-    python bench/gpu_tune.py --out DIR [--what gemm,lop] [--budget-s S]
+    python bench/gpu_tune.py --out DIR [--budget-s S]
 """
 
 from __future__ import annotations
@@ -218,55 +219,9 @@ def run_gemm(dev, rows, say, deadline):
                     f"(+quant {t + t_q:.1f} vs bf16 {t_bf:.1f}: {t_bf / (t + t_q):.2f}x)")
 
 
-LOP_VARIANTS = [dict(), dict(chunk=512, fused=False), dict(chunk=1024), dict(chunk=256), dict(chunk=512, num_warps=8),
-                dict(chunk=128, fused=False)]
-
-
-def run_lop(dev, rows, say, deadline):
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    from lowbit.models.gpu.lop_attn import lo_pack_keys_torch, lop_attention
-    l2 = l2_bytes()
-    gen = torch.Generator(device=dev).manual_seed(1)
-    for model, (h, kvh, d) in (("2b4t", (20, 5, 128)), ("3b", (32, 32, 100))):
-        for m in (8192,):
-            ksel = m // 16
-            q = torch.randn(1, h, d, device=dev, generator=gen).to(torch.bfloat16)
-            caches = []
-            for _ in range(n_copies(2 * kvh * m * d * 2, l2)):
-                kc = torch.randn(1, kvh, m, d, device=dev, generator=gen).to(torch.bfloat16)
-                vc = torch.randn(1, kvh, m, d, device=dev, generator=gen).to(torch.bfloat16)
-                lo = lo_pack_keys_torch(torch.randint(-127, 128, (1, kvh, m, d), dtype=torch.int8, device=dev,
-                                                      generator=gen))
-                caches.append((kc, vc, lo))
-            with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
-                t_sdpa = bench_graph([partial(F.scaled_dot_product_attention, q.unsqueeze(2), kc, vc, enable_gqa=h != kvh)
-                                      for kc, vc, _ in caches])
-            say(f"LOP {model} M={m} K={ksel}: sdpa flash {t_sdpa:.1f} us")
-            kc, vc, lo = caches[0]
-            ref_o, ref_d = lop_attention(q, kc, vc, lo, m, ksel, return_debug=True)
-            for var in LOP_VARIANTS:
-                if time.time() > deadline:
-                    return
-                try:
-                    o, dbg = lop_attention(q, kc, vc, lo, m, ksel, return_debug=True, **var)
-                    same = bool(torch.equal(dbg["idx"], ref_d["idx"]) and torch.equal(dbg["scores"], ref_d["scores"]))
-                    err = float((o.float() - ref_o.float()).norm() / ref_o.float().norm())
-                    t = bench_graph([partial(lop_attention, q, kc, vc, lo, m, ksel, **var) for kc, vc, lo in caches])
-                    t1 = bench_graph([partial(lop_attention, q, kc, vc, lo, m, ksel, stages=1, **var)
-                                      for kc, vc, lo in caches])
-                except Exception as e:  # noqa: BLE001
-                    say(f"  {var}: fail {type(e).__name__} {str(e)[:160]}")
-                    continue
-                rows.append({"model": model, "m": m, "sdpa": t_sdpa, "var": var, "us": t, "score_us": t1,
-                             "same_sel": same, "err": err})
-                say(f"  {var}: {t:.1f} us (score {t1:.1f}) {t_sdpa / t:.2f}x sdpa; same selection {same} err {err:.1e}")
-
-
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--what", default="gemm,lop")
     p.add_argument("--budget-s", type=float, default=400)
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -278,17 +233,11 @@ def main():
         print(s, flush=True)
         lines.append(s)
 
-    rows = {"gemm": [], "lop": []}
-    if "gemm" in args.what:
-        say(f"exact: {check_exact(dev)}")
-    whats = args.what.split(",")
-    t0 = time.time()
-    for i, what in enumerate(whats):  # an equal share of what is left for each section
-        end = t0 + (deadline - t0) * (i + 1) / len(whats) if i < len(whats) - 1 else deadline
-        {"gemm": run_gemm, "lop": run_lop}[what](dev, rows[what], say, end)
-        t0 = time.time()
-        (args.out / "tune.json").write_text(json.dumps(rows, indent=1))
-        (args.out / "tune.log").write_text("\n".join(lines) + "\n")
+    rows = {"gemm": []}
+    say(f"exact: {check_exact(dev)}")
+    run_gemm(dev, rows["gemm"], say, deadline)
+    (args.out / "tune.json").write_text(json.dumps(rows, indent=1))
+    (args.out / "tune.log").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -22,8 +22,8 @@ copy bandwidth). JSON schema ``lowbit.gpu-baseline/2``, flat for ``lowbit report
                     "floor_frac" (gbps / copy_gbps), "speedup_vs_torch", "device"}],
      "attention": [{"kernel" ("lop"|"torch_sdpa"), "model", "shape" ("H{h}/KV{kvh}/d{d}"), "batch", "context",
                     "k_sel", "median_us", "gbps", "speedup_vs_torch", "device", "backend" (sdpa only),
-                    "stage_us" (lop only: {"score": µs of the scoring phase as its own launch, "two_launches": µs
-                    of the call forced to two launches}), "launches" (lop only: of the default call, 1 or 2)}],
+                    "stage_us" (lop only: {"score": µs of the scoring launch alone, "no_pdl": µs of the call
+                    without programmatic dependent launch}), "chunk", "by_chunk_us" (lop only)}],
      "decode":    [{"kernel" ("bf16"|"bf16_compile"|"ternary"|"ternary_pdl"|"nvfp4"|"nvfp4_pdl"), "model", "batch",
                     "context", "attn" ("dense"|"split"|"sdpa"|"lop"),
                     "step_us", "tokens_per_s", "weight_bytes", "floor_frac" (weight bytes / copy bandwidth

@@ -7,8 +7,7 @@ checks: the group scores and the top-K
 indices equal ``sim.numerics.lop`` (``lo_scores`` of the kernel's INT8 queries against the INT8 keys the LO
 cache was packed from, summed per KV group, ``lop_topk``), and LOP with K = M equals SDPA within 1e-2.
 Rows of ``data["attention"]`` (schema: :mod:`.bench`); a LOP row's ``stage_us`` holds ``score`` (the scoring
-phase alone, its own launch) and ``two_launches`` (the same call forced to two launches, where the default
-is one), ``launches`` the launches of the default call.
+launch alone) and ``no_pdl`` (the default call without programmatic dependent launch).
 """
 
 from __future__ import annotations
@@ -62,7 +61,7 @@ def run_attention(models, contexts, ratio, data, log, budget: Budget, seed: int)
     import torch
     import torch.nn.functional as F
 
-    from .lop_attn import LOP_CHUNKS, lop_attention, lop_launch_plan
+    from .lop_attn import LOP_CHUNKS, lop_attention, lop_default_chunk
 
     dev_name, l2 = data["device"], data["l2_bytes"]
     rows, checks = data["attention"], data["checks"]
@@ -100,9 +99,7 @@ def run_attention(models, contexts, ratio, data, log, budget: Budget, seed: int)
             t_dense, backend = sdpa_us[width]
             lop = [partial(lop_attention, q, kc, vc, lo, m, ksel) for kc, vc, lo in caches]
             t_score = bench_graph([partial(lop_attention, q, kc, vc, lo, m, ksel, stages=1) for kc, vc, lo in caches])
-            chunk, one = lop_launch_plan(kvh, m, q.device)
-            t_two = (bench_graph([partial(lop_attention, q, kc, vc, lo, m, ksel, fused=False) for kc, vc, lo in caches])
-                     if one else None)
+            chunk = lop_default_chunk(kvh, m, q.device)
             t_nopdl = bench_graph([partial(lop_attention, q, kc, vc, lo, m, ksel, pdl=False) for kc, vc, lo in caches])
             kc, vc, lo = caches[0]
             checks.append(_exact_check(model, m, ksel, q, kc, vc, lo, k_first, lop_attention))
@@ -124,14 +121,12 @@ def run_attention(models, contexts, ratio, data, log, budget: Budget, seed: int)
             rows[-2]["backend"] = backend
             rows[-2]["cache_width"] = width
             rows[-2]["by_width_us"] = {str(w): round(t, 3) for w, (t, _) in sdpa_us.items()}
-            rows[-1]["stage_us"] = {"score": round(t_score, 2), "two_launches": round(t_two or t_lop, 2),
-                                    "no_pdl": round(t_nopdl, 2)}
-            rows[-1]["launches"] = 1 if one else 2
+            rows[-1]["stage_us"] = {"score": round(t_score, 2), "no_pdl": round(t_nopdl, 2)}
             rows[-1]["chunk"] = chunk
             rows[-1]["by_chunk_us"] = {str(ch): round(t, 2) for ch, t in by_chunk.items()}
             rows[-1]["kernel_us"] = _kernel_times(lop[0])
             log(f"attn {model} M={m} K={ksel}: sdpa({backend})={t_dense:.1f}us lop={t_lop:.1f}us "
-                f"({t_dense / t_lop:.2f}x, {1 if one else 2} launch(es); two launches {t_two or t_lop:.1f}us; without PDL "
+                f"({t_dense / t_lop:.2f}x; without PDL "
                 f"{t_nopdl:.1f}us) score stage "
                 f"{t_score:.1f}us; chunk {chunk}, others {rows[-1]['by_chunk_us']}; kernels (eager) {rows[-1]['kernel_us']}")
 

@@ -48,19 +48,19 @@ One kernel, grid (B·KVH, chunks of ``chunk`` tokens), in two phases:
     as 8-byte vectors, not 2-byte loads): compiled for sm_90 (Triton 3.6) phase 2 needs 96 registers per
     thread instead of 167, so 5 programs fit an SM, not 3, and bitnet-3B's 512 programs at 4k and 8k tokens
     run in one wave on 132 SMs, not two.
-On the GPU, when the grid fits one program per SM (:func:`lop_fits_one_launch`), both phases run in ONE
-launch with a group barrier between them (an atomic counter each program increments, then spins on until
-all chunks of its group have scored: safe because every program is resident, the condition of a
-cooperative launch); otherwise, and in the Triton interpreter (which runs programs one after another),
-phase 1 and phase 2 are two launches of the same kernel. The counters live in a per-device buffer
-created by the first call and reset by the last program of each group (make that first call before
-capturing the function in a CUDA graph).
+The two phases are two launches of the same kernel, the second with programmatic dependent launch, so it
+is set up while the first runs. (A one-launch form, a group barrier between the phases for grids of at most
+one program per SM, was slower than the two launches at every context where it applied, with and without
+programmatic dependent launch, on an H100: 8.34 vs 7.18 µs for bitnet-2B4T at 128 tokens, 9.86 vs 9.09 at
+1k, 11.22 vs 10.80 for bitnet-3B at 512, reports/gpu-probes/lop-launch-h100.json; it also needed every
+program resident, which an MPS limit or a kernel on another stream breaks.) The last program of each group
+counts the group's programs with an atomic counter in a per-device buffer, created by the first call and
+reset by that program (make that first call before capturing the function in a CUDA graph).
 """
 
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 import triton
@@ -69,9 +69,9 @@ import triton.language as tl
 from .decode_attn import attend_rows, group_query
 from .ternary import INTERPRET, absmax_scale, dp4a, pdl_kw, pdl_launch, pdl_wait, quant_i8, sm_count
 
-__all__ = ["LOP_CHUNKS", "lo_words", "lo_pack_keys_torch", "lo_cache_torch", "lop_attention", "lop_chunk", "lop_fits_one_launch", "lop_launch_plan"]
+__all__ = ["LOP_CHUNKS", "lo_words", "lo_pack_keys_torch", "lo_cache_torch", "lop_attention", "lop_chunk", "lop_default_chunk"]
 
-_BUFFERS: dict = {}  # per-device buffers: the group-barrier counters, prmt's table
+_BUFFERS: dict = {}  # per-device buffers: the groups' merge counters, prmt's table
 
 
 def lo_words(d: int) -> int:
@@ -226,7 +226,7 @@ def _lop_kernel(q_ptr, qi_ptr, lo_ptr, tab_ptr, k_ptr, v_ptr, bucket_ptr, hist_p
                 KS: tl.constexpr, MB: tl.constexpr,
                 DP: tl.constexpr, PHASE: tl.constexpr, WRITE_DBG: tl.constexpr, USE_ASM: tl.constexpr,
                 DOT_F32: tl.constexpr, PDL: tl.constexpr = False):
-    # PHASE 0: one launch, score -> group barrier -> select + attend; 1: score only; 2: select + attend only.
+    # PHASE 1: score the chunk; 2: select + attend (its own launch: it reads every chunk's histogram).
     # PDL: the next launch may start now; this one waits for its predecessor before it reads or writes anything
     pdl_launch(PDL)
     pdl_wait(PDL)
@@ -234,19 +234,10 @@ def _lop_kernel(q_ptr, qi_ptr, lo_ptr, tab_ptr, k_ptr, v_ptr, bucket_ptr, hist_p
     c = tl.program_id(1)
     b = g // KVH
     h0 = b * H + (g % KVH) * G
-    NG = tl.num_programs(0)
-    if PHASE != 2:
+    if PHASE == 1:
         _score_chunk(q_ptr, qi_ptr, lo_ptr, tab_ptr, bucket_ptr, hist_ptr, score_ptr, g, c, h0, M, MMAX, NC, eps,
                      D, G, GP, NB, MANT, CH, DW, DWP, NBP, WRITE_DBG, USE_ASM)
-    if PHASE == 0:
-        # group barrier: the histograms and buckets of all NC chunks are written (acq_rel atomics order them);
-        # every program of the grid is resident (the caller launches at most one program per SM)
-        tl.debug_barrier()
-        tl.atomic_add(cnt_ptr + g, 1)
-        while tl.atomic_add(cnt_ptr + g, 0) < NC:
-            pass
-        tl.debug_barrier()
-    if PHASE != 1:
+    if PHASE == 2:
         # the chunk's buckets are loaded before the threshold is reduced: the two loads overlap
         rm = c * CH + tl.arange(0, CH)
         m_ok = rm < M
@@ -280,8 +271,8 @@ def _lop_kernel(q_ptr, qi_ptr, lo_ptr, tab_ptr, k_ptr, v_ptr, bucket_ptr, hist_p
         tl.store(pm_ptr + hrow, m_i, mask=g_ok)
         tl.store(pl_ptr + hrow, l_i, mask=g_ok)
         tl.store(po_ptr + hrow[:, None] * DP + rd[None, :], o, mask=g_ok[:, None])
-        # the group's last program merges the partial softmaxes of its G heads and resets the counters
-        done = tl.atomic_add(cnt_ptr + NG + g, 1)
+        # the group's last program merges the partial softmaxes of its G heads and resets the group's counter
+        done = tl.atomic_add(cnt_ptr + g, 1)
         if done == NC - 1:
             rgc = tl.arange(0, GP)  # the G heads (GQ above is padded for tl.dot)
             gc_ok = rgc < G
@@ -307,15 +298,13 @@ def _lop_kernel(q_ptr, qi_ptr, lo_ptr, tab_ptr, k_ptr, v_ptr, bucket_ptr, hist_p
             res = orun / tl.maximum(lrun, 1e-30)[:, None]
             tl.store(out_ptr + (h0 + rgc)[:, None] * D + rd[None, :], res.to(tl.bfloat16),
                      mask=gc_ok[:, None] & d_ok[None, :])
-            tl.store(cnt_ptr + NG + g, 0)
-            if PHASE == 0:
-                tl.store(cnt_ptr + g, 0)
+            tl.store(cnt_ptr + g, 0)
 
 
 def _counters(dev, n: int) -> torch.Tensor:
     key = (str(dev), n)
     if key not in _BUFFERS:
-        _BUFFERS[key] = torch.zeros(2, n, dtype=torch.int32, device=dev)
+        _BUFFERS[key] = torch.zeros(n, dtype=torch.int32, device=dev)
     return _BUFFERS[key]
 
 
@@ -329,17 +318,16 @@ def _prmt_table(dev) -> torch.Tensor:
 
 def lop_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, lo_cache: torch.Tensor, m: int,
                   k_sel: int, n_buckets: int = 63, mant_bits: int = 0, chunk: int | None = None,
-                  return_debug: bool = False, stages: int = 2, eps: float = 1e-5, fused: bool | None = None,
-                  num_warps: int = 4, pdl: bool = True):
+                  return_debug: bool = False, stages: int = 2, eps: float = 1e-5, num_warps: int = 4,
+                  pdl: bool = True):
     """LOP decode attention for one new token per sequence, one top-K per KV group.
 
     q: bf16 [B, H, d]; k_cache/v_cache: bf16 [B, KVH, Mmax, d]; lo_cache: int32 [B, KVH, ceil(d/8), Mmax]
     (word-major, :func:`lo_cache_torch`);
     m: context length (<= Mmax); k_sel: K. Returns bf16 [B, H, d] (and, with ``return_debug``, a dict with
     ``scores`` int32 [B·KVH, m] group scores, ``idx`` int64 [B·KVH, min(K, m)], ``q_i8`` int8 [B·H, d]).
-    ``chunk``: tokens per program (default :func:`lop_chunk`); ``fused``: one launch with a group barrier
-    (default: on the GPU when every program fits on its own SM, :func:`lop_fits_one_launch`).
-    ``stages`` = 1 stops after the scoring launch (two launches; profiling only: the output is not written).
+    ``chunk``: tokens per program (default :func:`lop_chunk`).
+    ``stages`` = 1 stops after the scoring launch (profiling only: the output is not written).
     ``pdl``: launch with programmatic dependent launch (``ternary.pdl_kw``; Hopper and later, not in the
     interpreter), so that the select-and-attend launch is set up while the scoring launch runs; each launch
     waits for its predecessor before its first access to memory, so the results are those without it.
@@ -361,7 +349,7 @@ def lop_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
     dev = q.device
     ng = bsz * kvh
     gpu = q.is_cuda and not INTERPRET
-    chunk = chunk or lop_launch_plan(ng, m, dev)[0]
+    chunk = chunk or lop_default_chunk(ng, m, dev)
     if chunk < 16 or chunk & (chunk - 1):
         raise ValueError(f"chunk must be a power of two >= 16, got {chunk}")
     q2 = q.reshape(bsz * h, d).contiguous()
@@ -369,10 +357,6 @@ def lop_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
     nbp = triton.next_power_of_2(n_buckets)
     dp = max(triton.next_power_of_2(d), 16)
     kk = min(k_sel, m)
-    if fused is None:
-        fused = gpu and stages == 2 and lop_fits_one_launch(ng, nc, dev)
-    if fused and not gpu:
-        raise ValueError("the one-launch LOP kernel needs a GPU (its group barrier spins on all programs)")
     cnt = _counters(dev, ng)
     buckets = torch.empty(ng, mmax, dtype=torch.int8, device=dev)
     hist = torch.empty(ng, nc, nbp, dtype=torch.int32, device=dev)
@@ -395,19 +379,18 @@ def lop_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
     meta = dict(G=grp, GP=gp, GQ=1 if grp == 1 else max(16, gp), NB=n_buckets, MANT=mant_bits, CH=chunk, DW=dw, DWP=dwp, NBP=nbp,
                 NCP=max(triton.next_power_of_2(nc), 2), KS=32, MB=min(max(triton.next_power_of_2(nc), 2), max(2, 128 // gp)), DP=dp,
                 WRITE_DBG=return_debug, USE_ASM=gpu, DOT_F32=not gpu, num_warps=num_warps)
-    for phase in ((0,) if fused else (1, 2)[:stages]):
+    for phase in (1, 2)[:stages]:
         _lop_kernel[(ng, nc)](*args, PHASE=phase, **meta, **pdl_kw(dev, pdl))
     if return_debug:
         return out, {"scores": scores[:, :m], "idx": idx.to(torch.int64), "q_i8": q_i8}
     return out
 
 
-def lop_launch_plan(groups: int, m: int, device) -> tuple[int, bool]:
-    """(tokens per program, one launch?) of :func:`lop_attention`'s defaults for ``groups`` = B·KVH and
-    context ``m`` on ``device`` (132 SMs assumed off the GPU)."""
+def lop_default_chunk(groups: int, m: int, device) -> int:
+    """Tokens per program of :func:`lop_attention`'s default call for ``groups`` = B·KVH and context ``m`` on
+    ``device`` (:func:`lop_chunk`; 132 SMs assumed off the GPU)."""
     gpu = device.type == "cuda" and not INTERPRET
-    chunk = lop_chunk(groups, m, sm_count(device.index or 0) if gpu else 132)
-    return chunk, gpu and lop_fits_one_launch(groups, triton.cdiv(m, chunk), device)
+    return lop_chunk(groups, m, sm_count(device.index or 0) if gpu else 132)
 
 
 LOP_CHUNKS = (128, 256, 512, 1024)  # the tokens per program lop_chunk chooses from
@@ -426,13 +409,3 @@ def lop_chunk(groups: int, m: int, sms: int) -> int:
         if n <= 32 and groups * n <= (8 if c >= 256 else 4) * sms:
             return c
     return LOP_CHUNKS[-1]
-
-
-def lop_fits_one_launch(groups: int, chunks: int, device) -> bool:
-    """The one-launch kernel spins until all chunks of a group have scored, so it needs every program of
-    the grid resident at once: at most one per SM (a program's resources always fit one SM). DESIGN
-    ASSUMPTION: the kernel has the device's SMs to itself (no MPS thread-percentage limit, nothing running
-    beside it on another stream); ``LOWBIT_LOP_ONE_LAUNCH=0`` turns the one-launch form off."""
-    if os.environ.get("LOWBIT_LOP_ONE_LAUNCH", "1") == "0":
-        return False
-    return device.type == "cuda" and groups * chunks <= sm_count(device.index or 0)

@@ -196,16 +196,14 @@ def render_markdown(data: dict, keep: str = "") -> str:
     out += _linear_table(data, BATCHES_GEMM, "## Batched / prefill GEMM (µs)")
     if data.get("attention"):
         out += ["", "## Decode attention: LOP (one top-K per KV group, K/M = 1/16) vs dense torch SDPA", "",
-                "`launches`: of the default LOP call (one where the grid fits one program per SM, the scoring and the "
-                "attention phases separated by a group barrier); `two launches µs`: the same call forced to two launches; "
                 "`without PDL µs`: the default call without programmatic dependent launch; "
                 "`scoring launch µs`: the scoring phase alone. SDPA is timed on cache rows of head_dim and on rows "
                 "zero-padded to the decode step's width (a multiple of 8, as the flash kernel needs); the faster counts, "
                 "the other in brackets. `chunk`: tokens per program of the default call (`lop_attn.lop_chunk`), in "
                 "brackets the LOP µs with the other chunk sizes.", "",
-                "| model | heads | context M | K | SDPA backend | SDPA µs | LOP µs | speedup | launches | two launches µs | "
+                "| model | heads | context M | K | SDPA backend | SDPA µs | LOP µs | speedup | "
                 "without PDL µs | scoring launch µs | chunk (others: µs) |",
-                "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                "|---|---|---|---|---|---|---|---|---|---|---|"]
         att = data["attention"]
         for r in att:
             if r["kernel"] != "lop":
@@ -214,7 +212,6 @@ def render_markdown(data: dict, keep: str = "") -> str:
             st = r.get("stage_us", {})
             out.append(f"| {r['model']} | {r['shape']} | {r['context']} | {r['k_sel']} | {_sdpa_how(d)} | "
                        f"{d['median_us']:.1f} | {r['median_us']:.1f} | {r['speedup_vs_torch']:.2f}× | "
-                       f"{r.get('launches', 2)} | {st.get('two_launches', r['median_us']):.1f} | "
                        f"{'—' if 'no_pdl' not in st else format(st['no_pdl'], '.1f')} | {st.get('score', 0):.1f} | "
                        f"{_chunks(r)} |")
     if data.get("dense_attention"):

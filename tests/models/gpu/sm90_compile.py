@@ -97,7 +97,7 @@ def lop_kernels() -> None:
         for dbg in (False, True):
             calls = recorded(lop_attn, "_lop_kernel", lop_attn.lop_attention, q, kc, kc, lo, m, 20, chunk=128,
                              return_debug=dbg)
-            for kernel, a, k in calls + [(calls[0][0], calls[0][1], {**calls[0][2], "PHASE": 0})]:
+            for kernel, a, k in calls:
                 ck = compile_sm90(kernel, a, k, USE_ASM=True, DOT_F32=False, PDL=True)
                 _report(f"lop_attention H{h}/KV{kvh}/d{d} phase {k['PHASE']} debug={dbg}", ck)
 

@@ -14,7 +14,6 @@ from lowbit.models.gpu.lop_attn import (
     lo_pack_keys_torch,
     lop_attention,
     lop_chunk,
-    lop_fits_one_launch,
 )
 from lowbit.sim.numerics.fp import pack_fp4
 from lowbit.sim.numerics.int8 import int8_absmax_quantize
@@ -72,10 +71,9 @@ def test_lop_scores_topk_attention(device, nb, mant, ksel, m, h, kvh, ch):
             ref[i, j] = (p / p.sum()) @ vc[i, j // grp].double().numpy()[sel]
     got = out.double().cpu().numpy()
     assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 1e-2
-    # a second call reuses the self-resetting counters and gives the same result; on a GPU the first call
-    # ran the one-launch kernel (group barrier), this one the two launches
+    # a second call reuses the self-resetting counters and gives the same result
     assert torch.equal(lop_attention(q.to(device), kc.to(device), vc.to(device), lo.to(device), m, ksel,
-                                     n_buckets=nb, mant_bits=mant, chunk=ch, fused=False), out)
+                                     n_buckets=nb, mant_bits=mant, chunk=ch), out)
 
 
 def test_lop_k_ge_m_is_dense_attention(device):
@@ -91,8 +89,6 @@ def test_lop_k_ge_m_is_dense_attention(device):
         lop_attention(q, kc, vc, lo, m, 10, n_buckets=64)
     with pytest.raises(ValueError, match="chunk"):
         lop_attention(q, kc, vc, lo, m, 10, chunk=48)
-    with pytest.raises(ValueError, match="GPU"):  # q on the CPU: the one-launch kernel's barrier needs a GPU
-        lop_attention(q, kc, vc, lo, m, 10, fused=True)
 
 
 def test_lop_chunk_rule():
@@ -104,12 +100,3 @@ def test_lop_chunk_rule():
     assert lop_chunk(32, 8192, 132) == 256  # 32 x 32 = 1024 <= 8 x 132 for chunks of 256
     assert lop_chunk(256, 8192, 132) == 1024  # batch 8: no chunk fits 8 programs per SM: the largest
     assert lop_chunk(1, 100, 132) == 128 and lop_chunk(64, 10**6, 132) == 1024  # the bounds
-
-
-def test_lop_one_launch_switch(monkeypatch):
-    cuda = torch.device("cuda", 0)
-    monkeypatch.setattr("lowbit.models.gpu.lop_attn.sm_count", lambda index: 132)
-    assert lop_fits_one_launch(5, 16, cuda) and not lop_fits_one_launch(5, 27, cuda)
-    assert not lop_fits_one_launch(5, 16, torch.device("cpu"))
-    monkeypatch.setenv("LOWBIT_LOP_ONE_LAUNCH", "0")
-    assert not lop_fits_one_launch(5, 16, cuda)

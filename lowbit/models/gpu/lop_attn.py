@@ -127,6 +127,15 @@ def _pack4(v, rs, half: tl.constexpr):
 
 
 @triton.jit
+def _code_dot(p0, p1, n0, n1, q0, q1, USE_ASM: tl.constexpr):
+    """Per word, sum over its 8 LO codes of ``sign · 2^(mag-1) · q``: the positive codes' magnitudes
+    (``p0``, ``p1``: the permuted low and high halves) dotted with the query bytes of those halves (``q0``,
+    ``q1``: [DWP, 1] columns of :func:`_pack4`), minus the negative codes' (``n0``, ``n1``)."""
+    zero = tl.zeros_like(p0)
+    return dp4a(p1, q1, dp4a(p0, q0, zero, USE_ASM), USE_ASM) - dp4a(n1, q1, dp4a(n0, q0, zero, USE_ASM), USE_ASM)
+
+
+@triton.jit
 def _score_chunk(q_ptr, qi_ptr, lo_ptr, tab_ptr, bucket_ptr, hist_ptr, score_ptr, g, c, h0, M, MMAX, NC, eps,
                  D: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, NB: tl.constexpr, MANT: tl.constexpr, CH: tl.constexpr,
                  DW: tl.constexpr, DWP: tl.constexpr, NBP: tl.constexpr, WRITE_DBG: tl.constexpr,
@@ -169,13 +178,10 @@ def _score_chunk(q_ptr, qi_ptr, lo_ptr, tab_ptr, bucket_ptr, hist_ptr, score_ptr
     p1 = _prmt_lo(w >> 16, tab, USE_ASM)
     n0 = _prmt_lo(wn, tab, USE_ASM)
     n1 = _prmt_lo(wn >> 16, tab, USE_ASM)
-    part = dp4a(p1, ql1, dp4a(p0, ql0, tl.zeros_like(w), USE_ASM), USE_ASM) \
-        - dp4a(n1, ql1, dp4a(n0, ql0, tl.zeros_like(w), USE_ASM), USE_ASM)
+    part = _code_dot(p0, p1, n0, n1, ql0, ql1, USE_ASM)
     if G > 1:
-        qh0 = _pack4(qg >> 7, rs, 0)[:, None]
-        qh1 = _pack4(qg >> 7, rs, 1)[:, None]
-        part += 128 * (dp4a(p1, qh1, dp4a(p0, qh0, tl.zeros_like(w), USE_ASM), USE_ASM)
-                       - dp4a(n1, qh1, dp4a(n0, qh0, tl.zeros_like(w), USE_ASM), USE_ASM))
+        part += 128 * _code_dot(p0, p1, n0, n1, _pack4(qg >> 7, rs, 0)[:, None], _pack4(qg >> 7, rs, 1)[:, None],
+                                USE_ASM)
     score = tl.sum(part, axis=0)
     if WRITE_DBG:
         tl.store(score_ptr + g * MMAX + rm, score, mask=m_ok)
@@ -301,19 +307,13 @@ def _lop_kernel(q_ptr, qi_ptr, lo_ptr, tab_ptr, k_ptr, v_ptr, bucket_ptr, hist_p
             tl.store(cnt_ptr + g, 0)
 
 
-def _counters(dev, n: int) -> torch.Tensor:
-    key = (str(dev), n)
-    if key not in _BUFFERS:
-        _BUFFERS[key] = torch.zeros(n, dtype=torch.int32, device=dev)
-    return _BUFFERS[key]
-
-
-def _prmt_table(dev) -> torch.Tensor:
-    """The low word of prmt's byte table (``_prmt_lo``) in device memory, one per device."""
-    key = (str(dev), "prmt")
-    if key not in _BUFFERS:
-        _BUFFERS[key] = torch.tensor([0x04020100], dtype=torch.int32, device=dev)
-    return _BUFFERS[key]
+def _device_buffer(dev, key, values) -> torch.Tensor:
+    """An int32 buffer made once per device and ``key`` from ``values`` (a list) and kept: the groups' merge
+    counters (zeros, reset by the kernel) and the low word of prmt's byte table (``_prmt_lo``)."""
+    k = (str(dev), key)
+    if k not in _BUFFERS:
+        _BUFFERS[k] = torch.tensor(values, dtype=torch.int32, device=dev)
+    return _BUFFERS[k]
 
 
 def lop_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, lo_cache: torch.Tensor, m: int,
@@ -357,7 +357,7 @@ def lop_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
     nbp = triton.next_power_of_2(n_buckets)
     dp = max(triton.next_power_of_2(d), 16)
     kk = min(k_sel, m)
-    cnt = _counters(dev, ng)
+    cnt = _device_buffer(dev, ("counters", ng), [0] * ng)
     buckets = torch.empty(ng, mmax, dtype=torch.int8, device=dev)
     hist = torch.empty(ng, nc, nbp, dtype=torch.int32, device=dev)
     scores = torch.empty(ng, mmax, dtype=torch.int32, device=dev) if return_debug else buckets
@@ -368,7 +368,7 @@ def lop_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
     pl = torch.empty(bsz * h, nc, dtype=torch.float32, device=dev)
     po = torch.empty(bsz * h, nc, dp, dtype=torch.float32, device=dev)
     dwp = max(triton.next_power_of_2(dw), 2)
-    tab = _prmt_table(dev)
+    tab = _device_buffer(dev, "prmt", [0x04020100])
     # k/v are addressed as row g * Mmax + token, lo as (g * DW + word) * Mmax + token: the batch and KV-head
     # strides must be the dense ones
     kc, vc = (x.reshape(ng, mmax, -1) for x in (k_cache, v_cache))
